@@ -1,0 +1,264 @@
+//! Column types for CSV files.
+//!
+//! A steward may declare a column's type in the dataset metadata; otherwise it is inferred from
+//! the first rows. We infer ourselves rather than use `arrow::csv`'s inference because its
+//! integer rule turns identifiers with leading zeros (postal codes, some phone formats) and long
+//! digit strings into numbers, silently changing them. Parsing itself stays with the `csv` and
+//! `arrow::csv` readers; only the choice of type is ours.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use arrow::datatypes::{DataType, TimeUnit};
+
+use crate::{Error, Result};
+
+/// A column type a steward can declare for a CSV column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclaredType {
+    /// Text (`Utf8`).
+    String,
+    /// 64-bit signed integer.
+    Int64,
+    /// 64-bit float.
+    Float64,
+    /// `true` / `false`.
+    Boolean,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// A date and time, `YYYY-MM-DD HH:MM:SS` or RFC 3339.
+    Timestamp,
+}
+
+impl DeclaredType {
+    /// Parses a declared type name.
+    ///
+    /// # Errors
+    /// [`Error::UnknownType`] naming the column.
+    pub fn parse(column: &str, given: &str) -> Result<Self> {
+        Ok(match given {
+            "string" | "utf8" | "text" => DeclaredType::String,
+            "int64" | "integer" | "int" => DeclaredType::Int64,
+            "float64" | "double" | "float" => DeclaredType::Float64,
+            "boolean" | "bool" => DeclaredType::Boolean,
+            "date" => DeclaredType::Date,
+            "timestamp" => DeclaredType::Timestamp,
+            other => {
+                return Err(Error::UnknownType {
+                    column: column.to_owned(),
+                    given: other.chars().take(32).collect(),
+                });
+            }
+        })
+    }
+
+    /// The Arrow type a column of this declared type is stored as.
+    pub fn data_type(self) -> DataType {
+        match self {
+            DeclaredType::String => DataType::Utf8,
+            DeclaredType::Int64 => DataType::Int64,
+            DeclaredType::Float64 => DataType::Float64,
+            DeclaredType::Boolean => DataType::Boolean,
+            DeclaredType::Date => DataType::Date32,
+            DeclaredType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        }
+    }
+
+    /// The name shown to stewards.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclaredType::String => "string",
+            DeclaredType::Int64 => "int64",
+            DeclaredType::Float64 => "float64",
+            DeclaredType::Boolean => "boolean",
+            DeclaredType::Date => "date",
+            DeclaredType::Timestamp => "timestamp",
+        }
+    }
+
+    /// The declared type a stored Arrow type corresponds to, if any.
+    pub fn of(data_type: &DataType) -> Option<Self> {
+        Some(match data_type {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DeclaredType::String,
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+                DeclaredType::Int64
+            }
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => DeclaredType::Float64,
+            DataType::Boolean => DeclaredType::Boolean,
+            DataType::Date32 | DataType::Date64 => DeclaredType::Date,
+            DataType::Timestamp(_, _) => DeclaredType::Timestamp,
+            _ => return None,
+        })
+    }
+}
+
+/// What the sampled values of one column could all be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Candidate {
+    Nothing,
+    Boolean,
+    Int,
+    Float,
+    Date,
+    Timestamp,
+    String,
+}
+
+impl Candidate {
+    fn of(value: &str) -> Candidate {
+        if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {
+            return Candidate::Boolean;
+        }
+        let digits = value.strip_prefix('-').unwrap_or(value);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            // A leading zero or more than 18 digits means a code, not a quantity.
+            let leading_zero = digits.len() > 1 && digits.starts_with('0');
+            return if leading_zero || digits.len() > 18 { Candidate::String } else { Candidate::Int };
+        }
+        if digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+            && digits.bytes().any(|b| b.is_ascii_digit())
+            && !digits.starts_with("00")
+            && value.parse::<f64>().is_ok()
+        {
+            return Candidate::Float;
+        }
+        if is_date(value) {
+            return Candidate::Date;
+        }
+        if value.len() >= 19 && is_date(&value[..10]) && matches!(value.as_bytes()[10], b' ' | b'T') {
+            return Candidate::Timestamp;
+        }
+        Candidate::String
+    }
+
+    fn join(self, other: Candidate) -> Candidate {
+        use Candidate::*;
+        match (self, other) {
+            (Nothing, x) | (x, Nothing) => x,
+            (a, b) if a == b => a,
+            (Int, Float) | (Float, Int) => Float,
+            (Date, Timestamp) | (Timestamp, Date) => Timestamp,
+            _ => String,
+        }
+    }
+
+    fn declared(self) -> DeclaredType {
+        match self {
+            Candidate::Boolean => DeclaredType::Boolean,
+            Candidate::Int => DeclaredType::Int64,
+            Candidate::Float => DeclaredType::Float64,
+            Candidate::Date => DeclaredType::Date,
+            Candidate::Timestamp => DeclaredType::Timestamp,
+            Candidate::Nothing | Candidate::String => DeclaredType::String,
+        }
+    }
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+/// The header and chosen column types of a CSV file.
+#[derive(Debug, Clone)]
+pub struct CsvLayout {
+    /// Column names in file order.
+    pub names: Vec<String>,
+    /// The type of each column, in the same order.
+    pub types: Vec<DeclaredType>,
+}
+
+/// Reads the header and up to `sample_rows` records of `path` and decides each column's type:
+/// the declared one where `declared` names the column, else the narrowest type every sampled
+/// value fits.
+///
+/// # Errors
+/// [`Error::CsvHeader`] for an empty, blank or duplicate column name; [`Error::CsvStructure`]
+/// for a sampled record that is malformed.
+pub fn infer(
+    path: &Path,
+    declared: &HashMap<String, DeclaredType>,
+    sample_rows: usize,
+) -> Result<CsvLayout> {
+    let file = File::open(path).map_err(Error::ReadFile)?;
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::new(file));
+    let header = reader.headers().map_err(csv_error)?.clone();
+    if header.is_empty() || (header.len() == 1 && header[0].trim().is_empty()) {
+        return Err(Error::CsvHeader("the file is empty or has no header line".into()));
+    }
+    let mut seen = HashSet::new();
+    let mut names = Vec::with_capacity(header.len());
+    for (i, name) in header.iter().enumerate() {
+        let name = name.trim_start_matches('\u{feff}').trim();
+        if name.is_empty() {
+            return Err(Error::CsvHeader(format!("column {} has no name", i + 1)));
+        }
+        if !seen.insert(name.to_owned()) {
+            return Err(Error::CsvHeader(format!("column name `{name}` appears twice")));
+        }
+        names.push(name.to_owned());
+    }
+    let mut candidates = vec![Candidate::Nothing; names.len()];
+    for record in reader.records().take(sample_rows) {
+        let record = record.map_err(csv_error)?;
+        for (slot, value) in candidates.iter_mut().zip(record.iter()) {
+            if !value.is_empty() && *slot != Candidate::String {
+                *slot = slot.join(Candidate::of(value));
+            }
+        }
+    }
+    let types = names
+        .iter()
+        .zip(candidates)
+        .map(|(name, c)| declared.get(name).copied().unwrap_or_else(|| c.declared()))
+        .collect();
+    Ok(CsvLayout { names, types })
+}
+
+/// Maps a `csv` crate error to ours without its record content.
+fn csv_error(e: csv::Error) -> Error {
+    let line = e.position().map(|p| p.line());
+    let problem = match e.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("expected {expected_len} fields, found {len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "the line is not valid UTF-8".to_owned(),
+        csv::ErrorKind::Io(_) => return Error::Csv("the file could not be read".into()),
+        _ => "the line is malformed".to_owned(),
+    };
+    match line {
+        Some(line) => Error::CsvStructure { line, problem },
+        None => Error::Csv(problem),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types_of(rows: &str) -> Vec<DeclaredType> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, rows).expect("write");
+        let layout = infer(&path, &HashMap::new(), 100).expect("infer");
+        layout.types
+    }
+
+    #[test]
+    fn keeps_codes_with_leading_zeros_and_long_digit_strings_as_text() {
+        use DeclaredType::*;
+        let t = types_of("zip,id_number,n,x,d,ts,b,empty\n010020,110101199001011234567,1,1.5,2024-01-02,2024-01-02 10:00:00,true,\n100000,110101199001011230,22,2,2024-03-04,2024-01-02T10:00:00Z,FALSE,\n");
+        assert_eq!(t, vec![String, String, Int64, Float64, Date, Timestamp, Boolean, String]);
+    }
+
+    #[test]
+    fn mixed_values_fall_back_to_text() {
+        use DeclaredType::*;
+        assert_eq!(types_of("a,b\n1,2024-01-01\nx,3\n"), vec![String, String]);
+    }
+}

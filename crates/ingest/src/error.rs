@@ -1,0 +1,99 @@
+//! Errors of reading and writing dataset files.
+
+use veil_common::ErrorKind;
+
+/// A failure to read an uploaded file or to write its Parquet version.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be opened or read on our side.
+    #[error("reading the uploaded file failed: {0}")]
+    ReadFile(#[source] std::io::Error),
+    /// The file is not in a format Veil reads.
+    #[error("unsupported file format: {0}")]
+    UnsupportedFormat(String),
+    /// The CSV header is unusable (empty, duplicate or missing column names).
+    #[error("CSV header: {0}")]
+    CsvHeader(String),
+    /// The CSV's structure is broken at a line (wrong number of fields, bad UTF-8).
+    #[error("CSV line {line}: {problem}")]
+    CsvStructure {
+        /// 1-based line in the file, the header being line 1.
+        line: u64,
+        /// What is wrong, without the line's content.
+        problem: String,
+    },
+    /// A CSV value does not parse as its column's type.
+    #[error("CSV line {line}, column `{column}`: value is not a valid {expected}")]
+    CsvValue {
+        /// 1-based line in the file, the header being line 1.
+        line: u64,
+        /// The column's name from the header.
+        column: String,
+        /// The type the column has (declared or inferred).
+        expected: String,
+    },
+    /// A CSV problem that the reader could not place on a line.
+    #[error("CSV could not be read: {0}")]
+    Csv(String),
+    /// An Arrow IPC or Parquet file that does not decode.
+    #[error("the {format} file could not be decoded: {message}")]
+    Decode {
+        /// `Parquet` or `Arrow IPC`.
+        format: &'static str,
+        /// The decoder's message (structure only: decoders do not quote values).
+        message: String,
+    },
+    /// A column of a type Veil does not store.
+    #[error("column `{column}` has type {data_type}, which Veil does not store (nested, binary and null columns are refused)")]
+    UnsupportedType {
+        /// The column's name.
+        column: String,
+        /// The Arrow type, as text.
+        data_type: String,
+    },
+    /// A declared type for a CSV column that Veil does not know.
+    #[error("column `{column}`: unknown type `{given}`: expected one of string, int64, float64, boolean, date, timestamp")]
+    UnknownType {
+        /// The column's name.
+        column: String,
+        /// What was declared.
+        given: String,
+    },
+    /// Writing the Parquet version failed on our side.
+    #[error("writing the dataset file failed: {0}")]
+    WriteFile(String),
+}
+
+impl Error {
+    /// The coarse class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ReadFile(_) | Error::WriteFile(_) => ErrorKind::Internal,
+            Error::UnsupportedFormat(_)
+            | Error::CsvHeader(_)
+            | Error::CsvStructure { .. }
+            | Error::CsvValue { .. }
+            | Error::Csv(_)
+            | Error::Decode { .. }
+            | Error::UnsupportedType { .. }
+            | Error::UnknownType { .. } => ErrorKind::Unprocessable,
+        }
+    }
+
+    /// A stable machine-readable code for the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::ReadFile(_) | Error::WriteFile(_) => "internal",
+            Error::UnsupportedFormat(_) => "unsupported_format",
+            Error::CsvHeader(_) => "csv_header",
+            Error::CsvStructure { .. } | Error::Csv(_) => "csv_malformed",
+            Error::CsvValue { .. } => "csv_value",
+            Error::Decode { .. } => "file_undecodable",
+            Error::UnsupportedType { .. } => "unsupported_type",
+            Error::UnknownType { .. } => "unknown_type",
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

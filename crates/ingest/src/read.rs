@@ -1,0 +1,203 @@
+//! One batch iterator over every supported input format.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::ipc::reader::{FileReader, StreamReader};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::csv_infer::{self, DeclaredType};
+use crate::{Error, Result, SourceFormat};
+
+/// How to read an input file.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Rows per record batch; bounds memory together with the writer's row-group size.
+    pub batch_size: usize,
+    /// How many CSV records to sample when inferring column types.
+    pub csv_sample_rows: usize,
+    /// Column types the steward declared (CSV only; other formats carry their own types).
+    pub declared: HashMap<String, DeclaredType>,
+}
+
+impl ReadOptions {
+    /// Options with the default batch size and sample, and the given declared types.
+    pub fn with_declared(declared: HashMap<String, DeclaredType>) -> Self {
+        Self { batch_size: 8192, csv_sample_rows: 10_000, declared }
+    }
+}
+
+/// An opened input: its schema (known before any batch is read) and its batches.
+pub struct Source {
+    /// The schema every batch has.
+    pub schema: SchemaRef,
+    /// The batches, read lazily.
+    pub batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+}
+
+/// Opens `path` as `format`.
+///
+/// # Errors
+/// A [`Error`] naming what is wrong with the file: an unusable CSV header, an undecodable
+/// Parquet or Arrow file, or a column type Veil does not store.
+pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<Source> {
+    let source = match format {
+        SourceFormat::Csv => open_csv(path, options)?,
+        SourceFormat::Parquet => {
+            let file = File::open(path).map_err(Error::ReadFile)?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| decode_error("Parquet", e.to_string()))?
+                .with_batch_size(options.batch_size)
+                .build()
+                .map_err(|e| decode_error("Parquet", e.to_string()))?;
+            let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+            Source {
+                schema,
+                batches: Box::new(reader.map(|b| b.map_err(|e| decode_error("Parquet", e.to_string())))),
+            }
+        }
+        SourceFormat::ArrowFile => {
+            let file = File::open(path).map_err(Error::ReadFile)?;
+            let reader = FileReader::try_new(BufReader::new(file), None)
+                .map_err(|e| decode_error("Arrow IPC", e.to_string()))?;
+            let schema = reader.schema();
+            Source {
+                schema,
+                batches: Box::new(reader.map(|b| b.map_err(|e| decode_error("Arrow IPC", e.to_string())))),
+            }
+        }
+        SourceFormat::ArrowStream => {
+            let file = File::open(path).map_err(Error::ReadFile)?;
+            let reader = StreamReader::try_new(BufReader::new(file), None)
+                .map_err(|e| decode_error("Arrow IPC", e.to_string()))?;
+            let schema = reader.schema();
+            Source {
+                schema,
+                batches: Box::new(reader.map(|b| b.map_err(|e| decode_error("Arrow IPC", e.to_string())))),
+            }
+        }
+    };
+    for field in source.schema.fields() {
+        if !is_storable(field.data_type()) {
+            return Err(Error::UnsupportedType {
+                column: field.name().clone(),
+                data_type: field.data_type().to_string(),
+            });
+        }
+    }
+    Ok(source)
+}
+
+fn decode_error(format: &'static str, message: String) -> Error {
+    Error::Decode { format, message }
+}
+
+/// Flat scalar types only: the guard reasons about columns, and a nested or binary column would
+/// carry values it cannot see into.
+fn is_storable(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Dictionary(_, value) => is_storable(value),
+        t => {
+            t.is_primitive()
+                || matches!(
+                    t,
+                    DataType::Boolean
+                        | DataType::Utf8
+                        | DataType::LargeUtf8
+                        | DataType::Utf8View
+                        | DataType::Decimal128(_, _)
+                        | DataType::Decimal256(_, _)
+                )
+        }
+    }
+}
+
+/// CSV is read as text by `arrow::csv` (which cannot fail on a value) and then cast column by
+/// column, so that a value that does not parse is reported by line and column without quoting it
+/// (the reader's own parse errors quote the value and the whole row).
+fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
+    let layout = csv_infer::infer(path, &options.declared, options.csv_sample_rows)?;
+    let text_schema = Arc::new(Schema::new(
+        layout.names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>(),
+    ));
+    let target_schema = Arc::new(Schema::new(
+        layout
+            .names
+            .iter()
+            .zip(&layout.types)
+            .map(|(n, t)| Field::new(n, t.data_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let file = File::open(path).map_err(Error::ReadFile)?;
+    let reader = arrow::csv::ReaderBuilder::new(text_schema)
+        .with_header(true)
+        .with_batch_size(options.batch_size)
+        .build(BufReader::new(file))
+        .map_err(|e| csv_structure_error(&e))?;
+    let types = layout.types.clone();
+    let names = layout.names.clone();
+    let schema = Arc::clone(&target_schema);
+    let mut rows_before: u64 = 0;
+    let batches = reader.map(move |batch| {
+        let batch = batch.map_err(|e| csv_structure_error(&e))?;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+        for (i, text) in batch.columns().iter().enumerate() {
+            let target = types[i].data_type();
+            if target == DataType::Utf8 {
+                columns.push(Arc::clone(text));
+                continue;
+            }
+            let cast = cast_with_options(text, &target, &CastOptions { safe: true, ..Default::default() })
+                .map_err(|_| Error::CsvValue {
+                    line: rows_before + 2,
+                    column: names[i].clone(),
+                    expected: types[i].as_str().to_owned(),
+                })?;
+            if cast.null_count() != text.null_count() {
+                // `safe` casting turns an unparsable value into a null: the first new null is the
+                // first bad value. Line = records before + 1 for the header + 1 for 1-based.
+                let row = (0..text.len()).find(|&r| text.is_valid(r) && cast.is_null(r)).unwrap_or(0);
+                return Err(Error::CsvValue {
+                    line: rows_before + row as u64 + 2,
+                    column: names[i].clone(),
+                    expected: types[i].as_str().to_owned(),
+                });
+            }
+            columns.push(cast);
+        }
+        rows_before += batch.num_rows() as u64;
+        RecordBatch::try_new(Arc::clone(&target_schema), columns)
+            .map_err(|e| Error::Csv(format!("could not assemble a batch: {e}")))
+    });
+    Ok(Source { schema, batches: Box::new(batches) })
+}
+
+/// Maps an `arrow::csv` structural error to ours. Its messages name a line and a field number
+/// and never quote the data, but we still rebuild the message rather than pass it through, so a
+/// future change upstream cannot put a value in front of a steward or a log.
+fn csv_structure_error(e: &ArrowError) -> Error {
+    let text = e.to_string();
+    let line = text
+        .split("line ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok());
+    let problem = if text.contains("incorrect number of fields") {
+        "the number of fields differs from the header"
+    } else if text.contains("invalid UTF-8") {
+        "the line is not valid UTF-8"
+    } else {
+        "the line is malformed"
+    };
+    match line {
+        Some(line) => Error::CsvStructure { line, problem: problem.to_owned() },
+        None => Error::Csv(problem.to_owned()),
+    }
+}

@@ -1,0 +1,55 @@
+//! Writing a [`Source`] as one Parquet file.
+
+use std::fs::File;
+use std::path::Path;
+
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::{Error, Result, Source};
+
+/// What a written file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Rows written.
+    pub rows: u64,
+    /// Size of the file on disk.
+    pub bytes: u64,
+}
+
+/// Rows per row group. The writer holds one row group's encoded pages in memory, so this and
+/// the batch size bound ingestion memory.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Writes every batch of `source` to a new file at `dst` and fsyncs it.
+///
+/// `inspect` sees each batch before it is written and may refuse it; the first error stops the
+/// write. The caller owns `dst` and removes it on error.
+///
+/// # Errors
+/// Any read error of the source, any error of `inspect`, or [`Error::WriteFile`].
+pub fn write_parquet(
+    source: Source,
+    dst: &Path,
+    mut inspect: impl FnMut(&arrow::array::RecordBatch) -> Result<()>,
+) -> Result<WriteReport> {
+    let file = File::create_new(dst).map_err(|e| Error::WriteFile(e.to_string()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, source.schema, Some(props))
+        .map_err(|e| Error::WriteFile(e.to_string()))?;
+    let mut rows = 0u64;
+    for batch in source.batches {
+        let batch = batch?;
+        inspect(&batch)?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch).map_err(|e| Error::WriteFile(e.to_string()))?;
+    }
+    let file = writer.into_inner().map_err(|e| Error::WriteFile(e.to_string()))?;
+    file.sync_all().map_err(|e| Error::WriteFile(e.to_string()))?;
+    let bytes = file.metadata().map_err(|e| Error::WriteFile(e.to_string()))?.len();
+    Ok(WriteReport { rows, bytes })
+}

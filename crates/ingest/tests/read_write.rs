@@ -1,0 +1,153 @@
+//! Reading each input format and writing Parquet, through the public API.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use veil_ingest::{DeclaredType, Error, ReadOptions, SourceFormat, open, write_parquet};
+
+fn read_back(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).expect("open parquet");
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .collect::<Result<_, _>>()
+        .expect("batches")
+}
+
+fn ingest_csv(text: &str, declared: HashMap<String, DeclaredType>) -> Result<Vec<RecordBatch>, Error> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("in.csv");
+    std::fs::write(&src, text).expect("write");
+    assert_eq!(SourceFormat::sniff(&src).expect("sniff"), SourceFormat::Csv);
+    let mut options = ReadOptions::with_declared(declared);
+    options.batch_size = 2; // several batches, so line numbers must carry across them
+    let source = open(&src, SourceFormat::Csv, &options)?;
+    let dst = dir.path().join("out.parquet");
+    write_parquet(source, &dst, |_| Ok(()))?;
+    Ok(read_back(&dst))
+}
+
+#[test]
+fn csv_round_trips_with_inferred_types_and_empty_fields_as_null() {
+    let batches = ingest_csv("id,age,district\n0101,70,朝阳区\n0102,,海淀区\n0103,81,\n", HashMap::new())
+        .expect("ingest");
+    let schema = batches[0].schema();
+    assert_eq!(schema.field(0).data_type(), &DataType::Utf8, "leading zeros keep the id text");
+    assert_eq!(schema.field(1).data_type(), &DataType::Int64);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 3);
+    let ages = batches[0].column(1).as_any().downcast_ref::<Int64Array>().expect("int64");
+    assert_eq!(ages.value(0), 70);
+    assert!(ages.is_null(1), "an empty field is null");
+    let ids = batches[0].column(0).as_any().downcast_ref::<StringArray>().expect("utf8");
+    assert_eq!(ids.value(0), "0101");
+}
+
+#[test]
+fn csv_value_error_names_line_and_column_but_not_the_value() {
+    let mut declared = HashMap::new();
+    declared.insert("cost".to_owned(), DeclaredType::Int64);
+    let text = "id,cost\na,1\nb,2\nc,3\nd,SECRET-VALUE\ne,5\n";
+    let err = ingest_csv(text, declared).expect_err("bad value");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::CsvValue { line: 5, .. }), "{msg}");
+    assert!(msg.contains("`cost`") && msg.contains("int64"), "{msg}");
+    assert!(!msg.contains("SECRET"), "the value must not appear: {msg}");
+}
+
+#[test]
+fn csv_structure_error_names_the_line() {
+    let err = ingest_csv("a,b\n1,2\n3,4\n5\n", HashMap::new()).expect_err("short row");
+    // The sampling pass sees the short row first and reports it with its exact line.
+    assert!(matches!(err, Error::CsvStructure { line: 4, .. }), "{err}");
+}
+
+#[test]
+fn csv_structure_error_past_the_sample_names_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("in.csv");
+    std::fs::write(&src, "a,b\n1,2\n3,4\n5,6\n7\n").expect("write");
+    let mut options = ReadOptions::with_declared(HashMap::new());
+    options.csv_sample_rows = 1;
+    options.batch_size = 2;
+    let source = open(&src, SourceFormat::Csv, &options).expect("open");
+    let err = write_parquet(source, &dir.path().join("o.parquet"), |_| Ok(())).expect_err("short row");
+    assert!(matches!(err, Error::CsvStructure { line: 5, .. }), "{err}");
+}
+
+#[test]
+fn csv_header_problems_are_refused() {
+    assert!(matches!(ingest_csv("a,a\n1,2\n", HashMap::new()), Err(Error::CsvHeader(_))));
+    assert!(matches!(ingest_csv("a,,c\n1,2,3\n", HashMap::new()), Err(Error::CsvHeader(_))));
+    assert!(matches!(ingest_csv("", HashMap::new()), Err(Error::CsvHeader(_))));
+}
+
+fn sample_batch() -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+            Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+        ],
+    )
+    .expect("batch")
+}
+
+#[test]
+fn arrow_file_stream_and_parquet_are_sniffed_and_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch = sample_batch();
+    let file_path = dir.path().join("a.arrow");
+    {
+        let f = std::fs::File::create(&file_path).expect("create");
+        let mut w = arrow::ipc::writer::FileWriter::try_new(f, &batch.schema()).expect("writer");
+        w.write(&batch).expect("write");
+        w.finish().expect("finish");
+    }
+    let stream_path = dir.path().join("a.arrows");
+    {
+        let f = std::fs::File::create(&stream_path).expect("create");
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(f, &batch.schema()).expect("writer");
+        w.write(&batch).expect("write");
+        w.finish().expect("finish");
+    }
+    let parquet_path = dir.path().join("a.parquet");
+    {
+        let f = std::fs::File::create(&parquet_path).expect("create");
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+    }
+    for (path, format) in [
+        (&file_path, SourceFormat::ArrowFile),
+        (&stream_path, SourceFormat::ArrowStream),
+        (&parquet_path, SourceFormat::Parquet),
+    ] {
+        assert_eq!(SourceFormat::sniff(path).expect("sniff"), format);
+        let source = open(path, format, &ReadOptions::with_declared(HashMap::new())).expect("open");
+        let dst = dir.path().join(format!("{}.out.parquet", format.as_str()));
+        let report = write_parquet(source, &dst, |_| Ok(())).expect("write");
+        assert_eq!(report.rows, 3);
+        assert_eq!(read_back(&dst)[0], batch);
+    }
+}
+
+#[test]
+fn truncated_parquet_is_a_decode_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.parquet");
+    std::fs::write(&path, b"PAR1 this is not really parquet").expect("write");
+    let err = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new()))
+        .err()
+        .expect("decode error");
+    assert!(matches!(err, Error::Decode { format: "Parquet", .. }), "{err}");
+}
