@@ -1,1 +1,99 @@
-//! placeholder
+//! The catalogue: everything Veil knows about departments, users, tokens and datasets, and the
+//! data directory that holds it.
+//!
+//! One data directory holds everything, so `veil serve` needs nothing else to start:
+//!
+//! ```text
+//! DATA_DIR/
+//!   catalog.db                    SQLite: departments, users, token tags, datasets, versions, columns
+//!   keys/token.key                HMAC key for token tags (owner-only)
+//!   datasets/<dept>/<name>/<uuid>.parquet   immutable dataset versions
+//!   tmp/                          uploads and half-written versions; emptied at every open
+//! ```
+//!
+//! **Invariant:** a dataset version is visible only after its Parquet file is complete, fsynced
+//! and renamed into place *and* the catalogue transaction that names it has committed. A crash
+//! between the two leaves an orphan file, which [`Catalog::open`] removes.
+//!
+//! The catalogue API is synchronous (SQLite and file I/O); async callers run it on a blocking
+//! thread.
+//!
+//! # Layout
+//! - [`layout`]: paths inside the data directory, and `init`.
+//! - `schema`: versioned migrations.
+//! - [`identity`]: departments, users, tokens and authentication.
+//! - [`spec`]: dataset metadata as a steward declares it, and its validation.
+//! - [`datasets`]: registration, listing, retirement.
+
+#![warn(missing_docs)]
+
+pub mod datasets;
+mod error;
+pub mod identity;
+pub mod layout;
+mod schema;
+pub mod spec;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use ring::hmac;
+use rusqlite::Connection;
+
+pub use datasets::{ColumnInfo, DatasetInfo, VersionInfo, resolve_import};
+pub use error::{Error, Result};
+pub use identity::{Department, IssuedToken, Principal, User};
+pub use layout::{DataDir, init};
+pub use spec::{ColumnInput, ColumnSpec, DatasetSpec, MetadataInput};
+
+/// An open catalogue over one data directory.
+pub struct Catalog {
+    dir: DataDir,
+    /// One connection, serialised: catalogue writes are small and SQLite allows one writer at a
+    /// time anyway. Long work (ingesting a file) happens outside the lock.
+    conn: Mutex<Connection>,
+    /// Key for token tags: a stolen `catalog.db` alone does not let anyone test token guesses.
+    token_key: hmac::Key,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("dir", &self.dir.root()).finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// Opens the catalogue of an initialised data directory: applies pending migrations, empties
+    /// `tmp/` and removes dataset files that no committed version names.
+    ///
+    /// # Errors
+    /// [`Error::NotInitialized`] when `root` is not a Veil data directory,
+    /// [`Error::SchemaTooNew`] when a newer Veil wrote it, or an I/O or SQLite failure.
+    pub fn open(root: &Path) -> Result<Self> {
+        let dir = DataDir::existing(root)?;
+        let mut conn = schema::connect(&dir.catalog_db())?;
+        schema::migrate(&mut conn)?;
+        let token_key = layout::read_key(&dir.token_key())?;
+        let catalog = Self { dir, conn: Mutex::new(conn), token_key };
+        catalog.sweep()?;
+        Ok(catalog)
+    }
+
+    /// The data directory this catalogue lives in.
+    pub fn dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (every write is a
+        // transaction), so a poisoned lock is safe to take over.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The current time as stored in the catalogue: RFC 3339, UTC.
+pub(crate) fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}

@@ -1,0 +1,402 @@
+//! Dataset registration, listing and retirement.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+use veil_common::{DatasetName, DatasetRef, DepartmentId, Level, Tag, UserId};
+use veil_ingest::{ReadOptions, SourceFormat};
+
+use crate::layout::sync_dir;
+use crate::{Catalog, DatasetSpec, Error, Result, now};
+
+/// What the catalogue shows about a dataset: metadata only, never data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetInfo {
+    /// Which dataset.
+    pub dataset: DatasetRef,
+    /// Level of the current version.
+    pub level: Level,
+    /// Description of the current version.
+    pub description: String,
+    /// Privacy unit of the current version.
+    pub privacy_unit: Option<String>,
+    /// Rows in the current version.
+    pub row_count: u64,
+    /// The current version number (1-based).
+    pub current_version: i64,
+    /// When the first version was registered.
+    pub created_at: String,
+    /// When it was retired, if it is.
+    pub retired_at: Option<String>,
+    /// Columns of the current version, in file order.
+    pub columns: Vec<ColumnInfo>,
+    /// Every version, oldest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+/// A column of a dataset version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnInfo {
+    /// Its name.
+    pub name: String,
+    /// Its Arrow type, as text.
+    pub data_type: String,
+    /// Its tag.
+    pub tag: Tag,
+    /// Whether it is a linkable identifier.
+    pub linkable: bool,
+    /// Its declared bounds.
+    pub bounds: Option<(f64, f64)>,
+}
+
+/// One registered version of a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionInfo {
+    /// Its number.
+    pub version: i64,
+    /// Its level.
+    pub level: Level,
+    /// Its rows.
+    pub row_count: u64,
+    /// Its Parquet file's size.
+    pub byte_size: u64,
+    /// The format it was uploaded in.
+    pub source_format: String,
+    /// The steward who registered it.
+    pub registered_by: String,
+    /// When.
+    pub registered_at: String,
+}
+
+/// Resolves `relative` under the import `root`, refusing anything that could leave it: an
+/// absolute path, a `..` component, or a symbolic link anywhere along the way.
+///
+/// # Errors
+/// [`Error::ImportPath`] saying which rule the path breaks.
+pub fn resolve_import(root: &Path, relative: &str) -> Result<PathBuf> {
+    let rel = Path::new(relative);
+    if relative.is_empty() || rel.is_absolute() {
+        return Err(Error::ImportPath("source must be a relative path under the import root".into()));
+    }
+    let mut path = root.to_path_buf();
+    for component in rel.components() {
+        match component {
+            Component::Normal(part) => path.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(Error::ImportPath("source may not contain `..` or leave the import root".into()));
+            }
+        }
+        let meta = fs::symlink_metadata(&path)
+            .map_err(|_| Error::ImportPath(format!("source `{relative}` does not exist under the import root")))?;
+        if meta.file_type().is_symlink() {
+            return Err(Error::ImportPath("source may not be or pass through a symbolic link".into()));
+        }
+    }
+    if !path.is_file() {
+        return Err(Error::ImportPath(format!("source `{relative}` is not a file")));
+    }
+    // Belt and braces: the canonical path must still be under the canonical root.
+    let canonical_root = root.canonicalize().map_err(Error::io("resolving import root", root))?;
+    let canonical = path.canonicalize().map_err(Error::io("resolving", &path))?;
+    if !canonical.starts_with(&canonical_root) {
+        return Err(Error::ImportPath("source leaves the import root".into()));
+    }
+    Ok(canonical)
+}
+
+impl Catalog {
+    /// Registers a new version of a dataset from the file at `source`.
+    ///
+    /// The file is converted to Parquet in `tmp/`, fsynced, renamed into `datasets/`, and only
+    /// then named by a catalogue transaction. Any failure removes what was written: the
+    /// catalogue and the data directory are as before. `source` itself is left alone.
+    ///
+    /// # Errors
+    /// [`Error::DepartmentNotFound`]; [`Error::Invalid`] when the file does not match the
+    /// metadata; [`Error::Ingest`] when the file cannot be read; I/O and SQLite failures.
+    pub fn register_dataset(&self, spec: &DatasetSpec, source: &Path, by: &UserId) -> Result<DatasetInfo> {
+        if !self.department_exists(&spec.dataset.department)? {
+            return Err(Error::DepartmentNotFound(spec.dataset.department.clone()));
+        }
+        let format = match spec.format {
+            Some(f) => f,
+            None => SourceFormat::sniff(source)?,
+        };
+        let opened = veil_ingest::open(source, format, &ReadOptions::with_declared(spec.declared_types()))?;
+        spec.check_schema(&opened.schema)?;
+        let schema = opened.schema.clone();
+
+        let tmp = self.dir.tmp_file("parquet");
+        let report = match veil_ingest::write_parquet(opened, &tmp, |_| Ok(())) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+
+        let dataset_dir = self.dir.datasets().join(spec.dataset.department.as_str()).join(spec.dataset.name.as_str());
+        let file_name = format!("{}.parquet", uuid::Uuid::new_v4());
+        let relative = format!("datasets/{}/{}/{file_name}", spec.dataset.department, spec.dataset.name);
+        let placed = dataset_dir.join(&file_name);
+        let place = || -> Result<()> {
+            fs::create_dir_all(&dataset_dir).map_err(Error::io("creating directory", &dataset_dir))?;
+            fs::rename(&tmp, &placed).map_err(Error::io("moving dataset file to", &placed))?;
+            sync_dir(&dataset_dir)?;
+            if let Some(parent) = dataset_dir.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = place() {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&placed);
+            return Err(e);
+        }
+
+        let commit = || -> Result<()> {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let registered_at = now();
+            let version: i64 = tx.query_row(
+                "SELECT coalesce(max(version), 0) + 1 FROM dataset_versions WHERE department = ?1 AND name = ?2",
+                params![spec.dataset.department.as_str(), spec.dataset.name.as_str()],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO datasets (department, name, current_version, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (department, name) DO UPDATE SET current_version = excluded.current_version, retired_at = NULL",
+                params![spec.dataset.department.as_str(), spec.dataset.name.as_str(), version, registered_at],
+            )?;
+            tx.execute(
+                "INSERT INTO dataset_versions (department, name, version, level, description, privacy_unit, file,
+                     source_format, row_count, byte_size, registered_by, registered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    spec.dataset.department.as_str(),
+                    spec.dataset.name.as_str(),
+                    version,
+                    spec.level.as_str(),
+                    spec.description,
+                    spec.privacy_unit,
+                    relative,
+                    format.as_str(),
+                    report.rows as i64,
+                    report.bytes as i64,
+                    by.as_str(),
+                    registered_at,
+                ],
+            )?;
+            for (position, field) in schema.fields().iter().enumerate() {
+                let Some(column) = spec.columns.get(field.name()) else { continue };
+                tx.execute(
+                    "INSERT INTO dataset_columns (department, name, version, position, column_name, data_type, tag, linkable, bound_lo, bound_hi)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        spec.dataset.department.as_str(),
+                        spec.dataset.name.as_str(),
+                        version,
+                        position as i64,
+                        field.name(),
+                        field.data_type().to_string(),
+                        column.tag.as_str(),
+                        column.linkable,
+                        column.bounds.map(|b| b.0),
+                        column.bounds.map(|b| b.1),
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        if let Err(e) = commit() {
+            let _ = fs::remove_file(&placed);
+            return Err(e);
+        }
+        tracing::info!(dataset = %spec.dataset, rows = report.rows, bytes = report.bytes, "dataset version registered");
+        self.dataset(&spec.dataset)
+    }
+
+    /// Every dataset's metadata, by department and name; retired ones only when asked for.
+    ///
+    /// # Errors
+    /// A SQLite failure.
+    pub fn datasets(&self, include_retired: bool) -> Result<Vec<DatasetInfo>> {
+        let refs: Vec<(String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT department, name FROM datasets WHERE ?1 OR retired_at IS NULL ORDER BY department, name",
+            )?;
+            let rows = stmt.query_map([include_retired], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        refs.into_iter()
+            .map(|(d, n)| self.dataset(&DatasetRef { department: DepartmentId::new(d)?, name: DatasetName::new(n)? }))
+            .collect()
+    }
+
+    /// One dataset's metadata, retired or not.
+    ///
+    /// # Errors
+    /// [`Error::DatasetNotFound`], or a SQLite failure.
+    pub fn dataset(&self, dataset: &DatasetRef) -> Result<DatasetInfo> {
+        let conn = self.conn();
+        let key = params![dataset.department.as_str(), dataset.name.as_str()];
+        let head = conn
+            .query_row(
+                "SELECT current_version, created_at, retired_at FROM datasets WHERE department = ?1 AND name = ?2",
+                key,
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)),
+            )
+            .optional()?;
+        let Some((current_version, created_at, retired_at)) = head else {
+            return Err(Error::DatasetNotFound(dataset.clone()));
+        };
+        let mut stmt = conn.prepare(
+            "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit
+             FROM dataset_versions WHERE department = ?1 AND name = ?2 ORDER BY version",
+        )?;
+        let mut description = String::new();
+        let mut privacy_unit = None;
+        let versions = stmt
+            .query_map(key, |r| {
+                let version: i64 = r.get(0)?;
+                if version == current_version {
+                    description = r.get(7)?;
+                    privacy_unit = r.get(8)?;
+                }
+                Ok(VersionInfo {
+                    version,
+                    level: parse_stored(r.get::<_, String>(1)?)?,
+                    row_count: r.get::<_, i64>(2)? as u64,
+                    byte_size: r.get::<_, i64>(3)? as u64,
+                    source_format: r.get(4)?,
+                    registered_by: r.get(5)?,
+                    registered_at: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let current = versions
+            .iter()
+            .find(|v| v.version == current_version)
+            .cloned()
+            .ok_or_else(|| Error::DatasetNotFound(dataset.clone()))?;
+        let mut stmt = conn.prepare(
+            "SELECT column_name, data_type, tag, linkable, bound_lo, bound_hi FROM dataset_columns
+             WHERE department = ?1 AND name = ?2 AND version = ?3 ORDER BY position",
+        )?;
+        let columns = stmt
+            .query_map(params![dataset.department.as_str(), dataset.name.as_str(), current_version], |r| {
+                let lo: Option<f64> = r.get(4)?;
+                let hi: Option<f64> = r.get(5)?;
+                Ok(ColumnInfo {
+                    name: r.get(0)?,
+                    data_type: r.get(1)?,
+                    tag: parse_stored(r.get::<_, String>(2)?)?,
+                    linkable: r.get(3)?,
+                    bounds: lo.zip(hi),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DatasetInfo {
+            dataset: dataset.clone(),
+            level: current.level,
+            description,
+            privacy_unit,
+            row_count: current.row_count,
+            current_version,
+            created_at,
+            retired_at,
+            columns,
+            versions,
+        })
+    }
+
+    /// The Parquet file of a live dataset's current version.
+    ///
+    /// # Errors
+    /// [`Error::DatasetNotFound`] for an unknown or retired dataset.
+    pub fn current_file(&self, dataset: &DatasetRef) -> Result<PathBuf> {
+        let conn = self.conn();
+        let file: Option<String> = conn
+            .query_row(
+                "SELECT v.file FROM datasets d JOIN dataset_versions v
+                   ON v.department = d.department AND v.name = d.name AND v.version = d.current_version
+                 WHERE d.department = ?1 AND d.name = ?2 AND d.retired_at IS NULL",
+                params![dataset.department.as_str(), dataset.name.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        file.map(|f| self.dir.root().join(f)).ok_or_else(|| Error::DatasetNotFound(dataset.clone()))
+    }
+
+    /// Retires a dataset: it leaves the listing and can no longer be queried. Its versions stay
+    /// on disk for the audit trail; registering the name again starts a new version.
+    ///
+    /// # Errors
+    /// [`Error::DatasetNotFound`] for an unknown or already retired dataset.
+    pub fn retire_dataset(&self, dataset: &DatasetRef) -> Result<()> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE datasets SET retired_at = ?3 WHERE department = ?1 AND name = ?2 AND retired_at IS NULL",
+            params![dataset.department.as_str(), dataset.name.as_str(), now()],
+        )?;
+        if n == 0 {
+            return Err(Error::DatasetNotFound(dataset.clone()));
+        }
+        tracing::info!(dataset = %dataset, "dataset retired");
+        Ok(())
+    }
+
+    /// Empties `tmp/` and removes dataset files no committed version names (left by a crash
+    /// between placing a file and committing its version).
+    pub(crate) fn sweep(&self) -> Result<()> {
+        let tmp = self.dir.tmp();
+        for entry in fs::read_dir(&tmp).map_err(Error::io("reading", &tmp))? {
+            let path = entry.map_err(Error::io("reading", &tmp))?.path();
+            let _ = fs::remove_file(&path);
+        }
+        let known: HashSet<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT file FROM dataset_versions")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let root = self.dir.datasets();
+        for dept in read_dirs(&root)? {
+            for dataset in read_dirs(&dept)? {
+                for entry in fs::read_dir(&dataset).map_err(Error::io("reading", &dataset))? {
+                    let path = entry.map_err(Error::io("reading", &dataset))?.path();
+                    let relative = path.strip_prefix(self.dir.root()).ok().and_then(Path::to_str).map(str::to_owned);
+                    if relative.is_none_or(|r| !known.contains(&r)) {
+                        tracing::warn!(file = %path.display(), "removing dataset file that no version names");
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(Error::io("reading", dir))? {
+        let path = entry.map_err(Error::io("reading", dir))?.path();
+        if path.is_dir() {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a level or tag stored by this catalogue; the CHECK constraints make failure a
+/// corrupted database, reported as a conversion error.
+fn parse_stored<T: std::str::FromStr>(text: String) -> rusqlite::Result<T> {
+    text.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unexpected stored value `{text}`").into())
+    })
+}

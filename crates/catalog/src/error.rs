@@ -1,0 +1,132 @@
+//! Errors of the catalogue.
+
+use std::path::PathBuf;
+
+use veil_common::{DatasetRef, DepartmentId, ErrorKind, IdError, UserId};
+
+/// A catalogue failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The path is not an initialised Veil data directory.
+    #[error("{} is not a Veil data directory (run `veil init` first)", .0.display())]
+    NotInitialized(PathBuf),
+    /// `init` was pointed at a directory that is not empty.
+    #[error("{} already exists and is not empty; nothing was changed", .0.display())]
+    DirectoryNotEmpty(PathBuf),
+    /// `init` would overwrite an existing token file.
+    #[error("{} already exists; refusing to overwrite it, nothing was changed", .0.display())]
+    TokenFileExists(PathBuf),
+    /// The catalogue was written by a newer Veil.
+    #[error("the catalogue has schema version {found}, this Veil knows up to {supported}: upgrade Veil")]
+    SchemaTooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// A file in the data directory could not be read or written.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What we were doing.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error("catalogue database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A name that breaks the naming rules.
+    #[error(transparent)]
+    BadName(#[from] IdError),
+    /// Dataset metadata that is refused; `code` is stable, `message` names the column or field.
+    #[error("{message}")]
+    Invalid {
+        /// Stable machine-readable code, e.g. `untagged_column`.
+        code: &'static str,
+        /// What is wrong and where.
+        message: String,
+    },
+    /// A department with this id exists.
+    #[error("department `{0}` already exists")]
+    DepartmentExists(DepartmentId),
+    /// A department named in a request does not exist.
+    #[error("department `{0}` does not exist")]
+    DepartmentNotFound(DepartmentId),
+    /// A user with this id exists.
+    #[error("user `{0}` already exists")]
+    UserExists(UserId),
+    /// A user named in a request does not exist.
+    #[error("user `{0}` does not exist")]
+    UserNotFound(UserId),
+    /// A token named in a request does not exist.
+    #[error("token `{0}` does not exist")]
+    TokenNotFound(String),
+    /// A dataset named in a request does not exist (or is retired).
+    #[error("dataset `{0}` does not exist")]
+    DatasetNotFound(DatasetRef),
+    /// A path given for server-side import is refused.
+    #[error("{0}")]
+    ImportPath(String),
+    /// The uploaded file could not be ingested.
+    #[error(transparent)]
+    Ingest(#[from] veil_ingest::Error),
+}
+
+impl Error {
+    /// The coarse class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotInitialized(_)
+            | Error::DirectoryNotEmpty(_)
+            | Error::TokenFileExists(_)
+            | Error::SchemaTooNew { .. }
+            | Error::Io { .. }
+            | Error::Sqlite(_) => ErrorKind::Internal,
+            Error::BadName(_) | Error::ImportPath(_) => ErrorKind::InvalidRequest,
+            Error::Invalid { .. } => ErrorKind::Unprocessable,
+            Error::DepartmentExists(_) | Error::UserExists(_) => ErrorKind::Conflict,
+            Error::DepartmentNotFound(_)
+            | Error::UserNotFound(_)
+            | Error::TokenNotFound(_)
+            | Error::DatasetNotFound(_) => ErrorKind::NotFound,
+            Error::Ingest(e) => e.kind(),
+        }
+    }
+
+    /// A stable machine-readable code for the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid { code, .. } => code,
+            Error::Ingest(e) => e.code(),
+            Error::BadName(_) => "invalid_name",
+            Error::ImportPath(_) => "import_path_refused",
+            Error::DepartmentExists(_) => "department_exists",
+            Error::DepartmentNotFound(_) => "department_not_found",
+            Error::UserExists(_) => "user_exists",
+            Error::UserNotFound(_) => "user_not_found",
+            Error::TokenNotFound(_) => "token_not_found",
+            Error::DatasetNotFound(_) => "dataset_not_found",
+            Error::NotInitialized(_)
+            | Error::DirectoryNotEmpty(_)
+            | Error::TokenFileExists(_)
+            | Error::SchemaTooNew { .. }
+            | Error::Io { .. }
+            | Error::Sqlite(_) => "internal",
+        }
+    }
+
+    pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid { code, message: message.into() }
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

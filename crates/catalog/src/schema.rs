@@ -1,0 +1,141 @@
+//! The catalogue's SQLite schema and its versioned migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. Migrations only ever append:
+//! a release adds a new entry to [`MIGRATIONS`] and never edits an old one, so any older data
+//! directory opens by applying the entries it has not seen, each in its own transaction.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::{Error, Result};
+
+/// Every migration, in order. Entry `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: identity and datasets.
+    r#"
+    CREATE TABLE departments (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE users (
+        id          TEXT PRIMARY KEY,
+        department  TEXT REFERENCES departments(id),
+        created_at  TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE user_roles (
+        user_id     TEXT NOT NULL REFERENCES users(id),
+        role        TEXT NOT NULL CHECK (role IN ('admin','steward','analyst','auditor')),
+        PRIMARY KEY (user_id, role)
+    ) STRICT;
+    CREATE TABLE tokens (
+        id          TEXT PRIMARY KEY,
+        user_id     TEXT NOT NULL REFERENCES users(id),
+        tag         BLOB NOT NULL,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    ) STRICT;
+    CREATE TABLE datasets (
+        department      TEXT NOT NULL REFERENCES departments(id),
+        name            TEXT NOT NULL,
+        current_version INTEGER NOT NULL,
+        created_at      TEXT NOT NULL,
+        retired_at      TEXT,
+        PRIMARY KEY (department, name)
+    ) STRICT;
+    CREATE TABLE dataset_versions (
+        department     TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        version        INTEGER NOT NULL,
+        level          TEXT NOT NULL CHECK (level IN ('L1','L2','L3','L4','IMPORTANT','CORE')),
+        description    TEXT NOT NULL,
+        privacy_unit   TEXT,
+        file           TEXT NOT NULL UNIQUE,
+        source_format  TEXT NOT NULL,
+        row_count      INTEGER NOT NULL,
+        byte_size      INTEGER NOT NULL,
+        registered_by  TEXT NOT NULL,
+        registered_at  TEXT NOT NULL,
+        PRIMARY KEY (department, name, version),
+        FOREIGN KEY (department, name) REFERENCES datasets(department, name)
+    ) STRICT;
+    CREATE TABLE dataset_columns (
+        department   TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        version      INTEGER NOT NULL,
+        position     INTEGER NOT NULL,
+        column_name  TEXT NOT NULL,
+        data_type    TEXT NOT NULL,
+        tag          TEXT NOT NULL CHECK (tag IN ('identifier','quasi_identifier','sensitive','attribute')),
+        linkable     INTEGER NOT NULL,
+        bound_lo     REAL,
+        bound_hi     REAL,
+        PRIMARY KEY (department, name, version, position),
+        UNIQUE (department, name, version, column_name),
+        FOREIGN KEY (department, name, version) REFERENCES dataset_versions(department, name, version)
+    ) STRICT;
+    "#,
+];
+
+/// The schema version this build writes.
+pub(crate) fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Opens the database with the settings every connection needs: WAL for concurrent readers,
+/// `synchronous = FULL` so a committed transaction survives power loss, foreign keys on.
+pub(crate) fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Applies the migrations `conn` has not seen yet, up to `target` (all of them in production;
+/// tests stop early to build an "older release" database).
+pub(crate) fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > latest() {
+        return Err(Error::SchemaTooNew { found, supported: latest() });
+    }
+    for version in found..target.min(latest()) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+        tracing::info!(from = version, to = version + 1, "catalogue migrated");
+    }
+    Ok(())
+}
+
+/// Applies every pending migration.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, latest())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_catalogue_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        {
+            let mut conn = connect(&path).expect("connect");
+            migrate_to(&mut conn, 0).expect("version 0");
+        }
+        let mut conn = connect(&path).expect("reopen");
+        migrate(&mut conn).expect("migrate");
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
+        assert_eq!(v, latest());
+        migrate(&mut conn).expect("migrating twice is a no-op");
+
+        conn.pragma_update(None, "user_version", latest() + 1).expect("bump");
+        let err = migrate(&mut conn).expect_err("newer schema");
+        assert!(matches!(err, Error::SchemaTooNew { .. }), "{err}");
+    }
+}

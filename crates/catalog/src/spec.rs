@@ -1,0 +1,289 @@
+//! Dataset metadata as a steward declares it, and its validation.
+//!
+//! Validation runs in two steps. [`DatasetSpec::validate`] checks everything that the metadata
+//! alone decides (names, level, tags, bounds, privacy unit), before any upload is read.
+//! [`DatasetSpec::check_schema`] then checks the metadata against the file's schema, before any
+//! row is written. Every refusal names the column or field it is about.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::datatypes::Schema;
+use veil_common::{DatasetName, DatasetRef, DepartmentId, Level, Tag};
+use veil_ingest::{DeclaredType, SourceFormat};
+
+use crate::{Error, Result};
+
+/// Dataset metadata as received, before validation. Fields are text so that every mistake can
+/// be reported with its own message.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataInput {
+    /// Dataset name (the SQL table).
+    pub name: String,
+    /// Owning department (the SQL schema).
+    pub department: String,
+    /// Classification level code.
+    pub level: String,
+    /// What the dataset holds, for the catalogue.
+    pub description: String,
+    /// The identifier column naming the person a row is about, if any.
+    pub privacy_unit: Option<String>,
+    /// Declared file format; sniffed from the file when absent.
+    pub format: Option<String>,
+    /// Tag and options per column.
+    pub columns: BTreeMap<String, ColumnInput>,
+}
+
+/// One column's declaration, as received.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnInput {
+    /// `identifier`, `quasi_identifier`, `sensitive` or `attribute`.
+    pub tag: String,
+    /// Whether this identifier may serve as a join key across departments.
+    pub linkable: bool,
+    /// Declared value bounds `[lo, hi]` of a numeric column.
+    pub bounds: Option<(f64, f64)>,
+    /// Declared type (CSV); checked against the file for other formats.
+    pub data_type: Option<String>,
+}
+
+/// Validated dataset metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSpec {
+    /// Which dataset.
+    pub dataset: DatasetRef,
+    /// Its level.
+    pub level: Level,
+    /// Its description.
+    pub description: String,
+    /// Its privacy unit column, if it is about people.
+    pub privacy_unit: Option<String>,
+    /// Declared file format, if any.
+    pub format: Option<SourceFormat>,
+    /// Column declarations by name.
+    pub columns: BTreeMap<String, ColumnSpec>,
+}
+
+/// A validated column declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    /// Its tag.
+    pub tag: Tag,
+    /// Whether it is a linkable identifier.
+    pub linkable: bool,
+    /// Its declared bounds.
+    pub bounds: Option<(f64, f64)>,
+    /// Its declared type.
+    pub data_type: Option<DeclaredType>,
+}
+
+const MAX_DESCRIPTION: usize = 4000;
+
+impl DatasetSpec {
+    /// Checks what the metadata alone decides.
+    ///
+    /// # Errors
+    /// [`Error::BadName`] for a bad dataset or department name; [`Error::Invalid`] naming the
+    /// field or column for everything else.
+    pub fn validate(input: MetadataInput) -> Result<Self> {
+        let dataset = DatasetRef {
+            department: DepartmentId::new(input.department)?,
+            name: DatasetName::new(input.name)?,
+        };
+        let level: Level =
+            input.level.parse().map_err(|e: veil_common::level::UnknownLevel| Error::invalid("unknown_level", e.to_string()))?;
+        if input.description.chars().count() > MAX_DESCRIPTION {
+            return Err(Error::invalid(
+                "description_too_long",
+                format!("description has more than {MAX_DESCRIPTION} characters"),
+            ));
+        }
+        let format = input.format.as_deref().map(SourceFormat::from_name).transpose()?;
+        if input.columns.is_empty() {
+            return Err(Error::invalid("columns_required", "metadata declares no columns: every column needs a tag"));
+        }
+        let mut columns = BTreeMap::new();
+        for (name, column) in input.columns {
+            let tag: Tag = column.tag.parse().map_err(|e: veil_common::tag::UnknownTag| {
+                Error::invalid("unknown_tag", format!("column `{name}`: {e}"))
+            })?;
+            if column.linkable && tag != Tag::Identifier {
+                return Err(Error::invalid(
+                    "linkable_not_identifier",
+                    format!("column `{name}` is tagged {tag}; only identifier columns can be linkable"),
+                ));
+            }
+            if let Some((lo, hi)) = column.bounds {
+                if !lo.is_finite() || !hi.is_finite() {
+                    return Err(Error::invalid("bounds_invalid", format!("column `{name}`: bounds must be finite numbers")));
+                }
+                if lo > hi {
+                    return Err(Error::invalid(
+                        "bounds_invalid",
+                        format!("column `{name}`: lower bound {lo} is greater than upper bound {hi}"),
+                    ));
+                }
+                if tag == Tag::Identifier {
+                    return Err(Error::invalid(
+                        "bounds_on_identifier",
+                        format!("column `{name}` is an identifier; identifiers have no bounds"),
+                    ));
+                }
+            }
+            let data_type = column.data_type.as_deref().map(|t| DeclaredType::parse(&name, t)).transpose()?;
+            columns.insert(name, ColumnSpec { tag, linkable: column.linkable, bounds: column.bounds, data_type });
+        }
+        match &input.privacy_unit {
+            Some(unit) => match columns.get(unit) {
+                None => {
+                    return Err(Error::invalid(
+                        "privacy_unit_unknown",
+                        format!("privacy_unit `{unit}` is not one of the declared columns"),
+                    ));
+                }
+                Some(c) if c.tag != Tag::Identifier => {
+                    return Err(Error::invalid(
+                        "privacy_unit_not_identifier",
+                        format!("privacy_unit `{unit}` is tagged {}; it must be an identifier", c.tag),
+                    ));
+                }
+                Some(_) => {}
+            },
+            None if !level.allows_no_privacy_unit() => {
+                return Err(Error::invalid(
+                    "privacy_unit_required",
+                    format!("a {level} dataset is about people and must declare its privacy_unit; only L1 and L2 datasets may have none"),
+                ));
+            }
+            None => {}
+        }
+        Ok(Self {
+            dataset,
+            level,
+            description: input.description,
+            privacy_unit: input.privacy_unit,
+            format,
+            columns,
+        })
+    }
+
+    /// The declared CSV column types, for the reader.
+    pub fn declared_types(&self) -> HashMap<String, DeclaredType> {
+        self.columns.iter().filter_map(|(n, c)| c.data_type.map(|t| (n.clone(), t))).collect()
+    }
+
+    /// Checks the metadata against the file's schema: every file column tagged, every tag a file
+    /// column, bounds only on numbers, declared types as in the file.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming every offending column of the first kind found.
+    pub fn check_schema(&self, schema: &Schema) -> Result<()> {
+        let untagged: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|n| !self.columns.contains_key(*n))
+            .collect();
+        if !untagged.is_empty() {
+            return Err(Error::invalid(
+                "untagged_column",
+                format!("the file has columns without a tag: {}; every column needs exactly one tag", quote_list(&untagged)),
+            ));
+        }
+        let missing: Vec<&str> = self
+            .columns
+            .keys()
+            .map(String::as_str)
+            .filter(|n| schema.field_with_name(n).is_err())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::invalid(
+                "unknown_column",
+                format!("metadata tags columns that are not in the file: {}", quote_list(&missing)),
+            ));
+        }
+        for field in schema.fields() {
+            let Some(column) = self.columns.get(field.name()) else { continue };
+            if column.bounds.is_some() && !field.data_type().is_numeric() {
+                return Err(Error::invalid(
+                    "bounds_not_numeric",
+                    format!("column `{}` has type {}; bounds apply only to numeric columns", field.name(), field.data_type()),
+                ));
+            }
+            if let Some(declared) = column.data_type {
+                if DeclaredType::of(field.data_type()) != Some(declared) {
+                    return Err(Error::invalid(
+                        "type_mismatch",
+                        format!("column `{}` is declared {} but the file has {}", field.name(), declared.as_str(), field.data_type()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn quote_list(names: &[&str]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> MetadataInput {
+        let mut columns = BTreeMap::new();
+        columns.insert("person_id".into(), ColumnInput { tag: "identifier".into(), linkable: true, ..Default::default() });
+        columns.insert("age".into(), ColumnInput { tag: "quasi_identifier".into(), bounds: Some((0.0, 120.0)), ..Default::default() });
+        MetadataInput {
+            name: "elderly".into(),
+            department: "civil".into(),
+            level: "L3".into(),
+            privacy_unit: Some("person_id".into()),
+            columns,
+            ..Default::default()
+        }
+    }
+
+    fn code_of(input: MetadataInput) -> &'static str {
+        match DatasetSpec::validate(input) {
+            Err(Error::Invalid { code, .. }) => code,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_correct_declaration_validates() {
+        let spec = DatasetSpec::validate(input()).expect("valid");
+        assert_eq!(spec.dataset.to_string(), "civil.elderly");
+        assert_eq!(spec.level, Level::L3);
+    }
+
+    #[test]
+    fn each_metadata_mistake_has_its_own_code() {
+        let mut i = input();
+        i.level = "L9".into();
+        assert_eq!(code_of(i), "unknown_level");
+        let mut i = input();
+        i.columns.get_mut("age").expect("age").tag = "secret".into();
+        assert_eq!(code_of(i), "unknown_tag");
+        let mut i = input();
+        i.columns.get_mut("age").expect("age").linkable = true;
+        assert_eq!(code_of(i), "linkable_not_identifier");
+        let mut i = input();
+        i.columns.get_mut("age").expect("age").bounds = Some((5.0, 1.0));
+        assert_eq!(code_of(i), "bounds_invalid");
+        let mut i = input();
+        i.privacy_unit = Some("age".into());
+        assert_eq!(code_of(i), "privacy_unit_not_identifier");
+        let mut i = input();
+        i.privacy_unit = Some("nobody".into());
+        assert_eq!(code_of(i), "privacy_unit_unknown");
+        let mut i = input();
+        i.privacy_unit = None;
+        assert_eq!(code_of(i), "privacy_unit_required");
+        let mut i = input();
+        i.privacy_unit = None;
+        i.level = "L2".into();
+        assert!(DatasetSpec::validate(i).is_ok(), "L2 may be about no person");
+    }
+}
