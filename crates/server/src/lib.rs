@@ -1,1 +1,74 @@
-//! placeholder
+//! Veil's REST API: an axum [`Router`] over the catalogue.
+//!
+//! **Architecture invariant:** this is the only crate that knows HTTP and JSON. Domain crates
+//! return typed errors with an [`veil_common::ErrorKind`]; [`error::ApiError`] maps them to status
+//! codes in one place, and masks internal failures from clients.
+//!
+//! **Architecture invariant:** every access decision is taken in [`authz`], never inline in a
+//! handler, so that adding a route cannot skip it.
+//!
+//! # Layout
+//! - [`state`]: shared state and server configuration.
+//! - [`auth`]: the bearer-token extractor [`auth::Caller`].
+//! - [`authz`]: who may do what.
+//! - [`error`]: [`error::ApiError`] and its JSON form.
+//! - [`dto`]: wire types (serde and OpenAPI live here, not in domain crates).
+//! - `routes`: handlers, one module per resource.
+//! - [`telemetry`]: request logging and Prometheus metrics.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod authz;
+pub mod dto;
+pub mod error;
+mod openapi;
+mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use tokio::net::TcpListener;
+
+pub use state::{AppState, ServerConfig};
+
+/// Largest JSON body any route but dataset upload accepts.
+const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// The whole API as a router, ready to serve or to drive in tests with `oneshot`.
+pub fn app(state: AppState) -> Router {
+    let upload_limit = DefaultBodyLimit::max(state.config.max_upload_bytes);
+    let v1 = Router::new()
+        .route("/departments", post(routes::identity::departments_create).get(routes::identity::departments_list))
+        .route("/users", post(routes::identity::users_create).get(routes::identity::users_list))
+        .route("/users/{id}/tokens", post(routes::identity::tokens_create))
+        .route("/users/{id}/tokens/{token_id}", delete(routes::identity::tokens_revoke))
+        .route("/whoami", get(routes::identity::whoami))
+        .route("/datasets", post(routes::datasets::datasets_register).layer(upload_limit).get(routes::datasets::datasets_list))
+        .route("/datasets/{dataset}", get(routes::datasets::datasets_show).delete(routes::datasets::datasets_retire))
+        .route("/openapi.json", get(openapi::openapi_json));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/metrics", get(routes::ops::metrics))
+        .fallback(routes::ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::observe))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,40 @@
+//! Authentication: the bearer token on a request, resolved to a [`Principal`].
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use veil_catalog::Principal;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The signed-in caller. Extracting it fails with 401 for a missing, malformed, unknown or
+/// revoked token, all alike.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned())
+            .ok_or_else(ApiError::unauthenticated)?;
+        let principal = state.blocking(move |catalog| catalog.authenticate(&token)).await?;
+        match principal {
+            Some(p) => {
+                state.metrics.auth(true);
+                Ok(Caller(p))
+            }
+            None => {
+                state.metrics.auth(false);
+                tracing::warn!("request with an invalid bearer token");
+                Err(ApiError::unauthenticated())
+            }
+        }
+    }
+}

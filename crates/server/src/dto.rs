@@ -1,0 +1,283 @@
+//! Wire types: what the API reads and writes as JSON. Domain types never derive serde; these
+//! are converted at the edge.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use veil_catalog::{DatasetInfo, Department, User};
+
+/// The body of every error response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// An error's code and message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `untagged_column`.
+    pub code: String,
+    /// What was wrong and where; never a data value.
+    pub message: String,
+}
+
+/// `POST /v1/departments`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDepartment {
+    /// Id, which becomes the SQL schema: `civil`.
+    pub id: String,
+    /// Display name: 民政局.
+    pub name: String,
+}
+
+/// A department.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DepartmentView {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Created at (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<Department> for DepartmentView {
+    fn from(d: Department) -> Self {
+        Self { id: d.id.to_string(), name: d.name, created_at: d.created_at }
+    }
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// Id: `health-analyst`.
+    pub id: String,
+    /// Department; required for stewards and analysts.
+    #[serde(default)]
+    pub department: Option<String>,
+    /// Roles: any of `admin`, `steward`, `analyst`, `auditor`.
+    pub roles: Vec<String>,
+}
+
+/// A user.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    /// Id.
+    pub id: String,
+    /// Department.
+    pub department: Option<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Created at (RFC 3339).
+    pub created_at: Option<String>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            department: u.department.map(|d| d.to_string()),
+            roles: u.roles.iter().map(|r| r.to_string()).collect(),
+            created_at: Some(u.created_at),
+        }
+    }
+}
+
+/// A newly issued token: shown once, never again.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// The token's public id, for revocation.
+    pub id: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// Dataset metadata as a steward declares it: the `metadata` part of an upload, or the whole
+/// JSON body of a server-side import.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetMetadata {
+    /// Dataset name (the SQL table): `elderly`.
+    pub name: String,
+    /// Owning department (the SQL schema): `civil`.
+    pub department: String,
+    /// `L1`, `L2`, `L3`, `L4`, `IMPORTANT` or `CORE`.
+    pub level: String,
+    /// What the dataset holds.
+    #[serde(default)]
+    pub description: String,
+    /// The identifier column that names the person a row is about.
+    #[serde(default)]
+    pub privacy_unit: Option<String>,
+    /// `csv`, `parquet`, `arrow_file` or `arrow_stream`; recognised from the file when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// For server-side import: a path relative to the configured import root.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Every column of the file, with its tag.
+    pub columns: BTreeMap<String, ColumnMetadata>,
+}
+
+/// One column's declaration.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnMetadata {
+    /// `identifier`, `quasi_identifier`, `sensitive` or `attribute`.
+    pub tag: String,
+    /// Whether this identifier may serve as a join key across departments.
+    #[serde(default)]
+    pub linkable: bool,
+    /// `[lo, hi]` for a numeric column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<[f64; 2]>,
+    /// CSV only: `string`, `int64`, `float64`, `boolean`, `date` or `timestamp`; inferred when
+    /// absent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub data_type: Option<String>,
+}
+
+impl From<DatasetMetadata> for veil_catalog::MetadataInput {
+    fn from(m: DatasetMetadata) -> Self {
+        Self {
+            name: m.name,
+            department: m.department,
+            level: m.level,
+            description: m.description,
+            privacy_unit: m.privacy_unit,
+            format: m.format,
+            columns: m
+                .columns
+                .into_iter()
+                .map(|(name, c)| {
+                    let input = veil_catalog::ColumnInput {
+                        tag: c.tag,
+                        linkable: c.linkable,
+                        bounds: c.bounds.map(|[lo, hi]| (lo, hi)),
+                        data_type: c.data_type,
+                    };
+                    (name, input)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the catalogue shows about a dataset: metadata only.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DatasetView {
+    /// `department.name`.
+    pub id: String,
+    /// Owning department.
+    pub department: String,
+    /// Name.
+    pub name: String,
+    /// Level code of the current version.
+    pub level: String,
+    /// The level's name in GB/T 43697-2024.
+    pub level_label: String,
+    /// Description.
+    pub description: String,
+    /// Privacy unit column.
+    pub privacy_unit: Option<String>,
+    /// Rows in the current version (public catalogue metadata).
+    pub row_count: u64,
+    /// Current version number.
+    pub version: i64,
+    /// First registered at (RFC 3339).
+    pub created_at: String,
+    /// Retired at, if retired.
+    pub retired_at: Option<String>,
+    /// Columns of the current version.
+    pub columns: Vec<ColumnView>,
+    /// Every version, oldest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// A column in the catalogue.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ColumnView {
+    /// Name.
+    pub name: String,
+    /// Arrow type.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Tag.
+    pub tag: String,
+    /// Linkable identifier.
+    pub linkable: bool,
+    /// Declared bounds.
+    pub bounds: Option<[f64; 2]>,
+}
+
+/// A version in the catalogue.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VersionView {
+    /// Number.
+    pub version: i64,
+    /// Level.
+    pub level: String,
+    /// Rows.
+    pub row_count: u64,
+    /// Stored size in bytes.
+    pub byte_size: u64,
+    /// Uploaded format.
+    pub source_format: String,
+    /// Registered by.
+    pub registered_by: String,
+    /// Registered at (RFC 3339).
+    pub registered_at: String,
+}
+
+impl From<DatasetInfo> for DatasetView {
+    fn from(d: DatasetInfo) -> Self {
+        Self {
+            id: d.dataset.to_string(),
+            department: d.dataset.department.to_string(),
+            name: d.dataset.name.to_string(),
+            level: d.level.as_str().to_owned(),
+            level_label: d.level.label_zh().to_owned(),
+            description: d.description,
+            privacy_unit: d.privacy_unit,
+            row_count: d.row_count,
+            version: d.current_version,
+            created_at: d.created_at,
+            retired_at: d.retired_at,
+            columns: d
+                .columns
+                .into_iter()
+                .map(|c| ColumnView {
+                    name: c.name,
+                    data_type: c.data_type,
+                    tag: c.tag.as_str().to_owned(),
+                    linkable: c.linkable,
+                    bounds: c.bounds.map(|(lo, hi)| [lo, hi]),
+                })
+                .collect(),
+            versions: d
+                .versions
+                .into_iter()
+                .map(|v| VersionView {
+                    version: v.version,
+                    level: v.level.as_str().to_owned(),
+                    row_count: v.row_count,
+                    byte_size: v.byte_size,
+                    source_format: v.source_format,
+                    registered_by: v.registered_by,
+                    registered_at: v.registered_at,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}

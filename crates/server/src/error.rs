@@ -1,0 +1,91 @@
+//! [`ApiError`]: every failure of the API, and the one place where it becomes an HTTP response.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use veil_common::ErrorKind;
+
+use crate::dto::{ErrorBody, ErrorDetail};
+
+/// An error on its way to the client: a status, a stable code and a message that is safe to
+/// show. Internal failures carry their detail only to the log.
+#[derive(Debug)]
+pub struct ApiError {
+    kind: ErrorKind,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error of `kind` with a client-facing `code` and `message`.
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self { kind, code, message: message.into() }
+    }
+
+    /// A malformed request (400).
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, code, message)
+    }
+
+    /// A refused action (403).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, "forbidden", message)
+    }
+
+    /// No or bad credentials (401).
+    pub fn unauthenticated() -> Self {
+        Self::new(ErrorKind::Unauthenticated, "unauthenticated", "a valid bearer token is required")
+    }
+
+    /// A failure on our side (500). `detail` is logged, never sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(detail = %detail, "internal error");
+        Self::new(ErrorKind::Internal, "internal", "internal error; the operator can find the details in the server log")
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl From<veil_catalog::Error> for ApiError {
+    fn from(e: veil_catalog::Error) -> Self {
+        match e.kind() {
+            ErrorKind::Internal => ApiError::internal(e),
+            kind => ApiError::new(kind, e.code(), e.to_string()),
+        }
+    }
+}
+
+impl From<veil_ingest::Error> for ApiError {
+    fn from(e: veil_ingest::Error) -> Self {
+        veil_catalog::Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

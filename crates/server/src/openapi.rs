@@ -1,0 +1,43 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::dto;
+use crate::routes::{datasets, identity, ops};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Veil", description = "Privacy-preserving data-sharing broker: 数据可用不可见."),
+    paths(
+        identity::departments_create, identity::departments_list, identity::users_create, identity::users_list,
+        identity::tokens_create, identity::tokens_revoke, identity::whoami,
+        datasets::datasets_register, datasets::datasets_list, datasets::datasets_show, datasets::datasets_retire,
+        ops::healthz, ops::metrics,
+    ),
+    components(schemas(
+        dto::ErrorBody, dto::ErrorDetail, dto::NewDepartment, dto::DepartmentView, dto::NewUser, dto::UserView,
+        dto::TokenView, dto::DatasetMetadata, dto::ColumnMetadata, dto::DatasetView, dto::ColumnView, dto::VersionView,
+        dto::Health,
+    )),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+/// `GET /v1/openapi.json`: public, like the API's shape itself.
+pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

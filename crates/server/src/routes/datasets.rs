@@ -1,0 +1,226 @@
+//! Dataset registration (stewards) and the catalogue (everyone signed in).
+
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use veil_catalog::{DatasetSpec, MetadataInput, Principal};
+use veil_common::{DatasetRef, DepartmentId, ErrorKind};
+
+use super::AppJson;
+use crate::auth::Caller;
+use crate::authz;
+use crate::dto::{DatasetMetadata, DatasetView, ErrorBody};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest `metadata` part accepted.
+const MAX_METADATA_BYTES: usize = 1024 * 1024;
+
+/// An uploaded file in the data directory's `tmp/`, removed when dropped, whatever happens.
+struct TempUpload(PathBuf);
+
+impl Drop for TempUpload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Registers a new dataset, or a new version of one (stewards of its department).
+///
+/// Either `multipart/form-data` with a `metadata` part (JSON, first) and a `file` part (CSV
+/// with a header, Arrow IPC file or stream, or Parquet), or `application/json` metadata whose
+/// `source` names a file under the server's import root.
+#[utoipa::path(post, path = "/v1/datasets", tag = "datasets", security(("bearer" = [])),
+    request_body(content = DatasetMetadata, description = "JSON metadata with `source`, or multipart with `metadata` and `file` parts",
+                 content_type = "application/json"),
+    responses((status = 201, body = DatasetView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub(crate) async fn datasets_register(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    request: Request,
+) -> Result<(StatusCode, Json<DatasetView>), ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (spec, source, _upload) = if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+        let (spec, upload) = read_upload(&state, &caller, multipart).await?;
+        (spec, upload.0.clone(), Some(upload))
+    } else if content_type.starts_with("application/json") {
+        let AppJson(metadata) = AppJson::<DatasetMetadata>::from_request(request, &state).await?;
+        let relative = metadata.source.clone().ok_or_else(|| {
+            ApiError::bad_request("source_required", "JSON registration needs `source`, a path under the import root; or upload the file as multipart")
+        })?;
+        let spec = authorize_and_validate(&caller, metadata)?;
+        let root = state.config.import_root.clone().ok_or_else(|| {
+            ApiError::bad_request("import_disabled", "this server has no import root; upload the file as multipart instead")
+        })?;
+        let path = state.blocking(move |_| veil_catalog::resolve_import(&root, &relative)).await?;
+        (spec, path, None)
+    } else {
+        return Err(ApiError::bad_request(
+            "unsupported_media_type",
+            "send multipart/form-data (parts `metadata` and `file`) or application/json (metadata with `source`)",
+        ));
+    };
+    let user = caller.user.clone();
+    let info = state.blocking(move |c| c.register_dataset(&spec, &source, &user)).await?;
+    state.metrics.registered(info.row_count);
+    Ok((StatusCode::CREATED, Json(info.into())))
+}
+
+/// Parses the metadata, checks the caller may register in its department, then validates it.
+/// Authorization comes first so a steward of another department learns nothing from the
+/// validation messages.
+fn authorize_and_validate(caller: &Principal, metadata: DatasetMetadata) -> Result<DatasetSpec, ApiError> {
+    if metadata.source.is_some() && metadata.format.as_deref() == Some("") {
+        return Err(ApiError::bad_request("invalid_format", "format may not be empty"));
+    }
+    let department =
+        DepartmentId::new(metadata.department.clone()).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+    authz::manage_datasets_of(caller, &department)?;
+    Ok(DatasetSpec::validate(MetadataInput::from(metadata))?)
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorKind::PayloadTooLarge, "upload_too_large", "the upload is larger than this server accepts")
+    } else {
+        ApiError::bad_request("invalid_multipart", e.body_text())
+    }
+}
+
+/// Reads the `metadata` and `file` parts. Metadata sent first is checked before a byte of the
+/// file is stored, so a refused registration does not wait for a large upload.
+async fn read_upload(
+    state: &AppState,
+    caller: &Principal,
+    mut multipart: Multipart,
+) -> Result<(DatasetSpec, TempUpload), ApiError> {
+    let mut spec = None;
+    let mut upload = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("metadata") => {
+                if spec.is_some() {
+                    return Err(ApiError::bad_request("duplicate_part", "the `metadata` part appears twice"));
+                }
+                let text = read_small(field).await?;
+                let metadata: DatasetMetadata = serde_json::from_slice(&text)
+                    .map_err(|e| ApiError::bad_request("invalid_metadata", format!("metadata: {e}")))?;
+                if metadata.source.is_some() {
+                    return Err(ApiError::bad_request("source_with_upload", "metadata names a `source` but a file was uploaded: use one or the other"));
+                }
+                spec = Some(authorize_and_validate(caller, metadata)?);
+            }
+            Some("file") => {
+                if upload.is_some() {
+                    return Err(ApiError::bad_request("duplicate_part", "the `file` part appears twice"));
+                }
+                upload = Some(store_upload(state, field).await?);
+            }
+            Some(other) => {
+                let shown: String = other.chars().take(32).collect();
+                return Err(ApiError::bad_request("unknown_part", format!("unknown part `{shown}`: expected `metadata` and `file`")));
+            }
+            None => return Err(ApiError::bad_request("unknown_part", "a part has no name: expected `metadata` and `file`")),
+        }
+    }
+    let spec = spec.ok_or_else(|| ApiError::bad_request("metadata_required", "the `metadata` part is missing"))?;
+    let upload = upload.ok_or_else(|| ApiError::bad_request("file_required", "the `file` part is missing"))?;
+    Ok((spec, upload))
+}
+
+async fn read_small(mut field: Field<'_>) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if out.len() + chunk.len() > MAX_METADATA_BYTES {
+            return Err(ApiError::new(ErrorKind::PayloadTooLarge, "metadata_too_large", "the metadata part is larger than 1 MiB"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Streams the `file` part to `tmp/`, chunk by chunk: memory holds one chunk at a time.
+async fn store_upload(state: &AppState, mut field: Field<'_>) -> Result<TempUpload, ApiError> {
+    let upload = TempUpload(state.catalog.dir().tmp_file("upload"));
+    let mut file = tokio::fs::File::create_new(&upload.0).await.map_err(ApiError::internal)?;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    Ok(upload)
+}
+
+/// `GET /v1/datasets` parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// Include retired datasets.
+    #[serde(default)]
+    include_retired: bool,
+}
+
+/// Lists datasets: metadata only (anyone signed in).
+#[utoipa::path(get, path = "/v1/datasets", tag = "datasets", security(("bearer" = [])), params(ListParams),
+    responses((status = 200, body = [DatasetView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(crate) async fn datasets_list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Vec<DatasetView>>, ApiError> {
+    authz::read_catalogue(&caller)?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let datasets = state.blocking(move |c| c.datasets(params.include_retired)).await?;
+    Ok(Json(datasets.into_iter().map(Into::into).collect()))
+}
+
+fn parse_ref(text: &str) -> Result<DatasetRef, ApiError> {
+    text.parse().map_err(|e: veil_common::IdError| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+/// One dataset's metadata: level, description, columns with tags, row count, versions.
+#[utoipa::path(get, path = "/v1/datasets/{dataset}", tag = "datasets", security(("bearer" = [])),
+    params(("dataset" = String, Path, description = "department.name, e.g. civil.elderly")),
+    responses((status = 200, body = DatasetView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn datasets_show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(dataset): Path<String>,
+) -> Result<Json<DatasetView>, ApiError> {
+    authz::read_catalogue(&caller)?;
+    let dataset = parse_ref(&dataset)?;
+    let info = state.blocking(move |c| c.dataset(&dataset)).await?;
+    Ok(Json(info.into()))
+}
+
+/// Retires a dataset (stewards of its department).
+#[utoipa::path(delete, path = "/v1/datasets/{dataset}", tag = "datasets", security(("bearer" = [])),
+    params(("dataset" = String, Path, description = "department.name")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn datasets_retire(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(dataset): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let dataset = parse_ref(&dataset)?;
+    authz::manage_datasets_of(&caller, &dataset.department)?;
+    state.blocking(move |c| c.retire_dataset(&dataset)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,31 @@
+//! Liveness, metrics and the fallback.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::dto::Health;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Liveness: the process answers and the catalogue can be read.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    state.blocking(|catalog| catalog.departments().map(|_| ())).await?;
+    Ok(Json(Health { status: "ok".to_owned() }))
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+/// Any other path.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(veil_common::ErrorKind::NotFound, "not_found", "no such endpoint")
+}
