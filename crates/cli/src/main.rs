@@ -1,1 +1,230 @@
-fn main() {}
+//! `veil`: the one binary. `init` and `serve` work on a data directory; every other command
+//! talks to a running server over the REST API, as any client would.
+//!
+//! # Layout
+//! - `serve`: `init`, `serve` and `serve --demo`.
+//! - `client`: the REST client behind the administration and catalogue commands.
+
+mod client;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Veil: a privacy-preserving data-sharing broker (数据可用不可见).
+#[derive(Debug, Parser)]
+#[command(name = "veil", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new data directory with a first admin user, whose token goes to a file.
+    Init {
+        /// The data directory to create (must not exist, or be empty).
+        #[arg(long, env = "VEIL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Where to write the admin token (created with mode 0600; never overwritten).
+        #[arg(long)]
+        admin_token_file: PathBuf,
+        /// The admin user's id.
+        #[arg(long, default_value = "admin")]
+        admin_id: String,
+    },
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Departments (create: admin).
+    #[command(subcommand)]
+    Department(DepartmentCommand),
+    /// Users (admin).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Datasets: register and retire (stewards), list and show (anyone).
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Show who the token belongs to.
+    Whoami(Remote),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Start on a new temporary data directory loaded with the example departments, users and
+    /// datasets, and print how to use it.
+    #[arg(long, conflicts_with_all = ["data_dir", "import_root"])]
+    demo: bool,
+    /// The data directory (see `veil init`).
+    #[arg(long, env = "VEIL_DATA_DIR", required_unless_present = "demo")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "VEIL_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// A directory stewards may import files from by relative path (JSON registration with
+    /// `source`). Off when not given.
+    #[arg(long, env = "VEIL_IMPORT_ROOT")]
+    import_root: Option<PathBuf>,
+    /// Largest dataset upload accepted, in MiB.
+    #[arg(long, env = "VEIL_MAX_UPLOAD_MB", default_value_t = 4096)]
+    max_upload_mb: usize,
+    /// Residents in the demo's person space.
+    #[arg(long, default_value_t = 20_000)]
+    demo_people: usize,
+}
+
+/// How to reach a server.
+#[derive(Debug, Clone, Args)]
+struct Remote {
+    /// The server's base URL.
+    #[arg(long, env = "VEIL_SERVER", default_value = "http://127.0.0.1:7878", global = true)]
+    server: String,
+    /// Bearer token (or set VEIL_TOKEN, or use --token-file).
+    #[arg(long, env = "VEIL_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DepartmentCommand {
+    /// Create a department.
+    Create {
+        /// Id, which becomes the SQL schema (e.g. civil).
+        id: String,
+        /// Display name (e.g. 民政局).
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List departments.
+    List(Remote),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Create {
+        /// User id.
+        id: String,
+        /// Department (required for stewards and analysts).
+        #[arg(long)]
+        department: Option<String>,
+        /// Role: admin, steward, analyst or auditor (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List users.
+    List(Remote),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a token for a user; it is printed once.
+    Create {
+        /// User id.
+        user: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// User id.
+        user: String,
+        /// Token id (from `token create`).
+        token_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetCommand {
+    /// Register a dataset (or a new version): metadata JSON plus a data file to upload, or
+    /// metadata with `source` naming a file under the server's import root.
+    Register {
+        /// Metadata JSON file.
+        #[arg(long)]
+        metadata: PathBuf,
+        /// Data file to upload (CSV, Arrow IPC or Parquet).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List datasets (metadata only).
+    List {
+        /// Include retired datasets.
+        #[arg(long)]
+        include_retired: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one dataset's metadata.
+    Show {
+        /// department.name
+        dataset: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Retire a dataset.
+    Retire {
+        /// department.name
+        dataset: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors of the command line: shown to a person, then the process exits non-zero.
+type CliResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Init { data_dir, admin_token_file, admin_id } => {
+            let admin = veil_common::UserId::new(admin_id)?;
+            veil_catalog::init(&data_dir, &admin_token_file, &admin)?;
+            println!("initialised {}; admin `{admin}`'s token is in {}", data_dir.display(), admin_token_file.display());
+            Ok(())
+        }
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Department(cmd) => client::department(cmd).await,
+        Command::User(cmd) => client::user(cmd).await,
+        Command::Token(cmd) => client::token(cmd).await,
+        Command::Dataset(cmd) => client::dataset(cmd).await,
+        Command::Whoami(remote) => client::whoami(remote).await,
+    }
+}

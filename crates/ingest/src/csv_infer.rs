@@ -127,7 +127,8 @@ impl Candidate {
         if is_date(value) {
             return Candidate::Date;
         }
-        if value.len() >= 19 && is_date(&value[..10]) && matches!(value.as_bytes()[10], b' ' | b'T') {
+        let bytes = value.as_bytes();
+        if bytes.len() >= 19 && value.get(..10).is_some_and(is_date) && matches!(bytes[10], b' ' | b'T') {
             return Candidate::Timestamp;
         }
         Candidate::String
@@ -254,6 +255,12 @@ mod tests {
         use DeclaredType::*;
         let t = types_of("zip,id_number,n,x,d,ts,b,empty\n010020,110101199001011234567,1,1.5,2024-01-02,2024-01-02 10:00:00,true,\n100000,110101199001011230,22,2,2024-03-04,2024-01-02T10:00:00Z,FALSE,\n");
         assert_eq!(t, vec![String, String, Int64, Float64, Date, Timestamp, Boolean, String]);
+    }
+
+    #[test]
+    fn multibyte_text_of_timestamp_length_is_text() {
+        // 急性上呼吸道感染 is 24 bytes: byte 10 falls inside a character.
+        assert_eq!(types_of("d\n急性上呼吸道感染\n2024-01-02 10:00:00\n"), vec![DeclaredType::String]);
     }
 
     #[test]

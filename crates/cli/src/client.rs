@@ -1,0 +1,134 @@
+//! The REST client behind the administration and catalogue commands.
+
+use std::path::Path;
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+use crate::{CliResult, DatasetCommand, DepartmentCommand, Remote, TokenCommand, UserCommand};
+
+impl Remote {
+    fn token(&self) -> CliResult<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_owned());
+        }
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            return Ok(text.trim().to_owned());
+        }
+        Err("no token: pass --token, set VEIL_TOKEN, or pass --token-file".into())
+    }
+
+    fn request(&self, method: Method, path: &str) -> CliResult<RequestBuilder> {
+        let url = format!("{}/v1{path}", self.server.trim_end_matches('/'));
+        Ok(reqwest::Client::new().request(method, url).bearer_auth(self.token()?))
+    }
+}
+
+/// Sends a request and returns its JSON body, or the server's error message.
+async fn send(request: RequestBuilder) -> CliResult<Value> {
+    let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {e}"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    if status.is_success() {
+        return Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? });
+    }
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| Some(format!("{} ({})", v["error"]["message"].as_str()?, v["error"]["code"].as_str()?)))
+        .unwrap_or(text);
+    Err(format!("{status}: {message}").into())
+}
+
+fn print(value: &Value) -> CliResult {
+    if !value.is_null() {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    }
+    Ok(())
+}
+
+pub(crate) async fn department(cmd: DepartmentCommand) -> CliResult {
+    match cmd {
+        DepartmentCommand::Create { id, name, remote } => {
+            print(&send(remote.request(Method::POST, "/departments")?.json(&json!({"id": id, "name": name}))).await?)
+        }
+        DepartmentCommand::List(remote) => print(&send(remote.request(Method::GET, "/departments")?).await?),
+    }
+}
+
+pub(crate) async fn user(cmd: UserCommand) -> CliResult {
+    match cmd {
+        UserCommand::Create { id, department, roles, remote } => {
+            let body = json!({"id": id, "department": department, "roles": roles});
+            print(&send(remote.request(Method::POST, "/users")?.json(&body)).await?)
+        }
+        UserCommand::List(remote) => print(&send(remote.request(Method::GET, "/users")?).await?),
+    }
+}
+
+pub(crate) async fn token(cmd: TokenCommand) -> CliResult {
+    match cmd {
+        TokenCommand::Create { user, remote } => {
+            print(&send(remote.request(Method::POST, &format!("/users/{user}/tokens"))?).await?)
+        }
+        TokenCommand::Revoke { user, token_id, remote } => {
+            send(remote.request(Method::DELETE, &format!("/users/{user}/tokens/{token_id}"))?).await?;
+            println!("revoked");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn whoami(remote: Remote) -> CliResult {
+    print(&send(remote.request(Method::GET, "/whoami")?).await?)
+}
+
+async fn upload_part(path: &Path) -> CliResult<reqwest::multipart::Part> {
+    let file = tokio::fs::File::open(path).await.map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let length = file.metadata().await?.len();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("data").to_owned();
+    Ok(reqwest::multipart::Part::stream_with_length(file, length).file_name(name))
+}
+
+pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
+    match cmd {
+        DatasetCommand::Register { metadata, file, remote } => {
+            let text = std::fs::read_to_string(&metadata).map_err(|e| format!("reading {}: {e}", metadata.display()))?;
+            let request = remote.request(Method::POST, "/datasets")?;
+            let request = match file {
+                Some(file) => {
+                    let form = reqwest::multipart::Form::new()
+                        .part("metadata", reqwest::multipart::Part::text(text).mime_str("application/json")?)
+                        .part("file", upload_part(&file).await?);
+                    request.multipart(form)
+                }
+                None => request.header("content-type", "application/json").body(text),
+            };
+            print(&send(request).await?)
+        }
+        DatasetCommand::List { include_retired, remote } => {
+            let path = if include_retired { "/datasets?include_retired=true" } else { "/datasets" };
+            let list = send(remote.request(Method::GET, path)?).await?;
+            println!("{:<28} {:<10} {:>10} {:>8}  description", "dataset", "level", "rows", "version");
+            for d in list.as_array().into_iter().flatten() {
+                let description: String = d["description"].as_str().unwrap_or("").chars().take(60).collect();
+                println!(
+                    "{:<28} {:<10} {:>10} {:>8}  {description}",
+                    d["id"].as_str().unwrap_or(""),
+                    d["level"].as_str().unwrap_or(""),
+                    d["row_count"].as_u64().unwrap_or(0),
+                    d["version"].as_i64().unwrap_or(0),
+                );
+            }
+            Ok(())
+        }
+        DatasetCommand::Show { dataset, remote } => {
+            print(&send(remote.request(Method::GET, &format!("/datasets/{dataset}"))?).await?)
+        }
+        DatasetCommand::Retire { dataset, remote } => {
+            send(remote.request(Method::DELETE, &format!("/datasets/{dataset}"))?).await?;
+            println!("retired {dataset}");
+            Ok(())
+        }
+    }
+}

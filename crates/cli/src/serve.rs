@@ -1,0 +1,132 @@
+//! `veil serve` and `veil serve --demo`.
+
+use std::path::Path;
+
+use tokio::net::TcpListener;
+use veil_catalog::{Catalog, DatasetSpec};
+use veil_common::{DepartmentId, Role, UserId};
+use veil_server::{AppState, ServerConfig};
+
+use crate::{CliResult, ServeArgs};
+
+/// Fixed seed: every demo shows the same data, so walkthroughs and tests can quote answers.
+const DEMO_SEED: u64 = 20_261_123;
+
+pub(crate) async fn serve(args: ServeArgs) -> CliResult {
+    if args.demo {
+        return serve_demo(args).await;
+    }
+    let Some(data_dir) = args.data_dir.as_deref() else {
+        return Err("--data-dir is required (or use --demo)".into());
+    };
+    if let Some(root) = &args.import_root {
+        if !root.is_dir() {
+            return Err(format!("--import-root {} is not a directory", root.display()).into());
+        }
+    }
+    let catalog = open_catalog(data_dir).await?;
+    let config = ServerConfig {
+        import_root: args.import_root.clone(),
+        max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
+    };
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("Veil is listening on http://{addr} (data directory {})", data_dir.display());
+    tracing::info!(%addr, "serving");
+    veil_server::run(listener, AppState::new(catalog, config), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn open_catalog(dir: &Path) -> CliResult<Catalog> {
+    let dir = dir.to_path_buf();
+    Ok(tokio::task::spawn_blocking(move || Catalog::open(&dir)).await??)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// The demo's users and their tokens, in creation order.
+struct DemoSetup {
+    tokens: Vec<(String, String)>,
+}
+
+/// Builds the demo data directory: departments, users with tokens, and the four datasets
+/// registered by their stewards through the same path as an upload.
+fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, DemoSetup)> {
+    let data_dir = root.join("data");
+    let admin_token_file = root.join("admin.token");
+    let admin = UserId::new("admin")?;
+    veil_catalog::init(&data_dir, &admin_token_file, &admin)?;
+    let catalog = Catalog::open(&data_dir)?;
+    let mut tokens = vec![("admin".to_owned(), std::fs::read_to_string(&admin_token_file)?.trim().to_owned())];
+    for (id, name) in veil_demo::DEPARTMENTS {
+        catalog.create_department(&DepartmentId::new(id)?, name)?;
+    }
+    for (id, department, roles) in veil_demo::USERS {
+        let user = UserId::new(id)?;
+        let department = department.map(DepartmentId::new).transpose()?;
+        let roles = roles.iter().map(|r| r.parse::<Role>()).collect::<Result<Vec<_>, _>>()?;
+        catalog.create_user(&user, department.as_ref(), &roles)?;
+        tokens.push((id.to_owned(), catalog.issue_token(&user)?.token));
+    }
+    for dataset in veil_demo::generate(DEMO_SEED, people)? {
+        let csv = root.join(format!("{}.{}.csv", dataset.department, dataset.name));
+        veil_demo::write_csv(&dataset.batch, &csv)?;
+        let metadata: veil_server::dto::DatasetMetadata = serde_json::from_value(dataset.metadata)?;
+        let spec = DatasetSpec::validate(metadata.into())?;
+        let steward = UserId::new(format!("{}-steward", dataset.department))?;
+        let info = catalog.register_dataset(&spec, &csv, &steward)?;
+        std::fs::remove_file(&csv)?;
+        tracing::info!(dataset = %info.dataset, rows = info.row_count, "demo dataset registered");
+    }
+    Ok((catalog, DemoSetup { tokens }))
+}
+
+async fn serve_demo(args: ServeArgs) -> CliResult {
+    let tmp = tempfile::Builder::new().prefix("veil-demo-").tempdir()?;
+    let root = tmp.path().to_path_buf();
+    let people = args.demo_people;
+    let (catalog, setup) = tokio::task::spawn_blocking(move || build_demo(&root, people)).await??;
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    println!("Veil demo is listening on {url}");
+    println!("Data directory (temporary, removed when the demo stops): {}", tmp.path().join("data").display());
+    println!();
+    println!("Departments: civil (民政), health (卫健), hrss (人社), hotline (12345)");
+    println!("Datasets:    civil.elderly (L3), health.visits (L4), hrss.social_insurance (L3), hotline.tickets (L2)");
+    println!();
+    println!("Tokens (one per demo user):");
+    for (user, token) in &setup.tokens {
+        println!("  token {user:<16} {token}");
+    }
+    let analyst = setup.tokens.iter().find(|(u, _)| u == "health-analyst").map(|(_, t)| t.as_str()).unwrap_or("");
+    println!();
+    println!("First things to try, as the health analyst:");
+    println!("  export VEIL_SERVER={url} VEIL_TOKEN={analyst}");
+    println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/datasets/civil.elderly");
+    println!("  veil dataset list");
+    println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
+    let config = ServerConfig { import_root: None, max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024) };
+    veil_server::run(listener, AppState::new(catalog, config), shutdown_signal()).await?;
+    drop(tmp);
+    Ok(())
+}
