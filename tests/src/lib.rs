@@ -1,1 +1,162 @@
-//! placeholder
+//! Shared fixtures for the integration tests: a real Veil server on `127.0.0.1:0` over a fresh
+//! data directory, and helpers to drive it over HTTP.
+
+#![allow(clippy::unwrap_used)] // test support: a failed fixture should fail the test loudly
+
+use std::path::{Path, PathBuf};
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use veil_server::{AppState, ServerConfig};
+
+/// A running server and the directory it owns.
+pub struct TestServer {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// The admin's bearer token.
+    pub admin: String,
+    root: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    client: reqwest::Client,
+}
+
+impl TestServer {
+    /// Initialises a data directory and starts a server on it.
+    pub async fn start() -> Self {
+        Self::start_with(usize::MAX).await
+    }
+
+    /// Same, with an upload limit.
+    pub async fn start_with(max_upload_bytes: usize) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let token_file = root.path().join("admin.token");
+        veil_catalog::init(&root.path().join("data"), &token_file, &veil_common::UserId::new("admin").unwrap()).unwrap();
+        std::fs::create_dir(root.path().join("import")).unwrap();
+        let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+        Self::launch(root, admin, max_upload_bytes).await
+    }
+
+    async fn launch(root: tempfile::TempDir, admin: String, max_upload_bytes: usize) -> Self {
+        let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
+        let config = ServerConfig { import_root: Some(root.path().join("import")), max_upload_bytes };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(veil_server::run(listener, AppState::new(catalog, config), async move {
+            let _ = rx.await;
+        }));
+        Self { url, admin, root, shutdown: Some(tx), task: Some(task), client: reqwest::Client::new() }
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> Self {
+        self.stop_in_place().await;
+        let root = std::mem::replace(&mut self.root, tempfile::tempdir().unwrap());
+        Self::launch(root, self.admin.clone(), usize::MAX).await
+    }
+
+    async fn stop_in_place(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// The import root.
+    pub fn import_root(&self) -> PathBuf {
+        self.root.path().join("import")
+    }
+
+    /// The directory holding `data/` and `import/`; free for test files.
+    pub fn scratch(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// A request to `/v1{path}` with `token`, if any.
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.url));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// Sends and returns status and JSON body (`Null` for an empty body).
+    pub async fn send(&self, request: RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, body)
+    }
+
+    /// `POST` JSON as the given token.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.request(Method::POST, path, Some(token)).json(&body)).await
+    }
+
+    /// `GET` as the given token.
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.send(self.request(Method::GET, path, Some(token))).await
+    }
+
+    /// Creates a user with a new token and returns the token.
+    pub async fn user(&self, id: &str, department: Option<&str>, roles: &[&str]) -> String {
+        let (status, body) = self.post("/v1/users", &self.admin, json!({"id": id, "department": department, "roles": roles})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = self.post(&format!("/v1/users/{id}/tokens"), &self.admin, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a department.
+    pub async fn department(&self, id: &str, name: &str) {
+        let (status, body) = self.post("/v1/departments", &self.admin, json!({"id": id, "name": name})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// Uploads a dataset as multipart: metadata JSON, then the file bytes.
+    pub async fn upload(&self, token: &str, metadata: &Value, file: Vec<u8>) -> (StatusCode, Value) {
+        let form = reqwest::multipart::Form::new()
+            .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
+            .part("file", reqwest::multipart::Part::bytes(file).file_name("data"));
+        self.send(self.request(Method::POST, "/v1/datasets", Some(token)).multipart(form)).await
+    }
+
+    /// Every file under the data directory's `datasets/` and `tmp/`.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir().join("datasets"), &mut out);
+        walk(&self.data_dir().join("tmp"), &mut out);
+        out
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -166,9 +166,17 @@ impl DatasetSpec {
         })
     }
 
-    /// The declared CSV column types, for the reader.
+    /// The CSV column types the reader must use: the declared ones, and text for identifiers
+    /// declared without a type. Identifiers are codes (身份证号, phone numbers): read as numbers
+    /// they would lose leading zeros or join against text ids of another department.
     pub fn declared_types(&self) -> HashMap<String, DeclaredType> {
-        self.columns.iter().filter_map(|(n, c)| c.data_type.map(|t| (n.clone(), t))).collect()
+        self.columns
+            .iter()
+            .filter_map(|(n, c)| {
+                let t = c.data_type.or((c.tag == Tag::Identifier).then_some(DeclaredType::String))?;
+                Some((n.clone(), t))
+            })
+            .collect()
     }
 
     /// Checks the metadata against the file's schema: every file column tagged, every tag a file

@@ -113,9 +113,10 @@ impl Candidate {
         }
         let digits = value.strip_prefix('-').unwrap_or(value);
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-            // A leading zero or more than 18 digits means a code, not a quantity.
+            // A leading zero, or more digits than a float holds exactly (身份证号 has 18, bank
+            // cards 16 to 19), means a code, not a quantity.
             let leading_zero = digits.len() > 1 && digits.starts_with('0');
-            return if leading_zero || digits.len() > 18 { Candidate::String } else { Candidate::Int };
+            return if leading_zero || digits.len() > 15 { Candidate::String } else { Candidate::Int };
         }
         if digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
             && digits.bytes().any(|b| b.is_ascii_digit())
@@ -253,7 +254,7 @@ mod tests {
     #[test]
     fn keeps_codes_with_leading_zeros_and_long_digit_strings_as_text() {
         use DeclaredType::*;
-        let t = types_of("zip,id_number,n,x,d,ts,b,empty\n010020,110101199001011234567,1,1.5,2024-01-02,2024-01-02 10:00:00,true,\n100000,110101199001011230,22,2,2024-03-04,2024-01-02T10:00:00Z,FALSE,\n");
+        let t = types_of("zip,id_number,n,x,d,ts,b,empty\n010020,110101199001011234,1,1.5,2024-01-02,2024-01-02 10:00:00,true,\n100000,110101199001011230,22,2,2024-03-04,2024-01-02T10:00:00Z,FALSE,\n");
         assert_eq!(t, vec![String, String, Int64, Float64, Date, Timestamp, Boolean, String]);
     }
 

@@ -1,0 +1,294 @@
+//! Dataset registration over HTTP: every format, every validation error (and that nothing was
+//! stored), import-path escapes, atomicity, versions, retirement and restarts.
+
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use veil_tests::TestServer;
+
+/// A server with departments civil and health and a steward in each.
+async fn setup() -> (TestServer, String, String) {
+    let s = TestServer::start().await;
+    s.department("civil", "民政局").await;
+    s.department("health", "卫健委").await;
+    let civil = s.user("civil-steward", Some("civil"), &["steward"]).await;
+    let health = s.user("health-steward", Some("health"), &["steward"]).await;
+    (s, civil, health)
+}
+
+const CSV: &str = "person_id,district,age,subsidy\n110105194912310021,朝阳区,76,800.5\n110108195003150032,海淀区,75,\n110101195107200043,东城区,74,1200\n";
+
+fn metadata() -> Value {
+    json!({
+        "name": "elderly", "department": "civil", "level": "L3",
+        "description": "elderly registry", "privacy_unit": "person_id",
+        "columns": {
+            "person_id": {"tag": "identifier", "linkable": true},
+            "district": {"tag": "quasi_identifier"},
+            "age": {"tag": "quasi_identifier", "bounds": [60, 120]},
+            "subsidy": {"tag": "sensitive", "bounds": [0, 3000]}
+        }
+    })
+}
+
+/// `base` with the value at a JSON pointer set (the parent object must exist).
+fn with(mut base: Value, pointer: &str, value: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect(pointer);
+    let parent = if parent.is_empty() { &mut base } else { base.pointer_mut(parent).expect(parent) };
+    parent.as_object_mut().expect("object").insert(key.to_owned(), value);
+    base
+}
+
+async fn assert_nothing_registered(s: &TestServer, token: &str) {
+    let (status, _) = s.get("/v1/datasets/civil.elderly", token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a refused registration left a dataset behind");
+    assert!(s.stored_files().is_empty(), "a refused registration left files: {:?}", s.stored_files());
+}
+
+#[tokio::test]
+async fn csv_upload_registers_metadata_only_is_shown() {
+    let (s, civil, health) = setup().await;
+    let (status, body) = s.upload(&civil, &metadata(), CSV.as_bytes().to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], "civil.elderly");
+    assert_eq!(body["row_count"], 3);
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["level_label"], "一般数据3级");
+    let columns: Vec<(String, String, String)> = body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().into(), c["tag"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("person_id".into(), "identifier".into(), "Utf8".into()),
+            ("district".into(), "quasi_identifier".into(), "Utf8".into()),
+            ("age".into(), "quasi_identifier".into(), "Int64".into()),
+            ("subsidy".into(), "sensitive".into(), "Float64".into()),
+        ]
+    );
+    // Another department's steward sees the metadata, and no value from the file anywhere.
+    let (status, shown) = s.get("/v1/datasets/civil.elderly", &health).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, listed) = s.get("/v1/datasets", &health).await;
+    for text in [shown.to_string(), listed.to_string()] {
+        assert!(!text.contains("110105194912310021") && !text.contains("800.5"), "a data value leaked: {text}");
+    }
+}
+
+fn batch() -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Utf8, false),
+        Field::new("district", DataType::Utf8, true),
+        Field::new("age", DataType::Float64, true),
+        Field::new("subsidy", DataType::Float64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b"])),
+            Arc::new(StringArray::from(vec!["朝阳区", "海淀区"])),
+            Arc::new(Float64Array::from(vec![70.0, 80.0])),
+            Arc::new(Float64Array::from(vec![100.0, 200.0])),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn parquet_and_arrow_file_and_stream_uploads_register() {
+    let (s, civil, _) = setup().await;
+    let b = batch();
+    let mut parquet_bytes = Vec::new();
+    {
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut parquet_bytes, b.schema(), None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    }
+    let mut file_bytes = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut file_bytes, &b.schema()).unwrap();
+        w.write(&b).unwrap();
+        w.finish().unwrap();
+    }
+    let mut stream_bytes = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut stream_bytes, &b.schema()).unwrap();
+        w.write(&b).unwrap();
+        w.finish().unwrap();
+    }
+    for (i, (bytes, format)) in
+        [(parquet_bytes, "parquet"), (file_bytes, "arrow_file"), (stream_bytes, "arrow_stream")].into_iter().enumerate()
+    {
+        let (status, body) = s.upload(&civil, &metadata(), bytes).await;
+        assert_eq!(status, StatusCode::CREATED, "{format}: {body}");
+        assert_eq!(body["version"], i as i64 + 1);
+        assert_eq!(body["row_count"], 2);
+        assert_eq!(body["versions"][i]["source_format"], format);
+    }
+}
+
+#[tokio::test]
+async fn every_validation_error_is_named_and_registers_nothing() {
+    let (s, civil, _) = setup().await;
+    let csv = CSV.as_bytes().to_vec();
+    let cases: Vec<(&str, Value, Vec<u8>, StatusCode, &str, &str)> = vec![
+        ("unknown level", with(metadata(), "/level", json!("L5")), csv.clone(), StatusCode::UNPROCESSABLE_ENTITY, "unknown_level", "L5"),
+        ("unknown tag", with(metadata(), "/columns/district/tag", json!("secret")), csv.clone(), StatusCode::UNPROCESSABLE_ENTITY, "unknown_tag", "`district`"),
+        ("untagged column", {
+            let mut m = metadata();
+            m["columns"].as_object_mut().unwrap().remove("district");
+            m
+        }, csv.clone(), StatusCode::UNPROCESSABLE_ENTITY, "untagged_column", "`district`"),
+        ("tag for a column not in the file", with(metadata(), "/columns/income", json!({"tag": "sensitive"})), csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY, "unknown_column", "`income`"),
+        ("privacy unit not an identifier", with(metadata(), "/privacy_unit", json!("district")), csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY, "privacy_unit_not_identifier", "`district`"),
+        ("linkable non-identifier", with(metadata(), "/columns/district/linkable", json!(true)), csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY, "linkable_not_identifier", "`district`"),
+        ("bounds on a text column", with(metadata(), "/columns/district/bounds", json!([0, 1])), csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY, "bounds_not_numeric", "`district`"),
+        ("inverted bounds", with(metadata(), "/columns/age/bounds", json!([120, 60])), csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY, "bounds_invalid", "`age`"),
+        ("no privacy unit at L3", with(metadata(), "/privacy_unit", Value::Null), csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY, "privacy_unit_required", "L3"),
+        ("CSV value that does not parse", with(metadata(), "/columns/age/type", json!("int64")),
+            format!("{CSV}110105194912310054,朝阳区,seventy,10\n").into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY, "csv_value", "line 5, column `age`"),
+        ("CSV row with a missing field", metadata(), format!("{CSV}110105194912310054,朝阳区\n").into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY, "csv_malformed", "line 5"),
+        ("declared type differs", with(metadata(), "/columns/district/type", json!("int64")), csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY, "csv_value", "column `district`"),
+        ("unknown metadata field", with(metadata(), "/colour", json!("red")), csv.clone(),
+            StatusCode::BAD_REQUEST, "invalid_metadata", "colour"),
+        ("another department", with(metadata(), "/department", json!("health")), csv.clone(),
+            StatusCode::FORBIDDEN, "forbidden", "health"),
+        ("bad dataset name", with(metadata(), "/name", json!("Elderly People")), csv.clone(),
+            StatusCode::BAD_REQUEST, "invalid_name", "dataset name"),
+    ];
+    for (what, meta, file, want_status, want_code, want_in_message) in cases {
+        let (status, body) = s.upload(&civil, &meta, file).await;
+        assert_eq!(status, want_status, "{what}: {body}");
+        assert_eq!(body["error"]["code"], want_code, "{what}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(want_in_message), "{what}: message `{message}` should mention {want_in_message}");
+        assert!(!message.contains("seventy") && !message.contains("110105194912310054"), "{what}: a value leaked: {message}");
+        assert_nothing_registered(&s, &civil).await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_uploads_are_400() {
+    let (s, civil, _) = setup().await;
+    let only_metadata = reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text(metadata().to_string()));
+    let (status, body) = s.send(s.request(Method::POST, "/v1/datasets", Some(&civil)).multipart(only_metadata)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("file_required")));
+    let only_file = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(CSV.as_bytes().to_vec()));
+    let (status, body) = s.send(s.request(Method::POST, "/v1/datasets", Some(&civil)).multipart(only_file)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("metadata_required")));
+    let bad_json = reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text("{not json"));
+    let (status, body) = s.send(s.request(Method::POST, "/v1/datasets", Some(&civil)).multipart(bad_json)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_metadata")));
+    let (status, body) = s.send(s.request(Method::POST, "/v1/datasets", Some(&civil)).body("x")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_media_type")));
+    assert_nothing_registered(&s, &civil).await;
+}
+
+#[tokio::test]
+async fn analysts_auditors_and_admins_cannot_register() {
+    let (s, _, _) = setup().await;
+    let analyst = s.user("civil-analyst", Some("civil"), &["analyst"]).await;
+    for token in [analyst.as_str(), s.admin.as_str()] {
+        let (status, _) = s.upload(token, &metadata(), CSV.as_bytes().to_vec()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+}
+
+#[tokio::test]
+async fn import_root_registers_and_refuses_paths_that_escape() {
+    let (s, civil, _) = setup().await;
+    std::fs::create_dir(s.import_root().join("civil")).unwrap();
+    std::fs::write(s.import_root().join("civil/elderly.csv"), CSV).unwrap();
+    std::fs::write(s.scratch().join("outside.csv"), CSV).unwrap();
+    std::os::unix::fs::symlink(s.scratch().join("outside.csv"), s.import_root().join("link.csv")).unwrap();
+    std::os::unix::fs::symlink(s.scratch(), s.import_root().join("linkdir")).unwrap();
+    let outside = s.scratch().join("outside.csv").display().to_string();
+    for source in ["../outside.csv", "civil/../../outside.csv", outside.as_str(), "link.csv", "linkdir/outside.csv", "missing.csv", ""] {
+        let (status, body) = s.post("/v1/datasets", &civil, with(metadata(), "/source", json!(source))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{source}: {body}");
+        assert_eq!(body["error"]["code"], "import_path_refused", "{source}: {body}");
+        assert_nothing_registered(&s, &civil).await;
+    }
+    let (status, body) = s.post("/v1/datasets", &civil, with(metadata(), "/source", json!("civil/elderly.csv"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["row_count"], 3);
+    assert!(s.import_root().join("civil/elderly.csv").exists(), "the imported file is left where it was");
+}
+
+#[tokio::test]
+async fn a_failure_mid_ingest_leaves_no_trace() {
+    let (s, civil, _) = setup().await;
+    // Far more rows than one batch or one row group, with a bad value near the end, so that
+    // part of the file has been converted and written when the error is found.
+    let mut csv = String::from("person_id,district,age,subsidy\n");
+    for i in 0..200_000u32 {
+        csv.push_str(&format!("p{i},朝阳区,{},{}\n", 60 + i % 40, i % 3000));
+    }
+    csv.push_str("p-bad,朝阳区,not-a-number,1\n");
+    let meta = with(metadata(), "/columns/age/type", json!("int64"));
+    let (status, body) = s.upload(&civil, &meta, csv.into_bytes()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("line 200002"), "{body}");
+    assert_nothing_registered(&s, &civil).await;
+    // And the catalogue is intact: a good registration still works afterwards.
+    assert_eq!(s.upload(&civil, &metadata(), CSV.as_bytes().to_vec()).await.0, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn versions_retirement_and_restart() {
+    let (s, civil, health) = setup().await;
+    assert_eq!(s.upload(&civil, &metadata(), CSV.as_bytes().to_vec()).await.0, StatusCode::CREATED);
+    let v2 = with(metadata(), "/level", json!("L4"));
+    let (status, body) = s.upload(&civil, &v2, format!("{CSV}110101195107200051,东城区,90,0\n").into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((body["version"].as_i64(), body["level"].as_str(), body["row_count"].as_u64()), (Some(2), Some("L4"), Some(4)));
+    assert_eq!(body["versions"].as_array().unwrap().len(), 2);
+
+    let retire = |token: &str| s.request(Method::DELETE, "/v1/datasets/civil.elderly", Some(token));
+    assert_eq!(s.send(retire(&health)).await.0, StatusCode::FORBIDDEN, "another department's steward cannot retire");
+    let s = s.restart().await;
+    let (status, body) = s.get("/v1/datasets/civil.elderly", &health).await;
+    assert_eq!((status, body["version"].as_i64()), (StatusCode::OK, Some(2)), "a restart keeps versions: {body}");
+    let files = s.stored_files();
+    assert_eq!(files.len(), 2, "both versions' files survive a restart: {files:?}");
+
+    let retire = s.request(Method::DELETE, "/v1/datasets/civil.elderly", Some(&civil));
+    assert_eq!(s.send(retire).await.0, StatusCode::NO_CONTENT);
+    let (_, listed) = s.get("/v1/datasets", &civil).await;
+    assert_eq!(listed, json!([]), "retired datasets leave the listing");
+    let (_, all) = s.get("/v1/datasets?include_retired=true", &civil).await;
+    assert!(all[0]["retired_at"].is_string(), "{all}");
+    let again = s.request(Method::DELETE, "/v1/datasets/civil.elderly", Some(&civil));
+    assert_eq!(s.send(again).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.get("/v1/datasets/civil.nothing", &civil).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.get("/v1/datasets/not-a-ref", &civil).await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_413_and_stores_nothing() {
+    let s = TestServer::start_with(64 * 1024).await;
+    s.department("civil", "民政局").await;
+    let civil = s.user("civil-steward", Some("civil"), &["steward"]).await;
+    let mut csv = String::from("person_id,district,age,subsidy\n");
+    while csv.len() < 256 * 1024 {
+        csv.push_str("p,朝阳区,70,1\n");
+    }
+    let (status, body) = s.upload(&civil, &metadata(), csv.into_bytes()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_nothing_registered(&s, &civil).await;
+}
