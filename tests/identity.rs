@@ -1,5 +1,7 @@
 //! Identity over HTTP: tokens, departments, users, roles, and the error format.
 
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use veil_tests::TestServer;
@@ -37,7 +39,8 @@ async fn missing_malformed_wrong_and_revoked_tokens_are_401() {
     assert_eq!(status, StatusCode::CREATED);
     let token = issued["token"].as_str().unwrap();
     assert_eq!(s.get("/v1/whoami", token).await.0, StatusCode::OK);
-    let revoke = s.request(Method::DELETE, &format!("/v1/users/a1/tokens/{}", issued["id"].as_str().unwrap()), Some(&s.admin));
+    let revoke =
+        s.request(Method::DELETE, &format!("/v1/users/a1/tokens/{}", issued["id"].as_str().unwrap()), Some(&s.admin));
     assert_eq!(s.send(revoke).await.0, StatusCode::NO_CONTENT);
     assert_eq!(s.get("/v1/whoami", token).await.0, StatusCode::UNAUTHORIZED);
 }
@@ -54,10 +57,18 @@ async fn admin_manages_departments_and_users_with_clear_errors() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_json")), "{body}");
 
     let cases = [
-        (json!({"id": "u1", "department": "civil", "roles": ["wizard"]}), StatusCode::UNPROCESSABLE_ENTITY, "unknown_role"),
+        (
+            json!({"id": "u1", "department": "civil", "roles": ["wizard"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_role",
+        ),
         (json!({"id": "u1", "roles": ["steward"]}), StatusCode::UNPROCESSABLE_ENTITY, "department_required"),
         (json!({"id": "u1", "department": "civil", "roles": []}), StatusCode::UNPROCESSABLE_ENTITY, "roles_required"),
-        (json!({"id": "u1", "department": "nowhere", "roles": ["analyst"]}), StatusCode::NOT_FOUND, "department_not_found"),
+        (
+            json!({"id": "u1", "department": "nowhere", "roles": ["analyst"]}),
+            StatusCode::NOT_FOUND,
+            "department_not_found",
+        ),
         (json!({"id": "admin", "roles": ["auditor"]}), StatusCode::CONFLICT, "user_exists"),
     ];
     for (body, want_status, want_code) in cases {

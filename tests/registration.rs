@@ -1,6 +1,8 @@
 //! Dataset registration over HTTP: every format, every validation error (and that nothing was
 //! stored), import-path escapes, atomicity, versions, retirement and restarts.
 
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, RecordBatch, StringArray};
@@ -61,7 +63,9 @@ async fn csv_upload_registers_metadata_only_is_shown() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["tag"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .map(|c| {
+            (c["name"].as_str().unwrap().into(), c["tag"].as_str().unwrap().into(), c["type"].as_str().unwrap().into())
+        })
         .collect();
     assert_eq!(
         columns,
@@ -137,39 +141,133 @@ async fn parquet_and_arrow_file_and_stream_uploads_register() {
 async fn every_validation_error_is_named_and_registers_nothing() {
     let (s, civil, _) = setup().await;
     let csv = CSV.as_bytes().to_vec();
-    let cases: Vec<(&str, Value, Vec<u8>, StatusCode, &str, &str)> = vec![
-        ("unknown level", with(metadata(), "/level", json!("L5")), csv.clone(), StatusCode::UNPROCESSABLE_ENTITY, "unknown_level", "L5"),
-        ("unknown tag", with(metadata(), "/columns/district/tag", json!("secret")), csv.clone(), StatusCode::UNPROCESSABLE_ENTITY, "unknown_tag", "`district`"),
-        ("untagged column", {
-            let mut m = metadata();
-            m["columns"].as_object_mut().unwrap().remove("district");
-            m
-        }, csv.clone(), StatusCode::UNPROCESSABLE_ENTITY, "untagged_column", "`district`"),
-        ("tag for a column not in the file", with(metadata(), "/columns/income", json!({"tag": "sensitive"})), csv.clone(),
-            StatusCode::UNPROCESSABLE_ENTITY, "unknown_column", "`income`"),
-        ("privacy unit not an identifier", with(metadata(), "/privacy_unit", json!("district")), csv.clone(),
-            StatusCode::UNPROCESSABLE_ENTITY, "privacy_unit_not_identifier", "`district`"),
-        ("linkable non-identifier", with(metadata(), "/columns/district/linkable", json!(true)), csv.clone(),
-            StatusCode::UNPROCESSABLE_ENTITY, "linkable_not_identifier", "`district`"),
-        ("bounds on a text column", with(metadata(), "/columns/district/bounds", json!([0, 1])), csv.clone(),
-            StatusCode::UNPROCESSABLE_ENTITY, "bounds_not_numeric", "`district`"),
-        ("inverted bounds", with(metadata(), "/columns/age/bounds", json!([120, 60])), csv.clone(),
-            StatusCode::UNPROCESSABLE_ENTITY, "bounds_invalid", "`age`"),
-        ("no privacy unit at L3", with(metadata(), "/privacy_unit", Value::Null), csv.clone(),
-            StatusCode::UNPROCESSABLE_ENTITY, "privacy_unit_required", "L3"),
-        ("CSV value that does not parse", with(metadata(), "/columns/age/type", json!("int64")),
+    /// What is wrong, metadata, file, expected status, code, and a word the message must name.
+    type Case = (&'static str, Value, Vec<u8>, StatusCode, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "unknown level",
+            with(metadata(), "/level", json!("L5")),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_level",
+            "L5",
+        ),
+        (
+            "unknown tag",
+            with(metadata(), "/columns/district/tag", json!("secret")),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_tag",
+            "`district`",
+        ),
+        (
+            "untagged column",
+            {
+                let mut m = metadata();
+                m["columns"].as_object_mut().unwrap().remove("district");
+                m
+            },
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "untagged_column",
+            "`district`",
+        ),
+        (
+            "tag for a column not in the file",
+            with(metadata(), "/columns/income", json!({"tag": "sensitive"})),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_column",
+            "`income`",
+        ),
+        (
+            "privacy unit not an identifier",
+            with(metadata(), "/privacy_unit", json!("district")),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "privacy_unit_not_identifier",
+            "`district`",
+        ),
+        (
+            "linkable non-identifier",
+            with(metadata(), "/columns/district/linkable", json!(true)),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "linkable_not_identifier",
+            "`district`",
+        ),
+        (
+            "bounds on a text column",
+            with(metadata(), "/columns/district/bounds", json!([0, 1])),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bounds_not_numeric",
+            "`district`",
+        ),
+        (
+            "inverted bounds",
+            with(metadata(), "/columns/age/bounds", json!([120, 60])),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bounds_invalid",
+            "`age`",
+        ),
+        (
+            "no privacy unit at L3",
+            with(metadata(), "/privacy_unit", Value::Null),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "privacy_unit_required",
+            "L3",
+        ),
+        (
+            "CSV value that does not parse",
+            with(metadata(), "/columns/age/type", json!("int64")),
             format!("{CSV}110105194912310054,朝阳区,seventy,10\n").into_bytes(),
-            StatusCode::UNPROCESSABLE_ENTITY, "csv_value", "line 5, column `age`"),
-        ("CSV row with a missing field", metadata(), format!("{CSV}110105194912310054,朝阳区\n").into_bytes(),
-            StatusCode::UNPROCESSABLE_ENTITY, "csv_malformed", "line 5"),
-        ("declared type differs", with(metadata(), "/columns/district/type", json!("int64")), csv.clone(),
-            StatusCode::UNPROCESSABLE_ENTITY, "csv_value", "column `district`"),
-        ("unknown metadata field", with(metadata(), "/colour", json!("red")), csv.clone(),
-            StatusCode::BAD_REQUEST, "invalid_metadata", "colour"),
-        ("another department", with(metadata(), "/department", json!("health")), csv.clone(),
-            StatusCode::FORBIDDEN, "forbidden", "health"),
-        ("bad dataset name", with(metadata(), "/name", json!("Elderly People")), csv.clone(),
-            StatusCode::BAD_REQUEST, "invalid_name", "dataset name"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "csv_value",
+            "line 5, column `age`",
+        ),
+        (
+            "CSV row with a missing field",
+            metadata(),
+            format!("{CSV}110105194912310054,朝阳区\n").into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "csv_malformed",
+            "line 5",
+        ),
+        (
+            "declared type differs",
+            with(metadata(), "/columns/district/type", json!("int64")),
+            csv.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "csv_value",
+            "column `district`",
+        ),
+        (
+            "unknown metadata field",
+            with(metadata(), "/colour", json!("red")),
+            csv.clone(),
+            StatusCode::BAD_REQUEST,
+            "invalid_metadata",
+            "colour",
+        ),
+        (
+            "another department",
+            with(metadata(), "/department", json!("health")),
+            csv.clone(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "health",
+        ),
+        (
+            "bad dataset name",
+            with(metadata(), "/name", json!("Elderly People")),
+            csv.clone(),
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            "dataset name",
+        ),
     ];
     for (what, meta, file, want_status, want_code, want_in_message) in cases {
         let (status, body) = s.upload(&civil, &meta, file).await;
@@ -177,7 +275,10 @@ async fn every_validation_error_is_named_and_registers_nothing() {
         assert_eq!(body["error"]["code"], want_code, "{what}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(want_in_message), "{what}: message `{message}` should mention {want_in_message}");
-        assert!(!message.contains("seventy") && !message.contains("110105194912310054"), "{what}: a value leaked: {message}");
+        assert!(
+            !message.contains("seventy") && !message.contains("110105194912310054"),
+            "{what}: a value leaked: {message}"
+        );
         assert_nothing_registered(&s, &civil).await;
     }
 }
@@ -185,10 +286,12 @@ async fn every_validation_error_is_named_and_registers_nothing() {
 #[tokio::test]
 async fn malformed_uploads_are_400() {
     let (s, civil, _) = setup().await;
-    let only_metadata = reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text(metadata().to_string()));
+    let only_metadata =
+        reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text(metadata().to_string()));
     let (status, body) = s.send(s.request(Method::POST, "/v1/datasets", Some(&civil)).multipart(only_metadata)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("file_required")));
-    let only_file = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(CSV.as_bytes().to_vec()));
+    let only_file =
+        reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(CSV.as_bytes().to_vec()));
     let (status, body) = s.send(s.request(Method::POST, "/v1/datasets", Some(&civil)).multipart(only_file)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("metadata_required")));
     let bad_json = reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text("{not json"));
@@ -218,7 +321,15 @@ async fn import_root_registers_and_refuses_paths_that_escape() {
     std::os::unix::fs::symlink(s.scratch().join("outside.csv"), s.import_root().join("link.csv")).unwrap();
     std::os::unix::fs::symlink(s.scratch(), s.import_root().join("linkdir")).unwrap();
     let outside = s.scratch().join("outside.csv").display().to_string();
-    for source in ["../outside.csv", "civil/../../outside.csv", outside.as_str(), "link.csv", "linkdir/outside.csv", "missing.csv", ""] {
+    for source in [
+        "../outside.csv",
+        "civil/../../outside.csv",
+        outside.as_str(),
+        "link.csv",
+        "linkdir/outside.csv",
+        "missing.csv",
+        "",
+    ] {
         let (status, body) = s.post("/v1/datasets", &civil, with(metadata(), "/source", json!(source))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{source}: {body}");
         assert_eq!(body["error"]["code"], "import_path_refused", "{source}: {body}");
@@ -256,7 +367,10 @@ async fn versions_retirement_and_restart() {
     let v2 = with(metadata(), "/level", json!("L4"));
     let (status, body) = s.upload(&civil, &v2, format!("{CSV}110101195107200051,东城区,90,0\n").into_bytes()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!((body["version"].as_i64(), body["level"].as_str(), body["row_count"].as_u64()), (Some(2), Some("L4"), Some(4)));
+    assert_eq!(
+        (body["version"].as_i64(), body["level"].as_str(), body["row_count"].as_u64()),
+        (Some(2), Some("L4"), Some(4))
+    );
     assert_eq!(body["versions"].as_array().unwrap().len(), 2);
 
     let retire = |token: &str| s.request(Method::DELETE, "/v1/datasets/civil.elderly", Some(token));

@@ -34,7 +34,8 @@ impl TestServer {
     pub async fn start_with(max_upload_bytes: usize) -> Self {
         let root = tempfile::tempdir().unwrap();
         let token_file = root.path().join("admin.token");
-        veil_catalog::init(&root.path().join("data"), &token_file, &veil_common::UserId::new("admin").unwrap()).unwrap();
+        veil_catalog::init(&root.path().join("data"), &token_file, &veil_common::UserId::new("admin").unwrap())
+            .unwrap();
         std::fs::create_dir(root.path().join("import")).unwrap();
         let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
         Self::launch(root, admin, max_upload_bytes).await
@@ -97,7 +98,8 @@ impl TestServer {
         let response = request.send().await.unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, body)
     }
 
@@ -113,7 +115,8 @@ impl TestServer {
 
     /// Creates a user with a new token and returns the token.
     pub async fn user(&self, id: &str, department: Option<&str>, roles: &[&str]) -> String {
-        let (status, body) = self.post("/v1/users", &self.admin, json!({"id": id, "department": department, "roles": roles})).await;
+        let (status, body) =
+            self.post("/v1/users", &self.admin, json!({"id": id, "department": department, "roles": roles})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let (status, body) = self.post(&format!("/v1/users/{id}/tokens"), &self.admin, json!({})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");

@@ -397,6 +397,10 @@ fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 /// corrupted database, reported as a conversion error.
 fn parse_stored<T: std::str::FromStr>(text: String) -> rusqlite::Result<T> {
     text.parse().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unexpected stored value `{text}`").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unexpected stored value `{text}`").into(),
+        )
     })
 }

@@ -110,10 +110,7 @@ impl Catalog {
     /// A SQLite failure.
     pub fn department_exists(&self, id: &DepartmentId) -> Result<bool> {
         let conn = self.conn();
-        Ok(conn
-            .query_row("SELECT 1 FROM departments WHERE id = ?1", [id.as_str()], |_| Ok(()))
-            .optional()?
-            .is_some())
+        Ok(conn.query_row("SELECT 1 FROM departments WHERE id = ?1", [id.as_str()], |_| Ok(())).optional()?.is_some())
     }
 
     /// Creates a user with roles in a department.
@@ -121,25 +118,20 @@ impl Catalog {
     /// # Errors
     /// [`Error::UserExists`]; [`Error::DepartmentNotFound`]; [`Error::Invalid`] for no roles, or a
     /// steward or analyst role without a department.
-    pub fn create_user(
-        &self,
-        id: &UserId,
-        department: Option<&DepartmentId>,
-        roles: &[Role],
-    ) -> Result<User> {
+    pub fn create_user(&self, id: &UserId, department: Option<&DepartmentId>, roles: &[Role]) -> Result<User> {
         let mut roles = roles.to_vec();
         roles.sort();
         roles.dedup();
         if roles.is_empty() {
             return Err(Error::invalid("roles_required", "a user needs at least one role"));
         }
-        if department.is_none() {
-            if let Some(role) = roles.iter().find(|r| r.needs_department()) {
-                return Err(Error::invalid(
-                    "department_required",
-                    format!("role `{role}` acts within a department: give the user a department"),
-                ));
-            }
+        if department.is_none()
+            && let Some(role) = roles.iter().find(|r| r.needs_department())
+        {
+            return Err(Error::invalid(
+                "department_required",
+                format!("role `{role}` acts within a department: give the user a department"),
+            ));
         }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -206,10 +198,8 @@ impl Catalog {
         let secret = hex(&random_bytes::<32>()?);
         let tag = ring::hmac::sign(&self.token_key, secret.as_bytes());
         let conn = self.conn();
-        let exists = conn
-            .query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| Ok(()))
-            .optional()?
-            .is_some();
+        let exists =
+            conn.query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| Ok(())).optional()?.is_some();
         if !exists {
             return Err(Error::UserNotFound(user.clone()));
         }
@@ -283,8 +273,7 @@ impl Catalog {
 }
 
 fn parse_roles(joined: Option<&str>) -> Vec<Role> {
-    let mut roles: Vec<Role> =
-        joined.unwrap_or("").split(',').filter_map(|r| r.parse().ok()).collect();
+    let mut roles: Vec<Role> = joined.unwrap_or("").split(',').filter_map(|r| r.parse().ok()).collect();
     roles.sort();
     roles
 }

@@ -73,12 +73,8 @@ fn create_layout(root: &Path) -> Result<DataDir> {
 
 /// Writes `bytes` to a new file readable by the owner only; never overwrites.
 pub(crate) fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(Error::io("creating", path))?;
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(Error::io("creating", path))?;
     file.write_all(bytes).map_err(Error::io("writing", path))?;
     file.sync_all().map_err(Error::io("syncing", path))?;
     Ok(())

@@ -85,12 +85,12 @@ impl DatasetSpec {
     /// [`Error::BadName`] for a bad dataset or department name; [`Error::Invalid`] naming the
     /// field or column for everything else.
     pub fn validate(input: MetadataInput) -> Result<Self> {
-        let dataset = DatasetRef {
-            department: DepartmentId::new(input.department)?,
-            name: DatasetName::new(input.name)?,
-        };
-        let level: Level =
-            input.level.parse().map_err(|e: veil_common::level::UnknownLevel| Error::invalid("unknown_level", e.to_string()))?;
+        let dataset =
+            DatasetRef { department: DepartmentId::new(input.department)?, name: DatasetName::new(input.name)? };
+        let level: Level = input
+            .level
+            .parse()
+            .map_err(|e: veil_common::level::UnknownLevel| Error::invalid("unknown_level", e.to_string()))?;
         if input.description.chars().count() > MAX_DESCRIPTION {
             return Err(Error::invalid(
                 "description_too_long",
@@ -114,7 +114,10 @@ impl DatasetSpec {
             }
             if let Some((lo, hi)) = column.bounds {
                 if !lo.is_finite() || !hi.is_finite() {
-                    return Err(Error::invalid("bounds_invalid", format!("column `{name}`: bounds must be finite numbers")));
+                    return Err(Error::invalid(
+                        "bounds_invalid",
+                        format!("column `{name}`: bounds must be finite numbers"),
+                    ));
                 }
                 if lo > hi {
                     return Err(Error::invalid(
@@ -151,19 +154,14 @@ impl DatasetSpec {
             None if !level.allows_no_privacy_unit() => {
                 return Err(Error::invalid(
                     "privacy_unit_required",
-                    format!("a {level} dataset is about people and must declare its privacy_unit; only L1 and L2 datasets may have none"),
+                    format!(
+                        "a {level} dataset is about people and must declare its privacy_unit; only L1 and L2 datasets may have none"
+                    ),
                 ));
             }
             None => {}
         }
-        Ok(Self {
-            dataset,
-            level,
-            description: input.description,
-            privacy_unit: input.privacy_unit,
-            format,
-            columns,
-        })
+        Ok(Self { dataset, level, description: input.description, privacy_unit: input.privacy_unit, format, columns })
     }
 
     /// The CSV column types the reader must use: the declared ones, and text for identifiers
@@ -185,24 +183,19 @@ impl DatasetSpec {
     /// # Errors
     /// [`Error::Invalid`] naming every offending column of the first kind found.
     pub fn check_schema(&self, schema: &Schema) -> Result<()> {
-        let untagged: Vec<&str> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .filter(|n| !self.columns.contains_key(*n))
-            .collect();
+        let untagged: Vec<&str> =
+            schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !self.columns.contains_key(*n)).collect();
         if !untagged.is_empty() {
             return Err(Error::invalid(
                 "untagged_column",
-                format!("the file has columns without a tag: {}; every column needs exactly one tag", quote_list(&untagged)),
+                format!(
+                    "the file has columns without a tag: {}; every column needs exactly one tag",
+                    quote_list(&untagged)
+                ),
             ));
         }
-        let missing: Vec<&str> = self
-            .columns
-            .keys()
-            .map(String::as_str)
-            .filter(|n| schema.field_with_name(n).is_err())
-            .collect();
+        let missing: Vec<&str> =
+            self.columns.keys().map(String::as_str).filter(|n| schema.field_with_name(n).is_err()).collect();
         if !missing.is_empty() {
             return Err(Error::invalid(
                 "unknown_column",
@@ -214,16 +207,25 @@ impl DatasetSpec {
             if column.bounds.is_some() && !field.data_type().is_numeric() {
                 return Err(Error::invalid(
                     "bounds_not_numeric",
-                    format!("column `{}` has type {}; bounds apply only to numeric columns", field.name(), field.data_type()),
+                    format!(
+                        "column `{}` has type {}; bounds apply only to numeric columns",
+                        field.name(),
+                        field.data_type()
+                    ),
                 ));
             }
-            if let Some(declared) = column.data_type {
-                if DeclaredType::of(field.data_type()) != Some(declared) {
-                    return Err(Error::invalid(
-                        "type_mismatch",
-                        format!("column `{}` is declared {} but the file has {}", field.name(), declared.as_str(), field.data_type()),
-                    ));
-                }
+            if let Some(declared) = column.data_type
+                && DeclaredType::of(field.data_type()) != Some(declared)
+            {
+                return Err(Error::invalid(
+                    "type_mismatch",
+                    format!(
+                        "column `{}` is declared {} but the file has {}",
+                        field.name(),
+                        declared.as_str(),
+                        field.data_type()
+                    ),
+                ));
             }
         }
         Ok(())
@@ -240,8 +242,12 @@ mod tests {
 
     fn input() -> MetadataInput {
         let mut columns = BTreeMap::new();
-        columns.insert("person_id".into(), ColumnInput { tag: "identifier".into(), linkable: true, ..Default::default() });
-        columns.insert("age".into(), ColumnInput { tag: "quasi_identifier".into(), bounds: Some((0.0, 120.0)), ..Default::default() });
+        columns
+            .insert("person_id".into(), ColumnInput { tag: "identifier".into(), linkable: true, ..Default::default() });
+        columns.insert(
+            "age".into(),
+            ColumnInput { tag: "quasi_identifier".into(), bounds: Some((0.0, 120.0)), ..Default::default() },
+        );
         MetadataInput {
             name: "elderly".into(),
             department: "civil".into(),

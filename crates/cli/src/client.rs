@@ -93,7 +93,8 @@ async fn upload_part(path: &Path) -> CliResult<reqwest::multipart::Part> {
 pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
     match cmd {
         DatasetCommand::Register { metadata, file, remote } => {
-            let text = std::fs::read_to_string(&metadata).map_err(|e| format!("reading {}: {e}", metadata.display()))?;
+            let text =
+                std::fs::read_to_string(&metadata).map_err(|e| format!("reading {}: {e}", metadata.display()))?;
             let request = remote.request(Method::POST, "/datasets")?;
             let request = match file {
                 Some(file) => {

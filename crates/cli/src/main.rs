@@ -217,7 +217,11 @@ async fn run(cli: Cli) -> CliResult {
         Command::Init { data_dir, admin_token_file, admin_id } => {
             let admin = veil_common::UserId::new(admin_id)?;
             veil_catalog::init(&data_dir, &admin_token_file, &admin)?;
-            println!("initialised {}; admin `{admin}`'s token is in {}", data_dir.display(), admin_token_file.display());
+            println!(
+                "initialised {}; admin `{admin}`'s token is in {}",
+                data_dir.display(),
+                admin_token_file.display()
+            );
             Ok(())
         }
         Command::Serve(args) => serve::serve(args).await,

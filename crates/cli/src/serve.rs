@@ -9,9 +9,6 @@ use veil_server::{AppState, ServerConfig};
 
 use crate::{CliResult, ServeArgs};
 
-/// Fixed seed: every demo shows the same data, so walkthroughs and tests can quote answers.
-const DEMO_SEED: u64 = 20_261_123;
-
 pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     if args.demo {
         return serve_demo(args).await;
@@ -19,17 +16,18 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     let Some(data_dir) = args.data_dir.as_deref() else {
         return Err("--data-dir is required (or use --demo)".into());
     };
-    if let Some(root) = &args.import_root {
-        if !root.is_dir() {
-            return Err(format!("--import-root {} is not a directory", root.display()).into());
-        }
+    if let Some(root) = &args.import_root
+        && !root.is_dir()
+    {
+        return Err(format!("--import-root {} is not a directory", root.display()).into());
     }
     let catalog = open_catalog(data_dir).await?;
     let config = ServerConfig {
         import_root: args.import_root.clone(),
         max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
     };
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("Veil is listening on http://{addr} (data directory {})", data_dir.display());
     tracing::info!(%addr, "serving");
@@ -87,7 +85,7 @@ fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, DemoSetup)> {
         catalog.create_user(&user, department.as_ref(), &roles)?;
         tokens.push((id.to_owned(), catalog.issue_token(&user)?.token));
     }
-    for dataset in veil_demo::generate(DEMO_SEED, people)? {
+    for dataset in veil_demo::generate(veil_demo::DEMO_SEED, people)? {
         let csv = root.join(format!("{}.{}.csv", dataset.department, dataset.name));
         veil_demo::write_csv(&dataset.batch, &csv)?;
         let metadata: veil_server::dto::DatasetMetadata = serde_json::from_value(dataset.metadata)?;
@@ -105,7 +103,8 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     let root = tmp.path().to_path_buf();
     let people = args.demo_people;
     let (catalog, setup) = tokio::task::spawn_blocking(move || build_demo(&root, people)).await??;
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     println!("Veil demo is listening on {url}");

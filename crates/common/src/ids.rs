@@ -19,7 +19,8 @@ pub struct IdError {
 
 const SQL_NAME_RULE: &str =
     "must start with a lower-case letter and contain only a-z, 0-9 and _, at most 63 characters";
-const USER_RULE: &str = "must start with a lower-case letter or digit and contain only a-z, 0-9, _, - and ., at most 63 characters";
+const USER_RULE: &str =
+    "must start with a lower-case letter or digit and contain only a-z, 0-9, _, - and ., at most 63 characters";
 
 fn check(
     what: &'static str,
@@ -29,12 +30,8 @@ fn check(
     first_digit_ok: bool,
 ) -> Result<(), IdError> {
     let mut chars = value.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || (first_digit_ok && c.is_ascii_digit()));
-    let rest_ok = value
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || extra.contains(&c));
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || (first_digit_ok && c.is_ascii_digit()));
+    let rest_ok = value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || extra.contains(&c));
     if first_ok && rest_ok && value.len() <= 63 {
         Ok(())
     } else {

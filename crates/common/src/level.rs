@@ -25,8 +25,7 @@ pub enum Level {
 
 impl Level {
     /// Every level, least strict first.
-    pub const ALL: [Level; 6] =
-        [Level::L1, Level::L2, Level::L3, Level::L4, Level::Important, Level::Core];
+    pub const ALL: [Level; 6] = [Level::L1, Level::L2, Level::L3, Level::L4, Level::Important, Level::Core];
 
     /// The stored code: `L1` … `L4`, `IMPORTANT`, `CORE`.
     pub fn as_str(self) -> &'static str {
@@ -73,10 +72,7 @@ pub struct UnknownLevel(pub String);
 impl FromStr for Level {
     type Err = UnknownLevel;
     fn from_str(s: &str) -> Result<Self, UnknownLevel> {
-        Level::ALL
-            .into_iter()
-            .find(|l| l.as_str() == s)
-            .ok_or_else(|| UnknownLevel(s.chars().take(32).collect()))
+        Level::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| UnknownLevel(s.chars().take(32).collect()))
     }
 }
 

@@ -45,9 +45,6 @@ pub struct UnknownTag(pub String);
 impl FromStr for Tag {
     type Err = UnknownTag;
     fn from_str(s: &str) -> Result<Self, UnknownTag> {
-        Tag::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownTag(s.chars().take(32).collect()))
+        Tag::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| UnknownTag(s.chars().take(32).collect()))
     }
 }

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::error::ArrowError;
 use rand::seq::IndexedRandom;
@@ -102,7 +104,11 @@ fn elderly(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoDataset, Arro
         ("name", DataType::Utf8, strings(rows.iter().map(|p| p.name.as_str()))),
         ("phone", DataType::Utf8, strings(rows.iter().map(|p| p.phone.as_str()))),
         ("gender", DataType::Utf8, strings(rows.iter().map(|p| p.gender))),
-        ("birth_date", DataType::Date32, Arc::new(Date32Array::from_iter_values(rows.iter().map(|p| days_since_epoch(p.birth_date))))),
+        (
+            "birth_date",
+            DataType::Date32,
+            Arc::new(Date32Array::from_iter_values(rows.iter().map(|p| days_since_epoch(p.birth_date)))),
+        ),
         ("district", DataType::Utf8, strings(rows.iter().map(|p| p.district_name()))),
         ("street", DataType::Utf8, strings(rows.iter().map(|p| p.street))),
         ("living_alone", DataType::Boolean, Arc::new(BooleanArray::from(living_alone))),
@@ -200,8 +206,11 @@ fn visits(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoDataset, Arrow
     Ok(DemoDataset { department: "health", name: "visits", metadata, batch })
 }
 
-const PLATFORM_JOBS: [(&str, &[&str]); 3] =
-    [("外卖骑手", &["美团", "饿了么"]), ("网约车司机", &["滴滴", "曹操出行"]), ("快递员", &["顺丰", "京东物流", "中通"])];
+const PLATFORM_JOBS: [(&str, &[&str]); 3] = [
+    ("外卖骑手", &["美团", "饿了么"]),
+    ("网约车司机", &["滴滴", "曹操出行"]),
+    ("快递员", &["顺丰", "京东物流", "中通"]),
+];
 
 fn social_insurance(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoDataset, ArrowError> {
     let today = reference_date();
@@ -218,7 +227,13 @@ fn social_insurance(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoData
         } else {
             ("企业职工", "")
         };
-        let covered = if on_platform { 0.45 } else if j == "灵活就业" { 0.6 } else { 0.97 };
+        let covered = if on_platform {
+            0.45
+        } else if j == "灵活就业" {
+            0.6
+        } else {
+            0.97
+        };
         let p = rng.random_bool(covered);
         let m = rng.random_bool(if on_platform { 0.55 } else { covered });
         let i = rng.random_bool(if on_platform { 0.35 } else { covered * 0.9 });
@@ -233,7 +248,11 @@ fn social_insurance(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoData
         ("person_id", DataType::Utf8, strings(rows.iter().map(|p| p.id_number.as_str()))),
         ("name", DataType::Utf8, strings(rows.iter().map(|p| p.name.as_str()))),
         ("gender", DataType::Utf8, strings(rows.iter().map(|p| p.gender))),
-        ("birth_date", DataType::Date32, Arc::new(Date32Array::from_iter_values(rows.iter().map(|p| days_since_epoch(p.birth_date))))),
+        (
+            "birth_date",
+            DataType::Date32,
+            Arc::new(Date32Array::from_iter_values(rows.iter().map(|p| days_since_epoch(p.birth_date)))),
+        ),
         ("district", DataType::Utf8, strings(rows.iter().map(|p| p.district_name()))),
         ("employment_type", DataType::Utf8, strings(job)),
         ("platform", DataType::Utf8, Arc::new(StringArray::from(platform))),
@@ -277,17 +296,40 @@ const CATEGORIES: [(&str, f64, f64); 8] = [
 ];
 
 fn tickets(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoDataset, ArrowError> {
-    let (mut id, mut caller, mut phone, mut district, mut street, mut category, mut created, mut hours, mut within, mut satisfaction) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (
+        mut id,
+        mut caller,
+        mut phone,
+        mut district,
+        mut street,
+        mut category,
+        mut created,
+        mut hours,
+        mut within,
+        mut satisfaction,
+    ) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let epoch = time::PrimitiveDateTime::new(
         Date::from_calendar_date(1970, Month::January, 1).unwrap_or(Date::MIN),
         time::Time::MIDNIGHT,
     );
     for month in 1..=10u8 {
-        let month_start = Date::from_calendar_date(2026, Month::try_from(month).unwrap_or(Month::January), 1).unwrap_or(Date::MIN);
+        let month_start =
+            Date::from_calendar_date(2026, Month::try_from(month).unwrap_or(Month::January), 1).unwrap_or(Date::MIN);
         let n = persons.len() / 10;
         for _ in 0..n {
-            let weights: Vec<f64> = CATEGORIES.iter().map(|(_, w, g)| w * (1.0 + g).powi(i32::from(month) - 1)).collect();
+            let weights: Vec<f64> =
+                CATEGORIES.iter().map(|(_, w, g)| w * (1.0 + g).powi(i32::from(month) - 1)).collect();
             let total: f64 = weights.iter().sum();
             let mut pick = rng.random_range(0.0..total);
             let mut cat = CATEGORIES[0].0;
@@ -301,9 +343,11 @@ fn tickets(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoDataset, Arro
             let p = persons.choose(rng).unwrap_or(&persons[0]);
             let at = time::PrimitiveDateTime::new(
                 month_start + Duration::days(rng.random_range(0..28)),
-                time::Time::from_hms(rng.random_range(7..22), rng.random_range(0..60), 0).unwrap_or(time::Time::MIDNIGHT),
+                time::Time::from_hms(rng.random_range(7..22), rng.random_range(0..60), 0)
+                    .unwrap_or(time::Time::MIDNIGHT),
             );
-            let h = (rng.random_range(0.5..1.0_f64) * if rng.random_bool(0.7) { 24.0 } else { 120.0 } * 10.0).round() / 10.0;
+            let h = (rng.random_range(0.5..1.0_f64) * if rng.random_bool(0.7) { 24.0 } else { 120.0 } * 10.0).round()
+                / 10.0;
             id.push(format!("T2026{:07}", id.len() + 1));
             caller.push(p.id_number.as_str());
             phone.push(p.phone.as_str());

@@ -23,6 +23,10 @@ pub mod people;
 
 pub use datasets::{DemoDataset, generate, write_csv};
 
+/// The seed `veil serve --demo` uses: every demo shows the same data, so walkthroughs and tests
+/// can quote answers.
+pub const DEMO_SEED: u64 = 20_261_123;
+
 /// The demo's departments: id and display name.
 pub const DEPARTMENTS: [(&str, &str); 4] = [
     ("civil", "民政局 Civil Affairs Bureau"),

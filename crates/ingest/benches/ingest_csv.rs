@@ -11,6 +11,8 @@
 //!
 //! It prints rows/s and peak RSS for both, and the ratios.
 
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -52,7 +54,7 @@ fn write_csv(path: &Path, target_bytes: u64) -> u64 {
             x % 100,
             1 + x % 12,
             1 + x % 28,
-            if x % 3 == 0 { "true" } else { "false" },
+            if x.is_multiple_of(3) { "true" } else { "false" },
             x % 1000
         );
         out.write_all(line.as_bytes()).expect("write");
@@ -77,7 +79,8 @@ fn child(mode: &str, src: &Path, dst: &Path) {
                 Field::new("note", DataType::Utf8, true),
             ]));
             let file = std::fs::File::open(src).expect("open");
-            let reader = arrow::csv::ReaderBuilder::new(Arc::clone(&schema)).with_header(true).build(file).expect("reader");
+            let reader =
+                arrow::csv::ReaderBuilder::new(Arc::clone(&schema)).with_header(true).build(file).expect("reader");
             let out = std::fs::File::create(dst).expect("create");
             let mut writer = parquet::arrow::ArrowWriter::try_new(out, schema, None).expect("writer");
             let mut rows = 0u64;
@@ -90,8 +93,12 @@ fn child(mode: &str, src: &Path, dst: &Path) {
             rows
         }
         _ => {
-            let source = veil_ingest::open(src, veil_ingest::SourceFormat::Csv, &veil_ingest::ReadOptions::with_declared(HashMap::new()))
-                .expect("open");
+            let source = veil_ingest::open(
+                src,
+                veil_ingest::SourceFormat::Csv,
+                &veil_ingest::ReadOptions::with_declared(HashMap::new()),
+            )
+            .expect("open");
             veil_ingest::write_parquet(source, dst, |_| Ok(())).expect("write").rows
         }
     };
@@ -114,7 +121,11 @@ fn main() {
     let started = Instant::now();
     let rows = write_csv(&src, mib * 1024 * 1024);
     let size = std::fs::metadata(&src).map(|m| m.len()).unwrap_or(0);
-    println!("generated {rows} rows, {:.0} MiB of CSV in {:.1}s", size as f64 / 1048576.0, started.elapsed().as_secs_f64());
+    println!(
+        "generated {rows} rows, {:.0} MiB of CSV in {:.1}s",
+        size as f64 / 1048576.0,
+        started.elapsed().as_secs_f64()
+    );
     let exe = std::env::current_exe().expect("current exe");
     let mut results = HashMap::new();
     for mode in ["raw", "veil"] {
@@ -126,7 +137,10 @@ fn main() {
         let (rows, secs, rss): (f64, f64, f64) =
             (f[1].parse().unwrap_or(0.0), f[2].parse().unwrap_or(f64::NAN), f[3].parse().unwrap_or(f64::NAN));
         let out_size = std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
-        println!("{mode:<5} {rows:>12.0} rows  {secs:>7.2}s  {:>12.0} rows/s  peak RSS {rss:>7.1} MiB  parquet {out_size:.0} MiB", rows / secs);
+        println!(
+            "{mode:<5} {rows:>12.0} rows  {secs:>7.2}s  {:>12.0} rows/s  peak RSS {rss:>7.1} MiB  parquet {out_size:.0} MiB",
+            rows / secs
+        );
         results.insert(mode, (rows / secs, rss));
         let _ = std::fs::remove_file(&dst);
     }

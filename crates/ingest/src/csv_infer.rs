@@ -46,10 +46,7 @@ impl DeclaredType {
             "date" => DeclaredType::Date,
             "timestamp" => DeclaredType::Timestamp,
             other => {
-                return Err(Error::UnknownType {
-                    column: column.to_owned(),
-                    given: other.chars().take(32).collect(),
-                });
+                return Err(Error::UnknownType { column: column.to_owned(), given: other.chars().take(32).collect() });
             }
         })
     }
@@ -82,9 +79,7 @@ impl DeclaredType {
     pub fn of(data_type: &DataType) -> Option<Self> {
         Some(match data_type {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DeclaredType::String,
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-                DeclaredType::Int64
-            }
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => DeclaredType::Int64,
             DataType::Float16 | DataType::Float32 | DataType::Float64 => DeclaredType::Float64,
             DataType::Boolean => DeclaredType::Boolean,
             DataType::Date32 | DataType::Date64 => DeclaredType::Date,
@@ -182,11 +177,7 @@ pub struct CsvLayout {
 /// # Errors
 /// [`Error::CsvHeader`] for an empty, blank or duplicate column name; [`Error::CsvStructure`]
 /// for a sampled record that is malformed.
-pub fn infer(
-    path: &Path,
-    declared: &HashMap<String, DeclaredType>,
-    sample_rows: usize,
-) -> Result<CsvLayout> {
+pub fn infer(path: &Path, declared: &HashMap<String, DeclaredType>, sample_rows: usize) -> Result<CsvLayout> {
     let file = File::open(path).map_err(Error::ReadFile)?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::new(file));
     let header = reader.headers().map_err(csv_error)?.clone();
@@ -254,7 +245,9 @@ mod tests {
     #[test]
     fn keeps_codes_with_leading_zeros_and_long_digit_strings_as_text() {
         use DeclaredType::*;
-        let t = types_of("zip,id_number,n,x,d,ts,b,empty\n010020,110101199001011234,1,1.5,2024-01-02,2024-01-02 10:00:00,true,\n100000,110101199001011230,22,2,2024-03-04,2024-01-02T10:00:00Z,FALSE,\n");
+        let t = types_of(
+            "zip,id_number,n,x,d,ts,b,empty\n010020,110101199001011234,1,1.5,2024-01-02,2024-01-02 10:00:00,true,\n100000,110101199001011230,22,2,2024-03-04,2024-01-02T10:00:00Z,FALSE,\n",
+        );
         assert_eq!(t, vec![String, String, Int64, Float64, Date, Timestamp, Boolean, String]);
     }
 

@@ -44,7 +44,9 @@ pub enum Error {
         message: String,
     },
     /// A column of a type Veil does not store.
-    #[error("column `{column}` has type {data_type}, which Veil does not store (nested, binary and null columns are refused)")]
+    #[error(
+        "column `{column}` has type {data_type}, which Veil does not store (nested, binary and null columns are refused)"
+    )]
     UnsupportedType {
         /// The column's name.
         column: String,
@@ -52,7 +54,9 @@ pub enum Error {
         data_type: String,
     },
     /// A declared type for a CSV column that Veil does not know.
-    #[error("column `{column}`: unknown type `{given}`: expected one of string, int64, float64, boolean, date, timestamp")]
+    #[error(
+        "column `{column}`: unknown type `{given}`: expected one of string, int64, float64, boolean, date, timestamp"
+    )]
     UnknownType {
         /// The column's name.
         column: String,

@@ -15,7 +15,7 @@
 //! - [`format`]: which format a file is, from its first bytes or a declared name.
 //! - [`csv_infer`]: column types for CSV, inferred from a sample or declared.
 //! - [`read`]: [`open`], one batch iterator over any supported format.
-//! - [`write`]: [`write_parquet`].
+//! - [`write`]: [`write_parquet`], Parquet output.
 
 #![warn(missing_docs)]
 

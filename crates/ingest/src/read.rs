@@ -58,10 +58,7 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
                 .build()
                 .map_err(|e| decode_error("Parquet", e.to_string()))?;
             let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
-            Source {
-                schema,
-                batches: Box::new(reader.map(|b| b.map_err(|e| decode_error("Parquet", e.to_string())))),
-            }
+            Source { schema, batches: Box::new(reader.map(|b| b.map_err(|e| decode_error("Parquet", e.to_string())))) }
         }
         SourceFormat::ArrowFile => {
             let file = File::open(path).map_err(Error::ReadFile)?;
@@ -124,16 +121,10 @@ fn is_storable(data_type: &DataType) -> bool {
 /// (the reader's own parse errors quote the value and the whole row).
 fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
     let layout = csv_infer::infer(path, &options.declared, options.csv_sample_rows)?;
-    let text_schema = Arc::new(Schema::new(
-        layout.names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>(),
-    ));
+    let text_schema =
+        Arc::new(Schema::new(layout.names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>()));
     let target_schema = Arc::new(Schema::new(
-        layout
-            .names
-            .iter()
-            .zip(&layout.types)
-            .map(|(n, t)| Field::new(n, t.data_type(), true))
-            .collect::<Vec<_>>(),
+        layout.names.iter().zip(&layout.types).map(|(n, t)| Field::new(n, t.data_type(), true)).collect::<Vec<_>>(),
     ));
     let file = File::open(path).map_err(Error::ReadFile)?;
     let reader = arrow::csv::ReaderBuilder::new(text_schema)
@@ -145,37 +136,38 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
     let names = layout.names.clone();
     let schema = Arc::clone(&target_schema);
     let mut rows_before: u64 = 0;
-    let batches = reader.map(move |batch| {
-        let batch = batch.map_err(|e| csv_structure_error(&e))?;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-        for (i, text) in batch.columns().iter().enumerate() {
-            let target = types[i].data_type();
-            if target == DataType::Utf8 {
-                columns.push(Arc::clone(text));
-                continue;
+    let batches =
+        reader.map(move |batch| {
+            let batch = batch.map_err(|e| csv_structure_error(&e))?;
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+            for (i, text) in batch.columns().iter().enumerate() {
+                let target = types[i].data_type();
+                if target == DataType::Utf8 {
+                    columns.push(Arc::clone(text));
+                    continue;
+                }
+                let cast = cast_with_options(text, &target, &CastOptions { safe: true, ..Default::default() })
+                    .map_err(|_| Error::CsvValue {
+                        line: rows_before + 2,
+                        column: names[i].clone(),
+                        expected: types[i].as_str().to_owned(),
+                    })?;
+                if cast.null_count() != text.null_count() {
+                    // `safe` casting turns an unparsable value into a null: the first new null is the
+                    // first bad value. Line = records before + 1 for the header + 1 for 1-based.
+                    let row = (0..text.len()).find(|&r| text.is_valid(r) && cast.is_null(r)).unwrap_or(0);
+                    return Err(Error::CsvValue {
+                        line: rows_before + row as u64 + 2,
+                        column: names[i].clone(),
+                        expected: types[i].as_str().to_owned(),
+                    });
+                }
+                columns.push(cast);
             }
-            let cast = cast_with_options(text, &target, &CastOptions { safe: true, ..Default::default() })
-                .map_err(|_| Error::CsvValue {
-                    line: rows_before + 2,
-                    column: names[i].clone(),
-                    expected: types[i].as_str().to_owned(),
-                })?;
-            if cast.null_count() != text.null_count() {
-                // `safe` casting turns an unparsable value into a null: the first new null is the
-                // first bad value. Line = records before + 1 for the header + 1 for 1-based.
-                let row = (0..text.len()).find(|&r| text.is_valid(r) && cast.is_null(r)).unwrap_or(0);
-                return Err(Error::CsvValue {
-                    line: rows_before + row as u64 + 2,
-                    column: names[i].clone(),
-                    expected: types[i].as_str().to_owned(),
-                });
-            }
-            columns.push(cast);
-        }
-        rows_before += batch.num_rows() as u64;
-        RecordBatch::try_new(Arc::clone(&target_schema), columns)
-            .map_err(|e| Error::Csv(format!("could not assemble a batch: {e}")))
-    });
+            rows_before += batch.num_rows() as u64;
+            RecordBatch::try_new(Arc::clone(&target_schema), columns)
+                .map_err(|e| Error::Csv(format!("could not assemble a batch: {e}")))
+        });
     Ok(Source { schema, batches: Box::new(batches) })
 }
 

@@ -39,8 +39,8 @@ pub fn write_parquet(
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
-    let mut writer = ArrowWriter::try_new(file, source.schema, Some(props))
-        .map_err(|e| Error::WriteFile(e.to_string()))?;
+    let mut writer =
+        ArrowWriter::try_new(file, source.schema, Some(props)).map_err(|e| Error::WriteFile(e.to_string()))?;
     let mut rows = 0u64;
     for batch in source.batches {
         let batch = batch?;

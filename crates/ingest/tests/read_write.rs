@@ -1,5 +1,7 @@
 //! Reading each input format and writing Parquet, through the public API.
 
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,8 +36,8 @@ fn ingest_csv(text: &str, declared: HashMap<String, DeclaredType>) -> Result<Vec
 
 #[test]
 fn csv_round_trips_with_inferred_types_and_empty_fields_as_null() {
-    let batches = ingest_csv("id,age,district\n0101,70,朝阳区\n0102,,海淀区\n0103,81,\n", HashMap::new())
-        .expect("ingest");
+    let batches =
+        ingest_csv("id,age,district\n0101,70,朝阳区\n0102,,海淀区\n0103,81,\n", HashMap::new()).expect("ingest");
     let schema = batches[0].schema();
     assert_eq!(schema.field(0).data_type(), &DataType::Utf8, "leading zeros keep the id text");
     assert_eq!(schema.field(1).data_type(), &DataType::Int64);
@@ -88,10 +90,8 @@ fn csv_header_problems_are_refused() {
 }
 
 fn sample_batch() -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("n", DataType::Int64, true),
-    ]));
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false), Field::new("n", DataType::Int64, true)]));
     RecordBatch::try_new(
         schema,
         vec![
@@ -146,8 +146,7 @@ fn truncated_parquet_is_a_decode_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.parquet");
     std::fs::write(&path, b"PAR1 this is not really parquet").expect("write");
-    let err = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new()))
-        .err()
-        .expect("decode error");
+    let err =
+        open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).err().expect("decode error");
     assert!(matches!(err, Error::Decode { format: "Parquet", .. }), "{err}");
 }

@@ -40,7 +40,11 @@ impl ApiError {
     /// A failure on our side (500). `detail` is logged, never sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(detail = %detail, "internal error");
-        Self::new(ErrorKind::Internal, "internal", "internal error; the operator can find the details in the server log")
+        Self::new(
+            ErrorKind::Internal,
+            "internal",
+            "internal error; the operator can find the details in the server log",
+        )
     }
 
     /// The HTTP status of this error.

@@ -48,7 +48,10 @@ pub fn app(state: AppState) -> Router {
         .route("/users/{id}/tokens", post(routes::identity::tokens_create))
         .route("/users/{id}/tokens/{token_id}", delete(routes::identity::tokens_revoke))
         .route("/whoami", get(routes::identity::whoami))
-        .route("/datasets", post(routes::datasets::datasets_register).layer(upload_limit).get(routes::datasets::datasets_list))
+        .route(
+            "/datasets",
+            post(routes::datasets::datasets_register).layer(upload_limit).get(routes::datasets::datasets_list),
+        )
         .route("/datasets/{dataset}", get(routes::datasets::datasets_show).delete(routes::datasets::datasets_retire))
         .route("/openapi.json", get(openapi::openapi_json));
     Router::new()

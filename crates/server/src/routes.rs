@@ -18,7 +18,11 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = rejection.status();
         if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::new(veil_common::ErrorKind::PayloadTooLarge, "body_too_large", "the request body is too large");
+            return ApiError::new(
+                veil_common::ErrorKind::PayloadTooLarge,
+                "body_too_large",
+                "the request body is too large",
+            );
         }
         ApiError::bad_request("invalid_json", rejection.body_text())
     }

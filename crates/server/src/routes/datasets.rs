@@ -47,12 +47,8 @@ pub(crate) async fn datasets_register(
     Caller(caller): Caller,
     request: Request,
 ) -> Result<(StatusCode, Json<DatasetView>), ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let (spec, source, _upload) = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
@@ -62,11 +58,17 @@ pub(crate) async fn datasets_register(
     } else if content_type.starts_with("application/json") {
         let AppJson(metadata) = AppJson::<DatasetMetadata>::from_request(request, &state).await?;
         let relative = metadata.source.clone().ok_or_else(|| {
-            ApiError::bad_request("source_required", "JSON registration needs `source`, a path under the import root; or upload the file as multipart")
+            ApiError::bad_request(
+                "source_required",
+                "JSON registration needs `source`, a path under the import root; or upload the file as multipart",
+            )
         })?;
         let spec = authorize_and_validate(&caller, metadata)?;
         let root = state.config.import_root.clone().ok_or_else(|| {
-            ApiError::bad_request("import_disabled", "this server has no import root; upload the file as multipart instead")
+            ApiError::bad_request(
+                "import_disabled",
+                "this server has no import root; upload the file as multipart instead",
+            )
         })?;
         let path = state.blocking(move |_| veil_catalog::resolve_import(&root, &relative)).await?;
         (spec, path, None)
@@ -89,8 +91,8 @@ fn authorize_and_validate(caller: &Principal, metadata: DatasetMetadata) -> Resu
     if metadata.source.is_some() && metadata.format.as_deref() == Some("") {
         return Err(ApiError::bad_request("invalid_format", "format may not be empty"));
     }
-    let department =
-        DepartmentId::new(metadata.department.clone()).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+    let department = DepartmentId::new(metadata.department.clone())
+        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     authz::manage_datasets_of(caller, &department)?;
     Ok(DatasetSpec::validate(MetadataInput::from(metadata))?)
 }
@@ -122,7 +124,10 @@ async fn read_upload(
                 let metadata: DatasetMetadata = serde_json::from_slice(&text)
                     .map_err(|e| ApiError::bad_request("invalid_metadata", format!("metadata: {e}")))?;
                 if metadata.source.is_some() {
-                    return Err(ApiError::bad_request("source_with_upload", "metadata names a `source` but a file was uploaded: use one or the other"));
+                    return Err(ApiError::bad_request(
+                        "source_with_upload",
+                        "metadata names a `source` but a file was uploaded: use one or the other",
+                    ));
                 }
                 spec = Some(authorize_and_validate(caller, metadata)?);
             }
@@ -134,9 +139,17 @@ async fn read_upload(
             }
             Some(other) => {
                 let shown: String = other.chars().take(32).collect();
-                return Err(ApiError::bad_request("unknown_part", format!("unknown part `{shown}`: expected `metadata` and `file`")));
+                return Err(ApiError::bad_request(
+                    "unknown_part",
+                    format!("unknown part `{shown}`: expected `metadata` and `file`"),
+                ));
             }
-            None => return Err(ApiError::bad_request("unknown_part", "a part has no name: expected `metadata` and `file`")),
+            None => {
+                return Err(ApiError::bad_request(
+                    "unknown_part",
+                    "a part has no name: expected `metadata` and `file`",
+                ));
+            }
         }
     }
     let spec = spec.ok_or_else(|| ApiError::bad_request("metadata_required", "the `metadata` part is missing"))?;
@@ -148,7 +161,11 @@ async fn read_small(mut field: Field<'_>) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if out.len() + chunk.len() > MAX_METADATA_BYTES {
-            return Err(ApiError::new(ErrorKind::PayloadTooLarge, "metadata_too_large", "the metadata part is larger than 1 MiB"));
+            return Err(ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                "metadata_too_large",
+                "the metadata part is larger than 1 MiB",
+            ));
         }
         out.extend_from_slice(&chunk);
     }

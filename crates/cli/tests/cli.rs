@@ -1,0 +1,108 @@
+//! The `veil` binary: `init`, and `serve --demo` as the README runs it.
+
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+fn veil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_veil"))
+}
+
+#[test]
+fn init_writes_an_owner_only_token_and_refuses_to_run_twice() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let token = tmp.path().join("admin.token");
+    let out =
+        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = std::fs::metadata(&token).expect("token file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the token file is owner-only");
+    let first = std::fs::read_to_string(&token).expect("read");
+    assert!(first.starts_with("veil_"));
+    let listing = |dir: &std::path::Path| {
+        let mut v: Vec<_> = std::fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+        v.sort();
+        v
+    };
+    let before = listing(&data);
+
+    // Again on the same directory, with a new token file: refused, nothing changed.
+    let other = tmp.path().join("other.token");
+    let out =
+        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&other).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!other.exists(), "no token file is written when init refuses");
+    assert_eq!(listing(&data), before);
+
+    // A fresh directory but an existing token file: refused, the file is not overwritten.
+    let out = veil()
+        .arg("init")
+        .arg("--data-dir")
+        .arg(tmp.path().join("data2"))
+        .arg("--admin-token-file")
+        .arg(&token)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(!tmp.path().join("data2").exists(), "no half-made data directory is left");
+    assert_eq!(std::fs::read_to_string(&token).expect("read"), first);
+    // No staging directories are left beside the data directory either.
+    assert!(listing(tmp.path()).iter().all(|n| !n.to_string_lossy().starts_with(".veil-init")));
+}
+
+#[test]
+fn serve_refuses_a_directory_that_was_never_initialised() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out =
+        veil().arg("serve").arg("--data-dir").arg(tmp.path()).arg("--listen").arg("127.0.0.1:0").output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("veil init"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
+    let mut child = veil()
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--demo-people", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut url = String::new();
+    let mut analyst = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(rest) = line.strip_prefix("Veil demo is listening on ") {
+            url = rest.trim().to_owned();
+        }
+        if let Some(rest) = line.trim().strip_prefix("token health-analyst") {
+            analyst = rest.trim().to_owned();
+        }
+        if line.starts_with("The API is described at") {
+            break;
+        }
+    }
+    assert!(url.starts_with("http://127.0.0.1:"), "no URL printed");
+    assert!(analyst.starts_with("veil_"), "no analyst token printed");
+    let client = reqwest::Client::new();
+    let list: serde_json::Value = client
+        .get(format!("{url}/v1/datasets"))
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = list.as_array().expect("array").iter().filter_map(|d| d["id"].as_str()).collect();
+    assert_eq!(ids, ["civil.elderly", "health.visits", "hotline.tickets", "hrss.social_insurance"]);
+    for d in list.as_array().expect("array") {
+        assert!(d["row_count"].as_u64().unwrap_or(0) > 100, "{d}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
