@@ -1,8 +1,5 @@
 //! Classification levels after GB/T 43697-2024《数据安全技术 数据分类分级规则》.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// A dataset's classification level, from least to most strict.
 ///
 /// The derived `Ord` follows strictness, so the level of a query over several datasets is the
@@ -58,23 +55,7 @@ impl Level {
     }
 }
 
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A level code that is not one of the six.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown level `{0}`: expected one of L1, L2, L3, L4, IMPORTANT, CORE")]
-pub struct UnknownLevel(pub String);
-
-impl FromStr for Level {
-    type Err = UnknownLevel;
-    fn from_str(s: &str) -> Result<Self, UnknownLevel> {
-        Level::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| UnknownLevel(s.chars().take(32).collect()))
-    }
-}
+code_enum!(Level, UnknownLevel, "level");
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,38 @@
 
 #![warn(missing_docs)]
 
+/// Implements `Display` and `FromStr` for an enum of stored codes that has `ALL` and `as_str`,
+/// and defines the error for an unknown code, which names the codes that are allowed.
+macro_rules! code_enum {
+    ($ty:ident, $err:ident, $what:literal) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        #[doc = concat!("A ", $what, " that is not one of the known codes.")]
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $err(pub String);
+
+        impl std::fmt::Display for $err {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let expected: Vec<&str> = $ty::ALL.iter().map(|v| v.as_str()).collect();
+                write!(f, "unknown {} `{}`: expected one of {}", $what, self.0, expected.join(", "))
+            }
+        }
+
+        impl std::error::Error for $err {}
+
+        impl std::str::FromStr for $ty {
+            type Err = $err;
+            fn from_str(s: &str) -> Result<Self, $err> {
+                $ty::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| $err(s.chars().take(32).collect()))
+            }
+        }
+    };
+}
+
 pub mod error;
 pub mod ids;
 pub mod level;

@@ -1,8 +1,5 @@
 //! Roles: what a user may do (DESIGN §1).
 
-use std::fmt;
-use std::str::FromStr;
-
 /// A user's role. A user may hold several; steward and analyst roles act within the user's
 /// department.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,20 +34,4 @@ impl Role {
     }
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A role that is not one of the four.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role `{0}`: expected one of admin, steward, analyst, auditor")]
-pub struct UnknownRole(pub String);
-
-impl FromStr for Role {
-    type Err = UnknownRole;
-    fn from_str(s: &str) -> Result<Self, UnknownRole> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRole(s.chars().take(32).collect()))
-    }
-}
+code_enum!(Role, UnknownRole, "role");

@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -53,32 +53,21 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
         SourceFormat::Parquet => {
             let file = File::open(path).map_err(Error::ReadFile)?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| decode_error("Parquet", e.to_string()))?
-                .with_batch_size(options.batch_size)
-                .build()
+                .and_then(|b| b.with_batch_size(options.batch_size).build())
                 .map_err(|e| decode_error("Parquet", e.to_string()))?;
-            let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
-            Source { schema, batches: Box::new(reader.map(|b| b.map_err(|e| decode_error("Parquet", e.to_string())))) }
+            from_reader(reader, "Parquet")
         }
         SourceFormat::ArrowFile => {
             let file = File::open(path).map_err(Error::ReadFile)?;
             let reader = FileReader::try_new(BufReader::new(file), None)
                 .map_err(|e| decode_error("Arrow IPC", e.to_string()))?;
-            let schema = reader.schema();
-            Source {
-                schema,
-                batches: Box::new(reader.map(|b| b.map_err(|e| decode_error("Arrow IPC", e.to_string())))),
-            }
+            from_reader(reader, "Arrow IPC")
         }
         SourceFormat::ArrowStream => {
             let file = File::open(path).map_err(Error::ReadFile)?;
             let reader = StreamReader::try_new(BufReader::new(file), None)
                 .map_err(|e| decode_error("Arrow IPC", e.to_string()))?;
-            let schema = reader.schema();
-            Source {
-                schema,
-                batches: Box::new(reader.map(|b| b.map_err(|e| decode_error("Arrow IPC", e.to_string())))),
-            }
+            from_reader(reader, "Arrow IPC")
         }
     };
     for field in source.schema.fields() {
@@ -90,6 +79,12 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
         }
     }
     Ok(source)
+}
+
+/// A [`Source`] over any Arrow record batch reader, its errors reported as `format`'s.
+fn from_reader(reader: impl RecordBatchReader + Send + 'static, format: &'static str) -> Source {
+    let schema = reader.schema();
+    Source { schema, batches: Box::new(reader.map(move |b| b.map_err(|e| decode_error(format, e.to_string())))) }
 }
 
 fn decode_error(format: &'static str, message: String) -> Error {
