@@ -404,3 +404,25 @@ fn parse_stored<T: std::str::FromStr>(text: String) -> rusqlite::Result<T> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DataDir;
+
+    #[test]
+    fn open_removes_uploads_and_files_no_version_names() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id")).expect("init");
+        let dir = DataDir::existing(&data).expect("dir");
+        // What a crash leaves: a half-written upload, and a version file placed but never committed.
+        std::fs::write(dir.tmp().join("abc.upload"), b"partial").expect("write");
+        let orphan_dir = dir.datasets().join("civil").join("elderly");
+        std::fs::create_dir_all(&orphan_dir).expect("mkdir");
+        std::fs::write(orphan_dir.join("0000.parquet"), b"PAR1").expect("write");
+        drop(Catalog::open(&data).expect("open"));
+        assert_eq!(std::fs::read_dir(dir.tmp()).expect("tmp").count(), 0);
+        assert!(!orphan_dir.join("0000.parquet").exists());
+    }
+}
