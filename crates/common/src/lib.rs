@@ -9,6 +9,8 @@
 //! - [`level`]: the classification levels of GB/T 43697-2024 and their defaults.
 //! - [`tag`]: the column tags of GB/T 37964-2019.
 //! - [`role`]: what a user may do.
+//! - [`mode`]: what a query may return.
+//! - [`events`]: the hook every auditable decision and change is reported to.
 //! - [`error`]: [`ErrorKind`], the coarse class every crate's error maps to.
 
 #![warn(missing_docs)]
@@ -46,13 +48,17 @@ macro_rules! code_enum {
 }
 
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod level;
+pub mod mode;
 pub mod role;
 pub mod tag;
 
 pub use error::ErrorKind;
+pub use events::{Event, EventSink};
 pub use ids::{DatasetName, DatasetRef, DepartmentId, IdError, UserId};
 pub use level::Level;
+pub use mode::Mode;
 pub use role::Role;
 pub use tag::Tag;
