@@ -15,7 +15,7 @@
 //! # Layout
 //! - [`file`]: reading and checking policy files, naming the bad line.
 //! - [`ceiling`]: the level ceiling.
-//! - [`engine`]: [`CasbinPolicy`].
+//! - [`engine`]: the casbin-backed [`CasbinPolicy`].
 
 #![warn(missing_docs)]
 
