@@ -67,6 +67,21 @@ pub enum Error {
     /// A dataset named in a request does not exist (or is retired).
     #[error("dataset `{0}` does not exist")]
     DatasetNotFound(DatasetRef),
+    /// An access request named in a request does not exist.
+    #[error("access request `{0}` does not exist")]
+    AccessRequestNotFound(String),
+    /// An access request is not in a state that allows the action.
+    #[error("access request `{id}` is {state}; {action} needs it to be {needed}")]
+    AccessRequestState {
+        /// The request.
+        id: String,
+        /// Its state.
+        state: &'static str,
+        /// What was asked.
+        action: &'static str,
+        /// The state the action needs.
+        needed: &'static str,
+    },
     /// A path given for server-side import is refused.
     #[error("{0}")]
     ImportPath(String),
@@ -87,7 +102,8 @@ impl Error {
             | Error::Sqlite(_) => ErrorKind::Internal,
             Error::BadName(_) | Error::ImportPath(_) => ErrorKind::InvalidRequest,
             Error::Invalid { .. } => ErrorKind::Unprocessable,
-            Error::DepartmentExists(_) | Error::UserExists(_) => ErrorKind::Conflict,
+            Error::DepartmentExists(_) | Error::UserExists(_) | Error::AccessRequestState { .. } => ErrorKind::Conflict,
+            Error::AccessRequestNotFound(_) => ErrorKind::NotFound,
             Error::DepartmentNotFound(_)
             | Error::UserNotFound(_)
             | Error::TokenNotFound(_)
@@ -109,6 +125,8 @@ impl Error {
             Error::UserNotFound(_) => "user_not_found",
             Error::TokenNotFound(_) => "token_not_found",
             Error::DatasetNotFound(_) => "dataset_not_found",
+            Error::AccessRequestNotFound(_) => "access_request_not_found",
+            Error::AccessRequestState { .. } => "access_request_state",
             Error::NotInitialized(_)
             | Error::DirectoryNotEmpty(_)
             | Error::TokenFileExists(_)

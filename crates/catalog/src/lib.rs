@@ -24,9 +24,11 @@
 //! - [`identity`]: departments, users, tokens and authentication.
 //! - [`spec`]: dataset metadata as a steward declares it, and its validation.
 //! - [`datasets`]: registration, listing, retirement.
+//! - [`access`]: access requests and the grants they become.
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod datasets;
 mod error;
 pub mod identity;
@@ -40,6 +42,7 @@ use std::sync::{Mutex, MutexGuard};
 use ring::hmac;
 use rusqlite::Connection;
 
+pub use access::{AccessRequest, RequestFilter, RequestState, Transition};
 pub use datasets::{ColumnInfo, DatasetInfo, VersionInfo, resolve_import};
 pub use error::{Error, Result};
 pub use identity::{Department, IssuedToken, Principal, User};

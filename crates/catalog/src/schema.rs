@@ -76,6 +76,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (department, name, version) REFERENCES dataset_versions(department, name, version)
     ) STRICT;
     "#,
+    // 2: access requests; approved ones are grants.
+    r#"
+    CREATE TABLE access_requests (
+        id                  TEXT PRIMARY KEY,
+        user_id             TEXT NOT NULL REFERENCES users(id),
+        department          TEXT NOT NULL,
+        dataset_department  TEXT NOT NULL,
+        dataset_name        TEXT NOT NULL,
+        mode                TEXT NOT NULL CHECK (mode IN ('aggregate','dp','deidentified')),
+        purpose             TEXT NOT NULL,
+        expires_at          INTEGER NOT NULL,
+        state               TEXT NOT NULL CHECK (state IN ('pending','approved','rejected','revoked')),
+        created_at          TEXT NOT NULL,
+        decided_by          TEXT,
+        decided_at          TEXT,
+        reason              TEXT,
+        FOREIGN KEY (dataset_department, dataset_name) REFERENCES datasets(department, name)
+    ) STRICT;
+    CREATE INDEX access_requests_by_dataset ON access_requests (dataset_department, state);
+    "#,
 ];
 
 /// The schema version this build writes.

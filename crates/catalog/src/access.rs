@@ -1,0 +1,280 @@
+//! Access requests: an analyst asks for a mode on a dataset with a purpose (PIPL purpose
+//! limitation) and an expiry; a steward approves or rejects; an approved request is a grant
+//! until it expires or is revoked.
+
+use rusqlite::{OptionalExtension, Row, params};
+use veil_common::{DatasetName, DatasetRef, DepartmentId, Mode, Role, UserId};
+
+use crate::{Catalog, Error, Result, now};
+
+/// Where an access request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    /// Waiting for a steward.
+    Pending,
+    /// Approved: a grant until it expires or is revoked.
+    Approved,
+    /// Rejected, with a reason.
+    Rejected,
+    /// Approved, then revoked.
+    Revoked,
+}
+
+impl RequestState {
+    /// The stored and wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Rejected => "rejected",
+            RequestState::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        [RequestState::Pending, RequestState::Approved, RequestState::Rejected, RequestState::Revoked]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A steward's decision on a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// pending → approved.
+    Approve,
+    /// pending → rejected, with a reason for the analyst.
+    Reject(String),
+    /// approved → revoked, with a reason.
+    Revoke(String),
+}
+
+/// An access request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequest {
+    /// Its id.
+    pub id: String,
+    /// The analyst who asked.
+    pub user: UserId,
+    /// Their department when they asked.
+    pub department: DepartmentId,
+    /// The dataset.
+    pub dataset: DatasetRef,
+    /// The mode asked for.
+    pub mode: Mode,
+    /// Why, shown to the steward.
+    pub purpose: String,
+    /// Unix seconds after which a grant stops working.
+    pub expires_at: i64,
+    /// Where it stands.
+    pub state: RequestState,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// The steward who decided, if any.
+    pub decided_by: Option<String>,
+    /// When (RFC 3339).
+    pub decided_at: Option<String>,
+    /// The reason given with a rejection or revocation.
+    pub reason: Option<String>,
+}
+
+/// Which requests to list.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    /// Only in this state.
+    pub state: Option<RequestState>,
+    /// Only for datasets of this department (a steward's view).
+    pub dataset_department: Option<DepartmentId>,
+    /// Only made by this user (an analyst's view).
+    pub user: Option<UserId>,
+}
+
+const MAX_PURPOSE: usize = 2000;
+const MAX_GRANT_SECONDS: i64 = 366 * 24 * 3600;
+const COLUMNS: &str = "id, user_id, department, dataset_department, dataset_name, mode, purpose, expires_at, state, \
+                       created_at, decided_by, decided_at, reason";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
+    let conv =
+        |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
+    Ok(AccessRequest {
+        id: r.get(0)?,
+        user: UserId::new(r.get::<_, String>(1)?).map_err(|e| conv(1, e.to_string()))?,
+        department: DepartmentId::new(r.get::<_, String>(2)?).map_err(|e| conv(2, e.to_string()))?,
+        dataset: DatasetRef {
+            department: DepartmentId::new(r.get::<_, String>(3)?).map_err(|e| conv(3, e.to_string()))?,
+            name: DatasetName::new(r.get::<_, String>(4)?).map_err(|e| conv(4, e.to_string()))?,
+        },
+        mode: r.get::<_, String>(5)?.parse().map_err(|e: veil_common::mode::UnknownMode| conv(5, e.to_string()))?,
+        purpose: r.get(6)?,
+        expires_at: r.get(7)?,
+        state: RequestState::parse(&r.get::<_, String>(8)?).ok_or_else(|| conv(8, "unknown state".into()))?,
+        created_at: r.get(9)?,
+        decided_by: r.get(10)?,
+        decided_at: r.get(11)?,
+        reason: r.get(12)?,
+    })
+}
+
+impl Catalog {
+    /// Records a new pending request.
+    ///
+    /// # Errors
+    /// [`Error::DatasetNotFound`] for an unknown or retired dataset; [`Error::Invalid`] for an
+    /// empty or over-long purpose, an expiry in the past or more than a year ahead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_access_request(
+        &self,
+        user: &UserId,
+        department: &DepartmentId,
+        dataset: &DatasetRef,
+        mode: Mode,
+        purpose: &str,
+        expires_at: i64,
+        now_unix: i64,
+    ) -> Result<AccessRequest> {
+        let purpose = purpose.trim();
+        if purpose.is_empty() {
+            return Err(Error::invalid(
+                "purpose_required",
+                "a purpose is required: say what the data will be used for",
+            ));
+        }
+        if purpose.chars().count() > MAX_PURPOSE {
+            return Err(Error::invalid(
+                "purpose_too_long",
+                format!("the purpose has more than {MAX_PURPOSE} characters"),
+            ));
+        }
+        if expires_at <= now_unix {
+            return Err(Error::invalid("expiry_in_past", "expires_at must be in the future"));
+        }
+        if expires_at > now_unix + MAX_GRANT_SECONDS {
+            return Err(Error::invalid("expiry_too_far", "expires_at may be at most one year ahead"));
+        }
+        self.current_file(dataset)?; // exists and is not retired
+        let id = format!("ar_{}", uuid::Uuid::new_v4().simple());
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO access_requests (id, user_id, department, dataset_department, dataset_name, mode, purpose,
+                 expires_at, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
+            params![
+                id,
+                user.as_str(),
+                department.as_str(),
+                dataset.department.as_str(),
+                dataset.name.as_str(),
+                mode.as_str(),
+                purpose,
+                expires_at,
+                now()
+            ],
+        )?;
+        let request =
+            conn.query_row(&format!("SELECT {COLUMNS} FROM access_requests WHERE id = ?1"), [&id], from_row)?;
+        Ok(request)
+    }
+
+    /// One request.
+    ///
+    /// # Errors
+    /// [`Error::AccessRequestNotFound`].
+    pub fn access_request(&self, id: &str) -> Result<AccessRequest> {
+        let conn = self.conn();
+        conn.query_row(&format!("SELECT {COLUMNS} FROM access_requests WHERE id = ?1"), [id], from_row)
+            .optional()?
+            .ok_or_else(|| Error::AccessRequestNotFound(id.chars().take(64).collect()))
+    }
+
+    /// Requests matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// A SQLite failure.
+    pub fn access_requests(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM access_requests
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR dataset_department = ?2) AND (?3 IS NULL OR user_id = ?3)
+             ORDER BY created_at DESC, id"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                filter.state.map(RequestState::as_str),
+                filter.dataset_department.as_ref().map(DepartmentId::as_str),
+                filter.user.as_ref().map(UserId::as_str)
+            ],
+            from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves a request along: approve or reject a pending one, revoke an approved one.
+    ///
+    /// # Errors
+    /// [`Error::AccessRequestNotFound`]; [`Error::AccessRequestState`] when the request is not in
+    /// the state the transition needs; [`Error::Invalid`] for a missing reason.
+    pub fn decide_access_request(&self, id: &str, by: &UserId, transition: Transition) -> Result<AccessRequest> {
+        let (action, needed, next, reason) = match &transition {
+            Transition::Approve => ("approving", RequestState::Pending, RequestState::Approved, None),
+            Transition::Reject(r) => ("rejecting", RequestState::Pending, RequestState::Rejected, Some(r.trim())),
+            Transition::Revoke(r) => ("revoking", RequestState::Approved, RequestState::Revoked, Some(r.trim())),
+        };
+        if reason.is_some_and(str::is_empty) {
+            return Err(Error::invalid("reason_required", "a reason is required, for the analyst and the audit trail"));
+        }
+        let current = self.access_request(id)?;
+        if current.state != needed {
+            return Err(Error::AccessRequestState {
+                id: current.id,
+                state: current.state.as_str(),
+                action,
+                needed: needed.as_str(),
+            });
+        }
+        let conn = self.conn();
+        let changed = conn.execute(
+            "UPDATE access_requests SET state = ?2, decided_by = ?3, decided_at = ?4, reason = ?5
+             WHERE id = ?1 AND state = ?6",
+            params![id, next.as_str(), by.as_str(), now(), reason, needed.as_str()],
+        )?;
+        drop(conn);
+        if changed == 0 {
+            // Another steward decided in between.
+            let now_state = self.access_request(id)?.state;
+            return Err(Error::AccessRequestState {
+                id: id.to_owned(),
+                state: now_state.as_str(),
+                action,
+                needed: needed.as_str(),
+            });
+        }
+        self.access_request(id)
+    }
+
+    /// Approved requests that have not expired at `now_unix`: the grants in force.
+    ///
+    /// # Errors
+    /// A SQLite failure.
+    pub fn active_grants(&self, now_unix: i64) -> Result<Vec<AccessRequest>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM access_requests WHERE state = 'approved' AND expires_at > ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([now_unix], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every (user, department, role) of users with a department: the policy's role memberships.
+    ///
+    /// # Errors
+    /// A SQLite failure.
+    pub fn memberships(&self) -> Result<Vec<(UserId, DepartmentId, Role)>> {
+        Ok(self
+            .users()?
+            .into_iter()
+            .filter_map(|u| u.department.map(|d| (u.id, d, u.roles)))
+            .flat_map(|(user, dept, roles)| roles.into_iter().map(move |r| (user.clone(), dept.clone(), r)))
+            .collect())
+    }
+}
