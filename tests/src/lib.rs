@@ -22,6 +22,8 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     client: reqwest::Client,
+    /// Every event the server reported.
+    pub events: std::sync::Arc<veil_common::events::MemorySink>,
 }
 
 impl TestServer {
@@ -34,8 +36,15 @@ impl TestServer {
     pub async fn start_with(max_upload_bytes: usize) -> Self {
         let root = tempfile::tempdir().unwrap();
         let token_file = root.path().join("admin.token");
-        veil_catalog::init(&root.path().join("data"), &token_file, &veil_common::UserId::new("admin").unwrap())
-            .unwrap();
+        let policy =
+            [("policies/model.conf", veil_policy::DEFAULT_MODEL), ("policies/policy.csv", veil_policy::DEMO_POLICY)];
+        veil_catalog::init(
+            &root.path().join("data"),
+            &token_file,
+            &veil_common::UserId::new("admin").unwrap(),
+            &policy,
+        )
+        .unwrap();
         std::fs::create_dir(root.path().join("import")).unwrap();
         let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
         Self::launch(root, admin, max_upload_bytes).await
@@ -44,13 +53,17 @@ impl TestServer {
     async fn launch(root: tempfile::TempDir, admin: String, max_upload_bytes: usize) -> Self {
         let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
         let config = ServerConfig { import_root: Some(root.path().join("import")), max_upload_bytes };
+        let files = veil_policy::PolicyFiles::in_dir(&root.path().join("data").join("policies"));
+        let policy = veil_server::load_policy(&catalog, files).unwrap();
+        let events = std::sync::Arc::new(veil_common::events::MemorySink::default());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(veil_server::run(listener, AppState::new(catalog, config), async move {
+        let state = AppState::new(catalog, config, policy, events.clone());
+        let task = tokio::spawn(veil_server::run(listener, state, async move {
             let _ = rx.await;
         }));
-        Self { url, admin, root, shutdown: Some(tx), task: Some(task), client: reqwest::Client::new() }
+        Self { url, admin, root, shutdown: Some(tx), task: Some(task), client: reqwest::Client::new(), events }
     }
 
     /// Stops the server gracefully and starts a new one on the same data directory.
@@ -72,6 +85,11 @@ impl TestServer {
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.root.path().join("data")
+    }
+
+    /// The policy directory (the demo policy, to start with).
+    pub fn policy_dir(&self) -> PathBuf {
+        self.data_dir().join("policies")
     }
 
     /// The import root.

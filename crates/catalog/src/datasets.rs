@@ -414,7 +414,7 @@ mod tests {
     fn open_removes_uploads_and_files_no_version_names() {
         let root = tempfile::tempdir().expect("tempdir");
         let data = root.path().join("data");
-        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id")).expect("init");
+        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id"), &[]).expect("init");
         let dir = DataDir::existing(&data).expect("dir");
         // What a crash leaves: a half-written upload, and a version file placed but never committed.
         std::fs::write(dir.tmp().join("abc.upload"), b"partial").expect("write");

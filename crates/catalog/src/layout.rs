@@ -108,7 +108,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Creates a new data directory at `root` with one admin user, and writes that admin's token to
-/// `admin_token_file` (mode 0600). Returns the admin's user id.
+/// `admin_token_file` (mode 0600). `files` are further files to place in it (relative path,
+/// contents), such as the starting policy.
 ///
 /// Everything is built in a staging directory beside `root` and renamed into place last, so a
 /// failure leaves no half-made data directory. `root` may exist only as an empty directory;
@@ -117,7 +118,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::DirectoryNotEmpty`], [`Error::TokenFileExists`], or an I/O or SQLite failure; in
 /// every case nothing is left behind.
-pub fn init(root: &Path, admin_token_file: &Path, admin: &UserId) -> Result<()> {
+pub fn init(root: &Path, admin_token_file: &Path, admin: &UserId, files: &[(&str, &str)]) -> Result<()> {
     if root.exists() {
         let empty = fs::read_dir(root).map_err(Error::io("reading", root))?.next().is_none();
         if !root.is_dir() || !empty {
@@ -133,15 +134,32 @@ pub fn init(root: &Path, admin_token_file: &Path, admin: &UserId) -> Result<()> 
     };
     fs::create_dir_all(&parent).map_err(Error::io("creating directory", &parent))?;
     let staging = parent.join(format!(".veil-init-{}", uuid::Uuid::new_v4()));
-    let result = build_and_place(&staging, root, admin_token_file, admin);
+    let result = build_and_place(&staging, root, admin_token_file, admin, files);
     if result.is_err() {
         let _ = fs::remove_dir_all(&staging);
     }
     result
 }
 
-fn build_and_place(staging: &Path, root: &Path, token_file: &Path, admin: &UserId) -> Result<()> {
+fn build_and_place(
+    staging: &Path,
+    root: &Path,
+    token_file: &Path,
+    admin: &UserId,
+    files: &[(&str, &str)],
+) -> Result<()> {
     let dir = create_layout(staging)?;
+    for (relative, contents) in files {
+        let path = staging.join(relative);
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(Error::io("creating directory", parent))?;
+        }
+        fs::write(&path, contents).map_err(Error::io("writing", &path))?;
+    }
     write_secret_file(&dir.token_key(), &random_bytes::<32>()?)?;
     {
         let mut conn = schema::connect(&dir.catalog_db())?;

@@ -69,6 +69,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "VEIL_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
+    /// The directory holding the policy (`model.conf`, `policy.csv`); reloaded when they change.
+    /// Default: the data directory's `policies/`.
+    #[arg(long, env = "VEIL_POLICY_DIR", conflicts_with = "demo")]
+    policy_dir: Option<PathBuf>,
     /// A directory stewards may import files from by relative path (JSON registration with
     /// `source`). Off when not given.
     #[arg(long, env = "VEIL_IMPORT_ROOT")]
@@ -220,7 +224,12 @@ async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Init { data_dir, admin_token_file, admin_id } => {
             let admin = veil_common::UserId::new(admin_id)?;
-            veil_catalog::init(&data_dir, &admin_token_file, &admin)?;
+            veil_catalog::init(
+                &data_dir,
+                &admin_token_file,
+                &admin,
+                &serve::starting_policy(veil_policy::DEFAULT_POLICY),
+            )?;
             println!(
                 "initialised {}; admin `{admin}`'s token is in {}",
                 data_dir.display(),

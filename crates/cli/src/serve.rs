@@ -5,9 +5,24 @@ use std::path::Path;
 use tokio::net::TcpListener;
 use veil_catalog::{Catalog, DatasetSpec};
 use veil_common::{DepartmentId, Role, UserId};
-use veil_server::{AppState, ServerConfig};
+use veil_policy::PolicyFiles;
+use veil_server::{AppState, LogSink, ServerConfig};
 
 use crate::{CliResult, ServeArgs};
+
+/// The files a new data directory starts with: the model and the given policy.
+pub(crate) fn starting_policy(policy: &'static str) -> [(&'static str, &'static str); 2] {
+    [("policies/model.conf", veil_policy::DEFAULT_MODEL), ("policies/policy.csv", policy)]
+}
+
+/// Builds the server state: the catalogue, the policy (with memberships and grants from it), and
+/// the event sink.
+fn state(catalog: Catalog, policy_dir: &Path, config: ServerConfig) -> CliResult<AppState> {
+    let files = PolicyFiles::in_dir(policy_dir);
+    let policy = veil_server::load_policy(&catalog, files)
+        .map_err(|e| format!("loading the policy from {}: {e}", policy_dir.display()))?;
+    Ok(AppState::new(catalog, config, policy, std::sync::Arc::new(LogSink)))
+}
 
 pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     if args.demo {
@@ -26,12 +41,14 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
         import_root: args.import_root.clone(),
         max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
     };
+    let policy_dir = args.policy_dir.clone().unwrap_or_else(|| data_dir.join("policies"));
+    let state = state(catalog, &policy_dir, config)?;
     let listener =
         TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("Veil is listening on http://{addr} (data directory {})", data_dir.display());
-    tracing::info!(%addr, "serving");
-    veil_server::run(listener, AppState::new(catalog, config), shutdown_signal()).await?;
+    tracing::info!(%addr, policy = %policy_dir.display(), "serving");
+    veil_server::run(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -72,7 +89,7 @@ fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, DemoSetup)> {
     let data_dir = root.join("data");
     let admin_token_file = root.join("admin.token");
     let admin = UserId::new("admin")?;
-    veil_catalog::init(&data_dir, &admin_token_file, &admin)?;
+    veil_catalog::init(&data_dir, &admin_token_file, &admin, &starting_policy(veil_policy::DEMO_POLICY))?;
     let catalog = Catalog::open(&data_dir)?;
     let mut tokens = vec![("admin".to_owned(), std::fs::read_to_string(&admin_token_file)?.trim().to_owned())];
     for (id, name) in veil_demo::DEPARTMENTS {
@@ -125,7 +142,8 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("  veil dataset list");
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
     let config = ServerConfig { import_root: None, max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024) };
-    veil_server::run(listener, AppState::new(catalog, config), shutdown_signal()).await?;
+    let state = state(catalog, &tmp.path().join("data").join("policies"), config)?;
+    veil_server::run(listener, state, shutdown_signal()).await?;
     drop(tmp);
     Ok(())
 }

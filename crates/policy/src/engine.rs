@@ -129,6 +129,11 @@ impl CasbinPolicy {
         Ok(())
     }
 
+    /// The files this engine reloads from, if it was built from files.
+    pub fn files(&self) -> Option<&PolicyFiles> {
+        self.files.as_ref()
+    }
+
     /// Re-reads the policy files. On any error the policy in force stays in force.
     /// Returns the number of policy lines now in force.
     ///

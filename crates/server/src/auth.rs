@@ -23,7 +23,10 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_owned())
-            .ok_or_else(ApiError::unauthenticated)?;
+            .ok_or_else(|| {
+                state.event("auth.failed", None, None, "deny", "no bearer token");
+                ApiError::unauthenticated()
+            })?;
         let principal = state.blocking(move |catalog| catalog.authenticate(&token)).await?;
         match principal {
             Some(p) => {
@@ -32,7 +35,7 @@ impl FromRequestParts<AppState> for Caller {
             }
             None => {
                 state.metrics.auth(false);
-                tracing::warn!("request with an invalid bearer token");
+                state.event("auth.failed", None, None, "deny", "invalid bearer token");
                 Err(ApiError::unauthenticated())
             }
         }

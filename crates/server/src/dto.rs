@@ -281,3 +281,108 @@ pub struct Health {
     /// `ok`.
     pub status: String,
 }
+
+/// `POST /v1/access-requests`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccessRequest {
+    /// `department.name`.
+    pub dataset: String,
+    /// `aggregate`, `dp` or `deidentified`.
+    pub mode: String,
+    /// What the data will be used for (PIPL purpose limitation); shown to the steward.
+    pub purpose: String,
+    /// RFC 3339 time at which the grant stops working, at most a year ahead.
+    pub expires_at: String,
+}
+
+/// `POST /v1/access-requests/{id}/reject` and `/revoke`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionReason {
+    /// Why, for the analyst and the audit trail.
+    pub reason: String,
+}
+
+/// An access request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccessRequestView {
+    /// Id.
+    pub id: String,
+    /// The analyst.
+    pub user: String,
+    /// Their department.
+    pub department: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The mode.
+    pub mode: String,
+    /// The purpose.
+    pub purpose: String,
+    /// When a grant stops working (RFC 3339).
+    pub expires_at: String,
+    /// `pending`, `approved`, `rejected` or `revoked`.
+    pub state: String,
+    /// Made at (RFC 3339).
+    pub created_at: String,
+    /// The steward who decided.
+    pub decided_by: Option<String>,
+    /// Decided at (RFC 3339).
+    pub decided_at: Option<String>,
+    /// The reason given with a rejection or revocation.
+    pub reason: Option<String>,
+}
+
+impl From<veil_catalog::AccessRequest> for AccessRequestView {
+    fn from(r: veil_catalog::AccessRequest) -> Self {
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(r.expires_at)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        Self {
+            id: r.id,
+            user: r.user.to_string(),
+            department: r.department.to_string(),
+            dataset: r.dataset.to_string(),
+            mode: r.mode.as_str().to_owned(),
+            purpose: r.purpose,
+            expires_at,
+            state: r.state.as_str().to_owned(),
+            created_at: r.created_at,
+            decided_by: r.decided_by,
+            decided_at: r.decided_at,
+            reason: r.reason,
+        }
+    }
+}
+
+/// `GET /v1/datasets/{dataset}/access`: what the caller may do with a dataset.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccessView {
+    /// The dataset.
+    pub dataset: String,
+    /// Its level.
+    pub level: String,
+    /// One decision per result mode.
+    pub modes: Vec<ModeAccess>,
+}
+
+/// The decision for one mode.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModeAccess {
+    /// The mode.
+    pub mode: String,
+    /// Whether the caller may query in it.
+    pub allowed: bool,
+    /// The rule that decided.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /v1/admin/policy/reload`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReloadView {
+    /// Policy lines now in force.
+    pub lines: usize,
+}

@@ -76,6 +76,15 @@ impl From<veil_catalog::Error> for ApiError {
     }
 }
 
+impl From<veil_policy::Error> for ApiError {
+    fn from(e: veil_policy::Error) -> Self {
+        match e.kind() {
+            ErrorKind::Internal => ApiError::internal(e),
+            kind => ApiError::new(kind, e.code(), e.to_string()),
+        }
+    }
+}
+
 impl From<veil_ingest::Error> for ApiError {
     fn from(e: veil_ingest::Error) -> Self {
         veil_catalog::Error::from(e).into()

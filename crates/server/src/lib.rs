@@ -34,7 +34,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 
-pub use state::{AppState, ServerConfig};
+pub use state::{AppState, ServerConfig, load_policy};
+pub use telemetry::LogSink;
 
 /// Largest JSON body any route but dataset upload accepts.
 const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -53,6 +54,15 @@ pub fn app(state: AppState) -> Router {
             post(routes::datasets::datasets_register).layer(upload_limit).get(routes::datasets::datasets_list),
         )
         .route("/datasets/{dataset}", get(routes::datasets::datasets_show).delete(routes::datasets::datasets_retire))
+        .route("/datasets/{dataset}/access", get(routes::datasets::datasets_access))
+        .route(
+            "/access-requests",
+            post(routes::access::access_requests_create).get(routes::access::access_requests_list),
+        )
+        .route("/access-requests/{id}/approve", post(routes::access::access_requests_approve))
+        .route("/access-requests/{id}/reject", post(routes::access::access_requests_reject))
+        .route("/access-requests/{id}/revoke", post(routes::access::access_requests_revoke))
+        .route("/admin/policy/reload", post(routes::policy::policy_reload))
         .route("/openapi.json", get(openapi::openapi_json));
     Router::new()
         .nest("/v1", v1)
@@ -64,7 +74,11 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How often the policy files are checked for changes.
+const POLICY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// While it runs, the policy files are reloaded when they change.
 ///
 /// # Errors
 /// An I/O error of the listener.
@@ -73,5 +87,8 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    let watcher = tokio::spawn(routes::policy::watch(state.clone(), POLICY_POLL));
+    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    watcher.abort();
+    served
 }

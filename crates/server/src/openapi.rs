@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::dto;
-use crate::routes::{datasets, identity, ops};
+use crate::routes::{access, datasets, identity, ops, policy};
 
 struct BearerAuth;
 
@@ -26,12 +26,16 @@ impl Modify for BearerAuth {
         identity::departments_create, identity::departments_list, identity::users_create, identity::users_list,
         identity::tokens_create, identity::tokens_revoke, identity::whoami,
         datasets::datasets_register, datasets::datasets_list, datasets::datasets_show, datasets::datasets_retire,
+        datasets::datasets_access,
+        access::access_requests_create, access::access_requests_list, access::access_requests_approve,
+        access::access_requests_reject, access::access_requests_revoke, policy::policy_reload,
         ops::healthz, ops::metrics,
     ),
     components(schemas(
         dto::ErrorBody, dto::ErrorDetail, dto::NewDepartment, dto::DepartmentView, dto::NewUser, dto::UserView,
         dto::TokenView, dto::DatasetMetadata, dto::ColumnMetadata, dto::DatasetView, dto::ColumnView, dto::VersionView,
-        dto::Health,
+        dto::Health, dto::NewAccessRequest, dto::DecisionReason, dto::AccessRequestView, dto::AccessView,
+        dto::ModeAccess, dto::ReloadView,
     )),
     modifiers(&BearerAuth),
 )]

@@ -1,8 +1,10 @@
 //! Handlers, one module per resource.
 
+pub(crate) mod access;
 pub(crate) mod datasets;
 pub(crate) mod identity;
 pub(crate) mod ops;
+pub(crate) mod policy;
 
 use axum::extract::FromRequest;
 use axum::extract::rejection::JsonRejection;

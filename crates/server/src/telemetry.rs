@@ -118,3 +118,22 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     }
     response
 }
+
+/// The event sink used until the audit log exists: every event becomes a log line on the
+/// `veil::event` target.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl veil_common::EventSink for LogSink {
+    fn record(&self, event: veil_common::Event) {
+        tracing::info!(
+            target: "veil::event",
+            action = event.action,
+            actor = event.actor.as_deref().unwrap_or("-"),
+            target_id = event.target.as_deref().unwrap_or("-"),
+            outcome = event.outcome,
+            detail = %event.detail,
+            "event"
+        );
+    }
+}

@@ -15,9 +15,9 @@ use veil_common::{DatasetRef, DepartmentId, ErrorKind};
 use super::AppJson;
 use crate::auth::Caller;
 use crate::authz;
-use crate::dto::{DatasetMetadata, DatasetView, ErrorBody};
+use crate::dto::{AccessView, DatasetMetadata, DatasetView, ErrorBody, ModeAccess};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, now_unix, subject};
 
 /// Largest `metadata` part accepted.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
@@ -81,6 +81,13 @@ pub(crate) async fn datasets_register(
     let user = caller.user.clone();
     let info = state.blocking(move |c| c.register_dataset(&spec, &source, &user)).await?;
     state.metrics.registered(info.row_count);
+    state.event(
+        "dataset.register",
+        Some(&caller),
+        Some(info.dataset.to_string()),
+        "ok",
+        format!("version {} at {}, {} rows", info.current_version, info.level, info.row_count),
+    );
     Ok((StatusCode::CREATED, Json(info.into())))
 }
 
@@ -93,7 +100,7 @@ fn authorize_and_validate(caller: &Principal, metadata: DatasetMetadata) -> Resu
     }
     let department = DepartmentId::new(metadata.department.clone())
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    authz::manage_datasets_of(caller, &department)?;
+    authz::steward_of(caller, &department)?;
     Ok(DatasetSpec::validate(MetadataInput::from(metadata))?)
 }
 
@@ -237,7 +244,45 @@ pub(crate) async fn datasets_retire(
     Path(dataset): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let dataset = parse_ref(&dataset)?;
-    authz::manage_datasets_of(&caller, &dataset.department)?;
+    authz::steward_of(&caller, &dataset.department)?;
+    let target = dataset.to_string();
     state.blocking(move |c| c.retire_dataset(&dataset)).await?;
+    state.event("dataset.retire", Some(&caller), Some(target), "ok", "");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the caller may do with a dataset: for each result mode, allowed or not and the rule that
+/// decided, as the query path will decide it.
+#[utoipa::path(get, path = "/v1/datasets/{dataset}/access", tag = "datasets", security(("bearer" = [])),
+    params(("dataset" = String, Path, description = "department.name")),
+    responses((status = 200, body = AccessView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(crate) async fn datasets_access(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(dataset): Path<String>,
+) -> Result<Json<AccessView>, ApiError> {
+    authz::read_catalogue(&caller)?;
+    let dataset = parse_ref(&dataset)?;
+    let info = state.blocking(move |c| c.dataset(&dataset)).await?;
+    if info.retired_at.is_some() {
+        return Err(veil_catalog::Error::DatasetNotFound(info.dataset).into());
+    }
+    let meta = [veil_policy::DatasetMeta { dataset: info.dataset.clone(), level: info.level }];
+    let who = subject(&caller);
+    let now = now_unix();
+    let modes = veil_common::Mode::ALL
+        .into_iter()
+        .map(|mode| {
+            let decision = veil_policy::PolicyEngine::decide(state.policy.as_ref(), &who, &meta, mode, now);
+            let check = decision.checks.into_iter().next();
+            ModeAccess {
+                mode: mode.as_str().to_owned(),
+                allowed: decision.allowed,
+                rule: check.as_ref().map(|c| c.rule.to_owned()).unwrap_or_default(),
+                reason: check.map(|c| c.reason).unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok(Json(AccessView { dataset: info.dataset.to_string(), level: info.level.as_str().to_owned(), modes }))
 }

@@ -29,6 +29,7 @@ pub(crate) async fn departments_create(
     authz::manage_identity(&caller)?;
     let id = DepartmentId::new(body.id).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     let department = state.blocking(move |c| c.create_department(&id, &body.name)).await?;
+    state.event("department.create", Some(&caller), Some(department.id.to_string()), "ok", department.name.clone());
     Ok((StatusCode::CREATED, Json(department.into())))
 }
 
@@ -68,6 +69,9 @@ pub(crate) async fn users_create(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::new(veil_common::ErrorKind::Unprocessable, "unknown_role", e.to_string()))?;
     let user = state.blocking(move |c| c.create_user(&id, department.as_ref(), &roles)).await?;
+    state.refresh_policy().await?;
+    let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+    state.event("user.create", Some(&caller), Some(user.id.to_string()), "ok", format!("roles {}", roles.join(",")));
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -95,7 +99,9 @@ pub(crate) async fn tokens_create(
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
     authz::manage_identity(&caller)?;
     let id = parse_user(&id)?;
+    let target = id.to_string();
     let issued = state.blocking(move |c| c.issue_token(&id)).await?;
+    state.event("token.create", Some(&caller), Some(target), "ok", format!("token {}", issued.id));
     Ok((StatusCode::CREATED, Json(TokenView { id: issued.id, token: issued.token })))
 }
 
@@ -110,7 +116,9 @@ pub(crate) async fn tokens_revoke(
 ) -> Result<StatusCode, ApiError> {
     authz::manage_identity(&caller)?;
     let id = parse_user(&id)?;
+    let (target, detail) = (id.to_string(), format!("token {token_id}"));
     state.blocking(move |c| c.revoke_token(&id, &token_id)).await?;
+    state.event("token.revoke", Some(&caller), Some(target), "ok", detail);
     Ok(StatusCode::NO_CONTENT)
 }
 

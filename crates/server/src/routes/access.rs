@@ -1,0 +1,156 @@
+//! Access requests: analysts ask, stewards of the dataset's department decide.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use veil_catalog::{RequestState, Transition};
+use veil_common::{DatasetRef, ErrorKind, Mode};
+
+use super::AppJson;
+use crate::auth::Caller;
+use crate::authz;
+use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, NewAccessRequest};
+use crate::error::ApiError;
+use crate::state::{AppState, now_unix};
+
+/// Asks for a mode on a dataset, with a purpose and an expiry (analysts).
+#[utoipa::path(post, path = "/v1/access-requests", tag = "access", request_body = NewAccessRequest, security(("bearer" = [])),
+    responses((status = 201, body = AccessRequestView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn access_requests_create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    AppJson(body): AppJson<NewAccessRequest>,
+) -> Result<(StatusCode, Json<AccessRequestView>), ApiError> {
+    let department = authz::request_access(&caller)?;
+    let dataset: DatasetRef =
+        body.dataset.parse().map_err(|e: veil_common::IdError| ApiError::bad_request("invalid_name", e.to_string()))?;
+    let mode: Mode = body.mode.parse().map_err(|e: veil_common::mode::UnknownMode| {
+        ApiError::new(ErrorKind::Unprocessable, "unknown_mode", e.to_string())
+    })?;
+    let expires_at = time::OffsetDateTime::parse(&body.expires_at, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            ApiError::new(
+                ErrorKind::Unprocessable,
+                "invalid_expiry",
+                "expires_at must be an RFC 3339 time, e.g. 2027-01-31T00:00:00Z",
+            )
+        })?
+        .unix_timestamp();
+    let user = caller.user.clone();
+    let purpose = body.purpose;
+    let request = state
+        .blocking(move |c| {
+            c.create_access_request(&user, &department, &dataset, mode, &purpose, expires_at, now_unix())
+        })
+        .await?;
+    state.event(
+        "access_request.create",
+        Some(&caller),
+        Some(request.id.clone()),
+        "ok",
+        format!("{} in {} mode, purpose: {}", request.dataset, request.mode.as_str(), request.purpose),
+    );
+    Ok((StatusCode::CREATED, Json(request.into())))
+}
+
+/// `GET /v1/access-requests` parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// `pending`, `approved`, `rejected` or `revoked`.
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// Lists access requests: a steward sees those for their department's datasets, an analyst
+/// their own, an auditor all.
+#[utoipa::path(get, path = "/v1/access-requests", tag = "access", params(ListParams), security(("bearer" = [])),
+    responses((status = 200, body = [AccessRequestView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub(crate) async fn access_requests_list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Vec<AccessRequestView>>, ApiError> {
+    let mut filter = authz::list_requests(&caller)?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if let Some(s) = params.state {
+        filter.state = Some(RequestState::parse(&s).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", "state must be pending, approved, rejected or revoked")
+        })?);
+    }
+    let requests = state.blocking(move |c| c.access_requests(&filter)).await?;
+    Ok(Json(requests.into_iter().map(Into::into).collect()))
+}
+
+async fn decide(
+    state: AppState,
+    caller: veil_catalog::Principal,
+    id: String,
+    transition: Transition,
+    action: &'static str,
+) -> Result<Json<AccessRequestView>, ApiError> {
+    let lookup = id.clone();
+    let request = state.blocking(move |c| c.access_request(&lookup)).await?;
+    authz::steward_of(&caller, &request.dataset.department)?;
+    let user = caller.user.clone();
+    let detail = match &transition {
+        Transition::Approve => String::new(),
+        Transition::Reject(r) | Transition::Revoke(r) => r.clone(),
+    };
+    let decided = state.blocking(move |c| c.decide_access_request(&id, &user, transition)).await?;
+    state.refresh_policy().await?;
+    state.event(
+        action,
+        Some(&caller),
+        Some(decided.id.clone()),
+        "ok",
+        format!("{} in {} mode for {}; {detail}", decided.dataset, decided.mode.as_str(), decided.user),
+    );
+    Ok(Json(decided.into()))
+}
+
+/// Approves a pending request (stewards of the dataset's department).
+#[utoipa::path(post, path = "/v1/access-requests/{id}/approve", tag = "access", security(("bearer" = [])),
+    params(("id" = String, Path, description = "access request id")),
+    responses((status = 200, body = AccessRequestView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn access_requests_approve(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<AccessRequestView>, ApiError> {
+    decide(state, caller, id, Transition::Approve, "access_request.approve").await
+}
+
+/// Rejects a pending request with a reason (stewards of the dataset's department).
+#[utoipa::path(post, path = "/v1/access-requests/{id}/reject", tag = "access", request_body = DecisionReason,
+    security(("bearer" = [])), params(("id" = String, Path, description = "access request id")),
+    responses((status = 200, body = AccessRequestView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn access_requests_reject(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<DecisionReason>,
+) -> Result<Json<AccessRequestView>, ApiError> {
+    decide(state, caller, id, Transition::Reject(body.reason), "access_request.reject").await
+}
+
+/// Revokes an approved request with a reason; it stops working at once (stewards of the
+/// dataset's department).
+#[utoipa::path(post, path = "/v1/access-requests/{id}/revoke", tag = "access", request_body = DecisionReason,
+    security(("bearer" = [])), params(("id" = String, Path, description = "access request id")),
+    responses((status = 200, body = AccessRequestView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn access_requests_revoke(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<DecisionReason>,
+) -> Result<Json<AccessRequestView>, ApiError> {
+    decide(state, caller, id, Transition::Revoke(body.reason), "access_request.revoke").await
+}
