@@ -139,6 +139,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("First things to try, as the health analyst:");
     println!("  export VEIL_SERVER={url} VEIL_TOKEN={analyst}");
     println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/datasets/civil.elderly");
+    println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/datasets/civil.elderly/access");
     println!("  veil dataset list");
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
     let config = ServerConfig { import_root: None, max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024) };
