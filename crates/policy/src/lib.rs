@@ -10,12 +10,15 @@
 //! 3. approved, unexpired access requests ([`Grant`]), which act as allow lines and satisfy the
 //!    ceiling's "needs an approved grant".
 //!
-//! Any failure to decide is a deny (fail closed).
+//! Any failure to decide is a deny (fail closed). The role rules of the management API (who
+//! manages identity, who stewards which department) are decided here too ([`management`]), so
+//! every authorization decision goes through the one trait.
 //!
 //! # Layout
 //! - [`file`]: reading and checking policy files, naming the bad line.
 //! - [`ceiling`]: the level ceiling.
 //! - [`engine`]: the casbin-backed [`CasbinPolicy`].
+//! - [`management`]: the role rules of the management API.
 
 #![warn(missing_docs)]
 
@@ -23,10 +26,12 @@ pub mod ceiling;
 pub mod engine;
 mod error;
 pub mod file;
+pub mod management;
 
 pub use engine::CasbinPolicy;
 pub use error::{Error, Result};
 pub use file::PolicyFiles;
+pub use management::{Action, Denied, RequestScope};
 
 use veil_common::{DatasetRef, DepartmentId, Level, Mode, Role, UserId};
 
@@ -117,10 +122,26 @@ impl Decision {
     }
 }
 
-/// Decides access. Implementations are synchronous and in memory, so the query path can call
-/// them from a planner rule.
+/// Every authorization decision in Veil. Implementations are synchronous and in memory, so the
+/// query path can call them from a planner rule.
 pub trait PolicyEngine: Send + Sync {
     /// Decides whether `subject` may query all of `datasets` in `mode` at time `now` (unix
     /// seconds). An empty `datasets` is denied.
     fn decide(&self, subject: &Subject, datasets: &[DatasetMeta], mode: Mode, now: i64) -> Decision;
+
+    /// Decides a management action (identity, policy, stewardship, access requests).
+    ///
+    /// # Errors
+    /// [`Denied`] with the reason.
+    fn authorize(&self, subject: &Subject, action: &Action<'_>) -> Result<(), Denied> {
+        management::authorize(subject, action)
+    }
+
+    /// Which access requests `subject` may list.
+    ///
+    /// # Errors
+    /// [`Denied`] for roles that may list none.
+    fn request_scope(&self, subject: &Subject) -> Result<RequestScope, Denied> {
+        management::request_scope(subject)
+    }
 }

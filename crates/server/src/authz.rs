@@ -1,65 +1,50 @@
-//! Who may do what with identity, the catalogue, access requests and the policy (DESIGN §1).
+//! The server's side of authorization: asks the [`PolicyEngine`] and turns a refusal into 403.
 //!
-//! Every handler asks here before acting. Which datasets an analyst may query, in which mode, is
-//! decided by the policy engine (`veil-policy`); these are the role rules of the management API.
+//! Every handler calls one of these before acting; none decides access itself.
 
 use veil_catalog::{Principal, RequestFilter};
-use veil_common::{DepartmentId, Role};
+use veil_common::DepartmentId;
+use veil_policy::{Action, PolicyEngine, RequestScope};
 
 use crate::error::ApiError;
+use crate::state::{AppState, subject};
 
-/// Managing departments, users and tokens: admins only.
-pub fn manage_identity(caller: &Principal) -> Result<(), ApiError> {
-    if caller.has(Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("managing departments, users and tokens needs the admin role"))
-    }
+fn authorize(state: &AppState, caller: &Principal, action: Action<'_>) -> Result<(), ApiError> {
+    state.policy.authorize(&subject(caller), &action).map_err(|d| ApiError::forbidden(d.0))
 }
 
-/// Reloading the policy: admins only.
-pub fn manage_policy(caller: &Principal) -> Result<(), ApiError> {
-    if caller.has(Role::Admin) { Ok(()) } else { Err(ApiError::forbidden("reloading the policy needs the admin role")) }
+/// Managing departments, users and tokens.
+pub fn manage_identity(state: &AppState, caller: &Principal) -> Result<(), ApiError> {
+    authorize(state, caller, Action::ManageIdentity)
 }
 
-/// Registering or retiring a dataset of `department`, or deciding access requests to it: a
-/// steward of that department only.
-pub fn steward_of(caller: &Principal, department: &DepartmentId) -> Result<(), ApiError> {
-    if !caller.has(Role::Steward) {
-        return Err(ApiError::forbidden("this needs the steward role"));
-    }
-    if caller.department.as_ref() != Some(department) {
-        return Err(ApiError::forbidden(format!(
-            "a steward acts only on their own department's datasets, not on `{department}`'s"
-        )));
-    }
-    Ok(())
+/// Reloading the policy.
+pub fn manage_policy(state: &AppState, caller: &Principal) -> Result<(), ApiError> {
+    authorize(state, caller, Action::ManagePolicy)
 }
 
-/// Requesting access: analysts with a department.
-pub fn request_access(caller: &Principal) -> Result<DepartmentId, ApiError> {
-    match (&caller.department, caller.has(Role::Analyst)) {
-        (Some(d), true) => Ok(d.clone()),
-        _ => Err(ApiError::forbidden("requesting access needs the analyst role in a department")),
-    }
+/// Registering or retiring `department`'s datasets, or deciding access requests to them.
+pub fn steward_of(state: &AppState, caller: &Principal, department: &DepartmentId) -> Result<(), ApiError> {
+    authorize(state, caller, Action::StewardOf(department))
 }
 
-/// Which access requests the caller may list: a steward those for their department's datasets,
-/// an analyst their own, an auditor all. Admins manage identity, not access.
-pub fn list_requests(caller: &Principal) -> Result<RequestFilter, ApiError> {
-    if caller.has(Role::Auditor) {
-        return Ok(RequestFilter::default());
-    }
-    if caller.has(Role::Steward) {
-        return Ok(RequestFilter { dataset_department: caller.department.clone(), ..Default::default() });
-    }
-    if caller.has(Role::Analyst) {
-        return Ok(RequestFilter { user: Some(caller.user.clone()), ..Default::default() });
-    }
-    Err(ApiError::forbidden("listing access requests needs the steward, analyst or auditor role"))
+/// Requesting access; returns the caller's department.
+pub fn request_access(state: &AppState, caller: &Principal) -> Result<DepartmentId, ApiError> {
+    authorize(state, caller, Action::RequestAccess)?;
+    caller.department.clone().ok_or_else(|| ApiError::forbidden("requesting access needs a department"))
 }
 
-/// Reading catalogue metadata (never data): anyone signed in.
-pub fn read_catalogue(_caller: &Principal) -> Result<(), ApiError> {
-    Ok(())
+/// Reading catalogue metadata (never data).
+pub fn read_catalogue(state: &AppState, caller: &Principal) -> Result<(), ApiError> {
+    authorize(state, caller, Action::ReadCatalogue)
+}
+
+/// The access requests the caller may list, as a catalogue filter.
+pub fn list_requests(state: &AppState, caller: &Principal) -> Result<RequestFilter, ApiError> {
+    let scope = state.policy.request_scope(&subject(caller)).map_err(|d| ApiError::forbidden(d.0))?;
+    Ok(match scope {
+        RequestScope::All => RequestFilter::default(),
+        RequestScope::DatasetsOf(d) => RequestFilter { dataset_department: Some(d), ..Default::default() },
+        RequestScope::Own(u) => RequestFilter { user: Some(u), ..Default::default() },
+    })
 }

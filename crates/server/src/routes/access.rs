@@ -24,7 +24,7 @@ pub(crate) async fn access_requests_create(
     Caller(caller): Caller,
     AppJson(body): AppJson<NewAccessRequest>,
 ) -> Result<(StatusCode, Json<AccessRequestView>), ApiError> {
-    let department = authz::request_access(&caller)?;
+    let department = authz::request_access(&state, &caller)?;
     let dataset: DatasetRef =
         body.dataset.parse().map_err(|e: veil_common::IdError| ApiError::bad_request("invalid_name", e.to_string()))?;
     let mode: Mode = body.mode.parse().map_err(|e: veil_common::mode::UnknownMode| {
@@ -75,7 +75,7 @@ pub(crate) async fn access_requests_list(
     Caller(caller): Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Vec<AccessRequestView>>, ApiError> {
-    let mut filter = authz::list_requests(&caller)?;
+    let mut filter = authz::list_requests(&state, &caller)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if let Some(s) = params.state {
         filter.state = Some(RequestState::parse(&s).ok_or_else(|| {
@@ -95,7 +95,7 @@ async fn decide(
 ) -> Result<Json<AccessRequestView>, ApiError> {
     let lookup = id.clone();
     let request = state.blocking(move |c| c.access_request(&lookup)).await?;
-    authz::steward_of(&caller, &request.dataset.department)?;
+    authz::steward_of(&state, &caller, &request.dataset.department)?;
     let user = caller.user.clone();
     let detail = match &transition {
         Transition::Approve => String::new(),

@@ -63,7 +63,7 @@ pub(crate) async fn datasets_register(
                 "JSON registration needs `source`, a path under the import root; or upload the file as multipart",
             )
         })?;
-        let spec = authorize_and_validate(&caller, metadata)?;
+        let spec = authorize_and_validate(&state, &caller, metadata)?;
         let root = state.config.import_root.clone().ok_or_else(|| {
             ApiError::bad_request(
                 "import_disabled",
@@ -94,13 +94,17 @@ pub(crate) async fn datasets_register(
 /// Parses the metadata, checks the caller may register in its department, then validates it.
 /// Authorization comes first so a steward of another department learns nothing from the
 /// validation messages.
-fn authorize_and_validate(caller: &Principal, metadata: DatasetMetadata) -> Result<DatasetSpec, ApiError> {
+fn authorize_and_validate(
+    state: &AppState,
+    caller: &Principal,
+    metadata: DatasetMetadata,
+) -> Result<DatasetSpec, ApiError> {
     if metadata.source.is_some() && metadata.format.as_deref() == Some("") {
         return Err(ApiError::bad_request("invalid_format", "format may not be empty"));
     }
     let department = DepartmentId::new(metadata.department.clone())
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    authz::steward_of(caller, &department)?;
+    authz::steward_of(state, caller, &department)?;
     Ok(DatasetSpec::validate(MetadataInput::from(metadata))?)
 }
 
@@ -136,7 +140,7 @@ async fn read_upload(
                         "metadata names a `source` but a file was uploaded: use one or the other",
                     ));
                 }
-                spec = Some(authorize_and_validate(caller, metadata)?);
+                spec = Some(authorize_and_validate(state, caller, metadata)?);
             }
             Some("file") => {
                 if upload.is_some() {
@@ -207,7 +211,7 @@ pub(crate) async fn datasets_list(
     Caller(caller): Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Vec<DatasetView>>, ApiError> {
-    authz::read_catalogue(&caller)?;
+    authz::read_catalogue(&state, &caller)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let datasets = state.blocking(move |c| c.datasets(params.include_retired)).await?;
     Ok(Json(datasets.into_iter().map(Into::into).collect()))
@@ -227,7 +231,7 @@ pub(crate) async fn datasets_show(
     Caller(caller): Caller,
     Path(dataset): Path<String>,
 ) -> Result<Json<DatasetView>, ApiError> {
-    authz::read_catalogue(&caller)?;
+    authz::read_catalogue(&state, &caller)?;
     let dataset = parse_ref(&dataset)?;
     let info = state.blocking(move |c| c.dataset(&dataset)).await?;
     Ok(Json(info.into()))
@@ -244,7 +248,7 @@ pub(crate) async fn datasets_retire(
     Path(dataset): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let dataset = parse_ref(&dataset)?;
-    authz::steward_of(&caller, &dataset.department)?;
+    authz::steward_of(&state, &caller, &dataset.department)?;
     let target = dataset.to_string();
     state.blocking(move |c| c.retire_dataset(&dataset)).await?;
     state.event("dataset.retire", Some(&caller), Some(target), "ok", "");
@@ -262,7 +266,7 @@ pub(crate) async fn datasets_access(
     Caller(caller): Caller,
     Path(dataset): Path<String>,
 ) -> Result<Json<AccessView>, ApiError> {
-    authz::read_catalogue(&caller)?;
+    authz::read_catalogue(&state, &caller)?;
     let dataset = parse_ref(&dataset)?;
     let info = state.blocking(move |c| c.dataset(&dataset)).await?;
     if info.retired_at.is_some() {

@@ -26,7 +26,7 @@ pub(crate) async fn departments_create(
     Caller(caller): Caller,
     AppJson(body): AppJson<NewDepartment>,
 ) -> Result<(StatusCode, Json<DepartmentView>), ApiError> {
-    authz::manage_identity(&caller)?;
+    authz::manage_identity(&state, &caller)?;
     let id = DepartmentId::new(body.id).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     let department = state.blocking(move |c| c.create_department(&id, &body.name)).await?;
     state.event("department.create", Some(&caller), Some(department.id.to_string()), "ok", department.name.clone());
@@ -40,7 +40,7 @@ pub(crate) async fn departments_list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<DepartmentView>>, ApiError> {
-    authz::read_catalogue(&caller)?;
+    authz::read_catalogue(&state, &caller)?;
     let departments = state.blocking(|c| c.departments()).await?;
     Ok(Json(departments.into_iter().map(Into::into).collect()))
 }
@@ -55,7 +55,7 @@ pub(crate) async fn users_create(
     Caller(caller): Caller,
     AppJson(body): AppJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    authz::manage_identity(&caller)?;
+    authz::manage_identity(&state, &caller)?;
     let id = parse_user(&body.id)?;
     let department = body
         .department
@@ -82,7 +82,7 @@ pub(crate) async fn users_list(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
-    authz::manage_identity(&caller)?;
+    authz::manage_identity(&state, &caller)?;
     let users = state.blocking(|c| c.users()).await?;
     Ok(Json(users.into_iter().map(Into::into).collect()))
 }
@@ -97,7 +97,7 @@ pub(crate) async fn tokens_create(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
-    authz::manage_identity(&caller)?;
+    authz::manage_identity(&state, &caller)?;
     let id = parse_user(&id)?;
     let target = id.to_string();
     let issued = state.blocking(move |c| c.issue_token(&id)).await?;
@@ -114,7 +114,7 @@ pub(crate) async fn tokens_revoke(
     Caller(caller): Caller,
     Path((id, token_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    authz::manage_identity(&caller)?;
+    authz::manage_identity(&state, &caller)?;
     let id = parse_user(&id)?;
     let (target, detail) = (id.to_string(), format!("token {token_id}"));
     state.blocking(move |c| c.revoke_token(&id, &token_id)).await?;

@@ -40,7 +40,7 @@ pub(crate) async fn policy_reload(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<ReloadView>, ApiError> {
-    authz::manage_policy(&caller)?;
+    authz::manage_policy(&state, &caller)?;
     let lines = reload(&state, Some(&caller)).await?;
     Ok(Json(ReloadView { lines }))
 }
