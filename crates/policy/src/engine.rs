@@ -152,33 +152,46 @@ impl CasbinPolicy {
         Ok(count)
     }
 
-    /// Replaces the role memberships (after a user is created).
+    /// Replaces the role memberships and the approved grants (after a user is created, or a
+    /// request is approved or revoked), in one rebuild.
     ///
     /// # Errors
     /// A rebuild failure; the previous policy stays in force.
-    pub fn set_memberships(&self, memberships: Vec<Membership>, now: i64) -> Result<()> {
-        self.rebuild(now, |inputs| inputs.memberships = memberships)
-    }
-
-    /// Replaces the approved grants (after an approval or revocation).
-    ///
-    /// # Errors
-    /// A rebuild failure; the previous policy stays in force.
-    pub fn set_grants(&self, grants: Vec<Grant>, now: i64) -> Result<()> {
-        self.rebuild(now, |inputs| inputs.grants = grants)
+    pub fn set_subjects(&self, memberships: Vec<Membership>, grants: Vec<Grant>, now: i64) -> Result<()> {
+        self.rebuild(now, |inputs| {
+            inputs.memberships = memberships;
+            inputs.grants = grants;
+        })
     }
 
     /// The enforcer to decide with, rebuilt first if a grant it includes has expired.
     fn current(&self, now: i64) -> Option<Arc<Loaded>> {
-        let loaded = self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if loaded.next_expiry.is_some_and(|t| t <= now) {
-            if let Err(e) = self.rebuild(now, |_| {}) {
-                tracing::error!(error = %e, "rebuilding the policy after a grant expired failed; denying");
-                return None;
-            }
-            return Some(self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone());
+        let loaded = self.loaded();
+        if loaded.next_expiry.is_none_or(|t| t > now) {
+            return Some(loaded);
         }
-        Some(loaded)
+        // Stale: rebuild once. Concurrent decisions wait on the inputs lock and then find the
+        // fresh enforcer instead of rebuilding again.
+        let inputs = self.inputs();
+        let loaded = self.loaded();
+        if loaded.next_expiry.is_none_or(|t| t > now) {
+            return Some(loaded);
+        }
+        match build(&inputs, now) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
+                Some(fresh)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the policy after a grant expired failed; denying");
+                None
+            }
+        }
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 

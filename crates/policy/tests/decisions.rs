@@ -258,7 +258,7 @@ fn grants_allow_until_they_expire_and_deny_lines_still_win() {
     assert!(!later.allowed);
     assert_eq!(later.checks[0].rule, "grant_required");
     // Revocation: the grants are replaced without it.
-    engine.set_grants(vec![], NOW).unwrap();
+    engine.set_subjects(members(), vec![], NOW).unwrap();
     let revoked = engine.decide(
         &subject("health-analyst", "health", Role::Analyst),
         &[ds("civil.important", Important)],

@@ -108,8 +108,7 @@ impl AppState {
         tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
             let now = now_unix();
             let grants = catalog.active_grants(now)?.into_iter().map(grant).collect();
-            policy.set_memberships(memberships(&catalog)?, now).map_err(ApiError::internal)?;
-            policy.set_grants(grants, now).map_err(ApiError::internal)
+            policy.set_subjects(memberships(&catalog)?, grants, now).map_err(ApiError::internal)
         })
         .await
         .map_err(|e| ApiError::internal(format!("policy task failed: {e}")))?

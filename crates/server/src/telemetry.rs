@@ -4,7 +4,6 @@
 //! and the latency: never a query string, a body, a header value or a path parameter, so no
 //! data value and no token can reach a log line.
 
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -44,8 +43,6 @@ pub struct Metrics {
     auth: Family<OutcomeLabels, Counter>,
     ingested_rows: Counter,
     registered: Counter,
-    /// Rendering needs `&mut String` only; the lock is held for microseconds.
-    render_lock: Mutex<()>,
 }
 
 impl Metrics {
@@ -64,7 +61,7 @@ impl Metrics {
         registry.register("authentications", "Bearer token checks by outcome", auth.clone());
         registry.register("ingested_rows", "Rows ingested into dataset versions", ingested_rows.clone());
         registry.register("dataset_versions_registered", "Dataset versions registered", registered.clone());
-        Self { registry, requests, latency, auth, ingested_rows, registered, render_lock: Mutex::new(()) }
+        Self { registry, requests, latency, auth, ingested_rows, registered }
     }
 
     /// Counts one token check.
@@ -80,7 +77,6 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let _guard = self.render_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -99,9 +99,6 @@ fn authorize_and_validate(
     caller: &Principal,
     metadata: DatasetMetadata,
 ) -> Result<DatasetSpec, ApiError> {
-    if metadata.source.is_some() && metadata.format.as_deref() == Some("") {
-        return Err(ApiError::bad_request("invalid_format", "format may not be empty"));
-    }
     let department = DepartmentId::new(metadata.department.clone())
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     authz::steward_of(state, caller, &department)?;
