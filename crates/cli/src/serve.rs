@@ -43,12 +43,13 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     };
     let policy_dir = args.policy_dir.clone().unwrap_or_else(|| data_dir.join("policies"));
     let state = state(catalog, &policy_dir, config)?;
+    let shutdown = shutdown_signal()?;
     let listener =
         TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("Veil is listening on http://{addr} (data directory {})", data_dir.display());
     tracing::info!(%addr, policy = %policy_dir.display(), "serving");
-    veil_server::run(listener, state, shutdown_signal()).await?;
+    veil_server::run(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -58,24 +59,20 @@ async fn open_catalog(dir: &Path) -> CliResult<Catalog> {
     Ok(tokio::task::spawn_blocking(move || Catalog::open(&dir)).await??)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGINT and SIGTERM handlers now, and returns a future that completes on either.
+/// Installing before the address is announced means a signal sent as soon as the server says it
+/// is listening still shuts it down gracefully, rather than killing it.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
+        tracing::info!("shutting down: finishing requests in flight");
+    })
 }
 
 /// The demo's users and their tokens, in creation order.
@@ -120,6 +117,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     let root = tmp.path().to_path_buf();
     let people = args.demo_people;
     let (catalog, setup) = tokio::task::spawn_blocking(move || build_demo(&root, people)).await??;
+    let shutdown = shutdown_signal()?;
     let listener =
         TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -144,7 +142,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
     let config = ServerConfig { import_root: None, max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024) };
     let state = state(catalog, &tmp.path().join("data").join("policies"), config)?;
-    veil_server::run(listener, state, shutdown_signal()).await?;
+    veil_server::run(listener, state, shutdown).await?;
     drop(tmp);
     Ok(())
 }
