@@ -12,6 +12,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use veil_server::{AppState, ServerConfig};
 
+pub mod world;
+
 /// A running server and the directory it owns.
 pub struct TestServer {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -52,14 +54,18 @@ impl TestServer {
 
     async fn launch(root: tempfile::TempDir, admin: String, max_upload_bytes: usize) -> Self {
         let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
-        let config = ServerConfig { import_root: Some(root.path().join("import")), max_upload_bytes };
+        let config = ServerConfig {
+            import_root: Some(root.path().join("import")),
+            max_upload_bytes,
+            query: veil_query::Limits::standard(),
+        };
         let files = veil_policy::PolicyFiles::in_dir(&root.path().join("data").join("policies"));
         let policy = veil_server::load_policy(&catalog, files).unwrap();
         let events = std::sync::Arc::new(veil_common::events::MemorySink::default());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let state = AppState::new(catalog, config, policy, events.clone());
+        let state = AppState::new(catalog, config, policy, events.clone()).unwrap();
         let task = tokio::spawn(veil_server::run(listener, state, async move {
             let _ = rx.await;
         }));

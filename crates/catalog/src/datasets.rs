@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
-use veil_common::{DatasetName, DatasetRef, DepartmentId, Level, Tag, UserId};
+use veil_common::{DatasetName, DatasetRef, DepartmentId, Generalization, Level, Tag, UserId};
 use veil_ingest::{ReadOptions, SourceFormat};
 
 use crate::layout::sync_dir;
@@ -49,6 +49,8 @@ pub struct ColumnInfo {
     pub linkable: bool,
     /// Its declared bounds.
     pub bounds: Option<(f64, f64)>,
+    /// How it is generalised in de-identified results.
+    pub generalize: Option<Generalization>,
 }
 
 /// One registered version of a dataset.
@@ -193,8 +195,8 @@ impl Catalog {
             for (position, field) in schema.fields().iter().enumerate() {
                 let Some(column) = spec.columns.get(field.name()) else { continue };
                 tx.execute(
-                    "INSERT INTO dataset_columns (department, name, version, position, column_name, data_type, tag, linkable, bound_lo, bound_hi)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO dataset_columns (department, name, version, position, column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         spec.dataset.department.as_str(),
                         spec.dataset.name.as_str(),
@@ -206,6 +208,7 @@ impl Catalog {
                         column.linkable,
                         column.bounds.map(|b| b.0),
                         column.bounds.map(|b| b.1),
+                        column.generalize.map(|g| g.to_string()),
                     ],
                 )?;
             }
@@ -285,7 +288,7 @@ impl Catalog {
             .cloned()
             .ok_or_else(|| Error::DatasetNotFound(dataset.clone()))?;
         let mut stmt = conn.prepare(
-            "SELECT column_name, data_type, tag, linkable, bound_lo, bound_hi FROM dataset_columns
+            "SELECT column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize FROM dataset_columns
              WHERE department = ?1 AND name = ?2 AND version = ?3 ORDER BY position",
         )?;
         let columns = stmt
@@ -298,6 +301,7 @@ impl Catalog {
                     tag: parse_stored(r.get::<_, String>(2)?)?,
                     linkable: r.get(3)?,
                     bounds: lo.zip(hi),
+                    generalize: r.get::<_, Option<String>>(6)?.map(parse_stored).transpose()?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -44,6 +44,11 @@ impl DataDir {
         self.root.join("keys").join("token.key")
     }
 
+    /// The pseudonym key: the broker secret that de-identified results' pseudonyms are keyed by.
+    pub fn pseudonym_key(&self) -> PathBuf {
+        self.root.join("keys").join("pseudonym.key")
+    }
+
     /// Where dataset versions live.
     pub fn datasets(&self) -> PathBuf {
         self.root.join("datasets")
@@ -161,6 +166,7 @@ fn build_and_place(
         fs::write(&path, contents).map_err(Error::io("writing", &path))?;
     }
     write_secret_file(&dir.token_key(), &random_bytes::<32>()?)?;
+    write_secret_file(&dir.pseudonym_key(), &random_bytes::<32>()?)?;
     {
         let mut conn = schema::connect(&dir.catalog_db())?;
         schema::migrate(&mut conn)?;

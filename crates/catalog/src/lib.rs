@@ -7,6 +7,7 @@
 //! DATA_DIR/
 //!   catalog.db                    SQLite: departments, users, token tags, datasets, versions, columns
 //!   keys/token.key                HMAC key for token tags (owner-only)
+//!   keys/pseudonym.key            HMAC key for pseudonyms in de-identified results (owner-only)
 //!   datasets/<dept>/<name>/<uuid>.parquet   immutable dataset versions
 //!   tmp/                          uploads and half-written versions; emptied at every open
 //! ```
@@ -57,6 +58,8 @@ pub struct Catalog {
     conn: Mutex<Connection>,
     /// Key for token tags: a stolen `catalog.db` alone does not let anyone test token guesses.
     token_key: hmac::Key,
+    /// Broker secret for pseudonyms; never leaves this struct, only keys derived from it do.
+    pseudonym_key: hmac::Key,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -77,9 +80,23 @@ impl Catalog {
         let mut conn = schema::connect(&dir.catalog_db())?;
         schema::migrate(&mut conn)?;
         let token_key = layout::read_key(&dir.token_key())?;
-        let catalog = Self { dir, conn: Mutex::new(conn), token_key };
+        if !dir.pseudonym_key().is_file() {
+            // Data directories made before pseudonyms existed get their key on first open.
+            layout::write_secret_file(&dir.pseudonym_key(), &layout::random_bytes::<32>()?)?;
+        }
+        let pseudonym_key = layout::read_key(&dir.pseudonym_key())?;
+        let catalog = Self { dir, conn: Mutex::new(conn), token_key, pseudonym_key };
         catalog.sweep()?;
         Ok(catalog)
+    }
+
+    /// The key for pseudonyms in one scope (an analyst and the grants a query uses): the
+    /// HMAC of the scope under the broker secret, so two scopes' pseudonyms cannot be linked.
+    pub fn pseudonym_key(&self, scope: &str) -> [u8; 32] {
+        let tag = hmac::sign(&self.pseudonym_key, scope.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&tag.as_ref()[..32]);
+        key
     }
 
     /// The data directory this catalogue lives in.

@@ -96,6 +96,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX access_requests_by_dataset ON access_requests (dataset_department, state);
     "#,
+    // 3: how a quasi-identifier is generalised in de-identified results.
+    r#"
+    ALTER TABLE dataset_columns ADD COLUMN generalize TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

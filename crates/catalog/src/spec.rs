@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use arrow::datatypes::Schema;
-use veil_common::{DatasetName, DatasetRef, DepartmentId, Level, Tag};
+use veil_common::{DatasetName, DatasetRef, DepartmentId, Generalization, Level, Tag};
 use veil_ingest::{DeclaredType, SourceFormat};
 
 use crate::{Error, Result};
@@ -44,6 +44,8 @@ pub struct ColumnInput {
     pub bounds: Option<(f64, f64)>,
     /// Declared type (CSV); checked against the file for other formats.
     pub data_type: Option<String>,
+    /// Generalization for de-identified results (quasi-identifiers only).
+    pub generalize: Option<String>,
 }
 
 /// Validated dataset metadata.
@@ -74,6 +76,8 @@ pub struct ColumnSpec {
     pub bounds: Option<(f64, f64)>,
     /// Its declared type.
     pub data_type: Option<DeclaredType>,
+    /// How it is generalised in de-identified results.
+    pub generalize: Option<Generalization>,
 }
 
 const MAX_DESCRIPTION: usize = 4000;
@@ -133,7 +137,24 @@ impl DatasetSpec {
                 }
             }
             let data_type = column.data_type.as_deref().map(|t| DeclaredType::parse(&name, t)).transpose()?;
-            columns.insert(name, ColumnSpec { tag, linkable: column.linkable, bounds: column.bounds, data_type });
+            let generalize = column
+                .generalize
+                .as_deref()
+                .map(|g| {
+                    g.parse::<Generalization>()
+                        .map_err(|e| Error::invalid("unknown_generalization", format!("column `{name}`: {e}")))
+                })
+                .transpose()?;
+            if generalize.is_some() && tag != Tag::QuasiIdentifier {
+                return Err(Error::invalid(
+                    "generalize_not_quasi_identifier",
+                    format!("column `{name}` is tagged {tag}; only quasi-identifiers are generalized"),
+                ));
+            }
+            columns.insert(
+                name,
+                ColumnSpec { tag, linkable: column.linkable, bounds: column.bounds, data_type, generalize },
+            );
         }
         match &input.privacy_unit {
             Some(unit) => match columns.get(unit) {

@@ -21,7 +21,7 @@ fn state(catalog: Catalog, policy_dir: &Path, config: ServerConfig) -> CliResult
     let files = PolicyFiles::in_dir(policy_dir);
     let policy = veil_server::load_policy(&catalog, files)
         .map_err(|e| format!("loading the policy from {}: {e}", policy_dir.display()))?;
-    Ok(AppState::new(catalog, config, policy, std::sync::Arc::new(LogSink)))
+    Ok(AppState::new(catalog, config, policy, std::sync::Arc::new(LogSink))?)
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> CliResult {
@@ -40,6 +40,7 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     let config = ServerConfig {
         import_root: args.import_root.clone(),
         max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
+        query: veil_query::Limits::standard(),
     };
     let policy_dir = args.policy_dir.clone().unwrap_or_else(|| data_dir.join("policies"));
     let state = state(catalog, &policy_dir, config)?;
@@ -140,7 +141,11 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/datasets/civil.elderly/access");
     println!("  veil dataset list");
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
-    let config = ServerConfig { import_root: None, max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024) };
+    let config = ServerConfig {
+        import_root: None,
+        max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
+        query: veil_query::Limits::standard(),
+    };
     let state = state(catalog, &tmp.path().join("data").join("policies"), config)?;
     veil_server::run(listener, state, shutdown).await?;
     drop(tmp);

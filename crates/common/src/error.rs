@@ -19,8 +19,10 @@ pub enum ErrorKind {
     NotFound,
     /// The thing being created exists already: HTTP 409.
     Conflict,
-    /// The request body is larger than the configured limit: HTTP 413.
+    /// The request body, or the answer, is larger than the configured limit: HTTP 413.
     PayloadTooLarge,
+    /// The work did not finish before its deadline: HTTP 504.
+    Timeout,
     /// A bug or an I/O failure on our side: HTTP 500, with the detail logged, not returned.
     Internal,
 }

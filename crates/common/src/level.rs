@@ -53,6 +53,19 @@ impl Level {
     pub fn allows_no_privacy_unit(self) -> bool {
         matches!(self, Level::L1 | Level::L2)
     }
+
+    /// The default `k`: the fewest distinct privacy units a released group or equivalence class
+    /// must hold (DESIGN §2). `None` for core data, which is never released.
+    pub fn min_group_size(self) -> Option<u64> {
+        match self {
+            Level::L1 => Some(0),
+            Level::L2 => Some(5),
+            Level::L3 => Some(10),
+            Level::L4 => Some(20),
+            Level::Important => Some(50),
+            Level::Core => None,
+        }
+    }
 }
 
 code_enum!(Level, UnknownLevel, "level");

@@ -10,6 +10,7 @@
 //! - [`tag`]: the column tags of GB/T 37964-2019.
 //! - [`role`]: what a user may do.
 //! - [`mode`]: what a query may return.
+//! - [`generalize`]: how a quasi-identifier is coarsened in de-identified results.
 //! - [`events`]: the hook every auditable decision and change is reported to.
 //! - [`error`]: [`ErrorKind`], the coarse class every crate's error maps to.
 
@@ -49,6 +50,7 @@ macro_rules! code_enum {
 
 pub mod error;
 pub mod events;
+pub mod generalize;
 pub mod ids;
 pub mod level;
 pub mod mode;
@@ -57,6 +59,7 @@ pub mod tag;
 
 pub use error::ErrorKind;
 pub use events::{Event, EventSink};
+pub use generalize::Generalization;
 pub use ids::{DatasetName, DatasetRef, DepartmentId, IdError, UserId};
 pub use level::Level;
 pub use mode::Mode;

@@ -139,6 +139,10 @@ pub struct ColumnMetadata {
     /// absent.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub data_type: Option<String>,
+    /// Quasi-identifiers only: how the column is generalized in deidentified results: `month`,
+    /// `year`, `band:<width>`, `prefix:<characters>` or `suppress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generalize: Option<String>,
 }
 
 impl From<DatasetMetadata> for veil_catalog::MetadataInput {
@@ -159,6 +163,7 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
                         linkable: c.linkable,
                         bounds: c.bounds.map(|[lo, hi]| (lo, hi)),
                         data_type: c.data_type,
+                        generalize: c.generalize,
                     };
                     (name, input)
                 })
@@ -212,6 +217,9 @@ pub struct ColumnView {
     pub linkable: bool,
     /// Declared bounds.
     pub bounds: Option<[f64; 2]>,
+    /// Generalization in deidentified results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generalize: Option<String>,
 }
 
 /// A version in the catalogue.
@@ -256,6 +264,7 @@ impl From<DatasetInfo> for DatasetView {
                     tag: c.tag.as_str().to_owned(),
                     linkable: c.linkable,
                     bounds: c.bounds.map(|(lo, hi)| [lo, hi]),
+                    generalize: c.generalize.map(|g| g.to_string()),
                 })
                 .collect(),
             versions: d
@@ -385,4 +394,59 @@ pub struct ModeAccess {
 pub struct ReloadView {
     /// Policy lines now in force.
     pub lines: usize,
+}
+
+/// `POST /v1/query`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// One read-only SQL query over `department.dataset` tables.
+    pub sql: String,
+    /// `aggregate`, `deidentified` or `dp`.
+    pub mode: String,
+    /// Decide and explain without running.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// An output column.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueryColumn {
+    /// Name.
+    pub name: String,
+    /// Arrow type.
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// A rule that shaped the answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueryRule {
+    /// Stable code: `min_group_size`, `linkable_join`, `pseudonymize`, `policy_allow`, …
+    pub code: String,
+    /// What it did to this query.
+    pub detail: String,
+}
+
+/// The answer to `POST /v1/query` (JSON form; the Arrow IPC form carries the rows as a stream
+/// and the rest in `x-veil-*` headers).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueryResponse {
+    /// Whether the query was only decided (`dry_run`), not run.
+    pub dry_run: bool,
+    /// Output columns.
+    pub columns: Vec<QueryColumn>,
+    /// Rows, each in column order.
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// Groups (or quasi-identifier classes) withheld because they hold fewer than k people.
+    pub suppressed_groups: u64,
+    /// The level the query was judged at (the strictest of its datasets).
+    pub level: String,
+    /// The minimum number of distinct people per released group.
+    pub k: u64,
+    /// The rules that applied and why.
+    pub rules: Vec<QueryRule>,
+    /// Id of the record of this query.
+    pub audit_id: String,
 }

@@ -57,6 +57,7 @@ impl ApiError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +79,15 @@ impl From<veil_catalog::Error> for ApiError {
 
 impl From<veil_policy::Error> for ApiError {
     fn from(e: veil_policy::Error) -> Self {
+        match e.kind() {
+            ErrorKind::Internal => ApiError::internal(e),
+            kind => ApiError::new(kind, e.code(), e.to_string()),
+        }
+    }
+}
+
+impl From<veil_query::Error> for ApiError {
+    fn from(e: veil_query::Error) -> Self {
         match e.kind() {
             ErrorKind::Internal => ApiError::internal(e),
             kind => ApiError::new(kind, e.code(), e.to_string()),

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::dto;
-use crate::routes::{access, datasets, identity, ops, policy};
+use crate::routes::{access, datasets, identity, ops, policy, query};
 
 struct BearerAuth;
 
@@ -28,14 +28,14 @@ impl Modify for BearerAuth {
         datasets::datasets_register, datasets::datasets_list, datasets::datasets_show, datasets::datasets_retire,
         datasets::datasets_access,
         access::access_requests_create, access::access_requests_list, access::access_requests_approve,
-        access::access_requests_reject, access::access_requests_revoke, policy::policy_reload,
+        access::access_requests_reject, access::access_requests_revoke, policy::policy_reload, query::query,
         ops::healthz, ops::metrics,
     ),
     components(schemas(
         dto::ErrorBody, dto::ErrorDetail, dto::NewDepartment, dto::DepartmentView, dto::NewUser, dto::UserView,
         dto::TokenView, dto::DatasetMetadata, dto::ColumnMetadata, dto::DatasetView, dto::ColumnView, dto::VersionView,
         dto::Health, dto::NewAccessRequest, dto::DecisionReason, dto::AccessRequestView, dto::AccessView,
-        dto::ModeAccess, dto::ReloadView,
+        dto::ModeAccess, dto::ReloadView, dto::QueryBody, dto::QueryColumn, dto::QueryRule, dto::QueryResponse,
     )),
     modifiers(&BearerAuth),
 )]

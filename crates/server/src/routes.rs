@@ -5,6 +5,7 @@ pub(crate) mod datasets;
 pub(crate) mod identity;
 pub(crate) mod ops;
 pub(crate) mod policy;
+pub(crate) mod query;
 
 use axum::extract::FromRequest;
 use axum::extract::rejection::JsonRejection;

@@ -17,6 +17,8 @@ pub struct ServerConfig {
     pub import_root: Option<PathBuf>,
     /// Largest dataset upload accepted, in bytes.
     pub max_upload_bytes: usize,
+    /// Limits every query runs under.
+    pub query: veil_query::Limits,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -32,6 +34,8 @@ pub struct AppState {
     pub policy: Arc<CasbinPolicy>,
     /// Where auditable events go.
     pub events: Arc<dyn EventSink>,
+    /// Runs guarded queries.
+    pub query: Arc<veil_query::QueryEngine>,
 }
 
 /// The current time in unix seconds.
@@ -76,15 +80,26 @@ pub fn load_policy(
 }
 
 impl AppState {
-    /// State over an open catalogue and a loaded policy.
-    pub fn new(catalog: Catalog, config: ServerConfig, policy: CasbinPolicy, events: Arc<dyn EventSink>) -> Self {
-        Self {
+    /// State over an open catalogue and a loaded policy. Queries spill under the data
+    /// directory's `tmp/`, which every open empties.
+    ///
+    /// # Errors
+    /// When the query runtime cannot be built.
+    pub fn new(
+        catalog: Catalog,
+        config: ServerConfig,
+        policy: CasbinPolicy,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Self, veil_query::Error> {
+        let query = veil_query::QueryEngine::new(config.query.clone(), &catalog.dir().tmp())?;
+        Ok(Self {
             catalog: Arc::new(catalog),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             policy: Arc::new(policy),
             events,
-        }
+            query: Arc::new(query),
+        })
     }
 
     /// Runs synchronous catalogue work on a blocking thread, so SQLite and file I/O never stall

@@ -1,0 +1,686 @@
+//! The plan walk: derives the lineage of every column of every node, bottom up, entering
+//! subqueries, and applies the rules where they belong. Pure: no I/O, no state beyond the walk.
+
+use std::collections::BTreeSet;
+
+use datafusion::common::{Column, DFSchema, JoinType};
+use datafusion::logical_expr::expr::{AggregateFunction, Exists, InSubquery, WindowFunction};
+use datafusion::logical_expr::utils::{grouping_set_to_exprlist, split_conjunction};
+use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, LogicalPlan, Operator, Subquery, WindowFunctionDefinition};
+use veil_common::{Generalization, Mode, Tag};
+
+use crate::lineage::{ColumnLineage, Grain, NodeLineage, SourceColumn, Sources};
+use crate::rules::{
+    allow_listed_functions, deny_complement_conditions, deny_identifier_use, deny_reserved_names, restrict_aggregates,
+    return_only_aggregates, return_only_rows,
+};
+use crate::{GuardContext, Rule, Violation};
+
+/// What the guard found in an allowed query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The rules that applied and why, for `dry_run` and the audit record.
+    pub rules: Vec<AppliedRule>,
+    /// What each output column is, in output order (used by de-identified post-processing).
+    pub outputs: Vec<OutputRole>,
+    /// Whether any dataset read has a privacy unit (so thresholds apply).
+    pub counts_people: bool,
+}
+
+/// One rule that shaped the answer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AppliedRule {
+    /// Stable code.
+    pub code: &'static str,
+    /// What it did to this query.
+    pub detail: String,
+}
+
+/// What an output column carries, as de-identified mode treats it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputRole {
+    /// A bare identifier: replaced by a keyed pseudonym.
+    Pseudonym,
+    /// Carries a quasi-identifier: part of the k-anonymity class key, generalised by the
+    /// declared rule when it is the bare column.
+    QuasiIdentifier(Option<Generalization>),
+    /// Anything else.
+    Plain,
+}
+
+/// Decides whether `plan` may run in `ctx.mode`.
+///
+/// # Errors
+/// The first [`Violation`] found.
+pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Violation> {
+    if ctx.mode == Mode::Dp {
+        return Err(Violation::new(
+            Rule::UnsupportedSql,
+            None,
+            "dp mode is not available yet; use aggregate or deidentified mode",
+        ));
+    }
+    let mut walk =
+        Walk { ctx, sources: Sources::default(), rules: BTreeSet::new(), linked: false, counts_people: false };
+    let root = walk.plan(plan, &[])?;
+    let mut outputs = Vec::with_capacity(root.columns.len());
+    match ctx.mode {
+        Mode::Aggregate => {
+            return_only_aggregates::check_output(&root, plan.schema())?;
+            walk.note("return_only_aggregates", "every output column is an aggregate or a group key".into());
+            if walk.counts_people && ctx.k > 0 {
+                walk.note(
+                    "min_group_size",
+                    format!("groups with fewer than {} distinct people are suppressed and counted", ctx.k),
+                );
+            }
+        }
+        Mode::Deidentified => {
+            for (column, field) in root.columns.iter().zip(plan.schema().fields()) {
+                outputs.push(walk.output_role(column, field.name())?);
+            }
+            if walk.counts_people && ctx.k > 0 {
+                walk.note(
+                    "k_anonymity",
+                    format!(
+                        "rows whose quasi-identifier combination holds fewer than {} distinct people are suppressed",
+                        ctx.k
+                    ),
+                );
+            }
+        }
+        Mode::Dp => {}
+    }
+    walk.note(
+        "safe_sql",
+        "one read-only query; allow-listed functions; division by zero and failed casts give NULL, never an error"
+            .into(),
+    );
+    Ok(Assessment { rules: walk.rules.into_iter().collect(), outputs, counts_people: walk.counts_people })
+}
+
+/// A node's schema and lineage, as expressions over it see them.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    schema: &'a DFSchema,
+    lineage: &'a [ColumnLineage],
+    grain: Grain,
+}
+
+struct Walk<'a> {
+    ctx: &'a GuardContext,
+    sources: Sources,
+    rules: BTreeSet<AppliedRule>,
+    /// Set when a condition ties a subquery to its outer row by linkable identifiers.
+    linked: bool,
+    counts_people: bool,
+}
+
+fn unsupported(what: impl Into<String>) -> Violation {
+    Violation::new(Rule::UnsupportedSql, None, what)
+}
+
+impl Walk<'_> {
+    fn note(&mut self, code: &'static str, detail: String) {
+        self.rules.insert(AppliedRule { code, detail });
+    }
+
+    fn mode(&self) -> Mode {
+        self.ctx.mode
+    }
+
+    fn output_role(&mut self, column: &ColumnLineage, name: &str) -> Result<OutputRole, Violation> {
+        if let Some(id) = column.identifier(&self.sources) {
+            let Some(bare) = column.bare else {
+                return deny_identifier_use::in_expression(column, &self.sources).map(|()| OutputRole::Plain);
+            };
+            let source = self.sources.get(bare).name.clone();
+            let _ = id;
+            self.note("pseudonymize", format!("`{name}` ({source}) is replaced by a keyed pseudonym"));
+            return Ok(OutputRole::Pseudonym);
+        }
+        if column.row_source_tagged(&self.sources, &[Tag::QuasiIdentifier]).is_some() {
+            let rule = column.bare.and_then(|b| self.sources.get(b).generalize);
+            if let Some(rule) = rule {
+                self.note("generalize", format!("`{name}` is generalized ({rule})"));
+            }
+            return Ok(OutputRole::QuasiIdentifier(rule));
+        }
+        Ok(OutputRole::Plain)
+    }
+
+    fn plan(&mut self, plan: &LogicalPlan, outer: &[Scope<'_>]) -> Result<NodeLineage, Violation> {
+        deny_reserved_names::check(plan.schema())?;
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let info = self.ctx.dataset(scan.table_name.schema(), scan.table_name.table()).ok_or_else(|| {
+                    Violation::new(Rule::UnknownTable, None, "the query reads a table outside the session")
+                })?;
+                let dataset = match scan.table_name.schema() {
+                    Some(s) => format!("{s}.{}", scan.table_name.table()),
+                    None => scan.table_name.table().to_owned(),
+                };
+                if info.privacy_unit.is_some() {
+                    self.counts_people = true;
+                }
+                let mut columns = Vec::new();
+                for field in scan.projected_schema.fields() {
+                    let c = info
+                        .columns
+                        .get(field.name())
+                        .ok_or_else(|| unsupported(format!("column `{}` of {dataset} has no tag", field.name())))?;
+                    let src = self.sources.add(SourceColumn {
+                        name: format!("{dataset}.{}", field.name()),
+                        tag: c.tag,
+                        linkable: c.linkable,
+                        generalize: c.generalize,
+                    });
+                    columns.push(ColumnLineage::source(src));
+                }
+                let node = NodeLineage { columns, grain: Grain::Rows };
+                let scope = Scope { schema: &scan.projected_schema, lineage: &node.columns, grain: Grain::Rows };
+                for f in &scan.filters {
+                    self.condition(f, scope, outer)?;
+                }
+                if scan.fetch.is_some() {
+                    self.limit(Grain::Rows)?;
+                }
+                Ok(node)
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.plan(&p.input, outer)?;
+                let scope = Scope { schema: p.input.schema(), lineage: &input.columns, grain: input.grain };
+                let columns = p.expr.iter().map(|e| self.expr(e, scope, outer)).collect::<Result<_, _>>()?;
+                Ok(NodeLineage { columns, grain: input.grain })
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.plan(&f.input, outer)?;
+                let scope = Scope { schema: f.input.schema(), lineage: &input.columns, grain: input.grain };
+                self.condition(&f.predicate, scope, outer)?;
+                Ok(input)
+            }
+            LogicalPlan::Sort(s) => {
+                let input = self.plan(&s.input, outer)?;
+                let scope = Scope { schema: s.input.schema(), lineage: &input.columns, grain: input.grain };
+                for key in &s.expr {
+                    let l = self.expr(&key.expr, scope, outer)?;
+                    deny_identifier_use::as_order_key(&l, &self.sources)?;
+                }
+                if s.fetch.is_some() {
+                    self.limit(input.grain)?;
+                }
+                Ok(input)
+            }
+            LogicalPlan::Limit(l) => {
+                let input = self.plan(&l.input, outer)?;
+                self.limit(input.grain)?;
+                Ok(input)
+            }
+            LogicalPlan::SubqueryAlias(a) => self.plan(&a.input, outer),
+            LogicalPlan::Subquery(s) => self.plan(&s.subquery, outer),
+            LogicalPlan::Union(u) => {
+                let mut merged: Option<NodeLineage> = None;
+                for input in &u.inputs {
+                    let branch = self.plan(input, outer)?;
+                    merged = Some(match merged {
+                        None => branch,
+                        Some(m) => NodeLineage {
+                            columns: m.columns.iter().zip(&branch.columns).map(|(a, b)| a.union(b)).collect(),
+                            grain: m.grain.combine(branch.grain),
+                        },
+                    });
+                }
+                merged.ok_or_else(|| unsupported("a set operation without inputs"))
+            }
+            LogicalPlan::Join(j) => {
+                let left = self.plan(&j.left, outer)?;
+                let right = self.plan(&j.right, outer)?;
+                let ls = Scope { schema: j.left.schema(), lineage: &left.columns, grain: left.grain };
+                let rs = Scope { schema: j.right.schema(), lineage: &right.columns, grain: right.grain };
+                for (l, r) in &j.on {
+                    let ll = self.expr(l, ls, outer)?;
+                    let rl = self.expr(r, rs, outer)?;
+                    if let Some((a, b)) = deny_identifier_use::as_join_key(&ll, &rl, &self.sources)? {
+                        self.note("linkable_join", format!("{a} = {b} is joined inside the broker"));
+                    }
+                }
+                let grain = left.grain.combine(right.grain);
+                let mut both = left.columns.clone();
+                both.extend(right.columns.iter().cloned());
+                if let Some(filter) = &j.filter {
+                    let joined = DFSchema::join(j.left.schema(), j.right.schema())
+                        .map_err(|_| unsupported("a join whose inputs share column names"))?;
+                    let scope = Scope { schema: &joined, lineage: &both, grain };
+                    self.condition(filter, scope, outer)?;
+                }
+                let columns = match j.join_type {
+                    JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => both,
+                    JoinType::LeftSemi | JoinType::LeftAnti => left.columns,
+                    JoinType::RightSemi | JoinType::RightAnti => right.columns,
+                    JoinType::LeftMark | JoinType::RightMark => return Err(unsupported("mark joins")),
+                };
+                Ok(NodeLineage { columns, grain })
+            }
+            LogicalPlan::Aggregate(agg) => {
+                let input = self.plan(&agg.input, outer)?;
+                if self.mode() == Mode::Deidentified {
+                    return_only_rows::check(input.grain, "GROUP BY and aggregate functions")?;
+                }
+                let scope = Scope { schema: agg.input.schema(), lineage: &input.columns, grain: input.grain };
+                let keys = grouping_set_to_exprlist(&agg.group_expr).map_err(|_| unsupported("this GROUP BY"))?;
+                let mut columns = Vec::new();
+                for key in &keys {
+                    let l = self.expr(key, scope, outer)?;
+                    deny_identifier_use::as_group_key(&l, &self.sources)?;
+                    columns.push(ColumnLineage { aggregated: false, ..l });
+                }
+                if agg.schema.fields().len() > keys.len() + agg.aggr_expr.len() {
+                    // The grouping-set id DataFusion adds after the keys.
+                    columns.push(ColumnLineage::default());
+                }
+                for e in &agg.aggr_expr {
+                    let Expr::AggregateFunction(f) = unalias(e) else {
+                        return Err(unsupported("an aggregate expression that is not a function call"));
+                    };
+                    columns.push(self.aggregate_call(f, scope, outer)?);
+                }
+                let grain = if input.grain == Grain::NoData { Grain::NoData } else { Grain::Groups };
+                Ok(NodeLineage { columns, grain })
+            }
+            LogicalPlan::Window(w) => {
+                let input = self.plan(&w.input, outer)?;
+                match self.mode() {
+                    Mode::Deidentified => return_only_rows::check(input.grain, "a window function")?,
+                    _ => return_only_aggregates::check_window(input.grain)?,
+                }
+                let scope = Scope { schema: w.input.schema(), lineage: &input.columns, grain: input.grain };
+                let mut columns = input.columns.clone();
+                for e in &w.window_expr {
+                    let Expr::WindowFunction(f) = unalias(e) else {
+                        return Err(unsupported("a window expression that is not a function call"));
+                    };
+                    columns.push(self.window_call(f, scope, outer)?);
+                }
+                Ok(NodeLineage { columns, grain: input.grain })
+            }
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let inner = self.plan(input, outer)?;
+                if self.mode() == Mode::Deidentified {
+                    return_only_rows::check(inner.grain, "DISTINCT")?;
+                }
+                for c in &inner.columns {
+                    deny_identifier_use::as_group_key(c, &self.sources)?;
+                }
+                let grain = if inner.grain == Grain::NoData { Grain::NoData } else { Grain::Groups };
+                Ok(NodeLineage { columns: inner.columns, grain })
+            }
+            LogicalPlan::EmptyRelation(e) => Ok(NodeLineage {
+                columns: vec![ColumnLineage::default(); e.schema.fields().len()],
+                grain: Grain::NoData,
+            }),
+            LogicalPlan::Values(v) => {
+                let scope = Scope { schema: &v.schema, lineage: &[], grain: Grain::NoData };
+                for row in &v.values {
+                    for e in row {
+                        self.expr(e, scope, outer)?;
+                    }
+                }
+                Ok(NodeLineage {
+                    columns: vec![ColumnLineage::default(); v.schema.fields().len()],
+                    grain: Grain::NoData,
+                })
+            }
+            other => Err(unsupported(format!(
+                "only a single read-only query (SELECT, WITH, UNION …) is allowed; this is {}",
+                node_name(other)
+            ))),
+        }
+    }
+
+    fn limit(&self, grain: Grain) -> Result<(), Violation> {
+        if self.mode() == Mode::Aggregate { return_only_aggregates::check_limit(grain) } else { Ok(()) }
+    }
+
+    /// A condition (WHERE, HAVING, JOIN … ON filter): conjuncts that equate two linkable
+    /// identifiers are joins; every other conjunct may not touch an identifier.
+    fn condition(&mut self, predicate: &Expr, scope: Scope<'_>, outer: &[Scope<'_>]) -> Result<(), Violation> {
+        for conjunct in split_conjunction(predicate) {
+            if self.linkable_equality(conjunct, scope, outer)? {
+                continue;
+            }
+            let l = self.expr(conjunct, scope, outer)?;
+            deny_identifier_use::in_condition(&l, &self.sources)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `e` is `a = b` over two bare linkable identifiers (possibly one from the outer
+    /// query, which ties a subquery to its outer row).
+    fn linkable_equality(&mut self, e: &Expr, scope: Scope<'_>, outer: &[Scope<'_>]) -> Result<bool, Violation> {
+        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = e else {
+            return Ok(false);
+        };
+        if !is_column_like(left) || !is_column_like(right) {
+            return Ok(false);
+        }
+        let l = self.expr(left, scope, outer)?;
+        let r = self.expr(right, scope, outer)?;
+        match deny_identifier_use::as_join_key(&l, &r, &self.sources) {
+            Ok(Some((a, b))) => {
+                self.note("linkable_join", format!("{a} = {b} is joined inside the broker"));
+                if is_outer_ref(left) || is_outer_ref(right) {
+                    self.linked = true;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn aggregate_call(
+        &mut self,
+        f: &AggregateFunction,
+        scope: Scope<'_>,
+        outer: &[Scope<'_>],
+    ) -> Result<ColumnLineage, Violation> {
+        let args = f.params.args.iter().map(|a| self.expr(a, scope, outer)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(filter) = &f.params.filter {
+            self.condition(filter, scope, outer)?;
+        }
+        for o in &f.params.order_by {
+            let l = self.expr(&o.expr, scope, outer)?;
+            deny_identifier_use::as_order_key(&l, &self.sources)?;
+        }
+        restrict_aggregates::check(f.func.name(), &args, &self.sources)?;
+        let mut out = ColumnLineage::derived(&args);
+        out.aggregated = true;
+        Ok(out)
+    }
+
+    fn window_call(
+        &mut self,
+        f: &WindowFunction,
+        scope: Scope<'_>,
+        outer: &[Scope<'_>],
+    ) -> Result<ColumnLineage, Violation> {
+        let mut parts = Vec::new();
+        for e in f.params.args.iter().chain(&f.params.partition_by) {
+            parts.push(self.expr(e, scope, outer)?);
+        }
+        for o in &f.params.order_by {
+            parts.push(self.expr(&o.expr, scope, outer)?);
+        }
+        if let Some(filter) = &f.params.filter {
+            self.condition(filter, scope, outer)?;
+        }
+        match &f.fun {
+            WindowFunctionDefinition::AggregateUDF(udf) => {
+                restrict_aggregates::check(udf.name(), &parts, &self.sources)?;
+            }
+            WindowFunctionDefinition::WindowUDF(udf) => {
+                if !allow_listed_functions::is_window_function(udf.name()) {
+                    return Err(Violation::new(
+                        Rule::FunctionNotAllowed,
+                        None,
+                        format!("window function `{}` is not allowed", udf.name()),
+                    ));
+                }
+            }
+        }
+        let mut out = ColumnLineage::derived(&parts);
+        out.aggregated = scope.grain != Grain::Rows;
+        Ok(out)
+    }
+
+    /// A subquery inside an expression: walked with the current node as its outer scope. Over
+    /// rows, it must be tied to the outer row by linkable identifiers.
+    fn subquery(
+        &mut self,
+        sub: &Subquery,
+        scope: Scope<'_>,
+        outer: &[Scope<'_>],
+        linked_by_caller: bool,
+    ) -> Result<NodeLineage, Violation> {
+        let mut scopes = outer.to_vec();
+        scopes.push(scope);
+        let saved = std::mem::replace(&mut self.linked, false);
+        let node = self.plan(&sub.subquery, &scopes);
+        let linked = std::mem::replace(&mut self.linked, saved);
+        let node = node?;
+        if node.grain == Grain::Rows && !linked && !linked_by_caller {
+            return Err(Violation::new(
+                Rule::UnlinkedSubquery,
+                None,
+                "a subquery over rows must be tied to the outer row by an equality of linkable identifiers; aggregate inside it instead",
+            ));
+        }
+        Ok(node)
+    }
+
+    fn column(&self, c: &Column, scope: Scope<'_>, outer: &[Scope<'_>]) -> Result<ColumnLineage, Violation> {
+        let lookup = |s: &Scope<'_>| s.schema.maybe_index_of_column(c).map(|i| s.lineage.get(i).cloned());
+        if let Some(found) = lookup(&scope) {
+            return found.ok_or_else(|| unsupported("a column the guard could not trace"));
+        }
+        for s in outer.iter().rev() {
+            if let Some(found) = lookup(s) {
+                return found.ok_or_else(|| unsupported("a column the guard could not trace"));
+            }
+        }
+        Err(unsupported(format!("column `{}` could not be traced", c.name)))
+    }
+
+    fn outer_column(&self, c: &Column, outer: &[Scope<'_>]) -> Result<ColumnLineage, Violation> {
+        for s in outer.iter().rev() {
+            if let Some(i) = s.schema.maybe_index_of_column(c) {
+                return s.lineage.get(i).cloned().ok_or_else(|| unsupported("a column the guard could not trace"));
+            }
+        }
+        Err(unsupported(format!("outer column `{}` could not be traced", c.name)))
+    }
+
+    /// The lineage of an expression, applying the expression-level rules.
+    fn expr(&mut self, e: &Expr, scope: Scope<'_>, outer: &[Scope<'_>]) -> Result<ColumnLineage, Violation> {
+        let mode = self.mode();
+        match e {
+            Expr::Alias(a) => self.expr(&a.expr, scope, outer),
+            Expr::Column(c) => self.column(c, scope, outer),
+            Expr::OuterReferenceColumn(_, c) => self.outer_column(c, outer),
+            Expr::Literal(..) => Ok(ColumnLineage::default()),
+            Expr::Cast(c) => self.expr(&c.expr, scope, outer),
+            Expr::TryCast(c) => self.expr(&c.expr, scope, outer),
+            Expr::BinaryExpr(b) => {
+                let l = self.expr(&b.left, scope, outer)?;
+                let r = self.expr(&b.right, scope, outer)?;
+                if matches!(b.op, Operator::NotEq | Operator::Or | Operator::IsDistinctFrom) {
+                    let construct = format!("`{}`", b.op);
+                    deny_complement_conditions::check(mode, scope.grain, &construct, &[&l, &r], &self.sources)?;
+                }
+                if b.op.negate().is_some() || b.op.is_logic_operator() {
+                    deny_identifier_use::in_condition(&l, &self.sources)?;
+                    deny_identifier_use::in_condition(&r, &self.sources)?;
+                } else {
+                    deny_identifier_use::in_expression(&l, &self.sources)?;
+                    deny_identifier_use::in_expression(&r, &self.sources)?;
+                }
+                Ok(ColumnLineage::derived([&l, &r]))
+            }
+            Expr::Like(like) | Expr::SimilarTo(like) => {
+                let l = self.expr(&like.expr, scope, outer)?;
+                let p = self.expr(&like.pattern, scope, outer)?;
+                if like.negated {
+                    deny_complement_conditions::check(mode, scope.grain, "NOT LIKE", &[&l, &p], &self.sources)?;
+                }
+                deny_identifier_use::in_condition(&l, &self.sources)?;
+                deny_identifier_use::in_condition(&p, &self.sources)?;
+                Ok(ColumnLineage::derived([&l, &p]))
+            }
+            Expr::Not(inner) => {
+                let l = self.expr(inner, scope, outer)?;
+                deny_complement_conditions::check(mode, scope.grain, "NOT", &[&l], &self.sources)?;
+                deny_identifier_use::in_condition(&l, &self.sources)?;
+                Ok(ColumnLineage::derived([&l]))
+            }
+            Expr::IsNotNull(inner)
+            | Expr::IsNull(inner)
+            | Expr::IsTrue(inner)
+            | Expr::IsFalse(inner)
+            | Expr::IsUnknown(inner)
+            | Expr::IsNotTrue(inner)
+            | Expr::IsNotFalse(inner)
+            | Expr::IsNotUnknown(inner) => {
+                let l = self.expr(inner, scope, outer)?;
+                deny_identifier_use::in_condition(&l, &self.sources)?;
+                Ok(ColumnLineage::derived([&l]))
+            }
+            Expr::Negative(inner) => {
+                let l = self.expr(inner, scope, outer)?;
+                deny_identifier_use::in_expression(&l, &self.sources)?;
+                Ok(ColumnLineage::derived([&l]))
+            }
+            Expr::Between(b) => {
+                let parts = [
+                    self.expr(&b.expr, scope, outer)?,
+                    self.expr(&b.low, scope, outer)?,
+                    self.expr(&b.high, scope, outer)?,
+                ];
+                if b.negated {
+                    let ops: Vec<&ColumnLineage> = parts.iter().collect();
+                    deny_complement_conditions::check(mode, scope.grain, "NOT BETWEEN", &ops, &self.sources)?;
+                }
+                for p in &parts {
+                    deny_identifier_use::in_condition(p, &self.sources)?;
+                }
+                Ok(ColumnLineage::derived(&parts))
+            }
+            Expr::Case(case) => {
+                let mut parts = Vec::new();
+                if let Some(operand) = &case.expr {
+                    let l = self.expr(operand, scope, outer)?;
+                    deny_identifier_use::in_condition(&l, &self.sources)?;
+                    parts.push(l);
+                }
+                for (when, then) in &case.when_then_expr {
+                    let w = self.expr(when, scope, outer)?;
+                    deny_identifier_use::in_condition(&w, &self.sources)?;
+                    let t = self.expr(then, scope, outer)?;
+                    deny_identifier_use::in_expression(&t, &self.sources)?;
+                    parts.push(w);
+                    parts.push(t);
+                }
+                if let Some(otherwise) = &case.else_expr {
+                    let l = self.expr(otherwise, scope, outer)?;
+                    deny_identifier_use::in_expression(&l, &self.sources)?;
+                    parts.push(l);
+                }
+                Ok(ColumnLineage::derived(&parts))
+            }
+            Expr::ScalarFunction(f) => {
+                allow_listed_functions::check_scalar(f.func.name(), &f.args)?;
+                let mut parts = Vec::new();
+                for a in &f.args {
+                    let l = self.expr(a, scope, outer)?;
+                    deny_identifier_use::in_expression(&l, &self.sources)?;
+                    parts.push(l);
+                }
+                Ok(ColumnLineage::derived(&parts))
+            }
+            Expr::InList(list) => {
+                let mut parts = vec![self.expr(&list.expr, scope, outer)?];
+                for item in &list.list {
+                    parts.push(self.expr(item, scope, outer)?);
+                }
+                if list.negated {
+                    let ops: Vec<&ColumnLineage> = parts.iter().collect();
+                    deny_complement_conditions::check(mode, scope.grain, "NOT IN", &ops, &self.sources)?;
+                }
+                for p in &parts {
+                    deny_identifier_use::in_condition(p, &self.sources)?;
+                }
+                Ok(ColumnLineage::derived(&parts))
+            }
+            Expr::Exists(Exists { subquery, .. }) => {
+                self.subquery(subquery, scope, outer, false)?;
+                Ok(ColumnLineage::default())
+            }
+            Expr::InSubquery(InSubquery { expr, subquery, .. }) => {
+                let l = self.expr(expr, scope, outer)?;
+                // `x IN (SELECT y …)` with both linkable identifiers is a semi-join.
+                let linkable_probe = is_column_like(expr) && l.is_linkable_key(&self.sources);
+                let node = self.subquery(subquery, scope, outer, linkable_probe)?;
+                let out = node.columns.first().cloned().unwrap_or_default();
+                if linkable_probe && out.is_linkable_key(&self.sources) {
+                    if let (Some(a), Some(b)) = (l.bare, out.bare) {
+                        let (a, b) = (self.sources.get(a).name.clone(), self.sources.get(b).name.clone());
+                        self.note("linkable_join", format!("{a} IN {b} is joined inside the broker"));
+                    }
+                    return Ok(ColumnLineage::default());
+                }
+                if linkable_probe && node.grain == Grain::Rows {
+                    return Err(Violation::new(
+                        Rule::UnlinkedSubquery,
+                        None,
+                        "`IN (SELECT …)` over rows must compare linkable identifiers on both sides",
+                    ));
+                }
+                deny_identifier_use::in_condition(&l, &self.sources)?;
+                deny_identifier_use::in_condition(&out, &self.sources)?;
+                Ok(ColumnLineage::derived([&l, &out]))
+            }
+            Expr::ScalarSubquery(sub) => {
+                let node = self.subquery(sub, scope, outer, false)?;
+                Ok(node.columns.first().cloned().unwrap_or_default())
+            }
+            Expr::AggregateFunction(_) => Err(unsupported("an aggregate function in this position")),
+            Expr::WindowFunction(_) => Err(unsupported("a window function in this position")),
+            Expr::GroupingSet(_) => Err(unsupported("a grouping set in this position")),
+            Expr::SetComparison(_) => Err(unsupported("ANY / ALL comparisons with a subquery")),
+            Expr::Placeholder(_) => Err(unsupported("query parameters")),
+            Expr::ScalarVariable(..) => Err(unsupported("variables")),
+            Expr::Unnest(_) => Err(unsupported("UNNEST")),
+            _ => Err(unsupported("this expression")),
+        }
+    }
+}
+
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => unalias(&a.expr),
+        other => other,
+    }
+}
+
+fn is_column_like(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) | Expr::OuterReferenceColumn(..) => true,
+        Expr::Cast(c) => is_column_like(&c.expr),
+        Expr::TryCast(c) => is_column_like(&c.expr),
+        Expr::Alias(a) => is_column_like(&a.expr),
+        _ => false,
+    }
+}
+
+fn is_outer_ref(e: &Expr) -> bool {
+    match e {
+        Expr::OuterReferenceColumn(..) => true,
+        Expr::Cast(c) => is_outer_ref(&c.expr),
+        Expr::TryCast(c) => is_outer_ref(&c.expr),
+        _ => false,
+    }
+}
+
+fn node_name(plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Explain(_) => "EXPLAIN",
+        LogicalPlan::Analyze(_) => "EXPLAIN ANALYZE",
+        LogicalPlan::Dml(_) => "a data change (INSERT, UPDATE, DELETE)",
+        LogicalPlan::Ddl(_) => "a definition (CREATE, DROP)",
+        LogicalPlan::Copy(_) => "COPY",
+        LogicalPlan::Statement(_) => "a statement (SET, PREPARE, transactions)",
+        LogicalPlan::DescribeTable(_) => "DESCRIBE",
+        LogicalPlan::RecursiveQuery(_) => "a recursive query",
+        LogicalPlan::Unnest(_) => "UNNEST",
+        LogicalPlan::Distinct(Distinct::On(_)) => "DISTINCT ON",
+        _ => "an unsupported plan node",
+    }
+}

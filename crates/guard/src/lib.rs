@@ -1,0 +1,28 @@
+//! The privacy guard: decides on a DataFusion logical plan whether a query may run in a result
+//! mode, and rewrites it so that its answer is safe to release (DESIGN §3).
+//!
+//! ```text
+//! LogicalPlan ──► check: lineage of every column, bottom up, into subqueries ──► Violation
+//!                   │ (rules/, one file per effect)                               (refuse)
+//!                   ▼
+//!               Assessment ──► rewrite: safe arithmetic; thresholds (aggregate) or
+//!                              privacy-unit carriers (deidentified) ──► plan to run
+//! ```
+//!
+//! Pure: no I/O, no async, no clock. [`check`] and [`rewrite`] are the core;
+//! [`PrivacyGuardRule`] is the thin [`AnalyzerRule`](datafusion::optimizer::AnalyzerRule)
+//! adapter the query layer registers. Any error means deny.
+
+mod check;
+mod context;
+mod lineage;
+mod rewrite;
+mod rule;
+mod rules;
+mod violation;
+
+pub use check::{AppliedRule, Assessment, OutputRole, check};
+pub use context::{ColumnInfo, DatasetInfo, GuardContext};
+pub use rewrite::{Rewritten, UNIT_PREFIX, rewrite};
+pub use rule::{GuardOutcome, PrivacyGuardRule, violation};
+pub use violation::{Rule, Violation};

@@ -1,0 +1,48 @@
+//! Plan rewrites that make an allowed query safe to run: no data-dependent runtime errors, and
+//! the group-size threshold of aggregate mode, or the privacy-unit carriers de-identified mode
+//! needs for k-anonymity.
+
+mod enforce_min_group_size;
+mod safe_arithmetic;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use datafusion::common::Result;
+use datafusion::logical_expr::LogicalPlan;
+use veil_common::Mode;
+
+use crate::GuardContext;
+
+pub use enforce_min_group_size::UNIT_PREFIX;
+
+/// The rewritten plan and what the query layer needs to finish the answer.
+#[derive(Debug, Clone)]
+pub struct Rewritten {
+    /// The plan to run.
+    pub plan: LogicalPlan,
+    /// Groups dropped by the threshold, counted while the plan runs.
+    pub suppressed_groups: Arc<AtomicU64>,
+    /// De-identified mode: names of the privacy-unit columns appended to the output, which the
+    /// query layer uses for k-anonymity and then drops.
+    pub unit_columns: Vec<String>,
+}
+
+/// Rewrites a checked plan for `ctx.mode`.
+///
+/// # Errors
+/// A DataFusion error if a rewritten node cannot be rebuilt (a bug; the caller refuses).
+pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext) -> Result<Rewritten> {
+    let plan = safe_arithmetic::rewrite(plan)?;
+    let suppressed_groups = Arc::new(AtomicU64::new(0));
+    let mut threshold = enforce_min_group_size::Threshold::new(ctx, Arc::clone(&suppressed_groups));
+    match ctx.mode {
+        Mode::Deidentified => {
+            let plan = threshold.thread(plan)?;
+            let unit_columns =
+                enforce_min_group_size::unit_columns(plan.schema()).into_iter().map(|c| c.name).collect();
+            Ok(Rewritten { plan, suppressed_groups, unit_columns })
+        }
+        _ => Ok(Rewritten { plan: threshold.apply(plan)?, suppressed_groups, unit_columns: Vec::new() }),
+    }
+}

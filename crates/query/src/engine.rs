@@ -1,0 +1,307 @@
+//! One query, end to end: a session that holds only the datasets the caller may use, planning,
+//! the guard (as an analyzer rule), execution under a memory pool and a deadline, and the
+//! post-processing of the answer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::common::DataFusionError;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::Analyzer;
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DfStatement;
+use futures::StreamExt;
+use veil_common::Mode;
+use veil_guard::{AppliedRule, GuardContext, GuardOutcome, PrivacyGuardRule, violation};
+
+use crate::deidentify::{self, Deidentify};
+use crate::{Error, ParsedQuery, Result};
+
+/// Limits every query runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest SQL text accepted, in bytes.
+    pub max_sql_bytes: usize,
+    /// Memory one query may use before it spills or fails, in bytes.
+    pub memory_bytes: usize,
+    /// Spill space one query may use, in bytes.
+    pub spill_bytes: u64,
+    /// How long a query may run.
+    pub deadline: Duration,
+    /// Most rows an answer may hold.
+    pub max_result_rows: usize,
+    /// Parallelism of one query.
+    pub target_partitions: usize,
+}
+
+impl Limits {
+    /// Limits for a server on this machine: 1 GiB per query, 30 s, 100,000 rows.
+    pub fn standard() -> Self {
+        Self {
+            max_sql_bytes: 64 * 1024,
+            memory_bytes: 1 << 30,
+            spill_bytes: 16 << 30,
+            deadline: Duration::from_secs(30),
+            max_result_rows: 100_000,
+            target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+}
+
+/// A dataset the caller may use in this query, with its classification.
+#[derive(Debug, Clone)]
+pub struct SessionDataset {
+    /// Department (SQL schema).
+    pub department: String,
+    /// Name (SQL table).
+    pub name: String,
+    /// Its current Parquet file.
+    pub path: PathBuf,
+    /// Its classification, for the guard.
+    pub info: veil_guard::DatasetInfo,
+}
+
+/// One query to run.
+#[derive(Debug, Clone)]
+pub struct QueryRequest {
+    /// The result mode.
+    pub mode: Mode,
+    /// Minimum distinct people per group or class.
+    pub k: u64,
+    /// The datasets the session holds: exactly the permitted ones the query names.
+    pub datasets: Vec<SessionDataset>,
+    /// Only decide; do not run.
+    pub dry_run: bool,
+    /// Key for pseudonyms (de-identified mode), derived for this analyst and grant scope.
+    pub pseudonym_key: [u8; 32],
+}
+
+/// The answer, or the decision of a dry run.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Output schema.
+    pub schema: SchemaRef,
+    /// Rows (empty for a dry run).
+    pub batches: Vec<RecordBatch>,
+    /// Groups (aggregate mode) or quasi-identifier classes (de-identified mode) withheld because
+    /// they hold fewer than k people.
+    pub suppressed_groups: u64,
+    /// The rules that applied and why.
+    pub rules: Vec<AppliedRule>,
+    /// Whether the query ran.
+    pub executed: bool,
+}
+
+impl Answer {
+    /// Rows in the answer.
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs guarded queries. One per server; cheap to share.
+#[derive(Debug)]
+pub struct QueryEngine {
+    limits: Limits,
+    runtime: Arc<RuntimeEnv>,
+    /// Table providers by file: versions are immutable files, so a provider never goes stale.
+    tables: Mutex<HashMap<PathBuf, Arc<dyn TableProvider>>>,
+}
+
+impl QueryEngine {
+    /// An engine with `limits`, spilling under `spill_dir`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the runtime cannot be built.
+    pub fn new(limits: Limits, spill_dir: &Path) -> Result<Self> {
+        let disk = DiskManagerBuilder::default()
+            .with_mode(DiskManagerMode::Directories(vec![spill_dir.to_path_buf()]))
+            .with_max_temp_directory_size(limits.spill_bytes);
+        let runtime = RuntimeEnvBuilder::new().with_disk_manager_builder(disk).build_arc().map_err(internal)?;
+        Ok(Self { limits, runtime, tables: Mutex::new(HashMap::new()) })
+    }
+
+    /// The limits queries run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Plans, guards and (unless a dry run) runs `query`.
+    ///
+    /// # Errors
+    /// See [`Error`]: a refusal names the rule and column; a failure while running is generic.
+    pub async fn run(&self, query: &ParsedQuery, request: QueryRequest) -> Result<Answer> {
+        let ctx = GuardContext {
+            mode: request.mode,
+            k: request.k,
+            datasets: request
+                .datasets
+                .iter()
+                .map(|d| ((d.department.clone(), d.name.clone()), d.info.clone()))
+                .collect(),
+        };
+        let guard = Arc::new(PrivacyGuardRule::new(ctx));
+        let state = self.session(&guard)?;
+        for d in &request.datasets {
+            let table = self.table(&d.path, &state).await?;
+            let catalog = state.catalog_list().catalog("datafusion").ok_or_else(|| internal("no default catalog"))?;
+            let schema = match catalog.schema(&d.department) {
+                Some(s) => s,
+                None => {
+                    let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+                    catalog.register_schema(&d.department, Arc::clone(&s)).map_err(internal)?;
+                    s
+                }
+            };
+            schema.register_table(d.name.clone(), table).map_err(internal)?;
+        }
+
+        let plan = self.plan(&state, query.statement.clone()).await?;
+        let optimized = state.optimize(&plan).map_err(planning)?;
+        let outcome = guard.outcome().ok_or_else(|| internal("the privacy guard did not run"))?;
+        let rules = outcome.assessment.rules.clone();
+        if request.dry_run {
+            let schema = Arc::clone(plan.schema().inner());
+            return Ok(Answer { schema, batches: Vec::new(), suppressed_groups: 0, rules, executed: false });
+        }
+
+        let batches = tokio::time::timeout(self.limits.deadline, self.execute(&state, &optimized))
+            .await
+            .map_err(|_| Error::Timeout { seconds: self.limits.deadline.as_secs() })??;
+        let suppressed = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
+        let answer = Answer { schema, batches, suppressed_groups: suppressed, rules, executed: true };
+        match request.mode {
+            Mode::Deidentified => finish_deidentified(answer, &outcome, request.k, &request.pseudonym_key),
+            _ => Ok(answer),
+        }
+    }
+
+    fn session(&self, guard: &Arc<PrivacyGuardRule>) -> Result<SessionState> {
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(self.limits.target_partitions)
+            .set_bool("datafusion.execution.enable_recursive_ctes", false);
+        let mut runtime = (*self.runtime).clone();
+        runtime.memory_pool = Arc::new(FairSpillPool::new(self.limits.memory_bytes));
+        let mut rules = Analyzer::new().rules;
+        rules.push(Arc::clone(guard) as _);
+        Ok(SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::new(runtime))
+            .with_default_features()
+            .with_table_functions(HashMap::new())
+            .with_analyzer_rules(rules)
+            .build())
+    }
+
+    async fn table(&self, path: &Path, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
+        if let Some(t) = self.tables.lock().map_err(internal)?.get(path) {
+            return Ok(Arc::clone(t));
+        }
+        let url = ListingTableUrl::parse(path.to_string_lossy()).map_err(internal)?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config =
+            ListingTableConfig::new(url).with_listing_options(options).infer_schema(state).await.map_err(internal)?;
+        let table: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config).map_err(internal)?);
+        self.tables.lock().map_err(internal)?.insert(path.to_path_buf(), Arc::clone(&table));
+        Ok(table)
+    }
+
+    async fn plan(&self, state: &SessionState, statement: DfStatement) -> Result<LogicalPlan> {
+        let plan = state.statement_to_plan(statement).await.map_err(planning)?;
+        datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| Error::sql("sql_not_read_only", clean(&e)))?;
+        Ok(plan)
+    }
+
+    async fn execute(&self, state: &SessionState, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
+        let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
+        let mut stream = execute_stream(physical, state.task_ctx()).map_err(|e| self.runtime_error(e))?;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| self.runtime_error(e))?;
+            rows += batch.num_rows();
+            if rows > self.limits.max_result_rows {
+                return Err(Error::ResultTooLarge { limit: self.limits.max_result_rows });
+            }
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+
+    /// A failure while running. Only resource exhaustion is named; every other cause gets the
+    /// same generic error, and its detail goes to the debug log only as its kind.
+    fn runtime_error(&self, e: DataFusionError) -> Error {
+        if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+            return Error::MemoryExceeded { limit_mb: self.limits.memory_bytes >> 20 };
+        }
+        tracing::debug!(kind = error_kind(&e), "query failed while running");
+        Error::Failed
+    }
+}
+
+fn finish_deidentified(answer: Answer, outcome: &GuardOutcome, k: u64, key: &[u8; 32]) -> Result<Answer> {
+    let job = Deidentify { roles: &outcome.assessment.outputs, unit_columns: &outcome.rewritten.unit_columns, k, key };
+    let (batch, suppressed) = deidentify::apply(&job, &answer.schema, &answer.batches)?;
+    Ok(Answer { schema: batch.schema(), batches: vec![batch], suppressed_groups: suppressed, ..answer })
+}
+
+/// A planning failure: the guard's refusal, or a message about the SQL (unknown column, type
+/// mismatch). Planning reads no data, so its messages carry none.
+fn planning(e: DataFusionError) -> Error {
+    if let Some(v) = violation(&e) {
+        return Error::Denied(v.clone());
+    }
+    match e.find_root() {
+        DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::SQL(..) => Error::Plan(clean(&e)),
+        _ => internal(e),
+    }
+}
+
+fn clean(e: &DataFusionError) -> String {
+    let text = e.find_root().to_string();
+    let text = text.split("\nbacktrace").next().unwrap_or(&text);
+    for prefix in ["Error during planning: ", "Schema error: ", "This feature is not implemented: ", "SQL error: "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_owned();
+        }
+    }
+    text.to_owned()
+}
+
+fn error_kind(e: &DataFusionError) -> &'static str {
+    match e.find_root() {
+        DataFusionError::ArrowError(..) => "arrow",
+        DataFusionError::Execution(_) => "execution",
+        DataFusionError::IoError(_) => "io",
+        DataFusionError::External(_) => "external",
+        _ => "other",
+    }
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
+}

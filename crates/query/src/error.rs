@@ -1,0 +1,93 @@
+//! Why a query did not produce an answer. Messages name SQL constructs and columns, never a
+//! value read from a dataset; a failure while running is one generic error for every cause
+//! that could depend on data.
+
+use veil_common::ErrorKind;
+use veil_guard::Violation;
+
+/// A query failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQL is not one read-only query, does not parse, or is too long.
+    #[error("{message}")]
+    Sql {
+        /// Stable code.
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// A table that is not a registered dataset.
+    #[error("unknown dataset `{0}`: name datasets as department.dataset, as the catalogue lists them")]
+    UnknownDataset(String),
+    /// The query does not plan: an unknown column, a type mismatch.
+    #[error("{0}")]
+    Plan(String),
+    /// The privacy guard refused the query.
+    #[error("{}", .0.message)]
+    Denied(Violation),
+    /// The query needed more memory than one query may use.
+    #[error(
+        "the query needs more memory than one query may use ({limit_mb} MiB); aggregate more or read fewer columns"
+    )]
+    MemoryExceeded {
+        /// The limit, in MiB.
+        limit_mb: usize,
+    },
+    /// The answer has more rows than one answer may hold.
+    #[error("the answer has more than {limit} rows; aggregate more or add LIMIT")]
+    ResultTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The query ran past its deadline and was cancelled.
+    #[error("the query did not finish within {seconds} s and was cancelled")]
+    Timeout {
+        /// The deadline, in seconds.
+        seconds: u64,
+    },
+    /// The query failed while running. Deliberately without detail: which row failed, and
+    /// why, could depend on data.
+    #[error("the query failed while running; no detail is given because it could reveal data")]
+    Failed,
+    /// A failure on our side.
+    #[error("internal query error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The coarse class, for the HTTP status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Sql { .. } | Error::Plan(_) => ErrorKind::InvalidRequest,
+            Error::UnknownDataset(_) => ErrorKind::NotFound,
+            Error::Denied(v) if v.rule == veil_guard::Rule::UnsupportedSql => ErrorKind::InvalidRequest,
+            Error::Denied(_) => ErrorKind::Forbidden,
+            Error::MemoryExceeded { .. } | Error::Failed => ErrorKind::Unprocessable,
+            Error::ResultTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Sql { code, .. } => code,
+            Error::UnknownDataset(_) => "unknown_dataset",
+            Error::Plan(_) => "sql_invalid",
+            Error::Denied(v) => v.rule.code(),
+            Error::MemoryExceeded { .. } => "query_memory_exceeded",
+            Error::ResultTooLarge { .. } => "result_too_large",
+            Error::Timeout { .. } => "query_timeout",
+            Error::Failed => "query_failed",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    pub(crate) fn sql(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Sql { code, message: message.into() }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,250 @@
+//! `POST /v1/query`: the query path's HTTP edge (DESIGN §3). Resolves the datasets a query
+//! names, asks the policy about all of them at once (就高从严), and hands the query to the guarded
+//! engine with a session that holds exactly those datasets.
+
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::ipc::writer::StreamWriter;
+use arrow::json::{ArrayWriter, WriterBuilder};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use ring::digest;
+use veil_catalog::{DatasetInfo, Principal};
+use veil_common::{DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode, Tag};
+use veil_policy::{DatasetMeta, Decision, PolicyEngine};
+use veil_query::{Answer, QueryRequest, SessionDataset};
+
+use super::AppJson;
+use crate::auth::Caller;
+use crate::dto::{ErrorBody, QueryBody, QueryColumn, QueryResponse, QueryRule};
+use crate::error::ApiError;
+use crate::state::{AppState, now_unix, subject};
+
+/// The media type of an Arrow IPC stream answer.
+pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// Runs one query in a result mode and returns only what that mode releases.
+///
+/// JSON by default; an Arrow IPC stream when `Accept: application/vnd.apache.arrow.stream`,
+/// with `x-veil-suppressed-groups`, `x-veil-k` and `x-veil-audit-id` headers. With
+/// `"dry_run": true` the query is decided and explained, not run.
+#[utoipa::path(post, path = "/v1/query", tag = "query", security(("bearer" = [])), request_body = QueryBody,
+    responses((status = 200, body = QueryResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 504, body = ErrorBody)))]
+pub(crate) async fn query(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    AppJson(body): AppJson<QueryBody>,
+) -> Result<Response, ApiError> {
+    let audit_id = uuid::Uuid::new_v4().to_string();
+    let started = Instant::now();
+    let sql_hash = hex(digest::digest(&digest::SHA256, body.sql.as_bytes()).as_ref());
+    let dry_run = body.dry_run;
+    let mode = body.mode.clone();
+    let outcome = run(&state, &caller, body).await;
+    let elapsed_ms = started.elapsed().as_millis();
+    match &outcome {
+        Ok(done) => state.event(
+            "query",
+            Some(&caller),
+            Some(done.datasets.join(",")),
+            if dry_run { "dry_run" } else { "allowed" },
+            format!(
+                "audit_id={audit_id} mode={mode} rows={} suppressed_groups={} sql_sha256={sql_hash} ms={elapsed_ms}",
+                done.answer.row_count(),
+                done.answer.suppressed_groups
+            ),
+        ),
+        Err(e) => state.event(
+            "query",
+            Some(&caller),
+            None,
+            if e.status().is_client_error() && e.code() != "query_failed" { "denied" } else { "failed" },
+            format!("audit_id={audit_id} mode={mode} rule={} sql_sha256={sql_hash} ms={elapsed_ms}", e.code()),
+        ),
+    }
+    let done = outcome?;
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|m| m.trim().starts_with(ARROW_STREAM)));
+    if wants_arrow && done.answer.executed {
+        return arrow_response(&done, &audit_id);
+    }
+    Ok(Json(json_response(done, audit_id)?).into_response())
+}
+
+/// A query that was decided (and run, unless a dry run).
+struct Done {
+    answer: Answer,
+    decision: Decision,
+    k: u64,
+    datasets: Vec<String>,
+}
+
+async fn run(state: &AppState, caller: &Principal, body: QueryBody) -> Result<Done, ApiError> {
+    let mode: Mode = body
+        .mode
+        .parse()
+        .map_err(|e: veil_common::mode::UnknownMode| ApiError::bad_request("unknown_mode", e.to_string()))?;
+    if mode == Mode::Dp {
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            "mode_unavailable",
+            "dp mode is not available on this server yet; use aggregate or deidentified",
+        ));
+    }
+    let parsed = veil_query::parse(&body.sql, state.query.limits().max_sql_bytes)?;
+    if parsed.tables().is_empty() {
+        return Err(ApiError::bad_request("no_dataset", "the query reads no dataset; name one as department.dataset"));
+    }
+    let mut refs = Vec::new();
+    for (department, name) in parsed.tables() {
+        let unknown = || veil_query::Error::UnknownDataset(format!("{department}.{name}"));
+        let department = DepartmentId::new(department.clone()).map_err(|_| unknown())?;
+        let name = DatasetName::new(name.clone()).map_err(|_| unknown())?;
+        refs.push(DatasetRef { department, name });
+    }
+    let user = caller.user.clone();
+    let now = now_unix();
+    let (found, grants) = state
+        .blocking(move |c| {
+            let mut found = Vec::new();
+            for r in &refs {
+                let info = c.dataset(r)?;
+                if info.retired_at.is_some() {
+                    return Err(veil_catalog::Error::DatasetNotFound(r.clone()));
+                }
+                found.push((info, c.current_file(r)?));
+            }
+            let grants = c.active_grants(now)?.into_iter().filter(|g| g.user == user).collect::<Vec<_>>();
+            Ok((found, grants))
+        })
+        .await?;
+    let metas: Vec<DatasetMeta> =
+        found.iter().map(|(d, _)| DatasetMeta { dataset: d.dataset.clone(), level: d.level }).collect();
+    let decision = state.policy.decide(&subject(caller), &metas, mode, now);
+    if let Some(denied) = decision.first_denial() {
+        return Err(ApiError::new(ErrorKind::Forbidden, denied.rule, format!("{}: {}", denied.dataset, denied.reason)));
+    }
+    let k =
+        decision.level.min_group_size().ok_or_else(|| ApiError::forbidden("core data never leaves its department"))?;
+
+    // Pseudonyms are keyed by the analyst and the grant (or policy line) each dataset is used
+    // under, so outputs under two grants cannot be linked.
+    let mut scope = caller.user.to_string();
+    for check in &decision.checks {
+        let grant = grants.iter().find(|g| g.dataset == check.dataset && g.mode == mode);
+        scope.push_str(&format!("\n{}:{}", check.dataset, grant.map_or("policy", |g| g.id.as_str())));
+    }
+    let pseudonym_key = state.catalog.pseudonym_key(&scope);
+    let datasets: Vec<String> = found.iter().map(|(d, _)| d.dataset.to_string()).collect();
+    let request = QueryRequest {
+        mode,
+        k,
+        datasets: found.into_iter().map(|(info, path)| session_dataset(info, path)).collect(),
+        dry_run: body.dry_run,
+        pseudonym_key,
+    };
+    let answer = state.query.run(&parsed, request).await?;
+    Ok(Done { answer, decision, k, datasets })
+}
+
+fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDataset {
+    let columns = info
+        .columns
+        .iter()
+        .map(|c| {
+            let column = veil_guard::ColumnInfo {
+                tag: c.tag,
+                linkable: c.linkable && c.tag == Tag::Identifier,
+                generalize: c.generalize,
+            };
+            (c.name.clone(), column)
+        })
+        .collect();
+    SessionDataset {
+        department: info.dataset.department.to_string(),
+        name: info.dataset.name.to_string(),
+        path,
+        info: veil_guard::DatasetInfo { privacy_unit: info.privacy_unit, columns },
+    }
+}
+
+fn rules(done: &Done) -> Vec<QueryRule> {
+    let policy = done
+        .decision
+        .checks
+        .iter()
+        .map(|c| QueryRule { code: c.rule.to_owned(), detail: format!("{}: {}", c.dataset, c.reason) });
+    let guard = done.answer.rules.iter().map(|r| QueryRule { code: r.code.to_owned(), detail: r.detail.clone() });
+    policy.chain(guard).collect()
+}
+
+fn json_response(done: Done, audit_id: String) -> Result<QueryResponse, ApiError> {
+    let columns: Vec<QueryColumn> = done
+        .answer
+        .schema
+        .fields()
+        .iter()
+        .map(|f| QueryColumn { name: f.name().clone(), data_type: f.data_type().to_string() })
+        .collect();
+    let rows = json_rows(&done.answer.batches, &columns)?;
+    Ok(QueryResponse {
+        dry_run: !done.answer.executed,
+        rules: rules(&done),
+        columns,
+        rows,
+        suppressed_groups: done.answer.suppressed_groups,
+        level: done.decision.level.as_str().to_owned(),
+        k: done.k,
+        audit_id,
+    })
+}
+
+/// Rows as JSON arrays in column order, through arrow's JSON writer (explicit nulls).
+fn json_rows(batches: &[RecordBatch], columns: &[QueryColumn]) -> Result<Vec<Vec<serde_json::Value>>, ApiError> {
+    if batches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut writer: ArrayWriter<Vec<u8>> = WriterBuilder::new().with_explicit_nulls(true).build(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs).map_err(ApiError::internal)?;
+    writer.finish().map_err(ApiError::internal)?;
+    let bytes = writer.into_inner();
+    let objects: Vec<serde_json::Map<String, serde_json::Value>> =
+        if bytes.is_empty() { Vec::new() } else { serde_json::from_slice(&bytes).map_err(ApiError::internal)? };
+    Ok(objects
+        .into_iter()
+        .map(|mut o| columns.iter().map(|c| o.remove(&c.name).unwrap_or(serde_json::Value::Null)).collect())
+        .collect())
+}
+
+fn arrow_response(done: &Done, audit_id: &str) -> Result<Response, ApiError> {
+    let mut bytes = Vec::new();
+    {
+        let mut writer = StreamWriter::try_new(&mut bytes, &done.answer.schema).map_err(ApiError::internal)?;
+        for b in &done.answer.batches {
+            writer.write(b).map_err(ApiError::internal)?;
+        }
+        writer.finish().map_err(ApiError::internal)?;
+    }
+    let mut response = Response::new(Body::from(bytes));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
+    let header_value = |v: String| HeaderValue::from_str(&v).map_err(ApiError::internal);
+    h.insert("x-veil-suppressed-groups", header_value(done.answer.suppressed_groups.to_string())?);
+    h.insert("x-veil-k", header_value(done.k.to_string())?);
+    h.insert("x-veil-audit-id", header_value(audit_id.to_owned())?);
+    Ok(response)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,359 @@
+//! The attack suite (DESIGN §3): one test per attack the privacy guard must stop, each named
+//! after the attack, run through the real query path over HTTP. Every refusal must name the
+//! rule; no answer or error may carry an identifier value.
+
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use veil_tests::world::{World, world};
+
+const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
+const BAD: StatusCode = StatusCode::BAD_REQUEST;
+
+/// No raw identifier of the world appears anywhere in `body`.
+fn assert_no_identifier(w: &World, body: &Value) {
+    let text = body.to_string();
+    for r in &w.residents {
+        assert!(!text.contains(&r.person_id), "a 身份证号 leaked: {text}");
+        assert!(!text.contains(&r.name), "a name leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn direct_selection_of_identifiers() {
+    let w = world().await;
+    for sql in [
+        "SELECT name FROM civil.residents",
+        "SELECT * FROM civil.residents",
+        "SELECT person_id, count(*) OVER () FROM civil.residents",
+    ] {
+        let body = w.query(&w.civil_analyst, "aggregate", sql).await.1;
+        assert_eq!(
+            body["error"]["code"].as_str().map(|c| c == "row_level_output" || c == "row_level_window"),
+            Some(true),
+            "{sql}: {body}"
+        );
+        assert_no_identifier(&w, &body);
+    }
+}
+
+#[tokio::test]
+async fn group_by_identifier() {
+    let w = world().await;
+    w.refused("SELECT person_id, count(*) FROM civil.residents GROUP BY person_id", FORBIDDEN, "identifier_group_key")
+        .await;
+    w.refused("SELECT DISTINCT phone FROM civil.residents", FORBIDDEN, "identifier_group_key").await;
+}
+
+#[tokio::test]
+async fn group_by_function_of_identifier() {
+    let w = world().await;
+    // Characters 7–14 of a 身份证号 are the birth date.
+    w.refused(
+        "SELECT substr(person_id, 7, 8) AS born, count(*) FROM civil.residents GROUP BY substr(person_id, 7, 8)",
+        FORBIDDEN,
+        "identifier_transformed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn isolating_filter_on_an_identifier() {
+    let w = world().await;
+    let id = &w.residents[3].person_id;
+    let body = w
+        .refused(
+            &format!("SELECT sum(subsidy) FROM civil.residents WHERE person_id = '{id}'"),
+            FORBIDDEN,
+            "identifier_in_condition",
+        )
+        .await;
+    // The refusal names the column, not the value typed.
+    assert!(body["error"]["message"].as_str().unwrap().contains("civil.residents.person_id"), "{body}");
+    w.refused("SELECT count(*) FROM civil.residents WHERE name LIKE '居民1%'", FORBIDDEN, "identifier_in_condition")
+        .await;
+    w.refused("SELECT count(*) FROM civil.residents WHERE phone IS NULL", FORBIDDEN, "identifier_in_condition").await;
+}
+
+#[tokio::test]
+async fn isolating_filter_on_unique_quasi_identifiers() {
+    let w = world().await;
+    let r = &w.residents[2];
+    let body = w
+        .ok(&format!(
+            "SELECT sum(subsidy) FROM civil.residents WHERE district = '{}' AND birth_date = DATE '{}'",
+            r.district, r.birth_date
+        ))
+        .await;
+    assert_eq!(body["rows"], serde_json::json!([]), "a one-person group is suppressed: {body}");
+    assert_eq!(body["suppressed_groups"], 1);
+}
+
+#[tokio::test]
+async fn alias_and_expression_laundering() {
+    let w = world().await;
+    w.refused(
+        "SELECT x, count(*) FROM (SELECT person_id AS x FROM civil.residents) t GROUP BY x",
+        FORBIDDEN,
+        "identifier_group_key",
+    )
+    .await;
+    w.refused("SELECT sum(CAST(person_id AS BIGINT) + 1) FROM civil.residents", FORBIDDEN, "identifier_transformed")
+        .await;
+    w.refused("SELECT count(*) FROM civil.residents GROUP BY person_id || ''", FORBIDDEN, "identifier_transformed")
+        .await;
+}
+
+#[tokio::test]
+async fn cte_laundering() {
+    let w = world().await;
+    w.refused(
+        "WITH ids AS (SELECT person_id AS p, district FROM civil.residents) SELECT p, count(*) FROM ids GROUP BY p",
+        FORBIDDEN,
+        "identifier_group_key",
+    )
+    .await;
+    w.refused("WITH ids AS (SELECT name AS n FROM civil.residents) SELECT n FROM ids", FORBIDDEN, "row_level_output")
+        .await;
+}
+
+#[tokio::test]
+async fn union_laundering() {
+    let w = world().await;
+    w.refused(
+        "SELECT district AS v, count(*) AS n FROM civil.residents GROUP BY district UNION ALL SELECT name, 1 FROM civil.residents",
+        FORBIDDEN,
+        "row_level_output",
+    )
+    .await;
+    w.refused(
+        "SELECT v, count(*) FROM (SELECT name AS v FROM civil.residents UNION ALL SELECT district FROM civil.residents) u GROUP BY v",
+        FORBIDDEN,
+        "identifier_group_key",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn exists_laundering() {
+    let w = world().await;
+    w.refused(
+        "SELECT count(*) FROM civil.residents r WHERE EXISTS (SELECT 1 FROM civil.residents x WHERE x.name = '居民7')",
+        FORBIDDEN,
+        "identifier_in_condition",
+    )
+    .await;
+    // An existence probe on quasi-identifiers, unrelated to the counted rows, would reveal
+    // whether one person exists without any threshold.
+    let r = &w.residents[199];
+    w.refused(
+        &format!(
+            "SELECT count(*) FROM health.visits WHERE EXISTS (SELECT 1 FROM civil.residents WHERE district = '{}' AND birth_date = DATE '{}')",
+            r.district, r.birth_date
+        ),
+        FORBIDDEN,
+        "unlinked_subquery",
+    )
+    .await;
+    // Correlated on the linkable id, EXISTS is a semi-join and fine.
+    let body = w
+        .ok("SELECT r.district, count(*) FROM civil.residents r WHERE EXISTS (SELECT 1 FROM health.visits v WHERE v.person_id = r.person_id AND v.icd10 = 'I10') GROUP BY r.district ORDER BY r.district")
+        .await;
+    assert_eq!(body["rows"].as_array().unwrap().len(), 2, "{body}");
+}
+
+#[tokio::test]
+async fn in_subquery_laundering() {
+    let w = world().await;
+    w.refused(
+        "SELECT count(*) FROM civil.residents WHERE district IN (SELECT district FROM civil.residents WHERE name = '居民7')",
+        FORBIDDEN,
+        "identifier_in_condition",
+    )
+    .await;
+    w.refused(
+        "SELECT count(*) FROM health.visits WHERE person_id IN (SELECT name FROM civil.residents)",
+        FORBIDDEN,
+        "unlinked_subquery",
+    )
+    .await;
+    // Linkable id IN linkable id is a semi-join: everyone of the 200 has a visit.
+    let body =
+        w.ok("SELECT count(*) FROM civil.residents WHERE person_id IN (SELECT person_id FROM health.visits)").await;
+    assert_eq!(body["rows"], serde_json::json!([[200]]), "{body}");
+}
+
+#[tokio::test]
+async fn tracker_case_when_on_identifier() {
+    let w = world().await;
+    w.refused(
+        "SELECT sum(CASE WHEN name = '居民7' THEN subsidy ELSE 0 END) FROM civil.residents",
+        FORBIDDEN,
+        "identifier_in_condition",
+    )
+    .await;
+    w.refused(
+        "SELECT district, count(CASE WHEN person_id > '1101011950' THEN 1 END) FROM civil.residents GROUP BY district",
+        FORBIDDEN,
+        "identifier_in_condition",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn or_padding_and_complement_trackers() {
+    let w = world().await;
+    let r = &w.residents[199];
+    w.refused(
+        &format!(
+            "SELECT sum(subsidy) FROM civil.residents WHERE district = '甲区' OR birth_date = DATE '{}'",
+            r.birth_date
+        ),
+        FORBIDDEN,
+        "complement_condition",
+    )
+    .await;
+    w.refused(
+        &format!("SELECT sum(subsidy) FROM civil.residents WHERE birth_date <> DATE '{}'", r.birth_date),
+        FORBIDDEN,
+        "complement_condition",
+    )
+    .await;
+    w.refused("SELECT count(*) FROM civil.residents WHERE NOT (district = '丙区')", FORBIDDEN, "complement_condition")
+        .await;
+    w.refused("SELECT count(*) FROM civil.residents WHERE district NOT IN ('丙区')", FORBIDDEN, "complement_condition")
+        .await;
+}
+
+#[tokio::test]
+async fn aggregates_that_return_input_values() {
+    let w = world().await;
+    for sql in [
+        "SELECT string_agg(district, ',') FROM civil.residents",
+        "SELECT array_agg(subsidy) FROM civil.residents",
+        "SELECT first_value(subsidy) FROM civil.residents",
+        "SELECT last_value(subsidy) FROM civil.residents",
+    ] {
+        w.refused(sql, FORBIDDEN, "aggregate_not_allowed").await;
+    }
+}
+
+#[tokio::test]
+async fn min_max_median_revealing_one_value() {
+    let w = world().await;
+    w.refused("SELECT max(subsidy) FROM civil.residents", FORBIDDEN, "extreme_value_of_protected_column").await;
+    w.refused("SELECT median(subsidy) FROM civil.residents", FORBIDDEN, "extreme_value_of_protected_column").await;
+    w.refused("SELECT min(birth_date) FROM civil.residents", FORBIDDEN, "extreme_value_of_protected_column").await;
+    w.refused("SELECT min(person_id) FROM civil.residents", FORBIDDEN, "identifier_aggregated").await;
+    // On an attribute they are fine.
+    w.ok("SELECT district, max(living_alone) FROM civil.residents GROUP BY district").await;
+}
+
+#[tokio::test]
+async fn error_side_channel_division_by_zero_and_casts() {
+    let w = world().await;
+    let present = &w.residents[199];
+    let probe = |birth: &str| {
+        format!(
+            "SELECT count(*) FROM civil.residents WHERE 1 / (CASE WHEN district = '丙区' AND birth_date = DATE '{birth}' THEN 0 ELSE 1 END) = 1"
+        )
+    };
+    // Whether or not the probed person exists, the query answers the same way: no error.
+    let with_person = w.ok(&probe(&present.birth_date)).await;
+    let without = w.ok(&probe("1901-01-01")).await;
+    assert_eq!(with_person["columns"], without["columns"]);
+    assert_eq!(with_person["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(without["rows"].as_array().unwrap().len(), 1);
+    // A cast that fails on some values gives NULL, not an error.
+    w.ok("SELECT count(CAST(district AS INT)) FROM civil.residents").await;
+    // Functions that read files or hash without a key are not there to call.
+    w.refused("SELECT count(md5(district)) FROM civil.residents", FORBIDDEN, "function_not_allowed").await;
+}
+
+#[tokio::test]
+async fn join_amplification_counts_people_not_rows() {
+    let w = world().await;
+    // 丙区 has 60 visit rows but 5 people.
+    let body = w
+        .ok("SELECT r.district, count(*) AS n FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id GROUP BY r.district ORDER BY r.district")
+        .await;
+    let districts: Vec<&str> = body["rows"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(districts, vec!["乙区", "甲区"], "{body}");
+    assert_eq!(body["suppressed_groups"], 1);
+    // Joining on anything but two linkable identifiers is refused.
+    w.refused(
+        "SELECT count(*) FROM civil.residents a JOIN civil.residents b ON a.name = b.name",
+        FORBIDDEN,
+        "identifier_in_condition",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn limit_offset_walks() {
+    let w = world().await;
+    w.refused(
+        "SELECT sum(subsidy) FROM (SELECT subsidy FROM civil.residents ORDER BY subsidy LIMIT 10 OFFSET 3) t",
+        FORBIDDEN,
+        "limit_before_aggregate",
+    )
+    .await;
+    w.refused(
+        "SELECT sum(r) FROM (SELECT row_number() OVER (ORDER BY subsidy) AS r FROM civil.residents) t",
+        FORBIDDEN,
+        "row_level_window",
+    )
+    .await;
+    // LIMIT over aggregated groups walks groups, each above the threshold.
+    let body = w
+        .ok("SELECT district, count(*) FROM civil.residents GROUP BY district ORDER BY district LIMIT 1 OFFSET 1")
+        .await;
+    assert_eq!(body["rows"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn ddl_dml_copy_set_explain_and_file_tables() {
+    let w = world().await;
+    for sql in [
+        "CREATE TABLE x AS SELECT * FROM civil.residents",
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'",
+        "COPY (SELECT * FROM civil.residents) TO '/tmp/out.parquet'",
+        "INSERT INTO civil.residents VALUES (1)",
+        "DROP TABLE civil.residents",
+        "SET datafusion.execution.target_partitions = 1",
+        "EXPLAIN SELECT count(*) FROM civil.residents",
+        "EXPLAIN ANALYZE SELECT count(*) FROM civil.residents",
+    ] {
+        w.refused(sql, BAD, "sql_not_read_only").await;
+    }
+    w.refused("SELECT 1; SELECT 2", BAD, "sql_not_one_query").await;
+    let (status, body) = w.query(&w.civil_analyst, "aggregate", "SELECT count(*) FROM '/etc/passwd'").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = w.query(&w.civil_analyst, "aggregate", "SELECT count(*) FROM generate_series(1, 10)").await;
+    assert!(status.is_client_error(), "{body}");
+    let (status, body) =
+        w.query(&w.civil_analyst, "aggregate", "SELECT count(*) FROM read_parquet('/etc/passwd')").await;
+    assert!(status.is_client_error(), "{body}");
+}
+
+#[tokio::test]
+async fn hidden_tables_and_columns_stay_hidden_in_errors() {
+    let w = world().await;
+    // The session holds only the datasets the query names and may use: a typo lists only them.
+    let (status, body) = w.query(&w.civil_analyst, "aggregate", "SELECT count(icd) FROM civil.residents").await;
+    assert_eq!(status, BAD, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("icd10") && !message.contains("cost"), "{message}");
+}
+
+#[tokio::test]
+async fn reserved_names_cannot_impersonate_broker_columns() {
+    let w = world().await;
+    w.refused(
+        "SELECT __veil_unit_0, count(*) FROM (SELECT district AS __veil_unit_0 FROM civil.residents) t GROUP BY __veil_unit_0",
+        FORBIDDEN,
+        "reserved_name",
+    )
+    .await;
+}

@@ -1,0 +1,209 @@
+//! The query endpoint: honest analytics across two departments, dry runs, Arrow IPC answers,
+//! de-identified rows, limits and who may query.
+
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
+use std::collections::{BTreeMap, HashSet};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use veil_tests::world::world;
+
+fn as_i64(v: &Value) -> i64 {
+    v.as_i64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+#[tokio::test]
+async fn grouped_counts_sums_and_averages_across_departments_are_exact_and_small_groups_suppressed() {
+    let w = world().await;
+    let body = w
+        .ok("SELECT r.district, count(DISTINCT r.person_id) AS people, count(*) AS visits, sum(v.cost) AS cost, avg(v.cost) AS mean_cost
+             FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id
+             GROUP BY r.district ORDER BY r.district")
+        .await;
+    // Ground truth from the generator.
+    let district_of: BTreeMap<&str, &str> = w.residents.iter().map(|r| (r.person_id.as_str(), r.district)).collect();
+    let mut truth: BTreeMap<&str, (HashSet<&str>, i64, i64)> = BTreeMap::new();
+    for v in &w.visits {
+        let e = truth.entry(district_of[v.person_id.as_str()]).or_default();
+        e.0.insert(&v.person_id);
+        e.1 += 1;
+        e.2 += v.cost;
+    }
+    let rows = body["rows"].as_array().unwrap();
+    let got: Vec<&str> = rows.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(got, vec!["乙区", "甲区"], "丙区 has 5 people (< k = 10) and is suppressed: {body}");
+    for row in rows {
+        let (people, visits, cost) = &truth[row[0].as_str().unwrap()];
+        assert_eq!(as_i64(&row[1]), people.len() as i64);
+        assert_eq!(as_i64(&row[2]), *visits);
+        assert_eq!(as_i64(&row[3]), *cost);
+        let mean = row[4].as_f64().unwrap();
+        assert!((mean - *cost as f64 / *visits as f64).abs() < 1e-9);
+    }
+    assert_eq!(body["suppressed_groups"], 1);
+    assert_eq!(body["k"], 10);
+    assert_eq!(body["level"], "L3");
+    let codes: Vec<&str> = body["rules"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    for code in ["grant", "policy_allow", "linkable_join", "min_group_size", "return_only_aggregates"] {
+        assert!(codes.contains(&code), "{code} missing from {codes:?}");
+    }
+    let columns: Vec<&str> = body["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(columns, vec!["district", "people", "visits", "cost", "mean_cost"]);
+}
+
+#[tokio::test]
+async fn dry_run_explains_the_decision_without_running() {
+    let w = world().await;
+    let (status, body) = w
+        .s
+        .post(
+            "/v1/query",
+            &w.civil_analyst,
+            json!({"sql": "SELECT district, count(*) FROM civil.residents GROUP BY district", "mode": "aggregate", "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["dry_run"], true);
+    assert_eq!(body["rows"], json!([]));
+    assert!(body["rules"].as_array().unwrap().iter().any(|r| r["code"] == "min_group_size"), "{body}");
+    // A dry run of a refused query is refused the same way.
+    let (status, body) =
+        w.s.post(
+            "/v1/query",
+            &w.civil_analyst,
+            json!({"sql": "SELECT name FROM civil.residents", "mode": "aggregate", "dry_run": true}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("row_level_output")), "{body}");
+}
+
+#[tokio::test]
+async fn arrow_ipc_answers_carry_the_same_rows() {
+    let w = world().await;
+    let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district ORDER BY district";
+    let response =
+        w.s.request(Method::POST, "/v1/query", Some(&w.civil_analyst))
+            .header("accept", "application/vnd.apache.arrow.stream")
+            .json(&json!({"sql": sql, "mode": "aggregate"}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/vnd.apache.arrow.stream");
+    assert_eq!(response.headers()["x-veil-suppressed-groups"], "1");
+    assert!(!response.headers()["x-veil-audit-id"].is_empty());
+    let bytes = response.bytes().await.unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let d = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let d = d.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        let n = batch.column(1).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+        for i in 0..batch.num_rows() {
+            rows.push((d.value(i).to_owned(), n.value(i)));
+        }
+    }
+    assert_eq!(rows, vec![("乙区".to_owned(), 75), ("甲区".to_owned(), 120)]);
+}
+
+#[tokio::test]
+async fn deidentified_rows_are_pseudonymised_generalised_and_k_anonymous() {
+    let w = world().await;
+    let sql = "SELECT person_id, name, district, birth_date, subsidy FROM civil.residents";
+    let (status, body) = w.query(&w.civil_analyst, "deidentified", sql).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 195, "丙区's 5 residents form a class below k = 10");
+    assert_eq!(body["suppressed_groups"], 1);
+    let raw_ids: HashSet<&str> = w.residents.iter().map(|r| r.person_id.as_str()).collect();
+    let text = body.to_string();
+    for r in &w.residents {
+        assert!(!text.contains(&r.person_id) && !text.contains(&r.name), "a raw identifier left the broker");
+    }
+    let mut pseudonyms = HashSet::new();
+    for row in rows {
+        let p = row[0].as_str().unwrap();
+        assert_eq!(p.len(), 32);
+        assert!(!raw_ids.contains(p));
+        pseudonyms.insert(p.to_owned());
+        let year = row[3].as_str().unwrap();
+        assert!(year == "1950" || year == "1955", "birth_date generalised to the year: {year}");
+        assert_ne!(row[2], "丙区");
+    }
+    assert_eq!(pseudonyms.len(), 195, "one pseudonym per person");
+
+    // The same analyst under the same scope sees the same pseudonyms; another analyst cannot
+    // link theirs to these.
+    let (_, again) = w.query(&w.civil_analyst, "deidentified", sql).await;
+    assert_eq!(again["rows"], body["rows"]);
+    let (status, other) = w.query(&w.civil_analyst_2, "deidentified", sql).await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+    let theirs: HashSet<String> =
+        other["rows"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap().to_owned()).collect();
+    assert!(theirs.is_disjoint(&pseudonyms));
+}
+
+#[tokio::test]
+async fn deidentified_join_across_departments_keeps_the_identifier_inside() {
+    let w = world().await;
+    let sql = "SELECT r.person_id, r.district, v.icd10 FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id";
+    let (status, body) = w.query(&w.civil_analyst, "deidentified", sql).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // 甲区 120×3 + 乙区 75×1 visit rows; 丙区 (5 people, 60 rows) is withheld.
+    assert_eq!(body["rows"].as_array().unwrap().len(), 435);
+    let text = body.to_string();
+    assert!(w.residents.iter().all(|r| !text.contains(&r.person_id)));
+    // Aggregates belong in aggregate mode.
+    w.refused_in(
+        "deidentified",
+        "SELECT district, count(*) FROM civil.residents GROUP BY district",
+        StatusCode::FORBIDDEN,
+        "deidentified_returns_rows",
+    )
+    .await;
+    w.refused_in(
+        "deidentified",
+        "SELECT district FROM civil.residents WHERE person_id = '110101195001010000'",
+        StatusCode::FORBIDDEN,
+        "identifier_in_condition",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn who_may_query_is_the_policy_s_decision() {
+    let w = world().await;
+    let sql = "SELECT count(*) FROM civil.residents";
+    let (status, body) = w.query(&w.auditor, "aggregate", sql).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("not_analyst")), "{body}");
+    // The health analyst may read civil data only as dp up to L3 under the demo policy; L3
+    // aggregates need a grant.
+    let (status, body) = w.query(&w.health_analyst, "aggregate", sql).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // The second civil analyst has no grant on health data.
+    let (status, body) = w.query(&w.civil_analyst_2, "aggregate", "SELECT count(*) FROM health.visits").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) =
+        w.s.send(w.s.request(Method::POST, "/v1/query", None).json(&json!({"sql": sql, "mode": "aggregate"}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    w.refused("SELECT count(*) FROM civil.nothing", StatusCode::NOT_FOUND, "dataset_not_found").await;
+    w.refused_in("dp", sql, StatusCode::UNPROCESSABLE_ENTITY, "mode_unavailable").await;
+    w.refused_in("raw", sql, StatusCode::BAD_REQUEST, "unknown_mode").await;
+}
+
+#[tokio::test]
+async fn limits_give_clear_errors_and_the_server_stays_healthy() {
+    let w = world().await;
+    let long =
+        format!("SELECT count(*) FROM civil.residents WHERE district IN ({})", vec!["'甲区'"; 300_000].join(","));
+    assert!(long.len() > 2_000_000);
+    w.refused(&long, StatusCode::BAD_REQUEST, "sql_too_long").await;
+    let deep = format!("SELECT {}1{} FROM civil.residents", "(".repeat(2000), ")".repeat(2000));
+    let body = w.refused(&deep, StatusCode::BAD_REQUEST, "sql_syntax").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("nested too deeply"), "{body}");
+    let (status, _) = w.s.send(w.s.request(Method::GET, "/healthz", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    w.ok("SELECT count(*) FROM civil.residents").await;
+}
