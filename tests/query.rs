@@ -134,6 +134,12 @@ async fn deidentified_rows_are_pseudonymised_generalised_and_k_anonymous() {
     }
     assert_eq!(pseudonyms.len(), 195, "one pseudonym per person");
 
+    // LIMIT cuts the k-anonymous answer; it does not make every row a class of its own.
+    let (status, limited) =
+        w.query(&w.civil_analyst, "deidentified", &format!("{sql} ORDER BY district LIMIT 3 OFFSET 1")).await;
+    assert_eq!(status, StatusCode::OK, "{limited}");
+    assert_eq!(limited["rows"].as_array().unwrap().len(), 3, "{limited}");
+
     // The same analyst under the same scope sees the same pseudonyms; another analyst cannot
     // link theirs to these.
     let (_, again) = w.query(&w.civil_analyst, "deidentified", sql).await;

@@ -5,7 +5,7 @@ use std::path::Path;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
-use crate::{CliResult, DatasetCommand, DepartmentCommand, Remote, TokenCommand, UserCommand};
+use crate::{CliResult, DatasetCommand, DepartmentCommand, QueryArgs, Remote, TokenCommand, UserCommand};
 
 impl Remote {
     fn token(&self) -> CliResult<String> {
@@ -132,4 +132,59 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// `veil query`: the answer as a table, then what was withheld and which rules applied;
+/// `--dry-run` prints only the decision.
+pub(crate) async fn query(args: QueryArgs) -> CliResult {
+    let body = json!({"sql": args.sql, "mode": args.mode, "dry_run": args.dry_run});
+    let answer = send(args.remote.request(Method::POST, "/query")?.json(&body)).await?;
+    if args.json {
+        return print(&answer);
+    }
+    if args.dry_run {
+        println!("allowed (dry run; nothing was run)");
+    } else {
+        println!("{}", table(&answer)?);
+        println!(
+            "{} rows; {} groups withheld (fewer than k = {} people); level {}",
+            answer["rows"].as_array().map_or(0, Vec::len),
+            answer["suppressed_groups"],
+            answer["k"],
+            answer["level"].as_str().unwrap_or("?")
+        );
+    }
+    for rule in answer["rules"].as_array().into_iter().flatten() {
+        println!("  {}: {}", rule["code"].as_str().unwrap_or("?"), rule["detail"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// The answer's rows as a text table (arrow's pretty printer, which handles wide characters).
+fn table(answer: &Value) -> CliResult<String> {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    let columns = answer["columns"].as_array().ok_or("the answer has no columns")?;
+    let rows = answer["rows"].as_array().ok_or("the answer has no rows")?;
+    let fields: Vec<Field> =
+        columns.iter().map(|c| Field::new(c["name"].as_str().unwrap_or("?"), DataType::Utf8, true)).collect();
+    let arrays: Vec<ArrayRef> = (0..columns.len())
+        .map(|i| {
+            let cells: StringArray = rows
+                .iter()
+                .map(|r| match &r[i] {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                })
+                .collect();
+            Arc::new(cells) as ArrayRef
+        })
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
+    Ok(arrow::util::pretty::pretty_format_batches(&[batch])?.to_string())
 }

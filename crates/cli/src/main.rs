@@ -55,6 +55,25 @@ enum Command {
     Dataset(DatasetCommand),
     /// Show who the token belongs to.
     Whoami(Remote),
+    /// Run one SQL query (analysts) and print the answer as a table.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// One read-only SQL query over `department.dataset` tables.
+    sql: String,
+    /// Result mode: aggregate, deidentified or dp.
+    #[arg(long, default_value = "aggregate")]
+    mode: String,
+    /// Decide and explain without running.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the server's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(Debug, Args)]
@@ -243,5 +262,6 @@ async fn run(cli: Cli) -> CliResult {
         Command::Token(cmd) => client::token(cmd).await,
         Command::Dataset(cmd) => client::dataset(cmd).await,
         Command::Whoami(remote) => client::whoami(remote).await,
+        Command::Query(args) => client::query(args).await,
     }
 }

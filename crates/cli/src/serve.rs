@@ -137,9 +137,19 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!();
     println!("First things to try, as the health analyst:");
     println!("  export VEIL_SERVER={url} VEIL_TOKEN={analyst}");
-    println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/datasets/civil.elderly");
-    println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/datasets/civil.elderly/access");
     println!("  veil dataset list");
+    println!(
+        "  veil query \"SELECT district, category, count(*) AS tickets FROM hotline.tickets GROUP BY district, category ORDER BY tickets DESC LIMIT 10\""
+    );
+    println!(
+        "  veil query \"SELECT district, icd10, count(DISTINCT person_id) AS people FROM health.visits GROUP BY district, icd10\""
+    );
+    println!("  veil query --mode deidentified \"SELECT person_id, visit_date, icd10 FROM health.visits LIMIT 5\"");
+    println!("  veil query \"SELECT person_id FROM health.visits\"      # refused: identifiers never leave");
+    println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/query \\");
+    println!(
+        "       -d '{{\"sql\": \"SELECT count(*) FROM hotline.tickets\", \"mode\": \"aggregate\"}}' -H 'content-type: application/json'"
+    );
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
     let config = ServerConfig {
         import_root: None,

@@ -103,6 +103,21 @@ async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
     for d in list.as_array().expect("array") {
         assert!(d["row_count"].as_u64().unwrap_or(0) > 100, "{d}");
     }
+    // The printed first query works as printed.
+    let answer: serde_json::Value = client
+        .post(format!("{url}/v1/query"))
+        .bearer_auth(&analyst)
+        .json(&serde_json::json!({
+            "sql": "SELECT district, category, count(*) AS tickets FROM hotline.tickets GROUP BY district, category ORDER BY tickets DESC LIMIT 10",
+            "mode": "aggregate"
+        }))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["rows"].as_array().map(Vec::len), Some(10), "{answer}");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -262,7 +262,12 @@ impl QueryEngine {
 
 fn finish_deidentified(answer: Answer, outcome: &GuardOutcome, k: u64, key: &[u8; 32]) -> Result<Answer> {
     let job = Deidentify { roles: &outcome.assessment.outputs, unit_columns: &outcome.rewritten.unit_columns, k, key };
-    let (batch, suppressed) = deidentify::apply(&job, &answer.schema, &answer.batches)?;
+    let (mut batch, suppressed) = deidentify::apply(&job, &answer.schema, &answer.batches)?;
+    if let Some((skip, fetch)) = outcome.rewritten.final_limit {
+        let skip = skip.min(batch.num_rows());
+        let take = fetch.unwrap_or(usize::MAX).min(batch.num_rows() - skip);
+        batch = batch.slice(skip, take);
+    }
     Ok(Answer { schema: batch.schema(), batches: vec![batch], suppressed_groups: suppressed, ..answer })
 }
 

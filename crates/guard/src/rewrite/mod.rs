@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use datafusion::common::Result;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 use veil_common::Mode;
 
 use crate::GuardContext;
@@ -26,6 +26,9 @@ pub struct Rewritten {
     /// De-identified mode: names of the privacy-unit columns appended to the output, which the
     /// query layer uses for k-anonymity and then drops.
     pub unit_columns: Vec<String>,
+    /// De-identified mode: the query's outermost `OFFSET`/`LIMIT` as `(skip, fetch)`, taken off
+    /// the plan so that k-anonymity is judged on the whole answer and the limit applied after.
+    pub final_limit: Option<(usize, Option<usize>)>,
 }
 
 /// Rewrites a checked plan for `ctx.mode`.
@@ -38,11 +41,28 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext) -> Result<Rewritten> {
     let mut threshold = enforce_min_group_size::Threshold::new(ctx, Arc::clone(&suppressed_groups));
     match ctx.mode {
         Mode::Deidentified => {
+            let (plan, final_limit) = peel_limit(plan)?;
             let plan = threshold.thread(plan)?;
             let unit_columns =
                 enforce_min_group_size::unit_columns(plan.schema()).into_iter().map(|c| c.name).collect();
-            Ok(Rewritten { plan, suppressed_groups, unit_columns })
+            Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit })
         }
-        _ => Ok(Rewritten { plan: threshold.apply(plan)?, suppressed_groups, unit_columns: Vec::new() }),
+        _ => Ok(Rewritten {
+            plan: threshold.apply(plan)?,
+            suppressed_groups,
+            unit_columns: Vec::new(),
+            final_limit: None,
+        }),
+    }
+}
+
+/// Takes a constant outermost LIMIT/OFFSET off `plan`.
+fn peel_limit(plan: LogicalPlan) -> Result<(LogicalPlan, Option<(usize, Option<usize>)>)> {
+    let LogicalPlan::Limit(limit) = &plan else { return Ok((plan, None)) };
+    match (limit.get_skip_type()?, limit.get_fetch_type()?) {
+        (SkipType::Literal(skip), FetchType::Literal(fetch)) => {
+            Ok((Arc::unwrap_or_clone(Arc::clone(&limit.input)), Some((skip, fetch))))
+        }
+        _ => Ok((plan, None)),
     }
 }
