@@ -28,8 +28,11 @@ pub struct Rewritten {
     pub unit_columns: Vec<String>,
     /// De-identified mode: the query's outermost `OFFSET`/`LIMIT` as `(skip, fetch)`, taken off
     /// the plan so that k-anonymity is judged on the whole answer and the limit applied after.
-    pub final_limit: Option<(usize, Option<usize>)>,
+    pub final_limit: Option<FinalLimit>,
 }
+
+/// `(skip, fetch)` of an outermost OFFSET/LIMIT.
+pub type FinalLimit = (usize, Option<usize>);
 
 /// Rewrites a checked plan for `ctx.mode`.
 ///
@@ -57,7 +60,7 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext) -> Result<Rewritten> {
 }
 
 /// Takes a constant outermost LIMIT/OFFSET off `plan`.
-fn peel_limit(plan: LogicalPlan) -> Result<(LogicalPlan, Option<(usize, Option<usize>)>)> {
+fn peel_limit(plan: LogicalPlan) -> Result<(LogicalPlan, Option<FinalLimit>)> {
     let LogicalPlan::Limit(limit) = &plan else { return Ok((plan, None)) };
     match (limit.get_skip_type()?, limit.get_fetch_type()?) {
         (SkipType::Literal(skip), FetchType::Literal(fetch)) => {
