@@ -23,6 +23,6 @@ mod violation;
 
 pub use check::{AppliedRule, Assessment, OutputRole, check};
 pub use context::{ColumnInfo, DatasetInfo, GuardContext};
-pub use rewrite::{Rewritten, UNIT_PREFIX, rewrite};
+pub use rewrite::{FinalLimit, Rewritten, UNIT_PREFIX, rewrite};
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};
 pub use violation::{Rule, Violation};
