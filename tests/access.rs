@@ -310,6 +310,15 @@ async fn every_endpoint_answers_every_role_with_the_exact_status() {
             s.post("/v1/admin/policy/reload", token, json!({})).await.0,
             i([OK, NO, NO, NO, NO, NO]),
         );
+        // Only analysts query, and only what the policy allows: civil's own L3 data yes, the
+        // health analyst's L3 aggregates of civil data only under a grant it does not have.
+        check(
+            "POST /v1/query",
+            s.post("/v1/query", token, json!({"sql": "SELECT count(*) FROM civil.elderly", "mode": "aggregate"}))
+                .await
+                .0,
+            i([NO, NO, NO, OK, NO, NO]),
+        );
     }
     // Without a token, every endpoint is 401.
     for (method, path) in [
@@ -319,6 +328,7 @@ async fn every_endpoint_answers_every_role_with_the_exact_status() {
         (Method::GET, "/v1/access-requests"),
         (Method::POST, "/v1/admin/policy/reload"),
         (Method::GET, "/v1/datasets/civil.elderly/access"),
+        (Method::POST, "/v1/query"),
     ] {
         assert_eq!(s.send(s.request(method.clone(), path, None)).await.0, S::UNAUTHORIZED, "{method} {path}");
     }
