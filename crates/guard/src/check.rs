@@ -130,12 +130,11 @@ impl Walk<'_> {
     }
 
     fn output_role(&mut self, column: &ColumnLineage, name: &str) -> Result<OutputRole, Violation> {
-        if let Some(id) = column.identifier(&self.sources) {
+        if column.identifier(&self.sources).is_some() {
             let Some(bare) = column.bare else {
                 return deny_identifier_use::in_expression(column, &self.sources).map(|()| OutputRole::Plain);
             };
             let source = self.sources.get(bare).name.clone();
-            let _ = id;
             self.note("pseudonymize", format!("`{name}` ({source}) is replaced by a keyed pseudonym"));
             return Ok(OutputRole::Pseudonym);
         }
@@ -457,26 +456,14 @@ impl Walk<'_> {
         Ok(node)
     }
 
-    fn column(&self, c: &Column, scope: Scope<'_>, outer: &[Scope<'_>]) -> Result<ColumnLineage, Violation> {
-        let lookup = |s: &Scope<'_>| s.schema.maybe_index_of_column(c).map(|i| s.lineage.get(i).cloned());
-        if let Some(found) = lookup(&scope) {
-            return found.ok_or_else(|| unsupported("a column the guard could not trace"));
-        }
-        for s in outer.iter().rev() {
-            if let Some(found) = lookup(s) {
-                return found.ok_or_else(|| unsupported("a column the guard could not trace"));
-            }
-        }
-        Err(unsupported(format!("column `{}` could not be traced", c.name)))
-    }
-
-    fn outer_column(&self, c: &Column, outer: &[Scope<'_>]) -> Result<ColumnLineage, Violation> {
-        for s in outer.iter().rev() {
+    /// A column's lineage: from the node's own input, else from the enclosing queries.
+    fn column(&self, c: &Column, scope: Option<Scope<'_>>, outer: &[Scope<'_>]) -> Result<ColumnLineage, Violation> {
+        for s in scope.iter().chain(outer.iter().rev()) {
             if let Some(i) = s.schema.maybe_index_of_column(c) {
                 return s.lineage.get(i).cloned().ok_or_else(|| unsupported("a column the guard could not trace"));
             }
         }
-        Err(unsupported(format!("outer column `{}` could not be traced", c.name)))
+        Err(unsupported(format!("column `{}` could not be traced", c.name)))
     }
 
     /// The lineage of an expression, applying the expression-level rules.
@@ -484,8 +471,8 @@ impl Walk<'_> {
         let mode = self.mode();
         match e {
             Expr::Alias(a) => self.expr(&a.expr, scope, outer),
-            Expr::Column(c) => self.column(c, scope, outer),
-            Expr::OuterReferenceColumn(_, c) => self.outer_column(c, outer),
+            Expr::Column(c) => self.column(c, Some(scope), outer),
+            Expr::OuterReferenceColumn(_, c) => self.column(c, None, outer),
             Expr::Literal(..) => Ok(ColumnLineage::default()),
             Expr::Cast(c) => self.expr(&c.expr, scope, outer),
             Expr::TryCast(c) => self.expr(&c.expr, scope, outer),
