@@ -49,16 +49,17 @@ impl TestServer {
         .unwrap();
         std::fs::create_dir(root.path().join("import")).unwrap();
         let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
-        Self::launch(root, admin, max_upload_bytes).await
+        Self::launch(root, admin, max_upload_bytes, veil_query::Limits::standard()).await
     }
 
-    async fn launch(root: tempfile::TempDir, admin: String, max_upload_bytes: usize) -> Self {
+    async fn launch(
+        root: tempfile::TempDir,
+        admin: String,
+        max_upload_bytes: usize,
+        query: veil_query::Limits,
+    ) -> Self {
         let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
-        let config = ServerConfig {
-            import_root: Some(root.path().join("import")),
-            max_upload_bytes,
-            query: veil_query::Limits::standard(),
-        };
+        let config = ServerConfig { import_root: Some(root.path().join("import")), max_upload_bytes, query };
         let files = veil_policy::PolicyFiles::in_dir(&root.path().join("data").join("policies"));
         let policy = veil_server::load_policy(&catalog, files).unwrap();
         let events = std::sync::Arc::new(veil_common::events::MemorySink::default());
@@ -73,10 +74,15 @@ impl TestServer {
     }
 
     /// Stops the server gracefully and starts a new one on the same data directory.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(veil_query::Limits::standard()).await
+    }
+
+    /// Same, with other query limits.
+    pub async fn restart_with(mut self, limits: veil_query::Limits) -> Self {
         self.stop_in_place().await;
         let root = std::mem::replace(&mut self.root, tempfile::tempdir().unwrap());
-        Self::launch(root, self.admin.clone(), usize::MAX).await
+        Self::launch(root, self.admin.clone(), usize::MAX, limits).await
     }
 
     async fn stop_in_place(&mut self) {

@@ -252,7 +252,7 @@ impl QueryEngine {
     /// A failure while running. Only resource exhaustion is named; every other cause gets the
     /// same generic error, and its detail goes to the debug log only as its kind.
     fn runtime_error(&self, e: DataFusionError) -> Error {
-        if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+        if is_resource_limit(&e) {
             return Error::MemoryExceeded { limit_mb: self.limits.memory_bytes >> 20 };
         }
         tracing::debug!(kind = error_kind(&e), "query failed while running");
@@ -295,6 +295,19 @@ fn clean(e: &DataFusionError) -> String {
         }
     }
     text.to_owned()
+}
+
+/// Whether the query ran out of its memory pool, or of spill space once it spilled. DataFusion
+/// reports the latter only as an I/O error with a fixed text (no data in it), so that text is
+/// what identifies it.
+fn is_resource_limit(e: &DataFusionError) -> bool {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => true,
+        DataFusionError::ArrowError(inner, _) => {
+            matches!(&**inner, datafusion::arrow::error::ArrowError::IoError(msg, _) if msg.contains("spilling process has exceeded"))
+        }
+        _ => false,
+    }
 }
 
 fn error_kind(e: &DataFusionError) -> &'static str {

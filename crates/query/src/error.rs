@@ -27,7 +27,7 @@ pub enum Error {
     Denied(Violation),
     /// The query needed more memory than one query may use.
     #[error(
-        "the query needs more memory than one query may use ({limit_mb} MiB); aggregate more or read fewer columns"
+        "the query needs more memory than one query may use ({limit_mb} MiB, and its spill space); aggregate more or read fewer columns"
     )]
     MemoryExceeded {
         /// The limit, in MiB.
