@@ -63,10 +63,6 @@ pub struct IssuedToken {
     pub token: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Catalog {
     /// Creates a department.
     ///
@@ -194,8 +190,8 @@ impl Catalog {
     /// # Errors
     /// [`Error::UserNotFound`], or a failure of the OS random source or SQLite.
     pub fn issue_token(&self, user: &UserId) -> Result<IssuedToken> {
-        let id = hex(&random_bytes::<8>()?);
-        let secret = hex(&random_bytes::<32>()?);
+        let id = veil_common::hex::encode(&random_bytes::<8>()?);
+        let secret = veil_common::hex::encode(&random_bytes::<32>()?);
         let tag = ring::hmac::sign(&self.token_key, secret.as_bytes());
         let conn = self.conn();
         let exists =

@@ -11,6 +11,7 @@
 //! - [`role`]: what a user may do.
 //! - [`mode`]: what a query may return.
 //! - [`generalize`]: how a quasi-identifier is coarsened in de-identified results.
+//! - [`hex`]: bytes as hex text.
 //! - [`events`]: the hook every auditable decision and change is reported to.
 //! - [`error`]: [`ErrorKind`], the coarse class every crate's error maps to.
 
@@ -51,6 +52,7 @@ macro_rules! code_enum {
 pub mod error;
 pub mod events;
 pub mod generalize;
+pub mod hex;
 pub mod ids;
 pub mod level;
 pub mod mode;

@@ -4,7 +4,6 @@
 //! output are used for the count and then dropped; they never leave the broker.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
@@ -75,10 +74,7 @@ fn k_anonymous(class_key: &[ArrayRef], units: &[&ArrayRef], rows: usize, k: u64)
         let converted = converter.convert_columns(class_key).map_err(internal)?;
         converted.iter().map(|r| r.as_ref().to_vec()).collect()
     };
-    let units: Vec<StringArray> = units
-        .iter()
-        .map(|u| cast(u, &DataType::Utf8).map_err(internal).and_then(|a| string_array(&a)))
-        .collect::<Result<_>>()?;
+    let units: Vec<StringArray> = units.iter().map(|u| text(u)).collect::<Result<_>>()?;
     let mut people: HashMap<&[u8], Vec<HashSet<&str>>> = HashMap::new();
     for (row, class) in classes.iter().enumerate() {
         let sets = people.entry(class.as_slice()).or_insert_with(|| vec![HashSet::new(); units.len()]);
@@ -94,24 +90,17 @@ fn k_anonymous(class_key: &[ArrayRef], units: &[&ArrayRef], rows: usize, k: u64)
     Ok((BooleanArray::from(keep), suppressed))
 }
 
-fn string_array(a: &ArrayRef) -> Result<StringArray> {
-    a.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| internal("expected text"))
+/// Any array as text (dates as `YYYY-MM-DD`, numbers as written).
+fn text(a: &ArrayRef) -> Result<StringArray> {
+    let cast = cast(a, &DataType::Utf8).map_err(internal)?;
+    cast.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| internal("expected text"))
 }
 
 /// HMAC-SHA256 of the value's text under the scope's key, first 16 bytes in hex.
 fn pseudonymize(array: &ArrayRef, key: &hmac::Key) -> Result<ArrayRef> {
-    let text = string_array(&cast(array, &DataType::Utf8).map_err(internal)?)?;
-    let out: StringArray = text
+    let out: StringArray = text(array)?
         .iter()
-        .map(|v| {
-            v.map(|v| {
-                let tag = hmac::sign(key, v.as_bytes());
-                tag.as_ref()[..16].iter().fold(String::with_capacity(32), |mut s, b| {
-                    let _ = write!(s, "{b:02x}");
-                    s
-                })
-            })
-        })
+        .map(|v| v.map(|v| veil_common::hex::encode(&hmac::sign(key, v.as_bytes()).as_ref()[..16])))
         .collect();
     Ok(Arc::new(out))
 }
@@ -121,12 +110,10 @@ fn generalize(array: &ArrayRef, rule: Generalization) -> Result<ArrayRef> {
     let out: StringArray = match rule {
         Generalization::Month | Generalization::Year => {
             let width = if rule == Generalization::Month { 7 } else { 4 };
-            let text = string_array(&cast(array, &DataType::Utf8).map_err(internal)?)?;
-            text.iter().map(|v| v.map(|v| v.chars().take(width).collect::<String>())).collect()
+            text(array)?.iter().map(|v| v.map(|v| v.chars().take(width).collect::<String>())).collect()
         }
         Generalization::Prefix(n) => {
-            let text = string_array(&cast(array, &DataType::Utf8).map_err(internal)?)?;
-            text.iter().map(|v| v.map(|v| v.chars().take(n as usize).collect::<String>())).collect()
+            text(array)?.iter().map(|v| v.map(|v| v.chars().take(n as usize).collect::<String>())).collect()
         }
         Generalization::Band(width) => {
             let numbers = cast(array, &DataType::Float64).map_err(internal)?;

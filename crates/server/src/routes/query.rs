@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ring::digest;
 use veil_catalog::{DatasetInfo, Principal};
-use veil_common::{DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode, Tag};
+use veil_common::{DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode};
 use veil_policy::{DatasetMeta, Decision, PolicyEngine};
 use veil_query::{Answer, QueryRequest, SessionDataset};
 
@@ -44,7 +44,7 @@ pub(crate) async fn query(
 ) -> Result<Response, ApiError> {
     let audit_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
-    let sql_hash = hex(digest::digest(&digest::SHA256, body.sql.as_bytes()).as_ref());
+    let sql_hash = veil_common::hex::encode(digest::digest(&digest::SHA256, body.sql.as_bytes()).as_ref());
     let dry_run = body.dry_run;
     let mode = body.mode.clone();
     let outcome = run(&state, &caller, body).await;
@@ -163,7 +163,7 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
         .map(|c| {
             let column = veil_guard::ColumnInfo {
                 tag: c.tag,
-                linkable: c.linkable && c.tag == Tag::Identifier,
+                linkable: c.linkable, // registration allows it only on identifiers
                 generalize: c.generalize,
             };
             (c.name.clone(), column)
@@ -243,8 +243,4 @@ fn arrow_response(done: &Done, audit_id: &str) -> Result<Response, ApiError> {
     h.insert("x-veil-k", header_value(done.k.to_string())?);
     h.insert("x-veil-audit-id", header_value(audit_id.to_owned())?);
     Ok(response)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
