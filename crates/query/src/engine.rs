@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
+    SchemaProvider, TableProvider,
+};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -118,6 +121,9 @@ impl Answer {
 pub struct QueryEngine {
     limits: Limits,
     runtime: Arc<RuntimeEnv>,
+    /// Configuration and function registries every request's session starts from; built once,
+    /// because registering DataFusion's functions is most of the cost of a new session.
+    base: SessionState,
     /// Table providers by file: versions are immutable files, so a provider never goes stale.
     tables: Mutex<HashMap<PathBuf, Arc<dyn TableProvider>>>,
 }
@@ -132,7 +138,17 @@ impl QueryEngine {
             .with_mode(DiskManagerMode::Directories(vec![spill_dir.to_path_buf()]))
             .with_max_temp_directory_size(limits.spill_bytes);
         let runtime = RuntimeEnvBuilder::new().with_disk_manager_builder(disk).build_arc().map_err(internal)?;
-        Ok(Self { limits, runtime, tables: Mutex::new(HashMap::new()) })
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(limits.target_partitions)
+            .set_bool("datafusion.execution.enable_recursive_ctes", false);
+        let base = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&runtime))
+            .with_default_features()
+            .with_table_functions(HashMap::new())
+            .build();
+        Ok(Self { limits, runtime, base, tables: Mutex::new(HashMap::new()) })
     }
 
     /// The limits queries run under.
@@ -155,10 +171,9 @@ impl QueryEngine {
                 .collect(),
         };
         let guard = Arc::new(PrivacyGuardRule::new(ctx));
-        let state = self.session(&guard)?;
+        let (state, catalog) = self.session(&guard);
         for d in &request.datasets {
             let table = self.table(&d.path, &state).await?;
-            let catalog = state.catalog_list().catalog("datafusion").ok_or_else(|| internal("no default catalog"))?;
             let schema = match catalog.schema(&d.department) {
                 Some(s) => s,
                 None => {
@@ -191,22 +206,24 @@ impl QueryEngine {
         }
     }
 
-    fn session(&self, guard: &Arc<PrivacyGuardRule>) -> Result<SessionState> {
-        let config = SessionConfig::new()
-            .with_information_schema(false)
-            .with_target_partitions(self.limits.target_partitions)
-            .set_bool("datafusion.execution.enable_recursive_ctes", false);
+    /// A session for one request: the base's configuration and functions, its own memory pool,
+    /// its own guard, and a catalogue of its own that starts empty (the caller registers the
+    /// permitted datasets), so nothing one request registers is visible to another.
+    fn session(&self, guard: &Arc<PrivacyGuardRule>) -> (SessionState, Arc<MemoryCatalogProvider>) {
         let mut runtime = (*self.runtime).clone();
         runtime.memory_pool = Arc::new(FairSpillPool::new(self.limits.memory_bytes));
         let mut rules = Analyzer::new().rules;
         rules.push(Arc::clone(guard) as _);
-        Ok(SessionStateBuilder::new()
-            .with_config(config)
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        let default_catalog = self.base.config().options().catalog.default_catalog.clone();
+        catalogs.register_catalog(default_catalog, Arc::clone(&catalog) as _);
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_runtime_env(Arc::new(runtime))
-            .with_default_features()
-            .with_table_functions(HashMap::new())
+            .with_catalog_list(catalogs)
             .with_analyzer_rules(rules)
-            .build())
+            .build();
+        (state, catalog)
     }
 
     async fn table(&self, path: &Path, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
