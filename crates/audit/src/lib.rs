@@ -1,0 +1,38 @@
+//! The tamper-evident audit log (DESIGN §3–§4).
+//!
+//! Append-only segments of JSON lines in one directory. Every record carries the SHA-256 of the
+//! record before it; every so often (and at shutdown) a checkpoint record carries an Ed25519
+//! signature over the chain head. [`verify`] checks a copy offline with only the public key and
+//! names the first record that was edited, removed, inserted or moved. [`AuditLog`] writes with
+//! group commit: a caller's record is synced to disk before `append` returns, so a response that
+//! waited for it is never lost to a crash.
+//!
+//! Records hold names, ids, codes, counts and the SQL as the analyst typed it; never a value read
+//! from a dataset.
+
+mod error;
+mod keys;
+mod log;
+mod record;
+mod search;
+mod segment;
+mod table;
+mod verify;
+
+pub use error::{Error, Result};
+pub use keys::{PublicKey, SigningKey};
+pub use log::{AuditLog, Options, Receipt};
+pub use record::{Actor, Checkpoint, DatasetUse, Entry, GENESIS, Record, Stored, decode_line, encode_line};
+pub use search::{Filter, Page, search};
+pub use table::{schema, to_batch, to_parquet};
+pub use verify::{Problem, Report, verify};
+
+/// The action of checkpoint records.
+pub const CHECKPOINT_ACTION: &str = "audit.checkpoint";
+
+/// The audit directory inside a data directory, or `dir` itself if it holds segments: so `veil
+/// audit verify --dir` takes either a data directory or a copy of its `audit/`.
+pub fn audit_dir_of(dir: &std::path::Path) -> std::path::PathBuf {
+    let inner = dir.join("audit");
+    if inner.is_dir() { inner } else { dir.to_path_buf() }
+}
