@@ -173,9 +173,10 @@ async fn an_approved_request_grants_access_until_revoked_and_survives_restart() 
         .await;
     assert_eq!((status, rejected["reason"].as_str()), (StatusCode::OK, Some("use dp instead")));
 
-    let actions: Vec<&str> = s.events.events().iter().map(|e| e.action).collect();
+    let records = s.audit_records();
+    let actions: Vec<&str> = records.iter().map(|r| r.entry.action.as_str()).collect();
     for action in ["access_request.create", "access_request.revoke", "access_request.reject"] {
-        assert!(actions.contains(&action), "{action} was not reported: {actions:?}");
+        assert!(actions.contains(&action), "{action} was not recorded: {actions:?}");
     }
 }
 
@@ -229,8 +230,9 @@ async fn policy_reloads_on_request_and_on_file_change_and_a_bad_file_changes_not
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(health_dp_on_elderly().await, (false, "policy_deny".into()));
-    let reloads: Vec<_> = s.events.events().into_iter().filter(|e| e.action == "policy.reload").collect();
-    assert!(reloads.iter().any(|e| e.outcome == "error") && reloads.iter().any(|e| e.outcome == "ok"), "{reloads:?}");
+    let reloads: Vec<_> = s.audit_records().into_iter().filter(|r| r.entry.action == "policy.reload").collect();
+    let decided = |d: &str| reloads.iter().any(|r| r.entry.decision == d);
+    assert!(decided("error") && decided("ok"), "{reloads:?}");
 }
 
 #[tokio::test]

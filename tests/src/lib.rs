@@ -24,8 +24,6 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     client: reqwest::Client,
-    /// Every event the server reported.
-    pub events: std::sync::Arc<veil_common::events::MemorySink>,
 }
 
 impl TestServer {
@@ -59,18 +57,22 @@ impl TestServer {
         query: veil_query::Limits,
     ) -> Self {
         let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
-        let config = ServerConfig { import_root: Some(root.path().join("import")), max_upload_bytes, query };
+        let config = ServerConfig {
+            import_root: Some(root.path().join("import")),
+            max_upload_bytes,
+            query,
+            audit: veil_audit::Options::default(),
+        };
         let files = veil_policy::PolicyFiles::in_dir(&root.path().join("data").join("policies"));
         let policy = veil_server::load_policy(&catalog, files).unwrap();
-        let events = std::sync::Arc::new(veil_common::events::MemorySink::default());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let state = AppState::new(catalog, config, policy, events.clone()).unwrap();
+        let state = AppState::new(catalog, config, policy).unwrap();
         let task = tokio::spawn(veil_server::run(listener, state, async move {
             let _ = rx.await;
         }));
-        Self { url, admin, root, shutdown: Some(tx), task: Some(task), client: reqwest::Client::new(), events }
+        Self { url, admin, root, shutdown: Some(tx), task: Some(task), client: reqwest::Client::new() }
     }
 
     /// Stops the server gracefully and starts a new one on the same data directory.
@@ -97,6 +99,13 @@ impl TestServer {
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.root.path().join("data")
+    }
+
+    /// Every whole record in the audit log so far, read from the files.
+    pub fn audit_records(&self) -> Vec<veil_audit::Record> {
+        let filter = veil_audit::Filter::default();
+        let page = veil_audit::search(&self.data_dir().join("audit"), &filter, usize::MAX, None).unwrap();
+        page.records.into_iter().map(|s| s.record).collect()
     }
 
     /// The policy directory (the demo policy, to start with).

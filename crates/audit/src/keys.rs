@@ -39,6 +39,14 @@ impl SigningKey {
             file.write_all(document.as_ref()).map_err(Error::io("writing", path))?;
             file.sync_all().map_err(Error::io("syncing", path))?;
         }
+        Self::load(path)
+    }
+
+    /// Loads the key at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not an Ed25519 PKCS#8 key.
+    pub fn load(path: &Path) -> Result<Self> {
         let bytes = fs::read(path).map_err(Error::io("reading", path))?;
         let pair = Ed25519KeyPair::from_pkcs8(&bytes)
             .map_err(|_| Error::Key { path: path.to_path_buf(), why: "not an Ed25519 PKCS#8 key".into() })?;

@@ -62,8 +62,25 @@ pub struct Receipt {
 const MAX_BATCH: usize = 4096;
 
 enum Msg {
-    Append(Box<Entry>, oneshot::Sender<Result<Receipt>>),
+    Append(Box<Entry>, Reply),
     Close(oneshot::Sender<Result<()>>),
+}
+
+/// Where a caller waits for its receipt: a task (async) or a thread (blocking; a blocking wait
+/// on a oneshot would panic inside a runtime, and `open` runs inside one).
+enum Reply {
+    Task(oneshot::Sender<Result<Receipt>>),
+    Thread(mpsc::SyncSender<Result<Receipt>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<Receipt>) {
+        // A caller that stopped waiting (a dropped request) needs no answer.
+        let _ = match self {
+            Reply::Task(tx) => tx.send(result).map_err(|_| ()),
+            Reply::Thread(tx) => tx.send(result).map_err(|_| ()),
+        };
+    }
 }
 
 /// An open audit log. Share it behind an `Arc`; close it at shutdown so the last records are
@@ -140,7 +157,7 @@ impl AuditLog {
     /// The log stopped after a failed write, or is closed.
     pub async fn append(&self, entry: Entry) -> Result<Receipt> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Msg::Append(Box::new(entry), reply)).map_err(|_| Error::Closed)?;
+        self.tx.send(Msg::Append(Box::new(entry), Reply::Task(reply))).map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
@@ -149,9 +166,9 @@ impl AuditLog {
     /// # Errors
     /// As [`AuditLog::append`].
     pub fn append_blocking(&self, entry: Entry) -> Result<Receipt> {
-        let (reply, answer) = oneshot::channel();
-        self.tx.send(Msg::Append(Box::new(entry), reply)).map_err(|_| Error::Closed)?;
-        answer.blocking_recv().map_err(|_| Error::Closed)?
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.tx.send(Msg::Append(Box::new(entry), Reply::Thread(reply))).map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
     }
 
     /// Signs a final checkpoint, syncs, and stops the writer. Appends after this fail.
@@ -241,10 +258,10 @@ impl Writer {
 
     /// Writes the entries (and a checkpoint when one is due or `checkpoint` asks), syncs, then
     /// answers each caller.
-    fn commit(&mut self, appends: Vec<(Box<Entry>, oneshot::Sender<Result<Receipt>>)>, checkpoint: bool) -> Result<()> {
+    fn commit(&mut self, appends: Vec<(Box<Entry>, Reply)>, checkpoint: bool) -> Result<()> {
         if let Some(why) = &self.failed {
             for (_, reply) in appends {
-                let _ = reply.send(Err(Error::Stopped(why.clone())));
+                reply.send(Err(Error::Stopped(why.clone())));
             }
             return Err(Error::Stopped(why.clone()));
         }
@@ -253,7 +270,13 @@ impl Writer {
         let mut buffer = Vec::new();
         let mut done = Vec::with_capacity(appends.len());
         for (entry, reply) in appends {
-            let rec = Record { seq: seq + 1, time: now, prev: veil_common::hex::encode(&hash), entry: *entry, checkpoint: None };
+            let rec = Record {
+                seq: seq + 1,
+                time: now,
+                prev: veil_common::hex::encode(&hash),
+                entry: *entry,
+                checkpoint: None,
+            };
             match record::encode_line(&rec) {
                 Ok((line, h)) => {
                     buffer.extend_from_slice(&line);
@@ -262,7 +285,7 @@ impl Writer {
                     done.push((reply, Receipt { seq, hash: veil_common::hex::encode(&h) }));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(Error::Encode(e.to_string())));
+                    reply.send(Err(Error::Encode(e.to_string())));
                 }
             }
         }
@@ -289,7 +312,7 @@ impl Writer {
             tracing::error!(error = %why, "the audit log could not write; it accepts nothing more");
             self.failed = Some(why.clone());
             for (reply, _) in done {
-                let _ = reply.send(Err(Error::Stopped(why.clone())));
+                reply.send(Err(Error::Stopped(why.clone())));
             }
             return Err(e);
         }
@@ -302,7 +325,7 @@ impl Writer {
         };
         self.durable.store(seq, Ordering::Release);
         for (reply, receipt) in done {
-            let _ = reply.send(Ok(receipt));
+            reply.send(Ok(receipt));
         }
         Ok(())
     }
@@ -327,12 +350,8 @@ impl Writer {
 }
 
 fn open_segment(path: &Path) -> Result<(File, u64)> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(Error::io("opening", path))?;
+    let file =
+        OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(Error::io("opening", path))?;
     let bytes = file.metadata().map_err(Error::io("reading the size of", path))?.len();
     Ok((file, bytes))
 }
@@ -420,8 +439,12 @@ fn set_aside(dir: &Path, path: &Path, from: u64, head: Option<(u64, [u8; 32])>) 
     let after = head.map_or(0, |(seq, _)| seq);
     let name = format!("torn-{after:012}-{}.bin", OffsetDateTime::now_utc().unix_timestamp());
     let aside = dir.join(&name);
-    let mut file =
-        OpenOptions::new().write(true).create_new(true).mode(0o600).open(&aside).map_err(Error::io("creating", &aside))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&aside)
+        .map_err(Error::io("creating", &aside))?;
     file.write_all(tail).map_err(Error::io("writing", &aside))?;
     file.sync_all().map_err(Error::io("syncing", &aside))?;
     let segment = OpenOptions::new().write(true).open(path).map_err(Error::io("opening", path))?;

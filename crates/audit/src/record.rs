@@ -31,8 +31,9 @@ pub struct Actor {
 pub struct DatasetUse {
     /// `department.name`.
     pub dataset: String,
-    /// Its classification level.
-    pub level: String,
+    /// Its classification level, where the action knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
 }
 
 /// What a caller asks to be recorded. Names, ids, codes, counts and the SQL as typed; never a

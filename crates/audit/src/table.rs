@@ -38,7 +38,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// The columns of `audit.events`. Lists (roles, datasets, levels) are comma-separated text, so
-/// `datasets LIKE 'health.%'` works.
+/// `datasets LIKE '%health.%'` works; `levels` lines up with `datasets` (`-` where unknown).
 pub fn schema() -> SchemaRef {
     Arc::clone(&SCHEMA)
 }
@@ -70,7 +70,7 @@ pub fn to_batch(records: &[Stored]) -> Result<RecordBatch, ArrowError> {
         text(records, |s| Some(entry(s).decision.clone())),
         text(records, |s| entry(s).target.clone()),
         text(records, |s| joined(entry(s).datasets.iter().map(|d| d.dataset.as_str()).collect())),
-        text(records, |s| joined(entry(s).datasets.iter().map(|d| d.level.as_str()).collect())),
+        text(records, |s| joined(entry(s).datasets.iter().map(|d| d.level.as_deref().unwrap_or("-")).collect())),
         text(records, |s| entry(s).mode.clone()),
         text(records, |s| entry(s).rule.clone()),
         text(records, |s| entry(s).detail.clone()),

@@ -68,7 +68,9 @@ impl std::fmt::Display for Report {
         }
         match (self.unsigned, self.signed_through) {
             (0, _) => Ok(()),
-            (n, Some(seq)) => write!(f, "\nwarning: {n} records after seq {seq} are not covered by a signed checkpoint"),
+            (n, Some(seq)) => {
+                write!(f, "\nwarning: {n} records after seq {seq} are not covered by a signed checkpoint")
+            }
             (n, None) => write!(f, "\nwarning: no signed checkpoint; all {n} records are unsigned"),
         }
     }
@@ -123,7 +125,10 @@ fn step(report: &mut Report, key: &PublicKey, line: &Line) -> Result<(), String>
     }
     let (rec, hash) = record::decode_line(&line.bytes)?;
     if rec.seq != expected {
-        return Err(format!("found seq {} where {expected} belongs (a record was removed, inserted or moved)", rec.seq));
+        return Err(format!(
+            "found seq {} where {expected} belongs (a record was removed, inserted or moved)",
+            rec.seq
+        ));
     }
     if rec.prev != report.head_hash {
         return Err(format!("the record does not continue the chain from seq {}", report.head_seq));

@@ -5,7 +5,7 @@
 //! `ring::hmac::verify`, which compares in constant time.
 
 use rusqlite::{OptionalExtension, params};
-use veil_common::{DepartmentId, Role, UserId};
+use veil_common::{AUDIT_SCHEMA, DepartmentId, Role, UserId};
 
 use crate::layout::random_bytes;
 use crate::{Catalog, Error, Result, now};
@@ -67,8 +67,14 @@ impl Catalog {
     /// Creates a department.
     ///
     /// # Errors
-    /// [`Error::DepartmentExists`], or an invalid display name.
+    /// [`Error::DepartmentExists`], an invalid display name, or the reserved id `audit`.
     pub fn create_department(&self, id: &DepartmentId, name: &str) -> Result<Department> {
+        if id.as_str() == AUDIT_SCHEMA {
+            return Err(Error::invalid(
+                "reserved_name",
+                "`audit` is reserved: it is the SQL schema of the audit log's `audit.events` table",
+            ));
+        }
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {
             return Err(Error::invalid("invalid_name", "a department name must have 1 to 200 characters"));

@@ -49,6 +49,16 @@ impl DataDir {
         self.root.join("keys").join("pseudonym.key")
     }
 
+    /// The audit log's segments.
+    pub fn audit(&self) -> PathBuf {
+        self.root.join("audit")
+    }
+
+    /// The audit log's Ed25519 signing key (PKCS#8, owner-only).
+    pub fn audit_key(&self) -> PathBuf {
+        self.root.join("keys").join("audit-signing.key")
+    }
+
     /// Where dataset versions live.
     pub fn datasets(&self) -> PathBuf {
         self.root.join("datasets")

@@ -5,7 +5,9 @@ use std::path::Path;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
-use crate::{CliResult, DatasetCommand, DepartmentCommand, QueryArgs, Remote, TokenCommand, UserCommand};
+use crate::{
+    AuditSearchArgs, CliResult, DatasetCommand, DepartmentCommand, QueryArgs, Remote, TokenCommand, UserCommand,
+};
 
 impl Remote {
     fn token(&self) -> CliResult<String> {
@@ -187,4 +189,49 @@ fn table(answer: &Value) -> CliResult<String> {
         .collect();
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
     Ok(arrow::util::pretty::pretty_format_batches(&[batch])?.to_string())
+}
+
+pub(crate) async fn audit_search(args: AuditSearchArgs) -> CliResult {
+    let mut query: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
+    let fields = [
+        ("user", args.user),
+        ("department", args.department),
+        ("dataset", args.dataset),
+        ("decision", args.decision),
+        ("action", args.action),
+        ("from", args.from),
+        ("to", args.to),
+        ("after", args.after.map(|a| a.to_string())),
+    ];
+    query.extend(fields.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let page = send(args.remote.request(Method::GET, "/audit")?.query(&query)).await?;
+    if args.json {
+        return print(&page);
+    }
+    for r in page["records"].as_array().into_iter().flatten() {
+        let text = |key: &str| r[key].as_str().unwrap_or("-").to_owned();
+        let datasets: Vec<&str> =
+            r["datasets"].as_array().into_iter().flatten().filter_map(|d| d["dataset"].as_str()).collect();
+        let mut line = format!(
+            "{:>6} {} {:<12} {:<22} {:<8}",
+            r["seq"],
+            text("time"),
+            r["actor"]["user"].as_str().unwrap_or("-"),
+            text("action"),
+            text("decision")
+        );
+        if !datasets.is_empty() {
+            line.push_str(&format!(" {}", datasets.join(",")));
+        }
+        for key in ["rule", "rows", "suppressed_groups"] {
+            if !r[key].is_null() {
+                line.push_str(&format!(" {key}={}", r[key].as_str().map_or_else(|| r[key].to_string(), str::to_owned)));
+            }
+        }
+        println!("{line}");
+    }
+    if let Some(next) = page["next"].as_u64() {
+        println!("more: --after {next}");
+    }
+    Ok(())
 }

@@ -57,6 +57,67 @@ enum Command {
     Whoami(Remote),
     /// Run one SQL query (analysts) and print the answer as a table.
     Query(QueryArgs),
+    /// The audit log: verify a copy offline, export its public key, search it (auditors).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify an audit log offline, with only its public key: every record's hash, the chain,
+    /// and every signed checkpoint. Exits non-zero at the first bad record.
+    Verify {
+        /// A data directory, or a copy of its `audit/` directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The exported public key (see `veil audit public-key`).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Print the public key that verifies a data directory's audit log.
+    PublicKey {
+        /// The data directory.
+        #[arg(long, env = "VEIL_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Search the audit log on a server (auditors), oldest first.
+    Search(AuditSearchArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditSearchArgs {
+    /// The acting user.
+    #[arg(long)]
+    user: Option<String>,
+    /// The acting user's department.
+    #[arg(long)]
+    department: Option<String>,
+    /// A dataset (`civil.residents`) or all of a department's (`civil`).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// allowed, denied, failed, dry_run, ok or error.
+    #[arg(long)]
+    decision: Option<String>,
+    /// The action, e.g. query, dataset.register, auth.failed.
+    #[arg(long)]
+    action: Option<String>,
+    /// At or after this time (RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Before this time (RFC 3339).
+    #[arg(long)]
+    to: Option<String>,
+    /// Only records after this sequence number.
+    #[arg(long)]
+    after: Option<u64>,
+    /// Records to show, at most 1000.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Print the server's JSON instead of one line per record.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(Debug, Args)]
@@ -263,5 +324,25 @@ async fn run(cli: Cli) -> CliResult {
         Command::Dataset(cmd) => client::dataset(cmd).await,
         Command::Whoami(remote) => client::whoami(remote).await,
         Command::Query(args) => client::query(args).await,
+        Command::Audit(AuditCommand::Search(args)) => client::audit_search(args).await,
+        Command::Audit(AuditCommand::Verify { dir, public_key }) => {
+            let key = veil_audit::PublicKey::read(&public_key)?;
+            let dir = veil_audit::audit_dir_of(&dir);
+            let report = tokio::task::spawn_blocking(move || veil_audit::verify(&dir, &key, None)).await??;
+            println!("{report}");
+            if report.ok() { Ok(()) } else { Err("the audit log does not verify".into()) }
+        }
+        Command::Audit(AuditCommand::PublicKey { data_dir }) => {
+            let path = data_dir.join("keys").join("audit-signing.key");
+            if !path.is_file() {
+                return Err(format!(
+                    "{} has no audit signing key yet; it is made when the server first starts",
+                    data_dir.display()
+                )
+                .into());
+            }
+            println!("{}", veil_audit::SigningKey::load(&path)?.public_key().to_hex());
+            Ok(())
+        }
     }
 }

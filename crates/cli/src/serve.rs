@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 use veil_catalog::{Catalog, DatasetSpec};
 use veil_common::{DepartmentId, Role, UserId};
 use veil_policy::PolicyFiles;
-use veil_server::{AppState, LogSink, ServerConfig};
+use veil_server::{AppState, ServerConfig};
 
 use crate::{CliResult, ServeArgs};
 
@@ -16,12 +16,12 @@ pub(crate) fn starting_policy(policy: &'static str) -> [(&'static str, &'static 
 }
 
 /// Builds the server state: the catalogue, the policy (with memberships and grants from it), and
-/// the event sink.
+/// the audit log.
 fn state(catalog: Catalog, policy_dir: &Path, config: ServerConfig) -> CliResult<AppState> {
     let files = PolicyFiles::in_dir(policy_dir);
     let policy = veil_server::load_policy(&catalog, files)
         .map_err(|e| format!("loading the policy from {}: {e}", policy_dir.display()))?;
-    Ok(AppState::new(catalog, config, policy, std::sync::Arc::new(LogSink))?)
+    Ok(AppState::new(catalog, config, policy)?)
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> CliResult {
@@ -41,6 +41,7 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
         import_root: args.import_root.clone(),
         max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
         query: veil_query::Limits::standard(),
+        audit: veil_audit::Options::default(),
     };
     let policy_dir = args.policy_dir.clone().unwrap_or_else(|| data_dir.join("policies"));
     let state = state(catalog, &policy_dir, config)?;
@@ -155,6 +156,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
         import_root: None,
         max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
         query: veil_query::Limits::standard(),
+        audit: veil_audit::Options::default(),
     };
     let state = state(catalog, &tmp.path().join("data").join("policies"), config)?;
     veil_server::run(listener, state, shutdown).await?;

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The work did not finish before its deadline: HTTP 504.
     Timeout,
+    /// A part the request depends on cannot work right now (the audit log cannot write): HTTP 503.
+    Unavailable,
     /// A bug or an I/O failure on our side: HTTP 500, with the detail logged, not returned.
     Internal,
 }

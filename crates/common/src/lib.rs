@@ -12,7 +12,6 @@
 //! - [`mode`]: what a query may return.
 //! - [`generalize`]: how a quasi-identifier is coarsened in de-identified results.
 //! - [`hex`]: bytes as hex text.
-//! - [`events`]: the hook every auditable decision and change is reported to.
 //! - [`error`]: [`ErrorKind`], the coarse class every crate's error maps to.
 
 #![warn(missing_docs)]
@@ -50,7 +49,6 @@ macro_rules! code_enum {
 }
 
 pub mod error;
-pub mod events;
 pub mod generalize;
 pub mod hex;
 pub mod ids;
@@ -60,10 +58,12 @@ pub mod role;
 pub mod tag;
 
 pub use error::ErrorKind;
-pub use events::{Event, EventSink};
 pub use generalize::Generalization;
 pub use ids::{DatasetName, DatasetRef, DepartmentId, IdError, UserId};
 pub use level::Level;
 pub use mode::Mode;
 pub use role::Role;
 pub use tag::Tag;
+
+/// The SQL schema of the audit log's table (`audit.events`); no department may take this id.
+pub const AUDIT_SCHEMA: &str = "audit";

@@ -19,6 +19,8 @@ pub enum Action<'a> {
     RequestAccess,
     /// Read catalogue metadata (never data).
     ReadCatalogue,
+    /// Read, search, export and verify the audit log, and query `audit.events`.
+    ReadAudit,
 }
 
 /// Which access requests a caller may list.
@@ -59,6 +61,8 @@ pub fn authorize(subject: &Subject, action: &Action<'_>) -> Result<(), Denied> {
         Action::RequestAccess if has(Role::Analyst) && subject.department.is_some() => Ok(()),
         Action::RequestAccess => Err(Denied("requesting access needs the analyst role in a department".into())),
         Action::ReadCatalogue => Ok(()),
+        Action::ReadAudit if has(Role::Auditor) => Ok(()),
+        Action::ReadAudit => Err(Denied("reading the audit log needs the auditor role".into())),
     }
 }
 

@@ -15,6 +15,7 @@ use datafusion::catalog::{
     SchemaProvider, TableProvider,
 };
 use datafusion::common::DataFusionError;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::SessionStateBuilder;
@@ -171,18 +172,10 @@ impl QueryEngine {
                 .collect(),
         };
         let guard = Arc::new(PrivacyGuardRule::new(ctx));
-        let (state, catalog) = self.session(&guard);
+        let (state, catalog) = self.session(Some(&guard));
         for d in &request.datasets {
             let table = self.table(&d.path, &state).await?;
-            let schema = match catalog.schema(&d.department) {
-                Some(s) => s,
-                None => {
-                    let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-                    catalog.register_schema(&d.department, Arc::clone(&s)).map_err(internal)?;
-                    s
-                }
-            };
-            schema.register_table(d.name.clone(), table).map_err(internal)?;
+            register(&catalog, &d.department, &d.name, table)?;
         }
 
         let plan = self.plan(&state, query.statement.clone()).await?;
@@ -206,14 +199,53 @@ impl QueryEngine {
         }
     }
 
+    /// Runs `query` over in-memory `tables` (schema, name, rows) with no privacy guard: for
+    /// tables that hold no personal data and whose readers may see every row, such as the audit
+    /// log for auditors. The same SQL surface (one read-only query, no file access) and limits
+    /// apply.
+    ///
+    /// # Errors
+    /// As [`QueryEngine::run`], without the guard's refusals.
+    pub async fn run_unguarded(
+        &self,
+        query: &ParsedQuery,
+        tables: Vec<(String, String, RecordBatch)>,
+        dry_run: bool,
+    ) -> Result<Answer> {
+        let (state, catalog) = self.session(None);
+        for (schema, name, batch) in tables {
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
+            register(&catalog, &schema, &name, Arc::new(table))?;
+        }
+        let plan = self.plan(&state, query.statement.clone()).await?;
+        let optimized = state.optimize(&plan).map_err(planning)?;
+        if dry_run {
+            let schema = Arc::clone(plan.schema().inner());
+            return Ok(Answer {
+                schema,
+                batches: Vec::new(),
+                suppressed_groups: 0,
+                rules: Vec::new(),
+                executed: false,
+            });
+        }
+        let batches = tokio::time::timeout(self.limits.deadline, self.execute(&state, &optimized))
+            .await
+            .map_err(|_| Error::Timeout { seconds: self.limits.deadline.as_secs() })??;
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
+        Ok(Answer { schema, batches, suppressed_groups: 0, rules: Vec::new(), executed: true })
+    }
+
     /// A session for one request: the base's configuration and functions, its own memory pool,
-    /// its own guard, and a catalogue of its own that starts empty (the caller registers the
-    /// permitted datasets), so nothing one request registers is visible to another.
-    fn session(&self, guard: &Arc<PrivacyGuardRule>) -> (SessionState, Arc<MemoryCatalogProvider>) {
+    /// its own guard (if any), and a catalogue of its own that starts empty (the caller
+    /// registers the permitted tables), so nothing one request registers is visible to another.
+    fn session(&self, guard: Option<&Arc<PrivacyGuardRule>>) -> (SessionState, Arc<MemoryCatalogProvider>) {
         let mut runtime = (*self.runtime).clone();
         runtime.memory_pool = Arc::new(FairSpillPool::new(self.limits.memory_bytes));
         let mut rules = Analyzer::new().rules;
-        rules.push(Arc::clone(guard) as _);
+        if let Some(guard) = guard {
+            rules.push(Arc::clone(guard) as _);
+        }
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         let default_catalog = self.base.config().options().catalog.default_catalog.clone();
@@ -275,6 +307,20 @@ impl QueryEngine {
         tracing::debug!(kind = error_kind(&e), "query failed while running");
         Error::Failed
     }
+}
+
+/// Registers `table` as `schema.name` in a request's catalogue.
+fn register(catalog: &MemoryCatalogProvider, schema: &str, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+    let provider = match catalog.schema(schema) {
+        Some(s) => s,
+        None => {
+            let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            catalog.register_schema(schema, Arc::clone(&s)).map_err(internal)?;
+            s
+        }
+    };
+    provider.register_table(name.to_owned(), table).map_err(internal)?;
+    Ok(())
 }
 
 fn finish_deidentified(answer: Answer, outcome: &GuardOutcome, k: u64, key: &[u8; 32]) -> Result<Answer> {

@@ -22,20 +22,17 @@ impl FromRequestParts<AppState> for Caller {
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned())
-            .ok_or_else(|| {
-                state.event("auth.failed", None, None, "deny", "no bearer token");
-                ApiError::unauthenticated()
-            })?;
+            .map(|t| t.trim().to_owned());
+        let Some(token) = token else {
+            state.event("auth.failed", None, None, "denied", "no bearer token").await?;
+            return Err(ApiError::unauthenticated());
+        };
         let principal = state.blocking(move |catalog| catalog.authenticate(&token)).await?;
+        state.metrics.auth(principal.is_some());
         match principal {
-            Some(p) => {
-                state.metrics.auth(true);
-                Ok(Caller(p))
-            }
+            Some(p) => Ok(Caller(p)),
             None => {
-                state.metrics.auth(false);
-                state.event("auth.failed", None, None, "deny", "invalid bearer token");
+                state.event("auth.failed", None, None, "denied", "invalid bearer token").await?;
                 Err(ApiError::unauthenticated())
             }
         }

@@ -39,6 +39,11 @@ pub fn read_catalogue(state: &AppState, caller: &Principal) -> Result<(), ApiErr
     authorize(state, caller, Action::ReadCatalogue)
 }
 
+/// Reading the audit log (auditors).
+pub fn read_audit(state: &AppState, caller: &Principal) -> Result<(), ApiError> {
+    authorize(state, caller, Action::ReadAudit)
+}
+
 /// The access requests the caller may list, as a catalogue filter.
 pub fn list_requests(state: &AppState, caller: &Principal) -> Result<RequestFilter, ApiError> {
     let scope = state.policy.request_scope(&subject(caller)).map_err(|d| ApiError::forbidden(d.0))?;

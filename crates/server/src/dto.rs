@@ -420,7 +420,7 @@ pub struct QueryColumn {
 }
 
 /// A rule that shaped the answer.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueryRule {
     /// Stable code: `min_group_size`, `linkable_join`, `pseudonymize`, `policy_allow`, …
     pub code: String,
@@ -447,6 +447,36 @@ pub struct QueryResponse {
     pub k: u64,
     /// The rules that applied and why.
     pub rules: Vec<QueryRule>,
-    /// Id of the record of this query.
-    pub audit_id: String,
+    /// Sequence number of this query's audit record (also the `x-veil-audit-id` header).
+    pub audit_id: u64,
+}
+
+/// One page of audit records.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// Records, oldest first: `seq`, `time`, `prev`, `action`, `decision`, `actor`, `datasets`,
+    /// `mode`, `rule`, `detail`, `sql`, `sql_sha256`, `rows`, `suppressed_groups`, `epsilon`,
+    /// `duration_ms`, `hash`, as present.
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<serde_json::Value>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<u64>,
+    /// Lines of the log that could not be read as records (run verify).
+    pub unreadable: u64,
+}
+
+/// The outcome of verifying the audit log.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerifyView {
+    /// Every record verified.
+    pub ok: bool,
+    /// The report in words, as `veil audit verify` prints it.
+    pub summary: String,
+    /// The public key the checkpoints were checked with (hex), for offline verification.
+    pub public_key: String,
+    /// Its short id.
+    pub key_id: String,
+    /// Counts, head, signed range and the first problem, if any.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
 }

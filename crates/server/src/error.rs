@@ -58,6 +58,7 @@ impl ApiError {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,6 +66,11 @@ impl ApiError {
     /// The stable code.
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    /// The message shown to the client.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -92,6 +98,18 @@ impl From<veil_query::Error> for ApiError {
             ErrorKind::Internal => ApiError::internal(e),
             kind => ApiError::new(kind, e.code(), e.to_string()),
         }
+    }
+}
+
+impl From<veil_audit::Error> for ApiError {
+    /// The audit log could not record the request: the answer is withheld (fail closed).
+    fn from(e: veil_audit::Error) -> Self {
+        tracing::error!(error = %e, "the audit log could not record a request; its answer is withheld");
+        ApiError::new(
+            ErrorKind::Unavailable,
+            "audit_unavailable",
+            "the audit log could not record this request, so its answer is withheld; the operator can find the details in the server log",
+        )
     }
 }
 

@@ -34,8 +34,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 
-pub use state::{AppState, ServerConfig, load_policy};
-pub use telemetry::LogSink;
+pub use state::{AppState, ServerConfig, StartError, load_policy};
 
 /// Largest JSON body any route but dataset upload accepts.
 const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -68,6 +67,9 @@ pub fn app(state: AppState) -> Router {
         // A longer body than other JSON, so that an over-long query gets the query layer's
         // own clear refusal (`sql_too_long`) rather than a bare 413.
         .route("/query", post(routes::query::query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)))
+        .route("/audit", get(routes::audit::audit_search))
+        .route("/audit/export", get(routes::audit::audit_export))
+        .route("/audit/verify", get(routes::audit::audit_verify))
         .route("/openapi.json", get(openapi::openapi_json));
     Router::new()
         .nest("/v1", v1)
@@ -82,8 +84,9 @@ pub fn app(state: AppState) -> Router {
 /// How often the policy files are checked for changes.
 const POLICY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
-/// While it runs, the policy files are reloaded when they change.
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests and
+/// closes the audit log with a signed checkpoint. While it runs, the policy files are reloaded
+/// when they change.
 ///
 /// # Errors
 /// An I/O error of the listener.
@@ -93,7 +96,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let watcher = tokio::spawn(routes::policy::watch(state.clone(), POLICY_POLL));
+    let audit = std::sync::Arc::clone(&state.audit);
     let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
     watcher.abort();
+    // Every request has finished: sign the chain head so the log ends on a checkpoint.
+    if let Err(e) = audit.close().await {
+        tracing::error!(error = %e, "the audit log could not be closed cleanly");
+    }
     served
 }

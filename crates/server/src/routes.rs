@@ -1,6 +1,7 @@
 //! Handlers, one module per resource.
 
 pub(crate) mod access;
+pub(crate) mod audit;
 pub(crate) mod datasets;
 pub(crate) mod identity;
 pub(crate) mod ops;

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use veil_audit::{Actor, AuditLog, Entry, Receipt};
 use veil_catalog::{AccessRequest, Catalog, Principal};
-use veil_common::{Event, EventSink};
 use veil_policy::{CasbinPolicy, Grant, Membership, PolicyFiles, Subject};
 
 use crate::error::ApiError;
@@ -19,6 +19,8 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     /// Limits every query runs under.
     pub query: veil_query::Limits,
+    /// How the audit log writes and signs.
+    pub audit: veil_audit::Options,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -32,8 +34,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Who may query what.
     pub policy: Arc<CasbinPolicy>,
-    /// Where auditable events go.
-    pub events: Arc<dyn EventSink>,
+    /// The tamper-evident audit log: every decision and change is recorded here before its
+    /// response is sent.
+    pub audit: Arc<AuditLog>,
     /// Runs guarded queries.
     pub query: Arc<veil_query::QueryEngine>,
 }
@@ -79,25 +82,48 @@ pub fn load_policy(
     Ok(CasbinPolicy::from_files(files, memberships(catalog)?, grants, now)?)
 }
 
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The query runtime could not be built.
+    #[error(transparent)]
+    Query(#[from] veil_query::Error),
+    /// The audit log could not be opened (or does not verify at its end).
+    #[error(transparent)]
+    Audit(#[from] veil_audit::Error),
+}
+
+tokio::task_local! {
+    /// The id of the HTTP request being served, set by the telemetry middleware so audit
+    /// records name their request without every handler passing it along.
+    pub(crate) static REQUEST_ID: String;
+}
+
+/// The audit record's view of a signed-in principal.
+pub(crate) fn actor(principal: &Principal) -> Actor {
+    Actor {
+        user: principal.user.to_string(),
+        department: principal.department.as_ref().map(ToString::to_string),
+        roles: principal.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+    }
+}
+
 impl AppState {
     /// State over an open catalogue and a loaded policy. Queries spill under the data
-    /// directory's `tmp/`, which every open empties.
+    /// directory's `tmp/`, which every open empties; the audit log is opened (and its end
+    /// recovered) in the data directory's `audit/`.
     ///
     /// # Errors
-    /// When the query runtime cannot be built.
-    pub fn new(
-        catalog: Catalog,
-        config: ServerConfig,
-        policy: CasbinPolicy,
-        events: Arc<dyn EventSink>,
-    ) -> Result<Self, veil_query::Error> {
+    /// When the query runtime cannot be built or the audit log cannot be opened.
+    pub fn new(catalog: Catalog, config: ServerConfig, policy: CasbinPolicy) -> Result<Self, StartError> {
         let query = veil_query::QueryEngine::new(config.query.clone(), &catalog.dir().tmp())?;
+        let audit = AuditLog::open(&catalog.dir().audit(), &catalog.dir().audit_key(), config.audit.clone())?;
         Ok(Self {
             catalog: Arc::new(catalog),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             policy: Arc::new(policy),
-            events,
+            audit: Arc::new(audit),
             query: Arc::new(query),
         })
     }
@@ -129,21 +155,28 @@ impl AppState {
         .map_err(|e| ApiError::internal(format!("policy task failed: {e}")))?
     }
 
-    /// Reports an auditable event.
-    pub(crate) fn event(
+    /// Appends `entry` to the audit log, with this request's id, and returns once it is on
+    /// disk. If the log cannot write, the caller fails (503): nothing goes unrecorded.
+    pub(crate) async fn audit(&self, mut entry: Entry) -> Result<Receipt, ApiError> {
+        if entry.request_id.is_none() {
+            entry.request_id = REQUEST_ID.try_with(Clone::clone).ok();
+        }
+        self.audit.append(entry).await.map_err(ApiError::from)
+    }
+
+    /// Records a simple event: an action by `actor` on `target`, its decision and why.
+    pub(crate) async fn event(
         &self,
-        action: &'static str,
+        action: &str,
         actor: Option<&Principal>,
         target: Option<String>,
-        outcome: &'static str,
+        decision: &str,
         detail: impl Into<String>,
-    ) {
-        self.events.record(Event {
-            action,
-            actor: actor.map(|p| p.user.to_string()),
-            target,
-            outcome,
-            detail: detail.into(),
-        });
+    ) -> Result<Receipt, ApiError> {
+        let mut entry = Entry::new(action, decision);
+        entry.actor = actor.map(self::actor);
+        entry.target = target;
+        entry.detail = Some(detail.into()).filter(|d: &String| !d.is_empty());
+        self.audit(entry).await
     }
 }

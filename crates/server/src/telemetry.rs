@@ -103,7 +103,8 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         .unwrap_or_else(|| "unmatched".to_owned());
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
-    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let served = crate::state::REQUEST_ID.scope(request_id.clone(), next.run(request));
+    let mut response = tracing::Instrument::instrument(served, span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     span.in_scope(|| tracing::info!(status, ms = elapsed.as_millis() as u64, "request done"));
@@ -113,23 +114,4 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         response.headers_mut().insert("x-request-id", v);
     }
     response
-}
-
-/// The event sink used until the audit log exists: every event becomes a log line on the
-/// `veil::event` target.
-#[derive(Debug, Default)]
-pub struct LogSink;
-
-impl veil_common::EventSink for LogSink {
-    fn record(&self, event: veil_common::Event) {
-        tracing::info!(
-            target: "veil::event",
-            action = event.action,
-            actor = event.actor.as_deref().unwrap_or("-"),
-            target_id = event.target.as_deref().unwrap_or("-"),
-            outcome = event.outcome,
-            detail = %event.detail,
-            "event"
-        );
-    }
 }

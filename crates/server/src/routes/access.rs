@@ -5,6 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use veil_audit::{DatasetUse, Entry};
 use veil_catalog::{RequestState, Transition};
 use veil_common::{DatasetRef, ErrorKind, Mode};
 
@@ -13,7 +14,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, NewAccessRequest};
 use crate::error::ApiError;
-use crate::state::{AppState, now_unix};
+use crate::state::{AppState, actor, now_unix};
 
 /// Asks for a mode on a dataset, with a purpose and an expiry (analysts).
 #[utoipa::path(post, path = "/v1/access-requests", tag = "access", request_body = NewAccessRequest, security(("bearer" = [])),
@@ -46,13 +47,13 @@ pub(crate) async fn access_requests_create(
             c.create_access_request(&user, &department, &dataset, mode, &purpose, expires_at, now_unix())
         })
         .await?;
-    state.event(
-        "access_request.create",
-        Some(&caller),
-        Some(request.id.clone()),
-        "ok",
-        format!("{} in {} mode, purpose: {}", request.dataset, request.mode.as_str(), request.purpose),
-    );
+    let mut entry = Entry::new("access_request.create", "ok");
+    entry.actor = Some(actor(&caller));
+    entry.target = Some(request.id.clone());
+    entry.datasets = vec![DatasetUse { dataset: request.dataset.to_string(), level: None }];
+    entry.mode = Some(request.mode.as_str().to_owned());
+    entry.detail = Some(format!("purpose: {}", request.purpose));
+    state.audit(entry).await?;
     Ok((StatusCode::CREATED, Json(request.into())))
 }
 
@@ -103,13 +104,13 @@ async fn decide(
     };
     let decided = state.blocking(move |c| c.decide_access_request(&id, &user, transition)).await?;
     state.refresh_policy().await?;
-    state.event(
-        action,
-        Some(&caller),
-        Some(decided.id.clone()),
-        "ok",
-        format!("{} in {} mode for {}; {detail}", decided.dataset, decided.mode.as_str(), decided.user),
-    );
+    let mut entry = Entry::new(action, "ok");
+    entry.actor = Some(actor(&caller));
+    entry.target = Some(decided.id.clone());
+    entry.datasets = vec![DatasetUse { dataset: decided.dataset.to_string(), level: None }];
+    entry.mode = Some(decided.mode.as_str().to_owned());
+    entry.detail = Some(format!("for {}; purpose: {}; {detail}", decided.user, decided.purpose));
+    state.audit(entry).await?;
     Ok(Json(decided.into()))
 }
 

@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
+use veil_audit::{DatasetUse, Entry};
 use veil_catalog::{DatasetSpec, MetadataInput, Principal};
 use veil_common::{DatasetRef, DepartmentId, ErrorKind};
 
@@ -17,7 +18,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{AccessView, DatasetMetadata, DatasetView, ErrorBody, ModeAccess};
 use crate::error::ApiError;
-use crate::state::{AppState, now_unix, subject};
+use crate::state::{AppState, actor, now_unix, subject};
 
 /// Largest `metadata` part accepted.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
@@ -81,13 +82,12 @@ pub(crate) async fn datasets_register(
     let user = caller.user.clone();
     let info = state.blocking(move |c| c.register_dataset(&spec, &source, &user)).await?;
     state.metrics.registered(info.row_count);
-    state.event(
-        "dataset.register",
-        Some(&caller),
-        Some(info.dataset.to_string()),
-        "ok",
-        format!("version {} at {}, {} rows", info.current_version, info.level, info.row_count),
-    );
+    let mut entry = Entry::new("dataset.register", "ok");
+    entry.actor = Some(actor(&caller));
+    entry.datasets = vec![DatasetUse { dataset: info.dataset.to_string(), level: Some(info.level.to_string()) }];
+    entry.detail = Some(format!("version {}, {} rows", info.current_version, info.row_count));
+    entry.rows = Some(info.row_count);
+    state.audit(entry).await?;
     Ok((StatusCode::CREATED, Json(info.into())))
 }
 
@@ -246,9 +246,11 @@ pub(crate) async fn datasets_retire(
 ) -> Result<StatusCode, ApiError> {
     let dataset = parse_ref(&dataset)?;
     authz::steward_of(&state, &caller, &dataset.department)?;
-    let target = dataset.to_string();
+    let mut entry = Entry::new("dataset.retire", "ok");
+    entry.actor = Some(actor(&caller));
+    entry.datasets = vec![DatasetUse { dataset: dataset.to_string(), level: None }];
     state.blocking(move |c| c.retire_dataset(&dataset)).await?;
-    state.event("dataset.retire", Some(&caller), Some(target), "ok", "");
+    state.audit(entry).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -29,7 +29,9 @@ pub(crate) async fn departments_create(
     authz::manage_identity(&state, &caller)?;
     let id = DepartmentId::new(body.id).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     let department = state.blocking(move |c| c.create_department(&id, &body.name)).await?;
-    state.event("department.create", Some(&caller), Some(department.id.to_string()), "ok", department.name.clone());
+    state
+        .event("department.create", Some(&caller), Some(department.id.to_string()), "ok", department.name.clone())
+        .await?;
     Ok((StatusCode::CREATED, Json(department.into())))
 }
 
@@ -71,7 +73,9 @@ pub(crate) async fn users_create(
     let user = state.blocking(move |c| c.create_user(&id, department.as_ref(), &roles)).await?;
     state.refresh_policy().await?;
     let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
-    state.event("user.create", Some(&caller), Some(user.id.to_string()), "ok", format!("roles {}", roles.join(",")));
+    state
+        .event("user.create", Some(&caller), Some(user.id.to_string()), "ok", format!("roles {}", roles.join(",")))
+        .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -101,7 +105,7 @@ pub(crate) async fn tokens_create(
     let id = parse_user(&id)?;
     let target = id.to_string();
     let issued = state.blocking(move |c| c.issue_token(&id)).await?;
-    state.event("token.create", Some(&caller), Some(target), "ok", format!("token {}", issued.id));
+    state.event("token.create", Some(&caller), Some(target), "ok", format!("token {}", issued.id)).await?;
     Ok((StatusCode::CREATED, Json(TokenView { id: issued.id, token: issued.token })))
 }
 
@@ -118,7 +122,7 @@ pub(crate) async fn tokens_revoke(
     let id = parse_user(&id)?;
     let (target, detail) = (id.to_string(), format!("token {token_id}"));
     state.blocking(move |c| c.revoke_token(&id, &token_id)).await?;
-    state.event("token.revoke", Some(&caller), Some(target), "ok", detail);
+    state.event("token.revoke", Some(&caller), Some(target), "ok", detail).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,11 +21,11 @@ pub(crate) async fn reload(state: &AppState, actor: Option<&veil_catalog::Princi
         .map_err(|e| ApiError::internal(format!("policy task failed: {e}")))?;
     match result {
         Ok(lines) => {
-            state.event("policy.reload", actor, None, "ok", format!("{lines} policy lines in force"));
+            state.event("policy.reload", actor, None, "ok", format!("{lines} policy lines in force")).await?;
             Ok(lines)
         }
         Err(e) => {
-            state.event("policy.reload", actor, None, "error", format!("refused, previous policy kept: {e}"));
+            state.event("policy.reload", actor, None, "error", format!("refused, previous policy kept: {e}")).await?;
             Err(e.into())
         }
     }

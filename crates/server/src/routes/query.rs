@@ -13,16 +13,21 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ring::digest;
+use veil_audit::{DatasetUse, Entry};
 use veil_catalog::{DatasetInfo, Principal};
-use veil_common::{DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode};
-use veil_policy::{DatasetMeta, Decision, PolicyEngine};
+use veil_common::{AUDIT_SCHEMA, DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode};
+use veil_policy::{DatasetMeta, PolicyEngine};
 use veil_query::{Answer, QueryRequest, SessionDataset};
 
 use super::AppJson;
 use crate::auth::Caller;
+use crate::authz;
 use crate::dto::{ErrorBody, QueryBody, QueryColumn, QueryResponse, QueryRule};
 use crate::error::ApiError;
-use crate::state::{AppState, now_unix, subject};
+use crate::state::{AppState, actor, now_unix, subject};
+
+/// The audit log's table, for auditors.
+const AUDIT_TABLE: &str = "audit.events";
 
 /// The media type of an Arrow IPC stream answer.
 pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -42,67 +47,92 @@ pub(crate) async fn query(
     headers: HeaderMap,
     AppJson(body): AppJson<QueryBody>,
 ) -> Result<Response, ApiError> {
-    let audit_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
-    let sql_hash = veil_common::hex::encode(digest::digest(&digest::SHA256, body.sql.as_bytes()).as_ref());
-    let dry_run = body.dry_run;
-    let mode = body.mode.clone();
-    let outcome = run(&state, &caller, body).await;
-    let elapsed_ms = started.elapsed().as_millis();
+    let mut entry = Entry::new("query", if body.dry_run { "dry_run" } else { "allowed" });
+    entry.actor = Some(actor(&caller));
+    entry.mode = Some(body.mode.clone());
+    entry.sql_sha256 = Some(veil_common::hex::encode(digest::digest(&digest::SHA256, body.sql.as_bytes()).as_ref()));
+    entry.sql = Some(recorded_sql(&body.sql, state.query.limits().max_sql_bytes));
+    let outcome = run(&state, &caller, body, &mut entry).await;
+    entry.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     match &outcome {
-        Ok(done) => state.event(
-            "query",
-            Some(&caller),
-            Some(done.datasets.join(",")),
-            if dry_run { "dry_run" } else { "allowed" },
-            format!(
-                "audit_id={audit_id} mode={mode} rows={} suppressed_groups={} sql_sha256={sql_hash} ms={elapsed_ms}",
-                done.answer.row_count(),
-                done.answer.suppressed_groups
-            ),
-        ),
-        Err(e) => state.event(
-            "query",
-            Some(&caller),
-            None,
-            if e.status().is_client_error() && e.code() != "query_failed" { "denied" } else { "failed" },
-            format!("audit_id={audit_id} mode={mode} rule={} sql_sha256={sql_hash} ms={elapsed_ms}", e.code()),
-        ),
+        Ok(done) => {
+            if done.answer.executed {
+                entry.rows = Some(done.answer.row_count() as u64);
+                entry.suppressed_groups = Some(done.answer.suppressed_groups);
+            }
+        }
+        Err(e) => {
+            entry.decision =
+                if e.status().is_client_error() && e.code() != "query_failed" { "denied" } else { "failed" }.into();
+            entry.rule = Some(e.code().to_owned());
+            entry.detail = Some(e.message().to_owned());
+        }
     }
-    let done = outcome?;
+    // The record is on disk before anything of the answer leaves (DESIGN §3).
+    let receipt = state.audit(entry).await?;
+    let done = match outcome {
+        Ok(done) => done,
+        Err(e) => return Ok(with_audit_id(e.into_response(), receipt.seq)),
+    };
     let wants_arrow = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|m| m.trim().starts_with(ARROW_STREAM)));
     if wants_arrow && done.answer.executed {
-        return arrow_response(&done, &audit_id);
+        return arrow_response(&done, receipt.seq);
     }
-    Ok(Json(json_response(done, audit_id)?).into_response())
+    Ok(with_audit_id(Json(json_response(done, receipt.seq)?).into_response(), receipt.seq))
+}
+
+/// The SQL as typed, for the record; text beyond what any query may be long is cut (its hash
+/// covers the whole text), so an over-long refusal cannot flood the log.
+fn recorded_sql(sql: &str, max_bytes: usize) -> String {
+    if sql.len() <= max_bytes {
+        return sql.to_owned();
+    }
+    let mut end = max_bytes;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut at {end} of {} bytes]", &sql[..end], sql.len())
+}
+
+/// Adds the `x-veil-audit-id` header: the sequence number of this request's audit record.
+fn with_audit_id(mut response: Response, seq: u64) -> Response {
+    response.headers_mut().insert("x-veil-audit-id", HeaderValue::from(seq));
+    response
 }
 
 /// A query that was decided (and run, unless a dry run).
 struct Done {
     answer: Answer,
-    decision: Decision,
+    /// The level the query was judged at, or `audit` for the audit log.
+    level: String,
     k: u64,
-    datasets: Vec<String>,
+    /// The policy's decision for each dataset.
+    policy: Vec<QueryRule>,
 }
 
-async fn run(state: &AppState, caller: &Principal, body: QueryBody) -> Result<Done, ApiError> {
+/// Decides and runs a query, noting in `entry` the datasets it uses as they are resolved.
+async fn run(state: &AppState, caller: &Principal, body: QueryBody, entry: &mut Entry) -> Result<Done, ApiError> {
     let mode: Mode = body
         .mode
         .parse()
         .map_err(|e: veil_common::mode::UnknownMode| ApiError::bad_request("unknown_mode", e.to_string()))?;
+    let parsed = veil_query::parse(&body.sql, state.query.limits().max_sql_bytes)?;
+    if parsed.tables().is_empty() {
+        return Err(ApiError::bad_request("no_dataset", "the query reads no dataset; name one as department.dataset"));
+    }
+    if parsed.tables().iter().any(|(schema, _)| schema == AUDIT_SCHEMA) {
+        return audit_query(state, caller, &parsed, body.dry_run, entry).await;
+    }
     if mode == Mode::Dp {
         return Err(ApiError::new(
             ErrorKind::Unprocessable,
             "mode_unavailable",
             "dp mode is not available on this server yet; use aggregate or deidentified",
         ));
-    }
-    let parsed = veil_query::parse(&body.sql, state.query.limits().max_sql_bytes)?;
-    if parsed.tables().is_empty() {
-        return Err(ApiError::bad_request("no_dataset", "the query reads no dataset; name one as department.dataset"));
     }
     let mut refs = Vec::new();
     for (department, name) in parsed.tables() {
@@ -127,6 +157,10 @@ async fn run(state: &AppState, caller: &Principal, body: QueryBody) -> Result<Do
             Ok((found, grants))
         })
         .await?;
+    entry.datasets = found
+        .iter()
+        .map(|(d, _)| DatasetUse { dataset: d.dataset.to_string(), level: Some(d.level.to_string()) })
+        .collect();
     let metas: Vec<DatasetMeta> =
         found.iter().map(|(d, _)| DatasetMeta { dataset: d.dataset.clone(), level: d.level }).collect();
     let decision = state.policy.decide(&subject(caller), &metas, mode, now);
@@ -144,7 +178,6 @@ async fn run(state: &AppState, caller: &Principal, body: QueryBody) -> Result<Do
         scope.push_str(&format!("\n{}:{}", check.dataset, grant.map_or("policy", |g| g.id.as_str())));
     }
     let pseudonym_key = state.catalog.pseudonym_key(&scope);
-    let datasets: Vec<String> = found.iter().map(|(d, _)| d.dataset.to_string()).collect();
     let request = QueryRequest {
         mode,
         k,
@@ -153,7 +186,47 @@ async fn run(state: &AppState, caller: &Principal, body: QueryBody) -> Result<Do
         pseudonym_key,
     };
     let answer = state.query.run(&parsed, request).await?;
-    Ok(Done { answer, decision, k, datasets })
+    let policy = decision
+        .checks
+        .iter()
+        .map(|c| QueryRule { code: c.rule.to_owned(), detail: format!("{}: {}", c.dataset, c.reason) })
+        .collect();
+    Ok(Done { answer, level: decision.level.as_str().to_owned(), k, policy })
+}
+
+/// A query over `audit.events`, the audit log as a table: auditors only, every record as
+/// recorded (the log holds no value read from a dataset), not combined with datasets. For anyone
+/// else the table does not exist, like any dataset they may not use.
+async fn audit_query(
+    state: &AppState,
+    caller: &Principal,
+    parsed: &veil_query::ParsedQuery,
+    dry_run: bool,
+    entry: &mut Entry,
+) -> Result<Done, ApiError> {
+    entry.action = "audit.query".into();
+    entry.mode = None;
+    entry.datasets = vec![DatasetUse { dataset: AUDIT_TABLE.into(), level: None }];
+    for (schema, name) in parsed.tables() {
+        if schema != AUDIT_SCHEMA || name != "events" || authz::read_audit(state, caller).is_err() {
+            return Err(veil_query::Error::UnknownDataset(format!("{schema}.{name}")).into());
+        }
+    }
+    let dir = state.audit.dir().to_path_buf();
+    let until = state.audit.durable_seq();
+    let batch = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let page = veil_audit::search(&dir, &veil_audit::Filter::default(), usize::MAX, Some(until))?;
+        veil_audit::to_batch(&page.records).map_err(ApiError::internal)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("audit task failed: {e}")))??;
+    let answer =
+        state.query.run_unguarded(parsed, vec![(AUDIT_SCHEMA.to_owned(), "events".to_owned(), batch)], dry_run).await?;
+    let policy = vec![QueryRule {
+        code: "auditor_reads_audit_log".into(),
+        detail: format!("{AUDIT_TABLE}: every record up to seq {until}, as recorded, for auditors only"),
+    }];
+    Ok(Done { answer, level: AUDIT_SCHEMA.to_owned(), k: 0, policy })
 }
 
 fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDataset {
@@ -178,16 +251,11 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
 }
 
 fn rules(done: &Done) -> Vec<QueryRule> {
-    let policy = done
-        .decision
-        .checks
-        .iter()
-        .map(|c| QueryRule { code: c.rule.to_owned(), detail: format!("{}: {}", c.dataset, c.reason) });
     let guard = done.answer.rules.iter().map(|r| QueryRule { code: r.code.to_owned(), detail: r.detail.clone() });
-    policy.chain(guard).collect()
+    done.policy.iter().cloned().chain(guard).collect()
 }
 
-fn json_response(done: Done, audit_id: String) -> Result<QueryResponse, ApiError> {
+fn json_response(done: Done, audit_id: u64) -> Result<QueryResponse, ApiError> {
     let columns: Vec<QueryColumn> = done
         .answer
         .schema
@@ -202,7 +270,7 @@ fn json_response(done: Done, audit_id: String) -> Result<QueryResponse, ApiError
         columns,
         rows,
         suppressed_groups: done.answer.suppressed_groups,
-        level: done.decision.level.as_str().to_owned(),
+        level: done.level.clone(),
         k: done.k,
         audit_id,
     })
@@ -226,7 +294,7 @@ fn json_rows(batches: &[RecordBatch], columns: &[QueryColumn]) -> Result<Vec<Vec
         .collect())
 }
 
-fn arrow_response(done: &Done, audit_id: &str) -> Result<Response, ApiError> {
+fn arrow_response(done: &Done, audit_id: u64) -> Result<Response, ApiError> {
     let mut bytes = Vec::new();
     {
         let mut writer = StreamWriter::try_new(&mut bytes, &done.answer.schema).map_err(ApiError::internal)?;
@@ -241,6 +309,5 @@ fn arrow_response(done: &Done, audit_id: &str) -> Result<Response, ApiError> {
     let header_value = |v: String| HeaderValue::from_str(&v).map_err(ApiError::internal);
     h.insert("x-veil-suppressed-groups", header_value(done.answer.suppressed_groups.to_string())?);
     h.insert("x-veil-k", header_value(done.k.to_string())?);
-    h.insert("x-veil-audit-id", header_value(audit_id.to_owned())?);
-    Ok(response)
+    Ok(with_audit_id(response, audit_id))
 }
