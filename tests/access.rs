@@ -321,6 +321,18 @@ async fn every_endpoint_answers_every_role_with_the_exact_status() {
                 .0,
             i([NO, NO, NO, OK, NO, NO]),
         );
+        // Only auditors read the audit log, in every form; for anyone else `audit.events`
+        // does not exist, like any dataset they may not use.
+        check("GET /v1/audit", s.get("/v1/audit", token).await.0, i([NO, NO, NO, NO, NO, OK]));
+        check("GET /v1/audit/export", s.get("/v1/audit/export", token).await.0, i([NO, NO, NO, NO, NO, OK]));
+        check("GET /v1/audit/verify", s.get("/v1/audit/verify", token).await.0, i([NO, NO, NO, NO, NO, OK]));
+        let audit_sql = json!({"sql": "SELECT count(*) FROM audit.events"});
+        const HIDDEN: S = S::NOT_FOUND;
+        check(
+            "POST /v1/query on audit.events",
+            s.post("/v1/query", token, audit_sql).await.0,
+            i([HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, OK]),
+        );
     }
     // Without a token, every endpoint is 401.
     for (method, path) in [
@@ -328,6 +340,8 @@ async fn every_endpoint_answers_every_role_with_the_exact_status() {
         (Method::GET, "/v1/datasets"),
         (Method::POST, "/v1/datasets"),
         (Method::GET, "/v1/access-requests"),
+        (Method::GET, "/v1/audit"),
+        (Method::GET, "/v1/audit/verify"),
         (Method::POST, "/v1/admin/policy/reload"),
         (Method::GET, "/v1/datasets/civil.elderly/access"),
         (Method::POST, "/v1/query"),

@@ -81,7 +81,7 @@ enum AuditCommand {
         data_dir: PathBuf,
     },
     /// Search the audit log on a server (auditors), oldest first.
-    Search(AuditSearchArgs),
+    Search(Box<AuditSearchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -324,7 +324,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Dataset(cmd) => client::dataset(cmd).await,
         Command::Whoami(remote) => client::whoami(remote).await,
         Command::Query(args) => client::query(args).await,
-        Command::Audit(AuditCommand::Search(args)) => client::audit_search(args).await,
+        Command::Audit(AuditCommand::Search(args)) => client::audit_search(*args).await,
         Command::Audit(AuditCommand::Verify { dir, public_key }) => {
             let key = veil_audit::PublicKey::read(&public_key)?;
             let dir = veil_audit::audit_dir_of(&dir);

@@ -187,7 +187,7 @@ impl QueryEngine {
             return Ok(Answer { schema, batches: Vec::new(), suppressed_groups: 0, rules, executed: false });
         }
 
-        let batches = tokio::time::timeout(self.limits.deadline, self.execute(&state, &optimized))
+        let batches = tokio::time::timeout(self.limits.deadline, self.execute(&state, &optimized, false))
             .await
             .map_err(|_| Error::Timeout { seconds: self.limits.deadline.as_secs() })??;
         let suppressed = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
@@ -229,7 +229,7 @@ impl QueryEngine {
                 executed: false,
             });
         }
-        let batches = tokio::time::timeout(self.limits.deadline, self.execute(&state, &optimized))
+        let batches = tokio::time::timeout(self.limits.deadline, self.execute(&state, &optimized, true))
             .await
             .map_err(|_| Error::Timeout { seconds: self.limits.deadline.as_secs() })??;
         let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
@@ -250,11 +250,14 @@ impl QueryEngine {
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         let default_catalog = self.base.config().options().catalog.default_catalog.clone();
         catalogs.register_catalog(default_catalog, Arc::clone(&catalog) as _);
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_runtime_env(Arc::new(runtime))
             .with_catalog_list(catalogs)
             .with_analyzer_rules(rules)
             .build();
+        // Fixes `now()` and friends to this query's start, as `SessionContext::sql` does;
+        // without it the optimizer cannot fold them and running them fails.
+        state.mark_start_execution();
         (state, catalog)
     }
 
@@ -282,13 +285,19 @@ impl QueryEngine {
         Ok(plan)
     }
 
-    async fn execute(&self, state: &SessionState, plan: &LogicalPlan) -> Result<Vec<RecordBatch>> {
+    /// Runs a plan under the row limit. With `explain`, a failure says why (only for tables
+    /// without personal data).
+    async fn execute(&self, state: &SessionState, plan: &LogicalPlan, explain: bool) -> Result<Vec<RecordBatch>> {
         let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
-        let mut stream = execute_stream(physical, state.task_ctx()).map_err(|e| self.runtime_error(e))?;
+        let fail = |e: DataFusionError| match explain && !is_resource_limit(&e) {
+            true => Error::FailedUnguarded(clean(&e)),
+            false => self.runtime_error(e),
+        };
+        let mut stream = execute_stream(physical, state.task_ctx()).map_err(fail)?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| self.runtime_error(e))?;
+            let batch = batch.map_err(fail)?;
             rows += batch.num_rows();
             if rows > self.limits.max_result_rows {
                 return Err(Error::ResultTooLarge { limit: self.limits.max_result_rows });

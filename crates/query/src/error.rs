@@ -49,6 +49,10 @@ pub enum Error {
     /// why, could depend on data.
     #[error("the query failed while running; no detail is given because it could reveal data")]
     Failed,
+    /// A query over a table without personal data (the audit log, for auditors) failed while
+    /// running; the cause is safe to show there.
+    #[error("the query failed while running: {0}")]
+    FailedUnguarded(String),
     /// A failure on our side.
     #[error("internal query error: {0}")]
     Internal(String),
@@ -62,7 +66,7 @@ impl Error {
             Error::UnknownDataset(_) => ErrorKind::NotFound,
             Error::Denied(v) if v.rule == veil_guard::Rule::UnsupportedSql => ErrorKind::InvalidRequest,
             Error::Denied(_) => ErrorKind::Forbidden,
-            Error::MemoryExceeded { .. } | Error::Failed => ErrorKind::Unprocessable,
+            Error::MemoryExceeded { .. } | Error::Failed | Error::FailedUnguarded(_) => ErrorKind::Unprocessable,
             Error::ResultTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Internal(_) => ErrorKind::Internal,
@@ -79,7 +83,7 @@ impl Error {
             Error::MemoryExceeded { .. } => "query_memory_exceeded",
             Error::ResultTooLarge { .. } => "result_too_large",
             Error::Timeout { .. } => "query_timeout",
-            Error::Failed => "query_failed",
+            Error::Failed | Error::FailedUnguarded(_) => "query_failed",
             Error::Internal(_) => "internal",
         }
     }

@@ -402,11 +402,16 @@ pub struct ReloadView {
 pub struct QueryBody {
     /// One read-only SQL query over `department.dataset` tables.
     pub sql: String,
-    /// `aggregate`, `deidentified` or `dp`.
+    /// `aggregate` (the default), `deidentified` or `dp`.
+    #[serde(default = "aggregate")]
     pub mode: String,
     /// Decide and explain without running.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+fn aggregate() -> String {
+    "aggregate".to_owned()
 }
 
 /// An output column.

@@ -1,0 +1,242 @@
+//! The audit trail through the real server: what each action records, what auditors can do with
+//! it, and that no value read from a dataset ever lands in it.
+
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use veil_tests::world::world;
+
+/// The record with sequence number `seq`.
+fn record(records: &[veil_audit::Record], seq: u64) -> &veil_audit::Record {
+    records.iter().find(|r| r.seq == seq).unwrap_or_else(|| panic!("no audit record {seq}"))
+}
+
+fn audit_id(body: &Value) -> u64 {
+    body["audit_id"].as_u64().unwrap_or_else(|| panic!("no audit_id in {body}"))
+}
+
+#[tokio::test]
+async fn every_query_is_recorded_with_its_outcome_before_the_answer() {
+    let w = world().await;
+    let s = &w.s;
+    let sql = "SELECT r.district, count(*) AS n FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id GROUP BY r.district";
+    let body = w.ok(sql).await;
+    let allowed = audit_id(&body);
+
+    let response = s
+        .request(Method::POST, "/v1/query", Some(&w.civil_analyst))
+        .json(&json!({"sql": "SELECT name FROM civil.residents", "mode": "aggregate"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let denied: u64 = response.headers()["x-veil-audit-id"].to_str().unwrap().parse().unwrap();
+
+    let (status, body) =
+        s.post("/v1/query", &w.civil_analyst, json!({"sql": sql, "mode": "aggregate", "dry_run": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let dry = audit_id(&body);
+    let (status, _) = w.query(&w.health_analyst, "aggregate", "SELECT count(*) FROM civil.residents").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let records = s.audit_records();
+    let r = record(&records, allowed);
+    assert_eq!((r.entry.action.as_str(), r.entry.decision.as_str()), ("query", "allowed"));
+    assert_eq!(r.entry.sql.as_deref(), Some(sql), "the SQL as typed");
+    assert_eq!(r.entry.sql_sha256.as_deref().map(str::len), Some(64));
+    assert_eq!(r.entry.actor.as_ref().unwrap().user, "civil-analyst");
+    assert_eq!(r.entry.actor.as_ref().unwrap().department.as_deref(), Some("civil"));
+    let datasets: Vec<(&str, Option<&str>)> =
+        r.entry.datasets.iter().map(|d| (d.dataset.as_str(), d.level.as_deref())).collect();
+    assert_eq!(datasets, [("civil.residents", Some("L3")), ("health.visits", Some("L3"))]);
+    assert_eq!(r.entry.mode.as_deref(), Some("aggregate"));
+    assert_eq!((r.entry.rows, r.entry.suppressed_groups), (Some(2), Some(1)), "甲区, 乙区; 丙区 suppressed");
+    assert!(r.entry.duration_ms.is_some() && r.entry.request_id.is_some());
+
+    let r = record(&records, denied);
+    assert_eq!((r.entry.decision.as_str(), r.entry.rule.as_deref()), ("denied", Some("row_level_output")));
+    assert_eq!(r.entry.rows, None);
+    assert_eq!(record(&records, dry).entry.decision, "dry_run");
+    let forbidden = records.iter().rev().find(|r| r.entry.action == "query").unwrap();
+    assert_eq!(forbidden.entry.actor.as_ref().unwrap().user, "health-analyst");
+    assert_eq!(forbidden.entry.decision, "denied");
+}
+
+#[tokio::test]
+async fn changes_and_failed_sign_ins_are_recorded() {
+    let w = world().await;
+    let s = &w.s;
+    let (status, _) = s.get("/v1/datasets", "not-a-token").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = s.post("/v1/admin/policy/reload", &s.admin, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let records = s.audit_records();
+    let actions: Vec<(&str, &str)> =
+        records.iter().map(|r| (r.entry.action.as_str(), r.entry.decision.as_str())).collect();
+    for expected in [
+        ("audit.open", "ok"),
+        ("department.create", "ok"),
+        ("user.create", "ok"),
+        ("token.create", "ok"),
+        ("dataset.register", "ok"),
+        ("access_request.create", "ok"),
+        ("access_request.approve", "ok"),
+        ("auth.failed", "denied"),
+        ("policy.reload", "ok"),
+    ] {
+        assert!(actions.contains(&expected), "{expected:?} not recorded: {actions:?}");
+    }
+    let registered = records.iter().find(|r| r.entry.action == "dataset.register").unwrap();
+    assert_eq!(registered.entry.datasets[0].dataset, "civil.residents");
+    assert_eq!(registered.entry.datasets[0].level.as_deref(), Some("L3"));
+    assert_eq!(registered.entry.rows, Some(200));
+    let approved = records.iter().find(|r| r.entry.action == "access_request.approve").unwrap();
+    assert!(approved.entry.detail.as_deref().unwrap().contains("独居老人主动关怀"), "the purpose is recorded");
+    // Every record names the request it came from, except the log's own.
+    assert!(records.iter().filter(|r| !r.entry.action.starts_with("audit.")).all(|r| r.entry.request_id.is_some()));
+}
+
+#[tokio::test]
+async fn no_value_read_from_a_dataset_is_ever_in_the_log() {
+    let w = world().await;
+    let s = &w.s;
+    w.ok("SELECT district, count(*), avg(subsidy) FROM civil.residents GROUP BY district").await;
+    // A de-identified answer carries pseudonyms and generalized values, never raw ones; the
+    // record carries neither.
+    let (status, body) =
+        w.query(&w.civil_analyst, "deidentified", "SELECT person_id, district FROM civil.residents").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for sql in [
+        "SELECT count(*) FROM civil.residents WHERE CAST(person_id AS INT) > 0",
+        "SELECT district, max(subsidy) FROM civil.residents GROUP BY district",
+        "SELECT string_agg(name, ',') FROM civil.residents",
+    ] {
+        w.query(&w.civil_analyst, "aggregate", sql).await;
+    }
+    let mut log = Vec::new();
+    for entry in std::fs::read_dir(s.data_dir().join("audit")).unwrap() {
+        log.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let log = String::from_utf8(log).unwrap();
+    for r in &w.residents {
+        assert!(!log.contains(&r.person_id), "a person id is in the audit log");
+        assert!(!log.contains(&format!("\"{}\"", r.name)), "a name is in the audit log");
+    }
+    assert!(!log.contains("13800000"), "a phone number is in the audit log");
+}
+
+#[tokio::test]
+async fn auditors_search_filter_and_page_the_log() {
+    let w = world().await;
+    let s = &w.s;
+    for _ in 0..3 {
+        w.ok("SELECT district, count(*) FROM civil.residents GROUP BY district").await;
+    }
+    w.query(&w.civil_analyst, "aggregate", "SELECT name FROM civil.residents").await;
+    w.query(&w.health_analyst, "aggregate", "SELECT count(*) FROM health.visits").await;
+
+    let (status, page) = s.get("/v1/audit?user=civil-analyst&action=query&limit=2", &w.auditor).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["records"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_u64().unwrap();
+    let (_, rest) = s.get(&format!("/v1/audit?user=civil-analyst&action=query&after={next}"), &w.auditor).await;
+    assert_eq!(rest["records"].as_array().unwrap().len(), 2, "three allowed and one denied in all");
+    assert!(rest["next"].is_null());
+
+    let (_, denied) = s.get("/v1/audit?action=query&decision=denied", &w.auditor).await;
+    let denied = denied["records"].as_array().unwrap();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["rule"], "row_level_output");
+
+    let (_, health) = s.get("/v1/audit?dataset=health&action=query", &w.auditor).await;
+    assert_eq!(health["records"].as_array().unwrap().len(), 1, "the department's datasets");
+    let (_, by_department) = s.get("/v1/audit?department=health&action=query", &w.auditor).await;
+    assert_eq!(by_department["records"][0]["actor"]["user"], "health-analyst");
+
+    let (_, future) = s.get("/v1/audit?from=2999-01-01T00:00:00Z", &w.auditor).await;
+    assert_eq!(future["records"].as_array().unwrap().len(), 0);
+    let (status, body) = s.get("/v1/audit?from=yesterday", &w.auditor).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")));
+    let (status, _) = s.get("/v1/audit?limit=0", &w.auditor).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Reading the log is itself recorded.
+    let (_, reads) = s.get("/v1/audit?action=audit.search", &w.auditor).await;
+    assert!(reads["records"].as_array().unwrap().len() >= 5);
+}
+
+#[tokio::test]
+async fn auditors_query_the_log_with_sql() {
+    let w = world().await;
+    let s = &w.s;
+    w.ok("SELECT count(*) FROM health.visits").await;
+    w.query(&w.civil_analyst, "aggregate", "SELECT name FROM civil.residents").await;
+    w.query(&w.civil_analyst, "aggregate", "SELECT min(person_id) FROM civil.residents").await;
+
+    let who = "SELECT \"user\", count(*) AS n FROM audit.events \
+               WHERE action = 'query' AND datasets LIKE '%health.%' AND time > now() - INTERVAL '7 days' \
+               GROUP BY \"user\"";
+    let (status, body) = s.post("/v1/query", &w.auditor, json!({"sql": who})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([["civil-analyst", 1]]));
+    assert_eq!(body["rules"][0]["code"], "auditor_reads_audit_log");
+
+    let by_rule = "SELECT rule, count(*) FROM audit.events WHERE decision = 'denied' GROUP BY rule ORDER BY rule";
+    let (_, body) = s.post("/v1/query", &w.auditor, json!({"sql": by_rule})).await;
+    assert_eq!(body["rows"], json!([["identifier_aggregated", 1], ["row_level_output", 1]]));
+
+    // Row-level reads of the log are what auditors are for; the SQL as typed is there.
+    let (_, body) = s
+        .post("/v1/query", &w.auditor, json!({"sql": "SELECT sql FROM audit.events WHERE rule = 'row_level_output'"}))
+        .await;
+    assert_eq!(body["rows"], json!([["SELECT name FROM civil.residents"]]));
+
+    // The log cannot be mixed with datasets, and the SQL surface is the same.
+    let (status, body) =
+        s.post("/v1/query", &w.auditor, json!({"sql": "SELECT count(*) FROM audit.events, civil.residents"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_dataset")), "{body}");
+    let (status, _) = s.post("/v1/query", &w.auditor, json!({"sql": "DELETE FROM audit.events"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // An analyst is told the table does not exist, as for any dataset it may not use.
+    let (status, body) = w.query(&w.civil_analyst, "aggregate", "SELECT count(*) FROM audit.events").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_dataset")));
+    let (status, body) = s.post("/v1/departments", &s.admin, json!({"id": "audit", "name": "x"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("reserved_name")));
+}
+
+#[tokio::test]
+async fn auditors_export_and_verify_and_the_log_survives_a_restart() {
+    let w = world().await;
+    w.ok("SELECT district, count(*) FROM civil.residents GROUP BY district").await;
+    let s = &w.s;
+    let response = s.request(Method::GET, "/v1/audit/export?action=query", Some(&w.auditor)).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let text = response.text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["hash"].as_str().unwrap().len(), 64);
+
+    let response = s.request(Method::GET, "/v1/audit/export?format=parquet", Some(&w.auditor)).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/vnd.apache.parquet");
+    let bytes = response.bytes().await.unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert!(rows > 10, "every record: {rows}");
+
+    let (status, verified) = s.get("/v1/audit/verify", &w.auditor).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(verified["ok"], true, "{verified}");
+    let key = veil_audit::PublicKey::parse(verified["public_key"].as_str().unwrap()).unwrap();
+
+    // A graceful restart ends the log on a signed checkpoint and continues the same chain.
+    let before = verified["report"]["head_seq"].as_u64().unwrap();
+    let s = w.s.restart().await;
+    let report = veil_audit::verify(&s.data_dir().join("audit"), &key, None).unwrap();
+    assert!(report.ok(), "{report}");
+    assert!(report.head_seq > before);
+    let records = s.audit_records();
+    let opened = records.iter().rposition(|r| r.entry.action == "audit.open").unwrap();
+    assert_eq!(records[opened - 1].entry.action, "audit.checkpoint", "shutdown signed the head");
+}
