@@ -34,6 +34,11 @@ impl TestServer {
 
     /// Same, with an upload limit.
     pub async fn start_with(max_upload_bytes: usize) -> Self {
+        Self::start_configured(max_upload_bytes, veil_audit::Options::default()).await
+    }
+
+    /// Same, with an upload limit and audit log options.
+    pub async fn start_configured(max_upload_bytes: usize, audit: veil_audit::Options) -> Self {
         let root = tempfile::tempdir().unwrap();
         let token_file = root.path().join("admin.token");
         let policy =
@@ -47,7 +52,7 @@ impl TestServer {
         .unwrap();
         std::fs::create_dir(root.path().join("import")).unwrap();
         let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
-        Self::launch(root, admin, max_upload_bytes, veil_query::Limits::standard()).await
+        Self::launch(root, admin, max_upload_bytes, veil_query::Limits::standard(), audit).await
     }
 
     async fn launch(
@@ -55,13 +60,14 @@ impl TestServer {
         admin: String,
         max_upload_bytes: usize,
         query: veil_query::Limits,
+        audit: veil_audit::Options,
     ) -> Self {
         let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
         let config = ServerConfig {
             import_root: Some(root.path().join("import")),
             max_upload_bytes,
             query,
-            audit: veil_audit::Options::default(),
+            audit,
         };
         let files = veil_policy::PolicyFiles::in_dir(&root.path().join("data").join("policies"));
         let policy = veil_server::load_policy(&catalog, files).unwrap();
@@ -84,7 +90,7 @@ impl TestServer {
     pub async fn restart_with(mut self, limits: veil_query::Limits) -> Self {
         self.stop_in_place().await;
         let root = std::mem::replace(&mut self.root, tempfile::tempdir().unwrap());
-        Self::launch(root, self.admin.clone(), usize::MAX, limits).await
+        Self::launch(root, self.admin.clone(), usize::MAX, limits, veil_audit::Options::default()).await
     }
 
     async fn stop_in_place(&mut self) {

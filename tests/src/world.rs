@@ -120,7 +120,11 @@ fn visits_csv(rows: &[Visit]) -> Vec<u8> {
 
 /// Builds the world.
 pub async fn world() -> World {
-    let s = TestServer::start().await;
+    world_on(TestServer::start().await).await
+}
+
+/// Builds the world on a fresh server.
+pub async fn world_on(s: TestServer) -> World {
     s.department("civil", "民政局").await;
     s.department("health", "卫健委").await;
     let civil_steward = s.user("civil-steward", Some("civil"), &["steward"]).await;
