@@ -148,13 +148,14 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
         println!("allowed (dry run; nothing was run)");
     } else {
         println!("{}", table(&answer)?);
-        println!(
-            "{} rows; {} groups withheld (fewer than k = {} people); level {}",
-            answer["rows"].as_array().map_or(0, Vec::len),
-            answer["suppressed_groups"],
-            answer["k"],
-            answer["level"].as_str().unwrap_or("?")
-        );
+        let rows = answer["rows"].as_array().map_or(0, Vec::len);
+        match answer["level"].as_str().unwrap_or("?") {
+            "audit" => println!("{rows} rows of the audit log"),
+            level => println!(
+                "{rows} rows; {} groups withheld (fewer than k = {} people); level {level}",
+                answer["suppressed_groups"], answer["k"]
+            ),
+        }
     }
     for rule in answer["rules"].as_array().into_iter().flatten() {
         println!("  {}: {}", rule["code"].as_str().unwrap_or("?"), rule["detail"].as_str().unwrap_or(""));

@@ -151,6 +151,16 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!(
         "       -d '{{\"sql\": \"SELECT count(*) FROM hotline.tickets\", \"mode\": \"aggregate\"}}' -H 'content-type: application/json'"
     );
+    let auditor = setup.tokens.iter().find(|(u, _)| u == "auditor").map(|(_, t)| t.as_str()).unwrap_or("");
+    println!();
+    println!("Every query above is in the tamper-evident audit log. As the auditor:");
+    println!("  export VEIL_TOKEN={auditor}");
+    println!("  veil audit search --action query");
+    println!(
+        "  veil query \"SELECT \\\"user\\\", decision, rule, count(*) AS n FROM audit.events WHERE action = 'query' GROUP BY 1, 2, 3\""
+    );
+    println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/audit/verify");
+    println!();
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
     let config = ServerConfig {
         import_root: None,
