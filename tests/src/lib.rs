@@ -63,12 +63,7 @@ impl TestServer {
         audit: veil_audit::Options,
     ) -> Self {
         let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
-        let config = ServerConfig {
-            import_root: Some(root.path().join("import")),
-            max_upload_bytes,
-            query,
-            audit,
-        };
+        let config = ServerConfig { import_root: Some(root.path().join("import")), max_upload_bytes, query, audit };
         let files = veil_policy::PolicyFiles::in_dir(&root.path().join("data").join("policies"));
         let policy = veil_server::load_policy(&catalog, files).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
