@@ -71,7 +71,15 @@ async fn changes_and_failed_sign_ins_are_recorded() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = s.post("/v1/admin/policy/reload", &s.admin, json!({})).await;
     assert_eq!(status, StatusCode::OK);
+    // A refusal by any endpoint is a decision too.
+    let retire = s.request(Method::DELETE, "/v1/datasets/health.visits", Some(&w.civil_analyst));
+    assert_eq!(s.send(retire).await.0, StatusCode::FORBIDDEN);
     let records = s.audit_records();
+    let denied = records.iter().find(|r| r.entry.action == "request.denied").unwrap();
+    assert_eq!(denied.entry.actor.as_ref().unwrap().user, "civil-analyst");
+    assert_eq!(denied.entry.target.as_deref(), Some("DELETE /v1/datasets/{dataset}"));
+    assert_eq!(denied.entry.rule.as_deref(), Some("forbidden"));
+    assert!(denied.entry.detail.as_deref().unwrap().contains("steward"), "{:?}", denied.entry.detail);
     let actions: Vec<(&str, &str)> =
         records.iter().map(|r| (r.entry.action.as_str(), r.entry.decision.as_str())).collect();
     for expected in [

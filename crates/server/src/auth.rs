@@ -30,7 +30,14 @@ impl FromRequestParts<AppState> for Caller {
         let principal = state.blocking(move |catalog| catalog.authenticate(&token)).await?;
         state.metrics.auth(principal.is_some());
         match principal {
-            Some(p) => Ok(Caller(p)),
+            Some(p) => {
+                let _ = crate::state::REQUEST.try_with(|request| {
+                    if let Ok(mut actor) = request.actor.lock() {
+                        *actor = Some(crate::state::actor(&p));
+                    }
+                });
+                Ok(Caller(p))
+            }
             None => {
                 state.event("auth.failed", None, None, "denied", "invalid bearer token").await?;
                 Err(ApiError::unauthenticated())

@@ -119,11 +119,20 @@ impl From<veil_ingest::Error> for ApiError {
     }
 }
 
+/// An error response's code and message, kept on the response for the audit trail.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
+        let refusal = Refusal { code: self.code, message: body.error.message.clone() };
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(refusal);
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

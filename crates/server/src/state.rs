@@ -93,10 +93,21 @@ pub enum StartError {
     Audit(#[from] veil_audit::Error),
 }
 
+/// What the audit trail needs to know about the HTTP request being served.
+#[derive(Debug, Default)]
+pub(crate) struct RequestContext {
+    /// The request id (also the `x-request-id` header).
+    pub(crate) id: String,
+    /// The signed-in caller, once authenticated.
+    pub(crate) actor: std::sync::Mutex<Option<Actor>>,
+    /// Whether the handler recorded the request itself.
+    pub(crate) audited: std::sync::atomic::AtomicBool,
+}
+
 tokio::task_local! {
-    /// The id of the HTTP request being served, set by the telemetry middleware so audit
-    /// records name their request without every handler passing it along.
-    pub(crate) static REQUEST_ID: String;
+    /// The request being served, set by the telemetry middleware so audit records name their
+    /// request and caller without every handler passing them along.
+    pub(crate) static REQUEST: std::sync::Arc<RequestContext>;
 }
 
 /// The audit record's view of a signed-in principal.
@@ -158,9 +169,10 @@ impl AppState {
     /// Appends `entry` to the audit log, with this request's id, and returns once it is on
     /// disk. If the log cannot write, the caller fails (503): nothing goes unrecorded.
     pub(crate) async fn audit(&self, mut entry: Entry) -> Result<Receipt, ApiError> {
-        if entry.request_id.is_none() {
-            entry.request_id = REQUEST_ID.try_with(Clone::clone).ok();
-        }
+        let _ = REQUEST.try_with(|request| {
+            request.audited.store(true, std::sync::atomic::Ordering::Relaxed);
+            entry.request_id.get_or_insert_with(|| request.id.clone());
+        });
         self.audit.append(entry).await.map_err(ApiError::from)
     }
 

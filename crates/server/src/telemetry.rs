@@ -4,19 +4,24 @@
 //! and the latency: never a query string, a body, a header value or a path parameter, so no
 //! data value and no token can reach a log line.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::state::AppState;
+use veil_audit::Entry;
+
+use crate::error::{ApiError, Refusal};
+use crate::state::{AppState, REQUEST, RequestContext};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -103,8 +108,13 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         .unwrap_or_else(|| "unmatched".to_owned());
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
-    let served = crate::state::REQUEST_ID.scope(request_id.clone(), next.run(request));
+    let context = Arc::new(RequestContext { id: request_id.clone(), ..RequestContext::default() });
+    let method_and_route = format!("{method} {route}");
+    let served = REQUEST.scope(Arc::clone(&context), next.run(request));
     let mut response = tracing::Instrument::instrument(served, span.clone()).await;
+    if response.status() == StatusCode::FORBIDDEN && !context.audited.load(Ordering::Relaxed) {
+        response = record_refusal(&state, &context, method_and_route, response).await;
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     span.in_scope(|| tracing::info!(status, ms = elapsed.as_millis() as u64, "request done"));
@@ -114,4 +124,20 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+/// Records a refusal the handler did not record itself (a 403 from `authz`), so every denied
+/// action is in the audit trail; if the record cannot be written, the answer is 503 instead.
+async fn record_refusal(state: &AppState, context: &RequestContext, target: String, response: Response) -> Response {
+    let refusal = response.extensions().get::<Refusal>().cloned();
+    let mut entry = Entry::new("request.denied", "denied");
+    entry.request_id = Some(context.id.clone());
+    entry.actor = context.actor.lock().ok().and_then(|a| a.clone());
+    entry.target = Some(target);
+    entry.rule = refusal.as_ref().map(|r| r.code.to_owned());
+    entry.detail = refusal.map(|r| r.message);
+    match state.audit.append(entry).await {
+        Ok(_) => response,
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
