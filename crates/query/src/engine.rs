@@ -181,18 +181,12 @@ impl QueryEngine {
         let plan = self.plan(&state, query.statement.clone()).await?;
         let optimized = state.optimize(&plan).map_err(planning)?;
         let outcome = guard.outcome().ok_or_else(|| internal("the privacy guard did not run"))?;
-        let rules = outcome.assessment.rules.clone();
-        if request.dry_run {
-            let schema = Arc::clone(plan.schema().inner());
-            return Ok(Answer { schema, batches: Vec::new(), suppressed_groups: 0, rules, executed: false });
+        let mut answer = self.answer(&state, &plan, &optimized, request.dry_run, false).await?;
+        answer.rules = outcome.assessment.rules.clone();
+        answer.suppressed_groups = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
+        if !answer.executed {
+            return Ok(answer);
         }
-
-        let batches = tokio::time::timeout(self.limits.deadline, self.execute(&state, &optimized, false))
-            .await
-            .map_err(|_| Error::Timeout { seconds: self.limits.deadline.as_secs() })??;
-        let suppressed = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
-        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
-        let answer = Answer { schema, batches, suppressed_groups: suppressed, rules, executed: true };
         match request.mode {
             Mode::Deidentified => finish_deidentified(answer, &outcome, request.k, &request.pseudonym_key),
             _ => Ok(answer),
@@ -219,21 +213,36 @@ impl QueryEngine {
         }
         let plan = self.plan(&state, query.statement.clone()).await?;
         let optimized = state.optimize(&plan).map_err(planning)?;
+        self.answer(&state, &plan, &optimized, dry_run, true).await
+    }
+
+    /// The answer to an optimized plan: its schema alone for a dry run, else its rows, run
+    /// under the deadline (no rules or suppression yet; the caller adds what applies).
+    async fn answer(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        optimized: &LogicalPlan,
+        dry_run: bool,
+        explain: bool,
+    ) -> Result<Answer> {
+        let mut answer = Answer {
+            schema: Arc::clone(plan.schema().inner()),
+            batches: Vec::new(),
+            suppressed_groups: 0,
+            rules: Vec::new(),
+            executed: false,
+        };
         if dry_run {
-            let schema = Arc::clone(plan.schema().inner());
-            return Ok(Answer {
-                schema,
-                batches: Vec::new(),
-                suppressed_groups: 0,
-                rules: Vec::new(),
-                executed: false,
-            });
+            return Ok(answer);
         }
-        let batches = tokio::time::timeout(self.limits.deadline, self.execute(&state, &optimized, true))
+        answer.batches = tokio::time::timeout(self.limits.deadline, self.execute(state, optimized, explain))
             .await
             .map_err(|_| Error::Timeout { seconds: self.limits.deadline.as_secs() })??;
-        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
-        Ok(Answer { schema, batches, suppressed_groups: 0, rules: Vec::new(), executed: true })
+        answer.schema =
+            answer.batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
+        answer.executed = true;
+        Ok(answer)
     }
 
     /// A session for one request: the base's configuration and functions, its own memory pool,
