@@ -110,6 +110,13 @@ tokio::task_local! {
     pub(crate) static REQUEST: std::sync::Arc<RequestContext>;
 }
 
+/// A record of `action` by a signed-in caller, with `decision`; the handler adds the rest.
+pub(crate) fn entry_by(caller: &Principal, action: &str, decision: &str) -> Entry {
+    let mut entry = Entry::new(action, decision);
+    entry.actor = Some(actor(caller));
+    entry
+}
+
 /// The audit record's view of a signed-in principal.
 pub(crate) fn actor(principal: &Principal) -> Actor {
     Actor {
@@ -185,8 +192,10 @@ impl AppState {
         decision: &str,
         detail: impl Into<String>,
     ) -> Result<Receipt, ApiError> {
-        let mut entry = Entry::new(action, decision);
-        entry.actor = actor.map(self::actor);
+        let mut entry = match actor {
+            Some(caller) => entry_by(caller, action, decision),
+            None => Entry::new(action, decision),
+        };
         entry.target = target;
         entry.detail = Some(detail.into()).filter(|d: &String| !d.is_empty());
         self.audit(entry).await

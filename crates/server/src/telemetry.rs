@@ -109,11 +109,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
     let context = Arc::new(RequestContext { id: request_id.clone(), ..RequestContext::default() });
-    let method_and_route = format!("{method} {route}");
     let served = REQUEST.scope(Arc::clone(&context), next.run(request));
     let mut response = tracing::Instrument::instrument(served, span.clone()).await;
     if response.status() == StatusCode::FORBIDDEN && !context.audited.load(Ordering::Relaxed) {
-        response = record_refusal(&state, &context, method_and_route, response).await;
+        response = record_refusal(&state, &context, format!("{method} {route}"), response).await;
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use veil_audit::{DatasetUse, Entry};
-use veil_catalog::{RequestState, Transition};
+use veil_catalog::{AccessRequest, Principal, RequestState, Transition};
 use veil_common::{DatasetRef, ErrorKind, Mode};
 
 use super::AppJson;
@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, NewAccessRequest};
 use crate::error::ApiError;
-use crate::state::{AppState, actor, now_unix};
+use crate::state::{AppState, entry_by, now_unix};
 
 /// Asks for a mode on a dataset, with a purpose and an expiry (analysts).
 #[utoipa::path(post, path = "/v1/access-requests", tag = "access", request_body = NewAccessRequest, security(("bearer" = [])),
@@ -47,13 +47,9 @@ pub(crate) async fn access_requests_create(
             c.create_access_request(&user, &department, &dataset, mode, &purpose, expires_at, now_unix())
         })
         .await?;
-    let mut entry = Entry::new("access_request.create", "ok");
-    entry.actor = Some(actor(&caller));
-    entry.target = Some(request.id.clone());
-    entry.datasets = vec![DatasetUse { dataset: request.dataset.to_string(), level: None }];
-    entry.mode = Some(request.mode.as_str().to_owned());
-    entry.detail = Some(format!("purpose: {}", request.purpose));
-    state.audit(entry).await?;
+    state
+        .audit(request_entry(&caller, "access_request.create", &request, format!("purpose: {}", request.purpose)))
+        .await?;
     Ok((StatusCode::CREATED, Json(request.into())))
 }
 
@@ -104,13 +100,8 @@ async fn decide(
     };
     let decided = state.blocking(move |c| c.decide_access_request(&id, &user, transition)).await?;
     state.refresh_policy().await?;
-    let mut entry = Entry::new(action, "ok");
-    entry.actor = Some(actor(&caller));
-    entry.target = Some(decided.id.clone());
-    entry.datasets = vec![DatasetUse { dataset: decided.dataset.to_string(), level: None }];
-    entry.mode = Some(decided.mode.as_str().to_owned());
-    entry.detail = Some(format!("for {}; purpose: {}; {detail}", decided.user, decided.purpose));
-    state.audit(entry).await?;
+    let detail = format!("for {}; purpose: {}; {detail}", decided.user, decided.purpose);
+    state.audit(request_entry(&caller, action, &decided, detail)).await?;
     Ok(Json(decided.into()))
 }
 
@@ -154,4 +145,14 @@ pub(crate) async fn access_requests_revoke(
     AppJson(body): AppJson<DecisionReason>,
 ) -> Result<Json<AccessRequestView>, ApiError> {
     decide(state, caller, id, Transition::Revoke(body.reason), "access_request.revoke").await
+}
+
+/// The audit record of `action` on an access request: its id, dataset and mode.
+fn request_entry(caller: &Principal, action: &str, request: &AccessRequest, detail: String) -> Entry {
+    let mut entry = entry_by(caller, action, "ok");
+    entry.target = Some(request.id.clone());
+    entry.datasets = vec![DatasetUse { dataset: request.dataset.to_string(), level: None }];
+    entry.mode = Some(request.mode.as_str().to_owned());
+    entry.detail = Some(detail);
+    entry
 }

@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use veil_audit::{Entry, Filter, Stored};
+use veil_audit::{Filter, Stored};
 
 use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{AuditPage, AuditVerifyView, ErrorBody};
 use crate::error::ApiError;
-use crate::state::{AppState, actor};
+use crate::state::AppState;
 
 /// Most records one page returns.
 const MAX_PAGE: usize = 1000;
@@ -95,21 +95,8 @@ fn params(params: Result<Query<AuditParams>, QueryRejection>) -> Result<AuditPar
     params.map(|Query(p)| p).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-/// Records the auditor's own read of the log.
-async fn record_read(
-    state: &AppState,
-    caller: &veil_catalog::Principal,
-    action: &str,
-    detail: String,
-) -> Result<(), ApiError> {
-    let mut entry = Entry::new(action, "allowed");
-    entry.actor = Some(actor(caller));
-    entry.detail = Some(detail);
-    state.audit(entry).await.map(|_| ())
-}
-
-/// Matching records, read up to the log's durable head.
-async fn find(state: &AppState, filter: Filter, limit: usize) -> Result<veil_audit::Page, ApiError> {
+/// Matching records, read up to the log's durable head (later bytes may be mid-write).
+pub(super) async fn find(state: &AppState, filter: Filter, limit: usize) -> Result<veil_audit::Page, ApiError> {
     let dir = state.audit.dir().to_path_buf();
     let until = state.audit.durable_seq();
     tokio::task::spawn_blocking(move || veil_audit::search(&dir, &filter, limit, Some(until)))
@@ -138,7 +125,7 @@ pub(crate) async fn audit_search(
         return Err(ApiError::bad_request("invalid_query", format!("`limit` must be between 1 and {MAX_PAGE}")));
     }
     let filter = params.filter()?;
-    record_read(&state, &caller, "audit.search", params.describe()).await?;
+    state.event("audit.search", Some(&caller), None, "allowed", params.describe()).await?;
     let page = find(&state, filter, limit).await?;
     Ok(Json(AuditPage { records: to_json(&page.records)?, next: page.next, unreadable: page.unreadable }))
 }
@@ -160,7 +147,7 @@ pub(crate) async fn audit_export(
         Some(_) => return Err(ApiError::bad_request("invalid_query", "`format` must be jsonl or parquet")),
     };
     let filter = params.filter()?;
-    record_read(&state, &caller, "audit.export", params.describe()).await?;
+    state.event("audit.export", Some(&caller), None, "allowed", params.describe()).await?;
     let page = find(&state, filter, usize::MAX).await?;
     let (bytes, media) = if parquet {
         (veil_audit::to_parquet(&page.records).map_err(ApiError::internal)?, "application/vnd.apache.parquet")
@@ -186,7 +173,7 @@ pub(crate) async fn audit_verify(
     Caller(caller): Caller,
 ) -> Result<Json<AuditVerifyView>, ApiError> {
     authz::read_audit(&state, &caller)?;
-    record_read(&state, &caller, "audit.verify", "verify the whole log".into()).await?;
+    state.event("audit.verify", Some(&caller), None, "allowed", "verify the whole log").await?;
     let dir = state.audit.dir().to_path_buf();
     let key = state.audit.public_key();
     let until = state.audit.durable_seq();

@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
-use veil_audit::{DatasetUse, Entry};
+use veil_audit::DatasetUse;
 use veil_catalog::{DatasetSpec, MetadataInput, Principal};
 use veil_common::{DatasetRef, DepartmentId, ErrorKind};
 
@@ -18,7 +18,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{AccessView, DatasetMetadata, DatasetView, ErrorBody, ModeAccess};
 use crate::error::ApiError;
-use crate::state::{AppState, actor, now_unix, subject};
+use crate::state::{AppState, entry_by, now_unix, subject};
 
 /// Largest `metadata` part accepted.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
@@ -82,8 +82,7 @@ pub(crate) async fn datasets_register(
     let user = caller.user.clone();
     let info = state.blocking(move |c| c.register_dataset(&spec, &source, &user)).await?;
     state.metrics.registered(info.row_count);
-    let mut entry = Entry::new("dataset.register", "ok");
-    entry.actor = Some(actor(&caller));
+    let mut entry = entry_by(&caller, "dataset.register", "ok");
     entry.datasets = vec![DatasetUse { dataset: info.dataset.to_string(), level: Some(info.level.to_string()) }];
     entry.detail = Some(format!("version {}, {} rows", info.current_version, info.row_count));
     entry.rows = Some(info.row_count);
@@ -246,8 +245,7 @@ pub(crate) async fn datasets_retire(
 ) -> Result<StatusCode, ApiError> {
     let dataset = parse_ref(&dataset)?;
     authz::steward_of(&state, &caller, &dataset.department)?;
-    let mut entry = Entry::new("dataset.retire", "ok");
-    entry.actor = Some(actor(&caller));
+    let mut entry = entry_by(&caller, "dataset.retire", "ok");
     entry.datasets = vec![DatasetUse { dataset: dataset.to_string(), level: None }];
     state.blocking(move |c| c.retire_dataset(&dataset)).await?;
     state.audit(entry).await?;

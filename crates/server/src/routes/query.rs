@@ -24,7 +24,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{ErrorBody, QueryBody, QueryColumn, QueryResponse, QueryRule};
 use crate::error::ApiError;
-use crate::state::{AppState, actor, now_unix, subject};
+use crate::state::{AppState, entry_by, now_unix, subject};
 
 /// The audit log's table, for auditors.
 const AUDIT_TABLE: &str = "audit.events";
@@ -48,8 +48,7 @@ pub(crate) async fn query(
     AppJson(body): AppJson<QueryBody>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut entry = Entry::new("query", if body.dry_run { "dry_run" } else { "allowed" });
-    entry.actor = Some(actor(&caller));
+    let mut entry = entry_by(&caller, "query", if body.dry_run { "dry_run" } else { "allowed" });
     entry.mode = Some(body.mode.clone());
     entry.sql_sha256 = Some(veil_common::hex::encode(digest::digest(&digest::SHA256, body.sql.as_bytes()).as_ref()));
     entry.sql = Some(recorded_sql(&body.sql, state.query.limits().max_sql_bytes));
@@ -212,19 +211,14 @@ async fn audit_query(
             return Err(veil_query::Error::UnknownDataset(format!("{schema}.{name}")).into());
         }
     }
-    let dir = state.audit.dir().to_path_buf();
-    let until = state.audit.durable_seq();
-    let batch = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let page = veil_audit::search(&dir, &veil_audit::Filter::default(), usize::MAX, Some(until))?;
-        veil_audit::to_batch(&page.records).map_err(ApiError::internal)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("audit task failed: {e}")))??;
+    let page = super::audit::find(state, veil_audit::Filter::default(), usize::MAX).await?;
+    let through = page.records.last().map_or(0, |r| r.record.seq);
+    let batch = veil_audit::to_batch(&page.records).map_err(ApiError::internal)?;
     let answer =
         state.query.run_unguarded(parsed, vec![(AUDIT_SCHEMA.to_owned(), "events".to_owned(), batch)], dry_run).await?;
     let policy = vec![QueryRule {
         code: "auditor_reads_audit_log".into(),
-        detail: format!("{AUDIT_TABLE}: every record up to seq {until}, as recorded, for auditors only"),
+        detail: format!("{AUDIT_TABLE}: every record up to seq {through}, as recorded, for auditors only"),
     }];
     Ok(Done { answer, level: AUDIT_SCHEMA.to_owned(), k: 0, policy })
 }
