@@ -29,10 +29,3 @@ pub use verify::{Problem, Report, verify};
 
 /// The action of checkpoint records.
 pub const CHECKPOINT_ACTION: &str = "audit.checkpoint";
-
-/// The audit directory inside a data directory, or `dir` itself if it holds segments: so `veil
-/// audit verify --dir` takes either a data directory or a copy of its `audit/`.
-pub fn audit_dir_of(dir: &std::path::Path) -> std::path::PathBuf {
-    let inner = dir.join("audit");
-    if inner.is_dir() { inner } else { dir.to_path_buf() }
-}

@@ -123,6 +123,7 @@ impl AuditLog {
             key,
             options,
             file,
+            segment: recovered.segment.clone(),
             segment_bytes: bytes,
             seq: recovered.seq,
             hash: recovered.hash,
@@ -207,7 +208,9 @@ struct Writer {
     dir: PathBuf,
     key: SigningKey,
     options: Options,
+    /// The open segment, its path (for error messages) and size.
     file: File,
+    segment: PathBuf,
     segment_bytes: u64,
     seq: u64,
     hash: [u8; 32],
@@ -337,12 +340,12 @@ impl Writer {
             let (file, bytes) = open_segment(&path)?;
             sync_dir(&self.dir)?;
             self.file = file;
+            self.segment = path;
             self.segment_bytes = bytes;
         }
-        let path = self.dir.join(segment::file_name(self.seq + 1));
-        self.file.write_all(buffer).map_err(Error::io("appending to the audit log in", &path))?;
+        self.file.write_all(buffer).map_err(Error::io("appending to the audit log in", &self.segment))?;
         if self.options.sync {
-            self.file.sync_data().map_err(Error::io("syncing the audit log in", &path))?;
+            self.file.sync_data().map_err(Error::io("syncing the audit log in", &self.segment))?;
         }
         self.segment_bytes += buffer.len() as u64;
         Ok(())
