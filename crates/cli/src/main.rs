@@ -327,13 +327,14 @@ async fn run(cli: Cli) -> CliResult {
         Command::Audit(AuditCommand::Search(args)) => client::audit_search(*args).await,
         Command::Audit(AuditCommand::Verify { dir, public_key }) => {
             let key = veil_audit::PublicKey::read(&public_key)?;
-            let dir = veil_audit::audit_dir_of(&dir);
+            // A data directory (or a whole copy of one), or a copy of just its audit/.
+            let dir = veil_catalog::DataDir::existing(&dir).map(|d| d.audit()).unwrap_or(dir);
             let report = tokio::task::spawn_blocking(move || veil_audit::verify(&dir, &key, None)).await??;
             println!("{report}");
             if report.ok() { Ok(()) } else { Err("the audit log does not verify".into()) }
         }
         Command::Audit(AuditCommand::PublicKey { data_dir }) => {
-            let path = data_dir.join("keys").join("audit-signing.key");
+            let path = veil_catalog::DataDir::existing(&data_dir)?.audit_key();
             if !path.is_file() {
                 return Err(format!(
                     "{} has no audit signing key yet; it is made when the server first starts",
