@@ -6,9 +6,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray, UInt64Array};
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use ring::hmac;
@@ -74,8 +74,11 @@ fn k_anonymous(class_key: &[ArrayRef], units: &[&ArrayRef], rows: usize, k: u64)
         let converted = converter.convert_columns(class_key).map_err(internal)?;
         converted.iter().map(|r| r.as_ref().to_vec()).collect()
     };
-    let units: Vec<StringArray> = units.iter().map(|u| text(u)).collect::<Result<_>>()?;
-    let mut people: HashMap<&[u8], Vec<HashSet<&str>>> = HashMap::new();
+    let units: Vec<&UInt64Array> = units
+        .iter()
+        .map(|u| u.as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("privacy units are not hashed")))
+        .collect::<Result<_>>()?;
+    let mut people: HashMap<&[u8], Vec<HashSet<u64>>> = HashMap::new();
     for (row, class) in classes.iter().enumerate() {
         let sets = people.entry(class.as_slice()).or_insert_with(|| vec![HashSet::new(); units.len()]);
         for (set, unit) in sets.iter_mut().zip(&units) {
@@ -172,13 +175,13 @@ mod tests {
     #[test]
     fn classes_with_fewer_than_k_people_are_withheld() {
         let class: ArrayRef = Arc::new(StringArray::from(vec!["a", "a", "a", "b", "b"]));
-        // Class a: three rows of two people; class b: two rows of two people.
-        let units: ArrayRef = Arc::new(StringArray::from(vec!["p1", "p1", "p2", "p3", "p4"]));
+        // Class a: three rows of two people; class b: two rows of two people (units arrive hashed).
+        let units: ArrayRef = Arc::new(UInt64Array::from(vec![1, 1, 2, 3, 4]));
         let (keep, suppressed) = k_anonymous(&[class], &[&units], 5, 2).unwrap();
         assert_eq!(keep.iter().flatten().collect::<Vec<_>>(), vec![true; 5]);
         assert_eq!(suppressed, 0);
         let class: ArrayRef = Arc::new(StringArray::from(vec!["a", "a", "a", "b", "b"]));
-        let units: ArrayRef = Arc::new(StringArray::from(vec!["p1", "p1", "p1", "p3", "p4"]));
+        let units: ArrayRef = Arc::new(UInt64Array::from(vec![1, 1, 1, 3, 4]));
         let (keep, suppressed) = k_anonymous(&[class], &[&units], 5, 2).unwrap();
         assert_eq!(keep.iter().flatten().collect::<Vec<_>>(), vec![false, false, false, true, true]);
         assert_eq!(suppressed, 1);

@@ -1,5 +1,5 @@
 //! Thresholds count people, not rows (DESIGN §2): every aggregate over data gets a hidden
-//! `COUNT(DISTINCT unit)` per privacy unit that reaches it, and a filter right above it drops
+//! count of distinct people (capped at `k`, see [`super::people`]) per privacy unit that reaches it, and a filter right above it drops
 //! groups with fewer than `k`, before anything else (a window, a join, HAVING) can see them.
 //!
 //! The privacy units are carried up from the table scans as hidden columns (`__veil_unit_N`)
@@ -16,13 +16,13 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, Result, plan_err};
-use datafusion::functions_aggregate::expr_fn::count_distinct;
-use datafusion::logical_expr::expr::{ScalarFunction, TryCast};
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     Aggregate, ColumnarValue, Distinct, Expr, Filter, LogicalPlan, LogicalPlanBuilder, Projection, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, Volatility, col,
 };
 
+use super::people::{people_upto, unit_hash};
 use crate::GuardContext;
 
 /// Prefix of the hidden privacy-unit columns.
@@ -80,7 +80,7 @@ impl<'a> Threshold<'a> {
                 let unit = Expr::Column(Column::new(Some(scan.table_name.clone()), unit));
                 let name = format!("{UNIT_PREFIX}{}", self.next);
                 self.next += 1;
-                exprs.push(Expr::TryCast(TryCast::new(Box::new(unit), DataType::Utf8)).alias(name));
+                exprs.push(unit_hash(unit).alias(name));
                 Ok(LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan))?))
             }
             LogicalPlan::Projection(p) => {
@@ -125,7 +125,7 @@ impl<'a> Threshold<'a> {
         let mut counts = Vec::with_capacity(units.len());
         for (i, unit) in units.into_iter().enumerate() {
             let name = format!("{COUNT_PREFIX}{i}");
-            aggr.push(count_distinct(Expr::Column(unit)).alias(&name));
+            aggr.push(people_upto(self.ctx.k, Expr::Column(unit)).alias(&name));
             counts.push(col(Column::from_name(name)));
         }
         let grouped = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), agg.group_expr, aggr)?);

@@ -3,6 +3,7 @@
 //! needs for k-anonymity.
 
 mod enforce_min_group_size;
+mod people;
 mod safe_arithmetic;
 
 use std::sync::Arc;

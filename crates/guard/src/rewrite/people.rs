@@ -1,0 +1,410 @@
+//! Counting people cheaply, for thresholds.
+//!
+//! A threshold only asks "at least `k` distinct people?", so each group keeps at most `k`
+//! distinct privacy units and stops looking once it has them: memory is `groups × k` and a
+//! saturated group costs nothing more, where `COUNT(DISTINCT unit)` keeps every unit of every
+//! group and ships them all between aggregation phases.
+//!
+//! Units are carried as 64-bit hashes of their values ([`unit_hash`]), one fixed-width type for
+//! every dataset. Two people whose ids hash alike count as one: a collision can only make a
+//! group look smaller, so it suppresses more, never less.
+//!
+//! Neither function is registered in a session: a query cannot call them, they exist only in
+//! rewritten plans.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt64Array};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
+use datafusion::common::hash_utils::{QualityRandomState, create_hashes};
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, Expr, GroupsAccumulator, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// Fixed seed, so that one unit hashes alike in every partition and in every dataset.
+const SEED: u64 = 0x5645_494c_756e_6974;
+
+/// `__veil_unit_hash(unit)`: the privacy unit as a `UInt64` hash; null stays null.
+pub(super) fn unit_hash(unit: Expr) -> Expr {
+    static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+        Arc::new(ScalarUDF::new_from_impl(UnitHash { signature: Signature::any(1, Volatility::Immutable) }))
+    });
+    UDF.call(vec![unit])
+}
+
+/// `__veil_people_upto_k(unit_hash)`: `min(k, distinct non-null units)` per group, as `Int64`.
+pub(super) fn people_upto(k: u64, unit_hash: Expr) -> Expr {
+    let cap = usize::try_from(k).unwrap_or(usize::MAX);
+    let udaf = PeopleUpTo { cap, signature: Signature::exact(vec![DataType::UInt64], Volatility::Immutable) };
+    AggregateUDF::new_from_impl(udaf).call(vec![unit_hash])
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UnitHash {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for UnitHash {
+    fn name(&self) -> &str {
+        "__veil_unit_hash"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [units] = arrays.as_slice() else { return exec_err!("__veil_unit_hash takes one argument") };
+        let mut hashes = vec![0; units.len()];
+        create_hashes([units], &QualityRandomState::with_seed(SEED), &mut hashes)?;
+        let nulls = units.logical_nulls();
+        Ok(ColumnarValue::Array(Arc::new(UInt64Array::new(hashes.into(), nulls))))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PeopleUpTo {
+    cap: usize,
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for PeopleUpTo {
+    fn name(&self) -> &str {
+        "__veil_people_upto_k"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn is_nullable(&self) -> bool {
+        false
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let units = Field::new_list_field(DataType::UInt64, false);
+        Ok(vec![Arc::new(Field::new_list(format_state_name(args.name, "units"), units, false))])
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(One { cap: self.cap, units: Vec::new() }))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(Groups { cap: self.cap, units: Vec::new(), heap: 0 }))
+    }
+
+    fn default_value(&self, _data_type: &DataType) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(Some(0)))
+    }
+}
+
+/// Adds `unit` to `set` unless the set already holds it or is full; returns the bytes added.
+fn insert(set: &mut Vec<u64>, cap: usize, unit: u64) -> usize {
+    if set.len() >= cap || set.contains(&unit) {
+        return 0;
+    }
+    let before = set.capacity();
+    set.push(unit);
+    (set.capacity() - before) * size_of::<u64>()
+}
+
+fn hashes(array: &ArrayRef) -> Result<&UInt64Array> {
+    match array.as_primitive_opt::<UInt64Type>() {
+        Some(a) => Ok(a),
+        None => exec_err!("__veil_people_upto_k expects unit hashes, got {}", array.data_type()),
+    }
+}
+
+fn lists(array: &ArrayRef) -> Result<&ListArray> {
+    match array.as_list_opt::<i32>() {
+        Some(a) => Ok(a),
+        None => exec_err!("__veil_people_upto_k expects lists of unit hashes, got {}", array.data_type()),
+    }
+}
+
+/// A list array of unit hashes with the given list lengths.
+fn list_array(lengths: impl IntoIterator<Item = usize>, units: UInt64Array) -> ArrayRef {
+    let item = Arc::new(Field::new_list_field(DataType::UInt64, false));
+    Arc::new(ListArray::new(item, OffsetBuffer::from_lengths(lengths), Arc::new(units), None))
+}
+
+/// The sets as a list array, one list per set.
+fn to_lists(sets: &[Vec<u64>]) -> ArrayRef {
+    list_array(sets.iter().map(Vec::len), sets.iter().flatten().copied().collect())
+}
+
+fn count(set: &[u64]) -> i64 {
+    i64::try_from(set.len()).unwrap_or(i64::MAX)
+}
+
+/// The whole input as one group (an aggregate without GROUP BY).
+#[derive(Debug)]
+struct One {
+    cap: usize,
+    units: Vec<u64>,
+}
+
+impl Accumulator for One {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(values) = values.first() else { return Ok(()) };
+        for unit in hashes(values)?.iter().flatten() {
+            if self.units.len() >= self.cap {
+                break;
+            }
+            insert(&mut self.units, self.cap, unit);
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(Some(count(&self.units))))
+    }
+
+    fn size(&self) -> usize {
+        size_of_val(self) + self.units.capacity() * size_of::<u64>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let list = to_lists(std::slice::from_ref(&self.units));
+        Ok(vec![ScalarValue::try_from_array(&list, 0)?])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let Some(states) = states.first() else { return Ok(()) };
+        let lists = lists(states)?;
+        for row in 0..lists.len() {
+            let list = lists.value(row);
+            self.update_batch(&[list])?;
+        }
+        Ok(())
+    }
+}
+
+/// One capped set per group.
+struct Groups {
+    cap: usize,
+    units: Vec<Vec<u64>>,
+    /// Bytes held by the sets' buffers, kept as they grow so [`GroupsAccumulator::size`] is cheap.
+    heap: usize,
+}
+
+impl Groups {
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<u64>> {
+        let taken = emit_to.take_needed(&mut self.units);
+        let freed: usize = taken.iter().map(|s| s.capacity() * size_of::<u64>()).sum();
+        self.heap = self.heap.saturating_sub(freed);
+        taken
+    }
+}
+
+impl GroupsAccumulator for Groups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.units.resize_with(total_num_groups, Vec::new);
+        let Some(values) = values.first() else { return Ok(()) };
+        let values = hashes(values)?;
+        for (row, &group) in group_indices.iter().enumerate() {
+            if values.is_null(row) || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
+                continue;
+            }
+            if let Some(set) = self.units.get_mut(group) {
+                self.heap += insert(set, self.cap, values.value(row));
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let taken = self.take(emit_to);
+        Ok(Arc::new(taken.iter().map(|s| count(s)).collect::<Int64Array>()))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let taken = self.take(emit_to);
+        Ok(vec![to_lists(&taken)])
+    }
+
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+        self.units.resize_with(total_num_groups, Vec::new);
+        let Some(values) = values.first() else { return Ok(()) };
+        let lists = lists(values)?;
+        let offsets = lists.value_offsets();
+        let units = hashes(lists.values())?;
+        for (row, &group) in group_indices.iter().enumerate() {
+            let Some(set) = self.units.get_mut(group) else { continue };
+            if lists.is_null(row) {
+                continue;
+            }
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            for i in start..end {
+                if set.len() >= self.cap {
+                    break;
+                }
+                self.heap += insert(set, self.cap, units.value(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        let Some(values) = values.first() else { return exec_err!("__veil_people_upto_k takes one argument") };
+        let values = hashes(values)?;
+        let keep = |row: usize| {
+            values.is_valid(row) && self.cap > 0 && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+        };
+        let lengths = (0..values.len()).map(|row| usize::from(keep(row)));
+        let units: UInt64Array = (0..values.len()).filter(|&row| keep(row)).map(|row| values.value(row)).collect();
+        Ok(vec![list_array(lengths, units)])
+    }
+
+    fn size(&self) -> usize {
+        self.units.capacity() * size_of::<Vec<u64>>() + self.heap
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use datafusion::arrow::array::StringArray;
+
+    use super::*;
+
+    fn units(values: &[Option<u64>]) -> ArrayRef {
+        Arc::new(values.iter().copied().collect::<UInt64Array>())
+    }
+
+    fn counts(array: &ArrayRef) -> Vec<i64> {
+        array.as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().to_vec()
+    }
+
+    fn groups(cap: usize) -> Groups {
+        Groups { cap, units: Vec::new(), heap: 0 }
+    }
+
+    #[test]
+    fn counts_distinct_people_per_group_up_to_the_cap() {
+        let mut acc = groups(3);
+        // Group 0: one person on four rows; group 1: five people; group 2: two people and nulls.
+        let values = units(&[
+            Some(7),
+            Some(7),
+            Some(1),
+            Some(2),
+            Some(7),
+            Some(3),
+            None,
+            Some(4),
+            Some(5),
+            Some(9),
+            Some(8),
+            None,
+        ]);
+        acc.update_batch(&[values], &[0, 0, 1, 1, 0, 1, 2, 1, 1, 2, 2, 0], None, 3).unwrap();
+        assert_eq!(counts(&acc.evaluate(EmitTo::All).unwrap()), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn filtered_rows_are_not_counted() {
+        let mut acc = groups(10);
+        let filter = BooleanArray::from(vec![Some(true), Some(false), None, Some(true)]);
+        acc.update_batch(&[units(&[Some(1), Some(2), Some(3), Some(4)])], &[0, 0, 0, 0], Some(&filter), 1).unwrap();
+        assert_eq!(counts(&acc.evaluate(EmitTo::All).unwrap()), vec![2]);
+    }
+
+    #[test]
+    fn merging_partial_states_counts_people_seen_in_several_partitions_once() {
+        let cap = 4;
+        let mut left = groups(cap);
+        let mut right = groups(cap);
+        // The same two people in both partitions of group 0; group 1 saturates across partitions.
+        left.update_batch(&[units(&[Some(1), Some(2), Some(10), Some(11)])], &[0, 0, 1, 1], None, 2).unwrap();
+        right
+            .update_batch(&[units(&[Some(2), Some(1), Some(12), Some(13), Some(14)])], &[0, 0, 1, 1, 1], None, 2)
+            .unwrap();
+        let mut last = groups(cap);
+        for mut partial in [left, right] {
+            let state = partial.state(EmitTo::All).unwrap();
+            last.merge_batch(&state, &[0, 1], 2).unwrap();
+        }
+        assert_eq!(counts(&last.evaluate(EmitTo::All).unwrap()), vec![2, 4]);
+    }
+
+    #[test]
+    fn skipped_partial_aggregation_state_matches_the_rows() {
+        let acc = groups(5);
+        let filter = BooleanArray::from(vec![true, true, false]);
+        let state = acc.convert_to_state(&[units(&[Some(1), None, Some(3)])], Some(&filter)).unwrap();
+        let mut last = groups(5);
+        last.merge_batch(&state, &[0, 0, 0], 1).unwrap();
+        assert_eq!(counts(&last.evaluate(EmitTo::All).unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn emitting_the_first_groups_keeps_the_rest() {
+        let mut acc = groups(5);
+        acc.update_batch(&[units(&[Some(1), Some(2), Some(3)])], &[0, 1, 1], None, 2).unwrap();
+        assert_eq!(counts(&acc.evaluate(EmitTo::First(1)).unwrap()), vec![1]);
+        assert_eq!(counts(&acc.evaluate(EmitTo::All).unwrap()), vec![2]);
+        assert_eq!(acc.size(), 0);
+    }
+
+    #[test]
+    fn the_ungrouped_accumulator_agrees() {
+        let mut one = One { cap: 3, units: Vec::new() };
+        one.update_batch(&[units(&[Some(5), Some(5), None])]).unwrap();
+        let state = one.state().unwrap();
+        let mut last = One { cap: 3, units: Vec::new() };
+        last.merge_batch(&[state[0].to_array().unwrap()]).unwrap();
+        last.update_batch(&[units(&[Some(6), Some(7), Some(8)])]).unwrap();
+        assert_eq!(last.evaluate().unwrap(), ScalarValue::Int64(Some(3)));
+    }
+
+    #[test]
+    fn unit_hashes_are_stable_and_keep_nulls() {
+        let hash = |values: Vec<Option<&str>>| {
+            let array: ArrayRef = Arc::new(StringArray::from(values));
+            let mut out = vec![0; array.len()];
+            create_hashes([&array], &QualityRandomState::with_seed(SEED), &mut out).unwrap();
+            out
+        };
+        let a = hash(vec![Some("110101195001011234"), Some("110101195001011235")]);
+        let b = hash(vec![Some("110101195001011234")]);
+        assert_eq!(a[0], b[0], "one person hashes alike in every batch");
+        assert_ne!(a[0], a[1]);
+        let udf = UnitHash { signature: Signature::any(1, Volatility::Immutable) };
+        let array: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None]));
+        let args = ScalarFunctionArgs {
+            args: vec![ColumnarValue::Array(array)],
+            arg_fields: vec![Arc::new(Field::new("u", DataType::Utf8, true))],
+            number_rows: 2,
+            return_field: Arc::new(Field::new("h", DataType::UInt64, true)),
+            config_options: Arc::default(),
+        };
+        let ColumnarValue::Array(out) = udf.invoke_with_args(args).unwrap() else { panic!("an array") };
+        assert!(out.is_valid(0) && out.is_null(1));
+    }
+}
