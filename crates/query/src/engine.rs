@@ -18,13 +18,12 @@ use datafusion::common::DataFusionError;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::execution::context::SessionState;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::optimizer::Analyzer;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -245,29 +244,33 @@ impl QueryEngine {
         Ok(answer)
     }
 
-    /// A session for one request: the base's configuration and functions, its own memory pool,
-    /// its own guard (if any), and a catalogue of its own that starts empty (the caller
-    /// registers the permitted tables), so nothing one request registers is visible to another.
+    /// A session for one request: the base's configuration and functions, its own guard (if
+    /// any), and a catalogue of its own that starts empty (the caller registers the permitted
+    /// tables), so nothing one request registers is visible to another. Cloning the base keeps
+    /// its function registries as they are; rebuilding a state through `SessionStateBuilder`
+    /// would register every function again, which costs more than planning a query.
     fn session(&self, guard: Option<&Arc<PrivacyGuardRule>>) -> (SessionState, Arc<MemoryCatalogProvider>) {
-        let mut runtime = (*self.runtime).clone();
-        runtime.memory_pool = Arc::new(FairSpillPool::new(self.limits.memory_bytes));
-        let mut rules = Analyzer::new().rules;
+        let mut state = self.base.clone();
         if let Some(guard) = guard {
-            rules.push(Arc::clone(guard) as _);
+            state.add_analyzer_rule(Arc::clone(guard) as _);
         }
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         let default_catalog = self.base.config().options().catalog.default_catalog.clone();
         catalogs.register_catalog(default_catalog, Arc::clone(&catalog) as _);
-        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_runtime_env(Arc::new(runtime))
-            .with_catalog_list(catalogs)
-            .with_analyzer_rules(rules)
-            .build();
+        state.register_catalog_list(catalogs);
         // Fixes `now()` and friends to this query's start, as `SessionContext::sql` does;
         // without it the optimizer cannot fold them and running them fails.
         state.mark_start_execution();
         (state, catalog)
+    }
+
+    /// The context a query runs in: the session's functions and configuration, with a memory
+    /// pool of its own, so one query cannot starve the others.
+    fn task(&self, state: &SessionState) -> Arc<TaskContext> {
+        let mut runtime = (*self.runtime).clone();
+        runtime.memory_pool = Arc::new(FairSpillPool::new(self.limits.memory_bytes));
+        Arc::new(TaskContext::from(state).with_runtime(Arc::new(runtime)))
     }
 
     async fn table(&self, path: &Path, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
@@ -302,7 +305,7 @@ impl QueryEngine {
             true => Error::FailedUnguarded(clean(&e)),
             false => self.runtime_error(e),
         };
-        let mut stream = execute_stream(physical, state.task_ctx()).map_err(fail)?;
+        let mut stream = execute_stream(physical, self.task(state)).map_err(fail)?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
         while let Some(batch) = stream.next().await {
