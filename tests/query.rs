@@ -53,6 +53,55 @@ async fn grouped_counts_sums_and_averages_across_departments_are_exact_and_small
 }
 
 #[tokio::test]
+async fn thresholds_follow_people_through_subqueries_renamed_columns_unions_and_self_joins() {
+    let w = world().await;
+    let mut people: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in &w.residents {
+        *people.entry(r.district).or_default() += 1;
+    }
+    let large: Vec<(&str, i64)> = people.iter().filter(|(_, n)| **n >= 10).map(|(d, n)| (*d, *n)).collect();
+    assert_eq!(people.len() - large.len(), 1, "the generator makes one district smaller than k");
+    // (query, rows per person): each shape must count the same people as the plain one.
+    let shapes = [
+        ("SELECT district, count(*) FROM civil.residents GROUP BY district ORDER BY district", 1),
+        // The unit column renamed inside a subquery, and its name reused for something else.
+        (
+            "SELECT person_id, count(*) FROM (SELECT district AS person_id, person_id AS pid FROM civil.residents) t GROUP BY person_id ORDER BY person_id",
+            1,
+        ),
+        // Nested subqueries with aliases, a CTE and a filter on an attribute.
+        (
+            "WITH r AS (SELECT * FROM civil.residents WHERE subsidy >= 0) SELECT d, count(*) FROM (SELECT x.district AS d FROM r x) y GROUP BY d ORDER BY d",
+            1,
+        ),
+        // Every person twice through a set operation: rows double, people do not.
+        (
+            "SELECT district, count(*) FROM (SELECT district FROM civil.residents UNION ALL SELECT district FROM civil.residents) u GROUP BY district ORDER BY district",
+            2,
+        ),
+        // A self-join on the identifier: both sides are the same people.
+        (
+            "SELECT a.district, count(*) FROM civil.residents a JOIN civil.residents b ON a.person_id = b.person_id GROUP BY a.district ORDER BY a.district",
+            1,
+        ),
+        // SELECT DISTINCT is a grouping too.
+        ("SELECT DISTINCT district FROM civil.residents ORDER BY district", 0),
+    ];
+    for (sql, rows_per_person) in shapes {
+        let body = w.ok(sql).await;
+        let rows = body["rows"].as_array().unwrap();
+        let got: Vec<(&str, i64)> = rows
+            .iter()
+            .map(|r| (r[0].as_str().unwrap(), if rows_per_person == 0 { 0 } else { as_i64(&r[1]) / rows_per_person }))
+            .collect();
+        let want: Vec<(&str, i64)> =
+            large.iter().map(|(d, n)| (*d, if rows_per_person == 0 { 0 } else { *n })).collect();
+        assert_eq!(got, want, "{sql}: {body}");
+        assert_eq!(body["suppressed_groups"], 1, "{sql}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn dry_run_explains_the_decision_without_running() {
     let w = world().await;
     let (status, body) = w

@@ -46,9 +46,10 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext) -> Result<Rewritten> {
     match ctx.mode {
         Mode::Deidentified => {
             let (plan, final_limit) = peel_limit(plan)?;
-            let plan = threshold.thread(plan)?;
-            let unit_columns =
-                enforce_min_group_size::unit_columns(plan.schema()).into_iter().map(|c| c.name).collect();
+            let columns = plan.schema().columns();
+            let threaded = threshold.thread(plan)?;
+            let unit_columns: Vec<String> = threaded.units.iter().map(|_| threshold.hidden()).collect();
+            let plan = enforce_min_group_size::append_hidden(&columns, threaded, &unit_columns)?;
             Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit })
         }
         _ => Ok(Rewritten {
