@@ -220,7 +220,7 @@ impl<'a> Threshold<'a> {
         let mut counts = Vec::with_capacity(units.len());
         for (i, unit) in units.iter().enumerate() {
             let name = format!("{COUNT_PREFIX}{i}");
-            aggr.push(people_upto(self.ctx.k, unit.hash()).alias(&name));
+            aggr.push(people_upto(self.ctx.k, Expr::Column(unit.column.clone())).alias(&name));
             counts.push(col(Column::from_name(name)));
         }
         let grouped = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), agg.group_expr, aggr)?);

@@ -5,16 +5,23 @@
 //! saturated group costs nothing more, where `COUNT(DISTINCT unit)` keeps every unit of every
 //! group and ships them all between aggregation phases.
 //!
-//! Units are carried as 64-bit hashes of their values ([`unit_hash`]), one fixed-width type for
-//! every dataset. Two people whose ids hash alike count as one: a collision can only make a
-//! group look smaller, so it suppresses more, never less.
+//! Units are counted as 64-bit hashes of their values, hashed only while a group still looks
+//! for people (a saturated group skips its rows unhashed). Where units must travel as one type
+//! (set operations, the de-identified answer) they are carried already hashed ([`unit_hash`]);
+//! the count then takes the hash as it is. Two people whose ids hash alike count as one: a
+//! collision can only make a group look smaller, so it suppresses more, never less.
 //!
 //! Neither function is registered in a session: a query cannot call them, they exist only in
 //! rewritten plans.
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt64Array};
+use std::hash::BuildHasher;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, LargeStringArray, ListArray, StringArray, StringViewArray,
+    UInt64Array,
+};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
 use datafusion::common::hash_utils::{QualityRandomState, create_hashes};
@@ -28,6 +35,7 @@ use datafusion::logical_expr::{
 
 /// Fixed seed, so that one unit hashes alike in every partition and in every dataset.
 const SEED: u64 = 0x5645_494c_756e_6974;
+const STATE: QualityRandomState = QualityRandomState::with_seed(SEED);
 
 /// `__veil_unit_hash(unit)`: the privacy unit as a `UInt64` hash; null stays null.
 pub(super) fn unit_hash(unit: Expr) -> Expr {
@@ -37,11 +45,56 @@ pub(super) fn unit_hash(unit: Expr) -> Expr {
     UDF.call(vec![unit])
 }
 
-/// `__veil_people_upto_k(unit_hash)`: `min(k, distinct non-null units)` per group, as `Int64`.
-pub(super) fn people_upto(k: u64, unit_hash: Expr) -> Expr {
+/// `__veil_people_upto_k(unit)`: `min(k, distinct non-null units)` per group, as `Int64`. The
+/// unit is a privacy-unit column of any type, or a [`unit_hash`] of one.
+pub(super) fn people_upto(k: u64, unit: Expr) -> Expr {
     let cap = usize::try_from(k).unwrap_or(usize::MAX);
-    let udaf = PeopleUpTo { cap, signature: Signature::exact(vec![DataType::UInt64], Volatility::Immutable) };
-    AggregateUDF::new_from_impl(udaf).call(vec![unit_hash])
+    let udaf = PeopleUpTo { cap, signature: Signature::any(1, Volatility::Immutable) };
+    AggregateUDF::new_from_impl(udaf).call(vec![unit])
+}
+
+/// Hashes the units of one batch on demand.
+enum Units<'a> {
+    /// Already hashed.
+    Hashed(&'a UInt64Array),
+    Text(StringArrayAccessor<'a>),
+    /// Any other type, hashed up front.
+    Other(UInt64Array),
+}
+
+/// The text arrays a unit column can be.
+enum StringArrayAccessor<'a> {
+    Utf8(&'a StringArray),
+    Large(&'a LargeStringArray),
+    View(&'a StringViewArray),
+}
+
+impl<'a> Units<'a> {
+    fn new(array: &'a ArrayRef) -> Result<Self> {
+        Ok(match array.data_type() {
+            DataType::UInt64 => Self::Hashed(array.as_primitive::<UInt64Type>()),
+            DataType::Utf8 => Self::Text(StringArrayAccessor::Utf8(array.as_string::<i32>())),
+            DataType::LargeUtf8 => Self::Text(StringArrayAccessor::Large(array.as_string::<i64>())),
+            DataType::Utf8View => Self::Text(StringArrayAccessor::View(array.as_string_view())),
+            _ => {
+                let mut hashes = vec![0; array.len()];
+                create_hashes([array], &STATE, &mut hashes)?;
+                Self::Other(UInt64Array::new(hashes.into(), array.logical_nulls()))
+            }
+        })
+    }
+
+    /// The unit of `row`, hashed; `None` for a null.
+    fn get(&self, row: usize) -> Option<u64> {
+        let text = match self {
+            Self::Hashed(a) => return a.is_valid(row).then(|| a.value(row)),
+            Self::Other(a) => return a.is_valid(row).then(|| a.value(row)),
+            Self::Text(StringArrayAccessor::Utf8(a)) => a.is_valid(row).then(|| a.value(row)),
+            Self::Text(StringArrayAccessor::Large(a)) => a.is_valid(row).then(|| a.value(row)),
+            Self::Text(StringArrayAccessor::View(a)) => a.is_valid(row).then(|| a.value(row)),
+        };
+        text.map(|t| STATE.hash_one(t.as_bytes()))
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -66,7 +119,7 @@ impl ScalarUDFImpl for UnitHash {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let [units] = arrays.as_slice() else { return exec_err!("__veil_unit_hash takes one argument") };
         let mut hashes = vec![0; units.len()];
-        create_hashes([units], &QualityRandomState::with_seed(SEED), &mut hashes)?;
+        create_hashes([units], &STATE, &mut hashes)?;
         let nulls = units.logical_nulls();
         Ok(ColumnarValue::Array(Arc::new(UInt64Array::new(hashes.into(), nulls))))
     }
@@ -127,10 +180,11 @@ fn insert(set: &mut Vec<u64>, cap: usize, unit: u64) -> usize {
     (set.capacity() - before) * size_of::<u64>()
 }
 
+/// The unit hashes of a state list.
 fn hashes(array: &ArrayRef) -> Result<&UInt64Array> {
     match array.as_primitive_opt::<UInt64Type>() {
         Some(a) => Ok(a),
-        None => exec_err!("__veil_people_upto_k expects unit hashes, got {}", array.data_type()),
+        None => exec_err!("__veil_people_upto_k expects unit hashes in its state, got {}", array.data_type()),
     }
 }
 
@@ -166,11 +220,14 @@ struct One {
 impl Accumulator for One {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let Some(values) = values.first() else { return Ok(()) };
-        for unit in hashes(values)?.iter().flatten() {
+        let units = Units::new(values)?;
+        for row in 0..values.len() {
             if self.units.len() >= self.cap {
                 break;
             }
-            insert(&mut self.units, self.cap, unit);
+            if let Some(unit) = units.get(row) {
+                insert(&mut self.units, self.cap, unit);
+            }
         }
         Ok(())
     }
@@ -192,8 +249,9 @@ impl Accumulator for One {
         let Some(states) = states.first() else { return Ok(()) };
         let lists = lists(states)?;
         for row in 0..lists.len() {
-            let list = lists.value(row);
-            self.update_batch(&[list])?;
+            for unit in hashes(&lists.value(row))?.iter().flatten() {
+                insert(&mut self.units, self.cap, unit);
+            }
         }
         Ok(())
     }
@@ -226,13 +284,15 @@ impl GroupsAccumulator for Groups {
     ) -> Result<()> {
         self.units.resize_with(total_num_groups, Vec::new);
         let Some(values) = values.first() else { return Ok(()) };
-        let values = hashes(values)?;
+        let units = Units::new(values)?;
         for (row, &group) in group_indices.iter().enumerate() {
-            if values.is_null(row) || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
+            let Some(set) = self.units.get_mut(group) else { continue };
+            // A group that has its k people needs no more: its rows are not even hashed.
+            if set.len() >= self.cap || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
                 continue;
             }
-            if let Some(set) = self.units.get_mut(group) {
-                self.heap += insert(set, self.cap, values.value(row));
+            if let Some(unit) = units.get(row) {
+                self.heap += insert(set, self.cap, unit);
             }
         }
         Ok(())
@@ -272,13 +332,14 @@ impl GroupsAccumulator for Groups {
 
     fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
         let Some(values) = values.first() else { return exec_err!("__veil_people_upto_k takes one argument") };
-        let values = hashes(values)?;
+        let units = Units::new(values)?;
         let keep = |row: usize| {
-            values.is_valid(row) && self.cap > 0 && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+            let kept = self.cap > 0 && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+            kept.then(|| units.get(row)).flatten()
         };
-        let lengths = (0..values.len()).map(|row| usize::from(keep(row)));
-        let units: UInt64Array = (0..values.len()).filter(|&row| keep(row)).map(|row| values.value(row)).collect();
-        Ok(vec![list_array(lengths, units)])
+        let kept: Vec<Option<u64>> = (0..values.len()).map(keep).collect();
+        let lengths = kept.iter().map(|u| usize::from(u.is_some()));
+        Ok(vec![list_array(lengths, kept.iter().flatten().copied().collect())])
     }
 
     fn size(&self) -> usize {
@@ -325,6 +386,23 @@ mod tests {
         ]);
         acc.update_batch(&[values], &[0, 0, 1, 1, 0, 1, 2, 1, 1, 2, 2, 0], None, 3).unwrap();
         assert_eq!(counts(&acc.evaluate(EmitTo::All).unwrap()), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn text_and_integer_units_are_counted_by_value() {
+        let texts: [ArrayRef; 2] = [
+            Arc::new(StringArray::from(vec![Some("a"), Some("a"), Some("b"), None])),
+            Arc::new(StringViewArray::from(vec![Some("a"), Some("a"), Some("b"), None])),
+        ];
+        for array in texts {
+            let mut acc = groups(10);
+            acc.update_batch(&[array], &[0, 0, 0, 0], None, 1).unwrap();
+            assert_eq!(counts(&acc.evaluate(EmitTo::All).unwrap()), vec![2]);
+        }
+        let ints: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(vec![7, 7, 8, 9]));
+        let mut acc = groups(10);
+        acc.update_batch(&[ints], &[0, 0, 0, 1], None, 2).unwrap();
+        assert_eq!(counts(&acc.evaluate(EmitTo::All).unwrap()), vec![2, 1]);
     }
 
     #[test]
