@@ -85,6 +85,20 @@ pub enum Error {
     /// A path given for server-side import is refused.
     #[error("{0}")]
     ImportPath(String),
+    /// A dp query would spend more epsilon on a dataset than the analyst has left.
+    #[error(
+        "dataset `{dataset}`: this query costs epsilon {asked}, and {left:.4} of the {cap} allowed in the budget window is left"
+    )]
+    BudgetExceeded {
+        /// The dataset whose budget is short.
+        dataset: DatasetRef,
+        /// The epsilon the query costs.
+        asked: f64,
+        /// The epsilon left.
+        left: f64,
+        /// The cap.
+        cap: f64,
+    },
     /// The uploaded file could not be ingested.
     #[error(transparent)]
     Ingest(#[from] veil_ingest::Error),
@@ -103,6 +117,7 @@ impl Error {
             Error::BadName(_) | Error::ImportPath(_) => ErrorKind::InvalidRequest,
             Error::Invalid { .. } => ErrorKind::Unprocessable,
             Error::DepartmentExists(_) | Error::UserExists(_) | Error::AccessRequestState { .. } => ErrorKind::Conflict,
+            Error::BudgetExceeded { .. } => ErrorKind::Forbidden,
             Error::AccessRequestNotFound(_) => ErrorKind::NotFound,
             Error::DepartmentNotFound(_)
             | Error::UserNotFound(_)
@@ -127,6 +142,7 @@ impl Error {
             Error::DatasetNotFound(_) => "dataset_not_found",
             Error::AccessRequestNotFound(_) => "access_request_not_found",
             Error::AccessRequestState { .. } => "access_request_state",
+            Error::BudgetExceeded { .. } => "budget_exceeded",
             Error::NotInitialized(_)
             | Error::DirectoryNotEmpty(_)
             | Error::TokenFileExists(_)

@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod budget;
 pub mod datasets;
 mod error;
 pub mod identity;
@@ -44,6 +45,7 @@ use ring::hmac;
 use rusqlite::Connection;
 
 pub use access::{AccessRequest, RequestFilter, RequestState, Transition};
+pub use budget::{Cap, Charge, Spent};
 pub use datasets::{ColumnInfo, DatasetInfo, VersionInfo, resolve_import};
 pub use error::{Error, Result};
 pub use identity::{Department, IssuedToken, Principal, User};

@@ -100,6 +100,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE dataset_columns ADD COLUMN generalize TEXT;
     "#,
+    // 4: the privacy budget ledger.
+    r#"
+    CREATE TABLE budget_ledger (
+        id            INTEGER PRIMARY KEY,
+        user_id       TEXT NOT NULL REFERENCES users(id),
+        department    TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        epsilon       REAL NOT NULL CHECK (epsilon > 0),
+        delta         REAL NOT NULL CHECK (delta >= 0),
+        query_sha256  TEXT NOT NULL,
+        charged_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX budget_by_user ON budget_ledger (user_id, department, name, charged_at);
+    "#,
 ];
 
 /// The schema version this build writes.
