@@ -1,11 +1,13 @@
-//! Thresholds count people, not rows (DESIGN §2): every aggregate over data gets a hidden
-//! count of distinct people (capped at `k`, see [`super::people`]) per privacy unit that reaches it, and a filter right above it drops
-//! groups with fewer than `k`, before anything else (a window, a join, HAVING) can see them.
+//! Thresholds count people, not rows (DESIGN §2): every aggregate over data gets a hidden count
+//! of distinct people (capped at `k`, see [`super::people`]) per privacy unit that reaches it,
+//! and a filter right above it drops groups with fewer than `k`, before anything else (a window,
+//! a join, HAVING) can see them.
 //!
-//! The privacy units are carried up from the table scans as hidden columns (`__veil_unit_N`)
-//! through projections, filters, joins and unions, so aliases, subqueries and CTEs cannot drop
-//! them. A join keeps both sides' units: a group must hold `k` distinct people on each side,
-//! which is exactly "the person" when the sides are joined on the same linkable id, and stricter
+//! The privacy units are carried up from the table scans through projections, filters, joins
+//! and unions ([`Unit`]): added to every projection that drops them, renamed to a hidden
+//! `__veil_unit_N` where their name is taken, so aliases, subqueries and CTEs cannot drop them. A
+//! join keeps both sides' units: a group must hold `k` distinct people on each side, which is
+//! exactly "the person" when the sides are joined on the same linkable id, and stricter
 //! otherwise (join amplification cannot make one person look like many).
 
 use std::collections::HashSet;
