@@ -14,9 +14,8 @@
 //! Neither function is registered in a session: a query cannot call them, they exist only in
 //! rewritten plans.
 
-use std::sync::{Arc, LazyLock};
-
 use std::hash::BuildHasher;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, LargeStringArray, ListArray, StringArray, StringViewArray,
@@ -53,34 +52,30 @@ pub(super) fn people_upto(k: u64, unit: Expr) -> Expr {
     AggregateUDF::new_from_impl(udaf).call(vec![unit])
 }
 
-/// Hashes the units of one batch on demand.
-enum Units<'a> {
-    /// Already hashed.
-    Hashed(&'a UInt64Array),
-    Text(StringArrayAccessor<'a>),
-    /// Any other type, hashed up front.
-    Other(UInt64Array),
+/// Every unit of `array` hashed, nulls kept: what [`unit_hash`] computes.
+fn hash_all(array: &ArrayRef) -> Result<UInt64Array> {
+    let mut hashes = vec![0; array.len()];
+    create_hashes([array], &STATE, &mut hashes)?;
+    Ok(UInt64Array::new(hashes.into(), array.logical_nulls()))
 }
 
-/// The text arrays a unit column can be.
-enum StringArrayAccessor<'a> {
+/// The units of one batch, hashed on demand.
+enum Units<'a> {
+    /// Already hashed: a [`unit_hash`] column, or another type hashed up front.
+    Hashed(UInt64Array),
     Utf8(&'a StringArray),
-    Large(&'a LargeStringArray),
-    View(&'a StringViewArray),
+    LargeUtf8(&'a LargeStringArray),
+    Utf8View(&'a StringViewArray),
 }
 
 impl<'a> Units<'a> {
     fn new(array: &'a ArrayRef) -> Result<Self> {
         Ok(match array.data_type() {
-            DataType::UInt64 => Self::Hashed(array.as_primitive::<UInt64Type>()),
-            DataType::Utf8 => Self::Text(StringArrayAccessor::Utf8(array.as_string::<i32>())),
-            DataType::LargeUtf8 => Self::Text(StringArrayAccessor::Large(array.as_string::<i64>())),
-            DataType::Utf8View => Self::Text(StringArrayAccessor::View(array.as_string_view())),
-            _ => {
-                let mut hashes = vec![0; array.len()];
-                create_hashes([array], &STATE, &mut hashes)?;
-                Self::Other(UInt64Array::new(hashes.into(), array.logical_nulls()))
-            }
+            DataType::UInt64 => Self::Hashed(array.as_primitive::<UInt64Type>().clone()),
+            DataType::Utf8 => Self::Utf8(array.as_string::<i32>()),
+            DataType::LargeUtf8 => Self::LargeUtf8(array.as_string::<i64>()),
+            DataType::Utf8View => Self::Utf8View(array.as_string_view()),
+            _ => Self::Hashed(hash_all(array)?),
         })
     }
 
@@ -88,10 +83,9 @@ impl<'a> Units<'a> {
     fn get(&self, row: usize) -> Option<u64> {
         let text = match self {
             Self::Hashed(a) => return a.is_valid(row).then(|| a.value(row)),
-            Self::Other(a) => return a.is_valid(row).then(|| a.value(row)),
-            Self::Text(StringArrayAccessor::Utf8(a)) => a.is_valid(row).then(|| a.value(row)),
-            Self::Text(StringArrayAccessor::Large(a)) => a.is_valid(row).then(|| a.value(row)),
-            Self::Text(StringArrayAccessor::View(a)) => a.is_valid(row).then(|| a.value(row)),
+            Self::Utf8(a) => a.is_valid(row).then(|| a.value(row)),
+            Self::LargeUtf8(a) => a.is_valid(row).then(|| a.value(row)),
+            Self::Utf8View(a) => a.is_valid(row).then(|| a.value(row)),
         };
         text.map(|t| STATE.hash_one(t.as_bytes()))
     }
@@ -118,10 +112,7 @@ impl ScalarUDFImpl for UnitHash {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let [units] = arrays.as_slice() else { return exec_err!("__veil_unit_hash takes one argument") };
-        let mut hashes = vec![0; units.len()];
-        create_hashes([units], &STATE, &mut hashes)?;
-        let nulls = units.logical_nulls();
-        Ok(ColumnarValue::Array(Arc::new(UInt64Array::new(hashes.into(), nulls))))
+        Ok(ColumnarValue::Array(Arc::new(hash_all(units)?)))
     }
 }
 
@@ -465,9 +456,7 @@ mod tests {
     fn unit_hashes_are_stable_and_keep_nulls() {
         let hash = |values: Vec<Option<&str>>| {
             let array: ArrayRef = Arc::new(StringArray::from(values));
-            let mut out = vec![0; array.len()];
-            create_hashes([&array], &QualityRandomState::with_seed(SEED), &mut out).unwrap();
-            out
+            hash_all(&array).unwrap().values().to_vec()
         };
         let a = hash(vec![Some("110101195001011234"), Some("110101195001011235")]);
         let b = hash(vec![Some("110101195001011234")]);
