@@ -5,6 +5,7 @@
 //! `health.visits` (L3): every resident of 甲区 has 3 visits, of 乙区 1, and of 丙区 12 (so
 //! 丙区 has 60 visit rows but only 5 people: the join-amplification case).
 //! The civil analyst holds approved grants on `health.visits` for aggregate and deidentified.
+//! In dp mode, `health.visits` lets a person count in 2 groups with 3 rows each.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -41,6 +42,8 @@ pub struct Visit {
 pub struct World {
     /// The server.
     pub s: TestServer,
+    /// Steward of civil affairs.
+    pub civil_steward: String,
     /// Analyst of civil affairs, with grants on health.visits.
     pub civil_analyst: String,
     /// A second civil analyst, without grants.
@@ -93,7 +96,8 @@ pub fn visits(residents: &[Resident]) -> Vec<Visit> {
     out
 }
 
-fn residents_csv(rows: &[Resident]) -> Vec<u8> {
+/// The residents as the civil steward uploads them.
+pub fn residents_csv(rows: &[Resident]) -> Vec<u8> {
     let mut csv = String::from("person_id,name,phone,district,birth_date,living_alone,subsidy\n");
     for (i, r) in rows.iter().enumerate() {
         csv.push_str(&format!(
@@ -155,7 +159,8 @@ pub async fn world_on(s: TestServer) -> World {
             "person_id": {"tag": "identifier", "linkable": true},
             "icd10": {"tag": "sensitive"},
             "cost": {"tag": "sensitive", "bounds": [0, 5000]}
-        }
+        },
+        "dp": {"max_groups": 2, "max_rows": 3}
     });
     let (status, body) = s.upload(&health_steward, &meta, visits_csv(&visits)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -176,7 +181,7 @@ pub async fn world_on(s: TestServer) -> World {
             s.post(&format!("/v1/access-requests/{id}/approve"), &health_steward, json!({"reason": "ok"})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    World { s, civil_analyst, civil_analyst_2, health_analyst, auditor, residents, visits }
+    World { s, civil_steward, civil_analyst, civil_analyst_2, health_analyst, auditor, residents, visits }
 }
 
 impl World {

@@ -3,7 +3,7 @@
 //! in one `IMMEDIATE` transaction, so two queries, in this process or another one on the same
 //! data directory, can never both take the last of a budget.
 
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use veil_common::{DatasetName, DatasetRef, DepartmentId, UserId};
 
 use crate::{Catalog, Error, Result};
@@ -51,6 +51,65 @@ pub struct Charge<'a> {
     pub window: i64,
 }
 
+/// What [`Catalog::spend_or_replay`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spend {
+    /// Charged; the epsilon left on each dataset afterwards, in the order of the caps.
+    Charged(Vec<f64>),
+    /// The recorded answer of the identical query; nothing charged.
+    Replay(Vec<u8>),
+    /// The identical query is running now; nothing charged. Ask again shortly.
+    Running,
+}
+
+fn validate(charge: &Charge<'_>) -> Result<()> {
+    let valid = charge.epsilon.is_finite() && charge.epsilon > 0.0 && charge.delta.is_finite() && charge.delta >= 0.0;
+    if !valid {
+        return Err(Error::invalid("epsilon_invalid", "epsilon must be a positive number and delta not negative"));
+    }
+    Ok(())
+}
+
+/// Checks every cap and records the charge, inside the caller's `IMMEDIATE` transaction.
+fn charge_in(tx: &rusqlite::Transaction<'_>, charge: &Charge<'_>, caps: &[Cap]) -> Result<Vec<f64>> {
+    let since = charge.now - charge.window;
+    let mut left = Vec::with_capacity(caps.len());
+    for cap in caps {
+        let spent: f64 = tx.query_row(
+            "SELECT COALESCE(SUM(epsilon), 0) FROM budget_ledger
+              WHERE user_id = ?1 AND department = ?2 AND name = ?3 AND charged_at > ?4",
+            params![charge.user.as_str(), cap.dataset.department.as_str(), cap.dataset.name.as_str(), since],
+            |r| r.get(0),
+        )?;
+        let remaining = (cap.epsilon - spent).max(0.0);
+        if charge.epsilon > remaining + SLACK {
+            return Err(Error::BudgetExceeded {
+                dataset: cap.dataset.clone(),
+                asked: charge.epsilon,
+                left: remaining,
+                cap: cap.epsilon,
+            });
+        }
+        left.push((remaining - charge.epsilon).max(0.0));
+    }
+    for cap in caps {
+        tx.execute(
+            "INSERT INTO budget_ledger (user_id, department, name, epsilon, delta, query_sha256, charged_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                charge.user.as_str(),
+                cap.dataset.department.as_str(),
+                cap.dataset.name.as_str(),
+                charge.epsilon,
+                charge.delta,
+                charge.query,
+                charge.now
+            ],
+        )?;
+    }
+    Ok(left)
+}
+
 impl Catalog {
     /// Charges `charge` to every dataset in `caps` if each has the epsilon left, all or nothing.
     /// Returns the epsilon left on each afterwards, in the order of `caps`.
@@ -59,50 +118,79 @@ impl Catalog {
     /// [`Error::BudgetExceeded`] naming the first dataset without enough left (nothing is
     /// charged); [`Error::Invalid`] for a charge that is not positive; SQLite failures.
     pub fn charge_budget(&self, charge: &Charge<'_>, caps: &[Cap]) -> Result<Vec<f64>> {
-        let valid =
-            charge.epsilon.is_finite() && charge.epsilon > 0.0 && charge.delta.is_finite() && charge.delta >= 0.0;
-        if !valid {
-            return Err(Error::invalid("epsilon_invalid", "epsilon must be a positive number and delta not negative"));
-        }
+        validate(charge)?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let since = charge.now - charge.window;
-        let mut left = Vec::with_capacity(caps.len());
-        for cap in caps {
-            let spent: f64 = tx.query_row(
-                "SELECT COALESCE(SUM(epsilon), 0) FROM budget_ledger
-                  WHERE user_id = ?1 AND department = ?2 AND name = ?3 AND charged_at > ?4",
-                params![charge.user.as_str(), cap.dataset.department.as_str(), cap.dataset.name.as_str(), since],
+        let left = charge_in(&tx, charge, caps)?;
+        tx.commit()?;
+        Ok(left)
+    }
+
+    /// Dp mode's charge with replay (DESIGN §3): in one `IMMEDIATE` transaction, the answer
+    /// recorded for the same user and query if there is one (charging nothing); else, if the
+    /// same query is still running, [`Spend::Running`]; else the charge, as
+    /// [`Catalog::charge_budget`], and a placeholder for the answer, which
+    /// [`Catalog::record_answer`] fills in or [`Catalog::refund`] removes.
+    ///
+    /// # Errors
+    /// As [`Catalog::charge_budget`].
+    pub fn spend_or_replay(&self, charge: &Charge<'_>, caps: &[Cap]) -> Result<Spend> {
+        validate(charge)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let recorded: Option<Option<Vec<u8>>> = tx
+            .query_row(
+                "SELECT answer FROM dp_answers WHERE user_id = ?1 AND query_sha256 = ?2",
+                params![charge.user.as_str(), charge.query],
                 |r| r.get(0),
-            )?;
-            let remaining = (cap.epsilon - spent).max(0.0);
-            if charge.epsilon > remaining + SLACK {
-                return Err(Error::BudgetExceeded {
-                    dataset: cap.dataset.clone(),
-                    asked: charge.epsilon,
-                    left: remaining,
-                    cap: cap.epsilon,
-                });
-            }
-            left.push((remaining - charge.epsilon).max(0.0));
+            )
+            .optional()?;
+        match recorded {
+            Some(Some(answer)) => return Ok(Spend::Replay(answer)),
+            Some(None) => return Ok(Spend::Running),
+            None => {}
         }
-        for cap in caps {
+        let left = charge_in(&tx, charge, caps)?;
+        tx.execute(
+            "INSERT INTO dp_answers (user_id, query_sha256, answer, created_at) VALUES (?1, ?2, NULL, ?3)",
+            params![charge.user.as_str(), charge.query, charge.now],
+        )?;
+        tx.commit()?;
+        Ok(Spend::Charged(left))
+    }
+
+    /// Records the answer a charged dp query released, so an identical query replays it.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn record_answer(&self, user: &UserId, query: &str, answer: &[u8]) -> Result<()> {
+        self.conn().execute(
+            "UPDATE dp_answers SET answer = ?3 WHERE user_id = ?1 AND query_sha256 = ?2",
+            params![user.as_str(), query, answer],
+        )?;
+        Ok(())
+    }
+
+    /// Takes back the charge of a dp query that released nothing (it failed before its
+    /// answer), with its placeholder, in one transaction.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn refund(&self, user: &UserId, query: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pending = tx.execute(
+            "DELETE FROM dp_answers WHERE user_id = ?1 AND query_sha256 = ?2 AND answer IS NULL",
+            params![user.as_str(), query],
+        )?;
+        if pending > 0 {
             tx.execute(
-                "INSERT INTO budget_ledger (user_id, department, name, epsilon, delta, query_sha256, charged_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    charge.user.as_str(),
-                    cap.dataset.department.as_str(),
-                    cap.dataset.name.as_str(),
-                    charge.epsilon,
-                    charge.delta,
-                    charge.query,
-                    charge.now
-                ],
+                "DELETE FROM budget_ledger WHERE user_id = ?1 AND query_sha256 = ?2",
+                params![user.as_str(), query],
             )?;
         }
         tx.commit()?;
-        Ok(left)
+        Ok(())
     }
 
     /// What `user` has spent on each dataset since `since` (Unix seconds), by dataset.
@@ -155,6 +243,32 @@ mod tests {
 
     fn charge(user: &UserId, epsilon: f64, now: i64) -> Charge<'_> {
         Charge { user, epsilon, delta: 1e-7, query: "q", now, window: 30 * 86_400 }
+    }
+
+    #[test]
+    fn an_identical_query_replays_its_answer_and_a_failed_one_is_refunded() {
+        let (_root, catalog, ana) = catalog();
+        let caps = [Cap { dataset: dataset("visits"), epsilon: 1.0 }];
+        let first = catalog.spend_or_replay(&charge(&ana, 0.5, 10), &caps).expect("charge");
+        assert_eq!(first, Spend::Charged(vec![0.5]));
+        assert_eq!(catalog.spend_or_replay(&charge(&ana, 0.5, 11), &caps).expect("ask"), Spend::Running);
+        catalog.record_answer(&ana, "q", b"answer").expect("record");
+        for now in 12..20 {
+            let again = catalog.spend_or_replay(&charge(&ana, 0.5, now), &caps).expect("replay");
+            assert_eq!(again, Spend::Replay(b"answer".to_vec()));
+        }
+        assert_eq!(catalog.budget_spent(&ana, 0).expect("spent")[0].epsilon, 0.5, "charged once");
+
+        let other = Charge { query: "other", ..charge(&ana, 0.5, 30) };
+        assert_eq!(catalog.spend_or_replay(&other, &caps).expect("charge"), Spend::Charged(vec![0.0]));
+        catalog.refund(&ana, "other").expect("refund");
+        assert_eq!(catalog.budget_spent(&ana, 0).expect("spent")[0].epsilon, 0.5, "the failed query is refunded");
+        catalog.refund(&ana, "q").expect("no-op");
+        assert_eq!(
+            catalog.budget_spent(&ana, 0).expect("spent")[0].epsilon,
+            0.5,
+            "a released answer is never refunded"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use veil_common::{DatasetName, DatasetRef, DepartmentId, Generalization, Level, 
 use veil_ingest::{ReadOptions, SourceFormat};
 
 use crate::layout::sync_dir;
-use crate::{Catalog, DatasetSpec, Error, Result, now};
+use crate::{Catalog, DatasetSpec, DpSettings, Error, Result, now};
 
 /// What the catalogue shows about a dataset: metadata only, never data.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,8 @@ pub struct DatasetInfo {
     pub description: String,
     /// Privacy unit of the current version.
     pub privacy_unit: Option<String>,
+    /// Dp mode's settings.
+    pub dp: DpSettings,
     /// Rows in the current version.
     pub row_count: u64,
     /// The current version number (1-based).
@@ -175,8 +177,8 @@ impl Catalog {
             )?;
             tx.execute(
                 "INSERT INTO dataset_versions (department, name, version, level, description, privacy_unit, file,
-                     source_format, row_count, byte_size, registered_by, registered_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     source_format, row_count, byte_size, registered_by, registered_at, max_groups, max_rows, epsilon_cap)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     spec.dataset.department.as_str(),
                     spec.dataset.name.as_str(),
@@ -190,6 +192,9 @@ impl Catalog {
                     report.bytes as i64,
                     by.as_str(),
                     registered_at,
+                    spec.dp.max_groups as i64,
+                    spec.dp.max_rows as i64,
+                    spec.dp.epsilon_cap,
                 ],
             )?;
             for (position, field) in schema.fields().iter().enumerate() {
@@ -259,17 +264,26 @@ impl Catalog {
             return Err(Error::DatasetNotFound(dataset.clone()));
         };
         let mut stmt = conn.prepare(
-            "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit
+            "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit,
+                    max_groups, max_rows, epsilon_cap
              FROM dataset_versions WHERE department = ?1 AND name = ?2 ORDER BY version",
         )?;
         let mut description = String::new();
         let mut privacy_unit = None;
+        let mut dp = DpSettings::default();
         let versions = stmt
             .query_map(key, |r| {
                 let version: i64 = r.get(0)?;
                 if version == current_version {
                     description = r.get(7)?;
                     privacy_unit = r.get(8)?;
+                    // Versions registered before dp settings existed have the defaults.
+                    let defaults = DpSettings::default();
+                    dp = DpSettings {
+                        max_groups: r.get::<_, Option<i64>>(9)?.map_or(defaults.max_groups, |v| v.max(1) as u64),
+                        max_rows: r.get::<_, Option<i64>>(10)?.map_or(defaults.max_rows, |v| v.max(1) as u64),
+                        epsilon_cap: r.get(11)?,
+                    };
                 }
                 Ok(VersionInfo {
                     version,
@@ -310,6 +324,7 @@ impl Catalog {
             level: current.level,
             description,
             privacy_unit,
+            dp,
             row_count: current.row_count,
             current_version,
             created_at,

@@ -45,12 +45,12 @@ use ring::hmac;
 use rusqlite::Connection;
 
 pub use access::{AccessRequest, RequestFilter, RequestState, Transition};
-pub use budget::{Cap, Charge, Spent};
+pub use budget::{Cap, Charge, Spend, Spent};
 pub use datasets::{ColumnInfo, DatasetInfo, VersionInfo, resolve_import};
 pub use error::{Error, Result};
 pub use identity::{Department, IssuedToken, Principal, User};
 pub use layout::{DataDir, init};
-pub use spec::{ColumnInput, ColumnSpec, DatasetSpec, MetadataInput};
+pub use spec::{ColumnInput, ColumnSpec, DatasetSpec, DpInput, DpSettings, MetadataInput};
 
 /// An open catalogue over one data directory.
 pub struct Catalog {

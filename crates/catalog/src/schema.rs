@@ -114,6 +114,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX budget_by_user ON budget_ledger (user_id, department, name, charged_at);
     "#,
+    r#"
+    ALTER TABLE dataset_versions ADD COLUMN max_groups INTEGER;
+    ALTER TABLE dataset_versions ADD COLUMN max_rows INTEGER;
+    ALTER TABLE dataset_versions ADD COLUMN epsilon_cap REAL;
+    CREATE TABLE dp_answers (
+        user_id       TEXT NOT NULL REFERENCES users(id),
+        query_sha256  TEXT NOT NULL,
+        answer        BLOB,
+        created_at    INTEGER NOT NULL,
+        PRIMARY KEY (user_id, query_sha256)
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

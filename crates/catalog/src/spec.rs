@@ -31,6 +31,86 @@ pub struct MetadataInput {
     pub format: Option<String>,
     /// Tag and options per column.
     pub columns: BTreeMap<String, ColumnInput>,
+    /// Dp mode's per-dataset settings; defaults where absent.
+    pub dp: DpInput,
+}
+
+/// Dp settings as received.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DpInput {
+    /// Groups one person may count in, per answer.
+    pub max_groups: Option<u64>,
+    /// Rows one person may contribute to one group.
+    pub max_rows: Option<u64>,
+    /// An epsilon cap stricter than the level's.
+    pub epsilon_cap: Option<f64>,
+}
+
+/// Dp mode's per-dataset settings (DESIGN §3), validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSettings {
+    /// Groups one person may count in, per answer (default 1).
+    pub max_groups: u64,
+    /// Rows one person may contribute to one group (default 1).
+    pub max_rows: u64,
+    /// The steward's own cap, if stricter than the level's.
+    pub epsilon_cap: Option<f64>,
+}
+
+impl Default for DpSettings {
+    fn default() -> Self {
+        Self { max_groups: 1, max_rows: 1, epsilon_cap: None }
+    }
+}
+
+impl DpSettings {
+    /// The epsilon cap that applies: the steward's, else the level's; `None` for no cap.
+    pub fn cap(&self, level: Level) -> Option<f64> {
+        match (self.epsilon_cap, level.epsilon_cap()) {
+            (Some(own), Some(by_level)) => Some(own.min(by_level)),
+            (own, by_level) => own.or(by_level),
+        }
+    }
+}
+
+/// Largest contribution bounds a steward may declare: beyond them the noise would drown any
+/// answer, which is a mistake worth naming.
+const MAX_GROUPS: u64 = 1000;
+const MAX_ROWS: u64 = 10_000;
+
+impl DpInput {
+    fn validate(&self, level: Level) -> Result<DpSettings> {
+        let bounded = |field: &str, value: Option<u64>, max: u64| -> Result<u64> {
+            match value {
+                None => Ok(1),
+                Some(v) if (1..=max).contains(&v) => Ok(v),
+                Some(v) => {
+                    Err(Error::invalid("dp_invalid", format!("dp.{field} is {v}; it must be between 1 and {max}")))
+                }
+            }
+        };
+        let max_groups = bounded("max_groups", self.max_groups, MAX_GROUPS)?;
+        let max_rows = bounded("max_rows", self.max_rows, MAX_ROWS)?;
+        if let Some(cap) = self.epsilon_cap {
+            if !(cap.is_finite() && cap > 0.0) {
+                return Err(Error::invalid(
+                    "dp_invalid",
+                    format!("dp.epsilon_cap is {cap}; it must be a positive number"),
+                ));
+            }
+            if let Some(by_level) = level.epsilon_cap()
+                && cap > by_level
+            {
+                return Err(Error::invalid(
+                    "dp_invalid",
+                    format!(
+                        "dp.epsilon_cap {cap} is above the {by_level} a {level} dataset allows; a steward may only lower it"
+                    ),
+                ));
+            }
+        }
+        Ok(DpSettings { max_groups, max_rows, epsilon_cap: self.epsilon_cap })
+    }
 }
 
 /// One column's declaration, as received.
@@ -63,6 +143,8 @@ pub struct DatasetSpec {
     pub format: Option<SourceFormat>,
     /// Column declarations by name.
     pub columns: BTreeMap<String, ColumnSpec>,
+    /// Dp mode's settings.
+    pub dp: DpSettings,
 }
 
 /// A validated column declaration.
@@ -182,7 +264,16 @@ impl DatasetSpec {
             }
             None => {}
         }
-        Ok(Self { dataset, level, description: input.description, privacy_unit: input.privacy_unit, format, columns })
+        let dp = input.dp.validate(level)?;
+        Ok(Self {
+            dataset,
+            level,
+            description: input.description,
+            privacy_unit: input.privacy_unit,
+            format,
+            columns,
+            dp,
+        })
     }
 
     /// The CSV column types the reader must use: the declared ones, and text for identifiers
@@ -320,5 +411,24 @@ mod tests {
         i.privacy_unit = None;
         i.level = "L2".into();
         assert!(DatasetSpec::validate(i).is_ok(), "L2 may be about no person");
+        let mut i = input();
+        i.dp.max_rows = Some(0);
+        assert_eq!(code_of(i), "dp_invalid");
+        let mut i = input();
+        i.dp.epsilon_cap = Some(11.0);
+        assert_eq!(code_of(i), "dp_invalid", "above the L3 cap of 10");
+    }
+
+    #[test]
+    fn dp_settings_default_and_only_lower_the_level_cap() {
+        let spec = DatasetSpec::validate(input()).expect("valid");
+        assert_eq!(spec.dp, DpSettings::default());
+        assert_eq!(spec.dp.cap(Level::L3), Some(10.0));
+        let mut i = input();
+        i.dp = DpInput { max_groups: Some(3), max_rows: Some(4), epsilon_cap: Some(2.0) };
+        let spec = DatasetSpec::validate(i).expect("valid");
+        assert_eq!((spec.dp.max_groups, spec.dp.max_rows), (3, 4));
+        assert_eq!(spec.dp.cap(Level::L3), Some(2.0));
+        assert_eq!(DpSettings::default().cap(Level::L2), None);
     }
 }

@@ -54,6 +54,18 @@ impl Level {
         matches!(self, Level::L1 | Level::L2)
     }
 
+    /// The most epsilon one analyst may spend on one dataset at this level within the budget
+    /// window (DESIGN §2); `None` where the level sets no cap (L1, L2) or nothing is released
+    /// (core data).
+    pub fn epsilon_cap(self) -> Option<f64> {
+        match self {
+            Level::L3 => Some(10.0),
+            Level::L4 => Some(3.0),
+            Level::Important => Some(1.0),
+            Level::L1 | Level::L2 | Level::Core => None,
+        }
+    }
+
     /// The default `k`: the fewest distinct privacy units a released group or equivalence class
     /// must hold (DESIGN §2). `None` for core data, which is never released.
     pub fn min_group_size(self) -> Option<u64> {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchema, JoinType};
 use datafusion::logical_expr::expr::{AggregateFunction, Exists, InSubquery, WindowFunction};
 use datafusion::logical_expr::utils::{grouping_set_to_exprlist, split_conjunction};
@@ -11,8 +12,8 @@ use veil_common::{Generalization, Mode, Tag};
 
 use crate::lineage::{ColumnLineage, Grain, NodeLineage, SourceColumn, Sources};
 use crate::rules::{
-    allow_listed_functions, deny_complement_conditions, deny_identifier_use, deny_reserved_names, restrict_aggregates,
-    return_only_aggregates, return_only_rows,
+    allow_listed_functions, deny_complement_conditions, deny_identifier_use, deny_reserved_names, dp_shape,
+    restrict_aggregates, return_only_aggregates, return_only_rows,
 };
 use crate::{GuardContext, Rule, Violation};
 
@@ -25,6 +26,31 @@ pub struct Assessment {
     pub outputs: Vec<OutputRole>,
     /// Whether any dataset read has a privacy unit (so thresholds apply).
     pub counts_people: bool,
+    /// Dp mode: what each aggregate of the answer's aggregate computes, in its order.
+    pub dp: Vec<DpAggregate>,
+}
+
+/// One aggregate of a dp answer, as the contribution bounds and the noise treat it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DpAggregate {
+    /// `COUNT(*)` or `COUNT(expr)`: rows, at most `max_rows` per person and group.
+    CountRows,
+    /// `COUNT(DISTINCT unit)`: people, one per person and group.
+    CountPeople,
+    /// `SUM(column)` of a column with declared bounds.
+    Sum {
+        /// Lower bound.
+        lo: f64,
+        /// Upper bound.
+        hi: f64,
+    },
+    /// `AVG(column)` of a column with declared bounds: a noisy sum over a noisy count.
+    Avg {
+        /// Lower bound.
+        lo: f64,
+        /// Upper bound.
+        hi: f64,
+    },
 }
 
 /// One rule that shaped the answer.
@@ -54,14 +80,17 @@ pub enum OutputRole {
 /// The first [`Violation`] found.
 pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Violation> {
     if ctx.mode == Mode::Dp {
-        return Err(Violation::new(
-            Rule::UnsupportedSql,
-            None,
-            "dp mode is not available yet; use aggregate or deidentified mode",
-        ));
+        dp_shape::check(plan)?;
     }
-    let mut walk =
-        Walk { ctx, sources: Sources::default(), rules: BTreeSet::new(), linked: false, counts_people: false };
+    let mut walk = Walk {
+        ctx,
+        sources: Sources::default(),
+        rules: BTreeSet::new(),
+        linked: false,
+        unit_linked: false,
+        counts_people: false,
+        dp: Vec::new(),
+    };
     let root = walk.plan(plan, &[])?;
     let mut outputs = Vec::with_capacity(root.columns.len());
     match ctx.mode {
@@ -89,14 +118,31 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
                 );
             }
         }
-        Mode::Dp => {}
+        Mode::Dp => {
+            return_only_aggregates::check_output(&root, plan.schema())?;
+            if !walk.counts_people {
+                return Err(Violation::new(
+                    Rule::DpShape,
+                    None,
+                    "dp mode protects people, and no dataset of this query declares a privacy unit; use aggregate mode",
+                ));
+            }
+            let c = ctx.contribution();
+            walk.note(
+                "contribution_bounds",
+                format!(
+                    "each person counts in at most {} group(s) (sampled at random) with at most {} row(s) each; values clamped to their declared bounds",
+                    c.max_groups, c.max_rows
+                ),
+            );
+        }
     }
     walk.note(
         "safe_sql",
         "one read-only query; allow-listed functions; division by zero and failed casts give NULL, never an error"
             .into(),
     );
-    Ok(Assessment { rules: walk.rules.into_iter().collect(), outputs, counts_people: walk.counts_people })
+    Ok(Assessment { rules: walk.rules.into_iter().collect(), outputs, counts_people: walk.counts_people, dp: walk.dp })
 }
 
 /// A node's schema and lineage, as expressions over it see them.
@@ -113,7 +159,11 @@ struct Walk<'a> {
     rules: BTreeSet<AppliedRule>,
     /// Set when a condition ties a subquery to its outer row by linkable identifiers.
     linked: bool,
+    /// Set when that condition equates the privacy units of both sides (dp mode needs it).
+    unit_linked: bool,
     counts_people: bool,
+    /// Dp mode: the aggregates of the answer's one aggregate, in order.
+    dp: Vec<DpAggregate>,
 }
 
 fn unsupported(what: impl Into<String>) -> Violation {
@@ -127,6 +177,49 @@ impl Walk<'_> {
 
     fn mode(&self) -> Mode {
         self.ctx.mode
+    }
+
+    /// Whether `column` is a dataset's privacy unit, bare.
+    fn is_unit(&self, column: &ColumnLineage) -> bool {
+        !column.aggregated && column.bare.is_some_and(|s| self.sources.get(s).unit)
+    }
+
+    /// Whether `plan` reads a dataset about people.
+    fn personal(&self, plan: &LogicalPlan) -> bool {
+        plan.exists(|node| {
+            Ok(matches!(node, LogicalPlan::TableScan(scan)
+                if self.ctx.dataset(scan.table_name.schema(), scan.table_name.table())
+                    .is_some_and(|d| d.privacy_unit.is_some())))
+        })
+        .unwrap_or(true)
+    }
+
+    /// Whether a join condition equates a privacy unit of the left input (the first
+    /// `left_columns` columns of `scope`) with one of the right input.
+    fn links_units(
+        &mut self,
+        filter: &Expr,
+        scope: Scope<'_>,
+        left_columns: usize,
+        outer: &[Scope<'_>],
+    ) -> Result<bool, Violation> {
+        for conjunct in split_conjunction(filter) {
+            let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = conjunct else { continue };
+            let (Some(a), Some(b)) = (column_of(left), column_of(right)) else { continue };
+            let (Some(ia), Some(ib)) = (scope.schema.maybe_index_of_column(a), scope.schema.maybe_index_of_column(b))
+            else {
+                continue;
+            };
+            let sides_differ = (ia < left_columns) != (ib < left_columns);
+            if !sides_differ {
+                continue;
+            }
+            let (l, r) = (self.expr(left, scope, outer)?, self.expr(right, scope, outer)?);
+            if self.is_unit(&l) && self.is_unit(&r) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn output_role(&mut self, column: &ColumnLineage, name: &str) -> Result<OutputRole, Violation> {
@@ -173,6 +266,8 @@ impl Walk<'_> {
                         tag: c.tag,
                         linkable: c.linkable,
                         generalize: c.generalize,
+                        unit: info.privacy_unit.as_deref() == Some(field.name().as_str()),
+                        bounds: c.bounds,
                     });
                     columns.push(ColumnLineage::source(src));
                 }
@@ -236,9 +331,11 @@ impl Walk<'_> {
                 let right = self.plan(&j.right, outer)?;
                 let ls = Scope { schema: j.left.schema(), lineage: &left.columns, grain: left.grain };
                 let rs = Scope { schema: j.right.schema(), lineage: &right.columns, grain: right.grain };
+                let mut unit_link = false;
                 for (l, r) in &j.on {
                     let ll = self.expr(l, ls, outer)?;
                     let rl = self.expr(r, rs, outer)?;
+                    unit_link |= self.is_unit(&ll) && self.is_unit(&rl);
                     if let Some((a, b)) = deny_identifier_use::as_join_key(&ll, &rl, &self.sources)? {
                         self.note("linkable_join", format!("{a} = {b} is joined inside the broker"));
                     }
@@ -251,6 +348,12 @@ impl Walk<'_> {
                         .map_err(|_| unsupported("a join whose inputs share column names"))?;
                     let scope = Scope { schema: &joined, lineage: &both, grain };
                     self.condition(filter, scope, outer)?;
+                    unit_link |= self.links_units(filter, scope, left.columns.len(), outer)?;
+                }
+                if self.mode() == Mode::Dp && self.personal(&j.left) && self.personal(&j.right) && !unit_link {
+                    return Err(dp_shape::people_not_linked(
+                        "a join of two datasets about people must equate their privacy units (JOIN … ON a.unit = b.unit), so that every joined row is about one person",
+                    ));
                 }
                 let columns = match j.join_type {
                     JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => both,
@@ -369,6 +472,7 @@ impl Walk<'_> {
                 self.note("linkable_join", format!("{a} = {b} is joined inside the broker"));
                 if is_outer_ref(left) || is_outer_ref(right) {
                     self.linked = true;
+                    self.unit_linked |= self.is_unit(&l) && self.is_unit(&r);
                 }
                 Ok(true)
             }
@@ -391,6 +495,10 @@ impl Walk<'_> {
             deny_identifier_use::as_order_key(&l, &self.sources)?;
         }
         restrict_aggregates::check(f.func.name(), &args, &self.sources)?;
+        if self.mode() == Mode::Dp {
+            let kind = dp_shape::aggregate(f.func.name(), f.params.distinct, &args, &self.sources)?;
+            self.dp.push(kind);
+        }
         let mut out = ColumnLineage::derived(&args);
         out.aggregated = true;
         Ok(out)
@@ -443,9 +551,16 @@ impl Walk<'_> {
         let mut scopes = outer.to_vec();
         scopes.push(scope);
         let saved = std::mem::replace(&mut self.linked, false);
+        let saved_units = std::mem::replace(&mut self.unit_linked, false);
         let node = self.plan(&sub.subquery, &scopes);
         let linked = std::mem::replace(&mut self.linked, saved);
+        let unit_linked = std::mem::replace(&mut self.unit_linked, saved_units);
         let node = node?;
+        if self.mode() == Mode::Dp && self.personal(&sub.subquery) && !unit_linked && !linked_by_caller {
+            return Err(dp_shape::people_not_linked(
+                "a subquery about people must be tied to the outer row by equal privacy units (WHERE inner.unit = outer.unit)",
+            ));
+        }
         if node.grain == Grain::Rows && !linked && !linked_by_caller {
             return Err(Violation::new(
                 Rule::UnlinkedSubquery,
@@ -596,6 +711,15 @@ impl Walk<'_> {
                 let linkable_probe = is_column_like(expr) && l.is_linkable_key(&self.sources);
                 let node = self.subquery(subquery, scope, outer, linkable_probe)?;
                 let out = node.columns.first().cloned().unwrap_or_default();
+                if mode == Mode::Dp
+                    && linkable_probe
+                    && self.personal(&subquery.subquery)
+                    && !(self.is_unit(&l) && self.is_unit(&out))
+                {
+                    return Err(dp_shape::people_not_linked(
+                        "`unit IN (SELECT unit …)` about people must compare the privacy units of both datasets",
+                    ));
+                }
                 if linkable_probe && out.is_linkable_key(&self.sources) {
                     if let (Some(a), Some(b)) = (l.bare, out.bare) {
                         let (a, b) = (self.sources.get(a).name.clone(), self.sources.get(b).name.clone());
@@ -644,6 +768,17 @@ fn is_column_like(e: &Expr) -> bool {
         Expr::TryCast(c) => is_column_like(&c.expr),
         Expr::Alias(a) => is_column_like(&a.expr),
         _ => false,
+    }
+}
+
+/// The column `e` is, through casts and aliases.
+fn column_of(e: &Expr) -> Option<&Column> {
+    match e {
+        Expr::Column(c) => Some(c),
+        Expr::Cast(c) => column_of(&c.expr),
+        Expr::TryCast(c) => column_of(&c.expr),
+        Expr::Alias(a) => column_of(&a.expr),
+        _ => None,
     }
 }
 

@@ -24,6 +24,27 @@ pub struct DatasetInfo {
     pub privacy_unit: Option<String>,
     /// Column classifications by name.
     pub columns: HashMap<String, ColumnInfo>,
+    /// How much one person may contribute to a dp answer (dp mode).
+    pub contribution: Contribution,
+}
+
+/// The contribution bounds of dp mode, declared per dataset by its steward (DESIGN §3): each
+/// person counts in at most `max_groups` groups of an answer, with at most `max_rows` rows in
+/// each. A query over several datasets uses the largest of each, so that a join does not cut
+/// what one dataset legitimately holds per person; the noise follows the bounds used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contribution {
+    /// Groups one person may appear in.
+    pub max_groups: u64,
+    /// Rows one person may contribute to one group.
+    pub max_rows: u64,
+}
+
+impl Default for Contribution {
+    /// One group, one row: a registry with one row per person.
+    fn default() -> Self {
+        Self { max_groups: 1, max_rows: 1 }
+    }
 }
 
 /// One column's classification.
@@ -35,9 +56,22 @@ pub struct ColumnInfo {
     pub linkable: bool,
     /// How it is coarsened in de-identified results, if the steward declared it.
     pub generalize: Option<Generalization>,
+    /// The value bounds `[lo, hi]` the steward declared: dp mode clamps to them, and sums or
+    /// averages a column only if it has them.
+    pub bounds: Option<(f64, f64)>,
 }
 
 impl GuardContext {
+    /// The contribution bounds of a query over the session's datasets about people: the
+    /// largest declared of each.
+    pub fn contribution(&self) -> Contribution {
+        let people = self.datasets.values().filter(|d| d.privacy_unit.is_some());
+        people.fold(Contribution { max_groups: 1, max_rows: 1 }, |acc, d| Contribution {
+            max_groups: acc.max_groups.max(d.contribution.max_groups),
+            max_rows: acc.max_rows.max(d.contribution.max_rows),
+        })
+    }
+
     pub(crate) fn dataset(&self, schema: Option<&str>, table: &str) -> Option<&DatasetInfo> {
         let schema = schema?;
         self.datasets.get(&(schema.to_owned(), table.to_owned()))

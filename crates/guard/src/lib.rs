@@ -21,8 +21,8 @@ mod rule;
 mod rules;
 mod violation;
 
-pub use check::{AppliedRule, Assessment, OutputRole, check};
-pub use context::{ColumnInfo, DatasetInfo, GuardContext};
-pub use rewrite::{FinalLimit, Rewritten, UNIT_PREFIX, rewrite};
+pub use check::{AppliedRule, Assessment, DpAggregate, OutputRole, check};
+pub use context::{ColumnInfo, Contribution, DatasetInfo, GuardContext};
+pub use rewrite::{DP_PREFIX, DP_ROW, DpPlan, FinalLimit, Rewritten, UNIT_PREFIX, rewrite};
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};
 pub use violation::{Rule, Violation};

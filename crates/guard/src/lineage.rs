@@ -16,6 +16,10 @@ pub(crate) struct SourceColumn {
     pub(crate) tag: Tag,
     pub(crate) linkable: bool,
     pub(crate) generalize: Option<Generalization>,
+    /// Whether it is its dataset's privacy unit.
+    pub(crate) unit: bool,
+    /// Declared value bounds.
+    pub(crate) bounds: Option<(f64, f64)>,
 }
 
 /// The source columns seen in one plan, interned.

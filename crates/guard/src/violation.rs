@@ -46,6 +46,14 @@ pub enum Rule {
     UnlinkedSubquery,
     /// De-identified mode: aggregates, DISTINCT and window functions belong in aggregate mode.
     DeidentifiedReturnsRows,
+    /// Dp mode: not one aggregate over the datasets' rows followed only by post-processing.
+    DpShape,
+    /// Dp mode: an aggregate without a dp mechanism (MIN, MAX, quantiles, …).
+    DpAggregateNotSupported,
+    /// Dp mode: SUM or AVG of a column without declared bounds.
+    DpUnboundedColumn,
+    /// Dp mode: datasets about people combined other than by equal privacy units.
+    DpPeopleNotLinked,
 }
 
 impl Rule {
@@ -70,6 +78,10 @@ impl Rule {
             Rule::ComplementCondition => "complement_condition",
             Rule::UnlinkedSubquery => "unlinked_subquery",
             Rule::DeidentifiedReturnsRows => "deidentified_returns_rows",
+            Rule::DpShape => "dp_shape",
+            Rule::DpAggregateNotSupported => "dp_aggregate_not_supported",
+            Rule::DpUnboundedColumn => "dp_unbounded_column",
+            Rule::DpPeopleNotLinked => "dp_people_not_linked",
         }
     }
 }

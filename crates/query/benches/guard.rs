@@ -20,7 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use veil_common::{Mode, Tag};
-use veil_guard::{ColumnInfo, DatasetInfo};
+use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
 use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
 
 const ROWS: usize = 2_000_000;
@@ -76,7 +76,7 @@ fn write_data(dir: &Path) -> PathBuf {
 }
 
 fn request(path: &Path, dry_run: bool) -> QueryRequest {
-    let tag = |tag, linkable| ColumnInfo { tag, linkable, generalize: None };
+    let tag = |tag, linkable| ColumnInfo { tag, linkable, generalize: None, bounds: None };
     let columns = HashMap::from([
         ("person_id".to_owned(), tag(Tag::Identifier, true)),
         ("district".to_owned(), tag(Tag::QuasiIdentifier, false)),
@@ -91,10 +91,15 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
             department: "bench".into(),
             name: "people".into(),
             path: path.to_path_buf(),
-            info: DatasetInfo { privacy_unit: Some("person_id".into()), columns },
+            info: DatasetInfo {
+                privacy_unit: Some("person_id".into()),
+                columns,
+                contribution: Contribution::default(),
+            },
         }],
         dry_run,
         pseudonym_key: [0; 32],
+        dp: None,
     }
 }
 

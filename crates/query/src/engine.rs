@@ -8,30 +8,37 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use datafusion::arrow::array::{AsArray, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
     SchemaProvider, TableProvider,
 };
+use datafusion::common::Column;
 use datafusion::common::DataFusionError;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::provider_as_source;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
+use ring::digest;
 use veil_common::Mode;
-use veil_guard::{AppliedRule, GuardContext, GuardOutcome, PrivacyGuardRule, violation};
+use veil_guard::{AppliedRule, DP_ROW, DpPlan, GuardContext, GuardOutcome, PrivacyGuardRule, violation};
 
 use crate::deidentify::{self, Deidentify};
+use crate::dp::{self, DpParams, NoisyAggregate};
 use crate::{Error, ParsedQuery, Result};
 
 /// Limits every query runs under.
@@ -91,6 +98,8 @@ pub struct QueryRequest {
     pub dry_run: bool,
     /// Key for pseudonyms (de-identified mode), derived for this analyst and grant scope.
     pub pseudonym_key: [u8; 32],
+    /// Dp mode: the epsilon and delta the query spends.
+    pub dp: Option<DpParams>,
 }
 
 /// The answer, or the decision of a dry run.
@@ -107,6 +116,61 @@ pub struct Answer {
     pub rules: Vec<AppliedRule>,
     /// Whether the query ran.
     pub executed: bool,
+    /// Dp mode: the privacy parameters and the intervals of the noisy values.
+    pub dp: Option<DpReport>,
+}
+
+/// What a dp answer spent and how precise it is.
+#[derive(Debug, Clone)]
+pub struct DpReport {
+    /// Epsilon the query spends (charged once; nothing when replayed).
+    pub epsilon: f64,
+    /// Delta for releasing groups.
+    pub delta: f64,
+    /// How many numbers per group share epsilon.
+    pub measurements: usize,
+    /// The noisy count of people a group needed, if the answer has groups.
+    pub threshold: Option<f64>,
+    /// For each output column that is a noisy aggregate (renamed at most): its name and the
+    /// 95% interval of its value in each row.
+    pub intervals: Vec<(String, Vec<(f64, f64)>)>,
+    /// Whether this is the recorded answer of an identical earlier query.
+    pub replayed: bool,
+    /// The noisy aggregate, to record (set when freshly computed).
+    pub noisy: Option<NoisyAggregate>,
+}
+
+/// A query planned and guarded, ready to run: the dp path decides about the budget between
+/// [`QueryEngine::prepare`] and [`QueryEngine::execute`].
+#[derive(Debug)]
+pub struct Prepared {
+    state: SessionState,
+    plan: LogicalPlan,
+    optimized: LogicalPlan,
+    outcome: GuardOutcome,
+    request: QueryRequest,
+}
+
+impl Prepared {
+    /// The rules that applied and why.
+    pub fn rules(&self) -> &[AppliedRule] {
+        &self.outcome.assessment.rules
+    }
+
+    /// Dp mode: the identity of the noisy answer, hex SHA-256 of the optimized bounded plan (so
+    /// syntax variants and post-processing do not change it), the dataset versions and the
+    /// privacy parameters. Two queries with the same key get the same recorded answer.
+    pub fn dp_key(&self) -> Option<String> {
+        let params = self.request.dp?;
+        self.outcome.rewritten.dp.as_ref()?;
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(self.optimized.display_indent().to_string().as_bytes());
+        for d in &self.request.datasets {
+            ctx.update(format!("\n{}.{}={}", d.department, d.name, d.path.display()).as_bytes());
+        }
+        ctx.update(format!("\nepsilon={:?} delta={:?} k={}", params.epsilon, params.delta, self.request.k).as_bytes());
+        Some(veil_common::hex::encode(ctx.finish().as_ref()))
+    }
 }
 
 impl Answer {
@@ -161,6 +225,15 @@ impl QueryEngine {
     /// # Errors
     /// See [`Error`]: a refusal names the rule and column; a failure while running is generic.
     pub async fn run(&self, query: &ParsedQuery, request: QueryRequest) -> Result<Answer> {
+        let prepared = self.prepare(query, request).await?;
+        self.execute(prepared, None).await
+    }
+
+    /// Plans and guards `query` without running it.
+    ///
+    /// # Errors
+    /// See [`Error`]: a refusal names the rule and column.
+    pub async fn prepare(&self, query: &ParsedQuery, request: QueryRequest) -> Result<Prepared> {
         let ctx = GuardContext {
             mode: request.mode,
             k: request.k,
@@ -180,6 +253,23 @@ impl QueryEngine {
         let plan = self.plan(&state, query.statement.clone()).await?;
         let optimized = state.optimize(&plan).map_err(planning)?;
         let outcome = guard.outcome().ok_or_else(|| internal("the privacy guard did not run"))?;
+        if request.mode == Mode::Dp && (request.dp.is_none() || outcome.rewritten.dp.is_none()) {
+            return Err(internal("a dp query without its privacy parameters or bounded plan"));
+        }
+        Ok(Prepared { state, plan, optimized, outcome, request })
+    }
+
+    /// Runs a prepared query (unless it is a dry run). In dp mode, `recorded` is the noisy
+    /// aggregate of an identical earlier query: it is replayed instead of computing (and
+    /// spending) a new one.
+    ///
+    /// # Errors
+    /// See [`Error`]: a failure while running is generic.
+    pub async fn execute(&self, prepared: Prepared, recorded: Option<NoisyAggregate>) -> Result<Answer> {
+        let Prepared { state, plan, optimized, outcome, request } = prepared;
+        if let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) {
+            return self.execute_dp(&state, &plan, &optimized, &outcome, dp, &request, params, recorded).await;
+        }
         let mut answer = self.answer(&state, &plan, &optimized, request.dry_run, false).await?;
         answer.rules = outcome.assessment.rules.clone();
         answer.suppressed_groups = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
@@ -190,6 +280,117 @@ impl QueryEngine {
             Mode::Deidentified => finish_deidentified(answer, &outcome, request.k, &request.pseudonym_key),
             _ => Ok(answer),
         }
+    }
+
+    /// Dp mode: the bounded totals (or the recorded noisy aggregate), noise and threshold, then
+    /// the analyst's post-processing over the noisy values.
+    #[allow(clippy::too_many_arguments)]
+    async fn execute_dp(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        optimized: &LogicalPlan,
+        outcome: &GuardOutcome,
+        dp: &DpPlan,
+        request: &QueryRequest,
+        params: DpParams,
+        recorded: Option<NoisyAggregate>,
+    ) -> Result<Answer> {
+        let mut report = DpReport {
+            epsilon: params.epsilon,
+            delta: params.delta,
+            measurements: dp::measurements(dp),
+            threshold: None,
+            intervals: Vec::new(),
+            replayed: recorded.is_some(),
+            noisy: None,
+        };
+        let mut answer = Answer {
+            schema: Arc::clone(plan.schema().inner()),
+            batches: Vec::new(),
+            suppressed_groups: 0,
+            rules: outcome.assessment.rules.clone(),
+            executed: false,
+            dp: None,
+        };
+        if request.dry_run {
+            answer.dp = Some(report);
+            return Ok(answer);
+        }
+        let noisy = match recorded {
+            Some(noisy) => noisy,
+            None => {
+                let totals = self.answer(state, optimized, optimized, false, false).await?;
+                dp::add_noise(&totals.batches, &totals.schema, dp, params, request.k)?
+            }
+        };
+        let (batches, schema, intervals) = self.finish_dp(dp, &noisy, plan).await?;
+        report.threshold = noisy.threshold;
+        report.intervals = intervals;
+        answer.suppressed_groups = noisy.suppressed;
+        if !report.replayed {
+            report.noisy = Some(noisy);
+        }
+        answer.batches = batches;
+        answer.schema = schema;
+        answer.executed = true;
+        answer.dp = Some(report);
+        Ok(answer)
+    }
+
+    /// Runs the analyst's plan over the noisy aggregate: renaming, expressions, HAVING, ORDER
+    /// BY and LIMIT are post-processing and cost no privacy. Returns the rows, their schema and
+    /// the intervals of the output columns that are noisy values.
+    async fn finish_dp(
+        &self,
+        dp: &DpPlan,
+        noisy: &NoisyAggregate,
+        plan: &LogicalPlan,
+    ) -> Result<(Vec<RecordBatch>, SchemaRef, Vec<(String, Vec<(f64, f64)>)>)> {
+        let columns = dp.aggregate_schema.fields().len();
+        let values = noisy.values(columns)?;
+        let rows = Int64Array::from_iter_values(0..noisy.rows() as i64);
+        let mut fields: Vec<FieldRef> = values.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(DP_ROW, DataType::Int64, false)));
+        let mut arrays = values.columns().to_vec();
+        arrays.push(Arc::new(rows));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)?;
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
+        let mut exprs: Vec<Expr> = dp
+            .aggregate_schema
+            .iter()
+            .enumerate()
+            .map(|(i, (qualifier, field))| {
+                Expr::Column(Column::from_name(format!("c{i}"))).alias_qualified(qualifier.cloned(), field.name())
+            })
+            .collect();
+        exprs.push(Expr::Column(Column::from_name(DP_ROW)));
+        let source = LogicalPlanBuilder::scan("__veil_dp_noisy", provider_as_source(Arc::new(table)), None)
+            .and_then(|b| b.project(exprs))
+            .and_then(|b| b.build())
+            .map_err(internal)?;
+        let (finished, copies) = dp.finish(source).map_err(internal)?;
+        let (state, _) = self.session(None);
+        let optimized = state.optimize(&finished).map_err(internal)?;
+        let done = self.answer(&state, &optimized, &optimized, false, false).await?;
+        let width = done.schema.fields().len().saturating_sub(1);
+        let keep: Vec<usize> = (0..width).collect();
+        let schema = Arc::new(done.schema.project(&keep).map_err(internal)?);
+        let mut batches = Vec::with_capacity(done.batches.len());
+        let mut row_ids = Vec::new();
+        for b in &done.batches {
+            let ids = b.column(width).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("row ids"))?;
+            row_ids.extend(ids.values().iter().copied());
+            batches.push(b.project(&keep).map_err(internal)?);
+        }
+        let row_ids = Int64Array::from(row_ids);
+        let names = plan.schema().fields().iter().map(|f| f.name().clone());
+        let intervals = dp::output_intervals(noisy, &copies, &row_ids)
+            .into_iter()
+            .zip(names)
+            .filter_map(|(i, name)| i.map(|i| (name, i)))
+            .collect();
+        Ok((batches, schema, intervals))
     }
 
     /// Runs `query` over in-memory `tables` (schema, name, rows) with no privacy guard: for
@@ -231,11 +432,12 @@ impl QueryEngine {
             suppressed_groups: 0,
             rules: Vec::new(),
             executed: false,
+            dp: None,
         };
         if dry_run {
             return Ok(answer);
         }
-        answer.batches = tokio::time::timeout(self.limits.deadline, self.execute(state, optimized, explain))
+        answer.batches = tokio::time::timeout(self.limits.deadline, self.collect(state, optimized, explain))
             .await
             .map_err(|_| Error::Timeout { seconds: self.limits.deadline.as_secs() })??;
         answer.schema =
@@ -299,7 +501,7 @@ impl QueryEngine {
 
     /// Runs a plan under the row limit. With `explain`, a failure says why (only for tables
     /// without personal data).
-    async fn execute(&self, state: &SessionState, plan: &LogicalPlan, explain: bool) -> Result<Vec<RecordBatch>> {
+    async fn collect(&self, state: &SessionState, plan: &LogicalPlan, explain: bool) -> Result<Vec<RecordBatch>> {
         let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
         let fail = |e: DataFusionError| match explain && !is_resource_limit(&e) {
             true => Error::FailedUnguarded(clean(&e)),

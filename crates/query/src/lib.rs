@@ -11,10 +11,12 @@
 //! the requested mode, so a hidden dataset does not exist for the query, not even in an error.
 
 mod deidentify;
+mod dp;
 mod engine;
 mod error;
 mod parse;
 
-pub use engine::{Answer, Limits, QueryEngine, QueryRequest, SessionDataset};
+pub use dp::{DpParams, NoisyAggregate, measurements};
+pub use engine::{Answer, DpReport, Limits, Prepared, QueryEngine, QueryRequest, SessionDataset};
 pub use error::{Error, Result};
 pub use parse::{ParsedQuery, parse};

@@ -121,6 +121,25 @@ pub struct DatasetMetadata {
     pub source: Option<String>,
     /// Every column of the file, with its tag.
     pub columns: BTreeMap<String, ColumnMetadata>,
+    /// Dp mode's settings; defaults where absent.
+    #[serde(default)]
+    pub dp: DpMetadata,
+}
+
+/// A dataset's dp settings, as declared.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DpMetadata {
+    /// Groups one person may count in per answer (default 1; at most 1000). Groups beyond it
+    /// are dropped at random for that person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_groups: Option<u64>,
+    /// Rows one person may contribute to one group (default 1; at most 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+    /// An epsilon cap per analyst over the budget window, below the level's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon_cap: Option<f64>,
 }
 
 /// One column's declaration.
@@ -154,6 +173,11 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
             description: m.description,
             privacy_unit: m.privacy_unit,
             format: m.format,
+            dp: veil_catalog::DpInput {
+                max_groups: m.dp.max_groups,
+                max_rows: m.dp.max_rows,
+                epsilon_cap: m.dp.epsilon_cap,
+            },
             columns: m
                 .columns
                 .into_iter()
@@ -201,6 +225,20 @@ pub struct DatasetView {
     pub columns: Vec<ColumnView>,
     /// Every version, oldest first.
     pub versions: Vec<VersionView>,
+    /// Dp mode's settings.
+    pub dp: DpView,
+}
+
+/// A dataset's dp settings in the catalogue.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DpView {
+    /// Groups one person may count in per answer.
+    pub max_groups: u64,
+    /// Rows one person may contribute to one group.
+    pub max_rows: u64,
+    /// The epsilon cap per analyst over the budget window (the steward's or the level's);
+    /// absent where there is none.
+    pub epsilon_cap: Option<f64>,
 }
 
 /// A column in the catalogue.
@@ -255,6 +293,7 @@ impl From<DatasetInfo> for DatasetView {
             version: d.current_version,
             created_at: d.created_at,
             retired_at: d.retired_at,
+            dp: DpView { max_groups: d.dp.max_groups, max_rows: d.dp.max_rows, epsilon_cap: d.dp.cap(d.level) },
             columns: d
                 .columns
                 .into_iter()
@@ -408,6 +447,10 @@ pub struct QueryBody {
     /// Decide and explain without running.
     #[serde(default)]
     pub dry_run: bool,
+    /// `dp` mode: the epsilon the query spends (default: a tenth of the smallest cap among its
+    /// datasets, at most 1).
+    #[serde(default)]
+    pub epsilon: Option<f64>,
 }
 
 fn aggregate() -> String {
@@ -454,6 +497,58 @@ pub struct QueryResponse {
     pub rules: Vec<QueryRule>,
     /// Sequence number of this query's audit record (also the `x-veil-audit-id` header).
     pub audit_id: u64,
+    /// `dp` mode: what the answer cost and how precise it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<DpAnswer>,
+}
+
+/// What a dp answer cost and how precise its values are.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DpAnswer {
+    /// Epsilon this query costs (a dry run) or cost (`0` charged when `replayed`).
+    pub epsilon: f64,
+    /// Delta spent on releasing groups whose presence depends on people.
+    pub delta: f64,
+    /// How many numbers per group share epsilon equally.
+    pub measurements: usize,
+    /// The noisy count of people a group needed to be released, if the answer has groups.
+    pub threshold: Option<f64>,
+    /// Whether this is the recorded answer of an identical earlier query (nothing charged).
+    pub replayed: bool,
+    /// For each output column that is a noisy aggregate: the 95% interval of each row's value.
+    pub intervals: Vec<NoisyColumn>,
+    /// The budget of each dataset after this query.
+    pub budget: Vec<BudgetView>,
+}
+
+/// The 95% intervals of one noisy output column.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NoisyColumn {
+    /// Output column.
+    pub column: String,
+    /// `[low, high]` per row, in row order.
+    pub ci95: Vec<[f64; 2]>,
+}
+
+/// An analyst's privacy budget on one dataset (`GET /v1/budget` and dp answers).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BudgetView {
+    /// `department.name`.
+    pub dataset: String,
+    /// Level.
+    pub level: String,
+    /// Epsilon cap over the window; absent where the level sets none.
+    pub cap: Option<f64>,
+    /// Epsilon spent within the window.
+    pub spent: f64,
+    /// Epsilon left; absent where there is no cap.
+    pub left: Option<f64>,
+    /// Delta spent within the window.
+    pub delta_spent: f64,
+    /// Charged queries within the window.
+    pub queries: u64,
+    /// Length of the rolling window, days.
+    pub window_days: u32,
 }
 
 /// One page of audit records.

@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         // A longer body than other JSON, so that an over-long query gets the query layer's
         // own clear refusal (`sql_too_long`) rather than a bare 413.
         .route("/query", post(routes::query::query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)))
+        .route("/budget", get(routes::budget::budget_show))
         .route("/audit", get(routes::audit::audit_search))
         .route("/audit/export", get(routes::audit::audit_export))
         .route("/audit/verify", get(routes::audit::audit_verify))

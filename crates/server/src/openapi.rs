@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::dto;
-use crate::routes::{access, audit, datasets, identity, ops, policy, query};
+use crate::routes::{access, audit, budget, datasets, identity, ops, policy, query};
 
 struct BearerAuth;
 
@@ -29,6 +29,7 @@ impl Modify for BearerAuth {
         datasets::datasets_access,
         access::access_requests_create, access::access_requests_list, access::access_requests_approve,
         access::access_requests_reject, access::access_requests_revoke, policy::policy_reload, query::query,
+        budget::budget_show,
         audit::audit_search, audit::audit_export, audit::audit_verify,
         ops::healthz, ops::metrics,
     ),
@@ -37,7 +38,8 @@ impl Modify for BearerAuth {
         dto::TokenView, dto::DatasetMetadata, dto::ColumnMetadata, dto::DatasetView, dto::ColumnView, dto::VersionView,
         dto::Health, dto::NewAccessRequest, dto::DecisionReason, dto::AccessRequestView, dto::AccessView,
         dto::ModeAccess, dto::ReloadView, dto::QueryBody, dto::QueryColumn, dto::QueryRule, dto::QueryResponse,
-        dto::AuditPage, dto::AuditVerifyView,
+        dto::AuditPage, dto::AuditVerifyView, dto::DpMetadata, dto::DpView, dto::DpAnswer, dto::NoisyColumn,
+        dto::BudgetView,
     )),
     modifiers(&BearerAuth),
 )]

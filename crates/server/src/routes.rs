@@ -2,6 +2,7 @@
 
 pub(crate) mod access;
 pub(crate) mod audit;
+pub(crate) mod budget;
 pub(crate) mod datasets;
 pub(crate) mod identity;
 pub(crate) mod ops;

@@ -51,8 +51,13 @@ pub(super) struct Unit {
 }
 
 impl Unit {
+    /// The unit as it is carried.
+    pub(super) fn expr(&self) -> Expr {
+        Expr::Column(self.column.clone())
+    }
+
     /// The unit as a hash, for counting.
-    fn hash(&self) -> Expr {
+    pub(super) fn hash(&self) -> Expr {
         let column = Expr::Column(self.column.clone());
         if self.hashed { column } else { unit_hash(column) }
     }

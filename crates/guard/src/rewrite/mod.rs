@@ -2,6 +2,7 @@
 //! the group-size threshold of aggregate mode, or the privacy-unit carriers de-identified mode
 //! needs for k-anonymity.
 
+mod bound_contributions;
 mod enforce_min_group_size;
 mod people;
 mod safe_arithmetic;
@@ -13,8 +14,9 @@ use datafusion::common::Result;
 use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 use veil_common::Mode;
 
-use crate::GuardContext;
+use crate::{DpAggregate, GuardContext};
 
+pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan};
 pub use enforce_min_group_size::UNIT_PREFIX;
 
 /// The rewritten plan and what the query layer needs to finish the answer.
@@ -30,16 +32,19 @@ pub struct Rewritten {
     /// De-identified mode: the query's outermost `OFFSET`/`LIMIT` as `(skip, fetch)`, taken off
     /// the plan so that k-anonymity is judged on the whole answer and the limit applied after.
     pub final_limit: Option<FinalLimit>,
+    /// Dp mode: how to finish the answer once the bounded totals have their noise.
+    pub dp: Option<DpPlan>,
 }
 
 /// `(skip, fetch)` of an outermost OFFSET/LIMIT.
 pub type FinalLimit = (usize, Option<usize>);
 
-/// Rewrites a checked plan for `ctx.mode`.
+/// Rewrites a checked plan for `ctx.mode`; `dp` is what the check found the answer's
+/// aggregates to be (dp mode only).
 ///
 /// # Errors
 /// A DataFusion error if a rewritten node cannot be rebuilt (a bug; the caller refuses).
-pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext) -> Result<Rewritten> {
+pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, dp: &[DpAggregate]) -> Result<Rewritten> {
     let plan = safe_arithmetic::rewrite(plan)?;
     let suppressed_groups = Arc::new(AtomicU64::new(0));
     let mut threshold = enforce_min_group_size::Threshold::new(ctx, Arc::clone(&suppressed_groups));
@@ -50,13 +55,18 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext) -> Result<Rewritten> {
             let threaded = threshold.thread(plan)?;
             let unit_columns: Vec<String> = threaded.units.iter().map(|_| threshold.hidden()).collect();
             let plan = enforce_min_group_size::append_hidden(&columns, threaded, &unit_columns)?;
-            Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit })
+            Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit, dp: None })
         }
-        _ => Ok(Rewritten {
+        Mode::Dp => {
+            let (plan, dp) = bound_contributions::bound(plan, dp, ctx.contribution(), &mut threshold)?;
+            Ok(Rewritten { plan, suppressed_groups, unit_columns: Vec::new(), final_limit: None, dp: Some(dp) })
+        }
+        Mode::Aggregate => Ok(Rewritten {
             plan: threshold.apply(plan)?,
             suppressed_groups,
             unit_columns: Vec::new(),
             final_limit: None,
+            dp: None,
         }),
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod allow_listed_functions;
 pub(crate) mod deny_complement_conditions;
 pub(crate) mod deny_identifier_use;
 pub(crate) mod deny_reserved_names;
+pub(crate) mod dp_shape;
 pub(crate) mod restrict_aggregates;
 pub(crate) mod return_only_aggregates;
 pub(crate) mod return_only_rows;

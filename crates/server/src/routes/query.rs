@@ -17,12 +17,13 @@ use veil_audit::{DatasetUse, Entry};
 use veil_catalog::{DatasetInfo, Principal};
 use veil_common::{AUDIT_SCHEMA, DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode};
 use veil_policy::{DatasetMeta, PolicyEngine};
-use veil_query::{Answer, QueryRequest, SessionDataset};
+use veil_query::{Answer, DpParams, QueryRequest, SessionDataset};
 
 use super::AppJson;
+use super::budget::{self, DatasetCap};
 use crate::auth::Caller;
 use crate::authz;
-use crate::dto::{ErrorBody, QueryBody, QueryColumn, QueryResponse, QueryRule};
+use crate::dto::{BudgetView, DpAnswer, ErrorBody, NoisyColumn, QueryBody, QueryColumn, QueryResponse, QueryRule};
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, now_unix, subject};
 
@@ -111,6 +112,8 @@ struct Done {
     k: u64,
     /// The policy's decision for each dataset.
     policy: Vec<QueryRule>,
+    /// Dp mode: the budget of each dataset after the query.
+    budget: Option<Vec<BudgetView>>,
 }
 
 /// Decides and runs a query, noting in `entry` the datasets it uses as they are resolved.
@@ -125,13 +128,6 @@ async fn run(state: &AppState, caller: &Principal, body: QueryBody, entry: &mut 
     }
     if parsed.tables().iter().any(|(schema, _)| schema == AUDIT_SCHEMA) {
         return audit_query(state, caller, &parsed, body.dry_run, entry).await;
-    }
-    if mode == Mode::Dp {
-        return Err(ApiError::new(
-            ErrorKind::Unprocessable,
-            "mode_unavailable",
-            "dp mode is not available on this server yet; use aggregate or deidentified",
-        ));
     }
     let mut refs = Vec::new();
     for (department, name) in parsed.tables() {
@@ -177,20 +173,34 @@ async fn run(state: &AppState, caller: &Principal, body: QueryBody, entry: &mut 
         scope.push_str(&format!("\n{}:{}", check.dataset, grant.map_or("policy", |g| g.id.as_str())));
     }
     let pseudonym_key = state.catalog.pseudonym_key(&scope);
+    let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
+    let dp = match mode {
+        Mode::Dp => Some(DpParams { epsilon: budget::epsilon(body.epsilon, &caps)?, delta: budget::DELTA }),
+        _ => None,
+    };
     let request = QueryRequest {
         mode,
         k,
         datasets: found.into_iter().map(|(info, path)| session_dataset(info, path)).collect(),
         dry_run: body.dry_run,
         pseudonym_key,
+        dp,
     };
-    let answer = state.query.run(&parsed, request).await?;
+    let prepared = state.query.prepare(&parsed, request).await?;
+    let answer = match dp {
+        Some(params) => budget::run_dp(state, caller, prepared, params, &caps, body.dry_run, entry).await?,
+        None => state.query.execute(prepared, None).await?,
+    };
+    let budget = match dp {
+        Some(_) => Some(budget::views(state, &caller.user, caps).await?),
+        None => None,
+    };
     let policy = decision
         .checks
         .iter()
         .map(|c| QueryRule { code: c.rule.to_owned(), detail: format!("{}: {}", c.dataset, c.reason) })
         .collect();
-    Ok(Done { answer, level: decision.level.as_str().to_owned(), k, policy })
+    Ok(Done { answer, level: decision.level.as_str().to_owned(), k, policy, budget })
 }
 
 /// A query over `audit.events`, the audit log as a table: auditors only, every record as
@@ -220,7 +230,7 @@ async fn audit_query(
         code: "auditor_reads_audit_log".into(),
         detail: format!("{AUDIT_TABLE}: every record up to seq {through}, as recorded, for auditors only"),
     }];
-    Ok(Done { answer, level: AUDIT_SCHEMA.to_owned(), k: 0, policy })
+    Ok(Done { answer, level: AUDIT_SCHEMA.to_owned(), k: 0, policy, budget: None })
 }
 
 fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDataset {
@@ -232,6 +242,7 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
                 tag: c.tag,
                 linkable: c.linkable, // registration allows it only on identifiers
                 generalize: c.generalize,
+                bounds: c.bounds,
             };
             (c.name.clone(), column)
         })
@@ -240,7 +251,11 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
         department: info.dataset.department.to_string(),
         name: info.dataset.name.to_string(),
         path,
-        info: veil_guard::DatasetInfo { privacy_unit: info.privacy_unit, columns },
+        info: veil_guard::DatasetInfo {
+            privacy_unit: info.privacy_unit,
+            columns,
+            contribution: veil_guard::Contribution { max_groups: info.dp.max_groups, max_rows: info.dp.max_rows },
+        },
     }
 }
 
@@ -249,7 +264,8 @@ fn rules(done: &Done) -> Vec<QueryRule> {
     done.policy.iter().cloned().chain(guard).collect()
 }
 
-fn json_response(done: Done, audit_id: u64) -> Result<QueryResponse, ApiError> {
+fn json_response(mut done: Done, audit_id: u64) -> Result<QueryResponse, ApiError> {
+    let budget = done.budget.take().unwrap_or_default();
     let columns: Vec<QueryColumn> = done
         .answer
         .schema
@@ -258,6 +274,22 @@ fn json_response(done: Done, audit_id: u64) -> Result<QueryResponse, ApiError> {
         .map(|f| QueryColumn { name: f.name().clone(), data_type: f.data_type().to_string() })
         .collect();
     let rows = json_rows(&done.answer.batches, &columns)?;
+    let dp = done.answer.dp.as_ref().map(|r| DpAnswer {
+        epsilon: r.epsilon,
+        delta: r.delta,
+        measurements: r.measurements,
+        threshold: r.threshold,
+        replayed: r.replayed,
+        intervals: r
+            .intervals
+            .iter()
+            .map(|(column, ci)| NoisyColumn {
+                column: column.clone(),
+                ci95: ci.iter().map(|(l, h)| [*l, *h]).collect(),
+            })
+            .collect(),
+        budget,
+    });
     Ok(QueryResponse {
         dry_run: !done.answer.executed,
         rules: rules(&done),
@@ -267,6 +299,7 @@ fn json_response(done: Done, audit_id: u64) -> Result<QueryResponse, ApiError> {
         level: done.level.clone(),
         k: done.k,
         audit_id,
+        dp,
     })
 }
 

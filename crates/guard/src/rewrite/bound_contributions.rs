@@ -1,0 +1,243 @@
+//! Dp mode: bounds what one person can add to the answer's aggregate, so that noise calibrated
+//! to those bounds hides any one person (DESIGN §3, as ZetaSQL, Qrlew and SmartNoise do it).
+//!
+//! ```text
+//! rows (with their privacy unit carried up, as for thresholds)
+//!   ─► per person and group: COUNT, SUM of values clamped to the declared [lo, hi], their count
+//!   ─► at most R rows per person and group: counts capped at R; a sum over n > R rows scaled
+//!      to R rows (n·mean → R·mean), so a person adds at most R·max(|lo|, |hi|)
+//!   ─► at most G groups per person: ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= G
+//!      (a random sample of the person's groups, never the first ones)
+//!   ─► per group: the bounded totals and the number of people
+//! ```
+//!
+//! The output ([`DpPlan`] says its layout) holds exact bounded totals; the query layer adds the
+//! noise, drops groups whose noisy count of people is below the threshold and finishes the
+//! analyst's plan (renaming, HAVING, ORDER BY, LIMIT) over the noisy values with
+//! [`DpPlan::finish`]. Nothing this plan computes leaves the broker without noise.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchemaRef, Result, plan_err};
+use datafusion::functions::core::expr_fn::coalesce;
+use datafusion::functions::math::expr_fn::random;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{
+    Aggregate, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Projection, cast, col, lit, when,
+};
+
+use super::enforce_min_group_size::{Threaded, Threshold};
+use crate::{Contribution, DpAggregate};
+
+/// Prefix of the columns of the bounded plan.
+pub const DP_PREFIX: &str = "__veil_dp_";
+/// The hidden row number [`DpPlan::finish`] expects as the source's last column.
+pub const DP_ROW: &str = "__veil_dp_row";
+
+/// A dp answer's plan, split where the noise goes in.
+///
+/// The bounded plan (the one to run) outputs, in order: the `keys` group keys; per aggregate,
+/// by [`DpAggregate`]: `CountRows` one Int64 (bounded row count), `CountPeople` nothing (it is
+/// the people count), `Sum` one Float64 (bounded sum), `Avg` a Float64 (bounded sum) and an
+/// Int64 (bounded count of values); and last the Int64 number of people in the group.
+#[derive(Debug, Clone)]
+pub struct DpPlan {
+    /// The analyst's plan, to finish over the noisy aggregate.
+    upper: LogicalPlan,
+    /// The answer aggregate's output schema: the group keys, then one column per aggregate.
+    pub aggregate_schema: DFSchemaRef,
+    /// How many group keys.
+    pub keys: usize,
+    /// The aggregates, in order.
+    pub aggregates: Vec<DpAggregate>,
+    /// The contribution bounds the plan enforces.
+    pub contribution: Contribution,
+}
+
+impl DpPlan {
+    /// Whether the answer has groups (so their presence must pass a threshold).
+    pub fn grouped(&self) -> bool {
+        self.keys > 0
+    }
+
+    /// The analyst's plan with its aggregate replaced by `source`, which must have the
+    /// aggregate's columns (names and qualifiers) followed by [`DP_ROW`]. The result has the
+    /// analyst's columns followed by [`DP_ROW`]; for each of the analyst's columns, the
+    /// aggregate column it is a plain copy of (renamed at most), if any, which is whose
+    /// interval it carries.
+    ///
+    /// # Errors
+    /// If a node cannot be rebuilt over the source (a bug; the caller refuses).
+    pub fn finish(&self, source: LogicalPlan) -> Result<(LogicalPlan, Vec<Option<usize>>)> {
+        finish(&self.upper, source)
+    }
+}
+
+fn finish(node: &LogicalPlan, source: LogicalPlan) -> Result<(LogicalPlan, Vec<Option<usize>>)> {
+    match node {
+        LogicalPlan::Aggregate(agg) => {
+            let copies = (0..agg.schema.fields().len()).map(Some).collect();
+            Ok((source, copies))
+        }
+        LogicalPlan::Projection(p) => {
+            let (input, copies) = finish(&p.input, source)?;
+            let mut exprs = p.expr.clone();
+            let of = exprs
+                .iter()
+                .map(|e| match strip(e) {
+                    Expr::Column(c) => {
+                        input.schema().maybe_index_of_column(c).and_then(|i| copies.get(i).copied().flatten())
+                    }
+                    _ => None,
+                })
+                .collect();
+            exprs.push(Expr::Column(row_column(&input)?));
+            Ok((LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?), of))
+        }
+        LogicalPlan::Filter(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::SubqueryAlias(_) => {
+            let [input] = node.inputs()[..] else { return plan_err!("the privacy guard lost a node's input") };
+            let (input, copies) = finish(input, source)?;
+            Ok((node.with_new_exprs(node.expressions(), vec![input])?, copies))
+        }
+        other => plan_err!("the privacy guard cannot finish a dp answer through {}", other.display()),
+    }
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => strip(&a.expr),
+        other => other,
+    }
+}
+
+fn row_column(plan: &LogicalPlan) -> Result<Column> {
+    let (qualifier, field) = plan.schema().qualified_field_with_unqualified_name(DP_ROW)?;
+    Ok(Column::new(qualifier.cloned(), field.name()))
+}
+
+/// The answer's aggregate: the first under the post-processing nodes.
+fn answer_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
+    match plan {
+        LogicalPlan::Aggregate(agg) => Ok(agg),
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_) => match plan.inputs()[..] {
+            [input] => answer_aggregate(input),
+            _ => plan_err!("the privacy guard lost a node's input"),
+        },
+        _ => plan_err!("a dp answer must end in one aggregate"),
+    }
+}
+
+fn name(what: &str, i: usize) -> String {
+    format!("{DP_PREFIX}{what}_{i}")
+}
+
+/// Builds the bounded plan for `upper`'s aggregate and returns it with the [`DpPlan`].
+pub(super) fn bound(
+    upper: LogicalPlan,
+    kinds: &[DpAggregate],
+    contribution: Contribution,
+    threshold: &mut Threshold<'_>,
+) -> Result<(LogicalPlan, DpPlan)> {
+    let agg = answer_aggregate(&upper)?.clone();
+    if agg.aggr_expr.len() != kinds.len() {
+        return plan_err!("the privacy guard classified a different number of aggregates");
+    }
+    let Threaded { plan: input, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
+    let unit = match units.as_slice() {
+        [] => return plan_err!("a dp answer must read a dataset about people"),
+        [only] => only.expr(),
+        many => coalesce(many.iter().map(|u| u.hash()).collect()),
+    };
+    let r = i64::try_from(contribution.max_rows).unwrap_or(i64::MAX);
+    let keys = agg.group_expr.len();
+    let unit_name = format!("{DP_PREFIX}unit");
+
+    // 1. Per person and group.
+    let mut group = vec![unit.alias(&unit_name)];
+    group.extend(agg.group_expr.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
+    let mut partial = Vec::new();
+    for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
+        let Expr::AggregateFunction(f) = strip(e) else {
+            return plan_err!("an aggregate expression that is not a function call");
+        };
+        match kind {
+            DpAggregate::CountRows => partial.push(strip(e).clone().alias(name("rows", j))),
+            DpAggregate::CountPeople => {}
+            DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
+                let Some(arg) = f.params.args.first() else { return plan_err!("SUM without an argument") };
+                let x = cast(arg.clone(), DataType::Float64);
+                let clamped =
+                    when(x.clone().lt(lit(*lo)), lit(*lo)).when(x.clone().gt(lit(*hi)), lit(*hi)).otherwise(x)?;
+                let filter = f.params.filter.clone();
+                let total =
+                    AggregateFunction::new_udf(sum_udaf(), vec![clamped.clone()], false, filter.clone(), vec![], None);
+                partial.push(Expr::AggregateFunction(total).alias(name("sum", j)));
+                let n = count(clamped);
+                let n = match filter {
+                    Some(f) => n.filter(*f).build()?,
+                    None => n,
+                };
+                partial.push(n.alias(name("n", j)));
+            }
+        }
+    }
+    let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;
+
+    // 2. At most R rows per person and group.
+    let mut bounded = vec![col(unit_name.as_str())];
+    bounded.extend((0..keys).map(|i| col(name("key", i))));
+    for (j, kind) in kinds.iter().enumerate() {
+        let capped = |c: String| when(col(c.as_str()).gt(lit(r)), lit(r)).otherwise(col(c.as_str()));
+        match kind {
+            DpAggregate::CountRows => bounded.push(capped(name("rows", j))?.alias(name("rows", j))),
+            DpAggregate::CountPeople => {}
+            DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => {
+                let n = cast(col(name("n", j)), DataType::Float64);
+                let scaled = col(name("sum", j)) * lit(r as f64) / n;
+                let s = when(col(name("n", j)).gt(lit(r)), scaled).otherwise(col(name("sum", j)))?;
+                bounded.push(s.alias(name("sum", j)));
+                bounded.push(capped(name("n", j))?.alias(name("n", j)));
+            }
+        }
+    }
+    let mut plan = LogicalPlanBuilder::from(per_person).project(bounded)?;
+
+    // 3. At most G groups per person, chosen at random.
+    if keys > 0 {
+        let rank = format!("{DP_PREFIX}rank");
+        let numbered = row_number()
+            .partition_by(vec![col(unit_name.as_str())])
+            .order_by(vec![random().sort(true, false)])
+            .build()?
+            .alias(&rank);
+        let g = contribution.max_groups;
+        plan = plan.window(vec![numbered])?.filter(col(rank.as_str()).lt_eq(lit(g)))?;
+    }
+
+    // 4. Per group: the bounded totals and the people.
+    let mut totals = Vec::new();
+    for (j, kind) in kinds.iter().enumerate() {
+        match kind {
+            DpAggregate::CountRows => totals.push(sum(col(name("rows", j))).alias(name("rows", j))),
+            DpAggregate::CountPeople => {}
+            DpAggregate::Sum { .. } => totals.push(sum(col(name("sum", j))).alias(name("sum", j))),
+            DpAggregate::Avg { .. } => {
+                totals.push(sum(col(name("sum", j))).alias(name("sum", j)));
+                totals.push(sum(col(name("n", j))).alias(name("n", j)));
+            }
+        }
+    }
+    totals.push(count(lit(1)).alias(format!("{DP_PREFIX}people")));
+    let plan = plan.aggregate((0..keys).map(|i| col(name("key", i))), totals)?.build()?;
+    let dp =
+        DpPlan { aggregate_schema: Arc::clone(&agg.schema), keys, aggregates: kinds.to_vec(), contribution, upper };
+    Ok((plan, dp))
+}

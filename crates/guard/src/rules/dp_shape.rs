@@ -1,0 +1,177 @@
+//! Dp mode (DESIGN §3): an answer is one aggregate over the rows of the datasets, so that every
+//! released number passes through the contribution bounds and the noise. What may come after
+//! the aggregate only reworks its noisy output (renaming, expressions, HAVING, ORDER BY, LIMIT:
+//! post-processing, which costs no privacy); what comes before it stays at the grain of rows
+//! (scans, projections, filters, joins on privacy units, EXISTS / IN tied to the outer person).
+//! Aggregates are COUNT, COUNT(DISTINCT unit), SUM and AVG; sums and averages only of columns
+//! with declared bounds.
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+
+use crate::check::DpAggregate;
+use crate::lineage::{ColumnLineage, Sources};
+use crate::{Rule, Violation};
+
+fn shape(message: impl Into<String>) -> Violation {
+    Violation::new(Rule::DpShape, None, message)
+}
+
+/// A refusal for datasets about people combined other than person by person.
+pub(crate) fn people_not_linked(message: &str) -> Violation {
+    Violation::new(Rule::DpPeopleNotLinked, None, message)
+}
+
+/// Checks the plan's shape: post-processing nodes over exactly one aggregate over rows.
+pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
+    let mut node = plan;
+    loop {
+        match node {
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::SubqueryAlias(_) => {
+                if has_subquery(node) {
+                    return Err(shape(
+                        "a subquery after the aggregate would read data outside the noise; in dp mode only renaming, expressions over the aggregates, HAVING, ORDER BY and LIMIT may follow it",
+                    ));
+                }
+                let [input] = node.inputs()[..] else { return Err(shape("an unexpected plan node")) };
+                node = input;
+            }
+            LogicalPlan::Aggregate(agg) => {
+                if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+                    return Err(shape(
+                        "ROLLUP, CUBE and GROUPING SETS are not supported in dp mode; run one query per grouping",
+                    ));
+                }
+                return rows(&agg.input);
+            }
+            _ => {
+                return Err(shape(
+                    "dp mode answers one aggregate query: SELECT keys, COUNT/SUM/AVG … FROM … [JOIN …] [WHERE …] [GROUP BY keys], then optionally HAVING, ORDER BY and LIMIT; without an aggregate there is nothing to add noise to",
+                ));
+            }
+        }
+    }
+}
+
+/// Checks that `plan`, below the answer's aggregate, stays at the grain of rows.
+fn rows(plan: &LogicalPlan) -> Result<(), Violation> {
+    match plan {
+        LogicalPlan::TableScan(scan) if scan.fetch.is_none() => {}
+        LogicalPlan::Sort(sort) if sort.fetch.is_none() => {}
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Subquery(_)
+        | LogicalPlan::Join(_) => {}
+        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => {
+            return Err(shape(
+                "an aggregate or DISTINCT before the answer's aggregate would compute exact values outside the noise; aggregate once, in the outermost query",
+            ));
+        }
+        LogicalPlan::Window(_) => return Err(shape("window functions are not supported in dp mode")),
+        LogicalPlan::Limit(_) | LogicalPlan::TableScan(_) | LogicalPlan::Sort(_) => {
+            return Err(shape(
+                "LIMIT before the aggregate picks rows by position; in dp mode it may only follow the aggregate",
+            ));
+        }
+        LogicalPlan::Union(_) => {
+            return Err(shape(
+                "UNION is not supported in dp mode; run one query per dataset, or join on the privacy unit",
+            ));
+        }
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+            return Err(shape("constant tables are not supported in dp mode: aggregate the datasets' rows"));
+        }
+        _ => return Err(shape("this query shape is not supported in dp mode")),
+    }
+    for e in plan.expressions() {
+        let mut found = Ok(());
+        e.apply(|x| {
+            match x {
+                Expr::ScalarSubquery(_) => {
+                    found = Err(shape(
+                        "a scalar subquery computes an exact value outside the noise; in dp mode only EXISTS and IN tied to the outer person are allowed",
+                    ));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Expr::Exists(e) => found = rows(&e.subquery.subquery),
+                Expr::InSubquery(i) => found = rows(&i.subquery.subquery),
+                _ => {}
+            }
+            Ok(if found.is_ok() { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+        })
+        .map_err(|_| shape("an expression the guard could not walk"))?;
+        found?;
+    }
+    plan.inputs().into_iter().try_for_each(rows)
+}
+
+fn has_subquery(plan: &LogicalPlan) -> bool {
+    plan.expressions().iter().any(|e| {
+        e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true)
+    })
+}
+
+/// Classifies one aggregate call of the answer's aggregate, or refuses it.
+pub(crate) fn aggregate(
+    name: &str,
+    distinct: bool,
+    args: &[ColumnLineage],
+    sources: &Sources,
+) -> Result<DpAggregate, Violation> {
+    let bare = args.first().and_then(|a| a.bare.filter(|_| !a.aggregated));
+    match name {
+        "count" if distinct => match bare {
+            Some(src) if sources.get(src).unit && args.len() == 1 => Ok(DpAggregate::CountPeople),
+            _ => Err(Violation::new(
+                Rule::DpAggregateNotSupported,
+                None,
+                "COUNT(DISTINCT …) in dp mode counts people only: COUNT(DISTINCT <privacy unit>)",
+            )),
+        },
+        "count" => Ok(DpAggregate::CountRows),
+        "sum" | "avg" => {
+            if distinct {
+                return Err(Violation::new(
+                    Rule::DpAggregateNotSupported,
+                    None,
+                    format!("{} of DISTINCT values is not supported in dp mode", name.to_uppercase()),
+                ));
+            }
+            let Some(src) = bare else {
+                return Err(Violation::new(
+                    Rule::DpUnboundedColumn,
+                    None,
+                    format!(
+                        "{} in dp mode takes a column with declared bounds, not an expression: its bounds are what the noise is calibrated to",
+                        name.to_uppercase()
+                    ),
+                ));
+            };
+            let column = sources.get(src);
+            let Some((lo, hi)) = column.bounds else {
+                return Err(Violation::new(
+                    Rule::DpUnboundedColumn,
+                    Some(column.name.clone()),
+                    format!(
+                        "`{}` has no declared bounds, so its {} cannot be given calibrated noise; its steward can declare bounds at registration",
+                        column.name,
+                        name.to_uppercase()
+                    ),
+                ));
+            };
+            Ok(if name == "sum" { DpAggregate::Sum { lo, hi } } else { DpAggregate::Avg { lo, hi } })
+        }
+        _ => Err(Violation::new(
+            Rule::DpAggregateNotSupported,
+            None,
+            format!(
+                "`{name}` has no differentially private mechanism here (MIN, MAX, medians and percentiles reveal single values); dp mode releases COUNT, COUNT(DISTINCT <privacy unit>), SUM and AVG"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,339 @@
+//! Dp mode's noise (DESIGN §3): the guard's bounded plan gives, per group, exact totals in
+//! which one person weighs at most `G` groups × `R` rows × the declared bound; here each
+//! released number gets discrete Laplace noise calibrated to that weight, groups whose noisy
+//! count of people is below the threshold are dropped, and every value keeps its 95% interval.
+//!
+//! Accounting (basic composition, pure ε for the values plus δ for group selection): the
+//! query's ε is split equally over the numbers it releases per group: one per COUNT and SUM,
+//! two per AVG (a noisy sum over a noisy count), and, when the answer has groups, one for the
+//! noisy count of people that decides whether a group is released (reused as the answer of
+//! COUNT(DISTINCT unit)). Sensitivities, with `M = max(|lo|, |hi|)`: rows `G·R`, people `G`,
+//! sums `G·R·M`. A group of one person passes the threshold with probability at most `δ/G`,
+//! so at most `δ` over the person's groups.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use veil_dp::{Laplace, Noisy, Sampler, noise};
+use veil_guard::{DpAggregate, DpPlan};
+
+use crate::engine::internal;
+use crate::{Error, Result};
+
+/// Confidence of the intervals reported with every noisy value.
+const CONFIDENCE: f64 = 0.95;
+
+/// The privacy parameters of one dp query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpParams {
+    /// Epsilon the whole query spends.
+    pub epsilon: f64,
+    /// Delta for releasing groups whose presence depends on people.
+    pub delta: f64,
+}
+
+/// The noisy aggregate of a dp answer, before the analyst's post-processing: what is recorded
+/// and replayed for an identical query.
+#[derive(Debug, Clone)]
+pub struct NoisyAggregate {
+    /// The released groups: the aggregate's columns, named `c0, c1, …`, then `lo<i>` and
+    /// `hi<i>` (Float64) bounding the 95% interval of each noisy column `i`.
+    batch: RecordBatch,
+    /// Groups withheld because their noisy count of people was below the threshold.
+    pub suppressed: u64,
+    /// The noisy count of people a group needed, if the answer has groups.
+    pub threshold: Option<f64>,
+}
+
+impl NoisyAggregate {
+    /// Arrow IPC bytes, for the catalogue.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if Arrow cannot write the batch.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut meta = HashMap::new();
+        meta.insert("suppressed".to_owned(), self.suppressed.to_string());
+        if let Some(t) = self.threshold {
+            meta.insert("threshold".to_owned(), t.to_string());
+        }
+        let schema = Arc::new(self.batch.schema().as_ref().clone().with_metadata(meta));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), self.batch.columns().to_vec()).map_err(internal)?;
+        let mut out = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut out, &schema).map_err(internal)?;
+        writer.write(&batch).map_err(internal)?;
+        writer.finish().map_err(internal)?;
+        drop(writer);
+        Ok(out)
+    }
+
+    /// Reads what [`NoisyAggregate::to_bytes`] wrote.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the bytes are not such a batch.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(internal)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>().map_err(internal)?;
+        let batch = concat_batches(&schema, &batches).map_err(internal)?;
+        let meta = schema.metadata();
+        let suppressed = meta.get("suppressed").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let threshold = meta.get("threshold").and_then(|s| s.parse().ok());
+        let plain = Arc::new(schema.as_ref().clone().with_metadata(HashMap::new()));
+        let batch = RecordBatch::try_new(plain, batch.columns().to_vec()).map_err(internal)?;
+        Ok(Self { batch, suppressed, threshold })
+    }
+
+    /// The aggregate's values, columns `c0 … c<n-1>`.
+    pub(crate) fn values(&self, columns: usize) -> Result<RecordBatch> {
+        let indices: Vec<usize> = (0..columns).collect();
+        self.batch.project(&indices).map_err(internal)
+    }
+
+    /// The 95% interval of aggregate column `i` at `row`, if that column is noisy.
+    pub(crate) fn interval(&self, i: usize, row: usize) -> Option<(f64, f64)> {
+        let lo = self.batch.column_by_name(&format!("lo{i}"))?.as_primitive_opt::<Float64Type>()?;
+        let hi = self.batch.column_by_name(&format!("hi{i}"))?.as_primitive_opt::<Float64Type>()?;
+        (row < lo.len()).then(|| (lo.value(row), hi.value(row)))
+    }
+
+    /// Released groups.
+    pub(crate) fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+}
+
+/// How many numbers per group share the query's epsilon.
+pub fn measurements(plan: &DpPlan) -> usize {
+    let per: usize = plan
+        .aggregates
+        .iter()
+        .map(|a| match a {
+            DpAggregate::CountRows | DpAggregate::Sum { .. } => 1,
+            DpAggregate::Avg { .. } => 2,
+            DpAggregate::CountPeople => usize::from(!plan.grouped()),
+        })
+        .sum();
+    (per + usize::from(plan.grouped())).max(1)
+}
+
+/// One noisy column under construction: values and interval bounds.
+#[derive(Default)]
+struct Column {
+    values: Vec<f64>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+impl Column {
+    fn push(&mut self, value: f64, (lo, hi): (f64, f64)) {
+        self.values.push(value);
+        self.lo.push(lo);
+        self.hi.push(hi);
+    }
+}
+
+/// Adds noise to the bounded totals and applies the threshold.
+///
+/// # Errors
+/// [`Error::Internal`] if the bounded plan's output is not as the guard describes it, or the
+/// random source fails (then nothing is released).
+pub(crate) fn add_noise(
+    bounded: &[RecordBatch],
+    schema: &SchemaRef,
+    plan: &DpPlan,
+    params: DpParams,
+    k: u64,
+) -> Result<NoisyAggregate> {
+    let totals = concat_batches(schema, bounded).map_err(internal)?;
+    let eps = params.epsilon / measurements(plan) as f64;
+    let c = plan.contribution;
+    let g = if plan.grouped() { c.max_groups.max(1) } else { 1 } as f64;
+    let r = c.max_rows.max(1) as f64;
+    let mut sampler = Sampler::new();
+    let mut draw = |mechanism: Laplace, value: f64, integer: bool, confidence: f64| -> Result<Noisy> {
+        let noisy = if integer {
+            mechanism.integer(&mut sampler, value as i64, confidence)
+        } else {
+            mechanism.real(&mut sampler, value, confidence)
+        };
+        noisy.map_err(|e| Error::Internal(format!("noise: {e}")))
+    };
+    let laplace = |sensitivity: f64| Laplace::new(sensitivity, eps).map_err(|e| Error::Internal(format!("noise: {e}")));
+
+    let people = int_column(&totals, totals.num_columns() - 1)?;
+    let people_noise = laplace(g)?;
+    let threshold = if plan.grouped() {
+        let scale = veil_dp::Rational::at_least(people_noise.scale()).map_err(|e| Error::Internal(e.to_string()))?;
+        Some(noise::threshold(scale.to_f64(), c.max_groups, params.delta).max(k as f64))
+    } else {
+        None
+    };
+
+    // Which groups are released, and their noisy people.
+    let mut kept = Vec::new();
+    let mut noisy_people = Vec::new();
+    for row in 0..totals.num_rows() {
+        let n = people.get(row).copied().unwrap_or(0) as f64;
+        match threshold {
+            Some(t) => {
+                let p = draw(people_noise, n, true, CONFIDENCE)?;
+                if p.value >= t {
+                    kept.push(row as u32);
+                    noisy_people.push(p);
+                }
+            }
+            None => {
+                kept.push(row as u32);
+                noisy_people.push(draw(people_noise, n, true, CONFIDENCE)?);
+            }
+        }
+    }
+    let suppressed = (totals.num_rows() - kept.len()) as u64;
+    let kept_idx = UInt32Array::from(kept.clone());
+
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let mut intervals: Vec<(usize, Column)> = Vec::new();
+    for i in 0..plan.keys {
+        columns.push(take(totals.column(i), &kept_idx, None).map_err(internal)?);
+    }
+    let mut at = plan.keys;
+    for (j, aggregate) in plan.aggregates.iter().enumerate() {
+        let out = plan.keys + j;
+        let mut column = Column::default();
+        match *aggregate {
+            DpAggregate::CountRows => {
+                let rows = int_column(&totals, at)?;
+                at += 1;
+                let mechanism = laplace(g * r)?;
+                for &row in &kept {
+                    let v = rows.get(row as usize).copied().unwrap_or(0) as f64;
+                    let noisy = draw(mechanism, v, true, CONFIDENCE)?;
+                    column.push(noisy.value.max(0.0), non_negative(noisy.interval()));
+                }
+            }
+            DpAggregate::CountPeople => {
+                for p in &noisy_people {
+                    column.push(p.value.max(0.0), non_negative(p.interval()));
+                }
+            }
+            DpAggregate::Sum { lo, hi } => {
+                let sums = float_column(&totals, at)?;
+                at += 1;
+                let bound = lo.abs().max(hi.abs());
+                for &row in &kept {
+                    let v = sums.get(row as usize).copied().unwrap_or(0.0);
+                    if bound == 0.0 {
+                        column.push(0.0, (0.0, 0.0));
+                        continue;
+                    }
+                    let noisy = draw(laplace(g * r * bound)?, v, false, CONFIDENCE)?;
+                    column.push(noisy.value, noisy.interval());
+                }
+            }
+            DpAggregate::Avg { lo, hi } => {
+                let sums = float_column(&totals, at)?;
+                let counts = int_column(&totals, at + 1)?;
+                at += 2;
+                let bound = lo.abs().max(hi.abs());
+                // Each part at 97.5%, so both hold together at least 95% of the time.
+                let part = 1.0 - (1.0 - CONFIDENCE) / 2.0;
+                for &row in &kept {
+                    let s = sums.get(row as usize).copied().unwrap_or(0.0);
+                    let n = counts.get(row as usize).copied().unwrap_or(0) as f64;
+                    let noisy_n = draw(laplace(g * r)?, n, true, part)?;
+                    let noisy_s = if bound == 0.0 {
+                        Noisy { value: 0.0, half_width: 0.0 }
+                    } else {
+                        draw(laplace(g * r * bound)?, s, false, part)?
+                    };
+                    column.push(
+                        (noisy_s.value / noisy_n.value.max(1.0)).clamp(lo, hi),
+                        ratio_interval(noisy_s, noisy_n, lo, hi),
+                    );
+                }
+            }
+        }
+        let target = plan.aggregate_schema.field(out).data_type().clone();
+        let values: ArrayRef = Arc::new(Float64Array::from(std::mem::take(&mut column.values)));
+        columns.push(to_type(&values, &target)?);
+        intervals.push((out, column));
+    }
+
+    let mut fields: Vec<Field> = Vec::new();
+    for (i, array) in columns.iter().enumerate() {
+        fields.push(Field::new(format!("c{i}"), array.data_type().clone(), true));
+    }
+    for (i, column) in intervals {
+        fields.push(Field::new(format!("lo{i}"), DataType::Float64, false));
+        fields.push(Field::new(format!("hi{i}"), DataType::Float64, false));
+        columns.push(Arc::new(Float64Array::from(column.lo)));
+        columns.push(Arc::new(Float64Array::from(column.hi)));
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)?;
+    Ok(NoisyAggregate { batch, suppressed, threshold })
+}
+
+/// `[lo, hi]` of a count, which is never negative.
+fn non_negative((lo, hi): (f64, f64)) -> (f64, f64) {
+    (lo.max(0.0), hi.max(0.0))
+}
+
+/// The interval of a noisy sum over a noisy count, from both parts' intervals, within the
+/// declared bounds (the whole bounds when the count's interval reaches below one).
+fn ratio_interval(s: Noisy, n: Noisy, lo: f64, hi: f64) -> (f64, f64) {
+    let (s_lo, s_hi) = s.interval();
+    let (n_lo, n_hi) = n.interval();
+    if n_lo < 1.0 {
+        return (lo, hi);
+    }
+    let candidates = [s_lo / n_lo, s_lo / n_hi, s_hi / n_lo, s_hi / n_hi];
+    let min = candidates.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = candidates.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min.clamp(lo, hi), max.clamp(lo, hi))
+}
+
+fn int_column(batch: &RecordBatch, i: usize) -> Result<Vec<i64>> {
+    let array = cast(batch.column(i), &DataType::Int64).map_err(internal)?;
+    let array = array.as_primitive_opt::<Int64Type>().ok_or_else(|| internal("a bounded count is not an integer"))?;
+    Ok((0..array.len()).map(|i| if array.is_valid(i) { array.value(i) } else { 0 }).collect())
+}
+
+fn float_column(batch: &RecordBatch, i: usize) -> Result<Vec<f64>> {
+    let array = cast(batch.column(i), &DataType::Float64).map_err(internal)?;
+    let array = array.as_primitive_opt::<Float64Type>().ok_or_else(|| internal("a bounded sum is not a number"))?;
+    Ok((0..array.len()).map(|i| if array.is_valid(i) { array.value(i) } else { 0.0 }).collect())
+}
+
+/// A noisy column in the type the analyst's aggregate has (integers are rounded).
+fn to_type(values: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
+    if target.is_integer() {
+        let rounded: Float64Array = values.as_primitive::<Float64Type>().unary(f64::round);
+        return cast(&(Arc::new(rounded) as ArrayRef), target).map_err(internal);
+    }
+    cast(values, target).map_err(internal)
+}
+
+/// The intervals of the analyst's columns: for each output column that is a copy of a noisy
+/// aggregate column, one interval per output row.
+pub(crate) fn output_intervals(
+    noisy: &NoisyAggregate,
+    copies: &[Option<usize>],
+    rows: &Int64Array,
+) -> Vec<Option<Vec<(f64, f64)>>> {
+    copies
+        .iter()
+        .map(|copy| {
+            let i = (*copy)?;
+            noisy.batch.column_by_name(&format!("lo{i}"))?;
+            (0..rows.len())
+                .map(|r| usize::try_from(rows.value(r)).ok().and_then(|row| noisy.interval(i, row)))
+                .collect::<Option<Vec<_>>>()
+        })
+        .collect()
+}

@@ -1,0 +1,289 @@
+//! Dp mode end to end (DESIGN §3): noisy answers near the truth and inside generous multiples
+//! of their reported intervals, groups below the threshold dropped, the budget charged once and
+//! atomically, identical queries replayed, and the attacks dp mode must stop as well.
+//!
+//! Noise makes single values random, so assertions about values allow four times the 95%
+//! half-width (a false failure is rarer than one in a hundred thousand per value), and the
+//! world's small district sits far below any threshold.
+
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use veil_tests::world::{World, residents_csv, world};
+
+async fn dp(w: &World, token: &str, sql: &str, epsilon: f64) -> (StatusCode, Value) {
+    w.s.post("/v1/query", token, json!({"sql": sql, "mode": "dp", "epsilon": epsilon})).await
+}
+
+async fn dp_ok(w: &World, sql: &str, epsilon: f64) -> Value {
+    let (status, body) = dp(w, &w.civil_analyst, sql, epsilon).await;
+    assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+    body
+}
+
+/// Rows of a dp answer keyed by their first column, with the value of `column` and its interval.
+fn by_key(body: &Value, column: &str) -> HashMap<String, (f64, f64, f64)> {
+    let index = body["columns"].as_array().unwrap().iter().position(|c| c["name"] == column).unwrap();
+    let intervals = body["dp"]["intervals"].as_array().unwrap();
+    let ci = intervals.iter().find(|c| c["column"] == column).unwrap_or_else(|| panic!("no interval for {column}"));
+    body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let key = row[0].as_str().map(str::to_owned).unwrap_or_else(|| row[0].to_string());
+            let value = row[index].as_f64().unwrap();
+            let (lo, hi) = (ci["ci95"][i][0].as_f64().unwrap(), ci["ci95"][i][1].as_f64().unwrap());
+            (key, (value, lo, hi))
+        })
+        .collect()
+}
+
+/// `truth` lies within the interval `[lo, hi]` stretched to four times its half-width.
+fn near(truth: f64, (value, lo, hi): (f64, f64, f64), what: &str) {
+    assert!(lo <= value && value <= hi, "{what}: {value} outside its own interval [{lo}, {hi}]");
+    let half = ((hi - lo) / 2.0).max(1.0);
+    let centre = (lo + hi) / 2.0;
+    assert!((truth - centre).abs() <= 4.0 * half, "{what}: truth {truth} far from {value} (interval [{lo}, {hi}])");
+}
+
+#[tokio::test]
+async fn dp_counts_are_noisy_near_the_truth_and_small_groups_are_dropped() {
+    let w = world().await;
+    let body = dp_ok(
+        &w,
+        "SELECT district, count(*) AS n, count(DISTINCT person_id) AS people FROM civil.residents GROUP BY district ORDER BY district",
+        1.0,
+    )
+    .await;
+    let rows = by_key(&body, "n");
+    assert_eq!(rows.len(), 2, "丙区 (5 people) is far below the threshold: {body}");
+    near(120.0, rows["甲区"], "甲区 rows");
+    near(75.0, rows["乙区"], "乙区 rows");
+    let people = by_key(&body, "people");
+    near(120.0, people["甲区"], "甲区 people");
+    assert_eq!(body["suppressed_groups"], 1);
+    let dp = &body["dp"];
+    assert_eq!(dp["epsilon"], 1.0);
+    assert_eq!(dp["measurements"], 2, "the count, and the people count shared with COUNT(DISTINCT unit)");
+    assert!(dp["threshold"].as_f64().unwrap() > 10.0, "{dp}");
+    assert_eq!(dp["replayed"], false);
+    assert_eq!(dp["budget"][0]["dataset"], "civil.residents");
+    assert_eq!(dp["budget"][0]["spent"], 1.0);
+    assert_eq!(dp["budget"][0]["left"], 9.0, "the L3 cap is 10");
+    assert!(body["rules"].as_array().unwrap().iter().any(|r| r["code"] == "contribution_bounds"), "{body}");
+}
+
+#[tokio::test]
+async fn dp_sums_and_averages_clamp_to_declared_bounds() {
+    let w = world().await;
+    let truth_sum: i64 = w.residents.iter().map(|r| r.subsidy).sum();
+    let body = dp_ok(&w, "SELECT sum(subsidy) AS total, avg(subsidy) AS mean FROM civil.residents", 2.0).await;
+    assert_eq!(body["dp"]["measurements"], 3, "a sum, and an average as sum over count");
+    assert!(body["dp"]["threshold"].is_null(), "one global group needs no threshold");
+    let total = by_key(&body, "total");
+    let (_, t) = total.iter().next().unwrap();
+    near(truth_sum as f64, *t, "sum");
+    let mean = body["rows"][0][1].as_f64().unwrap();
+    let ci = &body["dp"]["intervals"][1]["ci95"][0];
+    let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+    let truth_mean = truth_sum as f64 / w.residents.len() as f64;
+    near(truth_mean, (mean, lo, hi), "average");
+    assert!((0.0..=1000.0).contains(&mean), "an average stays within the declared bounds: {mean}");
+}
+
+#[tokio::test]
+async fn dp_join_inside_the_broker_bounds_rows_per_person() {
+    let w = world().await;
+    // 甲区: 120 people with 3 visits each; visits allows 3 rows per person and group.
+    let body = dp_ok(
+        &w,
+        "SELECT r.district, count(*) AS visits FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id GROUP BY r.district",
+        1.0,
+    )
+    .await;
+    let rows = by_key(&body, "visits");
+    near(360.0, rows["甲区"], "甲区 visits");
+    assert!(!rows.contains_key("丙区"), "5 people with 12 visits each are still 5 people: {body}");
+    let datasets: Vec<&str> =
+        body["dp"]["budget"].as_array().unwrap().iter().map(|b| b["dataset"].as_str().unwrap()).collect();
+    assert_eq!(datasets, ["civil.residents", "health.visits"], "charged to both datasets");
+}
+
+#[tokio::test]
+async fn averaging_repeated_noisy_answers_gains_nothing() {
+    let w = world().await;
+    let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district";
+    let first = dp_ok(&w, sql, 0.5).await;
+    for _ in 0..49 {
+        let again = dp_ok(&w, sql, 0.5).await;
+        assert_eq!(again["rows"], first["rows"], "an identical query returns the recorded answer");
+        assert_eq!(again["dp"]["replayed"], true);
+    }
+    // Syntax variants with the same plan, and different post-processing, replay it too.
+    let variant = dp_ok(
+        &w,
+        "select DISTRICT as d, COUNT(1) as how_many from CIVIL.RESIDENTS group by district order by how_many desc limit 5",
+        0.5,
+    )
+    .await;
+    assert_eq!(variant["dp"]["replayed"], true, "{variant}");
+    let mut a: Vec<String> = first["rows"].as_array().unwrap().iter().map(|r| r.to_string()).collect();
+    let mut b: Vec<String> = variant["rows"].as_array().unwrap().iter().map(|r| r.to_string()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same noisy values, renamed and reordered");
+    let (status, budget) = w.s.get("/v1/budget", &w.civil_analyst).await;
+    assert_eq!(status, StatusCode::OK, "{budget}");
+    let residents = budget.as_array().unwrap().iter().find(|b| b["dataset"] == "civil.residents").unwrap();
+    assert_eq!(residents["spent"], 0.5, "charged once: {residents}");
+    assert_eq!(residents["queries"], 1);
+    let charged: Vec<f64> =
+        w.s.audit_records()
+            .iter()
+            .filter(|r| r.entry.mode.as_deref() == Some("dp"))
+            .filter_map(|r| r.entry.epsilon)
+            .collect();
+    assert_eq!(charged.len(), 51, "every dp query is audited with its epsilon");
+    assert_eq!(charged.iter().sum::<f64>(), 0.5, "and only the first one was charged");
+}
+
+#[tokio::test]
+async fn dry_run_shows_the_cost_and_charges_nothing() {
+    let w = world().await;
+    let body = w
+        .s
+        .post(
+            "/v1/query",
+            &w.civil_analyst,
+            json!({"sql": "SELECT district, avg(subsidy) FROM civil.residents GROUP BY district", "mode": "dp", "dry_run": true}),
+        )
+        .await
+        .1;
+    assert_eq!(body["dry_run"], true, "{body}");
+    assert_eq!(body["dp"]["epsilon"], 1.0, "the default: a tenth of the L3 cap of 10");
+    assert_eq!(body["dp"]["measurements"], 3);
+    assert_eq!(body["dp"]["budget"][0]["left"], 10.0);
+    assert!(body["rows"].as_array().unwrap().is_empty());
+    let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;
+    assert!(budget.as_array().unwrap().iter().all(|b| b["spent"] == 0.0), "{budget}");
+}
+
+#[tokio::test]
+async fn budget_race_never_overspends() {
+    let w = world().await;
+    let meta = json!({
+        "name": "small_cap", "department": "civil", "level": "L3", "privacy_unit": "person_id",
+        "columns": {
+            "person_id": {"tag": "identifier", "linkable": true},
+            "name": {"tag": "identifier"},
+            "phone": {"tag": "identifier", "type": "string"},
+            "district": {"tag": "quasi_identifier"},
+            "birth_date": {"tag": "quasi_identifier", "type": "date"},
+            "living_alone": {"tag": "attribute"},
+            "subsidy": {"tag": "sensitive", "bounds": [0, 1000]}
+        },
+        "dp": {"epsilon_cap": 1.0}
+    });
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, residents_csv(&w.residents)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let w = std::sync::Arc::new(w);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let w = std::sync::Arc::clone(&w);
+        tasks.push(tokio::spawn(async move {
+            // Different queries, so none is a replay of another.
+            let sql = format!("SELECT count(*) FROM civil.small_cap WHERE subsidy > {i}");
+            dp(&w, &w.civil_analyst, &sql, 0.25).await
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            StatusCode::OK => granted += 1,
+            StatusCode::FORBIDDEN => {
+                assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+                assert!(body["error"]["message"].as_str().unwrap().contains("civil.small_cap"), "{body}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(granted, 4, "a cap of 1.0 pays for exactly four queries of 0.25");
+    let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;
+    let small = budget.as_array().unwrap().iter().find(|b| b["dataset"] == "civil.small_cap").unwrap();
+    assert_eq!(small["spent"], 1.0, "{small}");
+    assert_eq!(small["left"], 0.0);
+}
+
+#[tokio::test]
+async fn isolating_filters_min_max_and_unbounded_sums_are_refused_in_dp_mode() {
+    let w = world().await;
+    for (sql, code) in [
+        ("SELECT count(*) FROM civil.residents WHERE person_id = '110101195001010000'", "identifier_in_condition"),
+        ("SELECT max(subsidy) FROM civil.residents", "extreme_value_of_protected_column"),
+        ("SELECT min(birth_date) FROM civil.residents", "extreme_value_of_protected_column"),
+        ("SELECT sum(length(district)) FROM civil.residents", "dp_unbounded_column"),
+        ("SELECT count(DISTINCT district) FROM civil.residents", "dp_aggregate_not_supported"),
+        ("SELECT * FROM civil.residents", "dp_shape"),
+        ("SELECT district, count(*) FROM civil.residents GROUP BY ROLLUP (district)", "dp_shape"),
+        (
+            "SELECT n, count(*) FROM (SELECT district, count(*) AS n FROM civil.residents GROUP BY district) t GROUP BY n",
+            "dp_shape",
+        ),
+        ("SELECT count(*) FROM civil.residents WHERE subsidy > (SELECT avg(cost) FROM health.visits)", "dp_shape"),
+        ("SELECT count(*) FROM civil.residents r JOIN health.visits v ON r.subsidy = v.cost", "dp_people_not_linked"),
+        (
+            "SELECT count(*) FROM civil.residents r WHERE EXISTS (SELECT 1 FROM health.visits v WHERE v.cost > r.subsidy)",
+            "dp_people_not_linked",
+        ),
+        ("SELECT count(*) FROM (SELECT * FROM civil.residents LIMIT 1) t", "dp_shape"),
+    ] {
+        let (status, body) = dp(&w, &w.civil_analyst, sql, 0.1).await;
+        assert!(status.is_client_error(), "{sql}: {status} {body}");
+        assert_eq!(body["error"]["code"], code, "{sql}: {body}");
+    }
+    let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;
+    assert!(budget.as_array().unwrap().iter().all(|b| b["spent"] == 0.0), "refusals cost nothing: {budget}");
+}
+
+#[tokio::test]
+async fn dp_answers_tie_subqueries_to_the_person() {
+    let w = world().await;
+    // Residents with at least one I10 visit, per district: EXISTS tied by the privacy unit.
+    let body = dp_ok(
+        &w,
+        "SELECT district, count(*) AS n FROM civil.residents r
+          WHERE EXISTS (SELECT 1 FROM health.visits v WHERE v.person_id = r.person_id AND v.icd10 = 'I10')
+          GROUP BY district HAVING count(*) > 0 ORDER BY n DESC",
+        1.0,
+    )
+    .await;
+    let truth = w
+        .residents
+        .iter()
+        .filter(|r| r.district == "甲区")
+        .filter(|r| w.visits.iter().any(|v| v.person_id == r.person_id && v.icd10 == "I10"))
+        .count();
+    near(truth as f64, by_key(&body, "n")["甲区"], "甲区 with I10");
+}
+
+#[tokio::test]
+async fn one_person_adds_at_most_max_rows_rows() {
+    let w = world().await;
+    // 丙区's 5 people have 12 visits each (60 rows); visits allows 3 rows per person, so the
+    // bounded count is 15. With the largest epsilon the noise is a few units.
+    let body = dp_ok(
+        &w,
+        "SELECT count(*) AS visits FROM health.visits v JOIN civil.residents r ON v.person_id = r.person_id WHERE r.district = '丙区'",
+        10.0,
+    )
+    .await;
+    let (_, (value, lo, hi)) = by_key(&body, "visits").into_iter().next().unwrap();
+    near(15.0, (value, lo, hi), "bounded visits of 丙区");
+    assert!(hi < 60.0, "the unbounded 60 rows are far outside the answer's interval [{lo}, {hi}]");
+}
