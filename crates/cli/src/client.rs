@@ -139,7 +139,10 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
 /// `veil query`: the answer as a table, then what was withheld and which rules applied;
 /// `--dry-run` prints only the decision.
 pub(crate) async fn query(args: QueryArgs) -> CliResult {
-    let body = json!({"sql": args.sql, "mode": args.mode, "dry_run": args.dry_run});
+    let mut body = json!({"sql": args.sql, "mode": args.mode, "dry_run": args.dry_run});
+    if let Some(epsilon) = args.epsilon {
+        body["epsilon"] = json!(epsilon);
+    }
     let answer = send(args.remote.request(Method::POST, "/query")?.json(&body)).await?;
     if args.json {
         return print(&answer);
@@ -148,19 +151,74 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
         println!("allowed (dry run; nothing was run)");
     } else {
         println!("{}", table(&answer)?);
+        if let Some(dp) = answer.get("dp") {
+            for column in dp["intervals"].as_array().into_iter().flatten() {
+                let cis: Vec<String> = column["ci95"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|ci| format!("[{}, {}]", ci[0], ci[1]))
+                    .collect();
+                println!("95% intervals of {}, by row: {}", column["column"].as_str().unwrap_or("?"), cis.join(" "));
+            }
+        }
         let rows = answer["rows"].as_array().map_or(0, Vec::len);
         match answer["level"].as_str().unwrap_or("?") {
             "audit" => println!("{rows} rows of the audit log"),
+            level if answer.get("dp").is_some() => println!(
+                "{rows} rows; {} groups withheld (noisy count of people below the threshold); level {level}",
+                answer["suppressed_groups"]
+            ),
             level => println!(
                 "{rows} rows; {} groups withheld (fewer than k = {} people); level {level}",
                 answer["suppressed_groups"], answer["k"]
             ),
         }
     }
+    if let Some(dp) = answer.get("dp") {
+        let spent = if dp["replayed"] == true {
+            "0 (the recorded answer of an identical query)".to_owned()
+        } else {
+            dp["epsilon"].to_string()
+        };
+        println!(
+            "dp: epsilon {spent}, shared by {} numbers per group; delta {}; groups need {} noisy people",
+            dp["measurements"],
+            dp["delta"],
+            dp["threshold"].as_f64().map_or("no threshold (one group)".to_owned(), |t| format!("at least {t}")),
+        );
+        for b in dp["budget"].as_array().into_iter().flatten() {
+            println!("  budget {}: {}", b["dataset"].as_str().unwrap_or("?"), budget_line(b));
+        }
+    }
     for rule in answer["rules"].as_array().into_iter().flatten() {
         println!("  {}: {}", rule["code"].as_str().unwrap_or("?"), rule["detail"].as_str().unwrap_or(""));
     }
     Ok(())
+}
+
+/// `veil budget`: epsilon spent and left per dataset.
+pub(crate) async fn budget(remote: Remote) -> CliResult {
+    let budget = send(remote.request(Method::GET, "/budget")?).await?;
+    for b in budget.as_array().into_iter().flatten() {
+        println!(
+            "{:<28} {:<10} {}",
+            b["dataset"].as_str().unwrap_or("?"),
+            b["level"].as_str().unwrap_or("?"),
+            budget_line(b)
+        );
+    }
+    Ok(())
+}
+
+fn budget_line(b: &Value) -> String {
+    let spent = b["spent"].as_f64().unwrap_or(0.0);
+    match (b["cap"].as_f64(), b["left"].as_f64()) {
+        (Some(cap), Some(left)) => {
+            format!("spent {spent} of {cap}, {left} left ({} queries, {}-day window)", b["queries"], b["window_days"])
+        }
+        _ => format!("spent {spent}, no cap at this level ({} queries)", b["queries"]),
+    }
 }
 
 /// The answer's rows as a text table (arrow's pretty printer, which handles wide characters).

@@ -57,6 +57,8 @@ enum Command {
     Whoami(Remote),
     /// Run one SQL query (analysts) and print the answer as a table.
     Query(QueryArgs),
+    /// Your privacy budget: epsilon spent and left per dataset over the rolling window.
+    Budget(Remote),
     /// The audit log: verify a copy offline, export its public key, search it (auditors).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -127,9 +129,13 @@ struct QueryArgs {
     /// Result mode: aggregate, deidentified or dp.
     #[arg(long, default_value = "aggregate")]
     mode: String,
-    /// Decide and explain without running.
+    /// Decide and explain without running (in dp mode: what it would cost).
     #[arg(long)]
     dry_run: bool,
+    /// Dp mode: the epsilon to spend (default: a tenth of the smallest cap among the datasets,
+    /// at most 1).
+    #[arg(long)]
+    epsilon: Option<f64>,
     /// Print the server's JSON answer instead of a table.
     #[arg(long)]
     json: bool,
@@ -324,6 +330,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Dataset(cmd) => client::dataset(cmd).await,
         Command::Whoami(remote) => client::whoami(remote).await,
         Command::Query(args) => client::query(args).await,
+        Command::Budget(remote) => client::budget(remote).await,
         Command::Audit(AuditCommand::Search(args)) => client::audit_search(*args).await,
         Command::Audit(AuditCommand::Verify { dir, public_key }) => {
             let key = veil_audit::PublicKey::read(&public_key)?;

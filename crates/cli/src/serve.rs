@@ -146,6 +146,10 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
         "  veil query \"SELECT district, icd10, count(DISTINCT person_id) AS people FROM health.visits GROUP BY district, icd10\""
     );
     println!("  veil query --mode deidentified \"SELECT person_id, visit_date, icd10 FROM health.visits LIMIT 5\"");
+    println!(
+        "  veil query --mode dp --epsilon 0.5 \"SELECT district, count(*) AS elderly, avg(monthly_subsidy) AS subsidy FROM civil.elderly WHERE living_alone GROUP BY district\""
+    );
+    println!("  veil budget                                          # epsilon spent and left per dataset");
     println!("  veil query \"SELECT person_id FROM health.visits\"      # refused: identifiers never leave");
     println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/query \\");
     println!(

@@ -201,7 +201,8 @@ fn visits(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoDataset, Arrow
             "icd10": {"tag": "sensitive"},
             "diagnosis": {"tag": "sensitive"},
             "cost": {"tag": "sensitive", "bounds": [0, 20000]}
-        }
+        },
+        "dp": {"max_groups": 4, "max_rows": 5}
     });
     Ok(DemoDataset { department: "health", name: "visits", metadata, batch })
 }
@@ -387,7 +388,8 @@ fn tickets(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoDataset, Arro
             "hours_to_resolve": {"tag": "attribute", "bounds": [0, 720]},
             "resolved_within_24h": {"tag": "attribute"},
             "satisfaction": {"tag": "attribute", "bounds": [1, 5]}
-        }
+        },
+        "dp": {"max_groups": 3, "max_rows": 2}
     });
     Ok(DemoDataset { department: "hotline", name: "tickets", metadata, batch })
 }
