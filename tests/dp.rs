@@ -287,3 +287,38 @@ async fn one_person_adds_at_most_max_rows_rows() {
     near(15.0, (value, lo, hi), "bounded visits of 丙区");
     assert!(hi < 60.0, "the unbounded 60 rows are far outside the answer's interval [{lo}, {hi}]");
 }
+
+#[tokio::test]
+async fn public_group_keys_release_every_listed_group_without_a_threshold() {
+    let w = world().await;
+    let meta = json!({
+        "name": "listed", "department": "civil", "level": "L3", "privacy_unit": "person_id",
+        "columns": {
+            "person_id": {"tag": "identifier", "linkable": true},
+            "name": {"tag": "identifier"},
+            "phone": {"tag": "identifier", "type": "string"},
+            "district": {"tag": "quasi_identifier", "public_values": ["甲区", "乙区", "丁区"]},
+            "birth_date": {"tag": "quasi_identifier", "type": "date"},
+            "living_alone": {"tag": "attribute"},
+            "subsidy": {"tag": "sensitive", "bounds": [0, 1000]}
+        }
+    });
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, residents_csv(&w.residents)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["columns"][3]["public_values"][2], "丁区", "{body}");
+    let body =
+        dp_ok(&w, "SELECT district, count(*) AS n FROM civil.listed GROUP BY district ORDER BY district", 2.0).await;
+    let rows = by_key(&body, "n");
+    let mut keys: Vec<&str> = rows.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["丁区", "乙区", "甲区"],
+        "every listed district, 丁区 with nobody, 丙区 (unlisted) never: {body}"
+    );
+    near(0.0, rows["丁区"], "丁区");
+    near(75.0, rows["乙区"], "乙区");
+    assert!(body["dp"]["threshold"].is_null(), "{body}");
+    assert_eq!(body["dp"]["measurements"], 1, "no people count is spent on a threshold");
+    assert_eq!(body["suppressed_groups"], 0, "rows outside the list are not even counted");
+}

@@ -53,6 +53,8 @@ pub struct ColumnInfo {
     pub bounds: Option<(f64, f64)>,
     /// How it is generalised in de-identified results.
     pub generalize: Option<Generalization>,
+    /// Its public domain, if declared.
+    pub public_values: Option<Vec<String>>,
 }
 
 /// One registered version of a dataset.
@@ -200,8 +202,8 @@ impl Catalog {
             for (position, field) in schema.fields().iter().enumerate() {
                 let Some(column) = spec.columns.get(field.name()) else { continue };
                 tx.execute(
-                    "INSERT INTO dataset_columns (department, name, version, position, column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT INTO dataset_columns (department, name, version, position, column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize, public_values)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     params![
                         spec.dataset.department.as_str(),
                         spec.dataset.name.as_str(),
@@ -214,6 +216,8 @@ impl Catalog {
                         column.bounds.map(|b| b.0),
                         column.bounds.map(|b| b.1),
                         column.generalize.map(|g| g.to_string()),
+                        // One value per line; validation refuses values with line breaks.
+                        column.public_values.as_ref().map(|v| v.join("\n")),
                     ],
                 )?;
             }
@@ -302,7 +306,7 @@ impl Catalog {
             .cloned()
             .ok_or_else(|| Error::DatasetNotFound(dataset.clone()))?;
         let mut stmt = conn.prepare(
-            "SELECT column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize FROM dataset_columns
+            "SELECT column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize, public_values FROM dataset_columns
              WHERE department = ?1 AND name = ?2 AND version = ?3 ORDER BY position",
         )?;
         let columns = stmt
@@ -316,6 +320,7 @@ impl Catalog {
                     linkable: r.get(3)?,
                     bounds: lo.zip(hi),
                     generalize: r.get::<_, Option<String>>(6)?.map(parse_stored).transpose()?,
+                    public_values: r.get::<_, Option<String>>(7)?.map(|v| v.split('\n').map(str::to_owned).collect()),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

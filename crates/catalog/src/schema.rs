@@ -126,6 +126,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, query_sha256)
     ) STRICT;
     "#,
+    r#"
+    ALTER TABLE dataset_columns ADD COLUMN public_values TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

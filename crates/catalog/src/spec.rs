@@ -126,6 +126,10 @@ pub struct ColumnInput {
     pub data_type: Option<String>,
     /// Generalization for de-identified results (quasi-identifiers only).
     pub generalize: Option<String>,
+    /// Every value the column can take, if that list is public (a district list, a code
+    /// table): dp answers grouped only by such columns release every listed group, noisy,
+    /// without a threshold.
+    pub public_values: Option<Vec<String>>,
 }
 
 /// Validated dataset metadata.
@@ -160,6 +164,31 @@ pub struct ColumnSpec {
     pub data_type: Option<DeclaredType>,
     /// How it is generalised in de-identified results.
     pub generalize: Option<Generalization>,
+    /// Its public domain, if declared.
+    pub public_values: Option<Vec<String>>,
+}
+
+/// The most values a public domain may list.
+pub const MAX_PUBLIC_VALUES: usize = 10_000;
+
+fn validate_public_values(name: &str, tag: Tag, values: &[String]) -> Result<()> {
+    let invalid = |message: String| Error::invalid("public_values_invalid", format!("column `{name}`: {message}"));
+    if tag == Tag::Identifier {
+        return Err(invalid("an identifier has no public list of values".into()));
+    }
+    if values.is_empty() || values.len() > MAX_PUBLIC_VALUES {
+        return Err(invalid(format!("public_values must list between 1 and {MAX_PUBLIC_VALUES} values")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, v) in values.iter().enumerate() {
+        if v.contains('\n') {
+            return Err(invalid(format!("public value {} contains a line break", i + 1)));
+        }
+        if !seen.insert(v) {
+            return Err(invalid(format!("public value {} is listed twice", i + 1)));
+        }
+    }
+    Ok(())
 }
 
 const MAX_DESCRIPTION: usize = 4000;
@@ -233,10 +262,18 @@ impl DatasetSpec {
                     format!("column `{name}` is tagged {tag}; only quasi-identifiers are generalized"),
                 ));
             }
-            columns.insert(
-                name,
-                ColumnSpec { tag, linkable: column.linkable, bounds: column.bounds, data_type, generalize },
-            );
+            if let Some(values) = &column.public_values {
+                validate_public_values(&name, tag, values)?;
+            }
+            let spec = ColumnSpec {
+                tag,
+                linkable: column.linkable,
+                bounds: column.bounds,
+                data_type,
+                generalize,
+                public_values: column.public_values,
+            };
+            columns.insert(name, spec);
         }
         match &input.privacy_unit {
             Some(unit) => match columns.get(unit) {
@@ -411,6 +448,12 @@ mod tests {
         i.privacy_unit = None;
         i.level = "L2".into();
         assert!(DatasetSpec::validate(i).is_ok(), "L2 may be about no person");
+        let mut i = input();
+        i.columns.get_mut("person_id").expect("id").public_values = Some(vec!["a".into()]);
+        assert_eq!(code_of(i), "public_values_invalid");
+        let mut i = input();
+        i.columns.get_mut("age").expect("age").public_values = Some(vec!["60".into(), "60".into()]);
+        assert_eq!(code_of(i), "public_values_invalid");
         let mut i = input();
         i.dp.max_rows = Some(0);
         assert_eq!(code_of(i), "dp_invalid");

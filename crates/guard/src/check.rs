@@ -28,6 +28,8 @@ pub struct Assessment {
     pub counts_people: bool,
     /// Dp mode: what each aggregate of the answer's aggregate computes, in its order.
     pub dp: Vec<DpAggregate>,
+    /// Dp mode: the public domain of each group key, when every key is a column with one.
+    pub dp_public_keys: Option<Vec<Vec<String>>>,
 }
 
 /// One aggregate of a dp answer, as the contribution bounds and the noise treat it.
@@ -90,6 +92,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         unit_linked: false,
         counts_people: false,
         dp: Vec::new(),
+        dp_public_keys: None,
     };
     let root = walk.plan(plan, &[])?;
     let mut outputs = Vec::with_capacity(root.columns.len());
@@ -142,7 +145,13 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         "one read-only query; allow-listed functions; division by zero and failed casts give NULL, never an error"
             .into(),
     );
-    Ok(Assessment { rules: walk.rules.into_iter().collect(), outputs, counts_people: walk.counts_people, dp: walk.dp })
+    Ok(Assessment {
+        rules: walk.rules.into_iter().collect(),
+        outputs,
+        counts_people: walk.counts_people,
+        dp: walk.dp,
+        dp_public_keys: walk.dp_public_keys,
+    })
 }
 
 /// A node's schema and lineage, as expressions over it see them.
@@ -164,6 +173,8 @@ struct Walk<'a> {
     counts_people: bool,
     /// Dp mode: the aggregates of the answer's one aggregate, in order.
     dp: Vec<DpAggregate>,
+    /// Dp mode: the group keys' public domains, if every key has one.
+    dp_public_keys: Option<Vec<Vec<String>>>,
 }
 
 fn unsupported(what: impl Into<String>) -> Violation {
@@ -268,6 +279,7 @@ impl Walk<'_> {
                         generalize: c.generalize,
                         unit: info.privacy_unit.as_deref() == Some(field.name().as_str()),
                         bounds: c.bounds,
+                        public_values: c.public_values.clone(),
                     });
                     columns.push(ColumnLineage::source(src));
                 }
@@ -371,10 +383,26 @@ impl Walk<'_> {
                 let scope = Scope { schema: agg.input.schema(), lineage: &input.columns, grain: input.grain };
                 let keys = grouping_set_to_exprlist(&agg.group_expr).map_err(|_| unsupported("this GROUP BY"))?;
                 let mut columns = Vec::new();
+                let mut domains = Some(Vec::new());
                 for key in &keys {
                     let l = self.expr(key, scope, outer)?;
                     deny_identifier_use::as_group_key(&l, &self.sources)?;
+                    let domain =
+                        l.bare.filter(|_| !l.aggregated).and_then(|s| self.sources.get(s).public_values.clone());
+                    domains = domains.zip(domain).map(|(mut all, d)| {
+                        all.push(d);
+                        all
+                    });
                     columns.push(ColumnLineage { aggregated: false, ..l });
+                }
+                if self.mode() == Mode::Dp && !keys.is_empty() {
+                    self.dp_public_keys = dp_shape::public_keys(domains)?;
+                    if self.dp_public_keys.is_some() {
+                        self.note(
+                            "public_groups",
+                            "every group key has a public list of values: every listed group is released, noisy, with no threshold".into(),
+                        );
+                    }
                 }
                 if agg.schema.fields().len() > keys.len() + agg.aggr_expr.len() {
                     // The grouping-set id DataFusion adds after the keys.

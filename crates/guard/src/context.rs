@@ -59,6 +59,9 @@ pub struct ColumnInfo {
     /// The value bounds `[lo, hi]` the steward declared: dp mode clamps to them, and sums or
     /// averages a column only if it has them.
     pub bounds: Option<(f64, f64)>,
+    /// Every value it can take, if the steward declared that list public: dp answers grouped
+    /// only by such columns release every listed group without a threshold.
+    pub public_values: Option<Vec<String>>,
 }
 
 impl GuardContext {

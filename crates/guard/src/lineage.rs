@@ -20,6 +20,8 @@ pub(crate) struct SourceColumn {
     pub(crate) unit: bool,
     /// Declared value bounds.
     pub(crate) bounds: Option<(f64, f64)>,
+    /// Declared public domain.
+    pub(crate) public_values: Option<Vec<String>>,
 }
 
 /// The source columns seen in one plan, interned.

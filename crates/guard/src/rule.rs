@@ -49,7 +49,7 @@ impl AnalyzerRule for PrivacyGuardRule {
             return Err(DataFusionError::Internal("the privacy guard ran twice in one request".into()));
         }
         let assessment = check(&plan, &self.ctx).map_err(|v| DataFusionError::External(Box::new(v)))?;
-        let rewritten = rewrite(plan, &self.ctx, &assessment.dp)?;
+        let rewritten = rewrite(plan, &self.ctx, &assessment)?;
         let plan = rewritten.plan.clone();
         *slot = Some(GuardOutcome { assessment, rewritten });
         Ok(plan)

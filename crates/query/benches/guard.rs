@@ -76,7 +76,7 @@ fn write_data(dir: &Path) -> PathBuf {
 }
 
 fn request(path: &Path, dry_run: bool) -> QueryRequest {
-    let tag = |tag, linkable| ColumnInfo { tag, linkable, generalize: None, bounds: None };
+    let tag = |tag, linkable| ColumnInfo { tag, linkable, generalize: None, bounds: None, public_values: None };
     let columns = HashMap::from([
         ("person_id".to_owned(), tag(Tag::Identifier, true)),
         ("district".to_owned(), tag(Tag::QuasiIdentifier, false)),

@@ -116,10 +116,10 @@ pub fn measurements(plan: &DpPlan) -> usize {
         .map(|a| match a {
             DpAggregate::CountRows | DpAggregate::Sum { .. } => 1,
             DpAggregate::Avg { .. } => 2,
-            DpAggregate::CountPeople => usize::from(!plan.grouped()),
+            DpAggregate::CountPeople => usize::from(!plan.thresholded()),
         })
         .sum();
-    (per + usize::from(plan.grouped())).max(1)
+    (per + usize::from(plan.thresholded())).max(1)
 }
 
 /// One noisy column under construction: values and interval bounds.
@@ -168,40 +168,44 @@ pub(crate) fn add_noise(
 
     let people = int_column(&totals, totals.num_columns() - 1)?;
     let people_noise = laplace(g)?;
-    let threshold = if plan.grouped() {
+    let threshold = if plan.thresholded() {
         let scale = veil_dp::Rational::at_least(people_noise.scale()).map_err(|e| Error::Internal(e.to_string()))?;
         Some(noise::threshold(scale.to_f64(), c.max_groups, params.delta).max(k as f64))
     } else {
         None
     };
 
-    // Which groups are released, and their noisy people.
-    let mut kept = Vec::new();
+    // The answer's groups: each a row of the totals, or none (a public group nobody is in).
+    let mut kept: Vec<Option<usize>> = Vec::new();
     let mut noisy_people = Vec::new();
-    for row in 0..totals.num_rows() {
-        let n = people.get(row).copied().unwrap_or(0) as f64;
-        match threshold {
-            Some(t) => {
-                let p = draw(people_noise, n, true, CONFIDENCE)?;
-                if p.value >= t {
-                    kept.push(row as u32);
-                    noisy_people.push(p);
-                }
-            }
-            None => {
-                kept.push(row as u32);
-                noisy_people.push(draw(people_noise, n, true, CONFIDENCE)?);
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let mut suppressed = 0u64;
+    if let Some(domains) = &plan.public_keys {
+        let (groups, keys) = public_groups(&totals, domains)?;
+        for (i, key) in keys.iter().enumerate() {
+            columns.push(cast(key, plan.aggregate_schema.field(i).data_type()).map_err(internal)?);
+        }
+        for row in groups {
+            let n = row.and_then(|r| people.get(r)).copied().unwrap_or(0) as f64;
+            noisy_people.push(draw(people_noise, n, true, CONFIDENCE)?);
+            kept.push(row);
+        }
+    } else {
+        for (row, n) in people.iter().enumerate() {
+            let p = draw(people_noise, *n as f64, true, CONFIDENCE)?;
+            if threshold.is_none_or(|t| p.value >= t) {
+                kept.push(Some(row));
+                noisy_people.push(p);
             }
         }
+        suppressed = (totals.num_rows() - kept.len()) as u64;
+        let indices = UInt32Array::from_iter_values(kept.iter().flatten().map(|r| *r as u32));
+        for i in 0..plan.keys {
+            columns.push(take(totals.column(i), &indices, None).map_err(internal)?);
+        }
     }
-    let suppressed = (totals.num_rows() - kept.len()) as u64;
-    let kept_idx = UInt32Array::from(kept.clone());
 
-    let mut columns: Vec<ArrayRef> = Vec::new();
     let mut intervals: Vec<(usize, Column)> = Vec::new();
-    for i in 0..plan.keys {
-        columns.push(take(totals.column(i), &kept_idx, None).map_err(internal)?);
-    }
     let mut at = plan.keys;
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let out = plan.keys + j;
@@ -212,7 +216,7 @@ pub(crate) fn add_noise(
                 at += 1;
                 let mechanism = laplace(g * r)?;
                 for &row in &kept {
-                    let v = rows.get(row as usize).copied().unwrap_or(0) as f64;
+                    let v = row.and_then(|r| rows.get(r)).copied().unwrap_or(0) as f64;
                     let noisy = draw(mechanism, v, true, CONFIDENCE)?;
                     column.push(noisy.value.max(0.0), non_negative(noisy.interval()));
                 }
@@ -227,7 +231,7 @@ pub(crate) fn add_noise(
                 at += 1;
                 let bound = lo.abs().max(hi.abs());
                 for &row in &kept {
-                    let v = sums.get(row as usize).copied().unwrap_or(0.0);
+                    let v = row.and_then(|r| sums.get(r)).copied().unwrap_or(0.0);
                     if bound == 0.0 {
                         column.push(0.0, (0.0, 0.0));
                         continue;
@@ -244,8 +248,8 @@ pub(crate) fn add_noise(
                 // Each part at 97.5%, so both hold together at least 95% of the time.
                 let part = 1.0 - (1.0 - CONFIDENCE) / 2.0;
                 for &row in &kept {
-                    let s = sums.get(row as usize).copied().unwrap_or(0.0);
-                    let n = counts.get(row as usize).copied().unwrap_or(0) as f64;
+                    let s = row.and_then(|r| sums.get(r)).copied().unwrap_or(0.0);
+                    let n = row.and_then(|r| counts.get(r)).copied().unwrap_or(0) as f64;
                     let noisy_n = draw(laplace(g * r)?, n, true, part)?;
                     let noisy_s = if bound == 0.0 {
                         Noisy { value: 0.0, half_width: 0.0 }
@@ -277,6 +281,44 @@ pub(crate) fn add_noise(
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)?;
     Ok(NoisyAggregate { batch, suppressed, threshold })
+}
+
+/// Every combination of the public domains, in order, with the row of `totals` that holds it
+/// (if any), and the key columns as text. Rows of `totals` outside the domains are not
+/// released, and not counted anywhere.
+fn public_groups(totals: &RecordBatch, domains: &[Vec<String>]) -> Result<(Vec<Option<usize>>, Vec<ArrayRef>)> {
+    let text: Vec<ArrayRef> = (0..domains.len())
+        .map(|i| cast(totals.column(i), &DataType::Utf8))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(internal)?;
+    let mut index: HashMap<Vec<&str>, usize> = HashMap::new();
+    for row in 0..totals.num_rows() {
+        let key: Option<Vec<&str>> =
+            text.iter().map(|a| a.as_string_opt::<i32>().filter(|s| s.is_valid(row)).map(|s| s.value(row))).collect();
+        if let Some(key) = key {
+            index.insert(key, row);
+        }
+    }
+    let mut combos: Vec<Vec<&str>> = vec![Vec::new()];
+    for domain in domains {
+        combos = combos
+            .into_iter()
+            .flat_map(|prefix| {
+                domain.iter().map(move |v| {
+                    let mut next = prefix.clone();
+                    next.push(v.as_str());
+                    next
+                })
+            })
+            .collect();
+    }
+    let groups = combos.iter().map(|k| index.get(k).copied()).collect();
+    let keys = (0..domains.len())
+        .map(|i| {
+            Arc::new(datafusion::arrow::array::StringArray::from_iter_values(combos.iter().map(|k| k[i]))) as ArrayRef
+        })
+        .collect();
+    Ok((groups, keys))
 }
 
 /// `[lo, hi]` of a count, which is never negative.

@@ -162,6 +162,11 @@ pub struct ColumnMetadata {
     /// `year`, `band:<width>`, `prefix:<characters>` or `suppress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generalize: Option<String>,
+    /// Every value the column can take, when that list is public (districts, a code table):
+    /// dp answers grouped only by such columns release every listed group, noisy, with no
+    /// threshold. Not for identifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_values: Option<Vec<String>>,
 }
 
 impl From<DatasetMetadata> for veil_catalog::MetadataInput {
@@ -188,6 +193,7 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
                         bounds: c.bounds.map(|[lo, hi]| (lo, hi)),
                         data_type: c.data_type,
                         generalize: c.generalize,
+                        public_values: c.public_values,
                     };
                     (name, input)
                 })
@@ -258,6 +264,9 @@ pub struct ColumnView {
     /// Generalization in deidentified results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generalize: Option<String>,
+    /// Its public domain, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_values: Option<Vec<String>>,
 }
 
 /// A version in the catalogue.
@@ -304,6 +313,7 @@ impl From<DatasetInfo> for DatasetView {
                     linkable: c.linkable,
                     bounds: c.bounds.map(|(lo, hi)| [lo, hi]),
                     generalize: c.generalize.map(|g| g.to_string()),
+                    public_values: c.public_values,
                 })
                 .collect(),
             versions: d

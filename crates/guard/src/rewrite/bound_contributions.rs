@@ -31,7 +31,7 @@ use datafusion::logical_expr::{
 };
 
 use super::enforce_min_group_size::{Threaded, Threshold};
-use crate::{Contribution, DpAggregate};
+use crate::{Assessment, Contribution, DpAggregate};
 
 /// Prefix of the columns of the bounded plan.
 pub const DP_PREFIX: &str = "__veil_dp_";
@@ -56,12 +56,21 @@ pub struct DpPlan {
     pub aggregates: Vec<DpAggregate>,
     /// The contribution bounds the plan enforces.
     pub contribution: Contribution,
+    /// The public domain of each group key, when every key has one: then every combination is
+    /// released (with zeros where no row has it) and no threshold applies.
+    pub public_keys: Option<Vec<Vec<String>>>,
 }
 
 impl DpPlan {
-    /// Whether the answer has groups (so their presence must pass a threshold).
+    /// Whether the answer has groups (so a person may count in several).
     pub fn grouped(&self) -> bool {
         self.keys > 0
+    }
+
+    /// Whether a group's presence depends on people, so that it must pass a threshold: it has
+    /// groups, and their keys are not all from public domains.
+    pub fn thresholded(&self) -> bool {
+        self.grouped() && self.public_keys.is_none()
     }
 
     /// The analyst's plan with its aggregate replaced by `source`, which must have the
@@ -142,10 +151,11 @@ fn name(what: &str, i: usize) -> String {
 /// Builds the bounded plan for `upper`'s aggregate and returns it with the [`DpPlan`].
 pub(super) fn bound(
     upper: LogicalPlan,
-    kinds: &[DpAggregate],
+    assessment: &Assessment,
     contribution: Contribution,
     threshold: &mut Threshold<'_>,
 ) -> Result<(LogicalPlan, DpPlan)> {
+    let kinds = assessment.dp.as_slice();
     let agg = answer_aggregate(&upper)?.clone();
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
@@ -237,7 +247,13 @@ pub(super) fn bound(
     }
     totals.push(count(lit(1)).alias(format!("{DP_PREFIX}people")));
     let plan = plan.aggregate((0..keys).map(|i| col(name("key", i))), totals)?.build()?;
-    let dp =
-        DpPlan { aggregate_schema: Arc::clone(&agg.schema), keys, aggregates: kinds.to_vec(), contribution, upper };
+    let dp = DpPlan {
+        aggregate_schema: Arc::clone(&agg.schema),
+        keys,
+        aggregates: kinds.to_vec(),
+        contribution,
+        public_keys: assessment.dp_public_keys.clone(),
+        upper,
+    };
     Ok((plan, dp))
 }

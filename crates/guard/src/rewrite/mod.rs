@@ -14,7 +14,7 @@ use datafusion::common::Result;
 use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 use veil_common::Mode;
 
-use crate::{DpAggregate, GuardContext};
+use crate::{Assessment, GuardContext};
 
 pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan};
 pub use enforce_min_group_size::UNIT_PREFIX;
@@ -39,12 +39,12 @@ pub struct Rewritten {
 /// `(skip, fetch)` of an outermost OFFSET/LIMIT.
 pub type FinalLimit = (usize, Option<usize>);
 
-/// Rewrites a checked plan for `ctx.mode`; `dp` is what the check found the answer's
-/// aggregates to be (dp mode only).
+/// Rewrites a checked plan for `ctx.mode`, with what the check found (dp mode uses its
+/// classification of the answer's aggregates and keys).
 ///
 /// # Errors
 /// A DataFusion error if a rewritten node cannot be rebuilt (a bug; the caller refuses).
-pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, dp: &[DpAggregate]) -> Result<Rewritten> {
+pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -> Result<Rewritten> {
     let plan = safe_arithmetic::rewrite(plan)?;
     let suppressed_groups = Arc::new(AtomicU64::new(0));
     let mut threshold = enforce_min_group_size::Threshold::new(ctx, Arc::clone(&suppressed_groups));
@@ -58,7 +58,7 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, dp: &[DpAggregate]) -> Res
             Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit, dp: None })
         }
         Mode::Dp => {
-            let (plan, dp) = bound_contributions::bound(plan, dp, ctx.contribution(), &mut threshold)?;
+            let (plan, dp) = bound_contributions::bound(plan, assessment, ctx.contribution(), &mut threshold)?;
             Ok(Rewritten { plan, suppressed_groups, unit_columns: Vec::new(), final_limit: None, dp: Some(dp) })
         }
         Mode::Aggregate => Ok(Rewritten {

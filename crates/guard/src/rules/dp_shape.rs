@@ -116,6 +116,21 @@ fn has_subquery(plan: &LogicalPlan) -> bool {
     })
 }
 
+/// The most groups a public-domain answer may list (the product of its keys' domains).
+const MAX_PUBLIC_GROUPS: usize = 100_000;
+
+/// The group keys' public domains, if every key has one, unless their combinations are too many.
+pub(crate) fn public_keys(domains: Option<Vec<Vec<String>>>) -> Result<Option<Vec<Vec<String>>>, Violation> {
+    let Some(domains) = domains else { return Ok(None) };
+    let groups = domains.iter().try_fold(1usize, |acc, d| acc.checked_mul(d.len()));
+    match groups {
+        Some(n) if n <= MAX_PUBLIC_GROUPS => Ok(Some(domains)),
+        _ => Err(shape(format!(
+            "the group keys' public values combine into more than {MAX_PUBLIC_GROUPS} groups, and dp mode would release every one; group by fewer keys"
+        ))),
+    }
+}
+
 /// Classifies one aggregate call of the answer's aggregate, or refuses it.
 pub(crate) fn aggregate(
     name: &str,

@@ -243,6 +243,7 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
                 linkable: c.linkable, // registration allows it only on identifiers
                 generalize: c.generalize,
                 bounds: c.bounds,
+                public_values: c.public_values.clone(),
             };
             (c.name.clone(), column)
         })
