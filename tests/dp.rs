@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use veil_tests::world::{World, residents_csv, world};
+use veil_tests::world::{World, residents_csv, residents_metadata, world};
 
 async fn dp(w: &World, token: &str, sql: &str, epsilon: f64) -> (StatusCode, Value) {
     w.s.post("/v1/query", token, json!({"sql": sql, "mode": "dp", "epsilon": epsilon})).await
@@ -176,19 +176,8 @@ async fn dry_run_shows_the_cost_and_charges_nothing() {
 #[tokio::test]
 async fn budget_race_never_overspends() {
     let w = world().await;
-    let meta = json!({
-        "name": "small_cap", "department": "civil", "level": "L3", "privacy_unit": "person_id",
-        "columns": {
-            "person_id": {"tag": "identifier", "linkable": true},
-            "name": {"tag": "identifier"},
-            "phone": {"tag": "identifier", "type": "string"},
-            "district": {"tag": "quasi_identifier"},
-            "birth_date": {"tag": "quasi_identifier", "type": "date"},
-            "living_alone": {"tag": "attribute"},
-            "subsidy": {"tag": "sensitive", "bounds": [0, 1000]}
-        },
-        "dp": {"epsilon_cap": 1.0}
-    });
+    let mut meta = residents_metadata("small_cap");
+    meta["dp"] = json!({"epsilon_cap": 1.0});
     let (status, body) = w.s.upload(&w.civil_steward, &meta, residents_csv(&w.residents)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let w = std::sync::Arc::new(w);
@@ -291,18 +280,8 @@ async fn one_person_adds_at_most_max_rows_rows() {
 #[tokio::test]
 async fn public_group_keys_release_every_listed_group_without_a_threshold() {
     let w = world().await;
-    let meta = json!({
-        "name": "listed", "department": "civil", "level": "L3", "privacy_unit": "person_id",
-        "columns": {
-            "person_id": {"tag": "identifier", "linkable": true},
-            "name": {"tag": "identifier"},
-            "phone": {"tag": "identifier", "type": "string"},
-            "district": {"tag": "quasi_identifier", "public_values": ["甲区", "乙区", "丁区"]},
-            "birth_date": {"tag": "quasi_identifier", "type": "date"},
-            "living_alone": {"tag": "attribute"},
-            "subsidy": {"tag": "sensitive", "bounds": [0, 1000]}
-        }
-    });
+    let mut meta = residents_metadata("listed");
+    meta["columns"]["district"]["public_values"] = json!(["甲区", "乙区", "丁区"]);
     let (status, body) = w.s.upload(&w.civil_steward, &meta, residents_csv(&w.residents)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["columns"][3]["public_values"][2], "丁区", "{body}");

@@ -122,6 +122,22 @@ fn visits_csv(rows: &[Visit]) -> Vec<u8> {
     csv.into_bytes()
 }
 
+/// The metadata civil affairs registers the residents with, under `name`.
+pub fn residents_metadata(name: &str) -> Value {
+    json!({
+        "name": name, "department": "civil", "level": "L3", "privacy_unit": "person_id",
+        "columns": {
+            "person_id": {"tag": "identifier", "linkable": true},
+            "name": {"tag": "identifier"},
+            "phone": {"tag": "identifier", "type": "string"},
+            "district": {"tag": "quasi_identifier"},
+            "birth_date": {"tag": "quasi_identifier", "type": "date", "generalize": "year"},
+            "living_alone": {"tag": "attribute"},
+            "subsidy": {"tag": "sensitive", "bounds": [0, 1000]}
+        }
+    })
+}
+
 /// Builds the world.
 pub async fn world() -> World {
     world_on(TestServer::start().await).await
@@ -139,18 +155,7 @@ pub async fn world_on(s: TestServer) -> World {
     let auditor = s.user("auditor", None, &["auditor"]).await;
     let residents = residents();
     let visits = visits(&residents);
-    let meta = json!({
-        "name": "residents", "department": "civil", "level": "L3", "privacy_unit": "person_id",
-        "columns": {
-            "person_id": {"tag": "identifier", "linkable": true},
-            "name": {"tag": "identifier"},
-            "phone": {"tag": "identifier", "type": "string"},
-            "district": {"tag": "quasi_identifier"},
-            "birth_date": {"tag": "quasi_identifier", "type": "date", "generalize": "year"},
-            "living_alone": {"tag": "attribute"},
-            "subsidy": {"tag": "sensitive", "bounds": [0, 1000]}
-        }
-    });
+    let meta = residents_metadata("residents");
     let (status, body) = s.upload(&civil_steward, &meta, residents_csv(&residents)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let meta = json!({
