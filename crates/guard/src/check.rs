@@ -490,7 +490,7 @@ impl Walk<'_> {
         let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = e else {
             return Ok(false);
         };
-        if !is_column_like(left) || !is_column_like(right) {
+        if column_of(left).is_none() || column_of(right).is_none() {
             return Ok(false);
         }
         let l = self.expr(left, scope, outer)?;
@@ -736,7 +736,7 @@ impl Walk<'_> {
             Expr::InSubquery(InSubquery { expr, subquery, .. }) => {
                 let l = self.expr(expr, scope, outer)?;
                 // `x IN (SELECT y …)` with both linkable identifiers is a semi-join.
-                let linkable_probe = is_column_like(expr) && l.is_linkable_key(&self.sources);
+                let linkable_probe = column_of(expr).is_some() && l.is_linkable_key(&self.sources);
                 let node = self.subquery(subquery, scope, outer, linkable_probe)?;
                 let out = node.columns.first().cloned().unwrap_or_default();
                 if mode == Mode::Dp
@@ -782,27 +782,18 @@ impl Walk<'_> {
     }
 }
 
-fn unalias(e: &Expr) -> &Expr {
+/// `e` without its aliases.
+pub(crate) fn unalias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => unalias(&a.expr),
         other => other,
     }
 }
 
-fn is_column_like(e: &Expr) -> bool {
-    match e {
-        Expr::Column(_) | Expr::OuterReferenceColumn(..) => true,
-        Expr::Cast(c) => is_column_like(&c.expr),
-        Expr::TryCast(c) => is_column_like(&c.expr),
-        Expr::Alias(a) => is_column_like(&a.expr),
-        _ => false,
-    }
-}
-
-/// The column `e` is, through casts and aliases.
+/// The column `e` is (of this query or an outer one), through casts and aliases.
 fn column_of(e: &Expr) -> Option<&Column> {
     match e {
-        Expr::Column(c) => Some(c),
+        Expr::Column(c) | Expr::OuterReferenceColumn(_, c) => Some(c),
         Expr::Cast(c) => column_of(&c.expr),
         Expr::TryCast(c) => column_of(&c.expr),
         Expr::Alias(a) => column_of(&a.expr),

@@ -95,11 +95,11 @@ impl NoisyAggregate {
         self.batch.project(&indices).map_err(internal)
     }
 
-    /// The 95% interval of aggregate column `i` at `row`, if that column is noisy.
-    pub(crate) fn interval(&self, i: usize, row: usize) -> Option<(f64, f64)> {
+    /// The bounds of the 95% intervals of aggregate column `i`, by row, if that column is noisy.
+    fn intervals(&self, i: usize) -> Option<(&Float64Array, &Float64Array)> {
         let lo = self.batch.column_by_name(&format!("lo{i}"))?.as_primitive_opt::<Float64Type>()?;
         let hi = self.batch.column_by_name(&format!("hi{i}"))?.as_primitive_opt::<Float64Type>()?;
-        (row < lo.len()).then(|| (lo.value(row), hi.value(row)))
+        Some((lo, hi))
     }
 
     /// Released groups.
@@ -165,6 +165,11 @@ pub(crate) fn add_noise(
         noisy.map_err(|e| Error::Internal(format!("noise: {e}")))
     };
     let laplace = |sensitivity: f64| Laplace::new(sensitivity, eps).map_err(|e| Error::Internal(format!("noise: {e}")));
+    // A sum's mechanism; none when the bounds are [0, 0] and every sum is exactly zero.
+    let sum_mechanism = |lo: f64, hi: f64| {
+        let bound = lo.abs().max(hi.abs());
+        if bound == 0.0 { Ok(None) } else { laplace(g * r * bound).map(Some) }
+    };
 
     let people = int_column(&totals, totals.num_columns() - 1)?;
     let people_noise = laplace(g)?;
@@ -229,14 +234,13 @@ pub(crate) fn add_noise(
             DpAggregate::Sum { lo, hi } => {
                 let sums = float_column(&totals, at)?;
                 at += 1;
-                let bound = lo.abs().max(hi.abs());
+                let mechanism = sum_mechanism(lo, hi)?;
                 for &row in &kept {
                     let v = row.and_then(|r| sums.get(r)).copied().unwrap_or(0.0);
-                    if bound == 0.0 {
-                        column.push(0.0, (0.0, 0.0));
-                        continue;
-                    }
-                    let noisy = draw(laplace(g * r * bound)?, v, false, CONFIDENCE)?;
+                    let noisy = match mechanism {
+                        Some(m) => draw(m, v, false, CONFIDENCE)?,
+                        None => Noisy { value: 0.0, half_width: 0.0 },
+                    };
                     column.push(noisy.value, noisy.interval());
                 }
             }
@@ -244,17 +248,16 @@ pub(crate) fn add_noise(
                 let sums = float_column(&totals, at)?;
                 let counts = int_column(&totals, at + 1)?;
                 at += 2;
-                let bound = lo.abs().max(hi.abs());
+                let (count_mechanism, sum_mechanism) = (laplace(g * r)?, sum_mechanism(lo, hi)?);
                 // Each part at 97.5%, so both hold together at least 95% of the time.
                 let part = 1.0 - (1.0 - CONFIDENCE) / 2.0;
                 for &row in &kept {
                     let s = row.and_then(|r| sums.get(r)).copied().unwrap_or(0.0);
                     let n = row.and_then(|r| counts.get(r)).copied().unwrap_or(0) as f64;
-                    let noisy_n = draw(laplace(g * r)?, n, true, part)?;
-                    let noisy_s = if bound == 0.0 {
-                        Noisy { value: 0.0, half_width: 0.0 }
-                    } else {
-                        draw(laplace(g * r * bound)?, s, false, part)?
+                    let noisy_n = draw(count_mechanism, n, true, part)?;
+                    let noisy_s = match sum_mechanism {
+                        Some(m) => draw(m, s, false, part)?,
+                        None => Noisy { value: 0.0, half_width: 0.0 },
                     };
                     column.push(
                         (noisy_s.value / noisy_n.value.max(1.0)).clamp(lo, hi),
@@ -371,10 +374,12 @@ pub(crate) fn output_intervals(
     copies
         .iter()
         .map(|copy| {
-            let i = (*copy)?;
-            noisy.batch.column_by_name(&format!("lo{i}"))?;
-            (0..rows.len())
-                .map(|r| usize::try_from(rows.value(r)).ok().and_then(|row| noisy.interval(i, row)))
+            let (lo, hi) = noisy.intervals((*copy)?)?;
+            rows.values()
+                .iter()
+                .map(|r| {
+                    usize::try_from(*r).ok().filter(|row| *row < lo.len()).map(|row| (lo.value(row), hi.value(row)))
+                })
                 .collect::<Option<Vec<_>>>()
         })
         .collect()

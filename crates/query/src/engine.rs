@@ -152,11 +152,6 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The rules that applied and why.
-    pub fn rules(&self) -> &[AppliedRule] {
-        &self.outcome.assessment.rules
-    }
-
     /// Dp mode: the identity of the noisy answer, hex SHA-256 of the optimized bounded plan (so
     /// syntax variants and post-processing do not change it), the dataset versions and the
     /// privacy parameters. Two queries with the same key get the same recorded answer.

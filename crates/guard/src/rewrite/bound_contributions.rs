@@ -31,6 +31,8 @@ use datafusion::logical_expr::{
 };
 
 use super::enforce_min_group_size::{Threaded, Threshold};
+use crate::check::unalias;
+use crate::rules::dp_shape::is_post_processing;
 use crate::{Assessment, Contribution, DpAggregate};
 
 /// Prefix of the columns of the bounded plan.
@@ -97,7 +99,7 @@ fn finish(node: &LogicalPlan, source: LogicalPlan) -> Result<(LogicalPlan, Vec<O
             let mut exprs = p.expr.clone();
             let of = exprs
                 .iter()
-                .map(|e| match strip(e) {
+                .map(|e| match unalias(e) {
                     Expr::Column(c) => {
                         input.schema().maybe_index_of_column(c).and_then(|i| copies.get(i).copied().flatten())
                     }
@@ -107,19 +109,12 @@ fn finish(node: &LogicalPlan, source: LogicalPlan) -> Result<(LogicalPlan, Vec<O
             exprs.push(Expr::Column(row_column(&input)?));
             Ok((LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?), of))
         }
-        LogicalPlan::Filter(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::SubqueryAlias(_) => {
+        _ if is_post_processing(node) => {
             let [input] = node.inputs()[..] else { return plan_err!("the privacy guard lost a node's input") };
             let (input, copies) = finish(input, source)?;
             Ok((node.with_new_exprs(node.expressions(), vec![input])?, copies))
         }
         other => plan_err!("the privacy guard cannot finish a dp answer through {}", other.display()),
-    }
-}
-
-fn strip(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => strip(&a.expr),
-        other => other,
     }
 }
 
@@ -132,11 +127,7 @@ fn row_column(plan: &LogicalPlan) -> Result<Column> {
 fn answer_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
     match plan {
         LogicalPlan::Aggregate(agg) => Ok(agg),
-        LogicalPlan::Projection(_)
-        | LogicalPlan::Filter(_)
-        | LogicalPlan::Sort(_)
-        | LogicalPlan::Limit(_)
-        | LogicalPlan::SubqueryAlias(_) => match plan.inputs()[..] {
+        _ if is_post_processing(plan) => match plan.inputs()[..] {
             [input] => answer_aggregate(input),
             _ => plan_err!("the privacy guard lost a node's input"),
         },
@@ -175,11 +166,11 @@ pub(super) fn bound(
     group.extend(agg.group_expr.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
     let mut partial = Vec::new();
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
-        let Expr::AggregateFunction(f) = strip(e) else {
+        let Expr::AggregateFunction(f) = unalias(e) else {
             return plan_err!("an aggregate expression that is not a function call");
         };
         match kind {
-            DpAggregate::CountRows => partial.push(strip(e).clone().alias(name("rows", j))),
+            DpAggregate::CountRows => partial.push(unalias(e).clone().alias(name("rows", j))),
             DpAggregate::CountPeople => {}
             DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
                 let Some(arg) = f.params.args.first() else { return plan_err!("SUM without an argument") };

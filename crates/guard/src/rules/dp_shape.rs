@@ -22,16 +22,25 @@ pub(crate) fn people_not_linked(message: &str) -> Violation {
     Violation::new(Rule::DpPeopleNotLinked, None, message)
 }
 
+/// Whether `plan` is a node that may follow the answer's aggregate: it reworks its one input's
+/// rows (renaming, expressions, HAVING, ORDER BY, LIMIT) without reading data.
+pub(crate) fn is_post_processing(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::SubqueryAlias(_)
+    )
+}
+
 /// Checks the plan's shape: post-processing nodes over exactly one aggregate over rows.
 pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
     let mut node = plan;
     loop {
         match node {
-            LogicalPlan::Projection(_)
-            | LogicalPlan::Filter(_)
-            | LogicalPlan::Sort(_)
-            | LogicalPlan::Limit(_)
-            | LogicalPlan::SubqueryAlias(_) => {
+            _ if is_post_processing(node) => {
                 if has_subquery(node) {
                     return Err(shape(
                         "a subquery after the aggregate would read data outside the noise; in dp mode only renaming, expressions over the aggregates, HAVING, ORDER BY and LIMIT may follow it",
