@@ -69,7 +69,10 @@ async fn dp_counts_are_noisy_near_the_truth_and_small_groups_are_dropped() {
     assert_eq!(body["suppressed_groups"], 1);
     let dp = &body["dp"];
     assert_eq!(dp["epsilon"], 1.0);
-    assert_eq!(dp["measurements"], 2, "the count, and the people count shared with COUNT(DISTINCT unit)");
+    assert_eq!(
+        dp["measurements"], 1,
+        "one row per person and group (max_rows 1): COUNT(*) is the people count, shared with COUNT(DISTINCT unit)"
+    );
     assert!(dp["threshold"].as_f64().unwrap() > 10.0, "{dp}");
     assert_eq!(dp["replayed"], false);
     assert_eq!(dp["budget"][0]["dataset"], "civil.residents");
@@ -108,6 +111,7 @@ async fn dp_join_inside_the_broker_bounds_rows_per_person() {
     .await;
     let rows = by_key(&body, "visits");
     near(360.0, rows["甲区"], "甲区 visits");
+    assert_eq!(body["dp"]["measurements"], 2, "up to 3 visits per person and group: rows and people differ");
     assert!(!rows.contains_key("丙区"), "5 people with 12 visits each are still 5 people: {body}");
     let datasets: Vec<&str> =
         body["dp"]["budget"].as_array().unwrap().iter().map(|b| b["dataset"].as_str().unwrap()).collect();
@@ -300,4 +304,18 @@ async fn public_group_keys_release_every_listed_group_without_a_threshold() {
     assert!(body["dp"]["threshold"].is_null(), "{body}");
     assert_eq!(body["dp"]["measurements"], 1, "no people count is spent on a threshold");
     assert_eq!(body["suppressed_groups"], 0, "rows outside the list are not even counted");
+}
+
+#[tokio::test]
+async fn one_row_per_person_is_measured_when_a_dataset_is_registered() {
+    let w = world().await;
+    let catalog = veil_catalog::Catalog::open(&w.s.data_dir()).unwrap();
+    let info = |name: &str| catalog.dataset(&name.parse().unwrap()).unwrap();
+    assert!(info("civil.residents").one_row_per_unit, "200 residents, one row each");
+    assert!(!info("health.visits").one_row_per_unit, "up to 12 visits per person");
+    // The registry path gives the same answers as bounding: checked against the truth above
+    // (counts, sums, averages over civil.residents) and here by the people count.
+    let body = dp_ok(&w, "SELECT count(*) AS n FROM civil.residents", 5.0).await;
+    let (_, n) = by_key(&body, "n").into_iter().next().unwrap();
+    near(200.0, n, "residents");
 }

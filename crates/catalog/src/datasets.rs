@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
 use veil_common::{DatasetName, DatasetRef, DepartmentId, Generalization, Level, Tag, UserId};
-use veil_ingest::{ReadOptions, SourceFormat};
+use veil_ingest::{ReadOptions, SourceFormat, UniqueValues};
 
 use crate::layout::sync_dir;
 use crate::{Catalog, DatasetSpec, DpSettings, Error, Result, now};
@@ -26,6 +26,9 @@ pub struct DatasetInfo {
     pub dp: DpSettings,
     /// Rows in the current version.
     pub row_count: u64,
+    /// Whether every privacy unit value occurs in one row of the current version's file (a
+    /// registry of people rather than of events), as measured at registration.
+    pub one_row_per_unit: bool,
     /// The current version number (1-based).
     pub current_version: i64,
     /// When the first version was registered.
@@ -135,8 +138,25 @@ impl Catalog {
         spec.check_schema(&opened.schema)?;
         let schema = opened.schema.clone();
 
+        let mut units = match &spec.privacy_unit {
+            Some(unit) => match schema.index_of(unit) {
+                Ok(i) => Some(UniqueValues::new(&schema, i)?),
+                Err(_) => {
+                    return Err(Error::invalid(
+                        "privacy_unit_unknown",
+                        format!("privacy_unit `{unit}` is not a column of the file"),
+                    ));
+                }
+            },
+            None => None,
+        };
         let tmp = self.dir.tmp_file("parquet");
-        let report = match veil_ingest::write_parquet(opened, &tmp, |_| Ok(())) {
+        let written = veil_ingest::write_parquet(opened, &tmp, |batch| match units.as_mut() {
+            Some(u) => u.observe(batch),
+            None => Ok(()),
+        });
+        let one_row_per_unit = units.as_ref().is_some_and(UniqueValues::unique);
+        let report = match written {
             Ok(r) => r,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -179,8 +199,9 @@ impl Catalog {
             )?;
             tx.execute(
                 "INSERT INTO dataset_versions (department, name, version, level, description, privacy_unit, file,
-                     source_format, row_count, byte_size, registered_by, registered_at, max_groups, max_rows, epsilon_cap)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     source_format, row_count, byte_size, registered_by, registered_at, max_groups, max_rows, epsilon_cap,
+                     one_row_per_unit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     spec.dataset.department.as_str(),
                     spec.dataset.name.as_str(),
@@ -197,6 +218,7 @@ impl Catalog {
                     spec.dp.max_groups as i64,
                     spec.dp.max_rows as i64,
                     spec.dp.epsilon_cap,
+                    one_row_per_unit,
                 ],
             )?;
             for (position, field) in schema.fields().iter().enumerate() {
@@ -269,12 +291,13 @@ impl Catalog {
         };
         let mut stmt = conn.prepare(
             "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit,
-                    max_groups, max_rows, epsilon_cap
+                    max_groups, max_rows, epsilon_cap, one_row_per_unit
              FROM dataset_versions WHERE department = ?1 AND name = ?2 ORDER BY version",
         )?;
         let mut description = String::new();
         let mut privacy_unit = None;
         let mut dp = DpSettings::default();
+        let mut one_row_per_unit = false;
         let versions = stmt
             .query_map(key, |r| {
                 let version: i64 = r.get(0)?;
@@ -288,6 +311,7 @@ impl Catalog {
                         max_rows: r.get::<_, Option<i64>>(10)?.map_or(defaults.max_rows, |v| v.max(1) as u64),
                         epsilon_cap: r.get(11)?,
                     };
+                    one_row_per_unit = r.get(12)?;
                 }
                 Ok(VersionInfo {
                     version,
@@ -331,6 +355,7 @@ impl Catalog {
             privacy_unit,
             dp,
             row_count: current.row_count,
+            one_row_per_unit,
             current_version,
             created_at,
             retired_at,

@@ -129,6 +129,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE dataset_columns ADD COLUMN public_values TEXT;
     "#,
+    // 1 when every privacy unit value occurs in one row of the file; older versions: unknown (0).
+    r#"
+    ALTER TABLE dataset_versions ADD COLUMN one_row_per_unit INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

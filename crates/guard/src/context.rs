@@ -26,6 +26,9 @@ pub struct DatasetInfo {
     pub columns: HashMap<String, ColumnInfo>,
     /// How much one person may contribute to a dp answer (dp mode).
     pub contribution: Contribution,
+    /// Whether every privacy unit value occurs in one row of the file (measured when it was
+    /// registered): then any contribution bound already holds for a query over it alone.
+    pub one_row_per_unit: bool,
 }
 
 /// The contribution bounds of dp mode, declared per dataset by its steward (DESIGN §3): each
@@ -73,6 +76,12 @@ impl GuardContext {
             max_groups: acc.max_groups.max(d.contribution.max_groups),
             max_rows: acc.max_rows.max(d.contribution.max_rows),
         })
+    }
+
+    /// Whether the session holds one dataset about people and it has one row per person.
+    pub fn one_row_per_person(&self) -> bool {
+        let mut people = self.datasets.values().filter(|d| d.privacy_unit.is_some());
+        matches!((people.next(), people.next()), (Some(d), None) if d.one_row_per_unit)
     }
 
     pub(crate) fn dataset(&self, schema: Option<&str>, table: &str) -> Option<&DatasetInfo> {

@@ -16,6 +16,7 @@
 //! - [`csv_infer`]: column types for CSV, inferred from a sample or declared.
 //! - [`read`]: [`open`], one batch iterator over any supported format.
 //! - [`write`]: [`write_parquet`], Parquet output.
+//! - [`unique`]: [`UniqueValues`], whether a column holds each value once.
 
 #![warn(missing_docs)]
 
@@ -23,10 +24,12 @@ pub mod csv_infer;
 mod error;
 pub mod format;
 pub mod read;
+pub mod unique;
 pub mod write;
 
 pub use csv_infer::DeclaredType;
 pub use error::{Error, Result};
 pub use format::SourceFormat;
 pub use read::{ReadOptions, Source, open};
+pub use unique::UniqueValues;
 pub use write::{WriteReport, write_parquet};

@@ -95,6 +95,7 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
                 privacy_unit: Some("person_id".into()),
                 columns,
                 contribution: Contribution::default(),
+                one_row_per_unit: false,
             },
         }],
         dry_run,

@@ -248,20 +248,27 @@ pub(crate) fn add_noise(
                 let sums = float_column(&totals, at)?;
                 let counts = int_column(&totals, at + 1)?;
                 at += 2;
-                let (count_mechanism, sum_mechanism) = (laplace(g * r)?, sum_mechanism(lo, hi)?);
+                // The sum is measured around the bounds' midpoint (a bounded mean as in Google's
+                // differential privacy library): each row moves Σ(x − mid) by at most half the
+                // range, half what it moves Σx by when the bounds start at zero. The capped
+                // count and scaled sum keep the per-person bound at R·half (see the rewrite).
+                let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+                let count_mechanism = laplace(g * r)?;
+                let centred_mechanism = if half == 0.0 { None } else { Some(laplace(g * r * half)?) };
                 // Each part at 97.5%, so both hold together at least 95% of the time.
                 let part = 1.0 - (1.0 - CONFIDENCE) / 2.0;
                 for &row in &kept {
                     let s = row.and_then(|r| sums.get(r)).copied().unwrap_or(0.0);
                     let n = row.and_then(|r| counts.get(r)).copied().unwrap_or(0) as f64;
                     let noisy_n = draw(count_mechanism, n, true, part)?;
-                    let noisy_s = match sum_mechanism {
-                        Some(m) => draw(m, s, false, part)?,
+                    let noisy_centred = match centred_mechanism {
+                        Some(m) => draw(m, s - mid * n, false, part)?,
                         None => Noisy { value: 0.0, half_width: 0.0 },
                     };
+                    let (ci_lo, ci_hi) = ratio_interval(noisy_centred, noisy_n, lo - mid, hi - mid);
                     column.push(
-                        (noisy_s.value / noisy_n.value.max(1.0)).clamp(lo, hi),
-                        ratio_interval(noisy_s, noisy_n, lo, hi),
+                        (mid + noisy_centred.value / noisy_n.value.max(1.0)).clamp(lo, hi),
+                        (mid + ci_lo, mid + ci_hi),
                     );
                 }
             }

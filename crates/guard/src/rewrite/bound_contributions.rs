@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchemaRef, Result, plan_err};
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions::math::expr_fn::random;
@@ -140,10 +141,15 @@ fn name(what: &str, i: usize) -> String {
 }
 
 /// Builds the bounded plan for `upper`'s aggregate and returns it with the [`DpPlan`].
+///
+/// With `one_row_per_person` (the session's one dataset about people has one row per person)
+/// and no join below the aggregate, every person is one row in one group: steps 1–3 would
+/// change nothing, so the totals come from the rows in one aggregate (the same values).
 pub(super) fn bound(
     upper: LogicalPlan,
     assessment: &Assessment,
     contribution: Contribution,
+    one_row_per_person: bool,
     threshold: &mut Threshold<'_>,
 ) -> Result<(LogicalPlan, DpPlan)> {
     let kinds = assessment.dp.as_slice();
@@ -151,6 +157,15 @@ pub(super) fn bound(
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
+    let rows_are_people = one_row_per_person && !agg.input.exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))?;
+    let dp = DpPlan {
+        aggregate_schema: Arc::clone(&agg.schema),
+        keys: agg.group_expr.len(),
+        aggregates: kinds.to_vec(),
+        contribution,
+        public_keys: assessment.dp_public_keys.clone(),
+        upper: upper.clone(),
+    };
     let Threaded { plan: input, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
     let unit = match units.as_slice() {
         [] => return plan_err!("a dp answer must read a dataset about people"),
@@ -189,6 +204,19 @@ pub(super) fn bound(
                 partial.push(n.alias(name("n", j)));
             }
         }
+    }
+    let people = count(lit(1)).alias(format!("{DP_PREFIX}people"));
+    if rows_are_people {
+        // The totals of step 4: a SUM's count of values only served its scaling in step 2.
+        let scaling: Vec<String> = (kinds.iter().enumerate())
+            .filter(|(_, k)| matches!(k, DpAggregate::Sum { .. }))
+            .map(|(j, _)| name("n", j))
+            .collect();
+        let mut totals: Vec<Expr> =
+            partial.into_iter().filter(|e| !matches!(e, Expr::Alias(a) if scaling.contains(&a.name))).collect();
+        totals.push(people);
+        let plan = LogicalPlanBuilder::from(input).aggregate(group.into_iter().skip(1), totals)?.build()?;
+        return Ok((plan, dp));
     }
     let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;
 
@@ -236,15 +264,7 @@ pub(super) fn bound(
             }
         }
     }
-    totals.push(count(lit(1)).alias(format!("{DP_PREFIX}people")));
+    totals.push(people);
     let plan = plan.aggregate((0..keys).map(|i| col(name("key", i))), totals)?.build()?;
-    let dp = DpPlan {
-        aggregate_schema: Arc::clone(&agg.schema),
-        keys,
-        aggregates: kinds.to_vec(),
-        contribution,
-        public_keys: assessment.dp_public_keys.clone(),
-        upper,
-    };
     Ok((plan, dp))
 }

@@ -58,7 +58,9 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
             Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit, dp: None })
         }
         Mode::Dp => {
-            let (plan, dp) = bound_contributions::bound(plan, assessment, ctx.contribution(), &mut threshold)?;
+            let one_row_per_person = ctx.one_row_per_person();
+            let (plan, dp) =
+                bound_contributions::bound(plan, assessment, ctx.contribution(), one_row_per_person, &mut threshold)?;
             Ok(Rewritten { plan, suppressed_groups, unit_columns: Vec::new(), final_limit: None, dp: Some(dp) })
         }
         Mode::Aggregate => Ok(Rewritten {

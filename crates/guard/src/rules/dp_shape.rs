@@ -7,6 +7,7 @@
 //! with declared bounds.
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
 use crate::check::DpAggregate;
@@ -138,6 +139,15 @@ pub(crate) fn public_keys(domains: Option<Vec<Vec<String>>>) -> Result<Option<Ve
             "the group keys' public values combine into more than {MAX_PUBLIC_GROUPS} groups, and dp mode would release every one; group by fewer keys"
         ))),
     }
+}
+
+/// Whether `f` is `COUNT(*)` (a non-null literal argument) without a FILTER: it counts every
+/// row of its group.
+pub(crate) fn counts_every_row(f: &AggregateFunction) -> bool {
+    f.func.name() == "count"
+        && !f.params.distinct
+        && f.params.filter.is_none()
+        && matches!(f.params.args.as_slice(), [Expr::Literal(v, _)] if !v.is_null())
 }
 
 /// Classifies one aggregate call of the answer's aggregate, or refuses it.

@@ -1,0 +1,100 @@
+//! Whether a column holds each value at most once (one row per person), learned while a file is
+//! written, so that dp queries over a dataset with one row per person can skip bounding
+//! contributions that the data already respects.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+
+use arrow::array::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+
+use crate::{Error, Result};
+
+/// Most distinct values tracked; past this a column counts as not unique (the safe answer:
+/// dp queries then bound contributions as for any dataset). About 8 bytes each.
+const MAX_TRACKED: usize = 32 << 20;
+
+/// Tracks one column over batches: unique so far, or not.
+///
+/// Values are compared by a 64-bit hash of their row encoding (NULL is one value, as in GROUP
+/// BY). A collision can only make a unique column look repeated, never the reverse.
+#[derive(Debug)]
+pub struct UniqueValues {
+    column: usize,
+    converter: RowConverter,
+    hasher: RandomState,
+    seen: Option<HashSet<u64>>,
+}
+
+impl UniqueValues {
+    /// Tracks column `column` of batches shaped like `schema`.
+    ///
+    /// # Errors
+    /// [`Error::WriteFile`] if the column's type cannot be compared.
+    pub fn new(schema: &arrow::datatypes::Schema, column: usize) -> Result<Self> {
+        let field = schema.fields().get(column).ok_or_else(|| Error::WriteFile("no such column".into()))?;
+        let converter = RowConverter::new(vec![SortField::new(field.data_type().clone())])
+            .map_err(|e| Error::WriteFile(e.to_string()))?;
+        Ok(Self { column, converter, hasher: RandomState::new(), seen: Some(HashSet::new()) })
+    }
+
+    /// Takes in one batch.
+    ///
+    /// # Errors
+    /// [`Error::WriteFile`] if the batch's column cannot be encoded.
+    pub fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some(seen) = self.seen.as_mut() else { return Ok(()) };
+        let rows = self
+            .converter
+            .convert_columns(&[batch.column(self.column).clone()])
+            .map_err(|e| Error::WriteFile(e.to_string()))?;
+        for row in rows.iter() {
+            if seen.len() >= MAX_TRACKED || !seen.insert(self.hasher.hash_one(row.as_ref())) {
+                self.seen = None;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every value seen so far was seen once.
+    pub fn unique(&self) -> bool {
+        self.seen.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(ids: Vec<Option<&str>>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let n = ids.len() as i64;
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(StringArray::from(ids)), Arc::new(Int64Array::from_iter_values(0..n))];
+        RecordBatch::try_new(schema, columns).expect("batch")
+    }
+
+    #[test]
+    fn a_value_repeated_in_a_later_batch_or_two_nulls_are_not_unique() {
+        let first = batch(vec![Some("a"), Some("b")]);
+        let mut ids = UniqueValues::new(&first.schema(), 0).expect("tracker");
+        ids.observe(&first).expect("observe");
+        ids.observe(&batch(vec![Some("c"), None])).expect("observe");
+        assert!(ids.unique());
+        ids.observe(&batch(vec![Some("a")])).expect("observe");
+        assert!(!ids.unique(), "`a` came back in a later batch");
+
+        let mut nulls = UniqueValues::new(&first.schema(), 0).expect("tracker");
+        nulls.observe(&batch(vec![None, None])).expect("observe");
+        assert!(!nulls.unique(), "NULL is one value, as in GROUP BY");
+    }
+}
