@@ -1,0 +1,58 @@
+//! `veil-bench`: Veil side by side with its peers, every comparison in one run, ratios first.
+//! `bench/run` builds it in release mode, prepares the Python peers in their own virtual
+//! environment and calls it; see BENCHMARKS.md for what each comparison measures.
+//!
+//! # Layout
+//! - `dp`: Veil's dp mode vs SmartNoise SQL on PUMS at equal total epsilon.
+//! - `stats`: medians, quartiles and the results table.
+
+mod dp;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Errors end the run with their message; a bench has no caller to recover.
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Veil's benchmarks against its peers.
+#[derive(Debug, Parser)]
+#[command(name = "veil-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dp mode vs SmartNoise SQL on PUMS (the real 1,000 rows and a derived 1.2M-row table).
+    Dp(dp::DpArgs),
+}
+
+/// Where results go and which Python runs the peers.
+#[derive(Debug, Args)]
+struct Common {
+    /// Directory for generated data and results (`<out>/results/*.md`, `*.json`).
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// The Python interpreter of the virtual environment holding the Python peers.
+    #[arg(long, default_value = "target/bench/venv/bin/python")]
+    python: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Dp(args) => dp::run(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("veil-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
