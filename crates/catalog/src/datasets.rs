@@ -138,18 +138,13 @@ impl Catalog {
         spec.check_schema(&opened.schema)?;
         let schema = opened.schema.clone();
 
-        let mut units = match &spec.privacy_unit {
-            Some(unit) => match schema.index_of(unit) {
-                Ok(i) => Some(UniqueValues::new(&schema, i)?),
-                Err(_) => {
-                    return Err(Error::invalid(
-                        "privacy_unit_unknown",
-                        format!("privacy_unit `{unit}` is not a column of the file"),
-                    ));
-                }
-            },
-            None => None,
+        let unit_column = |unit: &String| {
+            let i = schema.index_of(unit).map_err(|_| {
+                Error::invalid("privacy_unit_unknown", format!("privacy_unit `{unit}` is not a column of the file"))
+            })?;
+            Ok::<_, Error>(UniqueValues::new(&schema, i)?)
         };
+        let mut units = spec.privacy_unit.as_ref().map(unit_column).transpose()?;
         let tmp = self.dir.tmp_file("parquet");
         let written = veil_ingest::write_parquet(opened, &tmp, |batch| match units.as_mut() {
             Some(u) => u.observe(batch),

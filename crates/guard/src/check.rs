@@ -524,14 +524,7 @@ impl Walk<'_> {
         }
         restrict_aggregates::check(f.func.name(), &args, &self.sources)?;
         if self.mode() == Mode::Dp {
-            let kind = match dp_shape::aggregate(f.func.name(), f.params.distinct, &args, &self.sources)? {
-                // With at most one row per person and group, the bounded rows of a group are its
-                // people: COUNT(*) is the people count, one measurement instead of two.
-                DpAggregate::CountRows if dp_shape::counts_every_row(f) && self.ctx.contribution().max_rows <= 1 => {
-                    DpAggregate::CountPeople
-                }
-                kind => kind,
-            };
+            let kind = dp_shape::aggregate(f, &args, &self.sources, self.ctx.contribution().max_rows)?;
             self.dp.push(kind);
         }
         let mut out = ColumnLineage::derived(&args);

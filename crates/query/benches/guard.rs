@@ -91,6 +91,7 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
             department: "bench".into(),
             name: "people".into(),
             path: path.to_path_buf(),
+            rows: ROWS as u64,
             info: DatasetInfo {
                 privacy_unit: Some("person_id".into()),
                 columns,

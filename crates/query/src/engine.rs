@@ -81,6 +81,8 @@ pub struct SessionDataset {
     pub name: String,
     /// Its current Parquet file.
     pub path: PathBuf,
+    /// Rows in that file (from the catalogue).
+    pub rows: u64,
     /// Its classification, for the guard.
     pub info: veil_guard::DatasetInfo,
 }
@@ -175,10 +177,10 @@ impl Answer {
     }
 }
 
-/// Inputs smaller than this (Parquet bytes, all datasets of a query) run on one partition:
-/// there, planning and starting parallel operators cost more than they save (on the dp bench's
-/// 1,000 rows, one partition takes a fifth off each query).
-const SMALL_INPUT_BYTES: u64 = 4 << 20;
+/// Inputs smaller than this (rows, all datasets of a query) run on one partition: there,
+/// planning and starting parallel operators cost more than they save (on the dp bench's 1,000
+/// rows, one partition takes a fifth off each query).
+const SMALL_INPUT_ROWS: u64 = 256 * 1024;
 
 /// Runs guarded queries. One per server; cheap to share.
 #[derive(Debug)]
@@ -245,9 +247,7 @@ impl QueryEngine {
         };
         let guard = Arc::new(PrivacyGuardRule::new(ctx));
         let (mut state, catalog) = self.session(Some(&guard));
-        let input: u64 =
-            request.datasets.iter().map(|d| std::fs::metadata(&d.path).map_or(u64::MAX, |m| m.len())).sum();
-        if input < SMALL_INPUT_BYTES {
+        if request.datasets.iter().map(|d| d.rows).sum::<u64>() < SMALL_INPUT_ROWS {
             state.config_mut().options_mut().execution.target_partitions = 1;
         }
         for d in &request.datasets {

@@ -34,7 +34,7 @@ use datafusion::logical_expr::{
 use super::enforce_min_group_size::{Threaded, Threshold};
 use crate::check::unalias;
 use crate::rules::dp_shape::is_post_processing;
-use crate::{Assessment, Contribution, DpAggregate};
+use crate::{Assessment, Contribution, DpAggregate, GuardContext};
 
 /// Prefix of the columns of the bounded plan.
 pub const DP_PREFIX: &str = "__veil_dp_";
@@ -142,22 +142,23 @@ fn name(what: &str, i: usize) -> String {
 
 /// Builds the bounded plan for `upper`'s aggregate and returns it with the [`DpPlan`].
 ///
-/// With `one_row_per_person` (the session's one dataset about people has one row per person)
-/// and no join below the aggregate, every person is one row in one group: steps 1–3 would
-/// change nothing, so the totals come from the rows in one aggregate (the same values).
+/// When the session's one dataset about people has one row per person and no join sits below
+/// the aggregate, every person is one row in one group: steps 1–3 would change nothing, so the
+/// totals come from the rows in one aggregate (the same values).
 pub(super) fn bound(
     upper: LogicalPlan,
     assessment: &Assessment,
-    contribution: Contribution,
-    one_row_per_person: bool,
+    ctx: &GuardContext,
     threshold: &mut Threshold<'_>,
 ) -> Result<(LogicalPlan, DpPlan)> {
+    let contribution = ctx.contribution();
     let kinds = assessment.dp.as_slice();
     let agg = answer_aggregate(&upper)?.clone();
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
-    let rows_are_people = one_row_per_person && !agg.input.exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))?;
+    let rows_are_people =
+        ctx.one_row_per_person() && !agg.input.exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))?;
     let dp = DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
         keys: agg.group_expr.len(),
@@ -196,26 +197,23 @@ pub(super) fn bound(
                 let total =
                     AggregateFunction::new_udf(sum_udaf(), vec![clamped.clone()], false, filter.clone(), vec![], None);
                 partial.push(Expr::AggregateFunction(total).alias(name("sum", j)));
-                let n = count(clamped);
-                let n = match filter {
-                    Some(f) => n.filter(*f).build()?,
-                    None => n,
-                };
-                partial.push(n.alias(name("n", j)));
+                // A SUM's count of values only serves its scaling in step 2.
+                if matches!(kind, DpAggregate::Avg { .. }) || !rows_are_people {
+                    let n = count(clamped);
+                    let n = match filter {
+                        Some(f) => n.filter(*f).build()?,
+                        None => n,
+                    };
+                    partial.push(n.alias(name("n", j)));
+                }
             }
         }
     }
     let people = count(lit(1)).alias(format!("{DP_PREFIX}people"));
     if rows_are_people {
-        // The totals of step 4: a SUM's count of values only served its scaling in step 2.
-        let scaling: Vec<String> = (kinds.iter().enumerate())
-            .filter(|(_, k)| matches!(k, DpAggregate::Sum { .. }))
-            .map(|(j, _)| name("n", j))
-            .collect();
-        let mut totals: Vec<Expr> =
-            partial.into_iter().filter(|e| !matches!(e, Expr::Alias(a) if scaling.contains(&a.name))).collect();
-        totals.push(people);
-        let plan = LogicalPlanBuilder::from(input).aggregate(group.into_iter().skip(1), totals)?.build()?;
+        // Step 1's sums and counts are already step 4's totals: group by the keys alone.
+        partial.push(people);
+        let plan = LogicalPlanBuilder::from(input).aggregate(group.into_iter().skip(1), partial)?.build()?;
         return Ok((plan, dp));
     }
     let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;

@@ -58,9 +58,7 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
             Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit, dp: None })
         }
         Mode::Dp => {
-            let one_row_per_person = ctx.one_row_per_person();
-            let (plan, dp) =
-                bound_contributions::bound(plan, assessment, ctx.contribution(), one_row_per_person, &mut threshold)?;
+            let (plan, dp) = bound_contributions::bound(plan, assessment, ctx, &mut threshold)?;
             Ok(Rewritten { plan, suppressed_groups, unit_columns: Vec::new(), final_limit: None, dp: Some(dp) })
         }
         Mode::Aggregate => Ok(Rewritten {

@@ -143,20 +143,23 @@ pub(crate) fn public_keys(domains: Option<Vec<Vec<String>>>) -> Result<Option<Ve
 
 /// Whether `f` is `COUNT(*)` (a non-null literal argument) without a FILTER: it counts every
 /// row of its group.
-pub(crate) fn counts_every_row(f: &AggregateFunction) -> bool {
+fn counts_every_row(f: &AggregateFunction) -> bool {
     f.func.name() == "count"
         && !f.params.distinct
         && f.params.filter.is_none()
         && matches!(f.params.args.as_slice(), [Expr::Literal(v, _)] if !v.is_null())
 }
 
-/// Classifies one aggregate call of the answer's aggregate, or refuses it.
+/// Classifies one aggregate call of the answer's aggregate, or refuses it. `max_rows` is the
+/// query's bound on rows per person and group: at 1, a group's bounded rows are its people, so
+/// `COUNT(*)` is the people count (one measurement instead of two).
 pub(crate) fn aggregate(
-    name: &str,
-    distinct: bool,
+    f: &AggregateFunction,
     args: &[ColumnLineage],
     sources: &Sources,
+    max_rows: u64,
 ) -> Result<DpAggregate, Violation> {
+    let (name, distinct) = (f.func.name(), f.params.distinct);
     let bare = args.first().and_then(|a| a.bare.filter(|_| !a.aggregated));
     match name {
         "count" if distinct => match bare {
@@ -167,6 +170,7 @@ pub(crate) fn aggregate(
                 "COUNT(DISTINCT …) in dp mode counts people only: COUNT(DISTINCT <privacy unit>)",
             )),
         },
+        "count" if max_rows <= 1 && counts_every_row(f) => Ok(DpAggregate::CountPeople),
         "count" => Ok(DpAggregate::CountRows),
         "sum" | "avg" => {
             if distinct {

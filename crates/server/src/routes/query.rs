@@ -252,6 +252,7 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
         department: info.dataset.department.to_string(),
         name: info.dataset.name.to_string(),
         path,
+        rows: info.row_count,
         info: veil_guard::DatasetInfo {
             privacy_unit: info.privacy_unit,
             columns,
