@@ -18,6 +18,7 @@ use datafusion::catalog::{
 };
 use datafusion::common::Column;
 use datafusion::common::DataFusionError;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -29,7 +30,8 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions, execute_stream};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
@@ -442,9 +444,15 @@ impl QueryEngine {
         if dry_run {
             return Ok(answer);
         }
-        answer.batches = tokio::time::timeout(self.limits.deadline, self.collect(state, optimized, explain))
-            .await
-            .map_err(|_| Error::Timeout { seconds: self.limits.deadline.as_secs() })??;
+        // The timer is polled first: a query that yields after its deadline stops there, instead
+        // of running on to its next yield (`tokio::time::timeout` polls the work first).
+        answer.batches = tokio::select! {
+            biased;
+            () = tokio::time::sleep(self.limits.deadline) => {
+                return Err(Error::Timeout { seconds: self.limits.deadline.as_secs() });
+            }
+            batches = self.collect(state, optimized, explain) => batches?,
+        };
         answer.schema =
             answer.batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
         answer.executed = true;
@@ -508,6 +516,7 @@ impl QueryEngine {
     /// without personal data).
     async fn collect(&self, state: &SessionState, plan: &LogicalPlan, explain: bool) -> Result<Vec<RecordBatch>> {
         let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
+        let physical = yielding(physical).map_err(planning)?;
         let fail = |e: DataFusionError| match explain && !is_resource_limit(&e) {
             true => Error::FailedUnguarded(clean(&e)),
             false => self.runtime_error(e),
@@ -535,6 +544,33 @@ impl QueryEngine {
         tracing::debug!(kind = error_kind(&e), "query failed while running");
         Error::Failed
     }
+}
+
+/// `plan` with every operator's output taking part in the runtime's cooperative budget.
+///
+/// DataFusion yields to the runtime only where a scan hands over a batch (its
+/// `EnsureCooperative` rule wraps the leaves). A join that turns a few input batches into
+/// millions of rows then runs within one poll, and the deadline's timer, polled on the same
+/// task, never gets its turn. Wrapped at every edge, a query yields after about a hundred
+/// batches wherever they are produced, so the deadline cancels it.
+fn yielding(plan: Arc<dyn ExecutionPlan>) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    fn wrap(node: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        match node.is::<CooperativeExec>() {
+            true => Arc::clone(node),
+            false => Arc::new(CooperativeExec::new(Arc::clone(node))),
+        }
+    }
+    let keep = || ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep);
+    let plan = plan
+        .transform_up(|node| {
+            if node.children().is_empty() || node.is::<CooperativeExec>() {
+                return Ok(Transformed::no(node));
+            }
+            let children = node.children().into_iter().map(wrap).collect();
+            node.replace_children(children, keep()).map(Transformed::yes)
+        })?
+        .data;
+    Ok(wrap(&plan))
 }
 
 /// Registers `table` as `schema.name` in a request's catalogue.
