@@ -3,11 +3,17 @@
 //! environment and calls it; see BENCHMARKS.md for what each comparison measures.
 //!
 //! # Layout
+//! - `overhead`: TPC-H aggregates through Veil vs raw DataFusion (and DuckDB).
+//! - `planning`: guarded planning vs plain DataFusion planning, 30+ queries.
 //! - `dp`: Veil's dp mode vs SmartNoise SQL on PUMS at equal total epsilon.
+//! - `tpch`: TPC-H data generation, tags and registration.
 //! - `stats`: medians, quartiles and the results table.
 
 mod dp;
+mod overhead;
+mod planning;
 mod stats;
+mod tpch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,8 +33,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// TPC-H aggregates through Veil over HTTP vs raw DataFusion and DuckDB on the same Parquet.
+    Tpch(overhead::TpchArgs),
     /// Dp mode vs SmartNoise SQL on PUMS (the real 1,000 rows and a derived 1.2M-row table).
     Dp(dp::DpArgs),
+    /// Planning with the guard vs plain DataFusion planning, for queries of varied shape.
+    Planning(planning::PlanningArgs),
 }
 
 /// Where results go and which Python runs the peers.
@@ -46,7 +56,9 @@ struct Common {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Tpch(args) => overhead::run(args).await,
         Command::Dp(args) => dp::run(args).await,
+        Command::Planning(args) => planning::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
