@@ -5,6 +5,8 @@
 //! # Layout
 //! - `overhead`: TPC-H aggregates through Veil vs raw DataFusion (and DuckDB).
 //! - `planning`: guarded planning vs plain DataFusion planning, 30+ queries.
+//! - `throughput`: 1/8/64 clients, audit synced vs not.
+//! - `scale`: TPC-H SF10 under a 2 GiB memory pool: spill and peak RSS.
 //! - `dp`: Veil's dp mode vs SmartNoise SQL on PUMS at equal total epsilon.
 //! - `tpch`: TPC-H data generation, tags and registration.
 //! - `stats`: medians, quartiles and the results table.
@@ -12,7 +14,9 @@
 mod dp;
 mod overhead;
 mod planning;
+mod scale;
 mod stats;
+mod throughput;
 mod tpch;
 
 use std::path::PathBuf;
@@ -39,6 +43,10 @@ enum Command {
     Dp(dp::DpArgs),
     /// Planning with the guard vs plain DataFusion planning, for queries of varied shape.
     Planning(planning::PlanningArgs),
+    /// Queries per second and latency from 1, 8 and 64 clients, audit synced vs not.
+    Throughput(throughput::ThroughputArgs),
+    /// TPC-H SF10 through Veil under a 2 GiB query memory pool: time, spill, peak RSS.
+    Scale(scale::ScaleArgs),
 }
 
 /// Where results go and which Python runs the peers.
@@ -59,6 +67,8 @@ async fn main() -> ExitCode {
         Command::Tpch(args) => overhead::run(args).await,
         Command::Dp(args) => dp::run(args).await,
         Command::Planning(args) => planning::run(args).await,
+        Command::Throughput(args) => throughput::run(args).await,
+        Command::Scale(args) => scale::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
