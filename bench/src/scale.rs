@@ -47,6 +47,11 @@ const QUERIES: &[(&str, &str)] = &[
         "SELECT o_orderpriority, count(*) AS lines, sum(l_extendedprice) AS price
          FROM tpch.orders JOIN tpch.lineitem ON o_orderkey = l_orderkey GROUP BY o_orderpriority",
     ),
+    (
+        "the same join carrying order comments (build side over the pool)",
+        "SELECT o_orderpriority, count(*) AS lines, max(length(o_comment)) AS longest_comment
+         FROM tpch.orders JOIN tpch.lineitem ON o_orderkey = l_orderkey GROUP BY o_orderpriority",
+    ),
 ];
 
 pub(crate) async fn run(args: ScaleArgs) -> Result<()> {

@@ -31,6 +31,7 @@ use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions, execute_stream};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -209,7 +210,10 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .with_target_partitions(limits.target_partitions)
-            .set_bool("datafusion.execution.enable_recursive_ctes", false);
+            .set_bool("datafusion.execution.enable_recursive_ctes", false)
+            // Each sort keeps this much back for merging what it spilled (10 MiB by default):
+            // a sixteenth of the pool at most, so that several sorts can spill in a small one.
+            .set_usize("datafusion.execution.sort_spill_reservation_bytes", (limits.memory_bytes / 16).min(10 << 20));
         let base = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&runtime))
@@ -514,21 +518,44 @@ impl QueryEngine {
 
     /// Runs a plan under the row limit. With `explain`, a failure says why (only for tables
     /// without personal data).
+    ///
+    /// DataFusion's hash join holds its whole build side in memory and cannot spill. When a
+    /// plan with one runs out of memory, it runs once more with sort-merge joins, whose sorts
+    /// spill under the pool: the same answer, slower, instead of a refusal.
     async fn collect(&self, state: &SessionState, plan: &LogicalPlan, explain: bool) -> Result<Vec<RecordBatch>> {
         let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
-        let physical = yielding(physical).map_err(planning)?;
-        let fail = |e: DataFusionError| match explain && !is_resource_limit(&e) {
-            true => Error::FailedUnguarded(clean(&e)),
-            false => self.runtime_error(e),
-        };
-        let mut stream = execute_stream(physical, self.task(state)).map_err(fail)?;
+        match self.collect_physical(state, Arc::clone(&physical)).await {
+            Err(Stop::Failed(e)) if is_resource_limit(&e) && has_hash_join(&physical) => {
+                tracing::debug!("a hash join ran out of memory; running again with sort-merge joins");
+                let mut state = state.clone();
+                state.config_mut().options_mut().optimizer.prefer_hash_join = false;
+                let physical = state.query_planner().create_physical_plan(plan, &state).await.map_err(planning)?;
+                self.collect_physical(&state, physical).await
+            }
+            other => other,
+        }
+        .map_err(|stop| match stop {
+            Stop::TooLarge => Error::ResultTooLarge { limit: self.limits.max_result_rows },
+            Stop::Failed(e) if explain && !is_resource_limit(&e) => Error::FailedUnguarded(clean(&e)),
+            Stop::Failed(e) => self.runtime_error(e),
+        })
+    }
+
+    /// One run of a physical plan, every operator yielding, under the row limit.
+    async fn collect_physical(
+        &self,
+        state: &SessionState,
+        physical: Arc<dyn ExecutionPlan>,
+    ) -> std::result::Result<Vec<RecordBatch>, Stop> {
+        let physical = yielding(physical).map_err(Stop::Failed)?;
+        let mut stream = execute_stream(physical, self.task(state)).map_err(Stop::Failed)?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(fail)?;
+            let batch = batch.map_err(Stop::Failed)?;
             rows += batch.num_rows();
             if rows > self.limits.max_result_rows {
-                return Err(Error::ResultTooLarge { limit: self.limits.max_result_rows });
+                return Err(Stop::TooLarge);
             }
             batches.push(batch);
         }
@@ -544,6 +571,19 @@ impl QueryEngine {
         tracing::debug!(kind = error_kind(&e), "query failed while running");
         Error::Failed
     }
+}
+
+/// Why one run of a physical plan stopped short.
+enum Stop {
+    /// The answer passed the row limit.
+    TooLarge,
+    /// DataFusion failed (memory, spill space, or anything else).
+    Failed(DataFusionError),
+}
+
+/// Whether `plan` holds a hash join.
+fn has_hash_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.exists(|node| Ok(node.is::<HashJoinExec>())).unwrap_or(false)
 }
 
 /// `plan` with every operator's output taking part in the runtime's cooperative budget.
