@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use veil_tests::TestServer;
 
-use crate::stats::{Table, median, millis, quantile, ratio};
+use crate::stats::{Table, median, millis, ratio, spread};
 use crate::{Common, Result};
 
 /// Arguments of `veil-bench dp`.
@@ -216,6 +216,23 @@ fn answer_of(rows: &[Value], keys: usize) -> Result<Answer> {
     Ok(answer)
 }
 
+/// How a steward of department `census` registers PUMS rows as `name` at `level`.
+pub(crate) fn pums_metadata(name: &str, level: &str) -> Value {
+    json!({
+        "name": name, "department": "census", "level": level, "privacy_unit": "pid",
+        "description": "PUMS microdata (California demographics), one row per person",
+        "columns": {
+            "pid": {"tag": "identifier"},
+            "age": {"tag": "quasi_identifier", "bounds": [0, 100]},
+            "sex": {"tag": "quasi_identifier"},
+            "educ": {"tag": "quasi_identifier"},
+            "race": {"tag": "quasi_identifier"},
+            "income": {"tag": "sensitive", "bounds": [0, 500000]},
+            "married": {"tag": "attribute"}
+        }
+    })
+}
+
 /// The server with both datasets registered and one analyst per (run, query).
 struct Veil {
     server: TestServer,
@@ -228,20 +245,8 @@ impl Veil {
         server.department("census", "统计局").await;
         let steward = server.user("census-steward", Some("census"), &["steward"]).await;
         for d in datasets {
-            let metadata = json!({
-                "name": d.name, "department": "census", "level": "L3", "privacy_unit": "pid",
-                "description": "PUMS microdata (California demographics), one row per person",
-                "columns": {
-                    "pid": {"tag": "identifier"},
-                    "age": {"tag": "quasi_identifier", "bounds": [0, 100]},
-                    "sex": {"tag": "quasi_identifier"},
-                    "educ": {"tag": "quasi_identifier"},
-                    "race": {"tag": "quasi_identifier"},
-                    "income": {"tag": "sensitive", "bounds": [0, 500000]},
-                    "married": {"tag": "attribute"}
-                },
-                "dp": {"max_groups": 1, "max_rows": 1}
-            });
+            let mut metadata = pums_metadata(d.name, "L3");
+            metadata["dp"] = json!({"max_groups": 1, "max_rows": 1});
             let (status, body) = server.upload(&steward, &metadata, std::fs::read(&d.csv)?).await;
             if !status.is_success() {
                 return Err(format!("registering {}: {status} {body}", d.name).into());
@@ -369,15 +374,15 @@ fn compare(truth: &[Answer], ours: &[Runs], theirs: &[Runs], smartnoise_eps: &[f
         };
         let (our_errors, our_groups) = errors(&ours[i]);
         let (their_errors, their_groups) = errors(&theirs[i]);
-        let spread = |e: &[f64]| format!("{:.4} [{:.4}–{:.4}]", median(e), quantile(e, 0.25), quantile(e, 0.75));
+        let four = |e: f64| format!("{e:.4}");
         let (our_ms, their_ms) = (median(&ours[i].seconds), median(&theirs[i].seconds));
         table.row(vec![
             q.name.to_owned(),
             millis(our_ms),
             millis(their_ms),
             ratio(their_ms / our_ms),
-            spread(&our_errors),
-            spread(&their_errors),
+            spread(&our_errors, four),
+            spread(&their_errors, four),
             format!("{} / {} / {}", median(&our_groups), median(&their_groups), truth[i].len()),
         ]);
         raw.push(json!({

@@ -8,6 +8,7 @@
 //! (DataFusion, then Veil, per query and run), and each run's ratio is taken from that pair.
 //! DuckDB runs in its own Python process afterwards (`--python`), through `read_parquet` views.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use veil_tests::TestServer;
 
-use crate::stats::{Table, median, millis, quantile, ratio};
+use crate::stats::{Table, median, millis, ratio, spread};
 use crate::tpch::{self, TABLES};
 use crate::{Common, Result};
 
@@ -88,7 +89,7 @@ pub(crate) const QUERIES: &[(&str, &str)] = &[
 ];
 
 /// Plain DataFusion over the Parquet files Veil stored, as `tpch.<table>`.
-pub(crate) async fn plain_context(stored: &std::collections::HashMap<&'static str, PathBuf>) -> Result<SessionContext> {
+pub(crate) async fn plain_context(stored: &HashMap<&'static str, PathBuf>) -> Result<SessionContext> {
     let partitions = veil_query::Limits::standard().target_partitions;
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
     ctx.sql(&format!("CREATE SCHEMA {}", tpch::DEPARTMENT)).await?;
@@ -159,21 +160,15 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
         Table::new(&["query", "DataFusion ms", "Veil ms", "Veil / DataFusion", "DuckDB ms", "DuckDB / DataFusion"]);
     for (i, (name, _)) in QUERIES.iter().enumerate() {
         let p = median(&plain_s[i]);
-        let r = &ratios[i];
         let (duck_ms, duck_ratio) = match &duckdb {
             Some(d) => (millis(median(&d.queries[i])), ratio(median(&d.queries[i]) / p)),
             None => ("—".into(), "—".into()),
         };
         table.row(vec![
             (*name).to_owned(),
-            format!("{} [{}–{}]", millis(p), millis(quantile(&plain_s[i], 0.25)), millis(quantile(&plain_s[i], 0.75))),
-            format!(
-                "{} [{}–{}]",
-                millis(median(&veil_s[i])),
-                millis(quantile(&veil_s[i], 0.25)),
-                millis(quantile(&veil_s[i], 0.75))
-            ),
-            format!("{} [{}–{}]", ratio(median(r)), ratio(quantile(r, 0.25)), ratio(quantile(r, 0.75))),
+            spread(&plain_s[i], millis),
+            spread(&veil_s[i], millis),
+            spread(&ratios[i], ratio),
             duck_ms,
             duck_ratio,
         ]);
@@ -202,7 +197,7 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
 }
 
 /// DuckDB's times per query, over the same Parquet files.
-fn duckdb(args: &TpchArgs, stored: &std::collections::HashMap<&'static str, PathBuf>) -> Result<DuckDbOutput> {
+fn duckdb(args: &TpchArgs, stored: &HashMap<&'static str, PathBuf>) -> Result<DuckDbOutput> {
     eprintln!("tpch: DuckDB");
     let spec = args.common.out.join("duckdb_tpch.json");
     let body = json!({

@@ -13,7 +13,7 @@ use serde_json::json;
 use veil_common::Mode;
 use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
 
-use crate::stats::{Table, median, quantile, ratio};
+use crate::stats::{Table, median, ratio, spread};
 use crate::tpch::{self, TABLES};
 use crate::{Common, Result};
 
@@ -128,7 +128,7 @@ pub(crate) async fn run(args: PlanningArgs) -> Result<()> {
             format!("`{short}…`"),
             format!("{:.0}", pm * 1e6),
             format!("{:.0}", vm * 1e6),
-            format!("{} [{}–{}]", ratio(median(&r)), ratio(quantile(&r, 0.25)), ratio(quantile(&r, 0.75))),
+            spread(&r, ratio),
         ]);
         raw.push(
             json!({"sql": sql, "plain_seconds_median": pm, "veil_seconds_median": vm, "ratio_median": median(&r)}),

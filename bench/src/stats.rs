@@ -17,6 +17,11 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     quantile(values, 0.5)
 }
 
+/// `median [p25–p75]` of `values`, each shown with `show`.
+pub(crate) fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
+    format!("{} [{}–{}]", show(median(values)), show(quantile(values, 0.25)), show(quantile(values, 0.75)))
+}
+
 /// A markdown table: a header row and rows of cells.
 pub(crate) struct Table {
     header: Vec<String>,

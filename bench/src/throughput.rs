@@ -89,15 +89,7 @@ pub(crate) async fn run(args: ThroughputArgs) -> Result<()> {
 async fn register(server: &TestServer, pums: &std::path::Path) -> Result<String> {
     server.department("census", "统计局").await;
     let steward = server.user("census-steward", Some("census"), &["steward"]).await;
-    let metadata = json!({
-        "name": "pums", "department": "census", "level": "L2", "privacy_unit": "pid",
-        "description": "PUMS microdata (California demographics), one row per person",
-        "columns": {
-            "pid": {"tag": "identifier"}, "age": {"tag": "quasi_identifier"}, "sex": {"tag": "quasi_identifier"},
-            "educ": {"tag": "quasi_identifier"}, "race": {"tag": "quasi_identifier"},
-            "income": {"tag": "sensitive"}, "married": {"tag": "attribute"}
-        }
-    });
+    let metadata = crate::dp::pums_metadata("pums", "L2");
     let (status, body) = server.upload(&steward, &metadata, std::fs::read(pums)?).await;
     if !status.is_success() {
         return Err(format!("registering PUMS: {status} {body}").into());
