@@ -263,6 +263,22 @@ async fn dp_answers_tie_subqueries_to_the_person() {
         .filter(|r| w.visits.iter().any(|v| v.person_id == r.person_id && v.icd10 == "I10"))
         .count();
     near(truth as f64, by_key(&body, "n")["甲区"], "甲区 with I10");
+    // Visits (2 groups × 3 rows per person) only test residents' rows here, adding none: the
+    // answer keeps the residents' bounds (one row per person), and so its smaller noise.
+    let bounds = |body: &Value| {
+        let rules = body["rules"].as_array().unwrap();
+        rules.iter().find(|r| r["code"] == "contribution_bounds").unwrap()["detail"].as_str().unwrap().to_owned()
+    };
+    assert!(bounds(&body).contains("at most 1 group(s) (sampled at random) with at most 1 row(s)"), "{body}");
+    let joined = dp_ok(
+        &w,
+        "SELECT r.district, count(DISTINCT r.person_id) AS n FROM civil.residents r
+          JOIN health.visits v ON v.person_id = r.person_id WHERE v.icd10 = 'I10' GROUP BY r.district",
+        1.0,
+    )
+    .await;
+    assert!(bounds(&joined).contains("at most 2 group(s) (sampled at random) with at most 3 row(s)"), "{joined}");
+    assert!(joined["dp"]["threshold"].as_f64() > body["dp"]["threshold"].as_f64(), "{joined} {body}");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use crate::rules::{
     allow_listed_functions, deny_complement_conditions, deny_identifier_use, deny_reserved_names, dp_shape,
     restrict_aggregates, return_only_aggregates, return_only_rows,
 };
-use crate::{GuardContext, Rule, Violation};
+use crate::{Contribution, GuardContext, Rule, Violation};
 
 /// What the guard found in an allowed query.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,8 @@ pub struct Assessment {
     pub dp: Vec<DpAggregate>,
     /// Dp mode: the public domain of each group key, when every key is a column with one.
     pub dp_public_keys: Option<Vec<Vec<String>>>,
+    /// Dp mode: the contribution bounds of the answer ([`GuardContext::reach`]).
+    pub dp_contribution: Contribution,
 }
 
 /// One aggregate of a dp answer, as the contribution bounds and the noise treat it.
@@ -81,8 +83,12 @@ pub enum OutputRole {
 /// # Errors
 /// The first [`Violation`] found.
 pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Violation> {
+    let mut contribution = Contribution::default();
     if ctx.mode == Mode::Dp {
         dp_shape::check(plan)?;
+        let agg = dp_shape::answer_aggregate(plan)
+            .ok_or_else(|| Violation::new(Rule::DpShape, None, "a dp answer must end in one aggregate"))?;
+        contribution = ctx.reach(&agg.input).contribution;
     }
     let mut walk = Walk {
         ctx,
@@ -93,6 +99,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         counts_people: false,
         dp: Vec::new(),
         dp_public_keys: None,
+        contribution,
     };
     let root = walk.plan(plan, &[])?;
     let mut outputs = Vec::with_capacity(root.columns.len());
@@ -130,7 +137,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
                     "dp mode protects people, and no dataset of this query declares a privacy unit; use aggregate mode",
                 ));
             }
-            let c = ctx.contribution();
+            let c = walk.contribution;
             walk.note(
                 "contribution_bounds",
                 format!(
@@ -151,6 +158,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         counts_people: walk.counts_people,
         dp: walk.dp,
         dp_public_keys: walk.dp_public_keys,
+        dp_contribution: walk.contribution,
     })
 }
 
@@ -173,6 +181,8 @@ struct Walk<'a> {
     counts_people: bool,
     /// Dp mode: the aggregates of the answer's one aggregate, in order.
     dp: Vec<DpAggregate>,
+    /// Dp mode: the contribution bounds of the answer.
+    contribution: Contribution,
     /// Dp mode: the group keys' public domains, if every key has one.
     dp_public_keys: Option<Vec<Vec<String>>>,
 }
@@ -524,7 +534,7 @@ impl Walk<'_> {
         }
         restrict_aggregates::check(f.func.name(), &args, &self.sources)?;
         if self.mode() == Mode::Dp {
-            let kind = dp_shape::aggregate(f, &args, &self.sources, self.ctx.contribution().max_rows)?;
+            let kind = dp_shape::aggregate(f, &args, &self.sources, self.contribution.max_rows)?;
             self.dp.push(kind);
         }
         let mut out = ColumnLineage::derived(&args);

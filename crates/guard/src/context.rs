@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use datafusion::common::JoinType;
+use datafusion::logical_expr::LogicalPlan;
 use veil_common::{Generalization, Mode, Tag};
 
 /// Everything the guard decides on, besides the plan.
@@ -33,8 +35,9 @@ pub struct DatasetInfo {
 
 /// The contribution bounds of dp mode, declared per dataset by its steward (DESIGN §3): each
 /// person counts in at most `max_groups` groups of an answer, with at most `max_rows` rows in
-/// each. A query over several datasets uses the largest of each, so that a join does not cut
-/// what one dataset legitimately holds per person; the noise follows the bounds used.
+/// each. A query over several datasets uses the largest of each among those whose rows reach
+/// the aggregate ([`GuardContext::reach`]), so that a join does not cut what one dataset
+/// legitimately holds per person; the noise follows the bounds used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Contribution {
     /// Groups one person may appear in.
@@ -67,21 +70,73 @@ pub struct ColumnInfo {
     pub public_values: Option<Vec<String>>,
 }
 
+/// How the rows of the datasets about people reach a dp answer's aggregate
+/// ([`GuardContext::reach`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// The contribution bounds the answer enforces and its noise follows.
+    pub contribution: Contribution,
+    /// Whether each person is already at most one row of the aggregate's input: one dataset
+    /// about people, registered with one row per person, and no join that could repeat its rows.
+    pub one_row_per_person: bool,
+}
+
+/// Whether a join of this type only keeps or drops the rows of one side (EXISTS, IN, NOT
+/// EXISTS after decorrelation), never repeating them or adding the other side's.
+fn filters_only(join_type: JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::LeftSemi
+            | JoinType::LeftAnti
+            | JoinType::RightSemi
+            | JoinType::RightAnti
+            | JoinType::LeftMark
+            | JoinType::RightMark
+    )
+}
+
+/// Visits `plan` and every node whose rows flow into it: the kept side of a semi or anti join,
+/// not the tested one; subqueries in expressions are tests too and are not visited.
+fn rows_from<'a>(plan: &'a LogicalPlan, visit: &mut impl FnMut(&'a LogicalPlan)) {
+    visit(plan);
+    match plan {
+        LogicalPlan::Join(join) if filters_only(join.join_type) => {
+            let kept = match join.join_type {
+                JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => &join.right,
+                _ => &join.left,
+            };
+            rows_from(kept, visit);
+        }
+        _ => plan.inputs().into_iter().for_each(|input| rows_from(input, visit)),
+    }
+}
+
 impl GuardContext {
-    /// The contribution bounds of a query over the session's datasets about people: the
-    /// largest declared of each.
-    pub fn contribution(&self) -> Contribution {
-        let people = self.datasets.values().filter(|d| d.privacy_unit.is_some());
-        people.fold(Contribution { max_groups: 1, max_rows: 1 }, |acc, d| Contribution {
+    /// How people's rows reach a dp answer whose aggregate reads `input`. The bounds are the
+    /// largest declared by the datasets about people whose rows reach the aggregate; a dataset
+    /// read only to test rows (EXISTS, IN, a semi or anti join) adds no rows to it, so its bounds
+    /// do not widen the noise. (Such a test must be tied to the outer person, so it changes
+    /// nothing but that person's own rows, which the bounds already cover.)
+    pub fn reach(&self, input: &LogicalPlan) -> Reach {
+        let mut people = Vec::new();
+        let mut repeats = false;
+        rows_from(input, &mut |node| match node {
+            LogicalPlan::TableScan(scan) => {
+                if let Some(d) = self.dataset(scan.table_name.schema(), scan.table_name.table())
+                    && d.privacy_unit.is_some()
+                {
+                    people.push(d);
+                }
+            }
+            LogicalPlan::Join(join) if !filters_only(join.join_type) => repeats = true,
+            _ => {}
+        });
+        let contribution = people.iter().fold(Contribution::default(), |acc, d| Contribution {
             max_groups: acc.max_groups.max(d.contribution.max_groups),
             max_rows: acc.max_rows.max(d.contribution.max_rows),
-        })
-    }
-
-    /// Whether the session holds one dataset about people and it has one row per person.
-    pub fn one_row_per_person(&self) -> bool {
-        let mut people = self.datasets.values().filter(|d| d.privacy_unit.is_some());
-        matches!((people.next(), people.next()), (Some(d), None) if d.one_row_per_unit)
+        });
+        let one_row_per_person = !repeats && matches!(people.as_slice(), [d] if d.one_row_per_unit);
+        Reach { contribution, one_row_per_person }
     }
 
     pub(crate) fn dataset(&self, schema: Option<&str>, table: &str) -> Option<&DatasetInfo> {

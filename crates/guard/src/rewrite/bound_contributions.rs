@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchemaRef, Result, plan_err};
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions::math::expr_fn::random;
@@ -33,7 +32,7 @@ use datafusion::logical_expr::{
 
 use super::enforce_min_group_size::{Threaded, Threshold};
 use crate::check::unalias;
-use crate::rules::dp_shape::is_post_processing;
+use crate::rules::dp_shape::{self, is_post_processing};
 use crate::{Assessment, Contribution, DpAggregate, GuardContext};
 
 /// Prefix of the columns of the bounded plan.
@@ -126,13 +125,9 @@ fn row_column(plan: &LogicalPlan) -> Result<Column> {
 
 /// The answer's aggregate: the first under the post-processing nodes.
 fn answer_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
-    match plan {
-        LogicalPlan::Aggregate(agg) => Ok(agg),
-        _ if is_post_processing(plan) => match plan.inputs()[..] {
-            [input] => answer_aggregate(input),
-            _ => plan_err!("the privacy guard lost a node's input"),
-        },
-        _ => plan_err!("a dp answer must end in one aggregate"),
+    match dp_shape::answer_aggregate(plan) {
+        Some(agg) => Ok(agg),
+        None => plan_err!("a dp answer must end in one aggregate"),
     }
 }
 
@@ -142,8 +137,8 @@ fn name(what: &str, i: usize) -> String {
 
 /// Builds the bounded plan for `upper`'s aggregate and returns it with the [`DpPlan`].
 ///
-/// When the session's one dataset about people has one row per person and no join sits below
-/// the aggregate, every person is one row in one group: steps 1–3 would change nothing, so the
+/// When the one dataset about people whose rows reach the aggregate has one row per person and
+/// no join below the aggregate can repeat them, every person is one row in one group: steps 1–3 would change nothing, so the
 /// totals come from the rows in one aggregate (the same values).
 pub(super) fn bound(
     upper: LogicalPlan,
@@ -151,14 +146,13 @@ pub(super) fn bound(
     ctx: &GuardContext,
     threshold: &mut Threshold<'_>,
 ) -> Result<(LogicalPlan, DpPlan)> {
-    let contribution = ctx.contribution();
+    let contribution = assessment.dp_contribution;
     let kinds = assessment.dp.as_slice();
     let agg = answer_aggregate(&upper)?.clone();
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
-    let rows_are_people =
-        ctx.one_row_per_person() && !agg.input.exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))?;
+    let rows_are_people = ctx.reach(&agg.input).one_row_per_person;
     let dp = DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
         keys: agg.group_expr.len(),

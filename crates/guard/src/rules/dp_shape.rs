@@ -8,7 +8,7 @@
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 
 use crate::check::DpAggregate;
 use crate::lineage::{ColumnLineage, Sources};
@@ -34,6 +34,18 @@ pub(crate) fn is_post_processing(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Limit(_)
             | LogicalPlan::SubqueryAlias(_)
     )
+}
+
+/// The answer's one aggregate, under its post-processing nodes, if the plan has that shape.
+pub(crate) fn answer_aggregate(plan: &LogicalPlan) -> Option<&Aggregate> {
+    match plan {
+        LogicalPlan::Aggregate(agg) => Some(agg),
+        _ if is_post_processing(plan) => match plan.inputs()[..] {
+            [input] => answer_aggregate(input),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Checks the plan's shape: post-processing nodes over exactly one aggregate over rows.
