@@ -12,7 +12,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use veil_server::{AppState, ServerConfig};
 
-pub mod demo;
 pub mod world;
 
 /// A running server and the directory it owns.

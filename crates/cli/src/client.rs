@@ -147,10 +147,16 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
     if args.json {
         return print(&answer);
     }
-    if args.dry_run {
+    show_answer(&answer, args.dry_run)
+}
+
+/// Prints an answer of `POST /v1/query` for a person: the rows as a table, the dp intervals,
+/// what was withheld, the budget and the rules that applied.
+pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
+    if dry_run {
         println!("allowed (dry run; nothing was run)");
     } else {
-        println!("{}", table(&answer)?);
+        println!("{}", table(answer)?);
         if let Some(dp) = answer.get("dp") {
             for column in dp["intervals"].as_array().into_iter().flatten() {
                 let cis: Vec<String> = column["ci95"]

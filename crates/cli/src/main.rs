@@ -4,9 +4,11 @@
 //! # Layout
 //! - `serve`: `init`, `serve` and `serve --demo`.
 //! - `client`: the REST client behind the administration and catalogue commands.
+//! - `walkthrough`: a scenario of `examples/` played end to end against its own demo server.
 
 mod client;
 mod serve;
+mod walkthrough;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +64,21 @@ enum Command {
     /// The audit log: verify a copy offline, export its public key, search it (auditors).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Play a scenario of `examples/` end to end: start the demo on a temporary directory, run
+    /// every step of its `walkthrough.json` as the demo users it names, print what each got.
+    Walkthrough(WalkthroughArgs),
+}
+
+#[derive(Debug, Args)]
+struct WalkthroughArgs {
+    /// The scenario's directory, e.g. `examples/elderly-care`.
+    dir: PathBuf,
+    /// Residents in the demo's person space (the default is `serve --demo`'s).
+    #[arg(long, default_value_t = 20_000)]
+    people: usize,
+    /// Also write every step's HTTP status and JSON body to this file, as a JSON array.
+    #[arg(long)]
+    answers: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +348,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Whoami(remote) => client::whoami(remote).await,
         Command::Query(args) => client::query(args).await,
         Command::Budget(remote) => client::budget(remote).await,
+        Command::Walkthrough(args) => walkthrough::walkthrough(args).await,
         Command::Audit(AuditCommand::Search(args)) => client::audit_search(*args).await,
         Command::Audit(AuditCommand::Verify { dir, public_key }) => {
             let key = veil_audit::PublicKey::read(&public_key)?;

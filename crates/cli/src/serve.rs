@@ -78,13 +78,20 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// The demo's users and their tokens, in creation order.
-struct DemoSetup {
+pub(crate) struct DemoSetup {
     tokens: Vec<(String, String)>,
+}
+
+impl DemoSetup {
+    /// A demo user's token.
+    pub(crate) fn token(&self, user: &str) -> Option<&str> {
+        self.tokens.iter().find(|(u, _)| u == user).map(|(_, t)| t.as_str())
+    }
 }
 
 /// Builds the demo data directory: departments, users with tokens, and the four datasets
 /// registered by their stewards through the same path as an upload.
-fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, DemoSetup)> {
+pub(crate) fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, DemoSetup)> {
     let data_dir = root.join("data");
     let admin_token_file = root.join("admin.token");
     let admin = UserId::new("admin")?;
@@ -114,6 +121,17 @@ fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, DemoSetup)> {
     Ok((catalog, DemoSetup { tokens }))
 }
 
+/// The server state over a demo built under `root` by [`build_demo`].
+pub(crate) fn demo_state(catalog: Catalog, root: &Path, max_upload_mb: usize) -> CliResult<AppState> {
+    let config = ServerConfig {
+        import_root: None,
+        max_upload_bytes: max_upload_mb.saturating_mul(1024 * 1024),
+        query: veil_query::Limits::standard(),
+        audit: veil_audit::Options::default(),
+    };
+    state(catalog, &root.join("data").join("policies"), config)
+}
+
 async fn serve_demo(args: ServeArgs) -> CliResult {
     let tmp = tempfile::Builder::new().prefix("veil-demo-").tempdir()?;
     let root = tmp.path().to_path_buf();
@@ -134,7 +152,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     for (user, token) in &setup.tokens {
         println!("  token {user:<16} {token}");
     }
-    let analyst = setup.tokens.iter().find(|(u, _)| u == "health-analyst").map(|(_, t)| t.as_str()).unwrap_or("");
+    let analyst = setup.token("health-analyst").unwrap_or("");
     println!();
     println!("First things to try, as the health analyst:");
     println!("  export VEIL_SERVER={url} VEIL_TOKEN={analyst}");
@@ -155,7 +173,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!(
         "       -d '{{\"sql\": \"SELECT count(*) FROM hotline.tickets\", \"mode\": \"aggregate\"}}' -H 'content-type: application/json'"
     );
-    let auditor = setup.tokens.iter().find(|(u, _)| u == "auditor").map(|(_, t)| t.as_str()).unwrap_or("");
+    let auditor = setup.token("auditor").unwrap_or("");
     println!();
     println!("Every query above is in the tamper-evident audit log. As the auditor:");
     println!("  export VEIL_TOKEN={auditor}");
@@ -166,13 +184,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/audit/verify");
     println!();
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
-    let config = ServerConfig {
-        import_root: None,
-        max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
-        query: veil_query::Limits::standard(),
-        audit: veil_audit::Options::default(),
-    };
-    let state = state(catalog, &tmp.path().join("data").join("policies"), config)?;
+    let state = demo_state(catalog, tmp.path(), args.max_upload_mb)?;
     veil_server::run(listener, state, shutdown).await?;
     drop(tmp);
     Ok(())

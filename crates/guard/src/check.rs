@@ -85,9 +85,7 @@ pub enum OutputRole {
 pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Violation> {
     let mut contribution = Contribution::default();
     if ctx.mode == Mode::Dp {
-        dp_shape::check(plan)?;
-        let agg = dp_shape::answer_aggregate(plan)
-            .ok_or_else(|| Violation::new(Rule::DpShape, None, "a dp answer must end in one aggregate"))?;
+        let agg = dp_shape::check(plan)?;
         contribution = ctx.reach(&agg.input).contribution;
     }
     let mut walk = Walk {

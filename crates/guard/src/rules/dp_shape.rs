@@ -48,35 +48,29 @@ pub(crate) fn answer_aggregate(plan: &LogicalPlan) -> Option<&Aggregate> {
     }
 }
 
-/// Checks the plan's shape: post-processing nodes over exactly one aggregate over rows.
-pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
+/// Checks the plan's shape: post-processing nodes over exactly one aggregate over rows; returns
+/// that aggregate.
+pub(crate) fn check(plan: &LogicalPlan) -> Result<&Aggregate, Violation> {
+    let Some(agg) = answer_aggregate(plan) else {
+        return Err(shape(
+            "dp mode answers one aggregate query: SELECT keys, COUNT/SUM/AVG … FROM … [JOIN …] [WHERE …] [GROUP BY keys], then optionally HAVING, ORDER BY and LIMIT; without an aggregate there is nothing to add noise to",
+        ));
+    };
     let mut node = plan;
-    loop {
-        match node {
-            _ if is_post_processing(node) => {
-                if has_subquery(node) {
-                    return Err(shape(
-                        "a subquery after the aggregate would read data outside the noise; in dp mode only renaming, expressions over the aggregates, HAVING, ORDER BY and LIMIT may follow it",
-                    ));
-                }
-                let [input] = node.inputs()[..] else { return Err(shape("an unexpected plan node")) };
-                node = input;
-            }
-            LogicalPlan::Aggregate(agg) => {
-                if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
-                    return Err(shape(
-                        "ROLLUP, CUBE and GROUPING SETS are not supported in dp mode; run one query per grouping",
-                    ));
-                }
-                return rows(&agg.input);
-            }
-            _ => {
-                return Err(shape(
-                    "dp mode answers one aggregate query: SELECT keys, COUNT/SUM/AVG … FROM … [JOIN …] [WHERE …] [GROUP BY keys], then optionally HAVING, ORDER BY and LIMIT; without an aggregate there is nothing to add noise to",
-                ));
-            }
+    while !matches!(node, LogicalPlan::Aggregate(_)) {
+        if has_subquery(node) {
+            return Err(shape(
+                "a subquery after the aggregate would read data outside the noise; in dp mode only renaming, expressions over the aggregates, HAVING, ORDER BY and LIMIT may follow it",
+            ));
         }
+        let [input] = node.inputs()[..] else { return Err(shape("an unexpected plan node")) };
+        node = input;
     }
+    if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+        return Err(shape("ROLLUP, CUBE and GROUPING SETS are not supported in dp mode; run one query per grouping"));
+    }
+    rows(&agg.input)?;
+    Ok(agg)
 }
 
 /// Checks that `plan`, below the answer's aggregate, stays at the grain of rows.

@@ -1,0 +1,257 @@
+//! The walkthroughs under `examples/`, each played end to end by its one command,
+//! `veil walkthrough examples/<scenario>` (the demo on a real server, every step over HTTP as the
+//! demo user it names), and every answer checked against the generator's ground truth: plain
+//! DataFusion over the same generated batches. Exact where the mode is exact; within the reported
+//! interval (stretched, so that the check fails on a wrong answer, not on unlucky noise) where
+//! it is dp.
+
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use datafusion::arrow::json::ArrayWriter;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use serde_json::Value;
+
+/// The walkthroughs run on the demo's default size, so answers match `veil serve --demo`.
+const PEOPLE: usize = 20_000;
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
+}
+
+fn example(name: &str, file: &str) -> String {
+    let path = scenario(name).join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs `veil walkthrough` on a scenario and returns what each step got: `{status, body}`.
+fn walk(name: &str) -> Vec<Value> {
+    let tmp = tempfile::tempdir().unwrap();
+    let answers = tmp.path().join("answers.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .arg("walkthrough")
+        .arg(scenario(name))
+        .arg("--answers")
+        .arg(&answers)
+        .env("VEIL_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{name}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("went as the walkthrough says"), "{stdout}");
+    serde_json::from_slice(&std::fs::read(&answers).unwrap()).unwrap()
+}
+
+/// Plain DataFusion over the demo's generated batches, each as `department.name`.
+async fn truth() -> SessionContext {
+    let ctx = SessionContext::new();
+    for d in veil_demo::generate(veil_demo::DEMO_SEED, PEOPLE).unwrap() {
+        ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", d.department)).await.unwrap();
+        let table = MemTable::try_new(d.batch.schema(), vec![vec![d.batch.clone()]]).unwrap();
+        ctx.register_table(format!("{}.{}", d.department, d.name), Arc::new(table)).unwrap();
+    }
+    ctx
+}
+
+/// Rows of a truth query, as JSON arrays in column order.
+async fn truth_rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<Value>> {
+    let df = ctx.sql(sql).await.unwrap();
+    let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let batches = df.collect().await.unwrap();
+    let mut writer = ArrayWriter::new(Vec::new());
+    for b in &batches {
+        writer.write(b).unwrap();
+    }
+    writer.finish().unwrap();
+    let buffer = writer.into_inner();
+    let objects: Vec<serde_json::Map<String, Value>> =
+        if buffer.is_empty() { Vec::new() } else { serde_json::from_slice(&buffer).unwrap() };
+    objects.into_iter().map(|o| names.iter().map(|n| o.get(n).cloned().unwrap_or(Value::Null)).collect()).collect()
+}
+
+/// Equal as answers: numbers within 1e-9 relative, everything else exactly.
+fn same(a: &[Vec<Value>], b: &[Vec<Value>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|(u, v)| match (u.as_f64(), v.as_f64()) {
+                    (Some(u), Some(v)) => (u - v).abs() <= 1e-9 * u.abs().max(v.abs()).max(1.0),
+                    _ => u == v,
+                })
+        })
+}
+
+/// The body of a step that must have been answered.
+fn answered(steps: &[Value], i: usize) -> &Value {
+    assert_eq!(steps[i]["status"], 200, "step {}: {}", i + 1, steps[i]);
+    &steps[i]["body"]
+}
+
+fn rows(body: &Value) -> Vec<Vec<Value>> {
+    body["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect()
+}
+
+/// The error code of a refused step, with the check that the refusal echoes none of `secrets`.
+fn refusal<'a>(steps: &'a [Value], i: usize, secrets: &[&str]) -> &'a str {
+    let step = &steps[i];
+    assert_eq!(step["status"], 403, "step {}: {step}", i + 1);
+    for s in secrets {
+        assert!(!step.to_string().contains(s), "step {} echoes a value it was sent: {step}", i + 1);
+    }
+    step["body"]["error"]["code"].as_str().unwrap()
+}
+
+/// A dp answer's rows as (key columns joined by `/`, value of `column`, its 95% interval).
+fn noisy(body: &Value, keys: usize, column: &str) -> Vec<(String, f64, (f64, f64))> {
+    let index = body["columns"].as_array().unwrap().iter().position(|c| c["name"] == column).unwrap();
+    let intervals = body["dp"]["intervals"].as_array().unwrap();
+    let ci = intervals.iter().find(|c| c["column"] == column).unwrap_or_else(|| panic!("no interval for {column}"));
+    rows(body)
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let key = row[..keys].iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>().join("/");
+            let interval = (ci["ci95"][i][0].as_f64().unwrap(), ci["ci95"][i][1].as_f64().unwrap());
+            (key, row[index].as_f64().unwrap(), interval)
+        })
+        .collect()
+}
+
+/// A truth query's rows as (key columns joined by `/`, the number in column `keys`).
+async fn exact(ctx: &SessionContext, sql: &str, keys: usize) -> Vec<(String, f64)> {
+    truth_rows(ctx, sql)
+        .await
+        .iter()
+        .map(|r| {
+            let key = r[..keys].iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>().join("/");
+            (key, r[keys].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// Checks a dp answer against the truth: each released value lies in its own interval and the
+/// truth within five times the interval's half-width of its centre (a wrong answer is far
+/// outside; honest noise leaves it with probability under 1e-6); groups far above the release
+/// threshold are released and groups far below are not; released plus withheld groups are the
+/// groups that exist.
+fn check_dp(body: &Value, keys: usize, column: &str, truth: &[(String, f64)], what: &str) {
+    let threshold = body["dp"]["threshold"].as_f64().unwrap();
+    let released = noisy(body, keys, column);
+    for (key, value, (lo, hi)) in &released {
+        let t = truth.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{what}: {key} is not a group"));
+        assert!(lo <= value && value <= hi, "{what} {key}: {value} outside its own interval [{lo}, {hi}]");
+        let half = ((hi - lo) / 2.0).max(1.0);
+        assert!(
+            (t.1 - (lo + hi) / 2.0).abs() <= 5.0 * half,
+            "{what} {key}: truth {} far from {value} (interval [{lo}, {hi}])",
+            t.1
+        );
+    }
+    let suppressed = body["suppressed_groups"].as_u64().unwrap() as usize;
+    assert_eq!(released.len() + suppressed, truth.len(), "{what}: every group is released or counted as withheld");
+    for (key, people) in truth {
+        let out = released.iter().any(|(k, _, _)| k == key);
+        if *people >= threshold * 1.5 + 20.0 {
+            assert!(out, "{what}: {key} ({people} people) is far above the threshold {threshold} yet withheld");
+        }
+        if *people <= threshold / 2.0 {
+            assert!(!out, "{what}: {key} ({people} people) is far below the threshold {threshold} yet released");
+        }
+    }
+}
+
+#[tokio::test]
+async fn hotline_trends_match_the_ground_truth() {
+    let steps = walk("hotline-trends");
+    let truth = truth().await;
+
+    // 1. Volume per district, category and month: exact, with groups of fewer than k = 5
+    // callers suppressed and counted.
+    let body = answered(&steps, 0);
+    let expected = truth_rows(
+        &truth,
+        "SELECT district, category, date_part('month', created_at) AS month, count(*) AS tickets
+         FROM hotline.tickets GROUP BY 1, 2, 3 HAVING count(DISTINCT caller_id) >= 5 ORDER BY month, district, category",
+    )
+    .await;
+    let all = truth_rows(&truth, "SELECT count(*) FROM (SELECT 1 FROM hotline.tickets GROUP BY district, category, date_part('month', created_at))").await;
+    assert!(same(&rows(body), &expected), "volume differs from the truth: {body}");
+    assert_eq!(
+        body["suppressed_groups"].as_u64().unwrap() as usize + expected.len(),
+        all[0][0].as_u64().unwrap() as usize
+    );
+    assert!(expected.len() > 100, "most groups are released");
+
+    // 2. Service quality per district.
+    let body = answered(&steps, 1);
+    let expected = truth_rows(&truth, &example("hotline-trends", "2-service.sql")).await;
+    assert!(same(&rows(body), &expected), "service quality differs from the truth: {body}");
+
+    // 3. Month over month: 医保咨询 is the category the generator makes rise, and it is flagged.
+    let body = answered(&steps, 2);
+    let expected = truth_rows(&truth, &example("hotline-trends", "3-rising.sql")).await;
+    assert!(same(&rows(body), &expected), "the trend differs from the truth: {body}");
+    let flagged: Vec<(String, i64)> = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[4] == "rising")
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_i64().unwrap()))
+        .collect();
+    let expected: Vec<(String, i64)> = (5..=10).map(|m| ("医保咨询".to_owned(), m)).collect();
+    assert_eq!(flagged, expected, "only 医保咨询 is flagged, from May on: {body}");
+
+    // What the analyst cannot do, and the refusal they get, without the value they sent.
+    assert_eq!(refusal(&steps, 3, &[]), "identifier_group_key");
+    assert_eq!(refusal(&steps, 4, &["110101195001011234"]), "identifier_in_condition");
+}
+
+#[tokio::test]
+async fn elderly_care_answers_hold_the_truth_within_their_intervals() {
+    let steps = walk("elderly-care");
+    let truth = truth().await;
+    // The analyst's condition, run exactly on the generated rows.
+    let lapsed = "FROM civil.elderly e WHERE e.living_alone
+        AND EXISTS (SELECT 1 FROM health.visits v WHERE v.person_id = e.person_id AND v.icd10 IN ('I10', 'E11.9'))
+        AND NOT EXISTS (SELECT 1 FROM health.visits v WHERE v.person_id = e.person_id AND v.visit_date >= DATE '2026-05-01')";
+
+    // 1. Per street: the join of two departments inside the broker, small streets withheld.
+    let body = answered(&steps, 0);
+    let by_street = exact(&truth, &format!("SELECT e.district, e.street, count(*) {lapsed} GROUP BY 1, 2"), 2).await;
+    check_dp(body, 2, "people", &by_street, "per street");
+    assert!(body["suppressed_groups"].as_u64().unwrap() >= 5, "门头沟区's streets and others are withheld: {body}");
+    assert!(rows(body).len() >= 8, "the large streets are released: {body}");
+    let rules = body["rules"].to_string();
+    assert!(rules.contains("at most 1 group(s)"), "visits only test the registry's rows: {rules}");
+    assert_eq!(body["dp"]["epsilon"], 1.0);
+
+    // 2. Per district: bigger groups, every district but the small 门头沟区 released.
+    let body = answered(&steps, 1);
+    let by_district = exact(&truth, &format!("SELECT e.district, count(*) {lapsed} GROUP BY 1"), 1).await;
+    check_dp(body, 1, "people", &by_district, "per district");
+
+    // 3. By care level, with the average subsidy (clamped to its declared bounds 0–3000; every
+    // value lies within them, so the truth is the plain average).
+    let body = answered(&steps, 2);
+    let chronic = "FROM civil.elderly e WHERE e.living_alone
+        AND EXISTS (SELECT 1 FROM health.visits v WHERE v.person_id = e.person_id AND v.icd10 IN ('I10', 'E11.9'))";
+    let people = exact(&truth, &format!("SELECT e.care_level, count(*) {chronic} GROUP BY 1"), 1).await;
+    check_dp(body, 1, "people", &people, "people by care level");
+    let subsidy = exact(&truth, &format!("SELECT e.care_level, avg(e.monthly_subsidy) {chronic} GROUP BY 1"), 1).await;
+    for (key, value, (lo, hi)) in noisy(body, 1, "subsidy") {
+        let t = subsidy.iter().find(|(k, _)| *k == key).unwrap().1;
+        let half = (hi - lo) / 2.0;
+        assert!((t - (lo + hi) / 2.0).abs() <= 5.0 * half, "subsidy {key}: truth {t} far from {value} [{lo}, {hi}]");
+    }
+    let budget = &body["dp"]["budget"];
+    assert_eq!(budget[1]["dataset"], "health.visits");
+    assert_eq!(budget[1]["spent"], 2.0, "1 + 0.5 + 0.5 of health's L4 cap: {budget}");
+
+    // What the analyst cannot do.
+    assert_eq!(refusal(&steps, 3, &[]), "identifier_group_key");
+    assert_eq!(refusal(&steps, 4, &["110101195001011234"]), "identifier_in_condition");
+}
