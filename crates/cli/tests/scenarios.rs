@@ -105,6 +105,11 @@ fn refusal<'a>(steps: &'a [Value], i: usize, secrets: &[&str]) -> &'a str {
     step["body"]["error"]["code"].as_str().unwrap()
 }
 
+/// Group key cells joined by `/`.
+fn key(cells: &[Value]) -> String {
+    cells.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect::<Vec<_>>().join("/")
+}
+
 /// A dp answer's rows as (key columns joined by `/`, value of `column`, its 95% interval).
 fn noisy(body: &Value, keys: usize, column: &str) -> Vec<(String, f64, (f64, f64))> {
     let index = body["columns"].as_array().unwrap().iter().position(|c| c["name"] == column).unwrap();
@@ -114,7 +119,7 @@ fn noisy(body: &Value, keys: usize, column: &str) -> Vec<(String, f64, (f64, f64
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            let key = row[..keys].iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>().join("/");
+            let key = key(&row[..keys]);
             let interval = (ci["ci95"][i][0].as_f64().unwrap(), ci["ci95"][i][1].as_f64().unwrap());
             (key, row[index].as_f64().unwrap(), interval)
         })
@@ -127,8 +132,7 @@ async fn exact(ctx: &SessionContext, sql: &str, keys: usize) -> Vec<(String, f64
         .await
         .iter()
         .map(|r| {
-            let key = r[..keys].iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>().join("/");
-            (key, r[keys].as_f64().unwrap())
+            (key(&r[..keys]), r[keys].as_f64().unwrap())
         })
         .collect()
 }
@@ -254,4 +258,46 @@ async fn elderly_care_answers_hold_the_truth_within_their_intervals() {
     // What the analyst cannot do.
     assert_eq!(refusal(&steps, 3, &[]), "identifier_group_key");
     assert_eq!(refusal(&steps, 4, &["110101195001011234"]), "identifier_in_condition");
+}
+
+#[tokio::test]
+async fn new_employment_coverage_is_exact_and_enquiries_within_their_intervals() {
+    let steps = walk("new-employment");
+    let truth = truth().await;
+
+    // 1. Coverage by district and age band: the department's own L3 data, exact, with groups of
+    // fewer than k = 10 workers suppressed (门头沟区's).
+    let body = answered(&steps, 0);
+    let sql = example("new-employment", "1-coverage.sql");
+    let thresholded = sql.replace("GROUP BY 1, 2\nORDER BY", "GROUP BY 1, 2 HAVING count(DISTINCT person_id) >= 10 ORDER BY");
+    assert_ne!(sql, thresholded, "the truth query adds the threshold");
+    let expected = truth_rows(&truth, &thresholded).await;
+    assert!(same(&rows(body), &expected), "coverage differs from the truth: {body}");
+    let all = truth_rows(&truth, &format!("SELECT count(*) FROM ({sql})")).await;
+    assert_eq!(body["suppressed_groups"].as_u64().unwrap() + expected.len() as u64, all[0][0].as_u64().unwrap());
+    assert!(body["suppressed_groups"].as_u64().unwrap() > 0, "the small district's groups are withheld");
+
+    // 2. By kind of work: platform workers' medical coverage is far below regular employees'.
+    let body = answered(&steps, 1);
+    let expected = truth_rows(&truth, &example("new-employment", "2-by-job.sql")).await;
+    assert!(same(&rows(body), &expected), "coverage by job differs from the truth: {body}");
+    let medical = |job: &str| rows(body).iter().find(|r| r[0] == job).unwrap()[3].as_f64().unwrap();
+    assert!(medical("外卖骑手") < 0.7 && medical("企业职工") > 0.9, "{body}");
+
+    // 3. Callers about medical insurance, joined with the hotline's tickets inside the broker.
+    let body = answered(&steps, 2);
+    let callers = exact(
+        &truth,
+        "SELECT s.employment_type, s.medical_insured, count(*) FROM hrss.social_insurance s
+          WHERE EXISTS (SELECT 1 FROM hotline.tickets t WHERE t.caller_id = s.person_id AND t.category = '医保咨询')
+          GROUP BY 1, 2",
+        2,
+    )
+    .await;
+    check_dp(body, 2, "callers", &callers, "callers");
+
+    // What the analyst cannot do.
+    assert_eq!(refusal(&steps, 3, &[]), "grant_required");
+    assert_eq!(refusal(&steps, 4, &[]), "identifier_group_key");
+    assert_eq!(refusal(&steps, 5, &["13800138000"]), "identifier_in_condition");
 }
