@@ -56,8 +56,10 @@ enum Action {
     RequestAccess { dataset: String, mode: String, purpose: String, days: i64 },
     /// `POST /v1/access-requests/{id}/approve` of the last request made in the walkthrough.
     ApproveLastRequest,
-    /// `GET /v1/audit/verify` on the server, then the offline check an auditor makes on a copy
-    /// of the audit directory with only the exported public key (`veil audit verify`).
+    /// The auditor's checks of the log, the last step: `GET /v1/audit/verify` on the server;
+    /// then the server stops (shutdown signs a checkpoint over the last record) and the offline
+    /// check runs on a copy of the audit directory with only the public key (`veil audit
+    /// verify`); then a second copy with one record edited must fail that check.
     VerifyAudit,
 }
 
@@ -94,9 +96,10 @@ pub(crate) async fn walkthrough(args: WalkthroughArgs) -> CliResult {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(veil_server::run(listener, state, async move {
+    let running = tokio::spawn(veil_server::run(listener, state, async move {
         let _ = stopped.await;
     }));
+    let mut server = Some((stop, running));
 
     println!("\n# {}\n", plan.title);
     let client = reqwest::Client::new();
@@ -107,6 +110,9 @@ pub(crate) async fn walkthrough(args: WalkthroughArgs) -> CliResult {
     for (i, step) in plan.steps.iter().enumerate() {
         let n = i + 1;
         let token = setup.token(&step.user).ok_or_else(|| format!("step {n}: no demo user `{}`", step.user))?;
+        if server.is_none() {
+            return Err(format!("step {n}: verify_audit stops the server, so it must be the last step").into());
+        }
         println!("## {n}. {} (as {})", step.say, step.user);
         let call = |method: Method, path: &str| client.request(method, format!("{url}{path}")).bearer_auth(token);
         let outcome = match &step.action {
@@ -154,24 +160,30 @@ pub(crate) async fn walkthrough(args: WalkthroughArgs) -> CliResult {
             Action::VerifyAudit => {
                 let outcome = send(call(Method::GET, "/audit/verify")).await?;
                 expect_success(&outcome, n, &mut mismatches);
-                println!("on the server: {}", outcome.body);
-                let offline = verify_copy(&tmp.path().join("data")).await?;
-                println!("offline, on a copy with only the public key:\n{offline}");
-                if !offline.ok() {
-                    mismatches.push(format!("step {n}: the copy of the audit log does not verify"));
+                println!("on the server:\n{}", outcome.body["summary"].as_str().unwrap_or("?"));
+                stop_server(&mut server).await?;
+                println!(
+                    "the server stopped (shutdown signs a checkpoint); a copy of its audit/ directory, verified offline:"
+                );
+                let (intact, tampered) = verify_copies(&tmp.path().join("data")).await?;
+                println!("{intact}\nthe same copy with one denied attempt rewritten as allowed:\n{tampered}");
+                if !intact.ok() || intact.checkpoints == 0 {
+                    mismatches
+                        .push(format!("step {n}: the copy of the audit log does not verify under a signed checkpoint"));
                 }
-                Outcome {
-                    status: outcome.status,
-                    body: json!({"server": outcome.body, "offline": offline.to_string()}),
+                if tampered.ok() {
+                    mismatches.push(format!("step {n}: an edited copy of the audit log still verifies"));
                 }
+                let body =
+                    json!({"server": outcome.body, "offline": intact.to_string(), "tampered": tampered.to_string()});
+                Outcome { status: outcome.status, body }
             }
         };
         outcomes.push(outcome);
         println!();
     }
 
-    let _ = stop.send(());
-    server.await??;
+    stop_server(&mut server).await?;
     if let Some(out) = &args.answers {
         let steps: Vec<Value> = outcomes.iter().map(|o| json!({"status": o.status.as_u16(), "body": o.body})).collect();
         std::fs::write(out, serde_json::to_vec_pretty(&steps)?)
@@ -218,16 +230,54 @@ fn expect_success(outcome: &Outcome, n: usize, mismatches: &mut Vec<String>) {
     }
 }
 
-/// What `veil audit public-key` then `veil audit verify` do on a copy of the audit directory.
-async fn verify_copy(data_dir: &Path) -> CliResult<veil_audit::Report> {
+type Server = (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
+
+/// Stops the demo server, if it still runs, and waits until it has finished (and signed its
+/// shutdown checkpoint).
+async fn stop_server(server: &mut Option<Server>) -> CliResult {
+    if let Some((stop, running)) = server.take() {
+        let _ = stop.send(());
+        running.await??;
+    }
+    Ok(())
+}
+
+/// What `veil audit public-key` then `veil audit verify` do, on two copies of the audit
+/// directory: one as it is, and one where the first denied record says `allowed`.
+async fn verify_copies(data_dir: &Path) -> CliResult<(veil_audit::Report, veil_audit::Report)> {
     let dir = veil_catalog::DataDir::existing(data_dir)?;
     let key = veil_audit::SigningKey::load(&dir.audit_key())?.public_key();
-    let copy = tempfile::Builder::new().prefix("veil-audit-copy-").tempdir()?;
-    copy_dir(&dir.audit(), copy.path())?;
-    let target: PathBuf = copy.path().to_path_buf();
-    let report = tokio::task::spawn_blocking(move || veil_audit::verify(&target, &key, None)).await??;
-    Ok(report)
+    let intact = tempfile::Builder::new().prefix("veil-audit-copy-").tempdir()?;
+    copy_dir(&dir.audit(), intact.path())?;
+    let edited = tempfile::Builder::new().prefix("veil-audit-edited-").tempdir()?;
+    copy_dir(&dir.audit(), edited.path())?;
+    rewrite_first_denial(edited.path())?;
+    let (a, b) = (intact.path().to_path_buf(), edited.path().to_path_buf());
+    let reports =
+        tokio::task::spawn_blocking(move || (veil_audit::verify(&a, &key, None), veil_audit::verify(&b, &key, None)))
+            .await?;
+    Ok((reports.0?, reports.1?))
 }
+
+/// Edits a copy of an audit log as someone covering their tracks would: the first denied
+/// record, in the first segment that has one, now says it was allowed.
+fn rewrite_first_denial(dir: &Path) -> CliResult {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    segments.sort();
+    for path in segments {
+        let text = std::fs::read_to_string(&path)?;
+        if text.contains(DENIED) {
+            std::fs::write(&path, text.replacen(DENIED, "\"decision\":\"allowed\"", 1))?;
+            return Ok(());
+        }
+    }
+    Err("the audit log has no denied record to edit".into())
+}
+
+const DENIED: &str = "\"decision\":\"denied\"";
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(from)? {

@@ -167,11 +167,19 @@ async fn run(state: &AppState, caller: &Principal, body: QueryBody, entry: &mut 
 
     // Pseudonyms are keyed by the analyst and the grant (or policy line) each dataset is used
     // under, so outputs under two grants cannot be linked.
+    // The audit record says on what basis each dataset was used: a policy line, or an access
+    // request with its purpose (PIPL purpose limitation), so an auditor sees why as well as who.
     let mut scope = caller.user.to_string();
+    let mut basis = Vec::with_capacity(decision.checks.len());
     for check in &decision.checks {
         let grant = grants.iter().find(|g| g.dataset == check.dataset && g.mode == mode);
         scope.push_str(&format!("\n{}:{}", check.dataset, grant.map_or("policy", |g| g.id.as_str())));
+        basis.push(match grant {
+            Some(g) => format!("{}: access request {} for \"{}\"", check.dataset, g.id, g.purpose),
+            None => format!("{}: {}", check.dataset, check.reason),
+        });
     }
+    entry.detail = Some(basis.join("; "));
     let pseudonym_key = state.catalog.pseudonym_key(&scope);
     let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
     let dp = match mode {
