@@ -183,6 +183,10 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     );
     println!("  curl -s -H \"Authorization: Bearer $VEIL_TOKEN\" $VEIL_SERVER/v1/audit/verify");
     println!();
+    println!("The scenarios under examples/ (hotline-trends, elderly-care, new-employment, subsidy-audit)");
+    println!("follow this data step by step; each README says what to run, or play one whole with");
+    println!("  veil walkthrough examples/elderly-care");
+    println!();
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
     let state = demo_state(catalog, tmp.path(), args.max_upload_mb)?;
     veil_server::run(listener, state, shutdown).await?;
