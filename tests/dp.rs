@@ -154,6 +154,18 @@ async fn averaging_repeated_noisy_answers_gains_nothing() {
             .collect();
     assert_eq!(charged.len(), 51, "every dp query is audited with its epsilon");
     assert_eq!(charged.iter().sum::<f64>(), 0.5, "and only the first one was charged");
+    // Each record says on what basis the data was used, and replays say they were replays.
+    let details: Vec<String> =
+        w.s.audit_records()
+            .iter()
+            .filter(|r| r.entry.mode.as_deref() == Some("dp"))
+            .map(|r| r.entry.detail.clone().unwrap_or_default())
+            .collect();
+    assert!(details.iter().all(|d| d.starts_with("civil.residents: a policy line allows it")), "{details:?}");
+    assert_eq!(
+        details.iter().filter(|d| d.ends_with("the recorded answer of an identical query; nothing charged")).count(),
+        50
+    );
 }
 
 #[tokio::test]

@@ -115,7 +115,12 @@ pub(crate) async fn run_dp(
     let replayed = recorded.is_some();
     entry.epsilon = Some(if replayed { 0.0 } else { params.epsilon });
     if replayed {
-        entry.detail = Some("the recorded answer of an identical query; nothing charged".into());
+        // After the basis the query path recorded (policy line or access request), if any.
+        let replay = "the recorded answer of an identical query; nothing charged";
+        entry.detail = Some(match entry.detail.take() {
+            Some(basis) => format!("{basis}; {replay}"),
+            None => replay.to_owned(),
+        });
     }
     let outcome = state.query.execute(prepared, recorded).await;
     if replayed {
