@@ -138,8 +138,8 @@ fn name(what: &str, i: usize) -> String {
 /// Builds the bounded plan for `upper`'s aggregate and returns it with the [`DpPlan`].
 ///
 /// When the one dataset about people whose rows reach the aggregate has one row per person and
-/// no join below the aggregate can repeat them, every person is one row in one group: steps 1–3 would change nothing, so the
-/// totals come from the rows in one aggregate (the same values).
+/// no join below the aggregate can repeat them, every person is one row in one group: steps 1–3
+/// would change nothing, so the totals come from the rows in one aggregate (the same values).
 pub(super) fn bound(
     upper: LogicalPlan,
     assessment: &Assessment,
