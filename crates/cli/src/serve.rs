@@ -1,6 +1,6 @@
 //! `veil serve` and `veil serve --demo`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::net::TcpListener;
 use veil_catalog::{Catalog, DatasetSpec};
@@ -80,6 +80,8 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 /// The demo's users and their tokens, in creation order.
 pub(crate) struct DemoSetup {
     tokens: Vec<(String, String)>,
+    /// The demo's data directory.
+    pub(crate) data_dir: PathBuf,
 }
 
 impl DemoSetup {
@@ -118,18 +120,18 @@ pub(crate) fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, Demo
         std::fs::remove_file(&csv)?;
         tracing::info!(dataset = %info.dataset, rows = info.row_count, "demo dataset registered");
     }
-    Ok((catalog, DemoSetup { tokens }))
+    Ok((catalog, DemoSetup { tokens, data_dir }))
 }
 
-/// The server state over a demo built under `root` by [`build_demo`].
-pub(crate) fn demo_state(catalog: Catalog, root: &Path, max_upload_mb: usize) -> CliResult<AppState> {
+/// The server state over a demo made by [`build_demo`].
+pub(crate) fn demo_state(catalog: Catalog, setup: &DemoSetup, max_upload_mb: usize) -> CliResult<AppState> {
     let config = ServerConfig {
         import_root: None,
         max_upload_bytes: max_upload_mb.saturating_mul(1024 * 1024),
         query: veil_query::Limits::standard(),
         audit: veil_audit::Options::default(),
     };
-    state(catalog, &root.join("data").join("policies"), config)
+    state(catalog, &setup.data_dir.join("policies"), config)
 }
 
 async fn serve_demo(args: ServeArgs) -> CliResult {
@@ -143,7 +145,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     println!("Veil demo is listening on {url}");
-    println!("Data directory (temporary, removed when the demo stops): {}", tmp.path().join("data").display());
+    println!("Data directory (temporary, removed when the demo stops): {}", setup.data_dir.display());
     println!();
     println!("Departments: civil (民政), health (卫健), hrss (人社), hotline (12345)");
     println!("Datasets:    civil.elderly (L3), health.visits (L4), hrss.social_insurance (L3), hotline.tickets (L2)");
@@ -188,7 +190,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("  veil walkthrough examples/elderly-care");
     println!();
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
-    let state = demo_state(catalog, tmp.path(), args.max_upload_mb)?;
+    let state = demo_state(catalog, &setup, args.max_upload_mb)?;
     veil_server::run(listener, state, shutdown).await?;
     drop(tmp);
     Ok(())

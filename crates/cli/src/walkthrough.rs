@@ -92,7 +92,7 @@ pub(crate) async fn walkthrough(args: WalkthroughArgs) -> CliResult {
     let people = args.people;
     println!("Starting the demo ({people} residents) on a temporary data directory …");
     let (catalog, setup) = tokio::task::spawn_blocking(move || build_demo(&root, people)).await??;
-    let state = demo_state(catalog, tmp.path(), 64)?;
+    let state = demo_state(catalog, &setup, 64)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -165,7 +165,7 @@ pub(crate) async fn walkthrough(args: WalkthroughArgs) -> CliResult {
                 println!(
                     "the server stopped (shutdown signs a checkpoint); a copy of its audit/ directory, verified offline:"
                 );
-                let (intact, tampered) = verify_copies(&tmp.path().join("data")).await?;
+                let (intact, tampered) = verify_copies(&setup.data_dir).await?;
                 println!("{intact}\nthe same copy with one denied attempt rewritten as allowed:\n{tampered}");
                 if !intact.ok() || intact.checkpoints == 0 {
                     mismatches

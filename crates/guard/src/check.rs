@@ -15,7 +15,7 @@ use crate::rules::{
     allow_listed_functions, deny_complement_conditions, deny_identifier_use, deny_reserved_names, dp_shape,
     restrict_aggregates, return_only_aggregates, return_only_rows,
 };
-use crate::{Contribution, GuardContext, Rule, Violation};
+use crate::{Contribution, GuardContext, Reach, Rule, Violation};
 
 /// What the guard found in an allowed query.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,8 +30,9 @@ pub struct Assessment {
     pub dp: Vec<DpAggregate>,
     /// Dp mode: the public domain of each group key, when every key is a column with one.
     pub dp_public_keys: Option<Vec<Vec<String>>>,
-    /// Dp mode: the contribution bounds of the answer ([`GuardContext::reach`]).
-    pub dp_contribution: Contribution,
+    /// Dp mode: how people's rows reach the answer's aggregate, and so its contribution bounds
+    /// ([`GuardContext::reach`]).
+    pub dp_reach: Reach,
 }
 
 /// One aggregate of a dp answer, as the contribution bounds and the noise treat it.
@@ -83,10 +84,10 @@ pub enum OutputRole {
 /// # Errors
 /// The first [`Violation`] found.
 pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Violation> {
-    let mut contribution = Contribution::default();
+    let mut reach = Reach { contribution: Contribution::default(), one_row_per_person: false };
     if ctx.mode == Mode::Dp {
         let agg = dp_shape::check(plan)?;
-        contribution = ctx.reach(&agg.input).contribution;
+        reach = ctx.reach(&agg.input);
     }
     let mut walk = Walk {
         ctx,
@@ -97,7 +98,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         counts_people: false,
         dp: Vec::new(),
         dp_public_keys: None,
-        contribution,
+        contribution: reach.contribution,
     };
     let root = walk.plan(plan, &[])?;
     let mut outputs = Vec::with_capacity(root.columns.len());
@@ -156,7 +157,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         counts_people: walk.counts_people,
         dp: walk.dp,
         dp_public_keys: walk.dp_public_keys,
-        dp_contribution: walk.contribution,
+        dp_reach: reach,
     })
 }
 

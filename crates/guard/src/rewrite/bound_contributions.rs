@@ -33,7 +33,7 @@ use datafusion::logical_expr::{
 use super::enforce_min_group_size::{Threaded, Threshold};
 use crate::check::unalias;
 use crate::rules::dp_shape::{self, is_post_processing};
-use crate::{Assessment, Contribution, DpAggregate, GuardContext};
+use crate::{Assessment, Contribution, DpAggregate, Reach};
 
 /// Prefix of the columns of the bounded plan.
 pub const DP_PREFIX: &str = "__veil_dp_";
@@ -143,16 +143,14 @@ fn name(what: &str, i: usize) -> String {
 pub(super) fn bound(
     upper: LogicalPlan,
     assessment: &Assessment,
-    ctx: &GuardContext,
     threshold: &mut Threshold<'_>,
 ) -> Result<(LogicalPlan, DpPlan)> {
-    let contribution = assessment.dp_contribution;
+    let Reach { contribution, one_row_per_person: rows_are_people } = assessment.dp_reach;
     let kinds = assessment.dp.as_slice();
     let agg = answer_aggregate(&upper)?.clone();
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
-    let rows_are_people = ctx.reach(&agg.input).one_row_per_person;
     let dp = DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
         keys: agg.group_expr.len(),

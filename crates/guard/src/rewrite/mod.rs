@@ -58,7 +58,7 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
             Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit, dp: None })
         }
         Mode::Dp => {
-            let (plan, dp) = bound_contributions::bound(plan, assessment, ctx, &mut threshold)?;
+            let (plan, dp) = bound_contributions::bound(plan, assessment, &mut threshold)?;
             Ok(Rewritten { plan, suppressed_groups, unit_columns: Vec::new(), final_limit: None, dp: Some(dp) })
         }
         Mode::Aggregate => Ok(Rewritten {
