@@ -226,6 +226,66 @@ async fn budget_race_never_overspends() {
 }
 
 #[tokio::test]
+async fn a_new_version_or_new_bounds_is_planned_afresh() {
+    // The same SQL text over a new version, or with new bounds, is planned and measured again
+    // (the engine keeps guarded dp plans; a kept one must never serve changed data or metadata).
+    let w = world().await;
+    let (status, body) =
+        w.s.upload(&w.civil_steward, &residents_metadata("versioned"), residents_csv(&w.residents[..100])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sql = "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.versioned";
+    let first = dp_ok(&w, sql, 1.0).await;
+    near(100.0, by_key_global(&first, "n"), "version 1");
+    let (status, body) =
+        w.s.upload(&w.civil_steward, &residents_metadata("versioned"), residents_csv(&w.residents)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let second = dp_ok(&w, sql, 1.0).await;
+    assert_eq!(second["dp"]["replayed"], false, "a new version is a new query: {second}");
+    near(w.residents.len() as f64, by_key_global(&second, "n"), "version 2");
+    let mut tighter = residents_metadata("versioned");
+    tighter["columns"]["subsidy"]["bounds"] = json!([0, 10]);
+    let (status, body) = w.s.upload(&w.civil_steward, &tighter, residents_csv(&w.residents)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let third = dp_ok(&w, sql, 1.0).await;
+    let total = by_key_global(&third, "s");
+    assert!(
+        total.0 <= 10.0 * w.residents.len() as f64 + 4.0 * (total.2 - total.1),
+        "clamped to the new bounds: {third}"
+    );
+}
+
+/// The one row of an answer without groups: `column`'s value and its interval.
+fn by_key_global(body: &Value, column: &str) -> (f64, f64, f64) {
+    let rows = by_key(body, column);
+    assert_eq!(rows.len(), 1, "{body}");
+    rows.into_values().next().unwrap()
+}
+
+#[tokio::test]
+async fn averaging_concurrent_identical_queries_gains_nothing() {
+    // Identical queries in flight together each measure, but only the first to settle is
+    // charged and recorded; the others release its answer.
+    let w = std::sync::Arc::new(world().await);
+    let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district";
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let w = std::sync::Arc::clone(&w);
+            tokio::spawn(async move { dp_ok(&w, sql, 0.5).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert!(answers.iter().all(|a| a["rows"] == answers[0]["rows"]), "one answer for all");
+    let fresh = answers.iter().filter(|a| a["dp"]["replayed"] == false).count();
+    assert_eq!(fresh, 1, "exactly one answer is the fresh one");
+    let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;
+    let residents = budget.as_array().unwrap().iter().find(|b| b["dataset"] == "civil.residents").unwrap();
+    assert_eq!((&residents["spent"], &residents["queries"]), (&json!(0.5), &json!(1)), "charged once: {residents}");
+}
+
+#[tokio::test]
 async fn isolating_filters_min_max_and_unbounded_sums_are_refused_in_dp_mode() {
     let w = world().await;
     for (sql, code) in [

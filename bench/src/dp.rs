@@ -129,6 +129,9 @@ pub(crate) async fn run(args: DpArgs) -> Result<()> {
         eprintln!("dp: {}: Veil", dataset.label);
         let ours = veil.answer(dataset, args.epsilon, args.runs).await?;
         if args.veil_only {
+            for (q, runs) in QUERIES.iter().zip(&ours) {
+                eprintln!("veil {} {}: median {:.2} ms", dataset.name, q.name, 1e3 * median(&runs.seconds));
+            }
             continue;
         }
         eprintln!("dp: {}: SmartNoise SQL", dataset.label);
@@ -273,7 +276,7 @@ impl Veil {
                     self.server.post("/v1/query", token, json!({"sql": sql, "mode": "dp", "epsilon": epsilon})).await;
                 let seconds = started.elapsed().as_secs_f64();
                 if std::env::var_os("VEIL_BENCH_TRACE").is_some() {
-                    eprintln!("veil {} {}: {seconds:.3}s", dataset.name, q.name);
+                    eprintln!("veil {} {}: {:.2} ms", dataset.name, q.name, 1e3 * seconds);
                 }
                 if !status.is_success() || body["dp"]["replayed"] != false || body["dp"]["epsilon"] != epsilon {
                     return Err(format!("{}: {status} {body}", q.name).into());

@@ -258,7 +258,7 @@ impl Catalog {
     /// A SQLite failure.
     pub fn active_grants(&self, now_unix: i64) -> Result<Vec<AccessRequest>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM access_requests WHERE state = 'approved' AND expires_at > ?1 ORDER BY id"
         ))?;
         let rows = stmt.query_map([now_unix], from_row)?;

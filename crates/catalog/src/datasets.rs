@@ -275,16 +275,15 @@ impl Catalog {
         let conn = self.conn();
         let key = params![dataset.department.as_str(), dataset.name.as_str()];
         let head = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT current_version, created_at, retired_at FROM datasets WHERE department = ?1 AND name = ?2",
-                key,
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)),
-            )
+            )?
+            .query_row(key, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))
             .optional()?;
         let Some((current_version, created_at, retired_at)) = head else {
             return Err(Error::DatasetNotFound(dataset.clone()));
         };
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit,
                     max_groups, max_rows, epsilon_cap, one_row_per_unit
              FROM dataset_versions WHERE department = ?1 AND name = ?2 ORDER BY version",
@@ -324,7 +323,7 @@ impl Catalog {
             .find(|v| v.version == current_version)
             .cloned()
             .ok_or_else(|| Error::DatasetNotFound(dataset.clone()))?;
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize, public_values FROM dataset_columns
              WHERE department = ?1 AND name = ?2 AND version = ?3 ORDER BY position",
         )?;
@@ -366,13 +365,12 @@ impl Catalog {
     pub fn current_file(&self, dataset: &DatasetRef) -> Result<PathBuf> {
         let conn = self.conn();
         let file: Option<String> = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT v.file FROM datasets d JOIN dataset_versions v
                    ON v.department = d.department AND v.name = d.name AND v.version = d.current_version
                  WHERE d.department = ?1 AND d.name = ?2 AND d.retired_at IS NULL",
-                params![dataset.department.as_str(), dataset.name.as_str()],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![dataset.department.as_str(), dataset.name.as_str()], |r| r.get(0))
             .optional()?;
         file.map(|f| self.dir.root().join(f)).ok_or_else(|| Error::DatasetNotFound(dataset.clone()))
     }

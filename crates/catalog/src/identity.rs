@@ -243,21 +243,20 @@ impl Catalog {
         }
         let conn = self.conn();
         let row = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT t.tag, u.id, u.department, \
                         (SELECT group_concat(role) FROM user_roles WHERE user_id = u.id) \
                  FROM tokens t JOIN users u ON u.id = t.user_id \
                  WHERE t.id = ?1 AND t.revoked_at IS NULL",
-                [id],
-                |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                    ))
-                },
-            )
+            )?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
             .optional()?;
         let Some((tag, user, department, roles)) = row else {
             return Ok(None);

@@ -45,7 +45,7 @@ use ring::hmac;
 use rusqlite::Connection;
 
 pub use access::{AccessRequest, RequestFilter, RequestState, Transition};
-pub use budget::{Cap, Charge, Spend, Spent};
+pub use budget::{Cap, Charge, Ledger, Spent};
 pub use datasets::{ColumnInfo, DatasetInfo, VersionInfo, resolve_import};
 pub use error::{Error, Result};
 pub use identity::{Department, IssuedToken, Principal, User};

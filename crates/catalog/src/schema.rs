@@ -141,9 +141,11 @@ pub(crate) fn latest() -> i64 {
 }
 
 /// Opens the database with the settings every connection needs: WAL for concurrent readers,
-/// `synchronous = FULL` so a committed transaction survives power loss, foreign keys on.
+/// `synchronous = FULL` so a committed transaction survives power loss, foreign keys on, and
+/// room to keep every statement of the query path prepared.
 pub(crate) fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
+    conn.set_prepared_statement_cache_capacity(32);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

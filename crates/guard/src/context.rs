@@ -20,7 +20,7 @@ pub struct GuardContext {
 }
 
 /// One dataset's classification.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DatasetInfo {
     /// The privacy unit column, if the dataset is about people.
     pub privacy_unit: Option<String>,

@@ -18,7 +18,7 @@ use datafusion::catalog::{
 };
 use datafusion::common::Column;
 use datafusion::common::DataFusionError;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -28,8 +28,8 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionStateBuilder, TaskContext};
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use datafusion::logical_expr::{LogicalPlan, Volatility};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions, execute_stream};
@@ -76,7 +76,7 @@ impl Limits {
 }
 
 /// A dataset the caller may use in this query, with its classification.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionDataset {
     /// Department (SQL schema).
     pub department: String,
@@ -105,6 +105,13 @@ pub struct QueryRequest {
     pub pseudonym_key: [u8; 32],
     /// Dp mode: the epsilon and delta the query spends.
     pub dp: Option<DpParams>,
+}
+
+impl QueryRequest {
+    /// Rows in all its datasets.
+    fn input_rows(&self) -> u64 {
+        self.datasets.iter().map(|d| d.rows).sum()
+    }
 }
 
 /// The answer, or the decision of a dry run.
@@ -157,6 +164,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Whether the query is only to be decided, not run.
+    pub fn dry_run(&self) -> bool {
+        self.request.dry_run
+    }
+
     /// Dp mode: the identity of the noisy answer, hex SHA-256 of the optimized bounded plan (so
     /// syntax variants and post-processing do not change it), the dataset versions and the
     /// privacy parameters. Two queries with the same key get the same recorded answer.
@@ -173,6 +185,21 @@ impl Prepared {
     }
 }
 
+impl DpReport {
+    /// What a dp query of `dp`'s shape spends, before its values are known.
+    fn new(dp: &DpPlan, params: DpParams, replayed: bool) -> Self {
+        Self {
+            epsilon: params.epsilon,
+            delta: params.delta,
+            measurements: dp::measurements(dp),
+            threshold: None,
+            intervals: Vec::new(),
+            replayed,
+            noisy: None,
+        }
+    }
+}
+
 impl Answer {
     /// Rows in the answer.
     pub fn row_count(&self) -> usize {
@@ -185,6 +212,161 @@ impl Answer {
 /// rows, one partition takes a fifth off each query).
 const SMALL_INPUT_ROWS: u64 = 256 * 1024;
 
+/// Datasets of at most this many rows are decoded once and kept in memory: for them, opening
+/// and decoding the Parquet file is most of a query's time.
+const IN_MEMORY_ROWS: u64 = 64 * 1024;
+
+/// Most memory the datasets kept decoded may take together; beyond it, small datasets are read
+/// from Parquet like large ones.
+const IN_MEMORY_BYTES: usize = 256 << 20;
+
+/// Table providers by dataset (department, name), each for one file.
+#[derive(Debug, Default)]
+struct Tables {
+    by_dataset: HashMap<(String, String), CachedTable>,
+    /// Bytes of the tables kept in memory.
+    in_memory: usize,
+}
+
+#[derive(Debug)]
+struct CachedTable {
+    file: PathBuf,
+    table: Arc<dyn TableProvider>,
+    /// Bytes it holds in memory (0 for a Parquet-backed one).
+    bytes: usize,
+}
+
+impl Tables {
+    /// The provider of `dataset` if it is for `file`.
+    fn get(&self, dataset: &(String, String), file: &Path) -> Option<Arc<dyn TableProvider>> {
+        self.by_dataset.get(dataset).filter(|c| c.file == file).map(|c| Arc::clone(&c.table))
+    }
+
+    /// Keeps a provider for `dataset`'s `file`, replacing the one for an older file, and
+    /// returns it: the `decoded` one (with the bytes it holds) if it fits in memory, else the
+    /// Parquet-backed one.
+    fn put(
+        &mut self,
+        dataset: (String, String),
+        file: PathBuf,
+        parquet: Arc<dyn TableProvider>,
+        decoded: Option<(Arc<dyn TableProvider>, usize)>,
+    ) -> Arc<dyn TableProvider> {
+        if let Some(old) = self.by_dataset.remove(&dataset) {
+            self.in_memory -= old.bytes;
+        }
+        let (table, bytes) = match decoded {
+            Some((table, bytes)) if self.in_memory + bytes <= IN_MEMORY_BYTES => (table, bytes),
+            _ => (parquet, 0),
+        };
+        self.in_memory += bytes;
+        self.by_dataset.insert(dataset, CachedTable { file, table: Arc::clone(&table), bytes });
+        table
+    }
+}
+
+/// How many guarded dp plans are kept.
+const PLAN_CACHE_ENTRIES: usize = 256;
+
+/// A query as planned, guarded and optimized for one request.
+#[derive(Debug, Clone)]
+struct GuardedPlan {
+    plan: LogicalPlan,
+    optimized: LogicalPlan,
+    outcome: GuardOutcome,
+}
+
+/// Guarded dp plans, so that a dp query asked again (by anyone, or by the same analyst to get
+/// the recorded answer) is not planned, guarded and optimized again: for a small dataset that
+/// is most of a dp query's time.
+///
+/// A plan is reused only for the same SQL text and an equal request: mode, k, privacy
+/// parameters and every dataset's file, row count and classification (so a new version, a
+/// changed tag or bound plans afresh), and only if the plan reads no clock or random function,
+/// whose value the optimizer may have fixed at planning time. Only dp plans are kept: their
+/// outcome holds nothing that one run changes (aggregate mode's threshold counts the groups it
+/// drops into a counter inside the plan).
+#[derive(Debug, Default)]
+struct PlanCache {
+    by_sql: HashMap<String, Vec<(QueryRequest, GuardedPlan, u64)>>,
+    entries: usize,
+    /// Use counter, for dropping the least recently used entry.
+    clock: u64,
+}
+
+impl PlanCache {
+    fn get(&mut self, sql: &str, request: &QueryRequest) -> Option<GuardedPlan> {
+        self.clock += 1;
+        let entry = self.by_sql.get_mut(sql)?.iter_mut().find(|(r, _, _)| same_plan(r, request))?;
+        entry.2 = self.clock;
+        Some(entry.1.clone())
+    }
+
+    /// Keeps `plan`, first dropping the plans over older files of the same datasets (they would
+    /// never be asked for again, and would keep those files' tables in memory).
+    fn put(&mut self, sql: &str, request: &QueryRequest, plan: GuardedPlan) {
+        let outdated = |kept: &QueryRequest| {
+            kept.datasets.iter().any(|k| {
+                request.datasets.iter().any(|d| d.department == k.department && d.name == k.name && d.path != k.path)
+            })
+        };
+        for entries in self.by_sql.values_mut() {
+            entries.retain(|(kept, _, _)| !outdated(kept));
+        }
+        self.by_sql.retain(|_, entries| !entries.is_empty());
+        self.entries = self.by_sql.values().map(Vec::len).sum();
+        if self.entries >= PLAN_CACHE_ENTRIES {
+            self.drop_oldest();
+        }
+        self.clock += 1;
+        let mut request = request.clone();
+        request.pseudonym_key = [0; 32];
+        self.by_sql.entry(sql.to_owned()).or_default().push((request, plan, self.clock));
+        self.entries += 1;
+    }
+
+    fn drop_oldest(&mut self) {
+        let oldest = self
+            .by_sql
+            .iter()
+            .flat_map(|(sql, entries)| entries.iter().enumerate().map(move |(i, e)| (e.2, sql, i)))
+            .min()
+            .map(|(_, sql, i)| (sql.clone(), i));
+        if let Some((sql, i)) = oldest
+            && let Some(entries) = self.by_sql.get_mut(&sql)
+        {
+            entries.swap_remove(i);
+            if entries.is_empty() {
+                self.by_sql.remove(&sql);
+            }
+            self.entries -= 1;
+        }
+    }
+}
+
+/// Whether a plan kept for `kept` serves `request`: everything the guard and the planner saw is
+/// equal (the pseudonym key, which only de-identified answers use, and dry running are not
+/// planning inputs).
+fn same_plan(kept: &QueryRequest, request: &QueryRequest) -> bool {
+    kept.mode == request.mode && kept.k == request.k && kept.dp == request.dp && kept.datasets == request.datasets
+}
+
+/// Whether `plan` calls a function whose value is not fixed by its arguments (`now()`,
+/// `random()`, …), anywhere, subqueries included.
+fn reads_clock_or_chance(plan: &LogicalPlan) -> bool {
+    let varies = |e: &Expr| {
+        e.exists(|e| Ok(matches!(e, Expr::ScalarFunction(f) if f.func.signature().volatility != Volatility::Immutable)))
+    };
+    let mut found = false;
+    let walked = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            found |= varies(e)?;
+            Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        })
+    });
+    walked.is_err() || found
+}
+
 /// Runs guarded queries. One per server; cheap to share.
 #[derive(Debug)]
 pub struct QueryEngine {
@@ -193,8 +375,11 @@ pub struct QueryEngine {
     /// Configuration and function registries every request's session starts from; built once,
     /// because registering DataFusion's functions is most of the cost of a new session.
     base: SessionState,
-    /// Table providers by file: versions are immutable files, so a provider never goes stale.
-    tables: Mutex<HashMap<PathBuf, Arc<dyn TableProvider>>>,
+    /// Guarded dp plans by SQL text and request.
+    plans: Mutex<PlanCache>,
+    /// Each dataset's table provider, for the file of the version last queried: versions are
+    /// immutable files, so a provider is current as long as its file is.
+    tables: Mutex<Tables>,
 }
 
 impl QueryEngine {
@@ -220,7 +405,13 @@ impl QueryEngine {
             .with_default_features()
             .with_table_functions(HashMap::new())
             .build();
-        Ok(Self { limits, runtime, base, tables: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            limits,
+            runtime,
+            base,
+            plans: Mutex::new(PlanCache::default()),
+            tables: Mutex::new(Tables::default()),
+        })
     }
 
     /// The limits queries run under.
@@ -234,7 +425,7 @@ impl QueryEngine {
     /// See [`Error`]: a refusal names the rule and column; a failure while running is generic.
     pub async fn run(&self, query: &ParsedQuery, request: QueryRequest) -> Result<Answer> {
         let prepared = self.prepare(query, request).await?;
-        self.execute(prepared, None).await
+        self.execute(prepared).await
     }
 
     /// Plans and guards `query` without running it.
@@ -242,6 +433,13 @@ impl QueryEngine {
     /// # Errors
     /// See [`Error`]: a refusal names the rule and column.
     pub async fn prepare(&self, query: &ParsedQuery, request: QueryRequest) -> Result<Prepared> {
+        if request.mode == Mode::Dp {
+            let cached = self.plans.lock().map_err(internal)?.get(&query.sql, &request);
+            if let Some(GuardedPlan { plan, optimized, outcome }) = cached {
+                let (state, _) = self.session(None, request.input_rows());
+                return Ok(Prepared { state, plan, optimized, outcome, request });
+            }
+        }
         let ctx = GuardContext {
             mode: request.mode,
             k: request.k,
@@ -252,12 +450,9 @@ impl QueryEngine {
                 .collect(),
         };
         let guard = Arc::new(PrivacyGuardRule::new(ctx));
-        let (mut state, catalog) = self.session(Some(&guard));
-        if request.datasets.iter().map(|d| d.rows).sum::<u64>() < SMALL_INPUT_ROWS {
-            state.config_mut().options_mut().execution.target_partitions = 1;
-        }
+        let (state, catalog) = self.session(Some(&guard), request.input_rows());
         for d in &request.datasets {
-            let table = self.table(&d.path, &state).await?;
+            let table = self.table(d, &state).await?;
             register(&catalog, &d.department, &d.name, table)?;
         }
 
@@ -267,23 +462,31 @@ impl QueryEngine {
         if request.mode == Mode::Dp && (request.dp.is_none() || outcome.rewritten.dp.is_none()) {
             return Err(internal("a dp query without its privacy parameters or bounded plan"));
         }
+        if request.mode == Mode::Dp && !reads_clock_or_chance(&plan) {
+            let guarded = GuardedPlan { plan: plan.clone(), optimized: optimized.clone(), outcome: outcome.clone() };
+            self.plans.lock().map_err(internal)?.put(&query.sql, &request, guarded);
+        }
         Ok(Prepared { state, plan, optimized, outcome, request })
     }
 
-    /// Runs a prepared query (unless it is a dry run). In dp mode, `recorded` is the noisy
-    /// aggregate of an identical earlier query: it is replayed instead of computing (and
-    /// spending) a new one.
+    /// Runs a prepared query (unless it is a dry run). In dp mode it measures and releases a
+    /// fresh noisy answer; the budget is the caller's (see [`QueryEngine::measure`]).
     ///
     /// # Errors
     /// See [`Error`]: a failure while running is generic.
-    pub async fn execute(&self, prepared: Prepared, recorded: Option<NoisyAggregate>) -> Result<Answer> {
-        let Prepared { state, plan, optimized, outcome, request } = prepared;
-        if let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) {
-            return self.execute_dp(&state, &plan, &optimized, &outcome, dp, &request, params, recorded).await;
+    pub async fn execute(&self, prepared: Prepared) -> Result<Answer> {
+        if prepared.outcome.rewritten.dp.is_some() && !prepared.request.dry_run {
+            let noisy = self.measure(&prepared).await?;
+            return self.release(prepared, noisy, false).await;
         }
+        let Prepared { state, plan, optimized, outcome, request } = prepared;
         let mut answer = self.answer(&state, &plan, &optimized, request.dry_run, false).await?;
         answer.rules = outcome.assessment.rules.clone();
         answer.suppressed_groups = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
+        if let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) {
+            answer.dp = Some(DpReport::new(dp, params, false));
+            return Ok(answer);
+        }
         if !answer.executed {
             return Ok(answer);
         }
@@ -293,60 +496,47 @@ impl QueryEngine {
         }
     }
 
-    /// Dp mode: the bounded totals (or the recorded noisy aggregate), noise and threshold, then
-    /// the analyst's post-processing over the noisy values.
-    #[allow(clippy::too_many_arguments)]
-    async fn execute_dp(
-        &self,
-        state: &SessionState,
-        plan: &LogicalPlan,
-        optimized: &LogicalPlan,
-        outcome: &GuardOutcome,
-        dp: &DpPlan,
-        request: &QueryRequest,
-        params: DpParams,
-        recorded: Option<NoisyAggregate>,
-    ) -> Result<Answer> {
-        let mut report = DpReport {
-            epsilon: params.epsilon,
-            delta: params.delta,
-            measurements: dp::measurements(dp),
-            threshold: None,
-            intervals: Vec::new(),
-            replayed: recorded.is_some(),
-            noisy: None,
+    /// Dp mode: runs the bounded plan and adds noise to its totals, applying the threshold.
+    /// Nothing of it is released yet: the caller charges the budget (or finds the answer an
+    /// identical query recorded), then calls [`QueryEngine::release`].
+    ///
+    /// # Errors
+    /// See [`Error`]; [`Error::Internal`] for a prepared query that is not a dp one.
+    pub async fn measure(&self, prepared: &Prepared) -> Result<NoisyAggregate> {
+        let Prepared { state, optimized, outcome, request, .. } = prepared;
+        let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
+            return Err(internal("measuring a query that is not a dp one"));
         };
-        let mut answer = Answer {
-            schema: Arc::clone(plan.schema().inner()),
-            batches: Vec::new(),
-            suppressed_groups: 0,
-            rules: outcome.assessment.rules.clone(),
-            executed: false,
-            dp: None,
+        let totals = self.answer(state, optimized, optimized, false, false).await?;
+        dp::add_noise(&totals.batches, &totals.schema, dp, params, request.k)
+    }
+
+    /// Dp mode: the answer from a `noisy` aggregate (this query's measurement, or the one
+    /// `replayed` from an identical earlier query), with the analyst's post-processing.
+    ///
+    /// # Errors
+    /// See [`Error`]; [`Error::Internal`] for a prepared query that is not a dp one.
+    pub async fn release(&self, prepared: Prepared, noisy: NoisyAggregate, replayed: bool) -> Result<Answer> {
+        let Prepared { plan, outcome, request, .. } = prepared;
+        let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
+            return Err(internal("releasing a query that is not a dp one"));
         };
-        if request.dry_run {
-            answer.dp = Some(report);
-            return Ok(answer);
-        }
-        let noisy = match recorded {
-            Some(noisy) => noisy,
-            None => {
-                let totals = self.answer(state, optimized, optimized, false, false).await?;
-                dp::add_noise(&totals.batches, &totals.schema, dp, params, request.k)?
-            }
-        };
-        let (batches, schema, intervals) = self.finish_dp(dp, &noisy, plan).await?;
+        let (batches, schema, intervals) = self.finish_dp(dp, &noisy, &plan).await?;
+        let mut report = DpReport::new(dp, params, replayed);
         report.threshold = noisy.threshold;
         report.intervals = intervals;
-        answer.suppressed_groups = noisy.suppressed;
-        if !report.replayed {
+        let suppressed_groups = noisy.suppressed;
+        if !replayed {
             report.noisy = Some(noisy);
         }
-        answer.batches = batches;
-        answer.schema = schema;
-        answer.executed = true;
-        answer.dp = Some(report);
-        Ok(answer)
+        Ok(Answer {
+            schema,
+            batches,
+            suppressed_groups,
+            rules: outcome.assessment.rules.clone(),
+            executed: true,
+            dp: Some(report),
+        })
     }
 
     /// Runs the analyst's plan over the noisy aggregate: renaming, expressions, HAVING, ORDER
@@ -366,7 +556,7 @@ impl QueryEngine {
         let mut arrays = values.columns().to_vec();
         arrays.push(Arc::new(rows));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)?;
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).map_err(internal)?;
         let mut exprs: Vec<Expr> = dp
             .aggregate_schema
             .iter()
@@ -381,9 +571,14 @@ impl QueryEngine {
             .and_then(|b| b.build())
             .map_err(internal)?;
         let (finished, copies) = dp.finish(source).map_err(internal)?;
-        let (state, _) = self.session(None);
-        let optimized = state.optimize(&finished).map_err(internal)?;
-        let done = self.answer(&state, &optimized, &optimized, false, false).await?;
+        let done = match selected(&finished, &batch) {
+            Some(done) => done,
+            None => {
+                let (state, _) = self.session(None, noisy.rows() as u64);
+                let optimized = state.optimize(&finished).map_err(internal)?;
+                self.answer(&state, &optimized, &optimized, false, false).await?
+            }
+        };
         let width = done.schema.fields().len().saturating_sub(1);
         let keep: Vec<usize> = (0..width).collect();
         let schema = Arc::new(done.schema.project(&keep).map_err(internal)?);
@@ -417,7 +612,8 @@ impl QueryEngine {
         tables: Vec<(String, String, RecordBatch)>,
         dry_run: bool,
     ) -> Result<Answer> {
-        let (state, catalog) = self.session(None);
+        let rows = tables.iter().map(|(_, _, b)| b.num_rows() as u64).sum();
+        let (state, catalog) = self.session(None, rows);
         for (schema, name, batch) in tables {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
             register(&catalog, &schema, &name, Arc::new(table))?;
@@ -467,8 +663,13 @@ impl QueryEngine {
     /// any), and a catalogue of its own that starts empty (the caller registers the permitted
     /// tables), so nothing one request registers is visible to another. Cloning the base keeps
     /// its function registries as they are; rebuilding a state through `SessionStateBuilder`
-    /// would register every function again, which costs more than planning a query.
-    fn session(&self, guard: Option<&Arc<PrivacyGuardRule>>) -> (SessionState, Arc<MemoryCatalogProvider>) {
+    /// would register every function again, which costs more than planning a query. Inputs of
+    /// fewer than [`SMALL_INPUT_ROWS`] rows run on one partition.
+    fn session(
+        &self,
+        guard: Option<&Arc<PrivacyGuardRule>>,
+        input_rows: u64,
+    ) -> (SessionState, Arc<MemoryCatalogProvider>) {
         let mut state = self.base.clone();
         if let Some(guard) = guard {
             state.add_analyzer_rule(Arc::clone(guard) as _);
@@ -481,6 +682,9 @@ impl QueryEngine {
         // Fixes `now()` and friends to this query's start, as `SessionContext::sql` does;
         // without it the optimizer cannot fold them and running them fails.
         state.mark_start_execution();
+        if input_rows < SMALL_INPUT_ROWS {
+            state.config_mut().options_mut().execution.target_partitions = 1;
+        }
         (state, catalog)
     }
 
@@ -492,17 +696,31 @@ impl QueryEngine {
         Arc::new(TaskContext::from(state).with_runtime(Arc::new(runtime)))
     }
 
-    async fn table(&self, path: &Path, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
-        if let Some(t) = self.tables.lock().map_err(internal)?.get(path) {
-            return Ok(Arc::clone(t));
+    /// The table provider of `dataset`'s current file: a small dataset's rows decoded once and
+    /// kept in memory (within [`IN_MEMORY_BYTES`] for all), a larger one read from Parquet
+    /// by each query.
+    async fn table(&self, dataset: &SessionDataset, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
+        let key = (dataset.department.clone(), dataset.name.clone());
+        if let Some(t) = self.tables.lock().map_err(internal)?.get(&key, &dataset.path) {
+            return Ok(t);
         }
-        let url = ListingTableUrl::parse(path.to_string_lossy()).map_err(internal)?;
+        let url = ListingTableUrl::parse(dataset.path.to_string_lossy()).map_err(internal)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config =
             ListingTableConfig::new(url).with_listing_options(options).infer_schema(state).await.map_err(internal)?;
         let table: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config).map_err(internal)?);
-        self.tables.lock().map_err(internal)?.insert(path.to_path_buf(), Arc::clone(&table));
-        Ok(table)
+        let mut decoded = None;
+        if dataset.rows <= IN_MEMORY_ROWS {
+            let plan = LogicalPlanBuilder::scan("t", provider_as_source(Arc::clone(&table)), None)
+                .and_then(|b| b.build())
+                .map_err(internal)?;
+            let batches = self.collect(state, &plan, false).await?;
+            let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+            let memory: Arc<dyn TableProvider> =
+                Arc::new(MemTable::try_new(table.schema(), vec![batches]).map_err(internal)?);
+            decoded = Some((memory, bytes));
+        }
+        Ok(self.tables.lock().map_err(internal)?.put(key, dataset.path.clone(), table, decoded))
     }
 
     async fn plan(&self, state: &SessionState, statement: DfStatement) -> Result<LogicalPlan> {
@@ -613,6 +831,36 @@ fn yielding(plan: Arc<dyn ExecutionPlan>) -> datafusion::common::Result<Arc<dyn 
     Ok(wrap(&plan))
 }
 
+/// The answer of `plan` over `batch` without running it, when `plan` only selects and renames
+/// columns of its scan of `batch`, as the analyst's part of most dp queries does
+/// (`SELECT key, COUNT(*) AS n … GROUP BY key`): a second planning and run would copy the same
+/// columns at many times the cost.
+fn selected(plan: &LogicalPlan, batch: &RecordBatch) -> Option<Answer> {
+    fn columns(plan: &LogicalPlan) -> Option<Vec<usize>> {
+        match plan {
+            LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => {
+                Some(scan.projection.clone().unwrap_or_else(|| (0..scan.projected_schema.fields().len()).collect()))
+            }
+            LogicalPlan::SubqueryAlias(alias) => columns(&alias.input),
+            LogicalPlan::Projection(p) => {
+                let below = columns(&p.input)?;
+                p.expr
+                    .iter()
+                    .map(|e| {
+                        let Expr::Column(c) = e.clone().unalias_nested().data else { return None };
+                        below.get(p.input.schema().maybe_index_of_column(&c)?).copied()
+                    })
+                    .collect()
+            }
+            _ => None,
+        }
+    }
+    let arrays = columns(plan)?.into_iter().map(|i| batch.columns().get(i).cloned()).collect::<Option<Vec<_>>>()?;
+    let schema = Arc::clone(plan.schema().inner());
+    let batch = RecordBatch::try_new(Arc::clone(&schema), arrays).ok()?;
+    Some(Answer { schema, batches: vec![batch], suppressed_groups: 0, rules: Vec::new(), executed: true, dp: None })
+}
+
 /// Registers `table` as `schema.name` in a request's catalogue.
 fn register(catalog: &MemoryCatalogProvider, schema: &str, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
     let provider = match catalog.schema(schema) {
@@ -689,4 +937,161 @@ fn error_kind(e: &DataFusionError) -> &'static str {
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    fn noisy_scan() -> (RecordBatch, LogicalPlanBuilder) {
+        let keys: ArrayRef = Arc::new(StringArray::from(vec!["甲区", "乙区"]));
+        let counts: ArrayRef = Arc::new(Int64Array::from(vec![41, 17]));
+        let batch = RecordBatch::try_from_iter([("c0", keys), ("c1", counts)]).expect("batch");
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).expect("table");
+        let scan = LogicalPlanBuilder::scan("noisy", provider_as_source(Arc::new(table)), None).expect("scan");
+        (batch, scan)
+    }
+
+    #[test]
+    fn selecting_and_renaming_columns_is_answered_without_running_a_plan() {
+        let (batch, scan) = noisy_scan();
+        let plan = scan
+            .project([col("c1").alias("n"), col("c0").alias("district")])
+            .and_then(|b| b.alias("q"))
+            .and_then(|b| b.project([col("district"), col("n").alias("people")]))
+            .and_then(|b| b.build())
+            .expect("plan");
+        let answer = selected(&plan, &batch).expect("answered directly");
+        let names: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["district", "people"]);
+        assert_eq!(answer.batches[0].columns(), [batch.column(0).clone(), batch.column(1).clone()]);
+    }
+
+    #[test]
+    fn anything_more_than_selecting_columns_runs_the_plan() {
+        let (batch, scan) = noisy_scan();
+        let sorted = scan.clone().sort([col("c1").sort(false, true)]).and_then(|b| b.build()).expect("plan");
+        let computed = scan.clone().project([col("c1") + lit(1)]).and_then(|b| b.build()).expect("plan");
+        let filtered = scan.filter(col("c1").gt(lit(20))).and_then(|b| b.build()).expect("plan");
+        for plan in [sorted, computed, filtered] {
+            assert!(selected(&plan, &batch).is_none(), "{}", plan.display_indent());
+        }
+    }
+
+    #[test]
+    fn plans_that_read_the_clock_or_chance_are_told_apart() {
+        let (_, scan) = noisy_scan();
+        let fixed = scan.clone().filter(col("c1").gt(lit(20))).and_then(|b| b.build()).expect("plan");
+        assert!(!reads_clock_or_chance(&fixed));
+        let clock = datafusion::functions::datetime::expr_fn::now();
+        let chance = datafusion::functions::math::expr_fn::random();
+        for varying in [clock, chance] {
+            let plan = scan.clone().project([col("c1"), varying]).and_then(|b| b.build()).expect("plan");
+            assert!(reads_clock_or_chance(&plan), "{}", plan.display_indent());
+        }
+    }
+
+    fn request(files: &[(&str, &str)]) -> QueryRequest {
+        let info = veil_guard::DatasetInfo {
+            privacy_unit: None,
+            columns: HashMap::new(),
+            contribution: veil_guard::Contribution { max_groups: 1, max_rows: 1 },
+            one_row_per_unit: false,
+        };
+        QueryRequest {
+            mode: Mode::Dp,
+            k: 10,
+            datasets: files
+                .iter()
+                .map(|(name, file)| SessionDataset {
+                    department: "civil".into(),
+                    name: (*name).into(),
+                    path: PathBuf::from(file),
+                    rows: 1,
+                    info: info.clone(),
+                })
+                .collect(),
+            dry_run: false,
+            pseudonym_key: [7; 32],
+            dp: Some(DpParams { epsilon: 1.0, delta: 1e-7 }),
+        }
+    }
+
+    fn guarded() -> GuardedPlan {
+        let (_, scan) = noisy_scan();
+        let plan = scan.build().expect("plan");
+        let outcome = GuardOutcome {
+            assessment: veil_guard::Assessment {
+                rules: Vec::new(),
+                outputs: Vec::new(),
+                counts_people: true,
+                dp: Vec::new(),
+                dp_public_keys: None,
+                dp_reach: veil_guard::Reach {
+                    contribution: veil_guard::Contribution { max_groups: 1, max_rows: 1 },
+                    one_row_per_person: true,
+                },
+            },
+            rewritten: veil_guard::Rewritten {
+                plan: plan.clone(),
+                suppressed_groups: Arc::default(),
+                unit_columns: Vec::new(),
+                final_limit: None,
+                dp: None,
+            },
+        };
+        GuardedPlan { plan: plan.clone(), optimized: plan, outcome }
+    }
+
+    #[test]
+    fn kept_plans_serve_only_an_equal_request_and_leave_with_their_files() {
+        let mut cache = PlanCache::default();
+        let a1 = request(&[("a", "a-1.parquet"), ("b", "b-1.parquet")]);
+        cache.put("q", &a1, guarded());
+        cache.put("other", &request(&[("b", "b-1.parquet")]), guarded());
+        assert!(cache.get("q", &a1).is_some());
+        assert!(cache.get("q", &QueryRequest { k: 5, ..a1.clone() }).is_none(), "another k");
+        assert!(
+            cache.get("q", &QueryRequest { dp: Some(DpParams { epsilon: 0.5, delta: 1e-7 }), ..a1.clone() }).is_none()
+        );
+        assert!(cache.get("Q", &a1).is_none(), "another text");
+        // A new version of b: both plans over b's first file go.
+        cache.put("third", &request(&[("b", "b-2.parquet")]), guarded());
+        assert_eq!(cache.entries, 1);
+        assert!(cache.get("q", &a1).is_none() && cache.get("other", &request(&[("b", "b-1.parquet")])).is_none());
+        for i in 0..PLAN_CACHE_ENTRIES + 10 {
+            cache.put(&format!("q{i}"), &request(&[("b", "b-2.parquet")]), guarded());
+        }
+        assert_eq!(cache.entries, PLAN_CACHE_ENTRIES);
+        assert!(cache.get("q0", &request(&[("b", "b-2.parquet")])).is_none(), "the oldest left first");
+        assert!(cache.get(&format!("q{}", PLAN_CACHE_ENTRIES + 9), &request(&[("b", "b-2.parquet")])).is_some());
+    }
+
+    #[test]
+    fn decoded_tables_stay_within_their_memory_and_follow_the_file() {
+        let (batch, _) = noisy_scan();
+        let provider = || -> Arc<dyn TableProvider> {
+            Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).expect("table"))
+        };
+        let mut tables = Tables::default();
+        let key = ("civil".to_owned(), "a".to_owned());
+        let decoded = provider();
+        let kept = tables.put(key.clone(), "a-1".into(), provider(), Some((Arc::clone(&decoded), IN_MEMORY_BYTES)));
+        assert!(Arc::ptr_eq(&kept, &decoded), "it fits exactly");
+        assert!(tables.get(&key, Path::new("a-1")).is_some() && tables.get(&key, Path::new("a-2")).is_none());
+        let other = ("civil".to_owned(), "b".to_owned());
+        let parquet = provider();
+        let kept = tables.put(other.clone(), "b-1".into(), Arc::clone(&parquet), Some((provider(), 1)));
+        assert!(Arc::ptr_eq(&kept, &parquet), "no room left: read from Parquet");
+        // A new version of a replaces the old one and frees its memory.
+        tables.put(key.clone(), "a-2".into(), provider(), Some((provider(), 10)));
+        assert_eq!(tables.in_memory, 10);
+        let decoded = provider();
+        let kept = tables.put(other, "b-2".into(), provider(), Some((Arc::clone(&decoded), 100)));
+        assert!(Arc::ptr_eq(&kept, &decoded));
+        assert_eq!(tables.in_memory, 110);
+    }
 }

@@ -15,6 +15,8 @@ const RECURSION_LIMIT: usize = 50;
 /// A parsed query and the datasets it names.
 #[derive(Debug, Clone)]
 pub struct ParsedQuery {
+    /// The text as sent.
+    pub(crate) sql: String,
     pub(crate) statement: DfStatement,
     tables: Vec<(String, String)>,
 }
@@ -76,7 +78,7 @@ pub fn parse(sql: &str, max_bytes: usize) -> Result<ParsedQuery> {
             tables.push(key);
         }
     }
-    Ok(ParsedQuery { statement, tables })
+    Ok(ParsedQuery { sql: sql.to_owned(), statement, tables })
 }
 
 fn syntax_message(raw: &str) -> String {

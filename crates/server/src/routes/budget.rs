@@ -1,17 +1,16 @@
-//! The privacy budget (DESIGN §2–§3): what a dp query costs, charging it before the query runs
-//! (or replaying the recorded answer of an identical query for free), and `GET /v1/budget`.
+//! The privacy budget (DESIGN §2–§3): what a dp query costs, charging it as its answer is
+//! recorded (or replaying the recorded answer of an identical query for free), and
+//! `GET /v1/budget`.
 //!
 //! Accounting is basic composition per analyst and dataset over a rolling 30-day window: a
-//! query's epsilon is charged in full to every dataset it reads; the ledger's check and charge
-//! are one catalogue transaction, so concurrent queries never overspend.
-
-use std::time::{Duration, Instant};
+//! query's epsilon is charged in full to every dataset it reads; the ledger's check, charge and
+//! recorded answer are one catalogue transaction, so concurrent queries never overspend.
 
 use axum::Json;
 use axum::extract::State;
 use veil_audit::Entry;
-use veil_catalog::{Cap, Charge, DatasetInfo, Principal, Spend, Spent};
-use veil_common::{DatasetRef, ErrorKind, Level, Mode, UserId};
+use veil_catalog::{Cap, Charge, DatasetInfo, Principal, Spent};
+use veil_common::{DatasetRef, Level, Mode};
 use veil_policy::{DatasetMeta, PolicyEngine};
 use veil_query::{Answer, DpParams, NoisyAggregate, Prepared};
 
@@ -30,9 +29,6 @@ const WINDOW: i64 = WINDOW_DAYS as i64 * 86_400;
 
 /// The most epsilon one query may ask for.
 const MAX_EPSILON: f64 = 10.0;
-
-/// How often a query waits for an identical one that is running.
-const WAIT_STEP: Duration = Duration::from_millis(50);
 
 /// A dataset a dp query reads, with the cap that applies to it.
 #[derive(Debug, Clone)]
@@ -65,54 +61,64 @@ pub(crate) fn epsilon(asked: Option<f64>, caps: &[DatasetCap]) -> Result<f64, Ap
     }
 }
 
-/// Charges (or replays) and runs a prepared dp query. A dry run charges nothing. A query that
-/// fails before releasing anything is refunded.
+/// Runs a prepared dp query and settles its budget; returns the answer and the budget of each
+/// of `caps`' datasets afterwards.
+///
+/// An identical earlier query's recorded answer is released again, charging nothing. Else the
+/// ledger is read first, so a query that cannot be afforded is refused before it runs; then the
+/// query measures its noisy aggregate, and the charge and that aggregate are recorded together
+/// in one transaction that checks the caps again (a concurrent query may have spent the rest,
+/// or recorded the identical query's answer, which is then released instead). Only a settled
+/// answer is released; a query that fails or is refused at the end is charged nothing and
+/// released nothing. A dry run charges nothing.
 pub(crate) async fn run_dp(
     state: &AppState,
     caller: &Principal,
     prepared: Prepared,
     params: DpParams,
-    caps: &[DatasetCap],
-    dry_run: bool,
+    caps: Vec<DatasetCap>,
     entry: &mut Entry,
-) -> Result<Answer, ApiError> {
-    if dry_run {
-        return Ok(state.query.execute(prepared, None).await?);
+) -> Result<(Answer, Vec<BudgetView>), ApiError> {
+    let user = caller.user.clone();
+    if prepared.dry_run() {
+        let spent = state.blocking(move |c| c.budget_spent(&user, now_unix() - WINDOW)).await?;
+        return Ok((state.query.execute(prepared).await?, budget_views(&spent, caps)));
     }
-    let key = prepared.dp_key().ok_or_else(|| ApiError::internal("a dp query without its answer key"))?;
     let ledger_caps: Vec<Cap> =
         caps.iter().map(|c| Cap { dataset: c.dataset.clone(), epsilon: c.cap.unwrap_or(f64::INFINITY) }).collect();
-    let started = Instant::now();
-    let deadline = state.query.limits().deadline;
-    let recorded = loop {
-        let (user, key, caps) = (caller.user.clone(), key.clone(), ledger_caps.clone());
-        let spend = state
-            .blocking(move |c| {
-                let charge = Charge {
-                    user: &user,
-                    epsilon: params.epsilon,
-                    delta: params.delta,
-                    query: &key,
-                    now: now_unix(),
-                    window: WINDOW,
-                };
-                c.spend_or_replay(&charge, &caps)
-            })
-            .await?;
-        match spend {
-            Spend::Charged(_) => break None,
-            Spend::Replay(bytes) => break Some(NoisyAggregate::from_bytes(&bytes)?),
-            Spend::Running if started.elapsed() < deadline => tokio::time::sleep(WAIT_STEP).await,
-            Spend::Running => {
-                return Err(ApiError::new(
-                    ErrorKind::Timeout,
-                    "query_in_progress",
-                    "an identical dp query of yours is still running; its answer will be replayed when it finishes",
-                ));
+    let key = prepared.dp_key().ok_or_else(|| ApiError::internal("a dp query without its answer key"))?;
+    // Before the query runs (`None`) or with the answer it measured.
+    let ledger = move |c: &veil_catalog::Catalog, answer: Option<&[u8]>| {
+        let charge = Charge {
+            user: &user,
+            epsilon: params.epsilon,
+            delta: params.delta,
+            query: &key,
+            now: now_unix(),
+            window: WINDOW,
+        };
+        match answer {
+            None => c.budget_ahead(&charge, &ledger_caps),
+            Some(answer) => c.settle(&charge, &ledger_caps, answer),
+        }
+    };
+    let ahead = {
+        let ledger = ledger.clone();
+        state.blocking(move |c| ledger(c, None)).await?
+    };
+    let (noisy, replayed, spent) = match ahead.replay {
+        Some(recorded) => (NoisyAggregate::from_bytes(&recorded)?, true, ahead.spent),
+        None => {
+            let noisy = state.query.measure(&prepared).await?;
+            let bytes = noisy.to_bytes()?;
+            let settled = state.blocking(move |c| ledger(c, Some(&bytes))).await?;
+            match settled.replay {
+                // An identical query settled first: its answer is the one released.
+                Some(recorded) => (NoisyAggregate::from_bytes(&recorded)?, true, settled.spent),
+                None => (noisy, false, settled.spent),
             }
         }
     };
-    let replayed = recorded.is_some();
     entry.epsilon = Some(if replayed { 0.0 } else { params.epsilon });
     if replayed {
         // After the basis the query path recorded (policy line or access request), if any.
@@ -122,33 +128,8 @@ pub(crate) async fn run_dp(
             None => replay.to_owned(),
         });
     }
-    let outcome = state.query.execute(prepared, recorded).await;
-    if replayed {
-        return Ok(outcome?);
-    }
-    let user = caller.user.clone();
-    match outcome {
-        Ok(answer) => {
-            let bytes = match answer.dp.as_ref().and_then(|d| d.noisy.as_ref()) {
-                Some(noisy) => noisy.to_bytes()?,
-                None => return Err(ApiError::internal("a dp answer without its noisy aggregate")),
-            };
-            state.blocking(move |c| c.record_answer(&user, &key, &bytes)).await?;
-            Ok(answer)
-        }
-        Err(e) => {
-            entry.epsilon = Some(0.0);
-            state.blocking(move |c| c.refund(&user, &key)).await?;
-            Err(e.into())
-        }
-    }
-}
-
-/// The budget of `user` on each of `caps`' datasets now.
-pub(crate) async fn views(state: &AppState, user: &UserId, caps: Vec<DatasetCap>) -> Result<Vec<BudgetView>, ApiError> {
-    let user = user.clone();
-    let spent = state.blocking(move |c| c.budget_spent(&user, now_unix() - WINDOW)).await?;
-    Ok(budget_views(&spent, caps))
+    let answer = state.query.release(prepared, noisy, replayed).await?;
+    Ok((answer, budget_views(&spent, caps)))
 }
 
 /// Each of `caps`' datasets with what was `spent` on it.

@@ -195,13 +195,12 @@ async fn run(state: &AppState, caller: &Principal, body: QueryBody, entry: &mut 
         dp,
     };
     let prepared = state.query.prepare(&parsed, request).await?;
-    let answer = match dp {
-        Some(params) => budget::run_dp(state, caller, prepared, params, &caps, body.dry_run, entry).await?,
-        None => state.query.execute(prepared, None).await?,
-    };
-    let budget = match dp {
-        Some(_) => Some(budget::views(state, &caller.user, caps).await?),
-        None => None,
+    let (answer, budget) = match dp {
+        Some(params) => {
+            let (answer, budget) = budget::run_dp(state, caller, prepared, params, caps, entry).await?;
+            (answer, Some(budget))
+        }
+        None => (state.query.execute(prepared).await?, None),
     };
     let policy = decision
         .checks
