@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::{AsArray, Int64Array};
@@ -31,6 +31,7 @@ use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::logical_expr::{LogicalPlan, Volatility};
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions, execute_stream};
 use datafusion::prelude::SessionConfig;
@@ -161,6 +162,8 @@ pub struct Prepared {
     optimized: LogicalPlan,
     outcome: GuardOutcome,
     request: QueryRequest,
+    /// Dp mode: the physical plan of `optimized`, once made, shared with the plan cache.
+    physical: Arc<OnceLock<Arc<dyn ExecutionPlan>>>,
 }
 
 impl Prepared {
@@ -274,6 +277,9 @@ struct GuardedPlan {
     plan: LogicalPlan,
     optimized: LogicalPlan,
     outcome: GuardOutcome,
+    /// The physical plan of `optimized`, kept by the first run if it can run again
+    /// ([`rerunnable`]).
+    physical: Arc<OnceLock<Arc<dyn ExecutionPlan>>>,
 }
 
 /// Guarded dp plans, so that a dp query asked again (by anyone, or by the same analyst to get
@@ -435,9 +441,9 @@ impl QueryEngine {
     pub async fn prepare(&self, query: &ParsedQuery, request: QueryRequest) -> Result<Prepared> {
         if request.mode == Mode::Dp {
             let cached = self.plans.lock().map_err(internal)?.get(&query.sql, &request);
-            if let Some(GuardedPlan { plan, optimized, outcome }) = cached {
+            if let Some(GuardedPlan { plan, optimized, outcome, physical }) = cached {
                 let (state, _) = self.session(None, request.input_rows());
-                return Ok(Prepared { state, plan, optimized, outcome, request });
+                return Ok(Prepared { state, plan, optimized, outcome, request, physical });
             }
         }
         let ctx = GuardContext {
@@ -462,11 +468,17 @@ impl QueryEngine {
         if request.mode == Mode::Dp && (request.dp.is_none() || outcome.rewritten.dp.is_none()) {
             return Err(internal("a dp query without its privacy parameters or bounded plan"));
         }
+        let physical = Arc::new(OnceLock::new());
         if request.mode == Mode::Dp && !reads_clock_or_chance(&plan) {
-            let guarded = GuardedPlan { plan: plan.clone(), optimized: optimized.clone(), outcome: outcome.clone() };
+            let guarded = GuardedPlan {
+                plan: plan.clone(),
+                optimized: optimized.clone(),
+                outcome: outcome.clone(),
+                physical: Arc::clone(&physical),
+            };
             self.plans.lock().map_err(internal)?.put(&query.sql, &request, guarded);
         }
-        Ok(Prepared { state, plan, optimized, outcome, request })
+        Ok(Prepared { state, plan, optimized, outcome, request, physical })
     }
 
     /// Runs a prepared query (unless it is a dry run). In dp mode it measures and releases a
@@ -479,7 +491,7 @@ impl QueryEngine {
             let noisy = self.measure(&prepared).await?;
             return self.release(prepared, noisy, false).await;
         }
-        let Prepared { state, plan, optimized, outcome, request } = prepared;
+        let Prepared { state, plan, optimized, outcome, request, .. } = prepared;
         let mut answer = self.answer(&state, &plan, &optimized, request.dry_run, false).await?;
         answer.rules = outcome.assessment.rules.clone();
         answer.suppressed_groups = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
@@ -503,12 +515,13 @@ impl QueryEngine {
     /// # Errors
     /// See [`Error`]; [`Error::Internal`] for a prepared query that is not a dp one.
     pub async fn measure(&self, prepared: &Prepared) -> Result<NoisyAggregate> {
-        let Prepared { state, optimized, outcome, request, .. } = prepared;
+        let Prepared { state, optimized, outcome, request, physical, .. } = prepared;
         let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
             return Err(internal("measuring a query that is not a dp one"));
         };
-        let totals = self.answer(state, optimized, optimized, false, false).await?;
-        dp::add_noise(&totals.batches, &totals.schema, dp, params, request.k)
+        let batches = self.within_deadline(self.collect_kept(state, optimized, physical)).await?;
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
+        dp::add_noise(&batches, &schema, dp, params, request.k)
     }
 
     /// Dp mode: the answer from a `noisy` aggregate (this query's measurement, or the one
@@ -644,19 +657,50 @@ impl QueryEngine {
         if dry_run {
             return Ok(answer);
         }
-        // The timer is polled first: a query that yields after its deadline stops there, instead
-        // of running on to its next yield (`tokio::time::timeout` polls the work first).
-        answer.batches = tokio::select! {
-            biased;
-            () = tokio::time::sleep(self.limits.deadline) => {
-                return Err(Error::Timeout { seconds: self.limits.deadline.as_secs() });
-            }
-            batches = self.collect(state, optimized, explain) => batches?,
-        };
+        answer.batches = self.within_deadline(self.collect(state, optimized, explain)).await?;
         answer.schema =
             answer.batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
         answer.executed = true;
         Ok(answer)
+    }
+
+    /// Runs `work` under the deadline. The timer is polled first: a query that yields after its
+    /// deadline stops there, instead of running on to its next yield (`tokio::time::timeout`
+    /// polls the work first).
+    async fn within_deadline<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep(self.limits.deadline) => Err(Error::Timeout { seconds: self.limits.deadline.as_secs() }),
+            done = work => done,
+        }
+    }
+
+    /// Runs `plan` through the physical plan `kept` holds, or makes it and keeps it there if
+    /// it can run again ([`rerunnable`]): a repeated dp query skips physical planning.
+    async fn collect_kept(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        kept: &OnceLock<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Vec<RecordBatch>> {
+        let physical = match kept.get() {
+            // Fresh operators over the same (immutable) inputs, as DataFusion re-runs a plan.
+            Some(physical) => reset_plan_states(Arc::clone(physical)).map_err(internal)?,
+            None => {
+                let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
+                if rerunnable(&physical) {
+                    let _ = kept.set(Arc::clone(&physical));
+                }
+                physical
+            }
+        };
+        match self.collect_physical(state, physical).await {
+            Ok(batches) => Ok(batches),
+            // Out of memory in a hash join: the general path runs it again with sort-merge joins.
+            Err(Stop::Failed(e)) if is_resource_limit(&e) => self.collect(state, plan, false).await,
+            Err(Stop::TooLarge) => Err(Error::ResultTooLarge { limit: self.limits.max_result_rows }),
+            Err(Stop::Failed(e)) => Err(self.runtime_error(e)),
+        }
     }
 
     /// A session for one request: the base's configuration and functions, its own guard (if
@@ -797,6 +841,28 @@ enum Stop {
     TooLarge,
     /// DataFusion failed (memory, spill space, or anything else).
     Failed(DataFusionError),
+}
+
+/// Whether a physical plan can run again after [`reset_plan_states`]: only scans, projections,
+/// filters, aggregates and the operators that move batches between partitions, none producing a
+/// dynamic filter (DataFusion's own limits for re-running a plan: no dynamic filters, no
+/// recursion); joins, sorts and windows are planned afresh each time.
+fn rerunnable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let stateless = |node: &Arc<dyn ExecutionPlan>| {
+        let known = matches!(
+            node.name(),
+            "DataSourceExec"
+                | "ProjectionExec"
+                | "FilterExec"
+                | "AggregateExec"
+                | "CoalesceBatchesExec"
+                | "CoalescePartitionsExec"
+                | "RepartitionExec"
+                | "CooperativeExec"
+        );
+        known && node.dynamic_expressions_produced().is_empty()
+    };
+    !plan.exists(|node| Ok(!stateless(node))).unwrap_or(true)
 }
 
 /// Whether `plan` holds a hash join.
@@ -1043,7 +1109,7 @@ mod tests {
                 dp: None,
             },
         };
-        GuardedPlan { plan: plan.clone(), optimized: plan, outcome }
+        GuardedPlan { plan: plan.clone(), optimized: plan, outcome, physical: Arc::default() }
     }
 
     #[test]
@@ -1093,5 +1159,32 @@ mod tests {
         let kept = tables.put(other, "b-2".into(), provider(), Some((Arc::clone(&decoded), 100)));
         assert!(Arc::ptr_eq(&kept, &decoded));
         assert_eq!(tables.in_memory, 110);
+    }
+
+    #[tokio::test]
+    async fn scans_filters_and_aggregates_run_again_after_a_reset_and_sorts_do_not() {
+        let (_, scan) = noisy_scan();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let state = ctx.state();
+        let grouped = scan
+            .clone()
+            .filter(col("c1").gt(lit(20)))
+            .and_then(|b| b.aggregate([col("c0")], [datafusion::functions_aggregate::expr_fn::sum(col("c1"))]))
+            .and_then(|b| b.build())
+            .expect("plan");
+        let physical = state.create_physical_plan(&grouped).await.expect("physical");
+        assert!(rerunnable(&physical), "{}", datafusion::physical_plan::displayable(physical.as_ref()).indent(true));
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let fresh = reset_plan_states(Arc::clone(&physical)).expect("reset");
+            let batches = datafusion::physical_plan::collect(fresh, ctx.task_ctx()).await.expect("run");
+            runs.push(datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("text").to_string());
+        }
+        assert!(runs[0].contains("甲区") && runs[0].contains("41"), "{}", runs[0]);
+        assert!(runs.iter().all(|r| *r == runs[0]), "{runs:?}");
+
+        let sorted = scan.sort([col("c1").sort(false, true)]).and_then(|b| b.limit(0, Some(1))).and_then(|b| b.build());
+        let physical = state.create_physical_plan(&sorted.expect("plan")).await.expect("physical");
+        assert!(!rerunnable(&physical), "a top-k sort keeps a dynamic filter");
     }
 }
