@@ -519,7 +519,7 @@ impl QueryEngine {
         let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
             return Err(internal("measuring a query that is not a dp one"));
         };
-        let batches = self.within_deadline(self.collect_kept(state, optimized, physical)).await?;
+        let batches = self.within_deadline(self.collect(state, optimized, false, Some(physical))).await?;
         let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
         dp::add_noise(&batches, &schema, dp, params, request.k)
     }
@@ -657,7 +657,7 @@ impl QueryEngine {
         if dry_run {
             return Ok(answer);
         }
-        answer.batches = self.within_deadline(self.collect(state, optimized, explain)).await?;
+        answer.batches = self.within_deadline(self.collect(state, optimized, explain, None)).await?;
         answer.schema =
             answer.batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
         answer.executed = true;
@@ -672,34 +672,6 @@ impl QueryEngine {
             biased;
             () = tokio::time::sleep(self.limits.deadline) => Err(Error::Timeout { seconds: self.limits.deadline.as_secs() }),
             done = work => done,
-        }
-    }
-
-    /// Runs `plan` through the physical plan `kept` holds, or makes it and keeps it there if
-    /// it can run again ([`rerunnable`]): a repeated dp query skips physical planning.
-    async fn collect_kept(
-        &self,
-        state: &SessionState,
-        plan: &LogicalPlan,
-        kept: &OnceLock<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Vec<RecordBatch>> {
-        let physical = match kept.get() {
-            // Fresh operators over the same (immutable) inputs, as DataFusion re-runs a plan.
-            Some(physical) => reset_plan_states(Arc::clone(physical)).map_err(internal)?,
-            None => {
-                let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
-                if rerunnable(&physical) {
-                    let _ = kept.set(Arc::clone(&physical));
-                }
-                physical
-            }
-        };
-        match self.collect_physical(state, physical).await {
-            Ok(batches) => Ok(batches),
-            // Out of memory in a hash join: the general path runs it again with sort-merge joins.
-            Err(Stop::Failed(e)) if is_resource_limit(&e) => self.collect(state, plan, false).await,
-            Err(Stop::TooLarge) => Err(Error::ResultTooLarge { limit: self.limits.max_result_rows }),
-            Err(Stop::Failed(e)) => Err(self.runtime_error(e)),
         }
     }
 
@@ -758,7 +730,7 @@ impl QueryEngine {
             let plan = LogicalPlanBuilder::scan("t", provider_as_source(Arc::clone(&table)), None)
                 .and_then(|b| b.build())
                 .map_err(internal)?;
-            let batches = self.collect(state, &plan, false).await?;
+            let batches = self.collect(state, &plan, false, None).await?;
             let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
             let memory: Arc<dyn TableProvider> =
                 Arc::new(MemTable::try_new(table.schema(), vec![batches]).map_err(internal)?);
@@ -784,8 +756,30 @@ impl QueryEngine {
     /// DataFusion's hash join holds its whole build side in memory and cannot spill. When a
     /// plan with one runs out of memory, it runs once more with sort-merge joins, whose sorts
     /// spill under the pool: the same answer, slower, instead of a refusal.
-    async fn collect(&self, state: &SessionState, plan: &LogicalPlan, explain: bool) -> Result<Vec<RecordBatch>> {
-        let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
+    ///
+    /// With `kept`, the physical plan it holds runs again with fresh operators (as DataFusion
+    /// re-runs a plan, over the same immutable inputs); if it holds none, the one made here is
+    /// kept there when it can run again ([`rerunnable`]): a repeated dp query skips physical
+    /// planning.
+    async fn collect(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        explain: bool,
+        kept: Option<&OnceLock<Arc<dyn ExecutionPlan>>>,
+    ) -> Result<Vec<RecordBatch>> {
+        let physical = match kept.and_then(OnceLock::get) {
+            Some(physical) => reset_plan_states(Arc::clone(physical)).map_err(internal)?,
+            None => {
+                let physical = state.query_planner().create_physical_plan(plan, state).await.map_err(planning)?;
+                if let Some(kept) = kept
+                    && rerunnable(&physical)
+                {
+                    let _ = kept.set(Arc::clone(&physical));
+                }
+                physical
+            }
+        };
         match self.collect_physical(state, Arc::clone(&physical)).await {
             Err(Stop::Failed(e)) if is_resource_limit(&e) && has_hash_join(&physical) => {
                 tracing::debug!("a hash join ran out of memory; running again with sort-merge joins");
