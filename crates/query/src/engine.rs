@@ -295,7 +295,6 @@ struct GuardedPlan {
 #[derive(Debug, Default)]
 struct PlanCache {
     by_sql: HashMap<String, Vec<(QueryRequest, GuardedPlan, u64)>>,
-    entries: usize,
     /// Use counter, for dropping the least recently used entry.
     clock: u64,
 }
@@ -320,15 +319,18 @@ impl PlanCache {
             entries.retain(|(kept, _, _)| !outdated(kept));
         }
         self.by_sql.retain(|_, entries| !entries.is_empty());
-        self.entries = self.by_sql.values().map(Vec::len).sum();
-        if self.entries >= PLAN_CACHE_ENTRIES {
+        if self.len() >= PLAN_CACHE_ENTRIES {
             self.drop_oldest();
         }
         self.clock += 1;
         let mut request = request.clone();
         request.pseudonym_key = [0; 32];
         self.by_sql.entry(sql.to_owned()).or_default().push((request, plan, self.clock));
-        self.entries += 1;
+    }
+
+    /// Plans kept.
+    fn len(&self) -> usize {
+        self.by_sql.values().map(Vec::len).sum()
     }
 
     fn drop_oldest(&mut self) {
@@ -345,7 +347,6 @@ impl PlanCache {
             if entries.is_empty() {
                 self.by_sql.remove(&sql);
             }
-            self.entries -= 1;
         }
     }
 }
@@ -1120,12 +1121,12 @@ mod tests {
         assert!(cache.get("Q", &a1).is_none(), "another text");
         // A new version of b: both plans over b's first file go.
         cache.put("third", &request(&[("b", "b-2.parquet")]), guarded());
-        assert_eq!(cache.entries, 1);
+        assert_eq!(cache.len(), 1);
         assert!(cache.get("q", &a1).is_none() && cache.get("other", &request(&[("b", "b-1.parquet")])).is_none());
         for i in 0..PLAN_CACHE_ENTRIES + 10 {
             cache.put(&format!("q{i}"), &request(&[("b", "b-2.parquet")]), guarded());
         }
-        assert_eq!(cache.entries, PLAN_CACHE_ENTRIES);
+        assert_eq!(cache.len(), PLAN_CACHE_ENTRIES);
         assert!(cache.get("q0", &request(&[("b", "b-2.parquet")])).is_none(), "the oldest left first");
         assert!(cache.get(&format!("q{}", PLAN_CACHE_ENTRIES + 9), &request(&[("b", "b-2.parquet")])).is_some());
     }
