@@ -1,4 +1,4 @@
-//! The attack suite (DESIGN §3): one test per attack the privacy guard must stop, each named
+//! The attack suite (design §3): one test per attack the privacy guard must stop, each named
 //! after the attack, run through the real query path over HTTP. Every refusal must name the
 //! rule; no answer or error may carry an identifier value.
 

@@ -1,4 +1,4 @@
-//! Dp mode end to end (DESIGN §3): noisy answers near the truth and inside generous multiples
+//! Dp mode end to end (design §3): noisy answers near the truth and inside generous multiples
 //! of their reported intervals, groups below the threshold dropped, the budget charged once and
 //! atomically, identical queries replayed, and the attacks dp mode must stop as well.
 //!

@@ -80,8 +80,7 @@ pub(crate) async fn run(args: PlanningArgs) -> Result<()> {
     for (name, path) in &files.paths {
         let table = tpch::Table::get(name)?;
         datasets.push(SessionDataset {
-            department: tpch::DEPARTMENT.into(),
-            name: (*name).into(),
+            dataset: format!("{}.{name}", tpch::DEPARTMENT).parse()?,
             path: path.clone(),
             rows: rows(path)?,
             info: table.info(&*tpch::parquet_schema(path)?),
@@ -91,7 +90,7 @@ pub(crate) async fn run(args: PlanningArgs) -> Result<()> {
     let request = |sql: &str| QueryRequest {
         mode: Mode::Aggregate,
         k: 5,
-        datasets: datasets.iter().filter(|d| mentions(sql, &d.name)).cloned().collect(),
+        datasets: datasets.iter().filter(|d| mentions(sql, d.dataset.name.as_str())).cloned().collect(),
         dry_run: true,
         pseudonym_key: [0; 32],
         dp: None,

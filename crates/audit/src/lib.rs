@@ -1,4 +1,4 @@
-//! The tamper-evident audit log (DESIGN §3–§4).
+//! The tamper-evident audit log (design §3–§4).
 //!
 //! Append-only segments of JSON lines in one directory. Every record carries the SHA-256 of the
 //! record before it; every so often (and at shutdown) a checkpoint record carries an Ed25519

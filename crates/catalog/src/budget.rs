@@ -1,4 +1,4 @@
-//! The privacy budget ledger (DESIGN §2, §3): the epsilon and delta each analyst has spent on
+//! The privacy budget ledger (design §2, §3): the epsilon and delta each analyst has spent on
 //! each dataset, over a rolling window, and the noisy answer each charged query released.
 //!
 //! A dp query is looked at twice. Before it runs, [`Catalog::budget_ahead`] reads (no lock,

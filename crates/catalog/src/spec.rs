@@ -46,7 +46,7 @@ pub struct DpInput {
     pub epsilon_cap: Option<f64>,
 }
 
-/// Dp mode's per-dataset settings (DESIGN §3), validated.
+/// Dp mode's per-dataset settings (design §3), validated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DpSettings {
     /// Groups one person may count in, per answer (default 1).

@@ -55,7 +55,7 @@ impl Level {
     }
 
     /// The most epsilon one analyst may spend on one dataset at this level within the budget
-    /// window (DESIGN §2); `None` where the level sets no cap (L1, L2) or nothing is released
+    /// window (design §2); `None` where the level sets no cap (L1, L2) or nothing is released
     /// (core data).
     pub fn epsilon_cap(self) -> Option<f64> {
         match self {
@@ -67,7 +67,7 @@ impl Level {
     }
 
     /// The default `k`: the fewest distinct privacy units a released group or equivalence class
-    /// must hold (DESIGN §2). `None` for core data, which is never released.
+    /// must hold (design §2). `None` for core data, which is never released.
     pub fn min_group_size(self) -> Option<u64> {
         match self {
             Level::L1 => Some(0),

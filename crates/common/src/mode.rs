@@ -1,4 +1,4 @@
-//! Result modes: what a query may return (DESIGN §2). There is no raw mode.
+//! Result modes: what a query may return (design §2). There is no raw mode.
 
 /// How a query's answer is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,4 +1,4 @@
-//! Roles: what a user may do (DESIGN §1).
+//! Roles: what a user may do (design §1).
 
 /// A user's role. A user may hold several; steward and analyst roles act within the user's
 /// department.

@@ -33,7 +33,7 @@ pub struct DatasetInfo {
     pub one_row_per_unit: bool,
 }
 
-/// The contribution bounds of dp mode, declared per dataset by its steward (DESIGN §3): each
+/// The contribution bounds of dp mode, declared per dataset by its steward (design §3): each
 /// person counts in at most `max_groups` groups of an answer, with at most `max_rows` rows in
 /// each. A query over several datasets uses the largest of each among those whose rows reach
 /// the aggregate ([`GuardContext::reach`]), so that a join does not cut what one dataset

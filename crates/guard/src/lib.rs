@@ -1,5 +1,5 @@
 //! The privacy guard: decides on a DataFusion logical plan whether a query may run in a result
-//! mode, and rewrites it so that its answer is safe to release (DESIGN §3).
+//! mode, and rewrites it so that its answer is safe to release (design §3).
 //!
 //! ```text
 //! LogicalPlan ──► check: lineage of every column, bottom up, into subqueries ──► Violation

@@ -1,4 +1,4 @@
-//! The level ceiling of DESIGN §2, enforced in code so that no policy line can widen it.
+//! The level ceiling of design §2, enforced in code so that no policy line can widen it.
 
 use veil_common::{Level, Mode};
 

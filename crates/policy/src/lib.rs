@@ -4,7 +4,7 @@
 //! `dyn PolicyEngine` and gets a [`Decision`] back.
 //!
 //! A decision combines three things:
-//! 1. the level ceiling of DESIGN §2, in code ([`ceiling`]), which no policy line can widen;
+//! 1. the level ceiling of design §2, in code ([`ceiling`]), which no policy line can widen;
 //! 2. the casbin policy over the files in `policies/` (RBAC with department domains,
 //!    deny-override), plus role memberships from the user registry;
 //! 3. approved, unexpired access requests ([`Grant`]), which act as allow lines and satisfy the

@@ -1,4 +1,4 @@
-//! Role rules of the management API (DESIGN §1): who may manage identity and policy, register
+//! Role rules of the management API (design §1): who may manage identity and policy, register
 //! and retire datasets, request access and decide requests. These are fixed by the product, not
 //! configurable, so they are code, like the level ceiling.
 

@@ -88,8 +88,7 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
         mode: Mode::Aggregate,
         k: 10,
         datasets: vec![SessionDataset {
-            department: "bench".into(),
-            name: "people".into(),
+            dataset: "bench.people".parse().expect("a valid dataset reference"),
             path: path.to_path_buf(),
             rows: ROWS as u64,
             info: DatasetInfo {

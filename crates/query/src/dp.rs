@@ -1,4 +1,4 @@
-//! Dp mode's noise (DESIGN §3): the guard's bounded plan gives, per group, exact totals in
+//! Dp mode's noise (design §3): the guard's bounded plan gives, per group, exact totals in
 //! which one person weighs at most `G` groups × `R` rows × the declared bound; here each
 //! released number gets discrete Laplace noise calibrated to that weight, groups whose noisy
 //! count of people is below the threshold are dropped, and every value keeps its 95% interval.

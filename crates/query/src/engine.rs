@@ -38,7 +38,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 use ring::digest;
-use veil_common::Mode;
+use veil_common::{DatasetRef, Mode};
 use veil_guard::{AppliedRule, DP_ROW, DpPlan, GuardContext, GuardOutcome, PrivacyGuardRule, violation};
 
 use crate::deidentify::{self, Deidentify};
@@ -79,10 +79,8 @@ impl Limits {
 /// A dataset the caller may use in this query, with its classification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionDataset {
-    /// Department (SQL schema).
-    pub department: String,
-    /// Name (SQL table).
-    pub name: String,
+    /// Which dataset: its department is the SQL schema, its name the SQL table.
+    pub dataset: DatasetRef,
     /// Its current Parquet file.
     pub path: PathBuf,
     /// Rows in that file (from the catalogue).
@@ -181,7 +179,7 @@ impl Prepared {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(self.optimized.display_indent().to_string().as_bytes());
         for d in &self.request.datasets {
-            ctx.update(format!("\n{}.{}={}", d.department, d.name, d.path.display()).as_bytes());
+            ctx.update(format!("\n{}={}", d.dataset, d.path.display()).as_bytes());
         }
         ctx.update(format!("\nepsilon={:?} delta={:?} k={}", params.epsilon, params.delta, self.request.k).as_bytes());
         Some(veil_common::hex::encode(ctx.finish().as_ref()))
@@ -226,7 +224,7 @@ const IN_MEMORY_BYTES: usize = 256 << 20;
 /// Table providers by dataset (department, name), each for one file.
 #[derive(Debug, Default)]
 struct Tables {
-    by_dataset: HashMap<(String, String), CachedTable>,
+    by_dataset: HashMap<DatasetRef, CachedTable>,
     /// Bytes of the tables kept in memory.
     in_memory: usize,
 }
@@ -241,7 +239,7 @@ struct CachedTable {
 
 impl Tables {
     /// The provider of `dataset` if it is for `file`.
-    fn get(&self, dataset: &(String, String), file: &Path) -> Option<Arc<dyn TableProvider>> {
+    fn get(&self, dataset: &DatasetRef, file: &Path) -> Option<Arc<dyn TableProvider>> {
         self.by_dataset.get(dataset).filter(|c| c.file == file).map(|c| Arc::clone(&c.table))
     }
 
@@ -250,7 +248,7 @@ impl Tables {
     /// Parquet-backed one.
     fn put(
         &mut self,
-        dataset: (String, String),
+        dataset: DatasetRef,
         file: PathBuf,
         parquet: Arc<dyn TableProvider>,
         decoded: Option<(Arc<dyn TableProvider>, usize)>,
@@ -311,9 +309,7 @@ impl PlanCache {
     /// never be asked for again, and would keep those files' tables in memory).
     fn put(&mut self, sql: &str, request: &QueryRequest, plan: GuardedPlan) {
         let outdated = |kept: &QueryRequest| {
-            kept.datasets.iter().any(|k| {
-                request.datasets.iter().any(|d| d.department == k.department && d.name == k.name && d.path != k.path)
-            })
+            kept.datasets.iter().any(|k| request.datasets.iter().any(|d| d.dataset == k.dataset && d.path != k.path))
         };
         for entries in self.by_sql.values_mut() {
             entries.retain(|(kept, _, _)| !outdated(kept));
@@ -453,14 +449,14 @@ impl QueryEngine {
             datasets: request
                 .datasets
                 .iter()
-                .map(|d| ((d.department.clone(), d.name.clone()), d.info.clone()))
+                .map(|d| ((d.dataset.department.to_string(), d.dataset.name.to_string()), d.info.clone()))
                 .collect(),
         };
         let guard = Arc::new(PrivacyGuardRule::new(ctx));
         let (state, catalog) = self.session(Some(&guard), request.input_rows());
         for d in &request.datasets {
             let table = self.table(d, &state).await?;
-            register(&catalog, &d.department, &d.name, table)?;
+            register(&catalog, d.dataset.department.as_str(), d.dataset.name.as_str(), table)?;
         }
 
         let plan = self.plan(&state, query.statement.clone()).await?;
@@ -717,7 +713,7 @@ impl QueryEngine {
     /// kept in memory (within [`IN_MEMORY_BYTES`] for all), a larger one read from Parquet
     /// by each query.
     async fn table(&self, dataset: &SessionDataset, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
-        let key = (dataset.department.clone(), dataset.name.clone());
+        let key = dataset.dataset.clone();
         if let Some(t) = self.tables.lock().map_err(internal)?.get(&key, &dataset.path) {
             return Ok(t);
         }
@@ -1068,8 +1064,7 @@ mod tests {
             datasets: files
                 .iter()
                 .map(|(name, file)| SessionDataset {
-                    department: "civil".into(),
-                    name: (*name).into(),
+                    dataset: format!("civil.{name}").parse().unwrap(),
                     path: PathBuf::from(file),
                     rows: 1,
                     info: info.clone(),
@@ -1138,12 +1133,12 @@ mod tests {
             Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).expect("table"))
         };
         let mut tables = Tables::default();
-        let key = ("civil".to_owned(), "a".to_owned());
+        let key: DatasetRef = "civil.a".parse().expect("reference");
         let decoded = provider();
         let kept = tables.put(key.clone(), "a-1".into(), provider(), Some((Arc::clone(&decoded), IN_MEMORY_BYTES)));
         assert!(Arc::ptr_eq(&kept, &decoded), "it fits exactly");
         assert!(tables.get(&key, Path::new("a-1")).is_some() && tables.get(&key, Path::new("a-2")).is_none());
-        let other = ("civil".to_owned(), "b".to_owned());
+        let other: DatasetRef = "civil.b".parse().expect("reference");
         let parquet = provider();
         let kept = tables.put(other.clone(), "b-1".into(), Arc::clone(&parquet), Some((provider(), 1)));
         assert!(Arc::ptr_eq(&kept, &parquet), "no room left: read from Parquet");

@@ -1,4 +1,4 @@
-//! The query path (DESIGN §3) from parsed SQL to a released answer:
+//! The query path (design §3) from parsed SQL to a released answer:
 //!
 //! ```text
 //! parse: one read-only query ─► (server: resolve datasets, authorise with the policy)

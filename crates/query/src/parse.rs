@@ -1,4 +1,4 @@
-//! The safe SQL surface (DESIGN §3): exactly one read-only query, of bounded size. Decided on the
+//! The safe SQL surface (design §3): exactly one read-only query, of bounded size. Decided on the
 //! parsed statement, before any table is resolved; the guard then decides on the plan.
 
 use datafusion::common::TableReference;

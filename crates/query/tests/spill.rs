@@ -31,8 +31,7 @@ fn table(dir: &Path, name: &str) -> SessionDataset {
     let attribute =
         ColumnInfo { tag: Tag::Attribute, linkable: false, generalize: None, bounds: None, public_values: None };
     SessionDataset {
-        department: "t".into(),
-        name: name.into(),
+        dataset: format!("t.{name}").parse().unwrap(),
         path,
         rows: ROWS as u64,
         info: DatasetInfo {

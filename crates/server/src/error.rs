@@ -92,12 +92,10 @@ impl From<veil_policy::Error> for ApiError {
     }
 }
 
-impl From<veil_query::Error> for ApiError {
-    fn from(e: veil_query::Error) -> Self {
-        match e.kind() {
-            ErrorKind::Internal => ApiError::internal(e),
-            kind => ApiError::new(kind, e.code(), e.to_string()),
-        }
+impl From<veil_broker::Error> for ApiError {
+    /// The broker has masked internal failures and logged their detail already.
+    fn from(e: veil_broker::Error) -> Self {
+        ApiError::new(e.kind(), e.code(), e.message())
     }
 }
 

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use veil_audit::{Actor, AuditLog, Entry, Receipt};
-use veil_catalog::{AccessRequest, Catalog, Principal};
-use veil_policy::{CasbinPolicy, Grant, Membership, PolicyFiles, Subject};
+use veil_broker::Broker;
+pub use veil_broker::{actor, load_policy, subject};
+use veil_catalog::{Catalog, Principal};
+use veil_policy::CasbinPolicy;
 
 use crate::error::ApiError;
 use crate::telemetry::Metrics;
@@ -18,7 +20,7 @@ pub struct ServerConfig {
     /// Largest dataset upload accepted, in bytes.
     pub max_upload_bytes: usize,
     /// Limits every query runs under.
-    pub query: veil_query::Limits,
+    pub query: veil_broker::Limits,
     /// How the audit log writes and signs.
     pub audit: veil_audit::Options,
 }
@@ -37,8 +39,8 @@ pub struct AppState {
     /// The tamper-evident audit log: every decision and change is recorded here before its
     /// response is sent.
     pub audit: Arc<AuditLog>,
-    /// Runs guarded queries.
-    pub query: Arc<veil_query::QueryEngine>,
+    /// The query use case: decides, runs and records every query.
+    pub broker: Broker,
 }
 
 /// The current time in unix seconds.
@@ -46,48 +48,12 @@ pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// The policy subject for a signed-in principal.
-pub fn subject(principal: &Principal) -> Subject {
-    Subject { user: principal.user.clone(), department: principal.department.clone(), roles: principal.roles.clone() }
-}
-
-fn grant(request: AccessRequest) -> Grant {
-    Grant {
-        id: request.id,
-        user: request.user,
-        dataset: request.dataset,
-        mode: request.mode,
-        expires_at: request.expires_at,
-    }
-}
-
-fn memberships(catalog: &Catalog) -> Result<Vec<Membership>, veil_catalog::Error> {
-    Ok(catalog
-        .memberships()?
-        .into_iter()
-        .map(|(user, department, role)| Membership { user, department, role })
-        .collect())
-}
-
-/// Loads the policy files, with role memberships and grants from the catalogue.
-///
-/// # Errors
-/// A catalogue failure, or a policy error naming the file and line.
-pub fn load_policy(
-    catalog: &Catalog,
-    files: PolicyFiles,
-) -> Result<CasbinPolicy, Box<dyn std::error::Error + Send + Sync>> {
-    let now = now_unix();
-    let grants = catalog.active_grants(now)?.into_iter().map(grant).collect();
-    Ok(CasbinPolicy::from_files(files, memberships(catalog)?, grants, now)?)
-}
-
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The query runtime could not be built.
     #[error(transparent)]
-    Query(#[from] veil_query::Error),
+    Query(#[from] veil_broker::Error),
     /// The audit log could not be opened (or does not verify at its end).
     #[error(transparent)]
     Audit(#[from] veil_audit::Error),
@@ -117,15 +83,6 @@ pub(crate) fn entry_by(caller: &Principal, action: &str, decision: &str) -> Entr
     entry
 }
 
-/// The audit record's view of a signed-in principal.
-pub(crate) fn actor(principal: &Principal) -> Actor {
-    Actor {
-        user: principal.user.to_string(),
-        department: principal.department.as_ref().map(ToString::to_string),
-        roles: principal.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-    }
-}
-
 impl AppState {
     /// State over an open catalogue and a loaded policy. Queries spill under the data
     /// directory's `tmp/`, which every open empties; the audit log is opened (and its end
@@ -134,16 +91,18 @@ impl AppState {
     /// # Errors
     /// When the query runtime cannot be built or the audit log cannot be opened.
     pub fn new(catalog: Catalog, config: ServerConfig, policy: CasbinPolicy) -> Result<Self, StartError> {
-        let query = veil_query::QueryEngine::new(config.query.clone(), &catalog.dir().tmp())?;
-        let audit = AuditLog::open(&catalog.dir().audit(), &catalog.dir().audit_key(), config.audit.clone())?;
-        Ok(Self {
-            catalog: Arc::new(catalog),
-            config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
-            policy: Arc::new(policy),
-            audit: Arc::new(audit),
-            query: Arc::new(query),
-        })
+        let audit = Arc::new(AuditLog::open(&catalog.dir().audit(), &catalog.dir().audit_key(), config.audit.clone())?);
+        let spill_dir = catalog.dir().tmp();
+        let catalog = Arc::new(catalog);
+        let policy = Arc::new(policy);
+        let broker = Broker::new(
+            Arc::clone(&catalog),
+            Arc::clone(&policy),
+            Arc::clone(&audit),
+            config.query.clone(),
+            &spill_dir,
+        )?;
+        Ok(Self { catalog, config: Arc::new(config), metrics: Arc::new(Metrics::new()), policy, audit, broker })
     }
 
     /// Runs synchronous catalogue work on a blocking thread, so SQLite and file I/O never stall
@@ -166,11 +125,24 @@ impl AppState {
         let catalog = Arc::clone(&self.catalog);
         tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
             let now = now_unix();
-            let grants = catalog.active_grants(now)?.into_iter().map(grant).collect();
-            policy.set_subjects(memberships(&catalog)?, grants, now).map_err(ApiError::internal)
+            let (memberships, grants) = veil_broker::policy_subjects(&catalog, now)?;
+            policy.set_subjects(memberships, grants, now).map_err(ApiError::internal)
         })
         .await
         .map_err(|e| ApiError::internal(format!("policy task failed: {e}")))?
+    }
+
+    /// The broker's view of a signed-in caller on this request: the principal, with the
+    /// request id its audit record carries. The request counts as recorded by its handler,
+    /// since the broker records every query it is given.
+    pub(crate) fn broker_caller(principal: Principal) -> veil_broker::Caller {
+        let request_id = REQUEST
+            .try_with(|request| {
+                request.audited.store(true, std::sync::atomic::Ordering::Relaxed);
+                request.id.clone()
+            })
+            .ok();
+        veil_broker::Caller { principal, request_id }
     }
 
     /// Appends `entry` to the audit log, with this request's id, and returns once it is on

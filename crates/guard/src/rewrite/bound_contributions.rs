@@ -1,5 +1,5 @@
 //! Dp mode: bounds what one person can add to the answer's aggregate, so that noise calibrated
-//! to those bounds hides any one person (DESIGN §3, as ZetaSQL, Qrlew and SmartNoise do it).
+//! to those bounds hides any one person (design §3, as ZetaSQL, Qrlew and SmartNoise do it).
 //!
 //! ```text
 //! rows (with their privacy unit carried up, as for thresholds)

@@ -1,4 +1,4 @@
-//! Thresholds count people, not rows (DESIGN §2): every aggregate over data gets a hidden count
+//! Thresholds count people, not rows (design §2): every aggregate over data gets a hidden count
 //! of distinct people (capped at `k`, see [`super::people`]) per privacy unit that reaches it,
 //! and a filter right above it drops groups with fewer than `k`, before anything else (a window,
 //! a join, HAVING) can see them.

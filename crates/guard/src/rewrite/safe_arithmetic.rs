@@ -1,4 +1,4 @@
-//! Runtime errors are no side channel (DESIGN §3): `1 / (CASE WHEN <one person> THEN 0 ELSE 1
+//! Runtime errors are no side channel (design §3): `1 / (CASE WHEN <one person> THEN 0 ELSE 1
 //! END)` fails only if that person exists. Division and modulo get `NULLIF(divisor, 0)`, and
 //! casts become `TRY_CAST`, so a value that would fail gives NULL on every row alike. Names are
 //! preserved so that the plan's schema does not change. Runs after type coercion, so the zero

@@ -3,7 +3,7 @@
 //! complement attacks (`WHERE district = 'X' OR birth_date = …`, `birth_date <> …`), which
 //! pad or subtract one person so that two large groups differ by exactly them.
 //! Differencing with positive conditions remains possible in a threshold-only mode; that is what
-//! `dp` mode is for (DESIGN §2).
+//! `dp` mode is for (design §2).
 
 use veil_common::{Mode, Tag};
 

@@ -1,4 +1,4 @@
-//! Dp mode (DESIGN §3): an answer is one aggregate over the rows of the datasets, so that every
+//! Dp mode (design §3): an answer is one aggregate over the rows of the datasets, so that every
 //! released number passes through the contribution bounds and the noise. What may come after
 //! the aggregate only reworks its noisy output (renaming, expressions, HAVING, ORDER BY, LIMIT:
 //! post-processing, which costs no privacy); what comes before it stays at the grain of rows

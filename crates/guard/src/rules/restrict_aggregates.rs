@@ -1,4 +1,4 @@
-//! Which aggregate may read which column (DESIGN §3): counts of anything, sums and moments of
+//! Which aggregate may read which column (design §3): counts of anything, sums and moments of
 //! numeric non-identifiers, and order statistics (MIN, MAX, median, percentiles), which return
 //! one person's value, only of attributes. Everything else (array_agg, string_agg, first_value,
 //! any aggregate that returns an input value) is refused.

@@ -96,13 +96,8 @@ fn params(params: Result<Query<AuditParams>, QueryRejection>) -> Result<AuditPar
 }
 
 /// Matching records, read up to the log's durable head (later bytes may be mid-write).
-pub(super) async fn find(state: &AppState, filter: Filter, limit: usize) -> Result<veil_audit::Page, ApiError> {
-    let dir = state.audit.dir().to_path_buf();
-    let until = state.audit.durable_seq();
-    tokio::task::spawn_blocking(move || veil_audit::search(&dir, &filter, limit, Some(until)))
-        .await
-        .map_err(|e| ApiError::internal(format!("audit task failed: {e}")))?
-        .map_err(ApiError::from)
+async fn find(state: &AppState, filter: Filter, limit: usize) -> Result<veil_audit::Page, ApiError> {
+    Ok(state.broker.audit_records(filter, limit).await?)
 }
 
 fn to_json(records: &[Stored]) -> Result<Vec<serde_json::Value>, ApiError> {

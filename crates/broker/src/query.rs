@@ -1,0 +1,267 @@
+//! [`Broker::query`]: resolves the datasets a query names, asks the policy about all of them at
+//! once (就高从严), hands the query to the guarded engine with a session that holds exactly
+//! those datasets, and records the decision before anything of the answer is released.
+
+use std::time::Instant;
+
+use ring::digest;
+use veil_audit::{DatasetUse, Entry, Filter};
+use veil_catalog::DatasetInfo;
+use veil_common::{AUDIT_SCHEMA, DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode};
+use veil_policy::{Action, DatasetMeta, PolicyEngine};
+use veil_query::{DpParams, ParsedQuery, QueryRequest, SessionDataset};
+
+use crate::budget::{self, DatasetCap};
+use crate::{Answer, Broker, Budget, Caller, Error, Refused, Released, Request, Rule, now_unix};
+
+/// The audit log's table, for auditors.
+const AUDIT_TABLE: &str = "audit.events";
+
+/// A query that was decided (and run, unless a dry run), not yet recorded.
+struct Done {
+    answer: Answer,
+    level: String,
+    k: u64,
+    /// The policy's decision for each dataset.
+    policy: Vec<Rule>,
+    budget: Option<Vec<Budget>>,
+}
+
+impl Broker {
+    /// Decides, runs and records one query.
+    ///
+    /// Every call appends exactly one audit record (allowed, dry run, denied or failed) and
+    /// returns only after it is on disk; if the log cannot write, nothing is released and the
+    /// error is `audit_unavailable`.
+    ///
+    /// # Errors
+    /// [`Refused`] with the reason and the refusal's audit record.
+    pub async fn query(&self, caller: &Caller, request: Request) -> Result<Released, Refused> {
+        let started = Instant::now();
+        let mut entry = Entry::new("query", if request.dry_run { "dry_run" } else { "allowed" });
+        entry.actor = Some(caller.actor());
+        entry.mode = Some(request.mode.clone());
+        entry.sql_sha256 =
+            Some(veil_common::hex::encode(digest::digest(&digest::SHA256, request.sql.as_bytes()).as_ref()));
+        entry.sql = Some(recorded_sql(&request.sql, self.limits().max_sql_bytes));
+        let outcome = self.decide_and_run(caller, request, &mut entry).await;
+        entry.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        match &outcome {
+            Ok(done) => {
+                if done.answer.executed {
+                    entry.rows = Some(done.answer.row_count() as u64);
+                    entry.suppressed_groups = Some(done.answer.suppressed_groups);
+                }
+            }
+            Err(e) => {
+                entry.decision = if e.is_refusal() { "denied" } else { "failed" }.into();
+                entry.rule = Some(e.code().to_owned());
+                entry.detail = Some(e.message().to_owned());
+            }
+        }
+        // The record is on disk before anything of the answer leaves.
+        let receipt = self.record(caller, entry).await.map_err(|error| Refused { error, audit_id: None })?;
+        match outcome {
+            Ok(done) => {
+                let guard =
+                    done.answer.rules.iter().map(|r| Rule { code: r.code.to_owned(), detail: r.detail.clone() });
+                let rules = done.policy.into_iter().chain(guard).collect();
+                Ok(Released {
+                    answer: done.answer,
+                    level: done.level,
+                    k: done.k,
+                    rules,
+                    budget: done.budget,
+                    audit_id: receipt.seq,
+                })
+            }
+            Err(error) => Err(Refused { error, audit_id: Some(receipt.seq) }),
+        }
+    }
+
+    /// Decides and runs a query, noting in `entry` the datasets it uses as they are resolved.
+    async fn decide_and_run(&self, caller: &Caller, request: Request, entry: &mut Entry) -> Result<Done, Error> {
+        let mode: Mode = request
+            .mode
+            .parse()
+            .map_err(|e: veil_common::mode::UnknownMode| Error::invalid("unknown_mode", e.to_string()))?;
+        let parsed = veil_query::parse(&request.sql, self.limits().max_sql_bytes)?;
+        if parsed.tables().is_empty() {
+            return Err(Error::invalid("no_dataset", "the query reads no dataset; name one as department.dataset"));
+        }
+        if parsed.tables().iter().any(|(schema, _)| schema == AUDIT_SCHEMA) {
+            return self.audit_query(caller, &parsed, request.dry_run, entry).await;
+        }
+        let mut refs = Vec::new();
+        for (department, name) in parsed.tables() {
+            let unknown = || veil_query::Error::UnknownDataset(format!("{department}.{name}"));
+            let department = DepartmentId::new(department.clone()).map_err(|_| unknown())?;
+            let name = DatasetName::new(name.clone()).map_err(|_| unknown())?;
+            refs.push(DatasetRef { department, name });
+        }
+        let user = caller.principal.user.clone();
+        let now = now_unix();
+        let (found, grants) = self
+            .blocking(move |c| {
+                let mut found = Vec::new();
+                for r in &refs {
+                    let info = c.dataset(r)?;
+                    if info.retired_at.is_some() {
+                        return Err(veil_catalog::Error::DatasetNotFound(r.clone()));
+                    }
+                    found.push((info, c.current_file(r)?));
+                }
+                let grants = c.active_grants(now)?.into_iter().filter(|g| g.user == user).collect::<Vec<_>>();
+                Ok((found, grants))
+            })
+            .await?;
+        entry.datasets = found
+            .iter()
+            .map(|(d, _)| DatasetUse { dataset: d.dataset.to_string(), level: Some(d.level.to_string()) })
+            .collect();
+        let metas: Vec<DatasetMeta> =
+            found.iter().map(|(d, _)| DatasetMeta { dataset: d.dataset.clone(), level: d.level }).collect();
+        let decision = self.policy.decide(&caller.subject(), &metas, mode, now);
+        if let Some(denied) = decision.first_denial() {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                denied.rule,
+                format!("{}: {}", denied.dataset, denied.reason),
+            ));
+        }
+        let k =
+            decision.level.min_group_size().ok_or_else(|| Error::forbidden("core data never leaves its department"))?;
+
+        // Pseudonyms are keyed by the analyst and the grant (or policy line) each dataset is used
+        // under, so outputs under two grants cannot be linked.
+        // The audit record says on what basis each dataset was used: a policy line, or an access
+        // request with its purpose (PIPL purpose limitation), so an auditor sees why as well as who.
+        let mut scope = caller.principal.user.to_string();
+        let mut basis = Vec::with_capacity(decision.checks.len());
+        for check in &decision.checks {
+            let grant = grants.iter().find(|g| g.dataset == check.dataset && g.mode == mode);
+            scope.push_str(&format!("\n{}:{}", check.dataset, grant.map_or("policy", |g| g.id.as_str())));
+            basis.push(match grant {
+                Some(g) => format!("{}: access request {} for \"{}\"", check.dataset, g.id, g.purpose),
+                None => format!("{}: {}", check.dataset, check.reason),
+            });
+        }
+        entry.detail = Some(basis.join("; "));
+        let pseudonym_key = self.catalog.pseudonym_key(&scope);
+        let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
+        let dp = match mode {
+            Mode::Dp => Some(DpParams { epsilon: budget::epsilon(request.epsilon, &caps)?, delta: budget::DELTA }),
+            _ => None,
+        };
+        let query = QueryRequest {
+            mode,
+            k,
+            datasets: found.into_iter().map(|(info, path)| session_dataset(info, path)).collect(),
+            dry_run: request.dry_run,
+            pseudonym_key,
+            dp,
+        };
+        let prepared = self.engine.prepare(&parsed, query).await?;
+        let (answer, budget) = match dp {
+            Some(params) => {
+                let (answer, budget) = self.run_dp(caller, prepared, params, caps, entry).await?;
+                (answer, Some(budget))
+            }
+            None => (self.engine.execute(prepared).await?, None),
+        };
+        let policy = decision
+            .checks
+            .iter()
+            .map(|c| Rule { code: c.rule.to_owned(), detail: format!("{}: {}", c.dataset, c.reason) })
+            .collect();
+        Ok(Done { answer, level: decision.level.as_str().to_owned(), k, policy, budget })
+    }
+
+    /// A query over `audit.events`, the audit log as a table: auditors only, every record as
+    /// recorded (the log holds no value read from a dataset), not combined with datasets. For
+    /// anyone else the table does not exist, like any dataset they may not use.
+    async fn audit_query(
+        &self,
+        caller: &Caller,
+        parsed: &ParsedQuery,
+        dry_run: bool,
+        entry: &mut Entry,
+    ) -> Result<Done, Error> {
+        entry.action = "audit.query".into();
+        entry.mode = None;
+        entry.datasets = vec![DatasetUse { dataset: AUDIT_TABLE.into(), level: None }];
+        let auditor = self.policy.authorize(&caller.subject(), &Action::ReadAudit).is_ok();
+        for (schema, name) in parsed.tables() {
+            if schema != AUDIT_SCHEMA || name != "events" || !auditor {
+                return Err(veil_query::Error::UnknownDataset(format!("{schema}.{name}")).into());
+            }
+        }
+        let page = self.audit_records(Filter::default(), usize::MAX).await?;
+        let through = page.records.last().map_or(0, |r| r.record.seq);
+        let batch = veil_audit::to_batch(&page.records).map_err(Error::internal)?;
+        let answer = self
+            .engine
+            .run_unguarded(parsed, vec![(AUDIT_SCHEMA.to_owned(), "events".to_owned(), batch)], dry_run)
+            .await?;
+        let policy = vec![Rule {
+            code: "auditor_reads_audit_log".into(),
+            detail: format!("{AUDIT_TABLE}: every record up to seq {through}, as recorded, for auditors only"),
+        }];
+        Ok(Done { answer, level: AUDIT_SCHEMA.to_owned(), k: 0, policy, budget: None })
+    }
+
+    /// Matching audit records, read up to the log's durable head (later bytes may be mid-write).
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub async fn audit_records(&self, filter: Filter, limit: usize) -> Result<veil_audit::Page, Error> {
+        let dir = self.audit.dir().to_path_buf();
+        let until = self.audit.durable_seq();
+        tokio::task::spawn_blocking(move || veil_audit::search(&dir, &filter, limit, Some(until)))
+            .await
+            .map_err(|e| Error::internal(format!("audit task failed: {e}")))?
+            .map_err(Error::from)
+    }
+}
+
+/// The SQL as typed, for the record; text beyond what any query may be long is cut (its hash
+/// covers the whole text), so an over-long refusal cannot flood the log.
+fn recorded_sql(sql: &str, max_bytes: usize) -> String {
+    if sql.len() <= max_bytes {
+        return sql.to_owned();
+    }
+    let mut end = max_bytes;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut at {end} of {} bytes]", &sql[..end], sql.len())
+}
+
+/// The catalogue's view of a dataset, as the guard and the engine need it.
+fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDataset {
+    let columns = info
+        .columns
+        .iter()
+        .map(|c| {
+            let column = veil_guard::ColumnInfo {
+                tag: c.tag,
+                linkable: c.linkable, // registration allows it only on identifiers
+                generalize: c.generalize,
+                bounds: c.bounds,
+                public_values: c.public_values.clone(),
+            };
+            (c.name.clone(), column)
+        })
+        .collect();
+    SessionDataset {
+        dataset: info.dataset,
+        path,
+        rows: info.row_count,
+        info: veil_guard::DatasetInfo {
+            privacy_unit: info.privacy_unit,
+            columns,
+            contribution: veil_guard::Contribution { max_groups: info.dp.max_groups, max_rows: info.dp.max_rows },
+            one_row_per_unit: info.one_row_per_unit,
+        },
+    }
+}

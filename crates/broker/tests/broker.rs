@@ -1,0 +1,225 @@
+//! The query use case in process, without a protocol: every query is one audit record, on disk
+//! before anything is released; refusals carry the record's number; the budget is the broker's.
+
+#![allow(clippy::unwrap_used)] // tests: a failed fixture should fail loudly
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use veil_audit::{AuditLog, Filter, Record};
+use veil_broker::{Broker, Caller, Refused, Released, Request};
+use veil_catalog::{Catalog, ColumnInput, DatasetSpec, DpInput, MetadataInput};
+use veil_common::{DepartmentId, Role, UserId};
+
+/// People in the test dataset: 60 in each of four districts.
+const PEOPLE: usize = 240;
+
+struct World {
+    _dir: tempfile::TempDir,
+    catalog: Arc<Catalog>,
+    audit: Arc<AuditLog>,
+    broker: Broker,
+}
+
+fn column(tag: &str, data_type: Option<&str>, bounds: Option<(f64, f64)>) -> ColumnInput {
+    ColumnInput {
+        tag: tag.into(),
+        linkable: false,
+        bounds,
+        data_type: data_type.map(Into::into),
+        generalize: None,
+        public_values: None,
+    }
+}
+
+/// A data directory with civil affairs' L3 `civil.people`, the demo policy and its users.
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = UserId::new("admin").unwrap();
+    let policy =
+        [("policies/model.conf", veil_policy::DEFAULT_MODEL), ("policies/policy.csv", veil_policy::DEMO_POLICY)];
+    veil_catalog::init(&data, &dir.path().join("admin.token"), &admin, &policy).unwrap();
+    let catalog = Catalog::open(&data).unwrap();
+    for department in ["civil", "health", "hotline"] {
+        catalog.create_department(&DepartmentId::new(department).unwrap(), department).unwrap();
+    }
+    for (user, department, role) in [
+        ("civil-steward", Some("civil"), Role::Steward),
+        ("civil-analyst", Some("civil"), Role::Analyst),
+        ("health-analyst", Some("health"), Role::Analyst),
+        ("hotline-analyst", Some("hotline"), Role::Analyst),
+        ("auditor", None, Role::Auditor),
+    ] {
+        let department = department.map(|d| DepartmentId::new(d).unwrap());
+        catalog.create_user(&UserId::new(user).unwrap(), department.as_ref(), &[role]).unwrap();
+    }
+    let csv = dir.path().join("people.csv");
+    let mut text = String::from("person_id,district,subsidy\n");
+    for i in 0..PEOPLE {
+        text.push_str(&format!("p{i:04},{},{}\n", ["A", "B", "C", "D"][i % 4], 100 + i % 7 * 50));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let columns = BTreeMap::from([
+        ("person_id".to_owned(), column("identifier", None, None)),
+        ("district".to_owned(), column("quasi_identifier", None, None)),
+        ("subsidy".to_owned(), column("sensitive", Some("int64"), Some((0.0, 1000.0)))),
+    ]);
+    let spec = DatasetSpec::validate(MetadataInput {
+        name: "people".into(),
+        department: "civil".into(),
+        level: "L3".into(),
+        description: "test registry".into(),
+        privacy_unit: Some("person_id".into()),
+        format: None,
+        columns,
+        dp: DpInput::default(),
+    })
+    .unwrap();
+    catalog.register_dataset(&spec, &csv, &UserId::new("civil-steward").unwrap()).unwrap();
+    let policy = veil_broker::load_policy(&catalog, veil_policy::PolicyFiles::in_dir(&data.join("policies"))).unwrap();
+    let audit = Arc::new(
+        AuditLog::open(&catalog.dir().audit(), &catalog.dir().audit_key(), veil_audit::Options::default()).unwrap(),
+    );
+    let spill = catalog.dir().tmp();
+    let catalog = Arc::new(catalog);
+    let broker = Broker::new(
+        Arc::clone(&catalog),
+        Arc::new(policy),
+        Arc::clone(&audit),
+        veil_broker::Limits::standard(),
+        &spill,
+    )
+    .unwrap();
+    World { _dir: dir, catalog, audit, broker }
+}
+
+impl World {
+    fn caller(&self, user: &str) -> Caller {
+        let token = self.catalog.issue_token(&UserId::new(user).unwrap()).unwrap().token;
+        let principal = self.catalog.authenticate(&token).unwrap().unwrap();
+        Caller { principal, request_id: Some(format!("req-{user}")) }
+    }
+
+    async fn ask(&self, user: &str, sql: &str, mode: &str, epsilon: Option<f64>) -> Result<Released, Refused> {
+        let request = Request { sql: sql.into(), mode: mode.into(), epsilon, dry_run: false };
+        self.broker.query(&self.caller(user), request).await
+    }
+
+    async fn record(&self, seq: u64) -> Record {
+        let page = self.broker.audit_records(Filter::default(), usize::MAX).await.unwrap();
+        page.records.into_iter().map(|s| s.record).find(|r| r.seq == seq).unwrap()
+    }
+}
+
+const BY_DISTRICT: &str = "SELECT district, COUNT(*) AS n FROM civil.people GROUP BY district ORDER BY district";
+
+#[tokio::test]
+async fn a_released_answer_names_its_audit_record() {
+    let w = world();
+    let released = w.ask("civil-analyst", BY_DISTRICT, "aggregate", None).await.unwrap();
+    assert_eq!(released.answer().row_count(), 4);
+    assert_eq!(released.level(), "L3");
+    assert!(released.rules().iter().any(|r| r.detail.starts_with("civil.people")));
+    let record = w.record(released.audit_id()).await;
+    assert_eq!(record.entry.action, "query");
+    assert_eq!(record.entry.decision, "allowed");
+    assert_eq!(record.entry.rows, Some(4));
+    assert_eq!(record.entry.request_id.as_deref(), Some("req-civil-analyst"));
+    assert_eq!(record.entry.actor.unwrap().user, "civil-analyst");
+    assert_eq!(record.entry.datasets[0].dataset, "civil.people");
+    // Released only after the record is durable.
+    assert!(w.audit.durable_seq() >= released.audit_id());
+}
+
+#[tokio::test]
+async fn a_refusal_is_recorded_with_its_rule() {
+    let w = world();
+    let refused = w.ask("hotline-analyst", BY_DISTRICT, "aggregate", None).await.unwrap_err();
+    assert_eq!(refused.error.kind(), veil_common::ErrorKind::Forbidden);
+    let record = w.record(refused.audit_id.unwrap()).await;
+    assert_eq!(record.entry.decision, "denied");
+    assert_eq!(record.entry.rule.as_deref(), Some(refused.error.code()));
+    assert_eq!(record.entry.datasets[0].dataset, "civil.people");
+
+    // An L3 dataset above the health department's aggregate ceiling (L2): refused, recorded.
+    let refused = w.ask("health-analyst", BY_DISTRICT, "aggregate", None).await.unwrap_err();
+    assert_eq!(refused.error.kind(), veil_common::ErrorKind::Forbidden);
+    assert_eq!(w.record(refused.audit_id.unwrap()).await.entry.decision, "denied");
+}
+
+#[tokio::test]
+async fn an_unknown_mode_is_refused_and_recorded_as_asked() {
+    let w = world();
+    let refused = w.ask("civil-analyst", BY_DISTRICT, "raw", None).await.unwrap_err();
+    assert_eq!(refused.error.code(), "unknown_mode");
+    let record = w.record(refused.audit_id.unwrap()).await;
+    assert_eq!(record.entry.mode.as_deref(), Some("raw"));
+    assert_eq!(record.entry.decision, "denied");
+    assert!(record.entry.sql.unwrap().contains("civil.people"));
+}
+
+#[tokio::test]
+async fn nothing_is_released_when_the_audit_log_cannot_record() {
+    let w = world();
+    w.audit.close().await.unwrap();
+    let refused = w.ask("civil-analyst", BY_DISTRICT, "aggregate", None).await.unwrap_err();
+    assert_eq!(refused.error.code(), "audit_unavailable");
+    assert_eq!(refused.audit_id, None);
+}
+
+#[tokio::test]
+async fn a_dry_run_is_recorded_and_runs_nothing() {
+    let w = world();
+    let request = Request { sql: BY_DISTRICT.into(), mode: "aggregate".into(), epsilon: None, dry_run: true };
+    let released = w.broker.query(&w.caller("civil-analyst"), request).await.unwrap();
+    assert!(!released.answer().executed);
+    assert_eq!(released.answer().row_count(), 0);
+    let record = w.record(released.audit_id()).await;
+    assert_eq!(record.entry.decision, "dry_run");
+    assert_eq!(record.entry.rows, None);
+}
+
+#[tokio::test]
+async fn dp_charges_the_budget_once_and_replays_for_free() {
+    let w = world();
+    let sql = "SELECT district, COUNT(*) AS n FROM civil.people GROUP BY district";
+    let first = w.ask("health-analyst", sql, "dp", Some(0.5)).await.unwrap();
+    let report = first.answer().dp.as_ref().unwrap();
+    assert!(!report.replayed);
+    let budget = first.budget().unwrap();
+    assert_eq!(budget.len(), 1);
+    assert!((budget[0].spent - 0.5).abs() < 1e-12);
+    assert_eq!(w.record(first.audit_id()).await.entry.epsilon, Some(0.5));
+
+    let again = w.ask("health-analyst", sql, "dp", Some(0.5)).await.unwrap();
+    assert!(again.answer().dp.as_ref().unwrap().replayed);
+    assert!((again.budget().unwrap()[0].spent - 0.5).abs() < 1e-12);
+    assert_eq!(again.answer().batches, first.answer().batches);
+    let record = w.record(again.audit_id()).await;
+    assert_eq!(record.entry.epsilon, Some(0.0));
+    assert!(record.entry.detail.unwrap().contains("nothing charged"));
+
+    let shown = w.broker.budget(&w.caller("health-analyst")).await.unwrap();
+    let people = shown.iter().find(|b| b.dataset.to_string() == "civil.people").unwrap();
+    assert!((people.spent - 0.5).abs() < 1e-12);
+    assert_eq!(people.queries, 1);
+    // Epsilon out of range: refused before anything runs, and recorded.
+    let refused = w.ask("health-analyst", sql, "dp", Some(0.0)).await.unwrap_err();
+    assert_eq!(refused.error.code(), "epsilon_invalid");
+    assert_eq!(w.record(refused.audit_id.unwrap()).await.entry.decision, "denied");
+}
+
+#[tokio::test]
+async fn only_auditors_see_the_audit_table() {
+    let w = world();
+    w.ask("civil-analyst", BY_DISTRICT, "aggregate", None).await.unwrap();
+    let sql = "SELECT action, COUNT(*) AS n FROM audit.events GROUP BY action";
+    let released = w.ask("auditor", sql, "aggregate", None).await.unwrap();
+    assert_eq!(released.level(), "audit");
+    assert_eq!(w.record(released.audit_id()).await.entry.action, "audit.query");
+
+    let refused = w.ask("civil-analyst", sql, "aggregate", None).await.unwrap_err();
+    assert_eq!(refused.error.kind(), veil_common::ErrorKind::NotFound);
+    assert!(refused.error.message().contains("audit.events"));
+}
