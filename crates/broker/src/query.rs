@@ -59,6 +59,15 @@ impl Broker {
                 entry.detail = Some(e.message().to_owned());
             }
         }
+        // Veil's own account of the step: decision, rule and sizes; never SQL or values.
+        tracing::debug!(
+            decision = %entry.decision,
+            rule = entry.rule.as_deref().unwrap_or(""),
+            datasets = entry.datasets.len(),
+            rows = entry.rows,
+            duration_ms = entry.duration_ms,
+            "query decided"
+        );
         // The record is on disk before anything of the answer leaves.
         let receipt = self.record(caller, entry).await.map_err(|error| Refused { error, audit_id: None })?;
         match outcome {

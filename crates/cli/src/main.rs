@@ -294,16 +294,36 @@ enum DatasetCommand {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Logs to stderr at `VEIL_LOG`'s level (default `info`), as text (colour only on a terminal) or
+/// JSON. Other crates than Veil's log at most warnings, whatever `VEIL_LOG` says: DataFusion and
+/// sqlparser print plans, tokens and filter bounds at their debug and trace levels, and those
+/// carry literals and values read from datasets. Veil's own lines describe its steps, never values.
+fn init_logs(format: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    let ours_or_warning = filter_fn(|meta| is_veil_target(meta.target()) || *meta.level() <= tracing::Level::WARN);
+    let filter = filter.and(ours_or_warning);
+    let layer =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let layer =
+        if format == "json" { layer.json().with_filter(filter).boxed() } else { layer.with_filter(filter).boxed() };
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// Whether a log target is one of Veil's crates (`veil`, `veil_server`, …).
+fn is_veil_target(target: &str) -> bool {
+    target.split("::").next().is_some_and(|krate| krate == "veil" || krate.starts_with("veil_"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
