@@ -172,8 +172,7 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
         match answer["level"].as_str().unwrap_or("?") {
             "audit" => println!("{rows} rows of the audit log"),
             level if answer.get("dp").is_some() => println!(
-                "{rows} rows; {} groups withheld (noisy count of people below the threshold); level {level}",
-                answer["suppressed_groups"]
+                "{rows} rows; groups whose noisy count of people is below the threshold are withheld (how many is not released); level {level}"
             ),
             level => println!(
                 "{rows} rows; {} groups withheld (fewer than k = {} people); level {level}",

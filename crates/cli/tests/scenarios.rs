@@ -203,8 +203,7 @@ fn check_dp(body: &Value, keys: usize, column: &str, truth: &[(String, f64)], wh
             t.1
         );
     }
-    let suppressed = body["suppressed_groups"].as_u64().unwrap() as usize;
-    assert_eq!(released.len() + suppressed, truth.len(), "{what}: every group is released or counted as withheld");
+    assert!(body.get("suppressed_groups").is_none(), "{what}: a dp answer tells how many groups it withheld: {body}");
     for (key, people) in truth {
         let out = released.iter().any(|(k, _, _)| k == key);
         if *people >= threshold * 1.5 + 20.0 {
@@ -275,7 +274,7 @@ async fn elderly_care_answers_hold_the_truth_within_their_intervals() {
     let body = answered(&steps, 0);
     let by_street = exact(&truth, &format!("SELECT e.district, e.street, count(*) {lapsed} GROUP BY 1, 2"), 2).await;
     check_dp(body, 2, "people", &by_street, "per street");
-    assert!(body["suppressed_groups"].as_u64().unwrap() >= 5, "门头沟区's streets and others are withheld: {body}");
+    assert!(by_street.len() >= rows(body).len() + 5, "门头沟区's streets and others are withheld: {body}");
     assert!(rows(body).len() >= 8, "the large streets are released: {body}");
     let rules = body["rules"].to_string();
     assert!(rules.contains("at most 1 group(s)"), "visits only test the registry's rows: {rules}");
