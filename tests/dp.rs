@@ -435,3 +435,25 @@ async fn the_number_of_withheld_groups_is_not_released() {
         response.headers().keys().filter(|h| h.as_str().contains("suppressed")).map(|h| h.to_string()).collect();
     assert!(leaked.is_empty(), "{leaked:?}");
 }
+
+/// Leak: once a cap was spent, ε ≤ 10⁻⁹ was still answered without limit (each answer with its
+/// δ), and 10⁻¹⁰ or 10⁻³⁰⁰ failed with a 500. Now ε has a floor (refused with 400
+/// `epsilon_invalid`) and a spent cap answers nothing, compared without slack.
+#[tokio::test]
+async fn epsilon_has_a_floor_and_a_spent_cap_answers_nothing() {
+    let w = world().await;
+    let sql = "SELECT count(*) AS n FROM civil.residents";
+    for epsilon in [1e-4, 1e-9, 1e-10, 1e-300, 0.0, -1.0, 10.5] {
+        let (status, body) = dp(&w, &w.civil_analyst, sql, epsilon).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "ε = {epsilon}: {body}");
+        assert_eq!(body["error"]["code"], "epsilon_invalid", "ε = {epsilon}");
+    }
+    // The L3 cap is 10: spend it whole, then the smallest ε allowed is refused for budget.
+    let (status, body) = dp(&w, &w.civil_analyst, sql, 10.0).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["dp"]["budget"][0]["left"], 0.0);
+    let other = "SELECT count(*) AS m FROM civil.residents WHERE district = '甲区'";
+    let (status, body) = dp(&w, &w.civil_analyst, other, 1e-3).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+}

@@ -24,6 +24,11 @@ const WINDOW: i64 = WINDOW_DAYS as i64 * 86_400;
 /// The most epsilon one query may ask for.
 const MAX_EPSILON: f64 = 10.0;
 
+/// The least epsilon one query may ask for. Below it an answer is noise (a count's 95%
+/// interval is thousands wide), and without a floor an analyst whose cap is spent could still
+/// take unlimited answers at ε ≈ 0, each with its δ: a spent cap must mean no more answers.
+const MIN_EPSILON: f64 = 1e-3;
+
 /// One dataset's privacy budget for one analyst over the rolling window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
@@ -64,14 +69,14 @@ impl DatasetCap {
 /// (at most 1), so that an analyst who never says gets ten answers per window.
 pub(crate) fn epsilon(asked: Option<f64>, caps: &[DatasetCap]) -> Result<f64, Error> {
     match asked {
-        Some(e) if e.is_finite() && e > 0.0 && e <= MAX_EPSILON => Ok(e),
+        Some(e) if e.is_finite() && (MIN_EPSILON..=MAX_EPSILON).contains(&e) => Ok(e),
         Some(e) => Err(Error::invalid(
             "epsilon_invalid",
-            format!("epsilon {e} is not allowed: it must be a number above 0 and at most {MAX_EPSILON}"),
+            format!("epsilon {e} is not allowed: it must be a number from {MIN_EPSILON} to {MAX_EPSILON}"),
         )),
         None => {
             let smallest = caps.iter().filter_map(|c| c.cap).fold(f64::INFINITY, f64::min);
-            Ok((smallest / 10.0).min(1.0))
+            Ok((smallest / 10.0).clamp(MIN_EPSILON, 1.0))
         }
     }
 }

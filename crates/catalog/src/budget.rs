@@ -14,10 +14,6 @@ use veil_common::{DatasetName, DatasetRef, DepartmentId, UserId};
 
 use crate::{Catalog, Error, Result};
 
-/// Slack for summing floating-point charges: a budget spent in exact steps is not refused
-/// for a rounding error.
-const SLACK: f64 = 1e-9;
-
 /// One dataset a query charges, with the cap that applies to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cap {
@@ -111,7 +107,9 @@ fn afford(charge: &Charge<'_>, caps: &[Cap], spent: &[Spent]) -> Result<()> {
     for cap in caps {
         let used = spent.iter().find(|s| s.dataset == cap.dataset).map_or(0.0, |s| s.epsilon);
         let left = (cap.epsilon - used).max(0.0);
-        if charge.epsilon > left + SLACK {
+        // No slack: a rounding error in the sum of charges refuses (fails closed), never lets
+        // a query past a spent cap.
+        if used + charge.epsilon > cap.epsilon {
             return Err(Error::BudgetExceeded {
                 dataset: cap.dataset.clone(),
                 asked: charge.epsilon,
@@ -330,6 +328,6 @@ mod tests {
         let granted = threads.into_iter().map(|t| t.join().expect("thread")).filter(|ok| *ok).count();
         assert_eq!(granted, 12, "3.0 / 0.25 charges fit, no more");
         let spent = catalog.budget_spent(&ana, 0).expect("spent");
-        assert!(spent[0].epsilon <= 3.0 + SLACK, "overspent: {}", spent[0].epsilon);
+        assert!(spent[0].epsilon <= 3.0, "overspent: {}", spent[0].epsilon);
     }
 }
