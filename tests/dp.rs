@@ -457,3 +457,21 @@ async fn epsilon_has_a_floor_and_a_spent_cap_answers_nothing() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "budget_exceeded");
 }
+
+/// Leak (and a 500): with `max_rows` 1, `COUNT(*)` and `COUNT(*), COUNT(DISTINCT person_id)`
+/// optimized to one bounded plan and shared a replay key, so the second replayed the first's
+/// answer of another shape and failed. The key covers the answer's aggregates and keys.
+#[tokio::test]
+async fn the_replay_key_covers_the_answers_aggregates() {
+    let w = world().await;
+    let one = dp_ok(&w, "SELECT count(*) AS n FROM civil.residents", 1.0).await;
+    assert_eq!(one["columns"].as_array().unwrap().len(), 1);
+    let two = dp_ok(&w, "SELECT count(*) AS n, count(DISTINCT person_id) AS p FROM civil.residents", 1.0).await;
+    assert_eq!(two["columns"].as_array().unwrap().len(), 2, "{two}");
+    assert_eq!(two["rows"][0].as_array().unwrap().len(), 2, "{two}");
+    assert_eq!(two["dp"]["replayed"], false, "another answer, charged on its own: {two}");
+    assert_eq!(two["dp"]["budget"][0]["spent"], 2.0);
+    // Grouped and ungrouped, or by another key, are other answers too.
+    let by = dp_ok(&w, "SELECT district, count(*) AS n FROM civil.residents GROUP BY district", 1.0).await;
+    assert_eq!(by["dp"]["replayed"], false, "{by}");
+}

@@ -175,9 +175,25 @@ impl Prepared {
     /// privacy parameters. Two queries with the same key get the same recorded answer.
     pub fn dp_key(&self) -> Option<String> {
         let params = self.request.dp?;
-        self.outcome.rewritten.dp.as_ref()?;
+        let dp = self.outcome.rewritten.dp.as_ref()?;
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(self.optimized.display_indent().to_string().as_bytes());
+        // Two answers of different shapes can optimize to one bounded plan (with max_rows 1,
+        // COUNT(*) is the people count): the measured aggregate's columns, aggregates and key
+        // domains are part of the key, so a replay always has the shape the query expects.
+        let fields: Vec<String> =
+            dp.aggregate_schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+        ctx.update(
+            format!(
+                "\naggregate={} keys={} measures={:?} public={:?} bounds={:?}",
+                fields.join(","),
+                dp.keys,
+                dp.aggregates,
+                dp.public_keys,
+                dp.contribution
+            )
+            .as_bytes(),
+        );
         for d in &self.request.datasets {
             ctx.update(format!("\n{}={}", d.dataset, d.path.display()).as_bytes());
         }
