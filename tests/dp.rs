@@ -475,3 +475,39 @@ async fn the_replay_key_covers_the_answers_aggregates() {
     let by = dp_ok(&w, "SELECT district, count(*) AS n FROM civil.residents GROUP BY district", 1.0).await;
     assert_eq!(by["dp"]["replayed"], false, "{by}");
 }
+
+/// Leak: a link of privacy units through a cast or an implicit conversion is not one-to-one
+/// ("7", "07" and "007" all equal 7.0), yet it was accepted as tying people together, and the
+/// bounded plan credited the joined rows to one side's person only. A unit link is accepted
+/// only between privacy units cast at most one-to-one (text to text, an integer to a wider
+/// one), in joins, EXISTS and IN alike.
+#[tokio::test]
+async fn unit_links_that_are_not_one_to_one_are_refused() {
+    let w = world().await;
+    for sql in [
+        "SELECT count(*) AS n FROM civil.residents r JOIN health.visits v ON CAST(r.person_id AS DOUBLE) = CAST(v.person_id AS DOUBLE)",
+        "SELECT count(*) AS n FROM civil.residents r JOIN health.visits v ON CAST(r.person_id AS BIGINT) = CAST(v.person_id AS BIGINT)",
+        "SELECT count(*) AS n FROM civil.residents r WHERE EXISTS (SELECT 1 FROM health.visits v WHERE CAST(v.person_id AS DOUBLE) = CAST(r.person_id AS DOUBLE))",
+        "SELECT count(*) AS n FROM civil.residents r WHERE CAST(r.person_id AS DOUBLE) IN (SELECT CAST(v.person_id AS DOUBLE) FROM health.visits v)",
+        "SELECT count(*) AS n FROM civil.residents r WHERE r.person_id IN (SELECT CAST(CAST(v.person_id AS BIGINT) AS VARCHAR) FROM health.visits v)",
+    ] {
+        let (status, body) = dp(&w, &w.civil_analyst, sql, 0.1).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{sql}: {body}");
+        let code = body["error"]["code"].as_str().unwrap();
+        // Not a link of people, so either the join is refused as such, or the cast identifier
+        // is one used in a condition; both name the column.
+        assert!(["dp_people_not_linked", "identifier_in_condition"].contains(&code), "{sql}: {body}");
+        if code == "identifier_in_condition" {
+            assert!(body["error"]["message"].as_str().unwrap().contains("person_id"), "{body}");
+        }
+    }
+    // The same links on the bare units are answered.
+    let (status, body) = dp(
+        &w,
+        &w.civil_analyst,
+        "SELECT count(*) AS n FROM civil.residents r WHERE r.person_id IN (SELECT v.person_id FROM health.visits v)",
+        0.1,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeSet;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchema, JoinType};
-use datafusion::logical_expr::expr::{AggregateFunction, Exists, InSubquery, WindowFunction};
+use datafusion::logical_expr::expr::{AggregateFunction, Cast, Exists, InSubquery, TryCast, WindowFunction};
 use datafusion::logical_expr::utils::{grouping_set_to_exprlist, split_conjunction};
-use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, LogicalPlan, Operator, Subquery, WindowFunctionDefinition};
+use datafusion::logical_expr::{
+    BinaryExpr, Distinct, Expr, ExprSchemable, LogicalPlan, Operator, Subquery, WindowFunctionDefinition,
+};
 use veil_common::{Generalization, Mode, Tag};
 
 use crate::lineage::{ColumnLineage, Grain, NodeLineage, SourceColumn, Sources};
@@ -199,9 +202,9 @@ impl Walk<'_> {
         self.ctx.mode
     }
 
-    /// Whether `column` is a dataset's privacy unit, bare.
+    /// Whether `column` is a dataset's privacy unit, bare (cast at most one-to-one).
     fn is_unit(&self, column: &ColumnLineage) -> bool {
-        !column.aggregated && column.bare.is_some_and(|s| self.sources.get(s).unit)
+        !column.aggregated && !column.recast && column.bare.is_some_and(|s| self.sources.get(s).unit)
     }
 
     /// Whether `plan` reads a dataset about people.
@@ -626,8 +629,12 @@ impl Walk<'_> {
             Expr::Column(c) => self.column(c, Some(scope), outer),
             Expr::OuterReferenceColumn(_, c) => self.column(c, None, outer),
             Expr::Literal(..) => Ok(ColumnLineage::default()),
-            Expr::Cast(c) => self.expr(&c.expr, scope, outer),
-            Expr::TryCast(c) => self.expr(&c.expr, scope, outer),
+            Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                let mut inner = self.expr(expr, scope, outer)?;
+                let from = expr.get_type(scope.schema).ok();
+                inner.recast |= !from.is_some_and(|from| one_to_one(&from, field.data_type()));
+                Ok(inner)
+            }
             Expr::BinaryExpr(b) => {
                 let l = self.expr(&b.left, scope, outer)?;
                 let r = self.expr(&b.right, scope, outer)?;
@@ -797,6 +804,24 @@ pub(crate) fn unalias(e: &Expr) -> &Expr {
         Expr::Alias(a) => unalias(&a.expr),
         other => other,
     }
+}
+
+/// Whether a cast from `from` to `to` maps distinct values to distinct values and back (text
+/// to text, an integer to a wider integer of the same signedness), so that a column cast this
+/// way still names the same person.
+fn one_to_one(from: &DataType, to: &DataType) -> bool {
+    use DataType::{Int8, Int16, Int32, Int64, LargeUtf8, UInt8, UInt16, UInt32, UInt64, Utf8, Utf8View};
+    from == to
+        || matches!(
+            (from, to),
+            (Utf8 | Utf8View | LargeUtf8, Utf8 | Utf8View | LargeUtf8)
+                | (Int8, Int16 | Int32 | Int64)
+                | (Int16, Int32 | Int64)
+                | (Int32, Int64)
+                | (UInt8, UInt16 | UInt32 | UInt64)
+                | (UInt16, UInt32 | UInt64)
+                | (UInt32, UInt64)
+        )
 }
 
 /// The column `e` is (of this query or an outer one), through casts and aliases.

@@ -67,18 +67,21 @@ pub(crate) struct ColumnLineage {
     pub(crate) sources: BTreeSet<Src>,
     /// The source column it is, unchanged but for renames and casts.
     pub(crate) bare: Option<Src>,
+    /// Whether a cast that can make two values equal ("7", "07" and "007" all become 7.0)
+    /// applies to the bare column: it then no longer names one person, so it links nobody.
+    pub(crate) recast: bool,
     /// Whether it is the result of an aggregate function.
     pub(crate) aggregated: bool,
 }
 
 impl ColumnLineage {
     pub(crate) fn source(src: Src) -> Self {
-        Self { sources: BTreeSet::from([src]), bare: Some(src), aggregated: false }
+        Self { sources: BTreeSet::from([src]), bare: Some(src), recast: false, aggregated: false }
     }
 
     /// A value computed from `parts`: not bare, aggregated only if every part is.
     pub(crate) fn derived<'a>(parts: impl IntoIterator<Item = &'a ColumnLineage>) -> Self {
-        let mut out = Self { sources: BTreeSet::new(), bare: None, aggregated: true };
+        let mut out = Self { sources: BTreeSet::new(), bare: None, recast: false, aggregated: true };
         let mut any = false;
         for p in parts {
             any = true;
@@ -97,7 +100,7 @@ impl ColumnLineage {
             (Some(a), Some(_)) => Some(a),
             _ => None,
         };
-        Self { sources, bare, aggregated: self.aggregated && other.aggregated }
+        Self { sources, bare, recast: self.recast || other.recast, aggregated: self.aggregated && other.aggregated }
     }
 
     /// The first row-level identifier source this column carries, if any.
@@ -108,9 +111,10 @@ impl ColumnLineage {
         self.sources.iter().copied().find(|s| sources.get(*s).tag == Tag::Identifier)
     }
 
-    /// Whether this column is a bare linkable identifier (a permitted equi-join key).
+    /// Whether this column is a bare linkable identifier (a permitted equi-join key), cast at
+    /// most one-to-one.
     pub(crate) fn is_linkable_key(&self, sources: &Sources) -> bool {
-        !self.aggregated && self.bare.is_some_and(|s| sources.get(s).linkable)
+        !self.aggregated && !self.recast && self.bare.is_some_and(|s| sources.get(s).linkable)
     }
 
     /// The first source with one of `tags`, if this column is still a row value.
