@@ -511,3 +511,22 @@ async fn unit_links_that_are_not_one_to_one_are_refused() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// Every dataset about people has a cumulative bound per analyst: an L2 dataset with a privacy
+/// unit, whose level sets no cap, gets the personal default (10), shown and enforced.
+#[tokio::test]
+async fn personal_data_always_has_a_cap() {
+    let w = world().await;
+    let mut meta = residents_metadata("open");
+    meta["level"] = json!("L2");
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, residents_csv(&w.residents)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["dp"]["epsilon_cap"], 10.0, "{body}");
+    let (status, body) = dp(&w, &w.civil_analyst, "SELECT count(*) AS n FROM civil.open", 10.0).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["dp"]["budget"][0]["cap"], 10.0, "{body}");
+    assert_eq!(body["dp"]["budget"][0]["left"], 0.0, "{body}");
+    let (status, body) = dp(&w, &w.civil_analyst, "SELECT count(*) AS m FROM civil.open WHERE living_alone", 1.0).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+}

@@ -61,7 +61,7 @@ pub(crate) struct DatasetCap {
 
 impl DatasetCap {
     pub(crate) fn of(info: &DatasetInfo) -> Self {
-        Self { dataset: info.dataset.clone(), level: info.level, cap: info.dp.cap(info.level) }
+        Self { dataset: info.dataset.clone(), level: info.level, cap: info.epsilon_cap() }
     }
 }
 

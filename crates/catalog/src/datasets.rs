@@ -41,6 +41,24 @@ pub struct DatasetInfo {
     pub versions: Vec<VersionInfo>,
 }
 
+/// The epsilon cap of a dataset about people whose level sets none (L1, L2): personal data always
+/// has a cumulative bound per analyst, as at L3. A steward may set a lower one.
+pub const PERSONAL_EPSILON_CAP: f64 = 10.0;
+
+impl DatasetInfo {
+    /// The epsilon one analyst may spend on this dataset per budget window: the stricter of the
+    /// steward's cap and the level's; for a dataset about people at most
+    /// [`PERSONAL_EPSILON_CAP`] even where the level sets none. `None` only for a dataset about
+    /// nobody at L1 or L2.
+    pub fn epsilon_cap(&self) -> Option<f64> {
+        let cap = self.dp.cap(self.level);
+        match self.privacy_unit {
+            Some(_) => Some(cap.map_or(PERSONAL_EPSILON_CAP, |c| c.min(PERSONAL_EPSILON_CAP))),
+            None => cap,
+        }
+    }
+}
+
 /// A column of a dataset version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnInfo {

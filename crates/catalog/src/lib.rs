@@ -46,7 +46,7 @@ use rusqlite::Connection;
 
 pub use access::{AccessRequest, RequestFilter, RequestState, Transition};
 pub use budget::{Cap, Charge, Ledger, Spent};
-pub use datasets::{ColumnInfo, DatasetInfo, VersionInfo, resolve_import};
+pub use datasets::{ColumnInfo, DatasetInfo, PERSONAL_EPSILON_CAP, VersionInfo, resolve_import};
 pub use error::{Error, Result};
 pub use identity::{Department, IssuedToken, Principal, User};
 pub use layout::{DataDir, init};

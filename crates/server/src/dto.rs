@@ -290,6 +290,7 @@ pub struct VersionView {
 
 impl From<DatasetInfo> for DatasetView {
     fn from(d: DatasetInfo) -> Self {
+        let epsilon_cap = d.epsilon_cap();
         Self {
             id: d.dataset.to_string(),
             department: d.dataset.department.to_string(),
@@ -302,7 +303,7 @@ impl From<DatasetInfo> for DatasetView {
             version: d.current_version,
             created_at: d.created_at,
             retired_at: d.retired_at,
-            dp: DpView { max_groups: d.dp.max_groups, max_rows: d.dp.max_rows, epsilon_cap: d.dp.cap(d.level) },
+            dp: DpView { max_groups: d.dp.max_groups, max_rows: d.dp.max_rows, epsilon_cap },
             columns: d
                 .columns
                 .into_iter()
