@@ -229,8 +229,12 @@ impl Broker {
         self.engine.limits()
     }
 
-    /// Runs synchronous catalogue work on a blocking thread.
-    async fn blocking<T, F>(&self, work: F) -> Result<T, Error>
+    /// Runs synchronous catalogue work on a blocking thread, so SQLite and file I/O never
+    /// stall the async runtime.
+    ///
+    /// # Errors
+    /// The work's catalogue error (its kind and code kept), or an internal one if the task died.
+    pub async fn blocking<T, F>(&self, work: F) -> Result<T, Error>
     where
         F: FnOnce(&Catalog) -> Result<T, veil_catalog::Error> + Send + 'static,
         T: Send + 'static,

@@ -112,11 +112,7 @@ impl AppState {
         F: FnOnce(&Catalog) -> Result<T, veil_catalog::Error> + Send + 'static,
         T: Send + 'static,
     {
-        let catalog = Arc::clone(&self.catalog);
-        tokio::task::spawn_blocking(move || work(&catalog))
-            .await
-            .map_err(|e| ApiError::internal(format!("catalogue task failed: {e}")))?
-            .map_err(ApiError::from)
+        Ok(self.broker.blocking(work).await?)
     }
 
     /// Feeds the policy engine the current role memberships and grants, after a change to either.
