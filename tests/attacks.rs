@@ -30,7 +30,7 @@ async fn direct_selection_of_identifiers() {
     ] {
         let body = w.query(&w.civil_analyst, "aggregate", sql).await.1;
         assert_eq!(
-            body["error"]["code"].as_str().map(|c| c == "row_level_output" || c == "row_level_window"),
+            body["error"]["code"].as_str().map(|c| ["row_level_output", "row_level_window", "anon_shape"].contains(&c)),
             Some(true),
             "{sql}: {body}"
         );
@@ -43,7 +43,7 @@ async fn group_by_identifier() {
     let w = world().await;
     w.refused("SELECT person_id, count(*) FROM civil.residents GROUP BY person_id", FORBIDDEN, "identifier_group_key")
         .await;
-    w.refused("SELECT DISTINCT phone FROM civil.residents", FORBIDDEN, "identifier_group_key").await;
+    w.refused("SELECT DISTINCT phone FROM civil.residents", FORBIDDEN, "anon_shape").await;
 }
 
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn group_by_function_of_identifier() {
     w.refused(
         "SELECT substr(person_id, 7, 8) AS born, count(*) FROM civil.residents GROUP BY substr(person_id, 7, 8)",
         FORBIDDEN,
-        "identifier_transformed",
+        "anon_group_key",
     )
     .await;
 }
@@ -71,9 +71,8 @@ async fn isolating_filter_on_an_identifier() {
         .await;
     // The refusal names the column, not the value typed.
     assert!(body["error"]["message"].as_str().unwrap().contains("civil.residents.person_id"), "{body}");
-    w.refused("SELECT count(*) FROM civil.residents WHERE name LIKE '居民1%'", FORBIDDEN, "identifier_in_condition")
-        .await;
-    w.refused("SELECT count(*) FROM civil.residents WHERE phone IS NULL", FORBIDDEN, "identifier_in_condition").await;
+    w.refused("SELECT count(*) FROM civil.residents WHERE name LIKE '居民1%'", FORBIDDEN, "anon_condition").await;
+    w.refused("SELECT count(*) FROM civil.residents WHERE phone IS NULL", FORBIDDEN, "anon_condition").await;
 }
 
 #[tokio::test]
@@ -101,8 +100,7 @@ async fn alias_and_expression_laundering() {
     .await;
     w.refused("SELECT sum(CAST(person_id AS BIGINT) + 1) FROM civil.residents", FORBIDDEN, "identifier_transformed")
         .await;
-    w.refused("SELECT count(*) FROM civil.residents GROUP BY person_id || ''", FORBIDDEN, "identifier_transformed")
-        .await;
+    w.refused("SELECT count(*) FROM civil.residents GROUP BY person_id || ''", FORBIDDEN, "anon_group_key").await;
 }
 
 #[tokio::test]
@@ -114,8 +112,7 @@ async fn cte_laundering() {
         "identifier_group_key",
     )
     .await;
-    w.refused("WITH ids AS (SELECT name AS n FROM civil.residents) SELECT n FROM ids", FORBIDDEN, "row_level_output")
-        .await;
+    w.refused("WITH ids AS (SELECT name AS n FROM civil.residents) SELECT n FROM ids", FORBIDDEN, "anon_shape").await;
 }
 
 #[tokio::test]
@@ -124,13 +121,13 @@ async fn union_laundering() {
     w.refused(
         "SELECT district AS v, count(*) AS n FROM civil.residents GROUP BY district UNION ALL SELECT name, 1 FROM civil.residents",
         FORBIDDEN,
-        "row_level_output",
+        "anon_shape",
     )
     .await;
     w.refused(
         "SELECT v, count(*) FROM (SELECT name AS v FROM civil.residents UNION ALL SELECT district FROM civil.residents) u GROUP BY v",
         FORBIDDEN,
-        "identifier_group_key",
+        "anon_shape",
     )
     .await;
 }
@@ -141,7 +138,7 @@ async fn exists_laundering() {
     w.refused(
         "SELECT count(*) FROM civil.residents r WHERE EXISTS (SELECT 1 FROM civil.residents x WHERE x.name = '居民7')",
         FORBIDDEN,
-        "identifier_in_condition",
+        "anon_shape",
     )
     .await;
     // An existence probe on quasi-identifiers, unrelated to the counted rows, would reveal
@@ -153,14 +150,25 @@ async fn exists_laundering() {
             r.district, r.birth_date
         ),
         FORBIDDEN,
-        "unlinked_subquery",
+        "anon_shape",
     )
     .await;
-    // Correlated on the linkable id, EXISTS is a semi-join and fine.
-    let body = w
-        .ok("SELECT r.district, count(*) FROM civil.residents r WHERE EXISTS (SELECT 1 FROM health.visits v WHERE v.person_id = r.person_id AND v.icd10 = 'I10') GROUP BY r.district ORDER BY r.district")
+    // Even correlated on the privacy unit: aggregate mode over people admits no subquery (dp
+    // mode does, tied to the person).
+    w.refused(
+        "SELECT r.district, count(*) FROM civil.residents r WHERE EXISTS (SELECT 1 FROM health.visits v WHERE v.person_id = r.person_id AND v.icd10 = 'I10') GROUP BY r.district ORDER BY r.district",
+        FORBIDDEN,
+        "anon_shape",
+    )
+    .await;
+    let (status, body) = w
+        .query(
+            &w.civil_analyst,
+            "dp",
+            "SELECT r.district, count(*) FROM civil.residents r WHERE EXISTS (SELECT 1 FROM health.visits v WHERE v.person_id = r.person_id AND v.icd10 = 'I10') GROUP BY r.district",
+        )
         .await;
-    assert_eq!(body["rows"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
@@ -169,19 +177,27 @@ async fn in_subquery_laundering() {
     w.refused(
         "SELECT count(*) FROM civil.residents WHERE district IN (SELECT district FROM civil.residents WHERE name = '居民7')",
         FORBIDDEN,
-        "identifier_in_condition",
+        "anon_shape",
     )
     .await;
     w.refused(
         "SELECT count(*) FROM health.visits WHERE person_id IN (SELECT name FROM civil.residents)",
         FORBIDDEN,
-        "unlinked_subquery",
+        "anon_shape",
     )
     .await;
-    // Linkable id IN linkable id is a semi-join: everyone of the 200 has a visit.
-    let body =
-        w.ok("SELECT count(*) FROM civil.residents WHERE person_id IN (SELECT person_id FROM health.visits)").await;
-    assert_eq!(body["rows"], serde_json::json!([[200]]), "{body}");
+    // Even privacy unit IN privacy unit: no subquery over people in aggregate mode; a join on
+    // the unit counts the same people.
+    w.refused(
+        "SELECT count(*) FROM civil.residents WHERE person_id IN (SELECT person_id FROM health.visits)",
+        FORBIDDEN,
+        "anon_shape",
+    )
+    .await;
+    let body = w
+        .ok("SELECT count(DISTINCT r.person_id) AS people FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id")
+        .await;
+    assert_eq!(body["rows"], serde_json::json!([[200]]), "everyone of the 200 has a visit: {body}");
 }
 
 #[tokio::test]
@@ -211,19 +227,17 @@ async fn or_padding_and_complement_trackers() {
             r.birth_date
         ),
         FORBIDDEN,
-        "complement_condition",
+        "anon_condition",
     )
     .await;
     w.refused(
         &format!("SELECT sum(subsidy) FROM civil.residents WHERE birth_date <> DATE '{}'", r.birth_date),
         FORBIDDEN,
-        "complement_condition",
+        "anon_condition",
     )
     .await;
-    w.refused("SELECT count(*) FROM civil.residents WHERE NOT (district = '丙区')", FORBIDDEN, "complement_condition")
-        .await;
-    w.refused("SELECT count(*) FROM civil.residents WHERE district NOT IN ('丙区')", FORBIDDEN, "complement_condition")
-        .await;
+    w.refused("SELECT count(*) FROM civil.residents WHERE NOT (district = '丙区')", FORBIDDEN, "anon_condition").await;
+    w.refused("SELECT count(*) FROM civil.residents WHERE district NOT IN ('丙区')", FORBIDDEN, "anon_condition").await;
 }
 
 #[tokio::test]
@@ -246,8 +260,9 @@ async fn min_max_median_revealing_one_value() {
     w.refused("SELECT median(subsidy) FROM civil.residents", FORBIDDEN, "extreme_value_of_protected_column").await;
     w.refused("SELECT min(birth_date) FROM civil.residents", FORBIDDEN, "extreme_value_of_protected_column").await;
     w.refused("SELECT min(person_id) FROM civil.residents", FORBIDDEN, "identifier_aggregated").await;
-    // On an attribute they are fine.
-    w.ok("SELECT district, max(living_alone) FROM civil.residents GROUP BY district").await;
+    // Over people, not even on an attribute: an extreme reveals one person's row.
+    w.refused("SELECT district, max(living_alone) FROM civil.residents GROUP BY district", FORBIDDEN, "anon_aggregate")
+        .await;
 }
 
 #[tokio::test]
@@ -259,9 +274,17 @@ async fn error_side_channel_division_by_zero_and_casts() {
             "SELECT count(*) FROM civil.residents WHERE 1 / (CASE WHEN district = '丙区' AND birth_date = DATE '{birth}' THEN 0 ELSE 1 END) = 1"
         )
     };
-    // Whether or not the probed person exists, the query answers the same way: no error.
-    let with_person = w.ok(&probe(&present.birth_date)).await;
-    let without = w.ok(&probe("1901-01-01")).await;
+    // Aggregate mode over people admits no such condition at all.
+    w.refused(&probe(&present.birth_date), FORBIDDEN, "anon_condition").await;
+    // Where it is admitted (dp mode), whether or not the probed person exists, the query
+    // answers the same way: no error.
+    let mut answers = Vec::new();
+    for birth in [present.birth_date.as_str(), "1901-01-01"] {
+        let (status, body) = w.query(&w.civil_analyst, "dp", &probe(birth)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        answers.push(body);
+    }
+    let (with_person, without) = (&answers[0], &answers[1]);
     assert_eq!(with_person["columns"], without["columns"]);
     assert_eq!(with_person["rows"].as_array().unwrap().len(), 1);
     assert_eq!(without["rows"].as_array().unwrap().len(), 1);
@@ -296,13 +319,13 @@ async fn limit_offset_walks() {
     w.refused(
         "SELECT sum(subsidy) FROM (SELECT subsidy FROM civil.residents ORDER BY subsidy LIMIT 10 OFFSET 3) t",
         FORBIDDEN,
-        "limit_before_aggregate",
+        "anon_shape",
     )
     .await;
     w.refused(
         "SELECT sum(r) FROM (SELECT row_number() OVER (ORDER BY subsidy) AS r FROM civil.residents) t",
         FORBIDDEN,
-        "row_level_window",
+        "anon_shape",
     )
     .await;
     // LIMIT over aggregated groups walks groups, each above the threshold.
@@ -356,4 +379,33 @@ async fn reserved_names_cannot_impersonate_broker_columns() {
         "reserved_name",
     )
     .await;
+}
+
+/// Leak: aggregate mode ignored the steward's declared bounds, so one person's value above the
+/// bound came back whole in a sum (`SUM` with and without the person). Now every value is
+/// clamped to its bounds: a planted resident with a subsidy of 50,000 where the bound is 1,000
+/// moves 甲区's sum by exactly 1,000, whatever their real value.
+#[tokio::test]
+async fn a_value_above_its_declared_bound_does_not_come_back() {
+    let w = world().await;
+    let mut planted = w.residents.clone();
+    let mut outlier = planted[0].clone();
+    outlier.person_id = "110101195001019999".into();
+    outlier.name = "居民outlier".into();
+    outlier.subsidy = 50_000;
+    planted.push(outlier);
+    let meta = veil_tests::world::residents_metadata("planted");
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, veil_tests::world::residents_csv(&planted)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sum = |body: &Value| -> i64 {
+        let rows = body["rows"].as_array().unwrap();
+        rows.iter().find(|r| r[0] == "甲区").unwrap()[1].as_i64().unwrap()
+    };
+    let sql = |table: &str| format!("SELECT district, sum(subsidy) AS total FROM civil.{table} GROUP BY district");
+    let without = sum(&w.ok(&sql("residents")).await);
+    let with = sum(&w.ok(&sql("planted")).await);
+    assert_eq!(with - without, 1000, "the outlier counts as the bound, not as their value");
+    let avg = w.ok("SELECT district, avg(subsidy) AS mean FROM civil.planted GROUP BY district").await;
+    let mean = avg["rows"].as_array().unwrap().iter().find(|r| r[0] == "甲区").unwrap()[1].as_f64().unwrap();
+    assert!(mean < 1000.0, "{avg}");
 }

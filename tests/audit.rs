@@ -55,7 +55,7 @@ async fn every_query_is_recorded_with_its_outcome_before_the_answer() {
     assert!(r.entry.duration_ms.is_some() && r.entry.request_id.is_some());
 
     let r = record(&records, denied);
-    assert_eq!((r.entry.decision.as_str(), r.entry.rule.as_deref()), ("denied", Some("row_level_output")));
+    assert_eq!((r.entry.decision.as_str(), r.entry.rule.as_deref()), ("denied", Some("anon_shape")));
     assert_eq!(r.entry.rows, None);
     assert_eq!(record(&records, dry).entry.decision, "dry_run");
     let forbidden = records.iter().rev().find(|r| r.entry.action == "query").unwrap();
@@ -155,7 +155,7 @@ async fn auditors_search_filter_and_page_the_log() {
     let (_, denied) = s.get("/v1/audit?action=query&decision=denied", &w.auditor).await;
     let denied = denied["records"].as_array().unwrap();
     assert_eq!(denied.len(), 1);
-    assert_eq!(denied[0]["rule"], "row_level_output");
+    assert_eq!(denied[0]["rule"], "anon_shape");
 
     let (_, health) = s.get("/v1/audit?dataset=health&action=query", &w.auditor).await;
     assert_eq!(health["records"].as_array().unwrap().len(), 1, "the department's datasets");
@@ -192,12 +192,11 @@ async fn auditors_query_the_log_with_sql() {
 
     let by_rule = "SELECT rule, count(*) FROM audit.events WHERE decision = 'denied' GROUP BY rule ORDER BY rule";
     let (_, body) = s.post("/v1/query", &w.auditor, json!({"sql": by_rule})).await;
-    assert_eq!(body["rows"], json!([["identifier_aggregated", 1], ["row_level_output", 1]]));
+    assert_eq!(body["rows"], json!([["anon_shape", 1], ["identifier_aggregated", 1]]));
 
     // Row-level reads of the log are what auditors are for; the SQL as typed is there.
-    let (_, body) = s
-        .post("/v1/query", &w.auditor, json!({"sql": "SELECT sql FROM audit.events WHERE rule = 'row_level_output'"}))
-        .await;
+    let (_, body) =
+        s.post("/v1/query", &w.auditor, json!({"sql": "SELECT sql FROM audit.events WHERE rule = 'anon_shape'"})).await;
     assert_eq!(body["rows"], json!([["SELECT name FROM civil.residents"]]));
 
     // The log cannot be mixed with datasets, and the SQL surface is the same.

@@ -1,6 +1,6 @@
--- Civil affairs' own monthly subsidy total per district.
-SELECT district, count(*) AS recipients, sum(monthly_subsidy) AS monthly_total
+-- Civil affairs' own monthly subsidy total per district, over its registered elderly (those
+-- without a subsidy add nothing to the total).
+SELECT district, count(*) AS elderly, sum(monthly_subsidy) AS monthly_total
 FROM civil.elderly
-WHERE monthly_subsidy > 0
 GROUP BY district
 ORDER BY monthly_total DESC

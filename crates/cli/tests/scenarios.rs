@@ -373,7 +373,7 @@ async fn subsidy_audit_finds_who_queried_why_and_the_denials_and_the_log_verifie
     assert!(same(&rows(body), &expected), "subsidy totals differ from the truth: {body}");
 
     assert_eq!(refusal(&steps, 4, &[]), "grant_required");
-    assert_eq!(refusal(&steps, 5, &[]), "row_level_output");
+    assert_eq!(refusal(&steps, 5, &[]), "anon_shape");
     assert_eq!(refusal(&steps, 6, &[]), "not_analyst");
 
     // Who queried the registry, in order, and on what basis: the access request with its
@@ -393,7 +393,7 @@ async fn subsidy_audit_finds_who_queried_why_and_the_denials_and_the_log_verifie
             ("health-analyst", "allowed", ""),
             ("civil-analyst", "allowed", ""),
             ("hotline-analyst", "denied", "grant_required"),
-            ("health-analyst", "denied", "row_level_output"),
+            ("health-analyst", "denied", "anon_shape"),
             ("auditor", "denied", "not_analyst"),
         ],
         "{body}"
@@ -408,7 +408,7 @@ async fn subsidy_audit_finds_who_queried_why_and_the_denials_and_the_log_verifie
         .map(|r| (r[0].as_str().unwrap().to_owned(), r[2].as_str().unwrap().to_owned(), r[3].as_i64().unwrap()))
         .collect();
     let expected =
-        [("auditor", "not_analyst"), ("health-analyst", "row_level_output"), ("hotline-analyst", "grant_required")]
+        [("auditor", "not_analyst"), ("health-analyst", "anon_shape"), ("hotline-analyst", "grant_required")]
             .map(|(u, r)| (u.to_owned(), r.to_owned(), 1));
     assert_eq!(denied, expected, "{body}");
 

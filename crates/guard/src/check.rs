@@ -15,7 +15,7 @@ use veil_common::{Generalization, Mode, Tag};
 
 use crate::lineage::{ColumnLineage, Grain, NodeLineage, SourceColumn, Sources};
 use crate::rules::{
-    allow_listed_functions, deny_complement_conditions, deny_identifier_use, deny_reserved_names, dp_shape,
+    allow_listed_functions, anon_shape, deny_complement_conditions, deny_identifier_use, deny_reserved_names, dp_shape,
     restrict_aggregates, return_only_aggregates, return_only_rows,
 };
 use crate::{Contribution, GuardContext, Reach, Rule, Violation};
@@ -36,6 +36,9 @@ pub struct Assessment {
     /// Dp mode: how people's rows reach the answer's aggregate, and so its contribution bounds
     /// ([`GuardContext::reach`]).
     pub dp_reach: Reach,
+    /// Aggregate mode over data about people: the answer has the anonymizing shape, and `dp`
+    /// classifies its aggregates (sums and averages are clamped to their bounds).
+    pub anonymized: bool,
 }
 
 /// One aggregate of a dp answer, as the contribution bounds and the noise treat it.
@@ -92,6 +95,10 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         let agg = dp_shape::check(plan)?;
         reach = ctx.reach(&agg.input);
     }
+    let anonymized = ctx.mode == Mode::Aggregate && anon_shape::applies(plan, ctx);
+    if anonymized {
+        anon_shape::check(plan)?;
+    }
     let mut walk = Walk {
         ctx,
         sources: Sources::default(),
@@ -102,6 +109,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         dp: Vec::new(),
         dp_public_keys: None,
         contribution: reach.contribution,
+        anonymized,
     };
     let root = walk.plan(plan, &[])?;
     let mut outputs = Vec::with_capacity(root.columns.len());
@@ -161,6 +169,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         dp: walk.dp,
         dp_public_keys: walk.dp_public_keys,
         dp_reach: reach,
+        anonymized,
     })
 }
 
@@ -187,6 +196,8 @@ struct Walk<'a> {
     contribution: Contribution,
     /// Dp mode: the group keys' public domains, if every key has one.
     dp_public_keys: Option<Vec<Vec<String>>>,
+    /// Aggregate mode over data about people ([`anon_shape`]).
+    anonymized: bool,
 }
 
 fn unsupported(what: impl Into<String>) -> Violation {
@@ -374,6 +385,13 @@ impl Walk<'_> {
                     self.condition(filter, scope, outer)?;
                     unit_link |= self.links_units(filter, scope, left.columns.len(), outer)?;
                 }
+                if self.anonymized && self.personal(&j.left) && self.personal(&j.right) && !unit_link {
+                    return Err(Violation::new(
+                        Rule::AnonShape,
+                        None,
+                        "a join of two datasets about people must equate their privacy units (JOIN … ON a.unit = b.unit), so that thresholds and noise count each person once",
+                    ));
+                }
                 if self.mode() == Mode::Dp && self.personal(&j.left) && self.personal(&j.right) && !unit_link {
                     return Err(dp_shape::people_not_linked(
                         "a join of two datasets about people must equate their privacy units (JOIN … ON a.unit = b.unit), so that every joined row is about one person",
@@ -538,6 +556,14 @@ impl Walk<'_> {
         if self.mode() == Mode::Dp {
             let kind = dp_shape::aggregate(f, &args, &self.sources, self.contribution.max_rows)?;
             self.dp.push(kind);
+        } else if self.anonymized && scope.grain == Grain::Rows {
+            // The answer's aggregate over people's rows; one over released groups reworks them.
+            // A boolean column (true as 1) is bounded by its type: SUM and AVG give counts and
+            // shares.
+            let boolean = f.params.args.first().and_then(column_of).is_some_and(|c| {
+                scope.schema.qualified_field_from_column(c).is_ok_and(|(_, f)| f.data_type() == &DataType::Boolean)
+            });
+            self.dp.push(anon_shape::aggregate(f, &args, &self.sources, boolean)?);
         }
         let mut out = ColumnLineage::derived(&args);
         out.aggregated = true;

@@ -54,6 +54,16 @@ pub enum Rule {
     DpUnboundedColumn,
     /// Dp mode: datasets about people combined other than by equal privacy units.
     DpPeopleNotLinked,
+    /// Aggregate mode over people: not one aggregate over rows of the admitted forms.
+    AnonShape,
+    /// Aggregate mode over people: an aggregate outside COUNT, COUNT(DISTINCT unit) and SUM or
+    /// AVG of a bare bounded column, or one with FILTER or ORDER BY.
+    AnonAggregate,
+    /// Aggregate mode over people: a WHERE condition outside the admitted forms.
+    AnonCondition,
+    /// Aggregate mode over people: a group key that is neither a column nor an allowed
+    /// generalization, or grouping sets.
+    AnonGroupKey,
 }
 
 impl Rule {
@@ -82,6 +92,10 @@ impl Rule {
             Rule::DpAggregateNotSupported => "dp_aggregate_not_supported",
             Rule::DpUnboundedColumn => "dp_unbounded_column",
             Rule::DpPeopleNotLinked => "dp_people_not_linked",
+            Rule::AnonShape => "anon_shape",
+            Rule::AnonAggregate => "anon_aggregate",
+            Rule::AnonCondition => "anon_condition",
+            Rule::AnonGroupKey => "anon_group_key",
         }
     }
 }

@@ -1106,6 +1106,7 @@ mod tests {
                     contribution: veil_guard::Contribution { max_groups: 1, max_rows: 1 },
                     one_row_per_person: true,
                 },
+                anonymized: false,
             },
             rewritten: veil_guard::Rewritten {
                 plan: plan.clone(),

@@ -2,6 +2,7 @@
 //! the group-size threshold of aggregate mode, or the privacy-unit carriers de-identified mode
 //! needs for k-anonymity.
 
+mod anonymize;
 mod bound_contributions;
 mod enforce_min_group_size;
 mod people;
@@ -62,7 +63,11 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
             Ok(Rewritten { plan, suppressed_groups, unit_columns: Vec::new(), final_limit: None, dp: Some(dp) })
         }
         Mode::Aggregate => Ok(Rewritten {
-            plan: threshold.apply(plan)?,
+            plan: threshold.apply(if assessment.anonymized {
+                anonymize::clamp(plan, &assessment.dp)?
+            } else {
+                plan
+            })?,
             suppressed_groups,
             unit_columns: Vec::new(),
             final_limit: None,

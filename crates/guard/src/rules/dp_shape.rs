@@ -126,7 +126,8 @@ fn rows(plan: &LogicalPlan) -> Result<(), Violation> {
     plan.inputs().into_iter().try_for_each(rows)
 }
 
-fn has_subquery(plan: &LogicalPlan) -> bool {
+/// Whether a node's expressions hold a subquery.
+pub(crate) fn has_subquery(plan: &LogicalPlan) -> bool {
     plan.expressions().iter().any(|e| {
         e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true)
     })

@@ -3,6 +3,7 @@
 //! [`check`](crate::check) decides where each applies.
 
 pub(crate) mod allow_listed_functions;
+pub(crate) mod anon_shape;
 pub(crate) mod deny_complement_conditions;
 pub(crate) mod deny_identifier_use;
 pub(crate) mod deny_reserved_names;

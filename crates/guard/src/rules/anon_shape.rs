@@ -1,0 +1,478 @@
+//! Aggregate mode over personal data (design §2): the narrow shape an anonymized answer may
+//! take, as a positive list checked on the plan. Everything not listed is refused.
+//!
+//! ```text
+//! post-processing   Projection, Filter (HAVING), Sort, Limit, Window, SubqueryAlias: any read-only
+//!                   rework of the released numbers, without subqueries
+//! one Aggregate     keys: a column, or date_trunc / date_part to year, quarter, month, week or
+//!                   day, or substr(column, 1, n); no GROUPING SETS
+//!                   aggregates: COUNT(*), COUNT(column), COUNT(DISTINCT privacy unit), and SUM or
+//!                   AVG of a bare column with declared bounds (clamped to them) or a boolean
+//!                   column (true as 1); no FILTER, no
+//!                   ORDER BY, nothing computed from a person's values
+//! rows              TableScan, SubqueryAlias, Projection of keys, Filter of ANDed conditions
+//!                   `key = constant`, `key IN (constants)`, a boolean column, its NOT, and a
+//!                   range `key >= lo AND key < hi` whose ends lie on the key's grid; inner
+//!                   equi-joins (people only on equal privacy units); no subquery
+//! ```
+//!
+//! What this shape closes: a FILTER or CASE that reads one person while the threshold counts
+//! everybody in the group, power moments that turn a sum into a maximum, complements spelled
+//! in any of SQL's ways (`<>`, `NOT IN`, `IS NOT TRUE`, `NULLIF`, `strpos`, `NOT EXISTS`, …),
+//! subqueries and set operations that subtract one answer from another inside the query,
+//! ROLLUP residuals, and values above the steward's declared bounds. What it does not close on
+//! its own: differencing two admitted answers (IN lists one value apart, a range one grid step
+//! apart) while answers are exact; that needs the sticky noise of the design.
+
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr::{AggregateFunction, InList, ScalarFunction};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, Operator};
+
+use crate::check::DpAggregate;
+use crate::lineage::{ColumnLineage, Sources};
+use crate::rules::dp_shape::has_subquery;
+use crate::{GuardContext, Rule, Violation};
+
+/// What an answer over personal data may look like, said once for every refusal of shape.
+const SHAPE: &str = "aggregate mode over data about people answers one aggregate: SELECT keys, COUNT(*) / COUNT(DISTINCT <privacy unit>) / SUM / AVG of bounded columns FROM … [JOIN … ON equal privacy units] [WHERE key = constant AND key IN (…) AND key >= lo AND key < hi] GROUP BY keys, then any HAVING, ORDER BY, LIMIT or window over the result";
+
+fn shape(message: impl Into<String>) -> Violation {
+    Violation::new(Rule::AnonShape, None, format!("{}; {SHAPE}", message.into()))
+}
+
+fn condition(message: impl Into<String>) -> Violation {
+    Violation::new(Rule::AnonCondition, None, message)
+}
+
+/// Whether `plan` reads a dataset about people, anywhere, subqueries included: then aggregate
+/// mode anonymizes it.
+pub(crate) fn applies(plan: &LogicalPlan, ctx: &GuardContext) -> bool {
+    let mut personal = false;
+    let walked = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            personal |=
+                ctx.dataset(scan.table_name.schema(), scan.table_name.table()).is_none_or(|d| d.privacy_unit.is_some());
+        }
+        Ok(if personal { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    personal || walked.is_err()
+}
+
+/// Checks the plan's shape: post-processing over one aggregate over rows of the admitted forms.
+pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
+    let mut node = plan;
+    let agg = loop {
+        match node {
+            // The answer's aggregate is the one over rows; an aggregate above it reworks the
+            // released groups (which the threshold has already filtered).
+            LogicalPlan::Aggregate(agg) if !reads_aggregates(&agg.input) => break agg,
+            LogicalPlan::Aggregate(_)
+            | LogicalPlan::Distinct(_)
+            | LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::Window(_)
+            | LogicalPlan::SubqueryAlias(_) => {
+                if has_subquery(node) {
+                    return Err(shape("a subquery over the released numbers reads data outside the anonymization"));
+                }
+                let [input] = node.inputs()[..] else { return Err(shape("an unexpected plan node")) };
+                node = input;
+            }
+            LogicalPlan::Union(_) => {
+                return Err(shape("UNION combines answers inside the query, where one can be subtracted from another"));
+            }
+            _ => return Err(shape("this query is not one aggregate")),
+        }
+    };
+    if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+        return Err(Violation::new(
+            Rule::AnonGroupKey,
+            None,
+            "ROLLUP, CUBE and GROUPING SETS release totals whose differences are single groups; run one query per grouping",
+        ));
+    }
+    for key in &agg.group_expr {
+        if !is_key(key) {
+            return Err(Violation::new(
+                Rule::AnonGroupKey,
+                None,
+                format!(
+                    "the group key `{}` is not a column or an allowed generalization (date_trunc or date_part to year, quarter, month, week or day; substr(column, 1, n))",
+                    key.schema_name()
+                ),
+            ));
+        }
+    }
+    rows(&agg.input)
+}
+
+/// Whether `plan` aggregates somewhere (an aggregate or DISTINCT).
+fn reads_aggregates(plan: &LogicalPlan) -> bool {
+    plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)))).unwrap_or(true)
+}
+
+/// Checks that `plan`, below the answer's aggregate, is rows of the admitted forms.
+fn rows(plan: &LogicalPlan) -> Result<(), Violation> {
+    if has_subquery(plan) {
+        return Err(shape("a subquery below the aggregate can single out or subtract people"));
+    }
+    match plan {
+        LogicalPlan::TableScan(scan) if scan.fetch.is_none() && scan.filters.is_empty() => {}
+        LogicalPlan::SubqueryAlias(_) => {}
+        LogicalPlan::Projection(p) => {
+            if let Some(e) = p.expr.iter().find(|e| !is_key(e)) {
+                return Err(shape(format!(
+                    "`{}` computes a new value from people's rows before the aggregate; aggregate bare columns",
+                    e.schema_name()
+                )));
+            }
+        }
+        LogicalPlan::Filter(f) => conditions(&f.predicate)?,
+        LogicalPlan::Join(j) => {
+            // Before the optimizer, `ON a = b` may still be the join's filter rather than its keys.
+            let equalities = j.filter.as_ref().map(split_conjunction).unwrap_or_default();
+            let column_equality = |e: &&Expr| {
+                matches!(strip(e), Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right })
+                    if is_column(left) && is_column(right))
+            };
+            let equi = j.on.iter().all(|(l, r)| is_column(l) && is_column(r))
+                && equalities.iter().all(column_equality)
+                && !(j.on.is_empty() && equalities.is_empty());
+            if j.join_type != JoinType::Inner || !equi {
+                return Err(shape(
+                    "only inner joins on equal columns are allowed (people on equal privacy units); a cross, outer or non-equi join can multiply or pick out one person's rows",
+                ));
+            }
+        }
+        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => {
+            return Err(shape(
+                "an aggregate or DISTINCT below the answer's aggregate computes exact values outside it",
+            ));
+        }
+        LogicalPlan::Window(_) => return Err(shape("a window function over people's rows")),
+        LogicalPlan::Union(_) => return Err(shape("UNION over people's rows can pad or subtract a person")),
+        LogicalPlan::Limit(_) | LogicalPlan::Sort(_) | LogicalPlan::TableScan(_) => {
+            return Err(shape("LIMIT or ORDER BY below the aggregate picks rows by position"));
+        }
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+            return Err(shape("a constant table beside people's rows"));
+        }
+        _ => return Err(shape("this query shape")),
+    }
+    plan.inputs().into_iter().try_for_each(rows)
+}
+
+/// Checks a WHERE clause: ANDed conditions of the admitted forms, every range closed on the
+/// key's grid.
+fn conditions(predicate: &Expr) -> Result<(), Violation> {
+    let mut ranges: Vec<(String, Option<ScalarValue>, Option<ScalarValue>)> = Vec::new();
+    for c in split_conjunction(predicate) {
+        match strip(c) {
+            e if is_column(e) => {}
+            Expr::Not(inner) if is_column(inner) => {}
+            Expr::InList(InList { expr, list, negated: false }) if is_key(expr) && list.iter().all(is_constant) => {}
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (key, op, value) = match (is_key(left), is_key(right)) {
+                    (true, false) if is_constant(right) => (left, *op, right),
+                    (false, true) if is_constant(left) => (right, flip(*op), left),
+                    _ => return Err(condition(format!("`{}` is not `key <op> constant`", c.schema_name()))),
+                };
+                let Some(value) = constant(value) else {
+                    return Err(condition(format!(
+                        "`{}` compares with a value that is not a constant",
+                        c.schema_name()
+                    )));
+                };
+                let name = key.schema_name().to_string();
+                let slot = match ranges.iter().position(|(k, _, _)| *k == name) {
+                    Some(i) => i,
+                    None => {
+                        ranges.push((name, None, None));
+                        ranges.len() - 1
+                    }
+                };
+                match op {
+                    Operator::Eq => {}
+                    Operator::GtEq if ranges[slot].1.is_none() => ranges[slot].1 = Some(value),
+                    Operator::Lt if ranges[slot].2.is_none() => ranges[slot].2 = Some(value),
+                    _ => {
+                        return Err(condition(format!(
+                            "`{}`: conditions are `key = constant`, `key IN (constants)` or a range `key >= lo AND key < hi`; `<>`, `<=`, `>`, NOT and OR single people out by complement or by a step of one",
+                            c.schema_name()
+                        )));
+                    }
+                }
+            }
+            other => {
+                return Err(condition(format!(
+                    "`{}` is not one of the conditions aggregate mode admits on people's rows: `key = constant`, `key IN (constants)`, a boolean column, or a range `key >= lo AND key < hi` on the key's grid",
+                    other.schema_name()
+                )));
+            }
+        }
+    }
+    for (key, lo, hi) in ranges {
+        match (lo, hi) {
+            (None, None) => {}
+            (Some(lo), Some(hi)) if on_grid(&lo, &hi) => {}
+            (Some(_), Some(_)) => {
+                return Err(condition(format!(
+                    "the range on `{key}` does not lie on its grid: a number range's width is 1, 2 or 5 times a power of ten and its start a multiple of it; a date range runs from the first of a month over 1, 3 or 6 months (aligned) or whole years from January"
+                )));
+            }
+            _ => {
+                return Err(condition(format!(
+                    "the range on `{key}` is open: give both ends, `{key} >= lo AND {key} < hi`, on the key's grid"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `a op b` as `b flip(op) a`.
+fn flip(op: Operator) -> Operator {
+    match op {
+        Operator::Lt => Operator::Gt,
+        Operator::LtEq => Operator::GtEq,
+        Operator::Gt => Operator::Lt,
+        Operator::GtEq => Operator::LtEq,
+        other => other,
+    }
+}
+
+/// `e` without the casts type coercion puts around columns and constants.
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => strip(&a.expr),
+        Expr::Cast(c) => strip(&c.expr),
+        Expr::TryCast(c) => strip(&c.expr),
+        other => other,
+    }
+}
+
+fn is_column(e: &Expr) -> bool {
+    matches!(strip(e), Expr::Column(_))
+}
+
+fn is_constant(e: &Expr) -> bool {
+    constant(e).is_some()
+}
+
+/// The value of a constant, with the casts around it applied.
+fn constant(e: &Expr) -> Option<ScalarValue> {
+    match e {
+        Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+        Expr::Cast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
+        Expr::TryCast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
+        Expr::Alias(a) => constant(&a.expr),
+        _ => None,
+    }
+}
+
+/// Units a date generalization may go to.
+const DATE_UNITS: [&str; 5] = ["year", "quarter", "month", "week", "day"];
+
+/// Whether `e` is a column or one allowed generalization of a column: a date truncated or a
+/// date part, a text prefix, or a number floored to a grid of 1, 2 or 5 times a power of ten
+/// (`floor(x / w)` or `floor(x / w) * w`, where x may be a date part).
+fn is_key(e: &Expr) -> bool {
+    match strip(e) {
+        Expr::Column(_) => true,
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Multiply, right }) => {
+            floored(left).is_some_and(|w| constant(right).and_then(|r| number(&r)).is_some_and(|r| r == w))
+        }
+        Expr::ScalarFunction(_) if floored(e).is_some() => true,
+        Expr::ScalarFunction(ScalarFunction { func, args }) => match (func.name(), args.as_slice()) {
+            ("date_trunc" | "date_part", [unit, column]) => {
+                is_column(column)
+                    && constant(unit).is_some_and(|u| {
+                        let u = u.to_string().to_lowercase();
+                        DATE_UNITS.contains(&u.trim_matches('\''))
+                    })
+            }
+            ("substr", [column, start, length]) => {
+                is_column(column) && constant(start).is_some_and(|s| s.to_string() == "1") && constant(length).is_some()
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The grid step `w` of `floor(x / w)`, where x is a column or a date part and `w` is 1, 2 or 5
+/// times a power of ten.
+fn floored(e: &Expr) -> Option<f64> {
+    let Expr::ScalarFunction(ScalarFunction { func, args }) = strip(e) else { return None };
+    let [arg] = args.as_slice() else { return None };
+    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = strip(arg) else { return None };
+    let w = constant(right).and_then(|w| number(&w))?;
+    let inner_ok = is_column(left)
+        || matches!(strip(left), Expr::ScalarFunction(f) if f.func.name() == "date_part" && is_key(left));
+    (func.name() == "floor" && inner_ok && on_grid(&ScalarValue::Float64(Some(0.0)), &ScalarValue::Float64(Some(w))))
+        .then_some(w)
+}
+
+/// Whether `[lo, hi)` lies on its grid: for numbers a width of 1, 2 or 5 times a power of ten
+/// with `lo` a multiple of it; for dates and timestamps (at midnight) from the first of a month
+/// over 1, 3 or 6 months aligned to them, or whole years from January.
+fn on_grid(lo: &ScalarValue, hi: &ScalarValue) -> bool {
+    if let (Some(lo), Some(hi)) = (month_start(lo), month_start(hi)) {
+        let months = hi - lo;
+        let first_month = lo.rem_euclid(12);
+        return match months {
+            1 => true,
+            3 | 6 => first_month % months == 0,
+            m => m > 0 && m % 12 == 0 && first_month == 0,
+        };
+    }
+    let (Some(lo), Some(hi)) = (number(lo), number(hi)) else { return false };
+    let width = hi - lo;
+    if !(width.is_finite() && width > 0.0) {
+        return false;
+    }
+    let power = 10f64.powi(width.log10().floor() as i32);
+    let mantissa = width / power;
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    let on_step = [1.0, 2.0, 5.0, 10.0].iter().any(|m| near(mantissa, *m));
+    let ratio = lo / width;
+    on_step && near(ratio, ratio.round())
+}
+
+fn number(v: &ScalarValue) -> Option<f64> {
+    if !v.data_type().is_numeric() {
+        return None;
+    }
+    v.cast_to(&datafusion::arrow::datatypes::DataType::Float64).ok().and_then(|f| match f {
+        ScalarValue::Float64(x) => x,
+        _ => None,
+    })
+}
+
+/// Months since January 1970 of a date or timestamp that falls at midnight on the first of a
+/// month; `None` for anything else.
+fn month_start(v: &ScalarValue) -> Option<i64> {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let v = v.cast_to(&DataType::Timestamp(TimeUnit::Second, None)).ok()?;
+    let ScalarValue::TimestampSecond(Some(seconds), None) = v else { return None };
+    if seconds.rem_euclid(86_400) != 0 {
+        return None;
+    }
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    (day == 1).then_some(year * 12 + month - 1 - 1970 * 12)
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01: Howard
+/// Hinnant's `civil_from_days`, written out because the guard needs nothing else of a
+/// calendar library and arrow exposes none on its public API.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Classifies one aggregate of an anonymized answer, or refuses it.
+/// `boolean` says the argument is a boolean column (cast to a number, true as 1): bounded by its
+/// type to `[0, 1]`.
+pub(crate) fn aggregate(
+    f: &AggregateFunction,
+    args: &[ColumnLineage],
+    sources: &Sources,
+    boolean: bool,
+) -> Result<DpAggregate, Violation> {
+    let name = f.func.name();
+    let refuse = |column: Option<String>, message: String| Err(Violation::new(Rule::AnonAggregate, column, message));
+    if f.params.filter.is_some() {
+        return refuse(
+            None,
+            format!(
+                "{}(…) FILTER (WHERE …) counts some rows while the threshold counts everybody in the group; put the condition in WHERE or make it a group key",
+                name.to_uppercase()
+            ),
+        );
+    }
+    if !f.params.order_by.is_empty() {
+        return refuse(None, format!("{} with ORDER BY", name.to_uppercase()));
+    }
+    // A value cast to another type is still the person's value (type coercion casts the
+    // argument of AVG); a unit cast other than one-to-one no longer names one person.
+    let (bare, person) = match args {
+        [a] if !a.aggregated => (a.bare, a.bare.filter(|_| !a.recast)),
+        _ => (None, None),
+    };
+    match name {
+        "count" if f.params.distinct => match person {
+            Some(src) if sources.get(src).unit => Ok(DpAggregate::CountPeople),
+            _ => {
+                refuse(None, "COUNT(DISTINCT …) over people counts people only: COUNT(DISTINCT <privacy unit>)".into())
+            }
+        },
+        "count" => match f.params.args.as_slice() {
+            [Expr::Literal(v, _)] if !v.is_null() => Ok(DpAggregate::CountRows),
+            [_] if bare.is_some() => Ok(DpAggregate::CountRows),
+            _ => refuse(
+                None,
+                "COUNT takes * or a bare column; a COUNT of an expression (CASE, NULLIF, …) counts a chosen person"
+                    .into(),
+            ),
+        },
+        "sum" | "avg" => {
+            if f.params.distinct {
+                return refuse(None, format!("{} of DISTINCT values", name.to_uppercase()));
+            }
+            let Some(src) = bare else {
+                return refuse(
+                    None,
+                    format!(
+                        "{} takes a bare column with declared bounds, not an expression: powers, CASE and arithmetic can make a sum reveal one person's value",
+                        name.to_uppercase()
+                    ),
+                );
+            };
+            let column = sources.get(src);
+            match column.bounds.or(boolean.then_some((0.0, 1.0))) {
+                Some((lo, hi)) => {
+                    Ok(if name == "sum" { DpAggregate::Sum { lo, hi } } else { DpAggregate::Avg { lo, hi } })
+                }
+                None => refuse(
+                    Some(column.name.clone()),
+                    format!(
+                        "`{}` has no declared bounds, so one person's extreme value would show in its {}; its steward can declare bounds at registration",
+                        column.name,
+                        name.to_uppercase()
+                    ),
+                ),
+            }
+        }
+        other => refuse(
+            None,
+            format!(
+                "`{other}` over people is not released (MIN, MAX, medians, percentiles and moments reveal single values); aggregate mode releases COUNT, COUNT(DISTINCT <privacy unit>), SUM and AVG of bounded columns"
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_from_days;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+}

@@ -1,0 +1,258 @@
+//! Aggregate mode over people, decided by the guard alone (no server, no data): each case is
+//! SQL planned and analyzed by DataFusion, then checked; it is admitted, or refused with the
+//! rule code given. Over a dataset about nobody the narrow shape does not apply.
+
+#![allow(clippy::unwrap_used)] // tests: a failed fixture should fail loudly
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use veil_common::{Mode, Tag};
+use veil_guard::{ColumnInfo, Contribution, DatasetInfo, GuardContext};
+
+fn column(tag: Tag, linkable: bool, bounds: Option<(f64, f64)>) -> ColumnInfo {
+    ColumnInfo { tag, linkable, generalize: None, bounds, public_values: None }
+}
+
+/// `civil.people` and `health.visits` (about people, linked by `id`) and `civil.stops` (about
+/// nobody), with their classification.
+async fn session() -> (SessionContext, GuardContext) {
+    let ctx = SessionContext::new();
+    let tables: [(&str, &str, Vec<Field>); 3] = [
+        (
+            "civil",
+            "people",
+            vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("name", DataType::Utf8, false),
+                Field::new("district", DataType::Utf8, false),
+                Field::new("birth_date", DataType::Date32, false),
+                Field::new("alone", DataType::Boolean, false),
+                Field::new("subsidy", DataType::Int64, false),
+                Field::new("note", DataType::Int64, false),
+            ],
+        ),
+        (
+            "health",
+            "visits",
+            vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("icd10", DataType::Utf8, false),
+                Field::new("cost", DataType::Float64, false),
+            ],
+        ),
+        (
+            "civil",
+            "stops",
+            vec![Field::new("district", DataType::Utf8, false), Field::new("n", DataType::Int64, false)],
+        ),
+    ];
+    for (schema, name, fields) in tables {
+        ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.unwrap();
+        let table = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]]).unwrap();
+        ctx.register_table(format!("{schema}.{name}"), Arc::new(table)).unwrap();
+    }
+    let people = DatasetInfo {
+        privacy_unit: Some("id".into()),
+        columns: HashMap::from([
+            ("id".into(), column(Tag::Identifier, true, None)),
+            ("name".into(), column(Tag::Identifier, false, None)),
+            ("district".into(), column(Tag::QuasiIdentifier, false, None)),
+            ("birth_date".into(), column(Tag::QuasiIdentifier, false, None)),
+            ("alone".into(), column(Tag::Attribute, false, None)),
+            ("subsidy".into(), column(Tag::Sensitive, false, Some((0.0, 3000.0)))),
+            ("note".into(), column(Tag::Attribute, false, None)),
+        ]),
+        contribution: Contribution::default(),
+        one_row_per_unit: true,
+    };
+    let visits = DatasetInfo {
+        privacy_unit: Some("id".into()),
+        columns: HashMap::from([
+            ("id".into(), column(Tag::Identifier, true, None)),
+            ("icd10".into(), column(Tag::Sensitive, false, None)),
+            ("cost".into(), column(Tag::Sensitive, false, Some((0.0, 5000.0)))),
+        ]),
+        contribution: Contribution::default(),
+        one_row_per_unit: false,
+    };
+    let stops = DatasetInfo {
+        privacy_unit: None,
+        columns: HashMap::from([
+            ("district".into(), column(Tag::Attribute, false, None)),
+            ("n".into(), column(Tag::Attribute, false, None)),
+        ]),
+        contribution: Contribution::default(),
+        one_row_per_unit: false,
+    };
+    let datasets = HashMap::from([
+        (("civil".into(), "people".into()), people),
+        (("health".into(), "visits".into()), visits),
+        (("civil".into(), "stops".into()), stops),
+    ]);
+    (ctx, GuardContext { mode: Mode::Aggregate, k: 10, datasets })
+}
+
+/// `ok` or the refusal's rule code.
+async fn decide(ctx: &SessionContext, guard: &GuardContext, sql: &str) -> String {
+    let state = ctx.state();
+    let plan = state.create_logical_plan(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+    match veil_guard::check(&analyzed, guard) {
+        Ok(_) => "ok".into(),
+        Err(v) => v.rule.code().into(),
+    }
+}
+
+const CASES: &[(&str, &str)] = &[
+    // Admitted: one aggregate, keys and generalizations, conditions on the grid.
+    ("ok", "SELECT district, count(*) FROM civil.people GROUP BY district"),
+    ("ok", "SELECT district, count(DISTINCT id), sum(subsidy), avg(subsidy) FROM civil.people GROUP BY district"),
+    ("ok", "SELECT date_trunc('month', birth_date) AS m, count(*) FROM civil.people GROUP BY 1"),
+    ("ok", "SELECT date_part('quarter', birth_date) AS q, count(*) FROM civil.people GROUP BY 1"),
+    ("ok", "SELECT floor(subsidy / 500) * 500 AS band, count(*) FROM civil.people GROUP BY 1"),
+    ("ok", "SELECT substr(district, 1, 2) AS d, count(*) FROM civil.people GROUP BY 1"),
+    ("ok", "SELECT district, count(*) FROM civil.people WHERE district IN ('a', 'b') AND alone GROUP BY district"),
+    (
+        "ok",
+        "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1950-01-01' AND birth_date < DATE '1955-01-01'",
+    ),
+    (
+        "ok",
+        "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1950-07-01' AND birth_date < DATE '1950-10-01'",
+    ),
+    ("ok", "SELECT count(*) FROM civil.people WHERE subsidy >= 200 AND subsidy < 400"),
+    ("ok", "SELECT count(*) FROM civil.people WHERE subsidy >= 0.5 AND subsidy < 1"),
+    ("ok", "SELECT district, avg(CAST(alone AS DOUBLE)) FROM civil.people GROUP BY district"),
+    (
+        "ok",
+        "SELECT p.district, count(DISTINCT p.id), sum(v.cost) FROM civil.people p JOIN health.visits v ON p.id = v.id GROUP BY p.district",
+    ),
+    // Post-processing over the released groups: anything read-only.
+    (
+        "ok",
+        "SELECT district, n, n - lag(n) OVER (ORDER BY district) AS d FROM (SELECT district, count(*) AS n FROM civil.people GROUP BY district) g",
+    ),
+    ("ok", "SELECT sum(n) FROM (SELECT district, count(*) AS n FROM civil.people GROUP BY district) g"),
+    (
+        "ok",
+        "SELECT district, count(*) AS n FROM civil.people GROUP BY district HAVING count(*) > 20 ORDER BY n DESC LIMIT 3",
+    ),
+    // A dataset about nobody keeps the full SQL surface.
+    ("ok", "SELECT district, max(n), count(*) FILTER (WHERE n > 3) FROM civil.stops WHERE n <> 7 GROUP BY district"),
+    // Inside aggregates: one person read while the threshold counts everybody.
+    (
+        "anon_aggregate",
+        "SELECT district, sum(subsidy) FILTER (WHERE birth_date = DATE '1960-08-04') FROM civil.people GROUP BY district",
+    ),
+    (
+        "identifier_in_condition",
+        "SELECT district, count(*) FILTER (WHERE name = 'x') FROM civil.people GROUP BY district",
+    ),
+    (
+        "anon_aggregate",
+        "SELECT district, sum(CASE WHEN birth_date = DATE '1960-08-04' THEN subsidy ELSE 0 END) FROM civil.people GROUP BY district",
+    ),
+    (
+        "anon_aggregate",
+        "SELECT district, count(NULLIF(birth_date, DATE '1960-08-04')) FROM civil.people GROUP BY district",
+    ),
+    // Non-linear moments: a sum turned into a maximum.
+    ("anon_aggregate", "SELECT district, sum(subsidy * subsidy * subsidy) FROM civil.people GROUP BY district"),
+    (
+        "anon_aggregate",
+        "SELECT district, sum(CAST(birth_date AS BIGINT) * subsidy) / sum(subsidy) FROM civil.people GROUP BY district",
+    ),
+    ("anon_aggregate", "SELECT district, stddev(subsidy) FROM civil.people GROUP BY district"),
+    ("anon_aggregate", "SELECT district, max(alone) FROM civil.people GROUP BY district"),
+    ("anon_aggregate", "SELECT district, sum(note) FROM civil.people GROUP BY district"),
+    ("anon_aggregate", "SELECT district, count(DISTINCT birth_date) FROM civil.people GROUP BY district"),
+    // Positive differencing and complements, in SQL's many spellings.
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date <= DATE '1960-08-04'"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date > DATE '1960-08-04'"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1960-08-04'"),
+    (
+        "anon_condition",
+        "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1960-08-04' AND birth_date < DATE '1960-08-05'",
+    ),
+    (
+        "anon_condition",
+        "SELECT count(*) FROM civil.people WHERE birth_date BETWEEN DATE '1960-01-01' AND DATE '1960-08-04'",
+    ),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE subsidy >= 100 AND subsidy < 250"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE subsidy >= 150 AND subsidy < 250"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE district <> 'a'"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE district NOT IN ('a')"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE district = 'a' OR birth_date = DATE '1960-08-04'"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE (birth_date = DATE '1960-08-04') IS NOT TRUE"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE (birth_date = DATE '1960-08-04') = false"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE strpos(district, 'a') = 0"),
+    (
+        "anon_condition",
+        "SELECT count(*) FROM civil.people WHERE CASE WHEN birth_date = DATE '1960-08-04' THEN false ELSE true END",
+    ),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE subsidy + 1 = 101"),
+    (
+        "anon_shape",
+        "SELECT count(*) FROM civil.people p WHERE NOT EXISTS (SELECT 1 FROM health.visits v WHERE v.id = p.id)",
+    ),
+    ("anon_shape", "SELECT count(*) FROM civil.people WHERE id NOT IN (SELECT id FROM health.visits)"),
+    // Answers subtracted inside the query, padded, or rolled up.
+    ("anon_group_key", "SELECT district, count(*) FROM civil.people GROUP BY ROLLUP (district)"),
+    (
+        "anon_group_key",
+        "SELECT district, alone, count(*) FROM civil.people GROUP BY GROUPING SETS ((district), (alone))",
+    ),
+    (
+        "anon_shape",
+        "SELECT (SELECT sum(subsidy) FROM civil.people) - (SELECT sum(subsidy) FROM civil.people WHERE district = 'a')",
+    ),
+    (
+        "anon_shape",
+        "SELECT district, count(*) FROM (SELECT district FROM civil.people UNION ALL SELECT 'a') u GROUP BY district",
+    ),
+    (
+        "anon_shape",
+        "SELECT district, count(*) FROM civil.people GROUP BY district UNION ALL SELECT 'all', count(*) FROM civil.people",
+    ),
+    ("anon_shape", "SELECT count(*) FROM (SELECT DISTINCT district FROM civil.people) d"),
+    ("anon_shape", "SELECT district FROM civil.people"),
+    // Group keys: only columns and the listed generalizations.
+    (
+        "anon_group_key",
+        "SELECT CASE WHEN subsidy > 200 THEN 'high' ELSE 'low' END AS band, count(*) FROM civil.people GROUP BY 1",
+    ),
+    ("anon_group_key", "SELECT floor(subsidy / 300) * 300 AS band, count(*) FROM civil.people GROUP BY 1"),
+    ("anon_group_key", "SELECT substr(district, 2, 1) AS d, count(*) FROM civil.people GROUP BY 1"),
+    ("anon_group_key", "SELECT date_trunc('minute', birth_date) AS m, count(*) FROM civil.people GROUP BY 1"),
+    // Joins of people: on equal privacy units only, inner only.
+    (
+        "anon_shape",
+        "SELECT p.district, count(*) FROM civil.people p JOIN health.visits v ON p.district = v.icd10 GROUP BY p.district",
+    ),
+    (
+        "anon_shape",
+        "SELECT p.district, count(*) FROM civil.people p LEFT JOIN health.visits v ON p.id = v.id GROUP BY p.district",
+    ),
+    ("anon_shape", "SELECT p.district, count(*) FROM civil.people p CROSS JOIN health.visits v GROUP BY p.district"),
+    (
+        "anon_shape",
+        "SELECT p.district, count(*) FROM civil.people p JOIN health.visits v ON p.subsidy < v.cost GROUP BY p.district",
+    ),
+];
+
+#[tokio::test]
+async fn aggregate_mode_over_people_admits_only_the_anonymizing_shape() {
+    let (ctx, guard) = session().await;
+    let mut wrong = Vec::new();
+    for (expected, sql) in CASES {
+        let got = decide(&ctx, &guard, sql).await;
+        if got != *expected {
+            wrong.push(format!("{sql}\n  expected {expected}, got {got}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} cases differ:\n{}", wrong.len(), CASES.len(), wrong.join("\n"));
+}
