@@ -312,7 +312,7 @@ async fn new_employment_coverage_is_exact_and_enquiries_within_their_intervals()
     let steps = walk("new-employment");
     let truth = truth().await;
 
-    // 1. Coverage by district and age band: the department's own L3 data, exact, with groups of
+    // 1. Coverage by district and decade of birth: the department's own L3 data, exact, with groups of
     // fewer than k = 10 workers suppressed (门头沟区's).
     let body = answered(&steps, 0);
     let sql = example("new-employment", "1-coverage.sql");
