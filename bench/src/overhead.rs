@@ -140,8 +140,8 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
             if run == 0 {
                 eprintln!("tpch: {name}: {plain_rows} rows plain, {veil_rows} through Veil");
                 notes.push(format!(
-                    "{name}: {plain_rows} groups plain, {veil_rows} through Veil ({} suppressed)",
-                    body["suppressed_groups"]
+                    "{name}: {plain_rows} groups plain, {veil_rows} through Veil ({} withheld)",
+                    plain_rows.saturating_sub(veil_rows)
                 ));
                 if veil_rows == 0 {
                     return Err(format!("{name}: Veil suppressed every group: {body}").into());

@@ -202,6 +202,14 @@ impl World {
         body
     }
 
+    /// How many groups an answer withheld, from its audit record: the answer itself never
+    /// says (the number would tell whether a group of one person exists).
+    pub fn withheld(&self, body: &Value) -> Option<u64> {
+        assert!(body.get("suppressed_groups").is_none(), "an answer tells how many groups it withheld: {body}");
+        let seq = body["audit_id"].as_u64()?;
+        self.s.audit_records().into_iter().find(|r| r.seq == seq)?.entry.suppressed_groups
+    }
+
     /// An aggregate query as the civil analyst that must be refused with `code`.
     pub async fn refused(&self, sql: &str, status: StatusCode, code: &str) -> Value {
         self.refused_in("aggregate", sql, status, code).await

@@ -133,8 +133,6 @@ pub struct Rule {
 #[derive(Debug)]
 pub struct Released {
     answer: Answer,
-    /// The number of withheld groups, where the mode may disclose it.
-    suppressed_groups: Option<u64>,
     level: String,
     k: u64,
     rules: Vec<Rule>,
@@ -144,8 +142,8 @@ pub struct Released {
 
 impl Released {
     /// The answer (or, for a dry run, the decision with the answer's schema). Its
-    /// `suppressed_groups` is zero where the mode does not disclose it: read
-    /// [`Released::suppressed_groups`].
+    /// `suppressed_groups` is always zero: how many groups were withheld is in the audit
+    /// record only.
     pub fn answer(&self) -> &Answer {
         &self.answer
     }
@@ -153,13 +151,6 @@ impl Released {
     /// The answer, taken out.
     pub fn into_answer(self) -> Answer {
         self.answer
-    }
-
-    /// How many groups or classes were withheld, where the mode discloses it; `None` in dp
-    /// mode, where the exact number would tell whether a one-person group exists (the audit
-    /// record keeps it).
-    pub fn suppressed_groups(&self) -> Option<u64> {
-        self.suppressed_groups
     }
 
     /// The level the query was judged at (就高从严), or `audit` for the audit log.

@@ -75,19 +75,12 @@ impl Broker {
                 let guard =
                     done.answer.rules.iter().map(|r| Rule { code: r.code.to_owned(), detail: r.detail.clone() });
                 let rules = done.policy.into_iter().chain(guard).collect();
-                // The exact number of withheld dp groups would say whether a one-person group
-                // exists (and, grouped by a sensitive column, how many distinct values it has):
-                // it goes to the audit record only.
-                let suppressed_groups = match done.answer.dp {
-                    Some(_) => {
-                        done.answer.suppressed_groups = 0;
-                        None
-                    }
-                    None => Some(done.answer.suppressed_groups),
-                };
+                // The exact number of withheld groups or classes would say whether a group of one
+                // person exists (and, grouped by a sensitive column, how many distinct values
+                // it has), in any mode: it goes to the audit record only.
+                done.answer.suppressed_groups = 0;
                 Ok(Released {
                     answer: done.answer,
-                    suppressed_groups,
                     level: done.level,
                     k: done.k,
                     rules,

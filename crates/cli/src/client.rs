@@ -175,8 +175,8 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
                 "{rows} rows; groups whose noisy count of people is below the threshold are withheld (how many is not released); level {level}"
             ),
             level => println!(
-                "{rows} rows; {} groups withheld (fewer than k = {} people); level {level}",
-                answer["suppressed_groups"], answer["k"]
+                "{rows} rows; groups of fewer than k = {} people are withheld (how many is not released); level {level}",
+                answer["k"]
             ),
         }
     }

@@ -120,7 +120,10 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
             if walk.counts_people && ctx.k > 0 {
                 walk.note(
                     "min_group_size",
-                    format!("groups with fewer than {} distinct people are suppressed and counted", ctx.k),
+                    format!(
+                        "groups with fewer than {} distinct people are withheld; how many, only the audit record says",
+                        ctx.k
+                    ),
                 );
             }
         }

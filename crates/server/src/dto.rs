@@ -498,11 +498,6 @@ pub struct QueryResponse {
     /// Rows, each in column order.
     #[schema(value_type = Vec<Vec<Object>>)]
     pub rows: Vec<Vec<serde_json::Value>>,
-    /// Groups (or quasi-identifier classes) withheld because they hold fewer than k people.
-    /// Absent from dp answers: the exact number would tell whether a one-person group exists
-    /// (the audit record keeps it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suppressed_groups: Option<u64>,
     /// The level the query was judged at (the strictest of its datasets).
     pub level: String,
     /// The minimum number of distinct people per released group.

@@ -25,7 +25,8 @@ pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// Runs one query in a result mode and returns only what that mode releases.
 ///
 /// JSON by default; an Arrow IPC stream when `Accept: application/vnd.apache.arrow.stream`,
-/// with `x-veil-k`, `x-veil-audit-id` and (not in dp mode) `x-veil-suppressed-groups` headers. With
+/// with `x-veil-k` and `x-veil-audit-id` headers. How many groups were withheld is never
+/// released (it would tell whether a group of one person exists); the audit record keeps it. With
 /// `"dry_run": true` the query is decided and explained, not run.
 #[utoipa::path(post, path = "/v1/query", tag = "query", security(("bearer" = [])), request_body = QueryBody,
     responses((status = 200, body = QueryResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -92,7 +93,6 @@ fn json_response(released: Released) -> Result<QueryResponse, ApiError> {
         rules: released.rules().iter().map(|r| QueryRule { code: r.code.clone(), detail: r.detail.clone() }).collect(),
         columns,
         rows,
-        suppressed_groups: released.suppressed_groups(),
         level: released.level().to_owned(),
         k: released.k(),
         audit_id: released.audit_id(),
@@ -132,9 +132,6 @@ fn arrow_response(released: &Released) -> Result<Response, ApiError> {
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
     let header_value = |v: String| HeaderValue::from_str(&v).map_err(ApiError::internal);
-    if let Some(suppressed) = released.suppressed_groups() {
-        h.insert("x-veil-suppressed-groups", header_value(suppressed.to_string())?);
-    }
     h.insert("x-veil-k", header_value(released.k().to_string())?);
     Ok(with_audit_id(response, released.audit_id()))
 }
