@@ -365,6 +365,13 @@ impl Walk<'_> {
                 merged.ok_or_else(|| unsupported("a set operation without inputs"))
             }
             LogicalPlan::Join(j) => {
+                if (self.personal(&j.left) || self.personal(&j.right)) && !equi_join(j) {
+                    return Err(Violation::new(
+                        Rule::JoinWithoutKey,
+                        None,
+                        "a join over data about people needs an equality of columns (ON a.x = b.y): a cross or non-equi join multiplies one person's rows without a bound known before it runs, and that shows in time, memory and failures",
+                    ));
+                }
                 let left = self.plan(&j.left, outer)?;
                 let right = self.plan(&j.right, outer)?;
                 let ls = Scope { schema: j.left.schema(), lineage: &left.columns, grain: left.grain };
@@ -833,6 +840,17 @@ pub(crate) fn unalias(e: &Expr) -> &Expr {
         Expr::Alias(a) => unalias(&a.expr),
         other => other,
     }
+}
+
+/// Whether a join has at least one equality of columns, in its keys or its condition.
+fn equi_join(j: &datafusion::logical_expr::Join) -> bool {
+    !j.on.is_empty()
+        || j.filter.as_ref().is_some_and(|f| {
+            split_conjunction(f).iter().any(|c| {
+                matches!(c, Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right })
+                    if column_of(left).is_some() && column_of(right).is_some())
+            })
+        })
 }
 
 /// Whether a cast from `from` to `to` maps distinct values to distinct values and back (text

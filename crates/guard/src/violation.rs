@@ -54,6 +54,8 @@ pub enum Rule {
     DpUnboundedColumn,
     /// Dp mode: datasets about people combined other than by equal privacy units.
     DpPeopleNotLinked,
+    /// Any mode: a cross or non-equi join over data about people.
+    JoinWithoutKey,
     /// Aggregate mode over people: not one aggregate over rows of the admitted forms.
     AnonShape,
     /// Aggregate mode over people: an aggregate outside COUNT, COUNT(DISTINCT unit) and SUM or
@@ -92,6 +94,7 @@ impl Rule {
             Rule::DpAggregateNotSupported => "dp_aggregate_not_supported",
             Rule::DpUnboundedColumn => "dp_unbounded_column",
             Rule::DpPeopleNotLinked => "dp_people_not_linked",
+            Rule::JoinWithoutKey => "join_without_key",
             Rule::AnonShape => "anon_shape",
             Rule::AnonAggregate => "anon_aggregate",
             Rule::AnonCondition => "anon_condition",
