@@ -197,7 +197,8 @@ async fn in_subquery_laundering() {
     let body = w
         .ok("SELECT count(DISTINCT r.person_id) AS people FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id")
         .await;
-    assert_eq!(body["rows"], serde_json::json!([[200]]), "everyone of the 200 has a visit: {body}");
+    let people = body["rows"][0][0].as_i64().unwrap();
+    assert!((people - 200).abs() <= 8, "everyone of the 200 has a visit, within the noise: {body}");
 }
 
 #[tokio::test]
@@ -383,8 +384,9 @@ async fn reserved_names_cannot_impersonate_broker_columns() {
 
 /// Leak: aggregate mode ignored the steward's declared bounds, so one person's value above the
 /// bound came back whole in a sum (`SUM` with and without the person). Now every value is
-/// clamped to its bounds: a planted resident with a subsidy of 50,000 where the bound is 1,000
-/// moves 甲区's sum by exactly 1,000, whatever their real value.
+/// clamped to its bounds (and the largest contributions flattened to the top group's
+/// average): a planted resident with a subsidy of 50,000 where the bound is 1,000 moves 甲区's
+/// sum by no more than the noise does.
 #[tokio::test]
 async fn a_value_above_its_declared_bound_does_not_come_back() {
     let w = world().await;
@@ -404,7 +406,9 @@ async fn a_value_above_its_declared_bound_does_not_come_back() {
     let sql = |table: &str| format!("SELECT district, sum(subsidy) AS total FROM civil.{table} GROUP BY district");
     let without = sum(&w.ok(&sql("residents")).await);
     let with = sum(&w.ok(&sql("planted")).await);
-    assert_eq!(with - without, 1000, "the outlier counts as the bound, not as their value");
+    // Clamped to 1,000, then flattened to the top group's average and hidden in noise of that
+    // scale: nowhere near 50,000.
+    assert!((with - without).abs() < 3000, "the outlier shows: {with} - {without}");
     let avg = w.ok("SELECT district, avg(subsidy) AS mean FROM civil.planted GROUP BY district").await;
     let mean = avg["rows"].as_array().unwrap().iter().find(|r| r[0] == "甲区").unwrap()[1].as_f64().unwrap();
     assert!(mean < 1000.0, "{avg}");
@@ -467,4 +471,46 @@ async fn joins_without_a_key_over_people_are_refused_in_every_mode() {
             assert!(["join_without_key", "anon_shape", "anon_condition"].contains(&code), "{mode}: {sql}: {body}");
         }
     }
+}
+
+/// Leak (found by a red team against exact answers): IN-list differencing. `WHERE district = d
+/// AND birth_date IN (<every day of the year>)` against the same list without the target's
+/// birthday: both hold many people, and the difference of their sums was the target's exact
+/// subsidy. With sticky noise seeded by each side's set of people, the two answers carry
+/// independent noise of the scale of the top contributors' subsidies. Measured over 40 people of
+/// 甲区: guessing each one's subsidy (one of seven values) from the difference does no better
+/// than a little above chance, and far from the exact recovery it was.
+#[tokio::test]
+async fn in_list_differencing_does_not_reveal_a_persons_value() {
+    let w = world().await;
+    let days: Vec<String> =
+        (1..=12).flat_map(|m| (1..=28).map(move |d| format!("DATE '1950-{m:02}-{d:02}'"))).collect();
+    let query = |list: &[String]| {
+        format!(
+            "SELECT count(*) AS n, sum(subsidy) AS total FROM civil.residents WHERE district = '甲区' AND birth_date IN ({})",
+            list.join(", ")
+        )
+    };
+    let numbers = |body: &Value| {
+        let row = &body["rows"][0];
+        (row[0].as_f64().unwrap_or(0.0), row[1].as_f64().unwrap_or(0.0))
+    };
+    let everyone = numbers(&w.ok(&query(&days)).await);
+    let values: Vec<i64> = (0..7).map(|v| 100 + v * 50).collect();
+    let (mut exact, mut tried) = (0, 0);
+    let alone = |target: &&veil_tests::world::Resident| {
+        w.residents.iter().filter(|r| r.district == "甲区" && r.birth_date == target.birth_date).count() == 1
+    };
+    for target in w.residents.iter().filter(|r| r.district == "甲区").filter(alone).take(40) {
+        let theirs = format!("DATE '{}'", target.birth_date);
+        let rest: Vec<String> = days.iter().filter(|d| **d != theirs).cloned().collect();
+        let others = numbers(&w.ok(&query(&rest)).await);
+        let difference = everyone.1 - others.1;
+        let guess = values.iter().min_by_key(|v| ((**v as f64) - difference).abs() as i64).copied().unwrap();
+        tried += 1;
+        exact += usize::from(guess == target.subsidy);
+    }
+    assert_eq!(tried, 40, "targets alone on their birthday");
+    // Exact answers gave every one (100%); chance is one in seven.
+    assert!(exact * 2 < tried, "{exact} of {tried} subsidies recovered from the difference");
 }

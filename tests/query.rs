@@ -33,13 +33,14 @@ async fn grouped_counts_sums_and_averages_across_departments_are_exact_and_small
     let rows = body["rows"].as_array().unwrap();
     let got: Vec<&str> = rows.iter().map(|r| r[0].as_str().unwrap()).collect();
     assert_eq!(got, vec!["乙区", "甲区"], "丙区 has 5 people (< k = 10) and is suppressed: {body}");
+    // Anonymized: sticky noise of a few units per count (the top contributors' average), a few
+    // percent on sums; never far from the truth.
     for row in rows {
         let (people, visits, cost) = &truth[row[0].as_str().unwrap()];
-        assert_eq!(as_i64(&row[1]), people.len() as i64);
-        assert_eq!(as_i64(&row[2]), *visits);
-        assert_eq!(as_i64(&row[3]), *cost);
-        let mean = row[4].as_f64().unwrap();
-        assert!((mean - *cost as f64 / *visits as f64).abs() < 1e-9);
+        assert!(near(as_i64(&row[1]) as f64, people.len() as f64, 0.1, 8.0), "people: {row:?}");
+        assert!(near(as_i64(&row[2]) as f64, *visits as f64, 0.1, 10.0), "visits: {row:?}");
+        assert!(near(as_i64(&row[3]) as f64, *cost as f64, 0.1, 0.0), "cost: {row:?}");
+        assert!(near(row[4].as_f64().unwrap(), *cost as f64 / *visits as f64, 0.15, 0.0), "mean: {row:?}");
     }
     assert_eq!(w.withheld(&body), Some(1));
     assert_eq!(body["k"], 10);
@@ -96,7 +97,10 @@ async fn thresholds_follow_people_through_subqueries_renamed_columns_unions_and_
             .collect();
         let want: Vec<(&str, i64)> =
             large.iter().map(|(d, n)| (*d, if rows_per_person == 0 { 0 } else { *n })).collect();
-        assert_eq!(got, want, "{sql}: {body}");
+        assert_eq!(got.len(), want.len(), "{sql}: {body}");
+        for ((d, n), (e, m)) in got.iter().zip(&want) {
+            assert!(d == e && near(*n as f64, *m as f64, 0.05, 8.0), "{sql}: {body}");
+        }
         assert_eq!(w.withheld(&body), Some(1), "{sql}: {body}");
     }
 }
@@ -157,7 +161,15 @@ async fn arrow_ipc_answers_carry_the_same_rows() {
             rows.push((d.value(i).to_owned(), n.value(i)));
         }
     }
-    assert_eq!(rows, vec![("乙区".to_owned(), 75), ("甲区".to_owned(), 120)]);
+    let districts: Vec<&str> = rows.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(districts, ["乙区", "甲区"]);
+    assert!(near(rows[0].1 as f64, 75.0, 0.0, 8.0) && near(rows[1].1 as f64, 120.0, 0.0, 8.0), "{rows:?}");
+}
+
+/// Whether `got` is within `rel` of `truth` (relative) plus `abs`: anonymized answers carry
+/// sticky noise, a few units on counts and a few percent on sums.
+fn near(got: f64, truth: f64, rel: f64, abs: f64) -> bool {
+    (got - truth).abs() <= rel * truth.abs() + abs
 }
 
 #[tokio::test]

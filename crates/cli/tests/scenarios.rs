@@ -126,16 +126,31 @@ async fn truth_rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<Value>> {
     objects.into_iter().map(|o| names.iter().map(|n| o.get(n).cloned().unwrap_or(Value::Null)).collect()).collect()
 }
 
-/// Equal as answers: numbers within 1e-9 relative, everything else exactly.
-fn same(a: &[Vec<Value>], b: &[Vec<Value>]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.len() == y.len()
-                && x.iter().zip(y).all(|(u, v)| match (u.as_f64(), v.as_f64()) {
-                    (Some(u), Some(v)) => (u - v).abs() <= 1e-9 * u.abs().max(v.abs()).max(1.0),
-                    _ => u == v,
-                })
-        })
+/// An anonymized answer against the truth: every released row is a true group (matched on its
+/// first `keys` columns), each of its numbers within `(rel, abs)` of the truth's (relative plus
+/// absolute; one pair per value column, the last pair for the rest), as sticky noise leaves
+/// them; and at least nine in ten true groups are released (the noisy threshold may withhold a
+/// group a little above k). The noise's scale is the average of a group's top contributors,
+/// so a sum of values bounded by B moves by a few B at most, and an average over a small
+/// group by a few B / n: shares and averages get wide tolerances, counts and totals tight ones.
+fn close(got: &[Vec<Value>], truth: &[Vec<Value>], keys: usize, tolerances: &[(f64, f64)]) -> bool {
+    let within = |i: usize, a: f64, b: f64| {
+        let (rel, abs) = tolerances[i.min(tolerances.len() - 1)];
+        (a - b).abs() <= rel * b.abs() + abs
+    };
+    let matched = got.iter().all(|row| {
+        let ok = truth.iter().filter(|t| t[..keys] == row[..keys]).any(|t| {
+            row.iter().zip(t).skip(keys).enumerate().all(|(i, (a, b))| match (a.as_f64(), b.as_f64()) {
+                (Some(a), Some(b)) => within(i, a, b),
+                _ => a == b,
+            })
+        });
+        if !ok {
+            eprintln!("not near the truth: {row:?}");
+        }
+        ok
+    });
+    matched && got.len() * 10 >= truth.len() * 9 && got.len() <= truth.len()
 }
 
 /// The body of a step that must have succeeded.
@@ -220,8 +235,8 @@ async fn hotline_trends_match_the_ground_truth() {
     let steps = walk("hotline-trends");
     let truth = truth().await;
 
-    // 1. Volume per district, category and month: exact, with groups of fewer than k = 5
-    // callers withheld (how many, only the audit record says).
+    // 1. Volume per district, category and month: anonymized (near the truth, sticky noise),
+    // with groups of fewer than k = 5 callers withheld (how many, only the audit record says).
     let body = answered(&steps, 0);
     let expected = truth_rows(
         &truth,
@@ -230,7 +245,7 @@ async fn hotline_trends_match_the_ground_truth() {
     )
     .await;
     let all = truth_rows(&truth, "SELECT count(*) FROM (SELECT 1 FROM hotline.tickets GROUP BY district, category, date_part('month', created_at))").await;
-    assert!(same(&rows(body), &expected), "volume differs from the truth: {body}");
+    assert!(close(&rows(body), &expected, 3, &[(0.2, 8.0)]), "volume differs from the truth: {body}");
     assert!(body.get("suppressed_groups").is_none(), "how many groups were withheld is not released: {body}");
     assert!(expected.len() < all[0][0].as_u64().unwrap() as usize, "some groups are withheld");
     assert!(expected.len() > 100, "most groups are released");
@@ -238,12 +253,17 @@ async fn hotline_trends_match_the_ground_truth() {
     // 2. Service quality per district.
     let body = answered(&steps, 1);
     let expected = truth_rows(&truth, &example("hotline-trends", "2-service.sql")).await;
-    assert!(same(&rows(body), &expected), "service quality differs from the truth: {body}");
+    assert!(
+        close(&rows(body), &expected, 1, &[(0.05, 8.0), (0.1, 0.05), (0.3, 0.0), (0.2, 0.1)]),
+        "service quality differs from the truth: {body}"
+    );
 
     // 3. Month over month: 医保咨询 is the category the generator makes rise, and it is flagged.
     let body = answered(&steps, 2);
     let expected = truth_rows(&truth, &example("hotline-trends", "3-rising.sql")).await;
-    assert!(same(&rows(body), &expected), "the trend differs from the truth: {body}");
+    let tickets: Vec<Vec<Value>> = rows(body).iter().map(|r| r[..3].to_vec()).collect();
+    let true_tickets: Vec<Vec<Value>> = expected.iter().map(|r| r[..3].to_vec()).collect();
+    assert!(close(&tickets, &true_tickets, 2, &[(0.1, 8.0)]), "the trend differs from the truth: {body}");
     let flagged: Vec<(String, i64)> = body["rows"]
         .as_array()
         .unwrap()
@@ -310,15 +330,15 @@ async fn new_employment_coverage_is_exact_and_enquiries_within_their_intervals()
     let steps = walk("new-employment");
     let truth = truth().await;
 
-    // 1. Coverage by district and decade of birth: the department's own L3 data, exact, with groups of
-    // fewer than k = 10 workers suppressed (门头沟区's).
+    // 1. Coverage by district and decade of birth: the department's own L3 data, anonymized,
+    // with groups of fewer than k = 10 workers suppressed (门头沟区's).
     let body = answered(&steps, 0);
     let sql = example("new-employment", "1-coverage.sql");
     let thresholded =
         sql.replace("GROUP BY 1, 2\nORDER BY", "GROUP BY 1, 2 HAVING count(DISTINCT person_id) >= 10 ORDER BY");
     assert_ne!(sql, thresholded, "the truth query adds the threshold");
     let expected = truth_rows(&truth, &thresholded).await;
-    assert!(same(&rows(body), &expected), "coverage differs from the truth: {body}");
+    assert!(close(&rows(body), &expected, 2, &[(0.1, 8.0), (0.0, 0.6)]), "coverage differs from the truth: {body}");
     let all = truth_rows(&truth, &format!("SELECT count(*) FROM ({sql})")).await;
     assert!(body.get("suppressed_groups").is_none(), "how many groups were withheld is not released: {body}");
     assert!((expected.len() as u64) < all[0][0].as_u64().unwrap(), "the small district's groups are withheld");
@@ -326,7 +346,10 @@ async fn new_employment_coverage_is_exact_and_enquiries_within_their_intervals()
     // 2. By kind of work: platform workers' medical coverage is far below regular employees'.
     let body = answered(&steps, 1);
     let expected = truth_rows(&truth, &example("new-employment", "2-by-job.sql")).await;
-    assert!(same(&rows(body), &expected), "coverage by job differs from the truth: {body}");
+    assert!(
+        close(&rows(body), &expected, 1, &[(0.05, 8.0), (0.1, 0.05)]),
+        "coverage by job differs from the truth: {body}"
+    );
     let medical = |job: &str| rows(body).iter().find(|r| r[0] == job).unwrap()[3].as_f64().unwrap();
     assert!(medical("外卖骑手") < 0.7 && medical("企业职工") > 0.9, "{body}");
 
@@ -364,11 +387,18 @@ async fn subsidy_audit_finds_who_queried_why_and_the_denials_and_the_log_verifie
         "GROUP BY district, care_level\n",
         "GROUP BY district, care_level HAVING count(DISTINCT person_id) >= 10\n",
     );
-    assert!(same(&rows(body), &truth_rows(&truth, &sql).await), "subsidy by district differs from the truth: {body}");
+    let expected = truth_rows(&truth, &sql).await;
+    assert!(
+        close(&rows(body), &expected, 2, &[(0.1, 8.0), (0.0, 2000.0)]),
+        "subsidy by district differs from the truth: {body}"
+    );
     assert!(body["rules"].to_string().contains("an approved access request"), "{body}");
     let body = answered(&steps, 3);
     let expected = truth_rows(&truth, &example("subsidy-audit", "2-subsidy-total.sql")).await;
-    assert!(same(&rows(body), &expected), "subsidy totals differ from the truth: {body}");
+    assert!(
+        close(&rows(body), &expected, 1, &[(0.05, 8.0), (0.0, 25_000.0)]),
+        "subsidy totals differ from the truth: {body}"
+    );
 
     assert_eq!(refusal(&steps, 4, &[]), "grant_required");
     assert_eq!(refusal(&steps, 5, &[]), "anon_shape");

@@ -117,6 +117,13 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         Mode::Aggregate => {
             return_only_aggregates::check_output(&root, plan.schema())?;
             walk.note("return_only_aggregates", "every output column is an aggregate or a group key".into());
+            if anonymized {
+                walk.note(
+                    "anonymized",
+                    "anonymized, not differentially private: values clamped to their declared bounds; each group's two largest contributions flattened to the average of its next four; every count and sum carries sticky noise seeded by the group's people and by the query (standard deviation about that average, at least 1 on counts); groups need k people and a noisy margin"
+                        .into(),
+                );
+            }
             if walk.counts_people && ctx.k > 0 {
                 walk.note(
                     "min_group_size",

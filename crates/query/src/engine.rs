@@ -41,6 +41,7 @@ use ring::digest;
 use veil_common::{DatasetRef, Mode};
 use veil_guard::{AppliedRule, DP_ROW, DpPlan, GuardContext, GuardOutcome, PrivacyGuardRule, violation};
 
+use crate::anon;
 use crate::deidentify::{self, Deidentify};
 use crate::dp::{self, DpParams, NoisyAggregate};
 use crate::{Error, ParsedQuery, Result};
@@ -104,6 +105,9 @@ pub struct QueryRequest {
     pub pseudonym_key: [u8; 32],
     /// Dp mode: the epsilon and delta the query spends.
     pub dp: Option<DpParams>,
+    /// Aggregate mode over data about people: the installation's secret under which sticky
+    /// noise is seeded (the same for every analyst, so that nobody averages it away).
+    pub noise_key: [u8; 32],
 }
 
 impl QueryRequest {
@@ -500,6 +504,9 @@ impl QueryEngine {
     /// # Errors
     /// See [`Error`]: a failure while running is generic.
     pub async fn execute(&self, prepared: Prepared) -> Result<Answer> {
+        if prepared.outcome.rewritten.anonymized.is_some() && !prepared.request.dry_run {
+            return self.anonymized(prepared).await;
+        }
         if prepared.outcome.rewritten.dp.is_some() && !prepared.request.dry_run {
             let noisy = self.measure(&prepared).await?;
             return self.release(prepared, noisy, false).await;
@@ -519,6 +526,43 @@ impl QueryEngine {
             Mode::Deidentified => finish_deidentified(answer, &outcome, request.k, &request.pseudonym_key),
             _ => Ok(answer),
         }
+    }
+
+    /// Aggregate mode over data about people: runs the measuring plan, adds sticky noise to its
+    /// groups and applies the noisy threshold, then runs the analyst's plan over the noisy
+    /// groups (any read-only rework of released numbers).
+    async fn anonymized(&self, prepared: Prepared) -> Result<Answer> {
+        let Prepared { state, optimized, outcome, request, .. } = prepared;
+        let Some(plan) = &outcome.rewritten.anonymized else {
+            return Err(internal("anonymizing a query that is not an anonymized one"));
+        };
+        let batches = self.within_deadline(self.collect(&state, &optimized, false, None)).await?;
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
+        // The query's labels: the measuring plan holds its keys' expressions and every filter
+        // constant, so the label layer changes with what is asked, not with spelling alone.
+        let label = digest::digest(&digest::SHA256, optimized.display_indent().to_string().as_bytes());
+        let noisy = anon::add_noise(&batches, &schema, plan, request.k, &request.noise_key, label.as_ref())?;
+        let rows = noisy.values.num_rows() as u64;
+        let table = MemTable::try_new(noisy.values.schema(), vec![vec![noisy.values]]).map_err(internal)?;
+        let exprs: Vec<Expr> = plan
+            .aggregate_schema
+            .iter()
+            .enumerate()
+            .map(|(i, (qualifier, field))| {
+                Expr::Column(Column::from_name(format!("c{i}"))).alias_qualified(qualifier.cloned(), field.name())
+            })
+            .collect();
+        let source = LogicalPlanBuilder::scan("__veil_anon_noisy", provider_as_source(Arc::new(table)), None)
+            .and_then(|b| b.project(exprs))
+            .and_then(|b| b.build())
+            .map_err(internal)?;
+        let finished = plan.over(source).map_err(internal)?;
+        let (state, _) = self.session(None, rows);
+        let optimized = state.optimize(&finished).map_err(internal)?;
+        let mut answer = self.answer(&state, &optimized, &optimized, false, false).await?;
+        answer.rules = outcome.assessment.rules.clone();
+        answer.suppressed_groups = noisy.suppressed;
+        Ok(answer)
     }
 
     /// Dp mode: runs the bounded plan and adds noise to its totals, applying the threshold.
@@ -1089,6 +1133,7 @@ mod tests {
             dry_run: false,
             pseudonym_key: [7; 32],
             dp: Some(DpParams { epsilon: 1.0, delta: 1e-7 }),
+            noise_key: [9; 32],
         }
     }
 
@@ -1114,6 +1159,7 @@ mod tests {
                 unit_columns: Vec::new(),
                 final_limit: None,
                 dp: None,
+                anonymized: None,
             },
         };
         GuardedPlan { plan: plan.clone(), optimized: plan, outcome, physical: Arc::default() }

@@ -10,6 +10,7 @@
 //! plans SQL. Every session is per request and holds only the datasets the caller may use in
 //! the requested mode, so a hidden dataset does not exist for the query, not even in an error.
 
+mod anon;
 mod deidentify;
 mod dp;
 mod engine;

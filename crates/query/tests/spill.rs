@@ -51,6 +51,7 @@ async fn join(engine: &QueryEngine, datasets: &[SessionDataset]) -> Result<Vec<i
         datasets: datasets.to_vec(),
         dry_run: false,
         pseudonym_key: [0; 32],
+        noise_key: [0; 32],
         dp: None,
     };
     let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await?;

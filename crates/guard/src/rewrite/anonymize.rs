@@ -1,54 +1,163 @@
-//! Aggregate mode over data about people: sums and averages see each value clamped to its
-//! column's declared bounds, so one person's extreme value moves an answer by at most the
-//! bound (the steward's bounds held only in dp mode before).
+//! Aggregate mode over data about people: the plan that measures, per group, what the query
+//! layer needs to release an anonymized answer ([`bound`]). Sums and averages see each value
+//! clamped to its column's declared bounds, so one person's extreme value moves an answer by
+//! at most the bound; the largest contributions are flattened to the top group's average; the
+//! set of people in the group seeds its noise.
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Result, plan_err};
-use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, LogicalPlan, cast, lit, when};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, cast, lit, when};
 
 use crate::DpAggregate;
 use crate::check::unalias;
 
-/// Clamps the arguments of the answer aggregate's sums and averages (classified in `kinds`, in
-/// order) to their bounds, keeping each aggregate's type and output name.
-pub(super) fn clamp(plan: LogicalPlan, kinds: &[DpAggregate]) -> Result<LogicalPlan> {
-    plan.transform_up(|node| {
-        let LogicalPlan::Aggregate(agg) = node else { return Ok(Transformed::no(node)) };
-        // Only the answer's aggregate over rows; one above it reworks released groups.
-        let over_groups =
-            agg.input.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_))))?;
-        if over_groups {
-            return Ok(Transformed::no(LogicalPlan::Aggregate(agg)));
+/// How many of a group's largest contributions are outliers, brought down to the top group's
+/// average before noise.
+pub const ANON_OUTLIERS: i64 = 2;
+/// How many contributions after the outliers make up the top group whose average sets both the
+/// outliers' flattened value and the noise's scale.
+const TOP_GROUP: i64 = 4;
+
+/// The column of the anonymizing plan holding the seed of a group's set of people.
+pub const ANON_SEED: &str = "__veil_dp_seed";
+
+/// Builds the plan that measures an anonymized answer's aggregate, and the [`DpPlan`] that
+/// finishes it once noise is added (only its aggregate schema, keys, aggregates and the
+/// analyst's plan are used).
+///
+/// ```text
+/// rows (privacy unit carried up, as a 64-bit hash)
+///   ─► per person and group: COUNT, SUM of values clamped to their bounds, their count
+///   ─► each contribution ranked within its group (largest first, ties by unit)
+///   ─► per group, for each contribution: the total, the total of the ANON_OUTLIERS largest, and
+///      the average of the TOP_GROUP after them; the number of people; the XOR of their hashes
+/// ```
+///
+/// Output, in order: the group keys; per aggregate, for each contribution it measures (rows for
+/// COUNT; the sum for SUM; the sum and the count of values for AVG; nothing for COUNT(DISTINCT
+/// unit)), three Float64 columns: total, outliers' total, top group's average (null when the
+/// group has no more than `ANON_OUTLIERS` people); then the Int64 number of people; last the UInt64
+/// seed ([`ANON_SEED`]).
+pub(super) fn bound(
+    upper: LogicalPlan,
+    assessment: &crate::Assessment,
+    threshold: &mut super::enforce_min_group_size::Threshold<'_>,
+) -> Result<(LogicalPlan, super::DpPlan)> {
+    use std::sync::Arc;
+
+    use datafusion::functions::core::expr_fn::coalesce;
+    use datafusion::functions_aggregate::expr_fn::{avg, bit_xor, count, sum};
+    use datafusion::functions_window::expr_fn::row_number;
+    use datafusion::logical_expr::{ExprFunctionExt, LogicalPlanBuilder, col};
+
+    use super::bound_contributions::name;
+    use super::enforce_min_group_size::Threaded;
+
+    let kinds = assessment.dp.as_slice();
+    let agg = lowest_aggregate(&upper)?.clone();
+    if agg.aggr_expr.len() != kinds.len() {
+        return plan_err!("the privacy guard classified a different number of aggregates");
+    }
+    let described = super::DpPlan {
+        aggregate_schema: Arc::clone(&agg.schema),
+        keys: agg.group_expr.len(),
+        aggregates: kinds.to_vec(),
+        contribution: crate::Contribution::default(),
+        public_keys: None,
+        upper: upper.clone(),
+    };
+    let Threaded { plan: input, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
+    let unit = match units.as_slice() {
+        [] => return plan_err!("an anonymized answer must read a dataset about people"),
+        [only] => only.hash(),
+        many => coalesce(many.iter().map(|u| u.hash()).collect()),
+    };
+    let keys = agg.group_expr.len();
+    let unit_name = format!("{}unit", super::DP_PREFIX);
+
+    // 1. Per person and group.
+    let mut group = vec![unit.alias(&unit_name)];
+    group.extend(agg.group_expr.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
+    let mut partial = Vec::new();
+    let mut measured = Vec::new();
+    for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
+        let Expr::AggregateFunction(f) = unalias(e) else {
+            return plan_err!("an aggregate expression that is not a function call");
+        };
+        match kind {
+            DpAggregate::CountRows => {
+                partial.push(unalias(e).clone().alias(name("rows", j)));
+                measured.push(name("rows", j));
+            }
+            DpAggregate::CountPeople => {}
+            DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
+                let Some(arg) = f.params.args.first() else { return plan_err!("SUM without an argument") };
+                let x = cast(arg.clone(), DataType::Float64);
+                let clamped =
+                    when(x.clone().lt(lit(*lo)), lit(*lo)).when(x.clone().gt(lit(*hi)), lit(*hi)).otherwise(x)?;
+                partial.push(sum(clamped.clone()).alias(name("sum", j)));
+                measured.push(name("sum", j));
+                if matches!(kind, DpAggregate::Avg { .. }) {
+                    partial.push(count(clamped).alias(name("n", j)));
+                    measured.push(name("n", j));
+                }
+            }
         }
-        if agg.aggr_expr.len() != kinds.len() {
-            return plan_err!("the privacy guard classified a different number of aggregates");
-        }
-        let exprs = agg
-            .aggr_expr
-            .iter()
-            .zip(kinds)
-            .map(|(e, kind)| match kind {
-                DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => clamped(e, *lo, *hi, &agg),
-                DpAggregate::CountRows | DpAggregate::CountPeople => Ok(e.clone()),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let rebuilt = Aggregate::try_new(agg.input, agg.group_expr, exprs)?;
-        Ok(Transformed::yes(LogicalPlan::Aggregate(rebuilt)))
-    })
-    .map(|t| t.data)
+    }
+    let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;
+
+    // 2. Each contribution ranked within its group, largest first; ties broken by the unit's
+    // hash, so that the ranking (and so the answer) is the same every time.
+    let key_cols: Vec<Expr> = (0..keys).map(|i| col(name("key", i))).collect();
+    let mut windows = Vec::new();
+    for c in &measured {
+        let ranked = row_number()
+            .partition_by(key_cols.clone())
+            .order_by(vec![col(c.as_str()).sort(false, true), col(unit_name.as_str()).sort(true, true)])
+            .build()?
+            .alias(format!("{c}_rank"));
+        windows.push(ranked);
+    }
+    // One window node per ranking: DataFusion runs a node's windows over one sort order.
+    let mut plan = LogicalPlanBuilder::from(per_person);
+    for ranked in windows {
+        plan = plan.window(vec![ranked])?;
+    }
+
+    // 3. Per group.
+    let mut totals = Vec::new();
+    for c in &measured {
+        let rank = col(format!("{c}_rank"));
+        let value = cast(col(c.as_str()), DataType::Float64);
+        totals.push(sum(value.clone()).alias(c.as_str()));
+        totals.push(
+            sum(value.clone()).filter(rank.clone().lt_eq(lit(ANON_OUTLIERS as u64))).build()?.alias(format!("{c}_out")),
+        );
+        let in_top =
+            rank.clone().gt(lit(ANON_OUTLIERS as u64)).and(rank.lt_eq(lit((ANON_OUTLIERS + TOP_GROUP) as u64)));
+        totals.push(avg(value).filter(in_top).build()?.alias(format!("{c}_top")));
+    }
+    totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
+    totals.push(bit_xor(col(unit_name.as_str())).alias(ANON_SEED));
+    let plan = plan.aggregate(key_cols, totals)?.build()?;
+    Ok((plan, described))
 }
 
-/// `e` (a SUM or AVG call) over its argument clamped to `[lo, hi]`, in the argument's type,
-/// under `e`'s own output name.
-fn clamped(e: &Expr, lo: f64, hi: f64, agg: &Aggregate) -> Result<Expr> {
-    let Expr::AggregateFunction(f) = unalias(e) else { return plan_err!("an aggregate that is not a function call") };
-    let [x] = f.params.args.as_slice() else { return plan_err!("SUM or AVG without one argument") };
-    let t = x.get_type(agg.input.schema())?;
-    let (lo, hi) = (cast(lit(lo), t.clone()), cast(lit(hi), t));
-    let x = when(x.clone().lt(lo.clone()), lo).when(x.clone().gt(hi.clone()), hi).otherwise(x.clone())?;
-    let mut call = f.clone();
-    call.params.args = vec![x];
-    let name = e.schema_name().to_string();
-    Ok(Expr::AggregateFunction(AggregateFunction { func: call.func, params: call.params }).alias(name))
+/// The answer's aggregate over rows: the aggregate whose input aggregates nothing.
+pub(super) fn lowest_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
+    let mut node = plan;
+    loop {
+        match node {
+            LogicalPlan::Aggregate(agg) if !aggregates(&agg.input) => return Ok(agg),
+            _ => match node.inputs()[..] {
+                [input] => node = input,
+                _ => return plan_err!("an anonymized answer must end in one aggregate over rows"),
+            },
+        }
+    }
+}
+
+fn aggregates(plan: &LogicalPlan) -> bool {
+    plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)))).unwrap_or(true)
 }

@@ -49,7 +49,7 @@ pub const DP_ROW: &str = "__veil_dp_row";
 #[derive(Debug, Clone)]
 pub struct DpPlan {
     /// The analyst's plan, to finish over the noisy aggregate.
-    upper: LogicalPlan,
+    pub(super) upper: LogicalPlan,
     /// The answer aggregate's output schema: the group keys, then one column per aggregate.
     pub aggregate_schema: DFSchemaRef,
     /// How many group keys.
@@ -85,6 +85,25 @@ impl DpPlan {
     /// If a node cannot be rebuilt over the source (a bug; the caller refuses).
     pub fn finish(&self, source: LogicalPlan) -> Result<(LogicalPlan, Vec<Option<usize>>)> {
         finish(&self.upper, source)
+    }
+
+    /// An anonymized answer: the analyst's plan with its aggregate over rows replaced by
+    /// `source`, which must have the aggregate's columns (names and qualifiers); every node
+    /// above it (any read-only rework) is rebuilt over it.
+    ///
+    /// # Errors
+    /// If a node cannot be rebuilt over the source (a bug; the caller refuses).
+    pub fn over(&self, source: LogicalPlan) -> Result<LogicalPlan> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        let target = LogicalPlan::Aggregate(super::anonymize::lowest_aggregate(&self.upper)?.clone());
+        let mut source = Some(source);
+        self.upper
+            .clone()
+            .transform_up(|node| match source.take_if(|_| node == target) {
+                Some(s) => Ok(Transformed::yes(s)),
+                None => Ok(Transformed::yes(node.recompute_schema()?)),
+            })
+            .map(|t| t.data)
     }
 }
 
@@ -124,14 +143,14 @@ fn row_column(plan: &LogicalPlan) -> Result<Column> {
 }
 
 /// The answer's aggregate: the first under the post-processing nodes.
-fn answer_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
+pub(super) fn answer_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
     match dp_shape::answer_aggregate(plan) {
         Some(agg) => Ok(agg),
         None => plan_err!("a dp answer must end in one aggregate"),
     }
 }
 
-fn name(what: &str, i: usize) -> String {
+pub(super) fn name(what: &str, i: usize) -> String {
     format!("{DP_PREFIX}{what}_{i}")
 }
 

@@ -2,7 +2,7 @@
 //! the group-size threshold of aggregate mode, or the privacy-unit carriers de-identified mode
 //! needs for k-anonymity.
 
-mod anonymize;
+pub(crate) mod anonymize;
 mod bound_contributions;
 mod enforce_min_group_size;
 mod people;
@@ -17,6 +17,7 @@ use veil_common::Mode;
 
 use crate::{Assessment, GuardContext};
 
+pub use anonymize::{ANON_OUTLIERS, ANON_SEED};
 pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan};
 pub use enforce_min_group_size::UNIT_PREFIX;
 
@@ -35,6 +36,9 @@ pub struct Rewritten {
     pub final_limit: Option<FinalLimit>,
     /// Dp mode: how to finish the answer once the bounded totals have their noise.
     pub dp: Option<DpPlan>,
+    /// Aggregate mode over data about people: how to finish the answer once the measured
+    /// totals have their sticky noise (the plan's layout is [`anonymize::bound`]'s).
+    pub anonymized: Option<DpPlan>,
 }
 
 /// `(skip, fetch)` of an outermost OFFSET/LIMIT.
@@ -49,6 +53,14 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
     let plan = safe_arithmetic::rewrite(plan)?;
     let suppressed_groups = Arc::new(AtomicU64::new(0));
     let mut threshold = enforce_min_group_size::Threshold::new(ctx, Arc::clone(&suppressed_groups));
+    let rewritten = |plan, dp, anonymized| Rewritten {
+        plan,
+        suppressed_groups: Arc::clone(&suppressed_groups),
+        unit_columns: Vec::new(),
+        final_limit: None,
+        dp,
+        anonymized,
+    };
     match ctx.mode {
         Mode::Deidentified => {
             let (plan, final_limit) = peel_limit(plan)?;
@@ -56,23 +68,17 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
             let threaded = threshold.thread(plan)?;
             let unit_columns: Vec<String> = threaded.units.iter().map(|_| threshold.hidden()).collect();
             let plan = enforce_min_group_size::append_hidden(&columns, threaded, &unit_columns)?;
-            Ok(Rewritten { plan, suppressed_groups, unit_columns, final_limit, dp: None })
+            Ok(Rewritten { unit_columns, final_limit, ..rewritten(plan, None, None) })
         }
         Mode::Dp => {
             let (plan, dp) = bound_contributions::bound(plan, assessment, &mut threshold)?;
-            Ok(Rewritten { plan, suppressed_groups, unit_columns: Vec::new(), final_limit: None, dp: Some(dp) })
+            Ok(rewritten(plan, Some(dp), None))
         }
-        Mode::Aggregate => Ok(Rewritten {
-            plan: threshold.apply(if assessment.anonymized {
-                anonymize::clamp(plan, &assessment.dp)?
-            } else {
-                plan
-            })?,
-            suppressed_groups,
-            unit_columns: Vec::new(),
-            final_limit: None,
-            dp: None,
-        }),
+        Mode::Aggregate if assessment.anonymized => {
+            let (plan, anonymized) = anonymize::bound(plan, assessment, &mut threshold)?;
+            Ok(rewritten(plan, None, Some(anonymized)))
+        }
+        Mode::Aggregate => Ok(rewritten(threshold.apply(plan)?, None, None)),
     }
 }
 

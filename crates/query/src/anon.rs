@@ -1,0 +1,239 @@
+//! Aggregate mode over data about people: sticky noise (design §2, in the manner of Open
+//! Diffix). The guard's anonymizing plan gives, per group, each measured contribution's total,
+//! the total of its largest contributors and the average of the next ones (the top group), the
+//! number of people and a seed of the set of people (the XOR of their hashed units). Here:
+//!
+//! - the largest contributions are flattened to the top group's average, so one person with an
+//!   extreme value or many rows moves nothing visibly;
+//! - every released number gets two layers of noise whose standard deviation is that average
+//!   (at least 1 for counts): one seeded by the set of people in the group, one by the query's
+//!   labels (the measuring plan, which holds the filter constants, and the group's key values),
+//!   both under the installation's secret. The same group asked the same way always gets the
+//!   same answer, so repeating a query averages nothing away; two groups that differ by one
+//!   person get independent noise, so their difference does not reveal the person;
+//! - a group is released only when its people reach k and a noisy threshold above it, seeded by
+//!   its people alone.
+//!
+//! Why noise from HMAC-SHA256 rather than the dp crate's sampler: sticky noise must be the same
+//! every time for the same seed, so it comes from a keyed pseudorandom function (ring's HMAC),
+//! not from the OS random source; Box–Muller turns two of its uniforms into a normal value.
+//! Floating point is acceptable here: this mode makes no differential privacy claim, and every
+//! released count is rounded.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use ring::hmac;
+use veil_guard::{ANON_OUTLIERS, DpAggregate, DpPlan};
+
+use crate::Result;
+use crate::engine::internal;
+
+/// Standard deviation of each noise layer, in units of the top group's average contribution.
+const LAYER_SD: f64 = 1.0;
+
+/// The fewest people a released group may hold, whatever k says.
+const MIN_PEOPLE: u64 = 2;
+
+/// A released group needs its people to reach `max(k, MIN_PEOPLE)` plus this margin plus a
+/// sticky normal draw (standard deviation 1): near the threshold, release is a coin toss no
+/// one can rerun.
+const THRESHOLD_MARGIN: f64 = 0.5;
+
+/// The noisy values of an anonymized answer's aggregate, with how many groups were withheld.
+pub(crate) struct Anonymized {
+    /// The released groups in the aggregate's column order and types, named `c0, c1, …`.
+    pub(crate) values: RecordBatch,
+    /// Groups withheld by the threshold (for the audit record only).
+    pub(crate) suppressed: u64,
+}
+
+/// One measured contribution of a group: total, outliers' total, top group's average.
+#[derive(Clone, Copy)]
+struct Measured {
+    total: f64,
+    outliers: f64,
+    top: Option<f64>,
+}
+
+impl Measured {
+    /// The total with the outliers brought down to the top group's average, and the noise's
+    /// standard deviation (that average; with no top group, the outliers' average).
+    fn flattened(self, people: u64) -> (f64, f64) {
+        let n = (ANON_OUTLIERS as f64).min(people as f64).max(1.0);
+        match self.top {
+            Some(top) => (self.total - self.outliers + n * top.min(self.outliers / n), top.abs()),
+            None => (self.total, (self.outliers / n).abs()),
+        }
+    }
+}
+
+/// Adds sticky noise to the measured totals and applies the threshold.
+///
+/// # Errors
+/// [`crate::Error::Internal`] if the measuring plan's output is not as the guard describes it.
+pub(crate) fn add_noise(
+    measured: &[RecordBatch],
+    schema: &SchemaRef,
+    plan: &DpPlan,
+    k: u64,
+    secret: &[u8; 32],
+    label: &[u8],
+) -> Result<Anonymized> {
+    let totals = concat_batches(schema, measured).map_err(internal)?;
+    let width = totals.num_columns();
+    if width < plan.keys + 2 {
+        return Err(internal("the anonymizing plan's output is too narrow"));
+    }
+    let people = totals.column(width - 2).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("people"))?.clone();
+    let seeds = totals.column(width - 1).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("seed"))?.clone();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut labels = Vec::with_capacity(plan.keys);
+    for i in 0..plan.keys {
+        labels.push(cast(totals.column(i), &DataType::Utf8).map_err(internal)?);
+    }
+    let row_label = |row: usize| -> Vec<u8> {
+        let mut out = label.to_vec();
+        for l in &labels {
+            let text = l.as_string::<i32>();
+            out.push(0x1f);
+            if text.is_valid(row) {
+                out.extend_from_slice(text.value(row).as_bytes());
+            } else {
+                out.push(0);
+            }
+        }
+        out
+    };
+
+    // Which groups pass: people ≥ max(k, 2), and above a noisy threshold seeded by the people.
+    let floor = k.max(MIN_PEOPLE);
+    let mut kept = Vec::new();
+    for row in 0..totals.num_rows() {
+        let p = u64::try_from(people.value(row)).unwrap_or(0);
+        let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
+        let z = normal(&key, &[b"threshold", &seed.to_le_bytes()]);
+        if p >= floor && p as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
+            kept.push(row);
+        }
+    }
+    let suppressed = (totals.num_rows() - kept.len()) as u64;
+
+    let indices = UInt32Array::from_iter_values(kept.iter().map(|r| *r as u32));
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for i in 0..plan.keys {
+        columns.push(take(totals.column(i), &indices, None).map_err(internal)?);
+    }
+    let measured_at = |at: usize, row: usize| -> Result<Measured> {
+        let f = |i: usize| totals.column(i).as_primitive_opt::<Float64Type>().ok_or_else(|| internal("a measure"));
+        let (t, o, g) = (f(at)?, f(at + 1)?, f(at + 2)?);
+        Ok(Measured {
+            total: if t.is_valid(row) { t.value(row) } else { 0.0 },
+            outliers: if o.is_valid(row) { o.value(row) } else { 0.0 },
+            top: g.is_valid(row).then(|| g.value(row)),
+        })
+    };
+    let mut at = plan.keys;
+    for (j, aggregate) in plan.aggregates.iter().enumerate() {
+        let mut values = Vec::with_capacity(kept.len());
+        for &row in &kept {
+            let p = u64::try_from(people.value(row)).unwrap_or(0);
+            let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 }.to_le_bytes();
+            let labelled = row_label(row);
+            // Two layers per measure: the people's, and the query's labels'.
+            let noise = |measure: usize, sd: f64| {
+                let tag = [j.to_le_bytes(), measure.to_le_bytes()].concat();
+                let people_layer = normal(&key, &[b"people", &seed, &tag]);
+                let label_layer = normal(&key, &[b"labels", &labelled, &tag]);
+                LAYER_SD * sd * (people_layer + label_layer)
+            };
+            let noisy = |m: Measured, measure: usize, min_sd: f64| {
+                let (value, sd) = m.flattened(p);
+                value + noise(measure, sd.max(min_sd))
+            };
+            values.push(match *aggregate {
+                DpAggregate::CountRows => noisy(measured_at(at, row)?, 0, 1.0).round().max(0.0),
+                DpAggregate::CountPeople => (p as f64 + noise(0, 1.0)).round().max(0.0),
+                DpAggregate::Sum { .. } => noisy(measured_at(at, row)?, 0, 0.0),
+                DpAggregate::Avg { lo, hi } => {
+                    let s = noisy(measured_at(at, row)?, 0, 0.0);
+                    let n = noisy(measured_at(at + 3, row)?, 1, 1.0).round().max(1.0);
+                    (s / n).clamp(lo, hi)
+                }
+            });
+        }
+        at += match aggregate {
+            DpAggregate::CountRows | DpAggregate::Sum { .. } => 3,
+            DpAggregate::Avg { .. } => 6,
+            DpAggregate::CountPeople => 0,
+        };
+        let target = plan.aggregate_schema.field(plan.keys + j).data_type().clone();
+        let array: ArrayRef = Arc::new(Float64Array::from(values));
+        let array = if target.is_integer() {
+            let rounded: Float64Array = array.as_primitive::<Float64Type>().unary(f64::round);
+            cast(&rounded, &target)
+        } else {
+            cast(&array, &target)
+        }
+        .map_err(internal)?;
+        columns.push(array);
+    }
+    let fields: Vec<Field> =
+        columns.iter().enumerate().map(|(i, a)| Field::new(format!("c{i}"), a.data_type().clone(), true)).collect();
+    let values = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)?;
+    Ok(Anonymized { values, suppressed })
+}
+
+/// A standard normal value determined by `key` and `parts`: two uniforms from one HMAC-SHA256
+/// output (53 bits each), through Box–Muller.
+fn normal(key: &hmac::Key, parts: &[&[u8]]) -> f64 {
+    let mut ctx = hmac::Context::with_key(key);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part);
+    }
+    let tag = ctx.sign();
+    let bytes = tag.as_ref();
+    let uniform = |chunk: &[u8]| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // In (0, 1]: never zero, so the logarithm is finite.
+        ((u64::from_le_bytes(word) >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    };
+    let (u1, u2) = (uniform(&bytes[0..8]), uniform(&bytes[8..16]));
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_sticky_normal_and_keyed() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]);
+        let other = hmac::Key::new(hmac::HMAC_SHA256, &[8; 32]);
+        assert_eq!(normal(&key, &[b"people", b"1"]), normal(&key, &[b"people", b"1"]), "sticky");
+        assert_ne!(normal(&key, &[b"people", b"1"]), normal(&key, &[b"people", b"2"]));
+        assert_ne!(normal(&key, &[b"people", b"1"]), normal(&other, &[b"people", b"1"]), "keyed");
+        // Parts are length-prefixed: ("ab", "c") and ("a", "bc") are different seeds.
+        assert_ne!(normal(&key, &[b"ab", b"c"]), normal(&key, &[b"a", b"bc"]));
+        let draws: Vec<f64> = (0u32..20_000).map(|i| normal(&key, &[&i.to_le_bytes()])).collect();
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / draws.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean}, variance {var}");
+    }
+
+    #[test]
+    fn outliers_are_flattened_to_the_top_group() {
+        // Totals of 10 people: two outliers of 1,000 and 500, the next four at 10 on average.
+        let m = Measured { total: 1_580.0, outliers: 1_500.0, top: Some(10.0) };
+        let (value, sd) = m.flattened(10);
+        assert_eq!(value, 100.0, "1,580 - 1,500 + 2 × 10");
+        assert_eq!(sd, 10.0);
+        // With no top group (two people), nothing is flattened and the scale is their average.
+        let m = Measured { total: 30.0, outliers: 30.0, top: None };
+        assert_eq!(m.flattened(2), (30.0, 15.0));
+    }
+}
