@@ -228,6 +228,18 @@ impl Answer {
     }
 }
 
+/// The noisy columns `c0, c1, …` under the names (and qualifiers) of the aggregate they stand
+/// for, so that the analyst's plan above the aggregate reads them unchanged.
+fn aggregate_columns(plan: &DpPlan) -> Vec<Expr> {
+    plan.aggregate_schema
+        .iter()
+        .enumerate()
+        .map(|(i, (qualifier, field))| {
+            Expr::Column(Column::from_name(format!("c{i}"))).alias_qualified(qualifier.cloned(), field.name())
+        })
+        .collect()
+}
+
 /// Inputs smaller than this (rows, all datasets of a query) run on one partition: there,
 /// planning and starting parallel operators cost more than they save (on the dp bench's 1,000
 /// rows, one partition takes a fifth off each query).
@@ -544,14 +556,7 @@ impl QueryEngine {
         let noisy = anon::add_noise(&batches, &schema, plan, request.k, &request.noise_key, label.as_ref())?;
         let rows = noisy.values.num_rows() as u64;
         let table = MemTable::try_new(noisy.values.schema(), vec![vec![noisy.values]]).map_err(internal)?;
-        let exprs: Vec<Expr> = plan
-            .aggregate_schema
-            .iter()
-            .enumerate()
-            .map(|(i, (qualifier, field))| {
-                Expr::Column(Column::from_name(format!("c{i}"))).alias_qualified(qualifier.cloned(), field.name())
-            })
-            .collect();
+        let exprs = aggregate_columns(plan);
         let source = LogicalPlanBuilder::scan("__veil_anon_noisy", provider_as_source(Arc::new(table)), None)
             .and_then(|b| b.project(exprs))
             .and_then(|b| b.build())
@@ -627,14 +632,7 @@ impl QueryEngine {
         arrays.push(Arc::new(rows));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).map_err(internal)?;
-        let mut exprs: Vec<Expr> = dp
-            .aggregate_schema
-            .iter()
-            .enumerate()
-            .map(|(i, (qualifier, field))| {
-                Expr::Column(Column::from_name(format!("c{i}"))).alias_qualified(qualifier.cloned(), field.name())
-            })
-            .collect();
+        let mut exprs = aggregate_columns(dp);
         exprs.push(Expr::Column(Column::from_name(DP_ROW)));
         let source = LogicalPlanBuilder::scan("__veil_dp_noisy", provider_as_source(Arc::new(table)), None)
             .and_then(|b| b.project(exprs))

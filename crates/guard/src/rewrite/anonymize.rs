@@ -7,7 +7,7 @@
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Result, plan_err};
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, cast, lit, when};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, cast, lit};
 
 use crate::DpAggregate;
 use crate::check::unalias;
@@ -93,9 +93,7 @@ pub(super) fn bound(
             DpAggregate::CountPeople => {}
             DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
                 let Some(arg) = f.params.args.first() else { return plan_err!("SUM without an argument") };
-                let x = cast(arg.clone(), DataType::Float64);
-                let clamped =
-                    when(x.clone().lt(lit(*lo)), lit(*lo)).when(x.clone().gt(lit(*hi)), lit(*hi)).otherwise(x)?;
+                let clamped = super::bound_contributions::clamped(arg, *lo, *hi)?;
                 partial.push(sum(clamped.clone()).alias(name("sum", j)));
                 measured.push(name("sum", j));
                 if matches!(kind, DpAggregate::Avg { .. }) {

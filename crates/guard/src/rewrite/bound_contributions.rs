@@ -150,6 +150,12 @@ pub(super) fn answer_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
     }
 }
 
+/// `arg` as a Float64 clamped to `[lo, hi]`.
+pub(super) fn clamped(arg: &Expr, lo: f64, hi: f64) -> Result<Expr> {
+    let x = cast(arg.clone(), DataType::Float64);
+    when(x.clone().lt(lit(lo)), lit(lo)).when(x.clone().gt(lit(hi)), lit(hi)).otherwise(x)
+}
+
 pub(super) fn name(what: &str, i: usize) -> String {
     format!("{DP_PREFIX}{what}_{i}")
 }
@@ -201,9 +207,7 @@ pub(super) fn bound(
             DpAggregate::CountPeople => {}
             DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
                 let Some(arg) = f.params.args.first() else { return plan_err!("SUM without an argument") };
-                let x = cast(arg.clone(), DataType::Float64);
-                let clamped =
-                    when(x.clone().lt(lit(*lo)), lit(*lo)).when(x.clone().gt(lit(*hi)), lit(*hi)).otherwise(x)?;
+                let clamped = clamped(arg, *lo, *hi)?;
                 let filter = f.params.filter.clone();
                 let total =
                     AggregateFunction::new_udf(sum_udaf(), vec![clamped.clone()], false, filter.clone(), vec![], None);
