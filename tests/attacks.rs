@@ -514,3 +514,18 @@ async fn in_list_differencing_does_not_reveal_a_persons_value() {
     // Exact answers gave every one (100%); chance is one in seven.
     assert!(exact * 2 < tried, "{exact} of {tried} subsidies recovered from the difference");
 }
+
+/// Leak (found by a red team against noisy answers): several COUNTs in one query carried
+/// independent noise, so one query gave several samples to average (five counts, √5 less
+/// noise per pair of queries in a differencing attack). Every count of a group now shares its
+/// noise: equal true counts come back equal.
+#[tokio::test]
+async fn several_counts_in_one_query_share_their_noise() {
+    let w = world().await;
+    let body = w
+        .ok("SELECT count(*) AS a, count(district) AS b, count(DISTINCT person_id) AS c, count(living_alone) AS d
+             FROM civil.residents WHERE district = '甲区'")
+        .await;
+    let row = body["rows"][0].as_array().unwrap();
+    assert!(row.iter().all(|v| *v == row[0]), "{body}");
+}

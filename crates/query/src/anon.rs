@@ -142,9 +142,12 @@ pub(crate) fn add_noise(
             let p = u64::try_from(people.value(row)).unwrap_or(0);
             let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 }.to_le_bytes();
             let labelled = row_label(row);
-            // Two layers per measure: the people's, and the query's labels'.
+            // Two layers per measure: the people's, and the query's labels'. Every count of a
+            // group shares its noise: several COUNTs in one query are not several samples.
+            let counts = matches!(aggregate, DpAggregate::CountRows | DpAggregate::CountPeople);
+            let column = if counts { usize::MAX } else { j };
             let noise = |measure: usize, sd: f64| {
-                let tag = [j.to_le_bytes(), measure.to_le_bytes()].concat();
+                let tag = [column.to_le_bytes(), measure.to_le_bytes()].concat();
                 let people_layer = normal(&key, &[b"people", &seed, &tag]);
                 let label_layer = normal(&key, &[b"labels", &labelled, &tag]);
                 LAYER_SD * sd * (people_layer + label_layer)
