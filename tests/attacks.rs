@@ -408,7 +408,7 @@ async fn a_value_above_its_declared_bound_does_not_come_back() {
     let with = sum(&w.ok(&sql("planted")).await);
     // Clamped to 1,000, then flattened to the top group's average and hidden in noise of that
     // scale: nowhere near 50,000.
-    assert!((with - without).abs() < 3000, "the outlier shows: {with} - {without}");
+    assert!((with - without).abs() < 5000, "the outlier shows: {with} - {without}");
     let avg = w.ok("SELECT district, avg(subsidy) AS mean FROM civil.planted GROUP BY district").await;
     let mean = avg["rows"].as_array().unwrap().iter().find(|r| r[0] == "甲区").unwrap()[1].as_f64().unwrap();
     assert!(mean < 1000.0, "{avg}");
