@@ -148,11 +148,6 @@ impl Released {
         &self.answer
     }
 
-    /// The answer, taken out.
-    pub fn into_answer(self) -> Answer {
-        self.answer
-    }
-
     /// The level the query was judged at (就高从严), or `audit` for the audit log.
     pub fn level(&self) -> &str {
         &self.level
@@ -196,6 +191,9 @@ pub struct Broker {
     policy: Arc<CasbinPolicy>,
     audit: Arc<AuditLog>,
     engine: Arc<veil_query::QueryEngine>,
+    /// The installation's secret for sticky noise in anonymized answers: one for every analyst
+    /// (no scope is a user id, which never holds NUL), or colluding analysts could average it.
+    noise_key: [u8; 32],
 }
 
 impl Broker {
@@ -212,7 +210,8 @@ impl Broker {
         spill_dir: &Path,
     ) -> Result<Self, Error> {
         let engine = Arc::new(veil_query::QueryEngine::new(limits, spill_dir)?);
-        Ok(Self { catalog, policy, audit, engine })
+        let noise_key = catalog.pseudonym_key("\0anonymized aggregation");
+        Ok(Self { catalog, policy, audit, engine, noise_key })
     }
 
     /// The limits every query runs under.

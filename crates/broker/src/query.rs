@@ -173,9 +173,7 @@ impl Broker {
             dry_run: request.dry_run,
             pseudonym_key,
             dp,
-            // One secret for the installation (no scope is a user id, which never holds NUL):
-            // sticky noise must be the same for every analyst, or colluding analysts average it.
-            noise_key: self.catalog.pseudonym_key("\0anonymized aggregation"),
+            noise_key: self.noise_key,
         };
         let prepared = self.engine.prepare(&parsed, query).await?;
         let (answer, budget) = match dp {

@@ -29,7 +29,8 @@ pub struct Assessment {
     pub outputs: Vec<OutputRole>,
     /// Whether any dataset read has a privacy unit (so thresholds apply).
     pub counts_people: bool,
-    /// Dp mode: what each aggregate of the answer's aggregate computes, in its order.
+    /// Dp mode, and aggregate mode over data about people: what each aggregate of the
+    /// answer's aggregate computes, in its order.
     pub dp: Vec<DpAggregate>,
     /// Dp mode: the public domain of each group key, when every key is a column with one.
     pub dp_public_keys: Option<Vec<Vec<String>>>,
@@ -372,7 +373,8 @@ impl Walk<'_> {
                 merged.ok_or_else(|| unsupported("a set operation without inputs"))
             }
             LogicalPlan::Join(j) => {
-                if (self.personal(&j.left) || self.personal(&j.right)) && !equi_join(j) {
+                let people_on = (self.personal(&j.left), self.personal(&j.right));
+                if (people_on.0 || people_on.1) && !equi_join(j) {
                     return Err(Violation::new(
                         Rule::JoinWithoutKey,
                         None,
@@ -402,17 +404,19 @@ impl Walk<'_> {
                     self.condition(filter, scope, outer)?;
                     unit_link |= self.links_units(filter, scope, left.columns.len(), outer)?;
                 }
-                if self.anonymized && self.personal(&j.left) && self.personal(&j.right) && !unit_link {
-                    return Err(Violation::new(
-                        Rule::AnonShape,
-                        None,
-                        "a join of two datasets about people must equate their privacy units (JOIN … ON a.unit = b.unit), so that thresholds and noise count each person once",
-                    ));
-                }
-                if self.mode() == Mode::Dp && self.personal(&j.left) && self.personal(&j.right) && !unit_link {
-                    return Err(dp_shape::people_not_linked(
-                        "a join of two datasets about people must equate their privacy units (JOIN … ON a.unit = b.unit), so that every joined row is about one person",
-                    ));
+                if people_on == (true, true) && !unit_link {
+                    if self.anonymized {
+                        return Err(Violation::new(
+                            Rule::AnonShape,
+                            None,
+                            "a join of two datasets about people must equate their privacy units (JOIN … ON a.unit = b.unit), so that thresholds and noise count each person once",
+                        ));
+                    }
+                    if self.mode() == Mode::Dp {
+                        return Err(dp_shape::people_not_linked(
+                            "a join of two datasets about people must equate their privacy units (JOIN … ON a.unit = b.unit), so that every joined row is about one person",
+                        ));
+                    }
                 }
                 let columns = match j.join_type {
                     JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => both,

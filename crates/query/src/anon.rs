@@ -50,6 +50,15 @@ pub(crate) struct Anonymized {
     pub(crate) suppressed: u64,
 }
 
+/// A released group: its row in the measured totals, its people, the seed of their set, and
+/// its labels.
+struct Group {
+    row: usize,
+    people: u64,
+    seed: [u8; 8],
+    label: Vec<u8>,
+}
+
 /// One measured contribution of a group: total, outliers' total, top group's average.
 #[derive(Clone, Copy)]
 struct Measured {
@@ -94,6 +103,7 @@ pub(crate) fn add_noise(
     for i in 0..plan.keys {
         labels.push(cast(totals.column(i), &DataType::Utf8).map_err(internal)?);
     }
+    // The query's labels and the group's key values, which seed the label layer.
     let row_label = |row: usize| -> Vec<u8> {
         let mut out = label.to_vec();
         for l in &labels {
@@ -112,16 +122,16 @@ pub(crate) fn add_noise(
     let floor = k.max(MIN_PEOPLE);
     let mut kept = Vec::new();
     for row in 0..totals.num_rows() {
-        let p = u64::try_from(people.value(row)).unwrap_or(0);
-        let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
-        let z = normal(&key, &[b"threshold", &seed.to_le_bytes()]);
-        if p >= floor && p as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
-            kept.push(row);
+        let people = u64::try_from(people.value(row)).unwrap_or(0);
+        let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 }.to_le_bytes();
+        let z = normal(&key, &[b"threshold", &seed]);
+        if people >= floor && people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
+            kept.push(Group { row, people, seed, label: row_label(row) });
         }
     }
     let suppressed = (totals.num_rows() - kept.len()) as u64;
 
-    let indices = UInt32Array::from_iter_values(kept.iter().map(|r| *r as u32));
+    let indices = UInt32Array::from_iter_values(kept.iter().map(|g| g.row as u32));
     let mut columns: Vec<ArrayRef> = Vec::new();
     for i in 0..plan.keys {
         columns.push(take(totals.column(i), &indices, None).map_err(internal)?);
@@ -138,18 +148,15 @@ pub(crate) fn add_noise(
     let mut at = plan.keys;
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
-        for &row in &kept {
-            let p = u64::try_from(people.value(row)).unwrap_or(0);
-            let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 }.to_le_bytes();
-            let labelled = row_label(row);
+        for &Group { row, people: p, ref seed, ref label } in &kept {
             // Two layers per measure: the people's, and the query's labels'. Every count of a
             // group shares its noise: several COUNTs in one query are not several samples.
             let counts = matches!(aggregate, DpAggregate::CountRows | DpAggregate::CountPeople);
             let column = if counts { usize::MAX } else { j };
             let noise = |measure: usize, sd: f64| {
                 let tag = [column.to_le_bytes(), measure.to_le_bytes()].concat();
-                let people_layer = normal(&key, &[b"people", &seed, &tag]);
-                let label_layer = normal(&key, &[b"labels", &labelled, &tag]);
+                let people_layer = normal(&key, &[b"people", seed, &tag]);
+                let label_layer = normal(&key, &[b"labels", label, &tag]);
                 LAYER_SD * sd * (people_layer + label_layer)
             };
             let noisy = |m: Measured, measure: usize, min_sd: f64| {

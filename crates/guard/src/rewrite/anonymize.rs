@@ -5,12 +5,12 @@
 //! set of people in the group seeds its noise.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, cast, lit};
 
 use crate::DpAggregate;
 use crate::check::unalias;
+use crate::rules::anon_shape::reads_aggregates;
 
 /// How many of a group's largest contributions are outliers, brought down to the top group's
 /// average before noise.
@@ -147,15 +147,11 @@ pub(super) fn lowest_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
     let mut node = plan;
     loop {
         match node {
-            LogicalPlan::Aggregate(agg) if !aggregates(&agg.input) => return Ok(agg),
+            LogicalPlan::Aggregate(agg) if !reads_aggregates(&agg.input) => return Ok(agg),
             _ => match node.inputs()[..] {
                 [input] => node = input,
                 _ => return plan_err!("an anonymized answer must end in one aggregate over rows"),
             },
         }
     }
-}
-
-fn aggregates(plan: &LogicalPlan) -> bool {
-    plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)))).unwrap_or(true)
 }

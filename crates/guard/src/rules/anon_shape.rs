@@ -20,9 +20,9 @@
 //! everybody in the group, power moments that turn a sum into a maximum, complements spelled
 //! in any of SQL's ways (`<>`, `NOT IN`, `IS NOT TRUE`, `NULLIF`, `strpos`, `NOT EXISTS`, …),
 //! subqueries and set operations that subtract one answer from another inside the query,
-//! ROLLUP residuals, and values above the steward's declared bounds. What it does not close on
-//! its own: differencing two admitted answers (IN lists one value apart, a range one grid step
-//! apart) while answers are exact; that needs the sticky noise of the design.
+//! ROLLUP residuals, and values above the steward's declared bounds. Differencing two admitted
+//! answers (IN lists one value apart, a range one grid step apart) is left to the sticky noise
+//! the rewrite and the query layer add (`rewrite/anonymize.rs`).
 
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -111,7 +111,7 @@ pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
 }
 
 /// Whether `plan` aggregates somewhere (an aggregate or DISTINCT).
-fn reads_aggregates(plan: &LogicalPlan) -> bool {
+pub(crate) fn reads_aggregates(plan: &LogicalPlan) -> bool {
     plan.exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)))).unwrap_or(true)
 }
 
