@@ -1,0 +1,293 @@
+//! The input, encoded once for the search: each quasi-identifier as a distinct-value id per row
+//! with the label code of every value at every level, each sensitive column as coded values, the
+//! privacy unit as a dense person id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, Date32Type, Float64Type};
+use arrow::record_batch::RecordBatch;
+
+use crate::hierarchy::{self, Kind, Step, Value};
+use crate::{Error, Result, Role, Spec};
+
+/// The encoded input.
+pub(crate) struct Table {
+    /// All input rows in one batch.
+    pub(crate) input: RecordBatch,
+    /// The person each row is about, `0..people`.
+    pub(crate) units: Vec<u32>,
+    /// Distinct people.
+    pub(crate) people: usize,
+    /// Whether rows of one person can be linked in the extract (the pseudonym is kept and some
+    /// person has several rows): then classes are formed over people's whole profiles.
+    pub(crate) linked: bool,
+    pub(crate) qis: Vec<Qi>,
+    pub(crate) sensitive: Vec<Sensitive>,
+}
+
+/// A quasi-identifier.
+pub(crate) struct Qi {
+    pub(crate) ladder: Vec<Step>,
+    /// Per row: the id of its distinct value.
+    pub(crate) base: Vec<u32>,
+    /// Per level, per distinct value: the code of its label.
+    pub(crate) codes: Vec<Vec<u32>>,
+    /// Per level, per code: the label (`None` for null).
+    pub(crate) labels: Vec<Vec<Option<String>>>,
+    /// Per level, per distinct value: its information loss in `[0, 1]`.
+    pub(crate) loss: Vec<Vec<f64>>,
+    /// Per level: the mean loss over all rows.
+    pub(crate) mean_loss: Vec<f64>,
+}
+
+/// A sensitive column.
+pub(crate) struct Sensitive {
+    pub(crate) name: String,
+    /// Per row: the id of its released (coded) value.
+    pub(crate) codes: Vec<u32>,
+    /// The released values, row-aligned with the input.
+    pub(crate) released: ArrayRef,
+    /// How numbers were coded, for the report.
+    pub(crate) coding: Option<&'static str>,
+}
+
+impl Table {
+    pub(crate) fn rows(&self) -> usize {
+        self.units.len()
+    }
+
+    pub(crate) fn encode(input: &[RecordBatch], spec: &Spec) -> Result<Self> {
+        let schema =
+            input.first().map(RecordBatch::schema).ok_or_else(|| Error::Spec("the dataset is empty".into()))?;
+        let input = concat_batches(&schema, input)?;
+        let column = |name: &str| -> Result<&ArrayRef> {
+            input.schema().index_of(name).map(|i| input.column(i)).map_err(|_| Error::UnknownColumn(name.to_owned()))
+        };
+        let rows = input.num_rows();
+        let (units, people) = match &spec.unit {
+            Some(unit) => intern_units(column(unit)?)?,
+            None => ((0..rows as u32).collect(), rows),
+        };
+        let linked = people < rows && spec.columns.iter().any(|c| matches!(c.role, Role::Pseudonym));
+        let mut qis = Vec::new();
+        let mut sensitive = Vec::new();
+        for c in &spec.columns {
+            let array = column(&c.name)?;
+            match &c.role {
+                Role::QuasiIdentifier { ladder, declared } => {
+                    qis.push(encode_qi(&c.name, array, ladder.as_deref(), *declared)?);
+                }
+                Role::Sensitive { bounds } => sensitive.push(encode_sensitive(&c.name, array, *bounds)?),
+                Role::Pseudonym | Role::Attribute => {}
+            }
+        }
+        Ok(Table { input, units, people, linked, qis, sensitive })
+    }
+}
+
+/// Dense person ids; every row without a unit counts as one and the same person (so `k` is
+/// never met by rows nobody can tell apart).
+fn intern_units(array: &ArrayRef) -> Result<(Vec<u32>, usize)> {
+    let text = cast(array, &DataType::Utf8)?;
+    let text = text.as_string::<i32>();
+    let mut ids: HashMap<Option<&str>, u32> = HashMap::new();
+    let units = text
+        .iter()
+        .map(|v| {
+            let next = ids.len() as u32;
+            *ids.entry(v).or_insert(next)
+        })
+        .collect();
+    Ok((units, ids.len()))
+}
+
+fn kind(name: &str, data_type: &DataType, role: &'static str) -> Result<Kind> {
+    Ok(match data_type {
+        DataType::Date32 | DataType::Date64 => Kind::Date,
+        DataType::Timestamp(_, _) => Kind::Timestamp,
+        t if t.is_integer() => Kind::Integer,
+        t if t.is_floating() || matches!(t, DataType::Decimal128(_, _) | DataType::Decimal256(_, _)) => Kind::Float,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text,
+        DataType::Boolean => Kind::Boolean,
+        other => return Err(Error::Type { column: name.to_owned(), data_type: other.clone(), role }),
+    })
+}
+
+/// Each row's value, as generalization sees it.
+fn values(array: &ArrayRef, kind: Kind) -> Result<Vec<Value>> {
+    Ok(match kind {
+        Kind::Date | Kind::Timestamp => {
+            let days = cast(array, &DataType::Date32)?;
+            let days = days.as_primitive::<Date32Type>();
+            let text = cast(array, &DataType::Utf8)?;
+            let text = text.as_string::<i32>();
+            (0..array.len())
+                .map(|i| {
+                    if days.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::Time { days: days.value(i), text: text.value(i).to_owned() }
+                    }
+                })
+                .collect()
+        }
+        Kind::Integer | Kind::Float => {
+            let numbers = cast(array, &DataType::Float64)?;
+            numbers
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.filter(|v| v.is_finite()).map_or(Value::Null, Value::Number))
+                .collect()
+        }
+        Kind::Text | Kind::Boolean => {
+            let text = cast(array, &DataType::Utf8)?;
+            text.as_string::<i32>().iter().map(|v| v.map_or(Value::Null, |v| Value::Text(v.to_owned()))).collect()
+        }
+    })
+}
+
+/// A hashable form of a value.
+fn key(v: &Value) -> (u8, u64, &str) {
+    match v {
+        Value::Null => (0, 0, ""),
+        Value::Time { text, .. } => (1, 0, text),
+        Value::Number(n) => (2, n.to_bits(), ""),
+        Value::Text(t) => (3, 0, t),
+    }
+}
+
+fn encode_qi(
+    name: &str,
+    array: &ArrayRef,
+    ladder: Option<&[Step]>,
+    declared: Option<veil_common::Generalization>,
+) -> Result<Qi> {
+    let kind = kind(name, array.data_type(), "a quasi-identifier")?;
+    let values = values(array, kind)?;
+    let mut ids: HashMap<(u8, u64, &str), u32> = HashMap::new();
+    let mut distinct: Vec<&Value> = Vec::new();
+    let base: Vec<u32> = values
+        .iter()
+        .map(|v| {
+            *ids.entry(key(v)).or_insert_with(|| {
+                distinct.push(v);
+                distinct.len() as u32 - 1
+            })
+        })
+        .collect();
+    let ladder = match ladder {
+        Some(steps) => hierarchy::checked_ladder(name, kind, steps)?,
+        None => {
+            let numbers = distinct.iter().filter_map(|v| if let Value::Number(n) = v { Some(*n) } else { None });
+            let (lo, hi) = numbers.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), n| (lo.min(n), hi.max(n)));
+            let range = (hi > lo).then_some(hi - lo);
+            let mut lengths = distinct.iter().filter_map(|v| match v {
+                Value::Text(t) if t.chars().all(|c| c.is_ascii_alphanumeric()) => Some(t.chars().count()),
+                Value::Text(_) => Some(0),
+                _ => None,
+            });
+            let first = lengths.next();
+            let codes = first.filter(|n| (2..=18).contains(n) && lengths.all(|m| Some(m) == first));
+            hierarchy::default_ladder(name, kind, declared, range, codes)?
+        }
+    };
+    let integer = kind == Kind::Integer;
+    let non_null = distinct.iter().filter(|v| !matches!(v, Value::Null)).count();
+    let mut counts = vec![0u64; distinct.len()];
+    for b in &base {
+        counts[*b as usize] += 1;
+    }
+    let mut codes = Vec::with_capacity(ladder.len());
+    let mut labels = Vec::with_capacity(ladder.len());
+    let mut loss = Vec::with_capacity(ladder.len());
+    let mut mean_loss = Vec::with_capacity(ladder.len());
+    for step in &ladder {
+        let mut label_ids: HashMap<Option<String>, u32> = HashMap::new();
+        let mut level_labels = Vec::new();
+        let level_codes: Vec<u32> = distinct
+            .iter()
+            .map(|v| {
+                let label = hierarchy::label(v, *step, integer);
+                *label_ids.entry(label.clone()).or_insert_with(|| {
+                    level_labels.push(label);
+                    level_labels.len() as u32 - 1
+                })
+            })
+            .collect();
+        // Loss of a value: the share of the column's other distinct values its label also covers.
+        let mut covered = vec![0u64; level_labels.len()];
+        for (v, code) in distinct.iter().zip(&level_codes) {
+            if !matches!(v, Value::Null) {
+                covered[*code as usize] += 1;
+            }
+        }
+        let level_loss: Vec<f64> = distinct
+            .iter()
+            .zip(&level_codes)
+            .map(|(v, code)| match (*step, *v) {
+                (Step::Suppressed, _) => 1.0,
+                (_, Value::Null) => 0.0,
+                _ if non_null <= 1 => 0.0,
+                _ => (covered[*code as usize] - 1) as f64 / (non_null - 1) as f64,
+            })
+            .collect();
+        let total: f64 = level_loss.iter().zip(&counts).map(|(l, c)| l * *c as f64).sum();
+        mean_loss.push(if base.is_empty() { 0.0 } else { total / base.len() as f64 });
+        codes.push(level_codes);
+        labels.push(level_labels);
+        loss.push(level_loss);
+    }
+    Ok(Qi { ladder, base, codes, labels, loss, mean_loss })
+}
+
+fn encode_sensitive(name: &str, array: &ArrayRef, bounds: Option<(f64, f64)>) -> Result<Sensitive> {
+    let kind = kind(name, array.data_type(), "a sensitive column")?;
+    let (released, coding): (ArrayRef, _) = match kind {
+        Kind::Integer | Kind::Float => {
+            let numbers = cast(array, &DataType::Float64)?;
+            let numbers = numbers.as_primitive::<Float64Type>();
+            let (lo, hi, coding) = match bounds {
+                Some((lo, hi)) if lo <= hi => (lo, hi, "coded to the declared bounds"),
+                Some(_) => return Err(Error::Spec(format!("the bounds of `{name}` are reversed"))),
+                None => {
+                    let (lo, hi) = percentiles(numbers);
+                    (lo, hi, "coded to the 1st and 99th percentiles (no bounds declared)")
+                }
+            };
+            let clamped: Float64Array =
+                numbers.iter().map(|v| v.filter(|v| v.is_finite()).map(|v| v.clamp(lo, hi))).collect();
+            if kind == Kind::Integer {
+                let ints: Int64Array = clamped.iter().map(|v| v.map(|v| v.round() as i64)).collect();
+                (Arc::new(ints), Some(coding))
+            } else {
+                (Arc::new(clamped), Some(coding))
+            }
+        }
+        _ => (Arc::clone(array), None),
+    };
+    let text = cast(&released, &DataType::Utf8)?;
+    let mut ids: HashMap<Option<&str>, u32> = HashMap::new();
+    let codes = text
+        .as_string::<i32>()
+        .iter()
+        .map(|v| {
+            let next = ids.len() as u32;
+            *ids.entry(v).or_insert(next)
+        })
+        .collect();
+    Ok(Sensitive { name: name.to_owned(), codes, released, coding })
+}
+
+/// The 1st and 99th percentiles of the finite values (nearest rank); (0, 0) when there are none.
+fn percentiles(numbers: &Float64Array) -> (f64, f64) {
+    let mut v: Vec<f64> = numbers.iter().flatten().filter(|v| v.is_finite()).collect();
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    (at(0.01), at(0.99))
+}

@@ -1,0 +1,114 @@
+//! The released rows: kept classes only, every column in its released form, shuffled; and the
+//! Parquet file they are stored in.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt32Array};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use ring::hmac;
+
+use crate::columns::Table;
+use crate::search::Found;
+use crate::{Result, Role, Spec};
+
+pub(crate) fn release(table: &Table, spec: &Spec, found: &Found) -> Result<RecordBatch> {
+    let eval = &found.eval;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &spec.key);
+    // The kept rows, in an order drawn from the extract's key.
+    let mut order: Vec<u32> =
+        (0..table.rows() as u32).filter(|r| eval.kept[eval.class[*r as usize] as usize]).collect();
+    let seed = hmac::sign(&key, b"\0shuffle");
+    let mut seed32 = [0u8; 32];
+    seed32.copy_from_slice(seed.as_ref());
+    order.shuffle(&mut rand_chacha::ChaCha20Rng::from_seed(seed32));
+    let order = UInt32Array::from(order);
+
+    let mut fields = Vec::with_capacity(spec.columns.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(spec.columns.len());
+    let mut qis = table.qis.iter().zip(&eval.levels);
+    let mut sensitive = table.sensitive.iter();
+    for c in &spec.columns {
+        let source =
+            || table.input.column_by_name(&c.name).cloned().ok_or_else(|| crate::Error::UnknownColumn(c.name.clone()));
+        let full: ArrayRef = match &c.role {
+            Role::Pseudonym => pseudonyms(&source()?, &key)?,
+            Role::QuasiIdentifier { .. } => {
+                let (qi, level) =
+                    qis.next().ok_or_else(|| crate::Error::Spec("quasi-identifiers out of step".into()))?;
+                let codes = &qi.codes[*level];
+                let labels = &qi.labels[*level];
+                Arc::new(
+                    qi.base.iter().map(|b| labels[codes[*b as usize] as usize].as_deref()).collect::<StringArray>(),
+                )
+            }
+            Role::Sensitive { .. } => {
+                let s = sensitive.next().ok_or_else(|| crate::Error::Spec("sensitive columns out of step".into()))?;
+                Arc::clone(&s.released)
+            }
+            Role::Attribute => source()?,
+        };
+        let released = take(full.as_ref(), &order, None)?;
+        fields.push(Field::new(&c.name, released.data_type().clone(), true));
+        arrays.push(released);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// HMAC-SHA256 of each unit's text under the extract's key, first 16 bytes in hex.
+fn pseudonyms(array: &ArrayRef, key: &hmac::Key) -> Result<ArrayRef> {
+    let text = cast(array, &DataType::Utf8)?;
+    let out: StringArray = text
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.map(|v| veil_common::hex::encode(&hmac::sign(key, v.as_bytes()).as_ref()[..16])))
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// Writes the rows to a new Parquet file at `path` (zstd), synced to disk; an existing file is
+/// never overwritten.
+///
+/// # Errors
+/// When the file exists or cannot be written.
+pub fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+    let mut writer = ArrowWriter::try_new(file.try_clone().map_err(io)?, batch.schema(), Some(props))?;
+    for start in (0..batch.num_rows()).step_by(64 * 1024) {
+        writer.write(&batch.slice(start, (batch.num_rows() - start).min(64 * 1024)))?;
+    }
+    writer.close()?;
+    file.sync_all().map_err(io)?;
+    Ok(())
+}
+
+fn io(e: std::io::Error) -> crate::Error {
+    crate::Error::Storage(e.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_depend_on_the_key_and_hide_the_value() {
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["110101195001011234", "110101195001011234"]));
+        let a = pseudonyms(&ids, &hmac::Key::new(hmac::HMAC_SHA256, &[1; 32])).unwrap();
+        let b = pseudonyms(&ids, &hmac::Key::new(hmac::HMAC_SHA256, &[2; 32])).unwrap();
+        let (a, b) = (a.as_string::<i32>(), b.as_string::<i32>());
+        assert_eq!(a.value(0), a.value(1), "one person, one pseudonym within an extract");
+        assert_ne!(a.value(0), b.value(0), "two extracts cannot be linked");
+        assert_eq!(a.value(0).len(), 32);
+        assert!(!a.value(0).contains("1101"));
+        assert!(!a.is_null(0));
+    }
+}

@@ -1,0 +1,307 @@
+//! The extract builder on its own: k and l hold on every output for many random inputs, the
+//! suppression stays within its bound, and the re-identifications that opened free-form
+//! de-identified SQL find nothing in an extract.
+
+#![allow(clippy::unwrap_used)] // tests: a failed fixture should fail loudly
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::record_batch::RecordBatch;
+use rand::{Rng, SeedableRng};
+use veil_extract::{ColumnSpec, Error, Role, Spec, Step, build};
+
+/// A source table: `person` (the unit), `copy` (the same person id, an attribute the tests use
+/// to check the output), `age`, `birth`, `district`, `diagnosis`, `subsidy`.
+struct Source {
+    batch: RecordBatch,
+}
+
+fn source(rng: &mut impl Rng, people: usize, rows_per_person: usize) -> Source {
+    let mut person = Vec::new();
+    let mut age = Vec::new();
+    let mut birth = Vec::new();
+    let mut district = Vec::new();
+    let mut diagnosis = Vec::new();
+    let mut subsidy = Vec::new();
+    for p in 0..people {
+        let a = rng.random_range(20..90i64);
+        let b = 19_000 - 365 * a as i32 + rng.random_range(0..365);
+        let d = format!("1101{:02}", rng.random_range(1..8));
+        for _ in 0..rng.random_range(1..=rows_per_person) {
+            person.push(format!("P{p:05}"));
+            age.push(a);
+            birth.push(b);
+            district.push(d.clone());
+            diagnosis.push(["I10", "E11", "J45", "C50"][rng.random_range(0..4)].to_owned());
+            subsidy.push(if rng.random_bool(0.02) { 1_000_000.0 } else { rng.random_range(100.0..3000.0) });
+        }
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("person", Arc::new(StringArray::from(person.clone())) as ArrayRef),
+        ("copy", Arc::new(StringArray::from(person))),
+        ("age", Arc::new(Int64Array::from(age))),
+        ("birth", Arc::new(Date32Array::from(birth))),
+        ("district", Arc::new(StringArray::from(district))),
+        ("diagnosis", Arc::new(StringArray::from(diagnosis))),
+        ("subsidy", Arc::new(Float64Array::from(subsidy))),
+    ])
+    .unwrap();
+    Source { batch }
+}
+
+fn qi(name: &str) -> ColumnSpec {
+    ColumnSpec { name: name.into(), role: Role::QuasiIdentifier { ladder: None, declared: None } }
+}
+
+fn spec(k: u64, l: u64, max_suppression: f64, pseudonym: bool) -> Spec {
+    let mut columns = Vec::new();
+    if pseudonym {
+        columns.push(ColumnSpec { name: "person".into(), role: Role::Pseudonym });
+    }
+    columns.extend([
+        ColumnSpec { name: "copy".into(), role: Role::Attribute },
+        qi("age"),
+        qi("birth"),
+        qi("district"),
+        ColumnSpec { name: "diagnosis".into(), role: Role::Sensitive { bounds: None } },
+        ColumnSpec { name: "subsidy".into(), role: Role::Sensitive { bounds: Some((0.0, 5000.0)) } },
+    ]);
+    Spec { columns, unit: Some("person".into()), k, l, max_suppression, key: [7; 32] }
+}
+
+fn text(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let c = arrow::compute::cast(batch.column_by_name(name).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+    c.as_string::<i32>().iter().map(|v| v.map(str::to_owned)).collect()
+}
+
+/// Checks k, l and the bounds on an extract's rows: classes by quasi-identifiers (by people's
+/// whole profiles when `linked`), people told apart by the `copy` column.
+fn assert_k_and_l(batch: &RecordBatch, k: u64, l: u64, linked: bool) {
+    let copy = text(batch, "copy");
+    let tuples: Vec<Vec<Option<String>>> = (0..batch.num_rows())
+        .map(|r| ["age", "birth", "district"].iter().map(|c| text(batch, c)[r].clone()).collect())
+        .collect();
+    let class_of: Vec<Vec<Vec<Option<String>>>> = if linked {
+        let mut profile: HashMap<&Option<String>, BTreeSet<&Vec<Option<String>>>> = HashMap::new();
+        for (p, t) in copy.iter().zip(&tuples) {
+            profile.entry(p).or_default().insert(t);
+        }
+        copy.iter().map(|p| profile[p].iter().map(|t| (*t).clone()).collect()).collect()
+    } else {
+        tuples.iter().map(|t| vec![t.clone()]).collect()
+    };
+    let mut people: HashMap<&Vec<Vec<Option<String>>>, HashSet<&Option<String>>> = HashMap::new();
+    let mut diagnoses: HashMap<&Vec<Vec<Option<String>>>, HashSet<Option<String>>> = HashMap::new();
+    let mut subsidies: HashMap<&Vec<Vec<Option<String>>>, HashSet<Option<String>>> = HashMap::new();
+    let diagnosis = text(batch, "diagnosis");
+    let subsidy = text(batch, "subsidy");
+    for r in 0..batch.num_rows() {
+        people.entry(&class_of[r]).or_default().insert(&copy[r]);
+        diagnoses.entry(&class_of[r]).or_default().insert(diagnosis[r].clone());
+        subsidies.entry(&class_of[r]).or_default().insert(subsidy[r].clone());
+    }
+    for (class, p) in &people {
+        assert!(p.len() as u64 >= k, "a class has {} people, k = {k}: {class:?}", p.len());
+        assert!(diagnoses[class].len() as u64 >= l, "diagnosis not {l}-diverse");
+        assert!(subsidies[class].len() as u64 >= l, "subsidy not {l}-diverse");
+    }
+    let s = batch.column_by_name("subsidy").unwrap().as_primitive::<Float64Type>();
+    assert!(s.iter().flatten().all(|v| (0.0..=5000.0).contains(&v)), "subsidy beyond its bounds");
+}
+
+#[test]
+fn k_and_l_hold_on_every_output_for_random_inputs() {
+    let mut built = 0;
+    let mut refused = 0;
+    for seed in 0..60u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let people = rng.random_range(2..400);
+        let linked = rng.random_bool(0.5);
+        let per_person = if rng.random_bool(0.5) { 1 } else { 4 };
+        let src = source(&mut rng, people, per_person);
+        let k = rng.random_range(2..8);
+        let l = rng.random_range(1..6);
+        let max = [0.0, 0.02, 0.1, 0.3][rng.random_range(0..4)];
+        let spec = spec(k, l, max, linked);
+        match build(std::slice::from_ref(&src.batch), &spec, &mut |_| {}) {
+            Ok(extract) => {
+                built += 1;
+                let r = &extract.report;
+                assert_eq!(r.records as usize, extract.batch.num_rows());
+                assert_eq!(r.records + r.suppressed_records, src.batch.num_rows() as u64);
+                assert!(
+                    r.suppressed_records as f64 <= max * src.batch.num_rows() as f64,
+                    "seed {seed}: {} suppressed of {}, max {max}",
+                    r.suppressed_records,
+                    src.batch.num_rows()
+                );
+                assert!(r.highest_risk <= 1.0 / k as f64 + 1e-12);
+                assert_k_and_l(&extract.batch, k, l, r.linked);
+            }
+            Err(Error::Infeasible { .. }) => {
+                refused += 1;
+                // Only when even one class of everybody fails.
+                let persons: HashSet<_> = text(&src.batch, "person").into_iter().collect();
+                let diagnoses: HashSet<_> = text(&src.batch, "diagnosis").into_iter().collect();
+                assert!((persons.len() as u64) < k || (diagnoses.len() as u64) < l, "seed {seed}: refused needlessly");
+            }
+            Err(e) => panic!("seed {seed}: {e}"),
+        }
+    }
+    assert!(built > 40 && refused > 0, "built {built}, refused {refused}");
+}
+
+#[test]
+fn an_outliers_exact_value_never_appears() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let src = source(&mut rng, 300, 1);
+    let extract = build(std::slice::from_ref(&src.batch), &spec(5, 2, 0.05, false), &mut |_| {}).unwrap();
+    let s = extract.batch.column_by_name("subsidy").unwrap().as_primitive::<Float64Type>();
+    assert!(s.iter().flatten().all(|v| v != 1_000_000.0 && v <= 5000.0));
+    let coded = extract.report.columns.iter().find(|c| c.name == "subsidy").unwrap();
+    assert_eq!(coded.treatment, "coded to the declared bounds");
+}
+
+/// The ORDER BY … LIMIT 1 and literal-label attacks picked one person's row from raw rows; in an
+/// extract every row, however it is picked, shares its quasi-identifiers with k people.
+#[test]
+fn a_planted_unique_person_is_hidden_among_k() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let src = source(&mut rng, 200, 1);
+    // Plant the oldest person, alone in their district.
+    let mut columns: Vec<ArrayRef> = src.batch.columns().to_vec();
+    let n = src.batch.num_rows();
+    let age = src.batch.column_by_name("age").unwrap().as_primitive::<Int64Type>();
+    let mut ages: Vec<i64> = age.values().to_vec();
+    ages[0] = 104;
+    columns[2] = Arc::new(Int64Array::from(ages));
+    let mut districts = text(&src.batch, "district");
+    districts[0] = Some("110199".into());
+    columns[4] = Arc::new(StringArray::from(districts));
+    let batch = RecordBatch::try_new(src.batch.schema(), columns).unwrap();
+    let extract = build(&[batch], &spec(10, 2, 0.02, false), &mut |_| {}).unwrap();
+    assert_k_and_l(&extract.batch, 10, 2, false);
+    let copy = text(&extract.batch, "copy");
+    if let Some(row) = copy.iter().position(|c| c.as_deref() == Some("P00000")) {
+        let tuple: Vec<_> = ["age", "birth", "district"].iter().map(|c| text(&extract.batch, c)[row].clone()).collect();
+        let same = (0..extract.batch.num_rows())
+            .filter(|r| ["age", "birth", "district"].iter().zip(&tuple).all(|(c, t)| &text(&extract.batch, c)[*r] == t))
+            .count();
+        assert!(same >= 10, "the planted person's row is shared by {same} rows");
+    }
+    assert!(n > 0);
+}
+
+/// Five separately "safe" answers rebuilt a unique profile from one person's linked rows; with
+/// the pseudonym kept, k people share a person's whole set of rows.
+#[test]
+fn linked_rows_cannot_rebuild_a_unique_profile() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let src = source(&mut rng, 300, 4);
+    let extract = build(std::slice::from_ref(&src.batch), &spec(5, 1, 0.05, true), &mut |_| {}).unwrap();
+    assert!(extract.report.linked);
+    assert_k_and_l(&extract.batch, 5, 1, true);
+    // The pseudonym links exactly the rows the person had, and hides the id.
+    let pseudonyms = text(&extract.batch, "person");
+    let copy = text(&extract.batch, "copy");
+    let mut of: HashMap<&Option<String>, &Option<String>> = HashMap::new();
+    for (p, c) in pseudonyms.iter().zip(&copy) {
+        assert_eq!(*of.entry(p).or_insert(c), c, "one pseudonym, one person");
+        assert!(!p.as_deref().unwrap_or("").contains('P'));
+    }
+}
+
+#[test]
+fn rows_are_shuffled_and_the_same_spec_builds_the_same_extract() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let src = source(&mut rng, 300, 1);
+    let a = build(std::slice::from_ref(&src.batch), &spec(5, 1, 0.05, false), &mut |_| {}).unwrap();
+    let b = build(std::slice::from_ref(&src.batch), &spec(5, 1, 0.05, false), &mut |_| {}).unwrap();
+    assert_eq!(a.batch, b.batch);
+    let copy = text(&a.batch, "copy");
+    let mut sorted = copy.clone();
+    sorted.sort();
+    assert_ne!(copy, sorted, "rows keep the source's order");
+}
+
+#[test]
+fn a_sensitive_column_without_enough_values_is_named() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let src = source(&mut rng, 100, 1);
+    let err = build(std::slice::from_ref(&src.batch), &spec(5, 5, 0.05, false), &mut |_| {}).unwrap_err();
+    match err {
+        Error::Infeasible { column, reason } => {
+            assert_eq!(column.as_deref(), Some("diagnosis"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn specs_that_would_leak_are_refused() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    let src = source(&mut rng, 50, 1);
+    let run = |s: &Spec| build(std::slice::from_ref(&src.batch), s, &mut |_| {}).map(|_| ()).unwrap_err().to_string();
+    let mut s = spec(1, 1, 0.0, false);
+    assert!(run(&s).contains("k is 1"));
+    s = spec(5, 1, 0.9, false);
+    assert!(run(&s).contains("max_suppression"));
+    s = spec(5, 1, 0.0, false);
+    s.columns.push(ColumnSpec { name: "person".into(), role: Role::Attribute });
+    assert!(run(&s).contains("only as a pseudonym"));
+    s = spec(5, 1, 0.0, false);
+    s.columns[1] = ColumnSpec {
+        name: "age".into(),
+        role: Role::QuasiIdentifier { ladder: Some(vec![Step::Band(20.0), Step::Band(50.0)]), declared: None },
+    };
+    assert!(run(&s).contains("hierarchy of `age`"));
+    s = spec(5, 1, 0.0, false);
+    s.columns.push(ColumnSpec { name: "nowhere".into(), role: Role::Attribute });
+    assert!(run(&s).contains("`nowhere` is not in the dataset"));
+}
+
+#[test]
+fn the_report_says_what_was_done_without_values() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let src = source(&mut rng, 400, 1);
+    let extract = build(std::slice::from_ref(&src.batch), &spec(5, 2, 0.05, false), &mut |_| {}).unwrap();
+    let r = &extract.report;
+    let text = format!("{r:?}");
+    for v in text_values(&src.batch) {
+        assert!(!text.contains(&v), "the report carries a value");
+    }
+    assert_eq!(r.class_sizes.iter().map(|c| c.records).sum::<u64>(), r.records);
+    assert_eq!(r.class_sizes.iter().map(|c| c.classes).sum::<u64>(), r.classes);
+    assert!(r.nodes_evaluated >= 1 && r.nodes_evaluated <= r.lattice);
+    let birth = r.columns.iter().find(|c| c.name == "birth").unwrap();
+    assert!(birth.loss.is_some() && !birth.treatment.is_empty());
+    assert!((0.0..=1.0).contains(&r.loss));
+}
+
+/// Values of the source long enough that finding one in a text is no accident.
+fn text_values(batch: &RecordBatch) -> Vec<String> {
+    ["person", "district"].iter().flat_map(|c| text(batch, c)).flatten().collect()
+}
+
+#[test]
+fn a_date_column_of_floats_and_nulls_still_builds() {
+    let batch = RecordBatch::try_from_iter([
+        ("person", Arc::new(StringArray::from((0..40).map(|i| format!("p{i}")).collect::<Vec<_>>())) as ArrayRef),
+        (
+            "x",
+            Arc::new(Float64Array::from(
+                (0..40).map(|i| if i % 7 == 0 { None } else { Some(f64::from(i) * 1.5) }).collect::<Vec<_>>(),
+            )),
+        ),
+    ])
+    .unwrap();
+    let spec =
+        Spec { columns: vec![qi("x")], unit: Some("person".into()), k: 5, l: 1, max_suppression: 0.0, key: [1; 32] };
+    let extract = build(&[batch], &spec, &mut |_| {}).unwrap();
+    assert_eq!(extract.batch.num_rows(), 40);
+    let x = extract.batch.column(0);
+    assert!(x.null_count() > 0, "nulls stay null");
+}
