@@ -166,7 +166,7 @@ async fn an_approved_request_grants_access_until_revoked_and_survives_restart() 
     );
 
     // A rejection carries its reason back to the analyst.
-    let (_, second) = request(&s, &w.health_analyst, "deidentified").await;
+    let (_, second) = request(&s, &w.health_analyst, "dp").await;
     let second = second["id"].as_str().unwrap();
     let (status, rejected) = s
         .post(&format!("/v1/access-requests/{second}/reject"), &w.civil_steward, json!({"reason": "use dp instead"}))
@@ -297,12 +297,12 @@ async fn every_endpoint_answers_every_role_with_the_exact_status() {
         check("GET /v1/access-requests", s.get("/v1/access-requests", token).await.0, i([NO, OK, OK, OK, OK, OK]));
         // A fresh pending request (by the health analyst) for each decision.
         for action in ["approve", "reject"] {
-            let (_, pending) = request(s, &w.health_analyst, "deidentified").await;
+            let (_, pending) = request(s, &w.health_analyst, "dp").await;
             let id = pending["id"].as_str().unwrap();
             let got = s.post(&format!("/v1/access-requests/{id}/{action}"), token, json!({"reason": "r"})).await.0;
             check(&format!("POST /v1/access-requests/{{id}}/{action}"), got, i([NO, OK, NO, NO, NO, NO]));
         }
-        let (_, pending) = request(s, &w.health_analyst, "deidentified").await;
+        let (_, pending) = request(s, &w.health_analyst, "dp").await;
         let id = pending["id"].as_str().unwrap();
         assert_eq!(s.post(&format!("/v1/access-requests/{id}/approve"), &w.civil_steward, json!({})).await.0, OK);
         let got = s.post(&format!("/v1/access-requests/{id}/revoke"), token, json!({"reason": "r"})).await.0;

@@ -113,7 +113,7 @@ async fn no_value_read_from_a_dataset_is_ever_in_the_log() {
     // A de-identified answer carries pseudonyms and generalized values, never raw ones; the
     // record carries neither.
     let (status, body) =
-        w.query(&w.civil_analyst, "deidentified", "SELECT person_id, district FROM civil.residents").await;
+        w.query(&w.civil_analyst, "deidentified", "SELECT person_id, icd10 FROM extracts.visits").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for sql in [
         "SELECT count(*) FROM civil.residents WHERE CAST(person_id AS INT) > 0",

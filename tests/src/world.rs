@@ -4,7 +4,8 @@
 //! born in 1955, 丙区 5 born in 1960: 丙区 is below every threshold (k = 10 at L3).
 //! `health.visits` (L3): every resident of 甲区 has 3 visits, of 乙区 1, and of 丙区 12 (so
 //! 丙区 has 60 visit rows but only 5 people: the join-amplification case).
-//! The civil analyst holds approved grants on `health.visits` for aggregate and deidentified.
+//! The civil analyst holds an approved grant on `health.visits` for aggregate, and an approved
+//! extract of it, `extracts.visits` (the pseudonym, diagnosis and cost), for deidentified.
 //! In dp mode, `health.visits` lets a person count in 2 groups with 3 rows each.
 
 use reqwest::StatusCode;
@@ -173,13 +174,12 @@ pub async fn world_on(s: TestServer) -> World {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     for mode in ["aggregate", "deidentified"] {
-        let (status, body) = s
-            .post(
-                "/v1/access-requests",
-                &civil_analyst,
-                json!({"dataset": "health.visits", "mode": mode, "purpose": "独居老人主动关怀", "expires_at": expires}),
-            )
-            .await;
+        let mut request =
+            json!({"dataset": "health.visits", "mode": mode, "purpose": "独居老人主动关怀", "expires_at": expires});
+        if mode == "deidentified" {
+            request["extract"] = json!({"name": "visits", "columns": ["person_id", "icd10", "cost"]});
+        }
+        let (status, body) = s.post("/v1/access-requests", &civil_analyst, request).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let id = body["id"].as_str().unwrap().to_owned();
         let (status, body) =

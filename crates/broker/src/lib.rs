@@ -20,11 +20,14 @@
 //! - [`error`]: [`Error`], the typed refusal every protocol maps in one place.
 //! - `query`: the use case itself.
 //! - `budget`: the dp ledger around a query, and the caller's budget view.
+//! - `extract`: de-identified extracts: asking for one (built at once, for the steward to
+//!   decide on), and queries over the approved ones.
 
 #![warn(missing_docs)]
 
 mod budget;
 pub mod error;
+mod extract;
 mod query;
 
 use std::path::Path;
@@ -36,6 +39,7 @@ use veil_policy::{CasbinPolicy, Grant, Membership, PolicyFiles, Subject};
 
 pub use budget::Budget;
 pub use error::Error;
+pub use extract::{DEFAULT_L, DEFAULT_MAX_SUPPRESSION, ExtractRequest};
 pub use veil_query::{Answer, DpReport, Limits};
 
 /// Who asks: the signed-in principal and, where the protocol has one, the request id that the

@@ -18,13 +18,13 @@ use crate::{Answer, Broker, Budget, Caller, Error, Refused, Released, Request, R
 const AUDIT_TABLE: &str = "audit.events";
 
 /// A query that was decided (and run, unless a dry run), not yet recorded.
-struct Done {
-    answer: Answer,
-    level: String,
-    k: u64,
-    /// The policy's decision for each dataset.
-    policy: Vec<Rule>,
-    budget: Option<Vec<Budget>>,
+pub(crate) struct Done {
+    pub(crate) answer: Answer,
+    pub(crate) level: String,
+    pub(crate) k: u64,
+    /// The policy's decision for each dataset (or the grant of each extract).
+    pub(crate) policy: Vec<Rule>,
+    pub(crate) budget: Option<Vec<Budget>>,
 }
 
 impl Broker {
@@ -104,6 +104,9 @@ impl Broker {
         }
         if parsed.tables().iter().any(|(schema, _)| schema == AUDIT_SCHEMA) {
             return self.audit_query(caller, &parsed, request.dry_run, entry).await;
+        }
+        if mode == Mode::Deidentified {
+            return self.extract_query(caller, &parsed, request.dry_run, entry).await;
         }
         let mut refs = Vec::new();
         for (department, name) in parsed.tables() {

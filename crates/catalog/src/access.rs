@@ -117,8 +117,68 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
     })
 }
 
+/// A fresh request id.
+pub(crate) fn new_request_id() -> String {
+    format!("ar_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Checks a request and inserts it as pending.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_request(
+    conn: &rusqlite::Connection,
+    id: &str,
+    user: &UserId,
+    department: &DepartmentId,
+    dataset: &DatasetRef,
+    mode: Mode,
+    purpose: &str,
+    expires_at: i64,
+    now_unix: i64,
+) -> Result<AccessRequest> {
+    let purpose = purpose.trim();
+    if purpose.is_empty() {
+        return Err(Error::invalid("purpose_required", "a purpose is required: say what the data will be used for"));
+    }
+    if purpose.chars().count() > MAX_PURPOSE {
+        return Err(Error::invalid("purpose_too_long", format!("the purpose has more than {MAX_PURPOSE} characters")));
+    }
+    if expires_at <= now_unix {
+        return Err(Error::invalid("expiry_in_past", "expires_at must be in the future"));
+    }
+    if expires_at > now_unix + MAX_GRANT_SECONDS {
+        return Err(Error::invalid("expiry_too_far", "expires_at may be at most one year ahead"));
+    }
+    let current: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM datasets WHERE department = ?1 AND name = ?2 AND retired_at IS NULL",
+            params![dataset.department.as_str(), dataset.name.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if current.is_none() {
+        return Err(Error::DatasetNotFound(dataset.clone()));
+    }
+    conn.execute(
+        "INSERT INTO access_requests (id, user_id, department, dataset_department, dataset_name, mode, purpose,
+             expires_at, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
+        params![
+            id,
+            user.as_str(),
+            department.as_str(),
+            dataset.department.as_str(),
+            dataset.name.as_str(),
+            mode.as_str(),
+            purpose,
+            expires_at,
+            now()
+        ],
+    )?;
+    Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM access_requests WHERE id = ?1"), [id], from_row)?)
+}
+
 impl Catalog {
-    /// Records a new pending request.
+    /// Records a new pending request for `aggregate` or `dp`; a de-identified request comes
+    /// with its extract ([`Catalog::create_extract_request`]).
     ///
     /// # Errors
     /// [`Error::DatasetNotFound`] for an unknown or retired dataset; [`Error::Invalid`] for an
@@ -134,46 +194,14 @@ impl Catalog {
         expires_at: i64,
         now_unix: i64,
     ) -> Result<AccessRequest> {
-        let purpose = purpose.trim();
-        if purpose.is_empty() {
+        if mode == Mode::Deidentified {
             return Err(Error::invalid(
-                "purpose_required",
-                "a purpose is required: say what the data will be used for",
+                "extract_required",
+                "a de-identified access request names its extract: the columns to release, and optionally hierarchies, k, l and the share of records that may be suppressed",
             ));
         }
-        if purpose.chars().count() > MAX_PURPOSE {
-            return Err(Error::invalid(
-                "purpose_too_long",
-                format!("the purpose has more than {MAX_PURPOSE} characters"),
-            ));
-        }
-        if expires_at <= now_unix {
-            return Err(Error::invalid("expiry_in_past", "expires_at must be in the future"));
-        }
-        if expires_at > now_unix + MAX_GRANT_SECONDS {
-            return Err(Error::invalid("expiry_too_far", "expires_at may be at most one year ahead"));
-        }
-        self.current_file(dataset)?; // exists and is not retired
-        let id = format!("ar_{}", uuid::Uuid::new_v4().simple());
         let conn = self.conn();
-        conn.execute(
-            "INSERT INTO access_requests (id, user_id, department, dataset_department, dataset_name, mode, purpose,
-                 expires_at, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
-            params![
-                id,
-                user.as_str(),
-                department.as_str(),
-                dataset.department.as_str(),
-                dataset.name.as_str(),
-                mode.as_str(),
-                purpose,
-                expires_at,
-                now()
-            ],
-        )?;
-        let request =
-            conn.query_row(&format!("SELECT {COLUMNS} FROM access_requests WHERE id = ?1"), [&id], from_row)?;
-        Ok(request)
+        insert_request(&conn, &new_request_id(), user, department, dataset, mode, purpose, expires_at, now_unix)
     }
 
     /// One request.

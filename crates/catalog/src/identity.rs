@@ -5,7 +5,7 @@
 //! `ring::hmac::verify`, which compares in constant time.
 
 use rusqlite::{OptionalExtension, params};
-use veil_common::{AUDIT_SCHEMA, DepartmentId, Role, UserId};
+use veil_common::{AUDIT_SCHEMA, DepartmentId, EXTRACT_SCHEMA, Role, UserId};
 
 use crate::layout::random_bytes;
 use crate::{Catalog, Error, Result, now};
@@ -67,12 +67,19 @@ impl Catalog {
     /// Creates a department.
     ///
     /// # Errors
-    /// [`Error::DepartmentExists`], an invalid display name, or the reserved id `audit`.
+    /// [`Error::DepartmentExists`], an invalid display name, or a reserved id (`audit`,
+    /// `extracts`).
     pub fn create_department(&self, id: &DepartmentId, name: &str) -> Result<Department> {
         if id.as_str() == AUDIT_SCHEMA {
             return Err(Error::invalid(
                 "reserved_name",
                 "`audit` is reserved: it is the SQL schema of the audit log's `audit.events` table",
+            ));
+        }
+        if id.as_str() == EXTRACT_SCHEMA {
+            return Err(Error::invalid(
+                "reserved_name",
+                "`extracts` is reserved: it is the SQL schema of analysts' de-identified extracts",
             ));
         }
         let name = name.trim();

@@ -9,6 +9,7 @@
 //!   keys/token.key                HMAC key for token tags (owner-only)
 //!   keys/pseudonym.key            HMAC key for pseudonyms in de-identified results (owner-only)
 //!   datasets/<dept>/<name>/<uuid>.parquet   immutable dataset versions
+//!   extracts/<request id>.parquet            immutable de-identified extracts
 //!   tmp/                          uploads and half-written versions; emptied at every open
 //! ```
 //!
@@ -26,6 +27,7 @@
 //! - [`spec`]: dataset metadata as a steward declares it, and its validation.
 //! - [`datasets`]: registration, listing, retirement.
 //! - [`access`]: access requests and the grants they become.
+//! - [`extracts`]: de-identified extracts and the requests that name them.
 
 #![warn(missing_docs)]
 
@@ -33,6 +35,7 @@ pub mod access;
 pub mod budget;
 pub mod datasets;
 mod error;
+pub mod extracts;
 pub mod identity;
 pub mod layout;
 mod schema;
@@ -48,6 +51,7 @@ pub use access::{AccessRequest, RequestFilter, RequestState, Transition};
 pub use budget::{Cap, Charge, Ledger, Spent};
 pub use datasets::{ColumnInfo, DatasetInfo, PERSONAL_EPSILON_CAP, VersionInfo, resolve_import};
 pub use error::{Error, Result};
+pub use extracts::{ExtractInfo, NewExtract, check_extract_name};
 pub use identity::{Department, IssuedToken, Principal, User};
 pub use layout::{DataDir, init};
 pub use spec::{ColumnInput, ColumnSpec, DatasetSpec, DpInput, DpSettings, MetadataInput};
@@ -89,6 +93,7 @@ impl Catalog {
         let pseudonym_key = layout::read_key(&dir.pseudonym_key())?;
         let catalog = Self { dir, conn: Mutex::new(conn), token_key, pseudonym_key };
         catalog.sweep()?;
+        catalog.sweep_extracts()?;
         Ok(catalog)
     }
 

@@ -133,6 +133,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE dataset_versions ADD COLUMN one_row_per_unit INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 8: de-identified extracts, one per de-identified access request.
+    r#"
+    CREATE TABLE extracts (
+        request_id      TEXT PRIMARY KEY REFERENCES access_requests(id),
+        name            TEXT NOT NULL,
+        spec            TEXT NOT NULL,
+        source_version  INTEGER NOT NULL,
+        file            TEXT NOT NULL UNIQUE,
+        rows            INTEGER NOT NULL,
+        report          TEXT NOT NULL,
+        created_at      TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX extracts_by_name ON extracts (name);
+    "#,
 ];
 
 /// The schema version this build writes.

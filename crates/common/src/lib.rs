@@ -67,3 +67,7 @@ pub use tag::Tag;
 
 /// The SQL schema of the audit log's table (`audit.events`); no department may take this id.
 pub const AUDIT_SCHEMA: &str = "audit";
+
+/// The SQL schema of an analyst's approved de-identified extracts (`extracts.<name>`); no
+/// department may take this id.
+pub const EXTRACT_SCHEMA: &str = "extracts";

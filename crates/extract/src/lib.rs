@@ -30,7 +30,7 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
 pub use hierarchy::Step;
-pub use output::write_parquet;
+pub use output::{read_parquet, write_parquet};
 pub use report::{ClassSizes, ColumnReport, Report};
 
 /// The smallest `k` an extract about people may have, whatever the level says.

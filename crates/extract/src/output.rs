@@ -9,6 +9,8 @@ use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use rand::SeedableRng;
@@ -88,6 +90,23 @@ pub fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<()> {
     writer.close()?;
     file.sync_all().map_err(io)?;
     Ok(())
+}
+
+/// Reads the named columns of a Parquet file (all rows), in batches.
+///
+/// # Errors
+/// When the file cannot be read or lacks a column.
+pub fn read_parquet(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>> {
+    let file = std::fs::File::open(path).map_err(io)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = builder.schema().clone();
+    let roots = columns
+        .iter()
+        .map(|c| schema.index_of(c).map_err(|_| crate::Error::UnknownColumn(c.clone())))
+        .collect::<Result<Vec<_>>>()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder.with_projection(mask).with_batch_size(64 * 1024).build()?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
 fn io(e: std::io::Error) -> crate::Error {

@@ -7,7 +7,7 @@ use crate::search::Found;
 use crate::{RISK_THRESHOLD, Role, Spec};
 
 /// The report.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Report {
     /// The `k` met.
     pub k: u64,
@@ -48,7 +48,7 @@ pub struct Report {
 }
 
 /// Released classes with a number of people in `[from, to]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClassSizes {
     /// Fewest people.
     pub from: u64,
@@ -61,7 +61,7 @@ pub struct ClassSizes {
 }
 
 /// What happened to a column.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ColumnReport {
     /// The column.
     pub name: String,

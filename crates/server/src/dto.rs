@@ -353,6 +353,71 @@ pub struct NewAccessRequest {
     pub purpose: String,
     /// RFC 3339 time at which the grant stops working, at most a year ahead.
     pub expires_at: String,
+    /// `deidentified` only, and required there: the extract to build.
+    #[serde(default)]
+    pub extract: Option<ExtractInput>,
+}
+
+/// The extract a de-identified access request asks for. Veil builds it at once; the steward
+/// decides on the extract and its risk report.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractInput {
+    /// The table name to query it by, `extracts.<name>`: lowercase letters, digits and `_`.
+    pub name: String,
+    /// The columns to release, in order. Only the privacy unit among identifiers, as a
+    /// pseudonym keyed for this extract.
+    pub columns: Vec<String>,
+    /// Per quasi-identifier: its hierarchy, finest step first (`day`, `month`, `quarter`,
+    /// `year`, `years:5`, `band:10`, `prefix:4`, `exact`), each containing the one before; `*`
+    /// always ends it. Without one, a default for the column's type.
+    #[serde(default)]
+    pub hierarchies: std::collections::BTreeMap<String, Vec<String>>,
+    /// People per class, at least the level's k (and at least 5).
+    #[serde(default)]
+    pub k: Option<u64>,
+    /// Distinct values of each sensitive column per class (default 2).
+    #[serde(default)]
+    pub l: Option<u64>,
+    /// The largest share of records that may be suppressed (default 0.05, at most 0.5).
+    #[serde(default)]
+    pub max_suppression: Option<f64>,
+}
+
+/// An extract, as its access request shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExtractView {
+    /// Queried as `extracts.<name>` once approved.
+    pub name: String,
+    /// The specification as asked for.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// The source dataset's version it was built from; later versions do not change it.
+    pub source_version: i64,
+    /// Rows released.
+    pub rows: u64,
+    /// The risk and utility report: class sizes, prosecutor risk, records suppressed, the
+    /// generalization chosen and information loss per column. Shown to stewards and auditors,
+    /// and to the analyst once the request is approved.
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
+    /// Built at (RFC 3339).
+    pub created_at: String,
+}
+
+impl ExtractView {
+    /// The view of `e`, with its report when `with_report`.
+    pub fn new(e: veil_catalog::ExtractInfo, with_report: bool) -> Self {
+        let json = |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+        Self {
+            name: e.name,
+            spec: json(&e.spec),
+            source_version: e.source_version,
+            rows: e.rows,
+            report: with_report.then(|| json(&e.report)),
+            created_at: e.created_at,
+        }
+    }
 }
 
 /// `POST /v1/access-requests/{id}/reject` and `/revoke`.
@@ -390,6 +455,9 @@ pub struct AccessRequestView {
     pub decided_at: Option<String>,
     /// The reason given with a rejection or revocation.
     pub reason: Option<String>,
+    /// A de-identified request's extract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<ExtractView>,
 }
 
 impl From<veil_catalog::AccessRequest> for AccessRequestView {
@@ -411,6 +479,7 @@ impl From<veil_catalog::AccessRequest> for AccessRequestView {
             decided_by: r.decided_by,
             decided_at: r.decided_at,
             reason: r.reason,
+            extract: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use veil_common::{DatasetRef, ErrorKind, Mode};
 use super::AppJson;
 use crate::auth::Caller;
 use crate::authz;
-use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, NewAccessRequest};
+use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, ExtractInput, ExtractView, NewAccessRequest};
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, now_unix};
 
@@ -40,6 +40,17 @@ pub(crate) async fn access_requests_create(
             )
         })?
         .unix_timestamp();
+    if mode == Mode::Deidentified {
+        return create_extract_request(state, caller, department, dataset, body.purpose, expires_at, body.extract)
+            .await;
+    }
+    if body.extract.is_some() {
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            "extract_not_expected",
+            "only a deidentified access request names an extract",
+        ));
+    }
     let user = caller.user.clone();
     let purpose = body.purpose;
     let request = state
@@ -51,6 +62,55 @@ pub(crate) async fn access_requests_create(
         .audit(request_entry(&caller, "access_request.create", &request, format!("purpose: {}", request.purpose)))
         .await?;
     Ok((StatusCode::CREATED, Json(request.into())))
+}
+
+/// A de-identified request: the broker builds its extract at once, so the steward decides on
+/// the extract itself and its report. A refusal is recorded too: it depends on the data.
+async fn create_extract_request(
+    state: AppState,
+    caller: Principal,
+    department: veil_common::DepartmentId,
+    dataset: DatasetRef,
+    purpose: String,
+    expires_at: i64,
+    extract: Option<ExtractInput>,
+) -> Result<(StatusCode, Json<AccessRequestView>), ApiError> {
+    let Some(extract) = extract else {
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            "extract_required",
+            "a deidentified access request names its extract: {\"name\", \"columns\", optionally \"hierarchies\", \"k\", \"l\", \"max_suppression\"}",
+        ));
+    };
+    let request = veil_broker::ExtractRequest {
+        dataset: dataset.clone(),
+        purpose,
+        expires_at,
+        name: extract.name,
+        columns: extract.columns,
+        hierarchies: extract.hierarchies.into_iter().collect(),
+        k: extract.k,
+        l: extract.l,
+        max_suppression: extract.max_suppression,
+    };
+    match state.broker.request_extract(&AppState::broker_caller(caller.clone()), department, request).await {
+        Ok((request, extract)) => {
+            let detail = format!("purpose: {}; extract {}: {}", request.purpose, extract.name, extract.report);
+            state.audit(request_entry(&caller, "access_request.create", &request, detail)).await?;
+            let mut view = AccessRequestView::from(request);
+            view.extract = Some(ExtractView::new(extract, false));
+            Ok((StatusCode::CREATED, Json(view)))
+        }
+        Err(error) => {
+            let mut entry = entry_by(&caller, "access_request.create", "denied");
+            entry.datasets = vec![DatasetUse { dataset: dataset.to_string(), level: None }];
+            entry.mode = Some(Mode::Deidentified.as_str().to_owned());
+            entry.rule = Some(error.code().to_owned());
+            entry.detail = Some(error.message().to_owned());
+            state.audit(entry).await?;
+            Err(error.into())
+        }
+    }
 }
 
 /// `GET /v1/access-requests` parameters.
@@ -79,8 +139,23 @@ pub(crate) async fn access_requests_list(
             ApiError::bad_request("invalid_query", "state must be pending, approved, rejected or revoked")
         })?);
     }
-    let requests = state.blocking(move |c| c.access_requests(&filter)).await?;
-    Ok(Json(requests.into_iter().map(Into::into).collect()))
+    // An analyst sees an extract's report once it is approved: before, a stream of requests
+    // would be a counting oracle over the source that no steward looked at.
+    let analyst = filter.user.is_some();
+    let views = state
+        .blocking(move |c| {
+            let mut views = Vec::new();
+            for request in c.access_requests(&filter)? {
+                let extract = c.extract(&request.id)?;
+                let with_report = !analyst || request.state == RequestState::Approved;
+                let mut view = AccessRequestView::from(request);
+                view.extract = extract.map(|e| ExtractView::new(e, with_report));
+                views.push(view);
+            }
+            Ok(views)
+        })
+        .await?;
+    Ok(Json(views))
 }
 
 async fn decide(
@@ -98,11 +173,19 @@ async fn decide(
         Transition::Approve => String::new(),
         Transition::Reject(r) | Transition::Revoke(r) => r.clone(),
     };
-    let decided = state.blocking(move |c| c.decide_access_request(&id, &user, transition)).await?;
+    let (decided, extract) = state
+        .blocking(move |c| {
+            let decided = c.decide_access_request(&id, &user, transition)?;
+            let extract = c.extract(&decided.id)?;
+            Ok((decided, extract))
+        })
+        .await?;
     state.refresh_policy().await?;
     let detail = format!("for {}; purpose: {}; {detail}", decided.user, decided.purpose);
     state.audit(request_entry(&caller, action, &decided, detail)).await?;
-    Ok(Json(decided.into()))
+    let mut view = AccessRequestView::from(decided);
+    view.extract = extract.map(|e| ExtractView::new(e, true));
+    Ok(Json(view))
 }
 
 /// Approves a pending request (stewards of the dataset's department).

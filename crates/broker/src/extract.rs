@@ -1,0 +1,315 @@
+//! De-identified mode: an analyst asks for an extract (a specification over one dataset), Veil
+//! builds it at once so the steward decides on the extract itself and its risk report, and once
+//! approved the analyst queries it, and only it, as `extracts.<name>`.
+
+use std::collections::HashMap;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use veil_audit::{DatasetUse, Entry};
+use veil_catalog::{AccessRequest, DatasetInfo, ExtractInfo, NewExtract};
+use veil_common::{DatasetRef, DepartmentId, EXTRACT_SCHEMA, ErrorKind, Mode, Tag};
+use veil_extract::{ColumnSpec, Role, Spec, Step};
+use veil_policy::ceiling::{Ceiling, across_departments};
+use veil_query::ParsedQuery;
+
+use crate::query::Done;
+use crate::{Broker, Caller, Error, Rule, now_unix};
+
+/// The share of records an extract may suppress unless its request says otherwise.
+pub const DEFAULT_MAX_SUPPRESSION: f64 = 0.05;
+/// Distinct values of each sensitive column per class unless the request asks for more.
+pub const DEFAULT_L: u64 = 2;
+
+/// What an analyst asks for.
+#[derive(Debug, Clone)]
+pub struct ExtractRequest {
+    /// The source dataset.
+    pub dataset: DatasetRef,
+    /// Why, for the steward (PIPL purpose limitation).
+    pub purpose: String,
+    /// Unix seconds after which the grant stops working.
+    pub expires_at: i64,
+    /// The table name the analyst will query, `extracts.<name>`.
+    pub name: String,
+    /// The columns to release, in order.
+    pub columns: Vec<String>,
+    /// Per quasi-identifier: the steps of its hierarchy, finest first (`month`, `band:10`, …).
+    pub hierarchies: Vec<(String, Vec<String>)>,
+    /// A `k` above the level's.
+    pub k: Option<u64>,
+    /// An `l` above the default.
+    pub l: Option<u64>,
+    /// The largest share of records that may be suppressed.
+    pub max_suppression: Option<f64>,
+}
+
+impl Broker {
+    /// Builds the extract `request` describes and records it with a pending access request for
+    /// the dataset's stewards to decide on.
+    ///
+    /// # Errors
+    /// A dataset the caller may never see in this mode; a specification that does not fit the
+    /// dataset; no generalization meeting `k` and `l` (naming the blocking column).
+    pub async fn request_extract(
+        &self,
+        caller: &Caller,
+        department: DepartmentId,
+        request: ExtractRequest,
+    ) -> Result<(AccessRequest, ExtractInfo), Error> {
+        veil_catalog::check_extract_name(&request.name)?;
+        let dataset = request.dataset.clone();
+        let (info, path) = self.blocking(move |c| Ok((c.dataset(&dataset)?, c.current_file(&dataset)?))).await?;
+        if info.dataset.department != department
+            && let Ceiling::Never(why) = across_departments(info.level, Mode::Deidentified)
+        {
+            return Err(Error::new(ErrorKind::Forbidden, "mode_not_allowed", why));
+        }
+        let spec = self.extract_spec(&info, &request)?;
+        let mut read = spec.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        if let Some(unit) = &spec.unit
+            && !read.contains(unit)
+        {
+            read.push(unit.clone());
+        }
+        let staged = self.catalog.dir().tmp_file("parquet");
+        let target = staged.clone();
+        let dataset = info.dataset.to_string();
+        let built = tokio::task::spawn_blocking(move || -> Result<veil_extract::Report, veil_extract::Error> {
+            let input = veil_extract::read_parquet(&path, &read)?;
+            let mut progress = |p: veil_extract::Progress| {
+                tracing::info!(dataset = %dataset, stage = p.stage, done = p.done, total = p.total, "building extract");
+            };
+            let extract = veil_extract::build(&input, &spec, &mut progress)?;
+            veil_extract::write_parquet(&extract.batch, &target)?;
+            Ok(extract.report)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("extract task failed: {e}")))?;
+        let report = match built {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(extract_error(e));
+            }
+        };
+        let new = NewExtract {
+            name: request.name.clone(),
+            spec: spec_json(&request),
+            source_version: info.current_version,
+            staged,
+            rows: report.records,
+            report: serde_json::to_string(&report).map_err(Error::internal)?,
+        };
+        let user = caller.principal.user.clone();
+        let dataset = request.dataset.clone();
+        let now = now_unix();
+        self.blocking(move |c| {
+            let r =
+                c.create_extract_request(&user, &department, &dataset, &request.purpose, request.expires_at, now, new)?;
+            let e = c.extract(&r.id)?.ok_or_else(|| veil_catalog::Error::AccessRequestNotFound(r.id.clone()))?;
+            Ok((r, e))
+        })
+        .await
+    }
+
+    /// The builder's spec: roles from the dataset's column tags, `k` from its level.
+    fn extract_spec(&self, info: &DatasetInfo, request: &ExtractRequest) -> Result<Spec, Error> {
+        let invalid = |code, message: String| Error::new(ErrorKind::Unprocessable, code, message);
+        if request.columns.is_empty() {
+            return Err(invalid("extract_columns_required", "an extract names at least one column".into()));
+        }
+        let mut hierarchies: HashMap<&str, &Vec<String>> = HashMap::new();
+        for (column, steps) in &request.hierarchies {
+            hierarchies.insert(column.as_str(), steps);
+        }
+        let mut columns = Vec::with_capacity(request.columns.len());
+        for name in &request.columns {
+            let column =
+                info.columns.iter().find(|c| &c.name == name).ok_or_else(|| {
+                    invalid("unknown_column", format!("`{name}` is not a column of {}", info.dataset))
+                })?;
+            let is_unit = info.privacy_unit.as_deref() == Some(name.as_str());
+            let role = match column.tag {
+                Tag::Identifier if is_unit => Role::Pseudonym,
+                Tag::Identifier => {
+                    return Err(invalid(
+                        "identifier_in_extract",
+                        format!(
+                            "`{name}` is a direct identifier: only the privacy unit may be in an extract, as a pseudonym"
+                        ),
+                    ));
+                }
+                Tag::QuasiIdentifier => {
+                    let ladder = hierarchies
+                        .remove(name.as_str())
+                        .map(|steps| {
+                            steps
+                                .iter()
+                                .map(|s| s.parse::<Step>())
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(|e| invalid("invalid_hierarchy", format!("hierarchy of `{name}`: {e}")))
+                        })
+                        .transpose()?;
+                    Role::QuasiIdentifier { ladder, declared: column.generalize }
+                }
+                Tag::Sensitive => Role::Sensitive { bounds: column.bounds },
+                Tag::Attribute => Role::Attribute,
+            };
+            columns.push(ColumnSpec { name: name.clone(), role });
+        }
+        if let Some(column) = hierarchies.keys().next() {
+            return Err(invalid(
+                "invalid_hierarchy",
+                format!("a hierarchy is given for `{column}`, which is not a quasi-identifier column of the extract"),
+            ));
+        }
+        let level_k = info
+            .level
+            .min_group_size()
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Forbidden, "mode_not_allowed", "core data never leaves its department")
+            })?
+            .max(veil_extract::MIN_K);
+        let k = match request.k {
+            Some(k) if k < level_k => {
+                return Err(invalid(
+                    "k_too_small",
+                    format!(
+                        "k may only be raised: {} at level {} asks for at least {level_k}",
+                        info.dataset, info.level
+                    ),
+                ));
+            }
+            Some(k) => k,
+            None => level_k,
+        };
+        let l = match request.l {
+            Some(l) if l < DEFAULT_L => {
+                return Err(invalid("l_too_small", format!("l may only be raised above {DEFAULT_L}")));
+            }
+            Some(l) => l,
+            None => DEFAULT_L,
+        };
+        let mut key = [0u8; 32];
+        SystemRandom::new().fill(&mut key).map_err(|_| Error::internal("no randomness for an extract key"))?;
+        Ok(Spec {
+            columns,
+            unit: info.privacy_unit.clone(),
+            k,
+            l,
+            max_suppression: request.max_suppression.unwrap_or(DEFAULT_MAX_SUPPRESSION),
+            key,
+        })
+    }
+
+    /// A de-identified query: it reads the caller's approved extracts, and nothing else, with
+    /// any read-only SQL; every row of an extract may be released to its analyst.
+    pub(crate) async fn extract_query(
+        &self,
+        caller: &Caller,
+        parsed: &ParsedQuery,
+        dry_run: bool,
+        entry: &mut Entry,
+    ) -> Result<Done, Error> {
+        let user = caller.principal.user.clone();
+        let tables = parsed.tables().to_vec();
+        let now = now_unix();
+        let found = self
+            .blocking(move |c| {
+                let mut found = Vec::new();
+                for (schema, name) in &tables {
+                    if schema != EXTRACT_SCHEMA {
+                        found.push(Err(format!("{schema}.{name}")));
+                        continue;
+                    }
+                    match c.granted_extract(&user, name, now)? {
+                        Some((request, extract)) => {
+                            let level = c.dataset(&request.dataset)?.level;
+                            found.push(Ok((request, extract, level)));
+                        }
+                        None => found.push(Err(format!("{schema}.{name}"))),
+                    }
+                }
+                Ok(found)
+            })
+            .await?;
+        let mut files = Vec::new();
+        let mut rules = Vec::new();
+        let mut level = veil_common::Level::L1;
+        let mut k = 0;
+        for item in found {
+            let (request, extract, source_level) = match item {
+                Ok(x) => x,
+                Err(table) if table.starts_with(&format!("{EXTRACT_SCHEMA}.")) => {
+                    return Err(veil_query::Error::UnknownDataset(table).into());
+                }
+                Err(table) => {
+                    return Err(Error::invalid(
+                        "deidentified_reads_extracts",
+                        format!(
+                            "in deidentified mode a query reads your approved extracts, as {EXTRACT_SCHEMA}.<name>; `{table}` is not one (ask for an extract of it with a de-identified access request)"
+                        ),
+                    ));
+                }
+            };
+            entry
+                .datasets
+                .push(DatasetUse { dataset: request.dataset.to_string(), level: Some(source_level.to_string()) });
+            level = level.max(source_level);
+            k = k.max(report_k(&extract.report));
+            rules.push(Rule {
+                code: "approved_extract".into(),
+                detail: format!(
+                    "{EXTRACT_SCHEMA}.{}: extract of {} (version {}) approved in access request {} for \"{}\"",
+                    extract.name, request.dataset, extract.source_version, request.id, request.purpose
+                ),
+            });
+            files.push((EXTRACT_SCHEMA.to_owned(), extract.name, extract.file, extract.rows));
+        }
+        entry.detail = Some(rules.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>().join("; "));
+        let answer = self.engine.run_over_files(parsed, files, dry_run).await?;
+        if answer.row_count() >= self.limits().max_result_rows {
+            rules.push(Rule {
+                code: "rows_capped".into(),
+                detail: format!(
+                    "the first {} rows; page through the rest with LIMIT and OFFSET",
+                    self.limits().max_result_rows
+                ),
+            });
+        }
+        Ok(Done { answer, level: level.as_str().to_owned(), k, policy: rules, budget: None })
+    }
+}
+
+/// The `k` an extract's stored report says it meets.
+fn report_k(report: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(report).ok().and_then(|r| r.get("k")?.as_u64()).unwrap_or(0)
+}
+
+/// The request as recorded with the extract.
+fn spec_json(request: &ExtractRequest) -> String {
+    let hierarchies: serde_json::Map<String, serde_json::Value> =
+        request.hierarchies.iter().map(|(c, steps)| (c.clone(), serde_json::json!(steps))).collect();
+    serde_json::json!({
+        "dataset": request.dataset.to_string(),
+        "name": request.name,
+        "columns": request.columns,
+        "hierarchies": hierarchies,
+        "k": request.k,
+        "l": request.l,
+        "max_suppression": request.max_suppression,
+    })
+    .to_string()
+}
+
+/// The builder's refusals as the broker's.
+fn extract_error(e: veil_extract::Error) -> Error {
+    use veil_extract::Error as E;
+    match e {
+        E::Infeasible { .. } => Error::new(ErrorKind::Unprocessable, "extract_infeasible", e.to_string()),
+        E::Spec(_) | E::UnknownColumn(_) | E::Type { .. } | E::Hierarchy { .. } => {
+            Error::new(ErrorKind::Unprocessable, "invalid_extract", e.to_string())
+        }
+        E::Storage(_) => Error::internal(e),
+    }
+}

@@ -1,0 +1,263 @@
+//! De-identified extracts: built when an analyst asks for one, stored as an immutable Parquet
+//! file beside the access request that names it, readable once a steward approves the request.
+//!
+//! The same invariant as dataset versions: the file is complete, fsynced and renamed into
+//! `extracts/` before the transaction that creates the request and names the file commits; a
+//! crash in between leaves an orphan file that [`Catalog::open`] removes.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+use veil_common::{DatasetRef, DepartmentId, Mode, UserId};
+
+use crate::access::{self, AccessRequest};
+use crate::layout::sync_dir;
+use crate::{Catalog, Error, Result, now};
+
+/// An extract as the catalogue holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractInfo {
+    /// The access request it belongs to.
+    pub request_id: String,
+    /// The table name its analyst reads it by, `extracts.<name>`.
+    pub name: String,
+    /// The specification as asked for (JSON).
+    pub spec: String,
+    /// The version of the source dataset it was built from.
+    pub source_version: i64,
+    /// Its Parquet file.
+    pub file: PathBuf,
+    /// Rows released.
+    pub rows: u64,
+    /// The risk and utility report (JSON).
+    pub report: String,
+    /// When it was built (RFC 3339).
+    pub created_at: String,
+}
+
+/// A built extract, waiting in `tmp/` to be named by a new access request.
+#[derive(Debug, Clone)]
+pub struct NewExtract {
+    /// `extracts.<name>`.
+    pub name: String,
+    /// The specification (JSON).
+    pub spec: String,
+    /// The source version it was built from.
+    pub source_version: i64,
+    /// The finished, synced Parquet file in `tmp/`.
+    pub staged: PathBuf,
+    /// Rows in it.
+    pub rows: u64,
+    /// Its report (JSON).
+    pub report: String,
+}
+
+/// The longest extract name.
+const MAX_NAME: usize = 64;
+
+/// Checks an extract name: a SQL identifier analysts can type unquoted.
+///
+/// # Errors
+/// [`Error::Invalid`] naming what is wrong.
+pub fn check_extract_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "invalid_extract_name",
+            format!("an extract name is 1 to {MAX_NAME} lowercase letters, digits or `_`, starting with a letter"),
+        ))
+    }
+}
+
+const EXTRACT_COLUMNS: &str = "request_id, name, spec, source_version, file, rows, report, created_at";
+
+impl Catalog {
+    /// Where extract files live.
+    fn extracts_dir(&self) -> PathBuf {
+        self.dir.root().join("extracts")
+    }
+
+    /// Records a new pending de-identified access request together with its built extract:
+    /// the staged file is moved into `extracts/` and named in the same transaction that creates
+    /// the request. On any failure nothing is left behind.
+    ///
+    /// # Errors
+    /// As [`Catalog::create_access_request`]; [`Error::Invalid`] for a bad name or a name the
+    /// analyst already uses for a pending or granted extract.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_extract_request(
+        &self,
+        user: &UserId,
+        department: &DepartmentId,
+        dataset: &DatasetRef,
+        purpose: &str,
+        expires_at: i64,
+        now_unix: i64,
+        extract: NewExtract,
+    ) -> Result<AccessRequest> {
+        let staged = extract.staged.clone();
+        let result =
+            self.create_extract_request_inner(user, department, dataset, purpose, expires_at, now_unix, extract);
+        let _ = fs::remove_file(&staged);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_extract_request_inner(
+        &self,
+        user: &UserId,
+        department: &DepartmentId,
+        dataset: &DatasetRef,
+        purpose: &str,
+        expires_at: i64,
+        now_unix: i64,
+        extract: NewExtract,
+    ) -> Result<AccessRequest> {
+        check_extract_name(&extract.name)?;
+        if self.extract_name_in_use(user, &extract.name, now_unix)? {
+            return Err(Error::invalid(
+                "extract_name_in_use",
+                format!("you already have a pending or granted extract named `{}`", extract.name),
+            ));
+        }
+        let id = access::new_request_id();
+        let dir = self.extracts_dir();
+        fs::create_dir_all(&dir).map_err(Error::io("creating directory", &dir))?;
+        let file_name = format!("{id}.parquet");
+        let placed = dir.join(&file_name);
+        let place = || -> Result<()> {
+            fs::rename(&extract.staged, &placed).map_err(Error::io("moving extract file to", &placed))?;
+            sync_dir(&dir)
+        };
+        if let Err(e) = place() {
+            let _ = fs::remove_file(&placed);
+            return Err(e);
+        }
+        let commit = || -> Result<AccessRequest> {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let request = access::insert_request(
+                &tx,
+                &id,
+                user,
+                department,
+                dataset,
+                Mode::Deidentified,
+                purpose,
+                expires_at,
+                now_unix,
+            )?;
+            tx.execute(
+                &format!("INSERT INTO extracts ({EXTRACT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![
+                    id,
+                    extract.name,
+                    extract.spec,
+                    extract.source_version,
+                    format!("extracts/{file_name}"),
+                    extract.rows as i64,
+                    extract.report,
+                    now()
+                ],
+            )?;
+            tx.commit()?;
+            Ok(request)
+        };
+        commit().inspect_err(|_| {
+            let _ = fs::remove_file(&placed);
+        })
+    }
+
+    fn extract_name_in_use(&self, user: &UserId, name: &str, now_unix: i64) -> Result<bool> {
+        let conn = self.conn();
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM extracts e JOIN access_requests r ON r.id = e.request_id
+              WHERE r.user_id = ?1 AND e.name = ?2 AND r.expires_at > ?3 AND r.state IN ('pending', 'approved')",
+            params![user.as_str(), name, now_unix],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The extract of an access request, if it has one.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn extract(&self, request_id: &str) -> Result<Option<ExtractInfo>> {
+        let conn = self.conn();
+        conn.query_row(&format!("SELECT {EXTRACT_COLUMNS} FROM extracts WHERE request_id = ?1"), [request_id], |r| {
+            self.extract_from_row(r)
+        })
+        .optional()
+        .map_err(Error::from)
+    }
+
+    /// The extract `name` that `user` may read now (its request approved and not expired), with
+    /// its request.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn granted_extract(
+        &self,
+        user: &UserId,
+        name: &str,
+        now_unix: i64,
+    ) -> Result<Option<(AccessRequest, ExtractInfo)>> {
+        let id: Option<String> = {
+            let conn = self.conn();
+            conn.query_row(
+                "SELECT r.id FROM extracts e JOIN access_requests r ON r.id = e.request_id
+                  WHERE r.user_id = ?1 AND e.name = ?2 AND r.state = 'approved' AND r.expires_at > ?3",
+                params![user.as_str(), name, now_unix],
+                |r| r.get(0),
+            )
+            .optional()?
+        };
+        let Some(id) = id else { return Ok(None) };
+        let request = self.access_request(&id)?;
+        Ok(self.extract(&id)?.map(|e| (request, e)))
+    }
+
+    fn extract_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<ExtractInfo> {
+        Ok(ExtractInfo {
+            request_id: r.get(0)?,
+            name: r.get(1)?,
+            spec: r.get(2)?,
+            source_version: r.get(3)?,
+            file: self.dir.root().join(r.get::<_, String>(4)?),
+            rows: r.get::<_, i64>(5)? as u64,
+            report: r.get(6)?,
+            created_at: r.get(7)?,
+        })
+    }
+
+    /// Removes extract files no committed request names.
+    pub(crate) fn sweep_extracts(&self) -> Result<()> {
+        let dir = self.extracts_dir();
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let known: HashSet<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT file FROM extracts")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for entry in fs::read_dir(&dir).map_err(Error::io("reading", &dir))? {
+            let path = entry.map_err(Error::io("reading", &dir))?.path();
+            let relative = path.strip_prefix(self.dir.root()).ok().and_then(Path::to_str).map(str::to_owned);
+            if relative.is_none_or(|r| !known.contains(&r)) {
+                tracing::warn!(file = %path.display(), "removing extract file that no request names");
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Ok(())
+    }
+}

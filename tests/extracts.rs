@@ -1,0 +1,422 @@
+//! De-identified mode over HTTP: an analyst asks for an extract, the steward sees its report
+//! and approves, the analyst queries it. And the re-identifications that opened free-form
+//! de-identified SQL, each now run against an extract and measured: no row an attacker can
+//! pick is tied to a planted person better than one in k.
+
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
+use std::collections::{HashMap, HashSet};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use veil_tests::TestServer;
+
+/// k at L2, the level of `civil.people`.
+const K: usize = 5;
+
+/// The planted person: alone in 戊区, born on a day nobody else was, with the highest subsidy.
+const TARGET_ID: &str = "110101193905170099";
+const TARGET_DISTRICT: &str = "戊区";
+const TARGET_BIRTH: &str = "1939-05-17";
+const TARGET_SUBSIDY: i64 = 1999;
+
+struct World {
+    s: TestServer,
+    steward: String,
+    analyst: String,
+    other_analyst: String,
+}
+
+fn metadata() -> Value {
+    json!({
+        "name": "people", "department": "civil", "level": "L2", "privacy_unit": "person_id",
+        "columns": {
+            "person_id": {"tag": "identifier", "linkable": true},
+            "name": {"tag": "identifier"},
+            "district": {"tag": "quasi_identifier"},
+            "birth_date": {"tag": "quasi_identifier", "type": "date"},
+            "living_alone": {"tag": "attribute"},
+            "subsidy": {"tag": "sensitive", "bounds": [0, 2000]}
+        }
+    })
+}
+
+/// 300 look-alike people in four districts, born 1940–1959, and the planted person.
+fn csv() -> String {
+    let mut out = String::from("person_id,name,district,birth_date,living_alone,subsidy\n");
+    for i in 0..300 {
+        let district = ["甲区", "乙区", "丙区", "丁区"][i % 4];
+        let year = 1940 + (i * 7) % 20;
+        let (month, day) = (i % 12 + 1, (i * 5) % 28 + 1);
+        out.push_str(&format!(
+            "1101{year}{month:02}{day:02}{i:06},居民{i},{district},{year}-{month:02}-{day:02},{},{}\n",
+            i % 3 == 0,
+            100 + (i % 9) * 100
+        ));
+    }
+    out.push_str(&format!("{TARGET_ID},目标,{TARGET_DISTRICT},{TARGET_BIRTH},true,{TARGET_SUBSIDY}\n"));
+    out
+}
+
+async fn world() -> World {
+    let s = TestServer::start().await;
+    s.department("civil", "民政局").await;
+    let steward = s.user("civil-steward", Some("civil"), &["steward"]).await;
+    let analyst = s.user("civil-analyst", Some("civil"), &["analyst"]).await;
+    let other_analyst = s.user("civil-analyst-2", Some("civil"), &["analyst"]).await;
+    let (status, body) = s.upload(&steward, &metadata(), csv().into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    World { s, steward, analyst, other_analyst }
+}
+
+fn in_a_month() -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+impl World {
+    async fn ask(&self, token: &str, extract: Value) -> (StatusCode, Value) {
+        let body = json!({"dataset": "civil.people", "mode": "deidentified", "purpose": "独居老人补贴复核",
+                          "expires_at": in_a_month(), "extract": extract});
+        self.s.post("/v1/access-requests", token, body).await
+    }
+
+    /// Asks for `extract` as the analyst and has the steward approve it; returns the request id.
+    async fn granted(&self, extract: Value) -> String {
+        let (status, body) = self.ask(&self.analyst, extract).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (status, body) = self.s.post(&format!("/v1/access-requests/{id}/approve"), &self.steward, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        id
+    }
+
+    async fn rows(&self, token: &str, sql: &str) -> Vec<Vec<Value>> {
+        let (status, body) = self.s.post("/v1/query", token, json!({"sql": sql, "mode": "deidentified"})).await;
+        assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+        assert!(body.get("suppressed_groups").is_none(), "{body}");
+        body["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect()
+    }
+}
+
+fn standard() -> Value {
+    json!({"name": "people", "columns": ["person_id", "district", "birth_date", "living_alone", "subsidy"]})
+}
+
+/// Whether a released label of a quasi-identifier covers the true `value`: `*`, a masked
+/// prefix, a band, a year span, a quarter, or the value's own prefix (year, month, day).
+fn covers(label: &str, value: &str) -> bool {
+    if label == "*" || label == value {
+        return true;
+    }
+    if let Some(stem) = label.strip_suffix('*') {
+        return value.starts_with(stem.trim_end_matches('*'));
+    }
+    if let Some((year, q)) = label.split_once("-Q") {
+        let month: u32 = value.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(0);
+        return value.starts_with(year) && q.parse::<u32>().ok() == Some(month.div_ceil(3));
+    }
+    if label.len() == 9 && label.as_bytes()[4] == b'-' {
+        let (lo, hi) = (&label[..4], &label[5..]);
+        return (lo..=hi).contains(&&value[..4]);
+    }
+    value.starts_with(label)
+}
+
+/// The rows an attacker who knows the target's district and birth date cannot tell from the
+/// target's own.
+fn candidates(rows: &[Vec<Value>]) -> Vec<&Vec<Value>> {
+    rows.iter()
+        .filter(|r| {
+            covers(r[1].as_str().unwrap_or("*"), TARGET_DISTRICT) && covers(r[2].as_str().unwrap_or("*"), TARGET_BIRTH)
+        })
+        .collect()
+}
+
+/// Asserts that every released row shares its quasi-identifiers with at least K rows (one row
+/// per person here), whatever query selected it.
+fn assert_classes(all: &[Vec<Value>], picked: &[Vec<Value>]) {
+    let mut size: HashMap<(String, String), usize> = HashMap::new();
+    for r in all {
+        *size.entry((r[1].to_string(), r[2].to_string())).or_default() += 1;
+    }
+    for r in picked {
+        let n = size.get(&(r[1].to_string(), r[2].to_string())).copied().unwrap_or(0);
+        assert!(n >= K, "a released row shares its quasi-identifiers with {n} rows: {r:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_extract_is_asked_for_reported_approved_and_queried() {
+    let w = world().await;
+    let (status, asked) = w.ask(&w.analyst, standard()).await;
+    assert_eq!(status, StatusCode::CREATED, "{asked}");
+    assert_eq!(asked["state"], "pending");
+    assert_eq!(asked["extract"]["name"], "people");
+    assert!(asked["extract"]["report"].is_null(), "the analyst sees no report before approval: {asked}");
+    let id = asked["id"].as_str().unwrap();
+
+    // Not readable while pending.
+    let (status, body) =
+        w.s.post("/v1/query", &w.analyst, json!({"sql": "SELECT * FROM extracts.people", "mode": "deidentified"}))
+            .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_dataset")), "{body}");
+
+    // The steward sees the report before deciding.
+    let (_, listed) = w.s.get("/v1/access-requests", &w.steward).await;
+    let report = &listed.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["extract"]["report"];
+    assert_eq!(report["k"], K as u64, "{report}");
+    assert_eq!(report["source_records"], 301);
+    let suppressed = report["suppressed_records"].as_u64().unwrap();
+    assert!(suppressed as f64 <= 0.05 * 301.0, "{report}");
+    assert!(report["highest_risk"].as_f64().unwrap() <= 1.0 / K as f64);
+    let columns = report["columns"].as_array().unwrap();
+    let treatment =
+        |c: &str| columns.iter().find(|x| x["name"] == c).unwrap()["treatment"].as_str().unwrap().to_owned();
+    assert_eq!(treatment("subsidy"), "coded to the declared bounds");
+    assert!(!report.to_string().contains("1101"), "the report carries no value");
+
+    let (status, approved) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    let (_, mine) = w.s.get("/v1/access-requests", &w.analyst).await;
+    assert!(mine[0]["extract"]["report"]["k"].is_u64(), "approved: the analyst sees the report: {mine}");
+
+    let rows = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
+    assert_eq!(rows.len() as u64, 301 - suppressed);
+    assert_classes(&rows, &rows);
+    let text = serde_json::to_string(&rows).unwrap();
+    assert!(!text.contains("1101") && !text.contains("居民"), "an identifier left the broker");
+    let pseudonyms: HashSet<&str> = rows.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(pseudonyms.len(), rows.len(), "one pseudonym per person");
+
+    // Any read-only SQL over the extract: aggregates, ORDER BY, LIMIT.
+    let by_district = w.rows(&w.analyst, "SELECT district, count(*) AS n FROM extracts.people GROUP BY district").await;
+    assert_eq!(by_district.iter().map(|r| r[1].as_u64().unwrap()).sum::<u64>(), rows.len() as u64);
+
+    // The decisions are recorded, with the report on creation.
+    let records = w.s.audit_records();
+    let create = records.iter().find(|r| r.entry.action == "access_request.create").unwrap();
+    assert!(create.entry.detail.as_deref().unwrap_or("").contains("suppressed_records"));
+    let query = records.iter().rev().find(|r| r.entry.action == "query").unwrap();
+    assert_eq!(query.entry.datasets[0].dataset, "civil.people");
+    assert!(query.entry.detail.as_deref().unwrap_or("").contains(id));
+}
+
+/// Leak (free-form de-identified SQL): `ORDER BY birth_date … LIMIT 1` picked one person's row.
+#[tokio::test]
+async fn order_by_limit_one_picks_a_class_not_a_person() {
+    let w = world().await;
+    w.granted(standard()).await;
+    let all = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
+    for sql in [
+        "SELECT * FROM extracts.people ORDER BY birth_date ASC LIMIT 1",
+        "SELECT * FROM extracts.people ORDER BY birth_date DESC LIMIT 1",
+        "SELECT * FROM extracts.people ORDER BY subsidy DESC LIMIT 1",
+        "SELECT * FROM extracts.people ORDER BY district DESC, birth_date LIMIT 1",
+    ] {
+        let picked = w.rows(&w.analyst, sql).await;
+        assert_classes(&all, &picked);
+    }
+}
+
+/// Leak: a literal label (`UNION ALL` of a `'target'` branch, `LEFT JOIN (VALUES …)` on a birth
+/// date) selected the planted person's row by their exact quasi-identifiers. In the extract,
+/// whatever the attacker knows of the target matches at least k people with l subsidies.
+#[tokio::test]
+async fn a_literal_label_or_values_join_singles_out_nobody() {
+    let w = world().await;
+    w.granted(standard()).await;
+    let all = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
+    let c = candidates(&all);
+    assert!(c.is_empty() || c.len() >= K, "{} rows look like the target", c.len());
+    let subsidies: HashSet<String> = c.iter().map(|r| r[4].to_string()).collect();
+    assert!(c.is_empty() || subsidies.len() >= 2, "the target's look-alikes share one subsidy");
+    for sql in [
+        format!("SELECT 'target' AS who, subsidy FROM extracts.people WHERE birth_date = '{TARGET_BIRTH}'"),
+        format!(
+            "SELECT p.* FROM extracts.people p JOIN (VALUES ('{TARGET_DISTRICT}', '{TARGET_BIRTH}')) AS t(d, b) ON p.district = t.d AND p.birth_date = t.b"
+        ),
+        format!("SELECT * FROM extracts.people WHERE district = '{TARGET_DISTRICT}'"),
+        format!("SELECT * FROM extracts.people WHERE subsidy = {TARGET_SUBSIDY}"),
+    ] {
+        let rows = w.rows(&w.analyst, &sql).await;
+        assert!(rows.is_empty() || sql.contains("subsidy =") || rows.len() >= K, "{sql}: {rows:?}");
+        if sql.contains("subsidy =") {
+            // A sensitive value selects rows, never one person's quasi-identifiers alone.
+            assert_classes(&all, &rows);
+        }
+    }
+}
+
+/// Leak: pseudonyms stable per analyst made the set difference of `>=` and `>` on a birth date
+/// name the odd pseudonym. In an extract the difference of any two answers is whole classes.
+#[tokio::test]
+async fn the_difference_of_two_answers_is_whole_classes() {
+    let w = world().await;
+    w.granted(standard()).await;
+    let all = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
+    let labels: HashSet<String> = all.iter().map(|r| r[2].as_str().unwrap_or("*").to_owned()).collect();
+    for label in labels.iter().chain([&TARGET_BIRTH.to_owned()]) {
+        let ge = w.rows(&w.analyst, &format!("SELECT * FROM extracts.people WHERE birth_date >= '{label}'")).await;
+        let gt = w.rows(&w.analyst, &format!("SELECT * FROM extracts.people WHERE birth_date > '{label}'")).await;
+        let gt: HashSet<String> = gt.iter().map(|r| r[0].to_string()).collect();
+        let difference: Vec<Vec<Value>> = ge.into_iter().filter(|r| !gt.contains(&r[0].to_string())).collect();
+        assert!(difference.is_empty() || difference.len() >= K, "{label}: {} rows differ", difference.len());
+        assert_classes(&all, &difference);
+    }
+}
+
+/// Leak: five separately safe answers (the pseudonym with gender, district, year, month, day)
+/// rebuilt a unique profile. An extract is one release: its pseudonyms are its own, so two
+/// extracts, even of the same columns, cannot be linked, and the steward approves each.
+#[tokio::test]
+async fn two_extracts_cannot_be_linked_to_rebuild_a_profile() {
+    let w = world().await;
+    w.granted(json!({"name": "by_district", "columns": ["person_id", "district", "subsidy"]})).await;
+    w.granted(json!({"name": "by_birth", "columns": ["person_id", "birth_date", "subsidy"]})).await;
+    let a = w.rows(&w.analyst, "SELECT person_id FROM extracts.by_district").await;
+    let b = w.rows(&w.analyst, "SELECT person_id FROM extracts.by_birth").await;
+    let a: HashSet<String> = a.iter().map(|r| r[0].to_string()).collect();
+    let b: HashSet<String> = b.iter().map(|r| r[0].to_string()).collect();
+    assert!(!a.is_empty() && a.is_disjoint(&b), "pseudonyms link two extracts");
+}
+
+/// Leak: the suppressed-class counter bisected a value, and a 413 told whether a person
+/// existed. An answer carries no counter, and a long answer is cut, not refused.
+#[tokio::test]
+async fn no_counter_and_no_size_refusal_tells_anything() {
+    let w = world().await;
+    w.granted(standard()).await;
+    let limits = veil_query::Limits { max_result_rows: 50, ..veil_query::Limits::standard() };
+    let w = World { s: w.s.restart_with(limits).await, ..w };
+    let (status, body) =
+        w.s.post("/v1/query", &w.analyst, json!({"sql": "SELECT * FROM extracts.people", "mode": "deidentified"}))
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"].as_array().unwrap().len(), 50);
+    assert!(body.to_string().contains("rows_capped"), "{body}");
+    assert!(body.get("suppressed_groups").is_none());
+    let (_, body) = w
+        .s
+        .post("/v1/query", &w.analyst, json!({"sql": "SELECT * FROM extracts.people LIMIT 10", "mode": "deidentified"}))
+        .await;
+    assert_eq!(body["rows"].as_array().unwrap().len(), 10);
+    assert!(!body.to_string().contains("rows_capped"));
+}
+
+#[tokio::test]
+async fn deidentified_queries_read_only_the_callers_approved_extracts() {
+    let w = world().await;
+    let id = w.granted(standard()).await;
+    let refused = |token: &str, sql: &str| {
+        let body = json!({"sql": sql, "mode": "deidentified"});
+        let s = &w.s;
+        let token = token.to_owned();
+        async move {
+            let (status, body) = s.post("/v1/query", &token, body).await;
+            (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    assert_eq!(
+        refused(&w.analyst, "SELECT * FROM civil.people").await,
+        (StatusCode::BAD_REQUEST, "deidentified_reads_extracts".into())
+    );
+    assert_eq!(
+        refused(&w.analyst, "SELECT p.* FROM extracts.people p JOIN civil.people c ON p.district = c.district").await,
+        (StatusCode::BAD_REQUEST, "deidentified_reads_extracts".into())
+    );
+    assert_eq!(
+        refused(&w.other_analyst, "SELECT * FROM extracts.people").await,
+        (StatusCode::NOT_FOUND, "unknown_dataset".into()),
+        "an extract is its analyst's alone"
+    );
+    let (status, _) =
+        w.s.post(&format!("/v1/access-requests/{id}/revoke"), &w.steward, json!({"reason": "project ended"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        refused(&w.analyst, "SELECT * FROM extracts.people").await,
+        (StatusCode::NOT_FOUND, "unknown_dataset".into()),
+        "a revoked extract is gone at once"
+    );
+}
+
+#[tokio::test]
+async fn a_new_version_of_the_source_does_not_change_an_approved_extract() {
+    let w = world().await;
+    w.granted(standard()).await;
+    let before = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
+    let (status, body) = w.s.upload(&w.steward, &metadata(), csv().replace(",1999\n", ",5\n").into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let after = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn specs_that_cannot_be_met_or_would_leak_are_refused_clearly() {
+    let w = world().await;
+    let cases = [
+        (
+            json!({"name": "x", "columns": ["person_id", "subsidy"], "l": 50}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "extract_infeasible",
+            "subsidy",
+        ),
+        (
+            json!({"name": "x", "columns": ["person_id", "name"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "identifier_in_extract",
+            "name",
+        ),
+        (
+            json!({"name": "x", "columns": ["district"], "k": 2}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "k_too_small",
+            "at least 5",
+        ),
+        (json!({"name": "x", "columns": ["nowhere"]}), StatusCode::UNPROCESSABLE_ENTITY, "unknown_column", "nowhere"),
+        (
+            json!({"name": "x", "columns": ["birth_date"], "hierarchies": {"birth_date": ["year", "month"]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_extract",
+            "birth_date",
+        ),
+        (
+            json!({"name": "X y", "columns": ["district"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_extract_name",
+            "lowercase",
+        ),
+        (
+            json!({"name": "x", "columns": ["district"], "max_suppression": 0.9}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_extract",
+            "max_suppression",
+        ),
+    ];
+    let refusals = cases.len();
+    for (extract, status, code, mention) in cases {
+        let (got, body) = w.ask(&w.analyst, extract.clone()).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{extract}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(mention), "{extract}: {message}");
+        assert!(!message.contains("1999") && !message.contains("1101"), "{message}");
+    }
+    let (status, body) =
+        w.s.post(
+            "/v1/access-requests",
+            &w.analyst,
+            json!({"dataset": "civil.people", "mode": "deidentified", "purpose": "p", "expires_at": in_a_month()}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_required")));
+    // Refusals that depend on the data are recorded.
+    let denied =
+        w.s.audit_records()
+            .into_iter()
+            .filter(|r| r.entry.action == "access_request.create" && r.entry.decision == "denied")
+            .count();
+    assert_eq!(denied, refusals, "every refusal of an extract is recorded");
+    // Nothing was left behind.
+    let tmp = w.s.data_dir().join("tmp");
+    assert!(w.s.stored_files().iter().all(|f| !f.starts_with(&tmp)), "a refused extract left a file");
+}
