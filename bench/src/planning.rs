@@ -92,7 +92,6 @@ pub(crate) async fn run(args: PlanningArgs) -> Result<()> {
         k: 5,
         datasets: datasets.iter().filter(|d| mentions(sql, d.dataset.name.as_str())).cloned().collect(),
         dry_run: true,
-        pseudonym_key: [0; 32],
         noise_key: [0; 32],
         dp: None,
     };

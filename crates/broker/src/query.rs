@@ -148,22 +148,17 @@ impl Broker {
         let k =
             decision.level.min_group_size().ok_or_else(|| Error::forbidden("core data never leaves its department"))?;
 
-        // Pseudonyms are keyed by the analyst and the grant (or policy line) each dataset is used
-        // under, so outputs under two grants cannot be linked.
         // The audit record says on what basis each dataset was used: a policy line, or an access
         // request with its purpose (PIPL purpose limitation), so an auditor sees why as well as who.
-        let mut scope = caller.principal.user.to_string();
         let mut basis = Vec::with_capacity(decision.checks.len());
         for check in &decision.checks {
             let grant = grants.iter().find(|g| g.dataset == check.dataset && g.mode == mode);
-            scope.push_str(&format!("\n{}:{}", check.dataset, grant.map_or("policy", |g| g.id.as_str())));
             basis.push(match grant {
                 Some(g) => format!("{}: access request {} for \"{}\"", check.dataset, g.id, g.purpose),
                 None => format!("{}: {}", check.dataset, check.reason),
             });
         }
         entry.detail = Some(basis.join("; "));
-        let pseudonym_key = self.catalog.pseudonym_key(&scope);
         let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
         let dp = match mode {
             Mode::Dp => Some(DpParams { epsilon: budget::epsilon(request.epsilon, &caps)?, delta: budget::DELTA }),
@@ -174,7 +169,6 @@ impl Broker {
             k,
             datasets: found.into_iter().map(|(info, path)| session_dataset(info, path)).collect(),
             dry_run: request.dry_run,
-            pseudonym_key,
             dp,
             noise_key: self.noise_key,
         };

@@ -11,12 +11,12 @@ use datafusion::logical_expr::utils::{grouping_set_to_exprlist, split_conjunctio
 use datafusion::logical_expr::{
     BinaryExpr, Distinct, Expr, ExprSchemable, LogicalPlan, Operator, Subquery, WindowFunctionDefinition,
 };
-use veil_common::{Generalization, Mode, Tag};
+use veil_common::Mode;
 
 use crate::lineage::{ColumnLineage, Grain, NodeLineage, SourceColumn, Sources};
 use crate::rules::{
     allow_listed_functions, anon_shape, deny_complement_conditions, deny_identifier_use, deny_reserved_names, dp_shape,
-    restrict_aggregates, return_only_aggregates, return_only_rows,
+    restrict_aggregates, return_only_aggregates,
 };
 use crate::{Contribution, GuardContext, Reach, Rule, Violation};
 
@@ -25,8 +25,6 @@ use crate::{Contribution, GuardContext, Reach, Rule, Violation};
 pub struct Assessment {
     /// The rules that applied and why, for `dry_run` and the audit record.
     pub rules: Vec<AppliedRule>,
-    /// What each output column is, in output order (used by de-identified post-processing).
-    pub outputs: Vec<OutputRole>,
     /// Whether any dataset read has a privacy unit (so thresholds apply).
     pub counts_people: bool,
     /// Dp mode, and aggregate mode over data about people: what each aggregate of the
@@ -74,23 +72,18 @@ pub struct AppliedRule {
     pub detail: String,
 }
 
-/// What an output column carries, as de-identified mode treats it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutputRole {
-    /// A bare identifier: replaced by a keyed pseudonym.
-    Pseudonym,
-    /// Carries a quasi-identifier: part of the k-anonymity class key, generalised by the
-    /// declared rule when it is the bare column.
-    QuasiIdentifier(Option<Generalization>),
-    /// Anything else.
-    Plain,
-}
-
 /// Decides whether `plan` may run in `ctx.mode`.
 ///
 /// # Errors
 /// The first [`Violation`] found.
 pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Violation> {
+    if ctx.mode == Mode::Deidentified {
+        return Err(Violation::new(
+            Rule::DeidentifiedReadsExtracts,
+            None,
+            "deidentified mode reads approved extracts, never source datasets: ask for an extract with a de-identified access request",
+        ));
+    }
     let mut reach = Reach { contribution: Contribution::default(), one_row_per_person: false };
     if ctx.mode == Mode::Dp {
         let agg = dp_shape::check(plan)?;
@@ -113,7 +106,6 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         anonymized,
     };
     let root = walk.plan(plan, &[])?;
-    let mut outputs = Vec::with_capacity(root.columns.len());
     match ctx.mode {
         Mode::Aggregate => {
             return_only_aggregates::check_output(&root, plan.schema())?;
@@ -130,20 +122,6 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
                     "min_group_size",
                     format!(
                         "groups with fewer than {} distinct people are withheld; how many, only the audit record says",
-                        ctx.k
-                    ),
-                );
-            }
-        }
-        Mode::Deidentified => {
-            for (column, field) in root.columns.iter().zip(plan.schema().fields()) {
-                outputs.push(walk.output_role(column, field.name())?);
-            }
-            if walk.counts_people && ctx.k > 0 {
-                walk.note(
-                    "k_anonymity",
-                    format!(
-                        "rows whose quasi-identifier combination holds fewer than {} distinct people are suppressed",
                         ctx.k
                     ),
                 );
@@ -167,6 +145,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
                 ),
             );
         }
+        Mode::Deidentified => {} // refused above
     }
     walk.note(
         "safe_sql",
@@ -175,7 +154,6 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
     );
     Ok(Assessment {
         rules: walk.rules.into_iter().collect(),
-        outputs,
         counts_people: walk.counts_people,
         dp: walk.dp,
         dp_public_keys: walk.dp_public_keys,
@@ -265,25 +243,6 @@ impl Walk<'_> {
             }
         }
         Ok(false)
-    }
-
-    fn output_role(&mut self, column: &ColumnLineage, name: &str) -> Result<OutputRole, Violation> {
-        if column.identifier(&self.sources).is_some() {
-            let Some(bare) = column.bare else {
-                return deny_identifier_use::in_expression(column, &self.sources).map(|()| OutputRole::Plain);
-            };
-            let source = self.sources.get(bare).name.clone();
-            self.note("pseudonymize", format!("`{name}` ({source}) is replaced by a keyed pseudonym"));
-            return Ok(OutputRole::Pseudonym);
-        }
-        if column.row_source_tagged(&self.sources, &[Tag::QuasiIdentifier]).is_some() {
-            let rule = column.bare.and_then(|b| self.sources.get(b).generalize);
-            if let Some(rule) = rule {
-                self.note("generalize", format!("`{name}` is generalized ({rule})"));
-            }
-            return Ok(OutputRole::QuasiIdentifier(rule));
-        }
-        Ok(OutputRole::Plain)
     }
 
     fn plan(&mut self, plan: &LogicalPlan, outer: &[Scope<'_>]) -> Result<NodeLineage, Violation> {
@@ -428,9 +387,6 @@ impl Walk<'_> {
             }
             LogicalPlan::Aggregate(agg) => {
                 let input = self.plan(&agg.input, outer)?;
-                if self.mode() == Mode::Deidentified {
-                    return_only_rows::check(input.grain, "GROUP BY and aggregate functions")?;
-                }
                 let scope = Scope { schema: agg.input.schema(), lineage: &input.columns, grain: input.grain };
                 let keys = grouping_set_to_exprlist(&agg.group_expr).map_err(|_| unsupported("this GROUP BY"))?;
                 let mut columns = Vec::new();
@@ -470,10 +426,7 @@ impl Walk<'_> {
             }
             LogicalPlan::Window(w) => {
                 let input = self.plan(&w.input, outer)?;
-                match self.mode() {
-                    Mode::Deidentified => return_only_rows::check(input.grain, "a window function")?,
-                    _ => return_only_aggregates::check_window(input.grain)?,
-                }
+                return_only_aggregates::check_window(input.grain)?;
                 let scope = Scope { schema: w.input.schema(), lineage: &input.columns, grain: input.grain };
                 let mut columns = input.columns.clone();
                 for e in &w.window_expr {
@@ -486,9 +439,6 @@ impl Walk<'_> {
             }
             LogicalPlan::Distinct(Distinct::All(input)) => {
                 let inner = self.plan(input, outer)?;
-                if self.mode() == Mode::Deidentified {
-                    return_only_rows::check(inner.grain, "DISTINCT")?;
-                }
                 for c in &inner.columns {
                     deny_identifier_use::as_group_key(c, &self.sources)?;
                 }

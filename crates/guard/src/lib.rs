@@ -21,8 +21,8 @@ mod rule;
 mod rules;
 mod violation;
 
-pub use check::{AppliedRule, Assessment, DpAggregate, OutputRole, check};
+pub use check::{AppliedRule, Assessment, DpAggregate, check};
 pub use context::{ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
-pub use rewrite::{ANON_OUTLIERS, ANON_SEED, DP_PREFIX, DP_ROW, DpPlan, FinalLimit, Rewritten, UNIT_PREFIX, rewrite};
+pub use rewrite::{ANON_OUTLIERS, ANON_SEED, DP_PREFIX, DP_ROW, DpPlan, Rewritten, UNIT_PREFIX, rewrite};
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};
 pub use violation::{Rule, Violation};

@@ -44,8 +44,9 @@ pub enum Rule {
     /// A subquery over rows that is not tied to the outer row by a linkable identifier: its
     /// answer (does a row with these values exist?) would escape every threshold.
     UnlinkedSubquery,
-    /// De-identified mode: aggregates, DISTINCT and window functions belong in aggregate mode.
-    DeidentifiedReturnsRows,
+    /// De-identified mode: queries read approved extracts, which the broker runs; the guard
+    /// admits no query over source datasets in this mode.
+    DeidentifiedReadsExtracts,
     /// Dp mode: not one aggregate over the datasets' rows followed only by post-processing.
     DpShape,
     /// Dp mode: an aggregate without a dp mechanism (MIN, MAX, quantiles, …).
@@ -89,7 +90,7 @@ impl Rule {
             Rule::RowLevelWindow => "row_level_window",
             Rule::ComplementCondition => "complement_condition",
             Rule::UnlinkedSubquery => "unlinked_subquery",
-            Rule::DeidentifiedReturnsRows => "deidentified_returns_rows",
+            Rule::DeidentifiedReadsExtracts => "deidentified_reads_extracts",
             Rule::DpShape => "dp_shape",
             Rule::DpAggregateNotSupported => "dp_aggregate_not_supported",
             Rule::DpUnboundedColumn => "dp_unbounded_column",

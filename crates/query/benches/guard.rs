@@ -99,7 +99,6 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
             },
         }],
         dry_run,
-        pseudonym_key: [0; 32],
         noise_key: [0; 32],
         dp: None,
     }

@@ -42,7 +42,6 @@ use veil_common::{DatasetRef, Mode};
 use veil_guard::{AppliedRule, DP_ROW, DpPlan, GuardContext, GuardOutcome, PrivacyGuardRule, violation};
 
 use crate::anon;
-use crate::deidentify::{self, Deidentify};
 use crate::dp::{self, DpParams, NoisyAggregate};
 use crate::{Error, ParsedQuery, Result};
 
@@ -101,8 +100,6 @@ pub struct QueryRequest {
     pub datasets: Vec<SessionDataset>,
     /// Only decide; do not run.
     pub dry_run: bool,
-    /// Key for pseudonyms (de-identified mode), derived for this analyst and grant scope.
-    pub pseudonym_key: [u8; 32],
     /// Dp mode: the epsilon and delta the query spends.
     pub dp: Option<DpParams>,
     /// Aggregate mode over data about people: the installation's secret under which sticky
@@ -351,9 +348,7 @@ impl PlanCache {
             self.drop_oldest();
         }
         self.clock += 1;
-        let mut request = request.clone();
-        request.pseudonym_key = [0; 32];
-        self.by_sql.entry(sql.to_owned()).or_default().push((request, plan, self.clock));
+        self.by_sql.entry(sql.to_owned()).or_default().push((request.clone(), plan, self.clock));
     }
 
     /// Plans kept.
@@ -531,13 +526,7 @@ impl QueryEngine {
             answer.dp = Some(DpReport::new(dp, params, false));
             return Ok(answer);
         }
-        if !answer.executed {
-            return Ok(answer);
-        }
-        match request.mode {
-            Mode::Deidentified => finish_deidentified(answer, &outcome, request.k, &request.pseudonym_key),
-            _ => Ok(answer),
-        }
+        Ok(answer)
     }
 
     /// Aggregate mode over data about people: runs the measuring plan, adds sticky noise to its
@@ -1021,17 +1010,6 @@ fn register(catalog: &MemoryCatalogProvider, schema: &str, name: &str, table: Ar
     Ok(())
 }
 
-fn finish_deidentified(answer: Answer, outcome: &GuardOutcome, k: u64, key: &[u8; 32]) -> Result<Answer> {
-    let job = Deidentify { roles: &outcome.assessment.outputs, unit_columns: &outcome.rewritten.unit_columns, k, key };
-    let (mut batch, suppressed) = deidentify::apply(&job, &answer.schema, &answer.batches)?;
-    if let Some((skip, fetch)) = outcome.rewritten.final_limit {
-        let skip = skip.min(batch.num_rows());
-        let take = fetch.unwrap_or(usize::MAX).min(batch.num_rows() - skip);
-        batch = batch.slice(skip, take);
-    }
-    Ok(Answer { schema: batch.schema(), batches: vec![batch], suppressed_groups: suppressed, ..answer })
-}
-
 /// A planning failure: the guard's refusal, or a message about the SQL (unknown column, type
 /// mismatch). Planning reads no data, so its messages carry none.
 fn planning(e: DataFusionError) -> Error {
@@ -1160,7 +1138,6 @@ mod tests {
                 })
                 .collect(),
             dry_run: false,
-            pseudonym_key: [7; 32],
             dp: Some(DpParams { epsilon: 1.0, delta: 1e-7 }),
             noise_key: [9; 32],
         }
@@ -1172,7 +1149,6 @@ mod tests {
         let outcome = GuardOutcome {
             assessment: veil_guard::Assessment {
                 rules: Vec::new(),
-                outputs: Vec::new(),
                 counts_people: true,
                 dp: Vec::new(),
                 dp_public_keys: None,
@@ -1185,8 +1161,6 @@ mod tests {
             rewritten: veil_guard::Rewritten {
                 plan: plan.clone(),
                 suppressed_groups: Arc::default(),
-                unit_columns: Vec::new(),
-                final_limit: None,
                 dp: None,
                 anonymized: None,
             },

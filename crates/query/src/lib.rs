@@ -11,7 +11,6 @@
 //! the requested mode, so a hidden dataset does not exist for the query, not even in an error.
 
 mod anon;
-mod deidentify;
 mod dp;
 mod engine;
 mod error;

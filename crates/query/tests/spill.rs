@@ -50,7 +50,6 @@ async fn join(engine: &QueryEngine, datasets: &[SessionDataset]) -> Result<Vec<i
         k: 0,
         datasets: datasets.to_vec(),
         dry_run: false,
-        pseudonym_key: [0; 32],
         noise_key: [0; 32],
         dp: None,
     };

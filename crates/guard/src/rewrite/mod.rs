@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use datafusion::common::Result;
-use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
+use datafusion::logical_expr::LogicalPlan;
 use veil_common::Mode;
 
 use crate::{Assessment, GuardContext};
@@ -28,21 +28,12 @@ pub struct Rewritten {
     pub plan: LogicalPlan,
     /// Groups dropped by the threshold, counted while the plan runs.
     pub suppressed_groups: Arc<AtomicU64>,
-    /// De-identified mode: names of the privacy-unit columns appended to the output, which the
-    /// query layer uses for k-anonymity and then drops.
-    pub unit_columns: Vec<String>,
-    /// De-identified mode: the query's outermost `OFFSET`/`LIMIT` as `(skip, fetch)`, taken off
-    /// the plan so that k-anonymity is judged on the whole answer and the limit applied after.
-    pub final_limit: Option<FinalLimit>,
     /// Dp mode: how to finish the answer once the bounded totals have their noise.
     pub dp: Option<DpPlan>,
     /// Aggregate mode over data about people: how to finish the answer once the measured
     /// totals have their sticky noise (the plan's layout is [`anonymize::bound`]'s).
     pub anonymized: Option<DpPlan>,
 }
-
-/// `(skip, fetch)` of an outermost OFFSET/LIMIT.
-pub type FinalLimit = (usize, Option<usize>);
 
 /// Rewrites a checked plan for `ctx.mode`, with what the check found (dp mode uses its
 /// classification of the answer's aggregates and keys).
@@ -53,23 +44,9 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
     let plan = safe_arithmetic::rewrite(plan)?;
     let suppressed_groups = Arc::new(AtomicU64::new(0));
     let mut threshold = enforce_min_group_size::Threshold::new(ctx, Arc::clone(&suppressed_groups));
-    let rewritten = |plan, dp, anonymized| Rewritten {
-        plan,
-        suppressed_groups: Arc::clone(&suppressed_groups),
-        unit_columns: Vec::new(),
-        final_limit: None,
-        dp,
-        anonymized,
-    };
+    let rewritten =
+        |plan, dp, anonymized| Rewritten { plan, suppressed_groups: Arc::clone(&suppressed_groups), dp, anonymized };
     match ctx.mode {
-        Mode::Deidentified => {
-            let (plan, final_limit) = peel_limit(plan)?;
-            let columns = plan.schema().columns();
-            let threaded = threshold.thread(plan)?;
-            let unit_columns: Vec<String> = threaded.units.iter().map(|_| threshold.hidden()).collect();
-            let plan = enforce_min_group_size::append_hidden(&columns, threaded, &unit_columns)?;
-            Ok(Rewritten { unit_columns, final_limit, ..rewritten(plan, None, None) })
-        }
         Mode::Dp => {
             let (plan, dp) = bound_contributions::bound(plan, assessment, &mut threshold)?;
             Ok(rewritten(plan, Some(dp), None))
@@ -79,16 +56,7 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
             Ok(rewritten(plan, None, Some(anonymized)))
         }
         Mode::Aggregate => Ok(rewritten(threshold.apply(plan)?, None, None)),
-    }
-}
-
-/// Takes a constant outermost LIMIT/OFFSET off `plan`.
-fn peel_limit(plan: LogicalPlan) -> Result<(LogicalPlan, Option<FinalLimit>)> {
-    let LogicalPlan::Limit(limit) = &plan else { return Ok((plan, None)) };
-    match (limit.get_skip_type()?, limit.get_fetch_type()?) {
-        (SkipType::Literal(skip), FetchType::Literal(fetch)) => {
-            Ok((Arc::unwrap_or_clone(Arc::clone(&limit.input)), Some((skip, fetch))))
-        }
-        _ => Ok((plan, None)),
+        // The check refuses it: de-identified queries read extracts, outside the guard.
+        Mode::Deidentified => Err(datafusion::common::DataFusionError::Plan("deidentified mode reads extracts".into())),
     }
 }
