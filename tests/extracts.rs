@@ -36,25 +36,27 @@ fn metadata() -> Value {
             "district": {"tag": "quasi_identifier"},
             "birth_date": {"tag": "quasi_identifier", "type": "date"},
             "living_alone": {"tag": "attribute"},
-            "subsidy": {"tag": "sensitive", "bounds": [0, 2000]}
+            "subsidy": {"tag": "sensitive", "bounds": [0, 2000]},
+            "diagnosis": {"tag": "sensitive"}
         }
     })
 }
 
 /// 300 look-alike people in four districts, born 1940–1959, and the planted person.
 fn csv() -> String {
-    let mut out = String::from("person_id,name,district,birth_date,living_alone,subsidy\n");
+    let mut out = String::from("person_id,name,district,birth_date,living_alone,subsidy,diagnosis\n");
     for i in 0..300 {
         let district = ["甲区", "乙区", "丙区", "丁区"][i % 4];
         let year = 1940 + (i * 7) % 20;
         let (month, day) = (i % 12 + 1, (i * 5) % 28 + 1);
         out.push_str(&format!(
-            "1101{year}{month:02}{day:02}{i:06},居民{i},{district},{year}-{month:02}-{day:02},{},{}\n",
+            "1101{year}{month:02}{day:02}{i:06},居民{i},{district},{year}-{month:02}-{day:02},{},{},{}\n",
             i % 3 == 0,
-            100 + (i % 9) * 100
+            100 + (i % 9) * 100,
+            ["I10", "E11", "J45"][i % 3]
         ));
     }
-    out.push_str(&format!("{TARGET_ID},目标,{TARGET_DISTRICT},{TARGET_BIRTH},true,{TARGET_SUBSIDY}\n"));
+    out.push_str(&format!("{TARGET_ID},目标,{TARGET_DISTRICT},{TARGET_BIRTH},true,{TARGET_SUBSIDY},C50\n"));
     out
 }
 
@@ -154,6 +156,7 @@ async fn an_extract_is_asked_for_reported_approved_and_queried() {
     assert_eq!(asked["state"], "pending");
     assert_eq!(asked["extract"]["name"], "people");
     assert!(asked["extract"]["report"].is_null(), "the analyst sees no report before approval: {asked}");
+    assert!(asked["extract"]["rows"].is_null(), "nor how many rows: {asked}");
     let id = asked["id"].as_str().unwrap();
 
     // Not readable while pending.
@@ -266,6 +269,35 @@ async fn the_difference_of_two_answers_is_whole_classes() {
     }
 }
 
+/// Red team: two extracts of the same people with different quasi-identifiers, asked for by
+/// two analysts and each k-anonymous alone, were joined on their exact sensitive values and left
+/// the planted person alone. Every extract of a dataset is a projection of one base release, so
+/// the join still leaves the target among at least k people.
+#[tokio::test]
+async fn two_extracts_joined_on_their_values_still_hide_the_target() {
+    let w = world().await;
+    w.granted(json!({"name": "a", "columns": ["district", "birth_date", "living_alone", "subsidy"]})).await;
+    w.granted(json!({"name": "b", "columns": ["birth_date", "living_alone", "subsidy"], "hierarchies": {"birth_date": ["year"]}}))
+        .await;
+    let a = w.rows(&w.analyst, "SELECT district, birth_date, living_alone, subsidy FROM extracts.a").await;
+    let b = w.rows(&w.analyst, "SELECT birth_date, living_alone, subsidy FROM extracts.b").await;
+    let in_b: HashSet<(String, String)> = b
+        .iter()
+        .filter(|r| covers(r[0].as_str().unwrap_or("*"), TARGET_BIRTH))
+        .map(|r| (r[1].to_string(), r[2].to_string()))
+        .collect();
+    let possible = a
+        .iter()
+        .filter(|r| {
+            covers(r[0].as_str().unwrap_or("*"), TARGET_DISTRICT) && covers(r[1].as_str().unwrap_or("*"), TARGET_BIRTH)
+        })
+        .filter(|r| in_b.contains(&(r[2].to_string(), r[3].to_string())))
+        .count();
+    assert!(possible == 0 || possible >= K, "joining two extracts leaves {possible} rows like the target");
+    let exact = a.iter().chain(&b).filter(|r| r.iter().any(|v| v == &json!(TARGET_SUBSIDY))).count();
+    assert!(exact == 0 || exact >= K, "the target's subsidy appears in {exact} rows");
+}
+
 /// Leak: five separately safe answers (the pseudonym with gender, district, year, month, day)
 /// rebuilt a unique profile. An extract is one release: its pseudonyms are its own, so two
 /// extracts, even of the same columns, cannot be linked, and the steward approves each.
@@ -345,10 +377,18 @@ async fn a_new_version_of_the_source_does_not_change_an_approved_extract() {
     let w = world().await;
     w.granted(standard()).await;
     let before = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
-    let (status, body) = w.s.upload(&w.steward, &metadata(), csv().replace(",1999\n", ",5\n").into_bytes()).await;
+    let (status, body) =
+        w.s.upload(&w.steward, &metadata(), csv().replace(",1999,C50\n", ",5,C50\n").into_bytes()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let after = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
     assert_eq!(before, after);
+    // An extract of the new version warns the steward that the two versions can be compared.
+    let (status, asked) = w.ask(&w.analyst, json!({"name": "people_v2", "columns": ["district", "subsidy"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{asked}");
+    let (_, listed) = w.s.get("/v1/access-requests", &w.steward).await;
+    let report = &listed.as_array().unwrap().iter().find(|r| r["id"] == asked["id"]).unwrap()["extract"]["report"];
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("version(s) 1 of civil.people"), "{report}");
 }
 
 #[tokio::test]
@@ -356,10 +396,16 @@ async fn specs_that_cannot_be_met_or_would_leak_are_refused_clearly() {
     let w = world().await;
     let cases = [
         (
-            json!({"name": "x", "columns": ["person_id", "subsidy"], "l": 50}),
+            json!({"name": "x", "columns": ["person_id", "diagnosis"], "l": 5}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "extract_infeasible",
-            "subsidy",
+            "diagnosis",
+        ),
+        (
+            json!({"name": "x", "columns": ["district"], "l": 50}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "l_too_large",
+            "at most 10",
         ),
         (
             json!({"name": "x", "columns": ["person_id", "name"]}),

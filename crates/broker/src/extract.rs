@@ -19,6 +19,14 @@ use crate::{Broker, Caller, Error, Rule, now_unix};
 pub const DEFAULT_MAX_SUPPRESSION: f64 = 0.05;
 /// Distinct values of each sensitive column per class unless the request asks for more.
 pub const DEFAULT_L: u64 = 2;
+/// The share of records the base release of a dataset may suppress (an extract may suppress
+/// its own share on top).
+pub const BASE_MAX_SUPPRESSION: f64 = 0.1;
+/// The largest `k` a request may ask for: a larger one would only tell, by its refusal, how
+/// many people a small dataset holds.
+pub const MAX_K: u64 = 100;
+/// The largest `l` a request may ask for.
+pub const MAX_L: u64 = 10;
 
 /// What an analyst asks for.
 #[derive(Debug, Clone)]
@@ -65,11 +73,14 @@ impl Broker {
             return Err(Error::new(ErrorKind::Forbidden, "mode_not_allowed", why));
         }
         let spec = self.extract_spec(&info, &request)?;
-        let mut read = spec.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
-        if let Some(unit) = &spec.unit
-            && !read.contains(unit)
-        {
-            read.push(unit.clone());
+        let base_key =
+            self.catalog.pseudonym_key(&format!("\0extract base\n{}\n{}", info.dataset, info.current_version));
+        let base = base_spec(&info, &spec, base_key);
+        let mut read: Vec<String> = Vec::new();
+        for name in spec.columns.iter().chain(&base.columns).map(|c| &c.name).chain(spec.unit.iter()) {
+            if !read.contains(name) {
+                read.push(name.clone());
+            }
         }
         let staged = self.catalog.dir().tmp_file("parquet");
         let target = staged.clone();
@@ -79,7 +90,7 @@ impl Broker {
             let mut progress = |p: veil_extract::Progress| {
                 tracing::info!(dataset = %dataset, stage = p.stage, done = p.done, total = p.total, "building extract");
             };
-            let extract = veil_extract::build(&input, &spec, &mut progress)?;
+            let extract = build_in_base(&input, base, &spec, &mut progress)?;
             veil_extract::write_parquet(&extract.batch, &target)?;
             Ok(extract.report)
         })
@@ -92,13 +103,29 @@ impl Broker {
                 return Err(extract_error(e));
             }
         };
+        let released = self.blocking({
+            let dataset = request.dataset.clone();
+            move |c| c.released_extract_versions(&dataset)
+        });
+        let earlier: Vec<String> =
+            released.await?.into_iter().filter(|v| *v != info.current_version).map(|v| v.to_string()).collect();
+        let mut report_json = serde_json::to_value(&report).map_err(Error::internal)?;
+        let mut warnings = Vec::new();
+        if !earlier.is_empty() {
+            warnings.push(format!(
+                "extracts of version(s) {} of {} were already released: anyone holding an extract of each version can compare them and see who was added, removed or changed",
+                earlier.join(", "),
+                info.dataset
+            ));
+        }
+        report_json["warnings"] = serde_json::json!(warnings);
         let new = NewExtract {
             name: request.name.clone(),
             spec: spec_json(&request),
             source_version: info.current_version,
             staged,
             rows: report.records,
-            report: serde_json::to_string(&report).map_err(Error::internal)?,
+            report: report_json.to_string(),
         };
         let user = caller.principal.user.clone();
         let dataset = request.dataset.clone();
@@ -150,7 +177,7 @@ impl Broker {
                                 .map_err(|e| invalid("invalid_hierarchy", format!("hierarchy of `{name}`: {e}")))
                         })
                         .transpose()?;
-                    Role::QuasiIdentifier { ladder, declared: column.generalize }
+                    Role::QuasiIdentifier { ladder, floor: column.generalize.map(Step::from) }
                 }
                 Tag::Sensitive => Role::Sensitive { bounds: column.bounds },
                 Tag::Attribute => Role::Attribute,
@@ -163,14 +190,11 @@ impl Broker {
                 format!("a hierarchy is given for `{column}`, which is not a quasi-identifier column of the extract"),
             ));
         }
-        let level_k = info
-            .level
-            .min_group_size()
-            .ok_or_else(|| {
-                Error::new(ErrorKind::Forbidden, "mode_not_allowed", "core data never leaves its department")
-            })?
-            .max(veil_extract::MIN_K);
+        let level_k = level_k(info)?;
         let k = match request.k {
+            Some(k) if k > MAX_K => {
+                return Err(invalid("k_too_large", format!("k may be at most {MAX_K}")));
+            }
             Some(k) if k < level_k => {
                 return Err(invalid(
                     "k_too_small",
@@ -184,6 +208,9 @@ impl Broker {
             None => level_k,
         };
         let l = match request.l {
+            Some(l) if l > MAX_L => {
+                return Err(invalid("l_too_large", format!("l may be at most {MAX_L}")));
+            }
             Some(l) if l < DEFAULT_L => {
                 return Err(invalid("l_too_small", format!("l may only be raised above {DEFAULT_L}")));
             }
@@ -198,6 +225,7 @@ impl Broker {
             k,
             l,
             max_suppression: request.max_suppression.unwrap_or(DEFAULT_MAX_SUPPRESSION),
+            max_rows_per_person: None,
             key,
         })
     }
@@ -278,6 +306,64 @@ impl Broker {
             });
         }
         Ok(Done { answer, level: level.as_str().to_owned(), k, policy: rules, budget: None })
+    }
+}
+
+/// The `k` of extracts of `info`: the level's, and at least [`veil_extract::MIN_K`].
+fn level_k(info: &DatasetInfo) -> Result<u64, Error> {
+    info.level
+        .min_group_size()
+        .map(|k| k.max(veil_extract::MIN_K))
+        .ok_or_else(|| Error::new(ErrorKind::Forbidden, "mode_not_allowed", "core data never leaves its department"))
+}
+
+/// The dataset's base release: its privacy unit (as if kept), every quasi-identifier from its
+/// declared generalization and every sensitive column, at the level's `k`, the default `l` and
+/// [`BASE_MAX_SUPPRESSION`], each person's rows capped at the dataset's dp contribution bound.
+/// Every extract of a dataset version is built as a projection of it; `key` (fixed per dataset
+/// version) picks the rows a cap leaves out, so every extract sees the same base.
+fn base_spec(info: &DatasetInfo, spec: &Spec, key: [u8; 32]) -> Spec {
+    let mut columns = Vec::new();
+    if let Some(unit) = &info.privacy_unit {
+        columns.push(ColumnSpec { name: unit.clone(), role: Role::Pseudonym });
+    }
+    for c in &info.columns {
+        let role = match c.tag {
+            Tag::QuasiIdentifier => Role::QuasiIdentifier { ladder: None, floor: c.generalize.map(Step::from) },
+            Tag::Sensitive => Role::Sensitive { bounds: c.bounds },
+            Tag::Identifier | Tag::Attribute => continue,
+        };
+        columns.push(ColumnSpec { name: c.name.clone(), role });
+    }
+    Spec {
+        columns,
+        unit: info.privacy_unit.clone(),
+        k: level_k(info).unwrap_or(spec.k),
+        l: DEFAULT_L,
+        max_suppression: BASE_MAX_SUPPRESSION,
+        // Where people have several rows, as many as the steward's dp contribution bound allows.
+        max_rows_per_person: (!info.one_row_per_unit).then(|| info.dp.max_groups.saturating_mul(info.dp.max_rows)),
+        key,
+    }
+}
+
+/// Builds `spec` within `base`. A sensitive column the extract does not ask for and that has too
+/// few distinct values for the base's `l` leaves the base rather than blocking every extract.
+fn build_in_base(
+    input: &[veil_extract::RecordBatch],
+    mut base: Spec,
+    spec: &Spec,
+    progress: &mut dyn FnMut(veil_extract::Progress),
+) -> Result<veil_extract::Extract, veil_extract::Error> {
+    loop {
+        match veil_extract::build_within(input, &base, spec, progress) {
+            Err(veil_extract::Error::Infeasible { column: Some(c), .. })
+                if !spec.columns.iter().any(|s| s.name == c) && base.columns.iter().any(|b| b.name == c) =>
+            {
+                base.columns.retain(|b| b.name != c);
+            }
+            other => return other,
+        }
     }
 }
 

@@ -39,7 +39,7 @@ use veil_policy::{CasbinPolicy, Grant, Membership, PolicyFiles, Subject};
 
 pub use budget::Budget;
 pub use error::Error;
-pub use extract::{DEFAULT_L, DEFAULT_MAX_SUPPRESSION, ExtractRequest};
+pub use extract::{BASE_MAX_SUPPRESSION, DEFAULT_L, DEFAULT_MAX_SUPPRESSION, ExtractRequest, MAX_K, MAX_L};
 pub use veil_query::{Answer, DpReport, Limits};
 
 /// Who asks: the signed-in principal and, where the protocol has one, the request id that the

@@ -225,6 +225,22 @@ impl Catalog {
         Ok(self.extract(&id)?.map(|e| (request, e)))
     }
 
+    /// The source versions of `dataset` that approved (or once approved) extracts were built
+    /// from.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn released_extract_versions(&self, dataset: &DatasetRef) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT e.source_version FROM extracts e JOIN access_requests r ON r.id = e.request_id
+              WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')
+              ORDER BY 1",
+        )?;
+        let rows = stmt.query_map(params![dataset.department.as_str(), dataset.name.as_str()], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn extract_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<ExtractInfo> {
         Ok(ExtractInfo {
             request_id: r.get(0)?,

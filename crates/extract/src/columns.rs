@@ -26,10 +26,15 @@ pub(crate) struct Table {
     pub(crate) linked: bool,
     pub(crate) qis: Vec<Qi>,
     pub(crate) sensitive: Vec<Sensitive>,
+    /// Rows left out because their privacy unit is missing.
+    pub(crate) without_unit: u64,
+    /// Rows left out because their person had more than the cap.
+    pub(crate) over_cap: u64,
 }
 
 /// A quasi-identifier.
 pub(crate) struct Qi {
+    pub(crate) name: String,
     pub(crate) ladder: Vec<Step>,
     /// Per row: the id of its distinct value.
     pub(crate) base: Vec<u32>,
@@ -43,11 +48,17 @@ pub(crate) struct Qi {
     pub(crate) mean_loss: Vec<f64>,
 }
 
+/// The code of a missing sensitive value: not a value `l` counts.
+pub(crate) const NULL_CODE: u32 = u32::MAX;
+
 /// A sensitive column.
 pub(crate) struct Sensitive {
     pub(crate) name: String,
-    /// Per row: the id of its released (coded) value.
+    /// Per row: the id of its released (coded) value as `l` counts it (text trimmed and
+    /// lowercased, so `HIV ` and `hiv` are one value), [`NULL_CODE`] for a missing one.
     pub(crate) codes: Vec<u32>,
+    /// The bounds numbers were coded to.
+    pub(crate) bounds: Option<(f64, f64)>,
     /// The released values, row-aligned with the input.
     pub(crate) released: ArrayRef,
     /// How numbers were coded, for the report.
@@ -62,14 +73,40 @@ impl Table {
     pub(crate) fn encode(input: &[RecordBatch], spec: &Spec) -> Result<Self> {
         let schema =
             input.first().map(RecordBatch::schema).ok_or_else(|| Error::Spec("the dataset is empty".into()))?;
-        let input = concat_batches(&schema, input)?;
+        let mut input = concat_batches(&schema, input)?;
+        // A row nobody can be counted for cannot be released: k would not hold for it.
+        let mut without_unit = 0;
+        if let Some(unit) = &spec.unit {
+            let i = input.schema().index_of(unit).map_err(|_| Error::UnknownColumn(unit.clone()))?;
+            without_unit = input.column(i).null_count() as u64;
+            if without_unit > 0 {
+                let present = arrow::compute::is_not_null(input.column(i))?;
+                input = arrow::compute::filter_record_batch(&input, &present)?;
+            }
+        }
+        let rows = input.num_rows();
+        let (mut units, people) = match &spec.unit {
+            Some(unit) => intern_units(
+                input
+                    .schema()
+                    .index_of(unit)
+                    .map(|i| input.column(i))
+                    .map_err(|_| Error::UnknownColumn(unit.clone()))?,
+            )?,
+            None => ((0..rows as u32).collect(), rows),
+        };
+        let mut over_cap = 0;
+        if let Some(cap) = spec.max_rows_per_person.filter(|_| people < rows) {
+            let keep = capped(&units, people, cap, &spec.key);
+            over_cap = keep.false_count() as u64;
+            if over_cap > 0 {
+                input = arrow::compute::filter_record_batch(&input, &keep)?;
+                units = units.iter().zip(keep.values().iter()).filter(|(_, k)| *k).map(|(u, _)| *u).collect();
+            }
+        }
+        let rows = input.num_rows();
         let column = |name: &str| -> Result<&ArrayRef> {
             input.schema().index_of(name).map(|i| input.column(i)).map_err(|_| Error::UnknownColumn(name.to_owned()))
-        };
-        let rows = input.num_rows();
-        let (units, people) = match &spec.unit {
-            Some(unit) => intern_units(column(unit)?)?,
-            None => ((0..rows as u32).collect(), rows),
         };
         let linked = people < rows && spec.columns.iter().any(|c| matches!(c.role, Role::Pseudonym));
         let mut qis = Vec::new();
@@ -77,19 +114,44 @@ impl Table {
         for c in &spec.columns {
             let array = column(&c.name)?;
             match &c.role {
-                Role::QuasiIdentifier { ladder, declared } => {
-                    qis.push(encode_qi(&c.name, array, ladder.as_deref(), *declared)?);
+                Role::QuasiIdentifier { ladder, floor } => {
+                    qis.push(encode_qi(&c.name, array, ladder.as_deref(), *floor)?);
                 }
                 Role::Sensitive { bounds } => sensitive.push(encode_sensitive(&c.name, array, *bounds)?),
                 Role::Pseudonym | Role::Attribute => {}
             }
         }
-        Ok(Table { input, units, people, linked, qis, sensitive })
+        Ok(Table { input, units, people, linked, qis, sensitive, without_unit, over_cap })
     }
 }
 
-/// Dense person ids; every row without a unit counts as one and the same person (so `k` is
-/// never met by rows nobody can tell apart).
+/// Which rows to keep so that no person has more than `cap`: each person's rows with the
+/// smallest keyed hash of their position, so the choice is fixed by the key and the input.
+fn capped(units: &[u32], people: usize, cap: u64, key: &[u8; 32]) -> arrow::array::BooleanArray {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut order: Vec<(u32, u64, usize)> = units
+        .iter()
+        .enumerate()
+        .map(|(row, u)| {
+            let tag = ring::hmac::sign(&key, &(row as u64).to_le_bytes());
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&tag.as_ref()[..8]);
+            (*u, u64::from_le_bytes(bytes), row)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut keep = vec![false; units.len()];
+    let mut seen = vec![0u64; people];
+    for (u, _, row) in order {
+        if seen[u as usize] < cap {
+            seen[u as usize] += 1;
+            keep[row] = true;
+        }
+    }
+    keep.into_iter().map(Some).collect()
+}
+
+/// Dense person ids (rows without a unit were left out before).
 fn intern_units(array: &ArrayRef) -> Result<(Vec<u32>, usize)> {
     let text = cast(array, &DataType::Utf8)?;
     let text = text.as_string::<i32>();
@@ -159,12 +221,7 @@ fn key(v: &Value) -> (u8, u64, &str) {
     }
 }
 
-fn encode_qi(
-    name: &str,
-    array: &ArrayRef,
-    ladder: Option<&[Step]>,
-    declared: Option<veil_common::Generalization>,
-) -> Result<Qi> {
+fn encode_qi(name: &str, array: &ArrayRef, ladder: Option<&[Step]>, floor: Option<Step>) -> Result<Qi> {
     let kind = kind(name, array.data_type(), "a quasi-identifier")?;
     let values = values(array, kind)?;
     let mut ids: HashMap<(u8, u64, &str), u32> = HashMap::new();
@@ -179,7 +236,7 @@ fn encode_qi(
         })
         .collect();
     let ladder = match ladder {
-        Some(steps) => hierarchy::checked_ladder(name, kind, steps)?,
+        Some(steps) => hierarchy::from_floor(name, kind, floor, hierarchy::checked_ladder(name, kind, steps)?)?,
         None => {
             let numbers = distinct.iter().filter_map(|v| if let Value::Number(n) = v { Some(*n) } else { None });
             let (lo, hi) = numbers.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), n| (lo.min(n), hi.max(n)));
@@ -191,7 +248,7 @@ fn encode_qi(
             });
             let first = lengths.next();
             let codes = first.filter(|n| (2..=18).contains(n) && lengths.all(|m| Some(m) == first));
-            hierarchy::default_ladder(name, kind, declared, range, codes)?
+            hierarchy::default_ladder(name, kind, floor, range, codes)?
         }
     };
     let integer = kind == Kind::Integer;
@@ -240,11 +297,12 @@ fn encode_qi(
         labels.push(level_labels);
         loss.push(level_loss);
     }
-    Ok(Qi { ladder, base, codes, labels, loss, mean_loss })
+    Ok(Qi { name: name.to_owned(), ladder, base, codes, labels, loss, mean_loss })
 }
 
 fn encode_sensitive(name: &str, array: &ArrayRef, bounds: Option<(f64, f64)>) -> Result<Sensitive> {
     let kind = kind(name, array.data_type(), "a sensitive column")?;
+    let mut used = None;
     let (released, coding): (ArrayRef, _) = match kind {
         Kind::Integer | Kind::Float => {
             let numbers = cast(array, &DataType::Float64)?;
@@ -257,6 +315,7 @@ fn encode_sensitive(name: &str, array: &ArrayRef, bounds: Option<(f64, f64)>) ->
                     (lo, hi, "coded to the 1st and 99th percentiles (no bounds declared)")
                 }
             };
+            used = Some((lo, hi));
             let clamped: Float64Array =
                 numbers.iter().map(|v| v.filter(|v| v.is_finite()).map(|v| v.clamp(lo, hi))).collect();
             if kind == Kind::Integer {
@@ -269,16 +328,19 @@ fn encode_sensitive(name: &str, array: &ArrayRef, bounds: Option<(f64, f64)>) ->
         _ => (Arc::clone(array), None),
     };
     let text = cast(&released, &DataType::Utf8)?;
-    let mut ids: HashMap<Option<&str>, u32> = HashMap::new();
+    let mut ids: HashMap<String, u32> = HashMap::new();
     let codes = text
         .as_string::<i32>()
         .iter()
-        .map(|v| {
-            let next = ids.len() as u32;
-            *ids.entry(v).or_insert(next)
+        .map(|v| match v.map(|v| v.trim().to_lowercase()).filter(|v| !v.is_empty()) {
+            None => NULL_CODE,
+            Some(v) => {
+                let next = ids.len() as u32;
+                *ids.entry(v).or_insert(next)
+            }
         })
         .collect();
-    Ok(Sensitive { name: name.to_owned(), codes, released, coding })
+    Ok(Sensitive { name: name.to_owned(), codes, released, coding, bounds: used })
 }
 
 /// The 1st and 99th percentiles of the finite values (nearest rank); (0, 0) when there are none.

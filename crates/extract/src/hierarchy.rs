@@ -7,8 +7,6 @@
 
 use std::fmt;
 
-use veil_common::Generalization;
-
 use crate::{Error, Result};
 
 /// One rung of a hierarchy.
@@ -170,13 +168,13 @@ fn civil(days: i32) -> (i32, u32, u32) {
     (y, m, d)
 }
 
-/// The default ladder for a column of `kind`, starting no finer than the steward's declared
-/// generalization. `range` is the span of the column's values (declared bounds, else the data's),
-/// `codes` the common length of fixed-length codes when every value is one.
+/// The default ladder for a column of `kind`, starting no finer than `floor`. `range` is the
+/// span of the column's values (declared bounds, else the data's), `codes` the common length of
+/// fixed-length codes when every value is one.
 pub(crate) fn default_ladder(
     column: &str,
     kind: Kind,
-    declared: Option<Generalization>,
+    floor: Option<Step>,
     range: Option<f64>,
     codes: Option<usize>,
 ) -> Result<Vec<Step>> {
@@ -205,40 +203,63 @@ pub(crate) fn default_ladder(
         },
         Kind::Boolean => vec![Step::Exact],
     };
-    if let Some(rule) = declared {
-        steps = from_declared(column, kind, rule, steps)?;
-    }
     steps.push(Step::Suppressed);
-    Ok(steps)
+    from_floor(column, kind, floor, steps)
 }
 
-/// The ladder cut to start at the steward's declared generalization (the finest form the
-/// column may ever take in a release).
-fn from_declared(column: &str, kind: Kind, rule: Generalization, steps: Vec<Step>) -> Result<Vec<Step>> {
-    let bad = |why: &str| Error::Hierarchy { column: column.to_owned(), reason: why.to_owned() };
-    let first = match rule {
-        Generalization::Month => Step::Month,
-        Generalization::Year => Step::Year,
-        Generalization::Prefix(n) => Step::Prefix(n as usize),
-        Generalization::Band(w) => Step::Band(f64::from(w)),
-        Generalization::Suppress => return Ok(Vec::new()),
-    };
-    match (first, kind) {
-        (Step::Month | Step::Year, Kind::Date | Kind::Timestamp) => {
-            Ok(steps.into_iter().skip_while(|s| *s != first).collect())
-        }
-        (Step::Band(w), Kind::Integer | Kind::Float) => {
-            // The declared band, then the default bands that it nests in.
-            let mut out = vec![Step::Band(w)];
-            out.extend(steps.into_iter().filter(|s| matches!(s, Step::Band(v) if *v > w && nests(w, *v))));
-            Ok(out)
-        }
-        (Step::Prefix(n), Kind::Text) => {
-            let mut out = vec![Step::Prefix(n)];
-            out.extend(steps.into_iter().filter(|s| matches!(s, Step::Prefix(m) if *m < n)));
-            Ok(out)
-        }
-        _ => Err(bad(&format!("the declared generalization `{rule}` does not apply to this column's type"))),
+/// The ladder cut to start at `floor` (the finest form the column may take: the steward's
+/// declared generalization, or the level the dataset's base release uses): the floor, then the
+/// ladder's steps that contain it.
+pub(crate) fn from_floor(column: &str, kind: Kind, floor: Option<Step>, steps: Vec<Step>) -> Result<Vec<Step>> {
+    let Some(floor) = floor else { return Ok(steps) };
+    if floor == Step::Suppressed {
+        return Ok(vec![Step::Suppressed]);
+    }
+    if rank(floor, kind).is_none() {
+        return Err(Error::Hierarchy {
+            column: column.to_owned(),
+            reason: format!("the declared generalization `{floor}` does not apply to this column's type"),
+        });
+    }
+    let mut out = vec![floor];
+    out.extend(steps.into_iter().filter(|s| *s != floor && contains(floor, *s)));
+    Ok(out)
+}
+
+/// Whether every class of `fine` lies inside one class of `coarse`.
+pub(crate) fn contains(fine: Step, coarse: Step) -> bool {
+    use Step::*;
+    match (fine, coarse) {
+        (_, Suppressed) | (Exact, _) => true,
+        (Day, Day | Month | Quarter | Year | Years(_)) => true,
+        (Month, Month | Quarter | Year | Years(_)) => true,
+        (Quarter, Quarter | Year | Years(_)) => true,
+        (Year, Year | Years(_)) => true,
+        (Years(a), Years(b)) => b % a == 0,
+        (Band(a), Band(b)) => nests(a, b),
+        (Prefix(a), Prefix(b)) => b <= a,
+        _ => false,
+    }
+}
+
+/// The coarser of two steps of one column, when one contains the other (else `a`).
+pub(crate) fn coarser(a: Step, b: Step) -> Step {
+    if contains(a, b) { b } else { a }
+}
+
+/// Where a step sits among the steps that apply to `kind`; `None` when it does not apply.
+fn rank(step: Step, kind: Kind) -> Option<u32> {
+    match (step, kind) {
+        (Step::Exact, _) => Some(0),
+        (Step::Day, Kind::Date | Kind::Timestamp) => Some(1),
+        (Step::Month, Kind::Date | Kind::Timestamp) => Some(2),
+        (Step::Quarter, Kind::Date | Kind::Timestamp) => Some(3),
+        (Step::Year, Kind::Date | Kind::Timestamp) => Some(4),
+        (Step::Years(n), Kind::Date | Kind::Timestamp) => Some(4 + n),
+        (Step::Band(_), Kind::Integer | Kind::Float) => Some(1),
+        (Step::Prefix(_), Kind::Text) => Some(1),
+        (Step::Suppressed, _) => Some(u32::MAX),
+        _ => None,
     }
 }
 
@@ -276,32 +297,13 @@ fn nests(fine: f64, coarse: f64) -> bool {
 /// appends `*`.
 pub(crate) fn checked_ladder(column: &str, kind: Kind, steps: &[Step]) -> Result<Vec<Step>> {
     let bad = |why: String| Error::Hierarchy { column: column.to_owned(), reason: why };
-    let rank = |s: &Step| -> Option<u32> {
-        match (s, kind) {
-            (Step::Exact, _) => Some(0),
-            (Step::Day, Kind::Date | Kind::Timestamp) => Some(1),
-            (Step::Month, Kind::Date | Kind::Timestamp) => Some(2),
-            (Step::Quarter, Kind::Date | Kind::Timestamp) => Some(3),
-            (Step::Year, Kind::Date | Kind::Timestamp) => Some(4),
-            (Step::Years(n), Kind::Date | Kind::Timestamp) => Some(4 + n),
-            (Step::Band(_), Kind::Integer | Kind::Float) => Some(1),
-            (Step::Prefix(_), Kind::Text) => Some(1),
-            _ => None,
-        }
-    };
     let mut out: Vec<Step> = Vec::with_capacity(steps.len() + 1);
     for step in steps.iter().copied().filter(|s| *s != Step::Suppressed) {
-        rank(&step).ok_or_else(|| bad(format!("step `{step}` does not apply to this column's type")))?;
-        if let Some(prev) = out.last() {
-            let ok = match (prev, &step) {
-                (Step::Band(a), Step::Band(b)) => b > a && nests(*a, *b),
-                (Step::Prefix(a), Step::Prefix(b)) => b < a,
-                (Step::Years(a), Step::Years(b)) => b > a && b % a == 0,
-                (a, b) => rank(a) < rank(b),
-            };
-            if !ok {
-                return Err(bad(format!("step `{step}` must be coarser than `{prev}` and contain it whole")));
-            }
+        rank(step, kind).ok_or_else(|| bad(format!("step `{step}` does not apply to this column's type")))?;
+        if let Some(prev) = out.last()
+            && (*prev == step || !contains(*prev, step))
+        {
+            return Err(bad(format!("step `{step}` must be coarser than `{prev}` and contain it whole")));
         }
         out.push(step);
     }
@@ -345,11 +347,13 @@ mod tests {
         );
         let codes = default_ladder("district", Kind::Text, None, None, Some(6)).unwrap();
         assert_eq!(codes, [Step::Exact, Step::Prefix(4), Step::Prefix(2), Step::Suppressed]);
-        let declared = default_ladder("birth", Kind::Date, Some(Generalization::Year), None, None).unwrap();
+        let declared = default_ladder("birth", Kind::Date, Some(Step::Year), None, None).unwrap();
         assert_eq!(declared, [Step::Year, Step::Years(5), Step::Years(10), Step::Suppressed]);
-        let banded = default_ladder("age", Kind::Integer, Some(Generalization::Band(10)), Some(100.0), None).unwrap();
+        let banded = default_ladder("age", Kind::Integer, Some(Step::Band(10.0)), Some(100.0), None).unwrap();
         assert_eq!(banded, [Step::Band(10.0), Step::Band(50.0), Step::Band(100.0), Step::Suppressed]);
-        assert!(default_ladder("x", Kind::Text, Some(Generalization::Month), None, None).is_err());
+        let odd = default_ladder("age", Kind::Integer, Some(Step::Band(20.0)), Some(100.0), None).unwrap();
+        assert_eq!(odd, [Step::Band(20.0), Step::Band(100.0), Step::Suppressed], "only bands that contain the floor");
+        assert!(default_ladder("x", Kind::Text, Some(Step::Month), None, None).is_err());
     }
 
     #[test]

@@ -27,9 +27,22 @@ mod report;
 mod search;
 
 use arrow::datatypes::DataType;
-use arrow::record_batch::RecordBatch;
+pub use arrow::record_batch::RecordBatch;
 
 pub use hierarchy::Step;
+
+impl From<veil_common::Generalization> for Step {
+    fn from(rule: veil_common::Generalization) -> Self {
+        use veil_common::Generalization as G;
+        match rule {
+            G::Month => Step::Month,
+            G::Year => Step::Year,
+            G::Band(w) => Step::Band(f64::from(w)),
+            G::Prefix(n) => Step::Prefix(n as usize),
+            G::Suppress => Step::Suppressed,
+        }
+    }
+}
 pub use output::{read_parquet, write_parquet};
 pub use report::{ClassSizes, ColumnReport, Report};
 
@@ -56,6 +69,10 @@ pub struct Spec {
     pub l: u64,
     /// The largest share of records that may be suppressed, in `[0, MAX_SUPPRESSION]`.
     pub max_suppression: f64,
+    /// The most rows one person may have in the extract; a person's further rows are left out
+    /// (chosen by the key). With linked rows a person's number of rows is part of their profile,
+    /// so a cap keeps people with many rows from standing out.
+    pub max_rows_per_person: Option<u64>,
     /// The extract's own key: pseudonyms and the shuffle derive from it, so two extracts of the
     /// same people cannot be linked.
     pub key: [u8; 32],
@@ -75,13 +92,14 @@ pub struct ColumnSpec {
 pub enum Role {
     /// The privacy unit, as a keyed pseudonym.
     Pseudonym,
-    /// Generalized along `ladder` (finest first); `None` takes the default ladder for its type,
-    /// starting no finer than `declared`.
+    /// Generalized along `ladder` (finest first; `None`: the default ladder for its type),
+    /// never finer than `floor`.
     QuasiIdentifier {
         /// The steps asked for, finest first; `*` is always the last.
         ladder: Option<Vec<Step>>,
-        /// The steward's declared generalization: the column never appears finer.
-        declared: Option<veil_common::Generalization>,
+        /// The finest form the column may take (the steward's declared generalization); steps
+        /// of the ladder that do not contain it are left out.
+        floor: Option<Step>,
     },
     /// `l`-diverse in every class; numbers coded to `bounds` (else to the 1st and 99th
     /// percentiles of the column).
@@ -181,6 +199,63 @@ pub fn build(input: &[RecordBatch], spec: &Spec, progress: &mut dyn FnMut(Progre
     let batch = output::release(&table, spec, &found)?;
     let report = report::report(&table, spec, &found);
     Ok(Extract { batch, report })
+}
+
+/// Builds the extract `spec` describes as a projection of the dataset's base release `base`
+/// (every quasi-identifier and sensitive column of the dataset, at the dataset's `k` and `l`):
+/// the base is built first (it is deterministic, so every extract of one source sees the same
+/// base), its suppressed records stay out, and each quasi-identifier starts at the base's level
+/// and each number is coded to the base's bounds. Then every extract is a function of the one
+/// base, and extracts released together, to one analyst or several, reveal no more than the
+/// base: no combination of them links a person's rows across extracts into a class smaller than
+/// `k`, and a record one extract suppresses, every extract suppresses.
+///
+/// # Errors
+/// As [`build`]; also when the base itself cannot be built.
+pub fn build_within(
+    input: &[RecordBatch],
+    base: &Spec,
+    spec: &Spec,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Extract> {
+    check(base)?;
+    check(spec)?;
+    let table = columns::Table::encode(input, base)?;
+    let found = search::search(&table, base, progress)?;
+    let keep: arrow::array::BooleanArray =
+        found.eval.class.iter().map(|c| Some(found.eval.kept[*c as usize])).collect();
+    let kept = arrow::compute::filter_record_batch(&table.input, &keep)?;
+    let mut spec = spec.clone();
+    for column in &mut spec.columns {
+        match &mut column.role {
+            Role::QuasiIdentifier { floor, .. } => {
+                let level = table.qis.iter().zip(&found.eval.levels).find(|(q, _)| q.name == column.name);
+                if let Some((qi, level)) = level {
+                    let step = qi.ladder[*level];
+                    *floor = Some(floor.map_or(step, |f| hierarchy::coarser(f, step)));
+                }
+            }
+            Role::Sensitive { bounds } => {
+                if let Some(s) = table.sensitive.iter().find(|s| s.name == column.name) {
+                    *bounds = s.bounds.or(*bounds);
+                }
+            }
+            Role::Pseudonym | Role::Attribute => {}
+        }
+    }
+    let mut extract = build(&[kept], &spec, progress)?;
+    let r = &mut extract.report;
+    for c in &mut r.columns {
+        if let Some(coding) = table.sensitive.iter().find(|s| s.name == c.name).and_then(|s| s.coding) {
+            c.treatment = coding.to_owned();
+        }
+    }
+    r.source_records = table.rows() as u64 + table.without_unit;
+    r.suppressed_records += found.eval.suppressed_rows;
+    r.records_without_unit = table.without_unit;
+    r.records_over_person_cap = table.over_cap;
+    r.source_records += table.over_cap;
+    Ok(extract)
 }
 
 fn check(spec: &Spec) -> Result<()> {

@@ -19,8 +19,13 @@ pub struct Report {
     pub source_records: u64,
     /// Records released.
     pub records: u64,
-    /// Records suppressed, because their class fell short of `k` or `l`.
+    /// Records suppressed, because their class fell short of `k` or `l` (here or in the
+    /// dataset's base release).
     pub suppressed_records: u64,
+    /// Records left out because their privacy unit is missing.
+    pub records_without_unit: u64,
+    /// Records left out because their person had more rows than the cap.
+    pub records_over_person_cap: u64,
     /// Equivalence classes released.
     pub classes: u64,
     /// Whether a person's rows can be linked (the pseudonym is kept), so classes are formed
@@ -128,9 +133,11 @@ pub(crate) fn report(table: &Table, spec: &Spec, found: &Found) -> Report {
         k,
         l: spec.l,
         max_suppression: spec.max_suppression,
-        source_records: table.rows() as u64,
+        source_records: table.rows() as u64 + table.without_unit + table.over_cap,
         records,
         suppressed_records: eval.suppressed_rows,
+        records_without_unit: table.without_unit,
+        records_over_person_cap: table.over_cap,
         classes: kept.len() as u64,
         linked: table.linked,
         class_sizes,

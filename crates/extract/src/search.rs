@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::columns::Table;
+use crate::columns::{NULL_CODE, Table};
 use crate::{Error, MAX_LATTICE, Progress, Result, Spec};
 
 /// One node, evaluated.
@@ -114,9 +114,8 @@ fn infeasible(table: &Table, spec: &Spec) -> Error {
             reason: format!("the dataset holds fewer than k = {} people", spec.k),
         };
     }
-    let mut distinct: Vec<u32>;
     for s in &table.sensitive {
-        distinct = s.codes.clone();
+        let mut distinct: Vec<u32> = s.codes.iter().copied().filter(|c| *c != NULL_CODE).collect();
         distinct.sort_unstable();
         distinct.dedup();
         if (distinct.len() as u64) < spec.l {
@@ -149,7 +148,9 @@ pub(crate) fn evaluate(table: &Table, spec: &Spec, levels: &[usize]) -> Eval {
     for s in &table.sensitive {
         let mut values = vec![0u64; classes];
         for pair in distinct_pairs(&class, &s.codes) {
-            values[(pair >> 32) as usize] += 1;
+            if pair as u32 != NULL_CODE {
+                values[(pair >> 32) as usize] += 1;
+            }
         }
         for (k, v) in kept.iter_mut().zip(values) {
             *k &= v >= spec.l;
@@ -203,10 +204,12 @@ fn row_classes(table: &Table, levels: &[usize]) -> (Vec<u32>, usize) {
     (class, classes)
 }
 
-/// With linked rows: each row's class is its person's profile, the set of the person's row
-/// classes, so `k` people must share all of it.
+/// With linked rows: each row's class is its person's profile, the multiset of the person's row
+/// classes (how many rows in each), so `k` people must share all of it, their number of rows
+/// included.
 fn profiles(table: &Table, (row_class, _): &(Vec<u32>, usize)) -> (Vec<u32>, usize) {
-    let mut pairs = distinct_pairs(&table.units, row_class);
+    let mut pairs: Vec<u64> =
+        table.units.iter().zip(row_class).map(|(u, c)| (u64::from(*u) << 32) | u64::from(*c)).collect();
     pairs.sort_unstable();
     let mut profile_of = vec![0u32; table.people];
     let mut ids: HashMap<Vec<u32>, u32> = HashMap::new();
@@ -262,8 +265,7 @@ mod tests {
                 ("sick", Arc::new(StringArray::from(sick))),
             ])
             .unwrap();
-            let qi =
-                |n: &str| ColumnSpec { name: n.into(), role: Role::QuasiIdentifier { ladder: None, declared: None } };
+            let qi = |n: &str| ColumnSpec { name: n.into(), role: Role::QuasiIdentifier { ladder: None, floor: None } };
             let mut columns =
                 vec![qi("age"), qi("zip"), ColumnSpec { name: "sick".into(), role: Role::Sensitive { bounds: None } }];
             if rng.random_bool(0.5) {
@@ -275,6 +277,7 @@ mod tests {
                 k: rng.random_range(2..5),
                 l: rng.random_range(1..3),
                 max_suppression: [0.0, 0.05, 0.2][rng.random_range(0..3)],
+                max_rows_per_person: None,
                 key: [0; 32],
             };
             let table = Table::encode(&[batch], &spec).unwrap();

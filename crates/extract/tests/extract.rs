@@ -53,7 +53,7 @@ fn source(rng: &mut impl Rng, people: usize, rows_per_person: usize) -> Source {
 }
 
 fn qi(name: &str) -> ColumnSpec {
-    ColumnSpec { name: name.into(), role: Role::QuasiIdentifier { ladder: None, declared: None } }
+    ColumnSpec { name: name.into(), role: Role::QuasiIdentifier { ladder: None, floor: None } }
 }
 
 fn spec(k: u64, l: u64, max_suppression: f64, pseudonym: bool) -> Spec {
@@ -69,7 +69,7 @@ fn spec(k: u64, l: u64, max_suppression: f64, pseudonym: bool) -> Spec {
         ColumnSpec { name: "diagnosis".into(), role: Role::Sensitive { bounds: None } },
         ColumnSpec { name: "subsidy".into(), role: Role::Sensitive { bounds: Some((0.0, 5000.0)) } },
     ]);
-    Spec { columns, unit: Some("person".into()), k, l, max_suppression, key: [7; 32] }
+    Spec { columns, unit: Some("person".into()), k, l, max_suppression, max_rows_per_person: None, key: [7; 32] }
 }
 
 fn text(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
@@ -255,7 +255,7 @@ fn specs_that_would_leak_are_refused() {
     s = spec(5, 1, 0.0, false);
     s.columns[1] = ColumnSpec {
         name: "age".into(),
-        role: Role::QuasiIdentifier { ladder: Some(vec![Step::Band(20.0), Step::Band(50.0)]), declared: None },
+        role: Role::QuasiIdentifier { ladder: Some(vec![Step::Band(20.0), Step::Band(50.0)]), floor: None },
     };
     assert!(run(&s).contains("hierarchy of `age`"));
     s = spec(5, 1, 0.0, false);
@@ -298,10 +298,267 @@ fn a_date_column_of_floats_and_nulls_still_builds() {
         ),
     ])
     .unwrap();
-    let spec =
-        Spec { columns: vec![qi("x")], unit: Some("person".into()), k: 5, l: 1, max_suppression: 0.0, key: [1; 32] };
+    let spec = Spec {
+        columns: vec![qi("x")],
+        unit: Some("person".into()),
+        k: 5,
+        l: 1,
+        max_suppression: 0.0,
+        max_rows_per_person: None,
+        key: [1; 32],
+    };
     let extract = build(&[batch], &spec, &mut |_| {}).unwrap();
     assert_eq!(extract.batch.num_rows(), 40);
     let x = extract.batch.column(0);
     assert!(x.null_count() > 0, "nulls stay null");
+}
+
+/// The base release of the test source: every quasi-identifier and sensitive column.
+fn base(k: u64) -> Spec {
+    let mut s = spec(k, 2, 0.05, true);
+    s.columns.retain(|c| c.name != "copy");
+    s
+}
+
+/// Red team: two extracts of the same people with different quasi-identifiers, each k-anonymous
+/// alone, were joined on their exact sensitive values and left the planted person alone. Built
+/// within one base release, their combination narrows the target to no fewer than k people.
+#[test]
+fn two_extracts_combined_still_hide_the_target_among_k() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let src = source(&mut rng, 400, 1);
+    let only = |columns: &[&str]| {
+        let mut s = spec(5, 2, 0.05, false);
+        s.columns.retain(|c| c.name == "copy" || columns.contains(&c.name.as_str()));
+        s
+    };
+    let a = veil_extract::build_within(
+        std::slice::from_ref(&src.batch),
+        &base(5),
+        &only(&["district", "age", "diagnosis", "subsidy"]),
+        &mut |_| {},
+    )
+    .unwrap();
+    let b = veil_extract::build_within(
+        std::slice::from_ref(&src.batch),
+        &base(5),
+        &only(&["birth", "diagnosis", "subsidy"]),
+        &mut |_| {},
+    )
+    .unwrap();
+    // For every person: the rows of A and of B an attacker who knows all their quasi-identifiers
+    // cannot rule out, linked on (diagnosis, subsidy): the people still possible.
+    let truth = |name: &str| text(&src.batch, name);
+    let (ids, ages, births, districts) = (truth("copy"), truth("age"), truth("birth"), truth("district"));
+    let (a_copy, b_copy) = (text(&a.batch, "copy"), text(&b.batch, "copy"));
+    let (a_district, a_age, b_birth) = (text(&a.batch, "district"), text(&a.batch, "age"), text(&b.batch, "birth"));
+    let links = |batch: &RecordBatch| -> Vec<(Option<String>, Option<String>)> {
+        text(batch, "diagnosis").into_iter().zip(text(batch, "subsidy")).collect()
+    };
+    let (a_link, b_link) = (links(&a.batch), links(&b.batch));
+    let mut narrowest = usize::MAX;
+    for person in 0..src.batch.num_rows() {
+        let b_links: HashSet<_> =
+            (0..b.batch.num_rows()).filter(|r| covers(&b_birth[*r], &births[person])).map(|r| &b_link[r]).collect();
+        let possible: HashSet<&Option<String>> = (0..a.batch.num_rows())
+            .filter(|r| covers(&a_district[*r], &districts[person]) && covers(&a_age[*r], &ages[person]))
+            .filter(|r| b_links.contains(&a_link[*r]))
+            .map(|r| &a_copy[r])
+            .collect();
+        if possible.contains(&ids[person]) {
+            narrowest = narrowest.min(possible.len());
+        }
+    }
+    assert!(narrowest >= 5, "linking two extracts narrowed a person to {narrowest} candidates");
+    assert!(!b_copy.is_empty());
+}
+
+/// Whether a released label covers a true value (exact, `*`, a band `lo-hi` or `[lo, hi)`, a
+/// masked prefix, or a date prefix / span).
+fn covers(label: &Option<String>, value: &Option<String>) -> bool {
+    let (Some(label), Some(value)) = (label, value) else { return label.is_none() || label.as_deref() == Some("*") };
+    if label == "*" || label == value {
+        return true;
+    }
+    if let Some(stem) = label.strip_suffix('*') {
+        return value.starts_with(stem.trim_end_matches('*'));
+    }
+    if let (Ok(v), Some((lo, hi))) = (value.parse::<f64>(), label.trim_matches(['[', ')']).split_once(['-', ',']))
+        && let (Ok(lo), Ok(hi)) = (lo.trim().parse::<f64>(), hi.trim().parse::<f64>())
+    {
+        return if label.starts_with('[') { lo <= v && v < hi } else { lo <= v && v <= hi };
+    }
+    if let Some((year, q)) = label.split_once("-Q") {
+        let month: u32 = value.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(0);
+        return value.starts_with(year) && q.parse::<u32>().ok() == Some(month.div_ceil(3));
+    }
+    if label.len() == 9 && label.as_bytes()[4] == b'-' {
+        return (&label[..4]..=&label[5..]).contains(&&value[..4]);
+    }
+    value.starts_with(label.as_str())
+}
+
+/// Red team: an extract without the column that made a person unique released the person a
+/// sibling extract suppressed. Within one base, a record suppressed once is suppressed always.
+#[test]
+fn a_record_one_extract_suppresses_no_extract_releases() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let src = source(&mut rng, 300, 1);
+    let mut districts = text(&src.batch, "district");
+    districts[0] = Some("999999".into()); // an island: alone in their district
+    let mut columns = src.batch.columns().to_vec();
+    columns[4] = Arc::new(StringArray::from(districts));
+    let batch = RecordBatch::try_new(src.batch.schema(), columns).unwrap();
+    let only = |names: &[&str]| {
+        let mut s = spec(5, 1, 0.05, false);
+        s.columns.retain(|c| c.name == "copy" || names.contains(&c.name.as_str()));
+        s
+    };
+    for names in [&["district", "age", "subsidy"][..], &["age", "subsidy"], &["subsidy"]] {
+        let e = veil_extract::build_within(std::slice::from_ref(&batch), &base(5), &only(names), &mut |_| {}).unwrap();
+        assert!(
+            text(&e.batch, "copy").iter().all(|c| c.as_deref() != Some("P00000")),
+            "{names:?} releases the person the base suppresses"
+        );
+    }
+}
+
+/// Red team: with the pseudonym kept, the one person with six rows stood out by their number of
+/// rows. A person's profile counts their rows, so k people share it.
+#[test]
+fn a_persons_number_of_rows_does_not_single_them_out() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    let src = source(&mut rng, 300, 3);
+    // Give person P00001 six rows (copies of their first), more than anyone else.
+    let copy = text(&src.batch, "copy");
+    let first = copy.iter().position(|c| c.as_deref() == Some("P00001")).unwrap();
+    let extra = src.batch.slice(first, 1);
+    let batch = arrow::compute::concat_batches(
+        &src.batch.schema(),
+        &[src.batch.clone(), extra.clone(), extra.clone(), extra.clone(), extra],
+    )
+    .unwrap();
+    let mut s = spec(5, 1, 0.05, true);
+    s.columns.retain(|c| ["person", "copy", "diagnosis"].contains(&c.name.as_str()));
+    let e = build(&[batch], &s, &mut |_| {}).unwrap();
+    let mut rows_of: HashMap<Option<String>, usize> = HashMap::new();
+    for p in text(&e.batch, "person") {
+        *rows_of.entry(p).or_default() += 1;
+    }
+    let mut people_with: HashMap<usize, usize> = HashMap::new();
+    for n in rows_of.values() {
+        *people_with.entry(*n).or_default() += 1;
+    }
+    for (n, people) in people_with {
+        assert!(people >= 5, "{people} people have {n} rows");
+    }
+}
+
+/// Red team: a missing value counted as a second value for l, and `HIV ` and `hiv` as two.
+#[test]
+fn missing_or_respelled_values_do_not_count_for_l() {
+    let people: Vec<String> = (0..12).map(|i| format!("p{i}")).collect();
+    let diagnosis: Vec<Option<&str>> = (0..12)
+        .map(|i| {
+            if i < 6 {
+                if i == 5 {
+                    None
+                } else if i == 4 {
+                    Some("HIV ")
+                } else {
+                    Some("hiv")
+                }
+            } else {
+                Some(["a", "b"][i % 2])
+            }
+        })
+        .collect();
+    let district: Vec<&str> = (0..12).map(|i| if i < 6 { "alpha" } else { "beta" }).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("person", Arc::new(StringArray::from(people)) as ArrayRef),
+        ("district", Arc::new(StringArray::from(district))),
+        ("diagnosis", Arc::new(StringArray::from(diagnosis))),
+    ])
+    .unwrap();
+    let s = Spec {
+        columns: vec![qi("district"), ColumnSpec { name: "diagnosis".into(), role: Role::Sensitive { bounds: None } }],
+        unit: Some("person".into()),
+        k: 5,
+        l: 2,
+        max_suppression: 0.5,
+        max_rows_per_person: None,
+        key: [3; 32],
+    };
+    let e = build(&[batch], &s, &mut |_| {}).unwrap();
+    assert!(
+        text(&e.batch, "district").iter().all(|d| d.as_deref() != Some("alpha")),
+        "alpha, all hiv but for a missing value and a respelling, was released as 2-diverse"
+    );
+}
+
+/// Red team: a hierarchy in the request released exact dates the steward declared as years.
+#[test]
+fn a_requested_hierarchy_never_goes_below_the_declared_generalization() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+    let src = source(&mut rng, 400, 1);
+    let mut s = spec(2, 1, 0.5, false);
+    s.columns[2] = ColumnSpec {
+        name: "birth".into(),
+        role: Role::QuasiIdentifier {
+            ladder: Some(vec![Step::Day, Step::Month, Step::Year]),
+            floor: Some(veil_common::Generalization::Year.into()),
+        },
+    };
+    s.columns.retain(|c| ["copy", "birth"].contains(&c.name.as_str()));
+    let e = build(std::slice::from_ref(&src.batch), &s, &mut |_| {}).unwrap();
+    assert!(
+        text(&e.batch, "birth").iter().flatten().all(|b| b.len() <= 4 || b == "*" || b.len() == 9),
+        "finer than a year"
+    );
+}
+
+#[test]
+fn rows_without_a_person_are_left_out_and_counted() {
+    let batch = RecordBatch::try_from_iter([
+        (
+            "person",
+            Arc::new(StringArray::from((0..20).map(|i| (i % 4 != 0).then(|| format!("p{i}"))).collect::<Vec<_>>()))
+                as ArrayRef,
+        ),
+        ("x", Arc::new(Int64Array::from((0..20).collect::<Vec<i64>>()))),
+    ])
+    .unwrap();
+    let s = Spec {
+        columns: vec![ColumnSpec { name: "person".into(), role: Role::Pseudonym }, qi("x")],
+        unit: Some("person".into()),
+        k: 5,
+        l: 1,
+        max_suppression: 0.0,
+        max_rows_per_person: None,
+        key: [1; 32],
+    };
+    let e = build(&[batch], &s, &mut |_| {}).unwrap();
+    assert_eq!(e.report.records_without_unit, 5);
+    assert_eq!(e.batch.num_rows(), 15);
+    assert_eq!(e.batch.column(0).null_count(), 0, "no row without a person gets a pseudonym");
+}
+
+#[test]
+fn a_cap_on_rows_per_person_leaves_the_same_rows_out_every_time() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+    let src = source(&mut rng, 200, 6);
+    let mut s = spec(5, 1, 0.1, true);
+    s.columns.retain(|c| ["person", "copy", "diagnosis"].contains(&c.name.as_str()));
+    s.max_rows_per_person = Some(2);
+    let a = build(std::slice::from_ref(&src.batch), &s, &mut |_| {}).unwrap();
+    let mut rows_of: HashMap<Option<String>, usize> = HashMap::new();
+    for c in text(&a.batch, "copy") {
+        *rows_of.entry(c).or_default() += 1;
+    }
+    assert!(rows_of.values().all(|n| *n <= 2), "a person kept more rows than the cap");
+    let r = &a.report;
+    assert!(r.records_over_person_cap > 0);
+    assert_eq!(r.records + r.suppressed_records + r.records_over_person_cap, r.source_records);
+    let b = build(std::slice::from_ref(&src.batch), &s, &mut |_| {}).unwrap();
+    assert_eq!(a.batch, b.batch, "the key fixes which rows the cap leaves out");
 }

@@ -394,11 +394,13 @@ pub struct ExtractView {
     pub spec: serde_json::Value,
     /// The source dataset's version it was built from; later versions do not change it.
     pub source_version: i64,
-    /// Rows released.
-    pub rows: u64,
+    /// Rows released; like the report, shown to stewards and auditors, and to the analyst once
+    /// the request is approved (before, it would count the source for nobody's approval).
+    pub rows: Option<u64>,
     /// The risk and utility report: class sizes, prosecutor risk, records suppressed, the
-    /// generalization chosen and information loss per column. Shown to stewards and auditors,
-    /// and to the analyst once the request is approved.
+    /// generalization chosen and information loss per column, and warnings (extracts of other
+    /// versions of the dataset already released). Shown to stewards and auditors, and to the
+    /// analyst once the request is approved.
     #[schema(value_type = Option<Object>)]
     pub report: Option<serde_json::Value>,
     /// Built at (RFC 3339).
@@ -413,7 +415,7 @@ impl ExtractView {
             name: e.name,
             spec: json(&e.spec),
             source_version: e.source_version,
-            rows: e.rows,
+            rows: with_report.then_some(e.rows),
             report: with_report.then(|| json(&e.report)),
             created_at: e.created_at,
         }
