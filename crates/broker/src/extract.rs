@@ -87,10 +87,18 @@ impl Broker {
         let dataset = info.dataset.to_string();
         let built = tokio::task::spawn_blocking(move || -> Result<veil_extract::Report, veil_extract::Error> {
             let input = veil_extract::read_parquet(&path, &read)?;
+            let started = std::time::Instant::now();
             let mut progress = |p: veil_extract::Progress| {
-                tracing::info!(dataset = %dataset, stage = p.stage, done = p.done, total = p.total, "building extract");
+                tracing::debug!(dataset = %dataset, stage = p.stage, done = p.done, total = p.total, "building extract");
             };
             let extract = build_in_base(&input, base, &spec, &mut progress)?;
+            tracing::info!(
+                dataset = %dataset,
+                rows = extract.report.records,
+                suppressed = extract.report.suppressed_records,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "extract built"
+            );
             veil_extract::write_parquet(&extract.batch, &target)?;
             Ok(extract.report)
         })
