@@ -8,10 +8,12 @@
 //! - `throughput`: 1/8/64 clients, audit synced vs not.
 //! - `scale`: TPC-H SF10 under a 2 GiB memory pool: spill and peak RSS.
 //! - `dp`: Veil's dp mode vs SmartNoise SQL on PUMS at equal total epsilon.
+//! - `extract`: building de-identified extracts at 1M and 10M rows: time and peak RSS.
 //! - `tpch`: TPC-H data generation, tags and registration.
 //! - `stats`: medians, quartiles and the results table.
 
 mod dp;
+mod extract;
 mod overhead;
 mod planning;
 mod scale;
@@ -47,6 +49,8 @@ enum Command {
     Throughput(throughput::ThroughputArgs),
     /// TPC-H SF10 through Veil under a 2 GiB query memory pool: time, spill, peak RSS.
     Scale(scale::ScaleArgs),
+    /// Building de-identified extracts of 1M and 10M rows: time, peak RSS, suppression.
+    Extract(extract::ExtractArgs),
 }
 
 /// Where results go and which Python runs the peers.
@@ -69,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Planning(args) => planning::run(args).await,
         Command::Throughput(args) => throughput::run(args).await,
         Command::Scale(args) => scale::run(args).await,
+        Command::Extract(args) => extract::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

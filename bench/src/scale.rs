@@ -107,13 +107,13 @@ pub(crate) async fn run(args: ScaleArgs) -> Result<()> {
 }
 
 /// Resets the kernel's record of this process's peak resident memory (Linux).
-fn reset_peak_rss() -> Result<()> {
+pub(crate) fn reset_peak_rss() -> Result<()> {
     std::fs::write("/proc/self/clear_refs", "5").map_err(|e| format!("resetting peak RSS: {e}").into())
 }
 
 /// A memory figure of this process in KiB (Linux): `VmRSS:` now, `VmHWM:` the peak since
 /// the last reset.
-fn rss_kib(field: &str) -> Result<u64> {
+pub(crate) fn rss_kib(field: &str) -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let line =
         status.lines().find(|l| l.starts_with(field)).ok_or_else(|| format!("no {field} in /proc/self/status"))?;

@@ -190,7 +190,9 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!(
         "  veil query \"SELECT district, icd10, count(DISTINCT person_id) AS people FROM health.visits GROUP BY district, icd10\""
     );
-    println!("  veil query --mode deidentified \"SELECT * FROM extracts.visits LIMIT 5\"   # an approved de-identified extract");
+    println!(
+        "  veil query --mode deidentified \"SELECT * FROM extracts.visits LIMIT 5\"   # an approved de-identified extract"
+    );
     println!(
         "  veil query --mode dp --epsilon 0.5 \"SELECT district, count(*) AS elderly, avg(monthly_subsidy) AS subsidy FROM civil.elderly WHERE living_alone GROUP BY district\""
     );

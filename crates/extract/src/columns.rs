@@ -178,63 +178,78 @@ fn kind(name: &str, data_type: &DataType, role: &'static str) -> Result<Kind> {
     })
 }
 
-/// Each row's value, as generalization sees it.
-fn values(array: &ArrayRef, kind: Kind) -> Result<Vec<Value>> {
-    Ok(match kind {
-        Kind::Date | Kind::Timestamp => {
-            let days = cast(array, &DataType::Date32)?;
-            let days = days.as_primitive::<Date32Type>();
-            let text = cast(array, &DataType::Utf8)?;
-            let text = text.as_string::<i32>();
-            (0..array.len())
-                .map(|i| {
-                    if days.is_null(i) {
-                        Value::Null
-                    } else {
-                        Value::Time { days: days.value(i), text: text.value(i).to_owned() }
-                    }
-                })
-                .collect()
-        }
-        Kind::Integer | Kind::Float => {
-            let numbers = cast(array, &DataType::Float64)?;
-            numbers
-                .as_primitive::<Float64Type>()
-                .iter()
-                .map(|v| v.filter(|v| v.is_finite()).map_or(Value::Null, Value::Number))
-                .collect()
-        }
-        Kind::Text | Kind::Boolean => {
-            let text = cast(array, &DataType::Utf8)?;
-            text.as_string::<i32>().iter().map(|v| v.map_or(Value::Null, |v| Value::Text(v.to_owned()))).collect()
-        }
-    })
+/// A column as generalization reads it, row by row, without a value per row: rows are keyed
+/// (borrowing the column's text) and only distinct values are built.
+enum Rows {
+    /// Dates: days; timestamps also keep their text for the exact step.
+    Time {
+        days: arrow::array::Date32Array,
+        text: Option<arrow::array::StringArray>,
+    },
+    Number(Float64Array),
+    Text(arrow::array::StringArray),
 }
 
-/// A hashable form of a value.
-fn key(v: &Value) -> (u8, u64, &str) {
-    match v {
-        Value::Null => (0, 0, ""),
-        Value::Time { text, .. } => (1, 0, text),
-        Value::Number(n) => (2, n.to_bits(), ""),
-        Value::Text(t) => (3, 0, t),
+impl Rows {
+    fn new(array: &ArrayRef, kind: Kind) -> Result<Self> {
+        Ok(match kind {
+            Kind::Date | Kind::Timestamp => {
+                let days = cast(array, &DataType::Date32)?.as_primitive::<Date32Type>().clone();
+                let text = (kind == Kind::Timestamp)
+                    .then(|| cast(array, &DataType::Utf8).map(|t| t.as_string::<i32>().clone()))
+                    .transpose()?;
+                Rows::Time { days, text }
+            }
+            Kind::Integer | Kind::Float => {
+                Rows::Number(cast(array, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+            }
+            Kind::Text | Kind::Boolean => Rows::Text(cast(array, &DataType::Utf8)?.as_string::<i32>().clone()),
+        })
+    }
+
+    /// A hashable key of row `i`'s value.
+    fn key(&self, i: usize) -> (u8, u64, &str) {
+        match self {
+            Rows::Time { days, .. } if days.is_null(i) => (0, 0, ""),
+            Rows::Time { days, text: None } => (1, days.value(i) as u32 as u64, ""),
+            Rows::Time { days, text: Some(t) } => (1, days.value(i) as u32 as u64, t.value(i)),
+            Rows::Number(n) if n.is_null(i) || !n.value(i).is_finite() => (0, 0, ""),
+            Rows::Number(n) => (2, n.value(i).to_bits(), ""),
+            Rows::Text(t) if t.is_null(i) => (0, 0, ""),
+            Rows::Text(t) => (3, 0, t.value(i)),
+        }
+    }
+
+    /// Row `i`'s value.
+    fn value(&self, i: usize) -> Value {
+        match self.key(i) {
+            (0, _, _) => Value::Null,
+            (1, _, text) => {
+                let Rows::Time { days, .. } = self else { return Value::Null };
+                let days = days.value(i);
+                let text = if text.is_empty() { hierarchy::day_text(days) } else { text.to_owned() };
+                Value::Time { days, text }
+            }
+            (2, bits, _) => Value::Number(f64::from_bits(bits)),
+            (_, _, text) => Value::Text(text.to_owned()),
+        }
     }
 }
 
 fn encode_qi(name: &str, array: &ArrayRef, ladder: Option<&[Step]>, floor: Option<Step>) -> Result<Qi> {
     let kind = kind(name, array.data_type(), "a quasi-identifier")?;
-    let values = values(array, kind)?;
+    let rows = Rows::new(array, kind)?;
     let mut ids: HashMap<(u8, u64, &str), u32> = HashMap::new();
-    let mut distinct: Vec<&Value> = Vec::new();
-    let base: Vec<u32> = values
-        .iter()
-        .map(|v| {
-            *ids.entry(key(v)).or_insert_with(|| {
-                distinct.push(v);
-                distinct.len() as u32 - 1
+    let mut owned: Vec<Value> = Vec::new();
+    let base: Vec<u32> = (0..array.len())
+        .map(|i| {
+            *ids.entry(rows.key(i)).or_insert_with(|| {
+                owned.push(rows.value(i));
+                owned.len() as u32 - 1
             })
         })
         .collect();
+    let distinct: Vec<&Value> = owned.iter().collect();
     let ladder = match ladder {
         Some(steps) => hierarchy::from_floor(name, kind, floor, hierarchy::checked_ladder(name, kind, steps)?)?,
         None => {

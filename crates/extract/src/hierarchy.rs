@@ -148,6 +148,12 @@ pub(crate) fn label(value: &Value, step: Step, integer: bool) -> Option<String> 
     }
 }
 
+/// A day number as `YYYY-MM-DD`.
+pub(crate) fn day_text(days: i32) -> String {
+    let (y, m, d) = civil(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// A number as written: integers without a decimal point.
 pub(crate) fn number_text(v: f64, integer: bool) -> String {
     if integer { format!("{}", v as i64) } else { format!("{v}") }
