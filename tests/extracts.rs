@@ -466,3 +466,40 @@ async fn specs_that_cannot_be_met_or_would_leak_are_refused_clearly() {
     let tmp = w.s.data_dir().join("tmp");
     assert!(w.s.stored_files().iter().all(|f| !f.starts_with(&tmp)), "a refused extract left a file");
 }
+
+/// Red team: `repeat(diagnosis, 100000000)` over an extract grew the server to 23 GB. Queries
+/// over extracts call only the allow-listed functions, as every other mode does.
+#[tokio::test]
+async fn queries_over_extracts_call_only_allowed_functions() {
+    let w = world().await;
+    w.granted(standard()).await;
+    for sql in [
+        "SELECT repeat(district, 100000000) FROM extracts.people",
+        "SELECT district FROM extracts.people WHERE length(repeat(district, 100000000)) > 1",
+        "SELECT (SELECT max(lpad(district, 100000000, 'x')) FROM extracts.people) AS x",
+        "SELECT md5(person_id) FROM extracts.people",
+    ] {
+        let (status, body) = w.s.post("/v1/query", &w.analyst, json!({"sql": sql, "mode": "deidentified"})).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("function_not_allowed")),
+            "{sql}: {body}"
+        );
+    }
+}
+
+/// A hierarchy finer than the base release allows is not silently replaced: the report says so.
+#[tokio::test]
+async fn the_report_says_when_the_base_release_is_coarser_than_asked() {
+    let w = world().await;
+    let id = w
+        .granted(json!({"name": "days", "columns": ["birth_date", "subsidy"], "hierarchies": {"birth_date": ["day", "month"]}}))
+        .await;
+    let (_, listed) = w.s.get("/v1/access-requests", &w.analyst).await;
+    let report = &listed.as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap()["extract"]["report"];
+    let chosen = report["columns"][0]["treatment"].as_str().unwrap();
+    if chosen != "day" && chosen != "month" {
+        assert!(report["warnings"].to_string().contains("coarser than the `day` asked for"), "{report}");
+    }
+    assert!(report["base_suppressed_records"].as_u64().unwrap() <= report["suppressed_records"].as_u64().unwrap());
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use veil_audit::{DatasetUse, Entry};
-use veil_catalog::{AccessRequest, DatasetInfo, ExtractInfo, NewExtract};
+use veil_catalog::{AccessRequest, DatasetInfo, ExtractInfo, NewExtract, NewRequest};
 use veil_common::{DatasetRef, DepartmentId, EXTRACT_SCHEMA, ErrorKind, Mode, Tag};
 use veil_extract::{ColumnSpec, Role, Spec, Step};
 use veil_policy::ceiling::{Ceiling, across_departments};
@@ -104,7 +104,7 @@ impl Broker {
         })
         .await
         .map_err(|e| Error::internal(format!("extract task failed: {e}")))?;
-        let report = match built {
+        let mut report = match built {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_file(&staged);
@@ -117,30 +117,32 @@ impl Broker {
         });
         let earlier: Vec<String> =
             released.await?.into_iter().filter(|v| *v != info.current_version).map(|v| v.to_string()).collect();
-        let mut report_json = serde_json::to_value(&report).map_err(Error::internal)?;
-        let mut warnings = Vec::new();
         if !earlier.is_empty() {
-            warnings.push(format!(
+            report.warnings.push(format!(
                 "extracts of version(s) {} of {} were already released: anyone holding an extract of each version can compare them and see who was added, removed or changed",
                 earlier.join(", "),
                 info.dataset
             ));
         }
-        report_json["warnings"] = serde_json::json!(warnings);
         let new = NewExtract {
             name: request.name.clone(),
             spec: spec_json(&request),
             source_version: info.current_version,
             staged,
             rows: report.records,
-            report: report_json.to_string(),
+            report: serde_json::to_string(&report).map_err(Error::internal)?,
         };
-        let user = caller.principal.user.clone();
-        let dataset = request.dataset.clone();
-        let now = now_unix();
+        let asked = NewRequest {
+            user: caller.principal.user.clone(),
+            department,
+            dataset: request.dataset.clone(),
+            mode: Mode::Deidentified,
+            purpose: request.purpose.clone(),
+            expires_at: request.expires_at,
+            now_unix: now_unix(),
+        };
         self.blocking(move |c| {
-            let r =
-                c.create_extract_request(&user, &department, &dataset, &request.purpose, request.expires_at, now, new)?;
+            let r = c.create_extract_request(&asked, new)?;
             let e = c.extract(&r.id)?.ok_or_else(|| veil_catalog::Error::AccessRequestNotFound(r.id.clone()))?;
             Ok((r, e))
         })

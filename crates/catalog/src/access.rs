@@ -117,24 +117,34 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
     })
 }
 
+/// A request as an analyst makes it.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// The analyst.
+    pub user: UserId,
+    /// Their department.
+    pub department: DepartmentId,
+    /// The dataset.
+    pub dataset: DatasetRef,
+    /// The mode asked for.
+    pub mode: Mode,
+    /// Why, shown to the steward.
+    pub purpose: String,
+    /// Unix seconds after which a grant stops working.
+    pub expires_at: i64,
+    /// Now, in Unix seconds.
+    pub now_unix: i64,
+}
+
 /// A fresh request id.
 pub(crate) fn new_request_id() -> String {
     format!("ar_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Checks a request and inserts it as pending.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn insert_request(
-    conn: &rusqlite::Connection,
-    id: &str,
-    user: &UserId,
-    department: &DepartmentId,
-    dataset: &DatasetRef,
-    mode: Mode,
-    purpose: &str,
-    expires_at: i64,
-    now_unix: i64,
-) -> Result<AccessRequest> {
+pub(crate) fn insert_request(conn: &rusqlite::Connection, id: &str, new: &NewRequest) -> Result<AccessRequest> {
+    let NewRequest { user, department, dataset, mode, purpose, expires_at, now_unix } = new;
+    let (expires_at, now_unix) = (*expires_at, *now_unix);
     let purpose = purpose.trim();
     if purpose.is_empty() {
         return Err(Error::invalid("purpose_required", "a purpose is required: say what the data will be used for"));
@@ -183,25 +193,15 @@ impl Catalog {
     /// # Errors
     /// [`Error::DatasetNotFound`] for an unknown or retired dataset; [`Error::Invalid`] for an
     /// empty or over-long purpose, an expiry in the past or more than a year ahead.
-    #[allow(clippy::too_many_arguments)]
-    pub fn create_access_request(
-        &self,
-        user: &UserId,
-        department: &DepartmentId,
-        dataset: &DatasetRef,
-        mode: Mode,
-        purpose: &str,
-        expires_at: i64,
-        now_unix: i64,
-    ) -> Result<AccessRequest> {
-        if mode == Mode::Deidentified {
+    pub fn create_access_request(&self, new: &NewRequest) -> Result<AccessRequest> {
+        if new.mode == Mode::Deidentified {
             return Err(Error::invalid(
                 "extract_required",
                 "a de-identified access request names its extract: the columns to release, and optionally hierarchies, k, l and the share of records that may be suppressed",
             ));
         }
         let conn = self.conn();
-        insert_request(&conn, &new_request_id(), user, department, dataset, mode, purpose, expires_at, now_unix)
+        insert_request(&conn, &new_request_id(), new)
     }
 
     /// One request.

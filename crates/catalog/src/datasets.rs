@@ -419,23 +419,32 @@ impl Catalog {
             let path = entry.map_err(Error::io("reading", &tmp))?.path();
             let _ = fs::remove_file(&path);
         }
-        let known: HashSet<String> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT file FROM dataset_versions")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let known = self.named_files("SELECT file FROM dataset_versions")?;
         let root = self.dir.datasets();
         for dept in read_dirs(&root)? {
             for dataset in read_dirs(&dept)? {
-                for entry in fs::read_dir(&dataset).map_err(Error::io("reading", &dataset))? {
-                    let path = entry.map_err(Error::io("reading", &dataset))?.path();
-                    let relative = path.strip_prefix(self.dir.root()).ok().and_then(Path::to_str).map(str::to_owned);
-                    if relative.is_none_or(|r| !known.contains(&r)) {
-                        tracing::warn!(file = %path.display(), "removing dataset file that no version names");
-                        let _ = fs::remove_file(&path);
-                    }
-                }
+                self.remove_unnamed(&dataset, &known, "dataset file that no version names")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The files (relative to the data directory) that the rows of `sql` name.
+    pub(crate) fn named_files(&self, sql: &str) -> Result<HashSet<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes the files of `dir` that `known` does not name.
+    pub(crate) fn remove_unnamed(&self, dir: &Path, known: &HashSet<String>, what: &str) -> Result<()> {
+        for entry in fs::read_dir(dir).map_err(Error::io("reading", dir))? {
+            let path = entry.map_err(Error::io("reading", dir))?.path();
+            let relative = path.strip_prefix(self.dir.root()).ok().and_then(Path::to_str).map(str::to_owned);
+            if relative.is_none_or(|r| !known.contains(&r)) {
+                tracing::warn!(file = %path.display(), "removing {what}");
+                let _ = fs::remove_file(&path);
             }
         }
         Ok(())

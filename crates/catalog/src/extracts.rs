@@ -5,14 +5,13 @@
 //! `extracts/` before the transaction that creates the request and names the file commits; a
 //! crash in between leaves an orphan file that [`Catalog::open`] removes.
 
-use std::collections::HashSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, params};
-use veil_common::{DatasetRef, DepartmentId, Mode, UserId};
+use veil_common::{DatasetRef, Mode, UserId};
 
-use crate::access::{self, AccessRequest};
+use crate::access::{self, AccessRequest, NewRequest};
 use crate::layout::sync_dir;
 use crate::{Catalog, Error, Result, now};
 
@@ -91,37 +90,19 @@ impl Catalog {
     /// # Errors
     /// As [`Catalog::create_access_request`]; [`Error::Invalid`] for a bad name or a name the
     /// analyst already uses for a pending or granted extract.
-    #[allow(clippy::too_many_arguments)]
-    pub fn create_extract_request(
-        &self,
-        user: &UserId,
-        department: &DepartmentId,
-        dataset: &DatasetRef,
-        purpose: &str,
-        expires_at: i64,
-        now_unix: i64,
-        extract: NewExtract,
-    ) -> Result<AccessRequest> {
+    pub fn create_extract_request(&self, new: &NewRequest, extract: NewExtract) -> Result<AccessRequest> {
         let staged = extract.staged.clone();
-        let result =
-            self.create_extract_request_inner(user, department, dataset, purpose, expires_at, now_unix, extract);
+        let result = self.place_extract(new, extract);
         let _ = fs::remove_file(&staged);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn create_extract_request_inner(
-        &self,
-        user: &UserId,
-        department: &DepartmentId,
-        dataset: &DatasetRef,
-        purpose: &str,
-        expires_at: i64,
-        now_unix: i64,
-        extract: NewExtract,
-    ) -> Result<AccessRequest> {
+    fn place_extract(&self, new: &NewRequest, extract: NewExtract) -> Result<AccessRequest> {
+        if new.mode != Mode::Deidentified {
+            return Err(Error::invalid("extract_not_expected", "only a deidentified access request names an extract"));
+        }
         check_extract_name(&extract.name)?;
-        if self.extract_name_in_use(user, &extract.name, now_unix)? {
+        if self.extract_name_in_use(&new.user, &extract.name, new.now_unix)? {
             return Err(Error::invalid(
                 "extract_name_in_use",
                 format!("you already have a pending or granted extract named `{}`", extract.name),
@@ -143,17 +124,7 @@ impl Catalog {
         let commit = || -> Result<AccessRequest> {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
-            let request = access::insert_request(
-                &tx,
-                &id,
-                user,
-                department,
-                dataset,
-                Mode::Deidentified,
-                purpose,
-                expires_at,
-                now_unix,
-            )?;
+            let request = access::insert_request(&tx, &id, new)?;
             tx.execute(
                 &format!("INSERT INTO extracts ({EXTRACT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
                 params![
@@ -260,20 +231,8 @@ impl Catalog {
         if !dir.is_dir() {
             return Ok(());
         }
-        let known: HashSet<String> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT file FROM extracts")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for entry in fs::read_dir(&dir).map_err(Error::io("reading", &dir))? {
-            let path = entry.map_err(Error::io("reading", &dir))?.path();
-            let relative = path.strip_prefix(self.dir.root()).ok().and_then(Path::to_str).map(str::to_owned);
-            if relative.is_none_or(|r| !known.contains(&r)) {
-                tracing::warn!(file = %path.display(), "removing extract file that no request names");
-                let _ = fs::remove_file(&path);
-            }
-        }
+        let known = self.named_files("SELECT file FROM extracts")?;
+        self.remove_unnamed(&dir, &known, "extract file that no request names")?;
         Ok(())
     }
 }

@@ -47,7 +47,7 @@ use std::sync::{Mutex, MutexGuard};
 use ring::hmac;
 use rusqlite::Connection;
 
-pub use access::{AccessRequest, RequestFilter, RequestState, Transition};
+pub use access::{AccessRequest, NewRequest, RequestFilter, RequestState, Transition};
 pub use budget::{Cap, Charge, Ledger, Spent};
 pub use datasets::{ColumnInfo, DatasetInfo, PERSONAL_EPSILON_CAP, VersionInfo, resolve_import};
 pub use error::{Error, Result};

@@ -226,12 +226,22 @@ pub fn build_within(
         found.eval.class.iter().map(|c| Some(found.eval.kept[*c as usize])).collect();
     let kept = arrow::compute::filter_record_batch(&table.input, &keep)?;
     let mut spec = spec.clone();
+    let mut warnings = Vec::new();
     for column in &mut spec.columns {
         match &mut column.role {
-            Role::QuasiIdentifier { floor, .. } => {
+            Role::QuasiIdentifier { floor, ladder } => {
                 let level = table.qis.iter().zip(&found.eval.levels).find(|(q, _)| q.name == column.name);
                 if let Some((qi, level)) = level {
                     let step = qi.ladder[*level];
+                    if let Some(asked) = ladder.as_ref().and_then(|l| l.first())
+                        && *asked != step
+                        && hierarchy::contains(*asked, step)
+                    {
+                        warnings.push(format!(
+                            "`{}`: the dataset's base release already generalizes it to `{step}`, coarser than the `{asked}` asked for",
+                            column.name
+                        ));
+                    }
                     *floor = Some(floor.map_or(step, |f| hierarchy::coarser(f, step)));
                 }
             }
@@ -255,6 +265,8 @@ pub fn build_within(
     r.records_without_unit = table.without_unit;
     r.records_over_person_cap = table.over_cap;
     r.source_records += table.over_cap;
+    r.base_suppressed_records = found.eval.suppressed_rows;
+    r.warnings.extend(warnings);
     Ok(extract)
 }
 

@@ -42,7 +42,7 @@ pub struct Report {
     /// Share of released records above the threshold.
     pub records_at_risk: f64,
     /// Mean information loss over all columns generalized, in `[0, 1]` (a suppressed record
-    /// losing everything).
+    /// losing everything), to two decimals.
     pub loss: f64,
     /// What happened to each column.
     pub columns: Vec<ColumnReport>,
@@ -50,6 +50,12 @@ pub struct Report {
     pub nodes_evaluated: u64,
     /// Lattice nodes.
     pub lattice: u64,
+    /// Of the suppressed records, those the dataset's base release suppressed (every extract
+    /// of the dataset version leaves them out).
+    pub base_suppressed_records: u64,
+    /// What the steward should know: a hierarchy asked for that the base release makes coarser,
+    /// extracts of other versions already released.
+    pub warnings: Vec<String>,
 }
 
 /// Released classes with a number of people in `[from, to]`.
@@ -75,7 +81,7 @@ pub struct ColumnReport {
     /// For a quasi-identifier: the level chosen (`month`, `band:10`, `*`, …); for a sensitive
     /// number: how it was coded.
     pub treatment: String,
-    /// For a quasi-identifier: its information loss in `[0, 1]`.
+    /// For a quasi-identifier: its information loss in `[0, 1]`, to two decimals.
     pub loss: Option<f64>,
 }
 
@@ -117,7 +123,9 @@ pub(crate) fn report(table: &Table, spec: &Spec, found: &Found) -> Report {
             let (role, treatment, loss) = match &c.role {
                 Role::Pseudonym => ("pseudonym", "HMAC-SHA256 pseudonym keyed for this extract".to_owned(), None),
                 Role::QuasiIdentifier { .. } => match qis.next() {
-                    Some(((qi, level), loss)) => ("quasi_identifier", qi.ladder[*level].to_string(), Some(*loss)),
+                    Some(((qi, level), loss)) => {
+                        ("quasi_identifier", qi.ladder[*level].to_string(), Some(rounded(*loss)))
+                    }
                     None => ("quasi_identifier", String::new(), None),
                 },
                 Role::Sensitive { .. } => {
@@ -145,9 +153,17 @@ pub(crate) fn report(table: &Table, spec: &Spec, found: &Found) -> Report {
         average_risk: if records == 0 { 0.0 } else { risk_sum / records as f64 },
         risk_threshold: RISK_THRESHOLD,
         records_at_risk: if records == 0 { 0.0 } else { at_risk as f64 / records as f64 },
-        loss: eval.loss,
+        loss: rounded(eval.loss),
         columns,
         nodes_evaluated: found.evaluated as u64,
         lattice: found.lattice as u64,
+        base_suppressed_records: 0,
+        warnings: Vec::new(),
     }
+}
+
+/// Information loss to two decimals: the exact figure depends on the exact distinct values of
+/// the source, suppressed records included, and would be a faint channel about them.
+fn rounded(loss: f64) -> f64 {
+    (loss * 100.0).round() / 100.0
 }

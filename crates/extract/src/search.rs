@@ -155,6 +155,13 @@ pub(crate) fn evaluate(table: &Table, spec: &Spec, levels: &[usize]) -> Eval {
         for (k, v) in kept.iter_mut().zip(values) {
             *k &= v >= spec.l;
         }
+        if table.people < rows && spec.l > 1 {
+            // People with several rows can all hold one value beside others: then distinct
+            // values alone would let that value be read off everyone in the class.
+            for (k, ok) in kept.iter_mut().zip(spread_over_people(table, &class, classes, &s.codes, spec.l)) {
+                *k &= ok;
+            }
+        }
     }
     let mut suppressed_rows = 0u64;
     let mut column_loss = vec![0.0f64; table.qis.len()];
@@ -177,6 +184,41 @@ pub(crate) fn evaluate(table: &Table, spec: &Spec, levels: &[usize]) -> Eval {
         column_loss.iter().sum::<f64>() / table.qis.len() as f64
     };
     Eval { levels: levels.to_vec(), class, people, kept, suppressed_rows, loss, column_loss }
+}
+
+/// Per class, for one sensitive column whose people may have several rows: whether every value
+/// is lacked by at least `l - 1` of the class's people who have a value at all (with one row per
+/// person, that is what `l` distinct values mean).
+fn spread_over_people(table: &Table, class: &[u32], classes: usize, codes: &[u32], l: u64) -> Vec<bool> {
+    // (class, value, person), each once; and the people with any value, per class.
+    let mut triples: Vec<(u32, u32, u32)> = class
+        .iter()
+        .zip(codes)
+        .zip(&table.units)
+        .filter(|((_, code), _)| **code != NULL_CODE)
+        .map(|((c, code), u)| (*c, *code, *u))
+        .collect();
+    triples.sort_unstable();
+    triples.dedup();
+    let mut holders_of_any: Vec<(u32, u32)> = triples.iter().map(|(c, _, u)| (*c, *u)).collect();
+    holders_of_any.sort_unstable();
+    holders_of_any.dedup();
+    let mut with_value = vec![0u64; classes];
+    for (c, _) in &holders_of_any {
+        with_value[*c as usize] += 1;
+    }
+    let mut most_holders = vec![0u64; classes];
+    let mut i = 0;
+    while i < triples.len() {
+        let (c, v, _) = triples[i];
+        let mut n = 0;
+        while i < triples.len() && triples[i].0 == c && triples[i].1 == v {
+            n += 1;
+            i += 1;
+        }
+        most_holders[c as usize] = most_holders[c as usize].max(n);
+    }
+    with_value.iter().zip(&most_holders).map(|(w, m)| w.saturating_sub(*m) + 1 >= l).collect()
 }
 
 /// Each row's class by its generalized quasi-identifiers alone, and the number of classes.

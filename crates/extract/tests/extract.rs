@@ -562,3 +562,56 @@ fn a_cap_on_rows_per_person_leaves_the_same_rows_out_every_time() {
     let b = build(std::slice::from_ref(&src.batch), &s, &mut |_| {}).unwrap();
     assert_eq!(a.batch, b.batch, "the key fixes which rows the cap leaves out");
 }
+
+/// Red team: in a class of five people with two rows each, every person had a row with subsidy
+/// 4321 and one row had 4320: two distinct values, so "2-diverse", and everyone's 4321 disclosed.
+/// With several rows per person, every value must be lacked by at least l - 1 people.
+#[test]
+fn a_value_every_person_of_a_class_holds_is_not_released_as_diverse() {
+    let mut person = Vec::new();
+    let mut district = Vec::new();
+    let mut subsidy = Vec::new();
+    for p in 0..5 {
+        for r in 0..2 {
+            person.push(format!("a{p}"));
+            district.push("D6");
+            subsidy.push(if p == 0 && r == 1 { 4320.0 } else { 4321.0 });
+        }
+    }
+    for p in 0..10 {
+        person.push(format!("b{p}"));
+        district.push("D7");
+        subsidy.push(f64::from(p) * 10.0);
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("person", Arc::new(StringArray::from(person)) as ArrayRef),
+        ("district", Arc::new(StringArray::from(district))),
+        ("subsidy", Arc::new(Float64Array::from(subsidy))),
+    ])
+    .unwrap();
+    let s = Spec {
+        columns: vec![
+            ColumnSpec { name: "person".into(), role: Role::Pseudonym },
+            qi("district"),
+            ColumnSpec { name: "subsidy".into(), role: Role::Sensitive { bounds: Some((0.0, 5000.0)) } },
+        ],
+        unit: Some("person".into()),
+        k: 5,
+        l: 2,
+        max_suppression: 0.5,
+        max_rows_per_person: None,
+        key: [4; 32],
+    };
+    let e = build(&[batch], &s, &mut |_| {}).unwrap();
+    let districts = text(&e.batch, "district");
+    let subsidies = text(&e.batch, "subsidy");
+    let released_4321 = districts
+        .iter()
+        .zip(&subsidies)
+        .filter(|(_, s)| s.as_deref().and_then(|s| s.parse::<f64>().ok()) == Some(4321.0))
+        .count();
+    assert!(
+        !districts.iter().any(|d| d.as_deref() == Some("D6")) || released_4321 == 0,
+        "the class whose every person holds 4321 was released as 2-diverse"
+    );
+}

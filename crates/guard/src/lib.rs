@@ -25,4 +25,5 @@ pub use check::{AppliedRule, Assessment, DpAggregate, check};
 pub use context::{ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
 pub use rewrite::{ANON_OUTLIERS, ANON_SEED, DP_PREFIX, DP_ROW, DpPlan, Rewritten, UNIT_PREFIX, rewrite};
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};
+pub use rules::allow_listed_functions::check_plan as check_functions;
 pub use violation::{Rule, Violation};

@@ -682,7 +682,7 @@ impl QueryEngine {
 
     /// Runs `query` over Parquet `files` (schema, name, path, rows) with no privacy guard: for files
     /// whose every row may be released to the caller, such as an approved de-identified extract.
-    /// The same SQL surface and limits apply, except that an answer longer than the row limit
+    /// The same SQL surface (and the same allow-listed functions) and limits apply, except that an answer longer than the row limit
     /// is cut at the limit (the caller pages with `LIMIT`/`OFFSET`) rather than refused.
     ///
     /// # Errors
@@ -698,6 +698,7 @@ impl QueryEngine {
             register(&catalog, &schema, &name, parquet_table(&path, &state).await?)?;
         }
         let plan = self.plan(&state, query.statement.clone()).await?;
+        veil_guard::check_functions(&plan).map_err(Error::Denied)?;
         let plan = LogicalPlanBuilder::from(plan)
             .limit(0, Some(self.limits.max_result_rows))
             .and_then(LogicalPlanBuilder::build)

@@ -122,3 +122,32 @@ fn is_constant(e: &Expr) -> bool {
         _ => false,
     }
 }
+
+/// Checks every scalar function call anywhere in `plan` (subqueries included) against the list:
+/// for plans the guard does not otherwise check, such as queries over approved extracts, whose
+/// rows may be released but whose SQL must still not read files, hash unkeyed or build values
+/// without bound (`repeat(x, 10^8)`).
+///
+/// # Errors
+/// The first call that is not allowed.
+pub fn check_plan(plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), Violation> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found: Option<Violation> = None;
+    let walked = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && let Err(v) = check_scalar(f.name(), &f.args)
+                {
+                    found = Some(v);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    if walked.is_err() {
+        return Err(Violation::new(Rule::FunctionNotAllowed, None, "the query's functions could not be checked"));
+    }
+    found.map_or(Ok(()), Err)
+}

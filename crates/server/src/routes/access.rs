@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use veil_audit::{DatasetUse, Entry};
-use veil_catalog::{AccessRequest, Principal, RequestState, Transition};
+use veil_catalog::{AccessRequest, NewRequest, Principal, RequestState, Transition};
 use veil_common::{DatasetRef, ErrorKind, Mode};
 
 use super::AppJson;
@@ -51,13 +51,16 @@ pub(crate) async fn access_requests_create(
             "only a deidentified access request names an extract",
         ));
     }
-    let user = caller.user.clone();
-    let purpose = body.purpose;
-    let request = state
-        .blocking(move |c| {
-            c.create_access_request(&user, &department, &dataset, mode, &purpose, expires_at, now_unix())
-        })
-        .await?;
+    let new = NewRequest {
+        user: caller.user.clone(),
+        department,
+        dataset,
+        mode,
+        purpose: body.purpose,
+        expires_at,
+        now_unix: now_unix(),
+    };
+    let request = state.blocking(move |c| c.create_access_request(&new)).await?;
     state
         .audit(request_entry(&caller, "access_request.create", &request, format!("purpose: {}", request.purpose)))
         .await?;
