@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::columns::{NULL_CODE, Table};
+use crate::columns::{NULL_CODE, Sensitive, Table};
 use crate::{Error, MAX_LATTICE, Progress, Result, Spec};
 
 /// One node, evaluated.
@@ -125,11 +125,35 @@ fn infeasible(table: &Table, spec: &Spec) -> Error {
             };
         }
     }
-    Error::Infeasible { column: None, reason: "no combination of levels suppresses few enough records".into() }
+    // The top of the lattice: which sensitive column keeps too many records from being released.
+    let top: Vec<usize> = table.qis.iter().map(|q| q.ladder.len() - 1).collect();
+    let allowed = allowed(table, spec);
+    if evaluate_with(table, spec, &top, &[]).meets(allowed) {
+        for s in &table.sensitive {
+            if !evaluate_with(table, spec, &top, &[s]).meets(allowed) {
+                return Error::Infeasible {
+                    column: Some(s.name.clone()),
+                    reason: format!(
+                        "sensitive column `{}` is not {}-diverse even with every quasi-identifier withheld: too many people share their values",
+                        s.name, spec.l
+                    ),
+                };
+            }
+        }
+    }
+    Error::Infeasible {
+        column: None,
+        reason: "no combination of levels suppresses few enough records (people's numbers of rows, or the values they share, set them apart)".into(),
+    }
 }
 
 /// Evaluates one node.
 pub(crate) fn evaluate(table: &Table, spec: &Spec, levels: &[usize]) -> Eval {
+    evaluate_with(table, spec, levels, &table.sensitive.iter().collect::<Vec<_>>())
+}
+
+/// Evaluates one node, checking `l` on `sensitive` only.
+fn evaluate_with(table: &Table, spec: &Spec, levels: &[usize], sensitive: &[&Sensitive]) -> Eval {
     let rows = table.rows();
     let row_class = row_classes(table, levels);
     let (class, classes) = if table.linked { profiles(table, &row_class) } else { row_class };
@@ -145,7 +169,7 @@ pub(crate) fn evaluate(table: &Table, spec: &Spec, levels: &[usize]) -> Eval {
         }
     }
     let mut kept: Vec<bool> = people.iter().map(|p| *p >= spec.k).collect();
-    for s in &table.sensitive {
+    for s in sensitive {
         let mut values = vec![0u64; classes];
         for pair in distinct_pairs(&class, &s.codes) {
             if pair as u32 != NULL_CODE {
