@@ -8,9 +8,12 @@
 //! - every released number gets two layers of noise whose standard deviation is that average
 //!   (at least 1 for counts): one seeded by the set of people in the group, one by the query's
 //!   labels (the measuring plan, which holds the filter constants, and the group's key values),
-//!   both under the installation's secret. The same group asked the same way always gets the
-//!   same answer, so repeating a query averages nothing away; two groups that differ by one
-//!   person get independent noise, so their difference does not reveal the person;
+//!   both under the installation's secret, and one more per constant of the query's IN lists,
+//!   seeded by the constant and the group's people whose rows match it (so padding an IN list
+//!   with fresh sets of other constants leaves the layer of the constant that singles a person
+//!   out the same every time: it does not average away). The same group asked the same way
+//!   always gets the same answer, so repeating a query averages nothing away; two groups that
+//!   differ by one person get independent noise, so their difference does not reveal the person;
 //! - a group is released only when its people reach k and a noisy threshold above it, seeded by
 //!   its people alone.
 //!
@@ -57,6 +60,8 @@ struct Group {
     people: u64,
     seed: [u8; 8],
     label: Vec<u8>,
+    /// Per IN-list constant: its label and the seed of the group's people matching it.
+    conditions: Vec<Vec<u8>>,
 }
 
 /// One measured contribution of a group: total, outliers' total, top group's average.
@@ -92,12 +97,16 @@ pub(crate) fn add_noise(
     label: &[u8],
 ) -> Result<Anonymized> {
     let totals = concat_batches(schema, measured).map_err(internal)?;
-    let width = totals.num_columns();
+    let conditions = plan.conditions.len();
+    let width = totals.num_columns() - conditions.min(totals.num_columns());
     if width < plan.keys + 2 {
         return Err(internal("the anonymizing plan's output is too narrow"));
     }
     let people = totals.column(width - 2).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("people"))?.clone();
     let seeds = totals.column(width - 1).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("seed"))?.clone();
+    let condition_seeds = (width..width + conditions)
+        .map(|i| totals.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("condition seed")).cloned())
+        .collect::<Result<Vec<_>>>()?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut labels = Vec::with_capacity(plan.keys);
     for i in 0..plan.keys {
@@ -126,7 +135,16 @@ pub(crate) fn add_noise(
         let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 }.to_le_bytes();
         let z = normal(&key, &[b"threshold", &seed]);
         if people >= floor && people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
-            kept.push(Group { row, people, seed, label: row_label(row) });
+            let conditions = plan
+                .conditions
+                .iter()
+                .zip(&condition_seeds)
+                .map(|(text, seeds)| {
+                    let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
+                    [text.as_bytes(), &[0x1f], &seed.to_le_bytes()].concat()
+                })
+                .collect();
+            kept.push(Group { row, people, seed, label: row_label(row), conditions });
         }
     }
     let suppressed = (totals.num_rows() - kept.len()) as u64;
@@ -148,7 +166,7 @@ pub(crate) fn add_noise(
     let mut at = plan.keys;
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
-        for &Group { row, people: p, ref seed, ref label } in &kept {
+        for &Group { row, people: p, ref seed, ref label, ref conditions } in &kept {
             // Two layers per measure: the people's, and the query's labels'. Every count of a
             // group shares its noise: several COUNTs in one query are not several samples.
             let counts = matches!(aggregate, DpAggregate::CountRows | DpAggregate::CountPeople);
@@ -157,7 +175,9 @@ pub(crate) fn add_noise(
                 let tag = [column.to_le_bytes(), measure.to_le_bytes()].concat();
                 let people_layer = normal(&key, &[b"people", seed, &tag]);
                 let label_layer = normal(&key, &[b"labels", label, &tag]);
-                LAYER_SD * sd * (people_layer + label_layer)
+                // One more layer per IN-list constant, seeded by it and the people matching it.
+                let condition_layers: f64 = conditions.iter().map(|c| normal(&key, &[b"condition", c, &tag])).sum();
+                LAYER_SD * sd * (people_layer + label_layer + condition_layers)
             };
             let noisy = |m: Measured, measure: usize, min_sd: f64| {
                 let (value, sd) = m.flattened(p);

@@ -37,8 +37,14 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 /// Output, in order: the group keys; per aggregate, for each contribution it measures (rows for
 /// COUNT; the sum for SUM; the sum and the count of values for AVG; nothing for COUNT(DISTINCT
 /// unit)), three Float64 columns: total, outliers' total, top group's average (null when the
-/// group has no more than `ANON_OUTLIERS` people); then the Int64 number of people; last the UInt64
-/// seed ([`ANON_SEED`]).
+/// group has no more than `ANON_OUTLIERS` people); then the Int64 number of people; then the UInt64
+/// seed ([`ANON_SEED`]); last, per constant of the query's IN lists (`DpPlan::conditions`), the
+/// UInt64 seed of the group's people whose rows match that constant (0 when none do).
+///
+/// Why per constant: `x IN (D ∪ {c}) … minus x IN (D) …` over fresh random paddings D gives
+/// pairs of groups that differ by the people matching `c`, each pair with fresh noise, so the
+/// average of many pairs converged on one person's contribution. A layer seeded by `c` and by
+/// the people matching it is the same in every pair, and does not average away.
 pub(super) fn bound(
     upper: LogicalPlan,
     assessment: &crate::Assessment,
@@ -46,6 +52,7 @@ pub(super) fn bound(
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     use std::sync::Arc;
 
+    use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::functions::core::expr_fn::coalesce;
     use datafusion::functions_aggregate::expr_fn::{avg, bit_xor, count, sum};
     use datafusion::functions_window::expr_fn::row_number;
@@ -59,15 +66,36 @@ pub(super) fn bound(
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
+    let listed = listed_constants(&agg.input);
     let described = super::DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
         keys: agg.group_expr.len(),
         aggregates: kinds.to_vec(),
         contribution: crate::Contribution::default(),
         public_keys: None,
+        conditions: listed.iter().map(|(e, c)| format!("{} = {}", e.schema_name(), c.schema_name())).collect(),
         upper: upper.clone(),
     };
     let Threaded { plan: input, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
+    // An IN list below a projection (a CTE, a subquery in FROM) names its column by the source's
+    // qualifier; the aggregate's input names it by the projection's.
+    let mut resolved = Vec::with_capacity(listed.len());
+    for (e, c) in listed {
+        let e = e
+            .transform(|x| match x {
+                Expr::Column(column) if !input.schema().has_column(&column) => {
+                    let same: Vec<_> = input.schema().columns().into_iter().filter(|f| f.name == column.name).collect();
+                    match same.as_slice() {
+                        [only] => Ok(Transformed::yes(Expr::Column(only.clone()))),
+                        _ => plan_err!("an IN list over a column the query does not keep below its aggregate"),
+                    }
+                }
+                other => Ok(Transformed::no(other)),
+            })?
+            .data;
+        resolved.push((e, c));
+    }
+    let listed = resolved;
     let unit = match units.as_slice() {
         [] => return plan_err!("an anonymized answer must read a dataset about people"),
         [only] => only.hash(),
@@ -102,6 +130,11 @@ pub(super) fn bound(
                 }
             }
         }
+    }
+    // Whether the person has a row matching each listed constant.
+    for (i, (e, c)) in listed.iter().enumerate() {
+        let matches = datafusion::logical_expr::when(e.clone().eq(c.clone()), lit(1i64)).otherwise(lit(0i64))?;
+        partial.push(datafusion::functions_aggregate::expr_fn::max(matches).alias(name("cond", i)));
     }
     let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;
 
@@ -138,8 +171,33 @@ pub(super) fn bound(
     }
     totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
     totals.push(bit_xor(col(unit_name.as_str())).alias(ANON_SEED));
+    for i in 0..listed.len() {
+        let matching =
+            datafusion::logical_expr::when(col(name("cond", i)).eq(lit(1i64)), col(unit_name.as_str())).end()?;
+        totals.push(coalesce(vec![bit_xor(matching), lit(0u64)]).alias(format!("{ANON_SEED}_{i}")));
+    }
     let plan = plan.aggregate(key_cols, totals)?.build()?;
     Ok((plan, described))
+}
+
+/// The constants of the IN lists in the WHERE clauses below the answer's aggregate, each with the
+/// expression it is compared with.
+fn listed_constants(input: &LogicalPlan) -> Vec<(Expr, Expr)> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::expr::InList;
+    use datafusion::logical_expr::utils::split_conjunction;
+    let mut out = Vec::new();
+    let _ = input.apply(|node| {
+        if let LogicalPlan::Filter(f) = node {
+            for c in split_conjunction(&f.predicate) {
+                if let Expr::InList(InList { expr, list, negated: false }) = unalias(c) {
+                    out.extend(list.iter().map(|v| ((**expr).clone(), v.clone())));
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
 }
 
 /// The answer's aggregate over rows: the aggregate whose input aggregates nothing.

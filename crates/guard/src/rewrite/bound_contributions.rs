@@ -61,6 +61,9 @@ pub struct DpPlan {
     /// The public domain of each group key, when every key has one: then every combination is
     /// released (with zeros where no row has it) and no threshold applies.
     pub public_keys: Option<Vec<Vec<String>>>,
+    /// Anonymized answers: a label per constant of the query's IN lists, in the order of the
+    /// per-constant seeds the measuring plan outputs after the people's seed.
+    pub conditions: Vec<String>,
 }
 
 impl DpPlan {
@@ -182,6 +185,7 @@ pub(super) fn bound(
         aggregates: kinds.to_vec(),
         contribution,
         public_keys: assessment.dp_public_keys.clone(),
+        conditions: Vec::new(),
         upper: upper.clone(),
     };
     let Threaded { plan: input, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
