@@ -65,6 +65,16 @@ impl Broker {
         request: ExtractRequest,
     ) -> Result<(AccessRequest, ExtractInfo), Error> {
         veil_catalog::check_extract_name(&request.name)?;
+        let asked = NewRequest {
+            user: caller.principal.user.clone(),
+            department: department.clone(),
+            dataset: request.dataset.clone(),
+            mode: Mode::Deidentified,
+            purpose: request.purpose.clone(),
+            expires_at: request.expires_at,
+            now_unix: now_unix(),
+        };
+        asked.check()?; // before the build, which is the costly part
         let dataset = request.dataset.clone();
         let (info, path) = self.blocking(move |c| Ok((c.dataset(&dataset)?, c.current_file(&dataset)?))).await?;
         if info.dataset.department != department
@@ -131,15 +141,6 @@ impl Broker {
             staged,
             rows: report.records,
             report: serde_json::to_string(&report).map_err(Error::internal)?,
-        };
-        let asked = NewRequest {
-            user: caller.principal.user.clone(),
-            department,
-            dataset: request.dataset.clone(),
-            mode: Mode::Deidentified,
-            purpose: request.purpose.clone(),
-            expires_at: request.expires_at,
-            now_unix: now_unix(),
         };
         self.blocking(move |c| {
             let r = c.create_extract_request(&asked, new)?;
