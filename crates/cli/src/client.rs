@@ -169,8 +169,13 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
             }
         }
         let rows = answer["rows"].as_array().map_or(0, Vec::len);
+        let extract = answer["rules"].as_array().into_iter().flatten().any(|r| r["code"] == "approved_extract");
         match answer["level"].as_str().unwrap_or("?") {
             "audit" => println!("{rows} rows of the audit log"),
+            level if extract => println!(
+                "{rows} rows of approved de-identified extracts (every class at least k = {} people); level {level}",
+                answer["k"]
+            ),
             level if answer.get("dp").is_some() => println!(
                 "{rows} rows; groups whose noisy count of people is below the threshold are withheld (how many is not released); level {level}"
             ),
