@@ -256,3 +256,46 @@ async fn aggregate_mode_over_people_admits_only_the_anonymizing_shape() {
     }
     assert!(wrong.is_empty(), "{} of {} cases differ:\n{}", wrong.len(), CASES.len(), wrong.join("\n"));
 }
+
+/// Red team: one birth date spelled fourteen ways (`'1950-6-15'`, `'1950-06-15T00:00:01'`, …)
+/// matched the same person with a noise layer per spelling, and the layers averaged away. A
+/// listed constant is seeded by its value in the column's type, each value once.
+#[tokio::test]
+async fn a_listed_constant_is_seeded_by_its_value_not_its_spelling() {
+    let (ctx, guard) = session().await;
+    let conditions = |sql: String| {
+        let ctx = ctx.clone();
+        let guard = guard.clone();
+        async move {
+            let state = ctx.state();
+            let plan = state.create_logical_plan(&sql).await.unwrap();
+            let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+            let assessment = veil_guard::check(&analyzed, &guard).unwrap();
+            let rewritten = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap();
+            rewritten.anonymized.unwrap().conditions
+        }
+    };
+    let canonical = conditions(
+        "SELECT count(*) FROM civil.people WHERE birth_date IN (DATE '1950-01-02', DATE '1950-06-15')".into(),
+    )
+    .await;
+    assert_eq!(canonical.len(), 2, "{canonical:?}");
+    for spelling in [
+        "'1950-06-15'",
+        "'1950-6-15'",
+        "CAST('1950-06-15' AS DATE)",
+        "'1950-06-15T00:00:00'",
+        "'1950-06-15T00:00:01'",
+        "'+1950-06-15'",
+        "'1950-06-15T12:00:00Z'",
+    ] {
+        let got = conditions(format!(
+            "SELECT count(*) FROM civil.people WHERE birth_date IN (DATE '1950-01-02', {spelling})"
+        ))
+        .await;
+        assert_eq!(got, canonical, "{spelling}");
+    }
+    // The same value twice is one constant.
+    let twice = conditions("SELECT count(*) FROM civil.people WHERE subsidy IN (4321, 4321.0, 04321)".into()).await;
+    assert_eq!(twice.len(), 1, "{twice:?}");
+}

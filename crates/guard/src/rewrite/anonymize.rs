@@ -181,23 +181,56 @@ pub(super) fn bound(
 }
 
 /// The constants of the IN lists in the WHERE clauses below the answer's aggregate, each with the
-/// expression it is compared with.
+/// expression it is compared with: each constant as its value in the compared expression's type
+/// (a red team spelled one date fourteen ways, `'1950-6-15'`, `'1950-06-15T00:00:01'`, …, each
+/// matching the same person with a layer of its own, and averaged the layers away), each value
+/// once.
 fn listed_constants(input: &LogicalPlan) -> Vec<(Expr, Expr)> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::ExprSchemable;
     use datafusion::logical_expr::expr::InList;
     use datafusion::logical_expr::utils::split_conjunction;
-    let mut out = Vec::new();
+    let mut out: Vec<(Expr, Expr)> = Vec::new();
     let _ = input.apply(|node| {
         if let LogicalPlan::Filter(f) = node {
             for c in split_conjunction(&f.predicate) {
                 if let Expr::InList(InList { expr, list, negated: false }) = unalias(c) {
-                    out.extend(list.iter().map(|v| ((**expr).clone(), v.clone())));
+                    let target = expr.get_type(f.input.schema()).ok();
+                    for v in list {
+                        let value = canonical(v, target.as_ref());
+                        let pair = ((**expr).clone(), value);
+                        if !out.contains(&pair) {
+                            out.push(pair);
+                        }
+                    }
                 }
             }
         }
         Ok(TreeNodeRecursion::Continue)
     });
     out
+}
+
+/// A constant as a literal of `target`'s type, when it is a literal or casts of one that convert;
+/// else as written.
+fn canonical(e: &Expr, target: Option<&DataType>) -> Expr {
+    fn value(e: &Expr) -> Option<datafusion::common::ScalarValue> {
+        use datafusion::logical_expr::expr::{Cast, TryCast};
+        match e {
+            Expr::Literal(v, _) => Some(v.clone()),
+            Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                value(expr)?.cast_to(field.data_type()).ok()
+            }
+            Expr::Alias(a) => value(&a.expr),
+            _ => None,
+        }
+    }
+    value(e)
+        .and_then(|v| match target {
+            Some(t) => v.cast_to(t).ok(),
+            None => Some(v),
+        })
+        .map_or_else(|| e.clone(), |v| Expr::Literal(v, None))
 }
 
 /// The answer's aggregate over rows: the aggregate whose input aggregates nothing.
