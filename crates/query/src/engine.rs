@@ -675,15 +675,14 @@ impl QueryEngine {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
             register(&catalog, &schema, &name, Arc::new(table))?;
         }
-        let plan = self.plan(&state, query.statement.clone()).await?;
-        let optimized = state.optimize(&plan).map_err(planning)?;
-        self.answer(&state, &plan, &optimized, dry_run, true).await
+        self.run_registered(&state, query, dry_run, false).await
     }
 
     /// Runs `query` over Parquet `files` (schema, name, path, rows) with no privacy guard: for files
     /// whose every row may be released to the caller, such as an approved de-identified extract.
-    /// The same SQL surface (and the same allow-listed functions) and limits apply, except that an answer longer than the row limit
-    /// is cut at the limit (the caller pages with `LIMIT`/`OFFSET`) rather than refused.
+    /// The same SQL surface (and the same allow-listed functions) and limits apply, except that an
+    /// answer longer than the row limit is cut at the limit (the caller pages with `LIMIT`/`OFFSET`)
+    /// rather than refused.
     ///
     /// # Errors
     /// As [`QueryEngine::run`], without the guard's refusals.
@@ -697,14 +696,28 @@ impl QueryEngine {
         for (schema, name, path, _) in files {
             register(&catalog, &schema, &name, parquet_table(&path, &state).await?)?;
         }
-        let plan = self.plan(&state, query.statement.clone()).await?;
-        veil_guard::check_functions(&plan).map_err(Error::Denied)?;
-        let plan = LogicalPlanBuilder::from(plan)
-            .limit(0, Some(self.limits.max_result_rows))
-            .and_then(LogicalPlanBuilder::build)
-            .map_err(planning)?;
+        self.run_registered(&state, query, dry_run, true).await
+    }
+
+    /// Plans and runs `query` over the tables registered in `state`, unguarded. With `cut`, the
+    /// answer stops at the row limit instead of being refused past it.
+    async fn run_registered(
+        &self,
+        state: &SessionState,
+        query: &ParsedQuery,
+        dry_run: bool,
+        cut: bool,
+    ) -> Result<Answer> {
+        let mut plan = self.plan(state, query.statement.clone()).await?;
+        if cut {
+            veil_guard::check_functions(&plan).map_err(Error::Denied)?;
+            plan = LogicalPlanBuilder::from(plan)
+                .limit(0, Some(self.limits.max_result_rows))
+                .and_then(LogicalPlanBuilder::build)
+                .map_err(planning)?;
+        }
         let optimized = state.optimize(&plan).map_err(planning)?;
-        self.answer(&state, &plan, &optimized, dry_run, true).await
+        self.answer(state, &plan, &optimized, dry_run, true).await
     }
 
     /// The answer to an optimized plan: its schema alone for a dry run, else its rows, run
