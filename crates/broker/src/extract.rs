@@ -250,24 +250,27 @@ impl Broker {
         dry_run: bool,
         entry: &mut Entry,
     ) -> Result<Done, Error> {
+        let mut names = Vec::with_capacity(parsed.tables().len());
+        for (schema, name) in parsed.tables() {
+            if schema != EXTRACT_SCHEMA {
+                return Err(Error::invalid(
+                    "deidentified_reads_extracts",
+                    format!(
+                        "in deidentified mode a query reads your approved extracts, as {EXTRACT_SCHEMA}.<name>; `{schema}.{name}` is not one (ask for an extract of it with a de-identified access request)"
+                    ),
+                ));
+            }
+            names.push(name.clone());
+        }
         let user = caller.principal.user.clone();
-        let tables = parsed.tables().to_vec();
         let now = now_unix();
         let found = self
             .blocking(move |c| {
-                let mut found = Vec::new();
-                for (schema, name) in &tables {
-                    if schema != EXTRACT_SCHEMA {
-                        found.push(Err(format!("{schema}.{name}")));
-                        continue;
-                    }
-                    match c.granted_extract(&user, name, now)? {
-                        Some((request, extract)) => {
-                            let level = c.dataset(&request.dataset)?.level;
-                            found.push(Ok((request, extract, level)));
-                        }
-                        None => found.push(Err(format!("{schema}.{name}"))),
-                    }
+                let mut found = Vec::with_capacity(names.len());
+                for name in names {
+                    let granted = c.granted_extract(&user, &name, now)?;
+                    let level = granted.as_ref().map(|(r, _)| c.dataset(&r.dataset).map(|d| d.level)).transpose()?;
+                    found.push((name, granted.zip(level)));
                 }
                 Ok(found)
             })
@@ -276,20 +279,9 @@ impl Broker {
         let mut rules = Vec::new();
         let mut level = veil_common::Level::L1;
         let mut k = 0;
-        for item in found {
-            let (request, extract, source_level) = match item {
-                Ok(x) => x,
-                Err(table) if table.starts_with(&format!("{EXTRACT_SCHEMA}.")) => {
-                    return Err(veil_query::Error::UnknownDataset(table).into());
-                }
-                Err(table) => {
-                    return Err(Error::invalid(
-                        "deidentified_reads_extracts",
-                        format!(
-                            "in deidentified mode a query reads your approved extracts, as {EXTRACT_SCHEMA}.<name>; `{table}` is not one (ask for an extract of it with a de-identified access request)"
-                        ),
-                    ));
-                }
+        for (name, granted) in found {
+            let Some(((request, extract), source_level)) = granted else {
+                return Err(veil_query::Error::UnknownDataset(format!("{EXTRACT_SCHEMA}.{name}")).into());
             };
             entry
                 .datasets
