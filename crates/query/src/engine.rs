@@ -658,8 +658,8 @@ impl QueryEngine {
 
     /// Runs `query` over in-memory `tables` (schema, name, rows) with no privacy guard: for
     /// tables that hold no personal data and whose readers may see every row, such as the audit
-    /// log for auditors. The same SQL surface (one read-only query, no file access) and limits
-    /// apply.
+    /// log for auditors. The same SQL surface (one read-only query, no file access, the
+    /// allow-listed functions) and limits apply.
     ///
     /// # Errors
     /// As [`QueryEngine::run`], without the guard's refusals.
@@ -680,7 +680,7 @@ impl QueryEngine {
 
     /// Runs `query` over Parquet `files` (schema, name, path, rows) with no privacy guard: for files
     /// whose every row may be released to the caller, such as an approved de-identified extract.
-    /// The same SQL surface (and the same allow-listed functions) and limits apply, except that an
+    /// The same SQL surface (one read-only query, the allow-listed functions) and limits apply, except that an
     /// answer longer than the row limit is cut at the limit (the caller pages with `LIMIT`/`OFFSET`)
     /// rather than refused.
     ///
@@ -699,8 +699,9 @@ impl QueryEngine {
         self.run_registered(&state, query, dry_run, true).await
     }
 
-    /// Plans and runs `query` over the tables registered in `state`, unguarded. With `cut`, the
-    /// answer stops at the row limit instead of being refused past it.
+    /// Plans and runs `query` over the tables registered in `state`, unguarded but for the
+    /// guard's allow-listed functions, as in every mode. With `cut`, the answer stops at the row
+    /// limit instead of being refused past it.
     async fn run_registered(
         &self,
         state: &SessionState,
@@ -709,8 +710,8 @@ impl QueryEngine {
         cut: bool,
     ) -> Result<Answer> {
         let mut plan = self.plan(state, query.statement.clone()).await?;
+        veil_guard::check_functions(&plan).map_err(Error::Denied)?;
         if cut {
-            veil_guard::check_functions(&plan).map_err(Error::Denied)?;
             plan = LogicalPlanBuilder::from(plan)
                 .limit(0, Some(self.limits.max_result_rows))
                 .and_then(LogicalPlanBuilder::build)
