@@ -313,6 +313,12 @@ fn a_date_column_of_floats_and_nulls_still_builds() {
     assert!(x.null_count() > 0, "nulls stay null");
 }
 
+/// `spec` with only the `copy` column and `columns`.
+fn keeping(mut spec: Spec, columns: &[&str]) -> Spec {
+    spec.columns.retain(|c| c.name == "copy" || columns.contains(&c.name.as_str()));
+    spec
+}
+
 /// The base release of the test source: every quasi-identifier and sensitive column.
 fn base(k: u64) -> Spec {
     let mut s = spec(k, 2, 0.05, true);
@@ -327,11 +333,7 @@ fn base(k: u64) -> Spec {
 fn two_extracts_combined_still_hide_the_target_among_k() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let src = source(&mut rng, 400, 1);
-    let only = |columns: &[&str]| {
-        let mut s = spec(5, 2, 0.05, false);
-        s.columns.retain(|c| c.name == "copy" || columns.contains(&c.name.as_str()));
-        s
-    };
+    let only = |columns: &[&str]| keeping(spec(5, 2, 0.05, false), columns);
     let a = veil_extract::build_within(
         std::slice::from_ref(&src.batch),
         &base(5),
@@ -409,11 +411,7 @@ fn a_record_one_extract_suppresses_no_extract_releases() {
     let mut columns = src.batch.columns().to_vec();
     columns[4] = Arc::new(StringArray::from(districts));
     let batch = RecordBatch::try_new(src.batch.schema(), columns).unwrap();
-    let only = |names: &[&str]| {
-        let mut s = spec(5, 1, 0.05, false);
-        s.columns.retain(|c| c.name == "copy" || names.contains(&c.name.as_str()));
-        s
-    };
+    let only = |names: &[&str]| keeping(spec(5, 1, 0.05, false), names);
     for names in [&["district", "age", "subsidy"][..], &["age", "subsidy"], &["subsidy"]] {
         let e = veil_extract::build_within(std::slice::from_ref(&batch), &base(5), &only(names), &mut |_| {}).unwrap();
         assert!(
@@ -439,7 +437,7 @@ fn a_persons_number_of_rows_does_not_single_them_out() {
     )
     .unwrap();
     let mut s = spec(5, 1, 0.05, true);
-    s.columns.retain(|c| ["person", "copy", "diagnosis"].contains(&c.name.as_str()));
+    s = keeping(s, &["person", "diagnosis"]);
     let e = build(&[batch], &s, &mut |_| {}).unwrap();
     let mut rows_of: HashMap<Option<String>, usize> = HashMap::new();
     for p in text(&e.batch, "person") {
@@ -509,7 +507,7 @@ fn a_requested_hierarchy_never_goes_below_the_declared_generalization() {
             floor: Some(veil_common::Generalization::Year.into()),
         },
     };
-    s.columns.retain(|c| ["copy", "birth"].contains(&c.name.as_str()));
+    s = keeping(s, &["birth"]);
     let e = build(std::slice::from_ref(&src.batch), &s, &mut |_| {}).unwrap();
     assert!(
         text(&e.batch, "birth").iter().flatten().all(|b| b.len() <= 4 || b == "*" || b.len() == 9),
@@ -548,7 +546,7 @@ fn a_cap_on_rows_per_person_leaves_the_same_rows_out_every_time() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
     let src = source(&mut rng, 200, 6);
     let mut s = spec(5, 1, 0.1, true);
-    s.columns.retain(|c| ["person", "copy", "diagnosis"].contains(&c.name.as_str()));
+    s = keeping(s, &["person", "diagnosis"]);
     s.max_rows_per_person = Some(2);
     let a = build(std::slice::from_ref(&src.batch), &s, &mut |_| {}).unwrap();
     let mut rows_of: HashMap<Option<String>, usize> = HashMap::new();
