@@ -1,15 +1,19 @@
 //! Differential privacy for Veil's `dp` mode.
 //!
-//! - [`sampler`]: exact discrete Laplace noise (Canonne, Kamath, Steinke 2020), drawn with
-//!   integer arithmetic only from the operating system's CSPRNG, so no floating-point artefact
-//!   can reveal the true value (Mironov 2012).
-//! - [`noise`]: calibrating that noise to a sensitivity and an epsilon, on integer counts and
-//!   on sums put on a power-of-two grid first, with the 95% interval of every noisy value.
+//! - [`sampler`]: exact discrete Laplace and discrete Gaussian noise (Canonne, Kamath, Steinke
+//!   2020), drawn with integer arithmetic only from the operating system's CSPRNG, so no
+//!   floating-point artefact can reveal the true value (Mironov 2012).
+//! - [`noise`]: calibrating that noise to a sensitivity and an ε (Laplace) or ρ (Gaussian), on
+//!   integer counts and on sums put on a power-of-two grid first, with the 95% interval of
+//!   every noisy value.
+//! - [`accounting`]: what many answers guarantee together, pure ε and ρ charges composed.
 
+pub mod accounting;
 pub mod noise;
 pub mod sampler;
 
-pub use noise::{Laplace, Noisy};
+pub use accounting::{Guarantee, Loss};
+pub use noise::{Mechanism, Noise, Noisy};
 pub use sampler::{Rational, Sampler};
 
 /// What can go wrong while sampling.

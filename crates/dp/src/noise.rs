@@ -1,22 +1,41 @@
-//! Calibrated noise: a true value, a sensitivity and an epsilon in; a noisy value and its
-//! interval out.
+//! Calibrated noise: a true value, how much one person can move it, and a privacy parameter
+//! in; a noisy value and its interval out.
 //!
-//! Counts get integer discrete Laplace noise directly. Sums of real numbers are first put on a
-//! grid of step `γ`, a power of two no larger than 1/1024 of the noise scale; the noise is
-//! then drawn in grid steps, so the released value is an exact multiple of `γ` and its
-//! floating-point representation says nothing about the true sum. Rounding can move two
-//! neighbouring sums one step further apart, so the sensitivity in steps is `Δ/γ + 1`.
+//! Two mechanisms, each exact on the integers:
+//! - **discrete Laplace** for pure ε-differential privacy, calibrated to the L1 sensitivity
+//!   (scale `Δ₁/ε`);
+//! - **discrete Gaussian** for ρ-zero-concentrated differential privacy (Bun and Steinke 2016;
+//!   Canonne, Kamath and Steinke 2020), calibrated to the L2 sensitivity (`σ = Δ₂/√(2ρ)`).
+//!   Where one person moves many released values a little, L2 grows with the square root of
+//!   their number where L1 grows with the number itself, so the Gaussian needs less noise.
+//!
+//! Counts get integer noise directly. Sums of real numbers are first put on a grid of step
+//! `γ`, a power of two no larger than 1/1024 of the noise scale; the noise is then drawn in grid
+//! steps, so the released value is an exact multiple of `γ` and its floating-point
+//! representation says nothing about the true sum (Mironov 2012). Rounding can move each of
+//! two neighbouring sums one step further apart, so one value's sensitivity in steps is
+//! `Δ/γ + 1`.
 
 use crate::sampler::{Rational, Sampler};
 use crate::{Error, Result};
 
-/// The discrete Laplace mechanism for one released value.
+/// Which noise a mechanism draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noise {
+    /// Discrete Laplace; the budget is ε.
+    Laplace,
+    /// Discrete Gaussian; the budget is ρ (zCDP).
+    Gaussian,
+}
+
+/// The noise for one kind of released value: each value one person can move by at most
+/// `per_value`, in at most `values` of the values (one per group they are in).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Laplace {
-    /// How much one person can change the value (L1).
-    pub sensitivity: f64,
-    /// The epsilon this value spends.
-    pub epsilon: f64,
+pub struct Mechanism {
+    noise: Noise,
+    per_value: f64,
+    values: f64,
+    budget: f64,
 }
 
 /// A released value.
@@ -36,35 +55,82 @@ impl Noisy {
     }
 }
 
-impl Laplace {
-    /// The mechanism; both numbers must be positive and finite.
+/// The scale of the noise that gives `budget` for values one person moves by `per_value` each,
+/// `values` of them: the discrete Laplace scale `Δ₁/ε` or the discrete Gaussian `σ = Δ₂/√(2ρ)`.
+fn scale_for(noise: Noise, per_value: f64, values: f64, budget: f64) -> f64 {
+    match noise {
+        Noise::Laplace => per_value * values / budget,
+        Noise::Gaussian => per_value * values.sqrt() / (2.0 * budget).sqrt(),
+    }
+}
+
+impl Mechanism {
+    /// Pure ε-dp noise (discrete Laplace).
     ///
     /// # Errors
-    /// [`Error::Parameter`] otherwise.
-    pub fn new(sensitivity: f64, epsilon: f64) -> Result<Self> {
-        if !(sensitivity.is_finite() && sensitivity > 0.0) {
-            return Err(Error::Parameter(format!("sensitivity {sensitivity} must be positive")));
-        }
-        if !(epsilon.is_finite() && epsilon > 0.0) {
-            return Err(Error::Parameter(format!("epsilon {epsilon} must be positive")));
-        }
-        Ok(Self { sensitivity, epsilon })
+    /// [`Error::Parameter`] unless every number is positive and finite.
+    pub fn laplace(per_value: f64, values: u64, epsilon: f64) -> Result<Self> {
+        Self::new(Noise::Laplace, per_value, values, epsilon)
     }
 
-    /// The noise scale `Δ/ε`.
+    /// ρ-zCDP noise (discrete Gaussian).
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] unless every number is positive and finite.
+    pub fn gaussian(per_value: f64, values: u64, rho: f64) -> Result<Self> {
+        Self::new(Noise::Gaussian, per_value, values, rho)
+    }
+
+    /// The mechanism of `noise` spending `budget` (ε or ρ).
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] unless every number is positive and finite.
+    pub fn new(noise: Noise, per_value: f64, values: u64, budget: f64) -> Result<Self> {
+        if !(per_value.is_finite() && per_value > 0.0) {
+            return Err(Error::Parameter(format!("sensitivity {per_value} must be positive")));
+        }
+        if values == 0 {
+            return Err(Error::Parameter("a mechanism releases at least one value per person".into()));
+        }
+        if !(budget.is_finite() && budget > 0.0) {
+            return Err(Error::Parameter(format!("privacy parameter {budget} must be positive")));
+        }
+        Ok(Self { noise, per_value, values: values as f64, budget })
+    }
+
+    /// Which noise this is.
+    pub fn noise(&self) -> Noise {
+        self.noise
+    }
+
+    /// The noise scale: the discrete Laplace scale, or the discrete Gaussian's σ.
     pub fn scale(&self) -> f64 {
-        self.sensitivity / self.epsilon
+        scale_for(self.noise, self.per_value, self.values, self.budget)
     }
 
-    /// A noisy integer (a count): `value + Z`, `Z ~ DLap(Δ/ε)`.
+    /// One integer draw at `scale` (rounded up to an exact rational) and its half-width.
+    fn draw(&self, sampler: &mut Sampler, scale: f64, confidence: f64) -> Result<(i64, u64)> {
+        match self.noise {
+            Noise::Laplace => {
+                let scale = Rational::at_least(scale)?;
+                Ok((sampler.discrete_laplace(scale)?, half_width(scale.to_f64(), confidence)))
+            }
+            Noise::Gaussian => {
+                let variance = Rational::at_least(scale * scale)?;
+                let sigma = variance.to_f64().sqrt();
+                Ok((sampler.discrete_gaussian(variance)?, gaussian_half_width(sigma, confidence)))
+            }
+        }
+    }
+
+    /// A noisy integer (a count): `value + Z`.
     ///
     /// # Errors
     /// [`Error::Random`] if the random source fails.
     pub fn integer(&self, sampler: &mut Sampler, value: i64, confidence: f64) -> Result<Noisy> {
-        let scale = Rational::at_least(self.scale())?;
-        let z = sampler.discrete_laplace(scale)?;
+        let (z, half) = self.draw(sampler, self.scale(), confidence)?;
         let released = value.checked_add(z).ok_or_else(|| Error::Parameter("count out of range".into()))?;
-        Ok(Noisy { value: released as f64, half_width: half_width(scale.to_f64(), confidence) as f64 })
+        Ok(Noisy { value: released as f64, half_width: half as f64 })
     }
 
     /// The grid step used for real values: the largest power of two at most `scale / 1024`.
@@ -73,7 +139,7 @@ impl Laplace {
         2f64.powi(exponent.clamp(-1000.0, 1000.0) as i32)
     }
 
-    /// A noisy real value (a sum), released on the grid of [`Laplace::grid`].
+    /// A noisy real value (a sum), released on the grid of [`Mechanism::grid`].
     ///
     /// # Errors
     /// [`Error::Parameter`] if the value is not finite or too large for the grid;
@@ -87,11 +153,27 @@ impl Laplace {
         if steps.abs() >= (1u64 << 52) as f64 {
             return Err(Error::Parameter("a sum is too large for its noise grid".into()));
         }
-        let scale = Rational::at_least((self.sensitivity / grid + 1.0) / self.epsilon)?;
-        let z = sampler.discrete_laplace(scale)?;
+        let scale = scale_for(self.noise, self.per_value / grid + 1.0, self.values, self.budget);
+        let (z, half) = self.draw(sampler, scale, confidence)?;
         let released = (steps as i64).checked_add(z).ok_or_else(|| Error::Parameter("sum out of range".into()))?;
-        let half = half_width(scale.to_f64(), confidence) as f64 * grid + grid / 2.0;
-        Ok(Noisy { value: released as f64 * grid, half_width: half })
+        Ok(Noisy { value: released as f64 * grid, half_width: half as f64 * grid + grid / 2.0 })
+    }
+
+    /// The smallest noisy count of people a group must show so that a group made of one
+    /// person's rows passes with probability at most `delta / values` (at most `delta` over all
+    /// the groups that person is in), for a count of people noised by this mechanism (one per
+    /// person and value): `1 + m` with `P(Z ≥ m) ≤ δ / values`. Discrete Laplace:
+    /// `P(Z ≥ m) ≤ e^{-m/t}`; discrete Gaussian (σ-subgaussian, CKS20): `P(Z ≥ m) ≤ e^{-m²/2σ²}`.
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] if the scale cannot be represented.
+    pub fn threshold(&self, delta: f64) -> Result<f64> {
+        let log = (self.values / delta).ln();
+        let m = match self.noise {
+            Noise::Laplace => Rational::at_least(self.scale())?.to_f64() * log,
+            Noise::Gaussian => Rational::at_least(self.scale() * self.scale())?.to_f64().sqrt() * (2.0 * log).sqrt(),
+        };
+        Ok(1.0 + m.ceil())
     }
 }
 
@@ -103,12 +185,23 @@ pub fn half_width(scale: f64, confidence: f64) -> u64 {
     m.ceil().max(0.0) as u64
 }
 
-/// The smallest count a group must show, with noise of `scale` on it, so that a group made of
-/// one person's rows passes with probability at most `delta / groups_per_person` (at most
-/// `delta` over all the groups that person is in): `1 + ⌈scale · ln(groups / δ)⌉`, from
-/// `P(Z >= m) <= e^{-m/t}`.
-pub fn threshold(scale: f64, groups_per_person: u64, delta: f64) -> f64 {
-    1.0 + (scale * (groups_per_person.max(1) as f64 / delta).ln()).ceil()
+/// The smallest `m` with `erfc(m / σ√2) <= 1 - confidence`, which bounds `P(|Z| > m)` for a
+/// discrete Gaussian with parameter σ: its normalizing sum is at least `σ√(2π)` (Poisson
+/// summation) and the tail sum beyond `m` is at most the integral from `m`. For large σ this is
+/// the familiar `1.96σ` at 95%; it is never narrower than the truth.
+pub fn gaussian_half_width(sigma: f64, confidence: f64) -> u64 {
+    let tail = (1.0 - confidence).clamp(1e-12, 1.0);
+    let covers = |m: f64| libm::erfc(m / (sigma * std::f64::consts::SQRT_2)) <= tail;
+    // erfc(x) <= 1e-12 for x >= 5.2: 8σ always covers.
+    let (mut lo, mut hi) = (0.0f64, (8.0 * sigma).ceil().max(1.0));
+    if covers(lo) {
+        return 0;
+    }
+    while hi - lo > 1.0 {
+        let mid = ((lo + hi) / 2.0).floor();
+        if covers(mid) { hi = mid } else { lo = mid }
+    }
+    hi as u64
 }
 
 #[cfg(test)]
@@ -129,28 +222,60 @@ mod tests {
     }
 
     #[test]
-    fn reals_land_on_the_grid() {
-        let mechanism = Laplace::new(100.0, 0.5).unwrap();
-        let grid = mechanism.grid();
-        assert!(grid <= mechanism.scale() / 1024.0 && grid > mechanism.scale() / 2048.0);
-        let mut sampler = Sampler::new();
-        for _ in 0..100 {
-            let noisy = mechanism.real(&mut sampler, 12_345.678_9, 0.95).unwrap();
-            assert_eq!((noisy.value / grid).fract(), 0.0, "{} is not a multiple of {grid}", noisy.value);
+    fn gaussian_half_width_bounds_the_exact_tail() {
+        // The exact tail of the discrete Gaussian, summed.
+        let tail = |m: i64, sigma: f64| {
+            let f = |z: i64| (-(z as f64).powi(2) / (2.0 * sigma * sigma)).exp();
+            let reach = (40.0 * sigma) as i64 + 10;
+            let total: f64 = (-reach..=reach).map(f).sum();
+            2.0 * ((m + 1)..=reach).map(f).sum::<f64>() / total
+        };
+        for sigma in [0.3, 1.0, 3.0, 20.0, 500.0] {
+            let m = gaussian_half_width(sigma, 0.95);
+            assert!(tail(m as i64, sigma) <= 0.05, "σ {sigma}: m {m} does not cover");
+            // And is not loose: within a step or two of 1.96σ.
+            assert!((m as f64) <= 1.96 * sigma + 2.0, "σ {sigma}: m {m} is too wide");
         }
     }
 
     #[test]
+    fn reals_land_on_the_grid() {
+        for mechanism in [Mechanism::laplace(25.0, 4, 0.5).unwrap(), Mechanism::gaussian(25.0, 4, 0.1).unwrap()] {
+            let grid = mechanism.grid();
+            assert!(grid <= mechanism.scale() / 1024.0 && grid > mechanism.scale() / 2048.0);
+            let mut sampler = Sampler::new();
+            for _ in 0..100 {
+                let noisy = mechanism.real(&mut sampler, 12_345.678_9, 0.95).unwrap();
+                assert_eq!((noisy.value / grid).fract(), 0.0, "{} is not a multiple of {grid}", noisy.value);
+            }
+        }
+    }
+
+    #[test]
+    fn gaussian_noise_grows_with_the_root_of_the_values_a_person_moves() {
+        let one = Mechanism::gaussian(1.0, 1, 0.5).unwrap();
+        let four = Mechanism::gaussian(1.0, 4, 0.5).unwrap();
+        assert!((one.scale() - 1.0).abs() < 1e-12, "σ = Δ₂/√(2ρ) = 1");
+        assert!((four.scale() - 2.0).abs() < 1e-12);
+        assert!((Mechanism::laplace(1.0, 4, 0.5).unwrap().scale() - 8.0).abs() < 1e-12);
+    }
+
+    #[test]
     fn bad_parameters_are_refused() {
-        assert!(Laplace::new(0.0, 1.0).is_err());
-        assert!(Laplace::new(1.0, f64::NAN).is_err());
-        assert!(Laplace::new(1.0, 1.0).unwrap().real(&mut Sampler::new(), f64::INFINITY, 0.95).is_err());
+        assert!(Mechanism::laplace(0.0, 1, 1.0).is_err());
+        assert!(Mechanism::laplace(1.0, 1, f64::NAN).is_err());
+        assert!(Mechanism::gaussian(1.0, 0, 1.0).is_err());
+        let m = Mechanism::laplace(1.0, 1, 1.0).unwrap();
+        assert!(m.real(&mut Sampler::new(), f64::INFINITY, 0.95).is_err());
     }
 
     #[test]
     fn thresholds_grow_with_noise_and_groups() {
-        assert_eq!(threshold(1.0, 1, 1e-6), 1.0 + (1e6f64).ln().ceil());
-        assert!(threshold(4.0, 1, 1e-6) > threshold(1.0, 1, 1e-6));
-        assert!(threshold(1.0, 5, 1e-6) > threshold(1.0, 1, 1e-6));
+        let laplace = |values: u64, epsilon: f64| Mechanism::laplace(1.0, values, epsilon).unwrap();
+        assert_eq!(laplace(1, 1.0).threshold(1e-6).unwrap(), 1.0 + (1e6f64).ln().ceil());
+        assert!(laplace(1, 0.25).threshold(1e-6).unwrap() > laplace(1, 1.0).threshold(1e-6).unwrap());
+        assert!(laplace(5, 1.0).threshold(1e-6).unwrap() > laplace(1, 1.0).threshold(1e-6).unwrap());
+        // σ = 1: m = ⌈√(2 ln 1e6)⌉ = ⌈5.26⌉.
+        assert_eq!(Mechanism::gaussian(1.0, 1, 0.5).unwrap().threshold(1e-6).unwrap(), 7.0);
     }
 }

@@ -1,4 +1,4 @@
-//! Exact discrete Laplace sampling.
+//! Exact discrete Laplace and discrete Gaussian sampling.
 //!
 //! Written here rather than taken from a library, for a reason: the reviewed implementation in
 //! Rust (the `opendp` crate) draws its bits from OpenSSL, which it builds from source, or else
@@ -8,8 +8,9 @@
 //! the exact probabilities.
 //!
 //! Canonne, Kamath, Steinke. *The Discrete Gaussian for Differential Privacy*, NeurIPS 2020,
-//! arXiv:2004.00010: Algorithm 1 (`Bernoulli(exp(-γ))`) and Algorithm 2 (discrete Laplace).
-//! Every probability is a ratio of integers; no floating point is used.
+//! arXiv:2004.00010: Algorithm 1 (`Bernoulli(exp(-γ))`), Algorithm 2 (discrete Laplace) and
+//! Algorithm 3 (discrete Gaussian). Every probability is a ratio of integers; no floating point
+//! is used.
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -25,28 +26,48 @@ pub struct Rational {
 }
 
 impl Rational {
-    /// Denominator used for [`Rational::at_least`]: scales are kept to 2⁻²⁰ of a unit.
+    /// Finest denominator used for [`Rational::at_least`]: 2⁻²⁰ of a unit.
     const GRID: u64 = 1 << 20;
+    /// Numerators stay below 2⁵², so the samplers' products fit in 128 bits.
+    const LIMIT: f64 = (1u64 << 52) as f64;
 
-    /// The smallest rational on a 2⁻²⁰ grid that is at least `x` (so noise is never smaller
-    /// than asked for).
+    /// The smallest rational on a power-of-two grid that is at least `x` (so noise is never
+    /// smaller than asked for): steps of 2⁻²⁰ while the numerator stays below 2⁵², coarser
+    /// steps (down to whole units) for larger values.
     ///
     /// # Errors
-    /// [`Error::Parameter`] if `x` is not positive and finite or too large.
+    /// [`Error::Parameter`] if `x` is not positive and finite or not below 2⁵².
     pub fn at_least(x: f64) -> Result<Self> {
         if !(x.is_finite() && x > 0.0) {
             return Err(Error::Parameter(format!("scale {x} must be positive and finite")));
         }
-        let scaled = (x * Self::GRID as f64).ceil();
-        if scaled >= (1u64 << 52) as f64 {
+        let mut den = Self::GRID;
+        while den > 1 && (x * den as f64).ceil() >= Self::LIMIT {
+            den /= 2;
+        }
+        let scaled = (x * den as f64).ceil();
+        if scaled >= Self::LIMIT {
             return Err(Error::Parameter(format!("scale {x} is too large")));
         }
-        Ok(Self { num: (scaled as u64).max(1), den: Self::GRID })
+        Ok(Self { num: (scaled as u64).max(1), den })
     }
 
     /// The value as a float, for reporting.
     pub fn to_f64(self) -> f64 {
         self.num as f64 / self.den as f64
+    }
+
+    /// `⌊√(num/den)⌋`, exactly.
+    fn floor_sqrt(self) -> u128 {
+        let (n, d) = (u128::from(self.num), u128::from(self.den));
+        let mut s = self.to_f64().sqrt() as u128;
+        while (s + 1) * (s + 1) * d <= n {
+            s += 1;
+        }
+        while s > 0 && s * s * d > n {
+            s -= 1;
+        }
+        s
     }
 }
 
@@ -166,6 +187,37 @@ impl Sampler {
             }
             let y = i64::try_from(y).map_err(|_| Error::Parameter("noise out of range".into()))?;
             return Ok(if negative { -y } else { y });
+        }
+    }
+
+    /// Discrete Gaussian with variance parameter `sigma2` (σ²): `P(Z = z) ∝ exp(-z² / 2σ²)` on
+    /// the integers. CKS20 Algorithm 3: a discrete Laplace proposal with scale `t = ⌊σ⌋ + 1`,
+    /// kept with probability `exp(-(|Y| - σ²/t)² / 2σ²)`.
+    ///
+    /// # Errors
+    /// [`Error::Random`] if the system random source fails.
+    pub fn discrete_gaussian(&mut self, sigma2: Rational) -> Result<i64> {
+        let (n, d) = (u128::from(sigma2.num), u128::from(sigma2.den));
+        if n == 0 || d == 0 {
+            return Err(Error::Parameter("discrete Gaussian variance must be positive".into()));
+        }
+        let t = sigma2.floor_sqrt() + 1;
+        let proposal =
+            Rational { num: u64::try_from(t).map_err(|_| Error::Parameter("variance too large".into()))?, den: 1 };
+        loop {
+            let y = self.discrete_laplace(proposal)?;
+            // γ = (|Y| − σ²/t)² / 2σ² = (|Y|·d·t − n)² / (2·n·d·t²), all in integers. Numerators
+            // stay below 2⁵², so the products fit unless |Y| is thousands of σ out, where
+            // exp(−γ) is below 2⁻¹⁰⁰⁰⁰⁰⁰: such a proposal is rejected, as it would be.
+            let gamma = u128::from(y.unsigned_abs())
+                .checked_mul(d * t)
+                .map(|a| a.abs_diff(n))
+                .and_then(|a| a.checked_mul(a))
+                .zip(n.checked_mul(d).and_then(|x| x.checked_mul(2 * t * t)));
+            let Some((num, den)) = gamma else { continue };
+            if self.bernoulli_exp(num, den)? {
+                return Ok(y);
+            }
         }
     }
 }

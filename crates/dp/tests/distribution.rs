@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use veil_dp::noise::half_width;
-use veil_dp::{Laplace, Rational, Sampler};
+use veil_dp::noise::{gaussian_half_width, half_width};
+use veil_dp::{Mechanism, Rational, Sampler};
 
 const N: usize = 200_000;
 
@@ -94,7 +94,7 @@ fn uniform_draws_are_uniform() {
 
 /// The ratio of the output distributions on two neighbouring inputs, bin by bin, may not
 /// exceed `e^ε` beyond sampling error (in the style of Google's DP stochastic tester).
-fn worst_ratio_excess(mechanism: Laplace, epsilon: f64) -> f64 {
+fn worst_ratio_excess(mechanism: Mechanism, epsilon: f64) -> f64 {
     let mut sampler = Sampler::new();
     let run = |sampler: &mut Sampler, value: i64| {
         let mut hist = std::collections::HashMap::<i64, usize>::new();
@@ -121,9 +121,98 @@ fn worst_ratio_excess(mechanism: Laplace, epsilon: f64) -> f64 {
 #[test]
 fn the_count_mechanism_respects_e_to_the_epsilon_on_neighbouring_inputs() {
     let epsilon = 1.0;
-    let honest = Laplace::new(1.0, epsilon).unwrap();
+    let honest = Mechanism::laplace(1.0, 1, epsilon).unwrap();
     assert!(worst_ratio_excess(honest, epsilon) <= 0.0, "the mechanism leaks more than epsilon");
     // The check can fail: noise for twice the epsilon is caught.
-    let leaky = Laplace::new(1.0, 2.0 * epsilon).unwrap();
+    let leaky = Mechanism::laplace(1.0, 1, 2.0 * epsilon).unwrap();
     assert!(worst_ratio_excess(leaky, epsilon) > 0.0, "the tester cannot see a leak of 2 epsilon");
+}
+
+/// `P(Z = z)` for the discrete Gaussian with parameter σ.
+fn gaussian_pmf(sigma: f64) -> impl Fn(i64) -> f64 {
+    let f = move |z: i64| (-(z as f64).powi(2) / (2.0 * sigma * sigma)).exp();
+    let reach = (40.0 * sigma) as i64 + 10;
+    let total: f64 = (-reach..=reach).map(f).sum();
+    move |z| f(z) / total
+}
+
+#[test]
+fn discrete_gaussian_matches_its_exact_distribution() {
+    let mut sampler = Sampler::new();
+    for variance in [Rational { num: 9, den: 4 }, Rational { num: 1, den: 3 }, Rational { num: 49, den: 1 }] {
+        let pmf = gaussian_pmf(variance.to_f64().sqrt());
+        let draws: Vec<i64> = (0..N).map(|_| sampler.discrete_gaussian(variance).unwrap()).collect();
+        let reach = (1..).take_while(|&z| pmf(z) * N as f64 >= 50.0).last().unwrap_or(0);
+        let mut chi2 = 0.0f64;
+        let mut bins = 0.0f64;
+        for z in -reach..=reach {
+            let observed = draws.iter().filter(|&&d| d == z).count() as f64;
+            let expected = pmf(z) * N as f64;
+            chi2 += (observed - expected).powi(2) / expected;
+            bins += 1.0;
+        }
+        let limit = bins + 12.0 * (2.0 * bins).sqrt() + 40.0;
+        assert!(chi2 < limit, "σ² {variance:?}: chi-square {chi2:.1} over {bins} bins (limit {limit:.1})");
+        let mean = draws.iter().map(|&z| z as f64).sum::<f64>() / N as f64;
+        let var: f64 = draws.iter().map(|&z| (z as f64).powi(2)).sum::<f64>() / N as f64;
+        let exact: f64 = (-reach * 3..=reach * 3).map(|z| (z as f64).powi(2) * pmf(z)).sum();
+        assert!(mean.abs() < 7.0 * (exact / N as f64).sqrt(), "mean {mean}");
+        assert!((var / exact - 1.0).abs() < 0.05, "variance {var}, exact {exact}");
+    }
+}
+
+#[test]
+fn gaussian_intervals_cover_at_large_scales() {
+    let sigma = 3.0e6;
+    let variance = Rational::at_least(sigma * sigma).unwrap();
+    let mut sampler = Sampler::new();
+    let width = gaussian_half_width(variance.to_f64().sqrt(), 0.95) as i64;
+    let inside = (0..20_000).filter(|_| sampler.discrete_gaussian(variance).unwrap().abs() <= width).count();
+    assert!((0.94..0.96).contains(&(inside as f64 / 20_000.0)), "coverage {inside}/20000");
+}
+
+/// The Rényi divergence of order `alpha` between a mechanism's outputs on two neighbouring
+/// counts, estimated from histograms over the bins with enough draws on both sides. Merging
+/// the thin tails can only lower a divergence, so an estimate above `alpha·ρ` beyond sampling
+/// error is a leak.
+fn renyi_estimate(mechanism: Mechanism, alpha: f64) -> f64 {
+    let mut sampler = Sampler::new();
+    let mut run = |value: i64| {
+        let mut hist = std::collections::HashMap::<i64, f64>::new();
+        for _ in 0..N {
+            *hist.entry(mechanism.integer(&mut sampler, value, 0.95).unwrap().value as i64).or_default() += 1.0;
+        }
+        hist
+    };
+    let (p, q) = (run(10), run(11));
+    let (mut sum, mut tail_p, mut tail_q) = (0.0, 0.0, 0.0);
+    for (x, &a) in &p {
+        let b = q.get(x).copied().unwrap_or(0.0);
+        if a.min(b) < 1_000.0 {
+            tail_p += a;
+            tail_q += b;
+            continue;
+        }
+        sum += (a / N as f64).powf(alpha) * (b / N as f64).powf(1.0 - alpha);
+    }
+    tail_q += q.iter().filter(|(x, _)| !p.contains_key(x)).map(|(_, b)| b).sum::<f64>();
+    if tail_p > 0.0 && tail_q > 0.0 {
+        sum += (tail_p / N as f64).powf(alpha) * (tail_q / N as f64).powf(1.0 - alpha);
+    }
+    sum.ln() / (alpha - 1.0)
+}
+
+#[test]
+fn the_gaussian_count_mechanism_respects_its_rho_on_neighbouring_inputs() {
+    let rho = 0.125; // σ = 2
+    let honest = Mechanism::gaussian(1.0, 1, rho).unwrap();
+    for alpha in [2.0, 3.0] {
+        let d = renyi_estimate(honest, alpha);
+        // Exact: α·ρ; sampling error on 200,000 draws per side is a few percent.
+        assert!(d <= 1.25 * alpha * rho, "order {alpha}: divergence {d:.4} above {:.4}", alpha * rho);
+    }
+    // The check can fail: half the noise (four times the ρ) is caught.
+    let leaky = Mechanism::gaussian(1.0, 1, 4.0 * rho).unwrap();
+    let d = renyi_estimate(leaky, 2.0);
+    assert!(d > 1.25 * 2.0 * rho, "the tester cannot see half the noise: {d:.4}");
 }
