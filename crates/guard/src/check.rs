@@ -137,10 +137,23 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
                 ));
             }
             let c = walk.contribution;
+            let clamps: Vec<String> = walk
+                .dp
+                .iter()
+                .filter_map(|a| match a {
+                    DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => Some(format!("[{lo}, {hi}]")),
+                    DpAggregate::CountRows | DpAggregate::CountPeople => None,
+                })
+                .collect();
+            let clamped = if clamps.is_empty() {
+                String::new()
+            } else {
+                format!("; summed values clamped to their declared bounds, in order {}", clamps.join(", "))
+            };
             walk.note(
                 "contribution_bounds",
                 format!(
-                    "each person counts in at most {} group(s) (sampled at random) with at most {} row(s) each; values clamped to their declared bounds",
+                    "each person counts in at most {} group(s) (sampled at random) with at most {} row(s) each{clamped}; the intervals cover these bounded values",
                     c.max_groups, c.max_rows
                 ),
             );
