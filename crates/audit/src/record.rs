@@ -77,9 +77,13 @@ pub struct Entry {
     /// Groups withheld for being too small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed_groups: Option<u64>,
-    /// Privacy budget charged.
+    /// Privacy budget charged: what the dp answer added to the ε its analyst's answers on the
+    /// dataset guarantee together (0 when an identical answer was replayed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epsilon: Option<f64>,
+    /// ρ (zCDP) a dp answer with discrete Gaussian noise spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rho: Option<f64>,
     /// How long the action took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,

@@ -32,6 +32,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         count("rows"),
         count("suppressed_groups"),
         Field::new("epsilon", DataType::Float64, true),
+        Field::new("rho", DataType::Float64, true),
         count("duration_ms"),
         text("hash", false),
     ]))
@@ -79,6 +80,7 @@ pub fn to_batch(records: &[Stored]) -> Result<RecordBatch, ArrowError> {
         count(records, |s| entry(s).rows),
         count(records, |s| entry(s).suppressed_groups),
         Arc::new(records.iter().map(|s| entry(s).epsilon).collect::<Float64Array>()),
+        Arc::new(records.iter().map(|s| entry(s).rho).collect::<Float64Array>()),
         count(records, |s| entry(s).duration_ms),
         text(records, |s| Some(s.hash.clone())),
     ];

@@ -1,21 +1,30 @@
-//! The privacy budget around a dp query: what it costs, charging it as its answer is recorded
-//! (or replaying the recorded answer of an identical query for free), and the caller's view.
+//! The privacy budget around a dp query: what it costs, reserving it before the query runs (or
+//! replaying the recorded answer of an identical query for free), and the caller's view.
 //!
-//! Accounting is basic composition per analyst and dataset over a rolling 30-day window: a
-//! query's epsilon is charged in full to every dataset it reads; the ledger's check, charge and
-//! recorded answer are one catalogue transaction, so concurrent queries never overspend.
+//! Accounting is per analyst and dataset over a rolling 30-day window: a query's pure ε
+//! (discrete Laplace) or ρ (discrete Gaussian), and the δ of its group selection, are charged in
+//! full to every dataset it reads; what the window's charges guarantee together is the smaller
+//! of basic and zCDP composition (`veil_dp::accounting`). The charge is reserved in one
+//! catalogue transaction before the query runs and kept if it fails, so concurrent queries
+//! never overspend and a failure is never free.
 
 use veil_audit::Entry;
 use veil_catalog::{Cap, Charge, DatasetInfo, Spent};
 use veil_common::{DatasetRef, Level, Mode};
+use veil_dp::Loss;
 use veil_policy::{DatasetMeta, PolicyEngine};
 use veil_query::{DpParams, NoisyAggregate, Prepared};
 
 use crate::{Answer, Broker, Caller, Error, now_unix};
 
-/// Delta of every dp query: the chance, at most, that a group made of one person's rows is
-/// released despite the threshold. Far below one over any population a department holds.
+/// Delta of a dp answer's group selection: the chance, at most, that a group made of one
+/// person's rows is released despite the threshold. Far below one over any population a
+/// department holds. An answer without a threshold spends none.
 pub(crate) const DELTA: f64 = 1e-7;
+
+/// The most δ of group selection an analyst may spend on one dataset per window: a hundred
+/// grouped answers. With the 10⁻⁷ of converting ρ, the window's δ stays near 10⁻⁵.
+pub(crate) const DELTA_CAP: f64 = 1e-5;
 
 /// The rolling budget window.
 const WINDOW_DAYS: u32 = 30;
@@ -29,6 +38,11 @@ const MAX_EPSILON: f64 = 10.0;
 /// take unlimited answers at ε ≈ 0, each with its δ: a spent cap must mean no more answers.
 const MIN_EPSILON: f64 = 1e-3;
 
+/// The least and most ρ one query may ask for: ρ = ε²/2 maps the ε floor to 5·10⁻⁷; 2 is more
+/// than any cap allows in one answer.
+const MIN_RHO: f64 = 1e-6;
+const MAX_RHO: f64 = 2.0;
+
 /// One dataset's privacy budget for one analyst over the rolling window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
@@ -36,14 +50,19 @@ pub struct Budget {
     pub dataset: DatasetRef,
     /// Its level.
     pub level: Level,
-    /// Epsilon the analyst may spend on it per window; `None` where the level sets no cap.
+    /// Epsilon the analyst's answers may guarantee together per window; `None` where the level
+    /// sets no cap (a dataset about nobody at L1 or L2).
     pub cap: Option<f64>,
-    /// Epsilon spent in the window.
+    /// Epsilon the answers in the window guarantee together.
     pub spent: f64,
     /// Epsilon left, where there is a cap.
     pub left: Option<f64>,
-    /// Delta spent in the window.
+    /// Delta of that guarantee: group selections', plus converting ρ where it was.
     pub delta_spent: f64,
+    /// Most delta of group selection per window.
+    pub delta_cap: f64,
+    /// ρ of the answers with Gaussian noise in the window.
+    pub rho_spent: f64,
     /// Dp queries charged in the window.
     pub queries: u64,
     /// The window's length in days.
@@ -63,22 +82,48 @@ impl DatasetCap {
     pub(crate) fn of(info: &DatasetInfo) -> Self {
         Self { dataset: info.dataset.clone(), level: info.level, cap: info.epsilon_cap() }
     }
+
+    fn ledger(&self) -> Cap {
+        Cap { dataset: self.dataset.clone(), epsilon: self.cap.unwrap_or(f64::INFINITY), delta: DELTA_CAP }
+    }
 }
 
-/// The epsilon a query spends: as asked, or a tenth of the smallest cap among its datasets
-/// (at most 1), so that an analyst who never says gets ten answers per window.
-pub(crate) fn epsilon(asked: Option<f64>, caps: &[DatasetCap]) -> Result<f64, Error> {
-    match asked {
-        Some(e) if e.is_finite() && (MIN_EPSILON..=MAX_EPSILON).contains(&e) => Ok(e),
-        Some(e) => Err(Error::invalid(
+/// The noise and privacy parameter a query spends: ρ with Gaussian noise when the analyst asks
+/// for `rho`; else ε as asked, or a tenth of the smallest cap among its datasets (at most 1),
+/// so that an analyst who never says gets ten answers per window.
+pub(crate) fn params(epsilon: Option<f64>, rho: Option<f64>, caps: &[DatasetCap]) -> Result<DpParams, Error> {
+    match (epsilon, rho) {
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "epsilon_invalid",
+            "ask for epsilon (discrete Laplace noise) or rho (discrete Gaussian noise), not both",
+        )),
+        (None, Some(r)) if r.is_finite() && (MIN_RHO..=MAX_RHO).contains(&r) => Ok(DpParams::gaussian(r, DELTA)),
+        (None, Some(r)) => Err(Error::invalid(
+            "epsilon_invalid",
+            format!("rho {r} is not allowed: it must be a number from {MIN_RHO} to {MAX_RHO}"),
+        )),
+        (Some(e), None) if e.is_finite() && (MIN_EPSILON..=MAX_EPSILON).contains(&e) => Ok(DpParams::laplace(e, DELTA)),
+        (Some(e), None) => Err(Error::invalid(
             "epsilon_invalid",
             format!("epsilon {e} is not allowed: it must be a number from {MIN_EPSILON} to {MAX_EPSILON}"),
         )),
-        None => {
+        (None, None) => {
             let smallest = caps.iter().filter_map(|c| c.cap).fold(f64::INFINITY, f64::min);
-            Ok((smallest / 10.0).clamp(MIN_EPSILON, 1.0))
+            Ok(DpParams::laplace((smallest / 10.0).clamp(MIN_EPSILON, 1.0), DELTA))
         }
     }
+}
+
+/// What a charge adds to the ε the analyst's answers guarantee on each dataset, at most: the
+/// query's cost in the window's terms (less than its own ε once zCDP composition is the tighter
+/// bound).
+fn cost(spent: &[Spent], caps: &[DatasetCap], charge: Loss) -> f64 {
+    caps.iter()
+        .map(|c| {
+            let before = spent.iter().find(|s| s.dataset == c.dataset).map_or_else(Loss::default, |s| s.loss);
+            before.plus(charge).guarantee().epsilon - before.guarantee().epsilon
+        })
+        .fold(0.0, f64::max)
 }
 
 impl Broker {
@@ -86,12 +131,11 @@ impl Broker {
     /// each of `caps`' datasets afterwards.
     ///
     /// An identical earlier query's recorded answer is released again, charging nothing. Else
-    /// the ledger is read first, so a query that cannot be afforded is refused before it runs;
-    /// then the query measures its noisy aggregate, and the charge and that aggregate are
-    /// recorded together in one transaction that checks the caps again (a concurrent query may
-    /// have spent the rest, or recorded the identical query's answer, which is then released
-    /// instead). Only a settled answer is released; a query that fails or is refused at the end
-    /// is charged nothing and released nothing. A dry run charges nothing.
+    /// the charge is reserved before the query runs, in one transaction that checks every cap
+    /// (so two queries never both take the last of a budget); a query that then fails keeps
+    /// its charge, so failing is never a free answer. The answer measured is recorded; if an
+    /// identical query recorded one meanwhile, that one is released (both were charged). A dry
+    /// run charges nothing but is refused exactly when the real run would be.
     pub(crate) async fn run_dp(
         &self,
         caller: &Caller,
@@ -101,47 +145,52 @@ impl Broker {
         entry: &mut Entry,
     ) -> Result<(Answer, Vec<Budget>), Error> {
         let user = caller.principal.user.clone();
-        if prepared.dry_run() {
-            let spent = self.blocking(move |c| c.budget_spent(&user, now_unix() - WINDOW)).await?;
-            return Ok((self.engine.execute(prepared).await?, budgets(&spent, caps)));
-        }
-        let ledger_caps: Vec<Cap> =
-            caps.iter().map(|c| Cap { dataset: c.dataset.clone(), epsilon: c.cap.unwrap_or(f64::INFINITY) }).collect();
+        let ledger_caps: Vec<Cap> = caps.iter().map(DatasetCap::ledger).collect();
         let key = prepared.dp_key().ok_or_else(|| Error::internal("a dp query without its answer key"))?;
-        // Before the query runs (`None`) or with the answer it measured.
-        let ledger = move |c: &veil_catalog::Catalog, answer: Option<&[u8]>| {
-            let charge = Charge {
-                user: &user,
-                epsilon: params.epsilon,
-                delta: params.delta,
-                query: &key,
-                now: now_unix(),
-                window: WINDOW,
-            };
-            match answer {
-                None => c.budget_ahead(&charge, &ledger_caps),
-                Some(answer) => c.settle(&charge, &ledger_caps, answer),
+        let delta = prepared.selection_delta().unwrap_or(params.delta);
+        let loss = Loss::charge(params.epsilon().unwrap_or(0.0), params.rho().unwrap_or(0.0), delta);
+        let charge = {
+            let (user, key) = (user.clone(), key.clone());
+            move |c: &veil_catalog::Catalog, reserve: bool| {
+                let charge = Charge {
+                    user: &user,
+                    epsilon: loss.epsilon,
+                    rho: loss.rho,
+                    delta: loss.delta,
+                    query: &key,
+                    now: now_unix(),
+                    window: WINDOW,
+                };
+                if reserve { c.reserve(&charge, &ledger_caps) } else { c.budget_ahead(&charge, &ledger_caps) }
             }
         };
-        let ahead = {
-            let ledger = ledger.clone();
-            self.blocking(move |c| ledger(c, None)).await?
-        };
-        let (noisy, replayed, spent) = match ahead.replay {
-            Some(recorded) => (NoisyAggregate::from_bytes(&recorded)?, true, ahead.spent),
+        if prepared.dry_run() {
+            let ahead = self.blocking(move |c| charge(c, false)).await?;
+            return Ok((self.engine.execute(prepared).await?, budgets(&ahead.spent, caps)));
+        }
+        let reserved = self.blocking(move |c| charge(c, true)).await?;
+        entry.rho = params.rho();
+        let (noisy, replayed) = match reserved.replay {
+            Some(recorded) => (NoisyAggregate::from_bytes(&recorded)?, true),
             None => {
+                // Charged from here on, whatever happens to the query.
+                let spent_after = &reserved.spent;
+                let before: Vec<Spent> =
+                    spent_after.iter().map(|s| Spent { loss: without(s.loss, loss), ..s.clone() }).collect();
+                entry.epsilon = Some(cost(&before, &caps, loss));
                 let noisy = self.engine.measure(&prepared).await?;
                 let bytes = noisy.to_bytes()?;
-                let settled = self.blocking(move |c| ledger(c, Some(&bytes))).await?;
-                match settled.replay {
-                    // An identical query settled first: its answer is the one released.
-                    Some(recorded) => (NoisyAggregate::from_bytes(&recorded)?, true, settled.spent),
-                    None => (noisy, false, settled.spent),
+                let now = now_unix();
+                match self.blocking(move |c| c.record_answer(&user, &key, &bytes, now)).await? {
+                    None => (noisy, false),
+                    // An identical query recorded its answer first: that one is released.
+                    Some(first) => (NoisyAggregate::from_bytes(&first)?, true),
                 }
             }
         };
-        entry.epsilon = Some(if replayed { 0.0 } else { params.epsilon });
-        if replayed {
+        if replayed && entry.epsilon.is_none() {
+            entry.epsilon = Some(0.0);
+            entry.rho = entry.rho.map(|_| 0.0);
             // After the basis the query path recorded (policy line or access request), if any.
             let replay = "the recorded answer of an identical query; nothing charged";
             entry.detail = Some(match entry.detail.take() {
@@ -150,7 +199,7 @@ impl Broker {
             });
         }
         let answer = self.engine.release(prepared, noisy, replayed).await?;
-        Ok((answer, budgets(&spent, caps)))
+        Ok((answer, budgets(&reserved.spent, caps)))
     }
 
     /// The caller's privacy budget: epsilon spent and left, per dataset they may query in dp
@@ -182,17 +231,30 @@ fn budgets(spent: &[Spent], caps: Vec<DatasetCap>) -> Vec<Budget> {
     caps.into_iter()
         .map(|c| {
             let s = spent.iter().find(|s| s.dataset == c.dataset);
-            let used = s.map_or(0.0, |s| s.epsilon);
+            let guarantee = s.map(Spent::guarantee);
+            let used = guarantee.map_or(0.0, |g| g.epsilon);
             Budget {
                 dataset: c.dataset,
                 level: c.level,
                 cap: c.cap,
                 spent: used,
                 left: c.cap.map(|cap| (cap - used).max(0.0)),
-                delta_spent: s.map_or(0.0, |s| s.delta),
+                delta_spent: guarantee.map_or(0.0, |g| g.delta),
+                delta_cap: DELTA_CAP,
+                rho_spent: s.map_or(0.0, |s| s.loss.rho),
                 queries: s.map_or(0, |s| s.queries),
                 window_days: WINDOW_DAYS,
             }
         })
         .collect()
+}
+
+/// `total` less one `charge` (what was spent before a charge, from what is spent after it).
+fn without(total: Loss, charge: Loss) -> Loss {
+    Loss {
+        epsilon: total.epsilon - charge.epsilon,
+        epsilon_squared: total.epsilon_squared - charge.epsilon_squared,
+        rho: total.rho - charge.rho,
+        delta: total.delta - charge.delta,
+    }
 }

@@ -40,6 +40,7 @@ use veil_policy::{CasbinPolicy, Grant, Membership, PolicyFiles, Subject};
 pub use budget::Budget;
 pub use error::Error;
 pub use extract::{BASE_MAX_SUPPRESSION, DEFAULT_L, DEFAULT_MAX_SUPPRESSION, ExtractRequest, MAX_K, MAX_L};
+pub use veil_dp::Noise;
 pub use veil_query::{Answer, DpReport, Limits};
 
 /// Who asks: the signed-in principal and, where the protocol has one, the request id that the
@@ -117,8 +118,11 @@ pub struct Request {
     pub sql: String,
     /// The result mode as the client named it; an unknown one is refused (and recorded).
     pub mode: String,
-    /// Dp mode: the epsilon to spend; a default from the caps when absent.
+    /// Dp mode: the epsilon to spend with discrete Laplace noise; a default from the caps when
+    /// neither this nor `rho` is given.
     pub epsilon: Option<f64>,
+    /// Dp mode: the ρ (zCDP) to spend with discrete Gaussian noise instead.
+    pub rho: Option<f64>,
     /// Only decide and explain; do not run or charge.
     pub dry_run: bool,
 }

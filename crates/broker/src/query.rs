@@ -9,7 +9,7 @@ use veil_audit::{DatasetUse, Entry, Filter};
 use veil_catalog::DatasetInfo;
 use veil_common::{AUDIT_SCHEMA, DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode};
 use veil_policy::{Action, DatasetMeta, PolicyEngine};
-use veil_query::{DpParams, ParsedQuery, QueryRequest, SessionDataset};
+use veil_query::{ParsedQuery, QueryRequest, SessionDataset};
 
 use crate::budget::{self, DatasetCap};
 use crate::{Answer, Broker, Budget, Caller, Error, Refused, Released, Request, Rule, now_unix};
@@ -161,7 +161,7 @@ impl Broker {
         entry.detail = Some(basis.join("; "));
         let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
         let dp = match mode {
-            Mode::Dp => Some(DpParams { epsilon: budget::epsilon(request.epsilon, &caps)?, delta: budget::DELTA }),
+            Mode::Dp => Some(budget::params(request.epsilon, request.rho, &caps)?),
             _ => None,
         };
         let query = QueryRequest {

@@ -99,6 +99,16 @@ pub enum Error {
         /// The cap.
         cap: f64,
     },
+    /// A grouped dp query would spend more delta on a dataset than the window allows.
+    #[error(
+        "dataset `{dataset}`: the {cap} of delta allowed in the budget window for releasing groups is spent; an answer without GROUP BY, or grouped only by columns with public values, spends none"
+    )]
+    DeltaExceeded {
+        /// The dataset whose budget is short.
+        dataset: DatasetRef,
+        /// The cap.
+        cap: f64,
+    },
     /// The uploaded file could not be ingested.
     #[error(transparent)]
     Ingest(#[from] veil_ingest::Error),
@@ -117,7 +127,7 @@ impl Error {
             Error::BadName(_) | Error::ImportPath(_) => ErrorKind::InvalidRequest,
             Error::Invalid { .. } => ErrorKind::Unprocessable,
             Error::DepartmentExists(_) | Error::UserExists(_) | Error::AccessRequestState { .. } => ErrorKind::Conflict,
-            Error::BudgetExceeded { .. } => ErrorKind::Forbidden,
+            Error::BudgetExceeded { .. } | Error::DeltaExceeded { .. } => ErrorKind::Forbidden,
             Error::AccessRequestNotFound(_) => ErrorKind::NotFound,
             Error::DepartmentNotFound(_)
             | Error::UserNotFound(_)
@@ -142,7 +152,7 @@ impl Error {
             Error::DatasetNotFound(_) => "dataset_not_found",
             Error::AccessRequestNotFound(_) => "access_request_not_found",
             Error::AccessRequestState { .. } => "access_request_state",
-            Error::BudgetExceeded { .. } => "budget_exceeded",
+            Error::BudgetExceeded { .. } | Error::DeltaExceeded { .. } => "budget_exceeded",
             Error::NotInitialized(_)
             | Error::DirectoryNotEmpty(_)
             | Error::TokenFileExists(_)

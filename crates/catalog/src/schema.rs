@@ -147,6 +147,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX extracts_by_name ON extracts (name);
     "#,
+    // 9: the ledger keeps ρ (discrete Gaussian answers) beside pure ε; a charge has one of them.
+    r#"
+    CREATE TABLE budget_charges (
+        id            INTEGER PRIMARY KEY,
+        user_id       TEXT NOT NULL REFERENCES users(id),
+        department    TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        epsilon       REAL NOT NULL CHECK (epsilon >= 0),
+        rho           REAL NOT NULL CHECK (rho >= 0),
+        delta         REAL NOT NULL CHECK (delta >= 0),
+        query_sha256  TEXT NOT NULL,
+        charged_at    INTEGER NOT NULL,
+        CHECK (epsilon > 0 OR rho > 0)
+    ) STRICT;
+    INSERT INTO budget_charges (id, user_id, department, name, epsilon, rho, delta, query_sha256, charged_at)
+        SELECT id, user_id, department, name, epsilon, 0, delta, query_sha256, charged_at FROM budget_ledger;
+    DROP TABLE budget_ledger;
+    CREATE INDEX charges_by_user ON budget_charges (user_id, department, name, charged_at);
+    "#,
 ];
 
 /// The schema version this build writes.

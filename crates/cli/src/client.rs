@@ -143,6 +143,9 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
     if let Some(epsilon) = args.epsilon {
         body["epsilon"] = json!(epsilon);
     }
+    if let Some(rho) = args.rho {
+        body["rho"] = json!(rho);
+    }
     let answer = send(args.remote.request(Method::POST, "/query")?.json(&body)).await?;
     if args.json {
         return print(&answer);
@@ -186,13 +189,17 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
         }
     }
     if let Some(dp) = answer.get("dp") {
+        let asked = match dp["rho"].as_f64() {
+            Some(rho) => format!("rho {} (discrete Gaussian)", number(rho)),
+            None => format!("epsilon {}", number(dp["epsilon"].as_f64().unwrap_or(0.0))),
+        };
         let spent = if dp["replayed"] == true {
-            "0 (the recorded answer of an identical query)".to_owned()
+            "nothing charged (the recorded answer of an identical query)".to_owned()
         } else {
-            dp["epsilon"].to_string()
+            asked
         };
         println!(
-            "dp: epsilon {spent}, shared by {} numbers per group; delta {}; groups need {} noisy people",
+            "dp: {spent}, shared by {} numbers per group; delta {}; groups need {} noisy people",
             dp["measurements"],
             dp["delta"],
             dp["threshold"].as_f64().map_or("no threshold (one group)".to_owned(), |t| format!("at least {t}")),
@@ -222,13 +229,24 @@ pub(crate) async fn budget(remote: Remote) -> CliResult {
 }
 
 fn budget_line(b: &Value) -> String {
-    let spent = b["spent"].as_f64().unwrap_or(0.0);
+    let spent = number(b["spent"].as_f64().unwrap_or(0.0));
     match (b["cap"].as_f64(), b["left"].as_f64()) {
-        (Some(cap), Some(left)) => {
-            format!("spent {spent} of {cap}, {left} left ({} queries, {}-day window)", b["queries"], b["window_days"])
-        }
-        _ => format!("spent {spent}, no cap at this level ({} queries)", b["queries"]),
+        (Some(cap), Some(left)) => format!(
+            "epsilon spent {spent} of {}, {} left ({} queries, {}-day window)",
+            number(cap),
+            number(left),
+            b["queries"],
+            b["window_days"]
+        ),
+        _ => format!("epsilon spent {spent}, no cap at this level ({} queries)", b["queries"]),
     }
+}
+
+/// A budget figure for people: at most four decimals, no float noise (`0.7000000000000002`).
+fn number(x: f64) -> String {
+    let text = format!("{x:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".to_owned() } else { text.to_owned() }
 }
 
 /// The answer's rows as a text table (arrow's pretty printer, which handles wide characters).

@@ -149,10 +149,13 @@ struct QueryArgs {
     /// Decide and explain without running (in dp mode: what it would cost).
     #[arg(long)]
     dry_run: bool,
-    /// Dp mode: the epsilon to spend (default: a tenth of the smallest cap among the datasets,
-    /// at most 1).
-    #[arg(long)]
+    /// Dp mode: the epsilon to spend with discrete Laplace noise (default: a tenth of the
+    /// smallest cap among the datasets, at most 1).
+    #[arg(long, conflicts_with = "rho")]
     epsilon: Option<f64>,
+    /// Dp mode: spend rho (zero-concentrated dp) with discrete Gaussian noise instead.
+    #[arg(long)]
+    rho: Option<f64>,
     /// Print the server's JSON answer instead of a table.
     #[arg(long)]
     json: bool,

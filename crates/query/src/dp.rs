@@ -1,15 +1,17 @@
 //! Dp mode's noise (design §3): the guard's bounded plan gives, per group, exact totals in
 //! which one person weighs at most `G` groups × `R` rows × the declared bound; here each
-//! released number gets discrete Laplace noise calibrated to that weight, groups whose noisy
-//! count of people is below the threshold are dropped, and every value keeps its 95% interval.
+//! released number gets discrete Laplace (ε) or discrete Gaussian (ρ) noise calibrated to that
+//! weight, groups whose noisy count of people is below the threshold are dropped, and every
+//! value keeps its 95% interval.
 //!
-//! Accounting (basic composition, pure ε for the values plus δ for group selection): the
-//! query's ε is split equally over the numbers it releases per group: one per COUNT and SUM,
-//! two per AVG (a noisy sum over a noisy count), and, when the answer has groups, one for the
-//! noisy count of people that decides whether a group is released (reused as the answer of
-//! COUNT(DISTINCT unit)). Sensitivities, with `M = max(|lo|, |hi|)`: rows `G·R`, people `G`,
-//! sums `G·R·M`. A group of one person passes the threshold with probability at most `δ/G`,
-//! so at most `δ` over the person's groups.
+//! The query's ε or ρ is split equally over the numbers it releases per group: one per COUNT
+//! and SUM, two per AVG (a noisy sum over a noisy count), and, when the answer has groups, one
+//! for the noisy count of people that decides whether a group is released (reused as the
+//! answer of COUNT(DISTINCT unit)). One person moves, in each of at most `G` groups, a row
+//! count by `R`, a people count by 1 and a sum by `R·M` (`M = max(|lo|, |hi|)`): Laplace noise
+//! is calibrated to `G` times that (L1), Gaussian noise to `√G` times it (L2). A group of one
+//! person passes the threshold with probability at most `δ/G`, so at most `δ` over the
+//! person's groups.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -20,7 +22,7 @@ use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
-use veil_dp::{Laplace, Noisy, Sampler, noise};
+use veil_dp::{Mechanism, Noise, Noisy, Sampler};
 use veil_guard::{DpAggregate, DpPlan};
 
 use crate::engine::internal;
@@ -32,10 +34,34 @@ const CONFIDENCE: f64 = 0.95;
 /// The privacy parameters of one dp query.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DpParams {
-    /// Epsilon the whole query spends.
-    pub epsilon: f64,
+    /// Discrete Laplace (pure ε) or discrete Gaussian (ρ-zCDP).
+    pub noise: Noise,
+    /// What the whole query spends: ε for Laplace noise, ρ for Gaussian noise.
+    pub budget: f64,
     /// Delta for releasing groups whose presence depends on people.
     pub delta: f64,
+}
+
+impl DpParams {
+    /// Pure ε, discrete Laplace noise.
+    pub fn laplace(epsilon: f64, delta: f64) -> Self {
+        Self { noise: Noise::Laplace, budget: epsilon, delta }
+    }
+
+    /// ρ-zCDP, discrete Gaussian noise.
+    pub fn gaussian(rho: f64, delta: f64) -> Self {
+        Self { noise: Noise::Gaussian, budget: rho, delta }
+    }
+
+    /// The pure ε spent, if Laplace.
+    pub fn epsilon(&self) -> Option<f64> {
+        (self.noise == Noise::Laplace).then_some(self.budget)
+    }
+
+    /// The ρ spent, if Gaussian.
+    pub fn rho(&self) -> Option<f64> {
+        (self.noise == Noise::Gaussian).then_some(self.budget)
+    }
 }
 
 /// The noisy aggregate of a dp answer, before the analyst's post-processing: what is recorded
@@ -151,12 +177,12 @@ pub(crate) fn add_noise(
     k: u64,
 ) -> Result<NoisyAggregate> {
     let totals = concat_batches(schema, bounded).map_err(internal)?;
-    let eps = params.epsilon / measurements(plan) as f64;
+    let share = params.budget / measurements(plan) as f64;
     let c = plan.contribution;
-    let g = if plan.grouped() { c.max_groups.max(1) } else { 1 } as f64;
+    let g = if plan.grouped() { c.max_groups.max(1) } else { 1 };
     let r = c.max_rows.max(1) as f64;
     let mut sampler = Sampler::new();
-    let mut draw = |mechanism: Laplace, value: f64, integer: bool, confidence: f64| -> Result<Noisy> {
+    let mut draw = |mechanism: Mechanism, value: f64, integer: bool, confidence: f64| -> Result<Noisy> {
         let noisy = if integer {
             mechanism.integer(&mut sampler, value as i64, confidence)
         } else {
@@ -164,18 +190,21 @@ pub(crate) fn add_noise(
         };
         noisy.map_err(|e| Error::Internal(format!("noise: {e}")))
     };
-    let laplace = |sensitivity: f64| Laplace::new(sensitivity, eps).map_err(|e| Error::Internal(format!("noise: {e}")));
+    // The noise for values one person moves by `per_value` each, in at most `g` groups.
+    let mechanism = |per_value: f64| {
+        Mechanism::new(params.noise, per_value, g, share).map_err(|e| Error::Internal(format!("noise: {e}")))
+    };
     // A sum's mechanism; none when the bounds are [0, 0] and every sum is exactly zero.
     let sum_mechanism = |lo: f64, hi: f64| {
         let bound = lo.abs().max(hi.abs());
-        if bound == 0.0 { Ok(None) } else { laplace(g * r * bound).map(Some) }
+        if bound == 0.0 { Ok(None) } else { mechanism(r * bound).map(Some) }
     };
 
     let people = int_column(&totals, totals.num_columns() - 1)?;
-    let people_noise = laplace(g)?;
+    let people_noise = mechanism(1.0)?;
     let threshold = if plan.thresholded() {
-        let scale = veil_dp::Rational::at_least(people_noise.scale()).map_err(|e| Error::Internal(e.to_string()))?;
-        Some(noise::threshold(scale.to_f64(), c.max_groups, params.delta).max(k as f64))
+        let t = people_noise.threshold(params.delta).map_err(|e| Error::Internal(e.to_string()))?;
+        Some(t.max(k as f64))
     } else {
         None
     };
@@ -219,7 +248,7 @@ pub(crate) fn add_noise(
             DpAggregate::CountRows => {
                 let rows = int_column(&totals, at)?;
                 at += 1;
-                let mechanism = laplace(g * r)?;
+                let mechanism = mechanism(r)?;
                 for &row in &kept {
                     let v = row.and_then(|r| rows.get(r)).copied().unwrap_or(0) as f64;
                     let noisy = draw(mechanism, v, true, CONFIDENCE)?;
@@ -253,8 +282,8 @@ pub(crate) fn add_noise(
                 // range, half what it moves Σx by when the bounds start at zero. The capped
                 // count and scaled sum keep the per-person bound at R·half (see the rewrite).
                 let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
-                let count_mechanism = laplace(g * r)?;
-                let centred_mechanism = if half == 0.0 { None } else { Some(laplace(g * r * half)?) };
+                let count_mechanism = mechanism(r)?;
+                let centred_mechanism = if half == 0.0 { None } else { Some(mechanism(r * half)?) };
                 // Each part at 97.5%, so both hold together at least 95% of the time.
                 let part = 1.0 - (1.0 - CONFIDENCE) / 2.0;
                 for &row in &kept {

@@ -135,9 +135,13 @@ pub struct Answer {
 /// What a dp answer spent and how precise it is.
 #[derive(Debug, Clone)]
 pub struct DpReport {
-    /// Epsilon the query spends (charged once; nothing when replayed).
-    pub epsilon: f64,
-    /// Delta for releasing groups.
+    /// The noise: discrete Laplace (ε) or discrete Gaussian (ρ).
+    pub noise: veil_dp::Noise,
+    /// Epsilon the query spends, with Laplace noise (charged once; nothing when replayed).
+    pub epsilon: Option<f64>,
+    /// Rho the query spends, with Gaussian noise.
+    pub rho: Option<f64>,
+    /// Delta for releasing groups (0 for an answer without a threshold).
     pub delta: f64,
     /// How many numbers per group share epsilon.
     pub measurements: usize,
@@ -171,6 +175,15 @@ impl Prepared {
         self.request.dry_run
     }
 
+    /// Dp mode: the δ the answer spends, its group selection's (none without a threshold: an
+    /// answer with one group, or with every group public, releases the same groups whoever is
+    /// in the data).
+    pub fn selection_delta(&self) -> Option<f64> {
+        let params = self.request.dp?;
+        let dp = self.outcome.rewritten.dp.as_ref()?;
+        Some(if dp.thresholded() { params.delta } else { 0.0 })
+    }
+
     /// Dp mode: the identity of the noisy answer, hex SHA-256 of the optimized bounded plan (so
     /// syntax variants and post-processing do not change it), the dataset versions and the
     /// privacy parameters. Two queries with the same key get the same recorded answer.
@@ -198,7 +211,13 @@ impl Prepared {
         for d in &self.request.datasets {
             ctx.update(format!("\n{}={}", d.dataset, d.path.display()).as_bytes());
         }
-        ctx.update(format!("\nepsilon={:?} delta={:?} k={}", params.epsilon, params.delta, self.request.k).as_bytes());
+        ctx.update(
+            format!(
+                "\nnoise={:?} budget={:?} delta={:?} k={}",
+                params.noise, params.budget, params.delta, self.request.k
+            )
+            .as_bytes(),
+        );
         Some(veil_common::hex::encode(ctx.finish().as_ref()))
     }
 }
@@ -207,8 +226,10 @@ impl DpReport {
     /// What a dp query of `dp`'s shape spends, before its values are known.
     fn new(dp: &DpPlan, params: DpParams, replayed: bool) -> Self {
         Self {
-            epsilon: params.epsilon,
-            delta: params.delta,
+            noise: params.noise,
+            epsilon: params.epsilon(),
+            rho: params.rho(),
+            delta: if dp.thresholded() { params.delta } else { 0.0 },
             measurements: dp::measurements(dp),
             threshold: None,
             intervals: Vec::new(),
@@ -1153,7 +1174,7 @@ mod tests {
                 })
                 .collect(),
             dry_run: false,
-            dp: Some(DpParams { epsilon: 1.0, delta: 1e-7 }),
+            dp: Some(DpParams::laplace(1.0, 1e-7)),
             noise_key: [9; 32],
         }
     }
@@ -1191,9 +1212,7 @@ mod tests {
         cache.put("other", &request(&[("b", "b-1.parquet")]), guarded());
         assert!(cache.get("q", &a1).is_some());
         assert!(cache.get("q", &QueryRequest { k: 5, ..a1.clone() }).is_none(), "another k");
-        assert!(
-            cache.get("q", &QueryRequest { dp: Some(DpParams { epsilon: 0.5, delta: 1e-7 }), ..a1.clone() }).is_none()
-        );
+        assert!(cache.get("q", &QueryRequest { dp: Some(DpParams::laplace(0.5, 1e-7)), ..a1.clone() }).is_none());
         assert!(cache.get("Q", &a1).is_none(), "another text");
         // A new version of b: both plans over b's first file go.
         cache.put("third", &request(&[("b", "b-2.parquet")]), guarded());

@@ -529,10 +529,13 @@ pub struct QueryBody {
     /// Decide and explain without running.
     #[serde(default)]
     pub dry_run: bool,
-    /// `dp` mode: the epsilon the query spends (default: a tenth of the smallest cap among its
-    /// datasets, at most 1).
+    /// `dp` mode: the epsilon the query spends with discrete Laplace noise (default: a tenth of
+    /// the smallest cap among its datasets, at most 1).
     #[serde(default)]
     pub epsilon: Option<f64>,
+    /// `dp` mode: spend ρ (zero-concentrated dp) with discrete Gaussian noise instead of ε.
+    #[serde(default)]
+    pub rho: Option<f64>,
 }
 
 fn aggregate() -> String {
@@ -585,11 +588,18 @@ pub struct QueryResponse {
 /// What a dp answer cost and how precise its values are.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DpAnswer {
-    /// Epsilon this query costs (a dry run) or cost (`0` charged when `replayed`).
-    pub epsilon: f64,
-    /// Delta spent on releasing groups whose presence depends on people.
+    /// `laplace` (pure ε) or `gaussian` (ρ-zCDP).
+    pub noise: String,
+    /// With Laplace noise: the epsilon this query spends (nothing charged when `replayed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// With Gaussian noise: the ρ this query spends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rho: Option<f64>,
+    /// Delta spent on releasing groups whose presence depends on people (0 without groups, or
+    /// with groups from public values only).
     pub delta: f64,
-    /// How many numbers per group share epsilon equally.
+    /// How many numbers per group share epsilon or rho equally.
     pub measurements: usize,
     /// The noisy count of people a group needed to be released, if the answer has groups.
     pub threshold: Option<f64>,
@@ -619,12 +629,17 @@ pub struct BudgetView {
     pub level: String,
     /// Epsilon cap over the window; absent where the level sets none.
     pub cap: Option<f64>,
-    /// Epsilon spent within the window.
+    /// Epsilon the answers within the window guarantee together (basic or zCDP composition,
+    /// whichever is smaller).
     pub spent: f64,
     /// Epsilon left; absent where there is no cap.
     pub left: Option<f64>,
-    /// Delta spent within the window.
+    /// Delta of that guarantee: group selections', plus converting ρ where it was.
     pub delta_spent: f64,
+    /// Most delta of group selection per window.
+    pub delta_cap: f64,
+    /// ρ spent by answers with Gaussian noise within the window.
+    pub rho_spent: f64,
     /// Charged queries within the window.
     pub queries: u64,
     /// Length of the rolling window, days.

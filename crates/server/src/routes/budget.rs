@@ -17,6 +17,8 @@ pub(crate) fn budget_view(b: &veil_broker::Budget) -> BudgetView {
         spent: b.spent,
         left: b.left,
         delta_spent: b.delta_spent,
+        delta_cap: b.delta_cap,
+        rho_spent: b.rho_spent,
         queries: b.queries,
         window_days: b.window_days,
     }

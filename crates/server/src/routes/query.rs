@@ -38,7 +38,13 @@ pub(crate) async fn query(
     headers: HeaderMap,
     AppJson(body): AppJson<QueryBody>,
 ) -> Result<Response, ApiError> {
-    let request = veil_broker::Request { sql: body.sql, mode: body.mode, epsilon: body.epsilon, dry_run: body.dry_run };
+    let request = veil_broker::Request {
+        sql: body.sql,
+        mode: body.mode,
+        epsilon: body.epsilon,
+        rho: body.rho,
+        dry_run: body.dry_run,
+    };
     let released = match state.broker.query(&AppState::broker_caller(caller), request).await {
         Ok(released) => released,
         Err(Refused { error, audit_id: Some(seq) }) => {
@@ -73,7 +79,13 @@ fn json_response(released: Released) -> Result<QueryResponse, ApiError> {
         .collect();
     let rows = json_rows(&answer.batches, &columns)?;
     let dp = answer.dp.as_ref().map(|r| DpAnswer {
+        noise: match r.noise {
+            veil_broker::Noise::Laplace => "laplace",
+            veil_broker::Noise::Gaussian => "gaussian",
+        }
+        .to_owned(),
         epsilon: r.epsilon,
+        rho: r.rho,
         delta: r.delta,
         measurements: r.measurements,
         threshold: r.threshold,
