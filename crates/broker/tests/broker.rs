@@ -212,6 +212,29 @@ async fn dp_charges_the_budget_once_and_replays_for_free() {
 }
 
 #[tokio::test]
+async fn a_recorded_answer_of_another_shape_is_never_released() {
+    // The answer key covers the aggregate's shape; if a recorded answer were damaged or
+    // swapped all the same, the replay fails closed instead of releasing it as this query's.
+    let w = world();
+    let count = "SELECT COUNT(*) AS n FROM civil.people";
+    let both = "SELECT AVG(subsidy) AS n FROM civil.people";
+    w.ask("health-analyst", count, "dp", Some(0.5)).await.unwrap();
+    w.ask("health-analyst", both, "dp", Some(0.5)).await.unwrap();
+    let db = rusqlite::Connection::open(w.catalog.dir().catalog_db()).unwrap();
+    let swapped = db
+        .execute(
+            "UPDATE dp_answers SET answer = (SELECT answer FROM dp_answers ORDER BY rowid LIMIT 1)
+              WHERE rowid = (SELECT max(rowid) FROM dp_answers)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(swapped, 1);
+    let refused = w.ask("health-analyst", both, "dp", Some(0.5)).await.unwrap_err();
+    assert_eq!(refused.error.code(), "internal");
+    assert_eq!(w.record(refused.audit_id.unwrap()).await.entry.decision, "failed");
+}
+
+#[tokio::test]
 async fn only_auditors_see_the_audit_table() {
     let w = world();
     w.ask("civil-analyst", BY_DISTRICT, "aggregate", None).await.unwrap();

@@ -115,9 +115,24 @@ impl NoisyAggregate {
         Ok(Self { batch, suppressed, threshold })
     }
 
-    /// The aggregate's values, columns `c0 … c<n-1>`.
-    pub(crate) fn values(&self, columns: usize) -> Result<RecordBatch> {
-        let indices: Vec<usize> = (0..columns).collect();
+    /// The aggregate's values, columns `c0 … c<n-1>` of `plan`'s aggregate, checked to be what
+    /// the plan measures: an answer recorded for another shape is never released as this one's
+    /// (the answer key covers the shape; this holds even if a recorded answer was damaged).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a column is missing, of another type, or a noisy column lacks
+    /// its interval.
+    pub(crate) fn values(&self, plan: &DpPlan) -> Result<RecordBatch> {
+        let expected = plan.aggregate_schema.fields();
+        let fields = self.batch.schema_ref().fields();
+        let fits = fields.len() == expected.len() + 2 * (expected.len() - plan.keys)
+            && expected.iter().enumerate().all(|(i, f)| {
+                fields[i].data_type() == f.data_type() && (i < plan.keys || self.intervals(i).is_some())
+            });
+        if !fits {
+            return Err(internal("a recorded dp answer does not have the shape of this query's aggregate"));
+        }
+        let indices: Vec<usize> = (0..expected.len()).collect();
         self.batch.project(&indices).map_err(internal)
     }
 

@@ -633,8 +633,7 @@ impl QueryEngine {
         noisy: &NoisyAggregate,
         plan: &LogicalPlan,
     ) -> Result<(Vec<RecordBatch>, SchemaRef, Vec<(String, Vec<(f64, f64)>)>)> {
-        let columns = dp.aggregate_schema.fields().len();
-        let values = noisy.values(columns)?;
+        let values = noisy.values(dp)?;
         let rows = Int64Array::from_iter_values(0..noisy.rows() as i64);
         let mut fields: Vec<FieldRef> = values.schema().fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(DP_ROW, DataType::Int64, false)));
