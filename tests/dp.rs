@@ -645,3 +645,95 @@ async fn reported_intervals_cover_the_truth() {
         assert!(covered >= 87, "{noise}: {covered} of 100 intervals hold the truth");
     }
 }
+
+/// Leak: an expression that fails on some values (`sqrt` of a negative, `abs` of the smallest
+/// integer, the smallest integer divided by −1, a granularity or length that is not valid),
+/// reached only by one person's row (a CASE on their traits, or a filter in front of it), made
+/// the query fail exactly when that person exists: 13 queries at ε 0.001 bisected a subsidy.
+/// Each construct is now either total (NULL for the failing values) or refused at planning, so
+/// the person who exists and the one who does not get the same status.
+#[tokio::test]
+async fn runtime_errors_do_not_say_whether_a_row_exists() {
+    let w = world().await;
+    let target = &w.residents[7];
+    let exists = format!("birth_date = DATE '{}' AND district = '{}'", target.birth_date, target.district);
+    let absent = format!("birth_date = DATE '1999-09-09' AND district = '{}'", target.district);
+    let min = "subsidy - 9223372036854775807 - 1";
+    let probes = [
+        format!("sqrt(CASE WHEN {{cond}} THEN subsidy - {} ELSE 0 END) >= 0", target.subsidy + 1),
+        format!("abs(CASE WHEN {{cond}} THEN {min} ELSE 0 END) > 0"),
+        format!("(CASE WHEN {{cond}} THEN {min} ELSE 1 END) / -1 > 0"),
+        format!("(CASE WHEN {{cond}} THEN {min} ELSE 1 END) % -1 = 0"),
+        "(CASE WHEN {cond} THEN subsidy / 0 ELSE 1 END) > 0".to_owned(),
+        "CAST(CASE WHEN {cond} THEN 'x' ELSE '1' END AS BIGINT) > 0".to_owned(),
+        "date_trunc('fortnight', CASE WHEN {cond} THEN birth_date END) IS NULL".to_owned(),
+        "date_part('fortnight', CASE WHEN {cond} THEN birth_date END) IS NULL".to_owned(),
+        "substr(CASE WHEN {cond} THEN district END, 1, -1) = 'a'".to_owned(),
+        "(CASE WHEN {cond} THEN birth_date + INTERVAL '3000000 years' END) IS NULL".to_owned(),
+    ];
+    for probe in probes {
+        let answer = |cond: &str| {
+            let sql = format!("SELECT count(*) AS n FROM civil.residents WHERE {}", probe.replace("{cond}", cond));
+            let token = w.civil_analyst.clone();
+            let w = &w;
+            async move { dp(w, &token, &sql, 0.001).await }
+        };
+        let (with, with_body) = answer(&exists).await;
+        let (without, without_body) = answer(&absent).await;
+        assert_eq!(with, without, "{probe}: the status says whether the person exists: {with_body} / {without_body}");
+        assert!(
+            with == StatusCode::OK || with_body["error"]["code"] == "expression_may_fail",
+            "{probe}: {with} {with_body}"
+        );
+    }
+}
+
+/// Leak: contributions were bounded only after joins, so a self-join multiplied one person's
+/// rows (40 rows joined five times is 10⁸) until the query was slow (1.9 s against 0.16 s),
+/// ran out of memory or missed its deadline, exactly when that person existed. Each person's
+/// rows per dataset are now capped before the joins, and joins whose product of caps is too
+/// large are refused.
+#[tokio::test]
+async fn self_joins_cannot_multiply_one_persons_rows() {
+    let w = world().await;
+    for (name, with_target) in [("events", true), ("events_without", false)] {
+        let mut csv = String::from("person_id,kind\n");
+        for (i, r) in w.residents.iter().enumerate() {
+            let rows = if i == 3 { if with_target { 40 } else { 0 } } else { 1 + i % 2 };
+            for _ in 0..rows {
+                csv.push_str(&format!("{},visit\n", r.person_id));
+            }
+        }
+        let meta = json!({
+            "name": name, "department": "civil", "level": "L3", "privacy_unit": "person_id",
+            "columns": {"person_id": {"tag": "identifier", "linkable": true}, "kind": {"tag": "attribute"}}
+        });
+        let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let five_way = |table: &str| {
+        let mut sql = format!("SELECT count(*) AS n FROM civil.{table} t0");
+        for i in 1..5 {
+            sql.push_str(&format!(" JOIN civil.{table} t{i} ON t0.person_id = t{i}.person_id"));
+        }
+        sql
+    };
+    let (with, with_body) = dp(&w, &w.civil_analyst, &five_way("events"), 0.01).await;
+    let (without, without_body) = dp(&w, &w.civil_analyst, &five_way("events_without"), 0.01).await;
+    assert_eq!((with, without), (StatusCode::OK, StatusCode::OK), "{with_body} / {without_body}");
+    // Declared as an event table with up to 2 × 3 rows per person: 6⁵ rows per person is refused.
+    let meta = json!({
+        "name": "events_many", "department": "civil", "level": "L3", "privacy_unit": "person_id",
+        "columns": {"person_id": {"tag": "identifier", "linkable": true}, "kind": {"tag": "attribute"}},
+        "dp": {"max_groups": 2, "max_rows": 3}
+    });
+    let csv = w.residents.iter().map(|r| format!("{},visit\n{0},visit\n", r.person_id)).collect::<String>();
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, format!("person_id,kind\n{csv}").into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = dp(&w, &w.civil_analyst, &five_way("events_many"), 0.01).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::FORBIDDEN, &json!("join_rows_per_person")), "{body}");
+    // Three scans (216 rows per person at most) are answered.
+    let three = "SELECT count(*) AS n FROM civil.events_many a JOIN civil.events_many b ON a.person_id = b.person_id JOIN civil.events_many c ON a.person_id = c.person_id";
+    let (status, body) = dp(&w, &w.civil_analyst, three, 0.01).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -16,7 +16,7 @@ use veil_common::Mode;
 use crate::lineage::{ColumnLineage, Grain, NodeLineage, SourceColumn, Sources};
 use crate::rules::{
     allow_listed_functions, anon_shape, deny_complement_conditions, deny_identifier_use, deny_reserved_names, dp_shape,
-    restrict_aggregates, return_only_aggregates,
+    restrict_aggregates, return_only_aggregates, total_expressions,
 };
 use crate::{Contribution, GuardContext, Reach, Rule, Violation};
 
@@ -162,7 +162,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
     }
     walk.note(
         "safe_sql",
-        "one read-only query; allow-listed functions; division by zero and failed casts give NULL, never an error"
+        "one read-only query; allow-listed functions; every expression total: division by zero or −1, sqrt of a negative, abs of the smallest integer and failed casts give NULL, never an error"
             .into(),
     );
     Ok(Assessment {
@@ -213,6 +213,12 @@ impl Walk<'_> {
 
     fn mode(&self) -> Mode {
         self.ctx.mode
+    }
+
+    /// Whether the query may read data about people (its session holds a dataset with a
+    /// privacy unit): then every expression must be total ([`total_expressions`]).
+    fn over_people(&self) -> bool {
+        self.ctx.datasets.values().any(|d| d.privacy_unit.is_some())
     }
 
     /// Whether `column` is a dataset's privacy unit, bare (cast at most one-to-one).
@@ -646,6 +652,9 @@ impl Walk<'_> {
                 Ok(inner)
             }
             Expr::BinaryExpr(b) => {
+                if self.over_people() {
+                    total_expressions::binary(b, scope.schema)?;
+                }
                 let l = self.expr(&b.left, scope, outer)?;
                 let r = self.expr(&b.right, scope, outer)?;
                 if matches!(b.op, Operator::NotEq | Operator::Or | Operator::IsDistinctFrom) {
@@ -662,6 +671,9 @@ impl Walk<'_> {
                 Ok(ColumnLineage::derived([&l, &r]))
             }
             Expr::Like(like) | Expr::SimilarTo(like) => {
+                if self.over_people() {
+                    total_expressions::like(like, matches!(e, Expr::SimilarTo(_)))?;
+                }
                 let l = self.expr(&like.expr, scope, outer)?;
                 let p = self.expr(&like.pattern, scope, outer)?;
                 if like.negated {
@@ -733,6 +745,9 @@ impl Walk<'_> {
             }
             Expr::ScalarFunction(f) => {
                 allow_listed_functions::check_scalar(f.func.name(), &f.args)?;
+                if self.over_people() {
+                    total_expressions::function(f.func.name(), &f.args)?;
+                }
                 let mut parts = Vec::new();
                 for a in &f.args {
                     let l = self.expr(a, scope, outer)?;

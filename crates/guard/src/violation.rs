@@ -67,6 +67,13 @@ pub enum Rule {
     /// Aggregate mode over people: a group key that is neither a column nor an allowed
     /// generalization, or grouping sets.
     AnonGroupKey,
+    /// An expression that can fail while running for some values (decimal or date arithmetic
+    /// that can overflow, a pattern or a granularity that is not valid): whether the query
+    /// fails would say whether such a row exists.
+    ExpressionMayFail,
+    /// A join over people whose rows per person, bounded per dataset before it, could still
+    /// multiply beyond what is admitted (self-joins of event tables).
+    JoinRowsPerPerson,
 }
 
 impl Rule {
@@ -100,6 +107,8 @@ impl Rule {
             Rule::AnonAggregate => "anon_aggregate",
             Rule::AnonCondition => "anon_condition",
             Rule::AnonGroupKey => "anon_group_key",
+            Rule::ExpressionMayFail => "expression_may_fail",
+            Rule::JoinRowsPerPerson => "join_rows_per_person",
         }
     }
 }

@@ -126,9 +126,10 @@ impl NoisyAggregate {
         let expected = plan.aggregate_schema.fields();
         let fields = self.batch.schema_ref().fields();
         let fits = fields.len() == expected.len() + 2 * (expected.len() - plan.keys)
-            && expected.iter().enumerate().all(|(i, f)| {
-                fields[i].data_type() == f.data_type() && (i < plan.keys || self.intervals(i).is_some())
-            });
+            && expected
+                .iter()
+                .enumerate()
+                .all(|(i, f)| fields[i].data_type() == f.data_type() && (i < plan.keys || self.intervals(i).is_some()));
         if !fits {
             return Err(internal("a recorded dp answer does not have the shape of this query's aggregate"));
         }

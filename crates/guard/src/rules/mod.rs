@@ -10,3 +10,4 @@ pub(crate) mod deny_reserved_names;
 pub(crate) mod dp_shape;
 pub(crate) mod restrict_aggregates;
 pub(crate) mod return_only_aggregates;
+pub(crate) mod total_expressions;
