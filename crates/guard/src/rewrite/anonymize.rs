@@ -76,7 +76,8 @@ pub(super) fn bound(
         conditions: listed.iter().map(|(e, c)| format!("{} = {}", e.schema_name(), c.schema_name())).collect(),
         upper: upper.clone(),
     };
-    let Threaded { plan: input, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
+    let capped = super::cap_rows::cap_before_joins(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
+    let Threaded { plan: input, units } = threshold.thread(capped)?;
     // An IN list below a projection (a CTE, a subquery in FROM) names its column by the source's
     // qualifier; the aggregate's input names it by the projection's.
     let mut resolved = Vec::with_capacity(listed.len());

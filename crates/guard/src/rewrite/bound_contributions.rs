@@ -188,7 +188,8 @@ pub(super) fn bound(
         conditions: Vec::new(),
         upper: upper.clone(),
     };
-    let Threaded { plan: input, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
+    let capped = super::cap_rows::cap_before_joins(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
+    let Threaded { plan: input, units } = threshold.thread(capped)?;
     let unit = match units.as_slice() {
         [] => return plan_err!("a dp answer must read a dataset about people"),
         [only] => only.expr(),

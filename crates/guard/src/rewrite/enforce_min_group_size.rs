@@ -114,6 +114,11 @@ impl<'a> Threshold<'a> {
 
     /// Rewrites `plan` (below an aggregate, or at the root in de-identified mode) so that its
     /// output also carries the privacy units of the rows it is made of.
+    /// The request's context.
+    pub(super) fn ctx(&self) -> &'a GuardContext {
+        self.ctx
+    }
+
     pub(super) fn thread(&mut self, plan: LogicalPlan) -> Result<Threaded> {
         let plan = plan.map_subqueries(|s| self.apply(s).map(Transformed::yes))?.data;
         match plan {

@@ -4,6 +4,7 @@
 
 pub(crate) mod anonymize;
 mod bound_contributions;
+mod cap_rows;
 mod enforce_min_group_size;
 mod people;
 mod safe_arithmetic;

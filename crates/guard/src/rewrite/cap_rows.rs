@@ -1,0 +1,93 @@
+//! Each person's rows per dataset are capped **before** joins, so the size of every join over
+//! people has a bound known at planning. Contributions are also bounded after the join (per
+//! group, in the dp and anonymized rewrites), but a bound after a join comes too late for its
+//! cost: one person with 40 visits joined with itself five times is 10⁸ rows, and whether such
+//! a query is slow, runs out of memory or misses its deadline tells whether that person exists,
+//! with no noise at all.
+//!
+//! When the plan below the answer's aggregate joins (inner or outer), each dataset about people
+//! that it scans, unless every person is one row in it, keeps a random sample of at most
+//! `max_groups × max_rows` rows per person (the most one person may contribute from it anyway):
+//! `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= cap`. The product of the caps
+//! bounds one person's rows after the joins; a plan whose product exceeds
+//! [`MAX_JOINED_ROWS_PER_PERSON`] is refused. Sampling one person's rows depends on that person
+//! alone, so it changes no privacy guarantee; where a person has more rows than the cap, counts
+//! come out lower, as they do under the per-group bound.
+
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{Column, DataFusionError, Result};
+use datafusion::functions::math::expr_fn::random;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
+
+use super::bound_contributions::DP_PREFIX;
+use crate::{GuardContext, Rule, Violation};
+
+/// The most rows one person may have after the joins of one query.
+pub(crate) const MAX_JOINED_ROWS_PER_PERSON: u64 = 1024;
+
+/// `input` with each person's rows capped per dataset before its joins, if it has any.
+///
+/// # Errors
+/// A [`Violation`] (inside the DataFusion error) when the caps' product exceeds
+/// [`MAX_JOINED_ROWS_PER_PERSON`]; a DataFusion error if a node cannot be rebuilt.
+pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
+    // Subqueries too (EXISTS and IN run joins of their own), and their scans count in the
+    // product: an over-estimate where they only filter, never an under-estimate.
+    let mut joins = false;
+    input.apply_with_subqueries(|node| {
+        joins |= matches!(node, LogicalPlan::Join(j)
+            if matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full));
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if !joins {
+        return Ok(input);
+    }
+    // The cap of each scan of a dataset about people: none needed (`None`) where every person
+    // is one row.
+    let cap_of = |node: &LogicalPlan| -> Option<(String, Option<u64>)> {
+        let LogicalPlan::TableScan(scan) = node else { return None };
+        let d = ctx.dataset(scan.table_name.schema(), scan.table_name.table())?;
+        let unit = d.privacy_unit.clone()?;
+        let cap = (!d.one_row_per_unit).then(|| d.contribution.max_groups.max(1) * d.contribution.max_rows.max(1));
+        Some((unit, cap))
+    };
+    let mut product: u64 = 1;
+    input.apply_with_subqueries(|node| {
+        if let Some((_, cap)) = cap_of(node) {
+            product = product.saturating_mul(cap.unwrap_or(1));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if product > MAX_JOINED_ROWS_PER_PERSON {
+        return Err(DataFusionError::External(Box::new(Violation::new(
+            Rule::JoinRowsPerPerson,
+            None,
+            format!(
+                "these joins can give one person up to {product} rows (each dataset's rows per person, max_groups × max_rows, multiplied); at most {MAX_JOINED_ROWS_PER_PERSON} are admitted: join fewer event tables, or the same one fewer times"
+            ),
+        ))));
+    }
+    let mut next = 0;
+    input
+        .transform_up_with_subqueries(|node| {
+            let (Some((unit, Some(cap))), LogicalPlan::TableScan(scan)) = (cap_of(&node), &node) else {
+                return Ok(Transformed::no(node));
+            };
+            let columns: Vec<Expr> = node.schema().iter().map(|(q, f)| Expr::Column(Column::from((q, f)))).collect();
+            let rank = format!("{DP_PREFIX}cap_{next}");
+            next += 1;
+            let numbered = row_number()
+                .partition_by(vec![Expr::Column(Column::new(Some(scan.table_name.clone()), unit))])
+                .order_by(vec![random().sort(true, false)])
+                .build()?
+                .alias(&rank);
+            let capped = LogicalPlanBuilder::from(node)
+                .window(vec![numbered])?
+                .filter(col(rank.as_str()).lt_eq(lit(cap)))?
+                .project(columns)?
+                .build()?;
+            Ok(Transformed::yes(capped))
+        })
+        .map(|t| t.data)
+}
