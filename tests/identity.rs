@@ -105,7 +105,12 @@ async fn health_metrics_and_openapi_are_served() {
     let (status, body) = s.send(s.request(Method::GET, "/healthz", None)).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
     let _ = s.get("/v1/datasets", &s.admin).await;
-    let metrics = s.request(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
+    // Request counts and latencies are other users' activity: administrators and auditors only.
+    assert_eq!(s.send(s.request(Method::GET, "/metrics", None)).await.0, StatusCode::UNAUTHORIZED);
+    s.department("civil", "民政局").await;
+    let analyst = s.user("metrics-analyst", Some("civil"), &["analyst"]).await;
+    assert_eq!(s.send(s.request(Method::GET, "/metrics", Some(&analyst))).await.0, StatusCode::FORBIDDEN);
+    let metrics = s.request(Method::GET, "/metrics", Some(&s.admin)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("veil_http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/v1/datasets\""), "{metrics}");
     let (status, api) = s.send(s.request(Method::GET, "/v1/openapi.json", None)).await;

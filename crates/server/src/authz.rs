@@ -39,6 +39,12 @@ pub fn read_catalogue(state: &AppState, caller: &Principal) -> Result<(), ApiErr
     authorize(state, caller, Action::ReadCatalogue)
 }
 
+/// Reading the service's metrics (administrators and auditors): request counts and latencies
+/// are other users' activity and timing.
+pub fn read_metrics(state: &AppState, caller: &Principal) -> Result<(), ApiError> {
+    manage_identity(state, caller).or_else(|_| read_audit(state, caller))
+}
+
 /// Reading the audit log (auditors).
 pub fn read_audit(state: &AppState, caller: &Principal) -> Result<(), ApiError> {
     authorize(state, caller, Action::ReadAudit)

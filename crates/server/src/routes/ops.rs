@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::dto::Health;
+use crate::auth::Caller;
+use crate::authz;
+use crate::dto::{ErrorBody, Health};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -16,10 +18,18 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health
     Ok(Json(Health { status: "ok".to_owned() }))
 }
 
-/// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+/// Prometheus metrics in the text exposition format, for administrators and auditors (a
+/// scraper signs in with such a token): latencies and counts by route are other users'
+/// activity and timing.
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    authz::read_metrics(&state, &caller)?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render()))
 }
 
 /// Any other path.
