@@ -327,7 +327,9 @@ fn is_veil_target(target: &str) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Planning and guarding a query recurse over its plan; 16 MiB stacks (address space, not
+    // memory, until used) leave a wide margin over the nesting the parser admits.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(16 << 20).build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

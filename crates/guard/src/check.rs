@@ -644,7 +644,8 @@ impl Walk<'_> {
             Expr::Alias(a) => self.expr(&a.expr, scope, outer),
             Expr::Column(c) => self.column(c, Some(scope), outer),
             Expr::OuterReferenceColumn(_, c) => self.column(c, None, outer),
-            Expr::Literal(..) => Ok(ColumnLineage::default()),
+            // A constant is as long as it is: it counts like a value it is made from.
+            Expr::Literal(..) => Ok(ColumnLineage { growth: 1, ..ColumnLineage::default() }),
             Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
                 let mut inner = self.expr(expr, scope, outer)?;
                 let from = expr.get_type(scope.schema).ok();
@@ -668,7 +669,14 @@ impl Walk<'_> {
                     deny_identifier_use::in_expression(&l, &self.sources)?;
                     deny_identifier_use::in_expression(&r, &self.sources)?;
                 }
-                Ok(ColumnLineage::derived([&l, &r]))
+                let mut out = ColumnLineage::derived([&l, &r]);
+                if b.op == Operator::StringConcat {
+                    out.growth = l.growth.saturating_add(r.growth);
+                    if self.over_people() {
+                        total_expressions::growth("||", out.growth)?;
+                    }
+                }
+                Ok(out)
             }
             Expr::Like(like) | Expr::SimilarTo(like) => {
                 if self.over_people() {
@@ -754,7 +762,12 @@ impl Walk<'_> {
                     deny_identifier_use::in_expression(&l, &self.sources)?;
                     parts.push(l);
                 }
-                Ok(ColumnLineage::derived(&parts))
+                let mut out = ColumnLineage::derived(&parts);
+                out.growth = total_expressions::text_growth(f.func.name(), &f.args, &parts, out.growth);
+                if self.over_people() {
+                    total_expressions::growth(f.func.name(), out.growth)?;
+                }
+                Ok(out)
             }
             Expr::InList(list) => {
                 let mut parts = vec![self.expr(&list.expr, scope, outer)?];

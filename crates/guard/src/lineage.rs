@@ -72,21 +72,27 @@ pub(crate) struct ColumnLineage {
     pub(crate) recast: bool,
     /// Whether it is the result of an aggregate function.
     pub(crate) aggregated: bool,
+    /// At most how many times the longest source value a text value can be long: 1 for a
+    /// column or a constant, added up by concatenation and multiplied by `replace`. Bounded
+    /// so that no value, and no query's time or memory, can grow with one person's row
+    /// ([`crate::rules::total_expressions`]).
+    pub(crate) growth: u64,
 }
 
 impl ColumnLineage {
     pub(crate) fn source(src: Src) -> Self {
-        Self { sources: BTreeSet::from([src]), bare: Some(src), recast: false, aggregated: false }
+        Self { sources: BTreeSet::from([src]), bare: Some(src), recast: false, aggregated: false, growth: 1 }
     }
 
     /// A value computed from `parts`: not bare, aggregated only if every part is.
     pub(crate) fn derived<'a>(parts: impl IntoIterator<Item = &'a ColumnLineage>) -> Self {
-        let mut out = Self { sources: BTreeSet::new(), bare: None, recast: false, aggregated: true };
+        let mut out = Self { sources: BTreeSet::new(), bare: None, recast: false, aggregated: true, growth: 0 };
         let mut any = false;
         for p in parts {
             any = true;
             out.sources.extend(p.sources.iter().copied());
             out.aggregated &= p.aggregated;
+            out.growth = out.growth.max(p.growth);
         }
         out.aggregated &= any;
         out
@@ -100,7 +106,13 @@ impl ColumnLineage {
             (Some(a), Some(_)) => Some(a),
             _ => None,
         };
-        Self { sources, bare, recast: self.recast || other.recast, aggregated: self.aggregated && other.aggregated }
+        Self {
+            sources,
+            bare,
+            recast: self.recast || other.recast,
+            aggregated: self.aggregated && other.aggregated,
+            growth: self.growth.max(other.growth),
+        }
     }
 
     /// The first row-level identifier source this column carries, if any.

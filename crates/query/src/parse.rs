@@ -12,6 +12,30 @@ use crate::{Error, Result};
 /// parentheses are a quick error rather than a deep recursion (DataFusion's default).
 const RECURSION_LIMIT: usize = 50;
 
+/// Most queries nested inside one another (subqueries, derived tables, CTE bodies): planning
+/// and guarding recurse over them, and fifteen levels overflowed a worker's stack and stopped
+/// the server. Real analyses nest a few levels.
+const MAX_QUERY_DEPTH: usize = 8;
+
+/// Counts how deep queries nest, stopping at the first one past [`MAX_QUERY_DEPTH`].
+struct Depth {
+    now: usize,
+}
+
+impl datafusion::sql::sqlparser::ast::Visitor for Depth {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &datafusion::sql::sqlparser::ast::Query) -> std::ops::ControlFlow<()> {
+        self.now += 1;
+        if self.now > MAX_QUERY_DEPTH { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+    }
+
+    fn post_visit_query(&mut self, _: &datafusion::sql::sqlparser::ast::Query) -> std::ops::ControlFlow<()> {
+        self.now -= 1;
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
 /// A parsed query and the datasets it names.
 #[derive(Debug, Clone)]
 pub struct ParsedQuery {
@@ -63,6 +87,16 @@ pub fn parse(sql: &str, max_bytes: usize) -> Result<ParsedQuery> {
             ));
         }
     }
+    if let DfStatement::Statement(s) = &statement
+        && datafusion::sql::sqlparser::ast::Visit::visit(s.as_ref(), &mut Depth { now: 0 }).is_break()
+    {
+        return Err(Error::sql(
+            "sql_too_deep",
+            format!(
+                "queries may nest at most {MAX_QUERY_DEPTH} levels deep (subqueries, derived tables and WITH together)"
+            ),
+        ));
+    }
     let (relations, _ctes) =
         resolve_table_references(&statement, true).map_err(|e| Error::sql("sql_syntax", e.to_string()))?;
     let mut tables = Vec::new();
@@ -107,5 +141,34 @@ fn statement_name(s: &DfStatement) -> &'static str {
             }
             _ => "this statement",
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SELECT a FROM (SELECT a FROM (… t …))`, `depth` queries in all.
+    fn nested(depth: usize) -> String {
+        let mut sql = "SELECT a FROM civil.t".to_owned();
+        for _ in 1..depth {
+            sql = format!("SELECT concat(a, a) AS a FROM ({sql}) s");
+        }
+        sql
+    }
+
+    #[test]
+    fn queries_nest_at_most_eight_deep() {
+        assert!(parse(&nested(MAX_QUERY_DEPTH), 1 << 16).is_ok());
+        for depth in [MAX_QUERY_DEPTH + 1, 15] {
+            let err = parse(&nested(depth), 1 << 16).expect_err("too deep");
+            assert_eq!(err.code(), "sql_too_deep", "{depth}");
+        }
+        // Subqueries in conditions count too.
+        let mut sql = "SELECT 1 FROM civil.t".to_owned();
+        for _ in 0..MAX_QUERY_DEPTH {
+            sql = format!("SELECT 1 FROM civil.t WHERE EXISTS ({sql})");
+        }
+        assert_eq!(parse(&sql, 1 << 16).expect_err("too deep").code(), "sql_too_deep");
     }
 }

@@ -17,7 +17,13 @@
 //! - `LIKE` / `ILIKE` with a constant pattern that does not end in its escape character; no
 //!   `SIMILAR TO`, regular expression operators or bit shifts over a column;
 //! - `date_trunc` / `date_part` with a granularity from their lists; `substr` with a constant,
-//!   non-negative length; no `date_bin`.
+//!   non-negative length; no `date_bin`;
+//! - text that grows at most [`MAX_TEXT_GROWTH`] times the longest value it is made from:
+//!   concatenation adds up, `replace` multiplies by the ratio of its constant replacement to
+//!   its constant search string, through any number of derived tables. Total is not enough:
+//!   `replace` nested seven times over `CASE WHEN <one person's traits> THEN 'x' END` took half
+//!   a second instead of 40 ms (and nine times ran the server out of memory) exactly when the
+//!   person matched; a value's time and memory must not grow with one person's row.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -25,7 +31,11 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::expr::Like;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator};
 
+use crate::lineage::ColumnLineage;
 use crate::{Rule, Violation};
+
+/// The most times longer than the longest value it is made from a text value may become.
+pub(crate) const MAX_TEXT_GROWTH: u64 = 16;
 
 /// Granularities `date_trunc` accepts.
 const TRUNC_UNITS: &[&str] =
@@ -181,4 +191,45 @@ pub(crate) fn function(name: &str, args: &[Expr]) -> Result<(), Violation> {
         }
         _ => Ok(()),
     }
+}
+
+/// How much longer than its sources the text `name(args)` can be, given its arguments'
+/// lineage (`parts`) and the largest of theirs (`most`): concatenation adds its parts up
+/// (`concat_ws` repeats its separator between them), `replace` multiplies its input by
+/// replacement / search length (unbounded, `u64::MAX`, unless both are constants and the
+/// search is not empty); every other function keeps the longest of its arguments.
+pub(crate) fn text_growth(name: &str, args: &[Expr], parts: &[ColumnLineage], most: u64) -> u64 {
+    let total = || parts.iter().fold(0u64, |acc, p| acc.saturating_add(p.growth));
+    match name {
+        "concat" => total(),
+        "concat_ws" => {
+            let separator = parts.first().map_or(0, |p| p.growth);
+            total().saturating_add(separator.saturating_mul(parts.len().saturating_sub(3) as u64))
+        }
+        "replace" => {
+            let input = parts.first().map_or(0, |p| p.growth);
+            match (args.get(1).and_then(text_literal), args.get(2).and_then(text_literal)) {
+                (Some(from), Some(to)) if !from.is_empty() => {
+                    let (from, to) = (from.chars().count() as u64, to.chars().count() as u64);
+                    input.saturating_mul(to.div_ceil(from).max(1))
+                }
+                _ if input == 0 => 0,
+                _ => u64::MAX,
+            }
+        }
+        _ => most,
+    }
+}
+
+/// Checks the growth of a text value made by `what`.
+///
+/// # Errors
+/// When it exceeds [`MAX_TEXT_GROWTH`].
+pub(crate) fn growth(what: &str, growth: u64) -> Result<(), Violation> {
+    if growth <= MAX_TEXT_GROWTH {
+        return Ok(());
+    }
+    Err(refuse(format!(
+        "`{what}` can make a text value more than {MAX_TEXT_GROWTH} times longer than the values it is made from (through replace with a longer replacement, or concatenation of concatenations): how long such a query runs would depend on one person's row; replace only with constants no longer than what they replace, and concatenate fewer values"
+    )))
 }
