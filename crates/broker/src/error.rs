@@ -9,6 +9,8 @@ pub struct Error {
     kind: ErrorKind,
     code: &'static str,
     message: String,
+    /// What only the audit record says (the kind of a runtime failure).
+    audit: Option<String>,
 }
 
 /// What a client is shown for any internal failure.
@@ -17,7 +19,7 @@ const INTERNAL_MESSAGE: &str = "internal error; the operator can find the detail
 impl Error {
     /// An error of `kind` with a client-facing `code` and `message`.
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self { kind, code, message: message.into() }
+        Self { kind, code, message: message.into(), audit: None }
     }
 
     /// A malformed request.
@@ -51,6 +53,15 @@ impl Error {
         &self.message
     }
 
+    /// What the audit record says: the message, and what only the record may say (the kind of
+    /// a runtime failure, never a value).
+    pub fn audit_detail(&self) -> String {
+        match &self.audit {
+            Some(more) => format!("{}; {more}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// Whether the query was refused (the caller's request), as opposed to failing on our side
     /// or in running: what the audit record calls `denied` rather than `failed`.
     pub fn is_refusal(&self) -> bool {
@@ -81,7 +92,16 @@ macro_rules! from_domain {
     )*};
 }
 
-from_domain!(veil_catalog::Error, veil_policy::Error, veil_query::Error);
+from_domain!(veil_catalog::Error, veil_policy::Error);
+
+impl From<veil_query::Error> for Error {
+    fn from(e: veil_query::Error) -> Self {
+        match e.kind() {
+            ErrorKind::Internal => Error::internal(e),
+            kind => Error { audit: e.audit_detail(), ..Error::new(kind, e.code(), e.to_string()) },
+        }
+    }
+}
 
 impl From<veil_audit::Error> for Error {
     /// The audit log could not record the request: the answer is withheld (fail closed).

@@ -56,7 +56,7 @@ impl Broker {
             Err(e) => {
                 entry.decision = if e.is_refusal() { "denied" } else { "failed" }.into();
                 entry.rule = Some(e.code().to_owned());
-                entry.detail = Some(e.message().to_owned());
+                entry.detail = Some(e.audit_detail());
             }
         }
         // Veil's own account of the step: decision, rule and sizes; never SQL or values.

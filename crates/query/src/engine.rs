@@ -925,8 +925,9 @@ impl QueryEngine {
         if is_resource_limit(&e) {
             return Error::MemoryExceeded { limit_mb: self.limits.memory_bytes >> 20 };
         }
-        tracing::debug!(kind = error_kind(&e), "query failed while running");
-        Error::Failed
+        let kind = error_kind(&e);
+        tracing::debug!(kind, "query failed while running");
+        Error::Failed { kind }
     }
 }
 

@@ -48,7 +48,11 @@ pub enum Error {
     /// The query failed while running. Deliberately without detail: which row failed, and
     /// why, could depend on data.
     #[error("the query failed while running; no detail is given because it could reveal data")]
-    Failed,
+    Failed {
+        /// The kind of failure (`arrow`, `execution`, …), for the audit record only: never a
+        /// message, which could quote a value.
+        kind: &'static str,
+    },
     /// A query over a table without personal data (the audit log, for auditors) failed while
     /// running; the cause is safe to show there.
     #[error("the query failed while running: {0}")]
@@ -66,7 +70,7 @@ impl Error {
             Error::UnknownDataset(_) => ErrorKind::NotFound,
             Error::Denied(v) if v.rule == veil_guard::Rule::UnsupportedSql => ErrorKind::InvalidRequest,
             Error::Denied(_) => ErrorKind::Forbidden,
-            Error::MemoryExceeded { .. } | Error::Failed | Error::FailedUnguarded(_) => ErrorKind::Unprocessable,
+            Error::MemoryExceeded { .. } | Error::Failed { .. } | Error::FailedUnguarded(_) => ErrorKind::Unprocessable,
             Error::ResultTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Internal(_) => ErrorKind::Internal,
@@ -83,8 +87,17 @@ impl Error {
             Error::MemoryExceeded { .. } => "query_memory_exceeded",
             Error::ResultTooLarge { .. } => "result_too_large",
             Error::Timeout { .. } => "query_timeout",
-            Error::Failed | Error::FailedUnguarded(_) => "query_failed",
+            Error::Failed { .. } | Error::FailedUnguarded(_) => "query_failed",
             Error::Internal(_) => "internal",
+        }
+    }
+
+    /// What the audit record adds to the message: the kind of a runtime failure, which the
+    /// response does not show.
+    pub fn audit_detail(&self) -> Option<String> {
+        match self {
+            Error::Failed { kind } => Some(format!("failed while running ({kind} error)")),
+            _ => None,
         }
     }
 
