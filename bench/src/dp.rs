@@ -15,6 +15,9 @@
 //!   |noisy − true| / max(|true|, 1); a group the answer left out counts as error 1.
 //! - Time: wall time of one query, client side for Veil (HTTP round trip included), around
 //!   `execute` for SmartNoise (data already loaded). One warm-up run each is not counted.
+//! - Veil answers each query twice: with discrete Laplace noise at ε, and with discrete
+//!   Gaussian noise at the ρ whose conversion (at the ledger's δ of 10⁻⁷) is the same ε, so the
+//!   two mechanisms are compared at equal (ε, δ) for one query.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -94,6 +97,15 @@ struct Runs {
     answers: Vec<Answer>,
 }
 
+/// What one Veil query spends.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    /// ε, discrete Laplace noise.
+    Epsilon(f64),
+    /// ρ, discrete Gaussian noise.
+    Rho(f64),
+}
+
 /// A table both systems answer over.
 struct Dataset {
     label: String,
@@ -117,17 +129,22 @@ pub(crate) async fn run(args: DpArgs) -> Result<()> {
 
     let veil = Veil::start(&datasets, args.runs + WARMUP).await?;
     let mut report = format!(
-        "## Dp: Veil vs SmartNoise SQL\n\nTotal ε = {} per query on both sides, δ = {DELTA}, {} runs (after {WARMUP} warm-up). \
+        "## Dp: Veil vs SmartNoise SQL\n\nTotal ε = {} per query on both sides, δ = {DELTA}, {} runs (after {WARMUP} warm-up); \
+         Veil also with discrete Gaussian noise at ρ = {:.5}, the same ε at δ = {DELTA}. \
          Error: mean over true cells of |noisy − true| / max(|true|, 1) per run (a left-out group counts 1); \
          median [p25–p75] over runs. Time: median per query.\n\n",
-        args.epsilon, args.runs
+        args.epsilon,
+        args.runs,
+        veil_dp::accounting::rho_within(args.epsilon, veil_dp::accounting::CONVERSION_DELTA)
     );
     let mut raw = Vec::new();
     for dataset in &datasets {
         eprintln!("dp: {}: truth", dataset.label);
         let truth = truth(&dataset.csv).await?;
         eprintln!("dp: {}: Veil", dataset.label);
-        let ours = veil.answer(dataset, args.epsilon, args.runs).await?;
+        let ours = veil.answer(dataset, Budget::Epsilon(args.epsilon), args.runs).await?;
+        let rho = veil_dp::accounting::rho_within(args.epsilon, veil_dp::accounting::CONVERSION_DELTA);
+        let gaussian = veil.answer(dataset, Budget::Rho(rho), args.runs).await?;
         if args.veil_only {
             for (q, runs) in QUERIES.iter().zip(&ours) {
                 eprintln!("veil {} {}: median {:.2} ms", dataset.name, q.name, 1e3 * median(&runs.seconds));
@@ -136,7 +153,7 @@ pub(crate) async fn run(args: DpArgs) -> Result<()> {
         }
         eprintln!("dp: {}: SmartNoise SQL", dataset.label);
         let (theirs, smartnoise_eps) = smartnoise(&args, dataset)?;
-        let (table, json) = compare(&truth, &ours, &theirs, &smartnoise_eps);
+        let (table, json) = compare(&truth, &ours, &gaussian, &theirs, &smartnoise_eps);
         report.push_str(&format!("### {}\n\n{}\n", dataset.label, table.markdown()));
         raw.push(json!({"dataset": dataset.label, "queries": json}));
     }
@@ -266,19 +283,23 @@ impl Veil {
         Ok(Self { server, analysts })
     }
 
-    async fn answer(&self, dataset: &Dataset, epsilon: f64, runs: usize) -> Result<Vec<Runs>> {
+    async fn answer(&self, dataset: &Dataset, budget: Budget, runs: usize) -> Result<Vec<Runs>> {
+        let (field, value) = match budget {
+            Budget::Epsilon(e) => ("epsilon", e),
+            Budget::Rho(r) => ("rho", r),
+        };
         let mut out: Vec<Runs> = QUERIES.iter().map(|_| Runs::default()).collect();
         for (run, tokens) in self.analysts.iter().enumerate() {
             for ((q, token), runs_of) in QUERIES.iter().zip(tokens).zip(&mut out) {
                 let sql = q.sql.replace("{table}", &format!("census.{}", dataset.name));
                 let started = Instant::now();
                 let (status, body) =
-                    self.server.post("/v1/query", token, json!({"sql": sql, "mode": "dp", "epsilon": epsilon})).await;
+                    self.server.post("/v1/query", token, json!({"sql": sql, "mode": "dp", field: value})).await;
                 let seconds = started.elapsed().as_secs_f64();
                 if std::env::var_os("VEIL_BENCH_TRACE").is_some() {
                     eprintln!("veil {} {}: {:.2} ms", dataset.name, q.name, 1e3 * seconds);
                 }
-                if !status.is_success() || body["dp"]["replayed"] != false || body["dp"]["epsilon"] != epsilon {
+                if !status.is_success() || body["dp"]["replayed"] != false || body["dp"][field] != value {
                     return Err(format!("{}: {status} {body}", q.name).into());
                 }
                 if run >= WARMUP {
@@ -360,13 +381,20 @@ fn error(truth: &Answer, got: &Answer) -> (f64, usize) {
     (if cells == 0 { f64::NAN } else { total / cells as f64 }, released)
 }
 
-fn compare(truth: &[Answer], ours: &[Runs], theirs: &[Runs], smartnoise_eps: &[f64]) -> (Table, Vec<Value>) {
+fn compare(
+    truth: &[Answer],
+    ours: &[Runs],
+    gaussian: &[Runs],
+    theirs: &[Runs],
+    smartnoise_eps: &[f64],
+) -> (Table, Vec<Value>) {
     let mut table = Table::new(&[
         "query",
         "Veil ms",
         "SmartNoise ms",
         "speed ratio",
         "Veil error",
+        "Veil Gaussian error",
         "SmartNoise error",
         "groups Veil / SN / true",
     ]);
@@ -376,6 +404,7 @@ fn compare(truth: &[Answer], ours: &[Runs], theirs: &[Runs], smartnoise_eps: &[f
             runs.answers.iter().map(|a| error(&truth[i], a)).map(|(e, g)| (e, g as f64)).unzip()
         };
         let (our_errors, our_groups) = errors(&ours[i]);
+        let (gaussian_errors, _) = errors(&gaussian[i]);
         let (their_errors, their_groups) = errors(&theirs[i]);
         let four = |e: f64| format!("{e:.4}");
         let (our_ms, their_ms) = (median(&ours[i].seconds), median(&theirs[i].seconds));
@@ -385,12 +414,14 @@ fn compare(truth: &[Answer], ours: &[Runs], theirs: &[Runs], smartnoise_eps: &[f
             millis(their_ms),
             ratio(their_ms / our_ms),
             spread(&our_errors, four),
+            spread(&gaussian_errors, four),
             spread(&their_errors, four),
             format!("{} / {} / {}", median(&our_groups), median(&their_groups), truth[i].len()),
         ]);
         raw.push(json!({
             "query": q.name, "sql": q.sql, "smartnoise_epsilon_per_aggregate": smartnoise_eps[i],
             "veil": {"seconds": ours[i].seconds, "errors": our_errors},
+            "veil_gaussian": {"seconds": gaussian[i].seconds, "errors": gaussian_errors},
             "smartnoise": {"seconds": theirs[i].seconds, "errors": their_errors},
         }));
     }
