@@ -737,3 +737,48 @@ async fn self_joins_cannot_multiply_one_persons_rows() {
     let (status, body) = dp(&w, &w.civil_analyst, three, 0.01).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// Leak: every expression was total, but not bounded in time: `replace` nested seven times over
+/// `CASE WHEN <one person's traits> THEN 'x' ELSE '' END` grew that person's value to 10⁷
+/// characters, 0.5 s against 0.04 s, and nine times ran the server out of memory; 13 queries
+/// at ε 0.001 bisected a subsidy. Text may now grow at most 16 times the values it is made
+/// from, through any number of derived tables; and queries nest at most 8 deep (15 levels
+/// overflowed the planner's stack and stopped the server, on a free dry run).
+#[tokio::test]
+async fn text_cannot_grow_with_one_persons_row() {
+    let w = world().await;
+    let grow = |depth: usize| {
+        let mut e = "CASE WHEN district = '丙区' AND subsidy >= 200 THEN 'x' ELSE '' END".to_owned();
+        for _ in 0..depth {
+            e = format!("replace({e}, 'x', 'xxxxxxxxxx')");
+        }
+        format!("SELECT count(*) AS n FROM civil.residents WHERE length({e}) > 0")
+    };
+    for sql in [
+        grow(2),
+        grow(7),
+        "SELECT count(*) AS n FROM (SELECT concat(a, a, a, a) AS a FROM (SELECT concat(district, district, district, district, district) AS a FROM civil.residents) s) t WHERE length(a) > 0".to_owned(),
+        "SELECT count(*) AS n FROM civil.residents WHERE length(district || district || district || district || district || district || district || district || district || district || district || district || district || district || district || district || district) > 0".to_owned(),
+    ] {
+        let (status, body) = dp(&w, &w.civil_analyst, &sql, 0.001).await;
+        assert_eq!((status, &body["error"]["code"]), (StatusCode::FORBIDDEN, &json!("expression_may_fail")), "{sql}: {body}");
+    }
+    // Text that does not grow beyond the bound is answered.
+    for sql in [
+        "SELECT concat(district, '-', CAST(living_alone AS VARCHAR)) AS k, count(*) AS n FROM civil.residents GROUP BY 1",
+        "SELECT replace(district, '区', '') AS d, count(*) AS n FROM civil.residents GROUP BY 1",
+    ] {
+        let (status, body) = dp(&w, &w.civil_analyst, sql, 0.01).await;
+        assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+    }
+    let mut deep = "SELECT district FROM civil.residents".to_owned();
+    for i in 0..15 {
+        deep = format!("SELECT district FROM ({deep}) s{i}");
+    }
+    let deep = format!("SELECT count(*) AS n FROM ({deep}) whole");
+    let (status, body) =
+        w.s.post("/v1/query", &w.civil_analyst, json!({"sql": deep, "mode": "dp", "epsilon": 0.01, "dry_run": true}))
+            .await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::BAD_REQUEST, &json!("sql_too_deep")), "{body}");
+    assert_eq!(w.s.get("/healthz", &w.civil_analyst).await.0, StatusCode::OK, "the server is still up");
+}
