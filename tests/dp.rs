@@ -575,6 +575,9 @@ async fn a_dry_run_is_refused_exactly_when_the_real_run_would_be() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = dp(&w, &w.civil_analyst, sql, 0.4).await;
     assert_eq!(status, StatusCode::OK);
+    // The same query again would be the recorded answer, free: its dry run says so.
+    let (status, body) = w.s.post("/v1/query", &w.civil_analyst, dry(0.4)).await;
+    assert_eq!((status, &body["dp"]["replayed"]), (StatusCode::OK, &json!(true)), "{body}");
 }
 
 /// ρ-zCDP with discrete Gaussian noise beside pure ε: the answer says which noise and what it

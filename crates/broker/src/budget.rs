@@ -166,7 +166,12 @@ impl Broker {
         };
         if prepared.dry_run() {
             let ahead = self.blocking(move |c| charge(c, false)).await?;
-            return Ok((self.engine.execute(prepared).await?, budgets(&ahead.spent, caps)));
+            let mut answer = self.engine.execute(prepared).await?;
+            if let Some(report) = answer.dp.as_mut() {
+                // What the real run would do: release the recorded answer, charging nothing.
+                report.replayed = ahead.replay.is_some();
+            }
+            return Ok((answer, budgets(&ahead.spent, caps)));
         }
         let reserved = self.blocking(move |c| charge(c, true)).await?;
         entry.rho = params.rho();
