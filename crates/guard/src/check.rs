@@ -226,6 +226,18 @@ impl Walk<'_> {
         !column.aggregated && !column.recast && column.bare.is_some_and(|s| self.sources.get(s).unit)
     }
 
+    /// `a` and `b` by name, when both are privacy units but at least one is cast in a way that
+    /// is not one-to-one ("7", "07" and "007" all become 7.0): a link that is refused, named.
+    fn recast_units(&self, a: &ColumnLineage, b: &ColumnLineage) -> Option<String> {
+        let (x, y) = (self.unit_name(a)?, self.unit_name(b)?);
+        (a.recast || b.recast).then(|| format!("{x} and {y}"))
+    }
+
+    /// The name of the privacy unit `c` is (cast or not), if it is one.
+    fn unit_name(&self, c: &ColumnLineage) -> Option<&str> {
+        c.bare.filter(|s| !c.aggregated && self.sources.get(*s).unit).map(|s| self.sources.get(s).name.as_str())
+    }
+
     /// Whether `plan` reads a dataset about people.
     fn personal(&self, plan: &LogicalPlan) -> bool {
         plan.exists(|node| {
@@ -245,6 +257,7 @@ impl Walk<'_> {
         left_columns: usize,
         outer: &[Scope<'_>],
     ) -> Result<bool, Violation> {
+        let mut recast = None;
         for conjunct in split_conjunction(filter) {
             let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = conjunct else { continue };
             let (Some(a), Some(b)) = (column_of(left), column_of(right)) else { continue };
@@ -260,8 +273,14 @@ impl Walk<'_> {
             if self.is_unit(&l) && self.is_unit(&r) {
                 return Ok(true);
             }
+            recast = recast.or_else(|| self.recast_units(&l, &r));
         }
-        Ok(false)
+        match recast {
+            Some(names) if self.mode() == Mode::Dp => Err(dp_shape::people_not_linked(&format!(
+                "{names} are privacy units compared through a cast or conversion that is not one-to-one (\"7\", \"07\" and \"007\" all equal 7): link them uncast, with the same type"
+            ))),
+            _ => Ok(false),
+        }
     }
 
     fn plan(&mut self, plan: &LogicalPlan, outer: &[Scope<'_>]) -> Result<NodeLineage, Violation> {
@@ -789,6 +808,14 @@ impl Walk<'_> {
             }
             Expr::InSubquery(InSubquery { expr, subquery, .. }) => {
                 let l = self.expr(expr, scope, outer)?;
+                if mode == Mode::Dp
+                    && l.recast
+                    && let Some(column) = self.unit_name(&l)
+                {
+                    return Err(dp_shape::people_not_linked(&format!(
+                        "{column} is a privacy unit cast or converted in a way that is not one-to-one (\"7\", \"07\" and \"007\" all equal 7): compare it uncast, with a unit of the same type"
+                    )));
+                }
                 // `x IN (SELECT y …)` with both linkable identifiers is a semi-join.
                 let linkable_probe = column_of(expr).is_some() && l.is_linkable_key(&self.sources);
                 let node = self.subquery(subquery, scope, outer, linkable_probe)?;
@@ -798,6 +825,11 @@ impl Walk<'_> {
                     && self.personal(&subquery.subquery)
                     && !(self.is_unit(&l) && self.is_unit(&out))
                 {
+                    if let Some(names) = self.recast_units(&l, &out) {
+                        return Err(dp_shape::people_not_linked(&format!(
+                            "{names} are privacy units compared through a cast or conversion that is not one-to-one (\"7\", \"07\" and \"007\" all equal 7): link them uncast, with the same type"
+                        )));
+                    }
                     return Err(dp_shape::people_not_linked(
                         "`unit IN (SELECT unit …)` about people must compare the privacy units of both datasets",
                     ));
