@@ -182,6 +182,7 @@ async fn dry_run_shows_the_cost_and_charges_nothing() {
     assert_eq!(body["dry_run"], true, "{body}");
     assert_eq!(body["dp"]["epsilon"], 1.0, "the default: a tenth of the L3 cap of 10");
     assert_eq!(body["dp"]["measurements"], 3);
+    assert!(body["dp"]["threshold"].as_f64().is_some_and(|t| t >= 10.0), "known before running: {body}");
     assert_eq!(body["dp"]["budget"][0]["left"], 10.0);
     assert!(body["rows"].as_array().unwrap().is_empty());
     let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;

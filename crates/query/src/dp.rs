@@ -164,6 +164,24 @@ pub fn measurements(plan: &DpPlan) -> usize {
     (per + usize::from(plan.thresholded())).max(1)
 }
 
+/// The noisy count of people a group needs to be released, if the answer's groups depend on
+/// people: known before the query runs (it depends on the noise, δ and k only), so a dry run
+/// shows it too.
+///
+/// # Errors
+/// [`Error::Internal`] if the noise's parameters cannot be represented.
+pub(crate) fn threshold(plan: &DpPlan, params: DpParams, k: u64) -> Result<Option<f64>> {
+    if !plan.thresholded() {
+        return Ok(None);
+    }
+    let share = params.budget / measurements(plan) as f64;
+    let groups = plan.contribution.max_groups.max(1);
+    let people =
+        Mechanism::new(params.noise, 1.0, groups, share).map_err(|e| Error::Internal(format!("noise: {e}")))?;
+    let t = people.threshold(params.delta).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Some(t.max(k as f64)))
+}
+
 /// One noisy column under construction: values and interval bounds.
 #[derive(Default)]
 struct Column {
@@ -218,12 +236,7 @@ pub(crate) fn add_noise(
 
     let people = int_column(&totals, totals.num_columns() - 1)?;
     let people_noise = mechanism(1.0)?;
-    let threshold = if plan.thresholded() {
-        let t = people_noise.threshold(params.delta).map_err(|e| Error::Internal(e.to_string()))?;
-        Some(t.max(k as f64))
-    } else {
-        None
-    };
+    let threshold = threshold(plan, params, k)?;
 
     // The answer's groups: each a row of the totals, or none (a public group nobody is in).
     let mut kept: Vec<Option<usize>> = Vec::new();

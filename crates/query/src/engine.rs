@@ -544,7 +544,10 @@ impl QueryEngine {
         answer.rules = outcome.assessment.rules.clone();
         answer.suppressed_groups = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
         if let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) {
-            answer.dp = Some(DpReport::new(dp, params, false));
+            let mut report = DpReport::new(dp, params, false);
+            // A dry run: the threshold depends on the noise, δ and k only.
+            report.threshold = dp::threshold(dp, params, request.k)?;
+            answer.dp = Some(report);
             return Ok(answer);
         }
         Ok(answer)
