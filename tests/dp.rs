@@ -785,3 +785,51 @@ async fn text_cannot_grow_with_one_persons_row() {
     assert_eq!((status, &body["error"]["code"]), (StatusCode::BAD_REQUEST, &json!("sql_too_deep")), "{body}");
     assert_eq!(w.s.get("/healthz", &w.civil_analyst).await.0, StatusCode::OK, "the server is still up");
 }
+
+/// Accuracy first: an analyst names the 95% half-width a noisy column needs instead of ε; the
+/// query spends the least ε that gives it (a dry run says how much), and the answer's
+/// intervals are no wider.
+#[tokio::test]
+async fn an_analyst_may_ask_for_accuracy_instead_of_epsilon() {
+    let w = world().await;
+    let sql = "SELECT district, count(*) AS n, sum(subsidy) AS total FROM civil.residents GROUP BY district";
+    let ask =
+        |accuracy: Value, dry_run: bool| json!({"sql": sql, "mode": "dp", "accuracy": accuracy, "dry_run": dry_run});
+    let (status, dry) = w.s.post("/v1/query", &w.civil_analyst, ask(json!({"n": 20}), true)).await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    let epsilon = dry["dp"]["epsilon"].as_f64().unwrap();
+    assert!(epsilon > 0.1 && epsilon < 1.0, "{dry}");
+    let (status, body) = w.s.post("/v1/query", &w.civil_analyst, ask(json!({"n": 20}), false)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["dp"]["epsilon"].as_f64(), Some(epsilon), "the dry run said what it costs");
+    let n = body["dp"]["intervals"].as_array().unwrap().iter().find(|c| c["column"] == "n").unwrap();
+    for ci in n["ci95"].as_array().unwrap() {
+        let half = (ci[1].as_f64().unwrap() - ci[0].as_f64().unwrap()) / 2.0;
+        assert!(half <= 20.0, "{ci}: wider than asked");
+    }
+    // Twice the precision costs about twice the ε; the sum's accuracy is asked in its units.
+    let (_, tighter) = w.s.post("/v1/query", &w.civil_analyst, ask(json!({"n": 10}), true)).await;
+    let ratio = tighter["dp"]["epsilon"].as_f64().unwrap() / epsilon;
+    assert!((1.6..2.4).contains(&ratio), "{ratio}");
+    let (status, body) = w.s.post("/v1/query", &w.civil_analyst, ask(json!({"total": 5000}), true)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // What cannot be promised is refused before anything runs or is charged.
+    for (accuracy, code) in [
+        (json!({"nope": 5}), "accuracy_invalid"),
+        (json!({"total": 1}), "accuracy_invalid"),
+        (json!({"n": -1}), "accuracy_invalid"),
+        (json!({}), "accuracy_invalid"),
+    ] {
+        let (status, body) = w.s.post("/v1/query", &w.civil_analyst, ask(accuracy.clone(), false)).await;
+        assert_eq!((status, &body["error"]["code"]), (StatusCode::BAD_REQUEST, &json!(code)), "{accuracy}: {body}");
+    }
+    let avg = json!({"sql": "SELECT avg(subsidy) AS a FROM civil.residents", "mode": "dp", "accuracy": {"a": 10}});
+    let (status, body) = w.s.post("/v1/query", &w.civil_analyst, avg).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::BAD_REQUEST, &json!("accuracy_invalid")), "{body}");
+    let both = json!({"sql": sql, "mode": "dp", "accuracy": {"n": 20}, "epsilon": 1.0});
+    let (status, body) = w.s.post("/v1/query", &w.civil_analyst, both).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::BAD_REQUEST, &json!("epsilon_invalid")), "{body}");
+    let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;
+    let residents = budget.as_array().unwrap().iter().find(|b| b["dataset"] == "civil.residents").unwrap();
+    assert_eq!(residents["queries"], 1, "only the one real run was charged: {residents}");
+}

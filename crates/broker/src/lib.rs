@@ -123,6 +123,9 @@ pub struct Request {
     pub epsilon: Option<f64>,
     /// Dp mode: the ρ (zCDP) to spend with discrete Gaussian noise instead.
     pub rho: Option<f64>,
+    /// Dp mode: instead of ε, the 95% half-width wanted for noisy output columns, by name; the
+    /// query spends the least ε that gives every one of them (discrete Laplace noise).
+    pub accuracy: Option<Vec<(String, f64)>>,
     /// Only decide and explain; do not run or charge.
     pub dry_run: bool,
 }

@@ -161,7 +161,7 @@ impl Broker {
         entry.detail = Some(basis.join("; "));
         let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
         let dp = match mode {
-            Mode::Dp => Some(budget::params(request.epsilon, request.rho, &caps)?),
+            Mode::Dp => Some(budget::params(request.epsilon, request.rho, request.accuracy.is_some(), &caps)?),
             _ => None,
         };
         let query = QueryRequest {
@@ -172,7 +172,13 @@ impl Broker {
             dp,
             noise_key: self.noise_key,
         };
-        let prepared = self.engine.prepare(&parsed, query).await?;
+        let mut prepared = self.engine.prepare(&parsed, query).await?;
+        let mut dp = dp;
+        if let (Some(accuracy), Some(_)) = (&request.accuracy, dp) {
+            let params = budget::for_accuracy(&prepared, accuracy)?;
+            prepared = prepared.with_dp_params(params);
+            dp = Some(params);
+        }
         let (answer, budget) = match dp {
             Some(params) => {
                 let (answer, budget) = self.run_dp(caller, prepared, params, caps, entry).await?;

@@ -102,7 +102,8 @@ impl World {
     }
 
     async fn ask(&self, user: &str, sql: &str, mode: &str, epsilon: Option<f64>) -> Result<Released, Refused> {
-        let request = Request { sql: sql.into(), mode: mode.into(), epsilon, rho: None, dry_run: false };
+        let request =
+            Request { sql: sql.into(), mode: mode.into(), epsilon, rho: None, accuracy: None, dry_run: false };
         self.broker.query(&self.caller(user), request).await
     }
 
@@ -171,8 +172,14 @@ async fn nothing_is_released_when_the_audit_log_cannot_record() {
 #[tokio::test]
 async fn a_dry_run_is_recorded_and_runs_nothing() {
     let w = world();
-    let request =
-        Request { sql: BY_DISTRICT.into(), mode: "aggregate".into(), epsilon: None, rho: None, dry_run: true };
+    let request = Request {
+        sql: BY_DISTRICT.into(),
+        mode: "aggregate".into(),
+        epsilon: None,
+        rho: None,
+        accuracy: None,
+        dry_run: true,
+    };
     let released = w.broker.query(&w.caller("civil-analyst"), request).await.unwrap();
     assert!(!released.answer().executed);
     assert_eq!(released.answer().row_count(), 0);

@@ -146,6 +146,17 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
     if let Some(rho) = args.rho {
         body["rho"] = json!(rho);
     }
+    if !args.accuracy.is_empty() {
+        let mut accuracy = serde_json::Map::new();
+        for item in &args.accuracy {
+            let (column, width) = item
+                .split_once('=')
+                .and_then(|(c, w)| Some((c.trim(), w.trim().parse::<f64>().ok()?)))
+                .ok_or_else(|| format!("--accuracy {item}: expected COLUMN=WIDTH, a column name and a number"))?;
+            accuracy.insert(column.to_owned(), json!(width));
+        }
+        body["accuracy"] = Value::Object(accuracy);
+    }
     let answer = send(args.remote.request(Method::POST, "/query")?.json(&body)).await?;
     if args.json {
         return print(&answer);

@@ -156,6 +156,10 @@ struct QueryArgs {
     /// Dp mode: spend rho (zero-concentrated dp) with discrete Gaussian noise instead.
     #[arg(long)]
     rho: Option<f64>,
+    /// Dp mode: instead of epsilon, the 95% half-width a noisy column needs, as COLUMN=WIDTH
+    /// (repeatable); the query spends the least epsilon that gives them all.
+    #[arg(long, value_name = "COLUMN=WIDTH", conflicts_with_all = ["epsilon", "rho"])]
+    accuracy: Vec<String>,
     /// Print the server's JSON answer instead of a table.
     #[arg(long)]
     json: bool,

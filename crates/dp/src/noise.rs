@@ -159,6 +159,58 @@ impl Mechanism {
         Ok(Noisy { value: released as f64 * grid, half_width: half as f64 * grid + grid / 2.0 })
     }
 
+    /// The half-width of the interval a value would get, at `confidence`: as
+    /// [`Mechanism::integer`] reports it for counts, [`Mechanism::real`] for sums.
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] if the scale cannot be represented.
+    pub fn half_width(&self, real: bool, confidence: f64) -> Result<f64> {
+        let of = |scale: f64| -> Result<f64> {
+            Ok(match self.noise {
+                Noise::Laplace => half_width(Rational::at_least(scale)?.to_f64(), confidence) as f64,
+                Noise::Gaussian => {
+                    gaussian_half_width(Rational::at_least(scale * scale)?.to_f64().sqrt(), confidence) as f64
+                }
+            })
+        };
+        if !real {
+            return of(self.scale());
+        }
+        let grid = self.grid();
+        let scale = scale_for(self.noise, self.per_value / grid + 1.0, self.values, self.budget);
+        Ok(of(scale)? * grid + grid / 2.0)
+    }
+
+    /// The least budget (ε or ρ) whose values get an interval no wider than `±half_width` at
+    /// `confidence`, for values one person moves by `per_value` in `values` of them: accuracy
+    /// asked for, turned into what it costs. Found by bisection over the budget, so the answer
+    /// is within a part in a million of the least.
+    ///
+    /// # Errors
+    /// [`Error::Parameter`] if no budget up to 10⁶ gives that accuracy.
+    pub fn budget_for(
+        noise: Noise,
+        per_value: f64,
+        values: u64,
+        half_width: f64,
+        real: bool,
+        confidence: f64,
+    ) -> Result<f64> {
+        let fits = |budget: f64| -> Result<bool> {
+            Ok(Self::new(noise, per_value, values, budget)?.half_width(real, confidence)? <= half_width)
+        };
+        let (mut lo, mut hi) = (1e-12f64, 1e6f64);
+        if !(half_width.is_finite() && half_width > 0.0 && fits(hi)?) {
+            return Err(Error::Parameter(format!("no budget gives a half-width of {half_width}")));
+        }
+        // Bisection in log space: budgets span many orders of magnitude.
+        while hi / lo > 1.000_001 {
+            let mid = (lo * hi).sqrt();
+            if fits(mid)? { hi = mid } else { lo = mid }
+        }
+        Ok(hi)
+    }
+
     /// The smallest noisy count of people a group must show so that a group made of one
     /// person's rows passes with probability at most `delta / values` (at most `delta` over all
     /// the groups that person is in), for a count of people noised by this mechanism (one per
@@ -258,6 +310,20 @@ mod tests {
         assert!((one.scale() - 1.0).abs() < 1e-12, "σ = Δ₂/√(2ρ) = 1");
         assert!((four.scale() - 2.0).abs() < 1e-12);
         assert!((Mechanism::laplace(1.0, 4, 0.5).unwrap().scale() - 8.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_budget_for_an_accuracy_gives_that_accuracy_and_no_more() {
+        for noise in [Noise::Laplace, Noise::Gaussian] {
+            for (per_value, values, h, real) in
+                [(1.0, 1, 10.0, false), (5.0, 4, 50.0, false), (3000.0, 1, 20_000.0, true)]
+            {
+                let b = Mechanism::budget_for(noise, per_value, values, h, real, 0.95).unwrap();
+                let at = |b: f64| Mechanism::new(noise, per_value, values, b).unwrap().half_width(real, 0.95).unwrap();
+                assert!(at(b) <= h, "{noise:?}: {} > {h}", at(b));
+                assert!(at(b * 0.99) > h || real, "{noise:?}: {b} is not the least");
+            }
+        }
     }
 
     #[test]

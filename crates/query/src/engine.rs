@@ -175,6 +175,57 @@ impl Prepared {
         self.request.dry_run
     }
 
+    /// Dp mode: each output column of the answer that is one of its noisy aggregates, by name,
+    /// with that aggregate, and the bounds one person's contribution has: what an accuracy
+    /// asked for per column is computed from, before the query runs.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the analyst's plan cannot be rebuilt over the aggregate.
+    pub fn dp_outputs(&self) -> Result<Vec<(String, veil_guard::DpAggregate)>> {
+        let Some(dp) = self.outcome.rewritten.dp.as_ref() else { return Ok(Vec::new()) };
+        let mut fields: Vec<Field> = dp
+            .aggregate_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
+            .collect();
+        fields.push(Field::new(DP_ROW, DataType::Int64, false));
+        let empty = RecordBatch::new_empty(Arc::new(Schema::new(fields)));
+        let (_, copies) = dp.finish(noisy_source(dp, empty)?).map_err(internal)?;
+        Ok(self
+            .plan
+            .schema()
+            .fields()
+            .iter()
+            .zip(copies)
+            .filter_map(|(f, copy)| {
+                let aggregate = dp.aggregates.get(copy?.checked_sub(dp.keys)?)?;
+                Some((f.name().clone(), *aggregate))
+            })
+            .collect())
+    }
+
+    /// Dp mode: how far one person reaches: groups (1 without GROUP BY) and rows per group.
+    pub fn dp_contribution(&self) -> Option<(u64, u64)> {
+        let dp = self.outcome.rewritten.dp.as_ref()?;
+        let c = dp.contribution;
+        Some((if dp.grouped() { c.max_groups.max(1) } else { 1 }, c.max_rows.max(1)))
+    }
+
+    /// Dp mode: the same query with other privacy parameters (what an accuracy asked for
+    /// costs, known only once the query is planned).
+    #[must_use]
+    pub fn with_dp_params(mut self, params: DpParams) -> Self {
+        self.request.dp = Some(params);
+        self
+    }
+
+    /// Dp mode: how many numbers per group share the query's ε or ρ.
+    pub fn dp_measurements(&self) -> Option<usize> {
+        self.outcome.rewritten.dp.as_ref().map(dp::measurements)
+    }
+
     /// Dp mode: the δ the answer spends, its group selection's (none without a threshold: an
     /// answer with one group, or with every group public, releases the same groups whoever is
     /// in the data).
@@ -244,6 +295,18 @@ impl Answer {
     pub fn row_count(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
+}
+
+/// The noisy aggregate `batch` (columns `c0, c1, …` and [`DP_ROW`]) as a plan whose columns
+/// carry the names of the aggregate they stand for.
+fn noisy_source(dp: &DpPlan, batch: RecordBatch) -> Result<LogicalPlan> {
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
+    let mut exprs = aggregate_columns(dp);
+    exprs.push(Expr::Column(Column::from_name(DP_ROW)));
+    LogicalPlanBuilder::scan("__veil_dp_noisy", provider_as_source(Arc::new(table)), None)
+        .and_then(|b| b.project(exprs))
+        .and_then(|b| b.build())
+        .map_err(internal)
 }
 
 /// The noisy columns `c0, c1, …` under the names (and qualifiers) of the aggregate they stand
@@ -643,14 +706,7 @@ impl QueryEngine {
         let mut arrays = values.columns().to_vec();
         arrays.push(Arc::new(rows));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)?;
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).map_err(internal)?;
-        let mut exprs = aggregate_columns(dp);
-        exprs.push(Expr::Column(Column::from_name(DP_ROW)));
-        let source = LogicalPlanBuilder::scan("__veil_dp_noisy", provider_as_source(Arc::new(table)), None)
-            .and_then(|b| b.project(exprs))
-            .and_then(|b| b.build())
-            .map_err(internal)?;
-        let (finished, copies) = dp.finish(source).map_err(internal)?;
+        let (finished, copies) = dp.finish(noisy_source(dp, batch.clone())?).map_err(internal)?;
         let done = match selected(&finished, &batch) {
             Some(done) => done,
             None => {

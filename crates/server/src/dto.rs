@@ -536,6 +536,10 @@ pub struct QueryBody {
     /// `dp` mode: spend ρ (zero-concentrated dp) with discrete Gaussian noise instead of ε.
     #[serde(default)]
     pub rho: Option<f64>,
+    /// `dp` mode: instead of ε or ρ, the 95% half-width each named noisy column needs
+    /// (`{"n": 5}`); the query spends the least ε that gives them all.
+    #[serde(default)]
+    pub accuracy: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 fn aggregate() -> String {

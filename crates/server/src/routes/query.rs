@@ -43,6 +43,7 @@ pub(crate) async fn query(
         mode: body.mode,
         epsilon: body.epsilon,
         rho: body.rho,
+        accuracy: body.accuracy.map(|a| a.into_iter().collect()),
         dry_run: body.dry_run,
     };
     let released = match state.broker.query(&AppState::broker_caller(caller), request).await {
