@@ -215,6 +215,17 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
             dp["delta"],
             dp["threshold"].as_f64().map_or("no threshold (one group)".to_owned(), |t| format!("at least {t}")),
         );
+        let widths: Vec<String> = dp["half_widths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                format!("{} ±{}", h["column"].as_str().unwrap_or("?"), number(h["half_width"].as_f64().unwrap_or(0.0)))
+            })
+            .collect();
+        if !widths.is_empty() {
+            println!("  95% intervals: {}", widths.join(", "));
+        }
         for b in dp["budget"].as_array().into_iter().flatten() {
             println!("  budget {}: {}", b["dataset"].as_str().unwrap_or("?"), budget_line(b));
         }

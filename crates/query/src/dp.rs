@@ -182,6 +182,40 @@ pub(crate) fn threshold(plan: &DpPlan, params: DpParams, k: u64) -> Result<Optio
     Ok(Some(t.max(k as f64)))
 }
 
+/// The 95% half-width of each of `outputs` that is a noisy count or sum, as its values will
+/// report it: known before the query runs.
+///
+/// # Errors
+/// [`Error::Internal`] if the noise's parameters cannot be represented.
+pub(crate) fn half_widths(
+    plan: &DpPlan,
+    params: DpParams,
+    outputs: Vec<(String, DpAggregate)>,
+) -> Result<Vec<(String, f64)>> {
+    let share = params.budget / measurements(plan) as f64;
+    let c = plan.contribution;
+    let groups = if plan.grouped() { c.max_groups.max(1) } else { 1 };
+    let rows = c.max_rows.max(1) as f64;
+    let mut out = Vec::new();
+    for (name, aggregate) in outputs {
+        let (per_value, real) = match aggregate {
+            DpAggregate::CountRows => (rows, false),
+            DpAggregate::CountPeople => (1.0, false),
+            DpAggregate::Sum { lo, hi } if lo.abs().max(hi.abs()) > 0.0 => (rows * lo.abs().max(hi.abs()), true),
+            DpAggregate::Sum { .. } => {
+                out.push((name, 0.0));
+                continue;
+            }
+            DpAggregate::Avg { .. } => continue,
+        };
+        let mechanism = Mechanism::new(params.noise, per_value, groups, share)
+            .map_err(|e| Error::Internal(format!("noise: {e}")))?;
+        let half = mechanism.half_width(real, CONFIDENCE).map_err(|e| Error::Internal(format!("noise: {e}")))?;
+        out.push((name, half));
+    }
+    Ok(out)
+}
+
 /// One noisy column under construction: values and interval bounds.
 #[derive(Default)]
 struct Column {

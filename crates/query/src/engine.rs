@@ -150,6 +150,10 @@ pub struct DpReport {
     /// For each output column that is a noisy aggregate (renamed at most): its name and the
     /// 95% interval of its value in each row.
     pub intervals: Vec<(String, Vec<(f64, f64)>)>,
+    /// For each output column that is a noisy count or sum: the half-width of its 95% interval,
+    /// the same in every row and known before the query runs (a dry run shows it). Averages
+    /// are not listed: theirs depends on how many values they have.
+    pub half_widths: Vec<(String, f64)>,
     /// Whether this is the recorded answer of an identical earlier query.
     pub replayed: bool,
     /// The noisy aggregate, to record (set when freshly computed).
@@ -284,6 +288,7 @@ impl DpReport {
             measurements: dp::measurements(dp),
             threshold: None,
             intervals: Vec::new(),
+            half_widths: Vec::new(),
             replayed,
             noisy: None,
         }
@@ -602,14 +607,17 @@ impl QueryEngine {
             let noisy = self.measure(&prepared).await?;
             return self.release(prepared, noisy, false).await;
         }
+        let half_widths = self.half_widths(&prepared)?;
         let Prepared { state, plan, optimized, outcome, request, .. } = prepared;
         let mut answer = self.answer(&state, &plan, &optimized, request.dry_run, false).await?;
         answer.rules = outcome.assessment.rules.clone();
         answer.suppressed_groups = outcome.rewritten.suppressed_groups.load(Ordering::Relaxed);
         if let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) {
             let mut report = DpReport::new(dp, params, false);
-            // A dry run: the threshold depends on the noise, δ and k only.
+            // A dry run: the threshold and the counts' and sums' intervals depend on the noise,
+            // δ and k only.
             report.threshold = dp::threshold(dp, params, request.k)?;
+            report.half_widths = half_widths;
             answer.dp = Some(report);
             return Ok(answer);
         }
@@ -668,6 +676,7 @@ impl QueryEngine {
     /// # Errors
     /// See [`Error`]; [`Error::Internal`] for a prepared query that is not a dp one.
     pub async fn release(&self, prepared: Prepared, noisy: NoisyAggregate, replayed: bool) -> Result<Answer> {
+        let half_widths = self.half_widths(&prepared)?;
         let Prepared { plan, outcome, request, .. } = prepared;
         let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
             return Err(internal("releasing a query that is not a dp one"));
@@ -676,6 +685,7 @@ impl QueryEngine {
         let mut report = DpReport::new(dp, params, replayed);
         report.threshold = noisy.threshold;
         report.intervals = intervals;
+        report.half_widths = half_widths;
         let suppressed_groups = noisy.suppressed;
         if !replayed {
             report.noisy = Some(noisy);
@@ -688,6 +698,14 @@ impl QueryEngine {
             executed: true,
             dp: Some(report),
         })
+    }
+
+    /// Dp mode: the 95% half-width of each noisy count and sum column of the answer.
+    fn half_widths(&self, prepared: &Prepared) -> Result<Vec<(String, f64)>> {
+        let (Some(dp), Some(params)) = (&prepared.outcome.rewritten.dp, prepared.request.dp) else {
+            return Ok(Vec::new());
+        };
+        dp::half_widths(dp, params, prepared.dp_outputs()?)
     }
 
     /// Runs the analyst's plan over the noisy aggregate: renaming, expressions, HAVING, ORDER

@@ -611,8 +611,20 @@ pub struct DpAnswer {
     pub replayed: bool,
     /// For each output column that is a noisy aggregate: the 95% interval of each row's value.
     pub intervals: Vec<NoisyColumn>,
+    /// For each noisy count or sum column: the half-width of its 95% interval, the same in
+    /// every row and known before the query runs (a dry run shows it).
+    pub half_widths: Vec<HalfWidth>,
     /// The budget of each dataset after this query.
     pub budget: Vec<BudgetView>,
+}
+
+/// The 95% half-width of one noisy output column.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HalfWidth {
+    /// Output column.
+    pub column: String,
+    /// Half the width of every row's 95% interval.
+    pub half_width: f64,
 }
 
 /// The 95% intervals of one noisy output column.

@@ -15,7 +15,7 @@ use veil_broker::{Refused, Released};
 use super::AppJson;
 use super::budget::budget_view;
 use crate::auth::Caller;
-use crate::dto::{DpAnswer, ErrorBody, NoisyColumn, QueryBody, QueryColumn, QueryResponse, QueryRule};
+use crate::dto::{DpAnswer, ErrorBody, HalfWidth, NoisyColumn, QueryBody, QueryColumn, QueryResponse, QueryRule};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -98,6 +98,11 @@ fn json_response(released: Released) -> Result<QueryResponse, ApiError> {
                 column: column.clone(),
                 ci95: ci.iter().map(|(l, h)| [*l, *h]).collect(),
             })
+            .collect(),
+        half_widths: r
+            .half_widths
+            .iter()
+            .map(|(column, h)| HalfWidth { column: column.clone(), half_width: *h })
             .collect(),
         budget: released.budget().unwrap_or_default().iter().map(budget_view).collect(),
     });
