@@ -799,6 +799,8 @@ async fn an_analyst_may_ask_for_accuracy_instead_of_epsilon() {
     assert_eq!(status, StatusCode::OK, "{dry}");
     let epsilon = dry["dp"]["epsilon"].as_f64().unwrap();
     assert!(epsilon > 0.1 && epsilon < 1.0, "{dry}");
+    let promised = dry["dp"]["half_widths"].as_array().unwrap().iter().find(|h| h["column"] == "n").unwrap();
+    assert!(promised["half_width"].as_f64().unwrap() <= 20.0, "the dry run shows the interval: {dry}");
     let (status, body) = w.s.post("/v1/query", &w.civil_analyst, ask(json!({"n": 20}), false)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["dp"]["epsilon"].as_f64(), Some(epsilon), "the dry run said what it costs");
@@ -832,4 +834,31 @@ async fn an_analyst_may_ask_for_accuracy_instead_of_epsilon() {
     let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;
     let residents = budget.as_array().unwrap().iter().find(|b| b["dataset"] == "civil.residents").unwrap();
     assert_eq!(residents["queries"], 1, "only the one real run was charged: {residents}");
+}
+
+/// Leak: a long constant made an expression expensive for every row it reached, and a CASE on
+/// one person's traits decided whether it was reached: `CASE WHEN <traits> THEN
+/// strpos(concat(kind, <20,000 characters>), 'zz') > 0 …` after a join took 2.8 s instead of
+/// 0.07 s when the person matched (a subsidy bisected in 13 queries at ε 0.001), and wrapped in
+/// thirty case changes it timed out only for them. Text constants over personal data are now
+/// at most 64 characters, so what a reached expression costs is bounded.
+#[tokio::test]
+async fn long_constants_cannot_gate_work_on_one_person() {
+    let w = world().await;
+    let long = "a".repeat(20_000);
+    let gated = |cond: &str| {
+        format!(
+            "SELECT count(*) AS n FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id \
+             WHERE CASE WHEN {cond} THEN strpos(concat(v.icd10, '{long}'), 'zz') > 0 ELSE false END"
+        )
+    };
+    let target = &w.residents[4];
+    let (with, with_body) = dp(&w, &w.civil_analyst, &gated(&format!("r.subsidy = {}", target.subsidy)), 0.001).await;
+    let (without, _) = dp(&w, &w.civil_analyst, &gated("r.subsidy = 99999"), 0.001).await;
+    assert_eq!((with, without), (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN), "{with_body}");
+    assert_eq!(with_body["error"]["code"], "expression_may_fail", "{with_body}");
+    // Constants of ordinary length are answered.
+    let sql = "SELECT count(*) AS n FROM civil.residents WHERE district IN ('甲区', '乙区') AND concat(district, '（城区）') <> ''";
+    let (status, body) = dp(&w, &w.civil_analyst, sql, 0.01).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -664,7 +664,12 @@ impl Walk<'_> {
             Expr::Column(c) => self.column(c, Some(scope), outer),
             Expr::OuterReferenceColumn(_, c) => self.column(c, None, outer),
             // A constant is as long as it is: it counts like a value it is made from.
-            Expr::Literal(..) => Ok(ColumnLineage { growth: 1, ..ColumnLineage::default() }),
+            Expr::Literal(value, _) => {
+                if self.over_people() {
+                    total_expressions::literal(value)?;
+                }
+                Ok(ColumnLineage { growth: 1, ..ColumnLineage::default() })
+            }
             Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
                 let mut inner = self.expr(expr, scope, outer)?;
                 let from = expr.get_type(scope.schema).ok();
