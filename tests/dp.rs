@@ -862,3 +862,61 @@ async fn long_constants_cannot_gate_work_on_one_person() {
     let (status, body) = dp(&w, &w.civil_analyst, sql, 0.01).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// Leak: a table about nobody (a code table) had no row cap, so one person's row joined twice
+/// to one with 2,000 rows per code became 4·10⁶ rows (1.4 s against 0.06 s, and a timeout with
+/// a bigger table) exactly when that person matched a filter. Its public row count now counts
+/// in the bound on one person's rows after the joins.
+#[tokio::test]
+async fn code_tables_cannot_multiply_one_persons_rows() {
+    let w = world().await;
+    for (name, per_district) in [("codes_big", 600), ("codes_small", 1)] {
+        let mut csv = String::from("code,label\n");
+        for d in ["甲区", "乙区", "丙区"] {
+            for i in 0..per_district {
+                csv.push_str(&format!("{d},l{i}\n"));
+            }
+        }
+        let meta = json!({
+            "name": name, "department": "civil", "level": "L1",
+            "columns": {"code": {"tag": "attribute"}, "label": {"tag": "attribute"}}
+        });
+        let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let twice = |table: &str| {
+        format!(
+            "SELECT count(*) AS n FROM civil.residents p JOIN civil.{table} r ON p.district = r.code \
+             JOIN civil.{table} s ON r.code = s.code WHERE p.subsidy = 100"
+        )
+    };
+    let (status, body) = dp(&w, &w.civil_analyst, &twice("codes_big"), 0.01).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::FORBIDDEN, &json!("join_rows_per_person")), "{body}");
+    let (status, body) = dp(&w, &w.civil_analyst, &twice("codes_small"), 0.01).await;
+    assert_eq!(status, StatusCode::OK, "a small code table is fine: {body}");
+}
+
+/// Leak: an ILIKE pattern with several wildcards compiles a regular expression, and only when
+/// some row reaches it: 150 such patterns behind `CASE WHEN <one person's traits>` took 2.5 s
+/// against 0.3 s (ten patterns 0.2 s against 0.04 s). Patterns over personal data are now only
+/// prefix, suffix, substring or equality (ILIKE in ASCII), matched without a regex.
+#[tokio::test]
+async fn like_patterns_cannot_gate_work_on_one_person() {
+    let w = world().await;
+    for pattern in ["%Σ%ǅ%À%", "甲_区", "%a%b%", "a\\\\%"] {
+        let sql = format!(
+            "SELECT count(*) AS n FROM civil.residents WHERE CASE WHEN subsidy = 100 THEN district ILIKE '{pattern}' ELSE false END"
+        );
+        let (status, body) = dp(&w, &w.civil_analyst, &sql, 0.01).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::FORBIDDEN, &json!("expression_may_fail")),
+            "{pattern}: {body}"
+        );
+    }
+    for pattern in ["甲%", "%区", "%甲%", "甲区"] {
+        let sql = format!("SELECT count(*) AS n FROM civil.residents WHERE district LIKE '{pattern}'");
+        let (status, body) = dp(&w, &w.civil_analyst, &sql, 0.01).await;
+        assert_eq!(status, StatusCode::OK, "{pattern}: {body}");
+    }
+}

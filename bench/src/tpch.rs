@@ -124,6 +124,7 @@ impl Table {
             columns,
             contribution: Contribution::default(),
             one_row_per_unit: self.name == "customer",
+            rows: 0,
         }
     }
 }

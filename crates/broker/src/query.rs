@@ -279,6 +279,7 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
             columns,
             contribution: veil_guard::Contribution { max_groups: info.dp.max_groups, max_rows: info.dp.max_rows },
             one_row_per_unit: info.one_row_per_unit,
+            rows: info.row_count,
         },
     }
 }

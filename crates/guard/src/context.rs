@@ -31,6 +31,9 @@ pub struct DatasetInfo {
     /// Whether every privacy unit value occurs in one row of the file (measured when it was
     /// registered): then any contribution bound already holds for a query over it alone.
     pub one_row_per_unit: bool,
+    /// Rows in the dataset's version (public in the catalogue): for a dataset about nobody, the
+    /// most rows one row of another table can meet in a join with it.
+    pub rows: u64,
 }
 
 /// The contribution bounds of dp mode, declared per dataset by its steward (design §3): each

@@ -68,6 +68,7 @@ async fn session() -> (SessionContext, GuardContext) {
         ]),
         contribution: Contribution::default(),
         one_row_per_unit: true,
+        rows: 0,
     };
     let visits = DatasetInfo {
         privacy_unit: Some("id".into()),
@@ -78,6 +79,7 @@ async fn session() -> (SessionContext, GuardContext) {
         ]),
         contribution: Contribution::default(),
         one_row_per_unit: false,
+        rows: 0,
     };
     let stops = DatasetInfo {
         privacy_unit: None,
@@ -87,6 +89,7 @@ async fn session() -> (SessionContext, GuardContext) {
         ]),
         contribution: Contribution::default(),
         one_row_per_unit: false,
+        rows: 0,
     };
     let datasets = HashMap::from([
         (("civil".into(), "people".into()), people),

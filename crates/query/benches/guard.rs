@@ -96,6 +96,7 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
                 columns,
                 contribution: Contribution::default(),
                 one_row_per_unit: false,
+                rows: 0,
             },
         }],
         dry_run,

@@ -1237,6 +1237,7 @@ mod tests {
             columns: HashMap::new(),
             contribution: veil_guard::Contribution { max_groups: 1, max_rows: 1 },
             one_row_per_unit: false,
+            rows: 0,
         };
         QueryRequest {
             mode: Mode::Dp,

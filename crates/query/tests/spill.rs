@@ -39,6 +39,7 @@ fn table(dir: &Path, name: &str) -> SessionDataset {
             columns: HashMap::from([("k".to_owned(), attribute.clone()), ("v".to_owned(), attribute)]),
             contribution: Contribution::default(),
             one_row_per_unit: false,
+            rows: 0,
         },
     }
 }

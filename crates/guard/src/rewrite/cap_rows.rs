@@ -8,9 +8,12 @@
 //! When the plan below the answer's aggregate joins (inner or outer), each dataset about people
 //! that it scans, unless every person is one row in it, keeps a random sample of at most
 //! `max_groups × max_rows` rows per person (the most one person may contribute from it anyway):
-//! `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= cap`. The product of the caps
-//! bounds one person's rows after the joins; a plan whose product exceeds
-//! [`MAX_JOINED_ROWS_PER_PERSON`] is refused. Sampling one person's rows depends on that person
+//! `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= cap`. A dataset about nobody
+//! (a code table) can meet one row in at most all of its rows, its public row count. The product
+//! of the caps and of those row counts bounds one person's rows after the joins; a plan whose
+//! product exceeds [`MAX_JOINED_ROWS_PER_PERSON`] is refused. (Without the code tables in the
+//! product, one person's row joined twice to a code table with 2,000 rows per code became
+//! 4·10⁶ rows and a timeout exactly when that person matched a filter.) Sampling one person's rows depends on that person
 //! alone, so it changes no privacy guarantee; where a person has more rows than the cap, counts
 //! come out lower, as they do under the per-group bound.
 
@@ -56,6 +59,11 @@ pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result
     input.apply_with_subqueries(|node| {
         if let Some((_, cap)) = cap_of(node) {
             product = product.saturating_mul(cap.unwrap_or(1));
+        } else if let LogicalPlan::TableScan(scan) = node
+            && let Some(d) = ctx.dataset(scan.table_name.schema(), scan.table_name.table())
+        {
+            // About nobody: a row meets at most all of its rows.
+            product = product.saturating_mul(d.rows.max(1));
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
@@ -64,7 +72,7 @@ pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result
             Rule::JoinRowsPerPerson,
             None,
             format!(
-                "these joins can give one person up to {product} rows (each dataset's rows per person, max_groups × max_rows, multiplied); at most {MAX_JOINED_ROWS_PER_PERSON} are admitted: join fewer event tables, or the same one fewer times"
+                "these joins can give one person up to {product} rows (each dataset's rows per person, max_groups × max_rows, and each joined table about nobody's row count, multiplied); at most {MAX_JOINED_ROWS_PER_PERSON} are admitted: join fewer or smaller tables, or the same one fewer times"
             ),
         ))));
     }

@@ -14,7 +14,8 @@
 //!   arithmetic whose operands are all constants (folded at planning, the same for every row);
 //!   not arithmetic on decimals (which fails on overflow) or on dates, times and intervals
 //!   (which fail out of range) over a column;
-//! - `LIKE` / `ILIKE` with a constant pattern that does not end in its escape character; no
+//! - `LIKE` / `ILIKE` with a constant pattern of the forms `text`, `text%`, `%text`, `%text%`
+//!   (ILIKE in ASCII), matched without compiling a regular expression; no
 //!   `SIMILAR TO`, regular expression operators or bit shifts over a column;
 //! - `date_trunc` / `date_part` with a granularity from their lists; `substr` with a constant,
 //!   non-negative length; no `date_bin`;
@@ -193,11 +194,24 @@ pub(crate) fn like(like: &Like, similar: bool) -> Result<(), Violation> {
         return Err(refuse("SIMILAR TO is not allowed over data: use LIKE with a constant pattern".into()));
     }
     let escape = like.escape_char.unwrap_or('\\');
-    match text_literal(&like.pattern) {
-        Some(p) if !p.ends_with(escape) => Ok(()),
-        Some(_) => Err(refuse("a LIKE pattern may not end with its escape character".into())),
-        None => Err(refuse("a LIKE pattern must be a constant".into())),
+    let Some(p) = text_literal(&like.pattern) else {
+        return Err(refuse("a LIKE pattern must be a constant".into()));
+    };
+    // Matched by prefix, suffix, substring or equality, never compiled to a regular expression:
+    // compiling one only for a row that reaches it took 14 ms per pattern, so a CASE on one
+    // person's traits in front of 150 patterns was 2.5 s against 0.3 s.
+    let core = p.strip_prefix('%').unwrap_or(p);
+    let core = core.strip_suffix('%').unwrap_or(core);
+    let simple = !core.contains(['%', '_', escape]);
+    if !simple {
+        return Err(refuse(
+            "a LIKE pattern over personal data may only be 'text', 'text%', '%text' or '%text%' (no other % or _, no escape character), so that matching it costs the same for every row".into(),
+        ));
     }
+    if like.case_insensitive && !p.is_ascii() {
+        return Err(refuse("an ILIKE pattern over personal data must be ASCII; use LIKE for other text".into()));
+    }
+    Ok(())
 }
 
 /// A scalar function call (already on the allow-list).
