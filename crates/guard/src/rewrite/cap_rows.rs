@@ -13,9 +13,9 @@
 //! of the caps and of those row counts bounds one person's rows after the joins; a plan whose
 //! product exceeds [`MAX_JOINED_ROWS_PER_PERSON`] is refused. (Without the code tables in the
 //! product, one person's row joined twice to a code table with 2,000 rows per code became
-//! 4·10⁶ rows and a timeout exactly when that person matched a filter.) Sampling one person's rows depends on that person
-//! alone, so it changes no privacy guarantee; where a person has more rows than the cap, counts
-//! come out lower, as they do under the per-group bound.
+//! 4·10⁶ rows and a timeout exactly when that person matched a filter.) Sampling one person's
+//! rows depends on that person alone, so it changes no privacy guarantee; where a person has
+//! more rows than the cap, counts come out lower, as they do under the per-group bound.
 
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{Column, DataFusionError, Result};
