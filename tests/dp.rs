@@ -920,3 +920,23 @@ async fn like_patterns_cannot_gate_work_on_one_person() {
         assert_eq!(status, StatusCode::OK, "{pattern}: {body}");
     }
 }
+
+/// Residual found after the caps: a join on computed keys (`0 AS k` = `code * 0`) joined the
+/// person's row with every row of a code table, which with a CASE on their traits made their
+/// matching 5–10 ms slower (about 120 queries per bit). A join over people must equate columns
+/// as stored.
+#[tokio::test]
+async fn joins_over_people_need_keys_that_are_columns() {
+    let w = world().await;
+    let meta = json!({"name": "codes", "department": "civil", "level": "L1",
+        "columns": {"code": {"tag": "attribute"}, "label": {"tag": "attribute"}}});
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, b"code,label\n1,a\n2,b\n".to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let computed = "SELECT count(*) AS n FROM (SELECT 0 AS k, subsidy FROM civil.residents) p \
+                    JOIN (SELECT code * 0 AS z FROM civil.codes) c ON p.k = c.z";
+    let (status, body) = dp(&w, &w.civil_analyst, computed, 0.01).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::FORBIDDEN, &json!("join_without_key")), "{body}");
+    let columns = "SELECT count(*) AS n FROM civil.residents p JOIN civil.codes c ON p.subsidy = c.code";
+    let (status, body) = dp(&w, &w.civil_analyst, columns, 0.01).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

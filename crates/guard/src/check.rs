@@ -383,10 +383,14 @@ impl Walk<'_> {
                 let ls = Scope { schema: j.left.schema(), lineage: &left.columns, grain: left.grain };
                 let rs = Scope { schema: j.right.schema(), lineage: &right.columns, grain: right.grain };
                 let mut unit_link = false;
+                // Whether some equality compares a column with a column, not computed values: a
+                // constant key (`0 AS k = code * 0`) joins every row with every row.
+                let mut keyed = false;
                 for (l, r) in &j.on {
                     let ll = self.expr(l, ls, outer)?;
                     let rl = self.expr(r, rs, outer)?;
                     unit_link |= self.is_unit(&ll) && self.is_unit(&rl);
+                    keyed |= ll.bare.is_some() && rl.bare.is_some();
                     if let Some((a, b)) = deny_identifier_use::as_join_key(&ll, &rl, &self.sources)? {
                         self.note("linkable_join", format!("{a} = {b} is joined inside the broker"));
                     }
@@ -400,6 +404,24 @@ impl Walk<'_> {
                     let scope = Scope { schema: &joined, lineage: &both, grain };
                     self.condition(filter, scope, outer)?;
                     unit_link |= self.links_units(filter, scope, left.columns.len(), outer)?;
+                    let side = |e: &Expr| {
+                        column_of(e).and_then(|c| joined.maybe_index_of_column(c)).map(|i| i < left.columns.len())
+                    };
+                    for conjunct in split_conjunction(filter) {
+                        if let Expr::BinaryExpr(BinaryExpr { left: a, op: Operator::Eq, right: b }) = conjunct
+                            && matches!((side(a), side(b)), (Some(x), Some(y)) if x != y)
+                        {
+                            let (a, b) = (self.expr(a, scope, outer)?, self.expr(b, scope, outer)?);
+                            keyed |= a.bare.is_some() && b.bare.is_some();
+                        }
+                    }
+                }
+                if (people_on.0 || people_on.1) && !keyed {
+                    return Err(Violation::new(
+                        Rule::JoinWithoutKey,
+                        None,
+                        "a join over data about people needs an equality of two columns as they are stored (ON a.x = b.y), not of computed values: a constant or computed key can join every row with every row, and that shows in time",
+                    ));
                 }
                 if people_on == (true, true) && !unit_link {
                     if self.anonymized {
