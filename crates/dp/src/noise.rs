@@ -108,19 +108,37 @@ impl Mechanism {
         scale_for(self.noise, self.per_value, self.values, self.budget)
     }
 
-    /// One integer draw at `scale` (rounded up to an exact rational) and its half-width.
-    fn draw(&self, sampler: &mut Sampler, scale: f64, confidence: f64) -> Result<(i64, u64)> {
+    /// The exact parameter noise of `scale` is drawn with, rounded up to a rational: the
+    /// discrete Laplace scale, or the discrete Gaussian's variance σ².
+    fn exact(&self, scale: f64) -> Result<Rational> {
         match self.noise {
-            Noise::Laplace => {
-                let scale = Rational::at_least(scale)?;
-                Ok((sampler.discrete_laplace(scale)?, half_width(scale.to_f64(), confidence)))
-            }
-            Noise::Gaussian => {
-                let variance = Rational::at_least(scale * scale)?;
-                let sigma = variance.to_f64().sqrt();
-                Ok((sampler.discrete_gaussian(variance)?, gaussian_half_width(sigma, confidence)))
-            }
+            Noise::Laplace => Rational::at_least(scale),
+            Noise::Gaussian => Rational::at_least(scale * scale),
         }
+    }
+
+    /// The half-width at `confidence` of the noise drawn with `exact`.
+    fn exact_half_width(&self, exact: Rational, confidence: f64) -> u64 {
+        match self.noise {
+            Noise::Laplace => half_width(exact.to_f64(), confidence),
+            Noise::Gaussian => gaussian_half_width(exact.to_f64().sqrt(), confidence),
+        }
+    }
+
+    /// One integer draw at `scale` and its half-width.
+    fn draw(&self, sampler: &mut Sampler, scale: f64, confidence: f64) -> Result<(i64, u64)> {
+        let exact = self.exact(scale)?;
+        let z = match self.noise {
+            Noise::Laplace => sampler.discrete_laplace(exact)?,
+            Noise::Gaussian => sampler.discrete_gaussian(exact)?,
+        };
+        Ok((z, self.exact_half_width(exact, confidence)))
+    }
+
+    /// The scale in grid steps for real values on `grid`: rounding moves each value one step
+    /// further at most.
+    fn grid_scale(&self, grid: f64) -> f64 {
+        scale_for(self.noise, self.per_value / grid + 1.0, self.values, self.budget)
     }
 
     /// A noisy integer (a count): `value + Z`.
@@ -153,8 +171,7 @@ impl Mechanism {
         if steps.abs() >= (1u64 << 52) as f64 {
             return Err(Error::Parameter("a sum is too large for its noise grid".into()));
         }
-        let scale = scale_for(self.noise, self.per_value / grid + 1.0, self.values, self.budget);
-        let (z, half) = self.draw(sampler, scale, confidence)?;
+        let (z, half) = self.draw(sampler, self.grid_scale(grid), confidence)?;
         let released = (steps as i64).checked_add(z).ok_or_else(|| Error::Parameter("sum out of range".into()))?;
         Ok(Noisy { value: released as f64 * grid, half_width: half as f64 * grid + grid / 2.0 })
     }
@@ -165,20 +182,12 @@ impl Mechanism {
     /// # Errors
     /// [`Error::Parameter`] if the scale cannot be represented.
     pub fn half_width(&self, real: bool, confidence: f64) -> Result<f64> {
-        let of = |scale: f64| -> Result<f64> {
-            Ok(match self.noise {
-                Noise::Laplace => half_width(Rational::at_least(scale)?.to_f64(), confidence) as f64,
-                Noise::Gaussian => {
-                    gaussian_half_width(Rational::at_least(scale * scale)?.to_f64().sqrt(), confidence) as f64
-                }
-            })
-        };
+        let of = |scale: f64| -> Result<f64> { Ok(self.exact_half_width(self.exact(scale)?, confidence) as f64) };
         if !real {
             return of(self.scale());
         }
         let grid = self.grid();
-        let scale = scale_for(self.noise, self.per_value / grid + 1.0, self.values, self.budget);
-        Ok(of(scale)? * grid + grid / 2.0)
+        Ok(of(self.grid_scale(grid))? * grid + grid / 2.0)
     }
 
     /// The least budget (ε or ρ) whose values get an interval no wider than `±half_width` at
@@ -221,9 +230,10 @@ impl Mechanism {
     /// [`Error::Parameter`] if the scale cannot be represented.
     pub fn threshold(&self, delta: f64) -> Result<f64> {
         let log = (self.values / delta).ln();
+        let exact = self.exact(self.scale())?.to_f64();
         let m = match self.noise {
-            Noise::Laplace => Rational::at_least(self.scale())?.to_f64() * log,
-            Noise::Gaussian => Rational::at_least(self.scale() * self.scale())?.to_f64().sqrt() * (2.0 * log).sqrt(),
+            Noise::Laplace => exact * log,
+            Noise::Gaussian => exact.sqrt() * (2.0 * log).sqrt(),
         };
         Ok(1.0 + m.ceil())
     }
