@@ -11,8 +11,7 @@
 use veil_audit::Entry;
 use veil_catalog::{Cap, Charge, DatasetInfo, Spent};
 use veil_common::{DatasetRef, Level, Mode};
-use veil_dp::{Loss, Mechanism, Noise};
-use veil_guard::DpAggregate;
+use veil_dp::Loss;
 use veil_policy::{DatasetMeta, PolicyEngine};
 use veil_query::{DpParams, NoisyAggregate, Prepared};
 
@@ -131,46 +130,9 @@ pub(crate) fn params(
 }
 
 /// The least ε (discrete Laplace) that gives every column of `accuracy` a 95% interval no wider
-/// than asked, for a planned dp query. The query's ε is shared equally by the numbers it
-/// measures per group, so the most demanding column sets every share.
+/// than asked, for a planned dp query, within the limits of one query.
 pub(crate) fn for_accuracy(prepared: &Prepared, accuracy: &[(String, f64)]) -> Result<DpParams, Error> {
-    let outputs = prepared.dp_outputs()?;
-    let (groups, rows) =
-        prepared.dp_contribution().ok_or_else(|| Error::internal("accuracy for a query that is not a dp one"))?;
-    let measurements = prepared.dp_measurements().unwrap_or(1) as f64;
-    if accuracy.is_empty() {
-        return Err(Error::invalid("accuracy_invalid", "name at least one noisy column and the half-width it needs"));
-    }
-    let mut share: f64 = 0.0;
-    for (column, half_width) in accuracy {
-        let Some((_, aggregate)) = outputs.iter().find(|(name, _)| name == column) else {
-            let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(Error::invalid(
-                "accuracy_invalid",
-                format!("`{column}` is not a noisy column of this answer; its noisy columns are {}", names.join(", ")),
-            ));
-        };
-        let (per_value, real) = match *aggregate {
-            DpAggregate::CountRows => (rows as f64, false),
-            DpAggregate::CountPeople => (1.0, false),
-            DpAggregate::Sum { lo, hi } if lo.abs().max(hi.abs()) == 0.0 => continue,
-            DpAggregate::Sum { lo, hi } => (rows as f64 * lo.abs().max(hi.abs()), true),
-            DpAggregate::Avg { .. } => {
-                return Err(Error::invalid(
-                    "accuracy_invalid",
-                    format!(
-                        "the interval of the average `{column}` depends on how many values it has, which is not known before the query runs; ask for the accuracy of its SUM and COUNT, or for an epsilon"
-                    ),
-                ));
-            }
-        };
-        let needed =
-            Mechanism::budget_for(Noise::Laplace, per_value, groups, *half_width, real, 0.95).map_err(|_| {
-                Error::invalid("accuracy_invalid", format!("`{column}`: a half-width of {half_width} cannot be met"))
-            })?;
-        share = share.max(needed);
-    }
-    let epsilon = (share * measurements).max(MIN_EPSILON);
+    let epsilon = prepared.epsilon_for_accuracy(accuracy)?.max(MIN_EPSILON);
     if epsilon > MAX_EPSILON {
         return Err(Error::invalid(
             "accuracy_invalid",

@@ -164,6 +164,56 @@ pub fn measurements(plan: &DpPlan) -> usize {
     (per + usize::from(plan.thresholded())).max(1)
 }
 
+/// How a dp answer's noise is calibrated: the query's ε or ρ shared equally by the numbers it
+/// measures per group, one person in at most `groups` groups with at most `rows` rows in each.
+#[derive(Debug, Clone, Copy)]
+struct Calibration {
+    noise: Noise,
+    share: f64,
+    groups: u64,
+    rows: f64,
+}
+
+/// How one noisy aggregate is measured.
+enum Measured {
+    /// One noisy value that one person moves by at most `per_value`; `real` for sums on a grid.
+    Value { per_value: f64, real: bool },
+    /// A sum with bounds `[0, 0]`: exactly zero, no noise.
+    Zero,
+    /// An average: a noisy sum over a noisy count, whose interval depends on the count.
+    Average,
+}
+
+impl Calibration {
+    fn of(plan: &DpPlan, params: DpParams) -> Self {
+        let c = plan.contribution;
+        Self {
+            noise: params.noise,
+            share: params.budget / measurements(plan) as f64,
+            groups: if plan.grouped() { c.max_groups.max(1) } else { 1 },
+            rows: c.max_rows.max(1) as f64,
+        }
+    }
+
+    /// The noise for values one person moves by `per_value` each, in at most `groups` groups.
+    fn mechanism(&self, per_value: f64) -> Result<Mechanism> {
+        Mechanism::new(self.noise, per_value, self.groups, self.share)
+            .map_err(|e| Error::Internal(format!("noise: {e}")))
+    }
+
+    fn measured(&self, aggregate: DpAggregate) -> Measured {
+        match aggregate {
+            DpAggregate::CountRows => Measured::Value { per_value: self.rows, real: false },
+            DpAggregate::CountPeople => Measured::Value { per_value: 1.0, real: false },
+            DpAggregate::Sum { lo, hi } if lo.abs().max(hi.abs()) == 0.0 => Measured::Zero,
+            DpAggregate::Sum { lo, hi } => {
+                Measured::Value { per_value: self.rows * lo.abs().max(hi.abs()), real: true }
+            }
+            DpAggregate::Avg { .. } => Measured::Average,
+        }
+    }
+}
+
 /// The noisy count of people a group needs to be released, if the answer's groups depend on
 /// people: known before the query runs (it depends on the noise, δ and k only), so a dry run
 /// shows it too.
@@ -174,10 +224,7 @@ pub(crate) fn threshold(plan: &DpPlan, params: DpParams, k: u64) -> Result<Optio
     if !plan.thresholded() {
         return Ok(None);
     }
-    let share = params.budget / measurements(plan) as f64;
-    let groups = plan.contribution.max_groups.max(1);
-    let people =
-        Mechanism::new(params.noise, 1.0, groups, share).map_err(|e| Error::Internal(format!("noise: {e}")))?;
+    let people = Calibration::of(plan, params).mechanism(1.0)?;
     let t = people.threshold(params.delta).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Some(t.max(k as f64)))
 }
@@ -192,28 +239,68 @@ pub(crate) fn half_widths(
     params: DpParams,
     outputs: Vec<(String, DpAggregate)>,
 ) -> Result<Vec<(String, f64)>> {
-    let share = params.budget / measurements(plan) as f64;
-    let c = plan.contribution;
-    let groups = if plan.grouped() { c.max_groups.max(1) } else { 1 };
-    let rows = c.max_rows.max(1) as f64;
+    let calibration = Calibration::of(plan, params);
     let mut out = Vec::new();
     for (name, aggregate) in outputs {
-        let (per_value, real) = match aggregate {
-            DpAggregate::CountRows => (rows, false),
-            DpAggregate::CountPeople => (1.0, false),
-            DpAggregate::Sum { lo, hi } if lo.abs().max(hi.abs()) > 0.0 => (rows * lo.abs().max(hi.abs()), true),
-            DpAggregate::Sum { .. } => {
-                out.push((name, 0.0));
-                continue;
-            }
-            DpAggregate::Avg { .. } => continue,
+        let half = match calibration.measured(aggregate) {
+            Measured::Value { per_value, real } => calibration
+                .mechanism(per_value)?
+                .half_width(real, CONFIDENCE)
+                .map_err(|e| Error::Internal(format!("noise: {e}")))?,
+            Measured::Zero => 0.0,
+            Measured::Average => continue,
         };
-        let mechanism = Mechanism::new(params.noise, per_value, groups, share)
-            .map_err(|e| Error::Internal(format!("noise: {e}")))?;
-        let half = mechanism.half_width(real, CONFIDENCE).map_err(|e| Error::Internal(format!("noise: {e}")))?;
         out.push((name, half));
     }
     Ok(out)
+}
+
+/// The least ε (discrete Laplace) that gives every column of `accuracy` a 95% interval no
+/// wider than asked, for an answer of `plan` whose noisy columns are `outputs`. The query's ε
+/// is shared equally by the numbers it measures per group, so the most demanding column sets
+/// every share.
+///
+/// # Errors
+/// [`Error::Sql`] `accuracy_invalid` for a column that is not a noisy count or sum of the
+/// answer, an average, or a width no budget gives.
+pub(crate) fn epsilon_for_accuracy(
+    plan: &DpPlan,
+    outputs: &[(String, DpAggregate)],
+    accuracy: &[(String, f64)],
+) -> Result<f64> {
+    if accuracy.is_empty() {
+        return Err(Error::sql("accuracy_invalid", "name at least one noisy column and the half-width it needs"));
+    }
+    let calibration = Calibration::of(plan, DpParams::laplace(1.0, 0.0));
+    let mut share: f64 = 0.0;
+    for (column, half_width) in accuracy {
+        let Some((_, aggregate)) = outputs.iter().find(|(name, _)| name == column) else {
+            let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(Error::sql(
+                "accuracy_invalid",
+                format!("`{column}` is not a noisy column of this answer; its noisy columns are {}", names.join(", ")),
+            ));
+        };
+        let (per_value, real) = match calibration.measured(*aggregate) {
+            Measured::Value { per_value, real } => (per_value, real),
+            Measured::Zero => continue,
+            Measured::Average => {
+                return Err(Error::sql(
+                    "accuracy_invalid",
+                    format!(
+                        "the interval of the average `{column}` depends on how many values it has, which is not known before the query runs; ask for the accuracy of its SUM and COUNT, or for an epsilon"
+                    ),
+                ));
+            }
+        };
+        let needed =
+            Mechanism::budget_for(Noise::Laplace, per_value, calibration.groups, *half_width, real, CONFIDENCE)
+                .map_err(|_| {
+                    Error::sql("accuracy_invalid", format!("`{column}`: a half-width of {half_width} cannot be met"))
+                })?;
+        share = share.max(needed);
+    }
+    Ok(share * measurements(plan) as f64)
 }
 
 /// One noisy column under construction: values and interval bounds.
@@ -245,10 +332,8 @@ pub(crate) fn add_noise(
     k: u64,
 ) -> Result<NoisyAggregate> {
     let totals = concat_batches(schema, bounded).map_err(internal)?;
-    let share = params.budget / measurements(plan) as f64;
-    let c = plan.contribution;
-    let g = if plan.grouped() { c.max_groups.max(1) } else { 1 };
-    let r = c.max_rows.max(1) as f64;
+    let calibration = Calibration::of(plan, params);
+    let r = calibration.rows;
     let mut sampler = Sampler::new();
     let mut draw = |mechanism: Mechanism, value: f64, integer: bool, confidence: f64| -> Result<Noisy> {
         let noisy = if integer {
@@ -258,10 +343,7 @@ pub(crate) fn add_noise(
         };
         noisy.map_err(|e| Error::Internal(format!("noise: {e}")))
     };
-    // The noise for values one person moves by `per_value` each, in at most `g` groups.
-    let mechanism = |per_value: f64| {
-        Mechanism::new(params.noise, per_value, g, share).map_err(|e| Error::Internal(format!("noise: {e}")))
-    };
+    let mechanism = |per_value: f64| calibration.mechanism(per_value);
     // A sum's mechanism; none when the bounds are [0, 0] and every sum is exactly zero.
     let sum_mechanism = |lo: f64, hi: f64| {
         let bound = lo.abs().max(hi.abs());

@@ -197,24 +197,20 @@ impl Prepared {
         fields.push(Field::new(DP_ROW, DataType::Int64, false));
         let empty = RecordBatch::new_empty(Arc::new(Schema::new(fields)));
         let (_, copies) = dp.finish(noisy_source(dp, empty)?).map_err(internal)?;
-        Ok(self
-            .plan
-            .schema()
-            .fields()
-            .iter()
-            .zip(copies)
-            .filter_map(|(f, copy)| {
-                let aggregate = dp.aggregates.get(copy?.checked_sub(dp.keys)?)?;
-                Some((f.name().clone(), *aggregate))
-            })
-            .collect())
+        Ok(noisy_outputs(&self.plan, dp, &copies))
     }
 
-    /// Dp mode: how far one person reaches: groups (1 without GROUP BY) and rows per group.
-    pub fn dp_contribution(&self) -> Option<(u64, u64)> {
-        let dp = self.outcome.rewritten.dp.as_ref()?;
-        let c = dp.contribution;
-        Some((if dp.grouped() { c.max_groups.max(1) } else { 1 }, c.max_rows.max(1)))
+    /// Dp mode: the least ε (discrete Laplace) that gives each named noisy count or sum column
+    /// of the answer a 95% interval no wider than asked.
+    ///
+    /// # Errors
+    /// [`Error::Sql`] `accuracy_invalid` when that cannot be promised (an average, an unknown
+    /// column); [`Error::Internal`] for a query that is not a dp one.
+    pub fn epsilon_for_accuracy(&self, accuracy: &[(String, f64)]) -> Result<f64> {
+        let Some(dp) = self.outcome.rewritten.dp.as_ref() else {
+            return Err(internal("accuracy for a query that is not a dp one"));
+        };
+        dp::epsilon_for_accuracy(dp, &self.dp_outputs()?, accuracy)
     }
 
     /// Dp mode: the same query with other privacy parameters (what an accuracy asked for
@@ -223,11 +219,6 @@ impl Prepared {
     pub fn with_dp_params(mut self, params: DpParams) -> Self {
         self.request.dp = Some(params);
         self
-    }
-
-    /// Dp mode: how many numbers per group share the query's ε or ρ.
-    pub fn dp_measurements(&self) -> Option<usize> {
-        self.outcome.rewritten.dp.as_ref().map(dp::measurements)
     }
 
     /// Dp mode: the δ the answer spends, its group selection's (none without a threshold: an
@@ -300,6 +291,24 @@ impl Answer {
     pub fn row_count(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
+}
+
+/// A dp answer's rows, their schema, the intervals of its noisy columns by row, and which
+/// aggregate each noisy output column is.
+type FinishedDp = (Vec<RecordBatch>, SchemaRef, Vec<(String, Vec<(f64, f64)>)>, Vec<(String, veil_guard::DpAggregate)>);
+
+/// The output columns of `plan` that are copies of one of `dp`'s noisy aggregates (`copies`,
+/// as [`DpPlan::finish`] gives them), by name, with that aggregate.
+fn noisy_outputs(plan: &LogicalPlan, dp: &DpPlan, copies: &[Option<usize>]) -> Vec<(String, veil_guard::DpAggregate)> {
+    plan.schema()
+        .fields()
+        .iter()
+        .zip(copies)
+        .filter_map(|(f, copy)| {
+            let aggregate = dp.aggregates.get(copy.as_ref()?.checked_sub(dp.keys)?)?;
+            Some((f.name().clone(), *aggregate))
+        })
+        .collect()
 }
 
 /// The noisy aggregate `batch` (columns `c0, c1, …` and [`DP_ROW`]) as a plan whose columns
@@ -676,16 +685,15 @@ impl QueryEngine {
     /// # Errors
     /// See [`Error`]; [`Error::Internal`] for a prepared query that is not a dp one.
     pub async fn release(&self, prepared: Prepared, noisy: NoisyAggregate, replayed: bool) -> Result<Answer> {
-        let half_widths = self.half_widths(&prepared)?;
         let Prepared { plan, outcome, request, .. } = prepared;
         let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
             return Err(internal("releasing a query that is not a dp one"));
         };
-        let (batches, schema, intervals) = self.finish_dp(dp, &noisy, &plan).await?;
+        let (batches, schema, intervals, outputs) = self.finish_dp(dp, &noisy, &plan).await?;
         let mut report = DpReport::new(dp, params, replayed);
         report.threshold = noisy.threshold;
         report.intervals = intervals;
-        report.half_widths = half_widths;
+        report.half_widths = dp::half_widths(dp, params, outputs)?;
         let suppressed_groups = noisy.suppressed;
         if !replayed {
             report.noisy = Some(noisy);
@@ -709,14 +717,9 @@ impl QueryEngine {
     }
 
     /// Runs the analyst's plan over the noisy aggregate: renaming, expressions, HAVING, ORDER
-    /// BY and LIMIT are post-processing and cost no privacy. Returns the rows, their schema and
-    /// the intervals of the output columns that are noisy values.
-    async fn finish_dp(
-        &self,
-        dp: &DpPlan,
-        noisy: &NoisyAggregate,
-        plan: &LogicalPlan,
-    ) -> Result<(Vec<RecordBatch>, SchemaRef, Vec<(String, Vec<(f64, f64)>)>)> {
+    /// BY and LIMIT are post-processing and cost no privacy. Returns the rows, their schema, the
+    /// intervals of the output columns that are noisy values, and those columns' aggregates.
+    async fn finish_dp(&self, dp: &DpPlan, noisy: &NoisyAggregate, plan: &LogicalPlan) -> Result<FinishedDp> {
         let values = noisy.values(dp)?;
         let rows = Int64Array::from_iter_values(0..noisy.rows() as i64);
         let mut fields: Vec<FieldRef> = values.schema().fields().iter().cloned().collect();
@@ -750,7 +753,7 @@ impl QueryEngine {
             .zip(names)
             .filter_map(|(i, name)| i.map(|i| (name, i)))
             .collect();
-        Ok((batches, schema, intervals))
+        Ok((batches, schema, intervals, noisy_outputs(plan, dp, &copies)))
     }
 
     /// Runs `query` over in-memory `tables` (schema, name, rows) with no privacy guard: for
