@@ -104,6 +104,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         dp_public_keys: None,
         contribution: reach.contribution,
         anonymized,
+        over_people: ctx.datasets.values().any(|d| d.privacy_unit.is_some()),
     };
     let root = walk.plan(plan, &[])?;
     match ctx.mode {
@@ -200,6 +201,9 @@ struct Walk<'a> {
     dp_public_keys: Option<Vec<Vec<String>>>,
     /// Aggregate mode over data about people ([`anon_shape`]).
     anonymized: bool,
+    /// Whether the query may read data about people (its session holds a dataset with a
+    /// privacy unit): then every expression must be total ([`total_expressions`]).
+    over_people: bool,
 }
 
 fn unsupported(what: impl Into<String>) -> Violation {
@@ -213,12 +217,6 @@ impl Walk<'_> {
 
     fn mode(&self) -> Mode {
         self.ctx.mode
-    }
-
-    /// Whether the query may read data about people (its session holds a dataset with a
-    /// privacy unit): then every expression must be total ([`total_expressions`]).
-    fn over_people(&self) -> bool {
-        self.ctx.datasets.values().any(|d| d.privacy_unit.is_some())
     }
 
     /// Whether `column` is a dataset's privacy unit, bare (cast at most one-to-one).
@@ -687,7 +685,7 @@ impl Walk<'_> {
             Expr::OuterReferenceColumn(_, c) => self.column(c, None, outer),
             // A constant is as long as it is: it counts like a value it is made from.
             Expr::Literal(value, _) => {
-                if self.over_people() {
+                if self.over_people {
                     total_expressions::literal(value)?;
                 }
                 Ok(ColumnLineage { growth: 1, ..ColumnLineage::default() })
@@ -699,7 +697,7 @@ impl Walk<'_> {
                 Ok(inner)
             }
             Expr::BinaryExpr(b) => {
-                if self.over_people() {
+                if self.over_people {
                     total_expressions::binary(b, scope.schema)?;
                 }
                 let l = self.expr(&b.left, scope, outer)?;
@@ -718,14 +716,14 @@ impl Walk<'_> {
                 let mut out = ColumnLineage::derived([&l, &r]);
                 if b.op == Operator::StringConcat {
                     out.growth = l.growth.saturating_add(r.growth);
-                    if self.over_people() {
+                    if self.over_people {
                         total_expressions::growth("||", out.growth)?;
                     }
                 }
                 Ok(out)
             }
             Expr::Like(like) | Expr::SimilarTo(like) => {
-                if self.over_people() {
+                if self.over_people {
                     total_expressions::like(like, matches!(e, Expr::SimilarTo(_)))?;
                 }
                 let l = self.expr(&like.expr, scope, outer)?;
@@ -799,7 +797,7 @@ impl Walk<'_> {
             }
             Expr::ScalarFunction(f) => {
                 allow_listed_functions::check_scalar(f.func.name(), &f.args)?;
-                if self.over_people() {
+                if self.over_people {
                     total_expressions::function(f.func.name(), &f.args)?;
                 }
                 let mut parts = Vec::new();
@@ -810,7 +808,7 @@ impl Walk<'_> {
                 }
                 let mut out = ColumnLineage::derived(&parts);
                 out.growth = total_expressions::text_growth(f.func.name(), &f.args, &parts, out.growth);
-                if self.over_people() {
+                if self.over_people {
                     total_expressions::growth(f.func.name(), out.growth)?;
                 }
                 Ok(out)

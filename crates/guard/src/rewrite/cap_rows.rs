@@ -46,24 +46,22 @@ pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result
     if !joins {
         return Ok(input);
     }
-    // The cap of each scan of a dataset about people: none needed (`None`) where every person
-    // is one row.
-    let cap_of = |node: &LogicalPlan| -> Option<(String, Option<u64>)> {
+    // What a scanned dataset multiplies one person's rows by: its cap for a dataset about
+    // people (with the unit to cap by, unless every person is one row in it), its row count for
+    // a dataset about nobody (a row meets at most all of its rows).
+    let factor = |node: &LogicalPlan| -> Option<(u64, Option<String>)> {
         let LogicalPlan::TableScan(scan) = node else { return None };
         let d = ctx.dataset(scan.table_name.schema(), scan.table_name.table())?;
-        let unit = d.privacy_unit.clone()?;
-        let cap = (!d.one_row_per_unit).then(|| d.contribution.max_groups.max(1) * d.contribution.max_rows.max(1));
-        Some((unit, cap))
+        Some(match &d.privacy_unit {
+            Some(_) if d.one_row_per_unit => (1, None),
+            Some(unit) => (d.contribution.max_groups.max(1) * d.contribution.max_rows.max(1), Some(unit.clone())),
+            None => (d.rows.max(1), None),
+        })
     };
     let mut product: u64 = 1;
     input.apply_with_subqueries(|node| {
-        if let Some((_, cap)) = cap_of(node) {
-            product = product.saturating_mul(cap.unwrap_or(1));
-        } else if let LogicalPlan::TableScan(scan) = node
-            && let Some(d) = ctx.dataset(scan.table_name.schema(), scan.table_name.table())
-        {
-            // About nobody: a row meets at most all of its rows.
-            product = product.saturating_mul(d.rows.max(1));
+        if let Some((by, _)) = factor(node) {
+            product = product.saturating_mul(by);
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
@@ -79,7 +77,7 @@ pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result
     let mut next = 0;
     input
         .transform_up_with_subqueries(|node| {
-            let (Some((unit, Some(cap))), LogicalPlan::TableScan(scan)) = (cap_of(&node), &node) else {
+            let (Some((cap, Some(unit))), LogicalPlan::TableScan(scan)) = (factor(&node), &node) else {
                 return Ok(Transformed::no(node));
             };
             let columns: Vec<Expr> = node.schema().iter().map(|(q, f)| Expr::Column(Column::from((q, f)))).collect();

@@ -72,20 +72,16 @@ fn safe(e: Expr, schema: Option<&DFSchema>) -> Result<Transformed<Expr>> {
             };
             Ok(Transformed::yes(when(right.as_ref().clone().eq(lit(minus_one)), by_minus_one).otherwise(divided)?))
         }
-        Expr::ScalarFunction(f) if f.name() == "sqrt" && f.args.len() == 1 => {
+        // The one argument made NULL where the function fails: a negative for `sqrt`, the
+        // smallest integer for `abs`.
+        Expr::ScalarFunction(f) if matches!(f.name(), "sqrt" | "abs") && f.args.len() == 1 => {
             let arg = &f.args[0];
-            let Some(zero) = type_of(arg).and_then(|t| ScalarValue::new_zero(&t).ok()) else {
-                return Ok(Transformed::no(Expr::ScalarFunction(f)));
-            };
-            let guarded = when(arg.clone().gt_eq(lit(zero)), arg.clone()).end()?;
-            Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(f.func, vec![guarded]))))
-        }
-        Expr::ScalarFunction(f) if f.name() == "abs" && f.args.len() == 1 => {
-            let arg = &f.args[0];
-            let Some(smallest) = type_of(arg).and_then(|t| smallest_integer(&t)) else {
-                return Ok(Transformed::no(Expr::ScalarFunction(f)));
-            };
-            let guarded = when(arg.clone().not_eq(lit(smallest)), arg.clone()).end()?;
+            let valid = type_of(arg).and_then(|t| match f.name() {
+                "sqrt" => ScalarValue::new_zero(&t).ok().map(|zero| arg.clone().gt_eq(lit(zero))),
+                _ => smallest_integer(&t).map(|smallest| arg.clone().not_eq(lit(smallest))),
+            });
+            let Some(valid) = valid else { return Ok(Transformed::no(Expr::ScalarFunction(f))) };
+            let guarded = when(valid, arg.clone()).end()?;
             Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(f.func, vec![guarded]))))
         }
         Expr::Cast(c) if !is_literal(&c.expr) => {
