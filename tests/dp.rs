@@ -51,6 +51,29 @@ fn near(truth: f64, (value, lo, hi): (f64, f64, f64), what: &str) {
     assert!((truth - centre).abs() <= 4.0 * half, "{what}: truth {truth} far from {value} (interval [{lo}, {hi}])");
 }
 
+/// Registers a dataset as the civil steward, which must succeed; returns the catalogue's answer.
+async fn register(w: &World, meta: &Value, csv: Vec<u8>) -> Value {
+    let (status, body) = w.s.upload(&w.civil_steward, meta, csv).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// An L3 event table about the world's residents: `person_id, kind`, several rows per person.
+fn events_metadata(name: &str) -> Value {
+    json!({
+        "name": name, "department": "civil", "level": "L3", "privacy_unit": "person_id",
+        "columns": {"person_id": {"tag": "identifier", "linkable": true}, "kind": {"tag": "attribute"}}
+    })
+}
+
+/// An L1 code table about nobody: `code, label`.
+fn code_table_metadata(name: &str) -> Value {
+    json!({
+        "name": name, "department": "civil", "level": "L1",
+        "columns": {"code": {"tag": "attribute"}, "label": {"tag": "attribute"}}
+    })
+}
+
 #[tokio::test]
 async fn dp_counts_are_noisy_near_the_truth_and_small_groups_are_dropped() {
     let w = world().await;
@@ -194,8 +217,7 @@ async fn budget_race_never_overspends() {
     let w = world().await;
     let mut meta = residents_metadata("small_cap");
     meta["dp"] = json!({"epsilon_cap": 1.0});
-    let (status, body) = w.s.upload(&w.civil_steward, &meta, residents_csv(&w.residents)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    register(&w, &meta, residents_csv(&w.residents)).await;
     let w = std::sync::Arc::new(w);
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -230,22 +252,17 @@ async fn a_new_version_or_new_bounds_is_planned_afresh() {
     // The same SQL text over a new version, or with new bounds, is planned and measured again
     // (the engine keeps guarded dp plans; a kept one must never serve changed data or metadata).
     let w = world().await;
-    let (status, body) =
-        w.s.upload(&w.civil_steward, &residents_metadata("versioned"), residents_csv(&w.residents[..100])).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    register(&w, &residents_metadata("versioned"), residents_csv(&w.residents[..100])).await;
     let sql = "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.versioned";
     let first = dp_ok(&w, sql, 1.0).await;
     near(100.0, by_key_global(&first, "n"), "version 1");
-    let (status, body) =
-        w.s.upload(&w.civil_steward, &residents_metadata("versioned"), residents_csv(&w.residents)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    register(&w, &residents_metadata("versioned"), residents_csv(&w.residents)).await;
     let second = dp_ok(&w, sql, 1.0).await;
     assert_eq!(second["dp"]["replayed"], false, "a new version is a new query: {second}");
     near(w.residents.len() as f64, by_key_global(&second, "n"), "version 2");
     let mut tighter = residents_metadata("versioned");
     tighter["columns"]["subsidy"]["bounds"] = json!([0, 10]);
-    let (status, body) = w.s.upload(&w.civil_steward, &tighter, residents_csv(&w.residents)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    register(&w, &tighter, residents_csv(&w.residents)).await;
     let third = dp_ok(&w, sql, 1.0).await;
     let total = by_key_global(&third, "s");
     assert!(
@@ -377,8 +394,7 @@ async fn public_group_keys_release_every_listed_group_without_a_threshold() {
     let w = world().await;
     let mut meta = residents_metadata("listed");
     meta["columns"]["district"]["public_values"] = json!(["甲区", "乙区", "丁区"]);
-    let (status, body) = w.s.upload(&w.civil_steward, &meta, residents_csv(&w.residents)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let body = register(&w, &meta, residents_csv(&w.residents)).await;
     assert_eq!(body["columns"][3]["public_values"][2], "丁区", "{body}");
     let body =
         dp_ok(&w, "SELECT district, count(*) AS n FROM civil.listed GROUP BY district ORDER BY district", 2.0).await;
@@ -522,8 +538,7 @@ async fn personal_data_always_has_a_cap() {
     let w = world().await;
     let mut meta = residents_metadata("open");
     meta["level"] = json!("L2");
-    let (status, body) = w.s.upload(&w.civil_steward, &meta, residents_csv(&w.residents)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let body = register(&w, &meta, residents_csv(&w.residents)).await;
     assert_eq!(body["dp"]["epsilon_cap"], 10.0, "{body}");
     let (status, body) = dp(&w, &w.civil_analyst, "SELECT count(*) AS n FROM civil.open", 10.0).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -707,12 +722,8 @@ async fn self_joins_cannot_multiply_one_persons_rows() {
                 csv.push_str(&format!("{},visit\n", r.person_id));
             }
         }
-        let meta = json!({
-            "name": name, "department": "civil", "level": "L3", "privacy_unit": "person_id",
-            "columns": {"person_id": {"tag": "identifier", "linkable": true}, "kind": {"tag": "attribute"}}
-        });
-        let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.into_bytes()).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let meta = events_metadata(name);
+        register(&w, &meta, csv.into_bytes()).await;
     }
     let five_way = |table: &str| {
         let mut sql = format!("SELECT count(*) AS n FROM civil.{table} t0");
@@ -725,14 +736,10 @@ async fn self_joins_cannot_multiply_one_persons_rows() {
     let (without, without_body) = dp(&w, &w.civil_analyst, &five_way("events_without"), 0.01).await;
     assert_eq!((with, without), (StatusCode::OK, StatusCode::OK), "{with_body} / {without_body}");
     // Declared as an event table with up to 2 × 3 rows per person: 6⁵ rows per person is refused.
-    let meta = json!({
-        "name": "events_many", "department": "civil", "level": "L3", "privacy_unit": "person_id",
-        "columns": {"person_id": {"tag": "identifier", "linkable": true}, "kind": {"tag": "attribute"}},
-        "dp": {"max_groups": 2, "max_rows": 3}
-    });
+    let mut meta = events_metadata("events_many");
+    meta["dp"] = json!({"max_groups": 2, "max_rows": 3});
     let csv = w.residents.iter().map(|r| format!("{},visit\n{0},visit\n", r.person_id)).collect::<String>();
-    let (status, body) = w.s.upload(&w.civil_steward, &meta, format!("person_id,kind\n{csv}").into_bytes()).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    register(&w, &meta, format!("person_id,kind\n{csv}").into_bytes()).await;
     let (status, body) = dp(&w, &w.civil_analyst, &five_way("events_many"), 0.01).await;
     assert_eq!((status, &body["error"]["code"]), (StatusCode::FORBIDDEN, &json!("join_rows_per_person")), "{body}");
     // Three scans (216 rows per person at most) are answered.
@@ -877,12 +884,8 @@ async fn code_tables_cannot_multiply_one_persons_rows() {
                 csv.push_str(&format!("{d},l{i}\n"));
             }
         }
-        let meta = json!({
-            "name": name, "department": "civil", "level": "L1",
-            "columns": {"code": {"tag": "attribute"}, "label": {"tag": "attribute"}}
-        });
-        let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.into_bytes()).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let meta = code_table_metadata(name);
+        register(&w, &meta, csv.into_bytes()).await;
     }
     let twice = |table: &str| {
         format!(
@@ -928,10 +931,8 @@ async fn like_patterns_cannot_gate_work_on_one_person() {
 #[tokio::test]
 async fn joins_over_people_need_keys_that_are_columns() {
     let w = world().await;
-    let meta = json!({"name": "codes", "department": "civil", "level": "L1",
-        "columns": {"code": {"tag": "attribute"}, "label": {"tag": "attribute"}}});
-    let (status, body) = w.s.upload(&w.civil_steward, &meta, b"code,label\n1,a\n2,b\n".to_vec()).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let meta = code_table_metadata("codes");
+    register(&w, &meta, b"code,label\n1,a\n2,b\n".to_vec()).await;
     let computed = "SELECT count(*) AS n FROM (SELECT 0 AS k, subsidy FROM civil.residents) p \
                     JOIN (SELECT code * 0 AS z FROM civil.codes) c ON p.k = c.z";
     let (status, body) = dp(&w, &w.civil_analyst, computed, 0.01).await;
