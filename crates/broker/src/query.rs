@@ -14,6 +14,9 @@ use veil_query::{ParsedQuery, QueryRequest, SessionDataset};
 use crate::budget::{self, DatasetCap};
 use crate::{Answer, Broker, Budget, Caller, Error, Refused, Released, Request, Rule, now_unix};
 
+/// Why an answer over people is exact, in the answer's rules and the audit record.
+const EXACT_BASIS: &str = "exact aggregates, not anonymized: every dataset is the analyst's own department's and a policy line allows exact_aggregates";
+
 /// The audit log's table, for auditors.
 const AUDIT_TABLE: &str = "audit.events";
 
@@ -158,6 +161,12 @@ impl Broker {
                 None => format!("{}: {}", check.dataset, check.reason),
             });
         }
+        // Exact aggregates of data about people only for the department's own analysts, where a
+        // policy line names them (design §2); everyone else gets anonymized answers.
+        let exact_aggregates = mode == Mode::Aggregate && self.policy.exact_aggregates(&caller.subject(), &metas, now);
+        if exact_aggregates {
+            basis.push(EXACT_BASIS.to_owned());
+        }
         entry.detail = Some(basis.join("; "));
         let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
         let dp = match mode {
@@ -171,6 +180,7 @@ impl Broker {
             dry_run: request.dry_run,
             dp,
             noise_key: self.noise_key,
+            exact_aggregates,
         };
         let mut prepared = self.engine.prepare(&parsed, query).await?;
         let mut dp = dp;
@@ -186,11 +196,14 @@ impl Broker {
             }
             None => (self.engine.execute(prepared).await?, None),
         };
-        let policy = decision
+        let mut policy: Vec<Rule> = decision
             .checks
             .iter()
             .map(|c| Rule { code: c.rule.to_owned(), detail: format!("{}: {}", c.dataset, c.reason) })
             .collect();
+        if exact_aggregates {
+            policy.push(Rule { code: "exact_aggregates".into(), detail: EXACT_BASIS.into() });
+        }
         Ok(Done { answer, level: decision.level.as_str().to_owned(), k, policy, budget })
     }
 

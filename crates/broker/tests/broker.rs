@@ -34,11 +34,15 @@ fn column(tag: &str, data_type: Option<&str>, bounds: Option<(f64, f64)>) -> Col
 
 /// A data directory with civil affairs' L3 `civil.people`, the demo policy and its users.
 fn world() -> World {
+    world_with(veil_policy::DEMO_POLICY)
+}
+
+/// As [`world`], under the given policy lines.
+fn world_with(policy_lines: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let admin = UserId::new("admin").unwrap();
-    let policy =
-        [("policies/model.conf", veil_policy::DEFAULT_MODEL), ("policies/policy.csv", veil_policy::DEMO_POLICY)];
+    let policy = [("policies/model.conf", veil_policy::DEFAULT_MODEL), ("policies/policy.csv", policy_lines)];
     veil_catalog::init(&data, &dir.path().join("admin.token"), &admin, &policy).unwrap();
     let catalog = Catalog::open(&data).unwrap();
     for department in ["civil", "health", "hotline"] {
@@ -253,4 +257,55 @@ async fn only_auditors_see_the_audit_table() {
     let refused = w.ask("civil-analyst", sql, "aggregate", None).await.unwrap_err();
     assert_eq!(refused.error.kind(), veil_common::ErrorKind::NotFound);
     assert!(refused.error.message().contains("audit.events"));
+}
+
+/// Sums and counts of the answer's column `n` (an Int64 count) and `total` (a sum).
+fn counts_and_sums(released: &Released) -> Vec<(i64, f64)> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Float64Type, Int64Type};
+    let mut out = Vec::new();
+    for batch in &released.answer().batches {
+        let n = batch.column_by_name("n").unwrap().as_primitive::<Int64Type>();
+        let total = arrow::compute::cast(batch.column_by_name("total").unwrap(), &DataType::Float64).unwrap();
+        let total = total.as_primitive::<Float64Type>();
+        for i in 0..batch.num_rows() {
+            out.push((n.value(i), if total.is_null(i) { f64::NAN } else { total.value(i) }));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn exact_aggregates_over_people_only_where_a_policy_line_names_them() {
+    let sql =
+        "SELECT district, COUNT(*) AS n, SUM(subsidy) AS total FROM civil.people GROUP BY district ORDER BY district";
+    // The truth: 60 people per district; person i has subsidy 100 + (i % 7) * 50.
+    let truth: Vec<(i64, f64)> = (0..4)
+        .map(|d| {
+            let sum: usize = (0..PEOPLE).filter(|i| i % 4 == d).map(|i| 100 + i % 7 * 50).sum();
+            (60, sum as f64)
+        })
+        .collect();
+
+    // The demo policy allows the own department every mode, which is not exact aggregates.
+    let w = world();
+    let released = w.ask("civil-analyst", sql, "aggregate", None).await.unwrap();
+    assert!(released.rules().iter().any(|r| r.code == "anonymized"));
+    assert!(!released.rules().iter().any(|r| r.code == "exact_aggregates"));
+    assert_ne!(counts_and_sums(&released), truth, "anonymized answers carry noise");
+
+    let policy = format!("{}\np, analyst, civil, @own, *, exact_aggregates, allow\n", veil_policy::DEMO_POLICY);
+    let w = world_with(&policy);
+    let released = w.ask("civil-analyst", sql, "aggregate", None).await.unwrap();
+    assert_eq!(counts_and_sums(&released), truth);
+    assert!(released.rules().iter().any(|r| r.code == "exact_aggregates"));
+    assert!(!released.rules().iter().any(|r| r.code == "anonymized"));
+    let record = w.record(released.audit_id()).await;
+    assert!(record.entry.detail.unwrap().contains("exact_aggregates"));
+    // Exact answers keep the threshold: a group of fewer than k people is withheld.
+    let small = "SELECT subsidy, COUNT(*) AS n, SUM(subsidy) AS total FROM civil.people WHERE district = 'A' AND subsidy = 100 GROUP BY subsidy";
+    let released = w.ask("civil-analyst", small, "aggregate", None).await.unwrap();
+    assert!(counts_and_sums(&released).is_empty(), "9 people are fewer than L3's k");
+    // Another department's analyst never gets them, whatever a line says: the policy's own
+    // tests decide that (`exact_aggregates_need_a_line_that_names_them_and_stay_in_the_department`).
 }

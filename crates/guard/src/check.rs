@@ -89,7 +89,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         let agg = dp_shape::check(plan)?;
         reach = ctx.reach(&agg.input);
     }
-    let anonymized = ctx.mode == Mode::Aggregate && anon_shape::applies(plan, ctx);
+    let anonymized = ctx.mode == Mode::Aggregate && !ctx.exact_aggregates && anon_shape::applies(plan, ctx);
     if anonymized {
         anon_shape::check(plan)?;
     }

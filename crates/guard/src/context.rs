@@ -17,6 +17,10 @@ pub struct GuardContext {
     pub k: u64,
     /// The datasets in the session, by `(department, name)`, the SQL schema and table.
     pub datasets: HashMap<(String, String), DatasetInfo>,
+    /// Aggregate mode: the caller may have exact aggregates of these datasets about people (all
+    /// of their own department, and a policy line says so); otherwise answers over people are
+    /// anonymized.
+    pub exact_aggregates: bool,
 }
 
 /// One dataset's classification.

@@ -96,7 +96,7 @@ async fn session() -> (SessionContext, GuardContext) {
         (("health".into(), "visits".into()), visits),
         (("civil".into(), "stops".into()), stops),
     ]);
-    (ctx, GuardContext { mode: Mode::Aggregate, k: 10, datasets })
+    (ctx, GuardContext { mode: Mode::Aggregate, k: 10, datasets, exact_aggregates: false })
 }
 
 /// `ok` or the refusal's rule code.

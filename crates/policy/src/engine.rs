@@ -14,7 +14,7 @@ use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 use veil_common::{Level, Mode, Role};
 
 use crate::ceiling::{Ceiling, across_departments};
-use crate::file::{PolicyFiles, PolicyLine, parse};
+use crate::file::{EXACT_AGGREGATES, PolicyFiles, PolicyLine, parse};
 use crate::{Check, DatasetMeta, Decision, Error, Grant, Membership, PolicyEngine, Result, Subject};
 
 /// Everything an enforcer is built from.
@@ -66,7 +66,6 @@ fn build(inputs: &Inputs, now: i64) -> Result<Loaded> {
     let mut text = String::new();
     for line in &inputs.lines {
         text.push_str(&line.to_casbin());
-        text.push('\n');
     }
     for m in &inputs.memberships {
         text.push_str(&format!("g, user:{}, {}, {}\n", m.user, m.role, m.department));
@@ -212,6 +211,29 @@ impl PolicyEngine for CasbinPolicy {
         }
         decision.allowed = decision.checks.iter().all(|c| c.allowed);
         decision
+    }
+
+    fn exact_aggregates(&self, subject: &Subject, datasets: &[DatasetMeta], now: i64) -> bool {
+        let Some(department) = &subject.department else { return false };
+        if datasets.is_empty()
+            || !subject.roles.contains(&Role::Analyst)
+            || datasets.iter().any(|d| d.dataset.department != *department)
+        {
+            return false;
+        }
+        let Some(loaded) = self.current(now) else { return false };
+        let level = datasets.iter().map(|d| d.level).max().unwrap_or(Level::Core);
+        datasets.iter().all(|d| {
+            let request = (
+                format!("user:{}", subject.user),
+                department.to_string(),
+                d.dataset.to_string(),
+                d.dataset.department.to_string(),
+                level.as_str().to_owned(),
+                EXACT_AGGREGATES.to_owned(),
+            );
+            loaded.enforcer.enforce(request).unwrap_or(false)
+        })
     }
 }
 

@@ -51,19 +51,32 @@ pub struct PolicyLine {
     pub dataset: String,
     /// `*` or a level code.
     pub max_level: String,
-    /// `*` or a mode.
+    /// `*`, a mode, or [`EXACT_AGGREGATES`].
     pub mode: String,
     /// `allow` or `deny`.
     pub effect: String,
 }
 
+/// The policy mode that lets a department's own analysts have exact aggregates of its datasets
+/// about people (they hold the data anyway). Only a line naming it grants it: an allow line with
+/// mode `*` covers the three result modes, not this; a deny line with `*` closes it too.
+pub const EXACT_AGGREGATES: &str = "exact_aggregates";
+
 impl PolicyLine {
-    /// The line as casbin reads it.
+    /// The line as casbin reads it: one line, or one per result mode for an allow line of every
+    /// mode, so that no `*` grants exact aggregates.
     pub(crate) fn to_casbin(&self) -> String {
-        format!(
-            "p, {}, {}, {}, {}, {}, {}",
-            self.subject, self.department, self.dataset, self.max_level, self.mode, self.effect
-        )
+        let line = |mode: &str| {
+            format!(
+                "p, {}, {}, {}, {}, {}, {}\n",
+                self.subject, self.department, self.dataset, self.max_level, mode, self.effect
+            )
+        };
+        if self.mode == "*" && self.effect == "allow" {
+            Mode::ALL.iter().map(|m| line(m.as_str())).collect()
+        } else {
+            line(&self.mode)
+        }
     }
 }
 
@@ -105,8 +118,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PolicyLine>> {
         if max_level != "*" {
             max_level.parse::<Level>().map_err(|e| bad(e.to_string()))?;
         }
-        if mode != "*" {
-            mode.parse::<Mode>().map_err(|e| bad(e.to_string()))?;
+        if mode != "*" && mode != EXACT_AGGREGATES {
+            mode.parse::<Mode>().map_err(|e| bad(format!("{e}, or {EXACT_AGGREGATES}")))?;
         }
         if effect != "allow" && effect != "deny" {
             return Err(bad(format!("effect must be allow or deny, not `{effect}`")));

@@ -129,6 +129,15 @@ pub trait PolicyEngine: Send + Sync {
     /// seconds). An empty `datasets` is denied.
     fn decide(&self, subject: &Subject, datasets: &[DatasetMeta], mode: Mode, now: i64) -> Decision;
 
+    /// Whether `subject` may have exact aggregates of `datasets` about people: only when every
+    /// one belongs to the subject's own department and a policy line names
+    /// [`file::EXACT_AGGREGATES`] for it (design §2: across departments, always anonymized).
+    /// Asked after [`PolicyEngine::decide`] allowed the query in aggregate mode; any doubt is no.
+    fn exact_aggregates(&self, subject: &Subject, datasets: &[DatasetMeta], now: i64) -> bool {
+        let _ = (subject, datasets, now);
+        false
+    }
+
     /// Decides a management action (identity, policy, stewardship, access requests).
     ///
     /// # Errors

@@ -301,3 +301,30 @@ fn a_malformed_reload_keeps_the_policy_in_force() {
 fn an_empty_query_is_denied() {
     assert!(!demo(vec![]).decide(&subject("civil-analyst", "civil", Role::Analyst), &[], Mode::Aggregate, NOW).allowed);
 }
+
+#[test]
+fn exact_aggregates_need_a_line_that_names_them_and_stay_in_the_department() {
+    use Level::*;
+    let civil = subject("civil-analyst", "civil", Role::Analyst);
+    let health = subject("health-analyst", "health", Role::Analyst);
+    let people = [ds("civil.elderly", L3)];
+    // The demo policy allows every mode on the own department (`*`), which is not this.
+    assert!(!demo(vec![]).exact_aggregates(&civil, &people, NOW));
+
+    let policy = format!(
+        "{DEMO_POLICY}\np, analyst, civil, @own, L3, exact_aggregates, allow\np, analyst, health, civil.*, *, exact_aggregates, allow\n"
+    );
+    let engine = CasbinPolicy::from_text(DEFAULT_MODEL, &policy, members(), vec![], NOW).unwrap();
+    assert!(engine.exact_aggregates(&civil, &people, NOW));
+    // Above the line's level, or a dataset of another department among them: no.
+    assert!(!engine.exact_aggregates(&civil, &[ds("civil.registry", L4)], NOW));
+    assert!(!engine.exact_aggregates(&civil, &[ds("civil.elderly", L3), ds("hotline.tickets", L2)], NOW));
+    // Another department, whatever a line says: never.
+    assert!(!engine.exact_aggregates(&health, &people, NOW));
+    assert!(!engine.exact_aggregates(&subject("civil-steward", "civil", Role::Steward), &people, NOW));
+    // A deny line of every mode closes it.
+    let denied = format!("{policy}p, *, civil, civil.elderly, *, *, deny\n");
+    let engine = CasbinPolicy::from_text(DEFAULT_MODEL, &denied, members(), vec![], NOW).unwrap();
+    assert!(!engine.exact_aggregates(&civil, &people, NOW));
+    assert!(engine.exact_aggregates(&civil, &[ds("civil.pension", L2)], NOW));
+}

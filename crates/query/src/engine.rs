@@ -105,6 +105,9 @@ pub struct QueryRequest {
     /// Aggregate mode over data about people: the installation's secret under which sticky
     /// noise is seeded (the same for every analyst, so that nobody averages it away).
     pub noise_key: [u8; 32],
+    /// Aggregate mode over people: exact aggregates (with k-thresholds) instead of anonymized
+    /// ones, for a department's own analysts where a policy line says so.
+    pub exact_aggregates: bool,
 }
 
 impl QueryRequest {
@@ -476,7 +479,11 @@ impl PlanCache {
 /// equal (the pseudonym key, which only de-identified answers use, and dry running are not
 /// planning inputs).
 fn same_plan(kept: &QueryRequest, request: &QueryRequest) -> bool {
-    kept.mode == request.mode && kept.k == request.k && kept.dp == request.dp && kept.datasets == request.datasets
+    kept.mode == request.mode
+        && kept.k == request.k
+        && kept.dp == request.dp
+        && kept.exact_aggregates == request.exact_aggregates
+        && kept.datasets == request.datasets
 }
 
 /// Whether `plan` calls a function whose value is not fixed by its arguments (`now()`,
@@ -576,6 +583,7 @@ impl QueryEngine {
                 .iter()
                 .map(|d| ((d.dataset.department.to_string(), d.dataset.name.to_string()), d.info.clone()))
                 .collect(),
+            exact_aggregates: request.exact_aggregates,
         };
         let guard = Arc::new(PrivacyGuardRule::new(ctx));
         let (state, catalog) = self.session(Some(&guard), request.input_rows());
@@ -1257,6 +1265,7 @@ mod tests {
             dry_run: false,
             dp: Some(DpParams::laplace(1.0, 1e-7)),
             noise_key: [9; 32],
+            exact_aggregates: false,
         }
     }
 

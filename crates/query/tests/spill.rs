@@ -52,6 +52,7 @@ async fn join(engine: &QueryEngine, datasets: &[SessionDataset]) -> Result<Vec<i
         datasets: datasets.to_vec(),
         dry_run: false,
         noise_key: [0; 32],
+        exact_aggregates: false,
         dp: None,
     };
     let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await?;
