@@ -293,6 +293,25 @@ async fn exact_aggregates_over_people_only_where_a_policy_line_names_them() {
     assert!(released.rules().iter().any(|r| r.code == "anonymized"));
     assert!(!released.rules().iter().any(|r| r.code == "exact_aggregates"));
     assert_ne!(counts_and_sums(&released), truth, "anonymized answers carry noise");
+    // Each value carries its noise's scale, on the 1-2-5 grid, and the noise is within it.
+    let noise = &released.answer().anonymized.as_ref().unwrap().noise_sd;
+    let names: Vec<&str> = noise.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, ["n", "total"]);
+    // Two layers of standard deviation 1 on a count of one row per person: √2, stated as 2.
+    assert_eq!(noise[0].1, vec![2.0; 4]);
+    for (i, ((n, total), (true_n, true_total))) in counts_and_sums(&released).into_iter().zip(&truth).enumerate() {
+        assert!((n - true_n).abs() as f64 <= 5.0 * noise[0].1[i], "count {n} vs {true_n}");
+        assert!((total - true_total).abs() <= 5.0 * noise[1].1[i], "sum {total} vs {true_total}");
+        assert!([1.0, 2.0, 5.0].iter().any(|m| {
+            let decade = 10f64.powf(noise[1].1[i].log10().floor());
+            (noise[1].1[i] / decade - m).abs() < 1e-9
+        }));
+    }
+    // A rework that mixes groups states no per-row noise.
+    let reworked =
+        "SELECT SUM(n) AS all_people FROM (SELECT district, COUNT(*) AS n FROM civil.people GROUP BY district) AS t";
+    let released = w.ask("civil-analyst", reworked, "aggregate", None).await.unwrap();
+    assert!(released.answer().anonymized.as_ref().unwrap().noise_sd.is_empty());
 
     let policy = format!("{}\np, analyst, civil, @own, *, exact_aggregates, allow\n", veil_policy::DEMO_POLICY);
     let w = world_with(&policy);

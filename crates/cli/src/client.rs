@@ -182,6 +182,21 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
                 println!("95% intervals of {}, by row: {}", column["column"].as_str().unwrap_or("?"), cis.join(" "));
             }
         }
+        if let Some(anonymized) = answer.get("anonymized") {
+            for column in anonymized["noise_sd"].as_array().into_iter().flatten() {
+                let sds: Vec<String> = column["sd"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|sd| number(sd.as_f64().unwrap_or(0.0)))
+                    .collect();
+                println!(
+                    "noise of {} (standard deviation at most), by row: {}",
+                    column["column"].as_str().unwrap_or("?"),
+                    sds.join(" ")
+                );
+            }
+        }
         let rows = answer["rows"].as_array().map_or(0, Vec::len);
         let extract = answer["rules"].as_array().into_iter().flatten().any(|r| r["code"] == "approved_extract");
         match answer["level"].as_str().unwrap_or("?") {

@@ -51,6 +51,9 @@ pub(crate) struct Anonymized {
     pub(crate) values: RecordBatch,
     /// Groups withheld by the threshold (for the audit record only).
     pub(crate) suppressed: u64,
+    /// Per aggregate, per released group: the standard deviation of the value's noise,
+    /// rounded up to 1, 2 or 5 × 10ⁿ.
+    pub(crate) noise_sd: Vec<Vec<f64>>,
 }
 
 /// A released group: its row in the measured totals, its people, the seed of their set, and
@@ -164,8 +167,10 @@ pub(crate) fn add_noise(
         })
     };
     let mut at = plan.keys;
+    let mut noise_sd = Vec::with_capacity(plan.aggregates.len());
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
+        let mut sds = Vec::with_capacity(kept.len());
         for &Group { row, people: p, ref seed, ref label, ref conditions } in &kept {
             // Two layers per measure: the people's, and the query's labels'. Every count of a
             // group shares its noise: several COUNTs in one query are not several samples.
@@ -179,21 +184,33 @@ pub(crate) fn add_noise(
                 let condition_layers: f64 = conditions.iter().map(|c| normal(&key, &[b"condition", c, &tag])).sum();
                 LAYER_SD * sd * (people_layer + label_layer + condition_layers)
             };
+            // The layers' standard deviation together, for a measure whose layers have `sd`.
+            let layers = LAYER_SD * ((2 + conditions.len()) as f64).sqrt();
             let noisy = |m: Measured, measure: usize, min_sd: f64| {
                 let (value, sd) = m.flattened(p);
-                value + noise(measure, sd.max(min_sd))
+                let sd = sd.max(min_sd);
+                (value + noise(measure, sd), layers * sd)
             };
-            values.push(match *aggregate {
-                DpAggregate::CountRows => noisy(measured_at(at, row)?, 0, 1.0).round().max(0.0),
-                DpAggregate::CountPeople => (p as f64 + noise(0, 1.0)).round().max(0.0),
+            let (value, sd) = match *aggregate {
+                DpAggregate::CountRows => {
+                    let (n, sd) = noisy(measured_at(at, row)?, 0, 1.0);
+                    (n.round().max(0.0), sd)
+                }
+                DpAggregate::CountPeople => ((p as f64 + noise(0, 1.0)).round().max(0.0), layers),
                 DpAggregate::Sum { .. } => noisy(measured_at(at, row)?, 0, 0.0),
                 DpAggregate::Avg { lo, hi } => {
-                    let s = noisy(measured_at(at, row)?, 0, 0.0);
-                    let n = noisy(measured_at(at + 3, row)?, 1, 1.0).round().max(1.0);
-                    (s / n).clamp(lo, hi)
+                    let (s, s_sd) = noisy(measured_at(at, row)?, 0, 0.0);
+                    let (n, n_sd) = noisy(measured_at(at + 3, row)?, 1, 1.0);
+                    let n = n.round().max(1.0);
+                    let avg = (s / n).clamp(lo, hi);
+                    // To first order, the noise of a ratio of noisy sum and count.
+                    (avg, (s_sd.powi(2) + (avg * n_sd).powi(2)).sqrt() / n)
                 }
-            });
+            };
+            values.push(value);
+            sds.push(round_up_125(sd));
         }
+        noise_sd.push(sds);
         at += match aggregate {
             DpAggregate::CountRows | DpAggregate::Sum { .. } => 3,
             DpAggregate::Avg { .. } => 6,
@@ -213,7 +230,20 @@ pub(crate) fn add_noise(
     let fields: Vec<Field> =
         columns.iter().enumerate().map(|(i, a)| Field::new(format!("c{i}"), a.data_type().clone(), true)).collect();
     let values = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)?;
-    Ok(Anonymized { values, suppressed })
+    Ok(Anonymized { values, suppressed, noise_sd })
+}
+
+/// The least of 1, 2 or 5 × 10ⁿ at or above `x` (0 stays 0): the order of a noise's scale,
+/// without the exact figure, which is a statistic of a few people's contributions.
+fn round_up_125(x: f64) -> f64 {
+    if x.is_nan() || x <= 0.0 {
+        return 0.0;
+    }
+    if x.is_infinite() {
+        return x;
+    }
+    let decade = 10f64.powf(x.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * decade).find(|v| *v >= x * (1.0 - 1e-12)).unwrap_or(10.0 * decade)
 }
 
 /// A standard normal value determined by `key` and `parts`: two uniforms from one HMAC-SHA256
@@ -253,6 +283,15 @@ mod tests {
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
         let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / draws.len() as f64;
         assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean}, variance {var}");
+    }
+
+    #[test]
+    fn noise_scales_are_stated_on_the_one_two_five_grid() {
+        for (x, want) in
+            [(0.0, 0.0), (1.0, 1.0), (1.414, 2.0), (2.0, 2.0), (2.1, 5.0), (7.0, 10.0), (0.03, 0.05), (1234.0, 2000.0)]
+        {
+            assert!((round_up_125(x) - want).abs() < 1e-9 * want.max(1.0), "{x}: {} not {want}", round_up_125(x));
+        }
     }
 
     #[test]

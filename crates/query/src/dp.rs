@@ -143,11 +143,6 @@ impl NoisyAggregate {
         let hi = self.batch.column_by_name(&format!("hi{i}"))?.as_primitive_opt::<Float64Type>()?;
         Some((lo, hi))
     }
-
-    /// Released groups.
-    pub(crate) fn rows(&self) -> usize {
-        self.batch.num_rows()
-    }
 }
 
 /// How many numbers per group share the query's epsilon.

@@ -133,6 +133,18 @@ pub struct Answer {
     pub executed: bool,
     /// Dp mode: the privacy parameters and the intervals of the noisy values.
     pub dp: Option<DpReport>,
+    /// Aggregate mode over people: the noise of the anonymized values.
+    pub anonymized: Option<AnonReport>,
+}
+
+/// How noisy an anonymized answer is.
+#[derive(Debug, Clone, Default)]
+pub struct AnonReport {
+    /// For each output column that is an anonymized count, sum or average (renamed at most):
+    /// its name and, per row, the standard deviation of its noise, rounded up to 1, 2 or 5 × 10ⁿ
+    /// (the noise scales with a few people's contributions, so only its order is stated).
+    /// Empty when the answer reworks the groups (an aggregate or window over them).
+    pub noise_sd: Vec<(String, Vec<f64>)>,
 }
 
 /// What a dp answer spent and how precise it is.
@@ -290,10 +302,24 @@ impl DpReport {
 }
 
 impl Answer {
+    /// An executed answer of these rows, with nothing else to report yet.
+    fn rows(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self { schema, batches, suppressed_groups: 0, rules: Vec::new(), executed: true, dp: None, anonymized: None }
+    }
+
     /// Rows in the answer.
     pub fn row_count(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
+}
+
+/// Released groups run through the analyst's plan: the rows and their schema, for each output
+/// column the aggregate column it copies (if any), and for each row the group it comes from.
+struct Finished {
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+    copies: Vec<Option<usize>>,
+    row_ids: Int64Array,
 }
 
 /// A dp answer's rows, their schema, the intervals of its noisy columns by row, and which
@@ -655,17 +681,42 @@ impl QueryEngine {
         // constant, so the label layer changes with what is asked, not with spelling alone.
         let label = digest::digest(&digest::SHA256, optimized.display_indent().to_string().as_bytes());
         let noisy = anon::add_noise(&batches, &schema, plan, request.k, &request.noise_key, label.as_ref())?;
-        let rows = noisy.values.num_rows() as u64;
-        let table = MemTable::try_new(noisy.values.schema(), vec![vec![noisy.values]]).map_err(internal)?;
-        let exprs = aggregate_columns(plan);
-        let source = LogicalPlanBuilder::scan("__veil_anon_noisy", provider_as_source(Arc::new(table)), None)
-            .and_then(|b| b.project(exprs))
-            .and_then(|b| b.build())
-            .map_err(internal)?;
-        let finished = plan.over(source).map_err(internal)?;
-        let (state, _) = self.session(None, rows);
-        let optimized = state.optimize(&finished).map_err(internal)?;
-        let mut answer = self.answer(&state, &optimized, &optimized, false, false).await?;
+        // Each value's noise when the answer's rows are the released groups (projected,
+        // sorted, filtered or limited); a rework that mixes groups has none to state.
+        let mut answer = match self.finish_released(plan, &noisy.values, false).await? {
+            Some(finished) => {
+                let names = finished.schema.fields().iter().map(|f| f.name().clone());
+                let noise_sd = names
+                    .zip(&finished.copies)
+                    .filter_map(|(name, copy)| {
+                        let sd = noisy.noise_sd.get(copy.as_ref()?.checked_sub(plan.keys)?)?;
+                        let by_row = finished
+                            .row_ids
+                            .values()
+                            .iter()
+                            .map(|r| usize::try_from(*r).ok().and_then(|r| sd.get(r).copied()));
+                        Some((name, by_row.collect::<Option<Vec<f64>>>()?))
+                    })
+                    .collect();
+                let mut answer = Answer::rows(finished.schema, finished.batches);
+                answer.anonymized = Some(AnonReport { noise_sd });
+                answer
+            }
+            None => {
+                let rows = noisy.values.num_rows() as u64;
+                let table = MemTable::try_new(noisy.values.schema(), vec![vec![noisy.values]]).map_err(internal)?;
+                let source = LogicalPlanBuilder::scan("__veil_anon_noisy", provider_as_source(Arc::new(table)), None)
+                    .and_then(|b| b.project(aggregate_columns(plan)))
+                    .and_then(|b| b.build())
+                    .map_err(internal)?;
+                let finished = plan.over(source).map_err(internal)?;
+                let (state, _) = self.session(None, rows);
+                let optimized = state.optimize(&finished).map_err(internal)?;
+                let mut answer = self.answer(&state, &optimized, &optimized, false, false).await?;
+                answer.anonymized = Some(AnonReport { noise_sd: Vec::new() });
+                answer
+            }
+        };
         answer.rules = outcome.assessment.rules.clone();
         answer.suppressed_groups = noisy.suppressed;
         Ok(answer)
@@ -706,14 +757,11 @@ impl QueryEngine {
         if !replayed {
             report.noisy = Some(noisy);
         }
-        Ok(Answer {
-            schema,
-            batches,
-            suppressed_groups,
-            rules: outcome.assessment.rules.clone(),
-            executed: true,
-            dp: Some(report),
-        })
+        let mut answer = Answer::rows(schema, batches);
+        answer.suppressed_groups = suppressed_groups;
+        answer.rules = outcome.assessment.rules.clone();
+        answer.dp = Some(report);
+        Ok(answer)
     }
 
     /// Dp mode: the 95% half-width of each noisy count and sum column of the answer.
@@ -729,17 +777,37 @@ impl QueryEngine {
     /// intervals of the output columns that are noisy values, and those columns' aggregates.
     async fn finish_dp(&self, dp: &DpPlan, noisy: &NoisyAggregate, plan: &LogicalPlan) -> Result<FinishedDp> {
         let values = noisy.values(dp)?;
-        let rows = Int64Array::from_iter_values(0..noisy.rows() as i64);
+        let finished =
+            self.finish_released(dp, &values, false).await?.ok_or_else(|| internal("finishing a dp answer"))?;
+        let names = plan.schema().fields().iter().map(|f| f.name().clone());
+        let intervals = dp::output_intervals(noisy, &finished.copies, &finished.row_ids)
+            .into_iter()
+            .zip(names)
+            .filter_map(|(i, name)| i.map(|i| (name, i)))
+            .collect();
+        Ok((finished.batches, finished.schema, intervals, noisy_outputs(plan, dp, &finished.copies)))
+    }
+
+    /// The analyst's plan run over the released groups `values` (columns `c0, c1, …`), keeping
+    /// track of which group each answer row comes from and which output columns are plain
+    /// copies of an aggregate: possible when the plan above the aggregate only projects, sorts,
+    /// filters and limits. Otherwise `None`, or a failure when `required`.
+    async fn finish_released(&self, plan: &DpPlan, values: &RecordBatch, required: bool) -> Result<Option<Finished>> {
+        let rows = Int64Array::from_iter_values(0..values.num_rows() as i64);
         let mut fields: Vec<FieldRef> = values.schema().fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(DP_ROW, DataType::Int64, false)));
         let mut arrays = values.columns().to_vec();
         arrays.push(Arc::new(rows));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)?;
-        let (finished, copies) = dp.finish(noisy_source(dp, batch.clone())?).map_err(internal)?;
+        let (finished, copies) = match plan.finish(noisy_source(plan, batch.clone())?) {
+            Ok(done) => done,
+            Err(e) if required => return Err(internal(e)),
+            Err(_) => return Ok(None),
+        };
         let done = match selected(&finished, &batch) {
             Some(done) => done,
             None => {
-                let (state, _) = self.session(None, noisy.rows() as u64);
+                let (state, _) = self.session(None, values.num_rows() as u64);
                 let optimized = state.optimize(&finished).map_err(internal)?;
                 self.answer(&state, &optimized, &optimized, false, false).await?
             }
@@ -754,14 +822,7 @@ impl QueryEngine {
             row_ids.extend(ids.values().iter().copied());
             batches.push(b.project(&keep).map_err(internal)?);
         }
-        let row_ids = Int64Array::from(row_ids);
-        let names = plan.schema().fields().iter().map(|f| f.name().clone());
-        let intervals = dp::output_intervals(noisy, &copies, &row_ids)
-            .into_iter()
-            .zip(names)
-            .filter_map(|(i, name)| i.map(|i| (name, i)))
-            .collect();
-        Ok((batches, schema, intervals, noisy_outputs(plan, dp, &copies)))
+        Ok(Some(Finished { batches, schema, copies, row_ids: Int64Array::from(row_ids) }))
     }
 
     /// Runs `query` over in-memory `tables` (schema, name, rows) with no privacy guard: for
@@ -839,14 +900,7 @@ impl QueryEngine {
         dry_run: bool,
         explain: bool,
     ) -> Result<Answer> {
-        let mut answer = Answer {
-            schema: Arc::clone(plan.schema().inner()),
-            batches: Vec::new(),
-            suppressed_groups: 0,
-            rules: Vec::new(),
-            executed: false,
-            dp: None,
-        };
+        let mut answer = Answer { executed: false, ..Answer::rows(Arc::clone(plan.schema().inner()), Vec::new()) };
         if dry_run {
             return Ok(answer);
         }
@@ -1108,7 +1162,7 @@ fn selected(plan: &LogicalPlan, batch: &RecordBatch) -> Option<Answer> {
     let arrays = columns(plan)?.into_iter().map(|i| batch.columns().get(i).cloned()).collect::<Option<Vec<_>>>()?;
     let schema = Arc::clone(plan.schema().inner());
     let batch = RecordBatch::try_new(Arc::clone(&schema), arrays).ok()?;
-    Some(Answer { schema, batches: vec![batch], suppressed_groups: 0, rules: Vec::new(), executed: true, dp: None })
+    Some(Answer::rows(schema, vec![batch]))
 }
 
 /// Registers `table` as `schema.name` in a request's catalogue.

@@ -17,6 +17,6 @@ mod error;
 mod parse;
 
 pub use dp::{DpParams, NoisyAggregate, measurements};
-pub use engine::{Answer, DpReport, Limits, Prepared, QueryEngine, QueryRequest, SessionDataset};
+pub use engine::{AnonReport, Answer, DpReport, Limits, Prepared, QueryEngine, QueryRequest, SessionDataset};
 pub use error::{Error, Result};
 pub use parse::{ParsedQuery, parse};

@@ -587,6 +587,27 @@ pub struct QueryResponse {
     /// `dp` mode: what the answer cost and how precise it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp: Option<DpAnswer>,
+    /// `aggregate` mode over people: how noisy the anonymized values are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymized: Option<AnonymizedAnswer>,
+}
+
+/// How noisy an anonymized answer's values are (not differential privacy: no budget).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AnonymizedAnswer {
+    /// For each output column that is an anonymized count, sum or average: the standard
+    /// deviation of each row's noise, rounded up to 1, 2 or 5 × 10ⁿ. Empty when the answer
+    /// reworks the released groups (an aggregate or window over them).
+    pub noise_sd: Vec<NoiseSd>,
+}
+
+/// The noise of one anonymized output column, by row.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NoiseSd {
+    /// Output column.
+    pub column: String,
+    /// Each row's noise standard deviation (an upper bound on the 1-2-5 grid).
+    pub sd: Vec<f64>,
 }
 
 /// What a dp answer cost and how precise its values are.

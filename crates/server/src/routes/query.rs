@@ -15,7 +15,10 @@ use veil_broker::{Refused, Released};
 use super::AppJson;
 use super::budget::budget_view;
 use crate::auth::Caller;
-use crate::dto::{DpAnswer, ErrorBody, HalfWidth, NoisyColumn, QueryBody, QueryColumn, QueryResponse, QueryRule};
+use crate::dto::{
+    AnonymizedAnswer, DpAnswer, ErrorBody, HalfWidth, NoiseSd, NoisyColumn, QueryBody, QueryColumn, QueryResponse,
+    QueryRule,
+};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -115,6 +118,13 @@ fn json_response(released: Released) -> Result<QueryResponse, ApiError> {
         k: released.k(),
         audit_id: released.audit_id(),
         dp,
+        anonymized: answer.anonymized.as_ref().map(|a| AnonymizedAnswer {
+            noise_sd: a
+                .noise_sd
+                .iter()
+                .map(|(column, sd)| NoiseSd { column: column.clone(), sd: sd.clone() })
+                .collect(),
+        }),
     })
 }
 
