@@ -3,7 +3,9 @@
 //! environment and calls it; see BENCHMARKS.md for what each comparison measures.
 //!
 //! # Layout
-//! - `overhead`: TPC-H aggregates through Veil vs raw DataFusion (and DuckDB).
+//! - `overhead`: TPC-H aggregates through Veil vs raw DataFusion (and DuckDB): exact and
+//!   anonymized, with the anonymized answers' utility.
+//! - `anon`: anonymized aggregation on the demo world: groups released, errors, time.
 //! - `planning`: guarded planning vs plain DataFusion planning, 30+ queries.
 //! - `throughput`: 1/8/64 clients, audit synced vs not.
 //! - `scale`: TPC-H SF10 under a 2 GiB memory pool: spill and peak RSS.
@@ -11,7 +13,9 @@
 //! - `extract`: building de-identified extracts at 1M and 10M rows: time and peak RSS.
 //! - `tpch`: TPC-H data generation, tags and registration.
 //! - `stats`: medians, quartiles and the results table.
+//! - `utility`: released groups and values against the exact answer.
 
+mod anon;
 mod dp;
 mod extract;
 mod overhead;
@@ -20,6 +24,7 @@ mod scale;
 mod stats;
 mod throughput;
 mod tpch;
+mod utility;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +56,8 @@ enum Command {
     Scale(scale::ScaleArgs),
     /// Building de-identified extracts of 1M and 10M rows: time, peak RSS, suppression.
     Extract(extract::ExtractArgs),
+    /// Anonymized aggregation on the demo world: utility against the exact answers, and time.
+    Anon(anon::AnonArgs),
 }
 
 /// Where results go and which Python runs the peers.
@@ -74,6 +81,7 @@ async fn main() -> ExitCode {
         Command::Throughput(args) => throughput::run(args).await,
         Command::Scale(args) => scale::run(args).await,
         Command::Extract(args) => extract::run(args).await,
+        Command::Anon(args) => anon::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,7 @@ use veil_tests::TestServer;
 
 use crate::stats::{Table, median, millis, ratio, spread};
 use crate::tpch::{self, TABLES};
+use crate::utility::{Utility, compare};
 use crate::{Common, Result};
 
 /// Arguments of `veil-bench tpch`.
@@ -43,32 +44,68 @@ pub(crate) struct TpchArgs {
 
 const WARMUP: usize = 1;
 
+/// Who asks, and so how Veil answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// Over tables about no person: exact, the whole read-only SQL surface.
+    NoPerson,
+    /// Over customers, by the department's own analyst whom a policy line gives exact
+    /// aggregates: exact, groups of fewer than k customers withheld.
+    Exact,
+    /// Over customers, anonymized (docs/aggregate.md): the narrow shape, sticky noise.
+    Anonymized,
+}
+
+impl Answered {
+    fn as_str(self) -> &'static str {
+        match self {
+            Answered::NoPerson => "exact (no person)",
+            Answered::Exact => "exact (own department)",
+            Answered::Anonymized => "anonymized",
+        }
+    }
+}
+
+/// One query of the comparison: its name, SQL, how Veil answers it and how many of its
+/// leading output columns are group keys.
+pub(crate) struct Query {
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
+    pub(crate) answered: Answered,
+    pub(crate) keys: usize,
+}
+
 /// Aggregate queries in the style of TPC-H Q1, Q3, Q5 and Q10, grouped so that every group
 /// holds many customers (the originals' per-order and per-customer groups would all be
-/// suppressed, rightly).
-pub(crate) const QUERIES: &[(&str, &str)] = &[
-    (
-        "Q1 pricing summary",
-        "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, sum(l_extendedprice) AS sum_base_price,
+/// suppressed, rightly), with prices as floating point (decimal arithmetic over data about
+/// people may fail, and is refused); then anonymized queries over customers and their orders.
+pub(crate) const QUERIES: &[Query] = &[
+    Query {
+        name: "Q1 pricing summary",
+        sql: "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, sum(l_extendedprice) AS sum_base_price,
                 sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price,
                 sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge,
                 avg(l_quantity) AS avg_qty, avg(l_extendedprice) AS avg_price, avg(l_discount) AS avg_disc,
                 count(*) AS count_order
          FROM tpch.lineitem WHERE l_shipdate <= DATE '1998-09-02'
          GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus",
-    ),
-    (
-        "Q3 shipping priority (by month)",
-        "SELECT date_trunc('month', o_orderdate) AS month, o_shippriority,
-                sum(l_extendedprice * (1 - l_discount)) AS revenue
+        answered: Answered::NoPerson,
+        keys: 2,
+    },
+    Query {
+        name: "Q3 shipping priority (by month)",
+        sql: "SELECT date_trunc('month', o_orderdate) AS month, o_shippriority,
+                sum(CAST(l_extendedprice AS DOUBLE) * (1 - CAST(l_discount AS DOUBLE))) AS revenue
          FROM tpch.customer JOIN tpch.orders ON c_custkey = o_custkey
               JOIN tpch.lineitem ON l_orderkey = o_orderkey
          WHERE c_mktsegment = 'BUILDING' AND o_orderdate < DATE '1995-03-15' AND l_shipdate > DATE '1995-03-15'
          GROUP BY date_trunc('month', o_orderdate), o_shippriority ORDER BY revenue DESC LIMIT 10",
-    ),
-    (
-        "Q5 local supplier volume",
-        "SELECT n_name, sum(l_extendedprice * (1 - l_discount)) AS revenue
+        answered: Answered::Exact,
+        keys: 2,
+    },
+    Query {
+        name: "Q5 local supplier volume",
+        sql: "SELECT n_name, sum(CAST(l_extendedprice AS DOUBLE) * (1 - CAST(l_discount AS DOUBLE))) AS revenue
          FROM tpch.customer JOIN tpch.orders ON c_custkey = o_custkey
               JOIN tpch.lineitem ON l_orderkey = o_orderkey
               JOIN tpch.supplier ON l_suppkey = s_suppkey AND c_nationkey = s_nationkey
@@ -76,16 +113,68 @@ pub(crate) const QUERIES: &[(&str, &str)] = &[
               JOIN tpch.region ON n_regionkey = r_regionkey
          WHERE r_name = 'ASIA' AND o_orderdate >= DATE '1994-01-01' AND o_orderdate < DATE '1995-01-01'
          GROUP BY n_name ORDER BY revenue DESC",
-    ),
-    (
-        "Q10 returned items (by nation)",
-        "SELECT n_name, count(DISTINCT c_custkey) AS customers, sum(l_extendedprice * (1 - l_discount)) AS revenue
+        answered: Answered::Exact,
+        keys: 1,
+    },
+    Query {
+        name: "Q10 returned items (by nation)",
+        sql: "SELECT n_name, count(DISTINCT c_custkey) AS customers,
+                sum(CAST(l_extendedprice AS DOUBLE) * (1 - CAST(l_discount AS DOUBLE))) AS revenue
          FROM tpch.customer JOIN tpch.orders ON c_custkey = o_custkey
               JOIN tpch.lineitem ON l_orderkey = o_orderkey
               JOIN tpch.nation ON c_nationkey = n_nationkey
          WHERE o_orderdate >= DATE '1993-10-01' AND o_orderdate < DATE '1994-01-01' AND l_returnflag = 'R'
          GROUP BY n_name ORDER BY revenue DESC",
-    ),
+        answered: Answered::Exact,
+        keys: 1,
+    },
+    Query {
+        name: "A1 customers by segment and nation",
+        sql: "SELECT c_mktsegment, c_nationkey, count(*) AS customers, avg(c_acctbal) AS balance
+         FROM tpch.customer GROUP BY c_mktsegment, c_nationkey ORDER BY c_mktsegment, c_nationkey",
+        answered: Answered::Anonymized,
+        keys: 2,
+    },
+    Query {
+        name: "A2 balances in a band, two segments",
+        sql: "SELECT c_nationkey, count(*) AS customers, sum(c_acctbal) AS balance
+         FROM tpch.customer
+         WHERE c_mktsegment IN ('BUILDING', 'MACHINERY') AND c_acctbal >= 0 AND c_acctbal < 5000
+         GROUP BY c_nationkey ORDER BY c_nationkey",
+        answered: Answered::Anonymized,
+        keys: 1,
+    },
+    Query {
+        name: "A3 orders by month, one year",
+        sql: "SELECT date_trunc('month', o_orderdate) AS month, count(*) AS orders, sum(o_totalprice) AS revenue
+         FROM tpch.orders WHERE o_orderdate >= DATE '1995-01-01' AND o_orderdate < DATE '1996-01-01'
+         GROUP BY date_trunc('month', o_orderdate) ORDER BY month",
+        answered: Answered::Anonymized,
+        keys: 1,
+    },
+    Query {
+        name: "A4 orders by priority",
+        sql: "SELECT o_orderpriority, count(DISTINCT o_custkey) AS customers, count(*) AS orders,
+                avg(o_totalprice) AS price
+         FROM tpch.orders GROUP BY o_orderpriority ORDER BY o_orderpriority",
+        answered: Answered::Anonymized,
+        keys: 1,
+    },
+    Query {
+        name: "A5 customers' filled orders (join)",
+        sql: "SELECT c_mktsegment, o_orderpriority, count(*) AS orders, sum(o_totalprice) AS revenue
+         FROM tpch.customer JOIN tpch.orders ON c_custkey = o_custkey
+         WHERE o_orderstatus = 'F' GROUP BY c_mktsegment, o_orderpriority ORDER BY c_mktsegment, o_orderpriority",
+        answered: Answered::Anonymized,
+        keys: 2,
+    },
+    Query {
+        name: "A6 customers by nation name (code table)",
+        sql: "SELECT n_name, count(*) AS customers, avg(c_acctbal) AS balance
+         FROM tpch.customer JOIN tpch.nation ON c_nationkey = n_nationkey GROUP BY n_name ORDER BY n_name",
+        answered: Answered::Anonymized,
+        keys: 1,
+    },
 ];
 
 /// Plain DataFusion over the Parquet files Veil stored, as `tpch.<table>`.
@@ -126,25 +215,32 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
     let mut plain_s = vec![Vec::new(); QUERIES.len()];
     let mut veil_s = vec![Vec::new(); QUERIES.len()];
     let mut ratios = vec![Vec::new(); QUERIES.len()];
-    let mut notes = Vec::new();
+    let mut utility = vec![Utility::default(); QUERIES.len()];
     for run in 0..args.runs + WARMUP {
-        for (i, (name, sql)) in QUERIES.iter().enumerate() {
+        for (i, q) in QUERIES.iter().enumerate() {
+            let token = if q.answered == Answered::Exact { &veil.exact } else { &veil.analyst };
             let started = Instant::now();
-            let batches = plain.sql(sql).await?.collect().await?;
+            let batches = plain.sql(q.sql).await?.collect().await?;
             let p = started.elapsed().as_secs_f64();
             let started = Instant::now();
-            let body = veil_query(&veil.server, &veil.analyst, "aggregate", sql).await?;
+            let body = veil_query(&veil.server, token, "aggregate", q.sql).await?;
             let v = started.elapsed().as_secs_f64();
-            let plain_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let veil_rows = body["rows"].as_array().map_or(0, Vec::len);
             if run == 0 {
-                eprintln!("tpch: {name}: {plain_rows} rows plain, {veil_rows} through Veil");
-                notes.push(format!(
-                    "{name}: {plain_rows} groups plain, {veil_rows} through Veil ({} withheld)",
-                    plain_rows.saturating_sub(veil_rows)
-                ));
-                if veil_rows == 0 {
-                    return Err(format!("{name}: Veil suppressed every group: {body}").into());
+                let anonymized = body["rules"].as_array().into_iter().flatten().any(|r| r["code"] == "anonymized");
+                if anonymized != (q.answered == Answered::Anonymized) {
+                    return Err(
+                        format!("{}: expected {}, anonymized: {anonymized}", q.name, q.answered.as_str()).into()
+                    );
+                }
+                utility[i] = compare(&batches, &body, q.keys)?;
+                eprintln!(
+                    "tpch: {}: groups {}, median error {}",
+                    q.name,
+                    utility[i].groups(),
+                    utility[i].median_error()
+                );
+                if utility[i].released == 0 {
+                    return Err(format!("{}: Veil suppressed every group: {body}", q.name).into());
                 }
             }
             if run >= WARMUP {
@@ -156,19 +252,31 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
     }
 
     let duckdb = if args.no_duckdb { None } else { Some(duckdb(&args, &veil.stored)?) };
-    let mut table =
-        Table::new(&["query", "DataFusion ms", "Veil ms", "Veil / DataFusion", "DuckDB ms", "DuckDB / DataFusion"]);
-    for (i, (name, _)) in QUERIES.iter().enumerate() {
+    let mut table = Table::new(&[
+        "query",
+        "Veil answers",
+        "DataFusion ms",
+        "Veil ms",
+        "Veil / DataFusion",
+        "groups released / exact",
+        "median relative error",
+        "DuckDB ms",
+        "DuckDB / DataFusion",
+    ]);
+    for (i, q) in QUERIES.iter().enumerate() {
         let p = median(&plain_s[i]);
         let (duck_ms, duck_ratio) = match &duckdb {
             Some(d) => (millis(median(&d.queries[i])), ratio(median(&d.queries[i]) / p)),
             None => ("—".into(), "—".into()),
         };
         table.row(vec![
-            (*name).to_owned(),
+            q.name.to_owned(),
+            q.answered.as_str().to_owned(),
             spread(&plain_s[i], millis),
             spread(&veil_s[i], millis),
             spread(&ratios[i], ratio),
+            utility[i].groups(),
+            utility[i].median_error(),
             duck_ms,
             duck_ratio,
         ]);
@@ -176,19 +284,22 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
     let report = format!(
         "## TPC-H SF{}: Veil over HTTP vs raw DataFusion (and DuckDB {})\n\n\
          {} runs after {WARMUP} warm-up; median [p25–p75]; the Veil ratio is the median of per-run pairs. \
-         Veil: aggregate mode, k = 5 (L2), audit synced.\n\n{}\n{}\n",
+         Veil: aggregate mode, k = 5 (L2), audit synced. Errors: per released value, \
+         |Veil − exact| / max(|exact|, 1), median over the query's values.\n\n{}\n",
         args.scale,
         duckdb.as_ref().map_or("skipped".to_owned(), |d| d.version.clone()),
         args.runs,
         table.markdown(),
-        notes.iter().map(|n| format!("- {n}\n")).collect::<String>(),
     );
     println!("{report}");
     std::fs::write(results.join("tpch.md"), &report)?;
     let raw = json!({
         "scale": args.scale,
-        "queries": QUERIES.iter().enumerate().map(|(i, (name, sql))| json!({
-            "query": name, "sql": sql, "datafusion_seconds": plain_s[i], "veil_seconds": veil_s[i],
+        "queries": QUERIES.iter().enumerate().map(|(i, q)| json!({
+            "query": q.name, "sql": q.sql, "answered": q.answered.as_str(),
+            "groups_exact": utility[i].exact_groups, "groups_released": utility[i].released,
+            "relative_errors": utility[i].errors,
+            "datafusion_seconds": plain_s[i], "veil_seconds": veil_s[i],
             "duckdb_seconds": duckdb.as_ref().map(|d| d.queries[i].clone()),
         })).collect::<Vec<_>>(),
     });
@@ -203,7 +314,7 @@ fn duckdb(args: &TpchArgs, stored: &HashMap<&'static str, PathBuf>) -> Result<Du
     let body = json!({
         "schema": tpch::DEPARTMENT,
         "tables": stored,
-        "queries": QUERIES.iter().map(|(_, sql)| sql).collect::<Vec<_>>(),
+        "queries": QUERIES.iter().map(|q| q.sql).collect::<Vec<_>>(),
         "runs": args.runs, "warmup": WARMUP,
     });
     std::fs::write(&spec, serde_json::to_vec(&body)?)?;
