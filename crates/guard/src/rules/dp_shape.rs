@@ -12,7 +12,7 @@ use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 
 use crate::check::DpAggregate;
 use crate::lineage::{ColumnLineage, Sources};
-use crate::{Rule, Violation};
+use crate::{Contribution, Rule, Violation};
 
 fn shape(message: impl Into<String>) -> Violation {
     Violation::new(Rule::DpShape, None, message)
@@ -21,6 +21,40 @@ fn shape(message: impl Into<String>) -> Violation {
 /// A refusal for datasets about people combined other than person by person.
 pub(crate) fn people_not_linked(message: &str) -> Violation {
     Violation::new(Rule::DpPeopleNotLinked, None, message)
+}
+
+/// A refusal for two privacy units (`names`) linked through a cast that is not one-to-one.
+pub(crate) fn recast_units(names: &str) -> Violation {
+    people_not_linked(&format!(
+        "{names} are privacy units compared through a cast or conversion that is not one-to-one (\"7\", \"07\" and \"007\" all equal 7): link them uncast, with the same type"
+    ))
+}
+
+/// A refusal for a privacy unit (`column`) probed through a cast that is not one-to-one.
+pub(crate) fn recast_unit(column: &str) -> Violation {
+    people_not_linked(&format!(
+        "{column} is a privacy unit cast or converted in a way that is not one-to-one (\"7\", \"07\" and \"007\" all equal 7): compare it uncast, with a unit of the same type"
+    ))
+}
+
+/// What the contribution bounds did to this answer, for its rules.
+pub(crate) fn bounds_note(c: Contribution, aggregates: &[DpAggregate]) -> String {
+    let clamps: Vec<String> = aggregates
+        .iter()
+        .filter_map(|a| match a {
+            DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => Some(format!("[{lo}, {hi}]")),
+            DpAggregate::CountRows | DpAggregate::CountPeople => None,
+        })
+        .collect();
+    let clamped = if clamps.is_empty() {
+        String::new()
+    } else {
+        format!("; summed values clamped to their declared bounds, in order {}", clamps.join(", "))
+    };
+    format!(
+        "each person counts in at most {} group(s) (sampled at random) with at most {} row(s) each{clamped}; the intervals cover these bounded values",
+        c.max_groups, c.max_rows
+    )
 }
 
 /// Whether `plan` is a node that may follow the answer's aggregate: it reworks its one input's

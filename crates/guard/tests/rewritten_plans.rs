@@ -1,0 +1,87 @@
+//! Snapshots of the plans the guard rewrites, one per mode and shape, as DataFusion tests its
+//! own optimizer rules: the SQL is planned, analyzed, checked and rewritten without a server,
+//! and the rewritten plan's text is compared with `tests/snapshots/<case>.plan`.
+//!
+//! A failure shows both plans. After a deliberate change of a rewrite,
+//! `VEIL_REGENERATE_GOLDEN=1 cargo test -p veil-guard --test rewritten_plans` writes the new
+//! snapshots; review their diff before committing them.
+
+#![allow(clippy::unwrap_used)] // tests: a failed fixture should fail loudly
+
+mod common;
+
+use std::path::PathBuf;
+
+use veil_common::Mode;
+
+use common::session;
+
+/// (snapshot name, mode, exact aggregates, SQL)
+const CASES: &[(&str, Mode, bool, &str)] = &[
+    (
+        "anonymized_groups",
+        Mode::Aggregate,
+        false,
+        "SELECT district, count(*) AS n, sum(subsidy) AS total FROM civil.people WHERE district IN ('a', 'b') GROUP BY district",
+    ),
+    (
+        "anonymized_join_people",
+        Mode::Aggregate,
+        false,
+        "SELECT icd10, count(DISTINCT p.id) AS people, avg(cost) AS cost FROM civil.people p JOIN health.visits v ON p.id = v.id GROUP BY icd10",
+    ),
+    (
+        "exact_own_department",
+        Mode::Aggregate,
+        true,
+        "SELECT district, count(*) AS n, sum(subsidy) AS total FROM civil.people WHERE district IN ('a', 'b') GROUP BY district",
+    ),
+    (
+        "exact_about_nobody",
+        Mode::Aggregate,
+        false,
+        "SELECT district, sum(n / 3) AS third FROM civil.stops GROUP BY district HAVING sum(n) > 2",
+    ),
+    ("dp_groups", Mode::Dp, false, "SELECT district, count(*) AS n, avg(subsidy) AS a FROM civil.people GROUP BY district"),
+    (
+        "dp_join_people",
+        Mode::Dp,
+        false,
+        "SELECT icd10, count(*) AS visits FROM civil.people p JOIN health.visits v ON p.id = v.id WHERE p.alone GROUP BY icd10",
+    ),
+];
+
+fn snapshot(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.plan"))
+}
+
+#[tokio::test]
+async fn rewritten_plans_match_their_snapshots() {
+    let regenerate = std::env::var_os("VEIL_REGENERATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for (name, mode, exact_aggregates, sql) in CASES {
+        let (ctx, mut guard) = session().await;
+        guard.mode = *mode;
+        guard.exact_aggregates = *exact_aggregates;
+        let state = ctx.state();
+        let plan = state.create_logical_plan(sql).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+        let assessment = veil_guard::check(&analyzed, &guard).unwrap_or_else(|v| panic!("{name}: refused: {v}"));
+        let rewritten = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap();
+        let text = format!("-- {sql}\n{}\n", rewritten.plan.display_indent());
+        let path = snapshot(name);
+        if regenerate {
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        if expected != text {
+            failures.push(format!("{name} ({}):\n--- expected\n{expected}\n--- got\n{text}", path.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "rewritten plans differ from their snapshots (VEIL_REGENERATE_GOLDEN=1 to accept):\n{}",
+        failures.join("\n")
+    );
+}
