@@ -4,100 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed fixture should fail loudly
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod common;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use veil_common::{Mode, Tag};
-use veil_guard::{ColumnInfo, Contribution, DatasetInfo, GuardContext};
+use veil_guard::GuardContext;
 
-fn column(tag: Tag, linkable: bool, bounds: Option<(f64, f64)>) -> ColumnInfo {
-    ColumnInfo { tag, linkable, generalize: None, bounds, public_values: None }
-}
-
-/// `civil.people` and `health.visits` (about people, linked by `id`) and `civil.stops` (about
-/// nobody), with their classification.
-async fn session() -> (SessionContext, GuardContext) {
-    let ctx = SessionContext::new();
-    let tables: [(&str, &str, Vec<Field>); 3] = [
-        (
-            "civil",
-            "people",
-            vec![
-                Field::new("id", DataType::Utf8, false),
-                Field::new("name", DataType::Utf8, false),
-                Field::new("district", DataType::Utf8, false),
-                Field::new("birth_date", DataType::Date32, false),
-                Field::new("alone", DataType::Boolean, false),
-                Field::new("subsidy", DataType::Int64, false),
-                Field::new("note", DataType::Int64, false),
-            ],
-        ),
-        (
-            "health",
-            "visits",
-            vec![
-                Field::new("id", DataType::Utf8, false),
-                Field::new("icd10", DataType::Utf8, false),
-                Field::new("cost", DataType::Float64, false),
-            ],
-        ),
-        (
-            "civil",
-            "stops",
-            vec![Field::new("district", DataType::Utf8, false), Field::new("n", DataType::Int64, false)],
-        ),
-    ];
-    for (schema, name, fields) in tables {
-        ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.unwrap();
-        let table = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]]).unwrap();
-        ctx.register_table(format!("{schema}.{name}"), Arc::new(table)).unwrap();
-    }
-    let people = DatasetInfo {
-        privacy_unit: Some("id".into()),
-        columns: HashMap::from([
-            ("id".into(), column(Tag::Identifier, true, None)),
-            ("name".into(), column(Tag::Identifier, false, None)),
-            ("district".into(), column(Tag::QuasiIdentifier, false, None)),
-            ("birth_date".into(), column(Tag::QuasiIdentifier, false, None)),
-            ("alone".into(), column(Tag::Attribute, false, None)),
-            ("subsidy".into(), column(Tag::Sensitive, false, Some((0.0, 3000.0)))),
-            ("note".into(), column(Tag::Attribute, false, None)),
-        ]),
-        contribution: Contribution::default(),
-        one_row_per_unit: true,
-        rows: 0,
-    };
-    let visits = DatasetInfo {
-        privacy_unit: Some("id".into()),
-        columns: HashMap::from([
-            ("id".into(), column(Tag::Identifier, true, None)),
-            ("icd10".into(), column(Tag::Sensitive, false, None)),
-            ("cost".into(), column(Tag::Sensitive, false, Some((0.0, 5000.0)))),
-        ]),
-        contribution: Contribution::default(),
-        one_row_per_unit: false,
-        rows: 0,
-    };
-    let stops = DatasetInfo {
-        privacy_unit: None,
-        columns: HashMap::from([
-            ("district".into(), column(Tag::Attribute, false, None)),
-            ("n".into(), column(Tag::Attribute, false, None)),
-        ]),
-        contribution: Contribution::default(),
-        one_row_per_unit: false,
-        rows: 0,
-    };
-    let datasets = HashMap::from([
-        (("civil".into(), "people".into()), people),
-        (("health".into(), "visits".into()), visits),
-        (("civil".into(), "stops".into()), stops),
-    ]);
-    (ctx, GuardContext { mode: Mode::Aggregate, k: 10, datasets, exact_aggregates: false })
-}
+use common::session;
 
 /// `ok` or the refusal's rule code.
 async fn decide(ctx: &SessionContext, guard: &GuardContext, sql: &str) -> String {
@@ -128,6 +40,10 @@ const CASES: &[(&str, &str)] = &[
         "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1950-07-01' AND birth_date < DATE '1950-10-01'",
     ),
     ("ok", "SELECT count(*) FROM civil.people WHERE subsidy >= 200 AND subsidy < 400"),
+    (
+        "ok",
+        "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1900-01-01' AND birth_date < DATE '2000-01-01'",
+    ),
     ("ok", "SELECT count(*) FROM civil.people WHERE subsidy >= 0.5 AND subsidy < 1"),
     ("ok", "SELECT district, avg(CAST(alone AS DOUBLE)) FROM civil.people GROUP BY district"),
     (
@@ -175,6 +91,15 @@ const CASES: &[(&str, &str)] = &[
     ("anon_aggregate", "SELECT district, count(DISTINCT birth_date) FROM civil.people GROUP BY district"),
     // Positive differencing and complements, in SQL's many spellings.
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date <= DATE '1960-08-04'"),
+    // Whole years only 1, 2 or 5 × 10ⁿ of them, aligned: one range per width holds a date.
+    (
+        "anon_condition",
+        "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1950-01-01' AND birth_date < DATE '1953-01-01'",
+    ),
+    (
+        "anon_condition",
+        "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1951-01-01' AND birth_date < DATE '1956-01-01'",
+    ),
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date > DATE '1960-08-04'"),
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date >= DATE '1960-08-04'"),
     (

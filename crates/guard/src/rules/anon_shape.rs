@@ -352,7 +352,14 @@ fn on_grid(lo: &ScalarValue, hi: &ScalarValue) -> bool {
         return match months {
             1 => true,
             3 | 6 => first_month % months == 0,
-            m => m > 0 && m % 12 == 0 && first_month == 0,
+            // Whole years, 1, 2 or 5 × 10ⁿ of them, from a year that is a multiple of the
+            // count (1950–1960, not 1951–1961): a date lies in one such range per width, so
+            // ranges cannot offer an attacker hundreds of people sets around one person.
+            m if m > 0 && m % 12 == 0 && first_month == 0 => {
+                let (years, year) = (m / 12, 1970 + lo.div_euclid(12));
+                on_step(years as f64) && year.rem_euclid(years) == 0
+            }
+            _ => false,
         };
     }
     let (Some(lo), Some(hi)) = (number(lo), number(hi)) else { return false };
@@ -360,12 +367,19 @@ fn on_grid(lo: &ScalarValue, hi: &ScalarValue) -> bool {
     if !(width.is_finite() && width > 0.0) {
         return false;
     }
+    let ratio = lo / width;
+    on_step(width) && near(ratio, ratio.round())
+}
+
+fn near(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// Whether a positive `width` is 1, 2 or 5 × 10ⁿ.
+fn on_step(width: f64) -> bool {
     let power = 10f64.powi(width.log10().floor() as i32);
     let mantissa = width / power;
-    let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
-    let on_step = [1.0, 2.0, 5.0, 10.0].iter().any(|m| near(mantissa, *m));
-    let ratio = lo / width;
-    on_step && near(ratio, ratio.round())
+    [1.0, 2.0, 5.0, 10.0].iter().any(|m| near(mantissa, *m))
 }
 
 fn number(v: &ScalarValue) -> Option<f64> {
