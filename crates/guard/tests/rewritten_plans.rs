@@ -42,7 +42,12 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         false,
         "SELECT district, sum(n / 3) AS third FROM civil.stops GROUP BY district HAVING sum(n) > 2",
     ),
-    ("dp_groups", Mode::Dp, false, "SELECT district, count(*) AS n, avg(subsidy) AS a FROM civil.people GROUP BY district"),
+    (
+        "dp_groups",
+        Mode::Dp,
+        false,
+        "SELECT district, count(*) AS n, avg(subsidy) AS a FROM civil.people GROUP BY district",
+    ),
     (
         "dp_join_people",
         Mode::Dp,

@@ -16,8 +16,8 @@ use super::walk::{Scope, Walk, unsupported};
 use super::{column_of, is_outer_ref, one_to_one};
 use crate::lineage::{ColumnLineage, Grain, NodeLineage};
 use crate::rules::{
-    allow_listed_functions, anon_shape, deny_complement_conditions, deny_identifier_use, dp_shape,
-    restrict_aggregates, total_expressions,
+    allow_listed_functions, anon_shape, deny_complement_conditions, deny_identifier_use, dp_shape, restrict_aggregates,
+    total_expressions,
 };
 use crate::{Rule, Violation};
 
@@ -384,7 +384,10 @@ impl Walk<'_> {
         let InSubquery { expr, subquery, .. } = sub;
         let l = self.expr(expr, scope, outer)?;
         let dp = self.mode() == Mode::Dp;
-        if dp && l.recast && let Some(column) = self.unit_name(&l) {
+        if dp
+            && l.recast
+            && let Some(column) = self.unit_name(&l)
+        {
             return Err(dp_shape::recast_unit(column));
         }
         let linkable_probe = column_of(expr).is_some() && l.is_linkable_key(&self.sources);

@@ -29,9 +29,9 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 /// ```text
 /// rows (privacy unit carried up, as a 64-bit hash)
 ///   ─► per person and group: COUNT, SUM of values clamped to their bounds, their count
-///   ─► each contribution ranked within its group (largest first, ties by unit)
-///   ─► per group, for each contribution: the total, the total of the ANON_OUTLIERS largest, and
-///      the average of the TOP_GROUP after them; the number of people; the XOR of their hashes
+///   ─► per group, for each contribution: the total, and in the same pass (ranked largest first,
+///      ties by unit) the total of the ANON_OUTLIERS largest and the average of the TOP_GROUP
+///      after them; the number of people; the XOR of their hashes
 /// ```
 ///
 /// Output, in order: the group keys; per aggregate, for each contribution it measures (rows for
@@ -54,9 +54,10 @@ pub(super) fn bound(
 
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::functions::core::expr_fn::coalesce;
-    use datafusion::functions_aggregate::expr_fn::{avg, bit_xor, count, sum};
-    use datafusion::functions_window::expr_fn::row_number;
-    use datafusion::logical_expr::{ExprFunctionExt, LogicalPlanBuilder, col};
+    use datafusion::functions_aggregate::expr_fn::{bit_xor, count, sum};
+    use datafusion::logical_expr::{LogicalPlanBuilder, col};
+
+    use super::top::{Part, top};
 
     use super::bound_contributions::name;
     use super::enforce_min_group_size::Threaded;
@@ -139,36 +140,19 @@ pub(super) fn bound(
     }
     let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;
 
-    // 2. Each contribution ranked within its group, largest first; ties broken by the unit's
-    // hash, so that the ranking (and so the answer) is the same every time.
+    // 2. Per group; each contribution ranked within its group in the same pass, largest first,
+    // ties broken by the unit's hash, so that the ranking (and so the answer) is the same every
+    // time (`top.rs`: a window sorting every group's people cost several times the query).
     let key_cols: Vec<Expr> = (0..keys).map(|i| col(name("key", i))).collect();
-    let mut windows = Vec::new();
-    for c in &measured {
-        let ranked = row_number()
-            .partition_by(key_cols.clone())
-            .order_by(vec![col(c.as_str()).sort(false, true), col(unit_name.as_str()).sort(true, true)])
-            .build()?
-            .alias(format!("{c}_rank"));
-        windows.push(ranked);
-    }
-    // One window node per ranking: DataFusion runs a node's windows over one sort order.
-    let mut plan = LogicalPlanBuilder::from(per_person);
-    for ranked in windows {
-        plan = plan.window(vec![ranked])?;
-    }
-
-    // 3. Per group.
+    let plan = LogicalPlanBuilder::from(per_person);
     let mut totals = Vec::new();
+    let (outliers, top_group) = (ANON_OUTLIERS as usize, TOP_GROUP as usize);
     for c in &measured {
-        let rank = col(format!("{c}_rank"));
         let value = cast(col(c.as_str()), DataType::Float64);
+        let unit = col(unit_name.as_str());
         totals.push(sum(value.clone()).alias(c.as_str()));
-        totals.push(
-            sum(value.clone()).filter(rank.clone().lt_eq(lit(ANON_OUTLIERS as u64))).build()?.alias(format!("{c}_out")),
-        );
-        let in_top =
-            rank.clone().gt(lit(ANON_OUTLIERS as u64)).and(rank.lt_eq(lit((ANON_OUTLIERS + TOP_GROUP) as u64)));
-        totals.push(avg(value).filter(in_top).build()?.alias(format!("{c}_top")));
+        totals.push(top(Part::Outliers, outliers, top_group, value.clone(), unit.clone()).alias(format!("{c}_out")));
+        totals.push(top(Part::TopGroup, outliers, top_group, value, unit).alias(format!("{c}_top")));
     }
     totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
     totals.push(bit_xor(col(unit_name.as_str())).alias(ANON_SEED));

@@ -8,6 +8,7 @@ mod cap_rows;
 mod enforce_min_group_size;
 mod people;
 mod safe_arithmetic;
+mod top;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

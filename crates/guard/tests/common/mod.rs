@@ -96,4 +96,3 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
     ]);
     (ctx, GuardContext { mode: Mode::Aggregate, k: 10, datasets, exact_aggregates: false })
 }
-

@@ -1,0 +1,338 @@
+//! A group's largest contributions, in one pass: what flattening needs from each group of an
+//! anonymized answer ([`super::anonymize`]).
+//!
+//! Contributions are ranked largest first (a null, a person with no value, ranks before every
+//! number, as `ORDER BY value DESC NULLS FIRST` would), ties broken by the person's unit hash,
+//! so that the ranking, and so the answer, is the same every time. Each group keeps only its
+//! `ANON_OUTLIERS + TOP_GROUP` best contributions: memory is that many pairs per group and one
+//! comparison or two per row, where ranking them with a window sorted every group's people.
+//!
+//! Like the other functions of rewritten plans, it is not registered in a session: a query
+//! cannot call it.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, UInt64Array};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature, Volatility,
+};
+
+/// Which part of the ranking a call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Part {
+    /// The sum of the `outliers` largest contributions' values (null when none has a value).
+    Outliers,
+    /// The average of the values of the `top` contributions after the outliers (null when
+    /// none of them has a value, as when the group has no more than `outliers` people).
+    TopGroup,
+}
+
+/// `__veil_top(value, unit)`: the part of the group's ranking asked for, as `Float64`.
+pub(super) fn top(part: Part, outliers: usize, top: usize, value: Expr, unit: Expr) -> Expr {
+    let udaf = Top { part, outliers, top, signature: Signature::any(2, Volatility::Immutable) };
+    AggregateUDF::new_from_impl(udaf).call(vec![value, unit])
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Top {
+    part: Part,
+    outliers: usize,
+    top: usize,
+    signature: Signature,
+}
+
+/// One contribution: its value (none: no value) and its person's unit hash.
+type Entry = (Option<f64>, Option<u64>);
+
+/// Whether `a` ranks before `b`: larger first, no value before any value, then by unit.
+fn before(a: &Entry, b: &Entry) -> bool {
+    let by_value = match (a.0, b.0) {
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (None, None) => Ordering::Equal,
+    };
+    by_value.then(a.1.cmp(&b.1)) == Ordering::Less
+}
+
+/// Keeps `entry` among the `keep` best of `ranked` (best first).
+fn offer(ranked: &mut Vec<Entry>, keep: usize, entry: Entry) {
+    if ranked.len() >= keep && ranked.last().is_none_or(|worst| !before(&entry, worst)) {
+        return;
+    }
+    let at = ranked.iter().position(|e| before(&entry, e)).unwrap_or(ranked.len());
+    ranked.insert(at, entry);
+    ranked.truncate(keep);
+}
+
+impl Top {
+    fn keep(&self) -> usize {
+        self.outliers + self.top
+    }
+
+    fn evaluate(&self, ranked: &[Entry]) -> Option<f64> {
+        let values: Vec<f64> = match self.part {
+            Part::Outliers => ranked.iter().take(self.outliers).filter_map(|e| e.0).collect(),
+            Part::TopGroup => ranked.iter().skip(self.outliers).take(self.top).filter_map(|e| e.0).collect(),
+        };
+        if values.is_empty() {
+            return None;
+        }
+        let sum: f64 = values.iter().sum();
+        Some(match self.part {
+            Part::Outliers => sum,
+            Part::TopGroup => sum / values.len() as f64,
+        })
+    }
+}
+
+impl AggregateUDFImpl for Top {
+    fn name(&self) -> &str {
+        match self.part {
+            Part::Outliers => "__veil_top_outliers",
+            Part::TopGroup => "__veil_top_group",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let values = Field::new_list_field(DataType::Float64, true);
+        let units = Field::new_list_field(DataType::UInt64, true);
+        Ok(vec![
+            Arc::new(Field::new_list(format_state_name(args.name, "values"), values, true)),
+            Arc::new(Field::new_list(format_state_name(args.name, "units"), units, true)),
+        ])
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Single { spec: self.clone(), ranked: Vec::new() }))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(Groups { spec: self.clone(), ranked: Vec::new() }))
+    }
+}
+
+/// A batch's values and units, as the ranking reads them.
+fn inputs(values: &[ArrayRef]) -> Result<(Float64Array, UInt64Array)> {
+    let [value, unit] = values else { return exec_err!("__veil_top takes a value and a unit") };
+    let value = cast(value, &DataType::Float64)?.as_primitive::<Float64Type>().clone();
+    let unit = cast(unit, &DataType::UInt64)?.as_primitive::<UInt64Type>().clone();
+    Ok((value, unit))
+}
+
+fn entry(values: &Float64Array, units: &UInt64Array, row: usize) -> Entry {
+    (values.is_valid(row).then(|| values.value(row)), units.is_valid(row).then(|| units.value(row)))
+}
+
+/// The rankings as the state's two list arrays.
+fn to_state(rankings: &[Vec<Entry>]) -> Vec<ArrayRef> {
+    let lengths = rankings.iter().map(Vec::len);
+    let offsets = OffsetBuffer::from_lengths(lengths);
+    let values: Float64Array = rankings.iter().flatten().map(|e| e.0).collect();
+    let units: UInt64Array = rankings.iter().flatten().map(|e| e.1).collect();
+    let list = |item: DataType, array: ArrayRef| -> ArrayRef {
+        Arc::new(ListArray::new(Arc::new(Field::new_list_field(item, true)), offsets.clone(), array, None))
+    };
+    vec![list(DataType::Float64, Arc::new(values)), list(DataType::UInt64, Arc::new(units))]
+}
+
+/// Each state row's entries, offered to the ranking `into(row)` returns.
+fn merge_state(states: &[ArrayRef], mut into: impl FnMut(usize, Entry)) -> Result<()> {
+    let [values, units] = states else { return exec_err!("__veil_top expects two state lists") };
+    let (Some(values), Some(units)) = (values.as_list_opt::<i32>(), units.as_list_opt::<i32>()) else {
+        return exec_err!("__veil_top expects list states");
+    };
+    let (Some(v), Some(u)) =
+        (values.values().as_primitive_opt::<Float64Type>(), units.values().as_primitive_opt::<UInt64Type>())
+    else {
+        return exec_err!("__veil_top expects values and unit hashes in its state");
+    };
+    let offsets = values.value_offsets();
+    for row in 0..values.len() {
+        if values.is_null(row) {
+            continue;
+        }
+        for i in offsets[row] as usize..offsets[row + 1] as usize {
+            into(row, entry(v, u, i));
+        }
+    }
+    Ok(())
+}
+
+/// The whole input as one group (an aggregate without GROUP BY).
+#[derive(Debug)]
+struct Single {
+    spec: Top,
+    ranked: Vec<Entry>,
+}
+
+impl Accumulator for Single {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let (v, u) = inputs(values)?;
+        let keep = self.spec.keep();
+        for row in 0..v.len() {
+            offer(&mut self.ranked, keep, entry(&v, &u, row));
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Float64(self.spec.evaluate(&self.ranked)))
+    }
+
+    fn size(&self) -> usize {
+        size_of_val(self) + self.ranked.capacity() * size_of::<Entry>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        to_state(std::slice::from_ref(&self.ranked)).iter().map(|a| ScalarValue::try_from_array(a, 0)).collect()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let keep = self.spec.keep();
+        let ranked = &mut self.ranked;
+        merge_state(states, |_, e| offer(ranked, keep, e))
+    }
+}
+
+/// One ranking per group.
+struct Groups {
+    spec: Top,
+    ranked: Vec<Vec<Entry>>,
+}
+
+impl GroupsAccumulator for Groups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.ranked.resize_with(total_num_groups, Vec::new);
+        let (v, u) = inputs(values)?;
+        let keep = self.spec.keep();
+        for (row, &group) in group_indices.iter().enumerate() {
+            if opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
+                continue;
+            }
+            if let Some(ranked) = self.ranked.get_mut(group) {
+                offer(ranked, keep, entry(&v, &u, row));
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let taken = emit_to.take_needed(&mut self.ranked);
+        Ok(Arc::new(taken.iter().map(|r| self.spec.evaluate(r)).collect::<Float64Array>()))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(to_state(&emit_to.take_needed(&mut self.ranked)))
+    }
+
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+        self.ranked.resize_with(total_num_groups, Vec::new);
+        let keep = self.spec.keep();
+        let ranked = &mut self.ranked;
+        merge_state(values, |row, e| {
+            if let Some(r) = group_indices.get(row).and_then(|&g| ranked.get_mut(g)) {
+                offer(r, keep, e);
+            }
+        })
+    }
+
+    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        let (v, u) = inputs(values)?;
+        let rows: Vec<Vec<Entry>> = (0..v.len())
+            .map(|row| {
+                let kept = self.spec.keep() > 0 && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+                if kept { vec![entry(&v, &u, row)] } else { Vec::new() }
+            })
+            .collect();
+        Ok(to_state(&rows))
+    }
+
+    /// An upper bound, in constant time: every ranking holds at most `keep` entries.
+    fn size(&self) -> usize {
+        self.ranked.capacity() * (size_of::<Vec<Entry>>() + (self.spec.keep() + 1) * size_of::<Entry>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ranking a sort would give: the reference the one-pass ranking must equal.
+    fn sorted(mut all: Vec<Entry>) -> Vec<Entry> {
+        all.sort_by(|a, b| {
+            if before(a, b) {
+                Ordering::Less
+            } else if before(b, a) {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }
+        });
+        all
+    }
+
+    #[test]
+    fn the_one_pass_ranking_keeps_what_a_sort_puts_first() {
+        // Values with ties, nulls and units in a scrambled order (a fixed pseudo-random walk).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut all = Vec::new();
+        for i in 0..500u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let value = match x >> 60 {
+                0 => None,
+                v => Some((v % 7) as f64 * 10.0),
+            };
+            all.push((value, Some(x.rotate_left(17) ^ i)));
+        }
+        let mut ranked = Vec::new();
+        for e in &all {
+            offer(&mut ranked, 6, *e);
+        }
+        assert_eq!(ranked, sorted(all.clone())[..6].to_vec());
+        // Split in two and merged, as partitions are: the same.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (i, e) in all.iter().enumerate() {
+            offer(if i % 3 == 0 { &mut a } else { &mut b }, 6, *e);
+        }
+        for e in b {
+            offer(&mut a, 6, e);
+        }
+        assert_eq!(a, ranked);
+    }
+
+    #[test]
+    fn outliers_and_the_top_group_are_read_off_the_ranking() {
+        let spec = |part| Top { part, outliers: 2, top: 4, signature: Signature::any(2, Volatility::Immutable) };
+        let ranked = vec![(None, Some(1)), (Some(1000.0), Some(2)), (Some(10.0), Some(3)), (Some(8.0), Some(4))];
+        assert_eq!(spec(Part::Outliers).evaluate(&ranked), Some(1000.0), "a person without a value takes a slot");
+        assert_eq!(spec(Part::TopGroup).evaluate(&ranked), Some(9.0));
+        assert_eq!(spec(Part::TopGroup).evaluate(&ranked[..2]), None, "no more people than outliers");
+        assert_eq!(spec(Part::Outliers).evaluate(&[(None, Some(1))]), None);
+    }
+}
