@@ -50,6 +50,21 @@ pub(super) fn bound(
     assessment: &crate::Assessment,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
 ) -> Result<(LogicalPlan, super::DpPlan)> {
+    let one_row = threshold.ctx().reach(&lowest_aggregate(&upper)?.input).one_row_per_person;
+    bound_with(upper, assessment, threshold, one_row)
+}
+
+/// [`bound`], told whether every person is one row of the aggregate's input (one dataset about
+/// people, declared so because measured at registration, and no join that could repeat its
+/// rows): then each row is a person's whole contribution to its one group, and step 1 is a
+/// projection of each row's contribution instead of an aggregate over people (the same values,
+/// without hashing every row into a second table).
+fn bound_with(
+    upper: LogicalPlan,
+    assessment: &crate::Assessment,
+    threshold: &mut super::enforce_min_group_size::Threshold<'_>,
+    one_row: bool,
+) -> Result<(LogicalPlan, super::DpPlan)> {
     use std::sync::Arc;
 
     use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -106,9 +121,11 @@ pub(super) fn bound(
     let keys = agg.group_expr.len();
     let unit_name = format!("{}unit", super::DP_PREFIX);
 
-    // 1. Per person and group.
+    // 1. Per person and group: an aggregate over each person's rows, or each row as it is
+    // when every person is one row (a row's count is 1 or 0, its sum its clamped value).
     let mut group = vec![unit.alias(&unit_name)];
     group.extend(agg.group_expr.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
+    let one_or_zero = |condition: Expr| datafusion::logical_expr::when(condition, lit(1i64)).otherwise(lit(0i64));
     let mut partial = Vec::new();
     let mut measured = Vec::new();
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
@@ -117,17 +134,24 @@ pub(super) fn bound(
         };
         match kind {
             DpAggregate::CountRows => {
-                partial.push(unalias(e).clone().alias(name("rows", j)));
+                let rows = match f.params.args.first() {
+                    _ if !one_row => unalias(e).clone(),
+                    None | Some(Expr::Literal(..)) => lit(1i64),
+                    Some(arg) => one_or_zero(arg.clone().is_not_null())?,
+                };
+                partial.push(rows.alias(name("rows", j)));
                 measured.push(name("rows", j));
             }
             DpAggregate::CountPeople => {}
             DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
                 let Some(arg) = f.params.args.first() else { return plan_err!("SUM without an argument") };
                 let clamped = super::bound_contributions::clamped(arg, *lo, *hi)?;
-                partial.push(sum(clamped.clone()).alias(name("sum", j)));
+                let total = if one_row { clamped.clone() } else { sum(clamped.clone()) };
+                partial.push(total.alias(name("sum", j)));
                 measured.push(name("sum", j));
                 if matches!(kind, DpAggregate::Avg { .. }) {
-                    partial.push(count(clamped).alias(name("n", j)));
+                    let values = if one_row { one_or_zero(clamped.is_not_null())? } else { count(clamped) };
+                    partial.push(values.alias(name("n", j)));
                     measured.push(name("n", j));
                 }
             }
@@ -135,10 +159,15 @@ pub(super) fn bound(
     }
     // Whether the person has a row matching each listed constant.
     for (i, (e, c)) in listed.iter().enumerate() {
-        let matches = datafusion::logical_expr::when(e.clone().eq(c.clone()), lit(1i64)).otherwise(lit(0i64))?;
-        partial.push(datafusion::functions_aggregate::expr_fn::max(matches).alias(name("cond", i)));
+        let matches = one_or_zero(e.clone().eq(c.clone()))?;
+        let matches = if one_row { matches } else { datafusion::functions_aggregate::expr_fn::max(matches) };
+        partial.push(matches.alias(name("cond", i)));
     }
-    let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;
+    let per_person = if one_row {
+        LogicalPlanBuilder::from(input).project(group.into_iter().chain(partial))?.build()?
+    } else {
+        LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?
+    };
 
     // 2. Per group; each contribution ranked within its group in the same pass, largest first,
     // ties broken by the unit's hash, so that the ranking (and so the answer) is the same every
@@ -229,5 +258,82 @@ pub(super) fn lowest_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
                 _ => return plan_err!("an anonymized answer must end in one aggregate over rows"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+    use veil_common::{Mode, Tag};
+
+    use super::*;
+    use crate::{ColumnInfo, Contribution, DatasetInfo, GuardContext};
+
+    /// The measuring plan over one row per person gives the same totals with each row taken as
+    /// it is as with an aggregate over people.
+    #[tokio::test]
+    async fn one_row_per_person_measures_the_same_without_the_aggregate_over_people() {
+        let n = 300;
+        let ids: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("p{i}"))));
+        let districts: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| ["a", "b", "c", "d"][i % 4])));
+        // Nulls, values above the bound and ties among the largest.
+        let subsidy: ArrayRef = Arc::new(Int64Array::from_iter((0..n).map(|i| match i % 11 {
+            0 => None,
+            1 => Some(9_000),
+            r => Some((r as i64 % 5) * 400),
+        })));
+        let batch = RecordBatch::try_from_iter([("id", ids), ("district", districts), ("subsidy", subsidy)]).unwrap();
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE SCHEMA civil").await.unwrap();
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+        ctx.register_table("civil.people", Arc::new(table)).unwrap();
+        let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
+        let people = DatasetInfo {
+            privacy_unit: Some("id".into()),
+            columns: HashMap::from([
+                ("id".into(), column(Tag::Identifier, None)),
+                ("district".into(), column(Tag::QuasiIdentifier, None)),
+                ("subsidy".into(), column(Tag::Sensitive, Some((0.0, 3000.0)))),
+            ]),
+            contribution: Contribution::default(),
+            one_row_per_unit: true,
+            rows: n as u64,
+        };
+        let guard = GuardContext {
+            mode: Mode::Aggregate,
+            k: 5,
+            datasets: HashMap::from([(("civil".into(), "people".into()), people)]),
+            exact_aggregates: false,
+        };
+        let sql = "SELECT district, count(*) AS n, count(subsidy) AS m, sum(subsidy) AS s, avg(subsidy) AS a
+                   FROM civil.people WHERE district IN ('a', 'b', 'c') GROUP BY district";
+        let state = ctx.state();
+        let plan = state.create_logical_plan(sql).await.unwrap();
+        let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+        let assessment = crate::check(&plan, &guard).unwrap();
+        let mut answers = Vec::new();
+        for one_row in [false, true] {
+            let mut threshold =
+                super::super::enforce_min_group_size::Threshold::new(&guard, Arc::new(AtomicU64::new(0)));
+            let (measuring, _) = bound_with(plan.clone(), &assessment, &mut threshold, one_row).unwrap();
+            let has_aggregate_over_people = measuring.inputs().iter().any(|i| matches!(i, LogicalPlan::Aggregate(_)));
+            assert_eq!(has_aggregate_over_people, !one_row, "{}", measuring.display_indent());
+            let sorted = datafusion::logical_expr::LogicalPlanBuilder::from(measuring)
+                .sort([datafusion::logical_expr::col("__veil_dp_key_0").sort(true, true)])
+                .unwrap()
+                .build()
+                .unwrap();
+            let batches = ctx.execute_logical_plan(sorted).await.unwrap().collect().await.unwrap();
+            answers.push(pretty_format_batches(&batches).unwrap().to_string());
+        }
+        assert!(answers[0].contains("| a "), "{}", answers[0]);
+        assert_eq!(answers[0], answers[1]);
     }
 }
