@@ -13,15 +13,18 @@
 //! [`PrivacyGuardRule`] is the thin [`AnalyzerRule`](datafusion::optimizer::AnalyzerRule)
 //! adapter the query layer registers. Any error means deny.
 
+mod aggregate;
 mod check;
 mod context;
+mod exprs;
 mod lineage;
 mod rewrite;
 mod rule;
 mod rules;
 mod violation;
 
-pub use check::{AppliedRule, Assessment, DpAggregate, check};
+pub use aggregate::DpAggregate;
+pub use check::{AppliedRule, Assessment, check};
 pub use context::{ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
 pub use rewrite::{ANON_OUTLIERS, ANON_SEED, DP_PREFIX, DP_ROW, DpPlan, Rewritten, UNIT_PREFIX, rewrite};
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};

@@ -15,8 +15,9 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Distinct, Expr, LogicalPlan, Operator};
 use veil_common::Mode;
 
+use crate::exprs::unalias;
 use crate::rules::{anon_shape, dp_shape, return_only_aggregates};
-use crate::{Contribution, GuardContext, Reach, Rule, Violation};
+use crate::{Contribution, DpAggregate, GuardContext, Reach, Rule, Violation};
 use walk::Walk;
 
 /// What the guard found in an allowed query.
@@ -37,29 +38,6 @@ pub struct Assessment {
     /// Aggregate mode over data about people: the answer has the anonymizing shape, and `dp`
     /// classifies its aggregates (sums and averages are clamped to their bounds).
     pub anonymized: bool,
-}
-
-/// One aggregate of a dp answer, as the contribution bounds and the noise treat it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum DpAggregate {
-    /// `COUNT(*)` or `COUNT(expr)`: rows, at most `max_rows` per person and group.
-    CountRows,
-    /// `COUNT(DISTINCT unit)`: people, one per person and group.
-    CountPeople,
-    /// `SUM(column)` of a column with declared bounds.
-    Sum {
-        /// Lower bound.
-        lo: f64,
-        /// Upper bound.
-        hi: f64,
-    },
-    /// `AVG(column)` of a column with declared bounds: a noisy sum over a noisy count.
-    Avg {
-        /// Lower bound.
-        lo: f64,
-        /// Upper bound.
-        hi: f64,
-    },
 }
 
 /// One rule that shaped the answer.
@@ -138,14 +116,6 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         dp_reach: reach,
         anonymized,
     })
-}
-
-/// `e` without its aliases.
-pub(crate) fn unalias(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => unalias(&a.expr),
-        other => other,
-    }
 }
 
 /// Whether a join has at least one equality of columns, in its keys or its condition.

@@ -9,7 +9,7 @@ use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, cast, lit};
 
 use crate::DpAggregate;
-use crate::check::unalias;
+use crate::exprs::unalias;
 use crate::rules::anon_shape::reads_aggregates;
 
 /// How many of a group's largest contributions are outliers, brought down to the top group's

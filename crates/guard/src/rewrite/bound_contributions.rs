@@ -31,7 +31,7 @@ use datafusion::logical_expr::{
 };
 
 use super::enforce_min_group_size::{Threaded, Threshold};
-use crate::check::unalias;
+use crate::exprs::unalias;
 use crate::rules::dp_shape::{self, is_post_processing};
 use crate::{Assessment, Contribution, DpAggregate, Reach};
 

@@ -30,7 +30,7 @@ use datafusion::logical_expr::expr::{AggregateFunction, InList, ScalarFunction};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, Operator};
 
-use crate::check::DpAggregate;
+use crate::DpAggregate;
 use crate::lineage::{ColumnLineage, Sources};
 use crate::rules::dp_shape::has_subquery;
 use crate::{GuardContext, Rule, Violation};

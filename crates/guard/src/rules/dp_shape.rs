@@ -10,7 +10,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 
-use crate::check::DpAggregate;
+use crate::DpAggregate;
 use crate::lineage::{ColumnLineage, Sources};
 use crate::{Contribution, Rule, Violation};
 

@@ -1,0 +1,25 @@
+//! How the contribution bounds and the noise treat each aggregate of a dp or anonymized answer:
+//! the check classifies them, the rules admit them, the rewrites and the query layer use them.
+
+/// One aggregate of a dp answer, as the contribution bounds and the noise treat it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DpAggregate {
+    /// `COUNT(*)` or `COUNT(expr)`: rows, at most `max_rows` per person and group.
+    CountRows,
+    /// `COUNT(DISTINCT unit)`: people, one per person and group.
+    CountPeople,
+    /// `SUM(column)` of a column with declared bounds.
+    Sum {
+        /// Lower bound.
+        lo: f64,
+        /// Upper bound.
+        hi: f64,
+    },
+    /// `AVG(column)` of a column with declared bounds: a noisy sum over a noisy count.
+    Avg {
+        /// Lower bound.
+        lo: f64,
+        /// Upper bound.
+        hi: f64,
+    },
+}
