@@ -32,7 +32,7 @@ use ring::hmac;
 use veil_guard::{ANON_OUTLIERS, DpAggregate, DpPlan};
 
 use crate::Result;
-use crate::engine::internal;
+use crate::error::internal;
 
 /// Standard deviation of each noise layer, in units of the top group's average contribution.
 const LAYER_SD: f64 = 1.0;

@@ -25,7 +25,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use veil_dp::{Mechanism, Noise, Noisy, Sampler};
 use veil_guard::{DpAggregate, DpPlan};
 
-use crate::engine::internal;
+use crate::error::internal;
 use crate::{Error, Result};
 
 /// Confidence of the intervals reported with every noisy value.

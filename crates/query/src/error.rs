@@ -2,8 +2,9 @@
 //! value read from a dataset; a failure while running is one generic error for every cause
 //! that could depend on data.
 
+use datafusion::common::DataFusionError;
 use veil_common::ErrorKind;
-use veil_guard::Violation;
+use veil_guard::{Violation, violation};
 
 /// A query failure.
 #[derive(Debug, thiserror::Error)]
@@ -108,3 +109,56 @@ impl Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A planning failure: the guard's refusal, or a message about the SQL (unknown column, type
+/// mismatch). Planning reads no data, so its messages carry none.
+pub(crate) fn planning(e: DataFusionError) -> Error {
+    if let Some(v) = violation(&e) {
+        return Error::Denied(v.clone());
+    }
+    match e.find_root() {
+        DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::SQL(..) => Error::Plan(clean(&e)),
+        _ => internal(e),
+    }
+}
+
+pub(crate) fn clean(e: &DataFusionError) -> String {
+    let text = e.find_root().to_string();
+    let text = text.split("\nbacktrace").next().unwrap_or(&text);
+    for prefix in ["Error during planning: ", "Schema error: ", "This feature is not implemented: ", "SQL error: "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_owned();
+        }
+    }
+    text.to_owned()
+}
+
+/// Whether the query ran out of its memory pool, or of spill space once it spilled. DataFusion
+/// reports the latter only as an I/O error with a fixed text (no data in it), so that text is
+/// what identifies it.
+pub(crate) fn is_resource_limit(e: &DataFusionError) -> bool {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => true,
+        DataFusionError::ArrowError(inner, _) => {
+            matches!(&**inner, datafusion::arrow::error::ArrowError::IoError(msg, _) if msg.contains("spilling process has exceeded"))
+        }
+        _ => false,
+    }
+}
+
+pub(crate) fn error_kind(e: &DataFusionError) -> &'static str {
+    match e.find_root() {
+        DataFusionError::ArrowError(..) => "arrow",
+        DataFusionError::Execution(_) => "execution",
+        DataFusionError::IoError(_) => "io",
+        DataFusionError::External(_) => "external",
+        _ => "other",
+    }
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
+}

@@ -10,13 +10,30 @@
 //! plans SQL. Every session is per request and holds only the datasets the caller may use in
 //! the requested mode, so a hidden dataset does not exist for the query, not even in an error.
 
+//!
+//! # Layout
+//! - `request`: what a query asks for and answers ([`QueryRequest`], [`Limits`], [`Answer`] with
+//!   its dp or anonymization report).
+//! - `engine`: [`QueryEngine`]: sessions, planning with the guard, execution under the pool and
+//!   the deadline, the unguarded runs (audit log, extracts).
+//! - `tables`, `plan_cache`: the table providers and the guarded dp plans kept between queries.
+//! - `release`: finishing noisy answers (dp's measure and release, anonymized answers).
+//! - `dp`, `anon`: the noise of each mode; `parse`: one read-only statement; `error`.
+
 mod anon;
 mod dp;
 mod engine;
 mod error;
 mod parse;
+mod plan_cache;
+mod release;
+mod request;
+mod tables;
+#[cfg(test)]
+mod testing;
 
 pub use dp::{DpParams, NoisyAggregate, measurements};
-pub use engine::{AnonReport, Answer, DpReport, Limits, Prepared, QueryEngine, QueryRequest, SessionDataset};
+pub use engine::{Prepared, QueryEngine};
 pub use error::{Error, Result};
 pub use parse::{ParsedQuery, parse};
+pub use request::{AnonReport, Answer, DpReport, Limits, QueryRequest, SessionDataset};

@@ -1,0 +1,307 @@
+//! Finishing noisy answers: dp mode's measure-then-release (the budget is decided between the
+//! two) and aggregate mode's anonymized answers, each run through the analyst's plan above the
+//! aggregate, with each value's interval or noise.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, Int64Array};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::Column;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use ring::digest;
+use veil_guard::{DP_ROW, DpPlan};
+
+use crate::Result;
+use crate::anon;
+use crate::dp::{self, NoisyAggregate};
+use crate::engine::{Prepared, QueryEngine};
+use crate::error::internal;
+use crate::request::{AnonReport, Answer, DpReport};
+
+/// Released groups run through the analyst's plan: the rows and their schema, for each output
+/// column the aggregate column it copies (if any), and for each row the group it comes from.
+struct Finished {
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+    copies: Vec<Option<usize>>,
+    row_ids: Int64Array,
+}
+
+/// A dp answer's rows, their schema, the intervals of its noisy columns by row, and which
+/// aggregate each noisy output column is.
+type FinishedDp = (Vec<RecordBatch>, SchemaRef, Vec<(String, Vec<(f64, f64)>)>, Vec<(String, veil_guard::DpAggregate)>);
+
+/// The output columns of `plan` that are copies of one of `dp`'s noisy aggregates (`copies`,
+/// as [`DpPlan::finish`] gives them), by name, with that aggregate.
+pub(crate) fn noisy_outputs(
+    plan: &LogicalPlan,
+    dp: &DpPlan,
+    copies: &[Option<usize>],
+) -> Vec<(String, veil_guard::DpAggregate)> {
+    plan.schema()
+        .fields()
+        .iter()
+        .zip(copies)
+        .filter_map(|(f, copy)| {
+            let aggregate = dp.aggregates.get(copy.as_ref()?.checked_sub(dp.keys)?)?;
+            Some((f.name().clone(), *aggregate))
+        })
+        .collect()
+}
+
+/// The noisy aggregate `batch` (columns `c0, c1, …` and [`DP_ROW`]) as a plan whose columns
+/// carry the names of the aggregate they stand for.
+pub(crate) fn noisy_source(dp: &DpPlan, batch: RecordBatch) -> Result<LogicalPlan> {
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
+    let mut exprs = aggregate_columns(dp);
+    exprs.push(Expr::Column(Column::from_name(DP_ROW)));
+    LogicalPlanBuilder::scan("__veil_dp_noisy", provider_as_source(Arc::new(table)), None)
+        .and_then(|b| b.project(exprs))
+        .and_then(|b| b.build())
+        .map_err(internal)
+}
+
+/// The noisy columns `c0, c1, …` under the names (and qualifiers) of the aggregate they stand
+/// for, so that the analyst's plan above the aggregate reads them unchanged.
+pub(crate) fn aggregate_columns(plan: &DpPlan) -> Vec<Expr> {
+    plan.aggregate_schema
+        .iter()
+        .enumerate()
+        .map(|(i, (qualifier, field))| {
+            Expr::Column(Column::from_name(format!("c{i}"))).alias_qualified(qualifier.cloned(), field.name())
+        })
+        .collect()
+}
+
+impl QueryEngine {
+    /// Aggregate mode over data about people: runs the measuring plan, adds sticky noise to its
+    /// groups and applies the noisy threshold, then runs the analyst's plan over the noisy
+    /// groups (any read-only rework of released numbers).
+    pub(crate) async fn anonymized(&self, prepared: Prepared) -> Result<Answer> {
+        let Prepared { state, optimized, outcome, request, .. } = prepared;
+        let Some(plan) = &outcome.rewritten.anonymized else {
+            return Err(internal("anonymizing a query that is not an anonymized one"));
+        };
+        let batches = self.within_deadline(self.collect(&state, &optimized, false, None)).await?;
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
+        // The query's labels: the measuring plan holds its keys' expressions and every filter
+        // constant, so the label layer changes with what is asked, not with spelling alone.
+        let label = digest::digest(&digest::SHA256, optimized.display_indent().to_string().as_bytes());
+        let noisy = anon::add_noise(&batches, &schema, plan, request.k, &request.noise_key, label.as_ref())?;
+        // Each value's noise when the answer's rows are the released groups (projected,
+        // sorted, filtered or limited); a rework that mixes groups has none to state.
+        let mut answer = match self.finish_released(plan, &noisy.values, false).await? {
+            Some(finished) => {
+                let names = finished.schema.fields().iter().map(|f| f.name().clone());
+                let noise_sd = names
+                    .zip(&finished.copies)
+                    .filter_map(|(name, copy)| {
+                        let sd = noisy.noise_sd.get(copy.as_ref()?.checked_sub(plan.keys)?)?;
+                        let by_row = finished
+                            .row_ids
+                            .values()
+                            .iter()
+                            .map(|r| usize::try_from(*r).ok().and_then(|r| sd.get(r).copied()));
+                        Some((name, by_row.collect::<Option<Vec<f64>>>()?))
+                    })
+                    .collect();
+                let mut answer = Answer::rows(finished.schema, finished.batches);
+                answer.anonymized = Some(AnonReport { noise_sd });
+                answer
+            }
+            None => {
+                let rows = noisy.values.num_rows() as u64;
+                let table = MemTable::try_new(noisy.values.schema(), vec![vec![noisy.values]]).map_err(internal)?;
+                let source = LogicalPlanBuilder::scan("__veil_anon_noisy", provider_as_source(Arc::new(table)), None)
+                    .and_then(|b| b.project(aggregate_columns(plan)))
+                    .and_then(|b| b.build())
+                    .map_err(internal)?;
+                let finished = plan.over(source).map_err(internal)?;
+                let (state, _) = self.session(None, rows);
+                let optimized = state.optimize(&finished).map_err(internal)?;
+                let mut answer = self.answer(&state, &optimized, &optimized, false, false).await?;
+                answer.anonymized = Some(AnonReport { noise_sd: Vec::new() });
+                answer
+            }
+        };
+        answer.rules = outcome.assessment.rules.clone();
+        answer.suppressed_groups = noisy.suppressed;
+        Ok(answer)
+    }
+
+    /// Dp mode: runs the bounded plan and adds noise to its totals, applying the threshold.
+    /// Nothing of it is released yet: the caller charges the budget (or finds the answer an
+    /// identical query recorded), then calls [`QueryEngine::release`].
+    ///
+    /// # Errors
+    /// See [`Error`]; [`Error::Internal`] for a prepared query that is not a dp one.
+    pub async fn measure(&self, prepared: &Prepared) -> Result<NoisyAggregate> {
+        let Prepared { state, optimized, outcome, request, physical, .. } = prepared;
+        let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
+            return Err(internal("measuring a query that is not a dp one"));
+        };
+        let batches = self.within_deadline(self.collect(state, optimized, false, Some(physical))).await?;
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
+        dp::add_noise(&batches, &schema, dp, params, request.k)
+    }
+
+    /// Dp mode: the answer from a `noisy` aggregate (this query's measurement, or the one
+    /// `replayed` from an identical earlier query), with the analyst's post-processing.
+    ///
+    /// # Errors
+    /// See [`Error`]; [`Error::Internal`] for a prepared query that is not a dp one.
+    pub async fn release(&self, prepared: Prepared, noisy: NoisyAggregate, replayed: bool) -> Result<Answer> {
+        let Prepared { plan, outcome, request, .. } = prepared;
+        let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
+            return Err(internal("releasing a query that is not a dp one"));
+        };
+        let (batches, schema, intervals, outputs) = self.finish_dp(dp, &noisy, &plan).await?;
+        let mut report = DpReport::new(dp, params, replayed);
+        report.threshold = noisy.threshold;
+        report.intervals = intervals;
+        report.half_widths = dp::half_widths(dp, params, outputs)?;
+        let suppressed_groups = noisy.suppressed;
+        if !replayed {
+            report.noisy = Some(noisy);
+        }
+        let mut answer = Answer::rows(schema, batches);
+        answer.suppressed_groups = suppressed_groups;
+        answer.rules = outcome.assessment.rules.clone();
+        answer.dp = Some(report);
+        Ok(answer)
+    }
+
+    /// Dp mode: the 95% half-width of each noisy count and sum column of the answer.
+    pub(crate) fn half_widths(&self, prepared: &Prepared) -> Result<Vec<(String, f64)>> {
+        let (Some(dp), Some(params)) = (&prepared.outcome.rewritten.dp, prepared.request.dp) else {
+            return Ok(Vec::new());
+        };
+        dp::half_widths(dp, params, prepared.dp_outputs()?)
+    }
+
+    /// Runs the analyst's plan over the noisy aggregate: renaming, expressions, HAVING, ORDER
+    /// BY and LIMIT are post-processing and cost no privacy. Returns the rows, their schema, the
+    /// intervals of the output columns that are noisy values, and those columns' aggregates.
+    pub(crate) async fn finish_dp(
+        &self,
+        dp: &DpPlan,
+        noisy: &NoisyAggregate,
+        plan: &LogicalPlan,
+    ) -> Result<FinishedDp> {
+        let values = noisy.values(dp)?;
+        let finished =
+            self.finish_released(dp, &values, false).await?.ok_or_else(|| internal("finishing a dp answer"))?;
+        let names = plan.schema().fields().iter().map(|f| f.name().clone());
+        let intervals = dp::output_intervals(noisy, &finished.copies, &finished.row_ids)
+            .into_iter()
+            .zip(names)
+            .filter_map(|(i, name)| i.map(|i| (name, i)))
+            .collect();
+        Ok((finished.batches, finished.schema, intervals, noisy_outputs(plan, dp, &finished.copies)))
+    }
+
+    /// The analyst's plan run over the released groups `values` (columns `c0, c1, …`), keeping
+    /// track of which group each answer row comes from and which output columns are plain
+    /// copies of an aggregate: possible when the plan above the aggregate only projects, sorts,
+    /// filters and limits. Otherwise `None`, or a failure when `required`.
+    async fn finish_released(&self, plan: &DpPlan, values: &RecordBatch, required: bool) -> Result<Option<Finished>> {
+        let rows = Int64Array::from_iter_values(0..values.num_rows() as i64);
+        let mut fields: Vec<FieldRef> = values.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(DP_ROW, DataType::Int64, false)));
+        let mut arrays = values.columns().to_vec();
+        arrays.push(Arc::new(rows));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)?;
+        let (finished, copies) = match plan.finish(noisy_source(plan, batch.clone())?) {
+            Ok(done) => done,
+            Err(e) if required => return Err(internal(e)),
+            Err(_) => return Ok(None),
+        };
+        let done = match selected(&finished, &batch) {
+            Some(done) => done,
+            None => {
+                let (state, _) = self.session(None, values.num_rows() as u64);
+                let optimized = state.optimize(&finished).map_err(internal)?;
+                self.answer(&state, &optimized, &optimized, false, false).await?
+            }
+        };
+        let width = done.schema.fields().len().saturating_sub(1);
+        let keep: Vec<usize> = (0..width).collect();
+        let schema = Arc::new(done.schema.project(&keep).map_err(internal)?);
+        let mut batches = Vec::with_capacity(done.batches.len());
+        let mut row_ids = Vec::new();
+        for b in &done.batches {
+            let ids = b.column(width).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("row ids"))?;
+            row_ids.extend(ids.values().iter().copied());
+            batches.push(b.project(&keep).map_err(internal)?);
+        }
+        Ok(Some(Finished { batches, schema, copies, row_ids: Int64Array::from(row_ids) }))
+    }
+}
+
+/// The answer of `plan` over `batch` without running it, when `plan` only selects and renames
+/// columns of its scan of `batch`, as the analyst's part of most dp queries does
+/// (`SELECT key, COUNT(*) AS n … GROUP BY key`): a second planning and run would copy the same
+/// columns at many times the cost.
+fn selected(plan: &LogicalPlan, batch: &RecordBatch) -> Option<Answer> {
+    fn columns(plan: &LogicalPlan) -> Option<Vec<usize>> {
+        match plan {
+            LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => {
+                Some(scan.projection.clone().unwrap_or_else(|| (0..scan.projected_schema.fields().len()).collect()))
+            }
+            LogicalPlan::SubqueryAlias(alias) => columns(&alias.input),
+            LogicalPlan::Projection(p) => {
+                let below = columns(&p.input)?;
+                p.expr
+                    .iter()
+                    .map(|e| {
+                        let Expr::Column(c) = e.clone().unalias_nested().data else { return None };
+                        below.get(p.input.schema().maybe_index_of_column(&c)?).copied()
+                    })
+                    .collect()
+            }
+            _ => None,
+        }
+    }
+    let arrays = columns(plan)?.into_iter().map(|i| batch.columns().get(i).cloned()).collect::<Option<Vec<_>>>()?;
+    let schema = Arc::clone(plan.schema().inner());
+    let batch = RecordBatch::try_new(Arc::clone(&schema), arrays).ok()?;
+    Some(Answer::rows(schema, vec![batch]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::noisy_scan;
+    use datafusion::prelude::{col, lit};
+
+    #[test]
+    fn selecting_and_renaming_columns_is_answered_without_running_a_plan() {
+        let (batch, scan) = noisy_scan();
+        let plan = scan
+            .project([col("c1").alias("n"), col("c0").alias("district")])
+            .and_then(|b| b.alias("q"))
+            .and_then(|b| b.project([col("district"), col("n").alias("people")]))
+            .and_then(|b| b.build())
+            .expect("plan");
+        let answer = selected(&plan, &batch).expect("answered directly");
+        let names: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["district", "people"]);
+        assert_eq!(answer.batches[0].columns(), [batch.column(0).clone(), batch.column(1).clone()]);
+    }
+
+    #[test]
+    fn anything_more_than_selecting_columns_runs_the_plan() {
+        let (batch, scan) = noisy_scan();
+        let sorted = scan.clone().sort([col("c1").sort(false, true)]).and_then(|b| b.build()).expect("plan");
+        let computed = scan.clone().project([col("c1") + lit(1)]).and_then(|b| b.build()).expect("plan");
+        let filtered = scan.filter(col("c1").gt(lit(20))).and_then(|b| b.build()).expect("plan");
+        for plan in [sorted, computed, filtered] {
+            assert!(selected(&plan, &batch).is_none(), "{}", plan.display_indent());
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The table cache: each dataset's table provider for its current file, small datasets kept
+//! decoded in memory within a budget, large ones read from Parquet.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
+};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::context::SessionState;
+use veil_common::DatasetRef;
+
+use crate::Result;
+use crate::error::internal;
+
+/// Datasets of at most this many rows are decoded once and kept in memory: for them, opening
+/// and decoding the Parquet file is most of a query's time.
+pub(crate) const IN_MEMORY_ROWS: u64 = 64 * 1024;
+
+/// Most memory the datasets kept decoded may take together; beyond it, small datasets are read
+/// from Parquet like large ones.
+pub(crate) const IN_MEMORY_BYTES: usize = 256 << 20;
+
+/// Table providers by dataset (department, name), each for one file.
+#[derive(Debug, Default)]
+pub(crate) struct Tables {
+    by_dataset: HashMap<DatasetRef, CachedTable>,
+    /// Bytes of the tables kept in memory.
+    in_memory: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct CachedTable {
+    file: PathBuf,
+    table: Arc<dyn TableProvider>,
+    /// Bytes it holds in memory (0 for a Parquet-backed one).
+    bytes: usize,
+}
+
+impl Tables {
+    /// The provider of `dataset` if it is for `file`.
+    pub(crate) fn get(&self, dataset: &DatasetRef, file: &Path) -> Option<Arc<dyn TableProvider>> {
+        self.by_dataset.get(dataset).filter(|c| c.file == file).map(|c| Arc::clone(&c.table))
+    }
+
+    /// Keeps a provider for `dataset`'s `file`, replacing the one for an older file, and
+    /// returns it: the `decoded` one (with the bytes it holds) if it fits in memory, else the
+    /// Parquet-backed one.
+    pub(crate) fn put(
+        &mut self,
+        dataset: DatasetRef,
+        file: PathBuf,
+        parquet: Arc<dyn TableProvider>,
+        decoded: Option<(Arc<dyn TableProvider>, usize)>,
+    ) -> Arc<dyn TableProvider> {
+        if let Some(old) = self.by_dataset.remove(&dataset) {
+            self.in_memory -= old.bytes;
+        }
+        let (table, bytes) = match decoded {
+            Some((table, bytes)) if self.in_memory + bytes <= IN_MEMORY_BYTES => (table, bytes),
+            _ => (parquet, 0),
+        };
+        self.in_memory += bytes;
+        self.by_dataset.insert(dataset, CachedTable { file, table: Arc::clone(&table), bytes });
+        table
+    }
+}
+
+/// A table reading one Parquet file.
+pub(crate) async fn parquet_table(path: &Path, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
+    let url = ListingTableUrl::parse(path.to_string_lossy()).map_err(internal)?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config =
+        ListingTableConfig::new(url).with_listing_options(options).infer_schema(state).await.map_err(internal)?;
+    Ok(Arc::new(ListingTable::try_new(config).map_err(internal)?))
+}
+
+/// Registers `table` as `schema.name` in a request's catalogue.
+pub(crate) fn register(
+    catalog: &MemoryCatalogProvider,
+    schema: &str,
+    name: &str,
+    table: Arc<dyn TableProvider>,
+) -> Result<()> {
+    let provider = match catalog.schema(schema) {
+        Some(s) => s,
+        None => {
+            let s: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            catalog.register_schema(schema, Arc::clone(&s)).map_err(internal)?;
+            s
+        }
+    };
+    provider.register_table(name.to_owned(), table).map_err(internal)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::datasource::MemTable;
+
+    use super::*;
+    use crate::testing::noisy_scan;
+
+    #[test]
+    fn decoded_tables_stay_within_their_memory_and_follow_the_file() {
+        let (batch, _) = noisy_scan();
+        let provider = || -> Arc<dyn TableProvider> {
+            Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).expect("table"))
+        };
+        let mut tables = Tables::default();
+        let key: DatasetRef = "civil.a".parse().expect("reference");
+        let decoded = provider();
+        let kept = tables.put(key.clone(), "a-1".into(), provider(), Some((Arc::clone(&decoded), IN_MEMORY_BYTES)));
+        assert!(Arc::ptr_eq(&kept, &decoded), "it fits exactly");
+        assert!(tables.get(&key, Path::new("a-1")).is_some() && tables.get(&key, Path::new("a-2")).is_none());
+        let other: DatasetRef = "civil.b".parse().expect("reference");
+        let parquet = provider();
+        let kept = tables.put(other.clone(), "b-1".into(), Arc::clone(&parquet), Some((provider(), 1)));
+        assert!(Arc::ptr_eq(&kept, &parquet), "no room left: read from Parquet");
+        // A new version of a replaces the old one and frees its memory.
+        tables.put(key.clone(), "a-2".into(), provider(), Some((provider(), 10)));
+        assert_eq!(tables.in_memory, 10);
+        let decoded = provider();
+        let kept = tables.put(other, "b-2".into(), provider(), Some((Arc::clone(&decoded), 100)));
+        assert!(Arc::ptr_eq(&kept, &decoded));
+        assert_eq!(tables.in_memory, 110);
+    }
+}
