@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use casbin::function_map::{OperatorFunction, dynamic_to_str};
 use casbin::rhai::Dynamic;
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
-use veil_common::{Level, Mode, Role};
+use veil_common::{DepartmentId, Level, Mode, Role};
 
 use crate::ceiling::{Ceiling, across_departments};
 use crate::file::{EXACT_AGGREGATES, PolicyFiles, PolicyLine, parse};
@@ -224,17 +224,27 @@ impl PolicyEngine for CasbinPolicy {
         let Some(loaded) = self.current(now) else { return false };
         let level = datasets.iter().map(|d| d.level).max().unwrap_or(Level::Core);
         datasets.iter().all(|d| {
-            let request = (
-                format!("user:{}", subject.user),
-                department.to_string(),
-                d.dataset.to_string(),
-                d.dataset.department.to_string(),
-                level.as_str().to_owned(),
-                EXACT_AGGREGATES.to_owned(),
-            );
-            loaded.enforcer.enforce(request).unwrap_or(false)
+            loaded.enforcer.enforce(casbin_request(subject, department, d, level, EXACT_AGGREGATES)).unwrap_or(false)
         })
     }
+}
+
+/// The model's request: `(sub, dom, obj, owner, level, mode)`.
+fn casbin_request(
+    subject: &Subject,
+    department: &DepartmentId,
+    d: &DatasetMeta,
+    level: Level,
+    mode: &str,
+) -> (String, String, String, String, String, String) {
+    (
+        format!("user:{}", subject.user),
+        department.to_string(),
+        d.dataset.to_string(),
+        d.dataset.department.to_string(),
+        level.as_str().to_owned(),
+        mode.to_owned(),
+    )
 }
 
 fn check_one(loaded: Option<&Loaded>, subject: &Subject, d: &DatasetMeta, level: Level, mode: Mode, now: i64) -> Check {
@@ -268,15 +278,7 @@ fn check_one(loaded: Option<&Loaded>, subject: &Subject, d: &DatasetMeta, level:
             format!("{level} data of another department in {} mode needs an approved access request", mode.as_str()),
         );
     }
-    let request = (
-        format!("user:{}", subject.user),
-        department.to_string(),
-        d.dataset.to_string(),
-        d.dataset.department.to_string(),
-        level.as_str().to_owned(),
-        mode.as_str().to_owned(),
-    );
-    match loaded.enforcer.enforce(request) {
+    match loaded.enforcer.enforce(casbin_request(subject, department, d, level, mode.as_str())) {
         Ok(true) => Check {
             dataset: d.dataset.clone(),
             allowed: true,
