@@ -256,3 +256,88 @@ async fn auditors_export_and_verify_and_the_log_survives_a_restart() {
     let opened = records.iter().rposition(|r| r.entry.action == "audit.open").unwrap();
     assert_eq!(records[opened - 1].entry.action, "audit.checkpoint", "shutdown signed the head");
 }
+
+#[tokio::test]
+async fn a_change_committed_before_a_crash_is_recorded_when_the_server_starts_again() {
+    let w = world().await;
+    // What the world's registrations and decisions left pending: nothing (each record reached
+    // the log and was cleared).
+    let catalog = veil_catalog::Catalog::open(&w.s.data_dir()).unwrap();
+    assert!(catalog.pending_records().unwrap().is_empty());
+
+    // A new version committed with its record, and the process gone before the append: the
+    // catalogue's side of a registration, without the server's.
+    let csv = w.s.scratch().join("again.csv");
+    std::fs::write(&csv, veil_tests::world::residents_csv(&w.residents)).unwrap();
+    let metadata: veil_server::dto::DatasetMetadata =
+        serde_json::from_value(veil_tests::world::residents_metadata("residents")).unwrap();
+    let spec = veil_catalog::DatasetSpec::validate(metadata.into()).unwrap();
+    let steward = veil_common::UserId::new("civil-steward").unwrap();
+    let record = |version: u64, rows: u64| {
+        let mut entry = veil_audit::Entry::new("dataset.register", "ok");
+        entry.target = Some("civil.residents".into());
+        entry.detail = Some(format!("version {version}, {rows} rows"));
+        Some(serde_json::to_string(&entry).unwrap())
+    };
+    let (info, pending) = catalog.register_dataset(&spec, &csv, &steward, record).unwrap();
+    assert_eq!(info.current_version, 2);
+    assert!(pending.is_some());
+    drop(catalog);
+    let in_log = |s: &veil_tests::TestServer| {
+        s.audit_records().into_iter().any(|r| {
+            r.entry.action == "dataset.register"
+                && r.entry.detail.as_deref().is_some_and(|d| d.starts_with("version 2"))
+        })
+    };
+    assert!(!in_log(&w.s), "not yet in the log: the process stopped before the append");
+
+    let s = w.s.restart().await;
+    let records = s.audit_records();
+    let late = records
+        .iter()
+        .find(|r| {
+            r.entry.action == "dataset.register"
+                && r.entry.detail.as_deref().is_some_and(|d| d.starts_with("version 2"))
+        })
+        .expect("the pending record is appended at start");
+    assert!(late.entry.detail.as_deref().unwrap().contains("appended when the server started"));
+    assert!(veil_catalog::Catalog::open(&s.data_dir()).unwrap().pending_records().unwrap().is_empty());
+    // And the chain verifies with it.
+    let (status, verified) = s.get("/v1/audit/verify", &w.auditor).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(verified["ok"], true, "{verified}");
+}
+
+#[tokio::test]
+async fn refused_changes_are_recorded_without_what_was_sent() {
+    let w = world().await;
+    let s = &w.s;
+    // A registration whose file does not match its metadata (a column is missing).
+    let mut metadata = veil_tests::world::residents_metadata("broken");
+    metadata["columns"]["missing"] = json!({"tag": "attribute"});
+    let (status, body) = s.upload(&w.civil_steward, &metadata, b"person_id,secret\np1,SECRET-VALUE\n".to_vec()).await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let code = body["error"]["code"].as_str().unwrap_or_default().to_owned();
+    // A decision on a request already decided: 409.
+    let approved = s.audit_records().into_iter().find(|r| r.entry.action == "access_request.approve").unwrap();
+    let id = approved.entry.target.clone().unwrap();
+    let second_steward = s.user("health-steward-2", Some("health"), &["steward"]).await;
+    let (status, body) = s.post(&format!("/v1/access-requests/{id}/approve"), &second_steward, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    let records = s.audit_records();
+    let refused: Vec<_> = records.iter().filter(|r| r.entry.action == "request.denied").collect();
+    let registration = refused
+        .iter()
+        .find(|r| r.entry.target.as_deref() == Some("POST /v1/datasets"))
+        .expect("the refused registration is recorded");
+    assert_eq!(registration.entry.rule.as_deref(), Some(code.as_str()));
+    assert_eq!(registration.entry.actor.as_ref().unwrap().user, "civil-steward");
+    assert!(
+        refused.iter().any(|r| r.entry.target.as_deref().is_some_and(|t| t.contains("/approve"))
+            && r.entry.detail.as_deref() == Some("refused with status 409")),
+        "the refused decision is recorded"
+    );
+    let log = serde_json::to_string(&records.iter().map(|r| &r.entry).collect::<Vec<_>>()).unwrap();
+    assert!(!log.contains("SECRET-VALUE"), "nothing sent is in the log");
+}

@@ -80,7 +80,7 @@ fn world_with(policy_lines: &str) -> World {
         dp: DpInput::default(),
     })
     .unwrap();
-    catalog.register_dataset(&spec, &csv, &UserId::new("civil-steward").unwrap()).unwrap();
+    catalog.register_dataset(&spec, &csv, &UserId::new("civil-steward").unwrap(), |_, _| None).unwrap();
     let policy = veil_broker::load_policy(&catalog, veil_policy::PolicyFiles::in_dir(&data.join("policies"))).unwrap();
     let audit = Arc::new(
         AuditLog::open(&catalog.dir().audit(), &catalog.dir().audit_key(), veil_audit::Options::default()).unwrap(),

@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, Row, params};
 use veil_common::{DatasetName, DatasetRef, DepartmentId, Mode, Role, UserId};
 
-use crate::{Catalog, Error, Result, now};
+use crate::{Catalog, Error, Pending, Result, now};
 
 /// Where an access request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,7 +261,13 @@ impl Catalog {
     /// # Errors
     /// [`Error::AccessRequestNotFound`]; [`Error::AccessRequestState`] when the request is not in
     /// the state the transition needs; [`Error::Invalid`] for a missing reason.
-    pub fn decide_access_request(&self, id: &str, by: &UserId, transition: Transition) -> Result<AccessRequest> {
+    pub fn decide_access_request(
+        &self,
+        id: &str,
+        by: &UserId,
+        transition: Transition,
+        record: impl FnOnce(&AccessRequest) -> Option<String>,
+    ) -> Result<(AccessRequest, Option<Pending>)> {
         let (action, needed, next, reason) = match &transition {
             Transition::Approve => ("approving", RequestState::Pending, RequestState::Approved, None),
             Transition::Reject(r) => ("rejecting", RequestState::Pending, RequestState::Rejected, Some(r.trim())),
@@ -279,24 +285,26 @@ impl Catalog {
                 needed: needed.as_str(),
             });
         }
-        let conn = self.conn();
-        let changed = conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE access_requests SET state = ?2, decided_by = ?3, decided_at = ?4, reason = ?5
              WHERE id = ?1 AND state = ?6",
             params![id, next.as_str(), by.as_str(), now(), reason, needed.as_str()],
         )?;
-        drop(conn);
-        if changed == 0 {
-            // Another steward decided in between.
-            let now_state = self.access_request(id)?.state;
-            return Err(Error::AccessRequestState {
-                id: id.to_owned(),
-                state: now_state.as_str(),
-                action,
-                needed: needed.as_str(),
-            });
+        if changed == 1 {
+            // The decision and its audit record commit together.
+            let decided =
+                tx.query_row(&format!("SELECT {COLUMNS} FROM access_requests WHERE id = ?1"), [id], from_row)?;
+            let pending = record(&decided).map(|e| crate::outbox::write(&tx, e)).transpose()?;
+            tx.commit()?;
+            return Ok((decided, pending));
         }
-        self.access_request(id)
+        drop(tx);
+        drop(conn);
+        // Another steward decided in between.
+        let now_state = self.access_request(id)?.state;
+        Err(Error::AccessRequestState { id: id.to_owned(), state: now_state.as_str(), action, needed: needed.as_str() })
     }
 
     /// Approved requests that have not expired at `now_unix`: the grants in force.

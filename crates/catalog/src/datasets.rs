@@ -9,7 +9,7 @@ use veil_common::{DatasetName, DatasetRef, DepartmentId, Generalization, Level, 
 use veil_ingest::{ReadOptions, SourceFormat, UniqueValues};
 
 use crate::layout::sync_dir;
-use crate::{Catalog, DatasetSpec, DpSettings, Error, Result, now};
+use crate::{Catalog, DatasetSpec, DpSettings, Error, Pending, Result, now};
 
 /// What the catalogue shows about a dataset: metadata only, never data.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,10 +141,20 @@ impl Catalog {
     /// then named by a catalogue transaction. Any failure removes what was written: the
     /// catalogue and the data directory are as before. `source` itself is left alone.
     ///
+    /// `record` gives the audit record of the change from its version and row count; it is
+    /// written in the same transaction ([`crate::outbox`]) and returned as pending, for the
+    /// caller to append to the audit log and clear.
+    ///
     /// # Errors
     /// [`Error::DepartmentNotFound`]; [`Error::Invalid`] when the file does not match the
     /// metadata; [`Error::Ingest`] when the file cannot be read; I/O and SQLite failures.
-    pub fn register_dataset(&self, spec: &DatasetSpec, source: &Path, by: &UserId) -> Result<DatasetInfo> {
+    pub fn register_dataset(
+        &self,
+        spec: &DatasetSpec,
+        source: &Path,
+        by: &UserId,
+        record: impl FnOnce(u64, u64) -> Option<String>,
+    ) -> Result<(DatasetInfo, Option<Pending>)> {
         if !self.department_exists(&spec.dataset.department)? {
             return Err(Error::DepartmentNotFound(spec.dataset.department.clone()));
         }
@@ -196,7 +206,7 @@ impl Catalog {
             return Err(e);
         }
 
-        let commit = || -> Result<()> {
+        let commit = || -> Result<Option<Pending>> {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
             let registered_at = now();
@@ -256,15 +266,19 @@ impl Catalog {
                     ],
                 )?;
             }
+            let pending = record(version as u64, report.rows).map(|e| crate::outbox::write(&tx, e)).transpose()?;
             tx.commit()?;
-            Ok(())
+            Ok(pending)
         };
-        if let Err(e) = commit() {
-            let _ = fs::remove_file(&placed);
-            return Err(e);
-        }
+        let pending = match commit() {
+            Ok(pending) => pending,
+            Err(e) => {
+                let _ = fs::remove_file(&placed);
+                return Err(e);
+            }
+        };
         tracing::info!(dataset = %spec.dataset, rows = report.rows, bytes = report.bytes, "dataset version registered");
-        self.dataset(&spec.dataset)
+        Ok((self.dataset(&spec.dataset)?, pending))
     }
 
     /// Every dataset's metadata, by department and name; retired ones only when asked for.

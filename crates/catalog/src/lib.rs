@@ -38,6 +38,7 @@ mod error;
 pub mod extracts;
 pub mod identity;
 pub mod layout;
+pub mod outbox;
 mod schema;
 pub mod spec;
 
@@ -54,6 +55,7 @@ pub use error::{Error, Result};
 pub use extracts::{ExtractInfo, NewExtract, check_extract_name};
 pub use identity::{Department, IssuedToken, Principal, User};
 pub use layout::{DataDir, init};
+pub use outbox::Pending;
 pub use spec::{ColumnInput, ColumnSpec, DatasetSpec, DpInput, DpSettings, MetadataInput};
 
 /// An open catalogue over one data directory.

@@ -166,6 +166,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP TABLE budget_ledger;
     CREATE INDEX charges_by_user ON budget_charges (user_id, department, name, charged_at);
     "#,
+    // 10: the audit records of changes, written in the change's own transaction and removed once
+    // the audit log holds them, so a crash between the commit and the append loses no record.
+    r#"
+    CREATE TABLE audit_outbox (
+        id         INTEGER PRIMARY KEY,
+        entry      TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -116,7 +116,8 @@ pub(crate) fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, Demo
         let metadata: veil_server::dto::DatasetMetadata = serde_json::from_value(dataset.metadata)?;
         let spec = DatasetSpec::validate(metadata.into())?;
         let steward = UserId::new(format!("{}-steward", dataset.department))?;
-        let info = catalog.register_dataset(&spec, &csv, &steward)?;
+        // The demo is set up before its server exists: these registrations are not in its log.
+        let (info, _) = catalog.register_dataset(&spec, &csv, &steward, |_, _| None)?;
         std::fs::remove_file(&csv)?;
         tracing::info!(dataset = %info.dataset, rows = info.row_count, "demo dataset registered");
     }
@@ -143,7 +144,7 @@ async fn demo_extract(state: &AppState, setup: &DemoSetup) -> CliResult {
     };
     let caller = veil_broker::Caller { principal, request_id: None };
     let (request, extract) = state.broker.request_extract(&caller, department, request).await?;
-    state.catalog.decide_access_request(&request.id, &UserId::new("health-steward")?, Transition::Approve)?;
+    state.catalog.decide_access_request(&request.id, &UserId::new("health-steward")?, Transition::Approve, |_| None)?;
     tracing::info!(rows = extract.rows, "demo extract built and approved");
     Ok(())
 }

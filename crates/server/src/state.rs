@@ -57,6 +57,9 @@ pub enum StartError {
     /// The audit log could not be opened (or does not verify at its end).
     #[error(transparent)]
     Audit(#[from] veil_audit::Error),
+    /// The catalogue's pending audit records could not be read or cleared.
+    #[error(transparent)]
+    Catalog(#[from] veil_catalog::Error),
 }
 
 /// What the audit trail needs to know about the HTTP request being served.
@@ -77,6 +80,42 @@ tokio::task_local! {
 }
 
 /// A record of `action` by a signed-in caller, with `decision`; the handler adds the rest.
+/// `entry` as the audit log will hold it for this request: with its request id. For records
+/// written by the catalogue with their change, off the request's task.
+pub(crate) fn for_this_request(mut entry: Entry) -> Entry {
+    let _ = REQUEST.try_with(|request| {
+        entry.request_id.get_or_insert_with(|| request.id.clone());
+    });
+    entry
+}
+
+/// Appends the records that changes wrote with themselves but that never reached the audit log
+/// (the process stopped in between), each saying so, then clears them.
+fn append_pending(catalog: &Catalog, audit: &AuditLog) -> Result<(), StartError> {
+    const LATE: &str =
+        "appended when the server started: committed with its change, which the process outlived only in the catalogue";
+    for pending in catalog.pending_records()? {
+        let entry = match serde_json::from_str::<Entry>(&pending.entry) {
+            Ok(mut entry) => {
+                entry.detail = Some(match entry.detail.take() {
+                    Some(d) => format!("{d} ({LATE})"),
+                    None => LATE.to_owned(),
+                });
+                entry
+            }
+            Err(_) => {
+                let mut entry = Entry::new("audit.recovered", "failed");
+                entry.detail = Some(format!("a record written with a change could not be read; {LATE}"));
+                entry
+            }
+        };
+        audit.append_blocking(entry)?;
+        catalog.clear_pending(pending.id)?;
+        tracing::warn!(id = pending.id, "a pending audit record was appended at start");
+    }
+    Ok(())
+}
+
 pub(crate) fn entry_by(caller: &Principal, action: &str, decision: &str) -> Entry {
     let mut entry = Entry::new(action, decision);
     entry.actor = Some(actor(caller));
@@ -92,6 +131,7 @@ impl AppState {
     /// When the query runtime cannot be built or the audit log cannot be opened.
     pub fn new(catalog: Catalog, config: ServerConfig, policy: CasbinPolicy) -> Result<Self, StartError> {
         let audit = Arc::new(AuditLog::open(&catalog.dir().audit(), &catalog.dir().audit_key(), config.audit.clone())?);
+        append_pending(&catalog, &audit)?;
         let spill_dir = catalog.dir().tmp();
         let catalog = Arc::new(catalog);
         let policy = Arc::new(policy);
@@ -149,6 +189,19 @@ impl AppState {
             entry.request_id.get_or_insert_with(|| request.id.clone());
         });
         self.audit.append(entry).await.map_err(ApiError::from)
+    }
+
+    /// Appends the audit record a catalogue change wrote in its own transaction, then clears it
+    /// from the catalogue: the change and its record are never apart, even across a crash
+    /// (a record left pending is appended at the next start).
+    pub(crate) async fn audit_pending(&self, pending: Option<veil_catalog::Pending>) -> Result<Receipt, ApiError> {
+        let Some(pending) = pending else {
+            return Err(ApiError::internal("a change was committed without its audit record"));
+        };
+        let entry: Entry = serde_json::from_str(&pending.entry).map_err(ApiError::internal)?;
+        let receipt = self.audit(entry).await?;
+        self.blocking(move |c| c.clear_pending(pending.id)).await?;
+        Ok(receipt)
     }
 
     /// Records a simple event: an action by `actor` on `target`, its decision and why.

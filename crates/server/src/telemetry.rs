@@ -111,7 +111,14 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let context = Arc::new(RequestContext { id: request_id.clone(), ..RequestContext::default() });
     let served = REQUEST.scope(Arc::clone(&context), next.run(request));
     let mut response = tracing::Instrument::instrument(served, span.clone()).await;
-    if response.status() == StatusCode::FORBIDDEN && !context.audited.load(Ordering::Relaxed) {
+    // Every refusal the handler did not record: a 403 from anyone, and a refused change (a
+    // registration that does not validate, a decision on a request already decided) by a
+    // signed-in caller.
+    let status = response.status();
+    let refused_change = status.is_client_error()
+        && !matches!(method.as_str(), "GET" | "HEAD")
+        && context.actor.lock().is_ok_and(|a| a.is_some());
+    if (status == StatusCode::FORBIDDEN || refused_change) && !context.audited.load(Ordering::Relaxed) {
         response = record_refusal(&state, &context, format!("{method} {route}"), response).await;
     }
     let status = response.status().as_u16();
@@ -125,8 +132,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     response
 }
 
-/// Records a refusal the handler did not record itself (a 403 from `authz`), so every denied
-/// action is in the audit trail; if the record cannot be written, the answer is 503 instead.
+/// Records a refusal the handler did not record itself, so every denied action or change is in
+/// the audit trail; if the record cannot be written, the answer is 503 instead. A 403's message
+/// says which rule refused; other refusals keep their code and status only, since a validation
+/// message may quote what was sent.
 async fn record_refusal(state: &AppState, context: &RequestContext, target: String, response: Response) -> Response {
     let refusal = response.extensions().get::<Refusal>().cloned();
     let mut entry = Entry::new("request.denied", "denied");
@@ -134,7 +143,11 @@ async fn record_refusal(state: &AppState, context: &RequestContext, target: Stri
     entry.actor = context.actor.lock().ok().and_then(|a| a.clone());
     entry.target = Some(target);
     entry.rule = refusal.as_ref().map(|r| r.code.to_owned());
-    entry.detail = refusal.map(|r| r.message);
+    entry.detail = if response.status() == StatusCode::FORBIDDEN {
+        refusal.map(|r| r.message)
+    } else {
+        Some(format!("refused with status {}", response.status().as_u16()))
+    };
     match state.audit.append(entry).await {
         Ok(_) => response,
         Err(e) => ApiError::from(e).into_response(),

@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, ExtractInput, ExtractView, NewAccessRequest};
 use crate::error::ApiError;
-use crate::state::{AppState, entry_by, now_unix};
+use crate::state::{AppState, entry_by, for_this_request, now_unix};
 
 /// Asks for a mode on a dataset, with a purpose and an expiry (analysts).
 #[utoipa::path(post, path = "/v1/access-requests", tag = "access", request_body = NewAccessRequest, security(("bearer" = [])),
@@ -176,16 +176,22 @@ async fn decide(
         Transition::Approve => String::new(),
         Transition::Reject(r) | Transition::Revoke(r) => r.clone(),
     };
-    let (decided, extract) = state
+    // The decision and its record commit together (the catalogue's outbox); the record goes to
+    // the log before the answer.
+    let who = caller.clone();
+    let record = move |decided: &AccessRequest| {
+        let detail = format!("for {}; purpose: {}; {detail}", decided.user, decided.purpose);
+        serde_json::to_string(&for_this_request(request_entry(&who, action, decided, detail))).ok()
+    };
+    let (decided, pending, extract) = state
         .blocking(move |c| {
-            let decided = c.decide_access_request(&id, &user, transition)?;
+            let (decided, pending) = c.decide_access_request(&id, &user, transition, record)?;
             let extract = c.extract(&decided.id)?;
-            Ok((decided, extract))
+            Ok((decided, pending, extract))
         })
         .await?;
+    state.audit_pending(pending).await?;
     state.refresh_policy().await?;
-    let detail = format!("for {}; purpose: {}; {detail}", decided.user, decided.purpose);
-    state.audit(request_entry(&caller, action, &decided, detail)).await?;
     let mut view = AccessRequestView::from(decided);
     view.extract = extract.map(|e| ExtractView::new(e, true));
     Ok(Json(view))

@@ -18,7 +18,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{AccessView, DatasetMetadata, DatasetView, ErrorBody, ModeAccess};
 use crate::error::ApiError;
-use crate::state::{AppState, entry_by, now_unix, subject};
+use crate::state::{AppState, entry_by, for_this_request, now_unix, subject};
 
 /// Largest `metadata` part accepted.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
@@ -80,13 +80,17 @@ pub(crate) async fn datasets_register(
         ));
     };
     let user = caller.user.clone();
-    let info = state.blocking(move |c| c.register_dataset(&spec, &source, &user)).await?;
+    let mut entry = for_this_request(entry_by(&caller, "dataset.register", "ok"));
+    entry.datasets = vec![DatasetUse { dataset: spec.dataset.to_string(), level: Some(spec.level.to_string()) }];
+    // The record commits with the new version (the catalogue's outbox), then goes to the log.
+    let record = move |version: u64, rows: u64| {
+        entry.detail = Some(format!("version {version}, {rows} rows"));
+        entry.rows = Some(rows);
+        serde_json::to_string(&entry).ok()
+    };
+    let (info, pending) = state.blocking(move |c| c.register_dataset(&spec, &source, &user, record)).await?;
     state.metrics.registered(info.row_count);
-    let mut entry = entry_by(&caller, "dataset.register", "ok");
-    entry.datasets = vec![DatasetUse { dataset: info.dataset.to_string(), level: Some(info.level.to_string()) }];
-    entry.detail = Some(format!("version {}, {} rows", info.current_version, info.row_count));
-    entry.rows = Some(info.row_count);
-    state.audit(entry).await?;
+    state.audit_pending(pending).await?;
     Ok((StatusCode::CREATED, Json(info.into())))
 }
 
