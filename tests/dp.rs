@@ -941,3 +941,27 @@ async fn joins_over_people_need_keys_that_are_columns() {
     let (status, body) = dp(&w, &w.civil_analyst, columns, 0.01).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn a_repeated_group_key_is_answered_not_a_crash() {
+    // The same column twice as a key, and two keys derived from one column: each group once,
+    // noisy, with its interval; the server stays up and the query is audited.
+    let w = world().await;
+    for sql in [
+        "SELECT district, district AS again, count(*) AS n FROM civil.residents GROUP BY district, district",
+        "SELECT district, upper(district) AS loud, count(*) AS n FROM civil.residents GROUP BY district, upper(district)",
+    ] {
+        let (status, body) = dp(&w, &w.civil_analyst, sql, 0.5).await;
+        assert_eq!(status, StatusCode::OK, "{sql}: {body}");
+        let rows = body["rows"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{sql}: {body}");
+        assert!(rows.iter().all(|r| r[0] == r[1] || r[1].as_str() == r[0].as_str().map(str::to_uppercase).as_deref()));
+        let record = w.s.audit_records().into_iter().rev().find(|r| r.entry.action == "query").unwrap();
+        assert_eq!(record.entry.decision, "allowed", "{sql}");
+    }
+    // Anonymized aggregates rebuild the keys the same way.
+    let sql = "SELECT district, district AS again, count(*) AS n FROM civil.residents GROUP BY district, district";
+    let (status, body) = w.query(&w.civil_analyst, "aggregate", sql).await;
+    assert_eq!(status, StatusCode::OK, "aggregate: {body}");
+    assert!(!body["rows"].as_array().unwrap().is_empty(), "{body}");
+}

@@ -9,3 +9,19 @@ pub(crate) fn unalias(e: &Expr) -> &Expr {
         other => other,
     }
 }
+
+/// The distinct group keys of `agg`, in order, as its output has them: a key repeated in GROUP BY
+/// (`GROUP BY district, district`) is one column of the aggregate's output, so the rewrites that
+/// rebuild it must count it once. A plan whose output does not match is refused, not guessed at.
+pub(crate) fn group_keys(agg: &datafusion::logical_expr::Aggregate) -> datafusion::common::Result<Vec<Expr>> {
+    let mut keys: Vec<Expr> = Vec::with_capacity(agg.group_expr.len());
+    for key in &agg.group_expr {
+        if !keys.iter().any(|k| k.clone().unalias() == key.clone().unalias()) {
+            keys.push(key.clone());
+        }
+    }
+    if keys.len() + agg.aggr_expr.len() != agg.schema.fields().len() {
+        return datafusion::common::plan_err!("the privacy guard cannot match this GROUP BY to the aggregate's output");
+    }
+    Ok(keys)
+}

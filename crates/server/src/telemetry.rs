@@ -4,6 +4,7 @@
 //! and the latency: never a query string, a body, a header value or a path parameter, so no
 //! data value and no token can reach a log line.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -109,8 +111,16 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("request", id = %request_id, method = %method, route = %route);
     let context = Arc::new(RequestContext { id: request_id.clone(), ..RequestContext::default() });
-    let served = REQUEST.scope(Arc::clone(&context), next.run(request));
-    let mut response = tracing::Instrument::instrument(served, span.clone()).await;
+    // A panic in a handler (a bug) is answered 500 with the generic code and recorded below as
+    // a failed request, instead of dropping the connection with nothing in the audit log.
+    let served = REQUEST.scope(Arc::clone(&context), AssertUnwindSafe(next.run(request)).catch_unwind());
+    let mut response = match tracing::Instrument::instrument(served, span.clone()).await {
+        Ok(response) => response,
+        Err(_) => {
+            span.in_scope(|| tracing::error!("the request's handler panicked"));
+            ApiError::internal("the request's handler panicked").into_response()
+        }
+    };
     // Every refusal the handler did not record: a 403 from anyone, and a refused change (a
     // registration that does not validate, a decision on a request already decided) by a
     // signed-in caller.
@@ -118,7 +128,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let refused_change = status.is_client_error()
         && !matches!(method.as_str(), "GET" | "HEAD")
         && context.actor.lock().is_ok_and(|a| a.is_some());
-    if (status == StatusCode::FORBIDDEN || refused_change) && !context.audited.load(Ordering::Relaxed) {
+    if (status == StatusCode::FORBIDDEN || refused_change || status.is_server_error())
+        && !context.audited.load(Ordering::Relaxed)
+    {
         response = record_refusal(&state, &context, format!("{method} {route}"), response).await;
     }
     let status = response.status().as_u16();
@@ -138,7 +150,11 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 /// message may quote what was sent.
 async fn record_refusal(state: &AppState, context: &RequestContext, target: String, response: Response) -> Response {
     let refusal = response.extensions().get::<Refusal>().cloned();
-    let mut entry = Entry::new("request.denied", "denied");
+    let mut entry = if response.status().is_server_error() {
+        Entry::new("request.failed", "failed")
+    } else {
+        Entry::new("request.denied", "denied")
+    };
     entry.request_id = Some(context.id.clone());
     entry.actor = context.actor.lock().ok().and_then(|a| a.clone());
     entry.target = Some(target);

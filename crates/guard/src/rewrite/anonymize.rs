@@ -85,7 +85,7 @@ fn bound_with(
     let listed = listed_constants(&agg.input);
     let described = super::DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
-        keys: agg.group_expr.len(),
+        keys: crate::exprs::group_keys(&agg)?.len(),
         aggregates: kinds.to_vec(),
         contribution: crate::Contribution::default(),
         public_keys: None,
@@ -118,13 +118,14 @@ fn bound_with(
         [only] => only.hash(),
         many => coalesce(many.iter().map(|u| u.hash()).collect()),
     };
-    let keys = agg.group_expr.len();
+    let group_keys = crate::exprs::group_keys(&agg)?;
+    let keys = group_keys.len();
     let unit_name = format!("{}unit", super::DP_PREFIX);
 
     // 1. Per person and group: an aggregate over each person's rows, or each row as it is
     // when every person is one row (a row's count is 1 or 0, its sum its clamped value).
     let mut group = vec![unit.alias(&unit_name)];
-    group.extend(agg.group_expr.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
+    group.extend(group_keys.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
     let one_or_zero = |condition: Expr| datafusion::logical_expr::when(condition, lit(1i64)).otherwise(lit(0i64));
     let mut partial = Vec::new();
     let mut measured = Vec::new();

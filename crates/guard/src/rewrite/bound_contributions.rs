@@ -181,7 +181,7 @@ pub(super) fn bound(
     }
     let dp = DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
-        keys: agg.group_expr.len(),
+        keys: crate::exprs::group_keys(&agg)?.len(),
         aggregates: kinds.to_vec(),
         contribution,
         public_keys: assessment.dp_public_keys.clone(),
@@ -196,12 +196,13 @@ pub(super) fn bound(
         many => coalesce(many.iter().map(|u| u.hash()).collect()),
     };
     let r = i64::try_from(contribution.max_rows).unwrap_or(i64::MAX);
-    let keys = agg.group_expr.len();
+    let group_keys = crate::exprs::group_keys(&agg)?;
+    let keys = group_keys.len();
     let unit_name = format!("{DP_PREFIX}unit");
 
     // 1. Per person and group.
     let mut group = vec![unit.alias(&unit_name)];
-    group.extend(agg.group_expr.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
+    group.extend(group_keys.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
     let mut partial = Vec::new();
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
         let Expr::AggregateFunction(f) = unalias(e) else {
