@@ -293,19 +293,25 @@ async fn exact_aggregates_over_people_only_where_a_policy_line_names_them() {
     assert!(released.rules().iter().any(|r| r.code == "anonymized"));
     assert!(!released.rules().iter().any(|r| r.code == "exact_aggregates"));
     assert_ne!(counts_and_sums(&released), truth, "anonymized answers carry noise");
-    // Each value carries its noise's scale, on the 1-2-5 grid, and the noise is within it.
+    // Each value's noise is bounded by a figure from the query and the declared bounds alone,
+    // and the values are within it.
     let noise = &released.answer().anonymized.as_ref().unwrap().noise_sd;
-    let names: Vec<&str> = noise.iter().map(|(c, _)| c.as_str()).collect();
-    assert_eq!(names, ["n", "total"]);
-    // Two layers of standard deviation 1 on a count of one row per person: √2, stated as 2.
-    assert_eq!(noise[0].1, vec![2.0; 4]);
-    for (i, ((n, total), (true_n, true_total))) in counts_and_sums(&released).into_iter().zip(&truth).enumerate() {
-        assert!((n - true_n).abs() as f64 <= 5.0 * noise[0].1[i], "count {n} vs {true_n}");
-        assert!((total - true_total).abs() <= 5.0 * noise[1].1[i], "sum {total} vs {true_total}");
-        assert!([1.0, 2.0, 5.0].iter().any(|m| {
-            let decade = 10f64.powf(noise[1].1[i].log10().floor());
-            (noise[1].1[i] / decade - m).abs() < 1e-9
-        }));
+    let layers = 2f64.sqrt(); // two layers of scale 1 per value
+    assert_eq!(noise, &[("n".to_owned(), layers), ("total".to_owned(), layers * 1000.0)]);
+    for ((n, total), (true_n, true_total)) in counts_and_sums(&released).into_iter().zip(&truth) {
+        assert!((n - true_n).abs() as f64 <= 5.0 * noise[0].1, "count {n} vs {true_n}");
+        assert!((total - true_total).abs() <= 5.0 * noise[1].1, "sum {total} vs {true_total}");
+    }
+    // The stated noise says nothing about who is in a group: a red team read whether one
+    // person's value was above zero off the scale two groups' answers stated when it came from
+    // their contributions. Groups of different people, with and without the largest values:
+    // the same figures.
+    for narrower in ["subsidy >= 0 AND subsidy < 200", "subsidy >= 0 AND subsidy < 500", "district = 'B'"] {
+        let sql = format!(
+            "SELECT district, COUNT(*) AS n, SUM(subsidy) AS total FROM civil.people WHERE {narrower} GROUP BY district"
+        );
+        let released = w.ask("civil-analyst", &sql, "aggregate", None).await.unwrap();
+        assert_eq!(&released.answer().anonymized.as_ref().unwrap().noise_sd, noise, "{sql}");
     }
     // A rework that mixes groups states no per-row noise.
     let reworked =

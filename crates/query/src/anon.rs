@@ -51,9 +51,9 @@ pub(crate) struct Anonymized {
     pub(crate) values: RecordBatch,
     /// Groups withheld by the threshold (for the audit record only).
     pub(crate) suppressed: u64,
-    /// Per aggregate, per released group: the standard deviation of the value's noise,
-    /// rounded up to 1, 2 or 5 × 10ⁿ.
-    pub(crate) noise_sd: Vec<Vec<f64>>,
+    /// Per aggregate: the most the standard deviation of its values' noise can be, when that
+    /// follows from the query and the public bounds alone (`None` otherwise).
+    pub(crate) noise_sd: Vec<Option<f64>>,
 }
 
 /// A released group: its row in the measured totals, its people, the seed of their set, and
@@ -167,10 +167,11 @@ pub(crate) fn add_noise(
         })
     };
     let mut at = plan.keys;
-    let mut noise_sd = Vec::with_capacity(plan.aggregates.len());
+    // The layers' standard deviation together, in units of a layer's scale.
+    let layers = LAYER_SD * ((2 + conditions) as f64).sqrt();
+    let noise_sd = plan.aggregates.iter().map(|a| stated_sd(*a, plan.one_row_per_person, layers)).collect();
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
-        let mut sds = Vec::with_capacity(kept.len());
         for &Group { row, people: p, ref seed, ref label, ref conditions } in &kept {
             // Two layers per measure: the people's, and the query's labels'. Every count of a
             // group shares its noise: several COUNTs in one query are not several samples.
@@ -184,33 +185,24 @@ pub(crate) fn add_noise(
                 let condition_layers: f64 = conditions.iter().map(|c| normal(&key, &[b"condition", c, &tag])).sum();
                 LAYER_SD * sd * (people_layer + label_layer + condition_layers)
             };
-            // The layers' standard deviation together, for a measure whose layers have `sd`.
-            let layers = LAYER_SD * ((2 + conditions.len()) as f64).sqrt();
-            let noisy = |m: Measured, measure: usize, min_sd: f64| {
+            // Every layer's scale is at least 1: a group whose contributions after the two
+            // largest are all zero would otherwise get no noise at all, and its sum would be
+            // exact (a red team saw a stated scale of 0).
+            let noisy = |m: Measured, measure: usize| {
                 let (value, sd) = m.flattened(p);
-                let sd = sd.max(min_sd);
-                (value + noise(measure, sd), layers * sd)
+                value + noise(measure, sd.max(1.0))
             };
-            let (value, sd) = match *aggregate {
-                DpAggregate::CountRows => {
-                    let (n, sd) = noisy(measured_at(at, row)?, 0, 1.0);
-                    (n.round().max(0.0), sd)
-                }
-                DpAggregate::CountPeople => ((p as f64 + noise(0, 1.0)).round().max(0.0), layers),
-                DpAggregate::Sum { .. } => noisy(measured_at(at, row)?, 0, 0.0),
+            values.push(match *aggregate {
+                DpAggregate::CountRows => noisy(measured_at(at, row)?, 0).round().max(0.0),
+                DpAggregate::CountPeople => (p as f64 + noise(0, 1.0)).round().max(0.0),
+                DpAggregate::Sum { .. } => noisy(measured_at(at, row)?, 0),
                 DpAggregate::Avg { lo, hi } => {
-                    let (s, s_sd) = noisy(measured_at(at, row)?, 0, 0.0);
-                    let (n, n_sd) = noisy(measured_at(at + 3, row)?, 1, 1.0);
-                    let n = n.round().max(1.0);
-                    let avg = (s / n).clamp(lo, hi);
-                    // To first order, the noise of a ratio of noisy sum and count.
-                    (avg, (s_sd.powi(2) + (avg * n_sd).powi(2)).sqrt() / n)
+                    let s = noisy(measured_at(at, row)?, 0);
+                    let n = noisy(measured_at(at + 3, row)?, 1).round().max(1.0);
+                    (s / n).clamp(lo, hi)
                 }
-            };
-            values.push(value);
-            sds.push(round_up_125(sd));
+            });
         }
-        noise_sd.push(sds);
         at += match aggregate {
             DpAggregate::CountRows | DpAggregate::Sum { .. } => 3,
             DpAggregate::Avg { .. } => 6,
@@ -233,17 +225,22 @@ pub(crate) fn add_noise(
     Ok(Anonymized { values, suppressed, noise_sd })
 }
 
-/// The least of 1, 2 or 5 × 10ⁿ at or above `x` (0 stays 0): the order of a noise's scale,
-/// without the exact figure, which is a statistic of a few people's contributions.
-fn round_up_125(x: f64) -> f64 {
-    if x.is_nan() || x <= 0.0 {
-        return 0.0;
+/// What an answer may say about an aggregate's noise: the most its standard deviation can be,
+/// from the query (`layers`) and public bounds only. A scale derived from the group's own
+/// contributions moved when one person entered it, and a red team read whether a planted
+/// person's value was above zero off two answers' stated scales, with no noise in the way.
+///
+/// COUNT(DISTINCT unit) has layers of scale 1; COUNT over one row per person too (each person
+/// contributes one row); SUM over one row per person at most the larger bound's magnitude per
+/// layer (contributions are clamped to the bounds). Otherwise (several rows per person, averages,
+/// whose noise depends on a noisy count) nothing data-free can be said.
+fn stated_sd(aggregate: DpAggregate, one_row_per_person: bool, layers: f64) -> Option<f64> {
+    match aggregate {
+        DpAggregate::CountPeople => Some(layers),
+        DpAggregate::CountRows if one_row_per_person => Some(layers),
+        DpAggregate::Sum { lo, hi } if one_row_per_person => Some(layers * lo.abs().max(hi.abs()).max(1.0)),
+        _ => None,
     }
-    if x.is_infinite() {
-        return x;
-    }
-    let decade = 10f64.powf(x.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * decade).find(|v| *v >= x * (1.0 - 1e-12)).unwrap_or(10.0 * decade)
 }
 
 /// A standard normal value determined by `key` and `parts`: two uniforms from one HMAC-SHA256
@@ -286,12 +283,15 @@ mod tests {
     }
 
     #[test]
-    fn noise_scales_are_stated_on_the_one_two_five_grid() {
-        for (x, want) in
-            [(0.0, 0.0), (1.0, 1.0), (1.414, 2.0), (2.0, 2.0), (2.1, 5.0), (7.0, 10.0), (0.03, 0.05), (1234.0, 2000.0)]
-        {
-            assert!((round_up_125(x) - want).abs() < 1e-9 * want.max(1.0), "{x}: {} not {want}", round_up_125(x));
-        }
+    fn the_stated_noise_follows_from_the_query_and_the_bounds_alone() {
+        let layers = 2f64.sqrt();
+        let sum = DpAggregate::Sum { lo: 0.0, hi: 3000.0 };
+        assert_eq!(stated_sd(DpAggregate::CountPeople, false, layers), Some(layers));
+        assert_eq!(stated_sd(DpAggregate::CountRows, true, layers), Some(layers));
+        assert_eq!(stated_sd(sum, true, layers), Some(layers * 3000.0));
+        assert_eq!(stated_sd(DpAggregate::CountRows, false, layers), None, "several rows per person");
+        assert_eq!(stated_sd(sum, false, layers), None);
+        assert_eq!(stated_sd(DpAggregate::Avg { lo: 0.0, hi: 3000.0 }, true, layers), None);
     }
 
     #[test]

@@ -93,21 +93,17 @@ impl QueryEngine {
         // constant, so the label layer changes with what is asked, not with spelling alone.
         let label = digest::digest(&digest::SHA256, optimized.display_indent().to_string().as_bytes());
         let noisy = anon::add_noise(&batches, &schema, plan, request.k, &request.noise_key, label.as_ref())?;
-        // Each value's noise when the answer's rows are the released groups (projected,
-        // sorted, filtered or limited); a rework that mixes groups has none to state.
+        // The noise of each output column that copies an aggregate, when the answer's rows are
+        // the released groups (projected, sorted, filtered or limited); a rework that mixes
+        // groups has none to state.
         let mut answer = match self.finish_released(plan, &noisy.values, false).await? {
             Some(finished) => {
                 let names = finished.schema.fields().iter().map(|f| f.name().clone());
                 let noise_sd = names
                     .zip(&finished.copies)
                     .filter_map(|(name, copy)| {
-                        let sd = noisy.noise_sd.get(copy.as_ref()?.checked_sub(plan.keys)?)?;
-                        let by_row = finished
-                            .row_ids
-                            .values()
-                            .iter()
-                            .map(|r| usize::try_from(*r).ok().and_then(|r| sd.get(r).copied()));
-                        Some((name, by_row.collect::<Option<Vec<f64>>>()?))
+                        let sd = noisy.noise_sd.get(copy.as_ref()?.checked_sub(plan.keys)?).copied().flatten()?;
+                        Some((name, sd))
                     })
                     .collect();
                 let mut answer = Answer::rows(finished.schema, finished.batches);

@@ -106,11 +106,13 @@ pub struct Answer {
 /// How noisy an anonymized answer is.
 #[derive(Debug, Clone, Default)]
 pub struct AnonReport {
-    /// For each output column that is an anonymized count, sum or average (renamed at most):
-    /// its name and, per row, the standard deviation of its noise, rounded up to 1, 2 or 5 × 10ⁿ
-    /// (the noise scales with a few people's contributions, so only its order is stated).
-    /// Empty when the answer reworks the groups (an aggregate or window over them).
-    pub noise_sd: Vec<(String, Vec<f64>)>,
+    /// For each output column that copies an anonymized count or sum (renamed at most), when
+    /// the query and the public bounds alone bound its noise: its name and the most the
+    /// standard deviation of its noise can be, the same in every row. Nothing that depends on
+    /// the data: a scale read off a group's own contributions told whether one person's value
+    /// was above zero. Empty when the answer reworks the groups (an aggregate or window over
+    /// them).
+    pub noise_sd: Vec<(String, f64)>,
 }
 
 /// What a dp answer spent and how precise it is.

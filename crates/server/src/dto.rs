@@ -595,19 +595,20 @@ pub struct QueryResponse {
 /// How noisy an anonymized answer's values are (not differential privacy: no budget).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AnonymizedAnswer {
-    /// For each output column that is an anonymized count, sum or average: the standard
-    /// deviation of each row's noise, rounded up to 1, 2 or 5 × 10ⁿ. Empty when the answer
-    /// reworks the released groups (an aggregate or window over them).
+    /// For each output column that copies an anonymized count or sum, when the query and the
+    /// declared bounds alone bound its noise: the most its standard deviation can be (the same
+    /// in every row; never a figure read from the data). Empty when the answer reworks the
+    /// released groups (an aggregate or window over them).
     pub noise_sd: Vec<NoiseSd>,
 }
 
-/// The noise of one anonymized output column, by row.
+/// The noise of one anonymized output column.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NoiseSd {
     /// Output column.
     pub column: String,
-    /// Each row's noise standard deviation (an upper bound on the 1-2-5 grid).
-    pub sd: Vec<f64>,
+    /// The most the standard deviation of its noise can be.
+    pub sd_at_most: f64,
 }
 
 /// What a dp answer cost and how precise its values are.

@@ -88,6 +88,7 @@ fn bound_with(
         keys: crate::exprs::group_keys(&agg)?.len(),
         aggregates: kinds.to_vec(),
         contribution: crate::Contribution::default(),
+        one_row_per_person: one_row,
         public_keys: None,
         conditions: listed.iter().map(|(e, c)| format!("{} = {}", e.schema_name(), c.schema_name())).collect(),
         upper: upper.clone(),

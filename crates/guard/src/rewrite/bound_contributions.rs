@@ -64,6 +64,9 @@ pub struct DpPlan {
     /// Anonymized answers: a label per constant of the query's IN lists, in the order of the
     /// per-constant seeds the measuring plan outputs after the people's seed.
     pub conditions: Vec<String>,
+    /// Anonymized answers: every person is one row of the aggregate's input (measured at
+    /// registration, no join repeating rows), so each contributes one row to one group.
+    pub one_row_per_person: bool,
 }
 
 impl DpPlan {
@@ -187,6 +190,7 @@ pub(super) fn bound(
         public_keys: assessment.dp_public_keys.clone(),
         conditions: Vec::new(),
         upper: upper.clone(),
+        one_row_per_person: false,
     };
     let capped = super::cap_rows::cap_before_joins(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
     let Threaded { plan: input, units } = threshold.thread(capped)?;

@@ -122,7 +122,7 @@ fn json_response(released: Released) -> Result<QueryResponse, ApiError> {
             noise_sd: a
                 .noise_sd
                 .iter()
-                .map(|(column, sd)| NoiseSd { column: column.clone(), sd: sd.clone() })
+                .map(|(column, sd)| NoiseSd { column: column.clone(), sd_at_most: *sd })
                 .collect(),
         }),
     })
