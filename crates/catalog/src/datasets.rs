@@ -206,7 +206,7 @@ impl Catalog {
             return Err(e);
         }
 
-        let commit = || -> Result<Option<Pending>> {
+        let commit = || -> Result<(Option<Pending>, i64)> {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
             let registered_at = now();
@@ -268,17 +268,17 @@ impl Catalog {
             }
             let pending = record(version as u64, report.rows).map(|e| crate::outbox::write(&tx, e)).transpose()?;
             tx.commit()?;
-            Ok(pending)
+            Ok((pending, version))
         };
-        let pending = match commit() {
-            Ok(pending) => pending,
+        let (pending, version) = match commit() {
+            Ok(done) => done,
             Err(e) => {
                 let _ = fs::remove_file(&placed);
                 return Err(e);
             }
         };
         tracing::info!(dataset = %spec.dataset, rows = report.rows, bytes = report.bytes, "dataset version registered");
-        Ok((self.dataset(&spec.dataset)?, pending))
+        Ok((self.dataset_at(&spec.dataset, Some(version))?, pending))
     }
 
     /// Every dataset's metadata, by department and name; retired ones only when asked for.
@@ -304,6 +304,13 @@ impl Catalog {
     /// # Errors
     /// [`Error::DatasetNotFound`], or a SQLite failure.
     pub fn dataset(&self, dataset: &DatasetRef) -> Result<DatasetInfo> {
+        self.dataset_at(dataset, None)
+    }
+
+    /// One dataset's metadata as of `version` (its current one when `None`): what a
+    /// registration answers is the version its own transaction created, even when another
+    /// registration of the same name committed right after it.
+    fn dataset_at(&self, dataset: &DatasetRef, version: Option<i64>) -> Result<DatasetInfo> {
         let conn = self.conn();
         let key = params![dataset.department.as_str(), dataset.name.as_str()];
         let head = conn
@@ -315,6 +322,7 @@ impl Catalog {
         let Some((current_version, created_at, retired_at)) = head else {
             return Err(Error::DatasetNotFound(dataset.clone()));
         };
+        let current_version = version.unwrap_or(current_version);
         let mut stmt = conn.prepare_cached(
             "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit,
                     max_groups, max_rows, epsilon_cap, one_row_per_unit
@@ -507,5 +515,80 @@ mod tests {
         drop(Catalog::open(&data).expect("open"));
         assert_eq!(std::fs::read_dir(dir.tmp()).expect("tmp").count(), 0);
         assert!(!orphan_dir.join("0000.parquet").exists());
+    }
+
+    #[test]
+    fn a_registration_answers_and_records_the_version_it_created() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        let admin = UserId::new("admin").expect("id");
+        crate::init(&data, &root.path().join("t"), &admin, &[]).expect("init");
+        let catalog = std::sync::Arc::new(Catalog::open(&data).expect("open"));
+        catalog.create_department(&DepartmentId::new("civil").expect("id"), "民政局").expect("department");
+        let spec = DatasetSpec::validate(crate::MetadataInput {
+            name: "counts".into(),
+            department: "civil".into(),
+            level: "L1".into(),
+            description: "a table about nobody".into(),
+            privacy_unit: None,
+            format: None,
+            columns: std::collections::BTreeMap::from([(
+                "n".to_owned(),
+                crate::ColumnInput {
+                    tag: "attribute".into(),
+                    linkable: false,
+                    bounds: None,
+                    data_type: Some("int64".into()),
+                    generalize: None,
+                    public_values: None,
+                },
+            )]),
+            dp: crate::DpInput::default(),
+        })
+        .expect("spec");
+        // Two stewards register the same name at once, with files of different lengths: each
+        // answer and each record is about its own version.
+        let threads: Vec<_> = [3usize, 5]
+            .into_iter()
+            .map(|rows| {
+                let (catalog, spec) = (std::sync::Arc::clone(&catalog), spec.clone());
+                let file = root.path().join(format!("{rows}.csv"));
+                std::fs::write(&file, format!("n\n{}", "1\n".repeat(rows))).expect("csv");
+                std::thread::spawn(move || {
+                    (0..8)
+                        .map(|_| {
+                            let record = |version: u64, rows: u64| Some(format!("{version} {rows}"));
+                            let (info, pending) = catalog
+                                .register_dataset(&spec, &file, &UserId::new("admin").expect("id"), record)
+                                .expect("register");
+                            (rows as u64, info, pending.expect("recorded").entry)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for thread in threads {
+            for (rows, info, entry) in thread.join().expect("thread") {
+                assert_eq!(info.row_count, rows, "the answer is the version this registration created");
+                assert_eq!(entry, format!("{} {rows}", info.current_version));
+                versions.push((info.current_version, rows));
+            }
+        }
+        versions.sort_unstable();
+        assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), (1..=16).collect::<Vec<_>>());
+        assert_eq!(catalog.pending_records().expect("pending").len(), 16);
+        // The read-back a registration answers with names its version, not the current one
+        // (the race above is rare; this is what closes it).
+        let counts = DatasetRef {
+            department: DepartmentId::new("civil").expect("id"),
+            name: DatasetName::new("counts").expect("name"),
+        };
+        let current = catalog.dataset(&counts).expect("current");
+        for (version, rows) in versions {
+            let then = catalog.dataset_at(&counts, Some(version)).expect("version");
+            assert_eq!((then.current_version, then.row_count), (version, rows));
+        }
+        assert_eq!(current.current_version, 16);
     }
 }
