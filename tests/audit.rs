@@ -341,3 +341,35 @@ async fn refused_changes_are_recorded_without_what_was_sent() {
     let log = serde_json::to_string(&records.iter().map(|r| &r.entry).collect::<Vec<_>>()).unwrap();
     assert!(!log.contains("SECRET-VALUE"), "nothing sent is in the log");
 }
+
+#[tokio::test]
+async fn a_record_whose_append_failed_reaches_the_log_while_the_server_runs() {
+    let w = world().await;
+    // What a change leaves when its request's append fails (the log could not write): its
+    // record pending in the catalogue, with the server still running.
+    let catalog = veil_catalog::Catalog::open(&w.s.data_dir()).unwrap();
+    let steward = veil_common::UserId::new("civil-steward").unwrap();
+    let csv = w.s.scratch().join("later.csv");
+    std::fs::write(&csv, veil_tests::world::residents_csv(&w.residents)).unwrap();
+    let metadata: veil_server::dto::DatasetMetadata =
+        serde_json::from_value(veil_tests::world::residents_metadata("later")).unwrap();
+    let spec = veil_catalog::DatasetSpec::validate(metadata.into()).unwrap();
+    let record = |version: u64, _| {
+        let mut entry = veil_audit::Entry::new("dataset.register", "ok");
+        entry.target = Some(format!("civil.later v{version}"));
+        Some(serde_json::to_string(&entry).unwrap())
+    };
+    catalog.register_dataset(&spec, &csv, &steward, record).unwrap();
+    let found = async {
+        loop {
+            let late = w.s.audit_records().into_iter().find(|r| r.entry.target.as_deref() == Some("civil.later v1"));
+            if let Some(r) = late {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let late = tokio::time::timeout(std::time::Duration::from_secs(20), found).await.expect("appended within 20 s");
+    assert!(late.entry.detail.as_deref().unwrap().contains("appended while the server ran"));
+    assert!(catalog.pending_records().unwrap().is_empty());
+}

@@ -170,7 +170,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // the audit log holds them, so a crash between the commit and the append loses no record.
     r#"
     CREATE TABLE audit_outbox (
-        id         INTEGER PRIMARY KEY,
+        id         INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: the server tells old from new by id
         entry      TEXT NOT NULL,
         created_at TEXT NOT NULL
     ) STRICT;

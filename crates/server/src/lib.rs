@@ -85,6 +85,11 @@ pub fn app(state: AppState) -> Router {
 /// How often the policy files are checked for changes.
 const POLICY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How often the catalogue's pending audit records are looked at: a record whose own append
+/// failed (the log could not write) goes to the log at the next look after it has waited a whole
+/// period, without a restart.
+const PENDING_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests and
 /// closes the audit log with a signed checkpoint. While it runs, the policy files are reloaded
 /// when they change.
@@ -97,9 +102,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let watcher = tokio::spawn(routes::policy::watch(state.clone(), POLICY_POLL));
+    let drainer = tokio::spawn(state::drain_pending(state.clone(), PENDING_POLL));
     let audit = std::sync::Arc::clone(&state.audit);
     let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
     watcher.abort();
+    drainer.abort();
     // Every request has finished: sign the chain head so the log ends on a checkpoint.
     if let Err(e) = audit.close().await {
         tracing::error!(error = %e, "the audit log could not be closed cleanly");

@@ -89,31 +89,61 @@ pub(crate) fn for_this_request(mut entry: Entry) -> Entry {
     entry
 }
 
+/// A pending record as the log will hold it, saying why it comes late (`late`).
+fn late_entry(pending: &veil_catalog::Pending, late: &str) -> Entry {
+    match serde_json::from_str::<Entry>(&pending.entry) {
+        Ok(mut entry) => {
+            entry.detail = Some(match entry.detail.take() {
+                Some(d) => format!("{d} ({late})"),
+                None => late.to_owned(),
+            });
+            entry
+        }
+        Err(_) => {
+            let mut entry = Entry::new("audit.recovered", "failed");
+            entry.detail = Some(format!("a record written with a change could not be read; {late}"));
+            entry
+        }
+    }
+}
+
 /// Appends the records that changes wrote with themselves but that never reached the audit log
 /// (the process stopped in between), each saying so, then clears them.
 fn append_pending(catalog: &Catalog, audit: &AuditLog) -> Result<(), StartError> {
     const LATE: &str =
         "appended when the server started: committed with its change, which the process outlived only in the catalogue";
     for pending in catalog.pending_records()? {
-        let entry = match serde_json::from_str::<Entry>(&pending.entry) {
-            Ok(mut entry) => {
-                entry.detail = Some(match entry.detail.take() {
-                    Some(d) => format!("{d} ({LATE})"),
-                    None => LATE.to_owned(),
-                });
-                entry
-            }
-            Err(_) => {
-                let mut entry = Entry::new("audit.recovered", "failed");
-                entry.detail = Some(format!("a record written with a change could not be read; {LATE}"));
-                entry
-            }
-        };
-        audit.append_blocking(entry)?;
+        audit.append_blocking(late_entry(&pending, LATE))?;
         catalog.clear_pending(pending.id)?;
         tracing::warn!(id = pending.id, "a pending audit record was appended at start");
     }
     Ok(())
+}
+
+/// While the server runs: appends the pending records that have waited at least a whole
+/// `every` (their request's own append failed, or it is still running after that long), each
+/// saying so, then clears them. A record still pending at shutdown is appended at the next start.
+pub(crate) async fn drain_pending(state: AppState, every: std::time::Duration) {
+    const LATE: &str = "appended while the server ran, after its request's own append had failed";
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The newest pending record seen at the previous look: only those have waited long enough.
+    let mut seen = 0;
+    loop {
+        ticker.tick().await;
+        let Ok(pending) = state.blocking(|c| c.pending_records()).await else { continue };
+        for p in pending.iter().filter(|p| p.id <= seen) {
+            if state.audit.append(late_entry(p, LATE)).await.is_err() {
+                break; // the log still cannot write; next time
+            }
+            let id = p.id;
+            if state.blocking(move |c| c.clear_pending(id)).await.is_err() {
+                break;
+            }
+            tracing::warn!(id, "a pending audit record was appended late");
+        }
+        seen = pending.iter().map(|p| p.id).max().unwrap_or(seen);
+    }
 }
 
 pub(crate) fn entry_by(caller: &Principal, action: &str, decision: &str) -> Entry {
