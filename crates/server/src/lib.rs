@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod authz;
+mod connections;
 pub mod dto;
 pub mod error;
 mod openapi;
@@ -104,7 +105,7 @@ pub async fn run(
     let watcher = tokio::spawn(routes::policy::watch(state.clone(), POLICY_POLL));
     let drainer = tokio::spawn(state::drain_pending(state.clone(), PENDING_POLL));
     let audit = std::sync::Arc::clone(&state.audit);
-    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    let served = connections::serve(listener, app(state), shutdown).await;
     watcher.abort();
     drainer.abort();
     // Every request has finished: sign the chain head so the log ends on a checkpoint.
