@@ -115,6 +115,7 @@ fn is_storable(data_type: &DataType) -> bool {
 /// column, so that a value that does not parse is reported by line and column without quoting it
 /// (the reader's own parse errors quote the value and the whole row).
 fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
+    check_quotes_closed(path)?;
     let layout = csv_infer::infer(path, &options.declared, options.csv_sample_rows)?;
     let text_schema =
         Arc::new(Schema::new(layout.names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>()));
@@ -164,6 +165,65 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
                 .map_err(|e| Error::Csv(format!("could not assemble a batch: {e}")))
         });
     Ok(Source { schema, batches: Box::new(batches) })
+}
+
+/// Refuses a CSV file that ends inside a quoted field: the rest of the file after a stray quote
+/// would otherwise become one value, silently.
+///
+/// Why a scan of our own: neither `arrow::csv` nor the `csv` crate reports it (both end the
+/// record at the end of the file). RFC 4180's rules only: a field that starts with `"` is quoted
+/// until a `"` that is not doubled; a `"` inside an unquoted field is a character like any other.
+fn check_quotes_closed(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut reader = BufReader::with_capacity(1 << 16, File::open(path).map_err(Error::ReadFile)?);
+    let (mut line, mut opened_on) = (1u64, 0u64);
+    let (mut field_start, mut quoted, mut quote_seen) = (true, false, false);
+    let mut buffer = [0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buffer).map_err(Error::ReadFile)?;
+        if n == 0 {
+            break;
+        }
+        for &byte in &buffer[..n] {
+            if quoted {
+                if quote_seen {
+                    quote_seen = false;
+                    if byte == b'"' {
+                        continue; // a doubled quote inside the field
+                    }
+                    quoted = false; // the field's closing quote; this byte follows it
+                } else {
+                    if byte == b'"' {
+                        quote_seen = true;
+                    } else if byte == b'\n' {
+                        line += 1;
+                    }
+                    continue;
+                }
+            }
+            match byte {
+                b',' => field_start = true,
+                b'\n' => {
+                    line += 1;
+                    field_start = true;
+                }
+                b'"' if field_start => {
+                    quoted = true;
+                    opened_on = line;
+                    field_start = false;
+                }
+                b'\r' => {}
+                _ => field_start = false,
+            }
+        }
+    }
+    if quoted && !quote_seen {
+        return Err(Error::CsvStructure {
+            line: opened_on,
+            problem: "a quoted field opened on this line is never closed: the file ends inside it".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Maps an `arrow::csv` structural error to ours. Its messages name a line and a field number

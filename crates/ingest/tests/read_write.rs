@@ -150,3 +150,15 @@ fn truncated_parquet_is_a_decode_error() {
         open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).err().expect("decode error");
     assert!(matches!(err, Error::Decode { format: "Parquet", .. }), "{err}");
 }
+
+#[test]
+fn a_csv_that_ends_inside_a_quoted_field_is_refused_with_the_line_it_opens_on() {
+    let err = ingest_csv("name,note\na,\"fine\"\nb,\"never closed\nc,SECRET\nd,x\n", HashMap::new())
+        .expect_err("unterminated quote");
+    assert!(matches!(err, Error::CsvStructure { line: 3, .. }), "{err}");
+    assert!(!err.to_string().contains("SECRET"), "{err}");
+    // Doubled quotes, quoted line breaks and a quote inside an unquoted field are all fine.
+    let batches =
+        ingest_csv("name,note\na,\"say \"\"hi\"\"\"\nb,\"two\nlines\"\nc,5\"\n", HashMap::new()).expect("well formed");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+}
