@@ -181,6 +181,13 @@ pub fn infer(path: &Path, declared: &HashMap<String, DeclaredType>, sample_rows:
     let file = File::open(path).map_err(Error::ReadFile)?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::new(file));
     let header = reader.headers().map_err(csv_error)?.clone();
+    if header.len() > crate::MAX_COLUMNS {
+        return Err(Error::CsvHeader(format!(
+            "the header has {} columns; at most {} are accepted",
+            header.len(),
+            crate::MAX_COLUMNS
+        )));
+    }
     if header.is_empty() || (header.len() == 1 && header[0].trim().is_empty()) {
         return Err(Error::CsvHeader("the file is empty or has no header line".into()));
     }

@@ -33,3 +33,8 @@ pub use format::SourceFormat;
 pub use read::{ReadOptions, Source, open};
 pub use unique::UniqueValues;
 pub use write::{WriteReport, write_parquet};
+
+/// The most columns a dataset may have. Readers allocate per column and per batch row, so a
+/// small file with ten thousand columns cost gigabytes before any check could refuse it; real
+/// registries have tens to hundreds.
+pub const MAX_COLUMNS: usize = 1024;

@@ -70,6 +70,12 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
             from_reader(reader, "Arrow IPC")
         }
     };
+    if source.schema.fields().len() > crate::MAX_COLUMNS {
+        return Err(decode_error(
+            format.as_str(),
+            format!("the file has {} columns; at most {} are accepted", source.schema.fields().len(), crate::MAX_COLUMNS),
+        ));
+    }
     for field in source.schema.fields() {
         if !is_storable(field.data_type()) {
             return Err(Error::UnsupportedType {

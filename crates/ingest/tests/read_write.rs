@@ -162,3 +162,13 @@ fn a_csv_that_ends_inside_a_quoted_field_is_refused_with_the_line_it_opens_on() 
         ingest_csv("name,note\na,\"say \"\"hi\"\"\"\nb,\"two\nlines\"\nc,5\"\n", HashMap::new()).expect("well formed");
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
 }
+
+#[test]
+fn a_file_with_too_many_columns_is_refused_before_it_is_read() {
+    let header: Vec<String> = (0..veil_ingest::MAX_COLUMNS + 1).map(|i| format!("c{i}")).collect();
+    let row = vec!["1"; veil_ingest::MAX_COLUMNS + 1];
+    let text = format!("{}\n{}\n", header.join(","), row.join(","));
+    let err = ingest_csv(&text, HashMap::new()).expect_err("too many columns");
+    assert!(matches!(err, Error::CsvHeader(_)), "{err}");
+    assert!(err.to_string().contains("1025 columns"), "{err}");
+}
