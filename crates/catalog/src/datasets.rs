@@ -418,19 +418,24 @@ impl Catalog {
     /// Retires a dataset: it leaves the listing and can no longer be queried. Its versions stay
     /// on disk for the audit trail; registering the name again starts a new version.
     ///
+    /// `record`, the audit record, is written in the same transaction ([`crate::outbox`]).
+    ///
     /// # Errors
     /// [`Error::DatasetNotFound`] for an unknown or already retired dataset.
-    pub fn retire_dataset(&self, dataset: &DatasetRef) -> Result<()> {
-        let conn = self.conn();
-        let n = conn.execute(
+    pub fn retire_dataset(&self, dataset: &DatasetRef, record: Option<String>) -> Result<Option<Pending>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "UPDATE datasets SET retired_at = ?3 WHERE department = ?1 AND name = ?2 AND retired_at IS NULL",
             params![dataset.department.as_str(), dataset.name.as_str(), now()],
         )?;
         if n == 0 {
             return Err(Error::DatasetNotFound(dataset.clone()));
         }
+        let pending = record.map(|e| crate::outbox::write(&tx, e)).transpose()?;
+        tx.commit()?;
         tracing::info!(dataset = %dataset, "dataset retired");
-        Ok(())
+        Ok(pending)
     }
 
     /// Empties `tmp/` and removes dataset files no committed version names (left by a crash

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use veil_common::{AUDIT_SCHEMA, DepartmentId, EXTRACT_SCHEMA, Role, UserId};
 
 use crate::layout::random_bytes;
-use crate::{Catalog, Error, Result, now};
+use crate::{Catalog, Error, Pending, Result, now};
 
 /// A department, which is also the SQL schema of its datasets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,29 +203,47 @@ impl Catalog {
     /// # Errors
     /// [`Error::UserNotFound`], or a failure of the OS random source or SQLite.
     pub fn issue_token(&self, user: &UserId) -> Result<IssuedToken> {
+        Ok(self.issue_token_recorded(user, |_| None)?.0)
+    }
+
+    /// [`Catalog::issue_token`], writing the audit record `record` gives for the token's id in
+    /// the same transaction ([`crate::outbox`]): no token works without its record.
+    ///
+    /// # Errors
+    /// As [`Catalog::issue_token`].
+    pub fn issue_token_recorded(
+        &self,
+        user: &UserId,
+        record: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<(IssuedToken, Option<Pending>)> {
         let id = veil_common::hex::encode(&random_bytes::<8>()?);
         let secret = veil_common::hex::encode(&random_bytes::<32>()?);
         let tag = ring::hmac::sign(&self.token_key, secret.as_bytes());
-        let conn = self.conn();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
         let exists =
-            conn.query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| Ok(())).optional()?.is_some();
+            tx.query_row("SELECT 1 FROM users WHERE id = ?1", [user.as_str()], |_| Ok(())).optional()?.is_some();
         if !exists {
             return Err(Error::UserNotFound(user.clone()));
         }
-        conn.execute(
+        tx.execute(
             "INSERT INTO tokens (id, user_id, tag, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![id, user.as_str(), tag.as_ref(), now()],
         )?;
-        Ok(IssuedToken { token: format!("veil_{id}_{secret}"), id })
+        let pending = record(&id).map(|e| crate::outbox::write(&tx, e)).transpose()?;
+        tx.commit()?;
+        Ok((IssuedToken { token: format!("veil_{id}_{secret}"), id }, pending))
     }
 
-    /// Revokes a token of a user; it stops working at once.
+    /// Revokes a token of a user; it stops working at once. `record`, the audit record, is
+    /// written in the same transaction ([`crate::outbox`]).
     ///
     /// # Errors
     /// [`Error::TokenNotFound`] when the user has no such live token.
-    pub fn revoke_token(&self, user: &UserId, token_id: &str) -> Result<()> {
-        let conn = self.conn();
-        let n = conn.execute(
+    pub fn revoke_token(&self, user: &UserId, token_id: &str, record: Option<String>) -> Result<Option<Pending>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "UPDATE tokens SET revoked_at = ?3 WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
             params![token_id, user.as_str(), now()],
         )?;
@@ -233,7 +251,9 @@ impl Catalog {
             let shown: String = token_id.chars().take(32).collect();
             return Err(Error::TokenNotFound(shown));
         }
-        Ok(())
+        let pending = record.map(|e| crate::outbox::write(&tx, e)).transpose()?;
+        tx.commit()?;
+        Ok(pending)
     }
 
     /// Finds who a bearer token belongs to. `None` for anything that is not a live token:

@@ -249,10 +249,11 @@ pub(crate) async fn datasets_retire(
 ) -> Result<StatusCode, ApiError> {
     let dataset = parse_ref(&dataset)?;
     authz::steward_of(&state, &caller, &dataset.department)?;
-    let mut entry = entry_by(&caller, "dataset.retire", "ok");
+    let mut entry = for_this_request(entry_by(&caller, "dataset.retire", "ok"));
     entry.datasets = vec![DatasetUse { dataset: dataset.to_string(), level: None }];
-    state.blocking(move |c| c.retire_dataset(&dataset)).await?;
-    state.audit(entry).await?;
+    let record = serde_json::to_string(&entry).ok();
+    let pending = state.blocking(move |c| c.retire_dataset(&dataset, record)).await?;
+    state.audit_pending(pending).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{DepartmentView, ErrorBody, NewDepartment, NewUser, TokenView, UserView};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, entry_by, for_this_request};
 
 fn parse_user(id: &str) -> Result<UserId, ApiError> {
     UserId::new(id).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
@@ -103,9 +103,14 @@ pub(crate) async fn tokens_create(
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
     authz::manage_identity(&state, &caller)?;
     let id = parse_user(&id)?;
-    let target = id.to_string();
-    let issued = state.blocking(move |c| c.issue_token(&id)).await?;
-    state.event("token.create", Some(&caller), Some(target), "ok", format!("token {}", issued.id)).await?;
+    let mut entry = for_this_request(entry_by(&caller, "token.create", "ok"));
+    entry.target = Some(id.to_string());
+    let record = move |token: &str| {
+        entry.detail = Some(format!("token {token}"));
+        serde_json::to_string(&entry).ok()
+    };
+    let (issued, pending) = state.blocking(move |c| c.issue_token_recorded(&id, record)).await?;
+    state.audit_pending(pending).await?;
     Ok((StatusCode::CREATED, Json(TokenView { id: issued.id, token: issued.token })))
 }
 
@@ -120,9 +125,12 @@ pub(crate) async fn tokens_revoke(
 ) -> Result<StatusCode, ApiError> {
     authz::manage_identity(&state, &caller)?;
     let id = parse_user(&id)?;
-    let (target, detail) = (id.to_string(), format!("token {token_id}"));
-    state.blocking(move |c| c.revoke_token(&id, &token_id)).await?;
-    state.event("token.revoke", Some(&caller), Some(target), "ok", detail).await?;
+    let mut entry = for_this_request(entry_by(&caller, "token.revoke", "ok"));
+    entry.target = Some(id.to_string());
+    entry.detail = Some(format!("token {token_id}"));
+    let record = serde_json::to_string(&entry).ok();
+    let pending = state.blocking(move |c| c.revoke_token(&id, &token_id, record)).await?;
+    state.audit_pending(pending).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
