@@ -62,6 +62,9 @@ const CASES: &[(&str, &str)] = &[
     ),
     // A dataset about nobody keeps the full SQL surface.
     ("ok", "SELECT district, max(n), count(*) FILTER (WHERE n > 3) FROM civil.stops WHERE n <> 7 GROUP BY district"),
+    // COUNT of a column beside the rows would be the group's NULLs, exactly.
+    ("anon_aggregate", "SELECT district, count(*), count(note) FROM civil.people GROUP BY district"),
+    ("anon_aggregate", "SELECT count(subsidy) FROM civil.people WHERE district = 'a'"),
     // Inside aggregates: one person read while the threshold counts everybody.
     (
         "anon_aggregate",

@@ -73,7 +73,11 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
     if source.schema.fields().len() > crate::MAX_COLUMNS {
         return Err(decode_error(
             format.as_str(),
-            format!("the file has {} columns; at most {} are accepted", source.schema.fields().len(), crate::MAX_COLUMNS),
+            format!(
+                "the file has {} columns; at most {} are accepted",
+                source.schema.fields().len(),
+                crate::MAX_COLUMNS
+            ),
         ));
     }
     for field in source.schema.fields() {

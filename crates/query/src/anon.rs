@@ -175,8 +175,16 @@ pub(crate) fn add_noise(
         for &Group { row, people: p, ref seed, ref label, ref conditions } in &kept {
             // Two layers per measure: the people's, and the query's labels'. Every count of a
             // group shares its noise: several COUNTs in one query are not several samples.
-            let counts = matches!(aggregate, DpAggregate::CountRows | DpAggregate::CountPeople);
-            let column = if counts { usize::MAX } else { j };
+            // Counts of the same rows share their noise (several COUNT(*) are one sample, not
+            // several). Rows and people are the same count only over one row per person; else
+            // their draws are independent: shared draws scaled differently let a red team take
+            // the people count's known noise off the row count.
+            let column = match aggregate {
+                DpAggregate::CountRows => usize::MAX,
+                DpAggregate::CountPeople if plan.one_row_per_person => usize::MAX,
+                DpAggregate::CountPeople => usize::MAX - 1,
+                DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => j,
+            };
             let noise = |measure: usize, sd: f64| {
                 let tag = [column.to_le_bytes(), measure.to_le_bytes()].concat();
                 let people_layer = normal(&key, &[b"people", seed, &tag]);

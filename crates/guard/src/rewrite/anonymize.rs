@@ -314,7 +314,7 @@ mod tests {
             datasets: HashMap::from([(("civil".into(), "people".into()), people)]),
             exact_aggregates: false,
         };
-        let sql = "SELECT district, count(*) AS n, count(subsidy) AS m, sum(subsidy) AS s, avg(subsidy) AS a
+        let sql = "SELECT district, count(*) AS n, count(DISTINCT id) AS p, sum(subsidy) AS s, avg(subsidy) AS a
                    FROM civil.people WHERE district IN ('a', 'b', 'c') GROUP BY district";
         let state = ctx.state();
         let plan = state.create_logical_plan(sql).await.unwrap();
