@@ -183,7 +183,8 @@ pub(crate) fn add_noise(
                 DpAggregate::CountRows => usize::MAX,
                 DpAggregate::CountPeople if plan.one_row_per_person => usize::MAX,
                 DpAggregate::CountPeople => usize::MAX - 1,
-                DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => j,
+                // SUM(x) and AVG(x) measure the same sum: the same noise.
+                DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => plan.measures.get(j).copied().unwrap_or(j),
             };
             let noise = |measure: usize, sd: f64| {
                 let tag = [column.to_le_bytes(), measure.to_le_bytes()].concat();

@@ -89,6 +89,7 @@ fn bound_with(
         aggregates: kinds.to_vec(),
         contribution: crate::Contribution::default(),
         one_row_per_person: one_row,
+        measures: same_sums(&agg.aggr_expr),
         public_keys: None,
         conditions: listed.iter().map(|(e, c)| format!("{} = {}", e.schema_name(), c.schema_name())).collect(),
         upper: upper.clone(),
@@ -196,6 +197,24 @@ fn bound_with(
     Ok((plan, described))
 }
 
+/// For each aggregate, the first one whose argument is the same expression: SUM(x) beside
+/// AVG(x) measures the same sum, and independent noise on each was one more sample of it (a red
+/// team saw them disagree).
+fn same_sums(aggregates: &[Expr]) -> Vec<usize> {
+    let argument = |e: &Expr| match unalias(e) {
+        Expr::AggregateFunction(f) => f.params.args.first().cloned(),
+        _ => None,
+    };
+    let args: Vec<Option<Expr>> = aggregates.iter().map(argument).collect();
+    args.iter()
+        .enumerate()
+        .map(|(j, a)| match a {
+            Some(a) => args.iter().position(|b| b.as_ref() == Some(a)).unwrap_or(j),
+            None => j,
+        })
+        .collect()
+}
+
 /// The constants of the IN lists in the WHERE clauses below the answer's aggregate, each with the
 /// expression it is compared with: each constant as its value in the compared expression's type
 /// (a red team spelled one date fourteen ways, `'1950-6-15'`, `'1950-06-15T00:00:01'`, …, each
@@ -277,6 +296,14 @@ mod tests {
 
     use super::*;
     use crate::{ColumnInfo, Contribution, DatasetInfo, GuardContext};
+
+    #[test]
+    fn a_sum_and_an_average_of_one_column_are_one_measure() {
+        use datafusion::functions_aggregate::expr_fn::{avg, count, sum};
+        use datafusion::logical_expr::col;
+        let aggregates = [sum(col("x")), avg(col("x")).alias("mean"), count(lit(1)), sum(col("y")), avg(col("y"))];
+        assert_eq!(same_sums(&aggregates), [0, 0, 2, 3, 3]);
+    }
 
     /// The measuring plan over one row per person gives the same totals with each row taken as
     /// it is as with an aggregate over people.

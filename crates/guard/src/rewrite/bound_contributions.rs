@@ -67,6 +67,9 @@ pub struct DpPlan {
     /// Anonymized answers: every person is one row of the aggregate's input (measured at
     /// registration, no join repeating rows), so each contributes one row to one group.
     pub one_row_per_person: bool,
+    /// Anonymized answers: for each aggregate, the first aggregate that measures the same sum
+    /// (`SUM(x)` and `AVG(x)` both sum x), so that the same quantity gets the same noise.
+    pub measures: Vec<usize>,
 }
 
 impl DpPlan {
@@ -191,6 +194,7 @@ pub(super) fn bound(
         conditions: Vec::new(),
         upper: upper.clone(),
         one_row_per_person: false,
+        measures: (0..kinds.len()).collect(),
     };
     let capped = super::cap_rows::cap_before_joins(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
     let Threaded { plan: input, units } = threshold.thread(capped)?;
