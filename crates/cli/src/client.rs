@@ -139,7 +139,20 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
 /// `veil query`: the answer as a table, then what was withheld and which rules applied;
 /// `--dry-run` prints only the decision.
 pub(crate) async fn query(args: QueryArgs) -> CliResult {
-    let mut body = json!({"sql": args.sql, "mode": args.mode, "dry_run": args.dry_run});
+    let sql = match (&args.sql, &args.file) {
+        (_, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read the query from {}: {e}", path.display()))?
+        }
+        (Some(dash), None) if dash == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read the query from standard input: {e}"))?;
+            text
+        }
+        (Some(sql), None) => sql.clone(),
+        (None, None) => return Err("give the query, `-` for standard input, or --file PATH".into()),
+    };
+    let mut body = json!({"sql": sql, "mode": args.mode, "dry_run": args.dry_run});
     if let Some(epsilon) = args.epsilon {
         body["epsilon"] = json!(epsilon);
     }

@@ -141,8 +141,13 @@ struct AuditSearchArgs {
 
 #[derive(Debug, Args)]
 struct QueryArgs {
-    /// One read-only SQL query over `department.dataset` tables.
-    sql: String,
+    /// One read-only SQL query over `department.dataset` tables; `-` reads it from standard
+    /// input (a query starting with `--` needs `--file` or `-`).
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    sql: Option<String>,
+    /// Read the query from this file instead.
+    #[arg(long, value_name = "PATH")]
+    file: Option<std::path::PathBuf>,
     /// Result mode: aggregate, deidentified or dp.
     #[arg(long, default_value = "aggregate")]
     mode: String,

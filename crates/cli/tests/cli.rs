@@ -118,6 +118,27 @@ async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
         .await
         .expect("json");
     assert_eq!(answer["rows"].as_array().map(Vec::len), Some(10), "{answer}");
+    // The same query through the CLI, from a file that starts with a comment, and from
+    // standard input.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("top.sql");
+    let sql = "-- the ten largest groups\nSELECT district, category, count(*) AS tickets FROM hotline.tickets GROUP BY district, category ORDER BY tickets DESC LIMIT 10";
+    std::fs::write(&file, sql).expect("write");
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut command = veil();
+        command.args(args).env("VEIL_SERVER", &url).env("VEIL_TOKEN", &analyst).stdout(Stdio::piped());
+        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut running = command.spawn().expect("spawn");
+        if let Some(text) = stdin {
+            std::io::Write::write_all(&mut running.stdin.take().expect("stdin"), text.as_bytes()).expect("stdin");
+        }
+        let out = running.wait_with_output().expect("run");
+        assert!(out.status.success(), "{args:?}");
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        answer["rows"].as_array().map(Vec::len)
+    };
+    assert_eq!(cli(&["query", "--json", "--file", file.to_str().expect("path")], None), Some(10));
+    assert_eq!(cli(&["query", "--json", "-"], Some(sql)), Some(10));
     let _ = child.kill();
     let _ = child.wait();
 }
