@@ -334,6 +334,7 @@ fn is_veil_target(target: &str) -> bool {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_output();
     let cli = Cli::parse();
     init_logs(&cli.log_format);
     // Planning and guarding a query recurse over its plan; 16 MiB stacks (address space, not
@@ -352,6 +353,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `veil query … | head -1`: once the reader has gone, printing fails (Rust ignores SIGPIPE, so
+/// `println!` panics) and the command would end with a panic message. Exit quietly instead, as
+/// a command whose output nobody reads any more. (Restoring the default SIGPIPE action would need
+/// `unsafe`, which the workspace forbids.)
+fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// Errors of the command line: shown to a person, then the process exits non-zero.

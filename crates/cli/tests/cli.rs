@@ -139,6 +139,19 @@ async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
     };
     assert_eq!(cli(&["query", "--json", "--file", file.to_str().expect("path")], None), Some(10));
     assert_eq!(cli(&["query", "--json", "-"], Some(sql)), Some(10));
+    // Its reader gone (`| head -1`), the command ends quietly, not with a panic.
+    let mut running = veil()
+        .args(["query", "--file", file.to_str().expect("path")])
+        .env("VEIL_SERVER", &url)
+        .env("VEIL_TOKEN", &analyst)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(running.stdout.take());
+    let out = running.wait_with_output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
     let _ = child.kill();
     let _ = child.wait();
 }
