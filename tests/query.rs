@@ -166,6 +166,37 @@ async fn arrow_ipc_answers_carry_the_same_rows() {
     assert!(near(rows[0].1 as f64, 75.0, 0.0, 8.0) && near(rows[1].1 as f64, 120.0, 0.0, 8.0), "{rows:?}");
 }
 
+#[tokio::test]
+async fn csv_answers_carry_the_same_rows_and_unknown_formats_are_refused_before_running() {
+    let w = world().await;
+    let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district ORDER BY district";
+    let ask = |accept: &'static str| {
+        w.s.request(Method::POST, "/v1/query", Some(&w.civil_analyst))
+            .header("accept", accept)
+            .json(&json!({"sql": sql, "mode": "aggregate"}))
+            .send()
+    };
+    let response = ask("text/csv").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(!response.headers()["x-veil-audit-id"].is_empty());
+    let text = response.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "district,n");
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[1].starts_with("乙区,") && lines[2].starts_with("甲区,"), "{text}");
+    // The first format listed that Veil produces wins.
+    let response = ask("text/html, application/json;q=0.9").await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    // None produced: 406, and the query does not run.
+    let queries = w.s.audit_records().iter().filter(|r| r.entry.action == "query").count();
+    let response = ask("text/html").await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_acceptable");
+    assert_eq!(w.s.audit_records().iter().filter(|r| r.entry.action == "query").count(), queries);
+}
+
 /// Whether `got` is within `rel` of `truth` (relative) plus `abs`: anonymized answers carry
 /// sticky noise, a few units on counts and a few percent on sums.
 fn near(got: f64, truth: f64, rel: f64, abs: f64) -> bool {

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     NotFound,
     /// The thing being created exists already: HTTP 409.
     Conflict,
+    /// None of the answer formats the client accepts can be produced: HTTP 406.
+    NotAcceptable,
     /// The request body, or the answer, is larger than the configured limit: HTTP 413.
     PayloadTooLarge,
     /// The work did not finish before its deadline: HTTP 504.

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use veil_broker::{Refused, Released};
+use veil_common::ErrorKind;
 
 use super::AppJson;
 use super::budget::budget_view;
@@ -27,20 +28,23 @@ pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 /// Runs one query in a result mode and returns only what that mode releases.
 ///
-/// JSON by default; an Arrow IPC stream when `Accept: application/vnd.apache.arrow.stream`,
-/// with `x-veil-k` and `x-veil-audit-id` headers. How many groups were withheld is never
+/// JSON by default; an Arrow IPC stream when `Accept: application/vnd.apache.arrow.stream`, CSV
+/// when `Accept: text/csv` (both with `x-veil-k` and `x-veil-audit-id` headers), 406 when
+/// `Accept` lists none of these. How many groups were withheld is never
 /// released (it would tell whether a group of one person exists); the audit record keeps it. With
 /// `"dry_run": true` the query is decided and explained, not run.
 #[utoipa::path(post, path = "/v1/query", tag = "query", security(("bearer" = [])), request_body = QueryBody,
     responses((status = 200, body = QueryResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 504, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 406, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub(crate) async fn query(
     State(state): State<AppState>,
     Caller(caller): Caller,
     headers: HeaderMap,
     AppJson(body): AppJson<QueryBody>,
 ) -> Result<Response, ApiError> {
+    // Decided before the query runs: an answer nobody can read is not worth a budget.
+    let format = answer_format(&headers)?;
     let request = veil_broker::Request {
         sql: body.sql,
         mode: body.mode,
@@ -56,12 +60,10 @@ pub(crate) async fn query(
         }
         Err(Refused { error, audit_id: None }) => return Err(error.into()),
     };
-    let wants_arrow = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|m| m.trim().starts_with(ARROW_STREAM)));
-    if wants_arrow && released.answer().executed {
-        return arrow_response(&released);
+    match format {
+        Format::Arrow if released.answer().executed => return arrow_response(&released),
+        Format::Csv if released.answer().executed => return csv_response(&released),
+        _ => {}
     }
     let seq = released.audit_id();
     Ok(with_audit_id(Json(json_response(released)?).into_response(), seq))
@@ -144,6 +146,59 @@ fn json_rows(batches: &[RecordBatch], columns: &[QueryColumn]) -> Result<Vec<Vec
         .into_iter()
         .map(|mut o| columns.iter().map(|c| o.remove(&c.name).unwrap_or(serde_json::Value::Null)).collect())
         .collect())
+}
+
+/// The answer formats `/v1/query` produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Arrow,
+    Csv,
+}
+
+/// The first format of `Accept` (in the order listed) that Veil produces; JSON when there is
+/// no `Accept`; 406 when none of those listed can be produced (a client asking for CSV used to
+/// get JSON silently). A dry run is always answered in JSON.
+fn answer_format(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT) else { return Ok(Format::Json) };
+    let accept = accept.to_str().unwrap_or("");
+    for media in accept.split(',') {
+        let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match media.as_str() {
+            "" => {}
+            "application/json" | "application/*" | "*/*" => return Ok(Format::Json),
+            ARROW_STREAM => return Ok(Format::Arrow),
+            "text/csv" | "text/*" => return Ok(Format::Csv),
+            _ => {}
+        }
+    }
+    Err(ApiError::new(
+        ErrorKind::NotAcceptable,
+        "not_acceptable",
+        format!("no answer format in Accept is produced; accepted: application/json, {ARROW_STREAM}, text/csv"),
+    ))
+}
+
+/// The rows as CSV with a header line (RFC 4180 quoting), with the `x-veil-k` and
+/// `x-veil-audit-id` headers; dp intervals, noise and budget are in the JSON answer only.
+fn csv_response(released: &Released) -> Result<Response, ApiError> {
+    let answer = released.answer();
+    let mut bytes = Vec::new();
+    {
+        let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut bytes);
+        for b in &answer.batches {
+            writer.write(b).map_err(ApiError::internal)?;
+        }
+    }
+    if answer.batches.is_empty() {
+        let names: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        bytes = format!("{}\n", names.join(",")).into_bytes();
+    }
+    let mut response = Response::new(Body::from(bytes));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert("x-veil-k", HeaderValue::from_str(&released.k().to_string()).map_err(ApiError::internal)?);
+    Ok(with_audit_id(response, released.audit_id()))
 }
 
 fn arrow_response(released: &Released) -> Result<Response, ApiError> {
