@@ -120,4 +120,12 @@ async fn health_metrics_and_openapi_are_served() {
     }
     let (status, body) = s.send(s.request(Method::GET, "/v1/no-such-thing", None)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    // A known endpoint with a method it does not take: 405 with an error body (it was empty).
+    for (method, path) in [(Method::GET, "/v1/query"), (Method::DELETE, "/healthz")] {
+        let (status, body) = s.send(s.request(method, path, Some(&s.admin))).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+        );
+    }
 }

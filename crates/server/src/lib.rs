@@ -72,12 +72,14 @@ pub fn app(state: AppState) -> Router {
         .route("/audit", get(routes::audit::audit_search))
         .route("/audit/export", get(routes::audit::audit_export))
         .route("/audit/verify", get(routes::audit::audit_verify))
-        .route("/openapi.json", get(openapi::openapi_json));
+        .route("/openapi.json", get(openapi::openapi_json))
+        .method_not_allowed_fallback(routes::ops::method_not_allowed);
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(routes::ops::healthz))
         .route("/metrics", get(routes::ops::metrics))
         .fallback(routes::ops::not_found)
+        .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), telemetry::observe))
         .with_state(state)

@@ -36,3 +36,17 @@ pub(crate) async fn metrics(
 pub(crate) async fn not_found() -> ApiError {
     ApiError::new(veil_common::ErrorKind::NotFound, "not_found", "no such endpoint")
 }
+
+/// A known endpoint asked with a method it does not have: 405 with the error body every other
+/// refusal has (it was empty).
+pub(crate) async fn method_not_allowed() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = ApiError::new(
+        veil_common::ErrorKind::InvalidRequest,
+        "method_not_allowed",
+        "this endpoint does not take this method; see /v1/openapi.json",
+    )
+    .into_response();
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
