@@ -6,7 +6,7 @@
 //! - the largest contributions are flattened to the top group's average, so one person with an
 //!   extreme value or many rows moves nothing visibly;
 //! - every released number gets two layers of noise whose standard deviation is that average
-//!   (at least 1 for counts): one seeded by the set of people in the group, one by the query's
+//!   (at least 1): one seeded by the set of people in the group, one by the query's
 //!   labels (the measuring plan, which holds the filter constants, and the group's key values),
 //!   both under the installation's secret, and one more per constant of the query's IN lists,
 //!   seeded by the constant and the group's people whose rows match it (so padding an IN list

@@ -79,7 +79,6 @@ tokio::task_local! {
     pub(crate) static REQUEST: std::sync::Arc<RequestContext>;
 }
 
-/// A record of `action` by a signed-in caller, with `decision`; the handler adds the rest.
 /// `entry` as the audit log will hold it for this request: with its request id. For records
 /// written by the catalogue with their change, off the request's task.
 pub(crate) fn for_this_request(mut entry: Entry) -> Entry {
@@ -146,6 +145,7 @@ pub(crate) async fn drain_pending(state: AppState, every: std::time::Duration) {
     }
 }
 
+/// A record of `action` by a signed-in caller, with `decision`; the handler adds the rest.
 pub(crate) fn entry_by(caller: &Principal, action: &str, decision: &str) -> Entry {
     let mut entry = Entry::new(action, decision);
     entry.actor = Some(actor(caller));
@@ -223,7 +223,7 @@ impl AppState {
 
     /// Appends the audit record a catalogue change wrote in its own transaction, then clears it
     /// from the catalogue: the change and its record are never apart, even across a crash
-    /// (a record left pending is appended at the next start).
+    /// (a record left pending is appended by [`drain_pending`] or at the next start).
     pub(crate) async fn audit_pending(&self, pending: Option<veil_catalog::Pending>) -> Result<Receipt, ApiError> {
         let Some(pending) = pending else {
             return Err(ApiError::internal("a change was committed without its audit record"));
