@@ -14,6 +14,14 @@ pub enum Error {
     /// The CSV header is unusable (empty, duplicate or missing column names).
     #[error("CSV header: {0}")]
     CsvHeader(String),
+    /// The CSV's bytes are in none of the encodings Veil reads.
+    #[error(
+        "CSV line {line}: the bytes are neither UTF-8 nor GB18030 (GBK); UTF-16 is read when the file starts with its byte-order mark"
+    )]
+    CsvEncoding {
+        /// 1-based line of the first bytes that decode in no encoding tried.
+        line: u64,
+    },
     /// The CSV's structure is broken at a line (wrong number of fields, bad UTF-8).
     #[error("CSV line {line}: {problem}")]
     CsvStructure {
@@ -76,6 +84,7 @@ impl Error {
             Error::UnsupportedFormat(_)
             | Error::CsvHeader(_)
             | Error::CsvStructure { .. }
+            | Error::CsvEncoding { .. }
             | Error::CsvValue { .. }
             | Error::Csv(_)
             | Error::Decode { .. }
@@ -91,6 +100,7 @@ impl Error {
             Error::UnsupportedFormat(_) => "unsupported_format",
             Error::CsvHeader(_) => "csv_header",
             Error::CsvStructure { .. } | Error::Csv(_) => "csv_malformed",
+            Error::CsvEncoding { .. } => "csv_encoding",
             Error::CsvValue { .. } => "csv_value",
             Error::Decode { .. } => "file_undecodable",
             Error::UnsupportedType { .. } => "unsupported_type",

@@ -125,6 +125,9 @@ fn is_storable(data_type: &DataType) -> bool {
 /// column, so that a value that does not parse is reported by line and column without quoting it
 /// (the reader's own parse errors quote the value and the whole row).
 fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
+    // Read as UTF-8: the file itself, or a decoded copy that lives as long as the batches do.
+    let copy = utf8_copy(path)?;
+    let path = copy.as_ref().map_or(path, |c| c.as_ref());
     check_quotes_closed(path)?;
     let layout = csv_infer::infer(path, &options.declared, options.csv_sample_rows)?;
     let text_schema =
@@ -144,6 +147,7 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
     let mut rows_before: u64 = 0;
     let batches =
         reader.map(move |batch| {
+            let _keep = &copy;
             let batch = batch.map_err(|e| csv_structure_error(&e))?;
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
             for (i, text) in batch.columns().iter().enumerate() {
@@ -175,6 +179,76 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
                 .map_err(|e| Error::Csv(format!("could not assemble a batch: {e}")))
         });
     Ok(Source { schema, batches: Box::new(batches) })
+}
+
+/// A UTF-8 copy of `path` when it is not plain UTF-8 already: a UTF-8, UTF-16LE or UTF-16BE
+/// file with a byte-order mark (the mark dropped, so the first column keeps its name), or a
+/// GB18030 (GBK) file, as Chinese office software saves CSV. `None` when the file is UTF-8
+/// without a mark. Bytes that decode in none of these are refused with their line.
+fn utf8_copy(path: &Path) -> Result<Option<tempfile::TempPath>> {
+    use encoding_rs::{Encoding, GB18030, UTF_8, UTF_16BE, UTF_16LE};
+    let mut head = [0u8; 3];
+    let read =
+        std::io::Read::read(&mut File::open(path).map_err(Error::ReadFile)?, &mut head).map_err(Error::ReadFile)?;
+    let marked: Option<&'static Encoding> = match &head[..read] {
+        [0xEF, 0xBB, 0xBF, ..] => Some(UTF_8),
+        [0xFF, 0xFE, ..] => Some(UTF_16LE),
+        [0xFE, 0xFF, ..] => Some(UTF_16BE),
+        _ => None,
+    };
+    let encoding = match marked {
+        Some(encoding) => encoding,
+        None => match decode(path, UTF_8, None) {
+            Ok(()) => return Ok(None),
+            Err(Error::CsvEncoding { .. }) => GB18030,
+            Err(e) => return Err(e),
+        },
+    };
+    let copy = tempfile::Builder::new().suffix(".csv").tempfile().map_err(|e| Error::WriteFile(e.to_string()))?;
+    let (file, copy_path) = copy.into_parts();
+    let mut out = std::io::BufWriter::new(file);
+    decode(path, encoding, Some(&mut out))?;
+    std::io::Write::flush(&mut out).map_err(|e| Error::WriteFile(e.to_string()))?;
+    Ok(Some(copy_path))
+}
+
+/// Decodes `path` from `encoding` (dropping a byte-order mark) into `out`, or only checks that
+/// it decodes; a malformed sequence is [`Error::CsvEncoding`] with its line.
+///
+/// Why by hand: `encoding_rs` decodes buffers; this is its streaming loop over a file.
+fn decode(
+    path: &Path,
+    encoding: &'static encoding_rs::Encoding,
+    mut out: Option<&mut dyn std::io::Write>,
+) -> Result<()> {
+    use encoding_rs::DecoderResult;
+    use std::io::Read;
+    let mut decoder = encoding.new_decoder_with_bom_removal();
+    let mut reader = BufReader::with_capacity(1 << 16, File::open(path).map_err(Error::ReadFile)?);
+    let (mut input, mut output) = (vec![0u8; 1 << 16], vec![0u8; 1 << 18]);
+    let mut line = 1u64;
+    loop {
+        let n = reader.read(&mut input).map_err(Error::ReadFile)?;
+        let last = n == 0;
+        let mut src = &input[..n];
+        loop {
+            let (result, read, written) = decoder.decode_to_utf8_without_replacement(src, &mut output, last);
+            let decoded = &output[..written];
+            if let Some(out) = out.as_mut() {
+                out.write_all(decoded).map_err(|e| Error::WriteFile(e.to_string()))?;
+            }
+            line += decoded.iter().filter(|b| **b == b'\n').count() as u64;
+            src = &src[read..];
+            match result {
+                DecoderResult::InputEmpty => break,
+                DecoderResult::OutputFull => continue,
+                DecoderResult::Malformed(..) => return Err(Error::CsvEncoding { line }),
+            }
+        }
+        if last {
+            return Ok(());
+        }
+    }
 }
 
 /// Refuses a CSV file that ends inside a quoted field: the rest of the file after a stray quote

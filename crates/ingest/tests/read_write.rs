@@ -172,3 +172,46 @@ fn a_file_with_too_many_columns_is_refused_before_it_is_read() {
     assert!(matches!(err, Error::CsvHeader(_)), "{err}");
     assert!(err.to_string().contains("1025 columns"), "{err}");
 }
+
+fn ingest_bytes(bytes: &[u8]) -> Result<Vec<RecordBatch>, Error> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("in.csv");
+    std::fs::write(&src, bytes).expect("write");
+    let source = open(&src, SourceFormat::Csv, &ReadOptions::with_declared(HashMap::new()))?;
+    let dst = dir.path().join("out.parquet");
+    write_parquet(source, &dst, |_| Ok(()))?;
+    Ok(read_back(&dst))
+}
+
+/// The `district` column of the first batch.
+fn districts(batches: &[RecordBatch]) -> Vec<String> {
+    let column = batches[0].column_by_name("district").expect("district column");
+    let text = column.as_any().downcast_ref::<StringArray>().expect("utf8");
+    (0..text.len()).map(|i| text.value(i).to_owned()).collect()
+}
+
+#[test]
+fn gb18030_utf16_and_marked_utf8_files_are_read_as_the_same_text() {
+    let text = "district,people\n朝阳区,12\n海淀区,7\n";
+    let want = ["朝阳区", "海淀区"];
+    // GB18030 (GBK), as office software in China saves CSV.
+    let (gbk, _, unmappable) = encoding_rs::GB18030.encode(text);
+    assert!(!unmappable);
+    assert_eq!(districts(&ingest_bytes(&gbk).expect("gb18030")), want);
+    // UTF-8 with a byte-order mark: the first column keeps its name.
+    let marked = [&[0xEF, 0xBB, 0xBF][..], text.as_bytes()].concat();
+    assert_eq!(districts(&ingest_bytes(&marked).expect("utf-8 with a mark")), want);
+    // UTF-16 little-endian with its mark.
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    assert_eq!(districts(&ingest_bytes(&utf16).expect("utf-16")), want);
+}
+
+#[test]
+fn bytes_in_no_encoding_tried_are_refused_with_their_line() {
+    // Valid UTF-8 up to line 3, then bytes that are neither UTF-8 nor GB18030.
+    let bytes = [&b"district,people\nA,1\n"[..], &[0x81, 0x20, 0xFF, b',', b'2', b'\n']].concat();
+    let err = ingest_bytes(&bytes).expect_err("undecodable");
+    assert!(matches!(err, Error::CsvEncoding { line: 3 }), "{err}");
+    assert!(err.to_string().contains("GB18030"), "{err}");
+}
