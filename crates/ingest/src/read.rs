@@ -150,6 +150,8 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
             let _keep = &copy;
             let batch = batch.map_err(|e| csv_structure_error(&e))?;
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+            // The earliest bad value of the batch, by row then column: (row, column index).
+            let mut first_bad: Option<(usize, usize)> = None;
             for (i, text) in batch.columns().iter().enumerate() {
                 let target = types[i].data_type();
                 if target == DataType::Utf8 {
@@ -163,16 +165,22 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
                         expected: types[i].as_str().to_owned(),
                     })?;
                 if cast.null_count() != text.null_count() {
-                    // `safe` casting turns an unparsable value into a null: the first new null is the
-                    // first bad value. Line = records before + 1 for the header + 1 for 1-based.
+                    // `safe` casting turns an unparsable value into a null: the first new null is
+                    // this column's first bad value.
                     let row = (0..text.len()).find(|&r| text.is_valid(r) && cast.is_null(r)).unwrap_or(0);
-                    return Err(Error::CsvValue {
-                        line: rows_before + row as u64 + 2,
-                        column: names[i].clone(),
-                        expected: types[i].as_str().to_owned(),
-                    });
+                    if first_bad.is_none_or(|(r, _)| row < r) {
+                        first_bad = Some((row, i));
+                    }
                 }
                 columns.push(cast);
+            }
+            if let Some((row, i)) = first_bad {
+                // Line = records before + 1 for the header + 1 for 1-based.
+                return Err(Error::CsvValue {
+                    line: rows_before + row as u64 + 2,
+                    column: names[i].clone(),
+                    expected: types[i].as_str().to_owned(),
+                });
             }
             rows_before += batch.num_rows() as u64;
             RecordBatch::try_new(Arc::clone(&target_schema), columns)

@@ -215,3 +215,13 @@ fn bytes_in_no_encoding_tried_are_refused_with_their_line() {
     assert!(matches!(err, Error::CsvEncoding { line: 3 }), "{err}");
     assert!(err.to_string().contains("GB18030"), "{err}");
 }
+
+#[test]
+fn the_earliest_bad_value_is_reported_whatever_its_column() {
+    let mut declared = HashMap::new();
+    declared.insert("a".to_owned(), DeclaredType::Int64);
+    declared.insert("b".to_owned(), DeclaredType::Int64);
+    // Column b fails on line 2, column a only on line 3: line 2, column b.
+    let err = ingest_csv("a,b\n1,x\ny,2\n", declared).expect_err("bad values");
+    assert!(matches!(&err, Error::CsvValue { line: 2, column, .. } if column == "b"), "{err}");
+}
