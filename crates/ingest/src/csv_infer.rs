@@ -164,10 +164,39 @@ fn is_date(s: &str) -> bool {
 /// The header and chosen column types of a CSV file.
 #[derive(Debug, Clone)]
 pub struct CsvLayout {
+    /// The field delimiter: `,`, `;`, tab or `|`, whichever the header line holds most of.
+    pub delimiter: u8,
     /// Column names in file order.
     pub names: Vec<String>,
     /// The type of each column, in the same order.
     pub types: Vec<DeclaredType>,
+}
+
+/// The delimiter a CSV file uses: of `,` `;` tab `|`, the one its header line holds most of
+/// outside quotes (a comma on a tie or when there is none). European and some Chinese office
+/// software save `;`-separated files, databases tab- or `|`-separated ones; read with commas,
+/// each became one column.
+pub(crate) fn sniff_delimiter(path: &Path) -> Result<u8> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(1 << 16);
+    File::open(path).map_err(Error::ReadFile)?.take(1 << 16).read_to_end(&mut head).map_err(Error::ReadFile)?;
+    let mut counts = [(b',', 0usize), (b';', 0), (b'\t', 0), (b'|', 0)];
+    let mut quoted = false;
+    for &byte in &head {
+        match byte {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted => break,
+            _ if !quoted => {
+                if let Some(slot) = counts.iter_mut().find(|(d, _)| *d == byte) {
+                    slot.1 += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    // The first of the largest counts: a comma wins every tie.
+    let best = counts.iter().fold((b',', 0), |best, &(d, n)| if n > best.1 { (d, n) } else { best });
+    Ok(best.0)
 }
 
 /// Reads the header and up to `sample_rows` records of `path` and decides each column's type:
@@ -178,8 +207,9 @@ pub struct CsvLayout {
 /// [`Error::CsvHeader`] for an empty, blank or duplicate column name; [`Error::CsvStructure`]
 /// for a sampled record that is malformed.
 pub fn infer(path: &Path, declared: &HashMap<String, DeclaredType>, sample_rows: usize) -> Result<CsvLayout> {
+    let delimiter = sniff_delimiter(path)?;
     let file = File::open(path).map_err(Error::ReadFile)?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(BufReader::new(file));
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).delimiter(delimiter).from_reader(BufReader::new(file));
     let header = reader.headers().map_err(csv_error)?.clone();
     if header.len() > crate::MAX_COLUMNS {
         return Err(Error::CsvHeader(format!(
@@ -217,7 +247,7 @@ pub fn infer(path: &Path, declared: &HashMap<String, DeclaredType>, sample_rows:
         .zip(candidates)
         .map(|(name, c)| declared.get(name).copied().unwrap_or_else(|| c.declared()))
         .collect();
-    Ok(CsvLayout { names, types })
+    Ok(CsvLayout { delimiter, names, types })
 }
 
 /// Maps a `csv` crate error to ours without its record content.

@@ -128,7 +128,8 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
     // Read as UTF-8: the file itself, or a decoded copy that lives as long as the batches do.
     let copy = utf8_copy(path)?;
     let path = copy.as_ref().map_or(path, |c| c.as_ref());
-    check_quotes_closed(path)?;
+    let delimiter = csv_infer::sniff_delimiter(path)?;
+    check_quotes_closed(path, delimiter)?;
     let layout = csv_infer::infer(path, &options.declared, options.csv_sample_rows)?;
     let text_schema =
         Arc::new(Schema::new(layout.names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>()));
@@ -138,6 +139,7 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
     let file = File::open(path).map_err(Error::ReadFile)?;
     let reader = arrow::csv::ReaderBuilder::new(text_schema)
         .with_header(true)
+        .with_delimiter(layout.delimiter)
         .with_batch_size(options.batch_size)
         .build(BufReader::new(file))
         .map_err(|e| csv_structure_error(&e))?;
@@ -265,7 +267,7 @@ fn decode(
 /// Why a scan of our own: neither `arrow::csv` nor the `csv` crate reports it (both end the
 /// record at the end of the file). RFC 4180's rules only: a field that starts with `"` is quoted
 /// until a `"` that is not doubled; a `"` inside an unquoted field is a character like any other.
-fn check_quotes_closed(path: &Path) -> Result<()> {
+fn check_quotes_closed(path: &Path, delimiter: u8) -> Result<()> {
     use std::io::Read;
     let mut reader = BufReader::with_capacity(1 << 16, File::open(path).map_err(Error::ReadFile)?);
     let (mut line, mut opened_on) = (1u64, 0u64);
@@ -294,7 +296,7 @@ fn check_quotes_closed(path: &Path) -> Result<()> {
                 }
             }
             match byte {
-                b',' => field_start = true,
+                _ if byte == delimiter => field_start = true,
                 b'\n' => {
                     line += 1;
                     field_start = true;

@@ -225,3 +225,22 @@ fn the_earliest_bad_value_is_reported_whatever_its_column() {
     let err = ingest_csv("a,b\n1,x\ny,2\n", declared).expect_err("bad values");
     assert!(matches!(&err, Error::CsvValue { line: 2, column, .. } if column == "b"), "{err}");
 }
+
+#[test]
+fn semicolon_tab_and_bar_separated_files_are_read_by_their_delimiter() {
+    for text in [
+        "district;people;note\n朝阳区;12;\"a;b\"\n海淀区;7;x,y\n",
+        "district\tpeople\tnote\n朝阳区\t12\ta\n海淀区\t7\tx,y\n",
+        "district|people|note\n朝阳区|12|a\n海淀区|7|x,y\n",
+    ] {
+        let batches = ingest_csv(text, HashMap::new()).expect("read");
+        let schema = batches[0].schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["district", "people", "note"], "{text:?}");
+        assert_eq!(schema.field(1).data_type(), &DataType::Int64, "{text:?}");
+        assert_eq!(districts(&batches), ["朝阳区", "海淀区"]);
+    }
+    // A comma inside a quoted field of the header does not count.
+    let batches = ingest_csv("\"a,b\";c\n1;2\n", HashMap::new()).expect("read");
+    assert_eq!(batches[0].num_columns(), 2);
+}
