@@ -120,14 +120,12 @@ impl Candidate {
         {
             return Candidate::Float;
         }
-        if is_date(value) {
-            return Candidate::Date;
+        // A bare run of digits (20240105) is a number unless the column is declared a date.
+        match iso_date(value) {
+            Some(iso) if iso.len() == 10 => Candidate::Date,
+            Some(_) => Candidate::Timestamp,
+            None => Candidate::String,
         }
-        let bytes = value.as_bytes();
-        if bytes.len() >= 19 && value.get(..10).is_some_and(is_date) && matches!(bytes[10], b' ' | b'T') {
-            return Candidate::Timestamp;
-        }
-        Candidate::String
     }
 
     fn join(self, other: Candidate) -> Candidate {
@@ -153,12 +151,54 @@ impl Candidate {
     }
 }
 
-fn is_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+/// The forms of dates read, for error messages.
+pub(crate) const DATE_FORMS: &str =
+    "2024-01-05, 2024/1/5, 2024.1.5, 2024年1月5日 or 20240105, with a time after a space or T for timestamps";
+
+/// `value` as an ISO date (`2024-01-05`), with its time part (`2024-01-05 08:30:00`) when it has
+/// one, if it is a date in one of the forms hand-entered registers mix: `2024-1-5`, `2024/1/5`,
+/// `2024.1.5`, `2024年1月5日`, and `20240105` (only when `digits` allows a bare run of digits).
+/// The calendar is checked when the value is cast; here only the shape.
+fn date_shape(value: &str, digits: bool) -> Option<String> {
+    let value = value.trim();
+    let (date, time) = match value.find([' ', 'T']) {
+        Some(at) if at >= 8 => (&value[..at], Some(value[at + 1..].trim())),
+        _ => (value, None),
+    };
+    let parts: Vec<&str> = if let Some(rest) = date.strip_suffix('日') {
+        rest.split(['年', '月']).collect()
+    } else if digits && date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) {
+        vec![&date[..4], &date[4..6], &date[6..]]
+    } else {
+        date.split(['-', '/', '.']).collect()
+    };
+    let [y, m, d] = parts.as_slice() else { return None };
+    let number = |s: &str, len: std::ops::RangeInclusive<usize>| {
+        (len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<u32>().ok()).flatten()
+    };
+    let (y, m, d) = (number(y, 4..=4)?, number(m, 1..=2)?, number(d, 1..=2)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let iso = format!("{y:04}-{m:02}-{d:02}");
+    Some(match time {
+        Some(t) if !t.is_empty() => format!("{iso} {t}"),
+        _ => iso,
+    })
+}
+
+/// `value` as ISO when it has a date's shape in a form inference accepts (not bare digits).
+fn iso_date(value: &str) -> Option<String> {
+    date_shape(value, false)
+}
+
+/// `value` rewritten to ISO for a column declared or inferred a date or timestamp (bare digits
+/// allowed there); unchanged when it has no date's shape, so that the cast reports it.
+pub(crate) fn normalize_date(value: &str) -> std::borrow::Cow<'_, str> {
+    match date_shape(value, true) {
+        Some(iso) => std::borrow::Cow::Owned(iso),
+        None => std::borrow::Cow::Borrowed(value),
+    }
 }
 
 /// The header and chosen column types of a CSV file.

@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchReader, StringArray};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -147,48 +147,61 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
     let names = layout.names.clone();
     let schema = Arc::clone(&target_schema);
     let mut rows_before: u64 = 0;
-    let batches =
-        reader.map(move |batch| {
-            let _keep = &copy;
-            let batch = batch.map_err(|e| csv_structure_error(&e))?;
-            let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-            // The earliest bad value of the batch, by row then column: (row, column index).
-            let mut first_bad: Option<(usize, usize)> = None;
-            for (i, text) in batch.columns().iter().enumerate() {
-                let target = types[i].data_type();
-                if target == DataType::Utf8 {
-                    columns.push(Arc::clone(text));
-                    continue;
-                }
-                let cast = cast_with_options(text, &target, &CastOptions { safe: true, ..Default::default() })
-                    .map_err(|_| Error::CsvValue {
-                        line: rows_before + 2,
-                        column: names[i].clone(),
-                        expected: types[i].as_str().to_owned(),
-                    })?;
-                if cast.null_count() != text.null_count() {
-                    // `safe` casting turns an unparsable value into a null: the first new null is
-                    // this column's first bad value.
-                    let row = (0..text.len()).find(|&r| text.is_valid(r) && cast.is_null(r)).unwrap_or(0);
-                    if first_bad.is_none_or(|(r, _)| row < r) {
-                        first_bad = Some((row, i));
-                    }
-                }
-                columns.push(cast);
+    let batches = reader.map(move |batch| {
+        let _keep = &copy;
+        let batch = batch.map_err(|e| csv_structure_error(&e))?;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+        // The earliest bad value of the batch, by row then column: (row, column index).
+        let mut first_bad: Option<(usize, usize)> = None;
+        for (i, text) in batch.columns().iter().enumerate() {
+            let target = types[i].data_type();
+            if target == DataType::Utf8 {
+                columns.push(Arc::clone(text));
+                continue;
             }
-            if let Some((row, i)) = first_bad {
-                // Line = records before + 1 for the header + 1 for 1-based.
-                return Err(Error::CsvValue {
-                    line: rows_before + row as u64 + 2,
-                    column: names[i].clone(),
-                    expected: types[i].as_str().to_owned(),
-                });
+            // Dates in any of the forms hand-entered registers mix, row by row, as ISO.
+            let normalized: ArrayRef = match (&target, text.as_any().downcast_ref::<StringArray>()) {
+                (DataType::Date32 | DataType::Timestamp(..), Some(strings)) => {
+                    Arc::new(strings.iter().map(|v| v.map(csv_infer::normalize_date)).collect::<StringArray>())
+                }
+                _ => Arc::clone(text),
+            };
+            let text = &normalized;
+            let cast =
+                cast_with_options(text, &target, &CastOptions { safe: true, ..Default::default() }).map_err(|_| {
+                    Error::CsvValue { line: rows_before + 2, column: names[i].clone(), expected: expected(types[i]) }
+                })?;
+            if cast.null_count() != text.null_count() {
+                // `safe` casting turns an unparsable value into a null: the first new null is
+                // this column's first bad value.
+                let row = (0..text.len()).find(|&r| text.is_valid(r) && cast.is_null(r)).unwrap_or(0);
+                if first_bad.is_none_or(|(r, _)| row < r) {
+                    first_bad = Some((row, i));
+                }
             }
-            rows_before += batch.num_rows() as u64;
-            RecordBatch::try_new(Arc::clone(&target_schema), columns)
-                .map_err(|e| Error::Csv(format!("could not assemble a batch: {e}")))
-        });
+            columns.push(cast);
+        }
+        if let Some((row, i)) = first_bad {
+            // Line = records before + 1 for the header + 1 for 1-based.
+            return Err(Error::CsvValue {
+                line: rows_before + row as u64 + 2,
+                column: names[i].clone(),
+                expected: expected(types[i]),
+            });
+        }
+        rows_before += batch.num_rows() as u64;
+        RecordBatch::try_new(Arc::clone(&target_schema), columns)
+            .map_err(|e| Error::Csv(format!("could not assemble a batch: {e}")))
+    });
     Ok(Source { schema, batches: Box::new(batches) })
+}
+
+/// What a CSV value error says the column expects: its type, and for dates the forms read.
+fn expected(t: DeclaredType) -> String {
+    match t {
+        DeclaredType::Date | DeclaredType::Timestamp => format!("{} ({})", t.as_str(), csv_infer::DATE_FORMS),
+        t => t.as_str().to_owned(),
+    }
 }
 
 /// A UTF-8 copy of `path` when it is not plain UTF-8 already: a UTF-8, UTF-16LE or UTF-16BE

@@ -244,3 +244,28 @@ fn semicolon_tab_and_bar_separated_files_are_read_by_their_delimiter() {
     let batches = ingest_csv("\"a,b\";c\n1;2\n", HashMap::new()).expect("read");
     assert_eq!(batches[0].num_columns(), 2);
 }
+
+#[test]
+fn dates_in_the_forms_hand_entered_registers_mix_are_read_row_by_row() {
+    let text = "person,born,seen\np1,1932/07/31,2024-01-05 08:30:00\np2,1945年3月5日,2024/1/6 09:00:00\np3,1950-1-9,2024.1.7T10:00:00\np4,1961.12.1,2024-01-08\n";
+    let batches = ingest_csv(text, HashMap::new()).expect("read");
+    let schema = batches[0].schema();
+    assert_eq!(schema.field(1).data_type(), &DataType::Date32, "inferred from the mixed forms");
+    assert!(matches!(schema.field(2).data_type(), DataType::Timestamp(..)));
+    let mut born = Vec::new();
+    for b in &batches {
+        let column = arrow::compute::cast(b.column(1), &DataType::Utf8).expect("cast");
+        let column = column.as_any().downcast_ref::<StringArray>().expect("utf8");
+        born.extend((0..column.len()).map(|i| column.value(i).to_owned()));
+    }
+    assert_eq!(born, ["1932-07-31", "1945-03-05", "1950-01-09", "1961-12-01"]);
+    // Bare digits are a date where the column is declared one.
+    let mut declared = HashMap::new();
+    declared.insert("born".to_owned(), DeclaredType::Date);
+    assert!(ingest_csv("person,born\np1,19320731\np2,1945/3/5\n", declared.clone()).is_ok());
+    // A value in no form: the line and the forms, never the value.
+    let err = ingest_csv("person,born\np1,1932/07/31\np2,31.07.1932\n", declared).expect_err("bad date");
+    let message = err.to_string();
+    assert!(matches!(err, Error::CsvValue { line: 3, .. }), "{message}");
+    assert!(message.contains("2024年1月5日") && !message.contains("31.07.1932"), "{message}");
+}
