@@ -108,3 +108,116 @@ async fn a_killed_server_loses_no_acknowledged_audit_record() {
     assert!(report.starts_with("ok: "), "{report}");
     assert!(!report.contains("warning"), "a graceful stop signs the head: {report}");
 }
+
+/// Every (target dataset, detail) of the `dataset.register` records in the log's segments.
+fn registrations(data: &Path) -> Vec<(String, String)> {
+    let mut segments: Vec<_> = std::fs::read_dir(data.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("segment-"))
+        .collect();
+    segments.sort();
+    let mut out = Vec::new();
+    for segment in segments {
+        for line in std::fs::read_to_string(segment).unwrap().lines() {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let record = &line["record"];
+            if record["action"] == "dataset.register" {
+                let dataset = record["datasets"][0]["dataset"].as_str().unwrap_or_default().to_owned();
+                out.push((dataset, record["detail"].as_str().unwrap_or_default().to_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_registering_leaves_no_version_without_its_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let token_file = tmp.path().join("admin.token");
+    let out =
+        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token_file).output().unwrap();
+    assert!(out.status.success());
+    let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let (mut child, url) = serve(&data);
+    let client = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        client.post(format!("{url}{path}")).bearer_auth(token).json(&body).send()
+    };
+    assert!(
+        post("/v1/departments", &admin, serde_json::json!({"id": "civil", "name": "民政局"}))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let user = serde_json::json!({"id": "civil-steward", "department": "civil", "roles": ["steward"]});
+    assert!(post("/v1/users", &admin, user).await.unwrap().status().is_success());
+    let issued: serde_json::Value =
+        post("/v1/users/civil-steward/tokens", &admin, serde_json::json!({})).await.unwrap().json().await.unwrap();
+    let steward = issued["token"].as_str().unwrap().to_owned();
+
+    // Four stewards' clients register new versions as fast as they are answered.
+    let answered = Arc::new(Mutex::new(0usize));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (client, url, steward, answered) =
+                (client.clone(), url.clone(), steward.clone(), Arc::clone(&answered));
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let metadata = serde_json::json!({
+                        "name": format!("t{i}"), "department": "civil", "level": "L1", "description": "crash test",
+                        "columns": {"n": {"tag": "attribute"}}
+                    });
+                    let form = reqwest::multipart::Form::new()
+                        .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
+                        .part(
+                            "file",
+                            reqwest::multipart::Part::bytes(format!("n\n{n}\n").into_bytes()).file_name("data"),
+                        );
+                    let Ok(response) =
+                        client.post(format!("{url}/v1/datasets")).bearer_auth(&steward).multipart(form).send().await
+                    else {
+                        return;
+                    };
+                    if !response.status().is_success() {
+                        return;
+                    }
+                    *answered.lock().unwrap() += 1;
+                }
+            })
+        })
+        .collect();
+    while *answered.lock().unwrap() < 40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, wherever each registration is: before, in or after its commit
+    child.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    // The restart appends what the kill left pending; then every version in the catalogue has
+    // its record in the log.
+    let (mut child, _) = serve(&data);
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let recorded = registrations(&data);
+    let catalog = veil_catalog::Catalog::open(&data).unwrap();
+    let mut versions = 0;
+    for dataset in catalog.datasets(true).unwrap() {
+        for version in &dataset.versions {
+            versions += 1;
+            let detail = format!("version {}, ", version.version);
+            assert!(
+                recorded.iter().any(|(d, text)| *d == dataset.dataset.to_string() && text.starts_with(&detail)),
+                "{} version {} is in force without its audit record",
+                dataset.dataset,
+                version.version
+            );
+        }
+    }
+    assert!(versions >= 40, "{versions} versions");
+    assert!(catalog.pending_records().unwrap().is_empty());
+}
