@@ -570,3 +570,24 @@ async fn counting_a_column_beside_the_rows_would_tell_the_nulls() {
         w.refused(sql, StatusCode::FORBIDDEN, "anon_aggregate").await;
     }
 }
+
+/// Leak (a third red team): over an integer column the answer's SUM is rounded, but the AVG
+/// beside it divided the unrounded noisy sum, so SUM / AVG and AVG × COUNT told more digits of
+/// the same noisy sum. The average is now of the sum as released.
+#[tokio::test]
+async fn an_average_beside_a_rounded_sum_tells_no_more_of_it() {
+    let w = world().await;
+    let body = w
+        .ok("SELECT district, sum(subsidy) AS s, avg(subsidy) AS a, count(*) AS n FROM civil.residents GROUP BY district")
+        .await;
+    for row in body["rows"].as_array().unwrap() {
+        let (s, a) = (row[1].as_f64().unwrap(), row[2].as_f64().unwrap());
+        if a == 0.0 || a >= 1000.0 {
+            continue; // clamped to a bound: not s over a count
+        }
+        // s / a is the noisy count the average divided by: a whole number only when a was
+        // computed from the released (rounded) s.
+        let count = s / a;
+        assert!((count - count.round()).abs() < 1e-6, "{row:?}: s / a = {count}");
+    }
+}

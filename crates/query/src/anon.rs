@@ -207,6 +207,9 @@ pub(crate) fn add_noise(
                 DpAggregate::Sum { .. } => noisy(measured_at(at, row)?, 0),
                 DpAggregate::Avg { lo, hi } => {
                     let s = noisy(measured_at(at, row)?, 0);
+                    // Where the answer also releases this sum rounded to an integer, the average
+                    // is of that rounded sum: the unrounded one told a little more of it.
+                    let s = if rounded_sum(plan, j) { s.round() } else { s };
                     let n = noisy(measured_at(at + 3, row)?, 1).round().max(1.0);
                     (s / n).clamp(lo, hi)
                 }
@@ -232,6 +235,17 @@ pub(crate) fn add_noise(
         columns.iter().enumerate().map(|(i, a)| Field::new(format!("c{i}"), a.data_type().clone(), true)).collect();
     let values = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)?;
     Ok(Anonymized { values, suppressed, noise_sd })
+}
+
+/// Whether aggregate `j` measures the same sum as a SUM of the answer whose values are integers
+/// (so released rounded).
+fn rounded_sum(plan: &DpPlan, j: usize) -> bool {
+    let measure = plan.measures.get(j).copied().unwrap_or(j);
+    plan.aggregates.iter().enumerate().any(|(i, a)| {
+        matches!(a, DpAggregate::Sum { .. })
+            && plan.measures.get(i).copied().unwrap_or(i) == measure
+            && plan.aggregate_schema.fields().get(plan.keys + i).is_some_and(|f| f.data_type().is_integer())
+    })
 }
 
 /// What an answer may say about an aggregate's noise: the most its standard deviation can be,
