@@ -22,14 +22,21 @@ impl Remote {
     }
 
     fn request(&self, method: Method, path: &str) -> CliResult<RequestBuilder> {
-        let url = format!("{}/v1{path}", self.server.trim_end_matches('/'));
+        let server = self.server.trim_end_matches('/');
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            return Err(format!(
+                "the server address `{server}` needs its scheme: http://{server} (--server or VEIL_SERVER)"
+            )
+            .into());
+        }
+        let url = format!("{server}/v1{path}");
         Ok(reqwest::Client::new().request(method, url).bearer_auth(self.token()?))
     }
 }
 
 /// Sends a request and returns its JSON body, or the server's error message.
 async fn send(request: RequestBuilder) -> CliResult<Value> {
-    let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {e}"))?;
+    let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {}", causes(&e)))?;
     let status = response.status();
     let text = response.text().await?;
     if status.is_success() {
@@ -40,6 +47,22 @@ async fn send(request: RequestBuilder) -> CliResult<Value> {
         .and_then(|v| Some(format!("{} ({})", v["error"]["message"].as_str()?, v["error"]["code"].as_str()?)))
         .unwrap_or(text);
     Err(format!("{status}: {message}").into())
+}
+
+/// An error with its causes, outermost first (reqwest's own message is often just "error
+/// sending request"; the cause says "connection refused" or names the DNS failure).
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn print(value: &Value) -> CliResult {

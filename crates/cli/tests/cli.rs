@@ -183,3 +183,18 @@ fn serve_stops_gracefully_on_sigterm_and_logs_json() {
     let record: serde_json::Value = serde_json::from_str(last).expect("JSON log line");
     assert_eq!(record["fields"]["message"], "stopped", "{stderr}");
 }
+
+#[test]
+fn a_server_that_cannot_be_reached_is_named_with_the_cause() {
+    let run = |server: &str| {
+        let out = veil().args(["whoami", "--server", server, "--token", "veil_x"]).output().expect("run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_lowercase()
+    };
+    // No scheme: said so, with the fix (it was "builder error").
+    let missing = run("127.0.0.1:9");
+    assert!(missing.contains("needs its scheme") && missing.contains("http://127.0.0.1:9"), "{missing}");
+    // Nobody listening: the cause, not only "error sending request".
+    let refused = run("http://127.0.0.1:9");
+    assert!(refused.contains("cannot reach the server") && refused.contains("refused"), "{refused}");
+}
