@@ -132,7 +132,7 @@ async fn dry_run_explains_the_decision_without_running() {
 }
 
 #[tokio::test]
-async fn arrow_ipc_answers_carry_the_same_rows() {
+async fn arrow_ipc_answers_carry_the_same_rows_and_what_the_json_answer_says_beside_them() {
     let w = world().await;
     let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district ORDER BY district";
     let response =
@@ -151,6 +151,7 @@ async fn arrow_ipc_answers_carry_the_same_rows() {
     assert!(!response.headers()["x-veil-audit-id"].is_empty());
     let bytes = response.bytes().await.unwrap();
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
+    let metadata = reader.schema().metadata().clone();
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.unwrap();
@@ -163,6 +164,30 @@ async fn arrow_ipc_answers_carry_the_same_rows() {
     }
     let districts: Vec<&str> = rows.iter().map(|(d, _)| d.as_str()).collect();
     assert_eq!(districts, ["乙区", "甲区"]);
+    assert_eq!(metadata["veil.k"], "10");
+    let rules: serde_json::Value = serde_json::from_str(&metadata["veil.rules"]).unwrap();
+    assert!(rules.as_array().unwrap().iter().any(|r| r["code"] == "anonymized"), "{rules}");
+    let noise: serde_json::Value = serde_json::from_str(&metadata["veil.anonymized"]).unwrap();
+    assert_eq!(noise["noise_sd"][0]["column"], "n", "{noise}");
+
+    // A dp answer's intervals, ε and budget travel in the schema's metadata too.
+    let response =
+        w.s.request(Method::POST, "/v1/query", Some(&w.civil_analyst))
+            .header("accept", "application/vnd.apache.arrow.stream")
+            .json(&json!({"sql": sql, "mode": "dp", "epsilon": 0.5}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let audit_id = response.headers()["x-veil-audit-id"].to_str().unwrap().to_owned();
+    let bytes = response.bytes().await.unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
+    let metadata = reader.schema().metadata().clone();
+    assert_eq!(metadata["veil.audit_id"], audit_id);
+    let dp: serde_json::Value = serde_json::from_str(&metadata["veil.dp"]).unwrap();
+    assert_eq!(dp["epsilon"], 0.5, "{dp}");
+    assert_eq!(dp["intervals"][0]["column"], "n", "{dp}");
+    assert!(!dp["budget"].as_array().unwrap().is_empty(), "{dp}");
     assert!(near(rows[0].1 as f64, 75.0, 0.0, 8.0) && near(rows[1].1 as f64, 120.0, 0.0, 8.0), "{rows:?}");
 }
 

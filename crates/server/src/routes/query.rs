@@ -28,7 +28,8 @@ pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 /// Runs one query in a result mode and returns only what that mode releases.
 ///
-/// JSON by default; an Arrow IPC stream when `Accept: application/vnd.apache.arrow.stream`, CSV
+/// JSON by default; an Arrow IPC stream when `Accept: application/vnd.apache.arrow.stream` (the
+/// JSON answer's reports in its schema's metadata), CSV
 /// when `Accept: text/csv` (both with `x-veil-k` and `x-veil-audit-id` headers), 406 when
 /// `Accept` lists none of these. How many groups were withheld is never
 /// released (it would tell whether a group of one person exists); the audit record keeps it. With
@@ -66,7 +67,7 @@ pub(crate) async fn query(
         _ => {}
     }
     let seq = released.audit_id();
-    Ok(with_audit_id(Json(json_response(released)?).into_response(), seq))
+    Ok(with_audit_id(Json(json_response(&released)?).into_response(), seq))
 }
 
 /// Adds the `x-veil-audit-id` header: the sequence number of this request's audit record.
@@ -75,7 +76,7 @@ fn with_audit_id(mut response: Response, seq: u64) -> Response {
     response
 }
 
-fn json_response(released: Released) -> Result<QueryResponse, ApiError> {
+fn json_response(released: &Released) -> Result<QueryResponse, ApiError> {
     let answer = released.answer();
     let columns: Vec<QueryColumn> = answer
         .schema
@@ -201,13 +202,41 @@ fn csv_response(released: &Released) -> Result<Response, ApiError> {
     Ok(with_audit_id(response, released.audit_id()))
 }
 
+/// The Arrow stream's schema metadata: what the JSON answer says beside its rows, each as the
+/// JSON the JSON answer has (`veil.dp`, `veil.anonymized`, `veil.rules`) or as text
+/// (`veil.level`, `veil.k`, `veil.audit_id`), so that Arrow clients lose no interval, ε or budget.
+fn answer_metadata(released: &Released) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let report = json_response(released)?;
+    let mut metadata = std::collections::HashMap::from([
+        ("veil.level".to_owned(), report.level.clone()),
+        ("veil.k".to_owned(), report.k.to_string()),
+        ("veil.audit_id".to_owned(), report.audit_id.to_string()),
+        ("veil.rules".to_owned(), to_json(&report.rules)?),
+    ]);
+    if let Some(dp) = &report.dp {
+        metadata.insert("veil.dp".to_owned(), to_json(dp)?);
+    }
+    if let Some(anonymized) = &report.anonymized {
+        metadata.insert("veil.anonymized".to_owned(), to_json(anonymized)?);
+    }
+    Ok(metadata)
+}
+
+/// One part of the answer as JSON text.
+fn to_json(value: &impl serde::Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(value).map_err(ApiError::internal)
+}
+
 fn arrow_response(released: &Released) -> Result<Response, ApiError> {
     let answer = released.answer();
+    let schema = std::sync::Arc::new(answer.schema.as_ref().clone().with_metadata(answer_metadata(released)?));
     let mut bytes = Vec::new();
     {
-        let mut writer = StreamWriter::try_new(&mut bytes, &answer.schema).map_err(ApiError::internal)?;
+        let mut writer = StreamWriter::try_new(&mut bytes, &schema).map_err(ApiError::internal)?;
         for b in &answer.batches {
-            writer.write(b).map_err(ApiError::internal)?;
+            writer
+                .write(&b.clone().with_schema(std::sync::Arc::clone(&schema)).map_err(ApiError::internal)?)
+                .map_err(ApiError::internal)?;
         }
         writer.finish().map_err(ApiError::internal)?;
     }
