@@ -83,9 +83,11 @@ fn bound_with(
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
     let listed = listed_constants(&agg.input);
+    let group_keys = crate::exprs::group_keys(&agg)?;
+    let keys = group_keys.len();
     let described = super::DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
-        keys: crate::exprs::group_keys(&agg)?.len(),
+        keys,
         aggregates: kinds.to_vec(),
         contribution: crate::Contribution::default(),
         one_row_per_person: one_row,
@@ -120,8 +122,6 @@ fn bound_with(
         [only] => only.hash(),
         many => coalesce(many.iter().map(|u| u.hash()).collect()),
     };
-    let group_keys = crate::exprs::group_keys(&agg)?;
-    let keys = group_keys.len();
     let unit_name = format!("{}unit", super::DP_PREFIX);
 
     // 1. Per person and group: an aggregate over each person's rows, or each row as it is

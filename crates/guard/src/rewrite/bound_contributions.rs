@@ -185,9 +185,11 @@ pub(super) fn bound(
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
+    let group_keys = crate::exprs::group_keys(&agg)?;
+    let keys = group_keys.len();
     let dp = DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
-        keys: crate::exprs::group_keys(&agg)?.len(),
+        keys,
         aggregates: kinds.to_vec(),
         contribution,
         public_keys: assessment.dp_public_keys.clone(),
@@ -204,8 +206,6 @@ pub(super) fn bound(
         many => coalesce(many.iter().map(|u| u.hash()).collect()),
     };
     let r = i64::try_from(contribution.max_rows).unwrap_or(i64::MAX);
-    let group_keys = crate::exprs::group_keys(&agg)?;
-    let keys = group_keys.len();
     let unit_name = format!("{DP_PREFIX}unit");
 
     // 1. Per person and group.
