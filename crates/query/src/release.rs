@@ -96,7 +96,7 @@ impl QueryEngine {
         // The noise of each output column that copies an aggregate, when the answer's rows are
         // the released groups (projected, sorted, filtered or limited); a rework that mixes
         // groups has none to state.
-        let mut answer = match self.finish_released(plan, &noisy.values, false).await? {
+        let mut answer = match self.finish_released(plan, &noisy.values).await? {
             Some(finished) => {
                 let names = finished.schema.fields().iter().map(|f| f.name().clone());
                 let noise_sd = names
@@ -190,8 +190,7 @@ impl QueryEngine {
         plan: &LogicalPlan,
     ) -> Result<FinishedDp> {
         let values = noisy.values(dp)?;
-        let finished =
-            self.finish_released(dp, &values, false).await?.ok_or_else(|| internal("finishing a dp answer"))?;
+        let finished = self.finish_released(dp, &values).await?.ok_or_else(|| internal("finishing a dp answer"))?;
         let names = plan.schema().fields().iter().map(|f| f.name().clone());
         let intervals = dp::output_intervals(noisy, &finished.copies, &finished.row_ids)
             .into_iter()
@@ -204,19 +203,15 @@ impl QueryEngine {
     /// The analyst's plan run over the released groups `values` (columns `c0, c1, …`), keeping
     /// track of which group each answer row comes from and which output columns are plain
     /// copies of an aggregate: possible when the plan above the aggregate only projects, sorts,
-    /// filters and limits. Otherwise `None`, or a failure when `required`.
-    async fn finish_released(&self, plan: &DpPlan, values: &RecordBatch, required: bool) -> Result<Option<Finished>> {
+    /// filters and limits; otherwise `None`.
+    async fn finish_released(&self, plan: &DpPlan, values: &RecordBatch) -> Result<Option<Finished>> {
         let rows = Int64Array::from_iter_values(0..values.num_rows() as i64);
         let mut fields: Vec<FieldRef> = values.schema().fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(DP_ROW, DataType::Int64, false)));
         let mut arrays = values.columns().to_vec();
         arrays.push(Arc::new(rows));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)?;
-        let (finished, copies) = match plan.finish(noisy_source(plan, batch.clone())?) {
-            Ok(done) => done,
-            Err(e) if required => return Err(internal(e)),
-            Err(_) => return Ok(None),
-        };
+        let Ok((finished, copies)) = plan.finish(noisy_source(plan, batch.clone())?) else { return Ok(None) };
         let done = match selected(&finished, &batch) {
             Some(done) => done,
             None => {
