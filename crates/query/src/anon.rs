@@ -172,6 +172,9 @@ pub(crate) fn add_noise(
     let noise_sd = plan.aggregates.iter().map(|a| stated_sd(*a, plan.one_row_per_person, layers)).collect();
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
+        // Where the answer also releases this aggregate's sum rounded to an integer, an average
+        // is of that rounded sum: the unrounded one told a little more of it.
+        let round_sum = rounded_sum(plan, j);
         for &Group { row, people: p, ref seed, ref label, ref conditions } in &kept {
             // Two layers per measure: the people's, and the query's labels'. Every count of a
             // group shares its noise: several COUNTs in one query are not several samples.
@@ -207,9 +210,7 @@ pub(crate) fn add_noise(
                 DpAggregate::Sum { .. } => noisy(measured_at(at, row)?, 0),
                 DpAggregate::Avg { lo, hi } => {
                     let s = noisy(measured_at(at, row)?, 0);
-                    // Where the answer also releases this sum rounded to an integer, the average
-                    // is of that rounded sum: the unrounded one told a little more of it.
-                    let s = if rounded_sum(plan, j) { s.round() } else { s };
+                    let s = if round_sum { s.round() } else { s };
                     let n = noisy(measured_at(at + 3, row)?, 1).round().max(1.0);
                     (s / n).clamp(lo, hi)
                 }
