@@ -239,15 +239,20 @@ pub(crate) fn sniff_delimiter(path: &Path) -> Result<u8> {
     Ok(best.0)
 }
 
-/// Reads the header and up to `sample_rows` records of `path` and decides each column's type:
+/// Reads the header and up to `sample_rows` records of `path`, fields separated by `delimiter`
+/// ([`sniff_delimiter`]), and decides each column's type:
 /// the declared one where `declared` names the column, else the narrowest type every sampled
 /// value fits.
 ///
 /// # Errors
 /// [`Error::CsvHeader`] for an empty, blank or duplicate column name; [`Error::CsvStructure`]
 /// for a sampled record that is malformed.
-pub fn infer(path: &Path, declared: &HashMap<String, DeclaredType>, sample_rows: usize) -> Result<CsvLayout> {
-    let delimiter = sniff_delimiter(path)?;
+pub fn infer(
+    path: &Path,
+    delimiter: u8,
+    declared: &HashMap<String, DeclaredType>,
+    sample_rows: usize,
+) -> Result<CsvLayout> {
     let file = File::open(path).map_err(Error::ReadFile)?;
     let mut reader = csv::ReaderBuilder::new().has_headers(true).delimiter(delimiter).from_reader(BufReader::new(file));
     let header = reader.headers().map_err(csv_error)?.clone();
@@ -315,7 +320,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.csv");
         std::fs::write(&path, rows).expect("write");
-        let layout = infer(&path, &HashMap::new(), 100).expect("infer");
+        let layout = infer(&path, b',', &HashMap::new(), 100).expect("infer");
         layout.types
     }
 

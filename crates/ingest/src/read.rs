@@ -130,7 +130,7 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
     let path = copy.as_ref().map_or(path, |c| c.as_ref());
     let delimiter = csv_infer::sniff_delimiter(path)?;
     check_quotes_closed(path, delimiter)?;
-    let layout = csv_infer::infer(path, &options.declared, options.csv_sample_rows)?;
+    let layout = csv_infer::infer(path, delimiter, &options.declared, options.csv_sample_rows)?;
     let text_schema =
         Arc::new(Schema::new(layout.names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>()));
     let target_schema = Arc::new(Schema::new(
