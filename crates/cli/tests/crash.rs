@@ -29,8 +29,8 @@ fn serve(data: &Path) -> (Child, String) {
     (child, url)
 }
 
-/// Every record's (seq, action) in the log's segments.
-fn records(data: &Path) -> Vec<(u64, String)> {
+/// Every record in the log's segments, in order, as JSON.
+fn log_records(data: &Path) -> Vec<serde_json::Value> {
     let mut segments: Vec<_> = std::fs::read_dir(data.join("audit"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -40,11 +40,16 @@ fn records(data: &Path) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     for segment in segments {
         for line in std::fs::read_to_string(segment).unwrap().lines() {
-            let line: serde_json::Value = serde_json::from_str(line).unwrap();
-            out.push((line["record"]["seq"].as_u64().unwrap(), line["record"]["action"].as_str().unwrap().to_owned()));
+            let mut line: serde_json::Value = serde_json::from_str(line).unwrap();
+            out.push(line["record"].take());
         }
     }
     out
+}
+
+/// Every record's (seq, action) in the log's segments.
+fn records(data: &Path) -> Vec<(u64, String)> {
+    log_records(data).iter().map(|r| (r["seq"].as_u64().unwrap(), r["action"].as_str().unwrap().to_owned())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,24 +116,14 @@ async fn a_killed_server_loses_no_acknowledged_audit_record() {
 
 /// Every (target dataset, detail) of the `dataset.register` records in the log's segments.
 fn registrations(data: &Path) -> Vec<(String, String)> {
-    let mut segments: Vec<_> = std::fs::read_dir(data.join("audit"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("segment-"))
-        .collect();
-    segments.sort();
-    let mut out = Vec::new();
-    for segment in segments {
-        for line in std::fs::read_to_string(segment).unwrap().lines() {
-            let line: serde_json::Value = serde_json::from_str(line).unwrap();
-            let record = &line["record"];
-            if record["action"] == "dataset.register" {
-                let dataset = record["datasets"][0]["dataset"].as_str().unwrap_or_default().to_owned();
-                out.push((dataset, record["detail"].as_str().unwrap_or_default().to_owned()));
-            }
-        }
-    }
-    out
+    log_records(data)
+        .iter()
+        .filter(|r| r["action"] == "dataset.register")
+        .map(|r| {
+            let dataset = r["datasets"][0]["dataset"].as_str().unwrap_or_default().to_owned();
+            (dataset, r["detail"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
