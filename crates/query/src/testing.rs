@@ -1,4 +1,5 @@
-//! Fixtures shared by the crate's unit tests.
+//! Fixtures shared by the crate's unit tests (compiled for tests only: `#[cfg(test)] mod testing`
+//! in `lib.rs`, so its `expect`s never run on a request path).
 
 use std::sync::Arc;
 
