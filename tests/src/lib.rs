@@ -18,6 +18,8 @@ pub mod world;
 pub struct TestServer {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// The Arrow Flight SQL endpoint on another loopback port, e.g. `http://127.0.0.1:41235`.
+    pub flight: String,
     /// The admin's bearer token.
     pub admin: String,
     root: tempfile::TempDir,
@@ -68,12 +70,14 @@ impl TestServer {
         let policy = veil_server::load_policy(&catalog, files).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let flight_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let flight = format!("http://{}", flight_listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let state = AppState::new(catalog, config, policy).unwrap();
-        let task = tokio::spawn(veil_server::run(listener, state, async move {
+        let task = tokio::spawn(veil_server::run(listener, Some(flight_listener), state, async move {
             let _ = rx.await;
         }));
-        Self { url, admin, root, shutdown: Some(tx), task: Some(task), client: reqwest::Client::new() }
+        Self { url, flight, admin, root, shutdown: Some(tx), task: Some(task), client: reqwest::Client::new() }
     }
 
     /// Stops the server gracefully and starts a new one on the same data directory.

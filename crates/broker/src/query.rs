@@ -95,6 +95,43 @@ impl Broker {
         }
     }
 
+    /// The strictest result mode the policy allows `caller` on every dataset `sql` reads: dp,
+    /// then anonymized aggregates, then de-identified rows (`deidentified` for a query over
+    /// extracts). For protocols whose tools cannot name a mode (Flight SQL); it decides nothing
+    /// and records nothing: a query the policy refuses in every mode gets dp, and with it dp's
+    /// refusal, recorded by [`Broker::query`].
+    pub async fn strictest_mode(&self, caller: &Caller, sql: &str) -> Mode {
+        const STRICTEST_FIRST: [Mode; 3] = [Mode::Dp, Mode::Aggregate, Mode::Deidentified];
+        let Ok(parsed) = veil_query::parse(sql, self.limits().max_sql_bytes) else { return Mode::Dp };
+        let tables = parsed.tables();
+        if !tables.is_empty() && tables.iter().all(|(schema, _)| schema == veil_common::EXTRACT_SCHEMA) {
+            return Mode::Deidentified;
+        }
+        let refs: Option<Vec<DatasetRef>> = tables
+            .iter()
+            .map(|(department, name)| {
+                Some(DatasetRef {
+                    department: DepartmentId::new(department.clone()).ok()?,
+                    name: DatasetName::new(name.clone()).ok()?,
+                })
+            })
+            .collect();
+        let Some(refs) = refs.filter(|r| !r.is_empty()) else { return Mode::Dp };
+        let metas = self
+            .blocking(move |c| {
+                refs.iter()
+                    .map(|r| c.dataset(r).map(|d| DatasetMeta { dataset: d.dataset, level: d.level }))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let Ok(metas) = metas else { return Mode::Dp };
+        let (subject, now) = (caller.subject(), now_unix());
+        STRICTEST_FIRST
+            .into_iter()
+            .find(|&mode| self.policy.decide(&subject, &metas, mode, now).allowed)
+            .unwrap_or(Mode::Dp)
+    }
+
     /// Decides and runs a query, noting in `entry` the datasets it uses as they are resolved.
     async fn decide_and_run(&self, caller: &Caller, request: Request, entry: &mut Entry) -> Result<Done, Error> {
         let mode: Mode = request

@@ -184,6 +184,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "VEIL_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
+    /// Also serve Arrow Flight SQL (ADBC, pyarrow, JDBC tools) on this address, e.g.
+    /// 127.0.0.1:7879. Off when not given.
+    #[arg(long, env = "VEIL_FLIGHT_LISTEN")]
+    flight_listen: Option<SocketAddr>,
     /// The directory holding the policy (`model.conf`, `policy.csv`); reloaded when they change.
     /// Default: the data directory's `policies/`.
     #[arg(long, env = "VEIL_POLICY_DIR", conflicts_with = "demo")]

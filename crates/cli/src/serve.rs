@@ -50,10 +50,19 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
         TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("Veil is listening on http://{addr} (data directory {})", data_dir.display());
+    let flight = flight_listener(&args).await?;
     tracing::info!(%addr, policy = %policy_dir.display(), "serving");
-    veil_server::run(listener, state, shutdown).await?;
+    veil_server::run(listener, flight, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds `--flight-listen`, if given, and says where Flight SQL clients connect.
+async fn flight_listener(args: &ServeArgs) -> CliResult<Option<TcpListener>> {
+    let Some(addr) = args.flight_listen else { return Ok(None) };
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} for Flight SQL: {e}"))?;
+    println!("Flight SQL is listening on grpc://{}", listener.local_addr()?);
+    Ok(Some(listener))
 }
 
 async fn open_catalog(dir: &Path) -> CliResult<Catalog> {
@@ -171,6 +180,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     println!("Veil demo is listening on {url}");
+    let flight = flight_listener(&args).await?;
     println!("Data directory (temporary, removed when the demo stops): {}", setup.data_dir.display());
     println!();
     println!("Departments: civil (民政), health (卫健), hrss (人社), hotline (12345)");
@@ -220,7 +230,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
     let state = demo_state(catalog, &setup, args.max_upload_mb)?;
     demo_extract(&state, &setup).await?;
-    veil_server::run(listener, state, shutdown).await?;
+    veil_server::run(listener, flight, state, shutdown).await?;
     drop(tmp);
     Ok(())
 }

@@ -64,6 +64,11 @@ impl ApiError {
         }
     }
 
+    /// The coarse class, which each protocol maps to its status.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
     /// The stable code.
     pub fn code(&self) -> &'static str {
         self.code

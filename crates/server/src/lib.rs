@@ -23,6 +23,7 @@ pub mod authz;
 mod connections;
 pub mod dto;
 pub mod error;
+pub mod flight;
 mod openapi;
 mod routes;
 pub mod state;
@@ -93,21 +94,32 @@ const POLICY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// period, without a restart.
 const PENDING_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests and
-/// closes the audit log with a signed checkpoint. While it runs, the policy files are reloaded
-/// when they change.
+/// Serves the API on `listener`, and Arrow Flight SQL on `flight` when given, until `shutdown`
+/// completes; then finishes in-flight requests and closes the audit log with a signed
+/// checkpoint. While it runs, the policy files are reloaded when they change.
 ///
 /// # Errors
 /// An I/O error of the listener.
 pub async fn run(
     listener: TcpListener,
+    flight: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use futures::FutureExt;
+    let shutdown = Box::pin(shutdown).shared();
     let watcher = tokio::spawn(routes::policy::watch(state.clone(), POLICY_POLL));
     let drainer = tokio::spawn(state::drain_pending(state.clone(), PENDING_POLL));
+    let flight = flight.map(|l| tokio::spawn(flight::serve(l, state.clone(), shutdown.clone())));
     let audit = std::sync::Arc::clone(&state.audit);
     let served = connections::serve(listener, app(state), shutdown).await;
+    if let Some(flight) = flight {
+        match flight.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "flight sql failed"),
+            Err(e) => tracing::error!(error = %e, "flight sql task failed"),
+        }
+    }
     watcher.abort();
     drainer.abort();
     // Every request has finished: sign the chain head so the log ends on a checkpoint.

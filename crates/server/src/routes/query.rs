@@ -205,7 +205,7 @@ fn csv_response(released: &Released) -> Result<Response, ApiError> {
 /// The Arrow stream's schema metadata: what the JSON answer says beside its rows, each as the
 /// JSON the JSON answer has (`veil.dp`, `veil.anonymized`, `veil.rules`) or as text
 /// (`veil.level`, `veil.k`, `veil.audit_id`), so that Arrow clients lose no interval, ε or budget.
-fn answer_metadata(released: &Released) -> Result<std::collections::HashMap<String, String>, ApiError> {
+pub(crate) fn answer_metadata(released: &Released) -> Result<std::collections::HashMap<String, String>, ApiError> {
     let report = json_response(released)?;
     let mut metadata = std::collections::HashMap::from([
         ("veil.level".to_owned(), report.level.clone()),
