@@ -11,6 +11,7 @@
 //! - `scale`: TPC-H SF10 under a 2 GiB memory pool: spill and peak RSS.
 //! - `dp`: Veil's dp mode vs SmartNoise SQL on PUMS at equal total epsilon.
 //! - `extract`: building de-identified extracts at 1M and 10M rows: time and peak RSS.
+//! - `transfer`: a 1M-row answer over Flight SQL vs HTTP JSON and HTTP Arrow.
 //! - `tpch`: TPC-H data generation, tags and registration.
 //! - `stats`: medians, quartiles and the results table.
 //! - `utility`: released groups and values against the exact answer.
@@ -24,6 +25,7 @@ mod scale;
 mod stats;
 mod throughput;
 mod tpch;
+mod transfer;
 mod utility;
 
 use std::path::PathBuf;
@@ -58,6 +60,8 @@ enum Command {
     Extract(extract::ExtractArgs),
     /// Anonymized aggregation on the demo world: utility against the exact answers, and time.
     Anon(anon::AnonArgs),
+    /// A 1M-row answer fetched over Arrow Flight SQL vs HTTP JSON and HTTP Arrow IPC.
+    Transfer(transfer::TransferArgs),
 }
 
 /// Where results go and which Python runs the peers.
@@ -82,6 +86,7 @@ async fn main() -> ExitCode {
         Command::Scale(args) => scale::run(args).await,
         Command::Extract(args) => extract::run(args).await,
         Command::Anon(args) => anon::run(args).await,
+        Command::Transfer(args) => transfer::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
