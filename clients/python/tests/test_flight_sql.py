@@ -15,7 +15,8 @@ import pytest
 import veil_client
 
 VOLUME = "SELECT district, count(*) AS tickets FROM hotline.tickets GROUP BY district"
-DP_ELDERLY = "SELECT district, count(*) AS elderly FROM civil.elderly WHERE living_alone GROUP BY district"
+DP_ELDERLY = "SELECT count(*) AS elderly FROM civil.elderly WHERE living_alone"
+DP_BY_DISTRICT = "SELECT district, count(*) AS elderly FROM civil.elderly WHERE living_alone GROUP BY district"
 PHONE = "SELECT caller_phone, count(*) AS n FROM hotline.tickets GROUP BY caller_phone"
 
 
@@ -114,7 +115,7 @@ def test_the_mode_and_epsilon_come_from_call_headers_and_dp_metadata_travels(dem
 def test_a_dry_run_explains_without_running_or_charging(demo):
     veil = veil_client.connect(demo.flight, demo.tokens["civil-analyst"])
     spent = {b["dataset"]: b["spent"] for b in veil.budget()}
-    table = veil.query(DP_ELDERLY, mode="dp", epsilon=0.5, dry_run=True)
+    table = veil.query(DP_BY_DISTRICT, mode="dp", epsilon=0.5, dry_run=True)
     assert table.num_rows == 0
     assert table.column_names == ["district", "elderly"]
     assert audit_record(demo, veil_client.report(table)["audit_id"])["decision"] == "dry_run"
@@ -201,3 +202,86 @@ def test_adbc_prepared_statements_run_and_close(demo):
         # same (sticky noise).
         assert int(again.schema.metadata[b"veil.audit_id"]) > first
         assert again.equals(table.replace_schema_metadata(again.schema.metadata))
+
+
+def _any(type_name, message):
+    type_url = f"type.googleapis.com/arrow.flight.protocol.sql.{type_name}".encode()
+    return b"\x0a" + _varint(len(type_url)) + type_url + b"\x12" + _varint(len(message)) + message
+
+
+def _field(message, number):
+    """The first length-delimited field `number` of a protobuf message (enough for Any and the
+    prepared statement result, whose fields before it are length-delimited too)."""
+    at = 0
+    while at < len(message):
+        key, at = _read_varint(message, at)
+        length, at = _read_varint(message, at)
+        if key >> 3 == number:
+            return message[at:at + length]
+        at += length
+    raise AssertionError(f"no field {number}")
+
+
+def _read_varint(data, at):
+    shift = value = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def test_a_prepared_statement_keeps_the_mode_and_epsilon_it_was_prepared_with(demo):
+    client = flight.FlightClient(demo.flight)
+    token = f"Bearer {demo.tokens['civil-analyst']}".encode()
+    prepared_with = flight.FlightCallOptions(
+        headers=[(b"authorization", token), (b"x-veil-mode", b"dp"), (b"x-veil-epsilon", b"0.125")]
+    )
+    query = DP_ELDERLY.encode()
+    action = flight.Action("CreatePreparedStatement", _any("ActionCreatePreparedStatementRequest", b"\x0a" + _varint(len(query)) + query))
+    result = list(client.do_action(action, prepared_with))[0].body.to_pybytes()
+    handle = _field(_field(result, 2), 1)
+    command = _any("CommandPreparedStatementQuery", b"\x0a" + _varint(len(handle)) + handle)
+    plain = flight.FlightCallOptions(headers=[(b"authorization", token)])
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command), plain)
+    dp = json.loads(info.schema.metadata[b"veil.dp"])
+    assert dp["epsilon"] == pytest.approx(0.125), "executed without headers: the prepared statement's mode and epsilon"
+    client.do_get(info.endpoints[0].ticket, plain).read_all()
+
+
+def test_refusals_before_the_broker_decides_are_recorded_too(demo):
+    """A call header that does not parse, and a query over the limit of unfetched answers, are
+    refused before anything runs or is charged, and each is one denied query record."""
+    client = flight.FlightClient(demo.flight)
+    token = (b"authorization", f"Bearer {demo.tokens['hotline-analyst']}".encode())
+    bad = flight.FlightCallOptions(headers=[token, (b"x-veil-epsilon", b"half")])
+    with pytest.raises(pyarrow.ArrowInvalid) as refused:
+        client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(VOLUME)), bad)
+    assert "invalid_header" in str(refused.value)
+    options = flight.FlightCallOptions(headers=[token])
+    held = [client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(VOLUME)), options) for _ in range(16)]
+    with pytest.raises(pyarrow.ArrowException) as full:
+        client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(VOLUME)), options)
+    assert "too_many_answers" in str(full.value)
+    page = demo.get("/v1/audit?user=hotline-analyst&action=query&decision=denied&limit=1000", "auditor")
+    rules = [r.get("rule") for r in page["records"]]
+    assert rules.count("invalid_header") == 1 and rules.count("too_many_answers") == 1, rules
+    for info in held:
+        client.do_get(info.endpoints[0].ticket, options).read_all()
+    assert client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(VOLUME)), options).endpoints
+
+
+def test_dp_intervals_can_come_as_columns(demo):
+    client = flight.FlightClient(demo.flight)
+    options = flight.FlightCallOptions(headers=[
+        (b"authorization", f"Bearer {demo.tokens['civil-analyst']}".encode()),
+        (b"x-veil-mode", b"dp"), (b"x-veil-epsilon", b"0.25"), (b"x-veil-intervals", b"true"),
+    ])
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(statement_command(DP_ELDERLY)), options)
+    table = client.do_get(info.endpoints[0].ticket, options).read_all()
+    assert table.column_names == ["elderly", "elderly_ci95_low", "elderly_ci95_high"]
+    assert table.num_rows == 1
+    for value, low, high in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+        assert low <= value <= high

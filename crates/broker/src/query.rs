@@ -41,12 +41,8 @@ impl Broker {
     /// [`Refused`] with the reason and the refusal's audit record.
     pub async fn query(&self, caller: &Caller, request: Request) -> Result<Released, Refused> {
         let started = Instant::now();
-        let mut entry = Entry::new("query", if request.dry_run { "dry_run" } else { "allowed" });
-        entry.actor = Some(caller.actor());
-        entry.mode = Some(request.mode.clone());
-        entry.sql_sha256 =
-            Some(veil_common::hex::encode(digest::digest(&digest::SHA256, request.sql.as_bytes()).as_ref()));
-        entry.sql = Some(recorded_sql(&request.sql, self.limits().max_sql_bytes));
+        let decision = if request.dry_run { "dry_run" } else { "allowed" };
+        let mut entry = self.query_entry(caller, &request.sql, Some(&request.mode), decision);
         let outcome = self.decide_and_run(caller, request, &mut entry).await;
         entry.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         match &outcome {
@@ -93,6 +89,29 @@ impl Broker {
             }
             Err(error) => Err(Refused { error, audit_id: Some(receipt.seq) }),
         }
+    }
+
+    /// Records a query that its protocol refused before the broker could decide it (a call
+    /// header that does not parse, too many answers waiting), as one `denied` query record like
+    /// any other refusal, and returns the refusal with its record's number.
+    pub async fn refuse(&self, caller: &Caller, sql: &str, mode: Option<&str>, error: Error) -> Refused {
+        let mut entry = self.query_entry(caller, sql, mode, "denied");
+        entry.rule = Some(error.code().to_owned());
+        entry.detail = Some(error.audit_detail());
+        match self.record(caller, entry).await {
+            Ok(receipt) => Refused { error, audit_id: Some(receipt.seq) },
+            Err(error) => Refused { error, audit_id: None },
+        }
+    }
+
+    /// A query's audit record as it starts: who, the mode asked for, the SQL and its hash.
+    fn query_entry(&self, caller: &Caller, sql: &str, mode: Option<&str>, decision: &str) -> Entry {
+        let mut entry = Entry::new("query", decision);
+        entry.actor = Some(caller.actor());
+        entry.mode = mode.map(str::to_owned);
+        entry.sql_sha256 = Some(veil_common::hex::encode(digest::digest(&digest::SHA256, sql.as_bytes()).as_ref()));
+        entry.sql = Some(recorded_sql(sql, self.limits().max_sql_bytes));
+        entry
     }
 
     /// The strictest result mode the policy allows `caller` on every dataset `sql` reads: dp,

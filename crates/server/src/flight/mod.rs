@@ -16,18 +16,20 @@
 //!
 //! Per call, headers choose the result mode (`x-veil-mode`; by default the strictest mode
 //! the policy allows on the query's datasets), the privacy loss (`x-veil-epsilon` or
-//! `x-veil-rho`) and a dry run (`x-veil-dry-run: true`). A refusal is a gRPC status whose
+//! `x-veil-rho`), a dry run (`x-veil-dry-run: true`) and dp intervals as columns too
+//! (`x-veil-intervals: true`). A refusal is a gRPC status whose
 //! message starts with Veil's stable code, also in the `x-veil-code` trailer with the
 //! refusal's `x-veil-audit-id`.
 
 mod store;
 
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
@@ -42,7 +44,7 @@ use arrow_flight::{
     Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
 use base64::Engine;
-use futures::{Stream, TryStreamExt};
+use futures::{FutureExt, Stream, TryStreamExt};
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -103,30 +105,34 @@ impl VeilFlightSql {
         self.state.authenticate(token).await.map_err(|e| status(&e, None))
     }
 
-    /// Runs `sql` for the caller of `metadata` and holds its answer under a ticket.
+    /// Runs `sql` for the caller of `metadata` and holds its answer under a ticket. The call's
+    /// headers choose the mode, loss and dry run; a prepared statement's own (`prepared`, from
+    /// when it was made) fill in what the call leaves out.
     async fn query(
         &self,
         sql: String,
         metadata: &MetadataMap,
         descriptor: FlightDescriptor,
+        prepared: Option<Options>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(metadata).await?;
-        let options = Options::from_metadata(metadata)?;
-        // Refused before anything runs, is charged or is recorded.
-        if !self.store.ticket_room(&principal.token_id) {
-            return Err(status(
-                &ApiError::new(
-                    ErrorKind::PayloadTooLarge,
-                    "too_many_answers",
-                    format!(
-                        "this token holds {} answers not yet fetched; fetch them (DoGet) or wait for them to expire",
-                        store::MAX_TICKETS_PER_TOKEN
-                    ),
-                ),
-                None,
-            ));
-        }
         let caller = veil_broker::Caller { principal, request_id: Some(uuid::Uuid::new_v4().to_string()) };
+        let options = match Options::from_metadata(metadata) {
+            Ok(options) => options.or(prepared.unwrap_or_default()),
+            Err(error) => return Err(self.refused(&caller, &sql, None, error).await),
+        };
+        // Refused (and recorded) before anything runs or is charged.
+        if !self.store.ticket_room(&caller.principal.token_id) {
+            let error = veil_broker::Error::new(
+                ErrorKind::PayloadTooLarge,
+                "too_many_answers",
+                format!(
+                    "this token holds {} answers not yet fetched; fetch them (DoGet) or wait for them to expire",
+                    store::MAX_TICKETS_PER_TOKEN
+                ),
+            );
+            return Err(self.refused(&caller, &sql, options.mode.as_deref(), error).await);
+        }
         let mode = match options.mode {
             Some(mode) => mode,
             None => self.state.broker.strictest_mode(&caller, &sql).await.as_str().to_owned(),
@@ -137,11 +143,22 @@ impl VeilFlightSql {
             epsilon: options.epsilon,
             rho: options.rho,
             accuracy: None,
-            dry_run: options.dry_run,
+            dry_run: options.dry_run.unwrap_or(false),
         };
-        let released = match self.state.broker.query(&caller, request).await {
-            Ok(released) => released,
-            Err(Refused { error, audit_id }) => return Err(status(&ApiError::from(error), audit_id)),
+        let started = Instant::now();
+        // A bug that panics is answered with the generic code and recorded, as over HTTP,
+        // instead of dropping the call with nothing in the audit log.
+        let released = match AssertUnwindSafe(self.state.broker.query(&caller, request)).catch_unwind().await {
+            Ok(Ok(released)) => released,
+            Ok(Err(Refused { error, audit_id })) => return Err(status(&ApiError::from(error), audit_id)),
+            Err(_) => {
+                let recorded = self
+                    .state
+                    .event("query", Some(&caller.principal), None, "failed", "the query's handler panicked")
+                    .await;
+                let seq = recorded.as_ref().ok().map(|r| r.seq);
+                return Err(status(&ApiError::internal("a flight sql query panicked"), seq));
+            }
         };
         let audit_id = released.audit_id();
         let internal = |e: &dyn std::fmt::Display| status(&ApiError::internal(e), Some(audit_id));
@@ -154,6 +171,12 @@ impl VeilFlightSql {
             .map(|b| b.clone().with_schema(Arc::clone(&schema)))
             .collect::<Result<Vec<RecordBatch>, _>>()
             .map_err(|e| internal(&e))?;
+        let intervals = answer.dp.as_ref().map(|dp| dp.intervals.as_slice()).unwrap_or_default();
+        let (schema, batches) = if options.intervals.unwrap_or(false) {
+            with_interval_columns(&schema, &batches, intervals).map_err(|e| internal(&e))?
+        } else {
+            (schema, batches)
+        };
         let rows = i64::try_from(answer.row_count()).unwrap_or(i64::MAX);
         let handle = self
             .store
@@ -169,7 +192,22 @@ impl VeilFlightSql {
             .with_ordered(true);
         let mut response = Response::new(info);
         response.metadata_mut().insert("x-veil-audit-id", MetadataValue::from(audit_id));
+        // Veil's own account of the call: sizes and time, never SQL or values.
+        tracing::info!(audit_id, rows, ms = started.elapsed().as_millis() as u64, "flight sql query answered");
         Ok(response)
+    }
+
+    /// A query the adapter refused before the broker could decide it, recorded by the broker
+    /// as one denied query.
+    async fn refused(
+        &self,
+        caller: &veil_broker::Caller,
+        sql: &str,
+        mode: Option<&str>,
+        error: veil_broker::Error,
+    ) -> Status {
+        let Refused { error, audit_id } = self.state.broker.refuse(caller, sql, mode, error).await;
+        status(&ApiError::from(error), audit_id)
     }
 
     /// A `FlightInfo` whose ticket is the metadata command itself (answered from the
@@ -203,6 +241,31 @@ fn one_batch(batch: Result<RecordBatch, arrow_flight::error::FlightError>) -> Bo
     Box::pin(FlightDataEncoderBuilder::new().build(futures::stream::once(async { batch })).map_err(Status::from))
 }
 
+/// The answer with each dp column's 95% interval as two more columns, `<column>_ci95_low` and
+/// `<column>_ci95_high` (`x-veil-intervals: true`), for tools that do not read schema metadata.
+/// Post-processing of what the answer's report releases anyway.
+fn with_interval_columns(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    intervals: &[(String, Vec<(f64, f64)>)],
+) -> Result<(SchemaRef, Vec<RecordBatch>), arrow::error::ArrowError> {
+    if intervals.is_empty() {
+        return Ok((Arc::clone(schema), batches.to_vec()));
+    }
+    let batch = arrow::compute::concat_batches(schema, batches)?;
+    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    let mut columns = batch.columns().to_vec();
+    for (name, ci) in intervals {
+        for (end, pick) in [("low", 0), ("high", 1)] {
+            fields.push(Arc::new(Field::new(format!("{name}_ci95_{end}"), DataType::Float64, false)));
+            let values = ci.iter().map(|&(low, high)| if pick == 0 { low } else { high });
+            columns.push(Arc::new(Float64Array::from_iter_values(values)) as ArrayRef);
+        }
+    }
+    let schema = Arc::new(Schema::new(fields).with_metadata(schema.metadata().clone()));
+    Ok((Arc::clone(&schema), vec![RecordBatch::try_new(schema, columns)?]))
+}
+
 /// A dataset's columns as an Arrow schema, for `GetTables`; a type the catalogue writes that
 /// Arrow cannot read back is shown as text.
 fn dataset_schema(info: &veil_catalog::DatasetInfo) -> Schema {
@@ -214,42 +277,59 @@ fn dataset_schema(info: &veil_catalog::DatasetInfo) -> Schema {
     Schema::new(fields)
 }
 
-/// What the call's headers ask of a query.
-#[derive(Debug, Default, PartialEq)]
-struct Options {
+/// What a call's headers ask of a query; each is unset when its header is absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Options {
     mode: Option<String>,
     epsilon: Option<f64>,
     rho: Option<f64>,
-    dry_run: bool,
+    dry_run: Option<bool>,
+    /// Dp intervals also as columns.
+    intervals: Option<bool>,
 }
 
 impl Options {
-    fn from_metadata(metadata: &MetadataMap) -> Result<Self, Status> {
-        let text = |name: &'static str| -> Result<Option<String>, Status> {
+    fn from_metadata(metadata: &MetadataMap) -> Result<Self, veil_broker::Error> {
+        let text = |name: &'static str| -> Result<Option<String>, veil_broker::Error> {
             match metadata.get(name) {
                 None => Ok(None),
                 Some(v) => v.to_str().map(|s| Some(s.trim().to_owned())).map_err(|_| invalid_header(name, "text")),
             }
         };
-        let number = |name: &'static str| -> Result<Option<f64>, Status> {
+        let number = |name: &'static str| -> Result<Option<f64>, veil_broker::Error> {
             text(name)?.map(|s| s.parse::<f64>().map_err(|_| invalid_header(name, "a number"))).transpose()
         };
-        let dry_run = match text("x-veil-dry-run")?.as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(_) => return Err(invalid_header("x-veil-dry-run", "true or false")),
+        let flag = |name: &'static str| -> Result<Option<bool>, veil_broker::Error> {
+            match text(name)?.as_deref() {
+                None => Ok(None),
+                Some("false") => Ok(Some(false)),
+                Some("true") => Ok(Some(true)),
+                Some(_) => Err(invalid_header(name, "true or false")),
+            }
         };
         Ok(Self {
             mode: text("x-veil-mode")?.filter(|m| !m.is_empty()),
             epsilon: number("x-veil-epsilon")?,
             rho: number("x-veil-rho")?,
-            dry_run,
+            dry_run: flag("x-veil-dry-run")?,
+            intervals: flag("x-veil-intervals")?,
         })
+    }
+
+    /// These options, with `base`'s where these are unset.
+    fn or(self, base: Options) -> Options {
+        Options {
+            mode: self.mode.or(base.mode),
+            epsilon: self.epsilon.or(base.epsilon),
+            rho: self.rho.or(base.rho),
+            dry_run: self.dry_run.or(base.dry_run),
+            intervals: self.intervals.or(base.intervals),
+        }
     }
 }
 
-fn invalid_header(name: &str, expected: &str) -> Status {
-    status(&ApiError::bad_request("invalid_header", format!("header {name} must be {expected}")), None)
+fn invalid_header(name: &str, expected: &str) -> veil_broker::Error {
+    veil_broker::Error::invalid("invalid_header", format!("header {name} must be {expected}"))
 }
 
 /// The one place an error becomes a gRPC status: its code from the error's kind, a message
@@ -325,7 +405,7 @@ impl FlightSqlService for VeilFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (metadata, _, descriptor) = request.into_parts();
-        self.query(query.query, &metadata, descriptor).await
+        self.query(query.query, &metadata, descriptor, None).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -335,11 +415,11 @@ impl FlightSqlService for VeilFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let (metadata, _, descriptor) = request.into_parts();
         let principal = self.principal(&metadata).await?;
-        let sql = self
+        let (sql, options) = self
             .store
             .statement(&principal.token_id, &query.prepared_statement_handle)
             .map_err(|m| miss(m, "prepared statement"))?;
-        self.query(sql, &metadata, descriptor).await
+        self.query(sql, &metadata, descriptor, Some(options)).await
     }
 
     async fn do_get_statement(
@@ -364,9 +444,12 @@ impl FlightSqlService for VeilFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = self.principal(request.metadata()).await?;
+        // The headers of the call that makes the statement hold for its executions, unless an
+        // execution's own say otherwise.
+        let options = Options::from_metadata(request.metadata()).map_err(|e| status(&e.into(), None))?;
         // Nothing runs until the statement is executed: the answer's schema is known only then
         // (after the policy's decision), so none is promised here.
-        let handle = self.store.put_statement(&principal.token_id, query.query).ok_or_else(|| {
+        let handle = self.store.put_statement(&principal.token_id, query.query, options).ok_or_else(|| {
             status(
                 &ApiError::new(
                     ErrorKind::PayloadTooLarge,
@@ -597,11 +680,15 @@ mod tests {
         let options = Options::from_metadata(&m).expect("valid");
         assert_eq!(options.mode.as_deref(), Some("dp"));
         assert_eq!(options.epsilon, Some(0.5));
-        assert!(options.dry_run);
+        assert_eq!(options.dry_run, Some(true));
+        // A prepared statement's headers fill in what an execution leaves out, never override it.
+        let execution = Options { epsilon: Some(0.1), ..Options::default() };
+        let merged = execution.or(options);
+        assert_eq!((merged.mode.as_deref(), merged.epsilon, merged.dry_run), (Some("dp"), Some(0.1), Some(true)));
         m.insert("x-veil-epsilon", MetadataValue::from_static("half"));
         let refused = Options::from_metadata(&m).expect_err("not a number");
-        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-        assert!(refused.message().starts_with("invalid_header: header x-veil-epsilon"), "{}", refused.message());
+        assert_eq!(refused.code(), "invalid_header");
+        assert_eq!(refused.message(), "header x-veil-epsilon must be a number");
     }
 
     #[test]

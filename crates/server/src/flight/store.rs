@@ -10,6 +10,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::Options;
+
 /// How long an answer waits for its `DoGet`.
 pub(crate) const TICKET_TTL: Duration = Duration::from_secs(10 * 60);
 /// How long a prepared statement lives without being closed.
@@ -46,7 +48,7 @@ pub(crate) enum Miss {
 /// Tickets and prepared statements, each bound to a token.
 pub(crate) struct Store {
     tickets: Mutex<HashMap<Handle, Held<Answer>>>,
-    statements: Mutex<HashMap<Handle, Held<String>>>,
+    statements: Mutex<HashMap<Handle, Held<(String, Options)>>>,
     random: SystemRandom,
 }
 
@@ -91,8 +93,9 @@ impl Store {
         }
     }
 
-    /// Keeps `sql` as a prepared statement of `token_id`; `None` when the token holds too many.
-    pub(crate) fn put_statement(&self, token_id: &str, sql: String) -> Option<Handle> {
+    /// Keeps `sql`, with the options it was prepared with, as a prepared statement of
+    /// `token_id`; `None` when the token holds too many.
+    pub(crate) fn put_statement(&self, token_id: &str, sql: String, options: Options) -> Option<Handle> {
         let now = Instant::now();
         let handle = self.handle()?;
         let mut statements = self.statements.lock().ok()?;
@@ -100,12 +103,15 @@ impl Store {
         if statements.values().filter(|held| held.token_id == token_id).count() >= MAX_STATEMENTS_PER_TOKEN {
             return None;
         }
-        statements.insert(handle, Held { token_id: token_id.to_owned(), expires: now + STATEMENT_TTL, value: sql });
+        statements.insert(
+            handle,
+            Held { token_id: token_id.to_owned(), expires: now + STATEMENT_TTL, value: (sql, options) },
+        );
         Some(handle)
     }
 
-    /// The SQL of prepared statement `handle`, for `token_id` only.
-    pub(crate) fn statement(&self, token_id: &str, handle: &[u8]) -> Result<String, Miss> {
+    /// The SQL and options of prepared statement `handle`, for `token_id` only.
+    pub(crate) fn statement(&self, token_id: &str, handle: &[u8]) -> Result<(String, Options), Miss> {
         let handle: Handle = handle.try_into().map_err(|_| Miss::Unknown)?;
         let statements = self.statements.lock().map_err(|_| Miss::Unknown)?;
         match statements.get(&handle) {
@@ -163,10 +169,10 @@ mod tests {
         assert!(!store.ticket_room("a"), "the token's tickets are bounded");
         assert!(store.ticket_room("b"), "another token is not affected");
         for _ in 0..MAX_STATEMENTS_PER_TOKEN {
-            store.put_statement("a", "SELECT 1".into()).expect("kept");
+            store.put_statement("a", "SELECT 1".into(), Options::default()).expect("kept");
         }
-        assert!(store.put_statement("a", "SELECT 1".into()).is_none());
-        let other = store.put_statement("b", "SELECT 2".into()).expect("kept");
+        assert!(store.put_statement("a", "SELECT 1".into(), Options::default()).is_none());
+        let other = store.put_statement("b", "SELECT 2".into(), Options::default()).expect("kept");
         assert_eq!(store.statement("a", &other).err(), Some(Miss::NotYours));
         assert_eq!(store.close_statement("a", &other).err(), Some(Miss::NotYours));
         store.close_statement("b", &other).expect("closed by its owner");
