@@ -226,6 +226,15 @@ async fn a_listed_constant_is_seeded_by_its_value_not_its_spelling() {
         .await;
         assert_eq!(got, canonical, "{spelling}");
     }
+    // Red team: a table alias qualified the column in the layer's seed, so renaming the alias
+    // gave the constant's layer a fresh draw per name, and the layers averaged away.
+    for aliased in [
+        "SELECT count(*) FROM civil.people a7 WHERE a7.birth_date IN (DATE '1950-01-02', DATE '1950-06-15')",
+        "SELECT count(*) FROM civil.people AS x WHERE birth_date IN (DATE '1950-01-02', DATE '1950-06-15')",
+        "SELECT count(*) FROM (SELECT * FROM civil.people) q WHERE q.birth_date IN (DATE '1950-01-02', DATE '1950-06-15')",
+    ] {
+        assert_eq!(conditions(aliased.into()).await, canonical, "{aliased}");
+    }
     // The same value twice is one constant.
     let twice = conditions("SELECT count(*) FROM civil.people WHERE subsidy IN (4321, 4321.0, 04321)".into()).await;
     assert_eq!(twice.len(), 1, "{twice:?}");

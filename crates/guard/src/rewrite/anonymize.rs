@@ -93,7 +93,10 @@ fn bound_with(
         one_row_per_person: one_row,
         measures: same_sums(&agg.aggr_expr),
         public_keys: None,
-        conditions: listed.iter().map(|(e, c)| format!("{} = {}", e.schema_name(), c.schema_name())).collect(),
+        conditions: listed
+            .iter()
+            .map(|(e, c)| format!("{} = {}", unqualified(e).schema_name(), c.schema_name()))
+            .collect(),
         upper: upper.clone(),
     };
     let capped = super::cap_rows::cap_before_joins(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
@@ -253,6 +256,19 @@ fn listed_constants(input: &LogicalPlan) -> Vec<(Expr, Expr)> {
         Ok(TreeNodeRecursion::Continue)
     });
     out
+}
+
+/// `e` with its columns' qualifiers dropped, for a seed's label: a table alias is the analyst's
+/// free choice, and a label that changed with it gave a fresh draw per alias (a red team averaged
+/// an IN constant's layer away by renaming the table).
+fn unqualified(e: &Expr) -> Expr {
+    use datafusion::common::Column;
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let stripped = e.clone().transform(|x| match x {
+        Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
+        other => Ok(Transformed::no(other)),
+    });
+    stripped.map(|t| t.data).unwrap_or_else(|_| e.clone())
 }
 
 /// A constant as a literal of `target`'s type, when it is a literal or casts of one that convert;
