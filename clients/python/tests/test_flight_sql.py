@@ -67,6 +67,7 @@ def test_adbc_connects_reads_server_info_and_fetches_an_answer(demo):
             table = cur.fetch_arrow_table()
     assert table.column_names == ["district", "tickets"]
     assert table.num_rows > 0
+    assert table.schema.field("district").type == pyarrow.string(), "plain strings, not views, for every client"
     metadata = table.schema.metadata
     assert metadata[b"veil.level"] == b"L2"
     rules = json.loads(metadata[b"veil.rules"])

@@ -55,7 +55,7 @@ use veil_common::{DatasetRef, ErrorKind};
 
 use self::store::{Miss, Store};
 use crate::error::ApiError;
-use crate::routes::query::answer_metadata;
+use crate::routes::query::arrow_answer;
 use crate::state::AppState;
 
 /// The catalogue name Flight SQL clients see; schemas are departments, tables datasets.
@@ -163,14 +163,7 @@ impl VeilFlightSql {
         let audit_id = released.audit_id();
         let internal = |e: &dyn std::fmt::Display| status(&ApiError::internal(e), Some(audit_id));
         let answer = released.answer();
-        let metadata = answer_metadata(&released).map_err(|e| status(&e, Some(audit_id)))?;
-        let schema = Arc::new(answer.schema.as_ref().clone().with_metadata(metadata));
-        let batches = answer
-            .batches
-            .iter()
-            .map(|b| b.clone().with_schema(Arc::clone(&schema)))
-            .collect::<Result<Vec<RecordBatch>, _>>()
-            .map_err(|e| internal(&e))?;
+        let (schema, batches) = arrow_answer(&released).map_err(|e| status(&e, Some(audit_id)))?;
         let intervals = answer.dp.as_ref().map(|dp| dp.intervals.as_slice()).unwrap_or_default();
         let (schema, batches) = if options.intervals.unwrap_or(false) {
             with_interval_columns(&schema, &batches, intervals).map_err(|e| internal(&e))?
