@@ -47,6 +47,8 @@ pub(crate) enum Miss {
 
 /// Tickets and prepared statements, each bound to a token.
 pub(crate) struct Store {
+    /// How long answers and statements live ([`TICKET_TTL`], [`STATEMENT_TTL`]).
+    ttl: (Duration, Duration),
     tickets: Mutex<HashMap<Handle, Held<Answer>>>,
     statements: Mutex<HashMap<Handle, Held<(String, Options)>>>,
     random: SystemRandom,
@@ -54,7 +56,12 @@ pub(crate) struct Store {
 
 impl Default for Store {
     fn default() -> Self {
-        Self { tickets: Mutex::default(), statements: Mutex::default(), random: SystemRandom::new() }
+        Self {
+            ttl: (TICKET_TTL, STATEMENT_TTL),
+            tickets: Mutex::default(),
+            statements: Mutex::default(),
+            random: SystemRandom::new(),
+        }
     }
 }
 
@@ -69,10 +76,12 @@ impl Store {
         })
     }
 
-    /// Holds `answer` for `token_id` and returns its ticket's handle.
+    /// Holds `answer` for `token_id` and returns its ticket's handle. The room was asked for
+    /// before the query ran; queries of one token running at once may each find room, so the
+    /// bound can be passed by as many as run together, never by one query's worth more.
     pub(crate) fn put_ticket(&self, token_id: &str, answer: Answer) -> Option<Handle> {
         let handle = self.handle()?;
-        let held = Held { token_id: token_id.to_owned(), expires: Instant::now() + TICKET_TTL, value: answer };
+        let held = Held { token_id: token_id.to_owned(), expires: Instant::now() + self.ttl.0, value: answer };
         self.tickets.lock().ok()?.insert(handle, held);
         Some(handle)
     }
@@ -103,10 +112,8 @@ impl Store {
         if statements.values().filter(|held| held.token_id == token_id).count() >= MAX_STATEMENTS_PER_TOKEN {
             return None;
         }
-        statements.insert(
-            handle,
-            Held { token_id: token_id.to_owned(), expires: now + STATEMENT_TTL, value: (sql, options) },
-        );
+        statements
+            .insert(handle, Held { token_id: token_id.to_owned(), expires: now + self.ttl.1, value: (sql, options) });
         Some(handle)
     }
 
@@ -157,6 +164,19 @@ mod tests {
         assert!(store.take_ticket("a", &handle).is_ok(), "the owner's ticket survives a stranger's try");
         assert_eq!(store.take_ticket("a", &handle).err(), Some(Miss::Unknown), "once only");
         assert_eq!(store.take_ticket("a", b"short").err(), Some(Miss::Unknown));
+    }
+
+    #[test]
+    fn answers_and_statements_expire() {
+        let store = Store { ttl: (Duration::ZERO, Duration::ZERO), ..Store::default() };
+        let ticket = store.put_ticket("a", answer()).expect("held");
+        assert_eq!(store.take_ticket("a", &ticket).err(), Some(Miss::Unknown), "expired");
+        for _ in 0..MAX_TICKETS_PER_TOKEN {
+            store.put_ticket("a", answer()).expect("held");
+        }
+        assert!(store.ticket_room("a"), "expired answers take no room");
+        let statement = store.put_statement("a", "SELECT 1".into(), Options::default()).expect("kept");
+        assert_eq!(store.statement("a", &statement).err(), Some(Miss::Unknown), "expired");
     }
 
     #[test]
