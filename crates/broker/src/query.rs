@@ -126,16 +126,7 @@ impl Broker {
         if !tables.is_empty() && tables.iter().all(|(schema, _)| schema == veil_common::EXTRACT_SCHEMA) {
             return Mode::Deidentified;
         }
-        let refs: Option<Vec<DatasetRef>> = tables
-            .iter()
-            .map(|(department, name)| {
-                Some(DatasetRef {
-                    department: DepartmentId::new(department.clone()).ok()?,
-                    name: DatasetName::new(name.clone()).ok()?,
-                })
-            })
-            .collect();
-        let Some(refs) = refs.filter(|r| !r.is_empty()) else { return Mode::Dp };
+        let Some(refs) = dataset_refs(&parsed).ok().filter(|r| !r.is_empty()) else { return Mode::Dp };
         let metas = self
             .blocking(move |c| {
                 refs.iter()
@@ -167,13 +158,7 @@ impl Broker {
         if mode == Mode::Deidentified {
             return self.extract_query(caller, &parsed, request.dry_run, entry).await;
         }
-        let mut refs = Vec::new();
-        for (department, name) in parsed.tables() {
-            let unknown = || veil_query::Error::UnknownDataset(format!("{department}.{name}"));
-            let department = DepartmentId::new(department.clone()).map_err(|_| unknown())?;
-            let name = DatasetName::new(name.clone()).map_err(|_| unknown())?;
-            refs.push(DatasetRef { department, name });
-        }
+        let refs = dataset_refs(&parsed)?;
         let user = caller.principal.user.clone();
         let now = now_unix();
         let (found, grants) = self
@@ -308,6 +293,21 @@ impl Broker {
             .map_err(|e| Error::internal(format!("audit task failed: {e}")))?
             .map_err(Error::from)
     }
+}
+
+/// The datasets a query names, as references; a name that cannot be a dataset's is an
+/// unknown dataset.
+fn dataset_refs(parsed: &ParsedQuery) -> Result<Vec<DatasetRef>, veil_query::Error> {
+    parsed
+        .tables()
+        .iter()
+        .map(|(department, name)| {
+            let unknown = || veil_query::Error::UnknownDataset(format!("{department}.{name}"));
+            let department = DepartmentId::new(department.clone()).map_err(|_| unknown())?;
+            let name = DatasetName::new(name.clone()).map_err(|_| unknown())?;
+            Ok(DatasetRef { department, name })
+        })
+        .collect()
 }
 
 /// The SQL as typed, for the record; text beyond what any query may be long is cut (its hash

@@ -15,6 +15,16 @@ fn veil() -> Command {
 }
 
 /// Starts `veil serve` on `data` and returns the child and its URL.
+/// `veil init` of a data directory under `root`: the directory and the admin's token.
+fn init(root: &Path) -> (std::path::PathBuf, String) {
+    let data = root.join("data");
+    let token_file = root.join("admin.token");
+    let out =
+        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token_file).output().unwrap();
+    assert!(out.status.success());
+    (data, std::fs::read_to_string(&token_file).unwrap().trim().to_owned())
+}
+
 fn serve(data: &Path) -> (Child, String) {
     let mut child = veil()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -55,12 +65,7 @@ fn records(data: &Path) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_loses_no_acknowledged_audit_record() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let token_file = tmp.path().join("admin.token");
-    let out =
-        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token_file).output().unwrap();
-    assert!(out.status.success());
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let (data, token) = init(tmp.path());
     let (mut child, url) = serve(&data);
 
     // Sixteen clients send queries as fast as they are answered; each answer (here a refusal,
@@ -129,12 +134,7 @@ fn registrations(data: &Path) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_while_registering_leaves_no_version_without_its_record() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let token_file = tmp.path().join("admin.token");
-    let out =
-        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token_file).output().unwrap();
-    assert!(out.status.success());
-    let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let (data, admin) = init(tmp.path());
     let (mut child, url) = serve(&data);
     let client = reqwest::Client::new();
     let post = |path: &str, token: &str, body: serde_json::Value| {

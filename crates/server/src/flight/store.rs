@@ -47,8 +47,10 @@ pub(crate) enum Miss {
 
 /// Tickets and prepared statements, each bound to a token.
 pub(crate) struct Store {
-    /// How long answers and statements live ([`TICKET_TTL`], [`STATEMENT_TTL`]).
-    ttl: (Duration, Duration),
+    /// How long an answer waits ([`TICKET_TTL`]).
+    ticket_ttl: Duration,
+    /// How long a statement lives ([`STATEMENT_TTL`]).
+    statement_ttl: Duration,
     tickets: Mutex<HashMap<Handle, Held<Answer>>>,
     statements: Mutex<HashMap<Handle, Held<(String, Options)>>>,
     random: SystemRandom,
@@ -57,7 +59,8 @@ pub(crate) struct Store {
 impl Default for Store {
     fn default() -> Self {
         Self {
-            ttl: (TICKET_TTL, STATEMENT_TTL),
+            ticket_ttl: TICKET_TTL,
+            statement_ttl: STATEMENT_TTL,
             tickets: Mutex::default(),
             statements: Mutex::default(),
             random: SystemRandom::new(),
@@ -81,7 +84,7 @@ impl Store {
     /// bound can be passed by as many as run together, never by one query's worth more.
     pub(crate) fn put_ticket(&self, token_id: &str, answer: Answer) -> Option<Handle> {
         let handle = self.handle()?;
-        let held = Held { token_id: token_id.to_owned(), expires: Instant::now() + self.ttl.0, value: answer };
+        let held = Held { token_id: token_id.to_owned(), expires: Instant::now() + self.ticket_ttl, value: answer };
         self.tickets.lock().ok()?.insert(handle, held);
         Some(handle)
     }
@@ -112,8 +115,10 @@ impl Store {
         if statements.values().filter(|held| held.token_id == token_id).count() >= MAX_STATEMENTS_PER_TOKEN {
             return None;
         }
-        statements
-            .insert(handle, Held { token_id: token_id.to_owned(), expires: now + self.ttl.1, value: (sql, options) });
+        statements.insert(
+            handle,
+            Held { token_id: token_id.to_owned(), expires: now + self.statement_ttl, value: (sql, options) },
+        );
         Some(handle)
     }
 
@@ -168,7 +173,7 @@ mod tests {
 
     #[test]
     fn answers_and_statements_expire() {
-        let store = Store { ttl: (Duration::ZERO, Duration::ZERO), ..Store::default() };
+        let store = Store { ticket_ttl: Duration::ZERO, statement_ttl: Duration::ZERO, ..Store::default() };
         let ticket = store.put_ticket("a", answer()).expect("held");
         assert_eq!(store.take_ticket("a", &ticket).err(), Some(Miss::Unknown), "expired");
         for _ in 0..MAX_TICKETS_PER_TOKEN {
