@@ -556,6 +556,43 @@ async fn several_counts_in_one_query_share_their_noise() {
     assert!(row.iter().all(|v| *v == row[0]), "{body}");
 }
 
+/// Leak (found while reworking the seeds): the noise of an aggregate was drawn per position in
+/// the SELECT list and per text of the whole measuring plan, so putting a `count(*)` before a
+/// `sum`, renaming the table or asking the group by GROUP BY instead of WHERE gave the same
+/// group a fresh draw each time, and averaging the spellings took the noise away (on the demo a
+/// district's subsidy total moved by 1,700 between two spellings). Every spelling of one group
+/// now gets the same answer, so spellings average nothing away.
+#[tokio::test]
+async fn respelling_a_group_gives_no_fresh_noise() {
+    let w = world().await;
+    let spellings = [
+        "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.residents WHERE district = '甲区'",
+        "SELECT sum(subsidy) AS s, count(*) AS n FROM civil.residents r WHERE r.district = '甲区'",
+        "SELECT count(*) AS a, count(DISTINCT person_id) AS b, count(*) AS n, sum(subsidy) AS s
+         FROM civil.residents AS x WHERE x.district IN ('甲区')",
+        "SELECT district, count(*) AS n, sum(subsidy) AS s FROM civil.residents GROUP BY district",
+        "SELECT district, count(*) AS n, sum(subsidy) AS s FROM civil.residents WHERE district = '甲区' GROUP BY district",
+        "SELECT avg(subsidy) AS a, sum(subsidy) AS s, count(*) AS n FROM civil.residents WHERE district = '甲区'",
+        "WITH t AS (SELECT district, subsidy FROM civil.residents) SELECT sum(subsidy) AS s, count(*) AS n FROM t WHERE district = '甲区'",
+    ];
+    let mut answers = Vec::new();
+    for sql in spellings {
+        let body = w.ok(sql).await;
+        let names: Vec<&str> =
+            body["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+        let row = body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| names.first() != Some(&"district") || r[0] == "甲区")
+            .unwrap_or_else(|| panic!("no row for 甲区: {body}"));
+        answers.push((row[at("n")].as_f64().unwrap(), row[at("s")].as_f64().unwrap()));
+    }
+    let truth: f64 = w.residents.iter().filter(|r| r.district == "甲区").map(|r| r.subsidy as f64).sum();
+    assert!(answers.iter().all(|a| *a == answers[0]), "one group, several answers: {answers:?} (true sum {truth})");
+}
+
 /// Leak (found by a red team, a round later): sharing the noise made `COUNT(*) − COUNT(col)`
 /// the exact number of NULLs in a group: with an IN list of sixteen people it told whether one
 /// person's phone was missing, 100 of 100 right with one query each, and on the demo who is a

@@ -203,7 +203,7 @@ async fn a_listed_constant_is_seeded_by_its_value_not_its_spelling() {
             let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
             let assessment = veil_guard::check(&analyzed, &guard).unwrap();
             let rewritten = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap();
-            rewritten.anonymized.unwrap().conditions
+            rewritten.anonymized.unwrap().noise.listed
         }
     };
     let canonical = conditions(
@@ -238,4 +238,57 @@ async fn a_listed_constant_is_seeded_by_its_value_not_its_spelling() {
     // The same value twice is one constant.
     let twice = conditions("SELECT count(*) FROM civil.people WHERE subsidy IN (4321, 4321.0, 04321)".into()).await;
     assert_eq!(twice.len(), 1, "{twice:?}");
+}
+
+/// The labels that seed a bucket's noise name what is asked, not how: aliases, the order of
+/// conditions and of the SELECT list, a constant's spelling, a one-constant IN list and casts
+/// change none of them (a label of the plan's text or an aggregate's position gave each
+/// spelling a fresh draw to average).
+#[tokio::test]
+async fn a_buckets_labels_do_not_depend_on_the_querys_spelling() {
+    let (ctx, guard) = session().await;
+    let labels = |sql: &'static str| {
+        let ctx = ctx.clone();
+        let guard = guard.clone();
+        async move {
+            let state = ctx.state();
+            let plan = state.create_logical_plan(sql).await.unwrap();
+            let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+            let assessment = veil_guard::check(&analyzed, &guard).unwrap();
+            let noise = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap().anonymized.unwrap().noise;
+            let mut measures = noise.measures.clone();
+            measures.sort();
+            measures.dedup();
+            (noise.fixed, noise.keys, measures)
+        }
+    };
+    let canonical = labels(
+        "SELECT district, sum(subsidy) AS s, count(*) AS n FROM civil.people
+         WHERE birth_date >= DATE '1950-01-01' AND birth_date < DATE '1951-01-01' AND alone AND district = 'a'
+         GROUP BY district",
+    )
+    .await;
+    assert_eq!(
+        canonical,
+        (
+            vec![
+                "alone = true".to_string(),
+                "birth_date < 1951-01-01".into(),
+                "birth_date >= 1950-01-01".into(),
+                "district = a".into()
+            ],
+            vec!["district".to_string()],
+            vec!["rows".to_string(), "sum subsidy".into()]
+        )
+    );
+    for spelling in [
+        "SELECT count(*) AS n, sum(p.subsidy) AS s, p.district FROM civil.people p
+         WHERE p.district IN ('a') AND p.alone = true AND p.birth_date < '1951-01-01' AND p.birth_date >= '1950-1-1'
+         GROUP BY p.district",
+        "WITH q AS (SELECT * FROM civil.people) SELECT district, count(*) AS a, count(*) AS b, sum(subsidy) AS c FROM q
+         WHERE alone AND 'a' = district AND birth_date >= CAST('1950-01-01' AS DATE) AND birth_date < DATE '1951-01-01'
+         GROUP BY district",
+    ] {
+        assert_eq!(labels(spelling).await, canonical, "{spelling}");
+    }
 }

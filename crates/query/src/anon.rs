@@ -6,9 +6,10 @@
 //! - the largest contributions are flattened to the top group's average, so one person with an
 //!   extreme value or many rows moves nothing visibly;
 //! - every released number gets two layers of noise whose standard deviation is that average
-//!   (at least 1): one seeded by the set of people in the group, one by the query's
-//!   labels (the measuring plan, which holds the filter constants, and the group's key values),
-//!   both under the installation's secret, and one more per constant of the query's IN lists,
+//!   (at least 1): one seeded by the set of people in the group, one by the bucket's labels
+//!   (its conditions other than IN lists and its key values, in canonical form: no spelling of
+//!   the query redraws it), both with the quantity measured and under the installation's
+//!   secret, and one more per constant of the query's IN lists,
 //!   seeded by the constant and the group's people whose rows match it (so padding an IN list
 //!   with fresh sets of other constants leaves the layer of the constant that singles a person
 //!   out the same every time: it does not average away). The same group asked the same way
@@ -27,7 +28,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, concat_batches, take};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::datatypes::{Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::common::ScalarValue;
 use ring::hmac;
 use veil_guard::{ANON_OUTLIERS, DpAggregate, DpPlan};
 
@@ -97,10 +99,9 @@ pub(crate) fn add_noise(
     plan: &DpPlan,
     k: u64,
     secret: &[u8; 32],
-    label: &[u8],
 ) -> Result<Anonymized> {
     let totals = concat_batches(schema, measured).map_err(internal)?;
-    let conditions = plan.conditions.len();
+    let conditions = plan.noise.listed.len();
     let width = totals.num_columns() - conditions.min(totals.num_columns());
     if width < plan.keys + 2 {
         return Err(internal("the anonymizing plan's output is too narrow"));
@@ -111,23 +112,18 @@ pub(crate) fn add_noise(
         .map(|i| totals.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("condition seed")).cloned())
         .collect::<Result<Vec<_>>>()?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut labels = Vec::with_capacity(plan.keys);
-    for i in 0..plan.keys {
-        labels.push(cast(totals.column(i), &DataType::Utf8).map_err(internal)?);
-    }
-    // The query's labels and the group's key values, which seed the label layer.
-    let row_label = |row: usize| -> Vec<u8> {
-        let mut out = label.to_vec();
-        for l in &labels {
-            let text = l.as_string::<i32>();
-            out.push(0x1f);
-            if text.is_valid(row) {
-                out.extend_from_slice(text.value(row).as_bytes());
-            } else {
-                out.push(0);
-            }
+    // The bucket's labels, which seed the label layer: the query's conditions other than IN
+    // lists and the group's key values, each as `key = value`, sorted and each once (so `WHERE
+    // district = 'a'` and the group `a` of `GROUP BY district` are one bucket).
+    let row_label = |row: usize| -> Result<Vec<u8>> {
+        let mut labels = plan.noise.fixed.clone();
+        for (i, key) in plan.noise.keys.iter().enumerate() {
+            let value = ScalarValue::try_from_array(totals.column(i), row).map_err(internal)?;
+            labels.push(format!("{key} = {value}"));
         }
-        out
+        labels.sort();
+        labels.dedup();
+        Ok(labels.join("\u{1f}").into_bytes())
     };
 
     // Which groups pass: people ≥ max(k, 2), and above a noisy threshold seeded by the people.
@@ -139,7 +135,8 @@ pub(crate) fn add_noise(
         let z = normal(&key, &[b"threshold", &seed]);
         if people >= floor && people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
             let conditions = plan
-                .conditions
+                .noise
+                .listed
                 .iter()
                 .zip(&condition_seeds)
                 .map(|(text, seeds)| {
@@ -147,7 +144,7 @@ pub(crate) fn add_noise(
                     [text.as_bytes(), &[0x1f], &seed.to_le_bytes()].concat()
                 })
                 .collect();
-            kept.push(Group { row, people, seed, label: row_label(row), conditions });
+            kept.push(Group { row, people, seed, label: row_label(row)?, conditions });
         }
     }
     let suppressed = (totals.num_rows() - kept.len()) as u64;
@@ -176,21 +173,15 @@ pub(crate) fn add_noise(
         // is of that rounded sum: the unrounded one told a little more of it.
         let round_sum = rounded_sum(plan, j);
         for &Group { row, people: p, ref seed, ref label, ref conditions } in &kept {
-            // Two layers per measure: the people's, and the query's labels'. Every count of a
-            // group shares its noise: several COUNTs in one query are not several samples.
-            // Counts of the same rows share their noise (several COUNT(*) are one sample, not
-            // several). Rows and people are the same count only over one row per person; else
-            // their draws are independent: shared draws scaled differently let a red team take
-            // the people count's known noise off the row count.
-            let column = match aggregate {
-                DpAggregate::CountRows => usize::MAX,
-                DpAggregate::CountPeople if plan.one_row_per_person => usize::MAX,
-                DpAggregate::CountPeople => usize::MAX - 1,
-                // SUM(x) and AVG(x) measure the same sum: the same noise.
-                DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => plan.measures.get(j).copied().unwrap_or(j),
-            };
+            // Two layers per measure: the people's, and the bucket's labels'. Aggregates of one
+            // quantity share their noise wherever they stand in the SELECT list (several
+            // COUNT(*) are one sample, not several; SUM(x) and AVG(x) measure the same sum).
+            // Rows and people are the same count only over one row per person; else their
+            // draws are independent: shared draws scaled differently let a red team take the
+            // people count's known noise off the row count.
+            let quantity = plan.noise.measures.get(j).map_or(&[][..], |m| m.as_bytes());
             let noise = |measure: usize, sd: f64| {
-                let tag = [column.to_le_bytes(), measure.to_le_bytes()].concat();
+                let tag = [quantity, &measure.to_le_bytes()].concat();
                 let people_layer = normal(&key, &[b"people", seed, &tag]);
                 let label_layer = normal(&key, &[b"labels", label, &tag]);
                 // One more layer per IN-list constant, seeded by it and the people matching it.

@@ -13,7 +13,6 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
-use ring::digest;
 use veil_guard::{DP_ROW, DpPlan};
 
 use crate::Result;
@@ -89,10 +88,7 @@ impl QueryEngine {
         };
         let batches = self.within_deadline(self.collect(&state, &optimized, false, None)).await?;
         let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
-        // The query's labels: the measuring plan holds its keys' expressions and every filter
-        // constant, so the label layer changes with what is asked, not with spelling alone.
-        let label = digest::digest(&digest::SHA256, optimized.display_indent().to_string().as_bytes());
-        let noisy = anon::add_noise(&batches, &schema, plan, request.k, &request.noise_key, label.as_ref())?;
+        let noisy = anon::add_noise(&batches, &schema, plan, request.k, &request.noise_key)?;
         // The noise of each output column that copies an aggregate, when the answer's rows are
         // the released groups (projected, sorted, filtered or limited); a rework that mixes
         // groups has none to state.

@@ -82,7 +82,7 @@ fn bound_with(
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
-    let listed = listed_constants(&agg.input);
+    let Conditions { listed, fixed } = conditions(&agg.input);
     let group_keys = crate::exprs::group_keys(&agg)?;
     let keys = group_keys.len();
     let described = super::DpPlan {
@@ -93,10 +93,12 @@ fn bound_with(
         one_row_per_person: one_row,
         measures: same_sums(&agg.aggr_expr),
         public_keys: None,
-        conditions: listed
-            .iter()
-            .map(|(e, c)| format!("{} = {}", unqualified(e).schema_name(), c.schema_name()))
-            .collect(),
+        noise: super::NoiseLabels {
+            listed: listed.iter().map(|(e, c)| equality(e, c)).collect(),
+            fixed,
+            keys: group_keys.iter().map(label).collect(),
+            measures: measured_quantities(&agg.aggr_expr, kinds, one_row),
+        },
         upper: upper.clone(),
     };
     let capped = super::cap_rows::cap_before_joins(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
@@ -227,35 +229,121 @@ fn same_sums(aggregates: &[Expr]) -> Vec<usize> {
         .collect()
 }
 
-/// The constants of the IN lists in the WHERE clauses below the answer's aggregate, each with the
-/// expression it is compared with: each constant as its value in the compared expression's type
-/// (a red team spelled one date fourteen ways, `'1950-6-15'`, `'1950-06-15T00:00:01'`, …, each
-/// matching the same person with a layer of its own, and averaged the layers away), each value
-/// once.
-fn listed_constants(input: &LogicalPlan) -> Vec<(Expr, Expr)> {
+/// The conditions of the WHERE clauses below the answer's aggregate, for the noise's seeds.
+struct Conditions {
+    /// Each IN-list constant with the expression it is compared with, each value once.
+    listed: Vec<(Expr, Expr)>,
+    /// The other conditions' labels ([`super::NoiseLabels::fixed`]), sorted, each once.
+    fixed: Vec<String>,
+}
+
+/// The conditions below the answer's aggregate: each constant as its value in the compared
+/// expression's type (a red team spelled one date fourteen ways, `'1950-6-15'`,
+/// `'1950-06-15T00:00:01'`, …, each matching the same person with a layer of its own, and
+/// averaged the layers away).
+fn conditions(input: &LogicalPlan) -> Conditions {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::ExprSchemable;
     use datafusion::logical_expr::expr::InList;
     use datafusion::logical_expr::utils::split_conjunction;
-    let mut out: Vec<(Expr, Expr)> = Vec::new();
+    use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
+    let mut listed: Vec<(Expr, Expr)> = Vec::new();
+    let mut fixed: Vec<String> = Vec::new();
     let _ = input.apply(|node| {
-        if let LogicalPlan::Filter(f) = node {
-            for c in split_conjunction(&f.predicate) {
-                if let Expr::InList(InList { expr, list, negated: false }) = unalias(c) {
-                    let target = expr.get_type(f.input.schema()).ok();
+        let LogicalPlan::Filter(f) = node else { return Ok(TreeNodeRecursion::Continue) };
+        let schema = f.input.schema();
+        let typed = |e: &Expr, v: &Expr| canonical(v, e.get_type(schema).ok().as_ref());
+        for c in split_conjunction(&f.predicate) {
+            match unalias(c) {
+                // One constant is an equality, however written.
+                Expr::InList(InList { expr, list, negated: false }) if list.len() == 1 => {
+                    fixed.extend(list.iter().map(|v| equality(expr, &typed(expr, v))));
+                }
+                Expr::InList(InList { expr, list, negated: false }) => {
                     for v in list {
-                        let value = canonical(v, target.as_ref());
-                        let pair = ((**expr).clone(), value);
-                        if !out.contains(&pair) {
-                            out.push(pair);
+                        let pair = ((**expr).clone(), typed(expr, v));
+                        if !listed.contains(&pair) {
+                            listed.push(pair);
                         }
                     }
                 }
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                    let (key, op, value) = match constant_side(left, right) {
+                        Some(true) => (left, *op, right),
+                        _ => (right, op.swap().unwrap_or(*op), left),
+                    };
+                    let value = typed(key, value);
+                    fixed.push(match op {
+                        Operator::Eq => equality(key, &value),
+                        op => format!("{} {op} {}", label(key), shown(&value)),
+                    });
+                }
+                Expr::Not(inner) => fixed.push(equality(inner, &lit(false))),
+                other => fixed.push(equality(other, &lit(true))),
             }
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    out
+    fixed.sort();
+    fixed.dedup();
+    Conditions { listed, fixed }
+}
+
+/// Whether the constant of `left <op> right` is on the right (`Some(true)`), on the left
+/// (`Some(false)`), or neither side is a literal.
+fn constant_side(left: &Expr, right: &Expr) -> Option<bool> {
+    let is_literal = |e: &Expr| matches!(canonical(e, None), Expr::Literal(..));
+    match (is_literal(left), is_literal(right)) {
+        (_, true) => Some(true),
+        (true, false) => Some(false),
+        _ => None,
+    }
+}
+
+/// The label `key = value`, as a group with that key value labels itself (so that `WHERE
+/// district = 'a'` and the group `a` of `GROUP BY district` are one label).
+fn equality(key: &Expr, value: &Expr) -> String {
+    format!("{} = {}", label(key), shown(value))
+}
+
+/// A constant as a label shows it: its value, without its type.
+pub(crate) fn shown(value: &Expr) -> String {
+    match value {
+        Expr::Literal(v, _) => v.to_string(),
+        other => other.schema_name().to_string(),
+    }
+}
+
+/// An expression as a label names it: without qualifiers (a table alias is the analyst's free
+/// choice), casts (type coercion's, or the analyst's `CAST(x AS …)`) or aliases.
+fn label(e: &Expr) -> String {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let bare = unqualified(e).transform_up(|x| match x {
+        Expr::Cast(c) => Ok(Transformed::yes(*c.expr)),
+        Expr::TryCast(c) => Ok(Transformed::yes(*c.expr)),
+        Expr::Alias(a) => Ok(Transformed::yes(*a.expr)),
+        other => Ok(Transformed::no(other)),
+    });
+    bare.map(|t| t.data).unwrap_or_else(|_| e.clone()).schema_name().to_string()
+}
+
+/// Per aggregate, the quantity it measures ([`super::NoiseLabels::measures`]).
+fn measured_quantities(aggregates: &[Expr], kinds: &[DpAggregate], one_row: bool) -> Vec<String> {
+    aggregates
+        .iter()
+        .zip(kinds)
+        .map(|(e, kind)| match kind {
+            DpAggregate::CountRows => "rows".to_string(),
+            // Over one row per person, people and rows are the same count.
+            DpAggregate::CountPeople if one_row => "rows".to_string(),
+            DpAggregate::CountPeople => "people".to_string(),
+            DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => match unalias(e) {
+                Expr::AggregateFunction(f) => {
+                    format!("sum {}", f.params.args.first().map(label).unwrap_or_default())
+                }
+                other => format!("sum {}", label(other)),
+            },
+        })
+        .collect()
 }
 
 /// `e` with its columns' qualifiers dropped, for a seed's label: a table alias is the analyst's

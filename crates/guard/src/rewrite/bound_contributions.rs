@@ -61,15 +61,36 @@ pub struct DpPlan {
     /// The public domain of each group key, when every key has one: then every combination is
     /// released (with zeros where no row has it) and no threshold applies.
     pub public_keys: Option<Vec<Vec<String>>>,
-    /// Anonymized answers: a label per constant of the query's IN lists, in the order of the
-    /// per-constant seeds the measuring plan outputs after the people's seed.
-    pub conditions: Vec<String>,
+    /// Anonymized answers: the canonical labels that seed the noise layers.
+    pub noise: NoiseLabels,
     /// Anonymized answers: every person is one row of the aggregate's input (measured at
     /// registration, no join repeating rows), so each contributes one row to one group.
     pub one_row_per_person: bool,
     /// Anonymized answers: for each aggregate, the first aggregate that measures the same sum
     /// (`SUM(x)` and `AVG(x)` both sum x), so that the same quantity gets the same noise.
     pub measures: Vec<usize>,
+}
+
+/// What seeds an anonymized answer's noise besides the people, as canonical text: a column by its
+/// name without qualifier or casts, a constant as its value in the column's type. The query's
+/// spelling (aliases, the order of the SELECT list, CTEs, GROUP BY or WHERE for the same group,
+/// a constant's spelling) changes none of it, so the same group asked any way gets the same
+/// noise (a label made of the plan's text or of an aggregate's position gave a fresh draw per
+/// spelling, and spellings averaged the noise away).
+#[derive(Debug, Clone, Default)]
+pub struct NoiseLabels {
+    /// Per constant of the query's IN lists, `key = value`, in the order of the per-constant
+    /// seeds the measuring plan outputs after the people's seed.
+    pub listed: Vec<String>,
+    /// The other conditions: `key = value` for an equality or a boolean column, `key >= lo` and
+    /// `key < hi` for a range's ends. With the group's key values they seed the bucket's label
+    /// layer.
+    pub fixed: Vec<String>,
+    /// Per group key, its expression (`key`); a group adds `key = value` to the label layer.
+    pub keys: Vec<String>,
+    /// Per aggregate, the quantity it measures (`rows`, `people`, `sum <column>`): aggregates
+    /// measuring the same quantity share their noise wherever they stand in the SELECT list.
+    pub measures: Vec<String>,
 }
 
 impl DpPlan {
@@ -193,7 +214,7 @@ pub(super) fn bound(
         aggregates: kinds.to_vec(),
         contribution,
         public_keys: assessment.dp_public_keys.clone(),
-        conditions: Vec::new(),
+        noise: NoiseLabels::default(),
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),
