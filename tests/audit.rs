@@ -223,7 +223,7 @@ async fn auditors_query_the_log_with_sql() {
 
 #[tokio::test]
 async fn auditors_export_and_verify_and_the_log_survives_a_restart() {
-    let w = world().await;
+    let mut w = world().await;
     w.ok("SELECT district, count(*) FROM civil.residents GROUP BY district").await;
     let s = &w.s;
     let response = s.request(Method::GET, "/v1/audit/export?action=query", Some(&w.auditor)).send().await.unwrap();
@@ -248,7 +248,8 @@ async fn auditors_export_and_verify_and_the_log_survives_a_restart() {
 
     // A graceful restart ends the log on a signed checkpoint and continues the same chain.
     let before = verified["report"]["head_seq"].as_u64().unwrap();
-    let s = w.s.restart().await;
+    w.s.restart_in_place(veil_query::Limits::standard()).await;
+    let s = &w.s;
     let report = veil_audit::verify(&s.data_dir().join("audit"), &key, None).unwrap();
     assert!(report.ok(), "{report}");
     assert!(report.head_seq > before);
@@ -259,7 +260,7 @@ async fn auditors_export_and_verify_and_the_log_survives_a_restart() {
 
 #[tokio::test]
 async fn a_change_committed_before_a_crash_is_recorded_when_the_server_starts_again() {
-    let w = world().await;
+    let mut w = world().await;
     // What the world's registrations and decisions left pending: nothing (each record reached
     // the log and was cleared).
     let catalog = veil_catalog::Catalog::open(&w.s.data_dir()).unwrap();
@@ -291,7 +292,8 @@ async fn a_change_committed_before_a_crash_is_recorded_when_the_server_starts_ag
     };
     assert!(!in_log(&w.s), "not yet in the log: the process stopped before the append");
 
-    let s = w.s.restart().await;
+    w.s.restart_in_place(veil_query::Limits::standard()).await;
+    let s = &w.s;
     let records = s.audit_records();
     let late = records
         .iter()

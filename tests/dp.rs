@@ -554,9 +554,11 @@ async fn personal_data_always_has_a_cap() {
 /// reserved before the query runs and kept when it fails; the audit record says what it cost.
 #[tokio::test]
 async fn a_failed_dp_query_keeps_its_charge() {
-    let World { s, civil_analyst, .. } = world().await;
+    let mut w = world().await;
+    let civil_analyst = w.civil_analyst.clone();
     let starved = veil_query::Limits { memory_bytes: 1, ..veil_query::Limits::standard() };
-    let s = s.restart_with(starved).await;
+    w.s.restart_in_place(starved).await;
+    let s = &w.s;
     let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district";
     let (status, body) = s.post("/v1/query", &civil_analyst, json!({"sql": sql, "mode": "dp", "epsilon": 2.0})).await;
     assert_ne!(status, StatusCode::OK, "no memory to run: {body}");
@@ -567,7 +569,8 @@ async fn a_failed_dp_query_keeps_its_charge() {
     assert_ne!(failed.entry.decision, "allowed", "{failed:?}");
     assert_eq!(failed.entry.epsilon, Some(2.0), "the record says what the failure cost: {failed:?}");
     // Nothing was recorded to replay: asked again with memory to run, it is measured and paid.
-    let s = s.restart().await;
+    w.s.restart_in_place(veil_query::Limits::standard()).await;
+    let s = &w.s;
     let (status, body) = s.post("/v1/query", &civil_analyst, json!({"sql": sql, "mode": "dp", "epsilon": 2.0})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((&body["dp"]["replayed"], &body["dp"]["budget"][0]["spent"]), (&json!(false), &json!(4.0)), "{body}");

@@ -273,7 +273,7 @@ async fn exceeding_memory_deadline_or_answer_size_is_a_clear_error() {
         "SELECT district, birth_date, count(DISTINCT person_id) FROM civil.residents GROUP BY district, birth_date";
     let standard = veil_query::Limits::standard();
 
-    w.s = w.s.restart_with(veil_query::Limits { max_result_rows: 1, ..standard.clone() }).await;
+    w.s.restart_in_place(veil_query::Limits { max_result_rows: 1, ..standard.clone() }).await;
     w.refused(
         "SELECT district, count(*) FROM civil.residents GROUP BY district",
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -293,17 +293,16 @@ async fn exceeding_memory_deadline_or_answer_size_is_a_clear_error() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let heavy = "SELECT a.district, count(*) FROM civil.stops a JOIN civil.stops b ON a.district = b.district
                  JOIN civil.stops c ON b.district = c.district GROUP BY a.district";
-    w.s =
-        w.s.restart_with(veil_query::Limits { deadline: std::time::Duration::from_millis(1), ..standard.clone() })
-            .await;
+    w.s.restart_in_place(veil_query::Limits { deadline: std::time::Duration::from_millis(1), ..standard.clone() })
+        .await;
     w.refused(heavy, StatusCode::GATEWAY_TIMEOUT, "query_timeout").await;
 
-    w.s = w.s.restart_with(veil_query::Limits { memory_bytes: 1024, spill_bytes: 0, ..standard.clone() }).await;
+    w.s.restart_in_place(veil_query::Limits { memory_bytes: 1024, spill_bytes: 0, ..standard.clone() }).await;
     w.refused(grouped, StatusCode::UNPROCESSABLE_ENTITY, "query_memory_exceeded").await;
 
     // The server is healthy afterwards and answers within normal limits again.
     let (status, _) = w.s.send(w.s.request(Method::GET, "/healthz", None)).await;
     assert_eq!(status, StatusCode::OK);
-    w.s = w.s.restart_with(standard).await;
+    w.s.restart_in_place(standard).await;
     w.ok(grouped).await;
 }

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use veil_server::{AppState, ServerConfig};
 
+pub mod logs;
 pub mod world;
 
 /// A running server and the directory it owns.
@@ -64,6 +65,7 @@ impl TestServer {
         query: veil_query::Limits,
         audit: veil_audit::Options,
     ) -> Self {
+        logs::capture();
         let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
         let config = ServerConfig { import_root: Some(root.path().join("import")), max_upload_bytes, query, audit };
         let files = veil_policy::PolicyFiles::in_dir(&root.path().join("data").join("policies"));
@@ -87,9 +89,15 @@ impl TestServer {
 
     /// Same, with other query limits.
     pub async fn restart_with(mut self, limits: veil_query::Limits) -> Self {
+        self.restart_in_place(limits).await;
+        self
+    }
+
+    /// [`TestServer::restart_with`] where the server is held by something that cannot give it up.
+    pub async fn restart_in_place(&mut self, limits: veil_query::Limits) {
         self.stop_in_place().await;
         let root = std::mem::replace(&mut self.root, tempfile::tempdir().unwrap());
-        Self::launch(root, self.admin.clone(), usize::MAX, limits, veil_audit::Options::default()).await
+        *self = Self::launch(root, self.admin.clone(), usize::MAX, limits, veil_audit::Options::default()).await;
     }
 
     async fn stop_in_place(&mut self) {

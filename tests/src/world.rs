@@ -190,6 +190,41 @@ pub async fn world_on(s: TestServer) -> World {
     World { s, civil_steward, civil_analyst, civil_analyst_2, health_analyst, auditor, residents, visits }
 }
 
+/// Every test of the world is also a test of what the server wrote: at its end (unless it failed
+/// already), no identifier value of the world's people (18-character ids, names) appears in the
+/// server's log, captured at trace level in JSON, nor in any audit record outside the analyst's
+/// own words: the SQL text, and a refused query's reason, which quotes the condition it refuses
+/// (an attack types an id or a name into a query, and the record keeps the query).
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let ids: Vec<&str> = self.residents.iter().map(|r| r.person_id.as_str()).collect();
+        let names: std::collections::HashSet<&str> = self.residents.iter().map(|r| r.name.as_str()).collect();
+        let search = |text: &str, place: &str| {
+            if let Some(id) = ids.iter().find(|id| text.contains(**id)) {
+                panic!("a person's id ({id}) in {place}");
+            }
+            let tokens = text.split(|c: char| !c.is_alphanumeric());
+            if let Some(name) = tokens.into_iter().find(|t| names.contains(t)) {
+                panic!("a person's name ({name}) in {place}");
+            }
+        };
+        let log = crate::logs::captured();
+        // Veil's own debug lines are there: the capture is on and the level is not cut.
+        assert!(log.contains(r#""level":"DEBUG""#), "the server's debug lines are missing from the captured log");
+        search(&log, "the server's log");
+        for record in self.s.audit_records() {
+            let mut entry = record.entry;
+            if entry.sql.take().is_some() && entry.decision == "denied" {
+                entry.detail = None;
+            }
+            search(&serde_json::to_string(&entry).unwrap_or_default(), "an audit record");
+        }
+    }
+}
+
 impl World {
     /// `POST /v1/query` as `token`.
     pub async fn query(&self, token: &str, mode: &str, sql: &str) -> (StatusCode, Value) {

@@ -311,30 +311,16 @@ enum DatasetCommand {
 }
 
 /// Logs to stderr at `VEIL_LOG`'s level (default `info`), as text (colour only on a terminal) or
-/// JSON. Other crates than Veil's log at most warnings, whatever `VEIL_LOG` says: DataFusion and
-/// sqlparser print plans, tokens and filter bounds at their debug and trace levels, and those
-/// carry literals and values read from datasets. Veil's own lines describe its steps, never values.
+/// JSON; other crates than Veil's at most warnings (`veil_server::logs`).
 fn init_logs(format: &str) {
     use std::io::IsTerminal;
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
+    let levels = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ours_or_warning = filter_fn(|meta| is_veil_target(meta.target()) || *meta.level() <= tracing::Level::WARN);
-    let filter = filter.and(ours_or_warning);
-    let layer =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
-    let layer =
-        if format == "json" { layer.json().with_filter(filter).boxed() } else { layer.with_filter(filter).boxed() };
+    let layer = veil_server::logs::layer(levels, format == "json", std::io::stderr, std::io::stderr().is_terminal());
     tracing_subscriber::registry().with(layer).init();
-}
-
-/// Whether a log target is one of Veil's crates (`veil`, `veil_server`, …).
-fn is_veil_target(target: &str) -> bool {
-    target.split("::").next().is_some_and(|krate| krate == "veil" || krate.starts_with("veil_"))
 }
 
 fn main() -> ExitCode {

@@ -24,6 +24,7 @@ mod connections;
 pub mod dto;
 pub mod error;
 pub mod flight;
+pub mod logs;
 mod openapi;
 mod routes;
 pub mod state;
