@@ -574,6 +574,10 @@ async fn respelling_a_group_gives_no_fresh_noise() {
         "SELECT district, count(*) AS n, sum(subsidy) AS s FROM civil.residents WHERE district = '甲区' GROUP BY district",
         "SELECT avg(subsidy) AS a, sum(subsidy) AS s, count(*) AS n FROM civil.residents WHERE district = '甲区'",
         "WITH t AS (SELECT district, subsidy FROM civil.residents) SELECT sum(subsidy) AS s, count(*) AS n FROM t WHERE district = '甲区'",
+        // A red team's: a prefix longer than the value, a constant listed twice.
+        "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.residents WHERE substr(district, 1, 9) = '甲区'",
+        "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.residents WHERE district IN ('甲区', '甲区')",
+        "SELECT substr(district, 1, 5) AS d, count(*) AS n, sum(subsidy) AS s FROM civil.residents GROUP BY 1",
     ];
     let mut answers = Vec::new();
     for sql in spellings {
@@ -585,7 +589,7 @@ async fn respelling_a_group_gives_no_fresh_noise() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| names.first() != Some(&"district") || r[0] == "甲区")
+            .find(|r| !matches!(names.first(), Some(&"district" | &"d")) || r[0] == "甲区")
             .unwrap_or_else(|| panic!("no row for 甲区: {body}"));
         answers.push((row[at("n")].as_f64().unwrap(), row[at("s")].as_f64().unwrap()));
     }

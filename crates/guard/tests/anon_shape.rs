@@ -235,9 +235,11 @@ async fn a_listed_constant_is_seeded_by_its_value_not_its_spelling() {
     ] {
         assert_eq!(conditions(aliased.into()).await, canonical, "{aliased}");
     }
-    // The same value twice is one constant.
-    let twice = conditions("SELECT count(*) FROM civil.people WHERE subsidy IN (4321, 4321.0, 04321)".into()).await;
-    assert_eq!(twice.len(), 1, "{twice:?}");
+    // The same value twice is one constant (beside another, one layer; alone, an equality).
+    let twice = conditions("SELECT count(*) FROM civil.people WHERE subsidy IN (4321, 4321.0, 04321, 12)".into()).await;
+    assert_eq!(twice.len(), 2, "{twice:?}");
+    let alone = conditions("SELECT count(*) FROM civil.people WHERE subsidy IN (4321, 4321.0, 04321)".into()).await;
+    assert!(alone.is_empty(), "{alone:?}");
 }
 
 /// The labels that seed a bucket's noise name what is asked, not how: aliases, the order of
@@ -259,7 +261,9 @@ async fn a_buckets_labels_do_not_depend_on_the_querys_spelling() {
             let mut measures = noise.measures.clone();
             measures.sort();
             measures.dedup();
-            (noise.fixed, noise.keys, measures)
+            let keys: Vec<String> =
+                noise.keys.iter().map(|k| k.of(&datafusion::common::ScalarValue::from("a"))).collect();
+            (noise.fixed, keys, measures)
         }
     };
     let canonical = labels(
@@ -277,11 +281,14 @@ async fn a_buckets_labels_do_not_depend_on_the_querys_spelling() {
                 "birth_date >= 1950-01-01".into(),
                 "district = a".into()
             ],
-            vec!["district".to_string()],
+            vec!["district = a".to_string()],
             vec!["rows".to_string(), "sum subsidy".into()]
         )
     );
     for spelling in [
+        "SELECT district, sum(subsidy) AS s, count(*) AS n FROM civil.people
+         WHERE birth_date >= DATE '1950-01-01' AND birth_date < DATE '1951-01-01' AND alone AND district IN ('a', 'a')
+         GROUP BY district",
         "SELECT count(*) AS n, sum(p.subsidy) AS s, p.district FROM civil.people p
          WHERE p.district IN ('a') AND p.alone = true AND p.birth_date < '1951-01-01' AND p.birth_date >= '1950-1-1'
          GROUP BY p.district",
@@ -291,4 +298,42 @@ async fn a_buckets_labels_do_not_depend_on_the_querys_spelling() {
     ] {
         assert_eq!(labels(spelling).await, canonical, "{spelling}");
     }
+}
+
+/// A red team's spellings of one group, each a fresh draw of its label layer before: a text
+/// prefix longer than the value, a date unit's case, `extract` for `date_part`, a width written
+/// as an integer or a float.
+#[tokio::test]
+async fn generalizations_are_labelled_by_what_they_select() {
+    let (ctx, guard) = session().await;
+    let fixed = |sql: String| {
+        let ctx = ctx.clone();
+        let guard = guard.clone();
+        async move {
+            let state = ctx.state();
+            let plan = state.create_logical_plan(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+            let assessment = veil_guard::check(&analyzed, &guard).unwrap_or_else(|v| panic!("{sql}: {v}"));
+            veil_guard::rewrite(analyzed, &guard, &assessment).unwrap().anonymized.unwrap().noise.fixed
+        }
+    };
+    let count = |condition: &str| format!("SELECT count(*) AS n FROM civil.people WHERE {condition}");
+    for same in [
+        &["district = 'abc'", "substr(district, 1, 4) = 'abc'", "substr(district, 1, 60) = 'abc'"][..],
+        &[
+            "date_part('year', birth_date) = 1950",
+            "date_part('YEAR', birth_date) = 1950",
+            "extract(year FROM birth_date) = 1950",
+            "date_part('Year', birth_date) = 1950.0",
+        ],
+        &["floor(subsidy / 500) * 500 = 0", "floor(subsidy / 500.0) * 500 = 0", "floor(subsidy / 500) * 500.0 = 0"],
+        &["date_trunc('month', birth_date) = '1950-01-01'", "date_trunc('MONTH', birth_date) = '1950-01-01'"],
+    ] {
+        let first = fixed(count(same[0])).await;
+        for other in &same[1..] {
+            assert_eq!(fixed(count(other)).await, first, "{other} vs {}", same[0]);
+        }
+    }
+    // A prefix as long as the value is a prefix, not the value.
+    assert_ne!(fixed(count("substr(district, 1, 3) = 'abc'")).await, fixed(count("district = 'abc'")).await);
 }

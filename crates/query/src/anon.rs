@@ -119,7 +119,7 @@ pub(crate) fn add_noise(
         let mut labels = plan.noise.fixed.clone();
         for (i, key) in plan.noise.keys.iter().enumerate() {
             let value = ScalarValue::try_from_array(totals.column(i), row).map_err(internal)?;
-            labels.push(format!("{key} = {value}"));
+            labels.push(key.of(&value));
         }
         labels.sort();
         labels.dedup();

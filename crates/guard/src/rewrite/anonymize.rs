@@ -96,7 +96,7 @@ fn bound_with(
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(e, c)| equality(e, c)).collect(),
             fixed,
-            keys: group_keys.iter().map(label).collect(),
+            keys: group_keys.iter().map(super::KeyLabel::new).collect(),
             measures: measured_quantities(&agg.aggr_expr, kinds, one_row),
         },
         upper: upper.clone(),
@@ -254,13 +254,20 @@ fn conditions(input: &LogicalPlan) -> Conditions {
         let typed = |e: &Expr, v: &Expr| canonical(v, e.get_type(schema).ok().as_ref());
         for c in split_conjunction(&f.predicate) {
             match unalias(c) {
-                // One constant is an equality, however written.
-                Expr::InList(InList { expr, list, negated: false }) if list.len() == 1 => {
-                    fixed.extend(list.iter().map(|v| equality(expr, &typed(expr, v))));
-                }
                 Expr::InList(InList { expr, list, negated: false }) => {
-                    for v in list {
-                        let pair = ((**expr).clone(), typed(expr, v));
+                    let mut values: Vec<Expr> = Vec::new();
+                    for v in list.iter().map(|v| typed(expr, v)) {
+                        if !values.contains(&v) {
+                            values.push(v);
+                        }
+                    }
+                    // One value is an equality, however written (`IN ('a', 'a')` too).
+                    if let [only] = values.as_slice() {
+                        fixed.push(equality(expr, only));
+                        continue;
+                    }
+                    for v in values {
+                        let pair = ((**expr).clone(), v);
                         if !listed.contains(&pair) {
                             listed.push(pair);
                         }
@@ -302,7 +309,10 @@ fn constant_side(left: &Expr, right: &Expr) -> Option<bool> {
 /// The label `key = value`, as a group with that key value labels itself (so that `WHERE
 /// district = 'a'` and the group `a` of `GROUP BY district` are one label).
 fn equality(key: &Expr, value: &Expr) -> String {
-    format!("{} = {}", label(key), shown(value))
+    match value {
+        Expr::Literal(v, _) => super::KeyLabel::new(key).of(v),
+        other => format!("{} = {}", label(key), shown(other)),
+    }
 }
 
 /// A constant as a label shows it: its value, without its type.
@@ -314,13 +324,32 @@ pub(crate) fn shown(value: &Expr) -> String {
 }
 
 /// An expression as a label names it: without qualifiers (a table alias is the analyst's free
-/// choice), casts (type coercion's, or the analyst's `CAST(x AS …)`) or aliases.
-fn label(e: &Expr) -> String {
+/// choice), casts (type coercion's, or the analyst's `CAST(x AS …)`) or aliases, every number
+/// as a 64-bit float (`5000` and `5000.0` are one width) and a date unit in lower case
+/// (`date_part('YEAR', …)` is `extract(year FROM …)`). A red team found each of these giving the
+/// same group a fresh draw of its label layer.
+pub(crate) fn label(e: &Expr) -> String {
+    use datafusion::common::ScalarValue;
     use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::expr::ScalarFunction;
     let bare = unqualified(e).transform_up(|x| match x {
         Expr::Cast(c) => Ok(Transformed::yes(*c.expr)),
         Expr::TryCast(c) => Ok(Transformed::yes(*c.expr)),
         Expr::Alias(a) => Ok(Transformed::yes(*a.expr)),
+        Expr::Literal(v, _) if v.data_type().is_numeric() => match v.cast_to(&DataType::Float64) {
+            Ok(f) => Ok(Transformed::yes(Expr::Literal(f, None))),
+            Err(_) => Ok(Transformed::no(Expr::Literal(v, None))),
+        },
+        Expr::ScalarFunction(ScalarFunction { func, mut args })
+            if matches!(func.name(), "date_part" | "date_trunc") && !args.is_empty() =>
+        {
+            if let Expr::Literal(unit, _) = &args[0]
+                && let Some(text) = unit.try_as_str().flatten()
+            {
+                args[0] = Expr::Literal(ScalarValue::Utf8(Some(text.to_lowercase())), None);
+            }
+            Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction { func, args })))
+        }
         other => Ok(Transformed::no(other)),
     });
     bare.map(|t| t.data).unwrap_or_else(|_| e.clone()).schema_name().to_string()

@@ -86,11 +86,66 @@ pub struct NoiseLabels {
     /// `key < hi` for a range's ends. With the group's key values they seed the bucket's label
     /// layer.
     pub fixed: Vec<String>,
-    /// Per group key, its expression (`key`); a group adds `key = value` to the label layer.
-    pub keys: Vec<String>,
+    /// Per group key, how a group's value of it is labelled (`key = value`).
+    pub keys: Vec<KeyLabel>,
     /// Per aggregate, the quantity it measures (`rows`, `people`, `sum <column>`): aggregates
     /// measuring the same quantity share their noise wherever they stand in the SELECT list.
     pub measures: Vec<String>,
+}
+
+/// How a value of a key is labelled: `key = value`, except that a text prefix shorter than the
+/// prefix's length is the whole value (`substr(district, 1, 9) = '门头沟区'` is `district =
+/// '门头沟区'`: a red team asked one district with fifty prefix lengths, fifty fresh draws).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLabel {
+    /// The key's label (`crate::rewrite::anonymize::label`).
+    key: String,
+    /// For `substr(column, 1, n)`: the column's label and n.
+    prefix: Option<(String, usize)>,
+}
+
+impl KeyLabel {
+    /// The label of `key`.
+    pub(crate) fn new(key: &Expr) -> Self {
+        use datafusion::logical_expr::expr::ScalarFunction;
+        fn strip(e: &Expr) -> &Expr {
+            match e {
+                Expr::Cast(c) => strip(&c.expr),
+                Expr::TryCast(c) => strip(&c.expr),
+                Expr::Alias(a) => strip(&a.expr),
+                other => other,
+            }
+        }
+        let prefix = match strip(key) {
+            Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "substr" => match args.as_slice() {
+                [column, _, length] => match strip(length) {
+                    Expr::Literal(n, _) => n
+                        .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
+                        .ok()
+                        .and_then(|n| match n {
+                            datafusion::common::ScalarValue::Int64(Some(n)) => usize::try_from(n).ok(),
+                            _ => None,
+                        })
+                        .map(|n| (super::anonymize::label(column), n)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        };
+        Self { key: super::anonymize::label(key), prefix }
+    }
+
+    /// The label `key = value`.
+    pub fn of(&self, value: &datafusion::common::ScalarValue) -> String {
+        if let Some((column, n)) = &self.prefix
+            && let Some(Some(text)) = value.try_as_str()
+            && text.chars().count() < *n
+        {
+            return format!("{column} = {text}");
+        }
+        format!("{} = {value}", self.key)
+    }
 }
 
 impl DpPlan {

@@ -20,7 +20,7 @@ use veil_common::Mode;
 use crate::{Assessment, GuardContext};
 
 pub use anonymize::{ANON_OUTLIERS, ANON_SEED};
-pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan, NoiseLabels};
+pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan, KeyLabel, NoiseLabels};
 pub use enforce_min_group_size::UNIT_PREFIX;
 
 /// The rewritten plan and what the query layer needs to finish the answer.
