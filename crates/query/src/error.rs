@@ -125,15 +125,25 @@ pub(crate) fn planning(e: DataFusionError) -> Error {
     }
 }
 
+/// A planning message for the analyst: without DataFusion's error-class prefixes and without
+/// its plea to report a bug in DataFusion (a function called with the wrong argument types is
+/// an "internal error" there, but the analyst's SQL to fix here).
 pub(crate) fn clean(e: &DataFusionError) -> String {
+    const BUG_REPORT: &str = "This issue was likely caused by a bug in DataFusion's code. Please help us to resolve this by filing a bug report in our issue tracker: https://github.com/apache/datafusion/issues";
     let text = e.find_root().to_string();
     let text = text.split("\nbacktrace").next().unwrap_or(&text);
+    let mut text = text
+        .replace(&format!("{BUG_REPORT}. "), "")
+        .replace(BUG_REPORT, "")
+        .replace("..\n", ". ")
+        .replace("Internal error: ", "");
     for prefix in ["Error during planning: ", "Schema error: ", "This feature is not implemented: ", "SQL error: "] {
         if let Some(rest) = text.strip_prefix(prefix) {
-            return rest.to_owned();
+            text = rest.to_owned();
+            break;
         }
     }
-    text.to_owned()
+    text.trim().to_owned()
 }
 
 /// Whether the query ran out of its memory pool, or of spill space once it spilled. DataFusion
@@ -161,4 +171,20 @@ pub(crate) fn error_kind(e: &DataFusionError) -> &'static str {
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planning_message_has_no_plea_to_report_a_datafusion_bug() {
+        let e = DataFusionError::Plan(
+            "Internal error: Function 'substr' failed to match any signature, errors: Error during planning: Function 'substr' requires Int64, but received Float64 (DataType: Float64)..\nThis issue was likely caused by a bug in DataFusion's code. Please help us to resolve this by filing a bug report in our issue tracker: https://github.com/apache/datafusion/issues. No function matches the given name and argument types 'substr(Utf8View, Int64, Float64)'.".into(),
+        );
+        let text = clean(&e);
+        assert!(!text.contains("Internal error") && !text.contains("bug report") && !text.contains("github"), "{text}");
+        assert!(text.starts_with("Function 'substr' failed to match any signature"), "{text}");
+        assert!(text.contains("(DataType: Float64). No function matches"), "{text}");
+    }
 }
