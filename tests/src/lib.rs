@@ -42,7 +42,15 @@ impl TestServer {
 
     /// Same, with an upload limit and audit log options.
     pub async fn start_configured(max_upload_bytes: usize, audit: veil_audit::Options) -> Self {
-        let root = tempfile::tempdir().unwrap();
+        Self::start_on(tempfile::tempdir().unwrap(), max_upload_bytes, audit).await
+    }
+
+    /// A server whose directories are in `parent` (a small disk of its own, say).
+    pub async fn start_in(parent: &Path) -> Self {
+        Self::start_on(tempfile::tempdir_in(parent).unwrap(), usize::MAX, veil_audit::Options::default()).await
+    }
+
+    async fn start_on(root: tempfile::TempDir, max_upload_bytes: usize, audit: veil_audit::Options) -> Self {
         let token_file = root.path().join("admin.token");
         let policy =
             [("policies/model.conf", veil_policy::DEFAULT_MODEL), ("policies/policy.csv", veil_policy::DEMO_POLICY)];

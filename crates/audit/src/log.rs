@@ -4,8 +4,11 @@
 //! Group commit: while one batch is being synced, new entries queue up; the next turn takes
 //! everything queued, writes it with one `write` and one `fdatasync`, then answers every caller.
 //! Under load many records share one sync, so the cost of durability is paid per batch, not per
-//! query. A failed write or sync stops the log for good (the file's state after a failed sync
-//! is unknown), so nothing that needs a record can go ahead unrecorded.
+//! query. A failed write or sync refuses that batch (nothing that needs a record goes ahead
+//! unrecorded) and leaves the file in an unknown state; the next batch first cuts the segment
+//! back to its last durable record and syncs that, then writes, so the log resumes by itself
+//! once the disk has room again (a full disk used to stop it until a restart), and its first
+//! record after the gap says how many entries were refused and why.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -58,6 +61,9 @@ pub struct Receipt {
     pub hash: String,
 }
 
+/// How often a log whose last write failed tries again on its own.
+const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Largest number of entries written with one sync.
 const MAX_BATCH: usize = 4096;
 
@@ -92,6 +98,8 @@ pub struct AuditLog {
     dir: PathBuf,
     public_key: PublicKey,
     durable: Arc<AtomicU64>,
+    /// Why the last write failed, while the log has not written since.
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -118,6 +126,7 @@ impl AuditLog {
         let recovered = recover(dir)?;
         let (file, bytes) = open_segment(&recovered.segment)?;
         let durable = Arc::new(AtomicU64::new(recovered.seq));
+        let failing = Arc::new(Mutex::new(None));
         let writer = Writer {
             dir: dir.to_path_buf(),
             key,
@@ -130,14 +139,16 @@ impl AuditLog {
             unsigned: 0,
             first_unsigned: None,
             failed: None,
+            refused: 0,
             durable: Arc::clone(&durable),
+            failing: Arc::clone(&failing),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("veil-audit".into())
             .spawn(move || writer.run(&rx))
             .map_err(Error::io("starting the writer for", dir))?;
-        let log = Self { tx, thread: Mutex::new(Some(thread)), dir: dir.to_path_buf(), public_key, durable };
+        let log = Self { tx, thread: Mutex::new(Some(thread)), dir: dir.to_path_buf(), public_key, durable, failing };
         if let Some(torn) = recovered.torn {
             let mut entry = Entry::new("audit.recovered", "ok");
             entry.detail = Some(format!(
@@ -188,6 +199,11 @@ impl AuditLog {
         result
     }
 
+    /// Why the last write failed, while the log has not written since (for readiness).
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
+    }
+
     /// The highest sequence number known to be on disk.
     pub fn durable_seq(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
@@ -217,14 +233,21 @@ struct Writer {
     /// Records since the last checkpoint.
     unsigned: u64,
     first_unsigned: Option<Instant>,
+    /// Why the last write failed, until a write succeeds again.
     failed: Option<String>,
+    /// Entries refused since the last write failed.
+    refused: u64,
     durable: Arc<AtomicU64>,
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Msg>) {
         loop {
             let wait = match self.first_unsigned {
+                // While writing fails, try again every few seconds even without entries, so
+                // that readiness comes back by itself once there is room.
+                _ if self.failed.is_some() => RETRY_INTERVAL,
                 Some(since) => self.options.checkpoint_interval.saturating_sub(since.elapsed()),
                 None => Duration::from_secs(3600),
             };
@@ -261,12 +284,28 @@ impl Writer {
 
     /// Writes the entries (and a checkpoint when one is due or `checkpoint` asks), syncs, then
     /// answers each caller.
-    fn commit(&mut self, appends: Vec<(Box<Entry>, Reply)>, checkpoint: bool) -> Result<()> {
-        if let Some(why) = &self.failed {
-            for (_, reply) in appends {
-                reply.send(Err(Error::Stopped(why.clone())));
+    fn commit(&mut self, mut appends: Vec<(Box<Entry>, Reply)>, checkpoint: bool) -> Result<()> {
+        let resuming = self.failed.is_some();
+        if let Some(why) = self.failed.clone() {
+            if appends.is_empty() && !checkpoint {
+                return Err(Error::Stopped(why));
             }
-            return Err(Error::Stopped(why.clone()));
+            if let Err(e) = self.cut_back() {
+                tracing::warn!(error = %e, "the audit log still cannot write");
+                self.refused += appends.len() as u64;
+                for (_, reply) in appends {
+                    reply.send(Err(Error::Stopped(why.clone())));
+                }
+                return Err(Error::Stopped(why));
+            }
+            // The gap, said first: an auditor sees why requests in it were refused.
+            let mut resumed = Entry::new("audit.resumed", "ok");
+            resumed.detail = Some(format!(
+                "writing failed after seq {} ({why}); {} entries were refused meanwhile",
+                self.seq, self.refused
+            ));
+            let (reply, _) = mpsc::sync_channel(1);
+            appends.insert(0, (Box::new(resumed), Reply::Thread(reply)));
         }
         let now = OffsetDateTime::now_utc();
         let (mut seq, mut hash) = (self.seq, self.hash);
@@ -312,12 +351,27 @@ impl Writer {
         }
         if let Err(e) = self.write(&buffer) {
             let why = e.to_string();
-            tracing::error!(error = %why, "the audit log could not write; it accepts nothing more");
+            tracing::error!(error = %why, "the audit log could not write; it refuses entries until a write succeeds");
+            if self.failed.is_none() {
+                self.refused = 0;
+            }
+            // The entry saying the log resumed is not one of the refused.
+            self.refused += (done.len() as u64).saturating_sub(u64::from(resuming));
             self.failed = Some(why.clone());
+            if let Ok(mut failing) = self.failing.lock() {
+                *failing = Some(why.clone());
+            }
             for (reply, _) in done {
                 reply.send(Err(Error::Stopped(why.clone())));
             }
             return Err(e);
+        }
+        if self.failed.take().is_some() {
+            tracing::info!(refused = self.refused, "the audit log writes again");
+            self.refused = 0;
+            if let Ok(mut failing) = self.failing.lock() {
+                *failing = None;
+            }
         }
         self.seq = seq;
         self.hash = hash;
@@ -348,6 +402,22 @@ impl Writer {
             self.file.sync_data().map_err(Error::io("syncing the audit log in", &self.segment))?;
         }
         self.segment_bytes += buffer.len() as u64;
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// After a failed write: the segment cut back to its size after the last durable record,
+    /// synced, and reopened for appending. A write that failed may have left part of its bytes,
+    /// and a sync that failed leaves unknown which reached the disk; the bytes up to the last
+    /// successful sync did.
+    fn cut_back(&mut self) -> Result<()> {
+        let file = OpenOptions::new().write(true).open(&self.segment).map_err(Error::io("reopening", &self.segment))?;
+        file.set_len(self.segment_bytes).map_err(Error::io("cutting back", &self.segment))?;
+        file.sync_all().map_err(Error::io("syncing", &self.segment))?;
+        let (file, bytes) = open_segment(&self.segment)?;
+        self.file = file;
+        self.segment_bytes = bytes;
         Ok(())
     }
 }

@@ -118,6 +118,8 @@ impl Error {
     /// The coarse class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Error::Io { source, .. } if veil_common::is_storage_full(source) => ErrorKind::StorageFull,
+            Error::Sqlite(e) if veil_common::is_storage_full(e) || is_sqlite_full(e) => ErrorKind::StorageFull,
             Error::NotInitialized(_)
             | Error::DirectoryNotEmpty(_)
             | Error::TokenFileExists(_)
@@ -139,6 +141,9 @@ impl Error {
 
     /// A stable machine-readable code for the wire.
     pub fn code(&self) -> &'static str {
+        if self.kind() == ErrorKind::StorageFull && !matches!(self, Error::Ingest(_)) {
+            return "storage_full";
+        }
         match self {
             Error::Invalid { code, .. } => code,
             Error::Ingest(e) => e.code(),
@@ -170,6 +175,11 @@ impl Error {
         let path = path.into();
         move |source| Error::Io { action, path, source }
     }
+}
+
+/// Whether SQLite gave up because the disk is full (`SQLITE_FULL`).
+fn is_sqlite_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
 /// The result type of this crate.

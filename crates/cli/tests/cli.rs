@@ -184,6 +184,40 @@ fn serve_stops_gracefully_on_sigterm_and_logs_json() {
     assert_eq!(record["fields"]["message"], "stopped", "{stderr}");
 }
 
+/// A log that cannot be written (stderr on a full disk) loses its lines, not the server: it
+/// exited at start with a panic before.
+#[test]
+fn a_server_whose_log_cannot_be_written_keeps_serving() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let token = tmp.path().join("admin.token");
+    let out =
+        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().expect("init");
+    assert!(out.status.success());
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let mut child = veil()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("VEIL_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(full))
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let url = first.strip_prefix("Veil is listening on ").and_then(|r| r.split(' ').next()).expect("the address");
+    let url = url.to_owned();
+    let admin = std::fs::read_to_string(&token).expect("token");
+    for _ in 0..3 {
+        let out = veil().args(["whoami", "--server", &url, "--token", admin.trim()]).output().expect("whoami");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(child.try_wait().expect("wait").is_none(), "the server is still running");
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "a clean exit: {status:?}");
+}
+
 #[test]
 fn a_server_that_cannot_be_reached_is_named_with_the_cause() {
     let run = |server: &str| {

@@ -27,6 +27,46 @@ pub enum ErrorKind {
     Timeout,
     /// A part the request depends on cannot work right now (the audit log cannot write): HTTP 503.
     Unavailable,
+    /// The data directory's disk is full: HTTP 507. Nothing was stored; the same request works
+    /// once the operator has made room.
+    StorageFull,
     /// A bug or an I/O failure on our side: HTTP 500, with the detail logged, not returned.
     Internal,
+}
+
+/// Whether `error`, or an error it was caused by, is the disk being full (or the quota spent).
+///
+/// The source chain is walked for an `std::io::Error` of kind `StorageFull` or `QuotaExceeded`;
+/// where a library kept only the text of the I/O error (Parquet's writer does), the operating
+/// system's message for ENOSPC or EDQUOT is recognised instead.
+pub fn is_storage_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    let text = error.to_string();
+    text.contains("(os error 28)") || text.contains("(os error 122)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing failed")]
+    struct Wrapper(#[source] std::io::Error);
+
+    #[test]
+    fn a_full_disk_is_recognised_through_causes_and_in_kept_text() {
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(is_storage_full(&Wrapper(full)));
+        let text = std::io::Error::other(format!("parquet: {}", std::io::Error::from_raw_os_error(28)));
+        assert!(is_storage_full(&text));
+        assert!(!is_storage_full(&Wrapper(std::io::Error::from_raw_os_error(13))));
+    }
 }

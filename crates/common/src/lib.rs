@@ -57,7 +57,7 @@ pub mod mode;
 pub mod role;
 pub mod tag;
 
-pub use error::ErrorKind;
+pub use error::{ErrorKind, is_storage_full};
 pub use generalize::Generalization;
 pub use ids::{DatasetName, DatasetRef, DepartmentId, IdError, UserId};
 pub use level::Level;

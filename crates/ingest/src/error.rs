@@ -74,6 +74,9 @@ pub enum Error {
     /// Writing the Parquet version failed on our side.
     #[error("writing the dataset file failed: {0}")]
     WriteFile(String),
+    /// The data directory's disk is full: nothing was stored.
+    #[error("the server's disk is full: the dataset was not stored; try again once the operator has made room")]
+    StorageFull,
 }
 
 impl Error {
@@ -81,6 +84,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::ReadFile(_) | Error::WriteFile(_) => ErrorKind::Internal,
+            Error::StorageFull => ErrorKind::StorageFull,
             Error::UnsupportedFormat(_)
             | Error::CsvHeader(_)
             | Error::CsvStructure { .. }
@@ -97,6 +101,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::ReadFile(_) | Error::WriteFile(_) => "internal",
+            Error::StorageFull => "storage_full",
             Error::UnsupportedFormat(_) => "unsupported_format",
             Error::CsvHeader(_) => "csv_header",
             Error::CsvStructure { .. } | Error::Csv(_) => "csv_malformed",
@@ -111,3 +116,8 @@ impl Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// [`Error::WriteFile`], or [`Error::StorageFull`] when the disk is full.
+pub(crate) fn write_error(e: impl std::error::Error + 'static) -> Error {
+    if veil_common::is_storage_full(&e) { Error::StorageFull } else { Error::WriteFile(e.to_string()) }
+}

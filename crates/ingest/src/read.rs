@@ -227,11 +227,11 @@ fn utf8_copy(path: &Path) -> Result<Option<tempfile::TempPath>> {
             Err(e) => return Err(e),
         },
     };
-    let copy = tempfile::Builder::new().suffix(".csv").tempfile().map_err(|e| Error::WriteFile(e.to_string()))?;
+    let copy = tempfile::Builder::new().suffix(".csv").tempfile().map_err(crate::error::write_error)?;
     let (file, copy_path) = copy.into_parts();
     let mut out = std::io::BufWriter::new(file);
     decode(path, encoding, Some(&mut out))?;
-    std::io::Write::flush(&mut out).map_err(|e| Error::WriteFile(e.to_string()))?;
+    std::io::Write::flush(&mut out).map_err(crate::error::write_error)?;
     Ok(Some(copy_path))
 }
 
@@ -258,7 +258,7 @@ fn decode(
             let (result, read, written) = decoder.decode_to_utf8_without_replacement(src, &mut output, last);
             let decoded = &output[..written];
             if let Some(out) = out.as_mut() {
-                out.write_all(decoded).map_err(|e| Error::WriteFile(e.to_string()))?;
+                out.write_all(decoded).map_err(crate::error::write_error)?;
             }
             line += decoded.iter().filter(|b| **b == b'\n').count() as u64;
             src = &src[read..];

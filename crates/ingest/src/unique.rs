@@ -33,8 +33,8 @@ impl UniqueValues {
     /// [`Error::WriteFile`] if the column's type cannot be compared.
     pub fn new(schema: &arrow::datatypes::Schema, column: usize) -> Result<Self> {
         let field = schema.fields().get(column).ok_or_else(|| Error::WriteFile("no such column".into()))?;
-        let converter = RowConverter::new(vec![SortField::new(field.data_type().clone())])
-            .map_err(|e| Error::WriteFile(e.to_string()))?;
+        let converter =
+            RowConverter::new(vec![SortField::new(field.data_type().clone())]).map_err(crate::error::write_error)?;
         Ok(Self { column, converter, hasher: RandomState::new(), seen: Some(HashSet::new()) })
     }
 
@@ -44,10 +44,8 @@ impl UniqueValues {
     /// [`Error::WriteFile`] if the batch's column cannot be encoded.
     pub fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
         let Some(seen) = self.seen.as_mut() else { return Ok(()) };
-        let rows = self
-            .converter
-            .convert_columns(&[batch.column(self.column).clone()])
-            .map_err(|e| Error::WriteFile(e.to_string()))?;
+        let rows =
+            self.converter.convert_columns(&[batch.column(self.column).clone()]).map_err(crate::error::write_error)?;
         for row in rows.iter() {
             if seen.len() >= MAX_TRACKED || !seen.insert(self.hasher.hash_one(row.as_ref())) {
                 self.seen = None;

@@ -7,7 +7,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::{Error, Result, Source};
+use crate::{Result, Source};
 
 /// What a written file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,22 +34,21 @@ pub fn write_parquet(
     dst: &Path,
     mut inspect: impl FnMut(&arrow::array::RecordBatch) -> Result<()>,
 ) -> Result<WriteReport> {
-    let file = File::create_new(dst).map_err(|e| Error::WriteFile(e.to_string()))?;
+    let file = File::create_new(dst).map_err(crate::error::write_error)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
-    let mut writer =
-        ArrowWriter::try_new(file, source.schema, Some(props)).map_err(|e| Error::WriteFile(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(file, source.schema, Some(props)).map_err(crate::error::write_error)?;
     let mut rows = 0u64;
     for batch in source.batches {
         let batch = batch?;
         inspect(&batch)?;
         rows += batch.num_rows() as u64;
-        writer.write(&batch).map_err(|e| Error::WriteFile(e.to_string()))?;
+        writer.write(&batch).map_err(crate::error::write_error)?;
     }
-    let file = writer.into_inner().map_err(|e| Error::WriteFile(e.to_string()))?;
-    file.sync_all().map_err(|e| Error::WriteFile(e.to_string()))?;
-    let bytes = file.metadata().map_err(|e| Error::WriteFile(e.to_string()))?.len();
+    let file = writer.into_inner().map_err(crate::error::write_error)?;
+    file.sync_all().map_err(crate::error::write_error)?;
+    let bytes = file.metadata().map_err(crate::error::write_error)?.len();
     Ok(WriteReport { rows, bytes })
 }

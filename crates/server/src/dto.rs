@@ -341,6 +341,21 @@ pub struct Health {
     pub status: String,
 }
 
+/// `GET /readyz`: whether this server can take requests, and which part cannot.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// `ok`, or why the catalogue cannot be read.
+    pub catalogue: String,
+    /// `ok`, or `cannot write` while the audit log's last write failed (every decision waits
+    /// for its record, so requests are refused with 503 until it writes again, which it tries
+    /// every few seconds by itself).
+    pub audit: String,
+    /// `ok`, or `low` when the data directory's disk has less than 64 MiB free.
+    pub disk: String,
+}
+
 /// `POST /v1/access-requests`.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -47,6 +47,22 @@ impl ApiError {
         )
     }
 
+    /// The data directory's disk is full (507): said plainly, without the path or the cause.
+    pub fn storage_full(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(detail = %detail, "the data directory's disk is full");
+        Self::new(
+            ErrorKind::StorageFull,
+            "storage_full",
+            "the server's disk is full: nothing was stored; try again once the operator has made room",
+        )
+    }
+
+    /// An I/O failure on our side: [`ApiError::storage_full`] when the disk is full, else
+    /// [`ApiError::internal`].
+    pub fn io(e: std::io::Error) -> Self {
+        if veil_common::is_storage_full(&e) { Self::storage_full(e) } else { Self::internal(e) }
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self.kind {
@@ -60,6 +76,7 @@ impl ApiError {
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +101,7 @@ impl From<veil_catalog::Error> for ApiError {
     fn from(e: veil_catalog::Error) -> Self {
         match e.kind() {
             ErrorKind::Internal => ApiError::internal(e),
+            ErrorKind::StorageFull => ApiError::storage_full(e),
             kind => ApiError::new(kind, e.code(), e.to_string()),
         }
     }

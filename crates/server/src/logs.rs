@@ -21,7 +21,10 @@ where
 {
     let ours_or_warning = filter_fn(|meta| is_veil_target(meta.target()) || *meta.level() <= tracing::Level::WARN);
     let filter = levels.and(ours_or_warning);
-    let layer = fmt::layer().with_writer(writer).with_ansi(ansi);
+    // A log line that cannot be written (stderr redirected to a full disk, or closed) is
+    // dropped: reporting it would print to stderr again, and Rust's eprintln! panics when that
+    // fails too, so a full disk under the log would end the server instead of one line.
+    let layer = fmt::layer().with_writer(writer).with_ansi(ansi).log_internal_errors(false);
     if json { layer.json().with_filter(filter).boxed() } else { layer.with_filter(filter).boxed() }
 }
 

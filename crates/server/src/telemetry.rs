@@ -123,13 +123,16 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     };
     // Every refusal the handler did not record: a 403 from anyone, and a refused change (a
     // registration that does not validate, a decision on a request already decided) by a
-    // signed-in caller.
+    // signed-in caller. A readiness probe's 503 is its answer, not a failure: recording it would
+    // write a record per probe while the disk is low, and replace the answer while the log
+    // cannot write.
     let status = response.status();
     let refused_change = status.is_client_error()
         && !matches!(method.as_str(), "GET" | "HEAD")
         && context.actor.lock().is_ok_and(|a| a.is_some());
     if (status == StatusCode::FORBIDDEN || refused_change || status.is_server_error())
         && !context.audited.load(Ordering::Relaxed)
+        && route != "/readyz"
     {
         response = record_refusal(&state, &context, format!("{method} {route}"), response).await;
     }

@@ -335,7 +335,7 @@ fn status(error: &ApiError, audit_id: Option<u64>) -> Status {
         ErrorKind::Forbidden => tonic::Code::PermissionDenied,
         ErrorKind::NotFound => tonic::Code::NotFound,
         ErrorKind::Conflict => tonic::Code::AlreadyExists,
-        ErrorKind::PayloadTooLarge => tonic::Code::ResourceExhausted,
+        ErrorKind::PayloadTooLarge | ErrorKind::StorageFull => tonic::Code::ResourceExhausted,
         ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,

@@ -186,11 +186,11 @@ async fn read_small(mut field: Field<'_>) -> Result<Vec<u8>, ApiError> {
 /// Streams the `file` part to `tmp/`, chunk by chunk: memory holds one chunk at a time.
 async fn store_upload(state: &AppState, mut field: Field<'_>) -> Result<TempUpload, ApiError> {
     let upload = TempUpload(state.catalog.dir().tmp_file("upload"));
-    let mut file = tokio::fs::File::create_new(&upload.0).await.map_err(ApiError::internal)?;
+    let mut file = tokio::fs::File::create_new(&upload.0).await.map_err(ApiError::io)?;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        file.write_all(&chunk).await.map_err(ApiError::io)?;
     }
-    file.flush().await.map_err(ApiError::internal)?;
+    file.flush().await.map_err(ApiError::io)?;
     Ok(upload)
 }
 

@@ -2,12 +2,12 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
 use crate::auth::Caller;
 use crate::authz;
-use crate::dto::{ErrorBody, Health};
+use crate::dto::{ErrorBody, Health, Readiness};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -16,6 +16,42 @@ use crate::state::AppState;
 pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.blocking(|catalog| catalog.departments().map(|_| ())).await?;
     Ok(Json(Health { status: "ok".to_owned() }))
+}
+
+/// The least free space on the data directory's disk for the server to call itself ready: a
+/// registration or an audit segment needs room, and 507s are better seen coming.
+const MIN_FREE_BYTES: u64 = 64 << 20;
+
+/// Readiness: the catalogue can be read, the audit log can write (its last write did not fail),
+/// and the data directory's disk has room. 503 with the same body when any is not so.
+/// Unauthenticated like `/healthz`, so it says only ok or not per part: no reasons, paths or
+/// numbers.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let catalogue = match state.blocking(|catalog| catalog.departments().map(|_| ())).await {
+        Ok(()) => "ok",
+        Err(_) => "cannot read",
+    };
+    let audit = if state.audit.failing().is_some() { "cannot write" } else { "ok" };
+    let dir = state.catalog.dir().root().to_path_buf();
+    let free =
+        tokio::task::spawn_blocking(move || rustix::fs::statvfs(&dir).map(|s| s.f_bavail.saturating_mul(s.f_frsize)))
+            .await;
+    let disk = match free {
+        Ok(Ok(bytes)) if bytes >= MIN_FREE_BYTES => "ok",
+        Ok(Ok(_)) => "low",
+        _ => "unknown",
+    };
+    let ready = catalogue == "ok" && audit == "ok" && disk == "ok";
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" }.into(),
+        catalogue: catalogue.into(),
+        audit: audit.into(),
+        disk: disk.into(),
+    };
+    (status, Json(body))
 }
 
 /// Prometheus metrics in the text exposition format, for administrators and auditors (a
