@@ -260,12 +260,11 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
         } else {
             asked
         };
-        println!(
-            "dp: {spent}, shared by {} numbers per group; delta {}; groups need {} noisy people",
-            dp["measurements"],
-            dp["delta"],
-            dp["threshold"].as_f64().map_or("no threshold (one group)".to_owned(), |t| format!("at least {t}")),
-        );
+        let threshold = match dp["threshold"].as_f64() {
+            Some(t) => format!("groups need at least {} noisy people", number(t)),
+            None => "no threshold (one group)".to_owned(),
+        };
+        println!("dp: {spent}, shared by {} numbers per group; delta {}; {threshold}", dp["measurements"], dp["delta"]);
         let widths: Vec<String> = dp["half_widths"]
             .as_array()
             .into_iter()

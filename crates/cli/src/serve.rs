@@ -194,6 +194,11 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!();
     println!("First things to try, as the health analyst:");
     println!("  export VEIL_SERVER={url} VEIL_TOKEN={analyst}");
+    // Started with `cargo run`, `veil` is not on the PATH: name this program so the lines below
+    // work as they are.
+    if let Ok(exe) = std::env::current_exe() {
+        println!("  alias veil='{}'   # this program, where veil is not on your PATH", exe.display());
+    }
     println!("  veil dataset list");
     println!(
         "  veil query \"SELECT district, category, count(*) AS tickets FROM hotline.tickets GROUP BY district, category ORDER BY tickets DESC LIMIT 10\""

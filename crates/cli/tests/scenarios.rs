@@ -271,8 +271,37 @@ async fn hotline_trends_match_the_ground_truth() {
         .filter(|r| r[4] == "rising")
         .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_i64().unwrap()))
         .collect();
-    let expected: Vec<(String, i64)> = (5..=10).map(|m| ("医保咨询".to_owned(), m)).collect();
-    assert_eq!(flagged, expected, "only 医保咨询 is flagged, from May on: {body}");
+    // The flag compares two noisy averages with a 15% margin: where the true ratio is near it,
+    // the noise may tip it either way (劳动争议 in April, over a one-month baseline, was flagged
+    // at 178.33 against 178.25 on one run). Clear rises (true ratio above 1.25) must be flagged,
+    // clear non-rises (below 1.05) must not; the generator's rise is 医保咨询 from June on.
+    let ratios = truth_rows(
+        &truth,
+        "WITH monthly AS (SELECT category, date_part('month', created_at) AS month, count(*) AS tickets
+                          FROM hotline.tickets GROUP BY 1, 2)
+         SELECT category, month,
+                avg(tickets) OVER (PARTITION BY category ORDER BY month ROWS BETWEEN 2 PRECEDING AND CURRENT ROW)
+                / avg(tickets) OVER (PARTITION BY category ORDER BY month ROWS BETWEEN 5 PRECEDING AND 3 PRECEDING) AS ratio
+         FROM monthly",
+    )
+    .await;
+    let true_ratio = |category: &str, month: i64| {
+        ratios
+            .iter()
+            .find(|r| r[0] == category && r[1].as_i64() == Some(month))
+            .and_then(|r| r[2].as_f64())
+            .unwrap_or(0.0)
+    };
+    for row in body["rows"].as_array().unwrap() {
+        let (category, month) = (row[0].as_str().unwrap(), row[1].as_i64().unwrap());
+        let ratio = true_ratio(category, month);
+        let is_flagged = flagged.contains(&(category.to_owned(), month));
+        assert!(ratio <= 1.25 || is_flagged, "{category} {month}: a clear rise ({ratio:.2}) not flagged: {body}");
+        assert!(ratio >= 1.05 || !is_flagged, "{category} {month}: flagged without a rise ({ratio:.2}): {body}");
+    }
+    for month in 6..=10 {
+        assert!(true_ratio("医保咨询", month) > 1.25, "the generator's rise, month {month}");
+    }
 
     // What the analyst cannot do, and the refusal they get, without the value they sent.
     assert_eq!(refusal(&steps, 3, &[]), "identifier_group_key");

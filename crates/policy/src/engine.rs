@@ -272,10 +272,23 @@ fn check_one(loaded: Option<&Loaded>, subject: &Subject, d: &DatasetMeta, level:
         .iter()
         .any(|g| g.user == subject.user && g.dataset == d.dataset && g.mode == mode && g.expires_at > now);
     if needs_grant && !granted {
+        // The level that decides is the query's strictest (就高从严), which may be another
+        // dataset's: say both when they differ. And say how to ask.
+        let read_as = if d.level == level {
+            format!("{level} data of another department")
+        } else {
+            format!(
+                "{} data of another department, read at {level} (the query's strictest dataset sets the level)",
+                d.level
+            )
+        };
         return deny(
             d,
             "grant_required",
-            format!("{level} data of another department in {} mode needs an approved access request", mode.as_str()),
+            format!(
+                "{read_as} in {mode} mode needs an approved access request: ask with POST /v1/access-requests (dataset, mode, purpose, expires_at); a steward of its department decides",
+                mode = mode.as_str()
+            ),
         );
     }
     match loaded.enforcer.enforce(casbin_request(subject, department, d, level, mode.as_str())) {

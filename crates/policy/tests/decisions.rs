@@ -328,3 +328,25 @@ fn exact_aggregates_need_a_line_that_names_them_and_stay_in_the_department() {
     assert!(!engine.exact_aggregates(&civil, &people, NOW));
     assert!(engine.exact_aggregates(&civil, &[ds("civil.pension", L2)], NOW));
 }
+
+/// A refusal for a missing grant names the dataset's own level and the level it was read at
+/// when the query's strictest dataset raised it (an L2 dataset was called "L3 data" under 就高从严),
+/// and says how to ask for access.
+#[test]
+fn a_missing_grant_names_both_levels_and_how_to_ask() {
+    let engine = demo(vec![]);
+    let health = subject("health-analyst", "health", Role::Analyst);
+    let d = engine.decide(
+        &health,
+        &[ds("hotline.tickets", Level::L2), ds("civil.elderly", Level::L3)],
+        Mode::Aggregate,
+        NOW,
+    );
+    let denial = d.first_denial().unwrap();
+    assert_eq!(denial.rule, "grant_required");
+    assert!(denial.reason.contains("L2 data of another department, read at L3"), "{}", denial.reason);
+    assert!(denial.reason.contains("POST /v1/access-requests"), "{}", denial.reason);
+    let alone = engine.decide(&health, &[ds("civil.elderly", Level::L3)], Mode::Aggregate, NOW);
+    let reason = &alone.first_denial().unwrap().reason;
+    assert!(reason.starts_with("L3 data of another department in aggregate mode"), "{reason}");
+}
