@@ -46,6 +46,7 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     let policy_dir = args.policy_dir.clone().unwrap_or_else(|| data_dir.join("policies"));
     let state = state(catalog, &policy_dir, config)?;
     let shutdown = shutdown_signal()?;
+    veil_server::raise_descriptor_limit();
     let listener =
         TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;

@@ -218,6 +218,47 @@ fn a_server_whose_log_cannot_be_written_keeps_serving() {
     assert!(status.success(), "a clean exit: {status:?}");
 }
 
+/// Started under a low soft limit on open descriptors (the red team's 1,024 made 1,100 idle
+/// connections lock everyone out), the server raises it to what the hard limit allows.
+#[test]
+fn the_server_raises_its_descriptor_limit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let token = tmp.path().join("admin.token");
+    let out =
+        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().expect("init");
+    assert!(out.status.success());
+    let hard = Command::new("sh").args(["-c", "ulimit -Hn"]).output().expect("ulimit");
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
+    let program = veil().get_program().to_owned();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" serve --listen 127.0.0.1:0 --data-dir \"$1\"")
+        .arg(&program)
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    assert!(first.starts_with("Veil is listening on"), "{first}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let soft: String = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("a soft limit")
+        .to_owned();
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let expected = match hard.parse::<u64>() {
+        Ok(h) => h.min(65_536).to_string(),
+        Err(_) => "65536".to_owned(), // unlimited
+    };
+    assert_eq!(soft, expected, "raised from 256 towards the hard limit ({hard}):\n{limits}");
+}
+
 #[test]
 fn a_server_that_cannot_be_reached_is_named_with_the_cause() {
     let run = |server: &str| {

@@ -42,6 +42,7 @@ pub(crate) async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    raise_descriptor_limit();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
     let graceful = GracefulShutdown::new();
@@ -79,4 +80,39 @@ pub(crate) async fn serve(
         tracing::warn!("connections still open after the shutdown grace period were closed");
     }
     Ok(())
+}
+
+/// Descriptors the process asks for: [`MAX_CONNECTIONS`] connections, and room besides for the
+/// catalogue, the audit log, dataset files and spill files (a red team made the server
+/// unreachable with idle connections at a limit of 1,024).
+const WANTED_DESCRIPTORS: u64 = 65_536;
+
+/// Raises the soft limit on open descriptors towards [`WANTED_DESCRIPTORS`], as far as the hard
+/// limit allows (which needs no privilege), and warns when it stays below what the connection
+/// cap needs. [`crate::run`] does this; a binary may do it earlier, before it says it listens.
+pub fn raise_descriptor_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.map_or(WANTED_DESCRIPTORS, |hard| hard.min(WANTED_DESCRIPTORS));
+    let current = limit.current.unwrap_or(u64::MAX);
+    let now = if current < wanted {
+        match setrlimit(Resource::Nofile, Rlimit { current: Some(wanted), maximum: limit.maximum }) {
+            Ok(()) => wanted,
+            Err(e) => {
+                tracing::warn!(error = %e, current, "the open-descriptor limit could not be raised");
+                current
+            }
+        }
+    } else {
+        current
+    };
+    if now < 2 * MAX_CONNECTIONS as u64 {
+        tracing::warn!(
+            limit = now,
+            connections = MAX_CONNECTIONS,
+            "the open-descriptor limit is low for the connection cap; raise the hard limit (ulimit -Hn)"
+        );
+    } else {
+        tracing::debug!(limit = now, "open-descriptor limit");
+    }
 }

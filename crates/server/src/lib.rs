@@ -37,6 +37,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 
+pub use connections::raise_descriptor_limit;
 pub use state::{AppState, ServerConfig, StartError, load_policy};
 
 /// Largest JSON body any route but dataset upload accepts.
