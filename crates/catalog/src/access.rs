@@ -213,14 +213,31 @@ impl Catalog {
     /// [`Error::DatasetNotFound`] for an unknown or retired dataset; [`Error::Invalid`] for an
     /// empty or over-long purpose, an expiry in the past or more than a year ahead.
     pub fn create_access_request(&self, new: &NewRequest) -> Result<AccessRequest> {
+        Ok(self.create_access_request_recorded(new, |_| None)?.0)
+    }
+
+    /// [`Catalog::create_access_request`], writing the audit record `record` gives for the new
+    /// request in the same transaction ([`crate::outbox`]).
+    ///
+    /// # Errors
+    /// As [`Catalog::create_access_request`].
+    pub fn create_access_request_recorded(
+        &self,
+        new: &NewRequest,
+        record: impl FnOnce(&AccessRequest) -> Option<String>,
+    ) -> Result<(AccessRequest, Option<Pending>)> {
         if new.mode == Mode::Deidentified {
             return Err(Error::invalid(
                 "extract_required",
                 "a de-identified access request names its extract: the columns to release, and optionally hierarchies, k, l and the share of records that may be suppressed",
             ));
         }
-        let conn = self.conn();
-        insert_request(&conn, &new_request_id(), new)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let request = insert_request(&tx, &new_request_id(), new)?;
+        let pending = record(&request).map(|e| crate::outbox::write(&tx, e)).transpose()?;
+        tx.commit()?;
+        Ok((request, pending))
     }
 
     /// One request.

@@ -70,6 +70,20 @@ impl Catalog {
     /// [`Error::DepartmentExists`], an invalid display name, or a reserved id (`audit`,
     /// `extracts`).
     pub fn create_department(&self, id: &DepartmentId, name: &str) -> Result<Department> {
+        Ok(self.create_department_recorded(id, name, None)?.0)
+    }
+
+    /// [`Catalog::create_department`], writing the audit record `record` in the same
+    /// transaction ([`crate::outbox`]).
+    ///
+    /// # Errors
+    /// As [`Catalog::create_department`].
+    pub fn create_department_recorded(
+        &self,
+        id: &DepartmentId,
+        name: &str,
+        record: Option<String>,
+    ) -> Result<(Department, Option<Pending>)> {
         if id.as_str() == AUDIT_SCHEMA {
             return Err(Error::invalid(
                 "reserved_name",
@@ -86,16 +100,19 @@ impl Catalog {
         if name.is_empty() || name.chars().count() > 200 {
             return Err(Error::invalid("invalid_name", "a department name must have 1 to 200 characters"));
         }
-        let conn = self.conn();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
         let created_at = now();
-        let inserted = conn.execute(
+        let inserted = tx.execute(
             "INSERT INTO departments (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
             params![id.as_str(), name, created_at],
         )?;
         if inserted == 0 {
             return Err(Error::DepartmentExists(id.clone()));
         }
-        Ok(Department { id: id.clone(), name: name.to_owned(), created_at })
+        let pending = record.map(|e| crate::outbox::write(&tx, e)).transpose()?;
+        tx.commit()?;
+        Ok((Department { id: id.clone(), name: name.to_owned(), created_at }, pending))
     }
 
     /// Every department, by id.
@@ -128,6 +145,21 @@ impl Catalog {
     /// [`Error::UserExists`]; [`Error::DepartmentNotFound`]; [`Error::Invalid`] for no roles, or a
     /// steward or analyst role without a department.
     pub fn create_user(&self, id: &UserId, department: Option<&DepartmentId>, roles: &[Role]) -> Result<User> {
+        Ok(self.create_user_recorded(id, department, roles, None)?.0)
+    }
+
+    /// [`Catalog::create_user`], writing the audit record `record` in the same transaction
+    /// ([`crate::outbox`]): no user holds roles without its record.
+    ///
+    /// # Errors
+    /// As [`Catalog::create_user`].
+    pub fn create_user_recorded(
+        &self,
+        id: &UserId,
+        department: Option<&DepartmentId>,
+        roles: &[Role],
+        record: Option<String>,
+    ) -> Result<(User, Option<Pending>)> {
         let mut roles = roles.to_vec();
         roles.sort();
         roles.dedup();
@@ -164,8 +196,9 @@ impl Catalog {
         for role in &roles {
             tx.execute("INSERT INTO user_roles (user_id, role) VALUES (?1, ?2)", params![id.as_str(), role.as_str()])?;
         }
+        let pending = record.map(|e| crate::outbox::write(&tx, e)).transpose()?;
         tx.commit()?;
-        Ok(User { id: id.clone(), department: department.cloned(), roles, created_at })
+        Ok((User { id: id.clone(), department: department.cloned(), roles, created_at }, pending))
     }
 
     /// Every user, by id.
@@ -304,4 +337,33 @@ fn parse_roles(joined: Option<&str>) -> Vec<Role> {
     let mut roles: Vec<Role> = joined.unwrap_or("").split(',').filter_map(|r| r.parse().ok()).collect();
     roles.sort();
     roles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A department and a user commit with their audit records (the outbox), and a refused
+    /// creation leaves none: nothing is in force without its record, and no record without its
+    /// change.
+    #[test]
+    fn departments_and_users_commit_with_their_records() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id"), &[]).expect("init");
+        let catalog = Catalog::open(&data).expect("open");
+        let civil = DepartmentId::new("civil").expect("id");
+        let (_, pending) =
+            catalog.create_department_recorded(&civil, "民政局", Some("department record".into())).expect("create");
+        assert!(pending.is_some());
+        assert!(catalog.create_department_recorded(&civil, "again", Some("refused".into())).is_err());
+        let user = UserId::new("civil-analyst").expect("id");
+        let (_, pending) = catalog
+            .create_user_recorded(&user, Some(&civil), &[Role::Analyst], Some("user record".into()))
+            .expect("create");
+        assert!(pending.is_some());
+        assert!(catalog.create_user_recorded(&user, Some(&civil), &[Role::Analyst], Some("refused".into())).is_err());
+        let entries: Vec<String> = catalog.pending_records().expect("pending").into_iter().map(|p| p.entry).collect();
+        assert_eq!(entries, ["department record", "user record"]);
+    }
 }

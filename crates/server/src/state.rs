@@ -88,6 +88,12 @@ pub(crate) fn for_this_request(mut entry: Entry) -> Entry {
     entry
 }
 
+/// The id of the HTTP request being served, for a record made where the request's task-local
+/// context is not (a closure run on the catalogue's blocking thread).
+pub(crate) fn this_request_id() -> Option<String> {
+    REQUEST.try_with(|request| request.id.clone()).ok()
+}
+
 /// A pending record as the log will hold it, saying why it comes late (`late`).
 fn late_entry(pending: &veil_catalog::Pending, late: &str) -> Entry {
     match serde_json::from_str::<Entry>(&pending.entry) {

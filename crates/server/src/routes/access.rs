@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, ExtractInput, ExtractView, NewAccessRequest};
 use crate::error::ApiError;
-use crate::state::{AppState, entry_by, for_this_request, now_unix};
+use crate::state::{AppState, entry_by, now_unix, this_request_id};
 
 /// Asks for a mode on a dataset, with a purpose and an expiry (analysts).
 #[utoipa::path(post, path = "/v1/access-requests", tag = "access", request_body = NewAccessRequest, security(("bearer" = [])),
@@ -60,10 +60,15 @@ pub(crate) async fn access_requests_create(
         expires_at,
         now_unix: now_unix(),
     };
-    let request = state.blocking(move |c| c.create_access_request(&new)).await?;
-    state
-        .audit(request_entry(&caller, "access_request.create", &request, format!("purpose: {}", request.purpose)))
-        .await?;
+    // The record is made on the catalogue's thread, outside this request's task: its id now.
+    let (by, request_id) = (caller.clone(), this_request_id());
+    let record = move |request: &veil_catalog::AccessRequest| {
+        let mut entry = request_entry(&by, "access_request.create", request, format!("purpose: {}", request.purpose));
+        entry.request_id = request_id;
+        serde_json::to_string(&entry).ok()
+    };
+    let (request, pending) = state.blocking(move |c| c.create_access_request_recorded(&new, record)).await?;
+    state.audit_pending(pending).await?;
     Ok((StatusCode::CREATED, Json(request.into())))
 }
 
@@ -178,10 +183,12 @@ async fn decide(
     };
     // The decision and its record commit together (the catalogue's outbox); the record goes to
     // the log before the answer.
-    let who = caller.clone();
+    let (who, request_id) = (caller.clone(), this_request_id());
     let record = move |decided: &AccessRequest| {
         let detail = format!("for {}; purpose: {}; {detail}", decided.user, decided.purpose);
-        serde_json::to_string(&for_this_request(request_entry(&who, action, decided, detail))).ok()
+        let mut entry = request_entry(&who, action, decided, detail);
+        entry.request_id = request_id;
+        serde_json::to_string(&entry).ok()
     };
     let (decided, pending, extract) = state
         .blocking(move |c| {

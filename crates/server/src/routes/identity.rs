@@ -28,10 +28,12 @@ pub(crate) async fn departments_create(
 ) -> Result<(StatusCode, Json<DepartmentView>), ApiError> {
     authz::manage_identity(&state, &caller)?;
     let id = DepartmentId::new(body.id).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    let department = state.blocking(move |c| c.create_department(&id, &body.name)).await?;
-    state
-        .event("department.create", Some(&caller), Some(department.id.to_string()), "ok", department.name.clone())
-        .await?;
+    let mut entry = for_this_request(entry_by(&caller, "department.create", "ok"));
+    entry.target = Some(id.to_string());
+    entry.detail = Some(body.name.trim().to_owned()).filter(|d| !d.is_empty());
+    let record = serde_json::to_string(&entry).ok();
+    let (department, pending) = state.blocking(move |c| c.create_department_recorded(&id, &body.name, record)).await?;
+    state.audit_pending(pending).await?;
     Ok((StatusCode::CREATED, Json(department.into())))
 }
 
@@ -70,12 +72,17 @@ pub(crate) async fn users_create(
         .map(|r| r.parse::<Role>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::new(veil_common::ErrorKind::Unprocessable, "unknown_role", e.to_string()))?;
-    let user = state.blocking(move |c| c.create_user(&id, department.as_ref(), &roles)).await?;
+    let mut entry = for_this_request(entry_by(&caller, "user.create", "ok"));
+    entry.target = Some(id.to_string());
+    let mut named: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    named.sort_unstable();
+    named.dedup();
+    entry.detail = Some(format!("roles {}", named.join(",")));
+    let record = serde_json::to_string(&entry).ok();
+    let (user, pending) =
+        state.blocking(move |c| c.create_user_recorded(&id, department.as_ref(), &roles, record)).await?;
+    state.audit_pending(pending).await?;
     state.refresh_policy().await?;
-    let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
-    state
-        .event("user.create", Some(&caller), Some(user.id.to_string()), "ok", format!("roles {}", roles.join(",")))
-        .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
