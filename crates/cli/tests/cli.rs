@@ -10,6 +10,18 @@ fn veil() -> Command {
     Command::new(env!("CARGO_BIN_EXE_veil"))
 }
 
+/// A data directory made by `veil init` in a temporary directory (kept while the first value
+/// lives), and the admin token's file.
+fn initialised() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let token = tmp.path().join("admin.token");
+    let out =
+        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().expect("init");
+    assert!(out.status.success());
+    (tmp, data, token)
+}
+
 #[test]
 fn init_writes_an_owner_only_token_and_refuses_to_run_twice() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -158,12 +170,7 @@ async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
 
 #[test]
 fn serve_stops_gracefully_on_sigterm_and_logs_json() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let token = tmp.path().join("admin.token");
-    let out =
-        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().expect("init");
-    assert!(out.status.success());
+    let (_tmp, data, _) = initialised();
     let mut child = veil()
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
@@ -188,12 +195,7 @@ fn serve_stops_gracefully_on_sigterm_and_logs_json() {
 /// exited at start with a panic before.
 #[test]
 fn a_server_whose_log_cannot_be_written_keeps_serving() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let token = tmp.path().join("admin.token");
-    let out =
-        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().expect("init");
-    assert!(out.status.success());
+    let (_tmp, data, token) = initialised();
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
     let mut child = veil()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -222,12 +224,7 @@ fn a_server_whose_log_cannot_be_written_keeps_serving() {
 /// connections lock everyone out), the server raises it to what the hard limit allows.
 #[test]
 fn the_server_raises_its_descriptor_limit() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
-    let token = tmp.path().join("admin.token");
-    let out =
-        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().expect("init");
-    assert!(out.status.success());
+    let (_tmp, data, _) = initialised();
     let hard = Command::new("sh").args(["-c", "ulimit -Hn"]).output().expect("ulimit");
     let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
     let program = veil().get_program().to_owned();

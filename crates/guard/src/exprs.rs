@@ -10,6 +10,17 @@ pub(crate) fn unalias(e: &Expr) -> &Expr {
     }
 }
 
+/// `e` without its aliases and the casts around it (type coercion's or the analyst's): the
+/// column or constant underneath.
+pub(crate) fn uncast(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => uncast(&a.expr),
+        Expr::Cast(c) => uncast(&c.expr),
+        Expr::TryCast(c) => uncast(&c.expr),
+        other => other,
+    }
+}
+
 /// The distinct group keys of `agg`, in order, as its output has them: a key repeated in GROUP BY
 /// (`GROUP BY district, district`) is one column of the aggregate's output, so the rewrites that
 /// rebuild it must count it once. A plan whose output does not match is refused, not guessed at.

@@ -22,6 +22,15 @@ async fn decide(ctx: &SessionContext, guard: &GuardContext, sql: &str) -> String
     }
 }
 
+/// The anonymized answer's plan as the guard rewrites `sql`.
+async fn anonymized(ctx: &SessionContext, guard: &GuardContext, sql: &str) -> veil_guard::DpPlan {
+    let state = ctx.state();
+    let plan = state.create_logical_plan(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+    let assessment = veil_guard::check(&analyzed, guard).unwrap_or_else(|v| panic!("{sql}: {v}"));
+    veil_guard::rewrite(analyzed, guard, &assessment).unwrap().anonymized.unwrap()
+}
+
 const CASES: &[(&str, &str)] = &[
     // Admitted: one aggregate, keys and generalizations, conditions on the grid.
     ("ok", "SELECT district, count(*) FROM civil.people GROUP BY district"),
@@ -195,16 +204,8 @@ async fn aggregate_mode_over_people_admits_only_the_anonymizing_shape() {
 async fn a_listed_constant_is_seeded_by_its_value_not_its_spelling() {
     let (ctx, guard) = session().await;
     let conditions = |sql: String| {
-        let ctx = ctx.clone();
-        let guard = guard.clone();
-        async move {
-            let state = ctx.state();
-            let plan = state.create_logical_plan(&sql).await.unwrap();
-            let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
-            let assessment = veil_guard::check(&analyzed, &guard).unwrap();
-            let rewritten = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap();
-            rewritten.anonymized.unwrap().noise.listed
-        }
+        let (ctx, guard) = (ctx.clone(), guard.clone());
+        async move { anonymized(&ctx, &guard, &sql).await.noise.listed }
     };
     let canonical = conditions(
         "SELECT count(*) FROM civil.people WHERE birth_date IN (DATE '1950-01-02', DATE '1950-06-15')".into(),
@@ -250,14 +251,9 @@ async fn a_listed_constant_is_seeded_by_its_value_not_its_spelling() {
 async fn a_buckets_labels_do_not_depend_on_the_querys_spelling() {
     let (ctx, guard) = session().await;
     let labels = |sql: &'static str| {
-        let ctx = ctx.clone();
-        let guard = guard.clone();
+        let (ctx, guard) = (ctx.clone(), guard.clone());
         async move {
-            let state = ctx.state();
-            let plan = state.create_logical_plan(sql).await.unwrap();
-            let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
-            let assessment = veil_guard::check(&analyzed, &guard).unwrap();
-            let noise = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap().anonymized.unwrap().noise;
+            let noise = anonymized(&ctx, &guard, sql).await.noise;
             let mut measures = noise.measures.clone();
             measures.sort();
             measures.dedup();
@@ -307,15 +303,8 @@ async fn a_buckets_labels_do_not_depend_on_the_querys_spelling() {
 async fn generalizations_are_labelled_by_what_they_select() {
     let (ctx, guard) = session().await;
     let fixed = |sql: String| {
-        let ctx = ctx.clone();
-        let guard = guard.clone();
-        async move {
-            let state = ctx.state();
-            let plan = state.create_logical_plan(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
-            let assessment = veil_guard::check(&analyzed, &guard).unwrap_or_else(|v| panic!("{sql}: {v}"));
-            veil_guard::rewrite(analyzed, &guard, &assessment).unwrap().anonymized.unwrap().noise.fixed
-        }
+        let (ctx, guard) = (ctx.clone(), guard.clone());
+        async move { anonymized(&ctx, &guard, &sql).await.noise.fixed }
     };
     let count = |condition: &str| format!("SELECT count(*) AS n FROM civil.people WHERE {condition}");
     for same in [

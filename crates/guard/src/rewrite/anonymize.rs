@@ -207,14 +207,7 @@ fn bound_with(
 /// team saw them disagree).
 fn same_sums(aggregates: &[Expr]) -> Vec<usize> {
     // AVG's argument is cast to a float by type coercion where SUM's is not: the same column.
-    fn uncast(e: &Expr) -> &Expr {
-        match e {
-            Expr::Cast(c) => uncast(&c.expr),
-            Expr::TryCast(c) => uncast(&c.expr),
-            Expr::Alias(a) => uncast(&a.expr),
-            other => other,
-        }
-    }
+    use crate::exprs::uncast;
     let argument = |e: &Expr| match unalias(e) {
         Expr::AggregateFunction(f) => f.params.args.first().map(|a| uncast(a).clone()),
         _ => None,

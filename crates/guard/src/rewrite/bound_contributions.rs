@@ -108,17 +108,11 @@ impl KeyLabel {
     /// The label of `key`.
     pub(crate) fn new(key: &Expr) -> Self {
         use datafusion::logical_expr::expr::ScalarFunction;
-        fn strip(e: &Expr) -> &Expr {
-            match e {
-                Expr::Cast(c) => strip(&c.expr),
-                Expr::TryCast(c) => strip(&c.expr),
-                Expr::Alias(a) => strip(&a.expr),
-                other => other,
-            }
-        }
-        let prefix = match strip(key) {
+
+        use crate::exprs::uncast;
+        let prefix = match uncast(key) {
             Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "substr" => match args.as_slice() {
-                [column, _, length] => match strip(length) {
+                [column, _, length] => match uncast(length) {
                     Expr::Literal(n, _) => n
                         .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
                         .ok()

@@ -31,6 +31,7 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, Operator};
 
 use crate::DpAggregate;
+use crate::exprs::uncast;
 use crate::lineage::{ColumnLineage, Sources};
 use crate::rules::dp_shape::has_subquery;
 use crate::{GuardContext, Rule, Violation};
@@ -148,7 +149,7 @@ fn rows(plan: &LogicalPlan) -> Result<(), Violation> {
             // Before the optimizer, `ON a = b` may still be the join's filter rather than its keys.
             let equalities = j.filter.as_ref().map(split_conjunction).unwrap_or_default();
             let column_equality = |e: &&Expr| {
-                matches!(strip(e), Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right })
+                matches!(uncast(e), Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right })
                     if is_column(left) && is_column(right))
             };
             let equi = j.on.iter().all(|(l, r)| is_column(l) && is_column(r))
@@ -189,7 +190,7 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
     let mut ranges: Vec<(String, Option<ScalarValue>, Option<ScalarValue>)> = Vec::new();
     let mut listed = 0;
     for c in split_conjunction(predicate) {
-        match strip(c) {
+        match uncast(c) {
             e if is_column(e) => {}
             Expr::Not(inner) if is_column(inner) => {}
             Expr::InList(InList { expr, list, negated: false }) if is_key(expr) && list.iter().all(is_constant) => {
@@ -270,18 +271,8 @@ fn flip(op: Operator) -> Operator {
     }
 }
 
-/// `e` without the casts type coercion puts around columns and constants.
-fn strip(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => strip(&a.expr),
-        Expr::Cast(c) => strip(&c.expr),
-        Expr::TryCast(c) => strip(&c.expr),
-        other => other,
-    }
-}
-
 fn is_column(e: &Expr) -> bool {
-    matches!(strip(e), Expr::Column(_))
+    matches!(uncast(e), Expr::Column(_))
 }
 
 fn is_constant(e: &Expr) -> bool {
@@ -306,7 +297,7 @@ const DATE_UNITS: [&str; 5] = ["year", "quarter", "month", "week", "day"];
 /// date part, a text prefix, or a number floored to a grid of 1, 2 or 5 times a power of ten
 /// (`floor(x / w)` or `floor(x / w) * w`, where x may be a date part).
 fn is_key(e: &Expr) -> bool {
-    match strip(e) {
+    match uncast(e) {
         Expr::Column(_) => true,
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Multiply, right }) => {
             floored(left).is_some_and(|w| constant(right).and_then(|r| number(&r)).is_some_and(|r| r == w))
@@ -332,12 +323,12 @@ fn is_key(e: &Expr) -> bool {
 /// The grid step `w` of `floor(x / w)`, where x is a column or a date part and `w` is 1, 2 or 5
 /// times a power of ten.
 fn floored(e: &Expr) -> Option<f64> {
-    let Expr::ScalarFunction(ScalarFunction { func, args }) = strip(e) else { return None };
+    let Expr::ScalarFunction(ScalarFunction { func, args }) = uncast(e) else { return None };
     let [arg] = args.as_slice() else { return None };
-    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = strip(arg) else { return None };
+    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = uncast(arg) else { return None };
     let w = constant(right).and_then(|w| number(&w))?;
     let inner_ok = is_column(left)
-        || matches!(strip(left), Expr::ScalarFunction(f) if f.func.name() == "date_part" && is_key(left));
+        || matches!(uncast(left), Expr::ScalarFunction(f) if f.func.name() == "date_part" && is_key(left));
     (func.name() == "floor" && inner_ok && on_grid(&ScalarValue::Float64(Some(0.0)), &ScalarValue::Float64(Some(w))))
         .then_some(w)
 }
