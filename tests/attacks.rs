@@ -578,6 +578,10 @@ async fn respelling_a_group_gives_no_fresh_noise() {
         "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.residents WHERE substr(district, 1, 9) = '甲区'",
         "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.residents WHERE district IN ('甲区', '甲区')",
         "SELECT substr(district, 1, 5) AS d, count(*) AS n, sum(subsidy) AS s FROM civil.residents GROUP BY 1",
+        // A second red team's: columns renamed in a subquery (two hundred names, two hundred
+        // draws before).
+        "SELECT count(*) AS n, sum(s7) AS s FROM (SELECT district AS d7, subsidy AS s7 FROM civil.residents) t WHERE d7 = '甲区'",
+        "WITH q AS (SELECT district AS d8, subsidy AS s8 FROM civil.residents) SELECT sum(s8) AS s, count(*) AS n FROM q WHERE d8 = '甲区'",
     ];
     let mut answers = Vec::new();
     for sql in spellings {

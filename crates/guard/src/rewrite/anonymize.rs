@@ -94,10 +94,10 @@ fn bound_with(
         measures: same_sums(&agg.aggr_expr),
         public_keys: None,
         noise: super::NoiseLabels {
-            listed: listed.iter().map(|(e, c)| equality(e, c)).collect(),
+            listed: listed.iter().map(|(e, c, at)| equality(&read_at_source(e, at), c)).collect(),
             fixed,
-            keys: group_keys.iter().map(super::KeyLabel::new).collect(),
-            measures: measured_quantities(&agg.aggr_expr, kinds, one_row),
+            keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input))).collect(),
+            measures: measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input),
         },
         upper: upper.clone(),
     };
@@ -106,7 +106,7 @@ fn bound_with(
     // An IN list below a projection (a CTE, a subquery in FROM) names its column by the source's
     // qualifier; the aggregate's input names it by the projection's.
     let mut resolved = Vec::with_capacity(listed.len());
-    for (e, c) in listed {
+    for (e, c, _) in listed {
         let e = e
             .transform(|x| match x {
                 Expr::Column(column) if !input.schema().has_column(&column) => {
@@ -224,8 +224,9 @@ fn same_sums(aggregates: &[Expr]) -> Vec<usize> {
 
 /// The conditions of the WHERE clauses below the answer's aggregate, for the noise's seeds.
 struct Conditions {
-    /// Each IN-list constant with the expression it is compared with, each value once.
-    listed: Vec<(Expr, Expr)>,
+    /// Each IN-list constant with the expression it is compared with, each value once, and the
+    /// plan that expression reads from.
+    listed: Vec<(Expr, Expr, LogicalPlan)>,
     /// The other conditions' labels ([`super::NoiseLabels::fixed`]), sorted, each once.
     fixed: Vec<String>,
 }
@@ -239,12 +240,14 @@ fn conditions(input: &LogicalPlan) -> Conditions {
     use datafusion::logical_expr::expr::InList;
     use datafusion::logical_expr::utils::split_conjunction;
     use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
-    let mut listed: Vec<(Expr, Expr)> = Vec::new();
+    let mut listed: Vec<(Expr, Expr, LogicalPlan)> = Vec::new();
     let mut fixed: Vec<String> = Vec::new();
     let _ = input.apply(|node| {
         let LogicalPlan::Filter(f) = node else { return Ok(TreeNodeRecursion::Continue) };
         let schema = f.input.schema();
         let typed = |e: &Expr, v: &Expr| canonical(v, e.get_type(schema).ok().as_ref());
+        // Labels name what a condition reads at the source, not a name given on the way.
+        let source = |e: &Expr| read_at_source(e, &f.input);
         for c in split_conjunction(&f.predicate) {
             match unalias(c) {
                 Expr::InList(InList { expr, list, negated: false }) => {
@@ -256,13 +259,12 @@ fn conditions(input: &LogicalPlan) -> Conditions {
                     }
                     // One value is an equality, however written (`IN ('a', 'a')` too).
                     if let [only] = values.as_slice() {
-                        fixed.push(equality(expr, only));
+                        fixed.push(equality(&source(expr), only));
                         continue;
                     }
                     for v in values {
-                        let pair = ((**expr).clone(), v);
-                        if !listed.contains(&pair) {
-                            listed.push(pair);
+                        if !listed.iter().any(|(e, c, _)| e == &**expr && *c == v) {
+                            listed.push(((**expr).clone(), v, f.input.as_ref().clone()));
                         }
                     }
                 }
@@ -273,12 +275,12 @@ fn conditions(input: &LogicalPlan) -> Conditions {
                     };
                     let value = typed(key, value);
                     fixed.push(match op {
-                        Operator::Eq => equality(key, &value),
-                        op => format!("{} {op} {}", label(key), shown(&value)),
+                        Operator::Eq => equality(&source(key), &value),
+                        op => format!("{} {op} {}", label(&source(key)), shown(&value)),
                     });
                 }
-                Expr::Not(inner) => fixed.push(equality(inner, &lit(false))),
-                other => fixed.push(equality(other, &lit(true))),
+                Expr::Not(inner) => fixed.push(equality(&source(inner), &lit(false))),
+                other => fixed.push(equality(&source(other), &lit(true))),
             }
         }
         Ok(TreeNodeRecursion::Continue)
@@ -286,6 +288,43 @@ fn conditions(input: &LogicalPlan) -> Conditions {
     fixed.sort();
     fixed.dedup();
     Conditions { listed, fixed }
+}
+
+/// `e`, an expression over `plan`'s output, with each column replaced by what it reads at the
+/// scan: through renaming projections (`district AS d1`), computed ones (`date_part('year',
+/// birth_date) AS y`) and subquery aliases. A red team named one column `d0` … `d199` in a
+/// subquery and got 200 draws of one group's label layer.
+fn read_at_source(e: &Expr, plan: &LogicalPlan) -> Expr {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    e.clone()
+        .transform(|x| match x {
+            Expr::Column(c) => Ok(Transformed::yes(column_at_source(&c, plan))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+        .unwrap_or_else(|_| e.clone())
+}
+
+/// What column `c` of `plan`'s output reads at the scan ([`read_at_source`]).
+fn column_at_source(c: &datafusion::common::Column, plan: &LogicalPlan) -> Expr {
+    match plan {
+        LogicalPlan::Projection(p) => match p.schema.index_of_column(c) {
+            Ok(i) => read_at_source(unalias(&p.expr[i]), &p.input),
+            Err(_) => Expr::Column(c.clone()),
+        },
+        LogicalPlan::SubqueryAlias(a) => match a.schema.index_of_column(c) {
+            Ok(i) => {
+                let (qualifier, field) = a.input.schema().qualified_field(i);
+                column_at_source(&datafusion::common::Column::new(qualifier.cloned(), field.name()), &a.input)
+            }
+            Err(_) => Expr::Column(c.clone()),
+        },
+        LogicalPlan::TableScan(_) => Expr::Column(c.clone()),
+        other => match other.inputs().into_iter().find(|i| i.schema().has_column(c)) {
+            Some(input) => column_at_source(c, input),
+            None => Expr::Column(c.clone()),
+        },
+    }
 }
 
 /// Whether the constant of `left <op> right` is on the right (`Some(true)`), on the left
@@ -311,7 +350,7 @@ fn equality(key: &Expr, value: &Expr) -> String {
 /// A constant as a label shows it: its value, without its type.
 pub(crate) fn shown(value: &Expr) -> String {
     match value {
-        Expr::Literal(v, _) => v.to_string(),
+        Expr::Literal(v, _) => super::bound_contributions::value_text(v),
         other => other.schema_name().to_string(),
     }
 }
@@ -330,6 +369,10 @@ pub(crate) fn label(e: &Expr) -> String {
         Expr::TryCast(c) => Ok(Transformed::yes(*c.expr)),
         Expr::Alias(a) => Ok(Transformed::yes(*a.expr)),
         Expr::Literal(v, _) if v.data_type().is_numeric() => match v.cast_to(&DataType::Float64) {
+            // -0.0 and 0 are one number.
+            Ok(datafusion::common::ScalarValue::Float64(Some(0.0))) => {
+                Ok(Transformed::yes(Expr::Literal(datafusion::common::ScalarValue::Float64(Some(0.0)), None)))
+            }
             Ok(f) => Ok(Transformed::yes(Expr::Literal(f, None))),
             Err(_) => Ok(Transformed::no(Expr::Literal(v, None))),
         },
@@ -349,7 +392,7 @@ pub(crate) fn label(e: &Expr) -> String {
 }
 
 /// Per aggregate, the quantity it measures ([`super::NoiseLabels::measures`]).
-fn measured_quantities(aggregates: &[Expr], kinds: &[DpAggregate], one_row: bool) -> Vec<String> {
+fn measured_quantities(aggregates: &[Expr], kinds: &[DpAggregate], one_row: bool, input: &LogicalPlan) -> Vec<String> {
     aggregates
         .iter()
         .zip(kinds)
@@ -360,7 +403,10 @@ fn measured_quantities(aggregates: &[Expr], kinds: &[DpAggregate], one_row: bool
             DpAggregate::CountPeople => "people".to_string(),
             DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => match unalias(e) {
                 Expr::AggregateFunction(f) => {
-                    format!("sum {}", f.params.args.first().map(label).unwrap_or_default())
+                    format!(
+                        "sum {}",
+                        f.params.args.first().map(|a| label(&read_at_source(a, input))).unwrap_or_default()
+                    )
                 }
                 other => format!("sum {}", label(other)),
             },

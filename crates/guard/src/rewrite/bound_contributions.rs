@@ -138,7 +138,18 @@ impl KeyLabel {
         {
             return format!("{column} = {text}");
         }
-        format!("{} = {value}", self.key)
+        format!("{} = {}", self.key, value_text(value))
+    }
+}
+
+/// A value as a label shows it: as it prints, except that a floating-point zero is `0` whatever
+/// its sign (a red team's `= -0.0` selected the rows of `= 0` with a label of its own).
+pub(crate) fn value_text(value: &datafusion::common::ScalarValue) -> String {
+    use datafusion::common::ScalarValue;
+    match value {
+        ScalarValue::Float64(Some(x)) if *x == 0.0 => "0".into(),
+        ScalarValue::Float32(Some(x)) if *x == 0.0 => "0".into(),
+        other => other.to_string(),
     }
 }
 
