@@ -85,6 +85,34 @@ async fn csv_upload_registers_metadata_only_is_shown() {
     }
 }
 
+/// A dry run checks what a registration checks, every row included, answers what it would store,
+/// is recorded, and stores nothing; then the same files register.
+#[tokio::test]
+async fn a_dry_run_checks_everything_and_stores_nothing() {
+    let (s, civil, _) = setup().await;
+    let dry = with(metadata(), "/dry_run", json!(true));
+    let (status, body) = s.upload(&civil, &dry, CSV.as_bytes().to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((&body["dataset"], &body["rows"], &body["stored"]), (&json!("civil.elderly"), &json!(3), &json!(false)));
+    assert_eq!(body["one_row_per_unit"], true, "{body}");
+    let types: Vec<&str> = body["columns"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Utf8", "Utf8", "Int64", "Float64"]);
+    assert!(!body.to_string().contains("110105194912310021"), "no value in the answer: {body}");
+    assert_nothing_registered(&s, &civil).await;
+    let checked = s.audit_records().into_iter().find(|r| r.entry.action == "dataset.check").expect("recorded");
+    assert!(checked.entry.detail.unwrap().contains("nothing stored"));
+
+    // A bad file gets the registration's own refusal.
+    let bad = format!("{CSV}110101195107200044,西城区,old,10\n").into_bytes();
+    let (status, body) = s.upload(&civil, &dry, bad.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(s.upload(&civil, &metadata(), bad).await, (status, body));
+    assert_nothing_registered(&s, &civil).await;
+
+    let (status, body) = s.upload(&civil, &metadata(), CSV.as_bytes().to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 fn batch() -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Utf8, false),

@@ -134,6 +134,26 @@ pub fn resolve_import(root: &Path, relative: &str) -> Result<PathBuf> {
     Ok(canonical)
 }
 
+/// What a dry run of a registration found ([`Catalog::check_dataset`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// Rows read, every one valid.
+    pub rows: u64,
+    /// The columns as they would be stored: name and Arrow type.
+    pub columns: Vec<(String, String)>,
+    /// With a privacy unit: whether each person is one row.
+    pub one_row_per_unit: Option<bool>,
+}
+
+/// A source read and written under `tmp/`, not yet placed.
+struct Ingested {
+    tmp: PathBuf,
+    format: SourceFormat,
+    schema: arrow::datatypes::SchemaRef,
+    report: veil_ingest::WriteReport,
+    one_row_per_unit: bool,
+}
+
 impl Catalog {
     /// Registers a new version of a dataset from the file at `source`.
     ///
@@ -155,37 +175,7 @@ impl Catalog {
         by: &UserId,
         record: impl FnOnce(u64, u64) -> Option<String>,
     ) -> Result<(DatasetInfo, Option<Pending>)> {
-        if !self.department_exists(&spec.dataset.department)? {
-            return Err(Error::DepartmentNotFound(spec.dataset.department.clone()));
-        }
-        let format = match spec.format {
-            Some(f) => f,
-            None => SourceFormat::sniff(source)?,
-        };
-        let opened = veil_ingest::open(source, format, &ReadOptions::with_declared(spec.declared_types()))?;
-        spec.check_schema(&opened.schema)?;
-        let schema = opened.schema.clone();
-
-        let unit_column = |unit: &String| {
-            let i = schema.index_of(unit).map_err(|_| {
-                Error::invalid("privacy_unit_unknown", format!("privacy_unit `{unit}` is not a column of the file"))
-            })?;
-            Ok::<_, Error>(UniqueValues::new(&schema, i)?)
-        };
-        let mut units = spec.privacy_unit.as_ref().map(unit_column).transpose()?;
-        let tmp = self.dir.tmp_file("parquet");
-        let written = veil_ingest::write_parquet(opened, &tmp, |batch| match units.as_mut() {
-            Some(u) => u.observe(batch),
-            None => Ok(()),
-        });
-        let one_row_per_unit = units.as_ref().is_some_and(UniqueValues::unique);
-        let report = match written {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e.into());
-            }
-        };
+        let Ingested { tmp, format, schema, report, one_row_per_unit } = self.ingest(spec, source)?;
 
         let dataset_dir = self.dir.datasets().join(spec.dataset.department.as_str()).join(spec.dataset.name.as_str());
         let file_name = format!("{}.parquet", uuid::Uuid::new_v4());
@@ -279,6 +269,58 @@ impl Catalog {
         };
         tracing::info!(dataset = %spec.dataset, rows = report.rows, bytes = report.bytes, "dataset version registered");
         Ok((self.dataset_at(&spec.dataset, Some(version))?, pending))
+    }
+
+    /// Every check a registration makes (the department, the file against its metadata, every
+    /// value of every row, the privacy unit), without storing anything: a steward's dry run.
+    ///
+    /// # Errors
+    /// As [`Catalog::register_dataset`] before it stores anything.
+    pub fn check_dataset(&self, spec: &DatasetSpec, source: &Path) -> Result<Checked> {
+        let Ingested { tmp, schema, report, one_row_per_unit, .. } = self.ingest(spec, source)?;
+        let _ = fs::remove_file(&tmp);
+        let columns = schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
+        Ok(Checked {
+            rows: report.rows,
+            columns,
+            one_row_per_unit: spec.privacy_unit.as_ref().map(|_| one_row_per_unit),
+        })
+    }
+
+    /// Reads `source` as `spec` describes it and writes it as Parquet under `tmp/` (the caller
+    /// places or removes the file), measuring whether each person is one row.
+    fn ingest(&self, spec: &DatasetSpec, source: &Path) -> Result<Ingested> {
+        if !self.department_exists(&spec.dataset.department)? {
+            return Err(Error::DepartmentNotFound(spec.dataset.department.clone()));
+        }
+        let format = match spec.format {
+            Some(f) => f,
+            None => SourceFormat::sniff(source)?,
+        };
+        let opened = veil_ingest::open(source, format, &ReadOptions::with_declared(spec.declared_types()))?;
+        spec.check_schema(&opened.schema)?;
+        let schema = opened.schema.clone();
+
+        let unit_column = |unit: &String| {
+            let i = schema.index_of(unit).map_err(|_| {
+                Error::invalid("privacy_unit_unknown", format!("privacy_unit `{unit}` is not a column of the file"))
+            })?;
+            Ok::<_, Error>(UniqueValues::new(&schema, i)?)
+        };
+        let mut units = spec.privacy_unit.as_ref().map(unit_column).transpose()?;
+        let tmp = self.dir.tmp_file("parquet");
+        let written = veil_ingest::write_parquet(opened, &tmp, |batch| match units.as_mut() {
+            Some(u) => u.observe(batch),
+            None => Ok(()),
+        });
+        let one_row_per_unit = units.as_ref().is_some_and(UniqueValues::unique);
+        match written {
+            Ok(report) => Ok(Ingested { tmp, format, schema, report, one_row_per_unit }),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e.into())
+            }
+        }
     }
 
     /// Every dataset's metadata, by department and name; retired ones only when asked for.

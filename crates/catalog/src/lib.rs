@@ -50,7 +50,7 @@ use rusqlite::Connection;
 
 pub use access::{AccessRequest, NewRequest, RequestFilter, RequestState, Transition};
 pub use budget::{Cap, Charge, Ledger, Spent};
-pub use datasets::{ColumnInfo, DatasetInfo, PERSONAL_EPSILON_CAP, VersionInfo, resolve_import};
+pub use datasets::{Checked, ColumnInfo, DatasetInfo, PERSONAL_EPSILON_CAP, VersionInfo, resolve_import};
 pub use error::{Error, Result};
 pub use extracts::{ExtractInfo, NewExtract, check_extract_name};
 pub use identity::{Department, IssuedToken, Principal, User};

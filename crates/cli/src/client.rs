@@ -117,9 +117,18 @@ async fn upload_part(path: &Path) -> CliResult<reqwest::multipart::Part> {
 
 pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
     match cmd {
-        DatasetCommand::Register { metadata, file, remote } => {
-            let text =
+        DatasetCommand::Register { metadata, file, dry_run, remote } => {
+            let mut text =
                 std::fs::read_to_string(&metadata).map_err(|e| format!("reading {}: {e}", metadata.display()))?;
+            if dry_run {
+                let mut json: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("{} is not JSON metadata: {e}", metadata.display()))?;
+                let Some(object) = json.as_object_mut() else {
+                    return Err(format!("{} is not a JSON object", metadata.display()).into());
+                };
+                object.insert("dry_run".into(), serde_json::Value::Bool(true));
+                text = json.to_string();
+            }
             let request = remote.request(Method::POST, "/datasets")?;
             let request = match file {
                 Some(file) => {

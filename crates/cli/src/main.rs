@@ -283,6 +283,9 @@ enum DatasetCommand {
         /// Data file to upload (CSV, Arrow IPC or Parquet).
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Check the metadata and every row as a registration would, and store nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         remote: Remote,
     },

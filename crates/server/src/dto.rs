@@ -124,6 +124,27 @@ pub struct DatasetMetadata {
     /// Dp mode's settings; defaults where absent.
     #[serde(default)]
     pub dp: DpMetadata,
+    /// Check everything a registration checks (metadata, every row, the privacy unit) and store
+    /// nothing: answered 200 with a [`Validation`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/datasets` with `"dry_run": true`: what the registration would store. Nothing was.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Validation {
+    /// `department.name`.
+    pub dataset: String,
+    /// The level declared.
+    pub level: String,
+    /// Rows read, every one valid.
+    pub rows: u64,
+    /// The columns as they would be stored, in file order.
+    pub columns: Vec<QueryColumn>,
+    /// With a privacy unit: whether each person is one row (measured on the file).
+    pub one_row_per_unit: Option<bool>,
+    /// Always `false`: a dry run stores nothing.
+    pub stored: bool,
 }
 
 /// A dataset's dp settings, as declared.

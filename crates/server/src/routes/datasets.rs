@@ -7,6 +7,7 @@ use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use veil_audit::DatasetUse;
@@ -16,7 +17,7 @@ use veil_common::{DatasetRef, DepartmentId, ErrorKind};
 use super::AppJson;
 use crate::auth::Caller;
 use crate::authz;
-use crate::dto::{AccessView, DatasetMetadata, DatasetView, ErrorBody, ModeAccess};
+use crate::dto::{AccessView, DatasetMetadata, DatasetView, ErrorBody, ModeAccess, QueryColumn, Validation};
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, for_this_request, now_unix, subject};
 
@@ -40,17 +41,18 @@ impl Drop for TempUpload {
 #[utoipa::path(post, path = "/v1/datasets", tag = "datasets", security(("bearer" = [])),
     request_body(content = DatasetMetadata, description = "JSON metadata with `source`, or multipart with `metadata` and `file` parts",
                  content_type = "application/json"),
-    responses((status = 201, body = DatasetView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 201, body = DatasetView), (status = 200, description = "a dry run: what would be stored; nothing was", body = Validation),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+              (status = 422, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub(crate) async fn datasets_register(
     State(state): State<AppState>,
     Caller(caller): Caller,
     request: Request,
-) -> Result<(StatusCode, Json<DatasetView>), ApiError> {
+) -> Result<Response, ApiError> {
     let content_type =
         request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let (spec, source, _upload) = if content_type.starts_with("multipart/form-data") {
+    let ((spec, dry_run), source, _upload) = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
@@ -79,6 +81,26 @@ pub(crate) async fn datasets_register(
             "send multipart/form-data (parts `metadata` and `file`) or application/json (metadata with `source`)",
         ));
     };
+    if dry_run {
+        let level = spec.level.to_string();
+        let dataset = spec.dataset.to_string();
+        let checked = state.blocking(move |c| c.check_dataset(&spec, &source)).await?;
+        let mut entry = for_this_request(entry_by(&caller, "dataset.check", "ok"));
+        entry.datasets = vec![DatasetUse { dataset: dataset.clone(), level: Some(level.clone()) }];
+        entry.detail = Some(format!("dry run: {} rows valid, nothing stored", checked.rows));
+        entry.rows = Some(checked.rows);
+        state.audit(entry).await?;
+        let columns = checked.columns.into_iter().map(|(name, data_type)| QueryColumn { name, data_type }).collect();
+        let view = Validation {
+            dataset,
+            level,
+            rows: checked.rows,
+            columns,
+            one_row_per_unit: checked.one_row_per_unit,
+            stored: false,
+        };
+        return Ok((StatusCode::OK, Json(view)).into_response());
+    }
     let user = caller.user.clone();
     let mut entry = for_this_request(entry_by(&caller, "dataset.register", "ok"));
     entry.datasets = vec![DatasetUse { dataset: spec.dataset.to_string(), level: Some(spec.level.to_string()) }];
@@ -91,21 +113,22 @@ pub(crate) async fn datasets_register(
     let (info, pending) = state.blocking(move |c| c.register_dataset(&spec, &source, &user, record)).await?;
     state.metrics.registered(info.row_count);
     state.audit_pending(pending).await?;
-    Ok((StatusCode::CREATED, Json(info.into())))
+    Ok((StatusCode::CREATED, Json(DatasetView::from(info))).into_response())
 }
 
-/// Parses the metadata, checks the caller may register in its department, then validates it.
-/// Authorization comes first so a steward of another department learns nothing from the
-/// validation messages.
+/// Parses the metadata, checks the caller may register in its department, then validates it;
+/// with whether it asks for a dry run. Authorization comes first so a steward of another
+/// department learns nothing from the validation messages.
 fn authorize_and_validate(
     state: &AppState,
     caller: &Principal,
     metadata: DatasetMetadata,
-) -> Result<DatasetSpec, ApiError> {
+) -> Result<(DatasetSpec, bool), ApiError> {
     let department = DepartmentId::new(metadata.department.clone())
         .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     authz::steward_of(state, caller, &department)?;
-    Ok(DatasetSpec::validate(MetadataInput::from(metadata))?)
+    let dry_run = metadata.dry_run;
+    Ok((DatasetSpec::validate(MetadataInput::from(metadata))?, dry_run))
 }
 
 fn multipart_error(e: MultipartError) -> ApiError {
@@ -122,7 +145,7 @@ async fn read_upload(
     state: &AppState,
     caller: &Principal,
     mut multipart: Multipart,
-) -> Result<(DatasetSpec, TempUpload), ApiError> {
+) -> Result<((DatasetSpec, bool), TempUpload), ApiError> {
     let mut spec = None;
     let mut upload = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
