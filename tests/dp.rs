@@ -463,6 +463,14 @@ async fn the_number_of_withheld_groups_is_not_released() {
 async fn epsilon_has_a_floor_and_a_spent_cap_answers_nothing() {
     let w = world().await;
     let sql = "SELECT count(*) AS n FROM civil.residents";
+    // Outside dp mode noise parameters are refused, not ignored (a red team's were accepted).
+    for extra in [json!({"epsilon": 1.0}), json!({"rho": 0.1}), json!({"accuracy": {"n": 5}})] {
+        let mut body = json!({"sql": sql, "mode": "aggregate"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, answer) = w.s.post("/v1/query", &w.civil_analyst, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{extra}: {answer}");
+        assert_eq!(answer["error"]["code"], "epsilon_invalid", "{extra}");
+    }
     for epsilon in [1e-4, 1e-9, 1e-10, 1e-300, 0.0, -1.0, 10.5] {
         let (status, body) = dp(&w, &w.civil_analyst, sql, epsilon).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "ε = {epsilon}: {body}");

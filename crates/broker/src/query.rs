@@ -212,6 +212,14 @@ impl Broker {
         let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
         let dp = match mode {
             Mode::Dp => Some(budget::params(request.epsilon, request.rho, request.accuracy.is_some(), &caps)?),
+            // Noise parameters outside dp mode were accepted and ignored: an analyst could
+            // believe an answer carried them.
+            _ if request.epsilon.is_some() || request.rho.is_some() || request.accuracy.is_some() => {
+                return Err(Error::invalid(
+                    "epsilon_invalid",
+                    format!("epsilon, rho and accuracy are dp mode's; {} mode takes none", mode.as_str()),
+                ));
+            }
             _ => None,
         };
         let query = QueryRequest {
