@@ -333,6 +333,12 @@ async fn generalizations_are_labelled_by_what_they_select() {
             assert_eq!(fixed(count(other)).await, first, "{other} vs {}", same[0]);
         }
     }
+    // On a float column the guard's own guarded division (`nullif(500, 0)` around a coerced
+    // integer width) is not a width of its own.
+    assert_eq!(
+        fixed("SELECT count(*) AS n FROM health.visits WHERE floor(cost / 500) * 500 = 1500".into()).await,
+        fixed("SELECT count(*) AS n FROM health.visits WHERE floor(cost / 500.0) * 500 = 1500".into()).await
+    );
     // A generalization computed in a subquery and named there is labelled as computed.
     assert_eq!(
         fixed(

@@ -376,6 +376,13 @@ pub(crate) fn label(e: &Expr) -> String {
             Ok(f) => Ok(Transformed::yes(Expr::Literal(f, None))),
             Err(_) => Ok(Transformed::no(Expr::Literal(v, None))),
         },
+        // The guard's own guarded division of a constant width (`nullif(500, 0)`) is the width.
+        Expr::ScalarFunction(ScalarFunction { func, args })
+            if func.name() == "nullif"
+                && matches!(args.as_slice(), [Expr::Literal(a, _), Expr::Literal(b, _)] if a != b && !a.is_null()) =>
+        {
+            Ok(Transformed::yes(args.into_iter().next().unwrap_or_else(|| lit(0))))
+        }
         Expr::ScalarFunction(ScalarFunction { func, mut args })
             if matches!(func.name(), "date_part" | "date_trunc") && !args.is_empty() =>
         {
