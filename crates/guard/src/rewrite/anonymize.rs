@@ -94,7 +94,7 @@ fn bound_with(
         measures: same_sums(&agg.aggr_expr),
         public_keys: None,
         noise: super::NoiseLabels {
-            listed: listed.iter().map(|(e, c, at)| equality(&read_at_source(e, at), c)).collect(),
+            listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),
             fixed,
             keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input))).collect(),
             measures: measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input),
@@ -224,9 +224,9 @@ fn same_sums(aggregates: &[Expr]) -> Vec<usize> {
 
 /// The conditions of the WHERE clauses below the answer's aggregate, for the noise's seeds.
 struct Conditions {
-    /// Each IN-list constant with the expression it is compared with, each value once, and the
-    /// plan that expression reads from.
-    listed: Vec<(Expr, Expr, LogicalPlan)>,
+    /// Each IN-list constant with the expression it is compared with, each value once, and its
+    /// label.
+    listed: Vec<(Expr, Expr, String)>,
     /// The other conditions' labels ([`super::NoiseLabels::fixed`]), sorted, each once.
     fixed: Vec<String>,
 }
@@ -240,7 +240,7 @@ fn conditions(input: &LogicalPlan) -> Conditions {
     use datafusion::logical_expr::expr::InList;
     use datafusion::logical_expr::utils::split_conjunction;
     use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
-    let mut listed: Vec<(Expr, Expr, LogicalPlan)> = Vec::new();
+    let mut listed: Vec<(Expr, Expr, String)> = Vec::new();
     let mut fixed: Vec<String> = Vec::new();
     let _ = input.apply(|node| {
         let LogicalPlan::Filter(f) = node else { return Ok(TreeNodeRecursion::Continue) };
@@ -264,14 +264,16 @@ fn conditions(input: &LogicalPlan) -> Conditions {
                     }
                     for v in values {
                         if !listed.iter().any(|(e, c, _)| e == &**expr && *c == v) {
-                            listed.push(((**expr).clone(), v, f.input.as_ref().clone()));
+                            let label = equality(&source(expr), &v);
+                            listed.push(((**expr).clone(), v, label));
                         }
                     }
                 }
                 Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                    let (key, op, value) = match constant_side(left, right) {
-                        Some(true) => (left, *op, right),
-                        _ => (right, op.swap().unwrap_or(*op), left),
+                    let (key, op, value) = if constant_on_left(left, right) {
+                        (right, op.swap().unwrap_or(*op), left)
+                    } else {
+                        (left, *op, right)
                     };
                     let value = typed(key, value);
                     fixed.push(match op {
@@ -327,15 +329,10 @@ fn column_at_source(c: &datafusion::common::Column, plan: &LogicalPlan) -> Expr 
     }
 }
 
-/// Whether the constant of `left <op> right` is on the right (`Some(true)`), on the left
-/// (`Some(false)`), or neither side is a literal.
-fn constant_side(left: &Expr, right: &Expr) -> Option<bool> {
+/// Whether `left <op> right` has its constant on the left only (`'a' = district`).
+fn constant_on_left(left: &Expr, right: &Expr) -> bool {
     let is_literal = |e: &Expr| matches!(canonical(e, None), Expr::Literal(..));
-    match (is_literal(left), is_literal(right)) {
-        (_, true) => Some(true),
-        (true, false) => Some(false),
-        _ => None,
-    }
+    is_literal(left) && !is_literal(right)
 }
 
 /// The label `key = value`, as a group with that key value labels itself (so that `WHERE
@@ -369,11 +366,7 @@ pub(crate) fn label(e: &Expr) -> String {
         Expr::TryCast(c) => Ok(Transformed::yes(*c.expr)),
         Expr::Alias(a) => Ok(Transformed::yes(*a.expr)),
         Expr::Literal(v, _) if v.data_type().is_numeric() => match v.cast_to(&DataType::Float64) {
-            // -0.0 and 0 are one number.
-            Ok(datafusion::common::ScalarValue::Float64(Some(0.0))) => {
-                Ok(Transformed::yes(Expr::Literal(datafusion::common::ScalarValue::Float64(Some(0.0)), None)))
-            }
-            Ok(f) => Ok(Transformed::yes(Expr::Literal(f, None))),
+            Ok(f) => Ok(Transformed::yes(Expr::Literal(super::bound_contributions::signless(f), None))),
             Err(_) => Ok(Transformed::no(Expr::Literal(v, None))),
         },
         // The guard's own guarded division of a constant width (`nullif(500, 0)`) is the width.

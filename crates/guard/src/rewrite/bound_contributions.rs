@@ -142,14 +142,20 @@ impl KeyLabel {
     }
 }
 
-/// A value as a label shows it: as it prints, except that a floating-point zero is `0` whatever
-/// its sign (a red team's `= -0.0` selected the rows of `= 0` with a label of its own).
+/// A value as a label shows it: as it prints, a floating-point zero without its sign.
 pub(crate) fn value_text(value: &datafusion::common::ScalarValue) -> String {
+    signless(value.clone()).to_string()
+}
+
+/// `value`, with a floating-point zero's sign dropped: a red team's `= -0.0` selected the rows
+/// of `= 0` with a label of its own.
+pub(crate) fn signless(value: datafusion::common::ScalarValue) -> datafusion::common::ScalarValue {
     use datafusion::common::ScalarValue;
     match value {
-        ScalarValue::Float64(Some(x)) if *x == 0.0 => "0".into(),
-        ScalarValue::Float32(Some(x)) if *x == 0.0 => "0".into(),
-        other => other.to_string(),
+        // Adding zero turns -0.0 into 0.0 and leaves every other value as it is.
+        ScalarValue::Float64(Some(x)) => ScalarValue::Float64(Some(x + 0.0)),
+        ScalarValue::Float32(Some(x)) => ScalarValue::Float32(Some(x + 0.0)),
+        other => other,
     }
 }
 
