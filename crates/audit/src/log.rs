@@ -352,26 +352,21 @@ impl Writer {
         if let Err(e) = self.write(&buffer) {
             let why = e.to_string();
             tracing::error!(error = %why, "the audit log could not write; it refuses entries until a write succeeds");
-            if self.failed.is_none() {
+            if !resuming {
                 self.refused = 0;
             }
             // The entry saying the log resumed is not one of the refused.
             self.refused += (done.len() as u64).saturating_sub(u64::from(resuming));
-            self.failed = Some(why.clone());
-            if let Ok(mut failing) = self.failing.lock() {
-                *failing = Some(why.clone());
-            }
+            self.set_failed(Some(why.clone()));
             for (reply, _) in done {
                 reply.send(Err(Error::Stopped(why.clone())));
             }
             return Err(e);
         }
-        if self.failed.take().is_some() {
+        if resuming {
             tracing::info!(refused = self.refused, "the audit log writes again");
             self.refused = 0;
-            if let Ok(mut failing) = self.failing.lock() {
-                *failing = None;
-            }
+            self.set_failed(None);
         }
         self.seq = seq;
         self.hash = hash;
@@ -404,9 +399,15 @@ impl Writer {
         self.segment_bytes += buffer.len() as u64;
         Ok(())
     }
-}
 
-impl Writer {
+    /// Why the last write failed (`None` once one succeeds), for the writer and for readiness.
+    fn set_failed(&mut self, why: Option<String>) {
+        if let Ok(mut failing) = self.failing.lock() {
+            failing.clone_from(&why);
+        }
+        self.failed = why;
+    }
+
     /// After a failed write: the segment cut back to its size after the last durable record,
     /// synced, and reopened for appending. A write that failed may have left part of its bytes,
     /// and a sync that failed leaves unknown which reached the disk; the bytes up to the last

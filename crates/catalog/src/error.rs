@@ -118,8 +118,7 @@ impl Error {
     /// The coarse class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { source, .. } if veil_common::is_storage_full(source) => ErrorKind::StorageFull,
-            Error::Sqlite(e) if veil_common::is_storage_full(e) || is_sqlite_full(e) => ErrorKind::StorageFull,
+            _ if self.is_disk_full() => ErrorKind::StorageFull,
             Error::NotInitialized(_)
             | Error::DirectoryNotEmpty(_)
             | Error::TokenFileExists(_)
@@ -141,10 +140,8 @@ impl Error {
 
     /// A stable machine-readable code for the wire.
     pub fn code(&self) -> &'static str {
-        if self.kind() == ErrorKind::StorageFull && !matches!(self, Error::Ingest(_)) {
-            return "storage_full";
-        }
         match self {
+            _ if self.is_disk_full() => "storage_full",
             Error::Invalid { code, .. } => code,
             Error::Ingest(e) => e.code(),
             Error::BadName(_) => "invalid_name",
@@ -177,9 +174,19 @@ impl Error {
     }
 }
 
-/// Whether SQLite gave up because the disk is full (`SQLITE_FULL`).
-fn is_sqlite_full(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+impl Error {
+    /// Whether the catalogue's own write failed for a full disk (a file, or SQLite's
+    /// `SQLITE_FULL`); ingest's errors say so themselves.
+    fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => veil_common::is_storage_full(source),
+            Error::Sqlite(e) => {
+                veil_common::is_storage_full(e)
+                    || matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The result type of this crate.
