@@ -145,11 +145,11 @@ impl Catalog {
     /// [`Error::UserExists`]; [`Error::DepartmentNotFound`]; [`Error::Invalid`] for no roles, or a
     /// steward or analyst role without a department.
     pub fn create_user(&self, id: &UserId, department: Option<&DepartmentId>, roles: &[Role]) -> Result<User> {
-        Ok(self.create_user_recorded(id, department, roles, None)?.0)
+        Ok(self.create_user_recorded(id, department, roles, |_| None)?.0)
     }
 
-    /// [`Catalog::create_user`], writing the audit record `record` in the same transaction
-    /// ([`crate::outbox`]): no user holds roles without its record.
+    /// [`Catalog::create_user`], writing the audit record `record` gives for the new user in the
+    /// same transaction ([`crate::outbox`]): no user holds roles without its record.
     ///
     /// # Errors
     /// As [`Catalog::create_user`].
@@ -158,7 +158,7 @@ impl Catalog {
         id: &UserId,
         department: Option<&DepartmentId>,
         roles: &[Role],
-        record: Option<String>,
+        record: impl FnOnce(&User) -> Option<String>,
     ) -> Result<(User, Option<Pending>)> {
         let mut roles = roles.to_vec();
         roles.sort();
@@ -196,9 +196,10 @@ impl Catalog {
         for role in &roles {
             tx.execute("INSERT INTO user_roles (user_id, role) VALUES (?1, ?2)", params![id.as_str(), role.as_str()])?;
         }
-        let pending = record.map(|e| crate::outbox::write(&tx, e)).transpose()?;
+        let user = User { id: id.clone(), department: department.cloned(), roles, created_at };
+        let pending = record(&user).map(|e| crate::outbox::write(&tx, e)).transpose()?;
         tx.commit()?;
-        Ok((User { id: id.clone(), department: department.cloned(), roles, created_at }, pending))
+        Ok((user, pending))
     }
 
     /// Every user, by id.
@@ -359,10 +360,12 @@ mod tests {
         assert!(catalog.create_department_recorded(&civil, "again", Some("refused".into())).is_err());
         let user = UserId::new("civil-analyst").expect("id");
         let (_, pending) = catalog
-            .create_user_recorded(&user, Some(&civil), &[Role::Analyst], Some("user record".into()))
+            .create_user_recorded(&user, Some(&civil), &[Role::Analyst], |_| Some("user record".into()))
             .expect("create");
         assert!(pending.is_some());
-        assert!(catalog.create_user_recorded(&user, Some(&civil), &[Role::Analyst], Some("refused".into())).is_err());
+        assert!(
+            catalog.create_user_recorded(&user, Some(&civil), &[Role::Analyst], |_| Some("refused".into())).is_err()
+        );
         let entries: Vec<String> = catalog.pending_records().expect("pending").into_iter().map(|p| p.entry).collect();
         assert_eq!(entries, ["department record", "user record"]);
     }

@@ -42,7 +42,6 @@ pub(crate) async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    raise_descriptor_limit();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
     let graceful = GracefulShutdown::new();
@@ -89,7 +88,8 @@ const WANTED_DESCRIPTORS: u64 = 65_536;
 
 /// Raises the soft limit on open descriptors towards [`WANTED_DESCRIPTORS`], as far as the hard
 /// limit allows (which needs no privilege), and warns when it stays below what the connection
-/// cap needs. [`crate::run`] does this; a binary may do it earlier, before it says it listens.
+/// cap needs. A process-wide limit is the binary's to set, once at start (`veil serve` does),
+/// not the library's on every run.
 pub fn raise_descriptor_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);

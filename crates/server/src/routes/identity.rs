@@ -74,11 +74,11 @@ pub(crate) async fn users_create(
         .map_err(|e| ApiError::new(veil_common::ErrorKind::Unprocessable, "unknown_role", e.to_string()))?;
     let mut entry = for_this_request(entry_by(&caller, "user.create", "ok"));
     entry.target = Some(id.to_string());
-    let mut named: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    named.sort_unstable();
-    named.dedup();
-    entry.detail = Some(format!("roles {}", named.join(",")));
-    let record = serde_json::to_string(&entry).ok();
+    let record = move |user: &veil_catalog::User| {
+        let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+        entry.detail = Some(format!("roles {}", roles.join(",")));
+        serde_json::to_string(&entry).ok()
+    };
     let (user, pending) =
         state.blocking(move |c| c.create_user_recorded(&id, department.as_ref(), &roles, record)).await?;
     state.audit_pending(pending).await?;

@@ -14,8 +14,13 @@ use crate::state::AppState;
 /// Liveness: the process answers and the catalogue can be read.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.blocking(|catalog| catalog.departments().map(|_| ())).await?;
+    catalogue_readable(&state).await?;
     Ok(Json(Health { status: "ok".to_owned() }))
+}
+
+/// Whether the catalogue answers a read: liveness and readiness ask the same.
+async fn catalogue_readable(state: &AppState) -> Result<(), ApiError> {
+    state.blocking(|catalog| catalog.departments().map(|_| ())).await
 }
 
 /// The least free space on the data directory's disk for the server to call itself ready: a
@@ -29,7 +34,7 @@ const MIN_FREE_BYTES: u64 = 64 << 20;
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let catalogue = match state.blocking(|catalog| catalog.departments().map(|_| ())).await {
+    let catalogue = match catalogue_readable(&state).await {
         Ok(()) => "ok",
         Err(_) => "cannot read",
     };
