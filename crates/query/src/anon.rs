@@ -112,18 +112,15 @@ pub(crate) fn add_noise(
         .map(|i| totals.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("condition seed")).cloned())
         .collect::<Result<Vec<_>>>()?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    // The bucket's labels, which seed the label layer: the query's conditions other than IN
-    // lists and the group's key values, each as `key = value`, sorted and each once (so `WHERE
-    // district = 'a'` and the group `a` of `GROUP BY district` are one bucket).
+    // The bucket's labels, which seed the label layer: what its conditions and key values
+    // select of each column, and the conditions that select no interval of one column, sorted
+    // and each once (so `WHERE district = 'a'` and the group `a` of `GROUP BY district` are one
+    // bucket, and so are a range and a generalization selecting the same values).
     let row_label = |row: usize| -> Result<Vec<u8>> {
-        let mut labels = plan.noise.fixed.clone();
-        for (i, key) in plan.noise.keys.iter().enumerate() {
-            let value = ScalarValue::try_from_array(totals.column(i), row).map_err(internal)?;
-            labels.push(key.of(&value));
-        }
-        labels.sort();
-        labels.dedup();
-        Ok(labels.join("\u{1f}").into_bytes())
+        let values = (0..plan.keys)
+            .map(|i| ScalarValue::try_from_array(totals.column(i), row).map_err(internal))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(plan.noise.bucket(&values).join("\u{1f}").into_bytes())
     };
 
     // Which groups pass: people ≥ max(k, 2), and above a noisy threshold seeded by the people.

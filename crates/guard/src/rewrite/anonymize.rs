@@ -82,7 +82,7 @@ fn bound_with(
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
-    let Conditions { listed, fixed } = conditions(&agg.input);
+    let Conditions { listed, fixed, ranges } = conditions(&agg.input);
     let group_keys = crate::exprs::group_keys(&agg)?;
     let keys = group_keys.len();
     let described = super::DpPlan {
@@ -96,7 +96,8 @@ fn bound_with(
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),
             fixed,
-            keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input))).collect(),
+            ranges,
+            keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input), &agg.input)).collect(),
             measures: measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input),
         },
         upper: upper.clone(),
@@ -227,21 +228,24 @@ struct Conditions {
     /// Each IN-list constant with the expression it is compared with, each value once, and its
     /// label.
     listed: Vec<(Expr, Expr, String)>,
-    /// The other conditions' labels ([`super::NoiseLabels::fixed`]), sorted, each once.
+    /// The labels of the other conditions that select no interval of one column
+    /// ([`super::NoiseLabels::fixed`]), sorted, each once.
     fixed: Vec<String>,
+    /// Per column the other conditions restrict, the interval they allow together.
+    ranges: Vec<(String, super::Span)>,
 }
 
 /// The conditions below the answer's aggregate: each constant as its value in the compared
 /// expression's type (a red team spelled one date fourteen ways, `'1950-6-15'`,
 /// `'1950-06-15T00:00:01'`, …, each matching the same person with a layer of its own, and
-/// averaged the layers away).
+/// averaged the layers away), each condition on a column or a generalization of one as the
+/// interval of the column it allows.
 fn conditions(input: &LogicalPlan) -> Conditions {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::expr::InList;
     use datafusion::logical_expr::utils::split_conjunction;
     use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
-    let mut listed: Vec<(Expr, Expr, String)> = Vec::new();
-    let mut fixed: Vec<String> = Vec::new();
+    let mut conditions = Conditions { listed: Vec::new(), fixed: Vec::new(), ranges: Vec::new() };
     let _ = input.apply(|node| {
         let LogicalPlan::Filter(f) = node else { return Ok(TreeNodeRecursion::Continue) };
         let schema = f.input.schema();
@@ -259,13 +263,13 @@ fn conditions(input: &LogicalPlan) -> Conditions {
                     }
                     // One value is an equality, however written (`IN ('a', 'a')` too).
                     if let [only] = values.as_slice() {
-                        fixed.push(equality(&source(expr), only));
+                        conditions.narrow(&source(expr), only, None, &f.input);
                         continue;
                     }
                     for v in values {
-                        if !listed.iter().any(|(e, c, _)| e == &**expr && *c == v) {
-                            let label = equality(&source(expr), &v);
-                            listed.push(((**expr).clone(), v, label));
+                        if !conditions.listed.iter().any(|(e, c, _)| e == &**expr && *c == v) {
+                            let label = equality(&source(expr), &v, &f.input);
+                            conditions.listed.push(((**expr).clone(), v, label));
                         }
                     }
                 }
@@ -276,20 +280,41 @@ fn conditions(input: &LogicalPlan) -> Conditions {
                         (left, *op, right)
                     };
                     let value = typed(key, value);
-                    fixed.push(match op {
-                        Operator::Eq => equality(&source(key), &value),
-                        op => format!("{} {op} {}", label(&source(key)), shown(&value)),
-                    });
+                    match op {
+                        Operator::Eq => conditions.narrow(&source(key), &value, None, &f.input),
+                        Operator::GtEq => conditions.narrow(&source(key), &value, Some(true), &f.input),
+                        Operator::Lt => conditions.narrow(&source(key), &value, Some(false), &f.input),
+                        op => conditions.fixed.push(format!("{} {op} {}", label(&source(key)), shown(&value))),
+                    }
                 }
-                Expr::Not(inner) => fixed.push(equality(&source(inner), &lit(false))),
-                other => fixed.push(equality(&source(other), &lit(true))),
+                Expr::Not(inner) => conditions.narrow(&source(inner), &lit(false), None, &f.input),
+                other => conditions.narrow(&source(other), &lit(true), None, &f.input),
             }
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    fixed.sort();
-    fixed.dedup();
-    Conditions { listed, fixed }
+    conditions.fixed.sort();
+    conditions.fixed.dedup();
+    conditions
+}
+
+impl Conditions {
+    /// Narrows the interval of `key`'s column to where `key` equals `value` (`at_least`
+    /// `None`), is at least it (`Some(true)`) or below it (`Some(false)`); names the condition
+    /// instead when that is no interval of one column.
+    fn narrow(&mut self, key: &Expr, value: &Expr, at_least: Option<bool>, plan: &LogicalPlan) {
+        let labelled = super::KeyLabel::new(key, plan);
+        let span = match value {
+            Expr::Literal(v, _) => labelled.compared(v, at_least),
+            _ => None,
+        };
+        match (span, at_least) {
+            (Some(span), _) => super::labels::restrict(&mut self.ranges, labelled.column(), span),
+            (None, None) => self.fixed.push(equality(key, value, plan)),
+            (None, Some(true)) => self.fixed.push(format!("{} >= {}", label(key), shown(value))),
+            (None, Some(false)) => self.fixed.push(format!("{} < {}", label(key), shown(value))),
+        }
+    }
 }
 
 /// `e`, an expression over `plan`'s output, with each column replaced by what it reads at the
@@ -337,9 +362,9 @@ fn constant_on_left(left: &Expr, right: &Expr) -> bool {
 
 /// The label `key = value`, as a group with that key value labels itself (so that `WHERE
 /// district = 'a'` and the group `a` of `GROUP BY district` are one label).
-fn equality(key: &Expr, value: &Expr) -> String {
+fn equality(key: &Expr, value: &Expr, plan: &LogicalPlan) -> String {
     match value {
-        Expr::Literal(v, _) => super::KeyLabel::new(key).of(v),
+        Expr::Literal(v, _) => super::KeyLabel::new(key, plan).of(v),
         other => format!("{} = {}", label(key), shown(other)),
     }
 }
@@ -347,7 +372,7 @@ fn equality(key: &Expr, value: &Expr) -> String {
 /// A constant as a label shows it: its value, without its type.
 pub(crate) fn shown(value: &Expr) -> String {
     match value {
-        Expr::Literal(v, _) => super::bound_contributions::value_text(v),
+        Expr::Literal(v, _) => super::labels::value_text(v),
         other => other.schema_name().to_string(),
     }
 }
@@ -366,7 +391,7 @@ pub(crate) fn label(e: &Expr) -> String {
         Expr::TryCast(c) => Ok(Transformed::yes(*c.expr)),
         Expr::Alias(a) => Ok(Transformed::yes(*a.expr)),
         Expr::Literal(v, _) if v.data_type().is_numeric() => match v.cast_to(&DataType::Float64) {
-            Ok(f) => Ok(Transformed::yes(Expr::Literal(super::bound_contributions::signless(f), None))),
+            Ok(f) => Ok(Transformed::yes(Expr::Literal(super::labels::signless(f), None))),
             Err(_) => Ok(Transformed::no(Expr::Literal(v, None))),
         },
         // The guard's own guarded division of a constant width (`nullif(500, 0)`) is the width.

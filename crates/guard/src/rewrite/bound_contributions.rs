@@ -62,101 +62,13 @@ pub struct DpPlan {
     /// released (with zeros where no row has it) and no threshold applies.
     pub public_keys: Option<Vec<Vec<String>>>,
     /// Anonymized answers: the canonical labels that seed the noise layers.
-    pub noise: NoiseLabels,
+    pub noise: super::labels::NoiseLabels,
     /// Anonymized answers: every person is one row of the aggregate's input (measured at
     /// registration, no join repeating rows), so each contributes one row to one group.
     pub one_row_per_person: bool,
     /// Anonymized answers: for each aggregate, the first aggregate that measures the same sum
     /// (`SUM(x)` and `AVG(x)` both sum x), so that the same quantity gets the same noise.
     pub measures: Vec<usize>,
-}
-
-/// What seeds an anonymized answer's noise besides the people, as canonical text: a column by its
-/// name without qualifier or casts, a constant as its value in the column's type. The query's
-/// spelling (aliases, the order of the SELECT list, CTEs, GROUP BY or WHERE for the same group,
-/// a constant's spelling) changes none of it, so the same group asked any way gets the same
-/// noise (a label made of the plan's text or of an aggregate's position gave a fresh draw per
-/// spelling, and spellings averaged the noise away).
-#[derive(Debug, Clone, Default)]
-pub struct NoiseLabels {
-    /// Per constant of the query's IN lists, `key = value`, in the order of the per-constant
-    /// seeds the measuring plan outputs after the people's seed.
-    pub listed: Vec<String>,
-    /// The other conditions: `key = value` for an equality or a boolean column, `key >= lo` and
-    /// `key < hi` for a range's ends. With the group's key values they seed the bucket's label
-    /// layer.
-    pub fixed: Vec<String>,
-    /// Per group key, how a group's value of it is labelled (`key = value`).
-    pub keys: Vec<KeyLabel>,
-    /// Per aggregate, the quantity it measures (`rows`, `people`, `sum <column>`): aggregates
-    /// measuring the same quantity share their noise wherever they stand in the SELECT list.
-    pub measures: Vec<String>,
-}
-
-/// How a value of a key is labelled: `key = value`, except that a text prefix shorter than the
-/// prefix's length is the whole value (`substr(district, 1, 9) = '门头沟区'` is `district =
-/// '门头沟区'`: a red team asked one district with fifty prefix lengths, fifty fresh draws).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyLabel {
-    /// The key's label (`crate::rewrite::anonymize::label`).
-    key: String,
-    /// For `substr(column, 1, n)`: the column's label and n.
-    prefix: Option<(String, usize)>,
-}
-
-impl KeyLabel {
-    /// The label of `key`.
-    pub(crate) fn new(key: &Expr) -> Self {
-        use datafusion::logical_expr::expr::ScalarFunction;
-
-        use crate::exprs::uncast;
-        let prefix = match uncast(key) {
-            Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "substr" => match args.as_slice() {
-                [column, _, length] => match uncast(length) {
-                    Expr::Literal(n, _) => n
-                        .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
-                        .ok()
-                        .and_then(|n| match n {
-                            datafusion::common::ScalarValue::Int64(Some(n)) => usize::try_from(n).ok(),
-                            _ => None,
-                        })
-                        .map(|n| (super::anonymize::label(column), n)),
-                    _ => None,
-                },
-                _ => None,
-            },
-            _ => None,
-        };
-        Self { key: super::anonymize::label(key), prefix }
-    }
-
-    /// The label `key = value`.
-    pub fn of(&self, value: &datafusion::common::ScalarValue) -> String {
-        if let Some((column, n)) = &self.prefix
-            && let Some(Some(text)) = value.try_as_str()
-            && text.chars().count() < *n
-        {
-            return format!("{column} = {text}");
-        }
-        format!("{} = {}", self.key, value_text(value))
-    }
-}
-
-/// A value as a label shows it: as it prints, a floating-point zero without its sign.
-pub(crate) fn value_text(value: &datafusion::common::ScalarValue) -> String {
-    signless(value.clone()).to_string()
-}
-
-/// `value`, with a floating-point zero's sign dropped: a red team's `= -0.0` selected the rows
-/// of `= 0` with a label of its own.
-pub(crate) fn signless(value: datafusion::common::ScalarValue) -> datafusion::common::ScalarValue {
-    use datafusion::common::ScalarValue;
-    match value {
-        // Adding zero turns -0.0 into 0.0 and leaves every other value as it is.
-        ScalarValue::Float64(Some(x)) => ScalarValue::Float64(Some(x + 0.0)),
-        ScalarValue::Float32(Some(x)) => ScalarValue::Float32(Some(x + 0.0)),
-        other => other,
-    }
 }
 
 impl DpPlan {
@@ -280,7 +192,7 @@ pub(super) fn bound(
         aggregates: kinds.to_vec(),
         contribution,
         public_keys: assessment.dp_public_keys.clone(),
-        noise: NoiseLabels::default(),
+        noise: super::labels::NoiseLabels::default(),
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),

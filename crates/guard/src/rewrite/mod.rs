@@ -6,6 +6,7 @@ pub(crate) mod anonymize;
 mod bound_contributions;
 mod cap_rows;
 mod enforce_min_group_size;
+mod labels;
 mod people;
 mod safe_arithmetic;
 mod top;
@@ -20,8 +21,9 @@ use veil_common::Mode;
 use crate::{Assessment, GuardContext};
 
 pub use anonymize::{ANON_OUTLIERS, ANON_SEED};
-pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan, KeyLabel, NoiseLabels};
+pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan};
 pub use enforce_min_group_size::UNIT_PREFIX;
+pub use labels::{KeyLabel, NoiseLabels, Span};
 
 /// The rewritten plan and what the query layer needs to finish the answer.
 #[derive(Debug, Clone)]

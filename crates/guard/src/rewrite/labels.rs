@@ -1,0 +1,626 @@
+//! The labels that seed an anonymized answer's noise besides its people (design: the label
+//! layer). The same set of rows asked any way must get the same label, or each way of asking
+//! is a fresh draw of the layer and many of them average it away. So a bucket is not labelled
+//! by the expressions that select it but by what they select: for every stored column its
+//! conditions and key values restrict, the one interval of the column's values they allow
+//! together (`floor(x / 500) * 500 = 0`, `x >= 0 AND x < 500` and `floor(x / 500) = 0` are all
+//! `x in [0, 499]`; `date_part('year', d) = 1950` and the group `1950-03` of
+//! `date_trunc('month', d)` meet in `d in [1950-03-01, 1950-03-31]`; a condition another one
+//! implies changes nothing). What is not an interval of one column (a boolean expression, the
+//! month of a date whatever its year) keeps a label naming the expression.
+
+use std::cmp::Ordering;
+
+use chrono::{Days, Months, NaiveDate};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+
+use crate::exprs::uncast;
+
+/// What seeds an anonymized answer's noise besides the people, as canonical text: a column by its
+/// name without qualifier or casts, a constant as its value in the column's type, and what a
+/// query selects of a column as the interval of values it allows. The query's spelling
+/// (aliases, the order of the SELECT list, CTEs, GROUP BY or WHERE for the same group, a
+/// constant's spelling, a range or a generalization for the same rows) changes none of it.
+#[derive(Debug, Clone, Default)]
+pub struct NoiseLabels {
+    /// Per constant of the query's IN lists, its label (`key = value`), in the order of the
+    /// per-constant seeds the measuring plan outputs after the people's seed.
+    pub listed: Vec<String>,
+    /// The conditions that select no interval of one column, as text (`key = value`).
+    pub fixed: Vec<String>,
+    /// Per column the other conditions restrict, the interval they allow together.
+    pub ranges: Vec<(String, Span)>,
+    /// Per group key, how a group's value of it is labelled.
+    pub keys: Vec<KeyLabel>,
+    /// Per aggregate, the quantity it measures (`rows`, `people`, `sum <column>`): aggregates
+    /// measuring the same quantity share their noise wherever they stand in the SELECT list.
+    pub measures: Vec<String>,
+}
+
+impl NoiseLabels {
+    /// The labels of the bucket whose group keys have `values`, which seed its label layer:
+    /// the conditions' and the key values', intersected per column, sorted, each once (so
+    /// `WHERE district = 'a'` and the group `a` of `GROUP BY district` are one bucket).
+    pub fn bucket(&self, values: &[ScalarValue]) -> Vec<String> {
+        let mut ranges = self.ranges.clone();
+        let mut labels = self.fixed.clone();
+        for (key, value) in self.keys.iter().zip(values) {
+            match key.selects(value) {
+                Some(span) => restrict(&mut ranges, key.column(), span),
+                None => labels.push(key.of(value)),
+            }
+        }
+        labels.extend(ranges.iter().map(|(column, span)| span.label(column)));
+        labels.sort();
+        labels.dedup();
+        labels
+    }
+}
+
+/// Intersects `column`'s interval in `ranges` with `span`, or adds it.
+pub(crate) fn restrict(ranges: &mut Vec<(String, Span)>, column: &str, span: Span) {
+    match ranges.iter_mut().find(|(c, _)| c == column) {
+        Some((_, existing)) => *existing = existing.intersect(&span),
+        None => ranges.push((column.to_string(), span)),
+    }
+}
+
+/// How a value of a key is labelled: as the interval of its column it selects when it is a
+/// column or a generalization of one (`substr(district, 1, 9) = '门头沟区'` is `district =
+/// 门头沟区`: a red team asked one district with fifty prefix lengths, fifty fresh draws before),
+/// else `key = value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyLabel {
+    /// The key's label (`crate::rewrite::anonymize::label`).
+    key: String,
+    /// The stored column the key generalizes and how, when it is one.
+    column: Option<Generalized>,
+}
+
+impl KeyLabel {
+    /// The label of `key`, an expression over the columns of `plan`'s scans.
+    pub(crate) fn new(key: &Expr, plan: &LogicalPlan) -> Self {
+        Self { key: super::anonymize::label(key), column: Generalized::of(key, plan) }
+    }
+
+    /// The stored column's label, or the key's when it generalizes no column.
+    pub(crate) fn column(&self) -> &str {
+        self.column.as_ref().map_or(&self.key, |g| &g.column)
+    }
+
+    /// The interval of its column that the key's `value` selects, when it is one.
+    pub(crate) fn selects(&self, value: &ScalarValue) -> Option<Span> {
+        self.column.as_ref()?.select(value)
+    }
+
+    /// Rows where the key is at least `value` (`Some(true)`) or below it (`Some(false)`), or
+    /// equal to it (`None`), as an interval of its column.
+    pub(crate) fn compared(&self, value: &ScalarValue, at_least: Option<bool>) -> Option<Span> {
+        let span = self.selects(value)?;
+        match at_least {
+            None => Some(span),
+            Some(true) => Some(Span { lo: span.lo, hi: None }),
+            Some(false) => {
+                let (start, included) = span.lo?;
+                Some(Span::new(None, Some((start, !included))))
+            }
+        }
+    }
+
+    /// The label of the rows where the key equals `value`.
+    pub fn of(&self, value: &ScalarValue) -> String {
+        match self.selects(value) {
+            Some(span) => span.label(self.column()),
+            None => format!("{} = {}", self.key, value_text(value)),
+        }
+    }
+}
+
+/// A key that is a stored column or one of aggregate mode's generalizations of one.
+#[derive(Debug, Clone, PartialEq)]
+struct Generalized {
+    /// The column's label.
+    column: String,
+    /// The column's type.
+    ty: DataType,
+    how: How,
+}
+
+/// How a key generalizes its column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum How {
+    /// The column itself.
+    Value,
+    /// `substr(c, 1, n)`.
+    Prefix(usize),
+    /// `floor(c / width)`, times the width when `scaled`; of the date's year when `years`.
+    Band { width: f64, scaled: bool, years: bool },
+    /// `date_trunc(unit, c)`.
+    Trunc(Unit),
+    /// `date_part('year', c)`.
+    Year,
+}
+
+/// A unit dates are truncated to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unit {
+    Year,
+    Quarter,
+    Month,
+    Week,
+    Day,
+}
+
+impl Generalized {
+    /// `key` as a generalization of a column of `plan`'s scans, when it is one.
+    fn of(key: &Expr, plan: &LogicalPlan) -> Option<Self> {
+        let (column, how) = match uncast(key) {
+            Expr::Column(c) => (c, How::Value),
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Multiply, right }) => {
+                let (c, how) = band(left)?;
+                let How::Band { width, years, .. } = how else { return None };
+                (number(&constant(right)?)? == width).then_some((c, How::Band { width, scaled: true, years }))?
+            }
+            Expr::ScalarFunction(ScalarFunction { func, args }) => match (func.name(), args.as_slice()) {
+                ("floor", _) => band(key)?,
+                ("substr", [c, start, length]) => {
+                    let n = number(&constant(length)?)?;
+                    if !(n >= 1.0 && n.fract() == 0.0 && number(&constant(start)?)? == 1.0) {
+                        return None;
+                    }
+                    (column(c)?, How::Prefix(n as usize))
+                }
+                ("date_trunc", [unit, c]) => (column(c)?, How::Trunc(Unit::of(&constant(unit)?)?)),
+                ("date_part", [unit, c]) if unit_text(&constant(unit)?)? == "year" => (column(c)?, How::Year),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let ty = scan_type(plan, column)?;
+        Domain::of(&ty)?;
+        Some(Self { column: super::anonymize::label(&Expr::Column(column.clone())), ty, how })
+    }
+
+    /// The interval of the column where the key equals `value`, when the value is one the key
+    /// takes (a band's start, a unit's first day).
+    fn select(&self, value: &ScalarValue) -> Option<Span> {
+        let domain = Domain::of(&self.ty)?;
+        if value.is_null() {
+            return None;
+        }
+        match self.how {
+            How::Value => Some(Span::point(domain.point(value)?)),
+            How::Prefix(n) => {
+                let text = value.try_as_str().flatten()?;
+                match text.chars().count().cmp(&n) {
+                    // A prefix longer than the value is the whole value.
+                    Ordering::Less => Some(Span::point(Point::Text(text.to_string()))),
+                    Ordering::Equal => {
+                        let start = Point::Text(text.to_string());
+                        Some(Span::new(Some((start, true)), Some((Point::Text(successor(text)?), false))))
+                    }
+                    Ordering::Greater => None,
+                }
+            }
+            How::Band { width, scaled, years } => {
+                let v = number(value)?;
+                let band = if scaled { v / width } else { v };
+                if (band - band.round()).abs() > 1e-9 * band.abs().max(1.0) {
+                    return None;
+                }
+                let (lo, hi) = (band.round() * width, (band.round() + 1.0) * width);
+                if years {
+                    if lo.fract() != 0.0 || hi.fract() != 0.0 {
+                        return None;
+                    }
+                    let start = NaiveDate::from_ymd_opt(lo as i32, 1, 1)?;
+                    let end = NaiveDate::from_ymd_opt(hi as i32, 1, 1)?;
+                    domain.dates(start, end)
+                } else {
+                    domain.reals(lo, hi)
+                }
+            }
+            How::Year => {
+                let y = number(value)?;
+                if y.fract() != 0.0 {
+                    return None;
+                }
+                let start = NaiveDate::from_ymd_opt(y as i32, 1, 1)?;
+                domain.dates(start, start.checked_add_months(Months::new(12))?)
+            }
+            How::Trunc(unit) => {
+                let start = midnight(value)?;
+                if unit.start(start) != Some(start) {
+                    return None;
+                }
+                domain.dates(start, unit.after(start)?)
+            }
+        }
+    }
+}
+
+/// `floor(c / width)` where c is a column or the year of one.
+fn band(e: &Expr) -> Option<(&Column, How)> {
+    let Expr::ScalarFunction(ScalarFunction { func, args }) = uncast(e) else { return None };
+    let ([arg], "floor") = (args.as_slice(), func.name()) else { return None };
+    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = uncast(arg) else { return None };
+    let width = width(right)?;
+    match uncast(left) {
+        Expr::Column(c) => Some((c, How::Band { width, scaled: false, years: false })),
+        Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "date_part" => match args.as_slice() {
+            [unit, c] if unit_text(&constant(unit)?)? == "year" => {
+                Some((column(c)?, How::Band { width, scaled: false, years: true }))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A band's width: a positive constant, or the guard's own guarded division of one
+/// (`nullif(500, 0)`).
+fn width(e: &Expr) -> Option<f64> {
+    let w = match uncast(e) {
+        Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "nullif" => match args.as_slice() {
+            [w, _] => number(&constant(w)?)?,
+            _ => return None,
+        },
+        other => number(&constant(other)?)?,
+    };
+    (w.is_finite() && w > 0.0).then_some(w)
+}
+
+fn column(e: &Expr) -> Option<&Column> {
+    match uncast(e) {
+        Expr::Column(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// The value of a constant, through the casts around it.
+fn constant(e: &Expr) -> Option<ScalarValue> {
+    match e {
+        Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+        Expr::Cast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
+        Expr::TryCast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
+        Expr::Alias(a) => constant(&a.expr),
+        _ => None,
+    }
+}
+
+fn unit_text(v: &ScalarValue) -> Option<String> {
+    v.try_as_str().flatten().map(str::to_lowercase)
+}
+
+fn number(v: &ScalarValue) -> Option<f64> {
+    if !v.data_type().is_numeric() {
+        return None;
+    }
+    match v.cast_to(&DataType::Float64).ok()? {
+        ScalarValue::Float64(Some(x)) if x.is_finite() => Some(x),
+        _ => None,
+    }
+}
+
+/// The type of column `c` where a scan of `plan` reads it.
+fn scan_type(plan: &LogicalPlan, c: &Column) -> Option<DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(i) = scan.projected_schema.index_of_column(c)
+        {
+            found = Some(scan.projected_schema.field(i).data_type().clone());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// The day a date or timestamp value falls on, when it falls at midnight.
+fn midnight(value: &ScalarValue) -> Option<NaiveDate> {
+    let ScalarValue::TimestampSecond(Some(seconds), None) =
+        value.cast_to(&DataType::Timestamp(TimeUnit::Second, None)).ok()?
+    else {
+        return None;
+    };
+    if seconds.rem_euclid(86_400) != 0 {
+        return None;
+    }
+    epoch().checked_add_signed(chrono::TimeDelta::try_days(seconds.div_euclid(86_400))?)
+}
+
+fn epoch() -> NaiveDate {
+    NaiveDate::default()
+}
+
+impl Unit {
+    fn of(v: &ScalarValue) -> Option<Self> {
+        Some(match unit_text(v)?.as_str() {
+            "year" => Self::Year,
+            "quarter" => Self::Quarter,
+            "month" => Self::Month,
+            "week" => Self::Week,
+            "day" => Self::Day,
+            _ => return None,
+        })
+    }
+
+    /// The first day of the unit holding `day`.
+    fn start(self, day: NaiveDate) -> Option<NaiveDate> {
+        use chrono::Datelike;
+        match self {
+            Self::Year => day.with_day(1)?.with_month(1),
+            Self::Quarter => day.with_day(1)?.with_month((day.month0() / 3) * 3 + 1),
+            Self::Month => day.with_day(1),
+            // Weeks start on Monday, as date_trunc has them.
+            Self::Week => day.checked_sub_days(Days::new(u64::from(day.weekday().num_days_from_monday()))),
+            Self::Day => Some(day),
+        }
+    }
+
+    /// The first day after the unit starting on `start`.
+    fn after(self, start: NaiveDate) -> Option<NaiveDate> {
+        match self {
+            Self::Year => start.checked_add_months(Months::new(12)),
+            Self::Quarter => start.checked_add_months(Months::new(3)),
+            Self::Month => start.checked_add_months(Months::new(1)),
+            Self::Week => start.checked_add_days(Days::new(7)),
+            Self::Day => start.checked_add_days(Days::new(1)),
+        }
+    }
+}
+
+/// The smallest text above every text starting with `prefix`: its last character's successor.
+fn successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    let last = chars.pop()?;
+    let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32)?;
+    chars.push(next);
+    Some(chars.into_iter().collect())
+}
+
+/// How a column's values compare in a label: integers (and timestamps, in their unit) as
+/// integers, dates as days, other numbers as floats, booleans and text as themselves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Domain {
+    Integer,
+    Date,
+    /// Timestamps without a time zone, in their unit.
+    Timestamp(TimeUnit),
+    Float,
+    Boolean,
+    Text,
+}
+
+impl Domain {
+    fn of(ty: &DataType) -> Option<Self> {
+        Some(match ty {
+            t if t.is_integer() => Self::Integer,
+            DataType::Date32 | DataType::Date64 => Self::Date,
+            DataType::Timestamp(unit, None) => Self::Timestamp(*unit),
+            t if t.is_floating() || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) => Self::Float,
+            DataType::Boolean => Self::Boolean,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Self::Text,
+            _ => return None,
+        })
+    }
+
+    /// `value` as a point of this domain, when it is exactly one (`4321.5` is no integer).
+    fn point(self, value: &ScalarValue) -> Option<Point> {
+        Some(match self {
+            Self::Integer => {
+                let x = number(value)?;
+                (x.fract() == 0.0 && x.abs() < 2f64.powi(53)).then_some(Point::Int(x as i64))?
+            }
+            Self::Date => match value.cast_to(&DataType::Date32).ok()? {
+                ScalarValue::Date32(Some(d)) if midnight(value).is_some() => Point::Day(i64::from(d)),
+                _ => return None,
+            },
+            Self::Timestamp(unit) => {
+                let cast = value.cast_to(&DataType::Timestamp(unit, None)).ok()?;
+                let ScalarValue::Int64(Some(v)) = cast.cast_to(&DataType::Int64).ok()? else { return None };
+                Point::Int(v)
+            }
+            Self::Float => Point::Float(number(value)? + 0.0),
+            Self::Boolean => match value.cast_to(&DataType::Boolean).ok()? {
+                ScalarValue::Boolean(Some(b)) => Point::Bool(b),
+                _ => return None,
+            },
+            Self::Text => Point::Text(value.try_as_str().flatten()?.to_string()),
+        })
+    }
+
+    /// The interval `[lo, hi)` of real numbers, in this domain.
+    fn reals(self, lo: f64, hi: f64) -> Option<Span> {
+        let (lo, hi) = match self {
+            // An integer is at least lo when it is at least ⌈lo⌉.
+            Self::Integer => (Point::Int(lo.ceil() as i64), Point::Int(hi.ceil() as i64)),
+            Self::Float => (Point::Float(lo + 0.0), Point::Float(hi + 0.0)),
+            _ => return None,
+        };
+        Some(Span::new(Some((lo, true)), Some((hi, false))))
+    }
+
+    /// The days from `start` to before `end`, in this domain.
+    fn dates(self, start: NaiveDate, end: NaiveDate) -> Option<Span> {
+        let day = |d: NaiveDate| d.signed_duration_since(epoch()).num_days();
+        let (lo, hi) = match self {
+            Self::Date => (Point::Day(day(start)), Point::Day(day(end))),
+            Self::Timestamp(unit) => {
+                let per_day = match unit {
+                    TimeUnit::Second => 86_400,
+                    TimeUnit::Millisecond => 86_400_000,
+                    TimeUnit::Microsecond => 86_400_000_000,
+                    TimeUnit::Nanosecond => 86_400_000_000_000,
+                };
+                (Point::Int(day(start).checked_mul(per_day)?), Point::Int(day(end).checked_mul(per_day)?))
+            }
+            _ => return None,
+        };
+        Some(Span::new(Some((lo, true)), Some((hi, false))))
+    }
+}
+
+/// A value of a column in a label.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub(crate) enum Point {
+    Int(i64),
+    /// Days since 1970-01-01.
+    Day(i64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+}
+
+impl Point {
+    /// Whether the values between this point and the next are none: integers and days.
+    fn discrete(&self) -> Option<i64> {
+        match self {
+            Self::Int(v) | Self::Day(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    fn with(&self, v: i64) -> Self {
+        match self {
+            Self::Day(_) => Self::Day(v),
+            _ => Self::Int(v),
+        }
+    }
+
+    fn shown(&self) -> String {
+        match self {
+            Self::Int(v) => v.to_string(),
+            Self::Day(d) => match epoch().checked_add_signed(chrono::TimeDelta::days(*d)) {
+                Some(date) => date.format("%Y-%m-%d").to_string(),
+                None => format!("day {d}"),
+            },
+            Self::Float(x) => x.to_string(),
+            Self::Bool(b) => b.to_string(),
+            Self::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// An interval of a column's values: each end, when there is one, with whether it is included.
+/// Over integers and days both ends are included, so that one set of values is one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    lo: Option<(Point, bool)>,
+    hi: Option<(Point, bool)>,
+}
+
+impl Span {
+    fn new(lo: Option<(Point, bool)>, hi: Option<(Point, bool)>) -> Self {
+        let lo = lo.map(|(p, included)| match p.discrete() {
+            Some(v) if !included => (p.with(v.saturating_add(1)), true),
+            _ => (p, included),
+        });
+        let hi = hi.map(|(p, included)| match p.discrete() {
+            Some(v) if !included => (p.with(v.saturating_sub(1)), true),
+            _ => (p, included),
+        });
+        Self { lo, hi }
+    }
+
+    fn point(p: Point) -> Self {
+        Self { lo: Some((p.clone(), true)), hi: Some((p, true)) }
+    }
+
+    /// The values in both.
+    fn intersect(&self, other: &Self) -> Self {
+        // The higher start; at one value, an excluded end is the narrower.
+        let lo = match (&self.lo, &other.lo) {
+            (Some(a), Some(b)) => Some(match a.0.partial_cmp(&b.0) {
+                Some(Ordering::Greater) => a.clone(),
+                Some(Ordering::Less) => b.clone(),
+                _ => (a.0.clone(), a.1 && b.1),
+            }),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        let hi = match (&self.hi, &other.hi) {
+            (Some(a), Some(b)) => Some(match a.0.partial_cmp(&b.0) {
+                Some(Ordering::Less) => a.clone(),
+                Some(Ordering::Greater) => b.clone(),
+                _ => (a.0.clone(), a.1 && b.1),
+            }),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        Self { lo, hi }
+    }
+
+    /// `column = v` for one value, else `column in [lo, hi)` with `-inf`/`inf` for a missing end.
+    fn label(&self, column: &str) -> String {
+        if let (Some((a, true)), Some((b, true))) = (&self.lo, &self.hi)
+            && a == b
+        {
+            return format!("{column} = {}", a.shown());
+        }
+        let (open, lo) = match &self.lo {
+            Some((p, included)) => (if *included { '[' } else { '(' }, p.shown()),
+            None => ('(', "-inf".into()),
+        };
+        let (hi, close) = match &self.hi {
+            Some((p, included)) => (p.shown(), if *included { ']' } else { ')' }),
+            None => ("inf".into(), ')'),
+        };
+        format!("{column} in {open}{lo}, {hi}{close}")
+    }
+}
+
+/// A value as a label shows it: as it prints, a floating-point zero without its sign.
+pub(crate) fn value_text(value: &ScalarValue) -> String {
+    signless(value.clone()).to_string()
+}
+
+/// `value`, with a floating-point zero's sign dropped: a red team's `= -0.0` selected the rows
+/// of `= 0` with a label of its own.
+pub(crate) fn signless(value: ScalarValue) -> ScalarValue {
+    match value {
+        // Adding zero turns -0.0 into 0.0 and leaves every other value as it is.
+        ScalarValue::Float64(Some(x)) => ScalarValue::Float64(Some(x + 0.0)),
+        ScalarValue::Float32(Some(x)) => ScalarValue::Float32(Some(x + 0.0)),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_of_integers_and_days_include_both_ends() {
+        let a = Span::new(Some((Point::Int(0), true)), Some((Point::Int(500), false)));
+        assert_eq!(a.label("x"), "x in [0, 499]");
+        let b = Span::new(Some((Point::Int(-1), false)), None);
+        assert_eq!(a.intersect(&b), a);
+        assert_eq!(Span::new(Some((Point::Int(200), true)), Some((Point::Int(201), false))).label("x"), "x = 200");
+        let f = Span::new(Some((Point::Float(0.0), true)), Some((Point::Float(500.0), false)));
+        assert_eq!(f.label("c"), "c in [0, 500)");
+        let g = Span::new(None, Some((Point::Float(500.0), true)));
+        assert_eq!(f.intersect(&g), f);
+        assert_eq!(Span::new(None, Some((Point::Day(0), false))).label("d"), "d in (-inf, 1969-12-31]");
+    }
+
+    #[test]
+    fn a_prefix_is_the_texts_between_it_and_its_successor() {
+        assert_eq!(successor("ab").as_deref(), Some("ac"));
+        // The successor of the last character before the surrogates is the first after them.
+        assert_eq!(successor("\u{d7ff}").as_deref(), Some("\u{e000}"));
+        assert_eq!(successor(&char::MAX.to_string()), None);
+    }
+
+    #[test]
+    fn units_start_where_date_trunc_starts_them() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(Unit::Quarter.start(day(1950, 8, 17)), Some(day(1950, 7, 1)));
+        // 1950-08-17 was a Thursday.
+        assert_eq!(Unit::Week.start(day(1950, 8, 17)), Some(day(1950, 8, 14)));
+        assert_eq!(Unit::Month.after(day(1950, 12, 1)), Some(day(1951, 1, 1)));
+    }
+}
