@@ -522,3 +522,73 @@ async fn the_report_says_when_the_base_release_is_coarser_than_asked() {
     }
     assert!(report["base_suppressed_records"].as_u64().unwrap() <= report["suppressed_records"].as_u64().unwrap());
 }
+
+/// A steward who finds an extract's risk too high makes it stricter before deciding: Veil builds
+/// it again at the higher k (and l), the request stays pending with the new report, and the
+/// analyst reads the stricter extract once approved. Only stricter: a lower k, an empty
+/// revision, or one without a reason is refused, and nobody but a steward may revise.
+#[tokio::test]
+async fn a_steward_raises_k_and_l_before_approving() {
+    let w = world().await;
+    let (status, asked) = w.ask(&w.analyst, standard()).await;
+    assert_eq!(status, StatusCode::CREATED, "{asked}");
+    let id = asked["id"].as_str().unwrap().to_owned();
+    let revise = |token: &str, body: Value| {
+        let (s, id, token) = (&w.s, id.clone(), token.to_owned());
+        async move { s.post(&format!("/v1/access-requests/{id}/revise"), &token, body).await }
+    };
+    for (body, code) in [
+        (json!({"k": 3, "reason": "r"}), "revision_not_stricter"),
+        (json!({"reason": "nothing asked"}), "revision_not_stricter"),
+        (json!({"max_suppression": 0.5, "reason": "r"}), "revision_not_stricter"),
+        (json!({"k": 12, "reason": " "}), "reason_required"),
+    ] {
+        let (status, refused) = revise(&w.steward, body.clone()).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{body}: {refused}"
+        );
+    }
+    let (status, refused) = revise(&w.analyst, json!({"k": 12, "reason": "mine"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+
+    let (status, revised) = revise(&w.steward, json!({"k": 12, "l": 3, "reason": "人数少的区风险高"})).await;
+    assert_eq!(status, StatusCode::OK, "{revised}");
+    assert_eq!(revised["state"], "pending");
+    let report = &revised["extract"]["report"];
+    assert_eq!(report["k"], 12, "{report}");
+    assert!(report["highest_risk"].as_f64().unwrap() <= 1.0 / 12.0, "{report}");
+    // Lowering it again is refused: the extract now meets k = 12.
+    let (status, refused) = revise(&w.steward, json!({"k": 10, "reason": "r"})).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("revision_not_stricter")),
+        "{refused}"
+    );
+
+    // What the analyst reads once approved is the stricter extract: every class of k = 12.
+    let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
+    assert_eq!(rows.len() as u64, report["records"].as_u64().unwrap());
+    let mut size: HashMap<(String, String), usize> = HashMap::new();
+    for r in &rows {
+        *size.entry((r[1].to_string(), r[2].to_string())).or_default() += 1;
+    }
+    assert!(size.values().all(|n| *n >= 12), "a class below the revised k: {size:?}");
+    // An approved request is no longer revised.
+    let (status, refused) = revise(&w.steward, json!({"k": 20, "reason": "late"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+
+    // The revision is recorded, with what was asked and why; the refusals too.
+    let records = w.s.audit_records();
+    let revisions: Vec<_> = records.iter().filter(|r| r.entry.action == "access_request.revise").collect();
+    let ok = revisions.iter().find(|r| r.entry.decision == "ok").unwrap();
+    let detail = ok.entry.detail.as_deref().unwrap_or("");
+    assert!(detail.contains("k 12") && detail.contains("l 3") && detail.contains("人数少的区风险高"), "{detail}");
+    assert!(revisions.iter().any(|r| r.entry.decision == "denied"), "refused revisions are recorded");
+    // Only the extract in force is on disk.
+    let files: Vec<_> = std::fs::read_dir(w.s.data_dir().join("extracts")).unwrap().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+}

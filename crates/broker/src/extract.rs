@@ -51,6 +51,46 @@ pub struct ExtractRequest {
     pub max_suppression: Option<f64>,
 }
 
+/// What a steward changes in a pending extract before deciding on it: each only stricter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExtractRevision {
+    /// A higher `k`.
+    pub k: Option<u64>,
+    /// A higher `l`.
+    pub l: Option<u64>,
+    /// A lower largest share of suppressed records.
+    pub max_suppression: Option<f64>,
+}
+
+impl ExtractRevision {
+    /// Checks that the revision asks for something, and only for more than the extract's
+    /// `(k, l, max_suppression)` already meet.
+    fn check(&self, (k, l, max_suppression): (u64, u64, f64)) -> Result<(), Error> {
+        let not_stricter = |message: String| Error::new(ErrorKind::Unprocessable, "revision_not_stricter", message);
+        if self.k.is_none() && self.l.is_none() && self.max_suppression.is_none() {
+            return Err(not_stricter("a revision raises `k` or `l` or lowers `max_suppression`".into()));
+        }
+        if let Some(new) = self.k
+            && new < k
+        {
+            return Err(not_stricter(format!("k may only be raised: the extract meets k = {k}")));
+        }
+        if let Some(new) = self.l
+            && new < l
+        {
+            return Err(not_stricter(format!("l may only be raised: the extract meets l = {l}")));
+        }
+        if let Some(new) = self.max_suppression
+            && !(0.0..=max_suppression).contains(&new)
+        {
+            return Err(not_stricter(format!(
+                "max_suppression may only be lowered, to between 0 and the extract's {max_suppression}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Broker {
     /// Builds the extract `request` describes and records it with a pending access request for
     /// the dataset's stewards to decide on.
@@ -82,7 +122,24 @@ impl Broker {
         {
             return Err(Error::new(ErrorKind::Forbidden, "mode_not_allowed", why));
         }
-        let spec = self.extract_spec(&info, &request)?;
+        let new = self.build_extract(info, path, &request).await?;
+        self.blocking(move |c| {
+            let r = c.create_extract_request(&asked, new)?;
+            let e = c.extract(&r.id)?.ok_or_else(|| veil_catalog::Error::AccessRequestNotFound(r.id.clone()))?;
+            Ok((r, e))
+        })
+        .await
+    }
+
+    /// Builds the extract `request` describes from the current version of its dataset (`info`,
+    /// stored in `path`), staged in `tmp/` for the catalogue to name.
+    async fn build_extract(
+        &self,
+        info: DatasetInfo,
+        path: std::path::PathBuf,
+        request: &ExtractRequest,
+    ) -> Result<NewExtract, Error> {
+        let spec = self.extract_spec(&info, request)?;
         let base_key =
             self.catalog.pseudonym_key(&format!("\0extract base\n{}\n{}", info.dataset, info.current_version));
         let base = base_spec(&info, &spec, base_key);
@@ -125,8 +182,15 @@ impl Broker {
             let dataset = request.dataset.clone();
             move |c| c.released_extract_versions(&dataset)
         });
-        let earlier: Vec<String> =
-            released.await?.into_iter().filter(|v| *v != info.current_version).map(|v| v.to_string()).collect();
+        let earlier: Vec<String> = match released.await {
+            Ok(versions) => {
+                versions.into_iter().filter(|v| *v != info.current_version).map(|v| v.to_string()).collect()
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        };
         if !earlier.is_empty() {
             report.warnings.push(format!(
                 "extracts of version(s) {} of {} were already released: anyone holding an extract of each version can compare them and see who was added, removed or changed",
@@ -134,20 +198,80 @@ impl Broker {
                 info.dataset
             ));
         }
-        let new = NewExtract {
+        let rows = report.records;
+        let report = match serde_json::to_string(&report) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(Error::internal(e));
+            }
+        };
+        Ok(NewExtract {
             name: request.name.clone(),
-            spec: spec_json(&request),
+            spec: spec_json(request),
             source_version: info.current_version,
             staged,
-            rows: report.records,
-            report: serde_json::to_string(&report).map_err(Error::internal)?,
-        };
-        self.blocking(move |c| {
-            let r = c.create_extract_request(&asked, new)?;
-            let e = c.extract(&r.id)?.ok_or_else(|| veil_catalog::Error::AccessRequestNotFound(r.id.clone()))?;
-            Ok((r, e))
+            rows,
+            report,
         })
-        .await
+    }
+
+    /// Builds the extract of the pending access request `request_id` again, stricter as a
+    /// steward of its dataset asks (a higher `k` or `l`, a lower share of suppressed records),
+    /// from the dataset's current version, and puts it in place of the one the steward saw, with
+    /// `record` (the audit record, given the request) in the same transaction. The request stays
+    /// pending: the steward reads the new report, then approves or rejects.
+    ///
+    /// # Errors
+    /// A request without an extract or no longer pending; a revision that asks for nothing or
+    /// for less than the extract already meets (`revision_not_stricter`); no generalization
+    /// meeting the new `k` and `l`.
+    pub async fn revise_extract(
+        &self,
+        request_id: &str,
+        revision: ExtractRevision,
+        record: impl FnOnce(&AccessRequest) -> Option<String> + Send + 'static,
+    ) -> Result<(AccessRequest, ExtractInfo, Option<veil_catalog::Pending>), Error> {
+        let id = request_id.to_owned();
+        let (asked, extract) = self
+            .blocking(move |c| {
+                let asked = c.access_request(&id)?;
+                Ok((asked, c.extract(&id)?))
+            })
+            .await?;
+        let Some(extract) = extract else {
+            return Err(Error::new(
+                ErrorKind::Unprocessable,
+                "no_extract",
+                format!(
+                    "access request {request_id} names no extract: only a deidentified request's extract is revised"
+                ),
+            ));
+        };
+        if asked.state != veil_catalog::RequestState::Pending {
+            return Err(veil_catalog::Error::AccessRequestState {
+                id: asked.id,
+                state: asked.state.as_str(),
+                action: "revising",
+                needed: veil_catalog::RequestState::Pending.as_str(),
+            }
+            .into());
+        }
+        let dataset = asked.dataset.clone();
+        let (info, path) = self.blocking(move |c| Ok((c.dataset(&dataset)?, c.current_file(&dataset)?))).await?;
+        let mut request = request_from_spec(&extract.spec, &asked)?;
+        let now = (
+            request.k.unwrap_or(level_k(&info)?),
+            request.l.unwrap_or(DEFAULT_L),
+            request.max_suppression.unwrap_or(DEFAULT_MAX_SUPPRESSION),
+        );
+        revision.check(now)?;
+        request.k = revision.k.or(request.k);
+        request.l = revision.l.or(request.l);
+        request.max_suppression = revision.max_suppression.or(request.max_suppression);
+        let new = self.build_extract(info, path, &request).await?;
+        let id = request_id.to_owned();
+        self.blocking(move |c| c.revise_extract(&id, new, record)).await
     }
 
     /// The builder's spec: roles from the dataset's column tags, `k` from its level.
@@ -373,6 +497,32 @@ fn build_in_base(
 /// The `k` an extract's stored report says it meets.
 fn report_k(report: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(report).ok().and_then(|r| r.get("k")?.as_u64()).unwrap_or(0)
+}
+
+/// The request recorded with an extract (`spec_json`), for building it again.
+fn request_from_spec(spec: &str, asked: &AccessRequest) -> Result<ExtractRequest, Error> {
+    use serde_json::Value;
+    let bad = || Error::internal(format!("the stored spec of extract request {} does not parse", asked.id));
+    let spec: Value = serde_json::from_str(spec).map_err(|_| bad())?;
+    let texts =
+        |v: &Value| -> Option<Vec<String>> { v.as_array()?.iter().map(|s| s.as_str().map(String::from)).collect() };
+    let hierarchies = match spec.get("hierarchies") {
+        Some(Value::Object(m)) => {
+            m.iter().map(|(c, steps)| Some((c.clone(), texts(steps)?))).collect::<Option<Vec<_>>>()
+        }
+        _ => Some(Vec::new()),
+    };
+    Ok(ExtractRequest {
+        dataset: asked.dataset.clone(),
+        purpose: asked.purpose.clone(),
+        expires_at: asked.expires_at,
+        name: spec.get("name").and_then(Value::as_str).ok_or_else(bad)?.to_string(),
+        columns: spec.get("columns").and_then(texts).ok_or_else(bad)?,
+        hierarchies: hierarchies.ok_or_else(bad)?,
+        k: spec.get("k").and_then(Value::as_u64),
+        l: spec.get("l").and_then(Value::as_u64),
+        max_suppression: spec.get("max_suppression").and_then(Value::as_f64),
+    })
 }
 
 /// The request as recorded with the extract.

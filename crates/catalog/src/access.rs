@@ -92,10 +92,10 @@ pub struct RequestFilter {
 
 const MAX_PURPOSE: usize = 2000;
 const MAX_GRANT_SECONDS: i64 = 366 * 24 * 3600;
-const COLUMNS: &str = "id, user_id, department, dataset_department, dataset_name, mode, purpose, expires_at, state, \
+pub(crate) const COLUMNS: &str = "id, user_id, department, dataset_department, dataset_name, mode, purpose, expires_at, state, \
                        created_at, decided_by, decided_at, reason";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
+pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
     let conv =
         |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
     Ok(AccessRequest {

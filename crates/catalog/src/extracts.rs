@@ -146,6 +146,80 @@ impl Catalog {
         })
     }
 
+    /// Replaces the extract of the pending access request `request_id` with `extract`, built
+    /// again after a steward raised its k or l or lowered its suppression, with its audit
+    /// record (`record`, given the request) in the same transaction. The file it replaces is
+    /// removed after the commit (or, after a crash, when the catalogue next opens).
+    ///
+    /// # Errors
+    /// [`Error::AccessRequestNotFound`]; [`Error::AccessRequestState`] when the request is no
+    /// longer pending (another steward decided meanwhile); I/O and SQLite failures.
+    pub fn revise_extract(
+        &self,
+        request_id: &str,
+        extract: NewExtract,
+        record: impl FnOnce(&AccessRequest) -> Option<String>,
+    ) -> Result<(AccessRequest, ExtractInfo, Option<crate::Pending>)> {
+        let staged = extract.staged.clone();
+        let result = self.replace_extract(request_id, extract, record);
+        let _ = fs::remove_file(&staged);
+        result
+    }
+
+    fn replace_extract(
+        &self,
+        request_id: &str,
+        extract: NewExtract,
+        record: impl FnOnce(&AccessRequest) -> Option<String>,
+    ) -> Result<(AccessRequest, ExtractInfo, Option<crate::Pending>)> {
+        let before = self.extract(request_id)?.ok_or_else(|| Error::AccessRequestNotFound(request_id.to_owned()))?;
+        let dir = self.extracts_dir();
+        // A name of its own, so the file an approval may be reading stays until the commit.
+        let file_name = format!("{request_id}-{}.parquet", uuid::Uuid::new_v4().simple());
+        let placed = dir.join(&file_name);
+        fs::rename(&extract.staged, &placed).map_err(Error::io("moving extract file to", &placed))?;
+        let commit = || -> Result<(AccessRequest, Option<crate::Pending>)> {
+            sync_dir(&dir)?;
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let request = tx.query_row(
+                &format!("SELECT {} FROM access_requests WHERE id = ?1", access::COLUMNS),
+                [request_id],
+                access::from_row,
+            )?;
+            if request.state != access::RequestState::Pending {
+                return Err(Error::AccessRequestState {
+                    id: request.id,
+                    state: request.state.as_str(),
+                    action: "revising",
+                    needed: access::RequestState::Pending.as_str(),
+                });
+            }
+            tx.execute(
+                "UPDATE extracts SET spec = ?2, source_version = ?3, file = ?4, rows = ?5, report = ?6, created_at = ?7
+                  WHERE request_id = ?1",
+                params![
+                    request_id,
+                    extract.spec,
+                    extract.source_version,
+                    format!("extracts/{file_name}"),
+                    extract.rows as i64,
+                    extract.report,
+                    now()
+                ],
+            )?;
+            let pending = record(&request).map(|e| crate::outbox::write(&tx, e)).transpose()?;
+            tx.commit()?;
+            Ok((request, pending))
+        };
+        let (request, pending) = commit().inspect_err(|_| {
+            let _ = fs::remove_file(&placed);
+        })?;
+        let _ = fs::remove_file(&before.file);
+        let after = self.extract(request_id)?.ok_or_else(|| Error::AccessRequestNotFound(request_id.to_owned()))?;
+        Ok((request, after, pending))
+    }
+
     fn extract_name_in_use(&self, user: &UserId, name: &str, now_unix: i64) -> Result<bool> {
         let conn = self.conn();
         let n: i64 = conn.query_row(

@@ -466,6 +466,24 @@ pub struct DecisionReason {
     pub reason: String,
 }
 
+/// `POST /v1/access-requests/{id}/revise`: a steward makes a pending extract stricter before
+/// deciding on it; Veil builds it again and the request stays pending with the new report.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractRevisionInput {
+    /// A higher `k` than the extract meets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<u64>,
+    /// A higher `l` than the extract meets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l: Option<u64>,
+    /// A lower largest share of suppressed records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_suppression: Option<f64>,
+    /// Why, for the analyst and the audit trail.
+    pub reason: String,
+}
+
 /// An access request.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AccessRequestView {

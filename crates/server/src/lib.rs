@@ -66,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/access-requests/{id}/approve", post(routes::access::access_requests_approve))
         .route("/access-requests/{id}/reject", post(routes::access::access_requests_reject))
+        .route("/access-requests/{id}/revise", post(routes::access::access_requests_revise))
         .route("/access-requests/{id}/revoke", post(routes::access::access_requests_revoke))
         .route("/admin/policy/reload", post(routes::policy::policy_reload))
         // A longer body than other JSON, so that an over-long query gets the query layer's

@@ -28,7 +28,7 @@ impl Modify for BearerAuth {
         datasets::datasets_register, datasets::datasets_list, datasets::datasets_show, datasets::datasets_retire,
         datasets::datasets_access,
         access::access_requests_create, access::access_requests_list, access::access_requests_approve,
-        access::access_requests_reject, access::access_requests_revoke, policy::policy_reload, query::query,
+        access::access_requests_reject, access::access_requests_revise, access::access_requests_revoke, policy::policy_reload, query::query,
         budget::budget_show,
         audit::audit_search, audit::audit_export, audit::audit_verify,
         ops::healthz, ops::readyz, ops::metrics,

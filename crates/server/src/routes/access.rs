@@ -12,7 +12,9 @@ use veil_common::{DatasetRef, ErrorKind, Mode};
 use super::AppJson;
 use crate::auth::Caller;
 use crate::authz;
-use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, ExtractInput, ExtractView, NewAccessRequest};
+use crate::dto::{
+    AccessRequestView, DecisionReason, ErrorBody, ExtractInput, ExtractRevisionInput, ExtractView, NewAccessRequest,
+};
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, now_unix, this_request_id};
 
@@ -229,6 +231,66 @@ pub(crate) async fn access_requests_reject(
     AppJson(body): AppJson<DecisionReason>,
 ) -> Result<Json<AccessRequestView>, ApiError> {
     decide(state, caller, id, Transition::Reject(body.reason), "access_request.reject").await
+}
+
+/// Makes a pending extract stricter (a higher `k` or `l`, a lower share of suppressed records)
+/// with a reason (stewards of the dataset's department). Veil builds the extract again from the
+/// dataset's current version; the request stays pending with the new report, for the steward
+/// to approve or reject.
+#[utoipa::path(post, path = "/v1/access-requests/{id}/revise", tag = "access", request_body = ExtractRevisionInput,
+    security(("bearer" = [])), params(("id" = String, Path, description = "access request id")),
+    responses((status = 200, body = AccessRequestView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn access_requests_revise(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<ExtractRevisionInput>,
+) -> Result<Json<AccessRequestView>, ApiError> {
+    let lookup = id.clone();
+    let request = state.blocking(move |c| c.access_request(&lookup)).await?;
+    authz::steward_of(&state, &caller, &request.dataset.department)?;
+    let reason = body.reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            "reason_required",
+            "a reason is required, for the analyst and the audit trail",
+        ));
+    }
+    let revision = veil_broker::ExtractRevision { k: body.k, l: body.l, max_suppression: body.max_suppression };
+    let asked = [
+        body.k.map(|k| format!("k {k}")),
+        body.l.map(|l| format!("l {l}")),
+        body.max_suppression.map(|m| format!("max_suppression {m}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    let (who, request_id) = (caller.clone(), this_request_id());
+    let record = move |revised: &AccessRequest| {
+        let detail = format!("for {}; purpose: {}; {asked}; {reason}", revised.user, revised.purpose);
+        let mut entry = request_entry(&who, "access_request.revise", revised, detail);
+        entry.request_id = request_id;
+        serde_json::to_string(&entry).ok()
+    };
+    match state.broker.revise_extract(&id, revision, record).await {
+        Ok((revised, extract, pending)) => {
+            state.audit_pending(pending).await?;
+            let mut view = AccessRequestView::from(revised);
+            view.extract = Some(ExtractView::new(extract, true));
+            Ok(Json(view))
+        }
+        // A refusal depends on the data (no generalization meets the new k): recorded too.
+        Err(error) => {
+            let mut entry = request_entry(&caller, "access_request.revise", &request, error.message().to_owned());
+            entry.decision = "denied".into();
+            entry.rule = Some(error.code().to_owned());
+            state.audit(entry).await?;
+            Err(error.into())
+        }
+    }
 }
 
 /// Revokes an approved request with a reason; it stops working at once (stewards of the
