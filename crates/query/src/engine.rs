@@ -158,6 +158,8 @@ const SMALL_INPUT_ROWS: u64 = 256 * 1024;
 pub struct QueryEngine {
     limits: Limits,
     runtime: Arc<RuntimeEnv>,
+    /// Places for running queries, as many as their pools fit in the process's memory.
+    admission: crate::memory::Admission,
     /// Configuration and function registries every request's session starts from; built once,
     /// because registering DataFusion's functions is most of the cost of a new session.
     base: SessionState,
@@ -192,6 +194,7 @@ impl QueryEngine {
             .with_table_functions(HashMap::new())
             .build();
         Ok(Self {
+            admission: crate::memory::Admission::new(limits.memory_bytes, limits.total_memory_bytes),
             limits,
             runtime,
             base,
@@ -514,6 +517,8 @@ impl QueryEngine {
         physical: Arc<dyn ExecutionPlan>,
     ) -> std::result::Result<Vec<RecordBatch>, Stop> {
         let physical = yielding(physical).map_err(Stop::Failed)?;
+        // A place among the queries running now (waiting counts towards the deadline).
+        let _place = self.admission.enter().await;
         let mut stream = execute_stream(physical, self.task(state)).map_err(Stop::Failed)?;
         let mut batches = Vec::new();
         let mut rows = 0usize;

@@ -28,7 +28,7 @@ pub enum Error {
     Denied(Violation),
     /// The query needed more memory than one query may use.
     #[error(
-        "the query needs more memory than one query may use ({limit_mb} MiB, and its spill space); aggregate more or read fewer columns"
+        "the query needs more memory than it may use ({limit_mb} MiB per query, less while other queries run, and its spill space); aggregate more or read fewer columns"
     )]
     MemoryExceeded {
         /// The limit, in MiB.

@@ -24,6 +24,7 @@ mod anon;
 mod dp;
 mod engine;
 mod error;
+mod memory;
 mod parse;
 mod plan_cache;
 mod release;

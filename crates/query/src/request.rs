@@ -18,6 +18,8 @@ pub struct Limits {
     pub max_sql_bytes: usize,
     /// Memory one query may use before it spills or fails, in bytes.
     pub memory_bytes: usize,
+    /// Memory all queries running at once may use together, in bytes.
+    pub total_memory_bytes: usize,
     /// Spill space one query may use, in bytes.
     pub spill_bytes: u64,
     /// How long a query may run.
@@ -29,11 +31,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Limits for a server on this machine: 1 GiB per query, 30 s, 100,000 rows.
+    /// Limits for a server on this machine: 1 GiB per query and 4 GiB for all at once, 30 s,
+    /// 100,000 rows.
     pub fn standard() -> Self {
         Self {
             max_sql_bytes: 64 * 1024,
             memory_bytes: 1 << 30,
+            total_memory_bytes: 4 << 30,
             spill_bytes: 16 << 30,
             deadline: Duration::from_secs(30),
             max_result_rows: 100_000,

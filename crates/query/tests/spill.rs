@@ -83,3 +83,22 @@ async fn a_join_larger_than_the_memory_pool_completes_by_spilling() {
     let engine = QueryEngine::new(none, &spill).unwrap();
     assert!(matches!(join(&engine, &datasets).await, Err(Error::MemoryExceeded { .. })));
 }
+
+/// The memory of the process bounds all queries together: three analyst queries at once took
+/// 7.5 GB before, each within its 1 GiB. As many run at once as their pools fit in the
+/// process's memory; the others wait, and every one answers.
+#[tokio::test]
+async fn queries_beyond_the_memory_of_the_process_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let datasets = [table(dir.path(), "a"), table(dir.path(), "b")];
+    let expected: Vec<i64> = (0..7).map(|v| (0..ROWS).filter(|k| k % 7 == v).count() as i64).collect();
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    // Room for one 32 MiB query at a time, and three asked at once.
+    let one = Limits { memory_bytes: 32 << 20, total_memory_bytes: 48 << 20, ..Limits::standard() };
+    let engine = QueryEngine::new(one, &spill).unwrap();
+    let answers = futures::future::join_all((0..3).map(|_| join(&engine, &datasets))).await;
+    for answer in answers {
+        assert_eq!(answer.unwrap(), expected);
+    }
+}
