@@ -854,6 +854,79 @@ async fn an_analyst_may_ask_for_accuracy_instead_of_epsilon() {
     assert_eq!(residents["queries"], 1, "only the one real run was charged: {residents}");
 }
 
+/// Gaussian noise, chosen by the analyst for one query or by the steward for a dataset's
+/// answers that choose none, and asked for by accuracy like Laplace noise: the least ρ whose
+/// intervals are no wider than asked.
+#[tokio::test]
+async fn gaussian_noise_is_chosen_per_query_or_per_dataset_and_meets_an_accuracy() {
+    let w = world().await;
+    let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district";
+    let ask = |extra: Value| {
+        let mut body = json!({"sql": sql, "mode": "dp"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, dry) = w
+        .s
+        .post("/v1/query", &w.civil_analyst, ask(json!({"accuracy": {"n": 20}, "noise": "gaussian", "dry_run": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    let rho = dry["dp"]["rho"].as_f64().unwrap();
+    assert!(dry["dp"]["epsilon"].is_null(), "{dry}");
+    let (status, body) =
+        w.s.post("/v1/query", &w.civil_analyst, ask(json!({"accuracy": {"n": 20}, "noise": "gaussian"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["dp"]["rho"].as_f64(), Some(rho), "the dry run said what it costs");
+    let n = body["dp"]["intervals"].as_array().unwrap().iter().find(|c| c["column"] == "n").unwrap();
+    for ci in n["ci95"].as_array().unwrap() {
+        let half = (ci[1].as_f64().unwrap() - ci[0].as_f64().unwrap()) / 2.0;
+        assert!(half <= 20.0, "{ci}: wider than asked");
+    }
+    // The Gaussian's width goes with 1/√ρ: half the width costs four times the ρ.
+    let (_, tighter) = w
+        .s
+        .post("/v1/query", &w.civil_analyst, ask(json!({"accuracy": {"n": 10}, "noise": "gaussian", "dry_run": true})))
+        .await;
+    let ratio = tighter["dp"]["rho"].as_f64().unwrap() / rho;
+    assert!((3.4..4.6).contains(&ratio), "{ratio}: {tighter}");
+    // A noise that contradicts the budget asked for, an unknown one, or one outside dp mode.
+    for (extra, status) in [
+        (json!({"epsilon": 0.5, "noise": "gaussian"}), StatusCode::BAD_REQUEST),
+        (json!({"rho": 0.01, "noise": "laplace"}), StatusCode::BAD_REQUEST),
+        (json!({"noise": "normal"}), StatusCode::BAD_REQUEST),
+        (json!({"noise": "gaussian", "mode": "aggregate"}), StatusCode::BAD_REQUEST),
+    ] {
+        let (got, body) = w.s.post("/v1/query", &w.civil_analyst, ask(extra.clone())).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some("epsilon_invalid")), "{extra}: {body}");
+    }
+
+    // A steward's choice: answers over the dataset that choose no noise spend ρ, a tenth of
+    // what its cap allows, and the catalogue shows the choice.
+    let mut meta = residents_metadata("residents_g");
+    meta["dp"] = json!({"noise": "gaussian"});
+    register(&w, &meta, residents_csv(&w.residents)).await;
+    let (_, shown) = w.s.get("/v1/datasets/civil.residents_g", &w.civil_analyst).await;
+    assert_eq!(shown["dp"]["noise"], "gaussian", "{shown}");
+    let by_district = |table: &str| json!({"sql": format!("SELECT district, count(*) AS n FROM civil.{table} GROUP BY district"), "mode": "dp"});
+    let (status, body) = w.s.post("/v1/query", &w.civil_analyst, by_district("residents_g")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rho = body["dp"]["rho"].as_f64().unwrap();
+    assert!(body["dp"]["epsilon"].is_null(), "{body}");
+    let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;
+    let cap = budget.as_array().unwrap().iter().find(|b| b["dataset"] == "civil.residents_g").unwrap()["cap"]
+        .as_f64()
+        .unwrap();
+    let whole = veil_dp::accounting::rho_within(cap, veil_dp::accounting::CONVERSION_DELTA);
+    assert!((rho - whole / 10.0).abs() < 1e-12, "{rho} vs a tenth of {whole}");
+    // Beside a dataset whose steward chose none, the default is Laplace; the analyst may still say.
+    let (_, body) = w.s.post("/v1/query", &w.civil_analyst, by_district("residents")).await;
+    assert!(body["dp"]["epsilon"].is_f64() && body["dp"]["rho"].is_null(), "{body}");
+    let mut laplace = by_district("residents_g");
+    laplace["noise"] = json!("laplace");
+    let (_, body) = w.s.post("/v1/query", &w.civil_analyst, laplace).await;
+    assert!(body["dp"]["epsilon"].is_f64() && body["dp"]["rho"].is_null(), "{body}");
+}
+
 /// Leak: a long constant made an expression expensive for every row it reached, and a CASE on
 /// one person's traits decided whether it was reached: `CASE WHEN <traits> THEN
 /// strpos(concat(kind, <20,000 characters>), 'zz') > 0 …` after a join took 2.8 s instead of

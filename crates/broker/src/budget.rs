@@ -11,7 +11,7 @@
 use veil_audit::Entry;
 use veil_catalog::{Cap, Charge, DatasetInfo, Spent};
 use veil_common::{DatasetRef, Level, Mode};
-use veil_dp::Loss;
+use veil_dp::{Loss, Noise};
 use veil_policy::{DatasetMeta, PolicyEngine};
 use veil_query::{DpParams, NoisyAggregate, Prepared};
 
@@ -76,11 +76,13 @@ pub(crate) struct DatasetCap {
     level: Level,
     /// `None`: the level sets no cap (charged and shown, never refused).
     cap: Option<f64>,
+    /// The noise its steward chose for answers that do not choose theirs.
+    noise: Noise,
 }
 
 impl DatasetCap {
     pub(crate) fn of(info: &DatasetInfo) -> Self {
-        Self { dataset: info.dataset.clone(), level: info.level, cap: info.epsilon_cap() }
+        Self { dataset: info.dataset.clone(), level: info.level, cap: info.epsilon_cap(), noise: info.dp.noise }
     }
 
     fn ledger(&self) -> Cap {
@@ -88,60 +90,95 @@ impl DatasetCap {
     }
 }
 
-/// The noise and privacy parameter a query spends: ρ with Gaussian noise when the analyst asks
-/// for `rho`; else ε as asked, or a tenth of the smallest cap among its datasets (at most 1),
-/// so that an analyst who never says gets ten answers per window.
+/// The noise and privacy parameter a query spends: ε with discrete Laplace noise or ρ with
+/// discrete Gaussian noise, as asked; without either, the noise asked for (`noise`) or else
+/// the one every dataset's steward chose (Laplace unless all chose Gaussian), at a tenth of
+/// what the smallest cap among the datasets allows (ε at most 1), so that an analyst who never
+/// says gets ten answers per window. With an accuracy the budget is a placeholder until the
+/// query is planned ([`for_accuracy`]).
 pub(crate) fn params(
     epsilon: Option<f64>,
     rho: Option<f64>,
+    noise: Option<Noise>,
     accuracy: bool,
     caps: &[DatasetCap],
 ) -> Result<DpParams, Error> {
-    if accuracy {
-        if epsilon.is_some() || rho.is_some() {
-            return Err(Error::invalid(
-                "epsilon_invalid",
-                "ask for an accuracy or for epsilon or rho, not both: the accuracy decides what the query spends",
-            ));
+    let conflict = |message: &str| Err(Error::invalid("epsilon_invalid", message.to_owned()));
+    match (epsilon, rho, noise) {
+        (Some(_), Some(_), _) => {
+            return conflict("ask for epsilon (discrete Laplace noise) or rho (discrete Gaussian noise), not both");
         }
-        // A placeholder until the query is planned; see `for_accuracy`.
-        return Ok(DpParams::laplace(1.0, DELTA));
+        _ if accuracy && (epsilon.is_some() || rho.is_some()) => {
+            return conflict(
+                "ask for an accuracy or for epsilon or rho, not both: the accuracy decides what the query spends",
+            );
+        }
+        (Some(_), None, Some(Noise::Gaussian)) => {
+            return conflict("epsilon is spent with Laplace noise; give rho for Gaussian noise");
+        }
+        (None, Some(_), Some(Noise::Laplace)) => {
+            return conflict("rho is spent with Gaussian noise; give epsilon for Laplace noise");
+        }
+        _ => {}
+    }
+    let chosen = noise.unwrap_or_else(|| {
+        let all_gaussian = !caps.is_empty() && caps.iter().all(|c| c.noise == Noise::Gaussian);
+        if all_gaussian { Noise::Gaussian } else { Noise::Laplace }
+    });
+    if accuracy {
+        return Ok(DpParams { noise: chosen, budget: 1.0, delta: DELTA });
     }
     match (epsilon, rho) {
-        (Some(_), Some(_)) => Err(Error::invalid(
-            "epsilon_invalid",
-            "ask for epsilon (discrete Laplace noise) or rho (discrete Gaussian noise), not both",
-        )),
         (None, Some(r)) if r.is_finite() && (MIN_RHO..=MAX_RHO).contains(&r) => Ok(DpParams::gaussian(r, DELTA)),
         (None, Some(r)) => Err(Error::invalid(
             "epsilon_invalid",
             format!("rho {r} is not allowed: it must be a number from {MIN_RHO} to {MAX_RHO}"),
         )),
-        (Some(e), None) if e.is_finite() && (MIN_EPSILON..=MAX_EPSILON).contains(&e) => Ok(DpParams::laplace(e, DELTA)),
-        (Some(e), None) => Err(Error::invalid(
+        (Some(e), _) if e.is_finite() && (MIN_EPSILON..=MAX_EPSILON).contains(&e) => Ok(DpParams::laplace(e, DELTA)),
+        (Some(e), _) => Err(Error::invalid(
             "epsilon_invalid",
             format!("epsilon {e} is not allowed: it must be a number from {MIN_EPSILON} to {MAX_EPSILON}"),
         )),
         (None, None) => {
             let smallest = caps.iter().filter_map(|c| c.cap).fold(f64::INFINITY, f64::min);
-            Ok(DpParams::laplace((smallest / 10.0).clamp(MIN_EPSILON, 1.0), DELTA))
+            Ok(match chosen {
+                Noise::Laplace => DpParams::laplace((smallest / 10.0).clamp(MIN_EPSILON, 1.0), DELTA),
+                // ρ composes by adding: a tenth of the ρ the cap allows in all, and without a
+                // cap the ρ of ε = 1 (ρ = ε²/2).
+                Noise::Gaussian => {
+                    let whole = if smallest.is_finite() {
+                        veil_dp::accounting::rho_within(smallest, veil_dp::accounting::CONVERSION_DELTA)
+                    } else {
+                        5.0
+                    };
+                    DpParams::gaussian((whole / 10.0).clamp(MIN_RHO, MAX_RHO), DELTA)
+                }
+            })
         }
     }
 }
 
-/// The least ε (discrete Laplace) that gives every column of `accuracy` a 95% interval no wider
-/// than asked, for a planned dp query, within the limits of one query.
-pub(crate) fn for_accuracy(prepared: &Prepared, accuracy: &[(String, f64)]) -> Result<DpParams, Error> {
-    let epsilon = prepared.epsilon_for_accuracy(accuracy)?.max(MIN_EPSILON);
-    if epsilon > MAX_EPSILON {
-        return Err(Error::invalid(
+/// The least ε (discrete Laplace) or ρ (discrete Gaussian, as `placeholder` chose) that gives
+/// every column of `accuracy` a 95% interval no wider than asked, for a planned dp query,
+/// within the limits of one query.
+pub(crate) fn for_accuracy(
+    prepared: &Prepared,
+    accuracy: &[(String, f64)],
+    placeholder: DpParams,
+) -> Result<DpParams, Error> {
+    let budget = prepared.budget_for_accuracy(accuracy, placeholder.noise)?;
+    let too_much = |what: String| {
+        Err(Error::invalid(
             "accuracy_invalid",
-            format!(
-                "that accuracy costs epsilon {epsilon:.3}, more than one query may spend ({MAX_EPSILON}); ask for wider intervals"
-            ),
-        ));
+            format!("that accuracy costs {what}, more than one query may spend; ask for wider intervals"),
+        ))
+    };
+    match placeholder.noise {
+        Noise::Laplace if budget > MAX_EPSILON => too_much(format!("epsilon {budget:.3} (at most {MAX_EPSILON})")),
+        Noise::Laplace => Ok(DpParams::laplace(budget.max(MIN_EPSILON), DELTA)),
+        Noise::Gaussian if budget > MAX_RHO => too_much(format!("rho {budget:.4} (at most {MAX_RHO})")),
+        Noise::Gaussian => Ok(DpParams::gaussian(budget.max(MIN_RHO), DELTA)),
     }
-    Ok(DpParams::laplace(epsilon, DELTA))
 }
 
 /// What a charge adds to the ε the analyst's answers guarantee on each dataset, at most: the

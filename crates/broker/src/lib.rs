@@ -125,8 +125,11 @@ pub struct Request {
     pub epsilon: Option<f64>,
     /// Dp mode: the ρ (zCDP) to spend with discrete Gaussian noise instead.
     pub rho: Option<f64>,
-    /// Dp mode: instead of ε, the 95% half-width wanted for noisy output columns, by name; the
-    /// query spends the least ε that gives every one of them (discrete Laplace noise).
+    /// Dp mode: the noise, when neither ε nor ρ says it (with an accuracy, or for the
+    /// default budget); else the one the datasets' stewards chose.
+    pub noise: Option<veil_dp::Noise>,
+    /// Dp mode: instead of ε or ρ, the 95% half-width wanted for noisy output columns, by name;
+    /// the query spends the least ε or ρ that gives every one of them.
     pub accuracy: Option<Vec<(String, f64)>>,
     /// Only decide and explain; do not run or charge.
     pub dry_run: bool,

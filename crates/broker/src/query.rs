@@ -211,13 +211,19 @@ impl Broker {
         entry.detail = Some(basis.join("; "));
         let caps: Vec<DatasetCap> = found.iter().map(|(d, _)| DatasetCap::of(d)).collect();
         let dp = match mode {
-            Mode::Dp => Some(budget::params(request.epsilon, request.rho, request.accuracy.is_some(), &caps)?),
+            Mode::Dp => {
+                Some(budget::params(request.epsilon, request.rho, request.noise, request.accuracy.is_some(), &caps)?)
+            }
             // Noise parameters outside dp mode were accepted and ignored: an analyst could
             // believe an answer carried them.
-            _ if request.epsilon.is_some() || request.rho.is_some() || request.accuracy.is_some() => {
+            _ if request.epsilon.is_some()
+                || request.rho.is_some()
+                || request.noise.is_some()
+                || request.accuracy.is_some() =>
+            {
                 return Err(Error::invalid(
                     "epsilon_invalid",
-                    format!("epsilon, rho and accuracy are dp mode's; {} mode takes none", mode.as_str()),
+                    format!("epsilon, rho, noise and accuracy are dp mode's; {} mode takes none", mode.as_str()),
                 ));
             }
             _ => None,
@@ -233,8 +239,8 @@ impl Broker {
         };
         let mut prepared = self.engine.prepare(&parsed, query).await?;
         let mut dp = dp;
-        if let (Some(accuracy), Some(_)) = (&request.accuracy, dp) {
-            let params = budget::for_accuracy(&prepared, accuracy)?;
+        if let (Some(accuracy), Some(placeholder)) = (&request.accuracy, dp) {
+            let params = budget::for_accuracy(&prepared, accuracy, placeholder)?;
             prepared = prepared.with_dp_params(params);
             dp = Some(params);
         }

@@ -106,8 +106,15 @@ impl World {
     }
 
     async fn ask(&self, user: &str, sql: &str, mode: &str, epsilon: Option<f64>) -> Result<Released, Refused> {
-        let request =
-            Request { sql: sql.into(), mode: mode.into(), epsilon, rho: None, accuracy: None, dry_run: false };
+        let request = Request {
+            sql: sql.into(),
+            mode: mode.into(),
+            epsilon,
+            rho: None,
+            noise: None,
+            accuracy: None,
+            dry_run: false,
+        };
         self.broker.query(&self.caller(user), request).await
     }
 
@@ -181,6 +188,7 @@ async fn a_dry_run_is_recorded_and_runs_nothing() {
         mode: "aggregate".into(),
         epsilon: None,
         rho: None,
+        noise: None,
         accuracy: None,
         dry_run: true,
     };

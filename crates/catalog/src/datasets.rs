@@ -213,8 +213,8 @@ impl Catalog {
             tx.execute(
                 "INSERT INTO dataset_versions (department, name, version, level, description, privacy_unit, file,
                      source_format, row_count, byte_size, registered_by, registered_at, max_groups, max_rows, epsilon_cap,
-                     one_row_per_unit)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     one_row_per_unit, noise)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     spec.dataset.department.as_str(),
                     spec.dataset.name.as_str(),
@@ -232,6 +232,7 @@ impl Catalog {
                     spec.dp.max_rows as i64,
                     spec.dp.epsilon_cap,
                     one_row_per_unit,
+                    spec.dp.noise.as_str(),
                 ],
             )?;
             for (position, field) in schema.fields().iter().enumerate() {
@@ -367,7 +368,7 @@ impl Catalog {
         let current_version = version.unwrap_or(current_version);
         let mut stmt = conn.prepare_cached(
             "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit,
-                    max_groups, max_rows, epsilon_cap, one_row_per_unit
+                    max_groups, max_rows, epsilon_cap, one_row_per_unit, noise
              FROM dataset_versions WHERE department = ?1 AND name = ?2 ORDER BY version",
         )?;
         let mut description = String::new();
@@ -386,6 +387,10 @@ impl Catalog {
                         max_groups: r.get::<_, Option<i64>>(9)?.map_or(defaults.max_groups, |v| v.max(1) as u64),
                         max_rows: r.get::<_, Option<i64>>(10)?.map_or(defaults.max_rows, |v| v.max(1) as u64),
                         epsilon_cap: r.get(11)?,
+                        noise: match r.get::<_, Option<String>>(13)? {
+                            Some(name) => parse_stored(name)?,
+                            None => defaults.noise,
+                        },
                     };
                     one_row_per_unit = r.get(12)?;
                 }

@@ -175,6 +175,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     ) STRICT;
     "#,
+    // 11: the noise a dataset's steward chose for dp answers that do not choose theirs (NULL:
+    // discrete Laplace, as before).
+    r#"
+    ALTER TABLE dataset_versions ADD COLUMN noise TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -44,6 +44,8 @@ pub struct DpInput {
     pub max_rows: Option<u64>,
     /// An epsilon cap stricter than the level's.
     pub epsilon_cap: Option<f64>,
+    /// The noise of answers that do not choose theirs: `laplace` (the default) or `gaussian`.
+    pub noise: Option<String>,
 }
 
 /// Dp mode's per-dataset settings (design §3), validated.
@@ -55,11 +57,13 @@ pub struct DpSettings {
     pub max_rows: u64,
     /// The steward's own cap, if stricter than the level's.
     pub epsilon_cap: Option<f64>,
+    /// The noise of answers that do not choose theirs.
+    pub noise: veil_dp::Noise,
 }
 
 impl Default for DpSettings {
     fn default() -> Self {
-        Self { max_groups: 1, max_rows: 1, epsilon_cap: None }
+        Self { max_groups: 1, max_rows: 1, epsilon_cap: None, noise: veil_dp::Noise::Laplace }
     }
 }
 
@@ -109,7 +113,16 @@ impl DpInput {
                 ));
             }
         }
-        Ok(DpSettings { max_groups, max_rows, epsilon_cap: self.epsilon_cap })
+        let noise = match self.noise.as_deref() {
+            None => veil_dp::Noise::Laplace,
+            Some(name) => name.parse().map_err(|_| {
+                Error::invalid(
+                    "dp_invalid",
+                    format!("dp.noise is `{name}`; it must be `laplace` (pure ε) or `gaussian` (ρ-zCDP)"),
+                )
+            })?,
+        };
+        Ok(DpSettings { max_groups, max_rows, epsilon_cap: self.epsilon_cap, noise })
     }
 }
 
@@ -468,10 +481,15 @@ mod tests {
         assert_eq!(spec.dp, DpSettings::default());
         assert_eq!(spec.dp.cap(Level::L3), Some(10.0));
         let mut i = input();
-        i.dp = DpInput { max_groups: Some(3), max_rows: Some(4), epsilon_cap: Some(2.0) };
+        i.dp =
+            DpInput { max_groups: Some(3), max_rows: Some(4), epsilon_cap: Some(2.0), noise: Some("gaussian".into()) };
         let spec = DatasetSpec::validate(i).expect("valid");
         assert_eq!((spec.dp.max_groups, spec.dp.max_rows), (3, 4));
         assert_eq!(spec.dp.cap(Level::L3), Some(2.0));
+        assert_eq!(spec.dp.noise, veil_dp::Noise::Gaussian);
         assert_eq!(DpSettings::default().cap(Level::L2), None);
+        let mut i = input();
+        i.dp.noise = Some("normal".into());
+        assert_eq!(code_of(i), "dp_invalid", "an unknown noise");
     }
 }

@@ -191,6 +191,9 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
     if let Some(rho) = args.rho {
         body["rho"] = json!(rho);
     }
+    if let Some(noise) = &args.noise {
+        body["noise"] = json!(noise);
+    }
     if !args.accuracy.is_empty() {
         let mut accuracy = serde_json::Map::new();
         for item in &args.accuracy {

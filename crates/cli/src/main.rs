@@ -162,9 +162,13 @@ struct QueryArgs {
     #[arg(long)]
     rho: Option<f64>,
     /// Dp mode: instead of epsilon, the 95% half-width a noisy column needs, as COLUMN=WIDTH
-    /// (repeatable); the query spends the least epsilon that gives them all.
+    /// (repeatable); the query spends the least epsilon (or rho) that gives them all.
     #[arg(long, value_name = "COLUMN=WIDTH", conflicts_with_all = ["epsilon", "rho"])]
     accuracy: Vec<String>,
+    /// Dp mode: laplace or gaussian, with --accuracy or for the default budget (without it:
+    /// the noise the datasets' stewards chose).
+    #[arg(long, value_parser = ["laplace", "gaussian"], conflicts_with_all = ["epsilon", "rho"])]
+    noise: Option<String>,
     /// Print the server's JSON answer instead of a table.
     #[arg(long)]
     json: bool,

@@ -28,6 +28,28 @@ pub enum Noise {
     Gaussian,
 }
 
+impl Noise {
+    /// `laplace` or `gaussian`, as requests and metadata name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Laplace => "laplace",
+            Self::Gaussian => "gaussian",
+        }
+    }
+}
+
+impl std::str::FromStr for Noise {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "laplace" => Ok(Self::Laplace),
+            "gaussian" => Ok(Self::Gaussian),
+            other => Err(Error::Parameter(format!("unknown noise `{other}`: laplace or gaussian"))),
+        }
+    }
+}
+
 /// The noise for one kind of released value: each value one person can move by at most
 /// `per_value`, in at most `values` of the values (one per group they are in).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -250,23 +250,24 @@ pub(crate) fn half_widths(
     Ok(out)
 }
 
-/// The least ε (discrete Laplace) that gives every column of `accuracy` a 95% interval no
-/// wider than asked, for an answer of `plan` whose noisy columns are `outputs`. The query's ε
-/// is shared equally by the numbers it measures per group, so the most demanding column sets
-/// every share.
+/// The least ε (discrete Laplace `noise`) or ρ (discrete Gaussian) that gives every column of
+/// `accuracy` a 95% interval no wider than asked, for an answer of `plan` whose noisy columns
+/// are `outputs`. The query's ε or ρ is shared equally by the numbers it measures per group
+/// (both compose by adding), so the most demanding column sets every share.
 ///
 /// # Errors
 /// [`Error::Sql`] `accuracy_invalid` for a column that is not a noisy count or sum of the
 /// answer, an average, or a width no budget gives.
-pub(crate) fn epsilon_for_accuracy(
+pub(crate) fn budget_for_accuracy(
     plan: &DpPlan,
     outputs: &[(String, DpAggregate)],
     accuracy: &[(String, f64)],
+    noise: Noise,
 ) -> Result<f64> {
     if accuracy.is_empty() {
         return Err(Error::sql("accuracy_invalid", "name at least one noisy column and the half-width it needs"));
     }
-    let calibration = Calibration::of(plan, DpParams::laplace(1.0, 0.0));
+    let calibration = Calibration::of(plan, DpParams { noise, budget: 1.0, delta: 0.0 });
     let mut share: f64 = 0.0;
     for (column, half_width) in accuracy {
         let Some((_, aggregate)) = outputs.iter().find(|(name, _)| name == column) else {
@@ -288,11 +289,10 @@ pub(crate) fn epsilon_for_accuracy(
                 ));
             }
         };
-        let needed =
-            Mechanism::budget_for(Noise::Laplace, per_value, calibration.groups, *half_width, real, CONFIDENCE)
-                .map_err(|_| {
-                    Error::sql("accuracy_invalid", format!("`{column}`: a half-width of {half_width} cannot be met"))
-                })?;
+        let needed = Mechanism::budget_for(noise, per_value, calibration.groups, *half_width, real, CONFIDENCE)
+            .map_err(|_| {
+                Error::sql("accuracy_invalid", format!("`{column}`: a half-width of {half_width} cannot be met"))
+            })?;
         share = share.max(needed);
     }
     Ok(share * measurements(plan) as f64)

@@ -80,17 +80,17 @@ impl Prepared {
         Ok(noisy_outputs(&self.plan, dp, &copies))
     }
 
-    /// Dp mode: the least ε (discrete Laplace) that gives each named noisy count or sum column
-    /// of the answer a 95% interval no wider than asked.
+    /// Dp mode: the least ε (discrete Laplace noise) or ρ (discrete Gaussian noise) that gives
+    /// each named noisy count or sum column of the answer a 95% interval no wider than asked.
     ///
     /// # Errors
     /// [`Error::Sql`] `accuracy_invalid` when that cannot be promised (an average, an unknown
     /// column); [`Error::Internal`] for a query that is not a dp one.
-    pub fn epsilon_for_accuracy(&self, accuracy: &[(String, f64)]) -> Result<f64> {
+    pub fn budget_for_accuracy(&self, accuracy: &[(String, f64)], noise: veil_dp::Noise) -> Result<f64> {
         let Some(dp) = self.outcome.rewritten.dp.as_ref() else {
             return Err(internal("accuracy for a query that is not a dp one"));
         };
-        dp::epsilon_for_accuracy(dp, &self.dp_outputs()?, accuracy)
+        dp::budget_for_accuracy(dp, &self.dp_outputs()?, accuracy, noise)
     }
 
     /// Dp mode: the same query with other privacy parameters (what an accuracy asked for

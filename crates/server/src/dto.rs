@@ -161,6 +161,10 @@ pub struct DpMetadata {
     /// An epsilon cap per analyst over the budget window, below the level's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epsilon_cap: Option<f64>,
+    /// The noise of answers that do not choose theirs: `laplace` (pure ε, the default) or
+    /// `gaussian` (ρ-zCDP, more accurate when an analyst asks many questions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<String>,
 }
 
 /// One column's declaration.
@@ -203,6 +207,7 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
                 max_groups: m.dp.max_groups,
                 max_rows: m.dp.max_rows,
                 epsilon_cap: m.dp.epsilon_cap,
+                noise: m.dp.noise,
             },
             columns: m
                 .columns
@@ -266,6 +271,8 @@ pub struct DpView {
     /// The epsilon cap per analyst over the budget window (the steward's or the level's);
     /// absent where there is none.
     pub epsilon_cap: Option<f64>,
+    /// The noise of answers that do not choose theirs: `laplace` or `gaussian`.
+    pub noise: String,
 }
 
 /// A column in the catalogue.
@@ -324,7 +331,12 @@ impl From<DatasetInfo> for DatasetView {
             version: d.current_version,
             created_at: d.created_at,
             retired_at: d.retired_at,
-            dp: DpView { max_groups: d.dp.max_groups, max_rows: d.dp.max_rows, epsilon_cap },
+            dp: DpView {
+                max_groups: d.dp.max_groups,
+                max_rows: d.dp.max_rows,
+                epsilon_cap,
+                noise: d.dp.noise.as_str().to_owned(),
+            },
             columns: d
                 .columns
                 .into_iter()
@@ -590,8 +602,12 @@ pub struct QueryBody {
     /// `dp` mode: spend ρ (zero-concentrated dp) with discrete Gaussian noise instead of ε.
     #[serde(default)]
     pub rho: Option<f64>,
+    /// `dp` mode: `laplace` or `gaussian`, with an accuracy or for the default budget (without
+    /// it: the noise the datasets' stewards chose, Laplace unless all chose Gaussian).
+    #[serde(default)]
+    pub noise: Option<String>,
     /// `dp` mode: instead of ε or ρ, the 95% half-width each named noisy column needs
-    /// (`{"n": 5}`); the query spends the least ε that gives them all.
+    /// (`{"n": 5}`); the query spends the least ε or ρ that gives them all.
     #[serde(default)]
     pub accuracy: Option<std::collections::BTreeMap<String, f64>>,
 }

@@ -77,17 +77,20 @@ class Client:
         epsilon: Optional[float] = None,
         rho: Optional[float] = None,
         dry_run: bool = False,
+        noise: Optional[str] = None,
     ) -> pyarrow.Table:
         """Runs ``sql`` and returns the released answer.
 
         ``mode`` is ``aggregate``, ``dp`` or ``deidentified``; by default the strictest mode the
         policy allows on the query's datasets. ``epsilon`` (or ``rho``) is the dp privacy loss
-        to spend; by default the dataset's. A dry run decides and explains without running or
-        charging: the table is empty, its metadata says what would happen.
+        to spend; by default the dataset's. ``noise`` (``laplace`` or ``gaussian``) chooses the
+        noise of a dp query that gives neither. A dry run decides and explains without running
+        or charging: the table is empty, its metadata says what would happen.
         """
         headers = {"x-veil-mode": mode, "x-veil-dry-run": "true" if dry_run else None}
         headers["x-veil-epsilon"] = None if epsilon is None else repr(float(epsilon))
         headers["x-veil-rho"] = None if rho is None else repr(float(rho))
+        headers["x-veil-noise"] = noise
         cursor = self._conn.cursor()
         try:
             options = {_CALL_HEADER + name: value for name, value in headers.items() if value is not None}

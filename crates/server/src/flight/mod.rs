@@ -16,7 +16,7 @@
 //!
 //! Per call, headers choose the result mode (`x-veil-mode`; by default the strictest mode
 //! the policy allows on the query's datasets), the privacy loss (`x-veil-epsilon` or
-//! `x-veil-rho`), a dry run (`x-veil-dry-run: true`) and dp intervals as columns too
+//! `x-veil-rho`, `x-veil-noise`), a dry run (`x-veil-dry-run: true`) and dp intervals as columns too
 //! (`x-veil-intervals: true`). A refusal is a gRPC status whose
 //! message starts with Veil's stable code, also in the `x-veil-code` trailer with the
 //! refusal's `x-veil-audit-id`.
@@ -142,6 +142,7 @@ impl VeilFlightSql {
             mode,
             epsilon: options.epsilon,
             rho: options.rho,
+            noise: options.noise,
             accuracy: None,
             dry_run: options.dry_run.unwrap_or(false),
         };
@@ -276,6 +277,7 @@ pub(crate) struct Options {
     mode: Option<String>,
     epsilon: Option<f64>,
     rho: Option<f64>,
+    noise: Option<veil_broker::Noise>,
     dry_run: Option<bool>,
     /// Dp intervals also as columns.
     intervals: Option<bool>,
@@ -304,6 +306,9 @@ impl Options {
             mode: text("x-veil-mode")?.filter(|m| !m.is_empty()),
             epsilon: number("x-veil-epsilon")?,
             rho: number("x-veil-rho")?,
+            noise: text("x-veil-noise")?
+                .map(|n| n.parse().map_err(|_| invalid_header("x-veil-noise", "laplace or gaussian")))
+                .transpose()?,
             dry_run: flag("x-veil-dry-run")?,
             intervals: flag("x-veil-intervals")?,
         })
@@ -315,6 +320,7 @@ impl Options {
             mode: self.mode.or(base.mode),
             epsilon: self.epsilon.or(base.epsilon),
             rho: self.rho.or(base.rho),
+            noise: self.noise.or(base.noise),
             dry_run: self.dry_run.or(base.dry_run),
             intervals: self.intervals.or(base.intervals),
         }
@@ -682,6 +688,12 @@ mod tests {
         let refused = Options::from_metadata(&m).expect_err("not a number");
         assert_eq!(refused.code(), "invalid_header");
         assert_eq!(refused.message(), "header x-veil-epsilon must be a number");
+        let mut m = MetadataMap::new();
+        m.insert("x-veil-noise", MetadataValue::from_static("gaussian"));
+        assert_eq!(Options::from_metadata(&m).expect("valid").noise, Some(veil_broker::Noise::Gaussian));
+        m.insert("x-veil-noise", MetadataValue::from_static("normal"));
+        let refused = Options::from_metadata(&m).expect_err("no such noise");
+        assert_eq!(refused.message(), "header x-veil-noise must be laplace or gaussian");
     }
 
     #[test]

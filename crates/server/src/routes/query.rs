@@ -50,11 +50,21 @@ pub(crate) async fn query(
 ) -> Result<Response, ApiError> {
     // Decided before the query runs: an answer nobody can read is not worth a budget.
     let format = answer_format(&headers)?;
+    let noise = body
+        .noise
+        .as_deref()
+        .map(|n| {
+            n.parse::<veil_broker::Noise>().map_err(|_| {
+                ApiError::bad_request("epsilon_invalid", format!("noise is `{n}`; it must be `laplace` or `gaussian`"))
+            })
+        })
+        .transpose()?;
     let request = veil_broker::Request {
         sql: body.sql,
         mode: body.mode,
         epsilon: body.epsilon,
         rho: body.rho,
+        noise,
         accuracy: body.accuracy.map(|a| a.into_iter().collect()),
         dry_run: body.dry_run,
     };
