@@ -454,3 +454,35 @@ fn days(date: &str) -> i32 {
         other => panic!("{other:?}"),
     }
 }
+
+/// Low-effect detection needs the answer without each column's conditions: one variant per
+/// column a condition restricts, none for a group key's column (its conditions meet the key),
+/// and one without them all when there are several.
+#[tokio::test]
+async fn each_restricted_column_has_a_variant_without_its_conditions() {
+    let (ctx, guard) = session().await;
+    let columns = |sql: &'static str| {
+        let (ctx, guard) = (ctx.clone(), guard.clone());
+        async move {
+            let plan = anonymized(&ctx, &guard, sql).await;
+            plan.variants.iter().map(|v| (v.columns.join("+"), v.measured.noise.bucket(&[]))).collect::<Vec<_>>()
+        }
+    };
+    let got = columns(
+        "SELECT count(*) AS n FROM civil.people
+         WHERE subsidy >= 0 AND subsidy < 500 AND district = 'a' AND district IN ('a', 'b') AND alone",
+    )
+    .await;
+    let names: Vec<&str> = got.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, ["subsidy", "district", "alone", "subsidy+district+alone"]);
+    // Each variant's labels lack its column's conditions and keep the others.
+    assert_eq!(got[0].1, ["alone = true", "district = a"]);
+    assert_eq!(got[3].1, Vec::<String>::new());
+    // A condition on a key's column is part of the key's label: no variant.
+    let keyed = columns(
+        "SELECT date_trunc('month', birth_date) AS m, count(*) AS n FROM civil.people
+         WHERE date_part('year', birth_date) = 1950 GROUP BY 1",
+    )
+    .await;
+    assert!(keyed.is_empty(), "{keyed:?}");
+}

@@ -16,7 +16,10 @@
 //!   always gets the same answer, so repeating a query averages nothing away; two groups that
 //!   differ by one person get independent noise, so their difference does not reveal the person;
 //! - a group is released only when its people reach k and a noisy threshold above it, seeded by
-//!   its people alone.
+//!   its people alone;
+//! - a column's conditions that remove almost nobody from a group (at most one person, or a
+//!   few below a sticky noisy margin) are left out of it: the group is answered as measured
+//!   without them (low-effect detection, as Diffix does against intersection attacks).
 //!
 //! Why noise from HMAC-SHA256 rather than the dp crate's sampler: sticky noise must be the same
 //! every time for the same seed, so it comes from a keyed pseudorandom function (ring's HMAC),
@@ -24,9 +27,12 @@
 //! Floating point is acceptable here: this mode makes no differential privacy claim, and every
 //! released count is rounded.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array,
+};
 use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::{Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::ScalarValue;
@@ -41,6 +47,11 @@ const LAYER_SD: f64 = 1.0;
 
 /// The fewest people a released group may hold, whatever k says.
 const MIN_PEOPLE: u64 = 2;
+
+/// A condition removes almost nobody from a group (low-effect detection) when it removes at
+/// most one person, or fewer than this margin plus a sticky normal draw (standard deviation 1,
+/// seeded by the group's people and the column).
+const LOW_EFFECT_MARGIN: f64 = 2.5;
 
 /// A released group needs its people to reach `max(k, MIN_PEOPLE)` plus this margin plus a
 /// sticky normal draw (standard deviation 1): near the threshold, release is a coin toss no
@@ -58,15 +69,100 @@ pub(crate) struct Anonymized {
     pub(crate) noise_sd: Vec<Option<f64>>,
 }
 
-/// A released group: its row in the measured totals, its people, the seed of their set, and
-/// its labels.
+/// A released group: its row in the answer's measured totals (for its keys), the measurements
+/// it is answered from and its row there, its people, the seed of their set, and its labels.
 struct Group {
     row: usize,
+    source: usize,
+    at: usize,
     people: u64,
     seed: [u8; 8],
     label: Vec<u8>,
     /// Per IN-list constant: its label and the seed of the group's people matching it.
     conditions: Vec<Vec<u8>>,
+}
+
+/// One measuring plan's output: the answer's, or a variant's without one column's conditions.
+struct Measurements<'a> {
+    plan: &'a DpPlan,
+    totals: RecordBatch,
+    people: Int64Array,
+    seeds: UInt64Array,
+    condition_seeds: Vec<UInt64Array>,
+}
+
+impl<'a> Measurements<'a> {
+    fn new(measured: &[RecordBatch], schema: &SchemaRef, plan: &'a DpPlan) -> Result<Self> {
+        let totals = concat_batches(schema, measured).map_err(internal)?;
+        let conditions = plan.noise.listed.len();
+        let width = totals.num_columns() - conditions.min(totals.num_columns());
+        if width < plan.keys + 2 {
+            return Err(internal("the anonymizing plan's output is too narrow"));
+        }
+        let people =
+            totals.column(width - 2).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("people"))?.clone();
+        let seeds = totals.column(width - 1).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("seed"))?.clone();
+        let condition_seeds = (width..width + conditions)
+            .map(|i| {
+                totals.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("condition seed")).cloned()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { plan, totals, people, seeds, condition_seeds })
+    }
+
+    fn people(&self, row: usize) -> u64 {
+        u64::try_from(self.people.value(row)).unwrap_or(0)
+    }
+
+    fn seed(&self, row: usize) -> [u8; 8] {
+        if self.seeds.is_valid(row) { self.seeds.value(row) } else { 0 }.to_le_bytes()
+    }
+
+    /// The group's key values.
+    fn keys(&self, row: usize) -> Result<Vec<ScalarValue>> {
+        (0..self.plan.keys).map(|i| ScalarValue::try_from_array(self.totals.column(i), row).map_err(internal)).collect()
+    }
+
+    /// The group at `row`, answered from these measurements (`source`), for the answer's
+    /// group at `answer_row`.
+    fn group(&self, answer_row: usize, source: usize, row: usize) -> Result<Group> {
+        // The bucket's labels, which seed the label layer: what its conditions and key values
+        // select of each column, and the conditions that select no interval of one column,
+        // sorted and each once (so `WHERE district = 'a'` and the group `a` of `GROUP BY
+        // district` are one bucket, and so are a range and a generalization selecting the
+        // same values).
+        let label = self.plan.noise.bucket(&self.keys(row)?).join("\u{1f}").into_bytes();
+        let conditions = self
+            .plan
+            .noise
+            .listed
+            .iter()
+            .zip(&self.condition_seeds)
+            .map(|(text, seeds)| {
+                let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
+                [text.as_bytes(), &[0x1f], &seed.to_le_bytes()].concat()
+            })
+            .collect();
+        Ok(Group {
+            row: answer_row,
+            source,
+            at: row,
+            people: self.people(row),
+            seed: self.seed(row),
+            label,
+            conditions,
+        })
+    }
+
+    fn measured_at(&self, at: usize, row: usize) -> Result<Measured> {
+        let f = |i: usize| self.totals.column(i).as_primitive_opt::<Float64Type>().ok_or_else(|| internal("a measure"));
+        let (t, o, g) = (f(at)?, f(at + 1)?, f(at + 2)?);
+        Ok(Measured {
+            total: if t.is_valid(row) { t.value(row) } else { 0.0 },
+            outliers: if o.is_valid(row) { o.value(row) } else { 0.0 },
+            top: g.is_valid(row).then(|| g.value(row)),
+        })
+    }
 }
 
 /// One measured contribution of a group: total, outliers' total, top group's average.
@@ -89,7 +185,17 @@ impl Measured {
     }
 }
 
-/// Adds sticky noise to the measured totals and applies the threshold.
+/// Adds sticky noise to the measured totals and applies the threshold. `variants` are the
+/// outputs of `plan.variants`' measuring plans, in order: a group from which one column's
+/// conditions remove almost nobody (low-effect detection) is answered as the same group
+/// without them; one with several such columns, without all of them when they are all the
+/// query's, else withheld.
+///
+/// Why: a pair of queries whose conditions differ only in a range that excludes one person
+/// (`income < 50000` and `income < 20000`, all but the target earning less than 20000), asked
+/// over many different sets of other people, let the noise average away and read the target's
+/// traits (a red team called a planted person a smoker in about 230 queries). Now both are
+/// answered without the income condition, the same answer.
 ///
 /// # Errors
 /// [`crate::Error::Internal`] if the measuring plan's output is not as the guard describes it.
@@ -97,51 +203,60 @@ pub(crate) fn add_noise(
     measured: &[RecordBatch],
     schema: &SchemaRef,
     plan: &DpPlan,
+    variants: &[(Vec<RecordBatch>, SchemaRef)],
     k: u64,
     secret: &[u8; 32],
 ) -> Result<Anonymized> {
-    let totals = concat_batches(schema, measured).map_err(internal)?;
-    let conditions = plan.noise.listed.len();
-    let width = totals.num_columns() - conditions.min(totals.num_columns());
-    if width < plan.keys + 2 {
-        return Err(internal("the anonymizing plan's output is too narrow"));
+    let mut sources = vec![Measurements::new(measured, schema, plan)?];
+    for ((batches, schema), variant) in variants.iter().zip(&plan.variants) {
+        sources.push(Measurements::new(batches, schema, &variant.measured)?);
     }
-    let people = totals.column(width - 2).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("people"))?.clone();
-    let seeds = totals.column(width - 1).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("seed"))?.clone();
-    let condition_seeds = (width..width + conditions)
-        .map(|i| totals.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("condition seed")).cloned())
-        .collect::<Result<Vec<_>>>()?;
+    let main = &sources[0];
+    let totals = &main.totals;
+    // Each variant's rows by their keys.
+    let mut by_keys: Vec<HashMap<Vec<ScalarValue>, usize>> = Vec::new();
+    for source in &sources[1..] {
+        let mut rows = HashMap::new();
+        for row in 0..source.totals.num_rows() {
+            rows.insert(source.keys(row)?, row);
+        }
+        by_keys.push(rows);
+    }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    // The bucket's labels, which seed the label layer: what its conditions and key values
-    // select of each column, and the conditions that select no interval of one column, sorted
-    // and each once (so `WHERE district = 'a'` and the group `a` of `GROUP BY district` are one
-    // bucket, and so are a range and a generalization selecting the same values).
-    let row_label = |row: usize| -> Result<Vec<u8>> {
-        let values = (0..plan.keys)
-            .map(|i| ScalarValue::try_from_array(totals.column(i), row).map_err(internal))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(plan.noise.bucket(&values).join("\u{1f}").into_bytes())
-    };
 
     // Which groups pass: people ≥ max(k, 2), and above a noisy threshold seeded by the people.
     let floor = k.max(MIN_PEOPLE);
     let mut kept = Vec::new();
     for row in 0..totals.num_rows() {
-        let people = u64::try_from(people.value(row)).unwrap_or(0);
-        let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 }.to_le_bytes();
-        let z = normal(&key, &[b"threshold", &seed]);
-        if people >= floor && people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
-            let conditions = plan
-                .noise
-                .listed
+        let keys = if by_keys.is_empty() { Vec::new() } else { main.keys(row)? };
+        // The columns whose conditions remove almost nobody from this group.
+        let mut low: Vec<&String> = Vec::new();
+        for (v, rows) in by_keys.iter().enumerate() {
+            let [column] = plan.variants[v].columns.as_slice() else { continue };
+            let Some(&at) = rows.get(&keys) else { continue };
+            let effect = sources[v + 1].people(at).saturating_sub(main.people(row));
+            let z = normal(&key, &[b"low effect", &main.seed(row), column.as_bytes()]);
+            if effect <= 1 || effect as f64 <= LOW_EFFECT_MARGIN + z {
+                low.push(column);
+            }
+        }
+        // Answered without them, when a variant is; else withheld.
+        let (source, at) = if low.is_empty() {
+            (0, row)
+        } else {
+            let variant = plan
+                .variants
                 .iter()
-                .zip(&condition_seeds)
-                .map(|(text, seeds)| {
-                    let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
-                    [text.as_bytes(), &[0x1f], &seed.to_le_bytes()].concat()
-                })
-                .collect();
-            kept.push(Group { row, people, seed, label: row_label(row)?, conditions });
+                .position(|v| v.columns.len() == low.len() && low.iter().all(|c| v.columns.contains(c)));
+            match variant.and_then(|v| Some((v + 1, *by_keys[v].get(&keys)?))) {
+                Some(found) => found,
+                None => continue,
+            }
+        };
+        let group = sources[source].group(row, source, at)?;
+        let z = normal(&key, &[b"threshold", &group.seed]);
+        if group.people >= floor && group.people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
+            kept.push(group);
         }
     }
     let suppressed = (totals.num_rows() - kept.len()) as u64;
@@ -151,25 +266,17 @@ pub(crate) fn add_noise(
     for i in 0..plan.keys {
         columns.push(take(totals.column(i), &indices, None).map_err(internal)?);
     }
-    let measured_at = |at: usize, row: usize| -> Result<Measured> {
-        let f = |i: usize| totals.column(i).as_primitive_opt::<Float64Type>().ok_or_else(|| internal("a measure"));
-        let (t, o, g) = (f(at)?, f(at + 1)?, f(at + 2)?);
-        Ok(Measured {
-            total: if t.is_valid(row) { t.value(row) } else { 0.0 },
-            outliers: if o.is_valid(row) { o.value(row) } else { 0.0 },
-            top: g.is_valid(row).then(|| g.value(row)),
-        })
-    };
     let mut at = plan.keys;
     // The layers' standard deviation together, in units of a layer's scale.
-    let layers = LAYER_SD * ((2 + conditions) as f64).sqrt();
+    let layers = LAYER_SD * ((2 + plan.noise.listed.len()) as f64).sqrt();
     let noise_sd = plan.aggregates.iter().map(|a| stated_sd(*a, plan.one_row_per_person, layers)).collect();
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
         // Where the answer also releases this aggregate's sum rounded to an integer, an average
         // is of that rounded sum: the unrounded one told a little more of it.
         let round_sum = rounded_sum(plan, j);
-        for &Group { row, people: p, ref seed, ref label, ref conditions } in &kept {
+        for &Group { source, at: row, people: p, ref seed, ref label, ref conditions, .. } in &kept {
+            let measured_at = |at: usize, row: usize| sources[source].measured_at(at, row);
             // Two layers per measure: the people's, and the bucket's labels'. Aggregates of one
             // quantity share their noise wherever they stand in the SELECT list (several
             // COUNT(*) are one sample, not several; SUM(x) and AVG(x) measure the same sum).

@@ -51,7 +51,65 @@ pub(super) fn bound(
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     let one_row = threshold.ctx().reach(&lowest_aggregate(&upper)?.input).one_row_per_person;
-    bound_with(upper, assessment, threshold, one_row)
+    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row)?;
+    // Low-effect detection: per column a condition restricts (other than the group keys'
+    // columns, whose conditions meet the key in its label), the same answer without that
+    // column's conditions, for the query layer to answer a group with when they remove almost
+    // nobody from it.
+    let keyed: Vec<&str> = described.noise.keys.iter().map(super::KeyLabel::column).collect();
+    let columns: Vec<String> =
+        described.noise.ranges.iter().map(|(c, _)| c.clone()).filter(|c| !keyed.contains(&c.as_str())).collect();
+    for column in &columns {
+        let without = without_conditions_on(&upper, column)?;
+        let (plan, measured) = bound_with(without, assessment, threshold, one_row)?;
+        described.variants.push(super::Variant { columns: vec![column.clone()], plan, measured });
+    }
+    // And without all of them, for a group from which each removes almost nobody (a range over
+    // every birth date beside one that excludes the target).
+    if columns.len() > 1 {
+        let mut without = upper.clone();
+        for column in &columns {
+            without = without_conditions_on(&without, column)?;
+        }
+        let (plan, measured) = bound_with(without, assessment, threshold, one_row)?;
+        described.variants.push(super::Variant { columns, plan, measured });
+    }
+    Ok((plan, described))
+}
+
+/// `upper` without the conditions on `column` below its aggregate.
+fn without_conditions_on(upper: &LogicalPlan, column: &str) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::Filter;
+    use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+    let stripped = upper.clone().transform_up(|node| match node {
+        LogicalPlan::Filter(f) if !reads_aggregates(&f.input) => {
+            let all = split_conjunction(&f.predicate);
+            let kept: Vec<Expr> = all
+                .iter()
+                .filter(|c| condition_column(c, &f.input).as_deref() != Some(column))
+                .map(|c| (*c).clone())
+                .collect();
+            if kept.len() == all.len() {
+                return Ok(Transformed::no(LogicalPlan::Filter(f)));
+            }
+            let predicate = conjunction(kept).unwrap_or_else(|| lit(true));
+            Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(predicate, f.input)?)))
+        }
+        other => Ok(Transformed::no(other)),
+    })?;
+    Ok(stripped.data)
+}
+
+/// The column whose interval `condition` (a conjunct of a filter over `input`) narrows, if it
+/// narrows one.
+fn condition_column(condition: &Expr, input: &LogicalPlan) -> Option<String> {
+    let mut one = Conditions::default();
+    one.add(condition, input);
+    match (one.ranges.as_slice(), one.fixed.is_empty() && one.listed.is_empty()) {
+        ([(column, _)], true) => Some(column.clone()),
+        _ => None,
+    }
 }
 
 /// [`bound`], told whether every person is one row of the aggregate's input (one dataset about
@@ -92,6 +150,7 @@ fn bound_with(
         contribution: crate::Contribution::default(),
         one_row_per_person: one_row,
         measures: same_sums(&agg.aggr_expr),
+        variants: Vec::new(),
         public_keys: None,
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),
@@ -224,6 +283,7 @@ fn same_sums(aggregates: &[Expr]) -> Vec<usize> {
 }
 
 /// The conditions of the WHERE clauses below the answer's aggregate, for the noise's seeds.
+#[derive(Default)]
 struct Conditions {
     /// Each IN-list constant with the expression it is compared with, each value once, and its
     /// label.
@@ -242,53 +302,12 @@ struct Conditions {
 /// interval of the column it allows.
 fn conditions(input: &LogicalPlan) -> Conditions {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::expr::InList;
     use datafusion::logical_expr::utils::split_conjunction;
-    use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
-    let mut conditions = Conditions { listed: Vec::new(), fixed: Vec::new(), ranges: Vec::new() };
+    let mut conditions = Conditions::default();
     let _ = input.apply(|node| {
-        let LogicalPlan::Filter(f) = node else { return Ok(TreeNodeRecursion::Continue) };
-        let schema = f.input.schema();
-        let typed = |e: &Expr, v: &Expr| canonical(v, e.get_type(schema).ok().as_ref());
-        // Labels name what a condition reads at the source, not a name given on the way.
-        let source = |e: &Expr| read_at_source(e, &f.input);
-        for c in split_conjunction(&f.predicate) {
-            match unalias(c) {
-                Expr::InList(InList { expr, list, negated: false }) => {
-                    let mut values: Vec<Expr> = Vec::new();
-                    for v in list.iter().map(|v| typed(expr, v)) {
-                        if !values.contains(&v) {
-                            values.push(v);
-                        }
-                    }
-                    // One value is an equality, however written (`IN ('a', 'a')` too).
-                    if let [only] = values.as_slice() {
-                        conditions.narrow(&source(expr), only, None, &f.input);
-                        continue;
-                    }
-                    for v in values {
-                        if !conditions.listed.iter().any(|(e, c, _)| e == &**expr && *c == v) {
-                            let label = equality(&source(expr), &v, &f.input);
-                            conditions.listed.push(((**expr).clone(), v, label));
-                        }
-                    }
-                }
-                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                    let (key, op, value) = if constant_on_left(left, right) {
-                        (right, op.swap().unwrap_or(*op), left)
-                    } else {
-                        (left, *op, right)
-                    };
-                    let value = typed(key, value);
-                    match op {
-                        Operator::Eq => conditions.narrow(&source(key), &value, None, &f.input),
-                        Operator::GtEq => conditions.narrow(&source(key), &value, Some(true), &f.input),
-                        Operator::Lt => conditions.narrow(&source(key), &value, Some(false), &f.input),
-                        op => conditions.fixed.push(format!("{} {op} {}", label(&source(key)), shown(&value))),
-                    }
-                }
-                Expr::Not(inner) => conditions.narrow(&source(inner), &lit(false), None, &f.input),
-                other => conditions.narrow(&source(other), &lit(true), None, &f.input),
+        if let LogicalPlan::Filter(f) = node {
+            for c in split_conjunction(&f.predicate) {
+                conditions.add(c, &f.input);
             }
         }
         Ok(TreeNodeRecursion::Continue)
@@ -299,6 +318,53 @@ fn conditions(input: &LogicalPlan) -> Conditions {
 }
 
 impl Conditions {
+    /// Adds `c`, one conjunct of a filter over `input`.
+    fn add(&mut self, c: &Expr, input: &LogicalPlan) {
+        use datafusion::logical_expr::expr::InList;
+        use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
+        let schema = input.schema();
+        let typed = |e: &Expr, v: &Expr| canonical(v, e.get_type(schema).ok().as_ref());
+        // Labels name what a condition reads at the source, not a name given on the way.
+        let source = |e: &Expr| read_at_source(e, input);
+        match unalias(c) {
+            Expr::InList(InList { expr, list, negated: false }) => {
+                let mut values: Vec<Expr> = Vec::new();
+                for v in list.iter().map(|v| typed(expr, v)) {
+                    if !values.contains(&v) {
+                        values.push(v);
+                    }
+                }
+                // One value is an equality, however written (`IN ('a', 'a')` too).
+                if let [only] = values.as_slice() {
+                    self.narrow(&source(expr), only, None, input);
+                    return;
+                }
+                for v in values {
+                    if !self.listed.iter().any(|(e, c, _)| e == &**expr && *c == v) {
+                        let label = equality(&source(expr), &v, input);
+                        self.listed.push(((**expr).clone(), v, label));
+                    }
+                }
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (key, op, value) = if constant_on_left(left, right) {
+                    (right, op.swap().unwrap_or(*op), left)
+                } else {
+                    (left, *op, right)
+                };
+                let value = typed(key, value);
+                match op {
+                    Operator::Eq => self.narrow(&source(key), &value, None, input),
+                    Operator::GtEq => self.narrow(&source(key), &value, Some(true), input),
+                    Operator::Lt => self.narrow(&source(key), &value, Some(false), input),
+                    op => self.fixed.push(format!("{} {op} {}", label(&source(key)), shown(&value))),
+                }
+            }
+            Expr::Not(inner) => self.narrow(&source(inner), &lit(false), None, input),
+            other => self.narrow(&source(other), &lit(true), None, input),
+        }
+    }
+
     /// Narrows the interval of `key`'s column to where `key` equals `value` (`at_least`
     /// `None`), is at least it (`Some(true)`) or below it (`Some(false)`); names the condition
     /// instead when that is no interval of one column.

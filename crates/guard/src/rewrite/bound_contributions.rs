@@ -69,6 +69,22 @@ pub struct DpPlan {
     /// Anonymized answers: for each aggregate, the first aggregate that measures the same sum
     /// (`SUM(x)` and `AVG(x)` both sum x), so that the same quantity gets the same noise.
     pub measures: Vec<usize>,
+    /// Anonymized answers: per column the query's conditions restrict (other than its group
+    /// keys' columns), the answer without that column's conditions, and with two or more such
+    /// columns the answer without any of them last: to answer a group with when those
+    /// conditions remove almost nobody from it (low-effect detection).
+    pub variants: Vec<Variant>,
+}
+
+/// An anonymized answer without some columns' conditions ([`DpPlan::variants`]).
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// The columns, as labels name them.
+    pub columns: Vec<String>,
+    /// Its measuring plan, laid out as the answer's.
+    pub plan: LogicalPlan,
+    /// How to finish it.
+    pub measured: DpPlan,
 }
 
 impl DpPlan {
@@ -193,6 +209,7 @@ pub(super) fn bound(
         contribution,
         public_keys: assessment.dp_public_keys.clone(),
         noise: super::labels::NoiseLabels::default(),
+        variants: Vec::new(),
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),
