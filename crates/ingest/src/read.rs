@@ -58,12 +58,14 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
             from_reader(reader, "Parquet")
         }
         SourceFormat::ArrowFile => {
+            check_ipc_lengths(path, true)?;
             let file = File::open(path).map_err(Error::ReadFile)?;
             let reader = FileReader::try_new(BufReader::new(file), None)
                 .map_err(|e| decode_error("Arrow IPC", e.to_string()))?;
             from_reader(reader, "Arrow IPC")
         }
         SourceFormat::ArrowStream => {
+            check_ipc_lengths(path, false)?;
             let file = File::open(path).map_err(Error::ReadFile)?;
             let reader = StreamReader::try_new(BufReader::new(file), None)
                 .map_err(|e| decode_error("Arrow IPC", e.to_string()))?;
@@ -89,6 +91,79 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
         }
     }
     Ok(source)
+}
+
+/// Checks that every length an Arrow IPC file (`file_format`) or stream declares for its
+/// messages lies within the file, before a reader allocates what they declare: arrow's readers
+/// allocate a message's declared body before reading it, and a 520-byte stream declaring a
+/// 2 GiB body cost 2 GiB of memory before its refusal. A stream: walks its framing (an optional
+/// continuation marker, the metadata's length, the metadata, the body the metadata declares)
+/// up to its end marker. A file: the blocks its footer lists, which is what its reader reads
+/// by. Anything it cannot follow is left for the reader to refuse.
+fn check_ipc_lengths(path: &Path, file_format: bool) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let beyond = |what: String| {
+        decode_error("Arrow IPC", format!("{what}, beyond the end of the file; the file is damaged or not Arrow"))
+    };
+    let mut file = File::open(path).map_err(Error::ReadFile)?;
+    let size = file.metadata().map_err(Error::ReadFile)?.len();
+    let word = |file: &mut File, at: u64| -> Option<[u8; 4]> {
+        let mut w = [0u8; 4];
+        file.seek(SeekFrom::Start(at)).ok()?;
+        file.read_exact(&mut w).ok()?;
+        Some(w)
+    };
+    let mut at: u64 = 0;
+    while !file_format && let Some(first) = word(&mut file, at) {
+        let (length, header) = if first == [0xff; 4] {
+            match word(&mut file, at + 4) {
+                Some(w) => (i32::from_le_bytes(w), 8),
+                None => break,
+            }
+        } else {
+            (i32::from_le_bytes(first), 4)
+        };
+        if length <= 0 {
+            break; // the end marker, or what the reader will refuse
+        }
+        let metadata_end = at + header + length as u64;
+        if metadata_end > size {
+            return Err(beyond(format!("a message declares {length} bytes of metadata at byte {at}")));
+        }
+        let mut metadata = vec![0u8; length as usize];
+        if file.read_exact(&mut metadata).is_err() {
+            break;
+        }
+        let Ok(message) = arrow::ipc::root_as_message(&metadata) else { break };
+        let body = u64::try_from(message.bodyLength()).unwrap_or(u64::MAX);
+        if body > size - metadata_end {
+            return Err(beyond(format!("a message at byte {at} declares a body of {} bytes", message.bodyLength())));
+        }
+        at = metadata_end + body;
+    }
+    if file_format && size >= 18 {
+        // The footer: its length and the magic in the last 10 bytes.
+        let Some(length) = word(&mut file, size - 10).map(i32::from_le_bytes) else { return Ok(()) };
+        let length = u64::try_from(length).unwrap_or(u64::MAX);
+        if length > size - 18 {
+            return Err(beyond(format!("the footer declares {length} bytes")));
+        }
+        let mut footer = vec![0u8; length as usize];
+        if file.seek(SeekFrom::Start(size - 10 - length)).is_err() || file.read_exact(&mut footer).is_err() {
+            return Ok(());
+        }
+        let Ok(footer) = arrow::ipc::root_as_footer(&footer) else { return Ok(()) };
+        let blocks = footer.recordBatches().into_iter().flatten().chain(footer.dictionaries().into_iter().flatten());
+        for block in blocks {
+            let end = [block.offset(), i64::from(block.metaDataLength()), block.bodyLength()]
+                .iter()
+                .try_fold(0u64, |sum, part| sum.checked_add(u64::try_from(*part).ok()?));
+            if end.is_none_or(|end| end > size) {
+                return Err(beyond(format!("the footer lists a block at byte {}", block.offset())));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A [`Source`] over any Arrow record batch reader, its errors reported as `format`'s.

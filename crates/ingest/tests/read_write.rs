@@ -269,3 +269,71 @@ fn dates_in_the_forms_hand_entered_registers_mix_are_read_row_by_row() {
     assert!(matches!(err, Error::CsvValue { line: 3, .. }), "{message}");
     assert!(message.contains("2024年1月5日") && !message.contains("31.07.1932"), "{message}");
 }
+
+/// Hostile input: arrow's IPC readers allocate the body a message declares before reading it,
+/// so a 520-byte stream declaring a 2 GiB body cost 2 GiB of memory before its refusal. Every
+/// declared length is now checked against the file first.
+#[test]
+fn arrow_messages_declaring_more_than_the_file_holds_are_refused_before_reading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch = sample_batch();
+    let mut stream = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &batch.schema()).expect("writer");
+        w.write(&batch).expect("write");
+        w.finish().expect("finish");
+    }
+    let mut file = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut file, &batch.schema()).expect("writer");
+        w.write(&batch).expect("write");
+        w.finish().expect("finish");
+    }
+    // A stream: its record batch's message, second after the schema's (continuation, length,
+    // metadata), made to declare a 2 GiB body.
+    let length = |bytes: &[u8], at: usize| i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    let second = 8 + length(&stream, 0);
+    let metadata = second + 8..second + 8 + length(&stream, second);
+    let real = arrow::ipc::root_as_message(&stream[metadata.clone()]).unwrap().bodyLength();
+    let declared = |bytes: &[u8]| arrow::ipc::root_as_message(&bytes[metadata.clone()]).map(|m| m.bodyLength());
+    let stream = patched(&stream, metadata.clone(), real, |b| declared(b).ok());
+    // A file: the block its footer lists for the batch (its reader reads by the footer).
+    let footer_length = i32::from_le_bytes(file[file.len() - 10..file.len() - 6].try_into().unwrap()) as usize;
+    let footer = file.len() - 10 - footer_length..file.len() - 10;
+    let block = |bytes: &[u8]| {
+        let footer = arrow::ipc::root_as_footer(&bytes[footer.clone()]).ok()?;
+        Some(footer.recordBatches()?.get(0).bodyLength())
+    };
+    let real = block(&file).unwrap();
+    let file = patched(&file, footer.clone(), real, block);
+    for (name, bytes, format) in
+        [("s.arrows", stream, SourceFormat::ArrowStream), ("f.arrow", file, SourceFormat::ArrowFile)]
+    {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).expect("write");
+        let err = open(&path, format, &ReadOptions::with_declared(HashMap::new())).err().expect("refused");
+        assert!(matches!(err, Error::Decode { format: "Arrow IPC", .. }), "{err}");
+        assert!(err.to_string().contains("beyond the end of the file"), "{name}: {err}");
+    }
+}
+
+/// `bytes` with the 64-bit `real` somewhere in `within` replaced by 2³¹, where `declared` (the
+/// field as the format reads it) then says 2³¹.
+fn patched(
+    bytes: &[u8],
+    within: std::ops::Range<usize>,
+    real: i64,
+    declared: impl Fn(&[u8]) -> Option<i64>,
+) -> Vec<u8> {
+    for p in within.start..within.end - 8 {
+        if bytes[p..p + 8] != real.to_le_bytes() {
+            continue;
+        }
+        let mut patched = bytes.to_vec();
+        patched[p..p + 8].copy_from_slice(&(1i64 << 31).to_le_bytes());
+        if declared(&patched) == Some(1 << 31) {
+            return patched;
+        }
+    }
+    panic!("no length to patch");
+}

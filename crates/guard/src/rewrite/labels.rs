@@ -18,6 +18,7 @@ use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 
 use crate::exprs::uncast;
+use crate::rules::anon_shape::constant;
 
 /// What seeds an anonymized answer's noise besides the people, as canonical text: a column by its
 /// name without qualifier or casts, a constant as its value in the column's type, and what a
@@ -276,17 +277,6 @@ fn width(e: &Expr) -> Option<f64> {
 fn column(e: &Expr) -> Option<&Column> {
     match uncast(e) {
         Expr::Column(c) => Some(c),
-        _ => None,
-    }
-}
-
-/// The value of a constant, through the casts around it.
-fn constant(e: &Expr) -> Option<ScalarValue> {
-    match e {
-        Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
-        Expr::Cast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
-        Expr::TryCast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
-        Expr::Alias(a) => constant(&a.expr),
         _ => None,
     }
 }

@@ -289,7 +289,7 @@ fn is_constant(e: &Expr) -> bool {
 }
 
 /// The value of a constant, with the casts around it applied.
-fn constant(e: &Expr) -> Option<ScalarValue> {
+pub(crate) fn constant(e: &Expr) -> Option<ScalarValue> {
     match e {
         Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
         Expr::Cast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
