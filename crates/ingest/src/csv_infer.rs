@@ -102,10 +102,12 @@ enum Candidate {
 }
 
 impl Candidate {
-    fn of(value: &str) -> Candidate {
-        if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {
+    fn of(original: &str) -> Candidate {
+        if original.eq_ignore_ascii_case("true") || original.eq_ignore_ascii_case("false") {
             return Candidate::Boolean;
         }
+        let number = normalize_number(original);
+        let value: &str = &number;
         let digits = value.strip_prefix('-').unwrap_or(value);
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
             // A leading zero, or more digits than a float holds exactly (身份证号 has 18, bank
@@ -121,7 +123,7 @@ impl Candidate {
             return Candidate::Float;
         }
         // A bare run of digits (20240105) is a number unless the column is declared a date.
-        match iso_date(value) {
+        match iso_date(original) {
             Some(iso) if iso.len() == 10 => Candidate::Date,
             Some(_) => Candidate::Timestamp,
             None => Candidate::String,
@@ -149,6 +151,50 @@ impl Candidate {
             Candidate::Nothing | Candidate::String => DeclaredType::String,
         }
     }
+}
+
+/// `value` as a number in ASCII when it is written the way registers and office software write
+/// numbers: full-width digits, point, sign and comma (`１２３．５`), surrounding spaces (also the
+/// full-width one), and thousands separators in their places (`1,500.12`, `-12,345`); else
+/// unchanged, so that inference sees text and the cast reports the value's line. A comma
+/// anywhere else (`12,34`, a decimal comma) is not read as a separator.
+pub(crate) fn normalize_number(value: &str) -> std::borrow::Cow<'_, str> {
+    let ascii = |c: char| match c {
+        '０'..='９' => char::from_u32(u32::from(c) - u32::from('０') + u32::from('0')).unwrap_or(c),
+        '．' => '.',
+        '－' => '-',
+        '＋' => '+',
+        '，' => ',',
+        other => other,
+    };
+    let trimmed = value.trim_matches(|c: char| c.is_whitespace());
+    if trimmed.len() == value.len() && value.is_ascii() && !value.contains(',') {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let text: String = trimmed.chars().map(ascii).collect();
+    let (sign, rest) = match text.strip_prefix(['-', '+']) {
+        Some(rest) => (&text[..1], rest),
+        None => ("", text.as_str()),
+    };
+    let (whole, fraction) = match rest.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (rest, None),
+    };
+    let grouped = whole.contains(',') && {
+        let groups: Vec<&str> = whole.split(',').collect();
+        (1..=3).contains(&groups[0].len())
+            && groups[1..].iter().all(|g| g.len() == 3)
+            && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()))
+            && fraction.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if whole.contains(',') && !grouped {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let digits = whole.replace(',', "");
+    std::borrow::Cow::Owned(match fraction {
+        Some(f) => format!("{sign}{digits}.{f}"),
+        None => format!("{sign}{digits}"),
+    })
 }
 
 /// The forms of dates read, for error messages.
@@ -337,6 +383,21 @@ mod tests {
     fn multibyte_text_of_timestamp_length_is_text() {
         // 急性上呼吸道感染 is 24 bytes: byte 10 falls inside a character.
         assert_eq!(types_of("d\n急性上呼吸道感染\n2024-01-02 10:00:00\n"), vec![DeclaredType::String]);
+    }
+
+    #[test]
+    fn numbers_with_thousands_separators_and_full_width_digits_are_numbers() {
+        assert_eq!(normalize_number("1,500.12"), "1500.12");
+        assert_eq!(normalize_number("-12,345"), "-12345");
+        assert_eq!(normalize_number("１２３．５"), "123.5");
+        assert_eq!(normalize_number("　４２ "), "42");
+        assert_eq!(normalize_number("１，２００"), "1200");
+        // Not separators: left for inference to call text and the cast to report.
+        for text in ["12,34", "1,2345", ",500", "1,500.", "a,bcd", "3,5"] {
+            assert_eq!(normalize_number(text), text);
+        }
+        let t = types_of("a,b,c\n\"1,500.12\",\"2,000\",１２\n3,\"12,000\",０\n");
+        assert_eq!(t, vec![DeclaredType::Float64, DeclaredType::Int64, DeclaredType::Int64]);
     }
 
     #[test]

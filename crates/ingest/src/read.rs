@@ -239,6 +239,10 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
                 (DataType::Date32 | DataType::Timestamp(..), Some(strings)) => {
                     Arc::new(strings.iter().map(|v| v.map(csv_infer::normalize_date)).collect::<StringArray>())
                 }
+                // Numbers with thousands separators or full-width digits, as plain ones.
+                (DataType::Int64 | DataType::Float64, Some(strings)) => {
+                    Arc::new(strings.iter().map(|v| v.map(csv_infer::normalize_number)).collect::<StringArray>())
+                }
                 _ => Arc::clone(text),
             };
             let text = &normalized;

@@ -337,3 +337,22 @@ fn patched(
     }
     panic!("no length to patch");
 }
+
+/// Registers write numbers as people read them: `"1,500.12"` with thousands separators, `２０００`
+/// in full-width digits. Both are numbers; a comma anywhere else is a bad value, reported by
+/// line and column without the value.
+#[test]
+fn thousands_separators_and_full_width_digits_are_read_as_numbers() {
+    let batches = ingest_csv("amount,count\n\"1,500.12\",１２\n２０００,\"3,000\"\n", HashMap::new()).expect("numbers");
+    let amount = batches[0].column(0).as_any().downcast_ref::<arrow::array::Float64Array>().expect("float");
+    let count = batches[0].column(1).as_any().downcast_ref::<Int64Array>().expect("int");
+    let rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+    assert_eq!(rows, 2);
+    assert_eq!((amount.value(0), count.value(0)), (1500.12, 12));
+    let amount = batches.last().unwrap().column(0).as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
+    assert_eq!(amount.value(amount.len() - 1), 2000.0);
+    let declared = HashMap::from([("amount".to_owned(), DeclaredType::Float64)]);
+    let err = ingest_csv("amount\n\"1,500\"\n\"12,34\"\n", declared).expect_err("a decimal comma");
+    assert!(matches!(err, Error::CsvValue { line: 3, .. }), "{err}");
+    assert!(!err.to_string().contains("12,34"), "{err}");
+}
