@@ -6,7 +6,8 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
 use crate::{
-    AuditSearchArgs, CliResult, DatasetCommand, DepartmentCommand, QueryArgs, Remote, TokenCommand, UserCommand,
+    AccessCommand, AuditSearchArgs, CliResult, DatasetCommand, DepartmentCommand, QueryArgs, Remote, TokenCommand,
+    UserCommand,
 };
 
 impl Remote {
@@ -102,6 +103,65 @@ pub(crate) async fn token(cmd: TokenCommand) -> CliResult {
             Ok(())
         }
     }
+}
+
+pub(crate) async fn access(cmd: AccessCommand) -> CliResult {
+    let decide = |remote: &Remote, id: &str, action: &str, body: Value| -> CliResult<RequestBuilder> {
+        Ok(remote.request(Method::POST, &format!("/access-requests/{id}/{action}"))?.json(&body))
+    };
+    let request = match cmd {
+        AccessCommand::Request(args) => {
+            let mut body = json!({"dataset": args.dataset, "mode": args.mode, "purpose": args.purpose,
+                                  "expires_at": args.expires});
+            if let Some(name) = args.extract {
+                let mut extract = json!({"name": name, "columns": args.columns});
+                for (field, value) in [("k", args.k.map(|k| json!(k))), ("l", args.l.map(|l| json!(l)))] {
+                    if let Some(value) = value {
+                        extract[field] = value;
+                    }
+                }
+                if let Some(share) = args.max_suppression {
+                    extract["max_suppression"] = json!(share);
+                }
+                body["extract"] = extract;
+            } else if !args.columns.is_empty() || args.k.is_some() || args.l.is_some() || args.max_suppression.is_some()
+            {
+                return Err("--columns, --k, --l and --max-suppression describe an extract: give --extract NAME".into());
+            }
+            args.remote.request(Method::POST, "/access-requests")?.json(&body)
+        }
+        AccessCommand::List { state, remote } => {
+            let path = match state {
+                Some(state) => format!("/access-requests?state={state}"),
+                None => "/access-requests".to_owned(),
+            };
+            remote.request(Method::GET, &path)?
+        }
+        AccessCommand::Approve { id, remote } => decide(&remote, &id, "approve", json!({}))?,
+        AccessCommand::Reject { id, reason, remote } => decide(&remote, &id, "reject", json!({"reason": reason}))?,
+        AccessCommand::Revoke { id, reason, remote } => decide(&remote, &id, "revoke", json!({"reason": reason}))?,
+        AccessCommand::Revise { id, k, l, max_suppression, reason, remote } => {
+            let mut body = json!({"reason": reason});
+            if let Some(k) = k {
+                body["k"] = json!(k);
+            }
+            if let Some(l) = l {
+                body["l"] = json!(l);
+            }
+            if let Some(share) = max_suppression {
+                body["max_suppression"] = json!(share);
+            }
+            decide(&remote, &id, "revise", body)?
+        }
+        AccessCommand::Check { dataset, remote } => {
+            remote.request(Method::GET, &format!("/datasets/{dataset}/access"))?
+        }
+    };
+    print(&send(request).await?)
+}
+
+pub(crate) async fn policy_reload(remote: Remote) -> CliResult {
+    print(&send(remote.request(Method::POST, "/admin/policy/reload")?).await?)
 }
 
 pub(crate) async fn whoami(remote: Remote) -> CliResult {

@@ -55,6 +55,13 @@ enum Command {
     /// Datasets: register and retire (stewards), list and show (anyone).
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// Access requests: ask (analysts), decide (stewards of the dataset's department), list;
+    /// and what the policy lets you do with a dataset.
+    #[command(subcommand)]
+    Access(AccessCommand),
+    /// Reload the policy files (admin).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Show who the token belongs to.
     Whoami(Remote),
     /// Run one SQL query (analysts) and print the answer as a table.
@@ -277,6 +284,112 @@ enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AccessCommand {
+    /// Ask for a mode on a dataset, with a purpose and an expiry; a deidentified request names
+    /// its extract (--extract and --columns), which Veil builds at once for the steward.
+    Request(Box<AccessRequestArgs>),
+    /// List access requests: a steward's department's, an analyst's own, all for auditors.
+    List {
+        /// Only those in this state: pending, approved, rejected or revoked.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve a pending request.
+    Approve {
+        /// The request's id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Reject a pending request, saying why.
+    Reject {
+        /// The request's id.
+        id: String,
+        /// Why, for the analyst and the audit trail.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke an approved request, saying why; it stops working at once.
+    Revoke {
+        /// The request's id.
+        id: String,
+        /// Why, for the analyst and the audit trail.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make a pending extract stricter before deciding: Veil builds it again.
+    Revise {
+        /// The request's id.
+        id: String,
+        /// A higher k.
+        #[arg(long)]
+        k: Option<u64>,
+        /// A higher l.
+        #[arg(long)]
+        l: Option<u64>,
+        /// A lower largest share of suppressed records.
+        #[arg(long)]
+        max_suppression: Option<f64>,
+        /// Why, for the analyst and the audit trail.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// What the policy lets you do with a dataset, per mode, and why not.
+    Check {
+        /// department.name
+        dataset: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AccessRequestArgs {
+    /// department.name
+    dataset: String,
+    /// aggregate, dp or deidentified.
+    #[arg(long)]
+    mode: String,
+    /// Why (PIPL purpose limitation); the steward reads it.
+    #[arg(long)]
+    purpose: String,
+    /// When the grant stops working (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+    #[arg(long)]
+    expires: String,
+    /// Deidentified: the extract's name (queried as extracts.<name>).
+    #[arg(long)]
+    extract: Option<String>,
+    /// Deidentified: the columns to release, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    columns: Vec<String>,
+    /// Deidentified: a k above the level's.
+    #[arg(long)]
+    k: Option<u64>,
+    /// Deidentified: an l above the default.
+    #[arg(long)]
+    l: Option<u64>,
+    /// Deidentified: the largest share of suppressed records.
+    #[arg(long)]
+    max_suppression: Option<f64>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Read the policy files again and put them in force.
+    Reload(Remote),
+}
+
+#[derive(Debug, Subcommand)]
 enum DatasetCommand {
     /// Register a dataset (or a new version): metadata JSON plus a data file to upload, or
     /// metadata with `source` naming a file under the server's import root.
@@ -397,6 +510,8 @@ async fn run(cli: Cli) -> CliResult {
         Command::User(cmd) => client::user(cmd).await,
         Command::Token(cmd) => client::token(cmd).await,
         Command::Dataset(cmd) => client::dataset(cmd).await,
+        Command::Access(cmd) => client::access(cmd).await,
+        Command::Policy(PolicyCommand::Reload(remote)) => client::policy_reload(remote).await,
         Command::Whoami(remote) => client::whoami(remote).await,
         Command::Query(args) => client::query(args).await,
         Command::Budget(remote) => client::budget(remote).await,

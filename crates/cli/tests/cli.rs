@@ -270,3 +270,84 @@ fn a_server_that_cannot_be_reached_is_named_with_the_cause() {
     let refused = run("http://127.0.0.1:9");
     assert!(refused.contains("cannot reach the server") && refused.contains("refused"), "{refused}");
 }
+
+/// Access requests from the command line, as an analyst and a steward use them: ask, list the
+/// pending ones, approve or reject with a reason, check what the policy now allows; and the
+/// policy reload as the admin.
+#[test]
+fn access_requests_are_asked_for_and_decided_from_the_command_line() {
+    let mut child = veil()
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--demo-people", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (mut url, mut tokens) = (String::new(), std::collections::HashMap::new());
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(rest) = line.strip_prefix("Veil demo is listening on ") {
+            url = rest.trim().to_owned();
+        }
+        if let Some(rest) = line.trim().strip_prefix("token ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(user), Some(token)) = (parts.next(), parts.next()) {
+                tokens.insert(user.to_owned(), token.to_owned());
+            }
+        }
+        if line.starts_with("The API is described at") {
+            break;
+        }
+    }
+    let run = |user: &str, args: &[&str]| -> (bool, serde_json::Value, String) {
+        let out = veil()
+            .args(args)
+            .env("VEIL_SERVER", &url)
+            .env("VEIL_TOKEN", &tokens[user])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.success(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let expires = expires.as_str();
+    let ask = |purpose: &str| {
+        let args = ["access", "request", "hotline.tickets", "--mode", "dp", "--purpose", purpose, "--expires", expires];
+        let (ok, asked, err) = run("civil-analyst", &args);
+        assert!(ok, "{err}");
+        assert_eq!(asked["state"], "pending", "{asked}");
+        asked["id"].as_str().unwrap().to_owned()
+    };
+    let approved = ask("独居老人来电分析");
+    let rejected = ask("看看");
+    let (ok, pending, err) = run("hotline-steward", &["access", "list", "--state", "pending"]);
+    assert!(ok, "{err}");
+    let ids: Vec<&str> = pending.as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    assert!(ids.contains(&approved.as_str()) && ids.contains(&rejected.as_str()), "{pending}");
+    // A reason is required to reject; the analyst cannot decide.
+    let (ok, _, err) = run("hotline-steward", &["access", "reject", &rejected]);
+    assert!(!ok && err.contains("--reason"), "{err}");
+    let (ok, _, err) = run("civil-analyst", &["access", "approve", &approved]);
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, decided, err) = run("hotline-steward", &["access", "approve", &approved]);
+    assert!(ok && decided["state"] == "approved", "{err}{decided}");
+    let (ok, decided, err) = run("hotline-steward", &["access", "reject", &rejected, "--reason", "目的不明确"]);
+    assert!(ok && decided["state"] == "rejected", "{err}{decided}");
+    let (ok, check, err) = run("civil-analyst", &["access", "check", "hotline.tickets"]);
+    assert!(ok, "{err}");
+    let dp = check["modes"].as_array().unwrap().iter().find(|m| m["mode"] == "dp").unwrap();
+    assert_eq!((&dp["allowed"], &dp["rule"]), (&serde_json::json!(true), &serde_json::json!("grant")), "{check}");
+    // Extract options without an extract are a mistake, said before anything is sent.
+    let (ok, _, err) = run(
+        "civil-analyst",
+        &["access", "request", "hotline.tickets", "--mode", "dp", "--purpose", "p", "--expires", expires, "--k", "9"],
+    );
+    assert!(!ok && err.contains("--extract"), "{err}");
+    let (ok, reloaded, err) = run("admin", &["policy", "reload"]);
+    assert!(ok && reloaded["lines"].as_u64().unwrap_or(0) > 0, "{err}{reloaded}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
