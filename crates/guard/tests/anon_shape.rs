@@ -486,3 +486,17 @@ async fn each_restricted_column_has_a_variant_without_its_conditions() {
     .await;
     assert!(keyed.is_empty(), "{keyed:?}");
 }
+
+/// A refusal quotes the analyst's expression as SQL, not as DataFusion names it internally
+/// (`Int64(500) * floor(...)`, with the casts type coercion added).
+#[tokio::test]
+async fn refusals_quote_the_condition_as_sql() {
+    let (ctx, guard) = session().await;
+    let state = ctx.state();
+    let sql = "SELECT count(*) FROM civil.people WHERE floor(subsidy / 500) * 500 <> 1000";
+    let plan = state.create_logical_plan(sql).await.unwrap();
+    let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+    let refusal = veil_guard::check(&analyzed, &guard).err().unwrap();
+    assert!(refusal.message.contains("`floor(subsidy / 500) * 500 <> 1000`"), "{}", refusal.message);
+    assert!(!refusal.message.contains("Int64(") && !refusal.message.contains("CAST"), "{}", refusal.message);
+}

@@ -115,7 +115,7 @@ pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
                 None,
                 format!(
                     "the group key `{}` is not a column or an allowed generalization (date_trunc or date_part to year, quarter, month, week or day; substr(column, 1, n))",
-                    key.schema_name()
+                    shown(key)
                 ),
             ));
         }
@@ -140,7 +140,7 @@ fn rows(plan: &LogicalPlan) -> Result<(), Violation> {
             if let Some(e) = p.expr.iter().find(|e| !is_key(e)) {
                 return Err(shape(format!(
                     "`{}` computes a new value from people's rows before the aggregate; aggregate bare columns",
-                    e.schema_name()
+                    shown(e)
                 )));
             }
         }
@@ -209,15 +209,15 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
                 let (key, op, value) = match (is_key(left), is_key(right)) {
                     (true, false) if is_constant(right) => (left, *op, right),
                     (false, true) if is_constant(left) => (right, flip(*op), left),
-                    _ => return Err(condition(format!("`{}` is not `key <op> constant`", c.schema_name()))),
+                    _ => return Err(condition(format!("`{}` is not `key <op> constant`", shown(c)))),
                 };
                 let Some(value) = constant(value) else {
                     return Err(condition(format!(
                         "`{}` compares with a value that is not a constant",
-                        c.schema_name()
+                        shown(c)
                     )));
                 };
-                let name = key.schema_name().to_string();
+                let name = shown(key);
                 let slot = match ranges.iter().position(|(k, _, _)| *k == name) {
                     Some(i) => i,
                     None => {
@@ -232,7 +232,7 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
                     _ => {
                         return Err(condition(format!(
                             "`{}`: conditions are `key = constant`, `key IN (constants)` or a range `key >= lo AND key < hi`; `<>`, `<=`, `>`, NOT and OR single people out by complement or by a step of one",
-                            c.schema_name()
+                            shown(c)
                         )));
                     }
                 }
@@ -240,7 +240,7 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
             other => {
                 return Err(condition(format!(
                     "`{}` is not one of the conditions aggregate mode admits on people's rows: `key = constant`, `key IN (constants)`, a boolean column, or a range `key >= lo AND key < hi` on the key's grid",
-                    other.schema_name()
+                    shown(other)
                 )));
             }
         }
@@ -267,6 +267,27 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+/// An expression of the analyst's query as SQL for a refusal (`floor(subsidy / 500) * 500`), not
+/// as DataFusion names it (`Int64(500) * floor(...)`); casts type coercion added are left out.
+fn shown(e: &Expr) -> String {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let bare = e
+        .clone()
+        .transform_up(|x| match x {
+            Expr::Cast(c) => Ok(Transformed::yes(*c.expr)),
+            Expr::TryCast(c) => Ok(Transformed::yes(*c.expr)),
+            Expr::Alias(a) => Ok(Transformed::yes(*a.expr)),
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name)))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+        .unwrap_or_else(|_| e.clone());
+    datafusion::sql::unparser::Unparser::default()
+        .with_pretty(true)
+        .expr_to_sql(&bare)
+        .map_or_else(|_| e.schema_name().to_string(), |sql| sql.to_string())
 }
 
 /// `a op b` as `b flip(op) a`.
