@@ -670,7 +670,8 @@ async fn one_set_of_rows_asked_through_any_generalization_gets_one_answer() {
 /// the target's contribution plus noise that averages away across A: a planted smoker was
 /// called a smoker in about 230 queries. A condition that removes almost nobody from a group
 /// is now left out of it (low-effect detection): both answers are A's, exactly, whoever is in
-/// A; a condition that removes many is kept.
+/// A; a condition that removes many is kept. A second red team got around the first version
+/// with an IN list (not checked then) and a group key on the range's column (exempt then).
 #[tokio::test]
 async fn a_range_that_excludes_one_person_changes_no_answer() {
     let w = world().await;
@@ -706,6 +707,60 @@ async fn a_range_that_excludes_one_person_changes_no_answer() {
         let (with, without) = (first(w.ok(&ask(1000)).await), first(w.ok(&ask(500)).await));
         assert_eq!(with, without, "{a}: the range that excludes the target moved the answer");
     }
+    // The red team's next two routes: an IN list that lists the target's band or not, and a
+    // group key on the range's own column (one group for everyone). Both the same answer too.
+    for a in ["district = '甲区'", "district IN ('甲区', '乙区')", "living_alone"] {
+        let listed = |bands: &str| {
+            format!(
+                "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.planted WHERE {a} AND floor(subsidy / 100) * 100 IN ({bands})"
+            )
+        };
+        let (with, without) =
+            (first(w.ok(&listed("100, 200, 300, 400, 900")).await), first(w.ok(&listed("100, 200, 300, 400")).await));
+        assert_eq!(with, without, "{a}: an IN list that lists the target's band or not");
+        let keyed = |hi: u32| {
+            format!(
+                "SELECT floor(subsidy / 1000) * 1000 AS b, count(*) AS n, sum(subsidy) AS s FROM civil.planted WHERE {a} AND subsidy >= 0 AND subsidy < {hi} GROUP BY 1"
+            )
+        };
+        let (with, without) = (w.ok(&keyed(1000)).await, w.ok(&keyed(500)).await);
+        assert_eq!(with["rows"], without["rows"], "{a}: a key on the range's column");
+    }
+    // With decoys the range removes three people, a noisy decision; a red team redrew it for
+    // every set A and averaged it into a count. It is now seeded by the people removed: the
+    // same for every A that holds them.
+    let mut decoyed = people.clone();
+    for (i, subsidy) in [800, 850].into_iter().enumerate() {
+        decoyed.push(veil_tests::world::Resident {
+            person_id: format!("11010119400615099{i}"),
+            name: format!("诱饵{i}"),
+            district: "甲区",
+            birth_date: "1941-03-02".into(),
+            subsidy,
+        });
+    }
+    let meta = veil_tests::world::residents_metadata("decoyed");
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, veil_tests::world::residents_csv(&decoyed)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut decisions = Vec::new();
+    for a in [
+        "district = '甲区'",
+        "district IN ('甲区', '乙区')",
+        "district IN ('甲区', '丙区')",
+        "district IN ('甲区', '乙区', '丙区')",
+        "district IN ('甲区', '乙区') AND substr(district, 1, 1) IN ('甲', '乙')",
+        "district IN ('甲区', '乙区', '丙区') AND substr(district, 1, 1) IN ('甲', '乙')",
+    ] {
+        let all = first(w.ok(&format!("SELECT count(*) AS n, sum(subsidy) AS s FROM civil.decoyed WHERE {a}")).await);
+        let below = first(
+            w.ok(&format!(
+                "SELECT count(*) AS n, sum(subsidy) AS s FROM civil.decoyed WHERE {a} AND subsidy >= 0 AND subsidy < 500"
+            ))
+            .await,
+        );
+        decisions.push(all == below);
+    }
+    assert!(decisions.iter().all(|d| *d == decisions[0]), "a decision per set of other people: {decisions:?}");
     // Grouped, the same: the target's group is answered without the range.
     let grouped = |hi: u32| {
         format!(

@@ -48,10 +48,11 @@ const LAYER_SD: f64 = 1.0;
 /// The fewest people a released group may hold, whatever k says.
 const MIN_PEOPLE: u64 = 2;
 
-/// A condition removes almost nobody from a group (low-effect detection) when it removes at
-/// most one person, or fewer than this margin plus a sticky normal draw (standard deviation 1,
-/// seeded by the group's people and the column).
-const LOW_EFFECT_MARGIN: f64 = 2.5;
+/// A column's conditions remove almost nobody from a group (low-effect detection) when they
+/// remove at most [`ALWAYS_LOW_EFFECT`] people, or at most this margin plus a sticky normal draw
+/// (standard deviation 1, seeded by the people removed and the column).
+const LOW_EFFECT_MARGIN: f64 = 3.5;
+const ALWAYS_LOW_EFFECT: u64 = 2;
 
 /// A released group needs its people to reach `max(k, MIN_PEOPLE)` plus this margin plus a
 /// sticky normal draw (standard deviation 1): near the threshold, release is a coin toss no
@@ -235,8 +236,13 @@ pub(crate) fn add_noise(
             let [column] = plan.variants[v].columns.as_slice() else { continue };
             let Some(&at) = rows.get(&keys) else { continue };
             let effect = sources[v + 1].people(at).saturating_sub(main.people(row));
-            let z = normal(&key, &[b"low effect", &main.seed(row), column.as_bytes()]);
-            if effect <= 1 || effect as f64 <= LOW_EFFECT_MARGIN + z {
+            // The decision's noise is seeded by the people the conditions remove (the XOR of
+            // the two seeds), not by the group's: a red team with decoys redrew it per people
+            // set and averaged the decision into a count of the removed.
+            let removed =
+                (u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[v + 1].seed(at))).to_le_bytes();
+            let z = normal(&key, &[b"low effect", &removed, column.as_bytes()]);
+            if effect <= ALWAYS_LOW_EFFECT || effect as f64 <= LOW_EFFECT_MARGIN + z {
                 low.push(column);
             }
         }

@@ -52,13 +52,12 @@ pub(super) fn bound(
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     let one_row = threshold.ctx().reach(&lowest_aggregate(&upper)?.input).one_row_per_person;
     let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row)?;
-    // Low-effect detection: per column a condition restricts (other than the group keys'
-    // columns, whose conditions meet the key in its label), the same answer without that
-    // column's conditions, for the query layer to answer a group with when they remove almost
-    // nobody from it.
-    let keyed: Vec<&str> = described.noise.keys.iter().map(super::KeyLabel::column).collect();
-    let columns: Vec<String> =
-        described.noise.ranges.iter().map(|(c, _)| c.clone()).filter(|c| !keyed.contains(&c.as_str())).collect();
+    // Low-effect detection: per column the WHERE clause restricts (ranges, equalities, IN
+    // lists, boolean columns; a group key's column too: a red team made the income range
+    // exempt by grouping on `floor(income / 100000)`, one group for everyone), the same answer
+    // without that column's conditions, for the query layer to answer a group with when they
+    // remove almost nobody from it.
+    let columns = restricted_columns(&lowest_aggregate(&upper)?.input);
     for column in &columns {
         let without = without_conditions_on(&upper, column)?;
         let (plan, measured) = bound_with(without, assessment, threshold, one_row)?;
@@ -93,23 +92,51 @@ fn without_conditions_on(upper: &LogicalPlan, column: &str) -> Result<LogicalPla
             if kept.len() == all.len() {
                 return Ok(Transformed::no(LogicalPlan::Filter(f)));
             }
-            let predicate = conjunction(kept).unwrap_or_else(|| lit(true));
-            Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(predicate, f.input)?)))
+            match conjunction(kept) {
+                Some(predicate) => Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(predicate, f.input)?))),
+                // Nothing left: the filter's rows are its input's.
+                None => Ok(Transformed::yes(std::sync::Arc::unwrap_or_clone(f.input))),
+            }
         }
         other => Ok(Transformed::no(other)),
     })?;
     Ok(stripped.data)
 }
 
-/// The column whose interval `condition` (a conjunct of a filter over `input`) narrows, if it
-/// narrows one.
+/// The column `condition` (a conjunct of a filter over `input`) restricts, if it restricts one
+/// column: to an interval, or to the constants of an IN list (a red team read a target's trait
+/// off `band IN (0, 10000, 30000)` minus `band IN (0, 10000)` when IN lists were not checked).
 fn condition_column(condition: &Expr, input: &LogicalPlan) -> Option<String> {
+    if let Expr::InList(list) = unalias(condition)
+        && !list.negated
+    {
+        let key = super::KeyLabel::new(&read_at_source(&list.expr, input), input);
+        return Some(key.column().to_owned());
+    }
     let mut one = Conditions::default();
     one.add(condition, input);
     match (one.ranges.as_slice(), one.fixed.is_empty() && one.listed.is_empty()) {
         ([(column, _)], true) => Some(column.clone()),
         _ => None,
     }
+}
+
+/// Every column the WHERE clauses of `input` restrict, each once, in the order first met.
+fn restricted_columns(input: &LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::utils::split_conjunction;
+    let mut columns: Vec<String> = Vec::new();
+    let _ = input.apply(|node| {
+        if let LogicalPlan::Filter(f) = node {
+            for column in split_conjunction(&f.predicate).into_iter().filter_map(|c| condition_column(c, &f.input)) {
+                if !columns.contains(&column) {
+                    columns.push(column);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    columns
 }
 
 /// [`bound`], told whether every person is one row of the aggregate's input (one dataset about

@@ -184,8 +184,8 @@ fn rows(plan: &LogicalPlan) -> Result<(), Violation> {
 /// padding a differencing attack draws fresh sets from.
 pub const MAX_LISTED: usize = 16;
 
-/// The most keys a WHERE clause may compare with constants (`=`, a range): the answer is
-/// measured once more without each column's conditions, for low-effect detection.
+/// The most keys a WHERE clause may compare with constants (`=`, a range, an IN list): the
+/// answer is measured once more without each column's conditions, for low-effect detection.
 pub(crate) const MAX_COMPARED: usize = 6;
 
 /// Checks a WHERE clause: ANDed conditions of the admitted forms, every range closed on the
@@ -198,6 +198,10 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
             e if is_column(e) => {}
             Expr::Not(inner) if is_column(inner) => {}
             Expr::InList(InList { expr, list, negated: false }) if is_key(expr) && list.iter().all(is_constant) => {
+                let name = shown(expr);
+                if !ranges.iter().any(|(k, _, _)| *k == name) {
+                    ranges.push((name, None, None));
+                }
                 listed += list.len();
                 if listed > MAX_LISTED {
                     return Err(condition(format!(
@@ -212,10 +216,7 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
                     _ => return Err(condition(format!("`{}` is not `key <op> constant`", shown(c)))),
                 };
                 let Some(value) = constant(value) else {
-                    return Err(condition(format!(
-                        "`{}` compares with a value that is not a constant",
-                        shown(c)
-                    )));
+                    return Err(condition(format!("`{}` compares with a value that is not a constant", shown(c))));
                 };
                 let name = shown(key);
                 let slot = match ranges.iter().position(|(k, _, _)| *k == name) {
@@ -247,7 +248,7 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
     }
     if ranges.len() > MAX_COMPARED {
         return Err(condition(format!(
-            "conditions compare at most {MAX_COMPARED} keys with constants: each one's effect on every group is measured apart"
+            "conditions compare at most {MAX_COMPARED} keys with constants (=, ranges, IN lists): each one's effect on every group is measured apart"
         )));
     }
     for (key, lo, hi) in ranges {
