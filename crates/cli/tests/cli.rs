@@ -22,6 +22,35 @@ fn initialised() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) 
     (tmp, data, token)
 }
 
+/// `veil serve --demo` on a free port (3,000 residents), read up to its banner: the process, its
+/// URL and each demo user's token.
+fn demo() -> (std::process::Child, String, std::collections::HashMap<String, String>) {
+    let mut child = veil()
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--demo-people", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (mut url, mut tokens) = (String::new(), std::collections::HashMap::new());
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(rest) = line.strip_prefix("Veil demo is listening on ") {
+            url = rest.trim().to_owned();
+        }
+        if let Some(rest) = line.trim().strip_prefix("token ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(user), Some(token)) = (parts.next(), parts.next()) {
+                tokens.insert(user.to_owned(), token.to_owned());
+            }
+        }
+        if line.starts_with("The API is described at") {
+            break;
+        }
+    }
+    (child, url, tokens)
+}
+
 #[test]
 fn init_writes_an_owner_only_token_and_refuses_to_run_twice() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -77,27 +106,8 @@ fn serve_refuses_a_directory_that_was_never_initialised() {
 
 #[tokio::test]
 async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
-    let mut child = veil()
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--demo-people", "3000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut url = String::new();
-    let mut analyst = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("line");
-        if let Some(rest) = line.strip_prefix("Veil demo is listening on ") {
-            url = rest.trim().to_owned();
-        }
-        if let Some(rest) = line.trim().strip_prefix("token health-analyst") {
-            analyst = rest.trim().to_owned();
-        }
-        if line.starts_with("The API is described at") {
-            break;
-        }
-    }
+    let (mut child, url, tokens) = demo();
+    let analyst = tokens.get("health-analyst").cloned().unwrap_or_default();
     assert!(url.starts_with("http://127.0.0.1:"), "no URL printed");
     assert!(analyst.starts_with("veil_"), "no analyst token printed");
     let client = reqwest::Client::new();
@@ -276,29 +286,7 @@ fn a_server_that_cannot_be_reached_is_named_with_the_cause() {
 /// policy reload as the admin.
 #[test]
 fn access_requests_are_asked_for_and_decided_from_the_command_line() {
-    let mut child = veil()
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--demo-people", "3000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let (mut url, mut tokens) = (String::new(), std::collections::HashMap::new());
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("line");
-        if let Some(rest) = line.strip_prefix("Veil demo is listening on ") {
-            url = rest.trim().to_owned();
-        }
-        if let Some(rest) = line.trim().strip_prefix("token ") {
-            let mut parts = rest.split_whitespace();
-            if let (Some(user), Some(token)) = (parts.next(), parts.next()) {
-                tokens.insert(user.to_owned(), token.to_owned());
-            }
-        }
-        if line.starts_with("The API is described at") {
-            break;
-        }
-    }
+    let (mut child, url, tokens) = demo();
     let run = |user: &str, args: &[&str]| -> (bool, serde_json::Value, String) {
         let out = veil()
             .args(args)
