@@ -145,9 +145,9 @@ enum How {
     Year,
 }
 
-/// A unit dates are truncated to.
+/// A unit dates are truncated to, or a part taken of: the units aggregate mode admits.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Unit {
+pub(crate) enum Unit {
     Year,
     Quarter,
     Month,
@@ -286,13 +286,7 @@ fn unit_text(v: &ScalarValue) -> Option<String> {
 }
 
 fn number(v: &ScalarValue) -> Option<f64> {
-    if !v.data_type().is_numeric() {
-        return None;
-    }
-    match v.cast_to(&DataType::Float64).ok()? {
-        ScalarValue::Float64(Some(x)) if x.is_finite() => Some(x),
-        _ => None,
-    }
+    crate::rules::anon_shape::number(v).filter(|x| x.is_finite())
 }
 
 /// The type of column `c` where a scan of `plan` reads it.
@@ -312,7 +306,7 @@ fn scan_type(plan: &LogicalPlan, c: &Column) -> Option<DataType> {
 }
 
 /// The day a date or timestamp value falls on, when it falls at midnight.
-fn midnight(value: &ScalarValue) -> Option<NaiveDate> {
+pub(crate) fn midnight(value: &ScalarValue) -> Option<NaiveDate> {
     let ScalarValue::TimestampSecond(Some(seconds), None) =
         value.cast_to(&DataType::Timestamp(TimeUnit::Second, None)).ok()?
     else {
@@ -329,7 +323,8 @@ fn epoch() -> NaiveDate {
 }
 
 impl Unit {
-    fn of(v: &ScalarValue) -> Option<Self> {
+    /// The unit a constant names, in any case.
+    pub(crate) fn of(v: &ScalarValue) -> Option<Self> {
         Some(match unit_text(v)?.as_str() {
             "year" => Self::Year,
             "quarter" => Self::Quarter,

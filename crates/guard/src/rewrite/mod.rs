@@ -24,6 +24,7 @@ pub use anonymize::{ANON_OUTLIERS, ANON_SEED};
 pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan, Variant};
 pub use enforce_min_group_size::UNIT_PREFIX;
 pub use labels::{KeyLabel, NoiseLabels, Span};
+pub(crate) use labels::{Unit as DateUnit, midnight};
 
 /// The rewritten plan and what the query layer needs to finish the answer.
 #[derive(Debug, Clone)]

@@ -321,9 +321,6 @@ pub(crate) fn constant(e: &Expr) -> Option<ScalarValue> {
     }
 }
 
-/// Units a date generalization may go to.
-const DATE_UNITS: [&str; 5] = ["year", "quarter", "month", "week", "day"];
-
 /// Whether `e` is a column or one allowed generalization of a column: a date truncated or a
 /// date part, a text prefix, or a number floored to a grid of 1, 2 or 5 times a power of ten
 /// (`floor(x / w)` or `floor(x / w) * w`, where x may be a date part).
@@ -336,11 +333,8 @@ fn is_key(e: &Expr) -> bool {
         Expr::ScalarFunction(_) if floored(e).is_some() => true,
         Expr::ScalarFunction(ScalarFunction { func, args }) => match (func.name(), args.as_slice()) {
             ("date_trunc" | "date_part", [unit, column]) => {
-                is_column(column)
-                    && constant(unit).is_some_and(|u| {
-                        let u = u.to_string().to_lowercase();
-                        DATE_UNITS.contains(&u.trim_matches('\''))
-                    })
+                // The units a date generalization may go to: year, quarter, month, week, day.
+                is_column(column) && constant(unit).is_some_and(|u| crate::rewrite::DateUnit::of(&u).is_some())
             }
             ("substr", [column, start, length]) => {
                 is_column(column) && constant(start).is_some_and(|s| s.to_string() == "1") && constant(length).is_some()
@@ -404,7 +398,8 @@ fn on_step(width: f64) -> bool {
     [1.0, 2.0, 5.0, 10.0].iter().any(|m| near(mantissa, *m))
 }
 
-fn number(v: &ScalarValue) -> Option<f64> {
+/// A numeric constant's value as a float.
+pub(crate) fn number(v: &ScalarValue) -> Option<f64> {
     if !v.data_type().is_numeric() {
         return None;
     }
@@ -417,30 +412,9 @@ fn number(v: &ScalarValue) -> Option<f64> {
 /// Months since January 1970 of a date or timestamp that falls at midnight on the first of a
 /// month; `None` for anything else.
 fn month_start(v: &ScalarValue) -> Option<i64> {
-    use datafusion::arrow::datatypes::{DataType, TimeUnit};
-    let v = v.cast_to(&DataType::Timestamp(TimeUnit::Second, None)).ok()?;
-    let ScalarValue::TimestampSecond(Some(seconds), None) = v else { return None };
-    if seconds.rem_euclid(86_400) != 0 {
-        return None;
-    }
-    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-    (day == 1).then_some(year * 12 + month - 1 - 1970 * 12)
-}
-
-/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01: Howard
-/// Hinnant's `civil_from_days`, written out because the guard needs nothing else of a
-/// calendar library and arrow exposes none on its public API.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    use chrono::Datelike;
+    let day = crate::rewrite::midnight(v)?;
+    (day.day() == 1).then(|| i64::from(day.year() - 1970) * 12 + i64::from(day.month0()))
 }
 
 /// Classifies one aggregate of an anonymized answer, or refuses it.
@@ -534,13 +508,18 @@ pub(crate) fn aggregate(
 
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use datafusion::common::ScalarValue;
+
+    use super::month_start;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    fn months_start_on_their_first_day_at_midnight() {
+        let date = |d: &str| ScalarValue::from(d).cast_to(&datafusion::arrow::datatypes::DataType::Date32).unwrap();
+        assert_eq!(month_start(&date("1970-01-01")), Some(0));
+        assert_eq!(month_start(&date("2024-01-01")), Some(54 * 12));
+        assert_eq!(month_start(&date("2024-02-29")), None);
+        assert_eq!(month_start(&date("1969-12-01")), Some(-1));
+        let noon = ScalarValue::TimestampSecond(Some(19_723 * 86_400 + 43_200), None);
+        assert_eq!(month_start(&noon), None);
     }
 }
