@@ -248,15 +248,8 @@ impl Broker {
                 ),
             ));
         };
-        if asked.state != veil_catalog::RequestState::Pending {
-            return Err(veil_catalog::Error::AccessRequestState {
-                id: asked.id,
-                state: asked.state.as_str(),
-                action: "revising",
-                needed: veil_catalog::RequestState::Pending.as_str(),
-            }
-            .into());
-        }
+        // Before the build, which is the costly part; the catalogue checks again as it commits.
+        asked.require(veil_catalog::RequestState::Pending, "revising")?;
         let dataset = asked.dataset.clone();
         let (info, path) = self.blocking(move |c| Ok((c.dataset(&dataset)?, c.current_file(&dataset)?))).await?;
         let mut request = request_from_spec(&extract.spec, &asked)?;

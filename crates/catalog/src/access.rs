@@ -92,10 +92,10 @@ pub struct RequestFilter {
 
 const MAX_PURPOSE: usize = 2000;
 const MAX_GRANT_SECONDS: i64 = 366 * 24 * 3600;
-pub(crate) const COLUMNS: &str = "id, user_id, department, dataset_department, dataset_name, mode, purpose, expires_at, state, \
+const COLUMNS: &str = "id, user_id, department, dataset_department, dataset_name, mode, purpose, expires_at, state, \
                        created_at, decided_by, decided_at, reason";
 
-pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
+fn from_row(r: &Row<'_>) -> rusqlite::Result<AccessRequest> {
     let conv =
         |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
     Ok(AccessRequest {
@@ -202,7 +202,30 @@ pub(crate) fn insert_request(conn: &rusqlite::Connection, id: &str, new: &NewReq
             now()
         ],
     )?;
+    read_request(conn, id)
+}
+
+/// Request `id` as `conn` sees it (inside its transaction, when it is one).
+pub(crate) fn read_request(conn: &rusqlite::Connection, id: &str) -> Result<AccessRequest> {
     Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM access_requests WHERE id = ?1"), [id], from_row)?)
+}
+
+impl AccessRequest {
+    /// Checks that the request is in state `needed` for `action` (`approving`, `revising`, …).
+    ///
+    /// # Errors
+    /// [`Error::AccessRequestState`] naming both states.
+    pub fn require(&self, needed: RequestState, action: &'static str) -> Result<()> {
+        if self.state == needed {
+            return Ok(());
+        }
+        Err(Error::AccessRequestState {
+            id: self.id.clone(),
+            state: self.state.as_str(),
+            action,
+            needed: needed.as_str(),
+        })
+    }
 }
 
 impl Catalog {
@@ -293,15 +316,7 @@ impl Catalog {
         if reason.is_some_and(str::is_empty) {
             return Err(Error::invalid("reason_required", "a reason is required, for the analyst and the audit trail"));
         }
-        let current = self.access_request(id)?;
-        if current.state != needed {
-            return Err(Error::AccessRequestState {
-                id: current.id,
-                state: current.state.as_str(),
-                action,
-                needed: needed.as_str(),
-            });
-        }
+        self.access_request(id)?.require(needed, action)?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let changed = tx.execute(

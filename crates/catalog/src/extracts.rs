@@ -182,19 +182,8 @@ impl Catalog {
             sync_dir(&dir)?;
             let mut conn = self.conn();
             let tx = conn.transaction()?;
-            let request = tx.query_row(
-                &format!("SELECT {} FROM access_requests WHERE id = ?1", access::COLUMNS),
-                [request_id],
-                access::from_row,
-            )?;
-            if request.state != access::RequestState::Pending {
-                return Err(Error::AccessRequestState {
-                    id: request.id,
-                    state: request.state.as_str(),
-                    action: "revising",
-                    needed: access::RequestState::Pending.as_str(),
-                });
-            }
+            let request = access::read_request(&tx, request_id)?;
+            request.require(access::RequestState::Pending, "revising")?;
             tx.execute(
                 "UPDATE extracts SET spec = ?2, source_version = ?3, file = ?4, rows = ?5, report = ?6, created_at = ?7
                   WHERE request_id = ?1",

@@ -115,14 +115,7 @@ pub(crate) async fn access(cmd: AccessCommand) -> CliResult {
                                   "expires_at": args.expires});
             if let Some(name) = args.extract {
                 let mut extract = json!({"name": name, "columns": args.columns});
-                for (field, value) in [("k", args.k.map(|k| json!(k))), ("l", args.l.map(|l| json!(l)))] {
-                    if let Some(value) = value {
-                        extract[field] = value;
-                    }
-                }
-                if let Some(share) = args.max_suppression {
-                    extract["max_suppression"] = json!(share);
-                }
+                strictness(&mut extract, args.k, args.l, args.max_suppression);
                 body["extract"] = extract;
             } else if !args.columns.is_empty() || args.k.is_some() || args.l.is_some() || args.max_suppression.is_some()
             {
@@ -142,15 +135,7 @@ pub(crate) async fn access(cmd: AccessCommand) -> CliResult {
         AccessCommand::Revoke { id, reason, remote } => decide(&remote, &id, "revoke", json!({"reason": reason}))?,
         AccessCommand::Revise { id, k, l, max_suppression, reason, remote } => {
             let mut body = json!({"reason": reason});
-            if let Some(k) = k {
-                body["k"] = json!(k);
-            }
-            if let Some(l) = l {
-                body["l"] = json!(l);
-            }
-            if let Some(share) = max_suppression {
-                body["max_suppression"] = json!(share);
-            }
+            strictness(&mut body, k, l, max_suppression);
             decide(&remote, &id, "revise", body)?
         }
         AccessCommand::Check { dataset, remote } => {
@@ -158,6 +143,17 @@ pub(crate) async fn access(cmd: AccessCommand) -> CliResult {
         }
     };
     print(&send(request).await?)
+}
+
+/// An extract's `k`, `l` and `max_suppression`, where given, into `body`.
+fn strictness(body: &mut Value, k: Option<u64>, l: Option<u64>, max_suppression: Option<f64>) {
+    for (field, value) in
+        [("k", k.map(|k| json!(k))), ("l", l.map(|l| json!(l))), ("max_suppression", max_suppression.map(|m| json!(m)))]
+    {
+        if let Some(value) = value {
+            body[field] = value;
+        }
+    }
 }
 
 pub(crate) async fn policy_reload(remote: Remote) -> CliResult {

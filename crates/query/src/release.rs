@@ -87,30 +87,29 @@ impl QueryEngine {
             return Err(internal("anonymizing a query that is not an anonymized one"));
         };
         // The answer's measurements, then each variant's without one column's conditions (for
-        // low-effect detection), all within one deadline.
+        // low-effect detection), all within one deadline; each with its batches' schema (the
+        // plan's when it gave none).
         let measure = async {
             let mut all = Vec::with_capacity(1 + plan.variants.len());
-            let batches = self.collect(&state, &optimized, false, None).await?;
-            all.push((batches, Arc::clone(optimized.schema().inner())));
+            let mut plans = vec![optimized.clone()];
             for variant in &plan.variants {
                 // The optimizer alone: `SessionState::optimize` would run the analyzer, and so
                 // the guard, again.
-                let optimized =
-                    state.optimizer().optimize(variant.plan.clone(), &state, |_, _| {}).map_err(internal)?;
-                let batches = self.collect(&state, &optimized, false, None).await?;
-                all.push((batches, Arc::clone(optimized.schema().inner())));
+                plans.push(state.optimizer().optimize(variant.plan.clone(), &state, |_, _| {}).map_err(internal)?);
+            }
+            for plan in &plans {
+                let batches = self.collect(&state, plan, false, None).await?;
+                let schema = batches.first().map_or_else(|| Arc::clone(plan.schema().inner()), RecordBatch::schema);
+                all.push((batches, schema));
             }
             Ok(all)
         };
-        let mut measured = self.within_deadline(measure).await?.into_iter();
-        let Some((batches, schema)) = measured.next() else { return Err(internal("no measurements")) };
-        let schema = batches.first().map(RecordBatch::schema).unwrap_or(schema);
-        let variants: Vec<_> = measured
-            .map(|(batches, schema)| {
-                let schema = batches.first().map(RecordBatch::schema).unwrap_or(schema);
-                (batches, schema)
-            })
-            .collect();
+        let mut measured = self.within_deadline(measure).await?;
+        if measured.is_empty() {
+            return Err(internal("no measurements"));
+        }
+        let variants = measured.split_off(1);
+        let (batches, schema) = measured.swap_remove(0);
         let noisy = anon::add_noise(&batches, &schema, plan, &variants, request.k, &request.noise_key)?;
         // The noise of each output column that copies an aggregate, when the answer's rows are
         // the released groups (projected, sorted, filtered or limited); a rework that mixes
