@@ -1049,3 +1049,82 @@ async fn a_repeated_group_key_is_answered_not_a_crash() {
     assert_eq!(status, StatusCode::OK, "aggregate: {body}");
     assert!(!body["rows"].as_array().unwrap().is_empty(), "{body}");
 }
+
+/// The median and the interquartile range of `times`, in seconds.
+fn median_and_spread(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.75) - at(0.25))
+}
+
+/// Leak: the time of an answer said whether a person exists. A five-way self-join that only
+/// grew when the person had rows took 1.9 s against 0.16 s; text grown or patterns matched
+/// only on their row made the query measurably slower, one bit per few queries. With rows
+/// capped per person before joins, text bounded and patterns matched without a regex, what
+/// one person's rows add is bounded work: over several runs, interleaved, the median time of
+/// each construction with and without the planted person differs by less than the run-to-run
+/// spread (the larger interquartile range, at least 2 ms, the resolution of a round trip on a
+/// shared test machine), and both are answered alike.
+#[tokio::test]
+async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
+    let w = world().await;
+    let target = &w.residents[3];
+    // Events: the target has 40 rows in one table and none in the other; everyone else alike.
+    for (name, with_target) in [("events", true), ("events_without", false)] {
+        let mut csv = String::from("person_id,kind\n");
+        for (i, r) in w.residents.iter().enumerate() {
+            let rows = if i == 3 { if with_target { 40 } else { 0 } } else { 1 + i % 2 };
+            for _ in 0..rows {
+                csv.push_str(&format!("{},visit\n", r.person_id));
+            }
+        }
+        register(&w, &events_metadata(name), csv.into_bytes()).await;
+    }
+    let five_way = |table: &str| {
+        let mut sql = format!("SELECT count(*) AS n FROM civil.{table} t0");
+        for i in 1..5 {
+            sql.push_str(&format!(" JOIN civil.{table} t{i} ON t0.person_id = t{i}.person_id"));
+        }
+        sql
+    };
+    // Work gated on the person's traits: text at its growth bound, matched against many
+    // patterns, only on their row.
+    let exists = format!("birth_date = DATE '{}' AND district = '{}'", target.birth_date, target.district);
+    let absent = format!("birth_date = DATE '1999-09-09' AND district = '{}'", target.district);
+    let gated = |cond: &str| {
+        let long = "abcdefghij".repeat(6);
+        let value = format!("CASE WHEN {cond} THEN concat(district, '{long}', district) ELSE '' END");
+        let patterns: Vec<String> = (0..40).map(|i| format!("{value} ILIKE '%{i}x{i}%'")).collect();
+        format!("SELECT count(*) AS n FROM civil.residents WHERE NOT ({})", patterns.join(" OR "))
+    };
+    let constructions = [
+        ("five-way self-join", five_way("events"), five_way("events_without")),
+        ("patterns on the person's row", gated(&exists), gated(&absent)),
+    ];
+    for (name, with, without) in constructions {
+        let mut times = [Vec::new(), Vec::new()];
+        for round in 0..13 {
+            for (side, sql) in [&with, &without].into_iter().enumerate() {
+                // A new text each round, so that no answer is the recorded one of an identical query.
+                let sql = sql.replacen("count(*) AS n", &format!("count(*) + {round} AS n"), 1);
+                let started = std::time::Instant::now();
+                let (status, body) = dp(&w, &w.civil_analyst, &sql, 0.001).await;
+                let took = started.elapsed().as_secs_f64();
+                assert_eq!(status, StatusCode::OK, "{name}: {body}");
+                if round > 0 {
+                    times[side].push(took);
+                }
+            }
+        }
+        let [with, without] = times;
+        let ((with, with_spread), (without, without_spread)) = (median_and_spread(with), median_and_spread(without));
+        let spread = with_spread.max(without_spread).max(0.002);
+        assert!(
+            (with - without).abs() < spread,
+            "{name}: median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms",
+            with * 1e3,
+            without * 1e3,
+            spread * 1e3
+        );
+    }
+}

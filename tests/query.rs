@@ -298,7 +298,12 @@ async fn exceeding_memory_deadline_or_answer_size_is_a_clear_error() {
     w.refused(heavy, StatusCode::GATEWAY_TIMEOUT, "query_timeout").await;
 
     w.s.restart_in_place(veil_query::Limits { memory_bytes: 1024, spill_bytes: 0, ..standard.clone() }).await;
-    w.refused(grouped, StatusCode::UNPROCESSABLE_ENTITY, "query_memory_exceeded").await;
+    w.refused(heavy, StatusCode::UNPROCESSABLE_ENTITY, "query_memory_exceeded").await;
+    // Over people, running out of memory can depend on one person's rows: it is told as any
+    // failure while running, and only the audit record says which it was.
+    w.refused(grouped, StatusCode::UNPROCESSABLE_ENTITY, "query_failed").await;
+    let failed = w.s.audit_records().into_iter().rev().find(|r| r.entry.decision == "failed").unwrap();
+    assert!(failed.entry.detail.as_deref().unwrap_or("").contains("(memory limit)"), "{failed:?}");
 
     // The server is healthy afterwards and answers within normal limits again.
     let (status, _) = w.s.send(w.s.request(Method::GET, "/healthz", None)).await;

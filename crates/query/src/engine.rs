@@ -271,6 +271,11 @@ impl QueryEngine {
     /// # Errors
     /// See [`Error`]: a failure while running is generic.
     pub async fn execute(&self, prepared: Prepared) -> Result<Answer> {
+        let personal = prepared.request.over_personal_data();
+        self.execute_prepared(prepared).await.map_err(|e| e.told(personal))
+    }
+
+    async fn execute_prepared(&self, prepared: Prepared) -> Result<Answer> {
         if prepared.outcome.rewritten.anonymized.is_some() && !prepared.request.dry_run {
             return self.anonymized(prepared).await;
         }

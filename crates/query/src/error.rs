@@ -47,11 +47,13 @@ pub enum Error {
         seconds: u64,
     },
     /// The query failed while running. Deliberately without detail: which row failed, and
-    /// why, could depend on data.
-    #[error("the query failed while running; no detail is given because it could reveal data")]
+    /// why, or that it ran out of memory or time, could depend on data.
+    #[error(
+        "the query failed while running (an expression failed, or it ran out of memory or time); no detail is given because it could reveal data: narrow it, aggregate more or read fewer columns"
+    )]
     Failed {
-        /// The kind of failure (`arrow`, `execution`, …), for the audit record only: never a
-        /// message, which could quote a value.
+        /// The kind of failure (`arrow error`, `memory limit`, …), for the audit record only:
+        /// never a message, which could quote a value.
         kind: &'static str,
     },
     /// A query over a table without personal data (the audit log, for auditors) failed while
@@ -97,8 +99,20 @@ impl Error {
     /// response does not show.
     pub fn audit_detail(&self) -> Option<String> {
         match self {
-            Error::Failed { kind } => Some(format!("failed while running ({kind} error)")),
+            Error::Failed { kind } => Some(format!("failed while running ({kind})")),
             _ => None,
+        }
+    }
+
+    /// The error as told to the caller. Over personal data, running out of memory or past the
+    /// deadline is one more failure while running, since whether a query does can depend on
+    /// one person's rows (a self-join that only grows when they exist); the audit record keeps
+    /// which it was.
+    pub(crate) fn told(self, over_personal_data: bool) -> Self {
+        match self {
+            Error::MemoryExceeded { .. } if over_personal_data => Error::Failed { kind: "memory limit" },
+            Error::Timeout { .. } if over_personal_data => Error::Failed { kind: "deadline" },
+            other => other,
         }
     }
 
@@ -161,11 +175,11 @@ pub(crate) fn is_resource_limit(e: &DataFusionError) -> bool {
 
 pub(crate) fn error_kind(e: &DataFusionError) -> &'static str {
     match e.find_root() {
-        DataFusionError::ArrowError(..) => "arrow",
-        DataFusionError::Execution(_) => "execution",
-        DataFusionError::IoError(_) => "io",
-        DataFusionError::External(_) => "external",
-        _ => "other",
+        DataFusionError::ArrowError(..) => "arrow error",
+        DataFusionError::Execution(_) => "execution error",
+        DataFusionError::IoError(_) => "io error",
+        DataFusionError::External(_) => "external error",
+        _ => "other error",
     }
 }
 

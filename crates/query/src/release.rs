@@ -159,7 +159,10 @@ impl QueryEngine {
         let (Some(dp), Some(params)) = (&outcome.rewritten.dp, request.dp) else {
             return Err(internal("measuring a query that is not a dp one"));
         };
-        let batches = self.within_deadline(self.collect(state, optimized, false, Some(physical))).await?;
+        let batches = self
+            .within_deadline(self.collect(state, optimized, false, Some(physical)))
+            .await
+            .map_err(|e| e.told(request.over_personal_data()))?;
         let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
         dp::add_noise(&batches, &schema, dp, params, request.k)
     }

@@ -85,6 +85,14 @@ impl QueryRequest {
     pub(crate) fn input_rows(&self) -> u64 {
         self.datasets.iter().map(|d| d.rows).sum()
     }
+
+    /// Whether the query reads data about people other than through exact aggregates for the
+    /// department that holds it: its failures are then told as [`Error::told`] says.
+    ///
+    /// [`Error::told`]: crate::Error::told
+    pub(crate) fn over_personal_data(&self) -> bool {
+        !self.exact_aggregates && self.datasets.iter().any(|d| d.info.privacy_unit.is_some())
+    }
 }
 
 /// The answer, or the decision of a dry run.
