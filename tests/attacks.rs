@@ -816,3 +816,52 @@ async fn an_average_beside_a_rounded_sum_tells_no_more_of_it() {
         assert!((count - count.round()).abs() < 1e-6, "{row:?}: s / a = {count}");
     }
 }
+
+/// Leak: the row limit bounded the groups measured before the noisy threshold, so whether an
+/// answer was `result_too_large` told exactly whether a filter left more groups than the limit
+/// (in aggregate mode, the low-effect variants' groups too). In dp mode, with the limit at one,
+/// two of 丙区's people by subsidy were 413 though the analyst asked for one row, and with a
+/// range that leaves out the latest-born of them 200: tuned to the limit, a range says whether
+/// one person is alone in their group, and so bisects their value, on any dataset with more
+/// groups than the limit. The limit now bounds answers, after the threshold; measurements are
+/// bounded by the query's memory.
+#[tokio::test]
+async fn the_row_limit_does_not_count_groups_before_the_threshold() {
+    let mut w = world().await;
+    w.s.restart_in_place(veil_query::Limits { max_result_rows: 1, ..veil_query::Limits::standard() }).await;
+    // 丙区's latest-born was born in August 1960, the others by July.
+    let youngest = w.residents.iter().filter(|r| r.district == "丙区").map(|r| r.birth_date.as_str()).max().unwrap();
+    assert!(youngest.starts_with("1960-08"), "{youngest}");
+    let by_subsidy = |until: &str| {
+        format!(
+            "SELECT floor(subsidy / 50) * 50 AS band, count(*) AS n FROM civil.residents \
+             WHERE district = '丙区' AND birth_date >= DATE '1960-07-01' AND birth_date < DATE '{until}' \
+             GROUP BY 1 ORDER BY 1 LIMIT 1"
+        )
+    };
+    for mode in ["aggregate", "dp"] {
+        let ask = |sql: String| {
+            let body = match mode {
+                "dp" => serde_json::json!({"sql": sql, "mode": mode, "epsilon": 0.01}),
+                _ => serde_json::json!({"sql": sql, "mode": mode}),
+            };
+            let w = &w;
+            async move { w.s.post("/v1/query", &w.civil_analyst, body).await }
+        };
+        // July to September: two people; July alone: one, without the latest-born.
+        let (everyone, everyone_body) = ask(by_subsidy("1960-10-01")).await;
+        let (without, without_body) = ask(by_subsidy("1960-08-01")).await;
+        assert_eq!(
+            (everyone, without),
+            (StatusCode::OK, StatusCode::OK),
+            "{mode}: the status says whether one person is in the groups: {everyone_body} / {without_body}"
+        );
+        for body in [&everyone_body, &without_body] {
+            assert!(body["rows"].as_array().unwrap().len() <= 1, "{mode}: {body}");
+        }
+    }
+    // An answer is still bounded by the limit: seven released bands are too many, one is not.
+    let bands = "SELECT floor(subsidy / 50) * 50 AS band, count(*) AS n FROM civil.residents GROUP BY 1";
+    w.refused(bands, StatusCode::PAYLOAD_TOO_LARGE, "result_too_large").await;
+    w.ok(&format!("{bands} ORDER BY 1 LIMIT 1")).await;
+}

@@ -16,7 +16,7 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
@@ -379,7 +379,7 @@ impl QueryEngine {
         if dry_run {
             return Ok(answer);
         }
-        answer.batches = self.within_deadline(self.collect(state, optimized, explain, None)).await?;
+        answer.batches = self.within_deadline(self.collect(state, optimized, explain, None, Rows::Answer)).await?;
         answer.schema =
             answer.batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
         answer.executed = true;
@@ -448,7 +448,7 @@ impl QueryEngine {
             let plan = LogicalPlanBuilder::scan("t", provider_as_source(Arc::clone(&table)), None)
                 .and_then(|b| b.build())
                 .map_err(internal)?;
-            let batches = self.collect(state, &plan, false, None).await?;
+            let batches = self.collect(state, &plan, false, None, Rows::Table).await?;
             let bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
             let memory: Arc<dyn TableProvider> =
                 Arc::new(MemTable::try_new(table.schema(), vec![batches]).map_err(internal)?);
@@ -468,8 +468,8 @@ impl QueryEngine {
         Ok(plan)
     }
 
-    /// Runs a plan under the row limit. With `explain`, a failure says why (only for tables
-    /// without personal data).
+    /// Runs a plan, its rows bounded as `rows` says. With `explain`, a failure says why (only
+    /// for tables without personal data).
     ///
     /// DataFusion's hash join holds its whole build side in memory and cannot spill. When a
     /// plan with one runs out of memory, it runs once more with sort-merge joins, whose sorts
@@ -485,6 +485,7 @@ impl QueryEngine {
         plan: &LogicalPlan,
         explain: bool,
         kept: Option<&OnceLock<Arc<dyn ExecutionPlan>>>,
+        rows: Rows,
     ) -> Result<Vec<RecordBatch>> {
         let physical = match kept.and_then(OnceLock::get) {
             Some(physical) => reset_plan_states(Arc::clone(physical)).map_err(internal)?,
@@ -498,13 +499,13 @@ impl QueryEngine {
                 physical
             }
         };
-        match self.collect_physical(state, Arc::clone(&physical)).await {
+        match self.collect_physical(state, Arc::clone(&physical), rows).await {
             Err(Stop::Failed(e)) if is_resource_limit(&e) && has_hash_join(&physical) => {
                 tracing::debug!("a hash join ran out of memory; running again with sort-merge joins");
                 let mut state = state.clone();
                 state.config_mut().options_mut().optimizer.prefer_hash_join = false;
                 let physical = state.query_planner().create_physical_plan(plan, &state).await.map_err(planning)?;
-                self.collect_physical(&state, physical).await
+                self.collect_physical(&state, physical, rows).await
             }
             other => other,
         }
@@ -515,23 +516,28 @@ impl QueryEngine {
         })
     }
 
-    /// One run of a physical plan, every operator yielding, under the row limit.
+    /// One run of a physical plan, every operator yielding, its rows bounded as `rows` says.
     async fn collect_physical(
         &self,
         state: &SessionState,
         physical: Arc<dyn ExecutionPlan>,
+        rows: Rows,
     ) -> std::result::Result<Vec<RecordBatch>, Stop> {
         let physical = yielding(physical).map_err(Stop::Failed)?;
         // A place among the queries running now (waiting counts towards the deadline).
         let _place = self.admission.enter().await;
-        let mut stream = execute_stream(physical, self.task(state)).map_err(Stop::Failed)?;
+        let task = self.task(state);
+        let held = MemoryConsumer::new("measurements").register(task.memory_pool());
+        let mut stream = execute_stream(physical, task).map_err(Stop::Failed)?;
         let mut batches = Vec::new();
-        let mut rows = 0usize;
+        let mut count = 0usize;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(Stop::Failed)?;
-            rows += batch.num_rows();
-            if rows > self.limits.max_result_rows {
-                return Err(Stop::TooLarge);
+            count += batch.num_rows();
+            match rows {
+                Rows::Answer if count > self.limits.max_result_rows => return Err(Stop::TooLarge),
+                Rows::Measurements => held.try_grow(batch.get_array_memory_size()).map_err(Stop::Failed)?,
+                Rows::Answer | Rows::Table => {}
             }
             batches.push(batch);
         }
@@ -548,6 +554,20 @@ impl QueryEngine {
         tracing::debug!(kind, "query failed while running");
         Error::Failed { kind }
     }
+}
+
+/// What bounds the rows one run collects.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rows {
+    /// An answer: at most the row limit, else `result_too_large`.
+    Answer,
+    /// Measurements of groups before the noisy threshold (anonymized and dp): as many as the
+    /// query's memory pool holds. Their number is no answer, and the row limit on it told, by
+    /// `result_too_large` or not, whether groups numbered more than the limit, exactly: a
+    /// filter tuned to the limit then said whether one person was alone in their group.
+    Measurements,
+    /// A small table's rows, decoded once (bounded by [`IN_MEMORY_ROWS`]).
+    Table,
 }
 
 /// Why one run of a physical plan stopped short.

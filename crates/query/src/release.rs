@@ -18,7 +18,7 @@ use veil_guard::{DP_ROW, DpPlan};
 use crate::Result;
 use crate::anon;
 use crate::dp::{self, NoisyAggregate};
-use crate::engine::{Prepared, QueryEngine};
+use crate::engine::{Prepared, QueryEngine, Rows};
 use crate::error::internal;
 use crate::request::{AnonReport, Answer, DpReport};
 
@@ -98,7 +98,7 @@ impl QueryEngine {
                 plans.push(state.optimizer().optimize(variant.plan.clone(), &state, |_, _| {}).map_err(internal)?);
             }
             for plan in &plans {
-                let batches = self.collect(&state, plan, false, None).await?;
+                let batches = self.collect(&state, plan, false, None, Rows::Measurements).await?;
                 let schema = batches.first().map_or_else(|| Arc::clone(plan.schema().inner()), RecordBatch::schema);
                 all.push((batches, schema));
             }
@@ -145,7 +145,7 @@ impl QueryEngine {
         };
         answer.rules = outcome.assessment.rules.clone();
         answer.suppressed_groups = noisy.suppressed;
-        Ok(answer)
+        self.within_row_limit(answer)
     }
 
     /// Dp mode: runs the bounded plan and adds noise to its totals, applying the threshold.
@@ -160,7 +160,7 @@ impl QueryEngine {
             return Err(internal("measuring a query that is not a dp one"));
         };
         let batches = self
-            .within_deadline(self.collect(state, optimized, false, Some(physical)))
+            .within_deadline(self.collect(state, optimized, false, Some(physical), Rows::Measurements))
             .await
             .map_err(|e| e.told(request.over_personal_data()))?;
         let schema = batches.first().map(RecordBatch::schema).unwrap_or_else(|| Arc::clone(optimized.schema().inner()));
@@ -190,6 +190,16 @@ impl QueryEngine {
         answer.suppressed_groups = suppressed_groups;
         answer.rules = outcome.assessment.rules.clone();
         answer.dp = Some(report);
+        self.within_row_limit(answer)
+    }
+
+    /// `answer`, unless it has more rows than an answer may hold. Applied to what is released
+    /// (the groups past the noisy threshold), not to the groups measured before it.
+    fn within_row_limit(&self, answer: Answer) -> Result<Answer> {
+        let limit = self.limits().max_result_rows;
+        if answer.row_count() > limit {
+            return Err(crate::Error::ResultTooLarge { limit });
+        }
         Ok(answer)
     }
 
