@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -191,25 +191,68 @@ async fn arrow_ipc_answers_carry_the_same_rows_and_what_the_json_answer_says_bes
     assert!(near(rows[0].1 as f64, 75.0, 0.0, 8.0) && near(rows[1].1 as f64, 120.0, 0.0, 8.0), "{rows:?}");
 }
 
+/// CSV and Parquet answers: the same rows, and no part of the report lost (dp intervals as
+/// columns and the rest in a header for CSV; schema and key-value metadata for Parquet).
 #[tokio::test]
-async fn csv_answers_carry_the_same_rows_and_unknown_formats_are_refused_before_running() {
+async fn csv_and_parquet_answers_carry_the_rows_and_the_report_and_unknown_formats_are_refused() {
     let w = world().await;
     let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district ORDER BY district";
-    let ask = |accept: &'static str| {
-        w.s.request(Method::POST, "/v1/query", Some(&w.civil_analyst))
-            .header("accept", accept)
-            .json(&json!({"sql": sql, "mode": "aggregate"}))
-            .send()
+    let ask_in = |accept: &'static str, body: serde_json::Value| {
+        w.s.request(Method::POST, "/v1/query", Some(&w.civil_analyst)).header("accept", accept).json(&body).send()
     };
+    let ask = |accept: &'static str| ask_in(accept, json!({"sql": sql, "mode": "aggregate"}));
     let response = ask("text/csv").await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
     assert!(!response.headers()["x-veil-audit-id"].is_empty());
+    let report: serde_json::Value =
+        serde_json::from_str(response.headers()["x-veil-report"].to_str().unwrap()).unwrap();
+    assert!(report["rules"].as_array().unwrap().iter().any(|r| r["code"] == "anonymized"), "{report}");
+    assert_eq!(report["anonymized"]["noise_sd"][0]["column"], "n", "{report}");
     let text = response.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "district,n");
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[1].starts_with("乙区,") && lines[2].starts_with("甲区,"), "{text}");
+
+    // A dp answer in CSV: each noisy column's interval as two more columns, ε and the budget
+    // in the report header (its text escaped to ASCII, as a header needs).
+    let response = ask_in("text/csv", json!({"sql": sql, "mode": "dp", "epsilon": 0.5})).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: serde_json::Value =
+        serde_json::from_str(response.headers()["x-veil-report"].to_str().unwrap()).unwrap();
+    assert_eq!((&report["dp"]["epsilon"], &report["level"]), (&json!(0.5), &json!("L3")), "{report}");
+    assert_eq!(report["dp"]["budget"][0]["dataset"], "civil.residents", "{report}");
+    let text = response.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("district,n,n_ci95_low,n_ci95_high"), "{text}");
+    for line in lines {
+        let cells: Vec<f64> = line.split(',').skip(1).map(|c| c.parse().unwrap()).collect();
+        assert!(cells[1] <= cells[0] && cells[0] <= cells[2], "the interval holds the value: {line}");
+    }
+
+    // Parquet: the rows, and the report in the schema's metadata and Parquet's own.
+    let response =
+        ask_in("application/vnd.apache.parquet", json!({"sql": sql, "mode": "dp", "epsilon": 0.5})).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/vnd.apache.parquet");
+    let bytes = response.bytes().await.unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap();
+    let key_values: HashMap<String, String> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+        .collect();
+    let dp: serde_json::Value = serde_json::from_str(&key_values["veil.dp"]).unwrap();
+    assert_eq!((&dp["epsilon"], &dp["intervals"][0]["column"]), (&json!(0.5), &json!("n")), "{dp}");
+    assert_eq!(reader.schema().metadata()["veil.k"], key_values["veil.k"]);
+    let batches: Vec<_> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
+    let districts = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    let districts = districts.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    assert_eq!(districts.iter().flatten().collect::<Vec<_>>(), ["乙区", "甲区"]);
     // The first format listed that Veil produces wins.
     let response = ask("text/html, application/json;q=0.9").await.unwrap();
     assert_eq!(response.headers()["content-type"], "application/json");

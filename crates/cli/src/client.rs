@@ -1,13 +1,14 @@
 //! The REST client behind the administration and catalogue commands.
 
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
 use crate::{
-    AccessCommand, AuditSearchArgs, CliResult, DatasetCommand, DepartmentCommand, QueryArgs, Remote, TokenCommand,
-    UserCommand,
+    AccessCommand, AuditSearchArgs, CliResult, DatasetCommand, DepartmentCommand, Format, QueryArgs, Remote,
+    TokenCommand, UserCommand,
 };
 
 impl Remote {
@@ -38,16 +39,33 @@ impl Remote {
 /// Sends a request and returns its JSON body, or the server's error message.
 async fn send(request: RequestBuilder) -> CliResult<Value> {
     let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {}", causes(&e)))?;
-    let status = response.status();
-    let text = response.text().await?;
-    if status.is_success() {
-        return Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? });
+    if !response.status().is_success() {
+        return Err(error_message(response).await.into());
     }
+    let text = response.text().await?;
+    Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
+}
+
+/// The server's refusal as `status: message (code)`.
+async fn error_message(response: Response) -> String {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
     let message = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| Some(format!("{} ({})", v["error"]["message"].as_str()?, v["error"]["code"].as_str()?)))
         .unwrap_or(text);
-    Err(format!("{status}: {message}").into())
+    format!("{status}: {message}")
+}
+
+/// Sends a request whose answer is not JSON and returns its bytes, with the `x-veil-report`
+/// header (the rest of a CSV answer's report) if there is one; or the server's error message.
+async fn send_for_bytes(request: RequestBuilder) -> CliResult<(Option<String>, Vec<u8>)> {
+    let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {}", causes(&e)))?;
+    if !response.status().is_success() {
+        return Err(error_message(response).await.into());
+    }
+    let report = response.headers().get("x-veil-report").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok((report, response.bytes().await?.to_vec()))
 }
 
 /// An error with its causes, outermost first (reqwest's own message is often just "error
@@ -261,20 +279,49 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
         }
         body["accuracy"] = Value::Object(accuracy);
     }
-    let answer = send(args.remote.request(Method::POST, "/query")?.json(&body)).await?;
-    if args.json {
-        return print(&answer);
+    let format = if args.json { Format::Json } else { args.format };
+    let request = args.remote.request(Method::POST, "/query")?.json(&body);
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(
+            std::fs::File::create(path).map_err(|e| format!("cannot write the answer to {}: {e}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let media = match format {
+        Format::Csv => "text/csv",
+        Format::Arrow => "application/vnd.apache.arrow.stream",
+        Format::Parquet => "application/vnd.apache.parquet",
+        Format::Table | Format::Json => "",
+    };
+    // A dry run is answered in JSON whatever was asked.
+    if !media.is_empty() && !args.dry_run {
+        if format != Format::Csv && args.output.is_none() && std::io::stdout().is_terminal() {
+            return Err(format!("{media} is binary: give --output FILE or redirect standard output").into());
+        }
+        let (report, bytes) = send_for_bytes(request.header(reqwest::header::ACCEPT, media)).await?;
+        out.write_all(&bytes)?;
+        out.flush()?;
+        if let Some(report) = report {
+            eprintln!("veil report: {report}");
+        }
+        return Ok(());
     }
-    show_answer(&answer, args.dry_run)
+    let answer = send(request).await?;
+    if format == Format::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+        return Ok(out.flush()?);
+    }
+    show_answer(&mut out, &answer, args.dry_run)?;
+    Ok(out.flush()?)
 }
 
 /// Prints an answer of `POST /v1/query` for a person: the rows as a table, the dp intervals,
 /// what was withheld, the budget and the rules that applied.
-pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
+pub(crate) fn show_answer(out: &mut dyn Write, answer: &Value, dry_run: bool) -> CliResult {
     if dry_run {
-        println!("allowed (dry run; nothing was run)");
+        writeln!(out, "allowed (dry run; nothing was run)")?;
     } else {
-        println!("{}", table(answer)?);
+        writeln!(out, "{}", table(answer)?)?;
         if let Some(dp) = answer.get("dp") {
             for column in dp["intervals"].as_array().into_iter().flatten() {
                 let cis: Vec<String> = column["ci95"]
@@ -283,39 +330,42 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
                     .flatten()
                     .map(|ci| format!("[{}, {}]", ci[0], ci[1]))
                     .collect();
-                println!("95% intervals of {}, by row: {}", column["column"].as_str().unwrap_or("?"), cis.join(" "));
+                writeln!(
+                    out,
+                    "95% intervals of {}, by row: {}",
+                    column["column"].as_str().unwrap_or("?"),
+                    cis.join(" ")
+                )?;
             }
         }
         if let Some(anonymized) = answer.get("anonymized") {
             for column in anonymized["noise_sd"].as_array().into_iter().flatten() {
-                let sds: Vec<String> = column["sd"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|sd| number(sd.as_f64().unwrap_or(0.0)))
-                    .collect();
-                println!(
-                    "noise of {} (standard deviation at most), by row: {}",
+                writeln!(
+                    out,
+                    "noise of {}: standard deviation at most {} in every row",
                     column["column"].as_str().unwrap_or("?"),
-                    sds.join(" ")
-                );
+                    number(column["sd_at_most"].as_f64().unwrap_or(0.0))
+                )?;
             }
         }
         let rows = answer["rows"].as_array().map_or(0, Vec::len);
         let extract = answer["rules"].as_array().into_iter().flatten().any(|r| r["code"] == "approved_extract");
         match answer["level"].as_str().unwrap_or("?") {
-            "audit" => println!("{rows} rows of the audit log"),
-            level if extract => println!(
+            "audit" => writeln!(out, "{rows} rows of the audit log")?,
+            level if extract => writeln!(
+                out,
                 "{rows} rows of approved de-identified extracts (every class at least k = {} people); level {level}",
                 answer["k"]
-            ),
-            level if answer.get("dp").is_some() => println!(
+            )?,
+            level if answer.get("dp").is_some() => writeln!(
+                out,
                 "{rows} rows; groups whose noisy count of people is below the threshold are withheld (how many is not released); level {level}"
-            ),
-            level => println!(
+            )?,
+            level => writeln!(
+                out,
                 "{rows} rows; groups of fewer than k = {} people are withheld (how many is not released); level {level}",
                 answer["k"]
-            ),
+            )?,
         }
     }
     if let Some(dp) = answer.get("dp") {
@@ -332,7 +382,11 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
             Some(t) => format!("groups need at least {} noisy people", number(t)),
             None => "no threshold (one group)".to_owned(),
         };
-        println!("dp: {spent}, shared by {} numbers per group; delta {}; {threshold}", dp["measurements"], dp["delta"]);
+        writeln!(
+            out,
+            "dp: {spent}, shared by {} numbers per group; delta {}; {threshold}",
+            dp["measurements"], dp["delta"]
+        )?;
         let widths: Vec<String> = dp["half_widths"]
             .as_array()
             .into_iter()
@@ -342,14 +396,14 @@ pub(crate) fn show_answer(answer: &Value, dry_run: bool) -> CliResult {
             })
             .collect();
         if !widths.is_empty() {
-            println!("  95% intervals: {}", widths.join(", "));
+            writeln!(out, "  95% intervals: {}", widths.join(", "))?;
         }
         for b in dp["budget"].as_array().into_iter().flatten() {
-            println!("  budget {}: {}", b["dataset"].as_str().unwrap_or("?"), budget_line(b));
+            writeln!(out, "  budget {}: {}", b["dataset"].as_str().unwrap_or("?"), budget_line(b))?;
         }
     }
     for rule in answer["rules"].as_array().into_iter().flatten() {
-        println!("  {}: {}", rule["code"].as_str().unwrap_or("?"), rule["detail"].as_str().unwrap_or(""));
+        writeln!(out, "  {}: {}", rule["code"].as_str().unwrap_or("?"), rule["detail"].as_str().unwrap_or(""))?;
     }
     Ok(())
 }

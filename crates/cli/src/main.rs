@@ -176,11 +176,30 @@ struct QueryArgs {
     /// the noise the datasets' stewards chose).
     #[arg(long, value_parser = ["laplace", "gaussian"], conflicts_with_all = ["epsilon", "rho"])]
     noise: Option<String>,
-    /// Print the server's JSON answer instead of a table.
-    #[arg(long)]
+    /// How to print the answer: `table` (the report below it), `json` (the server's answer),
+    /// `csv` (dp intervals as `<column>_ci95_low`/`_high` columns; the rest of the report on
+    /// standard error), `arrow` (an Arrow IPC stream) or `parquet` (both with the report in
+    /// their schema metadata).
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Write the answer to this file instead of standard output.
+    #[arg(long, short, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// The same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
     #[command(flatten)]
     remote: Remote,
+}
+
+/// The forms `veil query` prints an answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+    Arrow,
+    Parquet,
 }
 
 #[derive(Debug, Args)]
@@ -458,6 +477,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output went away (`veil query … | head -1`), as below.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

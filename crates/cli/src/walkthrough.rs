@@ -128,7 +128,7 @@ pub(crate) async fn walkthrough(args: WalkthroughArgs) -> CliResult {
                 }
                 let outcome = send(call(Method::POST, "/query").json(&body)).await?;
                 if outcome.status.is_success() {
-                    show_answer(&outcome.body, false)?;
+                    show_answer(&mut std::io::stdout().lock(), &outcome.body, false)?;
                 } else {
                     show_refusal(&outcome);
                 }

@@ -161,6 +161,38 @@ async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
     };
     assert_eq!(cli(&["query", "--json", "--file", file.to_str().expect("path")], None), Some(10));
     assert_eq!(cli(&["query", "--json", "-"], Some(sql)), Some(10));
+    // Other forms, to a file or standard output: CSV with the report on standard error, an
+    // Arrow stream with it in the schema, Parquet, and the table written to a file.
+    let run = |args: &[&str]| {
+        let out = veil()
+            .args(["query", "--file", file.to_str().expect("path")])
+            .args(args)
+            .env("VEIL_SERVER", &url)
+            .env("VEIL_TOKEN", &analyst)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let out = run(&["--format", "csv"]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(csv.lines().next(), Some("district,category,tickets"), "{csv}");
+    assert_eq!(csv.lines().count(), 11, "{csv}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"rules\""), "the report beside the rows");
+    let out = run(&["--format", "arrow"]);
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(out.stdout), None).expect("arrow");
+    assert!(reader.schema().metadata().contains_key("veil.rules"));
+    let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(rows, 10);
+    let parquet = dir.path().join("top.parquet");
+    run(&["--format", "parquet", "--output", parquet.to_str().expect("path")]);
+    let bytes = std::fs::read(&parquet).expect("written");
+    assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "a Parquet file");
+    let text = dir.path().join("top.txt");
+    let out = run(&["-o", text.to_str().expect("path")]);
+    assert!(out.stdout.is_empty());
+    let table = std::fs::read_to_string(&text).expect("written");
+    assert!(table.contains("| district") && table.contains("10 rows"), "{table}");
     // Its reader gone (`| head -1`), the command ends quietly, not with a panic.
     let mut running = veil()
         .args(["query", "--file", file.to_str().expect("path")])

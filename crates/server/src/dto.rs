@@ -635,8 +635,8 @@ pub struct QueryRule {
     pub detail: String,
 }
 
-/// The answer to `POST /v1/query` (JSON form; the Arrow IPC form carries the rows as a stream
-/// and the rest in `x-veil-*` headers).
+/// The answer to `POST /v1/query` (JSON form; the Arrow IPC and Parquet forms carry the rest
+/// in their schema metadata, the CSV form in the `x-veil-report` header).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QueryResponse {
     /// Whether the query was only decided (`dry_run`), not run.

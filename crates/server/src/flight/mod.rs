@@ -28,8 +28,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
@@ -55,7 +55,7 @@ use veil_common::{DatasetRef, ErrorKind};
 
 use self::store::{Miss, Store};
 use crate::error::ApiError;
-use crate::routes::query::arrow_answer;
+use crate::routes::query::{arrow_answer, with_interval_columns};
 use crate::state::AppState;
 
 /// The catalogue name Flight SQL clients see; schemas are departments, tables datasets.
@@ -233,31 +233,6 @@ impl VeilFlightSql {
 /// One batch as a `DoGet` stream.
 fn one_batch(batch: Result<RecordBatch, arrow_flight::error::FlightError>) -> BoxStream<arrow_flight::FlightData> {
     Box::pin(FlightDataEncoderBuilder::new().build(futures::stream::once(async { batch })).map_err(Status::from))
-}
-
-/// The answer with each dp column's 95% interval as two more columns, `<column>_ci95_low` and
-/// `<column>_ci95_high` (`x-veil-intervals: true`), for tools that do not read schema metadata.
-/// Post-processing of what the answer's report releases anyway.
-fn with_interval_columns(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    intervals: &[(String, Vec<(f64, f64)>)],
-) -> Result<(SchemaRef, Vec<RecordBatch>), arrow::error::ArrowError> {
-    if intervals.is_empty() {
-        return Ok((Arc::clone(schema), batches.to_vec()));
-    }
-    let batch = arrow::compute::concat_batches(schema, batches)?;
-    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
-    let mut columns = batch.columns().to_vec();
-    for (name, ci) in intervals {
-        for (end, pick) in [("low", 0), ("high", 1)] {
-            fields.push(Arc::new(Field::new(format!("{name}_ci95_{end}"), DataType::Float64, false)));
-            let values = ci.iter().map(|&(low, high)| if pick == 0 { low } else { high });
-            columns.push(Arc::new(Float64Array::from_iter_values(values)) as ArrayRef);
-        }
-    }
-    let schema = Arc::new(Schema::new(fields).with_metadata(schema.metadata().clone()));
-    Ok((Arc::clone(&schema), vec![RecordBatch::try_new(schema, columns)?]))
 }
 
 /// A dataset's columns as an Arrow schema, for `GetTables`; a type the catalogue writes that

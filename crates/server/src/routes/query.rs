@@ -1,12 +1,13 @@
 //! `POST /v1/query`: the query path's HTTP edge. The use case (policy, levels, scopes, budget,
 //! guard, execution and the audit record) is the broker's; this turns the request into a
-//! [`veil_broker::Request`] and the released answer into JSON or an Arrow IPC stream.
+//! [`veil_broker::Request`] and the released answer into JSON, an Arrow IPC stream, CSV or
+//! Parquet.
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::ipc::writer::StreamWriter;
 use arrow::json::{ArrayWriter, WriterBuilder};
 use axum::Json;
@@ -29,12 +30,16 @@ use crate::state::AppState;
 
 /// The media type of an Arrow IPC stream answer.
 pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+/// The media type of a Parquet answer.
+pub(crate) const PARQUET: &str = "application/vnd.apache.parquet";
 
 /// Runs one query in a result mode and returns only what that mode releases.
 ///
-/// JSON by default; an Arrow IPC stream when `Accept: application/vnd.apache.arrow.stream` (the
-/// JSON answer's reports in its schema's metadata), CSV
-/// when `Accept: text/csv` (both with `x-veil-k` and `x-veil-audit-id` headers), 406 when
+/// JSON by default; an Arrow IPC stream when `Accept: application/vnd.apache.arrow.stream` and
+/// Parquet when `Accept: application/vnd.apache.parquet` (the JSON answer's reports in the
+/// schema's metadata, and in Parquet's key-value metadata too), CSV when `Accept: text/csv` (dp
+/// intervals as `<column>_ci95_low` and `_high` columns, the rest of the report in the
+/// `x-veil-report` header); each with `x-veil-k` and `x-veil-audit-id` headers; 406 when
 /// `Accept` lists none of these. How many groups were withheld is never
 /// released (it would tell whether a group of one person exists); the audit record keeps it. With
 /// `"dry_run": true` the query is decided and explained, not run.
@@ -77,6 +82,7 @@ pub(crate) async fn query(
     };
     match format {
         Format::Arrow if released.answer().executed => return arrow_response(&released),
+        Format::Parquet if released.answer().executed => return parquet_response(&released),
         Format::Csv if released.answer().executed => return csv_response(&released),
         _ => {}
     }
@@ -168,6 +174,7 @@ fn json_rows(batches: &[RecordBatch], columns: &[QueryColumn]) -> Result<Vec<Vec
 enum Format {
     Json,
     Arrow,
+    Parquet,
     Csv,
 }
 
@@ -183,6 +190,7 @@ fn answer_format(headers: &HeaderMap) -> Result<Format, ApiError> {
             "" => {}
             "application/json" | "application/*" | "*/*" => return Ok(Format::Json),
             ARROW_STREAM => return Ok(Format::Arrow),
+            PARQUET => return Ok(Format::Parquet),
             "text/csv" | "text/*" => return Ok(Format::Csv),
             _ => {}
         }
@@ -190,30 +198,87 @@ fn answer_format(headers: &HeaderMap) -> Result<Format, ApiError> {
     Err(ApiError::new(
         ErrorKind::NotAcceptable,
         "not_acceptable",
-        format!("no answer format in Accept is produced; accepted: application/json, {ARROW_STREAM}, text/csv"),
+        format!(
+            "no answer format in Accept is produced; accepted: application/json, {ARROW_STREAM}, {PARQUET}, text/csv"
+        ),
     ))
 }
 
-/// The rows as CSV with a header line (RFC 4180 quoting), with the `x-veil-k` and
-/// `x-veil-audit-id` headers; dp intervals, noise and budget are in the JSON answer only.
+/// The rows as CSV with a header line (RFC 4180 quoting), each dp column's 95% interval as two
+/// more columns, and the rest of the report (as the JSON answer has it, without rows and
+/// intervals) in the `x-veil-report` header, non-ASCII characters escaped as JSON does.
 fn csv_response(released: &Released) -> Result<Response, ApiError> {
     let answer = released.answer();
+    let intervals = answer.dp.as_ref().map(|d| d.intervals.as_slice()).unwrap_or_default();
+    let (schema, batches) =
+        with_interval_columns(&answer.schema, &answer.batches, intervals).map_err(ApiError::internal)?;
     let mut bytes = Vec::new();
     {
         let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut bytes);
-        for b in &answer.batches {
+        for b in &batches {
             writer.write(b).map_err(ApiError::internal)?;
         }
     }
-    if answer.batches.is_empty() {
-        let names: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if batches.is_empty() {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         bytes = format!("{}\n", names.join(",")).into_bytes();
     }
+    let mut report = json_response(released)?;
+    report.rows = Vec::new();
+    report.columns = Vec::new();
+    if let Some(dp) = report.dp.as_mut() {
+        dp.intervals = Vec::new();
+    }
+    let report = ascii_json(&to_json(&report)?);
     let mut response = Response::new(Body::from(bytes));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
     h.insert("x-veil-k", HeaderValue::from_str(&released.k().to_string()).map_err(ApiError::internal)?);
+    h.insert("x-veil-report", HeaderValue::from_str(&report).map_err(ApiError::internal)?);
     Ok(with_audit_id(response, released.audit_id()))
+}
+
+/// JSON text with every character beyond ASCII written as a `\uXXXX` escape (two for one
+/// beyond the Basic Multilingual Plane), as an HTTP header needs; such characters occur only
+/// inside JSON strings, where the escape means the same. serde_json has no option for it.
+fn ascii_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The answer with each dp column's 95% interval as two more columns, `<column>_ci95_low` and
+/// `<column>_ci95_high` (CSV answers, and Flight SQL's `x-veil-intervals: true`), for tools
+/// that do not read schema metadata. Post-processing of what the answer's report releases anyway.
+pub(crate) fn with_interval_columns(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    intervals: &[(String, Vec<(f64, f64)>)],
+) -> Result<(SchemaRef, Vec<RecordBatch>), arrow::error::ArrowError> {
+    if intervals.is_empty() {
+        return Ok((Arc::clone(schema), batches.to_vec()));
+    }
+    let batch = arrow::compute::concat_batches(schema, batches)?;
+    let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+    let mut columns = batch.columns().to_vec();
+    for (name, ci) in intervals {
+        for (end, pick) in [("low", 0), ("high", 1)] {
+            fields.push(Arc::new(Field::new(format!("{name}_ci95_{end}"), DataType::Float64, false)));
+            let values = ci.iter().map(|&(low, high)| if pick == 0 { low } else { high });
+            columns.push(Arc::new(Float64Array::from_iter_values(values)) as ArrayRef);
+        }
+    }
+    let schema = Arc::new(Schema::new(fields).with_metadata(schema.metadata().clone()));
+    Ok((Arc::clone(&schema), vec![RecordBatch::try_new(schema, columns)?]))
 }
 
 /// The Arrow stream's schema metadata: what the JSON answer says beside its rows, each as the
@@ -272,6 +337,34 @@ pub(crate) fn arrow_answer(released: &Released) -> Result<(SchemaRef, Vec<Record
         .collect::<Result<Vec<_>, arrow::error::ArrowError>>()
         .map_err(ApiError::internal)?;
     Ok((schema, batches))
+}
+
+/// The answer as one Parquet file: the Arrow answer's schema (with its metadata), whose
+/// report entries are also Parquet key-value metadata, for readers that ignore Arrow's.
+fn parquet_response(released: &Released) -> Result<Response, ApiError> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+
+    let (schema, batches) = arrow_answer(released)?;
+    let mut report: Vec<KeyValue> =
+        schema.metadata().iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+    report.sort_by(|a, b| a.key.cmp(&b.key));
+    let properties = WriterProperties::builder().set_key_value_metadata(Some(report)).build();
+    let mut bytes = Vec::new();
+    {
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, Arc::clone(&schema), Some(properties)).map_err(ApiError::internal)?;
+        for b in &batches {
+            writer.write(b).map_err(ApiError::internal)?;
+        }
+        writer.close().map_err(ApiError::internal)?;
+    }
+    let mut response = Response::new(Body::from(bytes));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PARQUET));
+    h.insert("x-veil-k", HeaderValue::from_str(&released.k().to_string()).map_err(ApiError::internal)?);
+    Ok(with_audit_id(response, released.audit_id()))
 }
 
 fn arrow_response(released: &Released) -> Result<Response, ApiError> {
