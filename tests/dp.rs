@@ -1059,12 +1059,17 @@ fn median_and_spread(mut times: Vec<f64>) -> (f64, f64) {
 
 /// Leak: the time of an answer said whether a person exists. A five-way self-join that only
 /// grew when the person had rows took 1.9 s against 0.16 s; text grown or patterns matched
-/// only on their row made the query measurably slower, one bit per few queries. With rows
-/// capped per person before joins, text bounded and patterns matched without a regex, what
-/// one person's rows add is bounded work: over several runs, interleaved, the median time of
+/// only on their row made the query measurably slower, one bit per few queries; a join filtered
+/// to the person's traits read the other side only when the person existed (0.93 s against
+/// 0.55 s in aggregate mode, and with a range on the sensitive column a value in about a
+/// hundred queries, no budget). With rows capped per person before joins, text bounded,
+/// patterns matched without a regex, and every input of a join read to its end, what one
+/// person's rows add is bounded work: over several runs, interleaved, the median time of
 /// each construction with and without the planted person differs by less than the run-to-run
 /// spread (the larger interquartile range, at least 2 ms, the resolution of a round trip on a
-/// shared test machine), and both are answered alike.
+/// shared test machine), or else the side that is slower changes from round to round (on a
+/// busy machine the medians of a dozen runs drift apart without any leak, but not in the same
+/// direction in every round); and both are answered alike.
 #[tokio::test]
 async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
     let w = world().await;
@@ -1097,31 +1102,54 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
         let patterns: Vec<String> = (0..40).map(|i| format!("{value} ILIKE '%{i}x{i}%'")).collect();
         format!("SELECT count(*) AS n FROM civil.residents WHERE NOT ({})", patterns.join(" OR "))
     };
+    // A join filtered to the person's traits: the other side, 100 rows per person, was read
+    // (and capped per person) only when the filter left a row.
+    let mut csv = String::from("person_id,kind\n");
+    for r in &w.residents {
+        for _ in 0..100 {
+            csv.push_str(&format!("{},visit\n", r.person_id));
+        }
+    }
+    register(&w, &events_metadata("events_many"), csv.into_bytes()).await;
+    let joined = |cond: &str| {
+        format!(
+            "SELECT count(*) AS n FROM civil.residents r JOIN civil.events_many e ON e.person_id = r.person_id WHERE {cond}"
+        )
+    };
     let constructions = [
-        ("five-way self-join", five_way("events"), five_way("events_without")),
-        ("patterns on the person's row", gated(&exists), gated(&absent)),
+        ("five-way self-join", "dp", five_way("events"), five_way("events_without")),
+        ("patterns on the person's row", "dp", gated(&exists), gated(&absent)),
+        ("a join filtered to the person", "dp", joined(&exists), joined(&absent)),
+        ("a join filtered to the person", "aggregate", joined(&exists), joined(&absent)),
     ];
-    for (name, with, without) in constructions {
+    for (name, mode, with, without) in constructions {
         let mut times = [Vec::new(), Vec::new()];
         for round in 0..13 {
             for (side, sql) in [&with, &without].into_iter().enumerate() {
                 // A new text each round, so that no answer is the recorded one of an identical query.
                 let sql = sql.replacen("count(*) AS n", &format!("count(*) + {round} AS n"), 1);
                 let started = std::time::Instant::now();
-                let (status, body) = dp(&w, &w.civil_analyst, &sql, 0.001).await;
+                let (status, body) = match mode {
+                    "dp" => dp(&w, &w.civil_analyst, &sql, 0.001).await,
+                    _ => w.query(&w.civil_analyst, mode, &sql).await,
+                };
                 let took = started.elapsed().as_secs_f64();
-                assert_eq!(status, StatusCode::OK, "{name}: {body}");
+                assert_eq!(status, StatusCode::OK, "{name} ({mode}): {body}");
                 if round > 0 {
                     times[side].push(took);
                 }
             }
         }
         let [with, without] = times;
+        // Each round's two runs share the machine's load: a leak makes one side slower in
+        // (almost) every round, where load alone makes either side slower by turns.
+        let slower = with.iter().zip(&without).filter(|(a, b)| a > b).count();
+        let one_sided = slower <= 1 || slower + 1 >= with.len();
         let ((with, with_spread), (without, without_spread)) = (median_and_spread(with), median_and_spread(without));
         let spread = with_spread.max(without_spread).max(0.002);
         assert!(
-            (with - without).abs() < spread,
-            "{name}: median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms",
+            (with - without).abs() < spread || !one_sided,
+            "{name} ({mode}): median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms; slower with the person in {slower} of 12 rounds",
             with * 1e3,
             without * 1e3,
             spread * 1e3

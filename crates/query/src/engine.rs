@@ -33,6 +33,7 @@ use veil_common::Mode;
 use veil_guard::{DP_ROW, GuardContext, GuardOutcome, PrivacyGuardRule};
 
 use crate::dp::{self, DpParams};
+use crate::drain::{Drains, drained};
 use crate::error::{clean, error_kind, internal, is_resource_limit, planning};
 use crate::plan_cache::{GuardedPlan, PlanCache, reads_clock_or_chance};
 use crate::release::{noisy_outputs, noisy_source};
@@ -225,7 +226,8 @@ impl QueryEngine {
         if request.mode == Mode::Dp {
             let cached = self.plans.lock().map_err(internal)?.get(&query.sql, &request);
             if let Some(GuardedPlan { plan, optimized, outcome, physical }) = cached {
-                let (state, _) = self.session(None, request.input_rows());
+                let (mut state, _) = self.session(None, request.input_rows());
+                data_independent(&mut state, &request);
                 return Ok(Prepared { state, plan, optimized, outcome, request, physical });
             }
         }
@@ -240,7 +242,8 @@ impl QueryEngine {
             exact_aggregates: request.exact_aggregates,
         };
         let guard = Arc::new(PrivacyGuardRule::new(ctx));
-        let (state, catalog) = self.session(Some(&guard), request.input_rows());
+        let (mut state, catalog) = self.session(Some(&guard), request.input_rows());
+        data_independent(&mut state, &request);
         for d in &request.datasets {
             let table = self.table(d, &state).await?;
             register(&catalog, d.dataset.department.as_str(), d.dataset.name.as_str(), table)?;
@@ -523,6 +526,11 @@ impl QueryEngine {
         physical: Arc<dyn ExecutionPlan>,
         rows: Rows,
     ) -> std::result::Result<Vec<RecordBatch>, Stop> {
+        let drains = Arc::new(Drains::default());
+        let physical = match rows {
+            Rows::Measurements => drained(physical, &drains).map_err(Stop::Failed)?,
+            Rows::Answer | Rows::Table => physical,
+        };
         let physical = yielding(physical).map_err(Stop::Failed)?;
         // A place among the queries running now (waiting counts towards the deadline).
         let _place = self.admission.enter().await;
@@ -541,6 +549,8 @@ impl QueryEngine {
             }
             batches.push(batch);
         }
+        // What a join skipped because one side was empty is read all the same.
+        drains.finish().await;
         Ok(batches)
     }
 
@@ -562,7 +572,7 @@ pub(crate) enum Rows {
     /// An answer: at most the row limit, else `result_too_large`.
     Answer,
     /// Measurements of groups before the noisy threshold (anonymized and dp): as many as the
-    /// query's memory pool holds. Their number is no answer, and the row limit on it told, by
+    /// query's memory pool holds, and every input of a join read to its end ([`drained`]). Their number is no answer, and the row limit on it told, by
     /// `result_too_large` or not, whether groups numbered more than the limit, exactly: a
     /// filter tuned to the limit then said whether one person was alone in their group.
     Measurements,
@@ -598,6 +608,24 @@ fn rerunnable(plan: &Arc<dyn ExecutionPlan>) -> bool {
         known && node.dynamic_expressions_produced().is_empty()
     };
     !plan.exists(|node| Ok(!stateless(node))).unwrap_or(true)
+}
+
+/// Over data about people, no work skipped by what the data holds: no dynamic filters (a
+/// join's build side narrowing its probe side's scan) and no Parquet pruning by statistics,
+/// page indexes or bloom filters, which compare the query's constants with the values stored.
+/// Either made a query's time tell whether a row matching its constants exists.
+fn data_independent(state: &mut SessionState, request: &QueryRequest) {
+    if !request.over_personal_data() {
+        return;
+    }
+    let options = state.config_mut().options_mut();
+    options.optimizer.enable_dynamic_filter_pushdown = false;
+    options.optimizer.enable_join_dynamic_filter_pushdown = false;
+    options.optimizer.enable_topk_dynamic_filter_pushdown = false;
+    options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    options.execution.parquet.pruning = false;
+    options.execution.parquet.enable_page_index = false;
+    options.execution.parquet.bloom_filter_on_read = false;
 }
 
 /// Whether `plan` holds a hash join.

@@ -22,6 +22,7 @@
 
 mod anon;
 mod dp;
+mod drain;
 mod engine;
 mod error;
 mod memory;
