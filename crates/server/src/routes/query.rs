@@ -229,13 +229,10 @@ fn csv_response(released: &Released) -> Result<Response, ApiError> {
     if let Some(dp) = report.dp.as_mut() {
         dp.intervals = Vec::new();
     }
-    let report = ascii_json(&to_json(&report)?);
-    let mut response = Response::new(Body::from(bytes));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
-    h.insert("x-veil-k", HeaderValue::from_str(&released.k().to_string()).map_err(ApiError::internal)?);
-    h.insert("x-veil-report", HeaderValue::from_str(&report).map_err(ApiError::internal)?);
-    Ok(with_audit_id(response, released.audit_id()))
+    let report = HeaderValue::from_str(&ascii_json(&to_json(&report)?)).map_err(ApiError::internal)?;
+    let mut response = rows_response(bytes, "text/csv; charset=utf-8", released)?;
+    response.headers_mut().insert("x-veil-report", report);
+    Ok(response)
 }
 
 /// JSON text with every character beyond ASCII written as a `\uXXXX` escape (two for one
@@ -360,11 +357,7 @@ fn parquet_response(released: &Released) -> Result<Response, ApiError> {
         }
         writer.close().map_err(ApiError::internal)?;
     }
-    let mut response = Response::new(Body::from(bytes));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PARQUET));
-    h.insert("x-veil-k", HeaderValue::from_str(&released.k().to_string()).map_err(ApiError::internal)?);
-    Ok(with_audit_id(response, released.audit_id()))
+    rows_response(bytes, PARQUET, released)
 }
 
 fn arrow_response(released: &Released) -> Result<Response, ApiError> {
@@ -377,10 +370,14 @@ fn arrow_response(released: &Released) -> Result<Response, ApiError> {
         }
         writer.finish().map_err(ApiError::internal)?;
     }
+    rows_response(bytes, ARROW_STREAM, released)
+}
+
+/// An answer's rows encoded as `media`, with the `x-veil-k` and `x-veil-audit-id` headers.
+fn rows_response(bytes: Vec<u8>, media: &'static str, released: &Released) -> Result<Response, ApiError> {
     let mut response = Response::new(Body::from(bytes));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
-    let header_value = |v: String| HeaderValue::from_str(&v).map_err(ApiError::internal);
-    h.insert("x-veil-k", header_value(released.k().to_string())?);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    h.insert("x-veil-k", HeaderValue::from(released.k()));
     Ok(with_audit_id(response, released.audit_id()))
 }
