@@ -5,19 +5,25 @@
 //! a query is slow, runs out of memory or misses its deadline tells whether that person exists,
 //! with no noise at all.
 //!
-//! When the plan below the answer's aggregate joins (inner or outer), each dataset about people
-//! that it scans, unless every person is one row in it, keeps a random sample of at most
-//! `max_groups × max_rows` rows per person (the most one person may contribute from it anyway):
-//! `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= cap`. A dataset about nobody
-//! (a code table) can meet one row in at most all of its rows, its public row count. The product
-//! of the caps and of those row counts bounds one person's rows after the joins; a plan whose
-//! product exceeds [`MAX_JOINED_ROWS_PER_PERSON`] is refused. (Without the code tables in the
+//! Each dataset about people that the plan below the answer's aggregate scans, unless every
+//! person is one row in it, keeps a random sample of at most `max_groups × max_rows` rows per
+//! person (the most one person may contribute from it anyway), right at the scan, before any
+//! filter: `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= cap`. Also without joins:
+//! what a query does with the rows a filter lets through takes time, and a person with 20,000
+//! events made a query measurably slower exactly when the filter (or an `IN`/`EXISTS`
+//! subquery on their traits) let their events through; capped at the scan, one person's rows
+//! cost the same few rows' work whatever they hold.
+//!
+//! When the plan joins (inner or outer) or has subqueries (which run as joins), a dataset
+//! about nobody (a code table) can meet one row in at most all of its rows, its public row
+//! count. The product of the caps and of those row counts bounds one person's rows after the
+//! joins; a plan whose product exceeds [`MAX_JOINED_ROWS_PER_PERSON`] is refused. (Without the code tables in the
 //! product, one person's row joined twice to a code table with 2,000 rows per code became
 //! 4·10⁶ rows and a timeout exactly when that person matched a filter.) Sampling one person's
 //! rows depends on that person alone, so it changes no privacy guarantee; where a person has
 //! more rows than the cap, counts come out lower, as they do under the per-group bound.
 
-use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DataFusionError, Result};
 use datafusion::functions::math::expr_fn::random;
 use datafusion::functions_window::expr_fn::row_number;
@@ -29,7 +35,7 @@ use crate::{GuardContext, Rule, Violation};
 /// The most rows one person may have after the joins of one query.
 pub(crate) const MAX_JOINED_ROWS_PER_PERSON: u64 = 1024;
 
-/// `input` with each person's rows capped per dataset before its joins, if it has any.
+/// `input` with each person's rows capped per dataset at its scans, before filters and joins.
 ///
 /// # Errors
 /// A [`Violation`] (inside the DataFusion error) when the caps' product exceeds
@@ -40,12 +46,10 @@ pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result
     let mut joins = false;
     input.apply_with_subqueries(|node| {
         joins |= matches!(node, LogicalPlan::Join(j)
-            if matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full));
+            if matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full))
+            || node.expressions().iter().any(has_subquery);
         Ok(TreeNodeRecursion::Continue)
     })?;
-    if !joins {
-        return Ok(input);
-    }
     // What a scanned dataset multiplies one person's rows by: its cap for a dataset about
     // people (with the unit to cap by, unless every person is one row in it), its row count for
     // a dataset about nobody (a row meets at most all of its rows).
@@ -65,7 +69,7 @@ pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    if product > MAX_JOINED_ROWS_PER_PERSON {
+    if joins && product > MAX_JOINED_ROWS_PER_PERSON {
         return Err(DataFusionError::External(Box::new(Violation::new(
             Rule::JoinRowsPerPerson,
             None,
@@ -96,4 +100,9 @@ pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result
             Ok(Transformed::yes(capped))
         })
         .map(|t| t.data)
+}
+
+/// Whether `expr` holds a subquery (`IN`, `EXISTS` or a scalar one).
+fn has_subquery(expr: &Expr) -> bool {
+    expr.exists(|e| Ok(matches!(e, Expr::InSubquery(_) | Expr::Exists(_) | Expr::ScalarSubquery(_)))).unwrap_or(true)
 }
