@@ -81,6 +81,15 @@ async fn register_events_with_and_without_the_fourth_resident(w: &World) {
     }
 }
 
+/// `table` joined with itself five times on the privacy unit, counted.
+fn five_way_self_join(table: &str) -> String {
+    let mut sql = format!("SELECT count(*) AS n FROM civil.{table} t0");
+    for i in 1..5 {
+        sql.push_str(&format!(" JOIN civil.{table} t{i} ON t0.person_id = t{i}.person_id"));
+    }
+    sql
+}
+
 /// An L1 code table about nobody: `code, label`.
 fn code_table_metadata(name: &str) -> Value {
     json!({
@@ -741,22 +750,15 @@ async fn runtime_errors_do_not_say_whether_a_row_exists() {
 async fn self_joins_cannot_multiply_one_persons_rows() {
     let w = world().await;
     register_events_with_and_without_the_fourth_resident(&w).await;
-    let five_way = |table: &str| {
-        let mut sql = format!("SELECT count(*) AS n FROM civil.{table} t0");
-        for i in 1..5 {
-            sql.push_str(&format!(" JOIN civil.{table} t{i} ON t0.person_id = t{i}.person_id"));
-        }
-        sql
-    };
-    let (with, with_body) = dp(&w, &w.civil_analyst, &five_way("events"), 0.01).await;
-    let (without, without_body) = dp(&w, &w.civil_analyst, &five_way("events_without"), 0.01).await;
+    let (with, with_body) = dp(&w, &w.civil_analyst, &five_way_self_join("events"), 0.01).await;
+    let (without, without_body) = dp(&w, &w.civil_analyst, &five_way_self_join("events_without"), 0.01).await;
     assert_eq!((with, without), (StatusCode::OK, StatusCode::OK), "{with_body} / {without_body}");
     // Declared as an event table with up to 2 × 3 rows per person: 6⁵ rows per person is refused.
     let mut meta = events_metadata("events_many");
     meta["dp"] = json!({"max_groups": 2, "max_rows": 3});
     let csv = w.residents.iter().map(|r| format!("{},visit\n{0},visit\n", r.person_id)).collect::<String>();
     register(&w, &meta, format!("person_id,kind\n{csv}").into_bytes()).await;
-    let (status, body) = dp(&w, &w.civil_analyst, &five_way("events_many"), 0.01).await;
+    let (status, body) = dp(&w, &w.civil_analyst, &five_way_self_join("events_many"), 0.01).await;
     assert_eq!((status, &body["error"]["code"]), (StatusCode::FORBIDDEN, &json!("join_rows_per_person")), "{body}");
     // Three scans (216 rows per person at most) are answered.
     let three = "SELECT count(*) AS n FROM civil.events_many a JOIN civil.events_many b ON a.person_id = b.person_id JOIN civil.events_many c ON a.person_id = c.person_id";
@@ -1081,13 +1083,6 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
     let w = world().await;
     let target = &w.residents[3];
     register_events_with_and_without_the_fourth_resident(&w).await;
-    let five_way = |table: &str| {
-        let mut sql = format!("SELECT count(*) AS n FROM civil.{table} t0");
-        for i in 1..5 {
-            sql.push_str(&format!(" JOIN civil.{table} t{i} ON t0.person_id = t{i}.person_id"));
-        }
-        sql
-    };
     // Work gated on the person's traits: text at its growth bound, matched against many
     // patterns, only on their row.
     let exists = format!("birth_date = DATE '{}' AND district = '{}'", target.birth_date, target.district);
@@ -1129,7 +1124,7 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
         )
     };
     let constructions = [
-        ("five-way self-join", "dp", five_way("events"), five_way("events_without")),
+        ("five-way self-join", "dp", five_way_self_join("events"), five_way_self_join("events_without")),
         ("an IN subquery on the person's traits", "dp", semi(&exists), semi(&absent)),
         ("patterns on the person's row", "dp", gated(&exists), gated(&absent)),
         ("a join filtered to the person", "dp", joined(&exists), joined(&absent)),
