@@ -8,11 +8,15 @@
 //! Each dataset about people that the plan below the answer's aggregate scans, unless every
 //! person is one row in it, keeps a random sample of at most `max_groups × max_rows` rows per
 //! person (the most one person may contribute from it anyway), right at the scan, before any
-//! filter: `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= cap`. Also without joins:
-//! what a query does with the rows a filter lets through takes time, and a person with 20,000
-//! events made a query measurably slower exactly when the filter (or an `IN`/`EXISTS`
-//! subquery on their traits) let their events through; capped at the scan, one person's rows
-//! cost the same few rows' work whatever they hold.
+//! filter: `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= cap`. In dp mode always,
+//! also without joins: what a query does with the rows a filter lets through takes time, and a
+//! person with 20,000 events made a query measurably slower exactly when an `IN`/`EXISTS`
+//! subquery on their traits let their events through; capped at the scan, one person's rows
+//! cost the same few rows' work whatever they hold, and dp counts no more of them anyway. In
+//! anonymized plans only with joins: there the cap would change what a count of rows means (a
+//! person's every visit counts, flattened, not `max_rows` of them), and the anonymized shape
+//! admits no subquery; a plain filter over a person's many rows remains bounded by the table,
+//! not by the cap.
 //!
 //! When the plan joins (inner or outer) or has subqueries (which run as joins), a dataset
 //! about nobody (a code table) can meet one row in at most all of its rows, its public row
@@ -30,12 +34,15 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
 
 use super::bound_contributions::DP_PREFIX;
+use veil_common::Mode;
+
 use crate::{GuardContext, Rule, Violation};
 
 /// The most rows one person may have after the joins of one query.
 pub(crate) const MAX_JOINED_ROWS_PER_PERSON: u64 = 1024;
 
-/// `input` with each person's rows capped per dataset at its scans, before filters and joins.
+/// `input` with each person's rows capped per dataset at its scans, before filters and joins:
+/// always in dp mode, else when it joins.
 ///
 /// # Errors
 /// A [`Violation`] (inside the DataFusion error) when the caps' product exceeds
@@ -50,6 +57,9 @@ pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result
             || node.expressions().iter().any(has_subquery);
         Ok(TreeNodeRecursion::Continue)
     })?;
+    if !joins && ctx.mode != Mode::Dp {
+        return Ok(input);
+    }
     // What a scanned dataset multiplies one person's rows by: its cap for a dataset about
     // people (with the unit to cap by, unless every person is one row in it), its row count for
     // a dataset about nobody (a row meets at most all of its rows).
