@@ -38,34 +38,24 @@ impl Remote {
 
 /// Sends a request and returns its JSON body, or the server's error message.
 async fn send(request: RequestBuilder) -> CliResult<Value> {
-    let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {}", causes(&e)))?;
-    if !response.status().is_success() {
-        return Err(error_message(response).await.into());
-    }
-    let text = response.text().await?;
+    let text = answered(request).await?.text().await?;
     Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? })
 }
 
-/// The server's refusal as `status: message (code)`.
-async fn error_message(response: Response) -> String {
+/// Sends a request and returns the successful response, or the server's refusal as
+/// `status: message (code)`.
+async fn answered(request: RequestBuilder) -> CliResult<Response> {
+    let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {}", causes(&e)))?;
     let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
     let text = response.text().await.unwrap_or_default();
     let message = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| Some(format!("{} ({})", v["error"]["message"].as_str()?, v["error"]["code"].as_str()?)))
         .unwrap_or(text);
-    format!("{status}: {message}")
-}
-
-/// Sends a request whose answer is not JSON and returns its bytes, with the `x-veil-report`
-/// header (the rest of a CSV answer's report) if there is one; or the server's error message.
-async fn send_for_bytes(request: RequestBuilder) -> CliResult<(Option<String>, Vec<u8>)> {
-    let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {}", causes(&e)))?;
-    if !response.status().is_success() {
-        return Err(error_message(response).await.into());
-    }
-    let report = response.headers().get("x-veil-report").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok((report, response.bytes().await?.to_vec()))
+    Err(format!("{status}: {message}").into())
 }
 
 /// An error with its causes, outermost first (reqwest's own message is often just "error
@@ -298,8 +288,10 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
         if format != Format::Csv && args.output.is_none() && std::io::stdout().is_terminal() {
             return Err(format!("{media} is binary: give --output FILE or redirect standard output").into());
         }
-        let (report, bytes) = send_for_bytes(request.header(reqwest::header::ACCEPT, media)).await?;
-        out.write_all(&bytes)?;
+        let response = answered(request.header(reqwest::header::ACCEPT, media)).await?;
+        // The rest of a CSV answer's report.
+        let report = response.headers().get("x-veil-report").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        out.write_all(&response.bytes().await?)?;
         out.flush()?;
         if let Some(report) = report {
             eprintln!("veil report: {report}");

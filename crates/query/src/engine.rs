@@ -572,9 +572,10 @@ pub(crate) enum Rows {
     /// An answer: at most the row limit, else `result_too_large`.
     Answer,
     /// Measurements of groups before the noisy threshold (anonymized and dp): as many as the
-    /// query's memory pool holds, and every input of a join read to its end ([`drained`]). Their number is no answer, and the row limit on it told, by
-    /// `result_too_large` or not, whether groups numbered more than the limit, exactly: a
-    /// filter tuned to the limit then said whether one person was alone in their group.
+    /// query's memory pool holds, and every input of a join read to its end ([`drained`]).
+    /// Their number is no answer, and the row limit on it told, by `result_too_large` or not,
+    /// whether groups numbered more than the limit, exactly: a filter tuned to the limit then
+    /// said whether one person was alone in their group.
     Measurements,
     /// A small table's rows, decoded once (bounded by [`IN_MEMORY_ROWS`]).
     Table,

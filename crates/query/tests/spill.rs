@@ -133,7 +133,7 @@ async fn running_out_of_memory_or_time_over_people_is_a_generic_failure() {
     let people = about_people(nobody.clone());
     let spill = dir.path().join("spill");
     std::fs::create_dir(&spill).unwrap();
-    let sql = |t: &str| format!("SELECT v, count(*) AS n FROM t.{t} GROUP BY v");
+    let sql = "SELECT v, count(*) AS n FROM t.a GROUP BY v";
     let run = |limits: Limits, dataset: SessionDataset, k: u64| {
         let spill = spill.clone();
         async move {
@@ -147,7 +147,7 @@ async fn running_out_of_memory_or_time_over_people_is_a_generic_failure() {
                 exact_aggregates: false,
                 dp: None,
             };
-            engine.run(&parse(&sql("a"), 1 << 16).unwrap(), request).await
+            engine.run(&parse(sql, 1 << 16).unwrap(), request).await
         }
     };
     let starved = Limits { memory_bytes: 1024, spill_bytes: 0, ..Limits::standard() };

@@ -188,7 +188,7 @@ fn bound_with(
         },
         upper: upper.clone(),
     };
-    let capped = super::cap_rows::cap_before_joins(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
+    let capped = super::cap_rows::cap_at_scans(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
     let Threaded { plan: input, units } = threshold.thread(capped)?;
     // An IN list below a projection (a CTE, a subquery in FROM) names its column by the source's
     // qualifier; the aggregate's input names it by the projection's.

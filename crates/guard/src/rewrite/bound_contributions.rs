@@ -214,7 +214,7 @@ pub(super) fn bound(
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),
     };
-    let capped = super::cap_rows::cap_before_joins(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
+    let capped = super::cap_rows::cap_at_scans(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
     let Threaded { plan: input, units } = threshold.thread(capped)?;
     let unit = match units.as_slice() {
         [] => return plan_err!("a dp answer must read a dataset about people"),

@@ -21,9 +21,9 @@
 //! When the plan joins (inner or outer) or has subqueries (which run as joins), a dataset
 //! about nobody (a code table) can meet one row in at most all of its rows, its public row
 //! count. The product of the caps and of those row counts bounds one person's rows after the
-//! joins; a plan whose product exceeds [`MAX_JOINED_ROWS_PER_PERSON`] is refused. (Without the code tables in the
-//! product, one person's row joined twice to a code table with 2,000 rows per code became
-//! 4·10⁶ rows and a timeout exactly when that person matched a filter.) Sampling one person's
+//! joins; a plan whose product exceeds [`MAX_JOINED_ROWS_PER_PERSON`] is refused. (Without the
+//! code tables in the product, one person's row joined twice to a code table with 2,000 rows
+//! per code became 4·10⁶ rows and a timeout exactly when that person matched a filter.) Sampling one person's
 //! rows depends on that person alone, so it changes no privacy guarantee; where a person has
 //! more rows than the cap, counts come out lower, as they do under the per-group bound.
 
@@ -32,10 +32,9 @@ use datafusion::common::{Column, DataFusionError, Result};
 use datafusion::functions::math::expr_fn::random;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
-
-use super::bound_contributions::DP_PREFIX;
 use veil_common::Mode;
 
+use super::bound_contributions::DP_PREFIX;
 use crate::{GuardContext, Rule, Violation};
 
 /// The most rows one person may have after the joins of one query.
@@ -47,7 +46,7 @@ pub(crate) const MAX_JOINED_ROWS_PER_PERSON: u64 = 1024;
 /// # Errors
 /// A [`Violation`] (inside the DataFusion error) when the caps' product exceeds
 /// [`MAX_JOINED_ROWS_PER_PERSON`]; a DataFusion error if a node cannot be rebuilt.
-pub(super) fn cap_before_joins(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
+pub(super) fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
     // Subqueries too (EXISTS and IN run joins of their own), and their scans count in the
     // product: an over-estimate where they only filter, never an under-estimate.
     let mut joins = false;

@@ -230,7 +230,7 @@ fn csv_response(released: &Released) -> Result<Response, ApiError> {
         dp.intervals = Vec::new();
     }
     let report = HeaderValue::from_str(&ascii_json(&to_json(&report)?)).map_err(ApiError::internal)?;
-    let mut response = rows_response(bytes, "text/csv; charset=utf-8", released)?;
+    let mut response = rows_response(bytes, "text/csv; charset=utf-8", released);
     response.headers_mut().insert("x-veil-report", report);
     Ok(response)
 }
@@ -357,7 +357,7 @@ fn parquet_response(released: &Released) -> Result<Response, ApiError> {
         }
         writer.close().map_err(ApiError::internal)?;
     }
-    rows_response(bytes, PARQUET, released)
+    Ok(rows_response(bytes, PARQUET, released))
 }
 
 fn arrow_response(released: &Released) -> Result<Response, ApiError> {
@@ -370,14 +370,14 @@ fn arrow_response(released: &Released) -> Result<Response, ApiError> {
         }
         writer.finish().map_err(ApiError::internal)?;
     }
-    rows_response(bytes, ARROW_STREAM, released)
+    Ok(rows_response(bytes, ARROW_STREAM, released))
 }
 
 /// An answer's rows encoded as `media`, with the `x-veil-k` and `x-veil-audit-id` headers.
-fn rows_response(bytes: Vec<u8>, media: &'static str, released: &Released) -> Result<Response, ApiError> {
+fn rows_response(bytes: Vec<u8>, media: &'static str, released: &Released) -> Response {
     let mut response = Response::new(Body::from(bytes));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     h.insert("x-veil-k", HeaderValue::from(released.k()));
-    Ok(with_audit_id(response, released.audit_id()))
+    with_audit_id(response, released.audit_id())
 }
