@@ -271,11 +271,15 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
     }
     let format = if args.json { Format::Json } else { args.format };
     let request = args.remote.request(Method::POST, "/query")?.json(&body);
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            std::fs::File::create(path).map_err(|e| format!("cannot write the answer to {}: {e}", path.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
+    // Opened once the server has answered: a refused query leaves an existing file as it was.
+    let output = |path: &Option<std::path::PathBuf>| -> CliResult<Box<dyn Write>> {
+        Ok(match path {
+            Some(path) => Box::new(
+                std::fs::File::create(path)
+                    .map_err(|e| format!("cannot write the answer to {}: {e}", path.display()))?,
+            ),
+            None => Box::new(std::io::stdout().lock()),
+        })
     };
     let media = match format {
         Format::Csv => "text/csv",
@@ -291,7 +295,9 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
         let response = answered(request.header(reqwest::header::ACCEPT, media)).await?;
         // The rest of a CSV answer's report.
         let report = response.headers().get("x-veil-report").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        out.write_all(&response.bytes().await?)?;
+        let bytes = response.bytes().await?;
+        let mut out = output(&args.output)?;
+        out.write_all(&bytes)?;
         out.flush()?;
         if let Some(report) = report {
             eprintln!("veil report: {report}");
@@ -299,6 +305,7 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
         return Ok(());
     }
     let answer = send(request).await?;
+    let mut out = output(&args.output)?;
     if format == Format::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
         return Ok(out.flush()?);

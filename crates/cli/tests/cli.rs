@@ -193,6 +193,15 @@ async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
     assert!(out.stdout.is_empty());
     let table = std::fs::read_to_string(&text).expect("written");
     assert!(table.contains("| district") && table.contains("10 rows"), "{table}");
+    // A refused query leaves the file as it was.
+    let refused = veil()
+        .args(["query", "-o", text.to_str().expect("path"), "SELECT * FROM hotline.tickets"])
+        .env("VEIL_SERVER", &url)
+        .env("VEIL_TOKEN", &analyst)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert_eq!(std::fs::read_to_string(&text).expect("kept"), table);
     // Its reader gone (`| head -1`), the command ends quietly, not with a panic.
     let mut running = veil()
         .args(["query", "--file", file.to_str().expect("path")])
