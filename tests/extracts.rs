@@ -592,3 +592,134 @@ async fn a_steward_raises_k_and_l_before_approving() {
     let files: Vec<_> = std::fs::read_dir(w.s.data_dir().join("extracts")).unwrap().collect();
     assert_eq!(files.len(), 1, "{files:?}");
 }
+
+/// `health.visits` (L2): one to three visits of every person of `civil.people` but every tenth.
+/// The person with the first id has one more, with a diagnosis nobody else has.
+const RARE_ICD10: &str = "B20";
+
+fn visits_metadata() -> Value {
+    json!({
+        "name": "visits", "department": "health", "level": "L2", "privacy_unit": "person_id",
+        "dp": {"max_groups": 1, "max_rows": 4},
+        "columns": {
+            "person_id": {"tag": "identifier", "linkable": true},
+            "visit_date": {"tag": "quasi_identifier", "type": "date"},
+            "district": {"tag": "quasi_identifier"},
+            "icd10": {"tag": "sensitive"}
+        }
+    })
+}
+
+fn visits_csv() -> String {
+    let mut out = String::from("person_id,visit_date,district,icd10\n");
+    for (i, id) in source_ids().iter().enumerate() {
+        if i == 1 {
+            out.push_str(&format!("{id},2024-03-05,医院甲,{RARE_ICD10}\n"));
+        }
+        if i % 10 == 0 {
+            continue;
+        }
+        for v in 0..=(i % 3) {
+            let icd10 = ["I10", "E11", "J45", "K29"][(i + v) % 4];
+            out.push_str(&format!("{id},2024-{:02}-{:02},医院{},{icd10}\n", v + 1, i % 28 + 1, ["甲", "乙"][i % 2]));
+        }
+    }
+    out
+}
+
+/// The people of `civil.people` joined with their visits in `health.visits`, another
+/// department's dataset: each department's stewards decide on their own access request, the
+/// extract is readable only while both are approved, and a person with a diagnosis nobody else
+/// has is hidden among k people in it.
+#[tokio::test]
+async fn an_extract_joined_from_two_departments_needs_both_stewards() {
+    let w = world().await;
+    w.s.department("health", "卫健委").await;
+    let health_steward = w.s.user("health-steward", Some("health"), &["steward"]).await;
+    let (status, body) = w.s.upload(&health_steward, &visits_metadata(), visits_csv().into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let joined = |columns: Value| json!({"name": "people_visits", "join": ["health.visits"], "columns": columns});
+
+    // A column both datasets have is named with its dataset; the units link, whatever their name.
+    let (status, refused) = w.ask(&w.analyst, joined(json!(["person_id", "district", "icd10"]))).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("ambiguous_column")),
+        "{refused}"
+    );
+    let columns = json!(["person_id", "civil.people.district", "birth_date", "icd10"]);
+    let (status, asked) = w.ask(&w.analyst, joined(columns)).await;
+    assert_eq!(status, StatusCode::CREATED, "{asked}");
+    let id = asked["id"].as_str().unwrap().to_owned();
+    let parts = asked["extract"]["parts"].as_array().unwrap();
+    assert_eq!((parts.len(), parts[0]["dataset"].as_str()), (1, Some("health.visits")), "{asked}");
+    let part = parts[0]["request"].as_str().unwrap().to_owned();
+    let query = json!({"sql": "SELECT * FROM extracts.people_visits", "mode": "deidentified"});
+
+    // The health steward sees their own request, with the extract and its report.
+    let (_, listed) = w.s.get("/v1/access-requests", &health_steward).await;
+    let mine = listed.as_array().unwrap().iter().find(|r| r["id"] == part.as_str()).unwrap();
+    assert_eq!(mine["dataset"], "health.visits");
+    let report = &mine["extract"]["report"];
+    assert_eq!(report["sources"].as_array().map(Vec::len), Some(2), "{report}");
+    assert!(report["sources"][0]["records_not_in_every_dataset"].as_u64().unwrap() >= 29, "{report}");
+
+    // One approval is not enough, and each steward decides only for their own dataset.
+    let (status, _) = w.s.post(&format!("/v1/access-requests/{part}/approve"), &w.steward, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w.s.post("/v1/query", &w.analyst, query.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_dataset")), "{body}");
+    let (_, mine) = w.s.get("/v1/access-requests", &w.analyst).await;
+    assert!(
+        mine.as_array().unwrap().iter().all(|r| r["extract"]["report"].is_null()),
+        "no report for the analyst until every steward approves: {mine}"
+    );
+    // Nor is the extract revised once a steward approved the one they saw.
+    let (status, body) =
+        w.s.post(&format!("/v1/access-requests/{part}/revise"), &health_steward, json!({"k": 8, "reason": "r"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    let (status, body) = w.s.post(&format!("/v1/access-requests/{part}/approve"), &health_steward, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = w.rows(&w.analyst, "SELECT * FROM extracts.people_visits").await;
+    assert_eq!(rows.len() as u64, report["records"].as_u64().unwrap());
+    // The person with the rare diagnosis, to an attacker who knows their district and birth
+    // date: the pseudonyms they cannot rule out, and how many of them carry the diagnosis.
+    let line = csv().lines().nth(2).unwrap().to_owned();
+    let fields: Vec<&str> = line.split(',').collect();
+    let (district, birth) = (fields[2], fields[3]);
+    let candidates: HashSet<&str> = rows
+        .iter()
+        .filter(|r| covers(r[1].as_str().unwrap(), district) && covers(r[2].as_str().unwrap(), birth))
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert!(candidates.len() >= K, "the person narrowed to {} pseudonyms", candidates.len());
+    let holding = |icd10: &str| {
+        let held: HashSet<&str> = rows
+            .iter()
+            .filter(|r| r[3] == icd10 && candidates.contains(r[0].as_str().unwrap()))
+            .map(|r| r[0].as_str().unwrap())
+            .collect();
+        held.len()
+    };
+    let rare = holding(RARE_ICD10);
+    assert!(rare * K <= candidates.len(), "{rare} of {} candidates have the rare diagnosis", candidates.len());
+    assert!(report["linked"] == true, "several visits per person are linked by the pseudonym: {report}");
+    let people: HashSet<&str> = rows.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert!(people.len() <= 301 - 30, "only people with visits are in the join: {}", people.len());
+    let text = serde_json::to_string(&rows).unwrap();
+    assert!(source_ids().iter().all(|id| !text.contains(id.as_str())), "an identifier left the broker");
+
+    // The query is recorded against both datasets; a revocation by either steward ends it.
+    let records = w.s.audit_records();
+    let recorded = records.iter().rev().find(|r| r.entry.action == "query").unwrap();
+    let datasets: Vec<&str> = recorded.entry.datasets.iter().map(|d| d.dataset.as_str()).collect();
+    assert_eq!(datasets, ["civil.people", "health.visits"]);
+    let (status, body) =
+        w.s.post(&format!("/v1/access-requests/{part}/revoke"), &health_steward, json!({"reason": "复核结束"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w.s.post("/v1/query", &w.analyst, query).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_dataset")), "{body}");
+}

@@ -1,6 +1,7 @@
-//! De-identified mode: an analyst asks for an extract (a specification over one dataset), Veil
-//! builds it at once so the steward decides on the extract itself and its risk report, and once
-//! approved the analyst queries it, and only it, as `extracts.<name>`.
+//! De-identified mode: an analyst asks for an extract (a specification over one dataset, or over
+//! several joined on their privacy units), Veil builds it at once so the stewards decide on the
+//! extract itself and its risk report, and once approved (by the stewards of every dataset in
+//! it) the analyst queries it, and only it, as `extracts.<name>`.
 
 use std::collections::HashMap;
 
@@ -33,13 +34,17 @@ pub const MAX_L: u64 = 10;
 pub struct ExtractRequest {
     /// The source dataset.
     pub dataset: DatasetRef,
+    /// Other datasets joined to it on their privacy units (linkable identifiers of one type);
+    /// each gets an access request of its own, for its department's stewards.
+    pub join: Vec<DatasetRef>,
     /// Why, for the steward (PIPL purpose limitation).
     pub purpose: String,
     /// Unix seconds after which the grant stops working.
     pub expires_at: i64,
     /// The table name the analyst will query, `extracts.<name>`.
     pub name: String,
-    /// The columns to release, in order.
+    /// The columns to release, in order; with several datasets, a column two of them have is
+    /// named `<department>.<dataset>.<column>`, and is released as `<column>`.
     pub columns: Vec<String>,
     /// Per quasi-identifier: the steps of its hierarchy, finest first (`month`, `band:10`, …).
     pub hierarchies: Vec<(String, Vec<String>)>,
@@ -115,14 +120,15 @@ impl Broker {
             now_unix: now_unix(),
         };
         asked.check()?; // before the build, which is the costly part
-        let dataset = request.dataset.clone();
-        let (info, path) = self.blocking(move |c| Ok((c.dataset(&dataset)?, c.current_file(&dataset)?))).await?;
-        if info.dataset.department != department
-            && let Ceiling::Never(why) = across_departments(info.level, Mode::Deidentified)
-        {
-            return Err(Error::new(ErrorKind::Forbidden, "mode_not_allowed", why));
+        let sources = self.extract_sources(&request).await?;
+        for (info, _) in &sources {
+            if info.dataset.department != department
+                && let Ceiling::Never(why) = across_departments(info.level, Mode::Deidentified)
+            {
+                return Err(Error::new(ErrorKind::Forbidden, "mode_not_allowed", why));
+            }
         }
-        let new = self.build_extract(info, path, &request).await?;
+        let new = self.build_extract(sources, &request).await?;
         self.blocking(move |c| {
             let r = c.create_extract_request(&asked, new)?;
             let e = c.extract(&r.id)?.ok_or_else(|| veil_catalog::Error::AccessRequestNotFound(r.id.clone()))?;
@@ -131,34 +137,70 @@ impl Broker {
         .await
     }
 
-    /// Builds the extract `request` describes from the current version of its dataset (`info`,
-    /// stored in `path`), staged in `tmp/` for the catalogue to name.
+    /// The datasets `request` names, each with the file of its current version.
+    async fn extract_sources(&self, request: &ExtractRequest) -> Result<Vec<(DatasetInfo, std::path::PathBuf)>, Error> {
+        let mut datasets = vec![request.dataset.clone()];
+        for d in &request.join {
+            if datasets.contains(d) {
+                return Err(Error::invalid("invalid_extract", format!("{d} is named twice in the extract")));
+            }
+            datasets.push(d.clone());
+        }
+        self.blocking(move |c| datasets.iter().map(|d| Ok((c.dataset(d)?, c.current_file(d)?))).collect()).await
+    }
+
+    /// Builds the extract `request` describes from the current versions of its datasets
+    /// (`sources`, each with its file), staged in `tmp/` for the catalogue to name.
     async fn build_extract(
         &self,
-        info: DatasetInfo,
-        path: std::path::PathBuf,
+        sources: Vec<(DatasetInfo, std::path::PathBuf)>,
         request: &ExtractRequest,
     ) -> Result<NewExtract, Error> {
-        let spec = self.extract_spec(&info, request)?;
-        let base_key =
-            self.catalog.pseudonym_key(&format!("\0extract base\n{}\n{}", info.dataset, info.current_version));
-        let base = base_spec(&info, &spec, base_key);
-        let mut read: Vec<String> = Vec::new();
-        for name in spec.columns.iter().chain(&base.columns).map(|c| &c.name).chain(spec.unit.iter()) {
-            if !read.contains(name) {
-                read.push(name.clone());
+        let infos: Vec<&DatasetInfo> = sources.iter().map(|(i, _)| i).collect();
+        let (spec, taken) = self.extract_spec(&infos, request)?;
+        // Each dataset's base release, the columns to read from it, and its own columns of the
+        // extract.
+        let mut inputs = Vec::with_capacity(sources.len());
+        for ((info, path), own) in sources.iter().zip(taken) {
+            let base_key =
+                self.catalog.pseudonym_key(&format!("\0extract base\n{}\n{}", info.dataset, info.current_version));
+            let base = base_spec(info, &spec, base_key);
+            let mut read: Vec<String> = Vec::new();
+            let asked = spec.columns.iter().map(|c| &c.name).filter(|n| sources.len() == 1 || own.contains(n));
+            for name in asked.chain(base.columns.iter().map(|c| &c.name)).chain(info.privacy_unit.iter()) {
+                if !read.contains(name) {
+                    read.push(name.clone());
+                }
             }
+            inputs.push((info.dataset.to_string(), path.clone(), read, base, own));
         }
         let staged = self.catalog.dir().tmp_file("parquet");
         let target = staged.clone();
-        let dataset = info.dataset.to_string();
+        let dataset = infos.iter().map(|i| i.dataset.to_string()).collect::<Vec<_>>().join(" + ");
         let built = tokio::task::spawn_blocking(move || -> Result<veil_extract::Report, veil_extract::Error> {
-            let input = veil_extract::read_parquet(&path, &read)?;
+            let mut read = Vec::with_capacity(inputs.len());
+            for (name, path, columns, base, own) in inputs {
+                read.push((name, veil_extract::read_parquet(&path, &columns)?, base, own));
+            }
             let started = std::time::Instant::now();
             let mut progress = |p: veil_extract::Progress| {
                 tracing::debug!(dataset = %dataset, stage = p.stage, done = p.done, total = p.total, "building extract");
             };
-            let extract = build_in_base(&input, base, &spec, &mut progress)?;
+            let extract = match read.as_slice() {
+                [(_, input, base, _)] => build_in_base(input, base.clone(), &spec, &mut progress)?,
+                _ => {
+                    let sources = read
+                        .iter()
+                        .map(|(name, input, base, own)| veil_extract::Source {
+                            name: name.clone(),
+                            input,
+                            base: base.clone(),
+                            columns: own.clone(),
+                        })
+                        .collect::<Vec<_>>();
+                    join_in_bases(sources, &spec, &mut progress)?
+                }
+            };
             tracing::info!(
                 dataset = %dataset,
                 rows = extract.report.records,
@@ -178,25 +220,26 @@ impl Broker {
                 return Err(extract_error(e));
             }
         };
+        let versions: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
         let released = self.blocking({
-            let dataset = request.dataset.clone();
-            move |c| c.released_extract_versions(&dataset)
+            let versions = versions.clone();
+            move |c| versions.iter().map(|(d, _)| c.released_extract_versions(d)).collect::<Result<Vec<_>, _>>()
         });
-        let earlier: Vec<String> = match released.await {
-            Ok(versions) => {
-                versions.into_iter().filter(|v| *v != info.current_version).map(|v| v.to_string()).collect()
-            }
+        let released = match released.await {
+            Ok(released) => released,
             Err(e) => {
                 let _ = std::fs::remove_file(&staged);
                 return Err(e);
             }
         };
-        if !earlier.is_empty() {
-            report.warnings.push(format!(
-                "extracts of version(s) {} of {} were already released: anyone holding an extract of each version can compare them and see who was added, removed or changed",
-                earlier.join(", "),
-                info.dataset
-            ));
+        for ((dataset, current), released) in versions.iter().zip(released) {
+            let earlier: Vec<String> = released.into_iter().filter(|v| v != current).map(|v| v.to_string()).collect();
+            if !earlier.is_empty() {
+                report.warnings.push(format!(
+                    "extracts of version(s) {} of {dataset} were already released: anyone holding an extract of each version can compare them and see who was added, removed or changed",
+                    earlier.join(", "),
+                ));
+            }
         }
         let rows = report.records;
         let report = match serde_json::to_string(&report) {
@@ -209,10 +252,11 @@ impl Broker {
         Ok(NewExtract {
             name: request.name.clone(),
             spec: spec_json(request),
-            source_version: info.current_version,
+            source_version: versions[0].1,
             staged,
             rows,
             report,
+            parts: versions[1..].to_vec(),
         })
     }
 
@@ -250,11 +294,14 @@ impl Broker {
         };
         // Before the build, which is the costly part; the catalogue checks again as it commits.
         asked.require(veil_catalog::RequestState::Pending, "revising")?;
-        let dataset = asked.dataset.clone();
-        let (info, path) = self.blocking(move |c| Ok((c.dataset(&dataset)?, c.current_file(&dataset)?))).await?;
         let mut request = request_from_spec(&extract.spec, &asked)?;
+        let sources = self.extract_sources(&request).await?;
+        let mut levels_k = 0;
+        for (info, _) in &sources {
+            levels_k = levels_k.max(level_k(info)?);
+        }
         let now = (
-            request.k.unwrap_or(level_k(&info)?),
+            request.k.unwrap_or(levels_k),
             request.l.unwrap_or(DEFAULT_L),
             request.max_suppression.unwrap_or(DEFAULT_MAX_SUPPRESSION),
         );
@@ -262,28 +309,40 @@ impl Broker {
         request.k = revision.k.or(request.k);
         request.l = revision.l.or(request.l);
         request.max_suppression = revision.max_suppression.or(request.max_suppression);
-        let new = self.build_extract(info, path, &request).await?;
+        let new = self.build_extract(sources, &request).await?;
         let id = request_id.to_owned();
         self.blocking(move |c| c.revise_extract(&id, new, record)).await
     }
 
-    /// The builder's spec: roles from the dataset's column tags, `k` from its level.
-    fn extract_spec(&self, info: &DatasetInfo, request: &ExtractRequest) -> Result<Spec, Error> {
+    /// The builder's spec: roles from the datasets' column tags, `k` from the highest of their
+    /// levels; with it, the extract's columns each dataset gives (its unit aside).
+    fn extract_spec(
+        &self,
+        infos: &[&DatasetInfo],
+        request: &ExtractRequest,
+    ) -> Result<(Spec, Vec<Vec<String>>), Error> {
         let invalid = |code, message: String| Error::new(ErrorKind::Unprocessable, code, message);
         if request.columns.is_empty() {
             return Err(invalid("extract_columns_required", "an extract names at least one column".into()));
+        }
+        let first = infos.first().ok_or_else(|| Error::internal("an extract without a dataset"))?;
+        if infos.len() > 1 {
+            check_links(infos)?;
         }
         let mut hierarchies: HashMap<&str, &Vec<String>> = HashMap::new();
         for (column, steps) in &request.hierarchies {
             hierarchies.insert(column.as_str(), steps);
         }
-        let mut columns = Vec::with_capacity(request.columns.len());
-        for name in &request.columns {
+        let mut columns: Vec<ColumnSpec> = Vec::with_capacity(request.columns.len());
+        let mut own = vec![Vec::new(); infos.len()];
+        for asked in &request.columns {
+            let (i, name) = resolve_column(infos, asked)?;
+            let info = infos[i];
             let column =
-                info.columns.iter().find(|c| &c.name == name).ok_or_else(|| {
+                info.columns.iter().find(|c| c.name == name).ok_or_else(|| {
                     invalid("unknown_column", format!("`{name}` is not a column of {}", info.dataset))
                 })?;
-            let is_unit = info.privacy_unit.as_deref() == Some(name.as_str());
+            let is_unit = info.privacy_unit.as_deref() == Some(name);
             let role = match column.tag {
                 Tag::Identifier if is_unit => Role::Pseudonym,
                 Tag::Identifier => {
@@ -296,7 +355,7 @@ impl Broker {
                 }
                 Tag::QuasiIdentifier => {
                     let ladder = hierarchies
-                        .remove(name.as_str())
+                        .remove(name)
                         .map(|steps| {
                             steps
                                 .iter()
@@ -310,7 +369,21 @@ impl Broker {
                 Tag::Sensitive => Role::Sensitive { bounds: column.bounds },
                 Tag::Attribute => Role::Attribute,
             };
-            columns.push(ColumnSpec { name: name.clone(), role });
+            // The joined unit keeps the first dataset's name.
+            let out = match (&first.privacy_unit, is_unit) {
+                (Some(unit), true) => unit.clone(),
+                _ => name.to_owned(),
+            };
+            if columns.iter().any(|c| c.name == out) {
+                return Err(invalid(
+                    "invalid_extract",
+                    format!("`{out}` is asked for twice: an extract's columns have distinct names"),
+                ));
+            }
+            if !is_unit {
+                own[i].push(out.clone());
+            }
+            columns.push(ColumnSpec { name: out, role });
         }
         if let Some(column) = hierarchies.keys().next() {
             return Err(invalid(
@@ -318,22 +391,29 @@ impl Broker {
                 format!("a hierarchy is given for `{column}`, which is not a quasi-identifier column of the extract"),
             ));
         }
-        let level_k = level_k(info)?;
+        let mut level_k_max = 0;
+        let mut strictest = first;
+        for info in infos {
+            let k = level_k(info)?;
+            if k > level_k_max {
+                (level_k_max, strictest) = (k, info);
+            }
+        }
         let k = match request.k {
             Some(k) if k > MAX_K => {
                 return Err(invalid("k_too_large", format!("k may be at most {MAX_K}")));
             }
-            Some(k) if k < level_k => {
+            Some(k) if k < level_k_max => {
                 return Err(invalid(
                     "k_too_small",
                     format!(
-                        "k may only be raised: {} at level {} asks for at least {level_k}",
-                        info.dataset, info.level
+                        "k may only be raised: {} at level {} asks for at least {level_k_max}",
+                        strictest.dataset, strictest.level
                     ),
                 ));
             }
             Some(k) => k,
-            None => level_k,
+            None => level_k_max,
         };
         let l = match request.l {
             Some(l) if l > MAX_L => {
@@ -347,15 +427,16 @@ impl Broker {
         };
         let mut key = [0u8; 32];
         SystemRandom::new().fill(&mut key).map_err(|_| Error::internal("no randomness for an extract key"))?;
-        Ok(Spec {
+        let spec = Spec {
             columns,
-            unit: info.privacy_unit.clone(),
+            unit: first.privacy_unit.clone(),
             k,
             l,
             max_suppression: request.max_suppression.unwrap_or(DEFAULT_MAX_SUPPRESSION),
             max_rows_per_person: None,
             key,
-        })
+        };
+        Ok((spec, own))
     }
 
     /// A de-identified query: it reads the caller's approved extracts, and nothing else, with
@@ -386,8 +467,15 @@ impl Broker {
                 let mut found = Vec::with_capacity(names.len());
                 for name in names {
                     let granted = c.granted_extract(&user, &name, now)?;
-                    let level = granted.as_ref().map(|(r, _)| c.dataset(&r.dataset).map(|d| d.level)).transpose()?;
-                    found.push((name, granted.zip(level)));
+                    // Every dataset it is built from, with its level.
+                    let sources = match &granted {
+                        Some((r, e)) => std::iter::once(&r.dataset)
+                            .chain(e.parts.iter().map(|p| &p.dataset))
+                            .map(|d| Ok((d.clone(), c.dataset(d)?.level)))
+                            .collect::<Result<Vec<_>, veil_catalog::Error>>()?,
+                        None => Vec::new(),
+                    };
+                    found.push((name, granted.map(|g| (g, sources))));
                 }
                 Ok(found)
             })
@@ -397,18 +485,28 @@ impl Broker {
         let mut level = veil_common::Level::L1;
         let mut k = 0;
         for (name, granted) in found {
-            let Some(((request, extract), source_level)) = granted else {
+            let Some(((request, extract), sources)) = granted else {
                 return Err(veil_query::Error::UnknownDataset(format!("{EXTRACT_SCHEMA}.{name}")).into());
             };
-            entry
-                .datasets
-                .push(DatasetUse { dataset: request.dataset.to_string(), level: Some(source_level.to_string()) });
-            level = level.max(source_level);
+            for (dataset, source_level) in &sources {
+                entry.datasets.push(DatasetUse { dataset: dataset.to_string(), level: Some(source_level.to_string()) });
+                level = level.max(*source_level);
+            }
             k = k.max(report_k(&extract.report));
+            let joined: String = extract
+                .parts
+                .iter()
+                .map(|p| {
+                    format!(
+                        " joined with {} (version {}, access request {})",
+                        p.dataset, p.source_version, p.request_id
+                    )
+                })
+                .collect();
             rules.push(Rule {
                 code: "approved_extract".into(),
                 detail: format!(
-                    "{EXTRACT_SCHEMA}.{}: extract of {} (version {}) approved in access request {} for \"{}\"",
+                    "{EXTRACT_SCHEMA}.{}: extract of {} (version {}){joined} approved in access request {} for \"{}\"",
                     extract.name, request.dataset, extract.source_version, request.id, request.purpose
                 ),
             });
@@ -435,6 +533,76 @@ fn level_k(info: &DatasetInfo) -> Result<u64, Error> {
         .min_group_size()
         .map(|k| k.max(veil_extract::MIN_K))
         .ok_or_else(|| Error::new(ErrorKind::Forbidden, "mode_not_allowed", "core data never leaves its department"))
+}
+
+/// Checks that datasets can be joined in an extract: each has a privacy unit that is a
+/// linkable identifier, all of one type (a cast would link "7" and "007").
+fn check_links(infos: &[&DatasetInfo]) -> Result<(), Error> {
+    let mut first_type: Option<(&DatasetInfo, &str)> = None;
+    for info in infos {
+        let unit = info.privacy_unit.as_deref().and_then(|u| info.columns.iter().find(|c| c.name == u));
+        let Some(unit) = unit.filter(|u| u.tag == Tag::Identifier && u.linkable) else {
+            return Err(Error::new(
+                ErrorKind::Unprocessable,
+                "not_linkable",
+                format!(
+                    "{} has no privacy unit that is a linkable identifier: it cannot be joined in an extract",
+                    info.dataset
+                ),
+            ));
+        };
+        match first_type {
+            None => first_type = Some((info, unit.data_type.as_str())),
+            Some((other, t)) if t != unit.data_type => {
+                return Err(Error::new(
+                    ErrorKind::Unprocessable,
+                    "not_linkable",
+                    format!(
+                        "the privacy units of {} ({t}) and {} ({}) differ in type: they are not joined",
+                        other.dataset, info.dataset, unit.data_type
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Which dataset a requested column comes from, and its name there: `<department>.<dataset>.
+/// <column>`, or a bare name only one dataset has (or the privacy unit, which every dataset of
+/// a join has).
+fn resolve_column<'a>(infos: &[&DatasetInfo], asked: &'a str) -> Result<(usize, &'a str), Error> {
+    if infos.len() == 1 {
+        return Ok((0, asked));
+    }
+    for (i, info) in infos.iter().enumerate() {
+        if let Some(name) = asked.strip_prefix(&format!("{}.", info.dataset)) {
+            return Ok((i, name));
+        }
+    }
+    let having: Vec<usize> = (0..infos.len()).filter(|i| infos[*i].columns.iter().any(|c| c.name == asked)).collect();
+    let is_unit = |i: &usize| infos[*i].privacy_unit.as_deref() == Some(asked);
+    match having.as_slice() {
+        [] => Err(Error::new(
+            ErrorKind::Unprocessable,
+            "unknown_column",
+            format!(
+                "`{asked}` is not a column of {}",
+                infos.iter().map(|i| i.dataset.to_string()).collect::<Vec<_>>().join(" or ")
+            ),
+        )),
+        [one] => Ok((*one, asked)),
+        several if several.iter().all(is_unit) => Ok((several[0], asked)),
+        several => Err(Error::new(
+            ErrorKind::Unprocessable,
+            "ambiguous_column",
+            format!(
+                "`{asked}` is a column of {}: name it as `<department>.<dataset>.{asked}`",
+                several.iter().map(|i| infos[*i].dataset.to_string()).collect::<Vec<_>>().join(" and ")
+            ),
+        )),
+    }
 }
 
 /// The dataset's base release: its privacy unit (as if kept), every quasi-identifier from its
@@ -487,6 +655,34 @@ fn build_in_base(
     }
 }
 
+/// [`build_in_base`] for an extract joined from several datasets: a sensitive column the
+/// extract does not ask for that blocks a dataset's base leaves that base.
+fn join_in_bases(
+    mut sources: Vec<veil_extract::Source<'_>>,
+    spec: &Spec,
+    progress: &mut dyn FnMut(veil_extract::Progress),
+) -> Result<veil_extract::Extract, veil_extract::Error> {
+    loop {
+        match veil_extract::build_joined(&sources, spec, progress) {
+            Err(veil_extract::Error::Infeasible { column: Some(c), reason })
+                if !spec.columns.iter().any(|s| s.name == c) =>
+            {
+                let mut left = false;
+                for s in &mut sources {
+                    if s.base.columns.iter().any(|b| b.name == c) {
+                        s.base.columns.retain(|b| b.name != c);
+                        left = true;
+                    }
+                }
+                if !left {
+                    return Err(veil_extract::Error::Infeasible { column: Some(c), reason });
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The `k` an extract's stored report says it meets.
 fn report_k(report: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(report).ok().and_then(|r| r.get("k")?.as_u64()).unwrap_or(0)
@@ -505,8 +701,14 @@ fn request_from_spec(spec: &str, asked: &AccessRequest) -> Result<ExtractRequest
         }
         _ => Some(Vec::new()),
     };
+    let dataset = |v: &Value| v.as_str().and_then(|d| d.parse::<DatasetRef>().ok());
+    let join = match spec.get("join") {
+        Some(v) => v.as_array().ok_or_else(bad)?.iter().map(dataset).collect::<Option<Vec<_>>>().ok_or_else(bad)?,
+        None => Vec::new(),
+    };
     Ok(ExtractRequest {
-        dataset: asked.dataset.clone(),
+        dataset: spec.get("dataset").and_then(dataset).ok_or_else(bad)?,
+        join,
         purpose: asked.purpose.clone(),
         expires_at: asked.expires_at,
         name: spec.get("name").and_then(Value::as_str).ok_or_else(bad)?.to_string(),
@@ -522,7 +724,7 @@ fn request_from_spec(spec: &str, asked: &AccessRequest) -> Result<ExtractRequest
 fn spec_json(request: &ExtractRequest) -> String {
     let hierarchies: serde_json::Map<String, serde_json::Value> =
         request.hierarchies.iter().map(|(c, steps)| (c.clone(), serde_json::json!(steps))).collect();
-    serde_json::json!({
+    let mut spec = serde_json::json!({
         "dataset": request.dataset.to_string(),
         "name": request.name,
         "columns": request.columns,
@@ -530,8 +732,11 @@ fn spec_json(request: &ExtractRequest) -> String {
         "k": request.k,
         "l": request.l,
         "max_suppression": request.max_suppression,
-    })
-    .to_string()
+    });
+    if !request.join.is_empty() {
+        spec["join"] = serde_json::json!(request.join.iter().map(ToString::to_string).collect::<Vec<_>>());
+    }
+    spec.to_string()
 }
 
 /// The builder's refusals as the broker's.

@@ -1,5 +1,7 @@
 //! De-identified extracts: built when an analyst asks for one, stored as an immutable Parquet
 //! file beside the access request that names it, readable once a steward approves the request.
+//! An extract joined from several datasets has one access request per dataset (its parts), each
+//! decided by that dataset's stewards, and is readable once every one of them is approved.
 //!
 //! The same invariant as dataset versions: the file is complete, fsynced and renamed into
 //! `extracts/` before the transaction that creates the request and names the file commits; a
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 use rusqlite::{OptionalExtension, params};
 use veil_common::{DatasetRef, Mode, UserId};
 
-use crate::access::{self, AccessRequest, NewRequest};
+use crate::access::{self, AccessRequest, NewRequest, RequestState};
 use crate::layout::sync_dir;
 use crate::{Catalog, Error, Result, now};
 
@@ -34,6 +36,29 @@ pub struct ExtractInfo {
     pub report: String,
     /// When it was built (RFC 3339).
     pub created_at: String,
+    /// The other datasets it is joined from, each with its own access request.
+    pub parts: Vec<ExtractPart>,
+}
+
+impl ExtractInfo {
+    /// Whether the access request of every other dataset it is joined from is approved (true
+    /// for an extract of one dataset).
+    pub fn parts_approved(&self) -> bool {
+        self.parts.iter().all(|p| p.state == RequestState::Approved)
+    }
+}
+
+/// Another dataset an extract is joined from, and the access request its stewards decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractPart {
+    /// The access request for this dataset.
+    pub request_id: String,
+    /// The dataset.
+    pub dataset: DatasetRef,
+    /// Its version the extract was built from.
+    pub source_version: i64,
+    /// Where its request stands.
+    pub state: RequestState,
 }
 
 /// A built extract, waiting in `tmp/` to be named by a new access request.
@@ -51,6 +76,9 @@ pub struct NewExtract {
     pub rows: u64,
     /// Its report (JSON).
     pub report: String,
+    /// The other datasets it is joined from, with the versions it was built from: each gets an
+    /// access request of its own, for its stewards.
+    pub parts: Vec<(DatasetRef, i64)>,
 }
 
 /// The longest extract name.
@@ -138,6 +166,14 @@ impl Catalog {
                     now()
                 ],
             )?;
+            for (dataset, version) in &extract.parts {
+                let part = access::new_request_id();
+                access::insert_request(&tx, &part, &NewRequest { dataset: dataset.clone(), ..new.clone() })?;
+                tx.execute(
+                    "INSERT INTO extract_parts (request_id, extract_request_id, source_version) VALUES (?1, ?2, ?3)",
+                    params![part, id, version],
+                )?;
+            }
             tx.commit()?;
             Ok(request)
         };
@@ -173,9 +209,10 @@ impl Catalog {
         record: impl FnOnce(&AccessRequest) -> Option<String>,
     ) -> Result<(AccessRequest, ExtractInfo, Option<crate::Pending>)> {
         let before = self.extract(request_id)?.ok_or_else(|| Error::AccessRequestNotFound(request_id.to_owned()))?;
+        let owner = before.request_id.clone();
         let dir = self.extracts_dir();
         // A name of its own, so the file an approval may be reading stays until the commit.
-        let file_name = format!("{request_id}-{}.parquet", uuid::Uuid::new_v4().simple());
+        let file_name = format!("{owner}-{}.parquet", uuid::Uuid::new_v4().simple());
         let placed = dir.join(&file_name);
         fs::rename(&extract.staged, &placed).map_err(Error::io("moving extract file to", &placed))?;
         let commit = || -> Result<(AccessRequest, Option<crate::Pending>)> {
@@ -184,11 +221,16 @@ impl Catalog {
             let tx = conn.transaction()?;
             let request = access::read_request(&tx, request_id)?;
             request.require(access::RequestState::Pending, "revising")?;
+            // Every dataset's stewards decide on the extract as it is: none may have approved
+            // the one it replaces.
+            for part in std::iter::once(owner.clone()).chain(before.parts.iter().map(|p| p.request_id.clone())) {
+                access::read_request(&tx, &part)?.require(access::RequestState::Pending, "revising")?;
+            }
             tx.execute(
                 "UPDATE extracts SET spec = ?2, source_version = ?3, file = ?4, rows = ?5, report = ?6, created_at = ?7
                   WHERE request_id = ?1",
                 params![
-                    request_id,
+                    owner,
                     extract.spec,
                     extract.source_version,
                     format!("extracts/{file_name}"),
@@ -197,6 +239,14 @@ impl Catalog {
                     now()
                 ],
             )?;
+            for (dataset, version) in &extract.parts {
+                tx.execute(
+                    "UPDATE extract_parts SET source_version = ?2
+                      WHERE extract_request_id = ?1 AND request_id IN
+                            (SELECT id FROM access_requests WHERE dataset_department = ?3 AND dataset_name = ?4)",
+                    params![owner, version, dataset.department.as_str(), dataset.name.as_str()],
+                )?;
+            }
             let pending = record(&request).map(|e| crate::outbox::write(&tx, e)).transpose()?;
             tx.commit()?;
             Ok((request, pending))
@@ -224,17 +274,45 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite failures.
+    /// For a part of an extract joined from several datasets, the extract it is part of.
     pub fn extract(&self, request_id: &str) -> Result<Option<ExtractInfo>> {
         let conn = self.conn();
-        conn.query_row(&format!("SELECT {EXTRACT_COLUMNS} FROM extracts WHERE request_id = ?1"), [request_id], |r| {
-            self.extract_from_row(r)
-        })
-        .optional()
-        .map_err(Error::from)
+        let found = conn
+            .query_row(
+                &format!(
+                    "SELECT {EXTRACT_COLUMNS} FROM extracts WHERE request_id = ?1
+                        OR request_id = (SELECT extract_request_id FROM extract_parts WHERE request_id = ?1)"
+                ),
+                [request_id],
+                |r| self.extract_from_row(r),
+            )
+            .optional()?;
+        let Some(mut extract) = found else { return Ok(None) };
+        let mut stmt = conn.prepare_cached(
+            "SELECT p.request_id, r.dataset_department, r.dataset_name, p.source_version, r.state
+               FROM extract_parts p JOIN access_requests r ON r.id = p.request_id
+              WHERE p.extract_request_id = ?1 ORDER BY p.rowid",
+        )?;
+        let conv =
+            |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
+        let parts = stmt.query_map([&extract.request_id], |r| {
+            Ok(ExtractPart {
+                request_id: r.get(0)?,
+                dataset: DatasetRef {
+                    department: veil_common::DepartmentId::new(r.get::<_, String>(1)?)
+                        .map_err(|e| conv(1, e.to_string()))?,
+                    name: veil_common::DatasetName::new(r.get::<_, String>(2)?).map_err(|e| conv(2, e.to_string()))?,
+                },
+                source_version: r.get(3)?,
+                state: RequestState::parse(&r.get::<_, String>(4)?).ok_or_else(|| conv(4, "unknown state".into()))?,
+            })
+        })?;
+        extract.parts = parts.collect::<Result<_, _>>()?;
+        Ok(Some(extract))
     }
 
-    /// The extract `name` that `user` may read now (its request approved and not expired), with
-    /// its request.
+    /// The extract `name` that `user` may read now (its request, and the request of every other
+    /// dataset it is joined from, approved and not expired), with its request.
     ///
     /// # Errors
     /// SQLite failures.
@@ -248,7 +326,9 @@ impl Catalog {
             let conn = self.conn();
             conn.query_row(
                 "SELECT r.id FROM extracts e JOIN access_requests r ON r.id = e.request_id
-                  WHERE r.user_id = ?1 AND e.name = ?2 AND r.state = 'approved' AND r.expires_at > ?3",
+                  WHERE r.user_id = ?1 AND e.name = ?2 AND r.state = 'approved' AND r.expires_at > ?3
+                    AND NOT EXISTS (SELECT 1 FROM extract_parts p JOIN access_requests q ON q.id = p.request_id
+                                     WHERE p.extract_request_id = r.id AND (q.state <> 'approved' OR q.expires_at <= ?3))",
                 params![user.as_str(), name, now_unix],
                 |r| r.get(0),
             )
@@ -267,9 +347,12 @@ impl Catalog {
     pub fn released_extract_versions(&self, dataset: &DatasetRef) -> Result<Vec<i64>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT DISTINCT e.source_version FROM extracts e JOIN access_requests r ON r.id = e.request_id
+            "SELECT e.source_version FROM extracts e JOIN access_requests r ON r.id = e.request_id
               WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')
-              ORDER BY 1",
+             UNION
+             SELECT p.source_version FROM extract_parts p JOIN access_requests r ON r.id = p.request_id
+              WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')
+             ORDER BY 1",
         )?;
         let rows = stmt.query_map(params![dataset.department.as_str(), dataset.name.as_str()], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -285,6 +368,7 @@ impl Catalog {
             rows: r.get::<_, i64>(5)? as u64,
             report: r.get(6)?,
             created_at: r.get(7)?,
+            parts: Vec::new(),
         })
     }
 

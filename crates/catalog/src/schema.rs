@@ -180,6 +180,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE dataset_versions ADD COLUMN noise TEXT;
     "#,
+    // 12: an extract joined from several datasets has one access request per dataset, each for
+    // its department's stewards; the extract belongs to the first, the others are its parts.
+    r#"
+    CREATE TABLE extract_parts (
+        request_id          TEXT PRIMARY KEY REFERENCES access_requests(id),
+        extract_request_id  TEXT NOT NULL REFERENCES extracts(request_id),
+        source_version      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX extract_parts_by_extract ON extract_parts (extract_request_id);
+    "#,
 ];
 
 /// The schema version this build writes.

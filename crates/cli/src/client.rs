@@ -123,11 +123,20 @@ pub(crate) async fn access(cmd: AccessCommand) -> CliResult {
                                   "expires_at": args.expires});
             if let Some(name) = args.extract {
                 let mut extract = json!({"name": name, "columns": args.columns});
+                if !args.join.is_empty() {
+                    extract["join"] = json!(args.join);
+                }
                 strictness(&mut extract, args.k, args.l, args.max_suppression);
                 body["extract"] = extract;
-            } else if !args.columns.is_empty() || args.k.is_some() || args.l.is_some() || args.max_suppression.is_some()
+            } else if !args.columns.is_empty()
+                || !args.join.is_empty()
+                || args.k.is_some()
+                || args.l.is_some()
+                || args.max_suppression.is_some()
             {
-                return Err("--columns, --k, --l and --max-suppression describe an extract: give --extract NAME".into());
+                return Err(
+                    "--columns, --join, --k, --l and --max-suppression describe an extract: give --extract NAME".into(),
+                );
             }
             args.remote.request(Method::POST, "/access-requests")?.json(&body)
         }

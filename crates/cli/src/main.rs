@@ -386,9 +386,14 @@ struct AccessRequestArgs {
     /// Deidentified: the extract's name (queried as extracts.<name>).
     #[arg(long)]
     extract: Option<String>,
-    /// Deidentified: the columns to release, comma-separated.
+    /// Deidentified: the columns to release, comma-separated (with --join, a column several
+    /// datasets have as department.dataset.column).
     #[arg(long, value_delimiter = ',')]
     columns: Vec<String>,
+    /// Deidentified: other datasets (department.name, comma-separated) joined on their privacy
+    /// units; each dataset's stewards approve their own part.
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<String>,
     /// Deidentified: a k above the level's.
     #[arg(long)]
     k: Option<u64>,

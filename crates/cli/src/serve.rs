@@ -143,6 +143,7 @@ async fn demo_extract(state: &AppState, setup: &DemoSetup) -> CliResult {
     let expires_at = (time::OffsetDateTime::now_utc() + time::Duration::days(30)).unix_timestamp();
     let request = veil_broker::ExtractRequest {
         dataset: "health.visits".parse()?,
+        join: Vec::new(),
         purpose: "演示: 门诊就诊的去标识化提取 (demo extract of clinic visits)".into(),
         expires_at,
         name: "visits".into(),

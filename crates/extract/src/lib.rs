@@ -44,7 +44,7 @@ impl From<veil_common::Generalization> for Step {
     }
 }
 pub use output::{read_parquet, write_parquet};
-pub use report::{ClassSizes, ColumnReport, Report};
+pub use report::{ClassSizes, ColumnReport, Report, SourceRecords};
 
 /// The smallest `k` an extract about people may have, whatever the level says.
 pub const MIN_K: u64 = 5;
@@ -218,8 +218,134 @@ pub fn build_within(
     spec: &Spec,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Extract> {
-    check(base)?;
     check(spec)?;
+    let based = within_base(input, base, spec, progress)?;
+    let mut extract = build(std::slice::from_ref(&based.kept), &based.spec, progress)?;
+    let r = &mut extract.report;
+    based.code_columns(&mut r.columns);
+    r.source_records = based.records.source_records;
+    r.suppressed_records += based.records.base_suppressed_records;
+    r.records_without_unit = based.records.records_without_unit;
+    r.records_over_person_cap = based.records.records_over_person_cap;
+    r.base_suppressed_records = based.records.base_suppressed_records;
+    r.warnings.extend(based.warnings);
+    Ok(extract)
+}
+
+/// One dataset of an extract joined from several on their privacy units.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    /// How the report names it.
+    pub name: String,
+    /// All its rows.
+    pub input: &'a [RecordBatch],
+    /// Its base release (as for [`build_within`]); its unit is the key the datasets are joined on.
+    pub base: Spec,
+    /// The extract's columns that come from it (the unit aside).
+    pub columns: Vec<String>,
+}
+
+/// The most rows a join of several datasets may make before the search: each person's rows are
+/// capped in every base release, but their product over several datasets can still be large.
+pub const MAX_JOINED_ROWS: usize = 20_000_000;
+
+/// Builds the extract `spec` describes from several datasets joined on their privacy units
+/// (`spec.unit` names the joined unit, the first source's). Each dataset is first reduced to its
+/// own base release as [`build_within`] does (its suppressed records out, each column no finer
+/// than the base), so the joined extract reveals about each dataset no more than its base; then
+/// the records of every person found in all of them are joined (every combination of their
+/// rows), and `k` and `l` are met over the joined records: a class is the people sharing the
+/// combination of every dataset's quasi-identifiers (and, with the pseudonym kept, their whole
+/// joined profile).
+///
+/// # Errors
+/// As [`build_within`]; also fewer than two sources, a column named by two sources or by none,
+/// and a join of more than [`MAX_JOINED_ROWS`].
+pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMut(Progress)) -> Result<Extract> {
+    check(spec)?;
+    let Some(unit) = spec.unit.clone() else {
+        return Err(Error::Spec("a joined extract is joined on a privacy unit".into()));
+    };
+    if sources.len() < 2 {
+        return Err(Error::Spec("a joined extract has at least two datasets".into()));
+    }
+    for c in spec.columns.iter().filter(|c| c.name != unit) {
+        let from = sources.iter().filter(|s| s.columns.contains(&c.name)).count();
+        if from != 1 {
+            return Err(Error::Spec(format!("column `{}` must come from exactly one dataset, not {from}", c.name)));
+        }
+    }
+    let mut joined_spec = Spec { max_rows_per_person: None, ..spec.clone() };
+    let mut based = Vec::with_capacity(sources.len());
+    for s in sources {
+        let part = Spec {
+            columns: spec.columns.iter().filter(|c| s.columns.contains(&c.name)).cloned().collect(),
+            unit: s.base.unit.clone(),
+            max_rows_per_person: None,
+            ..spec.clone()
+        };
+        let b = within_base(s.input, &s.base, &part, progress)?;
+        for fitted in &b.spec.columns {
+            if let Some(c) = joined_spec.columns.iter_mut().find(|c| c.name == fitted.name) {
+                c.role = fitted.role.clone();
+            }
+        }
+        based.push(b);
+    }
+    let (joined, linked) = join_on_units(sources, &based, &unit)?;
+    if joined.num_rows() == 0 {
+        return Err(Error::Infeasible { column: None, reason: "no person is in every one of the datasets".into() });
+    }
+    let mut extract = build(&[joined], &joined_spec, progress)?;
+    let r = &mut extract.report;
+    for b in &based {
+        b.code_columns(&mut r.columns);
+        r.warnings.extend(b.warnings.iter().cloned());
+    }
+    r.sources = sources
+        .iter()
+        .zip(&based)
+        .zip(linked)
+        .map(|((s, b), linked)| SourceRecords {
+            dataset: s.name.clone(),
+            records_not_in_every_dataset: b.kept.num_rows() as u64 - linked,
+            ..b.records.clone()
+        })
+        .collect();
+    r.warnings.push(format!(
+        "every person in the extract is in each of {}: being in it says so about them",
+        sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    Ok(extract)
+}
+
+/// A dataset reduced to its base release, and an extract's columns of it fitted to the base.
+struct Based {
+    /// The records the base keeps (its suppressed ones left out).
+    kept: RecordBatch,
+    /// The extract's spec over this dataset: quasi-identifiers no finer than the base, numbers
+    /// coded to the base's bounds.
+    spec: Spec,
+    /// How the base coded each sensitive number.
+    codings: Vec<(String, &'static str)>,
+    warnings: Vec<String>,
+    records: SourceRecords,
+}
+
+impl Based {
+    /// Reports each sensitive number as the base coded it.
+    fn code_columns(&self, columns: &mut [ColumnReport]) {
+        for c in columns {
+            if let Some((_, coding)) = self.codings.iter().find(|(name, _)| *name == c.name) {
+                c.treatment = (*coding).to_owned();
+            }
+        }
+    }
+}
+
+/// Reduces `input` to its base release `base` and fits `spec`'s columns to it.
+fn within_base(input: &[RecordBatch], base: &Spec, spec: &Spec, progress: &mut dyn FnMut(Progress)) -> Result<Based> {
+    check(base)?;
     let table = columns::Table::encode(input, base)?;
     let found = search::search(&table, base, progress)?;
     let keep: arrow::array::BooleanArray =
@@ -253,21 +379,91 @@ pub fn build_within(
             Role::Pseudonym | Role::Attribute => {}
         }
     }
-    let mut extract = build(&[kept], &spec, progress)?;
-    let r = &mut extract.report;
-    for c in &mut r.columns {
-        if let Some(coding) = table.sensitive.iter().find(|s| s.name == c.name).and_then(|s| s.coding) {
-            c.treatment = coding.to_owned();
+    let codings = table.sensitive.iter().filter_map(|s| Some((s.name.clone(), s.coding?))).collect();
+    let records = SourceRecords {
+        dataset: String::new(),
+        source_records: table.rows() as u64 + table.without_unit + table.over_cap,
+        base_suppressed_records: found.eval.suppressed_rows,
+        records_without_unit: table.without_unit,
+        records_over_person_cap: table.over_cap,
+        records_not_in_every_dataset: 0,
+    };
+    Ok(Based { kept, spec, codings, warnings, records })
+}
+
+/// Joins the sources' kept records on their units: for every person in all of them, every
+/// combination of their records, in the first source's order. The joined batch holds the unit
+/// (named `unit`, from the first source) and each source's columns. Also returns, per source,
+/// how many of its kept records joined.
+fn join_on_units(sources: &[Source<'_>], based: &[Based], unit: &str) -> Result<(RecordBatch, Vec<u64>)> {
+    use arrow::array::{AsArray, UInt32Array};
+    let mut keys = Vec::with_capacity(based.len());
+    for (s, b) in sources.iter().zip(based) {
+        let name = s.base.unit.as_deref().ok_or_else(|| Error::Spec(format!("{} has no privacy unit", s.name)))?;
+        let array = b.kept.column_by_name(name).ok_or_else(|| Error::UnknownColumn(name.to_owned()))?;
+        keys.push(arrow::compute::cast(array, &DataType::Utf8)?);
+    }
+    let texts: Vec<&arrow::array::StringArray> = keys.iter().map(|k| k.as_string::<i32>()).collect();
+    let mut rows_of: Vec<std::collections::HashMap<&str, Vec<u32>>> = Vec::with_capacity(texts.len());
+    for t in &texts {
+        let mut map: std::collections::HashMap<&str, Vec<u32>> = std::collections::HashMap::new();
+        for (row, v) in t.iter().enumerate() {
+            if let Some(v) = v {
+                map.entry(v).or_default().push(row as u32);
+            }
+        }
+        rows_of.push(map);
+    }
+    let mut take: Vec<Vec<u32>> = vec![Vec::new(); sources.len()];
+    let mut done: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut linked = vec![0u64; sources.len()];
+    for v in texts[0].iter().flatten() {
+        if !done.insert(v) {
+            continue;
+        }
+        let Some(lists) = rows_of.iter().map(|m| m.get(v)).collect::<Option<Vec<_>>>() else { continue };
+        for (n, list) in linked.iter_mut().zip(&lists) {
+            *n += list.len() as u64;
+        }
+        // Every combination, the last source varying fastest.
+        let combinations: usize = lists.iter().map(|l| l.len()).product();
+        if take[0].len() + combinations > MAX_JOINED_ROWS {
+            return Err(Error::Spec(format!(
+                "joining the datasets makes more than {MAX_JOINED_ROWS} records: ask for fewer datasets"
+            )));
+        }
+        for i in 0..combinations {
+            let mut rest = i;
+            for (s, list) in lists.iter().enumerate().rev() {
+                take[s].push(list[rest % list.len()]);
+                rest /= list.len();
+            }
         }
     }
-    r.source_records = table.rows() as u64 + table.without_unit;
-    r.suppressed_records += found.eval.suppressed_rows;
-    r.records_without_unit = table.without_unit;
-    r.records_over_person_cap = table.over_cap;
-    r.source_records += table.over_cap;
-    r.base_suppressed_records = found.eval.suppressed_rows;
-    r.warnings.extend(warnings);
-    Ok(extract)
+    let mut fields = Vec::new();
+    let mut arrays = Vec::new();
+    let first_unit = sources[0].base.unit.as_deref().unwrap_or(unit);
+    let indices: Vec<UInt32Array> = take.into_iter().map(UInt32Array::from).collect();
+    let mut column = |batch: &RecordBatch, name: &str, as_name: &str, rows: &UInt32Array| -> Result<()> {
+        let i = batch.schema().index_of(name).map_err(|_| Error::UnknownColumn(name.to_owned()))?;
+        let field = batch.schema().field(i).clone().with_name(as_name);
+        arrays.push(arrow::compute::take(batch.column(i).as_ref(), rows, None)?);
+        fields.push(field);
+        Ok(())
+    };
+    column(&based[0].kept, first_unit, unit, &indices[0])?;
+    for ((s, b), rows) in sources.iter().zip(based).zip(&indices) {
+        for name in &s.columns {
+            column(&b.kept, name, name, rows)?;
+        }
+    }
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+    let batch = RecordBatch::try_new_with_options(
+        schema,
+        arrays,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(indices[0].len())),
+    )?;
+    Ok((batch, linked))
 }
 
 fn check(spec: &Spec) -> Result<()> {

@@ -56,6 +56,27 @@ pub struct Report {
     /// What the steward should know: a hierarchy asked for that the base release makes coarser,
     /// extracts of other versions already released.
     pub warnings: Vec<String>,
+    /// For an extract joined from several datasets, each dataset's own records (the figures
+    /// above then count the joined records: one per combination of a person's rows).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceRecords>,
+}
+
+/// One dataset's records in an extract joined from several.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceRecords {
+    /// The dataset.
+    pub dataset: String,
+    /// Its records.
+    pub source_records: u64,
+    /// Records its base release suppressed.
+    pub base_suppressed_records: u64,
+    /// Records left out because their privacy unit is missing.
+    pub records_without_unit: u64,
+    /// Records left out because their person had more rows than the cap.
+    pub records_over_person_cap: u64,
+    /// Records of people not found in every other dataset, left out by the join.
+    pub records_not_in_every_dataset: u64,
 }
 
 /// Released classes with a number of people in `[from, to]`.
@@ -159,6 +180,7 @@ pub(crate) fn report(table: &Table, spec: &Spec, found: &Found) -> Report {
         lattice: found.lattice as u64,
         base_suppressed_records: 0,
         warnings: Vec::new(),
+        sources: Vec::new(),
     }
 }
 

@@ -613,3 +613,137 @@ fn a_value_every_person_of_a_class_holds_is_not_released_as_diverse() {
         "the class whose every person holds 4321 was released as 2-diverse"
     );
 }
+
+/// The test source split in two datasets about the same people: `people` (one row each: `person`,
+/// `copy`, `age`, `district`) and `visits` (their rows: `person`, `birth`, `diagnosis`,
+/// `subsidy`), where every `absent`-th person has no visit.
+fn two_datasets(src: &Source, absent: usize) -> (RecordBatch, RecordBatch) {
+    let person = text(&src.batch, "person");
+    let mut first = Vec::new();
+    let mut seen = HashSet::new();
+    for (row, p) in person.iter().enumerate() {
+        if seen.insert(p.clone()) {
+            first.push(row as u32);
+        }
+    }
+    let visited: Vec<u32> = (0..person.len() as u32)
+        .filter(|r| {
+            let p = person[*r as usize].as_deref().unwrap();
+            p[1..].parse::<usize>().unwrap() % absent != 0
+        })
+        .collect();
+    let pick = |rows: &[u32], names: &[&str]| {
+        let rows = arrow::array::UInt32Array::from(rows.to_vec());
+        let schema = src.batch.schema();
+        RecordBatch::try_from_iter(names.iter().map(|n| {
+            let i = schema.index_of(n).unwrap();
+            (*n, arrow::compute::take(src.batch.column(i).as_ref(), &rows, None).unwrap())
+        }))
+        .unwrap()
+    };
+    (pick(&first, &["person", "copy", "age", "district"]), pick(&visited, &["person", "birth", "diagnosis", "subsidy"]))
+}
+
+/// The base release of one of the two datasets: its quasi-identifiers and sensitive columns.
+fn base_of(batch: &RecordBatch, k: u64) -> Spec {
+    let mut s = base(k);
+    s.columns.retain(|c| batch.schema().index_of(&c.name).is_ok());
+    s.max_rows_per_person = Some(4);
+    s
+}
+
+fn joined(people: &RecordBatch, visits: &RecordBatch, spec: &Spec) -> veil_extract::Result<veil_extract::Extract> {
+    let sources = [
+        veil_extract::Source {
+            name: "civil.people".into(),
+            input: std::slice::from_ref(people),
+            base: base_of(people, 5),
+            columns: vec!["copy".into(), "age".into(), "district".into()],
+        },
+        veil_extract::Source {
+            name: "health.visits".into(),
+            input: std::slice::from_ref(visits),
+            base: base_of(visits, 5),
+            columns: vec!["birth".into(), "diagnosis".into(), "subsidy".into()],
+        },
+    ];
+    veil_extract::build_joined(&sources, spec, &mut |_| {})
+}
+
+/// Two datasets joined on their privacy unit: k and l hold over the quasi-identifiers of both
+/// (over people's whole joined profiles, with the pseudonym kept), only people in both are
+/// released, and nobody has more rows than their visits.
+#[test]
+fn a_joined_extract_hides_each_person_among_k_over_every_datasets_columns() {
+    let mut built = 0;
+    for seed in 0..6u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(100 + seed);
+        let src = source(&mut rng, 500, 3);
+        let (people, visits) = two_datasets(&src, 5);
+        for pseudonym in [false, true] {
+            let extract = match joined(&people, &visits, &spec(5, 2, 0.2, pseudonym)) {
+                Ok(e) => e,
+                Err(Error::Infeasible { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            };
+            assert_k_and_l(&extract.batch, 5, 2, pseudonym);
+            let visitors: HashSet<Option<String>> = text(&visits, "person").into_iter().collect();
+            let mut rows: HashMap<Option<String>, usize> = HashMap::new();
+            for c in text(&extract.batch, "copy") {
+                assert!(visitors.contains(&c), "a person without visits is in the joined extract");
+                *rows.entry(c).or_default() += 1;
+            }
+            let visits_of = |p: &Option<String>| text(&visits, "person").iter().filter(|v| *v == p).count();
+            assert!(rows.iter().all(|(p, n)| *n <= visits_of(p).min(4)), "more joined rows than visits");
+            let r = &extract.report;
+            assert_eq!(r.sources.len(), 2);
+            assert_eq!(r.sources[0].source_records, people.num_rows() as u64);
+            assert!(r.sources[0].records_not_in_every_dataset > 0, "people without visits are counted");
+            assert!(r.warnings.iter().any(|w| w.contains("being in it says so")));
+            built += 1;
+        }
+    }
+    assert!(built >= 8, "only {built} of 12 joined extracts could be built");
+}
+
+/// Each dataset of a joined extract is first reduced to its own base release: a person the
+/// base of one dataset suppresses (alone in their district) is never in a joined extract,
+/// whichever of its columns the extract asks for.
+#[test]
+fn a_joined_extract_releases_nobody_a_datasets_base_suppresses() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    let src = source(&mut rng, 400, 2);
+    let (people, visits) = two_datasets(&src, 7);
+    let mut districts = text(&people, "district");
+    districts[1] = Some("999999".into()); // P00001, who has visits, alone in their district
+    let mut columns = people.columns().to_vec();
+    columns[3] = Arc::new(StringArray::from(districts));
+    let people = RecordBatch::try_new(people.schema(), columns).unwrap();
+    for names in [&["copy", "district", "birth", "diagnosis"][..], &["copy", "birth", "diagnosis"]] {
+        let e = joined(&people, &visits, &keeping(spec(5, 2, 0.2, false), names)).unwrap();
+        assert!(
+            text(&e.batch, "copy").iter().all(|c| c.as_deref() != Some("P00001")),
+            "{names:?} releases the person the people dataset's base suppresses"
+        );
+        assert!(e.batch.num_rows() > 0);
+    }
+}
+
+#[test]
+fn a_joined_extract_takes_each_column_from_one_dataset() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+    let src = source(&mut rng, 100, 2);
+    let (people, visits) = two_datasets(&src, 5);
+    let mut spec = keeping(spec(5, 2, 0.2, false), &["age", "birth"]);
+    spec.columns.push(qi("nowhere"));
+    let refused = joined(&people, &visits, &spec).unwrap_err();
+    assert!(refused.to_string().contains("`nowhere` must come from exactly one dataset"), "{refused}");
+    let one = [veil_extract::Source {
+        name: "civil.people".into(),
+        input: std::slice::from_ref(&people),
+        base: base_of(&people, 5),
+        columns: vec!["age".into()],
+    }];
+    let spec = keeping(self::spec(5, 2, 0.2, false), &["age"]);
+    assert!(veil_extract::build_joined(&one, &spec, &mut |_| {}).is_err(), "one dataset is not a join");
+}

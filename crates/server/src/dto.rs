@@ -413,8 +413,15 @@ pub struct NewAccessRequest {
 pub struct ExtractInput {
     /// The table name to query it by, `extracts.<name>`: lowercase letters, digits and `_`.
     pub name: String,
+    /// Other datasets (`department.name`) joined to the request's dataset on their privacy
+    /// units, which must be linkable identifiers of one type. Only people found in every one
+    /// are released; each dataset's stewards get an access request of their own, and the
+    /// extract is readable once every one is approved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join: Vec<String>,
     /// The columns to release, in order. Only the privacy unit among identifiers, as a
-    /// pseudonym keyed for this extract.
+    /// pseudonym keyed for this extract. With `join`, a column several datasets have is named
+    /// `department.dataset.column` (and released as `column`).
     pub columns: Vec<String>,
     /// Per quasi-identifier: its hierarchy, finest step first (`day`, `month`, `quarter`,
     /// `year`, `years:5`, `band:10`, `prefix:4`, `exact`), each containing the one before; `*`
@@ -453,6 +460,22 @@ pub struct ExtractView {
     pub report: Option<serde_json::Value>,
     /// Built at (RFC 3339).
     pub created_at: String,
+    /// The other datasets it is joined from, each with the access request its stewards decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<ExtractPartView>,
+}
+
+/// Another dataset an extract is joined from.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExtractPartView {
+    /// Its access request, decided by this dataset's stewards.
+    pub request: String,
+    /// The dataset.
+    pub dataset: String,
+    /// Its version the extract was built from.
+    pub source_version: i64,
+    /// `pending`, `approved`, `rejected` or `revoked`.
+    pub state: String,
 }
 
 impl ExtractView {
@@ -466,6 +489,16 @@ impl ExtractView {
             rows: with_report.then_some(e.rows),
             report: with_report.then(|| json(&e.report)),
             created_at: e.created_at,
+            parts: e
+                .parts
+                .into_iter()
+                .map(|p| ExtractPartView {
+                    request: p.request_id,
+                    dataset: p.dataset.to_string(),
+                    source_version: p.source_version,
+                    state: p.state.as_str().to_owned(),
+                })
+                .collect(),
         }
     }
 }

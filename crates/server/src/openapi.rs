@@ -36,7 +36,7 @@ impl Modify for BearerAuth {
     components(schemas(
         dto::ErrorBody, dto::ErrorDetail, dto::NewDepartment, dto::DepartmentView, dto::NewUser, dto::UserView,
         dto::TokenView, dto::DatasetMetadata, dto::ColumnMetadata, dto::DatasetView, dto::ColumnView, dto::VersionView,
-        dto::Health, dto::Readiness, dto::Validation, dto::NewAccessRequest, dto::ExtractInput, dto::ExtractView, dto::DecisionReason, dto::AccessRequestView, dto::AccessView,
+        dto::Health, dto::Readiness, dto::Validation, dto::NewAccessRequest, dto::ExtractInput, dto::ExtractView, dto::ExtractPartView, dto::DecisionReason, dto::AccessRequestView, dto::AccessView,
         dto::ModeAccess, dto::ReloadView, dto::QueryBody, dto::QueryColumn, dto::QueryRule, dto::QueryResponse,
         dto::AuditPage, dto::AuditVerifyView, dto::DpMetadata, dto::DpView, dto::DpAnswer, dto::NoisyColumn, dto::HalfWidth, dto::AnonymizedAnswer, dto::NoiseSd,
         dto::BudgetView,

@@ -92,8 +92,17 @@ async fn create_extract_request(
             "a deidentified access request names its extract: {\"name\", \"columns\", optionally \"hierarchies\", \"k\", \"l\", \"max_suppression\"}",
         ));
     };
+    let mut join = Vec::with_capacity(extract.join.len());
+    for d in &extract.join {
+        join.push(
+            d.parse::<DatasetRef>().map_err(|e: veil_common::IdError| {
+                ApiError::bad_request("invalid_name", format!("extract.join: {e}"))
+            })?,
+        );
+    }
     let request = veil_broker::ExtractRequest {
         dataset: dataset.clone(),
+        join: join.clone(),
         purpose,
         expires_at,
         name: extract.name,
@@ -105,15 +114,28 @@ async fn create_extract_request(
     };
     match state.broker.request_extract(&AppState::broker_caller(caller.clone()), department, request).await {
         Ok((request, extract)) => {
-            let detail = format!("purpose: {}; extract {}: {}", request.purpose, extract.name, extract.report);
-            state.audit(request_entry(&caller, "access_request.create", &request, detail)).await?;
+            // One record names every dataset's access request: each has its stewards.
+            let parts: String = extract
+                .parts
+                .iter()
+                .map(|p| format!("; joined with {} in access request {}", p.dataset, p.request_id))
+                .collect();
+            let detail = format!("purpose: {}; extract {}{parts}: {}", request.purpose, extract.name, extract.report);
+            let mut entry = request_entry(&caller, "access_request.create", &request, detail);
+            entry
+                .datasets
+                .extend(extract.parts.iter().map(|p| DatasetUse { dataset: p.dataset.to_string(), level: None }));
+            state.audit(entry).await?;
             let mut view = AccessRequestView::from(request);
             view.extract = Some(ExtractView::new(extract, false));
             Ok((StatusCode::CREATED, Json(view)))
         }
         Err(error) => {
             let mut entry = entry_by(&caller, "access_request.create", "denied");
-            entry.datasets = vec![DatasetUse { dataset: dataset.to_string(), level: None }];
+            entry.datasets = std::iter::once(&dataset)
+                .chain(&join)
+                .map(|d| DatasetUse { dataset: d.to_string(), level: None })
+                .collect();
             entry.mode = Some(Mode::Deidentified.as_str().to_owned());
             entry.rule = Some(error.code().to_owned());
             entry.detail = Some(error.message().to_owned());
@@ -157,7 +179,9 @@ pub(crate) async fn access_requests_list(
             let mut views = Vec::new();
             for request in c.access_requests(&filter)? {
                 let extract = c.extract(&request.id)?;
-                let with_report = !analyst || request.state == RequestState::Approved;
+                let with_report = !analyst
+                    || (request.state == RequestState::Approved
+                        && extract.as_ref().is_none_or(veil_catalog::ExtractInfo::parts_approved));
                 let mut view = AccessRequestView::from(request);
                 view.extract = extract.map(|e| ExtractView::new(e, with_report));
                 views.push(view);
