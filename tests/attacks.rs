@@ -779,6 +779,24 @@ async fn a_range_that_excludes_one_person_changes_no_answer() {
     let truth = people.iter().filter(|r| r.district == "甲区" && r.subsidy < 200).count() as f64;
     let (low, everyone) = (low.unwrap(), everyone.unwrap());
     assert!(low.0 < everyone.0 - 30.0 && (low.0 - truth).abs() < 10.0, "{low:?} vs {everyone:?} (truth {truth})");
+    // The answer says which conditions may be left out (a red team took an answer from the
+    // whole district for a wrong one), and says it from the query alone: with the target or
+    // without, kept or left out, the same words.
+    let notes = |body: Value| -> Vec<String> {
+        let rules = body["rules"].as_array().cloned().unwrap_or_default();
+        rules.iter().filter(|r| r["code"] == "low_effect").map(|r| r["detail"].to_string()).collect()
+    };
+    let ask = |table: &str, hi: u32| {
+        format!("SELECT count(*) AS n FROM civil.{table} WHERE district = '甲区' AND subsidy >= 0 AND subsidy < {hi}")
+    };
+    let said = notes(w.ok(&ask("planted", 500)).await);
+    assert!(
+        said.len() == 1 && said[0].contains("`district`") && said[0].contains("`subsidy`"),
+        "the answer does not say which conditions may be left out: {said:?}"
+    );
+    for (table, hi) in [("planted", 1000), ("planted", 200), ("decoyed", 500)] {
+        assert_eq!(notes(w.ok(&ask(table, hi)).await), said, "{table} < {hi}: the notice depends on the data");
+    }
 }
 
 /// Leak (found by a red team, a round later): sharing the noise made `COUNT(*) − COUNT(col)`

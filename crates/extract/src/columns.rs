@@ -30,6 +30,21 @@ pub(crate) struct Table {
     pub(crate) without_unit: u64,
     /// Rows left out because their person had more than the cap.
     pub(crate) over_cap: u64,
+    /// In an extract joined from several datasets, what each dataset's own staff know.
+    pub(crate) views: Vec<View>,
+}
+
+/// What the staff of one dataset of a joined extract know exactly: the columns of theirs the
+/// extract releases as they are (attributes, sensitive values), by which they can tell rows
+/// apart within a class; and the other datasets' sensitive columns that must stay l-diverse
+/// among the rows they cannot tell apart.
+pub(crate) struct View {
+    /// The known columns' names.
+    pub(crate) known_names: Vec<String>,
+    /// Per known column, per row: the id of its released value.
+    pub(crate) known: Vec<Vec<u32>>,
+    /// Indices into [`Table::sensitive`] of the other datasets' sensitive columns.
+    pub(crate) protected: Vec<usize>,
 }
 
 /// A quasi-identifier.
@@ -121,7 +136,40 @@ impl Table {
                 Role::Pseudonym | Role::Attribute => {}
             }
         }
-        Ok(Table { input, units, people, linked, qis, sensitive, without_unit, over_cap })
+        Ok(Table { input, units, people, linked, qis, sensitive, without_unit, over_cap, views: Vec::new() })
+    }
+
+    /// Adds what each dataset's staff know ([`crate::Insider`]).
+    pub(crate) fn with_views(mut self, insiders: &[crate::Insider]) -> Result<Self> {
+        for insider in insiders {
+            let mut known = Vec::with_capacity(insider.known.len());
+            for name in &insider.known {
+                let array = match self.sensitive.iter().find(|s| s.name == *name) {
+                    Some(s) => Arc::clone(&s.released),
+                    None => {
+                        self.input.column_by_name(name).cloned().ok_or_else(|| Error::UnknownColumn(name.clone()))?
+                    }
+                };
+                let text = cast(&array, &DataType::Utf8)?;
+                let mut ids: HashMap<Option<&str>, u32> = HashMap::new();
+                known.push(
+                    text.as_string::<i32>()
+                        .iter()
+                        .map(|v| {
+                            let next = ids.len() as u32;
+                            *ids.entry(v).or_insert(next)
+                        })
+                        .collect(),
+                );
+            }
+            let protected = insider
+                .protected
+                .iter()
+                .filter_map(|name| self.sensitive.iter().position(|s| s.name == *name))
+                .collect();
+            self.views.push(View { known_names: insider.known.clone(), known, protected });
+        }
+        Ok(self)
     }
 }
 

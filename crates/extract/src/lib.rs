@@ -192,8 +192,26 @@ impl From<parquet::errors::ParquetError> for Error {
 /// # Errors
 /// A spec that does not fit the input; no generalization meeting `k` and `l`.
 pub fn build(input: &[RecordBatch], spec: &Spec, progress: &mut dyn FnMut(Progress)) -> Result<Extract> {
+    build_seen_by(input, spec, &[], progress)
+}
+
+/// What the staff of one dataset of a joined extract know ([`build_joined`]): the columns of
+/// theirs released as they are, and the other datasets' sensitive columns.
+#[derive(Debug, Clone)]
+pub(crate) struct Insider {
+    pub(crate) known: Vec<String>,
+    pub(crate) protected: Vec<String>,
+}
+
+/// [`build`], where each of `insiders` tells rows apart by the columns they know.
+fn build_seen_by(
+    input: &[RecordBatch],
+    spec: &Spec,
+    insiders: &[Insider],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Extract> {
     check(spec)?;
-    let table = columns::Table::encode(input, spec)?;
+    let table = columns::Table::encode(input, spec)?.with_views(insiders)?;
     progress(Progress { stage: "encode", done: table.rows() as u64, total: table.rows() as u64 });
     let found = search::search(&table, spec, progress)?;
     let batch = output::release(&table, spec, &found)?;
@@ -296,7 +314,38 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     if joined.num_rows() == 0 {
         return Err(Error::Infeasible { column: None, reason: "no person is in every one of the datasets".into() });
     }
-    let mut extract = build(&[joined], &joined_spec, progress)?;
+    // Each dataset's staff know its columns exactly: those released as they are (attributes,
+    // sensitive values) tell rows apart to them, so every class must hold k people and l values
+    // of the other datasets' sensitive columns even split by them (a red team read a person's
+    // subsidy off the hotline's exact call time).
+    let released_as_is = |s: &Source<'_>, sensitive_only: bool| -> Vec<String> {
+        joined_spec
+            .columns
+            .iter()
+            .filter(|c| s.columns.contains(&c.name))
+            .filter(|c| match c.role {
+                Role::Sensitive { .. } => true,
+                Role::Attribute => !sensitive_only,
+                Role::Pseudonym | Role::QuasiIdentifier { .. } => false,
+            })
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let insiders: Vec<Insider> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Insider {
+            known: released_as_is(s, false),
+            protected: sources
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, other)| released_as_is(other, true))
+                .collect(),
+        })
+        .filter(|insider| !insider.known.is_empty())
+        .collect();
+    let mut extract = build_seen_by(&[joined], &joined_spec, &insiders, progress)?;
     let r = &mut extract.report;
     for b in &based {
         b.code_columns(&mut r.columns);

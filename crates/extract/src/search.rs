@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::columns::{NULL_CODE, Sensitive, Table};
+use crate::columns::{NULL_CODE, Sensitive, Table, View};
 use crate::{Error, MAX_LATTICE, Progress, Result, Spec};
 
 /// One node, evaluated.
@@ -128,14 +128,29 @@ fn infeasible(table: &Table, spec: &Spec) -> Error {
     // The top of the lattice: which sensitive column keeps too many records from being released.
     let top: Vec<usize> = table.qis.iter().map(|q| q.ladder.len() - 1).collect();
     let allowed = allowed(table, spec);
-    if evaluate_with(table, spec, &top, &[]).meets(allowed) {
+    if evaluate_with(table, spec, &top, &[], &[]).meets(allowed) {
         for s in &table.sensitive {
-            if !evaluate_with(table, spec, &top, &[s]).meets(allowed) {
+            if !evaluate_with(table, spec, &top, &[s], &[]).meets(allowed) {
                 return Error::Infeasible {
                     column: Some(s.name.clone()),
                     reason: format!(
                         "sensitive column `{}` is not {}-diverse even with every quasi-identifier withheld: too many people share their values",
                         s.name, spec.l
+                    ),
+                };
+            }
+        }
+    }
+    // Or what one dataset's staff know exactly splits the classes.
+    let sensitive: Vec<&Sensitive> = table.sensitive.iter().collect();
+    if evaluate_with(table, spec, &top, &sensitive, &[]).meets(allowed) {
+        for view in &table.views {
+            if !evaluate_with(table, spec, &top, &sensitive, &[view]).meets(allowed) {
+                let names = view.known_names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+                return Error::Infeasible {
+                    column: view.known_names.first().cloned(),
+                    reason: format!(
+                        "{names} would be released as they are, and the staff of the dataset they come from know them: by them they would tell apart fewer than k people, or read the other datasets' sensitive values; leave them out of the extract"
                     ),
                 };
             }
@@ -149,43 +164,53 @@ fn infeasible(table: &Table, spec: &Spec) -> Error {
 
 /// Evaluates one node.
 pub(crate) fn evaluate(table: &Table, spec: &Spec, levels: &[usize]) -> Eval {
-    evaluate_with(table, spec, levels, &table.sensitive.iter().collect::<Vec<_>>())
+    let views: Vec<&View> = table.views.iter().collect();
+    evaluate_with(table, spec, levels, &table.sensitive.iter().collect::<Vec<_>>(), &views)
 }
 
-/// Evaluates one node, checking `l` on `sensitive` only.
-fn evaluate_with(table: &Table, spec: &Spec, levels: &[usize], sensitive: &[&Sensitive]) -> Eval {
+/// Evaluates one node, checking `l` on `sensitive` only, and what `views` know.
+fn evaluate_with(table: &Table, spec: &Spec, levels: &[usize], sensitive: &[&Sensitive], views: &[&View]) -> Eval {
     let rows = table.rows();
     let row_class = row_classes(table, levels);
-    let (class, classes) = if table.linked { profiles(table, &row_class) } else { row_class };
-    // Distinct people per class.
-    let mut people = vec![0u64; classes];
-    if table.people == rows {
-        for c in &class {
-            people[*c as usize] += 1;
+    let (mut class, classes) = if table.linked { profiles(table, &row_class) } else { row_class.clone() };
+    let (mut people, mut kept) = meeting(table, spec, &class, classes, sensitive, None);
+    if !views.is_empty() {
+        // To each dataset's staff, who tell a class's rows apart by the values they know, every
+        // part must still hold k people and l values of the other datasets' sensitive columns.
+        // The rows of a part that does not are suppressed, which can leave a class or another
+        // part short in turn: repeated until nothing changes (rows only leave, so it ends).
+        let parts: Vec<(Vec<u32>, usize, Vec<&Sensitive>)> = views
+            .iter()
+            .map(|view| {
+                let refined = refine(&row_class, &view.known);
+                let (part, parts) = if table.linked { profiles(table, &refined) } else { refined };
+                (part, parts, view.protected.iter().map(|i| &table.sensitive[*i]).collect())
+            })
+            .collect();
+        let mut alive = vec![true; rows];
+        loop {
+            let mut next: Vec<bool> = class.iter().zip(&alive).map(|(c, a)| *a && kept[*c as usize]).collect();
+            for (part, count, protected) in &parts {
+                let (_, ok) = meeting(table, spec, part, *count, protected, Some(&next));
+                for (n, p) in next.iter_mut().zip(part) {
+                    *n &= ok[*p as usize];
+                }
+            }
+            if next == alive {
+                break;
+            }
+            alive = next;
+            (people, kept) = meeting(table, spec, &class, classes, sensitive, Some(&alive));
         }
-    } else {
-        for pair in distinct_pairs(&class, &table.units) {
-            people[(pair >> 32) as usize] += 1;
-        }
-    }
-    let mut kept: Vec<bool> = people.iter().map(|p| *p >= spec.k).collect();
-    for s in sensitive {
-        let mut values = vec![0u64; classes];
-        for pair in distinct_pairs(&class, &s.codes) {
-            if pair as u32 != NULL_CODE {
-                values[(pair >> 32) as usize] += 1;
+        // Rows suppressed from a released class form a class of their own, not released.
+        let out = classes as u32;
+        for (c, a) in class.iter_mut().zip(&alive) {
+            if !*a {
+                *c = out;
             }
         }
-        for (k, v) in kept.iter_mut().zip(values) {
-            *k &= v >= spec.l;
-        }
-        if table.people < rows && spec.l > 1 {
-            // People with several rows can all hold one value beside others: then distinct
-            // values alone would let that value be read off everyone in the class.
-            for (k, ok) in kept.iter_mut().zip(spread_over_people(table, &class, classes, &s.codes, spec.l)) {
-                *k &= ok;
-            }
-        }
+        people.push(0);
+        kept.push(false);
     }
     let mut suppressed_rows = 0u64;
     let mut column_loss = vec![0.0f64; table.qis.len()];
@@ -210,18 +235,84 @@ fn evaluate_with(table: &Table, spec: &Spec, levels: &[usize], sensitive: &[&Sen
     Eval { levels: levels.to_vec(), class, people, kept, suppressed_rows, loss, column_loss }
 }
 
+/// Per class: its distinct people, and whether it holds `k` of them and `l` values of each of
+/// `sensitive`; counting only the rows `alive` says (all when `None`).
+fn meeting(
+    table: &Table,
+    spec: &Spec,
+    class: &[u32],
+    classes: usize,
+    sensitive: &[&Sensitive],
+    alive: Option<&[bool]>,
+) -> (Vec<u64>, Vec<bool>) {
+    let filtered = |values: &[u32]| -> Vec<(u32, u32)> {
+        match alive {
+            None => class.iter().copied().zip(values.iter().copied()).collect(),
+            Some(alive) => {
+                class.iter().zip(values).zip(alive).filter(|(_, a)| **a).map(|((c, v), _)| (*c, *v)).collect()
+            }
+        }
+    };
+    let mut people = vec![0u64; classes];
+    if table.people == table.rows() {
+        // One row per person: people are rows.
+        for (row, c) in class.iter().enumerate() {
+            if alive.is_none_or(|a| a[row]) {
+                people[*c as usize] += 1;
+            }
+        }
+    } else {
+        for pair in distinct_pairs(&filtered(&table.units)) {
+            people[(pair >> 32) as usize] += 1;
+        }
+    }
+    let mut kept: Vec<bool> = people.iter().map(|p| *p >= spec.k).collect();
+    for s in sensitive {
+        let pairs = filtered(&s.codes);
+        let mut values = vec![0u64; classes];
+        for pair in distinct_pairs(&pairs) {
+            if pair as u32 != NULL_CODE {
+                values[(pair >> 32) as usize] += 1;
+            }
+        }
+        for (k, v) in kept.iter_mut().zip(values) {
+            *k &= v >= spec.l;
+        }
+        if table.people < table.rows() && spec.l > 1 {
+            // People with several rows can all hold one value beside others: then distinct
+            // values alone would let that value be read off everyone in the class.
+            let units = filtered(&table.units);
+            let triples = pairs.iter().zip(&units).map(|((c, v), (_, u))| (*c, *v, *u));
+            for (k, ok) in kept.iter_mut().zip(spread_over_people(triples, classes, spec.l)) {
+                *k &= ok;
+            }
+        }
+    }
+    (people, kept)
+}
+
+/// Row classes split further by the values of `known` columns.
+fn refine((class, classes): &(Vec<u32>, usize), known: &[Vec<u32>]) -> (Vec<u32>, usize) {
+    let mut class = class.clone();
+    let mut classes = *classes;
+    for codes in known {
+        let mut ids: HashMap<u64, u32> = HashMap::with_capacity(classes);
+        for (c, v) in class.iter_mut().zip(codes) {
+            let key = (u64::from(*c) << 32) | u64::from(*v);
+            let next = ids.len() as u32;
+            *c = *ids.entry(key).or_insert(next);
+        }
+        classes = ids.len();
+    }
+    (class, classes)
+}
+
 /// Per class, for one sensitive column whose people may have several rows: whether every value
 /// is lacked by at least `l - 1` of the class's people who have a value at all (with one row per
 /// person, that is what `l` distinct values mean).
-fn spread_over_people(table: &Table, class: &[u32], classes: usize, codes: &[u32], l: u64) -> Vec<bool> {
+fn spread_over_people(rows: impl Iterator<Item = (u32, u32, u32)>, classes: usize, l: u64) -> Vec<bool> {
     // (class, value, person), each once; and the people with any value, per class.
-    let mut triples: Vec<(u32, u32, u32)> = class
-        .iter()
-        .zip(codes)
-        .zip(&table.units)
-        .filter(|((_, code), _)| **code != NULL_CODE)
-        .map(|((c, code), u)| (*c, *code, *u))
-        .collect();
+    let mut triples: Vec<(u32, u32, u32)> = rows.filter(|(_, code, _)| *code != NULL_CODE).collect();
     triples.sort_unstable();
     triples.dedup();
     let mut holders_of_any: Vec<(u32, u32)> = triples.iter().map(|(c, _, u)| (*c, *u)).collect();
@@ -293,9 +384,9 @@ fn profiles(table: &Table, (row_class, _): &(Vec<u32>, usize)) -> (Vec<u32>, usi
     (table.units.iter().map(|u| profile_of[*u as usize]).collect(), ids.len())
 }
 
-/// The distinct pairs `(a[i], b[i])`, packed as `a << 32 | b`, sorted.
-fn distinct_pairs(a: &[u32], b: &[u32]) -> Vec<u64> {
-    let mut pairs: Vec<u64> = a.iter().zip(b).map(|(a, b)| (u64::from(*a) << 32) | u64::from(*b)).collect();
+/// The distinct pairs, packed as `a << 32 | b`, sorted.
+fn distinct_pairs(pairs: &[(u32, u32)]) -> Vec<u64> {
+    let mut pairs: Vec<u64> = pairs.iter().map(|(a, b)| (u64::from(*a) << 32) | u64::from(*b)).collect();
     pairs.sort_unstable();
     pairs.dedup();
     pairs

@@ -48,8 +48,11 @@ impl AnalyzerRule for PrivacyGuardRule {
             // the guard fails closed rather than guessing which plan it has seen.
             return Err(DataFusionError::Internal("the privacy guard ran twice in one request".into()));
         }
-        let assessment = check(&plan, &self.ctx).map_err(|v| DataFusionError::External(Box::new(v)))?;
+        let mut assessment = check(&plan, &self.ctx).map_err(|v| DataFusionError::External(Box::new(v)))?;
         let rewritten = rewrite(plan, &self.ctx, &assessment)?;
+        if let Some(note) = rewritten.anonymized.as_ref().and_then(crate::rewrite::low_effect_note) {
+            assessment.rules.push(note);
+        }
         let plan = rewritten.plan.clone();
         *slot = Some(GuardOutcome { assessment, rewritten });
         Ok(plan)

@@ -76,6 +76,27 @@ pub(super) fn bound(
     Ok((plan, described))
 }
 
+/// What the answer says about low-effect detection, when the query has conditions it applies
+/// to: which columns' conditions may be left out of a group. It names what the query allows,
+/// not what happened to any group: which groups were answered without their conditions is a
+/// noisy count of the people the conditions remove, and stays in the answer's numbers alone.
+pub(crate) fn low_effect_note(plan: &super::DpPlan) -> Option<crate::AppliedRule> {
+    let columns: Vec<String> =
+        plan.variants.iter().filter(|v| v.columns.len() == 1).map(|v| format!("`{}`", v.columns[0])).collect();
+    if columns.is_empty() {
+        return None;
+    }
+    let all =
+        if columns.len() > 1 { "; a group from which each removes almost nobody, without all of them" } else { "" };
+    Some(crate::AppliedRule {
+        code: "low_effect",
+        detail: format!(
+            "where the conditions on {} remove almost nobody from a group (a few people, decided with sticky noise), the group is answered as if the query did not have them (low-effect detection, against differencing){all}",
+            columns.join(", ")
+        ),
+    })
+}
+
 /// `upper` without the conditions on `column` below its aggregate.
 fn without_conditions_on(upper: &LogicalPlan, column: &str) -> Result<LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};

@@ -20,6 +20,7 @@ use veil_common::Mode;
 
 use crate::{Assessment, GuardContext};
 
+pub(crate) use anonymize::low_effect_note;
 pub use anonymize::{ANON_OUTLIERS, ANON_SEED};
 pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan, Variant};
 pub use enforce_min_group_size::UNIT_PREFIX;
