@@ -747,8 +747,10 @@ fn assert_seen_by(batch: &RecordBatch, k: u64, l: u64, known: &[&str], protected
     for (p, t) in person.iter().zip(&tuples) {
         profile.entry(p).or_default().insert(t);
     }
-    let mut people: HashMap<Vec<&Vec<Option<String>>>, HashSet<&Option<String>>> = HashMap::new();
-    let mut values: HashMap<(Vec<&Vec<Option<String>>>, &str), HashSet<Option<String>>> = HashMap::new();
+    // A group: the profile people share (their set of rows as the staff see them).
+    type Group<'a> = Vec<&'a Vec<Option<String>>>;
+    let mut people: HashMap<Group<'_>, HashSet<&Option<String>>> = HashMap::new();
+    let mut values: HashMap<(Group<'_>, &str), HashSet<Option<String>>> = HashMap::new();
     for (r, p) in person.iter().enumerate() {
         let class: Vec<&Vec<Option<String>>> = profile[p].iter().copied().collect();
         people.entry(class.clone()).or_default().insert(p);
