@@ -712,6 +712,21 @@ async fn an_extract_joined_from_two_departments_needs_both_stewards() {
     let text = serde_json::to_string(&rows).unwrap();
     assert!(source_ids().iter().all(|id| !text.contains(id.as_str())), "an identifier left the broker");
 
+    // Extracts of other joins of civil.people select other people: comparing two tells who is
+    // in one but not the other. Each steward is warned when one was already released.
+    let (status, alone) = w.ask(&w.analyst, standard()).await;
+    assert_eq!(status, StatusCode::CREATED, "{alone}");
+    let (status, again) =
+        w.ask(&w.analyst, json!({"name": "again", "join": ["health.visits"], "columns": ["person_id", "icd10"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    let (_, listed) = w.s.get("/v1/access-requests", &w.steward).await;
+    let warnings = |id: &Value| {
+        let request = listed.as_array().unwrap().iter().find(|r| r["id"] == *id).unwrap();
+        request["extract"]["report"]["warnings"].to_string()
+    };
+    assert!(warnings(&alone["id"]).contains("joined with health.visits"), "{}", warnings(&alone["id"]));
+    assert!(!warnings(&again["id"]).contains("other people"), "the same join: {}", warnings(&again["id"]));
+
     // The query is recorded against both datasets; a revocation by either steward ends it.
     let records = w.s.audit_records();
     let recorded = records.iter().rev().find(|r| r.entry.action == "query").unwrap();

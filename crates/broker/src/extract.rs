@@ -223,7 +223,12 @@ impl Broker {
         let versions: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
         let released = self.blocking({
             let versions = versions.clone();
-            move |c| versions.iter().map(|(d, _)| c.released_extract_versions(d)).collect::<Result<Vec<_>, _>>()
+            move |c| {
+                versions
+                    .iter()
+                    .map(|(d, _)| Ok((c.released_extract_versions(d)?, c.released_extract_joins(d)?)))
+                    .collect::<Result<Vec<_>, veil_catalog::Error>>()
+            }
         });
         let released = match released.await {
             Ok(released) => released,
@@ -232,7 +237,27 @@ impl Broker {
                 return Err(e);
             }
         };
-        for ((dataset, current), released) in versions.iter().zip(released) {
+        for ((dataset, current), (released, joins)) in versions.iter().zip(released) {
+            // The datasets this extract joins `dataset` with, as the catalogue lists them.
+            let mut partners: Vec<DatasetRef> =
+                versions.iter().map(|(d, _)| d.clone()).filter(|d| d != dataset).collect();
+            partners.sort_by_key(ToString::to_string);
+            let mut other_joins: Vec<String> = joins
+                .into_iter()
+                .filter(|j| *j != partners)
+                .map(|j| match j.as_slice() {
+                    [] => "alone".to_owned(),
+                    _ => format!("joined with {}", j.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")),
+                })
+                .collect();
+            other_joins.sort();
+            other_joins.dedup();
+            if !other_joins.is_empty() {
+                report.warnings.push(format!(
+                    "rows of {dataset} were already released in extracts of other people ({}): a join keeps only the people found in every dataset, so anyone holding two extracts of different joins can compare them and see who is in one but not the other, with their values; a dataset made to differ from another by one person gives that person's row",
+                    other_joins.join("; ")
+                ));
+            }
             let earlier: Vec<String> = released.into_iter().filter(|v| v != current).map(|v| v.to_string()).collect();
             if !earlier.is_empty() {
                 report.warnings.push(format!(

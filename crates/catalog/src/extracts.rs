@@ -358,6 +358,39 @@ impl Catalog {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// For every approved (or once approved) extract with rows of `dataset`, the other datasets
+    /// it is joined with (none for an extract of `dataset` alone): each join releases a
+    /// different set of its people.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn released_extract_joins(&self, dataset: &DatasetRef) -> Result<Vec<Vec<DatasetRef>>> {
+        let ids: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT r.id FROM extracts e JOIN access_requests r ON r.id = e.request_id
+                  WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')
+                 UNION
+                 SELECT p.extract_request_id FROM extract_parts p JOIN access_requests r ON r.id = p.request_id
+                  WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')",
+            )?;
+            let rows = stmt.query_map(params![dataset.department.as_str(), dataset.name.as_str()], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut joins = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(extract) = self.extract(&id)? else { continue };
+            let main = self.access_request(&id)?.dataset;
+            let mut others: Vec<DatasetRef> = std::iter::once(main)
+                .chain(extract.parts.into_iter().map(|p| p.dataset))
+                .filter(|d| d != dataset)
+                .collect();
+            others.sort_by_key(ToString::to_string);
+            joins.push(others);
+        }
+        Ok(joins)
+    }
+
     fn extract_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<ExtractInfo> {
         Ok(ExtractInfo {
             request_id: r.get(0)?,
