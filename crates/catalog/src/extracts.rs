@@ -345,15 +345,27 @@ impl Catalog {
     /// # Errors
     /// SQLite failures.
     pub fn released_extract_versions(&self, dataset: &DatasetRef) -> Result<Vec<i64>> {
+        self.released_with(dataset, "e.source_version", "p.source_version")
+    }
+
+    /// Of every approved (or once approved) extract with rows of `dataset`, distinct and in
+    /// order: `own` (over `extracts e`) where the dataset is the extract's own, `part` (over
+    /// `extract_parts p`) where it is one of its parts.
+    fn released_with<T: rusqlite::types::FromSql>(
+        &self,
+        dataset: &DatasetRef,
+        own: &str,
+        part: &str,
+    ) -> Result<Vec<T>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT e.source_version FROM extracts e JOIN access_requests r ON r.id = e.request_id
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {own} FROM extracts e JOIN access_requests r ON r.id = e.request_id
               WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')
              UNION
-             SELECT p.source_version FROM extract_parts p JOIN access_requests r ON r.id = p.request_id
+             SELECT {part} FROM extract_parts p JOIN access_requests r ON r.id = p.request_id
               WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')
-             ORDER BY 1",
-        )?;
+             ORDER BY 1"
+        ))?;
         let rows = stmt.query_map(params![dataset.department.as_str(), dataset.name.as_str()], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -365,18 +377,7 @@ impl Catalog {
     /// # Errors
     /// SQLite failures.
     pub fn released_extract_joins(&self, dataset: &DatasetRef) -> Result<Vec<Vec<DatasetRef>>> {
-        let ids: Vec<String> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare(
-                "SELECT r.id FROM extracts e JOIN access_requests r ON r.id = e.request_id
-                  WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')
-                 UNION
-                 SELECT p.extract_request_id FROM extract_parts p JOIN access_requests r ON r.id = p.request_id
-                  WHERE r.dataset_department = ?1 AND r.dataset_name = ?2 AND r.state IN ('approved', 'revoked')",
-            )?;
-            let rows = stmt.query_map(params![dataset.department.as_str(), dataset.name.as_str()], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let ids: Vec<String> = self.released_with(dataset, "r.id", "p.extract_request_id")?;
         let mut joins = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(extract) = self.extract(&id)? else { continue };
