@@ -240,7 +240,7 @@ pub fn build_within(
     let based = within_base(input, base, spec, progress)?;
     let mut extract = build(std::slice::from_ref(&based.kept), &based.spec, progress)?;
     let r = &mut extract.report;
-    based.code_columns(&mut r.columns);
+    based.fitting.code_columns(&mut r.columns);
     r.source_records = based.records.source_records;
     r.suppressed_records += based.records.base_suppressed_records;
     r.records_without_unit = based.records.records_without_unit;
@@ -268,13 +268,17 @@ pub struct Source<'a> {
 pub const MAX_JOINED_ROWS: usize = 20_000_000;
 
 /// Builds the extract `spec` describes from several datasets joined on their privacy units
-/// (`spec.unit` names the joined unit, the first source's). Each dataset is first reduced to its
-/// own base release as [`build_within`] does (its suppressed records out, each column no finer
-/// than the base), so the joined extract reveals about each dataset no more than its base; then
-/// the records of every person found in all of them are joined (every combination of their
-/// rows), and `k` and `l` are met over the joined records: a class is the people sharing the
-/// combination of every dataset's quasi-identifiers (and, with the pseudonym kept, their whole
-/// joined profile).
+/// (`spec.unit` names the joined unit). Each dataset is first reduced to its own base release
+/// as [`build_within`] does (its suppressed records out, each column no finer than its base),
+/// so the joined extract reveals about each dataset no more than its base; the records of every
+/// person found in all of them are joined (every combination of their rows). Then, as for one
+/// dataset, the join has a base release of its own, deterministic for these dataset versions
+/// (every quasi-identifier and sensitive column of every base, at the highest base `k`), and
+/// the extract is built within it, so extracts of one join combined reveal no more than its
+/// base. `k` and `l` are met over the joined records, and also as each dataset's own staff see
+/// them: they know its columns exactly, so every class split by the values of that dataset's
+/// columns released as they are must still hold `k` people and `l` values of the other
+/// datasets' sensitive columns.
 ///
 /// # Errors
 /// As [`build_within`]; also fewer than two sources, a column named by two sources or by none,
@@ -293,9 +297,15 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
             return Err(Error::Spec(format!("column `{}` must come from exactly one dataset, not {from}", c.name)));
         }
     }
-    let mut joined_spec = Spec { max_rows_per_person: None, ..spec.clone() };
+    // One order for every join of these datasets, whatever the request's.
+    let mut sources: Vec<&Source<'_>> = sources.iter().collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    // Inside the join every column is named `<dataset>.<column>`: two datasets may share names.
+    let mut asked = Spec { max_rows_per_person: None, ..spec.clone() };
+    let mut base_columns = vec![ColumnSpec { name: unit.clone(), role: Role::Pseudonym }];
     let mut based = Vec::with_capacity(sources.len());
-    for s in sources {
+    let mut carried = Vec::with_capacity(sources.len());
+    for s in &sources {
         let part = Spec {
             columns: spec.columns.iter().filter(|c| s.columns.contains(&c.name)).cloned().collect(),
             unit: s.base.unit.clone(),
@@ -304,53 +314,90 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
         };
         let b = within_base(s.input, &s.base, &part, progress)?;
         for fitted in &b.spec.columns {
-            if let Some(c) = joined_spec.columns.iter_mut().find(|c| c.name == fitted.name) {
+            if let Some(c) = asked.columns.iter_mut().find(|c| c.name == fitted.name) {
                 c.role = fitted.role.clone();
+                c.name = qualified(s, &fitted.name);
             }
         }
+        let mut own: Vec<ColumnSpec> =
+            s.base.columns.iter().filter(|c| !matches!(c.role, Role::Pseudonym)).cloned().collect();
+        b.fitting.fit(&mut own);
+        let mut carry: Vec<String> = own.iter().map(|c| c.name.clone()).collect();
+        for c in &s.columns {
+            if !carry.contains(c) {
+                carry.push(c.clone());
+            }
+        }
+        base_columns.extend(own.into_iter().map(|c| ColumnSpec { name: qualified(s, &c.name), role: c.role }));
+        carried.push(carry);
         based.push(b);
     }
-    let (joined, linked) = join_on_units(sources, &based, &unit)?;
+    let (joined, linked) = join_on_units(&sources, &based, &carried, &unit)?;
     if joined.num_rows() == 0 {
         return Err(Error::Infeasible { column: None, reason: "no person is in every one of the datasets".into() });
     }
-    // Each dataset's staff know its columns exactly: those released as they are (attributes,
-    // sensitive values) tell rows apart to them, so every class must hold k people and l values
-    // of the other datasets' sensitive columns even split by them (a red team read a person's
-    // subsidy off the hotline's exact call time).
-    let released_as_is = |s: &Source<'_>, sensitive_only: bool| -> Vec<String> {
-        joined_spec
-            .columns
-            .iter()
-            .filter(|c| s.columns.contains(&c.name))
-            .filter(|c| match c.role {
-                Role::Sensitive { .. } => true,
-                Role::Attribute => !sensitive_only,
-                Role::Pseudonym | Role::QuasiIdentifier { .. } => false,
-            })
-            .map(|c| c.name.clone())
-            .collect()
+    // The join's base release; a sensitive column the extract does not ask for that no
+    // generalization can release (too few values, or one its staff tell people apart by) leaves
+    // it rather than blocking every extract of the join.
+    let mut base = Spec {
+        columns: base_columns,
+        unit: Some(unit.clone()),
+        k: sources.iter().map(|s| s.base.k).max().unwrap_or(spec.k),
+        l: sources.iter().map(|s| s.base.l).min().unwrap_or(spec.l),
+        max_suppression: sources.iter().map(|s| s.base.max_suppression).fold(MAX_SUPPRESSION, f64::min),
+        max_rows_per_person: None,
+        key: sources[0].base.key,
     };
-    let insiders: Vec<Insider> = sources
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Insider {
-            known: released_as_is(s, false),
-            protected: sources
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .flat_map(|(_, other)| released_as_is(other, true))
-                .collect(),
-        })
-        .filter(|insider| !insider.known.is_empty())
-        .collect();
-    let mut extract = build_seen_by(&[joined], &joined_spec, &insiders, progress)?;
+    check(&base)?;
+    let (table, found) = loop {
+        let table = columns::Table::encode(std::slice::from_ref(&joined), &base)?
+            .with_views(&insiders(&sources, &base.columns))?;
+        match search::search(&table, &base, progress) {
+            Ok(found) => break (table, found),
+            Err(Error::Infeasible { column: Some(c), .. })
+                if !asked.columns.iter().any(|a| a.name == c) && base.columns.iter().any(|b| b.name == c) =>
+            {
+                base.columns.retain(|b| b.name != c);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let keep: arrow::array::BooleanArray =
+        found.eval.class.iter().map(|c| Some(found.eval.kept[*c as usize])).collect();
+    let kept = arrow::compute::filter_record_batch(&table.input, &keep)?;
+    let fitting = Fitting::of(&table, &found);
+    let mut warnings = fitting.fit(&mut asked.columns);
+    let names: Vec<&str> = spec.columns.iter().map(|c| c.name.as_str()).collect();
+    let mut extract = build_seen_by(&[kept], &asked, &insiders(&sources, &asked.columns), progress).map_err(|e| {
+        // A column named as asked, not as inside the join.
+        match e {
+            Error::Infeasible { column: Some(c), reason } => {
+                let at = asked.columns.iter().position(|a| a.name == c);
+                Error::Infeasible { column: Some(at.map_or(c, |i| names[i].to_owned())), reason }
+            }
+            other => other,
+        }
+    })?;
+    // Back to the names asked for.
+    let schema = extract.batch.schema();
+    let fields: Vec<arrow::datatypes::Field> =
+        schema.fields().iter().zip(&names).map(|(f, n)| f.as_ref().clone().with_name(*n)).collect();
+    extract.batch = RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        extract.batch.columns().to_vec(),
+    )?;
     let r = &mut extract.report;
+    for (c, n) in r.columns.iter_mut().zip(&names) {
+        c.name = (*n).to_owned();
+    }
     for b in &based {
-        b.code_columns(&mut r.columns);
+        b.fitting.code_columns(&mut r.columns);
         r.warnings.extend(b.warnings.iter().cloned());
     }
+    r.warnings.append(&mut warnings);
+    r.source_records = joined.num_rows() as u64;
+    r.suppressed_records += found.eval.suppressed_rows;
+    r.base_suppressed_records = found.eval.suppressed_rows;
     r.sources = sources
         .iter()
         .zip(&based)
@@ -368,20 +415,99 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     Ok(extract)
 }
 
+/// A column's name inside a join: `<dataset>.<column>`.
+fn qualified(source: &Source<'_>, column: &str) -> String {
+    format!("{}.{column}", source.name)
+}
+
+/// What each dataset's staff know of a joined extract's `columns` (named inside the join): the
+/// columns of theirs released as they are (attributes, sensitive values), and the other
+/// datasets' sensitive columns, which must stay l-diverse among the rows they cannot tell apart.
+/// A red team read a person's subsidy (civil's) off the hotline's exact call time.
+fn insiders(sources: &[&Source<'_>], columns: &[ColumnSpec]) -> Vec<Insider> {
+    let of = |s: &Source<'_>, sensitive_only: bool| -> Vec<String> {
+        let prefix = qualified(s, "");
+        columns
+            .iter()
+            .filter(|c| c.name.starts_with(&prefix))
+            .filter(|c| match c.role {
+                Role::Sensitive { .. } => true,
+                Role::Attribute => !sensitive_only,
+                Role::Pseudonym | Role::QuasiIdentifier { .. } => false,
+            })
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    sources
+        .iter()
+        .map(|s| Insider {
+            known: of(s, false),
+            protected: sources.iter().filter(|o| o.name != s.name).flat_map(|o| of(o, true)).collect(),
+        })
+        .filter(|insider| !insider.known.is_empty())
+        .collect()
+}
+
 /// A dataset reduced to its base release, and an extract's columns of it fitted to the base.
 struct Based {
     /// The records the base keeps (its suppressed ones left out).
     kept: RecordBatch,
-    /// The extract's spec over this dataset: quasi-identifiers no finer than the base, numbers
-    /// coded to the base's bounds.
+    /// The extract's spec over this dataset, fitted to the base.
     spec: Spec,
-    /// How the base coded each sensitive number.
-    codings: Vec<(String, &'static str)>,
+    /// The base's levels and codings.
+    fitting: Fitting,
     warnings: Vec<String>,
     records: SourceRecords,
 }
 
-impl Based {
+/// What a base release chose: each quasi-identifier's level, each sensitive number's bounds and
+/// how it was coded. An extract within the base is never finer.
+struct Fitting {
+    steps: Vec<(String, Step)>,
+    bounds: Vec<(String, Option<(f64, f64)>)>,
+    codings: Vec<(String, &'static str)>,
+}
+
+impl Fitting {
+    fn of(table: &columns::Table, found: &search::Found) -> Self {
+        Self {
+            steps: table.qis.iter().zip(&found.eval.levels).map(|(q, l)| (q.name.clone(), q.ladder[*l])).collect(),
+            bounds: table.sensitive.iter().map(|s| (s.name.clone(), s.bounds)).collect(),
+            codings: table.sensitive.iter().filter_map(|s| Some((s.name.clone(), s.coding?))).collect(),
+        }
+    }
+
+    /// Starts each quasi-identifier of `columns` at the base's level and codes each number to
+    /// the base's bounds; warns where a hierarchy asked for is finer than the base allows.
+    fn fit(&self, columns: &mut [ColumnSpec]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for column in columns {
+            match &mut column.role {
+                Role::QuasiIdentifier { floor, ladder } => {
+                    if let Some((_, step)) = self.steps.iter().find(|(name, _)| *name == column.name) {
+                        if let Some(asked) = ladder.as_ref().and_then(|l| l.first())
+                            && asked != step
+                            && hierarchy::contains(*asked, *step)
+                        {
+                            warnings.push(format!(
+                                "`{}`: the base release already generalizes it to `{step}`, coarser than the `{asked}` asked for",
+                                column.name
+                            ));
+                        }
+                        *floor = Some(floor.map_or(*step, |f| hierarchy::coarser(f, *step)));
+                    }
+                }
+                Role::Sensitive { bounds } => {
+                    if let Some((_, b)) = self.bounds.iter().find(|(name, _)| *name == column.name) {
+                        *bounds = b.or(*bounds);
+                    }
+                }
+                Role::Pseudonym | Role::Attribute => {}
+            }
+        }
+        warnings
+    }
+
     /// Reports each sensitive number as the base coded it.
     fn code_columns(&self, columns: &mut [ColumnReport]) {
         for c in columns {
@@ -400,35 +526,9 @@ fn within_base(input: &[RecordBatch], base: &Spec, spec: &Spec, progress: &mut d
     let keep: arrow::array::BooleanArray =
         found.eval.class.iter().map(|c| Some(found.eval.kept[*c as usize])).collect();
     let kept = arrow::compute::filter_record_batch(&table.input, &keep)?;
+    let fitting = Fitting::of(&table, &found);
     let mut spec = spec.clone();
-    let mut warnings = Vec::new();
-    for column in &mut spec.columns {
-        match &mut column.role {
-            Role::QuasiIdentifier { floor, ladder } => {
-                let level = table.qis.iter().zip(&found.eval.levels).find(|(q, _)| q.name == column.name);
-                if let Some((qi, level)) = level {
-                    let step = qi.ladder[*level];
-                    if let Some(asked) = ladder.as_ref().and_then(|l| l.first())
-                        && *asked != step
-                        && hierarchy::contains(*asked, step)
-                    {
-                        warnings.push(format!(
-                            "`{}`: the dataset's base release already generalizes it to `{step}`, coarser than the `{asked}` asked for",
-                            column.name
-                        ));
-                    }
-                    *floor = Some(floor.map_or(step, |f| hierarchy::coarser(f, step)));
-                }
-            }
-            Role::Sensitive { bounds } => {
-                if let Some(s) = table.sensitive.iter().find(|s| s.name == column.name) {
-                    *bounds = s.bounds.or(*bounds);
-                }
-            }
-            Role::Pseudonym | Role::Attribute => {}
-        }
-    }
-    let codings = table.sensitive.iter().filter_map(|s| Some((s.name.clone(), s.coding?))).collect();
+    let warnings = fitting.fit(&mut spec.columns);
     let records = SourceRecords {
         dataset: String::new(),
         source_records: table.rows() as u64 + table.without_unit + table.over_cap,
@@ -437,14 +537,19 @@ fn within_base(input: &[RecordBatch], base: &Spec, spec: &Spec, progress: &mut d
         records_over_person_cap: table.over_cap,
         records_not_in_every_dataset: 0,
     };
-    Ok(Based { kept, spec, codings, warnings, records })
+    Ok(Based { kept, spec, fitting, warnings, records })
 }
 
 /// Joins the sources' kept records on their units: for every person in all of them, every
 /// combination of their records, in the first source's order. The joined batch holds the unit
-/// (named `unit`, from the first source) and each source's columns. Also returns, per source,
-/// how many of its kept records joined.
-fn join_on_units(sources: &[Source<'_>], based: &[Based], unit: &str) -> Result<(RecordBatch, Vec<u64>)> {
+/// (named `unit`) and, of each source, the columns `carried` names, as `<dataset>.<column>`.
+/// Also returns, per source, how many of its kept records joined.
+fn join_on_units(
+    sources: &[&Source<'_>],
+    based: &[Based],
+    carried: &[Vec<String>],
+    unit: &str,
+) -> Result<(RecordBatch, Vec<u64>)> {
     use arrow::array::{AsArray, UInt32Array};
     let mut keys = Vec::with_capacity(based.len());
     for (s, b) in sources.iter().zip(based) {
@@ -491,19 +596,19 @@ fn join_on_units(sources: &[Source<'_>], based: &[Based], unit: &str) -> Result<
     }
     let mut fields = Vec::new();
     let mut arrays = Vec::new();
-    let first_unit = sources[0].base.unit.as_deref().unwrap_or(unit);
     let indices: Vec<UInt32Array> = take.into_iter().map(UInt32Array::from).collect();
-    let mut column = |batch: &RecordBatch, name: &str, as_name: &str, rows: &UInt32Array| -> Result<()> {
+    let mut column = |batch: &RecordBatch, name: &str, as_name: String, rows: &UInt32Array| -> Result<()> {
         let i = batch.schema().index_of(name).map_err(|_| Error::UnknownColumn(name.to_owned()))?;
         let field = batch.schema().field(i).clone().with_name(as_name);
         arrays.push(arrow::compute::take(batch.column(i).as_ref(), rows, None)?);
         fields.push(field);
         Ok(())
     };
-    column(&based[0].kept, first_unit, unit, &indices[0])?;
-    for ((s, b), rows) in sources.iter().zip(based).zip(&indices) {
-        for name in &s.columns {
-            column(&b.kept, name, name, rows)?;
+    let first_unit = sources[0].base.unit.as_deref().unwrap_or(unit);
+    column(&based[0].kept, first_unit, unit.to_owned(), &indices[0])?;
+    for (((s, b), rows), names) in sources.iter().zip(based).zip(&indices).zip(carried) {
+        for name in names {
+            column(&b.kept, name, qualified(s, name), rows)?;
         }
     }
     let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
