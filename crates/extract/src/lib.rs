@@ -255,6 +255,9 @@ pub fn build_within(
 pub struct Source<'a> {
     /// How the report names it.
     pub name: String,
+    /// Who holds it (its department): their staff know every column of every dataset they
+    /// hold, so the columns of datasets with one holder tell rows apart together.
+    pub holder: String,
     /// All its rows.
     pub input: &'a [RecordBatch],
     /// Its base release (as for [`build_within`]); its unit is the key the datasets are joined on.
@@ -420,10 +423,12 @@ fn qualified(source: &Source<'_>, column: &str) -> String {
     format!("{}.{column}", source.name)
 }
 
-/// What each dataset's staff know of a joined extract's `columns` (named inside the join): the
-/// columns of theirs released as they are (attributes, sensitive values), and the other
-/// datasets' sensitive columns, which must stay l-diverse among the rows they cannot tell apart.
-/// A red team read a person's subsidy (civil's) off the hotline's exact call time.
+/// What each holder's staff know of a joined extract's `columns` (named inside the join): the
+/// columns of every dataset they hold released as they are (attributes, sensitive values),
+/// together; and the sensitive columns of the datasets others hold, which must stay l-diverse
+/// among the rows they cannot tell apart. A red team read a person's subsidy (civil's) off the
+/// hotline's exact call time, and another a person's condition off two hotline datasets'
+/// attributes together, each coarse alone.
 fn insiders(sources: &[&Source<'_>], columns: &[ColumnSpec]) -> Vec<Insider> {
     let of = |s: &Source<'_>, sensitive_only: bool| -> Vec<String> {
         let prefix = qualified(s, "");
@@ -438,11 +443,14 @@ fn insiders(sources: &[&Source<'_>], columns: &[ColumnSpec]) -> Vec<Insider> {
             .map(|c| c.name.clone())
             .collect()
     };
-    sources
-        .iter()
-        .map(|s| Insider {
-            known: of(s, false),
-            protected: sources.iter().filter(|o| o.name != s.name).flat_map(|o| of(o, true)).collect(),
+    let mut holders: Vec<&str> = sources.iter().map(|s| s.holder.as_str()).collect();
+    holders.sort_unstable();
+    holders.dedup();
+    holders
+        .into_iter()
+        .map(|holder| Insider {
+            known: sources.iter().filter(|s| s.holder == holder).flat_map(|s| of(s, false)).collect(),
+            protected: sources.iter().filter(|s| s.holder != holder).flat_map(|s| of(s, true)).collect(),
         })
         .filter(|insider| !insider.known.is_empty())
         .collect()

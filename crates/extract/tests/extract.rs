@@ -721,12 +721,14 @@ fn joined(people: &RecordBatch, visits: &RecordBatch, spec: &Spec) -> veil_extra
     let sources = [
         veil_extract::Source {
             name: "civil.people".into(),
+            holder: "civil".into(),
             input: std::slice::from_ref(people),
             base: base_of(people, spec.k),
             columns: of(people),
         },
         veil_extract::Source {
             name: "health.visits".into(),
+            holder: "health".into(),
             input: std::slice::from_ref(visits),
             base: base_of(visits, spec.k),
             columns: of(visits),
@@ -869,6 +871,7 @@ fn a_joined_extract_takes_each_column_from_one_dataset() {
     assert!(refused.to_string().contains("`nowhere` must come from exactly one dataset"), "{refused}");
     let one = [veil_extract::Source {
         name: "civil.people".into(),
+        holder: "civil".into(),
         input: std::slice::from_ref(&people),
         base: base_of(&people, 5),
         columns: vec!["age".into()],
@@ -926,4 +929,72 @@ fn two_extracts_of_one_join_linked_on_their_values_still_hide_each_person() {
     }
     assert!(seen > 100, "only {seen} people in both extracts");
     assert_eq!(disclosed, 0, "people whose diagnosis the two extracts together tell");
+}
+
+/// Red team: a three-way join of civil's people with two hotline datasets, each attribute
+/// coarse alone (a ticket's category, a service), gave the one person with a combination of
+/// both, and their condition and allowance: the check had counted what each dataset's staff
+/// know, not what one department's staff know of every dataset it holds. Now the attributes of
+/// one holder's datasets split the classes together (here, eighty services beside two
+/// channels leave too few people per pair: refused).
+#[test]
+fn two_datasets_of_one_department_tell_rows_apart_together() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(41);
+    let (people, visits) = two_datasets_with(&mut rng, 600, 1_000_000, 1);
+    let ids = text(&people, "person");
+    let services = RecordBatch::try_from_iter([
+        ("person", Arc::new(StringArray::from(ids.clone())) as ArrayRef),
+        (
+            "service",
+            Arc::new(StringArray::from(
+                (0..ids.len()).map(|_| format!("S{}", rng.random_range(0..80))).collect::<Vec<_>>(),
+            )),
+        ),
+    ])
+    .unwrap();
+    let source = |name: &str, holder: &str, batch: &RecordBatch, column: &str| -> (String, String, Spec, Vec<String>) {
+        (name.into(), holder.into(), base_of(batch, 5), vec![column.to_owned()])
+    };
+    let parts = [
+        (source("civil.people", "civil", &people, "care"), &people),
+        (source("hotline.calls", "hotline", &visits, "channel"), &visits),
+        (source("hotline.services", "hotline", &services, "service"), &services),
+    ];
+    let sources: Vec<veil_extract::Source<'_>> = parts
+        .iter()
+        .map(|((name, holder, base, columns), batch)| veil_extract::Source {
+            name: name.clone(),
+            holder: holder.clone(),
+            input: std::slice::from_ref(*batch),
+            base: base.clone(),
+            columns: columns.clone(),
+        })
+        .collect();
+    let mut spec = joined_spec(5, vec![attribute("channel"), attribute("service"), sensitive("care")]);
+    spec.columns.retain(|c| c.name != "person");
+    // Refused, naming the hotline's columns, or released with every group its staff see whole.
+    let extract = match veil_extract::build_joined(&sources, &spec, &mut |_| {}) {
+        Err(Error::Infeasible { column: Some(c), reason }) => {
+            assert!(c == "channel" && reason.contains("`hotline.services.service`"), "{c}: {reason}");
+            return;
+        }
+        other => other.unwrap(),
+    };
+    let (channel, service, care) =
+        (text(&extract.batch, "channel"), text(&extract.batch, "service"), text(&extract.batch, "care"));
+    // One row per person: the hotline's staff see a group per (channel, service).
+    type Seen<'a> = (usize, HashSet<&'a Option<String>>);
+    let mut groups: HashMap<(&Option<String>, &Option<String>), Seen<'_>> = HashMap::new();
+    for r in 0..extract.batch.num_rows() {
+        let g = groups.entry((&channel[r], &service[r])).or_default();
+        g.0 += 1;
+        g.1.insert(&care[r]);
+    }
+    for (key, (n, values)) in &groups {
+        assert!(
+            *n >= 5 && values.len() >= 2,
+            "the hotline's staff tell apart {n} people with {} care levels: {key:?}",
+            values.len()
+        );
+    }
 }
