@@ -423,33 +423,40 @@ fn qualified(source: &Source<'_>, column: &str) -> String {
     format!("{}.{column}", source.name)
 }
 
-/// What each holder's staff know of a joined extract's `columns` (named inside the join): the
-/// columns of every dataset they hold released as they are (attributes, sensitive values),
-/// together; and the sensitive columns of the datasets others hold, which must stay l-diverse
-/// among the rows they cannot tell apart. A red team read a person's subsidy (civil's) off the
-/// hotline's exact call time, and another a person's condition off two hotline datasets'
-/// attributes together, each coarse alone.
+/// What each holder's staff know of a joined extract's `columns` (named inside the join): every
+/// attribute of every dataset (attributes are not sensitive, and one department's attribute is
+/// often another's own record: a district), with the sensitive columns of every dataset they
+/// hold; and the sensitive columns of the datasets others hold, which must stay l-diverse
+/// among the rows they cannot tell apart. Red teams read a person's subsidy (civil's) off the
+/// hotline's exact call time; a person's condition off two hotline datasets' attributes
+/// together, each coarse alone; and a person's complaint off civil's `living_alone` beside the
+/// hotline's `district`, each checked alone.
 fn insiders(sources: &[&Source<'_>], columns: &[ColumnSpec]) -> Vec<Insider> {
-    let of = |s: &Source<'_>, sensitive_only: bool| -> Vec<String> {
+    let of = |s: &Source<'_>, sensitive: bool| -> Vec<String> {
         let prefix = qualified(s, "");
         columns
             .iter()
             .filter(|c| c.name.starts_with(&prefix))
             .filter(|c| match c.role {
-                Role::Sensitive { .. } => true,
-                Role::Attribute => !sensitive_only,
+                Role::Sensitive { .. } => sensitive,
+                Role::Attribute => !sensitive,
                 Role::Pseudonym | Role::QuasiIdentifier { .. } => false,
             })
             .map(|c| c.name.clone())
             .collect()
     };
+    let attributes: Vec<String> = sources.iter().flat_map(|s| of(s, false)).collect();
     let mut holders: Vec<&str> = sources.iter().map(|s| s.holder.as_str()).collect();
     holders.sort_unstable();
     holders.dedup();
     holders
         .into_iter()
         .map(|holder| Insider {
-            known: sources.iter().filter(|s| s.holder == holder).flat_map(|s| of(s, false)).collect(),
+            known: attributes
+                .iter()
+                .cloned()
+                .chain(sources.iter().filter(|s| s.holder == holder).flat_map(|s| of(s, true)))
+                .collect(),
             protected: sources.iter().filter(|s| s.holder != holder).flat_map(|s| of(s, true)).collect(),
         })
         .filter(|insider| !insider.known.is_empty())

@@ -998,3 +998,68 @@ fn two_datasets_of_one_department_tell_rows_apart_together() {
         );
     }
 }
+
+/// Red team: civil's `living_alone` (an attribute) beside the hotline's `district` (an
+/// attribute there, civil's own record too) singled out the one person living alone in their
+/// district, and gave their complaint: each department's columns were checked alone. Every
+/// attribute of every dataset now splits the classes together, for every department's staff.
+#[test]
+fn attributes_of_two_departments_tell_rows_apart_together() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(51);
+    let (people, visits) = two_datasets_with(&mut rng, 600, 1_000_000, 1);
+    // Half of everyone lives alone, but in P00003's district only P00003.
+    let ids = text(&people, "person");
+    let districts = text(&people, "district");
+    let home = districts[3].clone();
+    let alone: Vec<&str> = ids
+        .iter()
+        .zip(&districts)
+        .enumerate()
+        .map(|(i, (p, d))| match (p.as_deref() == Some("P00003"), *d == home) {
+            (true, _) => "yes",
+            (false, true) => "no",
+            (false, false) => ["yes", "no"][i % 2],
+        })
+        .collect();
+    let mut columns = people.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(alone)));
+    let mut fields: Vec<arrow::datatypes::Field> =
+        people.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(arrow::datatypes::Field::new("alone", arrow::datatypes::DataType::Utf8, true));
+    let people = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    let district = truth_of(&people, "district");
+    let place: Vec<Option<String>> = text(&visits, "person").iter().map(|p| district[p].clone()).collect();
+    let mut columns = visits.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(place)));
+    let mut fields: Vec<arrow::datatypes::Field> =
+        visits.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(arrow::datatypes::Field::new("place", arrow::datatypes::DataType::Utf8, true));
+    let visits = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    let mut spec = joined_spec(5, vec![attribute("alone"), attribute("place"), sensitive("diagnosis")]);
+    spec.columns.retain(|c| c.name != "person");
+    let extract = match joined(&people, &visits, &spec) {
+        Err(Error::Infeasible { column: Some(c), .. }) => {
+            assert!(c == "alone" || c == "place", "refused naming {c}");
+            return;
+        }
+        other => other.unwrap(),
+    };
+    let (alone, place, diagnosis) =
+        (text(&extract.batch, "alone"), text(&extract.batch, "place"), text(&extract.batch, "diagnosis"));
+    type Seen<'a> = (usize, HashSet<&'a Option<String>>);
+    let mut groups: HashMap<(&Option<String>, &Option<String>), Seen<'_>> = HashMap::new();
+    for r in 0..extract.batch.num_rows() {
+        let g = groups.entry((&alone[r], &place[r])).or_default();
+        g.0 += 1;
+        g.1.insert(&diagnosis[r]);
+    }
+    assert!(extract.batch.num_rows() > 300, "{} rows", extract.batch.num_rows());
+    for (key, (n, values)) in &groups {
+        assert!(*n >= 5 && values.len() >= 2, "{n} people with {} diagnoses tell apart: {key:?}", values.len());
+    }
+}
+
+/// Each person's value of `column` in `batch`.
+fn truth_of(batch: &RecordBatch, column: &str) -> HashMap<Option<String>, Option<String>> {
+    text(batch, "person").into_iter().zip(text(batch, column)).collect()
+}
