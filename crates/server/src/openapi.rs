@@ -46,6 +46,76 @@ impl Modify for BearerAuth {
 struct ApiDoc;
 
 /// `GET /v1/openapi.json`: public, like the API's shape itself.
-pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub(crate) async fn openapi_json() -> Json<serde_json::Value> {
+    Json(document())
+}
+
+/// The document: the handlers' annotations, completed where they are repetitive (a description
+/// for every response, the 503 of every change the audit log must record) or cannot say it
+/// (the binary answers of a query, the multipart upload of a dataset).
+pub(crate) fn document() -> serde_json::Value {
+    use serde_json::json;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else { continue };
+            for (method, operation) in item.iter_mut() {
+                let Some(responses) = operation.get_mut("responses").and_then(|r| r.as_object_mut()) else { continue };
+                // Every change is recorded before it is answered; when the log cannot record
+                // it, the answer is withheld.
+                if path.starts_with("/v1/") && method != "get" && !responses.contains_key("503") {
+                    responses.insert("503".into(), json!({"content": error}));
+                }
+                for (status, response) in responses.iter_mut() {
+                    if response.get("description").is_none_or(|d| d.as_str().is_none_or(str::is_empty)) {
+                        response["description"] = json!(described(status));
+                    }
+                }
+            }
+        }
+        let binary = json!({"schema": {"type": "string", "contentMediaType": "application/octet-stream"}});
+        if let Some(ok) = paths.get_mut("/v1/query").and_then(|p| p.pointer_mut("/post/responses/200/content")) {
+            for media in ["application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"] {
+                ok[media] = binary.clone();
+            }
+            ok["text/csv"] = json!({"schema": {"type": "string"}});
+        }
+        if let Some(body) = paths.get_mut("/v1/datasets").and_then(|p| p.pointer_mut("/post/requestBody/content")) {
+            body["multipart/form-data"] = json!({
+                "schema": {
+                    "type": "object",
+                    "required": ["metadata", "file"],
+                    "properties": {
+                        "metadata": {"$ref": "#/components/schemas/DatasetMetadata"},
+                        "file": {"type": "string", "contentMediaType": "application/octet-stream",
+                                 "description": "CSV with a header, Arrow IPC file or stream, or Parquet"}
+                    }
+                },
+                "encoding": {"metadata": {"contentType": "application/json"}}
+            });
+        }
+    }
+    doc
+}
+
+/// What a response with `status` means, where its handler says no more.
+fn described(status: &str) -> &'static str {
+    match status {
+        "200" => "the answer",
+        "201" => "created",
+        "204" => "done; nothing to answer",
+        "400" => "the request is malformed: the error says what and where",
+        "401" => "no valid bearer token",
+        "403" => "the caller's roles or the policy do not allow it: the error says which rule",
+        "404" => "no such thing, or not one the caller may see",
+        "406" => "none of the formats `Accept` lists is one Veil answers in",
+        "409" => "it conflicts with the current state (already exists, already decided)",
+        "413" => "too large: the error gives the limit",
+        "422" => "well-formed, but refused: the error's code says why",
+        "503" => "unavailable: the audit log could not record it, so its answer is withheld",
+        "504" => "the deadline passed",
+        "507" => "not enough disk space to store it; nothing was stored",
+        _ => "see the error body",
+    }
 }

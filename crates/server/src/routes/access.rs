@@ -147,6 +147,7 @@ async fn create_extract_request(
 
 /// `GET /v1/access-requests` parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// `pending`, `approved`, `rejected` or `revoked`.

@@ -219,6 +219,7 @@ async fn store_upload(state: &AppState, mut field: Field<'_>) -> Result<TempUplo
 
 /// `GET /v1/datasets` parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Include retired datasets.
