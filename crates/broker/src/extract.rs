@@ -193,8 +193,6 @@ impl Broker {
                         .iter()
                         .map(|(name, input, base, own)| veil_extract::Source {
                             name: name.clone(),
-                            // `department.name`: the department holds it.
-                            holder: name.split('.').next().unwrap_or(name).to_owned(),
                             input,
                             base: base.clone(),
                             columns: own.clone(),

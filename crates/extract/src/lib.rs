@@ -255,9 +255,6 @@ pub fn build_within(
 pub struct Source<'a> {
     /// How the report names it.
     pub name: String,
-    /// Who holds it (its department): their staff know every column of every dataset they
-    /// hold, so the columns of datasets with one holder tell rows apart together.
-    pub holder: String,
     /// All its rows.
     pub input: &'a [RecordBatch],
     /// Its base release (as for [`build_within`]); its unit is the key the datasets are joined on.
@@ -353,8 +350,8 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     };
     check(&base)?;
     let (table, found) = loop {
-        let table = columns::Table::encode(std::slice::from_ref(&joined), &base)?
-            .with_views(&insiders(&sources, &base.columns))?;
+        let table =
+            columns::Table::encode(std::slice::from_ref(&joined), &base)?.with_views(&insiders(&base.columns))?;
         match search::search(&table, &base, progress) {
             Ok(found) => break (table, found),
             Err(Error::Infeasible { column: Some(c), .. })
@@ -371,7 +368,7 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     let fitting = Fitting::of(&table, &found);
     let mut warnings = fitting.fit(&mut asked.columns);
     let names: Vec<&str> = spec.columns.iter().map(|c| c.name.as_str()).collect();
-    let mut extract = build_seen_by(&[kept], &asked, &insiders(&sources, &asked.columns), progress).map_err(|e| {
+    let mut extract = build_seen_by(&[kept], &asked, &insiders(&asked.columns), progress).map_err(|e| {
         // A column named as asked, not as inside the join.
         match e {
             Error::Infeasible { column: Some(c), reason } => {
@@ -423,44 +420,37 @@ fn qualified(source: &Source<'_>, column: &str) -> String {
     format!("{}.{column}", source.name)
 }
 
-/// What each holder's staff know of a joined extract's `columns` (named inside the join): every
-/// attribute of every dataset (attributes are not sensitive, and one department's attribute is
-/// often another's own record: a district), with the sensitive columns of every dataset they
-/// hold; and the sensitive columns of the datasets others hold, which must stay l-diverse
-/// among the rows they cannot tell apart. Red teams read a person's subsidy (civil's) off the
-/// hotline's exact call time; a person's condition off two hotline datasets' attributes
-/// together, each coarse alone; and a person's complaint off civil's `living_alone` beside the
-/// hotline's `district`, each checked alone.
-fn insiders(sources: &[&Source<'_>], columns: &[ColumnSpec]) -> Vec<Insider> {
-    let of = |s: &Source<'_>, sensitive: bool| -> Vec<String> {
-        let prefix = qualified(s, "");
-        columns
-            .iter()
-            .filter(|c| c.name.starts_with(&prefix))
-            .filter(|c| match c.role {
-                Role::Sensitive { .. } => sensitive,
-                Role::Attribute => !sensitive,
-                Role::Pseudonym | Role::QuasiIdentifier { .. } => false,
-            })
-            .map(|c| c.name.clone())
-            .collect()
-    };
-    let attributes: Vec<String> = sources.iter().flat_map(|s| of(s, false)).collect();
-    let mut holders: Vec<&str> = sources.iter().map(|s| s.holder.as_str()).collect();
-    holders.sort_unstable();
-    holders.dedup();
-    holders
-        .into_iter()
-        .map(|holder| Insider {
-            known: attributes
-                .iter()
-                .cloned()
-                .chain(sources.iter().filter(|s| s.holder == holder).flat_map(|s| of(s, true)))
-                .collect(),
-            protected: sources.iter().filter(|s| s.holder != holder).flat_map(|s| of(s, true)).collect(),
+/// Who may know what of a joined extract's `columns` (named inside the join): for each sensitive
+/// column, someone who knows every other column released as it is (attributes, the other
+/// sensitive columns), so it must stay l-diverse among the rows they cannot tell apart; without
+/// sensitive columns, someone who knows every attribute. This is l-diversity for several
+/// sensitive columns (each protected with the others taken as quasi-identifiers), and it
+/// assumes nothing about which department knows what: four red teams got around each narrower
+/// guess (a call time the hotline knows; two hotline datasets together; civil's `living_alone`
+/// beside the hotline's `district`; a department holding copies of two other departments'
+/// sensitive columns, which read a third's off the one row with both values).
+fn insiders(columns: &[ColumnSpec]) -> Vec<Insider> {
+    let as_is: Vec<(&str, bool)> = columns
+        .iter()
+        .filter_map(|c| match c.role {
+            Role::Sensitive { .. } => Some((c.name.as_str(), true)),
+            Role::Attribute => Some((c.name.as_str(), false)),
+            Role::Pseudonym | Role::QuasiIdentifier { .. } => None,
         })
+        .collect();
+    let known_but = |skip: &str| -> Vec<String> {
+        as_is.iter().filter(|(n, _)| *n != skip).map(|(n, _)| (*n).to_owned()).collect()
+    };
+    let mut seen: Vec<Insider> = as_is
+        .iter()
+        .filter(|(_, sensitive)| *sensitive)
+        .map(|(name, _)| Insider { known: known_but(name), protected: vec![(*name).to_owned()] })
         .filter(|insider| !insider.known.is_empty())
-        .collect()
+        .collect();
+    if seen.is_empty() && !as_is.is_empty() {
+        seen.push(Insider { known: known_but(""), protected: Vec::new() });
+    }
+    seen
 }
 
 /// A dataset reduced to its base release, and an extract's columns of it fitted to the base.

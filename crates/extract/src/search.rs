@@ -150,7 +150,7 @@ fn infeasible(table: &Table, spec: &Spec) -> Error {
                 return Error::Infeasible {
                     column: view.known_names.first().cloned(),
                     reason: format!(
-                        "{names} would be released as they are, and the staff of the dataset they come from know them: by them they would tell apart fewer than k people, or read the other datasets' sensitive values; leave them out of the extract"
+                        "{names} would be released as they are, and whoever knows them (the staff of the datasets they come from, or anyone holding a copy) would tell apart fewer than k people by them, or read another sensitive column; leave some out of the extract"
                     ),
                 };
             }

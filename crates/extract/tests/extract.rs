@@ -721,14 +721,12 @@ fn joined(people: &RecordBatch, visits: &RecordBatch, spec: &Spec) -> veil_extra
     let sources = [
         veil_extract::Source {
             name: "civil.people".into(),
-            holder: "civil".into(),
             input: std::slice::from_ref(people),
             base: base_of(people, spec.k),
             columns: of(people),
         },
         veil_extract::Source {
             name: "health.visits".into(),
-            holder: "health".into(),
             input: std::slice::from_ref(visits),
             base: base_of(visits, spec.k),
             columns: of(visits),
@@ -871,7 +869,6 @@ fn a_joined_extract_takes_each_column_from_one_dataset() {
     assert!(refused.to_string().contains("`nowhere` must come from exactly one dataset"), "{refused}");
     let one = [veil_extract::Source {
         name: "civil.people".into(),
-        holder: "civil".into(),
         input: std::slice::from_ref(&people),
         base: base_of(&people, 5),
         columns: vec!["age".into()],
@@ -934,9 +931,8 @@ fn two_extracts_of_one_join_linked_on_their_values_still_hide_each_person() {
 /// Red team: a three-way join of civil's people with two hotline datasets, each attribute
 /// coarse alone (a ticket's category, a service), gave the one person with a combination of
 /// both, and their condition and allowance: the check had counted what each dataset's staff
-/// know, not what one department's staff know of every dataset it holds. Now the attributes of
-/// one holder's datasets split the classes together (here, eighty services beside two
-/// channels leave too few people per pair: refused).
+/// know. Now every column released as it is splits the classes together for each sensitive
+/// column (here, eighty services beside two channels leave too few people per pair: refused).
 #[test]
 fn two_datasets_of_one_department_tell_rows_apart_together() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(41);
@@ -952,24 +948,11 @@ fn two_datasets_of_one_department_tell_rows_apart_together() {
         ),
     ])
     .unwrap();
-    let source = |name: &str, holder: &str, batch: &RecordBatch, column: &str| -> (String, String, Spec, Vec<String>) {
-        (name.into(), holder.into(), base_of(batch, 5), vec![column.to_owned()])
-    };
-    let parts = [
-        (source("civil.people", "civil", &people, "care"), &people),
-        (source("hotline.calls", "hotline", &visits, "channel"), &visits),
-        (source("hotline.services", "hotline", &services, "service"), &services),
+    let sources = [
+        part("civil.people", &people, &["care"]),
+        part("hotline.calls", &visits, &["channel"]),
+        part("hotline.services", &services, &["service"]),
     ];
-    let sources: Vec<veil_extract::Source<'_>> = parts
-        .iter()
-        .map(|((name, holder, base, columns), batch)| veil_extract::Source {
-            name: name.clone(),
-            holder: holder.clone(),
-            input: std::slice::from_ref(*batch),
-            base: base.clone(),
-            columns: columns.clone(),
-        })
-        .collect();
     let mut spec = joined_spec(5, vec![attribute("channel"), attribute("service"), sensitive("care")]);
     spec.columns.retain(|c| c.name != "person");
     // Refused, naming the hotline's columns, or released with every group its staff see whole.
@@ -1062,4 +1045,66 @@ fn attributes_of_two_departments_tell_rows_apart_together() {
 /// Each person's value of `column` in `batch`.
 fn truth_of(batch: &RecordBatch, column: &str) -> HashMap<Option<String>, Option<String>> {
     text(batch, "person").into_iter().zip(text(batch, column)).collect()
+}
+
+/// One source of a joined extract in these tests: its `columns` of `batch`, within its base.
+fn part<'a>(name: &str, batch: &'a RecordBatch, columns: &[&str]) -> veil_extract::Source<'a> {
+    veil_extract::Source {
+        name: name.into(),
+        input: std::slice::from_ref(batch),
+        base: base_of(batch, 5),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    }
+}
+
+/// Red team: departments that held copies of two others' sensitive columns (a salary, a
+/// diagnosis), each value shared by six people, read a third department's value (a debt) off
+/// the one row with both: what each department knows cannot be guessed. Each sensitive column
+/// is now l-diverse among the rows every other column released as it is cannot tell apart.
+#[test]
+fn two_sensitive_columns_known_together_do_not_open_a_third() {
+    let n = 400;
+    let ids: Vec<String> = (0..n).map(|p| format!("P{p:05}")).collect();
+    let year: Vec<i64> = (0..n as i64).map(|p| 1960 + p % 20).collect();
+    // Person 7 alone has salary 9999 with diagnosis C; five others each share one of the two.
+    let salary: Vec<f64> = (0..n)
+        .map(|p| if p == 7 || (100..105).contains(&p) { 9999.0 } else { 5000.0 + 1000.0 * (p % 4) as f64 })
+        .collect();
+    let dx: Vec<&str> =
+        (0..n).map(|p| if p == 7 || (200..205).contains(&p) { "C" } else { ["A", "B"][(p / 7) % 2] }).collect();
+    let debt: Vec<&str> = (0..n).map(|p| ["yes", "no"][(p / 3) % 2]).collect();
+    let batch = |columns: Vec<(&str, ArrayRef)>| RecordBatch::try_from_iter(columns).unwrap();
+    let person = || Arc::new(StringArray::from(ids.clone())) as ArrayRef;
+    let a = batch(vec![
+        ("person", person()),
+        ("age", Arc::new(Int64Array::from(year.clone()))),
+        ("care", Arc::new(Float64Array::from(salary))),
+    ]);
+    let b = batch(vec![("person", person()), ("diagnosis", Arc::new(StringArray::from(dx)))]);
+    let c = batch(vec![("person", person()), ("channel", Arc::new(StringArray::from(debt)))]);
+    let sources = [
+        part("pa.salaries", &a, &["age", "care"]),
+        part("pb.diagnoses", &b, &["diagnosis"]),
+        part("pc.debts", &c, &["channel"]),
+    ];
+    let mut spec = joined_spec(5, vec![qi("age"), sensitive("care"), sensitive("diagnosis"), sensitive("channel")]);
+    spec.columns.retain(|c| c.name != "person");
+    if let Some(c) = spec.columns.iter_mut().find(|c| c.name == "care") {
+        c.role = Role::Sensitive { bounds: Some((0.0, 100_000.0)) };
+    }
+    let extract = match veil_extract::build_joined(&sources, &spec, &mut |_| {}) {
+        Err(e @ Error::Infeasible { .. }) => panic!("{e}"),
+        other => other.unwrap(),
+    };
+    let (salary, dx, debt) =
+        (text(&extract.batch, "care"), text(&extract.batch, "diagnosis"), text(&extract.batch, "channel"));
+    type Values<'a> = HashSet<&'a Option<String>>;
+    let mut debts: HashMap<(&Option<String>, &Option<String>), Values<'_>> = HashMap::new();
+    for r in 0..extract.batch.num_rows() {
+        debts.entry((&salary[r], &dx[r])).or_default().insert(&debt[r]);
+    }
+    assert!(extract.batch.num_rows() > 300, "{} rows", extract.batch.num_rows());
+    for (known, values) in &debts {
+        assert!(values.len() >= 2, "who knows {known:?} reads the debt");
+    }
 }
