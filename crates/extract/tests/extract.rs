@@ -963,23 +963,8 @@ fn two_datasets_of_one_department_tell_rows_apart_together() {
         }
         other => other.unwrap(),
     };
-    let (channel, service, care) =
-        (text(&extract.batch, "channel"), text(&extract.batch, "service"), text(&extract.batch, "care"));
-    // One row per person: the hotline's staff see a group per (channel, service).
-    type Seen<'a> = (usize, HashSet<&'a Option<String>>);
-    let mut groups: HashMap<(&Option<String>, &Option<String>), Seen<'_>> = HashMap::new();
-    for r in 0..extract.batch.num_rows() {
-        let g = groups.entry((&channel[r], &service[r])).or_default();
-        g.0 += 1;
-        g.1.insert(&care[r]);
-    }
-    for (key, (n, values)) in &groups {
-        assert!(
-            *n >= 5 && values.len() >= 2,
-            "the hotline's staff tell apart {n} people with {} care levels: {key:?}",
-            values.len()
-        );
-    }
+    // One row per person: who knows the channel and the service sees a group per pair.
+    assert_split_holds(&extract.batch, ["channel", "service"], "care");
 }
 
 /// Red team: civil's `living_alone` (an attribute) beside the hotline's `district` (an
@@ -1004,20 +989,10 @@ fn attributes_of_two_departments_tell_rows_apart_together() {
             (false, false) => ["yes", "no"][i % 2],
         })
         .collect();
-    let mut columns = people.columns().to_vec();
-    columns.push(Arc::new(StringArray::from(alone)));
-    let mut fields: Vec<arrow::datatypes::Field> =
-        people.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(arrow::datatypes::Field::new("alone", arrow::datatypes::DataType::Utf8, true));
-    let people = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    let people = with_text(&people, "alone", alone.into_iter().map(Some).collect());
     let district = truth_of(&people, "district");
     let place: Vec<Option<String>> = text(&visits, "person").iter().map(|p| district[p].clone()).collect();
-    let mut columns = visits.columns().to_vec();
-    columns.push(Arc::new(StringArray::from(place)));
-    let mut fields: Vec<arrow::datatypes::Field> =
-        visits.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(arrow::datatypes::Field::new("place", arrow::datatypes::DataType::Utf8, true));
-    let visits = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    let visits = with_text(&visits, "place", place.iter().map(Option::as_deref).collect());
     let mut spec = joined_spec(5, vec![attribute("alone"), attribute("place"), sensitive("diagnosis")]);
     spec.columns.retain(|c| c.name != "person");
     let extract = match joined(&people, &visits, &spec) {
@@ -1027,19 +1002,8 @@ fn attributes_of_two_departments_tell_rows_apart_together() {
         }
         other => other.unwrap(),
     };
-    let (alone, place, diagnosis) =
-        (text(&extract.batch, "alone"), text(&extract.batch, "place"), text(&extract.batch, "diagnosis"));
-    type Seen<'a> = (usize, HashSet<&'a Option<String>>);
-    let mut groups: HashMap<(&Option<String>, &Option<String>), Seen<'_>> = HashMap::new();
-    for r in 0..extract.batch.num_rows() {
-        let g = groups.entry((&alone[r], &place[r])).or_default();
-        g.0 += 1;
-        g.1.insert(&diagnosis[r]);
-    }
     assert!(extract.batch.num_rows() > 300, "{} rows", extract.batch.num_rows());
-    for (key, (n, values)) in &groups {
-        assert!(*n >= 5 && values.len() >= 2, "{n} people with {} diagnoses tell apart: {key:?}", values.len());
-    }
+    assert_split_holds(&extract.batch, ["alone", "place"], "diagnosis");
 }
 
 /// Each person's value of `column` in `batch`.
@@ -1096,15 +1060,35 @@ fn two_sensitive_columns_known_together_do_not_open_a_third() {
         Err(e @ Error::Infeasible { .. }) => panic!("{e}"),
         other => other.unwrap(),
     };
-    let (salary, dx, debt) =
-        (text(&extract.batch, "care"), text(&extract.batch, "diagnosis"), text(&extract.batch, "channel"));
-    type Values<'a> = HashSet<&'a Option<String>>;
-    let mut debts: HashMap<(&Option<String>, &Option<String>), Values<'_>> = HashMap::new();
-    for r in 0..extract.batch.num_rows() {
-        debts.entry((&salary[r], &dx[r])).or_default().insert(&debt[r]);
-    }
     assert!(extract.batch.num_rows() > 300, "{} rows", extract.batch.num_rows());
-    for (known, values) in &debts {
-        assert!(values.len() >= 2, "who knows {known:?} reads the debt");
+    assert_split_holds(&extract.batch, ["care", "diagnosis"], "channel");
+}
+
+/// Checks, one row per person, that whoever knows the columns `by` of a released row still sees
+/// at least 5 people and 2 values of `sensitive` among the rows they cannot tell apart.
+fn assert_split_holds(batch: &RecordBatch, by: [&str; 2], sensitive: &str) {
+    let (a, b, values) = (text(batch, by[0]), text(batch, by[1]), text(batch, sensitive));
+    type Seen<'a> = (usize, HashSet<&'a Option<String>>);
+    let mut groups: HashMap<(&Option<String>, &Option<String>), Seen<'_>> = HashMap::new();
+    for r in 0..batch.num_rows() {
+        let g = groups.entry((&a[r], &b[r])).or_default();
+        g.0 += 1;
+        g.1.insert(&values[r]);
     }
+    for (key, (n, seen)) in &groups {
+        assert!(
+            *n >= 5 && seen.len() >= 2,
+            "who knows {by:?} = {key:?} tells apart {n} people with {} values of `{sensitive}`",
+            seen.len()
+        );
+    }
+}
+
+/// `batch` with one more text column.
+fn with_text(batch: &RecordBatch, name: &str, values: Vec<Option<&str>>) -> RecordBatch {
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(values)));
+    let mut fields: Vec<arrow::datatypes::Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(arrow::datatypes::Field::new(name, arrow::datatypes::DataType::Utf8, true));
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap()
 }
