@@ -166,8 +166,7 @@ impl Broker {
                 self.catalog.pseudonym_key(&format!("\0extract base\n{}\n{}", info.dataset, info.current_version));
             let base = base_spec(info, &spec, base_key);
             let mut read: Vec<String> = Vec::new();
-            let asked = spec.columns.iter().map(|c| &c.name).filter(|n| sources.len() == 1 || own.contains(n));
-            for name in asked.chain(base.columns.iter().map(|c| &c.name)).chain(info.privacy_unit.iter()) {
+            for name in own.iter().chain(base.columns.iter().map(|c| &c.name)).chain(info.privacy_unit.iter()) {
                 if !read.contains(name) {
                     read.push(name.clone());
                 }
@@ -187,7 +186,7 @@ impl Broker {
                 tracing::debug!(dataset = %dataset, stage = p.stage, done = p.done, total = p.total, "building extract");
             };
             let extract = match read.as_slice() {
-                [(_, input, base, _)] => build_in_base(input, base.clone(), &spec, &mut progress)?,
+                [(_, input, base, _)] => veil_extract::build_within(input, base, &spec, &mut progress)?,
                 _ => {
                     let sources = read
                         .iter()
@@ -198,7 +197,7 @@ impl Broker {
                             columns: own.clone(),
                         })
                         .collect::<Vec<_>>();
-                    join_in_bases(sources, &spec, &mut progress)?
+                    veil_extract::build_joined(&sources, &spec, &mut progress)?
                 }
             };
             tracing::info!(
@@ -657,54 +656,6 @@ fn base_spec(info: &DatasetInfo, spec: &Spec, key: [u8; 32]) -> Spec {
         // Where people have several rows, as many as the steward's dp contribution bound allows.
         max_rows_per_person: (!info.one_row_per_unit).then(|| info.dp.max_groups.saturating_mul(info.dp.max_rows)),
         key,
-    }
-}
-
-/// Builds `spec` within `base`. A sensitive column the extract does not ask for and that has too
-/// few distinct values for the base's `l` leaves the base rather than blocking every extract.
-fn build_in_base(
-    input: &[veil_extract::RecordBatch],
-    mut base: Spec,
-    spec: &Spec,
-    progress: &mut dyn FnMut(veil_extract::Progress),
-) -> Result<veil_extract::Extract, veil_extract::Error> {
-    loop {
-        match veil_extract::build_within(input, &base, spec, progress) {
-            Err(veil_extract::Error::Infeasible { column: Some(c), .. })
-                if !spec.columns.iter().any(|s| s.name == c) && base.columns.iter().any(|b| b.name == c) =>
-            {
-                base.columns.retain(|b| b.name != c);
-            }
-            other => return other,
-        }
-    }
-}
-
-/// [`build_in_base`] for an extract joined from several datasets: a sensitive column the
-/// extract does not ask for that blocks a dataset's base leaves that base.
-fn join_in_bases(
-    mut sources: Vec<veil_extract::Source<'_>>,
-    spec: &Spec,
-    progress: &mut dyn FnMut(veil_extract::Progress),
-) -> Result<veil_extract::Extract, veil_extract::Error> {
-    loop {
-        match veil_extract::build_joined(&sources, spec, progress) {
-            Err(veil_extract::Error::Infeasible { column: Some(c), reason })
-                if !spec.columns.iter().any(|s| s.name == c) =>
-            {
-                let mut left = false;
-                for s in &mut sources {
-                    if s.base.columns.iter().any(|b| b.name == c) {
-                        s.base.columns.retain(|b| b.name != c);
-                        left = true;
-                    }
-                }
-                if !left {
-                    return Err(veil_extract::Error::Infeasible { column: Some(c), reason });
-                }
-            }
-            other => return other,
-        }
     }
 }
 

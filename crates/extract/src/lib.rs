@@ -195,8 +195,8 @@ pub fn build(input: &[RecordBatch], spec: &Spec, progress: &mut dyn FnMut(Progre
     build_seen_by(input, spec, &[], progress)
 }
 
-/// What the staff of one dataset of a joined extract know ([`build_joined`]): the columns of
-/// theirs released as they are, and the other datasets' sensitive columns.
+/// Someone who knows some columns of a joined extract exactly ([`insiders`]): the columns they
+/// tell rows apart by, and the sensitive columns that must stay l-diverse among those rows.
 #[derive(Debug, Clone)]
 pub(crate) struct Insider {
     pub(crate) known: Vec<String>,
@@ -237,8 +237,10 @@ pub fn build_within(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Extract> {
     check(spec)?;
-    let based = within_base(input, base, spec, progress)?;
-    let mut extract = build(std::slice::from_ref(&based.kept), &based.spec, progress)?;
+    let based = within_base(input, base, &|c| spec.columns.iter().any(|a| a.name == c), progress)?;
+    let mut spec = spec.clone();
+    let warnings = based.fitting.fit(&mut spec.columns);
+    let mut extract = build(std::slice::from_ref(&based.kept), &spec, progress)?;
     let r = &mut extract.report;
     based.fitting.code_columns(&mut r.columns);
     r.source_records = based.records.source_records;
@@ -246,7 +248,7 @@ pub fn build_within(
     r.records_without_unit = based.records.records_without_unit;
     r.records_over_person_cap = based.records.records_over_person_cap;
     r.base_suppressed_records = based.records.base_suppressed_records;
-    r.warnings.extend(based.warnings);
+    r.warnings.extend(warnings);
     Ok(extract)
 }
 
@@ -305,18 +307,15 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     let mut base_columns = vec![ColumnSpec { name: unit.clone(), role: Role::Pseudonym }];
     let mut based = Vec::with_capacity(sources.len());
     let mut carried = Vec::with_capacity(sources.len());
+    let mut source_warnings = Vec::new();
     for s in &sources {
-        let part = Spec {
-            columns: spec.columns.iter().filter(|c| s.columns.contains(&c.name)).cloned().collect(),
-            unit: s.base.unit.clone(),
-            max_rows_per_person: None,
-            ..spec.clone()
-        };
-        let b = within_base(s.input, &s.base, &part, progress)?;
-        for fitted in &b.spec.columns {
+        let b = within_base(s.input, &s.base, &|c| spec.columns.iter().any(|a| a.name == c), progress)?;
+        let mut mine: Vec<ColumnSpec> = spec.columns.iter().filter(|c| s.columns.contains(&c.name)).cloned().collect();
+        source_warnings.extend(b.fitting.fit(&mut mine));
+        for fitted in mine {
             if let Some(c) = asked.columns.iter_mut().find(|c| c.name == fitted.name) {
-                c.role = fitted.role.clone();
                 c.name = qualified(s, &fitted.name);
+                c.role = fitted.role;
             }
         }
         let mut own: Vec<ColumnSpec> =
@@ -339,7 +338,7 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     // The join's base release; a sensitive column the extract does not ask for that no
     // generalization can release (too few values, or one its staff tell people apart by) leaves
     // it rather than blocking every extract of the join.
-    let mut base = Spec {
+    let base = Spec {
         columns: base_columns,
         unit: Some(unit.clone()),
         k: sources.iter().map(|s| s.base.k).max().unwrap_or(spec.k),
@@ -348,20 +347,12 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
         max_rows_per_person: None,
         key: sources[0].base.key,
     };
-    check(&base)?;
-    let (table, found) = loop {
-        let table =
-            columns::Table::encode(std::slice::from_ref(&joined), &base)?.with_views(&insiders(&base.columns))?;
-        match search::search(&table, &base, progress) {
-            Ok(found) => break (table, found),
-            Err(Error::Infeasible { column: Some(c), .. })
-                if !asked.columns.iter().any(|a| a.name == c) && base.columns.iter().any(|b| b.name == c) =>
-            {
-                base.columns.retain(|b| b.name != c);
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let (table, found) = search_base(
+        &base,
+        &|c| asked.columns.iter().any(|a| a.name == c),
+        &|base| columns::Table::encode(std::slice::from_ref(&joined), base)?.with_views(&insiders(&base.columns)),
+        progress,
+    )?;
     let keep: arrow::array::BooleanArray =
         found.eval.class.iter().map(|c| Some(found.eval.kept[*c as usize])).collect();
     let kept = arrow::compute::filter_record_batch(&table.input, &keep)?;
@@ -392,8 +383,8 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     }
     for b in &based {
         b.fitting.code_columns(&mut r.columns);
-        r.warnings.extend(b.warnings.iter().cloned());
     }
+    r.warnings.append(&mut source_warnings);
     r.warnings.append(&mut warnings);
     r.source_records = joined.num_rows() as u64;
     r.suppressed_records += found.eval.suppressed_rows;
@@ -422,8 +413,10 @@ fn qualified(source: &Source<'_>, column: &str) -> String {
 
 /// Who may know what of a joined extract's `columns` (named inside the join): for each sensitive
 /// column, someone who knows every other column released as it is (attributes, the other
-/// sensitive columns), so it must stay l-diverse among the rows they cannot tell apart; without
-/// sensitive columns, someone who knows every attribute. This is l-diversity for several
+/// sensitive columns), so it must stay l-diverse among the rows they cannot tell apart; where
+/// that leaves nobody knowing anything (no attribute and one sensitive column) or there is no
+/// sensitive column, someone who knows every column released as it is, among whose rows k
+/// people must remain. This is l-diversity for several
 /// sensitive columns (each protected with the others taken as quasi-identifiers), and it
 /// assumes nothing about which department knows what: four red teams got around each narrower
 /// guess (a call time the hotline knows; two hotline datasets together; civil's `living_alone`
@@ -453,15 +446,12 @@ fn insiders(columns: &[ColumnSpec]) -> Vec<Insider> {
     seen
 }
 
-/// A dataset reduced to its base release, and an extract's columns of it fitted to the base.
+/// A dataset reduced to its base release.
 struct Based {
     /// The records the base keeps (its suppressed ones left out).
     kept: RecordBatch,
-    /// The extract's spec over this dataset, fitted to the base.
-    spec: Spec,
     /// The base's levels and codings.
     fitting: Fitting,
-    warnings: Vec<String>,
     records: SourceRecords,
 }
 
@@ -523,17 +513,17 @@ impl Fitting {
     }
 }
 
-/// Reduces `input` to its base release `base` and fits `spec`'s columns to it.
-fn within_base(input: &[RecordBatch], base: &Spec, spec: &Spec, progress: &mut dyn FnMut(Progress)) -> Result<Based> {
-    check(base)?;
-    let table = columns::Table::encode(input, base)?;
-    let found = search::search(&table, base, progress)?;
+/// Reduces `input` to its base release `base`; `asked` says which columns the extract asks for.
+fn within_base(
+    input: &[RecordBatch],
+    base: &Spec,
+    asked: &dyn Fn(&str) -> bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Based> {
+    let (table, found) = search_base(base, asked, &|base| columns::Table::encode(input, base), progress)?;
     let keep: arrow::array::BooleanArray =
         found.eval.class.iter().map(|c| Some(found.eval.kept[*c as usize])).collect();
     let kept = arrow::compute::filter_record_batch(&table.input, &keep)?;
-    let fitting = Fitting::of(&table, &found);
-    let mut spec = spec.clone();
-    let warnings = fitting.fit(&mut spec.columns);
     let records = SourceRecords {
         dataset: String::new(),
         source_records: table.rows() as u64 + table.without_unit + table.over_cap,
@@ -542,7 +532,32 @@ fn within_base(input: &[RecordBatch], base: &Spec, spec: &Spec, progress: &mut d
         records_over_person_cap: table.over_cap,
         records_not_in_every_dataset: 0,
     };
-    Ok(Based { kept, spec, fitting, warnings, records })
+    Ok(Based { kept, fitting: Fitting::of(&table, &found), records })
+}
+
+/// Searches the base release `base` over the table `encode` makes of it. A column of the base
+/// the extract does not ask for (`asked`) that no generalization can release (too few values,
+/// or values that tell people apart) leaves the base rather than blocking every extract.
+fn search_base(
+    base: &Spec,
+    asked: &dyn Fn(&str) -> bool,
+    encode: &dyn Fn(&Spec) -> Result<columns::Table>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(columns::Table, search::Found)> {
+    check(base)?;
+    let mut base = base.clone();
+    loop {
+        let table = encode(&base)?;
+        match search::search(&table, &base, progress) {
+            Ok(found) => return Ok((table, found)),
+            Err(Error::Infeasible { column: Some(c), .. })
+                if !asked(&c) && base.columns.iter().any(|b| b.name == c) =>
+            {
+                base.columns.retain(|b| b.name != c);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Joins the sources' kept records on their units: for every person in all of them, every

@@ -172,21 +172,22 @@ pub(crate) fn evaluate(table: &Table, spec: &Spec, levels: &[usize]) -> Eval {
 fn evaluate_with(table: &Table, spec: &Spec, levels: &[usize], sensitive: &[&Sensitive], views: &[&View]) -> Eval {
     let rows = table.rows();
     let row_class = row_classes(table, levels);
-    let (mut class, classes) = if table.linked { profiles(table, &row_class) } else { row_class.clone() };
+    // To whoever tells a class's rows apart by the values a view knows, every part must still
+    // hold k people and l values of the columns it protects.
+    let parts: Vec<(Vec<u32>, usize, Vec<&Sensitive>)> = views
+        .iter()
+        .map(|view| {
+            let refined = refine(&row_class, &view.known);
+            let (part, parts) = if table.linked { profiles(table, &refined) } else { refined };
+            (part, parts, view.protected.iter().map(|i| &table.sensitive[*i]).collect())
+        })
+        .collect();
+    let (mut class, classes) = if table.linked { profiles(table, &row_class) } else { row_class };
     let (mut people, mut kept) = meeting(table, spec, &class, classes, sensitive, None);
-    if !views.is_empty() {
-        // To each dataset's staff, who tell a class's rows apart by the values they know, every
-        // part must still hold k people and l values of the other datasets' sensitive columns.
-        // The rows of a part that does not are suppressed, which can leave a class or another
-        // part short in turn: repeated until nothing changes (rows only leave, so it ends).
-        let parts: Vec<(Vec<u32>, usize, Vec<&Sensitive>)> = views
-            .iter()
-            .map(|view| {
-                let refined = refine(&row_class, &view.known);
-                let (part, parts) = if table.linked { profiles(table, &refined) } else { refined };
-                (part, parts, view.protected.iter().map(|i| &table.sensitive[*i]).collect())
-            })
-            .collect();
+    if !parts.is_empty() {
+        // The rows of a part that falls short are suppressed, which can leave a class or
+        // another part short in turn: repeated until nothing changes (rows only leave, so it
+        // ends).
         let mut alive = vec![true; rows];
         loop {
             let mut next: Vec<bool> = class.iter().zip(&alive).map(|(c, a)| *a && kept[*c as usize]).collect();
@@ -245,32 +246,22 @@ fn meeting(
     sensitive: &[&Sensitive],
     alive: Option<&[bool]>,
 ) -> (Vec<u64>, Vec<bool>) {
-    let filtered = |values: &[u32]| -> Vec<(u32, u32)> {
-        match alive {
-            None => class.iter().copied().zip(values.iter().copied()).collect(),
-            Some(alive) => {
-                class.iter().zip(values).zip(alive).filter(|(_, a)| **a).map(|((c, v), _)| (*c, *v)).collect()
-            }
-        }
-    };
+    let counted = |values| counted(class, values, alive);
     let mut people = vec![0u64; classes];
     if table.people == table.rows() {
         // One row per person: people are rows.
-        for (row, c) in class.iter().enumerate() {
-            if alive.is_none_or(|a| a[row]) {
-                people[*c as usize] += 1;
-            }
+        for (c, _) in counted(&table.units) {
+            people[c as usize] += 1;
         }
     } else {
-        for pair in distinct_pairs(&filtered(&table.units)) {
+        for pair in distinct_pairs(counted(&table.units)) {
             people[(pair >> 32) as usize] += 1;
         }
     }
     let mut kept: Vec<bool> = people.iter().map(|p| *p >= spec.k).collect();
     for s in sensitive {
-        let pairs = filtered(&s.codes);
         let mut values = vec![0u64; classes];
-        for pair in distinct_pairs(&pairs) {
+        for pair in distinct_pairs(counted(&s.codes)) {
             if pair as u32 != NULL_CODE {
                 values[(pair >> 32) as usize] += 1;
             }
@@ -281,14 +272,27 @@ fn meeting(
         if table.people < table.rows() && spec.l > 1 {
             // People with several rows can all hold one value beside others: then distinct
             // values alone would let that value be read off everyone in the class.
-            let units = filtered(&table.units);
-            let triples = pairs.iter().zip(&units).map(|((c, v), (_, u))| (*c, *v, *u));
+            let triples = counted(&s.codes).zip(counted(&table.units)).map(|((c, v), (_, u))| (c, v, u));
             for (k, ok) in kept.iter_mut().zip(spread_over_people(triples, classes, spec.l)) {
                 *k &= ok;
             }
         }
     }
     (people, kept)
+}
+
+/// `(class, value)` of each row `alive` counts (every row when `None`).
+fn counted<'a>(
+    class: &'a [u32],
+    values: &'a [u32],
+    alive: Option<&'a [bool]>,
+) -> impl Iterator<Item = (u32, u32)> + 'a {
+    class
+        .iter()
+        .zip(values)
+        .enumerate()
+        .filter(move |(row, _)| alive.is_none_or(|a| a[*row]))
+        .map(|(_, (c, v))| (*c, *v))
 }
 
 /// Row classes split further by the values of `known` columns.
@@ -385,8 +389,8 @@ fn profiles(table: &Table, (row_class, _): &(Vec<u32>, usize)) -> (Vec<u32>, usi
 }
 
 /// The distinct pairs, packed as `a << 32 | b`, sorted.
-fn distinct_pairs(pairs: &[(u32, u32)]) -> Vec<u64> {
-    let mut pairs: Vec<u64> = pairs.iter().map(|(a, b)| (u64::from(*a) << 32) | u64::from(*b)).collect();
+fn distinct_pairs(pairs: impl Iterator<Item = (u32, u32)>) -> Vec<u64> {
+    let mut pairs: Vec<u64> = pairs.map(|(a, b)| (u64::from(a) << 32) | u64::from(b)).collect();
     pairs.sort_unstable();
     pairs.dedup();
     pairs
