@@ -307,11 +307,10 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     let mut base_columns = vec![ColumnSpec { name: unit.clone(), role: Role::Pseudonym }];
     let mut based = Vec::with_capacity(sources.len());
     let mut carried = Vec::with_capacity(sources.len());
-    let mut source_warnings = Vec::new();
     for s in &sources {
         let b = within_base(s.input, &s.base, &|c| spec.columns.iter().any(|a| a.name == c), progress)?;
         let mut mine: Vec<ColumnSpec> = spec.columns.iter().filter(|c| s.columns.contains(&c.name)).cloned().collect();
-        source_warnings.extend(b.fitting.fit(&mut mine));
+        b.fitting.fit(&mut mine);
         for fitted in mine {
             if let Some(c) = asked.columns.iter_mut().find(|c| c.name == fitted.name) {
                 c.name = qualified(s, &fitted.name);
@@ -357,8 +356,16 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
         found.eval.class.iter().map(|c| Some(found.eval.kept[*c as usize])).collect();
     let kept = arrow::compute::filter_record_batch(&table.input, &keep)?;
     let fitting = Fitting::of(&table, &found);
-    let mut warnings = fitting.fit(&mut asked.columns);
     let names: Vec<&str> = spec.columns.iter().map(|c| c.name.as_str()).collect();
+    // The join's base is no finer than any dataset's, so it warns of every hierarchy either
+    // makes coarser; its warnings name the columns as asked.
+    let mut warnings: Vec<String> = fitting
+        .fit(&mut asked.columns)
+        .into_iter()
+        .map(|w| {
+            asked.columns.iter().zip(&names).fold(w, |w, (a, n)| w.replace(&format!("`{}`", a.name), &format!("`{n}`")))
+        })
+        .collect();
     let mut extract = build_seen_by(&[kept], &asked, &insiders(&asked.columns), progress).map_err(|e| {
         // A column named as asked, not as inside the join.
         match e {
@@ -384,7 +391,6 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     for b in &based {
         b.fitting.code_columns(&mut r.columns);
     }
-    r.warnings.append(&mut source_warnings);
     r.warnings.append(&mut warnings);
     r.source_records = joined.num_rows() as u64;
     r.suppressed_records += found.eval.suppressed_rows;

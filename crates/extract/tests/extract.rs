@@ -1092,3 +1092,18 @@ fn with_text(batch: &RecordBatch, name: &str, values: Vec<Option<&str>>) -> Reco
     fields.push(arrow::datatypes::Field::new(name, arrow::datatypes::DataType::Utf8, true));
     RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap()
 }
+
+/// A hierarchy finer than the bases allow is named once in a joined extract's warnings, as
+/// asked (the dataset's base and the join's had each warned, the join's by its inside name).
+#[test]
+fn a_joined_extract_warns_once_of_a_hierarchy_its_bases_make_coarser() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(61);
+    let (people, visits) = two_datasets(&mut rng, 800, 5);
+    let ladder = ["day", "month", "year", "*"].iter().map(|s| s.parse::<Step>().unwrap()).collect();
+    let birth = ColumnSpec { name: "birth".into(), role: Role::QuasiIdentifier { ladder: Some(ladder), floor: None } };
+    let spec = joined_spec(5, vec![qi("district"), birth, sensitive("diagnosis")]);
+    let extract = joined(&people, &visits, &spec).unwrap();
+    let about: Vec<&String> = extract.report.warnings.iter().filter(|w| w.contains("coarser than the `day`")).collect();
+    assert_eq!(about.len(), 1, "{:?}", extract.report.warnings);
+    assert!(about[0].starts_with("`birth`"), "{}", about[0]);
+}
