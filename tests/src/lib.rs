@@ -84,9 +84,10 @@ impl TestServer {
         let flight = format!("http://{}", flight_listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let state = AppState::new(catalog, config, policy).unwrap();
-        let task = tokio::spawn(veil_server::run(listener, Some(flight_listener), state, async move {
+        let stop = veil_server::Stop::on(async move {
             let _ = rx.await;
-        }));
+        });
+        let task = tokio::spawn(veil_server::run(listener, Some(flight_listener), state, stop));
         Self { url, flight, admin, root, shutdown: Some(tx), task: Some(task), client: reqwest::Client::new() }
     }
 

@@ -232,6 +232,10 @@ struct ServeArgs {
     /// Residents in the demo's person space.
     #[arg(long, default_value_t = 20_000)]
     demo_people: usize,
+    /// On Ctrl-C or SIGTERM, how many seconds open connections get to finish their requests
+    /// before they are closed (a second signal stops at once).
+    #[arg(long, env = "VEIL_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
 }
 
 /// How to reach a server.

@@ -1,5 +1,6 @@
 //! `veil serve` and `veil serve --demo`.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use tokio::net::TcpListener;
@@ -45,7 +46,7 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     };
     let policy_dir = args.policy_dir.clone().unwrap_or_else(|| data_dir.join("policies"));
     let state = state(catalog, &policy_dir, config)?;
-    let shutdown = shutdown_signal()?;
+    let shutdown = shutdown_signal(args.shutdown_grace)?;
     veil_server::raise_descriptor_limit();
     let listener =
         TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -71,20 +72,40 @@ async fn open_catalog(dir: &Path) -> CliResult<Catalog> {
     Ok(tokio::task::spawn_blocking(move || Catalog::open(&dir)).await??)
 }
 
-/// Installs the SIGINT and SIGTERM handlers now, and returns a future that completes on either.
+/// Installs the SIGINT and SIGTERM handlers now, and returns when to stop: the first signal
+/// begins a graceful shutdown of at most `grace_seconds`, a second one stops waiting.
 /// Installing before the address is announced means a signal sent as soon as the server says it
 /// is listening still shuts it down gracefully, rather than killing it.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal(
+    grace_seconds: u64,
+) -> std::io::Result<veil_server::Stop<impl Future<Output = ()> + use<>, impl Future<Output = ()> + use<>>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {},
-            _ = terminate.recv() => {},
+    let (count, signals) = tokio::sync::watch::channel(0_u8);
+    tokio::spawn(async move {
+        for n in 1..=2 {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+            if n == 1 {
+                tracing::info!(
+                    grace_seconds,
+                    "shutting down: finishing requests in flight (a second signal stops now)"
+                );
+            }
+            count.send_replace(n);
         }
-        tracing::info!("shutting down: finishing requests in flight");
-    })
+    });
+    let nth = |n: u8| {
+        let mut signals = signals.clone();
+        async move {
+            // An error means the handler task is gone, which only the runtime's end does.
+            let _ = signals.wait_for(|count| *count >= n).await;
+        }
+    };
+    Ok(veil_server::Stop { begin: nth(1), now: nth(2), grace: std::time::Duration::from_secs(grace_seconds) })
 }
 
 /// The demo's users and their tokens, in creation order.
@@ -176,7 +197,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     let root = tmp.path().to_path_buf();
     let people = args.demo_people;
     let (catalog, setup) = tokio::task::spawn_blocking(move || build_demo(&root, people)).await??;
-    let shutdown = shutdown_signal()?;
+    let shutdown = shutdown_signal(args.shutdown_grace)?;
     let listener =
         TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;

@@ -96,9 +96,14 @@ pub(crate) async fn walkthrough(args: WalkthroughArgs) -> CliResult {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(veil_server::run(listener, None, state, async move {
-        let _ = stopped.await;
-    }));
+    let running = tokio::spawn(veil_server::run(
+        listener,
+        None,
+        state,
+        veil_server::Stop::on(async move {
+            let _ = stopped.await;
+        }),
+    ));
     let mut server = Some((stop, running));
 
     println!("\n# {}\n", plan.title);

@@ -242,6 +242,120 @@ fn serve_stops_gracefully_on_sigterm_and_logs_json() {
     assert_eq!(record["fields"]["message"], "stopped", "{stderr}");
 }
 
+/// `veil serve` on `data` with `--shutdown-grace`, JSON logs: the process, its address and its
+/// log lines as they come.
+fn serve_with_grace(
+    data: &std::path::Path,
+    grace: u64,
+) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = veil()
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--shutdown-grace"])
+        .arg(grace.to_string())
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let addr = first.strip_prefix("Veil is listening on http://").expect("banner").split(' ').next().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, addr.to_owned(), rx)
+}
+
+/// Connections a client never finishes: one with half its headers, one whose body stops halfway
+/// (a signed-in registration waiting for the rest of its JSON).
+fn half_sent_requests(addr: &str, token: &str) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    let mut headers = std::net::TcpStream::connect(addr).expect("connect");
+    headers.write_all(b"GET /healthz HTTP/1.1\r\nHost: veil\r\n").expect("write");
+    let mut body = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST /v1/datasets HTTP/1.1\r\nHost: veil\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n{{\"department\": "
+    );
+    body.write_all(head.as_bytes()).expect("write");
+    // The request reaches its handler before the signal does.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    vec![headers, body]
+}
+
+/// Waits for a JSON log line whose message contains `text`, for at most `wait`.
+fn log_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    text: &str,
+    wait: std::time::Duration,
+) -> Option<serde_json::Value> {
+    let until = std::time::Instant::now() + wait;
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        let line = lines.recv_timeout(left).ok()?;
+        let record: serde_json::Value = serde_json::from_str(&line).ok()?;
+        if record["fields"]["message"].as_str().is_some_and(|m| m.contains(text)) {
+            return Some(record);
+        }
+    }
+    None
+}
+
+/// After the grace or a second signal the log ends on a signed checkpoint.
+fn assert_log_sealed(data: &std::path::Path, tmp: &std::path::Path) {
+    let key = tmp.join("audit.pub");
+    let out = veil().args(["audit", "public-key", "--data-dir"]).arg(data).output().expect("public-key");
+    assert!(out.status.success());
+    std::fs::write(&key, &out.stdout).expect("key");
+    let out =
+        veil().args(["audit", "verify", "--dir"]).arg(data).arg("--public-key").arg(&key).output().expect("verify");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && report.starts_with("ok: ") && !report.contains("warning"), "{report}");
+}
+
+/// Half-sent requests held shutdown forever before: now it says what it waits for, closes them
+/// at the end of its grace, and seals the audit log.
+#[test]
+fn shutdown_closes_half_sent_requests_after_its_grace() {
+    let (tmp, data, token) = initialised();
+    let token = std::fs::read_to_string(token).expect("token").trim().to_owned();
+    let (mut child, addr, lines) = serve_with_grace(&data, 2);
+    let _held = half_sent_requests(&addr, &token);
+    let signalled = std::time::Instant::now();
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill").success());
+    let waiting = log_line(&lines, "waiting for the requests of open connections", std::time::Duration::from_secs(10))
+        .expect("shutdown says what it waits for");
+    assert_eq!(waiting["fields"]["connections"], 2, "{waiting}");
+    assert_eq!(waiting["fields"]["grace_seconds"], 2, "{waiting}");
+    assert!(
+        log_line(&lines, "after the shutdown grace period were closed", std::time::Duration::from_secs(20)).is_some()
+    );
+    assert!(child.wait().expect("wait").success());
+    let took = signalled.elapsed();
+    assert!(took >= std::time::Duration::from_secs(2), "shutdown waited its grace: {took:?}");
+    assert_log_sealed(&data, tmp.path());
+}
+
+/// A second Ctrl-C or SIGTERM stops the wait for open connections at once.
+#[test]
+fn a_second_signal_stops_a_shutdown_that_waits() {
+    let (tmp, data, token) = initialised();
+    let token = std::fs::read_to_string(token).expect("token").trim().to_owned();
+    let (mut child, addr, lines) = serve_with_grace(&data, 600);
+    let _held = half_sent_requests(&addr, &token);
+    assert!(Command::new("kill").arg("-INT").arg(child.id().to_string()).status().expect("kill").success());
+    assert!(log_line(&lines, "a second signal stops now", std::time::Duration::from_secs(10)).is_some());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().expect("try_wait").is_none(), "the first signal waits for the open connections");
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill").success());
+    assert!(log_line(&lines, "stopping now on a second signal", std::time::Duration::from_secs(10)).is_some());
+    assert!(child.wait().expect("wait").success());
+    assert_log_sealed(&data, tmp.path());
+}
+
 /// A log that cannot be written (stderr on a full disk) loses its lines, not the server: it
 /// exited at start with a panic before.
 #[test]

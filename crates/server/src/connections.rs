@@ -7,8 +7,9 @@
 //!   connection waiting for its next request is closed after as long;
 //! - at most [`MAX_CONNECTIONS`] connections are served at once; more wait in the kernel's
 //!   backlog until one closes, so the process never runs out of descriptors for its own files;
-//! - on shutdown the listener closes, connections finish their requests within
-//!   [`SHUTDOWN_GRACE`], and whatever is left is dropped.
+//! - on shutdown the listener closes, connections finish their requests within a grace period
+//!   (`veil serve --shutdown-grace`, [`SHUTDOWN_GRACE`] by default) or until a second signal,
+//!   and whatever is left is dropped.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,11 +29,11 @@ pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once.
 pub(crate) const MAX_CONNECTIONS: usize = 512;
 
-/// How long shutdown waits for requests in flight.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long shutdown waits for requests in flight, unless told otherwise.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets connections finish their
-/// requests for at most [`SHUTDOWN_GRACE`].
+/// Serves `router` on `listener` until `stop.begin` completes, then lets connections finish
+/// their requests for at most `stop.grace`, or until `stop.now` completes.
 ///
 /// # Errors
 /// Never at present: accept errors (out of descriptors, a reset connection) are logged and the
@@ -40,8 +41,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: Stop<impl Future<Output = ()> + Send + 'static, impl Future<Output = ()> + Send + 'static>,
 ) -> std::io::Result<()> {
+    let Stop { begin: shutdown, now, grace } = stop;
+    tokio::pin!(now);
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
     let graceful = GracefulShutdown::new();
@@ -75,10 +78,44 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after the shutdown grace period were closed");
+    let open = MAX_CONNECTIONS - permits.available_permits();
+    if open > 0 {
+        tracing::info!(
+            connections = open,
+            grace_seconds = grace.as_secs(),
+            "shutting down: waiting for the requests of open connections; a second signal stops now"
+        );
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            let open = MAX_CONNECTIONS - permits.available_permits();
+            tracing::warn!(connections = open, "connections still open after the shutdown grace period were closed");
+        }
+        () = &mut now => {
+            let open = MAX_CONNECTIONS - permits.available_permits();
+            tracing::warn!(connections = open, "stopping now on a second signal: open connections were closed");
+        }
     }
     Ok(())
+}
+
+/// When and how a server stops: `begin` starts a graceful shutdown, in which open connections
+/// have `grace` to finish their requests; `now` ends the wait early (a second Ctrl-C).
+pub struct Stop<B, N> {
+    /// Completes when shutdown should begin.
+    pub begin: B,
+    /// Completes when shutdown should stop waiting for open connections.
+    pub now: N,
+    /// The longest shutdown waits for open connections.
+    pub grace: Duration,
+}
+
+impl<B: Future<Output = ()>> Stop<B, std::future::Pending<()>> {
+    /// Stops when `begin` completes, waiting the standard grace for open connections.
+    pub fn on(begin: B) -> Self {
+        Self { begin, now: std::future::pending(), grace: SHUTDOWN_GRACE }
+    }
 }
 
 /// Descriptors the process asks for: [`MAX_CONNECTIONS`] connections, and room besides for the

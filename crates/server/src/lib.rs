@@ -37,7 +37,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 
-pub use connections::raise_descriptor_limit;
+pub use connections::{SHUTDOWN_GRACE, Stop, raise_descriptor_limit};
 pub use state::{AppState, ServerConfig, StartError, load_policy};
 
 /// Largest JSON body any route but dataset upload accepts.
@@ -98,9 +98,10 @@ const POLICY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// period, without a restart.
 const PENDING_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves the API on `listener`, and Arrow Flight SQL on `flight` when given, until `shutdown`
-/// completes; then finishes in-flight requests and closes the audit log with a signed
-/// checkpoint. While it runs, the policy files are reloaded when they change.
+/// Serves the API on `listener`, and Arrow Flight SQL on `flight` when given, until
+/// `stop.begin` completes; then finishes in-flight requests (for at most `stop.grace`, or until
+/// `stop.now`) and closes the audit log with a signed checkpoint. While it runs, the policy
+/// files are reloaded when they change.
 ///
 /// # Errors
 /// An I/O error of the listener.
@@ -108,25 +109,43 @@ pub async fn run(
     listener: TcpListener,
     flight: Option<TcpListener>,
     state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: Stop<impl Future<Output = ()> + Send + 'static, impl Future<Output = ()> + Send + 'static>,
 ) -> std::io::Result<()> {
     use futures::FutureExt;
-    let shutdown = Box::pin(shutdown).shared();
+    let Stop { begin, now, grace } = stop;
+    // Flight's requests get what is left of the grace once HTTP's connections are done.
+    let begun = std::sync::Arc::new(std::sync::OnceLock::new());
+    let begin = {
+        let begun = std::sync::Arc::clone(&begun);
+        Box::pin(async move {
+            begin.await;
+            let _ = begun.set(tokio::time::Instant::now());
+        })
+        .shared()
+    };
+    let now = Box::pin(now).shared();
     let watcher = tokio::spawn(routes::policy::watch(state.clone(), POLICY_POLL));
     let drainer = tokio::spawn(state::drain_pending(state.clone(), PENDING_POLL));
-    let flight = flight.map(|l| tokio::spawn(flight::serve(l, state.clone(), shutdown.clone())));
+    let flight = flight.map(|l| tokio::spawn(flight::serve(l, state.clone(), begin.clone())));
     let audit = std::sync::Arc::clone(&state.audit);
-    let served = connections::serve(listener, app(state), shutdown).await;
-    if let Some(flight) = flight {
-        match flight.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "flight sql failed"),
-            Err(e) => tracing::error!(error = %e, "flight sql task failed"),
+    let served = connections::serve(listener, app(state), Stop { begin, now: now.clone(), grace }).await;
+    if let Some(mut flight) = flight {
+        let finished = tokio::select! {
+            finished = &mut flight => Some(finished),
+            () = now => None,
+            () = tokio::time::sleep_until(begun.get().copied().unwrap_or_else(tokio::time::Instant::now) + grace) => None,
+        };
+        match finished {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => tracing::error!(error = %e, "flight sql failed"),
+            Some(Err(e)) => tracing::error!(error = %e, "flight sql task failed"),
+            None => flight.abort(),
         }
     }
     watcher.abort();
     drainer.abort();
-    // Every request has finished: sign the chain head so the log ends on a checkpoint.
+    // Every request has finished, or was cut off at the end of the grace: sign the chain head
+    // so the log ends on a checkpoint.
     if let Err(e) = audit.close().await {
         tracing::error!(error = %e, "the audit log could not be closed cleanly");
     }
