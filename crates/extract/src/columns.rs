@@ -132,7 +132,9 @@ impl Table {
                 Role::QuasiIdentifier { ladder, floor } => {
                     qis.push(encode_qi(&c.name, array, ladder.as_deref(), *floor)?);
                 }
-                Role::Sensitive { bounds } => sensitive.push(encode_sensitive(&c.name, array, *bounds)?),
+                Role::Sensitive { bounds } => {
+                    sensitive.push(encode_sensitive(&c.name, array, *bounds, &units, spec.k)?);
+                }
                 Role::Pseudonym | Role::Attribute => {}
             }
         }
@@ -363,29 +365,49 @@ fn encode_qi(name: &str, array: &ArrayRef, ladder: Option<&[Step]>, floor: Optio
     Ok(Qi { name: name.to_owned(), ladder, base, codes, labels, loss, mean_loss })
 }
 
-fn encode_sensitive(name: &str, array: &ArrayRef, bounds: Option<(f64, f64)>) -> Result<Sensitive> {
+fn encode_sensitive(
+    name: &str,
+    array: &ArrayRef,
+    bounds: Option<(f64, f64)>,
+    units: &[u32],
+    k: u64,
+) -> Result<Sensitive> {
     let kind = kind(name, array.data_type(), "a sensitive column")?;
     let mut used = None;
     let (released, coding): (ArrayRef, _) = match kind {
         Kind::Integer | Kind::Float => {
             let numbers = cast(array, &DataType::Float64)?;
             let numbers = numbers.as_primitive::<Float64Type>();
-            let (lo, hi, coding) = match bounds {
-                Some((lo, hi)) if lo <= hi => (lo, hi, "coded to the declared bounds"),
+            let (lo, hi, declared) = match bounds {
+                Some((lo, hi)) if lo <= hi => (lo, hi, true),
                 Some(_) => return Err(Error::Spec(format!("the bounds of `{name}` are reversed"))),
                 None => {
                     let (lo, hi) = percentiles(numbers);
-                    (lo, hi, "coded to the 1st and 99th percentiles (no bounds declared)")
+                    (lo, hi, false)
                 }
             };
             used = Some((lo, hi));
             let clamped: Float64Array =
                 numbers.iter().map(|v| v.filter(|v| v.is_finite()).map(|v| v.clamp(lo, hi))).collect();
+            let (coded, grouped) = match shared_by_k(&clamped, units, k) {
+                Some(grouped) => (grouped, true),
+                None => (clamped, false),
+            };
+            let coding = match (declared, grouped) {
+                (true, false) => "coded to the declared bounds",
+                (true, true) => {
+                    "coded to the declared bounds; values fewer than k people share replaced by the mean of a group of at least k"
+                }
+                (false, false) => "coded to the 1st and 99th percentiles (no bounds declared)",
+                (false, true) => {
+                    "coded to the 1st and 99th percentiles (no bounds declared); values fewer than k people share replaced by the mean of a group of at least k"
+                }
+            };
             if kind == Kind::Integer {
-                let ints: Int64Array = clamped.iter().map(|v| v.map(|v| v.round() as i64)).collect();
+                let ints: Int64Array = coded.iter().map(|v| v.map(|v| v.round() as i64)).collect();
                 (Arc::new(ints), Some(coding))
             } else {
-                (Arc::new(clamped), Some(coding))
+                (Arc::new(coded), Some(coding))
             }
         }
         _ => (Arc::clone(array), None),
@@ -404,6 +426,72 @@ fn encode_sensitive(name: &str, array: &ArrayRef, bounds: Option<(f64, f64)>) ->
         })
         .collect();
     Ok(Sensitive { name: name.to_owned(), codes, released, coding, bounds: used })
+}
+
+/// Univariate microaggregation of the values fewer than `k` people share (as sdcMicro's
+/// `microaggregation` does for a whole column): in value order, each such value joins its
+/// neighbours until the group holds `k` people, and every value of the group is replaced by the
+/// group's mean; a value `k` people share stays as it is. `None` when every value is already
+/// shared by `k` people. A red team linked two single-dataset extracts of two departments on a
+/// salary both released exactly (each value one person's) and read the person's benefit; a
+/// released number is now a value of at least `k` people, not a key.
+fn shared_by_k(values: &Float64Array, units: &[u32], k: u64) -> Option<Float64Array> {
+    let k = k.max(1) as usize;
+    let mut rows: Vec<(f64, u32, usize)> =
+        values.iter().enumerate().filter_map(|(r, v)| v.map(|v| (v, units[r], r))).collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    // Runs of one value: (first row in `rows`, end, people).
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let mut end = start;
+        let mut people = 0;
+        while end < rows.len() && rows[end].0.total_cmp(&rows[start].0).is_eq() {
+            if end == start || rows[end].1 != rows[end - 1].1 {
+                people += 1;
+            }
+            end += 1;
+        }
+        runs.push((start, end, people));
+        start = end;
+    }
+    if runs.iter().all(|(_, _, people)| *people >= k) {
+        return None;
+    }
+    // Groups of runs: a run k people share alone, rare runs with their neighbours.
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut open: Option<(usize, std::collections::HashSet<u32>)> = None;
+    for (first, end, people) in runs {
+        match open.as_mut() {
+            None if people >= k => groups.push((first, end)),
+            None => {
+                let who = rows[first..end].iter().map(|r| r.1).collect();
+                open = Some((first, who));
+            }
+            Some((_, who)) => who.extend(rows[first..end].iter().map(|r| r.1)),
+        }
+        if let Some((from, who)) = &open
+            && who.len() >= k
+        {
+            groups.push((*from, end));
+            open = None;
+        }
+    }
+    if let Some((from, _)) = open {
+        match groups.last_mut() {
+            Some(last) => last.1 = rows.len(),
+            None => groups.push((from, rows.len())),
+        }
+    }
+    let mut coded: Vec<Option<f64>> = values.iter().collect();
+    for (from, to) in groups {
+        let group = &rows[from..to];
+        let mean = group.iter().map(|r| r.0).sum::<f64>() / group.len() as f64;
+        for (_, _, row) in group {
+            coded[*row] = Some(mean);
+        }
+    }
+    Some(coded.into_iter().collect())
 }
 
 /// The 1st and 99th percentiles of the finite values (nearest rank); (0, 0) when there are none.

@@ -187,15 +187,17 @@ impl From<parquet::errors::ParquetError> for Error {
 }
 
 /// Builds the extract `spec` describes from `input` (all rows of the source, with at least the
-/// columns the spec names and the unit).
+/// columns the spec names and the unit). Every column released as it is counts as known to
+/// someone ([`insiders`]): each sensitive column stays `l`-diverse, and `k` people remain, among
+/// the rows the other such columns cannot tell apart.
 ///
 /// # Errors
 /// A spec that does not fit the input; no generalization meeting `k` and `l`.
 pub fn build(input: &[RecordBatch], spec: &Spec, progress: &mut dyn FnMut(Progress)) -> Result<Extract> {
-    build_seen_by(input, spec, &[], progress)
+    build_seen_by(input, spec, &insiders(&spec.columns, false), progress)
 }
 
-/// Someone who knows some columns of a joined extract exactly ([`insiders`]): the columns they
+/// Someone who knows some columns of an extract exactly ([`insiders`]): the columns they
 /// tell rows apart by, and the sensitive columns that must stay l-diverse among those rows.
 #[derive(Debug, Clone)]
 pub(crate) struct Insider {
@@ -349,7 +351,7 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
     let (table, found) = search_base(
         &base,
         &|c| asked.columns.iter().any(|a| a.name == c),
-        &|base| columns::Table::encode(std::slice::from_ref(&joined), base)?.with_views(&insiders(&base.columns)),
+        &|base| columns::Table::encode(std::slice::from_ref(&joined), base)?.with_views(&insiders(&base.columns, true)),
         progress,
     )?;
     let keep: arrow::array::BooleanArray =
@@ -366,7 +368,7 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
             asked.columns.iter().zip(&names).fold(w, |w, (a, n)| w.replace(&format!("`{}`", a.name), &format!("`{n}`")))
         })
         .collect();
-    let mut extract = build_seen_by(&[kept], &asked, &insiders(&asked.columns), progress).map_err(|e| {
+    let mut extract = build_seen_by(&[kept], &asked, &insiders(&asked.columns, true), progress).map_err(|e| {
         // A column named as asked, not as inside the join.
         match e {
             Error::Infeasible { column: Some(c), reason } => {
@@ -417,7 +419,7 @@ fn qualified(source: &Source<'_>, column: &str) -> String {
     format!("{}.{column}", source.name)
 }
 
-/// Who may know what of a joined extract's `columns` (named inside the join): for each sensitive
+/// Who may know what of an extract's `columns` (named inside the join, for a joined one): for each sensitive
 /// column, someone who knows every other column released as it is (attributes, the other
 /// sensitive columns), so it must stay l-diverse among the rows they cannot tell apart; where
 /// that leaves nobody knowing anything (no attribute and one sensitive column) or there is no
@@ -427,8 +429,13 @@ fn qualified(source: &Source<'_>, column: &str) -> String {
 /// assumes nothing about which department knows what: four red teams got around each narrower
 /// guess (a call time the hotline knows; two hotline datasets together; civil's `living_alone`
 /// beside the hotline's `district`; a department holding copies of two other departments'
-/// sensitive columns, which read a third's off the one row with both values).
-fn insiders(columns: &[ColumnSpec]) -> Vec<Insider> {
+/// sensitive columns, which read a third's off the one row with both values). A fifth read a
+/// benefit off a single-dataset extract by the income beside it, known from another
+/// department's extract, so it holds for every extract, not only joined ones. One sensitive
+/// column alone need not be spread over `k` people per value in one dataset's extract
+/// (`joined` false): whoever knows it and the quasi-identifiers learns nothing more from the
+/// row; in a join the row links to the other datasets' columns.
+fn insiders(columns: &[ColumnSpec], joined: bool) -> Vec<Insider> {
     let as_is: Vec<(&str, bool)> = columns
         .iter()
         .filter_map(|c| match c.role {
@@ -446,7 +453,8 @@ fn insiders(columns: &[ColumnSpec]) -> Vec<Insider> {
         .map(|(name, _)| Insider { known: known_but(name), protected: vec![(*name).to_owned()] })
         .filter(|insider| !insider.known.is_empty())
         .collect();
-    if seen.is_empty() && !as_is.is_empty() {
+    let sensitive = as_is.iter().any(|(_, sensitive)| *sensitive);
+    if seen.is_empty() && !as_is.is_empty() && (joined || !sensitive) {
         seen.push(Insider { known: known_but(""), protected: Vec::new() });
     }
     seen
