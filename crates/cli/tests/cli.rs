@@ -356,6 +356,44 @@ fn a_second_signal_stops_a_shutdown_that_waits() {
     assert_log_sealed(&data, tmp.path());
 }
 
+/// The server refuses a registration as soon as it has read the metadata, while the client is
+/// still sending the file: the CLI printed "cannot reach the server" instead of the refusal in 7
+/// of 20 tries, because the connection closed under the upload.
+#[test]
+fn a_registration_refused_before_its_upload_ends_shows_the_refusal() {
+    let (tmp, data, token) = initialised();
+    let (mut child, addr, _lines) = serve_with_grace(&data, 1);
+    let metadata = tmp.path().join("metadata.json");
+    std::fs::write(&metadata, r#"{"name": "big", "department": "nowhere", "level": "L2", "columns": {}}"#)
+        .expect("metadata");
+    let file = tmp.path().join("big.csv");
+    let mut csv = String::from("a,b\n");
+    while csv.len() < 48 << 20 {
+        csv.push_str("1234567890,abcdefghijklmnopqrstuvwxyz\n");
+    }
+    std::fs::write(&file, csv).expect("file");
+    for attempt in 0..5 {
+        let out = veil()
+            .args(["dataset", "register", "--metadata"])
+            .arg(&metadata)
+            .arg("--file")
+            .arg(&file)
+            .env("VEIL_SERVER", format!("http://{addr}"))
+            .arg("--token-file")
+            .arg(&token)
+            .output()
+            .expect("register");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            !stderr.contains("cannot reach") && stderr.contains("403"),
+            "attempt {attempt}: the refusal is not shown: {stderr}"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A log that cannot be written (stderr on a full disk) loses its lines, not the server: it
 /// exited at start with a panic before.
 #[test]
