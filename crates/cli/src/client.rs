@@ -7,8 +7,8 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
 use crate::{
-    AccessCommand, AuditSearchArgs, CliResult, DatasetCommand, DepartmentCommand, Format, QueryArgs, Remote,
-    TokenCommand, UserCommand,
+    AccessCommand, AuditExportArgs, AuditFilter, AuditSearchArgs, CliResult, DatasetCommand, DepartmentCommand, Format,
+    QueryArgs, Remote, TokenCommand, UserCommand,
 };
 
 impl Remote {
@@ -280,16 +280,6 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
     }
     let format = if args.json { Format::Json } else { args.format };
     let request = args.remote.request(Method::POST, "/query")?.json(&body);
-    // Opened once the server has answered: a refused query leaves an existing file as it was.
-    let output = |path: &Option<std::path::PathBuf>| -> CliResult<Box<dyn Write>> {
-        Ok(match path {
-            Some(path) => Box::new(
-                std::fs::File::create(path)
-                    .map_err(|e| format!("cannot write the answer to {}: {e}", path.display()))?,
-            ),
-            None => Box::new(std::io::stdout().lock()),
-        })
-    };
     let media = match format {
         Format::Csv => "text/csv",
         Format::Arrow => "application/vnd.apache.arrow.stream",
@@ -305,7 +295,7 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
         // The rest of a CSV answer's report.
         let report = response.headers().get("x-veil-report").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = response.bytes().await?;
-        let mut out = output(&args.output)?;
+        let mut out = open_output(args.output.as_deref())?;
         out.write_all(&bytes)?;
         out.flush()?;
         if let Some(report) = report {
@@ -314,7 +304,7 @@ pub(crate) async fn query(args: QueryArgs) -> CliResult {
         return Ok(());
     }
     let answer = send(request).await?;
-    let mut out = output(&args.output)?;
+    let mut out = open_output(args.output.as_deref())?;
     if format == Format::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
         return Ok(out.flush()?);
@@ -480,19 +470,50 @@ fn table(answer: &Value) -> CliResult<String> {
     Ok(arrow::util::pretty::pretty_format_batches(&[batch])?.to_string())
 }
 
+impl AuditFilter {
+    /// The filters given, as query parameters.
+    fn query(self) -> Vec<(&'static str, String)> {
+        let fields = [
+            ("user", self.user),
+            ("department", self.department),
+            ("dataset", self.dataset),
+            ("decision", self.decision),
+            ("action", self.action),
+            ("from", self.from),
+            ("to", self.to),
+            ("after", self.after.map(|a| a.to_string())),
+        ];
+        fields.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
+    }
+}
+
+/// Where an answer goes: `path`, or standard output. Opened once the server has answered, so a
+/// refusal leaves an existing file as it was.
+fn open_output(path: Option<&Path>) -> CliResult<Box<dyn Write>> {
+    Ok(match path {
+        Some(path) => Box::new(
+            std::fs::File::create(path).map_err(|e| format!("cannot write the answer to {}: {e}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    })
+}
+
+pub(crate) async fn audit_export(args: AuditExportArgs) -> CliResult {
+    if args.format == "parquet" && args.output.is_none() && std::io::stdout().is_terminal() {
+        return Err("Parquet is binary: give --output FILE or redirect standard output".into());
+    }
+    let mut query = args.filter.query();
+    query.push(("format", args.format));
+    let response = answered(args.remote.request(Method::GET, "/audit/export")?.query(&query)).await?;
+    let bytes = response.bytes().await?;
+    let mut out = open_output(args.output.as_deref())?;
+    out.write_all(&bytes)?;
+    Ok(out.flush()?)
+}
+
 pub(crate) async fn audit_search(args: AuditSearchArgs) -> CliResult {
     let mut query: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
-    let fields = [
-        ("user", args.user),
-        ("department", args.department),
-        ("dataset", args.dataset),
-        ("decision", args.decision),
-        ("action", args.action),
-        ("from", args.from),
-        ("to", args.to),
-        ("after", args.after.map(|a| a.to_string())),
-    ];
-    query.extend(fields.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    query.extend(args.filter.query());
     let page = send(args.remote.request(Method::GET, "/audit")?.query(&query)).await?;
     if args.json {
         return print(&page);

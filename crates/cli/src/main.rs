@@ -108,10 +108,14 @@ enum AuditCommand {
     },
     /// Search the audit log on a server (auditors), oldest first.
     Search(Box<AuditSearchArgs>),
+    /// Export every matching record from a server (auditors), oldest first, as JSON lines or
+    /// Parquet.
+    Export(Box<AuditExportArgs>),
 }
 
+/// Which audit records: every filter given must match.
 #[derive(Debug, Args)]
-struct AuditSearchArgs {
+struct AuditFilter {
     /// The acting user.
     #[arg(long)]
     user: Option<String>,
@@ -136,12 +140,32 @@ struct AuditSearchArgs {
     /// Only records after this sequence number.
     #[arg(long)]
     after: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct AuditSearchArgs {
+    #[command(flatten)]
+    filter: AuditFilter,
     /// Records to show, at most 1000.
     #[arg(long, default_value_t = 100)]
     limit: usize,
     /// Print the server's JSON instead of one line per record.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Args)]
+struct AuditExportArgs {
+    #[command(flatten)]
+    filter: AuditFilter,
+    /// `jsonl` (one record per line) or `parquet`.
+    #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "parquet"])]
+    format: String,
+    /// Write the records to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
     #[command(flatten)]
     remote: Remote,
 }
@@ -549,6 +573,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Budget(remote) => client::budget(remote).await,
         Command::Walkthrough(args) => walkthrough::walkthrough(args).await,
         Command::Audit(AuditCommand::Search(args)) => client::audit_search(*args).await,
+        Command::Audit(AuditCommand::Export(args)) => client::audit_export(*args).await,
         Command::Audit(AuditCommand::Verify { dir, public_key }) => {
             let key = veil_audit::PublicKey::read(&public_key)?;
             // A data directory (or a whole copy of one), or a copy of just its audit/.

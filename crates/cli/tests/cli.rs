@@ -394,6 +394,43 @@ fn a_registration_refused_before_its_upload_ends_shows_the_refusal() {
     let _ = child.wait();
 }
 
+/// `veil audit export`: an auditor's filtered records as JSON lines or Parquet, to a file or
+/// standard output; anyone else gets the server's refusal and no file.
+#[test]
+fn audit_records_are_exported_from_the_command_line() {
+    let (mut child, url, tokens) = demo();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let export = |user: &str, args: &[&str]| {
+        veil()
+            .args(["audit", "export"])
+            .args(args)
+            .env("VEIL_SERVER", &url)
+            .env("VEIL_TOKEN", &tokens[user])
+            .output()
+            .expect("run")
+    };
+    let sql = "SELECT category, count(*) AS n FROM hotline.tickets GROUP BY category";
+    let out =
+        veil().args(["query", sql]).env("VEIL_SERVER", &url).env("VEIL_TOKEN", &tokens["health-analyst"]).output();
+    assert!(out.expect("query").status.success());
+    let out = export("auditor", &["--action", "query"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON record")).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|r| r["action"] == "query"), "{lines:?}");
+    let file = tmp.path().join("audit.parquet");
+    let out = export("auditor", &["--format", "parquet", "--output", file.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&file).expect("parquet").starts_with(b"PAR1"));
+    let refused = tmp.path().join("refused.jsonl");
+    let out = export("health-analyst", &["-o", refused.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
+    assert!(!refused.exists(), "a refusal writes no file");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A log that cannot be written (stderr on a full disk) loses its lines, not the server: it
 /// exited at start with a panic before.
 #[test]
