@@ -1248,3 +1248,62 @@ fn assert_split_holds_k(batch: &RecordBatch, by: [&str; 2], sensitive: &str, k: 
         );
     }
 }
+
+/// Red team (seventeenth): each extract microaggregated the income with its own k, so extracts
+/// of one dataset version with k = 5, 7, 11, … put group boundaries at different ranks; the
+/// released sums up to two boundaries one rank apart gave one person's exact income, and the
+/// diagnoses up to them that person's diagnosis. Now the groups are the base release's, and an
+/// extract only merges them: no two boundaries of any extracts are fewer than k ranks apart.
+#[test]
+fn extracts_with_different_k_share_the_base_groups_of_their_numbers() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let n = 160;
+    let batch = RecordBatch::try_from_iter([
+        ("person", Arc::new(StringArray::from((0..n).map(|p| format!("S{p:04}")).collect::<Vec<_>>())) as ArrayRef),
+        ("age", Arc::new(Int64Array::from((0..n).map(|i| 20 + i % 60).collect::<Vec<i64>>()))),
+        (
+            "income",
+            Arc::new(Float64Array::from(
+                (0..n).map(|_| f64::from(rng.random_range(200_000..1_500_000)) / 100.0).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "diagnosis",
+            Arc::new(StringArray::from(
+                (0..n).map(|_| ["E11", "I10", "J45", "F32"][rng.random_range(0..4)]).collect::<Vec<_>>(),
+            )),
+        ),
+    ])
+    .unwrap();
+    let base = Spec {
+        max_suppression: 0.1,
+        max_rows_per_person: Some(1),
+        ..single(vec![qi("age"), sensitive("diagnosis"), money("income")])
+    };
+    let mut boundaries = BTreeSet::new();
+    let mut built = 0;
+    for k in 5..=30 {
+        let spec = Spec { k, ..single(vec![money("income"), sensitive("diagnosis")]) };
+        let Ok(e) = veil_extract::build_within(
+            std::slice::from_ref(&batch),
+            &Spec { k: 5, ..base.clone() },
+            &spec,
+            &mut |_| {},
+        ) else {
+            continue;
+        };
+        built += 1;
+        let mut values: Vec<f64> =
+            e.batch.column_by_name("income").unwrap().as_primitive::<Float64Type>().iter().flatten().collect();
+        values.sort_by(f64::total_cmp);
+        for rank in 1..values.len() {
+            if values[rank] != values[rank - 1] {
+                boundaries.insert(rank);
+            }
+        }
+    }
+    assert!(built >= 3, "only {built} extracts built");
+    let ranks: Vec<usize> = boundaries.into_iter().collect();
+    let closest = ranks.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(usize::MAX);
+    assert!(closest >= 5, "two extracts' groups differ by {closest} people: their sums tell those people's incomes");
+}
