@@ -431,7 +431,7 @@ fn encode_sensitive(
 /// Univariate microaggregation of the values fewer than `k` people share (as sdcMicro's
 /// `microaggregation` does for a whole column): in value order, each such value joins its
 /// neighbours until the group holds `k` people, and every value of the group is replaced by the
-/// group's mean; a value `k` people share stays as it is. `None` when every value is already
+/// mean of its people's means; a value `k` people share stays as it is. `None` when every value is already
 /// shared by `k` people. A red team linked two single-dataset extracts of two departments on a
 /// salary both released exactly (each value one person's) and read the person's benefit; a
 /// released number is now a value of at least `k` people, not a key.
@@ -486,7 +486,16 @@ fn shared_by_k(values: &Float64Array, units: &[u32], k: u64) -> Option<Float64Ar
     let mut coded: Vec<Option<f64>> = values.iter().collect();
     for (from, to) in groups {
         let group = &rows[from..to];
-        let mean = group.iter().map(|r| r.0).sum::<f64>() / group.len() as f64;
+        // The mean of each person's mean: one person's many rows weigh as one person (a red
+        // team gave the target 5,000 rows in a group of five people, and the group's mean was
+        // the target's value to the unit).
+        let mut per_person: HashMap<u32, (f64, usize)> = HashMap::new();
+        for (v, unit, _) in group {
+            let p = per_person.entry(*unit).or_default();
+            p.0 += v;
+            p.1 += 1;
+        }
+        let mean = per_person.values().map(|(sum, n)| sum / *n as f64).sum::<f64>() / per_person.len() as f64;
         for (_, _, row) in group {
             coded[*row] = Some(mean);
         }

@@ -1307,3 +1307,51 @@ fn extracts_with_different_k_share_the_base_groups_of_their_numbers() {
     let closest = ranks.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(usize::MAX);
     assert!(closest >= 5, "two extracts' groups differ by {closest} people: their sums tell those people's incomes");
 }
+
+/// Red team (eighteenth): groups counted people but their means counted rows, so a person with
+/// 5,000 rows in a group of five people set the group's mean to their own value to the unit.
+/// Each person now weighs as one in their group's mean.
+#[test]
+fn a_person_with_many_rows_weighs_as_one_in_a_group_mean() {
+    let mut person = Vec::new();
+    let mut salary = Vec::new();
+    for p in 0..20 {
+        person.push(format!("P{p:03}"));
+        salary.push(1000.0 + 250.0 * f64::from(p));
+    }
+    for h in 0..4 {
+        person.push(format!("H{h}"));
+        salary.push(7000.0 + 100.0 * f64::from(h));
+    }
+    for _ in 0..50 {
+        person.push("TARGET".to_owned());
+        salary.push(8765.0);
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("person", Arc::new(StringArray::from(person)) as ArrayRef),
+        ("salary", Arc::new(Float64Array::from(salary))),
+    ])
+    .unwrap();
+    let spec = Spec {
+        columns: vec![ColumnSpec { name: "salary".into(), role: Role::Sensitive { bounds: Some((0.0, 10_000.0)) } }],
+        unit: Some("person".into()),
+        k: 5,
+        l: 2,
+        max_suppression: 0.0,
+        max_rows_per_person: None,
+        key: KEY,
+    };
+    let e = build(&[batch], &spec, &mut |_| {}).unwrap();
+    let mut released: HashMap<String, usize> = HashMap::new();
+    for v in text(&e.batch, "salary").into_iter().flatten() {
+        *released.entry(v).or_default() += 1;
+    }
+    // The target's 50 rows share one value: the mean of the five people's values.
+    let (value, _) = released.iter().find(|(_, n)| **n >= 50).unwrap();
+    let value: f64 = value.parse().unwrap();
+    let fair = (8765.0 + 7000.0 + 7100.0 + 7200.0 + 7300.0) / 5.0;
+    assert!(
+        (value - fair).abs() < 1e-6,
+        "the group's mean is {value}, its people's {fair}: one person outweighed the rest"
+    );
+}
