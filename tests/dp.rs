@@ -1164,3 +1164,45 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
         );
     }
 }
+
+/// The value of the metric line that starts with `name_and_labels`, if any.
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(name_and_labels)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `/metrics` counts query decisions by mode, decision and rule, the budget dp answers spent,
+/// failures by cause (timeouts, memory), audit appends and their latency, spills, and the
+/// process's memory (it had HTTP and ingest counters only).
+#[tokio::test]
+async fn metrics_count_decisions_spend_failures_and_the_audit_log() {
+    let mut w = world().await;
+    let civil_analyst = w.civil_analyst.clone();
+    let scrape = |s: &veil_tests::TestServer| {
+        let request = s.request(reqwest::Method::GET, "/metrics", Some(&s.admin));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    dp_ok(&w, "SELECT count(*) AS n FROM civil.residents", 0.5).await;
+    let (status, _) = dp(&w, &civil_analyst, "SELECT person_id FROM civil.residents", 0.5).await;
+    assert!(status.is_client_error());
+    let text = scrape(&w.s).await;
+    assert_eq!(
+        metric(&text, r#"veil_query_decisions_total{mode="dp",decision="allowed",rule=""}"#),
+        Some(1.0),
+        "{text}"
+    );
+    let denied = text.lines().filter(|l| l.starts_with(r#"veil_query_decisions_total{mode="dp",decision="denied""#));
+    assert_eq!(denied.count(), 1, "{text}");
+    assert_eq!(metric(&text, "veil_dp_epsilon_spent_total"), Some(0.5), "{text}");
+    assert!(metric(&text, r#"veil_audit_appends_total{outcome="written"}"#).is_some_and(|n| n >= 2.0), "{text}");
+    assert!(metric(&text, "veil_audit_append_duration_seconds_count").is_some_and(|n| n >= 2.0), "{text}");
+    assert!(metric(&text, "veil_process_resident_memory_bytes").is_some_and(|b| b > 1e6), "{text}");
+    assert!(metric(&text, "veil_query_spills_total").is_some(), "{text}");
+    // A query that runs out of memory is counted by its cause, and its charge is spent.
+    w.s.restart_in_place(veil_query::Limits { memory_bytes: 1, ..veil_query::Limits::standard() }).await;
+    let sql = "SELECT district, count(*) AS n FROM civil.residents GROUP BY district";
+    let (status, _) = w.s.post("/v1/query", &civil_analyst, json!({"sql": sql, "mode": "dp", "epsilon": 2.0})).await;
+    assert_ne!(status, StatusCode::OK);
+    let text = scrape(&w.s).await;
+    assert_eq!(metric(&text, r#"veil_query_failures_total{cause="memory limit"}"#), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "veil_dp_epsilon_spent_total"), Some(2.0), "{text}");
+}

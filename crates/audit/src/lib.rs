@@ -21,7 +21,7 @@ mod verify;
 
 pub use error::{Error, Result};
 pub use keys::{PublicKey, SigningKey};
-pub use log::{AuditLog, Options, Receipt};
+pub use log::{Appended, AuditLog, Options, Receipt};
 pub use record::{Actor, Checkpoint, DatasetUse, Entry, GENESIS, Record, Stored, decode_line, encode_line};
 pub use search::{Filter, Page, search};
 pub use table::{schema, to_batch, to_parquet};

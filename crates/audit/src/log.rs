@@ -16,7 +16,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,66 @@ pub struct AuditLog {
     durable: Arc<AtomicU64>,
     /// Why the last write failed, while the log has not written since.
     failing: Arc<Mutex<Option<String>>>,
+    /// Told of every append (the server's metrics).
+    observer: OnceLock<Observer>,
+}
+
+/// A function told of every append.
+struct Observer(Box<dyn Fn(&Appended) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// What an observer is told of one append: the kind of record, never its contents (no actor,
+/// SQL or detail), whether it was written and how long it took.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The record's action (`query`, `dataset.register`, …).
+    pub action: String,
+    /// Its decision (`allowed`, `denied`, `failed`, …).
+    pub decision: String,
+    /// The mode of a query or grant.
+    pub mode: Option<String>,
+    /// The rule or error code that decided.
+    pub rule: Option<String>,
+    /// The kind of a failure while running, as the record names it (`deadline`, `memory limit`).
+    pub failure: Option<String>,
+    /// ε a dp answer spent.
+    pub epsilon: Option<f64>,
+    /// ρ a dp answer spent.
+    pub rho: Option<f64>,
+    /// Whether the record is on disk.
+    pub written: bool,
+    /// From the call to the answer.
+    pub latency: std::time::Duration,
+}
+
+impl Appended {
+    fn of(entry: &Entry) -> Self {
+        // A query's record ends `…; failed while running (<kind>)` (the message before it may
+        // say "failed while running" too).
+        const FAILED: &str = "failed while running (";
+        let failure = entry
+            .detail
+            .as_deref()
+            .and_then(|d| d.rfind(FAILED).map(|at| &d[at + FAILED.len()..]))
+            .and_then(|rest| rest.split(')').next())
+            .map(str::to_owned);
+        Self {
+            action: entry.action.clone(),
+            decision: entry.decision.clone(),
+            mode: entry.mode.clone(),
+            rule: entry.rule.clone(),
+            failure,
+            epsilon: entry.epsilon,
+            rho: entry.rho,
+            written: false,
+            latency: std::time::Duration::ZERO,
+        }
+    }
 }
 
 impl std::fmt::Debug for Msg {
@@ -148,7 +208,15 @@ impl AuditLog {
             .name("veil-audit".into())
             .spawn(move || writer.run(&rx))
             .map_err(Error::io("starting the writer for", dir))?;
-        let log = Self { tx, thread: Mutex::new(Some(thread)), dir: dir.to_path_buf(), public_key, durable, failing };
+        let log = Self {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            dir: dir.to_path_buf(),
+            public_key,
+            durable,
+            failing,
+            observer: OnceLock::new(),
+        };
         if let Some(torn) = recovered.torn {
             let mut entry = Entry::new("audit.recovered", "ok");
             entry.detail = Some(format!(
@@ -168,9 +236,31 @@ impl AuditLog {
     /// # Errors
     /// The log stopped after a failed write, or is closed.
     pub async fn append(&self, entry: Entry) -> Result<Receipt> {
+        let observed = self.observing(&entry);
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Msg::Append(Box::new(entry), Reply::Task(reply))).map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
+        let result = match self.tx.send(Msg::Append(Box::new(entry), Reply::Task(reply))) {
+            Ok(()) => answer.await.map_err(|_| Error::Closed).and_then(|r| r),
+            Err(_) => Err(Error::Closed),
+        };
+        self.observed(observed, result.is_ok());
+        result
+    }
+
+    /// Tells `observe` of every append from now on (once: a second observer is ignored).
+    pub fn observe(&self, observe: impl Fn(&Appended) + Send + Sync + 'static) {
+        let _ = self.observer.set(Observer(Box::new(observe)));
+    }
+
+    fn observing(&self, entry: &Entry) -> Option<(Appended, std::time::Instant)> {
+        self.observer.get().map(|_| (Appended::of(entry), std::time::Instant::now()))
+    }
+
+    fn observed(&self, observing: Option<(Appended, std::time::Instant)>, written: bool) {
+        if let (Some(observe), Some((mut appended, started))) = (self.observer.get(), observing) {
+            appended.written = written;
+            appended.latency = started.elapsed();
+            (observe.0)(&appended);
+        }
     }
 
     /// [`AuditLog::append`] for code outside an async runtime.
@@ -178,9 +268,14 @@ impl AuditLog {
     /// # Errors
     /// As [`AuditLog::append`].
     pub fn append_blocking(&self, entry: Entry) -> Result<Receipt> {
+        let observed = self.observing(&entry);
         let (reply, answer) = mpsc::sync_channel(1);
-        self.tx.send(Msg::Append(Box::new(entry), Reply::Thread(reply))).map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)?
+        let result = match self.tx.send(Msg::Append(Box::new(entry), Reply::Thread(reply))) {
+            Ok(()) => answer.recv().map_err(|_| Error::Closed).and_then(|r| r),
+            Err(_) => Err(Error::Closed),
+        };
+        self.observed(observed, result.is_ok());
+        result
     }
 
     /// Signs a final checkpoint, syncs, and stops the writer. Appends after this fail.

@@ -235,6 +235,11 @@ impl Broker {
         self.engine.limits()
     }
 
+    /// How often and how many bytes queries' operators spilled to disk, since start.
+    pub fn spills(&self) -> (u64, u64) {
+        self.engine.spills()
+    }
+
     /// Runs synchronous catalogue work on a blocking thread, so SQLite and file I/O never
     /// stall the async runtime.
     ///

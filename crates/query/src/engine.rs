@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -169,6 +169,28 @@ pub struct QueryEngine {
     /// Each dataset's table provider, for the file of the version last queried: versions are
     /// immutable files, so a provider is current as long as its file is.
     tables: Mutex<Tables>,
+    /// Spills of every query run, for the metrics.
+    spills: Spills,
+}
+
+/// Spills summed over the operators of every query run.
+#[derive(Debug, Default)]
+struct Spills {
+    count: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Spills {
+    /// Adds what the operators of `plan` spilled.
+    fn count(&self, plan: &Arc<dyn ExecutionPlan>) {
+        if let Some(metrics) = plan.metrics() {
+            self.count.fetch_add(metrics.spill_count().unwrap_or(0) as u64, Ordering::Relaxed);
+            self.bytes.fetch_add(metrics.spilled_bytes().unwrap_or(0) as u64, Ordering::Relaxed);
+        }
+        for child in plan.children() {
+            self.count(child);
+        }
+    }
 }
 
 impl QueryEngine {
@@ -201,6 +223,7 @@ impl QueryEngine {
             base,
             plans: Mutex::new(PlanCache::default()),
             tables: Mutex::new(Tables::default()),
+            spills: Spills::default(),
         })
     }
 
@@ -536,22 +559,33 @@ impl QueryEngine {
         let _place = self.admission.enter().await;
         let task = self.task(state);
         let held = MemoryConsumer::new("measurements").register(task.memory_pool());
-        let mut stream = execute_stream(physical, task).map_err(Stop::Failed)?;
-        let mut batches = Vec::new();
-        let mut count = 0usize;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(Stop::Failed)?;
-            count += batch.num_rows();
-            match rows {
-                Rows::Answer if count > self.limits.max_result_rows => return Err(Stop::TooLarge),
-                Rows::Measurements => held.try_grow(batch.get_array_memory_size()).map_err(Stop::Failed)?,
-                Rows::Answer | Rows::Table => {}
+        let root = Arc::clone(&physical);
+        let run = async {
+            let mut stream = execute_stream(physical, task).map_err(Stop::Failed)?;
+            let mut batches = Vec::new();
+            let mut count = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(Stop::Failed)?;
+                count += batch.num_rows();
+                match rows {
+                    Rows::Answer if count > self.limits.max_result_rows => return Err(Stop::TooLarge),
+                    Rows::Measurements => held.try_grow(batch.get_array_memory_size()).map_err(Stop::Failed)?,
+                    Rows::Answer | Rows::Table => {}
+                }
+                batches.push(batch);
             }
-            batches.push(batch);
-        }
-        // What a join skipped because one side was empty is read all the same.
-        drains.finish().await;
-        Ok(batches)
+            // What a join skipped because one side was empty is read all the same.
+            drains.finish().await;
+            Ok(batches)
+        };
+        let result = run.await;
+        self.spills.count(&root);
+        result
+    }
+
+    /// How often and how much the operators of finished queries spilled to disk, since start.
+    pub fn spills(&self) -> (u64, u64) {
+        (self.spills.count.load(Ordering::Relaxed), self.spills.bytes.load(Ordering::Relaxed))
     }
 
     /// A failure while running. Only resource exhaustion is named; every other cause gets the

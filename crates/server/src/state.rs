@@ -178,7 +178,10 @@ impl AppState {
             config.query.clone(),
             &spill_dir,
         )?;
-        Ok(Self { catalog, config: Arc::new(config), metrics: Arc::new(Metrics::new()), policy, audit, broker })
+        let metrics = Arc::new(Metrics::new());
+        let observer = Arc::clone(&metrics);
+        audit.observe(move |appended| observer.appended(appended));
+        Ok(Self { catalog, config: Arc::new(config), metrics, policy, audit, broker })
     }
 
     /// Runs synchronous catalogue work on a blocking thread, so SQLite and file I/O never stall

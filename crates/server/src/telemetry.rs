@@ -6,7 +6,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -17,10 +17,11 @@ use futures::FutureExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use veil_audit::Entry;
+use veil_audit::{Appended, Entry};
 
 use crate::error::{ApiError, Refusal};
 use crate::state::{AppState, REQUEST, RequestContext};
@@ -42,6 +43,18 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    mode: String,
+    decision: String,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    cause: String,
+}
+
 /// The server's metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +63,15 @@ pub struct Metrics {
     auth: Family<OutcomeLabels, Counter>,
     ingested_rows: Counter,
     registered: Counter,
+    decisions: Family<DecisionLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    epsilon: Counter<f64, AtomicU64>,
+    rho: Counter<f64, AtomicU64>,
+    audit_appends: Family<OutcomeLabels, Counter>,
+    audit_latency: Histogram,
+    spills: Counter,
+    spilled_bytes: Counter,
+    resident_bytes: Gauge,
 }
 
 impl Metrics {
@@ -68,7 +90,94 @@ impl Metrics {
         registry.register("authentications", "Bearer token checks by outcome", auth.clone());
         registry.register("ingested_rows", "Rows ingested into dataset versions", ingested_rows.clone());
         registry.register("dataset_versions_registered", "Dataset versions registered", registered.clone());
-        Self { registry, requests, latency, auth, ingested_rows, registered }
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("query_decisions", "Query decisions by mode, decision and rule", decisions.clone());
+        let failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "query_failures",
+            "Queries that failed while running, by cause (deadline: timeouts; memory limit)",
+            failures.clone(),
+        );
+        let epsilon = Counter::<f64, AtomicU64>::default();
+        registry.register("dp_epsilon_spent", "Privacy budget ε charged by dp answers", epsilon.clone());
+        let rho = Counter::<f64, AtomicU64>::default();
+        registry.register("dp_rho_spent", "zCDP ρ charged by dp answers", rho.clone());
+        let audit_appends = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "audit_appends",
+            "Audit records appended, by outcome (written or failed)",
+            audit_appends.clone(),
+        );
+        let audit_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "audit_append_duration_seconds",
+            "Time to append an audit record, until it is on disk",
+            audit_latency.clone(),
+        );
+        let spills = Counter::default();
+        registry.register("query_spills", "Times queries' operators spilled to disk", spills.clone());
+        let spilled_bytes = Counter::default();
+        registry.register("query_spilled_bytes", "Bytes queries' operators spilled to disk", spilled_bytes.clone());
+        let resident_bytes = Gauge::default();
+        registry.register("process_resident_memory_bytes", "Resident memory of the process", resident_bytes.clone());
+        Self {
+            registry,
+            requests,
+            latency,
+            auth,
+            ingested_rows,
+            registered,
+            decisions,
+            failures,
+            epsilon,
+            rho,
+            audit_appends,
+            audit_latency,
+            spills,
+            spilled_bytes,
+            resident_bytes,
+        }
+    }
+
+    /// Counts one audit append and what its record says of a query: its decision by mode and
+    /// rule, a failure's cause, the budget it charged.
+    pub fn appended(&self, appended: &Appended) {
+        let outcome = if appended.written { "written" } else { "failed" };
+        self.audit_appends.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.audit_latency.observe(appended.latency.as_secs_f64());
+        if appended.action != "query" || !appended.written {
+            return;
+        }
+        let labels = DecisionLabels {
+            mode: appended.mode.clone().unwrap_or_default(),
+            decision: appended.decision.clone(),
+            rule: appended.rule.clone().unwrap_or_default(),
+        };
+        self.decisions.get_or_create(&labels).inc();
+        let cause = match (appended.rule.as_deref(), appended.failure.as_deref()) {
+            (Some("query_timeout"), _) => Some("deadline"),
+            (Some("query_memory_exceeded"), _) => Some("memory limit"),
+            (_, Some(kind)) => Some(kind),
+            _ => None,
+        };
+        if let Some(cause) = cause {
+            self.failures.get_or_create(&FailureLabels { cause: cause.to_owned() }).inc();
+        }
+        if let Some(epsilon) = appended.epsilon.filter(|e| e.is_finite() && *e > 0.0) {
+            self.epsilon.inc_by(epsilon);
+        }
+        if let Some(rho) = appended.rho.filter(|r| r.is_finite() && *r > 0.0) {
+            self.rho.inc_by(rho);
+        }
+    }
+
+    /// Brings the figures read at scrape time up to date: spills so far, resident memory.
+    pub fn refresh(&self, (spills, spilled_bytes): (u64, u64)) {
+        self.spills.inc_by(spills.saturating_sub(self.spills.get()));
+        self.spilled_bytes.inc_by(spilled_bytes.saturating_sub(self.spilled_bytes.get()));
+        if let Some(bytes) = resident_bytes() {
+            self.resident_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts one token check.
@@ -90,6 +199,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The process's resident memory, from `/proc/self/status` (Linux); `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl Default for Metrics {

@@ -70,6 +70,7 @@ pub(crate) async fn metrics(
     Caller(caller): Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     authz::read_metrics(&state, &caller)?;
+    state.metrics.refresh(state.broker.spills());
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render()))
 }
 
