@@ -115,6 +115,13 @@ async fn health_metrics_and_openapi_are_served() {
     assert!(metrics.contains("route=\"/v1/datasets\""), "{metrics}");
     let (status, api) = s.send(s.request(Method::GET, "/v1/openapi.json", None)).await;
     assert_eq!(status, StatusCode::OK);
+    // The reference page: served by the binary, loading nothing from the network.
+    let page = s.request(Method::GET, "/v1/docs", None).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<code>/v1/datasets</code>") && page.contains("id=\"schema-DatasetMetadata\""));
+    assert!(!page.contains("<script") && !page.contains("src="));
     for path in ["/v1/datasets", "/v1/datasets/{dataset}", "/v1/users/{id}/tokens", "/v1/departments"] {
         assert!(api["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }

@@ -255,7 +255,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("follow this data step by step; each README says what to run, or play one whole with");
     println!("  veil walkthrough examples/elderly-care");
     println!();
-    println!("The API is described at {url}/v1/openapi.json. Stop with Ctrl-C.");
+    println!("The API is described at {url}/v1/docs ({url}/v1/openapi.json). Stop with Ctrl-C.");
     let state = demo_state(catalog, &setup, args.max_upload_mb)?;
     // With few people the extract may meet no k: the rest of the demo still works.
     if let Err(e) = demo_extract(&state, &setup).await {

@@ -26,6 +26,7 @@ pub mod error;
 pub mod flight;
 pub mod logs;
 mod openapi;
+mod reference;
 mod routes;
 pub mod state;
 pub mod telemetry;
@@ -77,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route("/audit/export", get(routes::audit::audit_export))
         .route("/audit/verify", get(routes::audit::audit_verify))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(reference::reference))
         .method_not_allowed_fallback(routes::ops::method_not_allowed);
     Router::new()
         .nest("/v1", v1)

@@ -31,7 +31,7 @@ impl Modify for BearerAuth {
         access::access_requests_reject, access::access_requests_revise, access::access_requests_revoke, policy::policy_reload, query::query,
         budget::budget_show,
         audit::audit_search, audit::audit_export, audit::audit_verify,
-        ops::healthz, ops::readyz, ops::metrics,
+        ops::healthz, ops::readyz, ops::metrics, openapi_json, crate::reference::reference,
     ),
     components(schemas(
         dto::ErrorBody, dto::ErrorDetail, dto::NewDepartment, dto::DepartmentView, dto::NewUser, dto::UserView,
@@ -45,7 +45,9 @@ impl Modify for BearerAuth {
 )]
 struct ApiDoc;
 
-/// `GET /v1/openapi.json`: public, like the API's shape itself.
+/// This document (public, like the API's shape itself).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "ops",
+    responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json")))]
 pub(crate) async fn openapi_json() -> Json<serde_json::Value> {
     Json(document())
 }
