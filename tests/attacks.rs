@@ -883,3 +883,51 @@ async fn the_row_limit_does_not_count_groups_before_the_threshold() {
     w.refused(bands, StatusCode::PAYLOAD_TOO_LARGE, "result_too_large").await;
     w.ok(&format!("{bands} ORDER BY 1 LIMIT 1")).await;
 }
+
+/// A dry run answers what the real run would: refused alike, with the same rule, or allowed
+/// (a red team saw an off-grid range allowed by the dry run and refused when run).
+#[tokio::test]
+async fn an_aggregate_dry_run_is_refused_exactly_when_the_real_run_is() {
+    let w = world().await;
+    let r = &w.residents[199];
+    let queries = [
+        "SELECT district, count(*) FROM civil.residents WHERE subsidy >= 1000 AND subsidy < 2000 GROUP BY district"
+            .to_owned(),
+        "SELECT count(*) FROM civil.residents WHERE subsidy >= 1000 AND subsidy < 1003".to_owned(),
+        "SELECT count(*) FROM civil.residents WHERE subsidy >= 10 AND subsidy < 30".to_owned(),
+        "SELECT count(*) FROM civil.residents WHERE birth_date >= DATE '1950-01-01' AND birth_date < DATE '1951-01-01'"
+            .to_owned(),
+        format!(
+            "SELECT count(*) FROM civil.residents WHERE birth_date >= DATE '{}' AND birth_date < DATE '1999-01-01'",
+            r.birth_date
+        ),
+        format!(
+            "SELECT count(*) FROM civil.residents WHERE birth_date = DATE '{}' AND subsidy >= 1000 AND subsidy < 2000",
+            r.birth_date
+        ),
+        "SELECT count(*) FROM civil.residents WHERE subsidy BETWEEN 1000 AND 2000".to_owned(),
+        "SELECT count(*) FROM civil.residents WHERE district <> '甲区'".to_owned(),
+        "SELECT min(subsidy) FROM civil.residents".to_owned(),
+        "SELECT district, avg(subsidy) FROM civil.residents GROUP BY district".to_owned(),
+    ];
+    let (mut allowed, mut off_grid) = (0, 0);
+    for sql in &queries {
+        let run = |dry_run: bool| {
+            w.s.post(
+                "/v1/query",
+                &w.civil_analyst,
+                serde_json::json!({"sql": sql, "mode": "aggregate", "dry_run": dry_run}),
+            )
+        };
+        let (dry, dry_body) = run(true).await;
+        let (real, real_body) = run(false).await;
+        assert_eq!(
+            (dry.is_success(), dry_body["error"]["code"].as_str()),
+            (real.is_success(), real_body["error"]["code"].as_str()),
+            "{sql}: dry run {dry_body}, real run {real_body}"
+        );
+        allowed += usize::from(real.is_success());
+        off_grid += usize::from(real_body["error"]["code"] == "anon_condition");
+    }
+    assert!(allowed >= 2 && off_grid >= 3, "{allowed} allowed, {off_grid} refused by the shape");
+}
