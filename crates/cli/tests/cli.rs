@@ -22,9 +22,16 @@ fn initialised() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) 
     (tmp, data, token)
 }
 
+/// Stops a server as an operator would (SIGTERM) and waits for it: a demo stopped so removes its
+/// temporary data directory, where a killed one left its keys behind.
+fn stop(child: &mut std::process::Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
 /// `veil serve --demo` on a free port (3,000 residents), read up to its banner: the process, its
-/// URL and each demo user's token.
-fn demo() -> (std::process::Child, String, std::collections::HashMap<String, String>) {
+/// URL, each demo user's token and its temporary data directory.
+fn demo() -> (std::process::Child, String, std::collections::HashMap<String, String>, std::path::PathBuf) {
     let mut child = veil()
         .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--demo-people", "3000"])
         .stdout(Stdio::piped())
@@ -32,11 +39,14 @@ fn demo() -> (std::process::Child, String, std::collections::HashMap<String, Str
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
-    let (mut url, mut tokens) = (String::new(), std::collections::HashMap::new());
+    let (mut url, mut tokens, mut dir) = (String::new(), std::collections::HashMap::new(), std::path::PathBuf::new());
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");
         if let Some(rest) = line.strip_prefix("Veil demo is listening on ") {
             url = rest.trim().to_owned();
+        }
+        if let Some(rest) = line.strip_prefix("Data directory (temporary, removed when the demo stops): ") {
+            dir = rest.trim().into();
         }
         if let Some(rest) = line.trim().strip_prefix("token ") {
             let mut parts = rest.split_whitespace();
@@ -48,7 +58,7 @@ fn demo() -> (std::process::Child, String, std::collections::HashMap<String, Str
             break;
         }
     }
-    (child, url, tokens)
+    (child, url, tokens, dir)
 }
 
 #[test]
@@ -106,7 +116,8 @@ fn serve_refuses_a_directory_that_was_never_initialised() {
 
 #[tokio::test]
 async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
-    let (mut child, url, tokens) = demo();
+    let (mut child, url, tokens, data_dir) = demo();
+    assert!(data_dir.is_dir(), "the demo's data directory: {}", data_dir.display());
     let analyst = tokens.get("health-analyst").cloned().unwrap_or_default();
     assert!(url.starts_with("http://127.0.0.1:"), "no URL printed");
     assert!(analyst.starts_with("veil_"), "no analyst token printed");
@@ -215,8 +226,8 @@ async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
     let out = running.wait_with_output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
+    assert!(!data_dir.exists(), "the demo left its data directory, keys and all: {}", data_dir.display());
 }
 
 #[test]
@@ -390,15 +401,14 @@ fn a_registration_refused_before_its_upload_ends_shows_the_refusal() {
             "attempt {attempt}: the refusal is not shown: {stderr}"
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
 }
 
 /// `veil audit export`: an auditor's filtered records as JSON lines or Parquet, to a file or
 /// standard output; anyone else gets the server's refusal and no file.
 #[test]
 fn audit_records_are_exported_from_the_command_line() {
-    let (mut child, url, tokens) = demo();
+    let (mut child, url, tokens, _) = demo();
     let tmp = tempfile::tempdir().expect("tempdir");
     let export = |user: &str, args: &[&str]| {
         veil()
@@ -427,8 +437,7 @@ fn audit_records_are_exported_from_the_command_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
     assert!(!refused.exists(), "a refusal writes no file");
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
 }
 
 /// A log that cannot be written (stderr on a full disk) loses its lines, not the server: it
@@ -516,7 +525,7 @@ fn a_server_that_cannot_be_reached_is_named_with_the_cause() {
 /// policy reload as the admin.
 #[test]
 fn access_requests_are_asked_for_and_decided_from_the_command_line() {
-    let (mut child, url, tokens) = demo();
+    let (mut child, url, tokens, _) = demo();
     let run = |user: &str, args: &[&str]| -> (bool, serde_json::Value, String) {
         let out = veil()
             .args(args)
@@ -566,6 +575,5 @@ fn access_requests_are_asked_for_and_decided_from_the_command_line() {
     assert!(!ok && err.contains("--extract"), "{err}");
     let (ok, reloaded, err) = run("admin", &["policy", "reload"]);
     assert!(ok && reloaded["lines"].as_u64().unwrap_or(0) > 0, "{err}{reloaded}");
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
 }
