@@ -277,7 +277,18 @@ impl Broker {
         entry.datasets = vec![DatasetUse { dataset: AUDIT_TABLE.into(), level: None }];
         let auditor = self.policy.authorize(&caller.subject(), &Action::ReadAudit).is_ok();
         for (schema, name) in parsed.tables() {
-            if schema != AUDIT_SCHEMA || name != "events" || !auditor {
+            let events = schema == AUDIT_SCHEMA && name == "events";
+            if auditor && !events {
+                // An auditor was told "unknown dataset" for a dataset that exists.
+                return Err(Error::invalid(
+                    "audit_query_alone",
+                    format!(
+                        "{AUDIT_TABLE} is queried on its own: it cannot be joined with `{schema}.{name}` or any dataset; \
+                         query the dataset in its own request"
+                    ),
+                ));
+            }
+            if !events || !auditor {
                 return Err(veil_query::Error::UnknownDataset(format!("{schema}.{name}")).into());
             }
         }
