@@ -23,6 +23,7 @@
 pub mod csv_infer;
 mod error;
 pub mod format;
+pub mod parquet_pages;
 pub mod read;
 pub mod unique;
 pub mod write;

@@ -52,8 +52,13 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
         SourceFormat::Csv => open_csv(path, options)?,
         SourceFormat::Parquet => {
             let file = File::open(path).map_err(Error::ReadFile)?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.with_batch_size(options.batch_size).build())
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| decode_error("Parquet", e.to_string()))?;
+            // Every page's declared sizes, before a page is decoded.
+            crate::parquet_pages::check(path, builder.metadata())?;
+            let reader = builder
+                .with_batch_size(options.batch_size)
+                .build()
                 .map_err(|e| decode_error("Parquet", e.to_string()))?;
             from_reader(reader, "Parquet")
         }

@@ -356,3 +356,84 @@ fn thousands_separators_and_full_width_digits_are_read_as_numbers() {
     assert!(matches!(err, Error::CsvValue { line: 3, .. }), "{err}");
     assert!(!err.to_string().contains("12,34"), "{err}");
 }
+
+/// A Parquet file of `batch` written with `properties`.
+fn parquet_with(
+    dir: &Path,
+    name: &str,
+    batch: &RecordBatch,
+    properties: parquet::file::properties::WriterProperties,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).expect("create");
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(properties)).expect("writer");
+    w.write(batch).expect("write");
+    w.close().expect("close");
+    path
+}
+
+/// The page walk reads what writers write: dictionaries, statistics, both data page versions,
+/// every codec Veil builds with, several pages per chunk.
+#[test]
+fn parquet_pages_of_every_common_shape_are_walked_and_read() {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 50_000;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("district", DataType::Utf8, false),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from((0..n).map(|i| format!("区{}", i % 7)).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from((0..n).map(|i| (i % 3 != 0).then_some(i64::from(i))).collect::<Vec<_>>())),
+        ],
+    )
+    .expect("batch");
+    for (i, (version, codec, statistics)) in [
+        (WriterVersion::PARQUET_1_0, Compression::SNAPPY, EnabledStatistics::Page),
+        (WriterVersion::PARQUET_2_0, Compression::ZSTD(ZstdLevel::default()), EnabledStatistics::Chunk),
+        (WriterVersion::PARQUET_2_0, Compression::UNCOMPRESSED, EnabledStatistics::None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let properties = WriterProperties::builder()
+            .set_writer_version(version)
+            .set_compression(codec)
+            .set_statistics_enabled(statistics)
+            .set_data_page_row_count_limit(1000)
+            .set_write_batch_size(1000)
+            .build();
+        let path = parquet_with(dir.path(), &format!("{i}.parquet"), &batch, properties);
+        let source = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).expect("open");
+        let rows: usize = source.batches.map(|b| b.expect("batch").num_rows()).sum();
+        assert_eq!(rows, n as usize);
+    }
+}
+
+/// Red team: a 254 KiB Parquet upload decoded to 265 MiB before its refusal; a page may declare
+/// 2 GiB. A page declaring more than the page cap is refused before any page is decoded.
+#[test]
+fn a_parquet_page_that_decodes_to_more_than_the_cap_is_refused_before_reading() {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
+    let big = "0".repeat((veil_ingest::parquet_pages::MAX_PAGE_BYTES + (1 << 20)) as usize);
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![big]))]).expect("batch");
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
+        .set_dictionary_enabled(false)
+        .build();
+    let path = parquet_with(dir.path(), "bomb.parquet", &batch, properties);
+    drop(batch);
+    let size = std::fs::metadata(&path).expect("size").len();
+    assert!(size < 64 << 10, "the bomb is small: {size} bytes");
+    let err = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).err().expect("refused");
+    let message = err.to_string();
+    assert!(matches!(err, Error::Decode { format: "Parquet", .. }) && message.contains("column `note`"), "{message}");
+    assert!(message.contains("at most 64 MiB"), "{message}");
+}

@@ -1,0 +1,257 @@
+//! Checks what a Parquet file's pages declare before a reader decodes any of them.
+//!
+//! The parquet crate allocates and fills the decoded size a page header declares, and a page
+//! compresses well: a red team's 254 KiB upload decoded to 265 MiB before its refusal, and the
+//! format allows 2 GiB per page. The crate does not expose page headers without decoding the
+//! pages, so this walks each column chunk's headers itself: a page header is a Thrift struct in
+//! the compact protocol, of which only two fields are read (its decoded and its stored size) and
+//! the rest skipped by their wire types. That is the whole of the parsing written here; the file
+//! is then read by the parquet crate as before.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use parquet::file::metadata::ParquetMetaData;
+
+use crate::{Error, Result};
+
+/// The most one page may decode to. Writers cut pages at about 1 MiB and dictionaries at a few.
+pub const MAX_PAGE_BYTES: u64 = 64 << 20;
+
+/// The most a whole file may decode to per byte it holds, beyond [`FREE_DECODED_BYTES`]:
+/// columnar data compresses, but not by this much across a whole file.
+pub const DECODED_PER_BYTE: u64 = 256;
+
+/// What any file may decode to, however small.
+pub const FREE_DECODED_BYTES: u64 = 1 << 30;
+
+/// How deep Thrift structs may nest in a page header (statistics inside a data page header are
+/// two levels down).
+const MAX_DEPTH: usize = 8;
+
+/// Checks every page of every column chunk of the file at `path`: its header lies within its
+/// chunk, its stored size within the chunk, its decoded size at most [`MAX_PAGE_BYTES`], and the
+/// file's decoded sizes together at most [`DECODED_PER_BYTE`] per byte of the file plus
+/// [`FREE_DECODED_BYTES`].
+///
+/// # Errors
+/// [`Error::Decode`] naming the column and what it declares; never a value of the file.
+pub fn check(path: &Path, metadata: &ParquetMetaData) -> Result<()> {
+    let file = File::open(path).map_err(Error::ReadFile)?;
+    let size = file.metadata().map_err(Error::ReadFile)?.len();
+    let mut reader = BufReader::with_capacity(16 << 10, file);
+    let refuse = |message: String| Error::Decode { format: "Parquet", message };
+    let allowed = size.saturating_mul(DECODED_PER_BYTE).saturating_add(FREE_DECODED_BYTES);
+    let mut decoded: u64 = 0;
+    for row_group in metadata.row_groups() {
+        for column in row_group.columns() {
+            let name = column.column_path().string();
+            let (start, length) = column.byte_range();
+            let end = start.checked_add(length).filter(|end| *end <= size).ok_or_else(|| {
+                refuse(format!("column `{name}` declares a chunk beyond the end of the file; the file is damaged"))
+            })?;
+            let mut at = start;
+            while at < end {
+                reader.seek(SeekFrom::Start(at)).map_err(Error::ReadFile)?;
+                let mut counted = Counted { inner: (&mut reader).take(end - at), read: 0 };
+                let page = page_header(&mut counted).map_err(|_| {
+                    refuse(format!(
+                        "a page header of column `{name}` cannot be read; the file is damaged or not Parquet"
+                    ))
+                })?;
+                let stored = u64::try_from(page.stored).ok().filter(|s| at + counted.read + s <= end);
+                let (Some(stored), Ok(pages_decoded)) = (stored, u64::try_from(page.decoded)) else {
+                    return Err(refuse(format!(
+                        "a page of column `{name}` declares sizes beyond its chunk; the file is damaged"
+                    )));
+                };
+                if pages_decoded > MAX_PAGE_BYTES {
+                    return Err(refuse(format!(
+                        "a page of column `{name}` declares {} MiB once decoded; at most {} MiB are accepted per page",
+                        pages_decoded >> 20,
+                        MAX_PAGE_BYTES >> 20
+                    )));
+                }
+                decoded = decoded.saturating_add(pages_decoded);
+                if decoded > allowed {
+                    return Err(refuse(format!(
+                        "the file's pages declare more than {} MiB once decoded, over {DECODED_PER_BYTE} times its size; \
+                         it is not accepted",
+                        allowed >> 20
+                    )));
+                }
+                at += counted.read + stored;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The two sizes of a page header.
+struct Page {
+    /// `uncompressed_page_size` (field 2).
+    decoded: i32,
+    /// `compressed_page_size` (field 3).
+    stored: i32,
+}
+
+/// A reader that counts what was read through it: the header's length.
+struct Counted<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+type Wire<T> = std::result::Result<T, ()>;
+
+fn page_header(r: &mut impl Read) -> Wire<Page> {
+    let (mut decoded, mut stored) = (None, None);
+    let mut last = 0i16;
+    loop {
+        let byte = read_byte(r)?;
+        if byte == 0 {
+            break;
+        }
+        let kind = byte & 0x0f;
+        let id = field_id(r, byte, last)?;
+        last = id;
+        match (id, kind) {
+            (2, 5) => decoded = Some(i32::try_from(zigzag(varint(r)?)).map_err(|_| ())?),
+            (3, 5) => stored = Some(i32::try_from(zigzag(varint(r)?)).map_err(|_| ())?),
+            _ => skip(r, kind, 0)?,
+        }
+    }
+    Ok(Page { decoded: decoded.ok_or(())?, stored: stored.ok_or(())? })
+}
+
+/// A field's id: the short form adds the header's high nibble to the last id, the long form
+/// follows as a zigzag varint.
+fn field_id(r: &mut impl Read, byte: u8, last: i16) -> Wire<i16> {
+    match byte >> 4 {
+        0 => i16::try_from(zigzag(varint(r)?)).map_err(|_| ()),
+        delta => last.checked_add(i16::from(delta)).ok_or(()),
+    }
+}
+
+/// Skips a value of compact type `kind` (a field's: booleans carry their value in the type).
+fn skip(r: &mut impl Read, kind: u8, depth: usize) -> Wire<()> {
+    if depth > MAX_DEPTH {
+        return Err(());
+    }
+    match kind {
+        1 | 2 => Ok(()),
+        _ => skip_element(r, kind, depth),
+    }
+}
+
+/// Skips a value of compact type `kind` inside a list, set or map (booleans take a byte).
+fn skip_element(r: &mut impl Read, kind: u8, depth: usize) -> Wire<()> {
+    match kind {
+        1..=3 => read_byte(r).map(drop),
+        4..=6 => varint(r).map(drop),
+        7 => bytes(r, 8),
+        8 => {
+            let length = varint(r)?;
+            bytes(r, length)
+        }
+        9 | 10 => {
+            let header = read_byte(r)?;
+            let count = match header >> 4 {
+                15 => varint(r)?,
+                n => u64::from(n),
+            };
+            for _ in 0..count {
+                skip_element(r, header & 0x0f, depth + 1)?;
+            }
+            Ok(())
+        }
+        11 => {
+            let count = varint(r)?;
+            if count > 0 {
+                let kinds = read_byte(r)?;
+                for _ in 0..count {
+                    skip_element(r, kinds >> 4, depth + 1)?;
+                    skip_element(r, kinds & 0x0f, depth + 1)?;
+                }
+            }
+            Ok(())
+        }
+        12 => {
+            let mut last = 0i16;
+            loop {
+                let byte = read_byte(r)?;
+                if byte == 0 {
+                    return Ok(());
+                }
+                last = field_id(r, byte, last)?;
+                skip(r, byte & 0x0f, depth + 1)?;
+            }
+        }
+        _ => Err(()),
+    }
+}
+
+fn read_byte(r: &mut impl Read) -> Wire<u8> {
+    let mut b = [0u8; 1];
+    r.read_exact(&mut b).map_err(|_| ())?;
+    Ok(b[0])
+}
+
+/// Skips `n` bytes, failing if the chunk ends first.
+fn bytes(r: &mut impl Read, n: u64) -> Wire<()> {
+    let skipped = std::io::copy(&mut r.take(n), &mut std::io::sink()).map_err(|_| ())?;
+    if skipped == n { Ok(()) } else { Err(()) }
+}
+
+fn varint(r: &mut impl Read) -> Wire<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = read_byte(r)?;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(())
+}
+
+fn zigzag(n: u64) -> i64 {
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{page_header, zigzag};
+
+    #[test]
+    fn a_page_headers_sizes_are_read_and_the_rest_skipped() {
+        // type = 0 (i32, field 1), decoded = 300 (field 2), stored = 10 (field 3), crc (field 4,
+        // i32), data_page_header (field 5, struct: num_values i32, then a nested statistics
+        // struct with a binary max), stop.
+        let header: Vec<u8> = vec![
+            0x15, 0x00, // field 1, i32: 0
+            0x15, 0xd8, 0x04, // field 2, i32: 300
+            0x15, 0x14, // field 3, i32: 10
+            0x15, 0x02, // field 4, i32: 1
+            0x1c, // field 5, struct
+            0x15, 0x06, // num_values: 3
+            0x5c, // field 6 (+5), struct: statistics
+            0x18, 0x02, b'h', b'i', // field 1, binary "hi"
+            0x00, // end of statistics
+            0x00, // end of data page header
+            0x00, // end of page header
+        ];
+        let page = page_header(&mut header.as_slice()).unwrap();
+        assert_eq!((page.decoded, page.stored), (300, 10));
+        assert_eq!(zigzag(3), -2);
+        assert!(page_header(&mut &header[..6]).is_err(), "a header cut short is refused");
+    }
+}
