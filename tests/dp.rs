@@ -230,10 +230,17 @@ async fn dry_run_shows_the_cost_and_charges_nothing() {
     assert_eq!(body["dp"]["epsilon"], 1.0, "the default: a tenth of the L3 cap of 10");
     assert_eq!(body["dp"]["measurements"], 3);
     assert!(body["dp"]["threshold"].as_f64().is_some_and(|t| t >= 10.0), "known before running: {body}");
+    // Which groups would likely be withheld, without counting them: those below the size a
+    // group is released at 95% of the time, the same in the real answer.
+    let released_from = body["dp"]["released_from"].as_f64().unwrap();
+    assert!(released_from > body["dp"]["threshold"].as_f64().unwrap(), "{body}");
     assert_eq!(body["dp"]["budget"][0]["left"], 10.0);
     assert!(body["rows"].as_array().unwrap().is_empty());
     let budget = w.s.get("/v1/budget", &w.civil_analyst).await.1;
     assert!(budget.as_array().unwrap().iter().all(|b| b["spent"] == 0.0), "{budget}");
+    let sql = "SELECT district, avg(subsidy) FROM civil.residents GROUP BY district";
+    let answer = dp_ok(&w, sql, 1.0).await;
+    assert_eq!(answer["dp"]["released_from"], released_from, "{answer}");
 }
 
 #[tokio::test]

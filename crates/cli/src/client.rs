@@ -376,9 +376,14 @@ pub(crate) fn show_answer(out: &mut dyn Write, answer: &Value, dry_run: bool) ->
         } else {
             asked
         };
-        let threshold = match dp["threshold"].as_f64() {
-            Some(t) => format!("groups need at least {} noisy people", number(t)),
-            None => "no threshold (one group)".to_owned(),
+        let threshold = match (dp["threshold"].as_f64(), dp["released_from"].as_f64()) {
+            (Some(t), Some(r)) => format!(
+                "groups need at least {} noisy people (a group of {} or more is released 95% of the time)",
+                number(t),
+                number(r)
+            ),
+            (Some(t), None) => format!("groups need at least {} noisy people", number(t)),
+            (None, _) => "no threshold (one group)".to_owned(),
         };
         writeln!(
             out,

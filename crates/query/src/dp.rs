@@ -224,6 +224,21 @@ pub(crate) fn threshold(plan: &DpPlan, params: DpParams, k: u64) -> Result<Optio
     Ok(Some(t.max(k as f64)))
 }
 
+/// The people a group needs to be released with probability at least 95%: the threshold plus
+/// the noise's one-sided 95% bound. With `threshold` people a group is released about half the
+/// time; with fewer, rarely. Known before the query runs, so a dry run says which groups would
+/// likely be withheld without counting any (a count of them would be one more measurement).
+///
+/// # Errors
+/// [`Error::Internal`] if the noise's parameters cannot be represented.
+pub(crate) fn released_from(plan: &DpPlan, params: DpParams, k: u64) -> Result<Option<f64>> {
+    let Some(threshold) = threshold(plan, params, k)? else { return Ok(None) };
+    let people = Calibration::of(plan, params).mechanism(1.0)?;
+    // A two-sided 90% half-width bounds the noise below by it with probability 95%.
+    let below = people.half_width(false, 0.90).map_err(|e| Error::Internal(format!("noise: {e}")))?;
+    Ok(Some((threshold + below).ceil()))
+}
+
 /// The 95% half-width of each of `outputs` that is a noisy count or sum, as its values will
 /// report it: known before the query runs.
 ///

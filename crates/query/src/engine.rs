@@ -319,6 +319,7 @@ impl QueryEngine {
             // A dry run: the threshold and the counts' and sums' intervals depend on the noise,
             // δ and k only.
             report.threshold = dp::threshold(dp, params, request.k)?;
+            report.released_from = dp::released_from(dp, params, request.k)?;
             report.half_widths = half_widths;
             answer.dp = Some(report);
             return Ok(answer);

@@ -180,6 +180,7 @@ impl QueryEngine {
         let (batches, schema, intervals, outputs) = self.finish_dp(dp, &noisy, &plan).await?;
         let mut report = DpReport::new(dp, params, replayed);
         report.threshold = noisy.threshold;
+        report.released_from = dp::released_from(dp, params, request.k)?;
         report.intervals = intervals;
         report.half_widths = dp::half_widths(dp, params, outputs)?;
         let suppressed_groups = noisy.suppressed;

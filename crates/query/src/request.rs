@@ -142,6 +142,8 @@ pub struct DpReport {
     pub measurements: usize,
     /// The noisy count of people a group needed, if the answer has groups.
     pub threshold: Option<f64>,
+    /// The people a group needs to be released with probability at least 95%.
+    pub released_from: Option<f64>,
     /// For each output column that is a noisy aggregate (renamed at most): its name and the
     /// 95% interval of its value in each row.
     pub intervals: Vec<(String, Vec<(f64, f64)>)>,
@@ -165,6 +167,7 @@ impl DpReport {
             delta: if dp.thresholded() { params.delta } else { 0.0 },
             measurements: dp::measurements(dp),
             threshold: None,
+            released_from: None,
             intervals: Vec::new(),
             half_widths: Vec::new(),
             replayed,

@@ -732,6 +732,10 @@ pub struct DpAnswer {
     pub measurements: usize,
     /// The noisy count of people a group needed to be released, if the answer has groups.
     pub threshold: Option<f64>,
+    /// A group of at least this many people is released with probability at least 95% (one of
+    /// `threshold` people about half the time; fewer, rarely): which groups would likely be
+    /// withheld, known before the query runs, so a dry run shows it; no group is counted.
+    pub released_from: Option<f64>,
     /// Whether this is the recorded answer of an identical earlier query (nothing charged).
     pub replayed: bool,
     /// For each output column that is a noisy aggregate: the 95% interval of each row's value.

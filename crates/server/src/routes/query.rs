@@ -116,6 +116,7 @@ fn json_response(released: &Released) -> Result<QueryResponse, ApiError> {
         delta: r.delta,
         measurements: r.measurements,
         threshold: r.threshold,
+        released_from: r.released_from,
         replayed: r.replayed,
         intervals: r
             .intervals
