@@ -24,7 +24,7 @@ pub const MAX_PAGE_BYTES: u64 = 64 << 20;
 pub const DECODED_PER_BYTE: u64 = 256;
 
 /// What any file may decode to, however small.
-pub const FREE_DECODED_BYTES: u64 = 1 << 30;
+pub const FREE_DECODED_BYTES: u64 = 256 << 20;
 
 /// How deep Thrift structs may nest in a page header (statistics inside a data page header are
 /// two levels down).

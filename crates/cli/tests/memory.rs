@@ -1,0 +1,130 @@
+//! Peak memory of a real `veil serve` process for hostile uploads: each is refused, and the
+//! process's peak resident memory grows by less than 512 MiB over all of them (before their
+//! checks, a 1.5 MB CSV of 10,000 columns cost 2.1 GiB, and a Parquet file of a few kilobytes
+//! decoded to hundreds of MiB before its refusal).
+
+#![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+fn veil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_veil"))
+}
+
+/// The peak resident memory of process `pid`, in bytes (Linux's `VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+    line.trim().strip_suffix("kB").unwrap().trim().parse::<u64>().unwrap() * 1024
+}
+
+/// `veil init` and `veil serve` on a temporary directory: the process, its URL, the admin's token.
+fn serve(root: &std::path::Path) -> (Child, String, String) {
+    let data = root.join("data");
+    let token = root.join("admin.token");
+    let out = veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().unwrap();
+    assert!(out.status.success());
+    let mut child = veil()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let url = first.strip_prefix("Veil is listening on ").unwrap().split(' ').next().unwrap().to_owned();
+    (child, url, std::fs::read_to_string(token).unwrap().trim().to_owned())
+}
+
+/// A Parquet file of 300 rows of 2 MiB of zeros each, one page per row, compressed to a few
+/// kilobytes: 600 MiB once decoded.
+fn parquet_bomb() -> Vec<u8> {
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+        .set_dictionary_enabled(false)
+        .set_data_page_size_limit(1 << 20)
+        .set_write_batch_size(1)
+        .build();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(properties)).unwrap();
+    let row = "0".repeat(2 << 20);
+    for _ in 0..30 {
+        let batch = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec![row.as_str(); 10]))],
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+    }
+    writer.close().unwrap();
+    out
+}
+
+/// A CSV of 10,000 columns and 70 rows (about 1.4 MB).
+fn wide_csv() -> Vec<u8> {
+    let header: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
+    let mut out = header.join(",");
+    out.push('\n');
+    let row = vec!["1"; 10_000].join(",");
+    for _ in 0..70 {
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_uploads_are_refused_within_a_memory_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, url, admin) = serve(tmp.path());
+    let client = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        client.post(format!("{url}{path}")).bearer_auth(token).json(&body).send()
+    };
+    assert!(
+        post("/v1/departments", &admin, serde_json::json!({"id": "civil", "name": "民政局"}))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let user = serde_json::json!({"id": "civil-steward", "department": "civil", "roles": ["steward"]});
+    assert!(post("/v1/users", &admin, user).await.unwrap().status().is_success());
+    let issued: serde_json::Value =
+        post("/v1/users/civil-steward/tokens", &admin, serde_json::json!({})).await.unwrap().json().await.unwrap();
+    let steward = issued["token"].as_str().unwrap().to_owned();
+    let upload = |name: &str, bytes: Vec<u8>| {
+        let metadata = serde_json::json!({
+            "name": name, "department": "civil", "level": "L1", "description": "memory test",
+            "columns": {"note": {"tag": "attribute"}}
+        });
+        let form = reqwest::multipart::Form::new()
+            .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
+            .part("file", reqwest::multipart::Part::bytes(bytes).file_name("data"));
+        client.post(format!("{url}/v1/datasets")).bearer_auth(&steward).multipart(form).send()
+    };
+    // A small upload first, so the baseline holds what serving one takes.
+    let fine = upload("fine", b"note\nhello\n".to_vec()).await.unwrap();
+    assert!(fine.status().is_success(), "{}", fine.text().await.unwrap());
+    let baseline = peak_rss(child.id());
+
+    let bomb = parquet_bomb();
+    assert!(bomb.len() < 256 << 10, "the bomb is small: {} bytes", bomb.len());
+    for (name, bytes) in [("bomb", bomb), ("wide", wide_csv())] {
+        let response = upload(name, bytes).await.unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(status.is_client_error(), "{name}: {status} {body}");
+    }
+    let grown = peak_rss(child.id()).saturating_sub(baseline);
+    assert!(grown < 512 << 20, "the server's peak memory grew by {} MiB", grown >> 20);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
