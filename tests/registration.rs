@@ -434,3 +434,47 @@ async fn an_upload_over_the_limit_is_413_and_stores_nothing() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_nothing_registered(&s, &civil).await;
 }
+
+/// A steward's register as an `.xlsx` workbook: the sheet named in the metadata, its header
+/// below two blank rows, Excel dates and numbers, registered like the CSV it would be.
+#[tokio::test]
+async fn a_spreadsheet_sheet_registers_as_its_csv_would() {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let (s, civil, _) = setup().await;
+    let mut workbook = Workbook::new();
+    workbook.add_worksheet().set_name("说明").unwrap().write_string(0, 0, "民政局名册").unwrap();
+    let sheet = workbook.add_worksheet().set_name("名册").unwrap();
+    for (col, name) in ["person_id", "name", "birth_date", "subsidy"].iter().enumerate() {
+        sheet.write_string(2, col as u16, *name).unwrap();
+    }
+    let date = Format::new().set_num_format("yyyy年m月d日");
+    for (i, (id, y)) in [("110105194912310021", 1949), ("110105195003150032", 1950), ("110105195107200043", 1951)]
+        .into_iter()
+        .enumerate()
+    {
+        let row = 3 + i as u32;
+        sheet.write_string(row, 0, id).unwrap();
+        sheet.write_string(row, 1, format!("居民{i}")).unwrap();
+        sheet.write_datetime_with_format(row, 2, ExcelDateTime::from_ymd(y, 6, 1).unwrap(), &date).unwrap();
+        sheet.write_number(row, 3, 1000.5 + f64::from(i as u32)).unwrap();
+    }
+    let bytes = workbook.save_to_buffer().unwrap();
+    let metadata = json!({
+        "name": "register", "department": "civil", "level": "L3", "privacy_unit": "person_id", "sheet": "名册",
+        "columns": {
+            "person_id": {"tag": "identifier", "linkable": true},
+            "name": {"tag": "identifier"},
+            "birth_date": {"tag": "quasi_identifier"},
+            "subsidy": {"tag": "sensitive", "bounds": [0, 3000]}
+        }
+    });
+    let (status, body) = s.upload(&civil, &metadata, bytes).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (&body["row_count"], &body["versions"][0]["source_format"]),
+        (&json!(3), &json!("spreadsheet")),
+        "{body}"
+    );
+    let types: Vec<&str> = body["columns"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Utf8", "Utf8", "Date32", "Float64"], "{body}");
+}

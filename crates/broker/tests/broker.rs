@@ -76,6 +76,7 @@ fn world_with(policy_lines: &str) -> World {
         description: "test registry".into(),
         privacy_unit: Some("person_id".into()),
         format: None,
+        sheet: None,
         columns,
         dp: DpInput::default(),
     })

@@ -298,7 +298,8 @@ impl Catalog {
             Some(f) => f,
             None => SourceFormat::sniff(source)?,
         };
-        let opened = veil_ingest::open(source, format, &ReadOptions::with_declared(spec.declared_types()))?;
+        let options = ReadOptions { sheet: spec.sheet.clone(), ..ReadOptions::with_declared(spec.declared_types()) };
+        let opened = veil_ingest::open(source, format, &options)?;
         spec.check_schema(&opened.schema)?;
         let schema = opened.schema.clone();
 
@@ -584,6 +585,7 @@ mod tests {
             description: "a table about nobody".into(),
             privacy_unit: None,
             format: None,
+            sheet: None,
             columns: std::collections::BTreeMap::from([(
                 "n".to_owned(),
                 crate::ColumnInput {

@@ -29,6 +29,8 @@ pub struct MetadataInput {
     pub privacy_unit: Option<String>,
     /// Declared file format; sniffed from the file when absent.
     pub format: Option<String>,
+    /// The sheet of a spreadsheet to read (the first when absent).
+    pub sheet: Option<String>,
     /// Tag and options per column.
     pub columns: BTreeMap<String, ColumnInput>,
     /// Dp mode's per-dataset settings; defaults where absent.
@@ -158,6 +160,8 @@ pub struct DatasetSpec {
     pub privacy_unit: Option<String>,
     /// Declared file format, if any.
     pub format: Option<SourceFormat>,
+    /// The sheet of a spreadsheet to read (the first when `None`).
+    pub sheet: Option<String>,
     /// Column declarations by name.
     pub columns: BTreeMap<String, ColumnSpec>,
     /// Dp mode's settings.
@@ -321,6 +325,7 @@ impl DatasetSpec {
             description: input.description,
             privacy_unit: input.privacy_unit,
             format,
+            sheet: input.sheet,
             columns,
             dp,
         })

@@ -17,6 +17,8 @@ pub enum SourceFormat {
     ArrowFile,
     /// Arrow IPC stream format.
     ArrowStream,
+    /// A spreadsheet workbook (`.xlsx`, `.xlsm`, `.xls`, `.ods`): one of its sheets.
+    Spreadsheet,
 }
 
 impl SourceFormat {
@@ -27,10 +29,12 @@ impl SourceFormat {
             SourceFormat::Parquet => "parquet",
             SourceFormat::ArrowFile => "arrow_file",
             SourceFormat::ArrowStream => "arrow_stream",
+            SourceFormat::Spreadsheet => "spreadsheet",
         }
     }
 
-    /// Parses a declared format name (`csv`, `parquet`, `arrow` or `arrow_file`, `arrow_stream`).
+    /// Parses a declared format name (`csv`, `parquet`, `arrow` or `arrow_file`, `arrow_stream`,
+    /// `xlsx`, `xls`, `ods` or `spreadsheet`).
     ///
     /// # Errors
     /// [`Error::UnsupportedFormat`] for any other name.
@@ -40,16 +44,18 @@ impl SourceFormat {
             "parquet" => Ok(SourceFormat::Parquet),
             "arrow" | "arrow_file" | "ipc" => Ok(SourceFormat::ArrowFile),
             "arrow_stream" | "arrows" => Ok(SourceFormat::ArrowStream),
+            "xlsx" | "xlsm" | "xls" | "ods" | "spreadsheet" => Ok(SourceFormat::Spreadsheet),
             other => Err(Error::UnsupportedFormat(format!(
-                "`{}`: expected csv, parquet, arrow_file or arrow_stream",
+                "`{}`: expected csv, parquet, arrow_file, arrow_stream or xlsx (xls, ods)",
                 other.chars().take(32).collect::<String>()
             ))),
         }
     }
 
     /// Recognises a file by its first bytes: `PAR1` is Parquet, `ARROW1` an Arrow IPC file, an
-    /// IPC continuation marker an Arrow IPC stream; anything else is read as CSV (whose own
-    /// checks then report what is wrong with it).
+    /// IPC continuation marker an Arrow IPC stream, a ZIP archive (`.xlsx`, `.ods`) or an OLE2
+    /// compound file (`.xls`) a spreadsheet; anything else is read as CSV (whose own checks then
+    /// report what is wrong with it).
     ///
     /// # Errors
     /// [`Error::ReadFile`] when the file cannot be read.
@@ -70,6 +76,9 @@ impl SourceFormat {
             SourceFormat::ArrowFile
         } else if head.starts_with(&[0xFF, 0xFF, 0xFF, 0xFF]) {
             SourceFormat::ArrowStream
+        } else if head.starts_with(b"PK\x03\x04") || head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1])
+        {
+            SourceFormat::Spreadsheet
         } else {
             SourceFormat::Csv
         })

@@ -25,6 +25,7 @@ mod error;
 pub mod format;
 pub mod parquet_pages;
 pub mod read;
+pub mod spreadsheet;
 pub mod unique;
 pub mod write;
 

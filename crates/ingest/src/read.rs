@@ -23,14 +23,16 @@ pub struct ReadOptions {
     pub batch_size: usize,
     /// How many CSV records to sample when inferring column types.
     pub csv_sample_rows: usize,
-    /// Column types the steward declared (CSV only; other formats carry their own types).
+    /// Column types the steward declared (CSV and spreadsheets; other formats carry their own).
     pub declared: HashMap<String, DeclaredType>,
+    /// The sheet of a spreadsheet to read (the first when `None`).
+    pub sheet: Option<String>,
 }
 
 impl ReadOptions {
     /// Options with the default batch size and sample, and the given declared types.
     pub fn with_declared(declared: HashMap<String, DeclaredType>) -> Self {
-        Self { batch_size: 8192, csv_sample_rows: 10_000, declared }
+        Self { batch_size: 8192, csv_sample_rows: 10_000, declared, sheet: None }
     }
 }
 
@@ -50,6 +52,16 @@ pub struct Source {
 pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<Source> {
     let source = match format {
         SourceFormat::Csv => open_csv(path, options)?,
+        SourceFormat::Spreadsheet => {
+            // The sheet as a CSV copy, kept as long as its batches are read.
+            let mut copy = beside(path)?;
+            crate::spreadsheet::to_csv(path, options.sheet.as_deref(), copy.as_file_mut())?;
+            let Source { schema, batches } = open_csv(copy.path(), options)?;
+            let batches = batches.inspect(move |_| {
+                let _keep = &copy;
+            });
+            Source { schema, batches: Box::new(batches) }
+        }
         SourceFormat::Parquet => {
             let file = File::open(path).map_err(Error::ReadFile)?;
             let builder =
@@ -292,6 +304,17 @@ fn expected(t: DeclaredType) -> String {
 /// file with a byte-order mark (the mark dropped, so the first column keeps its name), or a
 /// GB18030 (GBK) file, as Chinese office software saves CSV. `None` when the file is UTF-8
 /// without a mark. Bytes that decode in none of these are refused with their line.
+/// A temporary CSV file beside `path` (the upload's own directory, inside the data directory),
+/// removed when dropped: a decoded copy of a steward's file stays where the file is.
+fn beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let builder = tempfile::Builder::new().suffix(".csv").to_owned();
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => builder.tempfile_in(dir),
+        None => builder.tempfile(),
+    }
+    .map_err(crate::error::write_error)
+}
+
 fn utf8_copy(path: &Path) -> Result<Option<tempfile::TempPath>> {
     use encoding_rs::{Encoding, GB18030, UTF_8, UTF_16BE, UTF_16LE};
     let mut head = [0u8; 3];
@@ -311,7 +334,7 @@ fn utf8_copy(path: &Path) -> Result<Option<tempfile::TempPath>> {
             Err(e) => return Err(e),
         },
     };
-    let copy = tempfile::Builder::new().suffix(".csv").tempfile().map_err(crate::error::write_error)?;
+    let copy = beside(path)?;
     let (file, copy_path) = copy.into_parts();
     let mut out = std::io::BufWriter::new(file);
     decode(path, encoding, Some(&mut out))?;

@@ -437,3 +437,77 @@ fn a_parquet_page_that_decodes_to_more_than_the_cap_is_refused_before_reading() 
     assert!(matches!(err, Error::Decode { format: "Parquet", .. }) && message.contains("column `note`"), "{message}");
     assert!(message.contains("at most 64 MiB"), "{message}");
 }
+
+/// A workbook as stewards keep registers: a notes sheet first, then the register with two
+/// blank rows above its header, a text id, a name, an Excel date, a money amount, a count and a
+/// yes/no column.
+fn register_workbook(path: &Path) {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let mut workbook = Workbook::new();
+    let notes = workbook.add_worksheet();
+    notes.set_name("说明").unwrap();
+    notes.write_string(0, 0, "note").unwrap();
+    notes.write_string(1, 0, "民政局 2024 年名册").unwrap();
+    let sheet = workbook.add_worksheet();
+    sheet.set_name("名册").unwrap();
+    let date = Format::new().set_num_format("yyyy/m/d");
+    for (col, name) in ["身份证号", "姓名", "出生日期", "补贴", "人数", "独居"].iter().enumerate() {
+        sheet.write_string(2, col as u16, *name).unwrap();
+    }
+    let rows = [
+        ("110101193207310011", "张三", (1932, 7, 31), 1500.12, 3.0, true),
+        ("110101194501020022", "李四", (1945, 1, 2), 800.0, 1.0, false),
+    ];
+    for (i, (id, name, (y, m, d), subsidy, count, alone)) in rows.into_iter().enumerate() {
+        let row = 3 + i as u32;
+        sheet.write_string(row, 0, id).unwrap();
+        sheet.write_string(row, 1, name).unwrap();
+        sheet.write_datetime_with_format(row, 2, ExcelDateTime::from_ymd(y, m, d).unwrap(), &date).unwrap();
+        sheet.write_number(row, 3, subsidy).unwrap();
+        sheet.write_number(row, 4, count).unwrap();
+        sheet.write_boolean(row, 5, alone).unwrap();
+    }
+    workbook.save(path).unwrap();
+}
+
+/// Spreadsheets are recognised and read as the CSV of their sheet would be: the first sheet or
+/// the one named, from its first row with a value, with types from the values.
+#[test]
+fn a_sheet_of_a_workbook_is_read_with_the_types_of_its_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("名册.xlsx");
+    register_workbook(&path);
+    assert_eq!(SourceFormat::sniff(&path).expect("sniff"), SourceFormat::Spreadsheet);
+    let declared = HashMap::from([("身份证号".to_owned(), DeclaredType::String)]);
+    let options = ReadOptions { sheet: Some("名册".into()), ..ReadOptions::with_declared(declared) };
+    let source = open(&path, SourceFormat::Spreadsheet, &options).expect("open");
+    let types: Vec<(String, DataType)> =
+        source.schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    assert_eq!(
+        types,
+        [
+            ("身份证号".to_owned(), DataType::Utf8),
+            ("姓名".to_owned(), DataType::Utf8),
+            ("出生日期".to_owned(), DataType::Date32),
+            ("补贴".to_owned(), DataType::Float64),
+            ("人数".to_owned(), DataType::Int64),
+            ("独居".to_owned(), DataType::Boolean),
+        ]
+    );
+    let batches: Vec<RecordBatch> = source.batches.collect::<Result<_, _>>().expect("batches");
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat");
+    assert_eq!(batch.num_rows(), 2);
+    let text = |i: usize| arrow::util::display::array_value_to_string(batch.column(i), 0).expect("text");
+    assert_eq!(
+        (text(0), text(2), text(3), text(4), text(5)),
+        ("110101193207310011".into(), "1932-07-31".into(), "1500.12".into(), "3".into(), "true".into())
+    );
+    // The first sheet when none is named.
+    let first = open(&path, SourceFormat::Spreadsheet, &ReadOptions::with_declared(HashMap::new())).expect("open");
+    assert_eq!(first.schema.field(0).name(), "note");
+    // A sheet that is not there is named, with the ones that are.
+    let options = ReadOptions { sheet: Some("Sheet9".into()), ..ReadOptions::with_declared(HashMap::new()) };
+    let err = open(&path, SourceFormat::Spreadsheet, &options).err().expect("refused").to_string();
+    assert!(err.contains("no sheet `Sheet9`") && err.contains("说明, 名册"), "{err}");
+    assert_eq!(SourceFormat::from_name("xlsx").expect("name"), SourceFormat::Spreadsheet);
+}

@@ -113,9 +113,14 @@ pub struct DatasetMetadata {
     /// The identifier column that names the person a row is about.
     #[serde(default)]
     pub privacy_unit: Option<String>,
-    /// `csv`, `parquet`, `arrow_file` or `arrow_stream`; recognised from the file when absent.
+    /// `csv`, `parquet`, `arrow_file`, `arrow_stream` or `xlsx` (also `xls`, `ods`: a
+    /// spreadsheet); recognised from the file when absent.
     #[serde(default)]
     pub format: Option<String>,
+    /// The sheet of a spreadsheet to read (the first when absent); its first row with a value is
+    /// the header.
+    #[serde(default)]
+    pub sheet: Option<String>,
     /// For server-side import: a path relative to the configured import root.
     #[serde(default)]
     pub source: Option<String>,
@@ -203,6 +208,7 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
             description: m.description,
             privacy_unit: m.privacy_unit,
             format: m.format,
+            sheet: m.sheet,
             dp: veil_catalog::DpInput {
                 max_groups: m.dp.max_groups,
                 max_rows: m.dp.max_rows,

@@ -1,0 +1,99 @@
+//! Spreadsheets (`.xlsx`, `.xlsm`, `.xls`, `.ods`): one sheet, read with calamine, written as a
+//! UTF-8 CSV copy that the CSV reader then reads, so a sheet gets every check and inference a
+//! CSV file gets (types from the values, dates in any common form, declared types, line numbers
+//! in errors, counted from the header row).
+
+use std::io::{Cursor, Write};
+use std::path::Path;
+
+use calamine::{Data, Reader};
+
+use crate::{Error, Result};
+
+/// The most cells a sheet may hold: a sheet is read whole into memory before it is converted.
+pub const MAX_CELLS: usize = 50_000_000;
+
+/// Writes the sheet named `sheet` (the first when `None`) of the spreadsheet at `path` as CSV
+/// to `out`: from its first row with any value (the header) to its last, each cell as text,
+/// empty cells empty.
+///
+/// # Errors
+/// [`Error::Decode`] for a file that is not a spreadsheet calamine reads, a sheet that is not
+/// there (naming the sheets there are), a sheet too large or without a header row.
+pub fn to_csv(path: &Path, sheet: Option<&str>, out: &mut impl Write) -> Result<()> {
+    let refuse = |message: String| Error::Decode { format: "spreadsheet", message };
+    let bytes = std::fs::read(path).map_err(Error::ReadFile)?;
+    let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
+        .map_err(|e| refuse(format!("the file is not an .xlsx, .xls or .ods workbook calamine reads ({e})")))?;
+    let names = workbook.sheet_names();
+    let name = match sheet {
+        Some(wanted) => names.iter().find(|n| n.as_str() == wanted).cloned().ok_or_else(|| {
+            let shown: String = wanted.chars().take(64).collect();
+            refuse(format!("the workbook has no sheet `{shown}`; its sheets: {}", names.join(", ")))
+        })?,
+        None => names.first().cloned().ok_or_else(|| refuse("the workbook has no sheet".into()))?,
+    };
+    let range = workbook.worksheet_range(&name).map_err(|e| refuse(format!("sheet `{name}` cannot be read ({e})")))?;
+    let (height, width) = range.get_size();
+    if height.saturating_mul(width) > MAX_CELLS {
+        return Err(refuse(format!("sheet `{name}` has {height} rows of {width} cells; at most {MAX_CELLS} cells")));
+    }
+    let mut rows = range.rows().skip_while(|row| row.iter().all(|c| *c == Data::Empty)).peekable();
+    if rows.peek().is_none() {
+        return Err(refuse(format!("sheet `{name}` is empty: its first row with a value is read as the header")));
+    }
+    let mut writer = csv::WriterBuilder::new().flexible(false).from_writer(out);
+    for row in rows {
+        writer.write_record(row.iter().map(text)).map_err(|e| Error::Csv(e.to_string()))?;
+    }
+    writer.flush().map_err(crate::error::write_error)?;
+    Ok(())
+}
+
+/// A cell as the text a CSV file would hold: numbers without a needless `.0`, dates and times in
+/// ISO form, errors (`#DIV/0!`) and empty cells empty.
+fn text(cell: &Data) -> String {
+    match cell {
+        Data::Empty | Data::Error(_) => String::new(),
+        Data::String(s) => s.clone(),
+        Data::Int(i) => i.to_string(),
+        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+        Data::Float(f) => f.to_string(),
+        Data::Bool(b) => b.to_string(),
+        Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
+        Data::DateTime(d) if d.is_duration() => d.as_f64().to_string(),
+        Data::DateTime(d) => excel_date(d.as_f64()),
+    }
+}
+
+/// An Excel serial date (days since 1899-12-30, the fraction the time of day) as ISO text: a
+/// date alone when there is no time of day.
+fn excel_date(serial: f64) -> String {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1899, 12, 30).unwrap_or_default();
+    let days = serial.floor();
+    let seconds = ((serial - days) * 86_400.0).round() as u32;
+    let Some(date) = (days.is_finite() && days.abs() < 3e6)
+        .then(|| epoch.checked_add_signed(chrono::Duration::days(days as i64)))
+        .flatten()
+    else {
+        return serial.to_string();
+    };
+    use chrono::Datelike;
+    let day = format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day());
+    if seconds == 0 || seconds >= 86_400 {
+        return day;
+    }
+    format!("{day} {:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excel_date;
+
+    #[test]
+    fn excel_serial_dates_become_iso() {
+        assert_eq!(excel_date(45_296.0), "2024-01-05");
+        assert_eq!(excel_date(11_901.0), "1932-07-31");
+        assert_eq!(excel_date(45_296.5), "2024-01-05 12:00:00");
+    }
+}
