@@ -77,6 +77,8 @@ fn world_with(policy_lines: &str) -> World {
         privacy_unit: Some("person_id".into()),
         format: None,
         sheet: None,
+        encoding: None,
+        delimiter: None,
         columns,
         dp: DpInput::default(),
     })

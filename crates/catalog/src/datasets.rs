@@ -298,7 +298,12 @@ impl Catalog {
             Some(f) => f,
             None => SourceFormat::sniff(source)?,
         };
-        let options = ReadOptions { sheet: spec.sheet.clone(), ..ReadOptions::with_declared(spec.declared_types()) };
+        let options = ReadOptions {
+            sheet: spec.sheet.clone(),
+            encoding: spec.encoding,
+            delimiter: spec.delimiter,
+            ..ReadOptions::with_declared(spec.declared_types())
+        };
         let opened = veil_ingest::open(source, format, &options)?;
         spec.check_schema(&opened.schema)?;
         let schema = opened.schema.clone();
@@ -586,6 +591,8 @@ mod tests {
             privacy_unit: None,
             format: None,
             sheet: None,
+            encoding: None,
+            delimiter: None,
             columns: std::collections::BTreeMap::from([(
                 "n".to_owned(),
                 crate::ColumnInput {

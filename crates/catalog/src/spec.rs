@@ -31,6 +31,10 @@ pub struct MetadataInput {
     pub format: Option<String>,
     /// The sheet of a spreadsheet to read (the first when absent).
     pub sheet: Option<String>,
+    /// A CSV file's encoding (detected when absent).
+    pub encoding: Option<String>,
+    /// A CSV file's field separator (detected when absent).
+    pub delimiter: Option<String>,
     /// Tag and options per column.
     pub columns: BTreeMap<String, ColumnInput>,
     /// Dp mode's per-dataset settings; defaults where absent.
@@ -162,6 +166,10 @@ pub struct DatasetSpec {
     pub format: Option<SourceFormat>,
     /// The sheet of a spreadsheet to read (the first when `None`).
     pub sheet: Option<String>,
+    /// A CSV file's declared encoding.
+    pub encoding: Option<&'static veil_ingest::Encoding>,
+    /// A CSV file's declared field separator.
+    pub delimiter: Option<u8>,
     /// Column declarations by name.
     pub columns: BTreeMap<String, ColumnSpec>,
     /// Dp mode's settings.
@@ -230,6 +238,22 @@ impl DatasetSpec {
             ));
         }
         let format = input.format.as_deref().map(SourceFormat::from_name).transpose()?;
+        let encoding = match input.encoding.as_deref() {
+            None => None,
+            Some(label) => Some(veil_ingest::encoding_named(label).ok_or_else(|| {
+                let shown: String = label.chars().take(32).collect();
+                Error::invalid(
+                    "unknown_encoding",
+                    format!("encoding `{shown}` is not one Veil reads: utf-8, gb18030, gbk, utf-16le or utf-16be"),
+                )
+            })?),
+        };
+        let delimiter = match input.delimiter.as_deref() {
+            None => None,
+            Some(text) => Some(veil_ingest::delimiter_named(text).ok_or_else(|| {
+                Error::invalid("unknown_delimiter", "delimiter must be `,`, `;`, `|` or a tab (`\\t` or `tab`)")
+            })?),
+        };
         if input.columns.is_empty() {
             return Err(Error::invalid("columns_required", "metadata declares no columns: every column needs a tag"));
         }
@@ -326,6 +350,8 @@ impl DatasetSpec {
             privacy_unit: input.privacy_unit,
             format,
             sheet: input.sheet,
+            encoding,
+            delimiter,
             columns,
             dp,
         })
@@ -430,6 +456,17 @@ mod tests {
             Err(Error::Invalid { code, .. }) => code,
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_declared_encoding_or_separator_veil_does_not_read_is_refused() {
+        let encoding = MetadataInput { encoding: Some("klingon".into()), ..input() };
+        assert_eq!(code_of(encoding), "unknown_encoding");
+        let delimiter = MetadataInput { delimiter: Some("::".into()), ..input() };
+        assert_eq!(code_of(delimiter), "unknown_delimiter");
+        let both = MetadataInput { encoding: Some("GBK".into()), delimiter: Some("tab".into()), ..input() };
+        let spec = DatasetSpec::validate(both).unwrap();
+        assert_eq!((spec.encoding.map(|e| e.name()), spec.delimiter), (Some("GBK"), Some(b'\t')));
     }
 
     #[test]

@@ -22,6 +22,14 @@ pub enum Error {
         /// 1-based line of the first bytes that decode in no encoding tried.
         line: u64,
     },
+    /// The CSV's bytes are not in the encoding the steward declared.
+    #[error("CSV line {line}: the bytes are not {encoding}, the encoding the metadata declares")]
+    CsvDeclaredEncoding {
+        /// 1-based line of the first bytes that do not decode.
+        line: u64,
+        /// The declared encoding's name.
+        encoding: &'static str,
+    },
     /// The CSV's structure is broken at a line (wrong number of fields, bad UTF-8).
     #[error("CSV line {line}: {problem}")]
     CsvStructure {
@@ -89,6 +97,7 @@ impl Error {
             | Error::CsvHeader(_)
             | Error::CsvStructure { .. }
             | Error::CsvEncoding { .. }
+            | Error::CsvDeclaredEncoding { .. }
             | Error::CsvValue { .. }
             | Error::Csv(_)
             | Error::Decode { .. }
@@ -105,7 +114,7 @@ impl Error {
             Error::UnsupportedFormat(_) => "unsupported_format",
             Error::CsvHeader(_) => "csv_header",
             Error::CsvStructure { .. } | Error::Csv(_) => "csv_malformed",
-            Error::CsvEncoding { .. } => "csv_encoding",
+            Error::CsvEncoding { .. } | Error::CsvDeclaredEncoding { .. } => "csv_encoding",
             Error::CsvValue { .. } => "csv_value",
             Error::Decode { .. } => "file_undecodable",
             Error::UnsupportedType { .. } => "unsupported_type",

@@ -30,9 +30,10 @@ pub mod unique;
 pub mod write;
 
 pub use csv_infer::DeclaredType;
+pub use encoding_rs::Encoding;
 pub use error::{Error, Result};
 pub use format::SourceFormat;
-pub use read::{ReadOptions, Source, open};
+pub use read::{ReadOptions, Source, delimiter_named, encoding_named, open};
 pub use unique::UniqueValues;
 pub use write::{WriteReport, write_parquet};
 

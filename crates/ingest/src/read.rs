@@ -27,12 +27,16 @@ pub struct ReadOptions {
     pub declared: HashMap<String, DeclaredType>,
     /// The sheet of a spreadsheet to read (the first when `None`).
     pub sheet: Option<String>,
+    /// The CSV's encoding as declared (detected when `None`).
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// The CSV's field separator as declared (detected from the header line when `None`).
+    pub delimiter: Option<u8>,
 }
 
 impl ReadOptions {
     /// Options with the default batch size and sample, and the given declared types.
     pub fn with_declared(declared: HashMap<String, DeclaredType>) -> Self {
-        Self { batch_size: 8192, csv_sample_rows: 10_000, declared, sheet: None }
+        Self { batch_size: 8192, csv_sample_rows: 10_000, declared, sheet: None, encoding: None, delimiter: None }
     }
 }
 
@@ -218,9 +222,12 @@ fn is_storable(data_type: &DataType) -> bool {
 /// (the reader's own parse errors quote the value and the whole row).
 fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
     // Read as UTF-8: the file itself, or a decoded copy that lives as long as the batches do.
-    let copy = utf8_copy(path)?;
+    let copy = utf8_copy(path, options.encoding)?;
     let path = copy.as_ref().map_or(path, |c| c.as_ref());
-    let delimiter = csv_infer::sniff_delimiter(path)?;
+    let delimiter = match options.delimiter {
+        Some(declared) => declared,
+        None => csv_infer::sniff_delimiter(path)?,
+    };
     check_quotes_closed(path, delimiter)?;
     let layout = csv_infer::infer(path, delimiter, &options.declared, options.csv_sample_rows)?;
     let text_schema =
@@ -315,8 +322,23 @@ fn beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     .map_err(crate::error::write_error)
 }
 
-fn utf8_copy(path: &Path) -> Result<Option<tempfile::TempPath>> {
+/// The CSV at `path` as UTF-8: `None` when it is UTF-8 already (read in place), else a decoded
+/// copy beside it, from the `declared` encoding, or the one its byte-order mark names, or
+/// GB18030 when it is not UTF-8.
+fn utf8_copy(path: &Path, declared: Option<&'static encoding_rs::Encoding>) -> Result<Option<tempfile::TempPath>> {
     use encoding_rs::{Encoding, GB18030, UTF_8, UTF_16BE, UTF_16LE};
+    if let Some(encoding) = declared {
+        let named = |e: Error| match e {
+            Error::CsvEncoding { line } => Error::CsvDeclaredEncoding { line, encoding: encoding.name() },
+            other => other,
+        };
+        let copy = beside(path)?;
+        let (file, copy_path) = copy.into_parts();
+        let mut out = std::io::BufWriter::new(file);
+        decode(path, encoding, Some(&mut out)).map_err(named)?;
+        std::io::Write::flush(&mut out).map_err(crate::error::write_error)?;
+        return Ok(Some(copy_path));
+    }
     let mut head = [0u8; 3];
     let read =
         std::io::Read::read(&mut File::open(path).map_err(Error::ReadFile)?, &mut head).map_err(Error::ReadFile)?;
@@ -460,5 +482,23 @@ fn csv_structure_error(e: &ArrowError) -> Error {
     match line {
         Some(line) => Error::CsvStructure { line, problem: problem.to_owned() },
         None => Error::Csv(problem.to_owned()),
+    }
+}
+
+/// The encoding a steward declares by name (`utf-8`, `gb18030`, `gbk`, `utf-16le`, `utf-16be`,
+/// or any WHATWG label), or `None` for a name no encoding has.
+pub fn encoding_named(label: &str) -> Option<&'static encoding_rs::Encoding> {
+    encoding_rs::Encoding::for_label(label.trim().as_bytes())
+}
+
+/// The field separator a steward declares: `,`, `;`, `|`, or a tab (`\t` or `tab`); `None`
+/// for anything else.
+pub fn delimiter_named(text: &str) -> Option<u8> {
+    match text {
+        "," => Some(b','),
+        ";" => Some(b';'),
+        "|" => Some(b'|'),
+        "\t" | "\\t" | "tab" => Some(b'\t'),
+        _ => None,
     }
 }

@@ -511,3 +511,34 @@ fn a_sheet_of_a_workbook_is_read_with_the_types_of_its_values() {
     assert!(err.contains("no sheet `Sheet9`") && err.contains("说明, 名册"), "{err}");
     assert_eq!(SourceFormat::from_name("xlsx").expect("name"), SourceFormat::Spreadsheet);
 }
+
+/// An encoding and a separator the steward declares are used as declared: UTF-16 without its
+/// byte-order mark (which detection cannot see), and `|` where the header line holds as many
+/// `;`. A file not in the declared encoding is refused with the line and the encoding named.
+#[test]
+fn a_declared_encoding_and_separator_are_read_as_declared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("utf16.csv");
+    let text = "姓名|备注;说明\n张三|甲;乙\n";
+    let bytes: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    std::fs::write(&path, bytes).expect("write");
+    let options = ReadOptions {
+        encoding: veil_ingest::encoding_named("utf-16le"),
+        delimiter: veil_ingest::delimiter_named("|"),
+        ..ReadOptions::with_declared(HashMap::new())
+    };
+    let source = open(&path, SourceFormat::Csv, &options).expect("open");
+    let names: Vec<&str> = source.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["姓名", "备注;说明"]);
+    let batch = source.batches.map(|b| b.expect("batch")).next().expect("a batch");
+    assert_eq!(arrow::util::display::array_value_to_string(batch.column(1), 0).expect("text"), "甲;乙");
+
+    let gbk = dir.path().join("gbk.csv");
+    let (encoded, _, _) = encoding_rs::GBK.encode("name\nok\n张三\n");
+    std::fs::write(&gbk, &encoded).expect("write");
+    let options =
+        ReadOptions { encoding: veil_ingest::encoding_named("utf-8"), ..ReadOptions::with_declared(HashMap::new()) };
+    let err = open(&gbk, SourceFormat::Csv, &options).err().expect("refused").to_string();
+    assert!(err.contains("line 3") && err.contains("UTF-8"), "{err}");
+    assert!(veil_ingest::encoding_named("klingon").is_none() && veil_ingest::delimiter_named("::").is_none());
+}

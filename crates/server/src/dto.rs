@@ -121,6 +121,14 @@ pub struct DatasetMetadata {
     /// the header.
     #[serde(default)]
     pub sheet: Option<String>,
+    /// A CSV file's encoding: `utf-8`, `gb18030` (also `gbk`), `utf-16le` or `utf-16be`;
+    /// detected from the bytes when absent.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// A CSV file's field separator: `,`, `;`, `|` or a tab (`\t` or `tab`); detected from the
+    /// header line when absent.
+    #[serde(default)]
+    pub delimiter: Option<String>,
     /// For server-side import: a path relative to the configured import root.
     #[serde(default)]
     pub source: Option<String>,
@@ -209,6 +217,8 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
             privacy_unit: m.privacy_unit,
             format: m.format,
             sheet: m.sheet,
+            encoding: m.encoding,
+            delimiter: m.delimiter,
             dp: veil_catalog::DpInput {
                 max_groups: m.dp.max_groups,
                 max_rows: m.dp.max_rows,
