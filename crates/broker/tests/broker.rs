@@ -29,6 +29,7 @@ fn column(tag: &str, data_type: Option<&str>, bounds: Option<(f64, f64)>) -> Col
         data_type: data_type.map(Into::into),
         generalize: None,
         public_values: None,
+        format: None,
     }
 }
 

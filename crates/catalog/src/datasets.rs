@@ -302,6 +302,7 @@ impl Catalog {
             sheet: spec.sheet.clone(),
             encoding: spec.encoding,
             delimiter: spec.delimiter,
+            formats: spec.declared_formats(),
             ..ReadOptions::with_declared(spec.declared_types())
         };
         let opened = veil_ingest::open(source, format, &options)?;
@@ -602,6 +603,7 @@ mod tests {
                     data_type: Some("int64".into()),
                     generalize: None,
                     public_values: None,
+                    format: None,
                 },
             )]),
             dp: crate::DpInput::default(),

@@ -149,6 +149,9 @@ pub struct ColumnInput {
     /// table): dp answers grouped only by such columns release every listed group, noisy,
     /// without a threshold.
     pub public_values: Option<Vec<String>>,
+    /// The form a CSV date or timestamp column is written in (`%d/%m/%Y`), when detection
+    /// would misread it.
+    pub format: Option<String>,
 }
 
 /// Validated dataset metadata.
@@ -191,6 +194,29 @@ pub struct ColumnSpec {
     pub generalize: Option<Generalization>,
     /// Its public domain, if declared.
     pub public_values: Option<Vec<String>>,
+    /// The form its dates or timestamps are written in, if declared.
+    pub format: Option<String>,
+}
+
+/// The type a column declared in the form `form` has: a date, or a timestamp when the form has
+/// a time of day (or the type says so).
+///
+/// # Errors
+/// `format_invalid` for a form chrono cannot read, or a column declared another type.
+fn date_format(name: &str, form: &str, declared: Option<DeclaredType>) -> Result<DeclaredType> {
+    let invalid = |why: &str| {
+        let shown: String = form.chars().take(32).collect();
+        Error::invalid("format_invalid", format!("column `{name}`: the date form `{shown}` {why}"))
+    };
+    let Some(timed) = veil_ingest::date_form(form) else {
+        return Err(invalid("is not a strftime form such as %d/%m/%Y or %Y%m%d %H:%M"));
+    };
+    match declared {
+        None if timed => Ok(DeclaredType::Timestamp),
+        None | Some(DeclaredType::Date) => Ok(DeclaredType::Date),
+        Some(DeclaredType::Timestamp) => Ok(DeclaredType::Timestamp),
+        Some(_) => Err(invalid("is for date or timestamp columns")),
+    }
 }
 
 /// The most values a public domain may list.
@@ -288,7 +314,10 @@ impl DatasetSpec {
                     ));
                 }
             }
-            let data_type = column.data_type.as_deref().map(|t| DeclaredType::parse(&name, t)).transpose()?;
+            let mut data_type = column.data_type.as_deref().map(|t| DeclaredType::parse(&name, t)).transpose()?;
+            if let Some(form) = &column.format {
+                data_type = Some(date_format(&name, form, data_type)?);
+            }
             let generalize = column
                 .generalize
                 .as_deref()
@@ -313,6 +342,7 @@ impl DatasetSpec {
                 data_type,
                 generalize,
                 public_values: column.public_values,
+                format: column.format,
             };
             columns.insert(name, spec);
         }
@@ -355,6 +385,11 @@ impl DatasetSpec {
             columns,
             dp,
         })
+    }
+
+    /// The forms date and timestamp columns are declared in, by column.
+    pub fn declared_formats(&self) -> HashMap<String, String> {
+        self.columns.iter().filter_map(|(n, c)| Some((n.clone(), c.format.clone()?))).collect()
     }
 
     /// The CSV column types the reader must use: the declared ones, and text for identifiers
@@ -467,6 +502,30 @@ mod tests {
         let both = MetadataInput { encoding: Some("GBK".into()), delimiter: Some("tab".into()), ..input() };
         let spec = DatasetSpec::validate(both).unwrap();
         assert_eq!((spec.encoding.map(|e| e.name()), spec.delimiter), (Some("GBK"), Some(b'\t')));
+    }
+
+    #[test]
+    fn a_declared_date_form_makes_a_date_or_timestamp_column() {
+        let with_form = |form: &str, data_type: Option<&str>| {
+            let mut i = input();
+            i.columns.insert(
+                "seen".into(),
+                ColumnInput {
+                    tag: "attribute".into(),
+                    format: Some(form.into()),
+                    data_type: data_type.map(Into::into),
+                    ..Default::default()
+                },
+            );
+            i
+        };
+        let spec = DatasetSpec::validate(with_form("%d/%m/%Y", None)).unwrap();
+        assert_eq!(spec.declared_types()["seen"], DeclaredType::Date);
+        assert_eq!(spec.declared_formats()["seen"], "%d/%m/%Y");
+        let spec = DatasetSpec::validate(with_form("%Y%m%d %H:%M", None)).unwrap();
+        assert_eq!(spec.declared_types()["seen"], DeclaredType::Timestamp);
+        assert_eq!(code_of(with_form("%Q", None)), "format_invalid");
+        assert_eq!(code_of(with_form("%Y", Some("int64"))), "format_invalid");
     }
 
     #[test]

@@ -358,6 +358,31 @@ fn csv_error(e: csv::Error) -> Error {
     }
 }
 
+/// `value` read in the strftime `form` and written as ISO (`YYYY-MM-DD`, with ` HH:MM:SS` when
+/// `timed`), or `None` when it is not in that form.
+pub(crate) fn in_form(value: &str, form: &str, timed: bool) -> Option<String> {
+    use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+    let value = value.trim();
+    let (date, time) = if timed {
+        let at = NaiveDateTime::parse_from_str(value, form).ok()?;
+        (at.date(), Some((at.hour(), at.minute(), at.second())))
+    } else {
+        (NaiveDate::parse_from_str(value, form).ok()?, None)
+    };
+    let day = format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day());
+    Some(match time {
+        Some((h, m, s)) => format!("{day} {h:02}:{m:02}:{s:02}"),
+        None => day,
+    })
+}
+
+/// Whether `form` is a strftime form chrono reads (`Some`), and whether it has a time of day.
+pub fn date_form(form: &str) -> Option<bool> {
+    use chrono::format::{Item, StrftimeItems};
+    let valid = form.len() <= 64 && !StrftimeItems::new(form).any(|i| matches!(i, Item::Error));
+    valid.then(|| ["%H", "%M", "%S", "%T", "%R", "%I"].iter().any(|t| form.contains(t)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

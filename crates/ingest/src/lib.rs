@@ -30,6 +30,7 @@ pub mod unique;
 pub mod write;
 
 pub use csv_infer::DeclaredType;
+pub use csv_infer::date_form;
 pub use encoding_rs::Encoding;
 pub use error::{Error, Result};
 pub use format::SourceFormat;

@@ -31,12 +31,23 @@ pub struct ReadOptions {
     pub encoding: Option<&'static encoding_rs::Encoding>,
     /// The CSV's field separator as declared (detected from the header line when `None`).
     pub delimiter: Option<u8>,
+    /// Per date or timestamp column, the strftime form its values are written in (the common
+    /// forms are detected row by row where none is declared).
+    pub formats: HashMap<String, String>,
 }
 
 impl ReadOptions {
     /// Options with the default batch size and sample, and the given declared types.
     pub fn with_declared(declared: HashMap<String, DeclaredType>) -> Self {
-        Self { batch_size: 8192, csv_sample_rows: 10_000, declared, sheet: None, encoding: None, delimiter: None }
+        Self {
+            batch_size: 8192,
+            csv_sample_rows: 10_000,
+            declared,
+            sheet: None,
+            encoding: None,
+            delimiter: None,
+            formats: HashMap::new(),
+        }
     }
 }
 
@@ -244,6 +255,7 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
         .map_err(|e| csv_structure_error(&e))?;
     let types = layout.types.clone();
     let names = layout.names.clone();
+    let forms: Vec<Option<String>> = names.iter().map(|n| options.formats.get(n).cloned()).collect();
     let schema = Arc::clone(&target_schema);
     let mut rows_before: u64 = 0;
     let batches = reader.map(move |batch| {
@@ -260,6 +272,22 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
             }
             // Dates in any of the forms hand-entered registers mix, row by row, as ISO.
             let normalized: ArrayRef = match (&target, text.as_any().downcast_ref::<StringArray>()) {
+                // In the declared form: a value not in it becomes text no cast reads, so it is
+                // reported like any bad value (by line and column, never the value).
+                (DataType::Date32 | DataType::Timestamp(..), Some(strings)) if forms[i].is_some() => {
+                    let form = forms[i].as_deref().unwrap_or_default();
+                    let timed = matches!(target, DataType::Timestamp(..));
+                    Arc::new(
+                        strings
+                            .iter()
+                            .map(|v| {
+                                v.map(|v| {
+                                    csv_infer::in_form(v, form, timed).unwrap_or_else(|| "not in the form".to_owned())
+                                })
+                            })
+                            .collect::<StringArray>(),
+                    )
+                }
                 (DataType::Date32 | DataType::Timestamp(..), Some(strings)) => {
                     Arc::new(strings.iter().map(|v| v.map(csv_infer::normalize_date)).collect::<StringArray>())
                 }
@@ -272,7 +300,11 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
             let text = &normalized;
             let cast =
                 cast_with_options(text, &target, &CastOptions { safe: true, ..Default::default() }).map_err(|_| {
-                    Error::CsvValue { line: rows_before + 2, column: names[i].clone(), expected: expected(types[i]) }
+                    Error::CsvValue {
+                        line: rows_before + 2,
+                        column: names[i].clone(),
+                        expected: expected(types[i], forms[i].as_deref()),
+                    }
                 })?;
             if cast.null_count() != text.null_count() {
                 // `safe` casting turns an unparsable value into a null: the first new null is
@@ -289,7 +321,7 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
             return Err(Error::CsvValue {
                 line: rows_before + row as u64 + 2,
                 column: names[i].clone(),
-                expected: expected(types[i]),
+                expected: expected(types[i], forms[i].as_deref()),
             });
         }
         rows_before += batch.num_rows() as u64;
@@ -300,10 +332,11 @@ fn open_csv(path: &Path, options: &ReadOptions) -> Result<Source> {
 }
 
 /// What a CSV value error says the column expects: its type, and for dates the forms read.
-fn expected(t: DeclaredType) -> String {
-    match t {
-        DeclaredType::Date | DeclaredType::Timestamp => format!("{} ({})", t.as_str(), csv_infer::DATE_FORMS),
-        t => t.as_str().to_owned(),
+fn expected(t: DeclaredType, form: Option<&str>) -> String {
+    match (t, form) {
+        (DeclaredType::Date | DeclaredType::Timestamp, Some(form)) => format!("{} in the form {form}", t.as_str()),
+        (DeclaredType::Date | DeclaredType::Timestamp, None) => format!("{} ({})", t.as_str(), csv_infer::DATE_FORMS),
+        (t, _) => t.as_str().to_owned(),
     }
 }
 

@@ -542,3 +542,29 @@ fn a_declared_encoding_and_separator_are_read_as_declared() {
     assert!(err.contains("line 3") && err.contains("UTF-8"), "{err}");
     assert!(veil_ingest::encoding_named("klingon").is_none() && veil_ingest::delimiter_named("::").is_none());
 }
+
+/// A date column in a form detection would misread (day first) is read in the form declared;
+/// a value not in it names the line and the form, not the value.
+#[test]
+fn dates_in_a_declared_form_are_read_in_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dates.csv");
+    std::fs::write(&path, "birth,seen\n05/01/2024,05.01.2024 08:30\n31/12/1999,31.12.1999 23:59\n").expect("write");
+    let declared =
+        HashMap::from([("birth".to_owned(), DeclaredType::Date), ("seen".to_owned(), DeclaredType::Timestamp)]);
+    let formats =
+        HashMap::from([("birth".to_owned(), "%d/%m/%Y".to_owned()), ("seen".to_owned(), "%d.%m.%Y %H:%M".to_owned())]);
+    let options = ReadOptions { formats: formats.clone(), ..ReadOptions::with_declared(declared.clone()) };
+    let batch = open(&path, SourceFormat::Csv, &options).expect("open").batches.next().expect("batch").expect("ok");
+    let text = |c: usize, r: usize| arrow::util::display::array_value_to_string(batch.column(c), r).expect("text");
+    assert_eq!((text(0, 0), text(0, 1)), ("2024-01-05".into(), "1999-12-31".into()));
+    assert_eq!(text(1, 0), "2024-01-05T08:30:00");
+    std::fs::write(&path, "birth,seen\n05/01/2024,05.01.2024 08:30\n1999-12-31,31.12.1999 23:59\n").expect("write");
+    let options = ReadOptions { formats, ..ReadOptions::with_declared(declared) };
+    let err = open(&path, SourceFormat::Csv, &options).expect("open").batches.find_map(Result::err).expect("refused");
+    let message = err.to_string();
+    assert!(message.contains("line 3") && message.contains("in the form %d/%m/%Y"), "{message}");
+    assert!(!message.contains("1999-12-31"), "no value in the error: {message}");
+    assert_eq!((veil_ingest::date_form("%d/%m/%Y"), veil_ingest::date_form("%Y%m%d %H:%M")), (Some(false), Some(true)));
+    assert_eq!(veil_ingest::date_form("%Q"), None);
+}

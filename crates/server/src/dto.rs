@@ -205,6 +205,11 @@ pub struct ColumnMetadata {
     /// threshold. Not for identifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_values: Option<Vec<String>>,
+    /// The form a CSV date or timestamp column is written in, as strftime (`%d/%m/%Y`,
+    /// `%Y%m%d %H:%M`), where the common forms detected from the values would misread it; implies
+    /// the type `date` (or `timestamp` with a time of day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 impl From<DatasetMetadata> for veil_catalog::MetadataInput {
@@ -236,6 +241,7 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
                         data_type: c.data_type,
                         generalize: c.generalize,
                         public_values: c.public_values,
+                        format: c.format,
                     };
                     (name, input)
                 })
