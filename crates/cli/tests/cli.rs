@@ -233,24 +233,16 @@ async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
 #[test]
 fn serve_stops_gracefully_on_sigterm_and_logs_json() {
     let (_tmp, data, _) = initialised();
-    let mut child = veil()
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("utf8");
-    assert!(first.starts_with("Veil is listening on http://127.0.0.1:"), "{first}");
+    let (mut child, addr, lines) = serve_with_grace(&data, 30);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
     assert!(status.success());
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "SIGTERM is a clean exit: {:?}", out.status);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().expect("log lines");
-    let record: serde_json::Value = serde_json::from_str(last).expect("JSON log line");
-    assert_eq!(record["fields"]["message"], "stopped", "{stderr}");
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "SIGTERM is a clean exit: {exit:?}");
+    // The reader thread ends with the process's stderr: every line is in.
+    let last = lines.iter().last().expect("log lines");
+    let record: serde_json::Value = serde_json::from_str(&last).expect("JSON log line");
+    assert_eq!(record["fields"]["message"], "stopped", "{last}");
 }
 
 /// `veil serve` on `data` with `--shutdown-grace`, JSON logs: the process, its address and its

@@ -3,41 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn veil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_veil"))
-}
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
 
-/// Starts `veil serve` on `data` and returns the child and its URL.
-/// `veil init` of a data directory under `root`: the directory and the admin's token.
-fn init(root: &Path) -> (std::path::PathBuf, String) {
-    let data = root.join("data");
-    let token_file = root.join("admin.token");
-    let out =
-        veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token_file).output().unwrap();
-    assert!(out.status.success());
-    (data, std::fs::read_to_string(&token_file).unwrap().trim().to_owned())
-}
-
-fn serve(data: &Path) -> (Child, String) {
-    let mut child = veil()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first.strip_prefix("Veil is listening on ").unwrap().split(' ').next().unwrap().to_owned();
-    (child, url)
-}
+use common::{init, people, serve, veil};
 
 /// Every record in the log's segments, in order, as JSON.
 fn log_records(data: &Path) -> Vec<serde_json::Value> {
@@ -135,23 +110,10 @@ fn registrations(data: &Path) -> Vec<(String, String)> {
 async fn a_server_killed_while_registering_leaves_no_version_without_its_record() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, admin) = init(tmp.path());
-    let (mut child, url) = serve(&data);
+    let (child, url) = serve(&data);
     let client = reqwest::Client::new();
-    let post = |path: &str, token: &str, body: serde_json::Value| {
-        client.post(format!("{url}{path}")).bearer_auth(token).json(&body).send()
-    };
-    assert!(
-        post("/v1/departments", &admin, serde_json::json!({"id": "civil", "name": "民政局"}))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    let user = serde_json::json!({"id": "civil-steward", "department": "civil", "roles": ["steward"]});
-    assert!(post("/v1/users", &admin, user).await.unwrap().status().is_success());
-    let issued: serde_json::Value =
-        post("/v1/users/civil-steward/tokens", &admin, serde_json::json!({})).await.unwrap().json().await.unwrap();
-    let steward = issued["token"].as_str().unwrap().to_owned();
+    let tokens = people(&url, &admin, &[("civil", "民政局")], &[("civil-steward", "civil", "steward")]).await;
+    let steward = tokens["civil-steward"].clone();
 
     // Four stewards' clients register new versions as fast as they are answered.
     let answered = Arc::new(Mutex::new(0usize));
@@ -184,20 +146,9 @@ async fn a_server_killed_while_registering_leaves_no_version_without_its_record(
             })
         })
         .collect();
-    while *answered.lock().unwrap() < 40 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.kill().unwrap(); // SIGKILL, wherever each registration is: before, in or after its commit
-    child.wait().unwrap();
-    for c in clients {
-        c.await.unwrap();
-    }
-
     // The restart appends what the kill left pending; then every version in the catalogue has
     // its record in the log.
-    let (mut child, _) = serve(&data);
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    assert!(child.wait().unwrap().success());
+    kill_and_restart(child, &answered, clients, &data).await;
     let recorded = registrations(&data);
     let catalog = veil_catalog::Catalog::open(&data).unwrap();
     let mut versions = 0;
@@ -217,6 +168,28 @@ async fn a_server_killed_while_registering_leaves_no_version_without_its_record(
     assert!(catalog.pending_records().unwrap().is_empty());
 }
 
+/// Once the clients have had 40 answers, kills the server with SIGKILL (wherever each change is:
+/// before, in or after its commit), waits for the clients, then starts the server again on
+/// `data` (which appends what the kill left pending) and stops it gracefully.
+async fn kill_and_restart(
+    mut child: Child,
+    answered: &Mutex<usize>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+    data: &Path,
+) {
+    while *answered.lock().unwrap() < 40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (mut child, _) = serve(data);
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 /// Every (action, target) of the access-request decisions in the log's segments.
 fn decisions(data: &Path) -> BTreeSet<(String, String)> {
     log_records(data)
@@ -234,24 +207,19 @@ fn decisions(data: &Path) -> BTreeSet<(String, String)> {
 async fn a_server_killed_while_deciding_access_leaves_no_grant_without_its_record() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, admin) = init(tmp.path());
-    let (mut child, url) = serve(&data);
+    let (child, url) = serve(&data);
     let client = reqwest::Client::new();
     let post = |path: String, token: String, body: serde_json::Value| {
         let request = client.post(format!("{url}{path}")).bearer_auth(token).json(&body);
         async move { request.send().await.unwrap() }
     };
-    for (id, name) in [("civil", "民政局"), ("health", "卫健委")] {
-        let made = post("/v1/departments".into(), admin.clone(), serde_json::json!({"id": id, "name": name})).await;
-        assert!(made.status().is_success());
-    }
-    let mut tokens = HashMap::new();
-    for (user, department, role) in [("civil-steward", "civil", "steward"), ("health-analyst", "health", "analyst")] {
-        let body = serde_json::json!({"id": user, "department": department, "roles": [role]});
-        assert!(post("/v1/users".into(), admin.clone(), body).await.status().is_success());
-        let issued: serde_json::Value =
-            post(format!("/v1/users/{user}/tokens"), admin.clone(), serde_json::json!({})).await.json().await.unwrap();
-        tokens.insert(user, issued["token"].as_str().unwrap().to_owned());
-    }
+    let tokens = people(
+        &url,
+        &admin,
+        &[("civil", "民政局"), ("health", "卫健委")],
+        &[("civil-steward", "civil", "steward"), ("health-analyst", "health", "analyst")],
+    )
+    .await;
     let metadata = serde_json::json!({
         "name": "t", "department": "civil", "level": "L2", "description": "crash test",
         "columns": {"n": {"tag": "attribute"}}
@@ -298,19 +266,8 @@ async fn a_server_killed_while_deciding_access_leaves_no_grant_without_its_recor
             })
         })
         .collect();
-    while *answered.lock().unwrap() < 40 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.kill().unwrap(); // SIGKILL, wherever each decision is: before, in or after its commit
-    child.wait().unwrap();
-    for c in clients {
-        c.await.unwrap();
-    }
-
     // The restart appends what the kill left pending; then every decision in force has its record.
-    let (mut child, _) = serve(&data);
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    assert!(child.wait().unwrap().success());
+    kill_and_restart(child, &answered, clients, &data).await;
     let recorded = decisions(&data);
     let catalog = veil_catalog::Catalog::open(&data).unwrap();
     let mut decided = 0;

@@ -5,37 +5,19 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
-fn veil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_veil"))
-}
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+use common::{init, people, serve};
 
 /// The peak resident memory of process `pid`, in bytes (Linux's `VmHWM`).
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
     line.trim().strip_suffix("kB").unwrap().trim().parse::<u64>().unwrap() * 1024
-}
-
-/// `veil init` and `veil serve` on a temporary directory: the process, its URL, the admin's token.
-fn serve(root: &std::path::Path) -> (Child, String, String) {
-    let data = root.join("data");
-    let token = root.join("admin.token");
-    let out = veil().arg("init").arg("--data-dir").arg(&data).arg("--admin-token-file").arg(&token).output().unwrap();
-    assert!(out.status.success());
-    let mut child = veil()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let url = first.strip_prefix("Veil is listening on ").unwrap().split(' ').next().unwrap().to_owned();
-    (child, url, std::fs::read_to_string(token).unwrap().trim().to_owned())
 }
 
 /// A Parquet file of 300 rows of 2 MiB of zeros each, one page per row, compressed to a few
@@ -83,23 +65,11 @@ fn wide_csv() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_uploads_are_refused_within_a_memory_bound() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut child, url, admin) = serve(tmp.path());
+    let (data, admin) = init(tmp.path());
+    let (mut child, url) = serve(&data);
     let client = reqwest::Client::new();
-    let post = |path: &str, token: &str, body: serde_json::Value| {
-        client.post(format!("{url}{path}")).bearer_auth(token).json(&body).send()
-    };
-    assert!(
-        post("/v1/departments", &admin, serde_json::json!({"id": "civil", "name": "民政局"}))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    let user = serde_json::json!({"id": "civil-steward", "department": "civil", "roles": ["steward"]});
-    assert!(post("/v1/users", &admin, user).await.unwrap().status().is_success());
-    let issued: serde_json::Value =
-        post("/v1/users/civil-steward/tokens", &admin, serde_json::json!({})).await.unwrap().json().await.unwrap();
-    let steward = issued["token"].as_str().unwrap().to_owned();
+    let tokens = people(&url, &admin, &[("civil", "民政局")], &[("civil-steward", "civil", "steward")]).await;
+    let steward = tokens["civil-steward"].clone();
     let upload = |name: &str, bytes: Vec<u8>| {
         let metadata = serde_json::json!({
             "name": name, "department": "civil", "level": "L1", "description": "memory test",

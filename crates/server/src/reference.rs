@@ -39,11 +39,9 @@ pub(crate) fn render(doc: &Value) -> String {
         for o in operations.iter().filter(|o| o.tag == *tag) {
             let _ = writeln!(
                 out,
-                "<li><a href=\"#{}\"><span class=\"m {}\">{}</span> <code>{}</code></a> {}</li>",
+                "<li><a href=\"#{}\">{}</a> {}</li>",
                 anchor(&o.id),
-                o.method,
-                o.method.to_uppercase(),
-                escape(o.path),
+                o.signature(),
                 escape(first_line(o.op))
             );
         }
@@ -75,6 +73,18 @@ struct Operation<'a> {
     op: &'a Value,
 }
 
+impl Operation<'_> {
+    /// The method, marked, and the path.
+    fn signature(&self) -> String {
+        format!(
+            "<span class=\"m {}\">{}</span> <code>{}</code>",
+            self.method,
+            self.method.to_uppercase(),
+            escape(self.path)
+        )
+    }
+}
+
 /// Every operation, ordered by tag as they first appear, then by path.
 fn operations(doc: &Value) -> Vec<Operation<'_>> {
     let mut out = Vec::new();
@@ -104,11 +114,9 @@ fn operation(out: &mut String, o: &Operation<'_>) {
     let locked = if o.op.get("security").is_some() { " 🔒" } else { "" };
     let _ = write!(
         out,
-        "<section id=\"{}\"><h3><span class=\"m {}\">{}</span> <code>{}</code>{locked}</h3>\n<p>{}</p>\n",
+        "<section id=\"{}\"><h3>{}{locked}</h3>\n<p>{}</p>\n",
         anchor(&o.id),
-        o.method,
-        o.method.to_uppercase(),
-        escape(o.path),
+        o.signature(),
         text(o.op.get("description").or_else(|| o.op.get("summary")))
     );
     if let Some(params) = o.op.get("parameters").and_then(Value::as_array).filter(|p| !p.is_empty()) {
