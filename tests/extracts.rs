@@ -215,6 +215,10 @@ async fn an_extract_is_asked_for_reported_approved_and_queried() {
     let records = w.s.audit_records();
     let create = records.iter().find(|r| r.entry.action == "access_request.create").unwrap();
     assert!(create.entry.detail.as_deref().unwrap_or("").contains("suppressed_records"));
+    // It committed with the request (the outbox), and kept the HTTP request's id.
+    assert_eq!(create.entry.target.as_deref(), Some(id));
+    assert!(create.entry.request_id.is_some());
+    assert!(veil_catalog::Catalog::open(&w.s.data_dir()).unwrap().pending_records().unwrap().is_empty());
     let query = records.iter().rev().find(|r| r.entry.action == "query").unwrap();
     assert_eq!(query.entry.datasets[0].dataset, "civil.people");
     assert!(query.entry.detail.as_deref().unwrap_or("").contains(id));

@@ -98,7 +98,8 @@ impl ExtractRevision {
 
 impl Broker {
     /// Builds the extract `request` describes and records it with a pending access request for
-    /// the dataset's stewards to decide on.
+    /// the dataset's stewards to decide on, with its audit record (`record`, given the request
+    /// and the extract) in the same transaction.
     ///
     /// # Errors
     /// A dataset the caller may never see in this mode; a specification that does not fit the
@@ -108,7 +109,8 @@ impl Broker {
         caller: &Caller,
         department: DepartmentId,
         request: ExtractRequest,
-    ) -> Result<(AccessRequest, ExtractInfo), Error> {
+        record: impl FnOnce(&AccessRequest, &ExtractInfo) -> Option<String> + Send + 'static,
+    ) -> Result<(AccessRequest, ExtractInfo, Option<veil_catalog::Pending>), Error> {
         veil_catalog::check_extract_name(&request.name)?;
         let asked = NewRequest {
             user: caller.principal.user.clone(),
@@ -130,9 +132,9 @@ impl Broker {
         }
         let new = self.build_extract(sources, &request).await?;
         self.blocking(move |c| {
-            let r = c.create_extract_request(&asked, new)?;
+            let (r, pending) = c.create_extract_request(&asked, new, record)?;
             let e = c.extract(&r.id)?.ok_or_else(|| veil_catalog::Error::AccessRequestNotFound(r.id.clone()))?;
-            Ok((r, e))
+            Ok((r, e, pending))
         })
         .await
     }

@@ -113,19 +113,30 @@ impl Catalog {
 
     /// Records a new pending de-identified access request together with its built extract:
     /// the staged file is moved into `extracts/` and named in the same transaction that creates
-    /// the request. On any failure nothing is left behind.
+    /// the request, with its audit record (`record`, given the request and the extract, in the
+    /// catalogue's outbox). On any failure nothing is left behind.
     ///
     /// # Errors
     /// As [`Catalog::create_access_request`]; [`Error::Invalid`] for a bad name or a name the
     /// analyst already uses for a pending or granted extract.
-    pub fn create_extract_request(&self, new: &NewRequest, extract: NewExtract) -> Result<AccessRequest> {
+    pub fn create_extract_request(
+        &self,
+        new: &NewRequest,
+        extract: NewExtract,
+        record: impl FnOnce(&AccessRequest, &ExtractInfo) -> Option<String>,
+    ) -> Result<(AccessRequest, Option<crate::Pending>)> {
         let staged = extract.staged.clone();
-        let result = self.place_extract(new, extract);
+        let result = self.place_extract(new, extract, record);
         let _ = fs::remove_file(&staged);
         result
     }
 
-    fn place_extract(&self, new: &NewRequest, extract: NewExtract) -> Result<AccessRequest> {
+    fn place_extract(
+        &self,
+        new: &NewRequest,
+        extract: NewExtract,
+        record: impl FnOnce(&AccessRequest, &ExtractInfo) -> Option<String>,
+    ) -> Result<(AccessRequest, Option<crate::Pending>)> {
         if new.mode != Mode::Deidentified {
             return Err(Error::invalid("extract_not_expected", "only a deidentified access request names an extract"));
         }
@@ -149,10 +160,11 @@ impl Catalog {
             let _ = fs::remove_file(&placed);
             return Err(e);
         }
-        let commit = || -> Result<AccessRequest> {
+        let commit = || -> Result<(AccessRequest, Option<crate::Pending>)> {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
             let request = access::insert_request(&tx, &id, new)?;
+            let created_at = now();
             tx.execute(
                 &format!("INSERT INTO extracts ({EXTRACT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
                 params![
@@ -163,9 +175,10 @@ impl Catalog {
                     format!("extracts/{file_name}"),
                     extract.rows as i64,
                     extract.report,
-                    now()
+                    created_at
                 ],
             )?;
+            let mut parts = Vec::with_capacity(extract.parts.len());
             for (dataset, version) in &extract.parts {
                 let part = access::new_request_id();
                 access::insert_request(&tx, &part, &NewRequest { dataset: dataset.clone(), ..new.clone() })?;
@@ -173,9 +186,27 @@ impl Catalog {
                     "INSERT INTO extract_parts (request_id, extract_request_id, source_version) VALUES (?1, ?2, ?3)",
                     params![part, id, version],
                 )?;
+                parts.push(ExtractPart {
+                    request_id: part,
+                    dataset: dataset.clone(),
+                    source_version: *version,
+                    state: RequestState::Pending,
+                });
             }
+            let info = ExtractInfo {
+                request_id: id.clone(),
+                name: extract.name.clone(),
+                spec: extract.spec.clone(),
+                source_version: extract.source_version,
+                file: placed.clone(),
+                rows: extract.rows,
+                report: extract.report.clone(),
+                created_at,
+                parts,
+            };
+            let pending = record(&request, &info).map(|e| crate::outbox::write(&tx, e)).transpose()?;
             tx.commit()?;
-            Ok(request)
+            Ok((request, pending))
         };
         commit().inspect_err(|_| {
             let _ = fs::remove_file(&placed);

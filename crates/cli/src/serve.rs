@@ -175,7 +175,7 @@ async fn demo_extract(state: &AppState, setup: &DemoSetup) -> CliResult {
         max_suppression: None,
     };
     let caller = veil_broker::Caller { principal, request_id: None };
-    let (request, extract) = state.broker.request_extract(&caller, department, request).await?;
+    let (request, extract, _) = state.broker.request_extract(&caller, department, request, |_, _| None).await?;
     state.catalog.decide_access_request(&request.id, &UserId::new("health-steward")?, Transition::Approve, |_| None)?;
     tracing::info!(rows = extract.rows, "demo extract built and approved");
     Ok(())

@@ -112,20 +112,24 @@ async fn create_extract_request(
         l: extract.l,
         max_suppression: extract.max_suppression,
     };
-    match state.broker.request_extract(&AppState::broker_caller(caller.clone()), department, request).await {
-        Ok((request, extract)) => {
-            // One record names every dataset's access request: each has its stewards.
-            let parts: String = extract
-                .parts
-                .iter()
-                .map(|p| format!("; joined with {} in access request {}", p.dataset, p.request_id))
-                .collect();
-            let detail = format!("purpose: {}; extract {}{parts}: {}", request.purpose, extract.name, extract.report);
-            let mut entry = request_entry(&caller, "access_request.create", &request, detail);
-            entry
-                .datasets
-                .extend(extract.parts.iter().map(|p| DatasetUse { dataset: p.dataset.to_string(), level: None }));
-            state.audit(entry).await?;
+    // The record commits with the request (the catalogue's outbox): one record names every
+    // dataset's access request, since each has its stewards.
+    let (who, request_id) = (caller.clone(), this_request_id());
+    let record = move |request: &AccessRequest, extract: &veil_catalog::ExtractInfo| {
+        let parts: String = extract
+            .parts
+            .iter()
+            .map(|p| format!("; joined with {} in access request {}", p.dataset, p.request_id))
+            .collect();
+        let detail = format!("purpose: {}; extract {}{parts}: {}", request.purpose, extract.name, extract.report);
+        let mut entry = request_entry(&who, "access_request.create", request, detail);
+        entry.request_id = request_id;
+        entry.datasets.extend(extract.parts.iter().map(|p| DatasetUse { dataset: p.dataset.to_string(), level: None }));
+        serde_json::to_string(&entry).ok()
+    };
+    match state.broker.request_extract(&AppState::broker_caller(caller.clone()), department, request, record).await {
+        Ok((request, extract, pending)) => {
+            state.audit_pending(pending).await?;
             let mut view = AccessRequestView::from(request);
             view.extract = Some(ExtractView::new(extract, false));
             Ok((StatusCode::CREATED, Json(view)))
