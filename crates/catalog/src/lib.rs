@@ -34,6 +34,7 @@
 pub mod access;
 pub mod budget;
 pub mod datasets;
+pub mod draft;
 mod error;
 pub mod extracts;
 pub mod identity;

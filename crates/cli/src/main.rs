@@ -443,13 +443,27 @@ enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 enum DatasetCommand {
+    /// Draft a file's metadata from a sample of it, for review before registering: each
+    /// column's type, a suggested tag and why, the privacy unit, observed bounds and a level.
+    /// Reads the file here; nothing is sent or registered. The metadata goes to standard output,
+    /// the reasons to standard error.
+    Draft {
+        /// The data file (CSV, spreadsheet, Arrow IPC or Parquet).
+        file: PathBuf,
+        /// The dataset's name.
+        #[arg(long, default_value = "dataset")]
+        name: String,
+        /// The owning department.
+        #[arg(long, default_value = "department")]
+        department: String,
+    },
     /// Register a dataset (or a new version): metadata JSON plus a data file to upload, or
     /// metadata with `source` naming a file under the server's import root.
     Register {
         /// Metadata JSON file.
         #[arg(long)]
         metadata: PathBuf,
-        /// Data file to upload (CSV, Arrow IPC or Parquet).
+        /// Data file to upload (CSV, a spreadsheet, Arrow IPC or Parquet).
         #[arg(long)]
         file: Option<PathBuf>,
         /// Check the metadata and every row as a registration would, and store nothing.
