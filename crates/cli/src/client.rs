@@ -45,7 +45,18 @@ async fn send(request: RequestBuilder) -> CliResult<Value> {
 /// Sends a request and returns the successful response, or the server's refusal as
 /// `status: message (code)`.
 async fn answered(request: RequestBuilder) -> CliResult<Response> {
-    let response: Response = request.send().await.map_err(|e| format!("cannot reach the server: {}", causes(&e)))?;
+    let response: Response = request.send().await.map_err(|e| {
+        let why = causes(&e);
+        // The server answers a request it refuses without reading all of it (an upload over its
+        // limit) and closes the connection under the rest: it was reached, and it refused.
+        if e.is_body() || why.contains("Broken pipe") || why.contains("Connection reset") {
+            format!(
+                "the server closed the connection before the whole request was sent: it refused it early (an upload larger than the server accepts, --max-upload-mb, is refused so): {why}"
+            )
+        } else {
+            format!("cannot reach the server: {why}")
+        }
+    })?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);

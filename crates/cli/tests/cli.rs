@@ -598,3 +598,57 @@ fn a_draft_finds_every_identifier_of_the_demo_data() {
     eprintln!("draft: {agree} of {total} tags as declared, {identifiers} of {identifiers} identifiers found");
     assert!(agree * 10 >= total * 7, "{agree} of {total} tags as declared");
 }
+
+/// An upload over the server's limit is refused before it is read whole: the CLI says the
+/// server refused it (its 413, or that it closed the connection under the upload), never that
+/// the server cannot be reached.
+#[test]
+fn an_upload_over_the_limit_is_told_as_a_refusal() {
+    let (tmp, data, token) = initialised();
+    let mut child = veil()
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-upload-mb", "1", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let first = BufReader::new(child.stdout.take().expect("stdout")).lines().next().expect("line").expect("utf8");
+    let url = first.strip_prefix("Veil is listening on ").expect("banner").split(' ').next().expect("url").to_owned();
+    // A steward, so the metadata passes and the limit is what refuses.
+    let admin = |args: &[&str]| {
+        let out = veil().args(args).arg("--token-file").arg(&token).env("VEIL_SERVER", &url).output().expect("run");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    admin(&["department", "create", "civil", "民政局"]);
+    admin(&["user", "create", "civil-steward", "--department", "civil", "--role", "steward"]);
+    let issued = admin(&["token", "create", "civil-steward"]);
+    let steward = issued
+        .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .find(|w| w.starts_with("veil_"))
+        .expect("a token")
+        .to_owned();
+    let metadata = tmp.path().join("metadata.json");
+    let declared = r#"{"name": "big", "department": "civil", "level": "L2", "columns": {"a": {"tag": "attribute"}}}"#;
+    std::fs::write(&metadata, declared).expect("metadata");
+    let file = tmp.path().join("big.csv");
+    std::fs::write(&file, "a\n".repeat(8 << 20)).expect("file");
+    for attempt in 0..3 {
+        let out = veil()
+            .args(["dataset", "register", "--metadata"])
+            .arg(&metadata)
+            .arg("--file")
+            .arg(&file)
+            .env("VEIL_TOKEN", &steward)
+            .env("VEIL_SERVER", &url)
+            .output()
+            .expect("register");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            !stderr.contains("cannot reach") && (stderr.contains("413") || stderr.contains("refused it early")),
+            "attempt {attempt}: {stderr}"
+        );
+    }
+    stop(&mut child);
+}
