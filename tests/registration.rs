@@ -478,3 +478,36 @@ async fn a_spreadsheet_sheet_registers_as_its_csv_would() {
     let types: Vec<&str> = body["columns"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["Utf8", "Utf8", "Date32", "Float64"], "{body}");
 }
+
+/// `POST /v1/datasets/draft`: a steward's file drafted into a metadata document with a reason
+/// per tag; nothing registered, nothing of the file kept or recorded.
+#[tokio::test]
+async fn a_draft_suggests_metadata_and_registers_nothing() {
+    let (s, civil, health) = setup().await;
+    let draft = |token: &str| {
+        let form = reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(CSV.as_bytes().to_vec()).file_name("elderly.csv"));
+        s.request(Method::POST, "/v1/datasets/draft", Some(token)).multipart(form).send()
+    };
+    let response = draft(&civil).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let columns = &body["metadata"]["columns"];
+    assert_eq!((&columns["person_id"]["tag"], &columns["person_id"]["linkable"]), (&json!("identifier"), &json!(true)));
+    assert_eq!(body["metadata"]["privacy_unit"], "person_id");
+    assert_eq!((&columns["age"]["tag"], &columns["age"]["generalize"]), (&json!("quasi_identifier"), &json!("band:5")));
+    assert_eq!(
+        (&columns["subsidy"]["tag"], &columns["subsidy"]["bounds"]),
+        (&json!("sensitive"), &json!([800.5, 1200.0]))
+    );
+    assert_eq!(body["metadata"]["department"], "civil");
+    assert_eq!(body["reasons"].as_array().unwrap().len(), 4, "{body}");
+    assert_eq!(s.get("/v1/datasets", &civil).await.1, json!([]), "nothing registered");
+    let record = s.audit_records().into_iter().find(|r| r.entry.action == "dataset.draft").expect("recorded");
+    let text = serde_json::to_string(&record).unwrap();
+    assert!(!text.contains("110105194912310021") && !text.contains("800.5"), "no value recorded: {text}");
+    // A steward drafts for their own department only; an analyst not at all.
+    assert_eq!(draft(&health).await.unwrap().status(), StatusCode::OK);
+    let analyst = s.user("civil-analyst-d", Some("civil"), &["analyst"]).await;
+    assert_eq!(draft(&analyst).await.unwrap().status(), StatusCode::FORBIDDEN);
+}

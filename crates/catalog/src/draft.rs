@@ -99,6 +99,37 @@ pub struct Draft {
     pub rows_sampled: usize,
 }
 
+impl Draft {
+    /// The draft as the metadata document a registration takes (`name`, `department`, `level`,
+    /// `privacy_unit`, and per column its tag, type, `linkable`, observed `bounds` of a number that
+    /// is not an identifier, `generalize`).
+    pub fn metadata(&self, name: &str, department: &str) -> serde_json::Value {
+        use serde_json::json;
+        let mut columns = serde_json::Map::new();
+        for c in &self.columns {
+            let mut column = json!({"tag": c.tag.to_string(), "type": c.data_type});
+            if c.linkable {
+                column["linkable"] = json!(true);
+            }
+            if let Some((lo, hi)) = c.bounds.filter(|_| c.tag != Tag::Identifier && c.tag != Tag::QuasiIdentifier) {
+                column["bounds"] = json!([lo, hi]);
+            }
+            if let Some(g) = c.generalize {
+                column["generalize"] = json!(g);
+            }
+            columns.insert(c.name.clone(), column);
+        }
+        let mut metadata = json!({
+            "name": name, "department": department, "level": self.level.to_string(),
+            "description": "", "columns": columns,
+        });
+        if let Some(unit) = &self.privacy_unit {
+            metadata["privacy_unit"] = json!(unit);
+        }
+        metadata
+    }
+}
+
 /// Drafts the metadata of the file at `path` (any format registration reads) from its first
 /// [`SAMPLE_ROWS`] rows.
 ///

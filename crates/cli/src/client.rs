@@ -248,7 +248,7 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
             let draft = tokio::task::spawn_blocking(move || veil_catalog::draft::draft(&file))
                 .await
                 .map_err(|e| format!("drafting failed: {e}"))??;
-            print(&draft_metadata(&draft, &name, &department))?;
+            print(&draft.metadata(&name, &department))?;
             eprintln!(
                 "level {} ({}); {} rows sampled; review every tag, and declare true bounds",
                 draft.level, draft.level_reason, draft.rows_sampled
@@ -264,34 +264,6 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
             Ok(())
         }
     }
-}
-
-/// A draft as the metadata document `veil dataset register --metadata` takes.
-fn draft_metadata(draft: &veil_catalog::draft::Draft, name: &str, department: &str) -> Value {
-    let mut columns = serde_json::Map::new();
-    for c in &draft.columns {
-        let mut column = json!({"tag": c.tag.to_string(), "type": c.data_type});
-        if c.linkable {
-            column["linkable"] = json!(true);
-        }
-        if let (Some((lo, hi)), true) =
-            (c.bounds, matches!(c.tag, veil_common::Tag::Sensitive | veil_common::Tag::Attribute))
-        {
-            column["bounds"] = json!([lo, hi]);
-        }
-        if let Some(g) = c.generalize {
-            column["generalize"] = json!(g);
-        }
-        columns.insert(c.name.clone(), column);
-    }
-    let mut metadata = json!({
-        "name": name, "department": department, "level": draft.level.to_string(),
-        "description": "", "columns": columns,
-    });
-    if let Some(unit) = &draft.privacy_unit {
-        metadata["privacy_unit"] = json!(unit);
-    }
-    metadata
 }
 
 /// `veil query`: the answer as a table, then what was withheld and which rules applied;

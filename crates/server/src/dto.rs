@@ -160,6 +160,33 @@ pub struct Validation {
     pub stored: bool,
 }
 
+/// `POST /v1/datasets/draft`: a metadata document drafted from a sample of the file, for the
+/// steward to review and register. Nothing was registered.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DraftView {
+    /// The metadata document, as `POST /v1/datasets` takes it (name and description to fill in;
+    /// numbers' bounds are the sampled range, to be replaced by the true ones).
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Per column, why its tag is suggested.
+    pub reasons: Vec<DraftReason>,
+    /// The rule that suggests the level.
+    pub level_reason: String,
+    /// Rows read.
+    pub rows_sampled: u64,
+}
+
+/// Why one column's tag is suggested.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DraftReason {
+    /// The column.
+    pub column: String,
+    /// The suggested tag.
+    pub tag: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// A dataset's dp settings, as declared.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -55,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .route("/users/{id}/tokens", post(routes::identity::tokens_create))
         .route("/users/{id}/tokens/{token_id}", delete(routes::identity::tokens_revoke))
         .route("/whoami", get(routes::identity::whoami))
+        .route("/datasets/draft", post(routes::datasets::datasets_draft).layer(upload_limit))
         .route(
             "/datasets",
             post(routes::datasets::datasets_register).layer(upload_limit).get(routes::datasets::datasets_list),

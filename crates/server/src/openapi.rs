@@ -25,7 +25,7 @@ impl Modify for BearerAuth {
     paths(
         identity::departments_create, identity::departments_list, identity::users_create, identity::users_list,
         identity::tokens_create, identity::tokens_revoke, identity::whoami,
-        datasets::datasets_register, datasets::datasets_list, datasets::datasets_show, datasets::datasets_retire,
+        datasets::datasets_register, datasets::datasets_draft, datasets::datasets_list, datasets::datasets_show, datasets::datasets_retire,
         datasets::datasets_access,
         access::access_requests_create, access::access_requests_list, access::access_requests_approve,
         access::access_requests_reject, access::access_requests_revise, access::access_requests_revoke, policy::policy_reload, query::query,
@@ -36,7 +36,7 @@ impl Modify for BearerAuth {
     components(schemas(
         dto::ErrorBody, dto::ErrorDetail, dto::NewDepartment, dto::DepartmentView, dto::NewUser, dto::UserView,
         dto::TokenView, dto::DatasetMetadata, dto::ColumnMetadata, dto::DatasetView, dto::ColumnView, dto::VersionView,
-        dto::Health, dto::Readiness, dto::Validation, dto::NewAccessRequest, dto::ExtractInput, dto::ExtractView, dto::ExtractPartView, dto::DecisionReason, dto::AccessRequestView, dto::AccessView,
+        dto::Health, dto::Readiness, dto::Validation, dto::DraftView, dto::DraftReason, dto::NewAccessRequest, dto::ExtractInput, dto::ExtractView, dto::ExtractPartView, dto::DecisionReason, dto::AccessRequestView, dto::AccessView,
         dto::ModeAccess, dto::ReloadView, dto::QueryBody, dto::QueryColumn, dto::QueryRule, dto::QueryResponse,
         dto::AuditPage, dto::AuditVerifyView, dto::DpMetadata, dto::DpView, dto::DpAnswer, dto::NoisyColumn, dto::HalfWidth, dto::AnonymizedAnswer, dto::NoiseSd,
         dto::BudgetView,

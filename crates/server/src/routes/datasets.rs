@@ -17,7 +17,9 @@ use veil_common::{DatasetRef, DepartmentId, ErrorKind};
 use super::AppJson;
 use crate::auth::Caller;
 use crate::authz;
-use crate::dto::{AccessView, DatasetMetadata, DatasetView, ErrorBody, ModeAccess, QueryColumn, Validation};
+use crate::dto::{
+    AccessView, DatasetMetadata, DatasetView, DraftReason, DraftView, ErrorBody, ModeAccess, QueryColumn, Validation,
+};
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, for_this_request, now_unix, subject};
 
@@ -237,6 +239,47 @@ async fn store_upload(state: &AppState, mut field: Field<'_>) -> Result<TempUplo
     }
     file.flush().await.map_err(ApiError::io)?;
     Ok(upload)
+}
+
+/// Drafts a file's metadata (stewards, for their department): a multipart `file` part (any format
+/// a registration reads). Each column's type, a suggested tag with its reason, the privacy unit,
+/// the sampled range of numbers and a level; nothing is registered, and the file is not kept.
+#[utoipa::path(post, path = "/v1/datasets/draft", tag = "datasets", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", description = "a `file` part"),
+    responses((status = 200, body = DraftView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn datasets_draft(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    mut multipart: Multipart,
+) -> Result<Json<DraftView>, ApiError> {
+    let department =
+        caller.department.clone().ok_or_else(|| ApiError::forbidden("drafting needs a steward's department"))?;
+    authz::steward_of(&state, &caller, &department)?;
+    let mut upload = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        if field.name() != Some("file") || upload.is_some() {
+            return Err(ApiError::bad_request("unknown_part", "a draft takes one part, `file`"));
+        }
+        upload = Some(store_upload(&state, field).await?);
+    }
+    let upload = upload.ok_or_else(|| ApiError::bad_request("file_required", "the `file` part is missing"))?;
+    let path = upload.0.clone();
+    let draft = state.blocking(move |_| veil_catalog::draft::draft(&path)).await?;
+    drop(upload);
+    let detail =
+        format!("{} columns drafted from {} rows; nothing registered", draft.columns.len(), draft.rows_sampled);
+    state.event("dataset.draft", Some(&caller), Some(department.to_string()), "ok", detail).await?;
+    Ok(Json(DraftView {
+        metadata: draft.metadata("", department.as_str()),
+        reasons: draft
+            .columns
+            .iter()
+            .map(|c| DraftReason { column: c.name.clone(), tag: c.tag.to_string(), reason: c.reason.clone() })
+            .collect(),
+        level_reason: draft.level_reason.clone(),
+        rows_sampled: draft.rows_sampled as u64,
+    }))
 }
 
 /// `GET /v1/datasets` parameters.
