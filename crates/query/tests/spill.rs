@@ -168,3 +168,47 @@ async fn running_out_of_memory_or_time_over_people_is_a_generic_failure() {
     let answer = run(Limits::standard(), people, 5).await.unwrap();
     assert_eq!(answer.row_count(), 7);
 }
+
+/// Red team: per-group `COUNT(DISTINCT)` state escaped the query's pool (+3.9 GB for one query).
+/// Two million distinct values in seven groups cannot fit a 32 MiB pool: a query with one
+/// distinct count spills (DataFusion groups by the counted column too; the same answer, from
+/// disk), one with two is refused for memory (as measured here); neither answers from memory
+/// the pool never granted.
+#[tokio::test]
+async fn count_distinct_state_stays_inside_the_memory_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let datasets = [table(dir.path(), "a")];
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    let tight = Limits { memory_bytes: 32 << 20, ..Limits::standard() };
+    let expected: Vec<i64> = (0..7).map(|v| (0..ROWS).filter(|k| k % 7 == v).count() as i64).collect();
+    for sql in [
+        "SELECT v, count(DISTINCT k) AS n FROM t.a GROUP BY v ORDER BY v",
+        "SELECT v, count(DISTINCT k) AS n, count(DISTINCT k / 2) AS m FROM t.a GROUP BY v ORDER BY v",
+    ] {
+        let engine = QueryEngine::new(tight.clone(), &spill).unwrap();
+        let request = QueryRequest {
+            mode: Mode::Aggregate,
+            k: 0,
+            datasets: datasets.to_vec(),
+            dry_run: false,
+            noise_key: [0; 32],
+            exact_aggregates: false,
+            dp: None,
+        };
+        match engine.run(&parse(sql, 1 << 16).unwrap(), request).await {
+            Ok(answer) => {
+                let n: Vec<i64> = answer
+                    .batches
+                    .iter()
+                    .flat_map(|b| {
+                        b.column_by_name("n").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
+                    })
+                    .collect();
+                assert_eq!(n, expected);
+                assert!(engine.spills().0 > 0, "{sql}: answered from memory the pool never granted");
+            }
+            Err(e) => assert!(matches!(e, Error::MemoryExceeded { .. }), "{sql}: {e:?}"),
+        }
+    }
+}
