@@ -6,9 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-fn veil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_veil"))
-}
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+use common::{serve_with, veil};
 
 /// A data directory made by `veil init` in a temporary directory (kept while the first value
 /// lives), and the admin token's file.
@@ -605,15 +606,7 @@ fn a_draft_finds_every_identifier_of_the_demo_data() {
 #[test]
 fn an_upload_over_the_limit_is_told_as_a_refusal() {
     let (tmp, data, token) = initialised();
-    let mut child = veil()
-        .args(["serve", "--listen", "127.0.0.1:0", "--max-upload-mb", "1", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let first = BufReader::new(child.stdout.take().expect("stdout")).lines().next().expect("line").expect("utf8");
-    let url = first.strip_prefix("Veil is listening on ").expect("banner").split(' ').next().expect("url").to_owned();
+    let (mut child, url) = serve_with(&data, &["--max-upload-mb", "1"]);
     // A steward, so the metadata passes and the limit is what refuses.
     let admin = |args: &[&str]| {
         let out = veil().args(args).arg("--token-file").arg(&token).env("VEIL_SERVER", &url).output().expect("run");

@@ -57,7 +57,17 @@ fn about_people(mut dataset: SessionDataset) -> SessionDataset {
 }
 
 async fn join(engine: &QueryEngine, datasets: &[SessionDataset]) -> Result<Vec<i64>, Error> {
-    let sql = "SELECT a.v, count(*) AS n FROM t.a a JOIN t.b b ON a.k = b.k GROUP BY a.v ORDER BY a.v";
+    counts(engine, datasets, "SELECT a.v, count(*) AS n FROM t.a a JOIN t.b b ON a.k = b.k GROUP BY a.v ORDER BY a.v")
+        .await
+}
+
+/// The rows of each value of `v`, 0 to 6: the right count per group.
+fn rows_per_v() -> Vec<i64> {
+    (0..7).map(|v| (0..ROWS).filter(|k| k % 7 == v).count() as i64).collect()
+}
+
+/// Runs `sql` in aggregate mode over `datasets` (about nobody: exact) and returns its column `n`.
+async fn counts(engine: &QueryEngine, datasets: &[SessionDataset], sql: &str) -> Result<Vec<i64>, Error> {
     let request = QueryRequest {
         mode: Mode::Aggregate,
         k: 0,
@@ -79,7 +89,7 @@ async fn join(engine: &QueryEngine, datasets: &[SessionDataset]) -> Result<Vec<i
 async fn a_join_larger_than_the_memory_pool_completes_by_spilling() {
     let dir = tempfile::tempdir().unwrap();
     let datasets = [table(dir.path(), "a"), table(dir.path(), "b")];
-    let expected: Vec<i64> = (0..7).map(|v| (0..ROWS).filter(|k| k % 7 == v).count() as i64).collect();
+    let expected = rows_per_v();
 
     // A 32 MiB pool is smaller than the hash join's build side (2M keys; checked by hand with
     // the fallback switched off: it fails): the answer comes from spilling sorts instead.
@@ -103,7 +113,7 @@ async fn a_join_larger_than_the_memory_pool_completes_by_spilling() {
 async fn queries_beyond_the_memory_of_the_process_wait_their_turn() {
     let dir = tempfile::tempdir().unwrap();
     let datasets = [table(dir.path(), "a"), table(dir.path(), "b")];
-    let expected: Vec<i64> = (0..7).map(|v| (0..ROWS).filter(|k| k % 7 == v).count() as i64).collect();
+    let expected = rows_per_v();
     let spill = dir.path().join("spill");
     std::fs::create_dir(&spill).unwrap();
     // Room for one 32 MiB query at a time, and three asked at once. The deadline counts the
@@ -181,30 +191,14 @@ async fn count_distinct_state_stays_inside_the_memory_pool() {
     let spill = dir.path().join("spill");
     std::fs::create_dir(&spill).unwrap();
     let tight = Limits { memory_bytes: 32 << 20, ..Limits::standard() };
-    let expected: Vec<i64> = (0..7).map(|v| (0..ROWS).filter(|k| k % 7 == v).count() as i64).collect();
+    let expected = rows_per_v();
     for sql in [
         "SELECT v, count(DISTINCT k) AS n FROM t.a GROUP BY v ORDER BY v",
         "SELECT v, count(DISTINCT k) AS n, count(DISTINCT k / 2) AS m FROM t.a GROUP BY v ORDER BY v",
     ] {
         let engine = QueryEngine::new(tight.clone(), &spill).unwrap();
-        let request = QueryRequest {
-            mode: Mode::Aggregate,
-            k: 0,
-            datasets: datasets.to_vec(),
-            dry_run: false,
-            noise_key: [0; 32],
-            exact_aggregates: false,
-            dp: None,
-        };
-        match engine.run(&parse(sql, 1 << 16).unwrap(), request).await {
-            Ok(answer) => {
-                let n: Vec<i64> = answer
-                    .batches
-                    .iter()
-                    .flat_map(|b| {
-                        b.column_by_name("n").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
-                    })
-                    .collect();
+        match counts(&engine, &datasets, sql).await {
+            Ok(n) => {
                 assert_eq!(n, expected);
                 assert!(engine.spills().0 > 0, "{sql}: answered from memory the pool never granted");
             }

@@ -28,8 +28,15 @@ pub(crate) fn init(root: &Path) -> (PathBuf, String) {
 
 /// Starts `veil serve` on `data`: the child and its URL.
 pub(crate) fn serve(data: &Path) -> (Child, String) {
+    serve_with(data, &[])
+}
+
+/// [`serve`] with more of `veil serve`'s options.
+pub(crate) fn serve_with(data: &Path, options: &[&str]) -> (Child, String) {
     let mut child = veil()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(options)
+        .arg("--data-dir")
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
