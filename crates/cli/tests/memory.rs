@@ -1,7 +1,8 @@
 //! Peak memory of a real `veil serve` process for hostile uploads: each is refused, and the
 //! process's peak resident memory grows by less than 512 MiB over all of them (before their
-//! checks, a 1.5 MB CSV of 10,000 columns cost 2.1 GiB, and a Parquet file of a few kilobytes
-//! decoded to hundreds of MiB before its refusal).
+//! checks, a 1.5 MB CSV of 10,000 columns cost 2.1 GiB, and Parquet files of a few kilobytes
+//! decoded to hundreds of MiB before their refusal: by their pages, or by a dictionary entry
+//! repeated in every row).
 
 #![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
 
@@ -49,6 +50,28 @@ fn parquet_bomb() -> Vec<u8> {
     out
 }
 
+/// A Parquet file of a few kilobytes: a dictionary of one 2 MiB text and 300 rows repeating
+/// it, 600 MiB once decoded while its pages declare 2 MiB.
+fn dictionary_bomb() -> Vec<u8> {
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+        .set_dictionary_page_size_limit(8 << 20)
+        .build();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(properties)).unwrap();
+    let long = "0".repeat(2 << 20);
+    let batch = arrow::array::RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![long.as_str(); 300]))])
+        .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    out
+}
+
 /// A CSV of 10,000 columns and 70 rows (about 1.4 MB).
 fn wide_csv() -> Vec<u8> {
     let header: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
@@ -85,9 +108,11 @@ async fn hostile_uploads_are_refused_within_a_memory_bound() {
     assert!(fine.status().is_success(), "{}", fine.text().await.unwrap());
     let baseline = peak_rss(child.id());
 
-    let bomb = parquet_bomb();
-    assert!(bomb.len() < 256 << 10, "the bomb is small: {} bytes", bomb.len());
-    for (name, bytes) in [("bomb", bomb), ("wide", wide_csv())] {
+    let (bomb, dictionary) = (parquet_bomb(), dictionary_bomb());
+    for bytes in [&bomb, &dictionary] {
+        assert!(bytes.len() < 256 << 10, "the bomb is small: {} bytes", bytes.len());
+    }
+    for (name, bytes) in [("bomb", bomb), ("dictionary", dictionary), ("wide", wide_csv())] {
         let response = upload(name, bytes).await.unwrap();
         let status = response.status();
         let body = response.text().await.unwrap();

@@ -7,12 +7,28 @@
 //! the compact protocol, of which only two fields are read (its decoded and its stored size) and
 //! the rest skipped by their wire types. That is the whole of the parsing written here; the file
 //! is then read by the parquet crate as before.
+//!
+//! A page's decoded size is not what its values take in memory: a dictionary page of one long
+//! text and data pages repeating its index by run-length encoding stay a few kilobytes, and
+//! decode to the text once per row. So the walk also bounds each column chunk's values as
+//! Arrow holds them: every value of a fixed-width type at its width; a text or binary value
+//! from a dictionary at the dictionary's longest entry (read from the dictionary page, which
+//! the parquet crate decodes, bounded by the page cap); a plainly encoded page at its decoded
+//! size; a value of a page that shares prefixes between values (`DELTA_BYTE_ARRAY`) at the
+//! whole page's decoded size.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use parquet::file::metadata::ParquetMetaData;
+use std::sync::Arc;
+
+use parquet::basic::Type as PhysicalType;
+use parquet::column::page::Page as DecodedPage;
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData, RowGroupMetaData};
+use parquet::file::properties::ReaderProperties;
+use parquet::file::reader::RowGroupReader;
+use parquet::file::serialized_reader::SerializedRowGroupReader;
 
 use crate::{Error, Result};
 
@@ -26,6 +42,9 @@ pub const DECODED_PER_BYTE: u64 = 256;
 /// What any file may decode to, however small.
 pub const FREE_DECODED_BYTES: u64 = 256 << 20;
 
+/// What Arrow adds per value of a variable-width column besides its bytes (an offset).
+const OFFSET_BYTES: u64 = 4;
+
 /// How deep Thrift structs may nest in a page header (statistics inside a data page header are
 /// two levels down).
 const MAX_DEPTH: usize = 8;
@@ -33,7 +52,8 @@ const MAX_DEPTH: usize = 8;
 /// Checks every page of every column chunk of the file at `path`: its header lies within its
 /// chunk, its stored size within the chunk, its decoded size at most [`MAX_PAGE_BYTES`], and the
 /// file's decoded sizes together at most [`DECODED_PER_BYTE`] per byte of the file plus
-/// [`FREE_DECODED_BYTES`].
+/// [`FREE_DECODED_BYTES`], and the file's values as Arrow holds them (see the module's
+/// documentation) within the same bound.
 ///
 /// # Errors
 /// [`Error::Decode`] naming the column and what it declares; never a value of the file.
@@ -44,9 +64,11 @@ pub fn check(path: &Path, metadata: &ParquetMetaData) -> Result<()> {
     let refuse = |message: String| Error::Decode { format: "Parquet", message };
     let allowed = size.saturating_mul(DECODED_PER_BYTE).saturating_add(FREE_DECODED_BYTES);
     let mut decoded: u64 = 0;
+    let mut in_memory: u64 = 0;
     for row_group in metadata.row_groups() {
-        for column in row_group.columns() {
+        for (index, column) in row_group.columns().iter().enumerate() {
             let name = column.column_path().string();
+            let mut values = Values::default();
             let (start, length) = column.byte_range();
             let end = start.checked_add(length).filter(|end| *end <= size).ok_or_else(|| {
                 refuse(format!("column `{name}` declares a chunk beyond the end of the file; the file is damaged"))
@@ -81,19 +103,112 @@ pub fn check(path: &Path, metadata: &ParquetMetaData) -> Result<()> {
                         allowed >> 20
                     )));
                 }
+                values.add(&page, pages_decoded, column);
                 at += counted.read + stored;
+            }
+            let longest_entry = if values.from_dictionary > 0 && column.column_type() == PhysicalType::BYTE_ARRAY {
+                longest_dictionary_entry(path, row_group, index).map_err(|()| {
+                    refuse(format!("the dictionary of column `{name}` cannot be read; the file is damaged"))
+                })?
+            } else {
+                0
+            };
+            in_memory = in_memory.saturating_add(values.bytes(longest_entry));
+            if in_memory > allowed {
+                return Err(refuse(format!(
+                    "the file's values take more than {} MiB once decoded (at column `{name}`), over \
+                     {DECODED_PER_BYTE} times its size; it is not accepted",
+                    allowed >> 20
+                )));
             }
         }
     }
     Ok(())
 }
 
-/// The two sizes of a page header.
+/// What one column chunk's values take in memory, as its page headers bound it.
+#[derive(Default)]
+struct Values {
+    /// Bytes known without the dictionary.
+    bytes: u64,
+    /// Values of variable width taken from the chunk's dictionary.
+    from_dictionary: u64,
+}
+
+impl Values {
+    fn add(&mut self, page: &Page, page_decoded: u64, column: &ColumnChunkMetaData) {
+        // Data pages of either version; dictionary and index pages hold no row's value.
+        if !matches!(page.kind, 0 | 3) {
+            return;
+        }
+        let n = u64::try_from(page.values).unwrap_or(0);
+        let width = match column.column_type() {
+            PhysicalType::BOOLEAN => Some(1),
+            PhysicalType::INT32 | PhysicalType::FLOAT => Some(4),
+            PhysicalType::INT64 | PhysicalType::DOUBLE => Some(8),
+            PhysicalType::INT96 => Some(12),
+            PhysicalType::FIXED_LEN_BYTE_ARRAY => Some(u64::try_from(column.column_descr().type_length()).unwrap_or(0)),
+            PhysicalType::BYTE_ARRAY => None,
+        };
+        let bytes = match (width, page.encoding) {
+            (Some(width), _) => n.saturating_mul(width),
+            // PLAIN_DICTIONARY, RLE_DICTIONARY: counted once the dictionary is read.
+            (None, 2 | 8) => {
+                self.from_dictionary = self.from_dictionary.saturating_add(n);
+                n.saturating_mul(OFFSET_BYTES)
+            }
+            // PLAIN, DELTA_LENGTH_BYTE_ARRAY: the values' bytes are the page's.
+            (None, 0 | 6) => page_decoded.saturating_add(n.saturating_mul(OFFSET_BYTES)),
+            // DELTA_BYTE_ARRAY (each value may repeat all of the page's bytes before it), or
+            // what else a page declares.
+            (None, _) => n.saturating_mul(page_decoded.saturating_add(OFFSET_BYTES)),
+        };
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+
+    fn bytes(&self, longest_entry: u64) -> u64 {
+        self.bytes.saturating_add(self.from_dictionary.saturating_mul(longest_entry))
+    }
+}
+
+/// The longest entry of the dictionary of column `index` of `row_group`, a text or binary
+/// column: the parquet crate decodes the dictionary page (its decoded size already checked);
+/// its entries are PLAIN (a 4-byte little-endian length, then the bytes), which is read here
+/// because the crate gives a dictionary's entries only by decoding the data pages too.
+fn longest_dictionary_entry(path: &Path, row_group: &RowGroupMetaData, index: usize) -> Wire<u64> {
+    let file = File::open(path).map_err(|_| ())?;
+    let properties = Arc::new(ReaderProperties::builder().build());
+    let reader = SerializedRowGroupReader::new(Arc::new(file), row_group, None, properties).map_err(|_| ())?;
+    let mut pages = reader.get_column_page_reader(index).map_err(|_| ())?;
+    let Some(DecodedPage::DictionaryPage { buf, .. }) = pages.get_next_page().map_err(|_| ())? else {
+        return Err(());
+    };
+    let mut longest = 0u64;
+    let mut rest: &[u8] = &buf;
+    while !rest.is_empty() {
+        let (length, tail) = rest.split_first_chunk::<4>().ok_or(())?;
+        let length = u32::from_le_bytes(*length) as usize;
+        if length > tail.len() {
+            return Err(());
+        }
+        longest = longest.max(length as u64);
+        rest = &tail[length..];
+    }
+    Ok(longest)
+}
+
+/// What a page header declares that the walk uses.
 struct Page {
+    /// `type` (field 1): 0 a data page, 2 a dictionary, 3 a data page of version 2.
+    kind: i32,
     /// `uncompressed_page_size` (field 2).
     decoded: i32,
     /// `compressed_page_size` (field 3).
     stored: i32,
+    /// `num_values` of the data or dictionary page header (fields 5, 7, 8).
+    values: i32,
+    /// `encoding` of the data or dictionary page header.
+    encoding: i32,
 }
 
 /// A reader that counts what was read through it: the header's length.
@@ -113,7 +228,8 @@ impl<R: Read> Read for Counted<R> {
 type Wire<T> = std::result::Result<T, ()>;
 
 fn page_header(r: &mut impl Read) -> Wire<Page> {
-    let (mut decoded, mut stored) = (None, None);
+    let (mut kind_of_page, mut decoded, mut stored) = (None, None, None);
+    let (mut values, mut encoding) = (0, -1);
     let mut last = 0i16;
     loop {
         let byte = read_byte(r)?;
@@ -124,12 +240,41 @@ fn page_header(r: &mut impl Read) -> Wire<Page> {
         let id = field_id(r, byte, last)?;
         last = id;
         match (id, kind) {
-            (2, 5) => decoded = Some(i32::try_from(zigzag(varint(r)?)).map_err(|_| ())?),
-            (3, 5) => stored = Some(i32::try_from(zigzag(varint(r)?)).map_err(|_| ())?),
+            (1, 5) => kind_of_page = Some(i32_value(r)?),
+            (2, 5) => decoded = Some(i32_value(r)?),
+            (3, 5) => stored = Some(i32_value(r)?),
+            // data_page_header, dictionary_page_header: num_values 1, encoding 2;
+            // data_page_header_v2: num_values 1, encoding 4.
+            (5 | 7, 12) => (values, encoding) = values_and_encoding(r, 2)?,
+            (8, 12) => (values, encoding) = values_and_encoding(r, 4)?,
             _ => skip(r, kind, 0)?,
         }
     }
-    Ok(Page { decoded: decoded.ok_or(())?, stored: stored.ok_or(())? })
+    Ok(Page { kind: kind_of_page.ok_or(())?, decoded: decoded.ok_or(())?, stored: stored.ok_or(())?, values, encoding })
+}
+
+fn i32_value(r: &mut impl Read) -> Wire<i32> {
+    i32::try_from(zigzag(varint(r)?)).map_err(|_| ())
+}
+
+/// `num_values` (field 1) and the encoding (field `encoding_field`) of a page's own header,
+/// a struct; its other fields skipped.
+fn values_and_encoding(r: &mut impl Read, encoding_field: i16) -> Wire<(i32, i32)> {
+    let (mut values, mut encoding) = (0, -1);
+    let mut last = 0i16;
+    loop {
+        let byte = read_byte(r)?;
+        if byte == 0 {
+            return Ok((values, encoding));
+        }
+        let kind = byte & 0x0f;
+        last = field_id(r, byte, last)?;
+        match (last, kind) {
+            (1, 5) => values = i32_value(r)?,
+            (id, 5) if id == encoding_field => encoding = i32_value(r)?,
+            _ => skip(r, kind, 1)?,
+        }
+    }
 }
 
 /// A field's id: the short form adds the header's high nibble to the last id, the long form
@@ -250,7 +395,7 @@ mod tests {
             0x00, // end of page header
         ];
         let page = page_header(&mut header.as_slice()).unwrap();
-        assert_eq!((page.decoded, page.stored), (300, 10));
+        assert_eq!((page.kind, page.decoded, page.stored, page.values, page.encoding), (0, 300, 10, 3, -1));
         assert_eq!(zigzag(3), -2);
         assert!(page_header(&mut &header[..6]).is_err(), "a header cut short is refused");
     }

@@ -438,6 +438,40 @@ fn a_parquet_page_that_decodes_to_more_than_the_cap_is_refused_before_reading() 
     assert!(message.contains("at most 64 MiB"), "{message}");
 }
 
+/// Red team: page sizes are not what values take in memory. A dictionary of one 2 MiB text and
+/// data pages repeating its index: a few kilobytes whose pages declare 2 MiB, whose 300 rows
+/// decode to 600 MiB. Refused before any data page is decoded, naming the column.
+#[test]
+fn a_parquet_dictionary_repeated_past_the_bound_is_refused_before_reading() {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
+    let long = "0".repeat(2 << 20);
+    let batch =
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![long.as_str(); 300]))]).expect("batch");
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
+        .set_dictionary_page_size_limit(8 << 20)
+        .build();
+    let path = parquet_with(dir.path(), "dictionary.parquet", &batch, properties);
+    drop(batch);
+    let size = std::fs::metadata(&path).expect("size").len();
+    assert!(size < 64 << 10, "the bomb is small: {size} bytes");
+    let err = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).err().expect("refused");
+    let message = err.to_string();
+    assert!(matches!(err, Error::Decode { format: "Parquet", .. }) && message.contains("column `note`"), "{message}");
+    assert!(message.contains("values take more than"), "{message}");
+
+    // The same column with a short text in its dictionary reads.
+    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["short"; 300]))]).expect("batch");
+    let properties = WriterProperties::builder().set_dictionary_page_size_limit(8 << 20).build();
+    let path = parquet_with(dir.path(), "fine.parquet", &batch, properties);
+    let source = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).expect("open");
+    assert_eq!(source.batches.map(|b| b.expect("batch").num_rows()).sum::<usize>(), 300);
+}
+
 /// A workbook as stewards keep registers: a notes sheet first, then the register with two
 /// blank rows above its header, a text id, a name, an Excel date, a money amount, a count and a
 /// yes/no column.
