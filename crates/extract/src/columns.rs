@@ -76,8 +76,8 @@ pub(crate) struct Sensitive {
     pub(crate) bounds: Option<(f64, f64)>,
     /// The released values, row-aligned with the input.
     pub(crate) released: ArrayRef,
-    /// How numbers were coded, for the report.
-    pub(crate) coding: Option<&'static str>,
+    /// How numbers and dates were coded, for the report.
+    pub(crate) coding: Option<String>,
 }
 
 impl Table {
@@ -389,26 +389,37 @@ fn encode_sensitive(
             used = Some((lo, hi));
             let clamped: Float64Array =
                 numbers.iter().map(|v| v.filter(|v| v.is_finite()).map(|v| v.clamp(lo, hi))).collect();
-            let (coded, grouped) = match shared_by_k(&clamped, units, k) {
-                Some(grouped) => (grouped, true),
-                None => (clamped, false),
+            let (coded, grouping) = shared_by_k(&clamped, units, k);
+            let bounded = if declared {
+                "coded to the declared bounds"
+            } else {
+                "coded to the 1st and 99th percentiles (no bounds declared)"
             };
-            let coding = match (declared, grouped) {
-                (true, false) => "coded to the declared bounds",
-                (true, true) => {
-                    "coded to the declared bounds; values fewer than k people share replaced by the mean of a group of at least k"
-                }
-                (false, false) => "coded to the 1st and 99th percentiles (no bounds declared)",
-                (false, true) => {
-                    "coded to the 1st and 99th percentiles (no bounds declared); values fewer than k people share replaced by the mean of a group of at least k"
-                }
-            };
+            let coding = [bounded].into_iter().chain(grouping).collect::<Vec<_>>().join("; ");
             if kind == Kind::Integer {
                 let ints: Int64Array = coded.iter().map(|v| v.map(|v| v.round() as i64)).collect();
                 (Arc::new(ints), Some(coding))
             } else {
                 (Arc::new(coded), Some(coding))
             }
+        }
+        Kind::Date | Kind::Timestamp => {
+            // As numbers of days (dates) or of the timestamp's unit, grouped as numbers are,
+            // then back to the column's type (a group's mean date rounded to a day).
+            let (ticks, day) = match array.data_type() {
+                DataType::Date32 => (cast(array, &DataType::Int32)?, 1.0),
+                DataType::Date64 => (cast(array, &DataType::Int64)?, 86_400_000.0),
+                _ => (cast(array, &DataType::Int64)?, 1.0),
+            };
+            let ticks = cast(&ticks, &DataType::Float64)?;
+            let (coded, grouping) = shared_by_k(ticks.as_primitive::<Float64Type>(), units, k);
+            let whole: Int64Array = coded.iter().map(|v| v.map(|v| ((v / day).round() * day) as i64)).collect();
+            let back = match array.data_type() {
+                DataType::Date32 => cast(&cast(&whole, &DataType::Int32)?, &DataType::Date32)?,
+                other => cast(&whole, other)?,
+            };
+            let coding = (!grouping.is_empty()).then(|| grouping.join("; "));
+            (back, coding)
         }
         _ => (Arc::clone(array), None),
     };
@@ -428,6 +439,46 @@ fn encode_sensitive(
     Ok(Sensitive { name: name.to_owned(), codes, released, coding, bounds: used })
 }
 
+/// The released values of a number or date column: [`microaggregated`], and a missing value
+/// fewer than `k` people share (but some) replaced by the value most people share. Returns what
+/// was done to them, for the report (nothing when every value, and the missing one, is
+/// shared by `k` people).
+///
+/// A missing value one person has is a key like any other: whoever knows the target has no
+/// income on record finds their row (and, with two extracts, links them on it).
+fn shared_by_k(values: &Float64Array, units: &[u32], k: u64) -> (Float64Array, Vec<&'static str>) {
+    let mut done = Vec::new();
+    let grouped = match microaggregated(values, units, k) {
+        Some(grouped) => {
+            done.push("values fewer than k people share replaced by the mean of a group of at least k");
+            grouped
+        }
+        None => values.clone(),
+    };
+    let missing: std::collections::HashSet<u32> =
+        (0..grouped.len()).filter(|r| grouped.is_null(*r)).map(|r| units[r]).collect();
+    if missing.is_empty() || missing.len() as u64 >= k.max(1) {
+        return (grouped, done);
+    }
+    let mut people: HashMap<u64, std::collections::HashSet<u32>> = HashMap::new();
+    for (r, v) in grouped.iter().enumerate() {
+        if let Some(v) = v {
+            people.entry(v.to_bits()).or_default().insert(units[r]);
+        }
+    }
+    // The value most people share; of those, the least, so the choice does not depend on order.
+    let Some(most) = people
+        .iter()
+        .map(|(bits, who)| (who.len(), f64::from_bits(*bits)))
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, v)| v)
+    else {
+        return (grouped, done);
+    };
+    done.push("missing values fewer than k people share given the value most people share");
+    (grouped.iter().map(|v| Some(v.unwrap_or(most))).collect(), done)
+}
+
 /// Univariate microaggregation of the values fewer than `k` people share (as sdcMicro's
 /// `microaggregation` does for a whole column): in value order, each such value joins its
 /// neighbours until the group holds `k` people, and every value of the group is replaced by the
@@ -435,7 +486,7 @@ fn encode_sensitive(
 /// shared by `k` people. A red team linked two single-dataset extracts of two departments on a
 /// salary both released exactly (each value one person's) and read the person's benefit; a
 /// released number is now a value of at least `k` people, not a key.
-fn shared_by_k(values: &Float64Array, units: &[u32], k: u64) -> Option<Float64Array> {
+fn microaggregated(values: &Float64Array, units: &[u32], k: u64) -> Option<Float64Array> {
     let k = k.max(1) as usize;
     let mut rows: Vec<(f64, u32, usize)> =
         values.iter().enumerate().filter_map(|(r, v)| v.map(|v| (v, units[r], r))).collect();

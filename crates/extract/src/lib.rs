@@ -472,7 +472,7 @@ struct Based {
 struct Fitting {
     steps: Vec<(String, Step)>,
     bounds: Vec<(String, Option<(f64, f64)>)>,
-    codings: Vec<(String, &'static str)>,
+    codings: Vec<(String, String)>,
 }
 
 impl Fitting {
@@ -480,7 +480,7 @@ impl Fitting {
         Self {
             steps: table.qis.iter().zip(&found.eval.levels).map(|(q, l)| (q.name.clone(), q.ladder[*l])).collect(),
             bounds: table.sensitive.iter().map(|s| (s.name.clone(), s.bounds)).collect(),
-            codings: table.sensitive.iter().filter_map(|s| Some((s.name.clone(), s.coding?))).collect(),
+            codings: table.sensitive.iter().filter_map(|s| Some((s.name.clone(), s.coding.clone()?))).collect(),
         }
     }
 
@@ -519,7 +519,7 @@ impl Fitting {
     fn code_columns(&self, columns: &mut [ColumnReport]) {
         for c in columns {
             if let Some((_, coding)) = self.codings.iter().find(|(name, _)| *name == c.name) {
-                c.treatment = (*coding).to_owned();
+                c.treatment.clone_from(coding);
             }
         }
     }

@@ -150,8 +150,8 @@ pub(crate) fn report(table: &Table, spec: &Spec, found: &Found) -> Report {
                     None => ("quasi_identifier", String::new(), None),
                 },
                 Role::Sensitive { .. } => {
-                    let coding = sensitive.next().and_then(|s| s.coding).unwrap_or("kept; l-diverse in every class");
-                    ("sensitive", coding.to_owned(), None)
+                    let coding = sensitive.next().and_then(|s| s.coding.clone());
+                    ("sensitive", coding.unwrap_or_else(|| "kept; l-diverse in every class".to_owned()), None)
                 }
                 Role::Attribute => ("attribute", "kept".to_owned(), None),
             };

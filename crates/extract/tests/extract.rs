@@ -1355,3 +1355,65 @@ fn a_person_with_many_rows_weighs_as_one_in_a_group_mean() {
         "the group's mean is {value}, its people's {fair}: one person outweighed the rest"
     );
 }
+
+/// Not attacked yet, the same route as the sixteenth red team's: a sensitive date (a discharge
+/// date, say) was released as it is, so a date one person has is a key to link two extracts on,
+/// or to find the row of whoever knows it; and a missing number fewer than k people share was
+/// released as missing, so whoever knows the target has no income record finds their row. A
+/// released date, like a number, is now a value at least k people share, and a missing value
+/// fewer than k people share takes the value of a group of at least k.
+#[test]
+fn a_sensitive_date_or_a_lone_missing_number_is_not_a_key() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20);
+    let n = 120;
+    let target = 7;
+    let batch = RecordBatch::try_from_iter([
+        ("person", Arc::new(StringArray::from((0..n).map(|p| format!("D{p:04}")).collect::<Vec<_>>())) as ArrayRef),
+        ("age", Arc::new(Int64Array::from((0..n).map(|i| 20 + i % 60).collect::<Vec<i64>>()))),
+        (
+            "discharged",
+            Arc::new(Date32Array::from(
+                (0..n)
+                    .map(|p| if p == target { 20_000 } else { 19_000 + rng.random_range(0..400) })
+                    .collect::<Vec<i32>>(),
+            )),
+        ),
+        (
+            "income",
+            Arc::new(Float64Array::from(
+                (0..n)
+                    .map(|p| (p != target).then(|| f64::from(rng.random_range(200_000..1_500_000)) / 100.0))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "diagnosis",
+            Arc::new(StringArray::from(
+                (0..n).map(|_| ["E11", "I10", "J45", "F32"][rng.random_range(0..4)]).collect::<Vec<_>>(),
+            )),
+        ),
+    ])
+    .unwrap();
+    let extract = |column: ColumnSpec| {
+        let spec = Spec { max_suppression: 0.1, max_rows_per_person: Some(1), ..single(vec![qi("age"), column]) };
+        build(std::slice::from_ref(&batch), &spec, &mut |_| {}).unwrap()
+    };
+    for (column, e) in [("discharged", extract(sensitive("discharged"))), ("income", extract(money("income")))] {
+        let mut people: HashMap<Option<String>, usize> = HashMap::new();
+        for v in text(&e.batch, column) {
+            *people.entry(v).or_default() += 1;
+        }
+        for (value, n) in &people {
+            assert!(*n >= 10, "`{column}` = {value:?} is released for {n} people: a key to their row");
+        }
+        let report = e.report.columns.iter().find(|c| c.name == column).unwrap();
+        assert!(
+            format!("{report:?}").contains("mean of a group"),
+            "the report says how `{column}` is coded: {report:?}"
+        );
+        if column == "discharged" {
+            let dates = e.batch.column_by_name(column).unwrap().as_primitive::<arrow::datatypes::Date32Type>().clone();
+            assert!(!dates.iter().any(|d| d == Some(20_000)), "the target's own date was released");
+        }
+    }
+}
