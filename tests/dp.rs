@@ -1130,7 +1130,28 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
             "SELECT count(*) AS n FROM civil.events_heavy e WHERE e.person_id IN (SELECT person_id FROM civil.residents WHERE {cond})"
         )
     };
+    // Traits and many rows in one table, no join: here the target has 40,000 visits, everyone
+    // else one or two. A filter on their traits let their visits through to the work above it
+    // (a red team: 55 against 48 ms at 20,000 rows, interquartile ranges under 2.5 ms, in
+    // aggregate mode, whether the person exists in five to ten queries of each side).
+    let mut csv = String::from("person_id,district,birth_date,kind\n");
+    for (i, r) in w.residents.iter().enumerate() {
+        let rows = if r.person_id == target.person_id { 40_000 } else { 1 + i % 2 };
+        csv.push_str(&format!("{},{},{},visit\n", r.person_id, r.district, r.birth_date).repeat(rows));
+    }
+    let visits = json!({
+        "name": "visits_heavy", "department": "civil", "level": "L3", "privacy_unit": "person_id",
+        "columns": {
+            "person_id": {"tag": "identifier", "linkable": true},
+            "district": {"tag": "quasi_identifier"},
+            "birth_date": {"tag": "quasi_identifier", "type": "date"},
+            "kind": {"tag": "attribute"}
+        }
+    });
+    register(&w, &visits, csv.into_bytes()).await;
+    let traits = |cond: &str| format!("SELECT count(*) AS n FROM civil.visits_heavy WHERE {cond}");
     let constructions = [
+        ("a filter on the person's traits over their many rows", "aggregate", traits(&exists), traits(&absent)),
         ("five-way self-join", "dp", five_way_self_join("events"), five_way_self_join("events_without")),
         ("an IN subquery on the person's traits", "dp", semi(&exists), semi(&absent)),
         ("patterns on the person's row", "dp", gated(&exists), gated(&absent)),
@@ -1162,6 +1183,12 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
         let one_sided = slower <= 1 || slower + 1 >= with.len();
         let ((with, with_spread), (without, without_spread)) = (median_and_spread(with), median_and_spread(without));
         let spread = with_spread.max(without_spread).max(0.002);
+        eprintln!(
+            "{name} ({mode}): median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms, slower with in {slower} of 12",
+            with * 1e3,
+            without * 1e3,
+            spread * 1e3
+        );
         assert!(
             (with - without).abs() < spread || !one_sided,
             "{name} ({mode}): median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms; slower with the person in {slower} of 12 rounds",

@@ -22,6 +22,140 @@ use crate::engine::{Prepared, QueryEngine, Rows};
 use crate::error::internal;
 use crate::request::{AnonReport, Answer, DpReport};
 
+/// The column marking the rows a masked filter lets through.
+const MATCHED: &str = "__veil_matched";
+
+/// A measuring plan that reads one table, with its filter turned into a mask: every row goes
+/// on through the same work (grouping per person, bounding, the top group), the rows the
+/// filter would have dropped in groups of their own, dropped only after the last aggregate.
+/// A filter on a person's traits let their rows through to that work, and without a join
+/// nothing caps how many rows one person has: a red team timed 55 against 48 ms over a
+/// target's 20,000 visits, whether they exist in a few queries, no budget. Masked, one
+/// person's rows cost the same whether they match or not. `None` when the plan joins (each
+/// person's rows are capped at the scan there, `cap_rows` in the guard), has no filter over
+/// its scan, or has a node above it this does not carry the mask through.
+fn masked(plan: &LogicalPlan) -> datafusion::common::Result<Option<LogicalPlan>> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::{Aggregate, Filter, Projection, SubqueryAlias, col, lit};
+    /// `plan` masked, and whether its output still carries the mask ([`MATCHED`]).
+    fn mask(plan: &LogicalPlan) -> datafusion::common::Result<Option<(LogicalPlan, bool)>> {
+        let Some(input) = plan.inputs().first().map(|i| mask(i)).transpose()?.flatten() else {
+            if let LogicalPlan::Filter(filter) = plan
+                && reads_a_table(&filter.input)
+            {
+                let mut exprs: Vec<Expr> =
+                    filter.input.schema().iter().map(|(q, f)| Expr::Column(Column::from((q, f)))).collect();
+                // True, false or NULL (undecided): only true is kept.
+                let matched = evaluated_whole(filter.predicate.clone()).eq(lit(1i64));
+                exprs.push(matched.alias(MATCHED));
+                return Ok(Some((
+                    LogicalPlan::Projection(Projection::try_new(exprs, Arc::clone(&filter.input))?),
+                    true,
+                )));
+            }
+            return Ok(None);
+        };
+        let (masked, carries) = (Arc::new(input.0), input.1);
+        Ok(Some(match plan {
+            LogicalPlan::Projection(p) => {
+                let mut exprs = p.expr.clone();
+                if carries {
+                    exprs.push(col(MATCHED));
+                }
+                (LogicalPlan::Projection(Projection::try_new(exprs, masked)?), carries)
+            }
+            LogicalPlan::Filter(f) => (LogicalPlan::Filter(Filter::try_new(f.predicate.clone(), masked)?), carries),
+            LogicalPlan::SubqueryAlias(a) => {
+                (LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(masked, a.alias.clone())?), carries)
+            }
+            LogicalPlan::Aggregate(a) if !carries => {
+                (LogicalPlan::Aggregate(Aggregate::try_new(masked, a.group_expr.clone(), a.aggr_expr.clone())?), false)
+            }
+            // A total over all groups: its aggregates count only the matched rows, so that it
+            // is one row, matched or not, as the total over the filtered rows is.
+            LogicalPlan::Aggregate(a) if a.group_expr.is_empty() => {
+                let aggregates = a
+                    .aggr_expr
+                    .iter()
+                    .map(|e| {
+                        // Under the name a plan above reads it by.
+                        let name = e.schema_name().to_string();
+                        e.clone().transform_up(only_matched)?.data.alias_if_changed(name)
+                    })
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                (LogicalPlan::Aggregate(Aggregate::try_new(masked, Vec::new(), aggregates)?), false)
+            }
+            LogicalPlan::Aggregate(a) if !a.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) => {
+                let mut group = a.group_expr.clone();
+                group.push(col(MATCHED));
+                (LogicalPlan::Aggregate(Aggregate::try_new(masked, group, a.aggr_expr.clone())?), true)
+            }
+            // Anything else (a sort, a limit, a window) would see the masked rows.
+            _ => return Ok(None),
+        }))
+    }
+    /// An aggregate function of `e` counting only the matched rows.
+    fn only_matched(e: Expr) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<Expr>> {
+        use datafusion::common::tree_node::Transformed;
+        Ok(match e {
+            Expr::AggregateFunction(mut f) => {
+                let matched = col(MATCHED).is_true();
+                f.params.filter = Some(Box::new(match f.params.filter.take() {
+                    Some(filter) => filter.and(matched),
+                    None => matched,
+                }));
+                Transformed::yes(Expr::AggregateFunction(f))
+            }
+            other => Transformed::no(other),
+        })
+    }
+    if plan.exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))? {
+        return Ok(None);
+    }
+    let Some((masked, carries)) = mask(plan)? else { return Ok(None) };
+    if !carries {
+        return Ok(Some(masked));
+    }
+    let columns: Vec<Expr> = plan.schema().iter().map(|(q, f)| Expr::Column(Column::from((q, f)))).collect();
+    let matched = LogicalPlan::Filter(Filter::try_new(col(MATCHED).is_true(), Arc::new(masked))?);
+    Ok(Some(LogicalPlan::Projection(Projection::try_new(columns, Arc::new(matched))?)))
+}
+
+/// `predicate` as a number that is 1 exactly where it is true: its conditions (the terms of
+/// its top-level `AND`, a `BETWEEN` as its two bounds) each cast to an integer, multiplied, so
+/// every condition is evaluated on every row (`AND` would skip its right side where its left
+/// is false for every row of a batch). Where the predicate is false or NULL, the product is
+/// 0 or NULL.
+fn evaluated_whole(predicate: Expr) -> Expr {
+    use datafusion::logical_expr::cast;
+    use datafusion::logical_expr::expr::Between;
+    use datafusion::logical_expr::utils::split_conjunction_owned;
+    let mut terms = Vec::new();
+    for term in split_conjunction_owned(predicate) {
+        match term {
+            Expr::Between(Between { expr, negated: false, low, high }) => {
+                terms.push(expr.as_ref().clone().gt_eq(*low));
+                terms.push(expr.lt_eq(*high));
+            }
+            other => terms.push(other),
+        }
+    }
+    terms
+        .into_iter()
+        .map(|t| cast(t, DataType::Int64))
+        .reduce(|product, t| product * t)
+        .unwrap_or_else(|| datafusion::logical_expr::lit(1i64))
+}
+
+/// Whether `plan` is a table's scan, under projections.
+fn reads_a_table(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(_) => true,
+        LogicalPlan::Projection(p) => reads_a_table(&p.input),
+        _ => false,
+    }
+}
+
 /// Released groups run through the analyst's plan: the rows and their schema, for each output
 /// column the aggregate column it copies (if any), and for each row the group it comes from.
 struct Finished {
@@ -98,7 +232,8 @@ impl QueryEngine {
                 plans.push(state.optimizer().optimize(variant.plan.clone(), &state, |_, _| {}).map_err(internal)?);
             }
             for plan in &plans {
-                let batches = self.collect(&state, plan, false, None, Rows::Measurements).await?;
+                let plan = masked(plan).map_err(internal)?.unwrap_or_else(|| plan.clone());
+                let batches = self.collect(&state, &plan, false, None, Rows::Measurements).await?;
                 let schema = batches.first().map_or_else(|| Arc::clone(plan.schema().inner()), RecordBatch::schema);
                 all.push((batches, schema));
             }
@@ -315,6 +450,71 @@ mod tests {
         let names: Vec<&str> = answer.schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["district", "people"]);
         assert_eq!(answer.batches[0].columns(), [batch.column(0).clone(), batch.column(1).clone()]);
+    }
+
+    /// A filter turned into a mask answers exactly what the filter did: totals over all groups
+    /// (one row even when nothing matches), totals per group (none for a group nothing matches),
+    /// conditions that are NULL on some rows, every row or none matching.
+    #[tokio::test]
+    async fn a_masked_filter_measures_what_the_filter_did() {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+        use datafusion::functions_aggregate::expr_fn::{count, sum};
+        use datafusion::prelude::SessionContext;
+        let district: ArrayRef =
+            Arc::new(StringArray::from(vec![Some("甲"), Some("甲"), None, Some("乙"), Some("乙"), Some("丙")]));
+        let person: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 2, 3, 4, 5]));
+        let age: ArrayRef = Arc::new(Int64Array::from(vec![Some(30), Some(30), Some(41), None, Some(52), Some(67)]));
+        let batch = RecordBatch::try_from_iter([("district", district), ("person", person), ("age", age)]).unwrap();
+        let table = Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap());
+        let ctx = SessionContext::new();
+        let conditions = [
+            col("district").eq(lit("甲")).and(col("age").gt_eq(lit(30))),
+            col("age").between(lit(40), lit(60)),
+            col("district").eq(lit("丁")),
+            col("age").gt_eq(lit(0)).or(col("district").is_null()),
+            col("district").in_list(vec![lit("乙"), lit("丙")], false).and(col("age").lt(lit(60))),
+        ];
+        for condition in conditions {
+            for grouped in [false, true] {
+                let per_person = LogicalPlanBuilder::scan("t", provider_as_source(table.clone()), None)
+                    .and_then(|b| b.filter(condition.clone()))
+                    .and_then(|b| {
+                        b.aggregate(
+                            vec![col("district"), col("person")],
+                            vec![count(lit(1)).alias("rows"), sum(col("age")).alias("ages")],
+                        )
+                    })
+                    .unwrap();
+                let keys = if grouped { vec![col("district")] } else { Vec::new() };
+                // The totals read above the aggregate by their names, one of them not aliased.
+                let plan = per_person
+                    .aggregate(keys.clone(), vec![sum(col("rows")), count(col("person")).alias("people")])
+                    .and_then(|b| b.project(keys.into_iter().chain([col("sum(rows)").alias("rows"), col("people")])))
+                    .and_then(|b| b.build())
+                    .unwrap();
+                // As the engine does: the plan analyzed (and optimized), masked, and planned
+                // without optimizing again.
+                let state = ctx.state();
+                let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+                let masked = masked(&plan).unwrap().expect("masked");
+                let run = |p: LogicalPlan| {
+                    let state = state.clone();
+                    async move {
+                        let physical = state.query_planner().create_physical_plan(&p, &state).await.unwrap();
+                        let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await.unwrap();
+                        let mut rows: Vec<String> = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                            .unwrap()
+                            .to_string()
+                            .lines()
+                            .map(str::to_owned)
+                            .collect();
+                        rows.sort();
+                        rows
+                    }
+                };
+                assert_eq!(run(masked).await, run(plan).await, "{condition} (grouped: {grouped})");
+            }
+        }
     }
 
     #[test]

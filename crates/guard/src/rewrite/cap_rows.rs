@@ -15,8 +15,9 @@
 //! cost the same few rows' work whatever they hold, and dp counts no more of them anyway. In
 //! anonymized plans only with joins: there the cap would change what a count of rows means (a
 //! person's every visit counts, flattened, not `max_rows` of them), and the anonymized shape
-//! admits no subquery; a plain filter over a person's many rows remains bounded by the table,
-//! not by the cap.
+//! admits no subquery; a plain filter over a person's many rows is turned into a mask by the
+//! engine instead (every row goes through the same work, matched or not: `release::masked` in
+//! the query crate).
 //!
 //! When the plan joins (inner or outer) or has subqueries (which run as joins), a dataset
 //! about nobody (a code table) can meet one row in at most all of its rows, its public row
