@@ -17,7 +17,7 @@ pub enum SourceFormat {
     ArrowFile,
     /// Arrow IPC stream format.
     ArrowStream,
-    /// A spreadsheet workbook (`.xlsx`, `.xlsm`, `.xls`, `.ods`): one of its sheets.
+    /// A spreadsheet workbook (`.xlsx`, `.xlsm`, `.xls`): one of its sheets.
     Spreadsheet,
 }
 
@@ -34,7 +34,7 @@ impl SourceFormat {
     }
 
     /// Parses a declared format name (`csv`, `parquet`, `arrow` or `arrow_file`, `arrow_stream`,
-    /// `xlsx`, `xls`, `ods` or `spreadsheet`).
+    /// `xlsx`, `xls` or `spreadsheet`).
     ///
     /// # Errors
     /// [`Error::UnsupportedFormat`] for any other name.
@@ -44,16 +44,16 @@ impl SourceFormat {
             "parquet" => Ok(SourceFormat::Parquet),
             "arrow" | "arrow_file" | "ipc" => Ok(SourceFormat::ArrowFile),
             "arrow_stream" | "arrows" => Ok(SourceFormat::ArrowStream),
-            "xlsx" | "xlsm" | "xls" | "ods" | "spreadsheet" => Ok(SourceFormat::Spreadsheet),
+            "xlsx" | "xlsm" | "xls" | "spreadsheet" => Ok(SourceFormat::Spreadsheet),
             other => Err(Error::UnsupportedFormat(format!(
-                "`{}`: expected csv, parquet, arrow_file, arrow_stream or xlsx (xls, ods)",
+                "`{}`: expected csv, parquet, arrow_file, arrow_stream or xlsx (xls)",
                 other.chars().take(32).collect::<String>()
             ))),
         }
     }
 
     /// Recognises a file by its first bytes: `PAR1` is Parquet, `ARROW1` an Arrow IPC file, an
-    /// IPC continuation marker an Arrow IPC stream, a ZIP archive (`.xlsx`, `.ods`) or an OLE2
+    /// IPC continuation marker an Arrow IPC stream, a ZIP archive (`.xlsx`) or an OLE2
     /// compound file (`.xls`) a spreadsheet; anything else is read as CSV (whose own checks then
     /// report what is wrong with it).
     ///

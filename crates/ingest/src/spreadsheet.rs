@@ -1,4 +1,4 @@
-//! Spreadsheets (`.xlsx`, `.xlsm`, `.xls`, `.ods`): one sheet, read with calamine, written as a
+//! Spreadsheets (`.xlsx`, `.xlsm`, `.xls`): one sheet, read with calamine, written as a
 //! UTF-8 CSV copy that the CSV reader then reads, so a sheet gets every check and inference a
 //! CSV file gets (types from the values, dates in any common form, declared types, line numbers
 //! in errors, counted from the header row).
@@ -23,8 +23,7 @@ pub const MAX_CELLS: usize = 50_000_000;
 pub fn to_csv(path: &Path, sheet: Option<&str>, out: &mut impl Write) -> Result<()> {
     let refuse = |message: String| Error::Decode { format: "spreadsheet", message };
     let bytes = std::fs::read(path).map_err(Error::ReadFile)?;
-    let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes))
-        .map_err(|e| refuse(format!("the file is not an .xlsx, .xls or .ods workbook calamine reads ({e})")))?;
+    let mut workbook = open_workbook(bytes).map_err(refuse)?;
     let names = workbook.sheet_names();
     let name = match sheet {
         Some(wanted) => names.iter().find(|n| n.as_str() == wanted).cloned().ok_or_else(|| {
@@ -33,10 +32,21 @@ pub fn to_csv(path: &Path, sheet: Option<&str>, out: &mut impl Write) -> Result<
         })?,
         None => names.first().cloned().ok_or_else(|| refuse("the workbook has no sheet".into()))?,
     };
+    let too_large = |(height, width): (usize, usize)| {
+        (height.saturating_mul(width) > MAX_CELLS)
+            .then(|| refuse(format!("sheet `{name}` has {height} rows of {width} cells; at most {MAX_CELLS} cells")))
+    };
+    // calamine reads a sheet into a dense grid between its outermost cells: two cells at A1 and
+    // XFD1048576 are 17 billion, an allocation that aborts the process. Where calamine can read
+    // the cells one by one (xlsx, xlsm, xlsb), their extent is checked first.
+    let extent =
+        cell_extent(&mut workbook, &name).map_err(|e| refuse(format!("sheet `{name}` cannot be read ({e})")))?;
+    if let Some(refused) = extent.and_then(too_large) {
+        return Err(refused);
+    }
     let range = workbook.worksheet_range(&name).map_err(|e| refuse(format!("sheet `{name}` cannot be read ({e})")))?;
-    let (height, width) = range.get_size();
-    if height.saturating_mul(width) > MAX_CELLS {
-        return Err(refuse(format!("sheet `{name}` has {height} rows of {width} cells; at most {MAX_CELLS} cells")));
+    if let Some(refused) = too_large(range.get_size()) {
+        return Err(refused);
     }
     let mut rows = range.rows().skip_while(|row| row.iter().all(|c| *c == Data::Empty)).peekable();
     if rows.peek().is_none() {
@@ -48,6 +58,61 @@ pub fn to_csv(path: &Path, sheet: Option<&str>, out: &mut impl Write) -> Result<
     }
     writer.flush().map_err(crate::error::write_error)?;
     Ok(())
+}
+
+/// The workbook in `bytes`: a ZIP archive as `.xlsx`/`.xlsm` (or `.xlsb`), an OLE2 file as
+/// `.xls`. OpenDocument (`.ods`) is not read: calamine expands a row's repeat count as it opens
+/// the file (a row "repeated" a billion times is a billion rows in memory), before anything
+/// here can look at it.
+fn open_workbook(bytes: Vec<u8>) -> std::result::Result<calamine::Sheets<Cursor<Vec<u8>>>, String> {
+    use calamine::{Sheets, Xls, Xlsb, Xlsx};
+    let not_read =
+        |e: &dyn std::fmt::Display| format!("the file is not an .xlsx or .xls workbook calamine reads ({e})");
+    if bytes.starts_with(&[0xd0, 0xcf, 0x11, 0xe0]) {
+        return Xls::new(Cursor::new(bytes)).map(Sheets::Xls).map_err(|e| not_read(&e));
+    }
+    if bytes.windows(43).take(128).any(|w| w == b"application/vnd.oasis.opendocument.spreads") {
+        return Err("OpenDocument spreadsheets (.ods) are not read; save the sheet as .xlsx".to_owned());
+    }
+    match Xlsx::new(Cursor::new(bytes.clone())) {
+        Ok(xlsx) => Ok(Sheets::Xlsx(xlsx)),
+        Err(xlsx) => Xlsb::new(Cursor::new(bytes)).map(Sheets::Xlsb).map_err(|_| not_read(&xlsx)),
+    }
+}
+
+/// The rows and columns between the outermost cells with a value of sheet `name`, read cell by
+/// cell without building the sheet, for the formats calamine reads that way; `None` for the
+/// others (`.xls` sheets are at most 65,536 × 256 cells by their format).
+fn cell_extent<RS: std::io::Read + std::io::Seek>(
+    workbook: &mut calamine::Sheets<RS>,
+    name: &str,
+) -> std::result::Result<Option<(usize, usize)>, String> {
+    use calamine::DataType;
+    let mut extent: Option<((u32, u32), (u32, u32))> = None;
+    let mut include = |(row, col): (u32, u32)| {
+        let ((r0, c0), (r1, c1)) = extent.unwrap_or(((row, col), (row, col)));
+        extent = Some(((r0.min(row), c0.min(col)), (r1.max(row), c1.max(col))));
+    };
+    match workbook {
+        calamine::Sheets::Xlsx(xlsx) => {
+            let mut cells = xlsx.worksheet_cells_reader(name).map_err(|e| e.to_string())?;
+            while let Some(cell) = cells.next_cell().map_err(|e| e.to_string())? {
+                if !cell.get_value().is_empty() {
+                    include(cell.get_position());
+                }
+            }
+        }
+        calamine::Sheets::Xlsb(xlsb) => {
+            let mut cells = xlsb.worksheet_cells_reader(name).map_err(|e| e.to_string())?;
+            while let Some(cell) = cells.next_cell().map_err(|e| e.to_string())? {
+                if !cell.get_value().is_empty() {
+                    include(cell.get_position());
+                }
+            }
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(extent.map_or((0, 0), |((r0, c0), (r1, c1))| ((r1 - r0) as usize + 1, (c1 - c0) as usize + 1))))
 }
 
 /// A cell as the text a CSV file would hold: numbers without a needless `.0`, dates and times in

@@ -546,6 +546,27 @@ fn a_sheet_of_a_workbook_is_read_with_the_types_of_its_values() {
     assert_eq!(SourceFormat::from_name("xlsx").expect("name"), SourceFormat::Spreadsheet);
 }
 
+/// A sheet of two cells, one at A1 and one at the last cell a sheet may have (XFD1048576):
+/// calamine builds a sheet as a dense grid between its outermost cells, 17 billion cells here,
+/// an allocation that aborts the process. Refused by the cells' extent before any grid is built.
+#[test]
+fn a_sheet_whose_cells_span_more_than_the_cell_cap_is_refused_before_its_grid_is_built() {
+    use rust_xlsxwriter::Workbook;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spread.xlsx");
+    let mut workbook = Workbook::new();
+    let sheet = workbook.add_worksheet();
+    sheet.write_string(0, 0, "note").unwrap();
+    sheet.write_string(1_048_575, 16_383, "far").unwrap();
+    workbook.save(&path).unwrap();
+    assert!(std::fs::metadata(&path).expect("size").len() < 16 << 10, "the bomb is small");
+    let err = open(&path, SourceFormat::Spreadsheet, &ReadOptions::with_declared(HashMap::new()))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("1048576 rows of 16384 cells") && err.contains("at most"), "{err}");
+}
+
 /// An encoding and a separator the steward declares are used as declared: UTF-16 without its
 /// byte-order mark (which detection cannot see), and `|` where the header line holds as many
 /// `;`. A file not in the declared encoding is refused with the line and the encoding named.

@@ -113,7 +113,7 @@ pub struct DatasetMetadata {
     /// The identifier column that names the person a row is about.
     #[serde(default)]
     pub privacy_unit: Option<String>,
-    /// `csv`, `parquet`, `arrow_file`, `arrow_stream` or `xlsx` (also `xls`, `ods`: a
+    /// `csv`, `parquet`, `arrow_file`, `arrow_stream` or `xlsx` (also `xls`: a
     /// spreadsheet); recognised from the file when absent.
     #[serde(default)]
     pub format: Option<String>,
