@@ -45,6 +45,9 @@ pub const FREE_DECODED_BYTES: u64 = 256 << 20;
 /// What Arrow adds per value of a variable-width column besides its bytes (an offset).
 const OFFSET_BYTES: u64 = 4;
 
+/// The most one batch of decoded rows may take in memory, as the page headers bound it.
+pub const MAX_BATCH_BYTES: u64 = 256 << 20;
+
 /// How deep Thrift structs may nest in a page header (statistics inside a data page header are
 /// two levels down).
 const MAX_DEPTH: usize = 8;
@@ -53,11 +56,12 @@ const MAX_DEPTH: usize = 8;
 /// chunk, its stored size within the chunk, its decoded size at most [`MAX_PAGE_BYTES`], and the
 /// file's decoded sizes together at most [`DECODED_PER_BYTE`] per byte of the file plus
 /// [`FREE_DECODED_BYTES`], and the file's values as Arrow holds them (see the module's
-/// documentation) within the same bound.
+/// documentation) within the same bound. Returns how many rows one batch may hold, at most
+/// `batch_rows`, so that a batch takes at most [`MAX_BATCH_BYTES`] (see [`Batch`]).
 ///
 /// # Errors
 /// [`Error::Decode`] naming the column and what it declares; never a value of the file.
-pub fn check(path: &Path, metadata: &ParquetMetaData) -> Result<()> {
+pub fn check(path: &Path, metadata: &ParquetMetaData, batch_rows: usize) -> Result<usize> {
     let file = File::open(path).map_err(Error::ReadFile)?;
     let size = file.metadata().map_err(Error::ReadFile)?.len();
     let mut reader = BufReader::with_capacity(16 << 10, file);
@@ -65,6 +69,7 @@ pub fn check(path: &Path, metadata: &ParquetMetaData) -> Result<()> {
     let allowed = size.saturating_mul(DECODED_PER_BYTE).saturating_add(FREE_DECODED_BYTES);
     let mut decoded: u64 = 0;
     let mut in_memory: u64 = 0;
+    let mut batch = vec![Batch::default(); metadata.file_metadata().schema_descr().num_columns()];
     for row_group in metadata.row_groups() {
         for (index, column) in row_group.columns().iter().enumerate() {
             let name = column.column_path().string();
@@ -113,6 +118,9 @@ pub fn check(path: &Path, metadata: &ParquetMetaData) -> Result<()> {
             } else {
                 0
             };
+            if let Some(b) = batch.get_mut(index) {
+                b.add(&values, longest_entry);
+            }
             in_memory = in_memory.saturating_add(values.bytes(longest_entry));
             if in_memory > allowed {
                 return Err(refuse(format!(
@@ -123,7 +131,28 @@ pub fn check(path: &Path, metadata: &ParquetMetaData) -> Result<()> {
             }
         }
     }
-    Ok(())
+    let per_row: u64 = batch.iter().map(|b| b.per_value).fold(0, u64::saturating_add);
+    let fixed: u64 = batch.iter().map(|b| b.partial_pages).fold(0, u64::saturating_add);
+    let rows = MAX_BATCH_BYTES.saturating_sub(fixed) / per_row.max(1);
+    Ok(usize::try_from(rows).unwrap_or(usize::MAX).clamp(1, batch_rows.max(1)))
+}
+
+/// What one column takes in a batch of B consecutive rows: at most B × `per_value` plus
+/// `partial_pages`. The pages a batch reads whole hold at most B values (flat columns have a
+/// value, or a null, per row), each page at most `per_value` per value it holds; the first and
+/// the last page may be read in part. Fixed-width and dictionary values have no page term.
+#[derive(Debug, Clone, Copy, Default)]
+struct Batch {
+    per_value: u64,
+    partial_pages: u64,
+}
+
+impl Batch {
+    fn add(&mut self, values: &Values, longest_entry: u64) {
+        let dictionary = if values.from_dictionary > 0 { longest_entry.saturating_add(OFFSET_BYTES) } else { 0 };
+        self.per_value = self.per_value.max(values.per_value).max(dictionary);
+        self.partial_pages = self.partial_pages.max(values.largest_page.saturating_mul(2));
+    }
 }
 
 /// What one column chunk's values take in memory, as its page headers bound it.
@@ -133,6 +162,11 @@ struct Values {
     bytes: u64,
     /// Values of variable width taken from the chunk's dictionary.
     from_dictionary: u64,
+    /// The most a value of a page takes, per value the page holds (see [`Batch`]), for the
+    /// pages not read through the dictionary.
+    per_value: u64,
+    /// The largest decoded page whose values are its own bytes.
+    largest_page: u64,
 }
 
 impl Values {
@@ -151,17 +185,28 @@ impl Values {
             PhysicalType::BYTE_ARRAY => None,
         };
         let bytes = match (width, page.encoding) {
-            (Some(width), _) => n.saturating_mul(width),
+            (Some(width), _) => {
+                self.per_value = self.per_value.max(width);
+                n.saturating_mul(width)
+            }
             // PLAIN_DICTIONARY, RLE_DICTIONARY: counted once the dictionary is read.
             (None, 2 | 8) => {
                 self.from_dictionary = self.from_dictionary.saturating_add(n);
                 n.saturating_mul(OFFSET_BYTES)
             }
             // PLAIN, DELTA_LENGTH_BYTE_ARRAY: the values' bytes are the page's.
-            (None, 0 | 6) => page_decoded.saturating_add(n.saturating_mul(OFFSET_BYTES)),
+            (None, 0 | 6) => {
+                self.per_value = self.per_value.max(page_decoded / n.max(1) + 1 + OFFSET_BYTES);
+                self.largest_page = self.largest_page.max(page_decoded);
+                page_decoded.saturating_add(n.saturating_mul(OFFSET_BYTES))
+            }
             // DELTA_BYTE_ARRAY (each value may repeat all of the page's bytes before it), or
             // what else a page declares.
-            (None, _) => n.saturating_mul(page_decoded.saturating_add(OFFSET_BYTES)),
+            (None, _) => {
+                self.per_value = self.per_value.max(page_decoded.saturating_add(OFFSET_BYTES));
+                self.largest_page = self.largest_page.max(page_decoded);
+                n.saturating_mul(page_decoded.saturating_add(OFFSET_BYTES))
+            }
         };
         self.bytes = self.bytes.saturating_add(bytes);
     }

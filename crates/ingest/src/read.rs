@@ -81,12 +81,10 @@ pub fn open(path: &Path, format: SourceFormat, options: &ReadOptions) -> Result<
             let file = File::open(path).map_err(Error::ReadFile)?;
             let builder =
                 ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| decode_error("Parquet", e.to_string()))?;
-            // Every page's declared sizes, before a page is decoded.
-            crate::parquet_pages::check(path, builder.metadata())?;
-            let reader = builder
-                .with_batch_size(options.batch_size)
-                .build()
-                .map_err(|e| decode_error("Parquet", e.to_string()))?;
+            // Every page's declared sizes, before a page is decoded; batches as long as they
+            // may be for a batch to stay within its bound.
+            let rows = crate::parquet_pages::check(path, builder.metadata(), options.batch_size)?;
+            let reader = builder.with_batch_size(rows).build().map_err(|e| decode_error("Parquet", e.to_string()))?;
             from_reader(reader, "Parquet")
         }
         SourceFormat::ArrowFile => {

@@ -409,9 +409,36 @@ fn parquet_pages_of_every_common_shape_are_walked_and_read() {
             .build();
         let path = parquet_with(dir.path(), &format!("{i}.parquet"), &batch, properties);
         let source = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).expect("open");
-        let rows: usize = source.batches.map(|b| b.expect("batch").num_rows()).sum();
-        assert_eq!(rows, n as usize);
+        let sizes: Vec<usize> = source.batches.map(|b| b.expect("batch").num_rows()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), n as usize);
+        // Ordinary values leave batches at their usual length.
+        assert_eq!(sizes.iter().max(), Some(&8192), "batches of {sizes:?}");
     }
+}
+
+/// A batch of rows stays within its bound however large each value is: each value of this
+/// file is a 2 MiB page of its own, so a batch of the usual 8,192 rows would take 16 GiB.
+#[test]
+fn a_parquet_batch_holds_as_many_rows_as_its_bound_allows() {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
+    let long = "0".repeat(2 << 20);
+    let batch =
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![long.as_str(); 20]))]).expect("batch");
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
+        .set_dictionary_enabled(false)
+        .set_data_page_size_limit(1 << 20)
+        .set_write_batch_size(1)
+        .build();
+    let path = parquet_with(dir.path(), "long.parquet", &batch, properties);
+    let file = std::fs::File::open(&path).expect("open");
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&file).expect("metadata");
+    let rows = veil_ingest::parquet_pages::check(&path, &metadata, 8192).expect("accepted");
+    let bound = (veil_ingest::parquet_pages::MAX_BATCH_BYTES >> 21) as usize;
+    assert!((1..bound).contains(&rows), "a batch of {rows} rows of 2 MiB values");
 }
 
 /// Red team: a 254 KiB Parquet upload decoded to 265 MiB before its refusal; a page may declare
