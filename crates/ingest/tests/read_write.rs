@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
@@ -363,7 +363,7 @@ fn parquet_with(
     name: &str,
     batch: &RecordBatch,
     properties: parquet::file::properties::WriterProperties,
-) -> std::path::PathBuf {
+) -> PathBuf {
     let path = dir.join(name);
     let f = std::fs::File::create(&path).expect("create");
     let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(properties)).expect("writer");
@@ -420,20 +420,10 @@ fn parquet_pages_of_every_common_shape_are_walked_and_read() {
 /// file is a 2 MiB page of its own, so a batch of the usual 8,192 rows would take 16 GiB.
 #[test]
 fn a_parquet_batch_holds_as_many_rows_as_its_bound_allows() {
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterProperties;
     let dir = tempfile::tempdir().expect("tempdir");
-    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
-    let long = "0".repeat(2 << 20);
-    let batch =
-        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![long.as_str(); 20]))]).expect("batch");
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
-        .set_dictionary_enabled(false)
-        .set_data_page_size_limit(1 << 20)
-        .set_write_batch_size(1)
-        .build();
-    let path = parquet_with(dir.path(), "long.parquet", &batch, properties);
+    let path = notes(dir.path(), "long.parquet", 2 << 20, 20, |p| {
+        p.set_dictionary_enabled(false).set_data_page_size_limit(1 << 20).set_write_batch_size(1)
+    });
     let file = std::fs::File::open(&path).expect("open");
     let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&file).expect("metadata");
     let rows = veil_ingest::parquet_pages::check(&path, &metadata, 8192).expect("accepted");
@@ -445,24 +435,46 @@ fn a_parquet_batch_holds_as_many_rows_as_its_bound_allows() {
 /// 2 GiB. A page declaring more than the page cap is refused before any page is decoded.
 #[test]
 fn a_parquet_page_that_decodes_to_more_than_the_cap_is_refused_before_reading() {
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterProperties;
     let dir = tempfile::tempdir().expect("tempdir");
+    let long = (veil_ingest::parquet_pages::MAX_PAGE_BYTES + (1 << 20)) as usize;
+    let path = notes(dir.path(), "bomb.parquet", long, 1, |p| p.set_dictionary_enabled(false));
+    let message = refused_note(&path);
+    assert!(message.contains("at most 64 MiB"), "{message}");
+}
+
+/// A small Parquet file of one text column `note`: `rows` copies of `len` zeros, compressed
+/// with ZSTD, written with the properties `with` sets.
+fn notes(
+    dir: &Path,
+    name: &str,
+    len: usize,
+    rows: usize,
+    with: impl FnOnce(
+        parquet::file::properties::WriterPropertiesBuilder,
+    ) -> parquet::file::properties::WriterPropertiesBuilder,
+) -> PathBuf {
+    use parquet::basic::{Compression, ZstdLevel};
     let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
-    let big = "0".repeat((veil_ingest::parquet_pages::MAX_PAGE_BYTES + (1 << 20)) as usize);
-    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![big]))]).expect("batch");
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
-        .set_dictionary_enabled(false)
-        .build();
-    let path = parquet_with(dir.path(), "bomb.parquet", &batch, properties);
-    drop(batch);
-    let size = std::fs::metadata(&path).expect("size").len();
+    let long = "0".repeat(len);
+    let batch =
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![long.as_str(); rows]))]).expect("batch");
+    let properties = with(
+        parquet::file::properties::WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level"))),
+    )
+    .build();
+    parquet_with(dir, name, &batch, properties)
+}
+
+/// The refusal of a small file of [`notes`] as it is opened: a decode error naming the
+/// column, before it is read.
+fn refused_note(path: &Path) -> String {
+    let size = std::fs::metadata(path).expect("size").len();
     assert!(size < 64 << 10, "the bomb is small: {size} bytes");
-    let err = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).err().expect("refused");
+    let err = open(path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).err().expect("refused");
     let message = err.to_string();
     assert!(matches!(err, Error::Decode { format: "Parquet", .. }) && message.contains("column `note`"), "{message}");
-    assert!(message.contains("at most 64 MiB"), "{message}");
+    message
 }
 
 /// Red team: page sizes are not what values take in memory. A dictionary of one 2 MiB text and
@@ -470,31 +482,13 @@ fn a_parquet_page_that_decodes_to_more_than_the_cap_is_refused_before_reading() 
 /// decode to 600 MiB. Refused before any data page is decoded, naming the column.
 #[test]
 fn a_parquet_dictionary_repeated_past_the_bound_is_refused_before_reading() {
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterProperties;
     let dir = tempfile::tempdir().expect("tempdir");
-    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
-    let long = "0".repeat(2 << 20);
-    let batch =
-        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![long.as_str(); 300]))]).expect("batch");
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
-        .set_dictionary_page_size_limit(8 << 20)
-        .build();
-    let path = parquet_with(dir.path(), "dictionary.parquet", &batch, properties);
-    drop(batch);
-    let size = std::fs::metadata(&path).expect("size").len();
-    assert!(size < 64 << 10, "the bomb is small: {size} bytes");
-    let err = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).err().expect("refused");
-    let message = err.to_string();
-    assert!(matches!(err, Error::Decode { format: "Parquet", .. }) && message.contains("column `note`"), "{message}");
+    let path = notes(dir.path(), "dictionary.parquet", 2 << 20, 300, |p| p.set_dictionary_page_size_limit(8 << 20));
+    let message = refused_note(&path);
     assert!(message.contains("values take more than"), "{message}");
 
     // The same column with a short text in its dictionary reads.
-    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
-    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["short"; 300]))]).expect("batch");
-    let properties = WriterProperties::builder().set_dictionary_page_size_limit(8 << 20).build();
-    let path = parquet_with(dir.path(), "fine.parquet", &batch, properties);
+    let path = notes(dir.path(), "fine.parquet", 5, 300, |p| p.set_dictionary_page_size_limit(8 << 20));
     let source = open(&path, SourceFormat::Parquet, &ReadOptions::with_declared(HashMap::new())).expect("open");
     assert_eq!(source.batches.map(|b| b.expect("batch").num_rows()).sum::<usize>(), 300);
 }
