@@ -4,9 +4,10 @@
 //! compresses well: a red team's 254 KiB upload decoded to 265 MiB before its refusal, and the
 //! format allows 2 GiB per page. The crate does not expose page headers without decoding the
 //! pages, so this walks each column chunk's headers itself: a page header is a Thrift struct in
-//! the compact protocol, of which only two fields are read (its decoded and its stored size) and
-//! the rest skipped by their wire types. That is the whole of the parsing written here; the file
-//! is then read by the parquet crate as before.
+//! the compact protocol, of which only a few fields are read (its type, its decoded and stored
+//! sizes, and its own header's value count and encoding) and the rest skipped by their wire
+//! types. That, and the lengths of a text dictionary's entries (below), is the whole of the
+//! parsing written here; the file is then read by the parquet crate as before.
 //!
 //! A page's decoded size is not what its values take in memory: a dictionary page of one long
 //! text and data pages repeating its index by run-length encoding stay a few kilobytes, and
