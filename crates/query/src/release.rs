@@ -88,7 +88,15 @@ fn masked(plan: &LogicalPlan) -> datafusion::common::Result<Option<LogicalPlan>>
             LogicalPlan::Aggregate(a) if !a.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) => {
                 let mut group = a.group_expr.clone();
                 group.push(col(MATCHED));
-                (LogicalPlan::Aggregate(Aggregate::try_new(masked, group, a.aggr_expr.clone())?), true)
+                let aggregates = a
+                    .aggr_expr
+                    .iter()
+                    .map(|e| {
+                        let name = e.schema_name().to_string();
+                        e.clone().transform_up(marks_evaluated_whole)?.data.alias_if_changed(name)
+                    })
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                (LogicalPlan::Aggregate(Aggregate::try_new(masked, group, aggregates)?), true)
             }
             // Anything else (a sort, a limit, a window) would see the masked rows.
             _ => return Ok(None),
@@ -121,30 +129,48 @@ fn masked(plan: &LogicalPlan) -> datafusion::common::Result<Option<LogicalPlan>>
     Ok(Some(LogicalPlan::Projection(Projection::try_new(columns, Arc::new(matched))?)))
 }
 
-/// `predicate` as a number that is 1 exactly where it is true: its conditions (the terms of
-/// its top-level `AND`, a `BETWEEN` as its two bounds) each cast to an integer, multiplied, so
-/// every condition is evaluated on every row (`AND` would skip its right side where its left
-/// is false for every row of a batch). Where the predicate is false or NULL, the product is
-/// 0 or NULL.
+/// `predicate` as a number that is 1 exactly where it is true, every part of it evaluated on
+/// every row: `AND` skips its right side where its left is false for every row of a batch, and
+/// `OR` where it is true (an `IN` list is an `OR` of equalities once optimized), so a condition
+/// that matches a person's many rows, or nobody, would change how much is evaluated. `AND`
+/// becomes a product and `OR` the greatest of its sides, each side an integer (a `BETWEEN` its
+/// two bounds); where the predicate is false or NULL, the number is 0 or NULL.
 fn evaluated_whole(predicate: Expr) -> Expr {
-    use datafusion::logical_expr::cast;
     use datafusion::logical_expr::expr::Between;
-    use datafusion::logical_expr::utils::split_conjunction_owned;
-    let mut terms = Vec::new();
-    for term in split_conjunction_owned(predicate) {
-        match term {
-            Expr::Between(Between { expr, negated: false, low, high }) => {
-                terms.push(expr.as_ref().clone().gt_eq(*low));
-                terms.push(expr.lt_eq(*high));
-            }
-            other => terms.push(other),
+    use datafusion::logical_expr::{BinaryExpr, Operator, cast};
+    match predicate {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            evaluated_whole(*left) * evaluated_whole(*right)
         }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            datafusion::functions::core::expr_fn::greatest(vec![evaluated_whole(*left), evaluated_whole(*right)])
+        }
+        Expr::Between(Between { expr, negated: false, low, high }) => {
+            evaluated_whole(expr.as_ref().clone().gt_eq(*low)) * evaluated_whole(expr.lt_eq(*high))
+        }
+        other => cast(other, DataType::Int64),
     }
-    terms
-        .into_iter()
-        .map(|t| cast(t, DataType::Int64))
-        .reduce(|product, t| product * t)
-        .unwrap_or_else(|| datafusion::logical_expr::lit(1i64))
+}
+
+/// `CASE WHEN c THEN 1 ELSE 0 END` (how the anonymizing plan marks the rows an `IN` list's
+/// constant matches) as `c` evaluated on every row: `CASE` skips its `THEN` where no row of a
+/// batch matches. NULL where `c` is (`CASE` gives 0 there): the marks are only compared to 1.
+fn marks_evaluated_whole(e: Expr) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<Expr>> {
+    use datafusion::common::ScalarValue;
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::expr::Case;
+    let one_or_zero = |e: &Option<Box<Expr>>, v: i64| matches!(e.as_deref(), Some(Expr::Literal(ScalarValue::Int64(Some(x)), _)) if *x == v);
+    Ok(match e {
+        Expr::Case(Case { expr: None, mut when_then_expr, else_expr })
+            if when_then_expr.len() == 1
+                && one_or_zero(&Some(when_then_expr[0].1.clone()), 1)
+                && one_or_zero(&else_expr, 0) =>
+        {
+            let (when, _) = when_then_expr.remove(0);
+            Transformed::yes(evaluated_whole(*when))
+        }
+        other => Transformed::no(other),
+    })
 }
 
 /// Whether `plan` is a table's scan, under projections.
@@ -458,7 +484,8 @@ mod tests {
     #[tokio::test]
     async fn a_masked_filter_measures_what_the_filter_did() {
         use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
-        use datafusion::functions_aggregate::expr_fn::{count, sum};
+        use datafusion::functions_aggregate::expr_fn::{bit_xor, count, max, sum};
+        use datafusion::logical_expr::when;
         use datafusion::prelude::SessionContext;
         let district: ArrayRef =
             Arc::new(StringArray::from(vec![Some("甲"), Some("甲"), None, Some("乙"), Some("乙"), Some("丙")]));
@@ -481,15 +508,31 @@ mod tests {
                     .and_then(|b| {
                         b.aggregate(
                             vec![col("district"), col("person")],
-                            vec![count(lit(1)).alias("rows"), sum(col("age")).alias("ages")],
+                            vec![
+                                count(lit(1)).alias("rows"),
+                                sum(col("age")).alias("ages"),
+                                // A mark of the rows a constant matches, as the anonymizing
+                                // plan makes for each constant of an IN list.
+                                max(when(col("district").eq(lit("甲")), lit(1i64)).otherwise(lit(0i64)).unwrap())
+                                    .alias("marked"),
+                            ],
                         )
                     })
                     .unwrap();
                 let keys = if grouped { vec![col("district")] } else { Vec::new() };
                 // The totals read above the aggregate by their names, one of them not aliased.
                 let plan = per_person
-                    .aggregate(keys.clone(), vec![sum(col("rows")), count(col("person")).alias("people")])
-                    .and_then(|b| b.project(keys.into_iter().chain([col("sum(rows)").alias("rows"), col("people")])))
+                    .aggregate(
+                        keys.clone(),
+                        vec![
+                            sum(col("rows")),
+                            count(col("person")).alias("people"),
+                            bit_xor(when(col("marked").eq(lit(1i64)), col("person")).end().unwrap()).alias("marks"),
+                        ],
+                    )
+                    .and_then(|b| {
+                        b.project(keys.into_iter().chain([col("sum(rows)").alias("rows"), col("people"), col("marks")]))
+                    })
                     .and_then(|b| b.build())
                     .unwrap();
                 // As the engine does: the plan analyzed (and optimized), masked, and planned
