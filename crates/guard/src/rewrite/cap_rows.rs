@@ -6,9 +6,13 @@
 //! with no noise at all.
 //!
 //! Each dataset about people that the plan below the answer's aggregate scans, unless every
-//! person is one row in it, keeps a random sample of at most `max_groups × max_rows` rows per
-//! person (the most one person may contribute from it anyway), right at the scan, before any
-//! filter: `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random()) <= cap`. In dp mode always,
+//! person is one row in it, keeps at most `max_groups × max_rows` rows per person (the most one
+//! person may contribute from it anyway), right at the scan, before any filter:
+//! `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY __veil_row_hash(row)) <= cap`. The order is a
+//! hash of each row's values, so the rows kept are a function of the person's rows alone and
+//! the same at every asking: with a random sample a red team asked an anonymized join with a
+//! filter eight times and got eight counts (which of a person's rows the filter matched, so the
+//! people and the noise, changed each time), noise that averaging strips. In dp mode always,
 //! also without joins: what a query does with the rows a filter lets through takes time, and a
 //! person with 20,000 events made a query measurably slower exactly when an `IN`/`EXISTS`
 //! subquery on their traits let their events through; capped at the scan, one person's rows
@@ -30,7 +34,6 @@
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DataFusionError, Result};
-use datafusion::functions::math::expr_fn::random;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
 use veil_common::Mode;
@@ -99,7 +102,7 @@ pub(super) fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<Log
             next += 1;
             let numbered = row_number()
                 .partition_by(vec![Expr::Column(Column::new(Some(scan.table_name.clone()), unit))])
-                .order_by(vec![random().sort(true, false)])
+                .order_by(vec![super::people::row_hash(columns.clone()).sort(true, false)])
                 .build()?
                 .alias(&rank);
             let capped = LogicalPlanBuilder::from(node)

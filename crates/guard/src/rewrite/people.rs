@@ -44,6 +44,17 @@ pub(super) fn unit_hash(unit: Expr) -> Expr {
     UDF.call(vec![unit])
 }
 
+/// `__veil_row_hash(columns…)`: a `UInt64` hash of a row's values together. It orders a
+/// person's rows for the cap before joins (`cap_rows`): a function of the rows alone, so a
+/// capped query asked again keeps the same rows (a random sample gave an anonymized join with
+/// a filter fresh people and fresh noise at every asking).
+pub(super) fn row_hash(columns: Vec<Expr>) -> Expr {
+    static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+        Arc::new(ScalarUDF::new_from_impl(RowHash { signature: Signature::variadic_any(Volatility::Immutable) }))
+    });
+    UDF.call(columns)
+}
+
 /// `__veil_people_upto_k(unit)`: `min(k, distinct non-null units)` per group, as `Int64`. The
 /// unit is a privacy-unit column of any type, or a [`unit_hash`] of one.
 pub(super) fn people_upto(k: u64, unit: Expr) -> Expr {
@@ -113,6 +124,33 @@ impl ScalarUDFImpl for UnitHash {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let [units] = arrays.as_slice() else { return exec_err!("__veil_unit_hash takes one argument") };
         Ok(ColumnarValue::Array(Arc::new(hash_all(units)?)))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RowHash {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RowHash {
+    fn name(&self) -> &str {
+        "__veil_row_hash"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut hashes = vec![0; rows];
+        create_hashes(&arrays, &STATE, &mut hashes)?;
+        Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(hashes))))
     }
 }
 
