@@ -74,33 +74,31 @@ fn masked(plan: &LogicalPlan) -> datafusion::common::Result<Option<LogicalPlan>>
             // A total over all groups: its aggregates count only the matched rows, so that it
             // is one row, matched or not, as the total over the filtered rows is.
             LogicalPlan::Aggregate(a) if a.group_expr.is_empty() => {
-                let aggregates = a
-                    .aggr_expr
-                    .iter()
-                    .map(|e| {
-                        // Under the name a plan above reads it by.
-                        let name = e.schema_name().to_string();
-                        e.clone().transform_up(only_matched)?.data.alias_if_changed(name)
-                    })
-                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                let aggregates = rewritten(&a.aggr_expr, only_matched)?;
                 (LogicalPlan::Aggregate(Aggregate::try_new(masked, Vec::new(), aggregates)?), false)
             }
             LogicalPlan::Aggregate(a) if !a.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) => {
                 let mut group = a.group_expr.clone();
                 group.push(col(MATCHED));
-                let aggregates = a
-                    .aggr_expr
-                    .iter()
-                    .map(|e| {
-                        let name = e.schema_name().to_string();
-                        e.clone().transform_up(marks_evaluated_whole)?.data.alias_if_changed(name)
-                    })
-                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                let aggregates = rewritten(&a.aggr_expr, marks_evaluated_whole)?;
                 (LogicalPlan::Aggregate(Aggregate::try_new(masked, group, aggregates)?), true)
             }
             // Anything else (a sort, a limit, a window) would see the masked rows.
             _ => return Ok(None),
         }))
+    }
+    /// `aggregates` each rewritten by `f`, under the name a plan above reads it by.
+    fn rewritten(
+        aggregates: &[Expr],
+        f: fn(Expr) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<Expr>>,
+    ) -> datafusion::common::Result<Vec<Expr>> {
+        aggregates
+            .iter()
+            .map(|e| {
+                let name = e.schema_name().to_string();
+                e.clone().transform_up(f)?.data.alias_if_changed(name)
+            })
+            .collect()
     }
     /// An aggregate function of `e` counting only the matched rows.
     fn only_matched(e: Expr) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<Expr>> {
