@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-use common::{serve_with, veil};
+use common::{listening, serve_with, veil};
 
 /// A data directory made by `veil init` in a temporary directory (kept while the first value
 /// lives), and the admin token's file.
@@ -261,9 +261,8 @@ fn serve_with_grace(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("utf8");
-    let addr = first.strip_prefix("Veil is listening on http://").expect("banner").split(' ').next().expect("addr");
+    let url = listening(&mut child);
+    let addr = url.strip_prefix("http://").expect("an http URL");
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().expect("stderr");
     std::thread::spawn(move || {
@@ -447,10 +446,7 @@ fn a_server_whose_log_cannot_be_written_keeps_serving() {
         .stderr(Stdio::from(full))
         .spawn()
         .expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("utf8");
-    let url = first.strip_prefix("Veil is listening on ").and_then(|r| r.split(' ').next()).expect("the address");
-    let url = url.to_owned();
+    let url = listening(&mut child);
     let admin = std::fs::read_to_string(&token).expect("token");
     for _ in 0..3 {
         let out = veil().args(["whoami", "--server", &url, "--token", admin.trim()]).output().expect("whoami");

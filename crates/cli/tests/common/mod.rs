@@ -42,10 +42,15 @@ pub(crate) fn serve_with(data: &Path, options: &[&str]) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
+    let url = listening(&mut child);
+    (child, url)
+}
+
+/// The URL a `veil serve` started with its stdout piped says it listens on, from its first line.
+pub(crate) fn listening(child: &mut Child) -> String {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a line").expect("utf8");
-    let url = first.strip_prefix("Veil is listening on ").expect("banner").split(' ').next().expect("url").to_owned();
-    (child, url)
+    first.strip_prefix("Veil is listening on ").expect("banner").split(' ').next().expect("url").to_owned()
 }
 
 /// Creates the departments `departments` names and a user with `role` in each of `users`
