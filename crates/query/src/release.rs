@@ -74,31 +74,25 @@ fn masked(plan: &LogicalPlan) -> datafusion::common::Result<Option<LogicalPlan>>
             // A total over all groups: its aggregates count only the matched rows, so that it
             // is one row, matched or not, as the total over the filtered rows is.
             LogicalPlan::Aggregate(a) if a.group_expr.is_empty() => {
-                let aggregates = rewritten(&a.aggr_expr, only_matched)?;
+                let aggregates = a
+                    .aggr_expr
+                    .iter()
+                    .map(|e| {
+                        // Under the name a plan above reads it by.
+                        let name = e.schema_name().to_string();
+                        e.clone().transform_up(only_matched)?.data.alias_if_changed(name)
+                    })
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
                 (LogicalPlan::Aggregate(Aggregate::try_new(masked, Vec::new(), aggregates)?), false)
             }
             LogicalPlan::Aggregate(a) if !a.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) => {
                 let mut group = a.group_expr.clone();
                 group.push(col(MATCHED));
-                let aggregates = rewritten(&a.aggr_expr, marks_evaluated_whole)?;
-                (LogicalPlan::Aggregate(Aggregate::try_new(masked, group, aggregates)?), true)
+                (LogicalPlan::Aggregate(Aggregate::try_new(masked, group, a.aggr_expr.clone())?), true)
             }
             // Anything else (a sort, a limit, a window) would see the masked rows.
             _ => return Ok(None),
         }))
-    }
-    /// `aggregates` each rewritten by `f`, under the name a plan above reads it by.
-    fn rewritten(
-        aggregates: &[Expr],
-        f: fn(Expr) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<Expr>>,
-    ) -> datafusion::common::Result<Vec<Expr>> {
-        aggregates
-            .iter()
-            .map(|e| {
-                let name = e.schema_name().to_string();
-                e.clone().transform_up(f)?.data.alias_if_changed(name)
-            })
-            .collect()
     }
     /// An aggregate function of `e` counting only the matched rows.
     fn only_matched(e: Expr) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<Expr>> {
@@ -148,27 +142,6 @@ fn evaluated_whole(predicate: Expr) -> Expr {
         }
         other => cast(other, DataType::Int64),
     }
-}
-
-/// `CASE WHEN c THEN 1 ELSE 0 END` (how the anonymizing plan marks the rows an `IN` list's
-/// constant matches) as `c` evaluated on every row: `CASE` skips its `THEN` where no row of a
-/// batch matches. NULL where `c` is (`CASE` gives 0 there): the marks are only compared to 1.
-fn marks_evaluated_whole(e: Expr) -> datafusion::common::Result<datafusion::common::tree_node::Transformed<Expr>> {
-    use datafusion::common::ScalarValue;
-    use datafusion::common::tree_node::Transformed;
-    use datafusion::logical_expr::expr::Case;
-    let one_or_zero = |e: &Option<Box<Expr>>, v: i64| matches!(e.as_deref(), Some(Expr::Literal(ScalarValue::Int64(Some(x)), _)) if *x == v);
-    Ok(match e {
-        Expr::Case(Case { expr: None, mut when_then_expr, else_expr })
-            if when_then_expr.len() == 1
-                && one_or_zero(&Some(when_then_expr[0].1.clone()), 1)
-                && one_or_zero(&else_expr, 0) =>
-        {
-            let (when, _) = when_then_expr.remove(0);
-            Transformed::yes(evaluated_whole(*when))
-        }
-        other => Transformed::no(other),
-    })
 }
 
 /// Whether `plan` is a table's scan, under projections.
@@ -483,7 +456,7 @@ mod tests {
     async fn a_masked_filter_measures_what_the_filter_did() {
         use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
         use datafusion::functions_aggregate::expr_fn::{bit_xor, count, max, sum};
-        use datafusion::logical_expr::when;
+        use datafusion::logical_expr::{cast, when};
         use datafusion::prelude::SessionContext;
         let district: ArrayRef =
             Arc::new(StringArray::from(vec![Some("甲"), Some("甲"), None, Some("乙"), Some("乙"), Some("丙")]));
@@ -511,8 +484,7 @@ mod tests {
                                 sum(col("age")).alias("ages"),
                                 // A mark of the rows a constant matches, as the anonymizing
                                 // plan makes for each constant of an IN list.
-                                max(when(col("district").eq(lit("甲")), lit(1i64)).otherwise(lit(0i64)).unwrap())
-                                    .alias("marked"),
+                                max(cast(col("district").eq(lit("甲")), DataType::Int64)).alias("marked"),
                             ],
                         )
                     })

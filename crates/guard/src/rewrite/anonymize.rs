@@ -241,7 +241,11 @@ fn bound_with(
     // when every person is one row (a row's count is 1 or 0, its sum its clamped value).
     let mut group = vec![unit.alias(&unit_name)];
     group.extend(group_keys.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
-    let one_or_zero = |condition: Expr| datafusion::logical_expr::when(condition, lit(1i64)).otherwise(lit(0i64));
+    // A condition as 1 or 0 (NULL where it is NULL: these are only summed when never NULL, or
+    // compared with 1), a cast rather than a CASE, which skips its THEN where no row of a batch
+    // matches: a person's many rows matching a listed constant, or nobody's, would cost
+    // different time (a red team timed an IN list holding a rare value, 70 against 65 ms).
+    let one_or_zero = |condition: Expr| cast(condition, DataType::Int64);
     let mut partial = Vec::new();
     let mut measured = Vec::new();
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
@@ -253,7 +257,7 @@ fn bound_with(
                 let rows = match f.params.args.first() {
                     _ if !one_row => unalias(e).clone(),
                     None | Some(Expr::Literal(..)) => lit(1i64),
-                    Some(arg) => one_or_zero(arg.clone().is_not_null())?,
+                    Some(arg) => one_or_zero(arg.clone().is_not_null()),
                 };
                 partial.push(rows.alias(name("rows", j)));
                 measured.push(name("rows", j));
@@ -266,7 +270,7 @@ fn bound_with(
                 partial.push(total.alias(name("sum", j)));
                 measured.push(name("sum", j));
                 if matches!(kind, DpAggregate::Avg { .. }) {
-                    let values = if one_row { one_or_zero(clamped.is_not_null())? } else { count(clamped) };
+                    let values = if one_row { one_or_zero(clamped.is_not_null()) } else { count(clamped) };
                     partial.push(values.alias(name("n", j)));
                     measured.push(name("n", j));
                 }
@@ -275,7 +279,7 @@ fn bound_with(
     }
     // Whether the person has a row matching each listed constant.
     for (i, (e, c)) in listed.iter().enumerate() {
-        let matches = one_or_zero(e.clone().eq(c.clone()))?;
+        let matches = one_or_zero(e.clone().eq(c.clone()));
         let matches = if one_row { matches } else { datafusion::functions_aggregate::expr_fn::max(matches) };
         partial.push(matches.alias(name("cond", i)));
     }
