@@ -63,9 +63,9 @@ const MAX_DEPTH: usize = 8;
 /// # Errors
 /// [`Error::Decode`] naming the column and what it declares; never a value of the file.
 pub fn check(path: &Path, metadata: &ParquetMetaData, batch_rows: usize) -> Result<usize> {
-    let file = File::open(path).map_err(Error::ReadFile)?;
+    let file = Arc::new(File::open(path).map_err(Error::ReadFile)?);
     let size = file.metadata().map_err(Error::ReadFile)?.len();
-    let mut reader = BufReader::with_capacity(16 << 10, file);
+    let mut reader = BufReader::with_capacity(16 << 10, file.as_ref());
     let refuse = |message: String| Error::Decode { format: "Parquet", message };
     let allowed = size.saturating_mul(DECODED_PER_BYTE).saturating_add(FREE_DECODED_BYTES);
     let mut decoded: u64 = 0;
@@ -113,7 +113,7 @@ pub fn check(path: &Path, metadata: &ParquetMetaData, batch_rows: usize) -> Resu
                 at += counted.read + stored;
             }
             let longest_entry = if values.from_dictionary > 0 && column.column_type() == PhysicalType::BYTE_ARRAY {
-                longest_dictionary_entry(path, row_group, index).map_err(|()| {
+                longest_dictionary_entry(&file, row_group, index).map_err(|()| {
                     refuse(format!("the dictionary of column `{name}` cannot be read; the file is damaged"))
                 })?
             } else {
@@ -221,10 +221,9 @@ impl Values {
 /// column: the parquet crate decodes the dictionary page (its decoded size already checked);
 /// its entries are PLAIN (a 4-byte little-endian length, then the bytes), which is read here
 /// because the crate gives a dictionary's entries only by decoding the data pages too.
-fn longest_dictionary_entry(path: &Path, row_group: &RowGroupMetaData, index: usize) -> Wire<u64> {
-    let file = File::open(path).map_err(|_| ())?;
+fn longest_dictionary_entry(file: &Arc<File>, row_group: &RowGroupMetaData, index: usize) -> Wire<u64> {
     let properties = Arc::new(ReaderProperties::builder().build());
-    let reader = SerializedRowGroupReader::new(Arc::new(file), row_group, None, properties).map_err(|_| ())?;
+    let reader = SerializedRowGroupReader::new(Arc::clone(file), row_group, None, properties).map_err(|_| ())?;
     let mut pages = reader.get_column_page_reader(index).map_err(|_| ())?;
     let Some(DecodedPage::DictionaryPage { buf, .. }) = pages.get_next_page().map_err(|_| ())? else {
         return Err(());
