@@ -39,7 +39,7 @@ const STATE: QualityRandomState = QualityRandomState::with_seed(SEED);
 /// `__veil_unit_hash(unit)`: the privacy unit as a `UInt64` hash; null stays null.
 pub(super) fn unit_hash(unit: Expr) -> Expr {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-        Arc::new(ScalarUDF::new_from_impl(UnitHash { signature: Signature::any(1, Volatility::Immutable) }))
+        Arc::new(ScalarUDF::new_from_impl(Hashes { rows: false, signature: Signature::any(1, Volatility::Immutable) }))
     });
     UDF.call(vec![unit])
 }
@@ -50,7 +50,10 @@ pub(super) fn unit_hash(unit: Expr) -> Expr {
 /// a filter fresh people and fresh noise at every asking).
 pub(super) fn row_hash(columns: Vec<Expr>) -> Expr {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-        Arc::new(ScalarUDF::new_from_impl(RowHash { signature: Signature::variadic_any(Volatility::Immutable) }))
+        Arc::new(ScalarUDF::new_from_impl(Hashes {
+            rows: true,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }))
     });
     UDF.call(columns)
 }
@@ -102,14 +105,17 @@ impl<'a> Units<'a> {
     }
 }
 
+/// [`unit_hash`] (`rows: false`: one column, nulls kept) and [`row_hash`] (`rows: true`: the
+/// columns of a row hashed together).
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct UnitHash {
+struct Hashes {
+    rows: bool,
     signature: Signature,
 }
 
-impl ScalarUDFImpl for UnitHash {
+impl ScalarUDFImpl for Hashes {
     fn name(&self) -> &str {
-        "__veil_unit_hash"
+        if self.rows { "__veil_row_hash" } else { "__veil_unit_hash" }
     }
 
     fn signature(&self) -> &Signature {
@@ -122,35 +128,13 @@ impl ScalarUDFImpl for UnitHash {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if self.rows {
+            let mut hashes = vec![0; args.number_rows];
+            create_hashes(&arrays, &STATE, &mut hashes)?;
+            return Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(hashes))));
+        }
         let [units] = arrays.as_slice() else { return exec_err!("__veil_unit_hash takes one argument") };
         Ok(ColumnarValue::Array(Arc::new(hash_all(units)?)))
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct RowHash {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for RowHash {
-    fn name(&self) -> &str {
-        "__veil_row_hash"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::UInt64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let mut hashes = vec![0; rows];
-        create_hashes(&arrays, &STATE, &mut hashes)?;
-        Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(hashes))))
     }
 }
 
@@ -500,7 +484,7 @@ mod tests {
         let b = hash(vec![Some("110101195001011234")]);
         assert_eq!(a[0], b[0], "one person hashes alike in every batch");
         assert_ne!(a[0], a[1]);
-        let udf = UnitHash { signature: Signature::any(1, Volatility::Immutable) };
+        let udf = Hashes { rows: false, signature: Signature::any(1, Volatility::Immutable) };
         let array: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None]));
         let args = ScalarFunctionArgs {
             args: vec![ColumnarValue::Array(array)],
