@@ -28,6 +28,7 @@ pub mod read;
 pub mod spreadsheet;
 pub mod unique;
 pub mod write;
+mod xls;
 
 pub use csv_infer::DeclaredType;
 pub use csv_infer::date_form;

@@ -21,8 +21,19 @@ pub const MAX_CELLS: usize = 50_000_000;
 /// [`Error::Decode`] for a file that is not a spreadsheet calamine reads, a sheet that is not
 /// there (naming the sheets there are), a sheet too large or without a header row.
 pub fn to_csv(path: &Path, sheet: Option<&str>, out: &mut impl Write) -> Result<()> {
-    let refuse = |message: String| Error::Decode { format: "spreadsheet", message };
     let bytes = std::fs::read(path).map_err(Error::ReadFile)?;
+    // calamine indexes into records as their headers say, and a malformed record can panic it;
+    // that is a file it cannot read, not a failure of the server.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sheet_to_csv(bytes, sheet, out))).unwrap_or_else(|_| {
+        Err(refuse("the workbook has a malformed record that cannot be read; open and save it again".to_owned()))
+    })
+}
+
+fn refuse(message: String) -> Error {
+    Error::Decode { format: "spreadsheet", message }
+}
+
+fn sheet_to_csv(bytes: Vec<u8>, sheet: Option<&str>, out: &mut impl Write) -> Result<()> {
     let mut workbook = open_workbook(bytes).map_err(refuse)?;
     let names = workbook.sheet_names();
     let name = match sheet {
@@ -61,7 +72,8 @@ pub fn to_csv(path: &Path, sheet: Option<&str>, out: &mut impl Write) -> Result<
 }
 
 /// The workbook in `bytes`: a ZIP archive as `.xlsx`/`.xlsm` (or `.xlsb`), an OLE2 file as
-/// `.xls`. OpenDocument (`.ods`) is not read: calamine expands a row's repeat count as it opens
+/// `.xls` (checked and rewritten first: calamine reads every sheet of one as it opens it, see
+/// the `xls` module). OpenDocument (`.ods`) is not read: calamine expands a row's repeat count as it opens
 /// the file (a row "repeated" a billion times is a billion rows in memory), before anything
 /// here can look at it.
 fn open_workbook(bytes: Vec<u8>) -> std::result::Result<calamine::Sheets<Cursor<Vec<u8>>>, String> {
@@ -69,7 +81,8 @@ fn open_workbook(bytes: Vec<u8>) -> std::result::Result<calamine::Sheets<Cursor<
     let not_read =
         |e: &dyn std::fmt::Display| format!("the file is not an .xlsx or .xls workbook calamine reads ({e})");
     if bytes.starts_with(&[0xd0, 0xcf, 0x11, 0xe0]) {
-        return Xls::new(Cursor::new(bytes)).map(Sheets::Xls).map_err(|e| not_read(&e));
+        let workbook = crate::xls::checked(bytes, MAX_CELLS)?;
+        return Xls::new(Cursor::new(workbook)).map(Sheets::Xls).map_err(|e| not_read(&e));
     }
     if bytes.windows(43).take(128).any(|w| w == b"application/vnd.oasis.opendocument.spreads") {
         return Err("OpenDocument spreadsheets (.ods) are not read; save the sheet as .xlsx".to_owned());
@@ -82,7 +95,7 @@ fn open_workbook(bytes: Vec<u8>) -> std::result::Result<calamine::Sheets<Cursor<
 
 /// The rows and columns between the outermost cells with a value of sheet `name`, read cell by
 /// cell without building the sheet, for the formats calamine reads that way; `None` for the
-/// others (`.xls` sheets are at most 65,536 × 256 cells by their format).
+/// others (`.xls`, whose sheets are all counted before calamine opens the file).
 fn cell_extent<RS: std::io::Read + std::io::Seek>(
     workbook: &mut calamine::Sheets<RS>,
     name: &str,

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -586,6 +587,152 @@ fn a_sheet_whose_cells_span_more_than_the_cell_cap_is_refused_before_its_grid_is
         .expect("refused")
         .to_string();
     assert!(err.contains("1048576 rows of 16384 cells") && err.contains("at most"), "{err}");
+}
+
+/// A BIFF8 record: type, length, data.
+fn biff(typ: u16, data: &[u8]) -> Vec<u8> {
+    [&typ.to_le_bytes()[..], &(data.len() as u16).to_le_bytes(), data].concat()
+}
+
+/// A text cell (LABEL) at `row`, `col`, as UTF-16.
+fn xls_text(row: u16, col: u16, text: &str) -> Vec<u8> {
+    let units: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let chars = text.encode_utf16().count() as u16;
+    let data = [&row.to_le_bytes()[..], &col.to_le_bytes(), &[0, 0], &chars.to_le_bytes(), &[1], &units].concat();
+    biff(0x0204, &data)
+}
+
+/// A number cell (NUMBER) at `row`, `col`.
+fn xls_number(row: u16, col: u16, value: f64) -> Vec<u8> {
+    biff(0x0203, &[&row.to_le_bytes()[..], &col.to_le_bytes(), &[0, 0], &value.to_le_bytes()].concat())
+}
+
+/// An `.xls` workbook (BIFF8 in an OLE2 compound file) whose sheets hold `records` each:
+/// the globals (BOF, one BoundSheet8 per sheet, EOF), then each sheet between its BOF and EOF.
+/// `position` moves where the globals say a sheet starts, for malformed files.
+fn xls_workbook(sheets: &[(&str, Vec<Vec<u8>>)], position: impl Fn(usize, u32) -> u32) -> Vec<u8> {
+    let bof = |kind: u16| biff(0x0809, &[&0x0600u16.to_le_bytes()[..], &kind.to_le_bytes(), &[0; 12]].concat());
+    let eof = biff(0x000A, &[]);
+    let entry = |at: u32, name: &str| {
+        let units: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let data = [&at.to_le_bytes()[..], &[0, 0, name.encode_utf16().count() as u8, 1], &units].concat();
+        biff(0x0085, &data)
+    };
+    let bodies: Vec<Vec<u8>> =
+        sheets.iter().map(|(_, records)| [bof(0x0010), records.concat(), eof.clone()].concat()).collect();
+    let globals_len = bof(5).len() + sheets.iter().map(|(name, _)| entry(0, name).len()).sum::<usize>() + eof.len();
+    let mut stream = bof(5);
+    let mut at = globals_len as u32;
+    for (i, ((name, _), body)) in sheets.iter().zip(&bodies).enumerate() {
+        stream.extend(entry(position(i, at), name));
+        at += body.len() as u32;
+    }
+    stream.extend(eof);
+    stream.extend(bodies.concat());
+    let mut file =
+        cfb::CompoundFile::create_with_version(cfb::Version::V3, std::io::Cursor::new(Vec::new())).expect("container");
+    file.create_stream("Workbook").expect("stream").write_all(&stream).expect("write");
+    file.flush().expect("flush");
+    file.into_inner().into_inner()
+}
+
+fn open_xls(dir: &Path, bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    let path = dir.join("名册.xls");
+    std::fs::write(&path, bytes).expect("write");
+    let source = open(&path, SourceFormat::Spreadsheet, &ReadOptions::with_declared(HashMap::new()))
+        .map_err(|e| e.to_string())?;
+    source.batches.collect::<Result<_, _>>().map_err(|e| e.to_string())
+}
+
+/// An `.xls` workbook is read as its `.xlsx` twin: the first sheet or the one named, text
+/// (Chinese included) and numbers with their types.
+#[test]
+fn an_xls_workbook_is_read_like_an_xlsx_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roster = vec![
+        xls_text(0, 0, "姓名"),
+        xls_text(0, 1, "补贴"),
+        xls_text(1, 0, "张三"),
+        xls_number(1, 1, 1500.5),
+        xls_text(2, 0, "李四"),
+        xls_number(2, 1, 800.0),
+    ];
+    let bytes = xls_workbook(&[("名册", roster)], |_, at| at);
+    let batches = open_xls(dir.path(), &bytes).expect("read");
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat");
+    let schema = batch.schema();
+    let names: Vec<(&str, &DataType)> = schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+    assert_eq!(names, [("姓名", &DataType::Utf8), ("补贴", &DataType::Float64)]);
+    let text = |c: usize, r: usize| arrow::util::display::array_value_to_string(batch.column(c), r).expect("text");
+    assert_eq!(
+        (text(0, 0), text(1, 0), text(0, 1), text(1, 1)),
+        ("张三".into(), "1500.5".into(), "李四".into(), "800.0".into())
+    );
+}
+
+/// `.xls` bombs: calamine reads every sheet of an `.xls` file whole as it opens it, as a
+/// dense grid between each sheet's outermost cells, after reserving what a sheet's dimensions
+/// record declares. A file of a few hundred bytes with two cells 65,535 rows and columns apart,
+/// or a dimensions record of four billion rows, asks for hundreds of gigabytes and aborts the
+/// process; a sheet entry pointing past the stream, or a compound file whose sector chain loops,
+/// would panic or spin in calamine. Each is refused with what is wrong, and the server's
+/// process is still there to say so.
+#[test]
+fn an_xls_bomb_is_refused_before_calamine_reads_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = |bytes: &[u8]| open_xls(dir.path(), bytes).expect_err("refused");
+    let header = vec![xls_text(0, 0, "note")];
+
+    let far = xls_workbook(&[("a", [header.clone(), vec![xls_number(65_535, 65_535, 1.0)]].concat())], |_, at| at);
+    assert!(far.len() < 8 << 10, "the bomb is small: {}", far.len());
+    let err = refused(&far);
+    assert!(err.contains("4294967296 cells") && err.contains("at most"), "{err}");
+
+    // Spread over sheets: each within the cap, together over it (calamine holds them all).
+    let wide = |name| (name, [header.clone(), vec![xls_number(9_999, 2_999, 1.0)]].concat());
+    let err = refused(&xls_workbook(&[wide("a"), wide("b")], |_, at| at));
+    assert!(err.contains("60000000 cells"), "{err}");
+
+    // A dimensions record (BIFF8: 32-bit rows) declaring rows 0 to 4,294,967,295.
+    let dims = [&0u32.to_le_bytes()[..], &u32::MAX.to_le_bytes(), &0u16.to_le_bytes(), &256u16.to_le_bytes(), &[0, 0]]
+        .concat();
+    let err = refused(&xls_workbook(&[("a", [header.clone(), vec![biff(0x0200, &dims)]].concat())], |_, at| at));
+    assert!(err.contains("cells") && err.contains("at most"), "{err}");
+
+    // A sheet entry past the end of the stream.
+    let err = refused(&xls_workbook(&[("a", header.clone())], |_, _| 1 << 30));
+    assert!(err.contains("sheet 1") && err.contains("past the end"), "{err}");
+
+    // A malformed defined name (calamine indexes a two-byte record at its fourth byte): a
+    // refusal, not a panic.
+    let good = xls_workbook(&[("a", header.clone())], |_, at| at);
+    let mut container = cfb::CompoundFile::open(std::io::Cursor::new(good.clone())).expect("open");
+    let mut stream = Vec::new();
+    container.open_stream("Workbook").expect("stream").read_to_end(&mut stream).expect("read");
+    let name_record = biff(0x0018, &[0, 0]);
+    // After the globals' BOF (20 bytes); the sheet's position moves by the record's length.
+    let mut patched = [&stream[..20], &name_record[..], &stream[20..]].concat();
+    let position = 20 + name_record.len() + 4..20 + name_record.len() + 8;
+    let at = u32::from_le_bytes(patched[position.clone()].try_into().expect("four bytes")) + name_record.len() as u32;
+    patched[position].copy_from_slice(&at.to_le_bytes());
+    let mut file =
+        cfb::CompoundFile::create_with_version(cfb::Version::V3, std::io::Cursor::new(Vec::new())).expect("container");
+    file.create_stream("Workbook").expect("stream").write_all(&patched).expect("write");
+    file.flush().expect("flush");
+    let err = refused(&file.into_inner().into_inner());
+    assert!(err.contains("malformed record"), "{err}");
+
+    // A compound file whose directory chain is its own next sector: read by cfb, which checks
+    // every chain, and refused.
+    let mut looped = good.clone();
+    let sector = 1usize << u16::from_le_bytes([looped[30], looped[31]]);
+    let first_dir = u32::from_le_bytes(looped[48..52].try_into().expect("four bytes")) as usize;
+    let fat = u32::from_le_bytes(looped[76..80].try_into().expect("four bytes")) as usize;
+    let entry = sector * (fat + 1) + 4 * first_dir;
+    looped[entry..entry + 4].copy_from_slice(&(first_dir as u32).to_le_bytes());
+    let err = refused(&looped);
+    assert!(err.contains("container cannot be read"), "{err}");
+    assert!(open_xls(dir.path(), &good).is_ok(), "the unbroken workbook reads");
 }
 
 /// An encoding and a separator the steward declares are used as declared: UTF-16 without its
