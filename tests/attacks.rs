@@ -801,6 +801,51 @@ async fn a_range_that_excludes_one_person_changes_no_answer() {
     }
 }
 
+/// Leak (found by a red team against the masked filter): an IN list whose one constant only the
+/// target matches. `date_part('year', birth_date) IN (1950, 1955, 1931)` against the same with a
+/// year nobody has differ, in the target's group, by the target (when alone in 1931), one
+/// sticky noise sample away; compared with the other groups of the same answer, about eight
+/// queries said whether the target was born in 1931. Column-level low-effect detection does
+/// not see it (without the list, everybody joins). Each constant is now checked in each group:
+/// one only a few people match there is left out, so the answer with the target is the answer
+/// of a twin table without them, exactly; a constant many people match is kept.
+#[tokio::test]
+async fn an_in_list_constant_only_the_target_matches_changes_no_answer() {
+    let w = world().await;
+    let mut people = w.residents.clone();
+    people.push(veil_tests::world::Resident {
+        person_id: "110101193105050998".into(),
+        name: "目标".into(),
+        district: "甲区",
+        birth_date: "1931-05-05".into(),
+        subsidy: 2900,
+    });
+    let meta = veil_tests::world::residents_metadata("planted");
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, veil_tests::world::residents_csv(&people)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // (Conditions under which the whole list removes many people from the target's group: where
+    // it removes almost nobody, column-level detection answers without it, target and all.)
+    for (select, rest, years) in [
+        ("count(*) AS n, sum(subsidy) AS s", "", "1950, 1955, 1931"),
+        ("count(*) AS n, sum(subsidy) AS s", "", "1931, 1950"),
+        ("living_alone, count(DISTINCT person_id) AS n, avg(subsidy) AS a", " GROUP BY living_alone", "1950, 1931"),
+        ("count(*) AS n", " AND NOT living_alone", "1931, 1950"),
+    ] {
+        let ask = |table: &str| {
+            format!("SELECT {select} FROM civil.{table} WHERE date_part('year', birth_date) IN ({years}){rest}")
+        };
+        let (with, twin) = (w.ok(&ask("planted")).await, w.ok(&ask("residents")).await);
+        assert_eq!(with["rows"], twin["rows"], "{select}{rest} over {years}: the target's year moved the answer");
+    }
+    // A constant many people match is kept: 乙区's 75 people born in 1955.
+    let ask = |years: &str| {
+        format!("SELECT count(*) AS n FROM civil.planted WHERE date_part('year', birth_date) IN ({years})")
+    };
+    let n = |body: &Value| body["rows"][0][0].as_f64().unwrap_or(0.0);
+    let (both, one) = (n(&w.ok(&ask("1950, 1955")).await), n(&w.ok(&ask("1950, 1960")).await));
+    assert!(both - one > 40.0, "1955 matches 75 people and is kept: {both} against {one}");
+}
+
 /// Leak (found by a red team, a round later): sharing the noise made `COUNT(*) − COUNT(col)`
 /// the exact number of NULLs in a group: with an IN list of sixteen people it told whether one
 /// person's phone was missing, 100 of 100 right with one query each, and on the demo who is a

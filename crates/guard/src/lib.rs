@@ -28,7 +28,7 @@ pub use check::{AppliedRule, Assessment, check};
 pub use context::{ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
 pub use rewrite::{
     ANON_OUTLIERS, ANON_SEED, DP_PREFIX, DP_ROW, DpPlan, KeyLabel, NoiseLabels, Rewritten, Span, UNIT_PREFIX, Variant,
-    rewrite,
+    dropped_hashes, rewrite, with_dropped,
 };
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};
 pub use rules::allow_listed_functions::check_plan as check_functions;

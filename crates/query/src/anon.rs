@@ -27,7 +27,7 @@
 //! Floating point is acceptable here: this mode makes no differential privacy claim, and every
 //! released count is rounded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -90,13 +90,15 @@ struct Measurements<'a> {
     people: Int64Array,
     seeds: UInt64Array,
     condition_seeds: Vec<UInt64Array>,
+    /// Per IN-list constant, the number of the group's people whose rows match it.
+    condition_people: Vec<Int64Array>,
 }
 
 impl<'a> Measurements<'a> {
     fn new(measured: &[RecordBatch], schema: &SchemaRef, plan: &'a DpPlan) -> Result<Self> {
         let totals = concat_batches(schema, measured).map_err(internal)?;
         let conditions = plan.noise.listed.len();
-        let width = totals.num_columns() - conditions.min(totals.num_columns());
+        let width = totals.num_columns() - (2 * conditions).min(totals.num_columns());
         if width < plan.keys + 2 {
             return Err(internal("the anonymizing plan's output is too narrow"));
         }
@@ -108,7 +110,12 @@ impl<'a> Measurements<'a> {
                 totals.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("condition seed")).cloned()
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { plan, totals, people, seeds, condition_seeds })
+        let condition_people = (width + conditions..width + 2 * conditions)
+            .map(|i| {
+                totals.column(i).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("condition people")).cloned()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { plan, totals, people, seeds, condition_seeds, condition_people })
     }
 
     fn people(&self, row: usize) -> u64 {
@@ -184,6 +191,58 @@ impl Measured {
             None => (self.total, (self.outliers / n).abs()),
         }
     }
+}
+
+/// Low-effect detection per IN-list constant, on a first measurement with nothing dropped:
+/// per list (by name), the hashes of the (group keys, constant) pairs whose rows are left out
+/// of the answer's measurements ([`veil_guard::with_dropped`]). A constant is low-effect in a
+/// group when at least one and at most [`ALWAYS_LOW_EFFECT`] of the group's people have rows
+/// matching it, or at most [`LOW_EFFECT_MARGIN`] plus a sticky normal draw seeded by those
+/// people, the list and the constant. A constant matching nobody has no rows to leave out.
+///
+/// Why: `x IN (a, b, c)` against `x IN (a, b, z)`, `z` matching nobody, differ in a group by the
+/// people only `c` brings there; when that is one person, the difference is theirs, one sticky
+/// sample of noise away (a red team read a year and a street prefix that way). Left out, both
+/// answers measure the same people.
+///
+/// # Errors
+/// [`crate::Error::Internal`] if the measuring plan's output is not as the guard describes it.
+pub(crate) fn dropped(
+    measured: &[RecordBatch],
+    schema: &SchemaRef,
+    plan: &DpPlan,
+    secret: &[u8; 32],
+) -> Result<HashMap<String, BTreeSet<u64>>> {
+    let census = Measurements::new(measured, schema, plan)?;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut dropped: HashMap<String, BTreeSet<u64>> = HashMap::new();
+    for (i, ((list, value), people)) in plan.noise.listed_values.iter().zip(&census.condition_people).enumerate() {
+        let mut rows = Vec::new();
+        for row in 0..census.totals.num_rows() {
+            let n = u64::try_from(people.value(row)).unwrap_or(0);
+            if n == 0 || !people.is_valid(row) {
+                continue;
+            }
+            let seeds = &census.condition_seeds[i];
+            let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
+            let label = plan.noise.listed.get(i).map_or(&[][..], |l| l.as_bytes());
+            let z = normal(&key, &[b"low effect constant", &seed.to_le_bytes(), label]);
+            if n <= ALWAYS_LOW_EFFECT || n as f64 <= LOW_EFFECT_MARGIN + z {
+                rows.push(row as u32);
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let rows = UInt32Array::from(rows);
+        let keys = (0..plan.keys)
+            .map(|k| take(census.totals.column(k), &rows, None).map_err(internal))
+            .collect::<Result<Vec<_>>>()?;
+        let values = value.to_array_of_size(rows.len()).map_err(internal)?;
+        let hashes = veil_guard::dropped_hashes(&keys, &values).map_err(internal)?;
+        dropped.entry(list.clone()).or_default().extend(hashes);
+    }
+    Ok(dropped)
 }
 
 /// Adds sticky noise to the measured totals and applies the threshold. `variants` are the

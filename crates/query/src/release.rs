@@ -36,7 +36,7 @@ const MATCHED: &str = "__veil_matched";
 /// its scan, or has a node above it this does not carry the mask through.
 fn masked(plan: &LogicalPlan) -> datafusion::common::Result<Option<LogicalPlan>> {
     use datafusion::common::tree_node::TreeNode;
-    use datafusion::logical_expr::{Aggregate, Filter, Projection, SubqueryAlias, col, lit};
+    use datafusion::logical_expr::{Aggregate, Filter, Projection, SubqueryAlias, cast, col, lit};
     /// `plan` masked, and whether its output still carries the mask ([`MATCHED`]).
     fn mask(plan: &LogicalPlan) -> datafusion::common::Result<Option<(LogicalPlan, bool)>> {
         let Some(input) = plan.inputs().first().map(|i| mask(i)).transpose()?.flatten() else {
@@ -63,6 +63,20 @@ fn masked(plan: &LogicalPlan) -> datafusion::common::Result<Option<LogicalPlan>>
                     exprs.push(col(MATCHED));
                 }
                 (LogicalPlan::Projection(Projection::try_new(exprs, masked)?), carries)
+            }
+            // A filter above the masked one (the rows low-effect detection leaves out, where
+            // the optimizer did not merge it) narrows the mask: its rows go on too.
+            LogicalPlan::Filter(f) if carries => {
+                let mut exprs: Vec<Expr> = f
+                    .input
+                    .schema()
+                    .iter()
+                    .map(|(q, f)| Expr::Column(Column::from((q, f))))
+                    .filter(|c| !matches!(c, Expr::Column(c) if c.name == MATCHED))
+                    .collect();
+                let narrowed = cast(col(MATCHED), DataType::Int64) * evaluated_whole(f.predicate.clone());
+                exprs.push(narrowed.eq(lit(1i64)).alias(MATCHED));
+                (LogicalPlan::Projection(Projection::try_new(exprs, masked)?), true)
             }
             LogicalPlan::Filter(f) => (LogicalPlan::Filter(Filter::try_new(f.predicate.clone(), masked)?), carries),
             LogicalPlan::SubqueryAlias(a) => {
@@ -228,11 +242,28 @@ impl QueryEngine {
                 // the guard, again.
                 plans.push(state.optimizer().optimize(variant.plan.clone(), &state, |_, _| {}).map_err(internal)?);
             }
+            let run = |plan: &LogicalPlan| {
+                let plan = masked(plan).map_err(internal).map(|m| m.unwrap_or_else(|| plan.clone()));
+                async {
+                    let plan = plan?;
+                    let batches = self.collect(&state, &plan, false, None, Rows::Measurements).await?;
+                    let schema = batches.first().map_or_else(|| Arc::clone(plan.schema().inner()), RecordBatch::schema);
+                    Ok::<_, crate::Error>((batches, schema))
+                }
+            };
+            // With IN lists, a first measurement finds the constants that only a few of a
+            // group's people match (low-effect detection per constant), and every measurement
+            // after it leaves their rows out. It runs whether or not any is found, so that the
+            // time taken does not say.
+            if !plan.noise.listed.is_empty() {
+                let (census, schema) = run(&plans[0]).await?;
+                let dropped = anon::dropped(&census, &schema, plan, &request.noise_key)?;
+                for plan in &mut plans {
+                    *plan = veil_guard::with_dropped(std::mem::take(plan), &dropped).map_err(internal)?;
+                }
+            }
             for plan in &plans {
-                let plan = masked(plan).map_err(internal)?.unwrap_or_else(|| plan.clone());
-                let batches = self.collect(&state, &plan, false, None, Rows::Measurements).await?;
-                let schema = batches.first().map_or_else(|| Arc::clone(plan.schema().inner()), RecordBatch::schema);
-                all.push((batches, schema));
+                all.push(run(plan).await?);
             }
             Ok(all)
         };

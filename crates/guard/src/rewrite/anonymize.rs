@@ -38,8 +38,10 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 /// COUNT; the sum for SUM; the sum and the count of values for AVG; nothing for COUNT(DISTINCT
 /// unit)), three Float64 columns: total, outliers' total, top group's average (null when the
 /// group has no more than `ANON_OUTLIERS` people); then the Int64 number of people; then the UInt64
-/// seed ([`ANON_SEED`]); last, per constant of the query's IN lists (`DpPlan::conditions`), the
-/// UInt64 seed of the group's people whose rows match that constant (0 when none do).
+/// seed ([`ANON_SEED`]); then, per constant of the query's IN lists (`NoiseLabels::listed`), the
+/// UInt64 seed of the group's people whose rows match that constant (0 when none do); last, per
+/// constant again, the Int64 number of those people. Rows of a (group, constant) pair the query
+/// layer drops are left out first (`dropped`: low-effect detection per constant).
 ///
 /// Why per constant: `x IN (D ∪ {c}) … minus x IN (D) …` over fresh random paddings D gives
 /// pairs of groups that differ by the people matching `c`, each pair with fresh noise, so the
@@ -176,7 +178,7 @@ fn bound_with(
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::functions::core::expr_fn::coalesce;
     use datafusion::functions_aggregate::expr_fn::{bit_xor, count, sum};
-    use datafusion::logical_expr::{LogicalPlanBuilder, col};
+    use datafusion::logical_expr::{ExprSchemable, LogicalPlanBuilder, col};
 
     use super::top::{Part, top};
 
@@ -191,7 +193,7 @@ fn bound_with(
     let Conditions { listed, fixed, ranges } = conditions(&agg.input);
     let group_keys = crate::exprs::group_keys(&agg)?;
     let keys = group_keys.len();
-    let described = super::DpPlan {
+    let mut described = super::DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
         keys,
         aggregates: kinds.to_vec(),
@@ -202,6 +204,7 @@ fn bound_with(
         public_keys: None,
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),
+            listed_values: Vec::new(),
             fixed,
             ranges,
             keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input), &agg.input)).collect(),
@@ -230,6 +233,31 @@ fn bound_with(
         resolved.push((e, c));
     }
     let listed = resolved;
+    // Each list's rows of a (group, constant) pair the query layer finds low-effect are left
+    // out (`dropped`): one call per list, named by its compared expression.
+    let mut lists: Vec<&Expr> = Vec::new();
+    for (e, c) in &listed {
+        let Expr::Literal(value, _) = c else {
+            return plan_err!("an IN-list constant that is not a value");
+        };
+        let value = value.cast_to(&e.get_type(input.schema())?)?;
+        described.noise.listed_values.push((e.schema_name().to_string(), value));
+        if !lists.contains(&e) {
+            lists.push(e);
+        }
+    }
+    let bare_keys: Vec<Expr> = group_keys.iter().map(|k| k.clone().unalias()).collect();
+    let kept = lists.iter().map(|e| {
+        datafusion::logical_expr::not(super::dropped::dropped(
+            &e.schema_name().to_string(),
+            bare_keys.clone(),
+            (*e).clone(),
+        ))
+    });
+    let input = match datafusion::logical_expr::utils::conjunction(kept) {
+        Some(kept) => LogicalPlanBuilder::from(input).filter(kept)?.build()?,
+        None => input,
+    };
     let unit = match units.as_slice() {
         [] => return plan_err!("an anonymized answer must read a dataset about people"),
         [only] => only.hash(),
@@ -309,6 +337,10 @@ fn bound_with(
         let matching =
             datafusion::logical_expr::when(col(name("cond", i)).eq(lit(1i64)), col(unit_name.as_str())).end()?;
         totals.push(coalesce(vec![bit_xor(matching), lit(0u64)]).alias(format!("{ANON_SEED}_{i}")));
+    }
+    for i in 0..listed.len() {
+        let people = coalesce(vec![sum(col(name("cond", i))), lit(0i64)]);
+        totals.push(people.alias(format!("{}people_{i}", super::DP_PREFIX)));
     }
     let plan = plan.aggregate(key_cols, totals)?.build()?;
     Ok((plan, described))

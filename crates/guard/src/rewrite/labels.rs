@@ -30,6 +30,9 @@ pub struct NoiseLabels {
     /// Per constant of the query's IN lists, its label (`key = value`), in the order of the
     /// per-constant seeds the measuring plan outputs after the people's seed.
     pub listed: Vec<String>,
+    /// Per constant of the query's IN lists, in the same order, the name of its list (for
+    /// `with_dropped`) and its value in the type of the list's compared expression.
+    pub listed_values: Vec<(String, ScalarValue)>,
     /// The conditions that select no interval of one column, as text (`key = value`).
     pub fixed: Vec<String>,
     /// Per column the other conditions restrict, the interval they allow together.

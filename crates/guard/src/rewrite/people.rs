@@ -66,6 +66,14 @@ pub(super) fn people_upto(k: u64, unit: Expr) -> Expr {
     AggregateUDF::new_from_impl(udaf).call(vec![unit])
 }
 
+/// Each row of `arrays` (columns of one length) hashed, its values together: what
+/// [`row_hash`] computes.
+pub(super) fn hash_rows(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
+    let mut hashes = vec![0; arrays.first().map_or(0, |a| a.len())];
+    create_hashes(arrays, &STATE, &mut hashes)?;
+    Ok(hashes)
+}
+
 /// Every unit of `array` hashed, nulls kept: what [`unit_hash`] computes.
 fn hash_all(array: &ArrayRef) -> Result<UInt64Array> {
     let mut hashes = vec![0; array.len()];
@@ -129,9 +137,7 @@ impl ScalarUDFImpl for Hashes {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         if self.rows {
-            let mut hashes = vec![0; args.number_rows];
-            create_hashes(&arrays, &STATE, &mut hashes)?;
-            return Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(hashes))));
+            return Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(hash_rows(&arrays)?))));
         }
         let [units] = arrays.as_slice() else { return exec_err!("__veil_unit_hash takes one argument") };
         Ok(ColumnarValue::Array(Arc::new(hash_all(units)?)))

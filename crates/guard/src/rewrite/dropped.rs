@@ -1,0 +1,131 @@
+//! Low-effect detection per IN-list constant: the rows of a group that match a constant only a
+//! few of its people match are left out of the group.
+//!
+//! Why: `WHERE date_trunc('year', birth_date) IN (1931, 1960, 1961)` against the same list with
+//! a year nobody has in place of 1931 differ, in the target's group, by exactly the target when
+//! they alone were born in 1931; the constant brings its own noise layer, but that is one sticky
+//! sample, and a red team compared it with the other groups of the same answer to say in about
+//! eight queries whether the target's year was 1931. Column-level detection does not see it:
+//! without the whole list on `birth_date`, the group gains everybody. Diffix checks each IN
+//! element on its own; so does Veil now.
+//!
+//! How: every anonymizing plan with IN lists filters its rows through
+//! `NOT __veil_dropped(list, keys…, value)`, one call per list (`list` names it, `keys` are the
+//! group keys, `value` the list's compared expression). In the plan the guard builds, the set of
+//! dropped (group, constant) pairs is empty; the query layer measures once with it empty (each
+//! group's people per constant), decides which constants are low-effect in which group, and
+//! measures again with the plan's calls carrying those pairs ([`with_dropped`]). A call hashes
+//! every row's keys and value whatever the set holds, so the work does not say whether anything
+//! was dropped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, lit,
+};
+
+/// The function's name in plans.
+const NAME: &str = "__veil_dropped";
+
+/// `__veil_dropped(list, keys…, value)` with nothing dropped: the call the guard puts in plans.
+pub(super) fn dropped(list: &str, keys: Vec<Expr>, value: Expr) -> Expr {
+    static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| Arc::new(udf(BTreeSet::new())));
+    let mut args = vec![lit(list)];
+    args.extend(keys);
+    args.push(value);
+    UDF.call(args)
+}
+
+fn udf(hashes: BTreeSet<u64>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(Dropped { hashes, signature: Signature::variadic_any(Volatility::Immutable) })
+}
+
+/// The hashes [`with_dropped`] expects for some rows of one list: `keys` (one array per group
+/// key) and `values` (the constants, in the type of the list's compared expression), row by row.
+///
+/// # Errors
+/// A DataFusion error if the arrays cannot be hashed together (different lengths).
+pub fn dropped_hashes(keys: &[ArrayRef], values: &ArrayRef) -> Result<Vec<u64>> {
+    let mut arrays = keys.to_vec();
+    arrays.push(Arc::clone(values));
+    hashed(&arrays)
+}
+
+/// Each row of `arrays` hashed, text and binary in one layout first: a group key scanned as a
+/// string view comes out of the aggregate as a string view, but measured values can travel as
+/// another layout of the same values, and a hash of one layout misses the other's.
+fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
+    use datafusion::arrow::compute::cast;
+    let plain = |a: &ArrayRef| -> Result<ArrayRef> {
+        let target = match a.data_type() {
+            DataType::Dictionary(_, value) => value.as_ref().clone(),
+            other => other.clone(),
+        };
+        let target = match target {
+            DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+            DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+            other => other,
+        };
+        if &target == a.data_type() { Ok(Arc::clone(a)) } else { Ok(cast(a, &target)?) }
+    };
+    let arrays = arrays.iter().map(plain).collect::<Result<Vec<_>>>()?;
+    super::people::hash_rows(&arrays)
+}
+
+/// `plan` with each `__veil_dropped` call carrying the hashes `dropped` holds for its list (by
+/// the list's name), none for a list it does not name.
+///
+/// # Errors
+/// A DataFusion error if a rewritten node cannot be rebuilt.
+pub fn with_dropped(plan: LogicalPlan, dropped: &HashMap<String, BTreeSet<u64>>) -> Result<LogicalPlan> {
+    let loaded = |e: Expr| {
+        e.transform_up(|e| match e {
+            Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == NAME => {
+                let list = match args.first() {
+                    Some(Expr::Literal(ScalarValue::Utf8(Some(list)), _)) => list.as_str(),
+                    _ => return exec_err!("{NAME} without its list's name"),
+                };
+                let hashes = dropped.get(list).cloned().unwrap_or_default();
+                Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction { func: Arc::new(udf(hashes)), args })))
+            }
+            other => Ok(Transformed::no(other)),
+        })
+    };
+    Ok(plan.transform_up_with_subqueries(|node| node.map_expressions(loaded))?.data)
+}
+
+/// Whether each row's group keys and value are a dropped pair.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Dropped {
+    hashes: BTreeSet<u64>,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Dropped {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        // The list's name first, then the keys and the value.
+        let Some((_, row)) = args.args.split_first() else { return exec_err!("{NAME} without arguments") };
+        let arrays = ColumnarValue::values_to_arrays(row)?;
+        let hashes = hashed(&arrays)?;
+        let dropped: BooleanArray = hashes.iter().map(|h| Some(self.hashes.contains(h))).collect();
+        Ok(ColumnarValue::Array(Arc::new(dropped)))
+    }
+}
