@@ -1248,4 +1248,8 @@ async fn metrics_count_decisions_spend_failures_and_the_audit_log() {
     let text = scrape(&w.s).await;
     assert_eq!(metric(&text, r#"veil_query_failures_total{cause="memory limit"}"#), Some(1.0), "{text}");
     assert_eq!(metric(&text, "veil_dp_epsilon_spent_total"), Some(2.0), "{text}");
+    // The cause is a field of the query's record (the metrics read it there, not from its words).
+    let records = w.s.audit_records();
+    let failed = records.iter().rev().find(|r| r.entry.action == "query").expect("the query's record");
+    assert_eq!((failed.entry.decision.as_str(), failed.entry.failure.as_deref()), ("failed", Some("memory limit")));
 }

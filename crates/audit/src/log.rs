@@ -139,21 +139,12 @@ pub struct Appended {
 
 impl Appended {
     fn of(entry: &Entry) -> Self {
-        // A query's record ends `…; failed while running (<kind>)` (the message before it may
-        // say "failed while running" too).
-        const FAILED: &str = "failed while running (";
-        let failure = entry
-            .detail
-            .as_deref()
-            .and_then(|d| d.rfind(FAILED).map(|at| &d[at + FAILED.len()..]))
-            .and_then(|rest| rest.split(')').next())
-            .map(str::to_owned);
         Self {
             action: entry.action.clone(),
             decision: entry.decision.clone(),
             mode: entry.mode.clone(),
             rule: entry.rule.clone(),
-            failure,
+            failure: entry.failure.clone(),
             epsilon: entry.epsilon,
             rho: entry.rho,
             written: false,

@@ -65,6 +65,10 @@ pub struct Entry {
     /// Why, in words: a purpose, a reason, a refusal message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The kind of a query's failure while running (`deadline`, `memory limit`, `expression`,
+    /// …), which its response does not show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     /// The SQL as the analyst typed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,

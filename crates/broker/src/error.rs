@@ -11,6 +11,8 @@ pub struct Error {
     message: String,
     /// What only the audit record says (the kind of a runtime failure).
     audit: Option<String>,
+    /// The kind of a runtime failure, as the audit record's `failure` field.
+    failure: Option<&'static str>,
 }
 
 /// What a client is shown for any internal failure.
@@ -19,7 +21,7 @@ const INTERNAL_MESSAGE: &str = "internal error; the operator can find the detail
 impl Error {
     /// An error of `kind` with a client-facing `code` and `message`.
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self { kind, code, message: message.into(), audit: None }
+        Self { kind, code, message: message.into(), audit: None, failure: None }
     }
 
     /// A malformed request.
@@ -51,6 +53,11 @@ impl Error {
     /// The message shown to the client.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The kind of a runtime failure (`deadline`, `memory limit`, …), for the audit record.
+    pub fn failure(&self) -> Option<&'static str> {
+        self.failure
     }
 
     /// What the audit record says: the message, and what only the record may say (the kind of
@@ -98,7 +105,9 @@ impl From<veil_query::Error> for Error {
     fn from(e: veil_query::Error) -> Self {
         match e.kind() {
             ErrorKind::Internal => Error::internal(e),
-            kind => Error { audit: e.audit_detail(), ..Error::new(kind, e.code(), e.to_string()) },
+            kind => {
+                Error { audit: e.audit_detail(), failure: e.failure(), ..Error::new(kind, e.code(), e.to_string()) }
+            }
         }
     }
 }

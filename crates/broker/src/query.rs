@@ -56,6 +56,7 @@ impl Broker {
                 entry.decision = if e.is_refusal() { "denied" } else { "failed" }.into();
                 entry.rule = Some(e.code().to_owned());
                 entry.detail = Some(e.audit_detail());
+                entry.failure = e.failure().map(str::to_owned);
             }
         }
         // Veil's own account of the step: decision, rule and sizes; never SQL or values.
@@ -98,6 +99,7 @@ impl Broker {
         let mut entry = self.query_entry(caller, sql, mode, "denied");
         entry.rule = Some(error.code().to_owned());
         entry.detail = Some(error.audit_detail());
+        entry.failure = error.failure().map(str::to_owned);
         match self.record(caller, entry).await {
             Ok(receipt) => Refused { error, audit_id: Some(receipt.seq) },
             Err(error) => Refused { error, audit_id: None },

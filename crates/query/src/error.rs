@@ -98,8 +98,14 @@ impl Error {
     /// What the audit record adds to the message: the kind of a runtime failure, which the
     /// response does not show.
     pub fn audit_detail(&self) -> Option<String> {
+        self.failure().map(|kind| format!("failed while running ({kind})"))
+    }
+
+    /// The kind of a runtime failure (`deadline`, `memory limit`, `expression`, …), for the
+    /// audit record's `failure` field and the failure metrics; the response does not show it.
+    pub fn failure(&self) -> Option<&'static str> {
         match self {
-            Error::Failed { kind } => Some(format!("failed while running ({kind})")),
+            Error::Failed { kind } => Some(kind),
             _ => None,
         }
     }
