@@ -288,3 +288,80 @@ async fn a_server_killed_while_deciding_access_leaves_no_grant_without_its_recor
     assert!((40..160).contains(&decided), "{decided} decisions: the kill came while deciding");
     assert!(catalog.pending_records().unwrap().is_empty());
 }
+
+/// Extract requests commit with their audit records (the extract's file, the request and the
+/// record in one step): a kill while analysts ask for extracts leaves no request whose extract
+/// a steward could approve without its `access_request.create` record, and no request without
+/// its extract's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_building_extracts_leaves_no_request_without_its_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, admin) = init(tmp.path());
+    let (child, url) = serve(&data);
+    let client = reqwest::Client::new();
+    let tokens = people(
+        &url,
+        &admin,
+        &[("civil", "民政局")],
+        &[("civil-steward", "civil", "steward"), ("civil-analyst", "civil", "analyst")],
+    )
+    .await;
+    let metadata = serde_json::json!({
+        "name": "p", "department": "civil", "level": "L2", "description": "crash test", "privacy_unit": "id",
+        "columns": {
+            "id": {"tag": "identifier"},
+            "district": {"tag": "quasi_identifier"},
+            "subsidy": {"tag": "sensitive", "bounds": [0, 1000]}
+        }
+    });
+    let mut csv = String::from("id,district,subsidy\n");
+    for i in 0..60 {
+        csv.push_str(&format!("p{i},d{},{}\n", i % 3, 100 + (i % 7) * 50));
+    }
+    let form = reqwest::multipart::Form::new()
+        .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
+        .part("file", reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("data"));
+    let registered =
+        client.post(format!("{url}/v1/datasets")).bearer_auth(&tokens["civil-steward"]).multipart(form).send().await;
+    assert!(registered.unwrap().status().is_success());
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+
+    // Four clients ask for extracts as fast as they are answered.
+    let answered = Arc::new(Mutex::new(0usize));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (client, url, analyst) = (client.clone(), url.clone(), tokens["civil-analyst"].clone());
+            let (answered, expires) = (Arc::clone(&answered), expires.clone());
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let body = serde_json::json!({
+                        "dataset": "civil.p", "mode": "deidentified", "purpose": "crash test", "expires_at": expires,
+                        "extract": {"name": format!("e{i}_{n}"), "columns": ["id", "district", "subsidy"]}
+                    });
+                    let sent = client.post(format!("{url}/v1/access-requests")).bearer_auth(&analyst).json(&body);
+                    match sent.send().await {
+                        Ok(response) if response.status().is_success() => *answered.lock().unwrap() += 1,
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    kill_and_restart(child, &answered, clients, &data).await;
+    let created: BTreeSet<String> = log_records(&data)
+        .iter()
+        .filter(|r| r["action"] == "access_request.create")
+        .filter_map(|r| r["target"].as_str().map(str::to_owned))
+        .collect();
+    let catalog = veil_catalog::Catalog::open(&data).unwrap();
+    let requests = catalog.access_requests(&veil_catalog::RequestFilter::default()).unwrap();
+    for request in &requests {
+        assert!(created.contains(&request.id), "request {} is in the catalogue without its audit record", request.id);
+        let extract = catalog.extract(&request.id).unwrap().expect("each request has its extract");
+        assert!(extract.file.exists(), "request {}'s extract has no file", request.id);
+    }
+    assert!(requests.len() >= 40, "{} requests", requests.len());
+    assert!(catalog.pending_records().unwrap().is_empty());
+}
