@@ -253,6 +253,13 @@ struct ServeArgs {
     /// Largest dataset upload accepted, in MiB.
     #[arg(long, env = "VEIL_MAX_UPLOAD_MB", default_value_t = 4096)]
     max_upload_mb: usize,
+    /// Memory one query may use before it spills to disk or fails, in MiB.
+    #[arg(long, env = "VEIL_QUERY_MEMORY_MB", default_value_t = 1024)]
+    query_memory_mb: usize,
+    /// Memory all queries running at once may use together, in MiB: queries wait for room
+    /// (within their deadline) beyond it.
+    #[arg(long, env = "VEIL_QUERY_MEMORY_TOTAL_MB", default_value_t = 4096)]
+    query_memory_total_mb: usize,
     /// Residents in the demo's person space.
     #[arg(long, default_value_t = 20_000)]
     demo_people: usize,

@@ -37,11 +37,12 @@ pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     {
         return Err(format!("--import-root {} is not a directory", root.display()).into());
     }
+    let query = query_limits(&args)?;
     let catalog = open_catalog(data_dir).await?;
     let config = ServerConfig {
         import_root: args.import_root.clone(),
         max_upload_bytes: args.max_upload_mb.saturating_mul(1024 * 1024),
-        query: veil_query::Limits::standard(),
+        query,
         audit: veil_audit::Options::default(),
     };
     let policy_dir = args.policy_dir.clone().unwrap_or_else(|| data_dir.join("policies"));
@@ -181,12 +182,33 @@ async fn demo_extract(state: &AppState, setup: &DemoSetup) -> CliResult {
     Ok(())
 }
 
+/// The query limits `args` ask for: the standard ones with their memory.
+fn query_limits(args: &ServeArgs) -> CliResult<veil_query::Limits> {
+    let (one, all) = (args.query_memory_mb, args.query_memory_total_mb);
+    if one < 16 {
+        return Err(format!("--query-memory-mb {one}: a query needs at least 16 MiB").into());
+    }
+    if all < one {
+        return Err(format!("--query-memory-total-mb {all} is less than one query's --query-memory-mb {one}").into());
+    }
+    Ok(veil_query::Limits {
+        memory_bytes: one.saturating_mul(1 << 20),
+        total_memory_bytes: all.saturating_mul(1 << 20),
+        ..veil_query::Limits::standard()
+    })
+}
+
 /// The server state over a demo made by [`build_demo`].
-pub(crate) fn demo_state(catalog: Catalog, setup: &DemoSetup, max_upload_mb: usize) -> CliResult<AppState> {
+pub(crate) fn demo_state(
+    catalog: Catalog,
+    setup: &DemoSetup,
+    max_upload_mb: usize,
+    query: veil_query::Limits,
+) -> CliResult<AppState> {
     let config = ServerConfig {
         import_root: None,
         max_upload_bytes: max_upload_mb.saturating_mul(1024 * 1024),
-        query: veil_query::Limits::standard(),
+        query,
         audit: veil_audit::Options::default(),
     };
     state(catalog, &setup.data_dir.join("policies"), config)
@@ -256,7 +278,7 @@ async fn serve_demo(args: ServeArgs) -> CliResult {
     println!("  veil walkthrough examples/elderly-care");
     println!();
     println!("The API is described at {url}/v1/docs ({url}/v1/openapi.json). Stop with Ctrl-C.");
-    let state = demo_state(catalog, &setup, args.max_upload_mb)?;
+    let state = demo_state(catalog, &setup, args.max_upload_mb, query_limits(&args)?)?;
     // With few people the extract may meet no k: the rest of the demo still works.
     if let Err(e) = demo_extract(&state, &setup).await {
         eprintln!(

@@ -92,7 +92,7 @@ pub(crate) async fn walkthrough(args: WalkthroughArgs) -> CliResult {
     let people = args.people;
     println!("Starting the demo ({people} residents) on a temporary data directory …");
     let (catalog, setup) = tokio::task::spawn_blocking(move || build_demo(&root, people)).await??;
-    let state = demo_state(catalog, &setup, 64)?;
+    let state = demo_state(catalog, &setup, 64, veil_query::Limits::standard())?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/v1", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

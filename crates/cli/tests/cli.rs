@@ -115,6 +115,26 @@ fn serve_refuses_a_directory_that_was_never_initialised() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("veil init"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+#[test]
+fn serve_refuses_query_memory_that_cannot_hold_a_query() {
+    let (_tmp, data, _) = initialised();
+    for (args, says) in [
+        (["--query-memory-mb", "8", "--query-memory-total-mb", "4096"], "at least 16 MiB"),
+        (["--query-memory-mb", "2048", "--query-memory-total-mb", "1024"], "is less than one query's"),
+    ] {
+        let out = veil()
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn serve_demo_loads_the_departments_and_prints_how_to_query() {
     let (mut child, url, tokens, data_dir) = demo();

@@ -2,7 +2,8 @@
 //! process's peak resident memory grows by less than 512 MiB over all of them (before their
 //! checks, a 1.5 MB CSV of 10,000 columns cost 2.1 GiB, and Parquet files of a few kilobytes
 //! decoded to hundreds of MiB before their refusal: by their pages, or by a dictionary entry
-//! repeated in every row).
+//! repeated in every row); and for distinct counts over millions of values, whose state once
+//! escaped the queries' pools.
 
 #![allow(clippy::unwrap_used)] // tests: a failed step should fail loudly
 
@@ -120,6 +121,65 @@ async fn hostile_uploads_are_refused_within_a_memory_bound() {
     }
     let grown = peak_rss(child.id()).saturating_sub(baseline);
     assert!(grown < 512 << 20, "the server's peak memory grew by {} MiB", grown >> 20);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+/// A red team's analyst query held +3.9 GB with per-group `COUNT(DISTINCT)` state outside the
+/// query's pool, and three at once 7.5 GB. On a server whose queries get 48 MiB each and 128 MiB
+/// together, one and two distinct counts over three million values in seven groups (one query
+/// each, then three at once), each more than its pool holds, keep the process's peak resident
+/// memory within the pools and a margin: they spill or are refused for memory, never answered
+/// from memory nobody granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_counts_over_millions_of_values_stay_within_the_pools() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, admin) = init(tmp.path());
+    let (mut child, url) = common::serve_with(&data, &["--query-memory-mb", "48", "--query-memory-total-mb", "128"]);
+    let client = reqwest::Client::new();
+    let tokens = people(
+        &url,
+        &admin,
+        &[("civil", "民政局")],
+        &[("civil-steward", "civil", "steward"), ("civil-analyst", "civil", "analyst")],
+    )
+    .await;
+    let rows = 3_000_000u64;
+    let mut csv = String::with_capacity(rows as usize * 12);
+    csv.push_str("k,v\n");
+    for k in 0..rows {
+        csv.push_str(&format!("{},{}\n", k * 7919 % 1_000_000_007, k % 7));
+    }
+    let metadata = serde_json::json!({
+        "name": "wide", "department": "civil", "level": "L1", "description": "memory test",
+        "columns": {"k": {"tag": "attribute", "type": "int64"}, "v": {"tag": "attribute", "type": "int64"}}
+    });
+    let form = reqwest::multipart::Form::new()
+        .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
+        .part("file", reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("data"));
+    let registered =
+        client.post(format!("{url}/v1/datasets")).bearer_auth(&tokens["civil-steward"]).multipart(form).send().await;
+    let registered = registered.unwrap();
+    assert!(registered.status().is_success(), "{}", registered.text().await.unwrap());
+    let baseline = peak_rss(child.id());
+    let ask = |sql: &'static str| {
+        let body = serde_json::json!({"sql": sql, "mode": "aggregate"});
+        client.post(format!("{url}/v1/query")).bearer_auth(&tokens["civil-analyst"]).json(&body).send()
+    };
+    let one = "SELECT v, count(DISTINCT k) AS n FROM civil.wide GROUP BY v ORDER BY v";
+    let two = "SELECT v, count(DISTINCT k) AS n, count(DISTINCT k / 2) AS m FROM civil.wide GROUP BY v ORDER BY v";
+    let mut statuses = Vec::new();
+    for sql in [one, two] {
+        statuses.push(ask(sql).await.unwrap().status());
+    }
+    let (a, b, c) = tokio::join!(ask(one), ask(two), ask(one));
+    statuses.extend([a, b, c].into_iter().map(|r| r.unwrap().status()));
+    let grown = peak_rss(child.id()).saturating_sub(baseline);
+    eprintln!("statuses {statuses:?}, peak grew {} MiB", grown >> 20);
+    assert!(statuses.iter().all(|s| s.is_success() || s.as_u16() == 422 || s.as_u16() == 503), "{statuses:?}");
+    assert!(statuses[0].is_success(), "one distinct count is answered (spilling): {statuses:?}");
+    // 128 MiB of pools, and what reading and answering take outside them.
+    assert!(grown < 384 << 20, "the server's peak memory grew by {} MiB", grown >> 20);
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
 }
