@@ -153,6 +153,26 @@ fn assert_classes(all: &[Vec<Value>], picked: &[Vec<Value>]) {
     }
 }
 
+/// An extract's build holds its datasets in memory, so it takes room in the memory queries
+/// share before it reads anything (estimated from the files' footers); one that needs more than
+/// the whole of it is refused with what it needs, and registration (one query's room) goes on.
+#[tokio::test]
+async fn an_extract_larger_than_the_servers_memory_is_refused_before_it_is_read() {
+    let mut w = world().await;
+    let tiny =
+        veil_query::Limits { memory_bytes: 16 << 10, total_memory_bytes: 16 << 10, ..veil_query::Limits::standard() };
+    w.s.restart_in_place(tiny).await;
+    let (status, body) = w.ask(&w.analyst, standard()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "too_large_for_memory", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the extract cannot be built") && message.contains("16 KiB"), "{message}");
+    let mut again = metadata();
+    again["name"] = json!("again");
+    let (status, body) = w.s.upload(&w.steward, &again, csv().into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 #[tokio::test]
 async fn an_extract_is_asked_for_reported_approved_and_queried() {
     let w = world().await;

@@ -178,6 +178,23 @@ impl Broker {
         let staged = self.catalog.dir().tmp_file("parquet");
         let target = staged.clone();
         let dataset = infos.iter().map(|i| i.dataset.to_string()).collect::<Vec<_>>().join(" + ");
+        // The build holds its datasets in memory: room for it in the memory queries share,
+        // estimated from the files' footers, before anything is read.
+        let files: Vec<(std::path::PathBuf, Vec<String>)> =
+            inputs.iter().map(|(_, path, read, _, _)| (path.clone(), read.clone())).collect();
+        let estimate = tokio::task::spawn_blocking(move || {
+            files.iter().try_fold(0u64, |n, (path, columns)| {
+                Ok::<_, veil_extract::Error>(n.saturating_add(veil_extract::build_bytes(path, columns)?))
+            })
+        })
+        .await
+        .map_err(|e| Error::internal(format!("extract task failed: {e}")))?
+        .map_err(extract_error)?;
+        let _room = self
+            .engine
+            .reserve_memory(estimate)
+            .await
+            .map_err(|e| crate::memory_error("the extract cannot be built", e))?;
         let built = tokio::task::spawn_blocking(move || -> Result<veil_extract::Report, veil_extract::Error> {
             let mut read = Vec::with_capacity(inputs.len());
             for (name, path, columns, base, own) in inputs {

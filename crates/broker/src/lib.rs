@@ -257,12 +257,41 @@ impl Broker {
             .map_err(Error::from)
     }
 
+    /// [`Broker::blocking`] for work that ingests a file (a registration, its dry run): it
+    /// holds one query's share of the memory queries and builds share while it runs (its
+    /// batches are bounded to fit one), waiting for it as a query would.
+    ///
+    /// # Errors
+    /// `server_busy` (503) when no room came free in time; else as [`Broker::blocking`].
+    pub async fn ingesting<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        F: FnOnce(&Catalog) -> Result<T, veil_catalog::Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let one_query = self.engine.limits().memory_bytes as u64;
+        let _room =
+            self.engine.reserve_memory(one_query).await.map_err(|e| memory_error("the file cannot be read", e))?;
+        self.blocking(work).await
+    }
+
     /// Appends `entry` for `caller` and returns once it is on disk.
     async fn record(&self, caller: &Caller, mut entry: Entry) -> Result<Receipt, Error> {
         if entry.request_id.is_none() {
             entry.request_id.clone_from(&caller.request_id);
         }
         self.audit.append(entry).await.map_err(Error::from)
+    }
+}
+
+/// Why work that holds data in memory could not start: `what` it could not do, and why.
+fn memory_error(what: &str, e: veil_query::Unreserved) -> Error {
+    match e {
+        veil_query::Unreserved::TooLarge { .. } => {
+            Error::new(veil_common::ErrorKind::PayloadTooLarge, "too_large_for_memory", format!("{what}: {e}"))
+        }
+        veil_query::Unreserved::Busy => {
+            Error::new(veil_common::ErrorKind::Unavailable, "server_busy", format!("{what} now: {e}"))
+        }
     }
 }
 

@@ -109,6 +109,28 @@ pub fn read_parquet(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>>
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
+/// About how many bytes building an extract holds for `columns` of the Parquet file at `path`:
+/// their values as the file's metadata counts them before compression, four times over (the
+/// rows as read, the encoded table the search walks, its generalized copies, the release).
+/// From the file's footer only, before anything is read.
+///
+/// # Errors
+/// The file cannot be read or is not Parquet.
+pub fn build_bytes(path: &Path, columns: &[String]) -> Result<u64> {
+    let file = std::fs::File::open(path).map_err(io)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let mut bytes = 0u64;
+    for group in builder.metadata().row_groups() {
+        for chunk in group.columns() {
+            let root = chunk.column_path().parts().first();
+            if root.is_some_and(|r| columns.contains(r)) {
+                bytes = bytes.saturating_add(u64::try_from(chunk.uncompressed_size()).unwrap_or(u64::MAX));
+            }
+        }
+    }
+    Ok(bytes.saturating_mul(4))
+}
+
 fn io(e: std::io::Error) -> crate::Error {
     crate::Error::Storage(e.to_string())
 }

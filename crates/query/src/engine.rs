@@ -35,6 +35,7 @@ use veil_guard::{DP_ROW, GuardContext, GuardOutcome, PrivacyGuardRule};
 use crate::dp::{self, DpParams};
 use crate::drain::{Drains, drained};
 use crate::error::{clean, error_kind, internal, is_resource_limit, planning};
+use crate::memory::{Reserved, Unreserved};
 use crate::plan_cache::{GuardedPlan, PlanCache, reads_clock_or_chance};
 use crate::release::{noisy_outputs, noisy_source};
 use crate::request::{Answer, DpReport, Limits, QueryRequest, SessionDataset};
@@ -230,6 +231,17 @@ impl QueryEngine {
     /// The limits queries run under.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Reserves room in the memory queries share for other work expected to hold about
+    /// `bytes` (a registration's ingest, an extract's build), waiting for it at most as long as
+    /// a query may run; the room is held while the returned value lives.
+    ///
+    /// # Errors
+    /// [`Unreserved::TooLarge`] beyond the whole budget; [`Unreserved::Busy`] if no room came
+    /// free in time.
+    pub async fn reserve_memory(&self, bytes: u64) -> std::result::Result<Reserved, Unreserved> {
+        self.admission.reserve(bytes, self.limits.deadline).await
     }
 
     /// Plans, guards and (unless a dry run) runs `query`.

@@ -37,5 +37,6 @@ mod testing;
 pub use dp::{DpParams, NoisyAggregate, measurements};
 pub use engine::{Prepared, QueryEngine};
 pub use error::{Error, Result};
+pub use memory::{Reserved, Unreserved};
 pub use parse::{ParsedQuery, parse};
 pub use request::{AnonReport, Answer, DpReport, Limits, QueryRequest, SessionDataset};

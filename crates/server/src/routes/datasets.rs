@@ -92,7 +92,7 @@ pub(crate) async fn datasets_register(
     if dry_run {
         let level = spec.level.to_string();
         let dataset = spec.dataset.to_string();
-        let checked = state.blocking(move |c| c.check_dataset(&spec, &source)).await?;
+        let checked = state.broker.ingesting(move |c| c.check_dataset(&spec, &source)).await?;
         let mut entry = for_this_request(entry_by(&caller, "dataset.check", "ok"));
         entry.datasets = vec![DatasetUse { dataset: dataset.clone(), level: Some(level.clone()) }];
         entry.detail = Some(format!("dry run: {} rows valid, nothing stored", checked.rows));
@@ -118,7 +118,7 @@ pub(crate) async fn datasets_register(
         entry.rows = Some(rows);
         serde_json::to_string(&entry).ok()
     };
-    let (info, pending) = state.blocking(move |c| c.register_dataset(&spec, &source, &user, record)).await?;
+    let (info, pending) = state.broker.ingesting(move |c| c.register_dataset(&spec, &source, &user, record)).await?;
     state.metrics.registered(info.row_count);
     state.audit_pending(pending).await?;
     Ok((StatusCode::CREATED, Json(DatasetView::from(info))).into_response())
