@@ -389,3 +389,37 @@ async fn a_record_whose_append_failed_reaches_the_log_while_the_server_runs() {
         .await
         .expect("the outbox cleared after the append");
 }
+
+/// A panic in a request's handler (a bug) is caught by the server's middleware: answered 500
+/// with the generic `internal` code and no detail, recorded in the audit log as a failed
+/// request, and the server goes on serving.
+#[tokio::test]
+async fn a_panicking_handler_is_answered_500_and_recorded_as_failed() {
+    use axum::routing::get;
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+    let root = tempfile::tempdir().unwrap();
+    let state = veil_tests::TestServer::state_in(&root);
+    let app = axum::Router::new()
+        .route("/boom", get(boom))
+        .route("/fine", get(|| async { "fine" }))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), veil_server::telemetry::observe))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let response = reqwest::get(format!("{url}/boom")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    assert!(!body.to_string().contains("a bug"), "the panic's message is not shown: {body}");
+    assert_eq!(reqwest::get(format!("{url}/fine")).await.unwrap().status(), StatusCode::OK);
+    let page =
+        veil_audit::search(&root.path().join("data").join("audit"), &veil_audit::Filter::default(), usize::MAX, None)
+            .unwrap();
+    let failed: Vec<_> = page.records.iter().filter(|r| r.record.entry.action == "request.failed").collect();
+    assert_eq!(failed.len(), 1, "{:?}", page.records);
+    assert_eq!(failed[0].record.entry.decision, "failed");
+    assert_eq!(failed[0].record.entry.target.as_deref(), Some("GET /boom"));
+}

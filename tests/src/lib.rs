@@ -51,19 +51,24 @@ impl TestServer {
     }
 
     async fn start_on(root: tempfile::TempDir, max_upload_bytes: usize, audit: veil_audit::Options) -> Self {
-        let token_file = root.path().join("admin.token");
-        let policy =
-            [("policies/model.conf", veil_policy::DEFAULT_MODEL), ("policies/policy.csv", veil_policy::DEMO_POLICY)];
-        veil_catalog::init(
-            &root.path().join("data"),
-            &token_file,
-            &veil_common::UserId::new("admin").unwrap(),
-            &policy,
-        )
-        .unwrap();
-        std::fs::create_dir(root.path().join("import")).unwrap();
-        let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+        let admin = initialise(&root);
         Self::launch(root, admin, max_upload_bytes, veil_query::Limits::standard(), audit).await
+    }
+
+    /// The state a server on a new data directory in `root` serves, without serving it (to
+    /// drive the server's middleware with routes of a test's own).
+    pub fn state_in(root: &tempfile::TempDir) -> AppState {
+        initialise(root);
+        let catalog = veil_catalog::Catalog::open(&root.path().join("data")).unwrap();
+        let config = ServerConfig {
+            import_root: None,
+            max_upload_bytes: usize::MAX,
+            query: veil_query::Limits::standard(),
+            audit: veil_audit::Options::default(),
+        };
+        let files = veil_policy::PolicyFiles::in_dir(&root.path().join("data").join("policies"));
+        let policy = veil_server::load_policy(&catalog, files).unwrap();
+        AppState::new(catalog, config, policy).unwrap()
     }
 
     async fn launch(
@@ -223,4 +228,16 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Initialises a data directory under `root` with the demo policy, and an import root beside
+/// it; returns the admin's token.
+fn initialise(root: &tempfile::TempDir) -> String {
+    let token_file = root.path().join("admin.token");
+    let policy =
+        [("policies/model.conf", veil_policy::DEFAULT_MODEL), ("policies/policy.csv", veil_policy::DEMO_POLICY)];
+    veil_catalog::init(&root.path().join("data"), &token_file, &veil_common::UserId::new("admin").unwrap(), &policy)
+        .unwrap();
+    std::fs::create_dir(root.path().join("import")).unwrap();
+    std::fs::read_to_string(&token_file).unwrap().trim().to_owned()
 }
