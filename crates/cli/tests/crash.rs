@@ -12,7 +12,7 @@ use std::time::Duration;
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-use common::{init, people, serve, veil};
+use common::{init, people, register, serve, veil};
 
 /// Every record in the log's segments, in order, as JSON.
 fn log_records(data: &Path) -> Vec<serde_json::Value> {
@@ -127,15 +127,8 @@ async fn a_server_killed_while_registering_leaves_no_version_without_its_record(
                         "name": format!("t{i}"), "department": "civil", "level": "L1", "description": "crash test",
                         "columns": {"n": {"tag": "attribute"}}
                     });
-                    let form = reqwest::multipart::Form::new()
-                        .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
-                        .part(
-                            "file",
-                            reqwest::multipart::Part::bytes(format!("n\n{n}\n").into_bytes()).file_name("data"),
-                        );
-                    let Ok(response) =
-                        client.post(format!("{url}/v1/datasets")).bearer_auth(&steward).multipart(form).send().await
-                    else {
+                    let bytes = format!("n\n{n}\n").into_bytes();
+                    let Ok(response) = register(&client, &url, &steward, &metadata, bytes).await else {
                         return;
                     };
                     if !response.status().is_success() {
@@ -224,11 +217,7 @@ async fn a_server_killed_while_deciding_access_leaves_no_grant_without_its_recor
         "name": "t", "department": "civil", "level": "L2", "description": "crash test",
         "columns": {"n": {"tag": "attribute"}}
     });
-    let form = reqwest::multipart::Form::new()
-        .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
-        .part("file", reqwest::multipart::Part::bytes(b"n\n1\n2\n".to_vec()).file_name("data"));
-    let registered =
-        client.post(format!("{url}/v1/datasets")).bearer_auth(&tokens["civil-steward"]).multipart(form).send().await;
+    let registered = register(&client, &url, &tokens["civil-steward"], &metadata, b"n\n1\n2\n".to_vec()).await;
     assert!(registered.unwrap().status().is_success());
     let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
         .format(&time::format_description::well_known::Rfc3339)
@@ -318,11 +307,7 @@ async fn a_server_killed_while_building_extracts_leaves_no_request_without_its_r
     for i in 0..60 {
         csv.push_str(&format!("p{i},d{},{}\n", i % 3, 100 + (i % 7) * 50));
     }
-    let form = reqwest::multipart::Form::new()
-        .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
-        .part("file", reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("data"));
-    let registered =
-        client.post(format!("{url}/v1/datasets")).bearer_auth(&tokens["civil-steward"]).multipart(form).send().await;
+    let registered = register(&client, &url, &tokens["civil-steward"], &metadata, csv.into_bytes()).await;
     assert!(registered.unwrap().status().is_success());
     let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
         .format(&time::format_description::well_known::Rfc3339)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-use common::{init, people, serve};
+use common::{init, people, register, serve};
 
 /// The peak resident memory of process `pid`, in bytes (Linux's `VmHWM`).
 fn peak_rss(pid: u32) -> u64 {
@@ -99,10 +99,7 @@ async fn hostile_uploads_are_refused_within_a_memory_bound() {
             "name": name, "department": "civil", "level": "L1", "description": "memory test",
             "columns": {"note": {"tag": "attribute"}}
         });
-        let form = reqwest::multipart::Form::new()
-            .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
-            .part("file", reqwest::multipart::Part::bytes(bytes).file_name("data"));
-        client.post(format!("{url}/v1/datasets")).bearer_auth(&steward).multipart(form).send()
+        register(&client, &url, &steward, &metadata, bytes)
     };
     // A small upload first, so the baseline holds what serving one takes.
     let fine = upload("fine", b"note\nhello\n".to_vec()).await.unwrap();
@@ -154,12 +151,7 @@ async fn distinct_counts_over_millions_of_values_stay_within_the_pools() {
         "name": "wide", "department": "civil", "level": "L1", "description": "memory test",
         "columns": {"k": {"tag": "attribute", "type": "int64"}, "v": {"tag": "attribute", "type": "int64"}}
     });
-    let form = reqwest::multipart::Form::new()
-        .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
-        .part("file", reqwest::multipart::Part::bytes(csv.into_bytes()).file_name("data"));
-    let registered =
-        client.post(format!("{url}/v1/datasets")).bearer_auth(&tokens["civil-steward"]).multipart(form).send().await;
-    let registered = registered.unwrap();
+    let registered = register(&client, &url, &tokens["civil-steward"], &metadata, csv.into_bytes()).await.unwrap();
     assert!(registered.status().is_success(), "{}", registered.text().await.unwrap());
     let baseline = peak_rss(child.id());
     let ask = |sql: &'static str| {

@@ -81,3 +81,18 @@ pub(crate) async fn people(
     }
     tokens
 }
+
+/// Registers `bytes` with `metadata` as `token`, a multipart upload as a steward's client sends
+/// it.
+pub(crate) fn register(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    metadata: &serde_json::Value,
+    bytes: Vec<u8>,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    let form = reqwest::multipart::Form::new()
+        .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
+        .part("file", reqwest::multipart::Part::bytes(bytes).file_name("data"));
+    client.post(format!("{url}/v1/datasets")).bearer_auth(token).multipart(form).send()
+}
