@@ -657,6 +657,68 @@ fn visits_csv() -> String {
     out
 }
 
+/// Leak (red team, warned of only until now): a partner department registered two datasets that
+/// differ by one person; each joined with `civil.people` in an extract, the `EXCEPT ALL` of the
+/// two gave that person's row. An extract whose people differ from an extract already released
+/// (over any of its datasets) by at least one and fewer than k is now refused; one that differs
+/// by k or more is built.
+#[tokio::test]
+async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused() {
+    let w = world().await;
+    w.s.department("health", "卫健委").await;
+    let health_steward = w.s.user("health-steward", Some("health"), &["steward"]).await;
+    let ids = source_ids();
+    let without = |people: &[&str]| {
+        let all = visits_csv();
+        let kept: Vec<&str> = all.lines().filter(|l| !people.iter().any(|p| l.starts_with(*p))).collect();
+        format!("{}\n", kept.join("\n"))
+    };
+    for (name, csv) in [
+        ("visits", visits_csv()),
+        ("twin", without(&[ids[3].as_str()])),
+        ("fewer", without(&[&ids[3], &ids[4], &ids[5], &ids[6], &ids[7]])),
+    ] {
+        let mut metadata = visits_metadata();
+        metadata["name"] = json!(name);
+        let (status, body) = w.s.upload(&health_steward, &metadata, csv.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let joined = |name: &str, partner: &str| json!({"name": name, "join": [format!("health.{partner}")], "columns": ["person_id", "icd10"]});
+    let (status, asked) = w.ask(&w.analyst, joined("with_visits", "visits")).await;
+    assert_eq!(status, StatusCode::CREATED, "{asked}");
+    // Not released yet: a pending extract gives nobody anything to compare.
+    let (status, pending) = w.ask(&w.analyst, joined("with_twin_early", "twin")).await;
+    assert_eq!(status, StatusCode::CREATED, "{pending}");
+    let id = asked["id"].as_str().unwrap().to_owned();
+    let part = asked["extract"]["parts"][0]["request"].as_str().unwrap().to_owned();
+    let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w.s.post(&format!("/v1/access-requests/{part}/approve"), &health_steward, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, refused) = w.ask(&w.analyst, joined("with_twin", "twin")).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
+        "{refused}"
+    );
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&id) && !message.contains(ids[3].as_str()), "{message}");
+    // The same join again, and one whose people differ by k, are built.
+    let (status, body) = w.ask(&w.analyst, joined("with_visits_again", "visits")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = w.ask(&w.analyst, joined("with_fewer", "fewer")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The twin asked for while the first was pending is refused at its approval.
+    let early = pending["id"].as_str().unwrap();
+    let (status, body) = w.s.post(&format!("/v1/access-requests/{early}/approve"), &w.steward, json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
+        "{body}"
+    );
+}
+
 /// The people of `civil.people` joined with their visits in `health.visits`, another
 /// department's dataset: each department's stewards decide on their own access request, the
 /// extract is readable only while both are approved, and a person with a diagnosis nobody else

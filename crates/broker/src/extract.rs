@@ -160,6 +160,10 @@ impl Broker {
     ) -> Result<NewExtract, Error> {
         let infos: Vec<&DatasetInfo> = sources.iter().map(|(i, _)| i).collect();
         let (spec, taken) = self.extract_spec(&infos, request)?;
+        let current: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
+        if let Some(released) = self.people_apart_from_released(current, spec.k, None).await? {
+            return Err(isolates_people(&released, spec.k));
+        }
         // Each dataset's base release, the columns to read from it, and its own columns of the
         // extract.
         let mut inputs = Vec::with_capacity(sources.len());
@@ -735,6 +739,119 @@ fn spec_json(request: &ExtractRequest) -> String {
 }
 
 /// The builder's refusals as the broker's.
+impl Broker {
+    /// Checks, before a steward approves access request `request_id`, that its extract (if it
+    /// has one) holds people who differ from those of every extract already released over any
+    /// of its datasets by none or by at least its k: a request asked for before the other was
+    /// approved is checked again here.
+    ///
+    /// # Errors
+    /// `extract_isolates_people` (422), naming the released extract's request.
+    pub async fn check_release(&self, request_id: &str) -> Result<(), Error> {
+        let lookup = request_id.to_owned();
+        let found = self
+            .blocking(move |c| {
+                let Some(extract) = c.extract(&lookup)? else { return Ok(None) };
+                let main = (c.access_request(&extract.request_id)?.dataset, extract.source_version);
+                let sources: Vec<(DatasetRef, i64)> = std::iter::once(main)
+                    .chain(extract.parts.iter().map(|p| (p.dataset.clone(), p.source_version)))
+                    .collect();
+                Ok(Some((extract.request_id, sources, extract.report)))
+            })
+            .await?;
+        let Some((extract_id, sources, report)) = found else { return Ok(()) };
+        // The k the extract met, as its report (JSON) states it.
+        let report: serde_json::Value = serde_json::from_str(&report).map_err(Error::internal)?;
+        let k = report["k"].as_u64().ok_or_else(|| Error::internal("an extract's report without its k"))?;
+        match self.people_apart_from_released(sources, k, Some(extract_id)).await? {
+            Some(released) => Err(isolates_people(&released, k)),
+            None => Ok(()),
+        }
+    }
+
+    /// The access request of an extract already released (approved, or approved and revoked)
+    /// from any of the datasets `current` names (each with its version), whose people differ
+    /// from those of `current`'s join by at least one and fewer than `k`: comparing the two
+    /// would single those people out. People are the privacy-unit values found in every dataset
+    /// of a join, read from the versions each extract was built from.
+    ///
+    /// Why: two partner datasets registered to differ by one person, each joined with the same
+    /// dataset in an extract, gave that person's row by `EXCEPT ALL` of the two (a red team; it
+    /// was only warned of before).
+    async fn people_apart_from_released(
+        &self,
+        current: Vec<(DatasetRef, i64)>,
+        k: u64,
+        except: Option<String>,
+    ) -> Result<Option<String>, Error> {
+        let catalog = std::sync::Arc::clone(&self.catalog);
+        let work = move || -> Result<Option<String>, Error> {
+            let mut released: Vec<(String, Vec<(DatasetRef, i64)>)> = Vec::new();
+            for (dataset, _) in &current {
+                for found in catalog.released_extract_sources(dataset)? {
+                    if !released.iter().any(|(id, _)| *id == found.0) {
+                        released.push(found);
+                    }
+                }
+            }
+            let mut units: HashMap<(DatasetRef, i64), std::collections::HashSet<String>> = HashMap::new();
+            let mut people =
+                |sources: &[(DatasetRef, i64)]| -> Result<Option<std::collections::HashSet<String>>, Error> {
+                    let mut joined: Option<std::collections::HashSet<String>> = None;
+                    for source in sources {
+                        if !units.contains_key(source) {
+                            let (file, unit) = catalog.version_source(&source.0, source.1)?;
+                            let Some(unit) = unit else { return Ok(None) };
+                            let values = veil_extract::distinct_text(&file, &unit).map_err(extract_error)?;
+                            units.insert(source.clone(), values);
+                        }
+                        let these = &units[source];
+                        joined = Some(match joined {
+                            None => these.clone(),
+                            Some(so_far) => so_far.into_iter().filter(|u| these.contains(u)).collect(),
+                        });
+                    }
+                    Ok(joined)
+                };
+            let mut sorted = current.clone();
+            sorted.sort_by_key(|(d, v)| (d.to_string(), *v));
+            let Some(new) = people(&current)? else { return Ok(None) };
+            for (id, mut sources) in released {
+                if except.as_deref().is_some_and(|e| e == id) {
+                    continue;
+                }
+                sources.sort_by_key(|(d, v)| (d.to_string(), *v));
+                if sources == sorted {
+                    continue;
+                }
+                let Some(old) = people(&sources)? else { continue };
+                let apart =
+                    new.symmetric_difference(&old).take(usize::try_from(k).unwrap_or(usize::MAX)).count() as u64;
+                if apart > 0 && apart < k {
+                    return Ok(Some(id));
+                }
+            }
+            Ok(None)
+        };
+        tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("extract task failed: {e}")))?
+    }
+}
+
+/// The refusal of an extract whose people differ from those of the one released in access
+/// request `released` by fewer than `k`.
+fn isolates_people(released: &str, k: u64) -> Error {
+    Error::new(
+        ErrorKind::Unprocessable,
+        "extract_isolates_people",
+        format!(
+            "this extract would hold nearly the same people as the one released in access request {released}: \
+             they differ by fewer than {k} people, whom anyone holding both could single out with their values \
+             (a dataset made to differ from another by one person would give that person's row); ask for the \
+             same datasets and versions as that extract, or for a join whose people differ from it by at least {k}"
+        ),
+    )
+}
+
 fn extract_error(e: veil_extract::Error) -> Error {
     use veil_extract::Error as E;
     match e {

@@ -452,6 +452,23 @@ impl Catalog {
         })
     }
 
+    /// The file of version `version` of `dataset` and the column its privacy unit is in.
+    ///
+    /// # Errors
+    /// [`Error::DatasetNotFound`] for a version that is not there; SQLite failures.
+    pub fn version_source(&self, dataset: &DatasetRef, version: i64) -> Result<(PathBuf, Option<String>)> {
+        let conn = self.conn();
+        let found: Option<(String, Option<String>)> = conn
+            .prepare_cached(
+                "SELECT file, privacy_unit FROM dataset_versions WHERE department = ?1 AND name = ?2 AND version = ?3",
+            )?
+            .query_row(params![dataset.department.as_str(), dataset.name.as_str(), version], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        found.map(|(f, unit)| (self.dir.root().join(f), unit)).ok_or_else(|| Error::DatasetNotFound(dataset.clone()))
+    }
+
     /// The Parquet file of a live dataset's current version.
     ///
     /// # Errors

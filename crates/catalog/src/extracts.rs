@@ -61,6 +61,10 @@ pub struct ExtractPart {
     pub state: RequestState,
 }
 
+/// An extract released: its access request's id, and the datasets it was built from, each with
+/// its version, its own first.
+pub type ReleasedSources = (String, Vec<(DatasetRef, i64)>);
+
 /// A built extract, waiting in `tmp/` to be named by a new access request.
 #[derive(Debug, Clone)]
 pub struct NewExtract {
@@ -421,6 +425,23 @@ impl Catalog {
             joins.push(others);
         }
         Ok(joins)
+    }
+
+    /// Every approved (or once approved) extract with rows of `dataset`: its access request's
+    /// id and every dataset it was built from, with the version, its own first.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn released_extract_sources(&self, dataset: &DatasetRef) -> Result<Vec<ReleasedSources>> {
+        let ids: Vec<String> = self.released_with(dataset, "r.id", "p.extract_request_id")?;
+        let mut released = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(extract) = self.extract(&id)? else { continue };
+            let main = (self.access_request(&id)?.dataset, extract.source_version);
+            let sources = std::iter::once(main).chain(extract.parts.into_iter().map(|p| (p.dataset, p.source_version)));
+            released.push((id, sources.collect()));
+        }
+        Ok(released)
     }
 
     fn extract_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<ExtractInfo> {

@@ -53,7 +53,7 @@ pub use access::{AccessRequest, NewRequest, RequestFilter, RequestState, Transit
 pub use budget::{Cap, Charge, Ledger, Spent};
 pub use datasets::{Checked, ColumnInfo, DatasetInfo, PERSONAL_EPSILON_CAP, VersionInfo, resolve_import};
 pub use error::{Error, Result};
-pub use extracts::{ExtractInfo, ExtractPart, NewExtract, check_extract_name};
+pub use extracts::{ExtractInfo, ExtractPart, NewExtract, ReleasedSources, check_extract_name};
 pub use identity::{Department, IssuedToken, Principal, User};
 pub use layout::{DataDir, init};
 pub use outbox::Pending;

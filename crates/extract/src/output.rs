@@ -109,6 +109,19 @@ pub fn read_parquet(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>>
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
+/// The distinct values of `column` of the Parquet file at `path`, as text (nulls left out).
+///
+/// # Errors
+/// The file cannot be read, or has no such column.
+pub fn distinct_text(path: &Path, column: &str) -> Result<std::collections::HashSet<String>> {
+    let mut values = std::collections::HashSet::new();
+    for batch in read_parquet(path, &[column.to_owned()])? {
+        let text = cast(batch.column(0), &DataType::Utf8)?;
+        values.extend(text.as_string::<i32>().iter().flatten().map(str::to_owned));
+    }
+    Ok(values)
+}
+
 /// About how many bytes building an extract holds for `columns` of the Parquet file at `path`:
 /// their values as the file's metadata counts them before compression, four times over (the
 /// rows as read, the encoded table the search walks, its generalized copies, the release).
