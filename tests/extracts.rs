@@ -421,8 +421,31 @@ async fn a_new_version_of_the_source_does_not_change_an_approved_extract() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let after = w.rows(&w.analyst, "SELECT * FROM extracts.people").await;
     assert_eq!(before, after);
-    // An extract of the new version warns the steward that the two versions can be compared.
-    let (status, asked) = w.ask(&w.analyst, json!({"name": "people_v2", "columns": ["district", "subsidy"]})).await;
+    // An extract of the new version, in which one person's rows changed, would give that
+    // person's old and new rows by comparison with the first: refused.
+    let (status, refused) = w.ask(&w.analyst, json!({"name": "people_v2", "columns": ["district", "subsidy"]})).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
+        "{refused}"
+    );
+    // A version in which k or more people changed is built, and warns the steward that the
+    // versions can be compared.
+    let many: String = csv()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if (1..=2 * K).contains(&i) {
+                format!("{}\n", l.replacen(",居民", ",居民x", 1))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(many, csv());
+    let (status, body) = w.s.upload(&w.steward, &metadata(), many.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, asked) = w.ask(&w.analyst, json!({"name": "people_v3", "columns": ["district", "subsidy"]})).await;
     assert_eq!(status, StatusCode::CREATED, "{asked}");
     let (_, listed) = w.s.get("/v1/access-requests", &w.steward).await;
     let report = &listed.as_array().unwrap().iter().find(|r| r["id"] == asked["id"]).unwrap()["extract"]["report"];
@@ -703,7 +726,7 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
         "{refused}"
     );
     let message = refused["error"]["message"].as_str().unwrap();
-    assert!(message.contains(&id) && !message.contains(ids[3].as_str()), "{message}");
+    assert!(message.contains("civil.people") && !message.contains(ids[3].as_str()), "{message}");
     // The same join again, and one whose people differ by k, are built.
     let (status, body) = w.ask(&w.analyst, joined("with_visits_again", "visits")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -716,6 +739,38 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
         (status, body["error"]["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
         "{body}"
+    );
+
+    // A second red team: four partners whose people pairwise differ by k or more, A = U ∪ Q1 ∪
+    // Q2 ∪ {p}, B = U ∪ Q1, C = U ∪ Q2, D = U, give p's rows as A + D − B − C. The third
+    // already leaves p alone in a group of extracts (in A, in none of B and C): refused.
+    let q1: Vec<&str> = ids[11..11 + K].iter().map(String::as_str).collect();
+    let q2: Vec<&str> = ids[21..21 + K].iter().map(String::as_str).collect();
+    let p = ids[31].as_str();
+    let b_out: Vec<&str> = q2.iter().copied().chain([p]).collect();
+    let c_out: Vec<&str> = q1.iter().copied().chain([p]).collect();
+    for (name, csv) in [("pa", visits_csv()), ("pb", without(&b_out)), ("pc", without(&c_out))] {
+        let mut metadata = visits_metadata();
+        metadata["name"] = json!(name);
+        let (status, body) = w.s.upload(&health_steward, &metadata, csv.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // A (the same people as `visits`, released above) and B are released.
+    for partner in ["pa", "pb"] {
+        let (status, asked) = w.ask(&w.analyst, joined(&format!("with_{partner}"), partner)).await;
+        assert_eq!(status, StatusCode::CREATED, "{partner}: {asked}");
+        let id = asked["id"].as_str().unwrap().to_owned();
+        let part = asked["extract"]["parts"][0]["request"].as_str().unwrap().to_owned();
+        let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{partner}: {body}");
+        let (status, body) = w.s.post(&format!("/v1/access-requests/{part}/approve"), &health_steward, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{partner}: {body}");
+    }
+    let (status, refused) = w.ask(&w.analyst, joined("with_pc", "pc")).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
+        "{refused}"
     );
 }
 

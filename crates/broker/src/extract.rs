@@ -161,8 +161,8 @@ impl Broker {
         let infos: Vec<&DatasetInfo> = sources.iter().map(|(i, _)| i).collect();
         let (spec, taken) = self.extract_spec(&infos, request)?;
         let current: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
-        if let Some(released) = self.people_apart_from_released(current, spec.k, None).await? {
-            return Err(isolates_people(&released, spec.k));
+        if let Some(dataset) = self.isolating_release(current, spec.k, None).await? {
+            return Err(isolates_people(&dataset, spec.k));
         }
         // Each dataset's base release, the columns to read from it, and its own columns of the
         // extract.
@@ -763,72 +763,95 @@ impl Broker {
         // The k the extract met, as its report (JSON) states it.
         let report: serde_json::Value = serde_json::from_str(&report).map_err(Error::internal)?;
         let k = report["k"].as_u64().ok_or_else(|| Error::internal("an extract's report without its k"))?;
-        match self.people_apart_from_released(sources, k, Some(extract_id)).await? {
-            Some(released) => Err(isolates_people(&released, k)),
+        match self.isolating_release(sources, k, Some(extract_id)).await? {
+            Some(dataset) => Err(isolates_people(&dataset, k)),
             None => Ok(()),
         }
     }
 
-    /// The access request of an extract already released (approved, or approved and revoked)
-    /// from any of the datasets `current` names (each with its version), whose people differ
-    /// from those of `current`'s join by at least one and fewer than `k`: comparing the two
-    /// would single those people out. People are the privacy-unit values found in every dataset
-    /// of a join, read from the versions each extract was built from.
+    /// The dataset over which the extract of `current`'s datasets (each with its version)
+    /// would, together with the extracts already released over that dataset (approved, or
+    /// approved and revoked; `except` left out), let fewer than `k` people's rows be told apart.
     ///
-    /// Why: two partner datasets registered to differ by one person, each joined with the same
-    /// dataset in an extract, gave that person's row by `EXCEPT ALL` of the two (a red team; it
-    /// was only warned of before).
-    async fn people_apart_from_released(
+    /// Each extract holds, of each of its datasets, every row of the people found in all of its
+    /// datasets (its join). Over one dataset, a person is there as their unit and a hash of
+    /// their rows at the version the extract read. Group these by the set of extracts each is
+    /// in: any sum and difference of the extracts' rows (what `EXCEPT ALL`, counts per value and
+    /// the like compute) is a sum of such groups, so a group of fewer than k is rows of fewer
+    /// than k people. The new extract is refused when it makes such a group: one it is part
+    /// of, or one it splits off a larger one.
+    ///
+    /// Why: two partner datasets differing by one person, each joined with the same dataset,
+    /// gave that person's row (`EXCEPT ALL`); a check of pairs of extracts fell to four whose
+    /// pairs each differ by k or more (A + D − B − C left one person), and to a new version in
+    /// which only one person's value changed (red teams).
+    async fn isolating_release(
         &self,
         current: Vec<(DatasetRef, i64)>,
         k: u64,
         except: Option<String>,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<DatasetRef>, Error> {
         let catalog = std::sync::Arc::clone(&self.catalog);
-        let work = move || -> Result<Option<String>, Error> {
-            let mut released: Vec<(String, Vec<(DatasetRef, i64)>)> = Vec::new();
+        let work = move || -> Result<Option<DatasetRef>, Error> {
+            // Per dataset version: its unit column's hashes of each unit's rows (None without a
+            // unit).
+            let mut loaded: HashMap<(DatasetRef, i64), Option<HashMap<String, u64>>> = HashMap::new();
+            let load = |loaded: &mut HashMap<(DatasetRef, i64), Option<HashMap<String, u64>>>,
+                        source: &(DatasetRef, i64)|
+             -> Result<(), Error> {
+                if !loaded.contains_key(source) {
+                    let (file, unit) = catalog.version_source(&source.0, source.1)?;
+                    let hashes = match unit {
+                        Some(unit) => Some(veil_extract::unit_row_hashes(&file, &unit).map_err(extract_error)?),
+                        None => None,
+                    };
+                    loaded.insert(source.clone(), hashes);
+                }
+                Ok(())
+            };
             for (dataset, _) in &current {
-                for found in catalog.released_extract_sources(dataset)? {
-                    if !released.iter().any(|(id, _)| *id == found.0) {
-                        released.push(found);
-                    }
+                let mut released: Vec<(String, Vec<(DatasetRef, i64)>)> = catalog
+                    .released_extract_sources(dataset)?
+                    .into_iter()
+                    .filter(|(id, _)| except.as_deref() != Some(id.as_str()))
+                    .collect();
+                if released.is_empty() {
+                    continue;
                 }
-            }
-            let mut units: HashMap<(DatasetRef, i64), std::collections::HashSet<String>> = HashMap::new();
-            let mut people =
-                |sources: &[(DatasetRef, i64)]| -> Result<Option<std::collections::HashSet<String>>, Error> {
-                    let mut joined: Option<std::collections::HashSet<String>> = None;
+                // The new extract last.
+                released.push((String::new(), current.clone()));
+                for (_, sources) in &released {
                     for source in sources {
-                        if !units.contains_key(source) {
-                            let (file, unit) = catalog.version_source(&source.0, source.1)?;
-                            let Some(unit) = unit else { return Ok(None) };
-                            let values = veil_extract::distinct_text(&file, &unit).map_err(extract_error)?;
-                            units.insert(source.clone(), values);
-                        }
-                        let these = &units[source];
-                        joined = Some(match joined {
-                            None => these.clone(),
-                            Some(so_far) => so_far.into_iter().filter(|u| these.contains(u)).collect(),
-                        });
+                        load(&mut loaded, source)?;
                     }
-                    Ok(joined)
-                };
-            let mut sorted = current.clone();
-            sorted.sort_by_key(|(d, v)| (d.to_string(), *v));
-            let Some(new) = people(&current)? else { return Ok(None) };
-            for (id, mut sources) in released {
-                if except.as_deref().is_some_and(|e| e == id) {
-                    continue;
                 }
-                sources.sort_by_key(|(d, v)| (d.to_string(), *v));
-                if sources == sorted {
-                    continue;
+                let newest = released.len() - 1;
+                let mut memberships: HashMap<(String, u64), Vec<usize>> = HashMap::new();
+                for (i, (_, sources)) in released.iter().enumerate() {
+                    let Some(own) = sources.iter().find(|(d, _)| d == dataset) else { continue };
+                    let Some(Some(rows)) = loaded.get(own) else { continue };
+                    let others: Vec<&HashMap<String, u64>> =
+                        sources.iter().filter(|s| s != &own).filter_map(|s| loaded.get(s)?.as_ref()).collect();
+                    for (unit, hash) in rows {
+                        if others.iter().all(|o| o.contains_key(unit)) {
+                            memberships.entry((unit.clone(), *hash)).or_default().push(i);
+                        }
+                    }
                 }
-                let Some(old) = people(&sources)? else { continue };
-                let apart =
-                    new.symmetric_difference(&old).take(usize::try_from(k).unwrap_or(usize::MAX)).count() as u64;
-                if apart > 0 && apart < k {
-                    return Ok(Some(id));
+                let mut after: HashMap<&[usize], u64> = HashMap::new();
+                let mut before: HashMap<Vec<usize>, u64> = HashMap::new();
+                for extracts in memberships.values() {
+                    *after.entry(extracts.as_slice()).or_default() += 1;
+                    let old: Vec<usize> = extracts.iter().copied().filter(|&i| i != newest).collect();
+                    if !old.is_empty() {
+                        *before.entry(old).or_default() += 1;
+                    }
+                }
+                let made = after.iter().any(|(extracts, &n)| {
+                    n < k && (extracts.contains(&newest) || before.get(*extracts).copied() != Some(n))
+                });
+                if made {
+                    return Ok(Some(dataset.clone()));
                 }
             }
             Ok(None)
@@ -837,17 +860,18 @@ impl Broker {
     }
 }
 
-/// The refusal of an extract whose people differ from those of the one released in access
-/// request `released` by fewer than `k`.
-fn isolates_people(released: &str, k: u64) -> Error {
+/// The refusal of an extract that, with the extracts released over `dataset`, would let fewer
+/// than `k` people's rows be told apart.
+fn isolates_people(dataset: &DatasetRef, k: u64) -> Error {
     Error::new(
         ErrorKind::Unprocessable,
         "extract_isolates_people",
         format!(
-            "this extract would hold nearly the same people as the one released in access request {released}: \
-             they differ by fewer than {k} people, whom anyone holding both could single out with their values \
-             (a dataset made to differ from another by one person would give that person's row); ask for the \
-             same datasets and versions as that extract, or for a join whose people differ from it by at least {k}"
+            "this extract, compared with the extracts already released over {dataset}, would single out the rows of \
+             fewer than {k} people (people in one but not another, or whose rows changed between versions): a \
+             dataset made to differ from another by one person would give that person's row; ask for the same \
+             datasets and versions as an extract released, or for one whose people differ from each combination \
+             of them by at least {k}"
         ),
     )
 }

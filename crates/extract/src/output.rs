@@ -109,17 +109,39 @@ pub fn read_parquet(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>>
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
-/// The distinct values of `column` of the Parquet file at `path`, as text (nulls left out).
+/// Per value of column `unit` of the Parquet file at `path` (as text; nulls left out), a hash
+/// of every row holding it, all columns, whatever their order in the file: two versions of a
+/// dataset give one unit the same hash exactly when its rows are the same.
 ///
 /// # Errors
 /// The file cannot be read, or has no such column.
-pub fn distinct_text(path: &Path, column: &str) -> Result<std::collections::HashSet<String>> {
-    let mut values = std::collections::HashSet::new();
-    for batch in read_parquet(path, &[column.to_owned()])? {
-        let text = cast(batch.column(0), &DataType::Utf8)?;
-        values.extend(text.as_string::<i32>().iter().flatten().map(str::to_owned));
+pub fn unit_row_hashes(path: &Path, unit: &str) -> Result<std::collections::HashMap<String, u64>> {
+    use std::hash::{Hash, Hasher};
+    let file = std::fs::File::open(path).map_err(io)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(64 * 1024).build()?;
+    let mut hashes = std::collections::HashMap::new();
+    let mut converter: Option<arrow::row::RowConverter> = None;
+    for batch in reader {
+        let batch = batch?;
+        let at = batch.schema().index_of(unit).map_err(|_| crate::Error::UnknownColumn(unit.to_owned()))?;
+        let converter = match &mut converter {
+            Some(c) => c,
+            None => converter.insert(arrow::row::RowConverter::new(
+                batch.schema().fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect(),
+            )?),
+        };
+        let rows = converter.convert_columns(batch.columns())?;
+        let units = cast(batch.column(at), &DataType::Utf8)?;
+        for (i, value) in units.as_string::<i32>().iter().enumerate() {
+            let Some(value) = value else { continue };
+            // A fixed-key hasher: the same in every run; rows added, so order does not count.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            rows.row(i).as_ref().hash(&mut h);
+            let sum: &mut u64 = hashes.entry(value.to_owned()).or_default();
+            *sum = sum.wrapping_add(h.finish());
+        }
     }
-    Ok(values)
+    Ok(hashes)
 }
 
 /// About how many bytes building an extract holds for `columns` of the Parquet file at `path`:
