@@ -429,8 +429,19 @@ async fn a_new_version_of_the_source_does_not_change_an_approved_extract() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
         "{refused}"
     );
-    // A version in which k or more people changed is built, and warns the steward that the
-    // versions can be compared.
+    // Nor is the change hidden by one to everybody's unreleased column (a red team's cover):
+    // rows are compared over the columns the extracts release.
+    let covered = csv().replace(",1999,C50\n", ",5,C50\n").replace(",居民", ",居民x");
+    let (status, body) = w.s.upload(&w.steward, &metadata(), covered.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, refused) = w.ask(&w.analyst, json!({"name": "people_v3", "columns": ["district", "subsidy"]})).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
+        "{refused}"
+    );
+    // A version whose released columns are as before (names changed) is built, and warns the
+    // steward that the versions can be compared.
     let many: String = csv()
         .lines()
         .enumerate()
@@ -445,7 +456,7 @@ async fn a_new_version_of_the_source_does_not_change_an_approved_extract() {
     assert_ne!(many, csv());
     let (status, body) = w.s.upload(&w.steward, &metadata(), many.into_bytes()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, asked) = w.ask(&w.analyst, json!({"name": "people_v3", "columns": ["district", "subsidy"]})).await;
+    let (status, asked) = w.ask(&w.analyst, json!({"name": "people_v4", "columns": ["district", "subsidy"]})).await;
     assert_eq!(status, StatusCode::CREATED, "{asked}");
     let (_, listed) = w.s.get("/v1/access-requests", &w.steward).await;
     let report = &listed.as_array().unwrap().iter().find(|r| r["id"] == asked["id"]).unwrap()["extract"]["report"];

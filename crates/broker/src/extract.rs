@@ -161,7 +161,7 @@ impl Broker {
         let infos: Vec<&DatasetInfo> = sources.iter().map(|(i, _)| i).collect();
         let (spec, taken) = self.extract_spec(&infos, request)?;
         let current: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
-        if let Some(dataset) = self.isolating_release(current, spec.k, None).await? {
+        if let Some(dataset) = self.isolating_release(current, request.columns.clone(), spec.k, None).await? {
             return Err(isolates_people(&dataset, spec.k));
         }
         // Each dataset's base release, the columns to read from it, and its own columns of the
@@ -756,14 +756,16 @@ impl Broker {
                 let sources: Vec<(DatasetRef, i64)> = std::iter::once(main)
                     .chain(extract.parts.iter().map(|p| (p.dataset.clone(), p.source_version)))
                     .collect();
-                Ok(Some((extract.request_id, sources, extract.report)))
+                Ok(Some((extract.request_id, sources, extract.report, extract.spec)))
             })
             .await?;
-        let Some((extract_id, sources, report)) = found else { return Ok(()) };
+        let Some((extract_id, sources, report, spec)) = found else { return Ok(()) };
+        let spec: serde_json::Value = serde_json::from_str(&spec).map_err(Error::internal)?;
+        let columns = spec["columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned));
         // The k the extract met, as its report (JSON) states it.
         let report: serde_json::Value = serde_json::from_str(&report).map_err(Error::internal)?;
         let k = report["k"].as_u64().ok_or_else(|| Error::internal("an extract's report without its k"))?;
-        match self.isolating_release(sources, k, Some(extract_id)).await? {
+        match self.isolating_release(sources, columns.collect(), k, Some(extract_id)).await? {
             Some(dataset) => Err(isolates_people(&dataset, k)),
             None => Ok(()),
         }
@@ -788,53 +790,74 @@ impl Broker {
     async fn isolating_release(
         &self,
         current: Vec<(DatasetRef, i64)>,
+        columns: Vec<String>,
         k: u64,
         except: Option<String>,
     ) -> Result<Option<DatasetRef>, Error> {
         let catalog = std::sync::Arc::clone(&self.catalog);
         let work = move || -> Result<Option<DatasetRef>, Error> {
-            // Per dataset version: its unit column's hashes of each unit's rows (None without a
-            // unit).
-            let mut loaded: HashMap<(DatasetRef, i64), Option<HashMap<String, u64>>> = HashMap::new();
-            let load = |loaded: &mut HashMap<(DatasetRef, i64), Option<HashMap<String, u64>>>,
-                        source: &(DatasetRef, i64)|
-             -> Result<(), Error> {
-                if !loaded.contains_key(source) {
-                    let (file, unit) = catalog.version_source(&source.0, source.1)?;
-                    let hashes = match unit {
-                        Some(unit) => Some(veil_extract::unit_row_hashes(&file, &unit).map_err(extract_error)?),
-                        None => None,
-                    };
-                    loaded.insert(source.clone(), hashes);
+            // Per dataset version and columns: its units' hashes of their rows over those
+            // columns (None for a dataset without a unit).
+            type Hashes = Option<HashMap<String, u64>>;
+            let mut loaded: HashMap<(DatasetRef, i64, Vec<String>), Hashes> = HashMap::new();
+            let mut load = |source: &(DatasetRef, i64), columns: &[String]| -> Result<Hashes, Error> {
+                let key = (source.0.clone(), source.1, columns.to_vec());
+                if let Some(found) = loaded.get(&key) {
+                    return Ok(found.clone());
                 }
-                Ok(())
+                let (file, unit) = catalog.version_source(&source.0, source.1)?;
+                let hashes = match unit {
+                    Some(unit) => Some(veil_extract::unit_row_hashes(&file, &unit, columns).map_err(extract_error)?),
+                    None => None,
+                };
+                loaded.insert(key, hashes.clone());
+                Ok(hashes)
             };
             for (dataset, _) in &current {
-                let mut released: Vec<(String, Vec<(DatasetRef, i64)>)> = catalog
-                    .released_extract_sources(dataset)?
-                    .into_iter()
-                    .filter(|(id, _)| except.as_deref() != Some(id.as_str()))
-                    .collect();
+                let mut released: Vec<(String, Vec<(DatasetRef, i64)>, Vec<String>)> = Vec::new();
+                for (id, sources) in catalog.released_extract_sources(dataset)? {
+                    if except.as_deref() == Some(id.as_str()) {
+                        continue;
+                    }
+                    let spec = catalog.extract(&id)?.map(|e| e.spec).unwrap_or_default();
+                    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap_or_default();
+                    let columns = spec["columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str());
+                    released.push((id, sources, columns.map(str::to_owned).collect()));
+                }
                 if released.is_empty() {
                     continue;
                 }
                 // The new extract last.
-                released.push((String::new(), current.clone()));
-                for (_, sources) in &released {
-                    for source in sources {
-                        load(&mut loaded, source)?;
-                    }
-                }
+                released.push((String::new(), current.clone(), columns.clone()));
+                // Rows are compared over every column of the dataset any of these extracts
+                // releases: a change nobody can see is no difference (a red team hid one
+                // person's change under a change to everybody's unreleased column).
+                let prefix = format!("{dataset}.");
+                let mut shown: Vec<String> = released
+                    .iter()
+                    .flat_map(|(_, _, columns)| columns.iter())
+                    .filter_map(|c| match c.strip_prefix(&prefix) {
+                        Some(own) => Some(own.to_owned()),
+                        None if c.contains('.') => None,
+                        None => Some(c.clone()),
+                    })
+                    .collect();
+                shown.sort();
+                shown.dedup();
                 let newest = released.len() - 1;
                 let mut memberships: HashMap<(String, u64), Vec<usize>> = HashMap::new();
-                for (i, (_, sources)) in released.iter().enumerate() {
+                for (i, (_, sources, _)) in released.iter().enumerate() {
                     let Some(own) = sources.iter().find(|(d, _)| d == dataset) else { continue };
-                    let Some(Some(rows)) = loaded.get(own) else { continue };
-                    let others: Vec<&HashMap<String, u64>> =
-                        sources.iter().filter(|s| s != &own).filter_map(|s| loaded.get(s)?.as_ref()).collect();
+                    let Some(rows) = load(own, &shown)? else { continue };
+                    let mut others = Vec::new();
+                    for other in sources.iter().filter(|s| *s != own) {
+                        if let Some(units) = load(other, &[])? {
+                            others.push(units);
+                        }
+                    }
                     for (unit, hash) in rows {
-                        if others.iter().all(|o| o.contains_key(unit)) {
-                            memberships.entry((unit.clone(), *hash)).or_default().push(i);
+                        if others.iter().all(|o| o.contains_key(&unit)) {
+                            memberships.entry((unit, hash)).or_default().push(i);
                         }
                     }
                 }

@@ -110,12 +110,13 @@ pub fn read_parquet(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>>
 }
 
 /// Per value of column `unit` of the Parquet file at `path` (as text; nulls left out), a hash
-/// of every row holding it, all columns, whatever their order in the file: two versions of a
-/// dataset give one unit the same hash exactly when its rows are the same.
+/// of every row holding it over `columns` (those the file has), whatever the rows' order: two
+/// versions of a dataset give one unit the same hash exactly when its rows hold the same values
+/// in those columns.
 ///
 /// # Errors
 /// The file cannot be read, or has no such column.
-pub fn unit_row_hashes(path: &Path, unit: &str) -> Result<std::collections::HashMap<String, u64>> {
+pub fn unit_row_hashes(path: &Path, unit: &str, columns: &[String]) -> Result<std::collections::HashMap<String, u64>> {
     use std::hash::{Hash, Hasher};
     let file = std::fs::File::open(path).map_err(io)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(64 * 1024).build()?;
@@ -124,13 +125,22 @@ pub fn unit_row_hashes(path: &Path, unit: &str) -> Result<std::collections::Hash
     for batch in reader {
         let batch = batch?;
         let at = batch.schema().index_of(unit).map_err(|_| crate::Error::UnknownColumn(unit.to_owned()))?;
+        // The unit's own column too: a unit alone still has a row to count.
+        let hashed: Vec<ArrayRef> = batch
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| *i == at || columns.contains(f.name()))
+            .map(|(i, _)| Arc::clone(batch.column(i)))
+            .collect();
         let converter = match &mut converter {
             Some(c) => c,
             None => converter.insert(arrow::row::RowConverter::new(
-                batch.schema().fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect(),
+                hashed.iter().map(|a| arrow::row::SortField::new(a.data_type().clone())).collect(),
             )?),
         };
-        let rows = converter.convert_columns(batch.columns())?;
+        let rows = converter.convert_columns(&hashed)?;
         let units = cast(batch.column(at), &DataType::Utf8)?;
         for (i, value) in units.as_string::<i32>().iter().enumerate() {
             let Some(value) = value else { continue };
