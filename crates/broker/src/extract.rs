@@ -814,7 +814,9 @@ impl Broker {
                 Ok(hashes)
             };
             for (dataset, _) in &current {
-                let mut released: Vec<(String, Vec<(DatasetRef, i64)>, Vec<String>)> = Vec::new();
+                // Each released extract: its request, its datasets and versions, its columns.
+                type Release = (String, Vec<(DatasetRef, i64)>, Vec<String>);
+                let mut released: Vec<Release> = Vec::new();
                 for (id, sources) in catalog.released_extract_sources(dataset)? {
                     if except.as_deref() == Some(id.as_str()) {
                         continue;
