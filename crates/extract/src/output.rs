@@ -119,28 +119,27 @@ pub fn read_parquet(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>>
 pub fn unit_row_hashes(path: &Path, unit: &str, columns: &[String]) -> Result<std::collections::HashMap<String, u64>> {
     use std::hash::{Hash, Hasher};
     let file = std::fs::File::open(path).map_err(io)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.with_batch_size(64 * 1024).build()?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    // Only the unit and the columns asked for that the file has are read; the unit is hashed
+    // too, so that a unit alone still has a row to count.
+    let schema = builder.schema().clone();
+    let at = schema.index_of(unit).map_err(|_| crate::Error::UnknownColumn(unit.to_owned()))?;
+    let roots: Vec<usize> =
+        (0..schema.fields().len()).filter(|&i| i == at || columns.contains(schema.field(i).name())).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    let reader = builder.with_projection(mask).with_batch_size(64 * 1024).build()?;
+    let at = roots.iter().position(|&i| i == at).unwrap_or(0);
     let mut hashes = std::collections::HashMap::new();
     let mut converter: Option<arrow::row::RowConverter> = None;
     for batch in reader {
         let batch = batch?;
-        let at = batch.schema().index_of(unit).map_err(|_| crate::Error::UnknownColumn(unit.to_owned()))?;
-        // The unit's own column too: a unit alone still has a row to count.
-        let hashed: Vec<ArrayRef> = batch
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(i, f)| *i == at || columns.contains(f.name()))
-            .map(|(i, _)| Arc::clone(batch.column(i)))
-            .collect();
         let converter = match &mut converter {
             Some(c) => c,
             None => converter.insert(arrow::row::RowConverter::new(
-                hashed.iter().map(|a| arrow::row::SortField::new(a.data_type().clone())).collect(),
+                batch.schema().fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect(),
             )?),
         };
-        let rows = converter.convert_columns(&hashed)?;
+        let rows = converter.convert_columns(batch.columns())?;
         let units = cast(batch.column(at), &DataType::Utf8)?;
         for (i, value) in units.as_string::<i32>().iter().enumerate() {
             let Some(value) = value else { continue };
