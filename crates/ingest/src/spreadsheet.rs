@@ -104,17 +104,13 @@ fn cell_extent<RS: std::io::Read + std::io::Seek>(
     name: &str,
 ) -> std::result::Result<Option<(usize, usize)>, String> {
     use calamine::DataType;
-    let mut extent: Option<((u32, u32), (u32, u32))> = None;
-    let mut include = |(row, col): (u32, u32)| {
-        let ((r0, c0), (r1, c1)) = extent.unwrap_or(((row, col), (row, col)));
-        extent = Some(((r0.min(row), c0.min(col)), (r1.max(row), c1.max(col))));
-    };
+    let mut extent = crate::xls::Extent::default();
     match workbook {
         calamine::Sheets::Xlsx(xlsx) => {
             let mut cells = xlsx.worksheet_cells_reader(name).map_err(|e| e.to_string())?;
             while let Some(cell) = cells.next_cell().map_err(|e| e.to_string())? {
                 if !cell.get_value().is_empty() {
-                    include(cell.get_position());
+                    extent.include(cell.get_position());
                 }
             }
         }
@@ -122,13 +118,14 @@ fn cell_extent<RS: std::io::Read + std::io::Seek>(
             let mut cells = xlsb.worksheet_cells_reader(name).map_err(|e| e.to_string())?;
             while let Some(cell) = cells.next_cell().map_err(|e| e.to_string())? {
                 if !cell.get_value().is_empty() {
-                    include(cell.get_position());
+                    extent.include(cell.get_position());
                 }
             }
         }
         _ => return Ok(None),
     }
-    Ok(Some(extent.map_or((0, 0), |((r0, c0), (r1, c1))| ((r1 - r0) as usize + 1, (c1 - c0) as usize + 1))))
+    let (rows, cols) = extent.size();
+    Ok(Some((rows as usize, cols as usize)))
 }
 
 /// A cell as the text a CSV file would hold: numbers without a needless `.0`, dates and times in

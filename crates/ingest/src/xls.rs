@@ -117,16 +117,22 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
 /// The rows × columns between the outermost of some positions: the size of the dense grid
 /// calamine builds over them.
 #[derive(Default)]
-struct Extent(Option<((u32, u32), (u32, u32))>);
+pub(crate) struct Extent(Option<((u32, u32), (u32, u32))>);
 
 impl Extent {
-    fn include(&mut self, (row, col): (u32, u32)) {
+    pub(crate) fn include(&mut self, (row, col): (u32, u32)) {
         let ((r0, c0), (r1, c1)) = self.0.unwrap_or(((row, col), (row, col)));
         self.0 = Some(((r0.min(row), c0.min(col)), (r1.max(row), c1.max(col))));
     }
 
+    /// Rows and columns (none for no position).
+    pub(crate) fn size(&self) -> (u64, u64) {
+        self.0.map_or((0, 0), |((r0, c0), (r1, c1))| (u64::from(r1 - r0) + 1, u64::from(c1 - c0) + 1))
+    }
+
     fn cells(&self) -> u64 {
-        self.0.map_or(0, |((r0, c0), (r1, c1))| u64::from(r1 - r0 + 1) * u64::from(c1 - c0 + 1))
+        let (rows, cols) = self.size();
+        rows * cols
     }
 }
 
