@@ -720,6 +720,12 @@ fn request_from_spec(spec: &str, asked: &AccessRequest) -> Result<ExtractRequest
 }
 
 /// The request as recorded with the extract.
+/// The columns an extract's specification ([`spec_json`]) asks for, as it names them.
+fn spec_columns(spec: &str) -> Vec<String> {
+    let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+    spec["columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect()
+}
+
 fn spec_json(request: &ExtractRequest) -> String {
     let hierarchies: serde_json::Map<String, serde_json::Value> =
         request.hierarchies.iter().map(|(c, steps)| (c.clone(), serde_json::json!(steps))).collect();
@@ -760,12 +766,11 @@ impl Broker {
             })
             .await?;
         let Some((extract_id, sources, report, spec)) = found else { return Ok(()) };
-        let spec: serde_json::Value = serde_json::from_str(&spec).map_err(Error::internal)?;
-        let columns = spec["columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned));
+        let columns = spec_columns(&spec);
         // The k the extract met, as its report (JSON) states it.
         let report: serde_json::Value = serde_json::from_str(&report).map_err(Error::internal)?;
         let k = report["k"].as_u64().ok_or_else(|| Error::internal("an extract's report without its k"))?;
-        match self.isolating_release(sources, columns.collect(), k, Some(extract_id)).await? {
+        match self.isolating_release(sources, columns, k, Some(extract_id)).await? {
             Some(dataset) => Err(isolates_people(&dataset, k)),
             None => Ok(()),
         }
@@ -822,9 +827,7 @@ impl Broker {
                         continue;
                     }
                     let spec = catalog.extract(&id)?.map(|e| e.spec).unwrap_or_default();
-                    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap_or_default();
-                    let columns = spec["columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str());
-                    released.push((id, sources, columns.map(str::to_owned).collect()));
+                    released.push((id, sources, spec_columns(&spec)));
                 }
                 if released.is_empty() {
                     continue;

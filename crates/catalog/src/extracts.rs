@@ -412,19 +412,16 @@ impl Catalog {
     /// # Errors
     /// SQLite failures.
     pub fn released_extract_joins(&self, dataset: &DatasetRef) -> Result<Vec<Vec<DatasetRef>>> {
-        let ids: Vec<String> = self.released_with(dataset, "r.id", "p.extract_request_id")?;
-        let mut joins = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Some(extract) = self.extract(&id)? else { continue };
-            let main = self.access_request(&id)?.dataset;
-            let mut others: Vec<DatasetRef> = std::iter::once(main)
-                .chain(extract.parts.into_iter().map(|p| p.dataset))
-                .filter(|d| d != dataset)
-                .collect();
-            others.sort_by_key(ToString::to_string);
-            joins.push(others);
-        }
-        Ok(joins)
+        let released = self.released_extract_sources(dataset)?;
+        Ok(released
+            .into_iter()
+            .map(|(_, sources)| {
+                let mut others: Vec<DatasetRef> =
+                    sources.into_iter().map(|(d, _)| d).filter(|d| d != dataset).collect();
+                others.sort_by_key(ToString::to_string);
+                others
+            })
+            .collect())
     }
 
     /// Every approved (or once approved) extract with rows of `dataset`: its access request's
