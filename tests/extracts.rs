@@ -76,6 +76,16 @@ async fn world() -> World {
     World { s, steward, analyst, other_analyst }
 }
 
+/// Asserts that an ask or approval was refused for setting fewer than k people apart from the
+/// extracts released.
+fn assert_isolates(status: StatusCode, body: &Value) {
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
+        "{body}"
+    );
+}
+
 fn in_a_month() -> String {
     let t = time::OffsetDateTime::now_utc() + time::Duration::days(30);
     t.format(&time::format_description::well_known::Rfc3339).unwrap()
@@ -424,22 +434,14 @@ async fn a_new_version_of_the_source_does_not_change_an_approved_extract() {
     // An extract of the new version, in which one person's rows changed, would give that
     // person's old and new rows by comparison with the first: refused.
     let (status, refused) = w.ask(&w.analyst, json!({"name": "people_v2", "columns": ["district", "subsidy"]})).await;
-    assert_eq!(
-        (status, refused["error"]["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
-        "{refused}"
-    );
+    assert_isolates(status, &refused);
     // Nor is the change hidden by one to everybody's unreleased column (a red team's cover):
     // rows are compared over the columns the extracts release.
     let covered = csv().replace(",1999,C50\n", ",5,C50\n").replace(",居民", ",居民x");
     let (status, body) = w.s.upload(&w.steward, &metadata(), covered.into_bytes()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, refused) = w.ask(&w.analyst, json!({"name": "people_v3", "columns": ["district", "subsidy"]})).await;
-    assert_eq!(
-        (status, refused["error"]["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
-        "{refused}"
-    );
+    assert_isolates(status, &refused);
     // A version whose released columns are as before (names changed) is built, and warns the
     // steward that the versions can be compared.
     let many: String = csv()
@@ -731,11 +733,7 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let (status, refused) = w.ask(&w.analyst, joined("with_twin", "twin")).await;
-    assert_eq!(
-        (status, refused["error"]["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
-        "{refused}"
-    );
+    assert_isolates(status, &refused);
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(message.contains("civil.people") && !message.contains(ids[3].as_str()), "{message}");
     // The same join again, and one whose people differ by k, are built.
@@ -746,11 +744,7 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
     // The twin asked for while the first was pending is refused at its approval.
     let early = pending["id"].as_str().unwrap();
     let (status, body) = w.s.post(&format!("/v1/access-requests/{early}/approve"), &w.steward, json!({})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
-        "{body}"
-    );
+    assert_isolates(status, &body);
 
     // A second red team: four partners whose people pairwise differ by k or more, A = U ∪ Q1 ∪
     // Q2 ∪ {p}, B = U ∪ Q1, C = U ∪ Q2, D = U, give p's rows as A + D − B − C. The third
@@ -778,11 +772,7 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
         assert_eq!(status, StatusCode::OK, "{partner}: {body}");
     }
     let (status, refused) = w.ask(&w.analyst, joined("with_pc", "pc")).await;
-    assert_eq!(
-        (status, refused["error"]["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_isolates_people")),
-        "{refused}"
-    );
+    assert_isolates(status, &refused);
 }
 
 /// The people of `civil.people` joined with their visits in `health.visits`, another
