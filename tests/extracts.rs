@@ -93,7 +93,12 @@ fn in_a_month() -> String {
 
 impl World {
     async fn ask(&self, token: &str, extract: Value) -> (StatusCode, Value) {
-        let body = json!({"dataset": "civil.people", "mode": "deidentified", "purpose": "独居老人补贴复核",
+        self.ask_of("civil.people", token, extract).await
+    }
+
+    /// Asks for `extract` of `dataset`.
+    async fn ask_of(&self, dataset: &str, token: &str, extract: Value) -> (StatusCode, Value) {
+        let body = json!({"dataset": dataset, "mode": "deidentified", "purpose": "独居老人补贴复核",
                           "expires_at": in_a_month(), "extract": extract});
         self.s.post("/v1/access-requests", token, body).await
     }
@@ -464,6 +469,114 @@ async fn a_new_version_of_the_source_does_not_change_an_approved_extract() {
     let report = &listed.as_array().unwrap().iter().find(|r| r["id"] == asked["id"]).unwrap()["extract"]["report"];
     let warnings = report["warnings"].to_string();
     assert!(warnings.contains("version(s) 1 of civil.people"), "{report}");
+}
+
+/// `civil.zones`, with its group column or (a later version) without it: 48 people in eight
+/// zones, six per zone. The planted person is in zone Z101 and group g1 with diagnosis B; the
+/// other five of Z101 are in g2 with A; the others of g1 in zones Z1xx have C and E.
+fn zones(with_group: bool) -> (Value, String) {
+    let mut columns = json!({
+        "person_id": {"tag": "identifier", "linkable": true},
+        "zone": {"tag": "quasi_identifier"},
+        "diagnosis": {"tag": "sensitive"}
+    });
+    if with_group {
+        columns["grp"] = json!({"tag": "quasi_identifier"});
+    }
+    let metadata = json!({"name": "zones", "department": "civil", "level": "L2", "privacy_unit": "person_id",
+                          "columns": columns});
+    let mut people: Vec<(&str, &str, &str)> = vec![("Z101", "g1", "B")];
+    people.extend([("Z101", "g2", "A"); 5]);
+    for (zone, g1, g2) in [
+        ("Z102", "C", "D"),
+        ("Z103", "C", "A"),
+        ("Z104", "E", "B"),
+        ("Z201", "A", "C"),
+        ("Z202", "C", "D"),
+        ("Z203", "D", "E"),
+        ("Z204", "E", "A"),
+    ] {
+        people.extend([(zone, "g1", g1); 3]);
+        people.extend([(zone, "g2", g2); 3]);
+    }
+    let mut csv =
+        String::from(if with_group { "person_id,grp,zone,diagnosis\n" } else { "person_id,zone,diagnosis\n" });
+    for (i, (zone, group, diagnosis)) in people.into_iter().enumerate() {
+        let group = if with_group { format!("{group},") } else { String::new() };
+        csv.push_str(&format!("P{i:04},{group}{zone},{diagnosis}\n"));
+    }
+    (metadata, csv)
+}
+
+/// Leak (red team): a new version that drops one quasi-identifier lets the dataset's base
+/// release show another exactly. One extract of each version, each k-anonymous and l-diverse,
+/// then leave the target's diagnosis as the one value both of the classes the target is in
+/// hold (grouped by group and zone prefix in one, by zone in the other). The second is now
+/// refused; what the analyst holds leaves the target among at least two diagnoses.
+#[tokio::test]
+async fn a_new_version_generalized_otherwise_narrows_no_ones_value() {
+    let w = world().await;
+    let (metadata, csv) = zones(true);
+    let (status, body) = w.s.upload(&w.steward, &metadata, csv.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let approve = |id: String| {
+        let s = &w.s;
+        let steward = w.steward.clone();
+        async move { s.post(&format!("/v1/access-requests/{id}/approve"), &steward, json!({})).await }
+    };
+    let (status, first) =
+        w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v1", "columns": ["grp", "zone", "diagnosis"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, body) = approve(first["id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (metadata, csv) = zones(false);
+    let (status, body) = w.s.upload(&w.steward, &metadata, csv.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, second) =
+        w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v2", "columns": ["zone", "diagnosis"]})).await;
+    let mut held = vec![w.rows(&w.analyst, "SELECT grp, zone, diagnosis FROM extracts.zones_v1").await];
+    if status == StatusCode::CREATED {
+        let (status, body) = approve(second["id"].as_str().unwrap().to_owned()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        held.push(w.rows(&w.analyst, "SELECT '*', zone, diagnosis FROM extracts.zones_v2").await);
+    }
+    // The diagnoses every extract's class of the target holds.
+    let mut common: Option<HashSet<String>> = None;
+    for rows in &held {
+        let class: HashSet<String> = rows
+            .iter()
+            .filter(|r| covers(r[0].as_str().unwrap_or("*"), "g1") && covers(r[1].as_str().unwrap_or("*"), "Z101"))
+            .map(|r| r[2].as_str().unwrap().to_owned())
+            .collect();
+        common = Some(match common {
+            None => class,
+            Some(c) => c.intersection(&class).cloned().collect(),
+        });
+    }
+    let common = common.unwrap();
+    assert!(common.len() >= 2, "the target's diagnosis narrowed to {common:?}");
+    assert_eq!(
+        (status, second["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_narrows_values")),
+        "{second}"
+    );
+    let message = second["error"]["message"].as_str().unwrap();
+    assert!(message.contains("civil.zones") && message.contains("`diagnosis`"), "{message}");
+    // Without the sensitive column it is built.
+    let (status, body) =
+        w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v2_zone", "columns": ["person_id", "zone"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A refresh generalized as the released version was (six people more, in a new zone) is
+    // built with its diagnoses.
+    let (metadata, mut csv) = zones(true);
+    for i in 0..6 {
+        csv.push_str(&format!("Q{i:04},g{},Z205,{}\n", 1 + i % 2, ["A", "C"][i % 2]));
+    }
+    let (status, body) = w.s.upload(&w.steward, &metadata, csv.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) =
+        w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v3", "columns": ["grp", "zone", "diagnosis"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 #[tokio::test]

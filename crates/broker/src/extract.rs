@@ -161,16 +161,12 @@ impl Broker {
         let infos: Vec<&DatasetInfo> = sources.iter().map(|(i, _)| i).collect();
         let (spec, taken) = self.extract_spec(&infos, request)?;
         let current: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
-        if let Some(dataset) = self.isolating_release(current, request.columns.clone(), spec.k, None).await? {
-            return Err(isolates_people(&dataset, spec.k));
-        }
+        self.check_against_released(current, request.columns.clone(), spec.k, None).await?;
         // Each dataset's base release, the columns to read from it, and its own columns of the
         // extract.
         let mut inputs = Vec::with_capacity(sources.len());
         for ((info, path), own) in sources.iter().zip(taken) {
-            let base_key =
-                self.catalog.pseudonym_key(&format!("\0extract base\n{}\n{}", info.dataset, info.current_version));
-            let base = base_spec(info, &spec, base_key);
+            let base = base_spec(info, spec.k, base_key(&self.catalog, &info.dataset, info.current_version));
             let mut read: Vec<String> = Vec::new();
             for name in own.iter().chain(base.columns.iter().map(|c| &c.name)).chain(info.privacy_unit.iter()) {
                 if !read.contains(name) {
@@ -657,7 +653,7 @@ fn resolve_column<'a>(infos: &[&DatasetInfo], asked: &'a str) -> Result<(usize, 
 /// [`BASE_MAX_SUPPRESSION`], each person's rows capped at the dataset's dp contribution bound.
 /// Every extract of a dataset version is built as a projection of it; `key` (fixed per dataset
 /// version) picks the rows a cap leaves out, so every extract sees the same base.
-fn base_spec(info: &DatasetInfo, spec: &Spec, key: [u8; 32]) -> Spec {
+fn base_spec(info: &DatasetInfo, fallback_k: u64, key: [u8; 32]) -> Spec {
     let mut columns = Vec::new();
     if let Some(unit) = &info.privacy_unit {
         columns.push(ColumnSpec { name: unit.clone(), role: Role::Pseudonym });
@@ -673,13 +669,32 @@ fn base_spec(info: &DatasetInfo, spec: &Spec, key: [u8; 32]) -> Spec {
     Spec {
         columns,
         unit: info.privacy_unit.clone(),
-        k: level_k(info).unwrap_or(spec.k),
+        k: level_k(info).unwrap_or(fallback_k),
         l: DEFAULT_L,
         max_suppression: BASE_MAX_SUPPRESSION,
         // Where people have several rows, as many as the steward's dp contribution bound allows.
         max_rows_per_person: (!info.one_row_per_unit).then(|| info.dp.max_groups.saturating_mul(info.dp.max_rows)),
         key,
     }
+}
+
+/// The key of a dataset version's base release ([`base_spec`]): fixed per version, secret.
+fn base_key(catalog: &veil_catalog::Catalog, dataset: &DatasetRef, version: i64) -> [u8; 32] {
+    catalog.pseudonym_key(&format!("\0extract base\n{dataset}\n{version}"))
+}
+
+/// Of an extract's `columns` (as its spec names them), those of `dataset`: `<dataset>.<column>`
+/// or a bare name (a bare name another dataset has is no column of this one).
+fn own_columns(dataset: &DatasetRef, columns: &[String]) -> Vec<String> {
+    let prefix = format!("{dataset}.");
+    columns
+        .iter()
+        .filter_map(|c| match c.strip_prefix(&prefix) {
+            Some(own) => Some(own.to_owned()),
+            None if c.contains('.') => None,
+            None => Some(c.clone()),
+        })
+        .collect()
 }
 
 /// The `k` an extract's stored report says it meets.
@@ -746,13 +761,13 @@ fn spec_json(request: &ExtractRequest) -> String {
 
 /// The builder's refusals as the broker's.
 impl Broker {
-    /// Checks, before a steward approves access request `request_id`, that its extract (if it
-    /// has one) holds people who differ from those of every extract already released over any
-    /// of its datasets by none or by at least its k: a request asked for before the other was
+    /// Checks, before a steward approves access request `request_id`, its extract (if it has
+    /// one) against every extract already released over any of its datasets, as when it was
+    /// asked for ([`Broker::check_against_released`]): a request asked for before another was
     /// approved is checked again here.
     ///
     /// # Errors
-    /// `extract_isolates_people` (422), naming the released extract's request.
+    /// `extract_isolates_people` or `extract_narrows_values` (422), naming the dataset.
     pub async fn check_release(&self, request_id: &str) -> Result<(), Error> {
         let lookup = request_id.to_owned();
         let found = self
@@ -770,10 +785,31 @@ impl Broker {
         // The k the extract met, as its report (JSON) states it.
         let report: serde_json::Value = serde_json::from_str(&report).map_err(Error::internal)?;
         let k = report["k"].as_u64().ok_or_else(|| Error::internal("an extract's report without its k"))?;
-        match self.isolating_release(sources, columns, k, Some(extract_id)).await? {
-            Some(dataset) => Err(isolates_people(&dataset, k)),
-            None => Ok(()),
+        self.check_against_released(sources, columns, k, Some(extract_id)).await
+    }
+
+    /// Checks the extract of `current`'s datasets (each with its version) with `columns` and
+    /// `k` against the extracts already released over its datasets (`except` left out): it
+    /// may set no fewer than `k` people apart ([`Broker::isolating_release`]) and narrow
+    /// nobody's sensitive value to fewer values than a base release leaves
+    /// ([`Broker::narrowing_release`]).
+    ///
+    /// # Errors
+    /// `extract_isolates_people` or `extract_narrows_values` (422), naming the dataset.
+    async fn check_against_released(
+        &self,
+        current: Vec<(DatasetRef, i64)>,
+        columns: Vec<String>,
+        k: u64,
+        except: Option<String>,
+    ) -> Result<(), Error> {
+        if let Some(dataset) = self.isolating_release(current.clone(), columns.clone(), k, except.clone()).await? {
+            return Err(isolates_people(&dataset, k));
         }
+        if let Some((dataset, column)) = self.narrowing_release(current, columns, k, except).await? {
+            return Err(narrows_values(&dataset, &column));
+        }
+        Ok(())
     }
 
     /// The dataset over which the extract of `current`'s datasets (each with its version)
@@ -837,16 +873,8 @@ impl Broker {
                 // Rows are compared over every column of the dataset any of these extracts
                 // releases: a change nobody can see is no difference (a red team hid one
                 // person's change under a change to everybody's unreleased column).
-                let prefix = format!("{dataset}.");
-                let mut shown: Vec<String> = released
-                    .iter()
-                    .flat_map(|(_, _, columns)| columns.iter())
-                    .filter_map(|c| match c.strip_prefix(&prefix) {
-                        Some(own) => Some(own.to_owned()),
-                        None if c.contains('.') => None,
-                        None => Some(c.clone()),
-                    })
-                    .collect();
+                let mut shown: Vec<String> =
+                    released.iter().flat_map(|(_, _, columns)| own_columns(dataset, columns)).collect();
                 shown.sort();
                 shown.dedup();
                 let newest = released.len() - 1;
@@ -886,6 +914,179 @@ impl Broker {
         };
         tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("extract task failed: {e}")))?
     }
+}
+
+/// One dataset version's base release, to compare with another's ([`Broker::narrowing_release`]).
+struct BaseOf {
+    file: std::path::PathBuf,
+    base: Spec,
+    /// The columns the extracts compared ask of it.
+    asked: Vec<String>,
+    /// Its sensitive columns those extracts release.
+    sensitive: Vec<String>,
+}
+
+impl BaseOf {
+    /// Version `version` of `dataset`'s base release as the extracts asking for `asked` of it
+    /// are built within it; `None` for a dataset without a privacy unit (about nobody).
+    fn of(
+        catalog: &veil_catalog::Catalog,
+        dataset: &DatasetRef,
+        version: i64,
+        asked: Vec<String>,
+        fallback_k: u64,
+    ) -> Result<Option<Self>, veil_catalog::Error> {
+        let info = catalog.dataset_version(dataset, version)?;
+        let (file, Some(_)) = catalog.version_source(dataset, version)? else { return Ok(None) };
+        let sensitive = info
+            .columns
+            .iter()
+            .filter(|c| c.tag == Tag::Sensitive && asked.contains(&c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        let base = base_spec(&info, fallback_k, base_key(catalog, dataset, version));
+        Ok(Some(Self { file, base, asked, sensitive }))
+    }
+
+    /// The columns to read: the base's (its unit among them).
+    fn read(&self) -> Vec<String> {
+        self.base.columns.iter().map(|c| c.name.clone()).collect()
+    }
+
+    fn candidates(&self) -> Result<veil_extract::Candidates, Error> {
+        let input = veil_extract::read_parquet(&self.file, &self.read()).map_err(extract_error)?;
+        veil_extract::base_candidates(&input, &self.base, &|c| self.asked.iter().any(|a| a == c)).map_err(extract_error)
+    }
+}
+
+impl Broker {
+    /// The dataset and sensitive column for which the extract of `current`'s datasets (each
+    /// with its version) asking for `columns` would, with the extracts released over that
+    /// dataset from other versions (`except` left out), narrow some person's value to fewer
+    /// values than a base release leaves ([`DEFAULT_L`]), though none.
+    ///
+    /// Extracts of one version are built within its base release, so no set of them says more
+    /// than the base. Extracts of two versions are not: a red team registered a version that
+    /// drops one quasi-identifier (the base then shows another one exactly), asked for one
+    /// extract of each version, each k-anonymous and l-diverse, and read the target's
+    /// diagnosis as the one value both of their classes hold. So for each person of the new
+    /// extract's base and each sensitive column it releases, the values their class holds in
+    /// that base and in the base of every other version an extract released the column of are
+    /// intersected (an extract's class holds at least its base class's values, so the
+    /// extracts' intersection holds at least this one); some but fewer than `l` values is
+    /// refused. None in common (the person's value changed) says that it changed, not what it
+    /// was.
+    async fn narrowing_release(
+        &self,
+        current: Vec<(DatasetRef, i64)>,
+        columns: Vec<String>,
+        k: u64,
+        except: Option<String>,
+    ) -> Result<Option<(DatasetRef, String)>, Error> {
+        // What to compare, per dataset: the new extract's base and the other versions' bases.
+        let plans = self
+            .blocking(move |c| {
+                let mut plans: Vec<(DatasetRef, BaseOf, Vec<BaseOf>)> = Vec::new();
+                for (dataset, version) in &current {
+                    let Some(new) = BaseOf::of(c, dataset, *version, own_columns(dataset, &columns), k)? else {
+                        continue;
+                    };
+                    if new.sensitive.is_empty() {
+                        continue;
+                    }
+                    let mut asked_of: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+                    for (id, sources) in c.released_extract_sources(dataset)? {
+                        let Some(&(_, v)) = sources.iter().find(|(d, _)| d == dataset) else { continue };
+                        if v == *version || except.as_deref() == Some(id.as_str()) {
+                            continue;
+                        }
+                        let spec = c.extract(&id)?.map(|e| e.spec).unwrap_or_default();
+                        asked_of.entry(v).or_default().extend(own_columns(dataset, &spec_columns(&spec)));
+                    }
+                    let mut older = Vec::new();
+                    for (v, mut asked) in asked_of {
+                        asked.sort();
+                        asked.dedup();
+                        if let Some(base) = BaseOf::of(c, dataset, v, asked, k)?
+                            && base.sensitive.iter().any(|s| new.sensitive.contains(s))
+                        {
+                            older.push(base);
+                        }
+                    }
+                    if !older.is_empty() {
+                        plans.push((dataset.clone(), new, older));
+                    }
+                }
+                Ok(plans)
+            })
+            .await?;
+        if plans.is_empty() {
+            return Ok(None);
+        }
+        // The bases are built in memory, as an extract is: room first.
+        let files: Vec<(std::path::PathBuf, Vec<String>)> = plans
+            .iter()
+            .flat_map(|(_, new, older)| std::iter::once(new).chain(older))
+            .map(|b| (b.file.clone(), b.read()))
+            .collect();
+        let estimate = tokio::task::spawn_blocking(move || {
+            files.iter().try_fold(0u64, |n, (path, columns)| {
+                Ok::<_, veil_extract::Error>(n.saturating_add(veil_extract::build_bytes(path, columns)?))
+            })
+        })
+        .await
+        .map_err(|e| Error::internal(format!("extract task failed: {e}")))?
+        .map_err(extract_error)?;
+        let _room = self
+            .engine
+            .reserve_memory(estimate)
+            .await
+            .map_err(|e| crate::memory_error("the extract cannot be compared with those released", e))?;
+        let work = move || -> Result<Option<(DatasetRef, String)>, Error> {
+            for (dataset, new, older) in plans {
+                let now = new.candidates()?;
+                let before =
+                    older.iter().map(|b| Ok((b.candidates()?, &b.sensitive))).collect::<Result<Vec<_>, Error>>()?;
+                for column in &new.sensitive {
+                    let Some(j) = now.columns.iter().position(|c| c == column) else { continue };
+                    for (person, values) in &now.people {
+                        let mut common = values[j].clone();
+                        let mut compared = false;
+                        for (then, released) in &before {
+                            let Some(i) = then.columns.iter().position(|c| c == column) else { continue };
+                            if !released.contains(column) {
+                                continue;
+                            }
+                            if let Some(held) = then.people.get(person) {
+                                common.retain(|v| held[i].binary_search(v).is_ok());
+                                compared = true;
+                            }
+                        }
+                        if compared && !common.is_empty() && (common.len() as u64) < DEFAULT_L {
+                            return Ok(Some((dataset, column.clone())));
+                        }
+                    }
+                }
+            }
+            Ok(None)
+        };
+        tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("extract task failed: {e}")))?
+    }
+}
+
+/// The refusal of an extract that, with the extracts released of other versions of `dataset`,
+/// would narrow some person's `column` to fewer values than a base release leaves.
+fn narrows_values(dataset: &DatasetRef, column: &str) -> Error {
+    Error::new(
+        ErrorKind::Unprocessable,
+        "extract_narrows_values",
+        format!(
+            "this extract, with the extracts already released of other versions of {dataset}, would narrow some \
+             person's `{column}` to fewer than {DEFAULT_L} values: their class holds different values in each \
+             version (the versions are generalized differently, as when a quasi-identifier was added or dropped), \
+             and fewer than {DEFAULT_L} are in every one; ask for an extract without `{column}`"
+        ),
+    )
 }
 
 /// The refusal of an extract that, with the extracts released over `dataset`, would let fewer

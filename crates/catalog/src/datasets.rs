@@ -357,6 +357,15 @@ impl Catalog {
         self.dataset_at(dataset, None)
     }
 
+    /// One dataset's metadata as version `version` declared it (`current_version` is then
+    /// `version`), retired or not.
+    ///
+    /// # Errors
+    /// [`Error::DatasetNotFound`] for a version that is not there; SQLite failures.
+    pub fn dataset_version(&self, dataset: &DatasetRef, version: i64) -> Result<DatasetInfo> {
+        self.dataset_at(dataset, Some(version))
+    }
+
     /// One dataset's metadata as of `version` (its current one when `None`): what a
     /// registration answers is the version its own transaction created, even when another
     /// registration of the same name committed right after it.

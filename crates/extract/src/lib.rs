@@ -545,6 +545,86 @@ fn within_base(
     Ok(Based { kept, fitting: Fitting::of(&table, &found), records })
 }
 
+/// What a base release tells, of each sensitive column, about a person whose
+/// quasi-identifiers are known: the values of the class their records fall in (of every such
+/// class, for a person with several rows), as `l` counts them (text trimmed and lowercased).
+/// Extracts of one version are built within its base, so an extract's class holds at least
+/// these values; extracts of two versions, intersected on them, hold at least what the two
+/// bases' intersection holds.
+#[derive(Debug, Default)]
+pub struct Candidates {
+    /// The base's sensitive columns (a column no generalization could release left it).
+    pub columns: Vec<String>,
+    /// Per person the base releases (their privacy unit as text), per column of `columns`:
+    /// hashes of the values, sorted.
+    pub people: std::collections::HashMap<String, Vec<Vec<u64>>>,
+}
+
+/// The [`Candidates`] of the base release `base` of `input`; `asked` names the columns the
+/// extracts compared ask for, as [`build_within`] takes them.
+///
+/// # Errors
+/// As [`build_within`]'s base; a base without a privacy unit.
+pub fn base_candidates(input: &[RecordBatch], base: &Spec, asked: &dyn Fn(&str) -> bool) -> Result<Candidates> {
+    use arrow::array::{Array, AsArray};
+    use std::hash::{Hash, Hasher};
+    let unit = base
+        .unit
+        .as_deref()
+        .ok_or_else(|| Error::Spec("a base release compared across versions needs a privacy unit".into()))?;
+    let (table, found) = search_base(base, asked, &|b| columns::Table::encode(input, b), &mut |_| {})?;
+    let units = arrow::compute::cast(
+        table.input.column_by_name(unit).ok_or_else(|| Error::UnknownColumn(unit.to_owned()))?,
+        &DataType::Utf8,
+    )?;
+    let units = units.as_string::<i32>();
+    let texts = table
+        .sensitive
+        .iter()
+        .map(|s| arrow::compute::cast(&s.released, &DataType::Utf8))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // A fixed hasher: the same value hashes alike in every version compared.
+    let hash = |text: &str| {
+        let mut h = std::hash::DefaultHasher::new();
+        text.trim().to_lowercase().hash(&mut h);
+        h.finish()
+    };
+    let kept = |row: usize| found.eval.kept[found.eval.class[row] as usize];
+    let mut values: Vec<Vec<Vec<u64>>> = vec![vec![Vec::new(); texts.len()]; found.eval.kept.len()];
+    let mut classes_of: std::collections::HashMap<&str, Vec<u32>> = std::collections::HashMap::new();
+    for row in (0..table.rows()).filter(|&r| kept(r)) {
+        let class = found.eval.class[row];
+        for ((s, text), held) in table.sensitive.iter().zip(&texts).zip(&mut values[class as usize]) {
+            if s.codes[row] != columns::NULL_CODE {
+                held.push(hash(text.as_string::<i32>().value(row)));
+            }
+        }
+        if let Some(unit) = units.is_valid(row).then(|| units.value(row)) {
+            classes_of.entry(unit).or_default().push(class);
+        }
+    }
+    for held in values.iter_mut().flatten() {
+        held.sort_unstable();
+        held.dedup();
+    }
+    let people = classes_of
+        .into_iter()
+        .map(|(unit, classes)| {
+            let per_column = (0..texts.len())
+                .map(|j| {
+                    let mut all: Vec<u64> =
+                        classes.iter().flat_map(|&c| values[c as usize][j].iter().copied()).collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    all
+                })
+                .collect();
+            (unit.to_owned(), per_column)
+        })
+        .collect();
+    Ok(Candidates { columns: table.sensitive.iter().map(|s| s.name.clone()).collect(), people })
+}
+
 /// The records a base release keeps, each sensitive column as the base coded it. Numbers are
 /// microaggregated once, in the base, so every extract of it starts from the same groups and
 /// can only merge them: a red team asked for extracts of one dataset with k = 5 to 30, whose
