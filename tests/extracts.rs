@@ -483,8 +483,11 @@ fn zones(with_group: bool) -> (Value, String) {
     if with_group {
         columns["grp"] = json!({"tag": "quasi_identifier"});
     }
-    let metadata = json!({"name": "zones", "department": "civil", "level": "L2", "privacy_unit": "person_id",
-                          "columns": columns});
+    let mut metadata = json!({"name": "zones", "department": "civil", "level": "L2", "privacy_unit": "person_id",
+                              "columns": columns});
+    if !with_group {
+        metadata["confirm_changes"] = json!(["grp"]);
+    }
     let mut people: Vec<(&str, &str, &str)> = vec![("Z101", "g1", "B")];
     people.extend([("Z101", "g2", "A"); 5]);
     for (zone, g1, g2) in [

@@ -421,6 +421,48 @@ async fn versions_retirement_and_restart() {
     assert_eq!(s.get("/v1/datasets/not-a-ref", &civil).await.0, StatusCode::BAD_REQUEST);
 }
 
+/// A version that drops a column or reads one as another type is refused, dry run or not, naming
+/// each change and storing nothing, until the steward names the columns in `confirm_changes`.
+#[tokio::test]
+async fn a_version_dropping_or_retyping_a_column_needs_confirming() {
+    let (s, civil, _) = setup().await;
+    assert_eq!(s.upload(&civil, &metadata(), CSV.as_bytes().to_vec()).await.0, StatusCode::CREATED);
+    let mut v2 = metadata();
+    v2["columns"].as_object_mut().unwrap().remove("district");
+    let csv = "person_id,age,subsidy\n110105194912310021,76.5,800.5\n110108195003150032,75.5,\n";
+    let version = || async { s.get("/v1/datasets/civil.elderly", &civil).await.1["version"].as_i64() };
+
+    for metadata in [
+        v2.clone(),
+        with(v2.clone(), "/dry_run", json!(true)),
+        with(v2.clone(), "/confirm_changes", json!(["district"])),
+    ] {
+        let (status, body) = s.upload(&civil, &metadata, csv.as_bytes().to_vec()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("column_change_unconfirmed")),
+            "{body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("reads `age` as Float64 where version 1 has Int64"), "{message}");
+        assert_eq!(message.contains("drops `district`"), metadata.get("confirm_changes").is_none(), "{message}");
+        assert!(!message.contains("76.5"), "no value in the error: {message}");
+        assert_eq!(version().await, Some(1), "a refused version was stored");
+        assert_eq!(s.stored_files().len(), 1);
+    }
+
+    let confirmed = with(v2, "/confirm_changes", json!(["district", "age"]));
+    let (status, body) =
+        s.upload(&civil, &with(confirmed.clone(), "/dry_run", json!(true)), csv.as_bytes().to_vec()).await;
+    assert_eq!((status, &body["stored"]), (StatusCode::OK, &json!(false)), "{body}");
+    let (status, body) = s.upload(&civil, &confirmed, csv.as_bytes().to_vec()).await;
+    assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(2)), "{body}");
+    // The next version keeps v2's columns: nothing to confirm.
+    let (status, body) =
+        s.upload(&civil, &with(confirmed, "/confirm_changes", json!([])), csv.as_bytes().to_vec()).await;
+    assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(3)), "{body}");
+}
+
 #[tokio::test]
 async fn an_upload_over_the_limit_is_413_and_stores_nothing() {
     let s = TestServer::start_with(64 * 1024).await;

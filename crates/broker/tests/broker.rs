@@ -82,6 +82,7 @@ fn world_with(policy_lines: &str) -> World {
         delimiter: None,
         columns,
         dp: DpInput::default(),
+        confirm_changes: Vec::new(),
     })
     .unwrap();
     catalog.register_dataset(&spec, &csv, &UserId::new("civil-steward").unwrap(), |_, _| None).unwrap();

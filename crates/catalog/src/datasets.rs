@@ -307,6 +307,7 @@ impl Catalog {
         };
         let opened = veil_ingest::open(source, format, &options)?;
         spec.check_schema(&opened.schema)?;
+        self.check_changes(spec, &opened.schema)?;
         let schema = opened.schema.clone();
 
         let unit_column = |unit: &String| {
@@ -329,6 +330,43 @@ impl Catalog {
                 Err(e.into())
             }
         }
+    }
+
+    /// Refuses a version that drops a column of the dataset's latest version (retired or not)
+    /// or gives one another type, unless the metadata names it in `confirm_changes`: queries,
+    /// extracts and the steward's own pipelines rely on the columns as they were, and a
+    /// change made by mistake would otherwise go unnoticed until something downstream broke.
+    fn check_changes(&self, spec: &DatasetSpec, schema: &arrow::datatypes::Schema) -> Result<()> {
+        let latest = match self.dataset_at(&spec.dataset, None) {
+            Ok(info) => info,
+            Err(Error::DatasetNotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut changes = Vec::new();
+        for column in latest.columns.iter().filter(|c| !spec.confirm_changes.contains(&c.name)) {
+            match schema.field_with_name(&column.name) {
+                Err(_) => changes.push(format!("drops `{}`", column.name)),
+                Ok(field) if field.data_type().to_string() != column.data_type => changes.push(format!(
+                    "reads `{}` as {} where version {} has {}",
+                    column.name,
+                    field.data_type(),
+                    latest.current_version,
+                    column.data_type
+                )),
+                Ok(_) => {}
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "column_change_unconfirmed",
+            format!(
+                "this version of {} {}: if that is meant, name the column(s) in \"confirm_changes\" (declare a column's \"type\" to keep it as it was)",
+                spec.dataset,
+                changes.join(", ")
+            ),
+        ))
     }
 
     /// Every dataset's metadata, by department and name; retired ones only when asked for.
@@ -633,6 +671,7 @@ mod tests {
                 },
             )]),
             dp: crate::DpInput::default(),
+            confirm_changes: Vec::new(),
         })
         .expect("spec");
         // Two stewards register the same name at once, with files of different lengths: each

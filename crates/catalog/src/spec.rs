@@ -39,6 +39,9 @@ pub struct MetadataInput {
     pub columns: BTreeMap<String, ColumnInput>,
     /// Dp mode's per-dataset settings; defaults where absent.
     pub dp: DpInput,
+    /// Columns of the dataset's latest version this version drops or gives another type,
+    /// named to say the change is meant.
+    pub confirm_changes: Vec<String>,
 }
 
 /// Dp settings as received.
@@ -177,6 +180,8 @@ pub struct DatasetSpec {
     pub columns: BTreeMap<String, ColumnSpec>,
     /// Dp mode's settings.
     pub dp: DpSettings,
+    /// Columns of the latest version this one may drop or retype.
+    pub confirm_changes: Vec<String>,
 }
 
 /// A validated column declaration.
@@ -384,6 +389,7 @@ impl DatasetSpec {
             delimiter,
             columns,
             dp,
+            confirm_changes: input.confirm_changes,
         })
     }
 

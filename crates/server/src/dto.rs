@@ -141,6 +141,11 @@ pub struct DatasetMetadata {
     /// nothing: answered 200 with a [`Validation`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// Columns of the dataset's latest version this version drops or reads as another type,
+    /// named to say the change is meant; without them such a version is refused
+    /// (`column_change_unconfirmed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirm_changes: Vec<String>,
 }
 
 /// `POST /v1/datasets` with `"dry_run": true`: what the registration would store. Nothing was.
@@ -251,6 +256,7 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
             sheet: m.sheet,
             encoding: m.encoding,
             delimiter: m.delimiter,
+            confirm_changes: m.confirm_changes,
             dp: veil_catalog::DpInput {
                 max_groups: m.dp.max_groups,
                 max_rows: m.dp.max_rows,
