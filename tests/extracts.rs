@@ -582,6 +582,81 @@ async fn a_new_version_generalized_otherwise_narrows_no_ones_value() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+/// The same dataset version in two bases: one extract of `civil.groups` alone, by group, and
+/// another of it joined with a partner dataset that holds each person's zone. Each is
+/// k-anonymous and l-diverse; the diagnosis of the targets (group g1 in zone Z101) is the one
+/// value their two classes share (g1 holds B to E, Z101 A and B), unless the second is refused.
+#[tokio::test]
+async fn an_extract_joined_with_a_partners_quasi_identifier_narrows_no_ones_value() {
+    let w = world().await;
+    // Zone codes share no prefix: a zone is released exactly or not at all.
+    let mut people = vec![("g1", "B", Some("Z101")); 5];
+    people.extend([("g2", "A", Some("Z101")); 5]);
+    // Elsewhere each group and diagnosis of each zone holds k people: whoever knows the groups
+    // and their diagnoses tells no fewer apart in a join that shows zones.
+    for (n, zone) in ["Y2", "X303", "W4", "V505", "U6", "T707", "S8"].into_iter().enumerate() {
+        people.extend([("g1", ["C", "D", "E"][n % 3], Some(zone)); 5]);
+        people.extend([("g2", ["D", "E", "C"][n % 3], Some(zone)); 5]);
+    }
+    // Group g3: five people with F who have a home, five with G who have none. In the join g3
+    // holds one value, so its base keeps zones rather than groups.
+    people.extend([("g3", "F", Some("Y2")); 5]);
+    people.extend([("g3", "G", None); 5]);
+    let (mut groups_csv, mut homes_csv) =
+        (String::from("person_id,grp,diagnosis\n"), String::from("person_id,home_zone\n"));
+    for (i, (group, diagnosis, zone)) in people.into_iter().enumerate() {
+        groups_csv.push_str(&format!("P{i:04},{group},{diagnosis}\n"));
+        if let Some(zone) = zone {
+            homes_csv.push_str(&format!("P{i:04},{zone}\n"));
+        }
+    }
+    let unit = json!({"tag": "identifier", "linkable": true});
+    let groups = json!({"name": "groups", "department": "civil", "level": "L2", "privacy_unit": "person_id",
+                        "columns": {"person_id": unit, "grp": {"tag": "quasi_identifier"}, "diagnosis": {"tag": "sensitive"}}});
+    let homes = json!({"name": "homes", "department": "civil", "level": "L2", "privacy_unit": "person_id",
+                       "columns": {"person_id": unit, "home_zone": {"tag": "quasi_identifier"}}});
+    for (metadata, csv) in [(groups, groups_csv), (homes, homes_csv)] {
+        let (status, body) = w.s.upload(&w.steward, &metadata, csv.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let approve = |id: &str| {
+        let (s, steward, id) = (&w.s, w.steward.clone(), id.to_owned());
+        async move { s.post(&format!("/v1/access-requests/{id}/approve"), &steward, json!({})).await }
+    };
+    let (status, alone) =
+        w.ask_of("civil.groups", &w.analyst, json!({"name": "by_group", "columns": ["grp", "diagnosis"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{alone}");
+    assert_eq!(approve(alone["id"].as_str().unwrap()).await.0, StatusCode::OK);
+    let mut held = vec![w.rows(&w.analyst, "SELECT grp, '*', diagnosis FROM extracts.by_group").await];
+    let joined = json!({"name": "by_home", "join": ["civil.homes"], "columns": ["home_zone", "diagnosis"]});
+    let (status, asked) = w.ask_of("civil.groups", &w.analyst, joined).await;
+    if status == StatusCode::CREATED {
+        assert_eq!(approve(asked["id"].as_str().unwrap()).await.0, StatusCode::OK);
+        let part = asked["extract"]["parts"][0]["request"].as_str().unwrap();
+        assert_eq!(approve(part).await.0, StatusCode::OK);
+        held.push(w.rows(&w.analyst, "SELECT '*', home_zone, diagnosis FROM extracts.by_home").await);
+    }
+    let mut common: Option<HashSet<String>> = None;
+    for rows in &held {
+        let class: HashSet<String> = rows
+            .iter()
+            .filter(|r| covers(r[0].as_str().unwrap_or("*"), "g1") && covers(r[1].as_str().unwrap_or("*"), "Z101"))
+            .map(|r| r[2].as_str().unwrap().to_owned())
+            .collect();
+        common = Some(match common {
+            None => class,
+            Some(c) => c.intersection(&class).cloned().collect(),
+        });
+    }
+    let common = common.unwrap();
+    assert!(common.len() >= 2, "the target's diagnosis narrowed to {common:?}");
+    assert_eq!(
+        (status, asked["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_narrows_values")),
+        "{asked}"
+    );
+}
+
 #[tokio::test]
 async fn specs_that_cannot_be_met_or_would_leak_are_refused_clearly() {
     let w = world().await;

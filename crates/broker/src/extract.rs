@@ -916,62 +916,127 @@ impl Broker {
     }
 }
 
-/// One dataset version's base release, to compare with another's ([`Broker::narrowing_release`]).
+/// The base release an extract is built within, to compare with another's
+/// ([`Broker::narrowing_release`]): one dataset version's, or the join's of several.
 struct BaseOf {
+    /// Per dataset version, in the extract's order.
+    parts: Vec<BasePart>,
+}
+
+/// One dataset version in a [`BaseOf`].
+struct BasePart {
+    dataset: DatasetRef,
     file: std::path::PathBuf,
     base: Spec,
-    /// The columns the extracts compared ask of it.
+    /// The columns of it the extracts compared ask for (its unit aside).
     asked: Vec<String>,
     /// Its sensitive columns those extracts release.
     sensitive: Vec<String>,
 }
 
 impl BaseOf {
-    /// Version `version` of `dataset`'s base release as the extracts asking for `asked` of it
-    /// are built within it; `None` for a dataset without a privacy unit (about nobody).
+    /// The base of the extracts of `sources` (each dataset with its version) that ask for
+    /// `columns` (as their specs name them); `None` when a dataset has no privacy unit (it is
+    /// about nobody, and is never joined).
     fn of(
         catalog: &veil_catalog::Catalog,
-        dataset: &DatasetRef,
-        version: i64,
-        asked: Vec<String>,
+        sources: &[(DatasetRef, i64)],
+        columns: &[String],
         fallback_k: u64,
     ) -> Result<Option<Self>, veil_catalog::Error> {
-        let info = catalog.dataset_version(dataset, version)?;
-        let (file, Some(_)) = catalog.version_source(dataset, version)? else { return Ok(None) };
-        let sensitive = info
-            .columns
+        let mut parts = Vec::with_capacity(sources.len());
+        for (dataset, version) in sources {
+            let info = catalog.dataset_version(dataset, *version)?;
+            let (file, Some(unit)) = catalog.version_source(dataset, *version)? else { return Ok(None) };
+            let asked: Vec<String> = own_columns(dataset, columns)
+                .into_iter()
+                .filter(|c| *c != unit && info.columns.iter().any(|i| i.name == *c))
+                .collect();
+            let sensitive = info
+                .columns
+                .iter()
+                .filter(|c| c.tag == Tag::Sensitive && asked.contains(&c.name))
+                .map(|c| c.name.clone())
+                .collect();
+            let base = base_spec(&info, fallback_k, base_key(catalog, dataset, *version));
+            parts.push(BasePart { dataset: dataset.clone(), file, base, asked, sensitive });
+        }
+        Ok(Some(Self { parts }))
+    }
+
+    /// Each dataset version's file and the columns to read of it: its base's (its unit among
+    /// them) and those asked for.
+    fn reads(&self) -> Vec<(std::path::PathBuf, Vec<String>)> {
+        self.parts
             .iter()
-            .filter(|c| c.tag == Tag::Sensitive && asked.contains(&c.name))
-            .map(|c| c.name.clone())
-            .collect();
-        let base = base_spec(&info, fallback_k, base_key(catalog, dataset, version));
-        Ok(Some(Self { file, base, asked, sensitive }))
+            .map(|p| {
+                let mut read: Vec<String> = p.base.columns.iter().map(|c| c.name.clone()).collect();
+                read.extend(p.asked.iter().filter(|a| !read.contains(a)).cloned().collect::<Vec<_>>());
+                (p.file.clone(), read)
+            })
+            .collect()
     }
 
-    /// The columns to read: the base's (its unit among them).
-    fn read(&self) -> Vec<String> {
-        self.base.columns.iter().map(|c| c.name.clone()).collect()
+    /// The sensitive `column` of `dataset` the extracts compared release, named as
+    /// [`BaseOf::candidates`] names it.
+    fn released(&self, dataset: &DatasetRef, column: &str) -> Option<String> {
+        let part = self.parts.iter().find(|p| p.dataset == *dataset)?;
+        part.sensitive.iter().any(|s| s == column).then(|| format!("{dataset}.{column}"))
     }
 
+    /// What the base tells of each person's sensitive values, its columns named
+    /// `<dataset>.<column>`.
     fn candidates(&self) -> Result<veil_extract::Candidates, Error> {
-        let input = veil_extract::read_parquet(&self.file, &self.read()).map_err(extract_error)?;
-        veil_extract::base_candidates(&input, &self.base, &|c| self.asked.iter().any(|a| a == c)).map_err(extract_error)
+        let inputs = self
+            .reads()
+            .iter()
+            .map(|(file, read)| veil_extract::read_parquet(file, read))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(extract_error)?;
+        match (self.parts.as_slice(), inputs.as_slice()) {
+            ([part], [input]) => {
+                let mut found =
+                    veil_extract::base_candidates(input, &part.base, &|c| part.asked.iter().any(|a| a == c))
+                        .map_err(extract_error)?;
+                for c in &mut found.columns {
+                    *c = format!("{}.{c}", part.dataset);
+                }
+                Ok(found)
+            }
+            _ => {
+                let unit = self.parts.first().and_then(|p| p.base.unit.clone()).unwrap_or_default();
+                let sources: Vec<veil_extract::Source<'_>> = self
+                    .parts
+                    .iter()
+                    .zip(&inputs)
+                    .map(|(p, input)| veil_extract::Source {
+                        name: p.dataset.to_string(),
+                        input,
+                        base: p.base.clone(),
+                        columns: p.asked.clone(),
+                    })
+                    .collect();
+                veil_extract::joined_base_candidates(&sources, &unit).map_err(extract_error)
+            }
+        }
     }
 }
 
 impl Broker {
     /// The dataset and sensitive column for which the extract of `current`'s datasets (each
-    /// with its version) asking for `columns` would, with the extracts released over that
-    /// dataset from other versions (`except` left out), narrow some person's value to fewer
+    /// with its version) asking for `columns` would, with the extracts released over those
+    /// datasets within other bases (`except` left out), narrow some person's value to fewer
     /// values than a base release leaves ([`DEFAULT_L`]), though none.
     ///
-    /// Extracts of one version are built within its base release, so no set of them says more
-    /// than the base. Extracts of two versions are not: a red team registered a version that
-    /// drops one quasi-identifier (the base then shows another one exactly), asked for one
-    /// extract of each version, each k-anonymous and l-diverse, and read the target's
-    /// diagnosis as the one value both of their classes hold. So for each person of the new
-    /// extract's base and each sensitive column it releases, the values their class holds in
-    /// that base and in the base of every other version an extract released the column of are
+    /// Extracts of one dataset version are built within its base release, and extracts of one
+    /// join within the join's, so no set of them says more than that base. Extracts within two
+    /// bases do not: a red team registered a version that drops one quasi-identifier (the base
+    /// then shows another one exactly), asked for one extract of each version, each k-anonymous
+    /// and l-diverse, and read the target's diagnosis as the one value both of their classes
+    /// hold; another did the same with one extract of a dataset alone and one of it joined with
+    /// a partner's dataset that holds a quasi-identifier it lacks. So for each person of the
+    /// new extract's base and each sensitive column it releases, the values their class holds
+    /// in that base and in every other base an extract released the column within are
     /// intersected (an extract's class holds at least its base class's values, so the
     /// extracts' intersection holds at least this one); some but fewer than `l` values is
     /// refused. None in common (the person's value changed) says that it changed, not what it
@@ -983,52 +1048,48 @@ impl Broker {
         k: u64,
         except: Option<String>,
     ) -> Result<Option<(DatasetRef, String)>, Error> {
-        // What to compare, per dataset: the new extract's base and the other versions' bases.
+        // The new extract's base, and the other bases extracts over its datasets were released within.
         let plans = self
             .blocking(move |c| {
-                let mut plans: Vec<(DatasetRef, BaseOf, Vec<BaseOf>)> = Vec::new();
-                for (dataset, version) in &current {
-                    let Some(new) = BaseOf::of(c, dataset, *version, own_columns(dataset, &columns), k)? else {
-                        continue;
-                    };
-                    if new.sensitive.is_empty() {
-                        continue;
-                    }
-                    let mut asked_of: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+                let Some(new) = BaseOf::of(c, &current, &columns, k)? else { return Ok(None) };
+                if new.parts.iter().all(|p| p.sensitive.is_empty()) {
+                    return Ok(None);
+                }
+                let mut own = current.clone();
+                own.sort();
+                // Per base (its sorted dataset versions): its dataset versions as an extract
+                // names them, and the columns of the extracts within it.
+                type Versions = Vec<(DatasetRef, i64)>;
+                let mut asked_of: std::collections::BTreeMap<Versions, (Versions, Vec<String>)> = Default::default();
+                for (dataset, _) in &current {
                     for (id, sources) in c.released_extract_sources(dataset)? {
-                        let Some(&(_, v)) = sources.iter().find(|(d, _)| d == dataset) else { continue };
-                        if v == *version || except.as_deref() == Some(id.as_str()) {
+                        let mut key = sources.clone();
+                        key.sort();
+                        if key == own || except.as_deref() == Some(id.as_str()) {
                             continue;
                         }
                         let spec = c.extract(&id)?.map(|e| e.spec).unwrap_or_default();
-                        asked_of.entry(v).or_default().extend(own_columns(dataset, &spec_columns(&spec)));
-                    }
-                    let mut older = Vec::new();
-                    for (v, mut asked) in asked_of {
-                        asked.sort();
-                        asked.dedup();
-                        if let Some(base) = BaseOf::of(c, dataset, v, asked, k)?
-                            && base.sensitive.iter().any(|s| new.sensitive.contains(s))
-                        {
-                            older.push(base);
-                        }
-                    }
-                    if !older.is_empty() {
-                        plans.push((dataset.clone(), new, older));
+                        let entry = asked_of.entry(key).or_insert_with(|| (sources, Vec::new()));
+                        entry.1.extend(spec_columns(&spec));
                     }
                 }
-                Ok(plans)
+                let mut older = Vec::new();
+                for (_, (sources, mut asked)) in asked_of {
+                    asked.sort();
+                    asked.dedup();
+                    if let Some(base) = BaseOf::of(c, &sources, &asked, k)?
+                        && new.parts.iter().any(|n| n.sensitive.iter().any(|s| base.released(&n.dataset, s).is_some()))
+                    {
+                        older.push(base);
+                    }
+                }
+                Ok((!older.is_empty()).then_some((new, older)))
             })
             .await?;
-        if plans.is_empty() {
-            return Ok(None);
-        }
+        let Some((new, older)) = plans else { return Ok(None) };
         // The bases are built in memory, as an extract is: room first.
-        let files: Vec<(std::path::PathBuf, Vec<String>)> = plans
-            .iter()
-            .flat_map(|(_, new, older)| std::iter::once(new).chain(older))
-            .map(|b| (b.file.clone(), b.read()))
-            .collect();
+        let files: Vec<(std::path::PathBuf, Vec<String>)> =
+            std::iter::once(&new).chain(&older).flat_map(BaseOf::reads).collect();
         let estimate = tokio::task::spawn_blocking(move || {
             files.iter().try_fold(0u64, |n, (path, columns)| {
                 Ok::<_, veil_extract::Error>(n.saturating_add(veil_extract::build_bytes(path, columns)?))
@@ -1043,27 +1104,25 @@ impl Broker {
             .await
             .map_err(|e| crate::memory_error("the extract cannot be compared with those released", e))?;
         let work = move || -> Result<Option<(DatasetRef, String)>, Error> {
-            for (dataset, new, older) in plans {
-                let now = new.candidates()?;
-                let before =
-                    older.iter().map(|b| Ok((b.candidates()?, &b.sensitive))).collect::<Result<Vec<_>, Error>>()?;
-                for column in &new.sensitive {
-                    let Some(j) = now.columns.iter().position(|c| c == column) else { continue };
+            let now = new.candidates()?;
+            let before = older.iter().map(|b| Ok((b.candidates()?, b))).collect::<Result<Vec<_>, Error>>()?;
+            for part in &new.parts {
+                for column in &part.sensitive {
+                    let name = format!("{}.{column}", part.dataset);
+                    let Some(j) = now.columns.iter().position(|c| *c == name) else { continue };
                     for (person, values) in &now.people {
                         let mut common = values[j].clone();
                         let mut compared = false;
-                        for (then, released) in &before {
-                            let Some(i) = then.columns.iter().position(|c| c == column) else { continue };
-                            if !released.contains(column) {
-                                continue;
-                            }
+                        for (then, base) in &before {
+                            let Some(released) = base.released(&part.dataset, column) else { continue };
+                            let Some(i) = then.columns.iter().position(|c| *c == released) else { continue };
                             if let Some(held) = then.people.get(person) {
                                 common.retain(|v| held[i].binary_search(v).is_ok());
                                 compared = true;
                             }
                         }
                         if compared && !common.is_empty() && (common.len() as u64) < DEFAULT_L {
-                            return Ok(Some((dataset, column.clone())));
+                            return Ok(Some((part.dataset.clone(), column.clone())));
                         }
                     }
                 }
@@ -1074,17 +1133,19 @@ impl Broker {
     }
 }
 
-/// The refusal of an extract that, with the extracts released of other versions of `dataset`,
-/// would narrow some person's `column` to fewer values than a base release leaves.
+/// The refusal of an extract that, with the extracts of `dataset` released within other bases
+/// (other versions, other joins), would narrow some person's `column` to fewer values than a
+/// base release leaves.
 fn narrows_values(dataset: &DatasetRef, column: &str) -> Error {
     Error::new(
         ErrorKind::Unprocessable,
         "extract_narrows_values",
         format!(
-            "this extract, with the extracts already released of other versions of {dataset}, would narrow some \
-             person's `{column}` to fewer than {DEFAULT_L} values: their class holds different values in each \
-             version (the versions are generalized differently, as when a quasi-identifier was added or dropped), \
-             and fewer than {DEFAULT_L} are in every one; ask for an extract without `{column}`"
+            "this extract, with the extracts of {dataset} already released from other versions or joined with other \
+             datasets, would narrow some person's `{column}` to fewer than {DEFAULT_L} values: their class holds \
+             different values in each (they are generalized differently, as when a quasi-identifier was added or \
+             dropped, or a joined dataset brings one), and fewer than {DEFAULT_L} are in every one; ask for an \
+             extract without `{column}`, or within the same datasets and versions as one released"
         ),
     )
 }

@@ -301,59 +301,8 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
             return Err(Error::Spec(format!("column `{}` must come from exactly one dataset, not {from}", c.name)));
         }
     }
-    // One order for every join of these datasets, whatever the request's.
-    let mut sources: Vec<&Source<'_>> = sources.iter().collect();
-    sources.sort_by(|a, b| a.name.cmp(&b.name));
-    // Inside the join every column is named `<dataset>.<column>`: two datasets may share names.
-    let mut asked = Spec { max_rows_per_person: None, ..spec.clone() };
-    let mut base_columns = vec![ColumnSpec { name: unit.clone(), role: Role::Pseudonym }];
-    let mut based = Vec::with_capacity(sources.len());
-    let mut carried = Vec::with_capacity(sources.len());
-    for s in &sources {
-        let b = within_base(s.input, &s.base, &|c| spec.columns.iter().any(|a| a.name == c), progress)?;
-        let mut mine: Vec<ColumnSpec> = spec.columns.iter().filter(|c| s.columns.contains(&c.name)).cloned().collect();
-        b.fitting.fit(&mut mine);
-        for fitted in mine {
-            if let Some(c) = asked.columns.iter_mut().find(|c| c.name == fitted.name) {
-                c.name = qualified(s, &fitted.name);
-                c.role = fitted.role;
-            }
-        }
-        let mut own: Vec<ColumnSpec> =
-            s.base.columns.iter().filter(|c| !matches!(c.role, Role::Pseudonym)).cloned().collect();
-        b.fitting.fit(&mut own);
-        let mut carry: Vec<String> = own.iter().map(|c| c.name.clone()).collect();
-        for c in &s.columns {
-            if !carry.contains(c) {
-                carry.push(c.clone());
-            }
-        }
-        base_columns.extend(own.into_iter().map(|c| ColumnSpec { name: qualified(s, &c.name), role: c.role }));
-        carried.push(carry);
-        based.push(b);
-    }
-    let (joined, linked) = join_on_units(&sources, &based, &carried, &unit)?;
-    if joined.num_rows() == 0 {
-        return Err(Error::Infeasible { column: None, reason: "no person is in every one of the datasets".into() });
-    }
-    // The join's base release; a sensitive column the extract does not ask for that no
-    // generalization can release (too few values, or one its staff tell people apart by) leaves
-    // it rather than blocking every extract of the join.
-    let base = Spec {
-        columns: base_columns,
-        unit: Some(unit.clone()),
-        k: sources.iter().map(|s| s.base.k).max().unwrap_or(spec.k),
-        l: sources.iter().map(|s| s.base.l).min().unwrap_or(spec.l),
-        max_suppression: sources.iter().map(|s| s.base.max_suppression).fold(MAX_SUPPRESSION, f64::min),
-        max_rows_per_person: None,
-        key: sources[0].base.key,
-    };
-    let (table, found) = search_base(
-        &base,
-        &|c| asked.columns.iter().any(|a| a.name == c),
-        &|base| columns::Table::encode(std::slice::from_ref(&joined), base)?.with_views(&insiders(&base.columns, true)),
-        progress,
-    )?;
+    let Joined { sources, based, mut asked, joined, linked, base } = join_bases(sources, spec, &unit, progress)?;
+    let (table, found) = search_joined_base(&joined, &base, &asked, progress)?;
     let kept = kept_as_coded(&table, &found)?;
     let fitting = Fitting::of(&table, &found);
     let names: Vec<&str> = spec.columns.iter().map(|c| c.name.as_str()).collect();
@@ -410,6 +359,97 @@ pub fn build_joined(sources: &[Source<'_>], spec: &Spec, progress: &mut dyn FnMu
         sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
     ));
     Ok(extract)
+}
+
+/// Several datasets reduced to their base releases and joined on their units, and the join's own
+/// base release ([`build_joined`]).
+struct Joined<'a, 's> {
+    /// The sources in the one order every join of them has.
+    sources: Vec<&'a Source<'s>>,
+    /// Each source's base release, in that order.
+    based: Vec<Based>,
+    /// The extract's spec, its columns named inside the join and fitted to the bases.
+    asked: Spec,
+    /// The join of the sources' kept records.
+    joined: RecordBatch,
+    /// Per source, how many of its kept records joined.
+    linked: Vec<u64>,
+    /// The join's base release.
+    base: Spec,
+}
+
+/// Reduces each of `sources` to its base release, joins them on `unit` and states the join's
+/// base release: every quasi-identifier and sensitive column of every base, at the highest base
+/// `k`, deterministic for these dataset versions.
+fn join_bases<'a, 's>(
+    sources: &'a [Source<'s>],
+    spec: &Spec,
+    unit: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Joined<'a, 's>> {
+    // One order for every join of these datasets, whatever the request's.
+    let mut sources: Vec<&Source<'_>> = sources.iter().collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    // Inside the join every column is named `<dataset>.<column>`: two datasets may share names.
+    let mut asked = Spec { max_rows_per_person: None, ..spec.clone() };
+    let mut base_columns = vec![ColumnSpec { name: unit.to_owned(), role: Role::Pseudonym }];
+    let mut based = Vec::with_capacity(sources.len());
+    let mut carried = Vec::with_capacity(sources.len());
+    for s in &sources {
+        let b = within_base(s.input, &s.base, &|c| spec.columns.iter().any(|a| a.name == c), progress)?;
+        let mut mine: Vec<ColumnSpec> = spec.columns.iter().filter(|c| s.columns.contains(&c.name)).cloned().collect();
+        b.fitting.fit(&mut mine);
+        for fitted in mine {
+            if let Some(c) = asked.columns.iter_mut().find(|c| c.name == fitted.name) {
+                c.name = qualified(s, &fitted.name);
+                c.role = fitted.role;
+            }
+        }
+        let mut own: Vec<ColumnSpec> =
+            s.base.columns.iter().filter(|c| !matches!(c.role, Role::Pseudonym)).cloned().collect();
+        b.fitting.fit(&mut own);
+        let mut carry: Vec<String> = own.iter().map(|c| c.name.clone()).collect();
+        for c in &s.columns {
+            if !carry.contains(c) {
+                carry.push(c.clone());
+            }
+        }
+        base_columns.extend(own.into_iter().map(|c| ColumnSpec { name: qualified(s, &c.name), role: c.role }));
+        carried.push(carry);
+        based.push(b);
+    }
+    let (joined, linked) = join_on_units(&sources, &based, &carried, unit)?;
+    if joined.num_rows() == 0 {
+        return Err(Error::Infeasible { column: None, reason: "no person is in every one of the datasets".into() });
+    }
+    // The join's base release; a sensitive column the extract does not ask for that no
+    // generalization can release (too few values, or one its staff tell people apart by) leaves
+    // it rather than blocking every extract of the join.
+    let base = Spec {
+        columns: base_columns,
+        unit: Some(unit.to_owned()),
+        k: sources.iter().map(|s| s.base.k).max().unwrap_or(spec.k),
+        l: sources.iter().map(|s| s.base.l).min().unwrap_or(spec.l),
+        max_suppression: sources.iter().map(|s| s.base.max_suppression).fold(MAX_SUPPRESSION, f64::min),
+        max_rows_per_person: None,
+        key: sources[0].base.key,
+    };
+    Ok(Joined { sources, based, asked, joined, linked, base })
+}
+
+/// Searches the join's base release `base` over `joined`, for an extract asking for `asked`.
+fn search_joined_base(
+    joined: &RecordBatch,
+    base: &Spec,
+    asked: &Spec,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(columns::Table, search::Found)> {
+    search_base(
+        base,
+        &|c| asked.columns.iter().any(|a| a.name == c),
+        &|base| columns::Table::encode(std::slice::from_ref(joined), base)?.with_views(&insiders(&base.columns, true)),
+        progress,
+    )
 }
 
 /// A column's name inside a join: `<dataset>.<column>`.
@@ -566,13 +606,37 @@ pub struct Candidates {
 /// # Errors
 /// As [`build_within`]'s base; a base without a privacy unit.
 pub fn base_candidates(input: &[RecordBatch], base: &Spec, asked: &dyn Fn(&str) -> bool) -> Result<Candidates> {
-    use arrow::array::{Array, AsArray};
-    use std::hash::{Hash, Hasher};
     let unit = base
         .unit
         .as_deref()
         .ok_or_else(|| Error::Spec("a base release compared across versions needs a privacy unit".into()))?;
     let (table, found) = search_base(base, asked, &|b| columns::Table::encode(input, b), &mut |_| {})?;
+    candidates_of(&table, &found, unit)
+}
+
+/// The [`Candidates`] of the base release of the join of `sources` on `unit`, as
+/// [`build_joined`] makes it for an extract asking for each source's `columns`; its columns
+/// are named `<source>.<column>`.
+///
+/// # Errors
+/// As [`build_joined`]'s base.
+pub fn joined_base_candidates(sources: &[Source<'_>], unit: &str) -> Result<Candidates> {
+    // The join's base depends on the columns asked for only by their names.
+    let columns = std::iter::once(unit.to_owned())
+        .chain(sources.iter().flat_map(|s| s.columns.iter().cloned()))
+        .map(|name| ColumnSpec { name, role: Role::Attribute })
+        .collect();
+    let first = sources.first().ok_or_else(|| Error::Spec("a join without datasets".into()))?;
+    let spec = Spec { columns, unit: Some(unit.to_owned()), ..first.base.clone() };
+    let Joined { asked, joined, base, .. } = join_bases(sources, &spec, unit, &mut |_| {})?;
+    let (table, found) = search_joined_base(&joined, &base, &asked, &mut |_| {})?;
+    candidates_of(&table, &found, unit)
+}
+
+/// The [`Candidates`] of a base release found (`found`) over `table`, people known by `unit`.
+fn candidates_of(table: &columns::Table, found: &search::Found, unit: &str) -> Result<Candidates> {
+    use arrow::array::{Array, AsArray};
+    use std::hash::{Hash, Hasher};
     let units = arrow::compute::cast(
         table.input.column_by_name(unit).ok_or_else(|| Error::UnknownColumn(unit.to_owned()))?,
         &DataType::Utf8,
