@@ -761,6 +761,24 @@ fn spec_json(request: &ExtractRequest) -> String {
 
 /// The builder's refusals as the broker's.
 impl Broker {
+    /// Approves access request `request_id`: checks its extract, if it has one, against the
+    /// extracts already released ([`Broker::check_release`]), then runs `commit` (the approval,
+    /// given the catalogue), with no other approval checked or committed in between. Two
+    /// approvals checked at once each passed without the other and were both released (a red
+    /// team, two tries in four).
+    ///
+    /// # Errors
+    /// As [`Broker::check_release`]; `commit`'s.
+    pub async fn release<T, F>(&self, request_id: &str, commit: F) -> Result<T, Error>
+    where
+        F: FnOnce(&veil_catalog::Catalog) -> Result<T, veil_catalog::Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _one_at_a_time = self.releases.lock().await;
+        self.check_release(request_id).await?;
+        self.blocking(commit).await
+    }
+
     /// Checks, before a steward approves access request `request_id`, its extract (if it has
     /// one) against every extract already released over any of its datasets, as when it was
     /// asked for ([`Broker::check_against_released`]): a request asked for before another was
@@ -768,7 +786,7 @@ impl Broker {
     ///
     /// # Errors
     /// `extract_isolates_people` or `extract_narrows_values` (422), naming the dataset.
-    pub async fn check_release(&self, request_id: &str) -> Result<(), Error> {
+    async fn check_release(&self, request_id: &str) -> Result<(), Error> {
         let lookup = request_id.to_owned();
         let found = self
             .blocking(move |c| {

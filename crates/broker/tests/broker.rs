@@ -33,6 +33,41 @@ fn column(tag: &str, data_type: Option<&str>, bounds: Option<(f64, f64)>) -> Col
     }
 }
 
+/// `civil.people`'s rows: 60 people in each of four districts; person `changed` (if any) with
+/// a subsidy one step higher.
+fn people_csv(changed: Option<usize>) -> String {
+    let mut text = String::from("person_id,district,subsidy\n");
+    for i in 0..PEOPLE {
+        let subsidy = 100 + i % 7 * 50 + if Some(i) == changed { 50 } else { 0 };
+        text.push_str(&format!("p{i:04},{},{subsidy}\n", ["A", "B", "C", "D"][i % 4]));
+    }
+    text
+}
+
+/// `civil.people`'s metadata: L3, district a quasi-identifier, subsidy sensitive.
+fn people_spec() -> DatasetSpec {
+    let columns = BTreeMap::from([
+        ("person_id".to_owned(), column("identifier", None, None)),
+        ("district".to_owned(), column("quasi_identifier", None, None)),
+        ("subsidy".to_owned(), column("sensitive", Some("int64"), Some((0.0, 1000.0)))),
+    ]);
+    DatasetSpec::validate(MetadataInput {
+        name: "people".into(),
+        department: "civil".into(),
+        level: "L3".into(),
+        description: "test registry".into(),
+        privacy_unit: Some("person_id".into()),
+        format: None,
+        sheet: None,
+        encoding: None,
+        delimiter: None,
+        columns,
+        dp: DpInput::default(),
+        confirm_changes: Vec::new(),
+    })
+    .unwrap()
+}
+
 /// A data directory with civil affairs' L3 `civil.people`, the demo policy and its users.
 fn world() -> World {
     world_with(veil_policy::DEMO_POLICY)
@@ -60,32 +95,8 @@ fn world_with(policy_lines: &str) -> World {
         catalog.create_user(&UserId::new(user).unwrap(), department.as_ref(), &[role]).unwrap();
     }
     let csv = dir.path().join("people.csv");
-    let mut text = String::from("person_id,district,subsidy\n");
-    for i in 0..PEOPLE {
-        text.push_str(&format!("p{i:04},{},{}\n", ["A", "B", "C", "D"][i % 4], 100 + i % 7 * 50));
-    }
-    std::fs::write(&csv, text).unwrap();
-    let columns = BTreeMap::from([
-        ("person_id".to_owned(), column("identifier", None, None)),
-        ("district".to_owned(), column("quasi_identifier", None, None)),
-        ("subsidy".to_owned(), column("sensitive", Some("int64"), Some((0.0, 1000.0)))),
-    ]);
-    let spec = DatasetSpec::validate(MetadataInput {
-        name: "people".into(),
-        department: "civil".into(),
-        level: "L3".into(),
-        description: "test registry".into(),
-        privacy_unit: Some("person_id".into()),
-        format: None,
-        sheet: None,
-        encoding: None,
-        delimiter: None,
-        columns,
-        dp: DpInput::default(),
-        confirm_changes: Vec::new(),
-    })
-    .unwrap();
-    catalog.register_dataset(&spec, &csv, &UserId::new("civil-steward").unwrap(), |_, _| None).unwrap();
+    std::fs::write(&csv, people_csv(None)).unwrap();
+    catalog.register_dataset(&people_spec(), &csv, &UserId::new("civil-steward").unwrap(), |_, _| None).unwrap();
     let policy = veil_broker::load_policy(&catalog, veil_policy::PolicyFiles::in_dir(&data.join("policies"))).unwrap();
     let audit = Arc::new(
         AuditLog::open(&catalog.dir().audit(), &catalog.dir().audit_key(), veil_audit::Options::default()).unwrap(),
@@ -346,4 +357,55 @@ async fn exact_aggregates_over_people_only_where_a_policy_line_names_them() {
     assert!(counts_and_sums(&released).is_empty(), "9 people are fewer than L3's k");
     // Another department's analyst never gets them, whatever a line says: the policy's own
     // tests decide that (`exact_aggregates_need_a_line_that_names_them_and_stay_in_the_department`).
+}
+
+/// `civil.people` as a new version, `subsidy` of person `changed` raised by one step.
+fn register_changed(w: &World, changed: usize) {
+    let csv = w._dir.path().join("people-v2.csv");
+    std::fs::write(&csv, people_csv(Some(changed))).unwrap();
+    w.catalog.register_dataset(&people_spec(), &csv, &UserId::new("civil-steward").unwrap(), |_, _| None).unwrap();
+}
+
+/// Two extracts that may not both be released (one of each version, a person's value changed
+/// between them), both asked for before either was approved, approved at once, each approval
+/// slow to commit: one is released, the other refused.
+#[tokio::test]
+async fn two_approvals_at_once_release_no_pair_a_check_refuses() {
+    let w = world();
+    let ask = |name: &str| veil_broker::ExtractRequest {
+        dataset: "civil.people".parse().unwrap(),
+        join: Vec::new(),
+        purpose: "复核".into(),
+        expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86_400,
+        name: name.into(),
+        columns: vec!["person_id".into(), "district".into(), "subsidy".into()],
+        hierarchies: Vec::new(),
+        k: None,
+        l: None,
+        max_suppression: None,
+    };
+    let analyst = w.caller("civil-analyst");
+    let civil = DepartmentId::new("civil").unwrap();
+    let (first, _, _) = w.broker.request_extract(&analyst, civil.clone(), ask("first"), |_, _| None).await.unwrap();
+    register_changed(&w, 7);
+    let (second, _, _) = w.broker.request_extract(&analyst, civil, ask("second"), |_, _| None).await.unwrap();
+    let approve = |id: String| {
+        let broker = w.broker.clone();
+        async move {
+            let deciding = id.clone();
+            let commit = move |c: &Catalog| {
+                // Slower than the other approval's check.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let steward = UserId::new("civil-steward").unwrap();
+                c.decide_access_request(&deciding, &steward, veil_catalog::Transition::Approve, |_| None)
+            };
+            broker.release(&id, commit).await
+        }
+    };
+    let (a, b) = tokio::join!(approve(first.id.clone()), approve(second.id.clone()));
+    let refused = match (a, b) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+        (a, b) => panic!("one released and one refused, not {:?} and {:?}", a.map(|_| ()), b.map(|_| ())),
+    };
+    assert_eq!(refused.code(), "extract_isolates_people", "{}", refused.message());
 }

@@ -207,11 +207,6 @@ async fn decide(
     let lookup = id.clone();
     let request = state.blocking(move |c| c.access_request(&lookup)).await?;
     authz::steward_of(&state, &caller, &request.dataset.department)?;
-    // An extract released beside another of nearly the same people would single out those
-    // between them: checked again at approval, for extracts asked for before the other's.
-    if matches!(transition, Transition::Approve) {
-        state.broker.check_release(&request.id).await?;
-    }
     let user = caller.user.clone();
     let detail = match &transition {
         Transition::Approve => String::new(),
@@ -226,13 +221,16 @@ async fn decide(
         entry.request_id = request_id;
         serde_json::to_string(&entry).ok()
     };
-    let (decided, pending, extract) = state
-        .blocking(move |c| {
-            let (decided, pending) = c.decide_access_request(&id, &user, transition, record)?;
-            let extract = c.extract(&decided.id)?;
-            Ok((decided, pending, extract))
-        })
-        .await?;
+    let approving = matches!(transition, Transition::Approve);
+    let commit = move |c: &veil_catalog::Catalog| {
+        let (decided, pending) = c.decide_access_request(&id, &user, transition, record)?;
+        let extract = c.extract(&decided.id)?;
+        Ok((decided, pending, extract))
+    };
+    // An extract released beside another of nearly the same people would single out those
+    // between them: checked again at approval, for extracts asked for before the other's.
+    let (decided, pending, extract) =
+        if approving { state.broker.release(&request.id, commit).await? } else { state.blocking(commit).await? };
     state.audit_pending(pending).await?;
     state.refresh_policy().await?;
     let mut view = AccessRequestView::from(decided);
