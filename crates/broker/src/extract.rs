@@ -182,19 +182,7 @@ impl Broker {
         // estimated from the files' footers, before anything is read.
         let files: Vec<(std::path::PathBuf, Vec<String>)> =
             inputs.iter().map(|(_, path, read, _, _)| (path.clone(), read.clone())).collect();
-        let estimate = tokio::task::spawn_blocking(move || {
-            files.iter().try_fold(0u64, |n, (path, columns)| {
-                Ok::<_, veil_extract::Error>(n.saturating_add(veil_extract::build_bytes(path, columns)?))
-            })
-        })
-        .await
-        .map_err(|e| Error::internal(format!("extract task failed: {e}")))?
-        .map_err(extract_error)?;
-        let _room = self
-            .engine
-            .reserve_memory(estimate)
-            .await
-            .map_err(|e| crate::memory_error("the extract cannot be built", e))?;
+        let _room = self.reserve_build(files, "the extract cannot be built").await?;
         let built = tokio::task::spawn_blocking(move || -> Result<veil_extract::Report, veil_extract::Error> {
             let mut read = Vec::with_capacity(inputs.len());
             for (name, path, columns, base, own) in inputs {
@@ -840,12 +828,17 @@ impl Broker {
     /// in: any sum and difference of the extracts' rows (what `EXCEPT ALL`, counts per value and
     /// the like compute) is a sum of such groups, so a group of fewer than k is rows of fewer
     /// than k people. The new extract is refused when it makes such a group: one it is part
-    /// of, or one it splits off a larger one.
+    /// of, or one it splits off a larger one. And since a difference is read class by class, a
+    /// group it makes must also hold, in each class of the base release of every extract it is
+    /// in, no one or at least `k` people, with at least [`DEFAULT_L`] values of each sensitive
+    /// column that extract releases.
     ///
     /// Why: two partner datasets differing by one person, each joined with the same dataset,
     /// gave that person's row (`EXCEPT ALL`); a check of pairs of extracts fell to four whose
     /// pairs each differ by k or more (A + D − B − C left one person), and to a new version in
-    /// which only one person's value changed (red teams).
+    /// which only one person's value changed; a check of the groups' sizes alone fell to a
+    /// version without five people, one in each of five zones: each zone's rows differed by
+    /// one, and the class counts gave each one's diagnosis (red teams).
     async fn isolating_release(
         &self,
         current: Vec<(DatasetRef, i64)>,
@@ -854,7 +847,7 @@ impl Broker {
         except: Option<String>,
     ) -> Result<Option<DatasetRef>, Error> {
         let catalog = std::sync::Arc::clone(&self.catalog);
-        let work = move || -> Result<Option<DatasetRef>, Error> {
+        let work = move || -> Result<Result<DatasetRef, Vec<Made>>, Error> {
             // Per dataset version and columns: its units' hashes of their rows over those
             // columns (None for a dataset without a unit).
             type Hashes = Option<HashMap<String, u64>>;
@@ -872,6 +865,7 @@ impl Broker {
                 loaded.insert(key, hashes.clone());
                 Ok(hashes)
             };
+            let mut made_groups = Vec::new();
             for (dataset, _) in &current {
                 // Each released extract: its request, its datasets and versions, its columns.
                 type Release = (String, Vec<(DatasetRef, i64)>, Vec<String>);
@@ -912,27 +906,152 @@ impl Broker {
                         }
                     }
                 }
-                let mut after: HashMap<&[usize], u64> = HashMap::new();
+                let mut after: HashMap<&[usize], Vec<&str>> = HashMap::new();
                 let mut before: HashMap<Vec<usize>, u64> = HashMap::new();
-                for extracts in memberships.values() {
-                    *after.entry(extracts.as_slice()).or_default() += 1;
+                for ((unit, _), extracts) in &memberships {
+                    after.entry(extracts.as_slice()).or_default().push(unit);
                     let old: Vec<usize> = extracts.iter().copied().filter(|&i| i != newest).collect();
                     if !old.is_empty() {
                         *before.entry(old).or_default() += 1;
                     }
                 }
-                let made = after.iter().any(|(extracts, &n)| {
-                    n < k && (extracts.contains(&newest) || before.get(*extracts).copied() != Some(n))
-                });
-                if made {
-                    return Ok(Some(dataset.clone()));
+                let made: Vec<(&[usize], &Vec<&str>)> = after
+                    .iter()
+                    .filter(|(extracts, people)| {
+                        extracts.contains(&newest) || before.get(**extracts).copied() != Some(people.len() as u64)
+                    })
+                    .map(|(extracts, people)| (*extracts, people))
+                    .collect();
+                if made.iter().any(|(_, people)| (people.len() as u64) < k) {
+                    return Ok(Ok(dataset.clone()));
+                }
+                // The bases of the extracts the groups made are in, by their dataset versions.
+                let mut bases: Vec<(&Versions, Vec<String>)> = Vec::new();
+                let mut index: HashMap<Versions, usize> = HashMap::new();
+                let mut base_of = vec![None; released.len()];
+                for (extracts, _) in &made {
+                    for &i in *extracts {
+                        let (_, sources, columns) = &released[i];
+                        let mut key = sources.clone();
+                        key.sort();
+                        let at = *index.entry(key).or_insert_with(|| {
+                            bases.push((sources, Vec::new()));
+                            bases.len() - 1
+                        });
+                        bases[at].1.extend(columns.iter().cloned());
+                        base_of[i] = Some(at);
+                    }
+                }
+                let mut built = Vec::with_capacity(bases.len());
+                for (sources, mut asked) in bases {
+                    asked.sort();
+                    asked.dedup();
+                    built.push(BaseOf::of(&catalog, sources, &asked, k)?);
+                }
+                let groups = made
+                    .into_iter()
+                    .map(|(extracts, people)| {
+                        let within: Vec<usize> = extracts.iter().filter_map(|&i| base_of[i]).collect();
+                        (people.iter().map(|p| (*p).to_owned()).collect(), within)
+                    })
+                    .collect();
+                made_groups.push(Made { dataset: dataset.clone(), groups, bases: built });
+            }
+            Ok(Err(made_groups))
+        };
+        let made = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::internal(format!("extract task failed: {e}")))??;
+        let made = match made {
+            Ok(dataset) => return Ok(Some(dataset)),
+            Err(made) if made.iter().all(|m| m.bases.iter().all(Option::is_none)) => return Ok(None),
+            Err(made) => made,
+        };
+        // The bases are built in memory, as an extract is: room first.
+        let files: Vec<(std::path::PathBuf, Vec<String>)> =
+            made.iter().flat_map(|m| m.bases.iter().flatten().flat_map(BaseOf::reads)).collect();
+        let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
+        let work = move || -> Result<Option<DatasetRef>, Error> {
+            for m in made {
+                let found = m
+                    .bases
+                    .iter()
+                    .map(|b| b.as_ref().map(BaseOf::candidates).transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (people, within) in &m.groups {
+                    for &b in within {
+                        let (Some(base), Some(candidates)) = (&m.bases[b], &found[b]) else { continue };
+                        let columns: Vec<usize> = candidates
+                            .columns
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| {
+                                c.strip_prefix(&format!("{}.", m.dataset))
+                                    .is_some_and(|c| base.released(&m.dataset, c).is_some())
+                            })
+                            .map(|(j, _)| j)
+                            .collect();
+                        // Per class: the group's people in it, and their values of each column.
+                        let mut classes: HashMap<u32, (u64, Vec<std::collections::HashSet<u64>>)> = HashMap::new();
+                        for person in people {
+                            let Some(of) = candidates.classes.get(person) else { continue };
+                            for class in of {
+                                let (n, values) = classes
+                                    .entry(*class)
+                                    .or_insert_with(|| (0, vec![Default::default(); columns.len()]));
+                                *n += 1;
+                                if let Some(own) = candidates.own.get(person) {
+                                    for (held, &j) in values.iter_mut().zip(&columns) {
+                                        held.extend(own[j].iter().copied());
+                                    }
+                                }
+                            }
+                        }
+                        let few = |(n, values): &(u64, Vec<std::collections::HashSet<u64>>)| {
+                            *n < k || values.iter().any(|v| (v.len() as u64) < DEFAULT_L)
+                        };
+                        if classes.values().any(few) {
+                            return Ok(Some(m.dataset.clone()));
+                        }
+                    }
                 }
             }
             Ok(None)
         };
         tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("extract task failed: {e}")))?
     }
+
+    /// Takes room in the memory queries share for reading `files` (each with the columns read)
+    /// and building within them, estimated from their footers; `what` says what cannot be done
+    /// without it.
+    async fn reserve_build(
+        &self,
+        files: Vec<(std::path::PathBuf, Vec<String>)>,
+        what: &'static str,
+    ) -> Result<veil_query::Reserved, Error> {
+        let estimate = tokio::task::spawn_blocking(move || {
+            files.iter().try_fold(0u64, |n, (path, columns)| {
+                Ok::<_, veil_extract::Error>(n.saturating_add(veil_extract::build_bytes(path, columns)?))
+            })
+        })
+        .await
+        .map_err(|e| Error::internal(format!("extract task failed: {e}")))?
+        .map_err(extract_error)?;
+        self.engine.reserve_memory(estimate).await.map_err(|e| crate::memory_error(what, e))
+    }
 }
+
+/// The groups of people an extract would make over `dataset` ([`Broker::isolating_release`]):
+/// each with the bases (indices into `bases`) of the extracts it is in.
+struct Made {
+    dataset: DatasetRef,
+    groups: Vec<(Vec<String>, Vec<usize>)>,
+    /// `None` for a base of a dataset without a privacy unit.
+    bases: Vec<Option<BaseOf>>,
+}
+
+/// Datasets, each with a version: what an extract is built from.
+type Versions = Vec<(DatasetRef, i64)>;
 
 /// The base release an extract is built within, to compare with another's
 /// ([`Broker::narrowing_release`]): one dataset version's, or the join's of several.
@@ -1077,7 +1196,6 @@ impl Broker {
                 own.sort();
                 // Per base (its sorted dataset versions): its dataset versions as an extract
                 // names them, and the columns of the extracts within it.
-                type Versions = Vec<(DatasetRef, i64)>;
                 let mut asked_of: std::collections::BTreeMap<Versions, (Versions, Vec<String>)> = Default::default();
                 for (dataset, _) in &current {
                     for (id, sources) in c.released_extract_sources(dataset)? {
@@ -1108,19 +1226,7 @@ impl Broker {
         // The bases are built in memory, as an extract is: room first.
         let files: Vec<(std::path::PathBuf, Vec<String>)> =
             std::iter::once(&new).chain(&older).flat_map(BaseOf::reads).collect();
-        let estimate = tokio::task::spawn_blocking(move || {
-            files.iter().try_fold(0u64, |n, (path, columns)| {
-                Ok::<_, veil_extract::Error>(n.saturating_add(veil_extract::build_bytes(path, columns)?))
-            })
-        })
-        .await
-        .map_err(|e| Error::internal(format!("extract task failed: {e}")))?
-        .map_err(extract_error)?;
-        let _room = self
-            .engine
-            .reserve_memory(estimate)
-            .await
-            .map_err(|e| crate::memory_error("the extract cannot be compared with those released", e))?;
+        let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
         let work = move || -> Result<Option<(DatasetRef, String)>, Error> {
             let now = new.candidates()?;
             let before = older.iter().map(|b| Ok((b.candidates()?, b))).collect::<Result<Vec<_>, Error>>()?;

@@ -598,6 +598,10 @@ pub struct Candidates {
     /// Per person the base releases (their privacy unit as text), per column of `columns`:
     /// hashes of the values, sorted.
     pub people: std::collections::HashMap<String, Vec<Vec<u64>>>,
+    /// Per person: the base's classes their records fall in, sorted.
+    pub classes: std::collections::HashMap<String, Vec<u32>>,
+    /// Per person, per column of `columns`: hashes of their own values, sorted.
+    pub own: std::collections::HashMap<String, Vec<Vec<u64>>>,
 }
 
 /// The [`Candidates`] of the base release `base` of `input`; `asked` names the columns the
@@ -656,37 +660,45 @@ fn candidates_of(table: &columns::Table, found: &search::Found, unit: &str) -> R
     let kept = |row: usize| found.eval.kept[found.eval.class[row] as usize];
     let mut values: Vec<Vec<Vec<u64>>> = vec![vec![Vec::new(); texts.len()]; found.eval.kept.len()];
     let mut classes_of: std::collections::HashMap<&str, Vec<u32>> = std::collections::HashMap::new();
+    let mut own: std::collections::HashMap<String, Vec<Vec<u64>>> = std::collections::HashMap::new();
     for row in (0..table.rows()).filter(|&r| kept(r)) {
         let class = found.eval.class[row];
-        for ((s, text), held) in table.sensitive.iter().zip(&texts).zip(&mut values[class as usize]) {
+        let unit = units.is_valid(row).then(|| units.value(row));
+        let mut mine = unit.map(|u| own.entry(u.to_owned()).or_insert_with(|| vec![Vec::new(); texts.len()]));
+        for (j, ((s, text), held)) in table.sensitive.iter().zip(&texts).zip(&mut values[class as usize]).enumerate() {
             if s.codes[row] != columns::NULL_CODE {
-                held.push(hash(text.as_string::<i32>().value(row)));
+                let value = hash(text.as_string::<i32>().value(row));
+                held.push(value);
+                if let Some(mine) = mine.as_mut() {
+                    mine[j].push(value);
+                }
             }
         }
-        if let Some(unit) = units.is_valid(row).then(|| units.value(row)) {
+        if let Some(unit) = unit {
             classes_of.entry(unit).or_default().push(class);
         }
     }
-    for held in values.iter_mut().flatten() {
+    for held in values.iter_mut().flatten().chain(own.values_mut().flatten()) {
         held.sort_unstable();
         held.dedup();
     }
-    let people = classes_of
-        .into_iter()
-        .map(|(unit, classes)| {
-            let per_column = (0..texts.len())
-                .map(|j| {
-                    let mut all: Vec<u64> =
-                        classes.iter().flat_map(|&c| values[c as usize][j].iter().copied()).collect();
-                    all.sort_unstable();
-                    all.dedup();
-                    all
-                })
-                .collect();
-            (unit.to_owned(), per_column)
-        })
-        .collect();
-    Ok(Candidates { columns: table.sensitive.iter().map(|s| s.name.clone()).collect(), people })
+    let mut classes = std::collections::HashMap::with_capacity(classes_of.len());
+    let mut people = std::collections::HashMap::with_capacity(classes_of.len());
+    for (unit, mut of) in classes_of {
+        of.sort_unstable();
+        of.dedup();
+        let per_column = (0..texts.len())
+            .map(|j| {
+                let mut all: Vec<u64> = of.iter().flat_map(|&c| values[c as usize][j].iter().copied()).collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            })
+            .collect();
+        people.insert(unit.to_owned(), per_column);
+        classes.insert(unit.to_owned(), of);
+    }
+    Ok(Candidates { columns: table.sensitive.iter().map(|s| s.name.clone()).collect(), people, classes, own })
 }
 
 /// The records a base release keeps, each sensitive column as the base coded it. Numbers are
