@@ -421,8 +421,9 @@ async fn versions_retirement_and_restart() {
     assert_eq!(s.get("/v1/datasets/not-a-ref", &civil).await.0, StatusCode::BAD_REQUEST);
 }
 
-/// A version that drops a column or reads one as another type is refused, dry run or not, naming
-/// each change and storing nothing, until the steward names the columns in `confirm_changes`.
+/// A version that drops a column, reads one as another type, tags one otherwise or has another
+/// privacy unit is refused, dry run or not, naming each change and storing nothing, until the
+/// steward names the columns in `confirm_changes`.
 #[tokio::test]
 async fn a_version_dropping_or_retyping_a_column_needs_confirming() {
     let (s, civil, _) = setup().await;
@@ -458,9 +459,21 @@ async fn a_version_dropping_or_retyping_a_column_needs_confirming() {
     let (status, body) = s.upload(&civil, &confirmed, csv.as_bytes().to_vec()).await;
     assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(2)), "{body}");
     // The next version keeps v2's columns: nothing to confirm.
-    let (status, body) =
-        s.upload(&civil, &with(confirmed, "/confirm_changes", json!([])), csv.as_bytes().to_vec()).await;
+    let same = with(confirmed, "/confirm_changes", json!([]));
+    let (status, body) = s.upload(&civil, &same, csv.as_bytes().to_vec()).await;
     assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(3)), "{body}");
+    // Another tag, or another privacy unit, is a change too.
+    let retagged = with(same.clone(), "/columns/subsidy", json!({"tag": "attribute"}));
+    let retagged = with(retagged, "/columns/person_id", json!({"tag": "identifier"}));
+    let retagged = with(with(retagged, "/privacy_unit", Value::Null), "/level", json!("L2"));
+    let (status, body) = s.upload(&civil, &retagged, csv.as_bytes().to_vec()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("tags `subsidy` attribute where version 3 tags it sensitive"), "{message}");
+    assert!(message.contains("does not have `person_id` as its privacy unit"), "{message}");
+    let confirmed = with(retagged, "/confirm_changes", json!(["subsidy", "person_id"]));
+    let (status, body) = s.upload(&civil, &confirmed, csv.as_bytes().to_vec()).await;
+    assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(4)), "{body}");
 }
 
 #[tokio::test]

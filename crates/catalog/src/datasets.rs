@@ -332,8 +332,9 @@ impl Catalog {
         }
     }
 
-    /// Refuses a version that drops a column of the dataset's latest version (retired or not)
-    /// or gives one another type, unless the metadata names it in `confirm_changes`: queries,
+    /// Refuses a version that drops a column of the dataset's latest version (retired or not),
+    /// gives one another type or another tag, or has another privacy unit, unless the metadata
+    /// names the column in `confirm_changes`: queries,
     /// extracts and the steward's own pipelines rely on the columns as they were, and a
     /// change made by mistake would otherwise go unnoticed until something downstream broke.
     fn check_changes(&self, spec: &DatasetSpec, schema: &arrow::datatypes::Schema) -> Result<()> {
@@ -355,6 +356,21 @@ impl Catalog {
                 )),
                 Ok(_) => {}
             }
+            // A tag says how the column is released: a sensitive column tagged otherwise in a
+            // new version would be released as it is, beside extracts that kept it l-diverse.
+            if let Some(declared) = spec.columns.get(&column.name)
+                && declared.tag != column.tag
+            {
+                changes.push(format!(
+                    "tags `{}` {} where version {} tags it {}",
+                    column.name, declared.tag, latest.current_version, column.tag
+                ));
+            }
+        }
+        if latest.privacy_unit != spec.privacy_unit
+            && let Some(unit) = latest.privacy_unit.as_ref().filter(|u| !spec.confirm_changes.contains(u))
+        {
+            changes.push(format!("does not have `{unit}` as its privacy unit"));
         }
         if changes.is_empty() {
             return Ok(());
@@ -362,7 +378,7 @@ impl Catalog {
         Err(Error::invalid(
             "column_change_unconfirmed",
             format!(
-                "this version of {} {}: if that is meant, name the column(s) in \"confirm_changes\" (declare a column's \"type\" to keep it as it was)",
+                "this version of {} {}: if that is meant, name the column(s) in \"confirm_changes\" (declare a column's \"type\" or tag to keep it as it was)",
                 spec.dataset,
                 changes.join(", ")
             ),
