@@ -582,6 +582,76 @@ async fn a_new_version_generalized_otherwise_narrows_no_ones_value() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+/// As [`a_new_version_generalized_otherwise_narrows_no_ones_value`], the second version's
+/// diagnosis renamed (`diag`), and then also recoded with a codebook the attacker knows: the
+/// target's diagnosis is still the one value both classes share once translated, unless the
+/// second extract is refused.
+#[tokio::test]
+async fn a_version_renaming_or_recoding_a_column_narrows_no_ones_value() {
+    let codebook = [("A", "D01"), ("B", "D02"), ("C", "D03"), ("D", "D04"), ("E", "D05")];
+    for recoded in [false, true] {
+        let w = world().await;
+        let (metadata, csv) = zones(true);
+        assert_eq!(w.s.upload(&w.steward, &metadata, csv.into_bytes()).await.0, StatusCode::CREATED);
+        let (status, first) = w
+            .ask_of("civil.zones", &w.analyst, json!({"name": "zones_v1", "columns": ["grp", "zone", "diagnosis"]}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        let id = first["id"].as_str().unwrap();
+        let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (mut metadata, csv) = zones(false);
+        let columns = metadata["columns"].as_object_mut().unwrap();
+        let tag = columns.remove("diagnosis").unwrap();
+        columns.insert("diag".into(), tag);
+        metadata["confirm_changes"] = json!(["grp", "diagnosis"]);
+        let code = |d: &str| -> String {
+            if recoded { codebook.iter().find(|(l, _)| *l == d).unwrap().1.to_owned() } else { d.to_owned() }
+        };
+        let mut lines = csv.lines();
+        let mut renamed = format!("{}\n", lines.next().unwrap().replace("diagnosis", "diag"));
+        for line in lines {
+            let (rest, diagnosis) = line.rsplit_once(',').unwrap();
+            renamed.push_str(&format!("{rest},{}\n", code(diagnosis)));
+        }
+        let (status, body) = w.s.upload(&w.steward, &metadata, renamed.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, second) =
+            w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v2", "columns": ["zone", "diag"]})).await;
+        let mut held = vec![w.rows(&w.analyst, "SELECT grp, zone, diagnosis FROM extracts.zones_v1").await];
+        if status == StatusCode::CREATED {
+            let id = second["id"].as_str().unwrap();
+            let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let mut rows = w.rows(&w.analyst, "SELECT '*', zone, diag FROM extracts.zones_v2").await;
+            for r in &mut rows {
+                let label = codebook.iter().find(|(_, c)| r[2] == *c).map_or(r[2].clone(), |(l, _)| json!(l));
+                r[2] = label;
+            }
+            held.push(rows);
+        }
+        let mut common: Option<HashSet<String>> = None;
+        for rows in &held {
+            let class: HashSet<String> = rows
+                .iter()
+                .filter(|r| covers(r[0].as_str().unwrap_or("*"), "g1") && covers(r[1].as_str().unwrap_or("*"), "Z101"))
+                .map(|r| r[2].as_str().unwrap().to_owned())
+                .collect();
+            common = Some(match common {
+                None => class,
+                Some(c) => c.intersection(&class).cloned().collect(),
+            });
+        }
+        let common = common.unwrap();
+        assert!(common.len() >= 2, "recoded {recoded}: the target's diagnosis narrowed to {common:?}");
+        assert_eq!(
+            (status, second["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_narrows_values")),
+            "recoded {recoded}: {second}"
+        );
+    }
+}
+
 /// A version without five people, the target and four others each in another class: five
 /// people apart, as k asks, but the target's class differs by the target alone, and its
 /// diagnoses' difference is theirs, unless the second extract is refused.

@@ -1213,8 +1213,13 @@ impl Broker {
                 for (_, (sources, mut asked)) in asked_of {
                     asked.sort();
                     asked.dedup();
+                    // Any sensitive column of a dataset both release: it may be one column
+                    // under two names.
                     if let Some(base) = BaseOf::of(c, &sources, &asked, k)?
-                        && new.parts.iter().any(|n| n.sensitive.iter().any(|s| base.released(&n.dataset, s).is_some()))
+                        && new.parts.iter().any(|n| {
+                            !n.sensitive.is_empty()
+                                && base.parts.iter().any(|p| p.dataset == n.dataset && !p.sensitive.is_empty())
+                        })
                     {
                         older.push(base);
                     }
@@ -1234,16 +1239,37 @@ impl Broker {
                 for column in &part.sensitive {
                     let name = format!("{}.{column}", part.dataset);
                     let Some(j) = now.columns.iter().position(|c| *c == name) else { continue };
+                    // The columns of this dataset the other bases released that hold this
+                    // one's values: by name, or under another name or coding (a red team
+                    // renamed the column in a new version, then recoded it with a codebook),
+                    // each with how its values translate (`None`: as they are).
+                    let mut held_in: Vec<(&veil_extract::Candidates, usize, Option<Translation>)> = Vec::new();
+                    for (then, base) in &before {
+                        let Some(theirs) = base.parts.iter().find(|p| p.dataset == part.dataset) else { continue };
+                        for other in &theirs.sensitive {
+                            let released = format!("{}.{other}", part.dataset);
+                            let Some(i) = then.columns.iter().position(|c| *c == released) else { continue };
+                            match translation(then, i, &now, j) {
+                                Some(map) => held_in.push((then, i, Some(map))),
+                                None if other == column => held_in.push((then, i, None)),
+                                None => {}
+                            }
+                        }
+                    }
                     for (person, values) in &now.people {
                         let mut common = values[j].clone();
                         let mut compared = false;
-                        for (then, base) in &before {
-                            let Some(released) = base.released(&part.dataset, column) else { continue };
-                            let Some(i) = then.columns.iter().position(|c| *c == released) else { continue };
-                            if let Some(held) = then.people.get(person) {
-                                common.retain(|v| held[i].binary_search(v).is_ok());
-                                compared = true;
+                        for (then, i, map) in &held_in {
+                            let Some(held) = then.people.get(person) else { continue };
+                            match map {
+                                None => common.retain(|v| held[*i].binary_search(v).is_ok()),
+                                Some(map) => {
+                                    let translated: std::collections::HashSet<u64> =
+                                        held[*i].iter().filter_map(|v| map.get(v)).copied().collect();
+                                    common.retain(|v| translated.contains(v));
+                                }
                             }
+                            compared = true;
                         }
                         if compared && !common.is_empty() && (common.len() as u64) < DEFAULT_L {
                             return Ok(Some((part.dataset.clone(), column.clone())));
@@ -1256,6 +1282,41 @@ impl Broker {
         tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("extract task failed: {e}")))?
     }
 }
+
+/// How the values of column `i` of `then` translate into those of column `j` of `now`, when
+/// one is a function of the other: over the people with one value in each, each old value's
+/// most frequent new value, if these hold for at least nine in ten of at least
+/// [`MIN_TRANSLATED`] people. A renamed or recoded column translates (the identity, or a
+/// codebook); an unrelated one does not.
+fn translation(
+    then: &veil_extract::Candidates,
+    i: usize,
+    now: &veil_extract::Candidates,
+    j: usize,
+) -> Option<Translation> {
+    let mut pairs: HashMap<u64, HashMap<u64, u64>> = HashMap::new();
+    let mut people = 0u64;
+    for (person, old) in &then.own {
+        let (Some(new), [old]) = (now.own.get(person), old[i].as_slice()) else { continue };
+        let [new] = new[j].as_slice() else { continue };
+        *pairs.entry(*old).or_default().entry(*new).or_default() += 1;
+        people += 1;
+    }
+    let mut map = HashMap::with_capacity(pairs.len());
+    let mut agreeing = 0;
+    for (old, news) in pairs {
+        let (new, n) = news.into_iter().max_by_key(|(v, n)| (*n, *v))?;
+        map.insert(old, new);
+        agreeing += n;
+    }
+    (people >= MIN_TRANSLATED && agreeing * 10 >= people * 9).then_some(map)
+}
+
+/// Old values to new ones ([`translation`]).
+type Translation = HashMap<u64, u64>;
+
+/// The fewest people a [`translation`] is found on.
+const MIN_TRANSLATED: u64 = 10;
 
 /// The refusal of an extract that, with the extracts of `dataset` released within other bases
 /// (other versions, other joins), would narrow some person's `column` to fewer values than a
