@@ -873,6 +873,28 @@ async fn queries_over_extracts_call_only_allowed_functions() {
     }
 }
 
+/// A failing query over an extract says why without quoting the extract (a cast of its text),
+/// and a pattern that is no regular expression is the caller's error, not the server's.
+#[tokio::test]
+async fn a_failing_query_over_an_extract_quotes_no_value() {
+    let w = world().await;
+    w.granted(standard()).await;
+    let ask = |sql: &'static str| {
+        let (s, analyst) = (&w.s, w.analyst.clone());
+        async move { s.post("/v1/query", &analyst, json!({"sql": sql, "mode": "deidentified"})).await }
+    };
+    let (status, body) = ask("SELECT CAST(district AS INT) FROM extracts.people").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("query_failed")),
+        "{body}"
+    );
+    let message = body.to_string();
+    assert!(["甲区", "乙区", "丙区", "丁区", "戊区", "*"].iter().all(|v| !message.contains(v)), "{message}");
+    let (status, body) = ask("SELECT district FROM extracts.people WHERE district ~ '['").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("sql_invalid")), "{body}");
+}
+
 /// A hierarchy finer than the base release allows is not silently replaced: the report says so.
 #[tokio::test]
 async fn the_report_says_when_the_base_release_is_coarser_than_asked() {

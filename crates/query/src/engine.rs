@@ -34,7 +34,7 @@ use veil_guard::{DP_ROW, GuardContext, GuardOutcome, PrivacyGuardRule};
 
 use crate::dp::{self, DpParams};
 use crate::drain::{Drains, drained};
-use crate::error::{clean, error_kind, internal, is_resource_limit, planning};
+use crate::error::{clean, error_kind, internal, is_resource_limit, optimizing, planning};
 use crate::memory::{Reserved, Unreserved};
 use crate::plan_cache::{GuardedPlan, PlanCache, reads_clock_or_chance};
 use crate::release::{noisy_outputs, noisy_source};
@@ -285,7 +285,7 @@ impl QueryEngine {
         }
 
         let plan = self.plan(&state, query.statement.clone()).await?;
-        let optimized = state.optimize(&plan).map_err(planning)?;
+        let optimized = state.optimize(&plan).map_err(optimizing)?;
         let outcome = guard.outcome().ok_or_else(|| internal("the privacy guard did not run"))?;
         if request.mode == Mode::Dp && (request.dp.is_none() || outcome.rewritten.dp.is_none()) {
             return Err(internal("a dp query without its privacy parameters or bounded plan"));
@@ -358,7 +358,7 @@ impl QueryEngine {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
             register(&catalog, &schema, &name, Arc::new(table))?;
         }
-        self.run_registered(&state, query, dry_run, false).await
+        self.run_registered(&state, query, dry_run, Registered::Unguarded).await
     }
 
     /// Runs `query` over Parquet `files` (schema, name, path, rows) with no privacy guard: for files
@@ -379,29 +379,28 @@ impl QueryEngine {
         for (schema, name, path, _) in files {
             register(&catalog, &schema, &name, parquet_table(&path, &state).await?)?;
         }
-        self.run_registered(&state, query, dry_run, true).await
+        self.run_registered(&state, query, dry_run, Registered::Released).await
     }
 
     /// Plans and runs `query` over the tables registered in `state`, unguarded but for the
-    /// guard's allow-listed functions, as in every mode. With `cut`, the answer stops at the row
-    /// limit instead of being refused past it.
+    /// guard's allow-listed functions, as in every mode, as `tables` says.
     async fn run_registered(
         &self,
         state: &SessionState,
         query: &ParsedQuery,
         dry_run: bool,
-        cut: bool,
+        tables: Registered,
     ) -> Result<Answer> {
         let mut plan = self.plan(state, query.statement.clone()).await?;
         veil_guard::check_functions(&plan).map_err(Error::Denied)?;
-        if cut {
+        if tables == Registered::Released {
             plan = LogicalPlanBuilder::from(plan)
                 .limit(0, Some(self.limits.max_result_rows))
                 .and_then(LogicalPlanBuilder::build)
                 .map_err(planning)?;
         }
-        let optimized = state.optimize(&plan).map_err(planning)?;
-        self.answer(state, &plan, &optimized, dry_run, true).await
+        let optimized = state.optimize(&plan).map_err(optimizing)?;
+        self.answer(state, &plan, &optimized, dry_run, tables == Registered::Unguarded).await
     }
 
     /// The answer to an optimized plan: its schema alone for a dry run, else its rows, run
@@ -611,6 +610,17 @@ impl QueryEngine {
         tracing::debug!(kind, "query failed while running");
         Error::Failed { kind }
     }
+}
+
+/// What the tables a query runs over without the guard are ([`QueryEngine::run_registered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registered {
+    /// Without personal data (the audit log, for auditors): a failure says why.
+    Unguarded,
+    /// Rows that may all be released to the caller (approved extracts): the answer stops at the
+    /// row limit instead of being refused past it, and a failure is told without its cause,
+    /// which would quote a value (`Cannot cast string '…'`, a red team).
+    Released,
 }
 
 /// What bounds the rows one run collects.

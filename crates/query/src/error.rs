@@ -145,6 +145,21 @@ pub(crate) fn planning(e: DataFusionError) -> Error {
     }
 }
 
+/// An optimizer failure: as [`planning`], and also a constant the optimizer could not fold (a
+/// pattern that is no regular expression, a literal that does not cast): the logical optimizer
+/// reads no data, so its message quotes only the query. These were a 500 (a red team).
+pub(crate) fn optimizing(e: DataFusionError) -> Error {
+    if violation(&e).is_none()
+        && matches!(
+            e.find_root(),
+            DataFusionError::Execution(_) | DataFusionError::ArrowError(..) | DataFusionError::External(_)
+        )
+    {
+        return Error::Plan(clean(&e));
+    }
+    planning(e)
+}
+
 /// A planning message for the analyst: without DataFusion's error-class prefixes and without
 /// its plea to report a bug in DataFusion (a function called with the wrong argument types is
 /// an "internal error" there, but the analyst's SQL to fix here).
@@ -157,7 +172,13 @@ pub(crate) fn clean(e: &DataFusionError) -> String {
         .replace(BUG_REPORT, "")
         .replace("..\n", ". ")
         .replace("Internal error: ", "");
-    for prefix in ["Error during planning: ", "Schema error: ", "This feature is not implemented: ", "SQL error: "] {
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "This feature is not implemented: ",
+        "SQL error: ",
+        "External error: ",
+    ] {
         if let Some(rest) = text.strip_prefix(prefix) {
             text = rest.to_owned();
             break;
