@@ -286,7 +286,7 @@ async fn a_change_committed_before_a_crash_is_recorded_when_the_server_starts_ag
         entry.detail = Some(format!("version {version}, {rows} rows"));
         Some(serde_json::to_string(&entry).unwrap())
     };
-    let (info, pending) = catalog.register_dataset(&spec, &csv, &steward, record).unwrap();
+    let (info, pending) = catalog.register_dataset(&spec, &csv, &steward, record, &|_| {}).unwrap();
     assert_eq!(info.current_version, 2);
     assert!(pending.is_some());
     drop(catalog);
@@ -367,7 +367,7 @@ async fn a_record_whose_append_failed_reaches_the_log_while_the_server_runs() {
         entry.target = Some(format!("civil.later v{version}"));
         Some(serde_json::to_string(&entry).unwrap())
     };
-    catalog.register_dataset(&spec, &csv, &steward, record).unwrap();
+    catalog.register_dataset(&spec, &csv, &steward, record, &|_| {}).unwrap();
     let found = async {
         loop {
             let late = w.s.audit_records().into_iter().find(|r| r.entry.target.as_deref() == Some("civil.later v1"));

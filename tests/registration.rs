@@ -476,6 +476,40 @@ async fn a_version_dropping_or_retyping_a_column_needs_confirming() {
     assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(4)), "{body}");
 }
 
+/// A registration named with `Veil-Upload-Id` can be followed by its uploader: bytes received
+/// and rows read, then `done` (or `failed` for a refused one); nobody else sees it, and an id is
+/// not reused while tracked.
+#[tokio::test]
+async fn a_named_upload_reports_its_progress_to_its_uploader() {
+    let (s, civil, health) = setup().await;
+    let named = |id: &str, metadata: &Value, file: &str| {
+        let form = reqwest::multipart::Form::new()
+            .part("metadata", reqwest::multipart::Part::text(metadata.to_string()))
+            .part("file", reqwest::multipart::Part::bytes(file.as_bytes().to_vec()).file_name("data"));
+        s.request(Method::POST, "/v1/datasets", Some(&civil)).header("veil-upload-id", id).multipart(form)
+    };
+    let (status, body) = s.send(named("up-1", &metadata(), CSV)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, progress) = s.get("/v1/uploads/up-1", &civil).await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    assert_eq!(progress, json!({"stage": "done", "bytes_received": CSV.len(), "rows_read": 3}));
+    assert_eq!(s.get("/v1/uploads/up-1", &health).await.0, StatusCode::NOT_FOUND, "only the uploader sees it");
+    let (status, body) = s.send(named("up-1", &metadata(), CSV)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("upload_id_in_use")), "{body}");
+
+    let bad = format!("{CSV}110101195107200044,西城区,old,10\n");
+    let (status, _) = s.send(named("up-2", &metadata(), &bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, progress) = s.get("/v1/uploads/up-2", &civil).await;
+    assert_eq!(progress["stage"], "failed", "{progress}");
+    let (status, body) = s.send(named("no/slash", &metadata(), CSV)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_upload_id")),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn an_upload_over_the_limit_is_413_and_stores_nothing() {
     let s = TestServer::start_with(64 * 1024).await;

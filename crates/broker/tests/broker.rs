@@ -96,7 +96,9 @@ fn world_with(policy_lines: &str) -> World {
     }
     let csv = dir.path().join("people.csv");
     std::fs::write(&csv, people_csv(None)).unwrap();
-    catalog.register_dataset(&people_spec(), &csv, &UserId::new("civil-steward").unwrap(), |_, _| None).unwrap();
+    catalog
+        .register_dataset(&people_spec(), &csv, &UserId::new("civil-steward").unwrap(), |_, _| None, &|_| {})
+        .unwrap();
     let policy = veil_broker::load_policy(&catalog, veil_policy::PolicyFiles::in_dir(&data.join("policies"))).unwrap();
     let audit = Arc::new(
         AuditLog::open(&catalog.dir().audit(), &catalog.dir().audit_key(), veil_audit::Options::default()).unwrap(),
@@ -363,7 +365,9 @@ async fn exact_aggregates_over_people_only_where_a_policy_line_names_them() {
 fn register_changed(w: &World, changed: usize) {
     let csv = w._dir.path().join("people-v2.csv");
     std::fs::write(&csv, people_csv(Some(changed))).unwrap();
-    w.catalog.register_dataset(&people_spec(), &csv, &UserId::new("civil-steward").unwrap(), |_, _| None).unwrap();
+    w.catalog
+        .register_dataset(&people_spec(), &csv, &UserId::new("civil-steward").unwrap(), |_, _| None, &|_| {})
+        .unwrap();
 }
 
 /// Two extracts that may not both be released (one of each version, a person's value changed

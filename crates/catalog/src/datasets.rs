@@ -163,7 +163,8 @@ impl Catalog {
     ///
     /// `record` gives the audit record of the change from its version and row count; it is
     /// written in the same transaction ([`crate::outbox`]) and returned as pending, for the
-    /// caller to append to the audit log and clear.
+    /// caller to append to the audit log and clear. `rows_read` is told how many rows have been
+    /// read so far, batch by batch, for a progress display.
     ///
     /// # Errors
     /// [`Error::DepartmentNotFound`]; [`Error::Invalid`] when the file does not match the
@@ -174,8 +175,9 @@ impl Catalog {
         source: &Path,
         by: &UserId,
         record: impl FnOnce(u64, u64) -> Option<String>,
+        rows_read: &dyn Fn(u64),
     ) -> Result<(DatasetInfo, Option<Pending>)> {
-        let Ingested { tmp, format, schema, report, one_row_per_unit } = self.ingest(spec, source)?;
+        let Ingested { tmp, format, schema, report, one_row_per_unit } = self.ingest(spec, source, rows_read)?;
 
         let dataset_dir = self.dir.datasets().join(spec.dataset.department.as_str()).join(spec.dataset.name.as_str());
         let file_name = format!("{}.parquet", uuid::Uuid::new_v4());
@@ -277,8 +279,8 @@ impl Catalog {
     ///
     /// # Errors
     /// As [`Catalog::register_dataset`] before it stores anything.
-    pub fn check_dataset(&self, spec: &DatasetSpec, source: &Path) -> Result<Checked> {
-        let Ingested { tmp, schema, report, one_row_per_unit, .. } = self.ingest(spec, source)?;
+    pub fn check_dataset(&self, spec: &DatasetSpec, source: &Path, rows_read: &dyn Fn(u64)) -> Result<Checked> {
+        let Ingested { tmp, schema, report, one_row_per_unit, .. } = self.ingest(spec, source, rows_read)?;
         let _ = fs::remove_file(&tmp);
         let columns = schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
         Ok(Checked {
@@ -290,7 +292,7 @@ impl Catalog {
 
     /// Reads `source` as `spec` describes it and writes it as Parquet under `tmp/` (the caller
     /// places or removes the file), measuring whether each person is one row.
-    fn ingest(&self, spec: &DatasetSpec, source: &Path) -> Result<Ingested> {
+    fn ingest(&self, spec: &DatasetSpec, source: &Path, rows_read: &dyn Fn(u64)) -> Result<Ingested> {
         if !self.department_exists(&spec.dataset.department)? {
             return Err(Error::DepartmentNotFound(spec.dataset.department.clone()));
         }
@@ -318,9 +320,14 @@ impl Catalog {
         };
         let mut units = spec.privacy_unit.as_ref().map(unit_column).transpose()?;
         let tmp = self.dir.tmp_file("parquet");
-        let written = veil_ingest::write_parquet(opened, &tmp, |batch| match units.as_mut() {
-            Some(u) => u.observe(batch),
-            None => Ok(()),
+        let mut read = 0u64;
+        let written = veil_ingest::write_parquet(opened, &tmp, |batch| {
+            read += batch.num_rows() as u64;
+            rows_read(read);
+            match units.as_mut() {
+                Some(u) => u.observe(batch),
+                None => Ok(()),
+            }
         });
         let one_row_per_unit = units.as_ref().is_some_and(UniqueValues::unique);
         match written {
@@ -703,7 +710,7 @@ mod tests {
                         .map(|_| {
                             let record = |version: u64, rows: u64| Some(format!("{version} {rows}"));
                             let (info, pending) = catalog
-                                .register_dataset(&spec, &file, &UserId::new("admin").expect("id"), record)
+                                .register_dataset(&spec, &file, &UserId::new("admin").expect("id"), record, &|_| {})
                                 .expect("register");
                             (rows as u64, info, pending.expect("recorded").entry)
                         })

@@ -192,11 +192,55 @@ pub(crate) async fn whoami(remote: Remote) -> CliResult {
     print(&send(remote.request(Method::GET, "/whoami")?).await?)
 }
 
-async fn upload_part(path: &Path) -> CliResult<reqwest::multipart::Part> {
+/// The file at `path` as a multipart part, read as it is sent, each chunk counted on `bar`
+/// (whose length it sets).
+async fn upload_part(path: &Path, bar: &indicatif::ProgressBar) -> CliResult<reqwest::multipart::Part> {
+    use tokio::io::AsyncReadExt;
     let file = tokio::fs::File::open(path).await.map_err(|e| format!("opening {}: {e}", path.display()))?;
     let length = file.metadata().await?.len();
+    bar.set_length(length);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("data").to_owned();
-    Ok(reqwest::multipart::Part::stream_with_length(file, length).file_name(name))
+    // The state is `None` once the file failed to read: the stream ends with that error.
+    let chunks = futures::stream::unfold(Some((file, bar.clone())), |state| async move {
+        let (mut file, bar) = state?;
+        let mut chunk = vec![0u8; 256 * 1024];
+        match file.read(&mut chunk).await {
+            Ok(0) => None,
+            Ok(n) => {
+                chunk.truncate(n);
+                bar.inc(n as u64);
+                Some((Ok(chunk), Some((file, bar))))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok(reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(chunks), length).file_name(name))
+}
+
+/// Sends a registration named `id` (its `Veil-Upload-Id`) and, while the server answers, shows
+/// on `bar` the bytes sent, then the rows the server has read (asked of `GET /v1/uploads/{id}`
+/// every half second). The bar draws only on a terminal.
+async fn registering(remote: &Remote, request: RequestBuilder, id: &str, bar: indicatif::ProgressBar) -> CliResult<Value> {
+    let answer = send(request.header("veil-upload-id", id));
+    tokio::pin!(answer);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    let answer = loop {
+        tokio::select! {
+            answer = &mut answer => break answer,
+            _ = tick.tick() => {
+                if bar.is_hidden() || bar.position() < bar.length().unwrap_or(0) {
+                    continue;
+                }
+                let Ok(asked) = remote.request(Method::GET, &format!("/uploads/{id}")) else { continue };
+                if let Ok(progress) = send(asked).await {
+                    let rows = progress["rows_read"].as_u64().unwrap_or(0);
+                    bar.set_message(format!("sent; the server has read {rows} rows"));
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    answer
 }
 
 pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
@@ -214,16 +258,22 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
                 text = json.to_string();
             }
             let request = remote.request(Method::POST, "/datasets")?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message("sending");
             let request = match file {
                 Some(file) => {
                     let form = reqwest::multipart::Form::new()
                         .part("metadata", reqwest::multipart::Part::text(text).mime_str("application/json")?)
-                        .part("file", upload_part(&file).await?);
+                        .part("file", upload_part(&file, &bar).await?);
                     request.multipart(form)
                 }
                 None => request.header("content-type", "application/json").body(text),
             };
-            print(&send(request).await?)
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            print(&registering(&remote, request, &id, bar).await?)
         }
         DatasetCommand::List { include_retired, remote } => {
             let path = if include_retired { "/datasets?include_retired=true" } else { "/datasets" };

@@ -149,7 +149,7 @@ pub(crate) fn build_demo(root: &Path, people: usize) -> CliResult<(Catalog, Demo
         let spec = DatasetSpec::validate(metadata.into())?;
         let steward = UserId::new(format!("{}-steward", dataset.department))?;
         // The demo is set up before its server exists: these registrations are not in its log.
-        let (info, _) = catalog.register_dataset(&spec, &csv, &steward, |_, _| None)?;
+        let (info, _) = catalog.register_dataset(&spec, &csv, &steward, |_, _| None, &|_| {})?;
         std::fs::remove_file(&csv)?;
         tracing::info!(dataset = %info.dataset, rows = info.row_count, "demo dataset registered");
     }

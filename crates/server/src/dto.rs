@@ -148,6 +148,18 @@ pub struct DatasetMetadata {
     pub confirm_changes: Vec<String>,
 }
 
+/// `GET /v1/uploads/{id}`: how far a registration has got.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UploadView {
+    /// `receiving` (the file is arriving), `reading` (its rows are read, checked and written),
+    /// `done` or `failed` (the registration's own answer says why).
+    pub stage: String,
+    /// Bytes of the file received so far (0 for a file imported by path).
+    pub bytes_received: u64,
+    /// Rows read so far.
+    pub rows_read: u64,
+}
+
 /// `POST /v1/datasets` with `"dry_run": true`: what the registration would store. Nothing was.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Validation {

@@ -30,6 +30,7 @@ mod reference;
 mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod uploads;
 
 use std::future::Future;
 
@@ -60,6 +61,7 @@ pub fn app(state: AppState) -> Router {
             "/datasets",
             post(routes::datasets::datasets_register).layer(upload_limit).get(routes::datasets::datasets_list),
         )
+        .route("/uploads/{id}", get(routes::datasets::uploads_show))
         .route("/datasets/{dataset}", get(routes::datasets::datasets_show).delete(routes::datasets::datasets_retire))
         .route("/datasets/{dataset}/access", get(routes::datasets::datasets_access))
         .route(

@@ -25,7 +25,7 @@ impl Modify for BearerAuth {
     paths(
         identity::departments_create, identity::departments_list, identity::users_create, identity::users_list,
         identity::tokens_create, identity::tokens_revoke, identity::whoami,
-        datasets::datasets_register, datasets::datasets_draft, datasets::datasets_list, datasets::datasets_show, datasets::datasets_retire,
+        datasets::datasets_register, datasets::uploads_show, datasets::datasets_draft, datasets::datasets_list, datasets::datasets_show, datasets::datasets_retire,
         datasets::datasets_access,
         access::access_requests_create, access::access_requests_list, access::access_requests_approve,
         access::access_requests_reject, access::access_requests_revise, access::access_requests_revoke, policy::policy_reload, query::query,

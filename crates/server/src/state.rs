@@ -41,6 +41,8 @@ pub struct AppState {
     pub audit: Arc<AuditLog>,
     /// The query use case: decides, runs and records every query.
     pub broker: Broker,
+    /// Registrations in progress, for their stewards.
+    pub uploads: Arc<crate::uploads::Uploads>,
 }
 
 /// The current time in unix seconds.
@@ -181,7 +183,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let observer = Arc::clone(&metrics);
         audit.observe(move |appended| observer.appended(appended));
-        Ok(Self { catalog, config: Arc::new(config), metrics, policy, audit, broker })
+        Ok(Self { catalog, config: Arc::new(config), metrics, policy, audit, broker, uploads: Arc::default() })
     }
 
     /// Runs synchronous catalogue work on a blocking thread, so SQLite and file I/O never stall

@@ -18,10 +18,12 @@ use super::AppJson;
 use crate::auth::Caller;
 use crate::authz;
 use crate::dto::{
-    AccessView, DatasetMetadata, DatasetView, DraftReason, DraftView, ErrorBody, ModeAccess, QueryColumn, Validation,
+    AccessView, DatasetMetadata, DatasetView, DraftReason, DraftView, ErrorBody, ModeAccess, QueryColumn, UploadView,
+    Validation,
 };
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, for_this_request, now_unix, subject};
+use crate::uploads::{Finishing, UPLOAD_ID_HEADER, Upload};
 
 /// Largest `metadata` part accepted.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
@@ -54,11 +56,21 @@ pub(crate) async fn datasets_register(
 ) -> Result<Response, ApiError> {
     let content_type =
         request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    // A client that names its upload can follow it at `GET /v1/uploads/{id}`.
+    let tracked = match request.headers().get(UPLOAD_ID_HEADER) {
+        Some(id) => {
+            let id =
+                id.to_str().map_err(|_| ApiError::bad_request("invalid_upload_id", "the upload id is not text"))?;
+            Some(state.uploads.begin(caller.user.as_str(), id)?)
+        }
+        None => None,
+    };
+    let finishing = Finishing(tracked.clone());
     let ((spec, dry_run), source, _upload) = if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
-        let (spec, upload) = match read_upload(&state, &caller, &mut multipart).await {
+        let (spec, upload) = match read_upload(&state, &caller, &mut multipart, tracked.as_deref()).await {
             Ok(read) => read,
             Err(refused) => {
                 drain(multipart).await;
@@ -92,7 +104,11 @@ pub(crate) async fn datasets_register(
     if dry_run {
         let level = spec.level.to_string();
         let dataset = spec.dataset.to_string();
-        let checked = state.broker.ingesting(move |c| c.check_dataset(&spec, &source)).await?;
+        let progress = tracked.clone();
+        let checked = state
+            .broker
+            .ingesting(move |c| c.check_dataset(&spec, &source, &|rows| read_so_far(progress.as_deref(), rows)))
+            .await?;
         let mut entry = for_this_request(entry_by(&caller, "dataset.check", "ok"));
         entry.datasets = vec![DatasetUse { dataset: dataset.clone(), level: Some(level.clone()) }];
         entry.detail = Some(format!("dry run: {} rows valid, nothing stored", checked.rows));
@@ -107,6 +123,7 @@ pub(crate) async fn datasets_register(
             one_row_per_unit: checked.one_row_per_unit,
             stored: false,
         };
+        finishing.done();
         return Ok((StatusCode::OK, Json(view)).into_response());
     }
     let user = caller.user.clone();
@@ -118,10 +135,44 @@ pub(crate) async fn datasets_register(
         entry.rows = Some(rows);
         serde_json::to_string(&entry).ok()
     };
-    let (info, pending) = state.broker.ingesting(move |c| c.register_dataset(&spec, &source, &user, record)).await?;
+    let progress = tracked.clone();
+    let (info, pending) = state
+        .broker
+        .ingesting(move |c| {
+            c.register_dataset(&spec, &source, &user, record, &|rows| read_so_far(progress.as_deref(), rows))
+        })
+        .await?;
     state.metrics.registered(info.row_count);
     state.audit_pending(pending).await?;
+    finishing.done();
     Ok((StatusCode::CREATED, Json(DatasetView::from(info))).into_response())
+}
+
+fn read_so_far(upload: Option<&Upload>, rows: u64) {
+    if let Some(upload) = upload {
+        upload.read(rows);
+    }
+}
+
+/// How far a registration the caller named with the `Veil-Upload-Id` header has got: while it
+/// runs, and for ten minutes after it ends. Only its uploader sees it.
+#[utoipa::path(get, path = "/v1/uploads/{id}", tag = "datasets", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the id the client gave in the Veil-Upload-Id header")),
+    responses((status = 200, body = UploadView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn uploads_show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UploadView>, ApiError> {
+    let upload = state.uploads.get(caller.user.as_str(), &id).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::NotFound,
+            "upload_not_found",
+            "no upload of yours by that id (they are kept ten minutes)",
+        )
+    })?;
+    let (stage, bytes_received, rows_read) = upload.now();
+    Ok(Json(UploadView { stage: stage.as_str().to_owned(), bytes_received, rows_read }))
 }
 
 /// Parses the metadata, checks the caller may register in its department, then validates it;
@@ -154,6 +205,7 @@ async fn read_upload(
     state: &AppState,
     caller: &Principal,
     multipart: &mut Multipart,
+    tracked: Option<&Upload>,
 ) -> Result<((DatasetSpec, bool), TempUpload), ApiError> {
     let mut spec = None;
     let mut upload = None;
@@ -178,7 +230,7 @@ async fn read_upload(
                 if upload.is_some() {
                     return Err(ApiError::bad_request("duplicate_part", "the `file` part appears twice"));
                 }
-                upload = Some(store_upload(state, field).await?);
+                upload = Some(store_upload(state, field, tracked).await?);
             }
             Some(other) => {
                 let shown: String = other.chars().take(32).collect();
@@ -231,11 +283,18 @@ async fn read_small(mut field: Field<'_>) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Streams the `file` part to `tmp/`, chunk by chunk: memory holds one chunk at a time.
-async fn store_upload(state: &AppState, mut field: Field<'_>) -> Result<TempUpload, ApiError> {
+async fn store_upload(
+    state: &AppState,
+    mut field: Field<'_>,
+    tracked: Option<&Upload>,
+) -> Result<TempUpload, ApiError> {
     let upload = TempUpload(state.catalog.dir().tmp_file("upload"));
     let mut file = tokio::fs::File::create_new(&upload.0).await.map_err(ApiError::io)?;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         file.write_all(&chunk).await.map_err(ApiError::io)?;
+        if let Some(tracked) = tracked {
+            tracked.received(chunk.len() as u64);
+        }
     }
     file.flush().await.map_err(ApiError::io)?;
     Ok(upload)
@@ -261,7 +320,7 @@ pub(crate) async fn datasets_draft(
         if field.name() != Some("file") || upload.is_some() {
             return Err(ApiError::bad_request("unknown_part", "a draft takes one part, `file`"));
         }
-        upload = Some(store_upload(&state, field).await?);
+        upload = Some(store_upload(&state, field, None).await?);
     }
     let upload = upload.ok_or_else(|| ApiError::bad_request("file_required", "the `file` part is missing"))?;
     let path = upload.0.clone();
