@@ -846,8 +846,56 @@ impl Broker {
         k: u64,
         except: Option<String>,
     ) -> Result<Option<DatasetRef>, Error> {
+        // The extracts released over each dataset (the new one last), and their bases.
+        let plans = self
+            .blocking(move |c| {
+                let mut plans = Vec::new();
+                for (dataset, _) in &current {
+                    let mut released: Vec<(Versions, Vec<String>)> = Vec::new();
+                    for (id, sources) in c.released_extract_sources(dataset)? {
+                        if except.as_deref() == Some(id.as_str()) {
+                            continue;
+                        }
+                        let spec = c.extract(&id)?.map(|e| e.spec).unwrap_or_default();
+                        released.push((sources, spec_columns(&spec)));
+                    }
+                    if released.is_empty() {
+                        continue;
+                    }
+                    released.push((current.clone(), columns.clone()));
+                    // Each extract's base as it was built (what the extract asked for decides
+                    // which unasked columns leave it), once per dataset versions and columns.
+                    let mut asked: Vec<(&Versions, Vec<String>)> = Vec::new();
+                    let mut index: HashMap<(Versions, Vec<String>), usize> = HashMap::new();
+                    let mut base_of = Vec::with_capacity(released.len());
+                    for (sources, columns) in &released {
+                        let mut key = (sources.clone(), columns.clone());
+                        key.0.sort();
+                        key.1.sort();
+                        let at = *index.entry(key).or_insert_with(|| {
+                            asked.push((sources, columns.clone()));
+                            asked.len() - 1
+                        });
+                        base_of.push(at);
+                    }
+                    let mut bases = Vec::with_capacity(asked.len());
+                    for (sources, columns) in asked {
+                        bases.push(BaseOf::of(c, sources, &columns, k)?);
+                    }
+                    plans.push(Releases { dataset: dataset.clone(), released, base_of, bases });
+                }
+                Ok(plans)
+            })
+            .await?;
+        if plans.is_empty() {
+            return Ok(None);
+        }
+        // The bases are built in memory, as an extract is: room first.
+        let files: Vec<(std::path::PathBuf, Vec<String>)> =
+            plans.iter().flat_map(|p| p.bases.iter().flatten().flat_map(BaseOf::reads)).collect();
+        let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
         let catalog = std::sync::Arc::clone(&self.catalog);
-        let work = move || -> Result<Result<DatasetRef, Vec<Made>>, Error> {
+        let work = move || -> Result<Option<DatasetRef>, Error> {
             // Per dataset version and columns: its units' hashes of their rows over those
             // columns (None for a dataset without a unit).
             type Hashes = Option<HashMap<String, u64>>;
@@ -865,34 +913,29 @@ impl Broker {
                 loaded.insert(key, hashes.clone());
                 Ok(hashes)
             };
-            let mut made_groups = Vec::new();
-            for (dataset, _) in &current {
-                // Each released extract: its request, its datasets and versions, its columns.
-                type Release = (String, Vec<(DatasetRef, i64)>, Vec<String>);
-                let mut released: Vec<Release> = Vec::new();
-                for (id, sources) in catalog.released_extract_sources(dataset)? {
-                    if except.as_deref() == Some(id.as_str()) {
-                        continue;
-                    }
-                    let spec = catalog.extract(&id)?.map(|e| e.spec).unwrap_or_default();
-                    released.push((id, sources, spec_columns(&spec)));
-                }
-                if released.is_empty() {
-                    continue;
-                }
-                // The new extract last.
-                released.push((String::new(), current.clone(), columns.clone()));
+            for plan in plans {
+                let found = plan
+                    .bases
+                    .iter()
+                    .map(|b| b.as_ref().map(BaseOf::candidates).transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
                 // Rows are compared over every column of the dataset any of these extracts
                 // releases: a change nobody can see is no difference (a red team hid one
                 // person's change under a change to everybody's unreleased column).
                 let mut shown: Vec<String> =
-                    released.iter().flat_map(|(_, _, columns)| own_columns(dataset, columns)).collect();
+                    plan.released.iter().flat_map(|(_, columns)| own_columns(&plan.dataset, columns)).collect();
                 shown.sort();
                 shown.dedup();
-                let newest = released.len() - 1;
-                let mut memberships: HashMap<(String, u64), Vec<usize>> = HashMap::new();
-                for (i, (_, sources, _)) in released.iter().enumerate() {
-                    let Some(own) = sources.iter().find(|(d, _)| d == dataset) else { continue };
+                // Who is in each extract: as their rows (a changed row is another), and as
+                // themselves (a red team changed everybody's row in a new version, within
+                // their classes, to hide the one person it added). A person is in an extract
+                // when found in each of its datasets and kept by its base (a red team's join
+                // suppressed the one person unique in it, and the extract of the dataset alone,
+                // less the join, was their row).
+                let mut by_row: HashMap<(String, u64), Vec<usize>> = HashMap::new();
+                let mut by_person: HashMap<String, Vec<usize>> = HashMap::new();
+                for (i, (sources, _)) in plan.released.iter().enumerate() {
+                    let Some(own) = sources.iter().find(|(d, _)| *d == plan.dataset) else { continue };
                     let Some(rows) = load(own, &shown)? else { continue };
                     let mut others = Vec::new();
                     for other in sources.iter().filter(|s| *s != own) {
@@ -900,120 +943,20 @@ impl Broker {
                             others.push(units);
                         }
                     }
+                    let kept = found[plan.base_of[i]].as_ref();
                     for (unit, hash) in rows {
-                        if others.iter().all(|o| o.contains_key(&unit)) {
-                            memberships.entry((unit, hash)).or_default().push(i);
+                        if others.iter().all(|o| o.contains_key(&unit))
+                            && kept.is_none_or(|c| c.classes.contains_key(&unit))
+                        {
+                            by_row.entry((unit.clone(), hash)).or_default().push(i);
+                            by_person.entry(unit).or_default().push(i);
                         }
                     }
                 }
-                let mut after: HashMap<&[usize], Vec<&str>> = HashMap::new();
-                let mut before: HashMap<Vec<usize>, u64> = HashMap::new();
-                for ((unit, _), extracts) in &memberships {
-                    after.entry(extracts.as_slice()).or_default().push(unit);
-                    let old: Vec<usize> = extracts.iter().copied().filter(|&i| i != newest).collect();
-                    if !old.is_empty() {
-                        *before.entry(old).or_default() += 1;
-                    }
-                }
-                let made: Vec<(&[usize], &Vec<&str>)> = after
-                    .iter()
-                    .filter(|(extracts, people)| {
-                        extracts.contains(&newest) || before.get(**extracts).copied() != Some(people.len() as u64)
-                    })
-                    .map(|(extracts, people)| (*extracts, people))
-                    .collect();
-                if made.iter().any(|(_, people)| (people.len() as u64) < k) {
-                    return Ok(Ok(dataset.clone()));
-                }
-                // The bases of the extracts the groups made are in, by their dataset versions.
-                let mut bases: Vec<(&Versions, Vec<String>)> = Vec::new();
-                let mut index: HashMap<Versions, usize> = HashMap::new();
-                let mut base_of = vec![None; released.len()];
-                for (extracts, _) in &made {
-                    for &i in *extracts {
-                        let (_, sources, columns) = &released[i];
-                        let mut key = sources.clone();
-                        key.sort();
-                        let at = *index.entry(key).or_insert_with(|| {
-                            bases.push((sources, Vec::new()));
-                            bases.len() - 1
-                        });
-                        bases[at].1.extend(columns.iter().cloned());
-                        base_of[i] = Some(at);
-                    }
-                }
-                let mut built = Vec::with_capacity(bases.len());
-                for (sources, mut asked) in bases {
-                    asked.sort();
-                    asked.dedup();
-                    built.push(BaseOf::of(&catalog, sources, &asked, k)?);
-                }
-                let groups = made
-                    .into_iter()
-                    .map(|(extracts, people)| {
-                        let within: Vec<usize> = extracts.iter().filter_map(|&i| base_of[i]).collect();
-                        (people.iter().map(|p| (*p).to_owned()).collect(), within)
-                    })
-                    .collect();
-                made_groups.push(Made { dataset: dataset.clone(), groups, bases: built });
-            }
-            Ok(Err(made_groups))
-        };
-        let made = tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::internal(format!("extract task failed: {e}")))??;
-        let made = match made {
-            Ok(dataset) => return Ok(Some(dataset)),
-            Err(made) if made.iter().all(|m| m.bases.iter().all(Option::is_none)) => return Ok(None),
-            Err(made) => made,
-        };
-        // The bases are built in memory, as an extract is: room first.
-        let files: Vec<(std::path::PathBuf, Vec<String>)> =
-            made.iter().flat_map(|m| m.bases.iter().flatten().flat_map(BaseOf::reads)).collect();
-        let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
-        let work = move || -> Result<Option<DatasetRef>, Error> {
-            for m in made {
-                let found = m
-                    .bases
-                    .iter()
-                    .map(|b| b.as_ref().map(BaseOf::candidates).transpose())
-                    .collect::<Result<Vec<_>, _>>()?;
-                for (people, within) in &m.groups {
-                    for &b in within {
-                        let (Some(base), Some(candidates)) = (&m.bases[b], &found[b]) else { continue };
-                        let columns: Vec<usize> = candidates
-                            .columns
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, c)| {
-                                c.strip_prefix(&format!("{}.", m.dataset))
-                                    .is_some_and(|c| base.released(&m.dataset, c).is_some())
-                            })
-                            .map(|(j, _)| j)
-                            .collect();
-                        // Per class: the group's people in it, and their values of each column.
-                        let mut classes: HashMap<u32, (u64, Vec<std::collections::HashSet<u64>>)> = HashMap::new();
-                        for person in people {
-                            let Some(of) = candidates.classes.get(person) else { continue };
-                            for class in of {
-                                let (n, values) = classes
-                                    .entry(*class)
-                                    .or_insert_with(|| (0, vec![Default::default(); columns.len()]));
-                                *n += 1;
-                                if let Some(own) = candidates.own.get(person) {
-                                    for (held, &j) in values.iter_mut().zip(&columns) {
-                                        held.extend(own[j].iter().copied());
-                                    }
-                                }
-                            }
-                        }
-                        let few = |(n, values): &(u64, Vec<std::collections::HashSet<u64>>)| {
-                            *n < k || values.iter().any(|v| (v.len() as u64) < DEFAULT_L)
-                        };
-                        if classes.values().any(few) {
-                            return Ok(Some(m.dataset.clone()));
-                        }
-                    }
+                let rows: Vec<(&str, &[usize])> = by_row.iter().map(|((u, _), e)| (u.as_str(), e.as_slice())).collect();
+                let people: Vec<(&str, &[usize])> = by_person.iter().map(|(u, e)| (u.as_str(), e.as_slice())).collect();
+                if plan.isolates(&rows, k, &found) || plan.isolates(&people, k, &found) {
+                    return Ok(Some(plan.dataset));
                 }
             }
             Ok(None)
@@ -1041,13 +984,92 @@ impl Broker {
     }
 }
 
-/// The groups of people an extract would make over `dataset` ([`Broker::isolating_release`]):
-/// each with the bases (indices into `bases`) of the extracts it is in.
-struct Made {
+/// The extracts released over `dataset`, the new one last ([`Broker::isolating_release`]).
+struct Releases {
     dataset: DatasetRef,
-    groups: Vec<(Vec<String>, Vec<usize>)>,
+    /// Each extract's datasets with their versions, and its columns.
+    released: Vec<(Versions, Vec<String>)>,
+    /// Per extract, its base in `bases`.
+    base_of: Vec<usize>,
     /// `None` for a base of a dataset without a privacy unit.
     bases: Vec<Option<BaseOf>>,
+}
+
+impl Releases {
+    /// Whether the new extract makes a group of people (`members`: each with the extracts it
+    /// is in, as indices into `released`) that is too small: fewer than `k` in all, or, in a
+    /// class of the base (`found`, per base) of an extract it is in, some but fewer than `k`
+    /// people or fewer than [`DEFAULT_L`] values of a sensitive column that extract releases.
+    fn isolates(&self, members: &[(&str, &[usize])], k: u64, found: &[Option<veil_extract::Candidates>]) -> bool {
+        let newest = self.released.len() - 1;
+        let mut after: HashMap<&[usize], Vec<&str>> = HashMap::new();
+        let mut before: HashMap<Vec<usize>, u64> = HashMap::new();
+        for (unit, extracts) in members {
+            after.entry(extracts).or_default().push(unit);
+            let old: Vec<usize> = extracts.iter().copied().filter(|&i| i != newest).collect();
+            if !old.is_empty() {
+                *before.entry(old).or_default() += 1;
+            }
+        }
+        for (extracts, people) in &after {
+            // A group the new extract is in, or one it splits off a larger one.
+            let made = extracts.contains(&newest) || before.get(*extracts).copied() != Some(people.len() as u64);
+            if !made {
+                continue;
+            }
+            if (people.len() as u64) < k {
+                return true;
+            }
+            let mut seen = Vec::new();
+            for &i in *extracts {
+                let b = self.base_of[i];
+                if seen.contains(&b) {
+                    continue;
+                }
+                seen.push(b);
+                let (Some(base), Some(candidates)) = (&self.bases[b], &found[b]) else { continue };
+                if few_in_a_class(people, base, candidates, &self.dataset, k) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Whether `people` hold, in some class of `base` (its [`veil_extract::Candidates`]), some but
+/// fewer than `k` of them, or fewer than [`DEFAULT_L`] values of a sensitive column of
+/// `dataset` the base's extracts release.
+fn few_in_a_class(
+    people: &[&str],
+    base: &BaseOf,
+    candidates: &veil_extract::Candidates,
+    dataset: &DatasetRef,
+    k: u64,
+) -> bool {
+    let prefix = format!("{dataset}.");
+    let columns: Vec<usize> = candidates
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.strip_prefix(&prefix).is_some_and(|c| base.released(dataset, c).is_some()))
+        .map(|(j, _)| j)
+        .collect();
+    // Per class: the group's people in it, and their values of each column.
+    let mut classes: HashMap<u32, (u64, Vec<std::collections::HashSet<u64>>)> = HashMap::new();
+    for person in people {
+        let Some(of) = candidates.classes.get(*person) else { continue };
+        for class in of {
+            let (n, values) = classes.entry(*class).or_insert_with(|| (0, vec![Default::default(); columns.len()]));
+            *n += 1;
+            if let Some(own) = candidates.own.get(*person) {
+                for (held, &j) in values.iter_mut().zip(&columns) {
+                    held.extend(own[j].iter().copied());
+                }
+            }
+        }
+    }
+    classes.values().any(|(n, values)| *n < k || values.iter().any(|v| (v.len() as u64) < DEFAULT_L))
 }
 
 /// Datasets, each with a version: what an extract is built from.

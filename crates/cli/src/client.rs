@@ -220,7 +220,12 @@ async fn upload_part(path: &Path, bar: &indicatif::ProgressBar) -> CliResult<req
 /// Sends a registration named `id` (its `Veil-Upload-Id`) and, while the server answers, shows
 /// on `bar` the bytes sent, then the rows the server has read (asked of `GET /v1/uploads/{id}`
 /// every half second). The bar draws only on a terminal.
-async fn registering(remote: &Remote, request: RequestBuilder, id: &str, bar: indicatif::ProgressBar) -> CliResult<Value> {
+async fn registering(
+    remote: &Remote,
+    request: RequestBuilder,
+    id: &str,
+    bar: indicatif::ProgressBar,
+) -> CliResult<Value> {
     let answer = send(request.header("veil-upload-id", id));
     tokio::pin!(answer);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
