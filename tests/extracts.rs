@@ -552,19 +552,7 @@ async fn a_new_version_generalized_otherwise_narrows_no_ones_value() {
         held.push(w.rows(&w.analyst, "SELECT '*', zone, diagnosis FROM extracts.zones_v2").await);
     }
     // The diagnoses every extract's class of the target holds.
-    let mut common: Option<HashSet<String>> = None;
-    for rows in &held {
-        let class: HashSet<String> = rows
-            .iter()
-            .filter(|r| covers(r[0].as_str().unwrap_or("*"), "g1") && covers(r[1].as_str().unwrap_or("*"), "Z101"))
-            .map(|r| r[2].as_str().unwrap().to_owned())
-            .collect();
-        common = Some(match common {
-            None => class,
-            Some(c) => c.intersection(&class).cloned().collect(),
-        });
-    }
-    let common = common.unwrap();
+    let common = held_by_the_target(&held);
     assert!(common.len() >= 2, "the target's diagnosis narrowed to {common:?}");
     assert_eq!(
         (status, second["error"]["code"].as_str()),
@@ -588,6 +576,24 @@ async fn a_new_version_generalized_otherwise_narrows_no_ones_value() {
     let (status, body) =
         w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v3", "columns": ["grp", "zone", "diagnosis"]})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// The diagnoses every extract in `held` (rows of group, zone, diagnosis) holds in the class
+/// of a target in group g1 and zone Z101: what the extracts together leave of their diagnosis.
+fn held_by_the_target(held: &[Vec<Vec<Value>>]) -> HashSet<String> {
+    let mut common: Option<HashSet<String>> = None;
+    for rows in held {
+        let class: HashSet<String> = rows
+            .iter()
+            .filter(|r| covers(r[0].as_str().unwrap_or("*"), "g1") && covers(r[1].as_str().unwrap_or("*"), "Z101"))
+            .map(|r| r[2].as_str().unwrap().to_owned())
+            .collect();
+        common = Some(match common {
+            None => class,
+            Some(c) => c.intersection(&class).cloned().collect(),
+        });
+    }
+    common.unwrap_or_default()
 }
 
 /// As [`a_new_version_generalized_otherwise_narrows_no_ones_value`], the second version's
@@ -638,19 +644,7 @@ async fn a_version_renaming_or_recoding_a_column_narrows_no_ones_value() {
             }
             held.push(rows);
         }
-        let mut common: Option<HashSet<String>> = None;
-        for rows in &held {
-            let class: HashSet<String> = rows
-                .iter()
-                .filter(|r| covers(r[0].as_str().unwrap_or("*"), "g1") && covers(r[1].as_str().unwrap_or("*"), "Z101"))
-                .map(|r| r[2].as_str().unwrap().to_owned())
-                .collect();
-            common = Some(match common {
-                None => class,
-                Some(c) => c.intersection(&class).cloned().collect(),
-            });
-        }
-        let common = common.unwrap();
+        let common = held_by_the_target(&held);
         assert!(common.len() >= 2, "recoded {recoded}: the target's diagnosis narrowed to {common:?}");
         assert_eq!(
             (status, second["error"]["code"].as_str()),
@@ -856,19 +850,7 @@ async fn an_extract_joined_with_a_partners_quasi_identifier_narrows_no_ones_valu
         assert_eq!(approve(part).await.0, StatusCode::OK);
         held.push(w.rows(&w.analyst, "SELECT '*', home_zone, diagnosis FROM extracts.by_home").await);
     }
-    let mut common: Option<HashSet<String>> = None;
-    for rows in &held {
-        let class: HashSet<String> = rows
-            .iter()
-            .filter(|r| covers(r[0].as_str().unwrap_or("*"), "g1") && covers(r[1].as_str().unwrap_or("*"), "Z101"))
-            .map(|r| r[2].as_str().unwrap().to_owned())
-            .collect();
-        common = Some(match common {
-            None => class,
-            Some(c) => c.intersection(&class).cloned().collect(),
-        });
-    }
-    let common = common.unwrap();
+    let common = held_by_the_target(&held);
     assert!(common.len() >= 2, "the target's diagnosis narrowed to {common:?}");
     assert_eq!(
         (status, asked["error"]["code"].as_str()),
