@@ -476,6 +476,52 @@ async fn a_version_dropping_or_retyping_a_column_needs_confirming() {
     assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(4)), "{body}");
 }
 
+/// A version whose people were re-keyed (every row as before but for a new person id) is
+/// refused until the steward confirms the privacy unit: extracts tell people apart across
+/// versions by it (a red team re-keyed everybody and added one person, and the two versions'
+/// extracts, compared as two populations, gave that person's row). New people with rows like
+/// others' are no re-keying.
+#[tokio::test]
+async fn a_version_that_rekeys_its_people_needs_confirming() {
+    let (s, civil, _) = setup().await;
+    let rows = |prefix: &str, extra: bool| {
+        let mut csv = String::from("person_id,district,age,subsidy\n");
+        for i in 0..40 {
+            csv.push_str(&format!("{prefix}{i:04},朝阳区,{},{}\n", 60 + i % 40, 100 + i * 7));
+        }
+        if extra {
+            csv.push_str(&format!("{prefix}9999,海淀区,77,2999\n"));
+        }
+        csv
+    };
+    assert_eq!(s.upload(&civil, &metadata(), rows("P", false).into_bytes()).await.0, StatusCode::CREATED);
+    let (status, body) = s.upload(&civil, &metadata(), rows("X", true).into_bytes()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("column_change_unconfirmed")),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("re-keys its people: 40 of its 41 rows") && message.contains("`person_id`"), "{message}");
+    assert!(!message.contains("X0001") && !message.contains("P0001"), "no value in the error: {message}");
+    // Half of them re-keyed is still a re-keying; a few are corrections.
+    let half: String = rows("P", true)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{}\n", if i % 2 == 1 { l.replacen('P', "X", 1) } else { l.to_owned() }))
+        .collect();
+    assert_eq!(s.upload(&civil, &metadata(), half.into_bytes()).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let few: String = rows("P", true)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{}\n", if i < 4 { l.replacen('P', "X", 1) } else { l.to_owned() }))
+        .collect();
+    assert_eq!(s.upload(&civil, &metadata(), few.into_bytes()).await.0, StatusCode::CREATED);
+    let confirmed = with(metadata(), "/confirm_changes", json!(["person_id"]));
+    let (status, body) = s.upload(&civil, &confirmed, rows("X", true).into_bytes()).await;
+    assert_eq!((status, body["version"].as_i64()), (StatusCode::CREATED, Some(3)), "{body}");
+}
+
 /// A registration named with `Veil-Upload-Id` can be followed by its uploader: bytes received
 /// and rows read, then `done` (or `failed` for a refused one); nobody else sees it, and an id is
 /// not reused while tracked.

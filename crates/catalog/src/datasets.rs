@@ -330,13 +330,75 @@ impl Catalog {
             }
         });
         let one_row_per_unit = units.as_ref().is_some_and(UniqueValues::unique);
-        match written {
+        let checked = written.map_err(Error::from).and_then(|report| {
+            self.check_rekeyed(spec, &tmp)?;
+            Ok(report)
+        });
+        match checked {
             Ok(report) => Ok(Ingested { tmp, format, schema, report, one_row_per_unit }),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
-                Err(e.into())
+                Err(e)
             }
         }
+    }
+
+    /// Refuses a version (written to `new`) whose people were re-keyed, unless the metadata
+    /// names the privacy unit in `confirm_changes`: most of its rows are, but for the unit, rows
+    /// that only one person had in the latest version, and most of those under a unit that
+    /// version did not have.
+    /// Extracts tell people apart across versions by their unit: a red team re-keyed everybody
+    /// in a new version with one person added, and the two versions' extracts, compared as two
+    /// populations, gave that person's row.
+    fn check_rekeyed(&self, spec: &DatasetSpec, new: &Path) -> Result<()> {
+        let Some(unit) = spec.privacy_unit.as_ref().filter(|u| !spec.confirm_changes.contains(u)) else {
+            return Ok(());
+        };
+        let latest = match self.dataset_at(&spec.dataset, None) {
+            Ok(info) => info,
+            Err(Error::DatasetNotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if latest.privacy_unit.as_ref() != Some(unit) {
+            return Ok(());
+        }
+        let common: Vec<String> = latest
+            .columns
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|c| c != unit && spec.columns.contains_key(c))
+            .collect();
+        if common.is_empty() {
+            return Ok(());
+        }
+        let (old, _) = self.version_source(&spec.dataset, latest.current_version)?;
+        // Rows only one person had: who had each; and every person.
+        let mut distinct: std::collections::HashMap<u64, Option<String>> = std::collections::HashMap::new();
+        let mut people = std::collections::HashSet::new();
+        for (person, row) in row_contents(&old, unit, &common)? {
+            people.insert(person.clone());
+            distinct.entry(row).and_modify(|p| *p = None).or_insert(Some(person));
+        }
+        // A row as someone else's before is a re-keying when its unit is new (everybody a year
+        // older has the row of somebody a year older before, under a unit that was there).
+        let (mut rows, mut matched, mut moved) = (0u64, 0u64, 0u64);
+        for (person, row) in row_contents(new, unit, &common)? {
+            rows += 1;
+            if let Some(Some(before)) = distinct.get(&row) {
+                matched += 1;
+                moved += u64::from(*before != person && !people.contains(&person));
+            }
+        }
+        if matched < 10 || matched * 2 < rows || moved * 2 < matched {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "column_change_unconfirmed",
+            format!(
+                "this version of {} re-keys its people: {matched} of its {rows} rows are as one person's row of version {} but for `{unit}`, and {moved} of them have a `{unit}` it did not have; extracts tell people apart across versions by `{unit}`, so if that is meant, name `{unit}` in \"confirm_changes\" (extracts of the two versions are then not compared person by person)",
+                spec.dataset, latest.current_version
+            ),
+        ))
     }
 
     /// Refuses a version that drops a column of the dataset's latest version (retired or not),
@@ -640,6 +702,43 @@ fn parse_stored<T: std::str::FromStr>(text: String) -> rusqlite::Result<T> {
             format!("unexpected stored value `{text}`").into(),
         )
     })
+}
+
+/// Each row of the Parquet file at `path`: its `unit` as text and a hash of its `columns`
+/// (rows without a unit left out).
+fn row_contents(path: &Path, unit: &str, columns: &[String]) -> Result<Vec<(String, u64)>> {
+    use arrow::array::AsArray;
+    use std::hash::{Hash, Hasher};
+    let source = veil_ingest::open(path, SourceFormat::Parquet, &ReadOptions::with_declared(Default::default()))?;
+    let at = |name: &str| {
+        source
+            .schema
+            .index_of(name)
+            .map_err(|_| Error::invalid("column_missing", format!("a stored version has no `{name}`")))
+    };
+    // Our own files, of types we wrote: a failure here is not the caller's, and its message
+    // could quote a value.
+    let failed = |_| Error::invalid("version_not_comparable", "a stored version could not be compared with this one");
+    let unit_at = at(unit)?;
+    let picked = columns.iter().map(|c| at(c)).collect::<Result<Vec<_>>>()?;
+    let converter = arrow::row::RowConverter::new(
+        picked.iter().map(|&i| arrow::row::SortField::new(source.schema.field(i).data_type().clone())).collect(),
+    )
+    .map_err(failed)?;
+    let mut out = Vec::new();
+    for batch in source.batches {
+        let batch = batch?;
+        let arrays: Vec<_> = picked.iter().map(|&i| std::sync::Arc::clone(batch.column(i))).collect();
+        let rows = converter.convert_columns(&arrays).map_err(failed)?;
+        let units = arrow::compute::cast(batch.column(unit_at), &arrow::datatypes::DataType::Utf8).map_err(failed)?;
+        for (i, person) in units.as_string::<i32>().iter().enumerate() {
+            let Some(person) = person else { continue };
+            let mut h = std::hash::DefaultHasher::new();
+            rows.row(i).as_ref().hash(&mut h);
+            out.push((person.to_owned(), h.finish()));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
