@@ -166,7 +166,7 @@ impl Broker {
         // extract.
         let mut inputs = Vec::with_capacity(sources.len());
         for ((info, path), own) in sources.iter().zip(taken) {
-            let base = base_spec(info, spec.k, base_key(&self.catalog, &info.dataset, info.current_version));
+            let base = base_spec(info, spec.k, base_key(&self.catalog, &info.dataset));
             let mut read: Vec<String> = Vec::new();
             for name in own.iter().chain(base.columns.iter().map(|c| &c.name)).chain(info.privacy_unit.iter()) {
                 if !read.contains(name) {
@@ -639,8 +639,9 @@ fn resolve_column<'a>(infos: &[&DatasetInfo], asked: &'a str) -> Result<(usize, 
 /// The dataset's base release: its privacy unit (as if kept), every quasi-identifier from its
 /// declared generalization and every sensitive column, at the level's `k`, the default `l` and
 /// [`BASE_MAX_SUPPRESSION`], each person's rows capped at the dataset's dp contribution bound.
-/// Every extract of a dataset version is built as a projection of it; `key` (fixed per dataset
-/// version) picks the rows a cap leaves out, so every extract sees the same base.
+/// Every extract of a dataset version is built as a projection of it; `key` (fixed per
+/// dataset) picks the rows a cap leaves out, by their values, so every extract sees the same
+/// base and every version keeps the same rows of a person whose rows did not change.
 fn base_spec(info: &DatasetInfo, fallback_k: u64, key: [u8; 32]) -> Spec {
     let mut columns = Vec::new();
     if let Some(unit) = &info.privacy_unit {
@@ -666,9 +667,12 @@ fn base_spec(info: &DatasetInfo, fallback_k: u64, key: [u8; 32]) -> Spec {
     }
 }
 
-/// The key of a dataset version's base release ([`base_spec`]): fixed per version, secret.
-fn base_key(catalog: &veil_catalog::Catalog, dataset: &DatasetRef, version: i64) -> [u8; 32] {
-    catalog.pseudonym_key(&format!("\0extract base\n{dataset}\n{version}"))
+/// The key of a dataset's base releases ([`base_spec`]): secret, and the same for every version,
+/// so that where a person's rows are capped, the same rows are kept in every version that has
+/// them (a key per version kept another of a person's two records in a version with the same
+/// rows, and two versions' extracts showed both).
+fn base_key(catalog: &veil_catalog::Catalog, dataset: &DatasetRef) -> [u8; 32] {
+    catalog.pseudonym_key(&format!("\0extract base\n{dataset}"))
 }
 
 /// Of an extract's `columns` (as its spec names them), those of `dataset`: `<dataset>.<column>`
@@ -1117,7 +1121,7 @@ impl BaseOf {
                 .filter(|c| c.tag == Tag::Sensitive && asked.contains(&c.name))
                 .map(|c| c.name.clone())
                 .collect();
-            let base = base_spec(&info, fallback_k, base_key(catalog, dataset, *version));
+            let base = base_spec(&info, fallback_k, base_key(catalog, dataset));
             parts.push(BasePart { dataset: dataset.clone(), file, base, asked, sensitive });
         }
         Ok(Some(Self { parts }))

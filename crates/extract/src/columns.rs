@@ -112,7 +112,7 @@ impl Table {
         };
         let mut over_cap = 0;
         if let Some(cap) = spec.max_rows_per_person.filter(|_| people < rows) {
-            let keep = capped(&units, people, cap, &spec.key);
+            let keep = capped(&input, spec, &units, people, cap)?;
             over_cap = keep.false_count() as u64;
             if over_cap > 0 {
                 input = arrow::compute::filter_record_batch(&input, &keep)?;
@@ -176,17 +176,35 @@ impl Table {
 }
 
 /// Which rows to keep so that no person has more than `cap`: each person's rows with the
-/// smallest keyed hash of their position, so the choice is fixed by the key and the input.
-fn capped(units: &[u32], people: usize, cap: u64, key: &[u8; 32]) -> arrow::array::BooleanArray {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let mut order: Vec<(u32, u64, usize)> = units
+/// smallest keyed hash of their values in `spec`'s columns, so the choice is fixed by the key
+/// and each person's rows, whatever their order in the file: a red team registered the same
+/// rows again in another order, and the record kept of a person with two changed, which the
+/// two versions' extracts showed (one person of the class had both diagnoses).
+fn capped(
+    input: &RecordBatch,
+    spec: &Spec,
+    units: &[u32],
+    people: usize,
+    cap: u64,
+) -> Result<arrow::array::BooleanArray> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &spec.key);
+    let columns: Vec<ArrayRef> = spec
+        .columns
+        .iter()
+        .filter_map(|c| input.schema().index_of(&c.name).ok().map(|i| Arc::clone(input.column(i))))
+        .collect();
+    let converter = arrow::row::RowConverter::new(
+        columns.iter().map(|c| arrow::row::SortField::new(c.data_type().clone())).collect(),
+    )?;
+    let values = converter.convert_columns(&columns)?;
+    let mut order: Vec<(u32, [u8; 8], usize)> = units
         .iter()
         .enumerate()
         .map(|(row, u)| {
-            let tag = ring::hmac::sign(&key, &(row as u64).to_le_bytes());
+            let tag = ring::hmac::sign(&key, values.row(row).as_ref());
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(&tag.as_ref()[..8]);
-            (*u, u64::from_le_bytes(bytes), row)
+            (*u, bytes, row)
         })
         .collect();
     order.sort_unstable();
@@ -198,7 +216,7 @@ fn capped(units: &[u32], people: usize, cap: u64, key: &[u8; 32]) -> arrow::arra
             keep[row] = true;
         }
     }
-    keep.into_iter().map(Some).collect()
+    Ok(keep.into_iter().map(Some).collect())
 }
 
 /// Dense person ids (rows without a unit were left out before).
