@@ -800,6 +800,32 @@ async fn a_refresh_that_changes_everyone_does_not_hide_who_was_added() {
     }
 }
 
+/// A refresh that makes everybody a year older within their ten-year bands (every row changed,
+/// no class) and changes the target's diagnosis: the target's class, in the two versions'
+/// extracts, differs by their old and new diagnosis, unless the second is refused.
+#[tokio::test]
+async fn a_refresh_that_changes_everyone_does_not_hide_a_changed_value() {
+    let w = world().await;
+    let people = |shift: usize, target: &str| {
+        let mut csv = String::from("person_id,age,sex,diagnosis\n");
+        for i in 0..60 {
+            let diagnosis = if i == 0 { target } else { ["I10", "E11", "J45"][i % 3] };
+            csv.push_str(&format!("P{i:04},{},{},{diagnosis}\n", 20 + 10 * (i % 4) + shift, ["M", "F"][i % 2]));
+        }
+        csv
+    };
+    let columns = json!({"age": {"tag": "quasi_identifier"}, "sex": {"tag": "quasi_identifier"},
+                         "diagnosis": {"tag": "sensitive"}});
+    register(&w, "ages", columns.clone(), people(0, "B20"), &[]).await;
+    let extract = |name: &str| json!({"name": name, "columns": ["age", "sex", "diagnosis"], "hierarchies": {"age": ["band:10", "*"]}});
+    let before = released(&w, "civil.ages", extract("before"), "age, sex, diagnosis").await.unwrap();
+    register(&w, "ages", columns, people(1, "C50"), &[]).await;
+    match released(&w, "civil.ages", extract("after"), "age, sex, diagnosis").await {
+        Ok(after) => panic!("released; gone {:?}, new {:?}", more_in(&before, &after), more_in(&after, &before)),
+        Err(refused) => assert_eq!(refused["error"]["code"], "extract_isolates_people", "{refused}"),
+    }
+}
+
 /// A person with two records, of which each person's one is released (the steward's bound):
 /// the same rows registered again, in another order, released another of the target's records,
 /// and the class's diagnoses, compared across the versions' extracts, showed one person with

@@ -957,9 +957,41 @@ impl Broker {
                         }
                     }
                 }
+                // And as their sensitive values as released (a red team changed everybody's
+                // row within their classes, a year older, to hide one person's new diagnosis),
+                // over the sensitive columns of the dataset every base releases.
+                let prefix = format!("{}.", plan.dataset);
+                let mut common: Option<Vec<String>> = None;
+                for c in found.iter().flatten() {
+                    let mine: Vec<String> = c.columns.iter().filter(|n| n.starts_with(&prefix)).cloned().collect();
+                    common = Some(match common {
+                        None => mine,
+                        Some(before) => before.into_iter().filter(|n| mine.contains(n)).collect(),
+                    });
+                }
+                let common = common.unwrap_or_default();
+                let mut by_value: HashMap<(&str, Vec<&[u64]>), Vec<usize>> = HashMap::new();
+                if !common.is_empty() {
+                    for (person, extracts) in &by_person {
+                        for &i in extracts {
+                            let Some(c) = &found[plan.base_of[i]] else { continue };
+                            let Some(own) = c.own.get(person) else { continue };
+                            let values: Vec<&[u64]> = common
+                                .iter()
+                                .filter_map(|n| c.columns.iter().position(|m| m == n))
+                                .map(|j| own[j].as_slice())
+                                .collect();
+                            by_value.entry((person.as_str(), values)).or_default().push(i);
+                        }
+                    }
+                }
                 let rows: Vec<(&str, &[usize])> = by_row.iter().map(|((u, _), e)| (u.as_str(), e.as_slice())).collect();
                 let people: Vec<(&str, &[usize])> = by_person.iter().map(|(u, e)| (u.as_str(), e.as_slice())).collect();
-                if plan.isolates(&rows, k, &found) || plan.isolates(&people, k, &found) {
+                let values: Vec<(&str, &[usize])> = by_value.iter().map(|((u, _), e)| (*u, e.as_slice())).collect();
+                if plan.isolates(&rows, k, &found)
+                    || plan.isolates(&people, k, &found)
+                    || plan.isolates(&values, k, &found)
+                {
                     return Ok(Some(plan.dataset));
                 }
             }
