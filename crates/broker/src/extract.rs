@@ -4,6 +4,7 @@
 //! it) the analyst queries it, and only it, as `extracts.<name>`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use veil_audit::{DatasetUse, Entry};
@@ -813,10 +814,15 @@ impl Broker {
         k: u64,
         except: Option<String>,
     ) -> Result<(), Error> {
-        if let Some(dataset) = self.isolating_release(current.clone(), columns.clone(), k, except.clone()).await? {
+        // Both comparisons need the new extract's base, and often the same released ones.
+        let built = Arc::new(Built::default());
+        let shared = Arc::clone(&built);
+        if let Some(dataset) =
+            self.isolating_release(current.clone(), columns.clone(), k, except.clone(), shared).await?
+        {
             return Err(isolates_people(&dataset, k));
         }
-        if let Some((dataset, column)) = self.narrowing_release(current, columns, k, except).await? {
+        if let Some((dataset, column)) = self.narrowing_release(current, columns, k, except, built).await? {
             return Err(narrows_values(&dataset, &column));
         }
         Ok(())
@@ -849,6 +855,7 @@ impl Broker {
         columns: Vec<String>,
         k: u64,
         except: Option<String>,
+        built: Arc<Built>,
     ) -> Result<Option<DatasetRef>, Error> {
         // The extracts released over each dataset (the new one last), and their bases.
         let plans = self
@@ -921,7 +928,7 @@ impl Broker {
                 let found = plan
                     .bases
                     .iter()
-                    .map(|b| b.as_ref().map(BaseOf::candidates).transpose())
+                    .map(|b| b.as_ref().map(|b| b.candidates(&built)).transpose())
                     .collect::<Result<Vec<_>, _>>()?;
                 // Rows are compared over every column of the dataset any of these extracts
                 // releases: a change nobody can see is no difference (a red team hid one
@@ -1036,7 +1043,7 @@ impl Releases {
     /// is in, as indices into `released`) that is too small: fewer than `k` in all, or, in a
     /// class of the base (`found`, per base) of an extract it is in, some but fewer than `k`
     /// people or fewer than [`DEFAULT_L`] values of a sensitive column that extract releases.
-    fn isolates(&self, members: &[(&str, &[usize])], k: u64, found: &[Option<veil_extract::Candidates>]) -> bool {
+    fn isolates(&self, members: &[(&str, &[usize])], k: u64, found: &[Option<Arc<veil_extract::Candidates>>]) -> bool {
         let newest = self.released.len() - 1;
         let mut after: HashMap<&[usize], Vec<&str>> = HashMap::new();
         let mut before: HashMap<Vec<usize>, u64> = HashMap::new();
@@ -1116,7 +1123,16 @@ type Versions = Vec<(DatasetRef, i64)>;
 struct BaseOf {
     /// Per dataset version, in the extract's order.
     parts: Vec<BasePart>,
+    /// What it is built from.
+    key: BaseKey,
 }
+
+/// The bases one check has built ([`Broker::check_against_released`]), each built once.
+#[derive(Default)]
+struct Built(std::sync::Mutex<HashMap<BaseKey, Arc<veil_extract::Candidates>>>);
+
+/// A base's dataset versions and the columns asked of it, each sorted.
+type BaseKey = (Versions, Vec<String>);
 
 /// One dataset version in a [`BaseOf`].
 struct BasePart {
@@ -1156,7 +1172,11 @@ impl BaseOf {
             let base = base_spec(&info, fallback_k, base_key(catalog, dataset));
             parts.push(BasePart { dataset: dataset.clone(), file, base, asked, sensitive });
         }
-        Ok(Some(Self { parts }))
+        let mut key = (sources.to_vec(), columns.to_vec());
+        key.0.sort();
+        key.1.sort();
+        key.1.dedup();
+        Ok(Some(Self { parts, key }))
     }
 
     /// Each dataset version's file and the columns to read of it: its base's (its unit among
@@ -1180,8 +1200,18 @@ impl BaseOf {
     }
 
     /// What the base tells of each person's sensitive values, its columns named
-    /// `<dataset>.<column>`.
-    fn candidates(&self) -> Result<veil_extract::Candidates, Error> {
+    /// `<dataset>.<column>`: as `built` holds it, or built and kept there.
+    fn candidates(&self, built: &Built) -> Result<Arc<veil_extract::Candidates>, Error> {
+        let poisoned = |_| Error::internal("the bases built are poisoned");
+        if let Some(found) = built.0.lock().map_err(poisoned)?.get(&self.key) {
+            return Ok(Arc::clone(found));
+        }
+        let found = Arc::new(self.build()?);
+        built.0.lock().map_err(poisoned)?.insert(self.key.clone(), Arc::clone(&found));
+        Ok(found)
+    }
+
+    fn build(&self) -> Result<veil_extract::Candidates, Error> {
         let inputs = self
             .reads()
             .iter()
@@ -1242,6 +1272,7 @@ impl Broker {
         columns: Vec<String>,
         k: u64,
         except: Option<String>,
+        built: Arc<Built>,
     ) -> Result<Option<(DatasetRef, String)>, Error> {
         // The new extract's base, and the other bases extracts over its datasets were released within.
         let plans = self
@@ -1291,8 +1322,8 @@ impl Broker {
             std::iter::once(&new).chain(&older).flat_map(BaseOf::reads).collect();
         let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
         let work = move || -> Result<Option<(DatasetRef, String)>, Error> {
-            let now = new.candidates()?;
-            let before = older.iter().map(|b| Ok((b.candidates()?, b))).collect::<Result<Vec<_>, Error>>()?;
+            let now = new.candidates(&built)?;
+            let before = older.iter().map(|b| Ok((b.candidates(&built)?, b))).collect::<Result<Vec<_>, Error>>()?;
             for part in &new.parts {
                 for column in &part.sensitive {
                     let name = format!("{}.{column}", part.dataset);
