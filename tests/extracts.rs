@@ -86,6 +86,16 @@ fn assert_isolates(status: StatusCode, body: &Value) {
     );
 }
 
+/// Asserts that an ask was refused for narrowing someone's sensitive value with the extracts
+/// released; `what` says which case.
+fn assert_narrows(status: StatusCode, body: &Value, what: &str) {
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_narrows_values")),
+        "{what}: {body}"
+    );
+}
+
 fn in_a_month() -> String {
     let t = time::OffsetDateTime::now_utc() + time::Duration::days(30);
     t.format(&time::format_description::well_known::Rfc3339).unwrap()
@@ -554,11 +564,7 @@ async fn a_new_version_generalized_otherwise_narrows_no_ones_value() {
     // The diagnoses every extract's class of the target holds.
     let common = held_by_the_target(&held);
     assert!(common.len() >= 2, "the target's diagnosis narrowed to {common:?}");
-    assert_eq!(
-        (status, second["error"]["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_narrows_values")),
-        "{second}"
-    );
+    assert_narrows(status, &second, "the second version's extract");
     let message = second["error"]["message"].as_str().unwrap();
     assert!(message.contains("civil.zones") && message.contains("`diagnosis`"), "{message}");
     // Without the sensitive column it is built.
@@ -646,11 +652,7 @@ async fn a_version_renaming_or_recoding_a_column_narrows_no_ones_value() {
         }
         let common = held_by_the_target(&held);
         assert!(common.len() >= 2, "recoded {recoded}: the target's diagnosis narrowed to {common:?}");
-        assert_eq!(
-            (status, second["error"]["code"].as_str()),
-            (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_narrows_values")),
-            "recoded {recoded}: {second}"
-        );
+        assert_narrows(status, &second, &format!("recoded {recoded}"));
     }
 }
 
@@ -920,11 +922,7 @@ async fn an_extract_joined_with_a_partners_quasi_identifier_narrows_no_ones_valu
     }
     let common = held_by_the_target(&held);
     assert!(common.len() >= 2, "the target's diagnosis narrowed to {common:?}");
-    assert_eq!(
-        (status, asked["error"]["code"].as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_narrows_values")),
-        "{asked}"
-    );
+    assert_narrows(status, &asked, "the joined extract");
 }
 
 #[tokio::test]
