@@ -1359,3 +1359,92 @@ async fn an_extract_joined_from_two_departments_needs_both_stewards() {
     let (status, body) = w.s.post("/v1/query", &w.analyst, query).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_dataset")), "{body}");
 }
+
+/// The people of `ages` (a registry: age, sex, diagnosis), sixty of them with units
+/// `<prefix>0000…`, each `shift` years older, and the target (B20) if `target`.
+fn ages_csv(prefix: &str, shift: usize, target: bool) -> String {
+    let mut csv = String::from("person_id,age,sex,diagnosis\n");
+    for i in 0..60 {
+        csv.push_str(&format!(
+            "{prefix}{i:04},{},{},{}\n",
+            20 + i % 25 + shift,
+            ["M", "F"][i % 2],
+            ["I10", "E11", "J45"][i % 3]
+        ));
+    }
+    if target {
+        csv.push_str("T0001,37,F,B20\n");
+    }
+    csv
+}
+
+fn ages_columns() -> Value {
+    json!({"age": {"tag": "quasi_identifier"}, "sex": {"tag": "quasi_identifier"}, "diagnosis": {"tag": "sensitive"}})
+}
+
+fn ages_extract(name: &str) -> Value {
+    json!({"name": name, "columns": ["age", "sex", "diagnosis"], "hierarchies": {"age": ["band:50", "*"]}})
+}
+
+/// Two snapshots of one registry registered as two datasets (the second with the target
+/// added, or with everybody a year older within their bands and the target added): each
+/// snapshot's extract alone is k-anonymous, but the second's rows less the first's are the
+/// target's, unless the second is refused. Snapshots sharing a linkable unit and a sensitive
+/// column are compared as versions of one dataset are.
+#[tokio::test]
+async fn a_snapshot_registered_as_another_dataset_does_not_give_who_was_added() {
+    for (case, shift) in [("same rows", 0), ("a year older", 1)] {
+        let w = world().await;
+        register(&w, "ages_2025", ages_columns(), ages_csv("P", 0, false), &[]).await;
+        let before = released(&w, "civil.ages_2025", ages_extract("before"), "age, sex, diagnosis").await.unwrap();
+        register(&w, "ages_2026", ages_columns(), ages_csv("P", shift, true), &[]).await;
+        match released(&w, "civil.ages_2026", ages_extract("after"), "age, sex, diagnosis").await {
+            Ok(after) => panic!("{case}: released; added {:?}", more_in(&after, &before)),
+            Err(refused) => assert_eq!(refused["error"]["code"], "extract_isolates_people", "{case}: {refused}"),
+        }
+    }
+}
+
+/// A version re-keying everybody (new units, the steward confirming it) with the target
+/// added, and one re-keying everybody and recoding every diagnosis (no row as before, so
+/// nothing for registration to ask about): nobody is matched across the versions, each
+/// extract's people look like a population of their own, and the second's rows less the
+/// first's are the target's, unless the second is refused.
+#[tokio::test]
+async fn a_version_that_rekeys_its_people_does_not_give_who_was_added() {
+    for (case, recode, confirm) in
+        [("re-keyed, confirmed", false, &["person_id"][..]), ("re-keyed, recoded", true, &[])]
+    {
+        let w = world().await;
+        register(&w, "ages", ages_columns(), ages_csv("P", 0, false), &[]).await;
+        let before = released(&w, "civil.ages", ages_extract("before"), "age, sex, diagnosis").await.unwrap();
+        let mut after = ages_csv("Q", 0, true);
+        if recode {
+            after = after.replace(",I10", ",x-I10").replace(",E11", ",x-E11").replace(",J45", ",x-J45");
+        }
+        register(&w, "ages", ages_columns(), after, confirm).await;
+        match released(&w, "civil.ages", ages_extract("after"), "age, sex, diagnosis").await {
+            Ok(after) => panic!("{case}: released; added {:?}", more_in(&after, &before)),
+            Err(refused) => {
+                assert_eq!(refused["error"]["code"], "extract_people_unmatched", "{case}: {refused}");
+                let message = refused["error"]["message"].as_str().unwrap();
+                assert!(message.contains("civil.ages") && !message.contains("Q0001"), "{message}");
+            }
+        }
+    }
+}
+
+/// A dataset retired by its steward is no longer read through the extracts built from it.
+#[tokio::test]
+async fn an_extract_of_a_retired_dataset_is_not_queryable() {
+    let w = world().await;
+    register(&w, "ages", ages_columns(), ages_csv("P", 0, false), &[]).await;
+    let rows = released(&w, "civil.ages", ages_extract("aged"), "age, sex, diagnosis").await.unwrap();
+    assert_eq!(rows.len(), 60);
+    let retire = w.s.request(reqwest::Method::DELETE, "/v1/datasets/civil.ages", Some(&w.steward));
+    let (status, body) = w.s.send(retire).await;
+    assert!(status.is_success(), "{status} {body}");
+    let sql = json!({"sql": "SELECT count(*) FROM extracts.aged", "mode": "deidentified"});
+    let (status, body) = w.s.post("/v1/query", &w.analyst, sql).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_dataset")), "{body}");
+}

@@ -817,10 +817,10 @@ impl Broker {
         // Both comparisons need the new extract's base, and often the same released ones.
         let built = Arc::new(Built::default());
         let shared = Arc::clone(&built);
-        if let Some(dataset) =
+        if let Some(refusal) =
             self.isolating_release(current.clone(), columns.clone(), k, except.clone(), shared).await?
         {
-            return Err(isolates_people(&dataset, k));
+            return Err(refusal);
         }
         if let Some((dataset, column)) = self.narrowing_release(current, columns, k, except, built).await? {
             return Err(narrows_values(&dataset, &column));
@@ -828,9 +828,10 @@ impl Broker {
         Ok(())
     }
 
-    /// The dataset over which the extract of `current`'s datasets (each with its version)
-    /// would, together with the extracts already released over that dataset (approved, or
-    /// approved and revoked; `except` left out), let fewer than `k` people's rows be told apart.
+    /// The refusal of the extract of `current`'s datasets (each with its version) if, together
+    /// with the extracts already released over one of its datasets or a related one (approved,
+    /// or approved and revoked; `except` left out), it would let fewer than `k` people's rows be
+    /// told apart, or its people cannot be matched with theirs.
     ///
     /// Each extract holds, of each of its datasets, every row of the people found in all of its
     /// datasets (its join). Over one dataset, a person is there as their unit and a hash of
@@ -849,6 +850,12 @@ impl Broker {
     /// which only one person's value changed; a check of the groups' sizes alone fell to a
     /// version without five people, one in each of five zones: each zone's rows differed by
     /// one, and the class counts gave each one's diagnosis (red teams).
+    ///
+    /// People are told apart by their unit, so two releases of one registry are compared also
+    /// when it was registered as two datasets (a red team did, adding the target to the
+    /// second: [`veil_catalog::Catalog::related_datasets`]); and extracts of two versions of a
+    /// dataset whose people mostly cannot be matched by their unit (re-keyed, or replaced) are
+    /// not released together ([`Releases::unmatched`]).
     async fn isolating_release(
         &self,
         current: Vec<(DatasetRef, i64)>,
@@ -856,24 +863,25 @@ impl Broker {
         k: u64,
         except: Option<String>,
         built: Arc<Built>,
-    ) -> Result<Option<DatasetRef>, Error> {
+    ) -> Result<Option<Error>, Error> {
         // The extracts released over each dataset (the new one last), and their bases.
         let plans = self
             .blocking(move |c| {
                 let mut plans = Vec::new();
-                for (dataset, _) in &current {
-                    let mut released: Vec<(Versions, Vec<String>)> = Vec::new();
-                    for (id, sources) in c.released_extract_sources(dataset)? {
-                        if except.as_deref() == Some(id.as_str()) {
-                            continue;
-                        }
-                        let spec = c.extract(&id)?.map(|e| e.spec).unwrap_or_default();
-                        released.push((sources, spec_columns(&spec)));
-                    }
-                    if released.is_empty() {
+                for (dataset, own) in &current {
+                    let (over, alias) = released_over(c, dataset, &current, except.as_deref())?;
+                    if over.is_empty() {
                         continue;
                     }
+                    let mut released: Vec<(Versions, Vec<String>)> = Vec::with_capacity(over.len() + 1);
+                    let mut owns = Vec::with_capacity(over.len() + 1);
+                    for (id, sources, own) in over {
+                        let spec = c.extract(&id)?.map(|e| e.spec).unwrap_or_default();
+                        released.push((sources, spec_columns(&spec)));
+                        owns.push(own);
+                    }
                     released.push((current.clone(), columns.clone()));
+                    owns.push((dataset.clone(), *own));
                     // Each extract's base as it was built (what the extract asked for decides
                     // which unasked columns leave it), once per dataset versions and columns.
                     let mut asked: Vec<(&Versions, Vec<String>)> = Vec::new();
@@ -891,9 +899,9 @@ impl Broker {
                     }
                     let mut bases = Vec::with_capacity(asked.len());
                     for (sources, columns) in asked {
-                        bases.push(BaseOf::of(c, sources, &columns, k)?);
+                        bases.push(BaseOf::of(c, sources, &columns, k, &alias)?);
                     }
-                    plans.push(Releases { dataset: dataset.clone(), released, base_of, bases });
+                    plans.push(Releases { dataset: dataset.clone(), released, owns, base_of, bases });
                 }
                 Ok(plans)
             })
@@ -906,7 +914,7 @@ impl Broker {
             plans.iter().flat_map(|p| p.bases.iter().flatten().flat_map(BaseOf::reads)).collect();
         let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
         let catalog = std::sync::Arc::clone(&self.catalog);
-        let work = move || -> Result<Option<DatasetRef>, Error> {
+        let work = move || -> Result<Option<Error>, Error> {
             // Per dataset version and columns: its units' hashes of their rows over those
             // columns (None for a dataset without a unit).
             type Hashes = Option<HashMap<String, u64>>;
@@ -933,8 +941,12 @@ impl Broker {
                 // Rows are compared over every column of the dataset any of these extracts
                 // releases: a change nobody can see is no difference (a red team hid one
                 // person's change under a change to everybody's unreleased column).
-                let mut shown: Vec<String> =
-                    plan.released.iter().flat_map(|(_, columns)| own_columns(&plan.dataset, columns)).collect();
+                let mut shown: Vec<String> = plan
+                    .released
+                    .iter()
+                    .zip(&plan.owns)
+                    .flat_map(|((_, columns), (own, _))| own_columns(own, columns))
+                    .collect();
                 shown.sort();
                 shown.dedup();
                 // Who is in each extract: as their rows (a changed row is another), and as
@@ -945,8 +957,7 @@ impl Broker {
                 // less the join, was their row).
                 let mut by_row: HashMap<(String, u64), Vec<usize>> = HashMap::new();
                 let mut by_person: HashMap<String, Vec<usize>> = HashMap::new();
-                for (i, (sources, _)) in plan.released.iter().enumerate() {
-                    let Some(own) = sources.iter().find(|(d, _)| *d == plan.dataset) else { continue };
+                for (i, ((sources, _), own)) in plan.released.iter().zip(&plan.owns).enumerate() {
                     let Some(rows) = load(own, &shown)? else { continue };
                     let mut others = Vec::new();
                     for other in sources.iter().filter(|s| *s != own) {
@@ -999,7 +1010,10 @@ impl Broker {
                     || plan.isolates(&people, k, &found)
                     || plan.isolates(&values, k, &found)
                 {
-                    return Ok(Some(plan.dataset));
+                    return Ok(Some(isolates_people(&plan.dataset, k)));
+                }
+                if plan.unmatched(&people) {
+                    return Ok(Some(people_unmatched(&plan.dataset)));
                 }
             }
             Ok(None)
@@ -1032,6 +1046,9 @@ struct Releases {
     dataset: DatasetRef,
     /// Each extract's datasets with their versions, and its columns.
     released: Vec<(Versions, Vec<String>)>,
+    /// Per extract, the one of its datasets (with its version) standing for `dataset`: itself,
+    /// or a related dataset.
+    owns: Vec<(DatasetRef, i64)>,
     /// Per extract, its base in `bases`.
     base_of: Vec<usize>,
     /// `None` for a base of a dataset without a privacy unit.
@@ -1039,6 +1056,35 @@ struct Releases {
 }
 
 impl Releases {
+    /// Whether the new extract and one released over another version of its own dataset
+    /// (`members`: each person with the extracts it is in) each hold many people the other does
+    /// not ([`MIN_UNMATCHED`], and a quarter of the smaller): people are told apart across
+    /// versions by their unit, and where most of them cannot be matched the two extracts look
+    /// like two populations, though they may be one re-keyed (a red team gave everybody a new
+    /// unit in a version with the target added; also, a year older, so no row matched
+    /// either), and their difference is whoever was added.
+    fn unmatched(&self, members: &[(&str, &[usize])]) -> bool {
+        let newest = self.released.len() - 1;
+        let mut in_new = 0u64;
+        // Per released extract: its people, and those also in the new one.
+        let mut held: HashMap<usize, (u64, u64)> = HashMap::new();
+        for (_, extracts) in members {
+            let with_new = extracts.contains(&newest);
+            in_new += u64::from(with_new);
+            for &i in extracts.iter().filter(|&&i| i != newest) {
+                let counts = held.entry(i).or_default();
+                counts.0 += 1;
+                counts.1 += u64::from(with_new);
+            }
+        }
+        let (dataset, version) = &self.owns[newest];
+        held.into_iter().any(|(i, (theirs, both))| {
+            let (d, v) = &self.owns[i];
+            let least = (in_new - both).min(theirs - both);
+            d == dataset && v != version && least >= MIN_UNMATCHED && least * 4 >= in_new.min(theirs)
+        })
+    }
+
     /// Whether the new extract makes a group of people (`members`: each with the extracts it
     /// is in, as indices into `released`) that is too small: fewer than `k` in all, or, in a
     /// class of the base (`found`, per base) of an extract it is in, some but fewer than `k`
@@ -1131,8 +1177,44 @@ struct BaseOf {
 #[derive(Default)]
 struct Built(std::sync::Mutex<HashMap<BaseKey, Arc<veil_extract::Candidates>>>);
 
-/// A base's dataset versions and the columns asked of it, each sorted.
-type BaseKey = (Versions, Vec<String>);
+/// A base's dataset versions, the columns asked of it and the names its datasets are compared
+/// under, each sorted.
+type BaseKey = (Versions, Vec<String>, Vec<DatasetRef>);
+
+/// Related datasets ([`veil_catalog::Catalog::related_datasets`]) and the dataset each is
+/// compared as, a version of it.
+type Alias = HashMap<DatasetRef, DatasetRef>;
+
+/// An extract released over a dataset: its access request's id, its datasets with their
+/// versions, and the one of them standing for the dataset (itself, or a related one).
+type ReleasedOver = (String, Versions, (DatasetRef, i64));
+
+/// The extracts released over `dataset` or a dataset related to it (`except` left out), and
+/// the related datasets as [`Alias`] (those in `current`, the new extract's, aside).
+fn released_over(
+    c: &veil_catalog::Catalog,
+    dataset: &DatasetRef,
+    current: &[(DatasetRef, i64)],
+    except: Option<&str>,
+) -> Result<(Vec<ReleasedOver>, Alias), veil_catalog::Error> {
+    let related: Vec<DatasetRef> =
+        c.related_datasets(dataset)?.into_iter().filter(|r| current.iter().all(|(d, _)| d != r)).collect();
+    let mut released = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for from in std::iter::once(dataset).chain(&related) {
+        for (id, sources) in c.released_extract_sources(from)? {
+            if except == Some(id.as_str()) || !seen.insert(id.clone()) {
+                continue;
+            }
+            let own = sources.iter().find(|(d, _)| d == dataset).or_else(|| sources.iter().find(|(d, _)| d == from));
+            if let Some(own) = own.cloned() {
+                released.push((id, sources, own));
+            }
+        }
+    }
+    let alias = related.into_iter().map(|r| (r, dataset.clone())).collect();
+    Ok((released, alias))
+}
 
 /// One dataset version in a [`BaseOf`].
 struct BasePart {
@@ -1148,12 +1230,14 @@ struct BasePart {
 impl BaseOf {
     /// The base of the extracts of `sources` (each dataset with its version) that ask for
     /// `columns` (as their specs name them); `None` when a dataset has no privacy unit (it is
-    /// about nobody, and is never joined).
+    /// about nobody, and is never joined). A dataset in `alias` is named as the dataset it maps
+    /// to (a related dataset compared as another version of it).
     fn of(
         catalog: &veil_catalog::Catalog,
         sources: &[(DatasetRef, i64)],
         columns: &[String],
         fallback_k: u64,
+        alias: &Alias,
     ) -> Result<Option<Self>, veil_catalog::Error> {
         let mut parts = Vec::with_capacity(sources.len());
         for (dataset, version) in sources {
@@ -1170,12 +1254,14 @@ impl BaseOf {
                 .map(|c| c.name.clone())
                 .collect();
             let base = base_spec(&info, fallback_k, base_key(catalog, dataset));
-            parts.push(BasePart { dataset: dataset.clone(), file, base, asked, sensitive });
+            let named = alias.get(dataset).unwrap_or(dataset).clone();
+            parts.push(BasePart { dataset: named, file, base, asked, sensitive });
         }
-        let mut key = (sources.to_vec(), columns.to_vec());
+        let mut key = (sources.to_vec(), columns.to_vec(), parts.iter().map(|p| p.dataset.clone()).collect::<Vec<_>>());
         key.0.sort();
         key.1.sort();
         key.1.dedup();
+        key.2.sort();
         Ok(Some(Self { parts, key }))
     }
 
@@ -1277,7 +1363,17 @@ impl Broker {
         // The new extract's base, and the other bases extracts over its datasets were released within.
         let plans = self
             .blocking(move |c| {
-                let Some(new) = BaseOf::of(c, &current, &columns, k)? else { return Ok(None) };
+                // Related datasets compared as versions of the new extract's datasets.
+                let mut over = Vec::new();
+                let mut alias = Alias::new();
+                for (dataset, _) in &current {
+                    let (released, related) = released_over(c, dataset, &current, except.as_deref())?;
+                    over.extend(released);
+                    for (r, d) in related {
+                        alias.entry(r).or_insert(d);
+                    }
+                }
+                let Some(new) = BaseOf::of(c, &current, &columns, k, &alias)? else { return Ok(None) };
                 if new.parts.iter().all(|p| p.sensitive.is_empty()) {
                     return Ok(None);
                 }
@@ -1286,17 +1382,15 @@ impl Broker {
                 // Per base (its sorted dataset versions): its dataset versions as an extract
                 // names them, and the columns of the extracts within it.
                 let mut asked_of: std::collections::BTreeMap<Versions, (Versions, Vec<String>)> = Default::default();
-                for (dataset, _) in &current {
-                    for (id, sources) in c.released_extract_sources(dataset)? {
-                        let mut key = sources.clone();
-                        key.sort();
-                        if key == own || except.as_deref() == Some(id.as_str()) {
-                            continue;
-                        }
-                        let spec = c.extract(&id)?.map(|e| e.spec).unwrap_or_default();
-                        let entry = asked_of.entry(key).or_insert_with(|| (sources, Vec::new()));
-                        entry.1.extend(spec_columns(&spec));
+                for (id, sources, _) in over {
+                    let mut key = sources.clone();
+                    key.sort();
+                    if key == own {
+                        continue;
                     }
+                    let spec = c.extract(&id)?.map(|e| e.spec).unwrap_or_default();
+                    let entry = asked_of.entry(key).or_insert_with(|| (sources, Vec::new()));
+                    entry.1.extend(spec_columns(&spec));
                 }
                 let mut older = Vec::new();
                 for (_, (sources, mut asked)) in asked_of {
@@ -1304,7 +1398,7 @@ impl Broker {
                     asked.dedup();
                     // Any sensitive column of a dataset both release: it may be one column
                     // under two names.
-                    if let Some(base) = BaseOf::of(c, &sources, &asked, k)?
+                    if let Some(base) = BaseOf::of(c, &sources, &asked, k, &alias)?
                         && new.parts.iter().any(|n| {
                             !n.sensitive.is_empty()
                                 && base.parts.iter().any(|p| p.dataset == n.dataset && !p.sensitive.is_empty())
@@ -1420,6 +1514,25 @@ fn narrows_values(dataset: &DatasetRef, column: &str) -> Error {
              different values in each (they are generalized differently, as when a quasi-identifier was added or \
              dropped, or a joined dataset brings one), and fewer than {DEFAULT_L} are in every one; ask for an \
              extract without `{column}`, or within the same datasets and versions as one released"
+        ),
+    )
+}
+
+/// The fewest people two extracts of a dataset may each hold without the other before they are
+/// taken for two populations ([`Releases::unmatched`]).
+const MIN_UNMATCHED: u64 = 10;
+
+/// The refusal of an extract whose people mostly are not those of an extract released from
+/// another version of `dataset`, nor the other way round ([`Releases::unmatched`]).
+fn people_unmatched(dataset: &DatasetRef) -> Error {
+    Error::new(
+        ErrorKind::Unprocessable,
+        "extract_people_unmatched",
+        format!(
+            "this extract and one already released from another version of {dataset} each hold many people the \
+             other does not (the dataset's people were re-keyed or replaced between the versions): extracts are \
+             compared person by person, and two that cannot be would give whoever was added to one, so no extract \
+             of this version is released while that one counts (a revoked extract still does)"
         ),
     )
 }

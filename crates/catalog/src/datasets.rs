@@ -395,7 +395,7 @@ impl Catalog {
         Err(Error::invalid(
             "column_change_unconfirmed",
             format!(
-                "this version of {} re-keys its people: {matched} of its {rows} rows are as one person's row of version {} but for `{unit}`, and {moved} of them have a `{unit}` it did not have; extracts tell people apart across versions by `{unit}`, so if that is meant, name `{unit}` in \"confirm_changes\" (extracts of the two versions are then not compared person by person)",
+                "this version of {} re-keys its people: {matched} of its {rows} rows are as one person's row of version {} but for `{unit}`, and {moved} of them have a `{unit}` it did not have; extracts tell people apart across versions by `{unit}`, so if that is meant, name `{unit}` in \"confirm_changes\" (an extract of this version is then not released beside one of an earlier version)",
                 spec.dataset, latest.current_version
             ),
         ))

@@ -347,7 +347,8 @@ impl Catalog {
     }
 
     /// The extract `name` that `user` may read now (its request, and the request of every other
-    /// dataset it is joined from, approved and not expired), with its request.
+    /// dataset it is joined from, approved and not expired, and none of those datasets retired:
+    /// a steward who withdraws a dataset withdraws what was released of it), with its request.
     ///
     /// # Errors
     /// SQLite failures.
@@ -362,8 +363,12 @@ impl Catalog {
             conn.query_row(
                 "SELECT r.id FROM extracts e JOIN access_requests r ON r.id = e.request_id
                   WHERE r.user_id = ?1 AND e.name = ?2 AND r.state = 'approved' AND r.expires_at > ?3
+                    AND NOT EXISTS (SELECT 1 FROM datasets d WHERE d.department = r.dataset_department
+                                       AND d.name = r.dataset_name AND d.retired_at IS NOT NULL)
                     AND NOT EXISTS (SELECT 1 FROM extract_parts p JOIN access_requests q ON q.id = p.request_id
-                                     WHERE p.extract_request_id = r.id AND (q.state <> 'approved' OR q.expires_at <= ?3))",
+                                     WHERE p.extract_request_id = r.id AND (q.state <> 'approved' OR q.expires_at <= ?3
+                                       OR EXISTS (SELECT 1 FROM datasets d WHERE d.department = q.dataset_department
+                                                     AND d.name = q.dataset_name AND d.retired_at IS NOT NULL)))",
                 params![user.as_str(), name, now_unix],
                 |r| r.get(0),
             )
@@ -439,6 +444,37 @@ impl Catalog {
             released.push((id, sources.collect()));
         }
         Ok(released)
+    }
+
+    /// The other datasets, retired or not, whose people are `dataset`'s kind of people and whose
+    /// values are its kind of values: each (as its latest version declares it) has a privacy unit
+    /// that is a linkable identifier of the type of `dataset`'s, and a sensitive column named as
+    /// one of `dataset`'s. Two snapshots of one registry registered as two datasets are such;
+    /// their extracts are compared person by person as versions of one dataset are.
+    ///
+    /// # Errors
+    /// [`Error::DatasetNotFound`], or a SQLite failure.
+    pub fn related_datasets(&self, dataset: &DatasetRef) -> Result<Vec<DatasetRef>> {
+        let info = self.dataset(dataset)?;
+        let unit_type = |i: &crate::DatasetInfo| -> Option<String> {
+            let unit = i.privacy_unit.as_ref()?;
+            i.columns.iter().find(|c| c.name == *unit && c.linkable).map(|c| c.data_type.clone())
+        };
+        let Some(unit) = unit_type(&info) else { return Ok(Vec::new()) };
+        let sensitive = |i: &crate::DatasetInfo| -> Vec<String> {
+            i.columns.iter().filter(|c| c.tag == veil_common::Tag::Sensitive).map(|c| c.name.clone()).collect()
+        };
+        let own = sensitive(&info);
+        Ok(self
+            .datasets(true)?
+            .into_iter()
+            .filter(|other| {
+                other.dataset != *dataset
+                    && unit_type(other).as_ref() == Some(&unit)
+                    && sensitive(other).iter().any(|c| own.contains(c))
+            })
+            .map(|other| other.dataset)
+            .collect())
     }
 
     fn extract_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<ExtractInfo> {
