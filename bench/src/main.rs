@@ -11,6 +11,7 @@
 //! - `scale`: TPC-H SF10 under a 2 GiB memory pool: spill and peak RSS.
 //! - `dp`: Veil's dp mode vs SmartNoise SQL on PUMS at equal total epsilon.
 //! - `extract`: building de-identified extracts at 1M and 10M rows: time and peak RSS.
+//! - `ingest`: registering a 1 GB CSV vs DuckDB's `read_csv`: rows/s and peak RSS.
 //! - `transfer`: a 1M-row answer over Flight SQL vs HTTP JSON and HTTP Arrow.
 //! - `tpch`: TPC-H data generation, tags and registration.
 //! - `stats`: medians, quartiles and the results table.
@@ -19,6 +20,7 @@
 mod anon;
 mod dp;
 mod extract;
+mod ingest;
 mod overhead;
 mod planning;
 mod scale;
@@ -62,6 +64,8 @@ enum Command {
     Anon(anon::AnonArgs),
     /// A 1M-row answer fetched over Arrow Flight SQL vs HTTP JSON and HTTP Arrow IPC.
     Transfer(transfer::TransferArgs),
+    /// A 1 GB CSV registered by Veil vs loaded by DuckDB's read_csv: rows/s and peak RSS.
+    Ingest(ingest::IngestArgs),
 }
 
 /// Where results go and which Python runs the peers.
@@ -87,6 +91,7 @@ async fn main() -> ExitCode {
         Command::Extract(args) => extract::run(args).await,
         Command::Anon(args) => anon::run(args).await,
         Command::Transfer(args) => transfer::run(args).await,
+        Command::Ingest(args) => ingest::run(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
