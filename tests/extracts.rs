@@ -1405,6 +1405,53 @@ async fn a_snapshot_registered_as_another_dataset_does_not_give_who_was_added() 
     }
 }
 
+/// As [`a_snapshot_registered_as_another_dataset_does_not_give_who_was_added`], the second
+/// snapshot registered otherwise (a red team's five ways past a comparison of datasets found
+/// by a shared unit and sensitive column name): its sensitive column renamed, or named in
+/// another case; its unit of another type; its unit not declared linkable; everybody re-keyed.
+/// Released rows are compared whatever the datasets' names, units and tags.
+#[tokio::test]
+async fn a_snapshot_registered_otherwise_does_not_give_who_was_added() {
+    // Each case: the second snapshot's unit prefix, sensitive column, unit declaration.
+    let linkable = json!({"tag": "identifier", "linkable": true});
+    let cases = [
+        ("renamed", "P", "diag", linkable.clone()),
+        ("case", "P", "Diagnosis", linkable.clone()),
+        ("integer unit", "7", "diagnosis", json!({"tag": "identifier", "linkable": true, "type": "int64"})),
+        ("not linkable", "P", "diagnosis", json!({"tag": "identifier"})),
+        ("re-keyed", "Q", "diagnosis", linkable.clone()),
+    ];
+    for (case, prefix, column, unit) in cases {
+        let w = world().await;
+        // The first snapshot's units are text: "P0000", or "70000" beside the integer case.
+        let numeric = case == "integer unit";
+        let first = ages_csv(if numeric { "7" } else { "P" }, 0, false);
+        let second = ages_csv(prefix, 0, true)
+            .replace("person_id,age,sex,diagnosis", &format!("person_id,age,sex,{column}"))
+            .replace("T0001", if numeric { "79999" } else { "T0001" });
+        let unit_first =
+            if numeric { json!({"tag": "identifier", "linkable": true, "type": "string"}) } else { linkable.clone() };
+        let meta = |name: &str, unit: Value, sensitive: &str| {
+            let mut columns =
+                json!({"person_id": unit, "age": {"tag": "quasi_identifier"}, "sex": {"tag": "quasi_identifier"}});
+            columns[sensitive] = json!({"tag": "sensitive"});
+            json!({"name": name, "department": "civil", "level": "L2", "privacy_unit": "person_id", "columns": columns})
+        };
+        let (status, body) =
+            w.s.upload(&w.steward, &meta("ages_2025", unit_first, "diagnosis"), first.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{case}: {body}");
+        let before = released(&w, "civil.ages_2025", ages_extract("before"), "age, sex, diagnosis").await.unwrap();
+        let (status, body) = w.s.upload(&w.steward, &meta("ages_2026", unit, column), second.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{case}: {body}");
+        let extract =
+            json!({"name": "after", "columns": ["age", "sex", column], "hierarchies": {"age": ["band:50", "*"]}});
+        match released(&w, "civil.ages_2026", extract, &format!("age, sex, \"{column}\"")).await {
+            Ok(after) => panic!("{case}: released; added {:?}", more_in(&after, &before)),
+            Err(refused) => assert_eq!(refused["error"]["code"], "extract_isolates_people", "{case}: {refused}"),
+        }
+    }
+}
+
 /// A version re-keying everybody (new units, the steward confirming it) with the target
 /// added, and one re-keying everybody and recoding every diagnosis (no row as before, so
 /// nothing for registration to ask about): nobody is matched across the versions, each

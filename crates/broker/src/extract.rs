@@ -162,7 +162,7 @@ impl Broker {
         let infos: Vec<&DatasetInfo> = sources.iter().map(|(i, _)| i).collect();
         let (spec, taken) = self.extract_spec(&infos, request)?;
         let current: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
-        self.check_against_released(current, request.columns.clone(), spec.k, None).await?;
+        self.check_against_released(current.clone(), request.columns.clone(), spec.k, None).await?;
         // Each dataset's base release, the columns to read from it, and its own columns of the
         // extract.
         let mut inputs = Vec::with_capacity(sources.len());
@@ -227,6 +227,14 @@ impl Broker {
                 return Err(extract_error(e));
             }
         };
+        let roles = report.columns.iter().map(|c| (c.name.clone(), c.role.to_owned())).collect();
+        match self.differing_release(staged.clone(), roles, current, report.k, None).await {
+            Ok(None) => {}
+            Ok(Some(refusal)) | Err(refusal) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(refusal);
+            }
+        }
         let versions: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
         let released = self.blocking({
             let versions = versions.clone();
@@ -690,6 +698,17 @@ fn own_columns(dataset: &DatasetRef, columns: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Each column of an extract and its role, as its stored report (JSON) gives them.
+fn report_roles(report: &str) -> Vec<(String, String)> {
+    let report: serde_json::Value = serde_json::from_str(report).unwrap_or_default();
+    report["columns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c["role"].as_str()?.to_owned())))
+        .collect()
+}
+
 /// The `k` an extract's stored report says it meets.
 fn report_k(report: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(report).ok().and_then(|r| r.get("k")?.as_u64()).unwrap_or(0)
@@ -788,15 +807,20 @@ impl Broker {
                 let sources: Vec<(DatasetRef, i64)> = std::iter::once(main)
                     .chain(extract.parts.iter().map(|p| (p.dataset.clone(), p.source_version)))
                     .collect();
-                Ok(Some((extract.request_id, sources, extract.report, extract.spec)))
+                Ok(Some((extract.request_id, sources, extract.report, extract.spec, extract.file)))
             })
             .await?;
-        let Some((extract_id, sources, report, spec)) = found else { return Ok(()) };
+        let Some((extract_id, sources, report, spec, file)) = found else { return Ok(()) };
         let columns = spec_columns(&spec);
         // The k the extract met, as its report (JSON) states it.
-        let report: serde_json::Value = serde_json::from_str(&report).map_err(Error::internal)?;
-        let k = report["k"].as_u64().ok_or_else(|| Error::internal("an extract's report without its k"))?;
-        self.check_against_released(sources, columns, k, Some(extract_id)).await
+        let k = serde_json::from_str::<serde_json::Value>(&report).map_err(Error::internal)?["k"]
+            .as_u64()
+            .ok_or_else(|| Error::internal("an extract's report without its k"))?;
+        self.check_against_released(sources.clone(), columns, k, Some(extract_id.clone())).await?;
+        match self.differing_release(file, report_roles(&report), sources, k, Some(extract_id)).await? {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
     /// Checks the extract of `current`'s datasets (each with its version) with `columns` and
@@ -1014,6 +1038,64 @@ impl Broker {
                 }
                 if plan.unmatched(&people) {
                     return Ok(Some(people_unmatched(&plan.dataset)));
+                }
+            }
+            Ok(None)
+        };
+        tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("extract task failed: {e}")))?
+    }
+
+    /// The refusal of the extract at `file` (its columns' `roles`, built from `sources`, meeting
+    /// `k`) if its rows and those of an extract released from other datasets or versions
+    /// (approved or revoked; `except` left out), compared by their values alone
+    /// ([`veil_extract::differs_by_few`]), differ by rows that single out fewer than `k` people.
+    ///
+    /// The comparisons person by person ([`Broker::isolating_release`]) need to know who is
+    /// who; a red team registered snapshots of one registry they could not match (a sensitive
+    /// column renamed, a unit of another type or not linkable, everybody re-keyed) and read the
+    /// person added as the one row the second extract had more. Extracts of the same dataset
+    /// versions are projections of one base release and are not compared here.
+    async fn differing_release(
+        &self,
+        file: std::path::PathBuf,
+        roles: Vec<(String, String)>,
+        sources: Versions,
+        k: u64,
+        except: Option<String>,
+    ) -> Result<Option<Error>, Error> {
+        let dataset =
+            sources.first().map(|(d, _)| d.clone()).ok_or_else(|| Error::internal("an extract of nothing"))?;
+        let mut own = sources;
+        own.sort();
+        let released = self
+            .blocking(move |c| {
+                let mut found = Vec::new();
+                for (id, mut sources) in c.released_extracts()? {
+                    sources.sort();
+                    if except.as_deref() == Some(id.as_str()) || sources == own {
+                        continue;
+                    }
+                    if let Some(e) = c.extract(&id)? {
+                        found.push((e.file, report_roles(&e.report)));
+                    }
+                }
+                Ok(found)
+            })
+            .await?;
+        if released.is_empty() {
+            return Ok(None);
+        }
+        let files = std::iter::once((file.clone(), &roles))
+            .chain(released.iter().map(|(f, r)| (f.clone(), r)))
+            .map(|(f, r)| (f, r.iter().map(|(n, _)| n.clone()).collect()))
+            .collect();
+        let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
+        let work = move || -> Result<Option<Error>, Error> {
+            let new = veil_extract::ReleasedRows::read(&file, &roles).map_err(extract_error)?;
+            for (other, roles) in released {
+                let old = veil_extract::ReleasedRows::read(&other, &roles).map_err(extract_error)?;
+                if veil_extract::differs_by_few(&new, &old, k, DEFAULT_L) {
+                    return Ok(Some(isolates_people(&dataset, k)));
                 }
             }
             Ok(None)

@@ -436,6 +436,30 @@ impl Catalog {
     /// SQLite failures.
     pub fn released_extract_sources(&self, dataset: &DatasetRef) -> Result<Vec<ReleasedSources>> {
         let ids: Vec<String> = self.released_with(dataset, "r.id", "p.extract_request_id")?;
+        self.sources_of(ids)
+    }
+
+    /// Every approved (or once approved) extract, over any dataset: as
+    /// [`Catalog::released_extract_sources`].
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn released_extracts(&self) -> Result<Vec<ReleasedSources>> {
+        let ids: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT r.id FROM extracts e JOIN access_requests r ON r.id = e.request_id
+                  WHERE r.state IN ('approved', 'revoked') ORDER BY r.id",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        self.sources_of(ids)
+    }
+
+    /// Each extract of `ids` with every dataset it was built from, with the version, its own
+    /// first.
+    fn sources_of(&self, ids: Vec<String>) -> Result<Vec<ReleasedSources>> {
         let mut released = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(extract) = self.extract(&id)? else { continue };

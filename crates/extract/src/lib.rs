@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod columns;
+mod compare;
 mod hierarchy;
 mod output;
 mod report;
@@ -29,6 +30,7 @@ mod search;
 use arrow::datatypes::DataType;
 pub use arrow::record_batch::RecordBatch;
 
+pub use compare::{ReleasedRows, differs_by_few};
 pub use hierarchy::Step;
 
 impl From<veil_common::Generalization> for Step {
