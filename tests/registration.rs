@@ -614,6 +614,124 @@ async fn a_spreadsheet_sheet_registers_as_its_csv_would() {
     assert_eq!(types, ["Utf8", "Utf8", "Date32", "Float64"], "{body}");
 }
 
+/// The same fifty people as departments really send them, each file registered end to end:
+/// CRLF lines; a byte-order mark and semicolons; GB18030 and tabs; UTF-16 with its mark and
+/// bars; dates in four hand-entered forms row by row with quoted thousands separators and
+/// full-width digits; a workbook whose header is on its third row. Each holds fifty rows of
+/// the same types. And the errors of such files name their line (CRLF counted once) and column,
+/// never the value.
+#[tokio::test]
+async fn a_corpus_of_messy_files_registers_with_exact_rows_and_types() {
+    use rust_xlsxwriter::Workbook;
+    let (s, civil, _) = setup().await;
+    let districts = ["朝阳区", "海淀区", "东城区", "西城区", "丰台区"];
+    // Per person: id, district, birth date (y, m, d), subsidy in cents, age.
+    type Person = (String, &'static str, (i32, u32, u32), u64, u64);
+    let people: Vec<Person> = (0..50u64)
+        .map(|i| {
+            let (y, m, d) = (1940 + (i % 30) as i32, 1 + (i % 12) as u32, 1 + (i % 28) as u32);
+            (format!("1101051{i:011}"), districts[i as usize % 5], (y, m, d), 100_000 + i * 2_537, 60 + i % 40)
+        })
+        .collect();
+    let header = ["person_id", "district", "birth_date", "subsidy", "age"];
+    let plain = |sep: &str, eol: &str| -> String {
+        let mut text = header.join(sep) + eol;
+        for (id, district, (y, m, d), cents, age) in &people {
+            let fields = [
+                id.clone(),
+                district.to_string(),
+                format!("{y}-{m:02}-{d:02}"),
+                format!("{}.{:02}", cents / 100, cents % 100),
+                age.to_string(),
+            ];
+            text.push_str(&(fields.join(sep) + eol));
+        }
+        text
+    };
+    let hand_kept = || -> String {
+        let full_width = |n: u64| -> String {
+            n.to_string().chars().map(|c| char::from_u32(c as u32 - '0' as u32 + '０' as u32).unwrap_or(c)).collect()
+        };
+        let mut text = header.join(",") + "\n";
+        for (i, (id, district, (y, m, d), cents, age)) in people.iter().enumerate() {
+            let date = match i % 4 {
+                0 => format!("{y}-{m:02}-{d:02}"),
+                1 => format!("{y}/{m}/{d}"),
+                2 => format!("{y}年{m}月{d}日"),
+                _ => format!("{y}{m:02}{d:02}"),
+            };
+            let whole = cents / 100;
+            let grouped =
+                if whole >= 1000 { format!("{},{:03}", whole / 1000, whole % 1000) } else { whole.to_string() };
+            text.push_str(&format!("{id},{district},{date},\"{grouped}.{:02}\",{}\n", cents % 100, full_width(*age)));
+        }
+        text
+    };
+    let utf16 = |text: &str| -> Vec<u8> {
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        bytes
+    };
+    let workbook = || -> Vec<u8> {
+        let mut book = Workbook::new();
+        let sheet = book.add_worksheet();
+        sheet.write_string(0, 0, "民政局 高龄补贴名册").unwrap();
+        for (col, name) in header.iter().enumerate() {
+            sheet.write_string(2, col as u16, *name).unwrap();
+        }
+        for (i, (id, district, (y, m, d), cents, age)) in people.iter().enumerate() {
+            let row = 3 + i as u32;
+            sheet.write_string(row, 0, id).unwrap();
+            sheet.write_string(row, 1, *district).unwrap();
+            sheet.write_string(row, 2, format!("{y}-{m:02}-{d:02}")).unwrap();
+            sheet.write_number(row, 3, *cents as f64 / 100.0).unwrap();
+            sheet.write_number(row, 4, *age as f64).unwrap();
+        }
+        book.save_to_buffer().unwrap()
+    };
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("crlf", plain(",", "\r\n").into_bytes()),
+        ("bom_semicolon", [&[0xEF, 0xBB, 0xBF][..], plain(";", "\n").as_bytes()].concat()),
+        ("gb18030_tab", encoding_rs::GB18030.encode(&plain("\t", "\n")).0.into_owned()),
+        ("utf16_bar", utf16(&plain("|", "\r\n"))),
+        ("hand_kept", hand_kept().into_bytes()),
+        ("workbook", workbook()),
+    ];
+    let named = |name: &str| {
+        let mut metadata = with(metadata(), "/name", json!(name));
+        metadata["columns"]["birth_date"] = json!({"tag": "quasi_identifier"});
+        metadata["columns"]["age"] = json!({"tag": "quasi_identifier"});
+        metadata
+    };
+    for (name, bytes) in files {
+        let (status, body) = s.upload(&civil, &named(name), bytes).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
+        assert_eq!(body["row_count"], json!(50), "{name}: {body}");
+        let types: Vec<&str> =
+            body["columns"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["Utf8", "Utf8", "Date32", "Float64", "Int64"], "{name}: {body}");
+    }
+    // A date that is no date on the 38th line of a CRLF file (the 37th person), and a subsidy
+    // that is no number on the 12th: each named by line and column, never the value.
+    for (line, column, bad) in [(38, "birth_date", "1979-13-45"), (12, "subsidy", "12,34")] {
+        let mut lines: Vec<String> = plain(",", "\r\n").split("\r\n").map(str::to_owned).collect();
+        let mut fields: Vec<String> = lines[line - 1].split(',').map(str::to_owned).collect();
+        fields[header.iter().position(|h| *h == column).unwrap()] = format!("\"{bad}\"");
+        lines[line - 1] = fields.join(",");
+        // Declared, as a steward does once a draft has told the types (inferred, a column with
+        // a value in no form would be text).
+        let mut metadata = named(&format!("bad_{column}"));
+        metadata["columns"]["birth_date"]["type"] = json!("date");
+        metadata["columns"]["subsidy"]["type"] = json!("float64");
+        let (status, body) = s.upload(&civil, &metadata, lines.join("\r\n").into_bytes()).await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{column}: {body}");
+        assert!(message.contains(&format!("line {line}")) && message.contains(column), "{column}: {message}");
+        assert!(!message.contains(bad), "{column}: the value in {message}");
+        assert!(column != "birth_date" || message.contains("2024年1月5日"), "the forms expected: {message}");
+    }
+}
+
 /// `POST /v1/datasets/draft`: a steward's file drafted into a metadata document with a reason
 /// per tag; nothing registered, nothing of the file kept or recorded.
 #[tokio::test]

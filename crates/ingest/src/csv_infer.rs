@@ -95,6 +95,9 @@ enum Candidate {
     Nothing,
     Boolean,
     Int,
+    /// A run of eight digits that is also a date (`20240105`): a number, unless other values of
+    /// the column are dates in other forms.
+    DigitsDate,
     Float,
     Date,
     Timestamp,
@@ -113,7 +116,13 @@ impl Candidate {
             // A leading zero, or more digits than a float holds exactly (身份证号 has 18, bank
             // cards 16 to 19), means a code, not a quantity.
             let leading_zero = digits.len() > 1 && digits.starts_with('0');
-            return if leading_zero || digits.len() > 15 { Candidate::String } else { Candidate::Int };
+            return if leading_zero || digits.len() > 15 {
+                Candidate::String
+            } else if digits.len() == value.len() && digits.len() == 8 && date_shape(digits, true).is_some() {
+                Candidate::DigitsDate
+            } else {
+                Candidate::Int
+            };
         }
         if digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
             && digits.bytes().any(|b| b.is_ascii_digit())
@@ -122,7 +131,8 @@ impl Candidate {
         {
             return Candidate::Float;
         }
-        // A bare run of digits (20240105) is a number unless the column is declared a date.
+        // A bare run of digits (20240105) was a number above: a date only beside other dates,
+        // or where the column is declared one.
         match iso_date(original) {
             Some(iso) if iso.len() == 10 => Candidate::Date,
             Some(_) => Candidate::Timestamp,
@@ -135,7 +145,11 @@ impl Candidate {
         match (self, other) {
             (Nothing, x) | (x, Nothing) => x,
             (a, b) if a == b => a,
-            (Int, Float) | (Float, Int) => Float,
+            (Int | DigitsDate, Float) | (Float, Int | DigitsDate) => Float,
+            (Int, DigitsDate) | (DigitsDate, Int) => Int,
+            // Hand-entered registers mix `20240105` with `2024/1/5` and `2024年1月5日`.
+            (DigitsDate, Date) | (Date, DigitsDate) => Date,
+            (DigitsDate, Timestamp) | (Timestamp, DigitsDate) => Timestamp,
             (Date, Timestamp) | (Timestamp, Date) => Timestamp,
             _ => String,
         }
@@ -144,7 +158,7 @@ impl Candidate {
     fn declared(self) -> DeclaredType {
         match self {
             Candidate::Boolean => DeclaredType::Boolean,
-            Candidate::Int => DeclaredType::Int64,
+            Candidate::Int | Candidate::DigitsDate => DeclaredType::Int64,
             Candidate::Float => DeclaredType::Float64,
             Candidate::Date => DeclaredType::Date,
             Candidate::Timestamp => DeclaredType::Timestamp,

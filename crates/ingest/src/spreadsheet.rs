@@ -17,8 +17,8 @@ use crate::{Error, Result};
 pub const MAX_CELLS: usize = 10_000_000;
 
 /// Writes the sheet named `sheet` (the first when `None`) of the spreadsheet at `path` as CSV
-/// to `out`: from its first row with any value (the header) to its last, each cell as text,
-/// empty cells empty.
+/// to `out`: from its header row ([`header_row`]) to its last, each cell as text, empty cells
+/// empty.
 ///
 /// # Errors
 /// [`Error::Decode`] for a file that is not a spreadsheet calamine reads, a sheet that is not
@@ -62,16 +62,32 @@ fn sheet_to_csv(bytes: Vec<u8>, sheet: Option<&str>, out: &mut impl Write) -> Re
     if let Some(refused) = too_large(range.get_size()) {
         return Err(refused);
     }
-    let mut rows = range.rows().skip_while(|row| row.iter().all(|c| *c == Data::Empty)).peekable();
-    if rows.peek().is_none() {
+    let filled = |row: &[Data]| row.iter().filter(|c| **c != Data::Empty).count();
+    let Some(first) = range.rows().position(|row| filled(row) > 0) else {
         return Err(refuse(format!("sheet `{name}` is empty: its first row with a value is read as the header")));
-    }
+    };
     let mut writer = csv::WriterBuilder::new().flexible(false).from_writer(out);
-    for row in rows {
+    for row in range.rows().skip(header_row(&range, first)) {
         writer.write_record(row.iter().map(text)).map_err(|e| Error::Csv(e.to_string()))?;
     }
     writer.flush().map_err(crate::error::write_error)?;
     Ok(())
+}
+
+/// Rows looked at for the header.
+const HEADER_SEARCH: usize = 20;
+
+/// The row of `range` that is its header: among the first [`HEADER_SEARCH`] rows from `first`
+/// (the first with a value), the first with as many cells filled as the fullest and every one of
+/// them text; `first` if there is none. Titles and notes above a table (a department's name, the
+/// date it was drawn up) fill fewer cells than its header and are left out.
+fn header_row(range: &calamine::Range<Data>, first: usize) -> usize {
+    let filled = |row: &[Data]| row.iter().filter(|c| **c != Data::Empty).count();
+    let rows: Vec<&[Data]> = range.rows().skip(first).take(HEADER_SEARCH).collect();
+    let widest = rows.iter().map(|row| filled(row)).max().unwrap_or(0);
+    rows.iter()
+        .position(|row| filled(row) == widest && row.iter().all(|c| matches!(c, Data::Empty | Data::String(_))))
+        .map_or(first, |at| first + at)
 }
 
 /// The workbook in `bytes`: a ZIP archive as `.xlsx`/`.xlsm` (or `.xlsb`), an OLE2 file as

@@ -260,7 +260,12 @@ fn dates_in_the_forms_hand_entered_registers_mix_are_read_row_by_row() {
         born.extend((0..column.len()).map(|i| column.value(i).to_owned()));
     }
     assert_eq!(born, ["1932-07-31", "1945-03-05", "1950-01-09", "1961-12-01"]);
-    // Bare digits are a date where the column is declared one.
+    // Bare digits are a date beside dates in other forms, or where the column is declared
+    // one; alone they are a number.
+    let mixed = ingest_csv("person,born\np1,19320731\np2,1945/3/5\n", HashMap::new()).expect("mixed");
+    assert_eq!(mixed[0].schema().field(1).data_type(), &DataType::Date32);
+    let digits = ingest_csv("person,born\np1,19320731\np2,19450305\n", HashMap::new()).expect("digits");
+    assert_eq!(digits[0].schema().field(1).data_type(), &DataType::Int64);
     let mut declared = HashMap::new();
     declared.insert("born".to_owned(), DeclaredType::Date);
     assert!(ingest_csv("person,born\np1,19320731\np2,1945/3/5\n", declared.clone()).is_ok());
