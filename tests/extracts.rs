@@ -1452,6 +1452,49 @@ async fn a_snapshot_registered_otherwise_does_not_give_who_was_added() {
     }
 }
 
+/// A snapshot re-keyed and with every value recoded by a codebook the attacker knows (a red
+/// team's): no column of it pairs with the released extract's, but its one row more, decoded,
+/// is the target's diagnosis, unless it is refused; as the numbers of rows of two extracts
+/// with nothing in common are compared.
+#[tokio::test]
+async fn a_snapshot_recoded_with_a_codebook_does_not_give_who_was_added() {
+    let w = world().await;
+    register(&w, "ages", ages_columns(), ages_csv("P", 0, false), &[]).await;
+    let extract = json!({"name": "before", "columns": ["diagnosis"]});
+    let before = released(&w, "civil.ages", extract, "diagnosis").await.unwrap();
+    let mut coded = String::from("person_id,diag\n");
+    for line in ages_csv("P", 0, true).lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        coded.push_str(&format!("Q{},X{}\n", fields[0], fields[3]));
+    }
+    register(&w, "coded", json!({"diag": {"tag": "sensitive"}}), coded, &[]).await;
+    let extract = json!({"name": "after", "columns": ["diag"]});
+    match released(&w, "civil.coded", extract, "substr(diag, 2)").await {
+        Ok(after) => panic!("released; added {:?}", more_in(&after, &before)),
+        Err(refused) => assert_eq!(refused["error"]["code"], "extract_isolates_people", "{refused}"),
+    }
+}
+
+/// Two registers holding some of the same people (a quarter of the second's), with a linkable
+/// unit and the same columns, are two populations: both release their extracts (a red team
+/// found the second refused as if it were a version of the first).
+#[tokio::test]
+async fn two_registers_sharing_some_people_both_release_extracts() {
+    let w = world().await;
+    register(&w, "ages", ages_columns(), ages_csv("P", 0, false), &[]).await;
+    // By sex alone: registers of people like these differ by many rows in each class.
+    let extract = |name: &str| json!({"name": name, "columns": ["sex", "diagnosis"]});
+    released(&w, "civil.ages", extract("first"), "sex, diagnosis").await.unwrap();
+    let mut other = ages_csv("N", 3, false);
+    for line in ages_csv("P", 0, false).lines().skip(1).take(20) {
+        other.push_str(&format!("{line}\n"));
+    }
+    register(&w, "ages_elsewhere", ages_columns(), other, &[]).await;
+    let second = released(&w, "civil.ages_elsewhere", extract("second"), "sex, diagnosis").await;
+    let second = second.unwrap_or_else(|refused| panic!("refused: {refused}"));
+    assert!(second.len() >= 70, "{} of 80 rows released", second.len());
+}
+
 /// A version re-keying everybody (new units, the steward confirming it) with the target
 /// added, and one re-keying everybody and recoding every diagnosis (no row as before, so
 /// nothing for registration to ask about): nobody is matched across the versions, each

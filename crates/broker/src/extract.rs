@@ -981,8 +981,21 @@ impl Broker {
                 // less the join, was their row).
                 let mut by_row: HashMap<(String, u64), Vec<usize>> = HashMap::new();
                 let mut by_person: HashMap<String, Vec<usize>> = HashMap::new();
+                let newest = &plan.owns[plan.owns.len() - 1];
+                let people_now: std::collections::HashSet<String> =
+                    load(newest, &[])?.map(|units| units.into_keys().collect()).unwrap_or_default();
                 for (i, ((sources, _), own)) in plan.released.iter().zip(&plan.owns).enumerate() {
                     let Some(rows) = load(own, &shown)? else { continue };
+                    // A related dataset is a version of this one only where it holds mostly the
+                    // same people: two registers sharing some of their people are two
+                    // populations (a red team found them refused), and the comparison of
+                    // released rows (`differing_release`) still covers them.
+                    if own.0 != newest.0 {
+                        let shared = rows.keys().filter(|u| people_now.contains(*u)).count();
+                        if shared * 2 < rows.len().min(people_now.len()) {
+                            continue;
+                        }
+                    }
                     let mut others = Vec::new();
                     for other in sources.iter().filter(|s| *s != own) {
                         if let Some(units) = load(other, &[])? {
