@@ -835,7 +835,25 @@ async fn an_in_list_constant_only_the_target_matches_changes_no_answer() {
             format!("SELECT {select} FROM civil.{table} WHERE date_part('year', birth_date) IN ({years}){rest}")
         };
         let (with, twin) = (w.ok(&ask("planted")).await, w.ok(&ask("residents")).await);
-        assert_eq!(with["rows"], twin["rows"], "{select}{rest} over {years}: the target's year moved the answer");
+        if with["rows"] == twin["rows"] {
+            continue;
+        }
+        // Else the list removed almost nobody from the group (1950 and 1955 hold 195 of the 200)
+        // and both were answered without its column's conditions, target and all: as the query
+        // without them is, each over its own table. Whether that is so must not depend on the
+        // target: with them, left out by the list, it was decided on six people removed rather
+        // than five (one run in twelve answered one table so and not the other).
+        let whole = |table: &str| match rest.strip_prefix(" AND ") {
+            Some(condition) => format!("SELECT {select} FROM civil.{table} WHERE {condition}"),
+            None => format!("SELECT {select} FROM civil.{table}{rest}"),
+        };
+        let (with_whole, twin_whole) = (w.ok(&whole("planted")).await, w.ok(&whole("residents")).await);
+        assert!(
+            with["rows"] == with_whole["rows"] && twin["rows"] == twin_whole["rows"],
+            "{select}{rest} over {years}: the target's year moved the answer: {} against {}",
+            with["rows"],
+            twin["rows"]
+        );
     }
     // A constant many people match is kept: 乙区's 75 people born in 1955.
     let ask = |years: &str| {

@@ -212,10 +212,12 @@ pub(crate) fn dropped(
     schema: &SchemaRef,
     plan: &DpPlan,
     secret: &[u8; 32],
-) -> Result<HashMap<String, BTreeSet<u64>>> {
+) -> Result<Dropped> {
     let census = Measurements::new(measured, schema, plan)?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut dropped: HashMap<String, BTreeSet<u64>> = HashMap::new();
+    let mut people: HashMap<(Vec<ScalarValue>, String), (u64, u64)> = HashMap::new();
+    let people_of = &mut people;
     for (i, ((list, value), people)) in plan.noise.listed_values.iter().zip(&census.condition_people).enumerate() {
         let mut rows = Vec::new();
         for row in 0..census.totals.num_rows() {
@@ -229,6 +231,10 @@ pub(crate) fn dropped(
             let z = normal(&key, &[b"low effect constant", &seed.to_le_bytes(), label]);
             if n <= ALWAYS_LOW_EFFECT || n as f64 <= LOW_EFFECT_MARGIN + z {
                 rows.push(row as u32);
+                let column = label_column(&String::from_utf8_lossy(label));
+                let left_out = people_of.entry((census.keys(row)?, column)).or_default();
+                left_out.0 += n;
+                left_out.1 ^= seed;
             }
         }
         if rows.is_empty() {
@@ -242,7 +248,24 @@ pub(crate) fn dropped(
         let hashes = veil_guard::dropped_hashes(&keys, &values).map_err(internal)?;
         dropped.entry(list.clone()).or_default().extend(hashes);
     }
-    Ok(dropped)
+    Ok(Dropped { hashes: dropped, people })
+}
+
+/// What low-effect detection per IN-list constant leaves out ([`dropped`]).
+#[derive(Debug, Default)]
+pub(crate) struct Dropped {
+    /// Per list (by name), the hashes of the (group keys, constant) pairs left out.
+    pub(crate) hashes: HashMap<String, BTreeSet<u64>>,
+    /// Per group (its keys) and column of the lists (as labels name it): the people matching
+    /// the constants left out there, and the seed of their set (the XOR of their units'), as
+    /// the first measurement found them.
+    people: HashMap<(Vec<ScalarValue>, String), (u64, u64)>,
+}
+
+/// The column a bucket label names (`birth_date in [1950-01-01, 1950-12-31]`, `district = 甲区`).
+fn label_column(label: &str) -> String {
+    let end = [" in ", " = "].iter().filter_map(|s| label.find(s)).min().unwrap_or(label.len());
+    label[..end].to_owned()
 }
 
 /// Adds sticky noise to the measured totals and applies the threshold. `variants` are the
@@ -264,6 +287,7 @@ pub(crate) fn add_noise(
     schema: &SchemaRef,
     plan: &DpPlan,
     variants: &[(Vec<RecordBatch>, SchemaRef)],
+    dropped: &Dropped,
     k: u64,
     secret: &[u8; 32],
 ) -> Result<Anonymized> {
@@ -294,12 +318,20 @@ pub(crate) fn add_noise(
         for (v, rows) in by_keys.iter().enumerate() {
             let [column] = plan.variants[v].columns.as_slice() else { continue };
             let Some(&at) = rows.get(&keys) else { continue };
-            let effect = sources[v + 1].people(at).saturating_sub(main.people(row));
+            // People whose rows an IN list's constants left out (one person alone in a year)
+            // are in this variant, which has no conditions on the list's column, but were never
+            // in the answer: they count for nobody here, as in a table without them (else the
+            // target, left out by the list, tipped the column's decision: a twin table's answer
+            // differed in one run of twelve).
+            let (left_out, left_out_seed) =
+                dropped.people.get(&(keys.clone(), column.clone())).copied().unwrap_or_default();
+            let effect = sources[v + 1].people(at).saturating_sub(main.people(row)).saturating_sub(left_out);
             // The decision's noise is seeded by the people the conditions remove (the XOR of
             // the two seeds), not by the group's: a red team with decoys redrew it per people
             // set and averaged the decision into a count of the removed.
             let removed =
-                (u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[v + 1].seed(at))).to_le_bytes();
+                (u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[v + 1].seed(at)) ^ left_out_seed)
+                    .to_le_bytes();
             let z = normal(&key, &[b"low effect", &removed, column.as_bytes()]);
             if effect <= ALWAYS_LOW_EFFECT || effect as f64 <= LOW_EFFECT_MARGIN + z {
                 low.push(column);

@@ -255,25 +255,26 @@ impl QueryEngine {
             // group's people match (low-effect detection per constant), and every measurement
             // after it leaves their rows out. It runs whether or not any is found, so that the
             // time taken does not say.
+            let mut dropped = anon::Dropped::default();
             if !plan.noise.listed.is_empty() {
                 let (census, schema) = run(&plans[0]).await?;
-                let dropped = anon::dropped(&census, &schema, plan, &request.noise_key)?;
+                dropped = anon::dropped(&census, &schema, plan, &request.noise_key)?;
                 for plan in &mut plans {
-                    *plan = veil_guard::with_dropped(std::mem::take(plan), &dropped).map_err(internal)?;
+                    *plan = veil_guard::with_dropped(std::mem::take(plan), &dropped.hashes).map_err(internal)?;
                 }
             }
             for plan in &plans {
                 all.push(run(plan).await?);
             }
-            Ok(all)
+            Ok((all, dropped))
         };
-        let mut measured = self.within_deadline(measure).await?;
+        let (mut measured, dropped) = self.within_deadline(measure).await?;
         if measured.is_empty() {
             return Err(internal("no measurements"));
         }
         let variants = measured.split_off(1);
         let (batches, schema) = measured.swap_remove(0);
-        let noisy = anon::add_noise(&batches, &schema, plan, &variants, request.k, &request.noise_key)?;
+        let noisy = anon::add_noise(&batches, &schema, plan, &variants, &dropped, request.k, &request.noise_key)?;
         // The noise of each output column that copies an aggregate, when the answer's rows are
         // the released groups (projected, sorted, filtered or limited); a rework that mixes
         // groups has none to state.
