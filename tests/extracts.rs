@@ -713,6 +713,15 @@ fn more_in(a: &[Vec<Value>], b: &[Vec<Value>]) -> Vec<Vec<Value>> {
     left.into_values().flat_map(|(n, r)| std::iter::repeat_n(r.clone(), n)).collect()
 }
 
+/// The second extract of an attack (`second`), refused with `code`; released, the rows it has
+/// more than the first (`before`: the person added) fail the test.
+fn assert_refused(second: Result<Vec<Vec<Value>>, Value>, before: &[Vec<Value>], code: &str, case: &str) {
+    match second {
+        Ok(after) => panic!("{case}: released; added {:?}", more_in(&after, before)),
+        Err(refused) => assert_eq!(refused["error"]["code"], code, "{case}: {refused}"),
+    }
+}
+
 /// Registers `name` in civil (L2, unit `person_id`) with the given other columns and rows.
 async fn register(w: &World, name: &str, columns: Value, csv: String, confirm: &[&str]) {
     let mut columns = columns;
@@ -795,10 +804,12 @@ async fn a_refresh_that_changes_everyone_does_not_hide_who_was_added() {
         let extract = |name: &str| json!({"name": name, "columns": ["age", "sex", "diagnosis"], "hierarchies": {"age": ["band:50", "*"]}});
         let before = released(&w, "civil.ages", extract("before"), "age, sex, diagnosis").await.unwrap();
         register(&w, "ages", columns.clone(), people(shift, code, true), &[]).await;
-        match released(&w, "civil.ages", extract("after"), "age, sex, diagnosis").await {
-            Ok(after) => panic!("{case}: released; added {:?}", more_in(&after, &before)),
-            Err(refused) => assert_eq!(refused["error"]["code"], "extract_isolates_people", "{case}: {refused}"),
-        }
+        assert_refused(
+            released(&w, "civil.ages", extract("after"), "age, sex, diagnosis").await,
+            &before,
+            "extract_isolates_people",
+            case,
+        );
     }
 }
 
@@ -1398,10 +1409,12 @@ async fn a_snapshot_registered_as_another_dataset_does_not_give_who_was_added() 
         register(&w, "ages_2025", ages_columns(), ages_csv("P", 0, false), &[]).await;
         let before = released(&w, "civil.ages_2025", ages_extract("before"), "age, sex, diagnosis").await.unwrap();
         register(&w, "ages_2026", ages_columns(), ages_csv("P", shift, true), &[]).await;
-        match released(&w, "civil.ages_2026", ages_extract("after"), "age, sex, diagnosis").await {
-            Ok(after) => panic!("{case}: released; added {:?}", more_in(&after, &before)),
-            Err(refused) => assert_eq!(refused["error"]["code"], "extract_isolates_people", "{case}: {refused}"),
-        }
+        assert_refused(
+            released(&w, "civil.ages_2026", ages_extract("after"), "age, sex, diagnosis").await,
+            &before,
+            "extract_isolates_people",
+            case,
+        );
     }
 }
 
@@ -1445,10 +1458,12 @@ async fn a_snapshot_registered_otherwise_does_not_give_who_was_added() {
         assert_eq!(status, StatusCode::CREATED, "{case}: {body}");
         let extract =
             json!({"name": "after", "columns": ["age", "sex", column], "hierarchies": {"age": ["band:50", "*"]}});
-        match released(&w, "civil.ages_2026", extract, &format!("age, sex, \"{column}\"")).await {
-            Ok(after) => panic!("{case}: released; added {:?}", more_in(&after, &before)),
-            Err(refused) => assert_eq!(refused["error"]["code"], "extract_isolates_people", "{case}: {refused}"),
-        }
+        assert_refused(
+            released(&w, "civil.ages_2026", extract, &format!("age, sex, \"{column}\"")).await,
+            &before,
+            "extract_isolates_people",
+            case,
+        );
     }
 }
 
@@ -1469,10 +1484,12 @@ async fn a_snapshot_recoded_with_a_codebook_does_not_give_who_was_added() {
     }
     register(&w, "coded", json!({"diag": {"tag": "sensitive"}}), coded, &[]).await;
     let extract = json!({"name": "after", "columns": ["diag"]});
-    match released(&w, "civil.coded", extract, "substr(diag, 2)").await {
-        Ok(after) => panic!("released; added {:?}", more_in(&after, &before)),
-        Err(refused) => assert_eq!(refused["error"]["code"], "extract_isolates_people", "{refused}"),
-    }
+    assert_refused(
+        released(&w, "civil.coded", extract, "substr(diag, 2)").await,
+        &before,
+        "extract_isolates_people",
+        "",
+    );
 }
 
 /// Two registers holding some of the same people (a quarter of the second's), with a linkable
