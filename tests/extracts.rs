@@ -1555,3 +1555,29 @@ async fn an_extract_of_a_retired_dataset_is_not_queryable() {
     let (status, body) = w.s.post("/v1/query", &w.analyst, sql).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_dataset")), "{body}");
 }
+
+/// A de-identified request named with `Veil-Upload-Id` is followed by its sender at
+/// `GET /v1/uploads/{id}`: `done` once built, `failed` when refused; stages only, no counts;
+/// nobody else sees it.
+#[tokio::test]
+async fn an_extract_request_named_by_its_sender_can_be_followed() {
+    let w = world().await;
+    register(&w, "ages", ages_columns(), ages_csv("P", 0, false), &[]).await;
+    let ask = |id: &str, extract: Value| {
+        let body = json!({"dataset": "civil.ages", "mode": "deidentified", "purpose": "复核",
+                          "expires_at": in_a_month(), "extract": extract});
+        w.s.request(reqwest::Method::POST, "/v1/access-requests", Some(&w.analyst))
+            .header("veil-upload-id", id)
+            .json(&body)
+    };
+    let (status, body) = w.s.send(ask("ext-1", ages_extract("followed"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, progress) = w.s.get("/v1/uploads/ext-1", &w.analyst).await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    assert_eq!(progress, json!({"stage": "done", "bytes_received": 0, "rows_read": 0}));
+    // A column the dataset does not have: refused, and the follower says so.
+    let (status, _) = w.s.send(ask("ext-2", json!({"name": "nothing", "columns": ["shoe_size"]}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(w.s.get("/v1/uploads/ext-2", &w.analyst).await.1["stage"], "failed");
+    assert_eq!(w.s.get("/v1/uploads/ext-1", &w.steward).await.0, StatusCode::NOT_FOUND);
+}

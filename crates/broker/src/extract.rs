@@ -30,6 +30,15 @@ pub const MAX_K: u64 = 100;
 /// The largest `l` a request may ask for.
 pub const MAX_L: u64 = 10;
 
+/// Where the work on an asked-for extract is ([`Broker::request_extract_followed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtractStage {
+    /// Comparing it with the extracts already released (before the build, and its rows after).
+    Comparing,
+    /// Reading its datasets and building it.
+    Building,
+}
+
 /// What an analyst asks for.
 #[derive(Debug, Clone)]
 pub struct ExtractRequest {
@@ -112,6 +121,22 @@ impl Broker {
         request: ExtractRequest,
         record: impl FnOnce(&AccessRequest, &ExtractInfo) -> Option<String> + Send + 'static,
     ) -> Result<(AccessRequest, ExtractInfo, Option<veil_catalog::Pending>), Error> {
+        self.request_extract_followed(caller, department, request, record, &|_| {}).await
+    }
+
+    /// [`Broker::request_extract`], telling `stage` where the work is as it goes. The stages
+    /// only: how many rows or generalizations a build has gone through depends on the data.
+    ///
+    /// # Errors
+    /// As [`Broker::request_extract`].
+    pub async fn request_extract_followed(
+        &self,
+        caller: &Caller,
+        department: DepartmentId,
+        request: ExtractRequest,
+        record: impl FnOnce(&AccessRequest, &ExtractInfo) -> Option<String> + Send + 'static,
+        stage: &(dyn Fn(ExtractStage) + Send + Sync),
+    ) -> Result<(AccessRequest, ExtractInfo, Option<veil_catalog::Pending>), Error> {
         veil_catalog::check_extract_name(&request.name)?;
         let asked = NewRequest {
             user: caller.principal.user.clone(),
@@ -131,7 +156,7 @@ impl Broker {
                 return Err(Error::new(ErrorKind::Forbidden, "mode_not_allowed", why));
             }
         }
-        let new = self.build_extract(sources, &request).await?;
+        let new = self.build_extract(sources, &request, stage).await?;
         self.blocking(move |c| {
             let (r, pending) = c.create_extract_request(&asked, new, record)?;
             let e = c.extract(&r.id)?.ok_or_else(|| veil_catalog::Error::AccessRequestNotFound(r.id.clone()))?;
@@ -158,11 +183,14 @@ impl Broker {
         &self,
         sources: Vec<(DatasetInfo, std::path::PathBuf)>,
         request: &ExtractRequest,
+        stage: &(dyn Fn(ExtractStage) + Send + Sync),
     ) -> Result<NewExtract, Error> {
         let infos: Vec<&DatasetInfo> = sources.iter().map(|(i, _)| i).collect();
         let (spec, taken) = self.extract_spec(&infos, request)?;
         let current: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
+        stage(ExtractStage::Comparing);
         self.check_against_released(current.clone(), request.columns.clone(), spec.k, None).await?;
+        stage(ExtractStage::Building);
         // Each dataset's base release, the columns to read from it, and its own columns of the
         // extract.
         let mut inputs = Vec::with_capacity(sources.len());
@@ -228,6 +256,7 @@ impl Broker {
             }
         };
         let roles = report.columns.iter().map(|c| (c.name.clone(), c.role.to_owned())).collect();
+        stage(ExtractStage::Comparing);
         match self.differing_release(staged.clone(), roles, current, report.k, None).await {
             Ok(None) => {}
             Ok(Some(refusal)) | Err(refusal) => {
@@ -349,7 +378,7 @@ impl Broker {
         request.k = revision.k.or(request.k);
         request.l = revision.l.or(request.l);
         request.max_suppression = revision.max_suppression.or(request.max_suppression);
-        let new = self.build_extract(sources, &request).await?;
+        let new = self.build_extract(sources, &request, &|_| {}).await?;
         let id = request_id.to_owned();
         self.blocking(move |c| c.revise_extract(&id, new, record)).await
     }

@@ -40,7 +40,8 @@ use veil_policy::{CasbinPolicy, Grant, Membership, PolicyFiles, Subject};
 pub use budget::Budget;
 pub use error::Error;
 pub use extract::{
-    BASE_MAX_SUPPRESSION, DEFAULT_L, DEFAULT_MAX_SUPPRESSION, ExtractRequest, ExtractRevision, MAX_K, MAX_L,
+    BASE_MAX_SUPPRESSION, DEFAULT_L, DEFAULT_MAX_SUPPRESSION, ExtractRequest, ExtractRevision, ExtractStage, MAX_K,
+    MAX_L,
 };
 pub use veil_dp::Noise;
 pub use veil_query::{Answer, DpReport, Limits};

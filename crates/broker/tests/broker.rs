@@ -413,3 +413,29 @@ async fn two_approvals_at_once_release_no_pair_a_check_refuses() {
     };
     assert_eq!(refused.code(), "extract_isolates_people", "{}", refused.message());
 }
+
+/// An extract asked for with a follower is told its stages, in order, and nothing else (no
+/// counts of the data's rows or generalizations).
+#[tokio::test]
+async fn an_extract_asked_for_tells_its_stages_in_order() {
+    let w = world();
+    let ask = veil_broker::ExtractRequest {
+        dataset: "civil.people".parse().unwrap(),
+        join: Vec::new(),
+        purpose: "复核".into(),
+        expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86_400,
+        name: "followed".into(),
+        columns: vec!["person_id".into(), "district".into(), "subsidy".into()],
+        hierarchies: Vec::new(),
+        k: None,
+        l: None,
+        max_suppression: None,
+    };
+    let seen = std::sync::Mutex::new(Vec::new());
+    let stage = |s: veil_broker::ExtractStage| seen.lock().unwrap().push(s);
+    let analyst = w.caller("civil-analyst");
+    let civil = DepartmentId::new("civil").unwrap();
+    w.broker.request_extract_followed(&analyst, civil, ask, |_, _| None, &stage).await.unwrap();
+    use veil_broker::ExtractStage::{Building, Comparing};
+    assert_eq!(*seen.lock().unwrap(), [Comparing, Building, Comparing]);
+}

@@ -139,6 +139,14 @@ pub(crate) async fn access(cmd: AccessCommand) -> CliResult {
                 }
                 strictness(&mut extract, args.k, args.l, args.max_suppression);
                 body["extract"] = extract;
+                // Veil builds the extract before it answers: its stage on a spinner.
+                let request = args.remote.request(Method::POST, "/access-requests")?.json(&body);
+                let spinner = indicatif::ProgressBar::new_spinner();
+                spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+                spinner.set_message("asking");
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let said = |p: &Value| format!("the extract: {}", p["stage"].as_str().unwrap_or("?"));
+                return print(&followed(&args.remote, request, &id, spinner, &said).await?);
             } else if !args.columns.is_empty()
                 || !args.join.is_empty()
                 || args.k.is_some()
@@ -217,14 +225,15 @@ async fn upload_part(path: &Path, bar: &indicatif::ProgressBar) -> CliResult<req
     Ok(reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(chunks), length).file_name(name))
 }
 
-/// Sends a registration named `id` (its `Veil-Upload-Id`) and, while the server answers, shows
-/// on `bar` the bytes sent, then the rows the server has read (asked of `GET /v1/uploads/{id}`
-/// every half second). The bar draws only on a terminal.
-async fn registering(
+/// Sends a request named `id` (its `Veil-Upload-Id`) and, while the server answers, shows on
+/// `bar` what `said` makes of `GET /v1/uploads/{id}` (asked every half second), once the bar
+/// (a registration's bytes sent) is full. The bar draws only on a terminal.
+async fn followed(
     remote: &Remote,
     request: RequestBuilder,
     id: &str,
     bar: indicatif::ProgressBar,
+    said: &dyn Fn(&Value) -> String,
 ) -> CliResult<Value> {
     let answer = send(request.header("veil-upload-id", id));
     tokio::pin!(answer);
@@ -238,8 +247,7 @@ async fn registering(
                 }
                 let Ok(asked) = remote.request(Method::GET, &format!("/uploads/{id}")) else { continue };
                 if let Ok(progress) = send(asked).await {
-                    let rows = progress["rows_read"].as_u64().unwrap_or(0);
-                    bar.set_message(format!("sent; the server has read {rows} rows"));
+                    bar.set_message(said(&progress));
                 }
             }
         }
@@ -278,7 +286,8 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
                 None => request.header("content-type", "application/json").body(text),
             };
             let id = uuid::Uuid::new_v4().simple().to_string();
-            print(&registering(&remote, request, &id, bar).await?)
+            let said = |p: &Value| format!("sent; the server has read {} rows", p["rows_read"].as_u64().unwrap_or(0));
+            print(&followed(&remote, request, &id, bar, &said).await?)
         }
         DatasetCommand::List { include_retired, remote } => {
             let path = if include_retired { "/datasets?include_retired=true" } else { "/datasets" };

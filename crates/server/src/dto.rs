@@ -148,11 +148,13 @@ pub struct DatasetMetadata {
     pub confirm_changes: Vec<String>,
 }
 
-/// `GET /v1/uploads/{id}`: how far a registration has got.
+/// `GET /v1/uploads/{id}`: how far a registration, or a de-identified access request's extract,
+/// has got.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UploadView {
-    /// `receiving` (the file is arriving), `reading` (its rows are read, checked and written),
-    /// `done` or `failed` (the registration's own answer says why).
+    /// `receiving` (the file is arriving), `reading` (its rows are read, checked and written);
+    /// for an extract `comparing` (with the extracts released) and `building`; then `done` or
+    /// `failed` (the request's own answer says why).
     pub stage: String,
     /// Bytes of the file received so far (0 for a file imported by path).
     pub bytes_received: u64,

@@ -1,7 +1,7 @@
-//! Registrations in progress, for the steward who sent them: a client names its upload
-//! (`Veil-Upload-Id`), and `GET /v1/uploads/{id}` tells how far the server got (bytes received,
-//! rows read), while it works and for a while after. Only the uploader sees an upload; the
-//! counts are of their own file.
+//! Registrations and extract requests in progress, for whoever sent them: a client names its
+//! request (`Veil-Upload-Id`), and `GET /v1/uploads/{id}` tells how far the server got (for a
+//! registration, bytes received and rows read; for an extract, its stage only), while it works
+//! and for a while after. Only its sender sees it; the counts are of their own file.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -30,6 +30,10 @@ pub enum Stage {
     Done = 2,
     /// Refused or failed; the registration's answer says why.
     Failed = 3,
+    /// An extract is being compared with the extracts already released.
+    Comparing = 4,
+    /// An extract's datasets are being read and the extract built.
+    Building = 5,
 }
 
 impl Stage {
@@ -40,6 +44,8 @@ impl Stage {
             Stage::Reading => "reading",
             Stage::Done => "done",
             Stage::Failed => "failed",
+            Stage::Comparing => "comparing",
+            Stage::Building => "building",
         }
     }
 
@@ -48,6 +54,8 @@ impl Stage {
             0 => Stage::Receiving,
             1 => Stage::Reading,
             2 => Stage::Done,
+            4 => Stage::Comparing,
+            5 => Stage::Building,
             _ => Stage::Failed,
         }
     }
@@ -81,6 +89,11 @@ impl Upload {
     pub fn read(&self, rows: u64) {
         self.stage.store(Stage::Reading as u8, Ordering::Relaxed);
         self.rows.store(rows, Ordering::Relaxed);
+    }
+
+    /// Notes that the work is at `stage` (an extract's).
+    pub fn at(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
     }
 
     /// Ends it: done or failed.

@@ -12,11 +12,10 @@ use veil_common::{DatasetRef, ErrorKind, Mode};
 use super::AppJson;
 use crate::auth::Caller;
 use crate::authz;
-use crate::dto::{
-    AccessRequestView, DecisionReason, ErrorBody, ExtractInput, ExtractRevisionInput, ExtractView, NewAccessRequest,
-};
+use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, ExtractRevisionInput, ExtractView, NewAccessRequest};
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, now_unix, this_request_id};
+use crate::uploads::{Finishing, Stage, UPLOAD_ID_HEADER, Upload};
 
 /// Asks for a mode on a dataset, with a purpose and an expiry (analysts).
 #[utoipa::path(post, path = "/v1/access-requests", tag = "access", request_body = NewAccessRequest, security(("bearer" = [])),
@@ -25,6 +24,7 @@ use crate::state::{AppState, entry_by, now_unix, this_request_id};
 pub(crate) async fn access_requests_create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    headers: axum::http::HeaderMap,
     AppJson(body): AppJson<NewAccessRequest>,
 ) -> Result<(StatusCode, Json<AccessRequestView>), ApiError> {
     let department = authz::request_access(&state, &caller)?;
@@ -43,8 +43,19 @@ pub(crate) async fn access_requests_create(
         })?
         .unix_timestamp();
     if mode == Mode::Deidentified {
-        return create_extract_request(state, caller, department, dataset, body.purpose, expires_at, body.extract)
-            .await;
+        // A client that names its request can follow the extract's build at `GET /v1/uploads/{id}`.
+        let tracked = match headers.get(UPLOAD_ID_HEADER) {
+            Some(id) => {
+                let id =
+                    id.to_str().map_err(|_| ApiError::bad_request("invalid_upload_id", "the upload id is not text"))?;
+                Some(state.uploads.begin(caller.user.as_str(), id)?)
+            }
+            None => None,
+        };
+        let finishing = Finishing(tracked.clone());
+        let created = create_extract_request(state, caller, department, dataset, expires_at, body, tracked).await?;
+        finishing.done();
+        return Ok(created);
     }
     if body.extract.is_some() {
         return Err(ApiError::new(
@@ -81,10 +92,11 @@ async fn create_extract_request(
     caller: Principal,
     department: veil_common::DepartmentId,
     dataset: DatasetRef,
-    purpose: String,
     expires_at: i64,
-    extract: Option<ExtractInput>,
+    body: NewAccessRequest,
+    tracked: Option<std::sync::Arc<Upload>>,
 ) -> Result<(StatusCode, Json<AccessRequestView>), ApiError> {
+    let NewAccessRequest { purpose, extract, .. } = body;
     let Some(extract) = extract else {
         return Err(ApiError::new(
             ErrorKind::Unprocessable,
@@ -127,7 +139,16 @@ async fn create_extract_request(
         entry.datasets.extend(extract.parts.iter().map(|p| DatasetUse { dataset: p.dataset.to_string(), level: None }));
         serde_json::to_string(&entry).ok()
     };
-    match state.broker.request_extract(&AppState::broker_caller(caller.clone()), department, request, record).await {
+    let stage = move |stage: veil_broker::ExtractStage| {
+        if let Some(upload) = &tracked {
+            upload.at(match stage {
+                veil_broker::ExtractStage::Comparing => Stage::Comparing,
+                veil_broker::ExtractStage::Building => Stage::Building,
+            });
+        }
+    };
+    let asking = AppState::broker_caller(caller.clone());
+    match state.broker.request_extract_followed(&asking, department, request, record, &stage).await {
         Ok((request, extract, pending)) => {
             state.audit_pending(pending).await?;
             let mut view = AccessRequestView::from(request);

@@ -154,8 +154,9 @@ fn read_so_far(upload: Option<&Upload>, rows: u64) {
     }
 }
 
-/// How far a registration the caller named with the `Veil-Upload-Id` header has got: while it
-/// runs, and for ten minutes after it ends. Only its uploader sees it.
+/// How far a registration or a de-identified access request (its extract) the caller named with
+/// the `Veil-Upload-Id` header has got: while it runs, and for ten minutes after it ends. Only
+/// its sender sees it.
 #[utoipa::path(get, path = "/v1/uploads/{id}", tag = "datasets", security(("bearer" = [])),
     params(("id" = String, Path, description = "the id the client gave in the Veil-Upload-Id header")),
     responses((status = 200, body = UploadView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
