@@ -162,6 +162,16 @@ impl Uploads {
         Ok(upload)
     }
 
+    /// Starts tracking the request `headers` name with [`UPLOAD_ID_HEADER`], if they name one.
+    ///
+    /// # Errors
+    /// A name that is not text; as [`Uploads::begin`].
+    pub fn named(&self, user: &str, headers: &axum::http::HeaderMap) -> Result<Option<Arc<Upload>>, ApiError> {
+        let Some(id) = headers.get(UPLOAD_ID_HEADER) else { return Ok(None) };
+        let id = id.to_str().map_err(|_| ApiError::bad_request("invalid_upload_id", "the upload id is not text"))?;
+        self.begin(user, id).map(Some)
+    }
+
     /// `user`'s upload `id`, if tracked.
     pub fn get(&self, user: &str, id: &str) -> Option<Arc<Upload>> {
         let tracked = self.tracked.lock().ok()?;

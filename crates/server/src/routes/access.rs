@@ -15,7 +15,7 @@ use crate::authz;
 use crate::dto::{AccessRequestView, DecisionReason, ErrorBody, ExtractRevisionInput, ExtractView, NewAccessRequest};
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, now_unix, this_request_id};
-use crate::uploads::{Finishing, Stage, UPLOAD_ID_HEADER, Upload};
+use crate::uploads::{Finishing, Stage, Upload};
 
 /// Asks for a mode on a dataset, with a purpose and an expiry (analysts).
 #[utoipa::path(post, path = "/v1/access-requests", tag = "access", request_body = NewAccessRequest, security(("bearer" = [])),
@@ -44,14 +44,7 @@ pub(crate) async fn access_requests_create(
         .unix_timestamp();
     if mode == Mode::Deidentified {
         // A client that names its request can follow the extract's build at `GET /v1/uploads/{id}`.
-        let tracked = match headers.get(UPLOAD_ID_HEADER) {
-            Some(id) => {
-                let id =
-                    id.to_str().map_err(|_| ApiError::bad_request("invalid_upload_id", "the upload id is not text"))?;
-                Some(state.uploads.begin(caller.user.as_str(), id)?)
-            }
-            None => None,
-        };
+        let tracked = state.uploads.named(caller.user.as_str(), &headers)?;
         let finishing = Finishing(tracked.clone());
         let created = create_extract_request(state, caller, department, dataset, expires_at, body, tracked).await?;
         finishing.done();

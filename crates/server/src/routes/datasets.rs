@@ -23,7 +23,7 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::state::{AppState, entry_by, for_this_request, now_unix, subject};
-use crate::uploads::{Finishing, UPLOAD_ID_HEADER, Upload};
+use crate::uploads::{Finishing, Upload};
 
 /// Largest `metadata` part accepted.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
@@ -57,14 +57,7 @@ pub(crate) async fn datasets_register(
     let content_type =
         request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     // A client that names its upload can follow it at `GET /v1/uploads/{id}`.
-    let tracked = match request.headers().get(UPLOAD_ID_HEADER) {
-        Some(id) => {
-            let id =
-                id.to_str().map_err(|_| ApiError::bad_request("invalid_upload_id", "the upload id is not text"))?;
-            Some(state.uploads.begin(caller.user.as_str(), id)?)
-        }
-        None => None,
-    };
+    let tracked = state.uploads.named(caller.user.as_str(), request.headers())?;
     let finishing = Finishing(tracked.clone());
     let ((spec, dry_run), source, _upload) = if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(request, &state)
