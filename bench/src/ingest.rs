@@ -8,8 +8,9 @@
 //! process's peak resident memory.
 //!
 //! A second file holds the same rows as hand-kept exports do (GB18030, dates as `1932/7/31` and
-//! `2024年1月5日` row by row, costs as `"1,500.12"`): Veil only (DuckDB reads neither the
-//! encoding nor those dates), its rows/s against the clean file's.
+//! `2024年1月5日` row by row, costs as `"1,500.12"`): Veil only (DuckDB reads that encoding
+//! only through an extension from the network, and not those dates as dates), its rows/s
+//! against the clean file's.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
