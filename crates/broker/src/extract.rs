@@ -867,15 +867,23 @@ impl Broker {
         k: u64,
         except: Option<String>,
     ) -> Result<(), Error> {
-        // Both comparisons need the new extract's base, and often the same released ones.
+        // Both comparisons need the extracts released over each dataset (and related ones), the
+        // new extract's base, and often the same released bases: each found once.
+        let lookup = current.clone();
+        let over = Arc::new(
+            self.blocking(move |c| {
+                lookup.iter().map(|(d, _)| released_over(c, d, &lookup, except.as_deref())).collect::<Result<_, _>>()
+            })
+            .await?,
+        );
         let built = Arc::new(Built::default());
         let shared = Arc::clone(&built);
         if let Some(refusal) =
-            self.isolating_release(current.clone(), columns.clone(), k, except.clone(), shared).await?
+            self.isolating_release(current.clone(), columns.clone(), k, Arc::clone(&over), shared).await?
         {
             return Err(refusal);
         }
-        if let Some((dataset, column)) = self.narrowing_release(current, columns, k, except, built).await? {
+        if let Some((dataset, column)) = self.narrowing_release(current, columns, k, over, built).await? {
             return Err(narrows_values(&dataset, &column));
         }
         Ok(())
@@ -883,7 +891,7 @@ impl Broker {
 
     /// The refusal of the extract of `current`'s datasets (each with its version) if, together
     /// with the extracts already released over one of its datasets or a related one (approved,
-    /// or approved and revoked; `except` left out), it would let fewer than `k` people's rows be
+    /// or approved and revoked; as `over` lists them per dataset), it would let fewer than `k` people's rows be
     /// told apart, or its people cannot be matched with theirs.
     ///
     /// Each extract holds, of each of its datasets, every row of the people found in all of its
@@ -914,21 +922,20 @@ impl Broker {
         current: Vec<(DatasetRef, i64)>,
         columns: Vec<String>,
         k: u64,
-        except: Option<String>,
+        over: Arc<Vec<(Vec<ReleasedOver>, Alias)>>,
         built: Arc<Built>,
     ) -> Result<Option<Error>, Error> {
         // The extracts released over each dataset (the new one last), and their bases.
         let plans = self
             .blocking(move |c| {
                 let mut plans = Vec::new();
-                for (dataset, own) in &current {
-                    let (over, alias) = released_over(c, dataset, &current, except.as_deref())?;
+                for ((dataset, own), (over, alias)) in current.iter().zip(over.iter()) {
                     if over.is_empty() {
                         continue;
                     }
                     let mut released: Vec<(Versions, Vec<String>)> = Vec::with_capacity(over.len() + 1);
                     let mut owns = Vec::with_capacity(over.len() + 1);
-                    for (id, sources, own) in over {
+                    for (id, sources, own) in over.iter().cloned() {
                         let spec = c.extract(&id)?.map(|e| e.spec).unwrap_or_default();
                         released.push((sources, spec_columns(&spec)));
                         owns.push(own);
@@ -952,7 +959,7 @@ impl Broker {
                     }
                     let mut bases = Vec::with_capacity(asked.len());
                     for (sources, columns) in asked {
-                        bases.push(BaseOf::of(c, sources, &columns, k, &alias)?);
+                        bases.push(BaseOf::of(c, sources, &columns, k, alias)?);
                     }
                     plans.push(Releases { dataset: dataset.clone(), released, owns, base_of, bases });
                 }
@@ -1460,7 +1467,7 @@ impl BaseOf {
 impl Broker {
     /// The dataset and sensitive column for which the extract of `current`'s datasets (each
     /// with its version) asking for `columns` would, with the extracts released over those
-    /// datasets within other bases (`except` left out), narrow some person's value to fewer
+    /// datasets within other bases (as `over_each` lists them), narrow some person's value to fewer
     /// values than a base release leaves ([`DEFAULT_L`]), though none.
     ///
     /// Extracts of one dataset version are built within its base release, and extracts of one
@@ -1481,7 +1488,7 @@ impl Broker {
         current: Vec<(DatasetRef, i64)>,
         columns: Vec<String>,
         k: u64,
-        except: Option<String>,
+        over_each: Arc<Vec<(Vec<ReleasedOver>, Alias)>>,
         built: Arc<Built>,
     ) -> Result<Option<(DatasetRef, String)>, Error> {
         // The new extract's base, and the other bases extracts over its datasets were released within.
@@ -1490,11 +1497,10 @@ impl Broker {
                 // Related datasets compared as versions of the new extract's datasets.
                 let mut over = Vec::new();
                 let mut alias = Alias::new();
-                for (dataset, _) in &current {
-                    let (released, related) = released_over(c, dataset, &current, except.as_deref())?;
-                    over.extend(released);
+                for (released, related) in over_each.iter() {
+                    over.extend(released.iter().cloned());
                     for (r, d) in related {
-                        alias.entry(r).or_insert(d);
+                        alias.entry(r.clone()).or_insert_with(|| d.clone());
                     }
                 }
                 let Some(new) = BaseOf::of(c, &current, &columns, k, &alias)? else { return Ok(None) };
