@@ -4,8 +4,11 @@
 //! builds it. Each size reports the build time, the process's peak resident memory during the
 //! build (reset before), the lattice nodes evaluated, the records suppressed, and the ratio to
 //! one DataFusion pass that groups the same rows by their exact quasi-identifiers and counts
-//! distinct people (the least any k-anonymity check has to do).
+//! distinct people (the least any k-anonymity check has to do). Then the cost the broker pays
+//! per extract already released when it compares a new one with it by its rows: the new extract
+//! written as Parquet, both files read back, the multisets of rows subtracted.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +17,7 @@ use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use parquet::arrow::ArrowWriter;
 use serde_json::json;
 use veil_extract::{ColumnSpec, Role, Spec};
 
@@ -44,6 +48,8 @@ pub(crate) async fn run(args: ExtractArgs) -> Result<()> {
         "nodes evaluated",
         "suppressed",
         "chosen levels",
+        "compare with one release s",
+        "peak RSS MiB (compare)",
     ]);
     let mut raw = Vec::new();
     for rows in args.rows {
@@ -56,6 +62,7 @@ pub(crate) async fn run(args: ExtractArgs) -> Result<()> {
         let extract = veil_extract::build_within(std::slice::from_ref(&batch), &base(), &wanted(), &mut |_| {})?;
         let seconds = started.elapsed().as_secs_f64();
         let peak = rss_kib("VmHWM:")? >> 10;
+        let (compare, compare_peak) = compare_with_release(&batch, &extract, &args.common.out)?;
         let r = &extract.report;
         let levels = r
             .columns
@@ -74,21 +81,58 @@ pub(crate) async fn run(args: ExtractArgs) -> Result<()> {
             format!("{} of {}", r.nodes_evaluated, r.lattice),
             format!("{} ({:.2}%)", r.suppressed_records, 100.0 * r.suppressed_records as f64 / rows as f64),
             levels.clone(),
+            format!("{compare:.1}"),
+            compare_peak.to_string(),
         ]);
         raw.push(json!({"rows": rows, "seconds": seconds, "group_by_seconds": baseline, "peak_rss_mib": peak,
                         "input_mib": input_mib, "nodes_evaluated": r.nodes_evaluated, "lattice": r.lattice,
-                        "suppressed": r.suppressed_records, "levels": levels}));
+                        "suppressed": r.suppressed_records, "levels": levels,
+                        "compare_seconds": compare, "compare_peak_rss_mib": compare_peak}));
     }
     let report = format!(
         "## Extracts: building a k-anonymous, l-diverse extract within its base release\n\n\
          k = 10, l = 2, at most 5% suppressed; base: every quasi-identifier and sensitive column. \
-         The ratio is the build over one DataFusion group-by pass of the same in-memory rows.\n\n{}",
+         The ratio is the build over one DataFusion group-by pass of the same in-memory rows. \
+         Comparing: the extract and one released before it (the same spec, another key), both read \
+         from Parquet and their rows subtracted, as the broker does for each release.\n\n{}",
         table.markdown()
     );
     println!("{report}");
     std::fs::write(results.join("extract.md"), &report)?;
     std::fs::write(results.join("extract.json"), serde_json::to_vec_pretty(&raw)?)?;
     Ok(())
+}
+
+/// Seconds and peak RSS (MiB, reset before) for comparing `extract` with one released extract
+/// of the same rows by their values, as the broker does for every release at each request and
+/// approval: both written to Parquet first (not timed), then read and subtracted.
+fn compare_with_release(batch: &RecordBatch, extract: &veil_extract::Extract, out: &Path) -> Result<(f64, u64)> {
+    let dir = out.join("extract");
+    std::fs::create_dir_all(&dir)?;
+    let mut released = wanted();
+    released.key = [9; 32];
+    let released = veil_extract::build_within(std::slice::from_ref(batch), &base(), &released, &mut |_| {})?;
+    let (new, old) = (dir.join("new.parquet"), dir.join("released.parquet"));
+    for (path, e) in [(&new, extract), (&old, &released)] {
+        let mut writer = ArrowWriter::try_new(std::fs::File::create(path)?, e.batch.schema(), None)?;
+        writer.write(&e.batch)?;
+        writer.close()?;
+    }
+    let roles: Vec<(String, String)> =
+        extract.report.columns.iter().map(|c| (c.name.clone(), c.role.to_owned())).collect();
+    drop(released);
+    reset_peak_rss()?;
+    let started = Instant::now();
+    let a = veil_extract::ReleasedRows::read(&new, &roles)?;
+    let b = veil_extract::ReleasedRows::read(&old, &roles)?;
+    let differs = veil_extract::differs_by_few(&a, &b, 10, 2);
+    let seconds = started.elapsed().as_secs_f64();
+    let peak = rss_kib("VmHWM:")? >> 10;
+    if differs {
+        return Err("two extracts of the same rows were found to differ".into());
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok((seconds, peak))
 }
 
 /// A registry of `rows` people, one row each, from a fixed linear congruential sequence (no
