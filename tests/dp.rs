@@ -1253,3 +1253,52 @@ async fn metrics_count_decisions_spend_failures_and_the_audit_log() {
     let failed = records.iter().rev().find(|r| r.entry.action == "query").expect("the query's record");
     assert_eq!((failed.entry.decision.as_str(), failed.entry.failure.as_deref()), ("failed", Some("memory limit")));
 }
+
+/// A red team read a planted person's membership, then their exact income by bisection (about
+/// ten queries at ε 0.1), from the order of a grouped dp answer's rows alone: groups came out in
+/// the order their first row was stored, so a person stored first put their group first, and
+/// `CASE WHEN <their traits> AND income >= X THEN 'A' … END` flipped the order at their value.
+/// Twin datasets, the target stored first in one and absent from the other: every grouped
+/// answer, dp and anonymized, lists its groups in the same order for both.
+#[tokio::test]
+async fn the_order_of_released_groups_says_nothing_about_stored_rows() {
+    let w = world().await;
+    let metadata = |name: &str| {
+        json!({
+            "name": name, "department": "civil", "level": "L3", "privacy_unit": "person_id",
+            "columns": {"person_id": {"tag": "identifier", "linkable": true}, "kind": {"tag": "attribute"},
+                        "income": {"tag": "sensitive", "bounds": [0, 1000]}}
+        })
+    };
+    for (name, with_target) in [("order_with", true), ("order_without", false)] {
+        let mut csv = String::from("person_id,kind,income\n");
+        if with_target {
+            csv.push_str("T0,B,1000\n");
+        }
+        for i in 0..600 {
+            csv.push_str(&format!("P{i},{},{}\n", ["A", "B", "C"][i % 3], i % 500));
+        }
+        register(&w, &metadata(name), csv.into_bytes()).await;
+    }
+    let order = |body: &Value| -> Vec<String> {
+        body["rows"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    let queries = [
+        "SELECT kind, count(*) AS n FROM civil.{t} GROUP BY kind",
+        "SELECT concat(kind, '') AS k, count(*) AS n FROM civil.{t} GROUP BY concat(kind, '')",
+        "SELECT CASE WHEN kind = 'B' AND income >= 1000 THEN 'x' WHEN kind = 'B' THEN 'y' ELSE 'x' END AS g, count(*) AS n FROM civil.{t} GROUP BY 1",
+    ];
+    for (i, sql) in queries.iter().enumerate() {
+        let (with, without) = (sql.replace("{t}", "order_with"), sql.replace("{t}", "order_without"));
+        let (a, b) = (dp_ok(&w, &with, 1.0 + i as f64 / 10.0).await, dp_ok(&w, &without, 1.0 + i as f64 / 10.0).await);
+        assert_eq!(order(&a), order(&b), "dp: {sql}: the groups' order differs with the target stored first");
+        assert!(order(&a).len() >= 2, "dp: {sql}: {a}");
+    }
+    let (status, a) =
+        w.query(&w.civil_analyst, "aggregate", "SELECT kind, count(*) AS n FROM civil.order_with GROUP BY kind").await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    let (_, b) = w
+        .query(&w.civil_analyst, "aggregate", "SELECT kind, count(*) AS n FROM civil.order_without GROUP BY kind")
+        .await;
+    assert_eq!(order(&a), order(&b), "aggregate: the groups' order differs with the target stored first");
+}

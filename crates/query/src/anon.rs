@@ -427,6 +427,7 @@ pub(crate) fn add_noise(
     let fields: Vec<Field> =
         columns.iter().enumerate().map(|(i, a)| Field::new(format!("c{i}"), a.data_type().clone(), true)).collect();
     let values = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)?;
+    let values = crate::dp::sorted_by_keys(&values, plan.keys)?;
     Ok(Anonymized { values, suppressed, noise_sd })
 }
 

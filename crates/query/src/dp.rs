@@ -474,7 +474,33 @@ pub(crate) fn add_noise(
         columns.push(Arc::new(Float64Array::from(column.hi)));
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)?;
+    // Public groups come in the order of their lists; others in the order of their keys.
+    let batch = if plan.public_keys.is_some() { batch } else { sorted_by_keys(&batch, plan.keys)? };
     Ok(NoisyAggregate { batch, suppressed, threshold })
+}
+
+/// `batch`'s rows ordered by its first `keys` columns (ascending, nulls first). Released groups
+/// come out of a hash aggregate in the order their first rows were read, which is the order
+/// the data was stored in: a red team read a planted person's membership, then their exact
+/// income by bisection, from which of two groups came first (`CASE WHEN <their traits> AND
+/// income >= X THEN 'A' … END`). Ordered by what they release, the groups' order says nothing
+/// more.
+pub(crate) fn sorted_by_keys(batch: &RecordBatch, keys: usize) -> Result<RecordBatch> {
+    use datafusion::arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
+    if keys == 0 || batch.num_rows() < 2 {
+        return Ok(batch.clone());
+    }
+    let columns: Vec<SortColumn> = batch
+        .columns()
+        .iter()
+        .take(keys)
+        .map(|c| SortColumn {
+            values: Arc::clone(c),
+            options: Some(SortOptions { descending: false, nulls_first: true }),
+        })
+        .collect();
+    let order = lexsort_to_indices(&columns, None).map_err(internal)?;
+    take_record_batch(batch, &order).map_err(internal)
 }
 
 /// Every combination of the public domains, in order, with the row of `totals` that holds it
