@@ -230,13 +230,14 @@ impl Broker {
             }
             _ => None,
         };
+        let noise_key = noise_key_of(&self.noise_key, &found);
         let query = QueryRequest {
             mode,
             k,
             datasets: found.into_iter().map(|(info, path)| session_dataset(info, path)).collect(),
             dry_run: request.dry_run,
             dp,
-            noise_key: self.noise_key,
+            noise_key,
             exact_aggregates,
         };
         let mut prepared = self.engine.prepare(&parsed, query).await?;
@@ -351,6 +352,23 @@ fn recorded_sql(sql: &str, max_bytes: usize) -> String {
 }
 
 /// The catalogue's view of a dataset, as the guard and the engine need it.
+/// The key an anonymized answer's sticky noise is seeded under: the installation's secret and
+/// the versions of the datasets the query reads. Sticky within a version (the same group asked
+/// any way gets the same answer), fresh across versions and datasets: a red team compared a
+/// group's answer over two versions, and over two datasets of the same columns, and an unchanged
+/// group answered identically, bit for bit, so an answer that changed said the planted person
+/// was in it, and a sum's change gave their exact change in value.
+fn noise_key_of(secret: &[u8; 32], datasets: &[(DatasetInfo, std::path::PathBuf)]) -> [u8; 32] {
+    let mut read: Vec<String> = datasets.iter().map(|(d, _)| format!("{}@{}", d.dataset, d.current_version)).collect();
+    read.sort();
+    read.dedup();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, read.join("\n").as_bytes());
+    let mut out = [0u8; 32];
+    out.iter_mut().zip(tag.as_ref()).for_each(|(o, t)| *o = *t);
+    out
+}
+
 fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDataset {
     let columns = info
         .columns
