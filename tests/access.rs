@@ -349,3 +349,45 @@ async fn every_endpoint_answers_every_role_with_the_exact_status() {
         assert_eq!(s.send(s.request(method.clone(), path, None)).await.0, S::UNAUTHORIZED, "{method} {path}");
     }
 }
+
+/// A dp red team read `row_count` (and each version's `byte_size`) of planted twin datasets
+/// as an analyst of another department: 501 against 500 rows, membership for no ε, and who was
+/// added or removed between versions. Exact sizes of a dataset about people are shown to its
+/// own department, administrators and auditors; to others, not at all. A dataset about nobody
+/// keeps its public row count.
+#[tokio::test]
+async fn other_departments_see_no_exact_size_of_data_about_people() {
+    let w = veil_tests::world::world().await;
+    let (status, _) =
+        w.s.upload(
+            &w.civil_steward,
+            &serde_json::json!({"name": "codes", "department": "civil", "level": "L1",
+                                "columns": {"code": {"tag": "attribute"}, "label": {"tag": "attribute"}}}),
+            b"code,label\nA,one\nB,two\n".to_vec(),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    let sizes = |body: &serde_json::Value| {
+        let versions = body["versions"].as_array().cloned().unwrap_or_default();
+        (
+            body["row_count"].clone(),
+            versions.iter().map(|v| (v["row_count"].clone(), v["byte_size"].clone())).collect::<Vec<_>>(),
+        )
+    };
+    for (who, token, shown) in [
+        ("another department", &w.health_analyst, false),
+        ("its department", &w.civil_analyst, true),
+        ("an auditor", &w.auditor, true),
+    ] {
+        let (status, body) = w.s.get("/v1/datasets/civil.residents", token).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        let (rows, versions) = sizes(&body);
+        assert_eq!(rows.is_u64(), shown, "{who}: {body}");
+        assert!(versions.iter().all(|(r, b)| r.is_u64() == shown && b.is_u64() == shown), "{who}: {body}");
+        let (_, list) = w.s.get("/v1/datasets", token).await;
+        let listed = list.as_array().unwrap().iter().find(|d| d["id"] == "civil.residents").unwrap();
+        assert_eq!(listed["row_count"].is_u64(), shown, "{who}: {listed}");
+        let (_, codes) = w.s.get("/v1/datasets/civil.codes", token).await;
+        assert_eq!(codes["row_count"], 2, "{who}: a table about nobody keeps its count: {codes}");
+    }
+}

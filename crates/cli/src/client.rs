@@ -299,7 +299,8 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
                     "{:<28} {:<10} {:>10} {:>8}  {description}",
                     d["id"].as_str().unwrap_or(""),
                     d["level"].as_str().unwrap_or(""),
-                    d["row_count"].as_u64().unwrap_or(0),
+                    // Not shown to other departments for data about people.
+                    d["row_count"].as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string()),
                     d["version"].as_i64().unwrap_or(0),
                 );
             }

@@ -314,8 +314,10 @@ pub struct DatasetView {
     pub description: String,
     /// Privacy unit column.
     pub privacy_unit: Option<String>,
-    /// Rows in the current version (public catalogue metadata).
-    pub row_count: u64,
+    /// Rows in the current version: absent for a dataset about people, except to its own
+    /// department, administrators and auditors (an exact count told whether one person was in
+    /// it, and a version's change who was added or removed).
+    pub row_count: Option<u64>,
     /// Current version number.
     pub version: i64,
     /// First registered at (RFC 3339).
@@ -373,16 +375,30 @@ pub struct VersionView {
     pub version: i64,
     /// Level.
     pub level: String,
-    /// Rows.
-    pub row_count: u64,
-    /// Stored size in bytes.
-    pub byte_size: u64,
+    /// Rows (absent as the dataset's `row_count` is).
+    pub row_count: Option<u64>,
+    /// Stored size in bytes (absent as `row_count` is: a row more is bytes more).
+    pub byte_size: Option<u64>,
     /// Uploaded format.
     pub source_format: String,
     /// Registered by.
     pub registered_by: String,
     /// Registered at (RFC 3339).
     pub registered_at: String,
+}
+
+impl DatasetView {
+    /// The view without its exact sizes (rows and bytes, of every version), for a caller outside
+    /// the department of a dataset about people.
+    #[must_use]
+    pub fn without_sizes(mut self) -> Self {
+        self.row_count = None;
+        for v in &mut self.versions {
+            v.row_count = None;
+            v.byte_size = None;
+        }
+        self
+    }
 }
 
 impl From<DatasetInfo> for DatasetView {
@@ -396,7 +412,7 @@ impl From<DatasetInfo> for DatasetView {
             level_label: d.level.label_zh().to_owned(),
             description: d.description,
             privacy_unit: d.privacy_unit,
-            row_count: d.row_count,
+            row_count: Some(d.row_count),
             version: d.current_version,
             created_at: d.created_at,
             retired_at: d.retired_at,
@@ -425,8 +441,8 @@ impl From<DatasetInfo> for DatasetView {
                 .map(|v| VersionView {
                     version: v.version,
                     level: v.level.as_str().to_owned(),
-                    row_count: v.row_count,
-                    byte_size: v.byte_size,
+                    row_count: Some(v.row_count),
+                    byte_size: Some(v.byte_size),
                     source_format: v.source_format,
                     registered_by: v.registered_by,
                     registered_at: v.registered_at,

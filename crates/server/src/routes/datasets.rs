@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use veil_audit::DatasetUse;
-use veil_catalog::{DatasetSpec, MetadataInput, Principal};
+use veil_catalog::{DatasetInfo, DatasetSpec, MetadataInput, Principal};
 use veil_common::{DatasetRef, DepartmentId, ErrorKind};
 
 use super::AppJson;
@@ -356,7 +356,18 @@ pub(crate) async fn datasets_list(
     authz::read_catalogue(&state, &caller)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let datasets = state.blocking(move |c| c.datasets(params.include_retired)).await?;
-    Ok(Json(datasets.into_iter().map(Into::into).collect()))
+    Ok(Json(datasets.into_iter().map(|d| view_for(&state, &caller, d)).collect()))
+}
+
+/// A dataset's catalogue view as `caller` may see it: the exact sizes of a dataset about people
+/// only for its own department, administrators and auditors.
+fn view_for(state: &AppState, caller: &Principal, d: DatasetInfo) -> DatasetView {
+    let sizes = d.privacy_unit.is_none()
+        || caller.department.as_ref() == Some(&d.dataset.department)
+        || authz::manage_identity(state, caller).is_ok()
+        || authz::read_audit(state, caller).is_ok();
+    let view = DatasetView::from(d);
+    if sizes { view } else { view.without_sizes() }
 }
 
 fn parse_ref(text: &str) -> Result<DatasetRef, ApiError> {
@@ -376,7 +387,7 @@ pub(crate) async fn datasets_show(
     authz::read_catalogue(&state, &caller)?;
     let dataset = parse_ref(&dataset)?;
     let info = state.blocking(move |c| c.dataset(&dataset)).await?;
-    Ok(Json(info.into()))
+    Ok(Json(view_for(&state, &caller, info)))
 }
 
 /// Retires a dataset (stewards of its department).
