@@ -1084,3 +1084,35 @@ async fn an_unchanged_group_in_another_version_or_dataset_is_no_tell() {
         );
     }
 }
+
+/// A red team (round two on anonymized answers) drew the label layer of one group again and
+/// again with a group key that puts everybody in one band, each width another label:
+/// `floor(salary / 1e5) * 1e5`, `/ 2e5`, `/ 5e5`, `/ 1e6`, … (hundreds of draws to average). A
+/// band holding the column's whole declared range is now labelled as no restriction at all,
+/// and any band as far as the bounds reach: every such width is one answer.
+#[tokio::test]
+async fn bands_wider_than_the_declared_range_are_one_label() {
+    let w = world().await;
+    // subsidy is declared within [0, 1000] (a band of 1000 stops short of 1000 itself).
+    let mut answers = Vec::new();
+    for width in [2000, 5000, 10000, 20000, 50000, 100000, 1000000] {
+        let body = w
+            .ok(&format!(
+                "SELECT floor(subsidy / {width}) * {width} AS band, count(*) AS n, sum(subsidy) AS s FROM civil.residents GROUP BY 1"
+            ))
+            .await;
+        let rows =
+            body["rows"].as_array().unwrap().iter().map(|r| (r[1].to_string(), r[2].to_string())).collect::<Vec<_>>();
+        answers.push((width, rows));
+    }
+    let (first, rows) = &answers[0];
+    assert_eq!(rows.len(), 1, "one band at {first}: {rows:?}");
+    for (width, other) in &answers[1..] {
+        assert_eq!(other, rows, "the band of width {width} is a fresh draw of the same group against width {first}");
+    }
+    // And the same group with no key at all.
+    let whole = w.ok("SELECT count(*) AS n, sum(subsidy) AS s FROM civil.residents").await;
+    let whole =
+        whole["rows"].as_array().unwrap().iter().map(|r| (r[0].to_string(), r[1].to_string())).collect::<Vec<_>>();
+    assert_eq!(&whole, rows, "a band holding the declared range is the whole table");
+}

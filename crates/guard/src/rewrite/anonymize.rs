@@ -209,9 +209,11 @@ fn bound_with(
             ranges,
             keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input), &agg.input)).collect(),
             measures: measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input),
+            bounds: Vec::new(),
         },
         upper: upper.clone(),
     };
+    described.noise.bounds = declared_bounds(&described.noise, threshold.ctx());
     let capped = super::cap_rows::cap_at_scans(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
     let Threaded { plan: input, units } = threshold.thread(capped)?;
     // An IN list below a projection (a CTE, a subquery in FROM) names its column by the source's
@@ -344,6 +346,23 @@ fn bound_with(
     }
     let plan = plan.aggregate(key_cols, totals)?.build()?;
     Ok((plan, described))
+}
+
+/// The declared bounds of each column the labels restrict (conditions or keys), the widest
+/// where several datasets of the session declare a column of that name.
+fn declared_bounds(noise: &super::NoiseLabels, ctx: &crate::GuardContext) -> Vec<(String, (f64, f64))> {
+    let columns = noise.ranges.iter().map(|(c, _)| c.as_str()).chain(noise.keys.iter().map(super::KeyLabel::column));
+    let mut bounds: Vec<(String, (f64, f64))> = Vec::new();
+    for column in columns {
+        let declared = ctx.datasets.values().filter_map(|d| d.columns.get(column)?.bounds);
+        for (lo, hi) in declared {
+            match bounds.iter_mut().find(|(c, _)| c == column) {
+                Some((_, b)) => *b = (b.0.min(lo), b.1.max(hi)),
+                None => bounds.push((column.to_owned(), (lo, hi))),
+            }
+        }
+    }
+    bounds
 }
 
 /// For each aggregate, the first one whose argument is the same expression: SUM(x) beside

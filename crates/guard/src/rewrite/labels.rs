@@ -42,6 +42,11 @@ pub struct NoiseLabels {
     /// Per aggregate, the quantity it measures (`rows`, `people`, `sum <column>`): aggregates
     /// measuring the same quantity share their noise wherever they stand in the SELECT list.
     pub measures: Vec<String>,
+    /// Per labelled column with declared bounds, the bounds (the widest, where datasets of the
+    /// query declare several): an interval is labelled as far as they reach, and one holding
+    /// all of them as no restriction. A red team drew one group's label layer hundreds of
+    /// times with bands that each held everybody (`floor(salary / 1e5) * 1e5`, `/ 2e5`, …).
+    pub bounds: Vec<(String, (f64, f64))>,
 }
 
 impl NoiseLabels {
@@ -57,7 +62,10 @@ impl NoiseLabels {
                 None => labels.push(key.of(value)),
             }
         }
-        labels.extend(ranges.iter().map(|(column, span)| span.label(column)));
+        labels.extend(ranges.iter().filter_map(|(column, span)| match self.bounds.iter().find(|(c, _)| c == column) {
+            Some((_, bounds)) => span.within(*bounds).map(|s| s.label(column)),
+            None => Some(span.label(column)),
+        }));
         labels.sort();
         labels.dedup();
         labels
@@ -518,6 +526,22 @@ impl Span {
 
     fn point(p: Point) -> Self {
         Self { lo: Some((p.clone(), true)), hi: Some((p, true)) }
+    }
+
+    /// This interval of a numeric column as far as its declared bounds `(lo, hi)` reach: `None`
+    /// when it holds all of them (no restriction the bounds do not make already). Intervals of
+    /// other values are as they are.
+    fn within(&self, (lo, hi): (f64, f64)) -> Option<Self> {
+        let bound = match self.lo.as_ref().or(self.hi.as_ref()).map(|(p, _)| p) {
+            #[allow(clippy::cast_possible_truncation)] // saturating casts of declared bounds
+            Some(Point::Int(_)) => {
+                Self::new(Some((Point::Int(lo.ceil() as i64), true)), Some((Point::Int(hi.floor() as i64), true)))
+            }
+            Some(Point::Float(_)) => Self::new(Some((Point::Float(lo), true)), Some((Point::Float(hi), true))),
+            _ => return Some(self.clone()),
+        };
+        let clamped = self.intersect(&bound);
+        (clamped != bound).then_some(clamped)
     }
 
     /// The values in both.
