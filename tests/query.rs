@@ -354,3 +354,22 @@ async fn exceeding_memory_deadline_or_answer_size_is_a_clear_error() {
     w.s.restart_in_place(standard).await;
     w.ok(grouped).await;
 }
+
+/// A red team asked `SELECT count(*) FROM (<an anonymized grouped answer>) x` and got the inner
+/// answer's rows back instead of one count of its groups. The answer's rework runs over the
+/// released groups: one row, at most the number of districts.
+#[tokio::test]
+async fn a_count_over_an_anonymized_answer_counts_its_released_groups() {
+    let w = veil_tests::world::world().await;
+    let groups = w.ok("SELECT district, count(*) AS n FROM civil.residents GROUP BY district").await;
+    let released = groups["rows"].as_array().unwrap().len();
+    for sql in [
+        "SELECT count(*) AS groups FROM (SELECT district, count(*) AS n FROM civil.residents GROUP BY district) x",
+        "SELECT count(n) AS groups FROM (SELECT district, count(*) AS n FROM civil.residents GROUP BY district) x",
+    ] {
+        let body = w.ok(sql).await;
+        let rows = body["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{sql}: {body}");
+        assert_eq!(rows[0][0].as_u64(), Some(released as u64), "{sql}: {body}");
+    }
+}

@@ -133,7 +133,11 @@ impl DpPlan {
 
 fn finish(node: &LogicalPlan, source: LogicalPlan) -> Result<(LogicalPlan, Vec<Option<usize>>)> {
     match node {
-        LogicalPlan::Aggregate(agg) => {
+        // The answer's aggregate over rows. An aggregate over its groups (`SELECT count(*) FROM
+        // (<the answer>) x`, admitted in anonymized answers) is no copy: it was taken for the
+        // answer's and returned the groups themselves (a red team asked for their number); the
+        // caller then reworks the released groups as a whole plan (`DpPlan::over`).
+        LogicalPlan::Aggregate(agg) if !crate::rules::anon_shape::reads_aggregates(&agg.input) => {
             let copies = (0..agg.schema.fields().len()).map(Some).collect();
             Ok((source, copies))
         }
