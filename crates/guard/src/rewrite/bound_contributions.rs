@@ -218,8 +218,10 @@ pub(super) fn bound(
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),
     };
-    let capped = super::cap_rows::cap_at_scans(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold.ctx())?;
-    let Threaded { plan: input, units } = threshold.thread(capped)?;
+    // Units threaded up first, then the scans capped: the cap's own aggregate and joins are
+    // not the query's and must not be threaded or thresholded.
+    let Threaded { plan: threaded, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
+    let input = super::cap_rows::cap_at_scans(threaded, threshold.ctx())?;
     let unit = match units.as_slice() {
         [] => return plan_err!("a dp answer must read a dataset about people"),
         [only] => only.expr(),
