@@ -1112,8 +1112,9 @@ impl Broker {
         k: u64,
         except: Option<String>,
     ) -> Result<Option<Error>, Error> {
-        let dataset =
-            sources.first().map(|(d, _)| d.clone()).ok_or_else(|| Error::internal("an extract of nothing"))?;
+        if sources.is_empty() {
+            return Err(Error::internal("an extract of nothing"));
+        }
         let mut own = sources;
         own.sort();
         let released = self
@@ -1144,7 +1145,7 @@ impl Broker {
             for (other, roles) in released {
                 let old = veil_extract::ReleasedRows::read(&other, &roles).map_err(extract_error)?;
                 if veil_extract::differs_by_few(&new, &old, k, DEFAULT_L) {
-                    return Ok(Some(isolates_people(&dataset, k)));
+                    return Ok(Some(differs_by_few_rows(k)));
                 }
             }
             Ok(None)
@@ -1669,6 +1670,22 @@ fn people_unmatched(dataset: &DatasetRef) -> Error {
 
 /// The refusal of an extract that, with the extracts released over `dataset`, would let fewer
 /// than `k` people's rows be told apart.
+/// The refusal of [`Broker::differing_release`]: the comparison by values covers extracts of
+/// every dataset, so it names none (a red team asked for a first extract of a new dataset and
+/// was told of extracts "released over" it, of which there were none).
+fn differs_by_few_rows(k: u64) -> Error {
+    Error::new(
+        ErrorKind::Unprocessable,
+        "extract_isolates_people",
+        format!(
+            "this extract's rows, compared by their values with an extract already released (of this or any other \
+             dataset: columns are paired by the values they hold, whatever their names), differ in some class by \
+             fewer than {k} rows, or by rows with fewer than two values of a sensitive column: the difference would \
+             single those rows out. Registers of similar people can be refused so; ask for coarser or fewer columns"
+        ),
+    )
+}
+
 fn isolates_people(dataset: &DatasetRef, k: u64) -> Error {
     Error::new(
         ErrorKind::Unprocessable,
