@@ -1581,3 +1581,24 @@ async fn an_extract_request_named_by_its_sender_can_be_followed() {
     assert_eq!(w.s.get("/v1/uploads/ext-2", &w.analyst).await.1["stage"], "failed");
     assert_eq!(w.s.get("/v1/uploads/ext-1", &w.steward).await.0, StatusCode::NOT_FOUND);
 }
+
+/// A red team joined two of its extracts on a shared column and got the other side's column
+/// back as NULL (with counts of the whole product): an inner join on equal values returns
+/// those values on both sides.
+#[tokio::test]
+async fn two_extracts_joined_on_a_column_return_it_on_both_sides() {
+    let w = world().await;
+    w.granted(json!({"name": "a", "columns": ["district", "birth_date", "living_alone", "subsidy"]})).await;
+    w.granted(json!({"name": "b", "columns": ["birth_date", "living_alone", "subsidy"], "hierarchies": {"birth_date": ["year"]}}))
+        .await;
+    let rows = w
+        .rows(
+            &w.analyst,
+            "SELECT a.living_alone, b.living_alone, count(*) AS n FROM extracts.a a JOIN extracts.b b ON a.living_alone = b.living_alone GROUP BY 1, 2",
+        )
+        .await;
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(r[0], r[1], "{rows:?}");
+    }
+}

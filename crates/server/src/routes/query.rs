@@ -152,13 +152,21 @@ fn json_response(released: &Released) -> Result<QueryResponse, ApiError> {
     })
 }
 
-/// Rows as JSON arrays in column order, through arrow's JSON writer (explicit nulls).
+/// Rows as JSON arrays in column order, through arrow's JSON writer (explicit nulls). The
+/// writer makes objects keyed by column name, so each column is written under its position:
+/// two columns of one name (`SELECT a.x, b.x …`) gave the second as NULL.
 fn json_rows(batches: &[RecordBatch], columns: &[QueryColumn]) -> Result<Vec<Vec<serde_json::Value>>, ApiError> {
     if batches.is_empty() {
         return Ok(Vec::new());
     }
     let mut writer: ArrayWriter<Vec<u8>> = WriterBuilder::new().with_explicit_nulls(true).build(Vec::new());
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let positional = |b: &RecordBatch| {
+        let fields: Vec<arrow::datatypes::Field> =
+            b.schema().fields().iter().enumerate().map(|(i, f)| f.as_ref().clone().with_name(i.to_string())).collect();
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), b.columns().to_vec())
+    };
+    let renamed = batches.iter().map(positional).collect::<Result<Vec<_>, _>>().map_err(ApiError::internal)?;
+    let refs: Vec<&RecordBatch> = renamed.iter().collect();
     writer.write_batches(&refs).map_err(ApiError::internal)?;
     writer.finish().map_err(ApiError::internal)?;
     let bytes = writer.into_inner();
@@ -166,7 +174,7 @@ fn json_rows(batches: &[RecordBatch], columns: &[QueryColumn]) -> Result<Vec<Vec
         if bytes.is_empty() { Vec::new() } else { serde_json::from_slice(&bytes).map_err(ApiError::internal)? };
     Ok(objects
         .into_iter()
-        .map(|mut o| columns.iter().map(|c| o.remove(&c.name).unwrap_or(serde_json::Value::Null)).collect())
+        .map(|mut o| (0..columns.len()).map(|i| o.remove(&i.to_string()).unwrap_or(serde_json::Value::Null)).collect())
         .collect())
 }
 
