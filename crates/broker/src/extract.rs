@@ -1668,8 +1668,6 @@ fn people_unmatched(dataset: &DatasetRef) -> Error {
     )
 }
 
-/// The refusal of an extract that, with the extracts released over `dataset`, would let fewer
-/// than `k` people's rows be told apart.
 /// The refusal of [`Broker::differing_release`]: the comparison by values covers extracts of
 /// every dataset, so it names none (a red team asked for a first extract of a new dataset and
 /// was told of extracts "released over" it, of which there were none).
@@ -1686,6 +1684,8 @@ fn differs_by_few_rows(k: u64) -> Error {
     )
 }
 
+/// The refusal of an extract that, with the extracts released over `dataset`, would let fewer
+/// than `k` people's rows be told apart.
 fn isolates_people(dataset: &DatasetRef, k: u64) -> Error {
     Error::new(
         ErrorKind::Unprocessable,

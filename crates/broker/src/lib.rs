@@ -208,9 +208,6 @@ pub struct Broker {
     policy: Arc<CasbinPolicy>,
     audit: Arc<AuditLog>,
     engine: Arc<veil_query::QueryEngine>,
-    /// The installation's secret for sticky noise in anonymized answers: one for every analyst
-    /// (no scope is a user id, which never holds NUL), or colluding analysts could average it.
-    noise_key: [u8; 32],
     /// Held from an extract's check at approval to the approval's commit
     /// ([`Broker::releasing`]).
     releases: Arc<tokio::sync::Mutex<()>>,
@@ -230,8 +227,7 @@ impl Broker {
         spill_dir: &Path,
     ) -> Result<Self, Error> {
         let engine = Arc::new(veil_query::QueryEngine::new(limits, spill_dir)?);
-        let noise_key = catalog.pseudonym_key("\0anonymized aggregation");
-        Ok(Self { catalog, policy, audit, engine, noise_key, releases: Arc::new(tokio::sync::Mutex::new(())) })
+        Ok(Self { catalog, policy, audit, engine, releases: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
     /// The limits every query runs under.

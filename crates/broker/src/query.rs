@@ -230,7 +230,7 @@ impl Broker {
             }
             _ => None,
         };
-        let noise_key = noise_key_of(&self.noise_key, &found);
+        let noise_key = self.catalog.pseudonym_key(&noise_scope(&found));
         let query = QueryRequest {
             mode,
             k,
@@ -351,24 +351,22 @@ fn recorded_sql(sql: &str, max_bytes: usize) -> String {
     format!("{}… [cut at {end} of {} bytes]", &sql[..end], sql.len())
 }
 
-/// The catalogue's view of a dataset, as the guard and the engine need it.
-/// The key an anonymized answer's sticky noise is seeded under: the installation's secret and
-/// the versions of the datasets the query reads. Sticky within a version (the same group asked
-/// any way gets the same answer), fresh across versions and datasets: a red team compared a
-/// group's answer over two versions, and over two datasets of the same columns, and an unchanged
-/// group answered identically, bit for bit, so an answer that changed said the planted person
-/// was in it, and a sum's change gave their exact change in value.
-fn noise_key_of(secret: &[u8; 32], datasets: &[(DatasetInfo, std::path::PathBuf)]) -> [u8; 32] {
+/// The scope of the key an anonymized answer's sticky noise is seeded under
+/// ([`veil_catalog::Catalog::pseudonym_key`]): the versions of the datasets the query reads,
+/// the same for every analyst (a user id never holds NUL), or colluding analysts could average
+/// the noise. Sticky within a version (the same group asked any way gets the same answer),
+/// fresh across versions and datasets: a red team compared a group's answer over two versions,
+/// and over two datasets of the same columns, and an unchanged group answered identically, bit
+/// for bit, so an answer that changed said the planted person was in it, and a sum's change
+/// gave their exact change in value.
+fn noise_scope(datasets: &[(DatasetInfo, std::path::PathBuf)]) -> String {
     let mut read: Vec<String> = datasets.iter().map(|(d, _)| format!("{}@{}", d.dataset, d.current_version)).collect();
     read.sort();
     read.dedup();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let tag = ring::hmac::sign(&key, read.join("\n").as_bytes());
-    let mut out = [0u8; 32];
-    out.iter_mut().zip(tag.as_ref()).for_each(|(o, t)| *o = *t);
-    out
+    format!("\0anonymized aggregation\n{}", read.join("\n"))
 }
 
+/// The catalogue's view of a dataset, as the guard and the engine need it.
 fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDataset {
     let columns = info
         .columns
