@@ -356,16 +356,19 @@ pub(crate) async fn datasets_list(
     authz::read_catalogue(&state, &caller)?;
     let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let datasets = state.blocking(move |c| c.datasets(params.include_retired)).await?;
-    Ok(Json(datasets.into_iter().map(|d| view_for(&state, &caller, d)).collect()))
+    let sees_all = sees_every_size(&state, &caller);
+    Ok(Json(datasets.into_iter().map(|d| view_for(&caller, sees_all, d)).collect()))
+}
+
+/// Whether `caller` may see the exact sizes of every dataset (administrators and auditors).
+fn sees_every_size(state: &AppState, caller: &Principal) -> bool {
+    authz::manage_identity(state, caller).is_ok() || authz::read_audit(state, caller).is_ok()
 }
 
 /// A dataset's catalogue view as `caller` may see it: the exact sizes of a dataset about people
-/// only for its own department, administrators and auditors.
-fn view_for(state: &AppState, caller: &Principal, d: DatasetInfo) -> DatasetView {
-    let sizes = d.privacy_unit.is_none()
-        || caller.department.as_ref() == Some(&d.dataset.department)
-        || authz::manage_identity(state, caller).is_ok()
-        || authz::read_audit(state, caller).is_ok();
+/// only for its own department, or a caller who `sees_all` ([`sees_every_size`]).
+fn view_for(caller: &Principal, sees_all: bool, d: DatasetInfo) -> DatasetView {
+    let sizes = sees_all || d.privacy_unit.is_none() || caller.department.as_ref() == Some(&d.dataset.department);
     let view = DatasetView::from(d);
     if sizes { view } else { view.without_sizes() }
 }
@@ -387,7 +390,7 @@ pub(crate) async fn datasets_show(
     authz::read_catalogue(&state, &caller)?;
     let dataset = parse_ref(&dataset)?;
     let info = state.blocking(move |c| c.dataset(&dataset)).await?;
-    Ok(Json(view_for(&state, &caller, info)))
+    Ok(Json(view_for(&caller, sees_every_size(&state, &caller), info)))
 }
 
 /// Retires a dataset (stewards of its department).
