@@ -214,10 +214,8 @@ fn bound_with(
         upper: upper.clone(),
     };
     described.noise.bounds = declared_bounds(&described.noise, threshold.ctx());
-    // Units threaded up first, then the scans capped: the cap's own aggregate and joins are
-    // not the query's and must not be threaded or thresholded.
-    let Threaded { plan: threaded, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
-    let input = super::cap_rows::cap_at_scans(threaded, threshold.ctx())?;
+    let Threaded { plan: input, units } =
+        super::cap_rows::threaded_and_capped(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold)?;
     // An IN list below a projection (a CTE, a subquery in FROM) names its column by the source's
     // qualifier; the aggregate's input names it by the projection's.
     let mut resolved = Vec::with_capacity(listed.len());

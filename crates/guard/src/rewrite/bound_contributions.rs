@@ -218,10 +218,8 @@ pub(super) fn bound(
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),
     };
-    // Units threaded up first, then the scans capped: the cap's own aggregate and joins are
-    // not the query's and must not be threaded or thresholded.
-    let Threaded { plan: threaded, units } = threshold.thread(Arc::unwrap_or_clone(Arc::clone(&agg.input)))?;
-    let input = super::cap_rows::cap_at_scans(threaded, threshold.ctx())?;
+    let Threaded { plan: input, units } =
+        super::cap_rows::threaded_and_capped(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold)?;
     let unit = match units.as_slice() {
         [] => return plan_err!("a dp answer must read a dataset about people"),
         [only] => only.expr(),

@@ -50,10 +50,22 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, LogicalPlan, Log
 use veil_common::Mode;
 
 use super::bound_contributions::DP_PREFIX;
+use super::enforce_min_group_size::{Threaded, Threshold};
 use crate::{GuardContext, Rule, Violation};
 
 /// The most rows one person may have after the joins of one query.
 pub(crate) const MAX_JOINED_ROWS_PER_PERSON: u64 = 1024;
+
+/// `input` (the rows below an answer's aggregate) with its privacy units carried up
+/// ([`Threshold::thread`]) and then its scans capped ([`cap_at_scans`]), in that order: the
+/// cap's own aggregate and joins are not the query's and must not be threaded or thresholded.
+///
+/// # Errors
+/// As [`cap_at_scans`], and when a unit cannot be carried up.
+pub(super) fn threaded_and_capped(input: LogicalPlan, threshold: &mut Threshold<'_>) -> Result<Threaded> {
+    let Threaded { plan, units } = threshold.thread(input)?;
+    Ok(Threaded { plan: cap_at_scans(plan, threshold.ctx())?, units })
+}
 
 /// `input` with each person's rows capped per dataset at its scans, before filters and joins:
 /// always in dp mode, else when it joins.
@@ -61,7 +73,7 @@ pub(crate) const MAX_JOINED_ROWS_PER_PERSON: u64 = 1024;
 /// # Errors
 /// A [`Violation`] (inside the DataFusion error) when the caps' product exceeds
 /// [`MAX_JOINED_ROWS_PER_PERSON`]; a DataFusion error if a node cannot be rebuilt.
-pub(super) fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
+fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
     // Subqueries too (EXISTS and IN run joins of their own), and their scans count in the
     // product: an over-estimate where they only filter, never an under-estimate.
     let mut joins = false;
