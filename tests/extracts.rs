@@ -333,6 +333,14 @@ async fn the_difference_of_two_answers_is_whole_classes() {
     }
 }
 
+/// Two extracts of the residents granted to the analyst: `a` by district and birth date, `b` by
+/// birth year; both with living alone and the subsidy.
+async fn granted_a_and_b(w: &World) {
+    w.granted(json!({"name": "a", "columns": ["district", "birth_date", "living_alone", "subsidy"]})).await;
+    w.granted(json!({"name": "b", "columns": ["birth_date", "living_alone", "subsidy"], "hierarchies": {"birth_date": ["year"]}}))
+        .await;
+}
+
 /// Red team: two extracts of the same people with different quasi-identifiers, asked for by
 /// two analysts and each k-anonymous alone, were joined on their exact sensitive values and left
 /// the planted person alone. Every extract of a dataset is a projection of one base release, so
@@ -340,9 +348,7 @@ async fn the_difference_of_two_answers_is_whole_classes() {
 #[tokio::test]
 async fn two_extracts_joined_on_their_values_still_hide_the_target() {
     let w = world().await;
-    w.granted(json!({"name": "a", "columns": ["district", "birth_date", "living_alone", "subsidy"]})).await;
-    w.granted(json!({"name": "b", "columns": ["birth_date", "living_alone", "subsidy"], "hierarchies": {"birth_date": ["year"]}}))
-        .await;
+    granted_a_and_b(&w).await;
     let a = w.rows(&w.analyst, "SELECT district, birth_date, living_alone, subsidy FROM extracts.a").await;
     let b = w.rows(&w.analyst, "SELECT birth_date, living_alone, subsidy FROM extracts.b").await;
     let in_b: HashSet<(String, String)> = b
@@ -1588,9 +1594,7 @@ async fn an_extract_request_named_by_its_sender_can_be_followed() {
 #[tokio::test]
 async fn two_extracts_joined_on_a_column_return_it_on_both_sides() {
     let w = world().await;
-    w.granted(json!({"name": "a", "columns": ["district", "birth_date", "living_alone", "subsidy"]})).await;
-    w.granted(json!({"name": "b", "columns": ["birth_date", "living_alone", "subsidy"], "hierarchies": {"birth_date": ["year"]}}))
-        .await;
+    granted_a_and_b(&w).await;
     let rows = w
         .rows(
             &w.analyst,
