@@ -1104,6 +1104,14 @@ impl Broker {
     /// column renamed, a unit of another type or not linkable, everybody re-keyed) and read the
     /// person added as the one row the second extract had more. Extracts of the same dataset
     /// versions are projections of one base release and are not compared here.
+    ///
+    /// Only extracts of a department's own registers are compared so (some dataset of each
+    /// extract in one department): by values alone, two registers of different people alike
+    /// (the same codes, classes a few rows apart) look like two snapshots of one, and a red
+    /// team's fresh registers were refused on their first extract, even of one column, for
+    /// another department's releases. Snapshots of a register are registered by the
+    /// department that keeps it; a copy handed to another department and registered there
+    /// unrecognisably is not compared (docs/extracts.md).
     async fn differing_release(
         &self,
         file: std::path::PathBuf,
@@ -1122,7 +1130,8 @@ impl Broker {
                 let mut found = Vec::new();
                 for (id, mut sources) in c.released_extracts()? {
                     sources.sort();
-                    if except.as_deref() == Some(id.as_str()) || sources == own {
+                    let kept_alike = sources.iter().any(|(d, _)| own.iter().any(|(o, _)| o.department == d.department));
+                    if except.as_deref() == Some(id.as_str()) || sources == own || !kept_alike {
                         continue;
                     }
                     if let Some(e) = c.extract(&id)? {
@@ -1669,17 +1678,18 @@ fn people_unmatched(dataset: &DatasetRef) -> Error {
 }
 
 /// The refusal of [`Broker::differing_release`]: the comparison by values covers extracts of
-/// every dataset, so it names none (a red team asked for a first extract of a new dataset and
+/// every dataset of the department, so it names none (a red team asked for a first extract of a new dataset and
 /// was told of extracts "released over" it, of which there were none).
 fn differs_by_few_rows(k: u64) -> Error {
     Error::new(
         ErrorKind::Unprocessable,
         "extract_isolates_people",
         format!(
-            "this extract's rows, compared by their values with an extract already released (of this or any other \
-             dataset: columns are paired by the values they hold, whatever their names), differ in some class by \
-             fewer than {k} rows, or by rows with fewer than two values of a sensitive column: the difference would \
-             single those rows out. Registers of similar people can be refused so; ask for coarser or fewer columns"
+            "this extract's rows, compared by their values with an extract already released (of this or another \
+             dataset of the same department: columns are paired by the values they hold, whatever their names), \
+             differ in some class by fewer than {k} rows, or by rows with fewer than two values of a sensitive \
+             column: the difference would single those rows out. A department's registers of similar people can be \
+             refused so; ask for coarser or fewer columns"
         ),
     )
 }
