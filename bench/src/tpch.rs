@@ -137,6 +137,7 @@ impl Table {
                 .map_or_else(Contribution::default, |(max_groups, max_rows)| Contribution { max_groups, max_rows }),
             one_row_per_unit: self.name == "customer",
             rows: 0,
+            capped: veil_guard::CapAt::Query,
         }
     }
 }
@@ -240,13 +241,17 @@ pub(crate) async fn register(server: TestServer, files: &Files) -> Result<Regist
     Ok(Registered { server, analyst, exact, stored })
 }
 
-/// The Parquet file Veil stored for `department.name`.
+/// The Parquet file Veil stored for `department.name` (its version, not the copy capping each
+/// person's rows).
 pub(crate) fn stored_parquet(server: &TestServer, department: &str, name: &str) -> Result<PathBuf> {
     let dir = server.data_dir().join("datasets").join(department).join(name);
     let file = std::fs::read_dir(&dir)?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "parquet")
+                && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".capped.parquet"))
+        })
         .ok_or_else(|| format!("no stored Parquet for {department}.{name} under {}", dir.display()))?;
     Ok(file)
 }

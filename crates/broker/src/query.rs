@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use ring::digest;
 use veil_audit::{DatasetUse, Entry, Filter};
-use veil_catalog::DatasetInfo;
+use veil_catalog::{CappedRows, DatasetInfo};
 use veil_common::{AUDIT_SCHEMA, DatasetName, DatasetRef, DepartmentId, ErrorKind, Mode};
 use veil_policy::{Action, DatasetMeta, PolicyEngine};
 use veil_query::{ParsedQuery, QueryRequest, SessionDataset};
@@ -392,6 +392,15 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
             contribution: veil_guard::Contribution { max_groups: info.dp.max_groups, max_rows: info.dp.max_rows },
             one_row_per_unit: info.one_row_per_unit,
             rows: info.row_count,
+            capped: match info.capped {
+                CappedRows::Unmeasured => veil_guard::CapAt::Query,
+                CappedRows::Within => veil_guard::CapAt::Within,
+                CappedRows::Copy(_) => veil_guard::CapAt::Stored,
+            },
+        },
+        capped_path: match info.capped {
+            CappedRows::Copy(path) => Some(path),
+            CappedRows::Unmeasured | CappedRows::Within => None,
         },
     }
 }

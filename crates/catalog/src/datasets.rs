@@ -29,6 +29,8 @@ pub struct DatasetInfo {
     /// Whether every privacy unit value occurs in one row of the current version's file (a
     /// registry of people rather than of events), as measured at registration.
     pub one_row_per_unit: bool,
+    /// The current version's rows with each person's capped at `max_groups × max_rows`.
+    pub capped: CappedRows,
     /// The current version number (1-based).
     pub current_version: i64,
     /// When the first version was registered.
@@ -39,6 +41,23 @@ pub struct DatasetInfo {
     pub columns: Vec<ColumnInfo>,
     /// Every version, oldest first.
     pub versions: Vec<VersionInfo>,
+}
+
+/// A version's rows with each person's capped at `max_groups × max_rows` (the most one person
+/// may contribute to a dp answer), measured when it was registered
+/// ([`veil_ingest::write_capped`]): queries that cap each person's rows read these instead of
+/// capping while they run, which reads every row first and takes longer the more rows one
+/// person has.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CappedRows {
+    /// Not measured (a version registered before this was, or about nobody, or with one row per
+    /// person): a query caps while it runs.
+    #[default]
+    Unmeasured,
+    /// Nobody has more rows than the cap: the version's own file is capped.
+    Within,
+    /// The copy of the version keeping the cap of each person's rows.
+    Copy(PathBuf),
 }
 
 /// The epsilon cap of a dataset about people whose level sets none (L1, L2): personal data always
@@ -154,6 +173,13 @@ struct Ingested {
     one_row_per_unit: bool,
 }
 
+/// The capped copy a registration measured: the cap, and the copy in `tmp/` if anybody has more
+/// rows than the cap.
+struct CappedCopy {
+    cap: u64,
+    tmp: Option<PathBuf>,
+}
+
 impl Catalog {
     /// Registers a new version of a dataset from the file at `source`.
     ///
@@ -178,23 +204,47 @@ impl Catalog {
         rows_read: &dyn Fn(u64),
     ) -> Result<(DatasetInfo, Option<Pending>)> {
         let Ingested { tmp, format, schema, report, one_row_per_unit } = self.ingest(spec, source, rows_read)?;
+        let capped = match self.capped_copy(spec, &tmp, one_row_per_unit) {
+            Ok(capped) => capped,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
 
         let dataset_dir = self.dir.datasets().join(spec.dataset.department.as_str()).join(spec.dataset.name.as_str());
-        let file_name = format!("{}.parquet", uuid::Uuid::new_v4());
+        let id = uuid::Uuid::new_v4();
+        let file_name = format!("{id}.parquet");
         let relative = format!("datasets/{}/{}/{file_name}", spec.dataset.department, spec.dataset.name);
         let placed = dataset_dir.join(&file_name);
+        let capped_name = format!("{id}.capped.parquet");
+        let capped_relative = capped
+            .as_ref()
+            .and_then(|c| c.tmp.as_ref())
+            .map(|_| format!("datasets/{}/{}/{capped_name}", spec.dataset.department, spec.dataset.name));
+        let capped_placed = dataset_dir.join(&capped_name);
         let place = || -> Result<()> {
             fs::create_dir_all(&dataset_dir).map_err(Error::io("creating directory", &dataset_dir))?;
             fs::rename(&tmp, &placed).map_err(Error::io("moving dataset file to", &placed))?;
+            if let Some(copy) = capped.as_ref().and_then(|c| c.tmp.as_ref()) {
+                fs::rename(copy, &capped_placed).map_err(Error::io("moving dataset file to", &capped_placed))?;
+            }
             sync_dir(&dataset_dir)?;
             if let Some(parent) = dataset_dir.parent() {
                 sync_dir(parent)?;
             }
             Ok(())
         };
+        let remove_all = || {
+            for file in [Some(&tmp), capped.as_ref().and_then(|c| c.tmp.as_ref()), Some(&placed), Some(&capped_placed)]
+                .into_iter()
+                .flatten()
+            {
+                let _ = fs::remove_file(file);
+            }
+        };
         if let Err(e) = place() {
-            let _ = fs::remove_file(&tmp);
-            let _ = fs::remove_file(&placed);
+            remove_all();
             return Err(e);
         }
 
@@ -215,8 +265,8 @@ impl Catalog {
             tx.execute(
                 "INSERT INTO dataset_versions (department, name, version, level, description, privacy_unit, file,
                      source_format, row_count, byte_size, registered_by, registered_at, max_groups, max_rows, epsilon_cap,
-                     one_row_per_unit, noise)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                     one_row_per_unit, noise, capped_at, capped_file)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                 params![
                     spec.dataset.department.as_str(),
                     spec.dataset.name.as_str(),
@@ -235,6 +285,8 @@ impl Catalog {
                     spec.dp.epsilon_cap,
                     one_row_per_unit,
                     spec.dp.noise.as_str(),
+                    capped.as_ref().map(|c| c.cap as i64),
+                    capped_relative,
                 ],
             )?;
             for (position, field) in schema.fields().iter().enumerate() {
@@ -266,7 +318,7 @@ impl Catalog {
         let (pending, version) = match commit() {
             Ok(done) => done,
             Err(e) => {
-                let _ = fs::remove_file(&placed);
+                remove_all();
                 return Err(e);
             }
         };
@@ -288,6 +340,21 @@ impl Catalog {
             columns,
             one_row_per_unit: spec.privacy_unit.as_ref().map(|_| one_row_per_unit),
         })
+    }
+
+    /// For a dataset about people with some person on more than one row, the copy of the
+    /// ingested file at `tmp` keeping each person's rows up to the cap (`None` otherwise).
+    fn capped_copy(&self, spec: &DatasetSpec, tmp: &Path, one_row_per_unit: bool) -> Result<Option<CappedCopy>> {
+        let Some(unit) = spec.privacy_unit.as_ref().filter(|_| !one_row_per_unit) else { return Ok(None) };
+        let cap = spec.dp.max_groups.max(1).saturating_mul(spec.dp.max_rows.max(1));
+        let copy = self.dir.tmp_file("parquet");
+        match veil_ingest::write_capped(tmp, unit, cap, &copy) {
+            Ok(written) => Ok(Some(CappedCopy { cap, tmp: written.map(|_| copy) })),
+            Err(e) => {
+                let _ = fs::remove_file(&copy);
+                Err(e.into())
+            }
+        }
     }
 
     /// Reads `source` as `spec` describes it and writes it as Parquet under `tmp/` (the caller
@@ -507,13 +574,14 @@ impl Catalog {
         let current_version = version.unwrap_or(current_version);
         let mut stmt = conn.prepare_cached(
             "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit,
-                    max_groups, max_rows, epsilon_cap, one_row_per_unit, noise
+                    max_groups, max_rows, epsilon_cap, one_row_per_unit, noise, capped_at, capped_file
              FROM dataset_versions WHERE department = ?1 AND name = ?2 ORDER BY version",
         )?;
         let mut description = String::new();
         let mut privacy_unit = None;
         let mut dp = DpSettings::default();
         let mut one_row_per_unit = false;
+        let mut capped = CappedRows::Unmeasured;
         let versions = stmt
             .query_map(key, |r| {
                 let version: i64 = r.get(0)?;
@@ -532,6 +600,12 @@ impl Catalog {
                         },
                     };
                     one_row_per_unit = r.get(12)?;
+                    // Measured at the cap the version declares (the only one it has).
+                    capped = match (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<String>>(15)?) {
+                        (None, _) => CappedRows::Unmeasured,
+                        (Some(_), None) => CappedRows::Within,
+                        (Some(_), Some(file)) => CappedRows::Copy(self.dir.root().join(file)),
+                    };
                 }
                 Ok(VersionInfo {
                     version,
@@ -576,6 +650,7 @@ impl Catalog {
             dp,
             row_count: current.row_count,
             one_row_per_unit,
+            capped,
             current_version,
             created_at,
             retired_at,
@@ -649,7 +724,9 @@ impl Catalog {
             let path = entry.map_err(Error::io("reading", &tmp))?.path();
             let _ = fs::remove_file(&path);
         }
-        let known = self.named_files("SELECT file FROM dataset_versions")?;
+        let known = self.named_files(
+            "SELECT file FROM dataset_versions UNION SELECT capped_file FROM dataset_versions WHERE capped_file IS NOT NULL",
+        )?;
         let root = self.dir.datasets();
         for dept in read_dirs(&root)? {
             for dataset in read_dirs(&dept)? {
@@ -760,6 +837,74 @@ mod tests {
         drop(Catalog::open(&data).expect("open"));
         assert_eq!(std::fs::read_dir(dir.tmp()).expect("tmp").count(), 0);
         assert!(!orphan_dir.join("0000.parquet").exists());
+    }
+
+    /// Rows of the Parquet file at `path`, read back.
+    fn rows_in(path: &Path) -> u64 {
+        let format = SourceFormat::sniff(path).expect("format");
+        let source = veil_ingest::open(path, format, &ReadOptions::with_declared(Default::default())).expect("open");
+        source.batches.map(|b| b.expect("batch").num_rows() as u64).sum()
+    }
+
+    #[test]
+    fn each_persons_rows_are_capped_in_a_copy_stored_at_registration() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id"), &[]).expect("init");
+        let catalog = Catalog::open(&data).expect("open");
+        catalog.create_department(&DepartmentId::new("civil").expect("id"), "民政局").expect("department");
+        let column = |tag: &str| crate::ColumnInput {
+            tag: tag.into(),
+            linkable: false,
+            bounds: None,
+            data_type: None,
+            generalize: None,
+            public_values: None,
+            format: None,
+        };
+        let register = |name: &str, max_rows: u64, heavy: usize, pair: bool| {
+            let spec = DatasetSpec::validate(crate::MetadataInput {
+                name: name.into(),
+                department: "civil".into(),
+                level: "L2".into(),
+                description: String::new(),
+                privacy_unit: Some("id".into()),
+                format: None,
+                sheet: None,
+                encoding: None,
+                delimiter: None,
+                columns: std::collections::BTreeMap::from([
+                    ("id".to_owned(), column("identifier")),
+                    ("x".to_owned(), column("attribute")),
+                ]),
+                dp: crate::DpInput { max_rows: Some(max_rows), ..crate::DpInput::default() },
+                confirm_changes: Vec::new(),
+            })
+            .expect("spec");
+            let mut csv = String::from("id,x\n");
+            (0..20).for_each(|i| csv.push_str(&format!("p{i},{i}\n")));
+            (0..heavy).for_each(|i| csv.push_str(&format!("heavy,{i}\n")));
+            if pair {
+                csv.push_str("p0,100\n");
+            }
+            let file = root.path().join(format!("{name}.csv"));
+            std::fs::write(&file, csv).expect("csv");
+            let admin = UserId::new("admin").expect("id");
+            catalog.register_dataset(&spec, &file, &admin, |_, _| None, &|_| {}).expect("register").0.capped
+        };
+        // Twins but for one person's rows: 3,000 or 2, capped at 1 (with the 21 others' first).
+        let (CappedRows::Copy(many), CappedRows::Copy(few)) =
+            (register("many", 1, 3_000, true), register("few", 1, 2, true))
+        else {
+            panic!("people over the cap: copies stored");
+        };
+        assert_eq!((rows_in(&many), rows_in(&few)), (21, 21), "a query over either reads as many rows");
+        assert_eq!(register("within", 3, 3, true), CappedRows::Within, "nobody over 3 rows");
+        assert_eq!(register("registry", 1, 1, false), CappedRows::Unmeasured, "one row per person");
+        // The copies are named by their versions: reopening keeps them.
+        drop(catalog);
+        drop(Catalog::open(&data).expect("open"));
+        assert!(many.exists() && few.exists());
     }
 
     #[test]

@@ -51,7 +51,7 @@ use rusqlite::Connection;
 
 pub use access::{AccessRequest, NewRequest, RequestFilter, RequestState, Transition};
 pub use budget::{Cap, Charge, Ledger, Spent};
-pub use datasets::{Checked, ColumnInfo, DatasetInfo, PERSONAL_EPSILON_CAP, VersionInfo, resolve_import};
+pub use datasets::{CappedRows, Checked, ColumnInfo, DatasetInfo, PERSONAL_EPSILON_CAP, VersionInfo, resolve_import};
 pub use error::{Error, Result};
 pub use extracts::{ExtractInfo, ExtractPart, NewExtract, ReleasedSources, check_extract_name};
 pub use identity::{Department, IssuedToken, Principal, User};

@@ -190,6 +190,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX extract_parts_by_extract ON extract_parts (extract_request_id);
     "#,
+    // 13: each person's rows capped in a stored copy of a version (`capped_at`: the cap it was
+    // measured at, NULL for versions registered before; `capped_file`: the copy, NULL when
+    // nobody has more rows than the cap).
+    r#"
+    ALTER TABLE dataset_versions ADD COLUMN capped_at INTEGER;
+    ALTER TABLE dataset_versions ADD COLUMN capped_file TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

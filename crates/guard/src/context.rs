@@ -2,9 +2,10 @@
 //! the caller's session contains. Built per request by the query layer; never from SQL.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use datafusion::common::JoinType;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, TableSource};
 use veil_common::{Generalization, Mode, Tag};
 
 /// Everything the guard decides on, besides the plan.
@@ -21,6 +22,32 @@ pub struct GuardContext {
     /// of their own department, and a policy line says so); otherwise answers over people are
     /// anonymized.
     pub exact_aggregates: bool,
+    /// The stored copies of datasets whose [`DatasetInfo::capped`] is [`CapAt::Stored`].
+    pub capped_copies: CappedCopies,
+}
+
+/// Where a query that caps each person's rows at a dataset's scan (`max_groups × max_rows`:
+/// dp answers, anonymized joins) finds them capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CapAt {
+    /// While it runs, over every stored row: the work grows with one person's rows.
+    #[default]
+    Query,
+    /// Nobody has more rows than the cap (measured at registration): nothing to cap.
+    Within,
+    /// In a copy of the version stored at registration ([`GuardContext::capped_copies`]):
+    /// each person's rows read are at most the cap.
+    Stored,
+}
+
+/// The stored capped copies of datasets, by `(department, name)`, as the engine opened them.
+#[derive(Clone, Default)]
+pub struct CappedCopies(pub HashMap<(String, String), Arc<dyn TableSource>>);
+
+impl std::fmt::Debug for CappedCopies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// One dataset's classification.
@@ -38,6 +65,8 @@ pub struct DatasetInfo {
     /// Rows in the dataset's version (public in the catalogue): for a dataset about nobody, the
     /// most rows one row of another table can meet in a join with it.
     pub rows: u64,
+    /// Where each person's rows are found capped.
+    pub capped: CapAt,
 }
 
 /// The contribution bounds of dp mode, declared per dataset by its steward (design §3): each

@@ -25,7 +25,7 @@ mod violation;
 
 pub use aggregate::DpAggregate;
 pub use check::{AppliedRule, Assessment, check};
-pub use context::{ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
+pub use context::{CapAt, CappedCopies, ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
 pub use rewrite::{
     ANON_OUTLIERS, ANON_SEED, DP_PREFIX, DP_ROW, DpPlan, KeyLabel, NoiseLabels, Rewritten, Span, UNIT_PREFIX, Variant,
     dropped_hashes, rewrite, with_dropped,

@@ -90,3 +90,62 @@ async fn rewritten_plans_match_their_snapshots() {
         failures.join("\n")
     );
 }
+
+/// Where a version's rows were capped when it was registered, a capped scan reads the stored
+/// copy (no ranking of rows while the query runs, so its work does not grow with one person's
+/// rows); where nobody has more rows than the cap, nothing is capped; where the copy is
+/// declared but not opened, the rows are capped while the query runs (never uncapped).
+#[tokio::test]
+async fn a_capped_scan_reads_the_stored_copy_where_there_is_one() {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::datasource::{MemTable, provider_as_source};
+    use datafusion::logical_expr::LogicalPlan;
+    use std::sync::Arc;
+    use veil_guard::CapAt;
+
+    let sql = "SELECT icd10, count(*) AS visits FROM civil.people p JOIN health.visits v ON p.id = v.id GROUP BY icd10";
+    let fields = vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("icd10", DataType::Utf8, false),
+        Field::new("cost", DataType::Float64, false),
+    ];
+    let copy = provider_as_source(Arc::new(MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]]).unwrap()));
+    for mode in [Mode::Dp, Mode::Aggregate] {
+        for (cap_at, opened) in [(CapAt::Stored, true), (CapAt::Within, false), (CapAt::Stored, false)] {
+            let (ctx, mut guard) = session().await;
+            guard.mode = mode;
+            let key = ("health".to_owned(), "visits".to_owned());
+            guard.datasets.get_mut(&key).unwrap().capped = cap_at;
+            if opened {
+                guard.capped_copies.0.insert(key, Arc::clone(&copy));
+            }
+            let state = ctx.state();
+            let plan = state.create_logical_plan(sql).await.unwrap();
+            let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+            let assessment = veil_guard::check(&analyzed, &guard).unwrap();
+            let rewritten = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap().plan;
+            let (mut scans, mut of_copy, mut ranked) = (0usize, 0usize, false);
+            rewritten
+                .apply_with_subqueries(|node| {
+                    if let LogicalPlan::TableScan(scan) = node
+                        && scan.table_name.table() == "visits"
+                    {
+                        scans += 1;
+                        of_copy += usize::from(Arc::ptr_eq(&scan.source, &copy));
+                    }
+                    ranked |= matches!(node, LogicalPlan::Window(_));
+                    Ok(TreeNodeRecursion::Continue)
+                })
+                .unwrap();
+            let shown = rewritten.display_indent();
+            match (cap_at, opened) {
+                (CapAt::Stored, true) => {
+                    assert_eq!((scans, of_copy), (1, 1), "{mode:?}: one scan, of the copy:\n{shown}")
+                }
+                (CapAt::Within, _) => assert_eq!((scans, of_copy), (1, 0), "{mode:?}: nothing capped:\n{shown}"),
+                _ => assert!(scans > 1 && of_copy == 0 && ranked, "{mode:?}: capped while it runs:\n{shown}"),
+            }
+        }
+    }
+}

@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+mod cap;
 pub mod csv_infer;
 mod error;
 pub mod format;
@@ -30,6 +31,7 @@ pub mod unique;
 pub mod write;
 mod xls;
 
+pub use cap::write_capped;
 pub use csv_infer::DeclaredType;
 pub use csv_infer::date_form;
 pub use encoding_rs::Encoding;

@@ -26,6 +26,14 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// stays a few batches.
 const READ_AHEAD: usize = 2;
 
+/// How every dataset file is written: ZSTD, row groups of [`ROW_GROUP_ROWS`].
+pub(crate) fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
 /// Writes every batch of `source` to a new file at `dst` and fsyncs it.
 ///
 /// `inspect` sees each batch before it is written and may refuse it; the first error stops the
@@ -39,11 +47,8 @@ pub fn write_parquet(
     mut inspect: impl FnMut(&arrow::array::RecordBatch) -> Result<()>,
 ) -> Result<WriteReport> {
     let file = File::create_new(dst).map_err(crate::error::write_error)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut writer = ArrowWriter::try_new(file, source.schema, Some(props)).map_err(crate::error::write_error)?;
+    let mut writer =
+        ArrowWriter::try_new(file, source.schema, Some(writer_properties())).map_err(crate::error::write_error)?;
     let mut rows = 0u64;
     // Reading (decoding, parsing, casting) and writing (checking, encoding, compressing) each
     // take about half the time: the batches are read on a thread of their own, a few ahead,

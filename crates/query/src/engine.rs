@@ -30,7 +30,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 use ring::digest;
 use veil_common::Mode;
-use veil_guard::{DP_ROW, GuardContext, GuardOutcome, PrivacyGuardRule};
+use veil_guard::{CapAt, CappedCopies, DP_ROW, GuardContext, GuardOutcome, PrivacyGuardRule};
 
 use crate::dp::{self, DpParams};
 use crate::drain::{Drains, drained};
@@ -39,7 +39,7 @@ use crate::memory::{Reserved, Unreserved};
 use crate::plan_cache::{GuardedPlan, PlanCache, reads_clock_or_chance};
 use crate::release::{noisy_outputs, noisy_source};
 use crate::request::{Answer, DpReport, Limits, QueryRequest, SessionDataset};
-use crate::tables::{IN_MEMORY_ROWS, Tables, parquet_table, register};
+use crate::tables::{IN_MEMORY_ROWS, TableKey, Tables, parquet_table, register};
 use crate::{Error, ParsedQuery, Result};
 
 /// A query planned and guarded, ready to run: the dp path decides about the budget between
@@ -266,6 +266,16 @@ impl QueryEngine {
                 return Ok(Prepared { state, plan, optimized, outcome, request, physical });
             }
         }
+        // The stored copies capping each person's rows, opened before the guard that reads them
+        // (the guard is part of the session the tables are registered in).
+        let mut capped_copies = CappedCopies::default();
+        for d in &request.datasets {
+            if let (CapAt::Stored, Some(path)) = (d.info.capped, &d.capped_path) {
+                let copy = self.table_of((d.dataset.clone(), true), path, d.rows, &self.base).await?;
+                let key = (d.dataset.department.to_string(), d.dataset.name.to_string());
+                capped_copies.0.insert(key, provider_as_source(copy));
+            }
+        }
         let ctx = GuardContext {
             mode: request.mode,
             k: request.k,
@@ -275,6 +285,7 @@ impl QueryEngine {
                 .map(|d| ((d.dataset.department.to_string(), d.dataset.name.to_string()), d.info.clone()))
                 .collect(),
             exact_aggregates: request.exact_aggregates,
+            capped_copies,
         };
         let guard = Arc::new(PrivacyGuardRule::new(ctx));
         let (mut state, catalog) = self.session(Some(&guard), request.input_rows());
@@ -476,13 +487,23 @@ impl QueryEngine {
     /// kept in memory (within [`IN_MEMORY_BYTES`] for all), a larger one read from Parquet
     /// by each query.
     async fn table(&self, dataset: &SessionDataset, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
-        let key = dataset.dataset.clone();
-        if let Some(t) = self.tables.lock().map_err(internal)?.get(&key, &dataset.path) {
+        self.table_of((dataset.dataset.clone(), false), &dataset.path, dataset.rows, state).await
+    }
+
+    /// The table provider of the file at `path` of `rows` rows (at most), cached as `key`.
+    async fn table_of(
+        &self,
+        key: TableKey,
+        path: &Path,
+        rows: u64,
+        state: &SessionState,
+    ) -> Result<Arc<dyn TableProvider>> {
+        if let Some(t) = self.tables.lock().map_err(internal)?.get(&key, path) {
             return Ok(t);
         }
-        let table = parquet_table(&dataset.path, state).await?;
+        let table = parquet_table(path, state).await?;
         let mut decoded = None;
-        if dataset.rows <= IN_MEMORY_ROWS {
+        if rows <= IN_MEMORY_ROWS {
             let plan = LogicalPlanBuilder::scan("t", provider_as_source(Arc::clone(&table)), None)
                 .and_then(|b| b.build())
                 .map_err(internal)?;
@@ -492,7 +513,7 @@ impl QueryEngine {
                 Arc::new(MemTable::try_new(table.schema(), vec![batches]).map_err(internal)?);
             decoded = Some((memory, bytes));
         }
-        Ok(self.tables.lock().map_err(internal)?.put(key, dataset.path.clone(), table, decoded))
+        Ok(self.tables.lock().map_err(internal)?.put(key, path.to_path_buf(), table, decoded))
     }
 
     async fn plan(&self, state: &SessionState, statement: DfStatement) -> Result<LogicalPlan> {

@@ -149,6 +149,7 @@ mod tests {
             columns: HashMap::new(),
             contribution: veil_guard::Contribution { max_groups: 1, max_rows: 1 },
             one_row_per_unit: false,
+            capped: Default::default(),
             rows: 0,
         };
         QueryRequest {
@@ -161,6 +162,7 @@ mod tests {
                     path: PathBuf::from(file),
                     rows: 1,
                     info: info.clone(),
+                    capped_path: None,
                 })
                 .collect(),
             dry_run: false,

@@ -57,6 +57,9 @@ pub struct SessionDataset {
     pub rows: u64,
     /// Its classification, for the guard.
     pub info: veil_guard::DatasetInfo,
+    /// The copy of that file keeping at most the cap of each person's rows, stored when it was
+    /// registered (where `info.capped` is [`veil_guard::CapAt::Stored`]).
+    pub capped_path: Option<PathBuf>,
 }
 
 /// One query to run.

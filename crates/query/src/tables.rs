@@ -24,10 +24,15 @@ pub(crate) const IN_MEMORY_ROWS: u64 = 64 * 1024;
 /// from Parquet like large ones.
 pub(crate) const IN_MEMORY_BYTES: usize = 256 << 20;
 
-/// Table providers by dataset (department, name), each for one file.
+/// Which of a dataset's files a table reads: its version, or the copy of it keeping the cap
+/// of each person's rows.
+pub(crate) type TableKey = (DatasetRef, bool);
+
+/// Table providers by dataset (department, name) and file kind ([`TableKey`]), each for one
+/// file.
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
-    by_dataset: HashMap<DatasetRef, CachedTable>,
+    by_dataset: HashMap<TableKey, CachedTable>,
     /// Bytes of the tables kept in memory.
     in_memory: usize,
 }
@@ -42,7 +47,7 @@ pub(crate) struct CachedTable {
 
 impl Tables {
     /// The provider of `dataset` if it is for `file`.
-    pub(crate) fn get(&self, dataset: &DatasetRef, file: &Path) -> Option<Arc<dyn TableProvider>> {
+    pub(crate) fn get(&self, dataset: &TableKey, file: &Path) -> Option<Arc<dyn TableProvider>> {
         self.by_dataset.get(dataset).filter(|c| c.file == file).map(|c| Arc::clone(&c.table))
     }
 
@@ -51,7 +56,7 @@ impl Tables {
     /// Parquet-backed one.
     pub(crate) fn put(
         &mut self,
-        dataset: DatasetRef,
+        dataset: TableKey,
         file: PathBuf,
         parquet: Arc<dyn TableProvider>,
         decoded: Option<(Arc<dyn TableProvider>, usize)>,
@@ -111,12 +116,13 @@ mod tests {
             Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).expect("table"))
         };
         let mut tables = Tables::default();
-        let key: DatasetRef = "civil.a".parse().expect("reference");
+        let key: TableKey = ("civil.a".parse().expect("reference"), false);
         let decoded = provider();
         let kept = tables.put(key.clone(), "a-1".into(), provider(), Some((Arc::clone(&decoded), IN_MEMORY_BYTES)));
         assert!(Arc::ptr_eq(&kept, &decoded), "it fits exactly");
         assert!(tables.get(&key, Path::new("a-1")).is_some() && tables.get(&key, Path::new("a-2")).is_none());
-        let other: DatasetRef = "civil.b".parse().expect("reference");
+        // The capped copy of a is a table of its own.
+        let other: TableKey = (key.0.clone(), true);
         let parquet = provider();
         let kept = tables.put(other.clone(), "b-1".into(), Arc::clone(&parquet), Some((provider(), 1)));
         assert!(Arc::ptr_eq(&kept, &parquet), "no room left: read from Parquet");

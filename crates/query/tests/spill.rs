@@ -41,8 +41,10 @@ fn table(dir: &Path, name: &str) -> SessionDataset {
             columns: HashMap::from([("k".to_owned(), attribute.clone()), ("v".to_owned(), attribute)]),
             contribution: Contribution::default(),
             one_row_per_unit: false,
+            capped: Default::default(),
             rows: 0,
         },
+        capped_path: None,
     }
 }
 

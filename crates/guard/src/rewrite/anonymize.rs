@@ -714,6 +714,7 @@ mod tests {
             ]),
             contribution: Contribution::default(),
             one_row_per_unit: true,
+            capped: Default::default(),
             rows: n as u64,
         };
         let guard = GuardContext {
@@ -721,6 +722,7 @@ mod tests {
             k: 5,
             datasets: HashMap::from([(("civil".into(), "people".into()), people)]),
             exact_aggregates: false,
+            capped_copies: Default::default(),
         };
         let sql = "SELECT district, count(*) AS n, count(DISTINCT id) AS p, sum(subsidy) AS s, avg(subsidy) AS a
                    FROM civil.people WHERE district IN ('a', 'b', 'c') GROUP BY district";

@@ -66,6 +66,7 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         ]),
         contribution: Contribution::default(),
         one_row_per_unit: true,
+        capped: Default::default(),
         rows: 0,
     };
     let visits = DatasetInfo {
@@ -77,6 +78,7 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         ]),
         contribution: Contribution::default(),
         one_row_per_unit: false,
+        capped: Default::default(),
         rows: 0,
     };
     let stops = DatasetInfo {
@@ -87,6 +89,7 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         ]),
         contribution: Contribution::default(),
         one_row_per_unit: false,
+        capped: Default::default(),
         rows: 0,
     };
     let datasets = HashMap::from([
@@ -94,5 +97,14 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         (("health".into(), "visits".into()), visits),
         (("civil".into(), "stops".into()), stops),
     ]);
-    (ctx, GuardContext { mode: Mode::Aggregate, k: 10, datasets, exact_aggregates: false })
+    (
+        ctx,
+        GuardContext {
+            mode: Mode::Aggregate,
+            k: 10,
+            datasets,
+            exact_aggregates: false,
+            capped_copies: Default::default(),
+        },
+    )
 }
