@@ -1533,7 +1533,8 @@ async fn two_registers_sharing_some_people_both_release_extracts() {
 /// classes a few rows apart): its extracts compared by their values with this department's
 /// would be refused for differing by a few rows, though they share nobody (a red team's fresh
 /// registers were refused on their first extract, even of `sex` alone). The comparison by
-/// values stands between the registers of one department, where snapshots are registered.
+/// values stands between the registers of one department, where snapshots are registered, and
+/// across departments between registers whose linkable units are mostly the same people.
 #[tokio::test]
 async fn another_departments_register_of_people_alike_releases_its_extracts() {
     let w = world().await;
@@ -1555,17 +1556,28 @@ async fn another_departments_register_of_people_alike_releases_its_extracts() {
         let rows = rows.unwrap_or_else(|refused| panic!("{name} refused: {refused}"));
         assert!(rows.len() >= 55, "{name}: {} of 61 rows released", rows.len());
     }
-    // Within civil, a register of the same people plus one is still compared by its values.
-    let mut snapshot = String::from("person_id,diag\n");
-    for line in ages_csv("Q", 0, true).lines().skip(1) {
-        let fields: Vec<&str> = line.split(',').collect();
-        snapshot.push_str(&format!("{},{}\n", fields[0], fields[3]));
-    }
-    register(&w, "copy", json!({"diag": {"tag": "sensitive"}}), snapshot, &[]).await;
+    // The same people plus one, the sensitive column renamed: compared by its values within
+    // civil (re-keyed), and in health where most of its linkable units are civil's.
+    let snapshot = |prefix: &str| {
+        let mut csv = String::from("person_id,diag\n");
+        for line in ages_csv(prefix, 0, true).lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            csv.push_str(&format!("{},{}\n", fields[0], fields[3]));
+        }
+        csv
+    };
+    register(&w, "copy", json!({"diag": {"tag": "sensitive"}}), snapshot("Q"), &[]).await;
     let before = released(&w, "civil.ages", json!({"name": "plain", "columns": ["diagnosis"]}), "diagnosis").await;
     let before = before.unwrap();
     let after = released(&w, "civil.copy", json!({"name": "copied", "columns": ["diag"]}), "diag").await;
     assert_refused(after, &before, "extract_isolates_people", "a copy in one department");
+    let copy = json!({"name": "residents", "department": "health", "level": "L2", "privacy_unit": "person_id",
+                      "columns": {"person_id": {"tag": "identifier", "linkable": true}, "diag": {"tag": "sensitive"}}});
+    let (status, body) = w.s.upload(&health, &copy, snapshot("P").into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let extract = json!({"name": "handed_over", "columns": ["diag"]});
+    let after = approved_by(&w, &health, "health.residents", extract, "diag").await;
+    assert_refused(after, &before, "extract_isolates_people", "a copy handed to another department");
 }
 
 /// A version re-keying everybody (new units, the steward confirming it) with the target

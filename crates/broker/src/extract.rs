@@ -3,7 +3,7 @@
 //! extract itself and its risk report, and once approved (by the stewards of every dataset in
 //! it) the analyst queries it, and only it, as `extracts.<name>`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -1105,13 +1105,15 @@ impl Broker {
     /// person added as the one row the second extract had more. Extracts of the same dataset
     /// versions are projections of one base release and are not compared here.
     ///
-    /// Only extracts of a department's own registers are compared so (some dataset of each
-    /// extract in one department): by values alone, two registers of different people alike
-    /// (the same codes, classes a few rows apart) look like two snapshots of one, and a red
-    /// team's fresh registers were refused on their first extract, even of one column, for
-    /// another department's releases. Snapshots of a register are registered by the
-    /// department that keeps it; a copy handed to another department and registered there
-    /// unrecognisably is not compared (docs/extracts.md).
+    /// Only extracts that may be of the same people are compared so: by values alone, two
+    /// registers of different people alike (the same codes, classes a few rows apart) look
+    /// like two snapshots of one, and a red team's fresh registers were refused on their first
+    /// extract, even of one column, for another department's releases. Extracts sharing a
+    /// department (some dataset of each kept by one department, where a register's snapshots
+    /// are registered) are compared; across departments, where a dataset of each has a
+    /// linkable unit of one type and at least half of the smaller's people are in both (a
+    /// register's copy handed to another department). A copy re-keyed by another department
+    /// is not compared (docs/extracts.md).
     async fn differing_release(
         &self,
         file: std::path::PathBuf,
@@ -1127,15 +1129,40 @@ impl Broker {
         own.sort();
         let released = self
             .blocking(move |c| {
+                // A dataset version's unit's type, where the unit is a linkable identifier.
+                let linkable = |(dataset, version): &(DatasetRef, i64)| -> veil_catalog::Result<Option<String>> {
+                    let info = c.dataset_version(dataset, *version)?;
+                    let unit = info.privacy_unit.as_ref();
+                    Ok(info
+                        .columns
+                        .iter()
+                        .find(|col| Some(&col.name) == unit && col.linkable)
+                        .map(|col| col.data_type.clone()))
+                };
+                let own_units =
+                    own.iter().map(|o| Ok((o.clone(), linkable(o)?))).collect::<veil_catalog::Result<Vec<_>>>()?;
                 let mut found = Vec::new();
                 for (id, mut sources) in c.released_extracts()? {
                     sources.sort();
-                    let kept_alike = sources.iter().any(|(d, _)| own.iter().any(|(o, _)| o.department == d.department));
-                    if except.as_deref() == Some(id.as_str()) || sources == own || !kept_alike {
+                    if except.as_deref() == Some(id.as_str()) || sources == own {
                         continue;
                     }
+                    // Empty where the extracts share a department (always compared), else the
+                    // pairs of datasets whose people decide it.
+                    let mut linked = Vec::new();
+                    if !sources.iter().any(|(d, _)| own.iter().any(|(o, _)| o.department == d.department)) {
+                        for theirs in &sources {
+                            let Some(unit) = linkable(theirs)? else { continue };
+                            for (ours, _) in own_units.iter().filter(|(_, u)| u.as_ref() == Some(&unit)) {
+                                linked.push((ours.clone(), theirs.clone()));
+                            }
+                        }
+                        if linked.is_empty() {
+                            continue;
+                        }
+                    }
                     if let Some(e) = c.extract(&id)? {
-                        found.push((e.file, report_roles(&e.report)));
+                        found.push((e.file, report_roles(&e.report), linked));
                     }
                 }
                 Ok(found)
@@ -1145,13 +1172,38 @@ impl Broker {
             return Ok(None);
         }
         let files = std::iter::once((file.clone(), &roles))
-            .chain(released.iter().map(|(f, r)| (f.clone(), r)))
+            .chain(released.iter().map(|(f, r, _)| (f.clone(), r)))
             .map(|(f, r)| (f, r.iter().map(|(n, _)| n.clone()).collect()))
             .collect();
         let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
+        let catalog = std::sync::Arc::clone(&self.catalog);
         let work = move || -> Result<Option<Error>, Error> {
+            // Each linked dataset version's people (its units' values), read once.
+            let mut people: HashMap<(DatasetRef, i64), HashSet<String>> = HashMap::new();
+            for source in released.iter().flat_map(|(_, _, linked)| linked.iter().flat_map(|(o, t)| [o, t])) {
+                if people.contains_key(source) {
+                    continue;
+                }
+                let (file, unit) = catalog.version_source(&source.0, source.1)?;
+                let units = match unit {
+                    Some(unit) => veil_extract::unit_row_hashes(&file, &unit, &[]).map_err(extract_error)?,
+                    None => HashMap::new(),
+                };
+                people.insert(source.clone(), units.into_keys().collect());
+            }
             let new = veil_extract::ReleasedRows::read(&file, &roles).map_err(extract_error)?;
-            for (other, roles) in released {
+            for (other, roles, linked) in released {
+                let same_people = linked.is_empty()
+                    || linked.iter().any(|(ours, theirs)| match (people.get(ours), people.get(theirs)) {
+                        (Some(ours), Some(theirs)) => {
+                            let shared = ours.iter().filter(|u| theirs.contains(*u)).count();
+                            shared > 0 && shared * 2 >= ours.len().min(theirs.len())
+                        }
+                        _ => false,
+                    });
+                if !same_people {
+                    continue;
+                }
                 let old = veil_extract::ReleasedRows::read(&other, &roles).map_err(extract_error)?;
                 if veil_extract::differs_by_few(&new, &old, k, DEFAULT_L) {
                     return Ok(Some(differs_by_few_rows(k)));
