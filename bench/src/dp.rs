@@ -246,7 +246,7 @@ fn answer_of(rows: &[Value], keys: usize) -> Result<Answer> {
 /// How a steward of department `census` registers PUMS rows as `name` at `level`.
 pub(crate) fn pums_metadata(name: &str, level: &str) -> Value {
     json!({
-        "name": name, "department": "census", "level": level, "privacy_unit": "pid",
+        "name": name, "department": "census", "level": level, "privacy_unit": "pid", "one_row_per_person": true,
         "description": "PUMS microdata (California demographics), one row per person",
         "columns": {
             "pid": {"tag": "identifier"},

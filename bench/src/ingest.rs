@@ -125,7 +125,7 @@ async fn register(dir: &Path, csv: &Path, messy: bool) -> Result<Measured> {
         std::fs::copy(csv, &linked)?;
     }
     let mut metadata = json!({
-        "name": "people", "department": "civil", "level": "L3", "privacy_unit": "resident_id",
+        "name": "people", "department": "civil", "level": "L3", "privacy_unit": "resident_id", "one_row_per_person": true,
         "source": source,
         "columns": {
             "resident_id": {"tag": "identifier", "linkable": true},

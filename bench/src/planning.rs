@@ -87,7 +87,7 @@ pub(crate) async fn run(args: PlanningArgs) -> Result<()> {
             path: path.clone(),
             rows: rows(path)?,
             info: table.info(&*tpch::parquet_schema(path)?),
-            capped_path: None,
+            capped_copy: None,
         });
     }
     // Only the tables a query names are in its session, as the server does it.

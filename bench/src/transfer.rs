@@ -140,7 +140,7 @@ async fn extract(server: &TestServer, people: usize) -> Result<(String, usize)> 
         csv.push_str(&format!("P{i:09},{district},{year}-{month:02}-{day:02},{},{}\n", i % 3 == 0, (i * 37) % 2000));
     }
     let metadata = json!({
-        "name": "people", "department": "civil", "level": "L2", "privacy_unit": "person_id",
+        "name": "people", "department": "civil", "level": "L2", "privacy_unit": "person_id", "one_row_per_person": true,
         "columns": {
             "person_id": {"tag": "identifier"},
             "district": {"tag": "quasi_identifier"},

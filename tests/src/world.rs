@@ -124,10 +124,11 @@ fn visits_csv(rows: &[Visit]) -> Vec<u8> {
     csv.into_bytes()
 }
 
-/// The metadata civil affairs registers the residents with, under `name`.
+/// The metadata civil affairs registers the residents with, under `name`: a registry, one row
+/// per person.
 pub fn residents_metadata(name: &str) -> Value {
     json!({
-        "name": name, "department": "civil", "level": "L3", "privacy_unit": "person_id",
+        "name": name, "department": "civil", "level": "L3", "privacy_unit": "person_id", "one_row_per_person": true,
         "columns": {
             "person_id": {"tag": "identifier", "linkable": true},
             "name": {"tag": "identifier"},

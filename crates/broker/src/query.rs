@@ -395,11 +395,11 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
             capped: match info.capped {
                 CappedRows::Unmeasured => veil_guard::CapAt::Query,
                 CappedRows::Within => veil_guard::CapAt::Within,
-                CappedRows::Copy(_) => veil_guard::CapAt::Stored,
+                CappedRows::Copy(..) => veil_guard::CapAt::Stored,
             },
         },
-        capped_path: match info.capped {
-            CappedRows::Copy(path) => Some(path),
+        capped_copy: match info.capped {
+            CappedRows::Copy(path, rows) => Some((path, rows)),
             CappedRows::Unmeasured | CappedRows::Within => None,
         },
     }

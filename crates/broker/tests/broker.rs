@@ -64,6 +64,7 @@ fn people_spec() -> DatasetSpec {
         columns,
         dp: DpInput::default(),
         confirm_changes: Vec::new(),
+        one_row_per_person: true,
     })
     .unwrap()
 }

@@ -27,7 +27,9 @@ pub struct DatasetInfo {
     /// Rows in the current version.
     pub row_count: u64,
     /// Whether every privacy unit value occurs in one row of the current version's file (a
-    /// registry of people rather than of events), as measured at registration.
+    /// registry of people rather than of events): declared by the steward and checked at
+    /// registration (`one_row_per_person`); for versions registered before it was declared,
+    /// as measured then.
     pub one_row_per_unit: bool,
     /// The current version's rows with each person's capped at `max_groups × max_rows`.
     pub capped: CappedRows,
@@ -50,14 +52,15 @@ pub struct DatasetInfo {
 /// person has.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum CappedRows {
-    /// Not measured (a version registered before this was, or about nobody, or with one row per
-    /// person): a query caps while it runs.
+    /// Not measured (a version registered before this was, or about nobody): a query caps
+    /// while it runs.
     #[default]
     Unmeasured,
-    /// Nobody has more rows than the cap: the version's own file is capped.
+    /// Nobody has more rows than the cap (or the dataset is a declared registry): the
+    /// version's own file is capped.
     Within,
-    /// The copy of the version keeping the cap of each person's rows.
-    Copy(PathBuf),
+    /// The copy of the version keeping the cap of each person's rows, and its rows.
+    Copy(PathBuf, u64),
 }
 
 /// The epsilon cap of a dataset about people whose level sets none (L1, L2): personal data always
@@ -178,6 +181,8 @@ struct Ingested {
 struct CappedCopy {
     cap: u64,
     tmp: Option<PathBuf>,
+    /// The copy's rows.
+    rows: u64,
 }
 
 impl Catalog {
@@ -203,8 +208,11 @@ impl Catalog {
         record: impl FnOnce(u64, u64) -> Option<String>,
         rows_read: &dyn Fn(u64),
     ) -> Result<(DatasetInfo, Option<Pending>)> {
-        let Ingested { tmp, format, schema, report, one_row_per_unit } = self.ingest(spec, source, rows_read)?;
-        let capped = match self.capped_copy(spec, &tmp, one_row_per_unit) {
+        let Ingested { tmp, format, schema, report, .. } = self.ingest(spec, source, rows_read)?;
+        // Declared, and checked by `ingest`: the registry's shorter query path depends on the
+        // declaration, never on whether a file happens to hold each person once.
+        let one_row_per_unit = spec.privacy_unit.is_some() && spec.one_row_per_person;
+        let capped = match self.capped_copy(spec, &tmp) {
             Ok(capped) => capped,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -265,8 +273,8 @@ impl Catalog {
             tx.execute(
                 "INSERT INTO dataset_versions (department, name, version, level, description, privacy_unit, file,
                      source_format, row_count, byte_size, registered_by, registered_at, max_groups, max_rows, epsilon_cap,
-                     one_row_per_unit, noise, capped_at, capped_file)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                     one_row_per_unit, noise, capped_at, capped_file, capped_rows)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                 params![
                     spec.dataset.department.as_str(),
                     spec.dataset.name.as_str(),
@@ -287,6 +295,7 @@ impl Catalog {
                     spec.dp.noise.as_str(),
                     capped.as_ref().map(|c| c.cap as i64),
                     capped_relative,
+                    capped.as_ref().filter(|c| c.tmp.is_some()).map(|c| c.rows as i64),
                 ],
             )?;
             for (position, field) in schema.fields().iter().enumerate() {
@@ -342,14 +351,21 @@ impl Catalog {
         })
     }
 
-    /// For a dataset about people with some person on more than one row, the copy of the
-    /// ingested file at `tmp` keeping each person's rows up to the cap (`None` otherwise).
-    fn capped_copy(&self, spec: &DatasetSpec, tmp: &Path, one_row_per_unit: bool) -> Result<Option<CappedCopy>> {
-        let Some(unit) = spec.privacy_unit.as_ref().filter(|_| !one_row_per_unit) else { return Ok(None) };
+    /// For a dataset about people, the cap of each person's rows and, where somebody has more,
+    /// the copy of the ingested file at `tmp` keeping each person's rows up to it (`None` for a
+    /// dataset about nobody). A declared registry (checked) needs no copy.
+    fn capped_copy(&self, spec: &DatasetSpec, tmp: &Path) -> Result<Option<CappedCopy>> {
+        let Some(unit) = spec.privacy_unit.as_ref() else { return Ok(None) };
         let cap = spec.dp.max_groups.max(1).saturating_mul(spec.dp.max_rows.max(1));
+        if spec.one_row_per_person {
+            return Ok(Some(CappedCopy { cap, tmp: None, rows: 0 }));
+        }
         let copy = self.dir.tmp_file("parquet");
         match veil_ingest::write_capped(tmp, unit, cap, &copy) {
-            Ok(written) => Ok(Some(CappedCopy { cap, tmp: written.map(|_| copy) })),
+            Ok(written) => {
+                let rows = written.as_ref().map_or(0, |w| w.rows);
+                Ok(Some(CappedCopy { cap, tmp: written.map(|_| copy), rows }))
+            }
             Err(e) => {
                 let _ = fs::remove_file(&copy);
                 Err(e.into())
@@ -398,6 +414,16 @@ impl Catalog {
         });
         let one_row_per_unit = units.as_ref().is_some_and(UniqueValues::unique);
         let checked = written.map_err(Error::from).and_then(|report| {
+            if let Some(unit) = spec.privacy_unit.as_ref().filter(|_| spec.one_row_per_person && !one_row_per_unit) {
+                return Err(Error::invalid(
+                    "one_row_per_person_violated",
+                    format!(
+                        "the metadata declares one row per person, but the privacy unit `{unit}` holds a value on more \
+                         than one row (or more distinct values than can be checked): register it without \
+                         one_row_per_person, or with one row per person"
+                    ),
+                ));
+            }
             self.check_rekeyed(spec, &tmp)?;
             Ok(report)
         });
@@ -574,7 +600,7 @@ impl Catalog {
         let current_version = version.unwrap_or(current_version);
         let mut stmt = conn.prepare_cached(
             "SELECT version, level, row_count, byte_size, source_format, registered_by, registered_at, description, privacy_unit,
-                    max_groups, max_rows, epsilon_cap, one_row_per_unit, noise, capped_at, capped_file
+                    max_groups, max_rows, epsilon_cap, one_row_per_unit, noise, capped_at, capped_file, capped_rows
              FROM dataset_versions WHERE department = ?1 AND name = ?2 ORDER BY version",
         )?;
         let mut description = String::new();
@@ -604,7 +630,12 @@ impl Catalog {
                     capped = match (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<String>>(15)?) {
                         (None, _) => CappedRows::Unmeasured,
                         (Some(_), None) => CappedRows::Within,
-                        (Some(_), Some(file)) => CappedRows::Copy(self.dir.root().join(file)),
+                        // Written with the file; never missing but in a damaged catalogue,
+                        // where the largest count keeps the copy out of memory.
+                        (Some(_), Some(file)) => CappedRows::Copy(
+                            self.dir.root().join(file),
+                            r.get::<_, Option<i64>>(16)?.map_or(u64::MAX, |n| n as u64),
+                        ),
                     };
                 }
                 Ok(VersionInfo {
@@ -862,7 +893,7 @@ mod tests {
             public_values: None,
             format: None,
         };
-        let register = |name: &str, max_rows: u64, heavy: usize, pair: bool| {
+        let register = |name: &str, max_rows: u64, heavy: usize, pair: bool, declared: bool| {
             let spec = DatasetSpec::validate(crate::MetadataInput {
                 name: name.into(),
                 department: "civil".into(),
@@ -879,6 +910,7 @@ mod tests {
                 ]),
                 dp: crate::DpInput { max_rows: Some(max_rows), ..crate::DpInput::default() },
                 confirm_changes: Vec::new(),
+                one_row_per_person: declared,
             })
             .expect("spec");
             let mut csv = String::from("id,x\n");
@@ -890,17 +922,30 @@ mod tests {
             let file = root.path().join(format!("{name}.csv"));
             std::fs::write(&file, csv).expect("csv");
             let admin = UserId::new("admin").expect("id");
-            catalog.register_dataset(&spec, &file, &admin, |_, _| None, &|_| {}).expect("register").0.capped
+            catalog.register_dataset(&spec, &file, &admin, |_, _| None, &|_| {}).map(|(info, _)| info)
         };
+        let capped =
+            |name, max_rows, heavy, pair| register(name, max_rows, heavy, pair, false).expect("register").capped;
         // Twins but for one person's rows: 3,000 or 2, capped at 1 (with the 21 others' first).
-        let (CappedRows::Copy(many), CappedRows::Copy(few)) =
-            (register("many", 1, 3_000, true), register("few", 1, 2, true))
+        let (CappedRows::Copy(many, many_rows), CappedRows::Copy(few, few_rows)) =
+            (capped("many", 1, 3_000, true), capped("few", 1, 2, true))
         else {
             panic!("people over the cap: copies stored");
         };
         assert_eq!((rows_in(&many), rows_in(&few)), (21, 21), "a query over either reads as many rows");
-        assert_eq!(register("within", 3, 3, true), CappedRows::Within, "nobody over 3 rows");
-        assert_eq!(register("registry", 1, 1, false), CappedRows::Unmeasured, "one row per person");
+        assert_eq!((many_rows, few_rows), (21, 21), "the copies' rows are recorded");
+        assert_eq!(capped("within", 3, 3, true), CappedRows::Within, "nobody over 3 rows");
+
+        // One row per person is the steward's declaration, checked; a file that happens to
+        // hold each person once takes no shorter path for it.
+        let undeclared = register("unique", 1, 1, false, false).expect("register");
+        assert_eq!((undeclared.one_row_per_unit, undeclared.capped), (false, CappedRows::Within));
+        let declared = register("registry", 1, 1, false, true).expect("register");
+        assert_eq!((declared.one_row_per_unit, declared.capped), (true, CappedRows::Within));
+        match register("repeats", 1, 1, true, true) {
+            Err(Error::Invalid { code, .. }) => assert_eq!(code, "one_row_per_person_violated"),
+            other => panic!("a declared registry with a repeated person: {other:?}"),
+        }
         // The copies are named by their versions: reopening keeps them.
         drop(catalog);
         drop(Catalog::open(&data).expect("open"));
@@ -939,6 +984,7 @@ mod tests {
             )]),
             dp: crate::DpInput::default(),
             confirm_changes: Vec::new(),
+            one_row_per_person: false,
         })
         .expect("spec");
         // Two stewards register the same name at once, with files of different lengths: each

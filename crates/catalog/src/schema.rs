@@ -192,10 +192,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "#,
     // 13: each person's rows capped in a stored copy of a version (`capped_at`: the cap it was
     // measured at, NULL for versions registered before; `capped_file`: the copy, NULL when
-    // nobody has more rows than the cap).
+    // nobody has more rows than the cap; `capped_rows`: its rows).
     r#"
     ALTER TABLE dataset_versions ADD COLUMN capped_at INTEGER;
     ALTER TABLE dataset_versions ADD COLUMN capped_file TEXT;
+    ALTER TABLE dataset_versions ADD COLUMN capped_rows INTEGER;
     "#,
 ];
 

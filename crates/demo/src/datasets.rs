@@ -116,7 +116,7 @@ fn elderly(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoDataset, Arro
         ("monthly_subsidy", DataType::Float64, Arc::new(Float64Array::from(subsidy))),
     ])?;
     let metadata = json!({
-        "name": "elderly", "department": "civil", "level": "L3",
+        "name": "elderly", "department": "civil", "level": "L3", "one_row_per_person": true,
         "description": "老年人信息登记: registry of residents aged 60 and over, with living arrangement, care level (失能等级) and monthly subsidy (养老服务补贴).",
         "privacy_unit": "person_id",
         "columns": {
@@ -263,7 +263,7 @@ fn social_insurance(rng: &mut ChaCha8Rng, persons: &[Person]) -> Result<DemoData
         ("monthly_contribution", DataType::Float64, Arc::new(Float64Array::from(contribution))),
     ])?;
     let metadata = json!({
-        "name": "social_insurance", "department": "hrss", "level": "L3",
+        "name": "social_insurance", "department": "hrss", "level": "L3", "one_row_per_person": true,
         "description": "社会保险参保登记: working-age residents' pension, medical and work-injury insurance, including new-employment platform workers (新就业形态劳动者).",
         "privacy_unit": "person_id",
         "columns": {

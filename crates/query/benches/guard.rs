@@ -99,7 +99,7 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
                 capped: Default::default(),
                 rows: 0,
             },
-            capped_path: None,
+            capped_copy: None,
         }],
         dry_run,
         noise_key: [0; 32],

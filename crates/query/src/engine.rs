@@ -39,7 +39,7 @@ use crate::memory::{Reserved, Unreserved};
 use crate::plan_cache::{GuardedPlan, PlanCache, reads_clock_or_chance};
 use crate::release::{noisy_outputs, noisy_source};
 use crate::request::{Answer, DpReport, Limits, QueryRequest, SessionDataset};
-use crate::tables::{IN_MEMORY_ROWS, TableKey, Tables, parquet_table, register};
+use crate::tables::{TableKey, Tables, in_memory, parquet_table, register};
 use crate::{Error, ParsedQuery, Result};
 
 /// A query planned and guarded, ready to run: the dp path decides about the budget between
@@ -150,9 +150,12 @@ impl Prepared {
     }
 }
 
-/// Inputs smaller than this (rows, all datasets of a query) run on one partition: there,
+/// Inputs smaller than about this (rows, all datasets of a query) run on one partition: there,
 /// planning and starting parallel operators cost more than they save (on the dp bench's 1,000
-/// rows, one partition takes a fifth off each query).
+/// rows, one partition takes a fifth off each query). The line lies between half and one and a
+/// half times this, drawn when the engine starts (`QueryEngine::line_drawn`): at a fixed line,
+/// one person's rows could move twin datasets to either side of it, and the time of a query
+/// tell which (as the line for keeping a table in memory did, `tables::in_memory`).
 const SMALL_INPUT_ROWS: u64 = 256 * 1024;
 
 /// Runs guarded queries. One per server; cheap to share.
@@ -172,6 +175,8 @@ pub struct QueryEngine {
     tables: Mutex<Tables>,
     /// Spills of every query run, for the metrics.
     spills: Spills,
+    /// Where the line of [`SMALL_INPUT_ROWS`] lies for this engine, drawn when it starts.
+    line_drawn: u64,
 }
 
 /// Spills summed over the operators of every query run.
@@ -225,6 +230,7 @@ impl QueryEngine {
             plans: Mutex::new(PlanCache::default()),
             tables: Mutex::new(Tables::default()),
             spills: Spills::default(),
+            line_drawn: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8),
         })
     }
 
@@ -270,8 +276,8 @@ impl QueryEngine {
         // (the guard is part of the session the tables are registered in).
         let mut capped_copies = CappedCopies::default();
         for d in &request.datasets {
-            if let (CapAt::Stored, Some(path)) = (d.info.capped, &d.capped_path) {
-                let copy = self.table_of((d.dataset.clone(), true), path, d.rows, &self.base).await?;
+            if let (CapAt::Stored, Some((path, rows))) = (d.info.capped, &d.capped_copy) {
+                let copy = self.table_of((d.dataset.clone(), true), path, *rows, &self.base).await?;
                 let key = (d.dataset.department.to_string(), d.dataset.name.to_string());
                 capped_copies.0.insert(key, provider_as_source(copy));
             }
@@ -469,7 +475,7 @@ impl QueryEngine {
         // Fixes `now()` and friends to this query's start, as `SessionContext::sql` does;
         // without it the optimizer cannot fold them and running them fails.
         state.mark_start_execution();
-        if input_rows < SMALL_INPUT_ROWS {
+        if input_rows < SMALL_INPUT_ROWS / 2 + self.line_drawn % SMALL_INPUT_ROWS {
             state.config_mut().options_mut().execution.target_partitions = 1;
         }
         (state, catalog)
@@ -503,7 +509,7 @@ impl QueryEngine {
         }
         let table = parquet_table(path, state).await?;
         let mut decoded = None;
-        if rows <= IN_MEMORY_ROWS {
+        if in_memory(path, rows) {
             let plan = LogicalPlanBuilder::scan("t", provider_as_source(Arc::clone(&table)), None)
                 .and_then(|b| b.build())
                 .map_err(internal)?;
@@ -655,7 +661,7 @@ pub(crate) enum Rows {
     /// whether groups numbered more than the limit, exactly: a filter tuned to the limit then
     /// said whether one person was alone in their group.
     Measurements,
-    /// A small table's rows, decoded once (bounded by [`IN_MEMORY_ROWS`]).
+    /// A small table's rows, decoded once (bounded by [`crate::tables::in_memory`]).
     Table,
 }
 

@@ -162,7 +162,7 @@ mod tests {
                     path: PathBuf::from(file),
                     rows: 1,
                     info: info.clone(),
-                    capped_path: None,
+                    capped_copy: None,
                 })
                 .collect(),
             dry_run: false,

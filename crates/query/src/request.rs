@@ -58,8 +58,8 @@ pub struct SessionDataset {
     /// Its classification, for the guard.
     pub info: veil_guard::DatasetInfo,
     /// The copy of that file keeping at most the cap of each person's rows, stored when it was
-    /// registered (where `info.capped` is [`veil_guard::CapAt::Stored`]).
-    pub capped_path: Option<PathBuf>,
+    /// registered (where `info.capped` is [`veil_guard::CapAt::Stored`]), and its rows.
+    pub capped_copy: Option<(PathBuf, u64)>,
 }
 
 /// One query to run.
@@ -86,7 +86,12 @@ pub struct QueryRequest {
 impl QueryRequest {
     /// Rows in all its datasets.
     pub(crate) fn input_rows(&self) -> u64 {
-        self.datasets.iter().map(|d| d.rows).sum()
+        // A dp query reads each capped copy, not its version.
+        let rows = |d: &SessionDataset| match &d.capped_copy {
+            Some((_, capped)) if self.mode == veil_common::Mode::Dp => *capped,
+            _ => d.rows,
+        };
+        self.datasets.iter().map(rows).sum()
     }
 
     /// Whether the query reads data about people other than through exact aggregates for the

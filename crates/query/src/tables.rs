@@ -16,9 +16,21 @@ use veil_common::DatasetRef;
 use crate::Result;
 use crate::error::internal;
 
-/// Datasets of at most this many rows are decoded once and kept in memory: for them, opening
-/// and decoding the Parquet file is most of a query's time.
+/// Datasets of about this many rows or fewer are decoded once and kept in memory: for them,
+/// opening and decoding the Parquet file is most of a query's time ([`in_memory`]).
 pub(crate) const IN_MEMORY_ROWS: u64 = 64 * 1024;
+
+/// Whether the file at `path`, of `rows` rows, is small enough to keep decoded. The line lies
+/// between half and one and a half times [`IN_MEMORY_ROWS`], drawn per file by a hash of its
+/// path (each version's file and capped copy is named by a random id): a fixed line let a red
+/// team tell twin datasets on either side of it apart by the time of a dp query, when one
+/// person's rows made the difference. With a line nobody knows, the few rows one person adds
+/// to a capped copy cross it for few datasets in a thousand.
+pub(crate) fn in_memory(path: &Path, rows: u64) -> bool {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let drawn = BuildHasherDefault::<DefaultHasher>::default().hash_one(path) % IN_MEMORY_ROWS;
+    rows <= IN_MEMORY_ROWS / 2 + drawn
+}
 
 /// Most memory the datasets kept decoded may take together; beyond it, small datasets are read
 /// from Parquet like large ones.
@@ -108,6 +120,25 @@ mod tests {
 
     use super::*;
     use crate::testing::noisy_scan;
+
+    #[test]
+    fn the_line_for_keeping_a_table_in_memory_is_drawn_per_file() {
+        // The last row count each file is kept in memory at.
+        let line = |path: &str| {
+            let (mut lo, mut hi) = (0, 2 * IN_MEMORY_ROWS);
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if in_memory(Path::new(path), mid) { lo = mid } else { hi = mid - 1 }
+            }
+            lo
+        };
+        let lines: Vec<u64> = (0..200).map(|i| line(&format!("datasets/civil/people/{i:032x}.parquet"))).collect();
+        assert!(lines.iter().all(|l| (IN_MEMORY_ROWS / 2..IN_MEMORY_ROWS * 3 / 2).contains(l)), "{lines:?}");
+        // Spread over the range: twins a few rows apart straddle it for few files.
+        let near = |at: u64| lines.iter().filter(|l| l.abs_diff(at) < 100).count();
+        assert!(near(IN_MEMORY_ROWS) <= 4, "{} of 200 lines within 100 rows of the old line", near(IN_MEMORY_ROWS));
+        assert!(lines.iter().collect::<std::collections::HashSet<_>>().len() > 190);
+    }
 
     #[test]
     fn decoded_tables_stay_within_their_memory_and_follow_the_file() {

@@ -44,7 +44,7 @@ fn table(dir: &Path, name: &str) -> SessionDataset {
             capped: Default::default(),
             rows: 0,
         },
-        capped_path: None,
+        capped_copy: None,
     }
 }
 

@@ -137,6 +137,12 @@ pub struct DatasetMetadata {
     /// Dp mode's settings; defaults where absent.
     #[serde(default)]
     pub dp: DpMetadata,
+    /// Each person is on one row (a registry of people, not of events): checked at
+    /// registration (refused with `one_row_per_person_violated` where a unit repeats), and only
+    /// a dataset declared so takes the registry's shorter query path. A dry run's
+    /// `one_row_per_unit` says whether the file would pass.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_row_per_person: bool,
     /// Check everything a registration checks (metadata, every row, the privacy unit) and store
     /// nothing: answered 200 with a [`Validation`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -271,6 +277,7 @@ impl From<DatasetMetadata> for veil_catalog::MetadataInput {
             encoding: m.encoding,
             delimiter: m.delimiter,
             confirm_changes: m.confirm_changes,
+            one_row_per_person: m.one_row_per_person,
             dp: veil_catalog::DpInput {
                 max_groups: m.dp.max_groups,
                 max_rows: m.dp.max_rows,
