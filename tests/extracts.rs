@@ -1578,6 +1578,33 @@ async fn another_departments_register_of_people_alike_releases_its_extracts() {
     let extract = json!({"name": "handed_over", "columns": ["diag"]});
     let after = approved_by(&w, &health, "health.residents", extract, "diag").await;
     assert_refused(after, &before, "extract_isolates_people", "a copy handed to another department");
+    // Two registers sharing fewer than half their people (60 of 130 and 131), each with 70 men
+    // of its own: the women's classes differ by the target alone (a red team's, by district).
+    let sharing = |prefix: &str, target: bool| {
+        let mut csv = String::from("person_id,sex,diag\n");
+        for line in ages_csv("S", 0, target).lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            csv.push_str(&format!("{},{},{}\n", fields[0], fields[2], fields[3]));
+        }
+        (0..70).for_each(|i| csv.push_str(&format!("{prefix}{i:04},M,{}\n", ["I10", "E11"][i % 2])));
+        csv
+    };
+    let columns = json!({"sex": {"tag": "quasi_identifier"}, "diag": {"tag": "sensitive"}});
+    register(&w, "elder", columns, sharing("C", false), &[]).await;
+    let extract = json!({"name": "elder_shared", "columns": ["sex", "diag"]});
+    let before = released(&w, "civil.elder", extract, "sex, diag").await.unwrap();
+    let partly = sharing("H", true);
+    // In a third department, so that only civil's releases are compared with it.
+    w.s.department("hrss", "人社局").await;
+    let hrss = w.s.user("hrss-steward", Some("hrss"), &["steward"]).await;
+    let mut metadata = copy.clone();
+    (metadata["name"], metadata["department"]) = (json!("partly"), json!("hrss"));
+    metadata["columns"]["sex"] = json!({"tag": "quasi_identifier"});
+    let (status, body) = w.s.upload(&hrss, &metadata, partly.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let extract = json!({"name": "partly_shared", "columns": ["sex", "diag"]});
+    let after = approved_by(&w, &hrss, "hrss.partly", extract, "sex, diag").await;
+    assert_refused(after, &before, "extract_isolates_people", "a register sharing under half its people");
 }
 
 /// A version re-keying everybody (new units, the steward confirming it) with the target

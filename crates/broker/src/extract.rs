@@ -1108,11 +1108,11 @@ impl Broker {
     /// Only extracts that may be of the same people are compared so: by values alone, two
     /// registers of different people alike (the same codes, classes a few rows apart) look
     /// like two snapshots of one, and a red team's fresh registers were refused on their first
-    /// extract, even of one column, for another department's releases. Extracts sharing a
-    /// department (some dataset of each kept by one department, where a register's snapshots
-    /// are registered) are compared; across departments, where a dataset of each has a
-    /// linkable unit of one type and at least half of the smaller's people are in both (a
-    /// register's copy handed to another department). A copy re-keyed by another department
+    /// extract, even of one column, for another department's releases. Extracts of two
+    /// different datasets (or versions) kept by one department, where a register's snapshots
+    /// are registered, are compared; others where the people they can hold (those in every
+    /// dataset of the extract with a linkable unit, compared as text) meet in one person at
+    /// least. A copy re-keyed by another department, or whose unit is not declared linkable,
     /// is not compared (docs/extracts.md).
     async fn differing_release(
         &self,
@@ -1129,37 +1129,40 @@ impl Broker {
         own.sort();
         let released = self
             .blocking(move |c| {
-                // A dataset version's unit's type, where the unit is a linkable identifier.
-                let linkable = |(dataset, version): &(DatasetRef, i64)| -> veil_catalog::Result<Option<String>> {
+                // Whether a dataset version's unit is a linkable identifier.
+                let linkable = |(dataset, version): &(DatasetRef, i64)| -> veil_catalog::Result<bool> {
                     let info = c.dataset_version(dataset, *version)?;
                     let unit = info.privacy_unit.as_ref();
-                    Ok(info
-                        .columns
-                        .iter()
-                        .find(|col| Some(&col.name) == unit && col.linkable)
-                        .map(|col| col.data_type.clone()))
+                    Ok(info.columns.iter().any(|col| Some(&col.name) == unit && col.linkable))
                 };
-                let own_units =
-                    own.iter().map(|o| Ok((o.clone(), linkable(o)?))).collect::<veil_catalog::Result<Vec<_>>>()?;
+                let mut own_linked = Vec::new();
+                for source in &own {
+                    if linkable(source)? {
+                        own_linked.push(source.clone());
+                    }
+                }
                 let mut found = Vec::new();
                 for (id, mut sources) in c.released_extracts()? {
                     sources.sort();
                     if except.as_deref() == Some(id.as_str()) || sources == own {
                         continue;
                     }
-                    // Empty where the extracts share a department (always compared), else the
-                    // pairs of datasets whose people decide it.
-                    let mut linked = Vec::new();
-                    if !sources.iter().any(|(d, _)| own.iter().any(|(o, _)| o.department == d.department)) {
-                        for theirs in &sources {
-                            let Some(unit) = linkable(theirs)? else { continue };
-                            for (ours, _) in own_units.iter().filter(|(_, u)| u.as_ref() == Some(&unit)) {
-                                linked.push((ours.clone(), theirs.clone()));
+                    // Empty where two different datasets (or versions) of the extracts are
+                    // kept by one department (always compared), else the linkable datasets
+                    // of each whose people decide it.
+                    let mut linked = (Vec::new(), Vec::new());
+                    let kept_alike =
+                        sources.iter().any(|t| own.iter().any(|o| o != t && o.0.department == t.0.department));
+                    if !kept_alike {
+                        for source in &sources {
+                            if linkable(source)? {
+                                linked.1.push(source.clone());
                             }
                         }
-                        if linked.is_empty() {
+                        if own_linked.is_empty() || linked.1.is_empty() {
                             continue;
                         }
+                        linked.0.clone_from(&own_linked);
                     }
                     if let Some(e) = c.extract(&id)? {
                         found.push((e.file, report_roles(&e.report), linked));
@@ -1178,9 +1181,9 @@ impl Broker {
         let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
         let catalog = std::sync::Arc::clone(&self.catalog);
         let work = move || -> Result<Option<Error>, Error> {
-            // Each linked dataset version's people (its units' values), read once.
+            // Each linked dataset version's people (its units' values, as text), read once.
             let mut people: HashMap<(DatasetRef, i64), HashSet<String>> = HashMap::new();
-            for source in released.iter().flat_map(|(_, _, linked)| linked.iter().flat_map(|(o, t)| [o, t])) {
+            for source in released.iter().flat_map(|(_, _, (ours, theirs))| ours.iter().chain(theirs)) {
                 if people.contains_key(source) {
                     continue;
                 }
@@ -1191,16 +1194,20 @@ impl Broker {
                 };
                 people.insert(source.clone(), units.into_keys().collect());
             }
+            // The people an extract of `sources` can hold: those in every one of them.
+            let population = |sources: &[(DatasetRef, i64)]| -> HashSet<&String> {
+                let mut sets = sources.iter().filter_map(|s| people.get(s));
+                let Some(first) = sets.next() else { return HashSet::new() };
+                let rest: Vec<_> = sets.collect();
+                first.iter().filter(|u| rest.iter().all(|set| set.contains(*u))).collect()
+            };
             let new = veil_extract::ReleasedRows::read(&file, &roles).map_err(extract_error)?;
-            for (other, roles, linked) in released {
-                let same_people = linked.is_empty()
-                    || linked.iter().any(|(ours, theirs)| match (people.get(ours), people.get(theirs)) {
-                        (Some(ours), Some(theirs)) => {
-                            let shared = ours.iter().filter(|u| theirs.contains(*u)).count();
-                            shared > 0 && shared * 2 >= ours.len().min(theirs.len())
-                        }
-                        _ => false,
-                    });
+            for (other, roles, (ours, theirs)) in released {
+                // Across departments, compared where the extracts may hold one person: two
+                // registers sharing people hold them in the same classes, whatever else they
+                // hold (a red team read a target's diagnosis from registers sharing just under
+                // half their people, and from joins of registers sharing fewer).
+                let same_people = ours.is_empty() || !population(&ours).is_disjoint(&population(&theirs));
                 if !same_people {
                     continue;
                 }
