@@ -1605,6 +1605,18 @@ async fn another_departments_register_of_people_alike_releases_its_extracts() {
     let extract = json!({"name": "partly_shared", "columns": ["sex", "diag"]});
     let after = approved_by(&w, &hrss, "hrss.partly", extract, "sex, diag").await;
     assert_refused(after, &before, "extract_isolates_people", "a register sharing under half its people");
+    // A copy whose ids are written otherwise (lower case, spaces around): the same people.
+    let reformatted = snapshot("P").replace("\nP", "\n p").replace("\nT", "\n t").replace(',', " ,");
+    let reformatted = reformatted.replacen("person_id ,diag", "person_id,diag", 1);
+    let mut metadata = copy.clone();
+    (metadata["name"], metadata["department"]) = (json!("reformatted"), json!("hrss"));
+    let (status, body) = w.s.upload(&hrss, &metadata, reformatted.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let before = released(&w, "civil.ages", json!({"name": "plain_again", "columns": ["diagnosis"]}), "diagnosis");
+    let before = before.await.unwrap();
+    let extract = json!({"name": "reformatted_copy", "columns": ["diag"]});
+    let after = approved_by(&w, &hrss, "hrss.reformatted", extract, "diag").await;
+    assert_refused(after, &before, "extract_isolates_people", "a copy with its ids written otherwise");
 }
 
 /// A version re-keying everybody (new units, the steward confirming it) with the target

@@ -1181,7 +1181,8 @@ impl Broker {
         let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
         let catalog = std::sync::Arc::clone(&self.catalog);
         let work = move || -> Result<Option<Error>, Error> {
-            // Each linked dataset version's people (its units' values, as text), read once.
+            // Each linked dataset version's people (its units' values as text, spaces, case and
+            // leading zeros aside: `veil_extract::unit_key`), read once.
             let mut people: HashMap<(DatasetRef, i64), HashSet<String>> = HashMap::new();
             for source in released.iter().flat_map(|(_, _, (ours, theirs))| ours.iter().chain(theirs)) {
                 if people.contains_key(source) {
@@ -1192,7 +1193,7 @@ impl Broker {
                     Some(unit) => veil_extract::unit_row_hashes(&file, &unit, &[]).map_err(extract_error)?,
                     None => HashMap::new(),
                 };
-                people.insert(source.clone(), units.into_keys().collect());
+                people.insert(source.clone(), units.into_keys().map(|u| veil_extract::unit_key(&u)).collect());
             }
             // The people an extract of `sources` can hold: those in every one of them.
             let population = |sources: &[(DatasetRef, i64)]| -> HashSet<&String> {

@@ -153,6 +153,20 @@ pub fn unit_row_hashes(path: &Path, unit: &str, columns: &[String]) -> Result<st
     Ok(hashes)
 }
 
+/// A unit's value as the comparison of two departments' people reads it: without surrounding
+/// spaces, in upper case, and a number without its leading zeros. A red team's copies of a
+/// register wrote the same ids in lower case, with spaces around them, or as `1` for
+/// `00000001` (a spreadsheet's round trip), and were not matched with the original's people.
+/// (Other rewritings, such as a prefix, are not matched.)
+pub fn unit_key(value: &str) -> String {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = value.trim_start_matches('0');
+        return if digits.is_empty() { "0".to_owned() } else { digits.to_owned() };
+    }
+    value.to_uppercase()
+}
+
 /// About how many bytes building an extract holds for `columns` of the Parquet file at `path`:
 /// their values as the file's metadata counts them before compression, four times over (the
 /// rows as read, the encoded table the search walks, its generalized copies, the release).
@@ -182,6 +196,16 @@ fn io(e: std::io::Error) -> crate::Error {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn unit_keys_match_ids_written_otherwise() {
+        for (a, b) in
+            [("P0001", " p0001 "), ("00000001", "1"), ("0", "000"), ("11010119500101001X", "11010119500101001x")]
+        {
+            assert_eq!(super::unit_key(a), super::unit_key(b), "{a} ~ {b}");
+        }
+        assert_ne!(super::unit_key("CN-1"), super::unit_key("1"));
+    }
+
     use super::*;
 
     #[test]
