@@ -277,7 +277,7 @@ impl QueryEngine {
         let mut capped_copies = CappedCopies::default();
         for d in &request.datasets {
             if let (CapAt::Stored, Some((path, rows))) = (d.info.capped, &d.capped_copy) {
-                let copy = self.table_of((d.dataset.clone(), true), path, *rows, &self.base).await?;
+                let copy = self.table_of((d.dataset.clone(), true), path, *rows, true, &self.base).await?;
                 let key = (d.dataset.department.to_string(), d.dataset.name.to_string());
                 capped_copies.0.insert(key, provider_as_source(copy));
             }
@@ -394,7 +394,7 @@ impl QueryEngine {
     ) -> Result<Answer> {
         let (state, catalog) = self.session(None, files.iter().map(|f| f.3).sum());
         for (schema, name, path, _) in files {
-            register(&catalog, &schema, &name, parquet_table(&path, &state).await?)?;
+            register(&catalog, &schema, &name, parquet_table(&path, &state, false).await?)?;
         }
         self.run_registered(&state, query, dry_run, Registered::Released).await
     }
@@ -493,21 +493,24 @@ impl QueryEngine {
     /// kept in memory (within [`IN_MEMORY_BYTES`] for all), a larger one read from Parquet
     /// by each query.
     async fn table(&self, dataset: &SessionDataset, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
-        self.table_of((dataset.dataset.clone(), false), &dataset.path, dataset.rows, state).await
+        let personal = dataset.info.privacy_unit.is_some();
+        self.table_of((dataset.dataset.clone(), false), &dataset.path, dataset.rows, personal, state).await
     }
 
-    /// The table provider of the file at `path` of `rows` rows (at most), cached as `key`.
+    /// The table provider of the file at `path` of `rows` rows (at most), cached as `key`;
+    /// `personal` for a file about people ([`parquet_table`]).
     async fn table_of(
         &self,
         key: TableKey,
         path: &Path,
         rows: u64,
+        personal: bool,
         state: &SessionState,
     ) -> Result<Arc<dyn TableProvider>> {
         if let Some(t) = self.tables.lock().map_err(internal)?.get(&key, path) {
             return Ok(t);
         }
-        let table = parquet_table(path, state).await?;
+        let table = parquet_table(path, state, personal).await?;
         let mut decoded = None;
         if in_memory(path, rows) {
             let plan = LogicalPlanBuilder::scan("t", provider_as_source(Arc::clone(&table)), None)
@@ -711,6 +714,9 @@ fn data_independent(state: &mut SessionState, request: &QueryRequest) {
     options.execution.parquet.pruning = false;
     options.execution.parquet.enable_page_index = false;
     options.execution.parquet.bloom_filter_on_read = false;
+    // No file statistics: a file whose statistics exclude a filter is skipped whole, whatever
+    // the format's options (`tables::parquet_table` turns off the rest).
+    options.execution.collect_statistics = false;
 }
 
 /// Whether `plan` holds a hash join.

@@ -86,10 +86,22 @@ impl Tables {
     }
 }
 
-/// A table reading one Parquet file.
-pub(crate) async fn parquet_table(path: &Path, state: &SessionState) -> Result<Arc<dyn TableProvider>> {
+/// A table reading one Parquet file; for a file about people (`personal`), never skipping a
+/// row group, page or file by its statistics or bloom filters. The format's own options decide
+/// that, not the session's: a red team found a dp filter no row passed answered without reading
+/// the file unless some stored value lay in its range (twice as fast), and bisected a planted
+/// person's exact income, the column's largest, in 63 queries.
+pub(crate) async fn parquet_table(path: &Path, state: &SessionState, personal: bool) -> Result<Arc<dyn TableProvider>> {
     let url = ListingTableUrl::parse(path.to_string_lossy()).map_err(internal)?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let mut format = ParquetFormat::default();
+    if personal {
+        let mut options = format.options().clone();
+        options.global.pruning = false;
+        options.global.enable_page_index = false;
+        options.global.bloom_filter_on_read = false;
+        format = format.with_options(options);
+    }
+    let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
     let config =
         ListingTableConfig::new(url).with_listing_options(options).infer_schema(state).await.map_err(internal)?;
     Ok(Arc::new(ListingTable::try_new(config).map_err(internal)?))
@@ -120,6 +132,49 @@ mod tests {
 
     use super::*;
     use crate::testing::noisy_scan;
+
+    /// The rows the scan of `table` reads for `income > 5000`, where every stored income is
+    /// below 1,000: a file about people is read whole (a red team timed the difference and
+    /// bisected a planted person's income, the column's largest).
+    async fn rows_read(personal: bool) -> usize {
+        use datafusion::arrow::array::{Int64Array, RecordBatch};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::common::tree_node::TreeNode;
+        use datafusion::parquet::arrow::ArrowWriter;
+        use datafusion::parquet::file::properties::WriterProperties;
+        use datafusion::physical_plan::collect;
+        use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
+
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("people.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("income", DataType::Int64, false)]));
+        let props = WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+        let file = std::fs::File::create(&path).expect("file");
+        let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).expect("writer");
+        let values = Arc::new(Int64Array::from_iter_values(0..1000));
+        writer.write(&RecordBatch::try_new(schema, vec![values]).expect("batch")).expect("write");
+        writer.close().expect("close");
+        // As the engine's session over data about people: no file statistics.
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_collect_statistics(false));
+        let table = parquet_table(&path, &ctx.state(), personal).await.expect("table");
+        let df = ctx.read_table(table).expect("read").filter(col("income").gt(lit(5000))).expect("filter");
+        let plan = df.create_physical_plan().await.expect("plan");
+        assert!(collect(Arc::clone(&plan), ctx.task_ctx()).await.expect("run").iter().all(|b| b.num_rows() == 0));
+        let mut read = 0;
+        let _ = plan.apply(|node| {
+            if node.name() == "DataSourceExec" {
+                read += node.metrics().and_then(|m| m.output_rows()).unwrap_or(0);
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        read
+    }
+
+    #[tokio::test]
+    async fn a_file_about_people_is_read_whatever_its_statistics_say() {
+        assert_eq!(rows_read(true).await, 1000);
+        assert_eq!(rows_read(false).await, 0, "a table about nobody may skip its row groups");
+    }
 
     #[test]
     fn the_line_for_keeping_a_table_in_memory_is_drawn_per_file() {
