@@ -176,13 +176,11 @@ struct Ingested {
     one_row_per_unit: bool,
 }
 
-/// The capped copy a registration measured: the cap, and the copy in `tmp/` if anybody has more
-/// rows than the cap.
+/// The capped copy a registration measured: the cap, and the copy in `tmp/` with its rows if
+/// anybody has more rows than the cap.
 struct CappedCopy {
     cap: u64,
-    tmp: Option<PathBuf>,
-    /// The copy's rows.
-    rows: u64,
+    copy: Option<(PathBuf, u64)>,
 }
 
 impl Catalog {
@@ -208,11 +206,12 @@ impl Catalog {
         record: impl FnOnce(u64, u64) -> Option<String>,
         rows_read: &dyn Fn(u64),
     ) -> Result<(DatasetInfo, Option<Pending>)> {
-        let Ingested { tmp, format, schema, report, .. } = self.ingest(spec, source, rows_read)?;
+        let Ingested { tmp, format, schema, report, one_row_per_unit: measured } =
+            self.ingest(spec, source, rows_read)?;
         // Declared, and checked by `ingest`: the registry's shorter query path depends on the
         // declaration, never on whether a file happens to hold each person once.
         let one_row_per_unit = spec.privacy_unit.is_some() && spec.one_row_per_person;
-        let capped = match self.capped_copy(spec, &tmp) {
+        let capped = match self.capped_copy(spec, &tmp, measured) {
             Ok(capped) => capped,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -226,15 +225,14 @@ impl Catalog {
         let relative = format!("datasets/{}/{}/{file_name}", spec.dataset.department, spec.dataset.name);
         let placed = dataset_dir.join(&file_name);
         let capped_name = format!("{id}.capped.parquet");
-        let capped_relative = capped
-            .as_ref()
-            .and_then(|c| c.tmp.as_ref())
-            .map(|_| format!("datasets/{}/{}/{capped_name}", spec.dataset.department, spec.dataset.name));
+        let copy = capped.as_ref().and_then(|c| c.copy.as_ref());
+        let capped_relative =
+            copy.map(|_| format!("datasets/{}/{}/{capped_name}", spec.dataset.department, spec.dataset.name));
         let capped_placed = dataset_dir.join(&capped_name);
         let place = || -> Result<()> {
             fs::create_dir_all(&dataset_dir).map_err(Error::io("creating directory", &dataset_dir))?;
             fs::rename(&tmp, &placed).map_err(Error::io("moving dataset file to", &placed))?;
-            if let Some(copy) = capped.as_ref().and_then(|c| c.tmp.as_ref()) {
+            if let Some((copy, _)) = copy {
                 fs::rename(copy, &capped_placed).map_err(Error::io("moving dataset file to", &capped_placed))?;
             }
             sync_dir(&dataset_dir)?;
@@ -244,10 +242,7 @@ impl Catalog {
             Ok(())
         };
         let remove_all = || {
-            for file in [Some(&tmp), capped.as_ref().and_then(|c| c.tmp.as_ref()), Some(&placed), Some(&capped_placed)]
-                .into_iter()
-                .flatten()
-            {
+            for file in [Some(&tmp), copy.map(|(c, _)| c), Some(&placed), Some(&capped_placed)].into_iter().flatten() {
                 let _ = fs::remove_file(file);
             }
         };
@@ -295,7 +290,7 @@ impl Catalog {
                     spec.dp.noise.as_str(),
                     capped.as_ref().map(|c| c.cap as i64),
                     capped_relative,
-                    capped.as_ref().filter(|c| c.tmp.is_some()).map(|c| c.rows as i64),
+                    copy.map(|(_, rows)| *rows as i64),
                 ],
             )?;
             for (position, field) in schema.fields().iter().enumerate() {
@@ -353,19 +348,17 @@ impl Catalog {
 
     /// For a dataset about people, the cap of each person's rows and, where somebody has more,
     /// the copy of the ingested file at `tmp` keeping each person's rows up to it (`None` for a
-    /// dataset about nobody). A declared registry (checked) needs no copy.
-    fn capped_copy(&self, spec: &DatasetSpec, tmp: &Path) -> Result<Option<CappedCopy>> {
+    /// dataset about nobody). A file `ingest` measured as one row per person (declared or not)
+    /// needs no copy and is not read again.
+    fn capped_copy(&self, spec: &DatasetSpec, tmp: &Path, one_row_per_person: bool) -> Result<Option<CappedCopy>> {
         let Some(unit) = spec.privacy_unit.as_ref() else { return Ok(None) };
         let cap = spec.dp.max_groups.max(1).saturating_mul(spec.dp.max_rows.max(1));
-        if spec.one_row_per_person {
-            return Ok(Some(CappedCopy { cap, tmp: None, rows: 0 }));
+        if one_row_per_person {
+            return Ok(Some(CappedCopy { cap, copy: None }));
         }
         let copy = self.dir.tmp_file("parquet");
         match veil_ingest::write_capped(tmp, unit, cap, &copy) {
-            Ok(written) => {
-                let rows = written.as_ref().map_or(0, |w| w.rows);
-                Ok(Some(CappedCopy { cap, tmp: written.map(|_| copy), rows }))
-            }
+            Ok(written) => Ok(Some(CappedCopy { cap, copy: written.map(|w| (copy, w.rows)) })),
             Err(e) => {
                 let _ = fs::remove_file(&copy);
                 Err(e.into())
