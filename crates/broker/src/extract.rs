@@ -1129,48 +1129,56 @@ impl Broker {
         own.sort();
         let released = self
             .blocking(move |c| {
-                // Whether a dataset version's unit is a linkable identifier.
-                let linkable = |(dataset, version): &(DatasetRef, i64)| -> veil_catalog::Result<bool> {
-                    let info = c.dataset_version(dataset, *version)?;
-                    let unit = info.privacy_unit.as_ref();
-                    Ok(info.columns.iter().any(|col| Some(&col.name) == unit && col.linkable))
-                };
-                let mut own_linked = Vec::new();
-                for source in &own {
-                    if linkable(source)? {
-                        own_linked.push(source.clone());
+                // Whether a dataset version's unit is a linkable identifier, each looked up once
+                // (many releases read the same versions).
+                let mut linkable: HashMap<(DatasetRef, i64), bool> = HashMap::new();
+                let mut linked = |sources: &[(DatasetRef, i64)]| -> veil_catalog::Result<Vec<(DatasetRef, i64)>> {
+                    let mut out = Vec::new();
+                    for source in sources {
+                        let is = match linkable.get(source) {
+                            Some(is) => *is,
+                            None => {
+                                let info = c.dataset_version(&source.0, source.1)?;
+                                let unit = info.privacy_unit.as_ref();
+                                let is = info.columns.iter().any(|col| Some(&col.name) == unit && col.linkable);
+                                *linkable.entry(source.clone()).or_insert(is)
+                            }
+                        };
+                        if is {
+                            out.push(source.clone());
+                        }
                     }
-                }
+                    Ok(out)
+                };
+                let own_linked = linked(&own)?;
                 let mut found = Vec::new();
                 for (id, mut sources) in c.released_extracts()? {
                     sources.sort();
                     if except.as_deref() == Some(id.as_str()) || sources == own {
                         continue;
                     }
-                    // Empty where two different datasets (or versions) of the extracts are
-                    // kept by one department (always compared), else the linkable datasets
-                    // of each whose people decide it.
-                    let mut linked = (Vec::new(), Vec::new());
+                    // `None` where two different datasets (or versions) of the extracts are
+                    // kept by one department (always compared), else the released extract's
+                    // linkable datasets, whose people decide it.
                     let kept_alike =
                         sources.iter().any(|t| own.iter().any(|o| o != t && o.0.department == t.0.department));
-                    if !kept_alike {
-                        for source in &sources {
-                            if linkable(source)? {
-                                linked.1.push(source.clone());
-                            }
-                        }
-                        if own_linked.is_empty() || linked.1.is_empty() {
+                    let theirs = if kept_alike {
+                        None
+                    } else {
+                        let theirs = linked(&sources)?;
+                        if own_linked.is_empty() || theirs.is_empty() {
                             continue;
                         }
-                        linked.0.clone_from(&own_linked);
-                    }
+                        Some(theirs)
+                    };
                     if let Some(e) = c.extract(&id)? {
-                        found.push((e.file, report_roles(&e.report), linked));
+                        found.push((e.file, report_roles(&e.report), theirs));
                     }
                 }
-                Ok(found)
+                Ok((own_linked, found))
             })
             .await?;
+        let (own_linked, released) = released;
         if released.is_empty() {
             return Ok(None);
         }
@@ -1184,7 +1192,9 @@ impl Broker {
             // Each linked dataset version's people (its units' values as text, spaces, case and
             // leading zeros aside: `veil_extract::unit_key`), read once.
             let mut people: HashMap<(DatasetRef, i64), HashSet<String>> = HashMap::new();
-            for source in released.iter().flat_map(|(_, _, (ours, theirs))| ours.iter().chain(theirs)) {
+            let theirs = released.iter().filter_map(|(_, _, theirs)| theirs.as_ref());
+            let own_linked: &[_] = if theirs.clone().next().is_some() { &own_linked } else { &[] };
+            for source in own_linked.iter().chain(theirs.flatten()) {
                 if people.contains_key(source) {
                     continue;
                 }
@@ -1202,13 +1212,14 @@ impl Broker {
                 let rest: Vec<_> = sets.collect();
                 first.iter().filter(|u| rest.iter().all(|set| set.contains(*u))).collect()
             };
+            let ours = population(own_linked);
             let new = veil_extract::ReleasedRows::read(&file, &roles).map_err(extract_error)?;
-            for (other, roles, (ours, theirs)) in released {
+            for (other, roles, theirs) in released {
                 // Across departments, compared where the extracts may hold one person: two
                 // registers sharing people hold them in the same classes, whatever else they
                 // hold (a red team read a target's diagnosis from registers sharing just under
                 // half their people, and from joins of registers sharing fewer).
-                let same_people = ours.is_empty() || !population(&ours).is_disjoint(&population(&theirs));
+                let same_people = theirs.is_none_or(|theirs| !ours.is_disjoint(&population(&theirs)));
                 if !same_people {
                     continue;
                 }
