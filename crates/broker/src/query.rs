@@ -382,6 +382,11 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
             (c.name.clone(), column)
         })
         .collect();
+    let (capped, capped_copy) = match info.capped {
+        CappedRows::Unmeasured => (veil_guard::CapAt::Query, None),
+        CappedRows::Within => (veil_guard::CapAt::Within, None),
+        CappedRows::Copy(path, rows) => (veil_guard::CapAt::Stored, Some((path, rows))),
+    };
     SessionDataset {
         dataset: info.dataset,
         path,
@@ -392,15 +397,8 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
             contribution: veil_guard::Contribution { max_groups: info.dp.max_groups, max_rows: info.dp.max_rows },
             one_row_per_unit: info.one_row_per_unit,
             rows: info.row_count,
-            capped: match info.capped {
-                CappedRows::Unmeasured => veil_guard::CapAt::Query,
-                CappedRows::Within => veil_guard::CapAt::Within,
-                CappedRows::Copy(..) => veil_guard::CapAt::Stored,
-            },
+            capped,
         },
-        capped_copy: match info.capped {
-            CappedRows::Copy(path, rows) => Some((path, rows)),
-            CappedRows::Unmeasured | CappedRows::Within => None,
-        },
+        capped_copy,
     }
 }

@@ -179,4 +179,9 @@ impl GuardContext {
         let schema = schema?;
         self.datasets.get(&(schema.to_owned(), table.to_owned()))
     }
+
+    /// The stored capped copy of a dataset in the session, by SQL schema and table, if opened.
+    pub(crate) fn capped_copy(&self, schema: Option<&str>, table: &str) -> Option<&Arc<dyn TableSource>> {
+        self.capped_copies.0.get(&(schema?.to_owned(), table.to_owned()))
+    }
 }

@@ -138,9 +138,7 @@ fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
             match ctx.dataset(schema, table).map(|d| d.capped) {
                 Some(CapAt::Within) => return Ok(Transformed::no(node)),
                 Some(CapAt::Stored) => {
-                    if let Some(copy) =
-                        ctx.capped_copies.0.get(&(schema.unwrap_or_default().to_owned(), table.to_owned()))
-                    {
+                    if let Some(copy) = ctx.capped_copy(schema, table) {
                         // The same name: the columns above keep their qualifier.
                         let capped = TableScanBuilder::new(scan.table_name.clone(), Arc::clone(copy))
                             .with_projection(scan.projection.clone())
