@@ -156,16 +156,17 @@ fn json_response(released: &Released) -> Result<QueryResponse, ApiError> {
 /// writer makes objects keyed by column name, so each column is written under its position:
 /// two columns of one name (`SELECT a.x, b.x …`) gave the second as NULL.
 fn json_rows(batches: &[RecordBatch], columns: &[QueryColumn]) -> Result<Vec<Vec<serde_json::Value>>, ApiError> {
-    if batches.is_empty() {
-        return Ok(Vec::new());
-    }
+    let Some(first) = batches.first() else { return Ok(Vec::new()) };
     let mut writer: ArrayWriter<Vec<u8>> = WriterBuilder::new().with_explicit_nulls(true).build(Vec::new());
-    let positional = |b: &RecordBatch| {
-        let fields: Vec<arrow::datatypes::Field> =
-            b.schema().fields().iter().enumerate().map(|(i, f)| f.as_ref().clone().with_name(i.to_string())).collect();
-        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), b.columns().to_vec())
-    };
-    let renamed = batches.iter().map(positional).collect::<Result<Vec<_>, _>>().map_err(ApiError::internal)?;
+    // The batches of one answer share a schema: renamed once.
+    let fields: Vec<arrow::datatypes::Field> =
+        first.schema().fields().iter().enumerate().map(|(i, f)| f.as_ref().clone().with_name(i.to_string())).collect();
+    let positional = Arc::new(arrow::datatypes::Schema::new(fields));
+    let renamed = batches
+        .iter()
+        .map(|b| RecordBatch::try_new(Arc::clone(&positional), b.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
     let refs: Vec<&RecordBatch> = renamed.iter().collect();
     writer.write_batches(&refs).map_err(ApiError::internal)?;
     writer.finish().map_err(ApiError::internal)?;
