@@ -9,8 +9,9 @@
 //! budget). A measurement therefore wraps each input of every operator with several inputs in
 //! a [`DrainedExec`], which passes its rows through; once the measurement's answer is complete,
 //! [`Drains::finish`] reads every such input its consumer stopped reading to its end, and the
-//! rows are dropped. Dynamic filters and Parquet pruning by the query's own constants are
-//! switched off for such queries (see the engine's session).
+//! rows are dropped. Reading is cheaper than probing, so the join is also given a build row
+//! matching nothing ([`crate::probe`]). Dynamic filters and Parquet pruning by the query's own
+//! constants are switched off for such queries (see the engine's session).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

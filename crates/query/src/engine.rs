@@ -37,6 +37,7 @@ use crate::drain::{Drains, drained};
 use crate::error::{clean, error_kind, internal, is_resource_limit, optimizing, planning};
 use crate::memory::{Reserved, Unreserved};
 use crate::plan_cache::{GuardedPlan, PlanCache, reads_clock_or_chance};
+use crate::probe::probing;
 use crate::release::{noisy_outputs, noisy_source};
 use crate::request::{Answer, DpReport, Limits, QueryRequest, SessionDataset};
 use crate::tables::{TableKey, Tables, in_memory, parquet_table, register};
@@ -593,7 +594,7 @@ impl QueryEngine {
     ) -> std::result::Result<Vec<RecordBatch>, Stop> {
         let drains = Arc::new(Drains::default());
         let physical = match rows {
-            Rows::Measurements => drained(physical, &drains).map_err(Stop::Failed)?,
+            Rows::Measurements => drained(probing(physical).map_err(Stop::Failed)?, &drains).map_err(Stop::Failed)?,
             Rows::Answer | Rows::Table => physical,
         };
         let physical = yielding(physical).map_err(Stop::Failed)?;

@@ -28,6 +28,7 @@ mod error;
 mod memory;
 mod parse;
 mod plan_cache;
+mod probe;
 mod release;
 mod request;
 mod tables;
