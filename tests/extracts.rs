@@ -1617,6 +1617,28 @@ async fn another_departments_register_of_people_alike_releases_its_extracts() {
     let extract = json!({"name": "reformatted_copy", "columns": ["diag"]});
     let after = approved_by(&w, &hrss, "hrss.reformatted", extract, "diag").await;
     assert_refused(after, &before, "extract_isolates_people", "a copy with its ids written otherwise");
+    // A copy whose ids carry a prefix (`CN-`).
+    let prefixed = snapshot("P").replace("\nP", "\nCN-P").replace("\nT", "\nCN-T");
+    let mut metadata = copy.clone();
+    (metadata["name"], metadata["department"]) = (json!("prefixed"), json!("hrss"));
+    let (status, body) = w.s.upload(&hrss, &metadata, prefixed.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let extract = json!({"name": "prefixed_copy", "columns": ["diag"]});
+    let after = approved_by(&w, &hrss, "hrss.prefixed", extract, "diag").await;
+    assert_refused(after, &before, "extract_isolates_people", "a copy with prefixed ids");
+    // A copy keyed by record number, the national id a linkable column beside it.
+    let mut numbered = String::from("record_no,person_id,diag\n");
+    for (i, line) in snapshot("P").lines().skip(1).enumerate() {
+        numbered.push_str(&format!("R{i},{line}\n"));
+    }
+    let numbered_metadata = json!({"name": "numbered", "department": "hrss", "level": "L2", "privacy_unit": "record_no",
+        "columns": {"record_no": {"tag": "identifier"}, "person_id": {"tag": "identifier", "linkable": true},
+                    "diag": {"tag": "sensitive"}}});
+    let (status, body) = w.s.upload(&hrss, &numbered_metadata, numbered.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let extract = json!({"name": "numbered_copy", "columns": ["diag"]});
+    let after = approved_by(&w, &hrss, "hrss.numbered", extract, "diag").await;
+    assert_refused(after, &before, "extract_isolates_people", "a copy keyed by record number");
 }
 
 /// A version re-keying everybody (new units, the steward confirming it) with the target

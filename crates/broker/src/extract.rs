@@ -1111,9 +1111,10 @@ impl Broker {
     /// extract, even of one column, for another department's releases. Extracts of two
     /// different datasets (or versions) kept by one department, where a register's snapshots
     /// are registered, are compared; others where the people they can hold (those in every
-    /// dataset of the extract with a linkable unit, compared as text) meet in one person at
-    /// least. A copy re-keyed by another department, or whose unit is not declared linkable,
-    /// is not compared (docs/extracts.md).
+    /// dataset of the extract with a linkable identifier, named by any of them, compared as
+    /// [`veil_extract::unit_key`] reads them) meet in one person at least. A copy re-keyed by
+    /// another department, or with no identifier declared linkable, is not compared
+    /// (docs/extracts.md).
     async fn differing_release(
         &self,
         file: std::path::PathBuf,
@@ -1129,22 +1130,18 @@ impl Broker {
         own.sort();
         let released = self
             .blocking(move |c| {
-                // Whether a dataset version's unit is a linkable identifier, each looked up once
-                // (many releases read the same versions).
-                let mut linkable: HashMap<(DatasetRef, i64), bool> = HashMap::new();
+                // A dataset version's linkable identifiers (its unit or any other column), each
+                // looked up once (many releases read the same versions).
+                let mut linkable: HashMap<(DatasetRef, i64), Vec<String>> = HashMap::new();
                 let mut linked = |sources: &[(DatasetRef, i64)]| -> veil_catalog::Result<Vec<(DatasetRef, i64)>> {
                     let mut out = Vec::new();
                     for source in sources {
-                        let is = match linkable.get(source) {
-                            Some(is) => *is,
-                            None => {
-                                let info = c.dataset_version(&source.0, source.1)?;
-                                let unit = info.privacy_unit.as_ref();
-                                let is = info.columns.iter().any(|col| Some(&col.name) == unit && col.linkable);
-                                *linkable.entry(source.clone()).or_insert(is)
-                            }
-                        };
-                        if is {
+                        if !linkable.contains_key(source) {
+                            let info = c.dataset_version(&source.0, source.1)?;
+                            let columns = info.columns.iter().filter(|col| col.linkable).map(|col| col.name.clone());
+                            linkable.insert(source.clone(), columns.collect());
+                        }
+                        if linkable.get(source).is_some_and(|columns| !columns.is_empty()) {
                             out.push(source.clone());
                         }
                     }
@@ -1175,10 +1172,10 @@ impl Broker {
                         found.push((e.file, report_roles(&e.report), theirs));
                     }
                 }
-                Ok((own_linked, found))
+                Ok((own_linked, found, linkable))
             })
             .await?;
-        let (own_linked, released) = released;
+        let (own_linked, released, linkable) = released;
         if released.is_empty() {
             return Ok(None);
         }
@@ -1189,8 +1186,10 @@ impl Broker {
         let _room = self.reserve_build(files, "the extract cannot be compared with those released").await?;
         let catalog = std::sync::Arc::clone(&self.catalog);
         let work = move || -> Result<Option<Error>, Error> {
-            // Each linked dataset version's people (its units' values as text, spaces, case and
-            // leading zeros aside: `veil_extract::unit_key`), read once.
+            // Each linked dataset version's people: the values of its linkable identifiers as
+            // text, spaces, case, prefixes and leading zeros aside (`veil_extract::unit_key`),
+            // read once. Every such column counts, not only the unit: a red team's copy was
+            // keyed by record number, the national id beside it.
             let mut people: HashMap<(DatasetRef, i64), HashSet<String>> = HashMap::new();
             let theirs = released.iter().filter_map(|(_, _, theirs)| theirs.as_ref());
             let own_linked: &[_] = if theirs.clone().next().is_some() { &own_linked } else { &[] };
@@ -1198,12 +1197,9 @@ impl Broker {
                 if people.contains_key(source) {
                     continue;
                 }
-                let (file, unit) = catalog.version_source(&source.0, source.1)?;
-                let units = match unit {
-                    Some(unit) => veil_extract::unit_row_hashes(&file, &unit, &[]).map_err(extract_error)?,
-                    None => HashMap::new(),
-                };
-                people.insert(source.clone(), units.into_keys().map(|u| veil_extract::unit_key(&u)).collect());
+                let (file, _) = catalog.version_source(&source.0, source.1)?;
+                let columns = linkable.get(source).map_or(&[][..], Vec::as_slice);
+                people.insert(source.clone(), veil_extract::identifier_keys(&file, columns).map_err(extract_error)?);
             }
             // The people an extract of `sources` can hold: those in every one of them.
             let population = |sources: &[(DatasetRef, i64)]| -> HashSet<&String> {

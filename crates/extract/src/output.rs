@@ -153,18 +153,48 @@ pub fn unit_row_hashes(path: &Path, unit: &str, columns: &[String]) -> Result<st
     Ok(hashes)
 }
 
-/// A unit's value as the comparison of two departments' people reads it: without surrounding
-/// spaces, in upper case, and a number without its leading zeros. A red team's copies of a
-/// register wrote the same ids in lower case, with spaces around them, or as `1` for
-/// `00000001` (a spreadsheet's round trip), and were not matched with the original's people.
-/// (Other rewritings, such as a prefix, are not matched.)
+/// A unit's value as the comparison of two departments' people reads it: its letters and
+/// digits only, in upper case, without a leading run of letters set apart from the rest (a
+/// system's or country's prefix, `CN-`), and a number without its leading zeros. A red team's
+/// copies of a register wrote the same ids in lower case, with spaces around them, as `1` for
+/// `00000001` (a spreadsheet's round trip), or behind `CN-`, and were not matched with the
+/// original's people. Letters joined to the digits stay (`P0001` and `H0001` are two
+/// registers' people); other rewritings (a suffix, a hash) are not matched.
 pub fn unit_key(value: &str) -> String {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        let digits = value.trim_start_matches('0');
+    let mut runs: Vec<&str> = value.split(|c: char| !c.is_alphanumeric()).filter(|r| !r.is_empty()).collect();
+    while runs.len() > 1 && runs[0].chars().all(char::is_alphabetic) {
+        runs.remove(0);
+    }
+    let key: String = runs.concat().to_uppercase();
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = key.trim_start_matches('0');
         return if digits.is_empty() { "0".to_owned() } else { digits.to_owned() };
     }
-    value.to_uppercase()
+    key
+}
+
+/// The values of the Parquet file at `path` in `columns` (those it has; nulls left out), each
+/// as [`unit_key`] reads it: the people a dataset's identifiers name.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn identifier_keys(path: &Path, columns: &[String]) -> Result<std::collections::HashSet<String>> {
+    let file = std::fs::File::open(path).map_err(io)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = builder.schema().clone();
+    let roots: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+    let mut keys = std::collections::HashSet::new();
+    if roots.is_empty() {
+        return Ok(keys);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    for batch in builder.with_projection(mask).with_batch_size(64 * 1024).build()? {
+        for column in batch?.columns() {
+            let text = cast(column, &DataType::Utf8)?;
+            keys.extend(text.as_string::<i32>().iter().flatten().map(unit_key));
+        }
+    }
+    Ok(keys)
 }
 
 /// About how many bytes building an extract holds for `columns` of the Parquet file at `path`:
@@ -198,12 +228,20 @@ fn io(e: std::io::Error) -> crate::Error {
 mod tests {
     #[test]
     fn unit_keys_match_ids_written_otherwise() {
-        for (a, b) in
-            [("P0001", " p0001 "), ("00000001", "1"), ("0", "000"), ("11010119500101001X", "11010119500101001x")]
-        {
+        for (a, b) in [
+            ("P0001", " p0001 "),
+            ("00000001", "1"),
+            ("0", "000"),
+            ("11010119500101001X", "11010119500101001x"),
+            ("CN-000123", "123"),
+            ("cn p0001", "P0001"),
+            ("110105-19491231-002X", "11010519491231002X"),
+        ] {
             assert_eq!(super::unit_key(a), super::unit_key(b), "{a} ~ {b}");
         }
-        assert_ne!(super::unit_key("CN-1"), super::unit_key("1"));
+        for (a, b) in [("P0001", "H0001"), ("P0001", "1"), ("A", "B")] {
+            assert_ne!(super::unit_key(a), super::unit_key(b), "{a} ~ {b}");
+        }
     }
 
     use super::*;
