@@ -1639,6 +1639,19 @@ async fn another_departments_register_of_people_alike_releases_its_extracts() {
     let extract = json!({"name": "numbered_copy", "columns": ["diag"]});
     let after = approved_by(&w, &hrss, "hrss.numbered", extract, "diag").await;
     assert_refused(after, &before, "extract_isolates_people", "a copy keyed by record number");
+    // Other people and one of civil's: too few in common to cancel out, and released (a red
+    // team's register sharing one person was refused for classes a row or two off).
+    w.s.department("medicare", "医保局").await;
+    let medicare = w.s.user("medicare-steward", Some("medicare"), &["steward"]).await;
+    let mut metadata = json!({"name": "insured", "department": "medicare", "level": "L2", "privacy_unit": "person_id",
+                              "columns": ages_columns()});
+    metadata["columns"]["person_id"] = json!({"tag": "identifier", "linkable": true});
+    let one_shared = ages_csv("G", 2, true) + ages_csv("P", 0, false).lines().nth(1).unwrap() + "\n";
+    let (status, body) = w.s.upload(&medicare, &metadata, one_shared.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let extract = json!({"name": "insured_sexes", "columns": ["sex"]});
+    let rows = approved_by(&w, &medicare, "medicare.insured", extract, "*").await;
+    assert_eq!(rows.unwrap_or_else(|refused| panic!("one person shared: {refused}")).len(), 62);
 }
 
 /// A version re-keying everybody (new units, the steward confirming it) with the target

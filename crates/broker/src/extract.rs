@@ -1112,7 +1112,7 @@ impl Broker {
     /// different datasets (or versions) kept by one department, where a register's snapshots
     /// are registered, are compared; others where the people they can hold (those in every
     /// dataset of the extract with a linkable identifier, named by any of them, compared as
-    /// [`veil_extract::unit_key`] reads them) meet in one person at least. A copy re-keyed by
+    /// [`veil_extract::unit_key`] reads them) meet in `k` people at least. A copy re-keyed by
     /// another department, or with no identifier declared linkable, is not compared
     /// (docs/extracts.md).
     async fn differing_release(
@@ -1211,11 +1211,19 @@ impl Broker {
             let ours = population(own_linked);
             let new = veil_extract::ReleasedRows::read(&file, &roles).map_err(extract_error)?;
             for (other, roles, theirs) in released {
-                // Across departments, compared where the extracts may hold one person: two
-                // registers sharing people hold them in the same classes, whatever else they
-                // hold (a red team read a target's diagnosis from registers sharing just under
-                // half their people, and from joins of registers sharing fewer).
-                let same_people = theirs.is_none_or(|theirs| !ours.is_disjoint(&population(&theirs)));
+                // Across departments, compared where the extracts may hold `k` people in
+                // common: two registers sharing people hold them in the same classes, whatever
+                // else they hold (a red team read a target's diagnosis from registers sharing
+                // just under half their people, and from joins of registers sharing fewer).
+                // With fewer than `k` in common, the one less the other isolates somebody only
+                // where other people's rows cancel by chance or by a steward's crafting (out
+                // of reach of any comparison); and one person shared by two registers alike
+                // refused the second (a red team).
+                let shared = |theirs: &[(DatasetRef, i64)]| {
+                    let theirs = population(theirs);
+                    ours.iter().filter(|u| theirs.contains(*u)).take(k as usize).count() as u64 >= k
+                };
+                let same_people = theirs.is_none_or(|theirs| shared(&theirs));
                 if !same_people {
                     continue;
                 }
