@@ -128,13 +128,10 @@ impl ExecutionPlan for DrainedExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(Self::new(input, Arc::clone(&self.drains)))),
-            _ => Err(DataFusionError::Internal("DrainedExec has one input".into())),
-        }
+        Ok(Arc::new(Self::new(only_child(children, "DrainedExec")?, Arc::clone(&self.drains))))
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -151,6 +148,14 @@ impl ExecutionPlan for DrainedExec {
             .map_err(|_| DataFusionError::Internal("drains poisoned".into()))?
             .push(Arc::clone(&slot));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, Shared { slot })))
+    }
+}
+
+/// The one input of an operator `name` that has one, from `children`.
+pub(crate) fn only_child(mut children: Vec<Arc<dyn ExecutionPlan>>, name: &str) -> Result<Arc<dyn ExecutionPlan>> {
+    match (children.pop(), children.is_empty()) {
+        (Some(input), true) => Ok(input),
+        _ => Err(DataFusionError::Internal(format!("{name} has one input"))),
     }
 }
 

@@ -31,6 +31,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::drain::only_child;
+
 /// The column telling real build rows (`true`) from the sentinel (`false`).
 const LIVE: &str = "__veil_live";
 
@@ -170,15 +172,12 @@ impl ExecutionPlan for SentinelExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => match Self::try_new(input)? {
-                Some(sentinel) => Ok(Arc::new(sentinel)),
-                None => Err(DataFusionError::Internal("SentinelExec: no sentinel row".into())),
-            },
-            _ => Err(DataFusionError::Internal("SentinelExec has one input".into())),
+        match Self::try_new(only_child(children, "SentinelExec")?)? {
+            Some(sentinel) => Ok(Arc::new(sentinel)),
+            None => Err(DataFusionError::Internal("SentinelExec: no sentinel row".into())),
         }
     }
 
