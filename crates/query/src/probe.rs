@@ -54,7 +54,8 @@ pub(crate) fn probing(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionP
 /// every probe row) or no sentinel row can be made for its build side.
 fn probed(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let join_type = join.join_type;
-    if !join_type.empty_build_side_produces_empty_result() {
+    // A null-aware anti join (`NOT IN`) takes one key only; it is left as it is.
+    if !join_type.empty_build_side_produces_empty_result() || join.null_aware {
         return Ok(None);
     }
     let left_schema = join.left.schema();
@@ -212,8 +213,9 @@ mod tests {
 
     use super::*;
 
-    /// Ten people known by `k` (0..10) and 20,000 visits of theirs, as two tables; on several
-    /// partitions, joins hash both sides into them (each partition builds a map of its own).
+    /// Ten people known by `k` (0..10) and 20,000 visits of theirs, as two tables (a visit's
+    /// `k` may be NULL, so `NOT IN` plans a null-aware anti join); on several partitions,
+    /// joins hash both sides into them (each partition builds a map of its own).
     fn context(partitions: usize) -> SessionContext {
         let mut config = SessionConfig::new().with_target_partitions(partitions);
         if partitions > 1 {
@@ -230,8 +232,7 @@ mod tests {
             ],
         )
         .expect("people");
-        let visits =
-            Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("n", DataType::Int64, false)]);
+        let visits = Schema::new(vec![Field::new("k", DataType::Int64, true), Field::new("n", DataType::Int64, false)]);
         let visits: Vec<RecordBatch> = (0..20)
             .map(|b| {
                 RecordBatch::try_new(
@@ -287,6 +288,7 @@ mod tests {
              WHERE people.v <> '{v}' GROUP BY people.k",
             "SELECT k FROM people WHERE v <> '{v}' AND NOT EXISTS (SELECT 1 FROM visits WHERE visits.k = people.k AND n < 5)",
             "SELECT k FROM people WHERE k IN (SELECT k FROM visits WHERE n < 4) OR v = '{v}'",
+            "SELECT k FROM people WHERE v <> '{v}' AND k NOT IN (SELECT k FROM visits WHERE n < 5)",
             "SELECT visits.k, count(*) FROM visits RIGHT JOIN people ON visits.k = people.k WHERE people.v = '{v}' \
              GROUP BY visits.k",
         ];
