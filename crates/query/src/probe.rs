@@ -9,7 +9,8 @@
 //! nothing: it carries a column `false` where every real row carries `true`, and the join
 //! compares that column with `true` beside its own keys. The map is never empty, every probe
 //! batch is looked up, and the sentinel never joins; where a join outputs its build side's
-//! unmatched rows (left, left anti and left mark joins) a filter drops it again.
+//! unmatched rows (left, left anti and left mark joins) a filter drops it again. A null-aware
+//! anti join (`NOT IN`) takes one key only: its sentinel may match, and is dropped all the same.
 
 use std::sync::Arc;
 
@@ -54,8 +55,7 @@ pub(crate) fn probing(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionP
 /// every probe row) or no sentinel row can be made for its build side.
 fn probed(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let join_type = join.join_type;
-    // A null-aware anti join (`NOT IN`) takes one key only; it is left as it is.
-    if !join_type.empty_build_side_produces_empty_result() || join.null_aware {
+    if !join_type.empty_build_side_produces_empty_result() {
         return Ok(None);
     }
     let left_schema = join.left.schema();
@@ -64,10 +64,15 @@ fn probed(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         return Ok(None);
     };
     let width = left_schema.fields().len();
-    let live_key: PhysicalExprRef = Arc::new(Column::new(LIVE, width));
-    let real: PhysicalExprRef = Arc::new(Literal::new(ScalarValue::Boolean(Some(true))));
     let mut on = join.on.clone();
-    on.push((live_key, real));
+    // Where the sentinel is filtered out after the join, it may match: a null-aware anti join
+    // (`NOT IN`) takes one key only, and is such a join.
+    let outputs_sentinel = matches!(join_type, JoinType::Left | JoinType::LeftAnti | JoinType::LeftMark);
+    if !join.null_aware {
+        let live_key: PhysicalExprRef = Arc::new(Column::new(LIVE, width));
+        let real: PhysicalExprRef = Arc::new(Literal::new(ScalarValue::Boolean(Some(true))));
+        on.push((live_key, real));
+    }
 
     // The output columns, named by side and index, found again among the new join's.
     let (_, before) = build_join_schema(&left_schema, &right_schema, &join_type);
@@ -80,7 +85,6 @@ fn probed(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         None => before.iter().collect(),
     };
     let mut projection = output.into_iter().map(position).collect::<Result<Vec<_>>>()?;
-    let outputs_sentinel = matches!(join_type, JoinType::Left | JoinType::LeftAnti | JoinType::LeftMark);
     if outputs_sentinel {
         projection.push(position(&ColumnIndex { index: width, side: JoinSide::Left })?);
     }
@@ -282,6 +286,7 @@ mod tests {
             "SELECT count(*) FROM visits JOIN people ON visits.k = people.k WHERE people.v = '{v}'",
             "SELECT count(*) FROM visits WHERE k IN (SELECT k FROM people WHERE v = '{v}')",
             "SELECT count(*) FROM visits WHERE EXISTS (SELECT 1 FROM people WHERE people.k = visits.k AND v = '{v}')",
+            "SELECT count(*) FROM people WHERE v = '{v}' AND k NOT IN (SELECT k FROM visits)",
         ];
         let others = [
             "SELECT people.k, count(visits.n) FROM people LEFT JOIN visits ON visits.k = people.k AND visits.n < 3 \
