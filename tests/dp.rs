@@ -358,6 +358,10 @@ async fn isolating_filters_min_max_and_unbounded_sums_are_refused_in_dp_mode() {
             "dp_people_not_linked",
         ),
         ("SELECT count(*) FROM (SELECT * FROM civil.residents LIMIT 1) t", "dp_shape"),
+        (
+            "SELECT count(*) FROM health.visits v WHERE v.person_id NOT IN (SELECT person_id FROM civil.residents)",
+            "dp_shape",
+        ),
     ] {
         let (status, body) = dp(&w, &w.civil_analyst, sql, 0.1).await;
         assert!(status.is_client_error(), "{sql}: {status} {body}");
