@@ -18,18 +18,18 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, new_null_array};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, JoinSide, JoinType, Result, ScalarValue};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
-use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExprRef};
-use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, lit};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::joins::utils::{ColumnIndex, build_join_schema};
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
@@ -41,8 +41,8 @@ use crate::drain::only_child;
 /// The column telling real build rows (`true`) from the sentinel (`false`).
 const LIVE: &str = "__veil_live";
 
-/// `plan` with the build side of every hash join that could skip its probe side given a
-/// sentinel ([`SentinelExec`]), and the join matching it with nothing.
+/// `plan` with the build side of every hash join given a sentinel ([`SentinelExec`]), and the
+/// join matching it with nothing.
 pub(crate) fn probing(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_up(|node| match node.downcast_ref::<HashJoinExec>() {
@@ -71,9 +71,7 @@ fn probed(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let outputs_sentinel =
         matches!(join_type, JoinType::Left | JoinType::LeftAnti | JoinType::LeftMark | JoinType::Full);
     if !join.null_aware {
-        let live_key: PhysicalExprRef = Arc::new(Column::new(LIVE, width));
-        let real: PhysicalExprRef = Arc::new(Literal::new(ScalarValue::Boolean(Some(true))));
-        on.push((live_key, real));
+        on.push((Arc::new(Column::new(LIVE, width)), lit(true)));
     }
 
     // The output columns, named by side and index, found again among the new join's.
@@ -101,17 +99,11 @@ fn probed(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         return Ok(Some(probed));
     }
     // The sentinel is the one output row whose last column is `false` (a full join's probe
-    // rows that match nothing have NULL there).
-    let live: PhysicalExprRef = Arc::new(Column::new(LIVE, kept.fields().len()));
-    let not_false =
-        BinaryExpr::new(live, Operator::IsDistinctFrom, Arc::new(Literal::new(ScalarValue::Boolean(Some(false)))));
-    let filtered = Arc::new(FilterExec::try_new(Arc::new(not_false), probed)?);
-    let columns = kept
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| (Arc::new(Column::new(field.name(), i)) as Arc<dyn PhysicalExpr>, field.name().clone()));
-    Ok(Some(Arc::new(ProjectionExec::try_new(columns, filtered)?)))
+    // rows that match nothing have NULL there); the filter keeps the join's own columns.
+    let width = kept.fields().len();
+    let not_false = BinaryExpr::new(Arc::new(Column::new(LIVE, width)), Operator::IsDistinctFrom, lit(false));
+    let filtered = FilterExecBuilder::new(Arc::new(not_false), probed).apply_projection(Some((0..width).collect()))?;
+    Ok(Some(Arc::new(filtered.build()?)))
 }
 
 /// Its input's rows with a column [`LIVE`] of `true`, then in each partition one row of
@@ -203,7 +195,7 @@ impl ExecutionPlan for SentinelExec {
             move |batch: Result<RecordBatch>| {
                 let batch = batch?;
                 let mut columns = batch.columns().to_vec();
-                columns.push(Arc::new(BooleanArray::from(vec![true; batch.num_rows()])) as ArrayRef);
+                columns.push(Arc::new(BooleanArray::new(BooleanBuffer::new_set(batch.num_rows()), None)) as ArrayRef);
                 Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
             }
         };
