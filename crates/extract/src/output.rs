@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use rand::SeedableRng;
@@ -97,16 +97,23 @@ pub fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<()> {
 /// # Errors
 /// When the file cannot be read or lacks a column.
 pub fn read_parquet(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>> {
+    let (reader, _) = columns_of(path, |schema| {
+        columns.iter().map(|c| schema.index_of(c).map_err(|_| crate::Error::UnknownColumn(c.clone()))).collect()
+    })?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// A reader of the Parquet file at `path`, in batches of 64 Ki rows, of the columns `pick`
+/// chooses by their positions in its schema; and those positions.
+fn columns_of(
+    path: &Path,
+    pick: impl FnOnce(&Schema) -> Result<Vec<usize>>,
+) -> Result<(ParquetRecordBatchReader, Vec<usize>)> {
     let file = std::fs::File::open(path).map_err(io)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-    let schema = builder.schema().clone();
-    let roots = columns
-        .iter()
-        .map(|c| schema.index_of(c).map_err(|_| crate::Error::UnknownColumn(c.clone())))
-        .collect::<Result<Vec<_>>>()?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder.with_projection(mask).with_batch_size(64 * 1024).build()?;
-    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+    let roots = pick(builder.schema())?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    Ok((builder.with_projection(mask).with_batch_size(64 * 1024).build()?, roots))
 }
 
 /// Per value of column `unit` of the Parquet file at `path` (as text; nulls left out), a hash
@@ -118,17 +125,14 @@ pub fn read_parquet(path: &Path, columns: &[String]) -> Result<Vec<RecordBatch>>
 /// The file cannot be read, or has no such column.
 pub fn unit_row_hashes(path: &Path, unit: &str, columns: &[String]) -> Result<std::collections::HashMap<String, u64>> {
     use std::hash::{Hash, Hasher};
-    let file = std::fs::File::open(path).map_err(io)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
     // Only the unit and the columns asked for that the file has are read; the unit is hashed
     // too, so that a unit alone still has a row to count.
-    let schema = builder.schema().clone();
-    let at = schema.index_of(unit).map_err(|_| crate::Error::UnknownColumn(unit.to_owned()))?;
-    let roots: Vec<usize> =
-        (0..schema.fields().len()).filter(|&i| i == at || columns.contains(schema.field(i).name())).collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
-    let reader = builder.with_projection(mask).with_batch_size(64 * 1024).build()?;
-    let at = roots.iter().position(|&i| i == at).unwrap_or(0);
+    let mut unit_at = 0;
+    let (reader, roots) = columns_of(path, |schema| {
+        unit_at = schema.index_of(unit).map_err(|_| crate::Error::UnknownColumn(unit.to_owned()))?;
+        Ok((0..schema.fields().len()).filter(|&i| i == unit_at || columns.contains(schema.field(i).name())).collect())
+    })?;
+    let at = roots.iter().position(|&i| i == unit_at).unwrap_or(0);
     let mut hashes = std::collections::HashMap::new();
     let mut converter: Option<arrow::row::RowConverter> = None;
     for batch in reader {
@@ -179,16 +183,13 @@ pub fn unit_key(value: &str) -> String {
 /// # Errors
 /// The file cannot be read.
 pub fn identifier_keys(path: &Path, columns: &[String]) -> Result<std::collections::HashSet<String>> {
-    let file = std::fs::File::open(path).map_err(io)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-    let schema = builder.schema().clone();
-    let roots: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
     let mut keys = std::collections::HashSet::new();
+    let (reader, roots) =
+        columns_of(path, |schema| Ok(columns.iter().filter_map(|c| schema.index_of(c).ok()).collect()))?;
     if roots.is_empty() {
         return Ok(keys);
     }
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    for batch in builder.with_projection(mask).with_batch_size(64 * 1024).build()? {
+    for batch in reader {
         for column in batch?.columns() {
             let text = cast(column, &DataType::Utf8)?;
             keys.extend(text.as_string::<i32>().iter().flatten().map(unit_key));
