@@ -1188,43 +1188,55 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
         ("a join filtered to the person", "aggregate", joined(&exists), joined(&absent)),
     ];
     for (name, mode, with, without) in constructions {
-        let mut times = [Vec::new(), Vec::new()];
-        for round in 0..13 {
-            for (side, sql) in [&with, &without].into_iter().enumerate() {
-                // A new text each round, so that no answer is the recorded one of an identical query.
-                let sql = sql.replacen("count(*) AS n", &format!("count(*) + {round} AS n"), 1);
-                let started = std::time::Instant::now();
-                let (status, body) = match mode {
-                    "dp" => dp(&w, &w.civil_analyst, &sql, 0.001).await,
-                    _ => w.query(&w.civil_analyst, mode, &sql).await,
-                };
-                let took = started.elapsed().as_secs_f64();
-                assert_eq!(status, StatusCode::OK, "{name} ({mode}): {body}");
-                if round > 0 {
-                    times[side].push(took);
+        // A leak shows in every measurement; load alone rarely twice in a row (by chance, 12
+        // rounds are one-sided less than once in 150): a suspicious result is measured again.
+        let mut suspicious_before: Option<bool> = None;
+        for _ in 0..2 {
+            let mut times = [Vec::new(), Vec::new()];
+            for round in 0..13 {
+                for (side, sql) in [&with, &without].into_iter().enumerate() {
+                    // A new text each round, so that no answer is the recorded one of an identical query.
+                    let sql = sql.replacen("count(*) AS n", &format!("count(*) + {round} AS n"), 1);
+                    let started = std::time::Instant::now();
+                    let (status, body) = match mode {
+                        "dp" => dp(&w, &w.civil_analyst, &sql, 0.001).await,
+                        _ => w.query(&w.civil_analyst, mode, &sql).await,
+                    };
+                    let took = started.elapsed().as_secs_f64();
+                    assert_eq!(status, StatusCode::OK, "{name} ({mode}): {body}");
+                    if round > 0 {
+                        times[side].push(took);
+                    }
                 }
             }
+            let [with, without] = times;
+            // Each round's two runs share the machine's load: a leak makes one side slower in
+            // (almost) every round, where load alone makes either side slower by turns.
+            let slower = with.iter().zip(&without).filter(|(a, b)| a > b).count();
+            let one_sided = slower <= 1 || slower + 1 >= with.len();
+            let ((with, with_spread), (without, without_spread)) =
+                (median_and_spread(with), median_and_spread(without));
+            let spread = with_spread.max(without_spread).max(0.002);
+            eprintln!(
+                "{name} ({mode}): median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms, slower with in {slower} of 12",
+                with * 1e3,
+                without * 1e3,
+                spread * 1e3
+            );
+            let suspicious = (with - without).abs() >= spread && one_sided;
+            if !suspicious {
+                break;
+            }
+            // Twice in the same direction: the person's presence is what differs.
+            assert!(
+                suspicious_before != Some(with > without),
+                "{name} ({mode}): median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms; slower with the person in {slower} of 12 rounds, twice",
+                with * 1e3,
+                without * 1e3,
+                spread * 1e3
+            );
+            suspicious_before = Some(with > without);
         }
-        let [with, without] = times;
-        // Each round's two runs share the machine's load: a leak makes one side slower in
-        // (almost) every round, where load alone makes either side slower by turns.
-        let slower = with.iter().zip(&without).filter(|(a, b)| a > b).count();
-        let one_sided = slower <= 1 || slower + 1 >= with.len();
-        let ((with, with_spread), (without, without_spread)) = (median_and_spread(with), median_and_spread(without));
-        let spread = with_spread.max(without_spread).max(0.002);
-        eprintln!(
-            "{name} ({mode}): median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms, slower with in {slower} of 12",
-            with * 1e3,
-            without * 1e3,
-            spread * 1e3
-        );
-        assert!(
-            (with - without).abs() < spread || !one_sided,
-            "{name} ({mode}): median {:.1} ms with the person, {:.1} ms without, spread {:.1} ms; slower with the person in {slower} of 12 rounds",
-            with * 1e3,
-            without * 1e3,
-            spread * 1e3
-        );
     }
 }
 
