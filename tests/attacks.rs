@@ -1116,3 +1116,68 @@ async fn bands_wider_than_the_declared_range_are_one_label() {
         whole["rows"].as_array().unwrap().iter().map(|r| (r[0].to_string(), r[1].to_string())).collect::<Vec<_>>();
     assert_eq!(&whole, rows, "a band holding the declared range is the whole table");
 }
+
+/// A red team's lookup table: a table about nobody, registered in the analyst's own department
+/// and joined on a column of another department's people (`v.cost = p.v`), each of its columns
+/// selecting a fresh random half of the other values plus the target's (`p.c >= 0 AND p.c < 2`)
+/// against the half alone (`p.c = 0`). Every pair of answers differs by the target, with fresh
+/// people and labels each time, so the mean of the differences converges to the target's count
+/// (it recovered a planted subsidy exactly and told membership in 21 of 21 trials). Aggregate
+/// mode now admits only the tables of the department holding the people's data: not one pair is
+/// answered, so there is no difference to average. The owner's own table still joins.
+#[tokio::test]
+async fn a_lookup_table_from_another_department_averages_nothing() {
+    use rand::{Rng, SeedableRng};
+    let w = world().await;
+    let costs: Vec<i64> = (0..10).map(|i| 200 + i * 30).collect();
+    let target = 470;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let columns = 12;
+    let mut csv = String::from("v");
+    (0..columns).for_each(|j| csv.push_str(&format!(",c{j}")));
+    csv.push('\n');
+    for v in &costs {
+        csv.push_str(&v.to_string());
+        for _ in 0..columns {
+            let c = if *v == target {
+                1
+            } else if rng.random_bool(0.5) {
+                0
+            } else {
+                2
+            };
+            csv.push_str(&format!(",{c}"));
+        }
+        csv.push('\n');
+    }
+    let mut tags = serde_json::Map::new();
+    tags.insert("v".into(), serde_json::json!({"tag": "attribute"}));
+    (0..columns).for_each(|j| {
+        tags.insert(format!("c{j}"), serde_json::json!({"tag": "attribute"}));
+    });
+    let meta = serde_json::json!({"name": "lookup", "department": "civil", "level": "L1", "columns": tags});
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let mut answered = Vec::new();
+    for j in 0..columns {
+        let pair = [format!("p.c{j} >= 0 AND p.c{j} < 2"), format!("p.c{j} = 0")].map(|condition| {
+            format!("SELECT count(*) AS n FROM health.visits v JOIN civil.lookup p ON v.cost = p.v WHERE {condition}")
+        });
+        for sql in pair {
+            let (status, body) = w.query(&w.civil_analyst, "aggregate", &sql).await;
+            if status == StatusCode::OK {
+                answered.push(body["rows"].clone());
+            } else {
+                assert_eq!((status, body["error"]["code"].as_str()), (FORBIDDEN, Some("anon_shape")), "{sql}: {body}");
+                assert!(body.get("rows").is_none(), "{body}");
+            }
+        }
+    }
+    assert!(answered.is_empty(), "{} of {} halves answered: {answered:?}", answered.len(), 2 * columns);
+    // The department holding the people's data may join its own table about nobody.
+    let body = w
+        .ok("SELECT p.c0, count(*) AS n FROM civil.residents r JOIN civil.lookup p ON r.subsidy = p.v GROUP BY p.c0")
+        .await;
+    assert!(body["rows"].is_array(), "{body}");
+}

@@ -69,6 +69,24 @@ const CASES: &[(&str, &str)] = &[
         "ok",
         "SELECT district, count(*) AS n FROM civil.people GROUP BY district HAVING count(*) > 20 ORDER BY n DESC LIMIT 3",
     ),
+    // A table about nobody of the department holding the people's data may label and select
+    // them; another department's may not (it selects and splits people by any values it holds).
+    (
+        "ok",
+        "SELECT s.n, count(*) FROM civil.people p JOIN civil.stops s ON p.district = s.district WHERE s.n = 3 GROUP BY s.n",
+    ),
+    (
+        "anon_shape",
+        "SELECT c.region, count(*) FROM civil.people p JOIN health.codes c ON p.district = c.district GROUP BY c.region",
+    ),
+    (
+        "anon_shape",
+        "SELECT count(*) FROM civil.people p JOIN health.codes c ON p.district = c.district WHERE c.region = 'x'",
+    ),
+    (
+        "anon_shape",
+        "SELECT count(*) FROM civil.people p JOIN health.visits v ON p.id = v.id JOIN civil.stops s ON p.district = s.district",
+    ),
     // A dataset about nobody keeps the full SQL surface.
     ("ok", "SELECT district, max(n), count(*) FILTER (WHERE n > 3) FROM civil.stops WHERE n <> 7 GROUP BY district"),
     // COUNT of a column beside the rows would be the group's NULLs, exactly.

@@ -73,6 +73,34 @@ pub(crate) fn applies(plan: &LogicalPlan, ctx: &GuardContext) -> bool {
     personal || walked.is_err()
 }
 
+/// Checks that every dataset about nobody in `plan` belongs to the department of every dataset
+/// about people in it. Joined on a column of people's rows, a table about nobody selects them
+/// by any set of that column's values its rows hold, and its columns' conditions and keys
+/// split them by any partition: a red team registered, in its own department, a table of a
+/// thousand values with hundreds of columns, each splitting the values in a new way around the
+/// target's, and averaged the pairs of answers one column apart (fresh people and labels each
+/// time) to a planted person's exact subsidy and to whether people exist (21 of 21). The
+/// department that holds the people's data keeps the lookup tables it may be joined with.
+pub(crate) fn lookups_of_the_owner(plan: &LogicalPlan, ctx: &crate::GuardContext) -> Result<(), Violation> {
+    let (mut owners, mut lookups) = (Vec::new(), Vec::new());
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let schema = scan.table_name.schema();
+            let department = schema.unwrap_or_default().to_owned();
+            let about_people = ctx.dataset(schema, scan.table_name.table()).is_none_or(|d| d.privacy_unit.is_some());
+            if about_people { owners.push(department) } else { lookups.push((department, scan.table_name.to_string())) }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|_| shape("a plan that cannot be walked"))?;
+    match lookups.iter().find(|(department, _)| owners.iter().any(|o| o != department)) {
+        None => Ok(()),
+        Some((_, table)) => Err(shape(format!(
+            "`{table}` is a table about nobody from another department than the data about people it is joined with: in aggregate mode a lookup table selects and splits people by any values its rows hold, so only the department holding their data may provide it; ask in dp mode, or use that department's own tables"
+        ))),
+    }
+}
+
 /// Checks the plan's shape: post-processing over one aggregate over rows of the admitted forms.
 pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
     let mut node = plan;

@@ -19,7 +19,7 @@ fn column(tag: Tag, linkable: bool, bounds: Option<(f64, f64)>) -> ColumnInfo {
 /// The session and the guard's context, in aggregate mode with k = 10.
 pub(crate) async fn session() -> (SessionContext, GuardContext) {
     let ctx = SessionContext::new();
-    let tables: [(&str, &str, Vec<Field>); 3] = [
+    let tables: [(&str, &str, Vec<Field>); 4] = [
         (
             "civil",
             "people",
@@ -46,6 +46,11 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
             "civil",
             "stops",
             vec![Field::new("district", DataType::Utf8, false), Field::new("n", DataType::Int64, false)],
+        ),
+        (
+            "health",
+            "codes",
+            vec![Field::new("district", DataType::Utf8, false), Field::new("region", DataType::Utf8, false)],
         ),
     ];
     for (schema, name, fields) in tables {
@@ -92,10 +97,22 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         capped: Default::default(),
         rows: 0,
     };
+    let codes = DatasetInfo {
+        privacy_unit: None,
+        columns: HashMap::from([
+            ("district".into(), column(Tag::Attribute, false, None)),
+            ("region".into(), column(Tag::Attribute, false, None)),
+        ]),
+        contribution: Contribution::default(),
+        one_row_per_unit: false,
+        capped: Default::default(),
+        rows: 0,
+    };
     let datasets = HashMap::from([
         (("civil".into(), "people".into()), people),
         (("health".into(), "visits".into()), visits),
         (("civil".into(), "stops".into()), stops),
+        (("health".into(), "codes".into()), codes),
     ]);
     (
         ctx,
