@@ -65,12 +65,16 @@ pub(crate) fn applies(plan: &LogicalPlan, ctx: &GuardContext) -> bool {
     let mut personal = false;
     let walked = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
-            personal |=
-                ctx.dataset(scan.table_name.schema(), scan.table_name.table()).is_none_or(|d| d.privacy_unit.is_some());
+            personal |= about_people(scan, ctx);
         }
         Ok(if personal { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
     });
     personal || walked.is_err()
+}
+
+/// Whether `scan` reads a dataset about people (or one the context does not know: fail closed).
+fn about_people(scan: &datafusion::logical_expr::TableScan, ctx: &GuardContext) -> bool {
+    ctx.dataset(scan.table_name.schema(), scan.table_name.table()).is_none_or(|d| d.privacy_unit.is_some())
 }
 
 /// Checks that every dataset about nobody in `plan` belongs to the department of every dataset
@@ -81,14 +85,16 @@ pub(crate) fn applies(plan: &LogicalPlan, ctx: &GuardContext) -> bool {
 /// target's, and averaged the pairs of answers one column apart (fresh people and labels each
 /// time) to a planted person's exact subsidy and to whether people exist (21 of 21). The
 /// department that holds the people's data keeps the lookup tables it may be joined with.
-pub(crate) fn lookups_of_the_owner(plan: &LogicalPlan, ctx: &crate::GuardContext) -> Result<(), Violation> {
+pub(crate) fn lookups_of_the_owner(plan: &LogicalPlan, ctx: &GuardContext) -> Result<(), Violation> {
     let (mut owners, mut lookups) = (Vec::new(), Vec::new());
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
-            let schema = scan.table_name.schema();
-            let department = schema.unwrap_or_default().to_owned();
-            let about_people = ctx.dataset(schema, scan.table_name.table()).is_none_or(|d| d.privacy_unit.is_some());
-            if about_people { owners.push(department) } else { lookups.push((department, scan.table_name.to_string())) }
+            let department = scan.table_name.schema().unwrap_or_default().to_owned();
+            if about_people(scan, ctx) {
+                owners.push(department)
+            } else {
+                lookups.push((department, scan.table_name.to_string()))
+            }
         }
         Ok(TreeNodeRecursion::Continue)
     })

@@ -86,28 +86,17 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         capped: Default::default(),
         rows: 0,
     };
-    let stops = DatasetInfo {
+    // Tables about nobody: every column an attribute.
+    let about_nobody = |columns: [&str; 2]| DatasetInfo {
         privacy_unit: None,
-        columns: HashMap::from([
-            ("district".into(), column(Tag::Attribute, false, None)),
-            ("n".into(), column(Tag::Attribute, false, None)),
-        ]),
+        columns: columns.iter().map(|c| ((*c).to_owned(), column(Tag::Attribute, false, None))).collect(),
         contribution: Contribution::default(),
         one_row_per_unit: false,
         capped: Default::default(),
         rows: 0,
     };
-    let codes = DatasetInfo {
-        privacy_unit: None,
-        columns: HashMap::from([
-            ("district".into(), column(Tag::Attribute, false, None)),
-            ("region".into(), column(Tag::Attribute, false, None)),
-        ]),
-        contribution: Contribution::default(),
-        one_row_per_unit: false,
-        capped: Default::default(),
-        rows: 0,
-    };
+    let stops = about_nobody(["district", "n"]);
+    let codes = about_nobody(["district", "region"]);
     let datasets = HashMap::from([
         (("civil".into(), "people".into()), people),
         (("health".into(), "visits".into()), visits),
