@@ -558,7 +558,10 @@ fn microaggregated(values: &Float64Array, units: &[u32], k: u64) -> Option<Float
         // The mean of each person's mean: one person's many rows weigh as one person (a red
         // team gave the target 5,000 rows in a group of five people, and the group's mean was
         // the target's value to the unit).
-        let mut per_person: HashMap<u32, (f64, usize)> = HashMap::new();
+        // Ordered by person, so the sum (and the released mean, to the last bit) is the same in
+        // every build of this base: extracts of one base link on these values exactly as the
+        // combination checks assume.
+        let mut per_person: std::collections::BTreeMap<u32, (f64, usize)> = std::collections::BTreeMap::new();
         for (v, unit, _) in group {
             let p = per_person.entry(*unit).or_default();
             p.0 += v;
