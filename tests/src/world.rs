@@ -243,8 +243,13 @@ impl World {
     /// says (the number would tell whether a group of one person exists).
     pub fn withheld(&self, body: &Value) -> Option<u64> {
         assert!(body.get("suppressed_groups").is_none(), "an answer tells how many groups it withheld: {body}");
-        let seq = body["audit_id"].as_u64()?;
-        self.s.audit_records().into_iter().find(|r| r.seq == seq)?.entry.suppressed_groups
+        let reference = body["audit_id"].as_str()?;
+        self.s
+            .audit_records()
+            .into_iter()
+            .find(|r| r.entry.request_id.as_deref() == Some(reference))?
+            .entry
+            .suppressed_groups
     }
 
     /// An aggregate query as the civil analyst that must be refused with `code`.

@@ -27,6 +27,8 @@ pub struct Filter {
     pub to: Option<OffsetDateTime>,
     /// Only records after this sequence number (the previous page's `next`).
     pub after: Option<u64>,
+    /// The request a record came from: the reference an answer carries (`audit_id`).
+    pub request_id: Option<String>,
 }
 
 impl Filter {
@@ -39,6 +41,7 @@ impl Filter {
             && eq(&self.department, actor.and_then(|a| a.department.as_deref()))
             && eq(&self.decision, Some(&e.decision))
             && eq(&self.action, Some(&e.action))
+            && eq(&self.request_id, e.request_id.as_deref())
             && self.dataset.as_deref().is_none_or(|want| {
                 e.datasets.iter().any(|d| {
                     d.dataset == want || d.dataset.strip_prefix(want).is_some_and(|rest| rest.starts_with('.'))

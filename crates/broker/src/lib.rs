@@ -33,7 +33,7 @@ mod query;
 use std::path::Path;
 use std::sync::Arc;
 
-use veil_audit::{Actor, AuditLog, Entry, Receipt};
+use veil_audit::{Actor, AuditLog, Entry};
 use veil_catalog::{Catalog, Principal};
 use veil_policy::{CasbinPolicy, Grant, Membership, PolicyFiles, Subject};
 
@@ -154,7 +154,7 @@ pub struct Released {
     k: u64,
     rules: Vec<Rule>,
     budget: Option<Vec<Budget>>,
-    audit_id: u64,
+    audit_id: String,
 }
 
 impl Released {
@@ -185,9 +185,11 @@ impl Released {
         self.budget.as_deref()
     }
 
-    /// The sequence number of the query's audit record.
-    pub fn audit_id(&self) -> u64 {
-        self.audit_id
+    /// The reference of the query's audit record: its request id, which an auditor searches
+    /// for. Not the record's sequence number, which would tell an analyst how many audited
+    /// actions everybody else made between two of their answers.
+    pub fn audit_id(&self) -> &str {
+        &self.audit_id
     }
 }
 
@@ -197,8 +199,8 @@ impl Released {
 pub struct Refused {
     /// Why.
     pub error: Error,
-    /// The sequence number of the refusal's audit record.
-    pub audit_id: Option<u64>,
+    /// The reference of the refusal's audit record (as [`Released::audit_id`]).
+    pub audit_id: Option<String>,
 }
 
 /// The query use case, shared by every protocol. Cheap to clone.
@@ -274,12 +276,15 @@ impl Broker {
         self.blocking(work).await
     }
 
-    /// Appends `entry` for `caller` and returns once it is on disk.
-    async fn record(&self, caller: &Caller, mut entry: Entry) -> Result<Receipt, Error> {
+    /// Appends `entry` for `caller` and returns, once it is on disk, the record's reference:
+    /// its request id (the caller's, or a fresh random one where the protocol has none).
+    async fn record(&self, caller: &Caller, mut entry: Entry) -> Result<String, Error> {
         if entry.request_id.is_none() {
             entry.request_id.clone_from(&caller.request_id);
         }
-        self.audit.append(entry).await.map_err(Error::from)
+        let reference = entry.request_id.get_or_insert_with(|| uuid::Uuid::new_v4().to_string()).clone();
+        self.audit.append(entry).await.map_err(Error::from)?;
+        Ok(reference)
     }
 }
 

@@ -69,7 +69,7 @@ impl Broker {
             "query decided"
         );
         // The record is on disk before anything of the answer leaves.
-        let receipt = self.record(caller, entry).await.map_err(|error| Refused { error, audit_id: None })?;
+        let reference = self.record(caller, entry).await.map_err(|error| Refused { error, audit_id: None })?;
         match outcome {
             Ok(mut done) => {
                 let guard =
@@ -85,23 +85,23 @@ impl Broker {
                     k: done.k,
                     rules,
                     budget: done.budget,
-                    audit_id: receipt.seq,
+                    audit_id: reference,
                 })
             }
-            Err(error) => Err(Refused { error, audit_id: Some(receipt.seq) }),
+            Err(error) => Err(Refused { error, audit_id: Some(reference) }),
         }
     }
 
     /// Records a query that its protocol refused before the broker could decide it (a call
     /// header that does not parse, too many answers waiting), as one `denied` query record like
-    /// any other refusal, and returns the refusal with its record's number.
+    /// any other refusal, and returns the refusal with its record's reference.
     pub async fn refuse(&self, caller: &Caller, sql: &str, mode: Option<&str>, error: Error) -> Refused {
         let mut entry = self.query_entry(caller, sql, mode, "denied");
         entry.rule = Some(error.code().to_owned());
         entry.detail = Some(error.audit_detail());
         entry.failure = error.failure().map(str::to_owned);
         match self.record(caller, entry).await {
-            Ok(receipt) => Refused { error, audit_id: Some(receipt.seq) },
+            Ok(reference) => Refused { error, audit_id: Some(reference) },
             Err(error) => Refused { error, audit_id: None },
         }
     }

@@ -19,6 +19,8 @@ struct World {
     catalog: Arc<Catalog>,
     audit: Arc<AuditLog>,
     broker: Broker,
+    /// Requests made so far: each caller's request id is fresh.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 fn column(tag: &str, data_type: Option<&str>, bounds: Option<(f64, f64)>) -> ColumnInput {
@@ -114,14 +116,15 @@ fn world_with(policy_lines: &str) -> World {
         &spill,
     )
     .unwrap();
-    World { _dir: dir, catalog, audit, broker }
+    World { _dir: dir, catalog, audit, broker, requests: Default::default() }
 }
 
 impl World {
     fn caller(&self, user: &str) -> Caller {
         let token = self.catalog.issue_token(&UserId::new(user).unwrap()).unwrap().token;
         let principal = self.catalog.authenticate(&token).unwrap().unwrap();
-        Caller { principal, request_id: Some(format!("req-{user}")) }
+        let n = self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Caller { principal, request_id: Some(format!("req-{user}-{n}")) }
     }
 
     async fn ask(&self, user: &str, sql: &str, mode: &str, epsilon: Option<f64>) -> Result<Released, Refused> {
@@ -137,9 +140,12 @@ impl World {
         self.broker.query(&self.caller(user), request).await
     }
 
-    async fn record(&self, seq: u64) -> Record {
-        let page = self.broker.audit_records(Filter::default(), usize::MAX).await.unwrap();
-        page.records.into_iter().map(|s| s.record).find(|r| r.seq == seq).unwrap()
+    /// The audit record an answer or refusal refers to.
+    async fn record(&self, reference: impl AsRef<str>) -> Record {
+        let filter = Filter { request_id: Some(reference.as_ref().to_owned()), ..Filter::default() };
+        let page = self.broker.audit_records(filter, usize::MAX).await.unwrap();
+        let [stored] = &page.records[..] else { panic!("{} records refer to one answer", page.records.len()) };
+        stored.record.clone()
     }
 }
 
@@ -156,11 +162,52 @@ async fn a_released_answer_names_its_audit_record() {
     assert_eq!(record.entry.action, "query");
     assert_eq!(record.entry.decision, "allowed");
     assert_eq!(record.entry.rows, Some(4));
-    assert_eq!(record.entry.request_id.as_deref(), Some("req-civil-analyst"));
+    assert!(released.audit_id().starts_with("req-civil-analyst-"), "the protocol's request id");
     assert_eq!(record.entry.actor.unwrap().user, "civil-analyst");
     assert_eq!(record.entry.datasets[0].dataset, "civil.people");
     // Released only after the record is durable.
-    assert!(w.audit.durable_seq() >= released.audit_id());
+    assert!(w.audit.durable_seq() >= record.seq);
+}
+
+/// Red team: the audit id in every answer was the record's sequence number, so the gap between
+/// two of an analyst's answers counted everybody else's audited actions in between. The
+/// reference an answer carries now says nothing of them.
+#[tokio::test]
+async fn an_answers_audit_reference_does_not_count_other_peoples_actions() {
+    let w = world();
+    // A caller without a request id of its own (a protocol that has none) gets a random one.
+    let anonymous = |w: &World| {
+        let mut caller = w.caller("civil-analyst");
+        caller.request_id = None;
+        caller
+    };
+    let request = |sql: &str| Request {
+        sql: sql.into(),
+        mode: "aggregate".into(),
+        epsilon: None,
+        rho: None,
+        noise: None,
+        accuracy: None,
+        dry_run: false,
+    };
+    let mut gaps = Vec::new();
+    for others in [0, 3] {
+        let first = w.broker.query(&anonymous(&w), request(BY_DISTRICT)).await.unwrap();
+        for _ in 0..others {
+            w.ask("civil-steward", BY_DISTRICT, "aggregate", None).await.ok();
+        }
+        let second = w.broker.query(&anonymous(&w), request(BY_DISTRICT)).await.unwrap();
+        let (a, b) = (first.audit_id(), second.audit_id());
+        assert_ne!(a, b);
+        assert_eq!(w.record(a).await.entry.rows, Some(4), "the reference finds its record");
+        for reference in [a, b] {
+            let parsed = uuid::Uuid::parse_str(reference).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "a random reference, not a count: {reference}");
+        }
+        gaps.push(w.record(b).await.seq - w.record(a).await.seq);
+    }
+    // The log itself still counts (an auditor sees every record); the answers do not.
+    assert_eq!(gaps, [1, 4]);
 }
 
 #[tokio::test]

@@ -577,6 +577,7 @@ impl AuditFilter {
             ("from", self.from),
             ("to", self.to),
             ("after", self.after.map(|a| a.to_string())),
+            ("request_id", self.request_id),
         ];
         fields.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
     }

@@ -140,6 +140,9 @@ struct AuditFilter {
     /// Only records after this sequence number.
     #[arg(long)]
     after: Option<u64>,
+    /// The request a record came from: the audit id an answer or refusal carries.
+    #[arg(long)]
+    request_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -777,8 +777,10 @@ pub struct QueryResponse {
     pub k: u64,
     /// The rules that applied and why.
     pub rules: Vec<QueryRule>,
-    /// Sequence number of this query's audit record (also the `x-veil-audit-id` header).
-    pub audit_id: u64,
+    /// The reference of this query's audit record (also the `x-veil-audit-id` header): the
+    /// request id it is recorded under; an auditor finds it with `GET /audit?request_id=`. A
+    /// random id, so that the gap between two answers does not count other people's actions.
+    pub audit_id: String,
     /// `dp` mode: what the answer cost and how precise it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp: Option<DpAnswer>,

@@ -156,7 +156,7 @@ def report(table: pyarrow.Table) -> dict:
             continue
         name = name[len("veil."):]
         text = value.decode()
-        if name in ("k", "audit_id"):
+        if name == "k":
             out[name] = int(text)
         elif name in ("rules", "dp", "anonymized"):
             out[name] = json.loads(text)

@@ -151,14 +151,16 @@ impl VeilFlightSql {
         // instead of dropping the call with nothing in the audit log.
         let released = match AssertUnwindSafe(self.state.broker.query(&caller, request)).catch_unwind().await {
             Ok(Ok(released)) => released,
-            Ok(Err(Refused { error, audit_id })) => return Err(status(&ApiError::from(error), audit_id)),
+            Ok(Err(Refused { error, audit_id })) => {
+                return Err(status(&ApiError::from(error), audit_id.as_deref()));
+            }
             Err(_) => {
-                let recorded = self
-                    .state
-                    .event("query", Some(&caller.principal), None, "failed", "the query's handler panicked")
-                    .await;
-                let seq = recorded.as_ref().ok().map(|r| r.seq);
-                return Err(status(&ApiError::internal("a flight sql query panicked"), seq));
+                let mut entry = crate::state::entry_by(&caller.principal, "query", "failed");
+                entry.detail = Some("the query's handler panicked".into());
+                entry.request_id.clone_from(&caller.request_id);
+                let recorded = self.state.audit(entry).await.is_ok();
+                let reference = caller.request_id.as_deref().filter(|_| recorded);
+                return Err(status(&ApiError::internal("a flight sql query panicked"), reference));
             }
         };
         let audit_id = released.audit_id();
@@ -185,7 +187,9 @@ impl VeilFlightSql {
             .with_total_records(rows)
             .with_ordered(true);
         let mut response = Response::new(info);
-        response.metadata_mut().insert("x-veil-audit-id", MetadataValue::from(audit_id));
+        if let Ok(reference) = MetadataValue::try_from(audit_id) {
+            response.metadata_mut().insert("x-veil-audit-id", reference);
+        }
         // Veil's own account of the call: sizes and time, never SQL or values.
         tracing::info!(audit_id, rows, ms = started.elapsed().as_millis() as u64, "flight sql query answered");
         Ok(response)
@@ -201,7 +205,7 @@ impl VeilFlightSql {
         error: veil_broker::Error,
     ) -> Status {
         let Refused { error, audit_id } = self.state.broker.refuse(caller, sql, mode, error).await;
-        status(&ApiError::from(error), audit_id)
+        status(&ApiError::from(error), audit_id.as_deref())
     }
 
     /// A `FlightInfo` whose ticket is the metadata command itself (answered from the
@@ -309,7 +313,7 @@ fn invalid_header(name: &str, expected: &str) -> veil_broker::Error {
 /// The one place an error becomes a gRPC status: its code from the error's kind, a message
 /// that starts with Veil's stable code, and that code and the audit record's number in the
 /// response's metadata.
-fn status(error: &ApiError, audit_id: Option<u64>) -> Status {
+fn status(error: &ApiError, audit_id: Option<&str>) -> Status {
     let code = match error.kind() {
         ErrorKind::InvalidRequest | ErrorKind::Unprocessable | ErrorKind::NotAcceptable => tonic::Code::InvalidArgument,
         ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
@@ -323,8 +327,8 @@ fn status(error: &ApiError, audit_id: Option<u64>) -> Status {
     };
     let mut status = Status::new(code, format!("{}: {}", error.code(), error.message()));
     status.metadata_mut().insert("x-veil-code", MetadataValue::from_static(error.code()));
-    if let Some(seq) = audit_id {
-        status.metadata_mut().insert("x-veil-audit-id", MetadataValue::from(seq));
+    if let Some(Ok(reference)) = audit_id.map(MetadataValue::try_from) {
+        status.metadata_mut().insert("x-veil-audit-id", reference);
     }
     status
 }
@@ -673,10 +677,13 @@ mod tests {
 
     #[test]
     fn a_refusal_keeps_its_code_and_audit_record() {
-        let s = status(&ApiError::forbidden("no"), Some(7));
+        let s = status(&ApiError::forbidden("no"), Some("f0c2b1e4-7a51-4c7e-9f3b-2d1e6a0b9c84"));
         assert_eq!(s.code(), tonic::Code::PermissionDenied);
         assert_eq!(s.message(), "forbidden: no");
         assert_eq!(s.metadata().get("x-veil-code").and_then(|v| v.to_str().ok()), Some("forbidden"));
-        assert_eq!(s.metadata().get("x-veil-audit-id").and_then(|v| v.to_str().ok()), Some("7"));
+        assert_eq!(
+            s.metadata().get("x-veil-audit-id").and_then(|v| v.to_str().ok()),
+            Some("f0c2b1e4-7a51-4c7e-9f3b-2d1e6a0b9c84")
+        );
     }
 }

@@ -41,6 +41,9 @@ pub(crate) struct AuditParams {
     to: Option<String>,
     /// Only records after this sequence number: the previous page's `next`.
     after: Option<u64>,
+    /// The request a record came from: the `audit_id` (`x-veil-audit-id`) an answer or
+    /// refusal carries.
+    request_id: Option<String>,
     /// Records per page (search only), 1 to 1000; 100 if not given.
     limit: Option<usize>,
     /// Export format: `jsonl` (default) or `parquet` (export only).
@@ -71,6 +74,7 @@ impl AuditParams {
             from: time("from", &self.from)?,
             to: time("to", &self.to)?,
             after: self.after,
+            request_id: self.request_id.clone(),
         })
     }
 
@@ -85,6 +89,7 @@ impl AuditParams {
             ("from", self.from.clone()),
             ("to", self.to.clone()),
             ("after", self.after.map(|a| a.to_string())),
+            ("request_id", self.request_id.clone()),
         ];
         let set: Vec<String> = fields.into_iter().filter_map(|(k, v)| v.map(|v| format!("{k}={v}"))).collect();
         if set.is_empty() { "all records".into() } else { set.join(" ") }

@@ -75,8 +75,8 @@ pub(crate) async fn query(
     };
     let released = match state.broker.query(&AppState::broker_caller(caller), request).await {
         Ok(released) => released,
-        Err(Refused { error, audit_id: Some(seq) }) => {
-            return Ok(with_audit_id(ApiError::from(error).into_response(), seq));
+        Err(Refused { error, audit_id: Some(reference) }) => {
+            return Ok(with_audit_id(ApiError::from(error).into_response(), &reference));
         }
         Err(Refused { error, audit_id: None }) => return Err(error.into()),
     };
@@ -86,13 +86,15 @@ pub(crate) async fn query(
         Format::Csv if released.answer().executed => return csv_response(&released),
         _ => {}
     }
-    let seq = released.audit_id();
-    Ok(with_audit_id(Json(json_response(&released)?).into_response(), seq))
+    Ok(with_audit_id(Json(json_response(&released)?).into_response(), released.audit_id()))
 }
 
-/// Adds the `x-veil-audit-id` header: the sequence number of this request's audit record.
-fn with_audit_id(mut response: Response, seq: u64) -> Response {
-    response.headers_mut().insert("x-veil-audit-id", HeaderValue::from(seq));
+/// Adds the `x-veil-audit-id` header: the reference of this request's audit record (the
+/// request id it is recorded under, which an auditor searches for).
+fn with_audit_id(mut response: Response, reference: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(reference) {
+        response.headers_mut().insert("x-veil-audit-id", value);
+    }
     response
 }
 
@@ -140,7 +142,7 @@ fn json_response(released: &Released) -> Result<QueryResponse, ApiError> {
         rows,
         level: released.level().to_owned(),
         k: released.k(),
-        audit_id: released.audit_id(),
+        audit_id: released.audit_id().to_owned(),
         dp,
         anonymized: answer.anonymized.as_ref().map(|a| AnonymizedAnswer {
             noise_sd: a
@@ -296,7 +298,7 @@ fn answer_metadata(released: &Released) -> Result<std::collections::HashMap<Stri
     let mut metadata = std::collections::HashMap::from([
         ("veil.level".to_owned(), report.level.clone()),
         ("veil.k".to_owned(), report.k.to_string()),
-        ("veil.audit_id".to_owned(), report.audit_id.to_string()),
+        ("veil.audit_id".to_owned(), report.audit_id.clone()),
         ("veil.rules".to_owned(), to_json(&report.rules)?),
     ]);
     if let Some(dp) = &report.dp {
