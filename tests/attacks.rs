@@ -194,8 +194,9 @@ async fn in_subquery_laundering() {
         "anon_shape",
     )
     .await;
+    w.civil_visits().await;
     let body = w
-        .ok("SELECT count(DISTINCT r.person_id) AS people FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id")
+        .ok("SELECT count(DISTINCT r.person_id) AS people FROM civil.residents r JOIN civil.visits v ON r.person_id = v.person_id")
         .await;
     let people = body["rows"][0][0].as_i64().unwrap();
     assert!((people - 200).abs() <= 8, "everyone of the 200 has a visit, within the noise: {body}");
@@ -308,8 +309,9 @@ async fn error_side_channel_division_by_zero_and_casts() {
 async fn join_amplification_counts_people_not_rows() {
     let w = world().await;
     // 丙区 has 60 visit rows but 5 people.
+    w.civil_visits().await;
     let body = w
-        .ok("SELECT r.district, count(*) AS n FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id GROUP BY r.district ORDER BY r.district")
+        .ok("SELECT r.district, count(*) AS n FROM civil.residents r JOIN civil.visits v ON r.person_id = v.person_id GROUP BY r.district ORDER BY r.district")
         .await;
     let districts: Vec<&str> = body["rows"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap()).collect();
     assert_eq!(districts, vec!["乙区", "甲区"], "{body}");
@@ -1008,7 +1010,8 @@ async fn an_aggregate_dry_run_is_refused_exactly_when_the_real_run_is() {
 async fn a_capped_join_with_a_filter_is_the_same_answer_every_time() {
     let w = world().await;
     // 丙区's people have 12 visits each, over the cap of 6, alternating I10 and E11.
-    let sql = "SELECT count(*) AS n FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id WHERE v.icd10 IN ('I10', 'Z99')";
+    w.civil_visits().await;
+    let sql = "SELECT count(*) AS n FROM civil.residents r JOIN civil.visits v ON r.person_id = v.person_id WHERE v.icd10 IN ('I10', 'Z99')";
     let first = w.ok(sql).await["rows"].clone();
     assert!(!first.as_array().unwrap().is_empty(), "the total is released");
     for _ in 0..6 {
@@ -1180,4 +1183,74 @@ async fn a_lookup_table_from_another_department_averages_nothing() {
         .ok("SELECT p.c0, count(*) AS n FROM civil.residents r JOIN civil.lookup p ON r.subsidy = p.v GROUP BY p.c0")
         .await;
     assert!(body["rows"].is_array(), "{body}");
+}
+
+/// The next red team, with lookup tables kept to the people's department: the same columns in
+/// a dataset *about people* of the analyst's own department, keyed on the linkable id the
+/// other department's people carry (`r.c7 >= 0 AND r.c7 < 2` against `r.c7 = 0`, the target
+/// alone holding 1), joined on the privacy unit. It told membership 18 of 20 times with 50
+/// queries each and read exact subsidies where a few others shared them: noise seeded by the
+/// people in a bucket is fresh for every new set of people. Aggregate mode over people now
+/// reads one department's datasets only: no pair is answered, in conditions or group keys.
+/// Linking across departments is dp mode's work.
+#[tokio::test]
+async fn a_dataset_about_the_same_people_from_another_department_averages_nothing() {
+    use rand::{Rng, SeedableRng};
+    let w = world().await;
+    let mut people: Vec<&str> = w.visits.iter().map(|v| v.person_id.as_str()).collect();
+    people.sort_unstable();
+    people.dedup();
+    let target = people[people.len() / 2];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let columns = 8;
+    let mut csv = String::from("person_id");
+    (0..columns).for_each(|j| csv.push_str(&format!(",c{j}")));
+    csv.push('\n');
+    for person in &people {
+        csv.push_str(person);
+        for _ in 0..columns {
+            let c = if *person == target { 1 } else { 2 * u8::from(rng.random_bool(0.5)) };
+            csv.push_str(&format!(",{c}"));
+        }
+        csv.push('\n');
+    }
+    let mut tags = serde_json::Map::new();
+    tags.insert("person_id".into(), serde_json::json!({"tag": "identifier", "linkable": true}));
+    (0..columns).for_each(|j| {
+        tags.insert(format!("c{j}"), serde_json::json!({"tag": "attribute"}));
+    });
+    let meta = serde_json::json!({
+        "name": "roster", "department": "civil", "level": "L2", "privacy_unit": "person_id",
+        "one_row_per_person": true, "columns": tags
+    });
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let join = "FROM health.visits v JOIN civil.roster r ON v.person_id = r.person_id";
+    let mut asked = Vec::new();
+    for j in 0..columns {
+        asked.push(format!("SELECT count(*) AS n {join} WHERE r.c{j} >= 0 AND r.c{j} < 2"));
+        asked.push(format!("SELECT count(*) AS n {join} WHERE r.c{j} = 0"));
+        asked.push(format!("SELECT r.c{j}, count(*) AS n {join} GROUP BY r.c{j}"));
+    }
+    // The join alone also selects the other department's people by the roster's rows.
+    asked.push(format!("SELECT count(*) AS n {join}"));
+    let mut answered = Vec::new();
+    for sql in &asked {
+        let (status, body) = w.query(&w.civil_analyst, "aggregate", sql).await;
+        if status == StatusCode::OK {
+            answered.push(body["rows"].clone());
+        } else {
+            assert_eq!((status, body["error"]["code"].as_str()), (FORBIDDEN, Some("anon_shape")), "{sql}: {body}");
+            assert!(body.get("rows").is_none(), "{body}");
+        }
+    }
+    assert!(answered.is_empty(), "{} of {} answered: {answered:?}", answered.len(), asked.len());
+    // The same join in dp mode is charged like any other dp query.
+    let (status, body) = w
+        .s
+        .post("/v1/query", &w.civil_analyst, serde_json::json!({"sql": format!("SELECT count(*) AS n {join} WHERE r.c0 = 0"), "mode": "dp", "epsilon": 0.5}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["dp"]["epsilon"].as_f64().is_some_and(|e| e > 0.0), "{body}");
 }

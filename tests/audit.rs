@@ -23,7 +23,8 @@ fn audit_id(body: &Value) -> String {
 async fn every_query_is_recorded_with_its_outcome_before_the_answer() {
     let w = world().await;
     let s = &w.s;
-    let sql = "SELECT r.district, count(*) AS n FROM civil.residents r JOIN health.visits v ON r.person_id = v.person_id GROUP BY r.district";
+    w.civil_visits().await;
+    let sql = "SELECT r.district, count(*) AS n FROM civil.residents r JOIN civil.visits v ON r.person_id = v.person_id GROUP BY r.district";
     let body = w.ok(sql).await;
     let allowed = audit_id(&body);
 
@@ -52,7 +53,7 @@ async fn every_query_is_recorded_with_its_outcome_before_the_answer() {
     assert_eq!(r.entry.actor.as_ref().unwrap().department.as_deref(), Some("civil"));
     let datasets: Vec<(&str, Option<&str>)> =
         r.entry.datasets.iter().map(|d| (d.dataset.as_str(), d.level.as_deref())).collect();
-    assert_eq!(datasets, [("civil.residents", Some("L3")), ("health.visits", Some("L3"))]);
+    assert_eq!(datasets, [("civil.residents", Some("L3")), ("civil.visits", Some("L3"))]);
     assert_eq!(r.entry.mode.as_deref(), Some("aggregate"));
     assert_eq!((r.entry.rows, r.entry.suppressed_groups), (Some(2), Some(1)), "甲区, 乙区; 丙区 suppressed");
     assert!(r.entry.duration_ms.is_some() && r.entry.request_id.is_some());

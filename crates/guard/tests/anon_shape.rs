@@ -57,7 +57,18 @@ const CASES: &[(&str, &str)] = &[
     ("ok", "SELECT district, avg(CAST(alone AS DOUBLE)) FROM civil.people GROUP BY district"),
     (
         "ok",
+        "SELECT p.district, count(DISTINCT p.id), sum(v.cost) FROM civil.people p JOIN civil.visits v ON p.id = v.id GROUP BY p.district",
+    ),
+    // Datasets about people of two departments: the one's rows select and split the other's
+    // people by anything they hold (a red team's roster of per-pair columns). dp mode links them.
+    (
+        "anon_shape",
         "SELECT p.district, count(DISTINCT p.id), sum(v.cost) FROM civil.people p JOIN health.visits v ON p.id = v.id GROUP BY p.district",
+    ),
+    ("anon_shape", "SELECT count(*) FROM civil.people p JOIN health.visits v ON p.id = v.id"),
+    (
+        "anon_shape",
+        "SELECT v.icd10, count(*) FROM health.visits v JOIN civil.people p ON p.id = v.id WHERE p.alone GROUP BY v.icd10",
     ),
     // Post-processing over the released groups: anything read-only.
     (
@@ -86,6 +97,10 @@ const CASES: &[(&str, &str)] = &[
     (
         "anon_shape",
         "SELECT count(*) FROM civil.people p JOIN health.visits v ON p.id = v.id JOIN civil.stops s ON p.district = s.district",
+    ),
+    (
+        "ok",
+        "SELECT s.n, count(*) FROM civil.people p JOIN civil.visits v ON p.id = v.id JOIN civil.stops s ON p.district = s.district GROUP BY s.n",
     ),
     // A dataset about nobody keeps the full SQL surface.
     ("ok", "SELECT district, max(n), count(*) FILTER (WHERE n > 3) FROM civil.stops WHERE n <> 7 GROUP BY district"),
@@ -155,9 +170,9 @@ const CASES: &[(&str, &str)] = &[
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE subsidy + 1 = 101"),
     (
         "anon_shape",
-        "SELECT count(*) FROM civil.people p WHERE NOT EXISTS (SELECT 1 FROM health.visits v WHERE v.id = p.id)",
+        "SELECT count(*) FROM civil.people p WHERE NOT EXISTS (SELECT 1 FROM civil.visits v WHERE v.id = p.id)",
     ),
-    ("anon_shape", "SELECT count(*) FROM civil.people WHERE id NOT IN (SELECT id FROM health.visits)"),
+    ("anon_shape", "SELECT count(*) FROM civil.people WHERE id NOT IN (SELECT id FROM civil.visits)"),
     // Answers subtracted inside the query, padded, or rolled up.
     ("anon_group_key", "SELECT district, count(*) FROM civil.people GROUP BY ROLLUP (district)"),
     (
@@ -189,16 +204,16 @@ const CASES: &[(&str, &str)] = &[
     // Joins of people: on equal privacy units only, inner only.
     (
         "anon_shape",
-        "SELECT p.district, count(*) FROM civil.people p JOIN health.visits v ON p.district = v.icd10 GROUP BY p.district",
+        "SELECT p.district, count(*) FROM civil.people p JOIN civil.visits v ON p.district = v.icd10 GROUP BY p.district",
     ),
     (
         "anon_shape",
-        "SELECT p.district, count(*) FROM civil.people p LEFT JOIN health.visits v ON p.id = v.id GROUP BY p.district",
+        "SELECT p.district, count(*) FROM civil.people p LEFT JOIN civil.visits v ON p.id = v.id GROUP BY p.district",
     ),
-    ("anon_shape", "SELECT p.district, count(*) FROM civil.people p CROSS JOIN health.visits v GROUP BY p.district"),
+    ("anon_shape", "SELECT p.district, count(*) FROM civil.people p CROSS JOIN civil.visits v GROUP BY p.district"),
     (
         "anon_shape",
-        "SELECT p.district, count(*) FROM civil.people p JOIN health.visits v ON p.subsidy < v.cost GROUP BY p.district",
+        "SELECT p.district, count(*) FROM civil.people p JOIN civil.visits v ON p.subsidy < v.cost GROUP BY p.district",
     ),
 ];
 

@@ -28,7 +28,7 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         "anonymized_join_people",
         Mode::Aggregate,
         false,
-        "SELECT icd10, count(DISTINCT p.id) AS people, avg(cost) AS cost FROM civil.people p JOIN health.visits v ON p.id = v.id GROUP BY icd10",
+        "SELECT icd10, count(DISTINCT p.id) AS people, avg(cost) AS cost FROM civil.people p JOIN civil.visits v ON p.id = v.id GROUP BY icd10",
     ),
     (
         "exact_own_department",
@@ -104,7 +104,7 @@ async fn a_capped_scan_reads_the_stored_copy_where_there_is_one() {
     use std::sync::Arc;
     use veil_guard::CapAt;
 
-    let sql = "SELECT icd10, count(*) AS visits FROM civil.people p JOIN health.visits v ON p.id = v.id GROUP BY icd10";
+    let sql = "SELECT icd10, count(*) AS visits FROM civil.people p JOIN civil.visits v ON p.id = v.id GROUP BY icd10";
     let fields = vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("icd10", DataType::Utf8, false),
@@ -115,7 +115,7 @@ async fn a_capped_scan_reads_the_stored_copy_where_there_is_one() {
         for (cap_at, opened) in [(CapAt::Stored, true), (CapAt::Within, false), (CapAt::Stored, false)] {
             let (ctx, mut guard) = session().await;
             guard.mode = mode;
-            let key = ("health".to_owned(), "visits".to_owned());
+            let key = ("civil".to_owned(), "visits".to_owned());
             guard.datasets.get_mut(&key).unwrap().capped = cap_at;
             if opened {
                 guard.capped_copies.0.insert(key, Arc::clone(&copy));

@@ -68,7 +68,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
             let anonymized = !ctx.exact_aggregates && anon_shape::applies(plan, ctx);
             if anonymized {
                 anon_shape::check(plan)?;
-                anon_shape::lookups_of_the_owner(plan, ctx)?;
+                anon_shape::one_department(plan, ctx)?;
             }
             (Reach { contribution: Contribution::default(), one_row_per_person: false }, anonymized)
         }

@@ -1,5 +1,6 @@
-//! The guard's test world: `civil.people` and `health.visits` (about people, linked by `id`)
-//! and `civil.stops` (about nobody), as empty tables with their classification.
+//! The guard's test world: `civil.people`, `health.visits` and `civil.visits` (about people,
+//! linked by `id`; the two `visits` alike but for their department), `civil.stops` and
+//! `health.codes` (about nobody), as empty tables with their classification.
 
 #![allow(clippy::unwrap_used, dead_code)] // tests: a failed fixture should fail loudly
 
@@ -19,7 +20,14 @@ fn column(tag: Tag, linkable: bool, bounds: Option<(f64, f64)>) -> ColumnInfo {
 /// The session and the guard's context, in aggregate mode with k = 10.
 pub(crate) async fn session() -> (SessionContext, GuardContext) {
     let ctx = SessionContext::new();
-    let tables: [(&str, &str, Vec<Field>); 4] = [
+    let visit_fields = || {
+        vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("icd10", DataType::Utf8, false),
+            Field::new("cost", DataType::Float64, false),
+        ]
+    };
+    let tables: [(&str, &str, Vec<Field>); 5] = [
         (
             "civil",
             "people",
@@ -33,15 +41,8 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
                 Field::new("note", DataType::Int64, false),
             ],
         ),
-        (
-            "health",
-            "visits",
-            vec![
-                Field::new("id", DataType::Utf8, false),
-                Field::new("icd10", DataType::Utf8, false),
-                Field::new("cost", DataType::Float64, false),
-            ],
-        ),
+        ("health", "visits", visit_fields()),
+        ("civil", "visits", visit_fields()),
         (
             "civil",
             "stops",
@@ -99,6 +100,7 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
     let codes = about_nobody(["district", "region"]);
     let datasets = HashMap::from([
         (("civil".into(), "people".into()), people),
+        (("civil".into(), "visits".into()), visits.clone()),
         (("health".into(), "visits".into()), visits),
         (("civil".into(), "stops".into()), stops),
         (("health".into(), "codes".into()), codes),
