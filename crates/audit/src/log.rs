@@ -55,7 +55,7 @@ impl Default for Options {
 /// Where a record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// Its sequence number: the audit id a response carries.
+    /// Its sequence number (an answer carries its request id instead: `Filter::request_id`).
     pub seq: u64,
     /// Its hash, hex.
     pub hash: String,
