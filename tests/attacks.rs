@@ -1254,3 +1254,39 @@ async fn a_dataset_about_the_same_people_from_another_department_averages_nothin
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["dp"]["epsilon"].as_f64().is_some_and(|e| e > 0.0), "{body}");
 }
+
+/// Red team (2026-12-03, department A's datasets only): a second equality in a join's ON,
+/// beside the privacy units (`… AND r.district = v.icd10`, or two generalizations of one
+/// column from two CTEs, `AND x.v = y.v`), was a condition on people that no label and no
+/// low-effect check saw. Asked with and without it, a group's answer came back identical, bit
+/// for bit, exactly when the equality removed nobody from it (410 of 410 groups), and grid
+/// predicates of that kind gave a planted subsidy to one of two values in 266 queries with no
+/// noise to average. A join now compares one pair of columns: every such pair is refused, so
+/// there is no pair of answers to compare.
+#[tokio::test]
+async fn a_second_join_equality_is_no_silent_condition() {
+    let w = world().await;
+    w.civil_visits().await;
+    let plain = "SELECT r.district, count(*) AS n FROM civil.residents r JOIN civil.visits v ON r.person_id = v.person_id GROUP BY r.district";
+    let body = w.ok(plain).await;
+    assert!(body["rows"].as_array().is_some_and(|r| !r.is_empty()), "{body}");
+    let grid = |w1: u32, w2: u32| {
+        format!(
+            "WITH x AS (SELECT person_id, floor(subsidy / {w1}) * {w1} AS v FROM civil.residents), \
+                  y AS (SELECT person_id, floor(subsidy / {w2}) * {w2} AS v FROM civil.residents) \
+             SELECT count(*) AS n, sum(r.subsidy) AS s FROM civil.residents r \
+             JOIN x ON r.person_id = x.person_id JOIN y ON r.person_id = y.person_id AND x.v = y.v \
+             WHERE r.district = '甲区'"
+        )
+    };
+    for sql in [
+        "SELECT r.district, count(*) AS n FROM civil.residents r JOIN civil.visits v ON r.person_id = v.person_id AND r.district = v.icd10 GROUP BY r.district".to_owned(),
+        "SELECT count(*) AS n FROM civil.residents a JOIN civil.residents b ON a.person_id = b.person_id AND a.subsidy = b.subsidy".to_owned(),
+        grid(1, 2),
+        grid(10, 20),
+    ] {
+        let (status, body) = w.query(&w.civil_analyst, "aggregate", &sql).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (FORBIDDEN, Some("anon_shape")), "{sql}: {body}");
+        assert!(body.get("rows").is_none(), "{body}");
+    }
+}

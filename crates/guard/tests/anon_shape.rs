@@ -211,6 +211,23 @@ const CASES: &[(&str, &str)] = &[
         "SELECT p.district, count(*) FROM civil.people p LEFT JOIN civil.visits v ON p.id = v.id GROUP BY p.district",
     ),
     ("anon_shape", "SELECT p.district, count(*) FROM civil.people p CROSS JOIN civil.visits v GROUP BY p.district"),
+    // One pair of columns per join: a second equality is a condition nothing labels or checks
+    // (a red team's exact oracle: identical answers exactly when it removed nobody).
+    (
+        "anon_shape",
+        "SELECT p.district, count(*) FROM civil.people p JOIN civil.visits v ON p.id = v.id AND p.district = v.icd10 GROUP BY p.district",
+    ),
+    (
+        "anon_shape",
+        "WITH x AS (SELECT id, floor(subsidy / 2) * 2 AS v FROM civil.people), y AS (SELECT id, floor(subsidy / 1) * 1 AS v FROM civil.people) \
+         SELECT count(*) FROM civil.people a JOIN x ON a.id = x.id JOIN y ON a.id = y.id AND x.v = y.v WHERE a.district = 'a'",
+    ),
+    ("anon_shape", "SELECT count(*) FROM civil.people a JOIN civil.people b ON a.id = b.id AND a.subsidy = b.subsidy"),
+    (
+        "anon_shape",
+        "SELECT count(*) FROM civil.people p JOIN civil.stops s ON p.district = s.district AND p.subsidy = s.n",
+    ),
+    ("ok", "SELECT count(*) FROM civil.people a JOIN civil.people b ON a.id = b.id WHERE a.district = 'a'"),
     (
         "anon_shape",
         "SELECT p.district, count(*) FROM civil.people p JOIN civil.visits v ON p.subsidy < v.cost GROUP BY p.district",

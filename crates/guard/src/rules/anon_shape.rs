@@ -202,6 +202,17 @@ fn rows(plan: &LogicalPlan) -> Result<(), Violation> {
                     "only inner joins on equal columns are allowed (people on equal privacy units); a cross, outer or non-equi join can multiply or pick out one person's rows",
                 ));
             }
+            // One pair of columns per join. A red team added a second equality beside the units
+            // (`ON a.id = b.id AND a.district = b.res_district`, or two generalizations of one
+            // column from two CTEs, `AND x.v = y.v`): a condition on people that no label
+            // and no low-effect check saw, so the answer came back identical, bit for bit,
+            // exactly when it removed nobody from a group, and gave a planted subsidy to one of
+            // two values with no noise to average.
+            if j.on.len() + equalities.len() != 1 {
+                return Err(shape(
+                    "a join compares one pair of columns in aggregate mode over people (their privacy units, or a lookup table's key); a second equality is a condition on people that escapes the noise and low-effect detection",
+                ));
+            }
         }
         LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => {
             return Err(shape(
