@@ -1120,6 +1120,39 @@ async fn bands_wider_than_the_declared_range_are_one_label() {
     assert_eq!(&whole, rows, "a band holding the declared range is the whole table");
 }
 
+/// A red team's crafted table: a row per key of `keys` (column `key.0`, tagged `key.1`) and
+/// `columns` columns `c0…`, where `target`'s row holds 1 in every column and every other row 0
+/// or 2 at random (seeded by `seed`). `cJ >= 0 AND cJ < 2` against `cJ = 0` then selects a
+/// fresh random half of the others with and without the target, one pair per column. The CSV
+/// and the columns' tags.
+fn crafted_columns(
+    key: (&str, Value),
+    keys: &[String],
+    target: &str,
+    columns: usize,
+    seed: u64,
+) -> (Vec<u8>, serde_json::Map<String, Value>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut csv = key.0.to_owned();
+    (0..columns).for_each(|j| csv.push_str(&format!(",c{j}")));
+    csv.push('\n');
+    for k in keys {
+        csv.push_str(k);
+        for _ in 0..columns {
+            let c = if k == target { 1 } else { 2 * u8::from(rng.random_bool(0.5)) };
+            csv.push_str(&format!(",{c}"));
+        }
+        csv.push('\n');
+    }
+    let mut tags = serde_json::Map::new();
+    tags.insert(key.0.to_owned(), key.1);
+    (0..columns).for_each(|j| {
+        tags.insert(format!("c{j}"), serde_json::json!({"tag": "attribute"}));
+    });
+    (csv.into_bytes(), tags)
+}
+
 /// A red team's lookup table: a table about nobody, registered in the analyst's own department
 /// and joined on a column of another department's people (`v.cost = p.v`), each of its columns
 /// selecting a fresh random half of the other values plus the target's (`p.c >= 0 AND p.c < 2`)
@@ -1130,36 +1163,12 @@ async fn bands_wider_than_the_declared_range_are_one_label() {
 /// answered, so there is no difference to average. The owner's own table still joins.
 #[tokio::test]
 async fn a_lookup_table_from_another_department_averages_nothing() {
-    use rand::{Rng, SeedableRng};
     let w = world().await;
-    let costs: Vec<i64> = (0..10).map(|i| 200 + i * 30).collect();
-    let target = 470;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let costs: Vec<String> = (0..10).map(|i| (200 + i * 30).to_string()).collect();
     let columns = 12;
-    let mut csv = String::from("v");
-    (0..columns).for_each(|j| csv.push_str(&format!(",c{j}")));
-    csv.push('\n');
-    for v in &costs {
-        csv.push_str(&v.to_string());
-        for _ in 0..columns {
-            let c = if *v == target {
-                1
-            } else if rng.random_bool(0.5) {
-                0
-            } else {
-                2
-            };
-            csv.push_str(&format!(",{c}"));
-        }
-        csv.push('\n');
-    }
-    let mut tags = serde_json::Map::new();
-    tags.insert("v".into(), serde_json::json!({"tag": "attribute"}));
-    (0..columns).for_each(|j| {
-        tags.insert(format!("c{j}"), serde_json::json!({"tag": "attribute"}));
-    });
+    let (csv, tags) = crafted_columns(("v", serde_json::json!({"tag": "attribute"})), &costs, "470", columns, 7);
     let meta = serde_json::json!({"name": "lookup", "department": "civil", "level": "L1", "columns": tags});
-    let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.into_bytes()).await;
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, csv).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     let mut answered = Vec::new();
@@ -1195,35 +1204,19 @@ async fn a_lookup_table_from_another_department_averages_nothing() {
 /// Linking across departments is dp mode's work.
 #[tokio::test]
 async fn a_dataset_about_the_same_people_from_another_department_averages_nothing() {
-    use rand::{Rng, SeedableRng};
     let w = world().await;
-    let mut people: Vec<&str> = w.visits.iter().map(|v| v.person_id.as_str()).collect();
+    let mut people: Vec<String> = w.visits.iter().map(|v| v.person_id.clone()).collect();
     people.sort_unstable();
     people.dedup();
-    let target = people[people.len() / 2];
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let target = people[people.len() / 2].clone();
     let columns = 8;
-    let mut csv = String::from("person_id");
-    (0..columns).for_each(|j| csv.push_str(&format!(",c{j}")));
-    csv.push('\n');
-    for person in &people {
-        csv.push_str(person);
-        for _ in 0..columns {
-            let c = if *person == target { 1 } else { 2 * u8::from(rng.random_bool(0.5)) };
-            csv.push_str(&format!(",{c}"));
-        }
-        csv.push('\n');
-    }
-    let mut tags = serde_json::Map::new();
-    tags.insert("person_id".into(), serde_json::json!({"tag": "identifier", "linkable": true}));
-    (0..columns).for_each(|j| {
-        tags.insert(format!("c{j}"), serde_json::json!({"tag": "attribute"}));
-    });
+    let unit = serde_json::json!({"tag": "identifier", "linkable": true});
+    let (csv, tags) = crafted_columns(("person_id", unit), &people, &target, columns, 8);
     let meta = serde_json::json!({
         "name": "roster", "department": "civil", "level": "L2", "privacy_unit": "person_id",
         "one_row_per_person": true, "columns": tags
     });
-    let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.into_bytes()).await;
+    let (status, body) = w.s.upload(&w.civil_steward, &meta, csv).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     let join = "FROM health.visits v JOIN civil.roster r ON v.person_id = r.person_id";

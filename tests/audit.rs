@@ -8,11 +8,22 @@ use serde_json::{Value, json};
 use veil_tests::world::world;
 
 /// The one record an answer's audit id refers to (its request id).
-fn record<'a>(records: &'a [veil_audit::Record], reference: &str) -> &'a veil_audit::Record {
-    let mut found = records.iter().filter(|r| r.entry.request_id.as_deref() == Some(reference));
-    let record = found.next().unwrap_or_else(|| panic!("no audit record {reference}"));
-    assert!(found.next().is_none(), "one record per answer");
+fn record(s: &veil_tests::TestServer, reference: &str) -> veil_audit::Record {
+    let records = s.audit_records_of(reference);
+    let [record] = <[_; 1]>::try_from(records).unwrap_or_else(|r| panic!("{} audit records for {reference}", r.len()));
     record
+}
+
+/// The civil analyst asks for names, is refused, and gets the refusal's audit id (a header).
+async fn refused_name_query(w: &veil_tests::world::World) -> String {
+    let response =
+        w.s.request(Method::POST, "/v1/query", Some(&w.civil_analyst))
+            .json(&json!({"sql": "SELECT name FROM civil.residents", "mode": "aggregate"}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    response.headers()["x-veil-audit-id"].to_str().unwrap().to_owned()
 }
 
 fn audit_id(body: &Value) -> String {
@@ -28,14 +39,7 @@ async fn every_query_is_recorded_with_its_outcome_before_the_answer() {
     let body = w.ok(sql).await;
     let allowed = audit_id(&body);
 
-    let response = s
-        .request(Method::POST, "/v1/query", Some(&w.civil_analyst))
-        .json(&json!({"sql": "SELECT name FROM civil.residents", "mode": "aggregate"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let denied = response.headers()["x-veil-audit-id"].to_str().unwrap().to_owned();
+    let denied = refused_name_query(&w).await;
 
     let (status, body) =
         s.post("/v1/query", &w.civil_analyst, json!({"sql": sql, "mode": "aggregate", "dry_run": true})).await;
@@ -45,7 +49,7 @@ async fn every_query_is_recorded_with_its_outcome_before_the_answer() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let records = s.audit_records();
-    let r = record(&records, &allowed);
+    let r = record(s, &allowed);
     assert_eq!((r.entry.action.as_str(), r.entry.decision.as_str()), ("query", "allowed"));
     assert_eq!(r.entry.sql.as_deref(), Some(sql), "the SQL as typed");
     assert_eq!(r.entry.sql_sha256.as_deref().map(str::len), Some(64));
@@ -58,10 +62,10 @@ async fn every_query_is_recorded_with_its_outcome_before_the_answer() {
     assert_eq!((r.entry.rows, r.entry.suppressed_groups), (Some(2), Some(1)), "甲区, 乙区; 丙区 suppressed");
     assert!(r.entry.duration_ms.is_some() && r.entry.request_id.is_some());
 
-    let r = record(&records, &denied);
+    let r = record(s, &denied);
     assert_eq!((r.entry.decision.as_str(), r.entry.rule.as_deref()), ("denied", Some("anon_shape")));
     assert_eq!(r.entry.rows, None);
-    assert_eq!(record(&records, &dry).entry.decision, "dry_run");
+    assert_eq!(record(s, &dry).entry.decision, "dry_run");
     let forbidden = records.iter().rev().find(|r| r.entry.action == "query").unwrap();
     assert_eq!(forbidden.entry.actor.as_ref().unwrap().user, "health-analyst");
     assert_eq!(forbidden.entry.decision, "denied");
@@ -144,16 +148,10 @@ async fn auditors_search_filter_and_page_the_log() {
     for _ in 0..3 {
         w.ok("SELECT district, count(*) FROM civil.residents GROUP BY district").await;
     }
-    let refusal = s
-        .request(Method::POST, "/v1/query", Some(&w.civil_analyst))
-        .json(&json!({"sql": "SELECT name FROM civil.residents", "mode": "aggregate"}))
-        .send()
-        .await
-        .unwrap();
+    let reference = refused_name_query(&w).await;
     w.query(&w.health_analyst, "aggregate", "SELECT count(*) FROM health.visits").await;
 
     // The audit id a refusal (or an answer) carries finds its record, and only it.
-    let reference = refusal.headers()["x-veil-audit-id"].to_str().unwrap().to_owned();
     let (_, found) = s.get(&format!("/v1/audit?request_id={reference}"), &w.auditor).await;
     assert_eq!(found["records"].as_array().map(Vec::len), Some(1), "{found}");
     assert_eq!(

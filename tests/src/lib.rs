@@ -135,6 +135,14 @@ impl TestServer {
         page.records.into_iter().map(|s| s.record).collect()
     }
 
+    /// The audit records filed under request id `reference`: what an answer's `audit_id`
+    /// refers to.
+    pub fn audit_records_of(&self, reference: &str) -> Vec<veil_audit::Record> {
+        let filter = veil_audit::Filter { request_id: Some(reference.to_owned()), ..Default::default() };
+        let page = veil_audit::search(&self.data_dir().join("audit"), &filter, usize::MAX, None).unwrap();
+        page.records.into_iter().map(|s| s.record).collect()
+    }
+
     /// The policy directory (the demo policy, to start with).
     pub fn policy_dir(&self) -> PathBuf {
         self.data_dir().join("policies")
