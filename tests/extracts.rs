@@ -662,6 +662,67 @@ async fn a_version_renaming_or_recoding_a_column_narrows_no_ones_value() {
     }
 }
 
+/// As [`a_new_version_generalized_otherwise_narrows_no_ones_value`], the second snapshot
+/// registered as another dataset whose units are written otherwise: numbers (`7` for the
+/// first's text `0007`), or in lower case behind a prefix. Both snapshots' people are matched
+/// whatever the type and spelling of their units, so the target's diagnosis is still left
+/// among two values or the second extract is refused (a red team's copy declared its unit
+/// `int64` where the original's was text and went past the comparison person by person).
+#[tokio::test]
+async fn a_snapshot_with_its_units_written_otherwise_narrows_no_ones_value() {
+    let text = json!({"tag": "identifier", "linkable": true, "type": "string"});
+    let cases = [
+        ("integer units", json!({"tag": "identifier", "linkable": true, "type": "int64"})),
+        ("prefixed lower-case units", text.clone()),
+    ];
+    for (case, unit) in cases {
+        let w = world().await;
+        let numeric = case == "integer units";
+        // The first snapshot's units: `0000`, `0001`, … (text) beside numbers, else `P0000`, ….
+        let (mut metadata, csv) = zones(true);
+        metadata["columns"]["person_id"] = text.clone();
+        let csv = if numeric { csv.replace("\nP", "\n") } else { csv };
+        let (status, body) = w.s.upload(&w.steward, &metadata, csv.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{case}: {body}");
+        let (status, first) = w
+            .ask_of("civil.zones", &w.analyst, json!({"name": "zones_v1", "columns": ["grp", "zone", "diagnosis"]}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{case}: {first}");
+        let id = first["id"].as_str().unwrap();
+        let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{case}: {body}");
+        // The same people without the group column, as another dataset.
+        let (mut metadata, csv) = zones(false);
+        metadata["name"] = json!("zones_copy");
+        metadata["columns"]["person_id"] = unit;
+        let mut copy = String::new();
+        for (i, line) in csv.lines().enumerate() {
+            let renamed = match line.split_once(',') {
+                Some((id, rest)) if i > 0 && numeric => format!("{},{rest}", id[1..].parse::<u32>().unwrap()),
+                Some((id, rest)) if i > 0 => format!("cn-{},{rest}", id.to_lowercase()),
+                _ => line.to_owned(),
+            };
+            copy.push_str(&renamed);
+            copy.push('\n');
+        }
+        let (status, body) = w.s.upload(&w.steward, &metadata, copy.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{case}: {body}");
+        let (status, second) = w
+            .ask_of("civil.zones_copy", &w.analyst, json!({"name": "zones_v2", "columns": ["zone", "diagnosis"]}))
+            .await;
+        let mut held = vec![w.rows(&w.analyst, "SELECT grp, zone, diagnosis FROM extracts.zones_v1").await];
+        if status == StatusCode::CREATED {
+            let id = second["id"].as_str().unwrap();
+            let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{case}: {body}");
+            held.push(w.rows(&w.analyst, "SELECT '*', zone, diagnosis FROM extracts.zones_v2").await);
+        }
+        let common = held_by_the_target(&held);
+        assert!(common.len() >= 2, "{case}: the target's diagnosis narrowed to {common:?}");
+        assert_narrows(status, &second, case);
+    }
+}
+
 /// A version without five people, the target and four others each in another class: five
 /// people apart, as k asks, but the target's class differs by the target alone, and its
 /// diagnoses' difference is theirs, unless the second extract is refused.

@@ -605,7 +605,8 @@ fn level_k(info: &DatasetInfo) -> Result<u64, Error> {
 }
 
 /// Checks that datasets can be joined in an extract: each has a privacy unit that is a
-/// linkable identifier, all of one type (a cast would link "7" and "007").
+/// linkable identifier, all of one type (an integer unit is not joined with a text one; units
+/// of one type are matched as [`veil_extract::unit_key`] reads them).
 fn check_links(infos: &[&DatasetInfo]) -> Result<(), Error> {
     let mut first_type: Option<(&DatasetInfo, &str)> = None;
     for info in infos {

@@ -472,19 +472,22 @@ impl Catalog {
 
     /// The other datasets, retired or not, whose people are `dataset`'s kind of people and whose
     /// values are its kind of values: each (as its latest version declares it) has a privacy unit
-    /// that is a linkable identifier of the type of `dataset`'s, and a sensitive column named as
-    /// one of `dataset`'s. Two snapshots of one registry registered as two datasets are such;
-    /// their extracts are compared person by person as versions of one dataset are.
+    /// that is a linkable identifier, as `dataset` has, and a sensitive column named as one of
+    /// `dataset`'s. Two snapshots of one registry registered as two datasets are such; their
+    /// extracts are compared person by person as versions of one dataset are, their units
+    /// matched as text whatever type each declares (a red team's copy declared `int64` where
+    /// the original's unit was text, and was not compared while types had to agree).
     ///
     /// # Errors
     /// [`Error::DatasetNotFound`], or a SQLite failure.
     pub fn related_datasets(&self, dataset: &DatasetRef) -> Result<Vec<DatasetRef>> {
         let info = self.dataset(dataset)?;
-        let unit_type = |i: &crate::DatasetInfo| -> Option<String> {
-            let unit = i.privacy_unit.as_ref()?;
-            i.columns.iter().find(|c| c.name == *unit && c.linkable).map(|c| c.data_type.clone())
+        let linkable_unit = |i: &crate::DatasetInfo| -> bool {
+            i.privacy_unit.as_ref().is_some_and(|unit| i.columns.iter().any(|c| c.name == *unit && c.linkable))
         };
-        let Some(unit) = unit_type(&info) else { return Ok(Vec::new()) };
+        if !linkable_unit(&info) {
+            return Ok(Vec::new());
+        }
         let sensitive = |i: &crate::DatasetInfo| -> Vec<String> {
             i.columns.iter().filter(|c| c.tag == veil_common::Tag::Sensitive).map(|c| c.name.clone()).collect()
         };
@@ -493,9 +496,7 @@ impl Catalog {
             .datasets(true)?
             .into_iter()
             .filter(|other| {
-                other.dataset != *dataset
-                    && unit_type(other).as_ref() == Some(&unit)
-                    && sensitive(other).iter().any(|c| own.contains(c))
+                other.dataset != *dataset && linkable_unit(other) && sensitive(other).iter().any(|c| own.contains(c))
             })
             .map(|other| other.dataset)
             .collect())

@@ -597,7 +597,7 @@ fn within_base(
 pub struct Candidates {
     /// The base's sensitive columns (a column no generalization could release left it).
     pub columns: Vec<String>,
-    /// Per person the base releases (their privacy unit as text), per column of `columns`:
+    /// Per person the base releases (their privacy unit as [`unit_key`] reads it), per column of `columns`:
     /// hashes of the values, sorted.
     pub people: std::collections::HashMap<String, Vec<Vec<u64>>>,
     /// Per person: the base's classes their records fall in, sorted.
@@ -661,12 +661,14 @@ fn candidates_of(table: &columns::Table, found: &search::Found, unit: &str) -> R
     };
     let kept = |row: usize| found.eval.kept[found.eval.class[row] as usize];
     let mut values: Vec<Vec<Vec<u64>>> = vec![vec![Vec::new(); texts.len()]; found.eval.kept.len()];
-    let mut classes_of: std::collections::HashMap<&str, Vec<u32>> = std::collections::HashMap::new();
+    let mut classes_of: std::collections::HashMap<String, Vec<u32>> = std::collections::HashMap::new();
     let mut own: std::collections::HashMap<String, Vec<Vec<u64>>> = std::collections::HashMap::new();
     for row in (0..table.rows()).filter(|&r| kept(r)) {
         let class = found.eval.class[row];
-        let unit = units.is_valid(row).then(|| units.value(row));
-        let mut mine = unit.map(|u| own.entry(u.to_owned()).or_insert_with(|| vec![Vec::new(); texts.len()]));
+        // People as every comparison of releases names them (`unit_key`): a copy whose units
+        // are written otherwise (numbers for text) holds the same people.
+        let unit = units.is_valid(row).then(|| output::unit_key(units.value(row)));
+        let mut mine = unit.as_ref().map(|u| own.entry(u.clone()).or_insert_with(|| vec![Vec::new(); texts.len()]));
         for (j, ((s, text), held)) in table.sensitive.iter().zip(&texts).zip(&mut values[class as usize]).enumerate() {
             if s.codes[row] != columns::NULL_CODE {
                 let value = hash(text.as_string::<i32>().value(row));
@@ -697,8 +699,8 @@ fn candidates_of(table: &columns::Table, found: &search::Found, unit: &str) -> R
                 all
             })
             .collect();
-        people.insert(unit.to_owned(), per_column);
-        classes.insert(unit.to_owned(), of);
+        people.insert(unit.clone(), per_column);
+        classes.insert(unit, of);
     }
     Ok(Candidates { columns: table.sensitive.iter().map(|s| s.name.clone()).collect(), people, classes, own })
 }
@@ -766,13 +768,17 @@ fn join_on_units(
         let array = b.kept.column_by_name(name).ok_or_else(|| Error::UnknownColumn(name.to_owned()))?;
         keys.push(arrow::compute::cast(array, &DataType::Utf8)?);
     }
-    let texts: Vec<&arrow::array::StringArray> = keys.iter().map(|k| k.as_string::<i32>()).collect();
+    // People are matched as the comparisons with released extracts match them (`unit_key`:
+    // `7` and `0007`, `cn-p1` and `P1` are one person), so that who is in a joined extract is
+    // what those comparisons take it to be.
+    let texts: Vec<Vec<Option<String>>> =
+        keys.iter().map(|k| k.as_string::<i32>().iter().map(|v| v.map(output::unit_key)).collect()).collect();
     let mut rows_of: Vec<std::collections::HashMap<&str, Vec<u32>>> = Vec::with_capacity(texts.len());
     for t in &texts {
         let mut map: std::collections::HashMap<&str, Vec<u32>> = std::collections::HashMap::new();
         for (row, v) in t.iter().enumerate() {
             if let Some(v) = v {
-                map.entry(v).or_default().push(row as u32);
+                map.entry(v.as_str()).or_default().push(row as u32);
             }
         }
         rows_of.push(map);
@@ -781,6 +787,7 @@ fn join_on_units(
     let mut done: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut linked = vec![0u64; sources.len()];
     for v in texts[0].iter().flatten() {
+        let v = v.as_str();
         if !done.insert(v) {
             continue;
         }

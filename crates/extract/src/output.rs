@@ -116,7 +116,7 @@ fn columns_of(
     Ok((builder.with_projection(mask).with_batch_size(64 * 1024).build()?, roots))
 }
 
-/// Per value of column `unit` of the Parquet file at `path` (as text; nulls left out), a hash
+/// Per value of column `unit` of the Parquet file at `path` (as [`unit_key`] reads it; nulls left out), a hash
 /// of every row holding it over `columns` (those the file has), whatever the rows' order: two
 /// versions of a dataset give one unit the same hash exactly when its rows hold the same values
 /// in those columns.
@@ -150,7 +150,7 @@ pub fn unit_row_hashes(path: &Path, unit: &str, columns: &[String]) -> Result<st
             // A fixed-key hasher: the same in every run; rows added, so order does not count.
             let mut h = std::collections::hash_map::DefaultHasher::new();
             rows.row(i).as_ref().hash(&mut h);
-            let sum: &mut u64 = hashes.entry(value.to_owned()).or_default();
+            let sum: &mut u64 = hashes.entry(unit_key(value)).or_default();
             *sum = sum.wrapping_add(h.finish());
         }
     }
