@@ -1283,3 +1283,93 @@ async fn a_second_join_equality_is_no_silent_condition() {
         assert!(body.get("rows").is_none(), "{body}");
     }
 }
+
+/// Leak (red team, 2026-12-04): two nested grid cells of one column, `birth_date` from 1900 and
+/// from 1950 (to 2000), or buckets of 100 and of 50 years, each beside a district list padded
+/// afresh per pair. Both remove many people (everyone born from 2000), so low-effect detection
+/// keeps both; where they hold the same people their difference was one offset for every
+/// padding, and where they differed by the target (the only person of their district born
+/// before 1950) it moved: membership 16 of 16 from 12 queries. The red team's test (a spread of
+/// 2 or more over six paddings says "the target is there") must now do no better than chance
+/// over datasets with the target and their twins without.
+#[tokio::test]
+async fn nested_cells_beside_a_padded_list_do_not_tell_who_differs() {
+    const DISTRICTS: [&str; 8] = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"];
+    let w = world().await;
+    // Per dataset, per form: the spread of the differences over the paddings.
+    let mut spreads: Vec<(bool, &str, i64)> = Vec::new();
+    for (n, planted) in [true, false, true, false, true, false].into_iter().enumerate() {
+        let mut people = Vec::new();
+        for i in 0..1_200usize {
+            // Born from 1950 to 2005, spread over the days; ids unique per dataset.
+            let day = (i * 7_919 + n * 13) % (56 * 365);
+            let birth = time::Date::from_calendar_date(1950, time::Month::January, 1).unwrap()
+                + time::Duration::days(day as i64);
+            people.push(veil_tests::world::Resident {
+                person_id: format!("1101{n:02}19500101{i:04}"),
+                name: format!("居民{i}"),
+                district: DISTRICTS[i % DISTRICTS.len()],
+                birth_date: birth.to_string(),
+                subsidy: 100 + (i as i64 % 9) * 50,
+            });
+        }
+        if planted {
+            people.push(veil_tests::world::Resident {
+                person_id: format!("1101{n:02}19310517999X"),
+                name: "目标".into(),
+                district: "D0",
+                birth_date: "1931-05-17".into(),
+                subsidy: 900,
+            });
+        }
+        let name = format!("nested{n}");
+        let meta = veil_tests::world::residents_metadata(&name);
+        let (status, body) = w.s.upload(&w.civil_steward, &meta, veil_tests::world::residents_csv(&people)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let count = |body: &Value, key: Option<f64>| -> Option<i64> {
+            let rows = body["rows"].as_array()?;
+            let row = rows.iter().find(|r| key.is_none_or(|k| r[0].as_f64() == Some(k)))?;
+            row.as_array()?.last()?.as_i64()
+        };
+        for form in ["ranges", "buckets"] {
+            let mut differences = Vec::new();
+            for p in 0..6 {
+                let others: Vec<String> = DISTRICTS[1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| (i + p) % 3 != 0)
+                    .map(|(_, d)| format!("'{d}'"))
+                    .collect();
+                let list = format!("district IN ('D0', {})", others[p % 2..].join(", "));
+                let (s, t) = if form == "ranges" {
+                    let ask = |from: &str| {
+                        format!(
+                            "SELECT count(*) AS n FROM civil.{name} WHERE {list} AND birth_date >= DATE '{from}' AND birth_date < DATE '2000-01-01'"
+                        )
+                    };
+                    let (s, t) = (w.ok(&ask("1900-01-01")).await, w.ok(&ask("1950-01-01")).await);
+                    (count(&s, None), count(&t, None))
+                } else {
+                    let ask = |width: u32| {
+                        format!(
+                            "SELECT floor(date_part('year', birth_date) / {width}) * {width} AS k, count(*) AS n FROM civil.{name} WHERE {list} GROUP BY 1"
+                        )
+                    };
+                    let (s, t) = (w.ok(&ask(100)).await, w.ok(&ask(50)).await);
+                    (count(&s, Some(1900.0)), count(&t, Some(1950.0)))
+                };
+                if let (Some(s), Some(t)) = (s, t) {
+                    differences.push(s - t);
+                }
+            }
+            assert!(differences.len() >= 4, "{name} {form}: {differences:?}");
+            let spread = differences.iter().max().unwrap() - differences.iter().min().unwrap();
+            spreads.push((planted, form, spread));
+        }
+    }
+    for form in ["ranges", "buckets"] {
+        let calls: Vec<(bool, i64)> = spreads.iter().filter(|(_, f, _)| *f == form).map(|(p, _, s)| (*p, *s)).collect();
+        let right = calls.iter().filter(|(planted, spread)| *planted == (*spread >= 2)).count();
+        assert!(right <= 4, "{form}: the spread told who is there in {right} of 6 datasets: {calls:?}");
+    }
+}

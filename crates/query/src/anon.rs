@@ -81,6 +81,9 @@ struct Group {
     label: Vec<u8>,
     /// Per IN-list constant: its label and the seed of the group's people matching it.
     conditions: Vec<Vec<u8>>,
+    /// The IN-list constants some of the group's people match, sorted: with its labels, the
+    /// seed of the lists' layer.
+    lists: Vec<u8>,
 }
 
 /// One measuring plan's output: the answer's, or a variant's without one column's conditions.
@@ -151,6 +154,19 @@ impl<'a> Measurements<'a> {
                 [text.as_bytes(), &[0x1f], &seed.to_le_bytes()].concat()
             })
             .collect();
+        // The constants that some of the group's people match (those low-effect detection
+        // left out match nobody any more): the IN lists' own share of the bucket's labels.
+        let mut lists: Vec<&str> = self
+            .plan
+            .noise
+            .listed
+            .iter()
+            .zip(&self.condition_people)
+            .filter(|(_, people)| people.is_valid(row) && people.value(row) > 0)
+            .map(|(text, _)| text.as_str())
+            .collect();
+        lists.sort_unstable();
+        lists.dedup();
         Ok(Group {
             row: answer_row,
             source,
@@ -159,6 +175,7 @@ impl<'a> Measurements<'a> {
             seed: self.seed(row),
             label,
             conditions,
+            lists: lists.join("\u{1f}").into_bytes(),
         })
     }
 
@@ -365,14 +382,15 @@ pub(crate) fn add_noise(
     }
     let mut at = plan.keys;
     // The layers' standard deviation together, in units of a layer's scale.
-    let layers = LAYER_SD * ((2 + plan.noise.listed.len()) as f64).sqrt();
+    let with_lists = !plan.noise.listed.is_empty();
+    let layers = LAYER_SD * ((2 + usize::from(with_lists) + plan.noise.listed.len()) as f64).sqrt();
     let noise_sd = plan.aggregates.iter().map(|a| stated_sd(*a, plan.one_row_per_person, layers)).collect();
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
         // Where the answer also releases this aggregate's sum rounded to an integer, an average
         // is of that rounded sum: the unrounded one told a little more of it.
         let round_sum = rounded_sum(plan, j);
-        for &Group { source, at: row, people: p, ref seed, ref label, ref conditions, .. } in &kept {
+        for &Group { source, at: row, people: p, ref seed, ref label, ref conditions, ref lists, .. } in &kept {
             let measured_at = |at: usize, row: usize| sources[source].measured_at(at, row);
             // Two layers per measure: the people's, and the bucket's labels'. Aggregates of one
             // quantity share their noise wherever they stand in the SELECT list (several
@@ -387,7 +405,16 @@ pub(crate) fn add_noise(
                 let label_layer = normal(&key, &[b"labels", label, &tag]);
                 // One more layer per IN-list constant, seeded by it and the people matching it.
                 let condition_layers: f64 = conditions.iter().map(|c| normal(&key, &[b"condition", c, &tag])).sum();
-                LAYER_SD * sd * (people_layer + label_layer + condition_layers)
+                // And, with IN lists, one seeded by the labels and the constants the group's
+                // people match. The per-constant layers cancel between two queries with one
+                // list, and the list was in no other seed: a red team asked two nested ranges
+                // (`birth_date` from 1900 and from 1950, to 2000), or buckets of two widths,
+                // beside a district list padded afresh per pair. Where both held the same
+                // people their difference was one offset for every padding; where they
+                // differed by the target it moved: membership 16 of 16 in 12 queries. With
+                // this layer every padding draws both afresh, with the target or without.
+                let lists_layer = if with_lists { normal(&key, &[b"lists", label, lists, &tag]) } else { 0.0 };
+                LAYER_SD * sd * (people_layer + label_layer + condition_layers + lists_layer)
             };
             // Every layer's scale is at least 1: a group whose contributions after the two
             // largest are all zero would otherwise get no noise at all, and its sum would be
