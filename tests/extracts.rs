@@ -608,6 +608,17 @@ fn held_by_the_target(held: &[Vec<Vec<Value>>]) -> HashSet<String> {
     common.unwrap_or_default()
 }
 
+/// Asks for `zones_v1` of `civil.zones` (group, zone, diagnosis) and has the steward approve
+/// it; `case` says which case.
+async fn zones_v1_approved(w: &World, case: &str) {
+    let (status, first) =
+        w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v1", "columns": ["grp", "zone", "diagnosis"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{case}: {first}");
+    let id = first["id"].as_str().unwrap();
+    let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{case}: {body}");
+}
+
 /// As [`a_new_version_generalized_otherwise_narrows_no_ones_value`], the second version's
 /// diagnosis renamed (`diag`), and then also recoded with a codebook the attacker knows: the
 /// target's diagnosis is still the one value both classes share once translated, unless the
@@ -619,13 +630,7 @@ async fn a_version_renaming_or_recoding_a_column_narrows_no_ones_value() {
         let w = world().await;
         let (metadata, csv) = zones(true);
         assert_eq!(w.s.upload(&w.steward, &metadata, csv.into_bytes()).await.0, StatusCode::CREATED);
-        let (status, first) = w
-            .ask_of("civil.zones", &w.analyst, json!({"name": "zones_v1", "columns": ["grp", "zone", "diagnosis"]}))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{first}");
-        let id = first["id"].as_str().unwrap();
-        let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        zones_v1_approved(&w, &format!("recoded {recoded}")).await;
         let (mut metadata, csv) = zones(false);
         let columns = metadata["columns"].as_object_mut().unwrap();
         let tag = columns.remove("diagnosis").unwrap();
@@ -684,13 +689,7 @@ async fn a_snapshot_with_its_units_written_otherwise_narrows_no_ones_value() {
         let csv = if numeric { csv.replace("\nP", "\n") } else { csv };
         let (status, body) = w.s.upload(&w.steward, &metadata, csv.into_bytes()).await;
         assert_eq!(status, StatusCode::CREATED, "{case}: {body}");
-        let (status, first) = w
-            .ask_of("civil.zones", &w.analyst, json!({"name": "zones_v1", "columns": ["grp", "zone", "diagnosis"]}))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{case}: {first}");
-        let id = first["id"].as_str().unwrap();
-        let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
-        assert_eq!(status, StatusCode::OK, "{case}: {body}");
+        zones_v1_approved(&w, case).await;
         // The same people without the group column, as another dataset.
         let (mut metadata, csv) = zones(false);
         metadata["name"] = json!("zones_copy");
