@@ -614,7 +614,12 @@ async fn zones_v1_approved(w: &World, case: &str) {
     let (status, first) =
         w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v1", "columns": ["grp", "zone", "diagnosis"]})).await;
     assert_eq!(status, StatusCode::CREATED, "{case}: {first}");
-    let id = first["id"].as_str().unwrap();
+    steward_approves(w, &first, case).await;
+}
+
+/// Has the steward approve the request `asked` (an ask's answer); `case` says which case.
+async fn steward_approves(w: &World, asked: &Value, case: &str) {
+    let id = asked["id"].as_str().unwrap();
     let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{case}: {body}");
 }
@@ -651,9 +656,7 @@ async fn a_version_renaming_or_recoding_a_column_narrows_no_ones_value() {
             w.ask_of("civil.zones", &w.analyst, json!({"name": "zones_v2", "columns": ["zone", "diag"]})).await;
         let mut held = vec![w.rows(&w.analyst, "SELECT grp, zone, diagnosis FROM extracts.zones_v1").await];
         if status == StatusCode::CREATED {
-            let id = second["id"].as_str().unwrap();
-            let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
+            steward_approves(&w, &second, &format!("recoded {recoded}")).await;
             let mut rows = w.rows(&w.analyst, "SELECT '*', zone, diag FROM extracts.zones_v2").await;
             for r in &mut rows {
                 let label = codebook.iter().find(|(_, c)| r[2] == *c).map_or(r[2].clone(), |(l, _)| json!(l));
@@ -711,9 +714,7 @@ async fn a_snapshot_with_its_units_written_otherwise_narrows_no_ones_value() {
             .await;
         let mut held = vec![w.rows(&w.analyst, "SELECT grp, zone, diagnosis FROM extracts.zones_v1").await];
         if status == StatusCode::CREATED {
-            let id = second["id"].as_str().unwrap();
-            let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
-            assert_eq!(status, StatusCode::OK, "{case}: {body}");
+            steward_approves(&w, &second, case).await;
             held.push(w.rows(&w.analyst, "SELECT '*', zone, diagnosis FROM extracts.zones_v2").await);
         }
         let common = held_by_the_target(&held);

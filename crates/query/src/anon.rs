@@ -392,7 +392,8 @@ pub(crate) fn add_noise(
         let round_sum = rounded_sum(plan, j);
         for &Group { source, at: row, people: p, ref seed, ref label, ref conditions, ref lists, .. } in &kept {
             let measured_at = |at: usize, row: usize| sources[source].measured_at(at, row);
-            // Two layers per measure: the people's, and the bucket's labels'. Aggregates of one
+            // Two layers per measure, the people's and the bucket's labels', and with IN lists
+            // the constants' and the lists' (below). Aggregates of one
             // quantity share their noise wherever they stand in the SELECT list (several
             // COUNT(*) are one sample, not several; SUM(x) and AVG(x) measure the same sum).
             // Rows and people are the same count only over one row per person; else their
@@ -412,7 +413,9 @@ pub(crate) fn add_noise(
                 // beside a district list padded afresh per pair. Where both held the same
                 // people their difference was one offset for every padding; where they
                 // differed by the target it moved: membership 16 of 16 in 12 queries. With
-                // this layer every padding draws both afresh, with the target or without.
+                // this layer every padding draws both afresh, with the target or without. It
+                // narrows the attack, no more: the difference's spread over 30 paddings still
+                // tells (docs/aggregate.md, "Nested grid cells").
                 let lists_layer = if with_lists { normal(&key, &[b"lists", label, lists, &tag]) } else { 0.0 };
                 LAYER_SD * sd * (people_layer + label_layer + condition_layers + lists_layer)
             };
