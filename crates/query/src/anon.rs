@@ -268,6 +268,71 @@ pub(crate) fn dropped(
     Ok(Dropped { hashes: dropped, people })
 }
 
+/// Low-effect detection against the grid cells around each range (the guard's `ladder.rs`):
+/// from the census, per laddered column, the groups (by `veil_guard::group_hashes` of their
+/// keys) with the bit mask of the cells that add to the group's range at most a few people,
+/// decided as for a column's conditions, with noise seeded by the people the cell adds.
+///
+/// Why: `birth_date` in [1900, 2000) and in [1950, 2000) hold the same people, or differ by the
+/// target alone; measured over the same union of people, their difference is the same either
+/// way (docs/aggregate.md, "Nested grid cells").
+///
+/// # Errors
+/// [`crate::Error::Internal`] if the census's output is not as the guard describes it.
+pub(crate) fn widened(
+    census: &[RecordBatch],
+    schema: &SchemaRef,
+    plan: &DpPlan,
+    secret: &[u8; 32],
+) -> Result<HashMap<String, Vec<(u64, u64)>>> {
+    let totals = concat_batches(schema, census).map_err(internal)?;
+    let marks: usize = plan.ladders.iter().map(|l| l.cells + 1).sum();
+    if totals.num_columns() != plan.keys + 2 * marks {
+        return Err(internal("the census's output is not as described"));
+    }
+    let keys: Vec<ArrayRef> = (0..plan.keys).map(|i| Arc::clone(totals.column(i))).collect();
+    let hashes = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
+    let people = |mark: usize| {
+        totals.column(plan.keys + 2 * mark).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))
+    };
+    let seeds = |mark: usize| {
+        totals.column(plan.keys + 2 * mark + 1).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))
+    };
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut widened: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    let mut first = 0;
+    for ladder in &plan.ladders {
+        let (range_people, range_seeds) = (people(first)?, seeds(first)?);
+        let mut groups = Vec::new();
+        for (row, hash) in hashes.iter().enumerate() {
+            let in_range = u64::try_from(range_people.value(row)).unwrap_or(0);
+            // A group with nobody in the range is no group of the answer: widened, it would
+            // bring in groups from outside the query's range.
+            if in_range == 0 {
+                continue;
+            }
+            let mut mask = 0u64;
+            for cell in 0..ladder.cells {
+                let (p, s) = (people(first + 1 + cell)?, seeds(first + 1 + cell)?);
+                let added = u64::try_from(p.value(row)).unwrap_or(0).saturating_sub(in_range);
+                // The cell holds the range, so the XOR of the two sets' seeds is the seed of
+                // the people the cell adds.
+                let seed = (s.value(row) ^ range_seeds.value(row)).to_le_bytes();
+                let z = normal(&key, &[b"low effect cell", &seed, ladder.column.as_bytes()]);
+                if added <= ALWAYS_LOW_EFFECT || added as f64 <= LOW_EFFECT_MARGIN + z {
+                    mask |= 1 << cell;
+                }
+            }
+            if mask != 0 {
+                groups.push((*hash, mask));
+            }
+        }
+        widened.insert(ladder.column.clone(), groups);
+        first += ladder.cells + 1;
+    }
+    Ok(widened)
+}
+
 /// What low-effect detection per IN-list constant leaves out ([`dropped`]).
 #[derive(Debug, Default)]
 pub(crate) struct Dropped {

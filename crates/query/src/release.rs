@@ -251,6 +251,18 @@ impl QueryEngine {
                     Ok::<_, crate::Error>((batches, schema))
                 }
             };
+            // With ladders, a census first finds, per group, the cells of the grid around
+            // each range that add only a few people to it (`anon::widened`), and every
+            // measurement after it lets those cells' rows through too. It runs whether or not
+            // any is found.
+            if let Some(census) = &plan.census {
+                let census = state.optimizer().optimize(census.clone(), &state, |_, _| {}).map_err(internal)?;
+                let (batches, schema) = run(&census).await?;
+                let widened = anon::widened(&batches, &schema, plan, &request.noise_key)?;
+                for plan in &mut plans {
+                    *plan = veil_guard::with_widened(std::mem::take(plan), &widened).map_err(internal)?;
+                }
+            }
             // With IN lists, a first measurement finds the constants that only a few of a
             // group's people match (low-effect detection per constant), and every measurement
             // after it leaves their rows out. It runs whether or not any is found, so that the

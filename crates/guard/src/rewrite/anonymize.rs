@@ -75,7 +75,272 @@ pub(super) fn bound(
         let (plan, measured) = bound_with(without, assessment, threshold, one_row)?;
         described.variants.push(super::Variant { columns, plan, measured });
     }
+    if !described.ladders.is_empty() {
+        described.census = Some(census(&upper, &described.noise.bounds, threshold, one_row)?);
+    }
     Ok((plan, described))
+}
+
+/// A column whose conditions select one interval of it, with the cells of the grid around
+/// that interval (`ladder.rs`).
+struct Laddered {
+    column: String,
+    /// Each cell as `[lo, hi)` in the column's type, narrowest first.
+    cells: Vec<(datafusion::common::ScalarValue, datafusion::common::ScalarValue)>,
+}
+
+/// The conditions on a laddered column that one filter had, and the column they read as the
+/// aggregate's input names it ([`lift`]).
+type Lifted = Vec<(Vec<Expr>, datafusion::common::Column)>;
+
+impl Laddered {
+    /// The range (the lifted conditions together, each reading its column as the aggregate's
+    /// input names it) and each cell as a condition on the column there.
+    fn placed(&self, lifted: &Lifted) -> Result<(Expr, Vec<Expr>)> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        let mut conditions = Vec::new();
+        for (found, column) in lifted {
+            for c in found {
+                let read = c.clone().transform(|x| match x {
+                    Expr::Column(_) => Ok(Transformed::yes(Expr::Column(column.clone()))),
+                    other => Ok(Transformed::no(other)),
+                })?;
+                conditions.push(read.data);
+            }
+        }
+        let (Some(range), Some((_, column))) =
+            (datafusion::logical_expr::utils::conjunction(conditions), lifted.first())
+        else {
+            return plan_err!("a range on `{}` without conditions", self.column);
+        };
+        let value = Expr::Column(column.clone());
+        let cells = self
+            .cells
+            .iter()
+            .map(|(lo, hi)| value.clone().gt_eq(lit(lo.clone())).and(value.clone().lt(lit(hi.clone()))))
+            .collect();
+        Ok((range, cells))
+    }
+}
+
+/// `plan` (below the answer's aggregate) without the conditions on `column`, and per filter
+/// that had some, those conditions with the column they read carried up to `plan`'s output:
+/// under a hidden name through a projection that drops it (`WITH r AS (SELECT * FROM t WHERE
+/// subsidy >= 0 AND subsidy < 10000) SELECT d, count(*) FROM (SELECT district AS d FROM r)`).
+fn lift(plan: LogicalPlan, column: &str, hidden: &mut usize) -> Result<(LogicalPlan, Lifted)> {
+    use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+    use datafusion::logical_expr::{Filter, Projection, SubqueryAlias};
+    let mut lifted: Lifted = Vec::new();
+    let mut inputs = Vec::new();
+    for input in plan.inputs() {
+        let (input, found) = lift(input.clone(), column, hidden)?;
+        inputs.push(input);
+        lifted.extend(found);
+    }
+    let matching = |f: &Filter| {
+        split_conjunction(&f.predicate).iter().any(|c| condition_column(c, &f.input).as_deref() == Some(column))
+    };
+    if lifted.is_empty() && !matches!(&plan, LogicalPlan::Filter(f) if !reads_aggregates(&f.input) && matching(f)) {
+        return Ok((plan, lifted));
+    }
+    let single = |inputs: Vec<LogicalPlan>| match <[LogicalPlan; 1]>::try_from(inputs) {
+        Ok([only]) => Ok(std::sync::Arc::new(only)),
+        Err(_) => plan_err!("a node with one input had several"),
+    };
+    let plan = match plan {
+        LogicalPlan::Filter(f) if !reads_aggregates(&f.input) => {
+            let input = single(inputs)?;
+            let (mut found, mut kept) = (Vec::new(), Vec::new());
+            let mut read = None;
+            for c in split_conjunction(&f.predicate) {
+                if condition_column(c, &f.input).as_deref() == Some(column) {
+                    match c.column_refs().into_iter().collect::<Vec<_>>().as_slice() {
+                        [only] => read = read.or_else(|| Some((*only).clone())),
+                        _ => return plan_err!("a condition on `{column}` that reads several columns"),
+                    }
+                    found.push(c.clone());
+                } else {
+                    kept.push(c.clone());
+                }
+            }
+            if let Some(read) = read {
+                lifted.push((found, read));
+            }
+            match conjunction(kept) {
+                Some(predicate) => LogicalPlan::Filter(Filter::try_new(predicate, input)?),
+                None => std::sync::Arc::unwrap_or_clone(input),
+            }
+        }
+        LogicalPlan::Projection(p) => {
+            let mut exprs = p.expr;
+            for (_, read) in &mut lifted {
+                if !exprs.iter().any(|e| matches!(e, Expr::Column(c) if c == read)) {
+                    let name = format!("{}ladder_{}", super::DP_PREFIX, *hidden);
+                    *hidden += 1;
+                    exprs.push(Expr::Column(read.clone()).alias(&name));
+                    *read = datafusion::common::Column::from_name(name);
+                }
+            }
+            LogicalPlan::Projection(Projection::try_new(exprs, single(inputs)?)?)
+        }
+        LogicalPlan::SubqueryAlias(a) => {
+            for (_, read) in &mut lifted {
+                *read = datafusion::common::Column::new(Some(a.alias.clone()), read.name.clone());
+            }
+            LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(single(inputs)?, a.alias)?)
+        }
+        // Nodes that keep their inputs' columns.
+        plan @ (LogicalPlan::Filter(_) | LogicalPlan::Join(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_)) => {
+            plan.with_new_exprs(plan.expressions(), inputs)?
+        }
+        _ => return plan_err!("a range on `{column}` below a node that does not keep its column"),
+    };
+    Ok((plan, lifted))
+}
+
+/// The columns below `agg`'s input whose conditions select one interval with a ladder: not a
+/// column an IN list also compares (its constants are detected one by one instead).
+fn laddered(input: &LogicalPlan, bounds: &[(String, (f64, f64))]) -> Vec<Laddered> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::ExprSchemable;
+    use datafusion::logical_expr::utils::split_conjunction;
+    let Conditions { listed, ranges, .. } = conditions(input);
+    let listed: Vec<String> = listed
+        .iter()
+        .map(|(e, _, _)| super::KeyLabel::new(&read_at_source(e, input), input).column().to_owned())
+        .collect();
+    let mut found = Vec::new();
+    for (column, span) in ranges {
+        if listed.contains(&column) {
+            continue;
+        }
+        let mut ty = None;
+        let _ = input.apply(|node| {
+            if let LogicalPlan::Filter(f) = node {
+                for c in split_conjunction(&f.predicate) {
+                    if ty.is_none()
+                        && condition_column(c, &f.input).as_deref() == Some(column.as_str())
+                        && let [only] = c.column_refs().into_iter().collect::<Vec<_>>().as_slice()
+                    {
+                        ty = Expr::Column((*only).clone()).get_type(f.input.schema()).ok();
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let Some(ty) = ty else { continue };
+        let declared = bounds.iter().find(|(c, _)| *c == column).map(|(_, b)| *b);
+        let cells = super::ladder::cells(&span, &ty, declared);
+        if !cells.is_empty() {
+            found.push(Laddered { column, cells });
+        }
+    }
+    found
+}
+
+/// The plan the query layer runs before the others when the answer has ladders: per group,
+/// for each laddered column, the people with a row in its range and then in each cell of its
+/// ladder, each with the other laddered columns' ranges as the query has them. Output: the
+/// group keys; then per column, per range and cell in order, the Int64 number of people and
+/// the UInt64 seed of their set (the XOR of their units' hashes), 0 and 0 for nobody.
+fn census(
+    upper: &LogicalPlan,
+    bounds: &[(String, (f64, f64))],
+    threshold: &mut super::enforce_min_group_size::Threshold<'_>,
+    one_row: bool,
+) -> Result<LogicalPlan> {
+    use datafusion::functions::core::expr_fn::coalesce;
+    use datafusion::functions_aggregate::expr_fn::{bit_xor, max, sum};
+    use datafusion::logical_expr::{LogicalPlanBuilder, col, when};
+
+    use super::bound_contributions::name;
+    use super::enforce_min_group_size::Threaded;
+
+    let agg = lowest_aggregate(upper)?.clone();
+    let ladders = laddered(&agg.input, bounds);
+    let group_keys = crate::exprs::group_keys(&agg)?;
+    let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(agg.input), &ladders)?;
+    let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
+    let placed = ladders.iter().zip(&lifted).map(|(l, found)| l.placed(found)).collect::<Result<Vec<_>>>()?;
+    let mut marks = Vec::new();
+    for (l, (range, cells)) in placed.iter().enumerate() {
+        let others = datafusion::logical_expr::utils::conjunction(
+            placed.iter().enumerate().filter(|(m, _)| *m != l).map(|(_, (r, _))| r.clone()),
+        );
+        for mark in std::iter::once(range).chain(cells) {
+            marks.push(match &others {
+                Some(others) => mark.clone().and(others.clone()),
+                None => mark.clone(),
+            });
+        }
+    }
+    let unit_name = format!("{}unit", super::DP_PREFIX);
+    let mut group = vec![unit_of(&units)?.alias(&unit_name)];
+    group.extend(group_keys.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
+    let flags = marks.into_iter().enumerate().map(|(i, m)| {
+        let flag = cast(m, DataType::Int64);
+        if one_row { flag } else { max(flag) }.alias(name("mark", i))
+    });
+    let flags: Vec<Expr> = flags.collect();
+    let count = flags.len();
+    let per_person = if one_row {
+        LogicalPlanBuilder::from(input).project(group.into_iter().chain(flags))?.build()?
+    } else {
+        LogicalPlanBuilder::from(input).aggregate(group, flags)?.build()?
+    };
+    let mut totals = Vec::new();
+    for i in 0..count {
+        let mark = col(name("mark", i));
+        totals.push(coalesce(vec![sum(mark.clone()), lit(0i64)]).alias(format!("{}people_{i}", super::DP_PREFIX)));
+        let seed = when(mark.eq(lit(1i64)), col(unit_name.as_str())).end()?;
+        totals.push(coalesce(vec![bit_xor(seed), lit(0u64)]).alias(format!("{ANON_SEED}_{i}")));
+    }
+    let keys: Vec<Expr> = (0..group_keys.len()).map(|i| col(name("key", i))).collect();
+    LogicalPlanBuilder::from(per_person).aggregate(keys, totals)?.build()
+}
+
+/// [`lift`] for each of `ladders` in turn.
+fn lift_all(mut input: LogicalPlan, ladders: &[Laddered]) -> Result<(LogicalPlan, Vec<Lifted>)> {
+    let (mut all, mut hidden) = (Vec::with_capacity(ladders.len()), 0);
+    for l in ladders {
+        let (lifted_input, found) = lift(input, &l.column, &mut hidden)?;
+        input = lifted_input;
+        all.push(found);
+    }
+    Ok((input, all))
+}
+
+/// One hash per row for the privacy unit of the datasets `units` names (the first that is not
+/// NULL, when a join carries several).
+fn unit_of(units: &[super::enforce_min_group_size::Unit]) -> Result<Expr> {
+    use datafusion::functions::core::expr_fn::coalesce;
+    match units {
+        [] => plan_err!("an anonymized answer must read a dataset about people"),
+        [only] => Ok(only.hash()),
+        many => Ok(coalesce(many.iter().map(|u| u.hash()).collect())),
+    }
+}
+
+/// `e` with each column the schema of the aggregate's input does not have by its qualifier
+/// named as the one column of the schema with its name: a condition below a projection (a
+/// CTE, a subquery in FROM) names its column by the source's qualifier, the aggregate's input
+/// by the projection's.
+fn resolved(e: Expr, schema: &datafusion::common::DFSchema) -> Result<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    Ok(e.transform(|x| match x {
+        Expr::Column(column) if !schema.has_column(&column) => {
+            let same: Vec<_> = schema.columns().into_iter().filter(|f| f.name == column.name).collect();
+            match same.as_slice() {
+                [only] => Ok(Transformed::yes(Expr::Column(only.clone()))),
+                _ => plan_err!(
+                    "a condition over `{}`, a column the query does not keep below its aggregate: select it where the condition is",
+                    column.name
+                ),
+            }
+        }
+        other => Ok(Transformed::no(other)),
+    })?
+    .data)
 }
 
 /// What the answer says about low-effect detection, when the query has conditions it applies
@@ -90,10 +355,19 @@ pub(crate) fn low_effect_note(plan: &super::DpPlan) -> Option<crate::AppliedRule
     }
     let all =
         if columns.len() > 1 { "; a group from which each removes almost nobody, without all of them" } else { "" };
+    let ladders: Vec<String> = plan.ladders.iter().map(|l| format!("`{}`", l.column)).collect();
+    let cells = if ladders.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the range on {} is measured, per group, together with the wider cells of its grid around it that add almost nobody to the group",
+            ladders.join(", ")
+        )
+    };
     Some(crate::AppliedRule {
         code: "low_effect",
         detail: format!(
-            "where the conditions on {} remove almost nobody from a group (a few people, decided with sticky noise), the group is answered as if the query did not have them (low-effect detection, against differencing){all}",
+            "where the conditions on {} remove almost nobody from a group (a few people, decided with sticky noise), the group is answered as if the query did not have them (low-effect detection, against differencing){all}{cells}",
             columns.join(", ")
         ),
     })
@@ -175,7 +449,6 @@ fn bound_with(
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     use std::sync::Arc;
 
-    use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::functions::core::expr_fn::coalesce;
     use datafusion::functions_aggregate::expr_fn::{bit_xor, count, sum};
     use datafusion::logical_expr::{ExprSchemable, LogicalPlanBuilder, col};
@@ -201,6 +474,8 @@ fn bound_with(
         one_row_per_person: one_row,
         measures: same_sums(&agg.aggr_expr),
         variants: Vec::new(),
+        ladders: Vec::new(),
+        census: None,
         public_keys: None,
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),
@@ -214,27 +489,16 @@ fn bound_with(
         upper: upper.clone(),
     };
     described.noise.bounds = declared_bounds(&described.noise, threshold.ctx());
-    let Threaded { plan: input, units } =
-        super::cap_rows::threaded_and_capped(Arc::unwrap_or_clone(Arc::clone(&agg.input)), threshold)?;
-    // An IN list below a projection (a CTE, a subquery in FROM) names its column by the source's
-    // qualifier; the aggregate's input names it by the projection's.
-    let mut resolved = Vec::with_capacity(listed.len());
-    for (e, c, _) in listed {
-        let e = e
-            .transform(|x| match x {
-                Expr::Column(column) if !input.schema().has_column(&column) => {
-                    let same: Vec<_> = input.schema().columns().into_iter().filter(|f| f.name == column.name).collect();
-                    match same.as_slice() {
-                        [only] => Ok(Transformed::yes(Expr::Column(only.clone()))),
-                        _ => plan_err!("an IN list over a column the query does not keep below its aggregate"),
-                    }
-                }
-                other => Ok(Transformed::no(other)),
-            })?
-            .data;
-        resolved.push((e, c));
-    }
-    let listed = resolved;
+    // A laddered column's conditions are left where the query has them and applied at the
+    // aggregate's input instead, through `__veil_within` (below), which may let a group's
+    // rows in the cells around its range through too.
+    let ladders = laddered(&agg.input, &described.noise.bounds);
+    described.ladders =
+        ladders.iter().map(|l| super::Ladder { column: l.column.clone(), cells: l.cells.len() }).collect();
+    let (input, lifted) = lift_all(Arc::unwrap_or_clone(Arc::clone(&agg.input)), &ladders)?;
+    let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
+    let listed =
+        listed.into_iter().map(|(e, c, _)| Ok((resolved(e, input.schema())?, c))).collect::<Result<Vec<_>>>()?;
     // Each list's rows of a (group, constant) pair the query layer finds low-effect are left
     // out (`dropped`): one call per list, named by its compared expression.
     let mut lists: Vec<&Expr> = Vec::new();
@@ -249,22 +513,25 @@ fn bound_with(
         }
     }
     let bare_keys: Vec<Expr> = group_keys.iter().map(|k| k.clone().unalias()).collect();
-    let kept = lists.iter().map(|e| {
-        datafusion::logical_expr::not(super::dropped::dropped(
-            &e.schema_name().to_string(),
-            bare_keys.clone(),
-            (*e).clone(),
-        ))
-    });
+    let mut kept: Vec<Expr> = lists
+        .iter()
+        .map(|e| {
+            datafusion::logical_expr::not(super::dropped::dropped(
+                &e.schema_name().to_string(),
+                bare_keys.clone(),
+                (*e).clone(),
+            ))
+        })
+        .collect();
+    for (l, found) in ladders.iter().zip(&lifted) {
+        let (range, cells) = l.placed(found)?;
+        kept.push(super::ladder::within(&l.column, bare_keys.clone(), range, cells));
+    }
     let input = match datafusion::logical_expr::utils::conjunction(kept) {
         Some(kept) => LogicalPlanBuilder::from(input).filter(kept)?.build()?,
         None => input,
     };
-    let unit = match units.as_slice() {
-        [] => return plan_err!("an anonymized answer must read a dataset about people"),
-        [only] => only.hash(),
-        many => coalesce(many.iter().map(|u| u.hash()).collect()),
-    };
+    let unit = unit_of(&units)?;
     let unit_name = format!("{}unit", super::DP_PREFIX);
 
     // 1. Per person and group: an aggregate over each person's rows, or each row as it is

@@ -74,6 +74,12 @@ pub struct DpPlan {
     /// columns the answer without any of them last: to answer a group with when those
     /// conditions remove almost nobody from it (low-effect detection).
     pub variants: Vec<Variant>,
+    /// Anonymized answers: the columns whose range has cells of the grid around it
+    /// (`ladder.rs`), in the order of the census's measurements.
+    pub ladders: Vec<super::Ladder>,
+    /// Anonymized answers with ladders: the plan that measures, per group, the people of each
+    /// range and of each cell around it (`anonymize::census`), run before the others.
+    pub census: Option<LogicalPlan>,
 }
 
 /// An anonymized answer without some columns' conditions ([`DpPlan::variants`]).
@@ -214,6 +220,8 @@ pub(super) fn bound(
         public_keys: assessment.dp_public_keys.clone(),
         noise: super::labels::NoiseLabels::default(),
         variants: Vec::new(),
+        ladders: Vec::new(),
+        census: None,
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),

@@ -57,7 +57,7 @@ const TABLE_SIZE: usize = 64;
 /// nothing or something was dropped. A set whose lookup returns at once when it is empty made
 /// the measurement after low-effect detection 2 ms slower (of 200) when a listed constant was
 /// one person's, which told whether that person exists.
-fn table(hashes: BTreeSet<u64>) -> Vec<u64> {
+pub(super) fn table(hashes: BTreeSet<u64>) -> Vec<u64> {
     let size = hashes.len().next_power_of_two().max(TABLE_SIZE);
     let mut table: Vec<u64> = hashes.into_iter().collect();
     // Decoys from a fixed sequence (SplitMix64's steps): a row hashing to one by chance has
@@ -88,7 +88,7 @@ pub fn dropped_hashes(keys: &[ArrayRef], values: &ArrayRef) -> Result<Vec<u64>> 
 /// Each row of `arrays` hashed, text and binary in one layout first: a group key scanned as a
 /// string view comes out of the aggregate as a string view, but measured values can travel as
 /// another layout of the same values, and a hash of one layout misses the other's.
-fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
+pub(super) fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
     use datafusion::arrow::compute::cast;
     let plain = |a: &ArrayRef| -> Result<ArrayRef> {
         let target = match a.data_type() {

@@ -512,7 +512,7 @@ pub struct Span {
 }
 
 impl Span {
-    fn new(lo: Option<(Point, bool)>, hi: Option<(Point, bool)>) -> Self {
+    pub(super) fn new(lo: Option<(Point, bool)>, hi: Option<(Point, bool)>) -> Self {
         let lo = lo.map(|(p, included)| match p.discrete() {
             Some(v) if !included => (p.with(v.saturating_add(1)), true),
             _ => (p, included),
@@ -542,6 +542,20 @@ impl Span {
         };
         let clamped = self.intersect(&bound);
         (clamped != bound).then_some(clamped)
+    }
+
+    /// This interval as `[lo, hi)`, when it has both ends and is one: over integers and days
+    /// `hi` is the value after the last one included; over other values the start must be
+    /// included and the end not.
+    pub(crate) fn half_open(&self) -> Option<(Point, Point)> {
+        let (Some((lo, lo_in)), Some((hi, hi_in))) = (&self.lo, &self.hi) else { return None };
+        match (lo, hi) {
+            (Point::Int(_) | Point::Day(_), Point::Int(h) | Point::Day(h)) if *lo_in && *hi_in => {
+                Some((lo.clone(), hi.with(h.checked_add(1)?)))
+            }
+            (Point::Float(a), Point::Float(b)) if *lo_in && !*hi_in && a < b => Some((lo.clone(), hi.clone())),
+            _ => None,
+        }
     }
 
     /// The values in both.

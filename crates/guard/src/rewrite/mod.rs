@@ -8,6 +8,7 @@ mod cap_rows;
 mod dropped;
 mod enforce_min_group_size;
 mod labels;
+mod ladder;
 mod people;
 mod safe_arithmetic;
 mod top;
@@ -28,6 +29,7 @@ pub use dropped::{dropped_hashes, with_dropped};
 pub use enforce_min_group_size::UNIT_PREFIX;
 pub use labels::{KeyLabel, NoiseLabels, Span};
 pub(crate) use labels::{Unit as DateUnit, midnight};
+pub use ladder::{Ladder, group_hashes, with_widened};
 
 /// The rewritten plan and what the query layer needs to finish the answer.
 #[derive(Debug, Clone)]

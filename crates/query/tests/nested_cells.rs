@@ -1,0 +1,152 @@
+//! Nested grid cells in aggregate mode, measured where the answer is made: two cells of one
+//! column's grid, one inside the other, asked of a dataset with a planted person and of its
+//! twin without them, under one noise key.
+//!
+//! Leak (two red teams, 2026-12-04): `birth_date` in [1900, 2000) (S) and in [1950, 2000) (T),
+//! beside a district list padded afresh per pair. Where S and T held the same people (the
+//! twin), S − T was the difference of their labels' layers; where S held the target too (born
+//! 1931, alone before 1950), the people's layers were drawn apart. First S − T stayed one
+//! offset over the paddings only without the target (16 of 16 in 12 queries); with a layer per
+//! padding, its spread still told (15 of 16 in 60). Now each range is measured over the cells
+//! of the grid around it that add at most a few people to its group, so S and T measure one
+//! union of people with the target or without, and S − T is, padding by padding, the same
+//! number in both datasets: nothing any count of queries could tell apart.
+
+#![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use veil_common::{Mode, Tag};
+use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
+use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
+
+const DISTRICTS: [&str; 8] = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"];
+
+/// 1,200 people born from 1950 to 2005 with subsidies from 100 to 450, and with `planted`
+/// one more in D0: born 1931-05-17, subsidy 900 (alone before 1950, alone from 500).
+fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
+    // Days since 1970-01-01.
+    let (first, target_born) = (-7_305, -14_109);
+    let (mut ids, mut districts, mut births, mut subsidies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..1_200usize {
+        ids.push(format!("P{i:05}"));
+        districts.push(DISTRICTS[i % DISTRICTS.len()]);
+        births.push(first + ((i * 7_919) % (56 * 365)) as i32);
+        subsidies.push(100 + (i as i64 % 8) * 50);
+    }
+    if planted {
+        ids.push("P99999".into());
+        districts.push("D0");
+        births.push(target_born);
+        subsidies.push(900);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Utf8, false),
+        Field::new("district", DataType::Utf8, false),
+        Field::new("birth_date", DataType::Date32, false),
+        Field::new("subsidy", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(districts)),
+            Arc::new(Date32Array::from(births)),
+            Arc::new(Int64Array::from(subsidies)),
+        ],
+    )
+    .unwrap();
+    let path = dir.join(format!("{file}.parquet"));
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
+    let rows = batch.num_rows() as u64;
+    SessionDataset {
+        // One name for both: the same SQL reads either.
+        dataset: "civil.people".parse().unwrap(),
+        path,
+        rows,
+        info: DatasetInfo {
+            privacy_unit: Some("person_id".to_owned()),
+            columns: HashMap::from([
+                ("person_id".to_owned(), ColumnInfo { linkable: true, ..column(Tag::Identifier, None) }),
+                ("district".to_owned(), column(Tag::QuasiIdentifier, None)),
+                ("birth_date".to_owned(), column(Tag::QuasiIdentifier, None)),
+                ("subsidy".to_owned(), column(Tag::Sensitive, Some((0.0, 1000.0)))),
+            ]),
+            contribution: Contribution::default(),
+            one_row_per_unit: true,
+            capped: Default::default(),
+            rows,
+        },
+        capped_copy: None,
+    }
+}
+
+/// A query around a range.
+type Ask<'a> = dyn Fn(&str) -> String + 'a;
+
+/// The anonymized count `n` of `sql` over `dataset`, under one noise key.
+async fn count(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> i64 {
+    let request = QueryRequest {
+        mode: Mode::Aggregate,
+        k: 5,
+        datasets: vec![dataset.clone()],
+        dry_run: false,
+        noise_key: [7; 32],
+        exact_aggregates: false,
+        dp: None,
+    };
+    let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
+    let n = answer.batches.iter().find(|b| b.num_rows() > 0).unwrap().column_by_name("n").unwrap();
+    n.as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+}
+
+#[tokio::test]
+async fn nested_cells_differ_by_the_same_number_with_the_target_or_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, twin) = (people(dir.path(), "target", true), people(dir.path(), "twin", false));
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let dates = |from: &str| format!("birth_date >= DATE '{from}' AND birth_date < DATE '2000-01-01'");
+    // Within the declared bounds [0, 1000]: [0, 1000) is every subsidy, [0, 500) all but the
+    // target's.
+    let amounts = |to: u32| format!("subsidy >= 0 AND subsidy < {to}");
+    let mut differences: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+    for p in 0..8 {
+        let others: Vec<String> = DISTRICTS[1..]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i + p) % 3 != 0)
+            .map(|(_, d)| format!("'{d}'"))
+            .collect();
+        let list = format!("district IN ('D0', {})", others[p % 2..].join(", "));
+        let ask = |range: &str| format!("SELECT count(*) AS n FROM civil.people WHERE {list} AND {range}");
+        // The range inside a CTE whose column the query above does not keep.
+        let hidden = |range: &str| {
+            format!(
+                "WITH r AS (SELECT * FROM civil.people WHERE {list} AND {range}) SELECT count(*) AS n FROM (SELECT district FROM r) y"
+            )
+        };
+        let forms: [(&Ask, String, String); 3] = [
+            (&ask, dates("1900-01-01"), dates("1950-01-01")),
+            (&ask, amounts(1000), amounts(500)),
+            (&hidden, dates("1900-01-01"), dates("1950-01-01")),
+        ];
+        for (form, s, t) in &forms {
+            for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+                let difference = count(&engine, dataset, &form(s)).await - count(&engine, dataset, &form(t)).await;
+                differences[d].push(difference);
+            }
+        }
+    }
+    assert_eq!(
+        differences[0], differences[1],
+        "S − T per padding (dates, amounts, dates in a CTE), with the target and without: the same numbers"
+    );
+}
