@@ -112,20 +112,27 @@ pub(super) fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
 /// # Errors
 /// A DataFusion error if a rewritten node cannot be rebuilt.
 pub fn with_dropped(plan: LogicalPlan, dropped: &HashMap<String, BTreeSet<u64>>) -> Result<LogicalPlan> {
-    let loaded = |e: Expr| {
+    reloaded(plan, NAME, |list| udf(dropped.get(list).cloned().unwrap_or_default()))
+}
+
+/// `plan` with each call of the function `name` (whose first argument names what it is about:
+/// a list, a column) calling `loaded(that name)` instead: how the query layer hands a plan
+/// what a first measurement found.
+pub(super) fn reloaded(plan: LogicalPlan, name: &str, loaded: impl Fn(&str) -> ScalarUDF) -> Result<LogicalPlan> {
+    let load = |e: Expr| {
         e.transform_up(|e| match e {
-            Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == NAME => {
-                let list = match args.first() {
-                    Some(Expr::Literal(ScalarValue::Utf8(Some(list)), _)) => list.as_str(),
-                    _ => return exec_err!("{NAME} without its list's name"),
+            Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == name => {
+                let about = match args.first() {
+                    Some(Expr::Literal(ScalarValue::Utf8(Some(about)), _)) => about.as_str(),
+                    _ => return exec_err!("{name} without the name of what it is about"),
                 };
-                let hashes = dropped.get(list).cloned().unwrap_or_default();
-                Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction { func: Arc::new(udf(hashes)), args })))
+                let func = Arc::new(loaded(about));
+                Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction { func, args })))
             }
             other => Ok(Transformed::no(other)),
         })
     };
-    Ok(plan.transform_up_with_subqueries(|node| node.map_expressions(loaded))?.data)
+    Ok(plan.transform_up_with_subqueries(|node| node.map_expressions(load))?.data)
 }
 
 /// Whether each row's group keys and value are a dropped pair.

@@ -28,9 +28,7 @@ use std::sync::{Arc, LazyLock};
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, lit,
 };
@@ -205,20 +203,7 @@ pub fn group_hashes(keys: &[ArrayRef], rows: usize) -> Result<Vec<u64>> {
 /// # Errors
 /// A DataFusion error if a rewritten node cannot be rebuilt.
 pub fn with_widened(plan: LogicalPlan, widened: &HashMap<String, Vec<(u64, u64)>>) -> Result<LogicalPlan> {
-    let loaded = |e: Expr| {
-        e.transform_up(|e| match e {
-            Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == NAME => {
-                let column = match args.first() {
-                    Some(Expr::Literal(ScalarValue::Utf8(Some(column)), _)) => column.as_str(),
-                    _ => return exec_err!("{NAME} without its column"),
-                };
-                let groups = widened.get(column).map_or(&[][..], Vec::as_slice);
-                Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction { func: Arc::new(udf(groups)), args })))
-            }
-            other => Ok(Transformed::no(other)),
-        })
-    };
-    Ok(plan.transform_up_with_subqueries(|node| node.map_expressions(loaded))?.data)
+    super::dropped::reloaded(plan, NAME, |column| udf(widened.get(column).map_or(&[][..], Vec::as_slice)))
 }
 
 /// Whether each row is in its range or in a cell low-effect for its group.
