@@ -675,17 +675,21 @@ async fn a_version_renaming_or_recoding_a_column_narrows_no_ones_value() {
 /// first's text `0007`), or in lower case behind a prefix. Both snapshots' people are matched
 /// whatever the type and spelling of their units, so the target's diagnosis is still left
 /// among two values or the second extract is refused (a red team's copy declared its unit
-/// `int64` where the original's was text and went past the comparison person by person).
+/// `int64` where the original's was text and went past the comparison person by person). And
+/// a copy whose diagnosis is named `diag`: its values are found to translate (the identity).
 #[tokio::test]
 async fn a_snapshot_with_its_units_written_otherwise_narrows_no_ones_value() {
     let text = json!({"tag": "identifier", "linkable": true, "type": "string"});
     let cases = [
         ("integer units", json!({"tag": "identifier", "linkable": true, "type": "int64"})),
         ("prefixed lower-case units", text.clone()),
+        ("the diagnosis renamed", text.clone()),
     ];
     for (case, unit) in cases {
         let w = world().await;
         let numeric = case == "integer units";
+        let renamed = case == "the diagnosis renamed";
+        let diagnosis = if renamed { "diag" } else { "diagnosis" };
         // The first snapshot's units: `0000`, `0001`, … (text) beside numbers, else `P0000`, ….
         let (mut metadata, csv) = zones(true);
         metadata["columns"]["person_id"] = text.clone();
@@ -697,25 +701,30 @@ async fn a_snapshot_with_its_units_written_otherwise_narrows_no_ones_value() {
         let (mut metadata, csv) = zones(false);
         metadata["name"] = json!("zones_copy");
         metadata["columns"]["person_id"] = unit;
+        if renamed {
+            let column = metadata["columns"]["diagnosis"].take();
+            metadata["columns"]["diag"] = column;
+            metadata["columns"].as_object_mut().unwrap().remove("diagnosis");
+        }
         let mut copy = String::new();
         for (i, line) in csv.lines().enumerate() {
-            let renamed = match line.split_once(',') {
-                Some((id, rest)) if i > 0 && numeric => format!("{},{rest}", id[1..].parse::<u32>().unwrap()),
-                Some((id, rest)) if i > 0 => format!("cn-{},{rest}", id.to_lowercase()),
+            let line = match line.split_once(',') {
+                _ if i == 0 => line.replace("diagnosis", diagnosis),
+                Some((id, rest)) if numeric => format!("{},{rest}", id[1..].parse::<u32>().unwrap()),
+                Some((id, rest)) if !renamed => format!("cn-{},{rest}", id.to_lowercase()),
                 _ => line.to_owned(),
             };
-            copy.push_str(&renamed);
+            copy.push_str(&line);
             copy.push('\n');
         }
         let (status, body) = w.s.upload(&w.steward, &metadata, copy.into_bytes()).await;
         assert_eq!(status, StatusCode::CREATED, "{case}: {body}");
-        let (status, second) = w
-            .ask_of("civil.zones_copy", &w.analyst, json!({"name": "zones_v2", "columns": ["zone", "diagnosis"]}))
-            .await;
+        let (status, second) =
+            w.ask_of("civil.zones_copy", &w.analyst, json!({"name": "zones_v2", "columns": ["zone", diagnosis]})).await;
         let mut held = vec![w.rows(&w.analyst, "SELECT grp, zone, diagnosis FROM extracts.zones_v1").await];
         if status == StatusCode::CREATED {
             steward_approves(&w, &second, case).await;
-            held.push(w.rows(&w.analyst, "SELECT '*', zone, diagnosis FROM extracts.zones_v2").await);
+            held.push(w.rows(&w.analyst, &format!("SELECT '*', zone, {diagnosis} FROM extracts.zones_v2")).await);
         }
         let common = held_by_the_target(&held);
         assert!(common.len() >= 2, "{case}: the target's diagnosis narrowed to {common:?}");

@@ -1448,7 +1448,8 @@ impl BaseOf {
     /// The base of the extracts of `sources` (each dataset with its version) that ask for
     /// `columns` (as their specs name them); `None` when a dataset has no privacy unit (it is
     /// about nobody, and is never joined). A dataset in `alias` is named as the dataset it maps
-    /// to (a related dataset compared as another version of it).
+    /// to (a related dataset compared as another version of it), unless `sources` hold that one
+    /// too.
     fn of(
         catalog: &veil_catalog::Catalog,
         sources: &[(DatasetRef, i64)],
@@ -1471,7 +1472,11 @@ impl BaseOf {
                 .map(|c| c.name.clone())
                 .collect();
             let base = base_spec(&info, fallback_k, base_key(catalog, dataset));
-            let named = alias.get(dataset).unwrap_or(dataset).clone();
+            // Not where the base joins the dataset it maps to itself: there it is a partner.
+            let named = match alias.get(dataset) {
+                Some(to) if sources.iter().all(|(d, _)| d != to) => to.clone(),
+                _ => dataset.clone(),
+            };
             parts.push(BasePart { dataset: named, file, base, asked, sensitive });
         }
         let mut key = (sources.to_vec(), columns.to_vec(), parts.iter().map(|p| p.dataset.clone()).collect::<Vec<_>>());
@@ -1685,8 +1690,8 @@ impl Broker {
 /// How the values of column `i` of `then` translate into those of column `j` of `now`, when
 /// one is a function of the other: over the people with one value in each, each old value's
 /// most frequent new value, if these hold for at least nine in ten of at least
-/// [`MIN_TRANSLATED`] people. A renamed or recoded column translates (the identity, or a
-/// codebook); an unrelated one does not.
+/// [`MIN_TRANSLATED`] people, three or more per old value on average. A renamed or recoded
+/// column translates (the identity, or a codebook); an unrelated one does not.
 fn translation(
     then: &veil_extract::Candidates,
     i: usize,
@@ -1708,7 +1713,10 @@ fn translation(
         map.insert(old, new);
         agreeing += n;
     }
-    (people >= MIN_TRANSLATED && agreeing * 10 >= people * 9).then_some(map)
+    // Each old value seen on a few people on average: a column of values nearly everyone holds
+    // alone (an income beside a diagnosis) maps one to one onto anything, by chance.
+    let spread = people >= 3 * map.len() as u64;
+    (people >= MIN_TRANSLATED && spread && agreeing * 10 >= people * 9).then_some(map)
 }
 
 /// Old values to new ones ([`translation`]).

@@ -472,8 +472,8 @@ impl Catalog {
 
     /// The other datasets, retired or not, whose people are `dataset`'s kind of people and whose
     /// values are its kind of values: each (as its latest version declares it) has a privacy unit
-    /// that is a linkable identifier, as `dataset` has, and a sensitive column named as one of
-    /// `dataset`'s. Two snapshots of one registry registered as two datasets are such; their
+    /// that is a linkable identifier, as `dataset` has, and a sensitive column, as `dataset`
+    /// has (named alike or not). Two snapshots of one registry registered as two datasets are such; their
     /// extracts are compared person by person as versions of one dataset are, their units
     /// matched as text whatever type each declares (a red team's copy declared `int64` where
     /// the original's unit was text, and was not compared while types had to agree).
@@ -488,16 +488,17 @@ impl Catalog {
         if !linkable_unit(&info) {
             return Ok(Vec::new());
         }
-        let sensitive = |i: &crate::DatasetInfo| -> Vec<String> {
-            i.columns.iter().filter(|c| c.tag == veil_common::Tag::Sensitive).map(|c| c.name.clone()).collect()
-        };
-        let own = sensitive(&info);
+        // Any sensitive column, whatever its name: a copy may name one column otherwise (a red
+        // team's `diag` for `diagnosis`); which columns hold each other's values is found
+        // over the people in both when they are compared.
+        let sensitive = |i: &crate::DatasetInfo| i.columns.iter().any(|c| c.tag == veil_common::Tag::Sensitive);
+        if !sensitive(&info) {
+            return Ok(Vec::new());
+        }
         Ok(self
             .datasets(true)?
             .into_iter()
-            .filter(|other| {
-                other.dataset != *dataset && linkable_unit(other) && sensitive(other).iter().any(|c| own.contains(c))
-            })
+            .filter(|other| other.dataset != *dataset && linkable_unit(other) && sensitive(other))
             .map(|other| other.dataset)
             .collect())
     }
