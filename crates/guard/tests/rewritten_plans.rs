@@ -31,6 +31,18 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         "SELECT icd10, count(DISTINCT p.id) AS people, avg(cost) AS cost FROM civil.people p JOIN civil.visits v ON p.id = v.id GROUP BY icd10",
     ),
     (
+        "anonymized_range_with_ladder",
+        Mode::Aggregate,
+        false,
+        "SELECT district, count(*) AS n FROM civil.people WHERE birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01' GROUP BY district",
+    ),
+    (
+        "anonymized_range_carried_up",
+        Mode::Aggregate,
+        false,
+        "WITH r AS (SELECT * FROM civil.people WHERE subsidy >= 0 AND subsidy < 500) SELECT d, count(*) AS n FROM (SELECT district AS d FROM r) y GROUP BY d",
+    ),
+    (
         "exact_own_department",
         Mode::Aggregate,
         true,
