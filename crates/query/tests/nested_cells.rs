@@ -27,8 +27,9 @@ use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
 
 const DISTRICTS: [&str; 8] = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"];
 
-/// 1,200 people born from 1950 to 2005 with subsidies from 100 to 450, and with `planted`
-/// one more in D0: born 1931-05-17, subsidy 900 (alone before 1950, alone from 500).
+/// 1,200 people born from 1950 to 2005 with subsidies from 100 to 450 (one in ten from
+/// 100,000, above the declared bounds), and with `planted` one more in D0: born 1931-05-17,
+/// subsidy 5,000 (alone before 1950, alone from 500 to 100,000).
 fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
     // Days since 1970-01-01.
     let (first, target_born) = (-7_305, -14_109);
@@ -37,13 +38,14 @@ fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
         ids.push(format!("P{i:05}"));
         districts.push(DISTRICTS[i % DISTRICTS.len()]);
         births.push(first + ((i * 7_919) % (56 * 365)) as i32);
-        subsidies.push(100 + (i as i64 % 8) * 50);
+        // One in ten above the declared bounds (stored as they are, clamped only when summed).
+        subsidies.push(if i % 10 == 9 { 100_000 + i as i64 } else { 100 + (i as i64 % 8) * 50 });
     }
     if planted {
         ids.push("P99999".into());
         districts.push("D0");
         births.push(target_born);
-        subsidies.push(900);
+        subsidies.push(5_000);
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Utf8, false),
@@ -146,8 +148,9 @@ async fn nested_cells_differ_by_the_same_number_with_the_target_or_without() {
     let (target, twin) = (people(dir.path(), "target", true), people(dir.path(), "twin", false));
     let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
     let dates = |from: &str| format!("birth_date >= DATE '{from}' AND birth_date < DATE '2000-01-01'");
-    // Within the declared bounds [0, 1000]: [0, 1000) is every subsidy, [0, 500) all but the
-    // target's.
+    // [0, 2000) holds the declared bounds [0, 1000], and [0, 10000) the target's value above
+    // them too (a red team's pair: a ladder that ended at the first cell holding the bounds
+    // never reached the second, and S − T told membership 16 of 16 in 12 queries).
     let amounts = |to: u32| format!("subsidy >= 0 AND subsidy < {to}");
     let mut differences: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
     for p in 0..8 {
@@ -167,7 +170,7 @@ async fn nested_cells_differ_by_the_same_number_with_the_target_or_without() {
         };
         let forms: [(&Ask, String, String); 3] = [
             (&ask, dates("1900-01-01"), dates("1950-01-01")),
-            (&ask, amounts(1000), amounts(500)),
+            (&ask, amounts(10_000), amounts(2_000)),
             (&hidden, dates("1900-01-01"), dates("1950-01-01")),
         ];
         for (form, s, t) in &forms {

@@ -76,7 +76,7 @@ pub(super) fn bound(
         described.variants.push(super::Variant { columns, plan, measured });
     }
     if !described.ladders.is_empty() {
-        described.census = Some(census(&upper, &described.noise.bounds, threshold, one_row)?);
+        described.census = Some(census(&upper, threshold, one_row)?);
     }
     Ok((plan, described))
 }
@@ -200,7 +200,7 @@ fn lift(plan: LogicalPlan, column: &str, hidden: &mut usize) -> Result<(LogicalP
 
 /// The columns below `agg`'s input whose conditions select one interval with a ladder: not a
 /// column an IN list also compares (its constants are detected one by one instead).
-fn laddered(input: &LogicalPlan, bounds: &[(String, (f64, f64))]) -> Vec<Laddered> {
+fn laddered(input: &LogicalPlan) -> Vec<Laddered> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::ExprSchemable;
     use datafusion::logical_expr::utils::split_conjunction;
@@ -229,8 +229,7 @@ fn laddered(input: &LogicalPlan, bounds: &[(String, (f64, f64))]) -> Vec<Laddere
             Ok(TreeNodeRecursion::Continue)
         });
         let Some(ty) = ty else { continue };
-        let declared = bounds.iter().find(|(c, _)| *c == column).map(|(_, b)| *b);
-        let cells = super::ladder::cells(&span, &ty, declared);
+        let cells = super::ladder::cells(&span, &ty);
         if !cells.is_empty() {
             found.push(Laddered { column, cells });
         }
@@ -245,7 +244,6 @@ fn laddered(input: &LogicalPlan, bounds: &[(String, (f64, f64))]) -> Vec<Laddere
 /// the UInt64 seed of their set (the XOR of their units' hashes), 0 and 0 for nobody.
 fn census(
     upper: &LogicalPlan,
-    bounds: &[(String, (f64, f64))],
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
 ) -> Result<LogicalPlan> {
@@ -257,7 +255,7 @@ fn census(
     use super::enforce_min_group_size::Threaded;
 
     let agg = lowest_aggregate(upper)?.clone();
-    let ladders = laddered(&agg.input, bounds);
+    let ladders = laddered(&agg.input);
     let group_keys = crate::exprs::group_keys(&agg)?;
     let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(agg.input), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
@@ -492,7 +490,7 @@ fn bound_with(
     // A laddered column's conditions are left where the query has them and applied at the
     // aggregate's input instead, through `__veil_within` (below), which may let a group's
     // rows in the cells around its range through too.
-    let ladders = laddered(&agg.input, &described.noise.bounds);
+    let ladders = laddered(&agg.input);
     described.ladders =
         ladders.iter().map(|l| super::Ladder { column: l.column.clone(), cells: l.cells.len() }).collect();
     let (input, lifted) = lift_all(Arc::unwrap_or_clone(Arc::clone(&agg.input)), &ladders)?;
