@@ -27,8 +27,9 @@ pub use aggregate::DpAggregate;
 pub use check::{AppliedRule, Assessment, check};
 pub use context::{CapAt, CappedCopies, ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
 pub use rewrite::{
-    ANON_OUTLIERS, ANON_SEED, DP_PREFIX, DP_ROW, DpPlan, KeyLabel, Ladder, NoiseLabels, Rewritten, Span, UNIT_PREFIX,
-    Variant, dropped_hashes, group_hashes, rewrite, with_dropped, with_widened,
+    ANON_OUTLIERS, ANON_SEED, Bucketed, DP_PREFIX, DP_ROW, DpPlan, KeyLabel, Ladder, NoiseLabels, Rewritten, Span,
+    UNIT_PREFIX, Variant, claim_hashes, dropped_hashes, group_hashes, rewrite, with_claimed, with_dropped,
+    with_widened,
 };
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};
 pub use rules::allow_listed_functions::check_plan as check_functions;

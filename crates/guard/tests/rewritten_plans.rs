@@ -43,6 +43,14 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         "WITH r AS (SELECT * FROM civil.people WHERE subsidy >= 0 AND subsidy < 500) SELECT d, count(*) AS n FROM (SELECT district AS d FROM r) y GROUP BY d",
     ),
     (
+        // A key whose buckets have cells around them: grouped through `__veil_claimed`, the
+        // year's column carried up from the CTE that computes it.
+        "anonymized_bucket_claimed",
+        Mode::Aggregate,
+        false,
+        "WITH r AS (SELECT district, date_part('year', birth_date) AS y FROM civil.people) SELECT district, y, count(*) AS n FROM r GROUP BY district, y",
+    ),
+    (
         "exact_own_department",
         Mode::Aggregate,
         true,

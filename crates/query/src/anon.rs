@@ -333,6 +333,137 @@ pub(crate) fn widened(
     Ok(widened)
 }
 
+/// How many people a cell around a bucket may add before it is surely not low-effect: the
+/// walk through its rows stops there (the margin is 3.5 plus a draw of sd 1).
+const MOST_ADDED: u64 = 16;
+/// How many of a cell's rows outside its bucket the walk reads at most (rows of people the
+/// group holds already are skipped); a cell it cannot finish is not low-effect.
+const MOST_STEPS: usize = 100_000;
+
+/// The rows each group of a bucketed key claims (`buckets.rs` in the guard), from its census
+/// (per other keys, key, value of the column and person: the person's hash, 1 and the hash;
+/// over one row per person, per value: 0, its people and the XOR of their hashes). Per value
+/// of the other keys, each group in turn, larger first, walks the cells of the grid around its
+/// bucket, narrowest first; a cell that adds at most [`ALWAYS_LOW_EFFECT`] people, or at most
+/// [`LOW_EFFECT_MARGIN`] plus a sticky normal draw seeded by them and the column (the draw a
+/// range's cell adding the same people gets), is low-effect, and the group claims those
+/// people's rows in it that no group claimed before. A group some of whose rows were claimed
+/// claims none. Output: per claimed (other keys, value, person), its hash (`claim_hashes`) and
+/// the claiming group's key.
+pub(crate) fn claimed(
+    census: &[RecordBatch],
+    schema: &SchemaRef,
+    plan: &DpPlan,
+    bucketed: &veil_guard::Bucketed,
+    secret: &[u8; 32],
+) -> Result<Vec<(u64, ScalarValue)>> {
+    use std::collections::HashSet;
+    /// One row of the census: the column's value, the bucket, the person (0 over one row per
+    /// person), the people and their seed, and the row's claim hash.
+    struct Entry {
+        value: ScalarValue,
+        bucket: ScalarValue,
+        person: u64,
+        people: u64,
+        seed: u64,
+        hash: u64,
+    }
+    let totals = concat_batches(schema, census).map_err(internal)?;
+    let others = plan.keys.checked_sub(1).ok_or_else(|| internal("a bucketed key without keys"))?;
+    let Some(label) = plan.noise.keys.get(bucketed.key) else { return Err(internal("a bucketed key not labelled")) };
+    if totals.num_columns() != others + 5 {
+        return Err(internal("the bucket census's output is not as described"));
+    }
+    let keys: Vec<ArrayRef> = (0..others).map(|i| Arc::clone(totals.column(i))).collect();
+    let (bucket, value, unit) = (totals.column(others), totals.column(others + 1), totals.column(others + 2));
+    let units = unit.as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census unit"))?;
+    let people = totals.column(others + 3).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))?;
+    let seeds = totals.column(others + 4).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
+    let groups = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
+    let hashes = veil_guard::claim_hashes(&keys, value, unit).map_err(internal)?;
+    let scalar = |a: &ArrayRef, row| ScalarValue::try_from_array(a, row).map_err(internal);
+    // Per value of the other keys, its rows sorted by the column's value.
+    let mut by_others: HashMap<u64, Vec<Entry>> = HashMap::new();
+    for (row, group) in groups.iter().enumerate() {
+        if value.is_null(row) || bucket.is_null(row) {
+            continue;
+        }
+        by_others.entry(*group).or_default().push(Entry {
+            value: scalar(value, row)?,
+            bucket: scalar(bucket, row)?,
+            person: units.value(row),
+            people: u64::try_from(people.value(row)).unwrap_or(0),
+            seed: seeds.value(row),
+            hash: hashes[row],
+        });
+    }
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut claims: HashMap<u64, ScalarValue> = HashMap::new();
+    let mut sets: Vec<Vec<Entry>> = by_others.into_values().collect();
+    // The same order every time, whatever the hash map's.
+    sets.sort_by_key(|rows| rows.iter().map(|e| e.hash).min());
+    for mut rows in sets {
+        rows.sort_by(|a, b| a.value.partial_cmp(&b.value).unwrap_or(std::cmp::Ordering::Equal));
+        // Each bucket: where its rows lie in the sorted list, its people and their persons
+        // (none over one row per person, where nobody is in two buckets).
+        let mut buckets: HashMap<&ScalarValue, (usize, usize, u64, HashSet<u64>)> = HashMap::new();
+        for (at, e) in rows.iter().enumerate() {
+            let b = buckets.entry(&e.bucket).or_insert_with(|| (at, at, 0, HashSet::new()));
+            b.1 = at;
+            b.2 += e.people;
+            if !plan.one_row_per_person {
+                b.3.insert(e.person);
+            }
+        }
+        let mut order: Vec<_> = buckets.iter().collect();
+        order.sort_by(|a, b| b.1.2.cmp(&a.1.2).then(a.1.0.cmp(&b.1.0)));
+        for (b, (start, end, _, persons)) in order {
+            if rows[*start..=*end].iter().any(|e| claims.contains_key(&e.hash)) {
+                continue;
+            }
+            for (lo, hi) in label.cells_around(b) {
+                let below = |bound: &ScalarValue| {
+                    rows.partition_point(|e| e.value.partial_cmp(bound) == Some(std::cmp::Ordering::Less))
+                };
+                let (from, to) = (below(&lo), below(&hi));
+                // The people the cell adds, by person (by value over one row per person).
+                let mut added: HashMap<u64, (u64, u64, Vec<u64>)> = HashMap::new();
+                let (mut count, mut finished) = (0u64, true);
+                for (steps, at) in (from..*start).chain(end + 1..to).enumerate() {
+                    if steps >= MOST_STEPS || count > MOST_ADDED {
+                        finished = false;
+                        break;
+                    }
+                    let e = &rows[at];
+                    if persons.contains(&e.person) {
+                        continue;
+                    }
+                    let by = if plan.one_row_per_person { e.hash } else { e.person };
+                    let person = added.entry(by).or_insert((0, 0, Vec::new()));
+                    if person.2.is_empty() {
+                        (person.0, person.1) = (e.people, e.seed);
+                        count += e.people;
+                    }
+                    person.2.push(e.hash);
+                }
+                if !finished || count > MOST_ADDED {
+                    continue;
+                }
+                let seed = added.values().fold(0u64, |s, (_, seed, _)| s ^ seed).to_le_bytes();
+                let z = normal(&key, &[b"low effect cell", &seed, label.column().as_bytes()]);
+                if count <= ALWAYS_LOW_EFFECT || count as f64 <= LOW_EFFECT_MARGIN + z {
+                    for hash in added.values().flat_map(|(_, _, hashes)| hashes) {
+                        claims.entry(*hash).or_insert_with(|| (*b).clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut claims: Vec<(u64, ScalarValue)> = claims.into_iter().collect();
+    claims.sort_by_key(|(h, _)| *h);
+    Ok(claims)
+}
+
 /// What low-effect detection per IN-list constant leaves out ([`dropped`]).
 #[derive(Debug, Default)]
 pub(crate) struct Dropped {

@@ -2,6 +2,7 @@
 //! two) and aggregate mode's anonymized answers, each run through the analyst's plan above the
 //! aggregate, with each value's interval or noise.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, Int64Array};
@@ -255,8 +256,24 @@ impl QueryEngine {
             // each range that add only a few people to it (`anon::widened`), and every
             // measurement after it lets those cells' rows through too. It runs whether or not
             // any is found.
+            // With bucketed group keys, a census per key first finds the rows the group of a
+            // bucket around theirs claims (`anon::claimed`), and every measurement after it
+            // groups them there. It runs whether or not any is found.
+            let mut claims = HashMap::new();
+            for bucketed in &plan.buckets {
+                let census =
+                    state.optimizer().optimize(bucketed.census.clone(), &state, |_, _| {}).map_err(internal)?;
+                let (batches, schema) = run(&census).await?;
+                claims.insert(bucketed.name(), anon::claimed(&batches, &schema, plan, bucketed, &request.noise_key)?);
+            }
+            if !plan.buckets.is_empty() {
+                for plan in &mut plans {
+                    *plan = veil_guard::with_claimed(std::mem::take(plan), &claims).map_err(internal)?;
+                }
+            }
             if let Some(census) = &plan.census {
                 let census = state.optimizer().optimize(census.clone(), &state, |_, _| {}).map_err(internal)?;
+                let census = veil_guard::with_claimed(census, &claims).map_err(internal)?;
                 let (batches, schema) = run(&census).await?;
                 let widened = anon::widened(&batches, &schema, plan, &request.noise_key)?;
                 for plan in &mut plans {

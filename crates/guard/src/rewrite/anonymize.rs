@@ -78,7 +78,118 @@ pub(super) fn bound(
     if !described.ladders.is_empty() {
         described.census = Some(census(&upper, threshold, one_row)?);
     }
+    let agg = lowest_aggregate(&upper)?.clone();
+    for (key, _) in bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?) {
+        described.buckets.push(super::Bucketed { key, census: bucket_census(&upper, key, threshold, one_row)? });
+    }
     Ok((plan, described))
+}
+
+/// The group keys of `agg` whose buckets have cells of the grid around them (`buckets.rs`):
+/// per key, its position and the column it reads at the scan.
+fn bucketed_keys(agg: &Aggregate, keys: &[Expr]) -> Vec<(usize, datafusion::common::Column)> {
+    let mut found = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let at_source = read_at_source(&key.clone().unalias(), &agg.input);
+        if super::KeyLabel::new(&at_source, &agg.input).laddered()
+            && let [only] = at_source.column_refs().into_iter().collect::<Vec<_>>().as_slice()
+        {
+            found.push((i, (*only).clone()));
+        }
+    }
+    found
+}
+
+/// The group keys `keys` of `agg` as every measurement groups rows by them, over `input` (the
+/// aggregate's input threaded with the units `unit` hashes): each key with buckets through
+/// `__veil_claimed`, the others bare; and `input` with those keys' columns carried up to it.
+/// Over one row per person (`one_row`), a row is claimed by its value, not its person.
+fn claimed_keys(
+    input: &LogicalPlan,
+    agg: &Aggregate,
+    keys: &[Expr],
+    unit: &Expr,
+    one_row: bool,
+) -> Result<(LogicalPlan, Vec<Expr>)> {
+    // Over one row per person, rows are claimed by their value alone (the census counts
+    // people per value).
+    let unit = if one_row { lit(0u64) } else { unit.clone() };
+    let bare: Vec<Expr> = keys.iter().map(|k| k.clone().unalias()).collect();
+    let (mut input, mut keyed, mut hidden) = (input.clone(), bare.clone(), 0);
+    for (i, source) in bucketed_keys(agg, keys) {
+        let Some((carried, read)) = super::buckets::carry(&input, &source, &mut hidden)? else {
+            return plan_err!(
+                "a group key over `{}`, a column the query does not keep below its aggregate",
+                source.name
+            );
+        };
+        input = carried;
+        let others = bare.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, k)| k.clone()).collect();
+        keyed[i] = super::buckets::claimed(i, bare[i].clone(), Expr::Column(read), unit.clone(), others);
+    }
+    Ok((input, keyed))
+}
+
+/// The census of the group key at `key` (`buckets.rs`), over the rows of the aggregate's input
+/// (with the conditions of the key's column left out where a ladder of its range measures
+/// them): per other keys (in order), key and value of its column, the person's hash, 1 and
+/// the hash again, once per person; over one row per person, 0, the number of people and the
+/// XOR of their hashes.
+fn bucket_census(
+    upper: &LogicalPlan,
+    key: usize,
+    threshold: &mut super::enforce_min_group_size::Threshold<'_>,
+    one_row: bool,
+) -> Result<LogicalPlan> {
+    use datafusion::functions_aggregate::expr_fn::{bit_xor, count};
+    use datafusion::logical_expr::{LogicalPlanBuilder, col};
+
+    use super::bound_contributions::name;
+    use super::enforce_min_group_size::Threaded;
+
+    let agg = lowest_aggregate(upper)?.clone();
+    let keys = crate::exprs::group_keys(&agg)?;
+    let Some((_, source)) = bucketed_keys(&agg, &keys).into_iter().find(|(i, _)| *i == key) else {
+        return plan_err!("a census of a group key without buckets");
+    };
+    let column =
+        super::KeyLabel::new(&read_at_source(&keys[key].clone().unalias(), &agg.input), &agg.input).column().to_owned();
+    let mut input = std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input));
+    if laddered(&input).iter().any(|l| l.column == column) {
+        input = lift(input, &column, &mut 0)?.0;
+    }
+    let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
+    let Some((input, read)) = super::buckets::carry(&input, &source, &mut 0)? else {
+        return plan_err!("a group key over `{}`, a column the query does not keep below its aggregate", source.name);
+    };
+    let mut group: Vec<Expr> = keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != key)
+        .map(|(i, k)| k.clone().unalias().alias(name("key", i)))
+        .collect();
+    group.push(keys[key].clone().unalias().alias(format!("{}bucket", super::DP_PREFIX)));
+    group.push(Expr::Column(read).alias(format!("{}value", super::DP_PREFIX)));
+    let unit = unit_of(&units)?;
+    let (people, seed) = (format!("{}people", super::DP_PREFIX), ANON_SEED);
+    let unit_name = format!("{}unit", super::DP_PREFIX);
+    let shown: Vec<Expr> = group.iter().map(|g| col(g.schema_name().to_string())).collect();
+    if one_row {
+        // One row per person: the people per value, no person in two (a million people do
+        // not make a million rows here).
+        let plan = LogicalPlanBuilder::from(input)
+            .aggregate(group, vec![count(lit(1)).alias(&people), bit_xor(unit).alias(seed)])?
+            .build()?;
+        let mut out = shown;
+        out.extend([lit(0u64).alias(&unit_name), col(&people), col(seed)]);
+        LogicalPlanBuilder::from(plan).project(out)?.build()
+    } else {
+        group.push(unit.alias(&unit_name));
+        let plan = LogicalPlanBuilder::from(input).aggregate(group, Vec::<Expr>::new())?.build()?;
+        let mut out = shown;
+        out.extend([col(&unit_name), lit(1i64).alias(&people), col(&unit_name).alias(seed)]);
+        LogicalPlanBuilder::from(plan).project(out)?.build()
+    }
 }
 
 /// A column whose conditions select one interval of it, with the cells of the grid around
@@ -267,8 +378,10 @@ fn census(
     let agg = lowest_aggregate(upper)?.clone();
     let ladders = laddered(&agg.input);
     let group_keys = crate::exprs::group_keys(&agg)?;
-    let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(agg.input), &ladders)?;
+    let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input)), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
+    let unit = unit_of(&units)?;
+    let (input, keyed) = claimed_keys(&input, &agg, &group_keys, &unit, one_row)?;
     let placed = ladders.iter().zip(&lifted).map(|(l, found)| l.placed(found)).collect::<Result<Vec<_>>>()?;
     let mut marks = Vec::new();
     for (l, (range, cells)) in placed.iter().enumerate() {
@@ -281,8 +394,8 @@ fn census(
         }
     }
     let unit_name = format!("{}unit", super::DP_PREFIX);
-    let mut group = vec![unit_of(&units)?.alias(&unit_name)];
-    group.extend(group_keys.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
+    let mut group = vec![unit.alias(&unit_name)];
+    group.extend(keyed.into_iter().enumerate().map(|(i, k)| k.alias(name("key", i))));
     let flags = marks.into_iter().enumerate().map(|(i, m)| {
         let flag = cast(m, DataType::Int64);
         if one_row { flag } else { max(flag) }.alias(name("mark", i))
@@ -482,6 +595,7 @@ fn bound_with(
         variants: Vec::new(),
         ladders: Vec::new(),
         census: None,
+        buckets: Vec::new(),
         public_keys: None,
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),
@@ -503,6 +617,9 @@ fn bound_with(
         ladders.iter().map(|l| super::Ladder { column: l.column.clone(), cells: l.cells.len() }).collect();
     let (input, lifted) = lift_all(Arc::unwrap_or_clone(Arc::clone(&agg.input)), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
+    let unit = unit_of(&units)?;
+    // Rows claimed by the group of a bucket around theirs are grouped there (`buckets.rs`).
+    let (input, keyed) = claimed_keys(&input, &agg, &group_keys, &unit, one_row)?;
     let listed =
         listed.into_iter().map(|(e, c, _)| Ok((resolved(e, input.schema())?, c))).collect::<Result<Vec<_>>>()?;
     // Each list's rows of a (group, constant) pair the query layer finds low-effect are left
@@ -518,7 +635,7 @@ fn bound_with(
             lists.push(e);
         }
     }
-    let bare_keys: Vec<Expr> = group_keys.iter().map(|k| k.clone().unalias()).collect();
+    let bare_keys = keyed.clone();
     let mut kept: Vec<Expr> = lists
         .iter()
         .map(|e| {
@@ -537,13 +654,12 @@ fn bound_with(
         Some(kept) => LogicalPlanBuilder::from(input).filter(kept)?.build()?,
         None => input,
     };
-    let unit = unit_of(&units)?;
     let unit_name = format!("{}unit", super::DP_PREFIX);
 
     // 1. Per person and group: an aggregate over each person's rows, or each row as it is
     // when every person is one row (a row's count is 1 or 0, its sum its clamped value).
     let mut group = vec![unit.alias(&unit_name)];
-    group.extend(group_keys.iter().enumerate().map(|(i, k)| k.clone().unalias().alias(name("key", i))));
+    group.extend(keyed.into_iter().enumerate().map(|(i, k)| k.alias(name("key", i))));
     // A condition as 1 or 0 (NULL where it is NULL: these are only summed when never NULL, or
     // compared with 1), a cast rather than a CASE, which skips its THEN where no row of a batch
     // matches: a person's many rows matching a listed constant, or nobody's, would cost

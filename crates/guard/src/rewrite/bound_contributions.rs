@@ -80,6 +80,9 @@ pub struct DpPlan {
     /// Anonymized answers with ladders: the plan that measures, per group, the people of each
     /// range and of each cell around it (`anonymize::census`), run before the others.
     pub census: Option<LogicalPlan>,
+    /// Anonymized answers: the group keys whose buckets have cells of the grid around them,
+    /// each with its census (`buckets.rs`), run before every other measurement.
+    pub buckets: Vec<super::Bucketed>,
 }
 
 /// An anonymized answer without some columns' conditions ([`DpPlan::variants`]).
@@ -222,6 +225,7 @@ pub(super) fn bound(
         variants: Vec::new(),
         ladders: Vec::new(),
         census: None,
+        buckets: Vec::new(),
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),

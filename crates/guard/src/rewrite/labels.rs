@@ -99,7 +99,8 @@ impl KeyLabel {
     }
 
     /// The stored column's label, or the key's when it generalizes no column.
-    pub(crate) fn column(&self) -> &str {
+    #[must_use]
+    pub fn column(&self) -> &str {
         self.column.as_ref().map_or(&self.key, |g| &g.column)
     }
 
@@ -119,6 +120,28 @@ impl KeyLabel {
                 let (start, included) = span.lo?;
                 Some(Span::new(None, Some((start, !included))))
             }
+        }
+    }
+
+    /// Whether the key's values select intervals of a number, a date or a timestamp without a
+    /// time zone, which have cells of the grid around them (`buckets.rs`): the column itself or
+    /// a generalization of it other than a prefix.
+    pub(crate) fn laddered(&self) -> bool {
+        self.column.as_ref().is_some_and(|g| {
+            !matches!(g.how, How::Prefix(_))
+                && (g.ty.is_numeric()
+                    || matches!(g.ty, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, None)))
+        })
+    }
+
+    /// The cells of a wider step of the grid that contain the interval the key's `value`
+    /// selects, narrowest first, each `[lo, hi)` in the column's type (`ladder::cells`); none
+    /// where it selects no interval.
+    #[must_use]
+    pub fn cells_around(&self, value: &ScalarValue) -> Vec<(ScalarValue, ScalarValue)> {
+        match (&self.column, self.selects(value)) {
+            (Some(g), Some(span)) => super::ladder::cells(&span, &g.ty),
+            _ => Vec::new(),
         }
     }
 
