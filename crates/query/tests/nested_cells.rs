@@ -96,6 +96,13 @@ fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
     }
 }
 
+/// The target's district D0 beside the `p`-th set of other districts: a fresh padding per pair.
+fn padded(p: usize) -> String {
+    let others: Vec<String> =
+        DISTRICTS[1..].iter().enumerate().filter(|(i, _)| (i + p) % 3 != 0).map(|(_, d)| format!("'{d}'")).collect();
+    format!("district IN ('D0', {})", others[p % 2..].join(", "))
+}
+
 /// A query around a range.
 type Ask<'a> = dyn Fn(&str) -> String + 'a;
 
@@ -154,13 +161,7 @@ async fn nested_cells_differ_by_the_same_number_with_the_target_or_without() {
     let amounts = |to: u32| format!("subsidy >= 0 AND subsidy < {to}");
     let mut differences: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
     for p in 0..8 {
-        let others: Vec<String> = DISTRICTS[1..]
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| (i + p) % 3 != 0)
-            .map(|(_, d)| format!("'{d}'"))
-            .collect();
-        let list = format!("district IN ('D0', {})", others[p % 2..].join(", "));
+        let list = padded(p);
         let ask = |range: &str| format!("SELECT count(*) AS n FROM civil.people WHERE {list} AND {range}");
         // The range inside a CTE whose column the query above does not keep.
         let hidden = |range: &str| {
@@ -236,13 +237,7 @@ async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
     };
     let mut differences: [Vec<i64>; 4] = Default::default();
     for p in 0..6 {
-        let others: Vec<String> = DISTRICTS[1..]
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| (i + p) % 3 != 0)
-            .map(|(_, d)| format!("'{d}'"))
-            .collect();
-        let list = format!("district IN ('D0', {})", others[p % 2..].join(", "));
+        let list = padded(p);
         let group = |key: &str, at: &str| {
             format!(
                 "SELECT n FROM (SELECT {key} AS b, count(*) AS n FROM civil.people WHERE {list} GROUP BY 1) g WHERE b = {at}"
