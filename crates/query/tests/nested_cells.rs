@@ -98,8 +98,12 @@ fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
 
 /// The target's district D0 beside the `p`-th set of other districts: a fresh padding per pair.
 fn padded(p: usize) -> String {
-    let others: Vec<String> =
-        DISTRICTS[1..].iter().enumerate().filter(|(i, _)| (i + p) % 3 != 0).map(|(_, d)| format!("'{d}'")).collect();
+    let others: Vec<String> = DISTRICTS[1..]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(i + p).is_multiple_of(3))
+        .map(|(_, d)| format!("'{d}'"))
+        .collect();
     format!("district IN ('D0', {})", others[p % 2..].join(", "))
 }
 
