@@ -422,6 +422,10 @@ pub(crate) fn claimed(
                 continue;
             }
             for (lo, hi) in label.cells_around(b) {
+                // In the layout the census gave the column (text as a view or not).
+                let (Ok(lo), Ok(hi)) = (lo.cast_to(value.data_type()), hi.cast_to(value.data_type())) else {
+                    continue;
+                };
                 let below = |bound: &ScalarValue| {
                     rows.partition_point(|e| e.value.partial_cmp(bound) == Some(std::cmp::Ordering::Less))
                 };

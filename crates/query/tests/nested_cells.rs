@@ -28,24 +28,28 @@ use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
 const DISTRICTS: [&str; 8] = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"];
 
 /// 1,200 people born from 1950 to 2005 with subsidies from 100 to 450 (one in ten from
-/// 100,000, above the declared bounds), and with `planted` one more in D0: born 1931-05-17,
-/// subsidy 5,000 (alone before 1950, alone from 500 to 100,000).
+/// 100,000, above the declared bounds) and codes E11.9 or I10, and with `planted` one more in
+/// D0: born 1931-05-17, subsidy 5,000 (alone before 1950, alone from 500 to 100,000), code
+/// E11.2 (alone in E11 but for E11.9).
 fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
     // Days since 1970-01-01.
     let (first, target_born) = (-7_305, -14_109);
     let (mut ids, mut districts, mut births, mut subsidies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut codes = Vec::new();
     for i in 0..1_200usize {
         ids.push(format!("P{i:05}"));
         districts.push(DISTRICTS[i % DISTRICTS.len()]);
         births.push(first + ((i * 7_919) % (56 * 365)) as i32);
         // One in ten above the declared bounds (stored as they are, clamped only when summed).
         subsidies.push(if i % 10 == 9 { 100_000 + i as i64 } else { 100 + (i as i64 % 8) * 50 });
+        codes.push(if i % 2 == 0 { "E11.9" } else { "I10" });
     }
     if planted {
         ids.push("P99999".into());
         districts.push("D0");
         births.push(target_born);
         subsidies.push(5_000);
+        codes.push("E11.2");
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Utf8, false),
@@ -53,6 +57,7 @@ fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
         Field::new("birth_date", DataType::Date32, false),
         Field::new("subsidy", DataType::Int64, false),
         Field::new("seen_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new("code", DataType::Utf8, false),
     ]));
     // Seen at one in the morning of the day they were born, in microseconds.
     let seen: Vec<i64> = births.iter().map(|d| i64::from(*d) * 86_400_000_000 + 3_600_000_000).collect();
@@ -64,6 +69,7 @@ fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
             Arc::new(Date32Array::from(births)),
             Arc::new(Int64Array::from(subsidies)),
             Arc::new(TimestampMicrosecondArray::from(seen)),
+            Arc::new(StringArray::from(codes)),
         ],
     )
     .unwrap();
@@ -86,6 +92,7 @@ fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
                 ("birth_date".to_owned(), column(Tag::QuasiIdentifier, None)),
                 ("subsidy".to_owned(), column(Tag::Sensitive, Some((0.0, 1000.0)))),
                 ("seen_at".to_owned(), column(Tag::QuasiIdentifier, None)),
+                ("code".to_owned(), column(Tag::Sensitive, None)),
             ]),
             contribution: Contribution::default(),
             one_row_per_unit: true,
@@ -173,10 +180,12 @@ async fn nested_cells_differ_by_the_same_number_with_the_target_or_without() {
                 "WITH r AS (SELECT * FROM civil.people WHERE {list} AND {range}) SELECT count(*) AS n FROM (SELECT district FROM r) y"
             )
         };
-        let forms: [(&Ask, String, String); 3] = [
+        let forms: [(&Ask, String, String); 4] = [
             (&ask, dates("1900-01-01"), dates("1950-01-01")),
             (&ask, amounts(10_000), amounts(2_000)),
             (&hidden, dates("1900-01-01"), dates("1950-01-01")),
+            // Nested prefixes: every E11 code against one of them.
+            (&ask, "substr(code, 1, 3) = 'E11'".to_owned(), "code = 'E11.9'".to_owned()),
         ];
         for (form, s, t) in &forms {
             for (d, dataset) in [&target, &twin].into_iter().enumerate() {
@@ -187,7 +196,7 @@ async fn nested_cells_differ_by_the_same_number_with_the_target_or_without() {
     }
     assert_eq!(
         differences[0], differences[1],
-        "S − T per padding (dates, amounts, dates in a CTE), with the target and without: the same numbers"
+        "S − T per padding (dates, amounts, dates in a CTE, prefixes), with the target and without: the same numbers"
     );
 }
 
@@ -255,12 +264,14 @@ async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
             )
         };
         // Years of a century against half of it; subsidies [0, 10000) against [0, 2000) (the
-        // target's 5,000 alone between); a millennium against the half century; in a CTE.
-        let forms: [(String, String); 4] = [
+        // target's 5,000 alone between); a millennium against the half century; in a CTE; the
+        // codes starting E11 against E11.9.
+        let forms: [(String, String); 5] = [
             (group(&years(100), "1900"), group(&years(50), "1950")),
             (group(&amounts(10_000), "0"), group(&amounts(2_000), "0")),
             (group(&years(1000), "1000"), group(&years(50), "1950")),
             (hidden(&years(100), "1900"), hidden(&years(50), "1950")),
+            (group("substr(code, 1, 3)", "'E11'"), group("code", "'E11.9'")),
         ];
         for (s, t) in &forms {
             for (d, dataset) in [&target, &twin, &several(&target), &several(&twin)].into_iter().enumerate() {
@@ -271,7 +282,7 @@ async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
     }
     assert_eq!(
         differences[0], differences[1],
-        "S − T per padding (years, amounts, a millennium, in a CTE), with the target and without: the same numbers"
+        "S − T per padding (years, amounts, a millennium, in a CTE, prefixes), with the target and without: the same numbers"
     );
     assert_eq!(differences[2], differences[3], "the same, measured as over several rows per person");
 }

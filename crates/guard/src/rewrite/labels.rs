@@ -123,14 +123,21 @@ impl KeyLabel {
         }
     }
 
-    /// Whether the key's values select intervals of a number, a date or a timestamp without a
-    /// time zone, which have cells of the grid around them (`buckets.rs`): the column itself or
-    /// a generalization of it other than a prefix.
+    /// Whether the key's values select intervals of a number, a date, a timestamp without a
+    /// time zone or text, which have cells of the grid around them (`buckets.rs`): the column
+    /// itself or a generalization of it.
     pub(crate) fn laddered(&self) -> bool {
         self.column.as_ref().is_some_and(|g| {
-            !matches!(g.how, How::Prefix(_))
-                && (g.ty.is_numeric()
-                    || matches!(g.ty, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, None)))
+            g.ty.is_numeric()
+                || matches!(
+                    g.ty,
+                    DataType::Date32
+                        | DataType::Date64
+                        | DataType::Timestamp(_, None)
+                        | DataType::Utf8
+                        | DataType::Utf8View
+                        | DataType::LargeUtf8
+                )
         })
     }
 
@@ -395,7 +402,7 @@ impl Unit {
 }
 
 /// The smallest text above every text starting with `prefix`: its last character's successor.
-fn successor(prefix: &str) -> Option<String> {
+pub(super) fn successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     let last = chars.pop()?;
     let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32)?;
@@ -577,6 +584,19 @@ impl Span {
                 Some((lo.clone(), hi.with(h.checked_add(1)?)))
             }
             (Point::Float(a), Point::Float(b)) if *lo_in && !*hi_in && a < b => Some((lo.clone(), hi.clone())),
+            _ => None,
+        }
+    }
+
+    /// This interval of text as the text its cells of the grid start from, and whether it is
+    /// that one value (`= 'x'`) rather than every text starting with it (`[p, successor(p))`,
+    /// a prefix's bucket).
+    pub(crate) fn text_base(&self) -> Option<(&str, bool)> {
+        match (&self.lo, &self.hi) {
+            (Some((Point::Text(a), true)), Some((Point::Text(b), true))) if a == b => Some((a, true)),
+            (Some((Point::Text(a), true)), Some((Point::Text(b), false))) if successor(a).as_deref() == Some(b) => {
+                Some((a, false))
+            }
             _ => None,
         }
     }

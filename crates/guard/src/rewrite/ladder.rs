@@ -62,6 +62,16 @@ pub struct Ladder {
 /// an interval with both ends, or a column neither a number, a date nor a timestamp without a
 /// time zone.
 pub(super) fn cells(span: &Span, ty: &DataType) -> Vec<(ScalarValue, ScalarValue)> {
+    if let Some((base, value)) = span.text_base()
+        && matches!(ty, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+    {
+        return text_cells(base, value)
+            .into_iter()
+            .filter_map(|(lo, hi)| {
+                Some((ScalarValue::Utf8(Some(lo)).cast_to(ty).ok()?, ScalarValue::Utf8(Some(hi)).cast_to(ty).ok()?))
+            })
+            .collect();
+    }
     let Some((lo, hi)) = span.half_open() else { return Vec::new() };
     let typed = |lo: ScalarValue, hi: ScalarValue| Some((lo.cast_to(ty).ok()?, hi.cast_to(ty).ok()?));
     let mut cells: Vec<(ScalarValue, ScalarValue)> = match (lo, hi) {
@@ -125,6 +135,27 @@ pub(super) fn cells(span: &Span, ty: &DataType) -> Vec<(ScalarValue, ScalarValue
     // One bit per cell in a group's mask.
     cells.truncate(64);
     cells
+}
+
+/// The cells of text around the value `base` (`value`) or the texts starting with it: the
+/// texts starting with each prefix of it, longest first (the value's own prefix too, which
+/// holds the longer texts that start with it), one character at the least; at most 64.
+///
+/// Why: nested prefixes are nested cells as much as nested ranges are: `substr(code, 1, 3) =
+/// 'E11'` holds `code = 'E11.9'` and whoever else has another E11 code, and the difference of
+/// the two is the target where they alone have one.
+fn text_cells(base: &str, value: bool) -> Vec<(String, String)> {
+    let chars: Vec<char> = base.chars().collect();
+    let longest = if value { chars.len() } else { chars.len().saturating_sub(1) };
+    (1..=longest)
+        .rev()
+        .filter_map(|n| {
+            let prefix: String = chars[..n].iter().collect();
+            let after = super::labels::successor(&prefix)?;
+            Some((prefix, after))
+        })
+        .take(64)
+        .collect()
 }
 
 /// The widths 1, 2 and 5 × 10ⁿ above `width`, for [`DECADES`] decades.
@@ -336,9 +367,28 @@ mod tests {
         );
     }
 
+    /// A text's ladder is its shorter prefixes: the value `E11.9` is held by `E11.9…`, `E11.`,
+    /// `E11`, `E1` and `E`; the prefix `E1` (every text starting with it) by `E` alone.
     #[test]
-    fn text_has_no_ladder() {
-        let text = Span::new(Some((Point::Text("a".into()), true)), Some((Point::Text("b".into()), false)));
-        assert!(cells(&text, &DataType::Utf8).is_empty());
+    fn a_texts_ladder_is_its_prefixes() {
+        let text = |s: &str| Point::Text(s.into());
+        let strings = |cells: Vec<(ScalarValue, ScalarValue)>| -> Vec<(String, String)> {
+            cells
+                .into_iter()
+                .map(|(a, b)| match (a, b) {
+                    (ScalarValue::Utf8(Some(a)), ScalarValue::Utf8(Some(b))) => (a, b),
+                    other => panic!("not text: {other:?}"),
+                })
+                .collect()
+        };
+        let value =
+            strings(cells(&Span::new(Some((text("E11.9"), true)), Some((text("E11.9"), true))), &DataType::Utf8));
+        let starts: Vec<&str> = value.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(starts, ["E11.9", "E11.", "E11", "E1", "E"]);
+        assert_eq!(value[2], ("E11".to_owned(), "E12".to_owned()));
+        let prefix = strings(cells(&Span::new(Some((text("E1"), true)), Some((text("E2"), false))), &DataType::Utf8));
+        assert_eq!(prefix, [("E".to_owned(), "F".to_owned())]);
+        // Not a prefix's bucket: no ladder.
+        assert!(cells(&Span::new(Some((text("a"), true)), Some((text("c"), false))), &DataType::Utf8).is_empty());
     }
 }
