@@ -13,7 +13,8 @@
 //! How: for a column whose conditions select one interval T of it (a range on the grid, an
 //! equality, a generalization's value), its ladder is every cell of a wider step of the grid
 //! that contains T (numbers: 1, 2 and 5 × 10ⁿ wide, from a multiple of the width; dates: 1, 3
-//! and 6 months, then 1, 2, 5, 10, … years, aligned). The query layer first runs a census:
+//! and 6 months, then 1, 2, 5, 10, … years, aligned; text: the texts starting with each of its
+//! shorter prefixes). The query layer first runs a census:
 //! per group, for T and each cell, the people with a row there and the seed of their set. A
 //! cell that adds at most a few of a group's people (sticky noise seeded by those people, as
 //! for a column's conditions) is low-effect; every measurement then filters the group's rows
