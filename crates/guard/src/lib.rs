@@ -27,8 +27,8 @@ pub use aggregate::DpAggregate;
 pub use check::{AppliedRule, Assessment, check};
 pub use context::{CapAt, CappedCopies, ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
 pub use rewrite::{
-    ANON_OUTLIERS, ANON_SEED, Bucketed, DP_PREFIX, DP_ROW, DpPlan, KeyLabel, Ladder, NoiseLabels, Rewritten, Span,
-    UNIT_PREFIX, Variant, claim_hashes, dropped_hashes, group_hashes, rewrite, with_claimed, with_dropped,
+    ANON_OUTLIERS, ANON_SEED, Buckets, DP_PREFIX, DP_ROW, DpPlan, KeyLabel, Ladder, NoiseLabels, Rewritten, Span,
+    UNIT_PREFIX, Variant, claim_hashes, claim_name, dropped_hashes, group_hashes, rewrite, with_claimed, with_dropped,
     with_widened,
 };
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};

@@ -27,7 +27,7 @@
 //! Floating point is acceptable here: this mode makes no differential privacy claim, and every
 //! released count is rounded.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -333,139 +333,304 @@ pub(crate) fn widened(
     Ok(widened)
 }
 
-/// How many people a cell around a bucket may add before it is surely not low-effect: the
-/// walk through its rows stops there (the margin is 3.5 plus a draw of sd 1).
+/// How many people a cell around a bucket may add before it is surely not low-effect (the
+/// margin is 3.5 plus a draw of sd 1): counting stops there.
 const MOST_ADDED: u64 = 16;
-/// How many of a cell's rows outside its bucket the walk reads at most (rows of people the
-/// group holds already are skipped); a cell it cannot finish is not low-effect.
-const MOST_STEPS: usize = 100_000;
+/// How many combinations of cells one group tries at most.
+const MOST_COMBINATIONS: usize = 4096;
 
-/// The rows each group of a bucketed key claims (`buckets.rs` in the guard), from its census
-/// (per other keys, key, value of the column and person: the person's hash, 1 and the hash;
-/// over one row per person, per value: 0, its people and the XOR of their hashes). Per value
-/// of the other keys, each group in turn, larger first, walks the cells of the grid around its
-/// bucket, narrowest first; a cell that adds at most [`ALWAYS_LOW_EFFECT`] people, or at most
-/// [`LOW_EFFECT_MARGIN`] plus a sticky normal draw seeded by them and the column (the draw a
-/// range's cell adding the same people gets), is low-effect, and the group claims those
-/// people's rows in it that no group claimed before. A group some of whose rows were claimed
-/// claims none. Output: per claimed (other keys, value, person), its hash (`claim_hashes`) and
-/// the claiming group's key.
+/// One row of a bucket census: per bucketed key its value and bucket, the person (0 over one
+/// row per person), the people and their seed, and the row's claim hash.
+struct Entry {
+    values: Vec<ScalarValue>,
+    buckets: Vec<ScalarValue>,
+    person: u64,
+    people: u64,
+    seed: u64,
+    hash: u64,
+}
+
+/// The entries of one combination of buckets (one group of the answer, before claims).
+struct Block {
+    entries: Vec<usize>,
+    people: u64,
+    /// Its persons (none over one row per person, where nobody is in two blocks).
+    persons: HashSet<u64>,
+    /// Per bucketed key, the least and the greatest value.
+    bounds: Vec<(ScalarValue, ScalarValue)>,
+}
+
+/// Per bucketed key, a group's own bucket or a cell `[lo, hi)` of the grid around it.
+#[derive(Clone)]
+enum Side {
+    Own,
+    Cell(ScalarValue, ScalarValue),
+}
+
+/// Whether `v` is in `[lo, hi)`.
+fn inside(v: &ScalarValue, lo: &ScalarValue, hi: &ScalarValue) -> bool {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    matches!(v.partial_cmp(lo), Some(Greater | Equal)) && v.partial_cmp(hi) == Some(Less)
+}
+
+/// The people the region `sides` around the group `own` adds to it, among `blocks`, counted
+/// until more than [`MOST_ADDED`]: their number, the seed of their set and their entries.
+fn added(
+    blocks: &[(&Vec<ScalarValue>, &Block)],
+    entries: &[Entry],
+    own: &(&Vec<ScalarValue>, &Block),
+    sides: &[Side],
+    one_row: bool,
+) -> (u64, u64, Vec<u64>) {
+    let (mut count, mut seed, mut hashes) = (0u64, 0u64, Vec::new());
+    let mut persons: HashSet<u64> = HashSet::new();
+    for (buckets, block) in blocks {
+        if std::ptr::eq(*block, own.1) {
+            continue;
+        }
+        // Whole inside, partly, or not at all.
+        let mut whole = true;
+        let mut none = false;
+        for (j, side) in sides.iter().enumerate() {
+            match side {
+                Side::Own => none |= buckets[j] != own.0[j],
+                Side::Cell(lo, hi) => {
+                    let (least, most) = &block.bounds[j];
+                    if most.partial_cmp(lo) == Some(std::cmp::Ordering::Less)
+                        || matches!(
+                            least.partial_cmp(hi),
+                            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+                        )
+                    {
+                        none = true;
+                    } else if !(inside(least, lo, hi) && inside(most, lo, hi)) {
+                        whole = false;
+                    }
+                }
+            }
+        }
+        if none {
+            continue;
+        }
+        if one_row && whole && block.people > MOST_ADDED {
+            return (MOST_ADDED + 1, 0, Vec::new());
+        }
+        for at in &block.entries {
+            let e = &entries[*at];
+            let within = whole
+                || sides.iter().enumerate().all(|(j, side)| match side {
+                    Side::Own => true,
+                    Side::Cell(lo, hi) => inside(&e.values[j], lo, hi),
+                });
+            if !within || own.1.persons.contains(&e.person) {
+                continue;
+            }
+            if one_row {
+                count += e.people;
+                seed ^= e.seed;
+            } else if persons.insert(e.person) {
+                count += 1;
+                seed ^= e.seed;
+            }
+            hashes.push(e.hash);
+            if count > MOST_ADDED {
+                return (count, 0, Vec::new());
+            }
+        }
+    }
+    (count, seed, hashes)
+}
+
+/// The rows the groups of the bucketed keys claim (`buckets.rs` in the guard), from their
+/// census. Per value of the other keys, each group in turn, larger first, tries the regions
+/// around it: per bucketed key its own bucket or a cell of the grid around it (the ranges'
+/// ladder), every combination but its own buckets alone, among the cells that add at most
+/// [`MOST_ADDED`] people with the other keys at their own. A region that adds at most
+/// [`ALWAYS_LOW_EFFECT`] people, or at most [`LOW_EFFECT_MARGIN`] plus a sticky normal draw
+/// seeded by them and the keys' columns (with one key, the draw a range's cell adding the same
+/// people gets), is low-effect, and the group claims those people's rows there that no group
+/// claimed before. A group some of whose rows were claimed claims none. Output, per key (by
+/// `claim_name`): per claimed row, its hash (`claim_hashes`) and the claiming group's key.
 pub(crate) fn claimed(
     census: &[RecordBatch],
     schema: &SchemaRef,
     plan: &DpPlan,
-    bucketed: &veil_guard::Bucketed,
+    buckets: &veil_guard::Buckets,
     secret: &[u8; 32],
-) -> Result<Vec<(u64, ScalarValue)>> {
-    use std::collections::HashSet;
-    /// One row of the census: the column's value, the bucket, the person (0 over one row per
-    /// person), the people and their seed, and the row's claim hash.
-    struct Entry {
-        value: ScalarValue,
-        bucket: ScalarValue,
-        person: u64,
-        people: u64,
-        seed: u64,
-        hash: u64,
-    }
+) -> Result<HashMap<String, Vec<(u64, ScalarValue)>>> {
     let totals = concat_batches(schema, census).map_err(internal)?;
-    let others = plan.keys.checked_sub(1).ok_or_else(|| internal("a bucketed key without keys"))?;
-    let Some(label) = plan.noise.keys.get(bucketed.key) else { return Err(internal("a bucketed key not labelled")) };
-    if totals.num_columns() != others + 5 {
+    let m = buckets.keys.len();
+    let others = plan.keys.checked_sub(m).ok_or_else(|| internal("more bucketed keys than keys"))?;
+    let labels = buckets
+        .keys
+        .iter()
+        .map(|k| plan.noise.keys.get(*k))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| internal("a bucketed key not labelled"))?;
+    if totals.num_columns() != others + 2 * m + 3 {
         return Err(internal("the bucket census's output is not as described"));
     }
     let keys: Vec<ArrayRef> = (0..others).map(|i| Arc::clone(totals.column(i))).collect();
-    let (bucket, value, unit) = (totals.column(others), totals.column(others + 1), totals.column(others + 2));
+    let bucket_columns: Vec<&ArrayRef> = (0..m).map(|j| totals.column(others + 2 * j)).collect();
+    let values: Vec<ArrayRef> = (0..m).map(|j| Arc::clone(totals.column(others + 2 * j + 1))).collect();
+    let unit = totals.column(others + 2 * m);
     let units = unit.as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census unit"))?;
-    let people = totals.column(others + 3).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))?;
-    let seeds = totals.column(others + 4).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
+    let people =
+        totals.column(others + 2 * m + 1).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))?;
+    let seeds =
+        totals.column(others + 2 * m + 2).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
     let groups = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
-    let hashes = veil_guard::claim_hashes(&keys, value, unit).map_err(internal)?;
+    let hashes = veil_guard::claim_hashes(&keys, &values, unit).map_err(internal)?;
     let scalar = |a: &ArrayRef, row| ScalarValue::try_from_array(a, row).map_err(internal);
-    // Per value of the other keys, its rows sorted by the column's value.
-    let mut by_others: HashMap<u64, Vec<Entry>> = HashMap::new();
-    for (row, group) in groups.iter().enumerate() {
-        if value.is_null(row) || bucket.is_null(row) {
-            continue;
-        }
-        by_others.entry(*group).or_default().push(Entry {
-            value: scalar(value, row)?,
-            bucket: scalar(bucket, row)?,
+    let column = labels.iter().map(|l| l.column()).collect::<Vec<_>>().join(", ");
+    // Per value of the other keys, its entries.
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut by_others: HashMap<u64, Vec<usize>> = HashMap::new();
+    'rows: for (row, group) in groups.iter().enumerate() {
+        let mut entry = Entry {
+            values: Vec::with_capacity(m),
+            buckets: Vec::with_capacity(m),
             person: units.value(row),
             people: u64::try_from(people.value(row)).unwrap_or(0),
             seed: seeds.value(row),
             hash: hashes[row],
-        });
+        };
+        for j in 0..m {
+            if values[j].is_null(row) || bucket_columns[j].is_null(row) {
+                continue 'rows;
+            }
+            let v = scalar(&values[j], row)?;
+            // Not a number (NaN) has no place in an order: its rows are not claimed.
+            if v.partial_cmp(&v).is_none() {
+                continue 'rows;
+            }
+            entry.values.push(v);
+            entry.buckets.push(scalar(bucket_columns[j], row)?);
+        }
+        by_others.entry(*group).or_default().push(entries.len());
+        entries.push(entry);
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut claims: HashMap<u64, ScalarValue> = HashMap::new();
-    let mut sets: Vec<Vec<Entry>> = by_others.into_values().collect();
+    let mut claims: HashMap<u64, Vec<ScalarValue>> = HashMap::new();
+    let mut sets: Vec<Vec<usize>> = by_others.into_values().collect();
     // The same order every time, whatever the hash map's.
-    sets.sort_by_key(|rows| rows.iter().map(|e| e.hash).min());
-    for mut rows in sets {
-        rows.sort_by(|a, b| a.value.partial_cmp(&b.value).unwrap_or(std::cmp::Ordering::Equal));
-        // Each bucket: where its rows lie in the sorted list, its people and their persons
-        // (none over one row per person, where nobody is in two buckets).
-        let mut buckets: HashMap<&ScalarValue, (usize, usize, u64, HashSet<u64>)> = HashMap::new();
-        for (at, e) in rows.iter().enumerate() {
-            let b = buckets.entry(&e.bucket).or_insert_with(|| (at, at, 0, HashSet::new()));
-            b.1 = at;
-            b.2 += e.people;
-            if !plan.one_row_per_person {
-                b.3.insert(e.person);
+    sets.sort_by_key(|set| set.iter().map(|e| entries[*e].hash).min());
+    let one_row = plan.one_row_per_person;
+    for set in sets {
+        let mut blocks: HashMap<&Vec<ScalarValue>, Block> = HashMap::new();
+        for at in set {
+            let e = &entries[at];
+            let block = blocks.entry(&e.buckets).or_insert_with(|| Block {
+                entries: Vec::new(),
+                people: 0,
+                persons: HashSet::new(),
+                bounds: e.values.iter().map(|v| (v.clone(), v.clone())).collect(),
+            });
+            block.entries.push(at);
+            block.people += e.people;
+            if !one_row {
+                block.persons.insert(e.person);
+            }
+            for (j, v) in e.values.iter().enumerate() {
+                let (least, most) = &mut block.bounds[j];
+                if v.partial_cmp(least) == Some(std::cmp::Ordering::Less) {
+                    *least = v.clone();
+                }
+                if v.partial_cmp(most) == Some(std::cmp::Ordering::Greater) {
+                    *most = v.clone();
+                }
             }
         }
-        let mut order: Vec<_> = buckets.iter().collect();
-        order.sort_by(|a, b| b.1.2.cmp(&a.1.2).then(a.1.0.cmp(&b.1.0)));
-        for (b, (start, end, _, persons)) in order {
-            if rows[*start..=*end].iter().any(|e| claims.contains_key(&e.hash)) {
+        // Per key, this slice's values in order: a cell holding no value its narrower cell
+        // does not is the same region of the data, and is not tried again.
+        let sorted: Vec<Vec<&ScalarValue>> = (0..m)
+            .map(|j| {
+                let mut v: Vec<&ScalarValue> =
+                    blocks.values().flat_map(|b| b.entries.iter().map(|e| &entries[*e].values[j])).collect();
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+                v
+            })
+            .collect();
+        let held = |j: usize, lo: &ScalarValue, hi: &ScalarValue| {
+            let below = |bound: &ScalarValue| {
+                sorted[j].partition_point(|v| v.partial_cmp(&bound) == Some(std::cmp::Ordering::Less))
+            };
+            (below(lo), below(hi))
+        };
+        let mut order: Vec<(&Vec<ScalarValue>, &Block)> = blocks.iter().map(|(b, block)| (*b, block)).collect();
+        order.sort_by(|a, b| {
+            let first = |block: &Block| block.entries.iter().map(|e| entries[*e].hash).min();
+            b.1.people.cmp(&a.1.people).then(first(a.1).cmp(&first(b.1)))
+        });
+        for own in &order {
+            if own.1.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
                 continue;
             }
-            for (lo, hi) in label.cells_around(b) {
-                // In the layout the census gave the column (text as a view or not).
-                let (Ok(lo), Ok(hi)) = (lo.cast_to(value.data_type()), hi.cast_to(value.data_type())) else {
-                    continue;
-                };
-                let below = |bound: &ScalarValue| {
-                    rows.partition_point(|e| e.value.partial_cmp(bound) == Some(std::cmp::Ordering::Less))
-                };
-                let (from, to) = (below(&lo), below(&hi));
-                // The people the cell adds, by person (by value over one row per person).
-                let mut added: HashMap<u64, (u64, u64, Vec<u64>)> = HashMap::new();
-                let (mut count, mut finished) = (0u64, true);
-                for (steps, at) in (from..*start).chain(end + 1..to).enumerate() {
-                    if steps >= MOST_STEPS || count > MOST_ADDED {
-                        finished = false;
-                        break;
-                    }
-                    let e = &rows[at];
-                    if persons.contains(&e.person) {
+            // Per key: its own bucket, then each cell around it that adds at most a few
+            // people with the other keys at their own.
+            let mut choices: Vec<Vec<Side>> = Vec::with_capacity(m);
+            for (j, label) in labels.iter().enumerate() {
+                let ty = values[j].data_type();
+                let mut sides = vec![Side::Own];
+                let mut last = None;
+                for (lo, hi) in label.cells_around(&own.0[j]) {
+                    // In the layout the census gave the column (text as a view or not).
+                    let (Ok(lo), Ok(hi)) = (lo.cast_to(ty), hi.cast_to(ty)) else { continue };
+                    let span = held(j, &lo, &hi);
+                    if last == Some(span) {
                         continue;
                     }
-                    let by = if plan.one_row_per_person { e.hash } else { e.person };
-                    let person = added.entry(by).or_insert((0, 0, Vec::new()));
-                    if person.2.is_empty() {
-                        (person.0, person.1) = (e.people, e.seed);
-                        count += e.people;
+                    last = Some(span);
+                    let mut region = vec![Side::Own; m];
+                    region[j] = Side::Cell(lo.clone(), hi.clone());
+                    if added(&order, &entries, own, &region, one_row).0 <= MOST_ADDED {
+                        sides.push(Side::Cell(lo, hi));
                     }
-                    person.2.push(e.hash);
                 }
-                if !finished || count > MOST_ADDED {
+                choices.push(sides);
+            }
+            // Every combination but the group's own buckets alone, narrowest first per key.
+            let mut combination = vec![0usize; m];
+            for _ in 0..MOST_COMBINATIONS {
+                // The next combination, as an odometer over the keys' choices.
+                let mut j = m;
+                while j > 0 {
+                    j -= 1;
+                    combination[j] += 1;
+                    if combination[j] < choices[j].len() {
+                        break;
+                    }
+                    combination[j] = 0;
+                }
+                if combination.iter().all(|c| *c == 0) {
+                    break;
+                }
+                let region: Vec<Side> = combination.iter().enumerate().map(|(j, c)| choices[j][*c].clone()).collect();
+                let (count, seed, hashes) = added(&order, &entries, own, &region, one_row);
+                if count > MOST_ADDED {
+                    // The last key's wider cells add at least as many: on to the next cell of
+                    // the key before it.
+                    if let Some(last) = combination.last_mut() {
+                        *last = choices[m - 1].len() - 1;
+                    }
                     continue;
                 }
-                let seed = added.values().fold(0u64, |s, (_, seed, _)| s ^ seed).to_le_bytes();
-                let z = normal(&key, &[b"low effect cell", &seed, label.column().as_bytes()]);
+                let z = normal(&key, &[b"low effect cell", &seed.to_le_bytes(), column.as_bytes()]);
                 if count <= ALWAYS_LOW_EFFECT || count as f64 <= LOW_EFFECT_MARGIN + z {
-                    for hash in added.values().flat_map(|(_, _, hashes)| hashes) {
-                        claims.entry(*hash).or_insert_with(|| (*b).clone());
+                    for hash in hashes {
+                        claims.entry(hash).or_insert_with(|| own.0.clone());
                     }
                 }
             }
         }
     }
-    let mut claims: Vec<(u64, ScalarValue)> = claims.into_iter().collect();
-    claims.sort_by_key(|(h, _)| *h);
-    Ok(claims)
+    let mut per_key: HashMap<String, Vec<(u64, ScalarValue)>> = HashMap::new();
+    for (j, k) in buckets.keys.iter().enumerate() {
+        let mut claimed: Vec<(u64, ScalarValue)> = claims.iter().map(|(h, tuple)| (*h, tuple[j].clone())).collect();
+        claimed.sort_by_key(|(h, _)| *h);
+        per_key.insert(veil_guard::claim_name(*k), claimed);
+    }
+    Ok(per_key)
 }
 
 /// What low-effect detection per IN-list constant leaves out ([`dropped`]).

@@ -256,17 +256,14 @@ impl QueryEngine {
             // each range that add only a few people to it (`anon::widened`), and every
             // measurement after it lets those cells' rows through too. It runs whether or not
             // any is found.
-            // With bucketed group keys, a census per key first finds the rows the group of a
-            // bucket around theirs claims (`anon::claimed`), and every measurement after it
-            // groups them there. It runs whether or not any is found.
+            // With bucketed group keys, a census first finds the rows the group of buckets
+            // around theirs claims (`anon::claimed`), and every measurement after it groups
+            // them there. It runs whether or not any is found.
             let mut claims = HashMap::new();
-            for bucketed in &plan.buckets {
-                let census =
-                    state.optimizer().optimize(bucketed.census.clone(), &state, |_, _| {}).map_err(internal)?;
+            if let Some(buckets) = &plan.buckets {
+                let census = state.optimizer().optimize(buckets.census.clone(), &state, |_, _| {}).map_err(internal)?;
                 let (batches, schema) = run(&census).await?;
-                claims.insert(bucketed.name(), anon::claimed(&batches, &schema, plan, bucketed, &request.noise_key)?);
-            }
-            if !plan.buckets.is_empty() {
+                claims = anon::claimed(&batches, &schema, plan, buckets, &request.noise_key)?;
                 for plan in &mut plans {
                     *plan = veil_guard::with_claimed(std::mem::take(plan), &claims).map_err(internal)?;
                 }

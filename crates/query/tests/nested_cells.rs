@@ -114,6 +114,17 @@ fn padded(p: usize) -> String {
     format!("district IN ('D0', {})", others[p % 2..].join(", "))
 }
 
+/// Whether S − T per padding with the target (`with`) and without are the same numbers but for
+/// rounding. Each answer is rounded to a whole number after its noise; where S and T share
+/// their people layer, the fraction they share differs with the target and without, and can
+/// move S − T by one either way (a red-team pair of two keys did, once in 36). A person whose
+/// presence draws the two people layers apart moves it by a draw of about two standard
+/// deviations: more than one, and often.
+fn same_but_rounding(with: &[i64], without: &[i64]) -> bool {
+    let apart = with.iter().zip(without).filter(|(a, b)| a != b).count();
+    with.len() == without.len() && with.iter().zip(without).all(|(a, b)| (a - b).abs() <= 1) && apart * 4 <= with.len()
+}
+
 /// A query around a range.
 type Ask<'a> = dyn Fn(&str) -> String + 'a;
 
@@ -194,9 +205,9 @@ async fn nested_cells_differ_by_the_same_number_with_the_target_or_without() {
             }
         }
     }
-    assert_eq!(
-        differences[0], differences[1],
-        "S − T per padding (dates, amounts, dates in a CTE, prefixes), with the target and without: the same numbers"
+    assert!(
+        same_but_rounding(&differences[0], &differences[1]),
+        "S − T per padding (dates, amounts, dates in a CTE, prefixes), with the target and without: the same numbers but for rounding: {differences:?}"
     );
 }
 
@@ -263,15 +274,25 @@ async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
                 "WITH r AS (SELECT district, {key} AS b FROM civil.people WHERE {list}) SELECT n FROM (SELECT b, count(*) AS n FROM r GROUP BY b) g WHERE b = {at}"
             )
         };
+        // Two keys nested at once (a red team, 8 of 8 pairs): the target alone in the cell
+        // of both that neither key's own cells around T reach.
+        let both = |years_width: u32, amounts_width: u32, at: &str| {
+            format!(
+                "SELECT n FROM (SELECT {} AS b, {} AS c, count(*) AS n FROM civil.people WHERE {list} GROUP BY 1, 2) g WHERE b = {at} AND c = 0",
+                years(years_width),
+                amounts(amounts_width)
+            )
+        };
         // Years of a century against half of it; subsidies [0, 10000) against [0, 2000) (the
         // target's 5,000 alone between); a millennium against the half century; in a CTE; the
         // codes starting E11 against E11.9.
-        let forms: [(String, String); 5] = [
+        let forms: [(String, String); 6] = [
             (group(&years(100), "1900"), group(&years(50), "1950")),
             (group(&amounts(10_000), "0"), group(&amounts(2_000), "0")),
             (group(&years(1000), "1000"), group(&years(50), "1950")),
             (hidden(&years(100), "1900"), hidden(&years(50), "1950")),
             (group("substr(code, 1, 3)", "'E11'"), group("code", "'E11.9'")),
+            (both(100, 10_000, "1900"), both(50, 2_000, "1950")),
         ];
         for (s, t) in &forms {
             for (d, dataset) in [&target, &twin, &several(&target), &several(&twin)].into_iter().enumerate() {
@@ -280,11 +301,14 @@ async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
             }
         }
     }
-    assert_eq!(
-        differences[0], differences[1],
-        "S − T per padding (years, amounts, a millennium, in a CTE, prefixes), with the target and without: the same numbers"
+    assert!(
+        same_but_rounding(&differences[0], &differences[1]),
+        "S − T per padding (years, amounts, a millennium, in a CTE, prefixes, two keys), with the target and without: the same numbers but for rounding: {differences:?}"
     );
-    assert_eq!(differences[2], differences[3], "the same, measured as over several rows per person");
+    assert!(
+        same_but_rounding(&differences[2], &differences[3]),
+        "the same, measured as over several rows per person: {differences:?}"
+    );
 }
 
 /// Bucketed keys in the shapes analysts ask (decades, months of a timestamp, bands of an

@@ -79,8 +79,9 @@ pub(super) fn bound(
         described.census = Some(census(&upper, threshold, one_row)?);
     }
     let agg = lowest_aggregate(&upper)?.clone();
-    for (key, _) in bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?) {
-        described.buckets.push(super::Bucketed { key, census: bucket_census(&upper, key, threshold, one_row)? });
+    let keys: Vec<usize> = bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?).into_iter().map(|(i, _)| i).collect();
+    if !keys.is_empty() {
+        described.buckets = Some(super::Buckets { census: bucket_census(&upper, threshold, one_row)?, keys });
     }
     Ok((plan, described))
 }
@@ -111,33 +112,49 @@ fn claimed_keys(
     unit: &Expr,
     one_row: bool,
 ) -> Result<(LogicalPlan, Vec<Expr>)> {
-    // Over one row per person, rows are claimed by their value alone (the census counts
-    // people per value).
+    // Over one row per person, rows are claimed by their values alone (the census counts
+    // people per combination of values).
     let unit = if one_row { lit(0u64) } else { unit.clone() };
     let bare: Vec<Expr> = keys.iter().map(|k| k.clone().unalias()).collect();
-    let (mut input, mut keyed, mut hidden) = (input.clone(), bare.clone(), 0);
-    for (i, source) in bucketed_keys(agg, keys) {
-        let Some((carried, read)) = super::buckets::carry(&input, &source, &mut hidden)? else {
+    let bucketed = bucketed_keys(agg, keys);
+    let (input, values) = carried(input, &bucketed)?;
+    let others: Vec<Expr> = bare
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| !bucketed.iter().any(|(i, _)| i == j))
+        .map(|(_, k)| k.clone())
+        .collect();
+    let mut keyed = bare.clone();
+    for (i, _) in &bucketed {
+        keyed[*i] = super::buckets::claimed(*i, bare[*i].clone(), unit.clone(), &values, others.clone());
+    }
+    Ok((input, keyed))
+}
+
+/// `input` with the columns of `bucketed` (their positions and the columns they read at the
+/// scan) carried up to it, and each as `input` reads it.
+fn carried(input: &LogicalPlan, bucketed: &[(usize, datafusion::common::Column)]) -> Result<(LogicalPlan, Vec<Expr>)> {
+    let (mut input, mut values, mut hidden) = (input.clone(), Vec::new(), 0);
+    for (_, source) in bucketed {
+        let Some((carried, read)) = super::buckets::carry(&input, source, &mut hidden)? else {
             return plan_err!(
                 "a group key over `{}`, a column the query does not keep below its aggregate",
                 source.name
             );
         };
         input = carried;
-        let others = bare.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, k)| k.clone()).collect();
-        keyed[i] = super::buckets::claimed(i, bare[i].clone(), Expr::Column(read), unit.clone(), others);
+        values.push(Expr::Column(read));
     }
-    Ok((input, keyed))
+    Ok((input, values))
 }
 
-/// The census of the group key at `key` (`buckets.rs`), over the rows of the aggregate's input
-/// (with the conditions of the key's column left out where a ladder of its range measures
-/// them): per other keys (in order), key and value of its column, the person's hash, 1 and
-/// the hash again, once per person; over one row per person, 0, the number of people and the
-/// XOR of their hashes.
+/// The census of the bucketed group keys (`buckets.rs`), over the rows of the aggregate's
+/// input (with the conditions of those keys' columns left out where a ladder of their range
+/// measures them): per other keys (in order) and, per bucketed key, the key and the value of
+/// its column: the person's hash, 1 and the hash again, once per person; over one row per
+/// person, 0, the number of people and the XOR of their hashes.
 fn bucket_census(
     upper: &LogicalPlan,
-    key: usize,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
 ) -> Result<LogicalPlan> {
@@ -149,34 +166,36 @@ fn bucket_census(
 
     let agg = lowest_aggregate(upper)?.clone();
     let keys = crate::exprs::group_keys(&agg)?;
-    let Some((_, source)) = bucketed_keys(&agg, &keys).into_iter().find(|(i, _)| *i == key) else {
-        return plan_err!("a census of a group key without buckets");
-    };
-    let column =
-        super::KeyLabel::new(&read_at_source(&keys[key].clone().unalias(), &agg.input), &agg.input).column().to_owned();
+    let bucketed = bucketed_keys(&agg, &keys);
     let mut input = std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input));
-    if laddered(&input).iter().any(|l| l.column == column) {
-        input = lift(input, &column, &mut 0)?.0;
+    let ladders = laddered(&input);
+    for (i, _) in &bucketed {
+        let column = super::KeyLabel::new(&read_at_source(&keys[*i].clone().unalias(), &agg.input), &agg.input)
+            .column()
+            .to_owned();
+        if ladders.iter().any(|l| l.column == column) {
+            input = lift(input, &column, &mut 0)?.0;
+        }
     }
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
-    let Some((input, read)) = super::buckets::carry(&input, &source, &mut 0)? else {
-        return plan_err!("a group key over `{}`, a column the query does not keep below its aggregate", source.name);
-    };
+    let (input, values) = carried(&input, &bucketed)?;
     let mut group: Vec<Expr> = keys
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != key)
+        .filter(|(i, _)| !bucketed.iter().any(|(j, _)| j == i))
         .map(|(i, k)| k.clone().unalias().alias(name("key", i)))
         .collect();
-    group.push(keys[key].clone().unalias().alias(format!("{}bucket", super::DP_PREFIX)));
-    group.push(Expr::Column(read).alias(format!("{}value", super::DP_PREFIX)));
+    for ((i, _), value) in bucketed.iter().zip(values) {
+        group.push(keys[*i].clone().unalias().alias(format!("{}bucket_{i}", super::DP_PREFIX)));
+        group.push(value.alias(format!("{}value_{i}", super::DP_PREFIX)));
+    }
     let unit = unit_of(&units)?;
     let (people, seed) = (format!("{}people", super::DP_PREFIX), ANON_SEED);
     let unit_name = format!("{}unit", super::DP_PREFIX);
     let shown: Vec<Expr> = group.iter().map(|g| col(g.schema_name().to_string())).collect();
     if one_row {
-        // One row per person: the people per value, no person in two (a million people do
-        // not make a million rows here).
+        // One row per person: the people per combination of values, no person in two (a
+        // million people do not make a million rows here).
         let plan = LogicalPlanBuilder::from(input)
             .aggregate(group, vec![count(lit(1)).alias(&people), bit_xor(unit).alias(seed)])?
             .build()?;
@@ -595,7 +614,7 @@ fn bound_with(
         variants: Vec::new(),
         ladders: Vec::new(),
         census: None,
-        buckets: Vec::new(),
+        buckets: None,
         public_keys: None,
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),

@@ -81,8 +81,8 @@ pub struct DpPlan {
     /// range and of each cell around it (`anonymize::census`), run before the others.
     pub census: Option<LogicalPlan>,
     /// Anonymized answers: the group keys whose buckets have cells of the grid around them,
-    /// each with its census (`buckets.rs`), run before every other measurement.
-    pub buckets: Vec<super::Bucketed>,
+    /// with their census (`buckets.rs`), run before every other measurement.
+    pub buckets: Option<super::Buckets>,
 }
 
 /// An anonymized answer without some columns' conditions ([`DpPlan::variants`]).
@@ -225,7 +225,7 @@ pub(super) fn bound(
         variants: Vec::new(),
         ladders: Vec::new(),
         census: None,
-        buckets: Vec::new(),
+        buckets: None,
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),

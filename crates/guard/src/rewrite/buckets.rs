@@ -37,29 +37,34 @@ use datafusion::logical_expr::{
 /// The function's name in plans.
 const NAME: &str = "__veil_claimed";
 
-/// A group key of an anonymized answer whose buckets have cells of the grid around them.
+/// The group keys of an anonymized answer whose buckets have cells of the grid around them,
+/// claimed together: a group's cells are every combination of its keys' own buckets and the
+/// cells around them (a red team's target alone in the cell of two nested keys, which neither
+/// key's cells alone reach, told membership 8 of 8 while each key claimed on its own).
 #[derive(Debug, Clone)]
-pub struct Bucketed {
-    /// The key's position among the answer's group keys.
-    pub key: usize,
-    /// The plan the query layer runs first for it: per row, the other keys (in order), the
-    /// key, the value of its column and the person's 64-bit hash, once each.
+pub struct Buckets {
+    /// The keys' positions among the answer's group keys, in order.
+    pub keys: Vec<usize>,
+    /// The plan the query layer runs first: the other keys (in order); per bucketed key, the
+    /// key and the value of its column; then the person's 64-bit hash, 1 and the hash again,
+    /// once per person (over one row per person: 0, the number of people and the XOR of their
+    /// hashes, per combination of values).
     pub census: LogicalPlan,
 }
 
-impl Bucketed {
-    /// The name the key's `__veil_claimed` calls carry ([`with_claimed`]).
-    #[must_use]
-    pub fn name(&self) -> String {
-        self.key.to_string()
-    }
+/// The name the `__veil_claimed` calls of the key at `key` carry ([`with_claimed`]).
+#[must_use]
+pub fn claim_name(key: usize) -> String {
+    key.to_string()
 }
 
-/// `__veil_claimed(key, own, value, unit, others…)` with no row claimed: the call the guard
-/// puts in plans in place of the group key `own`, which generalizes the column `value` reads.
-pub(super) fn claimed(key: usize, own: Expr, value: Expr, unit: Expr, others: Vec<Expr>) -> Expr {
+/// `__veil_claimed(key, own, unit, n, values…, others…)` with no row claimed: the call the
+/// guard puts in plans in place of the group key `own`; `values` are the columns every
+/// bucketed key of the answer generalizes (`n` of them), `others` the other group keys.
+pub(super) fn claimed(key: usize, own: Expr, unit: Expr, values: &[Expr], others: Vec<Expr>) -> Expr {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| Arc::new(udf(&[])));
-    let mut args = vec![lit(key.to_string()), own, value, unit];
+    let mut args = vec![lit(claim_name(key)), own, unit, lit(values.len() as i64)];
+    args.extend(values.iter().cloned());
     args.extend(others);
     UDF.call(args)
 }
@@ -71,13 +76,13 @@ fn udf(claims: &[(u64, ScalarValue)]) -> ScalarUDF {
 }
 
 /// The hash `__veil_claimed` looks each row up by: its other keys (one array per key), its
-/// value of the column and its person.
+/// values of the bucketed keys' columns and its person.
 ///
 /// # Errors
 /// A DataFusion error if the arrays cannot be hashed together (different lengths).
-pub fn claim_hashes(others: &[ArrayRef], value: &ArrayRef, unit: &ArrayRef) -> Result<Vec<u64>> {
+pub fn claim_hashes(others: &[ArrayRef], values: &[ArrayRef], unit: &ArrayRef) -> Result<Vec<u64>> {
     let mut arrays = others.to_vec();
-    arrays.push(Arc::clone(value));
+    arrays.extend(values.iter().cloned());
     arrays.push(Arc::clone(unit));
     super::dropped::hashed(&arrays)
 }
@@ -159,12 +164,20 @@ impl ScalarUDFImpl for Claimed {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let Some(rest) = args.args.get(1..) else { return exec_err!("{NAME} without arguments") };
-        let arrays = ColumnarValue::values_to_arrays(rest)?;
-        let [own, value, unit, others @ ..] = arrays.as_slice() else {
-            return exec_err!("{NAME} without its key, value and unit");
+        let n = match args.args.get(3) {
+            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(n)))) => usize::try_from(*n).unwrap_or(usize::MAX),
+            _ => return exec_err!("{NAME} without its number of values"),
         };
-        let hashes = claim_hashes(others, value, unit)?;
+        let (Some(own), Some(unit), Some(rest)) = (args.args.get(1), args.args.get(2), args.args.get(4..)) else {
+            return exec_err!("{NAME} without its key, unit and values");
+        };
+        let arrays = ColumnarValue::values_to_arrays(&[own.clone(), unit.clone()])?;
+        let rest = ColumnarValue::values_to_arrays(rest)?;
+        let ([own, unit], true) = (arrays.as_slice(), rest.len() >= n) else {
+            return exec_err!("{NAME} without its values");
+        };
+        let (values, others) = rest.split_at(n);
+        let hashes = claim_hashes(others, values, unit)?;
         let ty = own.data_type();
         let keys: ArrayRef = if self.keys.iter().all(Option::is_none) {
             new_null_array(ty, self.keys.len())
