@@ -9,19 +9,19 @@
 //! without them (checked on a red team's data: 4–5 against at most 1, in 12 queries). The
 //! ranges' ladder (`ladder.rs`) does not reach it: a bucket's rows are its own, not a filter's.
 //!
-//! How: for a key that is a number, a date or a timestamp, or one of aggregate mode's
+//! How: for a key that is a number, a date, a timestamp or text, or one of aggregate mode's
 //! generalizations of one, each bucket selects an interval of the column, and the cells of a
-//! wider step of the grid that contain it are its ladder (`ladder::cells`). A census per key
-//! lists, per value of the other keys, each person's values of the column and their bucket
-//! ([`Bucketed::census`]). The query layer walks each group's ladder: a cell that adds at most
+//! wider step of the grid that contain it are its ladder (`ladder::cells`). One census lists,
+//! per value of the other keys, the people per combination of the bucketed keys' buckets and
+//! values ([`Buckets::census`]). The query layer tries, per group, larger groups first, every
+//! combination of its keys' own buckets and the cells around them: a region that adds at most
 //! a few people to the group (sticky noise seeded by those people, as for a range's cells) is
-//! low-effect, and the group *claims* those people's rows in it, larger groups first, each row
-//! claimed once. Every measurement then groups each row by `__veil_claimed(key, own, value,
-//! unit, other keys…)`, the claiming group's key where a group claimed the row and its own
-//! elsewhere. So T takes the target's rows when S holds them, and S and T measure one set of
-//! people with the target or without. A group keeps its labels; a bucket whose few people a
-//! neighbour claims loses them (at most a few people, and no group is duplicated: each row is
-//! counted once).
+//! low-effect, and the group *claims* those people's rows in it, each row claimed once. Every
+//! measurement then groups each row by `__veil_claimed(key, own, unit, n, values…, other
+//! keys…)`, the claiming group's key where a group claimed the row and its own elsewhere. So T
+//! takes the target's rows when S holds them, and S and T measure one set of people with the
+//! target or without. A group keeps its labels; a bucket whose few people a neighbour claims
+//! loses them (at most a few people, and no group is duplicated: each row is counted once).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -87,7 +87,7 @@ pub fn claim_hashes(others: &[ArrayRef], values: &[ArrayRef], unit: &ArrayRef) -
     super::dropped::hashed(&arrays)
 }
 
-/// `plan` with each `__veil_claimed` call carrying, for its key (by [`Bucketed::name`]), the
+/// `plan` with each `__veil_claimed` call carrying, for its key (by [`claim_name`]), the
 /// rows claimed (by [`claim_hashes`]) and the key of the group claiming each.
 ///
 /// # Errors
