@@ -40,6 +40,10 @@ pub(crate) struct TpchArgs {
     /// Skip DuckDB.
     #[arg(long)]
     no_duckdb: bool,
+    /// Only the queries whose name starts with one of these (`--only A3 --only Q1`); all by
+    /// default.
+    #[arg(long)]
+    only: Vec<String>,
 }
 
 const WARMUP: usize = 1;
@@ -211,13 +215,18 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
     let files = tpch::generate(&args.common.out.join("tpch"), args.scale, &names)?;
     let veil = tpch::register(TestServer::start().await, &files).await?;
     let plain = plain_context(&veil.stored).await?;
+    let queries: Vec<&Query> =
+        QUERIES.iter().filter(|q| args.only.is_empty() || args.only.iter().any(|o| q.name.starts_with(o))).collect();
+    if queries.is_empty() {
+        return Err(format!("no query's name starts with any of {:?}", args.only).into());
+    }
 
-    let mut plain_s = vec![Vec::new(); QUERIES.len()];
-    let mut veil_s = vec![Vec::new(); QUERIES.len()];
-    let mut ratios = vec![Vec::new(); QUERIES.len()];
-    let mut utility = vec![Utility::default(); QUERIES.len()];
+    let mut plain_s = vec![Vec::new(); queries.len()];
+    let mut veil_s = vec![Vec::new(); queries.len()];
+    let mut ratios = vec![Vec::new(); queries.len()];
+    let mut utility = vec![Utility::default(); queries.len()];
     for run in 0..args.runs + WARMUP {
-        for (i, q) in QUERIES.iter().enumerate() {
+        for (i, q) in queries.iter().enumerate() {
             let token = if q.answered == Answered::Exact { &veil.exact } else { &veil.analyst };
             let started = Instant::now();
             let batches = plain.sql(q.sql).await?.collect().await?;
@@ -251,7 +260,7 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
         }
     }
 
-    let duckdb = if args.no_duckdb { None } else { Some(duckdb(&args, &veil.stored)?) };
+    let duckdb = if args.no_duckdb { None } else { Some(duckdb(&args, &queries, &veil.stored)?) };
     let mut table = Table::new(&[
         "query",
         "Veil answers",
@@ -263,7 +272,7 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
         "DuckDB ms",
         "DuckDB / DataFusion",
     ]);
-    for (i, q) in QUERIES.iter().enumerate() {
+    for (i, q) in queries.iter().enumerate() {
         let p = median(&plain_s[i]);
         let (duck_ms, duck_ratio) = match &duckdb {
             Some(d) => (millis(median(&d.queries[i])), ratio(median(&d.queries[i]) / p)),
@@ -295,7 +304,7 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
     std::fs::write(results.join("tpch.md"), &report)?;
     let raw = json!({
         "scale": args.scale,
-        "queries": QUERIES.iter().enumerate().map(|(i, q)| json!({
+        "queries": queries.iter().enumerate().map(|(i, q)| json!({
             "query": q.name, "sql": q.sql, "answered": q.answered.as_str(),
             "groups_exact": utility[i].exact_groups, "groups_released": utility[i].released,
             "relative_errors": utility[i].errors,
@@ -308,13 +317,13 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
 }
 
 /// DuckDB's times per query, over the same Parquet files.
-fn duckdb(args: &TpchArgs, stored: &HashMap<&'static str, PathBuf>) -> Result<DuckDbOutput> {
+fn duckdb(args: &TpchArgs, queries: &[&Query], stored: &HashMap<&'static str, PathBuf>) -> Result<DuckDbOutput> {
     eprintln!("tpch: DuckDB");
     let spec = args.common.out.join("duckdb_tpch.json");
     let body = json!({
         "schema": tpch::DEPARTMENT,
         "tables": stored,
-        "queries": QUERIES.iter().map(|q| q.sql).collect::<Vec<_>>(),
+        "queries": queries.iter().map(|q| q.sql).collect::<Vec<_>>(),
         "runs": args.runs, "warmup": WARMUP,
     });
     std::fs::write(&spec, serde_json::to_vec(&body)?)?;

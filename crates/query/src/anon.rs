@@ -27,7 +27,7 @@
 //! Floating point is acceptable here: this mode makes no differential privacy claim, and every
 //! released count is rounded.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -35,7 +35,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::{Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
-use datafusion::common::ScalarValue;
+use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
+use datafusion::common::{HashMap as FastMap, HashSet as FastSet, ScalarValue};
 use ring::hmac;
 use veil_guard::{ANON_OUTLIERS, DpAggregate, DpPlan};
 
@@ -286,38 +287,60 @@ pub(crate) fn widened(
     secret: &[u8; 32],
 ) -> Result<HashMap<String, Vec<(u64, u64)>>> {
     let totals = concat_batches(schema, census).map_err(internal)?;
-    let marks: usize = plan.ladders.iter().map(|l| l.cells + 1).sum();
-    if totals.num_columns() != plan.keys + 2 * marks {
+    if totals.num_columns() != plan.keys + 2 + 2 * plan.ladders.len() {
         return Err(internal("the census's output is not as described"));
     }
     let keys: Vec<ArrayRef> = (0..plan.keys).map(|i| Arc::clone(totals.column(i))).collect();
     let hashes = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
-    let people = |mark: usize| {
-        totals.column(plan.keys + 2 * mark).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))
-    };
-    let seeds = |mark: usize| {
-        totals.column(plan.keys + 2 * mark + 1).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))
-    };
+    let units = totals.column(plan.keys).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census unit"))?;
+    let in_every =
+        totals.column(plan.keys + 1).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census ranges"))?;
+    let sides = plan
+        .ladders
+        .iter()
+        .enumerate()
+        .map(|(l, ladder)| {
+            Sides::new(totals.column(plan.keys + 2 + 2 * l), totals.column(plan.keys + 3 + 2 * l), ladder)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Per group, per ladder: the people in its range and then in each cell, and their seeds.
+    let mut tallies: FastMap<u64, Vec<Vec<(u64, u64)>>> = FastMap::default();
+    for (row, hash) in hashes.iter().enumerate() {
+        let inside = in_every.is_valid(row) && in_every.value(row) == 1;
+        let unit = units.value(row);
+        let tally = tallies
+            .entry(*hash)
+            .or_insert_with(|| plan.ladders.iter().map(|l| vec![(0, 0); l.cells.len() + 1]).collect());
+        for (side, marks) in sides.iter().zip(tally.iter_mut()) {
+            for (mark, (people, seed)) in marks.iter_mut().enumerate() {
+                let holds = match mark {
+                    0 => inside,
+                    cell => inside || side.in_cell(row, cell - 1),
+                };
+                if holds {
+                    *people += 1;
+                    *seed ^= unit;
+                }
+            }
+        }
+    }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut widened: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
-    let mut first = 0;
-    for ladder in &plan.ladders {
-        let (range_people, range_seeds) = (people(first)?, seeds(first)?);
+    for (l, ladder) in plan.ladders.iter().enumerate() {
         let mut groups = Vec::new();
-        for (row, hash) in hashes.iter().enumerate() {
-            let in_range = u64::try_from(range_people.value(row)).unwrap_or(0);
+        for (hash, tally) in &tallies {
+            let (in_range, range_seed) = tally[l][0];
             // A group with nobody in the range is no group of the answer: widened, it would
             // bring in groups from outside the query's range.
             if in_range == 0 {
                 continue;
             }
             let mut mask = 0u64;
-            for cell in 0..ladder.cells {
-                let (p, s) = (people(first + 1 + cell)?, seeds(first + 1 + cell)?);
-                let added = u64::try_from(p.value(row)).unwrap_or(0).saturating_sub(in_range);
+            for (cell, (people, seed)) in tally[l].iter().skip(1).enumerate() {
+                let added = people.saturating_sub(in_range);
                 // The cell holds the range, so the XOR of the two sets' seeds is the seed of
                 // the people the cell adds.
-                let seed = (s.value(row) ^ range_seeds.value(row)).to_le_bytes();
+                let seed = (seed ^ range_seed).to_le_bytes();
                 let z = normal(&key, &[b"low effect cell", &seed, ladder.column.as_bytes()]);
                 if added <= ALWAYS_LOW_EFFECT || added as f64 <= LOW_EFFECT_MARGIN + z {
                     mask |= 1 << cell;
@@ -327,10 +350,45 @@ pub(crate) fn widened(
                 groups.push((*hash, mask));
             }
         }
+        groups.sort_unstable();
         widened.insert(ladder.column.clone(), groups);
-        first += ladder.cells + 1;
     }
     Ok(widened)
+}
+
+/// One laddered column of a range census: per person and group, their greatest value below
+/// the range and least above it, and the ladder's cells, in arrow's row form (compared
+/// without allocating, whatever the column's type).
+struct Sides {
+    below: (ArrayRef, Rows),
+    above: (ArrayRef, Rows),
+    cells: Vec<(OwnedRow, OwnedRow)>,
+}
+
+impl Sides {
+    fn new(below: &ArrayRef, above: &ArrayRef, ladder: &veil_guard::Ladder) -> Result<Self> {
+        let ty = below.data_type();
+        let converter = RowConverter::new(vec![SortField::new(ty.clone())]).map_err(internal)?;
+        let rows = |a: &ArrayRef| converter.convert_columns(std::slice::from_ref(a)).map_err(internal);
+        let mut cells = Vec::with_capacity(ladder.cells.len());
+        for (lo, hi) in &ladder.cells {
+            let bound = |v: &ScalarValue| -> Result<OwnedRow> {
+                let array = v.cast_to(ty).and_then(|v| v.to_array()).map_err(internal)?;
+                Ok(rows(&array)?.row(0).owned())
+            };
+            cells.push((bound(lo)?, bound(hi)?));
+        }
+        let (below_rows, above_rows) = (rows(below)?, rows(above)?);
+        Ok(Self { below: (Arc::clone(below), below_rows), above: (Arc::clone(above), above_rows), cells })
+    }
+
+    /// Whether the person of `row` has a row in the cell `cell` outside the range: the cell
+    /// holds the range, so below it from the cell's start, or above it before the cell's end.
+    fn in_cell(&self, row: usize, cell: usize) -> bool {
+        let Some((lo, hi)) = self.cells.get(cell) else { return false };
+        (self.below.0.is_valid(row) && self.below.1.row(row) >= lo.row())
+            || (self.above.0.is_valid(row) && self.above.1.row(row) < hi.row())
+    }
 }
 
 /// How many people a cell around a bucket may add before it is surely not low-effect (the
@@ -339,11 +397,11 @@ const MOST_ADDED: u64 = 16;
 /// How many combinations of cells one group tries at most.
 const MOST_COMBINATIONS: usize = 4096;
 
-/// One row of a bucket census: per bucketed key its value and bucket, the person (0 over one
-/// row per person), the people and their seed, and the row's claim hash.
+/// One row of a bucket census: its row there (its values and buckets, in the census's row
+/// form), the person (0 over one row per person), the people and their seed, and the row's
+/// claim hash.
 struct Entry {
-    values: Vec<ScalarValue>,
-    buckets: Vec<ScalarValue>,
+    row: usize,
     person: u64,
     people: u64,
     seed: u64,
@@ -351,41 +409,96 @@ struct Entry {
 }
 
 /// The entries of one combination of buckets (one group of the answer, before claims).
-struct Block {
+struct Block<'a> {
+    /// The buckets, as values (the key of a group that claims rows).
+    buckets: Vec<ScalarValue>,
     entries: Vec<usize>,
     people: u64,
     /// Its persons (none over one row per person, where nobody is in two blocks).
-    persons: HashSet<u64>,
+    persons: FastSet<u64>,
     /// Per bucketed key, the least and the greatest value.
-    bounds: Vec<(ScalarValue, ScalarValue)>,
+    bounds: Vec<(Row<'a>, Row<'a>)>,
+    /// The least claim hash of its entries (the order of groups of one size).
+    least: u64,
 }
 
-/// Per bucketed key, a group's own bucket or a cell `[lo, hi)` of the grid around it.
+/// Per bucketed key, a group's own bucket or a cell `[lo, hi)` of the grid around it, in the
+/// census's row form of the key's values.
 #[derive(Clone)]
 enum Side {
     Own,
-    Cell(ScalarValue, ScalarValue),
+    Cell(OwnedRow, OwnedRow),
 }
 
 /// Whether `v` is in `[lo, hi)`.
-fn inside(v: &ScalarValue, lo: &ScalarValue, hi: &ScalarValue) -> bool {
-    use std::cmp::Ordering::{Equal, Greater, Less};
-    matches!(v.partial_cmp(lo), Some(Greater | Equal)) && v.partial_cmp(hi) == Some(Less)
+fn inside(v: Row<'_>, lo: Row<'_>, hi: Row<'_>) -> bool {
+    v >= lo && v < hi
+}
+
+/// The census's values and buckets in arrow's row form: one byte string per value, ordered as
+/// the values are and compared without allocating (a year of orders is a million entries,
+/// which as `ScalarValue`s took most of a second to read and sort).
+struct Census {
+    /// Per bucketed key, its values.
+    values: Vec<Rows>,
+    /// Per bucketed key, the converter of its values (for the cells around a bucket).
+    converters: Vec<RowConverter>,
+    /// Every bucketed key's bucket together.
+    buckets: Rows,
+}
+
+impl Census {
+    fn new(values: &[ArrayRef], buckets: &[&ArrayRef]) -> Result<Self> {
+        let mut rows = Vec::with_capacity(values.len());
+        let mut converters = Vec::with_capacity(values.len());
+        for v in values {
+            let converter = RowConverter::new(vec![SortField::new(v.data_type().clone())]).map_err(internal)?;
+            rows.push(converter.convert_columns(std::slice::from_ref(v)).map_err(internal)?);
+            converters.push(converter);
+        }
+        let fields = buckets.iter().map(|b| SortField::new(b.data_type().clone())).collect();
+        let columns: Vec<ArrayRef> = buckets.iter().map(|b| Arc::clone(b)).collect();
+        let buckets = RowConverter::new(fields).and_then(|c| c.convert_columns(&columns)).map_err(internal)?;
+        Ok(Self { values: rows, converters, buckets })
+    }
+
+    fn value(&self, j: usize, entry: &Entry) -> Row<'_> {
+        self.values[j].row(entry.row)
+    }
+
+    /// `value` (of the key `j`'s type) in the row form of the key's values.
+    fn row_of(&self, j: usize, value: &ScalarValue) -> Option<OwnedRow> {
+        let array = value.to_array().ok()?;
+        let rows = self.converters.get(j)?.convert_columns(&[array]).ok()?;
+        Some(rows.row(0).owned())
+    }
+}
+
+/// Whether `array` holds not a number at `row` (it has no place in an order).
+fn not_a_number(array: &ArrayRef, row: usize) -> bool {
+    use datafusion::arrow::datatypes::{DataType, Float16Type, Float32Type};
+    match array.data_type() {
+        DataType::Float16 => array.as_primitive::<Float16Type>().value(row).is_nan(),
+        DataType::Float32 => array.as_primitive::<Float32Type>().value(row).is_nan(),
+        DataType::Float64 => array.as_primitive::<Float64Type>().value(row).is_nan(),
+        _ => false,
+    }
 }
 
 /// The people the region `sides` around the group `own` adds to it, among `blocks`, counted
 /// until more than [`MOST_ADDED`]: their number, the seed of their set and their entries.
 fn added(
-    blocks: &[(&Vec<ScalarValue>, &Block)],
+    census: &Census,
+    blocks: &[&Block<'_>],
     entries: &[Entry],
-    own: &(&Vec<ScalarValue>, &Block),
+    own: &Block<'_>,
     sides: &[Side],
     one_row: bool,
 ) -> (u64, u64, Vec<u64>) {
     let (mut count, mut seed, mut hashes) = (0u64, 0u64, Vec::new());
-    let mut persons: HashSet<u64> = HashSet::new();
-    for (buckets, block) in blocks {
-        if std::ptr::eq(*block, own.1) {
+    let mut persons: FastSet<u64> = FastSet::default();
+    for block in blocks {
+        if std::ptr::eq(*block, own) {
             continue;
         }
         // Whole inside, partly, or not at all.
@@ -393,17 +506,12 @@ fn added(
         let mut none = false;
         for (j, side) in sides.iter().enumerate() {
             match side {
-                Side::Own => none |= buckets[j] != own.0[j],
+                Side::Own => none |= block.buckets[j] != own.buckets[j],
                 Side::Cell(lo, hi) => {
-                    let (least, most) = &block.bounds[j];
-                    if most.partial_cmp(lo) == Some(std::cmp::Ordering::Less)
-                        || matches!(
-                            least.partial_cmp(hi),
-                            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
-                        )
-                    {
+                    let (least, most) = block.bounds[j];
+                    if most < lo.row() || least >= hi.row() {
                         none = true;
-                    } else if !(inside(least, lo, hi) && inside(most, lo, hi)) {
+                    } else if !(inside(least, lo.row(), hi.row()) && inside(most, lo.row(), hi.row())) {
                         whole = false;
                     }
                 }
@@ -420,9 +528,9 @@ fn added(
             let within = whole
                 || sides.iter().enumerate().all(|(j, side)| match side {
                     Side::Own => true,
-                    Side::Cell(lo, hi) => inside(&e.values[j], lo, hi),
+                    Side::Cell(lo, hi) => inside(census.value(j, e), lo.row(), hi.row()),
                 });
-            if !within || own.1.persons.contains(&e.person) {
+            if !within || own.persons.contains(&e.person) {
                 continue;
             }
             if one_row {
@@ -481,90 +589,85 @@ pub(crate) fn claimed(
         totals.column(others + 2 * m + 2).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
     let groups = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
     let hashes = veil_guard::claim_hashes(&keys, &values, unit).map_err(internal)?;
-    let scalar = |a: &ArrayRef, row| ScalarValue::try_from_array(a, row).map_err(internal);
+    let rows = Census::new(&values, &bucket_columns)?;
     let column = labels.iter().map(|l| l.column()).collect::<Vec<_>>().join(", ");
     // Per value of the other keys, its entries.
     let mut entries: Vec<Entry> = Vec::new();
-    let mut by_others: HashMap<u64, Vec<usize>> = HashMap::new();
-    'rows: for (row, group) in groups.iter().enumerate() {
-        let mut entry = Entry {
-            values: Vec::with_capacity(m),
-            buckets: Vec::with_capacity(m),
+    let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
+    for (row, group) in groups.iter().enumerate() {
+        // A NULL or not a number has no place in an order: its rows are not claimed.
+        if (0..m).any(|j| values[j].is_null(row) || bucket_columns[j].is_null(row) || not_a_number(&values[j], row)) {
+            continue;
+        }
+        by_others.entry(*group).or_default().push(entries.len());
+        entries.push(Entry {
+            row,
             person: units.value(row),
             people: u64::try_from(people.value(row)).unwrap_or(0),
             seed: seeds.value(row),
             hash: hashes[row],
-        };
-        for j in 0..m {
-            if values[j].is_null(row) || bucket_columns[j].is_null(row) {
-                continue 'rows;
-            }
-            let v = scalar(&values[j], row)?;
-            // Not a number (NaN) has no place in an order: its rows are not claimed.
-            if v.partial_cmp(&v).is_none() {
-                continue 'rows;
-            }
-            entry.values.push(v);
-            entry.buckets.push(scalar(bucket_columns[j], row)?);
-        }
-        by_others.entry(*group).or_default().push(entries.len());
-        entries.push(entry);
+        });
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut claims: HashMap<u64, Vec<ScalarValue>> = HashMap::new();
+    let mut claims: FastMap<u64, Vec<ScalarValue>> = FastMap::default();
     let mut sets: Vec<Vec<usize>> = by_others.into_values().collect();
     // The same order every time, whatever the hash map's.
     sets.sort_by_cached_key(|set| set.iter().map(|e| entries[*e].hash).min());
     let one_row = plan.one_row_per_person;
     for set in sets {
-        let mut blocks: HashMap<&Vec<ScalarValue>, Block> = HashMap::new();
+        let mut blocks: FastMap<Row<'_>, Block<'_>> = FastMap::default();
         for at in set {
             let e = &entries[at];
-            let block = blocks.entry(&e.buckets).or_insert_with(|| Block {
-                entries: Vec::new(),
-                people: 0,
-                persons: HashSet::new(),
-                bounds: e.values.iter().map(|v| (v.clone(), v.clone())).collect(),
-            });
+            let block = match blocks.entry(rows.buckets.row(e.row)) {
+                datafusion::common::hash_map::Entry::Occupied(o) => o.into_mut(),
+                datafusion::common::hash_map::Entry::Vacant(v) => {
+                    let buckets = bucket_columns
+                        .iter()
+                        .map(|b| ScalarValue::try_from_array(b, e.row).map_err(internal))
+                        .collect::<Result<Vec<_>>>()?;
+                    let bounds = (0..m).map(|j| (rows.value(j, e), rows.value(j, e))).collect();
+                    v.insert(Block {
+                        buckets,
+                        entries: Vec::new(),
+                        people: 0,
+                        persons: FastSet::default(),
+                        bounds,
+                        least: e.hash,
+                    })
+                }
+            };
             block.entries.push(at);
             block.people += e.people;
+            block.least = block.least.min(e.hash);
             if !one_row {
                 block.persons.insert(e.person);
             }
-            for (j, v) in e.values.iter().enumerate() {
-                let (least, most) = &mut block.bounds[j];
-                if v.partial_cmp(least) == Some(std::cmp::Ordering::Less) {
-                    *least = v.clone();
-                }
-                if v.partial_cmp(most) == Some(std::cmp::Ordering::Greater) {
-                    *most = v.clone();
-                }
+            for (j, (least, most)) in block.bounds.iter_mut().enumerate() {
+                let v = rows.value(j, e);
+                *least = (*least).min(v);
+                *most = (*most).max(v);
             }
         }
-        // Per key, this slice's values in order: a cell holding no value its narrower cell
-        // does not is the same region of the data, and is not tried again.
-        let sorted: Vec<Vec<&ScalarValue>> = (0..m)
+        // Per key, this slice's distinct values in order: a cell holding no value its
+        // narrower cell does not is the same region of the data, and is not tried again.
+        let sorted: Vec<Vec<Row<'_>>> = (0..m)
             .map(|j| {
-                let mut v: Vec<&ScalarValue> =
-                    blocks.values().flat_map(|b| b.entries.iter().map(|e| &entries[*e].values[j])).collect();
-                v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+                let distinct: FastSet<Row<'_>> =
+                    blocks.values().flat_map(|b| b.entries.iter().map(|e| rows.value(j, &entries[*e]))).collect();
+                let mut v: Vec<Row<'_>> = distinct.into_iter().collect();
+                v.sort_unstable();
                 v
             })
             .collect();
-        let held = |j: usize, lo: &ScalarValue, hi: &ScalarValue| {
-            let below = |bound: &ScalarValue| {
-                sorted[j].partition_point(|v| v.partial_cmp(&bound) == Some(std::cmp::Ordering::Less))
-            };
+        let held = |j: usize, lo: Row<'_>, hi: Row<'_>| {
+            let below = |bound: Row<'_>| sorted[j].partition_point(|v| *v < bound);
             (below(lo), below(hi))
         };
-        let mut order: Vec<(&Vec<ScalarValue>, &Block)> = blocks.iter().map(|(b, block)| (*b, block)).collect();
-        // Larger first, then by the least hash of their entries (computed once per block, not
-        // per comparison: a month of orders is 18,000 entries).
-        order.sort_by_cached_key(|(_, block)| {
-            (std::cmp::Reverse(block.people), block.entries.iter().map(|e| entries[*e].hash).min())
-        });
+        let mut order: Vec<&Block<'_>> = blocks.values().collect();
+        // Larger first, then by the least hash of their entries.
+        order.sort_by_key(|block| (std::cmp::Reverse(block.people), block.least));
         for own in &order {
-            if own.1.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
+            if own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
                 continue;
             }
             // Per key: its own bucket, then each cell around it that adds at most a few
@@ -574,17 +677,18 @@ pub(crate) fn claimed(
                 let ty = values[j].data_type();
                 let mut sides = vec![Side::Own];
                 let mut last = None;
-                for (lo, hi) in label.cells_around(&own.0[j]) {
+                for (lo, hi) in label.cells_around(&own.buckets[j]) {
                     // In the layout the census gave the column (text as a view or not).
                     let (Ok(lo), Ok(hi)) = (lo.cast_to(ty), hi.cast_to(ty)) else { continue };
-                    let span = held(j, &lo, &hi);
+                    let (Some(lo), Some(hi)) = (rows.row_of(j, &lo), rows.row_of(j, &hi)) else { continue };
+                    let span = held(j, lo.row(), hi.row());
                     if last == Some(span) {
                         continue;
                     }
                     last = Some(span);
                     let mut region = vec![Side::Own; m];
                     region[j] = Side::Cell(lo.clone(), hi.clone());
-                    if added(&order, &entries, own, &region, one_row).0 <= MOST_ADDED {
+                    if added(&rows, &order, &entries, own, &region, one_row).0 <= MOST_ADDED {
                         sides.push(Side::Cell(lo, hi));
                     }
                 }
@@ -607,7 +711,7 @@ pub(crate) fn claimed(
                     break;
                 }
                 let region: Vec<Side> = combination.iter().enumerate().map(|(j, c)| choices[j][*c].clone()).collect();
-                let (count, seed, hashes) = added(&order, &entries, own, &region, one_row);
+                let (count, seed, hashes) = added(&rows, &order, &entries, own, &region, one_row);
                 if count > MOST_ADDED {
                     // The last key's wider cells add at least as many: on to the next cell of
                     // the key before it.
@@ -619,7 +723,7 @@ pub(crate) fn claimed(
                 let z = normal(&key, &[b"low effect cell", &seed.to_le_bytes(), column.as_bytes()]);
                 if count <= ALWAYS_LOW_EFFECT || count as f64 <= LOW_EFFECT_MARGIN + z {
                     for hash in hashes {
-                        claims.entry(hash).or_insert_with(|| own.0.clone());
+                        claims.entry(hash).or_insert_with(|| own.buckets.clone());
                     }
                 }
             }
@@ -905,6 +1009,25 @@ mod tests {
         assert_eq!(stated_sd(DpAggregate::CountRows, false, layers), None, "several rows per person");
         assert_eq!(stated_sd(sum, false, layers), None);
         assert_eq!(stated_sd(DpAggregate::Avg { lo: 0.0, hi: 3000.0 }, true, layers), None);
+    }
+
+    #[test]
+    fn a_person_is_in_a_cell_by_their_nearest_values_around_the_range() {
+        // The range [10, 20); cells [10, 30), [0, 50) and [0, 100), which hold it.
+        let cell = |lo: i64, hi: i64| (ScalarValue::Int64(Some(lo)), ScalarValue::Int64(Some(hi)));
+        let ladder = veil_guard::Ladder { column: "x".into(), cells: vec![cell(10, 30), cell(0, 50), cell(0, 100)] };
+        // Per person: the greatest value below the range and the least above it.
+        let below: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), None, None, Some(-1), None, Some(9)]));
+        let above: ArrayRef = Arc::new(Int64Array::from(vec![None, Some(25), Some(60), None, None, Some(50)]));
+        let sides = Sides::new(&below, &above, &ladder).expect("sides");
+        let held = |row| (0..3).map(|c| sides.in_cell(row, c)).collect::<Vec<_>>();
+        assert_eq!(held(0), [false, true, true], "5 is below [10, 30) and in [0, 50)");
+        assert_eq!(held(1), [true, true, true], "25 is in every cell");
+        assert_eq!(held(2), [false, false, true], "60 only in [0, 100)");
+        assert_eq!(held(3), [false, false, false], "-1 is in none");
+        assert_eq!(held(4), [false, false, false], "no row outside the range");
+        // 50 is past [0, 50)'s end; 9 is below [10, 30) and in [0, 50): either side holds.
+        assert_eq!(held(5), [false, true, true]);
     }
 
     #[test]

@@ -217,6 +217,8 @@ struct Laddered {
     column: String,
     /// Each cell as `[lo, hi)` in the column's type, narrowest first.
     cells: Vec<(datafusion::common::ScalarValue, datafusion::common::ScalarValue)>,
+    /// The range's least value (`ladder::split`).
+    split: datafusion::common::ScalarValue,
 }
 
 /// The conditions on a laddered column that one filter had, and the column they read as the
@@ -225,8 +227,8 @@ type Lifted = Vec<(Vec<Expr>, datafusion::common::Column)>;
 
 impl Laddered {
     /// The range (the lifted conditions together, each reading its column as the aggregate's
-    /// input names it) and each cell as a condition on the column there.
-    fn placed(&self, lifted: &Lifted) -> Result<(Expr, Vec<Expr>)> {
+    /// input names it), the column there, and each cell as a condition on it.
+    fn placed(&self, lifted: &Lifted) -> Result<(Expr, Expr, Vec<Expr>)> {
         use datafusion::common::tree_node::{Transformed, TreeNode};
         let mut conditions = Vec::new();
         for (found, column) in lifted {
@@ -247,7 +249,7 @@ impl Laddered {
             .iter()
             .filter_map(|(lo, hi)| whole(vec![value.clone().gt_eq(lit(lo.clone())), value.clone().lt(lit(hi.clone()))]))
             .collect();
-        Ok((range, cells))
+        Ok((range, value, cells))
     }
 }
 
@@ -370,26 +372,32 @@ fn laddered(input: &LogicalPlan) -> Vec<Laddered> {
         });
         let Some(ty) = ty else { continue };
         let cells = super::ladder::cells(&span, &ty);
-        if !cells.is_empty() {
-            found.push(Laddered { column, cells });
+        if let (false, Some(split)) = (cells.is_empty(), super::ladder::split(&span, &ty)) {
+            found.push(Laddered { column, cells, split });
         }
     }
     found
 }
 
-/// The plan the query layer runs before the others when the answer has ladders: per group,
-/// for each laddered column, the people with a row in its range and then in each cell of its
-/// ladder, each with the other laddered columns' ranges as the query has them. Output: the
-/// group keys; then per column, per range and cell in order, the Int64 number of people and
-/// the UInt64 seed of their set (the XOR of their units' hashes), 0 and 0 for nobody.
+/// The plan the query layer runs before the others when the answer has ladders: per person
+/// and group (per row over one row per person), whether the person has a row in every range,
+/// and per laddered column the nearest values on either side of its range among their rows in
+/// the other columns' ranges. Every cell of a ladder holds its range, so the person has a row
+/// in a cell exactly when they have one in the range, or their greatest value below it is at
+/// least the cell's start, or their least value above it is below the cell's end: the query
+/// layer counts each cell's people from these (`anon::widened`), where a flag per person and
+/// cell cost a pass over every row per cell (a date's ladder has 16 cells, a number's up to
+/// 60: most of an answer's time). Output: the group keys; the UInt64 hash of the person; the
+/// Int64 1 where they have a row in every range (0 or NULL elsewhere); then per laddered
+/// column, its greatest value below the range and its least value above it (NULL for none),
+/// in the column's type.
 fn census(
     upper: &LogicalPlan,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
 ) -> Result<LogicalPlan> {
-    use datafusion::functions::core::expr_fn::coalesce;
-    use datafusion::functions_aggregate::expr_fn::{bit_xor, max, sum};
-    use datafusion::logical_expr::{LogicalPlanBuilder, col, when};
+    use datafusion::functions_aggregate::expr_fn::{max, min};
+    use datafusion::logical_expr::{LogicalPlanBuilder, when};
 
     use super::bound_contributions::name;
     use super::enforce_min_group_size::Threaded;
@@ -402,39 +410,44 @@ fn census(
     let unit = unit_of(&units)?;
     let (input, keyed) = claimed_keys(&input, &agg, &group_keys, &unit, one_row)?;
     let placed = ladders.iter().zip(&lifted).map(|(l, found)| l.placed(found)).collect::<Result<Vec<_>>>()?;
-    let mut marks = Vec::new();
-    for (l, (range, cells)) in placed.iter().enumerate() {
-        let others = whole(placed.iter().enumerate().filter(|(m, _)| *m != l).map(|(_, (r, _))| r.clone()).collect());
-        for mark in std::iter::once(range).chain(cells) {
-            marks.push(match &others {
-                Some(others) => whole(vec![mark.clone(), others.clone()]).unwrap_or_else(|| mark.clone()),
-                None => mark.clone(),
-            });
-        }
+    let ranges: Vec<Expr> = placed.iter().map(|(range, _, _)| range.clone()).collect();
+    let Some(in_every) = whole(ranges.clone()) else {
+        return plan_err!("a census without ranges");
+    };
+    let mut measures = vec![(cast(in_every, DataType::Int64), true)];
+    for (l, (range, value, _)) in placed.iter().enumerate() {
+        let split = lit(ladders[l].split.clone());
+        let others: Vec<Expr> = ranges.iter().enumerate().filter(|(m, _)| *m != l).map(|(_, r)| r.clone()).collect();
+        // Below the range's least value is outside it; at or above it and outside it, above.
+        // `CASE WHEN … THEN column END` is DataFusion's `nullif` of the column where the
+        // condition is not true: the same work whichever rows match.
+        let below = whole([vec![value.clone().lt(split.clone())], others.clone()].concat());
+        let above =
+            whole([vec![value.clone().gt_eq(split), datafusion::logical_expr::not(range.clone())], others].concat());
+        let (Some(below), Some(above)) = (below, above) else {
+            return plan_err!("a census without conditions");
+        };
+        measures.push((when(below, value.clone()).end()?, true));
+        measures.push((when(above, value.clone()).end()?, false));
     }
     let unit_name = format!("{}unit", super::DP_PREFIX);
-    let mut group = vec![unit.alias(&unit_name)];
-    group.extend(keyed.into_iter().enumerate().map(|(i, k)| k.alias(name("key", i))));
-    let flags = marks.into_iter().enumerate().map(|(i, m)| {
-        let flag = cast(m, DataType::Int64);
-        if one_row { flag } else { max(flag) }.alias(name("mark", i))
+    let mut group: Vec<Expr> = keyed.into_iter().enumerate().map(|(i, k)| k.alias(name("key", i))).collect();
+    group.push(unit.alias(&unit_name));
+    let measures = measures.into_iter().enumerate().map(|(i, (m, greatest))| {
+        let m = if one_row {
+            m
+        } else if greatest {
+            max(m)
+        } else {
+            min(m)
+        };
+        m.alias(name("mark", i))
     });
-    let flags: Vec<Expr> = flags.collect();
-    let count = flags.len();
-    let per_person = if one_row {
-        LogicalPlanBuilder::from(input).project(group.into_iter().chain(flags))?.build()?
+    if one_row {
+        LogicalPlanBuilder::from(input).project(group.into_iter().chain(measures))?.build()
     } else {
-        LogicalPlanBuilder::from(input).aggregate(group, flags)?.build()?
-    };
-    let mut totals = Vec::new();
-    for i in 0..count {
-        let mark = col(name("mark", i));
-        totals.push(coalesce(vec![sum(mark.clone()), lit(0i64)]).alias(format!("{}people_{i}", super::DP_PREFIX)));
-        let seed = when(mark.eq(lit(1i64)), col(unit_name.as_str())).end()?;
-        totals.push(coalesce(vec![bit_xor(seed), lit(0u64)]).alias(format!("{ANON_SEED}_{i}")));
+        LogicalPlanBuilder::from(input).aggregate(group, measures.collect::<Vec<_>>())?.build()
     }
-    let keys: Vec<Expr> = (0..group_keys.len()).map(|i| col(name("key", i))).collect();
-    LogicalPlanBuilder::from(per_person).aggregate(keys, totals)?.build()
 }
 
 /// [`lift`] for each of `ladders` in turn.
@@ -633,7 +646,7 @@ fn bound_with(
     // rows in the cells around its range through too.
     let ladders = laddered(&agg.input);
     described.ladders =
-        ladders.iter().map(|l| super::Ladder { column: l.column.clone(), cells: l.cells.len() }).collect();
+        ladders.iter().map(|l| super::Ladder { column: l.column.clone(), cells: l.cells.clone() }).collect();
     let (input, lifted) = lift_all(Arc::unwrap_or_clone(Arc::clone(&agg.input)), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
     let unit = unit_of(&units)?;
@@ -666,7 +679,7 @@ fn bound_with(
         })
         .collect();
     for (l, found) in ladders.iter().zip(&lifted) {
-        let (range, cells) = l.placed(found)?;
+        let (range, _, cells) = l.placed(found)?;
         kept.push(super::ladder::within(&l.column, bare_keys.clone(), range, cells));
     }
     let input = match datafusion::logical_expr::utils::conjunction(kept) {

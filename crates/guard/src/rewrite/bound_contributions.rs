@@ -77,8 +77,9 @@ pub struct DpPlan {
     /// Anonymized answers: the columns whose range has cells of the grid around it
     /// (`ladder.rs`), in the order of the census's measurements.
     pub ladders: Vec<super::Ladder>,
-    /// Anonymized answers with ladders: the plan that measures, per group, the people of each
-    /// range and of each cell around it (`anonymize::census`), run before the others.
+    /// Anonymized answers with ladders: the plan that gives, per person and group, whether
+    /// they are in every range and their nearest values on either side of each
+    /// (`anonymize::census`), run before the others; the query layer counts each cell's people.
     pub census: Option<LogicalPlan>,
     /// Anonymized answers: the group keys whose buckets have cells of the grid around them,
     /// with their census (`buckets.rs`), run before every other measurement.

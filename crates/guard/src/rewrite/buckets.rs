@@ -71,7 +71,8 @@ pub(super) fn claimed(key: usize, own: Expr, unit: Expr, values: &[Expr], others
 
 fn udf(claims: &[(u64, ScalarValue)]) -> ScalarUDF {
     let hashes = super::dropped::table(claims.iter().map(|(h, _)| *h).collect());
-    let keys = hashes.iter().map(|h| claims.iter().find(|(c, _)| c == h).map(|(_, k)| k.clone())).collect();
+    let by_hash: HashMap<u64, &ScalarValue> = claims.iter().map(|(h, k)| (*h, k)).collect();
+    let keys = hashes.iter().map(|h| by_hash.get(h).map(|k| (*k).clone())).collect();
     ScalarUDF::new_from_impl(Claimed { hashes, keys, signature: Signature::variadic_any(Volatility::Immutable) })
 }
 

@@ -15,7 +15,8 @@
 //! that contains T (numbers: 1, 2 and 5 × 10ⁿ wide, from a multiple of the width; dates: 1, 3
 //! and 6 months, then 1, 2, 5, 10, … years, aligned; text: the texts starting with each of its
 //! shorter prefixes). The query layer first runs a census:
-//! per group, for T and each cell, the people with a row there and the seed of their set. A
+//! per group, for T and each cell, the people with a row there and the seed of their set
+//! (counted from each person's nearest values on either side of T: every cell holds T). A
 //! cell that adds at most a few of a group's people (sticky noise seeded by those people, as
 //! for a column's conditions) is low-effect; every measurement then filters the group's rows
 //! through `__veil_within(column, keys…, T, cells…)`, true in T or in a low-effect cell of the
@@ -54,8 +55,8 @@ const YEARS: [i32; 13] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 
 pub struct Ladder {
     /// The column, as labels name it; the `__veil_within` calls of its range carry it.
     pub column: String,
-    /// How many cells its ladder has; the census measures the range and then each of them.
-    pub cells: usize,
+    /// Its cells, narrowest first, each as `[lo, hi)` in the column's type.
+    pub cells: Vec<(ScalarValue, ScalarValue)>,
 }
 
 /// The cells of a wider step of the grid that contain `span` (an interval of a column of type
@@ -138,6 +139,36 @@ pub(super) fn cells(span: &Span, ty: &DataType) -> Vec<(ScalarValue, ScalarValue
     cells
 }
 
+/// The least value of `span` (an interval of a column of type `ty` with a ladder) in the
+/// column's type: a value outside the span lies below it exactly when it is less than this.
+/// `None` where [`cells`] has no cells.
+pub(super) fn split(span: &Span, ty: &DataType) -> Option<ScalarValue> {
+    if let Some((base, _)) = span.text_base()
+        && matches!(ty, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+    {
+        return ScalarValue::Utf8(Some(base.to_owned())).cast_to(ty).ok();
+    }
+    let (lo, _) = span.half_open()?;
+    let least = match lo {
+        Point::Int(a) if ty.is_integer() => ScalarValue::Int64(Some(a)),
+        Point::Float(a) if ty.is_floating() || matches!(ty, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
+            ScalarValue::Float64(Some(a))
+        }
+        Point::Day(a) if matches!(ty, DataType::Date32 | DataType::Date64) => {
+            ScalarValue::Date32(Some(i32::try_from(a).ok()?))
+        }
+        Point::Int(a) => match ty {
+            DataType::Timestamp(TimeUnit::Second, None) => ScalarValue::TimestampSecond(Some(a), None),
+            DataType::Timestamp(TimeUnit::Millisecond, None) => ScalarValue::TimestampMillisecond(Some(a), None),
+            DataType::Timestamp(TimeUnit::Microsecond, None) => ScalarValue::TimestampMicrosecond(Some(a), None),
+            DataType::Timestamp(TimeUnit::Nanosecond, None) => ScalarValue::TimestampNanosecond(Some(a), None),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    least.cast_to(ty).ok()
+}
+
 /// The cells of text around the value `base` (`value`) or the texts starting with it: the
 /// texts starting with each prefix of it, longest first (the value's own prefix too, which
 /// holds the longer texts that start with it), one character at the least; at most 64.
@@ -208,7 +239,8 @@ pub(super) fn within(column: &str, keys: Vec<Expr>, range: Expr, cells: Vec<Expr
 fn udf(widened: &[(u64, u64)]) -> ScalarUDF {
     let real: std::collections::BTreeSet<u64> = widened.iter().map(|(h, _)| *h).collect();
     let hashes = super::dropped::table(real);
-    let masks = hashes.iter().map(|h| widened.iter().find(|(g, _)| g == h).map_or(0, |(_, m)| *m)).collect();
+    let by_group: HashMap<u64, u64> = widened.iter().copied().collect();
+    let masks = hashes.iter().map(|h| by_group.get(h).copied().unwrap_or(0)).collect();
     ScalarUDF::new_from_impl(Within { hashes, masks, signature: Signature::variadic_any(Volatility::Immutable) })
 }
 
@@ -366,6 +398,28 @@ mod tests {
                 ScalarValue::TimestampMicrosecond(Some(-6_575 * per_day), None)
             ))
         );
+    }
+
+    /// The value a range's census splits values outside it by is its least value, in the
+    /// column's type, and every cell starts at or below it.
+    #[test]
+    fn a_range_splits_at_its_least_value() {
+        let text = |s: &str| Point::Text(s.into());
+        let years = span(Point::Int(1950), Point::Int(1999));
+        assert_eq!(split(&years, &DataType::Int32), Some(ScalarValue::Int32(Some(1950))));
+        let days = span(Point::Day(-7_305), Point::Day(-6_941));
+        assert_eq!(split(&days, &DataType::Date32), Some(ScalarValue::Date32(Some(-7_305))));
+        let ty = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let micros = span(Point::Int(-7_305 * 86_400_000_000), Point::Int(-6_940 * 86_400_000_000 - 1));
+        assert_eq!(split(&micros, &ty), Some(ScalarValue::TimestampMicrosecond(Some(-7_305 * 86_400_000_000), None)));
+        let code = Span::new(Some((text("E11.9"), true)), Some((text("E11.9"), true)));
+        assert_eq!(split(&code, &DataType::Utf8), Some(ScalarValue::Utf8(Some("E11.9".into()))));
+        for (s, ty) in [(years, DataType::Int32), (code, DataType::Utf8)] {
+            let least = split(&s, &ty).expect("a split");
+            assert!(cells(&s, &ty).iter().all(|(lo, _)| lo <= &least));
+        }
+        // No ladder, no split: a range open at one end.
+        assert_eq!(split(&Span::new(Some((Point::Int(3), true)), None), &DataType::Int64), None);
     }
 
     /// A text's ladder is its shorter prefixes: the value `E11.9` is held by `E11.9…`, `E11.`,
