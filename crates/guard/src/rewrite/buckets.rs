@@ -72,8 +72,37 @@ pub(super) fn claimed(key: usize, own: Expr, unit: Expr, values: &[Expr], others
 fn udf(claims: &[(u64, ScalarValue)]) -> ScalarUDF {
     let hashes = super::dropped::table(claims.iter().map(|(h, _)| *h).collect());
     let by_hash: HashMap<u64, &ScalarValue> = claims.iter().map(|(h, k)| (*h, k)).collect();
-    let keys = hashes.iter().map(|h| by_hash.get(h).map(|k| (*k).clone())).collect();
-    ScalarUDF::new_from_impl(Claimed { hashes, keys, signature: Signature::variadic_any(Volatility::Immutable) })
+    let keys: Vec<Option<ScalarValue>> = hashes.iter().map(|h| by_hash.get(h).map(|k| (*k).clone())).collect();
+    let built = Built(built(&keys));
+    ScalarUDF::new_from_impl(Claimed { hashes, keys, built, signature: Signature::variadic_any(Volatility::Immutable) })
+}
+
+/// `keys` as one array (NULL for a decoy), in the type of the claimed keys; `None` when
+/// nothing was claimed or the keys do not make one array.
+fn built(keys: &[Option<ScalarValue>]) -> Option<ArrayRef> {
+    let ty = keys.iter().flatten().next()?.data_type();
+    let typed = keys.iter().map(|k| match k {
+        Some(k) => Ok(k.clone()),
+        None => ScalarValue::try_from(&ty),
+    });
+    ScalarValue::iter_to_array(typed.collect::<Result<Vec<_>>>().ok()?).ok()
+}
+
+/// The claiming keys as one array, built once when the function is: it follows from the keys,
+/// so it adds nothing to the function's equality or hash.
+#[derive(Debug)]
+struct Built(Option<ArrayRef>);
+
+impl PartialEq for Built {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Built {}
+
+impl std::hash::Hash for Built {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 /// The hash `__veil_claimed` looks each row up by: its other keys (one array per key), its
@@ -145,6 +174,8 @@ struct Claimed {
     hashes: Vec<u64>,
     /// Per entry of `hashes`, the claiming group's key (`None` for a decoy).
     keys: Vec<Option<ScalarValue>>,
+    /// `keys` as one array (not rebuilt for every batch).
+    built: Built,
     signature: Signature,
 }
 
@@ -180,18 +211,11 @@ impl ScalarUDFImpl for Claimed {
         let (values, others) = rest.split_at(n);
         let hashes = claim_hashes(others, values, unit)?;
         let ty = own.data_type();
-        let keys: ArrayRef = if self.keys.iter().all(Option::is_none) {
-            new_null_array(ty, self.keys.len())
-        } else {
-            let keys = self
-                .keys
-                .iter()
-                .map(|k| match k {
-                    Some(k) => k.cast_to(ty),
-                    None => ScalarValue::try_from(ty),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            ScalarValue::iter_to_array(keys)?
+        let keys: ArrayRef = match &self.built.0 {
+            None if self.keys.iter().all(Option::is_none) => new_null_array(ty, self.keys.len()),
+            Some(keys) if keys.data_type() == ty => Arc::clone(keys),
+            Some(keys) => datafusion::arrow::compute::cast(keys, ty)?,
+            None => return exec_err!("{NAME}: the claimed keys are not of one type"),
         };
         // Every row looked up, whatever was claimed: the work does not say whether any was.
         let picks: Vec<(usize, usize)> = hashes
