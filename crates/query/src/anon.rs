@@ -435,20 +435,18 @@ fn inside(v: Row<'_>, lo: Row<'_>, hi: Row<'_>) -> bool {
     v >= lo && v < hi
 }
 
-/// The census's values and buckets in arrow's row form: one byte string per value, ordered as
-/// the values are and compared without allocating (a year of orders is a million entries,
-/// which as `ScalarValue`s took most of a second to read and sort).
+/// The census's values in arrow's row form: one byte string per value, ordered as the values
+/// are and compared without allocating (a year of orders is a million entries, which as
+/// `ScalarValue`s took most of a second to read and sort).
 struct Census {
     /// Per bucketed key, its values.
     values: Vec<Rows>,
     /// Per bucketed key, the converter of its values (for the cells around a bucket).
     converters: Vec<RowConverter>,
-    /// Every bucketed key's bucket together.
-    buckets: Rows,
 }
 
 impl Census {
-    fn new(values: &[ArrayRef], buckets: &[&ArrayRef]) -> Result<Self> {
+    fn new(values: &[ArrayRef]) -> Result<Self> {
         let mut rows = Vec::with_capacity(values.len());
         let mut converters = Vec::with_capacity(values.len());
         for v in values {
@@ -456,10 +454,7 @@ impl Census {
             rows.push(converter.convert_columns(std::slice::from_ref(v)).map_err(internal)?);
             converters.push(converter);
         }
-        let fields = buckets.iter().map(|b| SortField::new(b.data_type().clone())).collect();
-        let columns: Vec<ArrayRef> = buckets.iter().map(|b| Arc::clone(b)).collect();
-        let buckets = RowConverter::new(fields).and_then(|c| c.convert_columns(&columns)).map_err(internal)?;
-        Ok(Self { values: rows, converters, buckets })
+        Ok(Self { values: rows, converters })
     }
 
     fn value(&self, j: usize, entry: &Entry) -> Row<'_> {
@@ -589,7 +584,17 @@ pub(crate) fn claimed(
         totals.column(others + 2 * m + 2).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
     let groups = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
     let hashes = veil_guard::claim_hashes(&keys, &values, unit).map_err(internal)?;
-    let rows = Census::new(&values, &bucket_columns)?;
+    let rows = Census::new(&values)?;
+    // Blocks and distinct values found by hash, hashed a column at a time (a 64-bit hash names
+    // a row as `claim_hashes` does).
+    let block_of = {
+        let columns: Vec<ArrayRef> = bucket_columns.iter().map(|b| Arc::clone(b)).collect();
+        veil_guard::group_hashes(&columns, totals.num_rows()).map_err(internal)?
+    };
+    let value_hashes = values
+        .iter()
+        .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
+        .collect::<Result<Vec<_>>>()?;
     let column = labels.iter().map(|l| l.column()).collect::<Vec<_>>().join(", ");
     // Per value of the other keys, its entries.
     let mut entries: Vec<Entry> = Vec::new();
@@ -615,10 +620,10 @@ pub(crate) fn claimed(
     sets.sort_by_cached_key(|set| set.iter().map(|e| entries[*e].hash).min());
     let one_row = plan.one_row_per_person;
     for set in sets {
-        let mut blocks: FastMap<Row<'_>, Block<'_>> = FastMap::default();
+        let mut blocks: FastMap<u64, Block<'_>> = FastMap::default();
         for at in set {
             let e = &entries[at];
-            let block = match blocks.entry(rows.buckets.row(e.row)) {
+            let block = match blocks.entry(block_of[e.row]) {
                 datafusion::common::hash_map::Entry::Occupied(o) => o.into_mut(),
                 datafusion::common::hash_map::Entry::Vacant(v) => {
                     let buckets = bucket_columns
@@ -652,9 +657,11 @@ pub(crate) fn claimed(
         // narrower cell does not is the same region of the data, and is not tried again.
         let sorted: Vec<Vec<Row<'_>>> = (0..m)
             .map(|j| {
-                let distinct: FastSet<Row<'_>> =
-                    blocks.values().flat_map(|b| b.entries.iter().map(|e| rows.value(j, &entries[*e]))).collect();
-                let mut v: Vec<Row<'_>> = distinct.into_iter().collect();
+                let mut distinct: FastMap<u64, usize> = FastMap::default();
+                for e in blocks.values().flat_map(|b| b.entries.iter().map(|e| &entries[*e])) {
+                    distinct.entry(value_hashes[j][e.row]).or_insert(e.row);
+                }
+                let mut v: Vec<Row<'_>> = distinct.into_values().map(|row| rows.values[j].row(row)).collect();
                 v.sort_unstable();
                 v
             })
