@@ -1037,6 +1037,55 @@ mod tests {
         assert_eq!(held(5), [false, true, true]);
     }
 
+    /// Over random people, ranges and cells that hold them, a person is in a cell by their
+    /// nearest values around the range exactly when one of their values outside the range is
+    /// in the cell (what a flag per cell over every row measured).
+    #[test]
+    fn nearest_values_place_people_in_cells_as_their_rows_do() {
+        // SplitMix64: a fixed sequence, so that a failure repeats.
+        let mut state = 7u64;
+        let mut next = |n: i64| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) % n as u64) as i64
+        };
+        for _ in 0..200 {
+            let a = next(100) - 50;
+            let b = a + 1 + next(20);
+            let cells: Vec<(i64, i64)> = (0..1 + next(6))
+                .map(|_| {
+                    let lo = a - next(60);
+                    (lo, b + next(60))
+                })
+                .collect();
+            let ladder = veil_guard::Ladder {
+                column: "x".into(),
+                cells: cells
+                    .iter()
+                    .map(|(lo, hi)| (ScalarValue::Int64(Some(*lo)), ScalarValue::Int64(Some(*hi))))
+                    .collect(),
+            };
+            let people: Vec<Vec<i64>> = (0..30).map(|_| (0..next(5)).map(|_| next(300) - 150).collect()).collect();
+            let below: Vec<Option<i64>> = people.iter().map(|v| v.iter().copied().filter(|v| *v < a).max()).collect();
+            let above: Vec<Option<i64>> = people.iter().map(|v| v.iter().copied().filter(|v| *v >= b).min()).collect();
+            let (below, above): (ArrayRef, ArrayRef) =
+                (Arc::new(Int64Array::from(below)), Arc::new(Int64Array::from(above)));
+            let sides = Sides::new(&below, &above, &ladder).expect("sides");
+            for (row, values) in people.iter().enumerate() {
+                for (cell, (lo, hi)) in cells.iter().enumerate() {
+                    let outside = values.iter().any(|v| (*v < a || *v >= b) && lo <= v && v < hi);
+                    assert_eq!(
+                        sides.in_cell(row, cell),
+                        outside,
+                        "values {values:?}, range [{a}, {b}), cell [{lo}, {hi})"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn outliers_are_flattened_to_the_top_group() {
         // Totals of 10 people: two outliers of 1,000 and 500, the next four at 10 on average.
