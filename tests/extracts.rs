@@ -1812,3 +1812,79 @@ async fn two_extracts_joined_on_a_column_return_it_on_both_sides() {
         assert_eq!(r[0], r[1], "{rows:?}");
     }
 }
+
+/// Leak (listed open until now): a join's feasibility depends on who is in both datasets, and a
+/// join that could not meet k was refused at once, before any steward looked: a partner dataset
+/// made to hold a target and a few known people told whether the target is in another
+/// department's register. Such a request now goes to the stewards like any other (the analyst
+/// sees the same pending request either way); the stewards see why it cannot be built and can
+/// only reject it.
+#[tokio::test]
+async fn a_join_too_small_for_k_goes_to_the_stewards_not_back_to_the_analyst() {
+    let w = world().await;
+    w.s.department("health", "卫健委").await;
+    let health_steward = w.s.user("health-steward", Some("health"), &["steward"]).await;
+    let ids = source_ids();
+    // Three people of the register (fewer than k) in one partner, everybody in the other.
+    let few: String = visits_csv()
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || ids[1..4].iter().any(|id| l.starts_with(id.as_str())))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    for (name, csv) in [("visits", visits_csv()), ("few", few)] {
+        let mut metadata = visits_metadata();
+        metadata["name"] = json!(name);
+        let (status, body) = w.s.upload(&health_steward, &metadata, csv.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let joined = |name: &str, partner: &str| json!({"name": name, "join": [format!("health.{partner}")], "columns": ["person_id", "icd10"]});
+    let (status, built) = w.ask(&w.analyst, joined("with_all", "visits")).await;
+    assert_eq!(status, StatusCode::CREATED, "{built}");
+    let (status, small) = w.ask(&w.analyst, joined("with_few", "few")).await;
+    assert_eq!(status, StatusCode::CREATED, "not refused at once: {small}");
+    // The analyst's two answers differ in nothing but names and ids.
+    let shape = |v: &Value| -> Vec<(String, String)> {
+        fn walk(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+            match v {
+                Value::Object(m) => m.iter().for_each(|(k, v)| walk(v, &format!("{at}.{k}"), out)),
+                Value::Array(a) => a.iter().for_each(|v| walk(v, &format!("{at}[]"), out)),
+                other => out.push((at.to_owned(), if other.is_string() { "text".into() } else { other.to_string() })),
+            }
+        }
+        let mut out = Vec::new();
+        walk(v, "", &mut out);
+        out.retain(|(at, _)| !at.ends_with(".created_at") && !at.ends_with(".expires_at"));
+        out
+    };
+    assert_eq!(shape(&built), shape(&small));
+    assert!(small["extract"].get("report").is_none_or(Value::is_null), "{small}");
+    let (_, mine) = w.s.get("/v1/access-requests", &w.analyst).await;
+    let listed = mine.as_array().unwrap().iter().find(|r| r["id"] == small["id"]).unwrap();
+    assert_eq!(listed["state"], "pending", "{listed}");
+    assert!(listed["extract"].get("report").is_none_or(Value::is_null), "{listed}");
+
+    // The steward sees why, and the column or rule that blocks; approving is refused.
+    let id = small["id"].as_str().unwrap();
+    let (_, theirs) = w.s.get("/v1/access-requests", &w.steward).await;
+    let report = &theirs.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["extract"]["report"];
+    let why = report["unbuildable"].as_str().unwrap_or_default();
+    assert!(why.contains("fewer than k = 5"), "{report}");
+    let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_unbuildable")),
+        "{body}"
+    );
+    let (status, body) =
+        w.s.post(&format!("/v1/access-requests/{id}/reject"), &w.steward, json!({"reason": "too few people"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // An extract alone that cannot meet k is still refused at once, naming why: it is about a
+    // whole dataset, not about who is in two.
+    let (status, body) = w.ask_of("health.few", &w.analyst, json!({"name": "few_alone", "columns": ["icd10"]})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_infeasible")),
+        "{body}"
+    );
+}

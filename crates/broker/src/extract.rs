@@ -187,6 +187,7 @@ impl Broker {
     ) -> Result<NewExtract, Error> {
         let infos: Vec<&DatasetInfo> = sources.iter().map(|(i, _)| i).collect();
         let (spec, taken) = self.extract_spec(&infos, request)?;
+        let (k, l) = (spec.k, spec.l);
         let current: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
         stage(ExtractStage::Comparing);
         self.check_against_released(current.clone(), request.columns.clone(), spec.k, None).await?;
@@ -250,6 +251,14 @@ impl Broker {
         .map_err(|e| Error::internal(format!("extract task failed: {e}")))?;
         let mut report = match built {
             Ok(r) => r,
+            // Whether a join can meet k and l depends on who is in both datasets: refused at
+            // once, it told the analyst, before any steward looked, whether a partner dataset
+            // made to hold a target and a few known people meets another department's in k
+            // people or fewer. It goes to the stewards instead, who can only reject it.
+            Err(e @ veil_extract::Error::Infeasible { .. }) if sources.len() > 1 => {
+                let _ = std::fs::remove_file(&staged);
+                return unbuildable(request, &infos, (k, l), &e, staged);
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&staged);
                 return Err(extract_error(e));
@@ -841,6 +850,14 @@ impl Broker {
             })
             .await?;
         let Some((extract_id, sources, report, spec, file)) = found else { return Ok(()) };
+        let report_json = serde_json::from_str::<serde_json::Value>(&report).map_err(Error::internal)?;
+        if let Some(why) = report_json.get(UNBUILDABLE).and_then(serde_json::Value::as_str) {
+            return Err(Error::new(
+                ErrorKind::Unprocessable,
+                "extract_unbuildable",
+                format!("this extract of a join cannot be built ({why}); reject the request"),
+            ));
+        }
         let columns = spec_columns(&spec);
         // The k the extract met, as its report (JSON) states it.
         let k = serde_json::from_str::<serde_json::Value>(&report).map_err(Error::internal)?["k"]
@@ -1793,6 +1810,47 @@ fn isolates_people(dataset: &DatasetRef, k: u64) -> Error {
         ),
     )
 }
+
+/// The extract of a join that no generalization meets (`e`), as a request its stewards see
+/// and can only reject: an empty file, and a report with `unbuildable` (why, and the column
+/// that blocks) in place of the figures.
+fn unbuildable(
+    request: &ExtractRequest,
+    infos: &[&DatasetInfo],
+    (k, l): (u64, u64),
+    e: &veil_extract::Error,
+    staged: std::path::PathBuf,
+) -> Result<NewExtract, Error> {
+    let column = match e {
+        veil_extract::Error::Infeasible { column, .. } => column.clone(),
+        _ => None,
+    };
+    if let Err(e) = veil_extract::write_empty(UNBUILDABLE, &staged) {
+        let _ = std::fs::remove_file(&staged);
+        return Err(Error::internal(e));
+    }
+    let report = serde_json::json!({
+        "k": k,
+        "l": l,
+        UNBUILDABLE: e.to_string(),
+        "blocking_column": column,
+        "records": 0,
+    });
+    let versions: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
+    Ok(NewExtract {
+        name: request.name.clone(),
+        spec: spec_json(request),
+        source_version: versions[0].1,
+        staged,
+        rows: 0,
+        report: report.to_string(),
+        parts: versions[1..].to_vec(),
+    })
+}
+
+/// The field of an extract's report (and the column of its empty file) that says it could
+/// not be built.
+const UNBUILDABLE: &str = "unbuildable";
 
 fn extract_error(e: veil_extract::Error) -> Error {
     use veil_extract::Error as E;

@@ -45,7 +45,7 @@ impl From<veil_common::Generalization> for Step {
         }
     }
 }
-pub use output::{build_bytes, identifier_keys, read_parquet, unit_key, unit_row_hashes, write_parquet};
+pub use output::{build_bytes, identifier_keys, read_parquet, unit_key, unit_row_hashes, write_empty, write_parquet};
 pub use report::{ClassSizes, ColumnReport, Report, SourceRecords};
 
 /// The smallest `k` an extract about people may have, whatever the level says.

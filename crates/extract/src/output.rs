@@ -92,6 +92,16 @@ pub fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes a new Parquet file at `path` with no rows and one Boolean column, `column`: the
+/// file of an extract that holds nothing.
+///
+/// # Errors
+/// When the file exists or cannot be written.
+pub fn write_empty(column: &str, path: &Path) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Boolean, true)]));
+    write_parquet(&RecordBatch::new_empty(schema), path)
+}
+
 /// Reads the named columns of a Parquet file (all rows), in batches.
 ///
 /// # Errors
