@@ -402,13 +402,16 @@ const MOST_COMBINATIONS: usize = 4096;
 /// claim hash.
 struct Entry {
     row: usize,
+    /// Per range beside the keys, bit `r` where the row is in it.
+    inside: u64,
     person: u64,
     people: u64,
     seed: u64,
     hash: u64,
 }
 
-/// The entries of one combination of buckets (one group of the answer, before claims).
+/// The entries of one combination of buckets (one group of the answer, before claims); its
+/// people are those with a row in every range beside the keys.
 struct Block<'a> {
     /// The buckets, as values (the key of a group that claims rows).
     buckets: Vec<ScalarValue>,
@@ -492,14 +495,20 @@ fn added(
 ) -> (u64, u64, Vec<u64>) {
     let (mut count, mut seed, mut hashes) = (0u64, 0u64, Vec::new());
     let mut persons: FastSet<u64> = FastSet::default();
+    let m = own.buckets.len();
+    let everywhere = match sides.len() - m {
+        0 => 0,
+        r => u64::MAX >> (64 - r.min(64)),
+    };
     for block in blocks {
-        if std::ptr::eq(*block, own) {
+        // The group's own rows outside a range are in a region that takes a cell around it.
+        if std::ptr::eq(*block, own) && sides.len() == m {
             continue;
         }
-        // Whole inside, partly, or not at all.
-        let mut whole = true;
+        // Whole inside, partly, or not at all, by the keys.
+        let mut whole = sides.len() == m;
         let mut none = false;
-        for (j, side) in sides.iter().enumerate() {
+        for (j, side) in sides.iter().enumerate().take(m) {
             match side {
                 Side::Own => none |= block.buckets[j] != own.buckets[j],
                 Side::Cell(lo, hi) => {
@@ -522,10 +531,13 @@ fn added(
             let e = &entries[*at];
             let within = whole
                 || sides.iter().enumerate().all(|(j, side)| match side {
-                    Side::Own => true,
+                    Side::Own if j < m => true,
+                    Side::Own => e.inside & (1 << (j - m)) != 0,
                     Side::Cell(lo, hi) => inside(census.value(j, e), lo.row(), hi.row()),
                 });
-            if !within || own.persons.contains(&e.person) {
+            // Its own rows within every range are the group's.
+            let own_row = std::ptr::eq(*block, own) && e.inside == everywhere;
+            if !within || own_row || own.persons.contains(&e.person) {
                 continue;
             }
             if one_row {
@@ -563,28 +575,46 @@ pub(crate) fn claimed(
 ) -> Result<HashMap<String, Vec<(u64, ScalarValue)>>> {
     let totals = concat_batches(schema, census).map_err(internal)?;
     let m = buckets.keys.len();
+    let r = buckets.ranges.len();
     let others = plan.keys.checked_sub(m).ok_or_else(|| internal("more bucketed keys than keys"))?;
+    let range_cells = buckets
+        .ranges
+        .iter()
+        .map(|at| plan.ladders.get(*at))
+        .collect::<Option<Vec<_>>>()
+        .filter(|_| r < 64)
+        .ok_or_else(|| internal("a range beside the keys without its ladder"))?;
     let labels = buckets
         .keys
         .iter()
         .map(|k| plan.noise.keys.get(*k))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| internal("a bucketed key not labelled"))?;
-    if totals.num_columns() != others + 2 * m + 3 {
+    if totals.num_columns() != others + 2 * (m + r) + 3 {
         return Err(internal("the bucket census's output is not as described"));
     }
     let keys: Vec<ArrayRef> = (0..others).map(|i| Arc::clone(totals.column(i))).collect();
     let bucket_columns: Vec<&ArrayRef> = (0..m).map(|j| totals.column(others + 2 * j)).collect();
-    let values: Vec<ArrayRef> = (0..m).map(|j| Arc::clone(totals.column(others + 2 * j + 1))).collect();
-    let unit = totals.column(others + 2 * m);
+    // The keys' values, then the ranges': a claim names a row by them all, in that order.
+    let values: Vec<ArrayRef> = (0..m)
+        .map(|j| others + 2 * j + 1)
+        .chain((0..r).map(|d| others + 2 * (m + d)))
+        .map(|at| Arc::clone(totals.column(at)))
+        .collect();
+    let flags = (0..r)
+        .map(|d| totals.column(others + 2 * (m + d) + 1).as_primitive_opt::<Int64Type>())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| internal("census ranges"))?;
+    let last = others + 2 * (m + r);
+    let unit = totals.column(last);
     let units = unit.as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census unit"))?;
-    let people =
-        totals.column(others + 2 * m + 1).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))?;
-    let seeds =
-        totals.column(others + 2 * m + 2).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
+    let people = totals.column(last + 1).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))?;
+    let seeds = totals.column(last + 2).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
     let groups = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
     let hashes = veil_guard::claim_hashes(&keys, &values, unit).map_err(internal)?;
     let rows = Census::new(&values)?;
+    // The bits of an entry in every range beside the keys.
+    let everywhere = if r == 0 { 0 } else { u64::MAX >> (64 - r) };
     // Blocks and distinct values found by hash, hashed a column at a time (a 64-bit hash names
     // a row as `claim_hashes` does).
     let block_of = {
@@ -595,18 +625,31 @@ pub(crate) fn claimed(
         .iter()
         .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
         .collect::<Result<Vec<_>>>()?;
-    let column = labels.iter().map(|l| l.column()).collect::<Vec<_>>().join(", ");
+    let column = labels
+        .iter()
+        .map(|l| l.column())
+        .chain(range_cells.iter().map(|l| l.column.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
     // Per value of the other keys, its entries.
     let mut entries: Vec<Entry> = Vec::new();
     let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
     for (row, group) in groups.iter().enumerate() {
         // A NULL or not a number has no place in an order: its rows are not claimed.
-        if (0..m).any(|j| values[j].is_null(row) || bucket_columns[j].is_null(row) || not_a_number(&values[j], row)) {
+        if (0..m).any(|j| bucket_columns[j].is_null(row))
+            || (0..m + r).any(|j| values[j].is_null(row) || not_a_number(&values[j], row))
+        {
             continue;
         }
+        let inside = flags
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.is_valid(row) && f.value(row) == 1)
+            .fold(0u64, |bits, (d, _)| bits | (1 << d));
         by_others.entry(*group).or_default().push(entries.len());
         entries.push(Entry {
             row,
+            inside,
             person: units.value(row),
             people: u64::try_from(people.value(row)).unwrap_or(0),
             seed: seeds.value(row),
@@ -642,10 +685,12 @@ pub(crate) fn claimed(
                 }
             };
             block.entries.push(at);
-            block.people += e.people;
             block.least = block.least.min(e.hash);
-            if !one_row {
-                block.persons.insert(e.person);
+            if e.inside == everywhere {
+                block.people += e.people;
+                if !one_row {
+                    block.persons.insert(e.person);
+                }
             }
             for (j, (least, most)) in block.bounds.iter_mut().enumerate() {
                 let v = rows.value(j, e);
@@ -655,7 +700,7 @@ pub(crate) fn claimed(
         }
         // Per key, this slice's distinct values in order: a cell holding no value its
         // narrower cell does not is the same region of the data, and is not tried again.
-        let sorted: Vec<Vec<Row<'_>>> = (0..m)
+        let sorted: Vec<Vec<Row<'_>>> = (0..m + r)
             .map(|j| {
                 let mut distinct: FastMap<u64, usize> = FastMap::default();
                 for e in blocks.values().flat_map(|b| b.entries.iter().map(|e| &entries[*e])) {
@@ -670,30 +715,51 @@ pub(crate) fn claimed(
             let below = |bound: Row<'_>| sorted[j].partition_point(|v| *v < bound);
             (below(lo), below(hi))
         };
+        // Per range beside the keys, how many distinct values of this slice it holds: a cell
+        // around it that holds no more is the range itself, and is not tried.
+        let in_range: Vec<usize> = (0..r)
+            .map(|d| {
+                let mut distinct: FastSet<u64> = FastSet::default();
+                for e in blocks.values().flat_map(|b| b.entries.iter().map(|e| &entries[*e])) {
+                    if e.inside & (1 << d) != 0 {
+                        distinct.insert(value_hashes[m + d][e.row]);
+                    }
+                }
+                distinct.len()
+            })
+            .collect();
         let mut order: Vec<&Block<'_>> = blocks.values().collect();
         // Larger first, then by the least hash of their entries.
         order.sort_by_key(|block| (std::cmp::Reverse(block.people), block.least));
         for own in &order {
-            if own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
+            // A block with nobody in the ranges is no group of the answer; a group some of
+            // whose rows were claimed claims none.
+            if own.people == 0 || own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
                 continue;
             }
-            // Per key: its own bucket, then each cell around it that adds at most a few
-            // people with the other keys at their own.
-            let mut choices: Vec<Vec<Side>> = Vec::with_capacity(m);
-            for (j, label) in labels.iter().enumerate() {
+            // Per key: its own bucket, then each cell around it; per range beside the keys: the
+            // range, then each cell of its ladder; of those cells, the ones that add at most a
+            // few people with the other dimensions at their own.
+            let mut choices: Vec<Vec<Side>> = Vec::with_capacity(m + r);
+            for j in 0..m + r {
+                let cells = match (labels.get(j), range_cells.get(j.wrapping_sub(m))) {
+                    (Some(label), _) => label.cells_around(&own.buckets[j]),
+                    (None, Some(ladder)) => ladder.cells.clone(),
+                    (None, None) => Vec::new(),
+                };
                 let ty = values[j].data_type();
                 let mut sides = vec![Side::Own];
                 let mut last = None;
-                for (lo, hi) in label.cells_around(&own.buckets[j]) {
+                for (lo, hi) in cells {
                     // In the layout the census gave the column (text as a view or not).
                     let (Ok(lo), Ok(hi)) = (lo.cast_to(ty), hi.cast_to(ty)) else { continue };
                     let (Some(lo), Some(hi)) = (rows.row_of(j, &lo), rows.row_of(j, &hi)) else { continue };
                     let span = held(j, lo.row(), hi.row());
-                    if last == Some(span) {
+                    if last == Some(span) || (j >= m && span.1 - span.0 == in_range[j - m]) {
                         continue;
                     }
                     last = Some(span);
-                    let mut region = vec![Side::Own; m];
+                    let mut region = vec![Side::Own; m + r];
                     region[j] = Side::Cell(lo.clone(), hi.clone());
                     if added(&rows, &order, &entries, own, &region, one_row).0 <= MOST_ADDED {
                         sides.push(Side::Cell(lo, hi));
@@ -701,11 +767,12 @@ pub(crate) fn claimed(
                 }
                 choices.push(sides);
             }
-            // Every combination but the group's own buckets alone, narrowest first per key.
-            let mut combination = vec![0usize; m];
+            // Every combination but the group's own region alone, narrowest first per dimension.
+            let n = m + r;
+            let mut combination = vec![0usize; n];
             for _ in 0..MOST_COMBINATIONS {
-                // The next combination, as an odometer over the keys' choices.
-                let mut j = m;
+                // The next combination, as an odometer over the dimensions' choices.
+                let mut j = n;
                 while j > 0 {
                     j -= 1;
                     combination[j] += 1;
@@ -723,7 +790,7 @@ pub(crate) fn claimed(
                     // The last key's wider cells add at least as many: on to the next cell of
                     // the key before it.
                     if let Some(last) = combination.last_mut() {
-                        *last = choices[m - 1].len() - 1;
+                        *last = choices[n - 1].len() - 1;
                     }
                     continue;
                 }

@@ -283,16 +283,25 @@ async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
                 amounts(amounts_width)
             )
         };
+        // A key beside a range on another column, both nested (a red team: the spread of
+        // S − T over paddings, 8 of 11 targets above a threshold and 1 of 11 twins).
+        let beside = |from: &str, width: u32| {
+            format!(
+                "SELECT n FROM (SELECT {} AS c, count(*) AS n FROM civil.people WHERE {list} AND birth_date >= DATE '{from}' AND birth_date < DATE '2000-01-01' GROUP BY 1) g WHERE c = 0",
+                amounts(width)
+            )
+        };
         // Years of a century against half of it; subsidies [0, 10000) against [0, 2000) (the
         // target's 5,000 alone between); a millennium against the half century; in a CTE; the
         // codes starting E11 against E11.9.
-        let forms: [(String, String); 6] = [
+        let forms: [(String, String); 7] = [
             (group(&years(100), "1900"), group(&years(50), "1950")),
             (group(&amounts(10_000), "0"), group(&amounts(2_000), "0")),
             (group(&years(1000), "1000"), group(&years(50), "1950")),
             (hidden(&years(100), "1900"), hidden(&years(50), "1950")),
             (group("substr(code, 1, 3)", "'E11'"), group("code", "'E11.9'")),
             (both(100, 10_000, "1900"), both(50, 2_000, "1950")),
+            (beside("1900-01-01", 10_000), beside("1950-01-01", 2_000)),
         ];
         for (s, t) in &forms {
             for (d, dataset) in [&target, &twin, &several(&target), &several(&twin)].into_iter().enumerate() {
@@ -303,7 +312,7 @@ async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
     }
     assert!(
         same_but_rounding(&differences[0], &differences[1]),
-        "S − T per padding (years, amounts, a millennium, in a CTE, prefixes, two keys), with the target and without: the same numbers but for rounding: {differences:?}"
+        "S − T per padding (years, amounts, a millennium, in a CTE, prefixes, two keys, a key beside a range), with the target and without: the same numbers but for rounding: {differences:?}"
     );
     assert!(
         same_but_rounding(&differences[2], &differences[3]),
@@ -330,4 +339,39 @@ async fn bucketed_keys_answer_close_to_the_exact_counts() {
         let close = noisy.iter().filter(|n| exact.iter().any(|e| (*n - e).abs() <= 8)).count();
         assert_eq!(close, noisy.len(), "{sql}: {noisy:?} against {exact:?}");
     }
+}
+
+/// Leak (a red team, 2026-12-04): the same rows asked two ways, with ranges on two columns
+/// (A) and with a range on one and a key on the other (C, its group 0), have the same labels
+/// and so the same noise. The twin's two answers were identical; the target's differed, because
+/// A let in the person outside both ranges (each range's cells around it add nobody alone)
+/// and C's key did not claim them (its census saw only rows in the other range): 22 of 22 in two
+/// to six queries, no twin needed. Now a key's claims see the other columns' ranges and the
+/// cells around them too, so both spellings measure one set of people.
+#[tokio::test]
+async fn a_range_beside_a_key_measures_what_two_ranges_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, twin) = (people(dir.path(), "target", true), people(dir.path(), "twin", false));
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let dates = "birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01'";
+    let mut apart: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+    for p in 0..4 {
+        let list = padded(p);
+        let ranges = format!(
+            "SELECT count(*) AS n FROM civil.people WHERE {list} AND {dates} AND subsidy >= 0 AND subsidy < 500"
+        );
+        let keyed = format!(
+            "SELECT n FROM (SELECT floor(subsidy / 500) * 500 AS b, count(*) AS n FROM civil.people WHERE {list} AND {dates} GROUP BY 1) g WHERE b = 0"
+        );
+        let swapped = format!(
+            "SELECT n FROM (SELECT floor(date_part('year', birth_date) / 50) * 50 AS y, count(*) AS n FROM civil.people WHERE {list} AND subsidy >= 0 AND subsidy < 500 GROUP BY 1) g WHERE y = 1950"
+        );
+        for (i, dataset) in [&target, &twin].into_iter().enumerate() {
+            let a = count(&engine, dataset, &ranges).await;
+            apart[i].push(a - count(&engine, dataset, &keyed).await);
+            apart[i].push(a - count(&engine, dataset, &swapped).await);
+        }
+    }
+    assert_eq!(apart[1], vec![0; 8], "the twin's spellings agree");
+    assert_eq!(apart[0], vec![0; 8], "with the target, the spellings differ");
 }

@@ -53,7 +53,9 @@ pub(super) fn bound(
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     let one_row = threshold.ctx().reach(&lowest_aggregate(&upper)?.input).one_row_per_person;
-    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row)?;
+    let ranges = range_dimensions(&upper)?;
+    let reads: Vec<datafusion::common::Column> = ranges.iter().map(|(_, read)| read.clone()).collect();
+    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row, &reads)?;
     // Low-effect detection: per column the WHERE clause restricts (ranges, equalities, IN
     // lists, boolean columns; a group key's column too: a red team made the income range
     // exempt by grouping on `floor(income / 100000)`, one group for everyone), the same answer
@@ -62,7 +64,7 @@ pub(super) fn bound(
     let columns = restricted_columns(&lowest_aggregate(&upper)?.input);
     for column in &columns {
         let without = without_conditions_on(&upper, column)?;
-        let (plan, measured) = bound_with(without, assessment, threshold, one_row)?;
+        let (plan, measured) = bound_with(without, assessment, threshold, one_row, &reads)?;
         described.variants.push(super::Variant { columns: vec![column.clone()], plan, measured });
     }
     // And without all of them, for a group from which each removes almost nobody (a range over
@@ -72,18 +74,46 @@ pub(super) fn bound(
         for column in &columns {
             without = without_conditions_on(&without, column)?;
         }
-        let (plan, measured) = bound_with(without, assessment, threshold, one_row)?;
+        let (plan, measured) = bound_with(without, assessment, threshold, one_row, &reads)?;
         described.variants.push(super::Variant { columns, plan, measured });
     }
     if !described.ladders.is_empty() {
-        described.census = Some(census(&upper, threshold, one_row)?);
+        described.census = Some(census(&upper, threshold, one_row, &reads)?);
     }
     let agg = lowest_aggregate(&upper)?.clone();
     let keys: Vec<usize> = bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?).into_iter().map(|(i, _)| i).collect();
     if !keys.is_empty() {
-        described.buckets = Some(super::Buckets { census: bucket_census(&upper, threshold, one_row)?, keys });
+        described.buckets = Some(super::Buckets {
+            census: bucket_census(&upper, threshold, one_row, &reads)?,
+            keys,
+            ranges: ranges.iter().map(|(at, _)| *at).collect(),
+        });
     }
     Ok((plan, described))
+}
+
+/// The laddered columns of the answer's WHERE clause that no bucketed group key generalizes:
+/// per column, its place among the answer's ladders and the column its conditions read. A
+/// key's claims see them as dimensions of their own (`buckets.rs`): a person outside both a
+/// range and a key's bucket is in the cells around both, as ranges on both columns measure
+/// them.
+fn range_dimensions(upper: &LogicalPlan) -> Result<Vec<(usize, datafusion::common::Column)>> {
+    let agg = lowest_aggregate(upper)?;
+    let keys = crate::exprs::group_keys(agg)?;
+    let key_columns: Vec<String> = bucketed_keys(agg, &keys)
+        .iter()
+        .map(|(i, _)| {
+            super::KeyLabel::new(&read_at_source(&keys[*i].clone().unalias(), &agg.input), &agg.input)
+                .column()
+                .to_owned()
+        })
+        .collect();
+    Ok(laddered(&agg.input)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, l)| !key_columns.contains(&l.column))
+        .map(|(at, l)| (at, l.read))
+        .collect())
 }
 
 /// The group keys of `agg` whose buckets have cells of the grid around them (`buckets.rs`):
@@ -111,13 +141,20 @@ fn claimed_keys(
     keys: &[Expr],
     unit: &Expr,
     one_row: bool,
+    ranges: &[datafusion::common::Column],
 ) -> Result<(LogicalPlan, Vec<Expr>)> {
     // Over one row per person, rows are claimed by their values alone (the census counts
     // people per combination of values).
     let unit = if one_row { lit(0u64) } else { unit.clone() };
     let bare: Vec<Expr> = keys.iter().map(|k| k.clone().unalias()).collect();
     let bucketed = bucketed_keys(agg, keys);
-    let (input, values) = carried(input, &bucketed)?;
+    if bucketed.is_empty() {
+        return Ok((input.clone(), bare));
+    }
+    // The keys' columns, then the other ranges' columns: a claim names a row by them all.
+    let mut columns = bucketed.clone();
+    columns.extend(ranges.iter().map(|r| (usize::MAX, r.clone())));
+    let (input, values) = carried(input, &columns)?;
     let others: Vec<Expr> = bare
         .iter()
         .enumerate()
@@ -149,14 +186,16 @@ fn carried(input: &LogicalPlan, bucketed: &[(usize, datafusion::common::Column)]
 }
 
 /// The census of the bucketed group keys (`buckets.rs`), over the rows of the aggregate's
-/// input (with the conditions of those keys' columns left out where a ladder of their range
-/// measures them): per other keys (in order) and, per bucketed key, the key and the value of
-/// its column: the person's hash, 1 and the hash again, once per person; over one row per
-/// person, 0, the number of people and the XOR of their hashes.
+/// input with the conditions of every laddered column left out: per other keys (in order); per
+/// bucketed key, the key and the value of its column; per other laddered column (`ranges`,
+/// as [`range_dimensions`] lists them), its value and the Int64 1 where the row is in its
+/// range (0 or NULL elsewhere); then the person's hash, 1 and the hash again, once per person;
+/// over one row per person, 0, the number of people and the XOR of their hashes.
 fn bucket_census(
     upper: &LogicalPlan,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
+    ranges: &[datafusion::common::Column],
 ) -> Result<LogicalPlan> {
     use datafusion::functions_aggregate::expr_fn::{bit_xor, count};
     use datafusion::logical_expr::{LogicalPlanBuilder, col};
@@ -167,18 +206,37 @@ fn bucket_census(
     let agg = lowest_aggregate(upper)?.clone();
     let keys = crate::exprs::group_keys(&agg)?;
     let bucketed = bucketed_keys(&agg, &keys);
-    let mut input = std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input));
-    let ladders = laddered(&input);
-    for (i, _) in &bucketed {
-        let column = super::KeyLabel::new(&read_at_source(&keys[*i].clone().unalias(), &agg.input), &agg.input)
-            .column()
-            .to_owned();
-        if ladders.iter().any(|l| l.column == column) {
-            input = lift(input, &column, &mut 0)?.0;
-        }
-    }
+    let ladders = laddered(&agg.input);
+    let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input)), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
     let (input, values) = carried(&input, &bucketed)?;
+    let dimensions = range_dimensions(upper)?;
+    if dimensions.len() != ranges.len() {
+        return plan_err!("the ranges beside the keys are not as listed");
+    }
+    let mut range_columns = Vec::with_capacity(dimensions.len());
+    // Only the rows in some cell of each range's ladder can be in a region (a text equality's
+    // one cell holds none of the other values, which were half of a join's rows).
+    let mut in_cells = Vec::new();
+    for (at, _) in &dimensions {
+        let (Some(l), Some(found)) = (ladders.get(*at), lifted.get(*at)) else {
+            return plan_err!("a range beside the keys without its ladder");
+        };
+        let (range, value, _) = l.placed(found)?;
+        let least =
+            l.cells.iter().map(|(lo, _)| lo).min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let most =
+            l.cells.iter().map(|(_, hi)| hi).max_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        if let (Some(least), Some(most)) = (least, most) {
+            in_cells.push(value.clone().gt_eq(lit(least.clone())));
+            in_cells.push(value.clone().lt(lit(most.clone())));
+        }
+        range_columns.push((value, cast(range, DataType::Int64)));
+    }
+    let input = match whole(in_cells) {
+        Some(kept) => LogicalPlanBuilder::from(input).filter(kept)?.build()?,
+        None => input,
+    };
     let mut group: Vec<Expr> = keys
         .iter()
         .enumerate()
@@ -188,6 +246,10 @@ fn bucket_census(
     for ((i, _), value) in bucketed.iter().zip(values) {
         group.push(keys[*i].clone().unalias().alias(format!("{}bucket_{i}", super::DP_PREFIX)));
         group.push(value.alias(format!("{}value_{i}", super::DP_PREFIX)));
+    }
+    for (r, (value, inside)) in range_columns.into_iter().enumerate() {
+        group.push(value.alias(format!("{}range_{r}", super::DP_PREFIX)));
+        group.push(inside.alias(format!("{}inside_{r}", super::DP_PREFIX)));
     }
     let unit = unit_of(&units)?;
     let (people, seed) = (format!("{}people", super::DP_PREFIX), ANON_SEED);
@@ -219,6 +281,8 @@ struct Laddered {
     cells: Vec<(datafusion::common::ScalarValue, datafusion::common::ScalarValue)>,
     /// The range's least value (`ladder::split`).
     split: datafusion::common::ScalarValue,
+    /// The column its conditions read, as the input of their filter names it.
+    read: datafusion::common::Column,
 }
 
 /// The conditions on a laddered column that one filter had, and the column they read as the
@@ -364,16 +428,17 @@ fn laddered(input: &LogicalPlan) -> Vec<Laddered> {
                         && condition_column(c, &f.input).as_deref() == Some(column.as_str())
                         && let [only] = c.column_refs().into_iter().collect::<Vec<_>>().as_slice()
                     {
-                        ty = Expr::Column((*only).clone()).get_type(f.input.schema()).ok();
+                        ty =
+                            Expr::Column((*only).clone()).get_type(f.input.schema()).ok().map(|t| (t, (*only).clone()));
                     }
                 }
             }
             Ok(TreeNodeRecursion::Continue)
         });
-        let Some(ty) = ty else { continue };
+        let Some((ty, read)) = ty else { continue };
         let cells = super::ladder::cells(&span, &ty);
         if let (false, Some(split)) = (cells.is_empty(), super::ladder::split(&span, &ty)) {
-            found.push(Laddered { column, cells, split });
+            found.push(Laddered { column, cells, split, read });
         }
     }
     found
@@ -395,6 +460,7 @@ fn census(
     upper: &LogicalPlan,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
+    ranges: &[datafusion::common::Column],
 ) -> Result<LogicalPlan> {
     use datafusion::functions_aggregate::expr_fn::{max, min};
     use datafusion::logical_expr::{LogicalPlanBuilder, when};
@@ -408,7 +474,7 @@ fn census(
     let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input)), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
     let unit = unit_of(&units)?;
-    let (input, keyed) = claimed_keys(&input, &agg, &group_keys, &unit, one_row)?;
+    let (input, keyed) = claimed_keys(&input, &agg, &group_keys, &unit, one_row, ranges)?;
     let placed = ladders.iter().zip(&lifted).map(|(l, found)| l.placed(found)).collect::<Result<Vec<_>>>()?;
     let ranges: Vec<Expr> = placed.iter().map(|(range, _, _)| range.clone()).collect();
     let Some(in_every) = whole(ranges.clone()) else {
@@ -597,6 +663,7 @@ fn bound_with(
     assessment: &crate::Assessment,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
+    beside: &[datafusion::common::Column],
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     use std::sync::Arc;
 
@@ -651,7 +718,7 @@ fn bound_with(
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
     let unit = unit_of(&units)?;
     // Rows claimed by the group of a bucket around theirs are grouped there (`buckets.rs`).
-    let (input, keyed) = claimed_keys(&input, &agg, &group_keys, &unit, one_row)?;
+    let (input, keyed) = claimed_keys(&input, &agg, &group_keys, &unit, one_row, beside)?;
     let listed =
         listed.into_iter().map(|(e, c, _)| Ok((resolved(e, input.schema())?, c))).collect::<Result<Vec<_>>>()?;
     // Each list's rows of a (group, constant) pair the query layer finds low-effect are left
@@ -1155,7 +1222,7 @@ mod tests {
         for one_row in [false, true] {
             let mut threshold =
                 super::super::enforce_min_group_size::Threshold::new(&guard, Arc::new(AtomicU64::new(0)));
-            let (measuring, _) = bound_with(plan.clone(), &assessment, &mut threshold, one_row).unwrap();
+            let (measuring, _) = bound_with(plan.clone(), &assessment, &mut threshold, one_row, &[]).unwrap();
             let has_aggregate_over_people = measuring.inputs().iter().any(|i| matches!(i, LogicalPlan::Aggregate(_)));
             assert_eq!(has_aggregate_over_people, !one_row, "{}", measuring.display_indent());
             let sorted = datafusion::logical_expr::LogicalPlanBuilder::from(measuring)

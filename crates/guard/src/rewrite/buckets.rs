@@ -22,6 +22,11 @@
 //! takes the target's rows when S holds them, and S and T measure one set of people with the
 //! target or without. A group keeps its labels; a bucket whose few people a neighbour claims
 //! loses them (at most a few people, and no group is duplicated: each row is counted once).
+//!
+//! The WHERE clause's ranges on other columns are dimensions of the claims too
+//! ([`Buckets::ranges`]): a group's own region is its buckets within every range, and its
+//! regions take the cells of each range's ladder beside its keys' cells, so a person outside a
+//! date range and an income key's bucket is claimed as ranges on both columns let them in.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -45,11 +50,20 @@ const NAME: &str = "__veil_claimed";
 pub struct Buckets {
     /// The keys' positions among the answer's group keys, in order.
     pub keys: Vec<usize>,
-    /// The plan the query layer runs first: the other keys (in order); per bucketed key, the
-    /// key and the value of its column; then the person's 64-bit hash, 1 and the hash again,
-    /// once per person (over one row per person: 0, the number of people and the XOR of their
-    /// hashes, per combination of values).
+    /// The plan the query layer runs first, over the rows of the answer's input with every
+    /// range's conditions left out: the other keys (in order); per bucketed key, the key and
+    /// the value of its column; per range beside them (`ranges`), the value of its column and
+    /// the Int64 1 where the row is in the range; then the person's 64-bit hash, 1 and the hash
+    /// again, once per person (over one row per person: 0, the number of people and the XOR of
+    /// their hashes, per combination of values).
     pub census: LogicalPlan,
+    /// The ranges of the answer's WHERE clause on columns no bucketed key generalizes, by
+    /// their place among the answer's ladders (`DpPlan::ladders`): the claims' regions take
+    /// their cells as dimensions beside the keys', and a claim names a row by their values too
+    /// (a red team's person outside a date range and an income key's bucket was measured by
+    /// ranges on both columns and not by the range beside the key: the two spellings of one
+    /// question, with the same labels, differed exactly when someone was in that corner).
+    pub ranges: Vec<usize>,
 }
 
 /// The name the `__veil_claimed` calls of the key at `key` carry ([`with_claimed`]).
