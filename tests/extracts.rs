@@ -113,6 +113,14 @@ impl World {
         self.s.post("/v1/access-requests", token, body).await
     }
 
+    /// Registers `csv` as a dataset of visits named `name` (health), as `steward`.
+    async fn upload_visits(&self, steward: &str, name: &str, csv: String) {
+        let mut metadata = visits_metadata();
+        metadata["name"] = json!(name);
+        let (status, body) = self.s.upload(steward, &metadata, csv.into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
     /// Asks for `extract` as the analyst and has the steward approve it; returns the request id.
     async fn granted(&self, extract: Value) -> String {
         let (status, body) = self.ask(&self.analyst, extract).await;
@@ -1294,10 +1302,7 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
         ("twin", without(&[ids[5].as_str()])),
         ("fewer", without(&[&ids[3], &ids[4], &ids[5], &ids[6], &ids[7]])),
     ] {
-        let mut metadata = visits_metadata();
-        metadata["name"] = json!(name);
-        let (status, body) = w.s.upload(&health_steward, &metadata, csv.into_bytes()).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        w.upload_visits(&health_steward, name, csv).await;
     }
     let joined = |name: &str, partner: &str| json!({"name": name, "join": [format!("health.{partner}")], "columns": ["person_id", "icd10"]});
     let (status, asked) = w.ask(&w.analyst, joined("with_visits", "visits")).await;
@@ -1337,10 +1342,7 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
     let b_out: Vec<&str> = q2.iter().copied().chain([p]).collect();
     let c_out: Vec<&str> = q1.iter().copied().chain([p]).collect();
     for (name, csv) in [("pb", without(&b_out)), ("pc", without(&c_out))] {
-        let mut metadata = visits_metadata();
-        metadata["name"] = json!(name);
-        let (status, body) = w.s.upload(&health_steward, &metadata, csv.into_bytes()).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        w.upload_visits(&health_steward, name, csv).await;
         let (status, refused) = w.ask(&w.analyst, joined(&format!("with_{name}"), name)).await;
         assert_isolates(status, &refused);
     }
@@ -1833,10 +1835,7 @@ async fn a_join_too_small_for_k_goes_to_the_stewards_not_back_to_the_analyst() {
         .map(|(_, l)| format!("{l}\n"))
         .collect();
     for (name, csv) in [("visits", visits_csv()), ("few", few)] {
-        let mut metadata = visits_metadata();
-        metadata["name"] = json!(name);
-        let (status, body) = w.s.upload(&health_steward, &metadata, csv.into_bytes()).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        w.upload_visits(&health_steward, name, csv).await;
     }
     let joined = |name: &str, partner: &str| json!({"name": name, "join": [format!("health.{partner}")], "columns": ["person_id", "icd10"]});
     let (status, built) = w.ask(&w.analyst, joined("with_all", "visits")).await;
