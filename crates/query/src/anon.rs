@@ -423,6 +423,8 @@ struct Block<'a> {
     bounds: Vec<(Row<'a>, Row<'a>)>,
     /// The least claim hash of its entries (the order of groups of one size).
     least: u64,
+    /// Whether every entry is in every range beside the keys.
+    all_inside: bool,
 }
 
 /// Per bucketed key, a group's own bucket or a cell `[lo, hi)` of the grid around it, in the
@@ -500,13 +502,16 @@ fn added(
         0 => 0,
         r => u64::MAX >> (64 - r.min(64)),
     };
+    // Where the region takes no cell around a range, a block all within the ranges is placed
+    // by its keys alone.
+    let ranges_own = sides[m..].iter().all(|s| matches!(s, Side::Own));
     for block in blocks {
         // The group's own rows outside a range are in a region that takes a cell around it.
-        if std::ptr::eq(*block, own) && sides.len() == m {
+        if std::ptr::eq(*block, own) && ranges_own && own.all_inside {
             continue;
         }
         // Whole inside, partly, or not at all, by the keys.
-        let mut whole = sides.len() == m;
+        let mut whole = ranges_own && block.all_inside;
         let mut none = false;
         for (j, side) in sides.iter().enumerate().take(m) {
             match side {
@@ -681,11 +686,13 @@ pub(crate) fn claimed(
                         persons: FastSet::default(),
                         bounds,
                         least: e.hash,
+                        all_inside: true,
                     })
                 }
             };
             block.entries.push(at);
             block.least = block.least.min(e.hash);
+            block.all_inside &= e.inside == everywhere;
             if e.inside == everywhere {
                 block.people += e.people;
                 if !one_row {
