@@ -1263,6 +1263,12 @@ fn visits_metadata() -> Value {
     })
 }
 
+/// An extract named `name` of the pseudonyms and diagnoses of `civil.people` joined with
+/// `health.<partner>`.
+fn joined(name: &str, partner: &str) -> Value {
+    json!({"name": name, "join": [format!("health.{partner}")], "columns": ["person_id", "icd10"]})
+}
+
 fn visits_csv() -> String {
     let mut out = String::from("person_id,visit_date,district,icd10\n");
     for (i, id) in source_ids().iter().enumerate() {
@@ -1304,7 +1310,6 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
     ] {
         w.upload_visits(&health_steward, name, csv).await;
     }
-    let joined = |name: &str, partner: &str| json!({"name": name, "join": [format!("health.{partner}")], "columns": ["person_id", "icd10"]});
     let (status, asked) = w.ask(&w.analyst, joined("with_visits", "visits")).await;
     assert_eq!(status, StatusCode::CREATED, "{asked}");
     // Not released yet: a pending extract gives nobody anything to compare.
@@ -1837,7 +1842,6 @@ async fn a_join_too_small_for_k_goes_to_the_stewards_not_back_to_the_analyst() {
     for (name, csv) in [("visits", visits_csv()), ("few", few)] {
         w.upload_visits(&health_steward, name, csv).await;
     }
-    let joined = |name: &str, partner: &str| json!({"name": name, "join": [format!("health.{partner}")], "columns": ["person_id", "icd10"]});
     let (status, built) = w.ask(&w.analyst, joined("with_all", "visits")).await;
     assert_eq!(status, StatusCode::CREATED, "{built}");
     let (status, small) = w.ask(&w.analyst, joined("with_few", "few")).await;

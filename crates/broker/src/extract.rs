@@ -257,7 +257,7 @@ impl Broker {
             // people or fewer. It goes to the stewards instead, who can only reject it.
             Err(e @ veil_extract::Error::Infeasible { .. }) if sources.len() > 1 => {
                 let _ = std::fs::remove_file(&staged);
-                return unbuildable(request, &infos, (k, l), &e, staged);
+                return unbuildable(request, &current, (k, l), &e, staged);
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&staged);
@@ -266,14 +266,14 @@ impl Broker {
         };
         let roles = report.columns.iter().map(|c| (c.name.clone(), c.role.to_owned())).collect();
         stage(ExtractStage::Comparing);
-        match self.differing_release(staged.clone(), roles, current, report.k, None).await {
+        match self.differing_release(staged.clone(), roles, current.clone(), report.k, None).await {
             Ok(None) => {}
             Ok(Some(refusal)) | Err(refusal) => {
                 let _ = std::fs::remove_file(&staged);
                 return Err(refusal);
             }
         }
-        let versions: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
+        let versions = current;
         let released = self.blocking({
             let versions = versions.clone();
             move |c| {
@@ -327,15 +327,7 @@ impl Broker {
                 return Err(Error::internal(e));
             }
         };
-        Ok(NewExtract {
-            name: request.name.clone(),
-            spec: spec_json(request),
-            source_version: versions[0].1,
-            staged,
-            rows,
-            report,
-            parts: versions[1..].to_vec(),
-        })
+        Ok(new_extract(request, &versions, staged, rows, report))
     }
 
     /// Builds the extract of the pending access request `request_id` again, stricter as a
@@ -1816,7 +1808,7 @@ fn isolates_people(dataset: &DatasetRef, k: u64) -> Error {
 /// that blocks) in place of the figures.
 fn unbuildable(
     request: &ExtractRequest,
-    infos: &[&DatasetInfo],
+    versions: &[(DatasetRef, i64)],
     (k, l): (u64, u64),
     e: &veil_extract::Error,
     staged: std::path::PathBuf,
@@ -1836,16 +1828,27 @@ fn unbuildable(
         "blocking_column": column,
         "records": 0,
     });
-    let versions: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
-    Ok(NewExtract {
+    Ok(new_extract(request, versions, staged, 0, report.to_string()))
+}
+
+/// The extract `request` asks for, of `versions` (its datasets with the versions it was built
+/// from, the one asked for first), staged at `staged`, with its rows and report.
+fn new_extract(
+    request: &ExtractRequest,
+    versions: &[(DatasetRef, i64)],
+    staged: std::path::PathBuf,
+    rows: u64,
+    report: String,
+) -> NewExtract {
+    NewExtract {
         name: request.name.clone(),
         spec: spec_json(request),
-        source_version: versions[0].1,
+        source_version: versions.first().map_or(0, |(_, v)| *v),
         staged,
-        rows: 0,
-        report: report.to_string(),
-        parts: versions[1..].to_vec(),
-    })
+        rows,
+        report,
+        parts: versions.get(1..).unwrap_or_default().to_vec(),
+    }
 }
 
 /// The field of an extract's report (and the column of its empty file) that says it could

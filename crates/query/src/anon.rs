@@ -360,34 +360,57 @@ pub(crate) fn widened(
 /// the range and least above it, and the ladder's cells, in arrow's row form (compared
 /// without allocating, whatever the column's type).
 struct Sides {
-    below: (ArrayRef, Rows),
-    above: (ArrayRef, Rows),
+    below: RowForm,
+    above: RowForm,
     cells: Vec<(OwnedRow, OwnedRow)>,
 }
 
 impl Sides {
     fn new(below: &ArrayRef, above: &ArrayRef, ladder: &veil_guard::Ladder) -> Result<Self> {
-        let ty = below.data_type();
-        let converter = RowConverter::new(vec![SortField::new(ty.clone())]).map_err(internal)?;
-        let rows = |a: &ArrayRef| converter.convert_columns(std::slice::from_ref(a)).map_err(internal);
-        let mut cells = Vec::with_capacity(ladder.cells.len());
-        for (lo, hi) in &ladder.cells {
-            let bound = |v: &ScalarValue| -> Result<OwnedRow> {
-                let array = v.cast_to(ty).and_then(|v| v.to_array()).map_err(internal)?;
-                Ok(rows(&array)?.row(0).owned())
-            };
-            cells.push((bound(lo)?, bound(hi)?));
-        }
-        let (below_rows, above_rows) = (rows(below)?, rows(above)?);
-        Ok(Self { below: (Arc::clone(below), below_rows), above: (Arc::clone(above), above_rows), cells })
+        let (below, above) = (RowForm::new(below)?, RowForm::new(above)?);
+        let cells =
+            ladder.cells.iter().map(|(lo, hi)| Ok((below.of(lo)?, below.of(hi)?))).collect::<Result<Vec<_>>>()?;
+        Ok(Self { below, above, cells })
     }
 
     /// Whether the person of `row` has a row in the cell `cell` outside the range: the cell
     /// holds the range, so below it from the cell's start, or above it before the cell's end.
     fn in_cell(&self, row: usize, cell: usize) -> bool {
         let Some((lo, hi)) = self.cells.get(cell) else { return false };
-        (self.below.0.is_valid(row) && self.below.1.row(row) >= lo.row())
-            || (self.above.0.is_valid(row) && self.above.1.row(row) < hi.row())
+        self.below.at(row).is_some_and(|v| v >= lo.row()) || self.above.at(row).is_some_and(|v| v < hi.row())
+    }
+}
+
+/// A column in arrow's row form: one byte string per value, ordered as the values are and
+/// compared without allocating, whatever the column's type (a year of orders is a million
+/// census rows, which as `ScalarValue`s took most of a second to read and sort).
+struct RowForm {
+    array: ArrayRef,
+    converter: RowConverter,
+    rows: Rows,
+}
+
+impl RowForm {
+    fn new(array: &ArrayRef) -> Result<Self> {
+        let converter = RowConverter::new(vec![SortField::new(array.data_type().clone())]).map_err(internal)?;
+        let rows = converter.convert_columns(std::slice::from_ref(array)).map_err(internal)?;
+        Ok(Self { array: Arc::clone(array), converter, rows })
+    }
+
+    /// The value at `row`, in row form.
+    fn row(&self, row: usize) -> Row<'_> {
+        self.rows.row(row)
+    }
+
+    /// The value at `row`, `None` where it is NULL.
+    fn at(&self, row: usize) -> Option<Row<'_>> {
+        self.array.is_valid(row).then(|| self.rows.row(row))
+    }
+
+    /// `value` cast to the column's type, in row form.
+    fn of(&self, value: &ScalarValue) -> Result<OwnedRow> {
+        let array = value.cast_to(self.array.data_type()).and_then(|v| v.to_array()).map_err(internal)?;
+        Ok(self.converter.convert_columns(&[array]).map_err(internal)?.row(0).owned())
     }
 }
 
@@ -440,37 +463,22 @@ fn inside(v: Row<'_>, lo: Row<'_>, hi: Row<'_>) -> bool {
     v >= lo && v < hi
 }
 
-/// The census's values in arrow's row form: one byte string per value, ordered as the values
-/// are and compared without allocating (a year of orders is a million entries, which as
-/// `ScalarValue`s took most of a second to read and sort).
+/// A bucket census's values per dimension (each bucketed key, then each range beside them),
+/// in arrow's row form.
 struct Census {
-    /// Per bucketed key, its values.
-    values: Vec<Rows>,
-    /// Per bucketed key, the converter of its values (for the cells around a bucket).
-    converters: Vec<RowConverter>,
+    values: Vec<RowForm>,
+    /// The bits of an entry in every range beside the keys.
+    everywhere: u64,
 }
 
 impl Census {
-    fn new(values: &[ArrayRef]) -> Result<Self> {
-        let mut rows = Vec::with_capacity(values.len());
-        let mut converters = Vec::with_capacity(values.len());
-        for v in values {
-            let converter = RowConverter::new(vec![SortField::new(v.data_type().clone())]).map_err(internal)?;
-            rows.push(converter.convert_columns(std::slice::from_ref(v)).map_err(internal)?);
-            converters.push(converter);
-        }
-        Ok(Self { values: rows, converters })
-    }
-
     fn value(&self, j: usize, entry: &Entry) -> Row<'_> {
         self.values[j].row(entry.row)
     }
 
-    /// `value` (of the key `j`'s type) in the row form of the key's values.
-    fn row_of(&self, j: usize, value: &ScalarValue) -> Option<OwnedRow> {
-        let array = value.to_array().ok()?;
-        let rows = self.converters.get(j)?.convert_columns(&[array]).ok()?;
-        Some(rows.row(0).owned())
+    /// Whether `entry` is in every range beside the keys.
+    fn in_every_range(&self, entry: &Entry) -> bool {
+        entry.inside == self.everywhere
     }
 }
 
@@ -498,10 +506,6 @@ fn added(
     let (mut count, mut seed, mut hashes) = (0u64, 0u64, Vec::new());
     let mut persons: FastSet<u64> = FastSet::default();
     let m = own.buckets.len();
-    let everywhere = match sides.len() - m {
-        0 => 0,
-        r => u64::MAX >> (64 - r.min(64)),
-    };
     // Where the region takes no cell around a range, a block all within the ranges is placed
     // by its keys alone.
     let ranges_own = sides[m..].iter().all(|s| matches!(s, Side::Own));
@@ -541,7 +545,7 @@ fn added(
                     Side::Cell(lo, hi) => inside(census.value(j, e), lo.row(), hi.row()),
                 });
             // Its own rows within every range are the group's.
-            let own_row = std::ptr::eq(*block, own) && e.inside == everywhere;
+            let own_row = std::ptr::eq(*block, own) && census.in_every_range(e);
             if !within || own_row || own.persons.contains(&e.person) {
                 continue;
             }
@@ -617,9 +621,10 @@ pub(crate) fn claimed(
     let seeds = totals.column(last + 2).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
     let groups = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
     let hashes = veil_guard::claim_hashes(&keys, &values, unit).map_err(internal)?;
-    let rows = Census::new(&values)?;
-    // The bits of an entry in every range beside the keys.
-    let everywhere = if r == 0 { 0 } else { u64::MAX >> (64 - r) };
+    let rows = Census {
+        values: values.iter().map(RowForm::new).collect::<Result<_>>()?,
+        everywhere: if r == 0 { 0 } else { u64::MAX >> (64 - r) },
+    };
     // Blocks and distinct values found by hash, hashed a column at a time (a 64-bit hash names
     // a row as `claim_hashes` does).
     let block_of = {
@@ -692,8 +697,9 @@ pub(crate) fn claimed(
             };
             block.entries.push(at);
             block.least = block.least.min(e.hash);
-            block.all_inside &= e.inside == everywhere;
-            if e.inside == everywhere {
+            let in_every_range = rows.in_every_range(e);
+            block.all_inside &= in_every_range;
+            if in_every_range {
                 block.people += e.people;
                 if !one_row {
                     block.persons.insert(e.person);
@@ -754,13 +760,11 @@ pub(crate) fn claimed(
                     (None, Some(ladder)) => ladder.cells.clone(),
                     (None, None) => Vec::new(),
                 };
-                let ty = values[j].data_type();
                 let mut sides = vec![Side::Own];
                 let mut last = None;
                 for (lo, hi) in cells {
                     // In the layout the census gave the column (text as a view or not).
-                    let (Ok(lo), Ok(hi)) = (lo.cast_to(ty), hi.cast_to(ty)) else { continue };
-                    let (Some(lo), Some(hi)) = (rows.row_of(j, &lo), rows.row_of(j, &hi)) else { continue };
+                    let (Ok(lo), Ok(hi)) = (rows.values[j].of(&lo), rows.values[j].of(&hi)) else { continue };
                     let span = held(j, lo.row(), hi.row());
                     if last == Some(span) || (j >= m && span.1 - span.0 == in_range[j - m]) {
                         continue;

@@ -237,11 +237,13 @@ impl QueryEngine {
         // plan's when it gave none).
         let measure = async {
             let mut all = Vec::with_capacity(1 + plan.variants.len());
+            // The optimizer alone: `SessionState::optimize` would run the analyzer, and so the
+            // guard, again.
+            let optimize =
+                |plan: &LogicalPlan| state.optimizer().optimize(plan.clone(), &state, |_, _| {}).map_err(internal);
             let mut plans = vec![optimized.clone()];
             for variant in &plan.variants {
-                // The optimizer alone: `SessionState::optimize` would run the analyzer, and so
-                // the guard, again.
-                plans.push(state.optimizer().optimize(variant.plan.clone(), &state, |_, _| {}).map_err(internal)?);
+                plans.push(optimize(&variant.plan)?);
             }
             let run = |plan: &LogicalPlan| {
                 let plan = masked(plan).map_err(internal).map(|m| m.unwrap_or_else(|| plan.clone()));
@@ -261,7 +263,7 @@ impl QueryEngine {
             // them there. It runs whether or not any is found.
             let mut claims = HashMap::new();
             if let Some(buckets) = &plan.buckets {
-                let census = state.optimizer().optimize(buckets.census.clone(), &state, |_, _| {}).map_err(internal)?;
+                let census = optimize(&buckets.census)?;
                 let (batches, schema) = run(&census).await?;
                 claims = anon::claimed(&batches, &schema, plan, buckets, &request.noise_key)?;
                 for plan in &mut plans {
@@ -269,7 +271,7 @@ impl QueryEngine {
                 }
             }
             if let Some(census) = &plan.census {
-                let census = state.optimizer().optimize(census.clone(), &state, |_, _| {}).map_err(internal)?;
+                let census = optimize(census)?;
                 let census = veil_guard::with_claimed(census, &claims).map_err(internal)?;
                 let (batches, schema) = run(&census).await?;
                 let widened = anon::widened(&batches, &schema, plan, &request.noise_key)?;

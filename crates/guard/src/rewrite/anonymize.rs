@@ -84,7 +84,7 @@ pub(super) fn bound(
     let keys: Vec<usize> = bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?).into_iter().map(|(i, _)| i).collect();
     if !keys.is_empty() {
         described.buckets = Some(super::Buckets {
-            census: bucket_census(&upper, threshold, one_row, &reads)?,
+            census: bucket_census(&upper, threshold, one_row, &ranges)?,
             keys,
             ranges: ranges.iter().map(|(at, _)| *at).collect(),
         });
@@ -187,7 +187,7 @@ fn carried(input: &LogicalPlan, bucketed: &[(usize, datafusion::common::Column)]
 
 /// The census of the bucketed group keys (`buckets.rs`), over the rows of the aggregate's
 /// input with the conditions of every laddered column left out: per other keys (in order); per
-/// bucketed key, the key and the value of its column; per other laddered column (`ranges`,
+/// bucketed key, the key and the value of its column; per range beside the keys (`ranges`,
 /// as [`range_dimensions`] lists them), its value and the Int64 1 where the row is in its
 /// range (0 or NULL elsewhere); then the person's hash, 1 and the hash again, once per person;
 /// over one row per person, 0, the number of people and the XOR of their hashes.
@@ -195,7 +195,7 @@ fn bucket_census(
     upper: &LogicalPlan,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
-    ranges: &[datafusion::common::Column],
+    ranges: &[(usize, datafusion::common::Column)],
 ) -> Result<LogicalPlan> {
     use datafusion::functions_aggregate::expr_fn::{bit_xor, count};
     use datafusion::logical_expr::{LogicalPlanBuilder, col};
@@ -210,15 +210,11 @@ fn bucket_census(
     let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input)), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
     let (input, values) = carried(&input, &bucketed)?;
-    let dimensions = range_dimensions(upper)?;
-    if dimensions.len() != ranges.len() {
-        return plan_err!("the ranges beside the keys are not as listed");
-    }
-    let mut range_columns = Vec::with_capacity(dimensions.len());
+    let mut range_columns = Vec::with_capacity(ranges.len());
     // Only the rows in some cell of each range's ladder can be in a region (a text equality's
     // one cell holds none of the other values, which were half of a join's rows).
     let mut in_cells = Vec::new();
-    for (at, _) in &dimensions {
+    for (at, _) in ranges {
         let (Some(l), Some(found)) = (ladders.get(*at), lifted.get(*at)) else {
             return plan_err!("a range beside the keys without its ladder");
         };

@@ -119,15 +119,8 @@ pub(super) fn cells(span: &Span, ty: &DataType) -> Vec<(ScalarValue, ScalarValue
                 TimeUnit::Microsecond => 86_400_000_000,
                 TimeUnit::Nanosecond => 86_400_000_000_000,
             };
-            let at = |day: i64| -> Option<ScalarValue> {
-                let v = Some(day.checked_mul(per_day)?);
-                Some(match unit {
-                    TimeUnit::Second => ScalarValue::TimestampSecond(v, None),
-                    TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(v, None),
-                    TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(v, None),
-                    TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(v, None),
-                })
-            };
+            // An integer cast to a timestamp counts its unit.
+            let at = |day: i64| ScalarValue::Int64(Some(day.checked_mul(per_day)?)).cast_to(ty).ok();
             let (first, after) = (a.div_euclid(per_day), b.div_euclid(per_day) + i64::from(b.rem_euclid(per_day) != 0));
             date_cells(first, after).into_iter().filter_map(|(start, end)| Some((at(start)?, at(end)?))).collect()
         }
@@ -150,20 +143,14 @@ pub(super) fn split(span: &Span, ty: &DataType) -> Option<ScalarValue> {
     }
     let (lo, _) = span.half_open()?;
     let least = match lo {
-        Point::Int(a) if ty.is_integer() => ScalarValue::Int64(Some(a)),
+        // An integer cast to a timestamp counts its unit, as a timestamp's points do.
+        Point::Int(a) if ty.is_integer() || matches!(ty, DataType::Timestamp(_, None)) => ScalarValue::Int64(Some(a)),
         Point::Float(a) if ty.is_floating() || matches!(ty, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
             ScalarValue::Float64(Some(a))
         }
         Point::Day(a) if matches!(ty, DataType::Date32 | DataType::Date64) => {
             ScalarValue::Date32(Some(i32::try_from(a).ok()?))
         }
-        Point::Int(a) => match ty {
-            DataType::Timestamp(TimeUnit::Second, None) => ScalarValue::TimestampSecond(Some(a), None),
-            DataType::Timestamp(TimeUnit::Millisecond, None) => ScalarValue::TimestampMillisecond(Some(a), None),
-            DataType::Timestamp(TimeUnit::Microsecond, None) => ScalarValue::TimestampMicrosecond(Some(a), None),
-            DataType::Timestamp(TimeUnit::Nanosecond, None) => ScalarValue::TimestampNanosecond(Some(a), None),
-            _ => return None,
-        },
         _ => return None,
     };
     least.cast_to(ty).ok()
