@@ -635,12 +635,14 @@ pub(crate) fn claimed(
         .iter()
         .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
         .collect::<Result<Vec<_>>>()?;
-    let column = labels
-        .iter()
-        .map(|l| l.column())
-        .chain(range_cells.iter().map(|l| l.column.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // The draws' label: the columns, in one order however the query spells them (a range on
+    // one column and a key on another, or the other way round, or two ranges: one question).
+    let column = {
+        let mut columns: Vec<&str> =
+            labels.iter().map(|l| l.column()).chain(range_cells.iter().map(|l| l.column.as_str())).collect();
+        columns.sort_unstable();
+        columns.join(", ")
+    };
     // Per value of the other keys, its entries.
     let mut entries: Vec<Entry> = Vec::new();
     let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
@@ -815,6 +817,11 @@ pub(crate) fn claimed(
         }
     }
     let mut per_key: HashMap<String, Vec<(u64, ScalarValue)>> = HashMap::new();
+    // Every claimed row, for the ranges the claims decide (a row outside them is let in where
+    // a region took it).
+    let mut admitted: Vec<(u64, ScalarValue)> = claims.keys().map(|h| (*h, ScalarValue::Boolean(Some(true)))).collect();
+    admitted.sort_by_key(|(h, _)| *h);
+    per_key.insert(veil_guard::ADMITTED.to_owned(), admitted);
     for (j, k) in buckets.keys.iter().enumerate() {
         let mut claimed: Vec<(u64, ScalarValue)> = claims.iter().map(|(h, tuple)| (*h, tuple[j].clone())).collect();
         claimed.sort_by_key(|(h, _)| *h);

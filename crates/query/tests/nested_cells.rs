@@ -32,6 +32,13 @@ const DISTRICTS: [&str; 8] = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"];
 /// D0: born 1931-05-17, subsidy 5,000 (alone before 1950, alone from 500 to 100,000), code
 /// E11.2 (alone in E11 but for E11.9).
 fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
+    dataset(dir, file, planted, false)
+}
+
+/// [`people`], with `corners` one more person in each district but D0, born 1931-05-0x with a
+/// subsidy of 5,00x: where the target is, outside every range and bucket the tests ask of
+/// births since 1950 and subsidies below 500.
+fn dataset(dir: &Path, file: &str, planted: bool, corners: bool) -> SessionDataset {
     // Days since 1970-01-01.
     let (first, target_born) = (-7_305, -14_109);
     let (mut ids, mut districts, mut births, mut subsidies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -49,6 +56,13 @@ fn people(dir: &Path, file: &str, planted: bool) -> SessionDataset {
         districts.push("D0");
         births.push(target_born);
         subsidies.push(5_000);
+        codes.push("E11.2");
+    }
+    for (i, district) in DISTRICTS.iter().enumerate().skip(1).filter(|_| corners) {
+        ids.push(format!("P9{i:04}"));
+        districts.push(district);
+        births.push(target_born - 10 + i as i32);
+        subsidies.push(5_000 + i as i64);
         codes.push("E11.2");
     }
     let schema = Arc::new(Schema::new(vec![
@@ -374,4 +388,58 @@ async fn a_range_beside_a_key_measures_what_two_ranges_do() {
     }
     assert_eq!(apart[1], vec![0; 8], "the twin's spellings agree");
     assert_eq!(apart[0], vec![0; 8], "with the target, the spellings differ");
+}
+
+/// Leak (a red team, 2026-12-04, after the fix above): the corner at the low-effect margin.
+/// With one person the attacker knows in the corner of every district but the target's (born
+/// before 1950, a subsidy above 500), an IN list of the target's district and two others puts
+/// two known people in the corner, and three with the target. Ranges on two columns admitted a
+/// row in a low-effect cell of each, decided column by column with the other at its range, so
+/// the corner was let in and never counted; a key beside a range decided the region the corner
+/// makes (two people: always low-effect; three: a sticky draw). The four spellings of one
+/// question (two ranges, a range beside a key either way, two keys) agreed for the twin and
+/// disagreed for the target in 2 to 6 of 6 paddings: 18 of 18 on held-out pairs. Now ranges on
+/// several columns are decided region by region as keys are, with one draw per region.
+#[tokio::test]
+async fn four_spellings_of_one_question_agree_at_the_low_effect_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dataset(dir.path(), "target", true, true);
+    let twin = dataset(dir.path(), "twin", false, true);
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let dates = "birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01'";
+    let amounts = "subsidy >= 0 AND subsidy < 500";
+    let years = "floor(date_part('year', birth_date) / 50) * 50";
+    let bands = "floor(subsidy / 500) * 500";
+    // Per dataset, per padding, the four answers.
+    let mut answers: [Vec<[i64; 4]>; 2] = [Vec::new(), Vec::new()];
+    for p in 1..7 {
+        // D0 and two neighbouring districts, a different pair each time. One of them odd: in
+        // even districts nobody has a subsidy above 500, and where nobody in the group does,
+        // the subsidy range is low-effect and its label left out (`subsidy < 500` removes
+        // nobody), while a key keeps its label: the spellings then differ for everyone alike.
+        let (a, b) = (p, p + 1);
+        let list = format!("district IN ('D0', 'D{a}', 'D{b}')");
+        let spellings = [
+            format!("SELECT count(*) AS n FROM civil.people WHERE {list} AND {dates} AND {amounts}"),
+            format!(
+                "SELECT n FROM (SELECT {bands} AS b, count(*) AS n FROM civil.people WHERE {list} AND {dates} GROUP BY 1) g WHERE b = 0"
+            ),
+            format!(
+                "SELECT n FROM (SELECT {years} AS y, count(*) AS n FROM civil.people WHERE {list} AND {amounts} GROUP BY 1) g WHERE y = 1950"
+            ),
+            format!(
+                "SELECT n FROM (SELECT {years} AS y, {bands} AS b, count(*) AS n FROM civil.people WHERE {list} GROUP BY 1, 2) g WHERE y = 1950 AND b = 0"
+            ),
+        ];
+        for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+            let mut four = [0i64; 4];
+            for (n, sql) in four.iter_mut().zip(&spellings) {
+                *n = count(&engine, dataset, sql).await;
+            }
+            answers[d].push(four);
+        }
+    }
+    let disagree = |four: &[i64; 4]| four.iter().any(|n| *n != four[0]);
+    let apart: Vec<usize> = answers.iter().map(|a| a.iter().filter(|four| disagree(four)).count()).collect();
+    assert_eq!(apart, [0, 0], "paddings whose four spellings disagree, with the target and without: {answers:?}");
 }

@@ -72,6 +72,21 @@ pub fn claim_name(key: usize) -> String {
     key.to_string()
 }
 
+/// The name the `__veil_claimed` call that tells whether a row was claimed at all carries
+/// ([`admitted`]): where the claims decide the ranges beside the keys, a row outside them is
+/// let in where a region took it.
+pub const ADMITTED: &str = "admitted";
+
+/// `__veil_claimed(ADMITTED, false, unit, n, values…, others…)`: true for a claimed row,
+/// false elsewhere, with no row claimed yet; `others` are the group keys without buckets.
+pub(super) fn admitted(unit: Expr, values: &[Expr], others: Vec<Expr>) -> Expr {
+    static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| Arc::new(udf(&[])));
+    let mut args = vec![lit(ADMITTED), lit(false), unit, lit(values.len() as i64)];
+    args.extend(values.iter().cloned());
+    args.extend(others);
+    UDF.call(args)
+}
+
 /// `__veil_claimed(key, own, unit, n, values…, others…)` with no row claimed: the call the
 /// guard puts in plans in place of the group key `own`; `values` are the columns every
 /// bucketed key of the answer generalizes (`n` of them), `others` the other group keys.
@@ -217,8 +232,10 @@ impl ScalarUDFImpl for Claimed {
         let (Some(own), Some(unit), Some(rest)) = (args.args.get(1), args.args.get(2), args.args.get(4..)) else {
             return exec_err!("{NAME} without its key, unit and values");
         };
-        let arrays = ColumnarValue::values_to_arrays(&[own.clone(), unit.clone()])?;
-        let rest = ColumnarValue::values_to_arrays(rest)?;
+        // Each as long as the batch: a key or a unit may be a constant.
+        let rows = args.number_rows;
+        let arrays = [own.to_array(rows)?, unit.to_array(rows)?];
+        let rest = rest.iter().map(|v| v.to_array(rows)).collect::<Result<Vec<_>>>()?;
         let ([own, unit], true) = (arrays.as_slice(), rest.len() >= n) else {
             return exec_err!("{NAME} without its values");
         };
