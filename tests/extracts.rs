@@ -102,6 +102,25 @@ fn in_a_month() -> String {
 }
 
 impl World {
+    /// Asserts that the joined extract the analyst asked for (`status`, `body`) was not refused
+    /// at once but held for its stewards: created as any other, with no report for the
+    /// analyst; the steward's report says rule `code` refuses it, and approving it is refused.
+    async fn assert_held(&self, status: StatusCode, body: &Value, code: &str) {
+        assert_eq!(status, StatusCode::CREATED, "{code}: not refused at once: {body}");
+        assert!(body["extract"].get("report").is_none_or(Value::is_null), "{body}");
+        let id = body["id"].as_str().unwrap();
+        let (_, theirs) = self.s.get("/v1/access-requests", &self.steward).await;
+        let report = &theirs.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["extract"]["report"];
+        assert_eq!(report["refused_by"], code, "{report}");
+        assert!(report["unbuildable"].as_str().is_some_and(|why| !why.is_empty()), "{report}");
+        let (status, body) = self.s.post(&format!("/v1/access-requests/{id}/approve"), &self.steward, json!({})).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("extract_unbuildable")),
+            "{body}"
+        );
+    }
+
     async fn ask(&self, token: &str, extract: Value) -> (StatusCode, Value) {
         self.ask_of("civil.people", token, extract).await
     }
@@ -841,6 +860,16 @@ async fn approved_by(
     }
     for id in ids {
         let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), steward, json!({})).await;
+        if status == StatusCode::UNPROCESSABLE_ENTITY && body["error"]["code"] == "extract_unbuildable" {
+            // A join held for its stewards (not refused at once): the rule that refused it, as
+            // their report says.
+            let (_, theirs) = w.s.get("/v1/access-requests", steward).await;
+            let held = theirs.as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap();
+            let report = &held["extract"]["report"];
+            return Err(
+                json!({"error": {"code": report["refused_by"], "message": report["unbuildable"]}, "held": true}),
+            );
+        }
         if status != StatusCode::OK {
             return Err(body);
         }
@@ -1020,15 +1049,15 @@ async fn an_extract_joined_with_a_partners_quasi_identifier_narrows_no_ones_valu
     let mut held = vec![w.rows(&w.analyst, "SELECT grp, '*', diagnosis FROM extracts.by_group").await];
     let joined = json!({"name": "by_home", "join": ["civil.homes"], "columns": ["home_zone", "diagnosis"]});
     let (status, asked) = w.ask_of("civil.groups", &w.analyst, joined).await;
-    if status == StatusCode::CREATED {
-        assert_eq!(approve(asked["id"].as_str().unwrap()).await.0, StatusCode::OK);
+    if approve(asked["id"].as_str().unwrap_or_default()).await.0 == StatusCode::OK {
         let part = asked["extract"]["parts"][0]["request"].as_str().unwrap();
         assert_eq!(approve(part).await.0, StatusCode::OK);
         held.push(w.rows(&w.analyst, "SELECT '*', home_zone, diagnosis FROM extracts.by_home").await);
     }
     let common = held_by_the_target(&held);
     assert!(common.len() >= 2, "the target's diagnosis narrowed to {common:?}");
-    assert_narrows(status, &asked, "the joined extract");
+    // A join: held for the stewards, who can only reject it.
+    w.assert_held(status, &asked, "extract_narrows_values").await;
 }
 
 #[tokio::test]
@@ -1322,16 +1351,20 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
     let (status, body) = w.s.post(&format!("/v1/access-requests/{part}/approve"), &health_steward, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let (status, refused) = w.ask(&w.analyst, joined("with_twin", "twin")).await;
-    assert_isolates(status, &refused);
-    let message = refused["error"]["message"].as_str().unwrap();
+    // A join: held for the stewards, not refused at once (which told the analyst whether person
+    // 5 is in both datasets).
+    let (status, held) = w.ask(&w.analyst, joined("with_twin", "twin")).await;
+    w.assert_held(status, &held, "extract_isolates_people").await;
+    let (_, theirs) = w.s.get("/v1/access-requests", &w.steward).await;
+    let report = &theirs.as_array().unwrap().iter().find(|r| r["id"] == held["id"]).unwrap()["extract"]["report"];
+    let message = report["unbuildable"].as_str().unwrap();
     assert!(message.contains("civil.people") && !message.contains(ids[5].as_str()), "{message}");
     // The same join again is built. One whose people differ by k, but no more than one in a
     // class, is refused: each class's difference would be one person's row.
     let (status, body) = w.ask(&w.analyst, joined("with_visits_again", "visits")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = w.ask(&w.analyst, joined("with_fewer", "fewer")).await;
-    assert_isolates(status, &body);
+    w.assert_held(status, &body, "extract_isolates_people").await;
     // The twin asked for while the first was pending is refused at its approval.
     let early = pending["id"].as_str().unwrap();
     let (status, body) = w.s.post(&format!("/v1/access-requests/{early}/approve"), &w.steward, json!({})).await;
@@ -1348,8 +1381,8 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
     let c_out: Vec<&str> = q1.iter().copied().chain([p]).collect();
     for (name, csv) in [("pb", without(&b_out)), ("pc", without(&c_out))] {
         w.upload_visits(&health_steward, name, csv).await;
-        let (status, refused) = w.ask(&w.analyst, joined(&format!("with_{name}"), name)).await;
-        assert_isolates(status, &refused);
+        let (status, held) = w.ask(&w.analyst, joined(&format!("with_{name}"), name)).await;
+        w.assert_held(status, &held, "extract_isolates_people").await;
     }
 }
 

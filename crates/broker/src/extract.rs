@@ -190,7 +190,13 @@ impl Broker {
         let (k, l) = (spec.k, spec.l);
         let current: Vec<(DatasetRef, i64)> = infos.iter().map(|i| (i.dataset.clone(), i.current_version)).collect();
         stage(ExtractStage::Comparing);
-        self.check_against_released(current.clone(), request.columns.clone(), spec.k, None).await?;
+        // A join refused here is still built (and the file dropped): its answer comes no sooner
+        // than a join's that passes, so the time taken does not say which it was ([`held`]).
+        let early = match self.check_against_released(current.clone(), request.columns.clone(), spec.k, None).await {
+            Ok(()) => None,
+            Err(refusal) if holdable(&current, &refusal) => Some(refusal),
+            Err(refusal) => return Err(refusal),
+        };
         stage(ExtractStage::Building);
         // Each dataset's base release, the columns to read from it, and its own columns of the
         // extract.
@@ -257,7 +263,17 @@ impl Broker {
             // people or fewer. It goes to the stewards instead, who can only reject it.
             Err(e @ veil_extract::Error::Infeasible { .. }) if sources.len() > 1 => {
                 let _ = std::fs::remove_file(&staged);
-                return unbuildable(request, &current, (k, l), &e, staged);
+                let column = match &e {
+                    veil_extract::Error::Infeasible { column, .. } => column.clone(),
+                    _ => None,
+                };
+                return unbuildable(
+                    request,
+                    &current,
+                    (k, l),
+                    Why { code: "extract_infeasible", why: e.to_string(), column },
+                    staged,
+                );
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&staged);
@@ -266,12 +282,14 @@ impl Broker {
         };
         let roles = report.columns.iter().map(|c| (c.name.clone(), c.role.to_owned())).collect();
         stage(ExtractStage::Comparing);
-        match self.differing_release(staged.clone(), roles, current.clone(), report.k, None).await {
-            Ok(None) => {}
-            Ok(Some(refusal)) | Err(refusal) => {
-                let _ = std::fs::remove_file(&staged);
-                return Err(refusal);
-            }
+        let refusal =
+            match (early, self.differing_release(staged.clone(), roles, current.clone(), report.k, None).await) {
+                (Some(refusal), _) | (None, Ok(Some(refusal)) | Err(refusal)) => Some(refusal),
+                (None, Ok(None)) => None,
+            };
+        if let Some(refusal) = refusal {
+            let _ = std::fs::remove_file(&staged);
+            return held(request, &current, (k, l), refusal, staged);
         }
         let versions = current;
         let released = self.blocking({
@@ -1803,20 +1821,54 @@ fn isolates_people(dataset: &DatasetRef, k: u64) -> Error {
     )
 }
 
-/// The extract of a join that no generalization meets (`e`), as a request its stewards see
-/// and can only reject: an empty file, and a report with `unbuildable` (why, and the column
-/// that blocks) in place of the figures.
+/// Why an extract of a join cannot be released: the rule's code, its message, and the column
+/// that blocks, when one does.
+struct Why {
+    code: &'static str,
+    why: String,
+    column: Option<String>,
+}
+
+/// `refusal` of the extract `request` of `versions` ([`Broker::check_against_released`],
+/// [`Broker::differing_release`]), as the analyst is told it: at once for an extract of one
+/// dataset; for a join, whose comparison with the extracts released depends on who is in
+/// both datasets, a request its stewards see and can only reject ([`unbuildable`]).
+///
+/// Why: refused at once, a join with a partner dataset made to differ from one already
+/// released by one person told the analyst whether that person is in the other department's
+/// dataset (the join's people differed from the released join's by them, or by nobody).
+fn held(
+    request: &ExtractRequest,
+    versions: &[(DatasetRef, i64)],
+    (k, l): (u64, u64),
+    refusal: Error,
+    staged: std::path::PathBuf,
+) -> Result<NewExtract, Error> {
+    if !holdable(versions, &refusal) {
+        return Err(refusal);
+    }
+    let why = Why { code: refusal.code(), why: refusal.message().to_owned(), column: None };
+    unbuildable(request, versions, (k, l), why, staged)
+}
+
+/// Whether `refusal` of an extract of `versions` goes to its stewards rather than back to the
+/// analyst ([`held`]): a comparison with the extracts released, of a join.
+fn holdable(versions: &[(DatasetRef, i64)], refusal: &Error) -> bool {
+    versions.len() > 1
+        && matches!(refusal.code(), "extract_isolates_people" | "extract_narrows_values" | "extract_people_unmatched")
+}
+
+/// The extract of a join that cannot be released (`why`: no generalization meets k or l, or
+/// it compares badly with the extracts released), as a request its stewards see and can only
+/// reject: an empty file, and a report with `unbuildable` (why), `refused_by` (the rule's
+/// code) and `blocking_column` in place of the figures.
 fn unbuildable(
     request: &ExtractRequest,
     versions: &[(DatasetRef, i64)],
     (k, l): (u64, u64),
-    e: &veil_extract::Error,
+    Why { code, why, column }: Why,
     staged: std::path::PathBuf,
 ) -> Result<NewExtract, Error> {
-    let column = match e {
-        veil_extract::Error::Infeasible { column, .. } => column.clone(),
-        _ => None,
-    };
     if let Err(e) = veil_extract::write_empty(UNBUILDABLE, &staged) {
         let _ = std::fs::remove_file(&staged);
         return Err(Error::internal(e));
@@ -1824,7 +1876,8 @@ fn unbuildable(
     let report = serde_json::json!({
         "k": k,
         "l": l,
-        UNBUILDABLE: e.to_string(),
+        UNBUILDABLE: why,
+        "refused_by": code,
         "blocking_column": column,
         "records": 0,
     });
