@@ -260,3 +260,43 @@ impl ScalarUDFImpl for Claimed {
         Ok(ColumnarValue::Array(interleave(&[own.as_ref(), keys.as_ref()], &picks)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::Field;
+
+    use super::*;
+
+    /// `__veil_claimed(admitted, false, 0, …)` over one row per person (the unit a constant,
+    /// the key too): true exactly for the rows claimed, by their other keys and values, as
+    /// long as the batch.
+    #[test]
+    fn a_claimed_row_is_admitted_and_no_other() {
+        let others: ArrayRef = Arc::new(StringArray::from(vec!["D0", "D0", "D1"]));
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![1931, 1960, 1931]));
+        let unit = ScalarValue::UInt64(Some(0));
+        let units = unit.to_array_of_size(3).unwrap();
+        let hashes = claim_hashes(std::slice::from_ref(&others), std::slice::from_ref(&values), &units).unwrap();
+        // The first row claimed; the third has its value but another district.
+        let udf = udf(&[(hashes[0], ScalarValue::Boolean(Some(true)))]);
+        let args = [
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(ADMITTED.into()))),
+            ColumnarValue::Scalar(ScalarValue::Boolean(Some(false))),
+            ColumnarValue::Scalar(unit),
+            ColumnarValue::Scalar(ScalarValue::Int64(Some(1))),
+            ColumnarValue::Array(values),
+            ColumnarValue::Array(others),
+        ];
+        let args = ScalarFunctionArgs {
+            arg_fields: args.iter().map(|a| Arc::new(Field::new("a", a.data_type(), true))).collect(),
+            args: args.to_vec(),
+            number_rows: 3,
+            return_field: Arc::new(Field::new("admitted", DataType::Boolean, true)),
+            config_options: Arc::default(),
+        };
+        let ColumnarValue::Array(out) = udf.invoke_with_args(args).unwrap() else { panic!("an array") };
+        let out: Vec<Option<bool>> = out.as_boolean().iter().collect();
+        assert_eq!(out, [Some(true), Some(false), Some(false)]);
+    }
+}
