@@ -1906,6 +1906,7 @@ async fn a_join_too_small_for_k_goes_to_the_stewards_not_back_to_the_analyst() {
     let report = &theirs.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["extract"]["report"];
     let why = report["unbuildable"].as_str().unwrap_or_default();
     assert!(why.contains("fewer than k = 5"), "{report}");
+    assert_eq!(report["refused_by"], "extract_infeasible", "{report}");
     let (status, body) = w.s.post(&format!("/v1/access-requests/{id}/approve"), &w.steward, json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
