@@ -137,18 +137,13 @@ impl<'a> Measurements<'a> {
 
     /// The group at `row`, answered from these measurements (`source`), for the answer's
     /// group at `answer_row`.
-    /// The bucket's labels at `row`, as this measurement's plan names them ([`Self::group`]).
-    fn label(&self, row: usize) -> Result<Vec<u8>> {
-        Ok(self.plan.noise.bucket(&self.keys(row)?).join("\u{1f}").into_bytes())
-    }
-
     fn group(&self, answer_row: usize, source: usize, row: usize) -> Result<Group> {
         // The bucket's labels, which seed the label layer: what its conditions and key values
         // select of each column, and the conditions that select no interval of one column,
         // sorted and each once (so `WHERE district = 'a'` and the group `a` of `GROUP BY
         // district` are one bucket, and so are a range and a generalization selecting the
         // same values).
-        let label = self.label(row)?;
+        let label = self.plan.noise.bucket(&self.keys(row)?).join("\u{1f}").into_bytes();
         let conditions = self
             .plan
             .noise
@@ -640,7 +635,14 @@ pub(crate) fn claimed(
         .iter()
         .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
         .collect::<Result<Vec<_>>>()?;
-    let (_, column) = claim_columns(plan, buckets)?;
+    // The draws' label: the columns, in one order however the query spells them (a range on
+    // one column and a key on another, or the other way round, or two ranges: one question).
+    let column = {
+        let mut columns: Vec<&str> =
+            labels.iter().map(|l| l.column()).chain(range_cells.iter().map(|l| l.column.as_str())).collect();
+        columns.sort_unstable();
+        columns.join(", ")
+    };
     // Per value of the other keys, its entries.
     let mut entries: Vec<Entry> = Vec::new();
     let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
@@ -828,20 +830,6 @@ pub(crate) fn claimed(
     Ok(per_key)
 }
 
-/// The columns the claims of `buckets` decide regions over (the bucketed keys' and the ranges'
-/// beside them) and the label of their draws: the columns, sorted, so that one question gets
-/// one label however the query spells it (a range on one column and a key on another, or the
-/// other way round, or two ranges).
-fn claim_columns(plan: &DpPlan, buckets: &veil_guard::Buckets) -> Result<(Vec<String>, String)> {
-    let keys = buckets.keys.iter().map(|k| plan.noise.keys.get(*k).map(|l| l.column().to_owned()));
-    let ranges = buckets.ranges.iter().map(|at| plan.ladders.get(*at).map(|l| l.column.clone()));
-    let mut columns =
-        keys.chain(ranges).collect::<Option<Vec<_>>>().ok_or_else(|| internal("a claims dimension not labelled"))?;
-    columns.sort_unstable();
-    let label = columns.join(", ");
-    Ok((columns, label))
-}
-
 /// What low-effect detection per IN-list constant leaves out ([`dropped`]).
 #[derive(Debug, Default)]
 pub(crate) struct Dropped {
@@ -899,7 +887,6 @@ pub(crate) fn add_noise(
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
 
-    let claims = plan.buckets.as_ref().map(|b| claim_columns(plan, b)).transpose()?;
     // Which groups pass: people ≥ max(k, 2), and above a noisy threshold seeded by the people.
     let floor = k.max(MIN_PEOPLE);
     let mut kept = Vec::new();
@@ -924,13 +911,7 @@ pub(crate) fn add_noise(
             let removed =
                 (u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[v + 1].seed(at)) ^ left_out_seed)
                     .to_le_bytes();
-            // The draw the cells around a range (or a key's claims) get for the same people and
-            // columns: one decision per set of people, however it is reached. Two draws let a
-            // red team see the second decide where the first had not (the sums of a range and
-            // of a key over the same rows came back equal only then).
-            let label =
-                claims.as_ref().filter(|(columns, _)| columns.contains(column)).map_or(column.as_str(), |(_, l)| l);
-            let z = normal(&key, &[b"low effect cell", &removed, label.as_bytes()]);
+            let z = normal(&key, &[b"low effect", &removed, column.as_bytes()]);
             if effect <= ALWAYS_LOW_EFFECT || effect as f64 <= LOW_EFFECT_MARGIN + z {
                 low.push(column);
             }
@@ -948,14 +929,7 @@ pub(crate) fn add_noise(
                 None => continue,
             }
         };
-        let mut group = sources[source].group(row, source, at)?;
-        // Answered without some conditions, a group keeps the query's labels: left out with
-        // them, a range that removed a few people answered otherwise than a key selecting the
-        // same rows, whose label stays (a red team read the decision off two spellings' sums:
-        // equal exactly when the range was kept, 25 of 26 calls right).
-        if source != 0 {
-            group.label = main.label(row)?;
-        }
+        let group = sources[source].group(row, source, at)?;
         let z = normal(&key, &[b"threshold", &group.seed]);
         if group.people >= floor && group.people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
             kept.push(group);
