@@ -26,7 +26,12 @@
 //! The WHERE clause's ranges on other columns are dimensions of the claims too
 //! ([`Buckets::ranges`]): a group's own region is its buckets within every range, and its
 //! regions take the cells of each range's ladder beside its keys' cells, so a person outside a
-//! date range and an income key's bucket is claimed as ranges on both columns let them in.
+//! date range and an income key's bucket is claimed as ranges on both columns let them in. The
+//! claims decide those ranges alone: a row outside them is let in where a region took it
+//! ([`admitted`]), not by a ladder widened column by column; ranges on two or more columns are
+//! decided so with no bucketed key at all ([`Buckets::keys`] empty, a census without bucket
+//! columns), so that every spelling of one region (two ranges, a range and a key either way,
+//! two keys) counts its people and draws once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -48,7 +53,8 @@ const NAME: &str = "__veil_claimed";
 /// key's cells alone reach, told membership 8 of 8 while each key claimed on its own).
 #[derive(Debug, Clone)]
 pub struct Buckets {
-    /// The keys' positions among the answer's group keys, in order.
+    /// The keys' positions among the answer's group keys, in order (none where only ranges
+    /// on two or more columns are claimed).
     pub keys: Vec<usize>,
     /// The plan the query layer runs first, over the rows of the answer's input with every
     /// range's conditions left out: the other keys (in order); per bucketed key, the key and
@@ -73,7 +79,7 @@ pub fn claim_name(key: usize) -> String {
 }
 
 /// The name the `__veil_claimed` call that tells whether a row was claimed at all carries
-/// ([`admitted`]): where the claims decide the ranges beside the keys, a row outside them is
+/// (`admitted`): where the claims decide the ranges beside the keys, a row outside them is
 /// let in where a region took it.
 pub const ADMITTED: &str = "admitted";
 
