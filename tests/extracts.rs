@@ -1419,9 +1419,18 @@ async fn an_extract_joined_from_two_departments_needs_both_stewards() {
     let (_, listed) = w.s.get("/v1/access-requests", &health_steward).await;
     let mine = listed.as_array().unwrap().iter().find(|r| r["id"] == part.as_str()).unwrap();
     assert_eq!(mine["dataset"], "health.visits");
-    let report = &mine["extract"]["report"];
-    assert_eq!(report["sources"].as_array().map(Vec::len), Some(2), "{report}");
-    assert!(report["sources"][0]["records_not_in_every_dataset"].as_u64().unwrap() >= 29, "{report}");
+    let report = mine["extract"]["report"].clone();
+    // Each steward sees the figures of their own department's dataset only: an exact count of
+    // another department's records, and of those the join left out, told whether a person is
+    // in it (a red team, 28 of 28, with a partner dataset of everybody but the target).
+    let datasets = |report: &Value| -> Vec<String> {
+        report["sources"].as_array().unwrap().iter().map(|s| s["dataset"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(datasets(&report), ["health.visits"], "{report}");
+    let (_, listed) = w.s.get("/v1/access-requests", &w.steward).await;
+    let civil_view = &listed.as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap()["extract"]["report"];
+    assert_eq!(datasets(civil_view), ["civil.people"], "{civil_view}");
+    assert!(civil_view["sources"][0]["records_not_in_every_dataset"].as_u64().unwrap() >= 29, "{civil_view}");
 
     // One approval is not enough, and each steward decides only for their own dataset.
     let (status, _) = w.s.post(&format!("/v1/access-requests/{part}/approve"), &w.steward, json!({})).await;
@@ -1442,6 +1451,11 @@ async fn an_extract_joined_from_two_departments_needs_both_stewards() {
 
     let (status, body) = w.s.post(&format!("/v1/access-requests/{part}/approve"), &health_steward, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(datasets(&body["extract"]["report"]), ["health.visits"], "{body}");
+    // The analyst (civil affairs), once both approved: civil's figures only.
+    let (_, mine) = w.s.get("/v1/access-requests", &w.analyst).await;
+    let theirs = &mine.as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap()["extract"]["report"];
+    assert_eq!(datasets(theirs), ["civil.people"], "{theirs}");
     let rows = w.rows(&w.analyst, "SELECT * FROM extracts.people_visits").await;
     assert_eq!(rows.len() as u64, report["records"].as_u64().unwrap());
     // The person with the rare diagnosis, to an attacker who knows their district and birth

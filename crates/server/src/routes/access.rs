@@ -193,6 +193,12 @@ pub(crate) async fn access_requests_list(
     // An analyst sees an extract's report once it is approved: before, a stream of requests
     // would be a counting oracle over the source that no steward looked at.
     let analyst = filter.user.is_some();
+    // Whose datasets' figures a joined extract's report shows ([`ExtractView::seen_by`]).
+    let department = match (&filter.dataset_department, analyst) {
+        (Some(d), _) => Some(d.to_string()),
+        (None, true) => Some(caller.department.as_ref().map(ToString::to_string).unwrap_or_default()),
+        (None, false) => None,
+    };
     let views = state
         .blocking(move |c| {
             let mut views = Vec::new();
@@ -202,7 +208,7 @@ pub(crate) async fn access_requests_list(
                     || (request.state == RequestState::Approved
                         && extract.as_ref().is_none_or(veil_catalog::ExtractInfo::parts_approved));
                 let mut view = AccessRequestView::from(request);
-                view.extract = extract.map(|e| ExtractView::new(e, with_report));
+                view.extract = extract.map(|e| ExtractView::new(e, with_report).seen_by(department.as_deref()));
                 views.push(view);
             }
             Ok(views)
@@ -247,8 +253,9 @@ async fn decide(
         if approving { state.broker.release(&request.id, commit).await? } else { state.blocking(commit).await? };
     state.audit_pending(pending).await?;
     state.refresh_policy().await?;
+    let steward_of = decided.dataset.department.to_string();
     let mut view = AccessRequestView::from(decided);
-    view.extract = extract.map(|e| ExtractView::new(e, true));
+    view.extract = extract.map(|e| ExtractView::new(e, true).seen_by(Some(&steward_of)));
     Ok(Json(view))
 }
 
@@ -324,8 +331,9 @@ pub(crate) async fn access_requests_revise(
     match state.broker.revise_extract(&id, revision, record).await {
         Ok((revised, extract, pending)) => {
             state.audit_pending(pending).await?;
+            let steward_of = revised.dataset.department.to_string();
             let mut view = AccessRequestView::from(revised);
-            view.extract = Some(ExtractView::new(extract, true));
+            view.extract = Some(ExtractView::new(extract, true).seen_by(Some(&steward_of)));
             Ok(Json(view))
         }
         // A refusal depends on the data (no generalization meets the new k): recorded too.
