@@ -261,19 +261,10 @@ impl Broker {
             // once, it told the analyst, before any steward looked, whether a partner dataset
             // made to hold a target and a few known people meets another department's in k
             // people or fewer. It goes to the stewards instead, who can only reject it.
-            Err(e @ veil_extract::Error::Infeasible { .. }) if sources.len() > 1 => {
+            Err(ref e @ veil_extract::Error::Infeasible { ref column, .. }) if sources.len() > 1 => {
                 let _ = std::fs::remove_file(&staged);
-                let column = match &e {
-                    veil_extract::Error::Infeasible { column, .. } => column.clone(),
-                    _ => None,
-                };
-                return unbuildable(
-                    request,
-                    &current,
-                    (k, l),
-                    Why { code: "extract_infeasible", why: e.to_string(), column },
-                    staged,
-                );
+                let why = Why { code: "extract_infeasible", why: e.to_string(), column: column.clone() };
+                return unbuildable(request, &current, (k, l), why, staged);
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&staged);
@@ -870,9 +861,7 @@ impl Broker {
         }
         let columns = spec_columns(&spec);
         // The k the extract met, as its report (JSON) states it.
-        let k = serde_json::from_str::<serde_json::Value>(&report).map_err(Error::internal)?["k"]
-            .as_u64()
-            .ok_or_else(|| Error::internal("an extract's report without its k"))?;
+        let k = report_json["k"].as_u64().ok_or_else(|| Error::internal("an extract's report without its k"))?;
         self.check_against_released(sources.clone(), columns, k, Some(extract_id.clone())).await?;
         match self.differing_release(file, report_roles(&report), sources, k, Some(extract_id)).await? {
             Some(refusal) => Err(refusal),

@@ -715,11 +715,23 @@ pub(crate) fn claimed(
         }
         // Per key, this slice's distinct values in order: a cell holding no value its
         // narrower cell does not is the same region of the data, and is not tried again.
+        // Per range beside the keys, how many distinct values of this slice it holds: a cell
+        // around it that holds no more is the range itself, and is not tried. Counted in the
+        // same pass.
+        let mut in_range = vec![0usize; r];
         let sorted: Vec<Vec<Row<'_>>> = (0..m + r)
             .map(|j| {
                 let mut distinct: FastMap<u64, usize> = FastMap::default();
+                let mut inside: FastSet<u64> = FastSet::default();
                 for e in blocks.values().flat_map(|b| b.entries.iter().map(|e| &entries[*e])) {
-                    distinct.entry(value_hashes[j][e.row]).or_insert(e.row);
+                    let hash = value_hashes[j][e.row];
+                    distinct.entry(hash).or_insert(e.row);
+                    if j >= m && e.inside & (1 << (j - m)) != 0 {
+                        inside.insert(hash);
+                    }
+                }
+                if j >= m {
+                    in_range[j - m] = inside.len();
                 }
                 let mut v: Vec<Row<'_>> = distinct.into_values().map(|row| rows.values[j].row(row)).collect();
                 v.sort_unstable();
@@ -730,19 +742,6 @@ pub(crate) fn claimed(
             let below = |bound: Row<'_>| sorted[j].partition_point(|v| *v < bound);
             (below(lo), below(hi))
         };
-        // Per range beside the keys, how many distinct values of this slice it holds: a cell
-        // around it that holds no more is the range itself, and is not tried.
-        let in_range: Vec<usize> = (0..r)
-            .map(|d| {
-                let mut distinct: FastSet<u64> = FastSet::default();
-                for e in blocks.values().flat_map(|b| b.entries.iter().map(|e| &entries[*e])) {
-                    if e.inside & (1 << d) != 0 {
-                        distinct.insert(value_hashes[m + d][e.row]);
-                    }
-                }
-                distinct.len()
-            })
-            .collect();
         let mut order: Vec<&Block<'_>> = blocks.values().collect();
         // Larger first, then by the least hash of their entries.
         order.sort_by_key(|block| (std::cmp::Reverse(block.people), block.least));

@@ -81,7 +81,8 @@ pub(super) fn bound(
     let keys: Vec<usize> = bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?).into_iter().map(|(i, _)| i).collect();
     let joint = jointly(keys.len(), ranges.len());
     // The census of the ranges decided column by column: none when the claims decide them all.
-    if described.ladders.len() > if joint { ranges.len() } else { 0 } {
+    let by_claims = if joint { ranges.len() } else { 0 };
+    if described.ladders.len() > by_claims {
         described.census = Some(census(&upper, threshold, one_row, &reads)?);
     }
     if !keys.is_empty() || joint {
