@@ -102,6 +102,12 @@ fn in_a_month() -> String {
 }
 
 impl World {
+    /// The health department and its steward's token.
+    async fn health_steward(&self) -> String {
+        self.s.department("health", "卫健委").await;
+        self.s.user("health-steward", Some("health"), &["steward"]).await
+    }
+
     /// Asserts that the joined extract the analyst asked for (`status`, `body`) was not refused
     /// at once but held for its stewards: created as any other, with no report for the
     /// analyst; the steward's report says rule `code` refuses it, and approving it is refused.
@@ -1323,8 +1329,7 @@ fn visits_csv() -> String {
 #[tokio::test]
 async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused() {
     let w = world().await;
-    w.s.department("health", "卫健委").await;
-    let health_steward = w.s.user("health-steward", Some("health"), &["steward"]).await;
+    let health_steward = w.health_steward().await;
     let ids = source_ids();
     let without = |people: &[&str]| {
         let all = visits_csv();
@@ -1393,8 +1398,7 @@ async fn an_extract_whose_people_differ_from_a_released_one_by_a_few_is_refused(
 #[tokio::test]
 async fn an_extract_joined_from_two_departments_needs_both_stewards() {
     let w = world().await;
-    w.s.department("health", "卫健委").await;
-    let health_steward = w.s.user("health-steward", Some("health"), &["steward"]).await;
+    let health_steward = w.health_steward().await;
     let (status, body) = w.s.upload(&health_steward, &visits_metadata(), visits_csv().into_bytes()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let joined = |columns: Value| json!({"name": "people_visits", "join": ["health.visits"], "columns": columns});
@@ -1666,8 +1670,7 @@ async fn another_departments_register_of_people_alike_releases_its_extracts() {
     for (name, columns) in [("sexes", json!(["sex"])), ("diagnoses", json!(["sex", "diagnosis"]))] {
         released(&w, "civil.ages", json!({"name": name, "columns": columns}), "*").await.unwrap();
     }
-    w.s.department("health", "卫健委").await;
-    let health = w.s.user("health-steward", Some("health"), &["steward"]).await;
+    let health = w.health_steward().await;
     let mut metadata = json!({"name": "patients", "department": "health", "level": "L2", "privacy_unit": "person_id",
                               "columns": ages_columns()});
     metadata["columns"]["person_id"] = json!({"tag": "identifier", "linkable": true});
@@ -1876,8 +1879,7 @@ async fn two_extracts_joined_on_a_column_return_it_on_both_sides() {
 #[tokio::test]
 async fn a_join_too_small_for_k_goes_to_the_stewards_not_back_to_the_analyst() {
     let w = world().await;
-    w.s.department("health", "卫健委").await;
-    let health_steward = w.s.user("health-steward", Some("health"), &["steward"]).await;
+    let health_steward = w.health_steward().await;
     let ids = source_ids();
     // Three people of the register (fewer than k) in one partner, everybody in the other.
     let few: String = visits_csv()

@@ -137,6 +137,20 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
     }
 }
 
+/// A temporary directory holding `build`'s dataset with the target and its twin without, and
+/// an engine over it.
+fn twins(
+    build: impl Fn(&Path, &str, bool) -> SessionDataset,
+) -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, twin) = (build(dir.path(), "target", true), build(dir.path(), "twin", false));
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    (dir, target, twin, engine)
+}
+
+/// Births from 1950 to 1999, the range most tests ask.
+const SINCE_1950: &str = "birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01'";
+
 /// The target's district D0 beside the `p`-th set of other districts: a fresh padding per pair.
 fn padded(p: usize) -> String {
     let others: Vec<String> = DISTRICTS[1..]
@@ -207,9 +221,7 @@ async fn exact(dataset: &SessionDataset, sql: &str) -> Vec<i64> {
 
 #[tokio::test]
 async fn nested_cells_differ_by_the_same_number_with_the_target_or_without() {
-    let dir = tempfile::tempdir().unwrap();
-    let (target, twin) = (people(dir.path(), "target", true), people(dir.path(), "twin", false));
-    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let (_dir, target, twin, engine) = twins(people);
     let dates = |from: &str| format!("birth_date >= DATE '{from}' AND birth_date < DATE '2000-01-01'");
     // [0, 2000) holds the declared bounds [0, 1000], and [0, 10000) the target's value above
     // them too (a red team's pair: a ladder that ended at the first cell holding the bounds
@@ -281,9 +293,7 @@ async fn laddered_ranges_answer_close_to_the_exact_counts() {
 /// without, padding by padding.
 #[tokio::test]
 async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
-    let dir = tempfile::tempdir().unwrap();
-    let (target, twin) = (people(dir.path(), "target", true), people(dir.path(), "twin", false));
-    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let (_dir, target, twin, engine) = twins(people);
     let years = |width: u32| format!("floor(date_part('year', birth_date) / {width}) * {width}");
     let amounts = |width: u32| format!("floor(subsidy / {width}) * {width}");
     // The same rows, as a dataset that may hold several rows per person: claimed person by
@@ -384,10 +394,8 @@ async fn bucketed_keys_answer_close_to_the_exact_counts() {
 /// cells around them too, so both spellings measure one set of people.
 #[tokio::test]
 async fn a_range_beside_a_key_measures_what_two_ranges_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let (target, twin) = (people(dir.path(), "target", true), people(dir.path(), "twin", false));
-    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
-    let dates = "birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01'";
+    let (_dir, target, twin, engine) = twins(people);
+    let dates = SINCE_1950;
     let mut apart: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
     for p in 0..4 {
         let list = padded(p);
@@ -422,11 +430,8 @@ async fn a_range_beside_a_key_measures_what_two_ranges_do() {
 /// several columns are decided region by region as keys are, with one draw per region.
 #[tokio::test]
 async fn four_spellings_of_one_question_agree_at_the_low_effect_margin() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dataset(dir.path(), "target", true, true);
-    let twin = dataset(dir.path(), "twin", false, true);
-    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
-    let dates = "birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01'";
+    let (_dir, target, twin, engine) = twins(|dir, file, planted| dataset(dir, file, planted, true));
+    let dates = SINCE_1950;
     let amounts = "subsidy >= 0 AND subsidy < 500";
     let years = "floor(date_part('year', birth_date) / 50) * 50";
     let bands = "floor(subsidy / 500) * 500";
@@ -498,10 +503,8 @@ fn edges(dir: &Path, file: &str, planted: bool) -> SessionDataset {
 /// left out, they never do.
 #[tokio::test]
 async fn a_condition_and_a_key_answer_alike_or_not_whoever_is_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let (target, twin) = (edges(dir.path(), "target", true), edges(dir.path(), "twin", false));
-    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
-    let dates = "birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01'";
+    let (_dir, target, twin, engine) = twins(edges);
+    let dates = SINCE_1950;
     let years = "floor(date_part('year', birth_date) / 50) * 50";
     let mut equal: [Vec<bool>; 2] = [Vec::new(), Vec::new()];
     // Sets holding at most one other person outside the date range: nobody at the margin.
@@ -560,9 +563,7 @@ type Ask2<'a> = dyn Fn(&str, bool) -> String + 'a;
 /// key: `a_range_that_excludes_one_person_changes_no_answer` checks the pairs answer equal.)
 #[tokio::test]
 async fn a_range_that_excludes_one_person_answers_as_over_its_twin() {
-    let dir = tempfile::tempdir().unwrap();
-    let (target, twin) = (people(dir.path(), "target", true), people(dir.path(), "twin", false));
-    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let (dir, target, twin, engine) = twins(people);
     let sets = [
         "district = 'D0'",
         "district IN ('D0', 'D1')",
