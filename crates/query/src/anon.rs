@@ -450,12 +450,14 @@ struct Block<'a> {
     all_inside: bool,
 }
 
-/// Per bucketed key, a group's own bucket or a cell `[lo, hi)` of the grid around it, in the
-/// census's row form of the key's values.
+/// Per bucketed key, a group's own bucket, a cell `[lo, hi)` of the grid around it, in the
+/// census's row form of the key's values, or every value, NULL and not a number too (the
+/// query without the key).
 #[derive(Clone)]
 enum Side {
     Own,
     Cell(OwnedRow, OwnedRow),
+    All,
 }
 
 /// Whether `v` is in `[lo, hi)`.
@@ -520,6 +522,7 @@ fn added(
         for (j, side) in sides.iter().enumerate().take(m) {
             match side {
                 Side::Own => none |= block.buckets[j] != own.buckets[j],
+                Side::All => {}
                 Side::Cell(lo, hi) => {
                     let (least, most) = block.bounds[j];
                     if most < lo.row() || least >= hi.row() {
@@ -542,6 +545,7 @@ fn added(
                 || sides.iter().enumerate().all(|(j, side)| match side {
                     Side::Own if j < m => true,
                     Side::Own => e.inside & (1 << (j - m)) != 0,
+                    Side::All => true,
                     Side::Cell(lo, hi) => inside(census.value(j, e), lo.row(), hi.row()),
                 });
             // Its own rows within every range are the group's.
@@ -647,10 +651,9 @@ pub(crate) fn claimed(
     let mut entries: Vec<Entry> = Vec::new();
     let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
     for (row, group) in groups.iter().enumerate() {
-        // A NULL or not a number has no place in an order: its rows are not claimed.
-        if (0..m).any(|j| bucket_columns[j].is_null(row))
-            || (0..m + r).any(|j| values[j].is_null(row) || not_a_number(&values[j], row))
-        {
+        // A NULL or not a number has no place in an order: a key's is in its cell of every
+        // value only (its row form sorts before every value, or after); a range's in none.
+        if (m..m + r).any(|j| values[j].is_null(row) || not_a_number(&values[j], row)) {
             continue;
         }
         let inside = flags
@@ -775,6 +778,17 @@ pub(crate) fn claimed(
                     region[j] = Side::Cell(lo.clone(), hi.clone());
                     if added(&rows, &order, &entries, own, &region, one_row).0 <= MOST_ADDED {
                         sides.push(Side::Cell(lo, hi));
+                    }
+                }
+                // A key's last cell is every value, NULL too: what the query without the key
+                // holds (a group against it told the one person outside the group, a flag
+                // or a code no prefix of the group's reaches). Not tried where the widest
+                // cell already held every value of the slice.
+                if j < m && last != Some((0, sorted[j].len())) {
+                    let mut region = vec![Side::Own; m + r];
+                    region[j] = Side::All;
+                    if added(&rows, &order, &entries, own, &region, one_row).0 <= MOST_ADDED {
+                        sides.push(Side::All);
                     }
                 }
                 choices.push(sides);

@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use veil_common::{Mode, Tag};
@@ -55,14 +57,22 @@ fn residents(planted: bool, corners: bool) -> Vec<Person> {
             // One in ten above the declared bounds (stored as they are, clamped only when summed).
             subsidy: if i % 10 == 9 { 100_000 + i as i64 } else { 100 + (i as i64 % 8) * 50 },
             code: if i % 2 == 0 { "E11.9" } else { "I10" },
+            alone: Some(true),
         })
         .collect();
     if planted {
-        people.push(Person { id: "P99999".into(), district: "D0", born: target_born, subsidy: 5_000, code: "E11.2" });
+        people.push(Person {
+            id: "P99999".into(),
+            district: "D0",
+            born: target_born,
+            subsidy: 5_000,
+            code: "E11.2",
+            alone: Some(true),
+        });
     }
     for (i, district) in DISTRICTS.iter().enumerate().skip(1).filter(|_| corners) {
         let (born, subsidy) = (target_born - 10 + i as i32, 5_000 + i as i64);
-        people.push(Person { id: format!("P9{i:04}"), district, born, subsidy, code: "E11.2" });
+        people.push(Person { id: format!("P9{i:04}"), district, born, subsidy, code: "E11.2", alone: Some(true) });
     }
     people
 }
@@ -74,6 +84,8 @@ struct Person {
     born: i32,
     subsidy: i64,
     code: &'static str,
+    /// Whether they live alone (NULL: not known).
+    alone: Option<bool>,
 }
 
 /// `people` written as the Parquet file `file` under `dir`, registered as `civil.people`: one
@@ -85,6 +97,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
     let births: Vec<i32> = people.iter().map(|p| p.born).collect();
     let subsidies: Vec<i64> = people.iter().map(|p| p.subsidy).collect();
     let codes: Vec<&str> = people.iter().map(|p| p.code).collect();
+    let alone: Vec<Option<bool>> = people.iter().map(|p| p.alone).collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Utf8, false),
         Field::new("district", DataType::Utf8, false),
@@ -92,6 +105,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
         Field::new("subsidy", DataType::Int64, false),
         Field::new("seen_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
         Field::new("code", DataType::Utf8, false),
+        Field::new("alone", DataType::Boolean, true),
     ]));
     // Seen at one in the morning of the day they were born, in microseconds.
     let seen: Vec<i64> = births.iter().map(|d| i64::from(*d) * 86_400_000_000 + 3_600_000_000).collect();
@@ -104,6 +118,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
             Arc::new(Int64Array::from(subsidies)),
             Arc::new(TimestampMicrosecondArray::from(seen)),
             Arc::new(StringArray::from(codes)),
+            Arc::new(BooleanArray::from(alone)),
         ],
     )
     .unwrap();
@@ -127,6 +142,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
                 ("subsidy".to_owned(), column(Tag::Sensitive, Some((0.0, 1000.0)))),
                 ("seen_at".to_owned(), column(Tag::QuasiIdentifier, None)),
                 ("code".to_owned(), column(Tag::Sensitive, None)),
+                ("alone".to_owned(), column(Tag::Attribute, None)),
             ]),
             contribution: Contribution::default(),
             one_row_per_unit: true,
@@ -472,8 +488,13 @@ async fn four_spellings_of_one_question_agree_at_the_low_effect_margin() {
 /// Eight districts of 160 people born from 1950 to 1999 with code I10, ten of each with a
 /// subsidy of 600, the others from 100 to 450; one person more in each district but D0, born
 /// 1931-05-0x with a subsidy of 300 (outside a range of births since 1950 and nothing else);
-/// with `planted`, the target so in D0, with code J45 (the only one).
+/// with `planted`, the target so in D0, with code J45 (the only one). Everybody lives alone.
 fn edges(dir: &Path, file: &str, planted: bool) -> SessionDataset {
+    edges_with(dir, file, planted, Some(true))
+}
+
+/// [`edges`], the target living alone as `flag` says (NULL: not known).
+fn edges_with(dir: &Path, file: &str, planted: bool, flag: Option<bool>) -> SessionDataset {
     let (first, target_born) = (-7_305, -14_109);
     let mut people: Vec<Person> = (0..1_280usize)
         .map(|i| Person {
@@ -482,11 +503,20 @@ fn edges(dir: &Path, file: &str, planted: bool) -> SessionDataset {
             born: first + ((i * 7_919) % (50 * 365)) as i32,
             subsidy: if (i / DISTRICTS.len()).is_multiple_of(16) { 600 } else { 100 + (i as i64 % 8) * 50 },
             code: "I10",
+            alone: Some(true),
         })
         .collect();
     for (i, district) in DISTRICTS.iter().enumerate().skip(usize::from(!planted)) {
         let code = if i == 0 { "J45" } else { "I10" };
-        people.push(Person { id: format!("P9{i:04}"), district, born: target_born - i as i32, subsidy: 300, code });
+        let alone = if i == 0 { flag } else { Some(true) };
+        people.push(Person {
+            id: format!("P9{i:04}"),
+            district,
+            born: target_born - i as i32,
+            subsidy: 300,
+            code,
+            alone,
+        });
     }
     written(dir, file, &people)
 }
@@ -530,6 +560,41 @@ async fn a_condition_and_a_key_answer_alike_or_not_whoever_is_removed() {
         }
     }
     assert_eq!(equal[0], equal[1], "which spellings agree, with the target and without");
+}
+
+/// Leak (nested buckets, with the whole as the wider cell): a group against the query without
+/// its key. `GROUP BY alone` with the target the only one of their district who does not live
+/// alone (or whose flag is not known), and `GROUP BY code` with the target the only one not
+/// coded I10: the group `true` (or `I10`) holds everyone but the target, the whole everyone.
+/// Beside a district list padded afresh per pair, S − T moved with the target (their people
+/// layers drawn apart) and stayed put without: a boolean has no cells around its values, a
+/// code's cells were its prefixes, and no bucket's cells held NULLs. Now every key's last cell
+/// is every value, NULL too: the group claims the few people the whole adds.
+#[tokio::test]
+async fn a_group_against_the_whole_differs_by_the_same_number_with_the_target_or_without() {
+    for flag in [Some(false), None] {
+        let (_dir, target, twin, engine) = twins(|dir, file, planted| edges_with(dir, file, planted, flag));
+        let mut differences: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+        for p in 0..6 {
+            let list = padded(p);
+            let whole = format!("SELECT count(*) AS n FROM civil.people WHERE {list}");
+            let group = |key: &str, at: &str| {
+                format!(
+                    "SELECT n FROM (SELECT {key} AS b, count(*) AS n FROM civil.people WHERE {list} GROUP BY 1) g WHERE b = {at}"
+                )
+            };
+            for t in [group("alone", "true"), group("code", "'I10'"), group("substr(code, 1, 1)", "'I'")] {
+                for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+                    let difference = count(&engine, dataset, &whole).await - count(&engine, dataset, &t).await;
+                    differences[d].push(difference);
+                }
+            }
+        }
+        assert!(
+            same_but_rounding(&differences[0], &differences[1]),
+            "the whole less a group per padding (a flag, a code, a prefix; the target's flag {flag:?}), with the target and without: the same numbers but for rounding: {differences:?}"
+        );
+    }
 }
 
 /// S − T of `ask(aggregate, true)` and `ask(aggregate, false)` over `dataset`, row by row, for
@@ -613,7 +678,14 @@ async fn a_range_that_excludes_one_person_answers_as_over_its_twin() {
     let decoyed = |planted: bool| {
         let mut people = residents(planted, false);
         for subsidy in [6_000, 7_000] {
-            people.push(Person { id: format!("P8{subsidy}"), district: "D0", born: -3_000, subsidy, code: "E11.9" });
+            people.push(Person {
+                id: format!("P8{subsidy}"),
+                district: "D0",
+                born: -3_000,
+                subsidy,
+                code: "E11.9",
+                alone: Some(true),
+            });
         }
         people
     };

@@ -134,15 +134,23 @@ fn jointly(bucketed: usize, ranges: usize) -> bool {
     ranges > 0 && (bucketed > 0 || ranges > 1)
 }
 
-/// The group keys of `agg` whose buckets have cells of the grid around them (`buckets.rs`):
-/// per key, its position and the column it reads at the scan.
+/// The group keys of `agg` whose buckets are claimed from the cells around them (`buckets.rs`):
+/// per key, its position and the column it reads at the scan. A key over one column whose
+/// buckets have cells of the grid around them, or a column of any type (a boolean, say),
+/// whose only cell is every value.
+///
+/// Why: the query without a key holds every row the key's groups do. A group against it
+/// differs by the people outside the group; with the target alone outside (the one person of
+/// their district not living alone, or not coded I10), the two were one person apart, and
+/// beside a district list padded afresh per pair their difference moved with the target
+/// while a twin's stayed put. Every key's last cell is every value, NULL too.
 fn bucketed_keys(agg: &Aggregate, keys: &[Expr]) -> Vec<(usize, datafusion::common::Column)> {
     let mut found = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let at_source = read_at_source(&key.clone().unalias(), &agg.input);
-        if super::KeyLabel::new(&at_source, &agg.input).laddered()
-            && let [only] = at_source.column_refs().into_iter().collect::<Vec<_>>().as_slice()
-        {
+        let cells = super::KeyLabel::new(&at_source, &agg.input).laddered()
+            || matches!(crate::exprs::uncast(&at_source), Expr::Column(_));
+        if cells && let [only] = at_source.column_refs().into_iter().collect::<Vec<_>>().as_slice() {
             found.push((i, (*only).clone()));
         }
     }
