@@ -51,9 +51,23 @@ const MIN_PEOPLE: u64 = 2;
 
 /// A column's conditions remove almost nobody from a group (low-effect detection) when they
 /// remove at most [`ALWAYS_LOW_EFFECT`] people, or at most this margin plus a sticky normal draw
-/// (standard deviation 1, seeded by the people removed and the column).
+/// (standard deviation 1, seeded by the people removed: [`low_effect`]).
 const LOW_EFFECT_MARGIN: f64 = 3.5;
 const ALWAYS_LOW_EFFECT: u64 = 2;
+
+/// Whether `count` people whose set has the seed `seed` (the XOR of their hashes) are almost
+/// nobody: at most [`ALWAYS_LOW_EFFECT`], or at most [`LOW_EFFECT_MARGIN`] plus a sticky normal
+/// draw seeded by the set alone. One draw per set of people, however it is reached: a range's
+/// cell, a key's claim, a column's conditions left out or an IN-list constant.
+///
+/// Why: the draws were seeded by the column or the list too, and two ways of asking for the
+/// same people drew twice. A red team compared a range with a key over the same rows, the
+/// target and two people it knew outside the range: the range's check drew again where the
+/// key's claims had not taken the three, and the two sums came back equal only then (25 of 26
+/// calls right).
+fn low_effect(key: &hmac::Key, count: u64, seed: u64) -> bool {
+    count <= ALWAYS_LOW_EFFECT || count as f64 <= LOW_EFFECT_MARGIN + normal(key, &[b"low effect", &seed.to_le_bytes()])
+}
 
 /// A released group needs its people to reach `max(k, MIN_PEOPLE)` plus this margin plus a
 /// sticky normal draw (standard deviation 1): near the threshold, release is a coin toss no
@@ -135,15 +149,18 @@ impl<'a> Measurements<'a> {
         (0..self.plan.keys).map(|i| ScalarValue::try_from_array(self.totals.column(i), row).map_err(internal)).collect()
     }
 
+    /// The bucket's labels at `row`, which seed the label layer: what its conditions and key
+    /// values select of each column, and the conditions that select no interval of one column,
+    /// sorted and each once (so `WHERE district = 'a'` and the group `a` of `GROUP BY district`
+    /// are one bucket, and so are a range and a generalization selecting the same values).
+    fn label(&self, row: usize) -> Result<Vec<u8>> {
+        Ok(self.plan.noise.bucket(&self.keys(row)?).join("\u{1f}").into_bytes())
+    }
+
     /// The group at `row`, answered from these measurements (`source`), for the answer's
     /// group at `answer_row`.
     fn group(&self, answer_row: usize, source: usize, row: usize) -> Result<Group> {
-        // The bucket's labels, which seed the label layer: what its conditions and key values
-        // select of each column, and the conditions that select no interval of one column,
-        // sorted and each once (so `WHERE district = 'a'` and the group `a` of `GROUP BY
-        // district` are one bucket, and so are a range and a generalization selecting the
-        // same values).
-        let label = self.plan.noise.bucket(&self.keys(row)?).join("\u{1f}").into_bytes();
+        let label = self.label(row)?;
         let conditions = self
             .plan
             .noise
@@ -246,8 +263,7 @@ pub(crate) fn dropped(
             let seeds = &census.condition_seeds[i];
             let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
             let label = plan.noise.listed.get(i).map_or(&[][..], |l| l.as_bytes());
-            let z = normal(&key, &[b"low effect constant", &seed.to_le_bytes(), label]);
-            if n <= ALWAYS_LOW_EFFECT || n as f64 <= LOW_EFFECT_MARGIN + z {
+            if low_effect(&key, n, seed) {
                 rows.push(row as u32);
                 let column = label_column(&String::from_utf8_lossy(label));
                 let left_out = people_of.entry((census.keys(row)?, column)).or_default();
@@ -340,9 +356,7 @@ pub(crate) fn widened(
                 let added = people.saturating_sub(in_range);
                 // The cell holds the range, so the XOR of the two sets' seeds is the seed of
                 // the people the cell adds.
-                let seed = (seed ^ range_seed).to_le_bytes();
-                let z = normal(&key, &[b"low effect cell", &seed, ladder.column.as_bytes()]);
-                if added <= ALWAYS_LOW_EFFECT || added as f64 <= LOW_EFFECT_MARGIN + z {
+                if low_effect(&key, added, seed ^ range_seed) {
                     mask |= 1 << cell;
                 }
             }
@@ -495,8 +509,19 @@ fn not_a_number(array: &ArrayRef, row: usize) -> bool {
     }
 }
 
+/// What a group took in the regions around it so far: the claim hashes of the entries, and
+/// over several rows per person the persons.
+#[derive(Default)]
+struct Taken {
+    hashes: FastSet<u64>,
+    persons: FastSet<u64>,
+}
+
 /// The people the region `sides` around the group `own` adds to it, among `blocks`, counted
-/// until more than [`MOST_ADDED`]: their number, the seed of their set and their entries.
+/// until more than [`MOST_ADDED`]: their number, the seed of their set and their entries (by
+/// index). A region reaching every value of a key adds the people the group has not `taken`
+/// yet: the query without the key holds the group's own and what it took, and a condition
+/// left out removes the others (one set of people, one draw, either way).
 fn added(
     census: &Census,
     blocks: &[&Block<'_>],
@@ -504,10 +529,12 @@ fn added(
     own: &Block<'_>,
     sides: &[Side],
     one_row: bool,
-) -> (u64, u64, Vec<u64>) {
-    let (mut count, mut seed, mut hashes) = (0u64, 0u64, Vec::new());
+    taken: &Taken,
+) -> (u64, u64, Vec<usize>) {
+    let (mut count, mut seed, mut found) = (0u64, 0u64, Vec::new());
     let mut persons: FastSet<u64> = FastSet::default();
     let m = own.buckets.len();
+    let reaches_all = sides.iter().any(|s| matches!(s, Side::All));
     // Where the region takes no cell around a range, a block all within the ranges is placed
     // by its keys alone.
     let ranges_own = sides[m..].iter().all(|s| matches!(s, Side::Own));
@@ -536,7 +563,7 @@ fn added(
         if none {
             continue;
         }
-        if one_row && whole && block.people > MOST_ADDED {
+        if one_row && whole && !reaches_all && block.people > MOST_ADDED {
             return (MOST_ADDED + 1, 0, Vec::new());
         }
         for at in &block.entries {
@@ -553,6 +580,9 @@ fn added(
             if !within || own_row || own.persons.contains(&e.person) {
                 continue;
             }
+            if reaches_all && (taken.hashes.contains(&e.hash) || (!one_row && taken.persons.contains(&e.person))) {
+                continue;
+            }
             if one_row {
                 count += e.people;
                 seed ^= e.seed;
@@ -560,23 +590,21 @@ fn added(
                 count += 1;
                 seed ^= e.seed;
             }
-            hashes.push(e.hash);
+            found.push(*at);
             if count > MOST_ADDED {
                 return (count, 0, Vec::new());
             }
         }
     }
-    (count, seed, hashes)
+    (count, seed, found)
 }
 
 /// The rows the groups of the bucketed keys claim (`buckets.rs` in the guard), from their
 /// census. Per value of the other keys, each group in turn, larger first, tries the regions
 /// around it: per bucketed key its own bucket or a cell of the grid around it (the ranges'
 /// ladder), every combination but its own buckets alone, among the cells that add at most
-/// [`MOST_ADDED`] people with the other keys at their own. A region that adds at most
-/// [`ALWAYS_LOW_EFFECT`] people, or at most [`LOW_EFFECT_MARGIN`] plus a sticky normal draw
-/// seeded by them and the keys' columns (with one key, the draw a range's cell adding the same
-/// people gets), is low-effect, and the group claims those people's rows there that no group
+/// [`MOST_ADDED`] people with the other keys at their own. A region whose people are almost
+/// nobody ([`low_effect`]: the draw a range's cell adding the same people gets) is low-effect, and the group claims those people's rows there that no group
 /// claimed before. A group some of whose rows were claimed claims none. Output, per key (by
 /// `claim_name`): per claimed row, its hash (`claim_hashes`) and the claiming group's key.
 pub(crate) fn claimed(
@@ -639,14 +667,6 @@ pub(crate) fn claimed(
         .iter()
         .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
         .collect::<Result<Vec<_>>>()?;
-    // The draws' label: the columns, in one order however the query spells them (a range on
-    // one column and a key on another, or the other way round, or two ranges: one question).
-    let column = {
-        let mut columns: Vec<&str> =
-            labels.iter().map(|l| l.column()).chain(range_cells.iter().map(|l| l.column.as_str())).collect();
-        columns.sort_unstable();
-        columns.join(", ")
-    };
     // Per value of the other keys, its entries.
     let mut entries: Vec<Entry> = Vec::new();
     let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
@@ -776,7 +796,7 @@ pub(crate) fn claimed(
                     last = Some(span);
                     let mut region = vec![Side::Own; m + r];
                     region[j] = Side::Cell(lo.clone(), hi.clone());
-                    if added(&rows, &order, &entries, own, &region, one_row).0 <= MOST_ADDED {
+                    if added(&rows, &order, &entries, own, &region, one_row, &Taken::default()).0 <= MOST_ADDED {
                         sides.push(Side::Cell(lo, hi));
                     }
                 }
@@ -787,7 +807,7 @@ pub(crate) fn claimed(
                 if j < m && last != Some((0, sorted[j].len())) {
                     let mut region = vec![Side::Own; m + r];
                     region[j] = Side::All;
-                    if added(&rows, &order, &entries, own, &region, one_row).0 <= MOST_ADDED {
+                    if added(&rows, &order, &entries, own, &region, one_row, &Taken::default()).0 <= MOST_ADDED {
                         sides.push(Side::All);
                     }
                 }
@@ -795,6 +815,7 @@ pub(crate) fn claimed(
             }
             // Every combination but the group's own region alone, narrowest first per dimension.
             let n = m + r;
+            let mut taken = Taken::default();
             let mut combination = vec![0usize; n];
             for _ in 0..MOST_COMBINATIONS {
                 // The next combination, as an odometer over the dimensions' choices.
@@ -811,7 +832,7 @@ pub(crate) fn claimed(
                     break;
                 }
                 let region: Vec<Side> = combination.iter().enumerate().map(|(j, c)| choices[j][*c].clone()).collect();
-                let (count, seed, hashes) = added(&rows, &order, &entries, own, &region, one_row);
+                let (count, seed, found) = added(&rows, &order, &entries, own, &region, one_row, &taken);
                 if count > MOST_ADDED {
                     // The last key's wider cells add at least as many: on to the next cell of
                     // the key before it.
@@ -820,10 +841,12 @@ pub(crate) fn claimed(
                     }
                     continue;
                 }
-                let z = normal(&key, &[b"low effect cell", &seed.to_le_bytes(), column.as_bytes()]);
-                if count <= ALWAYS_LOW_EFFECT || count as f64 <= LOW_EFFECT_MARGIN + z {
-                    for hash in hashes {
-                        claims.entry(hash).or_insert_with(|| own.buckets.clone());
+                if low_effect(&key, count, seed) {
+                    for at in found {
+                        let e = &entries[at];
+                        claims.entry(e.hash).or_insert_with(|| own.buckets.clone());
+                        taken.hashes.insert(e.hash);
+                        taken.persons.insert(e.person);
                     }
                 }
             }
@@ -922,10 +945,8 @@ pub(crate) fn add_noise(
             // the two seeds), not by the group's: a red team with decoys redrew it per people
             // set and averaged the decision into a count of the removed.
             let removed =
-                (u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[v + 1].seed(at)) ^ left_out_seed)
-                    .to_le_bytes();
-            let z = normal(&key, &[b"low effect", &removed, column.as_bytes()]);
-            if effect <= ALWAYS_LOW_EFFECT || effect as f64 <= LOW_EFFECT_MARGIN + z {
+                u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[v + 1].seed(at)) ^ left_out_seed;
+            if low_effect(&key, effect, removed) {
                 low.push(column);
             }
         }
@@ -942,7 +963,15 @@ pub(crate) fn add_noise(
                 None => continue,
             }
         };
-        let group = sources[source].group(row, source, at)?;
+        let mut group = sources[source].group(row, source, at)?;
+        // Answered without some conditions, a group keeps the query's labels: left out with
+        // them, a range that removed a few people answered otherwise than a key selecting the
+        // same rows, whose label stays, and their sums were equal exactly when the range was
+        // kept (a red team, 25 of 26 calls right). A key's last cell is every value, so its
+        // group takes what a condition's answer without it takes, by the same draw.
+        if source != 0 {
+            group.label = main.label(row)?;
+        }
         let z = normal(&key, &[b"threshold", &group.seed]);
         if group.people >= floor && group.people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
             kept.push(group);
