@@ -454,13 +454,14 @@ async fn four_spellings_of_one_question_agree_at_the_low_effect_margin() {
     let bands = "floor(subsidy / 500) * 500";
     // Per dataset, per padding, the four answers.
     let mut answers: [Vec<[i64; 4]>; 2] = [Vec::new(), Vec::new()];
-    for p in 1..7 {
-        // D0 and two neighbouring districts, a different pair each time. One of them odd: in
-        // even districts nobody has a subsidy above 500, and where nobody in the group does,
-        // the subsidy range is low-effect and its label left out (`subsidy < 500` removes
-        // nobody), while a key keeps its label: the spellings then differ for everyone alike.
-        let (a, b) = (p, p + 1);
-        let list = format!("district IN ('D0', 'D{a}', 'D{b}')");
+    // D0 and two neighbouring districts, a different pair each time; then with a flag beside
+    // (a red team saw the four spellings differ with `AND flag`, for everyone alike), and two
+    // even districts, where nobody has a subsidy above 500: the subsidy range removes nobody,
+    // is low-effect, and the group answered without it keeps the query's labels (under the
+    // labels of the query without it, the spellings differed there for everyone alike).
+    let paddings = (1..7).map(|p| (p, p + 1, "")).chain((1..7).map(|p| (p, p + 1, " AND alone"))).chain([(2, 4, "")]);
+    for (a, b, beside) in paddings {
+        let list = format!("district IN ('D0', 'D{a}', 'D{b}'){beside}");
         let spellings = [
             format!("SELECT count(*) AS n FROM civil.people WHERE {list} AND {dates} AND {amounts}"),
             format!(
