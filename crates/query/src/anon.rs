@@ -886,8 +886,8 @@ fn label_column(label: &str) -> String {
 /// Adds sticky noise to the measured totals and applies the threshold. `variants` are the
 /// outputs of `plan.variants`' measuring plans, in order: a group from which one column's
 /// conditions remove almost nobody (low-effect detection) is answered as the same group
-/// without them; one with several such columns, without all of them when they are all the
-/// query's, else withheld.
+/// without them; one with several such columns, without all of them (a variant per
+/// combination of columns).
 ///
 /// Why: a pair of queries whose conditions differ only in a range that excludes one person
 /// (`income < 50000` and `income < 20000`, all but the target earning less than 20000), asked
@@ -950,7 +950,8 @@ pub(crate) fn add_noise(
                 low.push(column);
             }
         }
-        // Answered without them, when a variant is; else withheld.
+        // Answered without them: the guard measures every combination of restricted columns
+        // (a group found in none is withheld, failing closed).
         let (source, at) = if low.is_empty() {
             (0, row)
         } else {

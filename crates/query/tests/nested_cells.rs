@@ -642,12 +642,15 @@ async fn a_group_against_the_whole_differs_by_the_same_number_with_the_target_or
 /// decoys (24 queries each), 32 of 36 with three, a flag 24 of 24. Now one draw decides for
 /// one set of people and the condition's answer keeps the query's labels: the condition and
 /// the key answer alike, and neither as the query without the condition, in every padding,
-/// with the target and without.
+/// with the target and without. And (a second red team, the same evening) beside a range that
+/// removes nobody, a group whose flag and range were both low-effect was withheld, the twin's
+/// always and the target's only when its three were: any answer in 16 paddings said "target",
+/// 40 of 40. It is now answered without both, always.
 #[tokio::test]
 async fn decoys_at_the_low_effect_margin_tell_nothing_by_two_spellings() {
     for flag in [Some(false), None] {
         let (_dir, target, twin, engine) = twins(|dir, file, planted| edges_with(dir, file, planted, flag, flag));
-        let mut seen: [Vec<(bool, bool)>; 2] = [Vec::new(), Vec::new()];
+        let mut seen: [Vec<(bool, bool, bool)>; 2] = [Vec::new(), Vec::new()];
         for p in 0..8 {
             let (a, b, c) = (1 + p % 7, 1 + (p + 2) % 7, 1 + (p + 4) % 7);
             let list = if p % 2 == 0 {
@@ -660,15 +663,17 @@ async fn decoys_at_the_low_effect_margin_tell_nothing_by_two_spellings() {
             let key = format!(
                 "SELECT n FROM (SELECT alone AS b, sum(subsidy) AS n FROM civil.people WHERE {list} GROUP BY 1) g WHERE b"
             );
+            let beside = format!("{condition} AND subsidy >= 0 AND subsidy < 10000");
             for (d, dataset) in [&target, &twin].into_iter().enumerate() {
                 let w = count(&engine, dataset, &whole).await;
                 let (c, k) = (count(&engine, dataset, &condition).await, count(&engine, dataset, &key).await);
-                seen[d].push((c == w, c == k));
+                let answered = !counts(&engine, dataset, &beside).await.is_empty();
+                seen[d].push((c == w, c == k, answered));
             }
         }
         assert!(
-            seen.iter().flatten().all(|(kept_out, alike)| !kept_out && *alike),
-            "per padding (the condition answered as the whole; the condition and the key alike), the target's flag {flag:?}, with the target and without: {seen:?}"
+            seen.iter().flatten().all(|(kept_out, alike, answered)| !kept_out && *alike && *answered),
+            "per padding (the condition answered as the whole; the condition and the key alike; beside a range that removes nobody, answered), the target's flag {flag:?}, with the target and without: {seen:?}"
         );
     }
 }

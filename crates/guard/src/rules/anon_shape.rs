@@ -237,9 +237,18 @@ fn rows(plan: &LogicalPlan) -> Result<(), Violation> {
 /// padding a differencing attack draws fresh sets from.
 pub const MAX_LISTED: usize = 16;
 
-/// The most keys a WHERE clause may compare with constants (`=`, a range, an IN list): the
-/// answer is measured once more without each column's conditions, for low-effect detection.
-pub(crate) const MAX_COMPARED: usize = 6;
+/// The most keys a WHERE clause may restrict (`=`, a range, an IN list, a boolean column): the
+/// answer is measured once more without every combination of their conditions, for low-effect
+/// detection (fifteen measurements for four).
+pub(crate) const MAX_RESTRICTED: usize = 4;
+
+/// Notes that the WHERE clause restricts `key` (once per key).
+fn restricts(ranges: &mut Vec<(String, Option<ScalarValue>, Option<ScalarValue>)>, key: &Expr) {
+    let name = shown(key);
+    if !ranges.iter().any(|(k, _, _)| *k == name) {
+        ranges.push((name, None, None));
+    }
+}
 
 /// Checks a WHERE clause: ANDed conditions of the admitted forms, every range closed on the
 /// key's grid.
@@ -248,13 +257,10 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
     let mut listed = 0;
     for c in split_conjunction(predicate) {
         match uncast(c) {
-            e if is_column(e) => {}
-            Expr::Not(inner) if is_column(inner) => {}
+            e if is_column(e) => restricts(&mut ranges, e),
+            Expr::Not(inner) if is_column(inner) => restricts(&mut ranges, inner),
             Expr::InList(InList { expr, list, negated: false }) if is_key(expr) && list.iter().all(is_constant) => {
-                let name = shown(expr);
-                if !ranges.iter().any(|(k, _, _)| *k == name) {
-                    ranges.push((name, None, None));
-                }
+                restricts(&mut ranges, expr);
                 listed += list.len();
                 if listed > MAX_LISTED {
                     return Err(condition(format!(
@@ -299,9 +305,9 @@ fn conditions(predicate: &Expr) -> Result<(), Violation> {
             }
         }
     }
-    if ranges.len() > MAX_COMPARED {
+    if ranges.len() > MAX_RESTRICTED {
         return Err(condition(format!(
-            "conditions compare at most {MAX_COMPARED} keys with constants (=, ranges, IN lists): each one's effect on every group is measured apart"
+            "conditions restrict at most {MAX_RESTRICTED} keys (=, ranges, IN lists, boolean columns): the answer is measured without every combination of them"
         )));
     }
     for (key, lo, hi) in ranges {
