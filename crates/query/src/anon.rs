@@ -518,8 +518,8 @@ struct Taken {
 }
 
 /// The people the region `sides` around the group `own` adds to it, among `blocks`, counted
-/// until more than [`MOST_ADDED`]: their number, the seed of their set and their entries (by
-/// index). A region reaching every value of a key adds the people the group has not `taken`
+/// until more than [`MOST_ADDED`]: their number, the seed of their set and the entries (by
+/// index) the region would take, theirs and the group's own people's there. A region reaching every value of a key adds the people the group has not `taken`
 /// yet: the query without the key holds the group's own and what it took, and a condition
 /// left out removes the others (one set of people, one draw, either way).
 fn added(
@@ -577,10 +577,16 @@ fn added(
                 });
             // Its own rows within every range are the group's.
             let own_row = std::ptr::eq(*block, own) && census.in_every_range(e);
-            if !within || own_row || own.persons.contains(&e.person) {
+            if !within || own_row || (reaches_all && taken.hashes.contains(&e.hash)) {
                 continue;
             }
-            if reaches_all && (taken.hashes.contains(&e.hash) || (!one_row && taken.persons.contains(&e.person))) {
+            // The rows of a person already in the group (its own, or taken from a narrower
+            // cell when the region reaches every value) come with the region, counted for
+            // nobody: a range's cell lets every row in it in, and a condition left out takes
+            // every row of the people it kept. Left behind, they made a condition's answer
+            // without it and a key's group differ by them exactly when it was left out.
+            if !one_row && (own.persons.contains(&e.person) || (reaches_all && taken.persons.contains(&e.person))) {
+                found.push(*at);
                 continue;
             }
             if one_row {
@@ -965,12 +971,20 @@ pub(crate) fn add_noise(
             }
         };
         let mut group = sources[source].group(row, source, at)?;
-        // Answered without some conditions, a group keeps the query's labels: left out with
-        // them, a range that removed a few people answered otherwise than a key selecting the
-        // same rows, whose label stays, and their sums were equal exactly when the range was
-        // kept (a red team, 25 of 26 calls right). A key's last cell is every value, so its
-        // group takes what a condition's answer without it takes, by the same draw.
-        if source != 0 {
+        // Answered without some conditions, a group of an answer without bucketed keys keeps
+        // the query's labels: left out with them, a range that removed a few people answered
+        // otherwise than a key selecting the same rows, whose label stays, and their sums were
+        // equal exactly when the range was kept (a red team, 25 of 26 calls right). A key's
+        // last cell is every value, so its group takes what a condition's answer without it
+        // takes, by the same draw. Not where the answer has bucketed keys: its variant keeps
+        // the claims made with the conditions, so a person outside the key's bucket who also
+        // fails the condition is in no claim, while the same question without keys lets them
+        // back (a red team: a person born before 1950 and not living alone, the only one of
+        // their district outside either, read off `… AND birth range AND alone` against the
+        // 1950 group of a year key `… AND alone`: 50 of 50 pairs). Under the variant's labels
+        // such a group never answers as a query without keys.
+        let keyless = plan.buckets.as_ref().is_none_or(|b| b.keys.is_empty());
+        if source != 0 && keyless {
             group.label = main.label(row)?;
         }
         let z = normal(&key, &[b"threshold", &group.seed]);

@@ -99,6 +99,8 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
     let subsidies: Vec<i64> = people.iter().map(|p| p.subsidy).collect();
     let codes: Vec<&str> = people.iter().map(|p| p.code).collect();
     let alone: Vec<Option<bool>> = people.iter().map(|p| p.alone).collect();
+    // A second flag: whether their code is I10.
+    let i10: Vec<bool> = people.iter().map(|p| p.code == "I10").collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Utf8, false),
         Field::new("district", DataType::Utf8, false),
@@ -107,6 +109,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
         Field::new("seen_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
         Field::new("code", DataType::Utf8, false),
         Field::new("alone", DataType::Boolean, true),
+        Field::new("i10", DataType::Boolean, false),
     ]));
     // Seen at one in the morning of the day they were born, in microseconds.
     let seen: Vec<i64> = births.iter().map(|d| i64::from(*d) * 86_400_000_000 + 3_600_000_000).collect();
@@ -120,6 +123,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
             Arc::new(TimestampMicrosecondArray::from(seen)),
             Arc::new(StringArray::from(codes)),
             Arc::new(BooleanArray::from(alone)),
+            Arc::new(BooleanArray::from(i10)),
         ],
     )
     .unwrap();
@@ -144,6 +148,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
                 ("seen_at".to_owned(), column(Tag::QuasiIdentifier, None)),
                 ("code".to_owned(), column(Tag::Sensitive, None)),
                 ("alone".to_owned(), column(Tag::Attribute, None)),
+                ("i10".to_owned(), column(Tag::Attribute, None)),
             ]),
             contribution: Contribution::default(),
             one_row_per_unit: true,
@@ -455,11 +460,11 @@ async fn four_spellings_of_one_question_agree_at_the_low_effect_margin() {
     // Per dataset, per padding, the four answers.
     let mut answers: [Vec<[i64; 4]>; 2] = [Vec::new(), Vec::new()];
     // D0 and two neighbouring districts, a different pair each time; then with a flag beside
-    // (a red team saw the four spellings differ with `AND flag`, for everyone alike), and two
-    // even districts, where nobody has a subsidy above 500: the subsidy range removes nobody,
-    // is low-effect, and the group answered without it keeps the query's labels (under the
-    // labels of the query without it, the spellings differed there for everyone alike).
-    let paddings = (1..7).map(|p| (p, p + 1, "")).chain((1..7).map(|p| (p, p + 1, " AND alone"))).chain([(2, 4, "")]);
+    // (a red team saw the four spellings differ with `AND flag`, for everyone alike). One of
+    // the two odd: in even districts nobody has a subsidy above 500, the subsidy range removes
+    // nobody and is low-effect, and a group of an answer with bucketed keys answered without
+    // it takes its variant's labels: the spellings then differ for everyone alike.
+    let paddings = (1..7).map(|p| (p, p + 1, "")).chain((1..7).map(|p| (p, p + 1, " AND alone")));
     for (a, b, beside) in paddings {
         let list = format!("district IN ('D0', 'D{a}', 'D{b}'){beside}");
         let spellings = [
@@ -498,6 +503,11 @@ fn edges(dir: &Path, file: &str, planted: bool) -> SessionDataset {
 /// [`edges`], the target living alone as `flag` says (NULL: not known), and the one person
 /// more of each other district as `others` says.
 fn edges_with(dir: &Path, file: &str, planted: bool, flag: Option<bool>, others: Option<bool>) -> SessionDataset {
+    written(dir, file, &edges_people(planted, flag, others))
+}
+
+/// The people of [`edges_with`].
+fn edges_people(planted: bool, flag: Option<bool>, others: Option<bool>) -> Vec<Person> {
     let (first, target_born) = (-7_305, -14_109);
     let mut people: Vec<Person> = (0..1_280usize)
         .map(|i| Person {
@@ -521,7 +531,7 @@ fn edges_with(dir: &Path, file: &str, planted: bool, flag: Option<bool>, others:
             alone,
         });
     }
-    written(dir, file, &people)
+    people
 }
 
 /// Leak (a red team, 2026-12-04, after the four spellings above agreed): a range that removes a
@@ -648,8 +658,23 @@ async fn a_group_against_the_whole_differs_by_the_same_number_with_the_target_or
 /// 40 of 40. It is now answered without both, always.
 #[tokio::test]
 async fn decoys_at_the_low_effect_margin_tell_nothing_by_two_spellings() {
-    for flag in [Some(false), None] {
-        let (_dir, target, twin, engine) = twins(|dir, file, planted| edges_with(dir, file, planted, flag, flag));
+    // The flag false, NULL, and false over several rows per person with one person in D0
+    // whose rows say both: the condition's answer without it takes their other row, so the
+    // key's group must take it too (a group's own people's rows in a cell it takes).
+    for (flag, mixed) in [(Some(false), false), (None, false), (Some(false), true)] {
+        let build = |dir: &Path, file: &str, planted: bool| {
+            let mut people = edges_people(planted, flag, flag);
+            if mixed {
+                for alone in [Some(true), Some(false)] {
+                    let id = "P77777".to_owned();
+                    people.push(Person { id, district: "D0", born: -3_000, subsidy: 200, code: "I10", alone });
+                }
+            }
+            let mut dataset = written(dir, file, &people);
+            dataset.info.one_row_per_unit = !mixed;
+            dataset
+        };
+        let (_dir, target, twin, engine) = twins(build);
         let mut seen: [Vec<(bool, bool, bool)>; 2] = [Vec::new(), Vec::new()];
         for p in 0..8 {
             let (a, b, c) = (1 + p % 7, 1 + (p + 2) % 7, 1 + (p + 4) % 7);
@@ -673,9 +698,70 @@ async fn decoys_at_the_low_effect_margin_tell_nothing_by_two_spellings() {
         }
         assert!(
             seen.iter().flatten().all(|(kept_out, alike, answered)| !kept_out && *alike && *answered),
-            "per padding (the condition answered as the whole; the condition and the key alike; beside a range that removes nobody, answered), the target's flag {flag:?}, with the target and without: {seen:?}"
+            "per padding (the condition answered as the whole; the condition and the key alike; beside a range that removes nobody, answered), the target's flag {flag:?}, a person of both flags {mixed}, with the target and without: {seen:?}"
         );
     }
+}
+
+/// Leak (a red team, 2026-12-04, late evening, 50 of 50 pairs in two queries): a person who
+/// fails two conditions, each of which alone removes nobody else. Left out one at a time,
+/// neither condition lets anyone back (the other still removes them), so both are low-effect
+/// and the group was answered without both, the target in it; the same question with one of
+/// the two as a group key left them out. The twin's two answers were bit-identical, the
+/// target's not.
+#[tokio::test]
+async fn a_person_two_conditions_remove_together_tells_nothing_by_two_spellings() {
+    let (_dir, target, twin, engine) =
+        twins(|dir, file, planted| edges_with(dir, file, planted, Some(false), Some(true)));
+    let years = "floor(date_part('year', birth_date) / 50) * 50";
+    let mut equal: [Vec<bool>; 2] = [Vec::new(), Vec::new()];
+    for a in ["district = 'D0'", "district IN ('D0', 'D2')", "district IN ('D0', 'D4', 'D6')"] {
+        let both = format!("SELECT sum(subsidy) AS n FROM civil.people WHERE {a} AND {SINCE_1950} AND alone");
+        let keyed = format!(
+            "SELECT n FROM (SELECT {years} AS y, sum(subsidy) AS n FROM civil.people WHERE {a} AND alone GROUP BY 1) g WHERE y = 1950"
+        );
+        let flagged = format!(
+            "SELECT n FROM (SELECT alone AS f, sum(subsidy) AS n FROM civil.people WHERE {a} AND {SINCE_1950} GROUP BY 1) g WHERE f"
+        );
+        for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+            let n = count(&engine, dataset, &both).await;
+            equal[d].push(n == count(&engine, dataset, &keyed).await);
+            equal[d].push(n == count(&engine, dataset, &flagged).await);
+        }
+    }
+    assert_eq!(equal[0], equal[1], "which spellings agree, with the target and without");
+}
+
+/// Leak (the same red team, 50 of 50 pairs): a rare flag beside a common one. In every
+/// district one person in ten does not live alone; the target is the one person of theirs not
+/// coded I10, and whether they live alone is the secret. `WHERE alone AND i10 GROUP BY
+/// district` against the `(true, true)` group of `GROUP BY district, alone, i10`. The claims
+/// named a group by a hash that was the same for `(D0, true, false)` and `(D0, false, true)`
+/// (the guard's `rows_hash_by_their_values_in_place`), so the target's block fell into
+/// another's; and a group answered without its conditions took the query's labels where the
+/// answer had keys. Either made the two spellings alike or not by the target's flag.
+#[tokio::test]
+async fn a_rare_flag_beside_a_common_one_tells_nothing_by_two_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |file: &str, alone: bool| {
+        let mut people = edges_people(true, Some(alone), Some(true));
+        for (i, p) in people.iter_mut().enumerate().take(1_280) {
+            p.alone = Some(!(i / DISTRICTS.len()).is_multiple_of(10));
+        }
+        written(dir.path(), file, &people)
+    };
+    let (target, twin) = (build("target", false), build("twin", true));
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let conditions =
+        "SELECT district, sum(subsidy) AS n FROM civil.people WHERE alone AND i10 GROUP BY district ORDER BY district";
+    let keys = "SELECT district, n FROM (SELECT district, alone, i10, sum(subsidy) AS n FROM civil.people GROUP BY 1, 2, 3) g WHERE alone AND i10 ORDER BY district";
+    let mut equal: [Vec<bool>; 2] = [Vec::new(), Vec::new()];
+    for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+        let (c, k) = (counts(&engine, dataset, conditions).await, counts(&engine, dataset, keys).await);
+        equal[d] = c.iter().zip(&k).map(|(a, b)| a == b).collect();
+        equal[d].push(c.len() == k.len());
+    }
+    assert_eq!(equal[0], equal[1], "per district, the two spellings alike, the target living alone or not");
 }
 
 /// S − T of `ask(aggregate, true)` and `ask(aggregate, false)` over `dataset`, row by row, for

@@ -67,10 +67,31 @@ pub(super) fn people_upto(k: u64, unit: Expr) -> Expr {
 }
 
 /// Each row of `arrays` (columns of one length) hashed, its values together: what
-/// [`row_hash`] computes.
+/// [`row_hash`] computes, and what names a group, a claimed row or a dropped constant.
+///
+/// Why not `create_hashes` over all the columns at once: it combines them linearly, each
+/// column after the first multiplied by the same factor, so two rows whose values are swapped
+/// between two columns after the first (a group `(D0, true, false)` and `(D0, false, true)`
+/// of two flags) hashed alike, and so did a NULL in either of two places. Hashes here are
+/// identities (a claim, a widened group), not buckets of a hash table checked by equality
+/// after: two groups that hashed alike shared their claims. Each column is hashed on its own
+/// and folded in by a rotation and a multiplication, which depend on its place; one column
+/// hashes as `create_hashes` does, a NULL as 0.
 pub(super) fn hash_rows(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
-    let mut hashes = vec![0; arrays.first().map_or(0, |a| a.len())];
-    create_hashes(arrays, &STATE, &mut hashes)?;
+    let rows = arrays.first().map_or(0, |a| a.len());
+    let mut hashes = vec![0; rows];
+    let mut column = vec![0; rows];
+    for (i, array) in arrays.iter().enumerate() {
+        column.fill(0);
+        create_hashes([array], &STATE, &mut column)?;
+        if i == 0 {
+            hashes.copy_from_slice(&column);
+        } else {
+            for (h, c) in hashes.iter_mut().zip(&column) {
+                *h = (h.rotate_left(23) ^ c).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            }
+        }
+    }
     Ok(hashes)
 }
 
@@ -383,6 +404,27 @@ mod tests {
 
     fn groups(cap: usize) -> Groups {
         Groups { cap, units: Vec::new(), heap: 0 }
+    }
+
+    /// Rows whose values are swapped between two columns, or whose NULL stands in another
+    /// place, are other rows (`create_hashes` over several columns hashed them alike).
+    #[test]
+    fn rows_hash_by_their_values_in_place() {
+        use datafusion::arrow::array::BooleanArray;
+        let district: ArrayRef = Arc::new(StringArray::from(vec!["D0"; 4]));
+        let first: ArrayRef = Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true)]));
+        let second: ArrayRef = Arc::new(BooleanArray::from(vec![Some(false), Some(true), Some(true), None]));
+        let hashes = hash_rows(&[district, first, second]).unwrap();
+        for (i, a) in hashes.iter().enumerate() {
+            for b in &hashes[i + 1..] {
+                assert_ne!(a, b, "{hashes:?}");
+            }
+        }
+        // One column hashes as it always has (the rows a capped join keeps stay the same).
+        let one: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        let mut expected = vec![0; 2];
+        create_hashes([&one], &STATE, &mut expected).unwrap();
+        assert_eq!(hash_rows(&[one]).unwrap(), expected);
     }
 
     #[test]
