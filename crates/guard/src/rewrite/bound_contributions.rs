@@ -69,10 +69,9 @@ pub struct DpPlan {
     /// Anonymized answers: for each aggregate, the first aggregate that measures the same sum
     /// (`SUM(x)` and `AVG(x)` both sum x), so that the same quantity gets the same noise.
     pub measures: Vec<usize>,
-    /// Anonymized answers: per column the query's conditions restrict (other than its group
-    /// keys' columns), the answer without that column's conditions, and with two or more such
-    /// columns the answer without any of them last: to answer a group with when those
-    /// conditions remove almost nobody from it (low-effect detection).
+    /// Anonymized answers: per combination of the columns the query's conditions restrict
+    /// (at most four), the answer without those columns' conditions: to answer a group with
+    /// when those conditions remove almost nobody from it (low-effect detection).
     pub variants: Vec<Variant>,
     /// Anonymized answers: the columns whose range has cells of the grid around it
     /// (`ladder.rs`), in the order of the census's measurements.
