@@ -92,7 +92,7 @@ async fn rewritten_plans_match_their_snapshots() {
         let plan = state.create_logical_plan(sql).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let analyzed = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
         let assessment = veil_guard::check(&analyzed, &guard).unwrap_or_else(|v| panic!("{name}: refused: {v}"));
-        let rewritten = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap();
+        let rewritten = veil_guard::rewrite(analyzed, &guard, &assessment).unwrap_or_else(|e| panic!("{name}: {e}"));
         let text = format!("-- {sql}\n{}\n", rewritten.plan.display_indent());
         let path = snapshot(name);
         if regenerate {

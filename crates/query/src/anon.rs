@@ -624,10 +624,12 @@ pub(crate) fn claimed(
     let m = buckets.keys.len();
     let r = buckets.ranges.len();
     let others = plan.keys.checked_sub(m).ok_or_else(|| internal("more bucketed keys than keys"))?;
+    // Per range beside the keys, its ladder; none where this measurement leaves it out (a
+    // variant: every row is in it, and it has no cells).
     let range_cells = buckets
         .ranges
         .iter()
-        .map(|at| plan.ladders.get(*at))
+        .map(|at| at.map_or(Some(None), |at| plan.ladders.get(at).map(Some)))
         .collect::<Option<Vec<_>>>()
         .filter(|_| r < 64)
         .ok_or_else(|| internal("a range beside the keys without its ladder"))?;
@@ -787,8 +789,8 @@ pub(crate) fn claimed(
             for j in 0..m + r {
                 let cells = match (labels.get(j), range_cells.get(j.wrapping_sub(m))) {
                     (Some(label), _) => label.cells_around(&own.buckets[j]),
-                    (None, Some(ladder)) => ladder.cells.clone(),
-                    (None, None) => Vec::new(),
+                    (None, Some(Some(ladder))) => ladder.cells.clone(),
+                    (None, _) => Vec::new(),
                 };
                 let mut sides = vec![Side::Own];
                 let mut last = None;
@@ -971,20 +973,15 @@ pub(crate) fn add_noise(
             }
         };
         let mut group = sources[source].group(row, source, at)?;
-        // Answered without some conditions, a group of an answer without bucketed keys keeps
-        // the query's labels: left out with them, a range that removed a few people answered
-        // otherwise than a key selecting the same rows, whose label stays, and their sums were
-        // equal exactly when the range was kept (a red team, 25 of 26 calls right). A key's
-        // last cell is every value, so its group takes what a condition's answer without it
-        // takes, by the same draw. Not where the answer has bucketed keys: its variant keeps
-        // the claims made with the conditions, so a person outside the key's bucket who also
-        // fails the condition is in no claim, while the same question without keys lets them
-        // back (a red team: a person born before 1950 and not living alone, the only one of
-        // their district outside either, read off `… AND birth range AND alone` against the
-        // 1950 group of a year key `… AND alone`: 50 of 50 pairs). Under the variant's labels
-        // such a group never answers as a query without keys.
-        let keyless = plan.buckets.as_ref().is_none_or(|b| b.keys.is_empty());
-        if source != 0 && keyless {
+        // Answered without some conditions, a group keeps the query's labels: left out with
+        // them, a range that removed a few people answered otherwise than a key selecting the
+        // same rows, whose label stays, and their sums were equal exactly when the range was
+        // kept (a red team, 25 of 26 calls right). A key's last cell is every value, so its
+        // group takes what a condition's answer without it takes, by the same draw; and each
+        // variant claims over its own rows, so a keyed group answered without a condition
+        // holds what the same question without keys does (with the claims made under the
+        // condition it did not: a person two conditions remove together, 50 of 50).
+        if source != 0 {
             group.label = main.label(row)?;
         }
         let z = normal(&key, &[b"threshold", &group.seed]);

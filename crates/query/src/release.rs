@@ -259,15 +259,21 @@ impl QueryEngine {
             // measurement after it lets those cells' rows through too. It runs whether or not
             // any is found.
             // With bucketed group keys, a census first finds the rows the group of buckets
-            // around theirs claims (`anon::claimed`), and every measurement after it groups
-            // them there. It runs whether or not any is found.
+            // around theirs claims (`anon::claimed`), and the measurement after it groups them
+            // there; each variant has its own. It runs whether or not any is found.
+            // Each variant claims over its own rows, without the conditions it leaves out.
             let mut claims = HashMap::new();
-            if let Some(buckets) = &plan.buckets {
+            let described = std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured));
+            for (at, described) in described.enumerate() {
+                let Some(buckets) = &described.buckets else { continue };
                 let census = optimize(&buckets.census)?;
                 let (batches, schema) = run(&census).await?;
-                claims = anon::claimed(&batches, &schema, plan, buckets, &request.noise_key)?;
-                for plan in &mut plans {
-                    *plan = veil_guard::with_claimed(std::mem::take(plan), &claims).map_err(internal)?;
+                let found = anon::claimed(&batches, &schema, described, buckets, &request.noise_key)?;
+                if let Some(plan) = plans.get_mut(at) {
+                    *plan = veil_guard::with_claimed(std::mem::take(plan), &found).map_err(internal)?;
+                }
+                if at == 0 {
+                    claims = found;
                 }
             }
             if let Some(census) = &plan.census {

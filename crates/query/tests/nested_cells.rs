@@ -460,11 +460,11 @@ async fn four_spellings_of_one_question_agree_at_the_low_effect_margin() {
     // Per dataset, per padding, the four answers.
     let mut answers: [Vec<[i64; 4]>; 2] = [Vec::new(), Vec::new()];
     // D0 and two neighbouring districts, a different pair each time; then with a flag beside
-    // (a red team saw the four spellings differ with `AND flag`, for everyone alike). One of
-    // the two odd: in even districts nobody has a subsidy above 500, the subsidy range removes
-    // nobody and is low-effect, and a group of an answer with bucketed keys answered without
-    // it takes its variant's labels: the spellings then differ for everyone alike.
-    let paddings = (1..7).map(|p| (p, p + 1, "")).chain((1..7).map(|p| (p, p + 1, " AND alone")));
+    // (a red team saw the four spellings differ with `AND flag`, for everyone alike), and two
+    // even districts, where nobody has a subsidy above 500: the subsidy range removes nobody,
+    // is low-effect, and the group answered without it keeps the query's labels (under the
+    // labels of the query without it, the spellings differed there for everyone alike).
+    let paddings = (1..7).map(|p| (p, p + 1, "")).chain((1..7).map(|p| (p, p + 1, " AND alone"))).chain([(2, 4, "")]);
     for (a, b, beside) in paddings {
         let list = format!("district IN ('D0', 'D{a}', 'D{b}'){beside}");
         let spellings = [
@@ -762,6 +762,40 @@ async fn a_rare_flag_beside_a_common_one_tells_nothing_by_two_spellings() {
         equal[d].push(c.len() == k.len());
     }
     assert_eq!(equal[0], equal[1], "per district, the two spellings alike, the target living alone or not");
+}
+
+/// Leak (a fourth red team, 2026-12-04, 60 of 60 targets a dataset in two queries): a condition
+/// beside a key whose neighbouring bucket holds only the target (born before 1950 when the rest
+/// of their district was born after). Without the condition, the 1950 group claims the target
+/// from the 1900 bucket; with it, the claims were made over the rows the condition keeps, and
+/// the variant that answers a group without it kept those claims: where the target fails the
+/// condition nobody in the group fails it, the group is answered without it, and still without
+/// the target. The keyed query with the condition equalled the one without it exactly when the
+/// target passed. Each variant now has its own claims, made without its conditions.
+#[tokio::test]
+async fn a_condition_beside_a_key_tells_nothing_of_the_person_its_cells_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let (fails, passes) = (
+        edges_with(dir.path(), "fails", true, Some(false), Some(true)),
+        edges_with(dir.path(), "passes", true, Some(true), Some(true)),
+    );
+    let years = "floor(date_part('year', birth_date) / 50) * 50";
+    let mut equal: [Vec<bool>; 2] = [Vec::new(), Vec::new()];
+    for a in ["district = 'D0'", "district IN ('D0', 'D2')", "district IN ('D0', 'D4', 'D6')"] {
+        let ask = |beside: &str| {
+            format!(
+                "SELECT n FROM (SELECT {years} AS y, sum(subsidy) AS n FROM civil.people WHERE {a}{beside} GROUP BY 1) g WHERE y = 1950"
+            )
+        };
+        for (d, dataset) in [&fails, &passes].into_iter().enumerate() {
+            let without = count(&engine, dataset, &ask("")).await;
+            for beside in [" AND alone", " AND alone = true", " AND code = 'I10'"] {
+                equal[d].push(without == count(&engine, dataset, &ask(beside)).await);
+            }
+        }
+    }
+    assert_eq!(equal[0], equal[1], "which answers equal the one without the condition, the target failing it or not");
 }
 
 /// S − T of `ask(aggregate, true)` and `ask(aggregate, false)` over `dataset`, row by row, for

@@ -78,6 +78,9 @@ pub(super) fn bound(
             columns.len()
         );
     }
+    let agg = lowest_aggregate(&upper)?.clone();
+    let keys: Vec<usize> = bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?).into_iter().map(|(i, _)| i).collect();
+    let joint = jointly(keys.len(), ranges.len());
     for subset in 1..(1usize << columns.len()) {
         let chosen: Vec<String> =
             columns.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, c)| c.clone()).collect();
@@ -85,18 +88,33 @@ pub(super) fn bound(
         for column in &chosen {
             without = without_conditions_on(&without, column)?;
         }
-        let (plan, measured) = bound_with(without, assessment, threshold, one_row, &reads)?;
+        let (plan, mut measured) = bound_with(without.clone(), assessment, threshold, one_row, &reads)?;
+        // Each variant claims over its own rows: claims made with the conditions it leaves out
+        // never saw a person those conditions remove. A red team put the target alone in the
+        // bucket next to a key's group (born before 1950, the rest of their district after):
+        // without a flag the group claimed them, with it the claims did not, and the variant
+        // that answered the group without the flag kept those claims, so the keyed query with
+        // the flag equalled the one without it exactly when the target passed (60 of 60).
+        if !keys.is_empty() || joint {
+            let kept = laddered(&lowest_aggregate(&without)?.input);
+            let ranges: Vec<(Option<usize>, datafusion::common::Column)> =
+                reads.iter().map(|read| (kept.iter().position(|l| l.read == *read), read.clone())).collect();
+            measured.buckets = Some(super::Buckets {
+                census: bucket_census(&without, threshold, one_row, &ranges)?,
+                keys: keys.clone(),
+                ranges: ranges.iter().map(|(at, _)| *at).collect(),
+            });
+        }
         described.variants.push(super::Variant { columns: chosen, plan, measured });
     }
-    let agg = lowest_aggregate(&upper)?.clone();
-    let keys: Vec<usize> = bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?).into_iter().map(|(i, _)| i).collect();
-    let joint = jointly(keys.len(), ranges.len());
     // The census of the ranges decided column by column: none when the claims decide them all.
     let by_claims = if joint { ranges.len() } else { 0 };
     if described.ladders.len() > by_claims {
         described.census = Some(census(&upper, threshold, one_row, &reads)?);
     }
     if !keys.is_empty() || joint {
+        let ranges: Vec<(Option<usize>, datafusion::common::Column)> =
+            ranges.iter().map(|(at, read)| (Some(*at), read.clone())).collect();
         described.buckets = Some(super::Buckets {
             census: bucket_census(&upper, threshold, one_row, &ranges)?,
             keys,
@@ -229,14 +247,16 @@ fn carried(input: &LogicalPlan, bucketed: &[(usize, datafusion::common::Column)]
 /// The census of the bucketed group keys (`buckets.rs`), over the rows of the aggregate's
 /// input with the conditions of every laddered column left out: per other keys (in order); per
 /// bucketed key, the key and the value of its column; per range beside the keys (`ranges`,
-/// as [`range_dimensions`] lists them), its value and the Int64 1 where the row is in its
-/// range (0 or NULL elsewhere); then the person's hash, 1 and the hash again, once per person;
-/// over one row per person, 0, the number of people and the XOR of their hashes.
+/// as [`range_dimensions`] lists them, by their place among `upper`'s ladders: none where
+/// `upper`, a variant, has left its conditions out), its value and the Int64 1 where the row
+/// is in its range (0 or NULL elsewhere; 1 on every row for a range left out); then the
+/// person's hash, 1 and the hash again, once per person; over one row per person, 0, the
+/// number of people and the XOR of their hashes.
 fn bucket_census(
     upper: &LogicalPlan,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
-    ranges: &[(usize, datafusion::common::Column)],
+    ranges: &[(Option<usize>, datafusion::common::Column)],
 ) -> Result<LogicalPlan> {
     use datafusion::functions_aggregate::expr_fn::{bit_xor, count};
     use datafusion::logical_expr::{LogicalPlanBuilder, col};
@@ -250,12 +270,25 @@ fn bucket_census(
     let ladders = laddered(&agg.input);
     let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input)), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
-    let (input, values) = carried(&input, &bucketed)?;
+    // The bucketed keys' columns, then those of the ranges left out here, carried up together
+    // (hidden names are numbered per call).
+    let mut columns = bucketed.clone();
+    columns.extend(ranges.iter().filter(|(at, _)| at.is_none()).map(|(_, read)| (usize::MAX, read.clone())));
+    let (input, mut values) = carried(&input, &columns)?;
+    let mut left_out = values.split_off(bucketed.len()).into_iter();
     let mut range_columns = Vec::with_capacity(ranges.len());
     // Only the rows in some cell of each range's ladder can be in a region (a text equality's
     // one cell holds none of the other values, which were half of a join's rows).
     let mut in_cells = Vec::new();
     for (at, _) in ranges {
+        let Some(at) = at else {
+            // Left out here: every row is in it.
+            let Some(value) = left_out.next() else {
+                return plan_err!("a range left out without its column");
+            };
+            range_columns.push((value, lit(1i64)));
+            continue;
+        };
         let (Some(l), Some(found)) = (ladders.get(*at), lifted.get(*at)) else {
             return plan_err!("a range beside the keys without its ladder");
         };

@@ -66,12 +66,13 @@ pub struct Buckets {
     /// their hashes, per combination of values).
     pub census: LogicalPlan,
     /// The ranges of the answer's WHERE clause on columns no bucketed key generalizes, by
-    /// their place among the answer's ladders (`DpPlan::ladders`): the claims' regions take
+    /// their place among the answer's ladders (`DpPlan::ladders`; none in a variant that
+    /// leaves the range out, where every row is in it): the claims' regions take
     /// their cells as dimensions beside the keys', and a claim names a row by their values too
     /// (a red team's person outside a date range and an income key's bucket was measured by
     /// ranges on both columns and not by the range beside the key: the two spellings of one
     /// question, with the same labels, differed exactly when someone was in that corner).
-    pub ranges: Vec<usize>,
+    pub ranges: Vec<Option<usize>>,
 }
 
 /// The name the `__veil_claimed` calls of the key at `key` carry ([`with_claimed`]).
