@@ -92,7 +92,7 @@ pub struct Variant {
     pub columns: Vec<String>,
     /// Its measuring plan, laid out as the answer's.
     pub plan: LogicalPlan,
-    /// How to finish it.
+    /// How to finish it; its `buckets` are its own census, without its columns' conditions.
     pub measured: DpPlan,
 }
 

@@ -13,7 +13,9 @@
 //! generalizations of one, each bucket selects an interval of the column, and the cells of a
 //! wider step of the grid that contain it are its ladder (`ladder::cells`). Every key's last
 //! cell is every value, NULL too (what the query without the key holds), so a key over a
-//! column of any other type (a boolean) is claimed as well, with that cell alone. One census lists,
+//! column of any other type (a boolean) is claimed as well, with that cell alone. Each variant
+//! of low-effect detection has its own census and claims, over its rows without the
+//! conditions it leaves out. One census lists,
 //! per value of the other keys, the people per combination of the bucketed keys' buckets and
 //! values ([`Buckets::census`]). The query layer tries, per group, larger groups first, every
 //! combination of its keys' own buckets and the cells around them: a region that adds at most
