@@ -680,8 +680,13 @@ pub(crate) fn claimed(
     let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
     for (row, group) in groups.iter().enumerate() {
         // A NULL or not a number has no place in an order: a key's is in its cell of every
-        // value only (its row form sorts before every value, or after); a range's in none.
-        if (m..m + r).any(|j| values[j].is_null(row) || not_a_number(&values[j], row)) {
+        // value only (its row form sorts before every value, or after); a range's in none, but
+        // for a range this measurement leaves out, which every row is in (a red team: the
+        // target born before 1950 with no income, beside a year key and an income range, was
+        // claimed by the variant without the range of two ranges and not by the key's: 50 of
+        // 50).
+        if (m..m + r).any(|j| range_cells[j - m].is_some() && (values[j].is_null(row) || not_a_number(&values[j], row)))
+        {
             continue;
         }
         let inside = flags

@@ -84,6 +84,7 @@ struct Person {
     district: &'static str,
     born: i32,
     subsidy: i64,
+    /// Their code (empty: not known).
     code: &'static str,
     /// Whether they live alone (NULL: not known).
     alone: Option<bool>,
@@ -97,7 +98,8 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
     let districts: Vec<&str> = people.iter().map(|p| p.district).collect();
     let births: Vec<i32> = people.iter().map(|p| p.born).collect();
     let subsidies: Vec<i64> = people.iter().map(|p| p.subsidy).collect();
-    let codes: Vec<&str> = people.iter().map(|p| p.code).collect();
+    // An empty code is not known.
+    let codes: Vec<Option<&str>> = people.iter().map(|p| Some(p.code).filter(|c| !c.is_empty())).collect();
     let alone: Vec<Option<bool>> = people.iter().map(|p| p.alone).collect();
     // A second flag: whether their code is I10.
     let i10: Vec<bool> = people.iter().map(|p| p.code == "I10").collect();
@@ -107,7 +109,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
         Field::new("birth_date", DataType::Date32, false),
         Field::new("subsidy", DataType::Int64, false),
         Field::new("seen_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
-        Field::new("code", DataType::Utf8, false),
+        Field::new("code", DataType::Utf8, true),
         Field::new("alone", DataType::Boolean, true),
         Field::new("i10", DataType::Boolean, false),
     ]));
@@ -796,6 +798,37 @@ async fn a_condition_beside_a_key_tells_nothing_of_the_person_its_cells_claim() 
         }
     }
     assert_eq!(equal[0], equal[1], "which answers equal the one without the condition, the target failing it or not");
+}
+
+/// Leak (a fifth red team, 2026-12-04, 50 of 50 twin pairs in two queries): a NULL in a
+/// condition's column, just outside a key's bucket. The target, born before 1950 with no code,
+/// the rest of their district born after and coded I10: `WHERE birth range AND code = 'I10'`
+/// against the 1950 group of a year key `WHERE code = 'I10'`. The claims of a variant that
+/// leaves a range out skipped rows whose value of that range is NULL, which the range left
+/// out no longer removes; the keyless variant without both took the target in.
+#[tokio::test]
+async fn a_null_outside_a_keys_bucket_tells_nothing_by_two_spellings() {
+    let (_dir, target, twin, engine) = twins(|dir, file, planted| {
+        let mut people = edges_people(planted, Some(true), Some(true));
+        for p in people.iter_mut().filter(|p| p.code == "J45") {
+            p.code = "";
+        }
+        written(dir, file, &people)
+    });
+    let years = "floor(date_part('year', birth_date) / 50) * 50";
+    let mut equal: [Vec<bool>; 2] = [Vec::new(), Vec::new()];
+    for a in ["district = 'D0'", "district IN ('D0', 'D2')", "district IN ('D0', 'D4', 'D6')"] {
+        for beside in ["code = 'I10'", "subsidy >= 0 AND subsidy < 1000 AND code = 'I10'"] {
+            let keyless = format!("SELECT sum(subsidy) AS n FROM civil.people WHERE {a} AND {SINCE_1950} AND {beside}");
+            let key = format!(
+                "SELECT n FROM (SELECT {years} AS y, sum(subsidy) AS n FROM civil.people WHERE {a} AND {beside} GROUP BY 1) g WHERE y = 1950"
+            );
+            for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+                equal[d].push(count(&engine, dataset, &keyless).await == count(&engine, dataset, &key).await);
+            }
+        }
+    }
+    assert_eq!(equal[0], equal[1], "which spellings agree, with the target and without");
 }
 
 /// S − T of `ask(aggregate, true)` and `ask(aggregate, false)` over `dataset`, row by row, for
