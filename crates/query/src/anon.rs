@@ -519,9 +519,10 @@ struct Taken {
 
 /// The people the region `sides` around the group `own` adds to it, among `blocks`, counted
 /// until more than [`MOST_ADDED`]: their number, the seed of their set and the entries (by
-/// index) the region would take, theirs and the group's own people's there. A region reaching every value of a key adds the people the group has not `taken`
-/// yet: the query without the key holds the group's own and what it took, and a condition
-/// left out removes the others (one set of people, one draw, either way).
+/// index) the region would take, theirs and the group's own people's there. A region reaching
+/// every value of a key adds the people the group has not `taken` yet: the query without the
+/// key holds the group's own and what it took, and a condition left out removes the others
+/// (one set of people, one draw, either way).
 fn added(
     census: &Census,
     blocks: &[&Block<'_>],
