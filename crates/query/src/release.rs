@@ -260,8 +260,8 @@ impl QueryEngine {
             // any is found.
             // With bucketed group keys, a census first finds the rows the group of buckets
             // around theirs claims (`anon::claimed`), and the measurement after it groups them
-            // there; each variant has its own. It runs whether or not any is found.
-            // Each variant claims over its own rows, without the conditions it leaves out.
+            // there; each variant has its own, over its rows without the conditions it leaves
+            // out. It runs whether or not any is found.
             let mut claims = HashMap::new();
             let described = std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured));
             for (at, described) in described.enumerate() {

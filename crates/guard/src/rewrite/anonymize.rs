@@ -96,14 +96,7 @@ pub(super) fn bound(
         // that answered the group without the flag kept those claims, so the keyed query with
         // the flag equalled the one without it exactly when the target passed (60 of 60).
         if !keys.is_empty() || joint {
-            let kept = laddered(&lowest_aggregate(&without)?.input);
-            let ranges: Vec<(Option<usize>, datafusion::common::Column)> =
-                reads.iter().map(|read| (kept.iter().position(|l| l.read == *read), read.clone())).collect();
-            measured.buckets = Some(super::Buckets {
-                census: bucket_census(&without, threshold, one_row, &ranges)?,
-                keys: keys.clone(),
-                ranges: ranges.iter().map(|(at, _)| *at).collect(),
-            });
+            measured.buckets = Some(claims(&without, &keys, &reads, threshold, one_row)?);
         }
         described.variants.push(super::Variant { columns: chosen, plan, measured });
     }
@@ -113,15 +106,30 @@ pub(super) fn bound(
         described.census = Some(census(&upper, threshold, one_row, &reads)?);
     }
     if !keys.is_empty() || joint {
-        let ranges: Vec<(Option<usize>, datafusion::common::Column)> =
-            ranges.iter().map(|(at, read)| (Some(*at), read.clone())).collect();
-        described.buckets = Some(super::Buckets {
-            census: bucket_census(&upper, threshold, one_row, &ranges)?,
-            keys,
-            ranges: ranges.iter().map(|(at, _)| *at).collect(),
-        });
+        described.buckets = Some(claims(&upper, &keys, &reads, threshold, one_row)?);
     }
     Ok((plan, described))
+}
+
+/// The claims of `upper`, the answer or a variant of it (`buckets.rs`): its bucket census over
+/// the bucketed keys `keys` and the ranges beside them (`reads`, the columns they read), each
+/// range by its place among `upper`'s ladders, none where `upper` leaves it out (every row is
+/// in it there).
+fn claims(
+    upper: &LogicalPlan,
+    keys: &[usize],
+    reads: &[datafusion::common::Column],
+    threshold: &mut super::enforce_min_group_size::Threshold<'_>,
+    one_row: bool,
+) -> Result<super::Buckets> {
+    let kept = laddered(&lowest_aggregate(upper)?.input);
+    let ranges: Vec<(Option<usize>, datafusion::common::Column)> =
+        reads.iter().map(|read| (kept.iter().position(|l| l.read == *read), read.clone())).collect();
+    Ok(super::Buckets {
+        census: bucket_census(upper, threshold, one_row, &ranges)?,
+        keys: keys.to_vec(),
+        ranges: ranges.iter().map(|(at, _)| *at).collect(),
+    })
 }
 
 /// The laddered columns of the answer's WHERE clause that no bucketed group key generalizes:
