@@ -1104,10 +1104,10 @@ impl Broker {
                     | plan.isolates(&people, k, &found)
                     | plan.isolates(&values, k, &found);
                 let unmatched = plan.unmatched(&people);
-                if refusal.is_none() && isolates {
-                    refusal = Some(isolates_people(&plan.dataset, k));
-                } else if refusal.is_none() && unmatched {
-                    refusal = Some(people_unmatched(&plan.dataset));
+                if isolates {
+                    refusal.get_or_insert_with(|| isolates_people(&plan.dataset, k));
+                } else if unmatched {
+                    refusal.get_or_insert_with(|| people_unmatched(&plan.dataset));
                 }
             }
             Ok(refusal)
@@ -1251,8 +1251,8 @@ impl Broker {
                 }
                 let old = veil_extract::ReleasedRows::read(&other, &roles).map_err(extract_error)?;
                 // Every release compared, whatever the first finds (`held`).
-                if veil_extract::differs_by_few(&new, &old, k, DEFAULT_L) && refusal.is_none() {
-                    refusal = Some(differs_by_few_rows(k));
+                if veil_extract::differs_by_few(&new, &old, k, DEFAULT_L) {
+                    refusal.get_or_insert_with(|| differs_by_few_rows(k));
                 }
             }
             Ok(refusal)
@@ -1699,8 +1699,8 @@ impl Broker {
                             }
                             compared = true;
                         }
-                        if compared && !common.is_empty() && (common.len() as u64) < DEFAULT_L && narrowed.is_none() {
-                            narrowed = Some((part.dataset.clone(), column.clone()));
+                        if compared && !common.is_empty() && (common.len() as u64) < DEFAULT_L {
+                            narrowed.get_or_insert_with(|| (part.dataset.clone(), column.clone()));
                         }
                     }
                 }
