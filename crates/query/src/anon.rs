@@ -101,6 +101,13 @@ struct Group {
     lists: Vec<u8>,
 }
 
+/// One IN-list constant as a group measures it ([`Measurements::constants`]).
+#[derive(Clone, Copy)]
+struct Constant {
+    seed: u64,
+    matched: bool,
+}
+
 /// One measuring plan's output: the answer's, or a variant's without one column's conditions.
 struct Measurements<'a> {
     plan: &'a DpPlan,
@@ -157,35 +164,46 @@ impl<'a> Measurements<'a> {
         Ok(self.plan.noise.bucket(&self.keys(row)?).join("\u{1f}").into_bytes())
     }
 
+    /// Per IN-list constant of the answer, as the group at `row` measures it: the seed of its
+    /// people matching the constant and whether there are any; where nobody matches (or
+    /// low-effect detection left out the few who did), the seed of the group's people, marked
+    /// so. Seeded by nobody, such a constant drew one layer for every group and every query,
+    /// two lists differing by it one offset for every group, and a group whose constant a draw
+    /// kept stood out from the rest (a red team read the offset off groups without its planted
+    /// people).
+    fn constants(&self, row: usize) -> Vec<Constant> {
+        (0..self.plan.noise.listed.len())
+            .map(|i| {
+                let (seeds, people) = (&self.condition_seeds[i], &self.condition_people[i]);
+                if people.is_valid(row) && people.value(row) > 0 {
+                    Constant { seed: if seeds.is_valid(row) { seeds.value(row) } else { 0 }, matched: true }
+                } else {
+                    Constant { seed: u64::from_le_bytes(self.seed(row)), matched: false }
+                }
+            })
+            .collect()
+    }
+
     /// The group at `row`, answered from these measurements (`source`), for the answer's
-    /// group at `answer_row`.
-    fn group(&self, answer_row: usize, source: usize, row: usize) -> Result<Group> {
-        let label = self.label(row)?;
-        let conditions = self
-            .plan
-            .noise
-            .listed
+    /// group at `answer_row`, under the bucket labels `label` and with the IN-list constants
+    /// `constants` (one per constant of [`NoiseLabels::listed`](veil_guard::NoiseLabels)).
+    fn group(&self, answer_row: usize, source: usize, row: usize, label: Vec<u8>, constants: &[Constant]) -> Group {
+        let listed = &self.plan.noise.listed;
+        let conditions = listed
             .iter()
-            .zip(&self.condition_seeds)
-            .map(|(text, seeds)| {
-                let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
-                [text.as_bytes(), &[0x1f], &seed.to_le_bytes()].concat()
+            .zip(constants)
+            .map(|(text, c)| {
+                let whose: &[u8] = if c.matched { b"matching" } else { b"group" };
+                [text.as_bytes(), &[0x1f], whose, &c.seed.to_le_bytes()].concat()
             })
             .collect();
         // The constants that some of the group's people match (those low-effect detection
         // left out match nobody any more): the IN lists' own share of the bucket's labels.
-        let mut lists: Vec<&str> = self
-            .plan
-            .noise
-            .listed
-            .iter()
-            .zip(&self.condition_people)
-            .filter(|(_, people)| people.is_valid(row) && people.value(row) > 0)
-            .map(|(text, _)| text.as_str())
-            .collect();
+        let mut lists: Vec<&str> =
+            listed.iter().zip(constants).filter(|(_, c)| c.matched).map(|(text, _)| text.as_str()).collect();
         lists.sort_unstable();
         lists.dedup();
-        Ok(Group {
+        Group {
             row: answer_row,
             source,
             at: row,
@@ -194,7 +212,7 @@ impl<'a> Measurements<'a> {
             label,
             conditions,
             lists: lists.join("\u{1f}").into_bytes(),
-        })
+        }
     }
 
     fn measured_at(&self, at: usize, row: usize) -> Result<Measured> {
@@ -233,7 +251,7 @@ impl Measured {
 /// of the answer's measurements ([`veil_guard::with_dropped`]). A constant is low-effect in a
 /// group when at least one and at most [`ALWAYS_LOW_EFFECT`] of the group's people have rows
 /// matching it, or at most [`LOW_EFFECT_MARGIN`] plus a sticky normal draw seeded by those
-/// people, the list and the constant. A constant matching nobody has no rows to leave out.
+/// people alone ([`low_effect`]). A constant matching nobody has no rows to leave out.
 ///
 /// Why: `x IN (a, b, c)` against `x IN (a, b, z)`, `z` matching nobody, differ in a group by the
 /// people only `c` brings there; when that is one person, the difference is theirs, one sticky
@@ -978,7 +996,6 @@ pub(crate) fn add_noise(
                 None => continue,
             }
         };
-        let mut group = sources[source].group(row, source, at)?;
         // Answered without some conditions, a group keeps the query's labels: left out with
         // them, a range that removed a few people answered otherwise than a key selecting the
         // same rows, whose label stays, and their sums were equal exactly when the range was
@@ -986,10 +1003,43 @@ pub(crate) fn add_noise(
         // group takes what a condition's answer without it takes, by the same draw; and each
         // variant claims over its own rows, so a keyed group answered without a condition
         // holds what the same question without keys does (with the claims made under the
-        // condition it did not: a person two conditions remove together, 50 of 50).
+        // condition it did not: a person two conditions remove together, 50 of 50). It keeps
+        // the query's IN-list layers too: every variant measures the answer's constants
+        // (the guard's `bound_with`).
+        //
+        // And its IN-list layers: those of a list it filters by as it measures them; those of
+        // a list it leaves out as the same question with that list measures them (the
+        // variant without the other columns, or the answer's measurement). A variant without
+        // the list's column had none, so two lists that differed by a constant low-effect
+        // detection left out came back bit-identical where the list's column was left out
+        // too, and differed where a draw kept the constant: a red team planted two decoys on
+        // the target's rare value per group, and eight such values called membership 59 of 60.
+        // Measured by the variant without the list, they would be seeded by the people it
+        // takes back, the target among them, which the query with the list left out.
+        let mut constants = sources[source].constants(at);
         if source != 0 {
-            group.label = main.label(row)?;
+            for (i, text) in plan.noise.listed.iter().enumerate() {
+                let column = label_column(text);
+                if !low.iter().any(|c| **c == column) {
+                    continue;
+                }
+                let rest: Vec<&String> = low.iter().copied().filter(|c| **c != column).collect();
+                let with_list = if rest.is_empty() {
+                    Some((0, row))
+                } else {
+                    plan.variants
+                        .iter()
+                        .position(|v| v.columns.len() == rest.len() && rest.iter().all(|c| v.columns.contains(c)))
+                        .and_then(|v| Some((v + 1, *by_keys[v].get(&keys)?)))
+                };
+                if let (Some((s, r)), Some(c)) = (with_list, constants.get_mut(i))
+                    && let Some(measured) = sources[s].constants(r).get(i)
+                {
+                    *c = *measured;
+                }
+            }
         }
+        let group = sources[source].group(row, source, at, main.label(row)?, &constants);
         let z = normal(&key, &[b"threshold", &group.seed]);
         if group.people >= floor && group.people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
             kept.push(group);

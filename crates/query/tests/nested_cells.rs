@@ -187,14 +187,17 @@ fn padded(p: usize) -> String {
 }
 
 /// Whether S − T per padding with the target (`with`) and without are the same numbers but for
-/// rounding. Each answer is rounded to a whole number after its noise; where S and T share
-/// their people layer, the fraction they share differs with the target and without, and can
-/// move S − T by one either way (a red-team pair of two keys did, once in 36). A person whose
-/// presence draws the two people layers apart moves it by a draw of about two standard
-/// deviations: more than one, and often.
+/// rounding. Each answer is rounded to a whole number after its noise; where S and T share a
+/// layer seeded by people the target is among (their people layer, or an IN-list constant's
+/// that both ask), the fraction they share differs with the target and without, and can move
+/// S − T by one, the same way in every padding where the layer is the same: in up to about
+/// half of them (a red-team pair of two keys did once in 36; a district list shared by a whole
+/// and its group, in 6 of 18). A person whose presence draws the two people layers apart moves
+/// it by a draw of about two standard deviations: more than one, and often; one counted in
+/// one of the two and not the other, with no layer apart, moves every padding by one.
 fn same_but_rounding(with: &[i64], without: &[i64]) -> bool {
     let apart = with.iter().zip(without).filter(|(a, b)| a != b).count();
-    with.len() == without.len() && with.iter().zip(without).all(|(a, b)| (a - b).abs() <= 1) && apart * 4 <= with.len()
+    with.len() == without.len() && with.iter().zip(without).all(|(a, b)| (a - b).abs() <= 1) && apart * 2 <= with.len()
 }
 
 /// A query around a range.
@@ -952,4 +955,130 @@ async fn a_range_that_excludes_one_person_answers_as_over_its_twin() {
         decisions.push(with.iter().zip(&without).all(|(x, y)| (x - y).abs() <= 1));
     }
     assert!(decisions.iter().all(|d| *d == decisions[0]), "a decision per set of people: {decisions:?}");
+}
+
+/// People of eight districts, forty each with codes A, B or C, two more per district coded Z
+/// (decoys an attacker planted), and with `planted` a target coded Z in every district.
+fn decoys_people(planted: bool) -> Vec<Person> {
+    let mut people: Vec<Person> = (0..320usize)
+        .map(|i| Person {
+            id: format!("P{i:05}"),
+            district: DISTRICTS[i % DISTRICTS.len()],
+            born: (i * 37) as i32,
+            subsidy: 100 + (i as i64 % 5) * 50,
+            code: ["A", "B", "C"][i % 3],
+            alone: Some(true),
+        })
+        .collect();
+    for (d, district) in DISTRICTS.iter().enumerate() {
+        for j in 0..(2 + usize::from(planted)) {
+            people.push(Person {
+                id: format!("P9{d}{j:03}"),
+                district,
+                born: 10,
+                subsidy: 300,
+                code: "Z",
+                alone: Some(true),
+            });
+        }
+    }
+    people
+}
+
+/// Leak (a red team, 2026-12-04, 59 of 60 held-out targets in 16 queries): two decoys per
+/// group planted on the target's rare value Z, and `code IN ('A', 'B', 'C', 'Z')` against the
+/// same list with a value nobody has. Without the target the constant Z matches two people and
+/// is always left out (low-effect), and so is the list's column as a whole; the group was
+/// answered from the measurement without the list, which has no IN-list layers, and both
+/// answers came back bit-identical. With the target, Z matches three, kept by a sticky draw
+/// about one time in three, and the pair differed: any difference said "present", never
+/// wrongly. A group answered without a column's conditions now keeps the query's IN-list
+/// layers, each constant's seeded with the bucket's labels as well, so the pair differs by
+/// those layers with the target or without.
+#[tokio::test]
+async fn decoys_on_an_in_list_constant_leave_no_pair_equal_only_without_the_target() {
+    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &decoys_people(planted)));
+    let ask = |last: &str| {
+        format!(
+            "SELECT district, count(*) AS n, sum(subsidy) AS s FROM civil.people \
+             WHERE code IN ('A', 'B', 'C', '{last}') GROUP BY district ORDER BY district"
+        )
+    };
+    // Per dataset: pairs (district, constant nobody has) answered alike, and districts the
+    // red team's rule calls present (some pair differs).
+    let mut equal = [0usize; 2];
+    let mut called = [0usize; 2];
+    let references = ["Y", "X", "W", "V"];
+    for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+        let with = counts(&engine, dataset, &ask("Z")).await;
+        let mut differs = vec![false; with.len()];
+        for reference in references {
+            let without = counts(&engine, dataset, &ask(reference)).await;
+            assert_eq!(with.len(), without.len(), "every district is released");
+            for (g, (a, b)) in with.iter().zip(&without).enumerate() {
+                equal[d] += usize::from(a == b);
+                differs[g] |= a != b;
+            }
+        }
+        called[d] = differs.iter().filter(|d| **d).count();
+    }
+    let pairs = DISTRICTS.len() * references.len();
+    assert!(
+        equal[1] * 2 <= pairs && called[1] + 1 >= called[0],
+        "equal pairs (target, twin) {equal:?} of {pairs}; districts called present {called:?} of {}",
+        DISTRICTS.len()
+    );
+}
+
+/// People of eight districts, fourteen born in 1950 and eight in 1960 in each, and with
+/// `planted` one more per district born in 1931, alone on their year.
+fn years_people(planted: bool) -> Vec<Person> {
+    // Days since 1970-01-01: mid-1950, mid-1960 and 1931-05-05.
+    let (y1950, y1960, y1931) = (-7_124, -3_472, -14_120);
+    let mut people = Vec::new();
+    for (d, district) in DISTRICTS.iter().enumerate() {
+        for p in 0..22 {
+            let born = if p < 14 { y1950 } else { y1960 } + p;
+            let id = format!("P{d}{p:03}");
+            people.push(Person {
+                id,
+                district,
+                born,
+                subsidy: 100 + 10 * i64::from(p),
+                code: "I10",
+                alone: Some(true),
+            });
+        }
+        if planted {
+            let id = format!("T{d}");
+            people.push(Person { id, district, born: y1931, subsidy: 900, code: "I10", alone: Some(true) });
+        }
+    }
+    people
+}
+
+/// Leak (a red team against the masked filter): an IN list whose one constant only the target
+/// matches. `date_part('year', birth_date) IN (1950, 1931)` against the same with a year nobody
+/// has differed, in the target's group, by the target (alone in 1931), one sticky noise sample
+/// away; compared with the other groups of the same answer, about eight queries said whether
+/// the target was born in 1931. Each constant is now checked in each group, one only a few
+/// people match there is left out, and the pair measures the same people with the target or
+/// without: the two constants' own layers apart, both seeded by the group's people, so in
+/// every district the same numbers as over a twin without the targets.
+#[tokio::test]
+async fn an_in_list_constant_only_the_target_matches_answers_as_over_its_twin() {
+    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &years_people(planted)));
+    let ask = |year: u32| {
+        format!(
+            "SELECT district, count(*) AS n FROM civil.people \
+             WHERE date_part('year', birth_date) IN (1950, {year}) GROUP BY district ORDER BY district"
+        )
+    };
+    let mut differences: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+    for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+        let (with, control) = (counts(&engine, dataset, &ask(1931)).await, counts(&engine, dataset, &ask(1932)).await);
+        assert_eq!(with.len(), DISTRICTS.len(), "every district is released");
+        differences[d] = with.iter().zip(&control).map(|(a, b)| a - b).collect();
+    }
+    assert_eq!(differences[0], differences[1], "per district, with the targets and without");
 }

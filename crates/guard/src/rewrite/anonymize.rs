@@ -55,7 +55,7 @@ pub(super) fn bound(
     let one_row = threshold.ctx().reach(&lowest_aggregate(&upper)?.input).one_row_per_person;
     let ranges = range_dimensions(&upper)?;
     let reads: Vec<datafusion::common::Column> = ranges.iter().map(|(_, read)| read.clone()).collect();
-    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row, &reads)?;
+    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row, &reads, None)?;
     // Low-effect detection: per column the WHERE clause restricts (ranges, equalities, IN
     // lists, boolean columns; a group key's column too: a red team made the income range
     // exempt by grouping on `floor(income / 100000)`, one group for everyone), the same answer
@@ -79,6 +79,9 @@ pub(super) fn bound(
         );
     }
     let agg = lowest_aggregate(&upper)?.clone();
+    // Every variant measures the answer's IN-list constants, those of lists it leaves out too
+    // (`bound_with`).
+    let listed = conditions(&agg.input).listed;
     let keys: Vec<usize> = bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?).into_iter().map(|(i, _)| i).collect();
     let joint = jointly(keys.len(), ranges.len());
     for subset in 1..(1usize << columns.len()) {
@@ -88,7 +91,7 @@ pub(super) fn bound(
         for column in &chosen {
             without = without_conditions_on(&without, column)?;
         }
-        let (plan, mut measured) = bound_with(without.clone(), assessment, threshold, one_row, &reads)?;
+        let (plan, mut measured) = bound_with(without.clone(), assessment, threshold, one_row, &reads, Some(&listed))?;
         // Each variant claims over its own rows: claims made with the conditions it leaves out
         // never saw a person those conditions remove. A red team put the target alone in the
         // bucket next to a key's group (born before 1950, the rest of their district after):
@@ -747,6 +750,7 @@ fn bound_with(
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
     beside: &[datafusion::common::Column],
+    answers: Option<&[(Expr, Expr, String)]>,
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     use std::sync::Arc;
 
@@ -764,7 +768,15 @@ fn bound_with(
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
-    let Conditions { listed, fixed, ranges } = conditions(&agg.input);
+    let Conditions { listed: own, fixed, ranges } = conditions(&agg.input);
+    // A variant (`answers`: the answer's constants) measures, per group, the people matching
+    // each of the answer's IN-list constants, also of a list it leaves out, though it leaves
+    // out no rows of those: a group answered from it keeps the query's IN-list layers, seeded by
+    // its own people. Without them, two lists differing by a constant low-effect detection left
+    // out answered bit-identically wherever the list's column was left out too (a red team
+    // with two decoys on the target's rare value: equal without the target, and not when a
+    // draw kept the value, 59 of 60).
+    let listed = answers.map_or_else(|| own.clone(), <[_]>::to_vec);
     let group_keys = crate::exprs::group_keys(&agg)?;
     let keys = group_keys.len();
     let mut described = super::DpPlan {
@@ -802,18 +814,23 @@ fn bound_with(
     let unit = unit_of(&units)?;
     // Rows claimed by the group of a bucket around theirs are grouped there (`buckets.rs`).
     let (input, keyed, admitted) = claimed_keys(&input, &agg, &group_keys, &unit, one_row, beside)?;
-    let listed =
-        listed.into_iter().map(|(e, c, _)| Ok((resolved(e, input.schema())?, c))).collect::<Result<Vec<_>>>()?;
+    let listed = listed
+        .into_iter()
+        .map(|(e, c, _)| {
+            let filters = own.iter().any(|(o, _, _)| *o == e);
+            Ok((resolved(e, input.schema())?, c, filters))
+        })
+        .collect::<Result<Vec<_>>>()?;
     // Each list's rows of a (group, constant) pair the query layer finds low-effect are left
-    // out (`dropped`): one call per list, named by its compared expression.
+    // out (`dropped`): one call per list this plan filters by, named by its compared expression.
     let mut lists: Vec<&Expr> = Vec::new();
-    for (e, c) in &listed {
+    for (e, c, filters) in &listed {
         let Expr::Literal(value, _) = c else {
             return plan_err!("an IN-list constant that is not a value");
         };
         let value = value.cast_to(&e.get_type(input.schema())?)?;
         described.noise.listed_values.push((e.schema_name().to_string(), value));
-        if !lists.contains(&e) {
+        if *filters && !lists.contains(&e) {
             lists.push(e);
         }
     }
@@ -889,7 +906,7 @@ fn bound_with(
         }
     }
     // Whether the person has a row matching each listed constant.
-    for (i, (e, c)) in listed.iter().enumerate() {
+    for (i, (e, c, _)) in listed.iter().enumerate() {
         let matches = one_or_zero(e.clone().eq(c.clone()));
         let matches = if one_row { matches } else { datafusion::functions_aggregate::expr_fn::max(matches) };
         partial.push(matches.alias(name("cond", i)));
@@ -1315,7 +1332,7 @@ mod tests {
         for one_row in [false, true] {
             let mut threshold =
                 super::super::enforce_min_group_size::Threshold::new(&guard, Arc::new(AtomicU64::new(0)));
-            let (measuring, _) = bound_with(plan.clone(), &assessment, &mut threshold, one_row, &[]).unwrap();
+            let (measuring, _) = bound_with(plan.clone(), &assessment, &mut threshold, one_row, &[], None).unwrap();
             let has_aggregate_over_people = measuring.inputs().iter().any(|i| matches!(i, LogicalPlan::Aggregate(_)));
             assert_eq!(has_aggregate_over_people, !one_row, "{}", measuring.display_indent());
             let sorted = datafusion::logical_expr::LogicalPlanBuilder::from(measuring)
