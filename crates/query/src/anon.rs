@@ -46,8 +46,14 @@ use crate::error::internal;
 /// Standard deviation of each noise layer, in units of the top group's average contribution.
 const LAYER_SD: f64 = 1.0;
 
-/// The fewest people a released group may hold, whatever k says.
+/// The fewest people a released group may hold, whatever the threshold's draw says.
 const MIN_PEOPLE: u64 = 2;
+
+/// The least middle of the release threshold, whatever k says (L1's k is 0): the threshold
+/// stands about two of its standard deviations above [`MIN_PEOPLE`], so that the draw seldom
+/// reaches the fixed floor (a group one person over it released one time in three, and with
+/// one planted person the twin's never).
+const MIN_THRESHOLD: u64 = 4;
 
 /// A column's conditions remove almost nobody from a group (low-effect detection) when they
 /// remove at most [`ALWAYS_LOW_EFFECT`] people, or at most this margin plus a sticky normal draw
@@ -69,9 +75,14 @@ fn low_effect(key: &hmac::Key, count: u64, seed: u64) -> bool {
     count <= ALWAYS_LOW_EFFECT || count as f64 <= LOW_EFFECT_MARGIN + normal(key, &[b"low effect", &seed.to_le_bytes()])
 }
 
-/// A released group needs its people to reach `max(k, MIN_PEOPLE)` plus this margin plus a
-/// sticky normal draw (standard deviation 1): near the threshold, release is a coin toss no
-/// one can rerun.
+/// A released group needs its people to reach `max(k, MIN_THRESHOLD)` plus this margin plus a
+/// sticky normal draw (standard deviation 1), and [`MIN_PEOPLE`]: near the threshold, release
+/// is a coin toss no one can rerun. The threshold is drawn around k, not above it: with a fixed
+/// floor at k, a group of k − 1 was never released, so k − 1 planted people on the target's
+/// value, or beside them in a group, made any released group say "the target is there" (a red
+/// team, 2026-12-04: 60 of 60 held out with twelve planted columns, a value 30 of 30, and fresh
+/// draws from one pool of decoys through combinations of group keys, 76 of 90 with no false
+/// alarm). A group of k − 1 is now released about one time in fifteen, k − 2 one in 150.
 const THRESHOLD_MARGIN: f64 = 0.5;
 
 /// The noisy values of an anonymized answer's aggregate, with how many groups were withheld.
@@ -955,8 +966,9 @@ pub(crate) fn add_noise(
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
 
-    // Which groups pass: people ≥ max(k, 2), and above a noisy threshold seeded by the people.
-    let floor = k.max(MIN_PEOPLE);
+    // Which groups pass: people ≥ 2, and above a noisy threshold around max(k, 4) seeded by
+    // the people.
+    let middle = k.max(MIN_THRESHOLD);
     let mut kept = Vec::new();
     for row in 0..totals.num_rows() {
         let keys = if by_keys.is_empty() { Vec::new() } else { main.keys(row)? };
@@ -1041,7 +1053,7 @@ pub(crate) fn add_noise(
         }
         let group = sources[source].group(row, source, at, main.label(row)?, &constants);
         let z = normal(&key, &[b"threshold", &group.seed]);
-        if group.people >= floor && group.people as f64 >= floor as f64 + THRESHOLD_MARGIN + z {
+        if group.people >= MIN_PEOPLE && group.people as f64 >= middle as f64 + THRESHOLD_MARGIN + z {
             kept.push(group);
         }
     }

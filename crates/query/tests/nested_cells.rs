@@ -1082,3 +1082,51 @@ async fn an_in_list_constant_only_the_target_matches_answers_as_over_its_twin() 
     }
     assert_eq!(differences[0], differences[1], "per district, with the targets and without");
 }
+
+/// Leak (a red team, 2026-12-04): k − 1 planted people on the target's value. A group of fewer
+/// than k people was never released, whatever its draw, so with four decoys coded Z in a
+/// district (k = 5) `WHERE code = 'Z' GROUP BY district` released the district only with the
+/// target there, when its draw allowed (about one time in three): any released district said
+/// "the target is there", never wrongly, and twelve planted columns found 60 of 60 held-out
+/// targets. The threshold is now drawn around k with a fixed floor of two people, so a group of
+/// k − 1 is released now and then too (about one time in fifteen), and a release is evidence,
+/// not proof.
+#[tokio::test]
+async fn k_minus_one_planted_people_leave_no_release_certain_of_the_target() {
+    let districts: Vec<&'static str> = (0..60).map(|d| &*Box::leak(format!("R{d:02}").into_boxed_str())).collect();
+    let build = |planted: bool| {
+        let mut people = Vec::new();
+        for (d, district) in districts.iter().enumerate() {
+            for p in 0..24 {
+                let code = if p < 4 { "Z" } else { "A" };
+                people.push(Person {
+                    id: format!("P{d:02}{p:02}"),
+                    district,
+                    born: p,
+                    subsidy: 100,
+                    code,
+                    alone: Some(true),
+                });
+            }
+            if planted {
+                people.push(Person {
+                    id: format!("T{d:02}"),
+                    district,
+                    born: 50,
+                    subsidy: 100,
+                    code: "Z",
+                    alone: Some(true),
+                });
+            }
+        }
+        people
+    };
+    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &build(planted)));
+    let sql = "SELECT district, count(*) AS n FROM civil.people WHERE code = 'Z' GROUP BY district";
+    let released = [counts(&engine, &target, sql).await.len(), counts(&engine, &twin, sql).await.len()];
+    assert!(
+        released[1] > 0 && released[0] > released[1],
+        "districts released (with the targets, without), of {}: {released:?}",
+        districts.len()
+    );
+}
