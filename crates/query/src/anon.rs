@@ -374,12 +374,12 @@ pub(crate) fn widened(
     for (l, ladder) in plan.ladders.iter().enumerate() {
         let mut groups = Vec::new();
         for (hash, tally) in &tallies {
+            // A group with nobody in the range is widened as any other: left as it was, it
+            // existed only when someone was in the range, and with the target alone there,
+            // widened by the cells around, a released count said so, never wrongly (a red team
+            // against the claims, which decided the same way; test
+            // `a_range_only_the_target_holds_is_answered_from_its_neighbours_without_them_too`).
             let (in_range, range_seed) = tally[l][0];
-            // A group with nobody in the range is no group of the answer: widened, it would
-            // bring in groups from outside the query's range.
-            if in_range == 0 {
-                continue;
-            }
             let mut mask = 0u64;
             for (cell, (people, seed)) in tally[l].iter().skip(1).enumerate() {
                 let added = people.saturating_sub(in_range);
@@ -812,9 +812,12 @@ pub(crate) fn claimed(
         // Larger first, then by the least hash of their entries.
         order.sort_by_key(|block| (std::cmp::Reverse(block.people), block.least));
         for own in &order {
-            // A block with nobody in the ranges is no group of the answer; a group some of
-            // whose rows were claimed claims none.
-            if own.people == 0 || own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
+            // A group some of whose rows were claimed claims none. A block with nobody in the
+            // ranges claims as any other (larger ones first): skipped, its group existed only
+            // when someone was in its cell of the query, and with the target alone there,
+            // widened by the cells around, a released group said so (a red team, no planted
+            // people: 30 of 30, never wrongly).
+            if own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
                 continue;
             }
             // Per key: its own bucket, then each cell around it; per range beside the keys: the

@@ -1130,3 +1130,100 @@ async fn k_minus_one_planted_people_leave_no_release_certain_of_the_target() {
         districts.len()
     );
 }
+
+/// Leak (a red team, 2026-12-04, no planted people): a group whose cell of the query holds only
+/// the target. `WHERE birth_date` in one year `GROUP BY district`: the target alone on their
+/// year in their district, others born a few years apart. The claims widened the group by the
+/// cells around the year that add a few people each, so the target and their neighbours could
+/// pass the threshold; without the target the cell was empty, and a group with nobody in its
+/// cell claimed nothing and did not exist. Any released district said "someone was born that
+/// year there", never wrongly: membership 30 of 30 with no false alarm in 18 queries a target,
+/// a flag 24 of 24, an income band 15 of 15. A group now claims the cells around its own
+/// whether or not anyone is in it, so the district is answered from its neighbours alike.
+#[tokio::test]
+async fn a_cell_only_the_target_holds_is_answered_from_its_neighbours_without_them_too() {
+    let districts: Vec<&'static str> = (0..60).map(|d| &*Box::leak(format!("R{d:02}").into_boxed_str())).collect();
+    // Days since 1970-01-01: 1931-05-05, and mid-1933, mid-1937 and mid-1945.
+    let (target_born, near) = (-14_120, [-13_340, -11_880, -8_960]);
+    let build = |planted: bool| {
+        let mut people = Vec::new();
+        for (d, district) in districts.iter().enumerate() {
+            for p in 0..26i32 {
+                let born = if p < 6 { near[(p / 2) as usize] + p } else { -3_000 + 200 * p };
+                let id = format!("P{d:02}{p:02}");
+                people.push(Person { id, district, born, subsidy: 100, code: "I10", alone: Some(true) });
+            }
+            if planted {
+                let id = format!("T{d:02}");
+                people.push(Person { id, district, born: target_born, subsidy: 100, code: "I10", alone: Some(true) });
+            }
+        }
+        people
+    };
+    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &build(planted)));
+    let sql = "SELECT district, count(*) AS n FROM civil.people \
+               WHERE birth_date >= DATE '1931-01-01' AND birth_date < DATE '1932-01-01' GROUP BY district";
+    let released = [counts(&engine, &target, sql).await.len(), counts(&engine, &twin, sql).await.len()];
+    assert!(released[1] > 0, "districts released (with the targets, without), of {}: {released:?}", districts.len());
+}
+
+/// The same without keys, where the cells around one range decide (the ladder): a year only
+/// the target holds, with others two, six and fourteen years on; sixty such years, each far
+/// from the rest and asked on its own. Without the target the year's count was withheld
+/// always (nobody in it: not widened), with them now and then.
+#[tokio::test]
+async fn a_range_only_the_target_holds_is_answered_from_its_neighbours_without_them_too() {
+    // Mid-May of `year`, in days since 1970-01-01.
+    let day = |year: i32| (f64::from(year - 1970) * 365.2425).round() as i32 + 135;
+    let build = |planted: bool| {
+        let mut people = Vec::new();
+        for j in 0..60i32 {
+            let base = 1000 + 20 * j;
+            for (p, offset) in [3, 3, 7, 7, 15, 15].into_iter().enumerate() {
+                let id = format!("P{j:02}{p}");
+                people.push(Person {
+                    id,
+                    district: "D0",
+                    born: day(base + offset) + p as i32,
+                    subsidy: 100,
+                    code: "I10",
+                    alone: Some(true),
+                });
+            }
+            if planted {
+                people.push(Person {
+                    id: format!("T{j:02}"),
+                    district: "D0",
+                    born: day(base + 1),
+                    subsidy: 100,
+                    code: "I10",
+                    alone: Some(true),
+                });
+            }
+        }
+        for p in 0..200 {
+            people.push(Person {
+                id: format!("Q{p:03}"),
+                district: "D1",
+                born: day(1960) + p,
+                subsidy: 100,
+                code: "I10",
+                alone: Some(true),
+            });
+        }
+        people
+    };
+    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &build(planted)));
+    let mut released = [0usize; 2];
+    for j in 0..60 {
+        let year = 1001 + 20 * j;
+        let sql = format!(
+            "SELECT count(*) AS n FROM civil.people WHERE birth_date >= DATE '{year}-01-01' AND birth_date < DATE '{}-01-01'",
+            year + 1
+        );
+        for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+            released[d] += usize::from(!counts(&engine, dataset, &sql).await.is_empty());
+        }
+    }
+    assert!(released[1] > 0, "years released (with the targets, without), of 60: {released:?}");
+}

@@ -83,13 +83,20 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
                 walk.note("anonymized", anon_shape::NOTE.into());
             }
             if walk.counts_people && ctx.k > 0 {
-                walk.note(
-                    "min_group_size",
+                // Anonymized answers pass a noisy threshold around k (the query layer's `anon.rs`);
+                // exact ones, a fixed one.
+                let detail = if anonymized {
+                    format!(
+                        "groups are released past a noisy threshold around {} distinct people (never fewer than 2); how many are withheld, only the audit record says",
+                        ctx.k
+                    )
+                } else {
                     format!(
                         "groups with fewer than {} distinct people are withheld; how many, only the audit record says",
                         ctx.k
-                    ),
-                );
+                    )
+                };
+                walk.note("min_group_size", detail);
             }
         }
         Mode::Dp => {
