@@ -999,18 +999,19 @@ pub(crate) fn add_noise(
         }
         // Answered without them: the guard measures every combination of restricted columns
         // (a group found in none is withheld, failing closed).
-        let (source, at) = if low.is_empty() {
-            (0, row)
-        } else {
-            let variant = plan
+        // The source measuring this group without `columns`' conditions (0: the answer's), and
+        // the group's row there.
+        let without = |columns: &[&String]| {
+            if columns.is_empty() {
+                return Some((0, row));
+            }
+            let v = plan
                 .variants
                 .iter()
-                .position(|v| v.columns.len() == low.len() && low.iter().all(|c| v.columns.contains(c)));
-            match variant.and_then(|v| Some((v + 1, *by_keys[v].get(&keys)?))) {
-                Some(found) => found,
-                None => continue,
-            }
+                .position(|v| v.columns.len() == columns.len() && columns.iter().all(|c| v.columns.contains(c)))?;
+            Some((v + 1, *by_keys[v].get(&keys)?))
         };
+        let Some((source, at)) = without(&low) else { continue };
         // Answered without some conditions, a group keeps the query's labels: left out with
         // them, a range that removed a few people answered otherwise than a key selecting the
         // same rows, whose label stays, and their sums were equal exactly when the range was
@@ -1018,11 +1019,10 @@ pub(crate) fn add_noise(
         // group takes what a condition's answer without it takes, by the same draw; and each
         // variant claims over its own rows, so a keyed group answered without a condition
         // holds what the same question without keys does (with the claims made under the
-        // condition it did not: a person two conditions remove together, 50 of 50). It keeps
-        // the query's IN-list layers too: every variant measures the answer's constants
-        // (the guard's `bound_with`).
+        // condition it did not: a person two conditions remove together, 50 of 50).
         //
-        // And its IN-list layers: those of a list it filters by as it measures them; those of
+        // And its IN-list layers (every variant measures the answer's constants, the guard's
+        // `bound_with`): those of a list it filters by as it measures them; those of
         // a list it leaves out as the same question with that list measures them (the
         // variant without the other columns, or the answer's measurement). A variant without
         // the list's column had none, so two lists that differed by a constant low-effect
@@ -1039,15 +1039,7 @@ pub(crate) fn add_noise(
                     continue;
                 }
                 let rest: Vec<&String> = low.iter().copied().filter(|c| **c != column).collect();
-                let with_list = if rest.is_empty() {
-                    Some((0, row))
-                } else {
-                    plan.variants
-                        .iter()
-                        .position(|v| v.columns.len() == rest.len() && rest.iter().all(|c| v.columns.contains(c)))
-                        .and_then(|v| Some((v + 1, *by_keys[v].get(&keys)?)))
-                };
-                if let (Some((s, r)), Some(c)) = (with_list, constants.get_mut(i))
+                if let (Some((s, r)), Some(c)) = (without(&rest), constants.get_mut(i))
                     && let Some(measured) = sources[s].constants(r).get(i)
                 {
                     *c = *measured;
