@@ -50,9 +50,10 @@ const LAYER_SD: f64 = 1.0;
 const MIN_PEOPLE: u64 = 2;
 
 /// The least middle of the release threshold, whatever k says (L1's k is 0): the threshold
-/// stands about two of its standard deviations above [`MIN_PEOPLE`], so that the draw seldom
-/// reaches the fixed floor (a group one person over it released one time in three, and with
-/// one planted person the twin's never).
+/// stands well above [`MIN_PEOPLE`], so that the draw seldom reaches the fixed floor (a group
+/// of two people at L1 is released about one time in 25; with the middle at the floor, one
+/// person over it was released one time in three, and with one planted person the twin's
+/// never).
 const MIN_THRESHOLD: u64 = 4;
 
 /// A column's conditions remove almost nobody from a group (low-effect detection) when they
@@ -76,14 +77,28 @@ fn low_effect(key: &hmac::Key, count: u64, seed: u64) -> bool {
 }
 
 /// A released group needs its people to reach `max(k, MIN_THRESHOLD)` plus this margin plus a
-/// sticky normal draw (standard deviation 1), and [`MIN_PEOPLE`]: near the threshold, release
-/// is a coin toss no one can rerun. The threshold is drawn around k, not above it: with a fixed
+/// sticky Laplace draw (scale 1), and [`MIN_PEOPLE`]: near the threshold, release is a coin
+/// toss no one can rerun. Laplace, not normal: one person more multiplies a group's chance of
+/// release by at most e, however far below the threshold it is; a normal draw's thin tail made
+/// that ratio grow without bound there, so a group of two or three, released seldom, was
+/// released some ten to thirty times more often with one person more, and "any release among
+/// many fresh cells around the target" was nearly proof (a red team: a small release wrong 1
+/// time in 70). The threshold is drawn around k, not above it: with a fixed
 /// floor at k, a group of k − 1 was never released, so k − 1 planted people on the target's
 /// value, or beside them in a group, made any released group say "the target is there" (a red
 /// team, 2026-12-04: 60 of 60 held out with twelve planted columns, a value 30 of 30, and fresh
 /// draws from one pool of decoys through combinations of group keys, 76 of 90 with no false
-/// alarm). A group of k − 1 is now released about one time in fifteen, k − 2 one in 150.
+/// alarm). A group of k people is released about three times in ten, k − 1 one in nine, k − 2
+/// one in 25.
 const THRESHOLD_MARGIN: f64 = 0.5;
+
+/// Whether a group of `people` whose set has the seed `seed` passes the release threshold for
+/// `k`: at least [`MIN_PEOPLE`], and `max(k, MIN_THRESHOLD)` plus [`THRESHOLD_MARGIN`] plus a
+/// sticky Laplace draw seeded by the people alone.
+fn released(key: &hmac::Key, people: u64, k: u64, seed: &[u8]) -> bool {
+    let z = laplace(key, &[b"threshold", seed]);
+    people >= MIN_PEOPLE && people as f64 >= k.max(MIN_THRESHOLD) as f64 + THRESHOLD_MARGIN + z
+}
 
 /// The noisy values of an anonymized answer's aggregate, with how many groups were withheld.
 pub(crate) struct Anonymized {
@@ -970,8 +985,7 @@ pub(crate) fn add_noise(
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
 
     // Which groups pass: people ≥ 2, and above a noisy threshold around max(k, 4) seeded by
-    // the people.
-    let middle = k.max(MIN_THRESHOLD);
+    // the people ([`released`]).
     let mut kept = Vec::new();
     for row in 0..totals.num_rows() {
         let keys = if by_keys.is_empty() { Vec::new() } else { main.keys(row)? };
@@ -1047,8 +1061,7 @@ pub(crate) fn add_noise(
             }
         }
         let group = sources[source].group(row, source, at, main.label(row)?, &constants);
-        let z = normal(&key, &[b"threshold", &group.seed]);
-        if group.people >= MIN_PEOPLE && group.people as f64 >= middle as f64 + THRESHOLD_MARGIN + z {
+        if released(&key, group.people, k, &group.seed) {
             kept.push(group);
         }
     }
@@ -1169,9 +1182,9 @@ fn stated_sd(aggregate: DpAggregate, one_row_per_person: bool, layers: f64) -> O
     }
 }
 
-/// A standard normal value determined by `key` and `parts`: two uniforms from one HMAC-SHA256
-/// output (53 bits each), through Box–Muller.
-fn normal(key: &hmac::Key, parts: &[&[u8]]) -> f64 {
+/// Two uniforms in (0, 1] determined by `key` and `parts`, from one HMAC-SHA256 output (53
+/// bits each).
+fn uniforms(key: &hmac::Key, parts: &[&[u8]]) -> (f64, f64) {
     let mut ctx = hmac::Context::with_key(key);
     for part in parts {
         ctx.update(&(part.len() as u64).to_le_bytes());
@@ -1185,13 +1198,51 @@ fn normal(key: &hmac::Key, parts: &[&[u8]]) -> f64 {
         // In (0, 1]: never zero, so the logarithm is finite.
         ((u64::from_le_bytes(word) >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     };
-    let (u1, u2) = (uniform(&bytes[0..8]), uniform(&bytes[8..16]));
+    (uniform(&bytes[0..8]), uniform(&bytes[8..16]))
+}
+
+/// A standard normal value determined by `key` and `parts`, through Box–Muller.
+fn normal(key: &hmac::Key, parts: &[&[u8]]) -> f64 {
+    let (u1, u2) = uniforms(key, parts);
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// A Laplace value of scale 1 determined by `key` and `parts`: an exponential value (from one
+/// uniform) with a sign (from the other).
+fn laplace(key: &hmac::Key, parts: &[&[u8]]) -> f64 {
+    let (u1, u2) = uniforms(key, parts);
+    let magnitude = -u1.ln();
+    if u2 <= 0.5 { -magnitude } else { magnitude }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_person_more_multiplies_the_chance_of_release_by_at_most_e() {
+        // Over many sets of people (seeds), the share of groups of n people released, for n from
+        // the fixed floor up: a normal draw's thin tail made the ratio of neighbouring shares
+        // grow without bound below the threshold (about 27 from 2 to 3 people at k = 5).
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[3; 32]);
+        for k in [0, 5, 10] {
+            let share = |people: u64| {
+                let n = 40_000u64;
+                let hits = (0..n).filter(|i| super::released(&key, people, k, &i.to_le_bytes())).count();
+                hits as f64 / n as f64
+            };
+            let shares: Vec<f64> = (0..=k.max(4) + 4).map(share).collect();
+            assert_eq!(shares[0] + shares[1], 0.0, "a group of fewer than two is never released");
+            for n in 2..shares.len() - 1 {
+                let (a, b) = (shares[n], shares[n + 1]);
+                // e, with room for sampling error where both shares are small.
+                assert!(b <= a * std::f64::consts::E * 1.15 + 0.002, "k = {k}: {n} people {a}, {} people {b}", n + 1);
+            }
+            // Around k: a group of k about three times in ten, two more nearly always.
+            let middle = k.max(4) as usize;
+            assert!((0.25..0.35).contains(&shares[middle]) && shares[middle + 2] > 0.85, "k = {k}: {shares:?}");
+        }
+    }
 
     #[test]
     fn noise_is_sticky_normal_and_keyed() {

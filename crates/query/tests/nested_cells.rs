@@ -1089,8 +1089,8 @@ async fn an_in_list_constant_only_the_target_matches_answers_as_over_its_twin() 
 /// target there, when its draw allowed (about one time in three): any released district said
 /// "the target is there", never wrongly, and twelve planted columns found 60 of 60 held-out
 /// targets. The threshold is now drawn around k with a fixed floor of two people, so a group of
-/// k − 1 is released now and then too (about one time in fifteen), and a release is evidence,
-/// not proof.
+/// k − 1 is released now and then too (about one time in nine), and a release is evidence, not
+/// proof.
 #[tokio::test]
 async fn k_minus_one_planted_people_leave_no_release_certain_of_the_target() {
     let districts: Vec<&'static str> = (0..60).map(|d| &*Box::leak(format!("R{d:02}").into_boxed_str())).collect();
