@@ -198,16 +198,17 @@ impl<'a> Measurements<'a> {
     /// kept stood out from the rest (a red team read the offset off groups without its planted
     /// people).
     fn constants(&self, row: usize) -> Vec<Constant> {
-        (0..self.plan.noise.listed.len())
-            .map(|i| {
-                let (seeds, people) = (&self.condition_seeds[i], &self.condition_people[i]);
-                if people.is_valid(row) && people.value(row) > 0 {
-                    Constant { seed: if seeds.is_valid(row) { seeds.value(row) } else { 0 }, matched: true }
-                } else {
-                    Constant { seed: u64::from_le_bytes(self.seed(row)), matched: false }
-                }
-            })
-            .collect()
+        (0..self.plan.noise.listed.len()).filter_map(|i| self.constant(row, i)).collect()
+    }
+
+    /// The `i`-th of [`Self::constants`] (`None` past the answer's constants).
+    fn constant(&self, row: usize, i: usize) -> Option<Constant> {
+        let (seeds, people) = (self.condition_seeds.get(i)?, self.condition_people.get(i)?);
+        Some(if people.is_valid(row) && people.value(row) > 0 {
+            Constant { seed: if seeds.is_valid(row) { seeds.value(row) } else { 0 }, matched: true }
+        } else {
+            Constant { seed: u64::from_le_bytes(self.seed(row)), matched: false }
+        })
     }
 
     /// The group at `row`, answered from these measurements (`source`), for the answer's
@@ -1054,9 +1055,9 @@ pub(crate) fn add_noise(
                 }
                 let rest: Vec<&String> = low.iter().copied().filter(|c| **c != column).collect();
                 if let (Some((s, r)), Some(c)) = (without(&rest), constants.get_mut(i))
-                    && let Some(measured) = sources[s].constants(r).get(i)
+                    && let Some(measured) = sources[s].constant(r, i)
                 {
-                    *c = *measured;
+                    *c = measured;
                 }
             }
         }
