@@ -172,6 +172,22 @@ fn twins(
     (dir, target, twin, engine)
 }
 
+/// [`twins`] of the people `people` gives with the target (`true`) and without, written as
+/// [`written`] does.
+fn twins_of(people: impl Fn(bool) -> Vec<Person>) -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
+    twins(|dir, file, planted| written(dir, file, &people(planted)))
+}
+
+/// `n` district names, `R00`, `R01`, …, for fixtures of many groups.
+fn many_districts(n: usize) -> Vec<&'static str> {
+    (0..n).map(|d| &*Box::leak(format!("R{d:02}").into_boxed_str())).collect()
+}
+
+/// How many groups `sql` releases over the dataset with the target and over its twin.
+async fn released_in(engine: &QueryEngine, target: &SessionDataset, twin: &SessionDataset, sql: &str) -> [usize; 2] {
+    [counts(engine, target, sql).await.len(), counts(engine, twin, sql).await.len()]
+}
+
 /// Births from 1950 to 1999, the range most tests ask.
 const SINCE_1950: &str = "birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01'";
 
@@ -997,7 +1013,7 @@ fn decoys_people(planted: bool) -> Vec<Person> {
 /// those layers with the target or without.
 #[tokio::test]
 async fn decoys_on_an_in_list_constant_leave_no_pair_equal_only_without_the_target() {
-    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &decoys_people(planted)));
+    let (_dir, target, twin, engine) = twins_of(decoys_people);
     let ask = |last: &str| {
         format!(
             "SELECT district, count(*) AS n, sum(subsidy) AS s FROM civil.people \
@@ -1067,7 +1083,7 @@ fn years_people(planted: bool) -> Vec<Person> {
 /// every district the same numbers as over a twin without the targets.
 #[tokio::test]
 async fn an_in_list_constant_only_the_target_matches_answers_as_over_its_twin() {
-    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &years_people(planted)));
+    let (_dir, target, twin, engine) = twins_of(years_people);
     let ask = |year: u32| {
         format!(
             "SELECT district, count(*) AS n FROM civil.people \
@@ -1093,7 +1109,7 @@ async fn an_in_list_constant_only_the_target_matches_answers_as_over_its_twin() 
 /// proof.
 #[tokio::test]
 async fn k_minus_one_planted_people_leave_no_release_certain_of_the_target() {
-    let districts: Vec<&'static str> = (0..60).map(|d| &*Box::leak(format!("R{d:02}").into_boxed_str())).collect();
+    let districts = many_districts(60);
     let build = |planted: bool| {
         let mut people = Vec::new();
         for (d, district) in districts.iter().enumerate() {
@@ -1121,9 +1137,9 @@ async fn k_minus_one_planted_people_leave_no_release_certain_of_the_target() {
         }
         people
     };
-    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &build(planted)));
+    let (_dir, target, twin, engine) = twins_of(build);
     let sql = "SELECT district, count(*) AS n FROM civil.people WHERE code = 'Z' GROUP BY district";
-    let released = [counts(&engine, &target, sql).await.len(), counts(&engine, &twin, sql).await.len()];
+    let released = released_in(&engine, &target, &twin, sql).await;
     assert!(
         released[1] > 0 && released[0] > released[1],
         "districts released (with the targets, without), of {}: {released:?}",
@@ -1142,7 +1158,7 @@ async fn k_minus_one_planted_people_leave_no_release_certain_of_the_target() {
 /// whether or not anyone is in it, so the district is answered from its neighbours alike.
 #[tokio::test]
 async fn a_cell_only_the_target_holds_is_answered_from_its_neighbours_without_them_too() {
-    let districts: Vec<&'static str> = (0..60).map(|d| &*Box::leak(format!("R{d:02}").into_boxed_str())).collect();
+    let districts = many_districts(60);
     // Days since 1970-01-01: 1931-05-05, and mid-1933, mid-1937 and mid-1945.
     let (target_born, near) = (-14_120, [-13_340, -11_880, -8_960]);
     let build = |planted: bool| {
@@ -1160,10 +1176,10 @@ async fn a_cell_only_the_target_holds_is_answered_from_its_neighbours_without_th
         }
         people
     };
-    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &build(planted)));
+    let (_dir, target, twin, engine) = twins_of(build);
     let sql = "SELECT district, count(*) AS n FROM civil.people \
                WHERE birth_date >= DATE '1931-01-01' AND birth_date < DATE '1932-01-01' GROUP BY district";
-    let released = [counts(&engine, &target, sql).await.len(), counts(&engine, &twin, sql).await.len()];
+    let released = released_in(&engine, &target, &twin, sql).await;
     assert!(released[1] > 0, "districts released (with the targets, without), of {}: {released:?}", districts.len());
 }
 
@@ -1213,7 +1229,7 @@ async fn a_range_only_the_target_holds_is_answered_from_its_neighbours_without_t
         }
         people
     };
-    let (_dir, target, twin, engine) = twins(|dir, file, planted| written(dir, file, &build(planted)));
+    let (_dir, target, twin, engine) = twins_of(build);
     let mut released = [0usize; 2];
     for j in 0..60 {
         let year = 1001 + 20 * j;
