@@ -38,7 +38,7 @@ use datafusion::arrow::datatypes::{Field, Float64Type, Int64Type, Schema, Schema
 use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
 use datafusion::common::{HashMap as FastMap, HashSet as FastSet, ScalarValue};
 use ring::hmac;
-use veil_guard::{ANON_OUTLIERS, DpAggregate, DpPlan};
+use veil_guard::{ANON_LEAST_THRESHOLD, ANON_OUTLIERS, DpAggregate, DpPlan};
 
 use crate::Result;
 use crate::error::internal;
@@ -49,12 +49,17 @@ const LAYER_SD: f64 = 1.0;
 /// The fewest people a released group may hold, whatever the threshold's draw says.
 const MIN_PEOPLE: u64 = 2;
 
-/// The least middle of the release threshold, whatever k says (L1's k is 0): the threshold
-/// stands well above [`MIN_PEOPLE`], so that the draw seldom reaches the fixed floor (a group
-/// of two people at L1 is released about one time in 25; with the middle at the floor, one
-/// person over it was released one time in three, and with one planted person the twin's
-/// never).
-const MIN_THRESHOLD: u64 = 4;
+/// The least middle of the release threshold, whatever k says (L1's k is 0, L2's 5): the
+/// threshold stands far enough above [`MIN_PEOPLE`] that its draw reaches the fixed floor less
+/// than one time in a thousand. The floor is an edge no draw can hide: a group of one is never
+/// released, so a group holding one planted person alone, and two with the target, is released
+/// only with the target there. With the middle at 4 that was one time in 25 at L1 and one in 65
+/// at L2 per planted person, and a red team planting sixty people a district found 86% and 65%
+/// of the targets, never wrongly. With a Laplace draw of scale 1 the chance at the floor is
+/// e^-(middle + 0.5 - 2) / 2, so about 1 in 1,300 at 8. Statistical offices withhold cells
+/// under about ten alike, and differentially private partition selection at ε = 1 releases
+/// nothing much below twelve.
+const MIN_THRESHOLD: u64 = ANON_LEAST_THRESHOLD;
 
 /// A column's conditions remove almost nobody from a group (low-effect detection) when they
 /// remove at most [`ALWAYS_LOW_EFFECT`] people, or at most this margin plus a sticky normal draw
@@ -985,7 +990,7 @@ pub(crate) fn add_noise(
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
 
-    // Which groups pass: people ≥ 2, and above a noisy threshold around max(k, 4) seeded by
+    // Which groups pass: people ≥ 2, and above a noisy threshold around max(k, 8) seeded by
     // the people ([`released`]).
     let mut kept = Vec::new();
     for row in 0..totals.num_rows() {
@@ -1232,16 +1237,32 @@ mod tests {
                 let hits = (0..n).filter(|i| super::released(&key, people, k, &i.to_le_bytes())).count();
                 hits as f64 / n as f64
             };
-            let shares: Vec<f64> = (0..=k.max(4) + 4).map(share).collect();
+            let shares: Vec<f64> = (0..=k.max(MIN_THRESHOLD) + 4).map(share).collect();
             assert_eq!(shares[0] + shares[1], 0.0, "a group of fewer than two is never released");
             for n in 2..shares.len() - 1 {
                 let (a, b) = (shares[n], shares[n + 1]);
                 // e, with room for sampling error where both shares are small.
                 assert!(b <= a * std::f64::consts::E * 1.15 + 0.002, "k = {k}: {n} people {a}, {} people {b}", n + 1);
             }
-            // Around k: a group of k about three times in ten, two more nearly always.
-            let middle = k.max(4) as usize;
+            // Around the middle: a group of its size about three times in ten, two more nearly
+            // always.
+            let middle = k.max(MIN_THRESHOLD) as usize;
             assert!((0.25..0.35).contains(&shares[middle]) && shares[middle + 2] > 0.85, "k = {k}: {shares:?}");
+        }
+    }
+
+    #[test]
+    fn a_group_at_the_fixed_floor_is_released_less_than_one_time_in_a_thousand() {
+        // Leak (a red team, 2026-12-05): one planted person alone in a group is never released
+        // (the floor), and with the target there the group of two was released one time in 25
+        // at L1 and one in 65 at L2: each release named the target, never wrongly, and sixty
+        // planted people a district found 86% and 65% of the targets.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[3; 32]);
+        let n = 400_000u64;
+        for k in [0, 5, 10, 20, 50] {
+            assert!(!super::released(&key, 1, k, b"one"), "a group of one");
+            let hits = (0..n).filter(|i| super::released(&key, MIN_PEOPLE, k, &i.to_le_bytes())).count();
+            assert!((hits as f64) < n as f64 / 1_000.0, "k = {k}: a group of two released {hits} times in {n}");
         }
     }
 

@@ -82,13 +82,13 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
             if anonymized {
                 walk.note("anonymized", anon_shape::NOTE.into());
             }
-            if walk.counts_people && ctx.k > 0 {
-                // Anonymized answers pass a noisy threshold around k (the query layer's `anon.rs`);
-                // exact ones, a fixed one.
+            if walk.counts_people && (ctx.k > 0 || anonymized) {
+                // Anonymized answers pass a noisy threshold around k, or around the least middle
+                // where k is smaller (the query layer's `anon.rs`); exact ones, a fixed one.
                 let detail = if anonymized {
                     format!(
                         "groups are released past a noisy threshold around {} distinct people (never fewer than 2); how many are withheld, only the audit record says",
-                        ctx.k
+                        ctx.k.max(crate::ANON_LEAST_THRESHOLD)
                     )
                 } else {
                     format!(

@@ -15,6 +15,9 @@ use crate::rules::anon_shape::reads_aggregates;
 /// How many of a group's largest contributions are outliers, brought down to the top group's
 /// average before noise.
 pub const ANON_OUTLIERS: i64 = 2;
+/// The least middle of an anonymized answer's noisy release threshold, whatever the level's k
+/// (the query layer draws the threshold; why this number: its `MIN_THRESHOLD`).
+pub const ANON_LEAST_THRESHOLD: u64 = 8;
 /// How many contributions after the outliers make up the top group whose average sets both the
 /// outliers' flattened value and the noise's scale.
 const TOP_GROUP: i64 = 4;

@@ -24,7 +24,7 @@ use veil_common::Mode;
 use crate::{Assessment, GuardContext};
 
 pub(crate) use anonymize::low_effect_note;
-pub use anonymize::{ANON_OUTLIERS, ANON_SEED};
+pub use anonymize::{ANON_LEAST_THRESHOLD, ANON_OUTLIERS, ANON_SEED};
 pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan, Variant};
 pub use buckets::{ADMITTED, Buckets, claim_hashes, claim_name, with_claimed};
 pub use dropped::{dropped_hashes, with_dropped};

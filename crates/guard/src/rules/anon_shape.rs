@@ -40,7 +40,7 @@ use crate::{GuardContext, Rule, Violation};
 const SHAPE: &str = "aggregate mode over data about people answers one aggregate: SELECT keys, COUNT(*) / COUNT(DISTINCT <privacy unit>) / SUM / AVG of bounded columns FROM … [JOIN … ON equal privacy units] [WHERE key = constant AND key IN (…) AND key >= lo AND key < hi] GROUP BY keys, then any HAVING, ORDER BY, LIMIT or window over the result";
 
 /// What an anonymized answer is, for its rules.
-pub(crate) const NOTE: &str = "anonymized, not differentially private: values clamped to their declared bounds; each group's two largest contributions flattened to the average of its next four; every count and sum carries sticky noise seeded by the group's people and by the query (standard deviation about that average, at least 1); groups pass a noisy threshold around k people (around 4 at the least; never fewer than 2)";
+pub(crate) const NOTE: &str = "anonymized, not differentially private: values clamped to their declared bounds; each group's two largest contributions flattened to the average of its next four; every count and sum carries sticky noise seeded by the group's people and by the query (standard deviation about that average, at least 1); groups pass a noisy threshold around k people (around 8 at the least; never fewer than 2)";
 
 /// A refusal for two datasets about people joined other than on their privacy units.
 pub(crate) fn people_not_linked() -> Violation {
