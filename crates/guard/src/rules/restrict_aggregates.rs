@@ -43,7 +43,7 @@ pub(crate) fn check(name: &str, args: &[ColumnLineage], sources: &Sources) -> Re
             Rule::AggregateNotAllowed,
             None,
             format!(
-                "aggregate `{name}` is not allowed: it can return input values; use COUNT, SUM, AVG, STDDEV or VAR, and MIN/MAX/MEDIAN only on attribute columns"
+                "aggregate `{name}` is not allowed: it can return input values; use COUNT, SUM, AVG, STDDEV or VAR, and MIN/MAX/MEDIAN only on attribute columns of exact answers"
             ),
         ));
     };
@@ -68,7 +68,7 @@ pub(crate) fn check(name: &str, args: &[ColumnLineage], sources: &Sources) -> Re
                 Rule::ExtremeValueOfProtectedColumn,
                 Some(c.name.clone()),
                 format!(
-                    "`{name}` returns one person's value and `{}` is tagged {}: MIN, MAX, MEDIAN and percentiles are allowed only on attribute columns",
+                    "`{name}` returns one person's value and `{}` is tagged {}: MIN, MAX, MEDIAN and percentiles are allowed only on attribute columns, and only in exact answers (anonymized ones allow COUNT, SUM and AVG)",
                     c.name, c.tag
                 ),
             ));
