@@ -6,11 +6,11 @@
 //! - the largest contributions are flattened to the top group's average, so one person with an
 //!   extreme value or many rows moves nothing visibly;
 //! - every released number gets two layers of noise whose standard deviation is that average
-//!   (at least 1): one seeded by what it adds up (the people in the group and what each of
-//!   their rows adds, so two aggregates over the same contributions draw one noise), one by the
-//!   bucket's labels (its conditions other than IN lists and its key values, in canonical form:
-//!   no spelling of the query redraws it; one for all the bucket's measures), both under the
-//!   installation's secret, and one more per constant of the query's IN lists,
+//!   (at least 1): one seeded by the set of people in the group and the quantity measured
+//!   (as the query names it), one by the bucket's labels (its conditions other than IN lists
+//!   and its key values, in canonical form: no spelling of the query redraws it; one for all
+//!   the bucket's measures), both under the installation's secret, and one more per constant
+//!   of the query's IN lists,
 //!   seeded by the constant and the group's people whose rows match it (so padding an IN list
 //!   with fresh sets of other constants leaves the layer of the constant that singles a person
 //!   out the same every time: it does not average away). The same group asked the same way
@@ -146,8 +146,6 @@ struct Measurements<'a> {
     totals: RecordBatch,
     people: Int64Array,
     seeds: UInt64Array,
-    /// The seed of the people's content (each adding one): a people count's people layer.
-    people_content: UInt64Array,
     condition_seeds: Vec<UInt64Array>,
     /// Per IN-list constant, the number of the group's people whose rows match it.
     condition_people: Vec<Int64Array>,
@@ -158,17 +156,12 @@ impl<'a> Measurements<'a> {
         let totals = concat_batches(schema, measured).map_err(internal)?;
         let conditions = plan.noise.listed.len();
         let width = totals.num_columns() - (2 * conditions).min(totals.num_columns());
-        if width < plan.keys + 3 {
+        if width < plan.keys + 2 {
             return Err(internal("the anonymizing plan's output is too narrow"));
         }
         let people =
             totals.column(width - 2).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("people"))?.clone();
         let seeds = totals.column(width - 1).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("seed"))?.clone();
-        let people_content = totals
-            .column(width - 3)
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| internal("people's content"))?
-            .clone();
         let condition_seeds = (width..width + conditions)
             .map(|i| {
                 totals.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("condition seed")).cloned()
@@ -179,7 +172,7 @@ impl<'a> Measurements<'a> {
                 totals.column(i).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("condition people")).cloned()
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { plan, totals, people, seeds, people_content, condition_seeds, condition_people })
+        Ok(Self { plan, totals, people, seeds, condition_seeds, condition_people })
     }
 
     fn people(&self, row: usize) -> u64 {
@@ -258,30 +251,20 @@ impl<'a> Measurements<'a> {
     fn measured_at(&self, at: usize, row: usize) -> Result<Measured> {
         let f = |i: usize| self.totals.column(i).as_primitive_opt::<Float64Type>().ok_or_else(|| internal("a measure"));
         let (t, o, g) = (f(at)?, f(at + 1)?, f(at + 2)?);
-        let content =
-            self.totals.column(at + 3).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("a measure's seed"))?;
         Ok(Measured {
             total: if t.is_valid(row) { t.value(row) } else { 0.0 },
             outliers: if o.is_valid(row) { o.value(row) } else { 0.0 },
             top: g.is_valid(row).then(|| g.value(row)),
-            content: if content.is_valid(row) { content.value(row) } else { 0 },
         })
-    }
-
-    /// The seed of the people's content at `row`: what a count of people measures.
-    fn people_content(&self, row: usize) -> u64 {
-        if self.people_content.is_valid(row) { self.people_content.value(row) } else { 0 }
     }
 }
 
-/// One measured contribution of a group: total, outliers' total, top group's average, and the
-/// seed of its content (the people and what each row adds), which seeds its people layer.
+/// One measured contribution of a group: total, outliers' total, top group's average.
 #[derive(Clone, Copy)]
 struct Measured {
     total: f64,
     outliers: f64,
     top: Option<f64>,
-    content: u64,
 }
 
 impl Measured {
@@ -1106,25 +1089,33 @@ pub(crate) fn add_noise(
         // Where the answer also releases this aggregate's sum rounded to an integer, an average
         // is of that rounded sum: the unrounded one told a little more of it.
         let round_sum = rounded_sum(plan, j);
-        for &Group { source, at: row, people: p, ref label, ref conditions, ref lists, .. } in &kept {
+        for &Group { source, at: row, people: p, ref seed, ref label, ref conditions, ref lists, .. } in &kept {
             let measured_at = |at: usize, row: usize| sources[source].measured_at(at, row);
             // Two layers per measure, the people's and the bucket's labels', and with IN lists
             // the constants' and the lists' (below).
             //
-            // The people layer is seeded by what the measure adds up: its people and what each
-            // of their rows adds (the guard's content seed). Aggregates over the same
-            // contributions draw one noise wherever they stand in the SELECT list and whatever
-            // column they name (several COUNT(*) are one sample; SUM(x) and AVG(x) measure one
-            // sum; so do SUM of two columns holding the same values, and a count of people and
-            // of rows over one row per person). Seeded by the quantity's name instead, a red
-            // team's 32 copies of one column drew 32 samples of one sum, and their average in
-            // one query told membership 30 of 30 (docs/aggregate.md, "Copies of a column").
+            // The people layer is the measure's own: seeded by the group's people and the
+            // quantity as the query names it (`rows`, `people`, `sum <column>`). Aggregates of
+            // one quantity share it wherever they stand in the SELECT list (several COUNT(*) are
+            // one sample, not several; SUM(x) and AVG(x) measure the same sum); aggregates of
+            // two quantities never do, whatever their values. Rows and people are the same
+            // count only over one row per person; else their draws are independent: shared
+            // draws scaled differently let a red team take the people count's known noise off
+            // the row count. Seeded by the content instead (the people and what each row adds),
+            // equal answers said "equal contents", never wrongly: `count(*)` against `sum(f)`
+            // told whether everyone in a group has f = 1, and a steward's column holding the
+            // planted people's values and a guess for everyone else read the target's value,
+            // each in one query (a red team, 60 of 60 held out). Two quantities the query names
+            // apart are apart whatever the data holds.
             //
             // The other layers are the bucket's, one for all its measures: seeded by the
-            // measure's name too, they drew afresh per column, and over many columns averaged
-            // away with the people layers.
-            let noise = |content: u64, sd: f64| {
-                let people_layer = normal(&key, &[b"people", &content.to_le_bytes()]);
+            // quantity too, they drew afresh per column, and copies of a column summed in one
+            // query averaged them away with the people layers (a red team: 33 samples of one
+            // count, membership 30 of 30). Shared, they stay in any average over columns.
+            let quantity = plan.noise.measures.get(j).map_or(&[][..], |m| m.as_bytes());
+            let noise = |measure: usize, sd: f64| {
+                let tag = [quantity, &measure.to_le_bytes()].concat();
+                let people_layer = normal(&key, &[b"people", seed, &tag]);
                 let label_layer = normal(&key, &[b"labels", label]);
                 // One more layer per IN-list constant, seeded by it and the people matching it.
                 let condition_layers: f64 = conditions.iter().map(|c| normal(&key, &[b"condition", c])).sum();
@@ -1144,27 +1135,25 @@ pub(crate) fn add_noise(
             // Every layer's scale is at least 1: a group whose contributions after the two
             // largest are all zero would otherwise get no noise at all, and its sum would be
             // exact (a red team saw a stated scale of 0).
-            let noisy = |m: Measured| {
+            let noisy = |m: Measured, measure: usize| {
                 let (value, sd) = m.flattened(p);
-                value + noise(m.content, sd.max(1.0))
+                value + noise(measure, sd.max(1.0))
             };
             values.push(match *aggregate {
-                DpAggregate::CountRows => noisy(measured_at(at, row)?).round().max(0.0),
-                DpAggregate::CountPeople => {
-                    (p as f64 + noise(sources[source].people_content(row), 1.0)).round().max(0.0)
-                }
-                DpAggregate::Sum { .. } => noisy(measured_at(at, row)?),
+                DpAggregate::CountRows => noisy(measured_at(at, row)?, 0).round().max(0.0),
+                DpAggregate::CountPeople => (p as f64 + noise(0, 1.0)).round().max(0.0),
+                DpAggregate::Sum { .. } => noisy(measured_at(at, row)?, 0),
                 DpAggregate::Avg { lo, hi } => {
-                    let s = noisy(measured_at(at, row)?);
+                    let s = noisy(measured_at(at, row)?, 0);
                     let s = if round_sum { s.round() } else { s };
-                    let n = noisy(measured_at(at + 4, row)?).round().max(1.0);
+                    let n = noisy(measured_at(at + 3, row)?, 1).round().max(1.0);
                     (s / n).clamp(lo, hi)
                 }
             });
         }
         at += match aggregate {
-            DpAggregate::CountRows | DpAggregate::Sum { .. } => 4,
-            DpAggregate::Avg { .. } => 8,
+            DpAggregate::CountRows | DpAggregate::Sum { .. } => 3,
+            DpAggregate::Avg { .. } => 6,
             DpAggregate::CountPeople => 0,
         };
         let target = plan.aggregate_schema.field(plan.keys + j).data_type().clone();
@@ -1390,12 +1379,12 @@ mod tests {
     #[test]
     fn outliers_are_flattened_to_the_top_group() {
         // Totals of 10 people: two outliers of 1,000 and 500, the next four at 10 on average.
-        let m = Measured { total: 1_580.0, outliers: 1_500.0, top: Some(10.0), content: 0 };
+        let m = Measured { total: 1_580.0, outliers: 1_500.0, top: Some(10.0) };
         let (value, sd) = m.flattened(10);
         assert_eq!(value, 100.0, "1,580 - 1,500 + 2 × 10");
         assert_eq!(sd, 10.0);
         // With no top group (two people), nothing is flattened and the scale is their average.
-        let m = Measured { total: 30.0, outliers: 30.0, top: None, content: 0 };
+        let m = Measured { total: 30.0, outliers: 30.0, top: None };
         assert_eq!(m.flattened(2), (30.0, 15.0));
     }
 }

@@ -40,10 +40,8 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 /// Output, in order: the group keys; per aggregate, for each contribution it measures (rows for
 /// COUNT; the sum for SUM; the sum and the count of values for AVG; nothing for COUNT(DISTINCT
 /// unit)), three Float64 columns: total, outliers' total, top group's average (null when the
-/// group has no more than `ANON_OUTLIERS` people), and the UInt64 seed of its content (the
-/// wrapping sum over its rows of a hash of the person and what the row adds); then the UInt64
-/// seed of the people's content (each adding one); then the Int64 number of people; then the
-/// UInt64 seed of the set of people ([`ANON_SEED`]); then, per constant of the query's IN lists (`NoiseLabels::listed`), the
+/// group has no more than `ANON_OUTLIERS` people); then the Int64 number of people; then the UInt64
+/// seed ([`ANON_SEED`]); then, per constant of the query's IN lists (`NoiseLabels::listed`), the
 /// UInt64 seed of the group's people whose rows match that constant (0 when none do); last, per
 /// constant again, the Int64 number of those people. Rows of a (group, constant) pair the query
 /// layer drops are left out first (`dropped`: low-effect detection per constant).
@@ -802,6 +800,7 @@ fn bound_with(
             fixed,
             ranges,
             keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input), &agg.input)).collect(),
+            measures: measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input),
             bounds: Vec::new(),
         },
         upper: upper.clone(),
@@ -871,26 +870,13 @@ fn bound_with(
 
     // 1. Per person and group: an aggregate over each person's rows, or each row as it is
     // when every person is one row (a row's count is 1 or 0, its sum its clamped value).
-    let mut group = vec![unit.clone().alias(&unit_name)];
+    let mut group = vec![unit.alias(&unit_name)];
     group.extend(keyed.into_iter().enumerate().map(|(i, k)| k.alias(name("key", i))));
     // A condition as 1 or 0 (NULL where it is NULL: these are only summed when never NULL, or
     // compared with 1), a cast rather than a CASE, which skips its THEN where no row of a batch
     // matches: a person's many rows matching a listed constant, or nobody's, would cost
     // different time (a red team timed an IN list holding a rare value, 70 against 65 ms).
     let one_or_zero = |condition: Expr| cast(condition, DataType::Int64);
-    // A measured quantity's content: the wrapping sum, over its rows, of a hash of the row's
-    // person and what the row adds to it (as a float: a row counted and a row whose value is 1
-    // add alike). It seeds the quantity's people layer, so two aggregates over the same
-    // contributions (two columns holding the same values, or a sum of ones and a count) draw
-    // one noise, not two: a red team declared 32 copies of one column, each summed with its own
-    // draw, and read membership off their average in one query (30 of 30). Of the rows, not
-    // of each person's total: a total of fractions summed in another order can differ in its
-    // last bit, and a seed that moved would draw afresh at each asking. A sum, not an XOR,
-    // so that a person's two equal rows do not cancel.
-    let content = |added: Expr| -> Result<Expr> {
-        let hashed = super::people::row_hash(vec![unit.clone(), cast(added, DataType::Float64)]);
-        Ok(if one_row { hashed } else { sum(hashed) })
-    };
     let mut partial = Vec::new();
     let mut measured = Vec::new();
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
@@ -899,14 +885,13 @@ fn bound_with(
         };
         match kind {
             DpAggregate::CountRows => {
-                let added = match f.params.args.first() {
+                let rows = match f.params.args.first() {
+                    _ if !one_row => unalias(e).clone(),
                     None | Some(Expr::Literal(..)) => lit(1i64),
                     Some(arg) => one_or_zero(arg.clone().is_not_null()),
                 };
-                let rows = if one_row { added.clone() } else { unalias(e).clone() };
                 partial.push(rows.alias(name("rows", j)));
-                partial.push(content(added)?.alias(name("rows_seed", j)));
-                measured.push((name("rows", j), name("rows_seed", j)));
+                measured.push(name("rows", j));
             }
             DpAggregate::CountPeople => {}
             DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
@@ -914,14 +899,11 @@ fn bound_with(
                 let clamped = super::bound_contributions::clamped(arg, *lo, *hi)?;
                 let total = if one_row { clamped.clone() } else { sum(clamped.clone()) };
                 partial.push(total.alias(name("sum", j)));
-                partial.push(content(clamped.clone())?.alias(name("sum_seed", j)));
-                measured.push((name("sum", j), name("sum_seed", j)));
+                measured.push(name("sum", j));
                 if matches!(kind, DpAggregate::Avg { .. }) {
-                    let values =
-                        if one_row { one_or_zero(clamped.clone().is_not_null()) } else { count(clamped.clone()) };
+                    let values = if one_row { one_or_zero(clamped.is_not_null()) } else { count(clamped) };
                     partial.push(values.alias(name("n", j)));
-                    partial.push(content(one_or_zero(clamped.is_not_null()))?.alias(name("n_seed", j)));
-                    measured.push((name("n", j), name("n_seed", j)));
+                    measured.push(name("n", j));
                 }
             }
         }
@@ -945,18 +927,13 @@ fn bound_with(
     let plan = LogicalPlanBuilder::from(per_person);
     let mut totals = Vec::new();
     let (outliers, top_group) = (ANON_OUTLIERS as usize, TOP_GROUP as usize);
-    for (c, seed) in &measured {
+    for c in &measured {
         let value = cast(col(c.as_str()), DataType::Float64);
         let unit = col(unit_name.as_str());
         totals.push(sum(value.clone()).alias(c.as_str()));
         totals.push(top(Part::Outliers, outliers, top_group, value.clone(), unit.clone()).alias(format!("{c}_out")));
         totals.push(top(Part::TopGroup, outliers, top_group, value, unit).alias(format!("{c}_top")));
-        totals.push(sum(col(seed.as_str())).alias(seed.as_str()));
     }
-    // The people's content: each person adding one, as a row counted adds over one row per
-    // person (so a count of people and a count of rows draw one noise where they are equal).
-    let once = super::people::row_hash(vec![col(unit_name.as_str()), lit(1.0f64)]);
-    totals.push(sum(once).alias(format!("{}people_seed", super::DP_PREFIX)));
     totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
     totals.push(bit_xor(col(unit_name.as_str())).alias(ANON_SEED));
     for i in 0..listed.len() {
@@ -1207,6 +1184,29 @@ pub(crate) fn label(e: &Expr) -> String {
         other => Ok(Transformed::no(other)),
     });
     bare.map(|t| t.data).unwrap_or_else(|_| e.clone()).schema_name().to_string()
+}
+
+/// Per aggregate, the quantity it measures ([`super::NoiseLabels::measures`]).
+fn measured_quantities(aggregates: &[Expr], kinds: &[DpAggregate], one_row: bool, input: &LogicalPlan) -> Vec<String> {
+    aggregates
+        .iter()
+        .zip(kinds)
+        .map(|(e, kind)| match kind {
+            DpAggregate::CountRows => "rows".to_string(),
+            // Over one row per person, people and rows are the same count.
+            DpAggregate::CountPeople if one_row => "rows".to_string(),
+            DpAggregate::CountPeople => "people".to_string(),
+            DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => match unalias(e) {
+                Expr::AggregateFunction(f) => {
+                    format!(
+                        "sum {}",
+                        f.params.args.first().map(|a| label(&read_at_source(a, input))).unwrap_or_default()
+                    )
+                }
+                other => format!("sum {}", label(other)),
+            },
+        })
+        .collect()
 }
 
 /// `e` with its columns' qualifiers dropped, for a seed's label: a table alias is the analyst's
