@@ -325,7 +325,7 @@ async fn a_buckets_labels_do_not_depend_on_the_querys_spelling() {
         canonical,
         (
             vec!["alone = true".to_string(), "birth_date in [1950-01-01, 1950-12-31]".into(), "district = a".into()],
-            vec!["rows".to_string(), "sum subsidy".into()]
+            vec!["rows".to_string(), "sum civil.people.subsidy".into()]
         )
     );
     for spelling in [
@@ -346,6 +346,42 @@ async fn a_buckets_labels_do_not_depend_on_the_querys_spelling() {
     ] {
         assert_eq!(labels(spelling).await, canonical, "{spelling}");
     }
+}
+
+/// A quantity is named by the dataset's column it adds up and the joins its rows come through,
+/// since the name seeds its people layer: named by the column alone, `sum(l.x)` over a code table
+/// joined through two columns, or `sum(x)` of two datasets with a column `x`, were one noise
+/// over different rows, and their difference was exact (a red team, 2026-12-05: membership 120
+/// of 120, a value 63 of 63).
+#[tokio::test]
+async fn a_quantity_is_named_by_its_dataset_and_its_joins() {
+    let (ctx, guard) = session().await;
+    let measures = |sql: &'static str| {
+        let (ctx, guard) = (ctx.clone(), guard.clone());
+        async move { anonymized(&ctx, &guard, sql).await.noise.measures }
+    };
+    let alone = measures("SELECT district, sum(subsidy) AS s, count(*) AS n FROM civil.people GROUP BY district").await;
+    assert_eq!(alone, ["sum civil.people.subsidy", "rows"]);
+    let joined = measures(
+        "SELECT p.district, sum(v.cost) AS c, count(*) AS n FROM civil.people p JOIN civil.visits v ON p.id = v.id
+         GROUP BY p.district",
+    )
+    .await;
+    let via = "via civil.people.id = civil.visits.id";
+    assert_eq!(joined, [format!("sum civil.visits.cost {via}"), format!("rows {via}")]);
+    // The same join spelled with the sides the other way round and other aliases.
+    let respelled = measures(
+        "SELECT a.district, sum(b.cost) AS c, count(*) AS n FROM civil.visits b JOIN civil.people a ON b.id = a.id
+         GROUP BY a.district",
+    )
+    .await;
+    assert_eq!(respelled, joined);
+    let stops = measures(
+        "SELECT p.district, count(*) AS n FROM civil.people p JOIN civil.stops s ON p.district = s.district
+         GROUP BY p.district",
+    )
+    .await;
+    assert_eq!(stops, ["rows via civil.people.district = civil.stops.district"]);
 }
 
 /// A red team's spellings of one group, each a fresh draw of its label layer before: a text

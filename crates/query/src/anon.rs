@@ -7,7 +7,7 @@
 //!   extreme value or many rows moves nothing visibly;
 //! - every released number gets two layers of noise whose standard deviation is that average
 //!   (at least 1): one seeded by the set of people in the group and the quantity measured
-//!   (as the query names it), one by the bucket's labels (its conditions other than IN lists
+//!   (its dataset's column and its joins), one by the bucket's labels (its conditions other than IN lists
 //!   and its key values, in canonical form: no spelling of the query redraws it; one for all
 //!   the bucket's measures), both under the installation's secret, and one more per constant
 //!   of the query's IN lists,
@@ -1095,7 +1095,8 @@ pub(crate) fn add_noise(
             // the constants' and the lists' (below).
             //
             // The people layer is the measure's own: seeded by the group's people and the
-            // quantity as the query names it (`rows`, `people`, `sum <column>`). Aggregates of
+            // quantity (the guard's `measures`: `rows`, `people` or `sum <dataset>.<column>`,
+            // with the joins its rows come through). Aggregates of
             // one quantity share it wherever they stand in the SELECT list (several COUNT(*) are
             // one sample, not several; SUM(x) and AVG(x) measure the same sum); aggregates of
             // two quantities never do, whatever their values. Rows and people are the same

@@ -38,11 +38,16 @@ const OTHERS: usize = 40;
 /// the target's `flag`.
 fn dataset(dir: &Path, file: &str, target: bool, flag: i64) -> SessionDataset {
     let (mut ids, mut districts, mut flags) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut codes, mut second) = (Vec::new(), Vec::new());
     for d in 0..DISTRICTS {
         for p in 0..OTHERS + usize::from(target) {
             ids.push(if p == OTHERS { format!("T{d:02}") } else { format!("P{d:02}{p:02}") });
             districts.push(format!("R{d:02}"));
             flags.push(if p == OTHERS { flag } else { 1 });
+            // Two codes, the same but for the target's second where its flag is not 1.
+            let code = (p % 10) as i64;
+            codes.push(code);
+            second.push(if p == OTHERS && flag != 1 { (code + 1) % 10 } else { code });
         }
     }
     let rows = ids.len();
@@ -50,17 +55,23 @@ fn dataset(dir: &Path, file: &str, target: bool, flag: i64) -> SessionDataset {
         Field::new("person_id", DataType::Utf8, false),
         Field::new("district", DataType::Utf8, false),
         Field::new("f", DataType::Int64, false),
+        Field::new("c1", DataType::Int64, false),
+        Field::new("c2", DataType::Int64, false),
     ];
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(ids)),
         Arc::new(StringArray::from(districts)),
         Arc::new(Int64Array::from(flags)),
+        Arc::new(Int64Array::from(codes)),
+        Arc::new(Int64Array::from(second)),
     ];
     let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
     let mut info = HashMap::from([
         ("person_id".to_owned(), ColumnInfo { linkable: true, ..column(Tag::Identifier, None) }),
         ("district".to_owned(), column(Tag::QuasiIdentifier, None)),
         ("f".to_owned(), column(Tag::Sensitive, Some((0.0, 1.0)))),
+        ("c1".to_owned(), column(Tag::Sensitive, None)),
+        ("c2".to_owned(), column(Tag::Sensitive, None)),
     ]);
     for c in 0..COPIES {
         fields.push(Field::new(format!("w{c}"), DataType::Float64, false));
@@ -89,12 +100,45 @@ fn dataset(dir: &Path, file: &str, target: bool, flag: i64) -> SessionDataset {
     }
 }
 
-/// Per released district, its `count(*)` and every copy's sum, in the SELECT list's order.
+/// A code table about nobody, `civil.weights`: codes 0 to 9 (`k`) and a weight each (`w`,
+/// declared within [0, 10]).
+fn weights(dir: &Path) -> SessionDataset {
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("w", DataType::Int64, false)]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from((0..10).collect::<Vec<i64>>())),
+        Arc::new(Int64Array::from(vec![3i64, 1, 4, 1, 5, 9, 2, 6, 5, 3])),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let path = dir.join("weights.parquet");
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let column =
+        |bounds| ColumnInfo { tag: Tag::Attribute, linkable: false, generalize: None, bounds, public_values: None };
+    SessionDataset {
+        dataset: "civil.weights".parse().unwrap(),
+        path,
+        rows: 10,
+        info: DatasetInfo {
+            privacy_unit: None,
+            columns: HashMap::from([("k".to_owned(), column(None)), ("w".to_owned(), column(Some((0.0, 10.0))))]),
+            contribution: Contribution::default(),
+            one_row_per_unit: false,
+            capped: Default::default(),
+            rows: 10,
+        },
+        capped_copy: None,
+    }
+}
+
+/// Per released district, its numbers in the SELECT list's order (beside the code table).
 async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> Vec<Vec<f64>> {
+    let lookup = weights(dataset.path.parent().unwrap());
     let request = QueryRequest {
         mode: Mode::Aggregate,
         k: 5,
-        datasets: vec![dataset.clone()],
+        datasets: vec![dataset.clone(), lookup],
         dry_run: false,
         noise_key: [7; 32],
         exact_aggregates: false,
@@ -161,5 +205,29 @@ async fn equal_answers_say_nothing_of_equal_contents() {
     assert!(
         alike < DISTRICTS / 2 && alike.abs_diff(apart) <= DISTRICTS / 5,
         "equal in {alike} and {apart} of {DISTRICTS}"
+    );
+}
+
+#[tokio::test]
+async fn one_lookup_column_reached_two_ways_is_two_quantities() {
+    // Leak (a red team, 2026-12-05): a quantity was named by its column alone, so `sum(l.w)`
+    // over a code table joined through `c1` and through `c2` was one name over one group's
+    // people: one noise, and the two answers were equal exactly where the two codes agree
+    // for everyone (60 of 60). With the target's second code moved (the twin) they were not.
+    let (_dir, target, twin, engine) = twins(1, Some(0));
+    let ask = |column: &str| {
+        format!(
+            "SELECT a.district, sum(l.w) AS w FROM civil.people a JOIN civil.weights l ON a.{column} = l.k GROUP BY a.district"
+        )
+    };
+    let mut equal = [0usize; 2];
+    for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+        let (one, two) = (answers(&engine, dataset, &ask("c1")).await, answers(&engine, dataset, &ask("c2")).await);
+        assert_eq!((one.len(), two.len()), (DISTRICTS, DISTRICTS), "every district is released");
+        equal[d] = one.iter().zip(&two).filter(|(a, b)| a == b).count();
+    }
+    assert!(
+        equal[0] < DISTRICTS / 2 && equal[0].abs_diff(equal[1]) <= DISTRICTS / 5,
+        "equal in {equal:?} of {DISTRICTS}"
     );
 }

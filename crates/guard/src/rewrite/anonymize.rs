@@ -1153,10 +1153,16 @@ pub(crate) fn shown(value: &Expr) -> String {
 /// (`date_part('YEAR', …)` is `extract(year FROM …)`). A red team found each of these giving the
 /// same group a fresh draw of its label layer.
 pub(crate) fn label(e: &Expr) -> String {
+    canonical_label(&unqualified(e))
+}
+
+/// [`label`] keeping the columns' qualifiers: for a column read at its scan
+/// ([`read_at_source`]), the dataset's name, which no alias changes.
+fn canonical_label(e: &Expr) -> String {
     use datafusion::common::ScalarValue;
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::logical_expr::expr::ScalarFunction;
-    let bare = unqualified(e).transform_up(|x| match x {
+    let bare = e.clone().transform_up(|x| match x {
         Expr::Cast(c) => Ok(Transformed::yes(*c.expr)),
         Expr::TryCast(c) => Ok(Transformed::yes(*c.expr)),
         Expr::Alias(a) => Ok(Transformed::yes(*a.expr)),
@@ -1186,27 +1192,68 @@ pub(crate) fn label(e: &Expr) -> String {
     bare.map(|t| t.data).unwrap_or_else(|_| e.clone()).schema_name().to_string()
 }
 
-/// Per aggregate, the quantity it measures ([`super::NoiseLabels::measures`]).
+/// Per aggregate, the quantity it measures ([`super::NoiseLabels::measures`]): what it adds up,
+/// named by where it is read (a sum by its dataset's column, whatever the analyst's alias), and,
+/// for every aggregate, the joins its rows come through.
+///
+/// Why the dataset and the joins: a quantity's name seeds its people layer, so two aggregates
+/// of one name over one group's people draw one noise, and their difference is exact. Named by
+/// the column alone, `sum(a.x)` and `sum(b.x)` over two datasets with a column `x`, or `sum(l.x)`
+/// over a lookup table joined through two of its key columns, or through two person columns,
+/// were one name over different rows: a red team read membership 120 of 120 and a value 63 of
+/// 63 off their differences, never wrongly.
 fn measured_quantities(aggregates: &[Expr], kinds: &[DpAggregate], one_row: bool, input: &LogicalPlan) -> Vec<String> {
+    let joins = join_signature(input);
     aggregates
         .iter()
         .zip(kinds)
-        .map(|(e, kind)| match kind {
-            DpAggregate::CountRows => "rows".to_string(),
-            // Over one row per person, people and rows are the same count.
-            DpAggregate::CountPeople if one_row => "rows".to_string(),
-            DpAggregate::CountPeople => "people".to_string(),
-            DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => match unalias(e) {
-                Expr::AggregateFunction(f) => {
-                    format!(
+        .map(|(e, kind)| {
+            let what = match kind {
+                DpAggregate::CountRows => "rows".to_string(),
+                // Over one row per person, people and rows are the same count.
+                DpAggregate::CountPeople if one_row => "rows".to_string(),
+                DpAggregate::CountPeople => "people".to_string(),
+                DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => match unalias(e) {
+                    Expr::AggregateFunction(f) => format!(
                         "sum {}",
-                        f.params.args.first().map(|a| label(&read_at_source(a, input))).unwrap_or_default()
-                    )
-                }
-                other => format!("sum {}", label(other)),
-            },
+                        f.params.args.first().map(|a| canonical_label(&read_at_source(a, input))).unwrap_or_default()
+                    ),
+                    other => format!("sum {}", canonical_label(&read_at_source(other, input))),
+                },
+            };
+            if joins.is_empty() { what } else { format!("{what} via {joins}") }
         })
         .collect()
+}
+
+/// The equi-join pairs of `plan`, each side named by the column it reads at its scan, each pair
+/// and the list sorted: how the rows an aggregate reads are put together, whatever the spelling.
+fn join_signature(plan: &LogicalPlan) -> String {
+    fn collect(plan: &LogicalPlan, pairs: &mut Vec<String>) {
+        if let LogicalPlan::Join(join) = plan {
+            let equal = |l: &Expr, r: &Expr| {
+                let mut pair = [canonical_label(&read_at_source(l, plan)), canonical_label(&read_at_source(r, plan))];
+                pair.sort();
+                pair.join(" = ")
+            };
+            pairs.extend(join.on.iter().map(|(l, r)| equal(l, r)));
+            // Before the optimizer, `ON a = b` is the join's filter.
+            for condition in join.filter.iter().flat_map(datafusion::logical_expr::utils::split_conjunction) {
+                pairs.push(match condition {
+                    Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => equal(&b.left, &b.right),
+                    other => canonical_label(&read_at_source(other, plan)),
+                });
+            }
+        }
+        for input in plan.inputs() {
+            collect(input, pairs);
+        }
+    }
+    let mut pairs = Vec::new();
+    collect(plan, &mut pairs);
+    pairs.sort();
+    pairs.dedup();
+    pairs.join("; ")
 }
 
 /// `e` with its columns' qualifiers dropped, for a seed's label: a table alias is the analyst's

@@ -39,8 +39,9 @@ pub struct NoiseLabels {
     pub ranges: Vec<(String, Span)>,
     /// Per group key, how a group's value of it is labelled.
     pub keys: Vec<KeyLabel>,
-    /// Per aggregate, the quantity it measures (`rows`, `people`, `sum <column>`): aggregates
-    /// measuring the same quantity share their noise wherever they stand in the SELECT list.
+    /// Per aggregate, the quantity it measures (`rows`, `people`, `sum <dataset>.<column>`, each
+    /// with the joins its rows come through): aggregates measuring the same quantity share their
+    /// people layer wherever they stand in the SELECT list, and no others do.
     pub measures: Vec<String>,
     /// Per labelled column with declared bounds, the bounds (the widest, where datasets of the
     /// query declare several): an interval is labelled as far as they reach, and one holding
