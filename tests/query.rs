@@ -81,14 +81,11 @@ async fn thresholds_follow_people_through_subqueries_renamed_columns_unions_and_
             "WITH r AS (SELECT * FROM civil.residents WHERE subsidy >= 0 AND subsidy < 10000) SELECT d, count(*) FROM (SELECT x.district AS d FROM r x) y GROUP BY d ORDER BY d",
             1,
         ),
-        // A self-join on the identifier: both sides are the same people.
-        (
-            "SELECT a.district, count(*) FROM civil.residents a JOIN civil.residents b ON a.person_id = b.person_id GROUP BY a.district ORDER BY a.district",
-            1,
-        ),
     ];
-    // Over people, set operations and DISTINCT are not the one aggregate aggregate mode admits.
+    // Over people, set operations, DISTINCT and a dataset read twice (a self-join: a condition
+    // on one copy is labelled as on the other) are not the one aggregate aggregate mode admits.
     for sql in [
+        "SELECT a.district, count(*) FROM civil.residents a JOIN civil.residents b ON a.person_id = b.person_id GROUP BY a.district ORDER BY a.district",
         "SELECT district, count(*) FROM (SELECT district FROM civil.residents UNION ALL SELECT district FROM civil.residents) u GROUP BY district ORDER BY district",
         "SELECT DISTINCT district FROM civil.residents ORDER BY district",
     ] {
@@ -218,8 +215,10 @@ async fn csv_and_parquet_answers_carry_the_rows_and_the_report_and_unknown_forma
     let text = response.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "district,n");
-    assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[1].starts_with("乙区,") && lines[2].starts_with("甲区,"), "{text}");
+    // 乙区 and 甲区, and 丙区 (5 people, k = 10) about one time in 500: the threshold's draw has
+    // a Laplace tail.
+    let districts: Vec<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap_or_default()).collect();
+    assert!(matches!(districts[..], ["乙区", "甲区"] | ["丙区", "乙区", "甲区"]), "{text}");
 
     // A dp answer in CSV: each noisy column's interval as two more columns, ε and the budget
     // in the report header (its text escaped to ASCII, as a header needs).

@@ -102,8 +102,23 @@ const CASES: &[(&str, &str)] = &[
         "ok",
         "SELECT s.n, count(*) FROM civil.people p JOIN civil.visits v ON p.id = v.id JOIN civil.stops s ON p.district = s.district GROUP BY s.n",
     ),
+    // Each dataset read once: a condition on one copy of a self-join, or on one of a lookup
+    // joined twice, has the label and the quantity's name of the same condition on the other,
+    // over other rows (a red team, 2026-12-05: the difference of the two answers exact,
+    // membership and a value 60 of 60 in two queries).
+    (
+        "anon_shape",
+        "SELECT a.icd10, count(*) FROM civil.visits a JOIN civil.visits b ON a.id = b.id WHERE b.icd10 = 'I10' GROUP BY a.icd10",
+    ),
+    (
+        "anon_shape",
+        "SELECT p.district, count(*) FROM civil.people p JOIN civil.stops s1 ON p.district = s1.district
+         JOIN civil.stops s2 ON p.district = s2.district WHERE s1.n = 3 GROUP BY p.district",
+    ),
+    ("anon_shape", "WITH v AS (SELECT * FROM civil.visits) SELECT count(*) FROM v a JOIN v b ON a.id = b.id"),
     // A dataset about nobody keeps the full SQL surface.
     ("ok", "SELECT district, max(n), count(*) FILTER (WHERE n > 3) FROM civil.stops WHERE n <> 7 GROUP BY district"),
+    ("ok", "SELECT a.district, count(*) FROM civil.stops a JOIN civil.stops b ON a.n = b.n GROUP BY a.district"),
     // COUNT of a column beside the rows would be the group's NULLs, exactly.
     ("anon_aggregate", "SELECT district, count(*), count(note) FROM civil.people GROUP BY district"),
     ("anon_aggregate", "SELECT count(subsidy) FROM civil.people WHERE district = 'a'"),
@@ -232,7 +247,7 @@ const CASES: &[(&str, &str)] = &[
         "anon_shape",
         "SELECT count(*) FROM civil.people p JOIN civil.stops s ON p.district = s.district AND p.subsidy = s.n",
     ),
-    ("ok", "SELECT count(*) FROM civil.people a JOIN civil.people b ON a.id = b.id WHERE a.district = 'a'"),
+    ("anon_shape", "SELECT count(*) FROM civil.people a JOIN civil.people b ON a.id = b.id WHERE a.district = 'a'"),
     (
         "anon_shape",
         "SELECT p.district, count(*) FROM civil.people p JOIN civil.visits v ON p.subsidy < v.cost GROUP BY p.district",
@@ -367,8 +382,19 @@ async fn a_quantity_is_named_by_its_dataset_and_its_joins() {
          GROUP BY p.district",
     )
     .await;
-    let via = "via civil.people.id = civil.visits.id";
+    let via = "via civil.people.id = civil.visits.id; reading civil.people.district";
     assert_eq!(joined, [format!("sum civil.visits.cost {via}"), format!("rows {via}")]);
+    // Over a join, the datasets' columns its conditions read too: a condition on one dataset's
+    // column and on another's of the same name are one label, over other rows.
+    let conditioned = measures(
+        "SELECT p.district, count(*) AS n FROM civil.people p JOIN civil.visits v ON p.id = v.id
+         WHERE v.icd10 = 'I10' GROUP BY p.district",
+    )
+    .await;
+    assert_eq!(
+        conditioned,
+        ["rows via civil.people.id = civil.visits.id; reading civil.people.district, civil.visits.icd10"]
+    );
     // The same join spelled with the sides the other way round and other aliases.
     let respelled = measures(
         "SELECT a.district, sum(b.cost) AS c, count(*) AS n FROM civil.visits b JOIN civil.people a ON b.id = a.id
@@ -381,7 +407,7 @@ async fn a_quantity_is_named_by_its_dataset_and_its_joins() {
          GROUP BY p.district",
     )
     .await;
-    assert_eq!(stops, ["rows via civil.people.district = civil.stops.district"]);
+    assert_eq!(stops, ["rows via civil.people.district = civil.stops.district; reading civil.people.district"]);
 }
 
 /// A red team's spellings of one group, each a fresh draw of its label layer before: a text

@@ -75,6 +75,10 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
     };
     let mut walk = Walk::new(ctx, reach.contribution, anonymized);
     let root = walk.plan(plan, &[])?;
+    if anonymized {
+        // After the walk, whose rules on identifiers and joins name the cause more closely.
+        anon_shape::each_dataset_once(plan)?;
+    }
     return_only_aggregates::check_output(&root, plan.schema())?;
     match ctx.mode {
         Mode::Aggregate => {

@@ -800,7 +800,7 @@ fn bound_with(
             fixed,
             ranges,
             keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input), &agg.input)).collect(),
-            measures: measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input),
+            measures: measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input, &group_keys),
             bounds: Vec::new(),
         },
         upper: upper.clone(),
@@ -1202,8 +1202,22 @@ fn canonical_label(e: &Expr) -> String {
 /// over a lookup table joined through two of its key columns, or through two person columns,
 /// were one name over different rows: a red team read membership 120 of 120 and a value 63 of
 /// 63 off their differences, never wrongly.
-fn measured_quantities(aggregates: &[Expr], kinds: &[DpAggregate], one_row: bool, input: &LogicalPlan) -> Vec<String> {
-    let joins = join_signature(input);
+///
+/// And, over joins, the datasets' columns its conditions and keys read: labels name a column
+/// without its dataset (an alias must change nothing), so over a register joined with a copy of
+/// itself registered under another name, `WHERE b.flag` and `WHERE a.flag AND b.flag` were one
+/// label and one quantity over other rows (each person's rows multiplied differently).
+fn measured_quantities(
+    aggregates: &[Expr],
+    kinds: &[DpAggregate],
+    one_row: bool,
+    input: &LogicalPlan,
+    keys: &[Expr],
+) -> Vec<String> {
+    let joins = match join_signature(input) {
+        joins if joins.is_empty() => joins,
+        joins => format!("{joins}; reading {}", columns_read(input, keys)),
+    };
     aggregates
         .iter()
         .zip(kinds)
@@ -1254,6 +1268,32 @@ fn join_signature(plan: &LogicalPlan) -> String {
     pairs.sort();
     pairs.dedup();
     pairs.join("; ")
+}
+
+/// The columns `plan`'s filters and the group `keys` read, each named by its dataset's column,
+/// sorted.
+fn columns_read(plan: &LogicalPlan, keys: &[Expr]) -> String {
+    fn collect(plan: &LogicalPlan, read: &mut Vec<String>) {
+        // A join's own conditions are in its signature ([`join_signature`]).
+        if let LogicalPlan::Filter(f) = plan {
+            for column in f.predicate.column_refs() {
+                read.push(canonical_label(&read_at_source(&Expr::Column(column.clone()), plan)));
+            }
+        }
+        for input in plan.inputs() {
+            collect(input, read);
+        }
+    }
+    let mut read = Vec::new();
+    collect(plan, &mut read);
+    for key in keys {
+        for column in key.column_refs() {
+            read.push(canonical_label(&read_at_source(&Expr::Column(column.clone()), plan)));
+        }
+    }
+    read.sort();
+    read.dedup();
+    read.join(", ")
 }
 
 /// `e` with its columns' qualifiers dropped, for a seed's label: a table alias is the analyst's

@@ -13,7 +13,8 @@
 //! rows              TableScan, SubqueryAlias, Projection of keys, Filter of ANDed conditions
 //!                   `key = constant`, `key IN (constants)`, a boolean column, its NOT, and a
 //!                   range `key >= lo AND key < hi` whose ends lie on the key's grid; inner
-//!                   equi-joins (people only on equal privacy units); no subquery
+//!                   equi-joins (people only on equal privacy units), each dataset read once;
+//!                   no subquery
 //! ```
 //!
 //! What this shape closes: a FILTER or CASE that reads one person while the threshold counts
@@ -111,6 +112,37 @@ pub(crate) fn one_department(plan: &LogicalPlan, ctx: &GuardContext) -> Result<(
         Some((_, table, people)) => Err(shape(format!(
             "`{first_table}` and `{table}` belong to different departments: in aggregate mode over people, data one department controls ({what}) selects and splits another department's people by anything its rows hold, and pairs of such answers one person apart average to that person's values; join across departments in dp mode",
             what = if *people { "its dataset about the same people" } else { "a lookup table" }
+        ))),
+    }
+}
+
+/// Checks that `plan` reads every dataset once. A condition or key on one copy of a self-join,
+/// or on one of a lookup table joined twice, has the label and the quantity's name of the same
+/// condition on the other copy (both name the dataset's column), over other rows: one noise,
+/// and the difference of the two answers was exact (a red team, 2026-12-05: an event register
+/// joined with itself, `WHERE b.flag` against `WHERE a.flag AND b.flag`, membership and a value
+/// 60 of 60 in two queries; a code table joined through two person columns with a key listed
+/// twice, the same). A second copy adds nothing an anonymized count needs: rows multiplied, or
+/// a second lookup of one table, which a query per lookup answers.
+pub(crate) fn each_dataset_once(plan: &LogicalPlan) -> Result<(), Violation> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut twice = None;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = scan.table_name.to_string();
+            if seen.contains(&name) {
+                twice = Some(name);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            seen.push(name);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|_| shape("a plan that cannot be walked"))?;
+    match twice {
+        None => Ok(()),
+        Some(name) => Err(shape(format!(
+            "`{name}` is read twice: an anonymized answer reads each dataset once (a condition on one copy would be labelled as on the other, over other rows); ask one query per copy"
         ))),
     }
 }
