@@ -1120,42 +1120,41 @@ async fn an_in_list_constant_only_the_target_matches_answers_as_over_its_twin() 
 /// then too (about one time in nine), and a release is evidence, not proof.
 #[tokio::test]
 async fn k_minus_one_planted_people_leave_no_release_certain_of_the_target() {
-    let districts = many_districts(60);
+    let released = decoys_released(60, 24, 7).await;
+    assert!(
+        released[1] > 0 && released[0] > released[1],
+        "districts released (with the targets, without), of 60: {released:?}"
+    );
+}
+
+/// How many districts `WHERE code = 'Z' GROUP BY district` releases with the targets and
+/// without: `n` districts of `others` people each, the first `decoys` of them coded Z as the
+/// target is.
+async fn decoys_released(n: usize, others: i32, decoys: i32) -> [usize; 2] {
+    let districts = many_districts(n);
     let build = |planted: bool| {
         let mut people = Vec::new();
         for (d, district) in districts.iter().enumerate() {
-            for p in 0..24 {
-                let code = if p < 7 { "Z" } else { "A" };
-                people.push(Person {
-                    id: format!("P{d:02}{p:02}"),
-                    district,
-                    born: p,
-                    subsidy: 100,
-                    code,
-                    alone: Some(true),
-                });
+            for p in 0..others {
+                let code = if p < decoys { "Z" } else { "A" };
+                let id = format!("P{d:02}{p:02}");
+                people.push(Person { id, district, born: p, subsidy: 100, code, alone: Some(true) });
             }
             if planted {
-                people.push(Person {
-                    id: format!("T{d:02}"),
-                    district,
-                    born: 50,
-                    subsidy: 100,
-                    code: "Z",
-                    alone: Some(true),
-                });
+                let id = format!("T{d:02}");
+                people.push(Person { id, district, born: 50, subsidy: 100, code: "Z", alone: Some(true) });
             }
         }
         people
     };
     let (_dir, target, twin, engine) = twins_of(build);
-    let sql = "SELECT district, count(*) AS n FROM civil.people WHERE code = 'Z' GROUP BY district";
-    let released = released_in(&engine, &target, &twin, sql).await;
-    assert!(
-        released[1] > 0 && released[0] > released[1],
-        "districts released (with the targets, without), of {}: {released:?}",
-        districts.len()
-    );
+    released_in(
+        &engine,
+        &target,
+        &twin,
+        "SELECT district, count(*) AS n FROM civil.people WHERE code = 'Z' GROUP BY district",
+    )
+    .await
 }
 
 /// Leak (a red team, 2026-12-05): the threshold's fixed floor. A group of one is never released,
@@ -1167,27 +1166,9 @@ async fn k_minus_one_planted_people_leave_no_release_certain_of_the_target() {
 /// before, none expected now.
 #[tokio::test]
 async fn one_planted_person_beside_the_target_is_seldom_released() {
-    let districts = many_districts(300);
-    let build = |planted: bool| {
-        let mut people = Vec::new();
-        for (d, district) in districts.iter().enumerate() {
-            for p in 0..12 {
-                let code = if p == 0 { "Z" } else { "A" };
-                let id = format!("P{d:03}{p:02}");
-                people.push(Person { id, district, born: p, subsidy: 100, code, alone: Some(true) });
-            }
-            if planted {
-                let id = format!("T{d:03}");
-                people.push(Person { id, district, born: 50, subsidy: 100, code: "Z", alone: Some(true) });
-            }
-        }
-        people
-    };
-    let (_dir, target, twin, engine) = twins_of(build);
-    let sql = "SELECT district, count(*) AS n FROM civil.people WHERE code = 'Z' GROUP BY district";
-    let released = released_in(&engine, &target, &twin, sql).await;
+    let released = decoys_released(300, 12, 1).await;
     assert_eq!(released[1], 0, "a group of one is never released");
-    assert!(released[0] <= 1, "districts released with the target, of {}: {}", districts.len(), released[0]);
+    assert!(released[0] <= 1, "districts released with the target, of 300: {}", released[0]);
 }
 
 /// Leak (a red team, 2026-12-04, no planted people): a group whose cell of the query holds only
