@@ -116,6 +116,21 @@ const CASES: &[(&str, &str)] = &[
          JOIN civil.stops s2 ON p.district = s2.district WHERE s1.n = 3 GROUP BY p.district",
     ),
     ("anon_shape", "WITH v AS (SELECT * FROM civil.visits) SELECT count(*) FROM v a JOIN v b ON a.id = b.id"),
+    // A column name read from one dataset per query: `a.x` and `b.x` share one label, so a
+    // condition on one and the other's swapped kept one noise over other rows (a red team,
+    // 2026-12-05: the difference exact, 60 of 60).
+    (
+        "anon_shape",
+        "SELECT p.district, count(*) FROM civil.people p JOIN civil.stops s ON p.district = s.district WHERE s.district = 'a' AND p.district = 'a' GROUP BY p.district",
+    ),
+    (
+        "anon_shape",
+        "SELECT s.district, count(*) FROM civil.people p JOIN civil.stops s ON p.district = s.district WHERE p.district = 'a' GROUP BY s.district",
+    ),
+    (
+        "ok",
+        "SELECT p.district, count(*) FROM civil.people p JOIN civil.stops s ON p.district = s.district WHERE p.district = 'a' GROUP BY p.district",
+    ),
     // A dataset about nobody keeps the full SQL surface.
     ("ok", "SELECT district, max(n), count(*) FILTER (WHERE n > 3) FROM civil.stops WHERE n <> 7 GROUP BY district"),
     ("ok", "SELECT a.district, count(*) FROM civil.stops a JOIN civil.stops b ON a.n = b.n GROUP BY a.district"),

@@ -78,6 +78,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
     if anonymized {
         // After the walk, whose rules on identifiers and joins name the cause more closely.
         anon_shape::each_dataset_once(plan)?;
+        anon_shape::one_dataset_per_column(plan)?;
     }
     return_only_aggregates::check_output(&root, plan.schema())?;
     match ctx.mode {

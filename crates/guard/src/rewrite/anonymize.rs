@@ -1091,7 +1091,7 @@ impl Conditions {
 /// scan: through renaming projections (`district AS d1`), computed ones (`date_part('year',
 /// birth_date) AS y`) and subquery aliases. A red team named one column `d0` … `d199` in a
 /// subquery and got 200 draws of one group's label layer.
-fn read_at_source(e: &Expr, plan: &LogicalPlan) -> Expr {
+pub(crate) fn read_at_source(e: &Expr, plan: &LogicalPlan) -> Expr {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     e.clone()
         .transform(|x| match x {

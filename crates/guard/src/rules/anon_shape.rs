@@ -147,6 +147,47 @@ pub(crate) fn each_dataset_once(plan: &LogicalPlan) -> Result<(), Violation> {
     }
 }
 
+/// Checks that the conditions and keys of `plan` read each column name from one dataset only.
+/// Labels name a column without its dataset (an alias must change nothing), so over a join of
+/// two datasets holding a column `flag`, `WHERE a.flag AND NOT b.flag` and `WHERE NOT a.flag AND
+/// b.flag` were one label, one quantity and one set of people over other rows (each person's
+/// flagged rows of one times their unflagged rows of the other): their difference was exact,
+/// membership 60 of 60 and a value 28 of 28 in two queries, over two registers or one register
+/// registered twice (a red team, 2026-12-05). Read from one dataset per query, a column's
+/// dataset is in the quantity's name (`rewrite/anonymize.rs`, `columns_read`), and two queries
+/// reading it from two datasets draw apart.
+pub(crate) fn one_dataset_per_column(plan: &LogicalPlan) -> Result<(), Violation> {
+    let mut read: Vec<(String, String)> = Vec::new();
+    let mut note = |e: &Expr, node: &LogicalPlan| {
+        for column in e.column_refs() {
+            let source = crate::rewrite::anonymize::read_at_source(&Expr::Column(column.clone()), node);
+            if let Expr::Column(c) = source
+                && let Some(relation) = &c.relation
+            {
+                read.push((c.name.clone(), relation.to_string()));
+            }
+        }
+    };
+    plan.apply(|node| {
+        match node {
+            LogicalPlan::Filter(f) => note(&f.predicate, node),
+            LogicalPlan::Aggregate(a) => a.group_expr.iter().for_each(|k| note(k, node)),
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|_| shape("a plan that cannot be walked"))?;
+    read.sort();
+    read.dedup();
+    match read.windows(2).find(|w| w[0].0 == w[1].0) {
+        None => Ok(()),
+        Some(w) => Err(shape(format!(
+            "`{}` is read from both `{}` and `{}`: an anonymized answer's conditions and keys read a column name from one dataset (its labels name the column, not the dataset); ask about one dataset's `{}` per query",
+            w[0].0, w[0].1, w[1].1, w[0].0
+        ))),
+    }
+}
+
 /// Checks the plan's shape: post-processing over one aggregate over rows of the admitted forms.
 pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
     let mut node = plan;
