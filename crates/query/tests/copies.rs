@@ -132,13 +132,12 @@ fn weights(dir: &Path) -> SessionDataset {
     }
 }
 
-/// Per released district, its numbers in the SELECT list's order (beside the code table).
-async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> Vec<Vec<f64>> {
-    let lookup = weights(dataset.path.parent().unwrap());
+/// Per released district, its numbers in the SELECT list's order.
+async fn answers(engine: &QueryEngine, datasets: &[SessionDataset], sql: &str) -> Vec<Vec<f64>> {
     let request = QueryRequest {
         mode: Mode::Aggregate,
         k: 5,
-        datasets: vec![dataset.clone(), lookup],
+        datasets: datasets.to_vec(),
         dry_run: false,
         noise_key: [7; 32],
         exact_aggregates: false,
@@ -164,16 +163,20 @@ async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> V
     rows
 }
 
-/// The datasets with the target (flag `flag`) and without, and an engine over them.
-fn twins(flag: i64, twin_flag: Option<i64>) -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
+/// The session's datasets with the target (flag `flag`) and with its twin (flag `twin_flag`,
+/// or without the target), each beside the code table, and an engine over them.
+type Twins = (tempfile::TempDir, Vec<SessionDataset>, Vec<SessionDataset>, QueryEngine);
+
+fn twins(flag: i64, twin_flag: Option<i64>) -> Twins {
     let dir = tempfile::tempdir().unwrap();
     let target = dataset(dir.path(), "target", true, flag);
     let twin = match twin_flag {
         Some(other) => dataset(dir.path(), "twin", true, other),
         None => dataset(dir.path(), "twin", false, 1),
     };
+    let lookup = weights(dir.path());
     let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
-    (dir, target, twin, engine)
+    (dir, vec![target, lookup.clone()], vec![twin, lookup], engine)
 }
 
 #[tokio::test]

@@ -85,7 +85,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         Mode::Aggregate => {
             walk.note("return_only_aggregates", "every output column is an aggregate or a group key".into());
             if anonymized {
-                walk.note("anonymized", anon_shape::NOTE.into());
+                walk.note("anonymized", anon_shape::note());
             }
             if walk.counts_people && (ctx.k > 0 || anonymized) {
                 // Anonymized answers pass a noisy threshold around k, or around the least middle

@@ -1091,7 +1091,7 @@ impl Conditions {
 /// scan: through renaming projections (`district AS d1`), computed ones (`date_part('year',
 /// birth_date) AS y`) and subquery aliases. A red team named one column `d0` … `d199` in a
 /// subquery and got 200 draws of one group's label layer.
-pub(crate) fn read_at_source(e: &Expr, plan: &LogicalPlan) -> Expr {
+fn read_at_source(e: &Expr, plan: &LogicalPlan) -> Expr {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     e.clone()
         .transform(|x| match x {
@@ -1273,12 +1273,25 @@ fn join_signature(plan: &LogicalPlan) -> String {
 /// The columns `plan`'s filters and the group `keys` read, each named by its dataset's column,
 /// sorted.
 fn columns_read(plan: &LogicalPlan, keys: &[Expr]) -> String {
-    fn collect(plan: &LogicalPlan, read: &mut Vec<String>) {
-        // A join's own conditions are in its signature ([`join_signature`]).
-        if let LogicalPlan::Filter(f) = plan {
-            for column in f.predicate.column_refs() {
-                read.push(canonical_label(&read_at_source(&Expr::Column(column.clone()), plan)));
-            }
+    let mut read: Vec<String> = conditions_and_keys(plan)
+        .into_iter()
+        .chain(scanned(keys, plan))
+        .map(|c| canonical_label(&Expr::Column(c)))
+        .collect();
+    read.sort();
+    read.dedup();
+    read.join(", ")
+}
+
+/// The columns the filters and grouping keys of `plan` and its inputs read, each as the
+/// dataset's column it reads at its scan ([`scanned`]). A join's own conditions are not among
+/// them ([`join_signature`] names those).
+pub(crate) fn conditions_and_keys(plan: &LogicalPlan) -> Vec<datafusion::common::Column> {
+    fn collect(plan: &LogicalPlan, read: &mut Vec<datafusion::common::Column>) {
+        match plan {
+            LogicalPlan::Filter(f) => read.extend(scanned([&f.predicate], plan)),
+            LogicalPlan::Aggregate(a) => read.extend(scanned(&a.group_expr, plan)),
+            _ => {}
         }
         for input in plan.inputs() {
             collect(input, read);
@@ -1286,14 +1299,20 @@ fn columns_read(plan: &LogicalPlan, keys: &[Expr]) -> String {
     }
     let mut read = Vec::new();
     collect(plan, &mut read);
-    for key in keys {
-        for column in key.column_refs() {
-            read.push(canonical_label(&read_at_source(&Expr::Column(column.clone()), plan)));
-        }
-    }
-    read.sort();
-    read.dedup();
-    read.join(", ")
+    read
+}
+
+/// The columns `exprs` read, each resolved through `plan` to the dataset's column it reads at
+/// its scan ([`read_at_source`]); a column of no dataset (an aggregate's output) is left out.
+fn scanned<'a>(exprs: impl IntoIterator<Item = &'a Expr>, plan: &LogicalPlan) -> Vec<datafusion::common::Column> {
+    exprs
+        .into_iter()
+        .flat_map(|e| e.column_refs())
+        .filter_map(|c| match read_at_source(&Expr::Column(c.clone()), plan) {
+            Expr::Column(c) if c.relation.is_some() => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `e` with its columns' qualifiers dropped, for a seed's label: a table alias is the analyst's

@@ -41,7 +41,12 @@ use crate::{GuardContext, Rule, Violation};
 const SHAPE: &str = "aggregate mode over data about people answers one aggregate: SELECT keys, COUNT(*) / COUNT(DISTINCT <privacy unit>) / SUM / AVG of bounded columns FROM … [JOIN … ON equal privacy units] [WHERE key = constant AND key IN (…) AND key >= lo AND key < hi] GROUP BY keys, then any HAVING, ORDER BY, LIMIT or window over the result";
 
 /// What an anonymized answer is, for its rules.
-pub(crate) const NOTE: &str = "anonymized, not differentially private: values clamped to their declared bounds; each group's two largest contributions flattened to the average of its next four; every count and sum carries sticky noise seeded by the group's people and by the query (standard deviation about that average, at least 1); groups pass a noisy threshold around k people (around 8 at the least; never fewer than 2)";
+pub(crate) fn note() -> String {
+    format!(
+        "anonymized, not differentially private: values clamped to their declared bounds; each group's two largest contributions flattened to the average of its next four; every count and sum carries sticky noise seeded by the group's people and by the query (standard deviation about that average, at least 1); groups pass a noisy threshold around k people (around {} at the least; never fewer than 2)",
+        crate::ANON_LEAST_THRESHOLD
+    )
+}
 
 /// A refusal for two datasets about people joined other than on their privacy units.
 pub(crate) fn people_not_linked() -> Violation {
@@ -157,26 +162,10 @@ pub(crate) fn each_dataset_once(plan: &LogicalPlan) -> Result<(), Violation> {
 /// dataset is in the quantity's name (`rewrite/anonymize.rs`, `columns_read`), and two queries
 /// reading it from two datasets draw apart.
 pub(crate) fn one_dataset_per_column(plan: &LogicalPlan) -> Result<(), Violation> {
-    let mut read: Vec<(String, String)> = Vec::new();
-    let mut note = |e: &Expr, node: &LogicalPlan| {
-        for column in e.column_refs() {
-            let source = crate::rewrite::anonymize::read_at_source(&Expr::Column(column.clone()), node);
-            if let Expr::Column(c) = source
-                && let Some(relation) = &c.relation
-            {
-                read.push((c.name.clone(), relation.to_string()));
-            }
-        }
-    };
-    plan.apply(|node| {
-        match node {
-            LogicalPlan::Filter(f) => note(&f.predicate, node),
-            LogicalPlan::Aggregate(a) => a.group_expr.iter().for_each(|k| note(k, node)),
-            _ => {}
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })
-    .map_err(|_| shape("a plan that cannot be walked"))?;
+    let mut read: Vec<(String, String)> = crate::rewrite::anonymize::conditions_and_keys(plan)
+        .into_iter()
+        .filter_map(|c| Some((c.name, c.relation?.to_string())))
+        .collect();
     read.sort();
     read.dedup();
     match read.windows(2).find(|w| w[0].0 == w[1].0) {
