@@ -234,3 +234,103 @@ async fn one_lookup_column_reached_two_ways_is_two_quantities() {
         "equal in {equal:?} of {DISTRICTS}"
     );
 }
+
+/// An event register of several rows a person, written as `file` and registered as `dataset`:
+/// per district, fifteen people with one flagged row, fifteen with one unflagged, twenty with
+/// one of each (x = 10 everywhere) and six with two of each (x = 50, the largest contributions
+/// in either question), and with `target` one more with a flagged row of 10 and an unflagged
+/// row of 37.
+fn events(dir: &Path, file: &str, dataset: &str, target: bool) -> SessionDataset {
+    let (mut ids, mut districts, mut flags, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..DISTRICTS {
+        let mut person = |id: String, rows: &[(bool, i64)]| {
+            for (flag, x) in rows {
+                ids.push(id.clone());
+                districts.push(format!("R{d:02}"));
+                flags.push(*flag);
+                xs.push(*x);
+            }
+        };
+        for p in 0..56 {
+            let rows: &[(bool, i64)] = match p {
+                0..15 => &[(true, 10)],
+                15..30 => &[(false, 10)],
+                30..50 => &[(true, 10), (false, 10)],
+                _ => &[(true, 50), (true, 50), (false, 50), (false, 50)],
+            };
+            person(format!("P{d:02}{p:02}"), rows);
+        }
+        if target {
+            person(format!("T{d:02}"), &[(true, 10), (false, 37)]);
+        }
+    }
+    let rows = ids.len() as u64;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Utf8, false),
+        Field::new("district", DataType::Utf8, false),
+        Field::new("flag", DataType::Boolean, false),
+        Field::new("x", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(ids)),
+        Arc::new(StringArray::from(districts)),
+        Arc::new(datafusion::arrow::array::BooleanArray::from(flags)),
+        Arc::new(Int64Array::from(xs)),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let path = dir.join(format!("{file}.parquet"));
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
+    SessionDataset {
+        dataset: dataset.parse().unwrap(),
+        path,
+        rows,
+        info: DatasetInfo {
+            privacy_unit: Some("person_id".to_owned()),
+            columns: HashMap::from([
+                ("person_id".to_owned(), ColumnInfo { linkable: true, ..column(Tag::Identifier, None) }),
+                ("district".to_owned(), column(Tag::QuasiIdentifier, None)),
+                ("flag".to_owned(), column(Tag::Attribute, None)),
+                ("x".to_owned(), column(Tag::Sensitive, Some((0.0, 100.0)))),
+            ]),
+            contribution: Contribution { max_groups: 4, max_rows: 5 },
+            one_row_per_unit: false,
+            capped: Default::default(),
+            rows,
+        },
+        capped_copy: None,
+    }
+}
+
+#[tokio::test]
+async fn a_register_and_its_copy_asked_the_same_condition_each_draw_apart() {
+    // Leak (a red team, 2026-12-05): a register joined with its copy registered under another
+    // name, `WHERE a.flag` against `WHERE b.flag`: one label (`flag = true`), one quantity and one
+    // set of people, over other rows (each person's flagged rows of one times all their rows of
+    // the other). One noise, so the difference of the two sums was exact: 0 without the target,
+    // 10 − 37 with them. Over joins a quantity now names the datasets' columns its conditions
+    // read, so the two draw apart, with the target or without.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let ask = |side: &str| {
+        format!(
+            "SELECT a.district, sum(a.x) AS s FROM civil.events a JOIN civil.copy b ON a.person_id = b.person_id \
+             WHERE {side}.flag GROUP BY a.district"
+        )
+    };
+    let mut zero = [0usize; 2];
+    for (d, target) in [true, false].into_iter().enumerate() {
+        let file = if target { "with" } else { "without" };
+        let datasets = [
+            events(dir.path(), &format!("events_{file}"), "civil.events", target),
+            events(dir.path(), &format!("copy_{file}"), "civil.copy", target),
+        ];
+        let (one, two) = (answers(&engine, &datasets, &ask("a")).await, answers(&engine, &datasets, &ask("b")).await);
+        assert_eq!((one.len(), two.len()), (DISTRICTS, DISTRICTS), "every district is released");
+        zero[d] = one.iter().zip(&two).filter(|(a, b)| a == b).count();
+    }
+    // Before: equal in 60 of 60 districts without the target, in none with them.
+    assert!(zero[1] < DISTRICTS / 2 && zero[0].abs_diff(zero[1]) <= DISTRICTS / 5, "equal in {zero:?} of {DISTRICTS}");
+}
