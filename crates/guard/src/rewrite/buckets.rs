@@ -114,7 +114,14 @@ fn udf(claims: &[(u64, ScalarValue)]) -> ScalarUDF {
     let by_hash: HashMap<u64, &ScalarValue> = claims.iter().map(|(h, k)| (*h, k)).collect();
     let keys: Vec<Option<ScalarValue>> = hashes.iter().map(|h| by_hash.get(h).map(|k| (*k).clone())).collect();
     let built = Built(built(&keys));
-    ScalarUDF::new_from_impl(Claimed { hashes, keys, built, signature: Signature::variadic_any(Volatility::Immutable) })
+    let claimed = keys.iter().map(Option::is_some).collect();
+    ScalarUDF::new_from_impl(Claimed {
+        hashes,
+        keys,
+        claimed,
+        built,
+        signature: Signature::variadic_any(Volatility::Immutable),
+    })
 }
 
 /// `keys` as one array (NULL for a decoy), in the type of the claimed keys; `None` when
@@ -214,6 +221,8 @@ struct Claimed {
     hashes: Vec<u64>,
     /// Per entry of `hashes`, the claiming group's key (`None` for a decoy).
     keys: Vec<Option<ScalarValue>>,
+    /// Per entry of `hashes`, whether it is a claim (not a decoy).
+    claimed: Vec<bool>,
     /// `keys` as one array (not rebuilt for every batch).
     built: Built,
     signature: Signature,
@@ -259,13 +268,15 @@ impl ScalarUDFImpl for Claimed {
             Some(keys) => datafusion::arrow::compute::cast(keys, ty)?,
             None => return exec_err!("{NAME}: the claimed keys are not of one type"),
         };
-        // Every row looked up, whatever was claimed: the work does not say whether any was.
+        // Every row looked up, and its pick chosen by arithmetic, whatever was claimed: the
+        // work does not say whether any row was (see `dropped::lookup`).
         let picks: Vec<(usize, usize)> = hashes
             .iter()
             .enumerate()
-            .map(|(row, h)| match self.hashes.binary_search(h) {
-                Ok(at) if self.keys[at].is_some() => (1, at),
-                _ => (0, row),
+            .map(|(row, h)| {
+                let (at, found) = super::dropped::lookup(&self.hashes, *h);
+                let claimed = usize::from(found & self.claimed.get(at).copied().unwrap_or(false));
+                (claimed, claimed * at + (1 - claimed) * row)
             })
             .collect();
         Ok(ColumnarValue::Array(interleave(&[own.as_ref(), keys.as_ref()], &picks)?))

@@ -74,6 +74,24 @@ pub(super) fn table(hashes: BTreeSet<u64>) -> Vec<u64> {
     table
 }
 
+/// Where `hash` is in `table` (from [`table`]: sorted, a power of two long) and whether it
+/// is there, in the same steps and branches whatever `hash` is. The standard binary search
+/// returns from a branch of its own when it finds the value, and a caller's match on found
+/// or not runs more code on one side: over a person's 100,000 rows, a claimed value cost
+/// about 1 ms (of 90) more in each of the two places the measurement evaluates the claim,
+/// which told whether an IN list's constant was that person's value. Hand-written for that
+/// reason: every step is the same arithmetic, and the caller combines the answer
+/// arithmetically too.
+pub(super) fn lookup(table: &[u64], hash: u64) -> (usize, bool) {
+    let (mut base, mut size) = (0usize, table.len());
+    while size > 1 {
+        let half = size / 2;
+        base += usize::from(table.get(base + half).is_some_and(|t| *t <= hash)) * half;
+        size -= half;
+    }
+    (base, table.get(base).is_some_and(|t| *t == hash))
+}
+
 /// The hashes [`with_dropped`] expects for some rows of one list: `keys` (one array per group
 /// key) and `values` (the constants, in the type of the list's compared expression), row by row.
 ///
@@ -138,7 +156,7 @@ pub(super) fn reloaded(plan: LogicalPlan, name: &str, loaded: impl Fn(&str) -> S
 /// Whether each row's group keys and value are a dropped pair.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Dropped {
-    /// See [`table`]; searched with a binary search, whose steps depend on its size only.
+    /// See [`table`]; searched by [`lookup`], whose steps depend on its size only.
     table: Vec<u64>,
     signature: Signature,
 }
@@ -161,7 +179,7 @@ impl ScalarUDFImpl for Dropped {
         let Some((_, row)) = args.args.split_first() else { return exec_err!("{NAME} without arguments") };
         let arrays = ColumnarValue::values_to_arrays(row)?;
         let hashes = hashed(&arrays)?;
-        let dropped: BooleanArray = hashes.iter().map(|h| Some(self.table.binary_search(h).is_ok())).collect();
+        let dropped: BooleanArray = hashes.iter().map(|h| Some(lookup(&self.table, *h).1)).collect();
         Ok(ColumnarValue::Array(Arc::new(dropped)))
     }
 }
@@ -180,10 +198,13 @@ mod tests {
         assert_eq!(none.len(), TABLE_SIZE);
         assert_eq!(one.len(), TABLE_SIZE);
         assert_eq!(many.len(), 128);
-        assert!(one.binary_search(&42).is_ok());
-        assert!(none.binary_search(&42).is_err());
-        assert!((0..100).all(|i| many.binary_search(&(i * 7919)).is_ok()));
-        assert!((0..100).all(|i| many.binary_search(&(i * 7919 + 1)).is_err()));
+        assert!(lookup(&one, 42).1);
+        assert!(!lookup(&none, 42).1);
+        assert!((0..100).all(|i| lookup(&many, i * 7919) == (many.binary_search(&(i * 7919)).unwrap(), true)));
+        assert!((0..100).all(|i| !lookup(&many, i * 7919 + 1).1));
+        // Below the least entry and above the greatest: not found, and no step out of bounds.
+        assert!(!lookup(&one, 0).1 && !lookup(&one, u64::MAX).1);
+        assert_eq!(lookup(&one, u64::MAX).0, one.len() - 1);
         assert!(none.windows(2).all(|w| w[0] < w[1]), "sorted, no decoy twice");
     }
 }

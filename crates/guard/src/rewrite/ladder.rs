@@ -295,10 +295,8 @@ impl ScalarUDFImpl for Within {
         // not say whether any group was.
         let within: BooleanArray = (0..rows)
             .map(|i| {
-                let mask = match self.hashes.binary_search(&hashes[i]) {
-                    Ok(at) => self.masks[at],
-                    Err(_) => 0,
-                };
+                let (at, found) = super::dropped::lookup(&self.hashes, hashes[i]);
+                let mask = self.masks.get(at).copied().unwrap_or(0) * u64::from(found);
                 let mut inside = range.is_valid(i) & range.value(i);
                 for (c, cell) in cells.iter().enumerate() {
                     inside |= cell.is_valid(i) & cell.value(i) & ((mask >> c) & 1 == 1);
