@@ -149,13 +149,17 @@ struct Measurements<'a> {
     condition_seeds: Vec<UInt64Array>,
     /// Per IN-list constant, the number of the group's people whose rows match it.
     condition_people: Vec<Int64Array>,
+    /// A variant over several rows a person ([`veil_guard::DpPlan::touched`]): the number of
+    /// the group's people with a row the conditions it leaves out do not hold, and their seed.
+    touched: Option<(Int64Array, UInt64Array)>,
 }
 
 impl<'a> Measurements<'a> {
     fn new(measured: &[RecordBatch], schema: &SchemaRef, plan: &'a DpPlan) -> Result<Self> {
         let totals = concat_batches(schema, measured).map_err(internal)?;
         let conditions = plan.noise.listed.len();
-        let width = totals.num_columns() - (2 * conditions).min(totals.num_columns());
+        let touched_columns = if plan.touched { 2 } else { 0 };
+        let width = totals.num_columns() - (2 * conditions + touched_columns).min(totals.num_columns());
         if width < plan.keys + 2 {
             return Err(internal("the anonymizing plan's output is too narrow"));
         }
@@ -172,7 +176,24 @@ impl<'a> Measurements<'a> {
                 totals.column(i).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("condition people")).cloned()
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { plan, totals, people, seeds, condition_seeds, condition_people })
+        let touched = if plan.touched {
+            let at = width + 2 * conditions;
+            let count = totals.column(at).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("touched"))?.clone();
+            let seed =
+                totals.column(at + 1).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("touched seed"))?.clone();
+            Some((count, seed))
+        } else {
+            None
+        };
+        Ok(Self { plan, totals, people, seeds, condition_seeds, condition_people, touched })
+    }
+
+    /// A variant over several rows a person: the number of the group's people at `row` whose
+    /// rows the conditions it leaves out change, and the seed of their set.
+    fn touched(&self, row: usize) -> Option<(u64, u64)> {
+        let (count, seed) = self.touched.as_ref()?;
+        let count = if count.is_valid(row) { u64::try_from(count.value(row)).unwrap_or(0) } else { 0 };
+        Some((count, if seed.is_valid(row) { seed.value(row) } else { 0 }))
     }
 
     fn people(&self, row: usize) -> u64 {
@@ -370,7 +391,9 @@ pub(crate) fn widened(
             Sides::new(totals.column(plan.keys + 2 + 2 * l), totals.column(plan.keys + 3 + 2 * l), ladder)
         })
         .collect::<Result<Vec<_>>>()?;
-    // Per group, per ladder: the people in its range and then in each cell, and their seeds.
+    // Per group, per ladder: the people in its range, and then per cell the people with a row
+    // in it outside the range (whose rows the cell changes: over several rows a person, most
+    // of them are in the range too), and their seeds.
     let mut tallies: FastMap<u64, Vec<Vec<(u64, u64)>>> = FastMap::default();
     for (row, hash) in hashes.iter().enumerate() {
         let inside = in_every.is_valid(row) && in_every.value(row) == 1;
@@ -382,7 +405,7 @@ pub(crate) fn widened(
             for (mark, (people, seed)) in marks.iter_mut().enumerate() {
                 let holds = match mark {
                     0 => inside,
-                    cell => inside || side.in_cell(row, cell - 1),
+                    cell => side.in_cell(row, cell - 1),
                 };
                 if holds {
                     *people += 1;
@@ -401,13 +424,14 @@ pub(crate) fn widened(
             // widened by the cells around, a released count said so, never wrongly (a red team
             // against the claims, which decided the same way; test
             // `a_range_only_the_target_holds_is_answered_from_its_neighbours_without_them_too`).
-            let (in_range, range_seed) = tally[l][0];
             let mut mask = 0u64;
             for (cell, (people, seed)) in tally[l].iter().skip(1).enumerate() {
-                let added = people.saturating_sub(in_range);
-                // The cell holds the range, so the XOR of the two sets' seeds is the seed of
-                // the people the cell adds.
-                if low_effect(&key, added, seed ^ range_seed) {
+                // Every person whose rows the cell changes counts, those in the range too: a
+                // cell holding rows of everybody is not low-effect, however few people it adds
+                // (over a visits register with visits in every month, a month's range was
+                // answered with the visits of the months around it). Over one row a person,
+                // those are the people it adds.
+                if low_effect(&key, *people, *seed) {
                     mask |= 1 << cell;
                 }
             }
@@ -505,8 +529,6 @@ struct Block<'a> {
     buckets: Vec<ScalarValue>,
     entries: Vec<usize>,
     people: u64,
-    /// Its persons (none over one row per person, where nobody is in two blocks).
-    persons: FastSet<u64>,
     /// Per bucketed key, the least and the greatest value.
     bounds: Vec<(Row<'a>, Row<'a>)>,
     /// The least claim hash of its entries (the order of groups of one size).
@@ -560,20 +582,19 @@ fn not_a_number(array: &ArrayRef, row: usize) -> bool {
     }
 }
 
-/// What a group took in the regions around it so far: the claim hashes of the entries, and
-/// over several rows per person the persons.
+/// What a group took in the regions around it so far: the claim hashes of the entries.
 #[derive(Default)]
 struct Taken {
     hashes: FastSet<u64>,
-    persons: FastSet<u64>,
 }
 
-/// The people the region `sides` around the group `own` adds to it, among `blocks`, counted
-/// until more than [`MOST_ADDED`]: their number, the seed of their set and the entries (by
-/// index) the region would take, theirs and the group's own people's there. A region reaching
-/// every value of a key adds the people the group has not `taken` yet: the query without the
-/// key holds the group's own and what it took, and a condition left out removes the others
-/// (one set of people, one draw, either way).
+/// The people whose rows the region `sides` around the group `own` adds to it, among
+/// `blocks`, counted until more than [`MOST_ADDED`]: their number, the seed of their set and
+/// the entries (by index) the region would take. A person already in the group counts too:
+/// the region changes their contribution. A region reaching every value of a key adds the
+/// rows the group has not `taken` yet: the query without the key holds the group's own and
+/// what it took, and a condition left out changes the rows of the others (one set of people,
+/// one draw, either way).
 fn added(
     census: &Census,
     blocks: &[&Block<'_>],
@@ -632,15 +653,11 @@ fn added(
             if !within || own_row || (reaches_all && taken.hashes.contains(&e.hash)) {
                 continue;
             }
-            // The rows of a person already in the group (its own, or taken from a narrower
-            // cell when the region reaches every value) come with the region, counted for
-            // nobody: a range's cell lets every row in it in, and a condition left out takes
-            // every row of the people it kept. Left behind, they made a condition's answer
-            // without it and a key's group differ by them exactly when it was left out.
-            if !one_row && (own.persons.contains(&e.person) || (reaches_all && taken.persons.contains(&e.person))) {
-                found.push(*at);
-                continue;
-            }
+            // A person already in the group (its own, or taken from a narrower cell) counts
+            // as any other: the region changes their rows, as a condition left out changes
+            // the rows of everyone with a row it removes. Counted for nobody, they let one
+            // group a district claim every row of the district over several rows a person,
+            // and the group with a person more claimed: whose rows all held one code.
             if one_row {
                 count += e.people;
                 seed ^= e.seed;
@@ -774,15 +791,7 @@ pub(crate) fn claimed(
                         .map(|b| ScalarValue::try_from_array(b, e.row).map_err(internal))
                         .collect::<Result<Vec<_>>>()?;
                     let bounds = (0..m).map(|j| (rows.value(j, e), rows.value(j, e))).collect();
-                    v.insert(Block {
-                        buckets,
-                        entries: Vec::new(),
-                        people: 0,
-                        persons: FastSet::default(),
-                        bounds,
-                        least: e.hash,
-                        all_inside: true,
-                    })
+                    v.insert(Block { buckets, entries: Vec::new(), people: 0, bounds, least: e.hash, all_inside: true })
                 }
             };
             block.entries.push(at);
@@ -791,9 +800,6 @@ pub(crate) fn claimed(
             block.all_inside &= in_every_range;
             if in_every_range {
                 block.people += e.people;
-                if !one_row {
-                    block.persons.insert(e.person);
-                }
             }
             for (j, (least, most)) in block.bounds.iter_mut().enumerate() {
                 let v = rows.value(j, e);
@@ -914,7 +920,6 @@ pub(crate) fn claimed(
                         let e = &entries[at];
                         claims.entry(e.hash).or_insert_with(|| own.buckets.clone());
                         taken.hashes.insert(e.hash);
-                        taken.persons.insert(e.person);
                     }
                 }
             }
@@ -1008,12 +1013,20 @@ pub(crate) fn add_noise(
             // differed in one run of twelve).
             let (left_out, left_out_seed) =
                 dropped.people.get(&(keys.clone(), column.clone())).copied().unwrap_or_default();
-            let effect = sources[v + 1].people(at).saturating_sub(main.people(row)).saturating_sub(left_out);
             // The decision's noise is seeded by the people the conditions remove (the XOR of
             // the two seeds), not by the group's: a red team with decoys redrew it per people
             // set and averaged the decision into a count of the removed.
-            let removed =
-                u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[v + 1].seed(at)) ^ left_out_seed;
+            let (effect, removed) = match sources[v + 1].touched(at) {
+                // Over several rows a person, everyone with a row the conditions remove: they
+                // change the contributions of people they keep too. Counted by the people they
+                // remove whole, a condition removing rows of everybody was answered without
+                // it (`WHERE code = 1` with every visit of a visits register).
+                Some(touched) => touched,
+                None => (
+                    sources[v + 1].people(at).saturating_sub(main.people(row)).saturating_sub(left_out),
+                    u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[v + 1].seed(at)) ^ left_out_seed,
+                ),
+            };
             if low_effect(&key, effect, removed) {
                 low.push(column);
             }

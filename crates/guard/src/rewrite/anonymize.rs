@@ -43,8 +43,10 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 /// group has no more than `ANON_OUTLIERS` people); then the Int64 number of people; then the UInt64
 /// seed ([`ANON_SEED`]); then, per constant of the query's IN lists (`NoiseLabels::listed`), the
 /// UInt64 seed of the group's people whose rows match that constant (0 when none do); last, per
-/// constant again, the Int64 number of those people. Rows of a (group, constant) pair the query
-/// layer drops are left out first (`dropped`: low-effect detection per constant).
+/// constant again, the Int64 number of those people; in a variant over several rows a person
+/// ([`super::DpPlan::touched`]), then the Int64 number of people with a row its left-out
+/// conditions do not hold and the UInt64 seed of their set. Rows of a (group, constant) pair
+/// the query layer drops are left out first (`dropped`: low-effect detection per constant).
 ///
 /// Why per constant: `x IN (D ∪ {c}) … minus x IN (D) …` over fresh random paddings D gives
 /// pairs of groups that differ by the people matching `c`, each pair with fresh noise, so the
@@ -58,7 +60,7 @@ pub(super) fn bound(
     let one_row = threshold.ctx().reach(&lowest_aggregate(&upper)?.input).one_row_per_person;
     let ranges = range_dimensions(&upper)?;
     let reads: Vec<datafusion::common::Column> = ranges.iter().map(|(_, read)| read.clone()).collect();
-    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row, &reads, None)?;
+    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row, &reads, None, None)?;
     // Low-effect detection: per column the WHERE clause restricts (ranges, equalities, IN
     // lists, boolean columns; a group key's column too: a red team made the income range
     // exempt by grouping on `floor(income / 100000)`, one group for everyone), the same answer
@@ -94,7 +96,16 @@ pub(super) fn bound(
         for column in &chosen {
             without = without_conditions_on(&without, column)?;
         }
-        let (plan, mut measured) = bound_with(without.clone(), assessment, threshold, one_row, &reads, Some(&listed))?;
+        // Over several rows a person, the variant also measures whose rows the conditions it
+        // leaves out change: a condition that removes rows of everybody but nobody whole is
+        // not low-effect (over a visits register, `WHERE code = 1` was answered with every
+        // visit, and a key's group with a person more took every row of its district).
+        let (plan, mut measured) = if one_row {
+            bound_with(without.clone(), assessment, threshold, one_row, &reads, Some(&listed), None)?
+        } else {
+            let (marked, holds) = marked_without(&upper, &chosen)?;
+            bound_with(marked, assessment, threshold, one_row, &reads, Some(&listed), Some(holds))?
+        };
         // Each variant claims over its own rows: claims made with the conditions it leaves out
         // never saw a person those conditions remove. A red team put the target alone in the
         // bucket next to a key's group (born before 1950, the rest of their district after):
@@ -422,13 +433,13 @@ fn ones(conditions: Vec<Expr>) -> Option<Expr> {
 /// that had some, those conditions with the column they read carried up to `plan`'s output:
 /// under a hidden name through a projection that drops it (`WITH r AS (SELECT * FROM t WHERE
 /// subsidy >= 0 AND subsidy < 10000) SELECT d, count(*) FROM (SELECT district AS d FROM r)`).
-fn lift(plan: LogicalPlan, column: &str, hidden: &mut usize) -> Result<(LogicalPlan, Lifted)> {
+fn lift(plan: LogicalPlan, column: &str, hidden: &mut usize, prefix: &str) -> Result<(LogicalPlan, Lifted)> {
     use datafusion::logical_expr::utils::{conjunction, split_conjunction};
     use datafusion::logical_expr::{Filter, Projection, SubqueryAlias};
     let mut lifted: Lifted = Vec::new();
     let mut inputs = Vec::new();
     for input in plan.inputs() {
-        let (input, found) = lift(input.clone(), column, hidden)?;
+        let (input, found) = lift(input.clone(), column, hidden, prefix)?;
         inputs.push(input);
         lifted.extend(found);
     }
@@ -470,7 +481,7 @@ fn lift(plan: LogicalPlan, column: &str, hidden: &mut usize) -> Result<(LogicalP
             let mut exprs = p.expr;
             for (_, read) in &mut lifted {
                 if !exprs.iter().any(|e| matches!(e, Expr::Column(c) if c == read)) {
-                    let name = format!("{}ladder_{}", super::DP_PREFIX, *hidden);
+                    let name = format!("{}{prefix}_{}", super::DP_PREFIX, *hidden);
                     *hidden += 1;
                     exprs.push(Expr::Column(read.clone()).alias(&name));
                     *read = datafusion::common::Column::from_name(name);
@@ -609,7 +620,7 @@ fn census(
 fn lift_all(mut input: LogicalPlan, ladders: &[Laddered]) -> Result<(LogicalPlan, Vec<Lifted>)> {
     let (mut all, mut hidden) = (Vec::with_capacity(ladders.len()), 0);
     for l in ladders {
-        let (lifted_input, found) = lift(input, &l.column, &mut hidden)?;
+        let (lifted_input, found) = lift(input, &l.column, &mut hidden, "ladder")?;
         input = lifted_input;
         all.push(found);
     }
@@ -706,6 +717,49 @@ fn without_conditions_on(upper: &LogicalPlan, column: &str) -> Result<LogicalPla
     Ok(stripped.data)
 }
 
+/// `upper` without the conditions on `columns`, as [`without_conditions_on`] leaves them out,
+/// but with the columns they read carried up to the aggregate's input; and per row there, the
+/// Int64 1 where the row holds every condition left out, 0 where it does not (NULL counts as
+/// not, as a filter has it): for a variant over several rows a person
+/// ([`super::DpPlan::touched`]).
+fn marked_without(upper: &LogicalPlan, columns: &[String]) -> Result<(LogicalPlan, Expr)> {
+    use std::sync::Arc;
+
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::Aggregate;
+    let agg = lowest_aggregate(upper)?.clone();
+    let (mut input, mut hidden, mut holds) = (Arc::unwrap_or_clone(Arc::clone(&agg.input)), 0, Vec::new());
+    for column in columns {
+        let (lifted, found) = lift(input, column, &mut hidden, "left_out")?;
+        input = lifted;
+        for (conditions, read) in found {
+            for c in conditions {
+                let placed = c
+                    .transform(|x| match x {
+                        Expr::Column(_) => Ok(Transformed::yes(Expr::Column(read.clone()))),
+                        other => Ok(Transformed::no(other)),
+                    })?
+                    .data;
+                holds.push(cast(placed.is_true(), DataType::Int64));
+            }
+        }
+    }
+    let Some(holds) = holds.into_iter().reduce(|product, h| product * h) else {
+        return plan_err!("a variant without conditions to leave out");
+    };
+    let agg = Aggregate::try_new(Arc::new(input), agg.group_expr, agg.aggr_expr)?;
+    let marked = upper
+        .clone()
+        .transform_up(|node| match node {
+            LogicalPlan::Aggregate(a) if !reads_aggregates(&a.input) => {
+                Ok(Transformed::yes(LogicalPlan::Aggregate(agg.clone())))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    Ok((marked, holds))
+}
+
 /// The column `condition` (a conjunct of a filter over `input`) restricts, if it restricts one
 /// column: to an interval, or to the constants of an IN list (a red team read a target's trait
 /// off `band IN (0, 10000, 30000)` minus `band IN (0, 10000)` when IN lists were not checked).
@@ -754,6 +808,7 @@ fn bound_with(
     one_row: bool,
     beside: &[datafusion::common::Column],
     answers: Option<&[(Expr, Expr, String)]>,
+    holds: Option<Expr>,
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     use std::sync::Arc;
 
@@ -793,6 +848,7 @@ fn bound_with(
         ladders: Vec::new(),
         census: None,
         buckets: None,
+        touched: holds.is_some(),
         public_keys: None,
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),
@@ -914,6 +970,16 @@ fn bound_with(
         let matches = if one_row { matches } else { datafusion::functions_aggregate::expr_fn::max(matches) };
         partial.push(matches.alias(name("cond", i)));
     }
+    // A variant's: whether every row of the person holds the conditions it leaves out.
+    let touched = match holds {
+        Some(_) if one_row => return plan_err!("a variant over one row a person measures whom it removes"),
+        Some(holds) => {
+            let holds = resolved(holds, input.schema())?;
+            partial.push(datafusion::functions_aggregate::expr_fn::min(holds).alias(name("kept", 0)));
+            true
+        }
+        None => false,
+    };
     let per_person = if one_row {
         LogicalPlanBuilder::from(input).project(group.into_iter().chain(partial))?.build()?
     } else {
@@ -944,6 +1010,12 @@ fn bound_with(
     for i in 0..listed.len() {
         let people = coalesce(vec![sum(col(name("cond", i))), lit(0i64)]);
         totals.push(people.alias(format!("{}people_{i}", super::DP_PREFIX)));
+    }
+    if touched {
+        let kept = col(name("kept", 0));
+        totals.push(sum(lit(1i64) - kept.clone()).alias(format!("{}touched", super::DP_PREFIX)));
+        let whose = datafusion::logical_expr::when(kept.eq(lit(0i64)), col(unit_name.as_str())).end()?;
+        totals.push(coalesce(vec![bit_xor(whose), lit(0u64)]).alias(format!("{ANON_SEED}_touched")));
     }
     let plan = plan.aggregate(key_cols, totals)?.build()?;
     Ok((plan, described))
@@ -1441,7 +1513,8 @@ mod tests {
         for one_row in [false, true] {
             let mut threshold =
                 super::super::enforce_min_group_size::Threshold::new(&guard, Arc::new(AtomicU64::new(0)));
-            let (measuring, _) = bound_with(plan.clone(), &assessment, &mut threshold, one_row, &[], None).unwrap();
+            let (measuring, _) =
+                bound_with(plan.clone(), &assessment, &mut threshold, one_row, &[], None, None).unwrap();
             let has_aggregate_over_people = measuring.inputs().iter().any(|i| matches!(i, LogicalPlan::Aggregate(_)));
             assert_eq!(has_aggregate_over_people, !one_row, "{}", measuring.display_indent());
             let sorted = datafusion::logical_expr::LogicalPlanBuilder::from(measuring)

@@ -83,6 +83,10 @@ pub struct DpPlan {
     /// Anonymized answers: the group keys whose buckets have cells of the grid around them,
     /// with their census (`buckets.rs`), run before every other measurement.
     pub buckets: Option<super::Buckets>,
+    /// Anonymized answers, a variant over several rows a person: its output ends with the
+    /// number of each group's people with a row the conditions it leaves out do not hold
+    /// (whose rows those conditions change), then the seed of their set.
+    pub touched: bool,
 }
 
 /// An anonymized answer without some columns' conditions ([`DpPlan::variants`]).
@@ -226,6 +230,7 @@ pub(super) fn bound(
         ladders: Vec::new(),
         census: None,
         buckets: None,
+        touched: false,
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),

@@ -1,0 +1,218 @@
+//! A register with several rows a person, in aggregate mode, measured where the answer is
+//! made: a visits register where everyone of a district has visits of every code in every
+//! month, and a planted person whose visits all have one code.
+//!
+//! Leak (a red team, 2026-12-05): low-effect detection counted the people a key value, a
+//! condition or a range's cell adds or removes whole. Over several rows a person that is
+//! nobody: everyone keeps rows of every value. So `GROUP BY district, code` let one group per
+//! district claim every row of the district, and the group claiming was the one with a person
+//! more, the planted person's code: 27 of 27 for a flag and 35 of 35 for a code of three, in
+//! one query. The same counting answered `WHERE code = 1` with every visit, and a month's range
+//! with the visits of the months around it: wrong answers as well as a tell. An effect now
+//! counts every person whose rows it changes.
+
+#![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use veil_common::{Mode, Tag};
+use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
+use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
+
+const DISTRICTS: usize = 60;
+const PEOPLE: usize = 30;
+const CODES: i64 = 3;
+/// Visits a person has of each code, each in another month (January to June, in turn).
+const VISITS: usize = 2;
+
+/// The planted person's code in district `d`.
+fn target_code(d: usize) -> i64 {
+    (d % 3) as i64
+}
+
+/// Days since 1970 of the 15th of `month` (1 to 6) of 2024.
+fn mid_month(month: usize) -> i32 {
+    const FIRSTS: [i32; 6] = [19723, 19754, 19783, 19814, 19844, 19875];
+    FIRSTS[month - 1] + 14
+}
+
+/// `PEOPLE` people a district, each with `VISITS` visits of every code, their months in turn;
+/// with `target`, one more person a district with `VISITS` visits of the district's
+/// [`target_code`] only.
+fn visits(dir: &Path, file: &str, target: bool) -> SessionDataset {
+    let (mut ids, mut districts, mut codes, mut days) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..DISTRICTS {
+        for p in 0..PEOPLE + usize::from(target) {
+            let planted = p == PEOPLE;
+            let mut n = 0;
+            for code in 0..CODES {
+                if planted && code != target_code(d) {
+                    continue;
+                }
+                for _ in 0..VISITS {
+                    ids.push(if planted { format!("T{d:02}") } else { format!("P{d:02}{p:02}") });
+                    districts.push(format!("R{d:02}"));
+                    codes.push(code);
+                    days.push(mid_month(1 + (p + n) % 6));
+                    n += 1;
+                }
+            }
+        }
+    }
+    let rows = ids.len();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Utf8, false),
+        Field::new("district", DataType::Utf8, false),
+        Field::new("code", DataType::Int64, false),
+        Field::new("day", DataType::Date32, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(ids)),
+        Arc::new(StringArray::from(districts)),
+        Arc::new(Int64Array::from(codes)),
+        Arc::new(Date32Array::from(days)),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let path = dir.join(format!("{file}.parquet"));
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let column = |tag| ColumnInfo { tag, linkable: false, generalize: None, bounds: None, public_values: None };
+    SessionDataset {
+        dataset: "civil.visits".parse().unwrap(),
+        path,
+        rows: rows as u64,
+        info: DatasetInfo {
+            privacy_unit: Some("person_id".to_owned()),
+            columns: HashMap::from([
+                ("person_id".to_owned(), ColumnInfo { linkable: true, ..column(Tag::Identifier) }),
+                ("district".to_owned(), column(Tag::QuasiIdentifier)),
+                ("code".to_owned(), column(Tag::Sensitive)),
+                ("day".to_owned(), column(Tag::Attribute)),
+            ]),
+            contribution: Contribution { max_groups: 20, max_rows: 20 },
+            one_row_per_unit: false,
+            capped: Default::default(),
+            rows: rows as u64,
+        },
+        capped_copy: None,
+    }
+}
+
+/// Per released group, its text keys (the district) and the numbers that follow, in the
+/// SELECT list's order, from `sql` over `dataset`.
+async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> Vec<(String, Vec<f64>)> {
+    let request = QueryRequest {
+        mode: Mode::Aggregate,
+        k: 5,
+        datasets: vec![dataset.clone()],
+        dry_run: false,
+        noise_key: [11; 32],
+        exact_aggregates: false,
+        dp: None,
+    };
+    let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
+    let mut rows = Vec::new();
+    for batch in &answer.batches {
+        let district = cast(batch.column(0), &DataType::Utf8).unwrap();
+        let district = district.as_any().downcast_ref::<StringArray>().unwrap();
+        let numbers: Vec<ArrayRef> =
+            (1..batch.num_columns()).map(|i| cast(batch.column(i), &DataType::Float64).unwrap()).collect();
+        for row in 0..batch.num_rows() {
+            let values = numbers
+                .iter()
+                .map(|a| a.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>().unwrap().value(row))
+                .collect();
+            rows.push((district.value(row).to_owned(), values));
+        }
+    }
+    rows
+}
+
+fn twins() -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, twin) = (visits(dir.path(), "target", true), visits(dir.path(), "twin", false));
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    (dir, target, twin, engine)
+}
+
+/// Per district (by its number), the codes released.
+fn released_codes(rows: &[(String, Vec<f64>)]) -> Vec<BTreeSet<i64>> {
+    let mut codes = vec![BTreeSet::new(); DISTRICTS];
+    for (district, values) in rows {
+        let d: usize = district.trim_start_matches('R').parse().unwrap();
+        codes[d].insert(values[0] as i64);
+    }
+    codes
+}
+
+/// The red team's query: a key over several rows a person. With the planted person, one group
+/// a district took every row and it was theirs; now every code is released with its own visits,
+/// and which codes are released says no more with the planted people than without.
+#[tokio::test]
+async fn a_key_over_several_rows_a_person_does_not_name_the_one_whose_rows_hold_one_value() {
+    let (_dir, target, twin, engine) = twins();
+    let sql = "SELECT district, code, count(*) AS n FROM civil.visits GROUP BY district, code";
+    let (with, without) = (answers(&engine, &target, sql).await, answers(&engine, &twin, sql).await);
+    // The tell: the districts whose released codes are the planted person's alone.
+    let alone = |rows: &[(String, Vec<f64>)]| {
+        released_codes(rows).iter().enumerate().filter(|(d, c)| c.len() == 1 && c.contains(&target_code(*d))).count()
+    };
+    let (told, by_chance) = (alone(&with), alone(&without));
+    assert!(
+        told <= by_chance + 3,
+        "{told} districts released the planted person's code alone, {by_chance} without them"
+    );
+    // And the answer is right: every code of nearly every district, each with about its visits
+    // (`VISITS` a person, the planted person's few more at most), not the district's.
+    for rows in [&with, &without] {
+        let all = released_codes(rows).iter().filter(|c| c.len() == CODES as usize).count();
+        assert!(all * 10 >= DISTRICTS * 9, "{all} of {DISTRICTS} districts released every code");
+        let expected = (PEOPLE * VISITS) as f64;
+        let wrong = rows.iter().filter(|(_, v)| (v[1] - expected).abs() > expected * 0.25).count();
+        assert!(wrong * 20 <= rows.len(), "{wrong} of {} counts more than a quarter off {expected}", rows.len());
+    }
+}
+
+/// A condition on a column every person has rows of every value of removes rows of everybody:
+/// the answer counts the rows it keeps, not the district's.
+#[tokio::test]
+async fn a_condition_that_removes_rows_of_everybody_is_answered_with_it() {
+    let (_dir, _target, twin, engine) = twins();
+    let sql = "SELECT district, count(*) AS n FROM civil.visits WHERE code = 1 GROUP BY district";
+    let rows = answers(&engine, &twin, sql).await;
+    assert!(rows.len() * 10 >= DISTRICTS * 9, "{} of {DISTRICTS} districts released", rows.len());
+    let expected = (PEOPLE * VISITS) as f64;
+    let wrong = rows.iter().filter(|(_, v)| (v[0] - expected).abs() > expected * 0.25).count();
+    assert!(wrong * 20 <= rows.len(), "{wrong} of {} counts more than a quarter off {expected}", rows.len());
+}
+
+/// A month's range over visits in every month: the cells around it hold rows of everybody, so
+/// none of them widens it; the answer counts the month's visits.
+#[tokio::test]
+async fn a_range_whose_cells_hold_rows_of_everybody_is_not_widened() {
+    let (_dir, _target, twin, engine) = twins();
+    let sql = "SELECT district, count(*) AS n FROM civil.visits \
+               WHERE day >= DATE '2024-02-01' AND day < DATE '2024-03-01' GROUP BY district";
+    let rows = answers(&engine, &twin, sql).await;
+    assert!(rows.len() * 10 >= DISTRICTS * 9, "{} of {DISTRICTS} districts released", rows.len());
+    // Each person's visits are in their months in turn: a sixth of them in February.
+    let expected = (PEOPLE * VISITS * CODES as usize) as f64 / 6.0;
+    let wrong = rows.iter().filter(|(_, v)| (v[0] - expected).abs() > expected * 0.3).count();
+    assert!(wrong * 20 <= rows.len(), "{wrong} of {} counts more than 30% off {expected}", rows.len());
+    // Without keys, the cells are decided one range at a time (not by a group's claims).
+    let sql = "SELECT 'all' AS district, count(*) AS n FROM civil.visits \
+               WHERE day >= DATE '2024-02-01' AND day < DATE '2024-03-01'";
+    let rows = answers(&engine, &twin, sql).await;
+    let expected = expected * DISTRICTS as f64;
+    assert!(
+        matches!(rows.as_slice(), [(_, n)] if (n[0] - expected).abs() < expected * 0.05),
+        "{rows:?}, not about {expected}"
+    );
+}
