@@ -280,7 +280,8 @@ impl<'a> Measurements<'a> {
     }
 }
 
-/// One measured contribution of a group: total, outliers' total, top group's average.
+/// One measured contribution of a group: total, the outliers' excess over the top group's
+/// average (their total where there is no top group), top group's average.
 #[derive(Clone, Copy)]
 struct Measured {
     total: f64,
@@ -289,13 +290,13 @@ struct Measured {
 }
 
 impl Measured {
-    /// The total with the outliers brought down to the top group's average, and the noise's
-    /// standard deviation (that average; with no top group, the outliers' average).
+    /// The total with the outliers brought down to the top group's average (less their
+    /// excess over it, which the measurement gives), and the noise's standard deviation (that
+    /// average; with no top group, the outliers' average).
     fn flattened(self, people: u64) -> (f64, f64) {
-        let n = (ANON_OUTLIERS as f64).min(people as f64).max(1.0);
         match self.top {
-            Some(top) => (self.total - self.outliers + n * top.min(self.outliers / n), top.abs()),
-            None => (self.total, (self.outliers / n).abs()),
+            Some(top) => (self.total - self.outliers, top.abs()),
+            None => (self.total, (self.outliers / (ANON_OUTLIERS as f64).min(people as f64).max(1.0)).abs()),
         }
     }
 }
@@ -1392,10 +1393,11 @@ mod tests {
 
     #[test]
     fn outliers_are_flattened_to_the_top_group() {
-        // Totals of 10 people: two outliers of 1,000 and 500, the next four at 10 on average.
-        let m = Measured { total: 1_580.0, outliers: 1_500.0, top: Some(10.0) };
+        // Totals of 10 people: two outliers of 1,000 and 500 (1,480 above the top group), the
+        // next four at 10 on average.
+        let m = Measured { total: 1_580.0, outliers: 1_480.0, top: Some(10.0) };
         let (value, sd) = m.flattened(10);
-        assert_eq!(value, 100.0, "1,580 - 1,500 + 2 × 10");
+        assert_eq!(value, 100.0, "1,580 - 1,000 - 500 + 2 × 10");
         assert_eq!(sd, 10.0);
         // With no top group (two people), nothing is flattened and the scale is their average.
         let m = Measured { total: 30.0, outliers: 30.0, top: None };

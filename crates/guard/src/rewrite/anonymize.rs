@@ -12,9 +12,11 @@ use crate::DpAggregate;
 use crate::exprs::unalias;
 use crate::rules::anon_shape::reads_aggregates;
 
-/// How many of a group's largest contributions are outliers, brought down to the top group's
-/// average before noise.
+/// How many of a group's largest contributions are outliers at least, brought down to the top
+/// group's average before noise (more where the contributions fall steeply: `top::Outliers`).
 pub const ANON_OUTLIERS: i64 = 2;
+/// The most outliers a group has.
+const MOST_OUTLIERS: usize = 6;
 /// The least middle of an anonymized answer's noisy release threshold, whatever the level's k
 /// (the query layer draws the threshold; why this number: its `MIN_THRESHOLD`).
 pub const ANON_LEAST_THRESHOLD: u64 = 8;
@@ -39,7 +41,8 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 ///
 /// Output, in order: the group keys; per aggregate, for each contribution it measures (rows for
 /// COUNT; the sum for SUM; the sum and the count of values for AVG; nothing for COUNT(DISTINCT
-/// unit)), three Float64 columns: total, outliers' total, top group's average (null when the
+/// unit)), three Float64 columns: total, the outliers' excess over the top group's average (their
+/// total without a top group), top group's average (null when the
 /// group has no more than `ANON_OUTLIERS` people); then the Int64 number of people; then the UInt64
 /// seed ([`ANON_SEED`]); then, per constant of the query's IN lists (`NoiseLabels::listed`), the
 /// UInt64 seed of the group's people whose rows match that constant (0 when none do); last, per
@@ -992,13 +995,13 @@ fn bound_with(
     let key_cols: Vec<Expr> = (0..keys).map(|i| col(name("key", i))).collect();
     let plan = LogicalPlanBuilder::from(per_person);
     let mut totals = Vec::new();
-    let (outliers, top_group) = (ANON_OUTLIERS as usize, TOP_GROUP as usize);
+    let outliers = super::top::Outliers { least: ANON_OUTLIERS as usize, most: MOST_OUTLIERS, top: TOP_GROUP as usize };
     for c in &measured {
         let value = cast(col(c.as_str()), DataType::Float64);
         let unit = col(unit_name.as_str());
         totals.push(sum(value.clone()).alias(c.as_str()));
-        totals.push(top(Part::Outliers, outliers, top_group, value.clone(), unit.clone()).alias(format!("{c}_out")));
-        totals.push(top(Part::TopGroup, outliers, top_group, value, unit).alias(format!("{c}_top")));
+        totals.push(top(Part::Outliers, outliers, value.clone(), unit.clone()).alias(format!("{c}_out")));
+        totals.push(top(Part::TopGroup, outliers, value, unit).alias(format!("{c}_top")));
     }
     totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
     totals.push(bit_xor(col(unit_name.as_str())).alias(ANON_SEED));
