@@ -40,8 +40,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{ArrayRef, new_null_array};
-use datafusion::arrow::compute::interleave;
+use datafusion::arrow::array::{ArrayRef, UInt64Array, new_null_array};
+use datafusion::arrow::compute::{concat, take};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
@@ -268,18 +268,22 @@ impl ScalarUDFImpl for Claimed {
             Some(keys) => datafusion::arrow::compute::cast(keys, ty)?,
             None => return exec_err!("{NAME}: the claimed keys are not of one type"),
         };
-        // Every row looked up, and its pick chosen by arithmetic, whatever was claimed: the
-        // work does not say whether any row was (see `dropped::lookup`).
-        let picks: Vec<(usize, usize)> = hashes
+        // Every row looked up, and its place chosen by arithmetic, whatever was claimed: the
+        // work does not say whether any row was (see `dropped::lookup`). Taken from one array
+        // of the batch's keys and the claiming keys: `interleave` from the two cost more per
+        // row read from the claiming keys (about 0.8 ms over a person's 100,000 rows, in the
+        // scan and again in the aggregate), which told whether that person's rows were claimed.
+        let both = concat(&[own.as_ref(), keys.as_ref()])?;
+        let places: UInt64Array = hashes
             .iter()
             .enumerate()
             .map(|(row, h)| {
                 let (at, found) = super::dropped::lookup(&self.hashes, *h);
                 let claimed = usize::from(found & self.claimed.get(at).copied().unwrap_or(false));
-                (claimed, claimed * at + (1 - claimed) * row)
+                (claimed * (rows + at) + (1 - claimed) * row) as u64
             })
             .collect();
-        Ok(ColumnarValue::Array(interleave(&[own.as_ref(), keys.as_ref()], &picks)?))
+        Ok(ColumnarValue::Array(take(both.as_ref(), &places, None)?))
     }
 }
 
