@@ -16,7 +16,7 @@ use crate::rules::anon_shape::reads_aggregates;
 /// group's average before noise (more where the contributions fall steeply: `top::Outliers`).
 pub const ANON_OUTLIERS: i64 = 2;
 /// The most outliers a group has.
-const MOST_OUTLIERS: usize = 6;
+const MOST_OUTLIERS: usize = 24;
 /// The least middle of an anonymized answer's noisy release threshold, whatever the level's k
 /// (the query layer draws the threshold; why this number: its `MIN_THRESHOLD`).
 pub const ANON_LEAST_THRESHOLD: u64 = 8;

@@ -86,7 +86,8 @@ fn offer(ranked: &mut Vec<Entry>, keep: usize, entry: Entry) {
     if ranked.len() >= keep && ranked.last().is_none_or(|worst| !before(&entry, worst)) {
         return;
     }
-    let at = ranked.iter().position(|e| before(&entry, e)).unwrap_or(ranked.len());
+    // Best first: those `entry` does not rank before come first.
+    let at = ranked.partition_point(|e| !before(&entry, e));
     ranked.insert(at, entry);
     ranked.truncate(keep);
 }
