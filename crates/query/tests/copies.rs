@@ -17,6 +17,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,10 +26,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
-use veil_common::{Mode, Tag};
+use veil_common::Tag;
 use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
-use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
+use veil_query::{Limits, QueryEngine, SessionDataset, parse};
 
 const COPIES: usize = 16;
 const DISTRICTS: usize = 60;
@@ -79,11 +80,8 @@ fn dataset(dir: &Path, file: &str, target: bool, flag: i64) -> SessionDataset {
         info.insert(format!("w{c}"), column(Tag::Sensitive, Some((0.0, 1.0))));
     }
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
-    let path = dir.join(format!("{file}.parquet"));
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    let path = common::parquet(dir, file, &batch);
     SessionDataset {
         dataset: "civil.people".parse().unwrap(),
         path,
@@ -109,11 +107,8 @@ fn weights(dir: &Path) -> SessionDataset {
         Arc::new(Int64Array::from((0..10).collect::<Vec<i64>>())),
         Arc::new(Int64Array::from(vec![3i64, 1, 4, 1, 5, 9, 2, 6, 5, 3])),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
-    let path = dir.join("weights.parquet");
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    let path = common::parquet(dir, "weights", &batch);
     let column =
         |bounds| ColumnInfo { tag: Tag::Attribute, linkable: false, generalize: None, bounds, public_values: None };
     SessionDataset {
@@ -134,15 +129,7 @@ fn weights(dir: &Path) -> SessionDataset {
 
 /// Per released district, its numbers in the SELECT list's order.
 async fn answers(engine: &QueryEngine, datasets: &[SessionDataset], sql: &str) -> Vec<Vec<f64>> {
-    let request = QueryRequest {
-        mode: Mode::Aggregate,
-        k: 5,
-        datasets: datasets.to_vec(),
-        dry_run: false,
-        noise_key: [7; 32],
-        exact_aggregates: false,
-        dp: None,
-    };
+    let request = common::aggregate(datasets.to_vec(), 5, [7; 32]);
     let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
     let mut rows = Vec::new();
     for batch in &answer.batches {
@@ -277,11 +264,8 @@ fn events(dir: &Path, file: &str, dataset: &str, target: bool) -> SessionDataset
         Arc::new(datafusion::arrow::array::BooleanArray::from(flags)),
         Arc::new(Int64Array::from(xs)),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
-    let path = dir.join(format!("{file}.parquet"));
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    let path = common::parquet(dir, file, &batch);
     let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
     SessionDataset {
         dataset: dataset.parse().unwrap(),

@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,10 +25,11 @@ use datafusion::arrow::array::{
     BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::parquet::arrow::ArrowWriter;
-use veil_common::{Mode, Tag};
+use veil_common::Tag;
 use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
-use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
+use veil_query::{Limits, QueryEngine, SessionDataset, parse};
+
+use common::twins;
 
 const DISTRICTS: [&str; 8] = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"];
 
@@ -129,10 +132,7 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
         ],
     )
     .unwrap();
-    let path = dir.join(format!("{file}.parquet"));
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let path = common::parquet(dir, file, &batch);
     let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
     let rows = batch.num_rows() as u64;
     SessionDataset {
@@ -159,17 +159,6 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
         },
         capped_copy: None,
     }
-}
-
-/// A temporary directory holding `build`'s dataset with the target and its twin without, and
-/// an engine over it.
-fn twins(
-    build: impl Fn(&Path, &str, bool) -> SessionDataset,
-) -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
-    let dir = tempfile::tempdir().unwrap();
-    let (target, twin) = (build(dir.path(), "target", true), build(dir.path(), "twin", false));
-    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
-    (dir, target, twin, engine)
 }
 
 /// [`twins`] of the people `people` gives with the target (`true`) and without, written as
@@ -253,16 +242,7 @@ async fn counts(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> Ve
 
 /// The anonymized answer to `sql` over `dataset`, under one noise key.
 async fn answer(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> veil_query::Answer {
-    let request = QueryRequest {
-        mode: Mode::Aggregate,
-        k: 5,
-        datasets: vec![dataset.clone()],
-        dry_run: false,
-        noise_key: [7; 32],
-        exact_aggregates: false,
-        dp: None,
-    };
-    engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap()
+    engine.run(&parse(sql, 1 << 16).unwrap(), common::aggregate(vec![dataset.clone()], 5, [7; 32])).await.unwrap()
 }
 
 /// The exact counts `n` of `sql`'s rows, by DataFusion over the dataset's file.

@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -20,10 +22,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
-use veil_common::{Mode, Tag};
+use veil_common::Tag;
 use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
-use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
+use veil_query::{QueryEngine, SessionDataset, parse};
 
 const DISTRICTS: usize = 60;
 const PEOPLE: usize = 30;
@@ -90,11 +91,8 @@ fn written(
         Arc::new(Int64Array::from(codes)),
         Arc::new(Date32Array::from(days)),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
-    let path = dir.join(format!("{file}.parquet"));
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    let path = common::parquet(dir, file, &batch);
     let column = |tag| ColumnInfo { tag, linkable: false, generalize: None, bounds: None, public_values: None };
     SessionDataset {
         dataset: "civil.visits".parse().unwrap(),
@@ -120,15 +118,7 @@ fn written(
 /// Per released group, its text keys (the district) and the numbers that follow, in the
 /// SELECT list's order, from `sql` over `dataset`.
 async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> Vec<(String, Vec<f64>)> {
-    let request = QueryRequest {
-        mode: Mode::Aggregate,
-        k: 5,
-        datasets: vec![dataset.clone()],
-        dry_run: false,
-        noise_key: [11; 32],
-        exact_aggregates: false,
-        dp: None,
-    };
+    let request = common::aggregate(vec![dataset.clone()], 5, [11; 32]);
     let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
     let mut rows = Vec::new();
     for batch in &answer.batches {
@@ -150,23 +140,7 @@ async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> V
 /// Per district, twenty people of two visits, two of sixty and, with `target`, one of forty,
 /// all of code 0 (the red team's layout: two people far above the rest and the target next).
 fn heavy(dir: &Path, file: &str, target: bool) -> SessionDataset {
-    let (mut ids, mut districts, mut codes, mut days) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for d in 0..DISTRICTS {
-        let mut people: Vec<(String, usize)> = (0..20).map(|p| (format!("P{d:02}{p:02}"), 2)).collect();
-        people.extend([(format!("H{d:02}a"), 60), (format!("H{d:02}b"), 60)]);
-        if target {
-            people.push((format!("T{d:02}"), 40));
-        }
-        for (id, visits) in people {
-            for v in 0..visits {
-                ids.push(id.clone());
-                districts.push(format!("R{d:02}"));
-                codes.push(0);
-                days.push(mid_month(1 + v % 6));
-            }
-        }
-    }
-    written(dir, file, ids, districts, codes, days)
+    layered(dir, file, 20, &[60, 60], target.then_some(40))
 }
 
 /// Per district, twelve people of two visits, six heavy people in a steep staircase (70, 70,
@@ -174,13 +148,17 @@ fn heavy(dir: &Path, file: &str, target: bool) -> SessionDataset {
 /// `target`, one of twelve (a red team's layout against a most of six outliers: the target
 /// came seventh, in the top group, and raised the level all six were flattened to).
 fn staircase(dir: &Path, file: &str, target: bool) -> SessionDataset {
+    layered(dir, file, 12, &[70, 70, 62, 42, 28, 26], target.then_some(12))
+}
+
+/// Per district, `light` people of two visits, one person of each of `heavy` visits, and the
+/// target of `target` visits if any, all of code 0, their months in turn.
+fn layered(dir: &Path, file: &str, light: usize, heavy: &[usize], target: Option<usize>) -> SessionDataset {
     let (mut ids, mut districts, mut codes, mut days) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for d in 0..DISTRICTS {
-        let mut people: Vec<(String, usize)> = (0..12).map(|p| (format!("P{d:02}{p:02}"), 2)).collect();
-        people.extend([70, 70, 62, 42, 28, 26].iter().enumerate().map(|(h, n)| (format!("H{d:02}{h}"), *n)));
-        if target {
-            people.push((format!("T{d:02}"), 12));
-        }
+        let mut people: Vec<(String, usize)> = (0..light).map(|p| (format!("P{d:02}{p:02}"), 2)).collect();
+        people.extend(heavy.iter().enumerate().map(|(h, n)| (format!("H{d:02}{h}"), *n)));
+        people.extend(target.map(|n| (format!("T{d:02}"), n)));
         for (id, visits) in people {
             for v in 0..visits {
                 ids.push(id.clone());
@@ -194,16 +172,7 @@ fn staircase(dir: &Path, file: &str, target: bool) -> SessionDataset {
 }
 
 fn twins() -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
-    twins_of(visits)
-}
-
-fn twins_of(
-    build: impl Fn(&Path, &str, bool) -> SessionDataset,
-) -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
-    let dir = tempfile::tempdir().unwrap();
-    let (target, twin) = (build(dir.path(), "target", true), build(dir.path(), "twin", false));
-    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
-    (dir, target, twin, engine)
+    common::twins(visits)
 }
 
 /// Per district (by its number), the codes released.
@@ -307,7 +276,7 @@ async fn a_heavy_person_after_a_staircase_of_six_is_flattened_too() {
 /// of the districts a threshold between the two answers' medians calls right (the target's
 /// and the twin's, 60 each).
 async fn called_by_the_medians(build: impl Fn(&Path, &str, bool) -> SessionDataset) -> usize {
-    let (_dir, target, twin, engine) = twins_of(build);
+    let (_dir, target, twin, engine) = common::twins(build);
     let sql = "SELECT district, count(*) AS n FROM civil.visits GROUP BY district";
     let (with, without) = (answers(&engine, &target, sql).await, answers(&engine, &twin, sql).await);
     assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS), "every district is released");
