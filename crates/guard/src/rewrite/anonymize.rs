@@ -15,8 +15,12 @@ use crate::rules::anon_shape::reads_aggregates;
 /// How many of a group's largest contributions are outliers at least, brought down to the top
 /// group's average before noise (more where the contributions fall steeply: `top::Outliers`).
 pub const ANON_OUTLIERS: i64 = 2;
-/// The most outliers a group has.
-const MOST_OUTLIERS: usize = 24;
+/// The most outliers a group has. Outliers are brought to the top group's average, which
+/// moves by a quarter of whoever is first in it: with up to 24, a staircase of planted heavy
+/// people made a target after them count many times over (a red team: 60 of 60); with two, a
+/// target third behind two heavy people counted in full (50 of 50). Three bounds the first to
+/// three quarters of a contribution (docs/aggregate.md, "Flattening").
+const MOST_OUTLIERS: usize = 3;
 /// The least middle of an anonymized answer's noisy release threshold, whatever the level's k
 /// (the query layer draws the threshold; why this number: its `MIN_THRESHOLD`).
 pub const ANON_LEAST_THRESHOLD: u64 = 8;
