@@ -66,17 +66,18 @@ fn visits(dir: &Path, file: &str, target: bool) -> SessionDataset {
             }
         }
     }
-    written(dir, file, ids, districts, codes, days)
+    written(dir, file, (ids, districts), codes, days, false)
 }
 
-/// The rows given, column by column, as the dataset `civil.visits` in `file`.
+/// The rows given, column by column, as the dataset `civil.visits` in `file` (declared one row
+/// a person when `one_row`).
 fn written(
     dir: &Path,
     file: &str,
-    ids: Vec<String>,
-    districts: Vec<String>,
+    (ids, districts): (Vec<String>, Vec<String>),
     codes: Vec<i64>,
     days: Vec<i32>,
+    one_row: bool,
 ) -> SessionDataset {
     let rows = ids.len();
     let schema = Arc::new(Schema::new(vec![
@@ -107,7 +108,7 @@ fn written(
                 ("day".to_owned(), column(Tag::Attribute)),
             ]),
             contribution: Contribution { max_groups: 20, max_rows: 20 },
-            one_row_per_unit: false,
+            one_row_per_unit: one_row,
             capped: Default::default(),
             rows: rows as u64,
         },
@@ -151,6 +152,46 @@ fn staircase(dir: &Path, file: &str, target: bool) -> SessionDataset {
     layered(dir, file, 12, &[70, 70, 62, 42, 28, 26], target.then_some(12))
 }
 
+/// Per district, sixteen people of one row each (code 1000 + their number, day 15 February),
+/// and the planted person, of code 20000 (nobody else's), whose day is 15 January in every
+/// other district (the secret) and 15 February in the rest; declared one row a person or not.
+fn two_isolating_conditions(dir: &Path, file: &str, one_row: bool) -> SessionDataset {
+    let (mut ids, mut districts, mut codes, mut days) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..DISTRICTS {
+        for p in 0..=16 {
+            let planted = p == 16;
+            ids.push(if planted { format!("T{d:02}") } else { format!("P{d:02}{p:02}") });
+            districts.push(format!("R{d:02}"));
+            codes.push(if planted { 20_000 } else { 1_000 + p as i64 });
+            days.push(if planted && d % 2 == 0 { mid_month(1) } else { mid_month(2) });
+        }
+    }
+    written(dir, file, (ids, districts), codes, days, one_row)
+}
+
+/// Two conditions that each single the target out: each removes nobody beside the other, so
+/// both were low-effect and the group was answered without both, the target's whole district,
+/// released exactly where the target had the secret (a red team: 46 of 50 in about ten
+/// queries a district, never wrongly). Left out together they remove the district: the group
+/// is answered with them, one person, and withheld.
+#[tokio::test]
+async fn two_conditions_that_each_single_out_the_target_are_not_both_left_out() {
+    for one_row in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = two_isolating_conditions(dir.path(), "people", one_row);
+        let engine = veil_query::QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+        let sql = "SELECT district, count(*) AS n FROM civil.visits \
+                   WHERE code = 20000 AND day = DATE '2024-01-15' GROUP BY district";
+        let rows = answers(&engine, &dataset, sql).await;
+        assert!(rows.is_empty(), "one row a person: {one_row}; released {rows:?}");
+        // The same with a range on the day (cells around it) in place of the equality.
+        let sql = "SELECT district, count(*) AS n FROM civil.visits \
+                   WHERE code = 20000 AND day >= DATE '2024-01-01' AND day < DATE '2024-02-01' GROUP BY district";
+        let rows = answers(&engine, &dataset, sql).await;
+        assert!(rows.is_empty(), "one row a person: {one_row}; released {rows:?}");
+    }
+}
+
 /// Per district, twelve people of two visits, eight of four, a steep staircase of six people
 /// (each 2.3 times the average of the four after them: 10 to about 1,200 visits) and, with
 /// `target`, one of eight: first after the staircase, not an outlier (8 is not more than
@@ -187,7 +228,7 @@ fn layered(dir: &Path, file: &str, light: usize, heavy: &[usize], target: Option
             }
         }
     }
-    written(dir, file, ids, districts, codes, days)
+    written(dir, file, (ids, districts), codes, days, false)
 }
 
 fn twins() -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
