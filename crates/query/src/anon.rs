@@ -360,8 +360,8 @@ pub(crate) fn dropped(
 
 /// Low-effect detection against the grid cells around each range (the guard's `ladder.rs`):
 /// from the census, per laddered column, the groups (by `veil_guard::group_hashes` of their
-/// keys) with the bit mask of the cells that add to the group's range at most a few people,
-/// decided as for a column's conditions, with noise seeded by the people the cell adds.
+/// keys) with the bit mask of the cells whose rows outside the range belong to at most a few
+/// people, decided as for a column's conditions, with noise seeded by those people.
 ///
 /// Why: `birth_date` in [1900, 2000) and in [1950, 2000) hold the same people, or differ by the
 /// target alone; measured over the same union of people, their difference is the same either
@@ -376,39 +376,31 @@ pub(crate) fn widened(
     secret: &[u8; 32],
 ) -> Result<HashMap<String, Vec<(u64, u64)>>> {
     let totals = concat_batches(schema, census).map_err(internal)?;
-    if totals.num_columns() != plan.keys + 2 + 2 * plan.ladders.len() {
+    if totals.num_columns() != plan.keys + 1 + 2 * plan.ladders.len() {
         return Err(internal("the census's output is not as described"));
     }
     let keys: Vec<ArrayRef> = (0..plan.keys).map(|i| Arc::clone(totals.column(i))).collect();
     let hashes = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
     let units = totals.column(plan.keys).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census unit"))?;
-    let in_every =
-        totals.column(plan.keys + 1).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census ranges"))?;
     let sides = plan
         .ladders
         .iter()
         .enumerate()
         .map(|(l, ladder)| {
-            Sides::new(totals.column(plan.keys + 2 + 2 * l), totals.column(plan.keys + 3 + 2 * l), ladder)
+            Sides::new(totals.column(plan.keys + 1 + 2 * l), totals.column(plan.keys + 2 + 2 * l), ladder)
         })
         .collect::<Result<Vec<_>>>()?;
-    // Per group, per ladder: the people in its range, and then per cell the people with a row
-    // in it outside the range (whose rows the cell changes: over several rows a person, most
-    // of them are in the range too), and their seeds.
+    // Per group, per ladder, per cell: the people with a row in it outside the range (whose
+    // rows the cell changes: over several rows a person, most of them are in the range too),
+    // and the seed of their set.
     let mut tallies: FastMap<u64, Vec<Vec<(u64, u64)>>> = FastMap::default();
     for (row, hash) in hashes.iter().enumerate() {
-        let inside = in_every.is_valid(row) && in_every.value(row) == 1;
         let unit = units.value(row);
-        let tally = tallies
-            .entry(*hash)
-            .or_insert_with(|| plan.ladders.iter().map(|l| vec![(0, 0); l.cells.len() + 1]).collect());
-        for (side, marks) in sides.iter().zip(tally.iter_mut()) {
-            for (mark, (people, seed)) in marks.iter_mut().enumerate() {
-                let holds = match mark {
-                    0 => inside,
-                    cell => side.in_cell(row, cell - 1),
-                };
-                if holds {
+        let tally =
+            tallies.entry(*hash).or_insert_with(|| plan.ladders.iter().map(|l| vec![(0, 0); l.cells.len()]).collect());
+        for (side, cells) in sides.iter().zip(tally.iter_mut()) {
+            for (cell, (people, seed)) in cells.iter_mut().enumerate() {
+                if side.in_cell(row, cell) {
                     *people += 1;
                     *seed ^= unit;
                 }
@@ -426,7 +418,7 @@ pub(crate) fn widened(
             // against the claims, which decided the same way; test
             // `a_range_only_the_target_holds_is_answered_from_its_neighbours_without_them_too`).
             let mut mask = 0u64;
-            for (cell, (people, seed)) in tally[l].iter().skip(1).enumerate() {
+            for (cell, (people, seed)) in tally[l].iter().enumerate() {
                 // Every person whose rows the cell changes counts, those in the range too: a
                 // cell holding rows of everybody is not low-effect, however few people it adds
                 // (over a visits register with visits in every month, a month's range was

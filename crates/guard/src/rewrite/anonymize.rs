@@ -552,17 +552,15 @@ fn laddered(input: &LogicalPlan) -> Vec<Laddered> {
 }
 
 /// The plan the query layer runs before the others when the answer has ladders: per person
-/// and group (per row over one row per person), whether the person has a row in every range,
-/// and per laddered column the nearest values on either side of its range among their rows in
-/// the other columns' ranges. Every cell of a ladder holds its range, so the person has a row
-/// in a cell exactly when they have one in the range, or their greatest value below it is at
-/// least the cell's start, or their least value above it is below the cell's end: the query
-/// layer counts each cell's people from these (`anon::widened`), where a flag per person and
-/// cell cost a pass over every row per cell (a date's ladder has 16 cells, a number's up to
-/// 60: most of an answer's time). Output: the group keys; the UInt64 hash of the person; the
-/// Int64 1 where they have a row in every range (0 or NULL elsewhere); then per laddered
-/// column, its greatest value below the range and its least value above it (NULL for none),
-/// in the column's type.
+/// and group (per row over one row per person), per laddered column the nearest values on
+/// either side of its range among their rows in the other columns' ranges. Every cell of a
+/// ladder holds its range, so the person has a row in a cell outside the range exactly when
+/// their greatest value below it is at least the cell's start, or their least value above it
+/// is below the cell's end: the query layer counts each cell's people from these
+/// (`anon::widened`), where a flag per person and cell cost a pass over every row per cell (a
+/// date's ladder has 16 cells, a number's up to 60: most of an answer's time). Output: the
+/// group keys; the UInt64 hash of the person; then per laddered column, its greatest value
+/// below the range and its least value above it (NULL for none), in the column's type.
 fn census(
     upper: &LogicalPlan,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
@@ -584,10 +582,10 @@ fn census(
     let (input, keyed, _) = claimed_keys(&input, &agg, &group_keys, &unit, one_row, ranges)?;
     let placed = ladders.iter().zip(&lifted).map(|(l, found)| l.placed(found)).collect::<Result<Vec<_>>>()?;
     let ranges: Vec<Expr> = placed.iter().map(|(range, _, _)| range.clone()).collect();
-    let Some(in_every) = whole(ranges.clone()) else {
+    if ranges.is_empty() {
         return plan_err!("a census without ranges");
-    };
-    let mut measures = vec![(cast(in_every, DataType::Int64), true)];
+    }
+    let mut measures = Vec::new();
     for (l, (range, value, _)) in placed.iter().enumerate() {
         let split = lit(ladders[l].split.clone());
         let others: Vec<Expr> = ranges.iter().enumerate().filter(|(m, _)| *m != l).map(|(_, r)| r.clone()).collect();
