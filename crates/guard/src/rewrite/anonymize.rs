@@ -391,21 +391,27 @@ struct Laddered {
 /// aggregate's input names it ([`lift`]).
 type Lifted = Vec<(Vec<Expr>, datafusion::common::Column)>;
 
-impl Laddered {
-    /// The range (the lifted conditions together, each reading its column as the aggregate's
-    /// input names it), the column there, and each cell as a condition on it.
-    fn placed(&self, lifted: &Lifted) -> Result<(Expr, Expr, Vec<Expr>)> {
-        use datafusion::common::tree_node::{Transformed, TreeNode};
-        let mut conditions = Vec::new();
-        for (found, column) in lifted {
-            for c in found {
-                let read = c.clone().transform(|x| match x {
-                    Expr::Column(_) => Ok(Transformed::yes(Expr::Column(column.clone()))),
-                    other => Ok(Transformed::no(other)),
-                })?;
-                conditions.push(read.data);
-            }
+/// The lifted conditions, each reading its column as the aggregate's input names it.
+fn placed_conditions(lifted: &Lifted) -> Result<Vec<Expr>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let mut conditions = Vec::new();
+    for (found, column) in lifted {
+        for c in found {
+            let read = c.clone().transform(|x| match x {
+                Expr::Column(_) => Ok(Transformed::yes(Expr::Column(column.clone()))),
+                other => Ok(Transformed::no(other)),
+            })?;
+            conditions.push(read.data);
         }
+    }
+    Ok(conditions)
+}
+
+impl Laddered {
+    /// The range (the lifted conditions together, [`placed_conditions`]), the column there,
+    /// and each cell as a condition on it.
+    fn placed(&self, lifted: &Lifted) -> Result<(Expr, Expr, Vec<Expr>)> {
+        let conditions = placed_conditions(lifted)?;
         let (Some(range), Some((_, column))) = (whole(conditions), lifted.first()) else {
             return plan_err!("a range on `{}` without conditions", self.column);
         };
@@ -737,17 +743,7 @@ fn marked_without(upper: &LogicalPlan, columns: &[String]) -> Result<(LogicalPla
     for column in columns {
         let (lifted, found) = lift(input, column, &mut hidden, "left_out")?;
         input = lifted;
-        for (conditions, read) in found {
-            for c in conditions {
-                let placed = c
-                    .transform(|x| match x {
-                        Expr::Column(_) => Ok(Transformed::yes(Expr::Column(read.clone()))),
-                        other => Ok(Transformed::no(other)),
-                    })?
-                    .data;
-                holds.push(cast(placed.is_true(), DataType::Int64));
-            }
-        }
+        holds.extend(placed_conditions(&found)?.into_iter().map(|c| cast(c.is_true(), DataType::Int64)));
     }
     let Some(holds) = holds.into_iter().reduce(|product, h| product * h) else {
         return plan_err!("a variant without conditions to leave out");

@@ -114,14 +114,7 @@ fn udf(claims: &[(u64, ScalarValue)]) -> ScalarUDF {
     let by_hash: HashMap<u64, &ScalarValue> = claims.iter().map(|(h, k)| (*h, k)).collect();
     let keys: Vec<Option<ScalarValue>> = hashes.iter().map(|h| by_hash.get(h).map(|k| (*k).clone())).collect();
     let built = Built(built(&keys));
-    let claimed = keys.iter().map(Option::is_some).collect();
-    ScalarUDF::new_from_impl(Claimed {
-        hashes,
-        keys,
-        claimed,
-        built,
-        signature: Signature::variadic_any(Volatility::Immutable),
-    })
+    ScalarUDF::new_from_impl(Claimed { hashes, keys, built, signature: Signature::variadic_any(Volatility::Immutable) })
 }
 
 /// `keys` as one array (NULL for a decoy), in the type of the claimed keys; `None` when
@@ -221,8 +214,6 @@ struct Claimed {
     hashes: Vec<u64>,
     /// Per entry of `hashes`, the claiming group's key (`None` for a decoy).
     keys: Vec<Option<ScalarValue>>,
-    /// Per entry of `hashes`, whether it is a claim (not a decoy).
-    claimed: Vec<bool>,
     /// `keys` as one array (not rebuilt for every batch).
     built: Built,
     signature: Signature,
@@ -279,7 +270,7 @@ impl ScalarUDFImpl for Claimed {
             .enumerate()
             .map(|(row, h)| {
                 let (at, found) = super::dropped::lookup(&self.hashes, *h);
-                let claimed = usize::from(found & self.claimed.get(at).copied().unwrap_or(false));
+                let claimed = usize::from(found & self.keys.get(at).is_some_and(Option::is_some));
                 (claimed * (rows + at) + (1 - claimed) * row) as u64
             })
             .collect();
