@@ -20,13 +20,13 @@ pub const ANON_OUTLIERS: i64 = 2;
 /// people made a target after them count many times over (a red team: 60 of 60); with two, a
 /// target third behind two heavy people counted in full (50 of 50). Three bounds the first to
 /// three quarters of a contribution (docs/aggregate.md, "Flattening").
-const MOST_OUTLIERS: usize = 3;
+pub(crate) const MOST_OUTLIERS: usize = 3;
 /// The least middle of an anonymized answer's noisy release threshold, whatever the level's k
 /// (the query layer draws the threshold; why this number: its `MIN_THRESHOLD`).
 pub const ANON_LEAST_THRESHOLD: u64 = 8;
 /// How many contributions after the outliers make up the top group whose average sets both the
 /// outliers' flattened value and the noise's scale.
-const TOP_GROUP: i64 = 4;
+pub(crate) const TOP_GROUP: i64 = 4;
 
 /// The column of the anonymizing plan holding the seed of a group's set of people.
 pub const ANON_SEED: &str = "__veil_dp_seed";
