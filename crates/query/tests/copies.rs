@@ -19,6 +19,8 @@
 
 mod common;
 
+use common::{column, identifier};
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -66,9 +68,8 @@ fn dataset(dir: &Path, file: &str, target: bool, flag: i64) -> SessionDataset {
         Arc::new(Int64Array::from(codes)),
         Arc::new(Int64Array::from(second)),
     ];
-    let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
     let mut info = HashMap::from([
-        ("person_id".to_owned(), ColumnInfo { linkable: true, ..column(Tag::Identifier, None) }),
+        ("person_id".to_owned(), identifier()),
         ("district".to_owned(), column(Tag::QuasiIdentifier, None)),
         ("f".to_owned(), column(Tag::Sensitive, Some((0.0, 1.0)))),
         ("c1".to_owned(), column(Tag::Sensitive, None)),
@@ -81,21 +82,7 @@ fn dataset(dir: &Path, file: &str, target: bool, flag: i64) -> SessionDataset {
     }
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema, columns).unwrap();
-    let path = common::parquet(dir, file, &batch);
-    SessionDataset {
-        dataset: "civil.people".parse().unwrap(),
-        path,
-        rows: rows as u64,
-        info: DatasetInfo {
-            privacy_unit: Some("person_id".to_owned()),
-            columns: info,
-            contribution: Contribution::default(),
-            one_row_per_unit: true,
-            capped: Default::default(),
-            rows: rows as u64,
-        },
-        capped_copy: None,
-    }
+    common::about_people((dir, file), "civil.people", &batch, info, Contribution::default(), true)
 }
 
 /// A code table about nobody, `civil.weights`: codes 0 to 9 (`k`) and a weight each (`w`,
@@ -251,7 +238,6 @@ fn events(dir: &Path, file: &str, dataset: &str, target: bool) -> SessionDataset
             person(format!("T{d:02}"), &[(true, 10), (false, 37)]);
         }
     }
-    let rows = ids.len() as u64;
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Utf8, false),
         Field::new("district", DataType::Utf8, false),
@@ -265,27 +251,13 @@ fn events(dir: &Path, file: &str, dataset: &str, target: bool) -> SessionDataset
         Arc::new(Int64Array::from(xs)),
     ];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
-    let path = common::parquet(dir, file, &batch);
-    let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
-    SessionDataset {
-        dataset: dataset.parse().unwrap(),
-        path,
-        rows,
-        info: DatasetInfo {
-            privacy_unit: Some("person_id".to_owned()),
-            columns: HashMap::from([
-                ("person_id".to_owned(), ColumnInfo { linkable: true, ..column(Tag::Identifier, None) }),
-                ("district".to_owned(), column(Tag::QuasiIdentifier, None)),
-                ("flag".to_owned(), column(Tag::Attribute, None)),
-                ("x".to_owned(), column(Tag::Sensitive, Some((0.0, 100.0)))),
-            ]),
-            contribution: Contribution { max_groups: 4, max_rows: 5 },
-            one_row_per_unit: false,
-            capped: Default::default(),
-            rows,
-        },
-        capped_copy: None,
-    }
+    let columns = HashMap::from([
+        ("person_id".to_owned(), identifier()),
+        ("district".to_owned(), column(Tag::QuasiIdentifier, None)),
+        ("flag".to_owned(), column(Tag::Attribute, None)),
+        ("x".to_owned(), column(Tag::Sensitive, Some((0.0, 100.0)))),
+    ]);
+    common::about_people((dir, file), dataset, &batch, columns, Contribution { max_groups: 4, max_rows: 5 }, false)
 }
 
 #[tokio::test]

@@ -26,10 +26,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use veil_common::Tag;
-use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
+use veil_guard::Contribution;
 use veil_query::{Limits, QueryEngine, SessionDataset, parse};
 
-use common::twins;
+use common::{column, identifier, twins};
 
 const DISTRICTS: [&str; 8] = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"];
 
@@ -132,33 +132,18 @@ fn written(dir: &Path, file: &str, people: &[Person]) -> SessionDataset {
         ],
     )
     .unwrap();
-    let path = common::parquet(dir, file, &batch);
-    let column = |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
-    let rows = batch.num_rows() as u64;
-    SessionDataset {
-        // One name for both: the same SQL reads either.
-        dataset: "civil.people".parse().unwrap(),
-        path,
-        rows,
-        info: DatasetInfo {
-            privacy_unit: Some("person_id".to_owned()),
-            columns: HashMap::from([
-                ("person_id".to_owned(), ColumnInfo { linkable: true, ..column(Tag::Identifier, None) }),
-                ("district".to_owned(), column(Tag::QuasiIdentifier, None)),
-                ("birth_date".to_owned(), column(Tag::QuasiIdentifier, None)),
-                ("subsidy".to_owned(), column(Tag::Sensitive, Some((0.0, 1000.0)))),
-                ("seen_at".to_owned(), column(Tag::QuasiIdentifier, None)),
-                ("code".to_owned(), column(Tag::Sensitive, None)),
-                ("alone".to_owned(), column(Tag::Attribute, None)),
-                ("i10".to_owned(), column(Tag::Attribute, None)),
-            ]),
-            contribution: Contribution::default(),
-            one_row_per_unit: true,
-            capped: Default::default(),
-            rows,
-        },
-        capped_copy: None,
-    }
+    let columns = HashMap::from([
+        ("person_id".to_owned(), identifier()),
+        ("district".to_owned(), column(Tag::QuasiIdentifier, None)),
+        ("birth_date".to_owned(), column(Tag::QuasiIdentifier, None)),
+        ("subsidy".to_owned(), column(Tag::Sensitive, Some((0.0, 1000.0)))),
+        ("seen_at".to_owned(), column(Tag::QuasiIdentifier, None)),
+        ("code".to_owned(), column(Tag::Sensitive, None)),
+        ("alone".to_owned(), column(Tag::Attribute, None)),
+        ("i10".to_owned(), column(Tag::Attribute, None)),
+    ]);
+    // One name for both: the same SQL reads either.
+    common::about_people((dir, file), "civil.people", &batch, columns, Contribution::default(), true)
 }
 
 /// [`twins`] of the people `people` gives with the target (`true`) and without, written as

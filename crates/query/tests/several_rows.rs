@@ -23,7 +23,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Date32Array, Int64Array, RecordB
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use veil_common::Tag;
-use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
+use veil_guard::Contribution;
 use veil_query::{QueryEngine, SessionDataset, parse};
 
 const DISTRICTS: usize = 60;
@@ -79,7 +79,6 @@ fn written(
     days: Vec<i32>,
     one_row: bool,
 ) -> SessionDataset {
-    let rows = ids.len();
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Utf8, false),
         Field::new("district", DataType::Utf8, false),
@@ -93,27 +92,14 @@ fn written(
         Arc::new(Date32Array::from(days)),
     ];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
-    let path = common::parquet(dir, file, &batch);
-    let column = |tag| ColumnInfo { tag, linkable: false, generalize: None, bounds: None, public_values: None };
-    SessionDataset {
-        dataset: "civil.visits".parse().unwrap(),
-        path,
-        rows: rows as u64,
-        info: DatasetInfo {
-            privacy_unit: Some("person_id".to_owned()),
-            columns: HashMap::from([
-                ("person_id".to_owned(), ColumnInfo { linkable: true, ..column(Tag::Identifier) }),
-                ("district".to_owned(), column(Tag::QuasiIdentifier)),
-                ("code".to_owned(), column(Tag::Sensitive)),
-                ("day".to_owned(), column(Tag::Attribute)),
-            ]),
-            contribution: Contribution { max_groups: 20, max_rows: 20 },
-            one_row_per_unit: one_row,
-            capped: Default::default(),
-            rows: rows as u64,
-        },
-        capped_copy: None,
-    }
+    let columns = HashMap::from([
+        ("person_id".to_owned(), common::identifier()),
+        ("district".to_owned(), common::column(Tag::QuasiIdentifier, None)),
+        ("code".to_owned(), common::column(Tag::Sensitive, None)),
+        ("day".to_owned(), common::column(Tag::Attribute, None)),
+    ]);
+    let contribution = Contribution { max_groups: 20, max_rows: 20 };
+    common::about_people((dir, file), "civil.visits", &batch, columns, contribution, one_row)
 }
 
 /// Per released group, its text keys (the district) and the numbers that follow, in the
@@ -267,10 +253,20 @@ async fn a_key_over_several_rows_a_person_does_not_name_the_one_whose_rows_hold_
     for rows in [&with, &without] {
         let all = released_codes(rows).iter().filter(|c| c.len() == CODES as usize).count();
         assert!(all * 10 >= DISTRICTS * 9, "{all} of {DISTRICTS} districts released every code");
-        let expected = (PEOPLE * VISITS) as f64;
-        let wrong = rows.iter().filter(|(_, v)| (v[1] - expected).abs() > expected * 0.25).count();
-        assert!(wrong * 20 <= rows.len(), "{wrong} of {} counts more than a quarter off {expected}", rows.len());
+        mostly_near(rows, 1, (PEOPLE * VISITS) as f64, 0.25);
     }
+}
+
+/// That nearly every district is released (nine in ten).
+fn mostly_released(rows: &[(String, Vec<f64>)]) {
+    assert!(rows.len() * 10 >= DISTRICTS * 9, "{} of {DISTRICTS} districts released", rows.len());
+}
+
+/// That the numbers at `at` of all but one row in twenty are within `off` (a share) of
+/// `expected`.
+fn mostly_near(rows: &[(String, Vec<f64>)], at: usize, expected: f64, off: f64) {
+    let wrong = rows.iter().filter(|(_, v)| (v[at] - expected).abs() > expected * off).count();
+    assert!(wrong * 20 <= rows.len(), "{wrong} of {} numbers more than {off} off {expected}", rows.len());
 }
 
 /// A condition on a column every person has rows of every value of removes rows of everybody:
@@ -280,10 +276,8 @@ async fn a_condition_that_removes_rows_of_everybody_is_answered_with_it() {
     let (_dir, _target, twin, engine) = twins();
     let sql = "SELECT district, count(*) AS n FROM civil.visits WHERE code = 1 GROUP BY district";
     let rows = answers(&engine, &twin, sql).await;
-    assert!(rows.len() * 10 >= DISTRICTS * 9, "{} of {DISTRICTS} districts released", rows.len());
-    let expected = (PEOPLE * VISITS) as f64;
-    let wrong = rows.iter().filter(|(_, v)| (v[0] - expected).abs() > expected * 0.25).count();
-    assert!(wrong * 20 <= rows.len(), "{wrong} of {} counts more than a quarter off {expected}", rows.len());
+    mostly_released(&rows);
+    mostly_near(&rows, 0, (PEOPLE * VISITS) as f64, 0.25);
 }
 
 /// A month's range over visits in every month: the cells around it hold rows of everybody, so
@@ -294,11 +288,10 @@ async fn a_range_whose_cells_hold_rows_of_everybody_is_not_widened() {
     let sql = "SELECT district, count(*) AS n FROM civil.visits \
                WHERE day >= DATE '2024-02-01' AND day < DATE '2024-03-01' GROUP BY district";
     let rows = answers(&engine, &twin, sql).await;
-    assert!(rows.len() * 10 >= DISTRICTS * 9, "{} of {DISTRICTS} districts released", rows.len());
+    mostly_released(&rows);
     // Each person's visits are in their months in turn: a sixth of them in February.
     let expected = (PEOPLE * VISITS * CODES as usize) as f64 / 6.0;
-    let wrong = rows.iter().filter(|(_, v)| (v[0] - expected).abs() > expected * 0.3).count();
-    assert!(wrong * 20 <= rows.len(), "{wrong} of {} counts more than 30% off {expected}", rows.len());
+    mostly_near(&rows, 0, expected, 0.3);
     // Without keys, the cells are decided one range at a time (not by a group's claims).
     let sql = "SELECT 'all' AS district, count(*) AS n FROM civil.visits \
                WHERE day >= DATE '2024-02-01' AND day < DATE '2024-03-01'";

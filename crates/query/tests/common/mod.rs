@@ -4,11 +4,13 @@
 #![allow(dead_code)] // each test crate compiles this module and uses a part of it
 #![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
-use veil_common::Mode;
+use veil_common::{Mode, Tag};
+use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
 use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset};
 
 /// `batch` written as the Parquet file `file`.parquet in `dir`, and its path.
@@ -18,6 +20,44 @@ pub(crate) fn parquet(dir: &Path, file: &str, batch: &RecordBatch) -> PathBuf {
     writer.write(batch).unwrap();
     writer.close().unwrap();
     path
+}
+
+/// A column tagged `tag`, not linkable, with the declared `bounds`.
+pub(crate) fn column(tag: Tag, bounds: Option<(f64, f64)>) -> ColumnInfo {
+    ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None }
+}
+
+/// The linkable identifier column, the privacy unit of [`about_people`].
+pub(crate) fn identifier() -> ColumnInfo {
+    ColumnInfo { linkable: true, ..column(Tag::Identifier, None) }
+}
+
+/// `batch` written as `file` in `dir` and described as the dataset `name` about people, its
+/// unit `person_id` (whose column `columns` must hold), each person contributing as
+/// `contribution` says, declared one row a person where `one_row`.
+pub(crate) fn about_people(
+    (dir, file): (&Path, &str),
+    name: &str,
+    batch: &RecordBatch,
+    columns: HashMap<String, ColumnInfo>,
+    contribution: Contribution,
+    one_row: bool,
+) -> SessionDataset {
+    let rows = batch.num_rows() as u64;
+    SessionDataset {
+        dataset: name.parse().unwrap(),
+        path: parquet(dir, file, batch),
+        rows,
+        info: DatasetInfo {
+            privacy_unit: Some("person_id".to_owned()),
+            columns,
+            contribution,
+            one_row_per_unit: one_row,
+            capped: Default::default(),
+            rows,
+        },
+        capped_copy: None,
+    }
 }
 
 /// A temporary directory holding `build`'s dataset with the target (`true`) and its twin
