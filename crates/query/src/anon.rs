@@ -530,6 +530,25 @@ struct Block<'a> {
     all_inside: bool,
 }
 
+impl Block<'_> {
+    /// The block's own people (its entries within every range beside the keys) and the seed
+    /// of their set, as the group's measurement counts them.
+    fn people_in_every_range(&self, census: &Census, entries: &[Entry], one_row: bool) -> (u64, u64) {
+        let mut persons: FastSet<u64> = FastSet::default();
+        let (mut count, mut seed) = (0u64, 0u64);
+        for e in self.entries.iter().map(|at| &entries[*at]).filter(|e| census.in_every_range(e)) {
+            if one_row {
+                count += e.people;
+                seed ^= e.seed;
+            } else if persons.insert(e.person) {
+                count += 1;
+                seed ^= e.seed;
+            }
+        }
+        (count, seed)
+    }
+}
+
 /// Per bucketed key, a group's own bucket, a cell `[lo, hi)` of the grid around it, in the
 /// census's row form of the key's values, or every value, NULL and not a number too (the
 /// query without the key).
@@ -680,6 +699,7 @@ pub(crate) fn claimed(
     schema: &SchemaRef,
     plan: &DpPlan,
     buckets: &veil_guard::Buckets,
+    k: u64,
     secret: &[u8; 32],
 ) -> Result<HashMap<String, Vec<(u64, ScalarValue)>>> {
     let totals = concat_batches(schema, census).map_err(internal)?;
@@ -839,6 +859,15 @@ pub(crate) fn claimed(
             // widened by the cells around, a released group said so (a red team, no planted
             // people: 30 of 30, never wrongly).
             if own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
+                continue;
+            }
+            // A group claims only where its own people would be released (the draw its answer
+            // gets without claims), so claims enlarge released groups and never make one. A
+            // group of one claimed the few people of the districts around it through its
+            // key's prefix cell and was released now and then, only where that one person
+            // existed (a red team, never wrongly).
+            let (people, seed) = own.people_in_every_range(&rows, &entries, one_row);
+            if !released(&key, people, k, &seed.to_le_bytes()) {
                 continue;
             }
             // Per key: its own bucket, then each cell around it; per range beside the keys: the

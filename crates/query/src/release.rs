@@ -268,7 +268,7 @@ impl QueryEngine {
                 let Some(buckets) = &described.buckets else { continue };
                 let census = optimize(&buckets.census)?;
                 let (batches, schema) = run(&census).await?;
-                let found = anon::claimed(&batches, &schema, described, buckets, &request.noise_key)?;
+                let found = anon::claimed(&batches, &schema, described, buckets, request.k, &request.noise_key)?;
                 if let Some(plan) = plans.get_mut(at) {
                     *plan = veil_guard::with_claimed(std::mem::take(plan), &found).map_err(internal)?;
                 }

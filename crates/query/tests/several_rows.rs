@@ -350,3 +350,47 @@ async fn called_by_the_medians(build: impl Fn(&Path, &str, bool) -> SessionDatas
     let cut = (median(&with) + median(&without)) / 2.0;
     with.iter().filter(|(_, n)| n[0] > cut).count() + without.iter().filter(|(_, n)| n[0] <= cut).count()
 }
+
+/// Districts `D000` to `D399` (a prefix cell such as `D12` holds ten of them), each with ten
+/// people of code 0 and a planted person whose code is 1 in about half the districts (a fixed
+/// coin) and 0 elsewhere; `visits` rows a person, declared one row a person when there is one.
+fn planted_alone(dir: &Path, file: &str, visits: usize) -> SessionDataset {
+    let (mut ids, mut districts, mut codes, mut days) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..400usize {
+        for p in 0..=10 {
+            let planted = p == 10;
+            for v in 0..visits {
+                ids.push(if planted { format!("T{d:03}") } else { format!("P{d:03}{p:02}") });
+                districts.push(format!("D{d:03}"));
+                codes.push(i64::from(planted && d.wrapping_mul(2_654_435_761) % 1_000 < 500));
+                days.push(mid_month(1 + v % 6));
+            }
+        }
+    }
+    written(dir, file, (ids, districts), codes, days, visits == 1)
+}
+
+/// A group that only the planted person makes (their code, in their district) is never
+/// released, however many neighbours' rows its key's cells could claim. Leak (a red team,
+/// 2026-12-05): `… WHERE NOT alone GROUP BY district`, one person a group, claimed the few
+/// people of the districts around it through the key's prefix cell (`D1…`) and was released
+/// now and then: seldom, but only where the planted person was not alone, never wrongly. A
+/// group now claims only where its own people would be released.
+#[tokio::test]
+async fn a_group_of_one_does_not_claim_its_way_past_the_threshold() {
+    for visits in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = planted_alone(dir.path(), "people", visits);
+        let engine = QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+        let sql = "SELECT district, count(*) AS n FROM civil.visits WHERE code = 1 GROUP BY district";
+        // Fresh draws for every claim and release: another installation's secret each time.
+        let mut told = Vec::new();
+        for key in 0..12u8 {
+            let request = common::aggregate(vec![dataset.clone()], 5, [key; 32]);
+            let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
+            told.extend(answer.batches.iter().map(RecordBatch::num_rows).filter(|n| *n > 0).map(|n| (key, n)));
+        }
+        // Every such group holds the planted person alone: any release says their code.
+        assert!(told.is_empty(), "{visits} rows a person: released (secret, groups) {told:?}");
+    }
+}
