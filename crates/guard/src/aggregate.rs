@@ -23,3 +23,13 @@ pub enum DpAggregate {
         hi: f64,
     },
 }
+
+impl DpAggregate {
+    /// Whether the sum it measures may hold contributions below zero (a lower bound below
+    /// zero): an anonymized answer then measures and flattens the contributions below zero as
+    /// it does those above (`anonymize.rs`: the two sides of a signed sum).
+    #[must_use]
+    pub fn signed(&self) -> bool {
+        matches!(self, Self::Sum { lo, .. } | Self::Avg { lo, .. } if *lo < 0.0)
+    }
+}

@@ -51,6 +51,13 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         "WITH r AS (SELECT district, date_part('year', birth_date) AS y FROM civil.people) SELECT district, y, count(*) AS n FROM r GROUP BY district, y",
     ),
     (
+        // A sum that may be below zero: the contributions above zero and below ranked apart.
+        "anonymized_signed_sum",
+        Mode::Aggregate,
+        false,
+        "SELECT district, sum(balance) AS total, avg(balance) AS mean FROM civil.people GROUP BY district",
+    ),
+    (
         "exact_own_department",
         Mode::Aggregate,
         true,

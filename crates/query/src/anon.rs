@@ -269,35 +269,69 @@ impl<'a> Measurements<'a> {
         }
     }
 
-    fn measured_at(&self, at: usize, row: usize) -> Result<Measured> {
+    /// The contribution measured at column `at` and after, with the contributions below zero
+    /// ranked on their own where the sum is `signed` ([`veil_guard::DpAggregate::signed`]).
+    fn measured_at(&self, at: usize, row: usize, signed: bool) -> Result<Measured> {
         let f = |i: usize| self.totals.column(i).as_primitive_opt::<Float64Type>().ok_or_else(|| internal("a measure"));
-        let (t, o, g) = (f(at)?, f(at + 1)?, f(at + 2)?);
+        let side = |at: usize| -> Result<Ranked> {
+            let (o, g) = (f(at)?, f(at + 1)?);
+            Ok(Ranked {
+                outliers: if o.is_valid(row) { o.value(row) } else { 0.0 },
+                top: g.is_valid(row).then(|| g.value(row)),
+            })
+        };
+        let t = f(at)?;
         Ok(Measured {
             total: if t.is_valid(row) { t.value(row) } else { 0.0 },
-            outliers: if o.is_valid(row) { o.value(row) } else { 0.0 },
-            top: g.is_valid(row).then(|| g.value(row)),
+            above: side(at + 1)?,
+            below: if signed { Some(side(at + 3)?) } else { None },
         })
     }
 }
 
-/// One measured contribution of a group: total, the outliers' excess over the top group's
-/// average (their total where there is no top group), top group's average.
+/// How many columns a measured contribution takes: the total and two per side (above zero,
+/// and below where `signed`).
+fn measure_width(signed: bool) -> usize {
+    if signed { 5 } else { 3 }
+}
+
+/// One measured contribution of a group: its total, and per side (the contributions above
+/// zero, and the magnitudes of those below where the sum is signed) the outliers and the top
+/// group.
 #[derive(Clone, Copy)]
 struct Measured {
     total: f64,
+    above: Ranked,
+    below: Option<Ranked>,
+}
+
+/// One side of a measured contribution: the outliers' excess over the top group's average
+/// (their total where there is no top group), and the top group's average.
+#[derive(Clone, Copy)]
+struct Ranked {
     outliers: f64,
     top: Option<f64>,
 }
 
-impl Measured {
-    /// The total with the outliers brought down to the top group's average (less their
-    /// excess over it, which the measurement gives), and the noise's standard deviation (that
-    /// average; with no top group, the outliers' average).
-    fn flattened(self, people: u64) -> (f64, f64) {
+impl Ranked {
+    /// How far flattening moves this side's total (toward zero), and the noise's standard
+    /// deviation it asks for: the top group's average; with no top group, the outliers'
+    /// average, and the total is left as it is.
+    fn flattening(self, people: u64) -> (f64, f64) {
         match self.top {
-            Some(top) => (self.total - self.outliers, top.abs()),
-            None => (self.total, (self.outliers / (ANON_OUTLIERS as f64).min(people as f64).max(1.0)).abs()),
+            Some(top) => (self.outliers, top.abs()),
+            None => (0.0, (self.outliers / (ANON_OUTLIERS as f64).min(people as f64).max(1.0)).abs()),
         }
+    }
+}
+
+impl Measured {
+    /// The total with the outliers above zero brought down to their top group's average and
+    /// those below zero up to theirs, and the noise's standard deviation (the larger side's).
+    fn flattened(self, people: u64) -> (f64, f64) {
+        let (down, above) = self.above.flattening(people);
+        let (up, below) = self.below.map_or((0.0, 0.0), |side| side.flattening(people));
+        (self.total - down + up, above.max(below))
     }
 }
 
@@ -1147,7 +1181,8 @@ pub(crate) fn add_noise(
         // is of that rounded sum: the unrounded one told a little more of it.
         let round_sum = rounded_sum(plan, j);
         for &Group { source, at: row, people: p, ref seed, ref label, ref conditions, ref lists, .. } in &kept {
-            let measured_at = |at: usize, row: usize| sources[source].measured_at(at, row);
+            let signed = aggregate.signed();
+            let measured_at = |at: usize, row: usize, signed: bool| sources[source].measured_at(at, row, signed);
             // Two layers per measure, the people's and the bucket's labels', and with IN lists
             // the constants' and the lists' (below).
             //
@@ -1198,20 +1233,21 @@ pub(crate) fn add_noise(
                 value + noise(measure, sd.max(1.0))
             };
             values.push(match *aggregate {
-                DpAggregate::CountRows => noisy(measured_at(at, row)?, 0).round().max(0.0),
+                DpAggregate::CountRows => noisy(measured_at(at, row, false)?, 0).round().max(0.0),
                 DpAggregate::CountPeople => (p as f64 + noise(0, 1.0)).round().max(0.0),
-                DpAggregate::Sum { .. } => noisy(measured_at(at, row)?, 0),
+                DpAggregate::Sum { .. } => noisy(measured_at(at, row, signed)?, 0),
                 DpAggregate::Avg { lo, hi } => {
-                    let s = noisy(measured_at(at, row)?, 0);
+                    let s = noisy(measured_at(at, row, signed)?, 0);
                     let s = if round_sum { s.round() } else { s };
-                    let n = noisy(measured_at(at + 3, row)?, 1).round().max(1.0);
+                    let n = noisy(measured_at(at + measure_width(signed), row, false)?, 1).round().max(1.0);
                     (s / n).clamp(lo, hi)
                 }
             });
         }
         at += match aggregate {
-            DpAggregate::CountRows | DpAggregate::Sum { .. } => 3,
-            DpAggregate::Avg { .. } => 6,
+            DpAggregate::CountRows => measure_width(false),
+            DpAggregate::Sum { .. } => measure_width(aggregate.signed()),
+            DpAggregate::Avg { .. } => measure_width(aggregate.signed()) + measure_width(false),
             DpAggregate::CountPeople => 0,
         };
         let target = plan.aggregate_schema.field(plan.keys + j).data_type().clone();
@@ -1438,12 +1474,20 @@ mod tests {
     fn outliers_are_flattened_to_the_top_group() {
         // Totals of 10 people: two outliers of 1,000 and 500 (1,480 above the top group), the
         // next four at 10 on average.
-        let m = Measured { total: 1_580.0, outliers: 1_480.0, top: Some(10.0) };
+        let above = Ranked { outliers: 1_480.0, top: Some(10.0) };
+        let m = Measured { total: 1_580.0, above, below: None };
         let (value, sd) = m.flattened(10);
         assert_eq!(value, 100.0, "1,580 - 1,000 - 500 + 2 × 10");
         assert_eq!(sd, 10.0);
         // With no top group (two people), nothing is flattened and the scale is their average.
-        let m = Measured { total: 30.0, outliers: 30.0, top: None };
+        let m = Measured { total: 30.0, above: Ranked { outliers: 30.0, top: None }, below: None };
         assert_eq!(m.flattened(2), (30.0, 15.0));
+        // A signed sum: the same ten people and one more of -1,000 among others at -5 to 0,
+        // whose magnitudes' two largest exceed their top group's 4 by 1,000 - 4 + 5 - 4.
+        let below = Ranked { outliers: 997.0, top: Some(4.0) };
+        let m = Measured { total: 1_580.0 - 1_005.0, above, below: Some(below) };
+        let (value, sd) = m.flattened(12);
+        assert_eq!(value, 100.0 - 1_005.0 + 997.0, "the lowest brought up to -4 each");
+        assert_eq!(sd, 10.0, "the larger side's top group");
     }
 }

@@ -336,10 +336,14 @@ async fn a_steep_staircase_does_not_amplify_the_target_after_it() {
 
 /// Over the twins `build` makes, `SELECT district, count(*) … GROUP BY district`: how many
 /// of the districts a threshold between the two answers' medians calls right (the target's
-/// and the twin's, 60 each).
+/// and the twin's, 60 each), the target's side of it above or below.
 async fn called_by_the_medians(build: impl Fn(&Path, &str, bool) -> SessionDataset) -> usize {
+    called_by_the_medians_of(build, "SELECT district, count(*) AS n FROM civil.visits GROUP BY district").await
+}
+
+/// The same for `sql`, which gives one number a district.
+async fn called_by_the_medians_of(build: impl Fn(&Path, &str, bool) -> SessionDataset, sql: &str) -> usize {
     let (_dir, target, twin, engine) = common::twins(build);
-    let sql = "SELECT district, count(*) AS n FROM civil.visits GROUP BY district";
     let (with, without) = (answers(&engine, &target, sql).await, answers(&engine, &twin, sql).await);
     assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS), "every district is released");
     let median = |rows: &[(String, Vec<f64>)]| {
@@ -348,7 +352,9 @@ async fn called_by_the_medians(build: impl Fn(&Path, &str, bool) -> SessionDatas
         v[v.len() / 2]
     };
     let cut = (median(&with) + median(&without)) / 2.0;
-    with.iter().filter(|(_, n)| n[0] > cut).count() + without.iter().filter(|(_, n)| n[0] <= cut).count()
+    // Whichever side of the cut the target's answers lie on.
+    let above = with.iter().filter(|(_, n)| n[0] > cut).count() + without.iter().filter(|(_, n)| n[0] <= cut).count();
+    above.max(with.len() + without.len() - above)
 }
 
 /// Districts `D000` to `D399` (a prefix cell such as `D12` holds ten of them), each with ten
@@ -392,5 +398,65 @@ async fn a_group_of_one_does_not_claim_its_way_past_the_threshold() {
         }
         // Every such group holds the planted person alone: any release says their code.
         assert!(told.is_empty(), "{visits} rows a person: released (secret, groups) {told:?}");
+    }
+}
+
+/// Per district, thirty people whose `v` is 0 to 20 and, with `target`, one whose `v` is
+/// −1000, the lower bound; `rows` rows a person (each holding the value), declared one row a
+/// person where there is one.
+fn far_below(dir: &Path, file: &str, target: bool, rows: usize) -> SessionDataset {
+    let (mut ids, mut districts, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for d in 0..DISTRICTS {
+        for p in 0..=30 {
+            if p == 30 && !target {
+                continue;
+            }
+            for _ in 0..rows {
+                ids.push(if p == 30 { format!("T{d:02}") } else { format!("P{d:02}{p:02}") });
+                districts.push(format!("R{d:02}"));
+                values.push(if p == 30 { -1_000 } else { (p % 21) as i64 });
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Utf8, false),
+        Field::new("district", DataType::Utf8, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(ids)),
+        Arc::new(StringArray::from(districts)),
+        Arc::new(Int64Array::from(values)),
+    ];
+    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    let columns = HashMap::from([
+        ("person_id".to_owned(), common::identifier()),
+        ("district".to_owned(), common::column(Tag::QuasiIdentifier, None)),
+        ("v".to_owned(), common::column(Tag::Sensitive, Some((-1_000.0, 1_000.0)))),
+    ]);
+    let contribution = Contribution { max_groups: 20, max_rows: 20 };
+    common::about_people((dir, file), "civil.visits", &batch, columns, contribution, rows == 1)
+}
+
+/// A person far below the rest of their group: flattening brought the largest contributions
+/// down and left the lowest as they were, so a value of −1000 among values of 0 to 20 counted
+/// in full against noise the size of the positive ones (a red team, 2026-12-05: membership 60
+/// of 60 districts in one query, and a member's value to within about 10, with values of one
+/// sign or both, one row a person or several). The lowest contributions are now brought up as
+/// the largest are brought down, and the noise is as large as either side's top group.
+#[tokio::test]
+async fn a_person_far_below_the_rest_is_flattened_too() {
+    for rows in [1, 2] {
+        for sql in [
+            "SELECT district, sum(v) AS s FROM civil.visits GROUP BY district",
+            "SELECT district, avg(v) AS s FROM civil.visits GROUP BY district",
+        ] {
+            let right = called_by_the_medians_of(|dir, file, target| far_below(dir, file, target, rows), sql).await;
+            assert!(
+                right * 100 <= 2 * DISTRICTS * 70,
+                "{rows} rows a person, {sql}: {right} of {} called right",
+                2 * DISTRICTS
+            );
+        }
     }
 }

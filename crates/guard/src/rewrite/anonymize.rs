@@ -47,7 +47,9 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 /// COUNT; the sum for SUM; the sum and the count of values for AVG; nothing for COUNT(DISTINCT
 /// unit)), three Float64 columns: total, the outliers' excess over the top group's average (their
 /// total without a top group), top group's average (null when the
-/// group has no more than `ANON_OUTLIERS` people); then the Int64 number of people; then the UInt64
+/// group has no more than `ANON_OUTLIERS` people), and for a sum that may be below zero
+/// ([`DpAggregate::signed`]) these two of the contributions above zero and then two more of the
+/// magnitudes of those below zero; then the Int64 number of people; then the UInt64
 /// seed ([`ANON_SEED`]); then, per constant of the query's IN lists (`NoiseLabels::listed`), the
 /// UInt64 seed of the group's people whose rows match that constant (0 when none do); last, per
 /// constant again, the Int64 number of those people; in a variant over several rows a person
@@ -948,7 +950,7 @@ fn bound_with(
                     Some(arg) => one_or_zero(arg.clone().is_not_null()),
                 };
                 partial.push(rows.alias(name("rows", j)));
-                measured.push(name("rows", j));
+                measured.push((name("rows", j), false));
             }
             DpAggregate::CountPeople => {}
             DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
@@ -956,11 +958,11 @@ fn bound_with(
                 let clamped = super::bound_contributions::clamped(arg, *lo, *hi)?;
                 let total = if one_row { clamped.clone() } else { sum(clamped.clone()) };
                 partial.push(total.alias(name("sum", j)));
-                measured.push(name("sum", j));
+                measured.push((name("sum", j), kind.signed()));
                 if matches!(kind, DpAggregate::Avg { .. }) {
                     let values = if one_row { one_or_zero(clamped.is_not_null()) } else { count(clamped) };
                     partial.push(values.alias(name("n", j)));
-                    measured.push(name("n", j));
+                    measured.push((name("n", j), false));
                 }
             }
         }
@@ -994,12 +996,27 @@ fn bound_with(
     let plan = LogicalPlanBuilder::from(per_person);
     let mut totals = Vec::new();
     let outliers = super::top::Outliers { least: ANON_OUTLIERS as usize, most: MOST_OUTLIERS, top: TOP_GROUP as usize };
-    for c in &measured {
+    for (c, signed) in &measured {
         let value = cast(col(c.as_str()), DataType::Float64);
         let unit = col(unit_name.as_str());
         totals.push(sum(value.clone()).alias(c.as_str()));
-        totals.push(top(Part::Outliers, outliers, value.clone(), unit.clone()).alias(format!("{c}_out")));
-        totals.push(top(Part::TopGroup, outliers, value, unit).alias(format!("{c}_top")));
+        if *signed {
+            // A signed sum: the contributions above zero and those below, each ranked and
+            // flattened on its own (x's part above zero is (x + |x|) / 2, below (|x| − x) / 2,
+            // exact in floating point, without a CASE whose branches cost different time).
+            // Flattened from above only, a person far below the rest counted in full against
+            // noise the size of the others' (a red team: membership 60 of 60 in one query).
+            use datafusion::functions::math::expr_fn::abs;
+            let above = (value.clone() + abs(value.clone())) / lit(2.0);
+            let below = (abs(value.clone()) - value) / lit(2.0);
+            totals.push(top(Part::Outliers, outliers, above.clone(), unit.clone()).alias(format!("{c}_out")));
+            totals.push(top(Part::TopGroup, outliers, above, unit.clone()).alias(format!("{c}_top")));
+            totals.push(top(Part::Outliers, outliers, below.clone(), unit.clone()).alias(format!("{c}_out_below")));
+            totals.push(top(Part::TopGroup, outliers, below, unit).alias(format!("{c}_top_below")));
+        } else {
+            totals.push(top(Part::Outliers, outliers, value.clone(), unit.clone()).alias(format!("{c}_out")));
+            totals.push(top(Part::TopGroup, outliers, value, unit).alias(format!("{c}_top")));
+        }
     }
     totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
     totals.push(bit_xor(col(unit_name.as_str())).alias(ANON_SEED));

@@ -39,6 +39,7 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
                 Field::new("alone", DataType::Boolean, false),
                 Field::new("subsidy", DataType::Int64, false),
                 Field::new("note", DataType::Int64, false),
+                Field::new("balance", DataType::Int64, false),
             ],
         ),
         ("health", "visits", visit_fields()),
@@ -69,6 +70,8 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
             ("alone".into(), column(Tag::Attribute, false, None)),
             ("subsidy".into(), column(Tag::Sensitive, false, Some((0.0, 3000.0)))),
             ("note".into(), column(Tag::Attribute, false, None)),
+            // A sum that may be below zero.
+            ("balance".into(), column(Tag::Sensitive, false, Some((-1000.0, 1000.0)))),
         ]),
         contribution: Contribution::default(),
         one_row_per_unit: true,
