@@ -558,8 +558,8 @@ struct Block<'a> {
     people: u64,
     /// Per bucketed key, the least and the greatest value.
     bounds: Vec<(Row<'a>, Row<'a>)>,
-    /// The least claim hash of its entries (the order of groups of one size).
-    least: u64,
+    /// Its place in the order in which groups claim: a keyed hash of its buckets alone.
+    rank: u64,
     /// Whether every entry is in every range beside the keys.
     all_inside: bool,
 }
@@ -721,7 +721,8 @@ fn added(
 }
 
 /// The rows the groups of the bucketed keys claim (`buckets.rs` in the guard), from their
-/// census. Per value of the other keys, each group in turn, larger first, tries the regions
+/// census. Per value of the other keys, each group in turn (in an order keyed by the secret and
+/// the buckets alone), tries the regions
 /// around it: per bucketed key its own bucket or a cell of the grid around it (the ranges'
 /// ladder), every combination but its own buckets alone, among the cells that add at most
 /// [`MOST_ADDED`] people with the other keys at their own. A region whose people are almost
@@ -838,11 +839,14 @@ pub(crate) fn claimed(
                         .map(|b| ScalarValue::try_from_array(b, e.row).map_err(internal))
                         .collect::<Result<Vec<_>>>()?;
                     let bounds = (0..m).map(|j| (rows.value(j, e), rows.value(j, e))).collect();
-                    v.insert(Block { buckets, entries: Vec::new(), people: 0, bounds, least: e.hash, all_inside: true })
+                    // Keyed by the installation's secret, so that no analyst knows the order;
+                    // by the buckets alone, so that nobody in the data changes it.
+                    let tag = hmac::sign(&key, format!("claim order {buckets:?}").as_bytes());
+                    let rank = tag.as_ref().iter().take(8).fold(0u64, |r, b| r << 8 | u64::from(*b));
+                    v.insert(Block { buckets, entries: Vec::new(), people: 0, bounds, rank, all_inside: true })
                 }
             };
             block.entries.push(at);
-            block.least = block.least.min(e.hash);
             let in_every_range = rows.in_every_range(e);
             block.all_inside &= in_every_range;
             if in_every_range {
@@ -884,11 +888,13 @@ pub(crate) fn claimed(
             (below(lo), below(hi))
         };
         let mut order: Vec<&Block<'_>> = blocks.values().collect();
-        // Larger first, then by the least hash of their entries.
-        order.sort_by_key(|block| (std::cmp::Reverse(block.people), block.least));
+        // In an order nobody in the data changes. Larger first, a cell two groups could both
+        // claim went to the one with a person more, so the target decided which group took the
+        // cell's people (a red team: the target's bucket 56 of 60 districts in one query).
+        order.sort_by_key(|block| block.rank);
         for own in &order {
             // A group some of whose rows were claimed claims none. A block with nobody in the
-            // ranges claims as any other (larger ones first): skipped, its group existed only
+            // ranges claims as any other: skipped, its group existed only
             // when someone was in its cell of the query, and with the target alone there,
             // widened by the cells around, a released group said so (a red team, no planted
             // people: 30 of 30, never wrongly).

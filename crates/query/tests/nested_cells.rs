@@ -1184,3 +1184,62 @@ async fn a_cell_only_the_target_holds_is_answered_from_its_neighbours_without_th
     let [with, without] = released_under(&engine, &target, &twin, sql, 12).await;
     assert!(with <= without + 2, "{with} districts released with the targets, {without} without");
 }
+
+/// Leak (a red team, 2026-12-05): groups claimed low-effect cells around them larger first, so
+/// a cell two groups could both claim went to the one with a person more. Per district twenty
+/// people with a subsidy of 0, twenty of 5 and two of 4 (in the cell [0, 5) around 0 and the
+/// cell [4, 6) around 5, nobody else there): the target, at 0 or at 5, decided which group took
+/// the two, and `n(0) − n(5)` moved by five, not one: the target's value 56 of 60 districts in
+/// one query (68% where no cell was contested), membership 58 of 60 over eight such columns.
+/// The order in which groups claim no longer depends on their people.
+#[tokio::test]
+async fn which_group_claims_a_contested_cell_does_not_say_which_is_larger() {
+    let districts = many_districts(60);
+    let build = |at_zero: bool| {
+        let mut people = Vec::new();
+        for (d, district) in districts.iter().enumerate() {
+            let mut person = |p: usize, subsidy: i64| {
+                let id = format!("P{d:02}{p:02}");
+                people.push(Person { id, district, born: 0, subsidy, code: "I10", alone: Some(true) });
+            };
+            for p in 0..42 {
+                person(p, [0, 5, 4][usize::from(p >= 20) + usize::from(p >= 40)]);
+            }
+            person(42, if at_zero { 0 } else { 5 });
+        }
+        people
+    };
+    let (_dir, at_zero, at_five, engine) = twins_of(build);
+    let sql = "SELECT district, subsidy, count(*) AS n FROM civil.people GROUP BY district, subsidy";
+    // Per district, n(0) − n(5).
+    let scores = |answer: veil_query::Answer| {
+        let mut by: HashMap<String, f64> = HashMap::new();
+        for batch in &answer.batches {
+            let district = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8).unwrap();
+            let district = district.as_any().downcast_ref::<StringArray>().unwrap();
+            let subsidy = batch.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            let n = batch.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+            for row in 0..batch.num_rows() {
+                let sign = match subsidy.value(row) {
+                    0 => 1.0,
+                    5 => -1.0,
+                    _ => 0.0,
+                };
+                *by.entry(district.value(row).to_owned()).or_default() += sign * n.value(row) as f64;
+            }
+        }
+        by.into_values().collect::<Vec<f64>>()
+    };
+    let (with, without) = (scores(answer(&engine, &at_zero, sql).await), scores(answer(&engine, &at_five, sql).await));
+    // A threshold between the medians: the target moves the score by two (one person from one
+    // group to the other) against noise of about two per count.
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let cut = (median(&with) + median(&without)) / 2.0;
+    let right = with.iter().filter(|s| **s > cut).count() + without.iter().filter(|s| **s <= cut).count();
+    let all = with.len() + without.len();
+    assert!(right.max(all - right) * 100 <= all * 80, "{right} of {all} districts called right");
+}
