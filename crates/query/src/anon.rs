@@ -62,24 +62,33 @@ const MIN_PEOPLE: u64 = 2;
 /// nothing much below twelve.
 const MIN_THRESHOLD: u64 = ANON_LEAST_THRESHOLD;
 
-/// A column's conditions remove almost nobody from a group (low-effect detection) when they
-/// remove at most [`ALWAYS_LOW_EFFECT`] people, or at most this margin plus a sticky normal draw
-/// (standard deviation 1, seeded by the people removed: [`low_effect`]).
+/// A column's conditions remove almost nobody from a group (low-effect detection) when the
+/// people they remove are at most this margin plus a sticky Laplace draw (scale 1, seeded by the
+/// people removed: [`low_effect`]).
 const LOW_EFFECT_MARGIN: f64 = 3.5;
-const ALWAYS_LOW_EFFECT: u64 = 2;
 
 /// Whether `count` people whose set has the seed `seed` (the XOR of their hashes) are almost
-/// nobody: at most [`ALWAYS_LOW_EFFECT`], or at most [`LOW_EFFECT_MARGIN`] plus a sticky normal
-/// draw seeded by the set alone. One draw per set of people, however it is reached: a range's
-/// cell, a key's claim, a column's conditions left out or an IN-list constant.
+/// nobody: none, or at most [`LOW_EFFECT_MARGIN`] plus a sticky Laplace draw seeded by the set
+/// alone. One draw per set of people, however it is reached: a range's cell, a key's claim, a
+/// column's conditions left out or an IN-list constant.
 ///
-/// Why: the draws were seeded by the column or the list too, and two ways of asking for the
-/// same people drew twice. A red team compared a range with a key over the same rows, the
-/// target and two people it knew outside the range: the range's check drew again where the
-/// key's claims had not taken the three, and the two sums came back equal only then (25 of 26
-/// calls right).
+/// Why one draw per set: the draws were seeded by the column or the list too, and two ways of
+/// asking for the same people drew twice. A red team compared a range with a key over the same
+/// rows, the target and two people it knew outside the range: the range's check drew again
+/// where the key's claims had not taken the three, and the two sums came back equal only then
+/// (25 of 26 calls right).
+///
+/// Why Laplace and no count always low-effect: up to two people were, three a normal draw
+/// apart, so a decision not to leave a condition out proved that a third person was there. A
+/// red team put two decoys beside the target outside a range and compared two spellings whose
+/// answers were alike exactly when the range was kept (a week straddling the year against the
+/// day): the target's birth year in 8 of 28 districts, never wrongly, and fresh decoys give
+/// fresh draws. With a Laplace draw one person more changes the chance either way by a factor
+/// of e at most, as for the release threshold. What stays an edge is one person against
+/// nobody (nothing removed is no decision): a condition removing the target alone is kept about
+/// one time in 25 (e^-2.5 / 2), one sticky draw for that person.
 fn low_effect(key: &hmac::Key, count: u64, seed: u64) -> bool {
-    count <= ALWAYS_LOW_EFFECT || count as f64 <= LOW_EFFECT_MARGIN + normal(key, &[b"low effect", &seed.to_le_bytes()])
+    count == 0 || count as f64 <= LOW_EFFECT_MARGIN + laplace(key, &[b"low effect", &seed.to_le_bytes()])
 }
 
 /// A released group needs its people to reach `max(k, MIN_THRESHOLD)` plus this margin plus a
@@ -338,9 +347,9 @@ impl Measured {
 /// Low-effect detection per IN-list constant, on a first measurement with nothing dropped:
 /// per list (by name), the hashes of the (group keys, constant) pairs whose rows are left out
 /// of the answer's measurements ([`veil_guard::with_dropped`]). A constant is low-effect in a
-/// group when at least one and at most [`ALWAYS_LOW_EFFECT`] of the group's people have rows
-/// matching it, or at most [`LOW_EFFECT_MARGIN`] plus a sticky normal draw seeded by those
-/// people alone ([`low_effect`]). A constant matching nobody has no rows to leave out.
+/// group when the group's people with rows matching it, at least one, are at most
+/// [`LOW_EFFECT_MARGIN`] plus a sticky Laplace draw seeded by those people alone
+/// ([`low_effect`]). A constant matching nobody has no rows to leave out.
 ///
 /// Why: `x IN (a, b, c)` against `x IN (a, b, z)`, `z` matching nobody, differ in a group by the
 /// people only `c` brings there; when that is one person, the difference is theirs, one sticky
@@ -1062,6 +1071,14 @@ pub(crate) fn add_noise(
     // the people ([`released`]).
     let mut kept = Vec::new();
     for row in 0..totals.num_rows() {
+        // A group is answered without conditions that remove almost nobody only where its own
+        // people, as the query asks, would be released by their own draw: leaving conditions
+        // out enlarges groups that would be released anyway and never makes one (as claims
+        // do). A group that only the target made, beside ten people a condition removes, was
+        // released whenever the Laplace draw took ten for almost nobody, only with the target.
+        if !released(&key, main.people(row), k, &main.seed(row)) {
+            continue;
+        }
         let keys = if by_keys.is_empty() { Vec::new() } else { main.keys(row)? };
         // The columns whose conditions remove almost nobody from this group.
         // The source measuring this group without `columns`' conditions (0: the answer's), and
