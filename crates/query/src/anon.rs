@@ -577,18 +577,33 @@ impl Block<'_> {
     /// The block's own people (its entries within every range beside the keys) and the seed
     /// of their set, as the group's measurement counts them.
     fn people_in_every_range(&self, census: &Census, entries: &[Entry], one_row: bool) -> (u64, u64) {
-        let mut persons: FastSet<u64> = FastSet::default();
-        let (mut count, mut seed) = (0u64, 0u64);
+        let mut people = Tally::default();
         for e in self.entries.iter().map(|at| &entries[*at]).filter(|e| census.in_every_range(e)) {
-            if one_row {
-                count += e.people;
-                seed ^= e.seed;
-            } else if persons.insert(e.person) {
-                count += 1;
-                seed ^= e.seed;
-            }
+            people.add(e, one_row);
         }
-        (count, seed)
+        (people.count, people.seed)
+    }
+}
+
+/// People counted from census entries, and the seed of their set (the XOR of their hashes):
+/// per value over one row a person (an entry counts its people), each person once over
+/// several rows a person (an entry is a person's).
+#[derive(Default)]
+struct Tally {
+    persons: FastSet<u64>,
+    count: u64,
+    seed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, e: &Entry, one_row: bool) {
+        if one_row {
+            self.count += e.people;
+            self.seed ^= e.seed;
+        } else if self.persons.insert(e.person) {
+            self.count += 1;
+            self.seed ^= e.seed;
+        }
     }
 }
 
@@ -659,8 +674,7 @@ fn added(
     one_row: bool,
     taken: &Taken,
 ) -> (u64, u64, Vec<usize>) {
-    let (mut count, mut seed, mut found) = (0u64, 0u64, Vec::new());
-    let mut persons: FastSet<u64> = FastSet::default();
+    let (mut added, mut found) = (Tally::default(), Vec::new());
     let m = own.buckets.len();
     let reaches_all = sides.iter().any(|s| matches!(s, Side::All));
     // Where the region takes no cell around a range, a block all within the ranges is placed
@@ -713,20 +727,14 @@ fn added(
             // the rows of everyone with a row it removes. Counted for nobody, they let one
             // group a district claim every row of the district over several rows a person,
             // and the group with a person more claimed: whose rows all held one code.
-            if one_row {
-                count += e.people;
-                seed ^= e.seed;
-            } else if persons.insert(e.person) {
-                count += 1;
-                seed ^= e.seed;
-            }
+            added.add(e, one_row);
             found.push(*at);
-            if count > MOST_ADDED {
-                return (count, 0, Vec::new());
+            if added.count > MOST_ADDED {
+                return (added.count, 0, Vec::new());
             }
         }
     }
-    (count, seed, found)
+    (added.count, added.seed, found)
 }
 
 /// The rows the groups of the bucketed keys claim (`buckets.rs` in the guard), from their
