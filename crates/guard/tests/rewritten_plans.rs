@@ -58,6 +58,14 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         "SELECT district, sum(balance) AS total, avg(balance) AS mean FROM civil.people GROUP BY district",
     ),
     (
+        // A band of an integer column: its division made a floating-point one, so that the
+        // band holds the rows its label says (integer division truncates toward zero).
+        "anonymized_integer_band",
+        Mode::Aggregate,
+        false,
+        "SELECT district, count(*) AS n FROM civil.people WHERE floor(subsidy / 500) = 0 GROUP BY district",
+    ),
+    (
         "exact_own_department",
         Mode::Aggregate,
         true,

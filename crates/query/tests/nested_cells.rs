@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use veil_common::Tag;
@@ -1311,4 +1311,63 @@ async fn a_condition_left_out_by_a_draw_is_no_proof_of_the_person_it_removes() {
     // often with them born in 1949 (a factor of about e a person, 30% against 11%).
     assert!(born_1950 > 0, "alike only with the target born in 1949 ({born_1949} districts)");
     assert!(born_1949 <= 4 * born_1950 + 4, "alike in {born_1949} districts against {born_1950}");
+}
+
+/// Leak (a red team, 2026-12-05): over an integer column `floor(x / 500)` divided as integers,
+/// truncating toward zero, so the band 0 held −499 to 499 while labelled as 0 to 499 like the
+/// range `x >= 0 AND x < 500`. Where nobody in a group had a value below zero the two queries
+/// measured the same people under the same label and came back identical; the target at −37
+/// made them differ: whether they exist and their value's sign, 60 of 60 districts in two
+/// queries. The band now holds the rows its label says.
+#[tokio::test]
+async fn an_integer_band_holds_the_rows_its_label_says() {
+    let districts = many_districts(60);
+    let build = |below_zero: bool| {
+        let mut people = Vec::new();
+        for (d, district) in districts.iter().enumerate() {
+            for p in 0..41i64 {
+                let subsidy = match p {
+                    0..20 => p * 23,
+                    20..40 => 5_000 + p * 97,
+                    _ if below_zero => -37,
+                    _ => 37,
+                };
+                let id = format!("P{d:02}{p:02}");
+                people.push(Person { id, district, born: 0, subsidy, code: "I10", alone: Some(true) });
+            }
+        }
+        people
+    };
+    let (_dir, below, above, engine) = twins_of(build);
+    let range = "SELECT district, count(*) AS n, sum(subsidy) AS s FROM civil.people \
+                 WHERE subsidy >= 0 AND subsidy < 500 GROUP BY district";
+    let spellings = [
+        "SELECT district, count(*) AS n, sum(subsidy) AS s FROM civil.people \
+         WHERE floor(subsidy / 500) = 0 GROUP BY district",
+        "SELECT district, n, s FROM (SELECT district, floor(subsidy / 500) * 500 AS band, count(*) AS n, \
+         sum(subsidy) AS s FROM civil.people GROUP BY district, floor(subsidy / 500) * 500) AS t WHERE band = 0",
+    ];
+    // Per district, its numbers as text.
+    let rows = |answer: veil_query::Answer| {
+        let mut found = HashMap::new();
+        for batch in &answer.batches {
+            let text = |i: usize| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8).unwrap();
+            let columns: Vec<ArrayRef> = (0..batch.num_columns()).map(text).collect();
+            let columns: Vec<&StringArray> = columns.iter().map(|c| c.as_any().downcast_ref().unwrap()).collect();
+            for row in 0..batch.num_rows() {
+                let values: Vec<String> = columns[1..].iter().map(|c| c.value(row).to_owned()).collect();
+                found.insert(columns[0].value(row).to_owned(), values);
+            }
+        }
+        found
+    };
+    for sql in spellings {
+        let mut differing = [0; 2];
+        for (i, dataset) in [&below, &above].into_iter().enumerate() {
+            let (band, asked) =
+                (rows(answer(&engine, dataset, sql).await), rows(answer(&engine, dataset, range).await));
+            differing[i] = asked.iter().filter(|(d, values)| band.get(*d).is_some_and(|b| b != *values)).count();
+        }
+        assert_eq!(differing, [0, 0], "districts whose band and range differ, the target below zero and above: {sql}");
+    }
 }

@@ -13,6 +13,7 @@ mod ladder;
 mod people;
 mod safe_arithmetic;
 mod top;
+mod true_floor;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -64,6 +65,7 @@ pub fn rewrite(plan: LogicalPlan, ctx: &GuardContext, assessment: &Assessment) -
             Ok(rewritten(plan, Some(dp), None))
         }
         Mode::Aggregate if assessment.anonymized => {
+            let plan = true_floor::rewrite(plan)?;
             let (plan, anonymized) = anonymize::bound(plan, assessment, &mut threshold)?;
             Ok(rewritten(plan, None, Some(anonymized)))
         }

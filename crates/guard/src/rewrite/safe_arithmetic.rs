@@ -35,7 +35,7 @@ pub(super) fn rewrite(plan: LogicalPlan) -> Result<LogicalPlan> {
 }
 
 /// The schema a node's expressions are evaluated against.
-fn input_schema(node: &LogicalPlan) -> Option<DFSchemaRef> {
+pub(super) fn input_schema(node: &LogicalPlan) -> Option<DFSchemaRef> {
     match node.inputs().as_slice() {
         [one] => Some(Arc::clone(one.schema())),
         [l, r] => DFSchema::join(l.schema(), r.schema()).ok().map(Arc::new),
