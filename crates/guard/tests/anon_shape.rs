@@ -164,6 +164,34 @@ const CASES: &[(&str, &str)] = &[
     ("anon_aggregate", "SELECT district, max(alone) FROM civil.people GROUP BY district"),
     ("anon_aggregate", "SELECT district, sum(note) FROM civil.people GROUP BY district"),
     ("anon_aggregate", "SELECT district, count(DISTINCT birth_date) FROM civil.people GROUP BY district"),
+    // A week is its column's only restriction: weeks do not nest in the grid of months,
+    // quarters and years, so a range or another unit cuts them (a red team read the target off
+    // the week of 2024-09-30 under a quarter's range against the day 2024-09-30).
+    ("ok", "SELECT date_trunc('week', birth_date) AS w, count(*) FROM civil.people GROUP BY 1"),
+    (
+        "ok",
+        "SELECT date_trunc('week', birth_date) AS w, count(*) FROM civil.people WHERE date_trunc('week', birth_date) = TIMESTAMP '2024-09-30' GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT district, date_trunc('week', birth_date) AS w, count(*) FROM civil.people WHERE birth_date >= DATE '2024-07-01' AND birth_date < DATE '2024-10-01' GROUP BY district, date_trunc('week', birth_date)",
+    ),
+    (
+        "anon_condition",
+        "SELECT date_trunc('week', birth_date) AS w, date_trunc('month', birth_date) AS m, count(*) FROM civil.people GROUP BY 1, 2",
+    ),
+    (
+        "anon_condition",
+        "SELECT district, count(*) FROM civil.people WHERE date_trunc('week', birth_date) = TIMESTAMP '2024-09-30' AND birth_date >= DATE '2024-07-01' AND birth_date < DATE '2024-10-01' GROUP BY district",
+    ),
+    (
+        "anon_condition",
+        "SELECT date_part('week', birth_date) AS w, count(*) FROM civil.people WHERE date_part('year', birth_date) = 2024 GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "WITH r AS (SELECT birth_date, date_trunc('week', birth_date) AS w FROM civil.people) SELECT w, count(*) FROM r WHERE birth_date >= DATE '2024-07-01' AND birth_date < DATE '2024-10-01' GROUP BY w",
+    ),
     // Positive differencing and complements, in SQL's many spellings.
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date <= DATE '1960-08-04'"),
     // Whole years only 1, 2 or 5 × 10ⁿ of them, aligned: one range per width holds a date.

@@ -1392,6 +1392,37 @@ mod tests {
     }
 
     #[test]
+    fn one_person_more_changes_the_chance_of_a_low_effect_decision_by_at_most_e() {
+        // Leak (a red team, 2026-12-05): two people removed were always low-effect and three a
+        // normal draw apart, so a condition kept proved a third person was there (two spellings
+        // alike exactly then: the target's birth year 8 of 28, never wrongly). Over many sets
+        // of people (seeds), the share of sets of n people judged low-effect, and kept.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[3; 32]);
+        let n = 40_000u64;
+        let shares: Vec<(f64, f64)> = (0..=12)
+            .map(|count| {
+                let low = (0..n).filter(|seed| super::low_effect(&key, count, *seed)).count() as f64 / n as f64;
+                (low, 1.0 - low)
+            })
+            .collect();
+        assert_eq!(shares[0].0, 1.0, "removing nobody is no decision");
+        for count in 2..=12 {
+            let ((low_before, kept_before), (low, kept)) = (shares[count - 1], shares[count]);
+            // One person more: neither outcome becomes more than e times likelier (with room for
+            // sampling where a share is small), and no count is decided the same way always.
+            assert!(kept > 0.0 && low > 0.0, "{count} people: low-effect {low}");
+            // Where both shares rest on a few hundred sets at least (the tail beyond is the same
+            // Laplace, too thin to sample here).
+            let sampled = |share: f64| share * n as f64 >= 200.0;
+            let at_most_e_times =
+                |likelier: f64, than: f64| !sampled(likelier.min(than)) || likelier <= std::f64::consts::E * than * 1.2;
+            assert!(at_most_e_times(kept, kept_before), "{count} people kept {kept}, one fewer {kept_before}");
+            assert!(at_most_e_times(low_before, low), "{count} people left out {low}, one fewer {low_before}");
+        }
+        assert!((0.02..0.07).contains(&shares[1].1), "one person removed kept {}", shares[1].1);
+    }
+
+    #[test]
     fn a_group_at_the_fixed_floor_is_released_less_than_one_time_in_a_thousand() {
         // Leak (a red team, 2026-12-05): one planted person alone in a group is never released
         // (the floor), and with the target there the group of two was released one time in 25

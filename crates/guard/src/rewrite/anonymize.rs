@@ -1392,6 +1392,29 @@ pub(crate) fn conditions_and_keys(plan: &LogicalPlan) -> Vec<datafusion::common:
     read
 }
 
+/// Every condition (each conjunct of a WHERE clause) and group key of `plan`, each as it reads
+/// at the scan ([`read_at_source`]): `date_trunc('week', d)` computed in a CTE and grouped by
+/// its alias is the generalization of `d` it is.
+pub(crate) fn conditions_and_keys_read(plan: &LogicalPlan) -> Vec<Expr> {
+    fn collect(plan: &LogicalPlan, read: &mut Vec<Expr>) {
+        let exprs: Vec<&Expr> = match plan {
+            LogicalPlan::Filter(f) => datafusion::logical_expr::utils::split_conjunction(&f.predicate),
+            LogicalPlan::Aggregate(a) => a.group_expr.iter().collect(),
+            _ => Vec::new(),
+        };
+        let input = plan.inputs();
+        if let [input] = input.as_slice() {
+            read.extend(exprs.into_iter().map(|e| read_at_source(e, input)));
+        }
+        for input in plan.inputs() {
+            collect(input, read);
+        }
+    }
+    let mut read = Vec::new();
+    collect(plan, &mut read);
+    read
+}
+
 /// The columns `exprs` read, each resolved through `plan` to the dataset's column it reads at
 /// its scan ([`read_at_source`]); a column of no dataset (an aggregate's output) is left out.
 fn scanned<'a>(exprs: impl IntoIterator<Item = &'a Expr>, plan: &LogicalPlan) -> Vec<datafusion::common::Column> {

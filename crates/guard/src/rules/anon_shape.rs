@@ -180,6 +180,57 @@ pub(crate) fn one_dataset_per_column(plan: &LogicalPlan) -> Result<(), Violation
     }
 }
 
+/// A week (`date_trunc('week', d)`, `date_part('week', d)`) is the only restriction of its
+/// column: every condition and key on `d` is that same generalization.
+///
+/// Why: weeks do not nest in months, quarters or years, so a week beside a range on the grid
+/// is cut by it, and the cells a range or an equality measures around itself (the grid's) never
+/// hold the rest of the week. Under a quarter's range, the week of 2024-09-30 was answered
+/// without the range when it removed almost nobody from the week (the target alone, on
+/// 2024-10-02), under the label of the one day 2024-09-30, which `d = '2024-09-30'` also gets
+/// and never with the target: the two answers were bit-identical exactly when the target was
+/// not there (a red team, 2026-12-05: 59 of 60 districts in two queries, also through a join and
+/// with `date_trunc('month', d)` as a second key).
+pub(crate) fn weeks_alone(plan: &LogicalPlan) -> Result<(), Violation> {
+    let read = crate::rewrite::anonymize::conditions_and_keys_read(plan);
+    let weeks: Vec<(&str, datafusion::common::Column)> = read.iter().filter_map(week_of).collect();
+    for (function, column) in &weeks {
+        let other = read.iter().find(|e| {
+            e.column_refs().contains(column) && !week_of(e).is_some_and(|(f, c)| f == *function && c == *column)
+        });
+        if let Some(other) = other {
+            return Err(Violation::new(
+                Rule::AnonCondition,
+                Some(column.name.clone()),
+                format!(
+                    "`{}` is restricted by a week and by `{}`: weeks do not nest in months, quarters or years, so a week beside another condition or key on its column is cut by it; ask by week alone, or by day or month",
+                    column.name,
+                    shown(other)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The function (`date_trunc` or `date_part`) and column of the week generalization `e` holds.
+fn week_of(e: &Expr) -> Option<(&str, datafusion::common::Column)> {
+    let mut found = None;
+    let _ = e.apply(|x| {
+        if let Expr::ScalarFunction(ScalarFunction { func, args }) = uncast(x)
+            && let [unit, column] = args.as_slice()
+            && matches!(func.name(), "date_trunc" | "date_part")
+            && constant(unit).is_some_and(|u| crate::rewrite::DateUnit::of(&u) == Some(crate::rewrite::DateUnit::Week))
+            && let Expr::Column(c) = uncast(column)
+        {
+            found = Some((if func.name() == "date_trunc" { "date_trunc" } else { "date_part" }, c.clone()));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 /// Checks the plan's shape: post-processing over one aggregate over rows of the admitted forms.
 pub(crate) fn check(plan: &LogicalPlan) -> Result<(), Violation> {
     let mut node = plan;
