@@ -192,6 +192,31 @@ const CASES: &[(&str, &str)] = &[
         "anon_condition",
         "WITH r AS (SELECT birth_date, date_trunc('week', birth_date) AS w FROM civil.people) SELECT w, count(*) FROM r WHERE birth_date >= DATE '2024-07-01' AND birth_date < DATE '2024-10-01' GROUP BY w",
     ),
+    // An IN list is the only restriction of what it lists: a list is no interval and no label,
+    // and beside a coarser key or condition on its column it was left out alone in one
+    // spelling and with the other in another (a red team: 269 of 270 targets).
+    ("ok", "SELECT district, count(*) FROM civil.people WHERE district IN ('a', 'b') GROUP BY district"),
+    (
+        "ok",
+        "SELECT substr(district, 1, 2) AS p, count(*) FROM civil.people WHERE substr(district, 1, 2) IN ('ab', 'cd') GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT substr(district, 1, 2) AS p, count(*) FROM civil.people WHERE district IN ('ab1', 'cd1') GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT district, count(*) FROM civil.people WHERE district IN ('ab1', 'cd1') AND substr(district, 1, 2) = 'ab' GROUP BY district",
+    ),
+    (
+        "anon_condition",
+        "SELECT floor(subsidy / 5) * 5 AS band, count(*) FROM civil.people WHERE subsidy IN (4, 7) GROUP BY 1",
+    ),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE subsidy IN (4, 7) AND subsidy >= 0 AND subsidy < 5"),
+    (
+        "anon_condition",
+        "SELECT date_trunc('month', birth_date) AS m, count(*) FROM civil.people WHERE birth_date IN (DATE '2024-03-01', DATE '2024-05-02') GROUP BY 1",
+    ),
     // Positive differencing and complements, in SQL's many spellings.
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date <= DATE '1960-08-04'"),
     // Whole years only 1, 2 or 5 × 10ⁿ of them, aligned: one range per width holds a date.
@@ -631,7 +656,7 @@ async fn each_restricted_column_has_a_variant_without_its_conditions() {
     };
     let got = columns(
         "SELECT count(*) AS n FROM civil.people
-         WHERE subsidy >= 0 AND subsidy < 500 AND district = 'a' AND district IN ('a', 'b') AND alone",
+         WHERE subsidy >= 0 AND subsidy < 500 AND district = 'a' AND substr(district, 1, 1) = 'a' AND alone",
     )
     .await;
     let names: Vec<&str> = got.iter().map(|(c, _)| c.as_str()).collect();

@@ -22,12 +22,22 @@ use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, lit, when};
 
 pub(super) fn rewrite(plan: LogicalPlan) -> Result<LogicalPlan> {
+    each_expression(plan, safe)
+}
+
+/// `plan` with every expression of every node (subqueries' too) rewritten bottom-up by `f`,
+/// given the schema the node's expressions are evaluated against; names are preserved, so
+/// that the plan's schema does not change.
+pub(super) fn each_expression(
+    plan: LogicalPlan,
+    f: impl Fn(Expr, Option<&DFSchema>) -> Result<Transformed<Expr>>,
+) -> Result<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| {
         let schema = input_schema(&node);
         let preserver = NamePreserver::new(&node);
         node.map_expressions(|e| {
             let saved = preserver.save(&e);
-            let out = e.transform_up(|e| safe(e, schema.as_deref()))?;
+            let out = e.transform_up(|e| f(e, schema.as_deref()))?;
             Ok(out.update_data(|e| saved.restore(e)))
         })
     })
@@ -35,7 +45,7 @@ pub(super) fn rewrite(plan: LogicalPlan) -> Result<LogicalPlan> {
 }
 
 /// The schema a node's expressions are evaluated against.
-pub(super) fn input_schema(node: &LogicalPlan) -> Option<DFSchemaRef> {
+fn input_schema(node: &LogicalPlan) -> Option<DFSchemaRef> {
     match node.inputs().as_slice() {
         [one] => Some(Arc::clone(one.schema())),
         [l, r] => DFSchema::join(l.schema(), r.schema()).ok().map(Arc::new),

@@ -8,25 +8,15 @@
 //! floor is made a floating-point one, so that the rows are the label's.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result};
 use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, cast};
 
 use crate::exprs::uncast;
 
 pub(super) fn rewrite(plan: LogicalPlan) -> Result<LogicalPlan> {
-    plan.transform_up_with_subqueries(|node| {
-        let schema = super::safe_arithmetic::input_schema(&node);
-        let preserver = NamePreserver::new(&node);
-        node.map_expressions(|e| {
-            let saved = preserver.save(&e);
-            let out = e.transform_up(|e| floored(e, schema.as_deref()))?;
-            Ok(out.update_data(|e| saved.restore(e)))
-        })
-    })
-    .map(|t| t.data)
+    super::safe_arithmetic::each_expression(plan, floored)
 }
 
 /// `floor(x / w)` with x a signed integer as `floor(CAST(x AS Float64) / CAST(w AS Float64))`

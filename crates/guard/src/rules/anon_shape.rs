@@ -213,6 +213,41 @@ pub(crate) fn weeks_alone(plan: &LogicalPlan) -> Result<(), Violation> {
     Ok(())
 }
 
+/// An IN list is the only restriction of what it lists: every other condition and key on its
+/// column is the list's own expression (`GROUP BY district` beside `district IN (…)`).
+///
+/// Why: a list is no interval, so the labels leave it out, and low-effect detection leaves a
+/// column's conditions out together. Beside a coarser key on the column (`GROUP BY
+/// substr(code, 1, 2)`), the list alone was left out where it removed only the target from the
+/// key's bucket (their code outside the list), while the same bucket asked as a condition beside
+/// the list was left out with the list, removing many, and kept: the same label over other
+/// people, bit-identical exactly when the target was not there (a red team, 2026-12-05: 269 of
+/// 270 targets in two queries per dataset, over prefixes, number bands and months).
+pub(crate) fn in_lists_alone(plan: &LogicalPlan) -> Result<(), Violation> {
+    let read = crate::rewrite::anonymize::conditions_and_keys_read(plan);
+    for list in &read {
+        let Expr::InList(InList { expr, .. }) = uncast(list) else { continue };
+        let columns = expr.column_refs();
+        let other = read.iter().find(|e| {
+            !std::ptr::eq(*e, list)
+                && e.column_refs().iter().any(|c| columns.contains(c))
+                && uncast(e).to_string() != uncast(expr).to_string()
+        });
+        if let Some(other) = other {
+            return Err(Violation::new(
+                Rule::AnonCondition,
+                columns.iter().next().map(|c| c.name.clone()),
+                format!(
+                    "an IN list on `{}` is beside `{}` on the same column: a list is the only condition on what it lists, and a key on it is the listed expression itself; drop one, or list the values the other selects",
+                    shown(expr),
+                    shown(other)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The function (`date_trunc` or `date_part`) and column of the week generalization `e` holds.
 fn week_of(e: &Expr) -> Option<(&str, datafusion::common::Column)> {
     let mut found = None;
