@@ -217,6 +217,41 @@ const CASES: &[(&str, &str)] = &[
         "anon_condition",
         "SELECT date_trunc('month', birth_date) AS m, count(*) FROM civil.people WHERE birth_date IN (DATE '2024-03-01', DATE '2024-05-02') GROUP BY 1",
     ),
+    // A range beside a band or date key on the same column selects whole buckets of it: a
+    // range that cut one left a group of its rest (a red team read a target at 5.5 off `x >= 4
+    // AND x < 6` beside `floor(x / 5) * 5`, against the range [4, 5)).
+    (
+        "ok",
+        "SELECT floor(subsidy / 100) * 100 AS b, count(*) FROM civil.people WHERE subsidy >= 0 AND subsidy < 500 GROUP BY 1",
+    ),
+    (
+        "ok",
+        "SELECT date_trunc('month', birth_date) AS m, count(*) FROM civil.people WHERE birth_date >= DATE '1950-03-01' AND birth_date < DATE '1950-04-01' GROUP BY 1",
+    ),
+    (
+        "ok",
+        "SELECT floor(date_part('year', birth_date) / 50) * 50 AS y, count(*) FROM civil.people WHERE birth_date >= DATE '1950-01-01' AND birth_date < DATE '2000-01-01' GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT floor(subsidy / 5) * 5 AS b, count(*) FROM civil.people WHERE subsidy >= 4 AND subsidy < 6 GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT floor(subsidy / 5) * 5 AS b, count(*) FROM civil.people WHERE floor(subsidy / 2) * 2 = 4 GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT floor(subsidy / 500) * 500 AS b, count(*) FROM civil.people WHERE subsidy = 100 GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT floor(date_part('year', birth_date) / 5) * 5 AS y, count(*) FROM civil.people WHERE birth_date >= DATE '2014-01-01' AND birth_date < DATE '2016-01-01' GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT date_trunc('quarter', birth_date) AS q, count(*) FROM civil.people WHERE birth_date >= DATE '1950-03-01' AND birth_date < DATE '1950-04-01' GROUP BY 1",
+    ),
     // Positive differencing and complements, in SQL's many spellings.
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date <= DATE '1960-08-04'"),
     // Whole years only 1, 2 or 5 × 10ⁿ of them, aligned: one range per width holds a date.

@@ -81,6 +81,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         anon_shape::one_dataset_per_column(plan)?;
         anon_shape::weeks_alone(plan)?;
         anon_shape::in_lists_alone(plan)?;
+        anon_shape::ranges_whole_buckets(plan)?;
     }
     return_only_aggregates::check_output(&root, plan.schema())?;
     match ctx.mode {

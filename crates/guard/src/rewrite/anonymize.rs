@@ -1396,23 +1396,29 @@ pub(crate) fn conditions_and_keys(plan: &LogicalPlan) -> Vec<datafusion::common:
 /// at the scan ([`read_at_source`]): `date_trunc('week', d)` computed in a CTE and grouped by
 /// its alias is the generalization of `d` it is.
 pub(crate) fn conditions_and_keys_read(plan: &LogicalPlan) -> Vec<Expr> {
-    fn collect(plan: &LogicalPlan, read: &mut Vec<Expr>) {
-        let exprs: Vec<&Expr> = match plan {
-            LogicalPlan::Filter(f) => datafusion::logical_expr::utils::split_conjunction(&f.predicate),
-            LogicalPlan::Aggregate(a) => a.group_expr.iter().collect(),
-            _ => Vec::new(),
+    let (mut read, keys) = conditions_and_keys_apart(plan);
+    read.extend(keys);
+    read
+}
+
+/// [`conditions_and_keys_read`]: the conditions, then the keys.
+pub(crate) fn conditions_and_keys_apart(plan: &LogicalPlan) -> (Vec<Expr>, Vec<Expr>) {
+    fn collect(plan: &LogicalPlan, conditions: &mut Vec<Expr>, keys: &mut Vec<Expr>) {
+        let (exprs, into): (Vec<&Expr>, &mut Vec<Expr>) = match plan {
+            LogicalPlan::Filter(f) => (datafusion::logical_expr::utils::split_conjunction(&f.predicate), conditions),
+            LogicalPlan::Aggregate(a) => (a.group_expr.iter().collect(), keys),
+            _ => (Vec::new(), conditions),
         };
-        let input = plan.inputs();
-        if let [input] = input.as_slice() {
-            read.extend(exprs.into_iter().map(|e| read_at_source(e, input)));
+        if let [input] = plan.inputs().as_slice() {
+            into.extend(exprs.into_iter().map(|e| read_at_source(e, input)));
         }
         for input in plan.inputs() {
-            collect(input, read);
+            collect(input, conditions, keys);
         }
     }
-    let mut read = Vec::new();
-    collect(plan, &mut read);
-    read
+    let (mut conditions, mut keys) = (Vec::new(), Vec::new());
+    collect(plan, &mut conditions, &mut keys);
+    (conditions, keys)
 }
 
 /// The columns `exprs` read, each resolved through `plan` to the dataset's column it reads at
