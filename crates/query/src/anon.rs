@@ -1190,7 +1190,8 @@ pub(crate) fn add_noise(
             }
         }
         let group = sources[source].group(row, source, at, main.label(row)?, &constants);
-        if released(&key, group.people, k, &group.seed) {
+        // Answered as the query measured it, the group passed that draw above already.
+        if source == 0 || released(&key, group.people, k, &group.seed) {
             kept.push(group);
         }
     }

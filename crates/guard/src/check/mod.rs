@@ -79,9 +79,7 @@ pub fn check(plan: &LogicalPlan, ctx: &GuardContext) -> Result<Assessment, Viola
         // After the walk, whose rules on identifiers and joins name the cause more closely.
         anon_shape::each_dataset_once(plan)?;
         anon_shape::one_dataset_per_column(plan)?;
-        anon_shape::weeks_alone(plan)?;
-        anon_shape::in_lists_alone(plan)?;
-        anon_shape::ranges_whole_buckets(plan)?;
+        anon_shape::restrictions_per_column(plan)?;
     }
     return_only_aggregates::check_output(&root, plan.schema())?;
     match ctx.mode {

@@ -1000,22 +1000,21 @@ fn bound_with(
         let value = cast(col(c.as_str()), DataType::Float64);
         let unit = col(unit_name.as_str());
         totals.push(sum(value.clone()).alias(c.as_str()));
-        if *signed {
-            // A signed sum: the contributions above zero and those below, each ranked and
-            // flattened on its own (x's part above zero is (x + |x|) / 2, below (|x| − x) / 2,
-            // exact in floating point, without a CASE whose branches cost different time).
-            // Flattened from above only, a person far below the rest counted in full against
-            // noise the size of the others' (a red team: membership 60 of 60 in one query).
+        // A signed sum: the contributions above zero and those below, each ranked and
+        // flattened on its own (x's part above zero is (x + |x|) / 2, below (|x| − x) / 2,
+        // exact in floating point, without a CASE whose branches cost different time).
+        // Flattened from above only, a person far below the rest counted in full against
+        // noise the size of the others' (a red team: membership 60 of 60 in one query).
+        let sides = if *signed {
             use datafusion::functions::math::expr_fn::abs;
             let above = (value.clone() + abs(value.clone())) / lit(2.0);
-            let below = (abs(value.clone()) - value) / lit(2.0);
-            totals.push(top(Part::Outliers, outliers, above.clone(), unit.clone()).alias(format!("{c}_out")));
-            totals.push(top(Part::TopGroup, outliers, above, unit.clone()).alias(format!("{c}_top")));
-            totals.push(top(Part::Outliers, outliers, below.clone(), unit.clone()).alias(format!("{c}_out_below")));
-            totals.push(top(Part::TopGroup, outliers, below, unit).alias(format!("{c}_top_below")));
+            vec![(above, ""), ((abs(value.clone()) - value) / lit(2.0), "_below")]
         } else {
-            totals.push(top(Part::Outliers, outliers, value.clone(), unit.clone()).alias(format!("{c}_out")));
-            totals.push(top(Part::TopGroup, outliers, value, unit).alias(format!("{c}_top")));
+            vec![(value, "")]
+        };
+        for (side, suffix) in sides {
+            totals.push(top(Part::Outliers, outliers, side.clone(), unit.clone()).alias(format!("{c}_out{suffix}")));
+            totals.push(top(Part::TopGroup, outliers, side, unit.clone()).alias(format!("{c}_top{suffix}")));
         }
     }
     totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
@@ -1373,51 +1372,39 @@ fn columns_read(plan: &LogicalPlan, keys: &[Expr]) -> String {
     read.join(", ")
 }
 
-/// The columns the filters and grouping keys of `plan` and its inputs read, each as the
-/// dataset's column it reads at its scan ([`scanned`]). A join's own conditions are not among
-/// them ([`join_signature`] names those).
-pub(crate) fn conditions_and_keys(plan: &LogicalPlan) -> Vec<datafusion::common::Column> {
-    fn collect(plan: &LogicalPlan, read: &mut Vec<datafusion::common::Column>) {
-        match plan {
-            LogicalPlan::Filter(f) => read.extend(scanned([&f.predicate], plan)),
-            LogicalPlan::Aggregate(a) => read.extend(scanned(&a.group_expr, plan)),
-            _ => {}
-        }
-        for input in plan.inputs() {
-            collect(input, read);
-        }
+/// Calls `f` with each condition (a conjunct of a WHERE clause) and group key of `plan` and its
+/// inputs, the plan its columns read from, and whether it is a key. A join's own conditions are
+/// not among them ([`join_signature`] names those).
+fn each_condition_and_key<'a>(plan: &'a LogicalPlan, f: &mut impl FnMut(&'a Expr, &'a LogicalPlan, bool)) {
+    let (exprs, key): (Vec<&Expr>, bool) = match plan {
+        LogicalPlan::Filter(filter) => (datafusion::logical_expr::utils::split_conjunction(&filter.predicate), false),
+        LogicalPlan::Aggregate(a) => (a.group_expr.iter().collect(), true),
+        _ => (Vec::new(), false),
+    };
+    if let [input] = plan.inputs().as_slice() {
+        exprs.into_iter().for_each(|e| f(e, input, key));
     }
+    for input in plan.inputs() {
+        each_condition_and_key(input, f);
+    }
+}
+
+/// The columns the filters and grouping keys of `plan` and its inputs read, each as the
+/// dataset's column it reads at its scan ([`scanned`]).
+pub(crate) fn conditions_and_keys(plan: &LogicalPlan) -> Vec<datafusion::common::Column> {
     let mut read = Vec::new();
-    collect(plan, &mut read);
+    each_condition_and_key(plan, &mut |e, input, _| read.extend(scanned([e], input)));
     read
 }
 
 /// Every condition (each conjunct of a WHERE clause) and group key of `plan`, each as it reads
-/// at the scan ([`read_at_source`]): `date_trunc('week', d)` computed in a CTE and grouped by
-/// its alias is the generalization of `d` it is.
-pub(crate) fn conditions_and_keys_read(plan: &LogicalPlan) -> Vec<Expr> {
-    let (mut read, keys) = conditions_and_keys_apart(plan);
-    read.extend(keys);
-    read
-}
-
-/// [`conditions_and_keys_read`]: the conditions, then the keys.
-pub(crate) fn conditions_and_keys_apart(plan: &LogicalPlan) -> (Vec<Expr>, Vec<Expr>) {
-    fn collect(plan: &LogicalPlan, conditions: &mut Vec<Expr>, keys: &mut Vec<Expr>) {
-        let (exprs, into): (Vec<&Expr>, &mut Vec<Expr>) = match plan {
-            LogicalPlan::Filter(f) => (datafusion::logical_expr::utils::split_conjunction(&f.predicate), conditions),
-            LogicalPlan::Aggregate(a) => (a.group_expr.iter().collect(), keys),
-            _ => (Vec::new(), conditions),
-        };
-        if let [input] = plan.inputs().as_slice() {
-            into.extend(exprs.into_iter().map(|e| read_at_source(e, input)));
-        }
-        for input in plan.inputs() {
-            collect(input, conditions, keys);
-        }
-    }
+/// at the scan ([`read_at_source`]), the conditions first, then the keys: `date_trunc('week',
+/// d)` computed in a CTE and grouped by its alias is the generalization of `d` it is.
+pub(crate) fn conditions_and_keys_read(plan: &LogicalPlan) -> (Vec<Expr>, Vec<Expr>) {
     let (mut conditions, mut keys) = (Vec::new(), Vec::new());
-    collect(plan, &mut conditions, &mut keys);
+    each_condition_and_key(plan, &mut |e, input, key| {
+        if key { &mut keys } else { &mut conditions }.push(read_at_source(e, input));
+    });
     (conditions, keys)
 }
 

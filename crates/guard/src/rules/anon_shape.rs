@@ -180,6 +180,17 @@ pub(crate) fn one_dataset_per_column(plan: &LogicalPlan) -> Result<(), Violation
     }
 }
 
+/// The rules on what restricts one column beside what else ([`weeks_alone`],
+/// [`in_lists_alone`], [`ranges_whole_buckets`]), over the plan's conditions and keys as they
+/// read at the scan, read once.
+pub(crate) fn restrictions_per_column(plan: &LogicalPlan) -> Result<(), Violation> {
+    let (conditions, keys) = crate::rewrite::anonymize::conditions_and_keys_read(plan);
+    let read: Vec<&Expr> = conditions.iter().chain(&keys).collect();
+    weeks_alone(&read)?;
+    in_lists_alone(&read)?;
+    ranges_whole_buckets(&conditions, &keys)
+}
+
 /// A week (`date_trunc('week', d)`, `date_part('week', d)`) is the only restriction of its
 /// column: every condition and key on `d` is that same generalization.
 ///
@@ -191,9 +202,8 @@ pub(crate) fn one_dataset_per_column(plan: &LogicalPlan) -> Result<(), Violation
 /// and never with the target: the two answers were bit-identical exactly when the target was
 /// not there (a red team, 2026-12-05: 59 of 60 districts in two queries, also through a join and
 /// with `date_trunc('month', d)` as a second key).
-pub(crate) fn weeks_alone(plan: &LogicalPlan) -> Result<(), Violation> {
-    let read = crate::rewrite::anonymize::conditions_and_keys_read(plan);
-    let weeks: Vec<(&str, datafusion::common::Column)> = read.iter().filter_map(week_of).collect();
+fn weeks_alone(read: &[&Expr]) -> Result<(), Violation> {
+    let weeks: Vec<(&str, datafusion::common::Column)> = read.iter().filter_map(|e| week_of(e)).collect();
     for (function, column) in &weeks {
         let other = read.iter().find(|e| {
             e.column_refs().contains(column) && !week_of(e).is_some_and(|(f, c)| f == *function && c == *column)
@@ -223,9 +233,8 @@ pub(crate) fn weeks_alone(plan: &LogicalPlan) -> Result<(), Violation> {
 /// the list was left out with the list, removing many, and kept: the same label over other
 /// people, bit-identical exactly when the target was not there (a red team, 2026-12-05: 269 of
 /// 270 targets in two queries per dataset, over prefixes, number bands and months).
-pub(crate) fn in_lists_alone(plan: &LogicalPlan) -> Result<(), Violation> {
-    let read = crate::rewrite::anonymize::conditions_and_keys_read(plan);
-    for list in &read {
+fn in_lists_alone(read: &[&Expr]) -> Result<(), Violation> {
+    for list in read {
         let Expr::InList(InList { expr, .. }) = uncast(list) else { continue };
         let columns = expr.column_refs();
         let other = read.iter().find(|e| {
@@ -258,9 +267,8 @@ pub(crate) fn in_lists_alone(plan: &LogicalPlan) -> Result<(), Violation> {
 /// x >= 4 AND x < 5` is) came back bit-identical to that range's answer in every district
 /// without the target and in few with them (a red team, 2026-12-05: 53 to 58 of 60 in two
 /// queries, numbers and dates alike, `floor(x / 2) * 2 = 4` in place of the range too).
-pub(crate) fn ranges_whole_buckets(plan: &LogicalPlan) -> Result<(), Violation> {
-    let (conditions, keys) = crate::rewrite::anonymize::conditions_and_keys_apart(plan);
-    for key in &keys {
+fn ranges_whole_buckets(conditions: &[Expr], keys: &[Expr]) -> Result<(), Violation> {
+    for key in keys {
         let Some((column, grid)) = grid_of(key) else { continue };
         if let Some(condition) = conditions.iter().find(|c| !grid.holds_whole(c, &column)) {
             return Err(Violation::new(
