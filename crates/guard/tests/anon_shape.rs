@@ -252,6 +252,24 @@ const CASES: &[(&str, &str)] = &[
         "anon_condition",
         "SELECT date_trunc('quarter', birth_date) AS q, count(*) FROM civil.people WHERE birth_date >= DATE '1950-03-01' AND birth_date < DATE '1950-04-01' GROUP BY 1",
     ),
+    // A cast in a condition or key maps values one to one: labels name the column without its
+    // casts, so a cast that merges values selected other people under the same label (a red
+    // team read membership off `CAST(x AS BIGINT) = 0` against `x = 0`, 48 of 48).
+    ("ok", "SELECT count(*) FROM civil.people WHERE CAST(subsidy AS DOUBLE) >= 0 AND CAST(subsidy AS DOUBLE) < 500"),
+    (
+        "ok",
+        "SELECT count(*) FROM civil.people WHERE CAST(birth_date AS TIMESTAMP) >= TIMESTAMP '1950-01-01 00:00:00' AND CAST(birth_date AS TIMESTAMP) < TIMESTAMP '1960-01-01 00:00:00'",
+    ),
+    ("anon_condition", "SELECT count(*) FROM health.visits WHERE CAST(cost AS BIGINT) = 0"),
+    ("anon_condition", "SELECT count(*) FROM health.visits WHERE TRY_CAST(cost AS INT) = 0"),
+    ("anon_condition", "SELECT count(*) FROM health.visits WHERE CAST(icd10 AS BIGINT) = 7"),
+    ("anon_condition", "SELECT CAST(cost AS BIGINT) AS c, count(*) FROM health.visits GROUP BY 1"),
+    (
+        "anon_condition",
+        "WITH t AS (SELECT CAST(cost AS INT) AS c FROM health.visits) SELECT c, count(*) FROM t GROUP BY c",
+    ),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE CAST(subsidy AS SMALLINT) = 3"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE CAST(birth_date AS VARCHAR) = '1950-01-01'"),
     // Positive differencing and complements, in SQL's many spellings.
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE birth_date <= DATE '1960-08-04'"),
     // Whole years only 1, 2 or 5 × 10ⁿ of them, aligned: one range per width holds a date.
