@@ -172,6 +172,8 @@ async fn arrow_ipc_answers_carry_the_same_rows_and_what_the_json_answer_says_bes
     assert!(rules.as_array().unwrap().iter().any(|r| r["code"] == "anonymized"), "{rules}");
     let noise: serde_json::Value = serde_json::from_str(&metadata["veil.anonymized"]).unwrap();
     assert_eq!(noise["noise_sd"][0]["column"], "n", "{noise}");
+    // A count of rows over one row a person is never flattened, and nothing is joined.
+    assert_eq!((&noise["flattened"], &noise["rows_capped"]), (&json!([]), &json!([])), "{noise}");
 
     // A dp answer's intervals, ε and budget travel in the schema's metadata too.
     let response =

@@ -435,6 +435,23 @@ pub(crate) fn show_answer(out: &mut dyn Write, answer: &Value, dry_run: bool) ->
                     number(column["sd_at_most"].as_f64().unwrap_or(0.0))
                 )?;
             }
+            let flattened: Vec<&str> =
+                anonymized["flattened"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+            if !flattened.is_empty() {
+                writeln!(
+                    out,
+                    "{}: the largest contributions are flattened, so where a few people hold most of a group's rows or total, the value is lower than the data's",
+                    flattened.join(", ")
+                )?;
+            }
+            for capped in anonymized["rows_capped"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{}: at most {} rows a person are counted (the join caps each person's rows)",
+                    capped["dataset"].as_str().unwrap_or("?"),
+                    capped["rows"].as_u64().unwrap_or(0)
+                )?;
+            }
         }
         let rows = answer["rows"].as_array().map_or(0, Vec::len);
         let extract = answer["rules"].as_array().into_iter().flatten().any(|r| r["code"] == "approved_extract");

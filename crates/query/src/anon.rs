@@ -124,6 +124,8 @@ pub(crate) struct Anonymized {
     /// Per aggregate: the most the standard deviation of its values' noise can be, when that
     /// follows from the query and the public bounds alone (`None` otherwise).
     pub(crate) noise_sd: Vec<Option<f64>>,
+    /// Per aggregate: whether flattening may have moved its values ([`flattened`]).
+    pub(crate) flattened: Vec<bool>,
 }
 
 /// A released group: its row in the answer's measured totals (for its keys), the measurements
@@ -1297,7 +1299,8 @@ pub(crate) fn add_noise(
         columns.iter().enumerate().map(|(i, a)| Field::new(format!("c{i}"), a.data_type().clone(), true)).collect();
     let values = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)?;
     let values = crate::dp::sorted_by_keys(&values, plan.keys)?;
-    Ok(Anonymized { values, suppressed, noise_sd })
+    let flattened = plan.aggregates.iter().map(|a| flattened(*a, plan.one_row_per_person)).collect();
+    Ok(Anonymized { values, suppressed, noise_sd, flattened })
 }
 
 /// Whether aggregate `j` measures the same sum as a SUM of the answer whose values are integers
@@ -1320,6 +1323,20 @@ fn rounded_sum(plan: &DpPlan, j: usize) -> bool {
 /// contributes one row); SUM over one row per person at most the larger bound's magnitude per
 /// layer (contributions are clamped to the bounds). Otherwise (several rows per person, averages,
 /// whose noise depends on a noisy count) nothing data-free can be said.
+/// Whether flattening may move an aggregate's values away from the data's beyond their noise:
+/// a count of rows where a person may have several, and every sum or average (the largest
+/// contributions are brought down to the top group's average, and for a signed sum the lowest
+/// up). Where a few people hold most rows, the count is far lower than the data's (a red team's
+/// 282 visits of seven people answered 32–40). A count of people never is: each counts once.
+/// From the query alone, as the stated noise is.
+fn flattened(aggregate: DpAggregate, one_row_per_person: bool) -> bool {
+    match aggregate {
+        DpAggregate::CountPeople => false,
+        DpAggregate::CountRows => !one_row_per_person,
+        DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => true,
+    }
+}
+
 fn stated_sd(aggregate: DpAggregate, one_row_per_person: bool, layers: f64) -> Option<f64> {
     match aggregate {
         DpAggregate::CountPeople => Some(layers),

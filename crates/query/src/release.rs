@@ -314,16 +314,20 @@ impl QueryEngine {
         // groups has none to state.
         let mut answer = match self.finish_released(plan, &noisy.values).await? {
             Some(finished) => {
-                let names = finished.schema.fields().iter().map(|f| f.name().clone());
-                let noise_sd = names
+                // Each output column that copies an aggregate, with that aggregate's index.
+                let copies: Vec<(String, usize)> = (finished.schema.fields().iter())
                     .zip(&finished.copies)
-                    .filter_map(|(name, copy)| {
-                        let sd = noisy.noise_sd.get(copy.as_ref()?.checked_sub(plan.keys)?).copied().flatten()?;
-                        Some((name, sd))
-                    })
+                    .filter_map(|(field, copy)| Some((field.name().clone(), copy.as_ref()?.checked_sub(plan.keys)?)))
+                    .collect();
+                let noise_sd = (copies.iter())
+                    .filter_map(|(name, j)| Some((name.clone(), noisy.noise_sd.get(*j).copied().flatten()?)))
+                    .collect();
+                let flattened = (copies.iter())
+                    .filter(|(_, j)| noisy.flattened.get(*j).copied().unwrap_or(false))
+                    .map(|(name, _)| name.clone())
                     .collect();
                 let mut answer = Answer::rows(finished.schema, finished.batches);
-                answer.anonymized = Some(AnonReport { noise_sd });
+                answer.anonymized = Some(AnonReport { noise_sd, flattened, rows_capped: plan.rows_capped.clone() });
                 answer
             }
             None => {
@@ -337,7 +341,7 @@ impl QueryEngine {
                 let (state, _) = self.session(None, rows);
                 let optimized = state.optimize(&finished).map_err(internal)?;
                 let mut answer = self.answer(&state, &optimized, &optimized, false, false).await?;
-                answer.anonymized = Some(AnonReport { noise_sd: Vec::new() });
+                answer.anonymized = Some(AnonReport { rows_capped: plan.rows_capped.clone(), ..AnonReport::default() });
                 answer
             }
         };

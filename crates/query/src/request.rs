@@ -133,6 +133,14 @@ pub struct AnonReport {
     /// was above zero. Empty when the answer reworks the groups (an aggregate or window over
     /// them).
     pub noise_sd: Vec<(String, f64)>,
+    /// The output columns that copy a count or sum whose values flattening may have moved
+    /// beyond their noise (brought down where a few people hold most of it): counts of rows
+    /// where a person may have several, sums and averages. From the query alone. Empty when
+    /// the answer reworks the groups.
+    pub flattened: Vec<String>,
+    /// The datasets whose rows per person the query's joins capped, with the cap: its counts
+    /// of rows and sums are of at most that many rows a person. From the declarations alone.
+    pub rows_capped: Vec<(String, u64)>,
 }
 
 /// What a dp answer spent and how precise it is.

@@ -14,6 +14,8 @@
 //! steward's column holding the planted people's values and a guess for everyone else read the
 //! target's value, in one query (60 of 60). The people layer is seeded by the quantity as the
 //! query names it again: two quantities named apart are apart whatever the data holds.
+//!
+//! And what an answer over a register and its copy says of its numbers beyond their noise.
 
 #![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
 
@@ -289,4 +291,53 @@ async fn a_register_and_its_copy_asked_the_same_condition_each_draw_apart() {
     }
     // Before: equal in 60 of 60 districts without the target, in none with them.
     assert!(zero[1] < DISTRICTS / 2 && zero[0].abs_diff(zero[1]) <= DISTRICTS / 5, "equal in {zero:?} of {DISTRICTS}");
+}
+
+/// What an anonymized answer says of its numbers beyond their noise, from the query and the
+/// declarations alone: the columns flattening may have moved (counts of rows where a person has
+/// several, sums and averages; never a count of people), and the datasets whose rows per person
+/// a join capped, with the cap. A red team's 282 visits of seven people came back as 32–40 with
+/// nothing in the answer saying why, and a join under the default caps of one row a person
+/// undercounted by about three quarters, silently.
+#[tokio::test]
+async fn an_answer_names_the_numbers_flattening_or_a_joins_cap_may_lower() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = QueryEngine::new(Limits::standard(), dir.path()).unwrap();
+    let datasets = [events(dir.path(), "events", "civil.events", true), events(dir.path(), "copy", "civil.copy", true)];
+    let report = |sql: &'static str, datasets: &[SessionDataset]| {
+        let request = common::aggregate(datasets.to_vec(), 5, [7; 32]);
+        let engine = &engine;
+        async move { engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap().anonymized.unwrap() }
+    };
+
+    let one = report(
+        "SELECT district, count(*) AS n, count(DISTINCT person_id) AS people, sum(x) AS s, avg(x) AS a \
+         FROM civil.events GROUP BY district",
+        &datasets[..1],
+    )
+    .await;
+    assert_eq!(one.flattened, ["n", "s", "a"]);
+    assert!(one.rows_capped.is_empty(), "{:?}", one.rows_capped);
+
+    let joined = report(
+        "SELECT a.district, count(*) AS n, count(DISTINCT a.person_id) AS people FROM civil.events a \
+         JOIN civil.copy b ON a.person_id = b.person_id GROUP BY a.district",
+        &datasets,
+    )
+    .await;
+    assert_eq!(joined.flattened, ["n"]);
+    // Each dataset's max_groups × max_rows (4 × 5), in the order the plan scans them.
+    let mut capped = joined.rows_capped.clone();
+    capped.sort();
+    assert_eq!(capped, [("civil.copy".to_owned(), 20), ("civil.events".to_owned(), 20)]);
+
+    // A rework over the released groups names no column, and still says what the join capped.
+    let reworked = report(
+        "SELECT sum(n) AS all_rows FROM (SELECT a.district, count(*) AS n FROM civil.events a \
+         JOIN civil.copy b ON a.person_id = b.person_id GROUP BY a.district) AS t",
+        &datasets,
+    )
+    .await;
+    assert!(reworked.flattened.is_empty() && reworked.noise_sd.is_empty());
+    assert_eq!(reworked.rows_capped.len(), 2);
 }

@@ -815,6 +815,27 @@ pub struct AnonymizedAnswer {
     /// in every row; never a figure read from the data). Empty when the answer reworks the
     /// released groups (an aggregate or window over them).
     pub noise_sd: Vec<NoiseSd>,
+    /// The output columns (copies of a count of rows where a person may have several, of a
+    /// sum or of an average) whose values flattening may have moved beyond their noise: the
+    /// largest contributions are brought down to the next few's average (and, for a sum that
+    /// may be below zero, the lowest up), so where a few people hold most of a group's rows
+    /// or total, the answer is lower than the data's. From the query alone. Empty when the
+    /// answer reworks the released groups.
+    #[serde(default)]
+    pub flattened: Vec<String>,
+    /// The datasets whose rows per person the query's joins capped: counts of rows and sums
+    /// are of at most `rows` rows a person from each. From the declarations alone.
+    #[serde(default)]
+    pub rows_capped: Vec<RowsCapped>,
+}
+
+/// A dataset whose rows per person an anonymized join capped.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RowsCapped {
+    /// `department.dataset`.
+    pub dataset: String,
+    /// The most rows a person counts with from it (its `max_groups × max_rows`).
+    pub rows: u64,
 }
 
 /// The noise of one anonymized output column.

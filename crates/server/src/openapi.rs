@@ -38,7 +38,7 @@ impl Modify for BearerAuth {
         dto::TokenView, dto::DatasetMetadata, dto::ColumnMetadata, dto::DatasetView, dto::ColumnView, dto::VersionView,
         dto::Health, dto::Readiness, dto::Validation, dto::DraftView, dto::DraftReason, dto::NewAccessRequest, dto::ExtractInput, dto::ExtractView, dto::ExtractPartView, dto::DecisionReason, dto::AccessRequestView, dto::AccessView,
         dto::ModeAccess, dto::ReloadView, dto::QueryBody, dto::QueryColumn, dto::QueryRule, dto::QueryResponse,
-        dto::AuditPage, dto::AuditVerifyView, dto::DpMetadata, dto::DpView, dto::DpAnswer, dto::NoisyColumn, dto::HalfWidth, dto::AnonymizedAnswer, dto::NoiseSd,
+        dto::AuditPage, dto::AuditVerifyView, dto::DpMetadata, dto::DpView, dto::DpAnswer, dto::NoisyColumn, dto::HalfWidth, dto::AnonymizedAnswer, dto::NoiseSd, dto::RowsCapped,
         dto::BudgetView,
     )),
     modifiers(&BearerAuth),

@@ -131,6 +131,7 @@ pub(super) fn bound(
     if described.ladders.len() > by_claims {
         described.census = Some(census(&upper, threshold, one_row, &reads)?);
     }
+    described.rows_capped = super::cap_rows::capped(&agg.input, threshold.ctx())?;
     if !keys.is_empty() || joint {
         described.buckets = Some(claims(&upper, &keys, &reads, threshold, one_row)?);
     }
@@ -852,6 +853,7 @@ fn bound_with(
         census: None,
         buckets: None,
         touched: holds.is_some(),
+        rows_capped: Vec::new(),
         public_keys: None,
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),

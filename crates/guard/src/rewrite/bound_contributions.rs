@@ -87,6 +87,10 @@ pub struct DpPlan {
     /// number of each group's people with a row the conditions it leaves out do not hold
     /// (whose rows those conditions change), then the seed of their set.
     pub touched: bool,
+    /// Anonymized answers: the datasets whose rows per person the query's joins cap, each with
+    /// its cap (`cap_rows::capped`), for the answer to say that its counts of rows and sums
+    /// are of the rows kept.
+    pub rows_capped: Vec<(String, u64)>,
 }
 
 /// An anonymized answer without some columns' conditions ([`DpPlan::variants`]).
@@ -231,6 +235,7 @@ pub(super) fn bound(
         census: None,
         buckets: None,
         touched: false,
+        rows_capped: Vec::new(),
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),

@@ -88,30 +88,11 @@ pub(super) fn threaded_and_capped(input: LogicalPlan, threshold: &mut Threshold<
 /// A [`Violation`] (inside the DataFusion error) when the caps' product exceeds
 /// [`MAX_JOINED_ROWS_PER_PERSON`]; a DataFusion error if a node cannot be rebuilt.
 fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
-    // Subqueries too (EXISTS and IN run joins of their own), and their scans count in the
-    // product: an over-estimate where they only filter, never an under-estimate.
-    let mut joins = false;
-    input.apply_with_subqueries(|node| {
-        joins |= matches!(node, LogicalPlan::Join(j)
-            if matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full))
-            || node.expressions().iter().any(has_subquery);
-        Ok(TreeNodeRecursion::Continue)
-    })?;
+    let joins = joins(&input)?;
     if !joins && ctx.mode != Mode::Dp {
         return Ok(input);
     }
-    // What a scanned dataset multiplies one person's rows by: its cap for a dataset about
-    // people (with the unit to cap by, unless every person is one row in it), its row count for
-    // a dataset about nobody (a row meets at most all of its rows).
-    let factor = |node: &LogicalPlan| -> Option<(u64, Option<String>)> {
-        let LogicalPlan::TableScan(scan) = node else { return None };
-        let d = ctx.dataset(scan.table_name.schema(), scan.table_name.table())?;
-        Some(match &d.privacy_unit {
-            Some(_) if d.one_row_per_unit => (1, None),
-            Some(unit) => (d.contribution.max_groups.max(1) * d.contribution.max_rows.max(1), Some(unit.clone())),
-            None => (d.rows.max(1), None),
-        })
-    };
+    let factor = |node: &LogicalPlan| factor(node, ctx);
     let mut product: u64 = 1;
     input.apply_with_subqueries(|node| {
         if let Some((by, _)) = factor(node) {
@@ -192,6 +173,60 @@ fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
             Ok(Transformed::yes(capped))
         })
         .map(|t| t.data)
+}
+
+/// The datasets whose rows per person [`cap_at_scans`] caps in `input`, named
+/// `department.dataset`, each with its cap (`max_groups × max_rows`), in scan order: those
+/// about people, not one row a person, when the plan joins (or always, in dp mode). Said in an
+/// anonymized answer, since a count of rows or a sum over them is then of the rows kept (at
+/// most that many a person) and lower than the data's wherever somebody has more. From the
+/// declarations alone: nothing says whether anybody has more.
+///
+/// # Errors
+/// A DataFusion error if the plan cannot be walked.
+pub(crate) fn capped(input: &LogicalPlan, ctx: &GuardContext) -> Result<Vec<(String, u64)>> {
+    let mut capped = Vec::new();
+    if !joins(input)? && ctx.mode != Mode::Dp {
+        return Ok(capped);
+    }
+    input.apply_with_subqueries(|node| {
+        if let (Some((cap, Some(_))), LogicalPlan::TableScan(scan)) = (factor(node, ctx), node) {
+            let name = match scan.table_name.schema() {
+                Some(schema) => format!("{schema}.{}", scan.table_name.table()),
+                None => scan.table_name.table().to_owned(),
+            };
+            if !capped.iter().any(|(n, _)| *n == name) {
+                capped.push((name, cap));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(capped)
+}
+
+/// Whether `input` joins rows (inner or outer) or has subqueries (which run as joins).
+fn joins(input: &LogicalPlan) -> Result<bool> {
+    let mut joins = false;
+    input.apply_with_subqueries(|node| {
+        joins |= matches!(node, LogicalPlan::Join(j)
+            if matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full))
+            || node.expressions().iter().any(has_subquery);
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(joins)
+}
+
+/// What a scan multiplies one person's rows by: its cap for a dataset about people (with the
+/// unit to cap by, unless every person is one row in it), its row count for a dataset about
+/// nobody (a row meets at most all of its rows); `None` for any other node.
+fn factor(node: &LogicalPlan, ctx: &GuardContext) -> Option<(u64, Option<String>)> {
+    let LogicalPlan::TableScan(scan) = node else { return None };
+    let d = ctx.dataset(scan.table_name.schema(), scan.table_name.table())?;
+    Some(match &d.privacy_unit {
+        Some(_) if d.one_row_per_unit => (1, None),
+        Some(unit) => (d.contribution.max_groups.max(1) * d.contribution.max_rows.max(1), Some(unit.clone())),
+        None => (d.rows.max(1), None),
+    })
 }
 
 /// Whether `expr` holds a subquery (`IN`, `EXISTS` or a scalar one).

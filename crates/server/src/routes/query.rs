@@ -23,7 +23,7 @@ use super::budget::budget_view;
 use crate::auth::Caller;
 use crate::dto::{
     AnonymizedAnswer, DpAnswer, ErrorBody, HalfWidth, NoiseSd, NoisyColumn, QueryBody, QueryColumn, QueryResponse,
-    QueryRule,
+    QueryRule, RowsCapped,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -149,6 +149,10 @@ fn json_response(released: &Released) -> Result<QueryResponse, ApiError> {
                 .noise_sd
                 .iter()
                 .map(|(column, sd)| NoiseSd { column: column.clone(), sd_at_most: *sd })
+                .collect(),
+            flattened: a.flattened.clone(),
+            rows_capped: (a.rows_capped.iter())
+                .map(|(dataset, rows)| RowsCapped { dataset: dataset.clone(), rows: *rows })
                 .collect(),
         }),
     })
