@@ -285,25 +285,26 @@ impl<'a> Measurements<'a> {
     fn measured_at(&self, at: usize, row: usize, signed: bool) -> Result<Measured> {
         let f = |i: usize| self.totals.column(i).as_primitive_opt::<Float64Type>().ok_or_else(|| internal("a measure"));
         let side = |at: usize| -> Result<Ranked> {
-            let (o, g) = (f(at)?, f(at + 1)?);
+            let (o, g, s) = (f(at)?, f(at + 1)?, f(at + 2)?);
             Ok(Ranked {
                 outliers: if o.is_valid(row) { o.value(row) } else { 0.0 },
                 top: g.is_valid(row).then(|| g.value(row)),
+                scale: if s.is_valid(row) { s.value(row) } else { 0.0 },
             })
         };
         let t = f(at)?;
         Ok(Measured {
             total: if t.is_valid(row) { t.value(row) } else { 0.0 },
             above: side(at + 1)?,
-            below: if signed { Some(side(at + 3)?) } else { None },
+            below: if signed { Some(side(at + 4)?) } else { None },
         })
     }
 }
 
-/// How many columns a measured contribution takes: the total and two per side (above zero,
+/// How many columns a measured contribution takes: the total and three per side (above zero,
 /// and below where `signed`).
 fn measure_width(signed: bool) -> usize {
-    if signed { 5 } else { 3 }
+    if signed { 7 } else { 4 }
 }
 
 /// One measured contribution of a group: its total, and per side (the contributions above
@@ -317,22 +318,26 @@ struct Measured {
 }
 
 /// One side of a measured contribution: the outliers' excess over the top group's average
-/// (their total where there is no top group), and the top group's average.
+/// (their total where there is no top group), the top group's average, and the least scale
+/// of noise that hides one person of the side's ranking (`veil_guard`'s `Part::Scale`: the
+/// largest of that average, the third contribution, the second over e and the first over e²).
 #[derive(Clone, Copy)]
 struct Ranked {
     outliers: f64,
     top: Option<f64>,
+    scale: f64,
 }
 
 impl Ranked {
     /// How far flattening moves this side's total (toward zero), and the noise's standard
-    /// deviation it asks for: the top group's average; with no top group, the outliers'
-    /// average, and the total is left as it is.
+    /// deviation it asks for: the top group's average (with no top group, the outliers'
+    /// average, and the total is left as it is), or the side's scale where that is larger.
     fn flattening(self, people: u64) -> (f64, f64) {
-        match self.top {
+        let (down, sd) = match self.top {
             Some(top) => (self.outliers, top.abs()),
             None => (0.0, (self.outliers / (ANON_OUTLIERS as f64).min(people as f64).max(1.0)).abs()),
-        }
+        };
+        (down, sd.max(self.scale.abs()))
     }
 }
 
@@ -1208,7 +1213,7 @@ pub(crate) fn add_noise(
     // The layers' standard deviation together, in units of a layer's scale.
     let with_lists = !plan.noise.listed.is_empty();
     let layers = LAYER_SD * ((2 + usize::from(with_lists) + plan.noise.listed.len()) as f64).sqrt();
-    let noise_sd = plan.aggregates.iter().map(|a| stated_sd(*a, plan.one_row_per_person, layers)).collect();
+    let noise_sd = plan.aggregates.iter().map(|a| stated_sd(*a, plan.rows_per_person, layers)).collect();
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
         // Where the answer also releases this aggregate's sum rounded to an integer, an average
@@ -1261,10 +1266,12 @@ pub(crate) fn add_noise(
             };
             // Every layer's scale is at least 1: a group whose contributions after the two
             // largest are all zero would otherwise get no noise at all, and its sum would be
-            // exact (a red team saw a stated scale of 0).
+            // exact (a red team saw a stated scale of 0). And at least the most one person
+            // contributes over e³ (`floor`), so that the scale's largest term, the first
+            // contribution over e², moves by a factor of e at most with one person more.
             let noisy = |m: Measured, measure: usize| {
                 let (value, sd) = m.flattened(p);
-                value + noise(measure, sd.max(1.0))
+                value + noise(measure, sd.max(floor(*aggregate, measure, plan.rows_per_person)).max(1.0))
             };
             values.push(match *aggregate {
                 DpAggregate::CountRows => noisy(measured_at(at, row, false)?, 0).round().max(0.0),
@@ -1323,6 +1330,19 @@ fn rounded_sum(plan: &DpPlan, j: usize) -> bool {
 /// contributes one row); SUM over one row per person at most the larger bound's magnitude per
 /// layer (contributions are clamped to the bounds). Otherwise (several rows per person, averages,
 /// whose noise depends on a noisy count) nothing data-free can be said.
+/// The least scale of the noise of an aggregate's `measure` (0: its count or sum; 1: an
+/// average's count of values): the most one person contributes to it, over e³. A person
+/// contributes at most `rows_per_person` rows, each of a sum at most its bound's magnitude.
+fn floor(aggregate: DpAggregate, measure: usize, rows_per_person: u64) -> f64 {
+    let rows = rows_per_person as f64;
+    let most = match aggregate {
+        DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } if measure == 0 => rows * lo.abs().max(hi.abs()),
+        DpAggregate::CountPeople => 1.0,
+        _ => rows,
+    };
+    most / std::f64::consts::E.powi(3)
+}
+
 /// Whether flattening may move an aggregate's values away from the data's beyond their noise:
 /// a count of rows where a person may have several, and every sum or average (the largest
 /// contributions are brought down to the top group's average, and for a signed sum the lowest
@@ -1337,12 +1357,13 @@ fn flattened(aggregate: DpAggregate, one_row_per_person: bool) -> bool {
     }
 }
 
-fn stated_sd(aggregate: DpAggregate, one_row_per_person: bool, layers: f64) -> Option<f64> {
+fn stated_sd(aggregate: DpAggregate, rows_per_person: u64, layers: f64) -> Option<f64> {
+    let rows = rows_per_person as f64;
     match aggregate {
         DpAggregate::CountPeople => Some(layers),
-        DpAggregate::CountRows if one_row_per_person => Some(layers),
-        DpAggregate::Sum { lo, hi } if one_row_per_person => Some(layers * lo.abs().max(hi.abs()).max(1.0)),
-        _ => None,
+        DpAggregate::CountRows => Some(layers * rows.max(1.0)),
+        DpAggregate::Sum { lo, hi } => Some(layers * (rows * lo.abs().max(hi.abs())).max(1.0)),
+        DpAggregate::Avg { .. } => None,
     }
 }
 
@@ -1474,12 +1495,24 @@ mod tests {
     fn the_stated_noise_follows_from_the_query_and_the_bounds_alone() {
         let layers = 2f64.sqrt();
         let sum = DpAggregate::Sum { lo: 0.0, hi: 3000.0 };
-        assert_eq!(stated_sd(DpAggregate::CountPeople, false, layers), Some(layers));
-        assert_eq!(stated_sd(DpAggregate::CountRows, true, layers), Some(layers));
-        assert_eq!(stated_sd(sum, true, layers), Some(layers * 3000.0));
-        assert_eq!(stated_sd(DpAggregate::CountRows, false, layers), None, "several rows per person");
-        assert_eq!(stated_sd(sum, false, layers), None);
-        assert_eq!(stated_sd(DpAggregate::Avg { lo: 0.0, hi: 3000.0 }, true, layers), None);
+        assert_eq!(stated_sd(DpAggregate::CountPeople, 20, layers), Some(layers));
+        assert_eq!(stated_sd(DpAggregate::CountRows, 1, layers), Some(layers));
+        assert_eq!(stated_sd(sum, 1, layers), Some(layers * 3000.0));
+        // Over several rows a person, each person's contribution is clamped to R rows (the
+        // caps' product), so every term of the scale is at most R (times the bound).
+        assert_eq!(stated_sd(DpAggregate::CountRows, 20, layers), Some(layers * 20.0), "several rows per person");
+        assert_eq!(stated_sd(sum, 20, layers), Some(layers * 60_000.0));
+        assert_eq!(stated_sd(DpAggregate::Avg { lo: 0.0, hi: 3000.0 }, 1, layers), None);
+    }
+
+    #[test]
+    fn the_noise_floor_is_what_one_person_may_contribute_over_e_cubed() {
+        let e3 = std::f64::consts::E.powi(3);
+        let sum = DpAggregate::Sum { lo: -50.0, hi: 20.0 };
+        assert_eq!(floor(DpAggregate::CountRows, 0, 20), 20.0 / e3);
+        assert_eq!(floor(sum, 0, 4), 200.0 / e3, "the larger bound's magnitude, times the rows");
+        assert_eq!(floor(DpAggregate::Avg { lo: 0.0, hi: 10.0 }, 1, 4), 4.0 / e3, "an average's count of values");
+        assert_eq!(floor(DpAggregate::CountPeople, 0, 20), 1.0 / e3);
     }
 
     #[test]
@@ -1554,20 +1587,23 @@ mod tests {
     fn outliers_are_flattened_to_the_top_group() {
         // Totals of 10 people: two outliers of 1,000 and 500 (1,480 above the top group), the
         // next four at 10 on average.
-        let above = Ranked { outliers: 1_480.0, top: Some(10.0) };
+        let above = Ranked { outliers: 1_480.0, top: Some(10.0), scale: 0.0 };
         let m = Measured { total: 1_580.0, above, below: None };
         let (value, sd) = m.flattened(10);
         assert_eq!(value, 100.0, "1,580 - 1,000 - 500 + 2 × 10");
         assert_eq!(sd, 10.0);
         // With no top group (two people), nothing is flattened and the scale is their average.
-        let m = Measured { total: 30.0, above: Ranked { outliers: 30.0, top: None }, below: None };
+        let m = Measured { total: 30.0, above: Ranked { outliers: 30.0, top: None, scale: 0.0 }, below: None };
         assert_eq!(m.flattened(2), (30.0, 15.0));
         // A signed sum: the same ten people and one more of -1,000 among others at -5 to 0,
         // whose magnitudes' two largest exceed their top group's 4 by 1,000 - 4 + 5 - 4.
-        let below = Ranked { outliers: 997.0, top: Some(4.0) };
+        let below = Ranked { outliers: 997.0, top: Some(4.0), scale: 0.0 };
         let m = Measured { total: 1_580.0 - 1_005.0, above, below: Some(below) };
         let (value, sd) = m.flattened(12);
         assert_eq!(value, 100.0 - 1_005.0 + 997.0, "the lowest brought up to -4 each");
         assert_eq!(sd, 10.0, "the larger side's top group");
+        // A scale above the top group's average sets the noise; the flattening is unchanged.
+        let scaled = Measured { above: Ranked { scale: 1_000.0 / std::f64::consts::E, ..above }, ..m };
+        assert_eq!(scaled.flattened(12), (value, 1_000.0 / std::f64::consts::E));
     }
 }

@@ -37,19 +37,21 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 ///
 /// ```text
 /// rows (privacy unit carried up, as a 64-bit hash)
-///   ─► per person and group: COUNT, SUM of values clamped to their bounds, their count
+///   ─► per person and group: COUNT, SUM of values clamped to their bounds, their count, each
+///      within the most one person contributes (`DpPlan::rows_per_person` times the bound)
 ///   ─► per group, for each contribution: the total, and in the same pass (ranked largest first,
 ///      ties by unit) the total of the ANON_OUTLIERS largest and the average of the TOP_GROUP
-///      after them; the number of people; the XOR of their hashes
+///      after them, and the noise's scale (`top.rs`, `Part::Scale`); the number of people; the
+///      XOR of their hashes
 /// ```
 ///
 /// Output, in order: the group keys; per aggregate, for each contribution it measures (rows for
 /// COUNT; the sum for SUM; the sum and the count of values for AVG; nothing for COUNT(DISTINCT
-/// unit)), three Float64 columns: total, the outliers' excess over the top group's average (their
+/// unit)), four Float64 columns: total, the outliers' excess over the top group's average (their
 /// total without a top group), top group's average (null when the
-/// group has no more than `ANON_OUTLIERS` people), and for a sum that may be below zero
-/// ([`DpAggregate::signed`]) these two of the contributions above zero and then two more of the
-/// magnitudes of those below zero; then the Int64 number of people; then the UInt64
+/// group has no more than `ANON_OUTLIERS` people) and the scale, and for a sum that may be below
+/// zero ([`DpAggregate::signed`]) these three of the contributions above zero and then three more
+/// of the magnitudes of those below zero; then the Int64 number of people; then the UInt64
 /// seed ([`ANON_SEED`]); then, per constant of the query's IN lists (`NoiseLabels::listed`), the
 /// UInt64 seed of the group's people whose rows match that constant (0 when none do); last, per
 /// constant again, the Int64 number of those people; in a variant over several rows a person
@@ -854,6 +856,7 @@ fn bound_with(
         buckets: None,
         touched: holds.is_some(),
         rows_capped: Vec::new(),
+        rows_per_person: if one_row { 1 } else { super::cap_rows::rows_per_person(&agg.input, threshold.ctx())? },
         public_keys: None,
         noise: super::NoiseLabels {
             listed: listed.iter().map(|(_, _, label)| label.clone()).collect(),
@@ -939,7 +942,10 @@ fn bound_with(
     // different time (a red team timed an IN list holding a rare value, 70 against 65 ms).
     let one_or_zero = |condition: Expr| cast(condition, DataType::Int64);
     let mut partial = Vec::new();
+    // Each measure's name, whether it is signed, and the most one person contributes to it in
+    // a group (`DpPlan::rows_per_person` rows, each at most its bound's magnitude).
     let mut measured = Vec::new();
+    let rows_bound = described.rows_per_person as f64;
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
         let Expr::AggregateFunction(f) = unalias(e) else {
             return plan_err!("an aggregate expression that is not a function call");
@@ -952,7 +958,7 @@ fn bound_with(
                     Some(arg) => one_or_zero(arg.clone().is_not_null()),
                 };
                 partial.push(rows.alias(name("rows", j)));
-                measured.push((name("rows", j), false));
+                measured.push((name("rows", j), false, rows_bound));
             }
             DpAggregate::CountPeople => {}
             DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
@@ -960,11 +966,11 @@ fn bound_with(
                 let clamped = super::bound_contributions::clamped(arg, *lo, *hi)?;
                 let total = if one_row { clamped.clone() } else { sum(clamped.clone()) };
                 partial.push(total.alias(name("sum", j)));
-                measured.push((name("sum", j), kind.signed()));
+                measured.push((name("sum", j), kind.signed(), rows_bound * lo.abs().max(hi.abs())));
                 if matches!(kind, DpAggregate::Avg { .. }) {
                     let values = if one_row { one_or_zero(clamped.is_not_null()) } else { count(clamped) };
                     partial.push(values.alias(name("n", j)));
-                    measured.push((name("n", j), false));
+                    measured.push((name("n", j), false, rows_bound));
                 }
             }
         }
@@ -986,10 +992,25 @@ fn bound_with(
         None => false,
     };
     let per_person = if one_row {
+        // One row a person: a count is 1 or 0 and a sum within its bounds already.
         LogicalPlanBuilder::from(input).project(group.into_iter().chain(partial))?.build()?
     } else {
-        LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?
+        // Each person's contribution within the most one person may contribute (their rows
+        // beyond the caps of joins, as a code table repeating a key repeats them), so that the
+        // noise's floor at that over e³ bounds every term of its scale ([`Part::Scale`],
+        // `anon.rs`).
+        let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;
+        let within: Vec<Expr> = (per_person.schema().columns().into_iter())
+            .map(|c| match measured.iter().find(|(m, _, _)| *m == c.name) {
+                Some((m, _, bound)) => {
+                    Ok(super::bound_contributions::clamped(&Expr::Column(c.clone()), -bound, *bound)?.alias(m.as_str()))
+                }
+                None => Ok(Expr::Column(c)),
+            })
+            .collect::<Result<_>>()?;
+        LogicalPlanBuilder::from(per_person).project(within)?.build()?
     };
+    let measured: Vec<(String, bool)> = measured.into_iter().map(|(m, signed, _)| (m, signed)).collect();
 
     // 2. Per group; each contribution ranked within its group in the same pass, largest first,
     // ties broken by the unit's hash, so that the ranking (and so the answer) is the same every
@@ -1016,7 +1037,8 @@ fn bound_with(
         };
         for (side, suffix) in sides {
             totals.push(top(Part::Outliers, outliers, side.clone(), unit.clone()).alias(format!("{c}_out{suffix}")));
-            totals.push(top(Part::TopGroup, outliers, side, unit.clone()).alias(format!("{c}_top{suffix}")));
+            totals.push(top(Part::TopGroup, outliers, side.clone(), unit.clone()).alias(format!("{c}_top{suffix}")));
+            totals.push(top(Part::Scale, outliers, side, unit.clone()).alias(format!("{c}_scale{suffix}")));
         }
     }
     totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
@@ -1551,7 +1573,11 @@ mod tests {
                 super::super::enforce_min_group_size::Threshold::new(&guard, Arc::new(AtomicU64::new(0)));
             let (measuring, _) =
                 bound_with(plan.clone(), &assessment, &mut threshold, one_row, &[], None, None).unwrap();
-            let has_aggregate_over_people = measuring.inputs().iter().any(|i| matches!(i, LogicalPlan::Aggregate(_)));
+            // Over several rows a person, the aggregate per person, then its contributions
+            // clamped (a projection).
+            let has_aggregate_over_people = measuring.inputs().iter().any(
+                |i| matches!(i, LogicalPlan::Projection(p) if matches!(p.input.as_ref(), LogicalPlan::Aggregate(_))),
+            );
             assert_eq!(has_aggregate_over_people, !one_row, "{}", measuring.display_indent());
             let sorted = datafusion::logical_expr::LogicalPlanBuilder::from(measuring)
                 .sort([datafusion::logical_expr::col("__veil_dp_key_0").sort(true, true)])

@@ -91,6 +91,11 @@ pub struct DpPlan {
     /// its cap (`cap_rows::capped`), for the answer to say that its counts of rows and sums
     /// are of the rows kept.
     pub rows_capped: Vec<(String, u64)>,
+    /// Anonymized answers: the most rows of one person a group counts (1 over one row a
+    /// person; else the product of the caps of the datasets about people it reads,
+    /// `cap_rows::rows_per_person`). Each person's contribution is clamped to it (times a
+    /// sum's bound), and the noise's scale is at least that over e³.
+    pub rows_per_person: u64,
 }
 
 /// An anonymized answer without some columns' conditions ([`DpPlan::variants`]).
@@ -236,6 +241,7 @@ pub(super) fn bound(
         buckets: None,
         touched: false,
         rows_capped: Vec::new(),
+        rows_per_person: 1,
         upper: upper.clone(),
         one_row_per_person: false,
         measures: (0..kinds.len()).collect(),

@@ -204,6 +204,25 @@ pub(crate) fn capped(input: &LogicalPlan, ctx: &GuardContext) -> Result<Vec<(Str
     Ok(capped)
 }
 
+/// The most rows of one person an anonymized answer over `input` counts in a group: the
+/// product of the caps (`max_groups × max_rows`) of the datasets about people it scans that are
+/// not one row a person (1 where there are none). What a dataset's steward declares one person
+/// contributes at most, as dp mode counts; beyond the joins' caps, a code table that repeats a
+/// key may repeat a person's rows, which the measuring plan clamps to this.
+///
+/// # Errors
+/// A DataFusion error if the plan cannot be walked.
+pub(crate) fn rows_per_person(input: &LogicalPlan, ctx: &GuardContext) -> Result<u64> {
+    let mut rows: u64 = 1;
+    input.apply_with_subqueries(|node| {
+        if let Some((cap, Some(_))) = factor(node, ctx) {
+            rows = rows.saturating_mul(cap);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(rows)
+}
+
 /// Whether `input` joins rows (inner or outer) or has subqueries (which run as joins).
 fn joins(input: &LogicalPlan) -> Result<bool> {
     let mut joins = false;

@@ -34,6 +34,10 @@ pub(super) enum Part {
     /// The average of the values of the `top` contributions after the outliers (null when
     /// none of them has a value, as when the group has no more than `outliers` people).
     TopGroup,
+    /// The least scale of noise that hides one person added or removed ([`Top::scale`]):
+    /// the largest of the top group's average, the third contribution, the second over e and
+    /// the first over e² (a missing or valueless contribution as 0; null for no people).
+    Scale,
 }
 
 /// How many of a group's contributions are outliers: at least `least`; one more while the
@@ -120,11 +124,38 @@ impl Top {
         n
     }
 
+    /// The noise's scale for a group ranked as `ranked`: the largest of the top group's average,
+    /// the third contribution, the second over e and the first over e².
+    ///
+    /// Why: flattening brings the outliers to the top group's average, so a person added at
+    /// the head of the top group counts in full and raises what the outliers count as. Scaled
+    /// by that average alone, the noise was small without a lone heavy person and large with
+    /// them, and the answer moved by their whole contribution: sixteen people of 2 visits, two
+    /// of 60 and one of 20 planted, and the target of 20 or absent, was read 114 of 120 times in
+    /// one query. A person added moves the flattened total by about the third contribution at
+    /// most (more is flattened), so the scale is at least that, with or without them; and one
+    /// person added or removed moves each rank by one place at most, so each term moves by a
+    /// factor of e at most (the second over e is at most the third's next value, and so on).
+    /// The first is bounded by the most one person contributes (`anon.rs`, the floor at that
+    /// over e³), so no term grows without bound. Measured by a simulation of the rules (every
+    /// layout of up to three heavy people of 5 to 5,000 beside 8 to 40 light ones, the target
+    /// of 2 to 5,000, the best threshold): the worst layout called 74% (1.0 before), none above
+    /// 80% (six in ten before).
+    fn scale(&self, ranked: &[Entry], top: Option<f64>) -> Option<f64> {
+        if ranked.is_empty() {
+            return None;
+        }
+        let value = |i: usize| ranked.get(i).and_then(|e| e.0).unwrap_or(0.0).max(0.0);
+        let e = std::f64::consts::E;
+        Some(top.unwrap_or(0.0).max(value(2)).max(value(1) / e).max(value(0) / (e * e)))
+    }
+
     fn evaluate(&self, ranked: &[Entry]) -> Option<f64> {
         let n = self.outliers(ranked);
         let top = self.average(ranked, n);
         match self.part {
             Part::TopGroup => top,
+            Part::Scale => self.scale(ranked, top),
             Part::Outliers => {
                 let values: Vec<f64> = ranked.iter().take(n).filter_map(|e| e.0).collect();
                 if values.is_empty() {
@@ -144,6 +175,7 @@ impl AggregateUDFImpl for Top {
         match self.part {
             Part::Outliers => "__veil_top_outliers",
             Part::TopGroup => "__veil_top_group",
+            Part::Scale => "__veil_top_scale",
         }
     }
 
@@ -415,5 +447,30 @@ mod tests {
         // Negative sums: nothing is steep above an average at or below zero.
         let negative = ranked(&[Some(5.0), Some(1.0), Some(0.5), Some(-3.0), Some(-4.0), Some(-5.0)]);
         assert_eq!(spec(Part::TopGroup).evaluate(&negative), Some(-2.875));
+    }
+
+    /// The scale is about the size of what one person added or removed moves, whatever their
+    /// rank, and the same with a lone heavy person or without (the layout a measurement on the
+    /// engine read 114 of 120 times when the scale was the top group's average).
+    #[test]
+    fn the_scale_hides_a_lone_heavy_person_and_moves_by_e_at_most() {
+        let e = std::f64::consts::E;
+        let mut values = vec![Some(60.0), Some(60.0), Some(20.0)];
+        values.extend([Some(2.0); 16]);
+        let without = ranked(&values);
+        values.insert(3, Some(20.0));
+        let with = ranked(&values);
+        let scale = |r: &[Entry]| spec(Part::Scale).evaluate(r).unwrap();
+        assert_eq!((scale(&without), scale(&with)), (60.0 / e, 60.0 / e), "alike with the target or without");
+        assert!(scale(&without) >= 20.0, "at least the target's contribution");
+        assert!(spec(Part::TopGroup).evaluate(&without) < Some(20.0 / 2.0), "where the top group's average was small");
+        // One person far above the rest sets it over e²; a second one beside them, over e.
+        let one = ranked(&[Some(1000.0), Some(2.0), Some(2.0), Some(2.0)]);
+        let two = ranked(&[Some(1000.0), Some(1000.0), Some(2.0), Some(2.0), Some(2.0)]);
+        assert_eq!(scale(&one), 1000.0 / (e * e));
+        assert_eq!(scale(&two), 1000.0 / e);
+        // Nobody without a value is below zero: a null is no contribution.
+        assert_eq!(scale(&ranked(&[None, Some(3.0)])), 3.0 / e);
+        assert_eq!(spec(Part::Scale).evaluate(&[]), None);
     }
 }
