@@ -713,22 +713,30 @@ async fn each_restricted_column_has_a_variant_without_its_conditions() {
     )
     .await;
     let names: Vec<&str> = got.iter().map(|(c, _)| c.as_str()).collect();
+    // In the columns' names' order, whatever the query's: which of several low-effect columns
+    // a group is answered without must not follow the spelling.
     assert_eq!(
         names,
         [
-            "subsidy",
-            "district",
-            "subsidy+district",
             "alone",
-            "subsidy+alone",
-            "district+alone",
-            "subsidy+district+alone"
+            "district",
+            "alone+district",
+            "subsidy",
+            "alone+subsidy",
+            "district+subsidy",
+            "alone+district+subsidy"
         ]
     );
     // Each variant's labels lack its columns' conditions and keep the others.
-    assert_eq!(got[0].1, ["alone = true", "district = a"]);
-    assert_eq!(got[5].1, ["subsidy in [0, 499]"]);
+    assert_eq!(got[3].1, ["alone = true", "district = a"]);
+    assert_eq!(got[2].1, ["subsidy in [0, 499]"]);
     assert_eq!(got[6].1, Vec::<String>::new());
+    let reordered = columns(
+        "SELECT count(*) AS n FROM civil.people
+         WHERE alone AND substr(district, 1, 1) = 'a' AND district = 'a' AND subsidy >= 0 AND subsidy < 500",
+    )
+    .await;
+    assert_eq!(reordered, got, "the same variants in the same order however the conditions are written");
     // A condition on a key's column too (a red team exempted a range by grouping on its
     // column); its variant is the same month of every year, labelled by the key alone.
     let keyed = columns(

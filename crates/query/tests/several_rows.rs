@@ -157,6 +157,71 @@ fn two_isolating_conditions(dir: &Path, file: &str, one_row: bool) -> SessionDat
     written(dir, file, (ids, districts), codes, days, one_row)
 }
 
+/// Per district, fifteen people of code 1 in January, six of code 2 in February and, where a
+/// fixed coin says so, the target of code 2 in January (failing the code alone); one row a
+/// person or not.
+fn failing_one_condition(dir: &Path, file: &str, one_row: bool) -> SessionDataset {
+    let (mut ids, mut districts, mut codes, mut days) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..DISTRICTS {
+        let mut person = |id: String, code: i64, month: usize| {
+            ids.push(id);
+            districts.push(format!("R{d:02}"));
+            codes.push(code);
+            days.push(mid_month(month));
+        };
+        for p in 0..15 {
+            person(format!("P{d:02}{p:02}"), 1, 1);
+        }
+        for p in 15..21 {
+            person(format!("P{d:02}{p:02}"), 2, 2);
+        }
+        if target_here(d) {
+            person(format!("T{d:02}"), 2, 1);
+        }
+    }
+    written(dir, file, (ids, districts), codes, days, one_row)
+}
+
+/// A fixed coin per district.
+fn target_here(d: usize) -> bool {
+    d.wrapping_mul(2_654_435_761) % 1_000 < 500
+}
+
+/// Two conditions that each remove almost nobody (the code the target alone, the month nobody
+/// beside the code) but many together: the group is answered without one of them, the first in
+/// an order. That order was the query's, so `WHERE code = 1 AND <January>` measured the target
+/// and the same conditions the other way round did not, under one label: the two answers were
+/// bit-identical exactly where the target was absent (a red team: 56 of 60 districts in two
+/// queries). Now the order is the labels'.
+#[tokio::test]
+async fn the_order_of_the_conditions_does_not_choose_whom_a_group_measures() {
+    for one_row in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = failing_one_condition(dir.path(), "people", one_row);
+        let engine = veil_query::QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+        let ask = |first: &str, second: &str| {
+            format!(
+                "SELECT district, count(*) AS n FROM civil.visits WHERE {first} AND {second} GROUP BY district ORDER BY district"
+            )
+        };
+        let (code, month) = ("code = 1", "day >= DATE '2024-01-01' AND day < DATE '2024-02-01'");
+        let (a, b) =
+            (answers(&engine, &dataset, &ask(code, month)).await, answers(&engine, &dataset, &ask(month, code)).await);
+        assert_eq!(a.len(), b.len(), "one row a person: {one_row}");
+        // Per district, whether the two spellings answered alike, against the coin.
+        let alike = |here: bool| {
+            a.iter()
+                .zip(&b)
+                .filter(|((d, _), _)| target_here(d[1..].parse().unwrap()) == here)
+                .filter(|((_, x), (_, y))| x == y)
+                .count()
+        };
+        let here = (0..DISTRICTS).filter(|d| target_here(*d)).count();
+        // Before: alike in every district without the target and in about one in five with.
+        assert_eq!((alike(true), alike(false)), (here, DISTRICTS - here), "one row a person: {one_row}");
+    }
+}
+
 /// Two conditions that each single the target out: each removes nobody beside the other, so
 /// both were low-effect and the group was answered without both, the target's whole district,
 /// released exactly where the target had the secret (a red team: 46 of 50 in about ten
