@@ -723,9 +723,15 @@ async fn an_in_list_constant_only_the_target_matches_changes_no_answer() {
     let differences: Vec<f64> = with.iter().filter_map(|(d, n)| control.get(d).map(|c| n - c)).collect();
     assert!(differences.len() >= 40, "too few districts released in both: {with:?} {control:?}");
     let mean = differences.iter().sum::<f64>() / differences.len() as f64;
-    let spread = (differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / differences.len() as f64).sqrt();
+    // Without the two farthest: a constant one person matches is kept about one time in 25 (a
+    // sticky draw per person, so about two of fifty districts), and kept, the district differs
+    // by the target and two people layers of √2 each.
+    let mut deviations: Vec<f64> = differences.iter().map(|d| (d - mean).powi(2)).collect();
+    deviations.sort_by(f64::total_cmp);
+    deviations.truncate(deviations.len() - 2);
+    let spread = (deviations.iter().sum::<f64>() / deviations.len() as f64).sqrt();
     // About four standard errors from what leaving the target out gives (0 and 1.4), and from
-    // what keeping them gives (1 and 2.5) on the spread.
+    // what keeping them gives (1 and 2.8) on the spread.
     assert!(
         mean.abs() < 0.8 && spread < 1.9,
         "the target's year moves their district's answer (mean {mean}, spread {spread}: {differences:?}): their rows are kept"

@@ -1212,7 +1212,8 @@ pub(crate) fn add_noise(
     let mut at = plan.keys;
     // The layers' standard deviation together, in units of a layer's scale.
     let with_lists = !plan.noise.listed.is_empty();
-    let layers = LAYER_SD * ((2 + usize::from(with_lists) + plan.noise.listed.len()) as f64).sqrt();
+    // The people layer's variance twice the scale's square, each other layer's at most it.
+    let layers = LAYER_SD * ((3 + usize::from(with_lists) + plan.noise.listed.len()) as f64).sqrt();
     let noise_sd = plan.aggregates.iter().map(|a| stated_sd(*a, plan.rows_per_person, layers)).collect();
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
@@ -1244,8 +1245,16 @@ pub(crate) fn add_noise(
             // quantity too, they drew afresh per column, and copies of a column summed in one
             // query averaged them away with the people layers (a red team: 33 samples of one
             // count, membership 30 of 30). Shared, they stay in any average over columns.
+            //
+            // Only the people layer has the group's scale (`people_sd`, √2 times it: the two
+            // layers' variance before). The others are drawn afresh by the query's spelling
+            // (a range that removes nobody, an IN list padded with a value nobody has) over
+            // the same people, so their spread over many spellings measured the scale, which
+            // follows the contributions: a target who moves it by a factor near e was told 60
+            // of 60 in sixteen queries (a red team, 2026-12-05). Their scale (`bucket_sd`) is
+            // from the query and the declarations alone: the floor.
             let quantity = plan.noise.measures.get(j).map_or(&[][..], |m| m.as_bytes());
-            let noise = |measure: usize, sd: f64| {
+            let noise = |measure: usize, people_sd: f64, bucket_sd: f64| {
                 let tag = [quantity, &measure.to_le_bytes()].concat();
                 let people_layer = normal(&key, &[b"people", seed, &tag]);
                 let label_layer = normal(&key, &[b"labels", label]);
@@ -1262,7 +1271,9 @@ pub(crate) fn add_noise(
                 // narrows the attack, no more: the difference's spread over 30 paddings still
                 // tells (docs/aggregate.md, "Nested grid cells").
                 let lists_layer = if with_lists { normal(&key, &[b"lists", label, lists]) } else { 0.0 };
-                LAYER_SD * sd * (people_layer + label_layer + condition_layers + lists_layer)
+                LAYER_SD
+                    * (std::f64::consts::SQRT_2 * people_sd * people_layer
+                        + bucket_sd * (label_layer + condition_layers + lists_layer))
             };
             // Every layer's scale is at least 1: a group whose contributions after the two
             // largest are all zero would otherwise get no noise at all, and its sum would be
@@ -1271,11 +1282,12 @@ pub(crate) fn add_noise(
             // contribution over e², moves by a factor of e at most with one person more.
             let noisy = |m: Measured, measure: usize| {
                 let (value, sd) = m.flattened(p);
-                value + noise(measure, sd.max(floor(*aggregate, measure, plan.rows_per_person)).max(1.0))
+                let least = floor(*aggregate, measure, plan.rows_per_person).max(1.0);
+                value + noise(measure, sd.max(least), least)
             };
             values.push(match *aggregate {
                 DpAggregate::CountRows => noisy(measured_at(at, row, false)?, 0).round().max(0.0),
-                DpAggregate::CountPeople => (p as f64 + noise(0, 1.0)).round().max(0.0),
+                DpAggregate::CountPeople => (p as f64 + noise(0, 1.0, 1.0)).round().max(0.0),
                 DpAggregate::Sum { .. } => noisy(measured_at(at, row, signed)?, 0),
                 DpAggregate::Avg { lo, hi } => {
                     let s = noisy(measured_at(at, row, signed)?, 0);
