@@ -1333,15 +1333,6 @@ fn rounded_sum(plan: &DpPlan, j: usize) -> bool {
     })
 }
 
-/// What an answer may say about an aggregate's noise: the most its standard deviation can be,
-/// from the query (`layers`) and public bounds only. A scale derived from the group's own
-/// contributions moved when one person entered it, and a red team read whether a planted
-/// person's value was above zero off two answers' stated scales, with no noise in the way.
-///
-/// COUNT(DISTINCT unit) has layers of scale 1; COUNT over one row per person too (each person
-/// contributes one row); SUM over one row per person at most the larger bound's magnitude per
-/// layer (contributions are clamped to the bounds). Otherwise (several rows per person, averages,
-/// whose noise depends on a noisy count) nothing data-free can be said.
 /// The least scale of the noise of an aggregate's `measure` (0: its count or sum; 1: an
 /// average's count of values): the most one person contributes to it, over e³. A person
 /// contributes at most `rows_per_person` rows, each of a sum at most its bound's magnitude.
@@ -1369,6 +1360,15 @@ fn flattened(aggregate: DpAggregate, one_row_per_person: bool) -> bool {
     }
 }
 
+/// What an answer may say about an aggregate's noise: the most its standard deviation can be,
+/// from the query (`layers`) and the declarations only. A scale derived from the group's own
+/// contributions moved when one person entered it, and a red team read whether a planted
+/// person's value was above zero off two answers' stated scales, with no noise in the way.
+///
+/// COUNT(DISTINCT unit) has layers of scale 1. Every term of a count's or a sum's scale is at
+/// most what one person contributes, and each person's contribution is clamped to that: R rows
+/// (`rows_per_person`, 1 over one row a person), each of a sum at most the larger bound's
+/// magnitude. An average's noise depends on a noisy count: nothing data-free can be said.
 fn stated_sd(aggregate: DpAggregate, rows_per_person: u64, layers: f64) -> Option<f64> {
     let rows = rows_per_person as f64;
     match aggregate {

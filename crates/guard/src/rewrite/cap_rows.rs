@@ -92,10 +92,9 @@ fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
     if !joins && ctx.mode != Mode::Dp {
         return Ok(input);
     }
-    let factor = |node: &LogicalPlan| factor(node, ctx);
     let mut product: u64 = 1;
     input.apply_with_subqueries(|node| {
-        if let Some((by, _)) = factor(node) {
+        if let Some((by, _)) = factor(node, ctx) {
             product = product.saturating_mul(by);
         }
         Ok(TreeNodeRecursion::Continue)
@@ -112,7 +111,7 @@ fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
     let mut next = 0;
     input
         .transform_up_with_subqueries(|node| {
-            let (Some((cap, Some(unit))), LogicalPlan::TableScan(scan)) = (factor(&node), &node) else {
+            let (Some((cap, Some(unit))), LogicalPlan::TableScan(scan)) = (factor(&node, ctx), &node) else {
                 return Ok(Transformed::no(node));
             };
             let (schema, table) = (scan.table_name.schema(), scan.table_name.table());
@@ -223,7 +222,9 @@ pub(crate) fn rows_per_person(input: &LogicalPlan, ctx: &GuardContext) -> Result
     Ok(rows)
 }
 
-/// Whether `input` joins rows (inner or outer) or has subqueries (which run as joins).
+/// Whether `input` joins rows (inner or outer) or has subqueries (which run as joins of their
+/// own, and whose scans count in the caps' product: an over-estimate where they only filter,
+/// never an under-estimate).
 fn joins(input: &LogicalPlan) -> Result<bool> {
     let mut joins = false;
     input.apply_with_subqueries(|node| {
