@@ -254,12 +254,21 @@ fn casts_one_to_one(plan: &LogicalPlan, read: &[&Expr]) -> Result<(), Violation>
 
 /// Whether a cast from `from` to `to` maps distinct values to distinct values, in their order
 /// ([`casts_one_to_one`]). An integer of 64 bits to a float rounds beyond 2⁵³, which no
-/// declared quantity about a person reaches; the float then still orders as the integer.
+/// declared quantity about a person reaches; the float then still orders as the integer. A
+/// decimal widens to a decimal with as many digits before and after the point (type coercion
+/// does so to compare `c_acctbal >= 0`), or to a float where it has at most 15 digits.
 fn one_to_one(from: &datafusion::arrow::datatypes::DataType, to: &datafusion::arrow::datatypes::DataType) -> bool {
     use datafusion::arrow::datatypes::DataType::{
-        Boolean, Date32, Date64, Dictionary, Float16, Float32, Float64, Int8, Int16, Int32, Int64, LargeUtf8,
-        Timestamp, UInt8, UInt16, UInt32, UInt64, Utf8, Utf8View,
+        Boolean, Date32, Date64, Decimal128, Decimal256, Dictionary, Float16, Float32, Float64, Int8, Int16, Int32,
+        Int64, LargeUtf8, Timestamp, UInt8, UInt16, UInt32, UInt64, Utf8, Utf8View,
     };
+    /// A decimal type's digits before and after the point.
+    fn decimal(t: &datafusion::arrow::datatypes::DataType) -> Option<(i16, i16)> {
+        match t {
+            Decimal128(p, s) | Decimal256(p, s) => Some((i16::from(*p) - i16::from(*s), i16::from(*s))),
+            _ => None,
+        }
+    }
     /// An integer type's range as (signed, bits).
     fn integer(t: &datafusion::arrow::datatypes::DataType) -> Option<(bool, u32)> {
         Some(match t {
@@ -289,7 +298,17 @@ fn one_to_one(from: &datafusion::arrow::datatypes::DataType, to: &datafusion::ar
                 _ => to_bits >= from_bits,
             }
         }
-        (from, Float64) => integer(from).is_some() || matches!(from, Float16 | Float32 | Boolean),
+        (from, to) if decimal(from).is_some() && decimal(to).is_some() => {
+            let (Some((from_int, from_frac)), Some((to_int, to_frac))) = (decimal(from), decimal(to)) else {
+                return false;
+            };
+            to_int >= from_int && to_frac >= from_frac
+        }
+        (from, Float64) => {
+            integer(from).is_some()
+                || matches!(from, Float16 | Float32 | Boolean)
+                || decimal(from).is_some_and(|(int, frac)| int + frac <= 15)
+        }
         (Float16, Float32) => true,
         (Boolean, to) => integer(to).is_some() || matches!(to, Float32),
         (Date32, Date64 | Timestamp(..)) => true,
@@ -965,6 +984,37 @@ pub(crate) fn aggregate(
 
 #[cfg(test)]
 mod tests {
+    /// Type coercion's own casts stay admitted (a wider integer, a decimal widened to compare
+    /// with a constant, a date to the timestamp `date_trunc` takes); casts that merge values
+    /// are refused.
+    #[test]
+    fn casts_that_keep_values_apart_are_one_to_one() {
+        use datafusion::arrow::datatypes::DataType::{Date32, Decimal128, Float64, Int32, Int64, Timestamp, Utf8};
+        use datafusion::arrow::datatypes::TimeUnit::{Nanosecond, Second};
+        for (from, to) in [
+            (Int32, Int64),
+            (Int64, Float64),
+            (Decimal128(15, 2), Decimal128(22, 2)),
+            (Decimal128(15, 2), Float64),
+            (Date32, Timestamp(Nanosecond, None)),
+            (Timestamp(Second, None), Timestamp(Nanosecond, None)),
+        ] {
+            assert!(super::one_to_one(&from, &to), "{from} to {to}");
+        }
+        for (from, to) in [
+            (Float64, Int64),
+            (Int64, Int32),
+            (Decimal128(15, 2), Decimal128(15, 0)),
+            (Decimal128(38, 10), Float64),
+            (Timestamp(Nanosecond, None), Date32),
+            (Timestamp(Nanosecond, None), Timestamp(Second, None)),
+            (Utf8, Int64),
+            (Int64, Utf8),
+        ] {
+            assert!(!super::one_to_one(&from, &to), "{from} to {to}");
+        }
+    }
+
     use datafusion::common::ScalarValue;
 
     use super::month_start;
