@@ -32,4 +32,19 @@ impl DpAggregate {
     pub fn signed(&self) -> bool {
         matches!(self, Self::Sum { lo, .. } | Self::Avg { lo, .. } if *lo < 0.0)
     }
+
+    /// The most one person contributes to its `measure` in one group of an anonymized answer
+    /// (0: its count or sum; 1: an average's count of values), counting at most `rows` of their
+    /// rows: a count of people 1, a count `rows`, a sum `rows` times its larger bound's
+    /// magnitude. Each person's contribution is clamped to it (`anonymize.rs`), and the noise's
+    /// floor and stated bound follow from it (the query layer's `anon.rs`).
+    #[must_use]
+    pub fn most_per_person(&self, measure: usize, rows: u64) -> f64 {
+        let rows = rows as f64;
+        match self {
+            Self::CountPeople => 1.0,
+            Self::Sum { lo, hi } | Self::Avg { lo, hi } if measure == 0 => rows * lo.abs().max(hi.abs()),
+            _ => rows,
+        }
+    }
 }

@@ -1334,16 +1334,10 @@ fn rounded_sum(plan: &DpPlan, j: usize) -> bool {
 }
 
 /// The least scale of the noise of an aggregate's `measure` (0: its count or sum; 1: an
-/// average's count of values): the most one person contributes to it, over e³. A person
-/// contributes at most `rows_per_person` rows, each of a sum at most its bound's magnitude.
+/// average's count of values): the most one person contributes to it
+/// ([`DpAggregate::most_per_person`]), over e³.
 fn floor(aggregate: DpAggregate, measure: usize, rows_per_person: u64) -> f64 {
-    let rows = rows_per_person as f64;
-    let most = match aggregate {
-        DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } if measure == 0 => rows * lo.abs().max(hi.abs()),
-        DpAggregate::CountPeople => 1.0,
-        _ => rows,
-    };
-    most / std::f64::consts::E.powi(3)
+    aggregate.most_per_person(measure, rows_per_person) / std::f64::consts::E.powi(3)
 }
 
 /// Whether flattening may move an aggregate's values away from the data's beyond their noise:
@@ -1370,12 +1364,9 @@ fn flattened(aggregate: DpAggregate, one_row_per_person: bool) -> bool {
 /// (`rows_per_person`, 1 over one row a person), each of a sum at most the larger bound's
 /// magnitude. An average's noise depends on a noisy count: nothing data-free can be said.
 fn stated_sd(aggregate: DpAggregate, rows_per_person: u64, layers: f64) -> Option<f64> {
-    let rows = rows_per_person as f64;
     match aggregate {
-        DpAggregate::CountPeople => Some(layers),
-        DpAggregate::CountRows => Some(layers * rows.max(1.0)),
-        DpAggregate::Sum { lo, hi } => Some(layers * (rows * lo.abs().max(hi.abs())).max(1.0)),
         DpAggregate::Avg { .. } => None,
+        _ => Some(layers * aggregate.most_per_person(0, rows_per_person).max(1.0)),
     }
 }
 

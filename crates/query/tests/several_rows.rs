@@ -208,9 +208,7 @@ fn target_here(d: usize) -> bool {
 #[tokio::test]
 async fn the_order_of_the_conditions_does_not_choose_whom_a_group_measures() {
     for one_row in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let dataset = failing_one_condition(dir.path(), "people", one_row);
-        let engine = veil_query::QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+        let (_dir, dataset, engine) = one_dataset(|dir| failing_one_condition(dir, "people", one_row));
         let ask = |first: &str, second: &str| {
             format!(
                 "SELECT district, count(*) AS n FROM civil.visits WHERE {first} AND {second} GROUP BY district ORDER BY district"
@@ -263,9 +261,7 @@ fn one_heavy_among_light(dir: &Path, file: &str) -> SessionDataset {
 /// and the declarations alone.
 #[tokio::test]
 async fn the_spread_of_many_spellings_does_not_measure_the_noise_scale() {
-    let dir = tempfile::tempdir().unwrap();
-    let dataset = one_heavy_among_light(dir.path(), "visits");
-    let engine = veil_query::QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+    let (_dir, dataset, engine) = one_dataset(|dir| one_heavy_among_light(dir, "visits"));
     let mut answers_by_district: Vec<Vec<f64>> = vec![Vec::new(); DISTRICTS];
     for width in [1i64, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000] {
         let sql = format!(
@@ -300,9 +296,7 @@ async fn the_spread_of_many_spellings_does_not_measure_the_noise_scale() {
 #[tokio::test]
 async fn two_conditions_that_each_single_out_the_target_are_not_both_left_out() {
     for one_row in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let dataset = two_isolating_conditions(dir.path(), "people", one_row);
-        let engine = veil_query::QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+        let (_dir, dataset, engine) = one_dataset(|dir| two_isolating_conditions(dir, "people", one_row));
         let sql = "SELECT district, count(*) AS n FROM civil.visits \
                    WHERE code = 20000 AND day = DATE '2024-01-15' GROUP BY district";
         let rows = answers(&engine, &dataset, sql).await;
@@ -352,6 +346,14 @@ fn layered(dir: &Path, file: &str, light: usize, heavy: &[usize], target: Option
         }
     }
     written(dir, file, (ids, districts), codes, days, false)
+}
+
+/// A temporary directory holding `build`'s dataset, and an engine over it.
+fn one_dataset(build: impl FnOnce(&Path) -> SessionDataset) -> (tempfile::TempDir, SessionDataset, QueryEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = build(dir.path());
+    let engine = QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+    (dir, dataset, engine)
 }
 
 fn twins() -> (tempfile::TempDir, SessionDataset, SessionDataset, QueryEngine) {
@@ -542,9 +544,7 @@ fn planted_alone(dir: &Path, file: &str, visits: usize) -> SessionDataset {
 #[tokio::test]
 async fn a_group_of_one_does_not_claim_its_way_past_the_threshold() {
     for visits in [1, 2] {
-        let dir = tempfile::tempdir().unwrap();
-        let dataset = planted_alone(dir.path(), "people", visits);
-        let engine = QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+        let (_dir, dataset, engine) = one_dataset(|dir| planted_alone(dir, "people", visits));
         let sql = "SELECT district, count(*) AS n FROM civil.visits WHERE code = 1 GROUP BY district";
         // Fresh draws for every claim and release: another installation's secret each time.
         let mut told = Vec::new();

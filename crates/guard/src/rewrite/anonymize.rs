@@ -950,9 +950,9 @@ fn bound_with(
     let one_or_zero = |condition: Expr| cast(condition, DataType::Int64);
     let mut partial = Vec::new();
     // Each measure's name, whether it is signed, and the most one person contributes to it in
-    // a group (`DpPlan::rows_per_person` rows, each at most its bound's magnitude).
+    // a group (`DpAggregate::most_per_person`).
     let mut measured = Vec::new();
-    let rows_bound = described.rows_per_person as f64;
+    let rows_per_person = described.rows_per_person;
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
         let Expr::AggregateFunction(f) = unalias(e) else {
             return plan_err!("an aggregate expression that is not a function call");
@@ -965,7 +965,7 @@ fn bound_with(
                     Some(arg) => one_or_zero(arg.clone().is_not_null()),
                 };
                 partial.push(rows.alias(name("rows", j)));
-                measured.push((name("rows", j), false, rows_bound));
+                measured.push((name("rows", j), false, kind.most_per_person(0, rows_per_person)));
             }
             DpAggregate::CountPeople => {}
             DpAggregate::Sum { lo, hi } | DpAggregate::Avg { lo, hi } => {
@@ -973,11 +973,11 @@ fn bound_with(
                 let clamped = super::bound_contributions::clamped(arg, *lo, *hi)?;
                 let total = if one_row { clamped.clone() } else { sum(clamped.clone()) };
                 partial.push(total.alias(name("sum", j)));
-                measured.push((name("sum", j), kind.signed(), rows_bound * lo.abs().max(hi.abs())));
+                measured.push((name("sum", j), kind.signed(), kind.most_per_person(0, rows_per_person)));
                 if matches!(kind, DpAggregate::Avg { .. }) {
                     let values = if one_row { one_or_zero(clamped.is_not_null()) } else { count(clamped) };
                     partial.push(values.alias(name("n", j)));
-                    measured.push((name("n", j), false, rows_bound));
+                    measured.push((name("n", j), false, kind.most_per_person(1, rows_per_person)));
                 }
             }
         }

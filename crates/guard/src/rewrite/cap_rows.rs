@@ -175,31 +175,21 @@ fn cap_at_scans(input: LogicalPlan, ctx: &GuardContext) -> Result<LogicalPlan> {
 }
 
 /// The datasets whose rows per person [`cap_at_scans`] caps in `input`, named
-/// `department.dataset`, each with its cap (`max_groups × max_rows`), in scan order: those
-/// about people, not one row a person, when the plan joins (or always, in dp mode). Said in an
-/// anonymized answer, since a count of rows or a sum over them is then of the rows kept (at
-/// most that many a person) and lower than the data's wherever somebody has more. From the
+/// `department.dataset`, each with its cap (`max_groups × max_rows`), in scan order, each once:
+/// those about people, not one row a person, when the plan joins (or always, in dp mode). Said
+/// in an anonymized answer, since a count of rows or a sum over them is then of the rows kept
+/// (at most that many a person) and lower than the data's wherever somebody has more. From the
 /// declarations alone: nothing says whether anybody has more.
 ///
 /// # Errors
 /// A DataFusion error if the plan cannot be walked.
 pub(crate) fn capped(input: &LogicalPlan, ctx: &GuardContext) -> Result<Vec<(String, u64)>> {
-    let mut capped = Vec::new();
     if !joins(input)? && ctx.mode != Mode::Dp {
-        return Ok(capped);
+        return Ok(Vec::new());
     }
-    input.apply_with_subqueries(|node| {
-        if let (Some((cap, Some(_))), LogicalPlan::TableScan(scan)) = (factor(node, ctx), node) {
-            let name = match scan.table_name.schema() {
-                Some(schema) => format!("{schema}.{}", scan.table_name.table()),
-                None => scan.table_name.table().to_owned(),
-            };
-            if !capped.iter().any(|(n, _)| *n == name) {
-                capped.push((name, cap));
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
+    let mut capped = people_caps(input, ctx)?;
+    let mut seen = std::collections::HashSet::new();
+    capped.retain(|(name, _)| seen.insert(name.clone()));
     Ok(capped)
 }
 
@@ -212,14 +202,24 @@ pub(crate) fn capped(input: &LogicalPlan, ctx: &GuardContext) -> Result<Vec<(Str
 /// # Errors
 /// A DataFusion error if the plan cannot be walked.
 pub(crate) fn rows_per_person(input: &LogicalPlan, ctx: &GuardContext) -> Result<u64> {
-    let mut rows: u64 = 1;
+    Ok(people_caps(input, ctx)?.iter().fold(1u64, |rows, (_, cap)| rows.saturating_mul(*cap)))
+}
+
+/// Each scan in `input` of a dataset about people that is not one row a person, named
+/// `department.dataset`, with its cap (`max_groups × max_rows`), in scan order.
+fn people_caps(input: &LogicalPlan, ctx: &GuardContext) -> Result<Vec<(String, u64)>> {
+    let mut caps = Vec::new();
     input.apply_with_subqueries(|node| {
-        if let Some((cap, Some(_))) = factor(node, ctx) {
-            rows = rows.saturating_mul(cap);
+        if let (Some((cap, Some(_))), LogicalPlan::TableScan(scan)) = (factor(node, ctx), node) {
+            let name = match scan.table_name.schema() {
+                Some(schema) => format!("{schema}.{}", scan.table_name.table()),
+                None => scan.table_name.table().to_owned(),
+            };
+            caps.push((name, cap));
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
-    Ok(rows)
+    Ok(caps)
 }
 
 /// Whether `input` joins rows (inner or outer) or has subqueries (which run as joins of their

@@ -286,24 +286,18 @@ fn one_to_one(from: &datafusion::arrow::datatypes::DataType, to: &datafusion::ar
     if from == to {
         return true;
     }
+    if let (Some((from_signed, from_bits)), Some((to_signed, to_bits))) = (integer(from), integer(to)) {
+        return match (from_signed, to_signed) {
+            (true, false) => false,
+            (false, true) => to_bits > from_bits,
+            _ => to_bits >= from_bits,
+        };
+    }
+    if let (Some((from_int, from_frac)), Some((to_int, to_frac))) = (decimal(from), decimal(to)) {
+        return to_int >= from_int && to_frac >= from_frac;
+    }
     match (from, to) {
         (Dictionary(_, value), to) => one_to_one(value, to),
-        (from, to) if integer(from).is_some() && integer(to).is_some() => {
-            let (Some((from_signed, from_bits)), Some((to_signed, to_bits))) = (integer(from), integer(to)) else {
-                return false;
-            };
-            match (from_signed, to_signed) {
-                (true, false) => false,
-                (false, true) => to_bits > from_bits,
-                _ => to_bits >= from_bits,
-            }
-        }
-        (from, to) if decimal(from).is_some() && decimal(to).is_some() => {
-            let (Some((from_int, from_frac)), Some((to_int, to_frac))) = (decimal(from), decimal(to)) else {
-                return false;
-            };
-            to_int >= from_int && to_frac >= from_frac
-        }
         (from, Float64) => {
             integer(from).is_some()
                 || matches!(from, Float16 | Float32 | Boolean)
