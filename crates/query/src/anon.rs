@@ -1253,7 +1253,13 @@ pub(crate) fn add_noise(
             // follows the contributions: a target who moves it by a factor near e was told 60
             // of 60 in sixteen queries (a red team, 2026-12-05). Their scale (`bucket_sd`) is
             // from the query and the declarations alone: the floor.
-            let quantity = plan.noise.measures.get(j).map_or(&[][..], |m| m.as_bytes());
+            //
+            // A group answered without conditions that remove almost nobody is the quantity the
+            // plan without them names (over a join, the columns its conditions read are in the
+            // name): named by the answer's plan, conditions that removed nobody drew the people
+            // layer afresh over the same people and rows, and eight subsets of three told the
+            // scale by their spread (a red team: 53 of 60 districts in eight queries).
+            let quantity = sources[source].plan.noise.measures.get(j).map_or(&[][..], |m| m.as_bytes());
             let noise = |measure: usize, people_sd: f64, bucket_sd: f64| {
                 let tag = [quantity, &measure.to_le_bytes()].concat();
                 let people_layer = normal(&key, &[b"people", seed, &tag]);

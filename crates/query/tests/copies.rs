@@ -31,7 +31,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, Record
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use veil_common::Tag;
-use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
+use veil_guard::Contribution;
 use veil_query::{Limits, QueryEngine, SessionDataset, parse};
 
 const COPIES: usize = 16;
@@ -97,23 +97,7 @@ fn weights(dir: &Path) -> SessionDataset {
         Arc::new(Int64Array::from(vec![3i64, 1, 4, 1, 5, 9, 2, 6, 5, 3])),
     ];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
-    let path = common::parquet(dir, "weights", &batch);
-    let column =
-        |bounds| ColumnInfo { tag: Tag::Attribute, linkable: false, generalize: None, bounds, public_values: None };
-    SessionDataset {
-        dataset: "civil.weights".parse().unwrap(),
-        path,
-        rows: 10,
-        info: DatasetInfo {
-            privacy_unit: None,
-            columns: HashMap::from([("k".to_owned(), column(None)), ("w".to_owned(), column(Some((0.0, 10.0))))]),
-            contribution: Contribution::default(),
-            one_row_per_unit: false,
-            capped: Default::default(),
-            rows: 10,
-        },
-        capped_copy: None,
-    }
+    common::about_nobody((dir, "weights"), "civil.weights", &batch, &[("w", (0.0, 10.0))])
 }
 
 /// Per released district, its numbers in the SELECT list's order.

@@ -60,6 +60,40 @@ pub(crate) fn about_people(
     }
 }
 
+/// `batch` written as `file` in `dir` and described as the dataset `name` about nobody (a code
+/// table), each column an attribute with the bounds `bounds` gives it.
+pub(crate) fn about_nobody(
+    (dir, file): (&Path, &str),
+    name: &str,
+    batch: &RecordBatch,
+    bounds: &[(&str, (f64, f64))],
+) -> SessionDataset {
+    let rows = batch.num_rows() as u64;
+    let columns = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let declared = bounds.iter().find(|(c, _)| c == f.name()).map(|(_, b)| *b);
+            (f.name().clone(), column(Tag::Attribute, declared))
+        })
+        .collect();
+    SessionDataset {
+        dataset: name.parse().unwrap(),
+        path: parquet(dir, file, batch),
+        rows,
+        info: DatasetInfo {
+            privacy_unit: None,
+            columns,
+            contribution: Contribution::default(),
+            one_row_per_unit: false,
+            capped: Default::default(),
+            rows,
+        },
+        capped_copy: None,
+    }
+}
+
 /// A temporary directory holding `build`'s dataset with the target (`true`) and its twin
 /// without, and an engine over it.
 pub(crate) fn twins(
