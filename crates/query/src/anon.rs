@@ -319,7 +319,7 @@ struct Measured {
 
 /// One side of a measured contribution: the outliers' excess over the top group's average
 /// (their total where there is no top group), the top group's average, and the least scale
-/// of noise that hides one person of the side's ranking (`veil_guard`'s `Part::Scale`: the
+/// of noise that hides one person of the side's ranking (`veil_guard`'s `Parts::scale`: the
 /// largest of that average, the third contribution, the second over e and the first over e²).
 #[derive(Clone, Copy)]
 struct Ranked {

@@ -526,7 +526,7 @@ fn lone_heavy(dir: &Path, file: &str, target: bool) -> SessionDataset {
 /// (about 33 visits more), against noise scaled by the top group's average: about 6.5 a layer
 /// with them and 2 without (a measurement on the engine, 2026-12-05: 114 of 120 districts in
 /// one query). The noise's scale is now at least the third contribution and the first two over
-/// e and e² (`Part::Scale` in the guard), about 22 here with the target or without.
+/// e and e² (`Parts::scale` in the guard), about 22 here with the target or without.
 #[tokio::test]
 async fn a_lone_heavy_person_in_the_top_group_is_hidden_by_noise_of_their_size() {
     let right = called_by_the_medians(lone_heavy).await;

@@ -41,7 +41,7 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 ///      within the most one person contributes (`DpPlan::rows_per_person` times the bound)
 ///   ─► per group, for each contribution: the total, and in the same pass (ranked largest first,
 ///      ties by unit) the total of the ANON_OUTLIERS largest and the average of the TOP_GROUP
-///      after them, and the noise's scale (`top.rs`, `Part::Scale`); the number of people; the
+///      after them, and the noise's scale (`top.rs`, `Parts::scale`); the number of people; the
 ///      XOR of their hashes
 /// ```
 ///
@@ -829,7 +829,8 @@ fn bound_with(
     use datafusion::functions_aggregate::expr_fn::{bit_xor, count, sum};
     use datafusion::logical_expr::{ExprSchemable, LogicalPlanBuilder, col};
 
-    use super::top::{Part, top};
+    use super::top::{PARTS, top};
+    use datafusion::functions::core::expr_fn::get_field;
 
     use super::bound_contributions::name;
     use super::enforce_min_group_size::Threaded;
@@ -1004,7 +1005,7 @@ fn bound_with(
     } else {
         // Each person's contribution within the most one person may contribute (their rows
         // beyond the caps of joins, as a code table repeating a key repeats them), so that the
-        // noise's floor at that over e³ bounds every term of its scale ([`Part::Scale`],
+        // noise's floor at that over e³ bounds every term of its scale ([`super::top::Parts::scale`],
         // `anon.rs`).
         let per_person = LogicalPlanBuilder::from(input).aggregate(group, partial)?.build()?;
         let within: Vec<Expr> = (per_person.schema().columns().into_iter())
@@ -1025,6 +1026,8 @@ fn bound_with(
     let key_cols: Vec<Expr> = (0..keys).map(|i| col(name("key", i))).collect();
     let plan = LogicalPlanBuilder::from(per_person);
     let mut totals = Vec::new();
+    // Per ranked side, its parts' struct and the columns it is split into after the aggregate.
+    let mut ranked: Vec<(String, [String; 3])> = Vec::new();
     let outliers = super::top::Outliers { least: ANON_OUTLIERS as usize, most: MOST_OUTLIERS, top: TOP_GROUP as usize };
     for (c, signed) in &measured {
         let value = cast(col(c.as_str()), DataType::Float64);
@@ -1043,9 +1046,10 @@ fn bound_with(
             vec![(value, "")]
         };
         for (side, suffix) in sides {
-            totals.push(top(Part::Outliers, outliers, side.clone(), unit.clone()).alias(format!("{c}_out{suffix}")));
-            totals.push(top(Part::TopGroup, outliers, side.clone(), unit.clone()).alias(format!("{c}_top{suffix}")));
-            totals.push(top(Part::Scale, outliers, side, unit.clone()).alias(format!("{c}_scale{suffix}")));
+            let parts = format!("{c}_parts{suffix}");
+            totals.push(top(outliers, side, unit.clone()).alias(&parts));
+            ranked
+                .push((parts, [format!("{c}_out{suffix}"), format!("{c}_top{suffix}"), format!("{c}_scale{suffix}")]));
         }
     }
     totals.push(count(lit(1)).alias(format!("{}people", super::DP_PREFIX)));
@@ -1066,6 +1070,21 @@ fn bound_with(
         totals.push(coalesce(vec![bit_xor(whose), lit(0u64)]).alias(format!("{ANON_SEED}_touched")));
     }
     let plan = plan.aggregate(key_cols, totals)?.build()?;
+    // Each ranking's parts as columns of their own, where the struct stood.
+    let split: Vec<Expr> = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .flat_map(|c| match ranked.iter().find(|(parts, _)| *parts == c.name) {
+            Some((_, names)) => PARTS
+                .iter()
+                .zip(names)
+                .map(|(field, name)| get_field(Expr::Column(c.clone()), *field).alias(name.as_str()))
+                .collect(),
+            None => vec![Expr::Column(c)],
+        })
+        .collect();
+    let plan = LogicalPlanBuilder::from(plan).project(split)?.build()?;
     Ok((plan, described))
 }
 
@@ -1581,8 +1600,10 @@ mod tests {
             let (measuring, _) =
                 bound_with(plan.clone(), &assessment, &mut threshold, one_row, &[], None, None).unwrap();
             // Over several rows a person, the aggregate per person, then its contributions
-            // clamped (a projection).
-            let has_aggregate_over_people = measuring.inputs().iter().any(
+            // clamped (a projection), below the groups' totals (an aggregate, whose rankings'
+            // parts a projection splits).
+            let below_totals = measuring.inputs().into_iter().flat_map(|totals| totals.inputs()).collect::<Vec<_>>();
+            let has_aggregate_over_people = below_totals.iter().any(
                 |i| matches!(i, LogicalPlan::Projection(p) if matches!(p.input.as_ref(), LogicalPlan::Aggregate(_))),
             );
             assert_eq!(has_aggregate_over_people, !one_row, "{}", measuring.display_indent());

@@ -13,10 +13,12 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, StructArray, UInt64Array,
+};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -24,21 +26,26 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature, Volatility,
 };
 
-/// Which part of the ranking a call returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Part {
+/// What flattening needs of a group's ranking, returned together as a struct of three
+/// `Float64` fields (named as [`PARTS`] lists them): one aggregate keeps one ranking per group,
+/// where an aggregate per part kept three.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Parts {
     /// How much the outliers' values exceed the top group's average, together: what
     /// flattening takes off the total (where there is no top group, the outliers' sum; null
     /// when none has a value).
-    Outliers,
+    pub outliers: Option<f64>,
     /// The average of the values of the `top` contributions after the outliers (null when
     /// none of them has a value, as when the group has no more than `outliers` people).
-    TopGroup,
+    pub top_group: Option<f64>,
     /// The least scale of noise that hides one person added or removed ([`Top::scale`]):
     /// the largest of the top group's average, the third contribution, the second over e and
     /// the first over e² (a missing or valueless contribution as 0; null for no people).
-    Scale,
+    pub scale: Option<f64>,
 }
+
+/// The names of [`Parts`]' fields in the struct `__veil_top` returns, in order.
+pub(super) const PARTS: [&str; 3] = ["outliers", "top_group", "scale"];
 
 /// How many of a group's contributions are outliers: at least `least`; one more while the
 /// next is more than [`STEEP`] times the average of the `top` after it, up to `most`.
@@ -58,15 +65,34 @@ pub(super) struct Outliers {
 /// outlier too (within [`Outliers::most`]).
 const STEEP: f64 = 2.0;
 
-/// `__veil_top(value, unit)`: the part of the group's ranking asked for, as `Float64`.
-pub(super) fn top(part: Part, outliers: Outliers, value: Expr, unit: Expr) -> Expr {
-    let udaf = Top { part, outliers, signature: Signature::any(2, Volatility::Immutable) };
+/// `__veil_top(value, unit)`: the group's ranking's [`Parts`], as a struct.
+pub(super) fn top(outliers: Outliers, value: Expr, unit: Expr) -> Expr {
+    let udaf = Top { outliers, signature: Signature::any(2, Volatility::Immutable) };
     AggregateUDF::new_from_impl(udaf).call(vec![value, unit])
+}
+
+/// The struct's fields, each a nullable `Float64`.
+fn part_fields() -> Fields {
+    PARTS.iter().map(|name| Field::new(*name, DataType::Float64, true)).collect()
+}
+
+/// Rankings' parts as the struct array `__veil_top` returns.
+fn parts_array(parts: impl IntoIterator<Item = Parts>) -> ArrayRef {
+    let (mut outliers, mut top_group, mut scale) = (Vec::new(), Vec::new(), Vec::new());
+    for p in parts {
+        outliers.push(p.outliers);
+        top_group.push(p.top_group);
+        scale.push(p.scale);
+    }
+    let columns: Vec<ArrayRef> = [outliers, top_group, scale]
+        .into_iter()
+        .map(|values| Arc::new(Float64Array::from(values)) as ArrayRef)
+        .collect();
+    Arc::new(StructArray::new(part_fields(), columns, None))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Top {
-    part: Part,
     outliers: Outliers,
     signature: Signature,
 }
@@ -150,33 +176,21 @@ impl Top {
         Some(top.unwrap_or(0.0).max(value(2)).max(value(1) / e).max(value(0) / (e * e)))
     }
 
-    fn evaluate(&self, ranked: &[Entry]) -> Option<f64> {
+    fn evaluate(&self, ranked: &[Entry]) -> Parts {
         let n = self.outliers(ranked);
         let top = self.average(ranked, n);
-        match self.part {
-            Part::TopGroup => top,
-            Part::Scale => self.scale(ranked, top),
-            Part::Outliers => {
-                let values: Vec<f64> = ranked.iter().take(n).filter_map(|e| e.0).collect();
-                if values.is_empty() {
-                    return None;
-                }
-                Some(match top {
-                    Some(top) => values.iter().map(|v| (v - top).max(0.0)).sum(),
-                    None => values.iter().sum(),
-                })
-            }
-        }
+        let values: Vec<f64> = ranked.iter().take(n).filter_map(|e| e.0).collect();
+        let outliers = (!values.is_empty()).then(|| match top {
+            Some(top) => values.iter().map(|v| (v - top).max(0.0)).sum(),
+            None => values.iter().sum(),
+        });
+        Parts { outliers, top_group: top, scale: self.scale(ranked, top) }
     }
 }
 
 impl AggregateUDFImpl for Top {
     fn name(&self) -> &str {
-        match self.part {
-            Part::Outliers => "__veil_top_outliers",
-            Part::TopGroup => "__veil_top_group",
-            Part::Scale => "__veil_top_scale",
-        }
+        "__veil_top"
     }
 
     fn signature(&self) -> &Signature {
@@ -184,7 +198,7 @@ impl AggregateUDFImpl for Top {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Float64)
+        Ok(DataType::Struct(part_fields()))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -274,7 +288,7 @@ impl Accumulator for Single {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Float64(self.spec.evaluate(&self.ranked)))
+        ScalarValue::try_from_array(&parts_array([self.spec.evaluate(&self.ranked)]), 0)
     }
 
     fn size(&self) -> usize {
@@ -322,7 +336,7 @@ impl GroupsAccumulator for Groups {
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let taken = emit_to.take_needed(&mut self.ranked);
-        Ok(Arc::new(taken.iter().map(|r| self.spec.evaluate(r)).collect::<Float64Array>()))
+        Ok(parts_array(taken.iter().map(|r| self.spec.evaluate(r))))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -404,12 +418,8 @@ mod tests {
         assert_eq!(a, ranked);
     }
 
-    fn spec(part: Part) -> Top {
-        Top {
-            part,
-            outliers: Outliers { least: 2, most: 6, top: 4 },
-            signature: Signature::any(2, Volatility::Immutable),
-        }
+    fn spec() -> Top {
+        Top { outliers: Outliers { least: 2, most: 6, top: 4 }, signature: Signature::any(2, Volatility::Immutable) }
     }
 
     /// `values`, ranked as given, each with a unit of its own.
@@ -420,11 +430,11 @@ mod tests {
     #[test]
     fn outliers_and_the_top_group_are_read_off_the_ranking() {
         let ranked = ranked(&[None, Some(1000.0), Some(10.0), Some(8.0)]);
-        assert_eq!(spec(Part::Outliers).evaluate(&ranked), Some(991.0), "a person without a value takes a slot");
-        assert_eq!(spec(Part::TopGroup).evaluate(&ranked), Some(9.0));
-        assert_eq!(spec(Part::TopGroup).evaluate(&ranked[..2]), None, "no more people than outliers");
-        assert_eq!(spec(Part::Outliers).evaluate(&ranked[..2]), Some(1000.0), "no top group: their sum");
-        assert_eq!(spec(Part::Outliers).evaluate(&ranked[..1]), None);
+        assert_eq!(spec().evaluate(&ranked).outliers, Some(991.0), "a person without a value takes a slot");
+        assert_eq!(spec().evaluate(&ranked).top_group, Some(9.0));
+        assert_eq!(spec().evaluate(&ranked[..2]).top_group, None, "no more people than outliers");
+        assert_eq!(spec().evaluate(&ranked[..2]).outliers, Some(1000.0), "no top group: their sum");
+        assert_eq!(spec().evaluate(&ranked[..1]).outliers, None);
     }
 
     /// The red team's group: two people of 60 rows, the target of 40 and people of 2. The
@@ -434,19 +444,19 @@ mod tests {
         let mut values = vec![Some(60.0), Some(60.0), Some(40.0)];
         values.extend([Some(2.0); 20]);
         let with = ranked(&values);
-        assert_eq!(spec(Part::TopGroup).evaluate(&with), Some(2.0));
-        assert_eq!(spec(Part::Outliers).evaluate(&with), Some(58.0 + 58.0 + 38.0));
+        assert_eq!(spec().evaluate(&with).top_group, Some(2.0));
+        assert_eq!(spec().evaluate(&with).outliers, Some(58.0 + 58.0 + 38.0));
         // A gentle slope keeps two outliers: 12 is not more than twice the average after it.
         let gentle = ranked(&[Some(30.0), Some(20.0), Some(12.0), Some(10.0), Some(8.0), Some(7.0), Some(6.0)]);
-        assert_eq!(spec(Part::TopGroup).evaluate(&gentle), Some(9.25));
+        assert_eq!(spec().evaluate(&gentle).top_group, Some(9.25));
         // Never more than `most`, and never past the last contribution.
         let cliff = ranked(&[Some(1e6), Some(1e5), Some(1e4), Some(1e3), Some(1e2), Some(10.0), Some(4.0), Some(1.0)]);
-        assert_eq!(spec(Part::TopGroup).evaluate(&cliff), Some(2.5), "six outliers, then the two left");
+        assert_eq!(spec().evaluate(&cliff).top_group, Some(2.5), "six outliers, then the two left");
         let short = ranked(&[Some(100.0), Some(50.0), Some(20.0), Some(1.0)]);
-        assert_eq!(spec(Part::TopGroup).evaluate(&short), Some(1.0));
+        assert_eq!(spec().evaluate(&short).top_group, Some(1.0));
         // Negative sums: nothing is steep above an average at or below zero.
         let negative = ranked(&[Some(5.0), Some(1.0), Some(0.5), Some(-3.0), Some(-4.0), Some(-5.0)]);
-        assert_eq!(spec(Part::TopGroup).evaluate(&negative), Some(-2.875));
+        assert_eq!(spec().evaluate(&negative).top_group, Some(-2.875));
     }
 
     /// The scale is about the size of what one person added or removed moves, whatever their
@@ -460,10 +470,10 @@ mod tests {
         let without = ranked(&values);
         values.insert(3, Some(20.0));
         let with = ranked(&values);
-        let scale = |r: &[Entry]| spec(Part::Scale).evaluate(r).unwrap();
+        let scale = |r: &[Entry]| spec().evaluate(r).scale.unwrap();
         assert_eq!((scale(&without), scale(&with)), (60.0 / e, 60.0 / e), "alike with the target or without");
         assert!(scale(&without) >= 20.0, "at least the target's contribution");
-        assert!(spec(Part::TopGroup).evaluate(&without) < Some(20.0 / 2.0), "where the top group's average was small");
+        assert!(spec().evaluate(&without).top_group < Some(20.0 / 2.0), "where the top group's average was small");
         // One person far above the rest sets it over e²; a second one beside them, over e.
         let one = ranked(&[Some(1000.0), Some(2.0), Some(2.0), Some(2.0)]);
         let two = ranked(&[Some(1000.0), Some(1000.0), Some(2.0), Some(2.0), Some(2.0)]);
@@ -471,6 +481,6 @@ mod tests {
         assert_eq!(scale(&two), 1000.0 / e);
         // Nobody without a value is below zero: a null is no contribution.
         assert_eq!(scale(&ranked(&[None, Some(3.0)])), 3.0 / e);
-        assert_eq!(spec(Part::Scale).evaluate(&[]), None);
+        assert_eq!(spec().evaluate(&[]).scale, None);
     }
 }
