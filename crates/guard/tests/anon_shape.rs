@@ -80,6 +80,12 @@ const CASES: &[(&str, &str)] = &[
         "ok",
         "SELECT district, count(*) AS n FROM civil.people GROUP BY district HAVING count(*) > 20 ORDER BY n DESC LIMIT 3",
     ),
+    // A released number compared with a constant of another type is post-processing too (a red
+    // team found `HAVING sum(x) > 110.5` over an integer column refused as a cast of a person's
+    // value).
+    ("ok", "SELECT district, count(*) AS n FROM civil.people GROUP BY district HAVING sum(subsidy) > 110.5"),
+    ("ok", "SELECT district, sum(subsidy) AS s FROM civil.people GROUP BY district HAVING sum(subsidy) > 110.5"),
+    ("ok", "SELECT district, count(*) AS n FROM civil.people GROUP BY district HAVING count(*) > 2.5"),
     // A table about nobody of the department holding the people's data may label and select
     // them; another department's may not (it selects and splits people by any values it holds).
     (

@@ -1507,6 +1507,24 @@ fn canonical(e: &Expr, target: Option<&DataType>) -> Expr {
 }
 
 /// The answer's aggregate over rows: the aggregate whose input aggregates nothing.
+/// [`conditions_and_keys_read`] where an anonymized answer measures: the lowest aggregate's
+/// keys and the conditions below it, not a HAVING over the released groups above it (a red team
+/// found `HAVING sum(x) > 110.5` refused as a cast of a person's value: the released sum,
+/// compared with a decimal constant, is cast to a float). The whole plan where it has no one
+/// lowest aggregate, so that no condition goes unchecked.
+pub(crate) fn measured_conditions_and_keys(plan: &LogicalPlan) -> (Vec<Expr>, Vec<Expr>) {
+    let mut node = plan;
+    loop {
+        match node {
+            LogicalPlan::Aggregate(agg) if !reads_aggregates(&agg.input) => return conditions_and_keys_read(node),
+            _ => match node.inputs()[..] {
+                [input] => node = input,
+                _ => return conditions_and_keys_read(plan),
+            },
+        }
+    }
+}
+
 pub(super) fn lowest_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
     let mut node = plan;
     loop {

@@ -184,7 +184,7 @@ pub(crate) fn one_dataset_per_column(plan: &LogicalPlan) -> Result<(), Violation
 /// [`in_lists_alone`], [`ranges_whole_buckets`]), over the plan's conditions and keys as they
 /// read at the scan, read once.
 pub(crate) fn restrictions_per_column(plan: &LogicalPlan) -> Result<(), Violation> {
-    let (conditions, keys) = crate::rewrite::anonymize::conditions_and_keys_read(plan);
+    let (conditions, keys) = crate::rewrite::anonymize::measured_conditions_and_keys(plan);
     let read: Vec<&Expr> = conditions.iter().chain(&keys).collect();
     casts_one_to_one(plan, &read)?;
     weeks_alone(&read)?;
