@@ -1312,12 +1312,15 @@ pub(crate) fn add_noise(
         let target = plan.aggregate_schema.field(plan.keys + j).data_type().clone();
         let array: ArrayRef = Arc::new(Float64Array::from(values));
         let array = if target.is_integer() {
+            // A noisy value beyond the integer type fails the answer, as the exact sum's
+            // overflow does: cast safely, it came back NULL (a red team), a value no sum has.
             let rounded: Float64Array = array.as_primitive::<Float64Type>().unary(f64::round);
-            cast(&rounded, &target)
+            let strict = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+            datafusion::arrow::compute::cast_with_options(&rounded, &target, &strict)
+                .map_err(|_| crate::Error::Failed { kind: "integer overflow" })?
         } else {
-            cast(&array, &target)
-        }
-        .map_err(internal)?;
+            cast(&array, &target).map_err(internal)?
+        };
         columns.push(array);
     }
     let fields: Vec<Field> =

@@ -1,7 +1,7 @@
 //! A join larger than the memory pool completes: DataFusion's hash join cannot spill, so the
 //! engine runs such a plan again with sort-merge joins, whose sorts spill. Queries beyond the
 //! process's memory wait their turn, and running out of memory or time is told generically
-//! over data about people.
+//! over data about people, as is a noisy sum beyond its integer type.
 
 #![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
 
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 use veil_common::{Mode, Tag};
@@ -207,4 +207,68 @@ async fn count_distinct_state_stays_inside_the_memory_pool() {
             Err(e) => assert!(matches!(e, Error::MemoryExceeded { .. }), "{sql}: {e:?}"),
         }
     }
+}
+
+/// A noisy sum beyond its integer type fails the answer generically, as the exact sum's
+/// overflow does; cast safely, it came back NULL (a red team), a value no sum has.
+#[tokio::test]
+async fn a_noisy_sum_beyond_its_integer_type_is_a_generic_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let people = 40i64;
+    let run = |each: i64| {
+        let dir = dir.path().to_owned();
+        async move {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, false),
+                Field::new("x", DataType::Int64, false),
+            ]));
+            let columns: Vec<datafusion::arrow::array::ArrayRef> =
+                vec![Arc::new(Int64Array::from_iter_values(0..people)), Arc::new(Int64Array::from(vec![each; 40]))];
+            let path = dir.join(format!("x{each}.parquet"));
+            let mut writer =
+                ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), Arc::clone(&schema), None).unwrap();
+            writer.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
+            writer.close().unwrap();
+            let column =
+                |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
+            let dataset = SessionDataset {
+                dataset: "t.a".parse().unwrap(),
+                path,
+                rows: people as u64,
+                info: DatasetInfo {
+                    privacy_unit: Some("k".to_owned()),
+                    columns: HashMap::from([
+                        ("k".to_owned(), column(Tag::Identifier, None)),
+                        ("x".to_owned(), column(Tag::Sensitive, Some((0.0, 1e18)))),
+                    ]),
+                    contribution: Contribution::default(),
+                    one_row_per_unit: true,
+                    capped: Default::default(),
+                    rows: people as u64,
+                },
+                capped_copy: None,
+            };
+            let engine = QueryEngine::new(Limits::standard(), &dir).unwrap();
+            let request = QueryRequest {
+                mode: Mode::Aggregate,
+                k: 5,
+                datasets: vec![dataset],
+                dry_run: false,
+                noise_key: [7; 32],
+                exact_aggregates: false,
+                dp: None,
+            };
+            engine.run(&parse("SELECT sum(x) AS s FROM t.a", 1 << 16).unwrap(), request).await
+        }
+    };
+    // Forty people of 5 × 10¹⁷: about 2 × 10¹⁹, beyond 64-bit integers.
+    let failed = run(500_000_000_000_000_000).await.unwrap_err();
+    assert_eq!(failed.code(), "query_failed", "{failed:?}");
+    assert_eq!(failed.audit_detail(), Some("failed while running (integer overflow)".to_owned()));
+    // Forty of 2 × 10¹⁷ fit, and are answered (the noise's scale is about 10¹⁷ here: the
+    // bound over e³, times the layers).
+    let answer = run(200_000_000_000_000_000).await.unwrap();
+    let sums = answer.batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    assert!(sums.is_valid(0));
+    assert!((sums.value(0) - 8_000_000_000_000_000_000).abs() < 600_000_000_000_000_000, "{:?}", sums.value(0));
 }
