@@ -751,6 +751,16 @@ async fn each_restricted_column_has_a_variant_without_its_conditions() {
     )
     .await;
     assert_eq!(keyed.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["birth_date"]);
+    // A condition that is no interval of its column (a month of every year) restricts that
+    // column too, beside a range on it: one variant without both.
+    let month = columns(
+        "SELECT district, count(*) AS n FROM civil.people
+         WHERE date_part('month', birth_date) = 3 AND birth_date >= DATE '1950-01-01' AND birth_date < DATE '1960-01-01'
+         GROUP BY district",
+    )
+    .await;
+    assert_eq!(month.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["birth_date"]);
+    assert_eq!(month[0].1, Vec::<String>::new(), "the variant drops the month and the range alike");
 }
 
 /// A refusal quotes the analyst's expression as SQL, not as DataFusion names it internally

@@ -300,6 +300,53 @@ fn told_by_spread(answers_by_district: &[Vec<f64>]) -> (usize, Vec<f64>) {
     (best, spread)
 }
 
+/// Per district twenty people of one visit in March and, where the coin says so, the target of
+/// twenty visits in April, at most twenty rows a person.
+fn light_in_march_heavy_in_april(dir: &Path, file: &str) -> SessionDataset {
+    let (mut ids, mut districts, mut codes, mut days) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..DISTRICTS {
+        let people = (0..20)
+            .map(|p| (format!("P{d:02}{p:02}"), 1, 3))
+            .chain(target_here(d).then(|| (format!("T{d:02}"), 20, 4)));
+        for (id, visits, month) in people {
+            for _ in 0..visits {
+                ids.push(id.clone());
+                districts.push(format!("R{d:02}"));
+                codes.push(0);
+                days.push(mid_month(month));
+            }
+        }
+    }
+    let contribution = Contribution { max_groups: 1, max_rows: 20 };
+    written_with(dir, file, (ids, districts), codes, days, false, contribution)
+}
+
+/// Leak (found reading the shape, 2026-12-05): a condition on a month *of the year*
+/// (`date_part('month', day) = 3`) is no interval of its column, so low-effect detection, which
+/// looked at intervals and IN lists only, never left it out: where it removed the target alone
+/// (their twenty visits in April, everybody else's one in March), the group with it and without
+/// it were two sets of people, twenty visits apart. Such a condition is now one more restricted
+/// column, answered without where it changes almost nobody's rows.
+#[tokio::test]
+async fn a_month_of_the_year_that_removes_only_the_target_is_left_out() {
+    let (_dir, dataset, engine) = one_dataset(|dir| light_in_march_heavy_in_april(dir, "visits"));
+    let ask = |filter: &str| {
+        format!("SELECT district, count(*) AS n FROM civil.visits {filter} GROUP BY district ORDER BY district")
+    };
+    let with = answers(&engine, &dataset, &ask("WHERE date_part('month', day) = 3")).await;
+    let without = answers(&engine, &dataset, &ask("")).await;
+    assert_eq!(with.len(), DISTRICTS);
+    assert_eq!(without.len(), DISTRICTS);
+    // Per district, how far the two answers are apart; the best cut of that, knowing the coins.
+    let apart: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| (a[0] - b[0]).abs()).collect();
+    let mut best = 0;
+    for cut in &apart {
+        let right = (0..DISTRICTS).filter(|d| (apart[*d] > *cut) == target_here(*d)).count();
+        best = best.max(right).max(DISTRICTS - right);
+    }
+    assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the difference: {apart:?}");
+}
+
 /// A code table about nobody, `civil.codes`: the codes 0 to 9 (`k`), each in group 1 (`g`) and
 /// of weight 2 (`w`).
 fn codes(dir: &Path) -> SessionDataset {

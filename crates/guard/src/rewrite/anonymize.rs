@@ -778,8 +778,17 @@ fn condition_column(condition: &Expr, input: &LogicalPlan) -> Option<String> {
     }
     let mut one = Conditions::default();
     one.add(condition, input);
-    match (one.ranges.as_slice(), one.fixed.is_empty() && one.listed.is_empty()) {
-        ([(column, _)], true) => Some(column.clone()),
+    match (one.ranges.as_slice(), one.fixed.as_slice(), one.listed.is_empty()) {
+        ([(column, _)], [], true) => Some(column.clone()),
+        // A condition that is no interval of its column, as a month of the year
+        // (`date_part('month', day) = 3`): restricted all the same, by the one column it reads.
+        // Left out of low-effect detection, it removed the target alone (their visits in
+        // April, everybody else's in March) and the group with it and without it were two sets
+        // of people (found reading the shape: 47 of 60 districts told by the difference).
+        ([], [_], true) => match scanned([condition], input).as_slice() {
+            [only] => Some(label(&Expr::Column(only.clone()))),
+            _ => None,
+        },
         _ => None,
     }
 }
