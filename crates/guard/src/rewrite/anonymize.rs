@@ -1351,10 +1351,11 @@ fn canonical_label(e: &Expr) -> String {
 /// were one name over different rows: a red team read membership 120 of 120 and a value 63 of
 /// 63 off their differences, never wrongly.
 ///
-/// And, over joins, the datasets' columns its conditions and keys read: labels name a column
-/// without its dataset (an alias must change nothing), so over a register joined with a copy of
-/// itself registered under another name, `WHERE b.flag` and `WHERE a.flag AND b.flag` were one
-/// label and one quantity over other rows (each person's rows multiplied differently).
+/// And, over joins, the datasets' columns its conditions and keys read where another dataset
+/// of the join has a column of the name ([`columns_read`]): labels name a column without its
+/// dataset (an alias must change nothing), so over a register joined with a copy of itself
+/// registered under another name, `WHERE b.flag` and `WHERE a.flag AND b.flag` were one label
+/// and one quantity over other rows (each person's rows multiplied differently).
 fn measured_quantities(
     aggregates: &[Expr],
     kinds: &[DpAggregate],
@@ -1362,9 +1363,9 @@ fn measured_quantities(
     input: &LogicalPlan,
     keys: &[Expr],
 ) -> Vec<String> {
-    let joins = match join_signature(input) {
-        joins if joins.is_empty() => joins,
-        joins => format!("{joins}; reading {}", columns_read(input, keys)),
+    let joins = match (join_signature(input), columns_read(input, keys)) {
+        (joins, read) if joins.is_empty() || read.is_empty() => joins,
+        (joins, read) => format!("{joins}; reading {read}"),
     };
     aggregates
         .iter()
@@ -1418,12 +1419,31 @@ fn join_signature(plan: &LogicalPlan) -> String {
     pairs.join("; ")
 }
 
-/// The columns `plan`'s filters and the group `keys` read, each named by its dataset's column,
-/// sorted.
+/// The columns `plan`'s filters and the group `keys` read whose name another dataset of `plan`
+/// has too, each named by its dataset's column, sorted: which of the two a label (which names a
+/// column without its dataset) reads.
+///
+/// Why only those: every column read was in the name, so keys and conditions that change
+/// nobody's rows named fresh quantities over one group's people, each a fresh draw of its
+/// people layer at the group's scale: a code table's columns holding one value for a whole
+/// group (a district's region, province, …), grouped by in every subset, or conditions that
+/// remove nobody in every subset (a red team: 53 of 60 districts told by their spread). A
+/// column of a name no other dataset of the query has is named by its label already.
 fn columns_read(plan: &LogicalPlan, keys: &[Expr]) -> String {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut datasets_with: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            for field in scan.source.schema().fields() {
+                *datasets_with.entry(field.name().clone()).or_default() += 1;
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
     let mut read: Vec<String> = conditions_and_keys(plan)
         .into_iter()
         .chain(scanned(keys, plan))
+        .filter(|c| datasets_with.get(&c.name).is_some_and(|n| *n > 1))
         .map(|c| canonical_label(&Expr::Column(c)))
         .collect();
     read.sort();
