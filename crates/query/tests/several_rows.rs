@@ -350,19 +350,9 @@ async fn a_month_of_the_year_that_removes_only_the_target_is_left_out() {
 /// A code table about nobody, `civil.codes`: the codes 0 to 9 (`k`), each in group 1 (`g`), of
 /// weight 2 (`w`) and in chapter 3 (`h`).
 fn codes(dir: &Path) -> SessionDataset {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int64, false),
-        Field::new("g", DataType::Int64, false),
-        Field::new("w", DataType::Int64, false),
-        Field::new("h", DataType::Int64, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from((0..10).collect::<Vec<i64>>())),
-        Arc::new(Int64Array::from(vec![1i64; 10])),
-        Arc::new(Int64Array::from(vec![2i64; 10])),
-        Arc::new(Int64Array::from(vec![3i64; 10])),
-    ];
-    let batch = RecordBatch::try_new(schema, columns).unwrap();
+    let every = |v: i64| Arc::new(Int64Array::from(vec![v; 10])) as ArrayRef;
+    let codes = Arc::new(Int64Array::from((0..10).collect::<Vec<i64>>())) as ArrayRef;
+    let batch = RecordBatch::try_from_iter([("k", codes), ("g", every(1)), ("w", every(2)), ("h", every(3))]).unwrap();
     common::about_nobody((dir, "codes"), "civil.codes", &batch, &[])
 }
 

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed fixture should fail the test loudly
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -214,50 +216,23 @@ async fn count_distinct_state_stays_inside_the_memory_pool() {
 #[tokio::test]
 async fn a_noisy_sum_beyond_its_integer_type_is_a_generic_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let people = 40i64;
     let run = |each: i64| {
         let dir = dir.path().to_owned();
         async move {
-            let schema = Arc::new(Schema::new(vec![
-                Field::new("k", DataType::Int64, false),
-                Field::new("x", DataType::Int64, false),
-            ]));
-            let columns: Vec<datafusion::arrow::array::ArrayRef> =
-                vec![Arc::new(Int64Array::from_iter_values(0..people)), Arc::new(Int64Array::from(vec![each; 40]))];
-            let path = dir.join(format!("x{each}.parquet"));
-            let mut writer =
-                ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), Arc::clone(&schema), None).unwrap();
-            writer.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
-            writer.close().unwrap();
-            let column =
-                |tag, bounds| ColumnInfo { tag, linkable: false, generalize: None, bounds, public_values: None };
-            let dataset = SessionDataset {
-                dataset: "t.a".parse().unwrap(),
-                path,
-                rows: people as u64,
-                info: DatasetInfo {
-                    privacy_unit: Some("k".to_owned()),
-                    columns: HashMap::from([
-                        ("k".to_owned(), column(Tag::Identifier, None)),
-                        ("x".to_owned(), column(Tag::Sensitive, Some((0.0, 1e18)))),
-                    ]),
-                    contribution: Contribution::default(),
-                    one_row_per_unit: true,
-                    capped: Default::default(),
-                    rows: people as u64,
-                },
-                capped_copy: None,
-            };
+            let ids: Vec<String> = (0..40).map(|p| format!("P{p:02}")).collect();
+            let batch = RecordBatch::try_from_iter([
+                ("person_id", Arc::new(datafusion::arrow::array::StringArray::from(ids)) as _),
+                ("x", Arc::new(Int64Array::from(vec![each; 40])) as _),
+            ])
+            .unwrap();
+            let columns = HashMap::from([
+                ("person_id".to_owned(), common::identifier()),
+                ("x".to_owned(), common::column(Tag::Sensitive, Some((0.0, 1e18)))),
+            ]);
+            let file = format!("x{each}");
+            let dataset = common::about_people((&dir, &file), "t.a", &batch, columns, Contribution::default(), true);
             let engine = QueryEngine::new(Limits::standard(), &dir).unwrap();
-            let request = QueryRequest {
-                mode: Mode::Aggregate,
-                k: 5,
-                datasets: vec![dataset],
-                dry_run: false,
-                noise_key: [7; 32],
-                exact_aggregates: false,
-                dp: None,
-            };
+            let request = common::aggregate(vec![dataset], 5, [7; 32]);
             engine.run(&parse("SELECT sum(x) AS s FROM t.a", 1 << 16).unwrap(), request).await
         }
     };

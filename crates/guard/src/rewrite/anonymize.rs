@@ -1542,26 +1542,26 @@ fn canonical(e: &Expr, target: Option<&DataType>) -> Expr {
 /// compared with a decimal constant, is cast to a float). The whole plan where it has no one
 /// lowest aggregate, so that no condition goes unchecked.
 pub(crate) fn measured_conditions_and_keys(plan: &LogicalPlan) -> (Vec<Expr>, Vec<Expr>) {
-    let mut node = plan;
-    loop {
-        match node {
-            LogicalPlan::Aggregate(agg) if !reads_aggregates(&agg.input) => return conditions_and_keys_read(node),
-            _ => match node.inputs()[..] {
-                [input] => node = input,
-                _ => return conditions_and_keys_read(plan),
-            },
-        }
-    }
+    conditions_and_keys_read(lowest_aggregate_node(plan).unwrap_or(plan))
 }
 
 pub(super) fn lowest_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
+    match lowest_aggregate_node(plan) {
+        Some(LogicalPlan::Aggregate(agg)) => Ok(agg),
+        _ => plan_err!("an anonymized answer must end in one aggregate over rows"),
+    }
+}
+
+/// The aggregate over rows (none below it) that `plan` reaches through nodes of one input, if
+/// any.
+fn lowest_aggregate_node(plan: &LogicalPlan) -> Option<&LogicalPlan> {
     let mut node = plan;
     loop {
         match node {
-            LogicalPlan::Aggregate(agg) if !reads_aggregates(&agg.input) => return Ok(agg),
+            LogicalPlan::Aggregate(agg) if !reads_aggregates(&agg.input) => return Some(node),
             _ => match node.inputs()[..] {
                 [input] => node = input,
-                _ => return plan_err!("an anonymized answer must end in one aggregate over rows"),
+                _ => return None,
             },
         }
     }
