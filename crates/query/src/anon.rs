@@ -1312,8 +1312,8 @@ pub(crate) fn add_noise(
         let target = plan.aggregate_schema.field(plan.keys + j).data_type().clone();
         let array: ArrayRef = Arc::new(Float64Array::from(values));
         let array = if target.is_integer() {
-            // A noisy value beyond the integer type fails the answer, as the exact sum's
-            // overflow does: cast safely, it came back NULL (a red team), a value no sum has.
+            // A noisy value beyond the integer type fails the answer, told as any failure while
+            // running: cast safely, it came back NULL (a red team), a value no sum has.
             let rounded: Float64Array = array.as_primitive::<Float64Type>().unary(f64::round);
             let strict = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
             datafusion::arrow::compute::cast_with_options(&rounded, &target, &strict)

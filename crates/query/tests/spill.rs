@@ -211,8 +211,8 @@ async fn count_distinct_state_stays_inside_the_memory_pool() {
     }
 }
 
-/// A noisy sum beyond its integer type fails the answer generically, as the exact sum's
-/// overflow does; cast safely, it came back NULL (a red team), a value no sum has.
+/// A noisy sum beyond its integer type fails the answer, told as any failure while running;
+/// cast safely, it came back NULL (a red team), a value no sum has.
 #[tokio::test]
 async fn a_noisy_sum_beyond_its_integer_type_is_a_generic_failure() {
     let dir = tempfile::tempdir().unwrap();

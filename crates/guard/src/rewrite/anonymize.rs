@@ -1535,7 +1535,6 @@ fn canonical(e: &Expr, target: Option<&DataType>) -> Expr {
         .map_or_else(|| e.clone(), |v| Expr::Literal(v, None))
 }
 
-/// The answer's aggregate over rows: the aggregate whose input aggregates nothing.
 /// [`conditions_and_keys_read`] where an anonymized answer measures: the lowest aggregate's
 /// keys and the conditions below it, not a HAVING over the released groups above it (a red team
 /// found `HAVING sum(x) > 110.5` refused as a cast of a person's value: the released sum,
@@ -1545,6 +1544,7 @@ pub(crate) fn measured_conditions_and_keys(plan: &LogicalPlan) -> (Vec<Expr>, Ve
     conditions_and_keys_read(lowest_aggregate_node(plan).unwrap_or(plan))
 }
 
+/// The answer's aggregate over rows: the aggregate whose input aggregates nothing.
 pub(super) fn lowest_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
     match lowest_aggregate_node(plan) {
         Some(LogicalPlan::Aggregate(agg)) => Ok(agg),
