@@ -764,3 +764,28 @@ async fn a_draft_suggests_metadata_and_registers_nothing() {
     let analyst = s.user("civil-analyst-d", Some("civil"), &["analyst"]).await;
     assert_eq!(draft(&analyst).await.unwrap().status(), StatusCode::FORBIDDEN);
 }
+
+/// A register of several rows a person says how many of its rows lie beyond each person's
+/// `max_groups × max_rows`, which dp and anonymized answers leave out (under the default caps of
+/// one row a person, every row but a person's first): to its own department only, since it is
+/// read from the rows.
+#[tokio::test]
+async fn a_register_says_how_many_rows_its_caps_leave_out() {
+    let (s, civil, health) = setup().await;
+    let visits = json!({
+        "name": "visits", "department": "civil", "level": "L2", "privacy_unit": "person_id",
+        "columns": {"person_id": {"tag": "identifier", "linkable": true}, "code": {"tag": "sensitive"}}
+    });
+    let csv = "person_id,code\nP1,a\nP1,b\nP1,c\nP2,a\nP3,a\nP3,b\n";
+    let (status, body) = s.upload(&civil, &visits, csv.as_bytes().to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((body["row_count"].as_u64(), body["rows_over_caps"].as_u64()), (Some(6), Some(3)), "{body}");
+    // Caps that hold everybody's rows leave none out.
+    let held = with(visits.clone(), "/dp", json!({"max_groups": 1, "max_rows": 3}));
+    let (status, body) = s.upload(&civil, &held, csv.as_bytes().to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["rows_over_caps"].as_u64(), Some(0), "{body}");
+    // Another department sees neither the rows nor what the caps leave out.
+    let (_, shown) = s.get("/v1/datasets/civil.visits", &health).await;
+    assert!(shown["row_count"].is_null() && shown.get("rows_over_caps").is_none(), "{shown}");
+}

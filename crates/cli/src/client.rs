@@ -287,7 +287,14 @@ pub(crate) async fn dataset(cmd: DatasetCommand) -> CliResult {
             };
             let id = uuid::Uuid::new_v4().simple().to_string();
             let said = |p: &Value| format!("sent; the server has read {} rows", p["rows_read"].as_u64().unwrap_or(0));
-            print(&followed(&remote, request, &id, bar, &said).await?)
+            let registered = followed(&remote, request, &id, bar, &said).await?;
+            if let Some(over) = registered["rows_over_caps"].as_u64().filter(|n| *n > 0) {
+                eprintln!(
+                    "note: {over} rows are beyond each person's max_groups × max_rows ({} × {}): dp and anonymized answers leave them out; declare caps that hold the heaviest people (the metadata's `dp` block)",
+                    registered["dp"]["max_groups"], registered["dp"]["max_rows"]
+                );
+            }
+            print(&registered)
         }
         DatasetCommand::List { include_retired, remote } => {
             let path = if include_retired { "/datasets?include_retired=true" } else { "/datasets" };

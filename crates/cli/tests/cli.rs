@@ -667,3 +667,37 @@ fn an_upload_over_the_limit_is_told_as_a_refusal() {
     }
     stop(&mut child);
 }
+
+/// `veil dataset register` says when a register's caps leave rows out (somebody has more rows
+/// than `max_groups × max_rows`), and says nothing where they hold everybody's.
+#[test]
+fn registering_tells_the_steward_of_rows_beyond_the_caps() {
+    let (mut child, url, tokens, _) = demo();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = tmp.path().join("visits.csv");
+    std::fs::write(&csv, "person_id,code\nP1,a\nP1,b\nP1,c\nP2,a\nP3,a\nP3,b\n").expect("csv");
+    let register = |dp: &str| {
+        let metadata = tmp.path().join("visits.json");
+        let declared = format!(
+            r#"{{"name": "cli_visits", "department": "civil", "level": "L2", "privacy_unit": "person_id", {dp}
+                "columns": {{"person_id": {{"tag": "identifier", "linkable": true}}, "code": {{"tag": "sensitive"}}}}}}"#
+        );
+        std::fs::write(&metadata, declared).expect("metadata");
+        let out = veil()
+            .args(["dataset", "register", "--metadata"])
+            .arg(&metadata)
+            .arg("--file")
+            .arg(&csv)
+            .env("VEIL_SERVER", &url)
+            .env("VEIL_TOKEN", &tokens["civil-steward"])
+            .output()
+            .expect("register");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let defaults = register("");
+    assert!(defaults.contains("note: 3 rows are beyond each person's max_groups × max_rows (1 × 1)"), "{defaults}");
+    let held = register(r#""dp": {"max_groups": 1, "max_rows": 3},"#);
+    assert!(!held.contains("note:"), "{held}");
+    stop(&mut child);
+}

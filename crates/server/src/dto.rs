@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use veil_catalog::{DatasetInfo, Department, User};
+use veil_catalog::{CappedRows, DatasetInfo, Department, User};
 
 /// The body of every error response.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -325,6 +325,13 @@ pub struct DatasetView {
     /// department, administrators and auditors (an exact count told whether one person was in
     /// it, and a version's change who was added or removed).
     pub row_count: Option<u64>,
+    /// Rows of the current version beyond each person's `max_groups × max_rows` (`dp`), which
+    /// dp and anonymized answers leave out: where it is not 0, somebody has more rows than the
+    /// caps declare, and counts and sums are of fewer rows than the data holds. Absent as
+    /// `row_count` is, and where it was not measured (a dataset about nobody, a version
+    /// registered before it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_over_caps: Option<u64>,
     /// Current version number.
     pub version: i64,
     /// First registered at (RFC 3339).
@@ -400,6 +407,7 @@ impl DatasetView {
     #[must_use]
     pub fn without_sizes(mut self) -> Self {
         self.row_count = None;
+        self.rows_over_caps = None;
         for v in &mut self.versions {
             v.row_count = None;
             v.byte_size = None;
@@ -420,6 +428,11 @@ impl From<DatasetInfo> for DatasetView {
             description: d.description,
             privacy_unit: d.privacy_unit,
             row_count: Some(d.row_count),
+            rows_over_caps: match d.capped {
+                CappedRows::Unmeasured => None,
+                CappedRows::Within => Some(0),
+                CappedRows::Copy(_, kept) => Some(d.row_count.saturating_sub(kept)),
+            },
             version: d.current_version,
             created_at: d.created_at,
             retired_at: d.retired_at,
