@@ -849,7 +849,13 @@ fn bound_with(
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
-    let Conditions { listed: own, fixed, ranges } = conditions(&agg.input);
+    let Conditions { listed: own, mut fixed, ranges } = conditions(&agg.input);
+    let group_keys = crate::exprs::group_keys(&agg)?;
+    let (measures, joined) =
+        measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input, &group_keys, threshold.ctx());
+    fixed.extend(joined);
+    fixed.sort();
+    fixed.dedup();
     // A variant (`answers`: the answer's constants) measures, per group, the people matching
     // each of the answer's IN-list constants, also of a list it leaves out, though it leaves
     // out no rows of those: a group answered from it keeps the query's IN-list layers, seeded by
@@ -858,7 +864,6 @@ fn bound_with(
     // with two decoys on the target's rare value: equal without the target, and not when a
     // draw kept the value, 59 of 60).
     let listed = answers.map_or_else(|| own.clone(), <[_]>::to_vec);
-    let group_keys = crate::exprs::group_keys(&agg)?;
     let keys = group_keys.len();
     let mut described = super::DpPlan {
         aggregate_schema: Arc::clone(&agg.schema),
@@ -881,7 +886,7 @@ fn bound_with(
             fixed,
             ranges,
             keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input), &agg.input)).collect(),
-            measures: measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input, &group_keys),
+            measures,
             bounds: Vec::new(),
         },
         upper: upper.clone(),
@@ -1356,18 +1361,48 @@ fn canonical_label(e: &Expr) -> String {
 /// dataset (an alias must change nothing), so over a register joined with a copy of itself
 /// registered under another name, `WHERE b.flag` and `WHERE a.flag AND b.flag` were one label
 /// and one quantity over other rows (each person's rows multiplied differently).
+///
+/// A join with a table about nobody whose columns no aggregate adds up is a bucket's label
+/// instead (returned beside the names, `joined <pair>`), not part of a name: in the name, each
+/// code table joined gave the same rows another people layer at the group's scale, and a
+/// register beside three code tables, joined one at a time, told a heavy target by the spread
+/// of four answers (50 of 60 districts). As a label it still tells two routes to a code table's
+/// values apart (`ON v.c1 = l.k` against `ON v.c2 = l.k` under one label `region = N`), at the
+/// label layer's scale.
 fn measured_quantities(
     aggregates: &[Expr],
     kinds: &[DpAggregate],
     one_row: bool,
     input: &LogicalPlan,
     keys: &[Expr],
-) -> Vec<String> {
-    let joins = match (join_signature(input), columns_read(input, keys)) {
-        (joins, read) if joins.is_empty() || read.is_empty() => joins,
+    ctx: &crate::GuardContext,
+) -> (Vec<String>, Vec<String>) {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    // The tables about nobody whose columns no aggregate reads.
+    let summed: Vec<String> =
+        scanned(aggregates, input).iter().filter_map(|c| Some(c.relation.as_ref()?.to_string())).collect();
+    let mut labelled = Vec::new();
+    let _ = input.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let table = scan.table_name.to_string();
+            let about_nobody = ctx
+                .dataset(scan.table_name.schema(), scan.table_name.table())
+                .is_some_and(|d| d.privacy_unit.is_none());
+            if about_nobody && !summed.contains(&table) {
+                labelled.push(table);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let (signature, joined) = join_signature(input, &labelled);
+    // Which dataset a column of a shared name is read from, with or without joins in the name:
+    // a code table's `region` and the people's, under one label, are other rows.
+    let joins = match (signature, columns_read(input, keys)) {
+        (joins, read) if read.is_empty() => joins,
+        (joins, read) if joins.is_empty() => format!("reading {read}"),
         (joins, read) => format!("{joins}; reading {read}"),
     };
-    aggregates
+    let names = aggregates
         .iter()
         .zip(kinds)
         .map(|(e, kind)| {
@@ -1386,12 +1421,14 @@ fn measured_quantities(
             };
             if joins.is_empty() { what } else { format!("{what} via {joins}") }
         })
-        .collect()
+        .collect();
+    (names, joined)
 }
 
 /// The equi-join pairs of `plan`, each side named by the column it reads at its scan, each pair
-/// and the list sorted: how the rows an aggregate reads are put together, whatever the spelling.
-fn join_signature(plan: &LogicalPlan) -> String {
+/// and the list sorted: how the rows an aggregate reads are put together, whatever the spelling;
+/// and apart, as labels (`joined <pair>`), the pairs with a side in one of the tables `labelled`.
+fn join_signature(plan: &LogicalPlan, labelled: &[String]) -> (String, Vec<String>) {
     fn collect(plan: &LogicalPlan, pairs: &mut Vec<String>) {
         if let LogicalPlan::Join(join) = plan {
             let equal = |l: &Expr, r: &Expr| {
@@ -1416,7 +1453,12 @@ fn join_signature(plan: &LogicalPlan) -> String {
     collect(plan, &mut pairs);
     pairs.sort();
     pairs.dedup();
-    pairs.join("; ")
+    let (joined, named): (Vec<String>, Vec<String>) = pairs.into_iter().partition(|pair| {
+        pair.split(" = ").any(|side| {
+            labelled.iter().any(|table| side.strip_prefix(table.as_str()).is_some_and(|c| c.starts_with('.')))
+        })
+    });
+    (named.join("; "), joined.into_iter().map(|pair| format!("joined {pair}")).collect())
 }
 
 /// The columns `plan`'s filters and the group `keys` read whose name another dataset of `plan`
