@@ -533,10 +533,12 @@ async fn a_quantity_is_named_by_its_dataset_and_its_joins() {
          WHERE s.district = 'a' GROUP BY s.n",
     )
     .await;
-    // A join with a table about nobody whose columns no aggregate adds up is a label of the
-    // bucket, not part of the name (each code table joined drew the people layer again).
-    assert_eq!(on_people, ["rows via reading civil.people.district"]);
-    assert_eq!(on_stops, ["rows via reading civil.stops.district"]);
+    // A join with a table about nobody whose columns no aggregate adds up is named by the
+    // people's column it goes through, the whole pair being a label of the bucket (named by the
+    // pair, each code table joined drew the people layer again).
+    let via_stops = "rows via civil.people.district = a table";
+    assert_eq!(on_people, [format!("{via_stops}; reading civil.people.district")]);
+    assert_eq!(on_stops, [format!("{via_stops}; reading civil.stops.district")]);
     // The same join spelled with the sides the other way round and other aliases.
     let respelled = measures(
         "SELECT a.district, sum(b.cost) AS c, count(*) AS n FROM civil.visits b JOIN civil.people a ON b.id = a.id
@@ -549,7 +551,7 @@ async fn a_quantity_is_named_by_its_dataset_and_its_joins() {
          GROUP BY p.district",
     )
     .await;
-    assert_eq!(stops, ["rows via reading civil.people.district"]);
+    assert_eq!(stops, [format!("{via_stops}; reading civil.people.district")]);
     let labels = anonymized(
         &ctx,
         &guard,

@@ -428,8 +428,9 @@ async fn told_by_spread_of(beside: impl Fn(&Path) -> Vec<SessionDataset>, querie
 /// quantity's name, so the same rows asked alone and joined with each of three code tables
 /// (complete, keyed on the visit's code) were four quantities: four draws of the people layer
 /// at the group's scale, whose spread told a heavy target in 50 of 60 districts. A join with a
-/// table about nobody whose columns no aggregate adds up is now a label of the bucket, drawn at
-/// the floor's scale.
+/// table about nobody whose columns no aggregate adds up is now named by the people's column it
+/// goes through alone (two draws here: alone and joined), the whole pair being a label of the
+/// bucket, drawn at the floor's scale.
 #[tokio::test]
 async fn code_tables_joined_one_at_a_time_draw_the_people_layer_once() {
     let table = |dir: &Path, name: &str| {
@@ -774,4 +775,98 @@ async fn a_person_far_below_the_rest_is_flattened_too() {
             );
         }
     }
+}
+
+/// Leak (a red team, 2026-12-05, against the first form of the change above): with a code
+/// table's join out of the name altogether, two routes to its values over the same people
+/// (`ON v.code = l.k` against `ON v.code2 = l.k`, both `WHERE l.chapter = 'A'`) shared their
+/// people layer and differed by the label layers alone, which ranges that remove nobody draw
+/// afresh: the average of eight such differences read the target's rows whose second code is
+/// in another chapter, 60 of 60 districts in sixteen queries. The people's column a code table
+/// is reached through stays in the name.
+#[tokio::test]
+async fn two_routes_to_a_code_tables_values_draw_their_people_layers_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Per district twenty people of four visits (codes 0 and 1 in chapter A, 5 and 6 in B, the
+    // second code the same), and where the coin says so the target, whose two visits in chapter
+    // A have their second code in chapter B.
+    let (mut ids, mut districts, mut codes, mut seconds, mut days) = (vec![], vec![], vec![], vec![], vec![]);
+    for d in 0..DISTRICTS {
+        let people = (0..20)
+            .map(|p| (format!("P{d:02}{p:02}"), false))
+            .chain(target_here(d).then(|| (format!("T{d:02}"), true)));
+        for (id, target) in people {
+            for (v, code) in [0i64, 1, 5, 6].into_iter().enumerate() {
+                ids.push(id.clone());
+                districts.push(format!("R{d:02}"));
+                codes.push(code);
+                seconds.push(if target && code < 5 { code + 5 } else { code });
+                days.push(mid_month(1 + v));
+            }
+        }
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("person_id", Arc::new(StringArray::from(ids)) as ArrayRef),
+        ("district", Arc::new(StringArray::from(districts)) as ArrayRef),
+        ("code", Arc::new(Int64Array::from(codes)) as ArrayRef),
+        ("code2", Arc::new(Int64Array::from(seconds)) as ArrayRef),
+        ("day", Arc::new(Date32Array::from(days)) as ArrayRef),
+    ])
+    .unwrap();
+    let columns = HashMap::from([
+        ("person_id".to_owned(), common::identifier()),
+        ("district".to_owned(), common::column(Tag::QuasiIdentifier, None)),
+        ("code".to_owned(), common::column(Tag::Sensitive, None)),
+        ("code2".to_owned(), common::column(Tag::Sensitive, None)),
+        ("day".to_owned(), common::column(Tag::Attribute, None)),
+    ]);
+    let contribution = Contribution { max_groups: 1, max_rows: 8 };
+    let visits = common::about_people((dir.path(), "visits"), "civil.visits", &batch, columns, contribution, false);
+    let chapters = RecordBatch::try_from_iter([
+        ("k", Arc::new(Int64Array::from((0..10).collect::<Vec<i64>>())) as ArrayRef),
+        (
+            "chapter",
+            Arc::new(StringArray::from((0..10).map(|k| if k < 5 { "A" } else { "B" }).collect::<Vec<_>>())) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let chapters = common::about_nobody((dir.path(), "chapters"), "civil.chapters", &chapters, &[]);
+    let engine = QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+    let datasets = [visits, chapters];
+    // Ranges on the day that remove nobody, each a fresh label layer.
+    let ranges = [
+        (2024, 2025),
+        (2024, 2026),
+        (2020, 2025),
+        (2020, 2030),
+        (2020, 2040),
+        (2000, 2050),
+        (2000, 2100),
+        (2000, 2200),
+    ];
+    let mut differences: Vec<f64> = vec![0.0; DISTRICTS];
+    for (from, to) in ranges {
+        let ask = |column: &str| {
+            format!(
+                "SELECT v.district, count(*) AS n FROM civil.visits v JOIN civil.chapters l ON v.{column} = l.k \
+                 WHERE l.chapter = 'A' AND v.day >= DATE '{from}-01-01' AND v.day < DATE '{to}-01-01' \
+                 GROUP BY v.district ORDER BY v.district"
+            )
+        };
+        let (first, second) = (
+            answers_over(&engine, &datasets, &ask("code")).await,
+            answers_over(&engine, &datasets, &ask("code2")).await,
+        );
+        assert_eq!((first.len(), second.len()), (DISTRICTS, DISTRICTS));
+        for ((district, a), (_, b)) in first.iter().zip(&second) {
+            differences[district[1..].parse::<usize>().unwrap()] += (a[0] - b[0]) / ranges.len() as f64;
+        }
+    }
+    // The best cut of the averaged differences, knowing the coins.
+    let mut best = 0;
+    for cut in &differences {
+        let right = (0..DISTRICTS).filter(|d| (differences[*d] > *cut) == target_here(*d)).count();
+        best = best.max(right).max(DISTRICTS - right);
+    }
+    assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the averaged difference: {differences:?}");
 }
