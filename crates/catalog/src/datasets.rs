@@ -68,6 +68,17 @@ pub enum CappedRows {
 pub const PERSONAL_EPSILON_CAP: f64 = 10.0;
 
 impl DatasetInfo {
+    /// The current version's rows beyond each person's `max_groups × max_rows`, which dp and
+    /// anonymized answers leave out; `None` where registration did not measure them.
+    #[must_use]
+    pub fn rows_over_caps(&self) -> Option<u64> {
+        match self.capped {
+            CappedRows::Unmeasured => None,
+            CappedRows::Within => Some(0),
+            CappedRows::Copy(_, kept) => Some(self.row_count.saturating_sub(kept)),
+        }
+    }
+
     /// The epsilon one analyst may spend on this dataset per budget window: the stricter of the
     /// steward's cap and the level's; for a dataset about people at most
     /// [`PERSONAL_EPSILON_CAP`] even where the level sets none. `None` only for a dataset about

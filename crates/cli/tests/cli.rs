@@ -649,15 +649,7 @@ fn an_upload_over_the_limit_is_told_as_a_refusal() {
     let file = tmp.path().join("big.csv");
     std::fs::write(&file, "a\n".repeat(8 << 20)).expect("file");
     for attempt in 0..3 {
-        let out = veil()
-            .args(["dataset", "register", "--metadata"])
-            .arg(&metadata)
-            .arg("--file")
-            .arg(&file)
-            .env("VEIL_TOKEN", &steward)
-            .env("VEIL_SERVER", &url)
-            .output()
-            .expect("register");
+        let out = register(&url, &steward, &metadata, &file);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(
@@ -666,6 +658,20 @@ fn an_upload_over_the_limit_is_told_as_a_refusal() {
         );
     }
     stop(&mut child);
+}
+
+/// `veil dataset register --metadata METADATA --file FILE` against the server at `url` as the
+/// holder of `token`.
+fn register(url: &str, token: &str, metadata: &std::path::Path, file: &std::path::Path) -> std::process::Output {
+    veil()
+        .args(["dataset", "register", "--metadata"])
+        .arg(metadata)
+        .arg("--file")
+        .arg(file)
+        .env("VEIL_SERVER", url)
+        .env("VEIL_TOKEN", token)
+        .output()
+        .expect("register")
 }
 
 /// `veil dataset register` says when a register's caps leave rows out (somebody has more rows
@@ -683,15 +689,7 @@ fn registering_tells_the_steward_of_rows_beyond_the_caps() {
                 "columns": {{"person_id": {{"tag": "identifier", "linkable": true}}, "code": {{"tag": "sensitive"}}}}}}"#
         );
         std::fs::write(&metadata, declared).expect("metadata");
-        let out = veil()
-            .args(["dataset", "register", "--metadata"])
-            .arg(&metadata)
-            .arg("--file")
-            .arg(&csv)
-            .env("VEIL_SERVER", &url)
-            .env("VEIL_TOKEN", &tokens["civil-steward"])
-            .output()
-            .expect("register");
+        let out = register(&url, &tokens["civil-steward"], &metadata, &csv);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

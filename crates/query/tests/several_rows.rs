@@ -292,12 +292,18 @@ fn told_by_spread(answers_by_district: &[Vec<f64>]) -> (usize, Vec<f64>) {
             (a.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (a.len() as f64 - 1.0)).sqrt()
         })
         .collect();
+    (told_by_cut(&spread), spread)
+}
+
+/// How many districts the best cut of `scores` (one a district) tells right, the cut and its
+/// side chosen knowing the coins ([`target_here`]).
+fn told_by_cut(scores: &[f64]) -> usize {
     let mut best = 0;
-    for cut in &spread {
-        let right = (0..DISTRICTS).filter(|d| (spread[*d] > *cut) == target_here(*d)).count();
+    for cut in scores {
+        let right = (0..DISTRICTS).filter(|d| (scores[*d] > *cut) == target_here(*d)).count();
         best = best.max(right).max(DISTRICTS - right);
     }
-    (best, spread)
+    best
 }
 
 /// Per district twenty people of one visit in March and, where the coin says so, the target of
@@ -339,11 +345,7 @@ async fn a_month_of_the_year_that_removes_only_the_target_is_left_out() {
     assert_eq!(without.len(), DISTRICTS);
     // Per district, how far the two answers are apart; the best cut of that, knowing the coins.
     let apart: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| (a[0] - b[0]).abs()).collect();
-    let mut best = 0;
-    for cut in &apart {
-        let right = (0..DISTRICTS).filter(|d| (apart[*d] > *cut) == target_here(*d)).count();
-        best = best.max(right).max(DISTRICTS - right);
-    }
+    let best = told_by_cut(&apart);
     assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the difference: {apart:?}");
 }
 
@@ -862,11 +864,6 @@ async fn two_routes_to_a_code_tables_values_draw_their_people_layers_apart() {
             differences[district[1..].parse::<usize>().unwrap()] += (a[0] - b[0]) / ranges.len() as f64;
         }
     }
-    // The best cut of the averaged differences, knowing the coins.
-    let mut best = 0;
-    for cut in &differences {
-        let right = (0..DISTRICTS).filter(|d| (differences[*d] > *cut) == target_here(*d)).count();
-        best = best.max(right).max(DISTRICTS - right);
-    }
+    let best = told_by_cut(&differences);
     assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the averaged difference: {differences:?}");
 }

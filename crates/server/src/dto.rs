@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use veil_catalog::{CappedRows, DatasetInfo, Department, User};
+use veil_catalog::{DatasetInfo, Department, User};
 
 /// The body of every error response.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -419,6 +419,7 @@ impl DatasetView {
 impl From<DatasetInfo> for DatasetView {
     fn from(d: DatasetInfo) -> Self {
         let epsilon_cap = d.epsilon_cap();
+        let rows_over_caps = d.rows_over_caps();
         Self {
             id: d.dataset.to_string(),
             department: d.dataset.department.to_string(),
@@ -428,11 +429,7 @@ impl From<DatasetInfo> for DatasetView {
             description: d.description,
             privacy_unit: d.privacy_unit,
             row_count: Some(d.row_count),
-            rows_over_caps: match d.capped {
-                CappedRows::Unmeasured => None,
-                CappedRows::Within => Some(0),
-                CappedRows::Copy(_, kept) => Some(d.row_count.saturating_sub(kept)),
-            },
+            rows_over_caps,
             version: d.current_version,
             created_at: d.created_at,
             retired_at: d.retired_at,

@@ -1432,46 +1432,56 @@ fn measured_quantities(
 /// and the list sorted: how the rows an aggregate reads are put together, whatever the spelling;
 /// and apart, as labels (`joined <pair>`), the pairs with a side in one of the tables `labelled`.
 fn join_signature(plan: &LogicalPlan, labelled: &[String]) -> (String, Vec<String>) {
-    fn collect(plan: &LogicalPlan, pairs: &mut Vec<String>) {
+    /// Names and labels as collected: the pairs in the name, and the labels.
+    type Collected = (Vec<String>, Vec<String>);
+    /// Adds the pair `l = r` of a join over `plan`: to the name, or, with a side in a table of
+    /// `labelled`, to the labels, its other side (the people's column a code table is reached
+    /// through) staying in the name.
+    fn pair(l: &Expr, r: &Expr, plan: &LogicalPlan, labelled: &[String], (named, joined): &mut Collected) {
+        let sides = [l, r].map(|e| {
+            let read = read_at_source(e, plan);
+            let of_labelled = matches!(&read, Expr::Column(c)
+                if c.relation.as_ref().is_some_and(|table| labelled.contains(&table.to_string())));
+            (canonical_label(&read), of_labelled)
+        });
+        let mut text = [sides[0].0.as_str(), sides[1].0.as_str()];
+        text.sort_unstable();
+        let text = text.join(" = ");
+        if sides.iter().any(|(_, of_labelled)| *of_labelled) {
+            named.extend(
+                sides.iter().filter(|(_, of_labelled)| !of_labelled).map(|(side, _)| format!("{side} = a table")),
+            );
+            joined.push(format!("joined {text}"));
+        } else {
+            named.push(text);
+        }
+    }
+    fn collect(plan: &LogicalPlan, labelled: &[String], collected: &mut Collected) {
         if let LogicalPlan::Join(join) = plan {
-            let equal = |l: &Expr, r: &Expr| {
-                let mut pair = [canonical_label(&read_at_source(l, plan)), canonical_label(&read_at_source(r, plan))];
-                pair.sort();
-                pair.join(" = ")
-            };
-            pairs.extend(join.on.iter().map(|(l, r)| equal(l, r)));
+            for (l, r) in &join.on {
+                pair(l, r, plan, labelled, collected);
+            }
             // Before the optimizer, `ON a = b` is the join's filter.
             for condition in join.filter.iter().flat_map(datafusion::logical_expr::utils::split_conjunction) {
-                pairs.push(match condition {
-                    Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => equal(&b.left, &b.right),
-                    other => canonical_label(&read_at_source(other, plan)),
-                });
+                match condition {
+                    Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => {
+                        pair(&b.left, &b.right, plan, labelled, collected);
+                    }
+                    other => collected.0.push(canonical_label(&read_at_source(other, plan))),
+                }
             }
         }
         for input in plan.inputs() {
-            collect(input, pairs);
+            collect(input, labelled, collected);
         }
     }
-    let mut pairs = Vec::new();
-    collect(plan, &mut pairs);
-    pairs.sort();
-    pairs.dedup();
-    let of_labelled =
-        |side: &str| labelled.iter().any(|table| side.strip_prefix(table.as_str()).is_some_and(|c| c.starts_with('.')));
-    let (mut named, mut joined) = (Vec::new(), Vec::new());
-    for pair in pairs {
-        let sides: Vec<&str> = pair.split(" = ").collect();
-        if sides.iter().any(|side| of_labelled(side)) {
-            // The route stays in the name, the table it reaches does not: the people's column
-            // a code table is reached through.
-            named.extend(sides.iter().filter(|side| !of_labelled(side)).map(|side| format!("{side} = a table")));
-            joined.push(format!("joined {pair}"));
-        } else {
-            named.push(pair);
-        }
+    let mut collected = (Vec::new(), Vec::new());
+    collect(plan, labelled, &mut collected);
+    let (mut named, mut joined) = collected;
+    for list in [&mut named, &mut joined] {
+        list.sort();
+        list.dedup();
     }
-    named.sort();
-    named.dedup();
     (named.join("; "), joined)
 }
 
