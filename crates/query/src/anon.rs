@@ -584,7 +584,7 @@ impl Block<'_> {
     /// The block's own people (its entries within every range beside the keys) and the seed
     /// of their set, as the group's measurement counts them.
     fn people_in_every_range(&self, census: &Census, entries: &[Entry], one_row: bool) -> (u64, u64) {
-        let mut people = Tally::default();
+        let mut people = Tally::with_room(if one_row { 0 } else { self.entries.len() });
         for e in self.entries.iter().map(|at| &entries[*at]).filter(|e| census.in_every_range(e)) {
             people.add(e, one_row);
         }
@@ -603,6 +603,11 @@ struct Tally {
 }
 
 impl Tally {
+    /// A tally with room for `persons` people over several rows a person.
+    fn with_room(persons: usize) -> Self {
+        Self { persons: FastSet::with_capacity_and_hasher(persons, Default::default()), ..Self::default() }
+    }
+
     fn add(&mut self, e: &Entry, one_row: bool) {
         if one_row {
             self.count += e.people;
@@ -744,6 +749,44 @@ fn added(
     (added.count, added.seed, found)
 }
 
+/// What [`claimed`] reads of a measurement besides its census: two measurements asking alike
+/// over one census claim alike, and the query layer runs that census and its claims once (a
+/// variant that leaves out a range on a key's own column has the answer's census).
+#[derive(PartialEq)]
+pub(crate) struct ClaimsAsked<'a> {
+    /// How many group keys the measurement has.
+    keys: usize,
+    /// The bucketed keys' positions among them, and their labels.
+    bucketed: &'a [usize],
+    labels: Vec<&'a veil_guard::KeyLabel>,
+    /// Per range beside the keys, its ladder; none where the measurement leaves it out (a
+    /// variant: every row is in it, and it has no cells).
+    ranges: Vec<Option<&'a veil_guard::Ladder>>,
+    one_row: bool,
+}
+
+impl<'a> ClaimsAsked<'a> {
+    pub(crate) fn of(plan: &'a DpPlan, buckets: &'a veil_guard::Buckets) -> Result<Self> {
+        let ranges = buckets
+            .ranges
+            .iter()
+            .map(|at| at.map_or(Some(None), |at| plan.ladders.get(at).map(Some)))
+            .collect::<Option<Vec<_>>>()
+            .filter(|r| r.len() < 64)
+            .ok_or_else(|| internal("a range beside the keys without its ladder"))?;
+        let labels = buckets
+            .keys
+            .iter()
+            .map(|k| plan.noise.keys.get(*k))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| internal("a bucketed key not labelled"))?;
+        if plan.keys < buckets.keys.len() {
+            return Err(internal("more bucketed keys than keys"));
+        }
+        Ok(Self { keys: plan.keys, bucketed: &buckets.keys, labels, ranges, one_row: plan.one_row_per_person })
+    }
+}
+
 /// The rows the groups of the bucketed keys claim (`buckets.rs` in the guard), from their
 /// census. Per value of the other keys, each group in turn (in an order keyed by the secret and
 /// the buckets alone), tries the regions
@@ -756,30 +799,16 @@ fn added(
 pub(crate) fn claimed(
     census: &[RecordBatch],
     schema: &SchemaRef,
-    plan: &DpPlan,
-    buckets: &veil_guard::Buckets,
+    asked: &ClaimsAsked<'_>,
     k: u64,
     secret: &[u8; 32],
 ) -> Result<HashMap<String, Vec<(u64, ScalarValue)>>> {
     let totals = concat_batches(schema, census).map_err(internal)?;
-    let m = buckets.keys.len();
-    let r = buckets.ranges.len();
-    let others = plan.keys.checked_sub(m).ok_or_else(|| internal("more bucketed keys than keys"))?;
-    // Per range beside the keys, its ladder; none where this measurement leaves it out (a
-    // variant: every row is in it, and it has no cells).
-    let range_cells = buckets
-        .ranges
-        .iter()
-        .map(|at| at.map_or(Some(None), |at| plan.ladders.get(at).map(Some)))
-        .collect::<Option<Vec<_>>>()
-        .filter(|_| r < 64)
-        .ok_or_else(|| internal("a range beside the keys without its ladder"))?;
-    let labels = buckets
-        .keys
-        .iter()
-        .map(|k| plan.noise.keys.get(*k))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| internal("a bucketed key not labelled"))?;
+    let ClaimsAsked { keys: all_keys, bucketed, labels, ranges: range_cells, one_row } = asked;
+    let (labels, range_cells, one_row) = (labels.as_slice(), range_cells.as_slice(), *one_row);
+    let m = bucketed.len();
+    let r = range_cells.len();
+    let others = all_keys - m;
     if totals.num_columns() != others + 2 * (m + r) + 3 {
         return Err(internal("the bucket census's output is not as described"));
     }
@@ -817,7 +846,7 @@ pub(crate) fn claimed(
         .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
         .collect::<Result<Vec<_>>>()?;
     // Per value of the other keys, its entries.
-    let mut entries: Vec<Entry> = Vec::new();
+    let mut entries: Vec<Entry> = Vec::with_capacity(totals.num_rows());
     let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
     for (row, group) in groups.iter().enumerate() {
         // A NULL or not a number has no place in an order: a key's is in its cell of every
@@ -850,7 +879,6 @@ pub(crate) fn claimed(
     let mut sets: Vec<Vec<usize>> = by_others.into_values().collect();
     // The same order every time, whatever the hash map's.
     sets.sort_by_cached_key(|set| set.iter().map(|e| entries[*e].hash).min());
-    let one_row = plan.one_row_per_person;
     for set in sets {
         let mut blocks: FastMap<u64, Block<'_>> = FastMap::default();
         for at in set {
@@ -1017,7 +1045,7 @@ pub(crate) fn claimed(
     let mut admitted: Vec<(u64, ScalarValue)> = claims.keys().map(|h| (*h, ScalarValue::Boolean(Some(true)))).collect();
     admitted.sort_by_key(|(h, _)| *h);
     per_key.insert(veil_guard::ADMITTED.to_owned(), admitted);
-    for (j, k) in buckets.keys.iter().enumerate() {
+    for (j, k) in bucketed.iter().enumerate() {
         let mut claimed: Vec<(u64, ScalarValue)> = claims.iter().map(|(h, tuple)| (*h, tuple[j].clone())).collect();
         claimed.sort_by_key(|(h, _)| *h);
         per_key.insert(veil_guard::claim_name(*k), claimed);

@@ -263,12 +263,23 @@ impl QueryEngine {
             // there; each variant has its own, over its rows without the conditions it leaves
             // out. It runs whether or not any is found.
             let mut claims = HashMap::new();
+            // Censuses asked alike are run, and their claims found, once.
+            let mut found_before: Vec<(LogicalPlan, anon::ClaimsAsked<'_>, HashMap<_, _>)> = Vec::new();
             let described = std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured));
             for (at, described) in described.enumerate() {
                 let Some(buckets) = &described.buckets else { continue };
                 let census = optimize(&buckets.census)?;
-                let (batches, schema) = run(&census).await?;
-                let found = anon::claimed(&batches, &schema, described, buckets, request.k, &request.noise_key)?;
+                let asked = anon::ClaimsAsked::of(described, buckets)?;
+                let before = found_before.iter().find(|(c, a, _)| *c == census && *a == asked);
+                let found = match before {
+                    Some((_, _, found)) => found.clone(),
+                    None => {
+                        let (batches, schema) = run(&census).await?;
+                        let found = anon::claimed(&batches, &schema, &asked, request.k, &request.noise_key)?;
+                        found_before.push((census, asked, found.clone()));
+                        found
+                    }
+                };
                 if let Some(plan) = plans.get_mut(at) {
                     *plan = veil_guard::with_claimed(std::mem::take(plan), &found).map_err(internal)?;
                 }
