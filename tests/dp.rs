@@ -1192,7 +1192,15 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
         for _ in 0..2 {
             let mut times = [Vec::new(), Vec::new()];
             for round in 0..13 {
-                for (side, sql) in [&with, &without].into_iter().enumerate() {
+                // Each side first in every other round: the first query of a pair may pay for
+                // something the second does not (a cache, the audit log's sync). With the
+                // person's side always first, one run found it slower in 11 of 12 rounds twice,
+                // by 0.6% (1,005 against 999 ms); an order effect could not be told from a leak.
+                let mut sides = [(0, &with), (1, &without)];
+                if round % 2 == 1 {
+                    sides.reverse();
+                }
+                for (side, sql) in sides {
                     // A new text each round, so that no answer is the recorded one of an identical query.
                     let sql = sql.replacen("count(*) AS n", &format!("count(*) + {round} AS n"), 1);
                     let started = std::time::Instant::now();
