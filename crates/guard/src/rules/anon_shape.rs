@@ -180,14 +180,14 @@ pub(crate) fn one_dataset_per_column(plan: &LogicalPlan) -> Result<(), Violation
     }
 }
 
-/// The rules on what restricts one column beside what else ([`weeks_alone`],
+/// The rules on what restricts one column beside what else ([`repeating_parts_alone`],
 /// [`in_lists_alone`], [`ranges_whole_buckets`]), over the plan's conditions and keys as they
 /// read at the scan, read once.
 pub(crate) fn restrictions_per_column(plan: &LogicalPlan) -> Result<(), Violation> {
     let (conditions, keys) = crate::rewrite::anonymize::measured_conditions_and_keys(plan);
     let read: Vec<&Expr> = conditions.iter().chain(&keys).collect();
     casts_one_to_one(plan, &read)?;
-    weeks_alone(&read)?;
+    repeating_parts_alone(&read)?;
     in_lists_alone(&read)?;
     ranges_whole_buckets(&conditions, &keys)
 }
@@ -324,8 +324,9 @@ fn finer_or_same(from: datafusion::arrow::datatypes::TimeUnit, to: datafusion::a
     rank(to) >= rank(from)
 }
 
-/// A week (`date_trunc('week', d)`, `date_part('week', d)`) is the only restriction of its
-/// column: every condition and key on `d` is that same generalization.
+/// A week (`date_trunc('week', d)`, `date_part('week', d)`), and a part of a date that repeats
+/// (`date_part` to a day of the month, a month or a quarter of the year), is the only
+/// restriction of its column: every condition and key on `d` is that same generalization.
 ///
 /// Why: weeks do not nest in months, quarters or years, so a week beside a range on the grid
 /// is cut by it, and the cells a range or an equality measures around itself (the grid's) never
@@ -334,19 +335,26 @@ fn finer_or_same(from: datafusion::arrow::datatypes::TimeUnit, to: datafusion::a
 /// 2024-10-02), under the label of the one day 2024-09-30, which `d = '2024-09-30'` also gets
 /// and never with the target: the two answers were bit-identical exactly when the target was
 /// not there (a red team, 2026-12-05: 59 of 60 districts in two queries, also through a join and
-/// with `date_trunc('month', d)` as a second key).
-fn weeks_alone(read: &[&Expr]) -> Result<(), Violation> {
-    let weeks: Vec<(&str, datafusion::common::Column)> = read.iter().filter_map(|e| week_of(e)).collect();
-    for (function, column) in &weeks {
+/// with `date_trunc('month', d)` as a second key). A repeating part is cut by any range or
+/// other key on its column the same way: the day 15 of every month beside August's range, as a
+/// key, had the range left out where it removed only the target (on 15 February) from the
+/// key's cell, and as a condition beside the range kept it; the two sums were equal exactly
+/// when the target was not there (a red team, 2026-12-05: 50 of 50 districts in two queries, and
+/// the same with the month of the year beside a year, or the day beside `date_trunc('month',
+/// d)`). Every such question has a spelling on the grid (`date_trunc` to the day or month with
+/// a range).
+fn repeating_parts_alone(read: &[&Expr]) -> Result<(), Violation> {
+    let parts: Vec<(String, datafusion::common::Column)> = read.iter().filter_map(|e| repeating_part(e)).collect();
+    for (part, column) in &parts {
         let other = read.iter().find(|e| {
-            e.column_refs().contains(column) && !week_of(e).is_some_and(|(f, c)| f == *function && c == *column)
+            e.column_refs().contains(column) && !repeating_part(e).is_some_and(|(p, c)| p == *part && c == *column)
         });
         if let Some(other) = other {
             return Err(Violation::new(
                 Rule::AnonCondition,
                 Some(column.name.clone()),
                 format!(
-                    "`{}` is restricted by a week and by `{}`: weeks do not nest in months, quarters or years, so a week beside another condition or key on its column is cut by it; ask by week alone, or by day or month",
+                    "`{}` is restricted by `{part}` and by `{}`: a week, or a day of the month, a month or a quarter of the year, does not nest in ranges of months and years, so beside another condition or key on its column it is cut by it; ask by it alone, or by `date_trunc` to the day, month or quarter with a range",
                     column.name,
                     shown(other)
                 ),
@@ -508,17 +516,25 @@ impl Grid {
     }
 }
 
-/// The function (`date_trunc` or `date_part`) and column of the week generalization `e` holds.
-fn week_of(e: &Expr) -> Option<(&str, datafusion::common::Column)> {
+/// The repeating part of a date `e` holds (`date_trunc('week')`, or `date_part` to anything but
+/// the year), as `function('unit')`, and its column ([`repeating_parts_alone`]).
+fn repeating_part(e: &Expr) -> Option<(String, datafusion::common::Column)> {
+    use crate::rewrite::DateUnit;
     let mut found = None;
     let _ = e.apply(|x| {
         if let Expr::ScalarFunction(ScalarFunction { func, args }) = uncast(x)
             && let [unit, column] = args.as_slice()
-            && matches!(func.name(), "date_trunc" | "date_part")
-            && constant(unit).is_some_and(|u| crate::rewrite::DateUnit::of(&u) == Some(crate::rewrite::DateUnit::Week))
+            && let Some(u) = constant(unit)
+            && let Some(date_unit) = DateUnit::of(&u)
+            && match func.name() {
+                "date_trunc" => date_unit == DateUnit::Week,
+                "date_part" => date_unit != DateUnit::Year,
+                _ => false,
+            }
             && let Expr::Column(c) = uncast(column)
         {
-            found = Some((if func.name() == "date_trunc" { "date_trunc" } else { "date_part" }, c.clone()));
+            let unit = format!("{date_unit:?}").to_lowercase();
+            found = Some((format!("{}('{unit}', {})", func.name(), c.name), c.clone()));
             return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)
