@@ -1141,6 +1141,16 @@ pub(crate) fn add_noise(
         // this group.
         let low_together = |columns: &[&String]| {
             let Some((source, at)) = without(columns) else { return false };
+            // Leaving conditions out takes nobody out of a group: a variant with fewer people
+            // than the answer (whose ranges' cells let a person in here, where its wider rows
+            // did not) does not answer it. Taken for a removal of nobody, `WHERE <August> AND
+            // alone` was answered without the flag, the range's cells no longer letting in the
+            // one person living alone outside August, while the group `alone` of `GROUP BY
+            // alone` beside the range kept them: equal exactly when that person was absent (a
+            // red team, 2026-12-05: 48 of 50 districts in two queries).
+            if sources[source].people(at) < main.people(row) {
+                return false;
+            }
             // People whose rows an IN list's constants left out (one person alone in a year)
             // are in a variant without the list's column, but were never in the answer: they
             // count for nobody here, as in a table without them (else the target, left out by
