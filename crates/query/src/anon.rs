@@ -1053,6 +1053,33 @@ pub(crate) fn claimed(
     Ok(per_key)
 }
 
+/// A variant's claims (`own`, by [`claimed`] over its rows) with the answer's added where it
+/// made none for the row: per claim name, every row the answer claimed that the variant did
+/// not, with the answer's bucket, in hash order.
+///
+/// Why: each variant claims over its own rows (without the conditions it leaves out), and the
+/// cells around a group there can hold many people where, under the conditions, they held only
+/// the target: the answer's claims let the target in and the variant's did not. Such a variant,
+/// taken to remove almost nobody, answered a group without a person the answer held: `WHERE
+/// <August> AND alone` without the flag lost the one person living alone outside August whom
+/// `GROUP BY alone` beside the range kept, so the two were equal exactly when that person was
+/// absent, with known people added in the range who do not live alone to pass a count of the
+/// variant's people (a red team, 2026-12-05: 50 of 50 districts in two queries, also with
+/// prefixes, equalities, IN lists, several rows a person and joins). With the answer's claims,
+/// a variant holds every row the answer does.
+pub(crate) fn with_claims_of(
+    mut own: HashMap<String, Vec<(u64, ScalarValue)>>,
+    answer: &HashMap<String, Vec<(u64, ScalarValue)>>,
+) -> HashMap<String, Vec<(u64, ScalarValue)>> {
+    for (name, claimed) in answer {
+        let rows = own.entry(name.clone()).or_default();
+        let taken: FastSet<u64> = rows.iter().map(|(h, _)| *h).collect();
+        rows.extend(claimed.iter().filter(|(h, _)| !taken.contains(h)).cloned());
+        rows.sort_by_key(|(h, _)| *h);
+    }
+    own
+}
+
 /// What low-effect detection per IN-list constant leaves out ([`dropped`]).
 #[derive(Debug, Default)]
 pub(crate) struct Dropped {

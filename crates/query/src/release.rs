@@ -280,6 +280,9 @@ impl QueryEngine {
                         found
                     }
                 };
+                // A variant also takes the rows the answer's claims took, where its own took
+                // none: leaving conditions out takes nobody out of a group.
+                let found = if at == 0 { found } else { anon::with_claims_of(found, &claims) };
                 if let Some(plan) = plans.get_mut(at) {
                     *plan = veil_guard::with_claimed(std::mem::take(plan), &found).map_err(internal)?;
                 }
