@@ -794,12 +794,15 @@ impl<'a> ClaimsAsked<'a> {
 /// ladder), every combination but its own buckets alone, among the cells that add at most
 /// [`MOST_ADDED`] people with the other keys at their own. A region whose people are almost
 /// nobody ([`low_effect`]: the draw a range's cell adding the same people gets) is low-effect, and the group claims those people's rows there that no group
-/// claimed before. A group some of whose rows were claimed claims none. Output, per key (by
-/// `claim_name`): per claimed row, its hash (`claim_hashes`) and the claiming group's key.
+/// claimed before. A group some of whose rows were claimed claims none. The order is keyed by
+/// each group's labels under the answer's conditions (`order`: the answer's, for a variant
+/// too). Output, per key (by `claim_name`): per claimed row, its hash (`claim_hashes`) and the
+/// claiming group's key.
 pub(crate) fn claimed(
     census: &[RecordBatch],
     schema: &SchemaRef,
     asked: &ClaimsAsked<'_>,
+    order: &veil_guard::NoiseLabels,
     k: u64,
     secret: &[u8; 32],
 ) -> Result<HashMap<String, Vec<(u64, ScalarValue)>>> {
@@ -892,8 +895,27 @@ pub(crate) fn claimed(
                         .collect::<Result<Vec<_>>>()?;
                     let bounds = (0..m).map(|j| (rows.value(j, e), rows.value(j, e))).collect();
                     // Keyed by the installation's secret, so that no analyst knows the order;
-                    // by the buckets alone, so that nobody in the data changes it.
-                    let tag = hmac::sign(&key, format!("claim order {buckets:?}").as_bytes());
+                    // by the group's labels alone (as the answer's conditions and its keys'
+                    // values name it), so that nobody in the data changes it and no spelling
+                    // of a key does. Keyed by the buckets as spelled, `floor(x / 100) * 100`
+                    // (400) and `floor(x / 100)` (4), one label, gave a person two groups both
+                    // claim to one group in one spelling and to the other in the other: equal
+                    // exactly when nobody was between them (a red team, 2026-12-05: 46 of 50
+                    // districts, also `date_trunc('year', d)` against `date_part('year', d)`).
+                    let mut values = Vec::with_capacity(*all_keys);
+                    let mut other = keys.iter();
+                    for position in 0..*all_keys {
+                        let value = match bucketed.iter().position(|b| *b == position) {
+                            Some(j) => buckets.get(j).cloned(),
+                            None => other
+                                .next()
+                                .map(|k| ScalarValue::try_from_array(k, e.row))
+                                .transpose()
+                                .map_err(internal)?,
+                        };
+                        values.push(value.ok_or_else(|| internal("a group's keys in the census"))?);
+                    }
+                    let tag = hmac::sign(&key, format!("claim order {:?}", order.bucket(&values)).as_bytes());
                     let rank = tag.as_ref().iter().take(8).fold(0u64, |r, b| r << 8 | u64::from(*b));
                     v.insert(Block { buckets, entries: Vec::new(), people: 0, bounds, rank, all_inside: true })
                 }

@@ -275,7 +275,8 @@ impl QueryEngine {
                     Some((_, _, found)) => found.clone(),
                     None => {
                         let (batches, schema) = run(&census).await?;
-                        let found = anon::claimed(&batches, &schema, &asked, request.k, &request.noise_key)?;
+                        let found =
+                            anon::claimed(&batches, &schema, &asked, &plan.noise, request.k, &request.noise_key)?;
                         found_before.push((census, asked, found.clone()));
                         found
                     }

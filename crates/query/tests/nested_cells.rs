@@ -1439,3 +1439,76 @@ async fn key_less_conditions(engine: &QueryEngine, target: &SessionDataset, twin
     }
     differences
 }
+
+/// Per district, fourteen people with subsidies of 450 born in 2023 and fourteen with 650 born
+/// in 2025, and with `planted` one more in every district with 550, born on 2024-06-15: alone in
+/// their band and their year, between two groups whose cells around them both reach them.
+fn between_two_groups(planted: bool) -> Vec<Person> {
+    // Days since 1970-01-01: 2023-03-01, 2025-03-01, 2024-06-15.
+    let (early, late, target_born) = (19_417, 20_148, 19_889);
+    let mut people = Vec::new();
+    for (k, district) in DISTRICTS.iter().enumerate() {
+        for (born, subsidy) in [(early, 450), (late, 650)] {
+            for i in 0..14 {
+                let id = format!("P{k}{subsidy}{i:03}");
+                people.push(Person { id, district, born: born + i, subsidy, code: "I10", alone: Some(true) });
+            }
+        }
+        if planted {
+            let id = format!("P9{k}");
+            people.push(Person { id, district, born: target_born, subsidy: 550, code: "I10", alone: Some(true) });
+        }
+    }
+    people
+}
+
+/// Leak (a red team, 2026-12-05, late): two spellings of one key, the same labels, sent a row
+/// two groups both claim to different groups. The order in which groups claim was keyed by
+/// their buckets as spelled (400 for `floor(x / 100) * 100`, 4 for `floor(x / 100)`, a date
+/// for `date_trunc('year', d)`, a number for `date_part('year', d)`), so where the target sat
+/// between two groups one spelling gave them to one and the other to the other: equal exactly
+/// when the target was absent, 46 of 50 districts in a few queries, over several rows a person
+/// and through a join too. The order is now keyed by the group's labels.
+#[tokio::test]
+async fn two_spellings_of_a_key_give_a_contested_person_to_one_group() {
+    let (_dir, target, twin, engine) = twins_of(between_two_groups);
+    let ask = |key: &str| {
+        format!(
+            "SELECT district, b, n, s FROM (SELECT district, {key} AS b, count(*) AS n, sum(subsidy) AS s FROM civil.people GROUP BY 1, 2) g ORDER BY district, n"
+        )
+    };
+    // Per spelling, the answer's rows without the key's own value (its type differs).
+    let rows = |answer: veil_query::Answer| {
+        let mut found = Vec::new();
+        for batch in &answer.batches {
+            let text = |i: usize| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8).unwrap();
+            let columns: Vec<ArrayRef> = [0, 2, 3].into_iter().map(text).collect();
+            let columns: Vec<&StringArray> = columns.iter().map(|c| c.as_any().downcast_ref().unwrap()).collect();
+            for row in 0..batch.num_rows() {
+                found.push(columns.iter().map(|c| c.value(row).to_owned()).collect::<Vec<_>>());
+            }
+        }
+        found
+    };
+    let band = "floor(subsidy / 100) * 100";
+    // A flag as a condition against the flag as a key beside the band (a group's labels are
+    // the same; keyed by its keys alone, the order was not).
+    let flagged = (
+        format!(
+            "SELECT district, b, n, s FROM (SELECT district, {band} AS b, count(*) AS n, sum(subsidy) AS s FROM civil.people WHERE alone GROUP BY 1, 2) g ORDER BY district, n"
+        ),
+        format!(
+            "SELECT district, b, n, s FROM (SELECT district, alone, {band} AS b, count(*) AS n, sum(subsidy) AS s FROM civil.people GROUP BY 1, 2, 3) g WHERE alone ORDER BY district, n"
+        ),
+    );
+    for (a, b) in [
+        (ask(band), ask("floor(subsidy / 100)")),
+        (ask("date_trunc('year', birth_date)"), ask("date_part('year', birth_date)")),
+        flagged,
+    ] {
+        for (name, dataset) in [("the targets", &target), ("the twin", &twin)] {
+            let (first, second) = (rows(answer(&engine, dataset, &a).await), rows(answer(&engine, dataset, &b).await));
+            assert_eq!(first, second, "{a} against {b} over {name}");
+        }
+    }
+}
