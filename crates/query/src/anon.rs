@@ -1190,13 +1190,12 @@ pub(crate) fn add_noise(
         // this group.
         let low_together = |columns: &[&String]| {
             let Some((source, at)) = without(columns) else { return false };
-            // Leaving conditions out takes nobody out of a group: a variant with fewer people
-            // than the answer (whose ranges' cells let a person in here, where its wider rows
-            // did not) does not answer it. Taken for a removal of nobody, `WHERE <August> AND
-            // alone` was answered without the flag, the range's cells no longer letting in the
-            // one person living alone outside August, while the group `alone` of `GROUP BY
-            // alone` beside the range kept them: equal exactly when that person was absent (a
-            // red team, 2026-12-05: 48 of 50 districts in two queries).
+            // Leaving conditions out takes nobody out of a group. A variant holds every row
+            // the answer does ([`with_claims_of`]); one that still holds fewer people (a row the
+            // answer's claims put in this group and the variant's in another) does not answer
+            // it, failing closed: taken for a removal of nobody, such a variant answered a
+            // group without a person the answer held (a red team, 2026-12-05: 48 of 50
+            // districts in two queries, before the variants took the answer's claims).
             if sources[source].people(at) < main.people(row) {
                 return false;
             }

@@ -213,6 +213,20 @@ fn same_but_rounding(with: &[i64], without: &[i64]) -> bool {
 /// A query around a range.
 type Ask<'a> = dyn Fn(&str) -> String + 'a;
 
+/// The answer's rows, each as the text of its `columns` (by position).
+fn text_rows(answer: &veil_query::Answer, columns: &[usize]) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    for batch in &answer.batches {
+        let text = |i: &usize| datafusion::arrow::compute::cast(batch.column(*i), &DataType::Utf8).unwrap();
+        let columns: Vec<ArrayRef> = columns.iter().map(text).collect();
+        let columns: Vec<&StringArray> = columns.iter().map(|c| c.as_any().downcast_ref().unwrap()).collect();
+        for row in 0..batch.num_rows() {
+            found.push(columns.iter().map(|c| c.value(row).to_owned()).collect());
+        }
+    }
+    found
+}
+
 /// The anonymized count `n` of `sql` over `dataset`, under one noise key.
 async fn count(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> i64 {
     counts(engine, dataset, sql).await[0]
@@ -1307,16 +1321,8 @@ async fn an_integer_band_holds_the_rows_its_label_says() {
     ];
     // Per district, its numbers as text.
     let rows = |answer: veil_query::Answer| {
-        let mut found = HashMap::new();
-        for batch in &answer.batches {
-            let text = |i: usize| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8).unwrap();
-            let columns: Vec<ArrayRef> = (0..batch.num_columns()).map(text).collect();
-            let columns: Vec<&StringArray> = columns.iter().map(|c| c.as_any().downcast_ref().unwrap()).collect();
-            for row in 0..batch.num_rows() {
-                let values: Vec<String> = columns[1..].iter().map(|c| c.value(row).to_owned()).collect();
-                found.insert(columns[0].value(row).to_owned(), values);
-            }
-        }
+        let found: HashMap<String, Vec<String>> =
+            text_rows(&answer, &[0, 1, 2]).into_iter().map(|mut row| (row.remove(0), row)).collect();
         found
     };
     for sql in spellings {
@@ -1478,18 +1484,7 @@ async fn two_spellings_of_a_key_give_a_contested_person_to_one_group() {
         )
     };
     // Per spelling, the answer's rows without the key's own value (its type differs).
-    let rows = |answer: veil_query::Answer| {
-        let mut found = Vec::new();
-        for batch in &answer.batches {
-            let text = |i: usize| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8).unwrap();
-            let columns: Vec<ArrayRef> = [0, 2, 3].into_iter().map(text).collect();
-            let columns: Vec<&StringArray> = columns.iter().map(|c| c.as_any().downcast_ref().unwrap()).collect();
-            for row in 0..batch.num_rows() {
-                found.push(columns.iter().map(|c| c.value(row).to_owned()).collect::<Vec<_>>());
-            }
-        }
-        found
-    };
+    let rows = |answer: veil_query::Answer| text_rows(&answer, &[0, 2, 3]);
     let band = "floor(subsidy / 100) * 100";
     // A flag as a condition against the flag as a key beside the band (a group's labels are
     // the same; keyed by its keys alone, the order was not).
