@@ -574,7 +574,7 @@ struct Block<'a> {
     people: u64,
     /// Per bucketed key, the least and the greatest value.
     bounds: Vec<(Row<'a>, Row<'a>)>,
-    /// Its place in the order in which groups claim: a keyed hash of its buckets alone.
+    /// Its place in the order in which groups claim: a keyed hash of its labels alone.
     rank: u64,
     /// Whether every entry is in every range beside the keys.
     all_inside: bool,
@@ -762,6 +762,9 @@ pub(crate) struct ClaimsAsked<'a> {
     /// Per range beside the keys, its ladder; none where the measurement leaves it out (a
     /// variant: every row is in it, and it has no cells).
     ranges: Vec<Option<&'a veil_guard::Ladder>>,
+    /// The ranges that are a key's bucket (`spelled.rs` in the guard), by their place among
+    /// `ranges`, with that key's label: claimed as that key's buckets are.
+    spelled: Vec<(usize, &'a veil_guard::KeyLabel)>,
     one_row: bool,
 }
 
@@ -783,21 +786,64 @@ impl<'a> ClaimsAsked<'a> {
         if plan.keys < buckets.keys.len() {
             return Err(internal("more bucketed keys than keys"));
         }
-        Ok(Self { keys: plan.keys, bucketed: &buckets.keys, labels, ranges, one_row: plan.one_row_per_person })
+        let spelled = buckets.spelled.iter().map(|(at, label)| (*at, label)).collect();
+        Ok(Self { keys: plan.keys, bucketed: &buckets.keys, labels, ranges, spelled, one_row: plan.one_row_per_person })
     }
+
+    /// The labels of the keys the claims group rows by: the bucketed keys', then those whose
+    /// buckets are ranges.
+    fn claiming(&self) -> impl Iterator<Item = &'a veil_guard::KeyLabel> + '_ {
+        self.labels.iter().copied().chain(self.spelled.iter().map(|(_, label)| *label))
+    }
+}
+
+/// The rows claimed (by their claim hash), each with the buckets of the group that claimed it:
+/// per bucketed key, then per range that is a key's bucket.
+pub(crate) type Claims = FastMap<u64, Vec<ScalarValue>>;
+
+/// What a measurement's `__veil_claimed` calls carry, from the `claims` its census gave: per
+/// bucketed key (by `claim_name`), each claimed row's hash and the claiming group's bucket;
+/// under `ADMITTED`, each claimed row's hash and whether the group that claimed it is, or is
+/// within, one of this measurement's groups (its buckets within the measurement's intervals,
+/// `noise`): a row a group outside a range claims is not the range's, inside it or not. Each
+/// in hash order.
+pub(crate) fn claims_for(
+    claims: &Claims,
+    asked: &ClaimsAsked<'_>,
+    noise: &veil_guard::NoiseLabels,
+) -> HashMap<String, Vec<(u64, ScalarValue)>> {
+    let labels: Vec<&veil_guard::KeyLabel> = asked.claiming().collect();
+    let mut per_key: HashMap<String, Vec<(u64, ScalarValue)>> = HashMap::new();
+    let mut admitted: Vec<(u64, ScalarValue)> = claims
+        .iter()
+        .map(|(h, buckets)| {
+            let held = labels.iter().zip(buckets).all(|(label, bucket)| noise.holds(label, bucket));
+            (*h, ScalarValue::Boolean(Some(held)))
+        })
+        .collect();
+    admitted.sort_by_key(|(h, _)| *h);
+    per_key.insert(veil_guard::ADMITTED.to_owned(), admitted);
+    for (j, k) in asked.bucketed.iter().enumerate() {
+        let mut claimed: Vec<(u64, ScalarValue)> = claims.iter().map(|(h, tuple)| (*h, tuple[j].clone())).collect();
+        claimed.sort_by_key(|(h, _)| *h);
+        per_key.insert(veil_guard::claim_name(*k), claimed);
+    }
+    per_key
 }
 
 /// The rows the groups of the bucketed keys claim (`buckets.rs` in the guard), from their
 /// census. Per value of the other keys, each group in turn (in an order keyed by the secret and
-/// the buckets alone), tries the regions
-/// around it: per bucketed key its own bucket or a cell of the grid around it (the ranges'
-/// ladder), every combination but its own buckets alone, among the cells that add at most
-/// [`MOST_ADDED`] people with the other keys at their own. A region whose people are almost
-/// nobody ([`low_effect`]: the draw a range's cell adding the same people gets) is low-effect, and the group claims those people's rows there that no group
+/// its labels alone), tries the regions around it: per bucketed key its own bucket or a cell of
+/// the grid around it (the ranges' ladder), every combination but its own buckets alone, among
+/// the cells that add at most [`MOST_ADDED`] people with the other keys at their own. A region
+/// whose people are almost nobody ([`low_effect`]: the draw a range's cell adding the same
+/// people gets) is low-effect, and the group claims those people's rows there that no group
 /// claimed before. A group some of whose rows were claimed claims none. The order is keyed by
-/// each group's labels under the answer's conditions (`order`: the answer's, for a variant
-/// too). Output, per key (by `claim_name`): per claimed row, its hash (`claim_hashes`) and the
-/// claiming group's key.
+/// each group's labels with no condition on a key's column (`order`: the answer's, for a
+/// variant too; `NoiseLabels::claim_order`). A range that is one bucket of a key (`spelled`)
+/// is a dimension as that key: its groups compete as the key's do. Output: per claimed row, its
+/// hash (`claim_hashes`) and the claiming group's buckets ([`claims_for`] makes a
+/// measurement's of them).
 pub(crate) fn claimed(
     census: &[RecordBatch],
     schema: &SchemaRef,
@@ -805,29 +851,43 @@ pub(crate) fn claimed(
     order: &veil_guard::NoiseLabels,
     k: u64,
     secret: &[u8; 32],
-) -> Result<HashMap<String, Vec<(u64, ScalarValue)>>> {
+) -> Result<Claims> {
     let totals = concat_batches(schema, census).map_err(internal)?;
-    let ClaimsAsked { keys: all_keys, bucketed, labels, ranges: range_cells, one_row } = asked;
-    let (labels, range_cells, one_row) = (labels.as_slice(), range_cells.as_slice(), *one_row);
-    let m = bucketed.len();
-    let r = range_cells.len();
-    let others = all_keys - m;
-    if totals.num_columns() != others + 2 * (m + r) + 3 {
+    let ClaimsAsked { keys: all_keys, bucketed, ranges: all_ranges, spelled, one_row, .. } = asked;
+    let one_row = *one_row;
+    let (m0, r0, s) = (bucketed.len(), all_ranges.len(), spelled.len());
+    let others = all_keys - m0;
+    if totals.num_columns() != others + 2 * (m0 + r0) + s + 3 {
         return Err(internal("the bucket census's output is not as described"));
     }
     let keys: Vec<ArrayRef> = (0..others).map(|i| Arc::clone(totals.column(i))).collect();
-    let bucket_columns: Vec<&ArrayRef> = (0..m).map(|j| totals.column(others + 2 * j)).collect();
     // The keys' values, then the ranges': a claim names a row by them all, in that order.
-    let values: Vec<ArrayRef> = (0..m)
+    let values: Vec<ArrayRef> = (0..m0)
         .map(|j| others + 2 * j + 1)
-        .chain((0..r).map(|d| others + 2 * (m + d)))
+        .chain((0..r0).map(|d| others + 2 * (m0 + d)))
         .map(|at| Arc::clone(totals.column(at)))
         .collect();
-    let flags = (0..r)
-        .map(|d| totals.column(others + 2 * (m + d) + 1).as_primitive_opt::<Int64Type>())
+    // The dimensions of the regions: the bucketed keys, the ranges that are a key's bucket
+    // (grouped by that key's buckets, as a key's rows are), then the other ranges.
+    let plain: Vec<usize> = (0..r0).filter(|d| !spelled.iter().any(|(at, _)| at == d)).collect();
+    let (m, r) = (m0 + s, plain.len());
+    let labels: Vec<&veil_guard::KeyLabel> = asked.claiming().collect();
+    let range_cells: Vec<Option<&veil_guard::Ladder>> = plain.iter().map(|d| all_ranges[*d]).collect();
+    let bucket_columns: Vec<&ArrayRef> = (0..m0)
+        .map(|j| totals.column(others + 2 * j))
+        .chain((0..s).map(|k| totals.column(others + 2 * (m0 + r0) + k)))
+        .collect();
+    let dimensions: Vec<&ArrayRef> = values[..m0]
+        .iter()
+        .chain(spelled.iter().map(|(at, _)| &values[m0 + at]))
+        .chain(plain.iter().map(|d| &values[m0 + d]))
+        .collect();
+    let flags = plain
+        .iter()
+        .map(|d| totals.column(others + 2 * (m0 + d) + 1).as_primitive_opt::<Int64Type>())
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| internal("census ranges"))?;
-    let last = others + 2 * (m + r);
+    let last = others + 2 * (m0 + r0) + s;
     let unit = totals.column(last);
     let units = unit.as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census unit"))?;
     let people = totals.column(last + 1).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))?;
@@ -835,7 +895,7 @@ pub(crate) fn claimed(
     let groups = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
     let hashes = veil_guard::claim_hashes(&keys, &values, unit).map_err(internal)?;
     let rows = Census {
-        values: values.iter().map(RowForm::new).collect::<Result<_>>()?,
+        values: dimensions.iter().map(|v| RowForm::new(v)).collect::<Result<_>>()?,
         everywhere: if r == 0 { 0 } else { u64::MAX >> (64 - r) },
     };
     // Blocks and distinct values found by hash, hashed a column at a time (a 64-bit hash names
@@ -844,7 +904,7 @@ pub(crate) fn claimed(
         let columns: Vec<ArrayRef> = bucket_columns.iter().map(|b| Arc::clone(b)).collect();
         veil_guard::group_hashes(&columns, totals.num_rows()).map_err(internal)?
     };
-    let value_hashes = values
+    let value_hashes = dimensions
         .iter()
         .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
         .collect::<Result<Vec<_>>>()?;
@@ -858,7 +918,8 @@ pub(crate) fn claimed(
         // target born before 1950 with no income, beside a year key and an income range, was
         // claimed by the variant without the range of two ranges and not by the key's: 50 of
         // 50).
-        if (m..m + r).any(|j| range_cells[j - m].is_some() && (values[j].is_null(row) || not_a_number(&values[j], row)))
+        if (m..m + r)
+            .any(|j| range_cells[j - m].is_some() && (dimensions[j].is_null(row) || not_a_number(dimensions[j], row)))
         {
             continue;
         }
@@ -902,6 +963,10 @@ pub(crate) fn claimed(
                     // claim to one group in one spelling and to the other in the other: equal
                     // exactly when nobody was between them (a red team, 2026-12-05: 46 of 50
                     // districts, also `date_trunc('year', d)` against `date_part('year', d)`).
+                    // A range that is a key's bucket orders its group, and the groups around
+                    // it, by that key's labels, and no group by the conditions on its keys'
+                    // columns: a range orders as the key without it does
+                    // (`NoiseLabels::claim_order`).
                     let mut values = Vec::with_capacity(*all_keys);
                     let mut other = keys.iter();
                     for position in 0..*all_keys {
@@ -915,7 +980,10 @@ pub(crate) fn claimed(
                         };
                         values.push(value.ok_or_else(|| internal("a group's keys in the census"))?);
                     }
-                    let tag = hmac::sign(&key, format!("claim order {:?}", order.bucket(&values)).as_bytes());
+                    let spelled: Vec<(&veil_guard::KeyLabel, ScalarValue)> =
+                        labels[m0..].iter().copied().zip(buckets[m0..].iter().cloned()).collect();
+                    let labelled = order.claim_order(&values, &spelled);
+                    let tag = hmac::sign(&key, format!("claim order {labelled:?}").as_bytes());
                     let rank = tag.as_ref().iter().take(8).fold(0u64, |r, b| r << 8 | u64::from(*b));
                     v.insert(Block { buckets, entries: Vec::new(), people: 0, bounds, rank, all_inside: true })
                 }
@@ -1061,23 +1129,12 @@ pub(crate) fn claimed(
             }
         }
     }
-    let mut per_key: HashMap<String, Vec<(u64, ScalarValue)>> = HashMap::new();
-    // Every claimed row, for the ranges the claims decide (a row outside them is let in where
-    // a region took it).
-    let mut admitted: Vec<(u64, ScalarValue)> = claims.keys().map(|h| (*h, ScalarValue::Boolean(Some(true)))).collect();
-    admitted.sort_by_key(|(h, _)| *h);
-    per_key.insert(veil_guard::ADMITTED.to_owned(), admitted);
-    for (j, k) in bucketed.iter().enumerate() {
-        let mut claimed: Vec<(u64, ScalarValue)> = claims.iter().map(|(h, tuple)| (*h, tuple[j].clone())).collect();
-        claimed.sort_by_key(|(h, _)| *h);
-        per_key.insert(veil_guard::claim_name(*k), claimed);
-    }
-    Ok(per_key)
+    Ok(claims)
 }
 
 /// A variant's claims (`own`, by [`claimed`] over its rows) with the answer's added where it
-/// made none for the row: per claim name, every row the answer claimed that the variant did
-/// not, with the answer's bucket, in hash order.
+/// made none for the row: per claim name, every row the answer claimed for one of its groups
+/// that the variant did not, with the answer's bucket, in hash order.
 ///
 /// Why: each variant claims over its own rows (without the conditions it leaves out), and the
 /// cells around a group there can hold many people where, under the conditions, they held only
@@ -1093,10 +1150,18 @@ pub(crate) fn with_claims_of(
     mut own: HashMap<String, Vec<(u64, ScalarValue)>>,
     answer: &HashMap<String, Vec<(u64, ScalarValue)>>,
 ) -> HashMap<String, Vec<(u64, ScalarValue)>> {
+    // The rows a group outside the answer's claimed are no row of the answer's.
+    let outside: FastSet<u64> = answer
+        .get(veil_guard::ADMITTED)
+        .into_iter()
+        .flatten()
+        .filter(|(_, held)| *held == ScalarValue::Boolean(Some(false)))
+        .map(|(h, _)| *h)
+        .collect();
     for (name, claimed) in answer {
         let rows = own.entry(name.clone()).or_default();
         let taken: FastSet<u64> = rows.iter().map(|(h, _)| *h).collect();
-        rows.extend(claimed.iter().filter(|(h, _)| !taken.contains(h)).cloned());
+        rows.extend(claimed.iter().filter(|(h, _)| !taken.contains(h) && !outside.contains(h)).cloned());
         rows.sort_by_key(|(h, _)| *h);
     }
     own

@@ -264,23 +264,26 @@ impl QueryEngine {
             // out. It runs whether or not any is found.
             let mut claims = HashMap::new();
             // Censuses asked alike are run, and their claims found, once.
-            let mut found_before: Vec<(LogicalPlan, anon::ClaimsAsked<'_>, HashMap<_, _>)> = Vec::new();
+            let mut found_before: Vec<(LogicalPlan, anon::ClaimsAsked<'_>, anon::Claims)> = Vec::new();
             let described = std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured));
             for (at, described) in described.enumerate() {
                 let Some(buckets) = &described.buckets else { continue };
                 let census = optimize(&buckets.census)?;
                 let asked = anon::ClaimsAsked::of(described, buckets)?;
-                let before = found_before.iter().find(|(c, a, _)| *c == census && *a == asked);
-                let found = match before {
-                    Some((_, _, found)) => found.clone(),
+                let before = found_before.iter().position(|(c, a, _)| *c == census && *a == asked);
+                let before = match before {
+                    Some(before) => before,
                     None => {
                         let (batches, schema) = run(&census).await?;
                         let found =
                             anon::claimed(&batches, &schema, &asked, &plan.noise, request.k, &request.noise_key)?;
-                        found_before.push((census, asked, found.clone()));
-                        found
+                        found_before.push((census, asked, found));
+                        found_before.len() - 1
                     }
                 };
+                // Which of them are this measurement's rows follows from its own conditions.
+                let (_, asked, found) = found_before.get(before).ok_or_else(|| internal("claims found before"))?;
+                let found = anon::claims_for(found, asked, &described.noise);
                 // A variant also takes the rows the answer's claims took, where its own took
                 // none: leaving conditions out takes nobody out of a group.
                 let found = if at == 0 { found } else { anon::with_claims_of(found, &claims) };

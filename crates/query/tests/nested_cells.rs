@@ -1507,3 +1507,45 @@ async fn two_spellings_of_a_key_give_a_contested_person_to_one_group() {
         }
     }
 }
+
+/// Leak (a red team, 2026-12-05, last): a range is no key, so the order above did not reach
+/// it. `WHERE subsidy >= 400 AND subsidy < 500 GROUP BY district` had one group per district,
+/// which took the target at 550 through the cell [400, 600) with nobody to compete, while the
+/// group 400 of the band key competed for them with the group 600 (whose cell [500, 1000)
+/// reaches them too) and lost them about half the time. The range against the key's group
+/// 400, and the range [600, 700) against the group 600, differed exactly when the target was
+/// there: 49 of 50 districts, years too. A range now answers as the group of its bucket does.
+#[tokio::test]
+async fn a_range_answers_as_its_bucket_of_the_key_does() {
+    let (_dir, target, twin, engine) = twins_of(between_two_groups);
+    let ranged = |condition: &str| {
+        format!(
+            "SELECT district, n, s FROM (SELECT district, count(*) AS n, sum(subsidy) AS s FROM civil.people WHERE {condition} GROUP BY 1) g ORDER BY district"
+        )
+    };
+    let keyed = |key: &str, bucket: &str, condition: &str| {
+        format!(
+            "SELECT district, n, s FROM (SELECT district, {key} AS b, count(*) AS n, sum(subsidy) AS s FROM civil.people {condition} GROUP BY 1, 2) g WHERE b = {bucket} ORDER BY district"
+        )
+    };
+    let band = "floor(subsidy / 100) * 100";
+    let year = "date_part('year', birth_date)";
+    let years = |from: u32| format!("birth_date >= DATE '{from}-01-01' AND birth_date < DATE '{}-01-01'", from + 1);
+    let pairs = [
+        (ranged("subsidy >= 400 AND subsidy < 500"), keyed(band, "400", "")),
+        (ranged("subsidy >= 600 AND subsidy < 700"), keyed(band, "600", "")),
+        (ranged(&years(2023)), keyed(year, "2023", "")),
+        (ranged(&years(2025)), keyed(year, "2025", "")),
+        // A range that selects whole buckets beside the key on its column.
+        (keyed(band, "400", "WHERE subsidy >= 400 AND subsidy < 600"), keyed(band, "400", "")),
+        (keyed(band, "600", "WHERE subsidy >= 600 AND subsidy < 800"), keyed(band, "600", "")),
+    ];
+    for (a, b) in &pairs {
+        for (name, dataset) in [("the targets", &target), ("the twin", &twin)] {
+            let (first, second) = (answer(&engine, dataset, a).await, answer(&engine, dataset, b).await);
+            let (first, second) = (text_rows(&first, &[0, 1, 2]), text_rows(&second, &[0, 1, 2]));
+            assert!(!first.is_empty(), "{a} released nothing over {name}");
+            assert_eq!(first, second, "{a} against {b} over {name}");
+        }
+    }
+}

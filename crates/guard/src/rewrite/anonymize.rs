@@ -69,9 +69,8 @@ pub(super) fn bound(
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
 ) -> Result<(LogicalPlan, super::DpPlan)> {
     let one_row = threshold.ctx().reach(&lowest_aggregate(&upper)?.input).one_row_per_person;
-    let ranges = range_dimensions(&upper)?;
-    let reads: Vec<datafusion::common::Column> = ranges.iter().map(|(_, read)| read.clone()).collect();
-    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row, &reads, None, None)?;
+    let beside = Beside::of(&upper)?;
+    let (plan, mut described) = bound_with(upper.clone(), assessment, threshold, one_row, &beside, None, None)?;
     // Low-effect detection: per column the WHERE clause restricts (ranges, equalities, IN
     // lists, boolean columns; a group key's column too: a red team made the income range
     // exempt by grouping on `floor(income / 100000)`, one group for everyone), the same answer
@@ -99,7 +98,7 @@ pub(super) fn bound(
     // (`bound_with`).
     let listed = conditions(&agg.input).listed;
     let keys: Vec<usize> = bucketed_keys(&agg, &crate::exprs::group_keys(&agg)?).into_iter().map(|(i, _)| i).collect();
-    let joint = jointly(keys.len(), ranges.len());
+    let joint = beside.joint;
     for subset in 1..(1usize << columns.len()) {
         let chosen: Vec<String> =
             columns.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, c)| c.clone()).collect();
@@ -112,10 +111,10 @@ pub(super) fn bound(
         // not low-effect (over a visits register, `WHERE code = 1` was answered with every
         // visit, and a key's group with a person more took every row of its district).
         let (plan, mut measured) = if one_row {
-            bound_with(without.clone(), assessment, threshold, one_row, &reads, Some(&listed), None)?
+            bound_with(without.clone(), assessment, threshold, one_row, &beside, Some(&listed), None)?
         } else {
             let (marked, holds) = marked_without(&upper, &chosen)?;
-            bound_with(marked, assessment, threshold, one_row, &reads, Some(&listed), Some(holds))?
+            bound_with(marked, assessment, threshold, one_row, &beside, Some(&listed), Some(holds))?
         };
         // Each variant claims over its own rows: claims made with the conditions it leaves out
         // never saw a person those conditions remove. A red team put the target alone in the
@@ -124,18 +123,17 @@ pub(super) fn bound(
         // that answered the group without the flag kept those claims, so the keyed query with
         // the flag equalled the one without it exactly when the target passed (60 of 60).
         if !keys.is_empty() || joint {
-            measured.buckets = Some(claims(&without, &keys, &reads, threshold, one_row)?);
+            measured.buckets = Some(claims(&without, &keys, &beside.reads, threshold, one_row)?);
         }
         described.variants.push(super::Variant { columns: chosen, plan, measured });
     }
-    // The census of the ranges decided column by column: none when the claims decide them all.
-    let by_claims = if joint { ranges.len() } else { 0 };
-    if described.ladders.len() > by_claims {
-        described.census = Some(census(&upper, threshold, one_row, &reads)?);
+    // The census of the ranges decided column by column: none when the claims decide them.
+    if !joint && !described.ladders.is_empty() {
+        described.census = Some(census(&upper, threshold, one_row)?);
     }
     described.rows_capped = super::cap_rows::capped(&agg.input, threshold.ctx())?;
     if !keys.is_empty() || joint {
-        described.buckets = Some(claims(&upper, &keys, &reads, threshold, one_row)?);
+        described.buckets = Some(claims(&upper, &keys, &beside.reads, threshold, one_row)?);
     }
     Ok((plan, described))
 }
@@ -154,10 +152,16 @@ fn claims(
     let kept = laddered(&lowest_aggregate(upper)?.input);
     let ranges: Vec<(Option<usize>, datafusion::common::Column)> =
         reads.iter().map(|read| (kept.iter().position(|l| l.read == *read), read.clone())).collect();
+    let spelled = ranges
+        .iter()
+        .enumerate()
+        .filter_map(|(r, (at, _))| Some((r, kept.get((*at)?)?.spelled.as_ref()?.1.clone())))
+        .collect();
     Ok(super::Buckets {
         census: bucket_census(upper, threshold, one_row, &ranges)?,
         keys: keys.to_vec(),
         ranges: ranges.iter().map(|(at, _)| *at).collect(),
+        spelled,
     })
 }
 
@@ -185,9 +189,10 @@ fn range_dimensions(upper: &LogicalPlan) -> Result<Vec<(usize, datafusion::commo
         .collect())
 }
 
-/// Whether the ranges beside the bucketed keys (`ranges` of them, beside `bucketed` keys) are
-/// decided region by region with the keys, by the claims (`buckets.rs`), rather than column
-/// by column: beside a key, or two or more of them.
+/// Whether the answer's laddered columns (`ladders` of them, `spelled` of those a key's bucket,
+/// beside `bucketed` keys) are decided region by region with the keys, by the claims
+/// (`buckets.rs`), rather than column by column: beside a key, as a key's bucket, or two or
+/// more of them.
 ///
 /// Why: decided column by column, each with the others at their ranges, a row in a low-effect
 /// cell of each range was let in without anyone counting the corner those cells make. With
@@ -196,8 +201,37 @@ fn range_dimensions(upper: &LogicalPlan) -> Result<Vec<(usize, datafusion::commo
 /// a range decided it by its people (two: always low-effect; three, with the target: a sticky
 /// draw). Four spellings of one question disagreed for the target and never for its twin, 18
 /// of 18 on held-out pairs.
-fn jointly(bucketed: usize, ranges: usize) -> bool {
-    ranges > 0 && (bucketed > 0 || ranges > 1)
+///
+/// And a range on a key's column, or one that is a key's bucket, is decided as the key's
+/// groups are: the rows the key's groups in it hold, what they claim from around it and not
+/// what groups outside it claim (`spelled.rs`; a red team, 2026-12-05: a range against the
+/// key's group of its bucket differed exactly when a person both it and a group next to it
+/// could claim was there).
+fn jointly(bucketed: usize, ladders: usize, spelled: usize) -> bool {
+    ladders > 0 && (bucketed > 0 || spelled > 0 || ladders > 1)
+}
+
+/// The answer's laddered columns besides its keys' ([`range_dimensions`]), by the columns their
+/// conditions read, and whether the claims decide every laddered column ([`jointly`]). The
+/// answer's and every variant's measurements name a row by the same columns.
+#[derive(Default)]
+struct Beside {
+    reads: Vec<datafusion::common::Column>,
+    joint: bool,
+}
+
+impl Beside {
+    fn of(upper: &LogicalPlan) -> Result<Self> {
+        let agg = lowest_aggregate(upper)?;
+        let ladders = laddered(&agg.input);
+        let ranges = range_dimensions(upper)?;
+        let spelled = ranges.iter().filter(|(at, _)| ladders.get(*at).is_some_and(|l| l.spelled.is_some())).count();
+        let bucketed = bucketed_keys(agg, &crate::exprs::group_keys(agg)?).len();
+        Ok(Self {
+            reads: ranges.into_iter().map(|(_, read)| read).collect(),
+            joint: jointly(bucketed, ladders.len(), spelled),
+        })
+    }
 }
 
 /// The group keys of `agg` whose buckets are claimed from the cells around them (`buckets.rs`):
@@ -227,8 +261,10 @@ fn bucketed_keys(agg: &Aggregate, keys: &[Expr]) -> Vec<(usize, datafusion::comm
 /// aggregate's input threaded with the units `unit` hashes): each key with buckets through
 /// `__veil_claimed`, the others bare; and `input` with those keys' columns carried up to it.
 /// Over one row per person (`one_row`), a row is claimed by its value, not its person. Where
-/// the claims decide the ranges `ranges` ([`jointly`]), also whether a row was claimed at
-/// all: true for a row outside them that a region of its group (or of a group around) takes.
+/// the claims decide the laddered columns (`joint`, [`jointly`]; `ranges` the columns of those
+/// beside the keys), also the condition a row passes them by, given the one an unclaimed row
+/// passes by (in every range): for a claimed row, whether the group that claimed it is one of
+/// the answer's.
 fn claimed_keys(
     input: &LogicalPlan,
     agg: &Aggregate,
@@ -236,13 +272,13 @@ fn claimed_keys(
     unit: &Expr,
     one_row: bool,
     ranges: &[datafusion::common::Column],
-) -> Result<(LogicalPlan, Vec<Expr>, Option<Expr>)> {
+    joint: bool,
+) -> Result<(LogicalPlan, Vec<Expr>, Option<Admitted>)> {
     // Over one row per person, rows are claimed by their values alone (the census counts
     // people per combination of values).
     let unit = if one_row { lit(0u64) } else { unit.clone() };
     let bare: Vec<Expr> = keys.iter().map(|k| k.clone().unalias()).collect();
     let bucketed = bucketed_keys(agg, keys);
-    let joint = jointly(bucketed.len(), ranges.len());
     if bucketed.is_empty() && !joint {
         return Ok((input.clone(), bare, None));
     }
@@ -260,8 +296,24 @@ fn claimed_keys(
     for (i, _) in &bucketed {
         keyed[*i] = super::buckets::claimed(*i, bare[*i].clone(), unit.clone(), &values, others.clone());
     }
-    let admitted = joint.then(|| super::buckets::admitted(unit, &values, others));
+    let admitted = joint.then_some(Admitted { unit, values, others });
     Ok((input, keyed, admitted))
+}
+
+/// What a row is named by in the claims where they decide the laddered columns
+/// ([`claimed_keys`]).
+struct Admitted {
+    unit: Expr,
+    values: Vec<Expr>,
+    others: Vec<Expr>,
+}
+
+impl Admitted {
+    /// The condition a row passes the laddered columns by, given `own`, the one an unclaimed
+    /// row passes them by (`buckets::admitted`).
+    fn given(self, own: Expr) -> Expr {
+        super::buckets::admitted(own, self.unit, &self.values, self.others)
+    }
 }
 
 /// `input` with the columns of `bucketed` (their positions and the columns they read at the
@@ -286,7 +338,8 @@ fn carried(input: &LogicalPlan, bucketed: &[(usize, datafusion::common::Column)]
 /// bucketed key, the key and the value of its column; per range beside the keys (`ranges`,
 /// as [`range_dimensions`] lists them, by their place among `upper`'s ladders: none where
 /// `upper`, a variant, has left its conditions out), its value and the Int64 1 where the row
-/// is in its range (0 or NULL elsewhere; 1 on every row for a range left out); then the
+/// is in its range (0 or NULL elsewhere; 1 on every row for a range left out); per range that
+/// is a key's bucket (`spelled.rs`), in the same order, the row's bucket of that key; then the
 /// person's hash, 1 and the hash again, once per person; over one row per person, 0, the
 /// number of people and the XOR of their hashes.
 fn bucket_census(
@@ -314,8 +367,11 @@ fn bucket_census(
     let (input, mut values) = carried(&input, &columns)?;
     let mut left_out = values.split_off(bucketed.len()).into_iter();
     let mut range_columns = Vec::with_capacity(ranges.len());
+    // Per range that is a key's bucket, the row's bucket of that key.
+    let mut spelled = Vec::new();
     // Only the rows in some cell of each range's ladder can be in a region (a text equality's
-    // one cell holds none of the other values, which were half of a join's rows).
+    // one cell holds none of the other values, which were half of a join's rows). Not so for a
+    // key's bucket: its groups around it claim as the key's do, and the key has every row.
     let mut in_cells = Vec::new();
     for (at, _) in ranges {
         let Some(at) = at else {
@@ -330,6 +386,11 @@ fn bucket_census(
             return plan_err!("a range beside the keys without its ladder");
         };
         let (range, value, _) = l.placed(found)?;
+        if let Some((spelling, _)) = &l.spelled {
+            spelled.push(spelling.over(value.clone(), &l.ty));
+            range_columns.push((value, cast(range, DataType::Int64)));
+            continue;
+        }
         let least =
             l.cells.iter().map(|(lo, _)| lo).min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         let most =
@@ -357,6 +418,9 @@ fn bucket_census(
     for (r, (value, inside)) in range_columns.into_iter().enumerate() {
         group.push(value.alias(format!("{}range_{r}", super::DP_PREFIX)));
         group.push(inside.alias(format!("{}inside_{r}", super::DP_PREFIX)));
+    }
+    for (s, bucket) in spelled.into_iter().enumerate() {
+        group.push(bucket.alias(format!("{}spelled_{s}", super::DP_PREFIX)));
     }
     let unit = unit_of(&units)?;
     let (people, seed) = (format!("{}people", super::DP_PREFIX), ANON_SEED);
@@ -390,6 +454,10 @@ struct Laddered {
     split: datafusion::common::ScalarValue,
     /// The column its conditions read, as the input of their filter names it.
     read: datafusion::common::Column,
+    /// The key one of whose buckets is its interval, with its label (`spelled.rs`), when it
+    /// has one; the column's type.
+    spelled: Option<(super::spelled::Spelling, super::KeyLabel)>,
+    ty: DataType,
 }
 
 /// The conditions on a laddered column that one filter had, and the column they read as the
@@ -546,17 +614,19 @@ fn laddered(input: &LogicalPlan) -> Vec<Laddered> {
                         && condition_column(c, &f.input).as_deref() == Some(column.as_str())
                         && let [only] = c.column_refs().into_iter().collect::<Vec<_>>().as_slice()
                     {
-                        ty =
-                            Expr::Column((*only).clone()).get_type(f.input.schema()).ok().map(|t| (t, (*only).clone()));
+                        let read = (*only).clone();
+                        let source = read_at_source(&Expr::Column(read.clone()), &f.input);
+                        ty = Expr::Column(read.clone()).get_type(f.input.schema()).ok().map(|t| (t, read, source));
                     }
                 }
             }
             Ok(TreeNodeRecursion::Continue)
         });
-        let Some((ty, read)) = ty else { continue };
+        let Some((ty, read, source)) = ty else { continue };
         let cells = super::ladder::cells(&span, &ty);
         if let (false, Some(split)) = (cells.is_empty(), super::ladder::split(&span, &ty)) {
-            found.push(Laddered { column, cells, split, read });
+            let spelled = super::spelled::spelled(&span, &ty, &source, input);
+            found.push(Laddered { column, cells, split, read, spelled, ty });
         }
     }
     found
@@ -576,7 +646,6 @@ fn census(
     upper: &LogicalPlan,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
-    ranges: &[datafusion::common::Column],
 ) -> Result<LogicalPlan> {
     use datafusion::functions_aggregate::expr_fn::{max, min};
     use datafusion::logical_expr::{LogicalPlanBuilder, when};
@@ -590,7 +659,8 @@ fn census(
     let (input, lifted) = lift_all(std::sync::Arc::unwrap_or_clone(std::sync::Arc::clone(&agg.input)), &ladders)?;
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
     let unit = unit_of(&units)?;
-    let (input, keyed, _) = claimed_keys(&input, &agg, &group_keys, &unit, one_row, ranges)?;
+    // Decided column by column: no key has buckets (they would decide it with their claims).
+    let (input, keyed, _) = claimed_keys(&input, &agg, &group_keys, &unit, one_row, &[], false)?;
     let placed = ladders.iter().zip(&lifted).map(|(l, found)| l.placed(found)).collect::<Result<Vec<_>>>()?;
     let ranges: Vec<Expr> = placed.iter().map(|(range, _, _)| range.clone()).collect();
     if ranges.is_empty() {
@@ -828,7 +898,7 @@ fn bound_with(
     assessment: &crate::Assessment,
     threshold: &mut super::enforce_min_group_size::Threshold<'_>,
     one_row: bool,
-    beside: &[datafusion::common::Column],
+    beside: &Beside,
     answers: Option<&[(Expr, Expr, String)]>,
     holds: Option<Expr>,
 ) -> Result<(LogicalPlan, super::DpPlan)> {
@@ -902,7 +972,8 @@ fn bound_with(
     let Threaded { plan: input, units } = super::cap_rows::threaded_and_capped(input, threshold)?;
     let unit = unit_of(&units)?;
     // Rows claimed by the group of a bucket around theirs are grouped there (`buckets.rs`).
-    let (input, keyed, admitted) = claimed_keys(&input, &agg, &group_keys, &unit, one_row, beside)?;
+    let (input, keyed, admitted) =
+        claimed_keys(&input, &agg, &group_keys, &unit, one_row, &beside.reads, beside.joint)?;
     let listed = listed
         .into_iter()
         .map(|(e, c, _)| {
@@ -937,16 +1008,16 @@ fn bound_with(
     let mut joint = Vec::new();
     for (l, found) in ladders.iter().zip(&lifted) {
         let (range, _, cells) = l.placed(found)?;
-        if admitted.is_some() && beside.contains(&l.read) {
+        if admitted.is_some() {
             joint.push(range);
         } else {
             kept.push(super::ladder::within(&l.column, bare_keys.clone(), range, cells));
         }
     }
-    // The ranges the claims decide: a row in all of them, or one a region took. A sum of ones
-    // and zeros, not `OR`, which skips its right side where its left is true for a whole batch.
-    if let (Some(admitted), Some(inside)) = (admitted, ones(joint)) {
-        kept.push((inside + cast(admitted, DataType::Int64)).gt_eq(lit(1i64)));
+    // The ranges the claims decide: an unclaimed row in all of them, a claimed one where one of
+    // the answer's groups claimed it. Decided in one call, on every row, whichever rows match.
+    if let (Some(admitted), Some(inside)) = (admitted, whole(joint)) {
+        kept.push(admitted.given(inside));
     }
     let input = match datafusion::logical_expr::utils::conjunction(kept) {
         Some(kept) => LogicalPlanBuilder::from(input).filter(kept)?.build()?,
@@ -1711,7 +1782,7 @@ mod tests {
             let mut threshold =
                 super::super::enforce_min_group_size::Threshold::new(&guard, Arc::new(AtomicU64::new(0)));
             let (measuring, _) =
-                bound_with(plan.clone(), &assessment, &mut threshold, one_row, &[], None, None).unwrap();
+                bound_with(plan.clone(), &assessment, &mut threshold, one_row, &Beside::default(), None, None).unwrap();
             // Over several rows a person, the aggregate per person, then its contributions
             // clamped (a projection), below the groups' totals (an aggregate, whose rankings'
             // parts a projection splits).

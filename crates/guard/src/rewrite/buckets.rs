@@ -35,7 +35,11 @@
 //! ([`admitted`]), not by a ladder widened column by column; ranges on two or more columns are
 //! decided so with no bucketed key at all ([`Buckets::keys`] empty, a census without bucket
 //! columns), so that every spelling of one region (two ranges, a range and a key either way,
-//! two keys) counts its people and draws once.
+//! two keys) counts its people and draws once. A range that is one bucket of a key
+//! ([`Buckets::spelled`], `spelled.rs`) is claimed as that key: the groups of its buckets
+//! around the range's compete for the people between them, and the range's group holds what
+//! the key's group of its bucket would. So does a range on a key's own column: a claimed row is
+//! let in where the group that claimed it is one of the answer's ([`ADMITTED`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -63,7 +67,8 @@ pub struct Buckets {
     /// The plan the query layer runs first, over the rows of the answer's input with every
     /// range's conditions left out: the other keys (in order); per bucketed key, the key and
     /// the value of its column; per range beside them (`ranges`), the value of its column and
-    /// the Int64 1 where the row is in the range; then the person's 64-bit hash, 1 and the hash
+    /// the Int64 1 where the row is in the range; per range that is a key's bucket
+    /// (`spelled`), the row's bucket of that key; then the person's 64-bit hash, 1 and the hash
     /// again, once per person (over one row per person: 0, the number of people and the XOR of
     /// their hashes, per combination of values).
     pub census: LogicalPlan,
@@ -75,6 +80,11 @@ pub struct Buckets {
     /// ranges on both columns and not by the range beside the key: the two spellings of one
     /// question, with the same labels, differed exactly when someone was in that corner).
     pub ranges: Vec<Option<usize>>,
+    /// The ranges of `ranges` (by their place there) whose interval is one bucket of a key
+    /// (`spelled.rs`: `x >= 400 AND x < 500`, the bucket 400 of `floor(x / 100) * 100`), with
+    /// that key's label: the claims group their rows by that key's buckets, as they do a
+    /// key's, so that the range's group takes the rows the key's group of its bucket would.
+    pub spelled: Vec<(usize, super::KeyLabel)>,
 }
 
 /// The name the `__veil_claimed` calls of the key at `key` carry ([`with_claimed`]).
@@ -88,11 +98,12 @@ pub fn claim_name(key: usize) -> String {
 /// let in where a region took it.
 pub const ADMITTED: &str = "admitted";
 
-/// `__veil_claimed(ADMITTED, false, unit, n, values…, others…)`: true for a claimed row,
-/// false elsewhere, with no row claimed yet; `others` are the group keys without buckets.
-pub(super) fn admitted(unit: Expr, values: &[Expr], others: Vec<Expr>) -> Expr {
+/// `__veil_claimed(ADMITTED, own, unit, n, values…, others…)`: for a claimed row, whether one
+/// of the answer's groups claimed it; `own` (whether the row is in every range the claims
+/// decide) elsewhere; with no row claimed yet. `others` are the group keys without buckets.
+pub(super) fn admitted(own: Expr, unit: Expr, values: &[Expr], others: Vec<Expr>) -> Expr {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| Arc::new(udf(&[])));
-    let mut args = vec![lit(ADMITTED), lit(false), unit, lit(values.len() as i64)];
+    let mut args = vec![lit(ADMITTED), own, unit, lit(values.len() as i64)];
     args.extend(values.iter().cloned());
     args.extend(others);
     UDF.call(args)

@@ -73,6 +73,35 @@ impl NoiseLabels {
     }
 }
 
+impl NoiseLabels {
+    /// The labels of a group of the claims (`buckets.rs`), which order the groups there: its
+    /// keys' `values`, and the buckets of the keys whose buckets some of the conditions are
+    /// (`spelled`, with their labels), each without the conditions on its column. So every
+    /// group of a key is ordered as in the query without those conditions, whichever range on
+    /// the column selects it or its neighbours (a group outside the range, labelled by its
+    /// bucket within the range, had an empty interval, the same for all of them).
+    #[must_use]
+    pub fn claim_order(&self, values: &[ScalarValue], spelled: &[(&KeyLabel, ScalarValue)]) -> Vec<String> {
+        let mut order = self.clone();
+        let keys = self.keys.iter().chain(spelled.iter().map(|(k, _)| *k));
+        let columns: Vec<&str> = keys.map(KeyLabel::column).collect();
+        order.ranges.retain(|(column, _)| !columns.contains(&column.as_str()));
+        order.keys.extend(spelled.iter().map(|(k, _)| (*k).clone()));
+        let mut all = values.to_vec();
+        all.extend(spelled.iter().map(|(_, v)| v.clone()));
+        order.bucket(&all)
+    }
+
+    /// Whether the bucket `value` of `key` lies within the conditions' interval of its column
+    /// (every bucket does where they have none): a group of the claims that is, or is within,
+    /// one of the answer's groups.
+    #[must_use]
+    pub fn holds(&self, key: &KeyLabel, value: &ScalarValue) -> bool {
+        let Some((_, interval)) = self.ranges.iter().find(|(column, _)| column == key.column()) else { return true };
+        key.selects(value).is_some_and(|bucket| bucket.intersect(interval) == bucket)
+    }
+}
+
 /// Intersects `column`'s interval in `ranges` with `span`, or adds it.
 pub(crate) fn restrict(ranges: &mut Vec<(String, Span)>, column: &str, span: Span) {
     match ranges.iter_mut().find(|(c, _)| c == column) {

@@ -12,6 +12,7 @@ mod labels;
 mod ladder;
 mod people;
 mod safe_arithmetic;
+mod spelled;
 mod top;
 mod true_floor;
 
