@@ -568,8 +568,11 @@ struct Entry {
 /// The entries of one combination of buckets (one group of the answer, before claims); its
 /// people are those with a row in every range beside the keys.
 struct Block<'a> {
-    /// The buckets, as values (the key of a group that claims rows).
+    /// The buckets, as values, per dimension of the walk.
     buckets: Vec<ScalarValue>,
+    /// The same in the claims' order (per bucketed key, then per range that is a key's
+    /// bucket): the keys of a group that claims rows.
+    claimed: Vec<ScalarValue>,
     entries: Vec<usize>,
     people: u64,
     /// Per bucketed key, the least and the greatest value.
@@ -867,21 +870,41 @@ pub(crate) fn claimed(
         .chain((0..r0).map(|d| others + 2 * (m0 + d)))
         .map(|at| Arc::clone(totals.column(at)))
         .collect();
-    // The dimensions of the regions: the bucketed keys, the ranges that are a key's bucket
-    // (grouped by that key's buckets, as a key's rows are), then the other ranges.
-    let plain: Vec<usize> = (0..r0).filter(|d| !spelled.iter().any(|(at, _)| at == d)).collect();
+    // The dimensions of the regions: the bucketed keys and the ranges that are a key's bucket
+    // (grouped by that key's buckets, as a key's rows are), then the other ranges. In an order
+    // no spelling changes: the keys by their columns and how they divide them
+    // (`KeyLabel::grain`), the ranges by their columns. Which combinations of cells a group
+    // tries, and in what order, follows it (the last dimension's wider cells are skipped once
+    // one adds too many, and a cell of every value adds what the narrower ones did not take),
+    // so keys in another order, or a range for one of them, claimed otherwise (a red team,
+    // 2026-12-05: a range on one column beside a key on another against two keys, apart only
+    // with the target).
+    let mut plain: Vec<usize> = (0..r0).filter(|d| !spelled.iter().any(|(at, _)| at == d)).collect();
+    plain.sort_by_cached_key(|d| all_ranges[*d].map(|l| l.column.clone()));
     let (m, r) = (m0 + s, plain.len());
-    let labels: Vec<&veil_guard::KeyLabel> = asked.claiming().collect();
+    let claiming: Vec<&veil_guard::KeyLabel> = asked.claiming().collect();
+    let mut walk: Vec<usize> = (0..m).collect();
+    walk.sort_by_cached_key(|j| claiming[*j].grain());
+    let labels: Vec<&veil_guard::KeyLabel> = walk.iter().map(|j| claiming[*j]).collect();
     let range_cells: Vec<Option<&veil_guard::Ladder>> = plain.iter().map(|d| all_ranges[*d]).collect();
-    let bucket_columns: Vec<&ArrayRef> = (0..m0)
+    let all_buckets: Vec<&ArrayRef> = (0..m0)
         .map(|j| totals.column(others + 2 * j))
         .chain((0..s).map(|k| totals.column(others + 2 * (m0 + r0) + k)))
         .collect();
-    let dimensions: Vec<&ArrayRef> = values[..m0]
-        .iter()
-        .chain(spelled.iter().map(|(at, _)| &values[m0 + at]))
-        .chain(plain.iter().map(|d| &values[m0 + d]))
-        .collect();
+    let bucket_columns: Vec<&ArrayRef> = walk.iter().map(|j| all_buckets[*j]).collect();
+    let key_values: Vec<&ArrayRef> =
+        values[..m0].iter().chain(spelled.iter().map(|(at, _)| &values[m0 + at])).collect();
+    let dimensions: Vec<&ArrayRef> =
+        walk.iter().map(|j| key_values[*j]).chain(plain.iter().map(|d| &values[m0 + d])).collect();
+    // A group's buckets in the claims' order (per bucketed key, then per range that is a key's
+    // bucket) from its buckets in the walk's.
+    let unwalked = |buckets: &[ScalarValue]| {
+        let mut ordered = buckets.to_vec();
+        for (k, j) in walk.iter().enumerate() {
+            ordered[*j] = buckets[k].clone();
+        }
+        ordered
+    };
     let flags = plain
         .iter()
         .map(|d| totals.column(others + 2 * (m0 + d) + 1).as_primitive_opt::<Int64Type>())
@@ -967,11 +990,12 @@ pub(crate) fn claimed(
                     // it, by that key's labels, and no group by the conditions on its keys'
                     // columns: a range orders as the key without it does
                     // (`NoiseLabels::claim_order`).
+                    let claimed = unwalked(&buckets);
                     let mut values = Vec::with_capacity(*all_keys);
                     let mut other = keys.iter();
                     for position in 0..*all_keys {
                         let value = match bucketed.iter().position(|b| *b == position) {
-                            Some(j) => buckets.get(j).cloned(),
+                            Some(j) => claimed.get(j).cloned(),
                             None => other
                                 .next()
                                 .map(|k| ScalarValue::try_from_array(k, e.row))
@@ -981,11 +1005,11 @@ pub(crate) fn claimed(
                         values.push(value.ok_or_else(|| internal("a group's keys in the census"))?);
                     }
                     let spelled: Vec<(&veil_guard::KeyLabel, ScalarValue)> =
-                        labels[m0..].iter().copied().zip(buckets[m0..].iter().cloned()).collect();
+                        claiming[m0..].iter().copied().zip(claimed[m0..].iter().cloned()).collect();
                     let labelled = order.claim_order(&values, &spelled);
                     let tag = hmac::sign(&key, format!("claim order {labelled:?}").as_bytes());
                     let rank = tag.as_ref().iter().take(8).fold(0u64, |r, b| r << 8 | u64::from(*b));
-                    v.insert(Block { buckets, entries: Vec::new(), people: 0, bounds, rank, all_inside: true })
+                    v.insert(Block { buckets, claimed, entries: Vec::new(), people: 0, bounds, rank, all_inside: true })
                 }
             };
             block.entries.push(at);
@@ -1122,7 +1146,7 @@ pub(crate) fn claimed(
                 if low_effect(&key, count, seed) {
                     for at in found {
                         let e = &entries[at];
-                        claims.entry(e.hash).or_insert_with(|| own.buckets.clone());
+                        claims.entry(e.hash).or_insert_with(|| own.claimed.clone());
                         taken.hashes.insert(e.hash);
                     }
                 }

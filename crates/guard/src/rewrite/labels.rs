@@ -182,6 +182,24 @@ impl KeyLabel {
         }
     }
 
+    /// The key's place among the dimensions of the claims (`buckets.rs`): its column, then how
+    /// it divides it, the same for every spelling of one generalization (`floor(x / 100)` and
+    /// `floor(x / 100) * 100`; `date_trunc('year', d)` and `date_part('year', d)`), so that the
+    /// order of the keys in a query, or which of them a range spells, changes nothing.
+    #[must_use]
+    pub fn grain(&self) -> (String, String) {
+        let Some(g) = &self.column else { return (self.key.clone(), String::new()) };
+        let how = match g.how {
+            How::Value => "value".to_owned(),
+            How::Prefix(n) => format!("prefix {n:09}"),
+            How::Band { width, years: false, .. } => format!("band {width:e}"),
+            How::Band { width, years: true, .. } => format!("years {width:e}"),
+            How::Year | How::Trunc(Unit::Year) => format!("years {:e}", 1.0),
+            How::Trunc(unit) => format!("{unit:?}"),
+        };
+        (g.column.clone(), how)
+    }
+
     /// The label of the rows where the key equals `value`.
     pub fn of(&self, value: &ScalarValue) -> String {
         match self.selects(value) {
