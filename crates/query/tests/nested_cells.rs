@@ -152,6 +152,14 @@ fn twins_of(people: impl Fn(bool) -> Vec<Person>) -> (tempfile::TempDir, Session
     twins(|dir, file, planted| written(dir, file, &people(planted)))
 }
 
+/// The same rows, as a dataset that may hold several rows per person: claimed person by person
+/// rather than value by value.
+fn several_rows_a_person(dataset: &SessionDataset) -> SessionDataset {
+    let mut d = dataset.clone();
+    d.info.one_row_per_unit = false;
+    d
+}
+
 /// `n` district names, `R00`, `R01`, …, for fixtures of many groups.
 fn many_districts(n: usize) -> Vec<&'static str> {
     (0..n).map(|d| &*Box::leak(format!("R{d:02}").into_boxed_str())).collect()
@@ -343,13 +351,7 @@ async fn nested_buckets_differ_by_the_same_number_with_the_target_or_without() {
     let (_dir, target, twin, engine) = twins(people);
     let years = |width: u32| format!("floor(date_part('year', birth_date) / {width}) * {width}");
     let amounts = |width: u32| format!("floor(subsidy / {width}) * {width}");
-    // The same rows, as a dataset that may hold several rows per person: claimed person by
-    // person rather than value by value.
-    let several = |d: &SessionDataset| {
-        let mut d = d.clone();
-        d.info.one_row_per_unit = false;
-        d
-    };
+    let several = several_rows_a_person;
     let mut differences: [Vec<i64>; 4] = Default::default();
     for p in 0..6 {
         let list = padded(p);
@@ -1540,8 +1542,15 @@ async fn a_range_answers_as_its_bucket_of_the_key_does() {
         (keyed(band, "400", "WHERE subsidy >= 400 AND subsidy < 600"), keyed(band, "400", "")),
         (keyed(band, "600", "WHERE subsidy >= 600 AND subsidy < 800"), keyed(band, "600", "")),
     ];
+    // Over one row a person, and as a dataset that may hold several (claimed person by person).
+    let datasets = [
+        ("the targets", target.clone()),
+        ("the twin", twin.clone()),
+        ("the targets, several rows a person", several_rows_a_person(&target)),
+        ("the twin, several rows a person", several_rows_a_person(&twin)),
+    ];
     for (a, b) in &pairs {
-        for (name, dataset) in [("the targets", &target), ("the twin", &twin)] {
+        for (name, dataset) in &datasets {
             let (first, second) = (answer(&engine, dataset, a).await, answer(&engine, dataset, b).await);
             let (first, second) = (text_rows(&first, &[0, 1, 2]), text_rows(&second, &[0, 1, 2]));
             assert!(!first.is_empty(), "{a} released nothing over {name}");
@@ -1605,7 +1614,13 @@ async fn one_bucket_of_two_columns_answers_alike_however_spelled() {
                 ask(&[], &[&amounts, &years]),
             ];
             assert!(spellings[0].contains(band));
-            for (name, dataset) in [("the targets", &target), ("the twin", &twin)] {
+            let datasets = [
+                ("the targets", target.clone()),
+                ("the twin", twin.clone()),
+                ("the targets, several rows a person", several_rows_a_person(&target)),
+                ("the twin, several rows a person", several_rows_a_person(&twin)),
+            ];
+            for (name, dataset) in &datasets {
                 let first = text_rows(&answer(&engine, dataset, &spellings[0]).await, &[0, 1, 2]);
                 assert!(!first.is_empty(), "{} released nothing over {name}", spellings[0]);
                 for other in &spellings[1..] {
