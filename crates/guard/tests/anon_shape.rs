@@ -303,6 +303,39 @@ const CASES: &[(&str, &str)] = &[
         "anon_condition",
         "SELECT date_trunc('quarter', birth_date) AS q, count(*) FROM civil.people WHERE birth_date >= DATE '1950-03-01' AND birth_date < DATE '1950-04-01' GROUP BY 1",
     ),
+    // Whatever the key: an equality or a longer prefix beside a prefix key, a day beside a
+    // month key, a month beside a year key (a red team read a target coded `K55` off `code =
+    // 'K550'` beside `substr(code, 1, 3)` against the equality alone, 50 of 50).
+    (
+        "anon_condition",
+        "SELECT substr(district, 1, 2) AS p, count(*) FROM civil.people WHERE district = 'ab1' GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT substr(district, 1, 2) AS p, count(*) FROM civil.people WHERE substr(district, 1, 3) = 'ab1' GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT date_trunc('month', birth_date) AS m, count(*) FROM civil.people WHERE birth_date = DATE '1950-03-15' GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT date_part('year', birth_date) AS y, count(*) FROM civil.people WHERE date_trunc('month', birth_date) = '1950-03-01' GROUP BY 1",
+    ),
+    (
+        "anon_condition",
+        "SELECT date_part('year', birth_date) AS y, count(*) FROM civil.people WHERE date_trunc('month', birth_date) >= '1950-03-01' AND date_trunc('month', birth_date) < '1950-04-01' GROUP BY 1",
+    ),
+    ("ok", "SELECT substr(district, 1, 3) AS p, count(*) FROM civil.people WHERE district = 'ab' GROUP BY 1"),
+    (
+        "ok",
+        "SELECT substr(district, 1, 3) AS p, count(*) FROM civil.people WHERE substr(district, 1, 2) = 'ab' GROUP BY 1",
+    ),
+    (
+        "ok",
+        "SELECT date_trunc('day', birth_date) AS d, count(*) FROM civil.people WHERE birth_date = DATE '1950-03-15' GROUP BY 1",
+    ),
+    ("ok", "SELECT district, count(*) FROM civil.people WHERE district = 'ab1' GROUP BY district"),
     // A cast in a condition or key maps values one to one: labels name the column without its
     // casts, so a cast that merges values selected other people under the same label (a red
     // team read membership off `CAST(x AS BIGINT) = 0` against `x = 0`, 48 of 48).

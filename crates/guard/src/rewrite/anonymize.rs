@@ -1697,6 +1697,22 @@ pub(crate) fn measured_conditions_and_keys(plan: &LogicalPlan) -> (Vec<Expr>, Ve
     conditions_and_keys_read(lowest_aggregate_node(plan).unwrap_or(plan))
 }
 
+/// A group key of `plan`'s aggregate over rows (as read at the scan) one of whose buckets the
+/// conditions on its column cut, and that column's label: `code = 'K550'` beside
+/// `substr(code, 1, 3)`, a day beside `date_trunc('month', d)`, a range beside a band it does
+/// not hold whole.
+pub(crate) fn key_cut_by_conditions(plan: &LogicalPlan) -> Option<(Expr, String)> {
+    let Some(LogicalPlan::Aggregate(agg)) = lowest_aggregate_node(plan) else { return None };
+    let intervals = conditions(&agg.input).ranges;
+    let keys = crate::exprs::group_keys(agg).ok()?;
+    keys.iter().find_map(|key| {
+        let key = read_at_source(&key.clone().unalias(), &agg.input);
+        let label = super::KeyLabel::new(&key, &agg.input);
+        let (column, span) = intervals.iter().find(|(c, _)| c == label.column())?;
+        label.cuts(span).then(|| (key.clone(), column.clone()))
+    })
+}
+
 /// The answer's aggregate over rows: the aggregate whose input aggregates nothing.
 pub(super) fn lowest_aggregate(plan: &LogicalPlan) -> Result<&Aggregate> {
     match lowest_aggregate_node(plan) {

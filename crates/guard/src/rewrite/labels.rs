@@ -200,6 +200,24 @@ impl KeyLabel {
         (g.column.clone(), how)
     }
 
+    /// Whether `span`, an interval of the key's column, cuts one of the key's buckets: holds
+    /// part of it and not the rest (`code = 'K550'` beside `substr(code, 1, 3)`; a day beside
+    /// `date_trunc('month', d)`). A key whose buckets are the column's values cuts nothing.
+    pub(crate) fn cuts(&self, span: &Span) -> bool {
+        let Some(g) = &self.column else { return false };
+        let whole = |bucket: Option<Span>| bucket.is_some_and(|b| b.intersect(span) == b);
+        let first = span.lo.as_ref().is_some_and(|(p, _)| !whole(g.bucket_around(p)));
+        let last = span.hi.as_ref().is_some_and(|(p, included)| {
+            if *included {
+                !whole(g.bucket_around(p))
+            } else {
+                // Up to an excluded end: whole where a bucket starts there.
+                g.bucket_around(p).is_none_or(|b| b.lo.as_ref() != Some(&(p.clone(), true)))
+            }
+        });
+        first || last
+    }
+
     /// The label of the rows where the key equals `value`.
     pub fn of(&self, value: &ScalarValue) -> String {
         match self.selects(value) {
@@ -329,6 +347,65 @@ impl Generalized {
                 domain.dates(start, unit.after(start)?)
             }
         }
+    }
+}
+
+impl Generalized {
+    /// The interval of the column that the key's bucket holding the value `p` selects.
+    fn bucket_around(&self, p: &Point) -> Option<Span> {
+        let domain = Domain::of(&self.ty)?;
+        // The day a date or timestamp point falls on.
+        let day = || -> Option<NaiveDate> {
+            let days = match (p, domain) {
+                (Point::Day(d), _) => *d,
+                (Point::Int(v), Domain::Timestamp(unit)) => v.div_euclid(per_day(unit)),
+                _ => return None,
+            };
+            epoch().checked_add_signed(chrono::TimeDelta::try_days(days)?)
+        };
+        let years = |width: f64| {
+            use chrono::Datelike;
+            let first = (f64::from(day()?.year()) / width).floor() * width;
+            let start = NaiveDate::from_ymd_opt(first as i32, 1, 1)?;
+            domain.dates(start, NaiveDate::from_ymd_opt((first + width) as i32, 1, 1)?)
+        };
+        match self.how {
+            How::Value => Some(Span::point(p.clone())),
+            How::Prefix(n) => {
+                let Point::Text(t) = p else { return None };
+                if t.chars().count() < n {
+                    return Some(Span::point(p.clone()));
+                }
+                let prefix: String = t.chars().take(n).collect();
+                let after = successor(&prefix)?;
+                Some(Span::new(Some((Point::Text(prefix), true)), Some((Point::Text(after), false))))
+            }
+            How::Band { width, years: false, .. } => {
+                let x = match p {
+                    Point::Int(v) => *v as f64,
+                    Point::Float(v) => *v,
+                    _ => return None,
+                };
+                let band = (x / width + 1e-9).floor();
+                domain.reals(band * width, (band + 1.0) * width)
+            }
+            How::Band { width, years: true, .. } => years(width),
+            How::Year => years(1.0),
+            How::Trunc(unit) => {
+                let start = unit.start(day()?)?;
+                domain.dates(start, unit.after(start)?)
+            }
+        }
+    }
+}
+
+/// A timestamp unit's count in a day.
+fn per_day(unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 86_400,
+        TimeUnit::Millisecond => 86_400_000,
+        TimeUnit::Microsecond => 86_400_000_000,
+        TimeUnit::Nanosecond => 86_400_000_000_000,
     }
 }
 
@@ -526,12 +603,7 @@ impl Domain {
         let (lo, hi) = match self {
             Self::Date => (Point::Day(day(start)), Point::Day(day(end))),
             Self::Timestamp(unit) => {
-                let per_day = match unit {
-                    TimeUnit::Second => 86_400,
-                    TimeUnit::Millisecond => 86_400_000,
-                    TimeUnit::Microsecond => 86_400_000_000,
-                    TimeUnit::Nanosecond => 86_400_000_000_000,
-                };
+                let per_day = per_day(unit);
                 (Point::Int(day(start).checked_mul(per_day)?), Point::Int(day(end).checked_mul(per_day)?))
             }
             _ => return None,

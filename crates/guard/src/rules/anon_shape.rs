@@ -181,7 +181,7 @@ pub(crate) fn one_dataset_per_column(plan: &LogicalPlan) -> Result<(), Violation
 }
 
 /// The rules on what restricts one column beside what else ([`repeating_parts_alone`],
-/// [`in_lists_alone`], [`ranges_whole_buckets`]), over the plan's conditions and keys as they
+/// [`in_lists_alone`], [`conditions_whole_buckets`]), over the plan's conditions and keys as they
 /// read at the scan, read once.
 pub(crate) fn restrictions_per_column(plan: &LogicalPlan) -> Result<(), Violation> {
     let (conditions, keys) = crate::rewrite::anonymize::measured_conditions_and_keys(plan);
@@ -189,7 +189,35 @@ pub(crate) fn restrictions_per_column(plan: &LogicalPlan) -> Result<(), Violatio
     casts_one_to_one(plan, &read)?;
     repeating_parts_alone(&read)?;
     in_lists_alone(&read)?;
-    ranges_whole_buckets(&conditions, &keys)
+    conditions_whole_buckets(plan)
+}
+
+/// The conditions on a key's column select whole buckets of the key, whatever the key (the
+/// intervals they select together, `NoiseLabels`' per column, against the key's buckets at
+/// either end: `KeyLabel::cuts`): a range's ends on a band's or a date key's grid (a finer key
+/// within a coarser range, months within a year, stays), and no equality on the column, no
+/// longer prefix, no day or instant, inside a coarser bucket.
+///
+/// Why: a condition that cuts a bucket measures part of the key's group under the labels of
+/// the condition alone, and the two decide about the people around them apart. `WHERE x >= 4
+/// AND x < 6 GROUP BY floor(x / 5) * 5` put a target at 5.5 in a group of their own, and its
+/// group 0 (labelled x in [4, 5), as `WHERE x >= 4 AND x < 5` is) came back bit-identical to
+/// that range's answer in every district without the target and in few with them (a red team,
+/// 2026-12-05: 53 to 58 of 60 in two queries, numbers and dates alike). `code = 'K550'` asked
+/// alone took a target coded `K55` from its prefix's cell, and beside `GROUP BY substr(code,
+/// 1, 3)`, whose bucket `K55` it cuts, did not: apart exactly when the target was there (a red
+/// team, 2026-12-05, later: 50 of 50 districts, the target's code 49 of 50 between two values;
+/// a day beside a month key and an instant beside a day key, 49 of 50).
+fn conditions_whole_buckets(plan: &LogicalPlan) -> Result<(), Violation> {
+    let Some((key, column)) = crate::rewrite::anonymize::key_cut_by_conditions(plan) else { return Ok(()) };
+    Err(Violation::new(
+        Rule::AnonCondition,
+        Some(column.clone()),
+        format!(
+            "the conditions on `{column}` cut the buckets of the key `{}` on the same column: beside a key on its column, conditions select whole buckets of it; widen the conditions, or group by a finer key",
+            shown(&key)
+        ),
+    ))
 }
 
 /// Every cast of a person's value in a condition or key (`read`, as read at the scans of
@@ -396,124 +424,6 @@ fn in_lists_alone(read: &[&Expr]) -> Result<(), Violation> {
         }
     }
     Ok(())
-}
-
-/// A range beside a band or date key on the same column is a union of the key's buckets: its
-/// ends lie on the key's grid (a finer key within a coarser range, months within a year,
-/// stays). Beside a band of numbers, so is a band condition, and an equality is refused.
-///
-/// Why: a range that cuts a bucket leaves a group of the bucket's rest, which the key's claims
-/// and the range's cells decide about apart. `WHERE x >= 4 AND x < 6 GROUP BY floor(x / 5) * 5`
-/// put a target at 5.5 in a group of their own, and its group 0 (labelled x in [4, 5), as `WHERE
-/// x >= 4 AND x < 5` is) came back bit-identical to that range's answer in every district
-/// without the target and in few with them (a red team, 2026-12-05: 53 to 58 of 60 in two
-/// queries, numbers and dates alike, `floor(x / 2) * 2 = 4` in place of the range too).
-fn ranges_whole_buckets(conditions: &[Expr], keys: &[Expr]) -> Result<(), Violation> {
-    for key in keys {
-        let Some((column, grid)) = grid_of(key) else { continue };
-        if let Some(condition) = conditions.iter().find(|c| !grid.holds_whole(c, &column)) {
-            return Err(Violation::new(
-                Rule::AnonCondition,
-                Some(column.name.clone()),
-                format!(
-                    "`{}` cuts the buckets of the key `{}` on the same column: a condition beside a band or date key on its column selects whole buckets of it (its ends on the key's grid); widen the condition, or group by a finer key",
-                    shown(condition),
-                    shown(key)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The grid of a key's buckets over its column.
-#[derive(Clone, Copy)]
-enum Grid {
-    /// Numbers `w` wide from 0.
-    Number(f64),
-    /// Dates in whole units of so many months from January: 3 (quarters), or 12 × a number of
-    /// years from a year that is a multiple of that number.
-    Months(i64),
-}
-
-/// The column a band or date key generalizes, and its buckets' grid; none for a key whose
-/// buckets are the column's values (the column, a width of 1, a month or a day: ranges lie on
-/// whole months) or no interval of it.
-fn grid_of(key: &Expr) -> Option<(datafusion::common::Column, Grid)> {
-    let column_of = |e: &Expr| match uncast(e) {
-        Expr::Column(c) => Some(c.clone()),
-        _ => None,
-    };
-    match uncast(key) {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Multiply, .. }) => grid_of(left),
-        Expr::ScalarFunction(ScalarFunction { func, args }) => match (func.name(), args.as_slice()) {
-            ("floor", [arg]) => {
-                let w = floored(key)?;
-                let Expr::BinaryExpr(BinaryExpr { left, .. }) = uncast(arg) else { return None };
-                match uncast(left) {
-                    // A band of years.
-                    Expr::ScalarFunction(ScalarFunction { args, .. }) => match args.as_slice() {
-                        [_, c] if w >= 1.0 => Some((column_of(c)?, Grid::Months(12 * w as i64))),
-                        _ => None,
-                    },
-                    other if w > 1.0 => Some((column_of(other)?, Grid::Number(w))),
-                    _ => None,
-                }
-            }
-            ("date_trunc" | "date_part", [unit, c]) => {
-                use crate::rewrite::DateUnit;
-                let months = match DateUnit::of(&constant(unit)?)? {
-                    DateUnit::Year => 12,
-                    DateUnit::Quarter if func.name() == "date_trunc" => 3,
-                    _ => return None,
-                };
-                Some((column_of(c)?, Grid::Months(months)))
-            }
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-impl Grid {
-    /// Whether `condition` selects whole buckets of the key on `column`: each end of a range on
-    /// the column lies on the grid; beside a band of numbers, each end of a band condition too,
-    /// and an equality on the column is no whole bucket. Other conditions are left to the rest
-    /// of the shape.
-    fn holds_whole(self, condition: &Expr, column: &datafusion::common::Column) -> bool {
-        let on_column = |e: &Expr| matches!(uncast(e), Expr::Column(c) if c == column);
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = uncast(condition) else { return true };
-        if on_column(left) || on_column(right) {
-            let end = if on_column(left) { right } else { left };
-            return match (op, constant(end)) {
-                (Operator::Eq, _) => false,
-                (_, Some(v)) => self.on(&v),
-                _ => true,
-            };
-        }
-        // A band of the column equal to a constant: [v, v + w) or [v·w, (v + 1)·w).
-        let (Operator::Eq, Self::Number(_)) = (op, self) else { return true };
-        let (band, value) = if constant(right).is_some() { (left, right) } else { (right, left) };
-        let (floor, scaled) = match uncast(band) {
-            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Multiply, .. }) => (left.as_ref(), true),
-            other => (other, false),
-        };
-        let (Some(w), Some(v)) = (floored(floor), constant(value).and_then(|v| number(&v))) else { return true };
-        let start = if scaled { v } else { v * w };
-        !band.column_refs().contains(column)
-            || (self.on(&ScalarValue::Float64(Some(start))) && self.on(&ScalarValue::Float64(Some(start + w))))
-    }
-
-    /// Whether `v` lies on the grid.
-    fn on(self, v: &ScalarValue) -> bool {
-        match self {
-            Self::Number(w) => number(v).is_some_and(|x| near(x / w, (x / w).round())),
-            Self::Months(m) => month_start(v).is_some_and(|k| {
-                let (year, month0) = (1970 + k.div_euclid(12), k.rem_euclid(12));
-                if m < 12 { month0 % m == 0 } else { month0 == 0 && year.rem_euclid(m / 12) == 0 }
-            }),
-        }
-    }
 }
 
 /// The repeating part of a date `e` holds (`date_trunc('week')`, or `date_part` to anything but
