@@ -93,9 +93,9 @@ pub fn claim_name(key: usize) -> String {
     key.to_string()
 }
 
-/// The name the `__veil_claimed` call that tells whether a row was claimed at all carries
-/// (`admitted`): where the claims decide the ranges beside the keys, a row outside them is
-/// let in where a region took it.
+/// The name the `__veil_claimed` call that lets a row through the ranges the claims decide
+/// carries (`admitted`): a claimed row where the group that claimed it is one of the answer's
+/// (inside the ranges or not), an unclaimed one where it is in every range.
 pub const ADMITTED: &str = "admitted";
 
 /// `__veil_claimed(ADMITTED, own, unit, n, values…, others…)`: for a claimed row, whether one
