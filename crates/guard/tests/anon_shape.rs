@@ -425,6 +425,8 @@ const CASES: &[(&str, &str)] = &[
     ),
     ("anon_group_key", "SELECT floor(subsidy / 300) * 300 AS band, count(*) FROM civil.people GROUP BY 1"),
     ("anon_group_key", "SELECT substr(district, 2, 1) AS d, count(*) FROM civil.people GROUP BY 1"),
+    ("anon_group_key", "SELECT substr(district, 1, 0) AS d, count(*) FROM civil.people GROUP BY 1"),
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE substr(district, 1, 0) = ''"),
     ("anon_group_key", "SELECT date_trunc('minute', birth_date) AS m, count(*) FROM civil.people GROUP BY 1"),
     // Joins of people: on equal privacy units only, inner only.
     (

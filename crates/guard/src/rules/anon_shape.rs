@@ -732,8 +732,12 @@ fn is_key(e: &Expr) -> bool {
                 // The units a date generalization may go to: year, quarter, month, week, day.
                 is_column(column) && constant(unit).is_some_and(|u| crate::rewrite::DateUnit::of(&u).is_some())
             }
+            // A prefix of at least one character: `substr(code, 1, 0) = ''` says only that the
+            // code is not NULL, under a label of its own.
             ("substr", [column, start, length]) => {
-                is_column(column) && constant(start).is_some_and(|s| s.to_string() == "1") && constant(length).is_some()
+                is_column(column)
+                    && constant(start).is_some_and(|s| s.to_string() == "1")
+                    && constant(length).and_then(|n| number(&n)).is_some_and(|n| n >= 1.0 && n.fract() == 0.0)
             }
             _ => false,
         },
