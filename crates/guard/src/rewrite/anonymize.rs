@@ -173,30 +173,6 @@ fn claims(
     })
 }
 
-/// The laddered columns of the answer's WHERE clause that no bucketed group key generalizes:
-/// per column, its place among the answer's ladders and the column its conditions read. A
-/// key's claims see them as dimensions of their own (`buckets.rs`): a person outside both a
-/// range and a key's bucket is in the cells around both, as ranges on both columns measure
-/// them.
-fn range_dimensions(upper: &LogicalPlan) -> Result<Vec<(usize, datafusion::common::Column)>> {
-    let agg = lowest_aggregate(upper)?;
-    let keys = crate::exprs::group_keys(agg)?;
-    let key_columns: Vec<String> = bucketed_keys(agg, &keys)
-        .iter()
-        .map(|(i, _)| {
-            super::KeyLabel::new(&read_at_source(&keys[*i].clone().unalias(), &agg.input), &agg.input)
-                .column()
-                .to_owned()
-        })
-        .collect();
-    Ok(laddered(&agg.input)
-        .into_iter()
-        .enumerate()
-        .filter(|(_, l)| !key_columns.contains(&l.column))
-        .map(|(at, l)| (at, l.read))
-        .collect())
-}
-
 /// Whether the answer's laddered columns (`ladders` of them, `spelled` of those a key's bucket,
 /// beside `bucketed` keys) are decided region by region with the keys, by the claims
 /// (`buckets.rs`), rather than column by column: beside a key, as a key's bucket, or two or
@@ -219,11 +195,15 @@ fn jointly(bucketed: usize, ladders: usize, spelled: usize) -> bool {
     ladders > 0 && (bucketed > 0 || spelled > 0 || ladders > 1)
 }
 
-/// The answer's laddered columns besides its keys' ([`range_dimensions`]), by the columns their
-/// conditions read, and whether the claims decide every laddered column ([`jointly`]). The
-/// answer's and every variant's measurements name a row by the same columns.
+/// The answer's laddered columns besides its keys', and whether the claims decide every
+/// laddered column ([`jointly`]). The answer's and every variant's measurements name a row by
+/// the same columns.
 #[derive(Default)]
 struct Beside {
+    /// The columns the conditions read of each laddered column no bucketed key generalizes, in
+    /// the ladders' order. A key's claims see them as dimensions of their own (`buckets.rs`): a
+    /// person outside both a range and a key's bucket is in the cells around both, as ranges
+    /// on both columns measure them.
     reads: Vec<datafusion::common::Column>,
     joint: bool,
     /// The laddered columns the claims decide as a key's (where `joint`): a range that is a
@@ -234,18 +214,24 @@ struct Beside {
 impl Beside {
     fn of(upper: &LogicalPlan) -> Result<Self> {
         let agg = lowest_aggregate(upper)?;
-        let ladders = laddered(&agg.input);
-        let ranges = range_dimensions(upper)?;
-        let spelled = ranges.iter().filter(|(at, _)| ladders.get(*at).is_some_and(|l| l.spelled.is_some())).count();
-        let bucketed = bucketed_keys(agg, &crate::exprs::group_keys(agg)?).len();
-        let joint = jointly(bucketed, ladders.len(), spelled);
-        let as_keys = ladders
+        let keys = crate::exprs::group_keys(agg)?;
+        let bucketed = bucketed_keys(agg, &keys);
+        let key_columns: Vec<String> = bucketed
             .iter()
-            .enumerate()
-            .filter(|(at, l)| joint && (l.spelled.is_some() || !ranges.iter().any(|(r, _)| r == at)))
-            .map(|(_, l)| l.column.clone())
+            .map(|(i, _)| {
+                super::KeyLabel::new(&read_at_source(&keys[*i].clone().unalias(), &agg.input), &agg.input)
+                    .column()
+                    .to_owned()
+            })
             .collect();
-        Ok(Self { reads: ranges.into_iter().map(|(_, read)| read).collect(), joint, as_keys })
+        let ladders = laddered(&agg.input);
+        let beside = |l: &Laddered| !key_columns.contains(&l.column);
+        let spelled = ladders.iter().filter(|l| beside(l) && l.spelled.is_some()).count();
+        let joint = jointly(bucketed.len(), ladders.len(), spelled);
+        let as_keys =
+            ladders.iter().filter(|l| joint && (l.spelled.is_some() || !beside(l))).map(|l| l.column.clone()).collect();
+        let reads = ladders.into_iter().filter(|l| beside(l)).map(|l| l.read).collect();
+        Ok(Self { reads, joint, as_keys })
     }
 }
 
@@ -351,7 +337,7 @@ fn carried(input: &LogicalPlan, bucketed: &[(usize, datafusion::common::Column)]
 /// The census of the bucketed group keys (`buckets.rs`), over the rows of the aggregate's
 /// input with the conditions of every laddered column left out: per other keys (in order); per
 /// bucketed key, the key and the value of its column; per range beside the keys (`ranges`,
-/// as [`range_dimensions`] lists them, by their place among `upper`'s ladders: none where
+/// as [`Beside::reads`] lists them, by their place among `upper`'s ladders: none where
 /// `upper`, a variant, has left its conditions out), its value and the Int64 1 where the row
 /// is in its range (0 or NULL elsewhere; 1 on every row for a range left out); per range that
 /// is a key's bucket (`spelled.rs`), in the same order, the row's bucket of that key; then the

@@ -71,9 +71,7 @@ impl NoiseLabels {
         labels.dedup();
         labels
     }
-}
 
-impl NoiseLabels {
     /// The labels of a group of the claims (`buckets.rs`), which order the groups there: its
     /// keys' `values`, and the buckets of the keys whose buckets some of the conditions are
     /// (`spelled`, with their labels), each without the conditions on its column. So every
@@ -348,9 +346,7 @@ impl Generalized {
             }
         }
     }
-}
 
-impl Generalized {
     /// The interval of the column that the key's bucket holding the value `p` selects.
     fn bucket_around(&self, p: &Point) -> Option<Span> {
         let domain = Domain::of(&self.ty)?;
@@ -400,7 +396,7 @@ impl Generalized {
 }
 
 /// A timestamp unit's count in a day.
-fn per_day(unit: TimeUnit) -> i64 {
+pub(super) fn per_day(unit: TimeUnit) -> i64 {
     match unit {
         TimeUnit::Second => 86_400,
         TimeUnit::Millisecond => 86_400_000,

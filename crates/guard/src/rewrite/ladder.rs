@@ -29,7 +29,7 @@ use std::sync::{Arc, LazyLock};
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, lit,
@@ -48,7 +48,7 @@ const NAME: &str = "__veil_within";
 const DECADES: i32 = 19;
 
 /// The steps of the years ladder of a date, in years.
-const YEARS: [i32; 13] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
+pub(super) const YEARS: [i32; 13] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
 
 /// A column of an anonymized answer whose range has a ladder.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,12 +113,7 @@ pub(super) fn cells(span: &Span, ty: &DataType) -> Vec<(ScalarValue, ScalarValue
         // Timestamps count their unit from midnight on 1970-01-01: the cells of their days.
         (Point::Int(a), Point::Int(b)) if matches!(ty, DataType::Timestamp(_, None)) => {
             let DataType::Timestamp(unit, None) = ty else { return Vec::new() };
-            let per_day: i64 = match unit {
-                TimeUnit::Second => 86_400,
-                TimeUnit::Millisecond => 86_400_000,
-                TimeUnit::Microsecond => 86_400_000_000,
-                TimeUnit::Nanosecond => 86_400_000_000_000,
-            };
+            let per_day = super::labels::per_day(*unit);
             // An integer cast to a timestamp counts its unit.
             let at = |day: i64| ScalarValue::Int64(Some(day.checked_mul(per_day)?)).cast_to(ty).ok();
             let (first, after) = (a.div_euclid(per_day), b.div_euclid(per_day) + i64::from(b.rem_euclid(per_day) != 0));
@@ -310,6 +305,8 @@ impl ScalarUDFImpl for Within {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::datatypes::TimeUnit;
+
     use super::*;
 
     fn span(lo: Point, hi: Point) -> Span {

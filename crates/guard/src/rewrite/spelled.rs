@@ -38,9 +38,6 @@ pub(crate) enum Spelling {
     Prefix(i64),
 }
 
-/// The steps of many years a key may band a date's year by.
-const YEARS: [f64; 12] = [2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
-
 impl Spelling {
     /// The key over `c`, a column of the spelled column's type, typed as DataFusion plans it
     /// without coercion (a date is truncated as a timestamp).
@@ -77,7 +74,8 @@ pub(crate) fn spelled(span: &Span, ty: &DataType, source: &Expr, plan: &LogicalP
                 candidates.push((Spelling::Trunc(unit), Some(least.clone())));
             }
             candidates.push((Spelling::Year, year()));
-            candidates.extend(YEARS.iter().map(|w| (Spelling::Years(*w), year())));
+            // Bands of years as the years ladder steps them (one year is the year itself).
+            candidates.extend(super::ladder::YEARS[1..].iter().map(|w| (Spelling::Years(f64::from(*w)), year())));
         }
         DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
             if let Some((base, false)) = span.text_base() {
