@@ -66,6 +66,15 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         "SELECT district, count(*) AS n FROM civil.people WHERE floor(subsidy / 500) = 0 GROUP BY district",
     ),
     (
+        // A code table's column is an IN list of the people's values it looks up: each
+        // (group, value) pair the query layer finds low-effect is left out through
+        // `__veil_dropped(looked up p.district, …)`.
+        "anonymized_code_table",
+        Mode::Aggregate,
+        false,
+        "SELECT s.n, count(*) AS people FROM civil.people p JOIN civil.stops s ON p.district = s.district WHERE s.n = 3 GROUP BY s.n",
+    ),
+    (
         "exact_own_department",
         Mode::Aggregate,
         true,

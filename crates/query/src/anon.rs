@@ -408,6 +408,55 @@ pub(crate) fn dropped(
     Ok(Dropped { hashes: dropped, people })
 }
 
+/// Low-effect detection per value a join looks up in a table about nobody (the guard's
+/// `anonymize::looked_up_values`): from its census (the group keys, the value, the number of
+/// people with a row of it and the seed of their set), the hashes of the (group, value) pairs
+/// whose people are almost nobody, decided as an IN list's constant is, with noise seeded by
+/// those people.
+///
+/// Why: a code table's flag is an IN list of the codes it holds; two flags apart on the
+/// target's code alone differed by the target, in every pair (docs/aggregate.md, "A code
+/// table's column").
+///
+/// # Errors
+/// [`crate::Error::Internal`] if the census's output is not as the guard describes it.
+pub(crate) fn looked_up(
+    census: &[RecordBatch],
+    schema: &SchemaRef,
+    keys: usize,
+    secret: &[u8; 32],
+) -> Result<BTreeSet<u64>> {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    if schema.fields().len() != keys + 3 {
+        return Err(internal("a census of values looked up laid out otherwise"));
+    }
+    let mut hashes = BTreeSet::new();
+    for batch in census {
+        let people = batch.column(keys + 1).as_primitive_opt::<Int64Type>();
+        let seeds = batch.column(keys + 2).as_primitive_opt::<UInt64Type>();
+        let (Some(people), Some(seeds)) = (people, seeds) else {
+            return Err(internal("a census of values looked up typed otherwise"));
+        };
+        let rows: Vec<u32> = (0..batch.num_rows())
+            .filter(|&row| {
+                let n = u64::try_from(people.value(row)).unwrap_or(0);
+                let seed = if seeds.is_valid(row) { seeds.value(row) } else { 0 };
+                n > 0 && low_effect(&key, n, seed)
+            })
+            .map(|row| row as u32)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let rows = UInt32Array::from(rows);
+        let picked =
+            (0..=keys).map(|k| take(batch.column(k), &rows, None).map_err(internal)).collect::<Result<Vec<_>>>()?;
+        let (values, keys) = picked.split_last().ok_or_else(|| internal("a census without values"))?;
+        hashes.extend(veil_guard::dropped_hashes(keys, values).map_err(internal)?);
+    }
+    Ok(hashes)
+}
+
 /// Low-effect detection against the grid cells around each range (the guard's `ladder.rs`):
 /// from the census, per laddered column, the groups (by `veil_guard::group_hashes` of their
 /// keys) with the bit mask of the cells whose rows outside the range belong to at most a few
@@ -1387,8 +1436,9 @@ pub(crate) fn add_noise(
     let mut at = plan.keys;
     // The layers' standard deviation together, in units of a layer's scale.
     let with_lists = !plan.noise.listed.is_empty();
-    // The people layer's variance twice the scale's square, each other layer's at most it.
-    let layers = LAYER_SD * ((3 + usize::from(with_lists) + plan.noise.listed.len()) as f64).sqrt();
+    // The people layer's variance twice the scale's square, each other layer's at most it: the
+    // labels', the measure's, with IN lists the lists' and one per constant.
+    let layers = LAYER_SD * ((4 + usize::from(with_lists) + plan.noise.listed.len()) as f64).sqrt();
     let noise_sd = plan.aggregates.iter().map(|a| stated_sd(*a, plan.rows_per_person, layers)).collect();
     for (j, aggregate) in plan.aggregates.iter().enumerate() {
         let mut values = Vec::with_capacity(kept.len());
@@ -1421,6 +1471,16 @@ pub(crate) fn add_noise(
             // query averaged them away with the people layers (a red team: 33 samples of one
             // count, membership 30 of 30). Shared, they stay in any average over columns.
             //
+            // And one layer more per measure, seeded by the bucket's labels and the quantity:
+            // with every bucket layer shared at one scale from the declarations (1 for a count
+            // and for the sum of a column declared within [0, 1]), `count(*) - sum(w)` took
+            // them all off, leaving the people layers, the same over the same people; two
+            // questions over the same people but for the target (a code table's two flags
+            // apart on the target's code alone) then differed by rounding without the target
+            // and by four people layers with them (a red team, 2026-12-05: 49 of 50 districts
+            // in two queries). An average over copies takes this layer off, and leaves the
+            // shared ones; a difference of two measures leaves this one.
+            //
             // Only the people layer has the group's scale (`people_sd`, √2 times it: the two
             // layers' variance before). The others are drawn afresh by the query's spelling
             // (a range that removes nobody, an IN list padded with a value nobody has) over
@@ -1439,6 +1499,7 @@ pub(crate) fn add_noise(
                 let tag = [quantity, &measure.to_le_bytes()].concat();
                 let people_layer = normal(&key, &[b"people", seed, &tag]);
                 let label_layer = normal(&key, &[b"labels", label]);
+                let measure_layer = normal(&key, &[b"measure", label, &tag]);
                 // One more layer per IN-list constant, seeded by it and the people matching it.
                 let condition_layers: f64 = conditions.iter().map(|c| normal(&key, &[b"condition", c])).sum();
                 // And, with IN lists, one seeded by the labels and the constants the group's
@@ -1454,7 +1515,7 @@ pub(crate) fn add_noise(
                 let lists_layer = if with_lists { normal(&key, &[b"lists", label, lists]) } else { 0.0 };
                 LAYER_SD
                     * (std::f64::consts::SQRT_2 * people_sd * people_layer
-                        + bucket_sd * (label_layer + condition_layers + lists_layer))
+                        + bucket_sd * (label_layer + measure_layer + condition_layers + lists_layer))
             };
             // Every layer's scale is at least 1: a group whose contributions after the two
             // largest are all zero would otherwise get no noise at all, and its sum would be

@@ -294,14 +294,31 @@ impl QueryEngine {
                     claims = found;
                 }
             }
+            let mut widened = None;
             if let Some(census) = &plan.census {
                 let census = optimize(census)?;
                 let census = veil_guard::with_claimed(census, &claims).map_err(internal)?;
                 let (batches, schema) = run(&census).await?;
-                let widened = anon::widened(&batches, &schema, plan, &request.noise_key)?;
+                let found = anon::widened(&batches, &schema, plan, &request.noise_key)?;
                 for plan in &mut plans {
-                    *plan = veil_guard::with_widened(std::mem::take(plan), &widened).map_err(internal)?;
+                    *plan = veil_guard::with_widened(std::mem::take(plan), &found).map_err(internal)?;
                 }
+                widened = Some(found);
+            }
+            // With joins to tables about nobody, a census per value looked up finds the values
+            // only a few of a group's people have, as an IN list's constants (below), and every
+            // measurement after it leaves their rows out. It runs whether or not any is found.
+            let mut looked_up = HashMap::new();
+            for (name, census) in &plan.looked_up {
+                let mut census = veil_guard::with_claimed(optimize(census)?, &claims).map_err(internal)?;
+                if let Some(widened) = &widened {
+                    census = veil_guard::with_widened(census, widened).map_err(internal)?;
+                }
+                let (batches, schema) = run(&census).await?;
+                looked_up.insert(name.clone(), anon::looked_up(&batches, &schema, plan.keys, &request.noise_key)?);
+            }
+            for plan in &mut plans {
+                *plan = veil_guard::with_dropped(std::mem::take(plan), &looked_up).map_err(internal)?;
             }
             // With IN lists, a first measurement finds the constants that only a few of a
             // group's people match (low-effect detection per constant), and every measurement
@@ -311,6 +328,7 @@ impl QueryEngine {
             if !plan.noise.listed.is_empty() {
                 let (census, schema) = run(&plans[0]).await?;
                 dropped = anon::dropped(&census, &schema, plan, &request.noise_key)?;
+                dropped.hashes.extend(looked_up);
                 for plan in &mut plans {
                     *plan = veil_guard::with_dropped(std::mem::take(plan), &dropped.hashes).map_err(internal)?;
                 }

@@ -577,7 +577,9 @@ async fn a_condition_that_removes_rows_of_everybody_is_answered_with_it() {
     let sql = "SELECT district, count(*) AS n FROM civil.visits WHERE code = 1 GROUP BY district";
     let rows = answers(&engine, &twin, sql).await;
     mostly_released(&rows);
-    mostly_near(&rows, 0, (PEOPLE * VISITS) as f64, 0.25);
+    // Within 30% (the noise's layers); answered with every visit, a group would be three
+    // times as many.
+    mostly_near(&rows, 0, (PEOPLE * VISITS) as f64, 0.3);
 }
 
 /// A month's range over visits in every month: the cells around it hold rows of everybody, so

@@ -703,6 +703,126 @@ fn census(
     }
 }
 
+/// The values of people columns that the joins below the aggregate (`agg_input`) look up in a
+/// table about nobody (a code table), each with the name of its `__veil_dropped` calls; and
+/// `input` with those columns carried up to it.
+///
+/// Why: a code table's column selects a set of the people column's values, an IN list in all
+/// but name. Two of its flags that agree on every code but the target's, `WHERE l.g` against
+/// `WHERE l.g2`, differed by exactly the target, and a column's low-effect detection does not
+/// see it (without `l.g` a group gains every other code's people): over many such flags their
+/// answers' spread told the target 46 of 50 in 16 queries (a red team, 2026-12-05). Each value
+/// looked up is now decided per group as an IN list's constant: the rows of a value only a few
+/// of the group's people have are left out, in every measurement.
+fn looked_up_values(
+    input: LogicalPlan,
+    agg_input: &LogicalPlan,
+    ctx: &crate::GuardContext,
+) -> Result<(LogicalPlan, Vec<(String, Expr)>)> {
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    let personal = |plan: &LogicalPlan| {
+        plan.exists(|node| {
+            Ok(matches!(node, LogicalPlan::TableScan(scan)
+                if ctx.dataset(scan.table_name.schema(), scan.table_name.table())
+                    .is_none_or(|d| d.privacy_unit.is_some())))
+        })
+        .unwrap_or(true)
+    };
+    // The equalities of a join's `ON` (its filter until the optimizer extracts them), each
+    // side over one input's columns.
+    let equated = |j: &datafusion::logical_expr::Join| {
+        let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
+        for c in j.filter.iter().flat_map(datafusion::logical_expr::utils::split_conjunction) {
+            if let Expr::BinaryExpr(b) = unalias(c)
+                && b.op == datafusion::logical_expr::Operator::Eq
+            {
+                let over = |e: &Expr, plan: &LogicalPlan| e.column_refs().iter().all(|c| plan.schema().has_column(c));
+                let (l, r) = (b.left.as_ref(), b.right.as_ref());
+                if over(l, &j.left) && over(r, &j.right) {
+                    pairs.push((l.clone(), r.clone()));
+                } else if over(r, &j.left) && over(l, &j.right) {
+                    pairs.push((r.clone(), l.clone()));
+                }
+            }
+        }
+        pairs
+    };
+    let mut values: Vec<Expr> = Vec::new();
+    agg_input.apply(|node| {
+        if let LogicalPlan::Join(j) = node {
+            let (left, right) = (personal(&j.left), personal(&j.right));
+            for (l, r) in equated(j) {
+                let people = match (left, right) {
+                    (true, false) => l,
+                    (false, true) => r,
+                    _ => continue,
+                };
+                if !values.contains(&people) {
+                    values.push(people);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let (mut input, mut hidden, mut found) = (input, 0, Vec::new());
+    for value in values {
+        let name = format!("looked up {}", value.schema_name());
+        let mut carried = value;
+        for column in carried.column_refs().into_iter().cloned().collect::<Vec<_>>() {
+            let Some((with, read)) = super::buckets::carry(&input, &column, &mut hidden)? else {
+                return plan_err!(
+                    "a join to a table about nobody on `{}`, a column the query does not keep below its aggregate",
+                    column.name
+                );
+            };
+            input = with;
+            carried = carried
+                .transform(|e| match e {
+                    Expr::Column(c) if c == column => Ok(Transformed::yes(Expr::Column(read.clone()))),
+                    other => Ok(Transformed::no(other)),
+                })?
+                .data;
+        }
+        found.push((name, carried));
+    }
+    Ok((input, found))
+}
+
+/// The census of a value looked up (`looked_up_values`) over the measurement's rows `input`:
+/// per group (`keys`, as the measurement groups them) and value, the Int64 number of people
+/// with a row of it and the UInt64 XOR of their hashes (`unit`), in that order after the keys
+/// and the value.
+fn looked_up_census(
+    input: &LogicalPlan,
+    keys: &[Expr],
+    value: &Expr,
+    unit: &Expr,
+    one_row: bool,
+) -> Result<LogicalPlan> {
+    use datafusion::functions_aggregate::expr_fn::{bit_xor, count};
+    use datafusion::logical_expr::{LogicalPlanBuilder, col};
+
+    use super::bound_contributions::name;
+    let unit_name = format!("{}unit", super::DP_PREFIX);
+    let value_name = format!("{}value", super::DP_PREFIX);
+    let mut group: Vec<Expr> = keys.iter().enumerate().map(|(i, k)| k.clone().alias(name("key", i))).collect();
+    group.push(value.clone().alias(&value_name));
+    let by: Vec<Expr> = (0..keys.len()).map(|i| col(name("key", i))).chain([col(&value_name)]).collect();
+    group.push(unit.clone().alias(&unit_name));
+    // One row per person, group and value: over one row per person each row is one already.
+    let people = if one_row {
+        LogicalPlanBuilder::from(input.clone()).project(group)?
+    } else {
+        LogicalPlanBuilder::from(input.clone()).aggregate(group, Vec::<Expr>::new())?
+    };
+    people
+        .aggregate(
+            by,
+            vec![count(lit(1i64)).alias(name("people", 0)), bit_xor(col(&unit_name)).alias(name("seed", 0))],
+        )?
+        .build()
+}
+
 /// [`lift`] for each of `ladders` in turn.
 fn lift_all(mut input: LogicalPlan, ladders: &[Laddered]) -> Result<(LogicalPlan, Vec<Lifted>)> {
     let (mut all, mut hidden) = (Vec::with_capacity(ladders.len()), 0);
@@ -948,6 +1068,7 @@ fn bound_with(
         ladders: Vec::new(),
         census: None,
         buckets: None,
+        looked_up: Vec::new(),
         touched: holds.is_some(),
         rows_capped: Vec::new(),
         rows_per_person: if one_row { 1 } else { super::cap_rows::rows_per_person(&agg.input, threshold.ctx())? },
@@ -1007,6 +1128,12 @@ fn bound_with(
             ))
         })
         .collect();
+    // Each value a join looks up in a table about nobody is low-effect detected per group as
+    // an IN list's constant is (`looked_up`).
+    let (input, looked) = looked_up_values(input, &agg.input, threshold.ctx())?;
+    kept.extend(looked.iter().map(|(name, value)| {
+        datafusion::logical_expr::not(super::dropped::dropped(name, bare_keys.clone(), value.clone()))
+    }));
     let mut joint = Vec::new();
     for (l, found) in ladders.iter().zip(&lifted) {
         let (range, _, cells) = l.placed(found)?;
@@ -1026,6 +1153,12 @@ fn bound_with(
         None => input,
     };
     let unit_name = format!("{}unit", super::DP_PREFIX);
+    if answers.is_none() {
+        for (name, value) in &looked {
+            let census = looked_up_census(&input, &bare_keys, value, &unit, one_row)?;
+            described.looked_up.push((name.clone(), census));
+        }
+    }
 
     // 1. Per person and group: an aggregate over each person's rows, or each row as it is
     // when every person is one row (a row's count is 1 or 0, its sum its clamped value).

@@ -83,6 +83,11 @@ pub struct DpPlan {
     /// Anonymized answers: the group keys whose buckets have cells of the grid around them,
     /// with their census (`buckets.rs`), run before every other measurement.
     pub buckets: Option<super::Buckets>,
+    /// Anonymized answers joined to tables about nobody: per people column a join looks up,
+    /// the name its `__veil_dropped` calls carry and the census of the people per group and
+    /// value of it (`anonymize::looked_up`), run before the measurements. None in a variant:
+    /// every measurement leaves out the pairs the answer's census finds.
+    pub looked_up: Vec<(String, LogicalPlan)>,
     /// Anonymized answers, a variant over several rows a person: its output ends with the
     /// number of each group's people with a row the conditions it leaves out do not hold
     /// (whose rows those conditions change), then the seed of their set.
@@ -239,6 +244,7 @@ pub(super) fn bound(
         ladders: Vec::new(),
         census: None,
         buckets: None,
+        looked_up: Vec::new(),
         touched: false,
         rows_capped: Vec::new(),
         rows_per_person: 1,
