@@ -722,9 +722,7 @@ fn looked_up_values(
     use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
     let personal = |plan: &LogicalPlan| {
         plan.exists(|node| {
-            Ok(matches!(node, LogicalPlan::TableScan(scan)
-                if ctx.dataset(scan.table_name.schema(), scan.table_name.table())
-                    .is_none_or(|d| d.privacy_unit.is_some())))
+            Ok(matches!(node, LogicalPlan::TableScan(scan) if crate::rules::anon_shape::about_people(scan, ctx)))
         })
         .unwrap_or(true)
     };

@@ -82,7 +82,7 @@ pub(crate) fn applies(plan: &LogicalPlan, ctx: &GuardContext) -> bool {
 }
 
 /// Whether `scan` reads a dataset about people (or one the context does not know: fail closed).
-fn about_people(scan: &datafusion::logical_expr::TableScan, ctx: &GuardContext) -> bool {
+pub(crate) fn about_people(scan: &datafusion::logical_expr::TableScan, ctx: &GuardContext) -> bool {
     ctx.dataset(scan.table_name.schema(), scan.table_name.table()).is_none_or(|d| d.privacy_unit.is_some())
 }
 
