@@ -79,6 +79,17 @@ pub enum Error {
         /// What was declared.
         given: String,
     },
+    /// A date or time outside the years queries can compute on ([`crate::write`]'s
+    /// `representable`).
+    #[error(
+        "column `{column}`, row {row}: a date or time outside 1678-01-01 to 2261-12-31, the years queries can compute on (truncating it to a month or reading it as a timestamp fails); store a placeholder date such as 9999-12-31 as empty (NULL)"
+    )]
+    TimeOutOfRange {
+        /// The column's name.
+        column: String,
+        /// 1-based row among the data rows (a CSV's header not counted).
+        row: u64,
+    },
     /// Writing the Parquet version failed on our side.
     #[error("writing the dataset file failed: {0}")]
     WriteFile(String),
@@ -102,7 +113,8 @@ impl Error {
             | Error::Csv(_)
             | Error::Decode { .. }
             | Error::UnsupportedType { .. }
-            | Error::UnknownType { .. } => ErrorKind::Unprocessable,
+            | Error::UnknownType { .. }
+            | Error::TimeOutOfRange { .. } => ErrorKind::Unprocessable,
         }
     }
 
@@ -119,6 +131,7 @@ impl Error {
             Error::Decode { .. } => "file_undecodable",
             Error::UnsupportedType { .. } => "unsupported_type",
             Error::UnknownType { .. } => "unknown_type",
+            Error::TimeOutOfRange { .. } => "time_out_of_range",
         }
     }
 }

@@ -796,3 +796,28 @@ fn dates_in_a_declared_form_are_read_in_it() {
     assert_eq!((veil_ingest::date_form("%d/%m/%Y"), veil_ingest::date_form("%Y%m%d %H:%M")), (Some(false), Some(true)));
     assert_eq!(veil_ingest::date_form("%Q"), None);
 }
+
+/// A date or timestamp that queries cannot compute on is refused where it is, by column and
+/// row (batches of two rows, so the row counts across them), never quoting it; the first and
+/// last years they can are stored.
+#[test]
+fn dates_and_times_outside_the_years_queries_compute_on_are_refused_by_column_and_row() {
+    let dates = HashMap::from([("d".to_owned(), DeclaredType::Date)]);
+    let times = HashMap::from([("t".to_owned(), DeclaredType::Timestamp)]);
+    let mut messages = Vec::new();
+    for (text, declared, column) in [
+        ("id,d\n1,2024-01-01\n2,1678-01-01\n3,9999-12-30\n", &dates, "d"),
+        ("id,d\n1,2024-01-01\n2,2261-12-31\n3,1677-12-31\n", &dates, "d"),
+        ("id,t\n1,2024-01-01 08:00:00\n2,2261-12-31 23:59:59\n3,2300-01-01 00:00:00\n", &times, "t"),
+    ] {
+        let err = ingest_csv(text, declared.clone()).expect_err("a date beyond");
+        assert_eq!(err.code(), "time_out_of_range");
+        assert!(matches!(&err, Error::TimeOutOfRange { column: c, row: 3 } if c == column), "{err}");
+        messages.push(err.to_string());
+    }
+    // The same words whatever the value: none of it is quoted.
+    assert_eq!(messages[0], messages[1]);
+    assert!(!messages[0].contains("9999-12-30") && !messages[2].contains("2300"), "{messages:?}");
+    let kept = ingest_csv("id,d\n1,1678-01-01\n2,2261-12-31\n3,\n", dates).expect("within");
+    assert_eq!(kept.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+}
