@@ -85,7 +85,7 @@ pub struct DpPlan {
     pub buckets: Option<super::Buckets>,
     /// Anonymized answers joined to tables about nobody: per people column a join looks up,
     /// the name its `__veil_dropped` calls carry and the census of the people per group and
-    /// value of it (`anonymize::looked_up`), run before the measurements. None in a variant:
+    /// value of it (`anonymize::looked_up_census`), run before the measurements. None in a variant:
     /// every measurement leaves out the pairs the answer's census finds.
     pub looked_up: Vec<(String, LogicalPlan)>,
     /// Anonymized answers, a variant over several rows a person: its output ends with the
