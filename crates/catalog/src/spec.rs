@@ -89,6 +89,14 @@ impl DpSettings {
     }
 }
 
+/// The largest magnitude a column's declared bounds may have. Sums of a column are clamped to
+/// its bounds, times the rows a person may add, times the people: up to 10¹⁵ each, no float
+/// sum nears its largest value (about 1.8 × 10³⁰⁸), where a group's total became infinite and
+/// its answer NULL. With bounds of 1.7 × 10³⁰⁸, one known person and the target at the bound
+/// made a group's sum NULL exactly when the target was there (a red team, 2026-12-05: 50 of 50
+/// districts in one query).
+const MAX_BOUND: f64 = 1e15;
+
 /// Largest contribution bounds a steward may declare: beyond them the noise would drown any
 /// answer, which is a mistake worth naming.
 const MAX_GROUPS: u64 = 1000;
@@ -312,6 +320,14 @@ impl DatasetSpec {
                     return Err(Error::invalid(
                         "bounds_invalid",
                         format!("column `{name}`: bounds must be finite numbers"),
+                    ));
+                }
+                if lo.abs().max(hi.abs()) > MAX_BOUND {
+                    return Err(Error::invalid(
+                        "bounds_invalid",
+                        format!(
+                            "column `{name}`: bounds must lie within ±{MAX_BOUND:e}, so that no sum of the column can overflow"
+                        ),
                     ));
                 }
                 if lo > hi {
@@ -569,6 +585,9 @@ mod tests {
         assert_eq!(code_of(i), "linkable_not_identifier");
         let mut i = input();
         i.columns.get_mut("age").expect("age").bounds = Some((5.0, 1.0));
+        assert_eq!(code_of(i), "bounds_invalid");
+        let mut i = input();
+        i.columns.get_mut("age").expect("age").bounds = Some((0.0, 1.7e308));
         assert_eq!(code_of(i), "bounds_invalid");
         let mut i = input();
         i.privacy_unit = Some("age".into());

@@ -90,6 +90,16 @@ pub enum Error {
         /// 1-based row among the data rows (a CSV's header not counted).
         row: u64,
     },
+    /// A floating-point value that is not a number or is infinite.
+    #[error(
+        "column `{column}`, row {row}: a number that is not finite (NaN or infinity), which no sum or bound can hold; store a missing value as empty (NULL)"
+    )]
+    NotFinite {
+        /// The column's name.
+        column: String,
+        /// 1-based row among the data rows (a CSV's header not counted).
+        row: u64,
+    },
     /// Writing the Parquet version failed on our side.
     #[error("writing the dataset file failed: {0}")]
     WriteFile(String),
@@ -114,7 +124,8 @@ impl Error {
             | Error::Decode { .. }
             | Error::UnsupportedType { .. }
             | Error::UnknownType { .. }
-            | Error::TimeOutOfRange { .. } => ErrorKind::Unprocessable,
+            | Error::TimeOutOfRange { .. }
+            | Error::NotFinite { .. } => ErrorKind::Unprocessable,
         }
     }
 
@@ -132,6 +143,7 @@ impl Error {
             Error::UnsupportedType { .. } => "unsupported_type",
             Error::UnknownType { .. } => "unknown_type",
             Error::TimeOutOfRange { .. } => "time_out_of_range",
+            Error::NotFinite { .. } => "not_finite",
         }
     }
 }

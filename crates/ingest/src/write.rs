@@ -85,7 +85,12 @@ pub fn write_parquet(
 const DAYS: std::ops::Range<i64> = -106_650..106_651;
 
 /// Checks that every date and time of `batch` (its first row the `before + 1`-th of the
-/// file) is within [`DAYS`].
+/// file) is within [`DAYS`], and that every floating-point number is finite.
+///
+/// Why the numbers: a NaN passes any clamp to the declared bounds (it compares neither below
+/// nor above), so one person's NaN made every sum of their group NULL; an infinity beside
+/// others made it NaN. Either was one exact bit about that person (a red team, 2026-12-05,
+/// found the column accepted them).
 ///
 /// Why: DataFusion computes `date_trunc`, and reads a date as a timestamp, in nanoseconds since
 /// 1970 (an i64: 1677-09-21 to 2262-04-11), and fails the whole query on a value beyond. A
@@ -95,8 +100,23 @@ const DAYS: std::ops::Range<i64> = -106_650..106_651;
 /// both ends keeps the truncation to a year, a quarter or a week inside too.
 fn representable(batch: &arrow::array::RecordBatch, before: u64) -> Result<()> {
     use arrow::array::AsArray;
-    use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit};
+    use arrow::datatypes::{DataType, Date32Type, Float16Type, Float32Type, Float64Type, Int64Type, TimeUnit};
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let not_finite = match field.data_type() {
+            DataType::Float64 => {
+                column.as_primitive::<Float64Type>().iter().position(|v| v.is_some_and(|v| !v.is_finite()))
+            }
+            DataType::Float32 => {
+                column.as_primitive::<Float32Type>().iter().position(|v| v.is_some_and(|v| !v.is_finite()))
+            }
+            DataType::Float16 => {
+                column.as_primitive::<Float16Type>().iter().position(|v| v.is_some_and(|v| !v.is_finite()))
+            }
+            _ => None,
+        };
+        if let Some(at) = not_finite {
+            return Err(crate::Error::NotFinite { column: field.name().clone(), row: before + at as u64 + 1 });
+        }
         let per_day: i64 = match field.data_type() {
             DataType::Date32 => 1,
             DataType::Date64 | DataType::Timestamp(TimeUnit::Millisecond, _) => 86_400_000,

@@ -821,3 +821,17 @@ fn dates_and_times_outside_the_years_queries_compute_on_are_refused_by_column_an
     let kept = ingest_csv("id,d\n1,1678-01-01\n2,2261-12-31\n3,\n", dates).expect("within");
     assert_eq!(kept.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
 }
+
+/// A number that is not finite is refused where it is: a NaN passes any clamp to bounds and
+/// made its group's sums NULL, one exact bit about its person.
+#[test]
+fn numbers_that_are_not_finite_are_refused_by_column_and_row() {
+    let declared = HashMap::from([("x".to_owned(), DeclaredType::Float64)]);
+    for text in ["id,x\n1,1.5\n2,NaN\n", "id,x\n1,1.5\n2,inf\n", "id,x\n1,1.5\n2,-inf\n"] {
+        let err = ingest_csv(text, declared.clone()).expect_err("not finite");
+        assert_eq!(err.code(), "not_finite");
+        assert!(matches!(&err, Error::NotFinite { column, row: 2 } if column == "x"), "{err}");
+    }
+    let kept = ingest_csv("id,x\n1,1.5\n2,\n3,-1e300\n", declared).expect("finite or empty");
+    assert_eq!(kept.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+}
