@@ -87,35 +87,31 @@ const DAYS: std::ops::Range<i64> = -106_650..106_651;
 /// Checks that every date and time of `batch` (its first row the `before + 1`-th of the
 /// file) is within [`DAYS`], and that every floating-point number is finite.
 ///
+/// Why the dates: DataFusion computes `date_trunc`, and reads a date as a timestamp, in
+/// nanoseconds since 1970 (an i64: 1677-09-21 to 2262-04-11), and fails the whole query on a
+/// value beyond. A failure is an answer: with one person's `9999-12-31` or `2300-01-01` in a
+/// register, every query grouping by its month or with a range on it failed, in every mode,
+/// and without them it did not (a red team, 2026-12-05: a twin dataset told apart every time).
+/// A year inside both ends keeps the truncation to a year, a quarter or a week inside too.
+///
 /// Why the numbers: a NaN passes any clamp to the declared bounds (it compares neither below
 /// nor above), so one person's NaN made every sum of their group NULL; an infinity beside
 /// others made it NaN. Either was one exact bit about that person (a red team, 2026-12-05,
 /// found the column accepted them).
-///
-/// Why: DataFusion computes `date_trunc`, and reads a date as a timestamp, in nanoseconds since
-/// 1970 (an i64: 1677-09-21 to 2262-04-11), and fails the whole query on a value beyond. A
-/// failure is an answer: with one person's `9999-12-31` or `2300-01-01` in a register, every
-/// query grouping by its month or with a range on it failed, in every mode, and without them
-/// it did not (a red team, 2026-12-05: a twin dataset told apart every time). A year inside
-/// both ends keeps the truncation to a year, a quarter or a week inside too.
 fn representable(batch: &arrow::array::RecordBatch, before: u64) -> Result<()> {
     use arrow::array::AsArray;
-    use arrow::datatypes::{DataType, Date32Type, Float16Type, Float32Type, Float64Type, Int64Type, TimeUnit};
+    use arrow::compute::cast;
+    use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type, TimeUnit};
+    let row = |at: usize| before + at as u64 + 1;
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        let not_finite = match field.data_type() {
-            DataType::Float64 => {
-                column.as_primitive::<Float64Type>().iter().position(|v| v.is_some_and(|v| !v.is_finite()))
+        if field.data_type().is_floating() {
+            // Every float type widens to Float64 exactly, NaN and infinities included.
+            let wide = cast(column, &DataType::Float64).map_err(crate::error::write_error)?;
+            if let Some(at) = wide.as_primitive::<Float64Type>().iter().position(|v| v.is_some_and(|v| !v.is_finite()))
+            {
+                return Err(crate::Error::NotFinite { column: field.name().clone(), row: row(at) });
             }
-            DataType::Float32 => {
-                column.as_primitive::<Float32Type>().iter().position(|v| v.is_some_and(|v| !v.is_finite()))
-            }
-            DataType::Float16 => {
-                column.as_primitive::<Float16Type>().iter().position(|v| v.is_some_and(|v| !v.is_finite()))
-            }
-            _ => None,
-        };
-        if let Some(at) = not_finite {
-            return Err(crate::Error::NotFinite { column: field.name().clone(), row: before + at as u64 + 1 });
+            continue;
         }
         let per_day: i64 = match field.data_type() {
             DataType::Date32 => 1,
@@ -129,11 +125,11 @@ fn representable(batch: &arrow::array::RecordBatch, before: u64) -> Result<()> {
         let first = if let Some(dates) = column.as_primitive_opt::<Date32Type>() {
             dates.iter().position(|d| d.is_some_and(|d| outside(i64::from(d))))
         } else {
-            let cast = arrow::compute::cast(column, &DataType::Int64).map_err(crate::error::write_error)?;
+            let cast = cast(column, &DataType::Int64).map_err(crate::error::write_error)?;
             cast.as_primitive::<Int64Type>().iter().position(|v| v.is_some_and(outside))
         };
         if let Some(at) = first {
-            return Err(crate::Error::TimeOutOfRange { column: field.name().clone(), row: before + at as u64 + 1 });
+            return Err(crate::Error::TimeOutOfRange { column: field.name().clone(), row: row(at) });
         }
     }
     Ok(())

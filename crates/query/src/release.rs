@@ -317,8 +317,10 @@ impl QueryEngine {
                 let (batches, schema) = run(&census).await?;
                 looked_up.insert(name.clone(), anon::looked_up(&batches, &schema, plan.keys, &request.noise_key)?);
             }
-            for plan in &mut plans {
-                *plan = veil_guard::with_dropped(std::mem::take(plan), &looked_up).map_err(internal)?;
+            if !looked_up.is_empty() {
+                for plan in &mut plans {
+                    *plan = veil_guard::with_dropped(std::mem::take(plan), &looked_up).map_err(internal)?;
+                }
             }
             // With IN lists, a first measurement finds the constants that only a few of a
             // group's people match (low-effect detection per constant), and every measurement

@@ -160,6 +160,17 @@ fn several_rows_a_person(dataset: &SessionDataset) -> SessionDataset {
     d
 }
 
+/// The dataset with the targets and its twin, each over one row a person and as a dataset that
+/// may hold several, by name.
+fn one_and_several_rows(target: &SessionDataset, twin: &SessionDataset) -> [(&'static str, SessionDataset); 4] {
+    [
+        ("the targets", target.clone()),
+        ("the twin", twin.clone()),
+        ("the targets, several rows a person", several_rows_a_person(target)),
+        ("the twin, several rows a person", several_rows_a_person(twin)),
+    ]
+}
+
 /// `n` district names, `R00`, `R01`, …, for fixtures of many groups.
 fn many_districts(n: usize) -> Vec<&'static str> {
     (0..n).map(|d| &*Box::leak(format!("R{d:02}").into_boxed_str())).collect()
@@ -1543,12 +1554,7 @@ async fn a_range_answers_as_its_bucket_of_the_key_does() {
         (keyed(band, "600", "WHERE subsidy >= 600 AND subsidy < 800"), keyed(band, "600", "")),
     ];
     // Over one row a person, and as a dataset that may hold several (claimed person by person).
-    let datasets = [
-        ("the targets", target.clone()),
-        ("the twin", twin.clone()),
-        ("the targets, several rows a person", several_rows_a_person(&target)),
-        ("the twin, several rows a person", several_rows_a_person(&twin)),
-    ];
+    let datasets = one_and_several_rows(&target, &twin);
     for (a, b) in &pairs {
         for (name, dataset) in &datasets {
             let (first, second) = (answer(&engine, dataset, a).await, answer(&engine, dataset, b).await);
@@ -1614,12 +1620,7 @@ async fn one_bucket_of_two_columns_answers_alike_however_spelled() {
                 ask(&[], &[&amounts, &years]),
             ];
             assert!(spellings[0].contains(band));
-            let datasets = [
-                ("the targets", target.clone()),
-                ("the twin", twin.clone()),
-                ("the targets, several rows a person", several_rows_a_person(&target)),
-                ("the twin, several rows a person", several_rows_a_person(&twin)),
-            ];
+            let datasets = one_and_several_rows(&target, &twin);
             for (name, dataset) in &datasets {
                 let first = text_rows(&answer(&engine, dataset, &spellings[0]).await, &[0, 1, 2]);
                 assert!(!first.is_empty(), "{} released nothing over {name}", spellings[0]);
