@@ -163,6 +163,19 @@ struct Measurements<'a> {
     /// A variant over several rows a person ([`veil_guard::DpPlan::touched`]): the number of
     /// the group's people with a row the conditions it leaves out do not hold, and their seed.
     touched: Option<(Int64Array, UInt64Array)>,
+    /// Over several rows a person, per measured contribution (in the order of the plan's
+    /// aggregates: [`contributions`]), the seed of what the group's people contribute to it.
+    contents: Vec<UInt64Array>,
+}
+
+/// How many contributions an aggregate measures: rows for a count of rows, the sum for a sum,
+/// the sum and the count of values for an average, none for a count of people.
+fn contributions(aggregate: DpAggregate) -> usize {
+    match aggregate {
+        DpAggregate::CountPeople => 0,
+        DpAggregate::CountRows | DpAggregate::Sum { .. } => 1,
+        DpAggregate::Avg { .. } => 2,
+    }
 }
 
 impl<'a> Measurements<'a> {
@@ -170,7 +183,9 @@ impl<'a> Measurements<'a> {
         let totals = concat_batches(schema, measured).map_err(internal)?;
         let conditions = plan.noise.listed.len();
         let touched_columns = if plan.touched { 2 } else { 0 };
-        let width = totals.num_columns() - (2 * conditions + touched_columns).min(totals.num_columns());
+        let contents =
+            if plan.one_row_per_person { 0 } else { plan.aggregates.iter().map(|a| contributions(*a)).sum() };
+        let width = totals.num_columns() - (2 * conditions + touched_columns + contents).min(totals.num_columns());
         if width < plan.keys + 2 {
             return Err(internal("the anonymizing plan's output is too narrow"));
         }
@@ -196,7 +211,11 @@ impl<'a> Measurements<'a> {
         } else {
             None
         };
-        Ok(Self { plan, totals, people, seeds, condition_seeds, condition_people, touched })
+        let first = width + 2 * conditions + touched_columns;
+        let contents = (first..first + contents)
+            .map(|i| totals.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("content")).cloned())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { plan, totals, people, seeds, condition_seeds, condition_people, touched, contents })
     }
 
     /// A variant over several rows a person: the number of the group's people at `row` whose
@@ -209,6 +228,14 @@ impl<'a> Measurements<'a> {
 
     fn people(&self, row: usize) -> u64 {
         u64::try_from(self.people.value(row)).unwrap_or(0)
+    }
+
+    /// The seed of what the group's people at `row` contribute to the `i`-th measured
+    /// contribution; empty over one row a person, where the people are the rows.
+    fn content(&self, row: usize, i: usize) -> Vec<u8> {
+        self.contents
+            .get(i)
+            .map_or_else(Vec::new, |c| if c.is_valid(row) { c.value(row) } else { 0 }.to_le_bytes().to_vec())
     }
 
     fn seed(&self, row: usize) -> [u8; 8] {
@@ -1445,6 +1472,8 @@ pub(crate) fn add_noise(
         // Where the answer also releases this aggregate's sum rounded to an integer, an average
         // is of that rounded sum: the unrounded one told a little more of it.
         let round_sum = rounded_sum(plan, j);
+        // The first of this aggregate's measured contributions, among all the answer's.
+        let first: usize = plan.aggregates[..j].iter().map(|a| contributions(*a)).sum();
         for &Group { source, at: row, people: p, ref seed, ref label, ref conditions, ref lists, .. } in &kept {
             let signed = aggregate.signed();
             let measured_at = |at: usize, row: usize, signed: bool| sources[source].measured_at(at, row, signed);
@@ -1497,7 +1526,18 @@ pub(crate) fn add_noise(
             let quantity = sources[source].plan.noise.measures.get(j).map_or(&[][..], |m| m.as_bytes());
             let noise = |measure: usize, people_sd: f64, bucket_sd: f64| {
                 let tag = [quantity, &measure.to_le_bytes()].concat();
-                let people_layer = normal(&key, &[b"people", seed, &tag]);
+                // Over several rows a person, seeded by what the people contribute too: the
+                // same people over other rows are another draw (`Measurements::content`).
+                let content = if measure < contributions(*aggregate) {
+                    sources[source].content(row, first + measure)
+                } else {
+                    Vec::new()
+                };
+                let people_layer = if content.is_empty() {
+                    normal(&key, &[b"people", seed, &tag])
+                } else {
+                    normal(&key, &[b"people", seed, &content, &tag])
+                };
                 let label_layer = normal(&key, &[b"labels", label]);
                 let measure_layer = normal(&key, &[b"measure", label, &tag]);
                 // One more layer per IN-list constant, seeded by it and the people matching it.

@@ -56,7 +56,9 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 /// UInt64 seed of the group's people whose rows match that constant (0 when none do); last, per
 /// constant again, the Int64 number of those people; in a variant over several rows a person
 /// ([`super::DpPlan::touched`]), then the Int64 number of people with a row its left-out
-/// conditions do not hold and the UInt64 seed of their set. Rows of a (group, constant) pair
+/// conditions do not hold and the UInt64 seed of their set; over several rows a person, last,
+/// per measured contribution, the UInt64 seed of what each person contributes to it (their
+/// count, or the values of their rows). Rows of a (group, constant) pair
 /// the query layer drops are left out first (`dropped`: low-effect detection per constant).
 ///
 /// Why per constant: `x IN (D ∪ {c}) … minus x IN (D) …` over fresh random paddings D gives
@@ -1171,6 +1173,10 @@ fn bound_with(
     // Each measure's name, whether it is signed, and the most one person contributes to it in
     // a group (`DpAggregate::most_per_person`).
     let mut measured = Vec::new();
+    // Over several rows a person, per measured contribution (as `measured`), what a person's
+    // part of its seed is made from: the count itself, or for a sum the wrapping sum of its
+    // rows' values hashed (the multiset of those values, whatever order they are read in).
+    let mut contents: Vec<Expr> = Vec::new();
     let rows_per_person = described.rows_per_person;
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
         let Expr::AggregateFunction(f) = unalias(e) else {
@@ -1184,6 +1190,7 @@ fn bound_with(
                     Some(arg) => one_or_zero(arg.clone().is_not_null()),
                 };
                 partial.push(rows.alias(name("rows", j)));
+                contents.push(col(name("rows", j)));
                 measured.push((name("rows", j), false, kind.most_per_person(0, rows_per_person)));
             }
             DpAggregate::CountPeople => {}
@@ -1192,10 +1199,15 @@ fn bound_with(
                 let clamped = super::bound_contributions::clamped(arg, *lo, *hi)?;
                 let total = if one_row { clamped.clone() } else { sum(clamped.clone()) };
                 partial.push(total.alias(name("sum", j)));
+                if !one_row {
+                    partial.push(sum(super::people::row_hash(vec![clamped.clone()])).alias(name("values", j)));
+                }
+                contents.push(col(name("values", j)));
                 measured.push((name("sum", j), kind.signed(), kind.most_per_person(0, rows_per_person)));
                 if matches!(kind, DpAggregate::Avg { .. }) {
                     let values = if one_row { one_or_zero(clamped.is_not_null()) } else { count(clamped) };
                     partial.push(values.alias(name("n", j)));
+                    contents.push(col(name("n", j)));
                     measured.push((name("n", j), false, kind.most_per_person(1, rows_per_person)));
                 }
             }
@@ -1286,6 +1298,19 @@ fn bound_with(
         totals.push(sum(lit(1i64) - kept.clone()).alias(format!("{}touched", super::DP_PREFIX)));
         let whose = datafusion::logical_expr::when(kept.eq(lit(0i64)), col(unit_name.as_str())).end()?;
         totals.push(coalesce(vec![bit_xor(whose), lit(0u64)]).alias(format!("{ANON_SEED}_touched")));
+    }
+    // Over several rows a person, per measured contribution, the seed of what the group's
+    // people contribute: each person's unit and part hashed together, XORed over the group.
+    // The people's seed alone was one draw for every question over the same people, though
+    // their rows differ: `WHERE code = 0` against no condition, removing a visit of eight
+    // people and none whole, drew the people layer alike, and the difference of the two
+    // answers was the rows removed to about two (a red team: 50 of 50 districts in two
+    // queries). Over one row a person the people are the rows.
+    if !one_row {
+        for (i, content) in contents.into_iter().enumerate() {
+            let part = super::people::row_hash(vec![col(unit_name.as_str()), content]);
+            totals.push(coalesce(vec![bit_xor(part), lit(0u64)]).alias(format!("{ANON_SEED}_content_{i}")));
+        }
     }
     let plan = plan.aggregate(key_cols, totals)?.build()?;
     // Each ranking's parts as columns of their own, where the struct stood.
@@ -1940,7 +1965,15 @@ mod tests {
                 |i| matches!(i, LogicalPlan::Projection(p) if matches!(p.input.as_ref(), LogicalPlan::Aggregate(_))),
             );
             assert_eq!(has_aggregate_over_people, !one_row, "{}", measuring.display_indent());
+            // Over several rows a person, the seeds of what the people contribute follow, one
+            // per measured contribution (rows, the sum, the average's sum and count of values):
+            // over one row a person the people are the rows.
+            let (contents, rest): (Vec<_>, Vec<_>) = (measuring.schema().columns().into_iter())
+                .partition(|c| c.name.starts_with(&format!("{ANON_SEED}_content_")));
+            assert_eq!(contents.len(), if one_row { 0 } else { 4 });
             let sorted = datafusion::logical_expr::LogicalPlanBuilder::from(measuring)
+                .project(rest.into_iter().map(Expr::Column))
+                .unwrap()
                 .sort([datafusion::logical_expr::col("__veil_dp_key_0").sort(true, true)])
                 .unwrap()
                 .build()
