@@ -163,8 +163,9 @@ struct Measurements<'a> {
     /// A variant over several rows a person ([`veil_guard::DpPlan::touched`]): the number of
     /// the group's people with a row the conditions it leaves out do not hold, and their seed.
     touched: Option<(Int64Array, UInt64Array)>,
-    /// Over several rows a person, per measured contribution (in the order of the plan's
-    /// aggregates: [`contributions`]), the seed of what the group's people contribute to it.
+    /// Over several rows a person, the seed of the group's people with their numbers of rows,
+    /// then per measured contribution (in the order of the plan's aggregates:
+    /// [`contributions`]) the seed of what they contribute to it.
     contents: Vec<UInt64Array>,
 }
 
@@ -183,8 +184,11 @@ impl<'a> Measurements<'a> {
         let totals = concat_batches(schema, measured).map_err(internal)?;
         let conditions = plan.noise.listed.len();
         let touched_columns = if plan.touched { 2 } else { 0 };
-        let contents =
-            if plan.one_row_per_person { 0 } else { plan.aggregates.iter().map(|a| contributions(*a)).sum() };
+        let contents = if plan.one_row_per_person {
+            0
+        } else {
+            1 + plan.aggregates.iter().map(|a| contributions(*a)).sum::<usize>()
+        };
         let width = totals.num_columns() - (2 * conditions + touched_columns + contents).min(totals.num_columns());
         if width < plan.keys + 2 {
             return Err(internal("the anonymizing plan's output is too narrow"));
@@ -231,10 +235,11 @@ impl<'a> Measurements<'a> {
     }
 
     /// The seed of what the group's people at `row` contribute to the `i`-th measured
-    /// contribution; empty over one row a person, where the people are the rows.
-    fn content(&self, row: usize, i: usize) -> Vec<u8> {
+    /// contribution, or with `None` of their rows alone; empty over one row a person, where
+    /// the people are the rows.
+    fn content(&self, row: usize, i: Option<usize>) -> Vec<u8> {
         self.contents
-            .get(i)
+            .get(i.map_or(0, |i| i + 1))
             .map_or_else(Vec::new, |c| if c.is_valid(row) { c.value(row) } else { 0 }.to_le_bytes().to_vec())
     }
 
@@ -1526,12 +1531,13 @@ pub(crate) fn add_noise(
             let quantity = sources[source].plan.noise.measures.get(j).map_or(&[][..], |m| m.as_bytes());
             let noise = |measure: usize, people_sd: f64, bucket_sd: f64| {
                 let tag = [quantity, &measure.to_le_bytes()].concat();
-                // Over several rows a person, seeded by what the people contribute too: the
-                // same people over other rows are another draw (`Measurements::content`).
-                let content = if measure < contributions(*aggregate) {
-                    sources[source].content(row, first + measure)
-                } else {
-                    Vec::new()
+                // Over several rows a person, seeded by what the people contribute too (their
+                // rows alone, for a count of people): the same people over other rows are
+                // another draw (`Measurements::content`).
+                let content = match contributions(*aggregate) {
+                    0 => sources[source].content(row, None),
+                    n if measure < n => sources[source].content(row, Some(first + measure)),
+                    _ => Vec::new(),
                 };
                 let people_layer = if content.is_empty() {
                     normal(&key, &[b"people", seed, &tag])

@@ -91,9 +91,22 @@ fn written(
 fn written_with(
     dir: &Path,
     file: &str,
-    (ids, districts): (Vec<String>, Vec<String>),
+    rows: (Vec<String>, Vec<String>),
     codes: Vec<i64>,
     days: Vec<i32>,
+    one_row: bool,
+    contribution: Contribution,
+) -> SessionDataset {
+    let paid = vec![Some(PAID); codes.len()];
+    written_paying(dir, file, rows, (codes, days, paid), one_row, contribution)
+}
+
+/// [`written_with`], each row paying what `paid` says (NULL: nothing recorded).
+fn written_paying(
+    dir: &Path,
+    file: &str,
+    (ids, districts): (Vec<String>, Vec<String>),
+    (codes, days, paid): (Vec<i64>, Vec<i32>, Vec<Option<i64>>),
     one_row: bool,
     contribution: Contribution,
 ) -> SessionDataset {
@@ -102,15 +115,14 @@ fn written_with(
         Field::new("district", DataType::Utf8, false),
         Field::new("code", DataType::Int64, false),
         Field::new("day", DataType::Date32, false),
-        Field::new("paid", DataType::Int64, false),
+        Field::new("paid", DataType::Int64, true),
     ]));
-    let rows = ids.len();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(ids)),
         Arc::new(StringArray::from(districts)),
         Arc::new(Int64Array::from(codes)),
         Arc::new(Date32Array::from(days)),
-        Arc::new(Int64Array::from(vec![PAID; rows])),
+        Arc::new(Int64Array::from(paid)),
     ];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
     let columns = HashMap::from([
@@ -435,6 +447,117 @@ async fn a_code_listed_several_times_does_not_read_the_rows_it_repeats() {
     let removed: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| b[0] - a[0]).collect();
     let best = told_by_cut(&removed);
     assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the difference: {removed:?}");
+}
+
+/// The rows of `people` (id, rows of code 0, rows of code 1, paying `paid(row, code)` each) of
+/// every district `d`, as [`written_paying`] takes them.
+type Payments = (Vec<String>, Vec<String>, Vec<i64>, Vec<i32>, Vec<Option<i64>>);
+fn payments(
+    people: impl Fn(usize) -> Vec<(String, usize, usize)>,
+    paid: impl Fn(&str, usize, i64) -> Option<i64>,
+) -> Payments {
+    let (mut ids, mut districts, mut codes, mut days, mut paying) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..DISTRICTS {
+        for (id, zeros, ones) in people(d) {
+            for v in 0..zeros + ones {
+                let code = i64::from(v >= zeros);
+                paying.push(paid(&id, v, code));
+                ids.push(id.clone());
+                districts.push(format!("R{d:02}"));
+                codes.push(code);
+                days.push(mid_month(1 + v % 6));
+            }
+        }
+    }
+    (ids, districts, codes, days, paying)
+}
+
+/// Per district twenty people of four visits, the first paid and, for every other person, the
+/// third and fourth not (NULL), and where the coin says so ([`target_here`]) the target, of
+/// two visits neither paid; at most ten rows a person.
+fn some_unpaid_and_the_target_never_paid(dir: &Path, file: &str) -> SessionDataset {
+    let people = |d: usize| {
+        let mut people: Vec<(String, usize, usize)> = (0..20).map(|p| (format!("P{d:02}{p:02}"), 4, 0)).collect();
+        people.extend(target_here(d).then(|| (format!("T{d:02}"), 2, 0)));
+        people
+    };
+    let paid = |id: &str, v: usize, _| {
+        let unpaid = id.starts_with('T') || (v >= 2 && id.ends_with(['0', '2', '4', '6', '8']));
+        (!unpaid).then_some(PAID)
+    };
+    let (ids, districts, codes, days, paid) = payments(people, paid);
+    let contribution = Contribution { max_groups: 1, max_rows: 10 };
+    written_paying(dir, file, (ids, districts), (codes, days, paid), false, contribution)
+}
+
+/// Leak (a red team, 2026-12-06): a range holding every declared value of a column is labelled
+/// as no condition, but it leaves out the rows where the column is NULL. Over several rows a
+/// person, many people have some, so low-effect detection (counting people with a row left
+/// out) kept the range, and every layer of a sum stayed as without it, unless someone lost
+/// every row: a person whose values are all NULL. The two answers were bit-identical exactly
+/// where no such person was there (100 of 100 coins in two queries, by `sum`, `avg` and, one
+/// way, `count(DISTINCT …)`; also through a code table and a second register). Every people
+/// layer over several rows a person is now seeded by each person's rows too, so rows left out
+/// draw it afresh.
+#[tokio::test]
+async fn a_range_holding_every_value_does_not_tell_who_has_none() {
+    let (_dir, dataset, engine) = one_dataset(|dir| some_unpaid_and_the_target_never_paid(dir, "visits"));
+    let ask = |filter: &str| {
+        format!(
+            "SELECT district, sum(paid) AS s, avg(paid) AS a, count(DISTINCT person_id) AS p FROM civil.visits {filter} \
+             GROUP BY district ORDER BY district"
+        )
+    };
+    let with = answers(&engine, &dataset, &ask("WHERE paid >= 0 AND paid < 1000")).await;
+    let without = answers(&engine, &dataset, &ask("")).await;
+    assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
+    for (i, what) in ["sum", "avg", "people"].into_iter().enumerate() {
+        // Per district, whether the two answers differ, against the coin.
+        let right = with
+            .iter()
+            .zip(&without)
+            .enumerate()
+            .filter(|(d, ((_, a), (_, b)))| (a[i] != b[i]) == target_here(*d))
+            .count();
+        assert!(right * 100 <= DISTRICTS * 75, "{what}: {right} of {DISTRICTS} told by equal answers");
+    }
+}
+
+/// Per district twenty people of two paid visits of code 1 and two unpaid (NULL) of code 0, and
+/// the target, whose first visit of code 0 is paid where the coin says so; at most four rows
+/// a person.
+fn unpaid_rows_of_everyone_but_the_target(dir: &Path, file: &str) -> SessionDataset {
+    let people =
+        |d: usize| (0..20).map(|p| (format!("P{d:02}{p:02}"), 2, 2)).chain([(format!("T{d:02}"), 2, 2)]).collect();
+    let paid = |id: &str, v: usize, code: i64| {
+        let target = id.strip_prefix('T').and_then(|d| d.parse::<usize>().ok());
+        (code == 1 || (v == 0 && target.is_some_and(target_here))).then_some(PAID)
+    };
+    let (ids, districts, codes, days, paid) = payments(people, paid);
+    let contribution = Contribution { max_groups: 1, max_rows: 4 };
+    written_paying(dir, file, (ids, districts), (codes, days, paid), false, contribution)
+}
+
+/// Leak (a red team, 2026-12-06): `WHERE code = 1` leaves out rows of everybody, so it is kept,
+/// but where everyone else's rows it leaves out are unpaid, only the target's paid row changes
+/// what a sum's people contribute: the people layer, seeded by that, was the same draw with
+/// the condition and without it where the target had no such row (a difference at the floor's
+/// scale) and another where they had (the group's): 45–48 of 50 in two queries, even where the
+/// target's payment was beyond what one person may add. Seeded by each person's rows too, the
+/// layer is drawn afresh either way.
+#[tokio::test]
+async fn unpaid_rows_left_out_do_not_tell_a_paid_one() {
+    let (_dir, dataset, engine) = one_dataset(|dir| unpaid_rows_of_everyone_but_the_target(dir, "visits"));
+    let ask = |filter: &str| {
+        format!("SELECT district, sum(paid) AS s FROM civil.visits {filter} GROUP BY district ORDER BY district")
+    };
+    let with = answers(&engine, &dataset, &ask("WHERE code = 1")).await;
+    let without = answers(&engine, &dataset, &ask("")).await;
+    assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
+    let apart: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| (a[0] - b[0]).abs()).collect();
+    let best = told_by_cut(&apart);
+    assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the difference: {apart:?}");
 }
 
 /// A code table about nobody, `civil.codes`: the codes 0 to 9 (`k`), each in group 1 (`g`), of

@@ -57,8 +57,9 @@ pub const ANON_SEED: &str = "__veil_dp_seed";
 /// constant again, the Int64 number of those people; in a variant over several rows a person
 /// ([`super::DpPlan::touched`]), then the Int64 number of people with a row its left-out
 /// conditions do not hold and the UInt64 seed of their set; over several rows a person, last,
-/// per measured contribution, the UInt64 seed of what each person contributes to it (their
-/// count, or the values of their rows). Rows of a (group, constant) pair
+/// the UInt64 seed of the people with their numbers of rows, and per measured contribution the
+/// UInt64 seed of what each person contributes to it (their rows with their count, or with
+/// their values). Rows of a (group, constant) pair
 /// the query layer drops are left out first (`dropped`: low-effect detection per constant).
 ///
 /// Why per constant: `x IN (D ∪ {c}) … minus x IN (D) …` over fresh random paddings D gives
@@ -1174,8 +1175,9 @@ fn bound_with(
     // a group (`DpAggregate::most_per_person`).
     let mut measured = Vec::new();
     // Over several rows a person, per measured contribution (as `measured`), what a person's
-    // part of its seed is made from: the count itself, or for a sum the wrapping sum of its
-    // rows' values hashed (the multiset of those values, whatever order they are read in).
+    // part of its seed is made from besides their number of rows (`every`, below): the count
+    // itself, or for a sum the wrapping sum of its rows' values hashed (the multiset of those
+    // values, whatever order they are read in).
     let mut contents: Vec<Expr> = Vec::new();
     let rows_per_person = described.rows_per_person;
     for (j, (e, kind)) in agg.aggr_expr.iter().zip(kinds).enumerate() {
@@ -1212,6 +1214,11 @@ fn bound_with(
                 }
             }
         }
+    }
+    // Each person's rows, whatever they hold: in every seed of what they contribute, so that
+    // rows left out draw every people layer afresh, those a NULL keeps out of a sum too.
+    if !one_row {
+        partial.push(count(lit(1i64)).alias(name("every", 0)));
     }
     // Whether the person has a row matching each listed constant.
     for (i, (e, c, _)) in listed.iter().enumerate() {
@@ -1299,16 +1306,23 @@ fn bound_with(
         let whose = datafusion::logical_expr::when(kept.eq(lit(0i64)), col(unit_name.as_str())).end()?;
         totals.push(coalesce(vec![bit_xor(whose), lit(0u64)]).alias(format!("{ANON_SEED}_touched")));
     }
-    // Over several rows a person, per measured contribution, the seed of what the group's
-    // people contribute: each person's unit and part hashed together, XORed over the group.
-    // The people's seed alone was one draw for every question over the same people, though
-    // their rows differ: `WHERE code = 0` against no condition, removing a visit of eight
-    // people and none whole, drew the people layer alike, and the difference of the two
-    // answers was the rows removed to about two (a red team: 50 of 50 districts in two
-    // queries). Over one row a person the people are the rows.
+    // Over several rows a person, the seed of the group's people with their numbers of rows,
+    // and per measured contribution the seed of what they contribute to it: each person's unit
+    // and parts hashed together, XORed over the group. The people's seed alone was one draw
+    // for every question over the same people, though their rows differ: `WHERE code = 0`
+    // against no condition, removing a visit of eight people and none whole, drew the people
+    // layer alike, and the difference of the two answers was the rows removed to about two (a
+    // red team: 50 of 50 districts in two queries). Seeded by a sum's values alone, rows
+    // left out whose values are NULL changed nobody's part but the target's, or nobody's but
+    // that of a person all of whose values are NULL (who a range over every declared value
+    // removes whole): the people layer was one draw or another exactly with the target (a red
+    // team, the same day: 100 of 100). Over one row a person the people are the rows.
     if !one_row {
-        for (i, content) in contents.into_iter().enumerate() {
-            let part = super::people::row_hash(vec![col(unit_name.as_str()), content]);
+        let every = col(name("every", 0));
+        let parts = std::iter::once(vec![col(unit_name.as_str()), every.clone()])
+            .chain(contents.into_iter().map(|c| vec![col(unit_name.as_str()), every.clone(), c]));
+        for (i, part) in parts.enumerate() {
+            let part = super::people::row_hash(part);
             totals.push(coalesce(vec![bit_xor(part), lit(0u64)]).alias(format!("{ANON_SEED}_content_{i}")));
         }
     }
@@ -1965,12 +1979,12 @@ mod tests {
                 |i| matches!(i, LogicalPlan::Projection(p) if matches!(p.input.as_ref(), LogicalPlan::Aggregate(_))),
             );
             assert_eq!(has_aggregate_over_people, !one_row, "{}", measuring.display_indent());
-            // Over several rows a person, the seeds of what the people contribute follow, one
-            // per measured contribution (rows, the sum, the average's sum and count of values):
-            // over one row a person the people are the rows.
+            // Over several rows a person, the seeds of what the people contribute follow: one of
+            // their rows, and one per measured contribution (rows, the sum, the average's sum and
+            // count of values); over one row a person the people are the rows.
             let (contents, rest): (Vec<_>, Vec<_>) = (measuring.schema().columns().into_iter())
                 .partition(|c| c.name.starts_with(&format!("{ANON_SEED}_content_")));
-            assert_eq!(contents.len(), if one_row { 0 } else { 4 });
+            assert_eq!(contents.len(), if one_row { 0 } else { 5 });
             let sorted = datafusion::logical_expr::LogicalPlanBuilder::from(measuring)
                 .project(rest.into_iter().map(Expr::Column))
                 .unwrap()
