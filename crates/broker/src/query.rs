@@ -231,6 +231,7 @@ impl Broker {
             _ => None,
         };
         let noise_key = self.catalog.pseudonym_key(&noise_scope(&found));
+        let decision_key = self.catalog.pseudonym_key(DECISION_SCOPE);
         let query = QueryRequest {
             mode,
             k,
@@ -238,6 +239,7 @@ impl Broker {
             dry_run: request.dry_run,
             dp,
             noise_key,
+            decision_key,
             exact_aggregates,
         };
         let mut prepared = self.engine.prepare(&parsed, query).await?;
@@ -365,6 +367,11 @@ fn noise_scope(datasets: &[(DatasetInfo, std::path::PathBuf)]) -> String {
     read.dedup();
     format!("\0anonymized aggregation\n{}", read.join("\n"))
 }
+
+/// The scope of the key every decision of aggregate mode is drawn under (a group's release, a
+/// condition that removes almost nobody): the same whatever datasets and versions a query
+/// reads, so that each set of people has one draw ([`veil_query::QueryRequest::decision_key`]).
+const DECISION_SCOPE: &str = "\0anonymized decisions";
 
 /// The catalogue's view of a dataset, as the guard and the engine need it.
 fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDataset {

@@ -143,7 +143,11 @@ async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> V
 
 /// [`answers`] over several datasets.
 async fn answers_over(engine: &QueryEngine, datasets: &[SessionDataset], sql: &str) -> Vec<(String, Vec<f64>)> {
-    let request = common::aggregate(datasets.to_vec(), 5, [11; 32]);
+    answers_to(engine, common::aggregate(datasets.to_vec(), 5, [11; 32]), sql).await
+}
+
+/// [`answers`] to `request`.
+async fn answers_to(engine: &QueryEngine, request: veil_query::QueryRequest, sql: &str) -> Vec<(String, Vec<f64>)> {
     let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
     let mut rows = Vec::new();
     for batch in &answer.batches {
@@ -558,6 +562,53 @@ async fn unpaid_rows_left_out_do_not_tell_a_paid_one() {
     let apart: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| (a[0] - b[0]).abs()).collect();
     let best = told_by_cut(&apart);
     assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the difference: {apart:?}");
+}
+
+/// Per district twenty people of one row each, paying [`PAID`], and the target, whose payment
+/// is not recorded (NULL) where the coin says so and is 37 elsewhere; one row a person.
+fn the_target_unpaid_or_not(dir: &Path, file: &str) -> SessionDataset {
+    let people =
+        |d: usize| (0..20).map(|p| (format!("P{d:02}{p:02}"), 1, 0)).chain([(format!("T{d:02}"), 1, 0)]).collect();
+    let paid = |id: &str, _, _| match id.strip_prefix('T').and_then(|d| d.parse::<usize>().ok()) {
+        Some(d) if target_here(d) => None,
+        Some(_) => Some(37),
+        None => Some(PAID),
+    };
+    let (ids, districts, codes, days, paid) = payments(people, paid);
+    written_paying(dir, file, (ids, districts), (codes, days, paid), true, Contribution::default())
+}
+
+/// Leak (a red team, 2026-12-06): a range holding every declared value leaves out a NULL, so
+/// where the target's payment alone is NULL it removes the target alone, and low-effect
+/// detection leaves it out but for one sticky draw in about 25. That draw was under the noise's
+/// key, which each set of datasets a query reads makes anew: asked beside every subset of six
+/// joins (63 sets), the pair differed in some set exactly where the target was unpaid (47 of
+/// 50, never wrongly). Decisions are now drawn under a key of their own, the same whatever the
+/// query reads: here, the answers under 32 noise keys (32 sets of datasets) and one decision
+/// key.
+#[tokio::test]
+async fn a_decision_about_one_person_is_one_draw_whatever_the_query_reads() {
+    let (_dir, dataset, engine) = one_dataset(|dir| the_target_unpaid_or_not(dir, "people"));
+    let ask = |filter: &str| {
+        format!("SELECT district, sum(paid) AS s FROM civil.visits {filter} GROUP BY district ORDER BY district")
+    };
+    let mut told = vec![false; DISTRICTS];
+    for scope in 0..32u8 {
+        let request = || common::keyed(vec![dataset.clone()], 5, [scope; 32], [11; 32]);
+        let with = answers_to(&engine, request(), &ask("WHERE paid >= 0 AND paid < 1000")).await;
+        let without = answers_to(&engine, request(), &ask("")).await;
+        assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
+        for (d, ((_, a), (_, b))) in with.iter().zip(&without).enumerate() {
+            told[d] |= a != b;
+        }
+    }
+    // Without the target's NULL the range removes nobody: never told.
+    assert!((0..DISTRICTS).all(|d| target_here(d) || !told[d]), "{told:?}");
+    // With it, one draw in about 25 keeps the range: the same few districts under every key
+    // (before, about seven in ten of them under one key or another).
+    let unpaid = (0..DISTRICTS).filter(|d| target_here(*d)).count();
+    let found = (0..DISTRICTS).filter(|d| told[*d]).count();
+    assert!(found * 5 <= unpaid, "{found} of {unpaid} unpaid targets told under 32 keys");
 }
 
 /// A code table about nobody, `civil.codes`: the codes 0 to 9 (`k`), each in group 1 (`g`), of
