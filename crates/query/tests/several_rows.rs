@@ -146,6 +146,28 @@ async fn answers_over(engine: &QueryEngine, datasets: &[SessionDataset], sql: &s
     answers_to(engine, common::aggregate(datasets.to_vec(), 5, [11; 32]), sql).await
 }
 
+/// Every district's answers to `ask(condition)` and to `ask("")` (the question with the
+/// condition and without it), in `request`'s terms.
+async fn with_and_without(
+    engine: &QueryEngine,
+    request: impl Fn() -> veil_query::QueryRequest,
+    ask: impl Fn(&str) -> String,
+    condition: &str,
+) -> (Vec<(String, Vec<f64>)>, Vec<(String, Vec<f64>)>) {
+    let with = answers_to(engine, request(), &ask(condition)).await;
+    let without = answers_to(engine, request(), &ask("")).await;
+    assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
+    (with, without)
+}
+
+/// That how far apart the numbers at `at` of the two answers are, per district, tells the coins
+/// ([`target_here`]) right in at most three districts of four, by the best cut knowing them.
+fn differences_tell_nothing(with: &[(String, Vec<f64>)], without: &[(String, Vec<f64>)], at: usize, what: &str) {
+    let apart: Vec<f64> = with.iter().zip(without).map(|((_, a), (_, b))| (a[at] - b[at]).abs()).collect();
+    let best = told_by_cut(&apart);
+    assert!(best * 100 <= DISTRICTS * 75, "{what}: {best} of {DISTRICTS} told by the difference: {apart:?}");
+}
+
 /// [`answers`] to `request`.
 async fn answers_to(engine: &QueryEngine, request: veil_query::QueryRequest, sql: &str) -> Vec<(String, Vec<f64>)> {
     let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
@@ -362,14 +384,9 @@ async fn a_month_of_the_year_that_removes_only_the_target_is_left_out() {
     let ask = |filter: &str| {
         format!("SELECT district, count(*) AS n FROM civil.visits {filter} GROUP BY district ORDER BY district")
     };
-    let with = answers(&engine, &dataset, &ask("WHERE date_part('month', day) = 3")).await;
-    let without = answers(&engine, &dataset, &ask("")).await;
-    assert_eq!(with.len(), DISTRICTS);
-    assert_eq!(without.len(), DISTRICTS);
-    // Per district, how far the two answers are apart; the best cut of that, knowing the coins.
-    let apart: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| (a[0] - b[0]).abs()).collect();
-    let best = told_by_cut(&apart);
-    assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the difference: {apart:?}");
+    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
+    let (with, without) = with_and_without(&engine, request, ask, "WHERE date_part('month', day) = 3").await;
+    differences_tell_nothing(&with, &without, 0, "count");
 }
 
 /// Per district twenty people of twenty visits of code 0, eight of `zeros` of code 0 and one of
@@ -414,15 +431,12 @@ async fn a_condition_that_removes_rows_but_nobody_whole_draws_the_people_layer_a
             "SELECT district, count(*) AS n, sum(paid) AS s FROM civil.visits {filter} GROUP BY district ORDER BY district"
         )
     };
-    let with = answers(&engine, &dataset, &ask("WHERE code = 0")).await;
-    let without = answers(&engine, &dataset, &ask("")).await;
-    assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
+    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
+    let (with, without) = with_and_without(&engine, request, ask, "WHERE code = 0").await;
     for (i, what) in ["count", "sum"].into_iter().enumerate() {
         // Per district, how many rows (or how much paid) the condition removed, as the two
         // answers say: 8 or 24 rows before the fix, to about two.
-        let removed: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| b[i] - a[i]).collect();
-        let best = told_by_cut(&removed);
-        assert!(best * 100 <= DISTRICTS * 75, "{what}: {best} of {DISTRICTS} told by the difference: {removed:?}");
+        differences_tell_nothing(&with, &without, i, what);
     }
 }
 
@@ -445,21 +459,22 @@ async fn a_code_listed_several_times_does_not_read_the_rows_it_repeats() {
              GROUP BY v.district ORDER BY v.district"
         )
     };
-    let with = answers_over(&engine, &datasets, &ask("WHERE l.w = 0")).await;
-    let without = answers_over(&engine, &datasets, &ask("")).await;
-    assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
-    let removed: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| b[0] - a[0]).collect();
-    let best = told_by_cut(&removed);
-    assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the difference: {removed:?}");
+    let request = || common::aggregate(datasets.to_vec(), 5, [11; 32]);
+    let (with, without) = with_and_without(&engine, request, ask, "WHERE l.w = 0").await;
+    differences_tell_nothing(&with, &without, 0, "count");
 }
 
-/// The rows of `people` (id, rows of code 0, rows of code 1, paying `paid(row, code)` each) of
-/// every district `d`, as [`written_paying`] takes them.
-type Payments = (Vec<String>, Vec<String>, Vec<i64>, Vec<i32>, Vec<Option<i64>>);
-fn payments(
+/// As the dataset `civil.visits` in `file` ([`written_paying`]), the rows of `people(d)` of
+/// every district `d` (an id, its rows of code 0, its rows of code 1), each paying what
+/// `paid(id, its number among the person's rows, its code)` says; one row a person declared
+/// where `one_row`, contributing as `contribution` says.
+fn written_payments(
+    (dir, file): (&Path, &str),
     people: impl Fn(usize) -> Vec<(String, usize, usize)>,
     paid: impl Fn(&str, usize, i64) -> Option<i64>,
-) -> Payments {
+    one_row: bool,
+    contribution: Contribution,
+) -> SessionDataset {
     let (mut ids, mut districts, mut codes, mut days, mut paying) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for d in 0..DISTRICTS {
@@ -474,7 +489,7 @@ fn payments(
             }
         }
     }
-    (ids, districts, codes, days, paying)
+    written_paying(dir, file, (ids, districts), (codes, days, paying), one_row, contribution)
 }
 
 /// Per district twenty people of four visits, the first paid and, for every other person, the
@@ -490,9 +505,7 @@ fn some_unpaid_and_the_target_never_paid(dir: &Path, file: &str) -> SessionDatas
         let unpaid = id.starts_with('T') || (v >= 2 && id.ends_with(['0', '2', '4', '6', '8']));
         (!unpaid).then_some(PAID)
     };
-    let (ids, districts, codes, days, paid) = payments(people, paid);
-    let contribution = Contribution { max_groups: 1, max_rows: 10 };
-    written_paying(dir, file, (ids, districts), (codes, days, paid), false, contribution)
+    written_payments((dir, file), people, paid, false, Contribution { max_groups: 1, max_rows: 10 })
 }
 
 /// Leak (a red team, 2026-12-06): a range holding every declared value of a column is labelled
@@ -513,9 +526,8 @@ async fn a_range_holding_every_value_does_not_tell_who_has_none() {
              GROUP BY district ORDER BY district"
         )
     };
-    let with = answers(&engine, &dataset, &ask("WHERE paid >= 0 AND paid < 1000")).await;
-    let without = answers(&engine, &dataset, &ask("")).await;
-    assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
+    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
+    let (with, without) = with_and_without(&engine, request, ask, "WHERE paid >= 0 AND paid < 1000").await;
     for (i, what) in ["sum", "avg", "people"].into_iter().enumerate() {
         // Per district, whether the two answers differ, against the coin.
         let right = with
@@ -538,9 +550,7 @@ fn unpaid_rows_of_everyone_but_the_target(dir: &Path, file: &str) -> SessionData
         let target = id.strip_prefix('T').and_then(|d| d.parse::<usize>().ok());
         (code == 1 || (v == 0 && target.is_some_and(target_here))).then_some(PAID)
     };
-    let (ids, districts, codes, days, paid) = payments(people, paid);
-    let contribution = Contribution { max_groups: 1, max_rows: 4 };
-    written_paying(dir, file, (ids, districts), (codes, days, paid), false, contribution)
+    written_payments((dir, file), people, paid, false, Contribution { max_groups: 1, max_rows: 4 })
 }
 
 /// Leak (a red team, 2026-12-06): `WHERE code = 1` leaves out rows of everybody, so it is kept,
@@ -556,12 +566,9 @@ async fn unpaid_rows_left_out_do_not_tell_a_paid_one() {
     let ask = |filter: &str| {
         format!("SELECT district, sum(paid) AS s FROM civil.visits {filter} GROUP BY district ORDER BY district")
     };
-    let with = answers(&engine, &dataset, &ask("WHERE code = 1")).await;
-    let without = answers(&engine, &dataset, &ask("")).await;
-    assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
-    let apart: Vec<f64> = with.iter().zip(&without).map(|((_, a), (_, b))| (a[0] - b[0]).abs()).collect();
-    let best = told_by_cut(&apart);
-    assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the difference: {apart:?}");
+    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
+    let (with, without) = with_and_without(&engine, request, ask, "WHERE code = 1").await;
+    differences_tell_nothing(&with, &without, 0, "sum");
 }
 
 /// Per district twenty people of one row each, paying [`PAID`], and the target, whose payment
@@ -574,8 +581,7 @@ fn the_target_unpaid_or_not(dir: &Path, file: &str) -> SessionDataset {
         Some(_) => Some(37),
         None => Some(PAID),
     };
-    let (ids, districts, codes, days, paid) = payments(people, paid);
-    written_paying(dir, file, (ids, districts), (codes, days, paid), true, Contribution::default())
+    written_payments((dir, file), people, paid, true, Contribution::default())
 }
 
 /// Leak (a red team, 2026-12-06): a range holding every declared value leaves out a NULL, so
@@ -595,9 +601,7 @@ async fn a_decision_about_one_person_is_one_draw_whatever_the_query_reads() {
     let mut told = vec![false; DISTRICTS];
     for scope in 0..32u8 {
         let request = || common::keyed(vec![dataset.clone()], 5, [scope; 32], [11; 32]);
-        let with = answers_to(&engine, request(), &ask("WHERE paid >= 0 AND paid < 1000")).await;
-        let without = answers_to(&engine, request(), &ask("")).await;
-        assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
+        let (with, without) = with_and_without(&engine, request, ask, "WHERE paid >= 0 AND paid < 1000").await;
         for (d, ((_, a), (_, b))) in with.iter().zip(&without).enumerate() {
             told[d] |= a != b;
         }
