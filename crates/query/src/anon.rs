@@ -1536,9 +1536,11 @@ pub(crate) fn add_noise(
                 // Over several rows a person, seeded by what the people contribute too (their
                 // rows alone, for a count of people): the same people over other rows are
                 // another draw (`Measurements::content`).
+                // (A count of rows measures one contribution, whichever measure it is drawn as.)
+                let offset = if matches!(aggregate, DpAggregate::CountRows) { 0 } else { measure };
                 let content = match contributions(*aggregate) {
                     0 => sources[source].content(row, None),
-                    n if measure < n => sources[source].content(row, Some(first + measure)),
+                    n if offset < n => sources[source].content(row, Some(first + offset)),
                     _ => Vec::new(),
                 };
                 let people_layer = if content.is_empty() {
@@ -1576,7 +1578,13 @@ pub(crate) fn add_noise(
                 value + noise(measure, sd.max(least), least)
             };
             values.push(match *aggregate {
-                DpAggregate::CountRows => noisy(measured_at(at, row, false)?, 0).round().max(0.0),
+                // COUNT(column) is drawn as an average of the column draws the count of values
+                // it divides by (one quantity, the second measure): it says no more than
+                // `sum / avg` does.
+                DpAggregate::CountRows => {
+                    let measure = usize::from(plan.noise.values.get(j).copied().unwrap_or(false));
+                    noisy(measured_at(at, row, false)?, measure).round().max(0.0)
+                }
                 DpAggregate::CountPeople => (p as f64 + noise(0, 1.0, 1.0)).round().max(0.0),
                 DpAggregate::Sum { .. } => noisy(measured_at(at, row, signed)?, 0),
                 DpAggregate::Avg { lo, hi } => {

@@ -615,6 +615,28 @@ async fn a_decision_about_one_person_is_one_draw_whatever_the_query_reads() {
     assert!(found * 5 <= unpaid, "{found} of {unpaid} unpaid targets told under 32 keys");
 }
 
+/// `COUNT(column)` is the count of values an average of the column divides by, drawn as that
+/// one is: it says what `sum / avg` says, and nothing more. Drawn with `COUNT(*)`'s noise, its
+/// difference from the rows was the group's NULLs exactly (a red team: whether each of 100
+/// planted people had a NULL phone, one query each, never wrong), and it was refused since;
+/// drawn apart, the difference is one person against the noise of two quantities.
+#[tokio::test]
+async fn counting_a_column_says_what_its_average_says() {
+    let (_dir, dataset, engine) = one_dataset(|dir| the_target_unpaid_or_not(dir, "people"));
+    let sql = "SELECT district, count(*) AS n, count(paid) AS m, sum(paid) AS s, avg(paid) AS a FROM civil.visits \
+               GROUP BY district ORDER BY district";
+    let rows = answers(&engine, &dataset, sql).await;
+    assert_eq!(rows.len(), DISTRICTS);
+    for (district, v) in &rows {
+        // The sum's values are integers, released rounded, and the average divides that.
+        assert!((v[2] / v[3] - v[1]).abs() < 1e-6, "{district}: count {} against sum / avg {}", v[1], v[2] / v[3]);
+    }
+    // The rows less the values: the target's NULL is one person against that noise.
+    let nulls: Vec<f64> = rows.iter().map(|(_, v)| v[0] - v[1]).collect();
+    let best = told_by_cut(&nulls);
+    assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the rows less the values: {nulls:?}");
+}
+
 /// A code table about nobody, `civil.codes`: the codes 0 to 9 (`k`), each in group 1 (`g`), of
 /// weight 2 (`w`) and in chapter 3 (`h`).
 fn codes(dir: &Path) -> SessionDataset {

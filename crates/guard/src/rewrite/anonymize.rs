@@ -1081,6 +1081,7 @@ fn bound_with(
             ranges,
             keys: group_keys.iter().map(|k| super::KeyLabel::new(&read_at_source(k, &agg.input), &agg.input)).collect(),
             measures,
+            values: agg.aggr_expr.iter().zip(kinds).map(|(e, kind)| counts_values(e, *kind)).collect(),
             bounds: Vec::new(),
         },
         upper: upper.clone(),
@@ -1653,11 +1654,13 @@ fn measured_quantities(
         .zip(kinds)
         .map(|(e, kind)| {
             let what = match kind {
-                DpAggregate::CountRows => "rows".to_string(),
+                DpAggregate::CountRows if !counts_values(e, *kind) => "rows".to_string(),
                 // Over one row per person, people and rows are the same count.
                 DpAggregate::CountPeople if one_row => "rows".to_string(),
                 DpAggregate::CountPeople => "people".to_string(),
-                DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => match unalias(e) {
+                // COUNT(column) is the count of values of the column's sum (the query layer draws
+                // it as an average's).
+                DpAggregate::CountRows | DpAggregate::Sum { .. } | DpAggregate::Avg { .. } => match unalias(e) {
                     Expr::AggregateFunction(f) => format!(
                         "sum {}",
                         f.params.args.first().map(|a| canonical_label(&read_at_source(a, input))).unwrap_or_default()
@@ -1669,6 +1672,13 @@ fn measured_quantities(
         })
         .collect();
     (names, joined)
+}
+
+/// Whether the aggregate `e` (of kind `kind`) is `COUNT(column)`: a count of rows whose
+/// argument is no constant.
+fn counts_values(e: &Expr, kind: DpAggregate) -> bool {
+    matches!((kind, unalias(e)), (DpAggregate::CountRows, Expr::AggregateFunction(f))
+        if matches!(f.params.args.as_slice(), [arg] if !matches!(arg, Expr::Literal(..))))
 }
 
 /// The equi-join pairs of `plan`, each side named by the column it reads at its scan, each pair

@@ -43,6 +43,10 @@ pub struct NoiseLabels {
     /// with the joins its rows come through): aggregates measuring the same quantity share their
     /// people layer wherever they stand in the SELECT list, and no others do.
     pub measures: Vec<String>,
+    /// Per aggregate, whether it is `COUNT(column)`: the count of values of the column's
+    /// quantity (its `measures` entry, as its SUM and AVG name it), drawn as an average of the
+    /// column draws the count it divides by, so that it says nothing an average does not.
+    pub values: Vec<bool>,
     /// Per labelled column with declared bounds, the bounds (the widest, where datasets of the
     /// query declare several): an interval is labelled as far as they reach, and one holding
     /// all of them as no restriction. A red team drew one group's label layer hundreds of

@@ -853,21 +853,17 @@ pub(crate) fn aggregate(
                 refuse(None, "COUNT(DISTINCT …) over people counts people only: COUNT(DISTINCT <privacy unit>)".into())
             }
         },
-        // COUNT(column) counts the rows where the column is not NULL: next to COUNT(*) (or in
-        // another query over the same group) its difference from the row count is the group's
-        // NULLs, and the people-seeded noise both share cancels in it. A red team read whether
+        // COUNT(column) counts the rows where the column is not NULL: the count of values an
+        // average of the column divides by, and drawn as that one is (the rewrite names it so:
+        // `anonymize::measured_quantities`), never with COUNT(*)'s noise. Sharing it, the
+        // difference from the row count was the group's NULLs exactly: a red team read whether
         // each of 100 planted people had a NULL phone, one query each, never wrong.
         "count" => match f.params.args.as_slice() {
             [Expr::Literal(v, _)] if !v.is_null() => Ok(DpAggregate::CountRows),
-            [_] if bare.is_some() => refuse(
-                None,
-                "COUNT(column) over people is not released: with COUNT(*) it would tell how many values of the group are NULL, exactly; use COUNT(*) or COUNT(DISTINCT <privacy unit>)"
-                    .into(),
-            ),
-            _ => refuse(
-                None,
-                "COUNT takes *; a COUNT of an expression (CASE, NULLIF, …) counts a chosen person".into(),
-            ),
+            [_] if bare.is_some() => Ok(DpAggregate::CountRows),
+            _ => {
+                refuse(None, "COUNT takes *; a COUNT of an expression (CASE, NULLIF, …) counts a chosen person".into())
+            }
         },
         "sum" | "avg" => {
             if f.params.distinct {
