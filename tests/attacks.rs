@@ -976,6 +976,29 @@ async fn an_unchanged_group_in_another_version_or_dataset_is_no_tell() {
     }
 }
 
+/// A red team (2026-12-06) joined a people register with every subset of six code tables of
+/// two rows (all keys present): each set of datasets read was a scope of the noise of its own,
+/// so each drew every layer afresh, and the mean of 128 answers told the target's membership
+/// 50 of 50. Tables about nobody are out of the noise's scope now: the same question through
+/// a new version of a code table, holding the same rows, is the same answer.
+#[tokio::test]
+async fn a_code_table_read_again_draws_nothing_afresh() {
+    let w = world().await;
+    let meta = serde_json::json!({"name": "districts", "department": "civil", "level": "L1",
+        "columns": {"k": {"tag": "attribute"}, "region": {"tag": "attribute"}}});
+    let csv = "k,region\n甲区,north\n乙区,north\n丙区,south\n".as_bytes().to_vec();
+    let sql = "SELECT r.district, count(*) AS n, sum(r.subsidy) AS s FROM civil.residents r \
+               JOIN civil.districts d ON r.district = d.k GROUP BY r.district";
+    let mut answers = Vec::new();
+    for _version in 0..2 {
+        let (status, body) = w.s.upload(&w.civil_steward, &meta, csv.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        answers.push(w.ok(sql).await["rows"].clone());
+    }
+    assert!(answers[0].as_array().is_some_and(|rows| !rows.is_empty()), "{answers:?}");
+    assert_eq!(answers[0], answers[1], "a code table's new version drew the noise afresh");
+}
+
 /// A red team (round two on anonymized answers) drew the label layer of one group again and
 /// again with a group key that puts everybody in one band, each width another label:
 /// `floor(salary / 1e5) * 1e5`, `/ 2e5`, `/ 5e5`, `/ 1e6`, … (hundreds of draws to average). A

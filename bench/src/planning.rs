@@ -97,7 +97,6 @@ pub(crate) async fn run(args: PlanningArgs) -> Result<()> {
         datasets: datasets.iter().filter(|d| mentions(sql, d.dataset.name.as_str())).cloned().collect(),
         dry_run: true,
         noise_key: [0; 32],
-        decision_key: [0; 32],
         exact_aggregates,
         dp: None,
     };

@@ -103,7 +103,6 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
         }],
         dry_run,
         noise_key: [0; 32],
-        decision_key: [0; 32],
         exact_aggregates: false,
         dp: None,
     }

@@ -401,10 +401,10 @@ pub(crate) fn dropped(
     measured: &[RecordBatch],
     schema: &SchemaRef,
     plan: &DpPlan,
-    decisions: &[u8; 32],
+    secret: &[u8; 32],
 ) -> Result<Dropped> {
     let census = Measurements::new(measured, schema, plan)?;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, decisions);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut dropped: HashMap<String, BTreeSet<u64>> = HashMap::new();
     let mut people: HashMap<(Vec<ScalarValue>, String), (u64, u64)> = HashMap::new();
     let people_of = &mut people;
@@ -456,9 +456,9 @@ pub(crate) fn looked_up(
     census: &[RecordBatch],
     schema: &SchemaRef,
     keys: usize,
-    decisions: &[u8; 32],
+    secret: &[u8; 32],
 ) -> Result<BTreeSet<u64>> {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, decisions);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     if schema.fields().len() != keys + 3 {
         return Err(internal("a census of values looked up laid out otherwise"));
     }
@@ -504,7 +504,7 @@ pub(crate) fn widened(
     census: &[RecordBatch],
     schema: &SchemaRef,
     plan: &DpPlan,
-    decisions: &[u8; 32],
+    secret: &[u8; 32],
 ) -> Result<HashMap<String, Vec<(u64, u64)>>> {
     let totals = concat_batches(schema, census).map_err(internal)?;
     if totals.num_columns() != plan.keys + 1 + 2 * plan.ladders.len() {
@@ -538,7 +538,7 @@ pub(crate) fn widened(
             }
         }
     }
-    let key = hmac::Key::new(hmac::HMAC_SHA256, decisions);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut widened: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
     for (l, ladder) in plan.ladders.iter().enumerate() {
         let mut groups = Vec::new();
@@ -934,7 +934,7 @@ pub(crate) fn claimed(
     asked: &ClaimsAsked<'_>,
     order: &veil_guard::NoiseLabels,
     k: u64,
-    decisions: &[u8; 32],
+    secret: &[u8; 32],
 ) -> Result<Claims> {
     let totals = concat_batches(schema, census).map_err(internal)?;
     let ClaimsAsked { keys: all_keys, bucketed, ranges: all_ranges, spelled, one_row, .. } = asked;
@@ -1042,7 +1042,7 @@ pub(crate) fn claimed(
             hash: hashes[row],
         });
     }
-    let key = hmac::Key::new(hmac::HMAC_SHA256, decisions);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut claims: FastMap<u64, Vec<ScalarValue>> = FastMap::default();
     let mut sets: Vec<Vec<usize>> = by_others.into_values().collect();
     // The same order every time, whatever the hash map's.
@@ -1310,7 +1310,7 @@ pub(crate) fn add_noise(
     variants: &[(Vec<RecordBatch>, SchemaRef)],
     dropped: &Dropped,
     k: u64,
-    (secret, decisions): (&[u8; 32], &[u8; 32]),
+    secret: &[u8; 32],
 ) -> Result<Anonymized> {
     let mut sources = vec![Measurements::new(measured, schema, plan)?];
     for ((batches, schema), variant) in variants.iter().zip(&plan.variants) {
@@ -1328,8 +1328,6 @@ pub(crate) fn add_noise(
         by_keys.push(rows);
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    // Decisions are drawn under a key of their own, the same whatever the query reads.
-    let decide = hmac::Key::new(hmac::HMAC_SHA256, decisions);
 
     // Which groups pass: people ≥ 2, and above a noisy threshold around max(k, 8) seeded by
     // the people ([`released`]).
@@ -1340,7 +1338,7 @@ pub(crate) fn add_noise(
         // out enlarges groups that would be released anyway and never makes one (as claims
         // do). A group that only the target made, beside ten people a condition removes, was
         // released whenever the Laplace draw took ten for almost nobody, only with the target.
-        if !released(&decide, main.people(row), k, &main.seed(row)) {
+        if !released(&key, main.people(row), k, &main.seed(row)) {
             continue;
         }
         let keys = if by_keys.is_empty() { Vec::new() } else { main.keys(row)? };
@@ -1394,7 +1392,7 @@ pub(crate) fn add_noise(
                     u64::from_le_bytes(main.seed(row)) ^ u64::from_le_bytes(sources[source].seed(at)) ^ left_out_seed,
                 ),
             };
-            low_effect(&decide, effect, removed)
+            low_effect(&key, effect, removed)
         };
         // The columns whose conditions, each left out alone, remove almost nobody from this
         // group; then the most of them that also do together (the first such set in the
@@ -1456,7 +1454,7 @@ pub(crate) fn add_noise(
         }
         let group = sources[source].group(row, source, at, main.label(row)?, &constants);
         // Answered as the query measured it, the group passed that draw above already.
-        if source == 0 || released(&decide, group.people, k, &group.seed) {
+        if source == 0 || released(&key, group.people, k, &group.seed) {
             kept.push(group);
         }
     }

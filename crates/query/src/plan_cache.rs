@@ -168,7 +168,6 @@ mod tests {
             dry_run: false,
             dp: Some(DpParams::laplace(1.0, 1e-7)),
             noise_key: [9; 32],
-            decision_key: [9; 32],
             exact_aggregates: false,
         }
     }

@@ -276,7 +276,7 @@ impl QueryEngine {
                     None => {
                         let (batches, schema) = run(&census).await?;
                         let found =
-                            anon::claimed(&batches, &schema, &asked, &plan.noise, request.k, &request.decision_key)?;
+                            anon::claimed(&batches, &schema, &asked, &plan.noise, request.k, &request.noise_key)?;
                         found_before.push((census, asked, found));
                         found_before.len() - 1
                     }
@@ -299,7 +299,7 @@ impl QueryEngine {
                 let census = optimize(census)?;
                 let census = veil_guard::with_claimed(census, &claims).map_err(internal)?;
                 let (batches, schema) = run(&census).await?;
-                let found = anon::widened(&batches, &schema, plan, &request.decision_key)?;
+                let found = anon::widened(&batches, &schema, plan, &request.noise_key)?;
                 for plan in &mut plans {
                     *plan = veil_guard::with_widened(std::mem::take(plan), &found).map_err(internal)?;
                 }
@@ -315,7 +315,7 @@ impl QueryEngine {
                     census = veil_guard::with_widened(census, widened).map_err(internal)?;
                 }
                 let (batches, schema) = run(&census).await?;
-                looked_up.insert(name.clone(), anon::looked_up(&batches, &schema, plan.keys, &request.decision_key)?);
+                looked_up.insert(name.clone(), anon::looked_up(&batches, &schema, plan.keys, &request.noise_key)?);
             }
             if !looked_up.is_empty() {
                 for plan in &mut plans {
@@ -329,7 +329,7 @@ impl QueryEngine {
             let mut dropped = anon::Dropped::default();
             if !plan.noise.listed.is_empty() {
                 let (census, schema) = run(&plans[0]).await?;
-                dropped = anon::dropped(&census, &schema, plan, &request.decision_key)?;
+                dropped = anon::dropped(&census, &schema, plan, &request.noise_key)?;
                 dropped.hashes.extend(looked_up);
                 for plan in &mut plans {
                     *plan = veil_guard::with_dropped(std::mem::take(plan), &dropped.hashes).map_err(internal)?;
@@ -346,15 +346,7 @@ impl QueryEngine {
         }
         let variants = measured.split_off(1);
         let (batches, schema) = measured.swap_remove(0);
-        let noisy = anon::add_noise(
-            &batches,
-            &schema,
-            plan,
-            &variants,
-            &dropped,
-            request.k,
-            (&request.noise_key, &request.decision_key),
-        )?;
+        let noisy = anon::add_noise(&batches, &schema, plan, &variants, &dropped, request.k, &request.noise_key)?;
         // The noise of each output column that copies an aggregate, when the answer's rows are
         // the released groups (projected, sorted, filtered or limited); a rework that mixes
         // groups has none to state.

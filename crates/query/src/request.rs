@@ -78,13 +78,6 @@ pub struct QueryRequest {
     /// Aggregate mode over data about people: the installation's secret under which sticky
     /// noise is seeded (the same for every analyst, so that nobody averages it away).
     pub noise_key: [u8; 32],
-    /// Aggregate mode over data about people: the installation's secret under which every
-    /// decision is drawn (a group's release, a condition, constant, cell or claim that removes
-    /// almost nobody), the same whatever datasets a query reads: one sticky draw per set of
-    /// people. Under `noise_key`, each set of datasets joined drew the decision afresh, and a
-    /// condition removing the target alone, kept one time in 25, was kept in one of 63 join
-    /// sets exactly where the target was there (a red team: 47 of 50, never wrong).
-    pub decision_key: [u8; 32],
     /// Aggregate mode over people: exact aggregates (with k-thresholds) instead of anonymized
     /// ones, for a department's own analysts where a policy line says so.
     pub exact_aggregates: bool,

@@ -78,7 +78,6 @@ async fn counts(engine: &QueryEngine, datasets: &[SessionDataset], sql: &str) ->
         datasets: datasets.to_vec(),
         dry_run: false,
         noise_key: [0; 32],
-        decision_key: [0; 32],
         exact_aggregates: false,
         dp: None,
     };
@@ -159,7 +158,6 @@ async fn running_out_of_memory_or_time_over_people_is_a_generic_failure() {
                 datasets: vec![dataset],
                 dry_run: false,
                 noise_key: [7; 32],
-                decision_key: [7; 32],
                 exact_aggregates: false,
                 dp: None,
             };

@@ -105,27 +105,7 @@ pub(crate) fn twins(
     (dir, target, twin, engine)
 }
 
-/// An aggregate-mode request at k = `k` over `datasets`, its noise and its decisions drawn
-/// under keys of the bytes `noise_key`.
+/// An aggregate-mode request at k = `k` over `datasets`, under the noise key `noise_key`.
 pub(crate) fn aggregate(datasets: Vec<SessionDataset>, k: u64, noise_key: [u8; 32]) -> QueryRequest {
-    keyed(datasets, k, noise_key, noise_key)
-}
-
-/// [`aggregate`], its noise and its decisions drawn under keys of their own.
-pub(crate) fn keyed(
-    datasets: Vec<SessionDataset>,
-    k: u64,
-    noise_key: [u8; 32],
-    decision_key: [u8; 32],
-) -> QueryRequest {
-    QueryRequest {
-        mode: Mode::Aggregate,
-        k,
-        datasets,
-        dry_run: false,
-        noise_key,
-        decision_key,
-        exact_aggregates: false,
-        dp: None,
-    }
+    QueryRequest { mode: Mode::Aggregate, k, datasets, dry_run: false, noise_key, exact_aggregates: false, dp: None }
 }
