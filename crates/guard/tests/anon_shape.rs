@@ -142,8 +142,10 @@ const CASES: &[(&str, &str)] = &[
     ("ok", "SELECT a.district, count(*) FROM civil.stops a JOIN civil.stops b ON a.n = b.n GROUP BY a.district"),
     // COUNT of a column: the count of values an average of it divides by, drawn as that one is
     // (with COUNT(*)'s noise, its difference from the rows was the group's NULLs, exactly).
-    ("ok", "SELECT district, count(*), count(note) FROM civil.people GROUP BY district"),
     ("ok", "SELECT count(subsidy) FROM civil.people WHERE district = 'a'"),
+    ("ok", "SELECT district, count(*), count(alone) FROM civil.people GROUP BY district"),
+    // Of a column without bounds (text), where no average says it: a count of its NULLs.
+    ("anon_aggregate", "SELECT district, count(*), count(note) FROM civil.people GROUP BY district"),
     ("anon_aggregate", "SELECT district, count(subsidy + 1) FROM civil.people GROUP BY district"),
     // Inside aggregates: one person read while the threshold counts everybody.
     (
