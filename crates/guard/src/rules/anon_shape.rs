@@ -817,6 +817,12 @@ fn month_start(v: &ScalarValue) -> Option<i64> {
     (day.day() == 1).then(|| i64::from(day.year() - 1970) * 12 + i64::from(day.month0()))
 }
 
+/// The bounds an average of `column` is clamped to: its declared ones, or [0, 1] for a boolean
+/// (`boolean`: the argument is one, cast to a number); `None` where no average is admitted.
+fn averaged(column: &crate::lineage::SourceColumn, boolean: bool) -> Option<(f64, f64)> {
+    column.bounds.or(boolean.then_some((0.0, 1.0)))
+}
+
 /// Classifies one aggregate of an anonymized answer, or refuses it.
 /// `boolean` says the argument is a boolean column (cast to a number, true as 1): bounded by its
 /// type to `[0, 1]`.
@@ -864,23 +870,20 @@ pub(crate) fn aggregate(
         // NULL, 48 of 50 (a red team, 2026-12-06).
         "count" => match f.params.args.as_slice() {
             [Expr::Literal(v, _)] if !v.is_null() => Ok(DpAggregate::CountRows),
-            [_] if bare.is_some() => {
-                let column = bare.map(|src| sources.get(src));
-                match column {
-                    Some(c) if c.bounds.is_some() || boolean => Ok(DpAggregate::CountRows),
-                    Some(c) => refuse(
-                        Some(c.name.clone()),
-                        format!(
-                            "COUNT(`{}`): a count of a column's values is released where its average is, a column with declared bounds (its steward can declare them at registration); count the rows with COUNT(*)",
-                            c.name
-                        ),
+            _ => match bare.map(|src| sources.get(src)) {
+                Some(c) if averaged(c, boolean).is_some() => Ok(DpAggregate::CountRows),
+                Some(c) => refuse(
+                    Some(c.name.clone()),
+                    format!(
+                        "COUNT(`{}`): a count of a column's values is released where its average is, a column with declared bounds (its steward can declare them at registration); count the rows with COUNT(*)",
+                        c.name
                     ),
-                    None => refuse(None, "COUNT takes * or a bare column".into()),
-                }
-            }
-            _ => {
-                refuse(None, "COUNT takes *; a COUNT of an expression (CASE, NULLIF, …) counts a chosen person".into())
-            }
+                ),
+                None => refuse(
+                    None,
+                    "COUNT takes *; a COUNT of an expression (CASE, NULLIF, …) counts a chosen person".into(),
+                ),
+            },
         },
         "sum" | "avg" => {
             if f.params.distinct {
@@ -896,7 +899,7 @@ pub(crate) fn aggregate(
                 );
             };
             let column = sources.get(src);
-            match column.bounds.or(boolean.then_some((0.0, 1.0))) {
+            match averaged(column, boolean) {
                 Some((lo, hi)) => {
                     Ok(if name == "sum" { DpAggregate::Sum { lo, hi } } else { DpAggregate::Avg { lo, hi } })
                 }
