@@ -168,6 +168,17 @@ fn differences_tell_nothing(with: &[(String, Vec<f64>)], without: &[(String, Vec
     assert!(best * 100 <= DISTRICTS * 75, "{what}: {best} of {DISTRICTS} told by the difference: {apart:?}");
 }
 
+/// [`with_and_without`] over the one dataset `build` writes.
+async fn asked_with_and_without(
+    build: impl FnOnce(&Path) -> SessionDataset,
+    ask: impl Fn(&str) -> String,
+    condition: &str,
+) -> (Vec<(String, Vec<f64>)>, Vec<(String, Vec<f64>)>) {
+    let (_dir, dataset, engine) = one_dataset(build);
+    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
+    with_and_without(&engine, request, ask, condition).await
+}
+
 /// [`answers`] to `request`.
 async fn answers_to(engine: &QueryEngine, request: veil_query::QueryRequest, sql: &str) -> Vec<(String, Vec<f64>)> {
     let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
@@ -380,12 +391,15 @@ fn light_in_march_heavy_in_april(dir: &Path, file: &str) -> SessionDataset {
 /// column, answered without where it changes almost nobody's rows.
 #[tokio::test]
 async fn a_month_of_the_year_that_removes_only_the_target_is_left_out() {
-    let (_dir, dataset, engine) = one_dataset(|dir| light_in_march_heavy_in_april(dir, "visits"));
     let ask = |filter: &str| {
         format!("SELECT district, count(*) AS n FROM civil.visits {filter} GROUP BY district ORDER BY district")
     };
-    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
-    let (with, without) = with_and_without(&engine, request, ask, "WHERE date_part('month', day) = 3").await;
+    let (with, without) = asked_with_and_without(
+        |dir| light_in_march_heavy_in_april(dir, "visits"),
+        ask,
+        "WHERE date_part('month', day) = 3",
+    )
+    .await;
     differences_tell_nothing(&with, &without, 0, "count");
 }
 
@@ -424,15 +438,17 @@ fn some_rows_of_everyone_and_more_of_the_target(dir: &Path, file: &str, zeros: i
 /// contributes too (their rows' count, and the values they add to a sum).
 #[tokio::test]
 async fn a_condition_that_removes_rows_but_nobody_whole_draws_the_people_layer_afresh() {
-    let (_dir, dataset, engine) =
-        one_dataset(|dir| some_rows_of_everyone_and_more_of_the_target(dir, "visits", 19, 16));
     let ask = |filter: &str| {
         format!(
             "SELECT district, count(*) AS n, sum(paid) AS s FROM civil.visits {filter} GROUP BY district ORDER BY district"
         )
     };
-    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
-    let (with, without) = with_and_without(&engine, request, ask, "WHERE code = 0").await;
+    let (with, without) = asked_with_and_without(
+        |dir| some_rows_of_everyone_and_more_of_the_target(dir, "visits", 19, 16),
+        ask,
+        "WHERE code = 0",
+    )
+    .await;
     for (i, what) in ["count", "sum"].into_iter().enumerate() {
         // Per district, how many rows (or how much paid) the condition removed, as the two
         // answers say: 8 or 24 rows before the fix, to about two.
@@ -519,15 +535,18 @@ fn some_unpaid_and_the_target_never_paid(dir: &Path, file: &str) -> SessionDatas
 /// draw it afresh.
 #[tokio::test]
 async fn a_range_holding_every_value_does_not_tell_who_has_none() {
-    let (_dir, dataset, engine) = one_dataset(|dir| some_unpaid_and_the_target_never_paid(dir, "visits"));
     let ask = |filter: &str| {
         format!(
             "SELECT district, sum(paid) AS s, avg(paid) AS a, count(DISTINCT person_id) AS p FROM civil.visits {filter} \
              GROUP BY district ORDER BY district"
         )
     };
-    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
-    let (with, without) = with_and_without(&engine, request, ask, "WHERE paid >= 0 AND paid < 1000").await;
+    let (with, without) = asked_with_and_without(
+        |dir| some_unpaid_and_the_target_never_paid(dir, "visits"),
+        ask,
+        "WHERE paid >= 0 AND paid < 1000",
+    )
+    .await;
     for (i, what) in ["sum", "avg", "people"].into_iter().enumerate() {
         // Per district, whether the two answers differ, against the coin.
         let right = with
@@ -562,12 +581,12 @@ fn unpaid_rows_of_everyone_but_the_target(dir: &Path, file: &str) -> SessionData
 /// layer is drawn afresh either way.
 #[tokio::test]
 async fn unpaid_rows_left_out_do_not_tell_a_paid_one() {
-    let (_dir, dataset, engine) = one_dataset(|dir| unpaid_rows_of_everyone_but_the_target(dir, "visits"));
     let ask = |filter: &str| {
         format!("SELECT district, sum(paid) AS s FROM civil.visits {filter} GROUP BY district ORDER BY district")
     };
-    let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
-    let (with, without) = with_and_without(&engine, request, ask, "WHERE code = 1").await;
+    let (with, without) =
+        asked_with_and_without(|dir| unpaid_rows_of_everyone_but_the_target(dir, "visits"), ask, "WHERE code = 1")
+            .await;
     differences_tell_nothing(&with, &without, 0, "sum");
 }
 
