@@ -1148,3 +1148,42 @@ async fn two_routes_to_a_code_tables_values_draw_their_people_layers_apart() {
     let best = told_by_cut(&differences);
     assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the averaged difference: {differences:?}");
 }
+
+/// Per district twenty people paying 0 to 4 and eight with nothing recorded (NULL), each of one
+/// visit, and where the coin says so ([`target_here`]) the target, of one visit paying the
+/// most one may (100); declared one row a person when `one_row`.
+fn light_payers_beside_no_payments(dir: &Path, file: &str, one_row: bool) -> SessionDataset {
+    let people = |d: usize| {
+        let mut people: Vec<(String, usize, usize)> = (0..28).map(|p| (format!("P{d:02}{p:02}"), 1, 0)).collect();
+        people.extend(target_here(d).then(|| (format!("T{d:02}"), 1, 0)));
+        people
+    };
+    let paid = |id: &str, _, _| match id.strip_prefix('P').and_then(|p| p[2..].parse::<i64>().ok()) {
+        Some(p) if p >= 20 => None,
+        Some(p) => Some(p % 5),
+        None => Some(100),
+    };
+    written_payments((dir, file), people, paid, one_row, Contribution { max_groups: 1, max_rows: 1 })
+}
+
+/// Leak (a red team, 2026-12-06): people with no value ranked before every number in the
+/// ranking flattening reads, so six or more of them took every outlier's and top group's
+/// place: a heavy person after them was counted in full, and the noise fell to its floor. A
+/// planted person of 1,000 among people of 0 to 20 and eight NULLs was told 50 of 50 times in
+/// one query, and a lone value among NULLs read to about ±90. People with no value now rank
+/// as contributions of 0, as the sum counts them.
+#[tokio::test]
+async fn people_with_no_value_do_not_unflatten_a_heavy_one() {
+    for one_row in [true, false] {
+        let (_dir, dataset, engine) = one_dataset(|dir| light_payers_beside_no_payments(dir, "visits", one_row));
+        let sql =
+            "SELECT district, sum(paid) AS s, avg(paid) AS a FROM civil.visits GROUP BY district ORDER BY district";
+        let answers = answers(&engine, &dataset, sql).await;
+        assert_eq!(answers.len(), DISTRICTS, "every district released");
+        for (at, what) in [(0, "sum"), (1, "avg")] {
+            let scores: Vec<f64> = answers.iter().map(|(_, v)| v[at]).collect();
+            let best = told_by_cut(&scores);
+            assert!(best * 100 <= DISTRICTS * 75, "{what} (one row: {one_row}): {best} of {DISTRICTS}: {scores:?}");
+        }
+    }
+}

@@ -1,8 +1,7 @@
 //! A group's largest contributions, in one pass: what flattening needs from each group of an
 //! anonymized answer ([`super::anonymize`]).
 //!
-//! Contributions are ranked largest first (a null, a person with no value, ranks before every
-//! number, as `ORDER BY value DESC NULLS FIRST` would), ties broken by the person's unit hash,
+//! Contributions are ranked largest first, ties broken by the person's unit hash,
 //! so that the ranking, and so the answer, is the same every time. Each group keeps only its
 //! `ANON_OUTLIERS + TOP_GROUP` best contributions: memory is that many pairs per group and one
 //! comparison or two per row, where ranking them with a window sorted every group's people.
@@ -231,8 +230,17 @@ fn inputs(values: &[ArrayRef]) -> Result<(Float64Array, UInt64Array)> {
     Ok((value, unit))
 }
 
+/// The contribution at `row`. A person with no value (NULL) contributes 0, as the sum counts
+/// them, and ranks so.
+///
+/// Why: ranked before every number (as `ORDER BY value DESC NULLS FIRST` would), six people
+/// with no value took every outlier's and top group's place, so a heavy person after them was
+/// counted in full and the noise fell to its floor: a red team told a planted person of 1,000
+/// among people of 0 to 20 and eight NULLs 50 of 50 times in one query, and read a lone
+/// value among NULLs to about ±90. The same group with 0 in place of NULL was flattened.
 fn entry(values: &Float64Array, units: &UInt64Array, row: usize) -> Entry {
-    (values.is_valid(row).then(|| values.value(row)), units.is_valid(row).then(|| units.value(row)))
+    let value = if values.is_valid(row) { values.value(row) } else { 0.0 };
+    (Some(value), units.is_valid(row).then(|| units.value(row)))
 }
 
 /// The rankings as the state's two list arrays.
@@ -416,6 +424,27 @@ mod tests {
             offer(&mut a, 6, e);
         }
         assert_eq!(a, ranked);
+    }
+
+    /// People with no value rank as contributions of 0: six of them beside a heavy person and
+    /// light ones leave the heavy person flattened and the scale set by them, as zeros do (the
+    /// red team's group of twenty light people, eight NULLs and the target of 1,000).
+    #[test]
+    fn people_with_no_value_rank_as_zero() {
+        let parts = |nulls: Option<f64>| {
+            let mut values = vec![nulls; 8];
+            values.push(Some(1000.0));
+            values.extend((0..20).map(|i| Some(f64::from(i % 21))));
+            let values: ArrayRef = Arc::new(Float64Array::from(values));
+            let units: ArrayRef = Arc::new(UInt64Array::from((0..29u64).collect::<Vec<_>>()));
+            let mut single = Single { spec: spec(), ranked: Vec::new() };
+            single.update_batch(&[values, units]).expect("ranked");
+            single.spec.evaluate(&single.ranked)
+        };
+        let (with_nulls, with_zeros) = (parts(None), parts(Some(0.0)));
+        assert_eq!(with_nulls, with_zeros);
+        assert!(with_nulls.outliers.is_some_and(|o| o > 900.0), "the heavy person is flattened: {with_nulls:?}");
+        assert!(with_nulls.scale.is_some_and(|s| s >= 1000.0 / (std::f64::consts::E * std::f64::consts::E)));
     }
 
     fn spec() -> Top {
