@@ -32,14 +32,14 @@ use datafusion::logical_expr::{
 pub(super) struct Parts {
     /// How much the outliers' values exceed the top group's average, together: what
     /// flattening takes off the total (where there is no top group, the outliers' sum; null
-    /// when none has a value).
+    /// when there are none: no people).
     pub outliers: Option<f64>,
     /// The average of the values of the `top` contributions after the outliers (null when
-    /// none of them has a value, as when the group has no more than `outliers` people).
+    /// there are none, as when the group has no more than `outliers` people).
     pub top_group: Option<f64>,
     /// The least scale of noise that hides one person added or removed ([`Top::scale`]):
     /// the largest of the top group's average, the third contribution, the second over e and
-    /// the first over e² (a missing or valueless contribution as 0; null for no people).
+    /// the first over e² (a missing contribution as 0; null for no people).
     pub scale: Option<f64>,
 }
 
@@ -96,18 +96,13 @@ struct Top {
     signature: Signature,
 }
 
-/// One contribution: its value (none: no value) and its person's unit hash.
-type Entry = (Option<f64>, Option<u64>);
+/// One contribution: its value (0 for a person with no value, [`entry`]) and its person's unit
+/// hash.
+type Entry = (f64, Option<u64>);
 
 /// Whether `a` ranks before `b`: larger first, no value before any value, then by unit.
 fn before(a: &Entry, b: &Entry) -> bool {
-    let by_value = match (a.0, b.0) {
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) => y.total_cmp(&x),
-        (None, None) => Ordering::Equal,
-    };
-    by_value.then(a.1.cmp(&b.1)) == Ordering::Less
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)) == Ordering::Less
 }
 
 /// Keeps `entry` among the `keep` best of `ranked` (best first).
@@ -128,7 +123,7 @@ impl Top {
 
     /// The average of the values of the `top` contributions from `from` on (none without).
     fn average(&self, ranked: &[Entry], from: usize) -> Option<f64> {
-        let values: Vec<f64> = ranked.iter().skip(from).take(self.outliers.top).filter_map(|e| e.0).collect();
+        let values: Vec<f64> = ranked.iter().skip(from).take(self.outliers.top).map(|e| e.0).collect();
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     }
 
@@ -138,8 +133,8 @@ impl Top {
         let mut n = least.min(ranked.len());
         while n < most.min(ranked.len()) {
             let steep = match (ranked[n].0, self.average(ranked, n + 1)) {
-                (Some(value), Some(after)) => after > 0.0 && value > STEEP * after,
-                _ => false,
+                (value, Some(after)) => after > 0.0 && value > STEEP * after,
+                (_, None) => false,
             };
             if !steep {
                 break;
@@ -170,7 +165,7 @@ impl Top {
         if ranked.is_empty() {
             return None;
         }
-        let value = |i: usize| ranked.get(i).and_then(|e| e.0).unwrap_or(0.0).max(0.0);
+        let value = |i: usize| ranked.get(i).map_or(0.0, |e| e.0).max(0.0);
         let e = std::f64::consts::E;
         Some(top.unwrap_or(0.0).max(value(2)).max(value(1) / e).max(value(0) / (e * e)))
     }
@@ -178,7 +173,7 @@ impl Top {
     fn evaluate(&self, ranked: &[Entry]) -> Parts {
         let n = self.outliers(ranked);
         let top = self.average(ranked, n);
-        let values: Vec<f64> = ranked.iter().take(n).filter_map(|e| e.0).collect();
+        let values: Vec<f64> = ranked.iter().take(n).map(|e| e.0).collect();
         let outliers = (!values.is_empty()).then(|| match top {
             Some(top) => values.iter().map(|v| (v - top).max(0.0)).sum(),
             None => values.iter().sum(),
@@ -240,14 +235,14 @@ fn inputs(values: &[ArrayRef]) -> Result<(Float64Array, UInt64Array)> {
 /// value among NULLs to about ±90. The same group with 0 in place of NULL was flattened.
 fn entry(values: &Float64Array, units: &UInt64Array, row: usize) -> Entry {
     let value = if values.is_valid(row) { values.value(row) } else { 0.0 };
-    (Some(value), units.is_valid(row).then(|| units.value(row)))
+    (value, units.is_valid(row).then(|| units.value(row)))
 }
 
 /// The rankings as the state's two list arrays.
 fn to_state(rankings: &[Vec<Entry>]) -> Vec<ArrayRef> {
     let lengths = rankings.iter().map(Vec::len);
     let offsets = OffsetBuffer::from_lengths(lengths);
-    let values: Float64Array = rankings.iter().flatten().map(|e| e.0).collect();
+    let values = Float64Array::from_iter_values(rankings.iter().flatten().map(|e| e.0));
     let units: UInt64Array = rankings.iter().flatten().map(|e| e.1).collect();
     let list = |item: DataType, array: ArrayRef| -> ArrayRef {
         Arc::new(ListArray::new(Arc::new(Field::new_list_field(item, true)), offsets.clone(), array, None))
@@ -405,8 +400,8 @@ mod tests {
         for i in 0..500u64 {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let value = match x >> 60 {
-                0 => None,
-                v => Some((v % 7) as f64 * 10.0),
+                0 => 0.0,
+                v => (v % 7) as f64 * 10.0,
             };
             all.push((value, Some(x.rotate_left(17) ^ i)));
         }
@@ -434,7 +429,7 @@ mod tests {
         let parts = |nulls: Option<f64>| {
             let mut values = vec![nulls; 8];
             values.push(Some(1000.0));
-            values.extend((0..20).map(|i| Some(f64::from(i % 21))));
+            values.extend((0..20).map(|i| Some(f64::from(i))));
             let values: ArrayRef = Arc::new(Float64Array::from(values));
             let units: ArrayRef = Arc::new(UInt64Array::from((0..29u64).collect::<Vec<_>>()));
             let mut single = Single { spec: spec(), ranked: Vec::new() };
@@ -451,9 +446,10 @@ mod tests {
         Top { outliers: Outliers { least: 2, most: 6, top: 4 }, signature: Signature::any(2, Volatility::Immutable) }
     }
 
-    /// `values`, ranked as given, each with a unit of its own.
+    /// `values`, ranked as given, each with a unit of its own (`None`: a person with no value,
+    /// as [`entry`] reads one).
     fn ranked(values: &[Option<f64>]) -> Vec<Entry> {
-        values.iter().enumerate().map(|(i, v)| (*v, Some(i as u64))).collect()
+        values.iter().enumerate().map(|(i, v)| (v.unwrap_or(0.0), Some(i as u64))).collect()
     }
 
     #[test]
@@ -463,7 +459,8 @@ mod tests {
         assert_eq!(spec().evaluate(&ranked).top_group, Some(9.0));
         assert_eq!(spec().evaluate(&ranked[..2]).top_group, None, "no more people than outliers");
         assert_eq!(spec().evaluate(&ranked[..2]).outliers, Some(1000.0), "no top group: their sum");
-        assert_eq!(spec().evaluate(&ranked[..1]).outliers, None);
+        assert_eq!(spec().evaluate(&ranked[..1]).outliers, Some(0.0), "one person of no value: an outlier of 0");
+        assert_eq!(spec().evaluate(&[]).outliers, None, "no people");
     }
 
     /// The red team's group: two people of 60 rows, the target of 40 and people of 2. The
