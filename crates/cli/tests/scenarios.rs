@@ -127,13 +127,14 @@ async fn truth_rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<Value>> {
 }
 
 /// An anonymized answer against the truth: every released row is a true group (matched on its
-/// first `keys` columns), each of its numbers within `(rel, abs)` of the truth's (relative plus
-/// absolute; one pair per value column, the last pair for the rest), as sticky noise leaves
+/// first `keys` columns), each of its numbers within `(rel, abs, per_person)` of the truth's
+/// (relative plus absolute, the absolute at least `per_person` over the truth's first value,
+/// a count of the group's people; one triple per value column, the last for the rest), as sticky noise leaves
 /// them; and at least nine in ten true groups are released (the noisy threshold may withhold a
 /// group a little above k). The noise's scale is the average of a group's top contributors,
 /// so a sum of values bounded by B moves by a few B at most, and an average over a small
 /// group by a few B / n: shares and averages get wide tolerances, counts and totals tight ones.
-fn close(got: &[Vec<Value>], truth: &[Vec<Value>], keys: usize, tolerances: &[(f64, f64)]) -> bool {
+fn close(got: &[Vec<Value>], truth: &[Vec<Value>], keys: usize, tolerances: &[(f64, f64, f64)]) -> bool {
     near(got, truth, keys, tolerances) && got.len() * 10 >= truth.len() * 9 && got.len() <= truth.len()
 }
 
@@ -145,21 +146,22 @@ fn close_past_threshold(
     truth: &[Vec<Value>],
     possible: &[Vec<Value>],
     keys: usize,
-    tolerances: &[(f64, f64)],
+    tolerances: &[(f64, f64, f64)],
 ) -> bool {
     near(got, possible, keys, tolerances) && got.len() * 10 >= truth.len() * 9 && got.len() <= possible.len()
 }
 
 /// Whether every row of `got` is a group of `truth` with values near its own.
-fn near(got: &[Vec<Value>], truth: &[Vec<Value>], keys: usize, tolerances: &[(f64, f64)]) -> bool {
-    let within = |i: usize, a: f64, b: f64| {
-        let (rel, abs) = tolerances[i.min(tolerances.len() - 1)];
-        (a - b).abs() <= rel * b.abs() + abs
+fn near(got: &[Vec<Value>], truth: &[Vec<Value>], keys: usize, tolerances: &[(f64, f64, f64)]) -> bool {
+    let within = |i: usize, a: f64, b: f64, people: f64| {
+        let (rel, abs, per_person) = tolerances[i.min(tolerances.len() - 1)];
+        (a - b).abs() <= rel * b.abs() + abs.max(per_person / people.max(1.0))
     };
     got.iter().all(|row| {
         let ok = truth.iter().filter(|t| t[..keys] == row[..keys]).any(|t| {
+            let people = t.get(keys).and_then(Value::as_f64).unwrap_or(1.0);
             row.iter().zip(t).skip(keys).enumerate().all(|(i, (a, b))| match (a.as_f64(), b.as_f64()) {
-                (Some(a), Some(b)) => within(i, a, b),
+                (Some(a), Some(b)) => within(i, a, b, people),
                 _ => a == b,
             })
         });
@@ -266,7 +268,7 @@ async fn hotline_trends_match_the_ground_truth() {
     let possible = truth_rows(&truth, &at_least(2)).await;
     let all = truth_rows(&truth, "SELECT count(*) FROM (SELECT 1 FROM hotline.tickets GROUP BY district, category, date_part('month', created_at))").await;
     assert!(
-        close_past_threshold(&rows(body), &expected, &possible, 3, &[(0.2, 8.0)]),
+        close_past_threshold(&rows(body), &expected, &possible, 3, &[(0.2, 8.0, 0.0)]),
         "volume differs from the truth: {body}"
     );
     assert!(body.get("suppressed_groups").is_none(), "how many groups were withheld is not released: {body}");
@@ -277,7 +279,7 @@ async fn hotline_trends_match_the_ground_truth() {
     let body = answered(&steps, 1);
     let expected = truth_rows(&truth, &example("hotline-trends", "2-service.sql")).await;
     assert!(
-        close(&rows(body), &expected, 1, &[(0.05, 8.0), (0.1, 0.05), (0.3, 0.0), (0.2, 0.1)]),
+        close(&rows(body), &expected, 1, &[(0.05, 8.0, 0.0), (0.1, 0.05, 0.0), (0.3, 0.0, 0.0), (0.2, 0.1, 0.0)]),
         "service quality differs from the truth: {body}"
     );
 
@@ -286,7 +288,7 @@ async fn hotline_trends_match_the_ground_truth() {
     let expected = truth_rows(&truth, &example("hotline-trends", "3-rising.sql")).await;
     let tickets: Vec<Vec<Value>> = rows(body).iter().map(|r| r[..3].to_vec()).collect();
     let true_tickets: Vec<Vec<Value>> = expected.iter().map(|r| r[..3].to_vec()).collect();
-    assert!(close(&tickets, &true_tickets, 2, &[(0.1, 8.0)]), "the trend differs from the truth: {body}");
+    assert!(close(&tickets, &true_tickets, 2, &[(0.1, 8.0, 0.0)]), "the trend differs from the truth: {body}");
     let flagged: Vec<(String, i64)> = body["rows"]
         .as_array()
         .unwrap()
@@ -394,8 +396,11 @@ async fn new_employment_coverage_is_exact_and_enquiries_within_their_intervals()
     };
     assert_ne!(sql, at_least(10), "the truth query adds the threshold");
     let (expected, possible) = (truth_rows(&truth, &at_least(10)).await, truth_rows(&truth, &at_least(2)).await);
+    // A share over n workers moves by about 2 / n (its sum's noise is about 2): 0.6, and four
+    // times that over a small group. A fixed 0.6 failed now and then on a group of about nine
+    // released below k (each run draws its installation's own noise).
     assert!(
-        close_past_threshold(&rows(body), &expected, &possible, 2, &[(0.1, 8.0), (0.0, 0.6)]),
+        close_past_threshold(&rows(body), &expected, &possible, 2, &[(0.1, 8.0, 0.0), (0.0, 0.6, 8.0)]),
         "coverage differs from the truth: {body}"
     );
     let all = truth_rows(&truth, &format!("SELECT count(*) FROM ({sql})")).await;
@@ -406,7 +411,7 @@ async fn new_employment_coverage_is_exact_and_enquiries_within_their_intervals()
     let body = answered(&steps, 1);
     let expected = truth_rows(&truth, &example("new-employment", "2-by-job.sql")).await;
     assert!(
-        close(&rows(body), &expected, 1, &[(0.05, 8.0), (0.1, 0.05)]),
+        close(&rows(body), &expected, 1, &[(0.05, 8.0, 0.0), (0.1, 0.05, 0.0)]),
         "coverage by job differs from the truth: {body}"
     );
     let medical = |job: &str| rows(body).iter().find(|r| r[0] == job).unwrap()[3].as_f64().unwrap();
@@ -450,14 +455,14 @@ async fn subsidy_audit_finds_who_queried_why_and_the_denials_and_the_log_verifie
     };
     let (expected, possible) = (truth_rows(&truth, &at_least(10)).await, truth_rows(&truth, &at_least(2)).await);
     assert!(
-        close_past_threshold(&rows(body), &expected, &possible, 2, &[(0.1, 8.0), (0.0, 2000.0)]),
+        close_past_threshold(&rows(body), &expected, &possible, 2, &[(0.1, 8.0, 0.0), (0.0, 2000.0, 0.0)]),
         "subsidy by district differs from the truth: {body}"
     );
     assert!(body["rules"].to_string().contains("an approved access request"), "{body}");
     let body = answered(&steps, 3);
     let expected = truth_rows(&truth, &example("subsidy-audit", "2-subsidy-total.sql")).await;
     assert!(
-        close(&rows(body), &expected, 1, &[(0.05, 8.0), (0.0, 25_000.0)]),
+        close(&rows(body), &expected, 1, &[(0.05, 8.0, 0.0), (0.0, 25_000.0, 0.0)]),
         "subsidy totals differ from the truth: {body}"
     );
 
