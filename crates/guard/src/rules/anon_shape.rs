@@ -43,9 +43,8 @@ const SHAPE: &str = "aggregate mode over data about people answers one aggregate
 /// What an anonymized answer is, for its rules.
 pub(crate) fn note() -> String {
     format!(
-        "anonymized, not differentially private: values clamped to their declared bounds; each group's {} largest contributions (up to {} where they stand far above the rest) flattened to the average of its next {}; every count and sum carries sticky noise seeded by the group's people and by the query (standard deviation at least that average, the third largest contribution, the second over e, the first over e² and the most one person contributes over e³, and at least 1); groups pass a noisy threshold around k people (around {} at the least; never fewer than 2)",
+        "anonymized, not differentially private: values clamped to their declared bounds; each group's {} largest contributions flattened to the average of its next {}; every count and sum carries sticky noise seeded by the group's people and by the query (standard deviation at least that average, the third largest contribution, the second over e, the first over e² and the most one person contributes over e³, and at least 1); groups pass a noisy threshold around k people (around {} at the least; never fewer than 2)",
         crate::ANON_OUTLIERS,
-        crate::rewrite::anonymize::MOST_OUTLIERS,
         crate::rewrite::anonymize::TOP_GROUP,
         crate::ANON_LEAST_THRESHOLD
     )
