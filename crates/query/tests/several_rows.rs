@@ -1203,19 +1203,19 @@ async fn people_with_no_value_do_not_unflatten_a_heavy_one() {
 }
 
 /// Per district ten people with nothing recorded (NULL) and `heavy` paying as listed, one row
-/// a person, and the target as `target` says by the coin ([`target_here`]): absent (None), or
-/// paying a value or nothing; payments declared between `bounds`.
+/// a person, and the target paying what `target` says by the coin ([`target_here`]); payments
+/// declared between `bounds`.
 fn at_the_bound_beside_no_payments(
     dir: &Path,
     heavy: &[i64],
-    target: impl Fn(bool) -> Option<Option<i64>>,
+    target: impl Fn(bool) -> i64,
     bounds: (f64, f64),
 ) -> SessionDataset {
     let (mut ids, mut districts, mut paying) = (Vec::new(), Vec::new(), Vec::new());
     for d in 0..DISTRICTS {
         let mut people: Vec<(String, Option<i64>)> = (0..10).map(|p| (format!("N{d:02}{p:02}"), None)).collect();
         people.extend(heavy.iter().enumerate().map(|(p, v)| (format!("H{d:02}{p:02}"), Some(*v))));
-        people.extend(target(target_here(d)).map(|paid| (format!("T{d:02}"), paid)));
+        people.push((format!("T{d:02}"), Some(target(target_here(d)))));
         for (id, value) in people {
             ids.push(id);
             districts.push(format!("R{d:02}"));
@@ -1239,7 +1239,7 @@ fn at_the_bound_beside_no_payments(
 async fn a_signed_value_does_not_tell_its_sign() {
     let (_dir, dataset, engine) = one_dataset(|dir| {
         let heavy = [[-100; 8], [100; 8]].concat();
-        at_the_bound_beside_no_payments(dir, &heavy, |here| Some(Some(if here { 100 } else { -100 })), (-100.0, 100.0))
+        at_the_bound_beside_no_payments(dir, &heavy, |here| if here { 100 } else { -100 }, (-100.0, 100.0))
     });
     let sql = "SELECT district, sum(paid) AS s FROM civil.visits GROUP BY district ORDER BY district";
     let answers = answers(&engine, &dataset, sql).await;

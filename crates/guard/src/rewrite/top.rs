@@ -100,7 +100,7 @@ struct Top {
 /// hash.
 type Entry = (f64, Option<u64>);
 
-/// Whether `a` ranks before `b`: larger first, no value before any value, then by unit.
+/// Whether `a` ranks before `b`: larger first (a person with no value as 0), then by unit.
 fn before(a: &Entry, b: &Entry) -> bool {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)) == Ordering::Less
 }
