@@ -13,8 +13,13 @@ use crate::exprs::unalias;
 use crate::rules::anon_shape::reads_aggregates;
 
 /// How many of a group's largest contributions are outliers, brought down to the top group's
-/// average before noise: always three (`top::Outliers` can take more where contributions fall
-/// steeply, up to [`MOST_OUTLIERS`]; an answer takes none).
+/// average before noise: always three, whatever their slope.
+///
+/// Why not more: outliers are brought to the top group's average, which moves by a quarter
+/// of whoever is first in it; with up to 24, a staircase of planted heavy people made a target
+/// after them count many times over (a red team: 60 of 60). Why not fewer: with two, a target
+/// third behind two heavy people counted in full (50 of 50). Three bounds the first to three
+/// quarters of a contribution (docs/aggregate.md, "Flattening").
 ///
 /// Why always three: where the number changed with the contributions (two, and a third more
 /// than twice the next four's average), one person changed it, and the flattened total jumped:
@@ -24,12 +29,6 @@ use crate::rules::anon_shape::reads_aggregates;
 /// contribution at most (a search over rankings), and the worst layout a simulation of the
 /// rules found calls 75% in one query, where it found 83% before.
 pub const ANON_OUTLIERS: i64 = 3;
-/// The most outliers a group has. Outliers are brought to the top group's average, which
-/// moves by a quarter of whoever is first in it: with up to 24, a staircase of planted heavy
-/// people made a target after them count many times over (a red team: 60 of 60); with two, a
-/// target third behind two heavy people counted in full (50 of 50). Three bounds the first to
-/// three quarters of a contribution (docs/aggregate.md, "Flattening").
-pub(crate) const MOST_OUTLIERS: usize = 3;
 /// The least middle of an anonymized answer's noisy release threshold, whatever the level's k
 /// (the query layer draws the threshold; why this number: its `MIN_THRESHOLD`).
 pub const ANON_LEAST_THRESHOLD: u64 = 8;
@@ -1275,7 +1274,7 @@ fn bound_with(
     let mut totals = Vec::new();
     // Per ranked side, its parts' struct and the columns it is split into after the aggregate.
     let mut ranked: Vec<(String, [String; 3])> = Vec::new();
-    let outliers = super::top::Outliers { least: ANON_OUTLIERS as usize, most: MOST_OUTLIERS, top: TOP_GROUP as usize };
+    let outliers = super::top::Outliers { count: ANON_OUTLIERS as usize, top: TOP_GROUP as usize };
     for (c, signed) in &measured {
         let value = cast(col(c.as_str()), DataType::Float64);
         let unit = col(unit_name.as_str());

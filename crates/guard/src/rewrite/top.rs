@@ -46,23 +46,13 @@ pub(super) struct Parts {
 /// The names of [`Parts`]' fields in the struct `__veil_top` returns, in order.
 pub(super) const PARTS: [&str; 3] = ["outliers", "top_group", "scale"];
 
-/// How many of a group's contributions are outliers: at least `least`; one more while the
-/// next is more than [`STEEP`] times the average of the `top` after it, up to `most`.
-///
-/// Why not a fixed number: with two people far above everyone else, a third (the target)
-/// ranked in the top group and counted in full, and set the noise's scale with three small
-/// contributions: a red team told whether a person with 40 rows was among 20 people of 2 rows
-/// and two of 60, 50 of 50 districts in one query, and their code 23 of 25.
+/// How many of a group's largest contributions are outliers (`count`, fewer where the group
+/// has fewer people), and how many after them make up the top group (`top`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Outliers {
-    pub least: usize,
-    pub most: usize,
+    pub count: usize,
     pub top: usize,
 }
-
-/// A contribution more than this many times the average of the top group after it is an
-/// outlier too (within [`Outliers::most`]).
-const STEEP: f64 = 2.0;
 
 /// `__veil_top(value, unit)`: the group's ranking's [`Parts`], as a struct.
 pub(super) fn top(outliers: Outliers, value: Expr, unit: Expr) -> Expr {
@@ -118,30 +108,13 @@ fn offer(ranked: &mut Vec<Entry>, keep: usize, entry: Entry) {
 
 impl Top {
     fn keep(&self) -> usize {
-        self.outliers.most + self.outliers.top
+        self.outliers.count + self.outliers.top
     }
 
     /// The average of the values of the `top` contributions from `from` on (none without).
     fn average(&self, ranked: &[Entry], from: usize) -> Option<f64> {
         let values: Vec<f64> = ranked.iter().skip(from).take(self.outliers.top).map(|e| e.0).collect();
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-    }
-
-    /// How many of `ranked` are outliers ([`Outliers`]).
-    fn outliers(&self, ranked: &[Entry]) -> usize {
-        let Outliers { least, most, .. } = self.outliers;
-        let mut n = least.min(ranked.len());
-        while n < most.min(ranked.len()) {
-            let steep = match (ranked[n].0, self.average(ranked, n + 1)) {
-                (value, Some(after)) => after > 0.0 && value > STEEP * after,
-                (_, None) => false,
-            };
-            if !steep {
-                break;
-            }
-            n += 1;
-        }
-        n
     }
 
     /// The noise's scale for a group ranked as `ranked`: the largest of the top group's average,
@@ -171,7 +144,7 @@ impl Top {
     }
 
     fn evaluate(&self, ranked: &[Entry]) -> Parts {
-        let n = self.outliers(ranked);
+        let n = self.outliers.count.min(ranked.len());
         let top = self.average(ranked, n);
         let values: Vec<f64> = ranked.iter().take(n).map(|e| e.0).collect();
         let outliers = (!values.is_empty()).then(|| match top {
@@ -443,7 +416,7 @@ mod tests {
     }
 
     fn spec() -> Top {
-        Top { outliers: Outliers { least: 2, most: 6, top: 4 }, signature: Signature::any(2, Volatility::Immutable) }
+        Top { outliers: Outliers { count: 3, top: 4 }, signature: Signature::any(2, Volatility::Immutable) }
     }
 
     /// `values`, ranked as given, each with a unit of its own (`None`: a person with no value,
@@ -454,35 +427,37 @@ mod tests {
 
     #[test]
     fn outliers_and_the_top_group_are_read_off_the_ranking() {
-        let ranked = ranked(&[None, Some(1000.0), Some(10.0), Some(8.0)]);
-        assert_eq!(spec().evaluate(&ranked).outliers, Some(991.0), "a person without a value takes a slot");
-        assert_eq!(spec().evaluate(&ranked).top_group, Some(9.0));
-        assert_eq!(spec().evaluate(&ranked[..2]).top_group, None, "no more people than outliers");
-        assert_eq!(spec().evaluate(&ranked[..2]).outliers, Some(1000.0), "no top group: their sum");
+        let ranked = ranked(&[None, Some(1000.0), Some(10.0), Some(8.0), Some(6.0)]);
+        assert_eq!(spec().evaluate(&ranked).outliers, Some(996.0), "a person without a value takes a slot");
+        assert_eq!(spec().evaluate(&ranked).top_group, Some(7.0));
+        assert_eq!(spec().evaluate(&ranked[..3]).top_group, None, "no more people than outliers");
+        assert_eq!(spec().evaluate(&ranked[..3]).outliers, Some(1010.0), "no top group: their sum");
         assert_eq!(spec().evaluate(&ranked[..1]).outliers, Some(0.0), "one person of no value: an outlier of 0");
         assert_eq!(spec().evaluate(&[]).outliers, None, "no people");
     }
 
     /// The red team's group: two people of 60 rows, the target of 40 and people of 2. The
-    /// target is an outlier too, flattened to the top group after them.
+    /// target is an outlier too, flattened to the top group after them; and the three largest
+    /// are outliers whatever the slope below them.
     #[test]
-    fn a_third_contribution_far_above_the_rest_is_an_outlier_too() {
+    fn the_three_largest_contributions_are_outliers() {
         let mut values = vec![Some(60.0), Some(60.0), Some(40.0)];
         values.extend([Some(2.0); 20]);
         let with = ranked(&values);
         assert_eq!(spec().evaluate(&with).top_group, Some(2.0));
         assert_eq!(spec().evaluate(&with).outliers, Some(58.0 + 58.0 + 38.0));
-        // A gentle slope keeps two outliers: 12 is not more than twice the average after it.
+        // A gentle slope: three outliers all the same.
         let gentle = ranked(&[Some(30.0), Some(20.0), Some(12.0), Some(10.0), Some(8.0), Some(7.0), Some(6.0)]);
-        assert_eq!(spec().evaluate(&gentle).top_group, Some(9.25));
-        // Never more than `most`, and never past the last contribution.
+        assert_eq!(spec().evaluate(&gentle).top_group, Some(7.75));
+        // A cliff: three, however steep the rest falls.
         let cliff = ranked(&[Some(1e6), Some(1e5), Some(1e4), Some(1e3), Some(1e2), Some(10.0), Some(4.0), Some(1.0)]);
-        assert_eq!(spec().evaluate(&cliff).top_group, Some(2.5), "six outliers, then the two left");
+        assert_eq!(spec().evaluate(&cliff).top_group, Some(278.5));
+        // Never past the last contribution.
         let short = ranked(&[Some(100.0), Some(50.0), Some(20.0), Some(1.0)]);
         assert_eq!(spec().evaluate(&short).top_group, Some(1.0));
-        // Negative sums: nothing is steep above an average at or below zero.
+        // Negative sums: the top group's average may be below zero.
         let negative = ranked(&[Some(5.0), Some(1.0), Some(0.5), Some(-3.0), Some(-4.0), Some(-5.0)]);
-        assert_eq!(spec().evaluate(&negative).top_group, Some(-2.875));
+        assert_eq!(spec().evaluate(&negative).top_group, Some(-4.0));
     }
 
     /// The scale is about the size of what one person added or removed moves, whatever their
