@@ -142,6 +142,111 @@ struct Group {
     /// The IN-list constants some of the group's people match, sorted: with its labels, the
     /// seed of the lists' layer.
     lists: Vec<u8>,
+    /// The columns that select the group's people ([`selecting`]), which seed the selection
+    /// layer with them.
+    selection: Vec<u8>,
+}
+
+/// Per group key the claims do not decide (by its place; empty for the others), the people of
+/// each slice of one measurement's groups: the groups whose other keys' values are the same
+/// (keyed by those values), with the number of their people and the seed of their set (the
+/// XOR of the groups'). Over several rows a person a person in two groups of one slice counts
+/// twice, and their hash cancels in the seed.
+struct Slices(Vec<HashMap<Vec<ScalarValue>, (u64, u64)>>);
+
+impl Slices {
+    fn of(measured: &Measurements<'_>) -> Result<Self> {
+        let bucketed = measured.plan.buckets.as_ref().map_or(&[][..], |b| &b.keys);
+        let mut slices = vec![HashMap::new(); measured.plan.keys];
+        if slices.len() == bucketed.len() {
+            return Ok(Self(slices));
+        }
+        for row in 0..measured.totals.num_rows() {
+            let values = measured.keys(row)?;
+            let (people, seed) = (measured.people(row), u64::from_le_bytes(measured.seed(row)));
+            for (j, slice) in slices.iter_mut().enumerate().filter(|(j, _)| !bucketed.contains(j)) {
+                let others: Vec<ScalarValue> =
+                    values.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, v)| v.clone()).collect();
+                let entry: &mut (u64, u64) = slice.entry(others).or_default();
+                entry.0 += people;
+                entry.1 ^= seed;
+            }
+        }
+        Ok(Self(slices))
+    }
+}
+
+/// The columns that select the people of the group at `row` of `measured` (the answer's
+/// measurements or the variant answering it), by the stored column each reads, sorted and each
+/// once, as the seed of the selection layer: every column whose conditions the group is
+/// answered with (not left out by low-effect detection, `low`), every key's column beside a
+/// condition on it (the claims decide both), and every other key's column unless the other
+/// groups of its slice (the same values of the other keys) hold almost nobody ([`low_effect`],
+/// the draw that leaves a condition out for the same people).
+///
+/// Why: two questions over the same rows of everyone drew the same people layer and differed
+/// by the floor's layers alone, where rows that differ drew two people layers at the group's
+/// scale. With two conditions on two columns that agree on everyone but the target (`WHERE
+/// code = 1` against `WHERE <March>`, the target in March or not), the size of the difference
+/// told the target's month 59 of 60 districts in two queries. A layer at the group's scale
+/// seeded by the selecting columns too makes two questions over different columns differ by
+/// two such draws, with the target or without. A column that selects nobody is not in it: keys
+/// that split nobody and conditions that remove nobody, asked in every subset of a code table's
+/// columns, would draw it afresh per subset over the same people, and the spread of the draws
+/// read the group's scale (55 of 60 districts).
+fn selecting(
+    plan: &DpPlan,
+    low: &[&String],
+    (measured, row): (&Measurements<'_>, usize),
+    (slices, whole): (&Slices, &Whole),
+    key: &hmac::Key,
+) -> Result<Vec<u8>> {
+    let mut columns: BTreeSet<&str> = BTreeSet::new();
+    for variant in &plan.variants {
+        if let [column] = variant.columns.as_slice()
+            && !low.contains(&column)
+        {
+            columns.insert(column);
+        }
+    }
+    let noise = &plan.noise;
+    let conditioned: BTreeSet<String> = noise
+        .ranges
+        .iter()
+        .map(|(column, _)| column.clone())
+        .chain(noise.fixed.iter().chain(&noise.listed).map(|l| label_column(l)))
+        .collect();
+    let values = if noise.keys.is_empty() { Vec::new() } else { measured.keys(row)? };
+    // The claims' dimensions along which the group holds almost everyone (none where it made
+    // no claims: every dimension selects).
+    let (bucketed, spelled): (&[usize], &[(usize, veil_guard::KeyLabel)]) =
+        plan.buckets.as_ref().map_or((&[], &[]), |b| (&b.keys, &b.spelled));
+    let along = whole.get(&values).copied().unwrap_or(0);
+    for (at, (_, label)) in spelled.iter().enumerate() {
+        if along & (1 << (bucketed.len() + at)) == 0 {
+            columns.insert(label.reads());
+        }
+    }
+    for (j, label) in noise.keys.iter().enumerate() {
+        if let Some(at) = bucketed.iter().position(|b| *b == j) {
+            if along & (1 << at) == 0 {
+                columns.insert(label.reads());
+            }
+            continue;
+        }
+        if conditioned.contains(label.column()) {
+            columns.insert(label.reads());
+            continue;
+        }
+        let others: Vec<ScalarValue> =
+            values.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, v)| v.clone()).collect();
+        let (people, seed) = slices.0.get(j).and_then(|s| s.get(&others)).copied().unwrap_or_default();
+        let (own, own_seed) = (measured.people(row), u64::from_le_bytes(measured.seed(row)));
+        if !low_effect(key, people.saturating_sub(own), seed ^ own_seed) {
+            columns.insert(label.reads());
+        }
+    }
+    Ok(columns.into_iter().collect::<Vec<_>>().join("\u{1f}").into_bytes())
 }
 
 /// One IN-list constant as a group measures it ([`Measurements::constants`]).
@@ -309,6 +414,7 @@ impl<'a> Measurements<'a> {
             label,
             conditions,
             lists: lists.join("\u{1f}").into_bytes(),
+            selection: Vec::new(),
         }
     }
 
@@ -661,6 +767,9 @@ struct Block<'a> {
     /// The same in the claims' order (per bucketed key, then per range that is a key's
     /// bucket): the keys of a group that claims rows.
     claimed: Vec<ScalarValue>,
+    /// The values of the group's keys, where it is one of the answer's groups (its buckets of
+    /// the ranges that are a key's bucket are the query's).
+    keys: Option<Vec<ScalarValue>>,
     entries: Vec<usize>,
     people: u64,
     /// Per bucketed key, the least and the greatest value.
@@ -892,6 +1001,14 @@ impl<'a> ClaimsAsked<'a> {
 /// per bucketed key, then per range that is a key's bucket.
 pub(crate) type Claims = FastMap<u64, Vec<ScalarValue>>;
 
+/// Per group of the answer that tried its claims (by its keys' values, its bucketed keys' as
+/// the claims' buckets), the claims' dimensions (per bucketed key, then per range that is a
+/// key's bucket, bit by bit) along which it holds almost everyone: the slice (the other
+/// dimensions at the group's own) holds one value of it, or the people its every other value
+/// adds are almost nobody, by the draw that claims them ([`low_effect`]). Such a dimension
+/// selects nobody from the group ([`selecting`]).
+pub(crate) type Whole = FastMap<Vec<ScalarValue>, u64>;
+
 /// What a measurement's `__veil_claimed` calls carry, from the `claims` its census gave: per
 /// bucketed key (by `claim_name`), each claimed row's hash and the claiming group's bucket;
 /// under `ADMITTED`, each claimed row's hash and whether the group that claimed it is, or is
@@ -942,7 +1059,7 @@ pub(crate) fn claimed(
     order: &veil_guard::NoiseLabels,
     k: u64,
     secret: &[u8; 32],
-) -> Result<Claims> {
+) -> Result<(Claims, Whole)> {
     let totals = concat_batches(schema, census).map_err(internal)?;
     let ClaimsAsked { keys: all_keys, bucketed, ranges: all_ranges, spelled, one_row, .. } = asked;
     let one_row = *one_row;
@@ -1051,6 +1168,7 @@ pub(crate) fn claimed(
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut claims: FastMap<u64, Vec<ScalarValue>> = FastMap::default();
+    let mut whole: Whole = FastMap::default();
     let mut sets: Vec<Vec<usize>> = by_others.into_values().collect();
     // The same order every time, whatever the hash map's.
     sets.sort_by_cached_key(|set| set.iter().map(|e| entries[*e].hash).min());
@@ -1095,9 +1213,22 @@ pub(crate) fn claimed(
                     let spelled: Vec<(&veil_guard::KeyLabel, ScalarValue)> =
                         claiming[m0..].iter().copied().zip(claimed[m0..].iter().cloned()).collect();
                     let labelled = order.claim_order(&values, &spelled);
+                    // A block whose buckets of the ranges that are a key's bucket are the
+                    // query's is one of the answer's groups.
+                    let answered = spelled.iter().all(|(label, bucket)| order.holds(label, bucket));
                     let tag = hmac::sign(&key, format!("claim order {labelled:?}").as_bytes());
                     let rank = tag.as_ref().iter().take(8).fold(0u64, |r, b| r << 8 | u64::from(*b));
-                    v.insert(Block { buckets, claimed, entries: Vec::new(), people: 0, bounds, rank, all_inside: true })
+                    let keys = answered.then_some(values);
+                    v.insert(Block {
+                        buckets,
+                        claimed,
+                        keys,
+                        entries: Vec::new(),
+                        people: 0,
+                        bounds,
+                        rank,
+                        all_inside: true,
+                    })
                 }
             };
             block.entries.push(at);
@@ -1168,6 +1299,7 @@ pub(crate) fn claimed(
             // range, then each cell of its ladder; of those cells, the ones that add at most a
             // few people with the other dimensions at their own.
             let mut choices: Vec<Vec<Side>> = Vec::with_capacity(m + r);
+            let mut whole_along = 0u64;
             for j in 0..m + r {
                 let cells = match (labels.get(j), range_cells.get(j.wrapping_sub(m))) {
                     (Some(label), _) => label.cells_around(&own.buckets[j]),
@@ -1194,14 +1326,21 @@ pub(crate) fn claimed(
                 // holds (a group against it told the one person outside the group, a flag
                 // or a code no prefix of the group's reaches). Not tried where the widest
                 // cell already held every value of the slice.
-                if j < m && last != Some((0, sorted[j].len())) {
+                if j < m {
                     let mut region = vec![Side::Own; m + r];
                     region[j] = Side::All;
-                    if added(&rows, &order, &entries, own, &region, one_row, &Taken::default()).0 <= MOST_ADDED {
+                    let (count, seed, _) = added(&rows, &order, &entries, own, &region, one_row, &Taken::default());
+                    if count <= MOST_ADDED && last != Some((0, sorted[j].len())) {
                         sides.push(Side::All);
+                    }
+                    if sorted[j].len() <= 1 || (count <= MOST_ADDED && low_effect(&key, count, seed)) {
+                        whole_along |= 1 << walk[j];
                     }
                 }
                 choices.push(sides);
+            }
+            if let Some(keys) = &own.keys {
+                whole.insert(keys.clone(), whole_along);
             }
             // Every combination but the group's own region alone, narrowest first per dimension.
             let n = m + r;
@@ -1241,7 +1380,7 @@ pub(crate) fn claimed(
             }
         }
     }
-    Ok(claims)
+    Ok((claims, whole))
 }
 
 /// A variant's claims (`own`, by [`claimed`] over its rows) with the answer's added where it
@@ -1315,7 +1454,7 @@ pub(crate) fn add_noise(
     schema: &SchemaRef,
     plan: &DpPlan,
     variants: &[(Vec<RecordBatch>, SchemaRef)],
-    dropped: &Dropped,
+    (dropped, whole): (&Dropped, &Whole),
     k: u64,
     secret: &[u8; 32],
 ) -> Result<Anonymized> {
@@ -1335,6 +1474,7 @@ pub(crate) fn add_noise(
         by_keys.push(rows);
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let slices = sources.iter().map(Slices::of).collect::<Result<Vec<_>>>()?;
 
     // Which groups pass: people ≥ 2, and above a noisy threshold around max(k, 8) seeded by
     // the people ([`released`]).
@@ -1459,7 +1599,8 @@ pub(crate) fn add_noise(
                 }
             }
         }
-        let group = sources[source].group(row, source, at, main.label(row)?, &constants);
+        let mut group = sources[source].group(row, source, at, main.label(row)?, &constants);
+        group.selection = selecting(plan, &low, (&sources[source], at), (&slices[source], whole), &key)?;
         // Answered as the query measured it, the group passed that draw above already.
         if source == 0 || released(&key, group.people, k, &group.seed) {
             kept.push(group);
@@ -1486,7 +1627,10 @@ pub(crate) fn add_noise(
         let round_sum = rounded_sum(plan, j);
         // The first of this aggregate's measured contributions, among all the answer's.
         let first: usize = plan.aggregates[..j].iter().map(|a| contributions(*a)).sum();
-        for &Group { source, at: row, people: p, ref seed, ref label, ref conditions, ref lists, .. } in &kept {
+        for &Group {
+            source, at: row, people: p, ref seed, ref label, ref conditions, ref lists, ref selection, ..
+        } in &kept
+        {
             let signed = aggregate.signed();
             let measured_at = |at: usize, row: usize, signed: bool| sources[source].measured_at(at, row, signed);
             // Two layers per measure, the people's and the bucket's labels', and with IN lists
@@ -1553,6 +1697,8 @@ pub(crate) fn add_noise(
                 } else {
                     normal(&key, &[b"people", seed, &content, &tag])
                 };
+                // And one seeded by the columns that select them too ([`selecting`]).
+                let selection_layer = normal(&key, &[b"selection", seed, &content, &tag, selection]);
                 let label_layer = normal(&key, &[b"labels", label]);
                 let measure_layer = normal(&key, &[b"measure", label, &tag]);
                 // One more layer per IN-list constant, seeded by it and the people matching it.
@@ -1569,7 +1715,7 @@ pub(crate) fn add_noise(
                 // tells (docs/aggregate.md, "Nested grid cells").
                 let lists_layer = if with_lists { normal(&key, &[b"lists", label, lists]) } else { 0.0 };
                 LAYER_SD
-                    * (std::f64::consts::SQRT_2 * people_sd * people_layer
+                    * (people_sd * (people_layer + selection_layer)
                         + bucket_sd * (label_layer + measure_layer + condition_layers + lists_layer))
             };
             // Every layer's scale is at least 1: a group whose contributions after the two

@@ -263,6 +263,8 @@ impl QueryEngine {
             // there; each variant has its own, over its rows without the conditions it leaves
             // out. It runs whether or not any is found.
             let mut claims = HashMap::new();
+            // Per group of the answer, the claims' dimensions that select nobody from it.
+            let mut whole = anon::Whole::default();
             // Censuses asked alike are run, and their claims found, once.
             let mut found_before: Vec<(LogicalPlan, anon::ClaimsAsked<'_>, anon::Claims)> = Vec::new();
             let described = std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured));
@@ -275,8 +277,11 @@ impl QueryEngine {
                     Some(before) => before,
                     None => {
                         let (batches, schema) = run(&census).await?;
-                        let found =
+                        let (found, along) =
                             anon::claimed(&batches, &schema, &asked, &plan.noise, request.k, &request.noise_key)?;
+                        if at == 0 {
+                            whole = along;
+                        }
                         found_before.push((census, asked, found));
                         found_before.len() - 1
                     }
@@ -338,15 +343,16 @@ impl QueryEngine {
             for plan in &plans {
                 all.push(run(plan).await?);
             }
-            Ok((all, dropped))
+            Ok((all, dropped, whole))
         };
-        let (mut measured, dropped) = self.within_deadline(measure).await?;
+        let (mut measured, dropped, whole) = self.within_deadline(measure).await?;
         if measured.is_empty() {
             return Err(internal("no measurements"));
         }
         let variants = measured.split_off(1);
         let (batches, schema) = measured.swap_remove(0);
-        let noisy = anon::add_noise(&batches, &schema, plan, &variants, &dropped, request.k, &request.noise_key)?;
+        let noisy =
+            anon::add_noise(&batches, &schema, plan, &variants, (&dropped, &whole), request.k, &request.noise_key)?;
         // The noise of each output column that copies an aggregate, when the answer's rows are
         // the released groups (projected, sorted, filtered or limited); a rework that mixes
         // groups has none to state.

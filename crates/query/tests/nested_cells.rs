@@ -221,12 +221,21 @@ fn padded(p: usize) -> String {
 /// that both ask), the fraction they share differs with the target and without, and can move
 /// S − T by one, the same way in every padding where the layer is the same: in up to about
 /// half of them (a red-team pair of two keys did once in 36; a district list shared by a whole
-/// and its group, in 6 of 18). A person whose presence draws the two people layers apart moves
-/// it by a draw of about two standard deviations: more than one, and often; one counted in
-/// one of the two and not the other, with no layer apart, moves every padding by one.
+/// and its group, in 6 of 18 and, with the selection layer, in 10 of 18), either way: the
+/// fractions with the target and without are apart, and each moves the rounded S − T up or down
+/// by chance. A person whose presence draws the two people layers apart moves it by a draw of
+/// about two standard deviations: more than one, and often; one counted in one of the two and
+/// not the other, with no layer apart, moves every padding by one the same way. So: within one
+/// everywhere, apart in at most three paddings of four, and the moves up and down no more than
+/// half the paddings apart in number (rounding alone: about even, a person counted on one side:
+/// every padding one way).
 fn same_but_rounding(with: &[i64], without: &[i64]) -> bool {
     let apart = with.iter().zip(without).filter(|(a, b)| a != b).count();
-    with.len() == without.len() && with.iter().zip(without).all(|(a, b)| (a - b).abs() <= 1) && apart * 2 <= with.len()
+    let net: i64 = with.iter().zip(without).map(|(a, b)| a - b).sum();
+    with.len() == without.len()
+        && with.iter().zip(without).all(|(a, b)| (a - b).abs() <= 1)
+        && apart * 4 <= with.len() * 3
+        && net.unsigned_abs() as usize * 2 <= with.len()
 }
 
 /// A query around a range.

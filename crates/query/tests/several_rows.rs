@@ -1248,3 +1248,64 @@ async fn a_signed_value_does_not_tell_its_sign() {
     let best = told_by_cut(&sums);
     assert!(best * 100 <= DISTRICTS * 65, "{best} of {DISTRICTS} told by the sum: {sums:?}");
 }
+
+/// Per district sixteen people of code 1 seen in March paying 10 to 25, ten of code 0 seen in
+/// January paying alike, and the target of code 1 paying the most one may (100), seen in March
+/// where the coin says so ([`target_here`]) and in January where not; one row a person.
+fn the_same_people_but_the_target(dir: &Path) -> SessionDataset {
+    let (mut ids, mut districts, mut codes, mut days, mut paying) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for d in 0..DISTRICTS {
+        let mut people: Vec<(String, i64, usize, i64)> =
+            (0..16).map(|p| (format!("P{d:02}{p:02}"), 1, 3, 10 + p as i64)).collect();
+        people.extend((0..10).map(|p| (format!("Q{d:02}{p:02}"), 0, 1, 10 + p as i64)));
+        people.push((format!("T{d:02}"), 1, if target_here(d) { 3 } else { 1 }, 100));
+        for (id, code, month, paid) in people {
+            ids.push(id);
+            districts.push(format!("R{d:02}"));
+            codes.push(code);
+            days.push(mid_month(month));
+            paying.push(Some(paid));
+        }
+    }
+    let contribution = Contribution { max_groups: 1, max_rows: 1 };
+    written_paying(dir, "visits", (ids, districts), (codes, days, paying), true, contribution)
+}
+
+/// Leak (a red team, 2026-12-06, late): two conditions on two columns that select the same
+/// people but the target. `WHERE code = 1` against `WHERE <March>`: where the target is in
+/// March the two hold the same people and drew the same people layer, so their difference was
+/// the floor's layers alone; where not, two people layers at the group's scale and the target's
+/// value. The size of the difference told the target's month in 47 to 50 of 50 districts in
+/// two queries, and here 53 of 60 (as keys, `GROUP BY code` against `GROUP BY` the month,
+/// alike). Each answer now has a layer at the group's scale seeded by the columns that select
+/// its people too (`selecting` in `anon.rs`): two questions over different columns differ by
+/// two such draws, whether or not the target is there (41 of 60 now).
+#[tokio::test]
+async fn two_columns_that_select_the_same_people_but_the_target_tell_nothing() {
+    let (_dir, dataset, engine) = one_dataset(the_same_people_but_the_target);
+    let march = "day >= DATE '2024-03-01' AND day < DATE '2024-04-01'";
+    let conditions = |condition: &str| {
+        format!(
+            "SELECT district, sum(paid) AS s, count(*) AS n FROM civil.visits WHERE {condition} \
+             GROUP BY district ORDER BY district"
+        )
+    };
+    let keys = |key: &str, value: &str| {
+        format!(
+            "SELECT district, s, n FROM (SELECT district, {key} AS b, sum(paid) AS s, count(*) AS n \
+             FROM civil.visits GROUP BY district, {key}) g WHERE b = {value} ORDER BY district"
+        )
+    };
+    let pairs = [
+        (conditions("code = 1"), conditions(march)),
+        (keys("code", "1"), keys("date_trunc('month', day)", "TIMESTAMP '2024-03-01 00:00:00'")),
+    ];
+    for (by_code, by_month) in &pairs {
+        let by_code = answers(&engine, &dataset, by_code).await;
+        let by_month = answers(&engine, &dataset, by_month).await;
+        assert_eq!((by_code.len(), by_month.len()), (DISTRICTS, DISTRICTS), "every district released");
+        differences_tell_nothing(&by_code, &by_month, 0, "the sums");
+        differences_tell_nothing(&by_code, &by_month, 1, "the counts");
+    }
+}

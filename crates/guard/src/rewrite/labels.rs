@@ -122,12 +122,30 @@ pub struct KeyLabel {
     key: String,
     /// The stored column the key generalizes and how, when it is one.
     column: Option<Generalized>,
+    /// The stored column the key reads, where it reads one (`birth_date` for `date_part('day',
+    /// birth_date)` too), as a condition on it is named; else the key's label.
+    reads: String,
 }
 
 impl KeyLabel {
     /// The label of `key`, an expression over the columns of `plan`'s scans.
     pub(crate) fn new(key: &Expr, plan: &LogicalPlan) -> Self {
-        Self { key: super::anonymize::label(key), column: Generalized::of(key, plan) }
+        let label = super::anonymize::label(key);
+        let column = Generalized::of(key, plan);
+        let reads = match (&column, key.column_refs().into_iter().collect::<Vec<_>>().as_slice()) {
+            (Some(g), _) => g.column.clone(),
+            (None, [only]) => super::anonymize::label(&Expr::Column((*only).clone())),
+            (None, _) => label.clone(),
+        };
+        Self { key: label, column, reads }
+    }
+
+    /// The stored column the key reads, named as the conditions on it are (low-effect
+    /// detection's variants): a key and a condition on one column select by one column,
+    /// whichever part of it they read.
+    #[must_use]
+    pub fn reads(&self) -> &str {
+        &self.reads
     }
 
     /// The stored column's label, or the key's when it generalizes no column.
