@@ -1641,3 +1641,73 @@ async fn one_bucket_of_two_columns_answers_alike_however_spelled() {
         }
     }
 }
+
+/// Per district twenty people born on 2024-08-15 and, with `planted`, the target in D0 born on
+/// 2024-03-03: the only one of their district on another day, week, month and quarter.
+fn one_day(planted: bool) -> Vec<Person> {
+    let mut people = Vec::new();
+    for (k, district) in DISTRICTS.iter().enumerate() {
+        for i in 0..20 {
+            let (id, subsidy) = (format!("P{k}{i:05}"), 100 + (i as i64 % 8) * 50);
+            people.push(Person { id, district, born: 19_950, subsidy, code: "I10", alone: Some(true) });
+        }
+    }
+    if planted {
+        people.push(Person {
+            id: "T0".into(),
+            district: "D0",
+            born: 19_785,
+            subsidy: 300,
+            code: "I10",
+            alone: Some(true),
+        });
+    }
+    people
+}
+
+/// Leak (a red team, 2026-12-06, against the selection layer): a part of a date that repeats,
+/// asked as a condition and as a key. `WHERE date_part('day', d) = 15` removed the target
+/// alone (born on another day), so low-effect detection answered it without the condition,
+/// the target in; the key's group 15 had no cells, so no claims, and held everyone but the
+/// target. Equal without the target, apart with them: membership 59 of 60 districts in two
+/// queries, the month, quarter or week likewise, a one-value IN list too, the target's month 60
+/// of 60, over several rows a person too. The same against the whole (`GROUP BY district`
+/// alone). A key that reads one column now claims as a bare column does: its group takes the
+/// slice's other values where they add almost nobody, by the draw that leaves the condition out.
+#[tokio::test]
+async fn a_part_of_a_date_as_a_condition_and_as_a_key_answer_alike() {
+    let (_dir, target, twin, engine) = twins_of(one_day);
+    for (dataset_name, target, twin) in [("one row", target.clone(), twin.clone())].into_iter().chain([(
+        "several rows",
+        several_rows_a_person(&target),
+        several_rows_a_person(&twin),
+    )]) {
+        let mut differences: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+        for (part, value) in [("day", 15), ("month", 8), ("week", 33), ("quarter", 3)] {
+            for aggregate in ["count(*)", "sum(subsidy)"] {
+                let key = format!(
+                    "SELECT n FROM (SELECT district, date_part('{part}', birth_date) AS p, {aggregate} AS n \
+                     FROM civil.people GROUP BY 1, 2) g WHERE district = 'D0' AND p = {value}"
+                );
+                let condition = format!(
+                    "SELECT n FROM (SELECT district, {aggregate} AS n FROM civil.people \
+                     WHERE date_part('{part}', birth_date) = {value} GROUP BY 1) g WHERE district = 'D0'"
+                );
+                let listed = condition.replace(&format!("= {value}"), &format!("IN ({value})"));
+                let whole = format!(
+                    "SELECT n FROM (SELECT district, {aggregate} AS n FROM civil.people GROUP BY 1) g \
+                     WHERE district = 'D0'"
+                );
+                for (d, dataset) in [&target, &twin].into_iter().enumerate() {
+                    for other in [&condition, &listed, &whole] {
+                        differences[d].push(difference(&engine, dataset, &key, other).await);
+                    }
+                }
+            }
+        }
+        assert!(
+            same_but_rounding(&differences[0], &differences[1]),
+            "{dataset_name}: the key's group less the condition's, the one-value list's and the whole, with the target and without: {differences:?}"
+        );
+    }
+}
