@@ -173,24 +173,6 @@ impl KeyLabel {
         }
     }
 
-    /// Whether the key's values select intervals of a number, a date, a timestamp without a
-    /// time zone or text, which have cells of the grid around them (`buckets.rs`): the column
-    /// itself or a generalization of it.
-    pub(crate) fn laddered(&self) -> bool {
-        self.column.as_ref().is_some_and(|g| {
-            g.ty.is_numeric()
-                || matches!(
-                    g.ty,
-                    DataType::Date32
-                        | DataType::Date64
-                        | DataType::Timestamp(_, None)
-                        | DataType::Utf8
-                        | DataType::Utf8View
-                        | DataType::LargeUtf8
-                )
-        })
-    }
-
     /// The cells of a wider step of the grid that contain the interval the key's `value`
     /// selects, narrowest first, each `[lo, hi)` in the column's type (`ladder::cells`); none
     /// where it selects no interval.
