@@ -208,10 +208,10 @@ fn selecting(
 ) -> Result<Vec<u8>> {
     let mut columns: BTreeSet<&str> = BTreeSet::new();
     for variant in &plan.variants {
-        if let [column] = variant.columns.as_slice()
+        if let ([column], [reads]) = (variant.columns.as_slice(), variant.reads.as_slice())
             && !low.contains(&column)
         {
-            columns.insert(column);
+            columns.insert(reads);
         }
     }
     let noise = &plan.noise;

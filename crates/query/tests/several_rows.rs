@@ -1309,3 +1309,85 @@ async fn two_columns_that_select_the_same_people_but_the_target_tell_nothing() {
         differences_tell_nothing(&by_code, &by_month, 1, "the counts");
     }
 }
+
+/// How many copies of the date [`margins_on_copies_of_a_date`] has.
+const DATE_COPIES: usize = 8;
+
+/// Per district forty people born on 2024-08-15 paying 10 to 49 and, where the coin says so
+/// ([`target_here`]), the target paying 50; copies of the birth date `d0` … `d7`, on each of
+/// which three of the forty (a different three per copy) and the target were born on 2024-03-03
+/// instead. One row a person, payments declared within [0, 100].
+fn margins_on_copies_of_a_date(dir: &Path) -> SessionDataset {
+    let (fifteenth, third) = (19_950, 19_785);
+    let (mut ids, mut districts, mut paid) = (vec![], vec![], vec![]);
+    let mut copies: Vec<Vec<i32>> = vec![Vec::new(); DATE_COPIES];
+    for d in 0..DISTRICTS {
+        let people = (0..40).map(|p| (format!("P{d:02}{p:02}"), 10 + p as i64, Some(p)));
+        for (id, v, decoy) in people.chain(target_here(d).then(|| (format!("T{d:02}"), 50, None))) {
+            ids.push(id);
+            districts.push(format!("R{d:02}"));
+            paid.push(v);
+            for (j, copy) in copies.iter_mut().enumerate() {
+                let off = decoy.is_none_or(|p| (p + 3 * j + d) % 40 < 3);
+                copy.push(if off { third } else { fifteenth });
+            }
+        }
+    }
+    let mut fields: Vec<(String, ArrayRef)> = vec![
+        ("person_id".into(), Arc::new(StringArray::from(ids))),
+        ("district".into(), Arc::new(StringArray::from(districts))),
+        ("paid".into(), Arc::new(Int64Array::from(paid))),
+    ];
+    let mut columns = HashMap::from([
+        ("person_id".to_owned(), common::identifier()),
+        ("district".to_owned(), common::column(Tag::QuasiIdentifier, None)),
+        ("paid".to_owned(), common::column(Tag::Sensitive, Some((0.0, 100.0)))),
+    ]);
+    for (j, copy) in copies.into_iter().enumerate() {
+        fields.push((format!("d{j}"), Arc::new(Date32Array::from(copy))));
+        columns.insert(format!("d{j}"), common::column(Tag::Attribute, None));
+    }
+    let batch = RecordBatch::try_from_iter(fields).unwrap();
+    common::about_people(
+        (dir, "dates"),
+        "civil.visits",
+        &batch,
+        columns,
+        Contribution { max_groups: 1, max_rows: 1 },
+        true,
+    )
+}
+
+/// Leak (a red team, 2026-12-06, the session's third): a one-value IN list on a part of a date
+/// that repeats, against the equality. Three known people and the target on another day than
+/// everyone else of a district: whether `WHERE date_part('day', d) IN (15)` and `… = 15` left
+/// the condition out apart, counted over sixteen copies of the date with different known
+/// people, told 55 of 60 districts (48 with two known people). The same rows must be decided
+/// by one draw however they are asked: the two answer alike everywhere, with the target or
+/// without, and so does the key.
+#[tokio::test]
+async fn a_one_value_list_on_a_part_of_a_date_answers_as_the_equality() {
+    let (_dir, dataset, engine) = one_dataset(margins_on_copies_of_a_date);
+    for j in 0..DATE_COPIES {
+        let ask = |condition: &str| {
+            format!(
+                "SELECT district, sum(paid) AS s, count(*) AS n FROM civil.visits WHERE {condition} \
+                 GROUP BY district ORDER BY district"
+            )
+        };
+        let equal = answers(&engine, &dataset, &ask(&format!("date_part('day', d{j}) = 15"))).await;
+        let listed = answers(&engine, &dataset, &ask(&format!("date_part('day', d{j}) IN (15)"))).await;
+        let keyed = answers(
+            &engine,
+            &dataset,
+            &format!(
+                "SELECT district, s, n FROM (SELECT district, date_part('day', d{j}) AS p, sum(paid) AS s, \
+                 count(*) AS n FROM civil.visits GROUP BY district, date_part('day', d{j})) g WHERE p = 15 \
+                 ORDER BY district"
+            ),
+        )
+        .await;
+        assert_eq!(equal, listed, "copy {j}: the equality against the one-value list");
+        assert_eq!(equal, keyed, "copy {j}: the equality against the key");
+    }
+}

@@ -97,6 +97,7 @@ pub(super) fn bound(
     // answer over 16 paddings told the target, 40 of 40 (a red team, 2026-12-04). At most
     // `MAX_RESTRICTED` columns (`anon_shape`): fifteen variants.
     let mut columns = restricted_columns(&lowest_aggregate(&upper)?.input);
+    let reads = stored_columns(&lowest_aggregate(&upper)?.input);
     if columns.len() > crate::rules::anon_shape::MAX_RESTRICTED {
         return plan_err!(
             "conditions restrict at most {} columns, and these restrict {}",
@@ -144,7 +145,8 @@ pub(super) fn bound(
         if !keys.is_empty() || joint {
             measured.buckets = Some(claims(&without, &keys, &beside.reads, threshold, one_row)?);
         }
-        described.variants.push(super::Variant { columns: chosen, plan, measured });
+        let reads = chosen.iter().map(|c| reads.get(c).unwrap_or(c).clone()).collect();
+        described.variants.push(super::Variant { columns: chosen, reads, plan, measured });
     }
     // The census of the ranges decided column by column: none when the claims decide them.
     if !joint && !described.ladders.is_empty() {
@@ -994,6 +996,34 @@ fn condition_column(condition: &Expr, input: &LogicalPlan) -> Option<String> {
         },
         _ => None,
     }
+}
+
+/// Per column the WHERE clauses of `input` restrict ([`condition_column`]), the stored column
+/// its conditions read, named as a key over it is (`KeyLabel::reads`): an IN list is named by
+/// its expression (`date_part('day', d)`), the equality beside it by the column it reads (`d`),
+/// and a layer seeded by the columns that select a group drew apart for the two over the same
+/// rows, which told whether the condition was left out (a red team, 2026-12-06: 55 of 60
+/// districts with three known people at the margin).
+fn stored_columns(input: &LogicalPlan) -> std::collections::HashMap<String, String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::utils::split_conjunction;
+    let mut reads = std::collections::HashMap::new();
+    let _ = input.apply(|node| {
+        if let LogicalPlan::Filter(f) = node {
+            for condition in split_conjunction(&f.predicate) {
+                let Some(column) = condition_column(condition, &f.input) else { continue };
+                let read = match unalias(condition) {
+                    Expr::InList(list) => {
+                        super::KeyLabel::new(&read_at_source(&list.expr, &f.input), &f.input).reads().to_owned()
+                    }
+                    _ => column.clone(),
+                };
+                reads.entry(column).or_insert(read);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    reads
 }
 
 /// Every column the WHERE clauses of `input` restrict, each once, in the order first met.

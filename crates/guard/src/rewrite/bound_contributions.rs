@@ -108,6 +108,9 @@ pub struct DpPlan {
 pub struct Variant {
     /// The columns, as labels name them.
     pub columns: Vec<String>,
+    /// Per column, the stored column its conditions read, as keys name it (`KeyLabel::reads`):
+    /// a list of a part of a date reads the date.
+    pub reads: Vec<String>,
     /// Its measuring plan, laid out as the answer's.
     pub plan: LogicalPlan,
     /// How to finish it; its `buckets` are its own census, without its columns' conditions.
