@@ -96,8 +96,9 @@ pub(super) fn bound(
     // range) was always withheld and the target's (three: a draw) answered now and then; any
     // answer over 16 paddings told the target, 40 of 40 (a red team, 2026-12-04). At most
     // `MAX_RESTRICTED` columns (`anon_shape`): fifteen variants.
-    let mut columns = restricted_columns(&lowest_aggregate(&upper)?.input);
-    let reads = stored_columns(&lowest_aggregate(&upper)?.input);
+    let restricted = restricted_columns(&lowest_aggregate(&upper)?.input);
+    let reads: std::collections::HashMap<String, String> = restricted.iter().cloned().collect();
+    let mut columns: Vec<String> = restricted.into_iter().map(|(column, _)| column).collect();
     if columns.len() > crate::rules::anon_shape::MAX_RESTRICTED {
         return plan_err!(
             "conditions restrict at most {} columns, and these restrict {}",
@@ -998,45 +999,32 @@ fn condition_column(condition: &Expr, input: &LogicalPlan) -> Option<String> {
     }
 }
 
-/// Per column the WHERE clauses of `input` restrict ([`condition_column`]), the stored column
-/// its conditions read, named as a key over it is (`KeyLabel::reads`): an IN list is named by
-/// its expression (`date_part('day', d)`), the equality beside it by the column it reads (`d`),
-/// and a layer seeded by the columns that select a group drew apart for the two over the same
-/// rows, which told whether the condition was left out (a red team, 2026-12-06: 55 of 60
-/// districts with three known people at the margin).
-fn stored_columns(input: &LogicalPlan) -> std::collections::HashMap<String, String> {
+/// Every column the WHERE clauses of `input` restrict, each once, with the stored column its
+/// conditions read, named as a key over it is (`KeyLabel::reads`).
+///
+/// Why the stored column: an IN list is named by its expression (`date_part('day', d)`), the
+/// equality beside it by the column it reads (`d`), and the selection layer, seeded by the
+/// columns that select a group, drew apart for the two over the same rows, which told whether
+/// the condition was left out (a red team, 2026-12-06: 55 of 60 districts with three known
+/// people at the margin).
+fn restricted_columns(input: &LogicalPlan) -> Vec<(String, String)> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::utils::split_conjunction;
-    let mut reads = std::collections::HashMap::new();
+    let mut columns: Vec<(String, String)> = Vec::new();
     let _ = input.apply(|node| {
         if let LogicalPlan::Filter(f) = node {
             for condition in split_conjunction(&f.predicate) {
                 let Some(column) = condition_column(condition, &f.input) else { continue };
-                let read = match unalias(condition) {
+                if columns.iter().any(|(c, _)| *c == column) {
+                    continue;
+                }
+                let reads = match unalias(condition) {
                     Expr::InList(list) => {
                         super::KeyLabel::new(&read_at_source(&list.expr, &f.input), &f.input).reads().to_owned()
                     }
                     _ => column.clone(),
                 };
-                reads.entry(column).or_insert(read);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    reads
-}
-
-/// Every column the WHERE clauses of `input` restrict, each once, in the order first met.
-fn restricted_columns(input: &LogicalPlan) -> Vec<String> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::utils::split_conjunction;
-    let mut columns: Vec<String> = Vec::new();
-    let _ = input.apply(|node| {
-        if let LogicalPlan::Filter(f) = node {
-            for column in split_conjunction(&f.predicate).into_iter().filter_map(|c| condition_column(c, &f.input)) {
-                if !columns.contains(&column) {
-                    columns.push(column);
-                }
+                columns.push((column, reads));
             }
         }
         Ok(TreeNodeRecursion::Continue)
