@@ -201,11 +201,12 @@ impl Slices {
 /// read the group's scale (55 of 60 districts).
 fn selecting(
     plan: &DpPlan,
-    low: &[&String],
+    conditioned: &BTreeSet<String>,
+    (low, values): (&[&String], &[ScalarValue]),
     (measured, row): (&Measurements<'_>, usize),
     (slices, whole): (&Slices, &Whole),
     key: &hmac::Key,
-) -> Result<Vec<u8>> {
+) -> Vec<u8> {
     let mut columns: BTreeSet<&str> = BTreeSet::new();
     for variant in &plan.variants {
         if let ([column], [reads]) = (variant.columns.as_slice(), variant.reads.as_slice())
@@ -214,25 +215,17 @@ fn selecting(
             columns.insert(reads);
         }
     }
-    let noise = &plan.noise;
-    let conditioned: BTreeSet<String> = noise
-        .ranges
-        .iter()
-        .map(|(column, _)| column.clone())
-        .chain(noise.fixed.iter().chain(&noise.listed).map(|l| label_column(l)))
-        .collect();
-    let values = if noise.keys.is_empty() { Vec::new() } else { measured.keys(row)? };
     // The claims' dimensions along which the group holds almost everyone (none where it made
     // no claims: every dimension selects).
     let (bucketed, spelled): (&[usize], &[(usize, veil_guard::KeyLabel)]) =
         plan.buckets.as_ref().map_or((&[], &[]), |b| (&b.keys, &b.spelled));
-    let along = whole.get(&values).copied().unwrap_or(0);
+    let along = whole.get(values).copied().unwrap_or(0);
     for (at, (_, label)) in spelled.iter().enumerate() {
         if along & (1 << (bucketed.len() + at)) == 0 {
             columns.insert(label.reads());
         }
     }
-    for (j, label) in noise.keys.iter().enumerate() {
+    for (j, label) in plan.noise.keys.iter().enumerate() {
         if let Some(at) = bucketed.iter().position(|b| *b == j) {
             if along & (1 << at) == 0 {
                 columns.insert(label.reads());
@@ -251,7 +244,14 @@ fn selecting(
             columns.insert(label.reads());
         }
     }
-    Ok(columns.into_iter().collect::<Vec<_>>().join("\u{1f}").into_bytes())
+    columns.into_iter().collect::<Vec<_>>().join("\u{1f}").into_bytes()
+}
+
+/// The columns the answer's conditions restrict, as its labels name them: a key beside a
+/// condition on its column selects wherever the claims do not decide it ([`selecting`]).
+fn conditioned(noise: &veil_guard::NoiseLabels) -> BTreeSet<String> {
+    let ranges = noise.ranges.iter().map(|(column, _)| column.clone());
+    ranges.chain(noise.fixed.iter().chain(&noise.listed).map(|l| label_column(l))).collect()
 }
 
 /// One IN-list constant as a group measures it ([`Measurements::constants`]).
@@ -1480,6 +1480,7 @@ pub(crate) fn add_noise(
     }
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let slices = sources.iter().map(Slices::of).collect::<Result<Vec<_>>>()?;
+    let conditioned = conditioned(&plan.noise);
 
     // Which groups pass: people ≥ 2, and above a noisy threshold around max(k, 8) seeded by
     // the people ([`released`]).
@@ -1493,7 +1494,8 @@ pub(crate) fn add_noise(
         if !released(&key, main.people(row), k, &main.seed(row)) {
             continue;
         }
-        let keys = if by_keys.is_empty() { Vec::new() } else { main.keys(row)? };
+        // A variant's group is found by these values: they are its keys too.
+        let keys = if plan.keys == 0 { Vec::new() } else { main.keys(row)? };
         // The columns whose conditions remove almost nobody from this group.
         // The source measuring this group without `columns`' conditions (0: the answer's), and
         // the group's row there: the guard measures every combination of restricted columns
@@ -1605,7 +1607,8 @@ pub(crate) fn add_noise(
             }
         }
         let mut group = sources[source].group(row, source, at, main.label(row)?, &constants);
-        group.selection = selecting(plan, &low, (&sources[source], at), (&slices[source], whole), &key)?;
+        group.selection =
+            selecting(plan, &conditioned, (&low, &keys), (&sources[source], at), (&slices[source], whole), &key);
         // Answered as the query measured it, the group passed that draw above already.
         if source == 0 || released(&key, group.people, k, &group.seed) {
             kept.push(group);
