@@ -262,7 +262,8 @@ impl QueryEngine {
             // around theirs claims (`anon::claimed`), and the measurement after it groups them
             // there; each variant has its own, over its rows without the conditions it leaves
             // out. It runs whether or not any is found.
-            let mut claims = HashMap::new();
+            // Per measurement (the answer's, then each variant's), the rows its groups claim.
+            let mut claims = vec![HashMap::new(); plans.len()];
             // Per group of the answer, the claims' dimensions that select nobody from it.
             let mut whole = anon::Whole::default();
             // Censuses asked alike are run, and their claims found, once.
@@ -291,18 +292,18 @@ impl QueryEngine {
                 let found = anon::claims_for(found, asked, &described.noise);
                 // A variant also takes the rows the answer's claims took, where its own took
                 // none: leaving conditions out takes nobody out of a group.
-                let found = if at == 0 { found } else { anon::with_claims_of(found, &claims) };
+                let found = if at == 0 { found } else { anon::with_claims_of(found, &claims[0]) };
                 if let Some(plan) = plans.get_mut(at) {
                     *plan = veil_guard::with_claimed(std::mem::take(plan), &found).map_err(internal)?;
                 }
-                if at == 0 {
-                    claims = found;
+                if let Some(claimed) = claims.get_mut(at) {
+                    *claimed = found;
                 }
             }
             let mut widened = None;
             if let Some(census) = &plan.census {
                 let census = optimize(census)?;
-                let census = veil_guard::with_claimed(census, &claims).map_err(internal)?;
+                let census = veil_guard::with_claimed(census, &claims[0]).map_err(internal)?;
                 let (batches, schema) = run(&census).await?;
                 let found = anon::widened(&batches, &schema, plan, &request.noise_key)?;
                 for plan in &mut plans {
@@ -311,20 +312,33 @@ impl QueryEngine {
                 widened = Some(found);
             }
             // With joins to tables about nobody, a census per value looked up finds the values
-            // only a few of a group's people have, as an IN list's constants (below), and every
-            // measurement after it leaves their rows out. It runs whether or not any is found.
-            let mut looked_up = HashMap::new();
-            for (name, census) in &plan.looked_up {
-                let mut census = veil_guard::with_claimed(optimize(census)?, &claims).map_err(internal)?;
-                if let Some(widened) = &widened {
-                    census = veil_guard::with_widened(census, widened).map_err(internal)?;
+            // only a few of a group's people have, as an IN list's constants (below), and the
+            // measurement leaves their rows out. Each measurement has its own, over its rows
+            // (a variant's without the conditions it leaves out), so that the same rows are
+            // decided alike however they are asked: a variant that took the answer's found a
+            // value the answer's conditions removed nowhere, and `WHERE l.g` answered without
+            // the condition held the one person of a code `l.g` leaves out, where the key
+            // `l.g` and a flag holding that code dropped them (a red team, 2026-12-06:
+            // membership 60 of 60 in two queries). They run whether or not any is found.
+            let mut looked_up = vec![HashMap::new(); plans.len()];
+            let described = std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured));
+            for (at, described) in described.enumerate() {
+                for (name, census) in &described.looked_up {
+                    let claimed = claims.get(at).ok_or_else(|| internal("claims of a measurement"))?;
+                    let mut census = veil_guard::with_claimed(optimize(census)?, claimed).map_err(internal)?;
+                    if let Some(widened) = &widened {
+                        census = veil_guard::with_widened(census, widened).map_err(internal)?;
+                    }
+                    let (batches, schema) = run(&census).await?;
+                    let found = anon::looked_up(&batches, &schema, described.keys, &request.noise_key)?;
+                    if let Some(looked) = looked_up.get_mut(at) {
+                        looked.insert(name.clone(), found);
+                    }
                 }
-                let (batches, schema) = run(&census).await?;
-                looked_up.insert(name.clone(), anon::looked_up(&batches, &schema, plan.keys, &request.noise_key)?);
             }
-            if !looked_up.is_empty() {
-                for plan in &mut plans {
-                    *plan = veil_guard::with_dropped(std::mem::take(plan), &looked_up).map_err(internal)?;
+            for (plan, looked) in plans.iter_mut().zip(&looked_up) {
+                if !looked.is_empty() {
+                    *plan = veil_guard::with_dropped(std::mem::take(plan), looked).map_err(internal)?;
                 }
             }
             // With IN lists, a first measurement finds the constants that only a few of a
@@ -335,9 +349,10 @@ impl QueryEngine {
             if !plan.noise.listed.is_empty() {
                 let (census, schema) = run(&plans[0]).await?;
                 dropped = anon::dropped(&census, &schema, plan, &request.noise_key)?;
-                dropped.hashes.extend(looked_up);
-                for plan in &mut plans {
-                    *plan = veil_guard::with_dropped(std::mem::take(plan), &dropped.hashes).map_err(internal)?;
+                for (plan, looked) in plans.iter_mut().zip(looked_up) {
+                    let mut hashes = dropped.hashes.clone();
+                    hashes.extend(looked);
+                    *plan = veil_guard::with_dropped(std::mem::take(plan), &hashes).map_err(internal)?;
                 }
             }
             for plan in &plans {

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use veil_common::Tag;
@@ -1390,4 +1390,55 @@ async fn a_one_value_list_on_a_part_of_a_date_answers_as_the_equality() {
         assert_eq!(equal, listed, "copy {j}: the equality against the one-value list");
         assert_eq!(equal, keyed, "copy {j}: the equality against the key");
     }
+}
+
+/// Leak (a red team, 2026-12-06, the session's fourth): a code table's boolean as a condition
+/// and as a key. Per district twenty people of code 0 and, where the coin says so, the target
+/// of code 1, joined to a code table where code 0 is `g` and code 1 is not. `WHERE l.g` removed
+/// the target alone and was left out, so the target was in; the key's group `true` did not
+/// take the other value's one person. Equal without the target, apart with them: membership in
+/// 60 of 60 districts in two queries. The same rows must be decided by one draw however they
+/// are asked.
+#[tokio::test]
+async fn a_code_tables_boolean_as_a_condition_and_as_a_key_answers_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let people = |d: usize| {
+        let mut people: Vec<(String, usize, usize)> = (0..20).map(|p| (format!("P{d:02}{p:02}"), 1, 0)).collect();
+        if target_here(d) {
+            people.push((format!("T{d:02}"), 0, 1));
+        }
+        people
+    };
+    let paid = |id: &str, _, _| Some(if id.starts_with('T') { 50 } else { 30 + id[3..].parse::<i64>().unwrap() });
+    let visits = written_payments((dir.path(), "visits"), people, paid, true, Contribution::default());
+    let batch = RecordBatch::try_from_iter([
+        ("k", Arc::new(Int64Array::from(vec![0, 1])) as ArrayRef),
+        ("g", Arc::new(BooleanArray::from(vec![true, false])) as ArrayRef),
+        ("h", Arc::new(BooleanArray::from(vec![true, true])) as ArrayRef),
+    ])
+    .unwrap();
+    let codes = common::about_nobody((dir.path(), "codes"), "civil.codes", &batch, &[]);
+    let engine = QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+    let datasets = [visits, codes];
+    let condition = |flag: &str| {
+        format!(
+            "SELECT v.district, sum(v.paid) AS s, count(*) AS n FROM civil.visits v \
+             JOIN civil.codes l ON v.code = l.k WHERE l.{flag} GROUP BY v.district ORDER BY v.district"
+        )
+    };
+    let key = "SELECT district, s, n FROM (SELECT v.district, l.g AS b, sum(v.paid) AS s, count(*) AS n \
+               FROM civil.visits v JOIN civil.codes l ON v.code = l.k GROUP BY v.district, l.g) g \
+               WHERE b ORDER BY district";
+    let by_condition = answers_over(&engine, &datasets, &condition("g")).await;
+    let by_key = answers_over(&engine, &datasets, key).await;
+    assert_eq!((by_condition.len(), by_key.len()), (DISTRICTS, DISTRICTS), "every district released");
+    differences_tell_nothing(&by_condition, &by_key, 0, "the sums");
+    differences_tell_nothing(&by_condition, &by_key, 1, "the counts");
+    assert_eq!(by_condition, by_key, "the condition against the key");
+    // And against a flag holding both codes, which leaves the target's code out as rare in
+    // the group: the two differ by their labels' layers alone, with the target or without.
+    let by_both = answers_over(&engine, &datasets, &condition("h")).await;
+    assert_eq!(by_both.len(), DISTRICTS, "every district released");
+    differences_tell_nothing(&by_condition, &by_both, 0, "the sums against both codes");
+    differences_tell_nothing(&by_condition, &by_both, 1, "the counts against both codes");
 }

@@ -1183,11 +1183,9 @@ fn bound_with(
         None => input,
     };
     let unit_name = format!("{}unit", super::DP_PREFIX);
-    if answers.is_none() {
-        for (name, value) in &looked {
-            let census = looked_up_census(&input, &bare_keys, value, &unit, one_row)?;
-            described.looked_up.push((name.clone(), census));
-        }
+    for (name, value) in &looked {
+        let census = looked_up_census(&input, &bare_keys, value, &unit, one_row)?;
+        described.looked_up.push((name.clone(), census));
     }
 
     // 1. Per person and group: an aggregate over each person's rows, or each row as it is

@@ -85,8 +85,8 @@ pub struct DpPlan {
     pub buckets: Option<super::Buckets>,
     /// Anonymized answers joined to tables about nobody: per people column a join looks up,
     /// the name its `__veil_dropped` calls carry and the census of the people per group and
-    /// value of it (`anonymize::looked_up_census`), run before the measurements. None in a variant:
-    /// every measurement leaves out the pairs the answer's census finds.
+    /// value of it (`anonymize::looked_up_census`), run before the measurements. A variant has
+    /// its own, over its rows: each measurement leaves out the pairs its own census finds.
     pub looked_up: Vec<(String, LogicalPlan)>,
     /// Anonymized answers, a variant over several rows a person: its output ends with the
     /// number of each group's people with a row the conditions it leaves out do not hold
