@@ -1442,3 +1442,87 @@ async fn a_code_tables_boolean_as_a_condition_and_as_a_key_answers_alike() {
     differences_tell_nothing(&by_condition, &by_both, 0, "the sums against both codes");
     differences_tell_nothing(&by_condition, &by_both, 1, "the counts against both codes");
 }
+
+/// How many copies of the flag [`flags_failed_by_decoys`] has.
+const FLAG_COPIES: usize = 4;
+
+/// Per district twenty people with `a` and every flag `b0` … `b3` true, paying 0 to 9; three
+/// known people per flag (a different three per copy) with `a` true and that flag false; and,
+/// where the coin says so ([`target_here`]), the target, with `a` and every flag false. One
+/// row a person, payments declared within [0, 9].
+fn flags_failed_by_decoys(dir: &Path) -> SessionDataset {
+    let (mut ids, mut districts, mut paid, mut a) = (vec![], vec![], vec![], vec![]);
+    let mut flags: Vec<Vec<bool>> = vec![Vec::new(); FLAG_COPIES];
+    for d in 0..DISTRICTS {
+        let people = (0..20 + 3 * FLAG_COPIES).map(|p| (format!("P{d:02}{p:02}"), Some(p)));
+        for (id, p) in people.chain(target_here(d).then(|| (format!("T{d:02}"), None))) {
+            ids.push(id);
+            districts.push(format!("R{d:02}"));
+            paid.push(p.map_or(5, |p| (p % 10) as i64));
+            a.push(p.is_some());
+            for (j, flag) in flags.iter_mut().enumerate() {
+                flag.push(p.is_some_and(|p| p < 20 || (p - 20) / 3 != j));
+            }
+        }
+    }
+    let mut fields: Vec<(String, ArrayRef)> = vec![
+        ("person_id".into(), Arc::new(StringArray::from(ids))),
+        ("district".into(), Arc::new(StringArray::from(districts))),
+        ("paid".into(), Arc::new(Int64Array::from(paid))),
+        ("a".into(), Arc::new(BooleanArray::from(a))),
+    ];
+    let mut columns = HashMap::from([
+        ("person_id".to_owned(), common::identifier()),
+        ("district".to_owned(), common::column(Tag::QuasiIdentifier, None)),
+        ("paid".to_owned(), common::column(Tag::Sensitive, Some((0.0, 9.0)))),
+        ("a".to_owned(), common::column(Tag::Attribute, None)),
+    ]);
+    for (j, flag) in flags.into_iter().enumerate() {
+        fields.push((format!("b{j}"), Arc::new(BooleanArray::from(flag))));
+        columns.insert(format!("b{j}"), common::column(Tag::Attribute, None));
+    }
+    let batch = RecordBatch::try_from_iter(fields).unwrap();
+    common::about_people(
+        (dir, "flags"),
+        "civil.visits",
+        &batch,
+        columns,
+        Contribution { max_groups: 1, max_rows: 1 },
+        true,
+    )
+}
+
+/// Leak (a red team, 2026-12-06, the session after): a flag as a condition against the same
+/// flag as a key, beside a second flag's condition, where the target fails both and three known
+/// people fail the first alone. `WHERE a GROUP BY district, b` (row `true`) decided the known
+/// people by the key's claims under `a`, and then `a` with the target; `WHERE a AND b`
+/// decided each column alone, then both together over the known people and the target. Absent,
+/// every decision was over the known people alone, one draw, and the two answered alike;
+/// present, the draws differed: membership 53 of 60 districts in six queries, never wrongly.
+/// The same rows must be decided by one draw however they are asked.
+#[tokio::test]
+async fn a_flag_as_a_condition_and_as_a_key_beside_another_answer_alike() {
+    let (_dir, dataset, engine) = one_dataset(flags_failed_by_decoys);
+    let mut apart = vec![0.0; DISTRICTS];
+    for j in 0..FLAG_COPIES {
+        let conditions = format!(
+            "SELECT district, count(*) AS n, sum(paid) AS s FROM civil.visits WHERE a AND b{j} \
+             GROUP BY district ORDER BY district"
+        );
+        let keyed = format!(
+            "SELECT district, n, s FROM (SELECT district, b{j} AS f, count(*) AS n, sum(paid) AS s \
+             FROM civil.visits WHERE a GROUP BY district, b{j}) g WHERE f ORDER BY district"
+        );
+        let (conditions, keyed) =
+            (answers(&engine, &dataset, &conditions).await, answers(&engine, &dataset, &keyed).await);
+        assert_eq!((conditions.len(), keyed.len()), (DISTRICTS, DISTRICTS), "every district released");
+        for ((district, x), (_, y)) in conditions.iter().zip(&keyed) {
+            if x != y {
+                apart[district[1..].parse::<usize>().unwrap()] += 1.0;
+            }
+        }
+    }
+    let best = told_by_cut(&apart);
+    assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the copies answered apart: {apart:?}");
+    assert!(apart.iter().all(|n| *n == 0.0), "the condition against the key: {apart:?}");
+}

@@ -641,8 +641,11 @@ fn laddered(input: &LogicalPlan) -> Vec<Laddered> {
         });
         let Some((ty, read, source)) = ty else { continue };
         let cells = super::ladder::cells(&span, &ty);
-        if let (false, Some(split)) = (cells.is_empty(), super::ladder::split(&span, &ty)) {
-            let spelled = super::spelled::spelled(&span, &ty, &source, input);
+        let Some(split) = super::ladder::split(&span, &ty) else { continue };
+        let spelled = super::spelled::spelled(&span, &ty, &source, input);
+        // A boolean has no cells of a grid; it is the bucket of the key on its column, whose
+        // only cell is every value, and the claims decide it as that key's group.
+        if !cells.is_empty() || (ty == DataType::Boolean && spelled.is_some()) {
             found.push(Laddered { column, cells, split, read, spelled, ty });
         }
     }

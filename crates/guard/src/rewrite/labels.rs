@@ -708,6 +708,14 @@ impl Span {
         }
     }
 
+    /// The one boolean value this interval holds (`b`, `NOT b`).
+    pub(crate) fn boolean(&self) -> Option<bool> {
+        match (&self.lo, &self.hi) {
+            (Some((Point::Bool(a), true)), Some((Point::Bool(b), true))) if a == b => Some(*a),
+            _ => None,
+        }
+    }
+
     /// This interval of text as the text its cells of the grid start from, and whether it is
     /// that one value (`= 'x'`) rather than every text starting with it (`[p, successor(p))`,
     /// a prefix's bucket).

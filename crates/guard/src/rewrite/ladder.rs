@@ -131,6 +131,10 @@ pub(super) fn cells(span: &Span, ty: &DataType) -> Vec<(ScalarValue, ScalarValue
 /// column's type: a value outside the span lies below it exactly when it is less than this.
 /// `None` where [`cells`] has no cells.
 pub(super) fn split(span: &Span, ty: &DataType) -> Option<ScalarValue> {
+    // A boolean's one value (`b`, `NOT b`): `false` lies below `true`.
+    if let (Some(value), DataType::Boolean) = (span.boolean(), ty) {
+        return Some(ScalarValue::Boolean(Some(value)));
+    }
     if let Some((base, _)) = span.text_base()
         && matches!(ty, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
     {

@@ -128,6 +128,7 @@ mod tests {
             Field::new("d", DataType::Date32, true),
             Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
             Field::new("c", DataType::Utf8, true),
+            Field::new("b", DataType::Boolean, true),
         ]);
         let plan = table_scan(Some("p"), &schema, None).unwrap().build().unwrap();
         let of = |name: &str, s: &Span| {
@@ -156,6 +157,9 @@ mod tests {
             (of("t", &micros((2023, 1, 1), (2024, 1, 1))), Some(Spelling::Trunc("year"))),
             (of("c", &point(Point::Text("I10".into()))), Some(Spelling::Value)),
             (of("c", &span(Point::Text("I1".into()), Point::Text("I2".into()))), Some(Spelling::Prefix(2))),
+            // A flag, or its NOT, is the bucket of the key on it.
+            (of("b", &point(Point::Bool(true))), Some(Spelling::Value)),
+            (of("b", &point(Point::Bool(false))), Some(Spelling::Value)),
         ];
         for (i, (found, expected)) in cases.into_iter().enumerate() {
             assert_eq!(found, expected, "case {i}");
