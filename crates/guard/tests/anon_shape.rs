@@ -174,6 +174,17 @@ const CASES: &[(&str, &str)] = &[
     ("anon_aggregate", "SELECT district, max(alone) FROM civil.people GROUP BY district"),
     ("anon_aggregate", "SELECT district, sum(note) FROM civil.people GROUP BY district"),
     ("anon_aggregate", "SELECT district, count(DISTINCT birth_date) FROM civil.people GROUP BY district"),
+    // A flag is asked by its values, not by a range on it through a cast (a red team: beside
+    // the key on it, apart only with a target whose flag was NULL).
+    ("ok", "SELECT district, count(*) FROM civil.people WHERE CAST(alone AS INT) = 1 GROUP BY district"),
+    (
+        "anon_condition",
+        "SELECT district, count(*) FROM civil.people WHERE CAST(alone AS INT) >= 1 AND CAST(alone AS INT) < 2 GROUP BY district",
+    ),
+    (
+        "anon_condition",
+        "SELECT district, alone, count(*) FROM civil.people WHERE CAST(alone AS BIGINT) >= 0 AND CAST(alone AS BIGINT) < 2 GROUP BY district, alone",
+    ),
     // A week is its column's only restriction: weeks do not nest in the grid of months,
     // quarters and years, so a range or another unit cuts them (a red team read the target off
     // the week of 2024-09-30 under a quarter's range against the day 2024-09-30).

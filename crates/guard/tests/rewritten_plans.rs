@@ -75,6 +75,15 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         "SELECT s.n, count(*) AS people FROM civil.people p JOIN civil.stops s ON p.district = s.district WHERE s.n = 3 GROUP BY s.n",
     ),
     (
+        // A flag as a condition is the bucket `true` of the key on it: its condition is lifted
+        // to the aggregate's input and decided by the claims (`__veil_claimed(admitted, …)`),
+        // as the key's group would be, with no variant.
+        "anonymized_flag_claimed",
+        Mode::Aggregate,
+        false,
+        "SELECT district, count(*) AS n FROM civil.people WHERE alone GROUP BY district",
+    ),
+    (
         "exact_own_department",
         Mode::Aggregate,
         true,
