@@ -85,9 +85,10 @@ impl NoiseLabels {
     #[must_use]
     pub fn claim_order(&self, values: &[ScalarValue], spelled: &[(&KeyLabel, ScalarValue)]) -> Vec<String> {
         let mut order = self.clone();
-        let keys = self.keys.iter().chain(spelled.iter().map(|(k, _)| *k));
-        let columns: Vec<&str> = keys.map(KeyLabel::column).collect();
+        let keys: Vec<&KeyLabel> = self.keys.iter().chain(spelled.iter().map(|(k, _)| *k)).collect();
+        let columns: Vec<&str> = keys.iter().map(|k| k.column()).collect();
         order.ranges.retain(|(column, _)| !columns.contains(&column.as_str()));
+        order.fixed.retain(|f| !keys.iter().any(|k| k.names(f)));
         order.keys.extend(spelled.iter().map(|(k, _)| (*k).clone()));
         let mut all = values.to_vec();
         all.extend(spelled.iter().map(|(_, v)| v.clone()));
@@ -99,6 +100,11 @@ impl NoiseLabels {
     /// one of the answer's groups.
     #[must_use]
     pub fn holds(&self, key: &KeyLabel, value: &ScalarValue) -> bool {
+        // A key that selects no interval (a month of every year): its conditions are its
+        // values, named as text.
+        if key.column.is_none() && self.fixed.iter().any(|f| key.names(f)) {
+            return self.fixed.contains(&key.of(value));
+        }
         let Some((_, interval)) = self.ranges.iter().find(|(column, _)| column == key.column()) else { return true };
         key.selects(value).is_some_and(|bucket| bucket.intersect(interval) == bucket)
     }
@@ -146,6 +152,12 @@ impl KeyLabel {
     #[must_use]
     pub fn reads(&self) -> &str {
         &self.reads
+    }
+
+    /// Whether `label` names one value of this key that selects no interval of a column
+    /// (`date_part(month, d) = 3`), as [`KeyLabel::of`] names it.
+    fn names(&self, label: &str) -> bool {
+        self.column.is_none() && label.strip_prefix(self.key.as_str()).is_some_and(|rest| rest.starts_with(" = "))
     }
 
     /// The stored column's label, or the key's when it generalizes no column.

@@ -36,6 +36,9 @@ pub(crate) enum Spelling {
     Years(f64),
     /// `substr(c, 1, n)`.
     Prefix(i64),
+    /// `date_part(unit, c)`, a part of a date that repeats (a month of every year): its only
+    /// cell is every value.
+    Part(&'static str),
 }
 
 impl Spelling {
@@ -57,6 +60,7 @@ impl Spelling {
             Self::Year => date_part(lit("year"), instant(c)),
             Self::Years(width) => band(date_part(lit("year"), instant(c)), *width),
             Self::Prefix(n) => substring(c, lit(1i64), lit(*n)),
+            Self::Part(unit) => date_part(lit(*unit), c),
         }
     }
 }
