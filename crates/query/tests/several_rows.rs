@@ -1539,10 +1539,19 @@ async fn a_month_of_the_year_as_a_condition_and_as_a_key_beside_a_flag_answer_al
     let (_dir, dataset, engine) = one_dataset(flags_failed_by_decoys);
     let mut apart = vec![0.0; DISTRICTS];
     for j in 0..FLAG_COPIES {
-        let conditions = format!(
-            "SELECT district, count(*) AS n, sum(paid) AS s FROM civil.visits \
-             WHERE a AND date_part('month', d{j}) = 3 GROUP BY district ORDER BY district"
-        );
+        let spelled = |month: &str| {
+            format!(
+                "SELECT district, count(*) AS n, sum(paid) AS s FROM civil.visits \
+                 WHERE a AND date_part('month', d{j}) {month} GROUP BY district ORDER BY district"
+            )
+        };
+        let conditions = spelled("= 3");
+        // The one value listed, once or twice, is the equality.
+        for listed in ["IN (3)", "IN (3, 3)"] {
+            let (equal, listed) =
+                (answers(&engine, &dataset, &conditions).await, answers(&engine, &dataset, &spelled(listed)).await);
+            assert_eq!(equal, listed, "copy {j}: the equality against a one-value list");
+        }
         let keyed = format!(
             "SELECT district, n, s FROM (SELECT district, date_part('month', d{j}) AS m, count(*) AS n, \
              sum(paid) AS s FROM civil.visits WHERE a GROUP BY district, date_part('month', d{j})) g \

@@ -678,10 +678,18 @@ fn repeating_parts(input: &LogicalPlan, listed: &[String]) -> Vec<Laddered> {
                     (key, Expr::Literal(v, _)) | (Expr::Literal(v, _), key) => (key, v.clone()),
                     _ => continue,
                 },
-                Expr::InList(InList { expr, list, negated: false }) => match list.as_slice() {
-                    [Expr::Literal(v, _)] => (&**expr, v.clone()),
-                    _ => continue,
-                },
+                // One value, however often listed (`IN (15, 15)`, as `Conditions::add` takes it).
+                Expr::InList(InList { expr, list, negated: false }) => {
+                    let mut values = list.iter().map(|v| match v {
+                        Expr::Literal(v, _) => Some(v),
+                        _ => None,
+                    });
+                    let Some(Some(first)) = values.next() else { continue };
+                    if !values.all(|v| v == Some(first)) {
+                        continue;
+                    }
+                    (&**expr, first.clone())
+                }
                 _ => continue,
             };
             let source = read_at_source(key, &f.input);
