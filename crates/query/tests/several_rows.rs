@@ -1347,9 +1347,19 @@ fn margins_on_copies_of_a_date(dir: &Path) -> SessionDataset {
         fields.push((format!("d{j}"), Arc::new(Date32Array::from(copy))));
         columns.insert(format!("d{j}"), common::column(Tag::Attribute, None));
     }
+    one_row_each((dir, "dates"), fields, columns)
+}
+
+/// The columns `fields`, described by `columns`, as the dataset `civil.visits` in `file` of
+/// `dir`: one row a person, each in at most one group.
+fn one_row_each(
+    (dir, file): (&Path, &str),
+    fields: Vec<(String, ArrayRef)>,
+    columns: HashMap<String, veil_guard::ColumnInfo>,
+) -> SessionDataset {
     let batch = RecordBatch::try_from_iter(fields).unwrap();
     common::about_people(
-        (dir, "dates"),
+        (dir, file),
         "civil.visits",
         &batch,
         columns,
@@ -1485,15 +1495,25 @@ fn flags_failed_by_decoys(dir: &Path) -> SessionDataset {
         fields.push((format!("d{j}"), Arc::new(Date32Array::from(days))));
         columns.insert(format!("d{j}"), common::column(Tag::Attribute, None));
     }
-    let batch = RecordBatch::try_from_iter(fields).unwrap();
-    common::about_people(
-        (dir, "flags"),
-        "civil.visits",
-        &batch,
-        columns,
-        Contribution { max_groups: 1, max_rows: 1 },
-        true,
-    )
+    one_row_each((dir, "flags"), fields, columns)
+}
+
+/// Per district, over the copies of [`flags_failed_by_decoys`], how many times the two
+/// questions `pair(copy)` gives answered apart; every district released by both.
+async fn copies_answered_apart(pair: impl Fn(usize) -> (String, String)) -> Vec<f64> {
+    let (_dir, dataset, engine) = one_dataset(flags_failed_by_decoys);
+    let mut apart = vec![0.0; DISTRICTS];
+    for j in 0..FLAG_COPIES {
+        let (first, second) = pair(j);
+        let (first, second) = (answers(&engine, &dataset, &first).await, answers(&engine, &dataset, &second).await);
+        assert_eq!((first.len(), second.len()), (DISTRICTS, DISTRICTS), "every district released");
+        for ((district, x), (_, y)) in first.iter().zip(&second) {
+            if x != y {
+                apart[district[1..].parse::<usize>().unwrap()] += 1.0;
+            }
+        }
+    }
+    apart
 }
 
 /// Leak (a red team, 2026-12-06, the session after): a flag as a condition against the same
@@ -1506,9 +1526,7 @@ fn flags_failed_by_decoys(dir: &Path) -> SessionDataset {
 /// The same rows must be decided by one draw however they are asked.
 #[tokio::test]
 async fn a_flag_as_a_condition_and_as_a_key_beside_another_answer_alike() {
-    let (_dir, dataset, engine) = one_dataset(flags_failed_by_decoys);
-    let mut apart = vec![0.0; DISTRICTS];
-    for j in 0..FLAG_COPIES {
+    let apart = copies_answered_apart(|j| {
         let conditions = format!(
             "SELECT district, count(*) AS n, sum(paid) AS s FROM civil.visits WHERE a AND b{j} \
              GROUP BY district ORDER BY district"
@@ -1517,15 +1535,9 @@ async fn a_flag_as_a_condition_and_as_a_key_beside_another_answer_alike() {
             "SELECT district, n, s FROM (SELECT district, b{j} AS f, count(*) AS n, sum(paid) AS s \
              FROM civil.visits WHERE a GROUP BY district, b{j}) g WHERE f ORDER BY district"
         );
-        let (conditions, keyed) =
-            (answers(&engine, &dataset, &conditions).await, answers(&engine, &dataset, &keyed).await);
-        assert_eq!((conditions.len(), keyed.len()), (DISTRICTS, DISTRICTS), "every district released");
-        for ((district, x), (_, y)) in conditions.iter().zip(&keyed) {
-            if x != y {
-                apart[district[1..].parse::<usize>().unwrap()] += 1.0;
-            }
-        }
-    }
+        (conditions, keyed)
+    })
+    .await;
     let best = told_by_cut(&apart);
     assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the copies answered apart: {apart:?}");
     assert!(apart.iter().all(|n| *n == 0.0), "the condition against the key: {apart:?}");
@@ -1536,36 +1548,26 @@ async fn a_flag_as_a_condition_and_as_a_key_beside_another_answer_alike() {
 /// key, beside the flag `a`.
 #[tokio::test]
 async fn a_month_of_the_year_as_a_condition_and_as_a_key_beside_a_flag_answer_alike() {
-    let (_dir, dataset, engine) = one_dataset(flags_failed_by_decoys);
-    let mut apart = vec![0.0; DISTRICTS];
-    for j in 0..FLAG_COPIES {
-        let spelled = |month: &str| {
-            format!(
-                "SELECT district, count(*) AS n, sum(paid) AS s FROM civil.visits \
-                 WHERE a AND date_part('month', d{j}) {month} GROUP BY district ORDER BY district"
-            )
-        };
-        let conditions = spelled("= 3");
-        // The one value listed, once or twice, is the equality.
-        for listed in ["IN (3)", "IN (3, 3)"] {
-            let (equal, listed) =
-                (answers(&engine, &dataset, &conditions).await, answers(&engine, &dataset, &spelled(listed)).await);
-            assert_eq!(equal, listed, "copy {j}: the equality against a one-value list");
-        }
+    let spelled = |j: usize, month: &str| {
+        format!(
+            "SELECT district, count(*) AS n, sum(paid) AS s FROM civil.visits \
+             WHERE a AND date_part('month', d{j}) {month} GROUP BY district ORDER BY district"
+        )
+    };
+    // The one value listed, once or twice, is the equality.
+    for listed in ["IN (3)", "IN (3, 3)"] {
+        let apart = copies_answered_apart(|j| (spelled(j, "= 3"), spelled(j, listed))).await;
+        assert!(apart.iter().all(|n| *n == 0.0), "the equality against {listed}: {apart:?}");
+    }
+    let apart = copies_answered_apart(|j| {
         let keyed = format!(
             "SELECT district, n, s FROM (SELECT district, date_part('month', d{j}) AS m, count(*) AS n, \
              sum(paid) AS s FROM civil.visits WHERE a GROUP BY district, date_part('month', d{j})) g \
              WHERE m = 3 ORDER BY district"
         );
-        let (conditions, keyed) =
-            (answers(&engine, &dataset, &conditions).await, answers(&engine, &dataset, &keyed).await);
-        assert_eq!((conditions.len(), keyed.len()), (DISTRICTS, DISTRICTS), "every district released");
-        for ((district, x), (_, y)) in conditions.iter().zip(&keyed) {
-            if x != y {
-                apart[district[1..].parse::<usize>().unwrap()] += 1.0;
-            }
-        }
-    }
+        (spelled(j, "= 3"), keyed)
+    })
+    .await;
     let best = told_by_cut(&apart);
     assert!(best * 100 <= DISTRICTS * 75, "{best} of {DISTRICTS} told by the copies answered apart: {apart:?}");
     assert!(apart.iter().all(|n| *n == 0.0), "the condition against the key: {apart:?}");
