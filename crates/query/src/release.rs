@@ -292,7 +292,10 @@ impl QueryEngine {
                 let found = anon::claims_for(found, asked, &described.noise);
                 // A variant also takes the rows the answer's claims took, where its own took
                 // none: leaving conditions out takes nobody out of a group.
-                let found = if at == 0 { found } else { anon::with_claims_of(found, &claims[0]) };
+                let found = match claims.first() {
+                    Some(answer) if at > 0 => anon::with_claims_of(found, answer),
+                    _ => found,
+                };
                 if let Some(plan) = plans.get_mut(at) {
                     *plan = veil_guard::with_claimed(std::mem::take(plan), &found).map_err(internal)?;
                 }
@@ -303,7 +306,8 @@ impl QueryEngine {
             let mut widened = None;
             if let Some(census) = &plan.census {
                 let census = optimize(census)?;
-                let census = veil_guard::with_claimed(census, &claims[0]).map_err(internal)?;
+                let answer = claims.first().ok_or_else(|| internal("the answer's claims"))?;
+                let census = veil_guard::with_claimed(census, answer).map_err(internal)?;
                 let (batches, schema) = run(&census).await?;
                 let found = anon::widened(&batches, &schema, plan, &request.noise_key)?;
                 for plan in &mut plans {

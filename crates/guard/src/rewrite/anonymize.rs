@@ -696,19 +696,17 @@ fn repeating_parts(input: &LogicalPlan, listed: &[String]) -> Vec<Laddered> {
             let Expr::ScalarFunction(ScalarFunction { func, args }) = crate::exprs::uncast(unalias(&source)) else {
                 continue;
             };
-            let unit = match args.first().and_then(|u| match u {
-                Expr::Literal(u, _) => u.try_as_str().flatten().map(str::to_lowercase),
+            let unit = match args.first() {
+                Some(Expr::Literal(u, _)) if func.name() == "date_part" => super::DateUnit::of(u),
                 _ => None,
-            }) {
-                Some(unit) if func.name() == "date_part" => unit,
-                _ => continue,
             };
-            let unit: &'static str = match unit.as_str() {
-                "quarter" => "quarter",
-                "month" => "month",
-                "week" => "week",
-                "day" => "day",
-                _ => continue,
+            let unit = match unit {
+                Some(super::DateUnit::Quarter) => "quarter",
+                Some(super::DateUnit::Month) => "month",
+                Some(super::DateUnit::Week) => "week",
+                Some(super::DateUnit::Day) => "day",
+                // The year is an interval of the column, a range's.
+                Some(super::DateUnit::Year) | None => continue,
             };
             let refs: Vec<_> = c.column_refs().into_iter().collect();
             let (Some(column), [only]) = (condition_column(c, &f.input), refs.as_slice()) else { continue };
@@ -720,6 +718,8 @@ fn repeating_parts(input: &LogicalPlan, listed: &[String]) -> Vec<Laddered> {
             let Some(stored) = args.get(1).map(|a| read_at_source(a, &f.input)) else { continue };
             let spelling = super::spelled::Spelling::Part(unit);
             let label = super::KeyLabel::new(&spelling.over(stored, &ty), input);
+            // No cells: the claims alone decide it (it is spelled, so always beside them), and
+            // its split is the part's value, not the column's.
             found.push(Laddered {
                 column,
                 cells: Vec::new(),
