@@ -222,6 +222,16 @@ const CASES: &[(&str, &str)] = &[
     ("ok", "SELECT district, date_part('day', birth_date) AS d, count(*) FROM civil.people GROUP BY 1, 2"),
     ("ok", "SELECT date_part('month', birth_date) AS m, count(*) FROM civil.people WHERE district = 'a' GROUP BY 1"),
     ("ok", "SELECT count(*) FROM civil.people WHERE date_part('quarter', birth_date) = 1"),
+    ("ok", "SELECT count(*) FROM civil.people WHERE date_part('month', birth_date) IN (3, 4, 5)"),
+    // Its values, not a range on them: each value is the bucket of the key on the part.
+    (
+        "anon_condition",
+        "SELECT count(*) FROM civil.people WHERE date_part('month', birth_date) >= 2 AND date_part('month', birth_date) < 4",
+    ),
+    (
+        "anon_condition",
+        "SELECT count(*) FROM civil.people WHERE EXTRACT(DAY FROM birth_date) >= 10 AND EXTRACT(DAY FROM birth_date) < 20",
+    ),
     (
         "anon_condition",
         "SELECT district, date_part('day', birth_date) AS d, sum(subsidy) FROM civil.people WHERE birth_date >= DATE '2024-08-01' AND birth_date < DATE '2024-09-01' GROUP BY 1, 2",
