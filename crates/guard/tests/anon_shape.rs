@@ -223,6 +223,11 @@ const CASES: &[(&str, &str)] = &[
     ("ok", "SELECT date_part('month', birth_date) AS m, count(*) FROM civil.people WHERE district = 'a' GROUP BY 1"),
     ("ok", "SELECT count(*) FROM civil.people WHERE date_part('quarter', birth_date) = 1"),
     ("ok", "SELECT count(*) FROM civil.people WHERE date_part('month', birth_date) IN (3, 4, 5)"),
+    ("ok", "SELECT floor(date_part('year', birth_date) / 10) * 10 AS decade, count(*) FROM civil.people GROUP BY 1"),
+    (
+        "anon_group_key",
+        "SELECT floor(date_part('day', birth_date) / 10) * 10 AS part, count(*) FROM civil.people GROUP BY 1",
+    ),
     // Its values, not a range on them: each value is the bucket of the key on the part.
     (
         "anon_condition",

@@ -785,8 +785,15 @@ fn floored(e: &Expr) -> Option<f64> {
     let [arg] = args.as_slice() else { return None };
     let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = uncast(arg) else { return None };
     let w = constant(right).and_then(|w| number(&w))?;
+    // A band of years (a decade); no band of a part of a date that repeats, whose values are
+    // asked as values: `floor(date_part('day', d) / 10) * 10` was labelled apart from the days
+    // it holds, fresh draws of one group (a red team, 2026-12-06).
+    let year = |f: &ScalarFunction| {
+        f.args.first().and_then(constant).and_then(|u| crate::rewrite::DateUnit::of(&u))
+            == Some(crate::rewrite::DateUnit::Year)
+    };
     let inner_ok = is_column(left)
-        || matches!(uncast(left), Expr::ScalarFunction(f) if f.func.name() == "date_part" && is_key(left));
+        || matches!(uncast(left), Expr::ScalarFunction(f) if f.func.name() == "date_part" && year(f) && is_key(left));
     (func.name() == "floor" && inner_ok && on_grid(&ScalarValue::Float64(Some(0.0)), &ScalarValue::Float64(Some(w))))
         .then_some(w)
 }
