@@ -268,8 +268,10 @@ impl QueryEngine {
             let mut whole = anon::Whole::default();
             // Censuses asked alike are run, and their claims found, once.
             let mut found_before: Vec<(LogicalPlan, anon::ClaimsAsked<'_>, anon::Claims)> = Vec::new();
-            let described = std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured));
-            for (at, described) in described.enumerate() {
+            // The answer's description, then each variant's, in the order of `plans`.
+            let descriptions: Vec<&DpPlan> =
+                std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured)).collect();
+            for (at, described) in descriptions.iter().enumerate() {
                 let Some(buckets) = &described.buckets else { continue };
                 let census = optimize(&buckets.census)?;
                 let asked = anon::ClaimsAsked::of(described, buckets)?;
@@ -325,8 +327,7 @@ impl QueryEngine {
             // `l.g` and a flag holding that code dropped them (a red team, 2026-12-06:
             // membership 60 of 60 in two queries). They run whether or not any is found.
             let mut looked_up = vec![HashMap::new(); plans.len()];
-            let described = std::iter::once(plan).chain(plan.variants.iter().map(|v| &v.measured));
-            for (at, described) in described.enumerate() {
+            for (at, described) in descriptions.iter().enumerate() {
                 for (name, census) in &described.looked_up {
                     let claimed = claims.get(at).ok_or_else(|| internal("claims of a measurement"))?;
                     let mut census = veil_guard::with_claimed(optimize(census)?, claimed).map_err(internal)?;

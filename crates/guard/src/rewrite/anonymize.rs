@@ -666,36 +666,18 @@ fn laddered(input: &LogicalPlan) -> Vec<Laddered> {
 /// claims decide both alike.
 fn repeating_parts(input: &LogicalPlan, listed: &[String]) -> Vec<Laddered> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::expr::{InList, ScalarFunction};
+    use datafusion::logical_expr::ExprSchemable;
+    use datafusion::logical_expr::expr::ScalarFunction;
     use datafusion::logical_expr::utils::split_conjunction;
-    use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
     let mut found: Vec<Laddered> = Vec::new();
     let _ = input.apply(|node| {
         let LogicalPlan::Filter(f) = node else { return Ok(TreeNodeRecursion::Continue) };
         for c in split_conjunction(&f.predicate) {
-            let (key, value) = match unalias(c) {
-                Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (&**left, &**right) {
-                    (key, Expr::Literal(v, _)) | (Expr::Literal(v, _), key) => (key, v.clone()),
-                    _ => continue,
-                },
-                // One value, however often listed (`IN (15, 15)`, as `Conditions::add` takes it).
-                Expr::InList(InList { expr, list, negated: false }) => {
-                    let mut values = list.iter().map(|v| match v {
-                        Expr::Literal(v, _) => Some(v),
-                        _ => None,
-                    });
-                    let Some(Some(first)) = values.next() else { continue };
-                    if !values.all(|v| v == Some(first)) {
-                        continue;
-                    }
-                    (&**expr, first.clone())
-                }
-                _ => continue,
-            };
-            let source = read_at_source(key, &f.input);
-            let Expr::ScalarFunction(ScalarFunction { func, args }) = crate::exprs::uncast(unalias(&source)) else {
-                continue;
-            };
+            // One value however spelled (`= 3`, `IN (3)`, `IN (3, 3)`), as the labels take it.
+            let mut one = Conditions::default();
+            one.add(c, &f.input);
+            let [(key, value)] = one.equalities.as_slice() else { continue };
+            let Expr::ScalarFunction(ScalarFunction { func, args }) = crate::exprs::uncast(key) else { continue };
             let unit = match args.first() {
                 Some(Expr::Literal(u, _)) if func.name() == "date_part" => super::DateUnit::of(u),
                 _ => None,
@@ -709,21 +691,23 @@ fn repeating_parts(input: &LogicalPlan, listed: &[String]) -> Vec<Laddered> {
                 Some(super::DateUnit::Year) | None => continue,
             };
             let refs: Vec<_> = c.column_refs().into_iter().collect();
-            let (Some(column), [only]) = (condition_column(c, &f.input), refs.as_slice()) else { continue };
+            let (Some(column), [only], Some(stored)) = (condition_column(c, &f.input), refs.as_slice(), args.get(1))
+            else {
+                continue;
+            };
             if listed.contains(&column) || found.iter().any(|l| l.column == column) {
                 continue;
             }
             let read = (*only).clone();
             let Ok(ty) = Expr::Column(read.clone()).get_type(f.input.schema()) else { continue };
-            let Some(stored) = args.get(1).map(|a| read_at_source(a, &f.input)) else { continue };
             let spelling = super::spelled::Spelling::Part(unit);
-            let label = super::KeyLabel::new(&spelling.over(stored, &ty), input);
+            let label = super::KeyLabel::new(&spelling.over(stored.clone(), &ty), input);
             // No cells: the claims alone decide it (it is spelled, so always beside them), and
             // its split is the part's value, not the column's.
             found.push(Laddered {
                 column,
                 cells: Vec::new(),
-                split: value,
+                split: value.clone(),
                 read,
                 spelled: Some((spelling, label)),
                 ty,
@@ -1155,7 +1139,7 @@ fn bound_with(
     if agg.aggr_expr.len() != kinds.len() {
         return plan_err!("the privacy guard classified a different number of aggregates");
     }
-    let Conditions { listed: own, mut fixed, ranges } = conditions(&agg.input);
+    let Conditions { listed: own, mut fixed, ranges, .. } = conditions(&agg.input);
     let group_keys = crate::exprs::group_keys(&agg)?;
     let (measures, joined) =
         measured_quantities(&agg.aggr_expr, kinds, one_row, &agg.input, &group_keys, threshold.ctx());
@@ -1505,6 +1489,9 @@ struct Conditions {
     fixed: Vec<String>,
     /// Per column the other conditions restrict, the interval they allow together.
     ranges: Vec<(String, super::Span)>,
+    /// The equalities among `fixed` (a key that selects no interval, equal to one value), each
+    /// as the key it compares (read at the source) and the value.
+    equalities: Vec<(Expr, datafusion::common::ScalarValue)>,
 }
 
 /// The conditions below the answer's aggregate: each constant as its value in the compared
@@ -1588,7 +1575,12 @@ impl Conditions {
         };
         match (span, at_least) {
             (Some(span), _) => super::labels::restrict(&mut self.ranges, labelled.column(), span),
-            (None, None) => self.fixed.push(equality(key, value, plan)),
+            (None, None) => {
+                if let Expr::Literal(v, _) = value {
+                    self.equalities.push((key.clone(), v.clone()));
+                }
+                self.fixed.push(equality(key, value, plan));
+            }
             (None, Some(true)) => self.fixed.push(format!("{} >= {}", label(key), shown(value))),
             (None, Some(false)) => self.fixed.push(format!("{} < {}", label(key), shown(value))),
         }

@@ -626,23 +626,24 @@ fn conditions(predicate: &Expr, schema: &datafusion::common::DFSchema) -> Result
                 // (a red team, 2026-12-06: `cast(b AS int) >= 1 AND cast(b AS int) < 2`
                 // against the key `b`'s group `true` beside a range holding both values, apart
                 // only with a target whose flag is NULL, 200 of 240 districts in two queries).
-                if matches!(op, Operator::GtEq | Operator::Lt) && reads_a_flag(key, schema) {
-                    return Err(condition(format!(
-                        "`{}` is a range on a true/false column: ask by the column, its NOT, or `= true` / `= false`",
-                        shown(c)
-                    )));
-                }
+                //
                 // So are a part of a date that repeats: its buckets are its values, each the
                 // bucket of the key on it. A range on one (`date_part('month', d) >= 3 AND … <
                 // 4`) was decided by its variant beside the equality's claims, under labels of
                 // its own (a red team, 2026-12-06: no tell, but fresh draws of one group).
-                if matches!(op, Operator::GtEq | Operator::Lt)
-                    && repeating_part(key).is_some_and(|(part, _)| part.starts_with("date_part("))
-                {
-                    return Err(condition(format!(
-                        "`{}` is a range on a part of a date that repeats: ask for its values, `= v` or `IN (v, …)`",
-                        shown(c)
-                    )));
+                if matches!(op, Operator::GtEq | Operator::Lt) {
+                    if reads_a_flag(key, schema) {
+                        return Err(condition(format!(
+                            "`{}` is a range on a true/false column: ask by the column, its NOT, or `= true` / `= false`",
+                            shown(c)
+                        )));
+                    }
+                    if repeating_part(key).is_some_and(|(part, _)| part.starts_with("date_part(")) {
+                        return Err(condition(format!(
+                            "`{}` is a range on a part of a date that repeats: ask for its values, `= v` or `IN (v, …)`",
+                            shown(c)
+                        )));
+                    }
                 }
                 match op {
                     Operator::Eq => {}
