@@ -76,6 +76,11 @@ pub(crate) struct Query {
     pub(crate) name: &'static str,
     pub(crate) sql: &'static str,
     pub(crate) answered: Answered,
+    /// For an anonymized query, the same question with each group's people counted
+    /// (`count(DISTINCT <privacy unit>)`) as raw DataFusion runs it: the least work that a
+    /// threshold on people (the issue's low-count filter) needs, before any noise. `None` where
+    /// the query counts them already, or is not anonymized.
+    pub(crate) people: Option<&'static str>,
     pub(crate) keys: usize,
 }
 
@@ -94,6 +99,7 @@ pub(crate) const QUERIES: &[Query] = &[
          FROM tpch.lineitem WHERE l_shipdate <= DATE '1998-09-02'
          GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus",
         answered: Answered::NoPerson,
+        people: None,
         keys: 2,
     },
     Query {
@@ -105,6 +111,7 @@ pub(crate) const QUERIES: &[Query] = &[
          WHERE c_mktsegment = 'BUILDING' AND o_orderdate < DATE '1995-03-15' AND l_shipdate > DATE '1995-03-15'
          GROUP BY date_trunc('month', o_orderdate), o_shippriority ORDER BY revenue DESC LIMIT 10",
         answered: Answered::Exact,
+        people: None,
         keys: 2,
     },
     Query {
@@ -118,6 +125,7 @@ pub(crate) const QUERIES: &[Query] = &[
          WHERE r_name = 'ASIA' AND o_orderdate >= DATE '1994-01-01' AND o_orderdate < DATE '1995-01-01'
          GROUP BY n_name ORDER BY revenue DESC",
         answered: Answered::Exact,
+        people: None,
         keys: 1,
     },
     Query {
@@ -130,6 +138,7 @@ pub(crate) const QUERIES: &[Query] = &[
          WHERE o_orderdate >= DATE '1993-10-01' AND o_orderdate < DATE '1994-01-01' AND l_returnflag = 'R'
          GROUP BY n_name ORDER BY revenue DESC",
         answered: Answered::Exact,
+        people: None,
         keys: 1,
     },
     Query {
@@ -137,6 +146,11 @@ pub(crate) const QUERIES: &[Query] = &[
         sql: "SELECT c_mktsegment, c_nationkey, count(*) AS customers, avg(c_acctbal) AS balance
          FROM tpch.customer GROUP BY c_mktsegment, c_nationkey ORDER BY c_mktsegment, c_nationkey",
         answered: Answered::Anonymized,
+        people: Some(
+            "SELECT c_mktsegment, c_nationkey, count(DISTINCT c_custkey) AS people, count(*) AS customers,
+                avg(c_acctbal) AS balance
+         FROM tpch.customer GROUP BY c_mktsegment, c_nationkey ORDER BY c_mktsegment, c_nationkey",
+        ),
         keys: 2,
     },
     Query {
@@ -146,6 +160,12 @@ pub(crate) const QUERIES: &[Query] = &[
          WHERE c_mktsegment IN ('BUILDING', 'MACHINERY') AND c_acctbal >= 0 AND c_acctbal < 5000
          GROUP BY c_nationkey ORDER BY c_nationkey",
         answered: Answered::Anonymized,
+        people: Some(
+            "SELECT c_nationkey, count(DISTINCT c_custkey) AS people, count(*) AS customers, sum(c_acctbal) AS balance
+         FROM tpch.customer
+         WHERE c_mktsegment IN ('BUILDING', 'MACHINERY') AND c_acctbal >= 0 AND c_acctbal < 5000
+         GROUP BY c_nationkey ORDER BY c_nationkey",
+        ),
         keys: 1,
     },
     Query {
@@ -154,6 +174,12 @@ pub(crate) const QUERIES: &[Query] = &[
          FROM tpch.orders WHERE o_orderdate >= DATE '1995-01-01' AND o_orderdate < DATE '1996-01-01'
          GROUP BY date_trunc('month', o_orderdate) ORDER BY month",
         answered: Answered::Anonymized,
+        people: Some(
+            "SELECT date_trunc('month', o_orderdate) AS month, count(DISTINCT o_custkey) AS people, count(*) AS orders,
+                sum(o_totalprice) AS revenue
+         FROM tpch.orders WHERE o_orderdate >= DATE '1995-01-01' AND o_orderdate < DATE '1996-01-01'
+         GROUP BY date_trunc('month', o_orderdate) ORDER BY month",
+        ),
         keys: 1,
     },
     Query {
@@ -162,6 +188,7 @@ pub(crate) const QUERIES: &[Query] = &[
                 avg(o_totalprice) AS price
          FROM tpch.orders GROUP BY o_orderpriority ORDER BY o_orderpriority",
         answered: Answered::Anonymized,
+        people: None,
         keys: 1,
     },
     Query {
@@ -170,6 +197,12 @@ pub(crate) const QUERIES: &[Query] = &[
          FROM tpch.customer JOIN tpch.orders ON c_custkey = o_custkey
          WHERE o_orderstatus = 'F' GROUP BY c_mktsegment, o_orderpriority ORDER BY c_mktsegment, o_orderpriority",
         answered: Answered::Anonymized,
+        people: Some(
+            "SELECT c_mktsegment, o_orderpriority, count(DISTINCT c_custkey) AS people, count(*) AS orders,
+                sum(o_totalprice) AS revenue
+         FROM tpch.customer JOIN tpch.orders ON c_custkey = o_custkey
+         WHERE o_orderstatus = 'F' GROUP BY c_mktsegment, o_orderpriority ORDER BY c_mktsegment, o_orderpriority",
+        ),
         keys: 2,
     },
     Query {
@@ -177,6 +210,10 @@ pub(crate) const QUERIES: &[Query] = &[
         sql: "SELECT n_name, count(*) AS customers, avg(c_acctbal) AS balance
          FROM tpch.customer JOIN tpch.nation ON c_nationkey = n_nationkey GROUP BY n_name ORDER BY n_name",
         answered: Answered::Anonymized,
+        people: Some(
+            "SELECT n_name, count(DISTINCT c_custkey) AS people, count(*) AS customers, avg(c_acctbal) AS balance
+         FROM tpch.customer JOIN tpch.nation ON c_nationkey = n_nationkey GROUP BY n_name ORDER BY n_name",
+        ),
         keys: 1,
     },
 ];
@@ -224,6 +261,8 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
     let mut plain_s = vec![Vec::new(); queries.len()];
     let mut veil_s = vec![Vec::new(); queries.len()];
     let mut ratios = vec![Vec::new(); queries.len()];
+    // Per anonymized query, raw DataFusion counting each group's people, against its own run.
+    let mut people_ratios = vec![Vec::new(); queries.len()];
     let mut utility = vec![Utility::default(); queries.len()];
     for run in 0..args.runs + WARMUP {
         for (i, q) in queries.iter().enumerate() {
@@ -234,6 +273,14 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
             let started = Instant::now();
             let body = veil_query(&veil.server, token, "aggregate", q.sql).await?;
             let v = started.elapsed().as_secs_f64();
+            let counted = match q.answered {
+                Answered::Anonymized => {
+                    let started = Instant::now();
+                    plain.sql(q.people.unwrap_or(q.sql)).await?.collect().await?;
+                    Some(started.elapsed().as_secs_f64())
+                }
+                Answered::NoPerson | Answered::Exact => None,
+            };
             if run == 0 {
                 let anonymized = body["rules"].as_array().into_iter().flatten().any(|r| r["code"] == "anonymized");
                 if anonymized != (q.answered == Answered::Anonymized) {
@@ -256,6 +303,9 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
                 plain_s[i].push(p);
                 veil_s[i].push(v);
                 ratios[i].push(v / p);
+                if let Some(counted) = counted {
+                    people_ratios[i].push(counted / p);
+                }
             }
         }
     }
@@ -267,6 +317,7 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
         "DataFusion ms",
         "Veil ms",
         "Veil / DataFusion",
+        "people counted / DataFusion",
         "groups released / exact",
         "median relative error",
         "DuckDB ms",
@@ -284,6 +335,7 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
             spread(&plain_s[i], millis),
             spread(&veil_s[i], millis),
             spread(&ratios[i], ratio),
+            if people_ratios[i].is_empty() { "—".into() } else { spread(&people_ratios[i], ratio) },
             utility[i].groups(),
             utility[i].median_error(),
             duck_ms,
@@ -293,6 +345,8 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
     let report = format!(
         "## TPC-H SF{}: Veil over HTTP vs raw DataFusion (and DuckDB {})\n\n\
          {} runs after {WARMUP} warm-up; median [p25–p75]; the Veil ratio is the median of per-run pairs. \
+         People counted: raw DataFusion answering an anonymized query with each group's distinct \
+         customers counted too, the least work a threshold on people needs. \
          Veil: aggregate mode, k = 5 (L2), audit synced. Errors: per released value, \
          |Veil − exact| / max(|exact|, 1), median over the query's values.\n\n{}\n",
         args.scale,
@@ -309,6 +363,7 @@ pub(crate) async fn run(args: TpchArgs) -> Result<()> {
             "groups_exact": utility[i].exact_groups, "groups_released": utility[i].released,
             "relative_errors": utility[i].errors,
             "datafusion_seconds": plain_s[i], "veil_seconds": veil_s[i],
+            "people_counted_ratios": people_ratios[i],
             "duckdb_seconds": duckdb.as_ref().map(|d| d.queries[i].clone()),
         })).collect::<Vec<_>>(),
     });
