@@ -78,7 +78,7 @@ pub(crate) struct Query {
     pub(crate) answered: Answered,
     /// For an anonymized query, the same question with each group's people counted
     /// (`count(DISTINCT <privacy unit>)`) as raw DataFusion runs it: the least work that a
-    /// threshold on people (the low-count filter) needs, before any noise. `None` where
+    /// threshold on people (the low-count filter) needs, before any noise. `None` where
     /// the query counts them already, or is not anonymized.
     pub(crate) people: Option<&'static str>,
     pub(crate) keys: usize,

@@ -105,7 +105,9 @@ pub fn dropped_hashes(keys: &[ArrayRef], values: &ArrayRef) -> Result<Vec<u64>> 
 
 /// Each row of `arrays` hashed, text and binary in one layout first: a group key scanned as a
 /// string view comes out of the aggregate as a string view, but measured values can travel as
-/// another layout of the same values, and a hash of one layout misses the other's.
+/// another layout of the same values, and a hash of one layout misses the other's. Text is
+/// hashed as plain strings are whatever its layout, without a copy as plain strings (a census
+/// of a year's orders by two text keys cast some ten columns of a million strings each).
 pub(super) fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
     use datafusion::arrow::compute::cast;
     let plain = |a: &ArrayRef| -> Result<ArrayRef> {
@@ -114,14 +116,13 @@ pub(super) fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
             other => other.clone(),
         };
         let target = match target {
-            DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
             DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
             other => other,
         };
         if &target == a.data_type() { Ok(Arc::clone(a)) } else { Ok(cast(a, &target)?) }
     };
     let arrays = arrays.iter().map(plain).collect::<Result<Vec<_>>>()?;
-    super::people::hash_rows(&arrays)
+    super::people::hash_rows_as_text(&arrays)
 }
 
 /// `plan` with each `__veil_dropped` call carrying the hashes `dropped` holds for its list (by
@@ -206,5 +207,33 @@ mod tests {
         assert!(!lookup(&one, 0).1 && !lookup(&one, u64::MAX).1);
         assert_eq!(lookup(&one, u64::MAX).0, one.len() - 1);
         assert!(none.windows(2).all(|w| w[0] < w[1]), "sorted, no decoy twice");
+    }
+
+    /// Text hashes alike in every layout it travels in, short (inlined in a view) and long,
+    /// NULL and empty, alone and beside another column.
+    #[test]
+    fn text_hashes_alike_in_every_layout() {
+        use datafusion::arrow::array::{DictionaryArray, Int64Array, LargeStringArray, StringArray, StringViewArray};
+        use datafusion::arrow::datatypes::Int32Type;
+        let values = vec![Some("a"), Some("longer than twelve bytes"), None, Some(""), Some("十二个字节以上的文字")];
+        let layouts: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(values.clone())),
+            Arc::new(StringViewArray::from(values.clone())),
+            Arc::new(LargeStringArray::from(values.clone())),
+            Arc::new(values.iter().copied().collect::<DictionaryArray<Int32Type>>()),
+        ];
+        let beside: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5]));
+        let alone = hashed(&layouts[..1]).unwrap();
+        let paired = hashed(&[Arc::clone(&beside), Arc::clone(&layouts[0])]).unwrap();
+        for layout in &layouts {
+            assert_eq!(hashed(std::slice::from_ref(layout)).unwrap(), alone, "{}", layout.data_type());
+            assert_eq!(hashed(&[Arc::clone(&beside), Arc::clone(layout)]).unwrap(), paired, "{}", layout.data_type());
+        }
+        // As plain text always hashed, and every value apart.
+        let mut expected = vec![0; values.len()];
+        datafusion::common::hash_utils::create_hashes([&layouts[0]], &super::super::people::STATE, &mut expected)
+            .unwrap();
+        assert_eq!(alone, expected);
+        assert_eq!(alone.iter().collect::<BTreeSet<_>>().len(), values.len());
     }
 }

@@ -34,7 +34,7 @@ use datafusion::logical_expr::{
 
 /// Fixed seed, so that one unit hashes alike in every partition and in every dataset.
 const SEED: u64 = 0x5645_494c_756e_6974;
-const STATE: QualityRandomState = QualityRandomState::with_seed(SEED);
+pub(super) const STATE: QualityRandomState = QualityRandomState::with_seed(SEED);
 
 /// `__veil_unit_hash(unit)`: the privacy unit as a `UInt64` hash; null stays null.
 pub(super) fn unit_hash(unit: Expr) -> Expr {
@@ -78,12 +78,36 @@ pub(super) fn people_upto(k: u64, unit: Expr) -> Expr {
 /// and folded in by a rotation and a multiplication, which depend on its place; one column
 /// hashes as `create_hashes` does, a NULL as 0.
 pub(super) fn hash_rows(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
+    folded(arrays, |array, column| create_hashes([array], &STATE, column).map(|_| ()))
+}
+
+/// [`hash_rows`] with text in any layout (string views, large strings) hashed as plain strings
+/// are (`create_hashes` hashes a short string view by its view, not its text).
+pub(super) fn hash_rows_as_text(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
+    folded(arrays, |array, column| {
+        let texts: Box<dyn Iterator<Item = Option<&str>>> = match array.data_type() {
+            DataType::Utf8View => Box::new(array.as_string_view().iter()),
+            DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
+            _ => return create_hashes([array], &STATE, column).map(|_| ()),
+        };
+        // As `create_hashes` hashes a plain string; a NULL stays 0.
+        for (hash, text) in column.iter_mut().zip(texts) {
+            if let Some(text) = text {
+                *hash = STATE.hash_one(text);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Each row of `arrays` hashed, each column by `hash` and folded in by its place.
+fn folded(arrays: &[ArrayRef], hash: impl Fn(&ArrayRef, &mut [u64]) -> Result<()>) -> Result<Vec<u64>> {
     let rows = arrays.first().map_or(0, |a| a.len());
     let mut hashes = vec![0; rows];
     let mut column = vec![0; rows];
     for (i, array) in arrays.iter().enumerate() {
         column.fill(0);
-        create_hashes([array], &STATE, &mut column)?;
+        hash(array, &mut column)?;
         if i == 0 {
             hashes.copy_from_slice(&column);
         } else {
