@@ -1407,14 +1407,11 @@ fn by_block(totals: &RecordBatch, placing: &[usize]) -> Result<RecordBatch> {
     let id_of: Vec<usize> = places
         .iter()
         .map(|place| {
-            let next = ids.len();
-            let id = *ids.entry(*place).or_insert(next);
-            if id == counts.len() {
+            let id = *ids.entry(*place).or_insert_with(|| {
                 counts.push(0);
-            }
-            if let Some(count) = counts.get_mut(id) {
-                *count += 1;
-            }
+                counts.len() - 1
+            });
+            counts[id] += 1;
             id
         })
         .collect();

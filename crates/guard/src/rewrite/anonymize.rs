@@ -683,12 +683,9 @@ fn repeating_parts(input: &LogicalPlan, listed: &[String]) -> Vec<Laddered> {
                 _ => None,
             };
             let unit = match unit {
-                Some(super::DateUnit::Quarter) => "quarter",
-                Some(super::DateUnit::Month) => "month",
-                Some(super::DateUnit::Week) => "week",
-                Some(super::DateUnit::Day) => "day",
                 // The year is an interval of the column, a range's.
                 Some(super::DateUnit::Year) | None => continue,
+                Some(unit) => unit.name(),
             };
             let refs: Vec<_> = c.column_refs().into_iter().collect();
             let (Some(column), [only], Some(stored)) = (condition_column(c, &f.input), refs.as_slice(), args.get(1))

@@ -513,6 +513,17 @@ impl Unit {
         })
     }
 
+    /// The unit's name, as `date_part` and `date_trunc` take it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Year => "year",
+            Self::Quarter => "quarter",
+            Self::Month => "month",
+            Self::Week => "week",
+            Self::Day => "day",
+        }
+    }
+
     /// The first day of the unit holding `day`.
     fn start(self, day: NaiveDate) -> Option<NaiveDate> {
         use chrono::Datelike;

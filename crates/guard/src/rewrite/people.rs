@@ -34,7 +34,7 @@ use datafusion::logical_expr::{
 
 /// Fixed seed, so that one unit hashes alike in every partition and in every dataset.
 const SEED: u64 = 0x5645_494c_756e_6974;
-pub(super) const STATE: QualityRandomState = QualityRandomState::with_seed(SEED);
+const STATE: QualityRandomState = QualityRandomState::with_seed(SEED);
 
 /// `__veil_unit_hash(unit)`: the privacy unit as a `UInt64` hash; null stays null.
 pub(super) fn unit_hash(unit: Expr) -> Expr {

@@ -442,8 +442,7 @@ fn repeating_part(e: &Expr) -> Option<(String, datafusion::common::Column)> {
             }
             && let Expr::Column(c) = uncast(column)
         {
-            let unit = format!("{date_unit:?}").to_lowercase();
-            found = Some((format!("{}('{unit}', {})", func.name(), c.name), c.clone()));
+            found = Some((format!("{}('{}', {})", func.name(), date_unit.name(), c.name), c.clone()));
             return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)
