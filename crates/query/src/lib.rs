@@ -25,6 +25,7 @@ mod dp;
 mod drain;
 mod engine;
 mod error;
+mod exact;
 mod memory;
 mod parse;
 mod plan_cache;

@@ -101,6 +101,13 @@ impl QueryRequest {
     pub(crate) fn over_personal_data(&self) -> bool {
         !self.exact_aggregates && self.datasets.iter().any(|d| d.info.privacy_unit.is_some())
     }
+
+    /// Whether what it reads of datasets about people is anonymized (aggregate mode without
+    /// exact aggregates): each value is then read within the range the guard reasons about
+    /// exactly (`exact.rs`).
+    pub(crate) fn anonymized(&self) -> bool {
+        self.mode == veil_common::Mode::Aggregate && !self.exact_aggregates
+    }
 }
 
 /// The answer, or the decision of a dry run.

@@ -215,19 +215,20 @@ async fn count_distinct_state_stays_inside_the_memory_pool() {
 /// cast safely, it came back NULL (a red team), a value no sum has.
 #[tokio::test]
 async fn a_noisy_sum_beyond_its_integer_type_is_a_generic_failure() {
+    const PEOPLE: usize = 4_096;
     let dir = tempfile::tempdir().unwrap();
     let run = |each: i64| {
         let dir = dir.path().to_owned();
         async move {
-            let ids: Vec<String> = (0..40).map(|p| format!("P{p:02}")).collect();
+            let ids: Vec<String> = (0..PEOPLE).map(|p| format!("P{p:04}")).collect();
             let batch = RecordBatch::try_from_iter([
                 ("person_id", Arc::new(datafusion::arrow::array::StringArray::from(ids)) as _),
-                ("x", Arc::new(Int64Array::from(vec![each; 40])) as _),
+                ("x", Arc::new(Int64Array::from(vec![each; PEOPLE])) as _),
             ])
             .unwrap();
             let columns = HashMap::from([
                 ("person_id".to_owned(), common::identifier()),
-                ("x".to_owned(), common::column(Tag::Sensitive, Some((0.0, 1e18)))),
+                ("x".to_owned(), common::column(Tag::Sensitive, Some((0.0, 4e15)))),
             ]);
             let file = format!("x{each}");
             let dataset = common::about_people((&dir, &file), "t.a", &batch, columns, Contribution::default(), true);
@@ -236,14 +237,15 @@ async fn a_noisy_sum_beyond_its_integer_type_is_a_generic_failure() {
             engine.run(&parse("SELECT sum(x) AS s FROM t.a", 1 << 16).unwrap(), request).await
         }
     };
-    // Forty people of 5 × 10¹⁷: about 2 × 10¹⁹, beyond 64-bit integers.
-    let failed = run(500_000_000_000_000_000).await.unwrap_err();
+    // 4,096 people of 4 × 10¹⁵ (each within the ±2⁵² an anonymized answer reads a 64-bit
+    // integer as it is): about 1.6 × 10¹⁹, beyond 64-bit integers.
+    let failed = run(4_000_000_000_000_000).await.unwrap_err();
     assert_eq!(failed.code(), "query_failed", "{failed:?}");
     assert_eq!(failed.audit_detail(), Some("failed while running (integer overflow)".to_owned()));
-    // Forty of 2 × 10¹⁷ fit, and are answered (the noise's scale is about 10¹⁷ here: the
-    // bound over e³, times the layers).
-    let answer = run(200_000_000_000_000_000).await.unwrap();
+    // 4,096 of 2 × 10¹⁵ fit, and are answered (the noise's scale is about 10¹⁵ here: the
+    // largest contributions).
+    let answer = run(2_000_000_000_000_000).await.unwrap();
     let sums = answer.batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap();
     assert!(sums.is_valid(0));
-    assert!((sums.value(0) - 8_000_000_000_000_000_000).abs() < 600_000_000_000_000_000, "{:?}", sums.value(0));
+    assert!((sums.value(0) - 8_192_000_000_000_000_000).abs() < 20_000_000_000_000_000, "{:?}", sums.value(0));
 }

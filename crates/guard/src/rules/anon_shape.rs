@@ -280,8 +280,10 @@ fn casts_one_to_one(plan: &LogicalPlan, read: &[&Expr]) -> Result<(), Violation>
 }
 
 /// Whether a cast from `from` to `to` maps distinct values to distinct values, in their order
-/// ([`casts_one_to_one`]). An integer of 64 bits to a float rounds beyond 2⁵³, which no
-/// declared quantity about a person reaches; the float then still orders as the integer. A
+/// ([`casts_one_to_one`]). An integer of 64 bits to a float rounds beyond 2⁵³, which an
+/// anonymized answer never reads (the query layer reads a 64-bit integer beyond ±2⁵² as NULL:
+/// `t < 1.8e18` and `t < 1800000000000000000` held a target at 1799999999999999900 apart, a red
+/// team, 2026-12-06); the float then still orders as the integer. A
 /// decimal widens to a decimal with as many digits before and after the point (type coercion
 /// does so to compare `c_acctbal >= 0`), or to a float where it has at most 15 digits.
 fn one_to_one(from: &datafusion::arrow::datatypes::DataType, to: &datafusion::arrow::datatypes::DataType) -> bool {
