@@ -1010,5 +1010,16 @@ mod tests {
         assert_eq!(month_start(&date("1969-12-01")), Some(-1));
         let noon = ScalarValue::TimestampSecond(Some(19_723 * 86_400 + 43_200), None);
         assert_eq!(month_start(&noon), None);
+        // A fraction of a second after midnight, or before it (1960), is no midnight.
+        let day = 86_400_000_000_000_i64;
+        let half = ScalarValue::TimestampNanosecond(Some(19_723 * day + 500_000_000), None);
+        assert_eq!(month_start(&half), None);
+        let before = ScalarValue::TimestampNanosecond(Some(-3_653 * day - 500_000_000), None);
+        assert_eq!(month_start(&before), None);
+        let micro = ScalarValue::TimestampMicrosecond(Some(19_723 * 86_400_000_000 + 1), None);
+        assert_eq!(month_start(&micro), None);
+        assert_eq!(month_start(&ScalarValue::TimestampNanosecond(Some(19_723 * day), None)), Some(54 * 12));
+        // Text is no date.
+        assert_eq!(month_start(&ScalarValue::from("2024-01-01")), None);
     }
 }
