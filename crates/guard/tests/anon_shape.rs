@@ -395,6 +395,8 @@ const CASES: &[(&str, &str)] = &[
         "ok",
         "SELECT count(*) FROM civil.people WHERE birth_date >= TIMESTAMP '1980-03-01 00:00:00' AND birth_date < DATE '1980-04-01'",
     ),
+    // Text that reads as dates is no date range: it compares as text.
+    ("anon_condition", "SELECT count(*) FROM civil.people WHERE district >= '2024-03-01' AND district < '2024-04-01'"),
     ("anon_condition", "SELECT count(*) FROM health.visits WHERE CAST(cost AS BIGINT) = 0"),
     ("anon_condition", "SELECT count(*) FROM health.visits WHERE TRY_CAST(cost AS INT) = 0"),
     ("anon_condition", "SELECT count(*) FROM health.visits WHERE CAST(icd10 AS BIGINT) = 7"),
