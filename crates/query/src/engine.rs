@@ -302,7 +302,7 @@ impl QueryEngine {
         data_independent(&mut state, &request);
         for d in &request.datasets {
             let mut table = self.table(d, &state).await?;
-            if request.anonymized() && d.info.privacy_unit.is_some() {
+            if request.anonymized() {
                 table = crate::exact::read_exactly(table, d.info.privacy_unit.clone());
             }
             register(&catalog, d.dataset.department.as_str(), d.dataset.name.as_str(), table)?;

@@ -1,5 +1,5 @@
-//! What an anonymized answer reads of a dataset about people: each value within the range where
-//! the guard reasons about it exactly, and NULL beyond it.
+//! What an anonymized answer reads of its datasets (about people, and code tables beside them):
+//! each value within the range where the guard reasons about it exactly, and NULL beyond it.
 //!
 //! Why: the guard reads constants, grids, bands and the cells around them as doubles, and
 //! dates and times as nanosecond timestamps (`date_trunc` casts a date to one). A 64-bit
@@ -13,8 +13,11 @@
 //!
 //! The limits: integers within ±2⁵² (4,503,599,627,370,496), where a double holds each one and
 //! a band's floored division of it is exact for every width on the grid; dates and times from
-//! 1678 to 2261 (truncating one to its week, month or year stays within a nanosecond timestamp's
-//! range). The privacy unit is read as it is: it names a person, never a condition or a key.
+//! 1679 to 2261 (truncating one to its week, month or year, in any time zone, stays within a
+//! nanosecond timestamp's range, 1677-09-21 to 2262-04-11). The privacy unit is read as it is:
+//! it names a person, never a condition or a key. A code table's values are read so too:
+//! `l.big < 1e16` and `l.big < 10000000000000000` took a code whose `big` is 10¹⁶ − 1 apart,
+//! and with it its people.
 
 use std::sync::Arc;
 

@@ -102,11 +102,11 @@ impl QueryRequest {
         !self.exact_aggregates && self.datasets.iter().any(|d| d.info.privacy_unit.is_some())
     }
 
-    /// Whether what it reads of datasets about people is anonymized (aggregate mode without
-    /// exact aggregates): each value is then read within the range the guard reasons about
-    /// exactly (`exact.rs`).
+    /// Whether its answer is anonymized (aggregate mode over data about people, without exact
+    /// aggregates): each value of every dataset it reads, about people or a code table, is
+    /// then read within the range the guard reasons about exactly (`exact.rs`).
     pub(crate) fn anonymized(&self) -> bool {
-        self.mode == veil_common::Mode::Aggregate && !self.exact_aggregates
+        self.mode == veil_common::Mode::Aggregate && self.over_personal_data()
     }
 }
 
