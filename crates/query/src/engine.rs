@@ -278,10 +278,8 @@ impl QueryEngine {
         let mut capped_copies = CappedCopies::default();
         for d in &request.datasets {
             if let (CapAt::Stored, Some((path, rows))) = (d.info.capped, &d.capped_copy) {
-                let mut copy = self.table_of((d.dataset.clone(), true), path, *rows, true, &self.base).await?;
-                if request.anonymized() {
-                    copy = crate::exact::read_exactly(copy, d.info.privacy_unit.clone());
-                }
+                let copy = self.table_of((d.dataset.clone(), true), path, *rows, true, &self.base).await?;
+                let copy = crate::exact::as_read(copy, &request, d);
                 let key = (d.dataset.department.to_string(), d.dataset.name.to_string());
                 capped_copies.0.insert(key, provider_as_source(copy));
             }
@@ -301,10 +299,7 @@ impl QueryEngine {
         let (mut state, catalog) = self.session(Some(&guard), request.input_rows());
         data_independent(&mut state, &request);
         for d in &request.datasets {
-            let mut table = self.table(d, &state).await?;
-            if request.anonymized() {
-                table = crate::exact::read_exactly(table, d.info.privacy_unit.clone());
-            }
+            let table = crate::exact::as_read(self.table(d, &state).await?, &request, d);
             register(&catalog, d.dataset.department.as_str(), d.dataset.name.as_str(), table)?;
         }
 

@@ -48,6 +48,19 @@ pub(crate) struct Exact {
     unit: Option<String>,
 }
 
+/// `table`, the file of `dataset`, as `request` reads it: through [`read_exactly`] where its
+/// answer is anonymized.
+pub(crate) fn as_read(
+    table: Arc<dyn TableProvider>,
+    request: &crate::QueryRequest,
+    dataset: &crate::SessionDataset,
+) -> Arc<dyn TableProvider> {
+    match request.anonymized() {
+        true => read_exactly(table, dataset.info.privacy_unit.clone()),
+        false => table,
+    }
+}
+
 /// `inner`, each column but `unit` read within the range the guard reasons about exactly.
 pub(crate) fn read_exactly(inner: Arc<dyn TableProvider>, unit: Option<String>) -> Arc<dyn TableProvider> {
     let inner_schema = inner.schema();
