@@ -395,6 +395,25 @@ const CASES: &[(&str, &str)] = &[
         "ok",
         "SELECT count(*) FROM civil.people WHERE birth_date >= TIMESTAMP '1980-03-01 00:00:00' AND birth_date < DATE '1980-04-01'",
     ),
+    // A cast into another time zone keeps the instant and moves its clock: a part or a
+    // truncation of it moved a target near a month's end into the next month under the bare
+    // column's label (a red team, 2026-12-06: 60 of 60 districts in two queries).
+    (
+        "anon_condition",
+        "SELECT count(*) FROM civil.people WHERE date_part('month', CAST(CAST(birth_date AS TIMESTAMP) AT TIME ZONE 'Asia/Shanghai' AS TIMESTAMP)) = 3",
+    ),
+    (
+        "anon_condition",
+        "SELECT date_trunc('month', CAST(birth_date AS TIMESTAMP) AT TIME ZONE 'UTC') AS m, count(*) FROM civil.people GROUP BY 1",
+    ),
+    // A join casts as a condition may: one to one. A person's text joined to a code table's
+    // integer key was cast to an integer, `'007'` as 7 (a red team, the same day, 60 of 60).
+    ("anon_condition", "SELECT s.n, count(*) FROM civil.people p JOIN civil.stops s ON p.district = s.n GROUP BY s.n"),
+    (
+        "anon_condition",
+        "SELECT s.n, count(*) FROM civil.people p JOIN civil.stops s ON CAST(p.district AS BIGINT) = s.n GROUP BY s.n",
+    ),
+    ("ok", "SELECT s.district, count(*) FROM civil.people p JOIN civil.stops s ON p.note = s.n GROUP BY s.district"),
     // Text that reads as dates is no date range: it compares as text.
     ("anon_condition", "SELECT count(*) FROM civil.people WHERE district >= '2024-03-01' AND district < '2024-04-01'"),
     ("anon_condition", "SELECT count(*) FROM health.visits WHERE CAST(cost AS BIGINT) = 0"),
