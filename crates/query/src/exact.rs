@@ -15,7 +15,9 @@
 //! a band's floored division of it is exact for every width on the grid; dates and times from
 //! 1679 to 2261 (truncating one to its week, month or year, in any time zone, stays within a
 //! nanosecond timestamp's range, 1677-09-21 to 2262-04-11). The privacy unit is read as it is:
-//! it names a person, never a condition or a key. A code table's values are read so too:
+//! it names a person, never a condition or a key. A decimal of more than 15 digits is read as
+//! a float (its constants too compare as floats then, as the guard reads them). A code table's
+//! values are read so too:
 //! `l.big < 1e16` and `l.big < 10000000000000000` took a code whose `big` is 10¹⁶ − 1 apart,
 //! and with it its people.
 
@@ -26,7 +28,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, lit, when};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, cast, lit, when};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -65,9 +67,10 @@ pub(crate) fn as_read(
 pub(crate) fn read_exactly(inner: Arc<dyn TableProvider>, unit: Option<String>) -> Arc<dyn TableProvider> {
     let inner_schema = inner.schema();
     let fields: Vec<Field> = (inner_schema.fields().iter())
-        .map(|f| {
-            let read_within = within(f, unit.as_deref()).is_some();
-            f.as_ref().clone().with_nullable(f.is_nullable() || read_within)
+        .map(|f| match read(f, unit.as_deref()) {
+            Some(Read::Within(..)) => f.as_ref().clone().with_nullable(true),
+            Some(Read::AsFloat) => f.as_ref().clone().with_data_type(DataType::Float64),
+            None => f.as_ref().clone(),
         })
         .collect();
     let schema = Arc::new(Schema::new_with_metadata(fields, inner_schema.metadata().clone()));
@@ -75,21 +78,35 @@ pub(crate) fn read_exactly(inner: Arc<dyn TableProvider>, unit: Option<String>) 
 }
 
 impl Exact {
-    /// Whether the column `name` is read within a range.
+    /// Whether the column `name` is read otherwise than as stored.
     fn bounded(&self, name: &str) -> bool {
-        self.schema.field_with_name(name).is_ok_and(|f| within(f, self.unit.as_deref()).is_some())
+        self.inner.schema().field_with_name(name).is_ok_and(|f| read(f, self.unit.as_deref()).is_some())
     }
 }
 
-/// The range `field` is read within, unless it is `unit` or of a type read as it is.
-fn within(field: &Field, unit: Option<&str>) -> Option<(ScalarValue, ScalarValue)> {
+/// How a column is read otherwise than as stored.
+enum Read {
+    /// As stored within the range, NULL beyond.
+    Within(ScalarValue, ScalarValue),
+    /// A decimal of more than 15 digits, as a float: the guard reads its constants as floats,
+    /// and `amt >= '0.199999999999999999'` (cast to the column's decimal exactly) held a target
+    /// at that value where `amt >= 0.2`, one float and one label, did not (a red team,
+    /// 2026-12-06: 60 of 60 districts in two queries). Read as floats, both compare as floats.
+    AsFloat,
+}
+
+/// How `field` is read, unless it is `unit` or of a type read as stored.
+fn read(field: &Field, unit: Option<&str>) -> Option<Read> {
     if Some(field.name().as_str()) == unit {
         return None;
     }
     let (first, last) = (DAYS.0, DAYS.1 - 1);
     // The first and last instant of those days, in `per_day` units a day.
     let instants = |per_day: i64| (first * per_day, (last + 1) * per_day - 1);
-    Some(match field.data_type() {
+    let (lo, hi) = match field.data_type() {
+        DataType::Decimal128(precision, _) | DataType::Decimal256(precision, _) if *precision > 15 => {
+            return Some(Read::AsFloat);
+        }
         DataType::Int64 => (ScalarValue::Int64(Some(-INTEGERS)), ScalarValue::Int64(Some(INTEGERS))),
         DataType::UInt64 => (ScalarValue::UInt64(Some(0)), ScalarValue::UInt64(Some(INTEGERS.unsigned_abs()))),
         DataType::Date32 => (ScalarValue::Date32(Some(first as i32)), ScalarValue::Date32(Some(last as i32))),
@@ -114,7 +131,8 @@ fn within(field: &Field, unit: Option<&str>) -> Option<(ScalarValue, ScalarValue
             (at(lo), at(hi))
         }
         _ => return None,
-    })
+    };
+    Some(Read::Within(lo, hi))
 }
 
 #[async_trait]
@@ -153,23 +171,28 @@ impl TableProvider for Exact {
         let schema = scan.schema();
         let df_schema = DFSchema::try_from(Schema::clone(&schema))?;
         let mut any = false;
-        let mut read = Vec::with_capacity(schema.fields().len());
+        let mut columns = Vec::with_capacity(schema.fields().len());
         for (at, field) in schema.fields().iter().enumerate() {
-            let expr: Arc<dyn PhysicalExpr> = match within(field, self.unit.as_deref()) {
-                Some((lo, hi)) => {
-                    any = true;
-                    let c = Expr::Column(Column::new_unqualified(field.name()));
-                    let bounded = when(c.clone().gt_eq(lit(lo)).and(c.clone().lt_eq(lit(hi))), c).end()?;
-                    state.create_physical_expr(bounded, &df_schema)?
+            let c = Expr::Column(Column::new_unqualified(field.name()));
+            let how = match read(field, self.unit.as_deref()) {
+                Some(Read::Within(lo, hi)) => when(c.clone().gt_eq(lit(lo)).and(c.clone().lt_eq(lit(hi))), c).end()?,
+                Some(Read::AsFloat) => cast(c, DataType::Float64),
+                None => {
+                    columns.push(ProjectionExpr {
+                        expr: Arc::new(ColumnExpr::new(field.name(), at)),
+                        alias: field.name().clone(),
+                    });
+                    continue;
                 }
-                None => Arc::new(ColumnExpr::new(field.name(), at)),
             };
-            read.push(ProjectionExpr { expr, alias: field.name().clone() });
+            any = true;
+            let expr: Arc<dyn PhysicalExpr> = state.create_physical_expr(how, &df_schema)?;
+            columns.push(ProjectionExpr { expr, alias: field.name().clone() });
         }
         if !any {
             return Ok(scan);
         }
-        Ok(Arc::new(ProjectionExec::try_new(read, scan)?))
+        Ok(Arc::new(ProjectionExec::try_new(columns, scan)?))
     }
 }
 

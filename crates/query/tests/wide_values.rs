@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Date32Array, Decimal128Array, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use veil_common::Tag;
@@ -196,4 +198,61 @@ async fn a_date_beyond_a_timestamps_range_is_no_date_in_every_spelling() {
     }
     let years = &answered[0][2];
     assert!(years.iter().all(|(y, _)| y == "NULL" || y.as_str() < "2100"), "a year after 2262 released: {years:?}");
+}
+
+/// A decimal of 18 places: per district sixteen people between 0.21 and 0.28, eight between 0.11
+/// and 0.18, and the target at 0.199999999999999999, one float from 0.2. `amt >= 0.2` and `amt >=
+/// '0.199999999999999999'` (the text cast to the column's decimal exactly) were one label and
+/// held the target apart: 60 of 60 districts in two queries (a red team, 2026-12-06). Read as
+/// floats, both compare as floats and answer alike.
+#[tokio::test]
+async fn a_decimal_one_float_from_a_grid_line_answers_alike_in_every_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ids, mut districts, mut amounts) = (vec![], vec![], vec![]);
+    let e18 = 1_000_000_000_000_000_000_i128;
+    for d in 0..DISTRICTS {
+        let people = (0..16).map(|p| (format!("P{d:02}{p:02}"), e18 / 100 * (21 + p % 8)));
+        let others = (0..8).map(|p| (format!("Q{d:02}{p:02}"), e18 / 100 * (11 + p)));
+        let target = target_here(d).then(|| (format!("T{d:02}"), e18 / 5 - 1));
+        for (id, amount) in people.chain(others).chain(target) {
+            ids.push(id);
+            districts.push(format!("R{d:02}"));
+            amounts.push(amount);
+        }
+    }
+    let paid = vec![50_i64; ids.len()];
+    let batch = RecordBatch::try_from_iter([
+        ("person_id", Arc::new(StringArray::from(ids)) as ArrayRef),
+        ("district", Arc::new(StringArray::from(districts)) as ArrayRef),
+        ("amt", Arc::new(Decimal128Array::from(amounts).with_precision_and_scale(38, 18).unwrap()) as ArrayRef),
+        ("paid", Arc::new(Int64Array::from(paid)) as ArrayRef),
+    ])
+    .unwrap();
+    let columns = HashMap::from([
+        ("person_id".to_owned(), common::identifier()),
+        ("district".to_owned(), common::column(Tag::QuasiIdentifier, None)),
+        ("amt".to_owned(), common::column(Tag::QuasiIdentifier, None)),
+        ("paid".to_owned(), common::column(Tag::Sensitive, Some((0.0, 100.0)))),
+    ]);
+    let dataset =
+        common::about_people((dir.path(), "amounts"), "civil.people", &batch, columns, Contribution::default(), true);
+    let engine = QueryEngine::new(veil_query::Limits::standard(), dir.path()).unwrap();
+    let ask = |lo: &str| {
+        format!(
+            "SELECT district, count(*), sum(paid) FROM civil.people WHERE amt >= {lo} AND amt < 0.3 GROUP BY district"
+        )
+    };
+    let plain = answers(&engine, &dataset, &ask("0.2")).await;
+    assert_eq!(plain.len(), DISTRICTS);
+    // As text, the constant compares as a float; as a decimal of 18 places, it is no number the
+    // guard reads, and off the grid.
+    let spelled = answers(&engine, &dataset, &ask("'0.199999999999999999'")).await;
+    let apart: Vec<usize> = (0..DISTRICTS).filter(|d| plain[*d] != spelled[*d]).collect();
+    assert!(apart.is_empty(), "the text constant answered apart from `amt >= 0.2` in districts {apart:?}");
+    let request = common::aggregate(vec![dataset.clone()], 5, [11; 32]);
+    let sql = ask("CAST('0.199999999999999999' AS DECIMAL(38, 18))");
+    match engine.run(&parse(&sql, 1 << 16).unwrap(), request).await {
+        Err(veil_query::Error::Denied(v)) => assert_eq!(v.rule.code(), "anon_condition", "{v:?}"),
+        other => panic!("the decimal constant was not refused: {other:?}"),
+    }
 }

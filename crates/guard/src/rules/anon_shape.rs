@@ -848,9 +848,29 @@ fn on_step(width: f64) -> bool {
     [1.0, 2.0, 5.0, 10.0].iter().any(|m| near(mantissa, *m))
 }
 
-/// A numeric constant's value as a float.
+/// A numeric constant's value as a float, where a float holds it as itself: the guard reads
+/// grids and labels as floats, and two constants one float apart were one label over other
+/// rows. `amt >= '0.199999999999999999'` over a decimal column (the text cast to the column's
+/// decimal exactly) was on the grid and labelled as `amt >= 0.2`, and held a target at that
+/// value where `amt >= 0.2` did not (a red team, 2026-12-06: membership 60 of 60 districts in
+/// two queries). A decimal of more than 15 significant digits, or an integer no float holds,
+/// is no number here (the query layer reads such columns as floats: `exact.rs`).
 pub(crate) fn number(v: &ScalarValue) -> Option<f64> {
     if !v.data_type().is_numeric() {
+        return None;
+    }
+    /// Significant digits of an unsigned magnitude written in decimal.
+    fn digits(magnitude: &str) -> usize {
+        magnitude.trim_start_matches('0').trim_end_matches('0').len()
+    }
+    let exact = match v {
+        ScalarValue::Int64(Some(x)) => (*x as f64) as i128 == i128::from(*x),
+        ScalarValue::UInt64(Some(x)) => (*x as f64) as u128 == u128::from(*x),
+        ScalarValue::Decimal128(Some(x), ..) => digits(&x.unsigned_abs().to_string()) <= 15,
+        ScalarValue::Decimal256(Some(x), ..) => digits(x.to_string().trim_start_matches('-')) <= 15,
+        _ => true,
+    };
+    if !exact {
         return None;
     }
     v.cast_to(&datafusion::arrow::datatypes::DataType::Float64).ok().and_then(|f| match f {
@@ -1008,6 +1028,20 @@ mod tests {
     use datafusion::common::ScalarValue;
 
     use super::month_start;
+
+    /// A constant is a number where a float holds it as itself: no decimal of more than 15
+    /// significant digits, no integer beyond what a float holds.
+    #[test]
+    fn numbers_are_constants_a_float_holds_as_themselves() {
+        let decimal = |v: i128| ScalarValue::Decimal128(Some(v), 38, 18);
+        assert_eq!(super::number(&decimal(200_000_000_000_000_000)), Some(0.2));
+        assert_eq!(super::number(&decimal(-123_456_789_012_345_000_000)), Some(-123.456_789_012_345));
+        assert_eq!(super::number(&decimal(199_999_999_999_999_999)), None);
+        assert_eq!(super::number(&ScalarValue::Int64(Some(10_000_000_000_000_000))), Some(1e16));
+        assert_eq!(super::number(&ScalarValue::Int64(Some((1 << 53) + 1))), None);
+        assert_eq!(super::number(&ScalarValue::Int64(Some(i64::MAX))), None);
+        assert_eq!(super::number(&ScalarValue::UInt64(Some(u64::MAX))), None);
+    }
 
     #[test]
     fn months_start_on_their_first_day_at_midnight() {
