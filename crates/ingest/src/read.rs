@@ -207,21 +207,18 @@ fn decode_error(format: &'static str, message: String) -> Error {
 }
 
 /// Flat scalar types only: the guard reasons about columns, and a nested or binary column would
-/// carry values it cannot see into.
+/// carry values it cannot see into. A decimal's scale lies between 0 and its precision, as
+/// Parquet stores decimals (`Decimal128(15, -5)` passed here and failed the write, an internal
+/// error, a red team, 2026-12-06).
 fn is_storable(data_type: &DataType) -> bool {
     match data_type {
         DataType::Dictionary(_, value) => is_storable(value),
+        DataType::Decimal128(precision, scale) | DataType::Decimal256(precision, scale) => {
+            (0..=i16::from(*precision)).contains(&i16::from(*scale))
+        }
         t => {
             t.is_primitive()
-                || matches!(
-                    t,
-                    DataType::Boolean
-                        | DataType::Utf8
-                        | DataType::LargeUtf8
-                        | DataType::Utf8View
-                        | DataType::Decimal128(_, _)
-                        | DataType::Decimal256(_, _)
-                )
+                || matches!(t, DataType::Boolean | DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
         }
     }
 }
@@ -531,5 +528,33 @@ pub fn delimiter_named(text: &str) -> Option<u8> {
         "|" => Some(b'|'),
         "\t" | "\\t" | "tab" => Some(b'\t'),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::DataType;
+
+    #[test]
+    fn flat_scalars_and_decimals_parquet_stores_are_storable() {
+        for t in [
+            DataType::Int64,
+            DataType::Utf8,
+            DataType::Decimal128(15, 2),
+            DataType::Decimal128(5, 5),
+            DataType::Decimal256(60, 0),
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        ] {
+            assert!(super::is_storable(&t), "{t}");
+        }
+        for t in [
+            DataType::Decimal128(15, -5),
+            DataType::Decimal128(5, 10),
+            DataType::Binary,
+            DataType::Null,
+            DataType::List(std::sync::Arc::new(arrow::datatypes::Field::new("x", DataType::Int64, true))),
+        ] {
+            assert!(!super::is_storable(&t), "{t}");
+        }
     }
 }

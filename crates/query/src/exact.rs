@@ -45,7 +45,8 @@ const SECONDS_A_DAY: i64 = 86_400;
 #[derive(Debug)]
 pub(crate) struct Exact {
     inner: Arc<dyn TableProvider>,
-    /// The inner schema, with every column read within a range nullable.
+    /// The inner schema, every column read within a range nullable, every decimal read as a
+    /// float a float.
     schema: SchemaRef,
     unit: Option<String>,
 }
@@ -63,7 +64,7 @@ pub(crate) fn as_read(
     }
 }
 
-/// `inner`, each column but `unit` read within the range the guard reasons about exactly.
+/// `inner`, each column but `unit` read as the guard reasons about it exactly (`Read`).
 pub(crate) fn read_exactly(inner: Arc<dyn TableProvider>, unit: Option<String>) -> Arc<dyn TableProvider> {
     let inner_schema = inner.schema();
     let fields: Vec<Field> = (inner_schema.fields().iter())
