@@ -61,7 +61,7 @@ pub enum Error {
     },
     /// A column of a type Veil does not store.
     #[error(
-        "column `{column}` has type {data_type}, which Veil does not store (nested, binary and null columns are refused, and decimals whose scale is below 0 or above their precision)"
+        "column `{column}` has type {data_type}, which Veil does not store (nested, binary and null columns are refused, decimals whose scale is below 0 or above their precision, and dictionaries of decimals)"
     )]
     UnsupportedType {
         /// The column's name.

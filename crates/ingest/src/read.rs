@@ -212,7 +212,11 @@ fn decode_error(format: &'static str, message: String) -> Error {
 /// error, a red team, 2026-12-06).
 fn is_storable(data_type: &DataType) -> bool {
     match data_type {
-        DataType::Dictionary(_, value) => is_storable(value),
+        // A dictionary of decimals was stored, and every query over the dataset then failed (a
+        // red team, 2026-12-06): decimals are stored plain.
+        DataType::Dictionary(_, value) => {
+            is_storable(value) && !matches!(**value, DataType::Decimal128(..) | DataType::Decimal256(..))
+        }
         DataType::Decimal128(precision, scale) | DataType::Decimal256(precision, scale) => {
             (0..=i16::from(*precision)).contains(&i16::from(*scale))
         }
@@ -550,6 +554,7 @@ mod tests {
         for t in [
             DataType::Decimal128(15, -5),
             DataType::Decimal128(5, 10),
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Decimal128(38, 18))),
             DataType::Binary,
             DataType::Null,
             DataType::List(std::sync::Arc::new(arrow::datatypes::Field::new("x", DataType::Int64, true))),
