@@ -279,7 +279,7 @@ impl QueryEngine {
         for d in &request.datasets {
             if let (CapAt::Stored, Some((path, rows))) = (d.info.capped, &d.capped_copy) {
                 let copy = self.table_of((d.dataset.clone(), true), path, *rows, true, &self.base).await?;
-                let copy = crate::exact::as_read(copy, &request, d);
+                let copy = crate::exact::as_read(copy, &request, d).map_err(internal)?;
                 let key = (d.dataset.department.to_string(), d.dataset.name.to_string());
                 capped_copies.0.insert(key, provider_as_source(copy));
             }
@@ -299,7 +299,7 @@ impl QueryEngine {
         let (mut state, catalog) = self.session(Some(&guard), request.input_rows());
         data_independent(&mut state, &request);
         for d in &request.datasets {
-            let table = crate::exact::as_read(self.table(d, &state).await?, &request, d);
+            let table = crate::exact::as_read(self.table(d, &state).await?, &request, d).map_err(internal)?;
             register(&catalog, d.dataset.department.as_str(), d.dataset.name.as_str(), table)?;
         }
 

@@ -28,7 +28,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, cast, lit, when};
+use datafusion::logical_expr::{Expr, ExprSchemable, TableProviderFilterPushDown, cast, lit, when};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -45,8 +45,7 @@ const SECONDS_A_DAY: i64 = 86_400;
 #[derive(Debug)]
 pub(crate) struct Exact {
     inner: Arc<dyn TableProvider>,
-    /// The inner schema, every column read within a range nullable, every decimal read as a
-    /// float a float.
+    /// The inner schema with each column as [`reading`] reads it.
     schema: SchemaRef,
     unit: Option<String>,
 }
@@ -57,71 +56,63 @@ pub(crate) fn as_read(
     table: Arc<dyn TableProvider>,
     request: &crate::QueryRequest,
     dataset: &crate::SessionDataset,
-) -> Arc<dyn TableProvider> {
+) -> Result<Arc<dyn TableProvider>> {
     match request.anonymized() {
         true => read_exactly(table, dataset.info.privacy_unit.clone()),
-        false => table,
+        false => Ok(table),
     }
 }
 
-/// `inner`, each column but `unit` read as the guard reasons about it exactly (`Read`).
-pub(crate) fn read_exactly(inner: Arc<dyn TableProvider>, unit: Option<String>) -> Arc<dyn TableProvider> {
-    let inner_schema = inner.schema();
-    let fields: Vec<Field> = (inner_schema.fields().iter())
-        .map(|f| match read(f, unit.as_deref()) {
-            Some(Read::Within(..)) => f.as_ref().clone().with_data_type(decoded(f.data_type())).with_nullable(true),
-            Some(Read::AsFloat) => f.as_ref().clone().with_data_type(DataType::Float64),
-            None => f.as_ref().clone(),
-        })
-        .collect();
-    let schema = Arc::new(Schema::new_with_metadata(fields, inner_schema.metadata().clone()));
-    Arc::new(Exact { inner, schema, unit })
+/// `inner`, each column but `unit` read as the guard reasons about it exactly ([`reading`]).
+pub(crate) fn read_exactly(inner: Arc<dyn TableProvider>, unit: Option<String>) -> Result<Arc<dyn TableProvider>> {
+    let stored = inner.schema();
+    let df_schema = DFSchema::try_from(Schema::clone(&stored))?;
+    let mut fields = Vec::with_capacity(stored.fields().len());
+    for field in stored.fields() {
+        fields.push(match reading(field, unit.as_deref())? {
+            Some(read) => {
+                let (_, read) = read.to_field(&df_schema)?;
+                Field::new(field.name(), read.data_type().clone(), read.is_nullable())
+                    .with_metadata(field.metadata().clone())
+            }
+            None => field.as_ref().clone(),
+        });
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()));
+    Ok(Arc::new(Exact { inner, schema, unit }))
 }
 
 impl Exact {
     /// Whether the column `name` is read otherwise than as stored.
     fn bounded(&self, name: &str) -> bool {
-        self.inner.schema().field_with_name(name).is_ok_and(|f| read(f, self.unit.as_deref()).is_some())
+        self.inner.schema().field_with_name(name).is_ok_and(|f| !matches!(reading(f, self.unit.as_deref()), Ok(None)))
     }
 }
 
-/// How a column is read otherwise than as stored.
-enum Read {
-    /// As stored within the range, NULL beyond.
-    Within(ScalarValue, ScalarValue),
-    /// A decimal of more than 15 digits, as a float: the guard reads its constants as floats,
-    /// and `amt >= '0.199999999999999999'` (cast to the column's decimal exactly) held a target
-    /// at that value where `amt >= 0.2`, one float and one label, did not (a red team,
-    /// 2026-12-06: 60 of 60 districts in two queries). Read as floats, both compare as floats.
-    AsFloat,
-}
-
-/// How `field` is read, unless it is `unit` or of a type read as stored.
-fn read(field: &Field, unit: Option<&str>) -> Option<Read> {
+/// The expression reading the stored column `field` as the guard reasons about it exactly, or
+/// `None` where it is `unit` or of a type read as stored:
+/// - a dictionary's values decoded first (a dictionary of 64-bit integers was read as stored,
+///   and grouped one below 1.8 × 10¹⁸ apart from it: a red team, 2026-12-06);
+/// - a decimal of more than 15 digits as a float: the guard reads its constants as floats, and
+///   `amt >= '0.199999999999999999'` (cast to the column's decimal exactly) held a target at
+///   that value where `amt >= 0.2`, one float and one label, did not (a red team, 2026-12-06:
+///   60 of 60 districts in two queries); read as floats, both compare as floats;
+/// - a 64-bit integer, a date or a time within its range as stored, NULL beyond.
+fn reading(field: &Field, unit: Option<&str>) -> Result<Option<Expr>> {
     if Some(field.name().as_str()) == unit {
-        return None;
+        return Ok(None);
     }
-    read_type(field.data_type())
-}
-
-/// The type of a column's values: a dictionary's value type, decoded (a dictionary of 64-bit
-/// integers was read as stored, and grouped one below 1.8 × 10¹⁸ apart from it: a red team,
-/// 2026-12-06).
-fn decoded(t: &DataType) -> DataType {
-    match t {
-        DataType::Dictionary(_, value) => decoded(value),
-        t => t.clone(),
-    }
-}
-
-/// How a column of type `t` is read ([`read`]).
-fn read_type(t: &DataType) -> Option<Read> {
+    let stored = Expr::Column(Column::new_unqualified(field.name()));
+    let (values, data_type) = match field.data_type() {
+        DataType::Dictionary(_, value) => (cast(stored, value.as_ref().clone()), value.as_ref()),
+        t => (stored, t),
+    };
     let (first, last) = (DAYS.0, DAYS.1 - 1);
     // The first and last instant of those days, in `per_day` units a day.
     let instants = |per_day: i64| (first * per_day, (last + 1) * per_day - 1);
-    let (lo, hi) = match &decoded(t) {
+    let (lo, hi) = match data_type {
         DataType::Decimal128(precision, _) | DataType::Decimal256(precision, _) if *precision > 15 => {
-            return Some(Read::AsFloat);
+            return Ok(Some(cast(values, DataType::Float64)));
         }
         DataType::Int64 => (ScalarValue::Int64(Some(-INTEGERS)), ScalarValue::Int64(Some(INTEGERS))),
         DataType::UInt64 => (ScalarValue::UInt64(Some(0)), ScalarValue::UInt64(Some(INTEGERS.unsigned_abs()))),
@@ -146,9 +137,9 @@ fn read_type(t: &DataType) -> Option<Read> {
             };
             (at(lo), at(hi))
         }
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some(Read::Within(lo, hi))
+    Ok(Some(when(values.clone().gt_eq(lit(lo)).and(values.clone().lt_eq(lit(hi))), values).end()?))
 }
 
 #[async_trait]
@@ -189,24 +180,13 @@ impl TableProvider for Exact {
         let mut any = false;
         let mut columns = Vec::with_capacity(schema.fields().len());
         for (at, field) in schema.fields().iter().enumerate() {
-            let stored = Expr::Column(Column::new_unqualified(field.name()));
-            let c = match field.data_type() {
-                DataType::Dictionary(..) => cast(stored, decoded(field.data_type())),
-                _ => stored,
-            };
-            let how = match read(field, self.unit.as_deref()) {
-                Some(Read::Within(lo, hi)) => when(c.clone().gt_eq(lit(lo)).and(c.clone().lt_eq(lit(hi))), c).end()?,
-                Some(Read::AsFloat) => cast(c, DataType::Float64),
-                None => {
-                    columns.push(ProjectionExpr {
-                        expr: Arc::new(ColumnExpr::new(field.name(), at)),
-                        alias: field.name().clone(),
-                    });
-                    continue;
+            let expr: Arc<dyn PhysicalExpr> = match reading(field, self.unit.as_deref())? {
+                Some(read) => {
+                    any = true;
+                    state.create_physical_expr(read, &df_schema)?
                 }
+                None => Arc::new(ColumnExpr::new(field.name(), at)),
             };
-            any = true;
-            let expr: Arc<dyn PhysicalExpr> = state.create_physical_expr(how, &df_schema)?;
             columns.push(ProjectionExpr { expr, alias: field.name().clone() });
         }
         if !any {
@@ -253,7 +233,7 @@ mod tests {
         .unwrap();
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
         let ctx = SessionContext::new();
-        ctx.register_table("p", super::read_exactly(Arc::new(table), Some("id".to_owned()))).unwrap();
+        ctx.register_table("p", super::read_exactly(Arc::new(table), Some("id".to_owned())).unwrap()).unwrap();
         let read = ctx.sql("SELECT id, x, d, t, k FROM p").await.unwrap().collect().await.unwrap();
         let valid = |c: usize| (0..4).map(|r| read[0].column(c).is_valid(r)).collect::<Vec<_>>();
         assert_eq!(valid(0), [true; 4], "the unit");
