@@ -19,8 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use veil_common::Tag;
 use veil_guard::Contribution;
@@ -157,7 +156,7 @@ async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> V
 
 /// [`answers`] over several datasets.
 async fn answers_over(engine: &QueryEngine, datasets: &[SessionDataset], sql: &str) -> Vec<(String, Vec<f64>)> {
-    answers_to(engine, common::aggregate(datasets.to_vec(), 5, [11; 32]), sql).await
+    common::released(engine, common::aggregate(datasets.to_vec(), 5, [11; 32]), sql).await
 }
 
 /// Every district's answers to `ask(condition)` and to `ask("")` (the question with the
@@ -168,8 +167,8 @@ async fn with_and_without(
     ask: impl Fn(&str) -> String,
     condition: &str,
 ) -> (Vec<(String, Vec<f64>)>, Vec<(String, Vec<f64>)>) {
-    let with = answers_to(engine, request(), &ask(condition)).await;
-    let without = answers_to(engine, request(), &ask("")).await;
+    let with = common::released(engine, request(), &ask(condition)).await;
+    let without = common::released(engine, request(), &ask("")).await;
     assert_eq!((with.len(), without.len()), (DISTRICTS, DISTRICTS));
     (with, without)
 }
@@ -191,26 +190,6 @@ async fn asked_with_and_without(
     let (_dir, dataset, engine) = one_dataset(build);
     let request = || common::aggregate(vec![dataset.clone()], 5, [11; 32]);
     with_and_without(&engine, request, ask, condition).await
-}
-
-/// [`answers`] to `request`.
-async fn answers_to(engine: &QueryEngine, request: veil_query::QueryRequest, sql: &str) -> Vec<(String, Vec<f64>)> {
-    let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
-    let mut rows = Vec::new();
-    for batch in &answer.batches {
-        let district = cast(batch.column(0), &DataType::Utf8).unwrap();
-        let district = district.as_any().downcast_ref::<StringArray>().unwrap();
-        let numbers: Vec<ArrayRef> =
-            (1..batch.num_columns()).map(|i| cast(batch.column(i), &DataType::Float64).unwrap()).collect();
-        for row in 0..batch.num_rows() {
-            let values = numbers
-                .iter()
-                .map(|a| a.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>().unwrap().value(row))
-                .collect();
-            rows.push((district.value(row).to_owned(), values));
-        }
-    }
-    rows
 }
 
 /// Per district, twenty people of two visits, two of sixty and, with `target`, one of forty,

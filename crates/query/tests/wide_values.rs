@@ -16,10 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, Date32Array, Decimal128Array, Float64Array, Int64Array, RecordBatch, StringArray,
-};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use veil_common::Tag;
 use veil_guard::Contribution;
@@ -97,32 +94,15 @@ fn codes(dir: &Path) -> SessionDataset {
     common::about_nobody((dir, "codes"), "civil.codes", &batch, &[])
 }
 
-/// Per released group, its first column as text and the numbers after it.
+/// Per released group, its first column as text and the numbers after it, in the order of that
+/// text.
 async fn answers(engine: &QueryEngine, dataset: &SessionDataset, sql: &str) -> Vec<(String, Vec<f64>)> {
     answers_over(engine, std::slice::from_ref(dataset), sql).await
 }
 
 /// [`answers`] over several datasets.
 async fn answers_over(engine: &QueryEngine, datasets: &[SessionDataset], sql: &str) -> Vec<(String, Vec<f64>)> {
-    let request = common::aggregate(datasets.to_vec(), 5, [11; 32]);
-    let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
-    let mut rows = Vec::new();
-    for batch in &answer.batches {
-        let first = cast(batch.column(0), &DataType::Utf8).unwrap();
-        let first = first.as_any().downcast_ref::<StringArray>().unwrap();
-        let numbers: Vec<ArrayRef> =
-            (1..batch.num_columns()).map(|i| cast(batch.column(i), &DataType::Float64).unwrap()).collect();
-        for row in 0..batch.num_rows() {
-            let values = numbers
-                .iter()
-                .map(|a| {
-                    let a = a.as_any().downcast_ref::<Float64Array>().unwrap();
-                    if a.is_null(row) { f64::NAN } else { a.value(row) }
-                })
-                .collect();
-            rows.push((if first.is_null(row) { "NULL".to_owned() } else { first.value(row).to_owned() }, values));
-        }
-    }
+    let mut rows = common::released(engine, common::aggregate(datasets.to_vec(), 5, [11; 32]), sql).await;
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows
 }

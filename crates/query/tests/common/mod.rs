@@ -7,11 +7,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ArrowWriter;
 use veil_common::{Mode, Tag};
 use veil_guard::{ColumnInfo, Contribution, DatasetInfo};
-use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset};
+use veil_query::{Limits, QueryEngine, QueryRequest, SessionDataset, parse};
 
 /// `batch` written as the Parquet file `file`.parquet in `dir`, and its path.
 pub(crate) fn parquet(dir: &Path, file: &str, batch: &RecordBatch) -> PathBuf {
@@ -108,4 +110,24 @@ pub(crate) fn twins(
 /// An aggregate-mode request at k = `k` over `datasets`, under the noise key `noise_key`.
 pub(crate) fn aggregate(datasets: Vec<SessionDataset>, k: u64, noise_key: [u8; 32]) -> QueryRequest {
     QueryRequest { mode: Mode::Aggregate, k, datasets, dry_run: false, noise_key, exact_aggregates: false, dp: None }
+}
+
+/// Per released group of `sql` asked as `request` says, its first column as text (`NULL` for
+/// none) and the numbers after it, in the SELECT list's order and the answer's.
+pub(crate) async fn released(engine: &QueryEngine, request: QueryRequest, sql: &str) -> Vec<(String, Vec<f64>)> {
+    let answer = engine.run(&parse(sql, 1 << 16).unwrap(), request).await.unwrap();
+    let mut rows = Vec::new();
+    for batch in &answer.batches {
+        let first = cast(batch.column(0), &DataType::Utf8).unwrap();
+        let first = first.as_any().downcast_ref::<StringArray>().unwrap();
+        let numbers: Vec<ArrayRef> =
+            (1..batch.num_columns()).map(|i| cast(batch.column(i), &DataType::Float64).unwrap()).collect();
+        for row in 0..batch.num_rows() {
+            let values =
+                numbers.iter().map(|a| a.as_any().downcast_ref::<Float64Array>().unwrap().value(row)).collect();
+            let key = if first.is_null(row) { "NULL".to_owned() } else { first.value(row).to_owned() };
+            rows.push((key, values));
+        }
+    }
+    rows
 }
