@@ -1176,7 +1176,50 @@ async fn the_time_of_an_answer_does_not_say_whether_a_person_exists() {
     let listed = |kind: &str| {
         format!("SELECT kind, count(*) AS n FROM civil.visits_heavy WHERE kind IN ('{kind}', 'visit') GROUP BY kind")
     };
+    // A third red team: one person's rows in the cells around a few groups' buckets made
+    // those groups try every combination of cells where before they had one to try (48 rows
+    // around two of eight groups: twice as slow as the same rows far away, one query).
+    let around = |near: bool| {
+        let base = |g: u64| ((g * 37 + 11) * 10_000_000, (g * 53 + 7) * 10_000_000, (g * 71 + 3) * 10_000_000);
+        let offsets = [1, 3, 7, 15, 40, 90, 150, 400, 900, 1_500, 4_000, 9_000, 15_000, 40_000, 90_000];
+        let mut csv = String::from("person_id,a,b,c\n");
+        for g in 0..8 {
+            let (a, b, c) = base(g);
+            for p in 0..12 {
+                csv.push_str(&format!("g{g}p{p},{a},{b},{c}\n"));
+            }
+        }
+        for (i, o) in offsets.iter().take(10).enumerate() {
+            let (a, b, c) = base(i as u64 % 8);
+            csv.push_str(&format!("edge{i},{},{b},{c}\n", a + o));
+        }
+        for g in 0..2 {
+            let (a, b, c) = base(g);
+            for o in offsets.iter().skip(g as usize).step_by(2).take(8) {
+                let rows = [(a + o, b, c), (a, b + o, c), (a, b, c + o)];
+                for (i, (a, b, c)) in rows.into_iter().enumerate() {
+                    let (a, b, c) = if near { (a, b, c) } else { (100_000_000_000_000 + 7 * (o + i as u64), 1, 1) };
+                    csv.push_str(&format!("target,{a},{b},{c}\n"));
+                }
+            }
+        }
+        csv
+    };
+    for (name, near) in [("around_near", true), ("around_far", false)] {
+        let meta = json!({
+            "name": name, "department": "civil", "level": "L3", "privacy_unit": "person_id",
+            "columns": {
+                "person_id": {"tag": "identifier", "linkable": true},
+                "a": {"tag": "quasi_identifier", "type": "int64"},
+                "b": {"tag": "quasi_identifier", "type": "int64"},
+                "c": {"tag": "quasi_identifier", "type": "int64"}
+            }
+        });
+        register(&w, &meta, around(near).into_bytes()).await;
+    }
+    let cells = |name: &str| format!("SELECT a, b, c, count(*) AS n FROM civil.{name} GROUP BY a, b, c");
     let constructions = [
+        ("a person's rows in the cells around a few groups", "aggregate", cells("around_near"), cells("around_far")),
         ("an IN list holding the person's rare value, grouped by it", "aggregate", listed("rare"), listed("none")),
         ("a filter on the person's traits over their many rows", "aggregate", traits(&exists), traits(&absent)),
         ("five-way self-join", "dp", five_way_self_join("events"), five_way_self_join("events_without")),

@@ -87,8 +87,12 @@ const LOW_EFFECT_MARGIN: f64 = 3.5;
 /// of e at most, as for the release threshold. What stays an edge is one person against
 /// nobody (nothing removed is no decision): a condition removing the target alone is kept about
 /// one time in 25 (e^-2.5 / 2), one sticky draw for that person.
+///
+/// The draw is made for nobody too, so that the time a decision takes does not say whether
+/// anyone was there.
 fn low_effect(key: &hmac::Key, count: u64, seed: u64) -> bool {
-    count == 0 || count as f64 <= LOW_EFFECT_MARGIN + laplace(key, &[b"low effect", &seed.to_le_bytes()])
+    let draw = laplace(key, &[b"low effect", &seed.to_le_bytes()]);
+    count == 0 || count as f64 <= LOW_EFFECT_MARGIN + draw
 }
 
 /// A released group needs its people to reach `max(k, MIN_THRESHOLD)` plus this margin plus a
@@ -748,8 +752,76 @@ impl RowForm {
 /// How many people a cell around a bucket may add before it is surely not low-effect (the
 /// margin is 3.5 plus a draw of sd 1): counting stops there.
 const MOST_ADDED: u64 = 16;
-/// How many combinations of cells one group tries at most.
+/// How many combinations of cells the walk of one group enumerates at most.
 const MOST_COMBINATIONS: usize = 4096;
+/// How many of them one group measures: those it tries (the cells that hold a value their
+/// narrower ones do not and add a few people at most, in every combination), then others, up
+/// to this number or every combination, so that how many it measures does not depend on who is
+/// around it.
+const MOST_TRIED: usize = 64;
+
+/// A group's own bucket along a dimension.
+const OWN: &Side = &Side::Own;
+
+/// A region around a group: per dimension its side, and the blocks of the slice no side rules
+/// out (a bit per block, by its place in the slice).
+struct Region<'s> {
+    sides: Vec<&'s Side>,
+    reach: Vec<u64>,
+}
+
+impl<'s> Region<'s> {
+    /// The region of `sides`, each with the blocks it reaches ([`reach`]).
+    fn of(sides: impl Iterator<Item = (&'s Side, &'s [u64])>) -> Self {
+        let mut region = Region { sides: Vec::new(), reach: Vec::new() };
+        for (side, blocks) in sides {
+            if region.sides.is_empty() {
+                region.reach = blocks.to_vec();
+            } else {
+                region.reach.iter_mut().zip(blocks).for_each(|(r, b)| *r &= *b);
+            }
+            region.sides.push(side);
+        }
+        region
+    }
+
+    /// The places of the blocks it reaches, in order.
+    fn blocks(&self) -> impl Iterator<Item = usize> + '_ {
+        self.reach.iter().enumerate().flat_map(|(w, bits)| {
+            let mut bits = *bits;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    w * 64 + b
+                })
+            })
+        })
+    }
+}
+
+/// The blocks of a slice (`blocks`, a bit each by its place) that `side` along dimension `j`
+/// leaves in a region around the group `own`: along a key, those with the group's bucket, those
+/// whose values meet the cell, or all; along a range beside the keys, all (a range's cells are
+/// decided row by row). So a region's rows are looked for only in the blocks it reaches, which
+/// every side of it leaves in: a walk measures many regions, and reading every block of the
+/// slice for each made the walk's time grow with their number times the slice's blocks.
+fn reach(blocks: &[&Block<'_>], own: &Block<'_>, j: usize, side: &Side) -> Vec<u64> {
+    let mut bits = vec![0u64; blocks.len().div_ceil(64)];
+    for (at, block) in blocks.iter().enumerate() {
+        let meets = j >= own.buckets.len()
+            || match side {
+                Side::Own => block.buckets[j] == own.buckets[j],
+                Side::All => true,
+                Side::Cell(lo, hi) => {
+                    let (least, most) = block.bounds[j];
+                    !(most < lo.row() || least >= hi.row())
+                }
+            };
+        bits[at / 64] |= u64::from(meets) << (at % 64);
+    }
+    bits
+}
 
 /// One row of a bucket census: its row there (its values and buckets, in the census's row
 /// form), the person (0 over one row per person), the people and their seed, and the row's
@@ -887,17 +959,18 @@ fn added(
     blocks: &[&Block<'_>],
     entries: &[Entry],
     own: &Block<'_>,
-    sides: &[Side],
+    region: &Region<'_>,
     one_row: bool,
     taken: &Taken,
 ) -> (u64, u64, Vec<usize>) {
     let (mut added, mut found) = (Tally::default(), Vec::new());
+    let sides = &region.sides;
     let m = own.buckets.len();
     let reaches_all = sides.iter().any(|s| matches!(s, Side::All));
     // Where the region takes no cell around a range, a block all within the ranges is placed
     // by its keys alone.
     let ranges_own = sides[m..].iter().all(|s| matches!(s, Side::Own));
-    for block in blocks {
+    for block in region.blocks().filter_map(|at| blocks.get(at)) {
         // The group's own rows outside a range are in a region that takes a cell around it.
         if std::ptr::eq(*block, own) && ranges_own && own.all_inside {
             continue;
@@ -906,7 +979,7 @@ fn added(
         let mut whole = ranges_own && block.all_inside;
         let mut none = false;
         for (j, side) in sides.iter().enumerate().take(m) {
-            match side {
+            match *side {
                 Side::Own => none |= block.buckets[j] != own.buckets[j],
                 Side::All => {}
                 Side::Cell(lo, hi) => {
@@ -928,7 +1001,7 @@ fn added(
         for at in &block.entries {
             let e = &entries[*at];
             let within = whole
-                || sides.iter().enumerate().all(|(j, side)| match side {
+                || sides.iter().enumerate().all(|(j, side)| match *side {
                     Side::Own if j < m => true,
                     Side::Own => e.inside & (1 << (j - m)) != 0,
                     Side::All => true,
@@ -1048,7 +1121,8 @@ pub(crate) fn claims_for(
 /// census. Per value of the other keys, each group in turn (in an order keyed by the secret and
 /// its labels alone), tries the regions around it: per bucketed key its own bucket or a cell of
 /// the grid around it (the ranges' ladder), every combination but its own buckets alone, among
-/// the cells that add at most [`MOST_ADDED`] people with the other keys at their own. A region
+/// the cells that add at most [`MOST_ADDED`] people with the other keys at their own, up to
+/// [`MOST_TRIED`] of them (and measures as many whoever is around it: on time, below). A region
 /// whose people are almost nobody ([`low_effect`]: the draw a range's cell adding the same
 /// people gets) is low-effect, and the group claims those people's rows there that no group
 /// claimed before. A group some of whose rows were claimed claims none. The order is keyed by
@@ -1287,76 +1361,96 @@ pub(crate) fn claimed(
         // cell's people (a red team: the target's bucket 56 of 60 districts in one query).
         order.sort_by_key(|block| block.rank);
         for own in &order {
-            // A group some of whose rows were claimed claims none. A block with nobody in the
-            // ranges claims as any other: skipped, its group existed only
-            // when someone was in its cell of the query, and with the target alone there,
-            // widened by the cells around, a released group said so (a red team, no planted
-            // people: 30 of 30, never wrongly).
-            if own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash)) {
-                continue;
-            }
             // A group claims only where its own people would be released (the draw its answer
             // gets without claims), so claims enlarge released groups and never make one. A
             // group of one claimed the few people of the districts around it through its
             // key's prefix cell and was released now and then, only where that one person
-            // existed (a red team, never wrongly).
+            // existed (a red team, never wrongly). A block with nobody in the ranges claims as
+            // any other: skipped, its group existed only when someone was in its cell of the
+            // query, and with the target alone there, widened by the cells around, a released
+            // group said so (a red team, no planted people: 30 of 30, never wrongly).
             let (people, seed) = own.people_in_every_range(&rows, &entries, one_row);
             if !released(&key, people, k, &seed.to_le_bytes()) {
                 continue;
             }
+            // A group some of whose rows were claimed claims none; it walks its regions all
+            // the same (below, on time).
+            let claims_none = own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash));
             // Per key: its own bucket, then each cell around it; per range beside the keys: the
-            // range, then each cell of its ladder; of those cells, the ones that add at most a
-            // few people with the other dimensions at their own.
-            let mut choices: Vec<Vec<Side>> = Vec::with_capacity(m + r);
+            // range, then each cell of its ladder; each with whether the group tries it: the
+            // cells that hold a value the narrower ones do not and add at most a few people
+            // with the other dimensions at their own.
+            //
+            // Why every cell is measured, and as many combinations whoever is around: which
+            // cells a group tries depends on the people around it, and the walk measured only
+            // those. One person with rows in the cells around a few groups made them try every
+            // combination of cells where before they had one to try: a query twelve times
+            // slower (3.5 against 0.29 s), and with 48 rows around two of eight groups twice as
+            // slow, told apart from the same rows far away in one query, six targets of six (a
+            // red team, 2026-12-07, timing alone). Now each cell around the group is measured
+            // alone, and the group measures [`MOST_TRIED`] combinations of them (or all there
+            // are, a number its buckets and the query decide): those it tries, then others.
+            // What it does per region still grows with the rows the region reaches, and with
+            // how many of its own the group has (as the measurement's work does), not with how
+            // many regions it tries.
+            let n = m + r;
+            let own_reach: Vec<Vec<u64>> = (0..n).map(|j| reach(&order, own, j, OWN)).collect();
+            // What the region of the group's own buckets but along `j`, where it is `side`
+            // reaching `blocks`, adds: how many people, and their seed.
+            let alone = |j: usize, side: &Side, blocks: &[u64]| -> (u64, u64) {
+                let region =
+                    Region::of((0..n).map(|i| if i == j { (side, blocks) } else { (OWN, own_reach[i].as_slice()) }));
+                let (count, seed, _) = added(&rows, &order, &entries, own, &region, one_row, &Taken::default());
+                (count, seed)
+            };
+            let mut choices: Vec<Vec<(Side, bool, Vec<u64>)>> = Vec::with_capacity(n);
             let mut whole_along = 0u64;
-            for j in 0..m + r {
+            for j in 0..n {
                 let cells = match (labels.get(j), range_cells.get(j.wrapping_sub(m))) {
                     (Some(label), _) => label.cells_around(&own.buckets[j]),
                     (None, Some(Some(ladder))) => ladder.cells.clone(),
                     (None, _) => Vec::new(),
                 };
-                let mut sides = vec![Side::Own];
+                let mut sides = vec![(Side::Own, true, own_reach[j].clone())];
                 let mut last = None;
                 for (lo, hi) in cells {
                     // In the layout the census gave the column (text as a view or not).
                     let (Ok(lo), Ok(hi)) = (rows.values[j].of(&lo), rows.values[j].of(&hi)) else { continue };
                     let span = held(j, lo.row(), hi.row());
-                    if last == Some(span) || (j >= m && span.1 - span.0 == in_range[j - m]) {
-                        continue;
+                    let cell = Side::Cell(lo, hi);
+                    let blocks = reach(&order, own, j, &cell);
+                    let (count, _) = alone(j, &cell, &blocks);
+                    // A cell holding no value its narrower one does not, or no more of a
+                    // range's than the range, is a region tried already.
+                    let new = last != Some(span) && !(j >= m && span.1 - span.0 == in_range[j - m]);
+                    if new {
+                        last = Some(span);
                     }
-                    last = Some(span);
-                    let mut region = vec![Side::Own; m + r];
-                    region[j] = Side::Cell(lo.clone(), hi.clone());
-                    if added(&rows, &order, &entries, own, &region, one_row, &Taken::default()).0 <= MOST_ADDED {
-                        sides.push(Side::Cell(lo, hi));
-                    }
+                    sides.push((cell, new && count <= MOST_ADDED, blocks));
                 }
                 // A key's last cell is every value, NULL too: what the query without the key
                 // holds (a group against it told the one person outside the group, a flag
                 // or a code no prefix of the group's reaches). Not tried where the widest
                 // cell already held every value of the slice.
                 if j < m {
-                    let mut region = vec![Side::Own; m + r];
-                    region[j] = Side::All;
-                    let (count, seed, _) = added(&rows, &order, &entries, own, &region, one_row, &Taken::default());
-                    if count <= MOST_ADDED && last != Some((0, sorted[j].len())) {
-                        sides.push(Side::All);
-                    }
-                    if sorted[j].len() <= 1 || (count <= MOST_ADDED && low_effect(&key, count, seed)) {
+                    let blocks = reach(&order, own, j, &Side::All);
+                    let (count, seed) = alone(j, &Side::All, &blocks);
+                    let few = low_effect(&key, count, seed) && count <= MOST_ADDED;
+                    sides.push((Side::All, count <= MOST_ADDED && last != Some((0, sorted[j].len())), blocks));
+                    if sorted[j].len() <= 1 || few {
                         whole_along |= 1 << walk[j];
                     }
                 }
                 choices.push(sides);
             }
-            if let Some(keys) = &own.keys {
+            if let (Some(keys), false) = (&own.keys, claims_none) {
                 whole.insert(keys.clone(), whole_along);
             }
-            // Every combination but the group's own region alone, narrowest first per dimension.
-            let n = m + r;
-            let mut taken = Taken::default();
+            // Every combination but the group's own region alone, narrowest first per
+            // dimension, as an odometer over the dimensions' cells.
+            let mut steps: Vec<usize> = Vec::new();
             let mut combination = vec![0usize; n];
             for _ in 0..MOST_COMBINATIONS {
-                // The next combination, as an odometer over the dimensions' choices.
                 let mut j = n;
                 while j > 0 {
                     j -= 1;
@@ -1369,23 +1463,52 @@ pub(crate) fn claimed(
                 if combination.iter().all(|c| *c == 0) {
                     break;
                 }
-                let region: Vec<Side> = combination.iter().enumerate().map(|(j, c)| choices[j][*c].clone()).collect();
-                let (count, seed, found) = added(&rows, &order, &entries, own, &region, one_row, &taken);
-                if count > MOST_ADDED {
-                    // The last key's wider cells add at least as many: on to the next cell of
-                    // the key before it.
-                    if let Some(last) = combination.last_mut() {
-                        *last = choices[n - 1].len() - 1;
-                    }
+                steps.extend_from_slice(&combination);
+            }
+            let combinations: Vec<&[usize]> = if n == 0 { Vec::new() } else { steps.chunks_exact(n).collect() };
+            let region = |combination: &[usize]| {
+                Region::of(combination.iter().enumerate().map(|(j, c)| {
+                    let (side, _, blocks) = &choices[j][*c];
+                    (side, blocks.as_slice())
+                }))
+            };
+            // The group tries the combinations of cells it tries, up to [`MOST_TRIED`]; a
+            // region that adds too many people passes the last dimension's wider cells (they
+            // add at least as many) for the cells of the dimensions before it as they are.
+            // Then it measures regions it did not try, until it has measured as many as it
+            // would try at most: the same number whoever is around it.
+            let budget = combinations.len().min(MOST_TRIED);
+            let mut measured = vec![false; combinations.len()];
+            let mut tried = 0;
+            let mut taken = Taken::default();
+            let mut passed: Option<&[usize]> = None;
+            for (at, combination) in combinations.iter().enumerate() {
+                let before = combination.split_last().map(|(_, before)| before);
+                let tries =
+                    !claims_none && combination.iter().enumerate().all(|(j, c)| choices[j][*c].1) && passed != before;
+                if !tries || tried == budget {
                     continue;
                 }
-                if low_effect(&key, count, seed) {
+                measured[at] = true;
+                tried += 1;
+                let (count, seed, found) = added(&rows, &order, &entries, own, &region(combination), one_row, &taken);
+                let few = low_effect(&key, count, seed);
+                if count > MOST_ADDED {
+                    passed = before;
+                    continue;
+                }
+                if few {
                     for at in found {
                         let e = &entries[at];
                         claims.entry(e.hash).or_insert_with(|| own.claimed.clone());
                         taken.hashes.insert(e.hash);
                     }
                 }
+            }
+            let untried = combinations.iter().zip(&measured).filter(|(_, m)| !**m).map(|(c, _)| c);
+            for combination in untried.take(budget - tried) {
+                let (count, seed, _) = added(&rows, &order, &entries, own, &region(combination), one_row, &taken);
+                std::hint::black_box(low_effect(&key, count, seed));
             }
         }
     }
