@@ -885,6 +885,13 @@ impl Tally {
         Self { persons: FastSet::with_capacity_and_hasher(persons, Default::default()), ..Self::default() }
     }
 
+    /// Nobody counted, the room kept.
+    fn clear(&mut self) {
+        self.persons.clear();
+        self.count = 0;
+        self.seed = 0;
+    }
+
     fn add(&mut self, e: &Entry, one_row: bool) {
         if one_row {
             self.count += e.people;
@@ -941,15 +948,27 @@ fn not_a_number(array: &ArrayRef, row: usize) -> bool {
     }
 }
 
-/// What a group took in the regions around it so far: the claim hashes of the entries.
-#[derive(Default)]
+/// What the walk of one group holds: the claim hashes of the entries it took in the regions
+/// around it so far, and the tally and the entries of the region it measured last. The tally
+/// and the entries are kept from region to region, with room for a few people made once, so
+/// that a region with someone in it does not allocate where an empty one does not (time).
 struct Taken {
     hashes: FastSet<u64>,
+    tally: Tally,
+    found: Vec<usize>,
+}
+
+impl Taken {
+    fn new() -> Self {
+        let room = MOST_ADDED as usize + 1;
+        Self { hashes: FastSet::default(), tally: Tally::with_room(room), found: Vec::with_capacity(4 * room) }
+    }
 }
 
 /// The people whose rows the region `sides` around the group `own` adds to it, among
-/// `blocks`, counted until more than [`MOST_ADDED`]: their number, the seed of their set and
-/// the entries (by index) the region would take. A person already in the group counts too:
+/// `blocks`, counted until more than [`MOST_ADDED`]: their number and the seed of their set,
+/// and in `taken.found` the entries (by index) the region would take, where it adds at most so
+/// many. A person already in the group counts too:
 /// the region changes their contribution. A region reaching every value of a key adds the
 /// rows the group has not `taken` yet: the query without the key holds the group's own and
 /// what it took, and a condition left out changes the rows of the others (one set of people,
@@ -961,9 +980,11 @@ fn added(
     own: &Block<'_>,
     region: &Region<'_>,
     one_row: bool,
-    taken: &Taken,
-) -> (u64, u64, Vec<usize>) {
-    let (mut added, mut found) = (Tally::default(), Vec::new());
+    taken: &mut Taken,
+) -> (u64, u64) {
+    taken.tally.clear();
+    taken.found.clear();
+    let Taken { hashes, tally: added, found } = taken;
     let sides = &region.sides;
     let m = own.buckets.len();
     let reaches_all = sides.iter().any(|s| matches!(s, Side::All));
@@ -996,7 +1017,8 @@ fn added(
             continue;
         }
         if one_row && whole && !reaches_all && block.people > MOST_ADDED {
-            return (MOST_ADDED + 1, 0, Vec::new());
+            found.clear();
+            return (MOST_ADDED + 1, 0);
         }
         for at in &block.entries {
             let e = &entries[*at];
@@ -1009,7 +1031,7 @@ fn added(
                 });
             // Its own rows within every range are the group's.
             let own_row = std::ptr::eq(*block, own) && census.in_every_range(e);
-            if !within || own_row || (reaches_all && taken.hashes.contains(&e.hash)) {
+            if !within || own_row || (reaches_all && hashes.contains(&e.hash)) {
                 continue;
             }
             // A person already in the group (its own, or taken from a narrower cell) counts
@@ -1020,11 +1042,12 @@ fn added(
             added.add(e, one_row);
             found.push(*at);
             if added.count > MOST_ADDED {
-                return (added.count, 0, Vec::new());
+                found.clear();
+                return (added.count, 0);
             }
         }
     }
-    (added.count, added.seed, found)
+    (added.count, added.seed)
 }
 
 /// What [`claimed`] reads of a measurement besides its census: two measurements asking alike
@@ -1397,11 +1420,12 @@ pub(crate) fn claimed(
             let own_reach: Vec<Vec<u64>> = (0..n).map(|j| reach(&order, own, j, OWN)).collect();
             // What the region of the group's own buckets but along `j`, where it is `side`
             // reaching `blocks`, adds: how many people, and their seed.
-            let alone = |j: usize, side: &Side, blocks: &[u64]| -> (u64, u64) {
+            // (Nothing is taken yet: the group's walk has not begun.)
+            let mut taken = Taken::new();
+            let mut alone = |j: usize, side: &Side, blocks: &[u64]| -> (u64, u64) {
                 let region =
                     Region::of((0..n).map(|i| if i == j { (side, blocks) } else { (OWN, own_reach[i].as_slice()) }));
-                let (count, seed, _) = added(&rows, &order, &entries, own, &region, one_row, &Taken::default());
-                (count, seed)
+                added(&rows, &order, &entries, own, &region, one_row, &mut taken)
             };
             let mut choices: Vec<Vec<(Side, bool, Vec<u64>)>> = Vec::with_capacity(n);
             let mut whole_along = 0u64;
@@ -1480,7 +1504,6 @@ pub(crate) fn claimed(
             let budget = combinations.len().min(MOST_TRIED);
             let mut measured = vec![false; combinations.len()];
             let mut tried = 0;
-            let mut taken = Taken::default();
             let mut passed: Option<&[usize]> = None;
             for (at, combination) in combinations.iter().enumerate() {
                 let before = combination.split_last().map(|(_, before)| before);
@@ -1491,15 +1514,15 @@ pub(crate) fn claimed(
                 }
                 measured[at] = true;
                 tried += 1;
-                let (count, seed, found) = added(&rows, &order, &entries, own, &region(combination), one_row, &taken);
+                let (count, seed) = added(&rows, &order, &entries, own, &region(combination), one_row, &mut taken);
                 let few = low_effect(&key, count, seed);
                 if count > MOST_ADDED {
                     passed = before;
                     continue;
                 }
                 if few {
-                    for at in found {
-                        let e = &entries[at];
+                    for at in &taken.found {
+                        let e = &entries[*at];
                         claims.entry(e.hash).or_insert_with(|| own.claimed.clone());
                         taken.hashes.insert(e.hash);
                     }
@@ -1507,7 +1530,7 @@ pub(crate) fn claimed(
             }
             let untried = combinations.iter().zip(&measured).filter(|(_, m)| !**m).map(|(c, _)| c);
             for combination in untried.take(budget - tried) {
-                let (count, seed, _) = added(&rows, &order, &entries, own, &region(combination), one_row, &taken);
+                let (count, seed) = added(&rows, &order, &entries, own, &region(combination), one_row, &mut taken);
                 std::hint::black_box(low_effect(&key, count, seed));
             }
         }
