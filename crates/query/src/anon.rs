@@ -763,8 +763,9 @@ const MOST_TRIED: usize = 64;
 /// A group's own bucket along a dimension.
 const OWN: &Side = &Side::Own;
 
-/// A region around a group: per dimension its side, and the blocks of the slice no side rules
-/// out (a bit per block, by its place in the slice).
+/// A region around a group: per dimension its side, and the blocks of the slice every side
+/// meets (a bit per block, by its place in the slice; [`reach`] per side, the only place that
+/// decides it: [`added`] reads no other block).
 struct Region<'s> {
     sides: Vec<&'s Side>,
     reach: Vec<u64>,
@@ -996,26 +997,13 @@ fn added(
         if std::ptr::eq(*block, own) && ranges_own && own.all_inside {
             continue;
         }
-        // Whole inside, partly, or not at all, by the keys.
-        let mut whole = ranges_own && block.all_inside;
-        let mut none = false;
-        for (j, side) in sides.iter().enumerate().take(m) {
-            match *side {
-                Side::Own => none |= block.buckets[j] != own.buckets[j],
-                Side::All => {}
-                Side::Cell(lo, hi) => {
-                    let (least, most) = block.bounds[j];
-                    if most < lo.row() || least >= hi.row() {
-                        none = true;
-                    } else if !(inside(least, lo.row(), hi.row()) && inside(most, lo.row(), hi.row())) {
-                        whole = false;
-                    }
-                }
-            }
-        }
-        if none {
-            continue;
-        }
+        // Whole inside or partly, by the keys (every side meets the block: `Region::reach`).
+        let whole = ranges_own
+            && block.all_inside
+            && sides.iter().zip(&block.bounds).all(|(side, (least, most))| match *side {
+                Side::Cell(lo, hi) => inside(*least, lo.row(), hi.row()) && inside(*most, lo.row(), hi.row()),
+                Side::Own | Side::All => true,
+            });
         if one_row && whole && !reaches_all && block.people > MOST_ADDED {
             found.clear();
             return (MOST_ADDED + 1, 0);
