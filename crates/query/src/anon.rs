@@ -760,68 +760,174 @@ const MOST_COMBINATIONS: usize = 4096;
 /// around it.
 const MOST_TRIED: usize = 64;
 
-/// A group's own bucket along a dimension.
-const OWN: &Side = &Side::Own;
-
-/// A region around a group: per dimension its side, and the blocks of the slice every side
-/// meets (a bit per block, by its place in the slice; [`reach`] per side, the only place that
-/// decides it: [`added`] reads no other block).
-struct Region<'s> {
-    sides: Vec<&'s Side>,
-    reach: Vec<u64>,
+/// Per dimension of the walk (each bucketed key, then each range beside them), a side of a
+/// region around a group: its own bucket (along a range, the range), a cell of the grid around
+/// it as the places `[lo, hi)` of the slice's distinct values it holds ([`Places`]), or every
+/// value, NULL and not a number too (the query without the key).
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Own,
+    Cell(u32, u32),
+    All,
 }
 
-impl<'s> Region<'s> {
-    /// The region of `sides`, each with the blocks it reaches ([`reach`]).
-    fn of(sides: impl Iterator<Item = (&'s Side, &'s [u64])>) -> Self {
-        let mut region = Region { sides: Vec::new(), reach: Vec::new() };
-        for (side, blocks) in sides {
-            if region.sides.is_empty() {
-                region.reach = blocks.to_vec();
-            } else {
-                region.reach.iter_mut().zip(blocks).for_each(|(r, b)| *r &= *b);
+/// A slice's blocks and entries placed along the walk's dimensions in integers: each value by
+/// its place among the slice's distinct values of its dimension, in order (a cell of the grid
+/// is then a span of places), each block by an id of its bucket and the places of its least and
+/// greatest value per key. A region's blocks are found from the narrowest of its sides' lists
+/// (the blocks with the group's bucket along a key, or those whose values meet a cell along
+/// it, a span of the blocks ordered by their least value), and its rows are decided by
+/// comparing integers.
+///
+/// Why: a group measures a fixed number of regions (every cell around it alone, about sixty
+/// per numeric key, then [`MOST_TRIED`] combinations), and before this each region looked at
+/// every block of the slice, comparing values in arrow's row form. One person's rows in new
+/// buckets near many groups made new blocks that every region of every group looked at: about
+/// 0.16 ms a row, ten rows around each of 32 groups twice as slow as without them, told apart
+/// in one query 69 times of 72 (a red team, 2026-12-07, timing alone). Now a region looks only
+/// at the blocks of its narrowest side, a block costs a few integer comparisons, and a row
+/// costs what its block's regions read of it.
+struct Places {
+    /// How many dimensions, and how many of them are keys.
+    n: usize,
+    m: usize,
+    /// Per entry (by index, `n` each), the place of its value along each dimension; written
+    /// slice by slice.
+    value: Vec<u32>,
+    /// Per block (by its place in the claim order, `m` each): its bucket's id, and the places
+    /// of its least and greatest value, per key.
+    bucket: Vec<u32>,
+    least: Vec<u32>,
+    most: Vec<u32>,
+    /// Per key, per bucket id, its blocks in order.
+    with_bucket: Vec<Vec<Vec<u32>>>,
+    /// Per key, the blocks by their least value, and the greatest value among those up to each.
+    by_least: Vec<Vec<u32>>,
+    most_so_far: Vec<Vec<u32>>,
+    /// Every block, in order.
+    every: Vec<u32>,
+}
+
+impl Places {
+    /// The places of `entries`' values along the `n` dimensions (per dimension, the slice's
+    /// distinct values' hashes, ordered as the values are), and of `blocks`' buckets.
+    fn new(
+        n: usize,
+        order: &[&Block],
+        entries: &[Entry],
+        value_hashes: &[Vec<u64>],
+        sorted: &[Vec<u64>],
+        value: Vec<u32>,
+    ) -> Result<Self> {
+        let m = order.first().map_or(0, |b| b.buckets.len());
+        let mut places = Self {
+            n,
+            m,
+            value,
+            bucket: Vec::with_capacity(order.len() * m),
+            least: Vec::with_capacity(order.len() * m),
+            most: Vec::with_capacity(order.len() * m),
+            with_bucket: vec![Vec::new(); m],
+            by_least: Vec::with_capacity(m),
+            most_so_far: Vec::with_capacity(m),
+            every: (0..u32::try_from(order.len()).map_err(internal)?).collect(),
+        };
+        let place_of: Vec<FastMap<u64, u32>> = sorted
+            .iter()
+            .map(|hashes| {
+                hashes.iter().enumerate().map(|(at, h)| Ok((*h, u32::try_from(at).map_err(internal)?))).collect()
+            })
+            .collect::<Result<_>>()?;
+        for block in order {
+            for e in &block.entries {
+                let row = entries[*e].row;
+                for j in 0..n {
+                    let at = place_of[j].get(&value_hashes[j][row]).ok_or_else(|| internal("a value's place"))?;
+                    places.value[*e * n + j] = *at;
+                }
             }
-            region.sides.push(side);
         }
-        region
+        let mut ids: Vec<FastMap<&ScalarValue, u32>> = vec![FastMap::default(); m];
+        for (b, block) in order.iter().enumerate() {
+            for (j, bucket) in block.buckets.iter().enumerate() {
+                let next = u32::try_from(ids[j].len()).map_err(internal)?;
+                let id = *ids[j].entry(bucket).or_insert(next);
+                if id == next {
+                    places.with_bucket[j].push(Vec::new());
+                }
+                places.with_bucket[j][id as usize].push(u32::try_from(b).map_err(internal)?);
+                let values = block.entries.iter().map(|e| places.value[*e * n + j]);
+                places.bucket.push(id);
+                places.least.push(values.clone().min().unwrap_or(0));
+                places.most.push(values.max().unwrap_or(0));
+            }
+        }
+        for j in 0..m {
+            let mut by_least = places.every.clone();
+            by_least.sort_by_key(|b| places.least[*b as usize * m + j]);
+            let mut most = 0;
+            places.most_so_far.push(
+                by_least
+                    .iter()
+                    .map(|b| {
+                        most = most.max(places.most[*b as usize * m + j]);
+                        most
+                    })
+                    .collect(),
+            );
+            places.by_least.push(by_least);
+        }
+        Ok(places)
     }
 
-    /// The places of the blocks it reaches, in order.
-    fn blocks(&self) -> impl Iterator<Item = usize> + '_ {
-        self.reach.iter().enumerate().flat_map(|(w, bits)| {
-            let mut bits = *bits;
-            std::iter::from_fn(move || {
-                (bits != 0).then(|| {
-                    let b = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    w * 64 + b
-                })
-            })
+    /// The place of `entry`'s value along dimension `j`.
+    fn of(&self, entry: usize, j: usize) -> u32 {
+        self.value[entry * self.n + j]
+    }
+
+    /// The blocks that may meet every side of a region around the block `own`: those of its
+    /// narrowest side (along a key, the blocks with `own`'s bucket or those whose values may
+    /// meet the cell), every block where no side along a key narrows it.
+    fn candidates(&self, own: usize, sides: &[Side]) -> &[u32] {
+        let m = self.m;
+        let mut narrowest = self.every.as_slice();
+        for (j, side) in sides.iter().enumerate().take(m) {
+            let list = match *side {
+                Side::Own => self.with_bucket[j][self.bucket[own * m + j] as usize].as_slice(),
+                Side::Cell(lo, hi) => {
+                    // Before `start` every block ends below the cell; from `end` on every block
+                    // begins at or above its end.
+                    let start = self.most_so_far[j].partition_point(|most| *most < lo);
+                    let end = self.by_least[j].partition_point(|b| self.least[*b as usize * m + j] < hi);
+                    self.by_least[j].get(start..end.max(start)).unwrap_or_default()
+                }
+                Side::All => continue,
+            };
+            if list.len() < narrowest.len() {
+                narrowest = list;
+            }
+        }
+        narrowest
+    }
+
+    /// Whether the block `block` meets every side of a region around the block `own`.
+    fn meets(&self, block: usize, own: usize, sides: &[Side]) -> bool {
+        let m = self.m;
+        sides.iter().take(m).enumerate().all(|(j, side)| match *side {
+            Side::Own => self.bucket[block * m + j] == self.bucket[own * m + j],
+            Side::Cell(lo, hi) => self.least[block * m + j] < hi && self.most[block * m + j] >= lo,
+            Side::All => true,
         })
     }
-}
 
-/// The blocks of a slice (`blocks`, a bit each by its place) that `side` along dimension `j`
-/// leaves in a region around the group `own`: along a key, those with the group's bucket, those
-/// whose values meet the cell, or all; along a range beside the keys, all (a range's cells are
-/// decided row by row). So a region's rows are looked for only in the blocks it reaches, which
-/// every side of it leaves in: a walk measures many regions, and reading every block of the
-/// slice for each made the walk's time grow with their number times the slice's blocks.
-fn reach(blocks: &[&Block<'_>], own: &Block<'_>, j: usize, side: &Side) -> Vec<u64> {
-    let mut bits = vec![0u64; blocks.len().div_ceil(64)];
-    for (at, block) in blocks.iter().enumerate() {
-        let meets = j >= own.buckets.len()
-            || match side {
-                Side::Own => block.buckets[j] == own.buckets[j],
-                Side::All => true,
-                Side::Cell(lo, hi) => {
-                    let (least, most) = block.bounds[j];
-                    !(most < lo.row() || least >= hi.row())
-                }
-            };
-        bits[at / 64] |= u64::from(meets) << (at % 64);
+    /// Whether every value of the block `block` lies in every cell along the keys of `sides`.
+    fn whole(&self, block: usize, sides: &[Side]) -> bool {
+        let m = self.m;
+        sides.iter().take(m).enumerate().all(|(j, side)| match *side {
+            Side::Cell(lo, hi) => self.least[block * m + j] >= lo && self.most[block * m + j] < hi,
+            Side::Own | Side::All => true,
+        })
     }
-    bits
 }
 
 /// One row of a bucket census: its row there (its values and buckets, in the census's row
@@ -839,7 +945,7 @@ struct Entry {
 
 /// The entries of one combination of buckets (one group of the answer, before claims); its
 /// people are those with a row in every range beside the keys.
-struct Block<'a> {
+struct Block {
     /// The buckets, as values, per dimension of the walk.
     buckets: Vec<ScalarValue>,
     /// The same in the claims' order (per bucketed key, then per range that is a key's
@@ -850,15 +956,13 @@ struct Block<'a> {
     keys: Option<Vec<ScalarValue>>,
     entries: Vec<usize>,
     people: u64,
-    /// Per bucketed key, the least and the greatest value.
-    bounds: Vec<(Row<'a>, Row<'a>)>,
     /// Its place in the order in which groups claim: a keyed hash of its labels alone.
     rank: u64,
     /// Whether every entry is in every range beside the keys.
     all_inside: bool,
 }
 
-impl Block<'_> {
+impl Block {
     /// The block's own people (its entries within every range beside the keys) and the seed
     /// of their set, as the group's measurement counts them.
     fn people_in_every_range(&self, census: &Census, entries: &[Entry], one_row: bool) -> (u64, u64) {
@@ -904,21 +1008,6 @@ impl Tally {
     }
 }
 
-/// Per bucketed key, a group's own bucket, a cell `[lo, hi)` of the grid around it, in the
-/// census's row form of the key's values, or every value, NULL and not a number too (the
-/// query without the key).
-#[derive(Clone)]
-enum Side {
-    Own,
-    Cell(OwnedRow, OwnedRow),
-    All,
-}
-
-/// Whether `v` is in `[lo, hi)`.
-fn inside(v: Row<'_>, lo: Row<'_>, hi: Row<'_>) -> bool {
-    v >= lo && v < hi
-}
-
 /// A bucket census's values per dimension (each bucketed key, then each range beside them),
 /// in arrow's row form.
 struct Census {
@@ -928,10 +1017,6 @@ struct Census {
 }
 
 impl Census {
-    fn value(&self, j: usize, entry: &Entry) -> Row<'_> {
-        self.values[j].row(entry.row)
-    }
-
     /// Whether `entry` is in every range beside the keys.
     fn in_every_range(&self, entry: &Entry) -> bool {
         entry.inside == self.everywhere
@@ -966,44 +1051,45 @@ impl Taken {
     }
 }
 
-/// The people whose rows the region `sides` around the group `own` adds to it, among
-/// `blocks`, counted until more than [`MOST_ADDED`]: their number and the seed of their set,
-/// and in `taken.found` the entries (by index) the region would take, where it adds at most so
-/// many. A person already in the group counts too:
-/// the region changes their contribution. A region reaching every value of a key adds the
-/// rows the group has not `taken` yet: the query without the key holds the group's own and
-/// what it took, and a condition left out changes the rows of the others (one set of people,
-/// one draw, either way).
-fn added(
-    census: &Census,
-    blocks: &[&Block<'_>],
-    entries: &[Entry],
-    own: &Block<'_>,
-    region: &Region<'_>,
+/// What the walks of a slice's groups read: the census, its entries, the slice's blocks in the
+/// claim order and their places.
+struct Slice<'a> {
+    census: &'a Census,
+    entries: &'a [Entry],
+    blocks: &'a [&'a Block],
+    places: &'a Places,
     one_row: bool,
-    taken: &mut Taken,
-) -> (u64, u64) {
+}
+
+/// The people whose rows the region `sides` around the group `own` (by its place in the
+/// slice's blocks) adds to it, counted until more than [`MOST_ADDED`]: their number and the
+/// seed of their set, and in `taken.found` the entries (by index) the region would take, where
+/// it adds at most so many. A person already in the group counts too: the region changes their
+/// contribution. A region reaching every value of a key adds the rows the group has not `taken`
+/// yet: the query without the key holds the group's own and what it took, and a condition left
+/// out changes the rows of the others (one set of people, one draw, either way).
+fn added(slice: &Slice<'_>, own: usize, sides: &[Side], taken: &mut Taken) -> (u64, u64) {
+    let Slice { census, entries, blocks, places, one_row } = *slice;
     taken.tally.clear();
     taken.found.clear();
     let Taken { hashes, tally: added, found } = taken;
-    let sides = &region.sides;
-    let m = own.buckets.len();
-    let reaches_all = sides.iter().any(|s| matches!(s, Side::All));
+    let m = places.m;
+    let reaches_all = sides.contains(&Side::All);
     // Where the region takes no cell around a range, a block all within the ranges is placed
     // by its keys alone.
-    let ranges_own = sides[m..].iter().all(|s| matches!(s, Side::Own));
-    for block in region.blocks().filter_map(|at| blocks.get(at)) {
-        // The group's own rows outside a range are in a region that takes a cell around it.
-        if std::ptr::eq(*block, own) && ranges_own && own.all_inside {
+    let ranges_own = sides[m..].iter().all(|s| *s == Side::Own);
+    for at in places.candidates(own, sides) {
+        let b = *at as usize;
+        let Some(block) = blocks.get(b) else { continue };
+        if !places.meets(b, own, sides) {
             continue;
         }
-        // Whole inside or partly, by the keys (every side meets the block: `Region::reach`).
-        let whole = ranges_own
-            && block.all_inside
-            && sides.iter().zip(&block.bounds).all(|(side, (least, most))| match *side {
-                Side::Cell(lo, hi) => inside(*least, lo.row(), hi.row()) && inside(*most, lo.row(), hi.row()),
-                Side::Own | Side::All => true,
-            });
+        // The group's own rows outside a range are in a region that takes a cell around it.
+        if b == own && ranges_own && block.all_inside {
+            continue;
+        }
+        // Whole inside or partly, by the keys (every side meets the block).
+        let whole = ranges_own && block.all_inside && places.whole(b, sides);
         if one_row && whole && !reaches_all && block.people > MOST_ADDED {
             found.clear();
             return (MOST_ADDED + 1, 0);
@@ -1015,10 +1101,10 @@ fn added(
                     Side::Own if j < m => true,
                     Side::Own => e.inside & (1 << (j - m)) != 0,
                     Side::All => true,
-                    Side::Cell(lo, hi) => inside(census.value(j, e), lo.row(), hi.row()),
+                    Side::Cell(lo, hi) => (lo..hi).contains(&places.of(*at, j)),
                 });
             // Its own rows within every range are the group's.
-            let own_row = std::ptr::eq(*block, own) && census.in_every_range(e);
+            let own_row = b == own && census.in_every_range(e);
             if !within || own_row || (reaches_all && hashes.contains(&e.hash)) {
                 continue;
             }
@@ -1266,8 +1352,11 @@ pub(crate) fn claimed(
     let mut sets: Vec<Vec<usize>> = by_others.into_values().collect();
     // The same order every time, whatever the hash map's.
     sets.sort_by_cached_key(|set| set.iter().map(|e| entries[*e].hash).min());
+    // Per entry and dimension, its value's place in its slice ([`Places`]); one allocation,
+    // written slice by slice.
+    let mut value_places = vec![0u32; entries.len() * (m + r)];
     for set in sets {
-        let mut blocks: FastMap<u64, Block<'_>> = FastMap::default();
+        let mut blocks: FastMap<u64, Block> = FastMap::default();
         for at in set {
             let e = &entries[at];
             let block = match blocks.entry(block_of[e.row]) {
@@ -1277,7 +1366,6 @@ pub(crate) fn claimed(
                         .iter()
                         .map(|b| ScalarValue::try_from_array(b, e.row).map_err(internal))
                         .collect::<Result<Vec<_>>>()?;
-                    let bounds = (0..m).map(|j| (rows.value(j, e), rows.value(j, e))).collect();
                     // Keyed by the installation's secret, so that no analyst knows the order;
                     // by the group's labels alone (as the answer's conditions and its keys'
                     // values name it), so that nobody in the data changes it and no spelling
@@ -1313,16 +1401,7 @@ pub(crate) fn claimed(
                     let tag = hmac::sign(&key, format!("claim order {labelled:?}").as_bytes());
                     let rank = tag.as_ref().iter().take(8).fold(0u64, |r, b| r << 8 | u64::from(*b));
                     let keys = answered.then_some(values);
-                    v.insert(Block {
-                        buckets,
-                        claimed,
-                        keys,
-                        entries: Vec::new(),
-                        people: 0,
-                        bounds,
-                        rank,
-                        all_inside: true,
-                    })
+                    v.insert(Block { buckets, claimed, keys, entries: Vec::new(), people: 0, rank, all_inside: true })
                 }
             };
             block.entries.push(at);
@@ -1331,11 +1410,6 @@ pub(crate) fn claimed(
             if in_every_range {
                 block.people += e.people;
             }
-            for (j, (least, most)) in block.bounds.iter_mut().enumerate() {
-                let v = rows.value(j, e);
-                *least = (*least).min(v);
-                *most = (*most).max(v);
-            }
         }
         // Per key, this slice's distinct values in order: a cell holding no value its
         // narrower cell does not is the same region of the data, and is not tried again.
@@ -1343,7 +1417,7 @@ pub(crate) fn claimed(
         // around it that holds no more is the range itself, and is not tried. Counted in the
         // same pass.
         let mut in_range = vec![0usize; r];
-        let sorted: Vec<Vec<Row<'_>>> = (0..m + r)
+        let sorted: Vec<Vec<(Row<'_>, u64)>> = (0..m + r)
             .map(|j| {
                 let mut distinct: FastMap<u64, usize> = FastMap::default();
                 let mut inside: FastSet<u64> = FastSet::default();
@@ -1357,21 +1431,25 @@ pub(crate) fn claimed(
                 if j >= m {
                     in_range[j - m] = inside.len();
                 }
-                let mut v: Vec<Row<'_>> = distinct.into_values().map(|row| rows.values[j].row(row)).collect();
+                let mut v: Vec<(Row<'_>, u64)> =
+                    distinct.into_iter().map(|(hash, row)| (rows.values[j].row(row), hash)).collect();
                 v.sort_unstable();
                 v
             })
             .collect();
         let held = |j: usize, lo: Row<'_>, hi: Row<'_>| {
-            let below = |bound: Row<'_>| sorted[j].partition_point(|v| *v < bound);
+            let below = |bound: Row<'_>| sorted[j].partition_point(|(v, _)| *v < bound);
             (below(lo), below(hi))
         };
-        let mut order: Vec<&Block<'_>> = blocks.values().collect();
+        let mut order: Vec<&Block> = blocks.values().collect();
         // In an order nobody in the data changes. Larger first, a cell two groups could both
         // claim went to the one with a person more, so the target decided which group took the
         // cell's people (a red team: the target's bucket 56 of 60 districts in one query).
         order.sort_by_key(|block| block.rank);
-        for own in &order {
+        let hashes: Vec<Vec<u64>> = sorted.iter().map(|v| v.iter().map(|(_, h)| *h).collect()).collect();
+        let places = Places::new(m + r, &order, &entries, &value_hashes, &hashes, std::mem::take(&mut value_places))?;
+        let slice = Slice { census: &rows, entries: &entries, blocks: &order, places: &places, one_row };
+        for (own_at, own) in order.iter().enumerate() {
             // A group claims only where its own people would be released (the draw its answer
             // gets without claims), so claims enlarge released groups and never make one. A
             // group of one claimed the few people of the districts around it through its
@@ -1401,21 +1479,21 @@ pub(crate) fn claimed(
             // red team, 2026-12-07, timing alone). Now each cell around the group is measured
             // alone, and the group measures [`MOST_TRIED`] combinations of them (or all there
             // are, a number its buckets and the query decide): those it tries, then others.
-            // What it does per region still grows with the rows the region reaches, and with
-            // how many of its own the group has (as the measurement's work does), not with how
-            // many regions it tries.
+            // What it does per region still grows with the rows the region reaches (a few
+            // integer comparisons a block and a row: [`Places`]), and with how many of its own
+            // the group has (as the measurement's work does), not with how many regions it
+            // tries.
             let n = m + r;
-            let own_reach: Vec<Vec<u64>> = (0..n).map(|j| reach(&order, own, j, OWN)).collect();
-            // What the region of the group's own buckets but along `j`, where it is `side`
-            // reaching `blocks`, adds: how many people, and their seed.
-            // (Nothing is taken yet: the group's walk has not begun.)
+            // What the region of the group's own buckets but along `j`, where it is `side`,
+            // adds: how many people, and their seed. (Nothing is taken yet: the group's walk
+            // has not begun.)
             let mut taken = Taken::new();
-            let mut alone = |j: usize, side: &Side, blocks: &[u64]| -> (u64, u64) {
-                let region =
-                    Region::of((0..n).map(|i| if i == j { (side, blocks) } else { (OWN, own_reach[i].as_slice()) }));
-                added(&rows, &order, &entries, own, &region, one_row, &mut taken)
+            let mut sides_of = vec![Side::Own; n];
+            let mut alone = |j: usize, side: Side| -> (u64, u64) {
+                sides_of.iter_mut().enumerate().for_each(|(i, s)| *s = if i == j { side } else { Side::Own });
+                added(&slice, own_at, &sides_of, &mut taken)
             };
-            let mut choices: Vec<Vec<(Side, bool, Vec<u64>)>> = Vec::with_capacity(n);
+            let mut choices: Vec<Vec<(Side, bool)>> = Vec::with_capacity(n);
             let mut whole_along = 0u64;
             for j in 0..n {
                 let cells = match (labels.get(j), range_cells.get(j.wrapping_sub(m))) {
@@ -1423,32 +1501,31 @@ pub(crate) fn claimed(
                     (None, Some(Some(ladder))) => ladder.cells.clone(),
                     (None, _) => Vec::new(),
                 };
-                let mut sides = vec![(Side::Own, true, own_reach[j].clone())];
+                let mut sides = vec![(Side::Own, true)];
                 let mut last = None;
                 for (lo, hi) in cells {
                     // In the layout the census gave the column (text as a view or not).
                     let (Ok(lo), Ok(hi)) = (rows.values[j].of(&lo), rows.values[j].of(&hi)) else { continue };
                     let span = held(j, lo.row(), hi.row());
-                    let cell = Side::Cell(lo, hi);
-                    let blocks = reach(&order, own, j, &cell);
-                    let (count, _) = alone(j, &cell, &blocks);
+                    let (Ok(from), Ok(to)) = (u32::try_from(span.0), u32::try_from(span.1)) else { continue };
+                    let cell = Side::Cell(from, to);
+                    let (count, _) = alone(j, cell);
                     // A cell holding no value its narrower one does not, or no more of a
                     // range's than the range, is a region tried already.
                     let new = last != Some(span) && !(j >= m && span.1 - span.0 == in_range[j - m]);
                     if new {
                         last = Some(span);
                     }
-                    sides.push((cell, new && count <= MOST_ADDED, blocks));
+                    sides.push((cell, new && count <= MOST_ADDED));
                 }
                 // A key's last cell is every value, NULL too: what the query without the key
                 // holds (a group against it told the one person outside the group, a flag
                 // or a code no prefix of the group's reaches). Not tried where the widest
                 // cell already held every value of the slice.
                 if j < m {
-                    let blocks = reach(&order, own, j, &Side::All);
-                    let (count, seed) = alone(j, &Side::All, &blocks);
+                    let (count, seed) = alone(j, Side::All);
                     let few = low_effect(&key, count, seed) && count <= MOST_ADDED;
-                    sides.push((Side::All, count <= MOST_ADDED && last != Some((0, sorted[j].len())), blocks));
+                    sides.push((Side::All, count <= MOST_ADDED && last != Some((0, sorted[j].len()))));
                     if sorted[j].len() <= 1 || few {
                         whole_along |= 1 << walk[j];
                     }
@@ -1478,11 +1555,10 @@ pub(crate) fn claimed(
                 steps.extend_from_slice(&combination);
             }
             let combinations: Vec<&[usize]> = if n == 0 { Vec::new() } else { steps.chunks_exact(n).collect() };
-            let region = |combination: &[usize]| {
-                Region::of(combination.iter().enumerate().map(|(j, c)| {
-                    let (side, _, blocks) = &choices[j][*c];
-                    (side, blocks.as_slice())
-                }))
+            let mut sides_of = vec![Side::Own; n];
+            let mut measure = |combination: &[usize], taken: &mut Taken| {
+                sides_of.iter_mut().zip(combination).enumerate().for_each(|(j, (s, c))| *s = choices[j][*c].0);
+                added(&slice, own_at, &sides_of, taken)
             };
             // The group tries the combinations of cells it tries, up to [`MOST_TRIED`]; a
             // region that adds too many people passes the last dimension's wider cells (they
@@ -1502,7 +1578,7 @@ pub(crate) fn claimed(
                 }
                 measured[at] = true;
                 tried += 1;
-                let (count, seed) = added(&rows, &order, &entries, own, &region(combination), one_row, &mut taken);
+                let (count, seed) = measure(combination, &mut taken);
                 let few = low_effect(&key, count, seed);
                 if count > MOST_ADDED {
                     passed = before;
@@ -1518,10 +1594,11 @@ pub(crate) fn claimed(
             }
             let untried = combinations.iter().zip(&measured).filter(|(_, m)| !**m).map(|(c, _)| c);
             for combination in untried.take(budget - tried) {
-                let (count, seed) = added(&rows, &order, &entries, own, &region(combination), one_row, &mut taken);
+                let (count, seed) = measure(combination, &mut taken);
                 std::hint::black_box(low_effect(&key, count, seed));
             }
         }
+        value_places = places.value;
     }
     Ok((claims, whole))
 }
