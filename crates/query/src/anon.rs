@@ -794,7 +794,7 @@ struct Places {
     /// Per entry (by index, `n` each), the place of its value along each dimension; written
     /// slice by slice.
     value: Vec<u32>,
-    /// Per block (by its place in the claim order, `m` each): its bucket's id, and the places
+    /// Per block (by its place in the slice, `m` each): its bucket's id, and the places
     /// of its least and greatest value, per key.
     bucket: Vec<u32>,
     least: Vec<u32>,
@@ -809,28 +809,29 @@ struct Places {
 }
 
 impl Places {
-    /// The places of `entries`' values along the `n` dimensions (per dimension, the slice's
-    /// distinct values' hashes, ordered as the values are), and of `blocks`' buckets.
+    /// The places of the values of `blocks`' entries along the `m` keys and `r` ranges (per
+    /// dimension, the slice's distinct values' hashes `sorted`, ordered as the values are), and
+    /// of their buckets (ids of their hashes).
     fn new(
-        n: usize,
-        order: &[&Block],
+        (m, r): (usize, usize),
+        blocks: &[Block],
         entries: &[Entry],
-        value_hashes: &[Vec<u64>],
+        (value_hashes, bucket_hashes): (&[Vec<u64>], &[Vec<u64>]),
         sorted: &[Vec<u64>],
         value: Vec<u32>,
     ) -> Result<Self> {
-        let m = order.first().map_or(0, |b| b.buckets.len());
+        let n = m + r;
         let mut places = Self {
             n,
             m,
             value,
-            bucket: Vec::with_capacity(order.len() * m),
-            least: Vec::with_capacity(order.len() * m),
-            most: Vec::with_capacity(order.len() * m),
+            bucket: Vec::with_capacity(blocks.len() * m),
+            least: Vec::with_capacity(blocks.len() * m),
+            most: Vec::with_capacity(blocks.len() * m),
             with_bucket: vec![Vec::new(); m],
             by_least: Vec::with_capacity(m),
             most_so_far: Vec::with_capacity(m),
-            every: (0..u32::try_from(order.len()).map_err(internal)?).collect(),
+            every: (0..u32::try_from(blocks.len()).map_err(internal)?).collect(),
         };
         let place_of: Vec<FastMap<u64, u32>> = sorted
             .iter()
@@ -838,7 +839,7 @@ impl Places {
                 hashes.iter().enumerate().map(|(at, h)| Ok((*h, u32::try_from(at).map_err(internal)?))).collect()
             })
             .collect::<Result<_>>()?;
-        for block in order {
+        for block in blocks {
             for e in &block.entries {
                 let row = entries[*e].row;
                 for j in 0..n {
@@ -847,11 +848,11 @@ impl Places {
                 }
             }
         }
-        let mut ids: Vec<FastMap<&ScalarValue, u32>> = vec![FastMap::default(); m];
-        for (b, block) in order.iter().enumerate() {
-            for (j, bucket) in block.buckets.iter().enumerate() {
+        let mut ids: Vec<FastMap<u64, u32>> = vec![FastMap::default(); m];
+        for (b, block) in blocks.iter().enumerate() {
+            for (j, hashes) in bucket_hashes.iter().enumerate().take(m) {
                 let next = u32::try_from(ids[j].len()).map_err(internal)?;
-                let id = *ids[j].entry(bucket).or_insert(next);
+                let id = *ids[j].entry(hashes[block.row]).or_insert(next);
                 if id == next {
                     places.with_bucket[j].push(Vec::new());
                 }
@@ -946,6 +947,34 @@ struct Entry {
 /// The entries of one combination of buckets (one group of the answer, before claims); its
 /// people are those with a row in every range beside the keys.
 struct Block {
+    /// A row of the census in it, its first (its buckets and keys are read from there).
+    row: usize,
+    entries: Vec<usize>,
+    people: u64,
+    /// Whether every entry is in every range beside the keys.
+    all_inside: bool,
+}
+
+impl Block {
+    /// The block's own people (its entries within every range beside the keys) and the seed
+    /// of their set, as the group's measurement counts them, in `tally`.
+    fn people_in_every_range(
+        &self,
+        census: &Census,
+        entries: &[Entry],
+        one_row: bool,
+        tally: &mut Tally,
+    ) -> (u64, u64) {
+        tally.clear();
+        for e in self.entries.iter().map(|at| &entries[*at]).filter(|e| census.in_every_range(e)) {
+            tally.add(e, one_row);
+        }
+        (tally.count, tally.seed)
+    }
+}
+
+/// What a block whose group walks is besides ([`claimed`] reads it only for those).
+struct Walker {
     /// The buckets, as values, per dimension of the walk.
     buckets: Vec<ScalarValue>,
     /// The same in the claims' order (per bucketed key, then per range that is a key's
@@ -954,24 +983,8 @@ struct Block {
     /// The values of the group's keys, where it is one of the answer's groups (its buckets of
     /// the ranges that are a key's bucket are the query's).
     keys: Option<Vec<ScalarValue>>,
-    entries: Vec<usize>,
-    people: u64,
     /// Its place in the order in which groups claim: a keyed hash of its labels alone.
     rank: u64,
-    /// Whether every entry is in every range beside the keys.
-    all_inside: bool,
-}
-
-impl Block {
-    /// The block's own people (its entries within every range beside the keys) and the seed
-    /// of their set, as the group's measurement counts them.
-    fn people_in_every_range(&self, census: &Census, entries: &[Entry], one_row: bool) -> (u64, u64) {
-        let mut people = Tally::with_room(if one_row { 0 } else { self.entries.len() });
-        for e in self.entries.iter().map(|at| &entries[*at]).filter(|e| census.in_every_range(e)) {
-            people.add(e, one_row);
-        }
-        (people.count, people.seed)
-    }
 }
 
 /// People counted from census entries, and the seed of their set (the XOR of their hashes):
@@ -1051,12 +1064,12 @@ impl Taken {
     }
 }
 
-/// What the walks of a slice's groups read: the census, its entries, the slice's blocks in the
-/// claim order and their places.
+/// What the walks of a slice's groups read: the census, its entries, the slice's blocks (in the
+/// order of their first rows) and their places.
 struct Slice<'a> {
     census: &'a Census,
     entries: &'a [Entry],
-    blocks: &'a [&'a Block],
+    blocks: &'a [Block],
     places: &'a Places,
     one_row: bool,
 }
@@ -1312,6 +1325,11 @@ pub(crate) fn claimed(
         let columns: Vec<ArrayRef> = bucket_columns.iter().map(|b| Arc::clone(b)).collect();
         veil_guard::group_hashes(&columns, totals.num_rows()).map_err(internal)?
     };
+    // Per dimension of the walk, each row's bucket, by hash.
+    let bucket_hashes = bucket_columns
+        .iter()
+        .map(|b| veil_guard::group_hashes(std::slice::from_ref(*b), totals.num_rows()).map_err(internal))
+        .collect::<Result<Vec<_>>>()?;
     let value_hashes = dimensions
         .iter()
         .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
@@ -1355,55 +1373,56 @@ pub(crate) fn claimed(
     // Per entry and dimension, its value's place in its slice ([`Places`]); one allocation,
     // written slice by slice.
     let mut value_places = vec![0u32; entries.len() * (m + r)];
+    // What a group that walks is besides its block, read from one of its rows.
+    let walker = |row: usize| -> Result<Walker> {
+        let buckets = bucket_columns
+            .iter()
+            .map(|b| ScalarValue::try_from_array(b, row).map_err(internal))
+            .collect::<Result<Vec<_>>>()?;
+        // Keyed by the installation's secret, so that no analyst knows the order;
+        // by the group's labels alone (as the answer's conditions and its keys'
+        // values name it), so that nobody in the data changes it and no spelling
+        // of a key does. Keyed by the buckets as spelled, `floor(x / 100) * 100`
+        // (400) and `floor(x / 100)` (4), one label, gave a person two groups both
+        // claim to one group in one spelling and to the other in the other: equal
+        // exactly when nobody was between them (a red team, 2026-12-05: 46 of 50
+        // districts, also `date_trunc('year', d)` against `date_part('year', d)`).
+        // A range that is a key's bucket orders its group, and the groups around
+        // it, by that key's labels, and no group by the conditions on its keys'
+        // columns: a range orders as the key without it does
+        // (`NoiseLabels::claim_order`).
+        let claimed = unwalked(&buckets);
+        let mut values = Vec::with_capacity(*all_keys);
+        let mut other = keys.iter();
+        for position in 0..*all_keys {
+            let value = match bucketed.iter().position(|b| *b == position) {
+                Some(j) => claimed.get(j).cloned(),
+                None => other.next().map(|k| ScalarValue::try_from_array(k, row)).transpose().map_err(internal)?,
+            };
+            values.push(value.ok_or_else(|| internal("a group's keys in the census"))?);
+        }
+        let spelled: Vec<(&veil_guard::KeyLabel, ScalarValue)> =
+            claiming[m0..].iter().copied().zip(claimed[m0..].iter().cloned()).collect();
+        let labelled = order.claim_order(&values, &spelled);
+        // A block whose buckets of the ranges that are a key's bucket are the
+        // query's is one of the answer's groups.
+        let answered = spelled.iter().all(|(label, bucket)| order.holds(label, bucket));
+        let tag = hmac::sign(&key, format!("claim order {labelled:?}").as_bytes());
+        let rank = tag.as_ref().iter().take(8).fold(0u64, |r, b| r << 8 | u64::from(*b));
+        let keys = answered.then_some(values);
+        Ok(Walker { buckets, claimed, keys, rank })
+    };
     for set in sets {
-        let mut blocks: FastMap<u64, Block> = FastMap::default();
+        // The slice's blocks, in the order of their first rows.
+        let mut blocks: Vec<Block> = Vec::new();
+        let mut block_at: FastMap<u64, usize> = FastMap::default();
         for at in set {
             let e = &entries[at];
-            let block = match blocks.entry(block_of[e.row]) {
-                datafusion::common::hash_map::Entry::Occupied(o) => o.into_mut(),
-                datafusion::common::hash_map::Entry::Vacant(v) => {
-                    let buckets = bucket_columns
-                        .iter()
-                        .map(|b| ScalarValue::try_from_array(b, e.row).map_err(internal))
-                        .collect::<Result<Vec<_>>>()?;
-                    // Keyed by the installation's secret, so that no analyst knows the order;
-                    // by the group's labels alone (as the answer's conditions and its keys'
-                    // values name it), so that nobody in the data changes it and no spelling
-                    // of a key does. Keyed by the buckets as spelled, `floor(x / 100) * 100`
-                    // (400) and `floor(x / 100)` (4), one label, gave a person two groups both
-                    // claim to one group in one spelling and to the other in the other: equal
-                    // exactly when nobody was between them (a red team, 2026-12-05: 46 of 50
-                    // districts, also `date_trunc('year', d)` against `date_part('year', d)`).
-                    // A range that is a key's bucket orders its group, and the groups around
-                    // it, by that key's labels, and no group by the conditions on its keys'
-                    // columns: a range orders as the key without it does
-                    // (`NoiseLabels::claim_order`).
-                    let claimed = unwalked(&buckets);
-                    let mut values = Vec::with_capacity(*all_keys);
-                    let mut other = keys.iter();
-                    for position in 0..*all_keys {
-                        let value = match bucketed.iter().position(|b| *b == position) {
-                            Some(j) => claimed.get(j).cloned(),
-                            None => other
-                                .next()
-                                .map(|k| ScalarValue::try_from_array(k, e.row))
-                                .transpose()
-                                .map_err(internal)?,
-                        };
-                        values.push(value.ok_or_else(|| internal("a group's keys in the census"))?);
-                    }
-                    let spelled: Vec<(&veil_guard::KeyLabel, ScalarValue)> =
-                        claiming[m0..].iter().copied().zip(claimed[m0..].iter().cloned()).collect();
-                    let labelled = order.claim_order(&values, &spelled);
-                    // A block whose buckets of the ranges that are a key's bucket are the
-                    // query's is one of the answer's groups.
-                    let answered = spelled.iter().all(|(label, bucket)| order.holds(label, bucket));
-                    let tag = hmac::sign(&key, format!("claim order {labelled:?}").as_bytes());
-                    let rank = tag.as_ref().iter().take(8).fold(0u64, |r, b| r << 8 | u64::from(*b));
-                    let keys = answered.then_some(values);
-                    v.insert(Block { buckets, claimed, keys, entries: Vec::new(), people: 0, rank, all_inside: true })
-                }
-            };
+            let b = *block_at.entry(block_of[e.row]).or_insert_with(|| {
+                blocks.push(Block { row: e.row, entries: Vec::new(), people: 0, all_inside: true });
+                blocks.len() - 1
+            });
+            let block = &mut blocks[b];
             block.entries.push(at);
             let in_every_range = rows.in_every_range(e);
             block.all_inside &= in_every_range;
@@ -1421,7 +1440,7 @@ pub(crate) fn claimed(
             .map(|j| {
                 let mut distinct: FastMap<u64, usize> = FastMap::default();
                 let mut inside: FastSet<u64> = FastSet::default();
-                for e in blocks.values().flat_map(|b| b.entries.iter().map(|e| &entries[*e])) {
+                for e in blocks.iter().flat_map(|b| b.entries.iter().map(|e| &entries[*e])) {
                     let hash = value_hashes[j][e.row];
                     distinct.entry(hash).or_insert(e.row);
                     if j >= m && e.inside & (1 << (j - m)) != 0 {
@@ -1441,30 +1460,44 @@ pub(crate) fn claimed(
             let below = |bound: Row<'_>| sorted[j].partition_point(|(v, _)| *v < bound);
             (below(lo), below(hi))
         };
-        let mut order: Vec<&Block> = blocks.values().collect();
+        let hashes: Vec<Vec<u64>> = sorted.iter().map(|v| v.iter().map(|(_, h)| *h).collect()).collect();
+        let places = Places::new(
+            (m, r),
+            &blocks,
+            &entries,
+            (&value_hashes, &bucket_hashes),
+            &hashes,
+            std::mem::take(&mut value_places),
+        )?;
+        let slice = Slice { census: &rows, entries: &entries, blocks: &blocks, places: &places, one_row };
+        // A group claims only where its own people would be released (the draw its answer
+        // gets without claims), so claims enlarge released groups and never make one. A
+        // group of one claimed the few people of the districts around it through its
+        // key's prefix cell and was released now and then, only where that one person
+        // existed (a red team, never wrongly). A block with nobody in the ranges claims as
+        // any other: skipped, its group existed only when someone was in its cell of the
+        // query, and with the target alone there, widened by the cells around, a released
+        // group said so (a red team, no planted people: 30 of 30, never wrongly). Only a
+        // group that walks is read further (its buckets, keys and place in the claim order):
+        // a bucket nobody but one person is in costs its draw and little more.
+        let mut tally = Tally::default();
+        let mut walkers: Vec<(usize, Walker)> = Vec::new();
+        for (b, block) in blocks.iter().enumerate() {
+            let (people, seed) = block.people_in_every_range(&rows, &entries, one_row, &mut tally);
+            if released(&key, people, k, &seed.to_le_bytes()) {
+                walkers.push((b, walker(block.row)?));
+            }
+        }
         // In an order nobody in the data changes. Larger first, a cell two groups could both
         // claim went to the one with a person more, so the target decided which group took the
         // cell's people (a red team: the target's bucket 56 of 60 districts in one query).
-        order.sort_by_key(|block| block.rank);
-        let hashes: Vec<Vec<u64>> = sorted.iter().map(|v| v.iter().map(|(_, h)| *h).collect()).collect();
-        let places = Places::new(m + r, &order, &entries, &value_hashes, &hashes, std::mem::take(&mut value_places))?;
-        let slice = Slice { census: &rows, entries: &entries, blocks: &order, places: &places, one_row };
-        for (own_at, own) in order.iter().enumerate() {
-            // A group claims only where its own people would be released (the draw its answer
-            // gets without claims), so claims enlarge released groups and never make one. A
-            // group of one claimed the few people of the districts around it through its
-            // key's prefix cell and was released now and then, only where that one person
-            // existed (a red team, never wrongly). A block with nobody in the ranges claims as
-            // any other: skipped, its group existed only when someone was in its cell of the
-            // query, and with the target alone there, widened by the cells around, a released
-            // group said so (a red team, no planted people: 30 of 30, never wrongly).
-            let (people, seed) = own.people_in_every_range(&rows, &entries, one_row);
-            if !released(&key, people, k, &seed.to_le_bytes()) {
-                continue;
-            }
+        walkers.sort_by_key(|(_, w)| w.rank);
+        for (own_at, own) in &walkers {
+            let own_at = *own_at;
+            let block = &blocks[own_at];
             // A group some of whose rows were claimed claims none; it walks its regions all
             // the same (below, on time).
-            let claims_none = own.entries.iter().any(|e| claims.contains_key(&entries[*e].hash));
+            let claims_none = block.entries.iter().any(|e| claims.contains_key(&entries[*e].hash));
             // Per key: its own bucket, then each cell around it; per range beside the keys: the
             // range, then each cell of its ladder; each with whether the group tries it: the
             // cells that hold a value the narrower ones do not and add at most a few people
