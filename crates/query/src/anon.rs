@@ -931,6 +931,45 @@ impl Places {
     }
 }
 
+/// Per set of keys (a bit each, for up to [`MOST_PLANE_KEYS`] keys), the blocks with a group's
+/// buckets along every key of the set, found when first asked: every block a region meets whose
+/// sides are the group's own bucket along those keys is among them. A region around a group is
+/// mostly its own bucket along all keys but one (each cell alone, and most of the combinations
+/// the walk measures first), and the blocks with the group's bucket along one key hold those of
+/// every other group and person that share that bucket alone: a person's rows beside many
+/// groups on a grid were looked at by every region of every group sharing one of their buckets.
+struct Planes(Vec<Option<Vec<u32>>>);
+
+/// The most keys for which [`Planes`] keeps a list per set of them.
+const MOST_PLANE_KEYS: usize = 6;
+
+impl Planes {
+    fn new(m: usize) -> Self {
+        Self(if m <= MOST_PLANE_KEYS { vec![None; 1 << m] } else { Vec::new() })
+    }
+
+    /// The blocks with the group `own`'s buckets along every key where `sides` is its own,
+    /// where two keys or more are.
+    fn of(&mut self, places: &Places, own: usize, sides: &[Side]) -> Option<&[u32]> {
+        let m = places.m;
+        if self.0.is_empty() {
+            return None;
+        }
+        let set: usize =
+            sides.iter().take(m).enumerate().filter(|(_, s)| **s == Side::Own).fold(0, |set, (j, _)| set | 1 << j);
+        if set.count_ones() < 2 {
+            return None;
+        }
+        let list = self.0.get_mut(set)?;
+        if list.is_none() {
+            let own_along: Vec<Side> = (0..m).map(|j| if set & 1 << j != 0 { Side::Own } else { Side::All }).collect();
+            let candidates = places.candidates(own, &own_along);
+            *list = Some(candidates.iter().copied().filter(|b| places.meets(*b as usize, own, &own_along)).collect());
+        }
+        list.as_deref()
+    }
+}
+
 /// One row of a bucket census: its row there (its values and buckets, in the census's row
 /// form), the person (0 over one row per person), the people and their seed, and the row's
 /// claim hash.
@@ -1081,7 +1120,10 @@ struct Slice<'a> {
 /// contribution. A region reaching every value of a key adds the rows the group has not `taken`
 /// yet: the query without the key holds the group's own and what it took, and a condition left
 /// out changes the rows of the others (one set of people, one draw, either way).
-fn added(slice: &Slice<'_>, own: usize, sides: &[Side], taken: &mut Taken) -> (u64, u64) {
+///
+/// Its rows are looked for in the narrowest of its sides' lists ([`Places::candidates`]) and
+/// `plane` (the blocks with the group's buckets along every key where the region is its own).
+fn added(slice: &Slice<'_>, own: usize, sides: &[Side], plane: Option<&[u32]>, taken: &mut Taken) -> (u64, u64) {
     let Slice { census, entries, blocks, places, one_row } = *slice;
     taken.tally.clear();
     taken.found.clear();
@@ -1091,7 +1133,11 @@ fn added(slice: &Slice<'_>, own: usize, sides: &[Side], taken: &mut Taken) -> (u
     // Where the region takes no cell around a range, a block all within the ranges is placed
     // by its keys alone.
     let ranges_own = sides[m..].iter().all(|s| *s == Side::Own);
-    for at in places.candidates(own, sides) {
+    let candidates = match (places.candidates(own, sides), plane) {
+        (narrowest, Some(plane)) if plane.len() < narrowest.len() => plane,
+        (narrowest, _) => narrowest,
+    };
+    for at in candidates {
         let b = *at as usize;
         let Some(block) = blocks.get(b) else { continue };
         if !places.meets(b, own, sides) {
@@ -1521,10 +1567,12 @@ pub(crate) fn claimed(
             // adds: how many people, and their seed. (Nothing is taken yet: the group's walk
             // has not begun.)
             let mut taken = Taken::new();
+            let mut planes = Planes::new(m);
             let mut sides_of = vec![Side::Own; n];
             let mut alone = |j: usize, side: Side| -> (u64, u64) {
                 sides_of.iter_mut().enumerate().for_each(|(i, s)| *s = if i == j { side } else { Side::Own });
-                added(&slice, own_at, &sides_of, &mut taken)
+                let plane = planes.of(&places, own_at, &sides_of);
+                added(&slice, own_at, &sides_of, plane, &mut taken)
             };
             let mut choices: Vec<Vec<(Side, bool)>> = Vec::with_capacity(n);
             let mut whole_along = 0u64;
@@ -1591,7 +1639,8 @@ pub(crate) fn claimed(
             let mut sides_of = vec![Side::Own; n];
             let mut measure = |combination: &[usize], taken: &mut Taken| {
                 sides_of.iter_mut().zip(combination).enumerate().for_each(|(j, (s, c))| *s = choices[j][*c].0);
-                added(&slice, own_at, &sides_of, taken)
+                let plane = planes.of(&places, own_at, &sides_of);
+                added(&slice, own_at, &sides_of, plane, taken)
             };
             // The group tries the combinations of cells it tries, up to [`MOST_TRIED`]; a
             // region that adds too many people passes the last dimension's wider cells (they
