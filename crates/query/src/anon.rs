@@ -785,8 +785,8 @@ enum Side {
 /// buckets near many groups made new blocks that every region of every group looked at: about
 /// 0.16 ms a row, ten rows around each of 32 groups twice as slow as without them, told apart
 /// in one query 69 times of 72 (a red team, 2026-12-07, timing alone). Now a region looks only
-/// at the blocks of its narrowest side, a block costs a few integer comparisons, and a row
-/// costs what its block's regions read of it.
+/// at the blocks of its narrowest side (or of its plane: [`Planes`]), a block costs a few
+/// integer comparisons, and a row costs what its block's regions read of it.
 struct Places {
     /// How many dimensions, and how many of them are keys.
     n: usize,
@@ -821,6 +821,9 @@ impl Places {
         value: Vec<u32>,
     ) -> Result<Self> {
         let n = m + r;
+        if bucket_hashes.len() != m || value_hashes.len() != n || sorted.len() != n || value.len() < entries.len() * n {
+            return Err(internal("the claims walk's places"));
+        }
         let mut places = Self {
             n,
             m,
