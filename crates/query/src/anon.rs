@@ -810,14 +810,14 @@ struct Places {
 
 impl Places {
     /// The places of the values of `blocks`' entries along the `m` keys and `r` ranges (per
-    /// dimension, the slice's distinct values' hashes `sorted`, ordered as the values are), and
+    /// dimension, the slice's distinct values and their hashes `sorted`, in order), and
     /// of their buckets (ids of their hashes).
     fn new(
         (m, r): (usize, usize),
         blocks: &[Block],
         entries: &[Entry],
         (value_hashes, bucket_hashes): (&[Vec<u64>], &[Vec<u64>]),
-        sorted: &[Vec<u64>],
+        sorted: &[Vec<(Row<'_>, u64)>],
         value: Vec<u32>,
     ) -> Result<Self> {
         let n = m + r;
@@ -838,8 +838,8 @@ impl Places {
         };
         let place_of: Vec<FastMap<u64, u32>> = sorted
             .iter()
-            .map(|hashes| {
-                hashes.iter().enumerate().map(|(at, h)| Ok((*h, u32::try_from(at).map_err(internal)?))).collect()
+            .map(|values| {
+                values.iter().enumerate().map(|(at, (_, h))| Ok((*h, u32::try_from(at).map_err(internal)?))).collect()
             })
             .collect::<Result<_>>()?;
         for block in blocks {
@@ -1509,13 +1509,12 @@ pub(crate) fn claimed(
             let below = |bound: Row<'_>| sorted[j].partition_point(|(v, _)| *v < bound);
             (below(lo), below(hi))
         };
-        let hashes: Vec<Vec<u64>> = sorted.iter().map(|v| v.iter().map(|(_, h)| *h).collect()).collect();
         let places = Places::new(
             (m, r),
             &blocks,
             &entries,
             (&value_hashes, &bucket_hashes),
-            &hashes,
+            &sorted,
             std::mem::take(&mut value_places),
         )?;
         let slice = Slice { census: &rows, entries: &entries, blocks: &blocks, places: &places, one_row };
