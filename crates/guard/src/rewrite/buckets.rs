@@ -124,8 +124,15 @@ fn udf(claims: &[(u64, ScalarValue)]) -> ScalarUDF {
     let hashes = super::dropped::table(claims.iter().map(|(h, _)| *h).collect());
     let by_hash: HashMap<u64, &ScalarValue> = claims.iter().map(|(h, k)| (*h, k)).collect();
     let keys: Vec<Option<ScalarValue>> = hashes.iter().map(|h| by_hash.get(h).map(|k| (*k).clone())).collect();
-    let built = Built(built(&keys));
-    ScalarUDF::new_from_impl(Claimed { hashes, keys, built, signature: Signature::variadic_any(Volatility::Immutable) })
+    let built = built(&keys);
+    let digest = {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((&hashes, &keys))
+    };
+    ScalarUDF::new_from_impl(Claimed {
+        table: ClaimTable(Arc::new(Table { hashes, keys, built, digest })),
+        signature: Signature::variadic_any(Volatility::Immutable),
+    })
 }
 
 /// `keys` as one array (NULL for a decoy), in the type of the claimed keys; `None` when
@@ -139,21 +146,42 @@ fn built(keys: &[Option<ScalarValue>]) -> Option<ArrayRef> {
     ScalarValue::iter_to_array(typed.collect::<Result<Vec<_>>>().ok()?).ok()
 }
 
-/// The claiming keys as one array, built once when the function is: it follows from the keys,
-/// so it adds nothing to the function's equality or hash.
+/// What a `__veil_claimed` call carries, made once.
 #[derive(Debug)]
-struct Built(Option<ArrayRef>);
+struct Table {
+    /// The claimed rows' hashes and decoys, as `dropped`'s table: a lookup makes as many steps
+    /// whether any row was claimed or none.
+    hashes: Vec<u64>,
+    /// Per entry of `hashes`, the claiming group's key (`None` for a decoy).
+    keys: Vec<Option<ScalarValue>>,
+    /// `keys` as one array (not rebuilt for every batch); it follows from them.
+    built: Option<ArrayRef>,
+    /// A hash of `hashes` and `keys`, made once.
+    digest: u64,
+}
 
-impl PartialEq for Built {
-    fn eq(&self, _: &Self) -> bool {
-        true
+/// A claim table, hashed by its digest and compared by it first.
+///
+/// Why: the optimizer hashes a plan's expressions many times, and hashing every claimed row's
+/// key each time made each claimed row cost a query more than its lookup: a person's hundred
+/// rows beside each of 32 groups, claimed, about a millisecond of a 28 ms query, which a
+/// copy of the data without them (nothing claimed) did not spend (timing alone, 2026-12-07).
+#[derive(Debug)]
+struct ClaimTable(Arc<Table>);
+
+impl PartialEq for ClaimTable {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        Arc::ptr_eq(a, b) || (a.digest == b.digest && a.hashes == b.hashes && a.keys == b.keys)
     }
 }
 
-impl Eq for Built {}
+impl Eq for ClaimTable {}
 
-impl std::hash::Hash for Built {
-    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+impl std::hash::Hash for ClaimTable {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.digest.hash(state);
+    }
 }
 
 /// The hash `__veil_claimed` looks each row up by: its other keys (one array per key), its
@@ -220,13 +248,7 @@ pub(super) fn carry(plan: &LogicalPlan, column: &Column, hidden: &mut usize) -> 
 /// Each row's group key: the key of the group that claimed it, else its own.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Claimed {
-    /// The claimed rows' hashes and decoys, as `dropped`'s table: a lookup makes as many steps
-    /// whether any row was claimed or none.
-    hashes: Vec<u64>,
-    /// Per entry of `hashes`, the claiming group's key (`None` for a decoy).
-    keys: Vec<Option<ScalarValue>>,
-    /// `keys` as one array (not rebuilt for every batch).
-    built: Built,
+    table: ClaimTable,
     signature: Signature,
 }
 
@@ -264,8 +286,9 @@ impl ScalarUDFImpl for Claimed {
         let (values, others) = rest.split_at(n);
         let hashes = claim_hashes(others, values, unit)?;
         let ty = own.data_type();
-        let keys: ArrayRef = match &self.built.0 {
-            None if self.keys.iter().all(Option::is_none) => new_null_array(ty, self.keys.len()),
+        let table = &self.table.0;
+        let keys: ArrayRef = match &table.built {
+            None if table.keys.iter().all(Option::is_none) => new_null_array(ty, table.keys.len()),
             Some(keys) if keys.data_type() == ty => Arc::clone(keys),
             Some(keys) => datafusion::arrow::compute::cast(keys, ty)?,
             None => return exec_err!("{NAME}: the claimed keys are not of one type"),
@@ -280,8 +303,8 @@ impl ScalarUDFImpl for Claimed {
             .iter()
             .enumerate()
             .map(|(row, h)| {
-                let (at, found) = super::dropped::lookup(&self.hashes, *h);
-                let claimed = usize::from(found & self.keys.get(at).is_some_and(Option::is_some));
+                let (at, found) = super::dropped::lookup(&table.hashes, *h);
+                let claimed = usize::from(found & table.keys.get(at).is_some_and(Option::is_some));
                 (claimed * (rows + at) + (1 - claimed) * row) as u64
             })
             .collect();
