@@ -973,36 +973,52 @@ impl Planes {
     }
 }
 
-/// A group's line along one key: the blocks with its buckets along every other key, where the
-/// regions it measures along that key alone (each cell of the grid around its bucket, then
-/// every value) find their rows. Read once per group and key, outward from the group's own
-/// bucket, a person at a time: per side, the people nearest it, each by their nearest place,
-/// until more than [`MOST_ADDED`]. A cell holds the group's bucket, so a person is in it
-/// exactly when their greatest place below the bucket reaches the cell's start or their least
-/// above it is before the cell's end, and each cell is then counted from those lists in a few
-/// steps, whatever rows its people have (over several rows a person only: over one row a
-/// person a row is an entry, which the walk reads once per region as before).
-///
-/// Why: a region read every row it held. A person's hundred rows beside each of 32 groups,
-/// each in a bucket of its own along one key, were read by each of the sixty cells around
-/// every group: 9–13 ms a query beyond the same rows far from every group, and one query told
-/// 48 held-out targets of 48 from a copy without them (a red team, 2026-12-07, timing alone).
-/// Now they are read once per group and key.
-struct Line {
-    /// The places the group's own values span along the key.
-    own: (u32, u32),
-    /// Below the group's bucket, nearest first: per person, their greatest place below it,
-    /// the person and their seed; above it, their least place above it. A side holding fewer
-    /// than `MOST_ADDED + 1` people holds everyone on that side.
-    below: Vec<(u32, u64, u64)>,
-    above: Vec<(u32, u64, u64)>,
+/// A person by their place nearest a group's bucket along a key, with their seed.
+#[derive(Clone, Copy)]
+struct Nearest {
+    place: u32,
+    person: u64,
+    seed: u64,
 }
 
-impl Line {
+/// A group's line along one key: the blocks with its buckets along every other key, where the
+/// regions it measures find the rows off its bucket along that key alone. Read once per group
+/// and key, outward from the group's own bucket, a person at a time: per side, the people
+/// nearest it, each by their nearest place, until more than [`MOST_ADDED`]. A cell holds the
+/// group's bucket, so a person has a row of the line in it exactly when their greatest place
+/// below the bucket reaches the cell's start or their least above it is before the cell's end:
+/// each region counts the line's people in its cell from those lists in a few steps, whatever
+/// rows they have, and reads the line's rows only where it claims them, each once
+/// ([`Line::claim`]). Over several rows a person only: over one row a person a row is an entry,
+/// which the walk reads once per region as before.
+///
+/// Why: a region read every row it held. A person's hundred rows beside each of 32 groups,
+/// each in a bucket of its own, were read by each of the sixty cells around every group and
+/// by most of the combinations it measured: 9–13 ms a query beyond the same rows far from
+/// every group, and one query told 48 held-out targets of 48 from a copy without them (a red
+/// team, 2026-12-07, timing alone).
+struct Line<'a> {
+    /// The line's blocks by their least place along the key (the group's own at `at`).
+    blocks: std::borrow::Cow<'a, [u32]>,
+    at: usize,
+    /// The places the group's own values span along the key.
+    own: (u32, u32),
+    /// Below the group's bucket, nearest first: per person, their greatest place below it;
+    /// above it, their least place above it. A side holding fewer than `MOST_ADDED + 1`
+    /// people holds everyone on that side.
+    below: Vec<Nearest>,
+    above: Vec<Nearest>,
+    /// The places `[lo, hi)` whose rows the group claimed (or found claimed), and per side
+    /// how many blocks, nearest first, lie wholly within them.
+    claimed: (u32, u32),
+    passed: (usize, usize),
+}
+
+impl<'a> Line<'a> {
     /// The line of the group `own` along key `j`, where its blocks lie apart along the key
     /// (each bucket an interval of its values, as every admitted generalization's is); `None`
     /// over one row a person or where they do not, and the walk reads the regions' rows.
-    fn new(slice: &Slice<'_>, own: usize, j: usize, planes: &mut Planes) -> Option<Self> {
+    fn new(slice: &Slice<'a>, own: usize, j: usize, planes: &mut Planes) -> Option<Self> {
         let Slice { census, entries, blocks, places, one_row } = *slice;
         let m = places.m;
         if one_row || j >= m {
@@ -1012,9 +1028,8 @@ impl Line {
         let most = |b: u32| places.most[b as usize * m + j];
         let mut sides = vec![Side::Own; m];
         sides[j] = Side::All;
-        let found;
-        let line: &[u32] = if m == 1 {
-            &places.by_least[j]
+        let line: std::borrow::Cow<'a, [u32]> = if m == 1 {
+            std::borrow::Cow::Borrowed(&places.by_least[j])
         } else {
             let mut list: Vec<u32> = match planes.of(places, own, &sides) {
                 Some(plane) => plane.to_vec(),
@@ -1024,8 +1039,7 @@ impl Line {
                 }
             };
             list.sort_unstable_by_key(|b| least(*b));
-            found = list;
-            &found
+            std::borrow::Cow::Owned(list)
         };
         let own_u32 = u32::try_from(own).ok()?;
         let at = line.partition_point(|b| least(*b) < least(own_u32));
@@ -1033,8 +1047,8 @@ impl Line {
             return None;
         }
         let mut entries_of = Vec::new();
-        let mut side = |ahead: &mut dyn Iterator<Item = &u32>, upward: bool| -> Option<Vec<(u32, u64, u64)>> {
-            let mut people: Vec<(u32, u64, u64)> = Vec::with_capacity(MOST_ADDED as usize + 1);
+        let mut side = |ahead: &mut dyn Iterator<Item = &u32>, upward: bool| -> Option<Vec<Nearest>> {
+            let mut people: Vec<Nearest> = Vec::with_capacity(MOST_ADDED as usize + 1);
             let mut edge = if upward { most(own_u32) } else { least(own_u32) };
             for b in ahead {
                 // Apart from the blocks nearer the group's: else the nearest place of a person
@@ -1052,15 +1066,15 @@ impl Line {
                         .iter()
                         .map(|at| (at, &entries[*at]))
                         .filter(|(_, e)| census.in_every_range(e))
-                        .map(|(at, e)| (places.of(*at, j), e.person, e.seed)),
+                        .map(|(at, e)| Nearest { place: places.of(*at, j), person: e.person, seed: e.seed }),
                 );
                 if upward {
-                    entries_of.sort_unstable_by_key(|(place, ..)| *place);
+                    entries_of.sort_unstable_by_key(|n| n.place);
                 } else {
-                    entries_of.sort_unstable_by_key(|(place, ..)| std::cmp::Reverse(*place));
+                    entries_of.sort_unstable_by_key(|n| std::cmp::Reverse(n.place));
                 }
                 for entry in &entries_of {
-                    if !people.iter().any(|(_, person, _)| *person == entry.1) {
+                    if !people.iter().any(|n| n.person == entry.person) {
                         people.push(*entry);
                         if people.len() as u64 > MOST_ADDED {
                             return Some(people);
@@ -1072,7 +1086,22 @@ impl Line {
         };
         let below = side(&mut line[..at].iter().rev(), false)?;
         let above = side(&mut line[at + 1..].iter(), true)?;
-        Some(Self { own: (least(own_u32), most(own_u32)), below, above })
+        let own = (least(own_u32), most(own_u32));
+        Some(Self { blocks: line, at, own, below, above, claimed: (own.0, own.1.saturating_add(1)), passed: (0, 0) })
+    }
+
+    /// Whether the cell `[lo, hi)` holds the group's bucket.
+    fn holds(&self, lo: u32, hi: u32) -> bool {
+        lo <= self.own.0 && hi > self.own.1
+    }
+
+    /// The line's people in the cell `[lo, hi)` (which holds the group's bucket), below it and
+    /// above it, each list its nearest first.
+    fn people_in(&self, lo: u32, hi: u32) -> (&[Nearest], &[Nearest]) {
+        (
+            &self.below[..self.below.partition_point(|n| n.place >= lo)],
+            &self.above[..self.above.partition_point(|n| n.place < hi)],
+        )
     }
 
     /// What the region along the key of side `side`, the group's own along every other
@@ -1080,30 +1109,133 @@ impl Line {
     /// group's bucket.
     fn added(&self, side: Side) -> Option<(u64, u64)> {
         let (below, above) = match side {
-            Side::Cell(lo, hi) if lo <= self.own.0 && hi > self.own.1 => (
-                &self.below[..self.below.partition_point(|(place, ..)| *place >= lo)],
-                &self.above[..self.above.partition_point(|(place, ..)| *place < hi)],
-            ),
+            Side::Cell(lo, hi) if self.holds(lo, hi) => self.people_in(lo, hi),
             Side::All => (self.below.as_slice(), self.above.as_slice()),
             Side::Cell(..) | Side::Own => return None,
         };
-        let too_many = (MOST_ADDED + 1, 0);
-        if below.len() as u64 > MOST_ADDED || above.len() as u64 > MOST_ADDED {
-            return Some(too_many);
+        let mut tally = Tally::default();
+        for n in below.iter().chain(above) {
+            tally.add_person(n.person, n.seed);
+            if tally.count > MOST_ADDED {
+                return Some((tally.count, 0));
+            }
         }
-        let mut count = below.len() as u64;
-        let mut seed = below.iter().fold(0, |seed, (_, _, s)| seed ^ s);
-        for (_, person, s) in above {
-            if !below.iter().any(|(_, p, _)| p == person) {
-                count += 1;
-                seed ^= s;
-                if count > MOST_ADDED {
-                    return Some(too_many);
+        Some((tally.count, tally.seed))
+    }
+
+    /// The line's rows in the cell `[lo, hi)` (which holds the group's bucket) that the group
+    /// has not claimed yet, into `out` (entries by index); they are claimed from then on.
+    fn claim(&mut self, slice: &Slice<'_>, (lo, hi): (u32, u32), j: usize, out: &mut Vec<usize>) {
+        let Slice { census, entries, blocks, places, .. } = *slice;
+        let m = places.m;
+        let (below, above) = self.blocks.split_at(self.at);
+        let above = above.get(1..).unwrap_or_default();
+        let mut read = |b: u32, from: u32, to: u32| {
+            let Some(block) = blocks.get(b as usize) else { return };
+            out.extend(
+                block
+                    .entries
+                    .iter()
+                    .filter(|at| census.in_every_range(&entries[**at]) && (from..to).contains(&places.of(**at, j))),
+            );
+        };
+        if lo < self.claimed.0 {
+            for b in below.iter().rev().skip(self.passed.0) {
+                if places.most[*b as usize * m + j] < lo {
+                    break;
+                }
+                read(*b, lo, self.claimed.0);
+            }
+            self.claimed.0 = lo;
+            let whole = below.iter().rev().skip(self.passed.0);
+            self.passed.0 += whole.take_while(|b| places.least[**b as usize * m + j] >= lo).count();
+        }
+        if hi > self.claimed.1 {
+            for b in above.iter().skip(self.passed.1) {
+                if places.least[*b as usize * m + j] >= hi {
+                    break;
+                }
+                read(*b, self.claimed.1, hi);
+            }
+            self.claimed.1 = hi;
+            let whole = above.iter().skip(self.passed.1);
+            self.passed.1 += whole.take_while(|b| places.most[**b as usize * m + j] < hi).count();
+        }
+    }
+}
+
+/// What a region adds whose sides along the keys are cells holding the group's bucket (with a
+/// [`Line`] each) or its own, and along every range its own: as [`added`] counts it, from the
+/// lines' people in its cells and the rows of the blocks off the group's buckets along two of
+/// its keys or more (read), and in `taken.found` those rows alone (the lines' rows it claims
+/// are read by [`Line::claim`]). `None` for any other region.
+fn added_by_lines(
+    slice: &Slice<'_>,
+    own: usize,
+    sides: &[Side],
+    plane: Option<&[u32]>,
+    lines: &[Option<Option<Line<'_>>>],
+    taken: &mut Taken,
+) -> Option<(u64, u64)> {
+    let Slice { census, entries, blocks, places, .. } = *slice;
+    let m = places.m;
+    if sides[m..].iter().any(|s| *s != Side::Own) {
+        return None;
+    }
+    let mut cells = 0;
+    for (j, side) in sides[..m].iter().enumerate() {
+        match *side {
+            Side::Own => {}
+            Side::Cell(lo, hi) if lines.get(j)?.as_ref()?.as_ref()?.holds(lo, hi) => cells += 1,
+            Side::Cell(..) | Side::All => return None,
+        }
+    }
+    taken.tally.clear();
+    taken.found.clear();
+    let Taken { tally, found, .. } = taken;
+    for (j, side) in sides[..m].iter().enumerate() {
+        let (Side::Cell(lo, hi), Some(Some(line))) = (*side, lines.get(j)?) else { continue };
+        let (below, above) = line.people_in(lo, hi);
+        for n in below.iter().chain(above) {
+            tally.add_person(n.person, n.seed);
+            if tally.count > MOST_ADDED {
+                return Some((tally.count, 0));
+            }
+        }
+    }
+    if cells >= 2 {
+        let candidates = match (places.candidates(own, sides), plane) {
+            (narrowest, Some(plane)) if plane.len() < narrowest.len() => plane,
+            (narrowest, _) => narrowest,
+        };
+        for at in candidates {
+            let b = *at as usize;
+            // Off the group's buckets along one key at most: the group's own, or a line's.
+            let off = (0..m).filter(|j| places.bucket[b * m + j] != places.bucket[own * m + j]).count();
+            if off < 2 || !places.meets(b, own, sides) {
+                continue;
+            }
+            let Some(block) = blocks.get(b) else { continue };
+            for at in &block.entries {
+                let e = &entries[*at];
+                let within = census.in_every_range(e)
+                    && sides[..m].iter().enumerate().all(|(j, side)| match *side {
+                        Side::Cell(lo, hi) => (lo..hi).contains(&places.of(*at, j)),
+                        Side::Own | Side::All => true,
+                    });
+                if !within {
+                    continue;
+                }
+                tally.add(e, false);
+                found.push(*at);
+                if tally.count > MOST_ADDED {
+                    found.clear();
+                    return Some((tally.count, 0));
                 }
             }
         }
-        Some((count, seed))
     }
+    Some((tally.count, tally.seed))
 }
 
 /// One row of a bucket census: its row there (its values and buckets, in the census's row
@@ -1189,9 +1321,16 @@ impl Tally {
         if one_row {
             self.count += e.people;
             self.seed ^= e.seed;
-        } else if self.persons.insert(e.person) {
+        } else {
+            self.add_person(e.person, e.seed);
+        }
+    }
+
+    /// The person `person`, of seed `seed`, over several rows a person.
+    fn add_person(&mut self, person: u64, seed: u64) {
+        if self.persons.insert(person) {
             self.count += 1;
-            self.seed ^= e.seed;
+            self.seed ^= seed;
         }
     }
 }
@@ -1785,10 +1924,24 @@ pub(crate) fn claimed(
             }
             let combinations: Vec<&[usize]> = if n == 0 { Vec::new() } else { steps.chunks_exact(n).collect() };
             let mut sides_of = vec![Side::Own; n];
-            let mut measure = |combination: &[usize], taken: &mut Taken| {
+            // What a combination adds, and whether it was counted from the group's lines
+            // (whose rows it claims are then read by them).
+            let mut measure = |combination: &[usize], taken: &mut Taken, lines: &[Option<Option<Line<'_>>>]| {
                 sides_of.iter_mut().zip(combination).enumerate().for_each(|(j, (s, c))| *s = choices[j][*c].0);
                 let plane = planes.of(&places, own_at, &sides_of);
-                added(&slice, own_at, &sides_of, plane, taken)
+                // The rows' walk counts the same (the tests run it beside the lines'), and
+                // finds the rows the region claims where it claims: kept to check that each was.
+                #[cfg(debug_assertions)]
+                let walked = (added(&slice, own_at, &sides_of, plane, taken), taken.found.clone());
+                #[cfg(not(debug_assertions))]
+                let walked: ((u64, u64), Vec<usize>) = ((0, 0), Vec::new());
+                match added_by_lines(&slice, own_at, &sides_of, plane, lines, taken) {
+                    Some(counted) => {
+                        debug_assert_eq!(counted, walked.0, "the lines count as the rows' walk");
+                        (counted, Some(sides_of.clone()), walked.1)
+                    }
+                    None => (added(&slice, own_at, &sides_of, plane, taken), None, walked.1),
+                }
             };
             // The group tries the combinations of cells it tries, up to [`MOST_TRIED`]; a
             // region that adds too many people passes the last dimension's wider cells (they
@@ -1808,23 +1961,33 @@ pub(crate) fn claimed(
                 }
                 measured[at] = true;
                 tried += 1;
-                let (count, seed) = measure(combination, &mut taken);
+                let ((count, seed), by_lines, walked) = measure(combination, &mut taken, &lines);
                 let few = low_effect(&key, count, seed);
                 if count > MOST_ADDED {
                     passed = before;
                     continue;
                 }
                 if few {
+                    // The lines' rows in the region the group has not claimed yet.
+                    for (j, side) in by_lines.iter().flatten().enumerate() {
+                        if let (Side::Cell(lo, hi), Some(Some(Some(line)))) = (*side, lines.get_mut(j)) {
+                            line.claim(&slice, (lo, hi), j, &mut taken.found);
+                        }
+                    }
                     for at in &taken.found {
                         let e = &entries[*at];
                         claims.entry(e.hash).or_insert_with(|| own.claimed.clone());
                         taken.hashes.insert(e.hash);
                     }
+                    debug_assert!(
+                        walked.iter().all(|at| taken.hashes.contains(&entries[*at].hash)),
+                        "every row the region holds is claimed"
+                    );
                 }
             }
             let untried = combinations.iter().zip(&measured).filter(|(_, m)| !**m).map(|(c, _)| c);
             for combination in untried.take(budget - tried) {
-                let (count, seed) = measure(combination, &mut taken);
+                let ((count, seed), ..) = measure(combination, &mut taken, &lines);
                 std::hint::black_box(low_effect(&key, count, seed));
             }
         }
