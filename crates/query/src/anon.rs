@@ -1095,32 +1095,24 @@ impl<'a> Line<'a> {
         lo <= self.own.0 && hi > self.own.1
     }
 
-    /// The line's people in the cell `[lo, hi)` (which holds the group's bucket), below it and
-    /// above it, each list its nearest first.
-    fn people_in(&self, lo: u32, hi: u32) -> (&[Nearest], &[Nearest]) {
-        (
-            &self.below[..self.below.partition_point(|n| n.place >= lo)],
-            &self.above[..self.above.partition_point(|n| n.place < hi)],
-        )
-    }
-
-    /// What the region along the key of side `side`, the group's own along every other
-    /// dimension, adds (as [`added`] counts it); `None` for a cell that does not hold the
-    /// group's bucket.
-    fn added(&self, side: Side) -> Option<(u64, u64)> {
+    /// Adds to `tally` the line's people in `side` (a cell holding the group's bucket, or every
+    /// value), until more than [`MOST_ADDED`]; `false`, adding nobody, for any other side.
+    fn count(&self, side: Side, tally: &mut Tally) -> bool {
         let (below, above) = match side {
-            Side::Cell(lo, hi) if self.holds(lo, hi) => self.people_in(lo, hi),
+            Side::Cell(lo, hi) if self.holds(lo, hi) => (
+                &self.below[..self.below.partition_point(|n| n.place >= lo)],
+                &self.above[..self.above.partition_point(|n| n.place < hi)],
+            ),
             Side::All => (self.below.as_slice(), self.above.as_slice()),
-            Side::Cell(..) | Side::Own => return None,
+            Side::Cell(..) | Side::Own => return false,
         };
-        let mut tally = Tally::default();
         for n in below.iter().chain(above) {
             tally.add_person(n.person, n.seed);
             if tally.count > MOST_ADDED {
-                return Some((tally.count, 0));
+                break;
             }
         }
-        Some((tally.count, tally.seed))
+        true
     }
 
     /// The line's rows in the cell `[lo, hi)` (which holds the group's bucket) that the group
@@ -1194,13 +1186,11 @@ fn added_by_lines(
     taken.found.clear();
     let Taken { tally, found, .. } = taken;
     for (j, side) in sides[..m].iter().enumerate() {
-        let (Side::Cell(lo, hi), Some(Some(line))) = (*side, lines.get(j)?) else { continue };
-        let (below, above) = line.people_in(lo, hi);
-        for n in below.iter().chain(above) {
-            tally.add_person(n.person, n.seed);
-            if tally.count > MOST_ADDED {
-                return Some((tally.count, 0));
-            }
+        if let Some(Some(line)) = lines.get(j)?
+            && line.count(*side, tally)
+            && tally.count > MOST_ADDED
+        {
+            return Some((tally.count, 0));
         }
     }
     if cells >= 2 {
@@ -1849,7 +1839,10 @@ pub(crate) fn claimed(
                 sides_of.iter_mut().enumerate().for_each(|(i, s)| *s = if i == j { side } else { Side::Own });
                 if let Some(line) = lines.get_mut(j) {
                     let line = line.get_or_insert_with(|| Line::new(&slice, own_at, j, &mut planes));
-                    if let Some(counted) = line.as_ref().and_then(|line| line.added(side)) {
+                    taken.tally.clear();
+                    if line.as_ref().is_some_and(|line| line.count(side, &mut taken.tally)) {
+                        let Tally { count, seed, .. } = taken.tally;
+                        let counted = (count, if count > MOST_ADDED { 0 } else { seed });
                         // The rows' walk says the same (the tests run it beside the line's).
                         debug_assert_eq!(counted, {
                             let plane = planes.of(&places, own_at, &sides_of);
