@@ -891,8 +891,10 @@ impl Places {
 
     /// The blocks that may meet every side of a region around the block `own`: those of its
     /// narrowest side (along a key, the blocks with `own`'s bucket or those whose values may
-    /// meet the cell), every block where no side along a key narrows it.
-    fn candidates(&self, own: usize, sides: &[Side]) -> &[u32] {
+    /// meet the cell) or of `plane` (the blocks with `own`'s buckets along every key where the
+    /// region is its own: [`Planes`]), whichever is shorter; every block where nothing narrows
+    /// it.
+    fn candidates<'s>(&'s self, own: usize, sides: &[Side], plane: Option<&'s [u32]>) -> &'s [u32] {
         let m = self.m;
         let mut narrowest = self.every.as_slice();
         for (j, side) in sides.iter().enumerate().take(m) {
@@ -911,7 +913,16 @@ impl Places {
                 narrowest = list;
             }
         }
-        narrowest
+        match plane {
+            Some(plane) if plane.len() < narrowest.len() => plane,
+            _ => narrowest,
+        }
+    }
+
+    /// The blocks that meet every side of a region around the block `own`, in order.
+    fn meeting(&self, own: usize, sides: &[Side]) -> Vec<u32> {
+        let candidates = self.candidates(own, sides, None);
+        candidates.iter().copied().filter(|b| self.meets(*b as usize, own, sides)).collect()
     }
 
     /// Whether the block `block` meets every side of a region around the block `own`.
@@ -966,8 +977,7 @@ impl Planes {
         let list = self.0.get_mut(set)?;
         if list.is_none() {
             let own_along: Vec<Side> = (0..m).map(|j| if set & 1 << j != 0 { Side::Own } else { Side::All }).collect();
-            let candidates = places.candidates(own, &own_along);
-            *list = Some(candidates.iter().copied().filter(|b| places.meets(*b as usize, own, &own_along)).collect());
+            *list = Some(places.meeting(own, &own_along));
         }
         list.as_deref()
     }
@@ -998,6 +1008,8 @@ struct Nearest {
 /// every group, and one query told 48 held-out targets of 48 from a copy without them (a red
 /// team, 2026-12-07, timing alone).
 struct Line<'a> {
+    /// The key, by its place among the walk's dimensions.
+    key: usize,
     /// The line's blocks by their least place along the key (the group's own at `at`).
     blocks: std::borrow::Cow<'a, [u32]>,
     at: usize,
@@ -1031,13 +1043,7 @@ impl<'a> Line<'a> {
         let line: std::borrow::Cow<'a, [u32]> = if m == 1 {
             std::borrow::Cow::Borrowed(&places.by_least[j])
         } else {
-            let mut list: Vec<u32> = match planes.of(places, own, &sides) {
-                Some(plane) => plane.to_vec(),
-                None => {
-                    let candidates = places.candidates(own, &sides);
-                    candidates.iter().copied().filter(|b| places.meets(*b as usize, own, &sides)).collect()
-                }
-            };
+            let mut list = planes.of(places, own, &sides).map_or_else(|| places.meeting(own, &sides), <[u32]>::to_vec);
             list.sort_unstable_by_key(|b| least(*b));
             std::borrow::Cow::Owned(list)
         };
@@ -1087,7 +1093,8 @@ impl<'a> Line<'a> {
         let below = side(&mut line[..at].iter().rev(), false)?;
         let above = side(&mut line[at + 1..].iter(), true)?;
         let own = (least(own_u32), most(own_u32));
-        Some(Self { blocks: line, at, own, below, above, claimed: (own.0, own.1.saturating_add(1)), passed: (0, 0) })
+        let claimed = (own.0, own.1.saturating_add(1));
+        Some(Self { key: j, blocks: line, at, own, below, above, claimed, passed: (0, 0) })
     }
 
     /// Whether the cell `[lo, hi)` holds the group's bucket.
@@ -1117,9 +1124,9 @@ impl<'a> Line<'a> {
 
     /// The line's rows in the cell `[lo, hi)` (which holds the group's bucket) that the group
     /// has not claimed yet, into `out` (entries by index); they are claimed from then on.
-    fn claim(&mut self, slice: &Slice<'_>, (lo, hi): (u32, u32), j: usize, out: &mut Vec<usize>) {
+    fn claim(&mut self, slice: &Slice<'_>, (lo, hi): (u32, u32), out: &mut Vec<usize>) {
         let Slice { census, entries, blocks, places, .. } = *slice;
-        let m = places.m;
+        let (m, j) = (places.m, self.key);
         let (below, above) = self.blocks.split_at(self.at);
         let above = above.get(1..).unwrap_or_default();
         let mut read = |b: u32, from: u32, to: u32| {
@@ -1166,7 +1173,7 @@ fn added_by_lines(
     own: usize,
     sides: &[Side],
     plane: Option<&[u32]>,
-    lines: &[Option<Option<Line<'_>>>],
+    lines: &[Option<Line<'_>>],
     taken: &mut Taken,
 ) -> Option<(u64, u64)> {
     let Slice { census, entries, blocks, places, .. } = *slice;
@@ -1178,7 +1185,7 @@ fn added_by_lines(
     for (j, side) in sides[..m].iter().enumerate() {
         match *side {
             Side::Own => {}
-            Side::Cell(lo, hi) if lines.get(j)?.as_ref()?.as_ref()?.holds(lo, hi) => cells += 1,
+            Side::Cell(lo, hi) if lines.get(j)?.as_ref()?.holds(lo, hi) => cells += 1,
             Side::Cell(..) | Side::All => return None,
         }
     }
@@ -1186,7 +1193,7 @@ fn added_by_lines(
     taken.found.clear();
     let Taken { tally, found, .. } = taken;
     for (j, side) in sides[..m].iter().enumerate() {
-        if let Some(Some(line)) = lines.get(j)?
+        if let Some(line) = lines.get(j)?
             && line.count(*side, tally)
             && tally.count > MOST_ADDED
         {
@@ -1194,11 +1201,7 @@ fn added_by_lines(
         }
     }
     if cells >= 2 {
-        let candidates = match (places.candidates(own, sides), plane) {
-            (narrowest, Some(plane)) if plane.len() < narrowest.len() => plane,
-            (narrowest, _) => narrowest,
-        };
-        for at in candidates {
+        for at in places.candidates(own, sides, plane) {
             let b = *at as usize;
             // Off the group's buckets along one key at most: the group's own, or a line's.
             let off = (0..m).filter(|j| places.bucket[b * m + j] != places.bucket[own * m + j]).count();
@@ -1398,11 +1401,7 @@ fn added(slice: &Slice<'_>, own: usize, sides: &[Side], plane: Option<&[u32]>, t
     // Where the region takes no cell around a range, a block all within the ranges is placed
     // by its keys alone.
     let ranges_own = sides[m..].iter().all(|s| *s == Side::Own);
-    let candidates = match (places.candidates(own, sides), plane) {
-        (narrowest, Some(plane)) if plane.len() < narrowest.len() => plane,
-        (narrowest, _) => narrowest,
-    };
-    for at in candidates {
+    for at in places.candidates(own, sides, plane) {
         let b = *at as usize;
         let Some(block) = blocks.get(b) else { continue };
         if !places.meets(b, own, sides) {
@@ -1833,14 +1832,13 @@ pub(crate) fn claimed(
             let mut taken = Taken::new();
             let mut planes = Planes::new(m);
             let mut sides_of = vec![Side::Own; n];
-            // Along a key, from the group's line (read once, when first asked).
-            let mut lines: Vec<Option<Option<Line>>> = (0..m).map(|_| None).collect();
+            // Along each key, the group's line (every key's regions are measured below).
+            let mut lines: Vec<Option<Line>> = (0..m).map(|j| Line::new(&slice, own_at, j, &mut planes)).collect();
             let mut alone = |j: usize, side: Side| -> (u64, u64) {
                 sides_of.iter_mut().enumerate().for_each(|(i, s)| *s = if i == j { side } else { Side::Own });
-                if let Some(line) = lines.get_mut(j) {
-                    let line = line.get_or_insert_with(|| Line::new(&slice, own_at, j, &mut planes));
+                if let Some(Some(line)) = lines.get(j) {
                     taken.tally.clear();
-                    if line.as_ref().is_some_and(|line| line.count(side, &mut taken.tally)) {
+                    if line.count(side, &mut taken.tally) {
                         let Tally { count, seed, .. } = taken.tally;
                         let counted = (count, if count > MOST_ADDED { 0 } else { seed });
                         // The rows' walk says the same (the tests run it beside the line's).
@@ -1919,7 +1917,7 @@ pub(crate) fn claimed(
             let mut sides_of = vec![Side::Own; n];
             // What a combination adds, and whether it was counted from the group's lines
             // (whose rows it claims are then read by them).
-            let mut measure = |combination: &[usize], taken: &mut Taken, lines: &[Option<Option<Line<'_>>>]| {
+            let mut measure = |combination: &[usize], taken: &mut Taken, lines: &[Option<Line<'_>>]| {
                 sides_of.iter_mut().zip(combination).enumerate().for_each(|(j, (s, c))| *s = choices[j][*c].0);
                 let plane = planes.of(&places, own_at, &sides_of);
                 // The rows' walk counts the same (the tests run it beside the lines'), and
@@ -1931,9 +1929,9 @@ pub(crate) fn claimed(
                 match added_by_lines(&slice, own_at, &sides_of, plane, lines, taken) {
                     Some(counted) => {
                         debug_assert_eq!(counted, walked.0, "the lines count as the rows' walk");
-                        (counted, Some(sides_of.clone()), walked.1)
+                        (counted, true, walked.1)
                     }
-                    None => (added(&slice, own_at, &sides_of, plane, taken), None, walked.1),
+                    None => (added(&slice, own_at, &sides_of, plane, taken), false, walked.1),
                 }
             };
             // The group tries the combinations of cells it tries, up to [`MOST_TRIED`]; a
@@ -1962,9 +1960,10 @@ pub(crate) fn claimed(
                 }
                 if few {
                     // The lines' rows in the region the group has not claimed yet.
-                    for (j, side) in by_lines.iter().flatten().enumerate() {
-                        if let (Side::Cell(lo, hi), Some(Some(Some(line)))) = (*side, lines.get_mut(j)) {
-                            line.claim(&slice, (lo, hi), j, &mut taken.found);
+                    let sides = combination.iter().enumerate().map(|(j, c)| choices[j][*c].0);
+                    for (side, line) in sides.zip(lines.iter_mut()) {
+                        if let (true, Side::Cell(lo, hi), Some(line)) = (by_lines, side, line) {
+                            line.claim(&slice, (lo, hi), &mut taken.found);
                         }
                     }
                     for at in &taken.found {
