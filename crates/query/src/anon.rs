@@ -760,6 +760,31 @@ const MOST_COMBINATIONS: usize = 4096;
 /// around it.
 const MOST_TRIED: usize = 64;
 
+/// Whether a debug build runs the rows' walk beside the lines' in every region it counts by
+/// lines, and asserts they agree (the count, the seed, every row the region holds claimed). On
+/// by default, so every test of a debug build checks; [`check_claims_walk`] turns it off for a
+/// test that measures the walk's time, which must be the time of the walk a release runs.
+#[cfg(debug_assertions)]
+static CHECK_WALK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the debug builds' cross-check of the claims walk on or off (see [`CHECK_WALK`]); does
+/// nothing in a release build. For tests only.
+#[doc(hidden)]
+pub fn check_claims_walk(on: bool) {
+    #[cfg(debug_assertions)]
+    CHECK_WALK.store(on, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(debug_assertions))]
+    let _ = on;
+}
+
+/// Whether this build checks the claims walk ([`CHECK_WALK`]).
+fn checking_walk() -> bool {
+    #[cfg(debug_assertions)]
+    return CHECK_WALK.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(debug_assertions))]
+    false
+}
+
 /// Per dimension of the walk (each bucketed key, then each range beside them), a side of a
 /// region around a group: its own bucket (along a range, the range), a cell of the grid around
 /// it as the places `[lo, hi)` of the slice's distinct values it holds ([`Places`]), or every
@@ -1841,11 +1866,12 @@ pub(crate) fn claimed(
                     if line.count(side, &mut taken.tally) {
                         let Tally { count, seed, .. } = taken.tally;
                         let counted = (count, if count > MOST_ADDED { 0 } else { seed });
-                        // The rows' walk says the same (the tests run it beside the line's).
-                        debug_assert_eq!(counted, {
+                        // The rows' walk says the same (debug builds run it beside the line's).
+                        if checking_walk() {
                             let plane = planes.of(&places, own_at, &sides_of);
-                            added(&slice, own_at, &sides_of, plane, &mut taken)
-                        });
+                            let walked = added(&slice, own_at, &sides_of, plane, &mut taken);
+                            debug_assert_eq!(counted, walked, "the line counts as the rows' walk");
+                        }
                         return counted;
                     }
                 }
@@ -1920,15 +1946,16 @@ pub(crate) fn claimed(
             let mut measure = |combination: &[usize], taken: &mut Taken, lines: &[Option<Line<'_>>]| {
                 sides_of.iter_mut().zip(combination).enumerate().for_each(|(j, (s, c))| *s = choices[j][*c].0);
                 let plane = planes.of(&places, own_at, &sides_of);
-                // The rows' walk counts the same (the tests run it beside the lines'), and
+                // The rows' walk counts the same (debug builds run it beside the lines'), and
                 // finds the rows the region claims where it claims: kept to check that each was.
-                #[cfg(debug_assertions)]
-                let walked = (added(&slice, own_at, &sides_of, plane, taken), taken.found.clone());
-                #[cfg(not(debug_assertions))]
-                let walked: ((u64, u64), Vec<usize>) = ((0, 0), Vec::new());
+                let checking = checking_walk();
+                let walked = match checking {
+                    true => (added(&slice, own_at, &sides_of, plane, taken), taken.found.clone()),
+                    false => ((0, 0), Vec::new()),
+                };
                 match added_by_lines(&slice, own_at, &sides_of, plane, lines, taken) {
                     Some(counted) => {
-                        debug_assert_eq!(counted, walked.0, "the lines count as the rows' walk");
+                        debug_assert!(!checking || counted == walked.0, "the lines count as the rows' walk");
                         (counted, true, walked.1)
                     }
                     None => (added(&slice, own_at, &sides_of, plane, taken), false, walked.1),

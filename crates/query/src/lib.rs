@@ -36,6 +36,8 @@ mod tables;
 #[cfg(test)]
 mod testing;
 
+#[doc(hidden)]
+pub use anon::check_claims_walk;
 pub use dp::{DpParams, NoisyAggregate, measurements};
 pub use engine::{Prepared, QueryEngine};
 pub use error::{Error, Result};
