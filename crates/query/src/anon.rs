@@ -767,8 +767,8 @@ const MOST_TRIED: usize = 64;
 #[cfg(debug_assertions)]
 static CHECK_WALK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// Turns the debug builds' cross-check of the claims walk on or off (see [`CHECK_WALK`]); does
-/// nothing in a release build. For tests only.
+/// Turns the debug builds' cross-check of the claims walk on or off (see [`CHECK_WALK`]) for the
+/// whole process; does nothing in a release build. For tests only.
 #[doc(hidden)]
 pub fn check_claims_walk(on: bool) {
     #[cfg(debug_assertions)]
