@@ -764,25 +764,18 @@ const MOST_TRIED: usize = 64;
 /// lines, and asserts they agree (the count, the seed, every row the region holds claimed). On
 /// by default, so every test of a debug build checks; [`check_claims_walk`] turns it off for a
 /// test that measures the walk's time, which must be the time of the walk a release runs.
-#[cfg(debug_assertions)]
 static CHECK_WALK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Turns the debug builds' cross-check of the claims walk on or off (see [`CHECK_WALK`]) for the
-/// whole process; does nothing in a release build. For tests only.
+/// whole process; a release build never checks. For tests only.
 #[doc(hidden)]
 pub fn check_claims_walk(on: bool) {
-    #[cfg(debug_assertions)]
     CHECK_WALK.store(on, std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(debug_assertions))]
-    let _ = on;
 }
 
-/// Whether this build checks the claims walk ([`CHECK_WALK`]).
+/// Whether this build checks the claims walk ([`CHECK_WALK`]): never in a release build.
 fn checking_walk() -> bool {
-    #[cfg(debug_assertions)]
-    return CHECK_WALK.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(debug_assertions))]
-    false
+    cfg!(debug_assertions) && CHECK_WALK.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Per dimension of the walk (each bucketed key, then each range beside them), a side of a
@@ -1955,7 +1948,9 @@ pub(crate) fn claimed(
                 };
                 match added_by_lines(&slice, own_at, &sides_of, plane, lines, taken) {
                     Some(counted) => {
-                        debug_assert!(!checking || counted == walked.0, "the lines count as the rows' walk");
+                        if checking {
+                            debug_assert_eq!(counted, walked.0, "the lines count as the rows' walk");
+                        }
                         (counted, true, walked.1)
                     }
                     None => (added(&slice, own_at, &sides_of, plane, taken), false, walked.1),
