@@ -1969,9 +1969,10 @@ pub(crate) fn claimed(
                 // The rows' walk counts the same (debug builds run it beside the lines'), and
                 // finds the rows the region claims where it claims: kept to check that each was.
                 let checking = checking_walk();
-                let walked = match checking {
-                    true => (added(&slice, own_at, &sides_of, plane, taken), taken.found.clone()),
-                    false => ((0, 0), Vec::new()),
+                let walked = if checking {
+                    (added(&slice, own_at, &sides_of, plane, taken), taken.found.clone())
+                } else {
+                    ((0, 0), Vec::new())
                 };
                 match added_by_lines(&slice, own_at, &sides_of, plane, lines, taken) {
                     Some(counted) => {
@@ -2702,26 +2703,30 @@ mod tests {
         let int = |v: i64| ScalarValue::Int64(Some(v));
         let text = |v: &str| ScalarValue::Utf8(Some(v.into()));
         let date = |v: i32| ScalarValue::Date32(Some(v));
-        // A column, its cells, and what each spans (`None`: the last case's own check).
-        type Case = (ArrayRef, Vec<(ScalarValue, ScalarValue)>, Option<Vec<(usize, usize)>>);
+        // A column, its cells, and what each spans (`None`: an end does not cast).
+        type Case = (ArrayRef, Vec<(ScalarValue, ScalarValue)>, Vec<Option<(usize, usize)>>);
         let columns: Vec<Case> = vec![
             (
                 Arc::new(Int64Array::from(vec![-5, 0, 3, 10, 250, 1000])),
                 vec![(int(0), int(10)), (int(0), int(100)), (int(-1000), int(1000)), (int(i64::MIN), int(i64::MAX))],
-                Some(vec![(1, 3), (1, 4), (0, 5), (0, 6)]),
+                vec![Some((1, 3)), Some((1, 4)), Some((0, 5)), Some((0, 6))],
             ),
             (
                 Arc::new(StringArray::from(vec!["E11", "E11.9", "E12", "Z"])),
                 vec![(text("E11"), text("E12")), (text("E"), text("F")), (text(""), text("ZZ"))],
-                Some(vec![(0, 2), (0, 3), (0, 4)]),
+                vec![Some((0, 2)), Some((0, 3)), Some((0, 4))],
             ),
             (
                 Arc::new(Date32Array::from(vec![0, 31, 59, 365])),
                 vec![(date(0), date(59)), (date(-365), date(366))],
-                Some(vec![(0, 2), (0, 4)]),
+                vec![Some((0, 2)), Some((0, 4))],
             ),
             // Ends of another type are cast one at a time; one that does not fit spans nothing.
-            (Arc::new(Int32Array::from(vec![1, 2, 3])), vec![(int(0), int(3)), (int(0), int(i64::MAX))], None),
+            (
+                Arc::new(Int32Array::from(vec![1, 2, 3])),
+                vec![(int(0), int(3)), (int(0), int(i64::MAX))],
+                vec![Some((0, 2)), None],
+            ),
         ];
         for (array, cells, expected) in columns {
             let form = RowForm::new(&array)?;
@@ -2738,10 +2743,7 @@ mod tests {
                 .collect();
             let together = form.spans(&cells, held);
             assert_eq!(together, alone, "{:?}", array.data_type());
-            match expected {
-                Some(spans) => assert_eq!(together, spans.into_iter().map(Some).collect::<Vec<_>>()),
-                None => assert_eq!(together, vec![Some((0, 2)), None]),
-            }
+            assert_eq!(together, expected, "{:?}", array.data_type());
         }
         Ok(())
     }
