@@ -28,8 +28,8 @@ pub use check::{AppliedRule, Assessment, check};
 pub use context::{CapAt, CappedCopies, ColumnInfo, Contribution, DatasetInfo, GuardContext, Reach};
 pub use rewrite::{
     ADMITTED, ANON_LEAST_THRESHOLD, ANON_OUTLIERS, ANON_SEED, Buckets, DP_PREFIX, DP_ROW, DpPlan, KeyLabel, Ladder,
-    NoiseLabels, Rewritten, Span, UNIT_PREFIX, Variant, claim_hashes, claim_name, dropped_hashes, group_hashes,
-    rewrite, with_claimed, with_dropped, with_widened,
+    NoiseLabels, Rewritten, Span, UNIT_PREFIX, Variant, claim_hashes, claim_name, column_hashes, dropped_hashes,
+    folded_hashes, group_hashes, rewrite, with_claimed, with_dropped, with_widened,
 };
 pub use rule::{GuardOutcome, PrivacyGuardRule, violation};
 pub use rules::allow_listed_functions::check_plan as check_functions;

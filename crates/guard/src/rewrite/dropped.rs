@@ -108,22 +108,39 @@ pub fn dropped_hashes(keys: &[ArrayRef], values: &ArrayRef) -> Result<Vec<u64>> 
 /// values can travel as another layout of the same values, and a hash of one layout missed the
 /// other's. Text is hashed as a plain string is, in its own layout (casting it first copied
 /// every string: some ten columns of 777 k strings over one census); binary is cast to plain
-/// binary and dictionaries to their values.
+/// binary and dictionaries to their values. Each column is hashed by [`column_hashes`] and
+/// folded by [`folded_hashes`].
 pub(super) fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
+    let columns = arrays.iter().map(column_hashes).collect::<Result<Vec<_>>>()?;
+    let columns: Vec<&[u64]> = columns.iter().map(Vec::as_slice).collect();
+    Ok(super::people::fold(&columns, arrays.first().map_or(0, |a| a.len())))
+}
+
+/// One column's own hashes, as [`group_hashes`](super::group_hashes),
+/// [`claim_hashes`](super::claim_hashes) and [`dropped_hashes`] hash each of their columns
+/// before folding them ([`folded_hashes`]): a column several of them hold is hashed once.
+///
+/// # Errors
+/// A DataFusion error if the column cannot be cast to its plain layout.
+pub fn column_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
     use datafusion::arrow::compute::cast;
-    let plain = |a: &ArrayRef| -> Result<ArrayRef> {
-        let target = match a.data_type() {
-            DataType::Dictionary(_, value) => value.as_ref().clone(),
-            other => other.clone(),
-        };
-        let target = match target {
-            DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-            other => other,
-        };
-        if &target == a.data_type() { Ok(Arc::clone(a)) } else { Ok(cast(a, &target)?) }
+    let target = match array.data_type() {
+        DataType::Dictionary(_, value) => value.as_ref().clone(),
+        other => other.clone(),
     };
-    let arrays = arrays.iter().map(plain).collect::<Result<Vec<_>>>()?;
-    super::people::hash_rows_as_text(&arrays)
+    let target = match target {
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        other => other,
+    };
+    let plain = if &target == array.data_type() { Arc::clone(array) } else { cast(array, &target)? };
+    super::people::text_hashes(&plain)
+}
+
+/// Columns' hashes ([`column_hashes`], each of `rows`) folded in their order: the rows' hashes
+/// the same columns' arrays give [`group_hashes`](super::group_hashes) (0 for every row where
+/// there are none) and [`claim_hashes`](super::claim_hashes).
+pub fn folded_hashes(columns: &[&[u64]], rows: usize) -> Vec<u64> {
+    if columns.is_empty() { vec![0; rows] } else { super::people::fold(columns, rows) }
 }
 
 /// `plan` with each `__veil_dropped` call carrying the hashes `dropped` holds for its list (by
@@ -233,5 +250,32 @@ mod tests {
         // As plain text always hashed, and every value apart.
         assert_eq!(alone, super::super::people::hash_rows(&layouts[..1]).unwrap());
         assert_eq!(alone.iter().collect::<BTreeSet<_>>().len(), values.len());
+    }
+
+    /// Columns hashed once and folded name rows as the functions that hash the arrays do, in
+    /// any order of the columns, and no key at all as 0.
+    #[test]
+    fn columns_hashed_once_and_folded_hash_as_the_arrays_do() {
+        use datafusion::arrow::array::{Int64Array, StringViewArray, UInt64Array};
+        let text: ArrayRef = Arc::new(StringViewArray::from(vec![Some("A"), None, Some("longer than twelve bytes")]));
+        let number: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), Some(7), None]));
+        let unit: ArrayRef = Arc::new(UInt64Array::from(vec![1, 2, 3]));
+        let [t, n, u] = [&text, &number, &unit].map(|a| column_hashes(a).unwrap());
+        let folded =
+            |columns: &[&Vec<u64>]| folded_hashes(&columns.iter().map(|c| c.as_slice()).collect::<Vec<_>>(), 3);
+        let arrays = [Arc::clone(&text), Arc::clone(&number)];
+        assert_eq!(folded(&[&t, &n]), super::super::group_hashes(&arrays, 3).unwrap());
+        assert_eq!(
+            folded(&[&n, &t]),
+            super::super::group_hashes(&[Arc::clone(&number), Arc::clone(&text)], 3).unwrap()
+        );
+        assert_ne!(folded(&[&t, &n]), folded(&[&n, &t]));
+        assert_eq!(folded(&[]), super::super::group_hashes(&[], 3).unwrap());
+        assert_eq!(folded(&[]), vec![0; 3]);
+        assert_eq!(
+            folded(&[&t, &n, &u]),
+            super::super::claim_hashes(std::slice::from_ref(&text), std::slice::from_ref(&number), &unit).unwrap()
+        );
+        assert_eq!(folded(&[&t, &n]), dropped_hashes(std::slice::from_ref(&text), &number).unwrap());
     }
 }

@@ -29,7 +29,7 @@ pub(crate) use anonymize::low_effect_note;
 pub use anonymize::{ANON_LEAST_THRESHOLD, ANON_OUTLIERS, ANON_SEED};
 pub use bound_contributions::{DP_PREFIX, DP_ROW, DpPlan, Variant};
 pub use buckets::{ADMITTED, Buckets, claim_hashes, claim_name, with_claimed};
-pub use dropped::{dropped_hashes, with_dropped};
+pub use dropped::{column_hashes, dropped_hashes, folded_hashes, with_dropped};
 pub use enforce_min_group_size::UNIT_PREFIX;
 pub use labels::{KeyLabel, NoiseLabels, Span};
 pub(crate) use labels::{Unit as DateUnit, midnight};

@@ -81,42 +81,51 @@ pub(super) fn hash_rows(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
     folded(arrays, |array, column| create_hashes([array], &STATE, column).map(|_| ()))
 }
 
-/// [`hash_rows`] with text in any layout (string views, large strings) hashed as plain strings
-/// are (`create_hashes` hashes a short string view by its view, not its text).
-pub(super) fn hash_rows_as_text(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
-    folded(arrays, |array, column| {
-        let texts: Box<dyn Iterator<Item = Option<&str>>> = match array.data_type() {
-            DataType::Utf8View => Box::new(array.as_string_view().iter()),
-            DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
-            _ => return create_hashes([array], &STATE, column).map(|_| ()),
-        };
-        // As `create_hashes` hashes a plain string; a NULL stays 0.
-        for (hash, text) in column.iter_mut().zip(texts) {
-            if let Some(text) = text {
-                *hash = STATE.hash_one(text);
-            }
+/// One column hashed as [`hash_rows`] hashes it, but text in any layout (string views, large
+/// strings) hashed as plain strings are (`create_hashes` hashes a short string view by its
+/// view, not its text).
+pub(super) fn text_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
+    let mut column = vec![0; array.len()];
+    let texts: Box<dyn Iterator<Item = Option<&str>>> = match array.data_type() {
+        DataType::Utf8View => Box::new(array.as_string_view().iter()),
+        DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
+        _ => {
+            create_hashes([array], &STATE, &mut column)?;
+            return Ok(column);
         }
-        Ok(())
-    })
+    };
+    // As `create_hashes` hashes a plain string; a NULL stays 0.
+    for (hash, text) in column.iter_mut().zip(texts) {
+        if let Some(text) = text {
+            *hash = STATE.hash_one(text);
+        }
+    }
+    Ok(column)
 }
 
 /// Each row of `arrays` hashed, each column by `hash` and folded in by its place.
 fn folded(arrays: &[ArrayRef], hash: impl Fn(&ArrayRef, &mut [u64]) -> Result<()>) -> Result<Vec<u64>> {
     let rows = arrays.first().map_or(0, |a| a.len());
-    let mut hashes = vec![0; rows];
-    let mut column = vec![0; rows];
-    for (i, array) in arrays.iter().enumerate() {
-        column.fill(0);
+    let mut columns = Vec::with_capacity(arrays.len());
+    for array in arrays {
+        let mut column = vec![0; rows];
         hash(array, &mut column)?;
-        if i == 0 {
-            hashes.copy_from_slice(&column);
-        } else {
-            for (h, c) in hashes.iter_mut().zip(&column) {
-                *h = (h.rotate_left(23) ^ c).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            }
+        columns.push(column);
+    }
+    let columns: Vec<&[u64]> = columns.iter().map(Vec::as_slice).collect();
+    Ok(fold(&columns, rows))
+}
+
+/// Columns' hashes (each of `rows`) folded in by their places: the first as it is, each after
+/// it by a rotation and a multiplication.
+pub(super) fn fold(columns: &[&[u64]], rows: usize) -> Vec<u64> {
+    let mut hashes = columns.first().map_or_else(|| vec![0; rows], |c| c.to_vec());
+    for column in columns.iter().skip(1) {
+        for (h, c) in hashes.iter_mut().zip(column.iter()) {
+            *h = (h.rotate_left(23) ^ c).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
-    Ok(hashes)
+    hashes
 }
 
 /// Every unit of `array` hashed, nulls kept: what [`unit_hash`] computes.
