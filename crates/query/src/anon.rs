@@ -29,6 +29,7 @@
 //! released count is rounded.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -863,12 +864,17 @@ impl Places {
         (m, r): (usize, usize),
         blocks: &[Block],
         entries: &[Entry],
-        (value_hashes, bucket_hashes): (&[Vec<u64>], &[Vec<u64>]),
+        (values, bucket_hashes): (&[Vec<u64>], &[&Vec<u64>]),
         sorted: &[Vec<(Row<'_>, u64)>],
         value: Vec<u32>,
     ) -> Result<Self> {
         let n = m + r;
-        if bucket_hashes.len() != m || value_hashes.len() != n || sorted.len() != n || value.len() < entries.len() * n {
+        if bucket_hashes.len() != m
+            || values.len() != n
+            || values.iter().any(|v| v.len() != entries.len())
+            || sorted.len() != n
+            || value.len() < entries.len() * n
+        {
             return Err(internal("the claims walk's places"));
         }
         let mut places = Self {
@@ -890,11 +896,10 @@ impl Places {
             })
             .collect::<Result<_>>()?;
         for block in blocks {
-            for e in &block.entries {
-                let row = entries[*e].row;
+            for e in block.entries.clone() {
                 for j in 0..n {
-                    let at = place_of[j].get(&value_hashes[j][row]).ok_or_else(|| internal("a value's place"))?;
-                    places.value[*e * n + j] = *at;
+                    let at = place_of[j].get(&values[j][e]).ok_or_else(|| internal("a value's place"))?;
+                    places.value[e * n + j] = *at;
                 }
             }
         }
@@ -907,7 +912,7 @@ impl Places {
                     places.with_bucket[j].push(Vec::new());
                 }
                 places.with_bucket[j][id as usize].push(u32::try_from(b).map_err(internal)?);
-                let values = block.entries.iter().map(|e| places.value[*e * n + j]);
+                let values = block.entries.clone().map(|e| places.value[e * n + j]);
                 places.bucket.push(id);
                 places.least.push(values.clone().min().unwrap_or(0));
                 places.most.push(values.max().unwrap_or(0));
@@ -1114,12 +1119,10 @@ impl<'a> Line<'a> {
                 let block = blocks.get(*b as usize)?;
                 entries_of.clear();
                 entries_of.extend(
-                    block
-                        .entries
-                        .iter()
-                        .map(|at| (at, &entries[*at]))
+                    (block.entries.clone())
+                        .map(|at| (at, &entries[at]))
                         .filter(|(_, e)| census.in_every_range(e))
-                        .map(|(at, e)| Nearest { place: places.of(*at, j), person: e.person, seed: e.seed }),
+                        .map(|(at, e)| Nearest { place: places.of(at, j), person: e.person, seed: e.seed }),
                 );
                 if upward {
                     entries_of.sort_unstable_by_key(|n| n.place);
@@ -1179,10 +1182,8 @@ impl<'a> Line<'a> {
         let mut read = |b: u32, from: u32, to: u32| {
             let Some(block) = blocks.get(b as usize) else { return };
             out.extend(
-                block
-                    .entries
-                    .iter()
-                    .filter(|at| census.in_every_range(&entries[**at]) && (from..to).contains(&places.of(**at, j))),
+                (block.entries.clone())
+                    .filter(|at| census.in_every_range(&entries[*at]) && (from..to).contains(&places.of(*at, j))),
             );
         };
         if lo < self.claimed.0 {
@@ -1256,18 +1257,18 @@ fn added_by_lines(
                 continue;
             }
             let Some(block) = blocks.get(b) else { continue };
-            for at in &block.entries {
-                let e = &entries[*at];
+            for at in block.entries.clone() {
+                let e = &entries[at];
                 let within = census.in_every_range(e)
                     && sides[..m].iter().enumerate().all(|(j, side)| match *side {
-                        Side::Cell(lo, hi) => (lo..hi).contains(&places.of(*at, j)),
+                        Side::Cell(lo, hi) => (lo..hi).contains(&places.of(at, j)),
                         Side::Own | Side::All => true,
                     });
                 if !within {
                     continue;
                 }
                 tally.add(e, false);
-                found.push(*at);
+                found.push(at);
                 if tally.count > MOST_ADDED {
                     found.clear();
                     return Some((tally.count, 0));
@@ -1296,7 +1297,8 @@ struct Entry {
 struct Block {
     /// A row of the census in it, its first (its buckets and keys are read from there).
     row: usize,
-    entries: Vec<usize>,
+    /// Its entries (by index), which lie together.
+    entries: Range<usize>,
     people: u64,
     /// Whether every entry is in every range beside the keys.
     all_inside: bool,
@@ -1313,7 +1315,7 @@ impl Block {
         tally: &mut Tally,
     ) -> (u64, u64) {
         tally.clear();
-        for e in self.entries.iter().map(|at| &entries[*at]).filter(|e| census.in_every_range(e)) {
+        for e in entries[self.entries.clone()].iter().filter(|e| census.in_every_range(e)) {
             tally.add(e, one_row);
         }
         (tally.count, tally.seed)
@@ -1464,14 +1466,14 @@ fn added(slice: &Slice<'_>, own: usize, sides: &[Side], plane: Option<&[u32]>, t
             found.clear();
             return (MOST_ADDED + 1, 0);
         }
-        for at in &block.entries {
-            let e = &entries[*at];
+        for at in block.entries.clone() {
+            let e = &entries[at];
             let within = whole
                 || sides.iter().enumerate().all(|(j, side)| match *side {
                     Side::Own if j < m => true,
                     Side::Own => e.inside & (1 << (j - m)) != 0,
                     Side::All => true,
-                    Side::Cell(lo, hi) => (lo..hi).contains(&places.of(*at, j)),
+                    Side::Cell(lo, hi) => (lo..hi).contains(&places.of(at, j)),
                 });
             // Its own rows within every range are the group's.
             let own_row = b == own && census.in_every_range(e);
@@ -1484,7 +1486,7 @@ fn added(slice: &Slice<'_>, own: usize, sides: &[Side], plane: Option<&[u32]>, t
             // group a district claim every row of the district over several rows a person,
             // and the group with a person more claimed: whose rows all held one code.
             added.add(e, one_row);
-            found.push(*at);
+            found.push(at);
             if added.count > MOST_ADDED {
                 found.clear();
                 return (added.count, 0);
@@ -1614,10 +1616,6 @@ pub(crate) fn claimed(
     if totals.num_columns() != others + 2 * (m0 + r0) + s + 3 {
         return Err(internal("the bucket census's output is not as described"));
     }
-    // The other keys' values and every bucket: what places a row in its slice and block.
-    let placing: Vec<usize> =
-        (0..others).chain((0..m0).map(|j| others + 2 * j)).chain((0..s).map(|k| others + 2 * (m0 + r0) + k)).collect();
-    let totals = by_block(&totals, &placing)?;
     let keys: Vec<ArrayRef> = (0..others).map(|i| Arc::clone(totals.column(i))).collect();
     // The keys' values, then the ranges': a claim names a row by them all, in that order.
     let values: Vec<ArrayRef> = (0..m0)
@@ -1670,30 +1668,44 @@ pub(crate) fn claimed(
     let units = unit.as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census unit"))?;
     let people = totals.column(last + 1).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("census people"))?;
     let seeds = totals.column(last + 2).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("census seed"))?;
-    let groups = veil_guard::group_hashes(&keys, totals.num_rows()).map_err(internal)?;
-    let hashes = veil_guard::claim_hashes(&keys, &values, unit).map_err(internal)?;
     let rows = Census {
         values: dimensions.iter().map(|v| RowForm::new(v)).collect::<Result<_>>()?,
         everywhere: if r == 0 { 0 } else { u64::MAX >> (64 - r) },
     };
-    // Blocks and distinct values found by hash, hashed a column at a time (a 64-bit hash names
-    // a row as `claim_hashes` does).
-    let block_of = {
-        let columns: Vec<ArrayRef> = bucket_columns.iter().map(|b| Arc::clone(b)).collect();
-        veil_guard::group_hashes(&columns, totals.num_rows()).map_err(internal)?
+    // Each column hashed once ([`veil_guard::column_hashes`]), then folded into what names a
+    // row's slice, block and claim (as [`veil_guard::group_hashes`] and
+    // [`veil_guard::claim_hashes`] hash the same arrays): a text column of 777 k rows costs
+    // some ten milliseconds a hashing, and the walk hashed each up to four times.
+    let census_rows = totals.num_rows();
+    let hash = |a: &ArrayRef| veil_guard::column_hashes(a).map_err(internal);
+    let key_hashes = keys.iter().map(hash).collect::<Result<Vec<_>>>()?;
+    let value_hashes = values.iter().map(hash).collect::<Result<Vec<_>>>()?;
+    let bucket_hashes = all_buckets.iter().map(|b| hash(b)).collect::<Result<Vec<_>>>()?;
+    let fold = |columns: &[&Vec<u64>]| {
+        let columns: Vec<&[u64]> = columns.iter().map(|c| c.as_slice()).collect();
+        veil_guard::folded_hashes(&columns, census_rows)
     };
-    // Per dimension of the walk, each row's bucket, by hash.
-    let bucket_hashes = bucket_columns
+    let groups = fold(&key_hashes.iter().collect::<Vec<_>>());
+    let hashes = fold(&key_hashes.iter().chain(&value_hashes).chain([&hash(unit)?]).collect::<Vec<_>>());
+    // A row's block within its slice: its buckets, per dimension of the walk.
+    let block_of = fold(&walk.iter().map(|j| &bucket_hashes[*j]).collect::<Vec<_>>());
+    let bucket_hashes: Vec<&Vec<u64>> = walk.iter().map(|j| &bucket_hashes[*j]).collect();
+    // Per dimension, the hashes of its values: the keys' (in the walk's order), then the
+    // ranges' beside them.
+    let key_values_at: Vec<usize> = (0..m0).chain(spelled.iter().map(|(at, _)| m0 + at)).collect();
+    let dimension_hashes: Vec<&Vec<u64>> = walk
         .iter()
-        .map(|b| veil_guard::group_hashes(std::slice::from_ref(*b), totals.num_rows()).map_err(internal))
-        .collect::<Result<Vec<_>>>()?;
-    let value_hashes = dimensions
-        .iter()
-        .map(|v| veil_guard::group_hashes(std::slice::from_ref(v), totals.num_rows()).map_err(internal))
-        .collect::<Result<Vec<_>>>()?;
-    // Per value of the other keys, its entries.
-    let mut entries: Vec<Entry> = Vec::with_capacity(totals.num_rows());
-    let mut by_others: FastMap<u64, Vec<usize>> = FastMap::default();
+        .map(|j| &value_hashes[key_values_at[*j]])
+        .chain(plain.iter().map(|d| &value_hashes[m0 + d]))
+        .collect();
+    // Each row's block (by the other keys' values and its buckets, as ids in the order of
+    // their first rows), its slice's when it makes a new one (the slices, by the other keys'
+    // values), and per block its first row, how many rows it has and their least claim hash.
+    let mut block_at: FastMap<(u64, u64), u32> = FastMap::default();
+    let mut slice_of: FastMap<u64, usize> = FastMap::default();
+    let (mut block_slice, mut block_row, mut block_len, mut block_least) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut row_block: Vec<u32> = Vec::with_capacity(census_rows);
     for (row, group) in groups.iter().enumerate() {
         // A NULL or not a number has no place in an order: a key's is in its cell of every
         // value only (its row form sorts before every value, or after); a range's in none, but
@@ -1704,29 +1716,72 @@ pub(crate) fn claimed(
         if (m..m + r)
             .any(|j| range_cells[j - m].is_some() && (dimensions[j].is_null(row) || not_a_number(dimensions[j], row)))
         {
+            row_block.push(u32::MAX);
             continue;
         }
-        let inside = flags
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.is_valid(row) && f.value(row) == 1)
-            .fold(0u64, |bits, (d, _)| bits | (1 << d));
-        by_others.entry(*group).or_default().push(entries.len());
-        entries.push(Entry {
-            row,
-            inside,
-            person: units.value(row),
-            people: u64::try_from(people.value(row)).unwrap_or(0),
-            seed: seeds.value(row),
-            hash: hashes[row],
+        let block = *block_at.entry((*group, block_of[row])).or_insert_with(|| {
+            let slices = slice_of.len();
+            block_slice.push(*slice_of.entry(*group).or_insert(slices));
+            block_row.push(row);
+            block_len.push(0usize);
+            block_least.push(u64::MAX);
+            (block_len.len() - 1) as u32
         });
+        let b = block as usize;
+        block_len[b] += 1;
+        block_least[b] = block_least[b].min(hashes[row]);
+        row_block.push(block);
     }
+    if block_len.len() >= u32::MAX as usize {
+        return Err(internal("a census of more than 2^32 blocks"));
+    }
+    // The same order of slices every time, whatever the census's (by their least claim
+    // hash); each slice's blocks in the order of their first rows.
+    let mut slice_least = vec![u64::MAX; slice_of.len()];
+    let mut slice_blocks: Vec<Vec<usize>> = vec![Vec::new(); slice_of.len()];
+    for (b, slice) in block_slice.iter().enumerate() {
+        slice_least[*slice] = slice_least[*slice].min(block_least[b]);
+        slice_blocks[*slice].push(b);
+    }
+    let mut slices: Vec<usize> = (0..slice_of.len()).collect();
+    slices.sort_by_key(|s| slice_least[*s]);
+    // The entries laid out slice by slice and block by block: the walk reads a block's
+    // entries together, and in the census's order they lie spread over all of it (over a
+    // year of orders, 1.5 million rows, reading them so took longer than the pass that
+    // counted them). Nothing the walk decides depends on the order of the census's rows.
+    let in_order: Vec<usize> = slices.iter().flat_map(|s| slice_blocks[*s].iter().copied()).collect();
+    let (laid_out, block_start) = block_by_block(&in_order, &row_block, &block_len);
+    // Gathered in that order a column at a time (one stream of reads each), then put together.
+    let gather = |column: &[u64]| -> Vec<u64> { laid_out.iter().map(|row| column[*row]).collect() };
+    let inside: Vec<u64> = if flags.is_empty() {
+        vec![0; census_rows]
+    } else {
+        (0..census_rows)
+            .map(|row| {
+                (flags.iter().enumerate())
+                    .filter(|(_, f)| f.is_valid(row) && f.value(row) == 1)
+                    .fold(0u64, |bits, (d, _)| bits | (1 << d))
+            })
+            .collect()
+    };
+    let people: Vec<u64> = people.values().iter().map(|p| u64::try_from(*p).unwrap_or(0)).collect();
+    let (inside, person, people, seed, hash) =
+        (gather(&inside), gather(units.values()), gather(&people), gather(seeds.values()), gather(&hashes));
+    let entries: Vec<Entry> = (0..laid_out.len())
+        .map(|at| Entry {
+            row: laid_out[at],
+            inside: inside[at],
+            person: person[at],
+            people: people[at],
+            seed: seed[at],
+            hash: hash[at],
+        })
+        .collect();
+    // Per dimension, the hash of each entry's value along it.
+    let entry_values: Vec<Vec<u64>> = dimension_hashes.iter().map(|h| gather(h)).collect();
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let mut claims: FastMap<u64, Vec<ScalarValue>> = FastMap::default();
     let mut whole: Whole = FastMap::default();
-    let mut sets: Vec<Vec<usize>> = by_others.into_values().collect();
-    // The same order every time, whatever the hash map's.
-    sets.sort_by_cached_key(|set| set.iter().map(|e| entries[*e].hash).min());
     // Per entry and dimension, its value's place in its slice ([`Places`]); one allocation,
     // written slice by slice.
     let mut value_places = vec![0u32; entries.len() * (m + r)];
@@ -1769,24 +1824,22 @@ pub(crate) fn claimed(
         let keys = answered.then_some(values);
         Ok(Walker { buckets, claimed, keys, rank })
     };
-    for set in sets {
+    for slice in slices {
         // The slice's blocks, in the order of their first rows.
-        let mut blocks: Vec<Block> = Vec::new();
-        let mut block_at: FastMap<u64, usize> = FastMap::default();
-        for at in set {
-            let e = &entries[at];
-            let b = *block_at.entry(block_of[e.row]).or_insert_with(|| {
-                blocks.push(Block { row: e.row, entries: Vec::new(), people: 0, all_inside: true });
-                blocks.len() - 1
-            });
-            let block = &mut blocks[b];
-            block.entries.push(at);
-            let in_every_range = rows.in_every_range(e);
-            block.all_inside &= in_every_range;
-            if in_every_range {
-                block.people += e.people;
-            }
-        }
+        let blocks: Vec<Block> = (slice_blocks[slice].iter())
+            .map(|b| {
+                let at = block_start[*b]..block_start[*b] + block_len[*b];
+                let mut block = Block { row: block_row[*b], entries: at.clone(), people: 0, all_inside: true };
+                for e in &entries[at] {
+                    let in_every_range = rows.in_every_range(e);
+                    block.all_inside &= in_every_range;
+                    if in_every_range {
+                        block.people += e.people;
+                    }
+                }
+                block
+            })
+            .collect();
         // Per key, this slice's distinct values in order: a cell holding no value its
         // narrower cell does not is the same region of the data, and is not tried again.
         // Per range beside the keys, how many distinct values of this slice it holds: a cell
@@ -1797,8 +1850,8 @@ pub(crate) fn claimed(
             .map(|j| {
                 let mut distinct: FastMap<u64, usize> = FastMap::default();
                 let mut inside: FastSet<u64> = FastSet::default();
-                for e in blocks.iter().flat_map(|b| b.entries.iter().map(|e| &entries[*e])) {
-                    let hash = value_hashes[j][e.row];
+                for at in blocks.iter().flat_map(|b| b.entries.clone()) {
+                    let (e, hash) = (&entries[at], entry_values[j][at]);
                     distinct.entry(hash).or_insert(e.row);
                     if j >= m && e.inside & (1 << (j - m)) != 0 {
                         inside.insert(hash);
@@ -1821,7 +1874,7 @@ pub(crate) fn claimed(
             (m, r),
             &blocks,
             &entries,
-            (&value_hashes, &bucket_hashes),
+            (&entry_values, &bucket_hashes),
             &sorted,
             std::mem::take(&mut value_places),
         )?;
@@ -1853,7 +1906,7 @@ pub(crate) fn claimed(
             let block = &blocks[own_at];
             // A group some of whose rows were claimed claims none; it walks its regions all
             // the same (below, on time).
-            let claims_none = block.entries.iter().any(|e| claims.contains_key(&entries[*e].hash));
+            let claims_none = entries[block.entries.clone()].iter().any(|e| claims.contains_key(&e.hash));
             // Per key: its own bucket, then each cell around it; per range beside the keys: the
             // range, then each cell of its ladder; each with whether the group tries it: the
             // cells that hold a value the narrower ones do not and add at most a few people
@@ -2038,45 +2091,26 @@ pub(crate) fn claimed(
     Ok((claims, whole))
 }
 
-/// The census's rows reordered so that the rows of each slice and block (the same values in
-/// the columns at `placing`) lie together, in their order of first appearance. The walk reads a
-/// block's rows together, and in the aggregate's order a block's rows are spread over the
-/// whole census: over a year of orders (1.5 million rows) merely reading them so took longer
-/// than the pass that counted them. Nothing the walk decides depends on the order of the rows.
-fn by_block(totals: &RecordBatch, placing: &[usize]) -> Result<RecordBatch> {
-    let columns: Vec<ArrayRef> = placing.iter().map(|at| Arc::clone(totals.column(*at))).collect();
-    let places = veil_guard::group_hashes(&columns, totals.num_rows()).map_err(internal)?;
-    // A counting sort: each place's first appearance, how many rows it has, then each row's
-    // position.
-    let mut ids: FastMap<u64, usize> = FastMap::default();
-    let mut counts: Vec<usize> = Vec::new();
-    let id_of: Vec<usize> = places
-        .iter()
-        .map(|place| {
-            let id = *ids.entry(*place).or_insert_with(|| {
-                counts.push(0);
-                counts.len() - 1
-            });
-            counts[id] += 1;
-            id
-        })
-        .collect();
-    if counts.len() <= 1 {
-        return Ok(totals.clone());
-    }
-    let mut starts = Vec::with_capacity(counts.len());
+/// The order that lays rows out block by block (a counting sort): per place, the row that goes
+/// there, and where each block begins. `blocks` lists the blocks in the order they are to lie,
+/// `of` gives each row's block (`u32::MAX` for a row of none, left out) and `len` each block's
+/// number of rows; within a block, the rows keep their order.
+fn block_by_block(blocks: &[usize], of: &[u32], len: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut starts = vec![0usize; len.len()];
     let mut start = 0;
-    for count in &counts {
-        starts.push(start);
-        start += count;
+    for b in blocks {
+        starts[*b] = start;
+        start += len[*b];
     }
-    let mut order = vec![0u32; id_of.len()];
-    for (row, id) in id_of.iter().enumerate() {
-        let at = &mut starts[*id];
-        order[*at] = u32::try_from(row).map_err(|_| internal("a census of more than 2^32 rows"))?;
-        *at += 1;
+    let mut order = vec![0usize; start];
+    let mut next = starts.clone();
+    for (row, b) in of.iter().enumerate() {
+        if let Some(at) = next.get_mut(*b as usize) {
+            order[*at] = row;
+            *at += 1;
+        }
     }
-    datafusion::arrow::compute::take_record_batch(totals, &UInt32Array::from(order)).map_err(internal)
+    (order, starts)
 }
 
 /// A variant's claims (`own`, by [`claimed`] over its rows) with the answer's added where it
@@ -2799,16 +2833,11 @@ mod tests {
 
     #[test]
     fn a_census_is_read_block_by_block_with_every_row_once() {
-        use datafusion::arrow::array::StringArray;
-        let block = Arc::new(StringArray::from(vec!["b", "a", "b", "c", "a", "b"])) as ArrayRef;
-        let row = Arc::new(Int64Array::from(vec![0, 1, 2, 3, 4, 5])) as ArrayRef;
-        let census = RecordBatch::try_from_iter([("block", block), ("row", row)]).unwrap();
-        let ordered = by_block(&census, &[0]).unwrap();
-        let blocks: Vec<&str> = ordered.column(0).as_string::<i32>().iter().flatten().collect();
-        let rows: Vec<i64> = ordered.column(1).as_primitive::<Int64Type>().values().to_vec();
-        // Each block together, in the order it first appears, its rows in theirs.
-        assert_eq!(blocks, ["b", "b", "b", "a", "a", "c"]);
-        assert_eq!(rows, [0, 2, 5, 1, 4, 3]);
+        // Rows 0..7 of blocks b, a, b, c, none, a, b (ids 0, 1, 0, 2, -, 1, 0), laid out c, b, a.
+        let (order, starts) = block_by_block(&[2, 0, 1], &[0, 1, 0, 2, u32::MAX, 1, 0], &[3, 2, 1]);
+        // Each block together, in the order asked, its rows in theirs; the row of no block left out.
+        assert_eq!(order, [3, 0, 2, 6, 1, 5]);
+        assert_eq!(starts, [1, 4, 0]);
     }
 
     #[test]
