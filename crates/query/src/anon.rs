@@ -696,8 +696,8 @@ pub(crate) fn widened(
 /// the range and least above it, and the ladder's cells, in arrow's row form (compared
 /// without allocating, whatever the column's type).
 struct Sides {
-    below: RowForm,
-    above: RowForm,
+    below: (RowForm, Rows),
+    above: (RowForm, Rows),
     cells: Vec<(OwnedRow, OwnedRow)>,
 }
 
@@ -706,41 +706,48 @@ impl Sides {
         let (below, above) = (RowForm::new(below)?, RowForm::new(above)?);
         let cells =
             ladder.cells.iter().map(|(lo, hi)| Ok((below.of(lo)?, below.of(hi)?))).collect::<Result<Vec<_>>>()?;
-        Ok(Self { below, above, cells })
+        let (below_rows, above_rows) = (below.all()?, above.all()?);
+        Ok(Self { below: (below, below_rows), above: (above, above_rows), cells })
     }
 
     /// Whether the person of `row` has a row in the cell `cell` outside the range: the cell
     /// holds the range, so below it from the cell's start, or above it before the cell's end.
     fn in_cell(&self, row: usize, cell: usize) -> bool {
         let Some((lo, hi)) = self.cells.get(cell) else { return false };
-        self.below.at(row).is_some_and(|v| v >= lo.row()) || self.above.at(row).is_some_and(|v| v < hi.row())
+        let ((below, below_rows), (above, above_rows)) = (&self.below, &self.above);
+        (below.array.is_valid(row) && below_rows.row(row) >= lo.row())
+            || (above.array.is_valid(row) && above_rows.row(row) < hi.row())
     }
 }
 
-/// A column in arrow's row form: one byte string per value, ordered as the values are and
-/// compared without allocating, whatever the column's type (a year of orders is a million
-/// census rows, which as `ScalarValue`s took most of a second to read and sort).
+/// A column and its values in arrow's row form: one byte string per value, ordered as the
+/// values are and compared without allocating, whatever the column's type (a year of orders is
+/// a million census rows, which as `ScalarValue`s took most of a second to read and sort).
+/// Converted when asked, every value or some.
 struct RowForm {
     array: ArrayRef,
     converter: RowConverter,
-    rows: Rows,
 }
 
 impl RowForm {
     fn new(array: &ArrayRef) -> Result<Self> {
         let converter = RowConverter::new(vec![SortField::new(array.data_type().clone())]).map_err(internal)?;
-        let rows = converter.convert_columns(std::slice::from_ref(array)).map_err(internal)?;
-        Ok(Self { array: Arc::clone(array), converter, rows })
+        Ok(Self { array: Arc::clone(array), converter })
     }
 
-    /// The value at `row`, in row form.
-    fn row(&self, row: usize) -> Row<'_> {
-        self.rows.row(row)
+    /// Every value, in row form, by row.
+    fn all(&self) -> Result<Rows> {
+        self.converter.convert_columns(std::slice::from_ref(&self.array)).map_err(internal)
     }
 
-    /// The value at `row`, `None` where it is NULL.
-    fn at(&self, row: usize) -> Option<Row<'_>> {
-        self.array.is_valid(row).then(|| self.rows.row(row))
+    /// The values at `rows`, in row form, in that order: the distinct values of a census's
+    /// dimension are few, and converting every row of it cost as much as the walk (two text
+    /// keys over 777 k rows).
+    fn at_rows(&self, rows: &[usize]) -> Result<Rows> {
+        let indices = rows.iter().map(|r| u32::try_from(*r)).collect::<std::result::Result<Vec<_>, _>>();
+        let indices = UInt32Array::from(indices.map_err(internal)?);
+        let values = datafusion::arrow::compute::take(&self.array, &indices, None).map_err(internal)?;
+        self.converter.convert_columns(&[values]).map_err(internal)
     }
 
     /// `value` cast to the column's type, in row form.
@@ -1753,27 +1760,33 @@ pub(crate) fn claimed(
     let (laid_out, block_start) = block_by_block(&in_order, &row_block, &block_len);
     // Gathered in that order a column at a time (one stream of reads each), then put together.
     let gather = |column: &[u64]| -> Vec<u64> { laid_out.iter().map(|row| column[*row]).collect() };
-    let inside: Vec<u64> = if flags.is_empty() {
-        vec![0; census_rows]
-    } else {
-        (0..census_rows)
+    // Per row, bit `d` where it is in the range `d` beside the keys (none without such ranges).
+    let inside: Option<Vec<u64>> = (!flags.is_empty()).then(|| {
+        let bits: Vec<u64> = (0..census_rows)
             .map(|row| {
                 (flags.iter().enumerate())
                     .filter(|(_, f)| f.is_valid(row) && f.value(row) == 1)
                     .fold(0u64, |bits, (d, _)| bits | (1 << d))
             })
-            .collect()
+            .collect();
+        gather(&bits)
+    });
+    let (person, hash) = (gather(units.values()), gather(&hashes));
+    // Over several rows a person, each row is one person whose seed is their hash: two
+    // columns fewer to gather where the census says so (as it does).
+    let (people, seed) = if people.values().iter().all(|p| *p == 1) && seeds.values() == units.values() {
+        (None, None)
+    } else {
+        let people: Vec<u64> = people.values().iter().map(|p| u64::try_from(*p).unwrap_or(0)).collect();
+        (Some(gather(&people)), Some(gather(seeds.values())))
     };
-    let people: Vec<u64> = people.values().iter().map(|p| u64::try_from(*p).unwrap_or(0)).collect();
-    let (inside, person, people, seed, hash) =
-        (gather(&inside), gather(units.values()), gather(&people), gather(seeds.values()), gather(&hashes));
     let entries: Vec<Entry> = (0..laid_out.len())
         .map(|at| Entry {
             row: laid_out[at],
-            inside: inside[at],
+            inside: inside.as_ref().map_or(0, |i| i[at]),
             person: person[at],
-            people: people[at],
-            seed: seed[at],
+            people: people.as_ref().map_or(1, |p| p[at]),
+            seed: seed.as_ref().map_or(person[at], |s| s[at]),
             hash: hash[at],
         })
         .collect();
@@ -1846,7 +1859,9 @@ pub(crate) fn claimed(
         // around it that holds no more is the range itself, and is not tried. Counted in the
         // same pass.
         let mut in_range = vec![0usize; r];
-        let sorted: Vec<Vec<(Row<'_>, u64)>> = (0..m + r)
+        // Per dimension, each distinct value's hash and a row of it, then those rows' values in
+        // row form.
+        let distinct: Vec<Vec<(u64, usize)>> = (0..m + r)
             .map(|j| {
                 let mut distinct: FastMap<u64, usize> = FastMap::default();
                 let mut inside: FastSet<u64> = FastSet::default();
@@ -1860,8 +1875,16 @@ pub(crate) fn claimed(
                 if j >= m {
                     in_range[j - m] = inside.len();
                 }
+                distinct.into_iter().collect()
+            })
+            .collect();
+        let converted = (distinct.iter().zip(&rows.values))
+            .map(|(values, form)| form.at_rows(&values.iter().map(|(_, row)| *row).collect::<Vec<_>>()))
+            .collect::<Result<Vec<Rows>>>()?;
+        let sorted: Vec<Vec<(Row<'_>, u64)>> = (distinct.iter().zip(&converted))
+            .map(|(values, rows)| {
                 let mut v: Vec<(Row<'_>, u64)> =
-                    distinct.into_iter().map(|(hash, row)| (rows.values[j].row(row), hash)).collect();
+                    values.iter().enumerate().map(|(i, (hash, _))| (rows.row(i), *hash)).collect();
                 v.sort_unstable();
                 v
             })
@@ -2764,7 +2787,8 @@ mod tests {
         ];
         for (array, cells, expected) in columns {
             let form = RowForm::new(&array)?;
-            let mut sorted: Vec<Row<'_>> = (0..array.len()).map(|i| form.row(i)).collect();
+            let all = form.all()?;
+            let mut sorted: Vec<Row<'_>> = (0..array.len()).map(|i| all.row(i)).collect();
             sorted.sort_unstable();
             let held =
                 |lo: Row<'_>, hi: Row<'_>| (sorted.partition_point(|v| *v < lo), sorted.partition_point(|v| *v < hi));
