@@ -113,7 +113,7 @@ pub fn dropped_hashes(keys: &[ArrayRef], values: &ArrayRef) -> Result<Vec<u64>> 
 pub(super) fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
     let columns = arrays.iter().map(column_hashes).collect::<Result<Vec<_>>>()?;
     let columns: Vec<&[u64]> = columns.iter().map(Vec::as_slice).collect();
-    Ok(super::people::fold(&columns, arrays.first().map_or(0, |a| a.len())))
+    Ok(folded_hashes(&columns, arrays.first().map_or(0, |a| a.len())))
 }
 
 /// One column's own hashes, as [`group_hashes`](super::group_hashes),

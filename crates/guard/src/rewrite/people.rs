@@ -103,29 +103,39 @@ pub(super) fn text_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
     Ok(column)
 }
 
-/// Each row of `arrays` hashed, each column by `hash` and folded in by its place.
+/// Each row of `arrays` hashed, each column by `hash` and folded in by its place (one buffer
+/// for the column hashed: this runs on every batch a row hash reads).
 fn folded(arrays: &[ArrayRef], hash: impl Fn(&ArrayRef, &mut [u64]) -> Result<()>) -> Result<Vec<u64>> {
     let rows = arrays.first().map_or(0, |a| a.len());
-    let mut columns = Vec::with_capacity(arrays.len());
-    for array in arrays {
-        let mut column = vec![0; rows];
+    let mut hashes = vec![0; rows];
+    let mut column = vec![0; rows];
+    for (i, array) in arrays.iter().enumerate() {
+        column.fill(0);
         hash(array, &mut column)?;
-        columns.push(column);
+        fold_in(&mut hashes, &column, i == 0);
     }
-    let columns: Vec<&[u64]> = columns.iter().map(Vec::as_slice).collect();
-    Ok(fold(&columns, rows))
+    Ok(hashes)
 }
 
-/// Columns' hashes (each of `rows`) folded in by their places: the first as it is, each after
-/// it by a rotation and a multiplication.
+/// Columns' hashes (each of `rows`) folded in by their places, as [`folded`] folds them.
 pub(super) fn fold(columns: &[&[u64]], rows: usize) -> Vec<u64> {
-    let mut hashes = columns.first().map_or_else(|| vec![0; rows], |c| c.to_vec());
-    for column in columns.iter().skip(1) {
-        for (h, c) in hashes.iter_mut().zip(column.iter()) {
+    let mut hashes = vec![0; rows];
+    for (i, column) in columns.iter().enumerate() {
+        fold_in(&mut hashes, column, i == 0);
+    }
+    hashes
+}
+
+/// `column` folded into `hashes`: the first as it is, each after it by a rotation and a
+/// multiplication.
+fn fold_in(hashes: &mut [u64], column: &[u64], first: bool) {
+    if first {
+        hashes.copy_from_slice(column);
+    } else {
+        for (h, c) in hashes.iter_mut().zip(column) {
             *h = (h.rotate_left(23) ^ c).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
-    hashes
 }
 
 /// Every unit of `array` hashed, nulls kept: what [`unit_hash`] computes.
