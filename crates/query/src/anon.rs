@@ -1688,10 +1688,7 @@ pub(crate) fn claimed(
     let key_hashes = keys.iter().map(hash).collect::<Result<Vec<_>>>()?;
     let value_hashes = values.iter().map(hash).collect::<Result<Vec<_>>>()?;
     let bucket_hashes = all_buckets.iter().map(|b| hash(b)).collect::<Result<Vec<_>>>()?;
-    let fold = |columns: &[&Vec<u64>]| {
-        let columns: Vec<&[u64]> = columns.iter().map(|c| c.as_slice()).collect();
-        veil_guard::folded_hashes(&columns, census_rows)
-    };
+    let fold = |columns: &[&Vec<u64>]| veil_guard::folded_hashes(columns, census_rows);
     let groups = fold(&key_hashes.iter().collect::<Vec<_>>());
     let hashes = fold(&key_hashes.iter().chain(&value_hashes).chain([&hash(unit)?]).collect::<Vec<_>>());
     // A row's block within its slice: its buckets, per dimension of the walk.
@@ -1760,16 +1757,15 @@ pub(crate) fn claimed(
     let (laid_out, block_start) = block_by_block(&in_order, &row_block, &block_len);
     // Gathered in that order a column at a time (one stream of reads each), then put together.
     let gather = |column: &[u64]| -> Vec<u64> { laid_out.iter().map(|row| column[*row]).collect() };
-    // Per row, bit `d` where it is in the range `d` beside the keys (none without such ranges).
+    // Per entry, bit `d` where it is in the range `d` beside the keys (none without such ranges).
     let inside: Option<Vec<u64>> = (!flags.is_empty()).then(|| {
-        let bits: Vec<u64> = (0..census_rows)
+        (laid_out.iter())
             .map(|row| {
                 (flags.iter().enumerate())
-                    .filter(|(_, f)| f.is_valid(row) && f.value(row) == 1)
+                    .filter(|(_, f)| f.is_valid(*row) && f.value(*row) == 1)
                     .fold(0u64, |bits, (d, _)| bits | (1 << d))
             })
-            .collect();
-        gather(&bits)
+            .collect()
     });
     let (person, hash) = (gather(units.values()), gather(&hashes));
     // Over several rows a person, each row is one person whose seed is their hash: two
@@ -1777,8 +1773,8 @@ pub(crate) fn claimed(
     let (people, seed) = if people.values().iter().all(|p| *p == 1) && seeds.values() == units.values() {
         (None, None)
     } else {
-        let people: Vec<u64> = people.values().iter().map(|p| u64::try_from(*p).unwrap_or(0)).collect();
-        (Some(gather(&people)), Some(gather(seeds.values())))
+        let people: Vec<u64> = laid_out.iter().map(|row| u64::try_from(people.value(*row)).unwrap_or(0)).collect();
+        (Some(people), Some(gather(seeds.values())))
     };
     let entries: Vec<Entry> = (0..laid_out.len())
         .map(|at| Entry {

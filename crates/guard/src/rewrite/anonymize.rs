@@ -473,6 +473,9 @@ fn bucket_census(
 /// (two text keys and a text range over 1.5 million joined rows) spent most of its census
 /// comparing the same text three times.
 fn grouped_once(group: Vec<Expr>) -> Result<(Vec<Expr>, Vec<Expr>)> {
+    use std::collections::HashMap;
+
+    use datafusion::common::Column;
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::logical_expr::col;
 
@@ -484,7 +487,7 @@ fn grouped_once(group: Vec<Expr>) -> Result<(Vec<Expr>, Vec<Expr>)> {
         })
         .collect();
     // The keys that are bare columns, each column grouped by once (under its first name).
-    let mut columns: std::collections::HashMap<datafusion::common::Column, String> = std::collections::HashMap::new();
+    let mut columns: HashMap<Column, String> = HashMap::new();
     for (e, name) in &named {
         if let Expr::Column(c) = e {
             columns.entry(c.clone()).or_insert_with(|| name.clone());
@@ -505,7 +508,7 @@ fn grouped_once(group: Vec<Expr>) -> Result<(Vec<Expr>, Vec<Expr>)> {
                     .transform(|e| {
                         Ok(match e {
                             Expr::Column(c) => match columns.get(&c) {
-                                Some(n) => Transformed::yes(Expr::Column(datafusion::common::Column::from_name(n))),
+                                Some(n) => Transformed::yes(Expr::Column(Column::from_name(n))),
                                 None => Transformed::no(Expr::Column(c)),
                             },
                             other => Transformed::no(other),

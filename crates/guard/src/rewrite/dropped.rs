@@ -108,12 +108,11 @@ pub fn dropped_hashes(keys: &[ArrayRef], values: &ArrayRef) -> Result<Vec<u64>> 
 /// values can travel as another layout of the same values, and a hash of one layout missed the
 /// other's. Text is hashed as a plain string is, in its own layout (casting it first copied
 /// every string: some ten columns of 777 k strings over one census); binary is cast to plain
-/// binary and dictionaries to their values. Each column is hashed by [`column_hashes`] and
-/// folded by [`folded_hashes`].
+/// binary and dictionaries to their values. Each column is hashed as [`column_hashes`] hashes
+/// it, into one buffer (this runs on every batch a claim or a dropped constant is looked up
+/// in), and folded as [`folded_hashes`] folds them.
 pub(super) fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
-    let columns = arrays.iter().map(column_hashes).collect::<Result<Vec<_>>>()?;
-    let columns: Vec<&[u64]> = columns.iter().map(Vec::as_slice).collect();
-    Ok(folded_hashes(&columns, arrays.first().map_or(0, |a| a.len())))
+    super::people::folded(arrays, hash_plain_into)
 }
 
 /// One column's own hashes, as [`group_hashes`](super::group_hashes),
@@ -123,6 +122,13 @@ pub(super) fn hashed(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
 /// # Errors
 /// A DataFusion error if the column cannot be cast to its plain layout.
 pub fn column_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
+    let mut column = vec![0; array.len()];
+    hash_plain_into(array, &mut column)?;
+    Ok(column)
+}
+
+/// `array` hashed into `column` (zeros, as long) in its plain layout.
+fn hash_plain_into(array: &ArrayRef, column: &mut [u64]) -> Result<()> {
     use datafusion::arrow::compute::cast;
     let target = match array.data_type() {
         DataType::Dictionary(_, value) => value.as_ref().clone(),
@@ -132,15 +138,18 @@ pub fn column_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
         other => other,
     };
-    let plain = if &target == array.data_type() { Arc::clone(array) } else { cast(array, &target)? };
-    super::people::text_hashes(&plain)
+    if &target == array.data_type() {
+        super::people::hash_text_into(array, column)
+    } else {
+        super::people::hash_text_into(&cast(array, &target)?, column)
+    }
 }
 
 /// Columns' hashes ([`column_hashes`], each of `rows`) folded in their order: the rows' hashes
 /// the same columns' arrays give [`group_hashes`](super::group_hashes) (0 for every row where
 /// there are none) and [`claim_hashes`](super::claim_hashes).
-pub fn folded_hashes(columns: &[&[u64]], rows: usize) -> Vec<u64> {
-    if columns.is_empty() { vec![0; rows] } else { super::people::fold(columns, rows) }
+pub fn folded_hashes(columns: &[impl AsRef<[u64]>], rows: usize) -> Vec<u64> {
+    super::people::fold(columns, rows)
 }
 
 /// `plan` with each `__veil_dropped` call carrying the hashes `dropped` holds for its list (by
@@ -261,8 +270,7 @@ mod tests {
         let number: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), Some(7), None]));
         let unit: ArrayRef = Arc::new(UInt64Array::from(vec![1, 2, 3]));
         let [t, n, u] = [&text, &number, &unit].map(|a| column_hashes(a).unwrap());
-        let folded =
-            |columns: &[&Vec<u64>]| folded_hashes(&columns.iter().map(|c| c.as_slice()).collect::<Vec<_>>(), 3);
+        let folded = |columns: &[&Vec<u64>]| folded_hashes(columns, 3);
         let arrays = [Arc::clone(&text), Arc::clone(&number)];
         assert_eq!(folded(&[&t, &n]), super::super::group_hashes(&arrays, 3).unwrap());
         assert_eq!(

@@ -81,18 +81,14 @@ pub(super) fn hash_rows(arrays: &[ArrayRef]) -> Result<Vec<u64>> {
     folded(arrays, |array, column| create_hashes([array], &STATE, column).map(|_| ()))
 }
 
-/// One column hashed as [`hash_rows`] hashes it, but text in any layout (string views, large
-/// strings) hashed as plain strings are (`create_hashes` hashes a short string view by its
-/// view, not its text).
-pub(super) fn text_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
-    let mut column = vec![0; array.len()];
+/// One column hashed into `column` (zeros, as long) as [`hash_rows`] hashes it, but text in any
+/// layout (string views, large strings) hashed as plain strings are (`create_hashes` hashes a
+/// short string view by its view, not its text).
+pub(super) fn hash_text_into(array: &ArrayRef, column: &mut [u64]) -> Result<()> {
     let texts: Box<dyn Iterator<Item = Option<&str>>> = match array.data_type() {
         DataType::Utf8View => Box::new(array.as_string_view().iter()),
         DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
-        _ => {
-            create_hashes([array], &STATE, &mut column)?;
-            return Ok(column);
-        }
+        _ => return create_hashes([array], &STATE, column).map(|_| ()),
     };
     // As `create_hashes` hashes a plain string; a NULL stays 0.
     for (hash, text) in column.iter_mut().zip(texts) {
@@ -100,12 +96,12 @@ pub(super) fn text_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
             *hash = STATE.hash_one(text);
         }
     }
-    Ok(column)
+    Ok(())
 }
 
 /// Each row of `arrays` hashed, each column by `hash` and folded in by its place (one buffer
 /// for the column hashed: this runs on every batch a row hash reads).
-fn folded(arrays: &[ArrayRef], hash: impl Fn(&ArrayRef, &mut [u64]) -> Result<()>) -> Result<Vec<u64>> {
+pub(super) fn folded(arrays: &[ArrayRef], hash: impl Fn(&ArrayRef, &mut [u64]) -> Result<()>) -> Result<Vec<u64>> {
     let rows = arrays.first().map_or(0, |a| a.len());
     let mut hashes = vec![0; rows];
     let mut column = vec![0; rows];
@@ -118,10 +114,11 @@ fn folded(arrays: &[ArrayRef], hash: impl Fn(&ArrayRef, &mut [u64]) -> Result<()
 }
 
 /// Columns' hashes (each of `rows`) folded in by their places, as [`folded`] folds them.
-pub(super) fn fold(columns: &[&[u64]], rows: usize) -> Vec<u64> {
+/// No column at all folds to 0 on every row.
+pub(super) fn fold(columns: &[impl AsRef<[u64]>], rows: usize) -> Vec<u64> {
     let mut hashes = vec![0; rows];
     for (i, column) in columns.iter().enumerate() {
-        fold_in(&mut hashes, column, i == 0);
+        fold_in(&mut hashes, column.as_ref(), i == 0);
     }
     hashes
 }
