@@ -409,6 +409,7 @@ fn session_dataset(info: DatasetInfo, path: std::path::PathBuf) -> SessionDatase
             one_row_per_unit: info.one_row_per_unit,
             rows: info.row_count,
             capped,
+            unique: info.columns.iter().filter(|c| c.unique).map(|c| c.name.clone()).collect(),
         },
         capped_copy,
     }

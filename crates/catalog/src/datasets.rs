@@ -109,7 +109,15 @@ pub struct ColumnInfo {
     pub generalize: Option<Generalization>,
     /// Its public domain, if declared.
     pub public_values: Option<Vec<String>>,
+    /// Whether each of its values is on one row at most, in a dataset about nobody (a code
+    /// table's key: a join on it meets one row at most); measured at registration, up to about
+    /// a million values (past them, counted as repeating). Never set for a dataset about people.
+    pub unique: bool,
 }
+
+/// The most distinct values a column of a dataset about nobody is tracked to for
+/// `ColumnInfo::unique`; past it a column counts as repeating (the safe answer).
+const MAX_UNIQUE_TRACKED: usize = 1 << 20;
 
 /// One registered version of a dataset.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,6 +193,8 @@ struct Ingested {
     schema: arrow::datatypes::SchemaRef,
     report: veil_ingest::WriteReport,
     one_row_per_unit: bool,
+    /// For a dataset about nobody, the columns each value of which is on one row at most.
+    unique: Vec<String>,
 }
 
 /// The capped copy a registration measured: the cap, and the copy in `tmp/` with its rows if
@@ -217,7 +227,7 @@ impl Catalog {
         record: impl FnOnce(u64, u64) -> Option<String>,
         rows_read: &dyn Fn(u64),
     ) -> Result<(DatasetInfo, Option<Pending>)> {
-        let Ingested { tmp, format, schema, report, one_row_per_unit: measured } =
+        let Ingested { tmp, format, schema, report, one_row_per_unit: measured, unique } =
             self.ingest(spec, source, rows_read)?;
         // Declared, and checked by `ingest`: the registry's shorter query path depends on the
         // declaration, never on whether a file happens to hold each person once.
@@ -307,8 +317,8 @@ impl Catalog {
             for (position, field) in schema.fields().iter().enumerate() {
                 let Some(column) = spec.columns.get(field.name()) else { continue };
                 tx.execute(
-                    "INSERT INTO dataset_columns (department, name, version, position, column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize, public_values)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    "INSERT INTO dataset_columns (department, name, version, position, column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize, public_values, unique_values)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     params![
                         spec.dataset.department.as_str(),
                         spec.dataset.name.as_str(),
@@ -323,6 +333,7 @@ impl Catalog {
                         column.generalize.map(|g| g.to_string()),
                         // One value per line; validation refuses values with line breaks.
                         column.public_values.as_ref().map(|v| v.join("\n")),
+                        unique.contains(field.name()),
                     ],
                 )?;
             }
@@ -406,17 +417,32 @@ impl Catalog {
             Ok::<_, Error>(UniqueValues::new(&schema, i)?)
         };
         let mut units = spec.privacy_unit.as_ref().map(unit_column).transpose()?;
+        // About nobody: which columns hold each value once (a code table's key), so that a
+        // join on one is known to meet one row of it at most.
+        let mut columns = match spec.privacy_unit {
+            Some(_) => Vec::new(),
+            None => (0..schema.fields().len())
+                .map(|i| UniqueValues::with_limit(&schema, i, MAX_UNIQUE_TRACKED))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        };
         let tmp = self.dir.tmp_file("parquet");
         let mut read = 0u64;
         let written = veil_ingest::write_parquet(opened, &tmp, |batch| {
             read += batch.num_rows() as u64;
             rows_read(read);
-            match units.as_mut() {
-                Some(u) => u.observe(batch),
-                None => Ok(()),
+            for tracked in units.iter_mut().chain(columns.iter_mut()) {
+                tracked.observe(batch)?;
             }
+            Ok(())
         });
         let one_row_per_unit = units.as_ref().is_some_and(UniqueValues::unique);
+        let unique = schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .filter(|(_, tracked)| tracked.unique())
+            .map(|(f, _)| f.name().clone())
+            .collect();
         let checked = written.map_err(Error::from).and_then(|report| {
             if let Some(unit) = spec.privacy_unit.as_ref().filter(|_| spec.one_row_per_person && !one_row_per_unit) {
                 return Err(Error::invalid(
@@ -432,7 +458,7 @@ impl Catalog {
             Ok(report)
         });
         match checked {
-            Ok(report) => Ok(Ingested { tmp, format, schema, report, one_row_per_unit }),
+            Ok(report) => Ok(Ingested { tmp, format, schema, report, one_row_per_unit, unique }),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 Err(e)
@@ -659,7 +685,7 @@ impl Catalog {
             .cloned()
             .ok_or_else(|| Error::DatasetNotFound(dataset.clone()))?;
         let mut stmt = conn.prepare_cached(
-            "SELECT column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize, public_values FROM dataset_columns
+            "SELECT column_name, data_type, tag, linkable, bound_lo, bound_hi, generalize, public_values, unique_values FROM dataset_columns
              WHERE department = ?1 AND name = ?2 AND version = ?3 ORDER BY position",
         )?;
         let columns = stmt
@@ -674,6 +700,7 @@ impl Catalog {
                     bounds: lo.zip(hi),
                     generalize: r.get::<_, Option<String>>(6)?.map(parse_stored).transpose()?,
                     public_values: r.get::<_, Option<String>>(7)?.map(|v| v.split('\n').map(str::to_owned).collect()),
+                    unique: r.get(8)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -954,6 +981,68 @@ mod tests {
         drop(catalog);
         drop(Catalog::open(&data).expect("open"));
         assert!(many.exists() && few.exists());
+    }
+
+    #[test]
+    fn a_code_tables_unique_columns_are_measured_at_registration() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id"), &[]).expect("init");
+        let catalog = Catalog::open(&data).expect("open");
+        catalog.create_department(&DepartmentId::new("civil").expect("id"), "民政局").expect("department");
+        let column = |tag: &str| crate::ColumnInput {
+            tag: tag.into(),
+            linkable: false,
+            bounds: None,
+            data_type: None,
+            generalize: None,
+            public_values: None,
+            format: None,
+        };
+        let register = |name: &str, unit: Option<&str>, csv: &str| {
+            let spec = DatasetSpec::validate(crate::MetadataInput {
+                name: name.into(),
+                department: "civil".into(),
+                level: "L1".into(),
+                description: String::new(),
+                privacy_unit: unit.map(str::to_owned),
+                format: None,
+                sheet: None,
+                encoding: None,
+                delimiter: None,
+                columns: std::collections::BTreeMap::from([
+                    ("k".to_owned(), column(if unit.is_some() { "identifier" } else { "attribute" })),
+                    ("region".to_owned(), column("attribute")),
+                    ("note".to_owned(), column("attribute")),
+                ]),
+                dp: crate::DpInput::default(),
+                confirm_changes: Vec::new(),
+                one_row_per_person: false,
+            })
+            .expect("spec");
+            let file = root.path().join(format!("{name}.csv"));
+            std::fs::write(&file, csv).expect("csv");
+            let admin = UserId::new("admin").expect("id");
+            let (info, _) = catalog.register_dataset(&spec, &file, &admin, |_, _| None, &|_| {}).expect("register");
+            let unique: Vec<String> = info.columns.iter().filter(|c| c.unique).map(|c| c.name.clone()).collect();
+            (info.current_version, unique)
+        };
+        // A key each value of which is on one row; a region that repeats; two empty notes (NULL
+        // is one value, as in GROUP BY).
+        let codes = "k,region,note\n1,east,a\n2,east,\n3,west,\n";
+        assert_eq!(register("codes", None, codes), (1, vec!["k".to_owned()]));
+        // A later version whose key repeats (and whose other columns do not): measured anew, the
+        // first version's as it was.
+        let second = register("codes", None, "k,region,note\n1,east,a\n1,west,b\n");
+        assert_eq!(second, (2, vec!["region".to_owned(), "note".to_owned()]));
+        let codes = DatasetRef {
+            department: DepartmentId::new("civil").expect("id"),
+            name: DatasetName::new("codes").expect("name"),
+        };
+        let first = catalog.dataset_version(&codes, 1).expect("first version");
+        assert_eq!(first.columns.iter().filter(|c| c.unique).map(|c| c.name.as_str()).collect::<Vec<_>>(), ["k"]);
+        // About people: never measured (a person's unique value is no code table's key).
+        assert_eq!(register("people", Some("k"), "k,region,note\np1,east,a\np2,west,b\n"), (1, Vec::new()));
     }
 
     #[test]

@@ -198,6 +198,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE dataset_versions ADD COLUMN capped_file TEXT;
     ALTER TABLE dataset_versions ADD COLUMN capped_rows INTEGER;
     "#,
+    // 14: 1 when each value of a column of a dataset about nobody is on one row at most (a code
+    // table's key), measured at registration; 0 otherwise and for versions registered before.
+    r#"
+    ALTER TABLE dataset_columns ADD COLUMN unique_values INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

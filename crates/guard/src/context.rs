@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
-use datafusion::logical_expr::{LogicalPlan, TableSource};
+use datafusion::logical_expr::{Expr, Join, LogicalPlan, Operator, TableSource};
 use veil_common::{Generalization, Mode, Tag};
 
 /// Everything the guard decides on, besides the plan.
@@ -67,6 +67,10 @@ pub struct DatasetInfo {
     pub rows: u64,
     /// Where each person's rows are found capped.
     pub capped: CapAt,
+    /// For a dataset about nobody, the columns each value of which is on one row at most
+    /// (measured when it was registered): an inner join on one meets one row of it at most, so
+    /// it repeats no row of the other side.
+    pub unique: Vec<String>,
 }
 
 /// The contribution bounds of dp mode, declared per dataset by its steward (design §3): each
@@ -131,6 +135,26 @@ fn filters_only(join_type: JoinType) -> bool {
     )
 }
 
+/// The equalities of a join's `ON` (its filter until the optimizer extracts them), each as
+/// `(left, right)` with each side over one input's columns.
+pub(crate) fn equalities(join: &Join) -> Vec<(Expr, Expr)> {
+    let mut pairs: Vec<(Expr, Expr)> = join.on.clone();
+    for c in join.filter.iter().flat_map(datafusion::logical_expr::utils::split_conjunction) {
+        if let Expr::BinaryExpr(b) = crate::exprs::unalias(c)
+            && b.op == Operator::Eq
+        {
+            let over = |e: &Expr, plan: &LogicalPlan| e.column_refs().iter().all(|c| plan.schema().has_column(c));
+            let (l, r) = (b.left.as_ref(), b.right.as_ref());
+            if over(l, &join.left) && over(r, &join.right) {
+                pairs.push((l.clone(), r.clone()));
+            } else if over(r, &join.left) && over(l, &join.right) {
+                pairs.push((r.clone(), l.clone()));
+            }
+        }
+    }
+    pairs
+}
+
 /// Visits `plan` and every node whose rows flow into it: the kept side of a semi or anti join,
 /// not the tested one; subqueries in expressions are tests too and are not visited.
 fn rows_from<'a>(plan: &'a LogicalPlan, visit: &mut impl FnMut(&'a LogicalPlan)) {
@@ -164,7 +188,9 @@ impl GuardContext {
                     people.push(d);
                 }
             }
-            LogicalPlan::Join(join) if !filters_only(join.join_type) => repeats = true,
+            LogicalPlan::Join(join) if !filters_only(join.join_type) && !self.looks_up_one_row(join) => {
+                repeats = true;
+            }
             _ => {}
         });
         let contribution = people.iter().fold(Contribution::default(), |acc, d| Contribution {
@@ -173,6 +199,40 @@ impl GuardContext {
         });
         let one_row_per_person = !repeats && matches!(people.as_slice(), [d] if d.one_row_per_unit);
         Reach { contribution, one_row_per_person }
+    }
+
+    /// Whether `join` meets each row of one side with one row of the other at most, so that it
+    /// repeats no row of that side: an inner join on an equality with a column of the other
+    /// side whose values are each on one row of a dataset about nobody ([`DatasetInfo::unique`]),
+    /// read through filters, aliases and projections of bare columns.
+    ///
+    /// Why: a code table joined on its key (a nation's name by its code) left a registry of one
+    /// row a person counted as repeating, and its answers grouped every person's one row first.
+    fn looks_up_one_row(&self, join: &Join) -> bool {
+        if join.join_type != JoinType::Inner {
+            return false;
+        }
+        let unique = |side: &LogicalPlan, key: &Expr| match (key, self.looked_up(side)) {
+            (Expr::Column(c), Some(d)) => d.unique.contains(&c.name),
+            _ => false,
+        };
+        equalities(join).iter().any(|(l, r)| unique(&join.right, r) || unique(&join.left, l))
+    }
+
+    /// The dataset about nobody `plan` reads, through filters, aliases and projections of bare
+    /// columns (which keep each column's name); `None` for any other plan.
+    fn looked_up(&self, plan: &LogicalPlan) -> Option<&DatasetInfo> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                self.dataset(scan.table_name.schema(), scan.table_name.table()).filter(|d| d.privacy_unit.is_none())
+            }
+            LogicalPlan::Filter(f) => self.looked_up(&f.input),
+            LogicalPlan::SubqueryAlias(a) => self.looked_up(&a.input),
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+                self.looked_up(&p.input)
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn dataset(&self, schema: Option<&str>, table: &str) -> Option<&DatasetInfo> {

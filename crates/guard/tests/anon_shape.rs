@@ -718,6 +718,46 @@ async fn a_quantity_is_named_by_its_dataset_and_its_joins() {
     // `one_lookup_column_reached_two_ways_is_two_quantities`).
 }
 
+/// A code table joined on a key measured unique at registration meets each person's row once:
+/// a registry of one row a person stays one (its answers group no person's rows first, and its
+/// counts of rows and of people are one count). Any other join repeats rows as far as the guard
+/// knows: on a column not known to be unique, on a key renamed below the join, or to several
+/// rows a person.
+#[tokio::test]
+async fn a_code_table_joined_on_its_unique_key_repeats_no_persons_row() {
+    let (ctx, guard) = session().await;
+    let one_row = |sql: &'static str| {
+        let (ctx, guard) = (ctx.clone(), guard.clone());
+        async move { anonymized(&ctx, &guard, sql).await.one_row_per_person }
+    };
+    for sql in [
+        "SELECT p.district, count(*) AS n FROM civil.people p GROUP BY p.district",
+        "SELECT d.region, count(*) AS n, avg(p.subsidy) AS s FROM civil.people p JOIN civil.districts d
+         ON p.district = d.district GROUP BY d.region",
+        "SELECT d.region, count(*) AS n FROM civil.districts d JOIN civil.people p
+         ON d.district = p.district GROUP BY d.region",
+        "SELECT d.region, count(*) AS n FROM civil.people p
+         JOIN (SELECT * FROM civil.districts WHERE region = 'east') d ON p.district = d.district GROUP BY d.region",
+    ] {
+        assert!(one_row(sql).await, "one row a person: {sql}");
+    }
+    for sql in [
+        // A code table whose key repeats, as far as its registration measured.
+        "SELECT s.n, count(*) AS c FROM civil.people p JOIN civil.stops s ON p.district = s.district GROUP BY s.n",
+        // A column of the code table that repeats.
+        "SELECT d.district, count(*) AS n FROM civil.people p JOIN civil.districts d
+         ON p.district = d.region GROUP BY d.district",
+        // The key renamed below the join: not followed.
+        "SELECT d.region, count(*) AS n FROM civil.people p
+         JOIN (SELECT district AS k, region FROM civil.districts) d ON p.district = d.k GROUP BY d.region",
+        // Several rows a person beside it.
+        "SELECT d.region, count(*) AS n FROM civil.people p JOIN civil.districts d ON p.district = d.district
+         JOIN civil.visits v ON p.id = v.id GROUP BY d.region",
+    ] {
+        assert!(!one_row(sql).await, "rows may repeat: {sql}");
+    }
+}
+
 /// A red team's spellings of one group, each a fresh draw of its label layer before: a text
 /// prefix longer than the value, a date unit's case, `extract` for `date_part`, a width written
 /// as an integer or a float.

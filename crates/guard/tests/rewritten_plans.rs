@@ -75,6 +75,14 @@ const CASES: &[(&str, Mode, bool, &str)] = &[
         "SELECT s.n, count(*) AS people FROM civil.people p JOIN civil.stops s ON p.district = s.district WHERE s.n = 3 GROUP BY s.n",
     ),
     (
+        // A code table joined on a key measured unique: one row a person stays one, so no
+        // person's rows are grouped first, and the counts of rows and people are one count.
+        "anonymized_code_table_one_row",
+        Mode::Aggregate,
+        false,
+        "SELECT d.region, count(*) AS n, avg(p.subsidy) AS s FROM civil.people p JOIN civil.districts d ON p.district = d.district GROUP BY d.region",
+    ),
+    (
         // A flag as a condition is the bucket `true` of the key on it: its condition is lifted
         // to the aggregate's input and decided by the claims (`__veil_claimed(admitted, …)`),
         // as the key's group would be, with no variant.

@@ -1,6 +1,7 @@
-//! Whether a column holds each value at most once (one row per person), learned while a file is
-//! written, so that dp queries over a dataset with one row per person can skip bounding
-//! contributions that the data already respects.
+//! Whether a column holds each value at most once, learned while a file is written: the privacy
+//! unit (one row per person), so that queries over a dataset with one row per person can skip
+//! bounding contributions that the data already respects; and a code table's columns, so that a
+//! join on one meets one row of it at most.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -24,6 +25,7 @@ pub struct UniqueValues {
     converter: RowConverter,
     hasher: RandomState,
     seen: Option<HashSet<u64>>,
+    limit: usize,
 }
 
 impl UniqueValues {
@@ -32,10 +34,19 @@ impl UniqueValues {
     /// # Errors
     /// [`Error::WriteFile`] if the column's type cannot be compared.
     pub fn new(schema: &arrow::datatypes::Schema, column: usize) -> Result<Self> {
+        Self::with_limit(schema, column, MAX_TRACKED)
+    }
+
+    /// [`Self::new`], counting the column as not unique past `limit` distinct values.
+    ///
+    /// # Errors
+    /// [`Error::WriteFile`] if the column's type cannot be compared.
+    pub fn with_limit(schema: &arrow::datatypes::Schema, column: usize, limit: usize) -> Result<Self> {
         let field = schema.fields().get(column).ok_or_else(|| Error::WriteFile("no such column".into()))?;
         let converter =
             RowConverter::new(vec![SortField::new(field.data_type().clone())]).map_err(crate::error::write_error)?;
-        Ok(Self { column, converter, hasher: RandomState::new(), seen: Some(HashSet::new()) })
+        let limit = limit.min(MAX_TRACKED);
+        Ok(Self { column, converter, hasher: RandomState::new(), seen: Some(HashSet::new()), limit })
     }
 
     /// Takes in one batch.
@@ -47,7 +58,7 @@ impl UniqueValues {
         let rows =
             self.converter.convert_columns(&[batch.column(self.column).clone()]).map_err(crate::error::write_error)?;
         for row in rows.iter() {
-            if seen.len() >= MAX_TRACKED || !seen.insert(self.hasher.hash_one(row.as_ref())) {
+            if seen.len() >= self.limit || !seen.insert(self.hasher.hash_one(row.as_ref())) {
                 self.seen = None;
                 return Ok(());
             }
@@ -90,6 +101,12 @@ mod tests {
         assert!(ids.unique());
         ids.observe(&batch(vec![Some("a")])).expect("observe");
         assert!(!ids.unique(), "`a` came back in a later batch");
+
+        let mut capped = UniqueValues::with_limit(&first.schema(), 0, 2).expect("tracker");
+        capped.observe(&first).expect("observe");
+        assert!(capped.unique(), "two values, as many as the limit");
+        capped.observe(&batch(vec![Some("c")])).expect("observe");
+        assert!(!capped.unique(), "a third value is past the limit: not known to be unique");
 
         let mut nulls = UniqueValues::new(&first.schema(), 0).expect("tracker");
         nulls.observe(&batch(vec![None, None])).expect("observe");

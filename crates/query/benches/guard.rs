@@ -97,6 +97,7 @@ fn request(path: &Path, dry_run: bool) -> QueryRequest {
                 contribution: Contribution::default(),
                 one_row_per_unit: false,
                 capped: Default::default(),
+                unique: Vec::new(),
                 rows: 0,
             },
             capped_copy: None,

@@ -150,6 +150,7 @@ mod tests {
             contribution: veil_guard::Contribution { max_groups: 1, max_rows: 1 },
             one_row_per_unit: false,
             capped: Default::default(),
+            unique: Vec::new(),
             rows: 0,
         };
         QueryRequest {

@@ -272,6 +272,24 @@ async fn a_code_tables_flag_on_the_targets_code_alone_answers_as_over_the_twin()
     assert!(without.iter().all(|r| (r[0] - 20.0).abs() <= 8.0), "{without:?}");
 }
 
+#[tokio::test]
+async fn a_code_table_on_its_unique_key_keeps_one_row_a_person() {
+    // A code table joined on a key measured unique at registration meets each person's one row
+    // once: the rows an answer counts are its people, one count and one draw. As far as the
+    // guard knew before, any join could repeat rows, so the two were drawn apart, two samples
+    // of one number (and every person's rows were grouped first).
+    let (_dir, target, _twin, engine) = twins(1, None);
+    let sql = "SELECT a.district, count(*) AS n, count(DISTINCT a.person_id) AS p FROM civil.people a \
+               JOIN civil.weights l ON a.c1 = l.k GROUP BY a.district";
+    let mut unique = target.clone();
+    unique[1].info.unique = vec!["k".to_owned()];
+    let equal = |rows: Vec<Vec<f64>>| (rows.len(), rows.iter().filter(|r| r[0] == r[1]).count());
+    let (released, alike) = equal(answers(&engine, &unique, sql).await);
+    assert_eq!((released, alike), (DISTRICTS, DISTRICTS), "one count of rows and people");
+    let (released, alike) = equal(answers(&engine, &target, sql).await);
+    assert!(released == DISTRICTS && alike < DISTRICTS / 2, "drawn apart without the measure: {alike}");
+}
+
 /// An event register of several rows a person, written as `file` and registered as `dataset`:
 /// per district, fifteen people with one flagged row, fifteen with one unflagged, twenty with
 /// one of each (x = 10 everywhere) and six with two of each (x = 50, the largest contributions

@@ -44,6 +44,7 @@ fn table(dir: &Path, name: &str) -> SessionDataset {
             contribution: Contribution::default(),
             one_row_per_unit: false,
             capped: Default::default(),
+            unique: Vec::new(),
             rows: 0,
         },
         capped_copy: None,

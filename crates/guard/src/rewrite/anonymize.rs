@@ -873,30 +873,11 @@ fn looked_up_values(
         })
         .unwrap_or(true)
     };
-    // The equalities of a join's `ON` (its filter until the optimizer extracts them), each
-    // side over one input's columns.
-    let equated = |j: &datafusion::logical_expr::Join| {
-        let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
-        for c in j.filter.iter().flat_map(datafusion::logical_expr::utils::split_conjunction) {
-            if let Expr::BinaryExpr(b) = unalias(c)
-                && b.op == datafusion::logical_expr::Operator::Eq
-            {
-                let over = |e: &Expr, plan: &LogicalPlan| e.column_refs().iter().all(|c| plan.schema().has_column(c));
-                let (l, r) = (b.left.as_ref(), b.right.as_ref());
-                if over(l, &j.left) && over(r, &j.right) {
-                    pairs.push((l.clone(), r.clone()));
-                } else if over(r, &j.left) && over(l, &j.right) {
-                    pairs.push((r.clone(), l.clone()));
-                }
-            }
-        }
-        pairs
-    };
     let mut values: Vec<Expr> = Vec::new();
     agg_input.apply(|node| {
         if let LogicalPlan::Join(j) = node {
             let (left, right) = (personal(&j.left), personal(&j.right));
-            for (l, r) in equated(j) {
+            for (l, r) in crate::context::equalities(j) {
                 let people = match (left, right) {
                     (true, false) => l,
                     (false, true) => r,
@@ -2194,6 +2175,7 @@ mod tests {
             contribution: Contribution::default(),
             one_row_per_unit: true,
             capped: Default::default(),
+            unique: Vec::new(),
             rows: n as u64,
         };
         let guard = GuardContext {

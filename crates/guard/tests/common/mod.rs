@@ -27,7 +27,7 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
             Field::new("cost", DataType::Float64, false),
         ]
     };
-    let tables: [(&str, &str, Vec<Field>); 5] = [
+    let tables: [(&str, &str, Vec<Field>); 6] = [
         (
             "civil",
             "people",
@@ -48,6 +48,11 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
             "civil",
             "stops",
             vec![Field::new("district", DataType::Utf8, false), Field::new("n", DataType::Int64, false)],
+        ),
+        (
+            "civil",
+            "districts",
+            vec![Field::new("district", DataType::Utf8, false), Field::new("region", DataType::Utf8, false)],
         ),
         (
             "health",
@@ -76,6 +81,7 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         contribution: Contribution::default(),
         one_row_per_unit: true,
         capped: Default::default(),
+        unique: Vec::new(),
         rows: 0,
     };
     let visits = DatasetInfo {
@@ -88,6 +94,7 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         contribution: Contribution::default(),
         one_row_per_unit: false,
         capped: Default::default(),
+        unique: Vec::new(),
         rows: 0,
     };
     // Tables about nobody: every column an attribute.
@@ -97,15 +104,19 @@ pub(crate) async fn session() -> (SessionContext, GuardContext) {
         contribution: Contribution::default(),
         one_row_per_unit: false,
         capped: Default::default(),
+        unique: Vec::new(),
         rows: 0,
     };
     let stops = about_nobody(["district", "n"]);
+    // A code table whose key was measured unique at registration.
+    let districts = DatasetInfo { unique: vec!["district".into()], ..about_nobody(["district", "region"]) };
     let codes = about_nobody(["district", "region"]);
     let datasets = HashMap::from([
         (("civil".into(), "people".into()), people),
         (("civil".into(), "visits".into()), visits.clone()),
         (("health".into(), "visits".into()), visits),
         (("civil".into(), "stops".into()), stops),
+        (("civil".into(), "districts".into()), districts),
         (("health".into(), "codes".into()), codes),
     ]);
     (
