@@ -17,6 +17,7 @@ mod aggregate;
 mod check;
 mod context;
 mod exprs;
+mod grid;
 mod lineage;
 mod rewrite;
 mod rule;

@@ -809,6 +809,46 @@ async fn generalizations_are_labelled_by_what_they_select() {
     assert_ne!(fixed(count("substr(district, 1, 3) = 'abc'")).await, fixed(count("district = 'abc'")).await);
 }
 
+/// Number bands are decimal: a band of 0.1 starts at the float a query's `0.3` is read as, and a
+/// range lies on the grid when its ends are exactly a band's. In floats, `floor(x / 0.01)` put
+/// 0.29 in the band 0.28, and `3 * 0.1` is 0.30000000000000004: `[0.2, 0.3)` cut the buckets of
+/// `floor(x / 0.1) * 0.1` while `[0.2, 0.30000000000000004)` did not (a red team, 2026-12-08;
+/// the query crate's `a_band_of_a_float_holds_the_rows_its_range_does` measures the rows).
+#[tokio::test]
+async fn number_bands_are_decimal() {
+    use datafusion::common::ScalarValue;
+    let (ctx, guard) = session().await;
+    for (code, sql) in [
+        (
+            "ok",
+            "SELECT floor(cost / 0.1) * 0.1 AS b, count(*) FROM health.visits WHERE cost >= 0.2 AND cost < 0.3 GROUP BY 1",
+        ),
+        ("ok", "SELECT count(*) FROM health.visits WHERE cost >= 0.28 AND cost < 0.29"),
+        (
+            "anon_condition",
+            "SELECT floor(cost / 0.1) * 0.1 AS b, count(*) FROM health.visits WHERE cost >= 0.2 AND cost < 0.30000000000000004 GROUP BY 1",
+        ),
+        ("anon_condition", "SELECT count(*) FROM health.visits WHERE cost >= 0.30000000000000004 AND cost < 0.4"),
+        ("anon_group_key", "SELECT floor(cost / 0.09999999999999999) AS b, count(*) FROM health.visits GROUP BY 1"),
+    ] {
+        assert_eq!(decide(&ctx, &guard, sql).await, code, "{sql}");
+    }
+    let bucket = |sql: &'static str, keys: Vec<ScalarValue>| {
+        let (ctx, guard) = (ctx.clone(), guard.clone());
+        async move { anonymized(&ctx, &guard, sql).await.noise.bucket(&keys) }
+    };
+    let range = bucket("SELECT count(*) AS n FROM health.visits WHERE cost >= 0.3 AND cost < 0.4", vec![]).await;
+    let key = "SELECT floor(cost / 0.1) * 0.1 AS b, count(*) AS n FROM health.visits GROUP BY 1";
+    // The key's group 0.3, as the guard's band names it and as a float product would.
+    for value in [0.3, 0.30000000000000004] {
+        assert_eq!(bucket(key, vec![ScalarValue::Float64(Some(value))]).await, range, "{value}");
+    }
+    assert_eq!(
+        bucket("SELECT count(*) AS n FROM health.visits WHERE floor(cost / 0.01) = 29", vec![]).await,
+        bucket("SELECT count(*) AS n FROM health.visits WHERE cost >= 0.29 AND cost < 0.3", vec![]).await,
+    );
+}
+
 /// A red team's route after labels were canonical per expression: the same rows selected
 /// through another generalization (`floor(x / 500) * 500 = 0` or `x >= 0 AND x < 500`), a
 /// condition another one implies (a district and its own prefix) or a group's key beside a

@@ -287,7 +287,7 @@ impl Generalized {
                 (number(&constant(right)?)? == width).then_some((c, How::Band { width, scaled: true, years }))?
             }
             Expr::ScalarFunction(ScalarFunction { func, args }) => match (func.name(), args.as_slice()) {
-                ("floor", _) => band(key)?,
+                ("floor" | crate::grid::BAND, _) => band(key)?,
                 ("substr", [c, start, length]) => {
                     let n = number(&constant(length)?)?;
                     if !(n >= 1.0 && n.fract() == 0.0 && number(&constant(start)?)? == 1.0) {
@@ -333,7 +333,8 @@ impl Generalized {
                 if (band - band.round()).abs() > 1e-9 * band.abs().max(1.0) {
                     return None;
                 }
-                let (lo, hi) = (band.round() * width, (band.round() + 1.0) * width);
+                let step = crate::grid::Step::of(width)?;
+                let (lo, hi) = (step.edge(band.round()), step.edge(band.round() + 1.0));
                 if years {
                     if lo.fract() != 0.0 || hi.fract() != 0.0 {
                         return None;
@@ -398,8 +399,9 @@ impl Generalized {
                     Point::Float(v) => *v,
                     _ => return None,
                 };
-                let band = (x / width + 1e-9).floor();
-                domain.reals(band * width, (band + 1.0) * width)
+                let step = crate::grid::Step::of(width)?;
+                let band = step.index(x);
+                domain.reals(step.edge(band), step.edge(band + 1.0))
             }
             How::Band { width, years: true, .. } => years(width),
             How::Year => years(1.0),
@@ -421,17 +423,33 @@ pub(super) fn per_day(unit: TimeUnit) -> i64 {
     }
 }
 
-/// `floor(c / width)` where c is a column or the year of one.
+/// `floor(c / width)` where c is a column or the year of one, or the guard's exact spelling of
+/// it (`grid::band`, which `true_floor.rs` puts in its place).
 fn band(e: &Expr) -> Option<(&Column, How)> {
-    let Expr::ScalarFunction(ScalarFunction { func, args }) = uncast(e) else { return None };
-    let ([arg], "floor") = (args.as_slice(), func.name()) else { return None };
-    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = uncast(arg) else { return None };
-    let width = width(right)?;
-    match uncast(left) {
-        Expr::Column(c) => Some((c, How::Band { width, scaled: false, years: false })),
+    let (left, right) = match uncast(e) {
+        Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "floor" => match args.as_slice() {
+            [arg] => match uncast(arg) {
+                Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) => (left.as_ref(), right.as_ref()),
+                _ => return None,
+            },
+            _ => return None,
+        },
+        other => {
+            let (x, width, scaled) = crate::grid::band_parts(other)?;
+            return band_of(x, width, scaled);
+        }
+    };
+    band_of(left, right, false)
+}
+
+/// The band of `x` in the grid of `width` (a constant), times it when `scaled`.
+fn band_of<'a>(x: &'a Expr, width: &Expr, scaled: bool) -> Option<(&'a Column, How)> {
+    let width = self::width(width)?;
+    match uncast(x) {
+        Expr::Column(c) => Some((c, How::Band { width, scaled, years: false })),
         Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "date_part" => match args.as_slice() {
             [unit, c] if unit_text(&constant(unit)?)? == "year" => {
-                Some((column(c)?, How::Band { width, scaled: false, years: true }))
+                Some((column(c)?, How::Band { width, scaled, years: true }))
             }
             _ => None,
         },
@@ -441,7 +459,7 @@ fn band(e: &Expr) -> Option<(&Column, How)> {
 
 /// A band's width: a positive constant, or the guard's own guarded division of one
 /// (`nullif(500, 0)`).
-fn width(e: &Expr) -> Option<f64> {
+pub(super) fn width(e: &Expr) -> Option<f64> {
     let w = match uncast(e) {
         Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "nullif" => match args.as_slice() {
             [w, _] => number(&constant(w)?)?,

@@ -93,12 +93,14 @@ pub(super) fn cells(span: &Span, ty: &DataType) -> Vec<(ScalarValue, ScalarValue
         (Point::Float(a), Point::Float(b))
             if ty.is_floating() || matches!(ty, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
         {
+            // Each cell's ends are the floats its decimal ends are read as (`grid`), as a
+            // range's are.
             widths_above(b - a)
                 .filter_map(|w| {
-                    let q = a / w;
-                    let q = if (q - q.round()).abs() <= 1e-9 * q.abs().max(1.0) { q.round() } else { q.floor() };
-                    let (start, end) = (q * w, (q + 1.0) * w);
-                    (end >= b - 1e-9 * b.abs().max(1.0)).then_some((start, end))
+                    let step = crate::grid::Step::of(w)?;
+                    let q = step.index(a);
+                    let (start, end) = (step.edge(q), step.edge(q + 1.0));
+                    (end >= b).then_some((start, end))
                 })
                 .filter_map(|(start, end)| typed(ScalarValue::Float64(Some(start)), ScalarValue::Float64(Some(end))))
                 .collect()

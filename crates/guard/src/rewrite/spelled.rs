@@ -46,13 +46,12 @@ impl Spelling {
     /// without coercion (a date is truncated as a timestamp).
     pub(crate) fn over(&self, c: Expr, ty: &DataType) -> Expr {
         use datafusion::functions::datetime::expr_fn::{date_part, date_trunc};
-        use datafusion::functions::math::expr_fn::floor;
         use datafusion::functions::unicode::expr_fn::substring;
         let instant = |c: Expr| match ty {
             DataType::Date32 | DataType::Date64 => cast(c, DataType::Timestamp(TimeUnit::Nanosecond, None)),
             _ => c,
         };
-        let band = |x: Expr, width: f64| floor(cast(x, DataType::Float64) / lit(width)) * lit(width);
+        let band = |x: Expr, width: f64| crate::grid::band(x, width, true);
         match self {
             Self::Value => c,
             Self::Band(width) => band(c, *width),
@@ -93,7 +92,10 @@ pub(crate) fn spelled(span: &Span, ty: &DataType, source: &Expr, plan: &LogicalP
                     (Point::Float(a), Point::Float(b)) => (a, b),
                     _ => return None,
                 };
-                candidates.push((Spelling::Band(hi - lo), Some(ScalarValue::Float64(Some(lo)))));
+                // The band of the step `hi - lo` is (a float or two off it).
+                if let Some(step) = crate::grid::Step::of(hi - lo) {
+                    candidates.push((Spelling::Band(step.width()), Some(ScalarValue::Float64(Some(lo)))));
+                }
             }
         }
         _ => {}

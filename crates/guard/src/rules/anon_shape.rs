@@ -33,6 +33,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, Operator
 
 use crate::DpAggregate;
 use crate::exprs::uncast;
+use crate::grid::Step;
 use crate::lineage::{ColumnLineage, Sources};
 use crate::rules::dp_shape::has_subquery;
 use crate::{GuardContext, Rule, Violation};
@@ -823,29 +824,17 @@ fn on_grid(lo: &ScalarValue, hi: &ScalarValue) -> bool {
             // ranges cannot offer an attacker hundreds of people sets around one person.
             m if m > 0 && m % 12 == 0 && first_month == 0 => {
                 let (years, year) = (m / 12, 1970 + lo.div_euclid(12));
-                on_step(years as f64) && year.rem_euclid(years) == 0
+                Step::of(years as f64).is_some() && year.rem_euclid(years) == 0
             }
             _ => false,
         };
     }
     let (Some(lo), Some(hi)) = (number(lo), number(hi)) else { return false };
-    let width = hi - lo;
-    if !(width.is_finite() && width > 0.0) {
-        return false;
-    }
-    let ratio = lo / width;
-    on_step(width) && near(ratio, ratio.round())
-}
-
-fn near(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
-}
-
-/// Whether a positive `width` is 1, 2 or 5 × 10ⁿ.
-fn on_step(width: f64) -> bool {
-    let power = 10f64.powi(width.log10().floor() as i32);
-    let mantissa = width / power;
-    [1.0, 2.0, 5.0, 10.0].iter().any(|m| near(mantissa, *m))
+    // Both ends exactly the ends of one band, as the floats their decimals are read as (`grid`):
+    // `[0.2, 0.30000000000000004)` is a float past the band `[0.2, 0.3)`.
+    let Some(step) = Step::of(hi - lo) else { return false };
+    let band = step.index(lo);
+    step.edge(band) == lo && step.edge(band + 1.0) == hi
 }
 
 /// A numeric constant's value as a float, where a float holds it as itself: the guard reads
