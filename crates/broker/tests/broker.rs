@@ -491,3 +491,78 @@ async fn an_extract_asked_for_tells_its_stages_in_order() {
     use veil_broker::ExtractStage::{Building, Comparing};
     assert_eq!(*seen.lock().unwrap(), [Comparing, Building, Comparing]);
 }
+
+/// Registers `csv` as `civil.<name>` by civil's steward: about people (unit `person_id`, one row
+/// a person) where `columns` names it, else about nobody; every column an attribute but those
+/// `columns` tags.
+fn register(w: &World, name: &str, csv: &str, columns: &[(&str, ColumnInput)]) {
+    let about_people = columns.iter().any(|(c, _)| *c == "person_id");
+    let mut all: BTreeMap<String, ColumnInput> =
+        csv.lines().next().unwrap().split(',').map(|c| (c.to_owned(), column("attribute", None, None))).collect();
+    all.extend(columns.iter().map(|(c, input)| ((*c).to_owned(), input.clone())));
+    let spec = DatasetSpec::validate(MetadataInput {
+        name: name.into(),
+        department: "civil".into(),
+        level: "L2".into(),
+        description: String::new(),
+        privacy_unit: about_people.then(|| "person_id".to_owned()),
+        format: None,
+        sheet: None,
+        encoding: None,
+        delimiter: None,
+        columns: all,
+        dp: DpInput::default(),
+        confirm_changes: Vec::new(),
+        one_row_per_person: about_people,
+    })
+    .unwrap();
+    let file = w._dir.path().join(format!("{name}.csv"));
+    std::fs::write(&file, csv).unwrap();
+    w.catalog.register_dataset(&spec, &file, &UserId::new("civil-steward").unwrap(), |_, _| None, &|_| {}).unwrap();
+}
+
+#[tokio::test]
+async fn a_code_table_keyed_by_zero_and_minus_zero_repeats_a_persons_row() {
+    // Leak (a red team, 2026-12-08): a code table's float key holding 0 and -0 was measured
+    // unique, so a join on it was taken to keep one row a person, while `=` meets both rows.
+    // Through eight such tables one person at 0 was 256 rows counted as 256 people: a
+    // condition singling them out was released, and its sum read their value exactly (60 of
+    // 60 in one query). Both zeros are one value to the measurement now: the join repeats
+    // rows, each person's are clamped to one, and one person is withheld.
+    let w = world();
+    let mut people = String::from("person_id,district,seq,z,income\n");
+    for i in 0..PEOPLE {
+        people.push_str(&format!("q{i:04},{},{},0.0,{}\n", ["A", "B", "C", "D"][i % 4], i / 4, i % 97 * 10));
+    }
+    let id = ColumnInput { linkable: true, ..column("identifier", None, None) };
+    register(
+        &w,
+        "zeros",
+        &people,
+        &[
+            ("person_id", id),
+            ("district", column("quasi_identifier", None, None)),
+            ("seq", column("quasi_identifier", Some("int64"), None)),
+            ("z", column("attribute", Some("float64"), None)),
+            ("income", column("sensitive", Some("int64"), Some((0.0, 1000.0)))),
+        ],
+    );
+    let mut joins = String::new();
+    for j in 1..=8 {
+        register(&w, &format!("z{j}"), "k,v\n0.0,a\n-0.0,b\n", &[("k", column("attribute", Some("float64"), None))]);
+        joins.push_str(&format!(" JOIN civil.z{j} j{j} ON p.z = j{j}.k"));
+    }
+    let ask = |condition: &str| {
+        format!(
+            "SELECT p.district, COUNT(*) AS n, SUM(p.income) AS total FROM civil.zeros p{joins}{condition} GROUP BY p.district"
+        )
+    };
+    // One person a district: before, 256 "people", released with 256 times their income.
+    let one = w.ask("civil-analyst", &ask(" WHERE p.seq = 7"), "aggregate", None).await.unwrap();
+    assert!(counts_and_sums(&one).is_empty(), "one person released: {:?}", counts_and_sums(&one));
+    // Everyone: sixty people a district, not 15,360.
+    let all = w.ask("civil-analyst", &ask(""), "aggregate", None).await.unwrap();
+    let counts = counts_and_sums(&all);
+    assert_eq!(counts.len(), 4);
+    assert!(counts.iter().all(|(n, _)| (*n - 60).abs() <= 10), "{counts:?}");
+}

@@ -1041,6 +1041,11 @@ mod tests {
         };
         let first = catalog.dataset_version(&codes, 1).expect("first version");
         assert_eq!(first.columns.iter().filter(|c| c.unique).map(|c| c.name.as_str()).collect::<Vec<_>>(), ["k"]);
+        // A float key of 0 and -0 repeats, as a join's `=` meets both (a red team, 2026-12-08:
+        // measured unique, one person at 0 was 2^J rows through J such tables, counted as
+        // people).
+        let zeros = register("zeros", None, "k,region,note\n0.0,east,a\n-0.0,west,b\n1.5,north,c\n");
+        assert_eq!(zeros, (1, vec!["region".to_owned(), "note".to_owned()]));
         // About people: never measured (a person's unique value is no code table's key).
         assert_eq!(register("people", Some("k"), "k,region,note\np1,east,a\np2,west,b\n"), (1, Vec::new()));
     }

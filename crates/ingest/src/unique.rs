@@ -6,7 +6,9 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 
-use arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::row::{RowConverter, SortField};
 
 use crate::{Error, Result};
@@ -55,8 +57,10 @@ impl UniqueValues {
     /// [`Error::WriteFile`] if the batch's column cannot be encoded.
     pub fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
         let Some(seen) = self.seen.as_mut() else { return Ok(()) };
-        let rows =
-            self.converter.convert_columns(&[batch.column(self.column).clone()]).map_err(crate::error::write_error)?;
+        let rows = self
+            .converter
+            .convert_columns(&[as_compared(batch.column(self.column))])
+            .map_err(crate::error::write_error)?;
         for row in rows.iter() {
             if seen.len() >= self.limit || !seen.insert(self.hasher.hash_one(row.as_ref())) {
                 self.seen = None;
@@ -70,6 +74,30 @@ impl UniqueValues {
     pub fn unique(&self) -> bool {
         self.seen.is_some()
     }
+}
+
+/// `column` with the values SQL's `=` holds equal made one: a float's −0 and 0 (which the row
+/// encoding keeps apart, as it orders them).
+///
+/// Why: a code table keyed by a float holding both 0 and −0 was measured unique, and a join
+/// on it met two of its rows for every person at 0; joined through eight such tables one
+/// person was 256 rows counted as 256 people, and a sum over them read their value exactly
+/// (a red team, 2026-12-08: 60 of 60 in one query).
+fn as_compared(column: &ArrayRef) -> ArrayRef {
+    use arrow::datatypes::{DataType, Float16Type, Float32Type, Float64Type};
+    match column.data_type() {
+        DataType::Float64 => plus_zero::<Float64Type>(column),
+        DataType::Float32 => plus_zero::<Float32Type>(column),
+        DataType::Float16 => plus_zero::<Float16Type>(column),
+        _ => Arc::clone(column),
+    }
+}
+
+/// Each float of `column` plus zero: −0 becomes 0, every other value stays as it is.
+fn plus_zero<T: arrow::datatypes::ArrowPrimitiveType>(column: &ArrayRef) -> ArrayRef {
+    use arrow::array::AsArray;
+    use arrow::datatypes::ArrowNativeTypeOp;
+    Arc::new(column.as_primitive::<T>().unary::<_, T>(|v| v.add_wrapping(T::Native::ZERO)))
 }
 
 #[cfg(test)]
@@ -107,6 +135,18 @@ mod tests {
         assert!(capped.unique(), "two values, as many as the limit");
         capped.observe(&batch(vec![Some("c")])).expect("observe");
         assert!(!capped.unique(), "a third value is past the limit: not known to be unique");
+
+        // SQL's `=` holds a float's 0 and −0 equal: one value, as a join meets both.
+        let floats = |values: Vec<f64>| {
+            let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Float64, false)]));
+            RecordBatch::try_new(schema, vec![Arc::new(arrow::array::Float64Array::from(values)) as ArrayRef])
+                .expect("batch")
+        };
+        let mut zeros = UniqueValues::new(&floats(vec![]).schema(), 0).expect("tracker");
+        zeros.observe(&floats(vec![1.0, 0.0, 2.0])).expect("observe");
+        assert!(zeros.unique());
+        zeros.observe(&floats(vec![-0.0])).expect("observe");
+        assert!(!zeros.unique(), "-0 is 0");
 
         let mut nulls = UniqueValues::new(&first.schema(), 0).expect("tracker");
         nulls.observe(&batch(vec![None, None])).expect("observe");
