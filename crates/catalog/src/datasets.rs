@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+use arrow::array::Array;
 use rusqlite::{OptionalExtension, params};
 use veil_common::{DatasetName, DatasetRef, DepartmentId, Generalization, Level, Tag, UserId};
 use veil_ingest::{ReadOptions, SourceFormat, UniqueValues};
@@ -414,9 +415,12 @@ impl Catalog {
             let i = schema.index_of(unit).map_err(|_| {
                 Error::invalid("privacy_unit_unknown", format!("privacy_unit `{unit}` is not a column of the file"))
             })?;
-            Ok::<_, Error>(UniqueValues::new(&schema, i)?)
+            Ok::<_, Error>((unit.clone(), i, UniqueValues::new(&schema, i)?))
         };
-        let mut units = spec.privacy_unit.as_ref().map(unit_column).transpose()?;
+        let (unit, mut units) = match spec.privacy_unit.as_ref().map(unit_column).transpose()? {
+            Some((name, i, tracked)) => (Some((name, i)), Some(tracked)),
+            None => (None, None),
+        };
         // About nobody: which columns hold each value once (a code table's key), so that a
         // join on one is known to meet one row of it at most.
         let mut columns = match spec.privacy_unit {
@@ -428,6 +432,16 @@ impl Catalog {
         let tmp = self.dir.tmp_file("parquet");
         let mut read = 0u64;
         let written = veil_ingest::write_parquet(opened, &tmp, |batch| {
+            // Every row about people names its person: rows without one would be one person
+            // together, to every count, cap and threshold.
+            if let Some((name, i)) = &unit {
+                let units = batch.column(*i);
+                if units.null_count() > 0
+                    && let Some(at) = (0..units.len()).find(|&r| units.is_null(r))
+                {
+                    return Err(veil_ingest::Error::UnitMissing { column: name.clone(), row: read + at as u64 + 1 });
+                }
+            }
             read += batch.num_rows() as u64;
             rows_read(read);
             for tracked in units.iter_mut().chain(columns.iter_mut()) {
@@ -1048,6 +1062,60 @@ mod tests {
         assert_eq!(zeros, (1, vec!["region".to_owned(), "note".to_owned()]));
         // About people: never measured (a person's unique value is no code table's key).
         assert_eq!(register("people", Some("k"), "k,region,note\np1,east,a\np2,west,b\n"), (1, Vec::new()));
+    }
+
+    #[test]
+    fn a_row_about_nobody_in_particular_is_refused_by_column_and_row() {
+        // Rows of a dataset about people without a privacy unit were one person together, to
+        // every count, cap and threshold (a red team saw them capped as one person's rows).
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id"), &[]).expect("init");
+        let catalog = Catalog::open(&data).expect("open");
+        catalog.create_department(&DepartmentId::new("civil").expect("id"), "民政局").expect("department");
+        let column = |tag: &str| crate::ColumnInput {
+            tag: tag.into(),
+            linkable: false,
+            bounds: None,
+            data_type: None,
+            generalize: None,
+            public_values: None,
+            format: None,
+        };
+        let spec = DatasetSpec::validate(crate::MetadataInput {
+            name: "people".into(),
+            department: "civil".into(),
+            level: "L2".into(),
+            description: String::new(),
+            privacy_unit: Some("id".into()),
+            format: None,
+            sheet: None,
+            encoding: None,
+            delimiter: None,
+            columns: std::collections::BTreeMap::from([
+                ("id".to_owned(), column("identifier")),
+                ("x".to_owned(), column("attribute")),
+            ]),
+            dp: crate::DpInput::default(),
+            confirm_changes: Vec::new(),
+            one_row_per_person: false,
+        })
+        .expect("spec");
+        let file = root.path().join("people.csv");
+        std::fs::write(&file, "id,x\np1,1\np2,2\n,3\np4,4\n").expect("csv");
+        let admin = UserId::new("admin").expect("id");
+        match catalog.register_dataset(&spec, &file, &admin, |_, _| None, &|_| {}) {
+            Err(e) => {
+                assert_eq!(e.code(), "privacy_unit_missing");
+                assert!(e.to_string().contains("column `id`, row 3"), "{e}");
+            }
+            Ok(_) => panic!("a row without its person was registered"),
+        }
+        let people = DatasetRef {
+            department: DepartmentId::new("civil").expect("id"),
+            name: DatasetName::new("people").expect("name"),
+        };
+        assert!(matches!(catalog.dataset(&people), Err(Error::DatasetNotFound(_))), "nothing stored");
     }
 
     #[test]

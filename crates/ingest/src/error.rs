@@ -90,6 +90,16 @@ pub enum Error {
         /// 1-based row among the data rows (a CSV's header not counted).
         row: u64,
     },
+    /// A row of a dataset about people whose privacy unit is empty.
+    #[error(
+        "column `{column}`, row {row}: the privacy unit is empty; every row of a dataset about people names its person (rows without one would count as one person together): give the row its person, or leave the row out"
+    )]
+    UnitMissing {
+        /// The privacy unit's column.
+        column: String,
+        /// 1-based row among the data rows (a CSV's header not counted).
+        row: u64,
+    },
     /// A floating-point value that is not a number or is infinite.
     #[error(
         "column `{column}`, row {row}: a number that is not finite (NaN or infinity), which no sum or bound can hold; store a missing value as empty (NULL)"
@@ -125,6 +135,7 @@ impl Error {
             | Error::UnsupportedType { .. }
             | Error::UnknownType { .. }
             | Error::TimeOutOfRange { .. }
+            | Error::UnitMissing { .. }
             | Error::NotFinite { .. } => ErrorKind::Unprocessable,
         }
     }
@@ -143,6 +154,7 @@ impl Error {
             Error::UnsupportedType { .. } => "unsupported_type",
             Error::UnknownType { .. } => "unknown_type",
             Error::TimeOutOfRange { .. } => "time_out_of_range",
+            Error::UnitMissing { .. } => "privacy_unit_missing",
             Error::NotFinite { .. } => "not_finite",
         }
     }
