@@ -32,8 +32,12 @@ const POWERS: [f64; 23] = [
     1e21, 1e22,
 ];
 
-/// Integers below this are floats exactly, and so are their products with 1, 2 or 5 below 2⁵³.
+/// Products of an integer and 1, 2 or 5 below this are floats exactly (2⁵¹ × 5 < 2⁵⁴, and
+/// such a product below 2⁵¹ is one).
 const EXACT: f64 = (1u64 << 51) as f64;
+
+/// Integers below this are floats exactly, and so is the next one up.
+const INTEGERS: f64 = (1u64 << 53) as f64;
 
 /// A grid step: 1, 2 or 5 times 10ᵉ, with |e| ≤ 22.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,16 +78,19 @@ impl Step {
             // quotient's: the float nearest the decimal, as a literal is read.
             if self.exponent >= 0 { units * power } else { units / power }
         } else {
-            // Beyond 2⁵¹ steps from zero: read as a literal would be.
-            format!("{units:.0}e{}", self.exponent).parse().unwrap_or(units * 10f64.powi(self.exponent))
+            // Far from zero: the decimal k × m × 10ᵉ read as a literal would be (k is an integer,
+            // and i128 holds its product with m exactly).
+            #[allow(clippy::cast_possible_truncation)] // an integer-valued float, saturating past i128
+            let units = (k as i128).saturating_mul(self.mantissa as i128);
+            format!("{units}e{}", self.exponent).parse().unwrap_or(k * self.mantissa * 10f64.powi(self.exponent))
         }
     }
 
     /// The band `x` lies in: the greatest integer k with `edge(k) <= x`.
     pub(crate) fn index(self, x: f64) -> f64 {
         let mut k = (x / self.width()).floor();
-        if !k.is_finite() || k.abs() >= EXACT {
-            // Past 2⁵¹ bands from zero a band is narrower than the floats there; left as divided.
+        if !k.is_finite() || k.abs() >= INTEGERS {
+            // Past 2⁵³ bands from zero the floats are further apart than a band: left as divided.
             return k;
         }
         // The division is within a float of the true quotient: one step either way at most.
@@ -206,8 +213,12 @@ mod tests {
         assert_eq!(cents.index(-0.285), -29.0);
         let fives = Step::of(500.0).unwrap();
         assert_eq!((fives.index(-1.0), fives.index(499.0), fives.index(500.0)), (-1.0, 0.0, 1.0));
-        // Far from zero the ends are still the literals'.
+        // Far from zero the ends are still the literals', and values fall between them.
         assert_eq!(cents.edge(1e17), "1e15".parse::<f64>().unwrap());
+        let far = (1u64 << 52) as f64 + 7.0;
+        let edge = Step::of(0.05).unwrap().edge(far);
+        assert_eq!(edge, format!("{}e-2", (far as u128) * 5).parse::<f64>().unwrap());
+        assert_eq!(Step::of(0.05).unwrap().index(edge), far);
         assert_eq!(Step::of(1e-20).unwrap().edge(3.0), "3e-20".parse::<f64>().unwrap());
     }
 
