@@ -922,13 +922,25 @@ mod tests {
         source.batches.map(|b| b.expect("batch").num_rows() as u64).sum()
     }
 
-    #[test]
-    fn each_persons_rows_are_capped_in_a_copy_stored_at_registration() {
+    /// A catalogue in a new data directory with the department `civil`, and the directory.
+    fn civil_catalog() -> (tempfile::TempDir, Catalog) {
         let root = tempfile::tempdir().expect("tempdir");
         let data = root.path().join("data");
         crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id"), &[]).expect("init");
         let catalog = Catalog::open(&data).expect("open");
         catalog.create_department(&DepartmentId::new("civil").expect("id"), "民政局").expect("department");
+        (root, catalog)
+    }
+
+    /// `civil.<name>`'s metadata at L2: its privacy unit, each column with its tag, its dp
+    /// settings and whether it declares one row a person.
+    fn civil_spec(
+        name: &str,
+        unit: Option<&str>,
+        columns: &[(&str, &str)],
+        dp: crate::DpInput,
+        one_row_per_person: bool,
+    ) -> DatasetSpec {
         let column = |tag: &str| crate::ColumnInput {
             tag: tag.into(),
             linkable: false,
@@ -938,36 +950,46 @@ mod tests {
             public_values: None,
             format: None,
         };
+        DatasetSpec::validate(crate::MetadataInput {
+            name: name.into(),
+            department: "civil".into(),
+            level: "L2".into(),
+            description: String::new(),
+            privacy_unit: unit.map(str::to_owned),
+            format: None,
+            sheet: None,
+            encoding: None,
+            delimiter: None,
+            columns: columns.iter().map(|(c, tag)| ((*c).to_owned(), column(tag))).collect(),
+            dp,
+            confirm_changes: Vec::new(),
+            one_row_per_person,
+        })
+        .expect("spec")
+    }
+
+    /// Registers `csv` (written beside the data directory) as `spec` says, by the admin.
+    fn register_csv(catalog: &Catalog, root: &Path, spec: &DatasetSpec, csv: &str) -> Result<DatasetInfo> {
+        let file = root.join(format!("{}.csv", spec.dataset.name));
+        std::fs::write(&file, csv).expect("csv");
+        let admin = UserId::new("admin").expect("id");
+        catalog.register_dataset(spec, &file, &admin, |_, _| None, &|_| {}).map(|(info, _)| info)
+    }
+
+    #[test]
+    fn each_persons_rows_are_capped_in_a_copy_stored_at_registration() {
+        let (root, catalog) = civil_catalog();
+        let data = root.path().join("data");
         let register = |name: &str, max_rows: u64, heavy: usize, pair: bool, declared: bool| {
-            let spec = DatasetSpec::validate(crate::MetadataInput {
-                name: name.into(),
-                department: "civil".into(),
-                level: "L2".into(),
-                description: String::new(),
-                privacy_unit: Some("id".into()),
-                format: None,
-                sheet: None,
-                encoding: None,
-                delimiter: None,
-                columns: std::collections::BTreeMap::from([
-                    ("id".to_owned(), column("identifier")),
-                    ("x".to_owned(), column("attribute")),
-                ]),
-                dp: crate::DpInput { max_rows: Some(max_rows), ..crate::DpInput::default() },
-                confirm_changes: Vec::new(),
-                one_row_per_person: declared,
-            })
-            .expect("spec");
+            let dp = crate::DpInput { max_rows: Some(max_rows), ..crate::DpInput::default() };
+            let spec = civil_spec(name, Some("id"), &[("id", "identifier"), ("x", "attribute")], dp, declared);
             let mut csv = String::from("id,x\n");
             (0..20).for_each(|i| csv.push_str(&format!("p{i},{i}\n")));
             (0..heavy).for_each(|i| csv.push_str(&format!("heavy,{i}\n")));
             if pair {
                 csv.push_str("p0,100\n");
             }
-            let file = root.path().join(format!("{name}.csv"));
-            std::fs::write(&file, csv).expect("csv");
-            let admin = UserId::new("admin").expect("id");
-            catalog.register_dataset(&spec, &file, &admin, |_, _| None, &|_| {}).map(|(info, _)| info)
+            register_csv(&catalog, root.path(), &spec, &csv)
         };
         let capped =
             |name, max_rows, heavy, pair| register(name, max_rows, heavy, pair, false).expect("register").capped;
@@ -999,45 +1021,12 @@ mod tests {
 
     #[test]
     fn a_code_tables_unique_columns_are_measured_at_registration() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let data = root.path().join("data");
-        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id"), &[]).expect("init");
-        let catalog = Catalog::open(&data).expect("open");
-        catalog.create_department(&DepartmentId::new("civil").expect("id"), "民政局").expect("department");
-        let column = |tag: &str| crate::ColumnInput {
-            tag: tag.into(),
-            linkable: false,
-            bounds: None,
-            data_type: None,
-            generalize: None,
-            public_values: None,
-            format: None,
-        };
+        let (root, catalog) = civil_catalog();
         let register = |name: &str, unit: Option<&str>, csv: &str| {
-            let spec = DatasetSpec::validate(crate::MetadataInput {
-                name: name.into(),
-                department: "civil".into(),
-                level: "L1".into(),
-                description: String::new(),
-                privacy_unit: unit.map(str::to_owned),
-                format: None,
-                sheet: None,
-                encoding: None,
-                delimiter: None,
-                columns: std::collections::BTreeMap::from([
-                    ("k".to_owned(), column(if unit.is_some() { "identifier" } else { "attribute" })),
-                    ("region".to_owned(), column("attribute")),
-                    ("note".to_owned(), column("attribute")),
-                ]),
-                dp: crate::DpInput::default(),
-                confirm_changes: Vec::new(),
-                one_row_per_person: false,
-            })
-            .expect("spec");
-            let file = root.path().join(format!("{name}.csv"));
-            std::fs::write(&file, csv).expect("csv");
-            let admin = UserId::new("admin").expect("id");
-            let (info, _) = catalog.register_dataset(&spec, &file, &admin, |_, _| None, &|_| {}).expect("register");
+            let key = if unit.is_some() { "identifier" } else { "attribute" };
+            let columns = [("k", key), ("region", "attribute"), ("note", "attribute")];
+            let spec = civil_spec(name, unit, &columns, crate::DpInput::default(), false);
+            let info = register_csv(&catalog, root.path(), &spec, csv).expect("register");
             let unique: Vec<String> = info.columns.iter().filter(|c| c.unique).map(|c| c.name.clone()).collect();
             (info.current_version, unique)
         };
@@ -1068,43 +1057,10 @@ mod tests {
     fn a_row_about_nobody_in_particular_is_refused_by_column_and_row() {
         // Rows of a dataset about people without a privacy unit were one person together, to
         // every count, cap and threshold (a red team saw them capped as one person's rows).
-        let root = tempfile::tempdir().expect("tempdir");
-        let data = root.path().join("data");
-        crate::init(&data, &root.path().join("t"), &UserId::new("admin").expect("id"), &[]).expect("init");
-        let catalog = Catalog::open(&data).expect("open");
-        catalog.create_department(&DepartmentId::new("civil").expect("id"), "民政局").expect("department");
-        let column = |tag: &str| crate::ColumnInput {
-            tag: tag.into(),
-            linkable: false,
-            bounds: None,
-            data_type: None,
-            generalize: None,
-            public_values: None,
-            format: None,
-        };
-        let spec = DatasetSpec::validate(crate::MetadataInput {
-            name: "people".into(),
-            department: "civil".into(),
-            level: "L2".into(),
-            description: String::new(),
-            privacy_unit: Some("id".into()),
-            format: None,
-            sheet: None,
-            encoding: None,
-            delimiter: None,
-            columns: std::collections::BTreeMap::from([
-                ("id".to_owned(), column("identifier")),
-                ("x".to_owned(), column("attribute")),
-            ]),
-            dp: crate::DpInput::default(),
-            confirm_changes: Vec::new(),
-            one_row_per_person: false,
-        })
-        .expect("spec");
-        let file = root.path().join("people.csv");
-        std::fs::write(&file, "id,x\np1,1\np2,2\n,3\np4,4\n").expect("csv");
-        let admin = UserId::new("admin").expect("id");
-        match catalog.register_dataset(&spec, &file, &admin, |_, _| None, &|_| {}) {
+        let (root, catalog) = civil_catalog();
+        let columns = [("id", "identifier"), ("x", "attribute")];
+        let spec = civil_spec("people", Some("id"), &columns, crate::DpInput::default(), false);
+        match register_csv(&catalog, root.path(), &spec, "id,x\np1,1\np2,2\n,3\np4,4\n") {
             Err(e) => {
                 assert_eq!(e.code(), "privacy_unit_missing");
                 assert!(e.to_string().contains("column `id`, row 3"), "{e}");
