@@ -114,6 +114,17 @@ pub(crate) fn band(x: Expr, width: f64, scaled: bool) -> Expr {
     Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&BAND_UDF), args))
 }
 
+/// `(x, width)` of SQL's `floor(x / width)`, through casts.
+pub(crate) fn floor_parts(e: &Expr) -> Option<(&Expr, &Expr)> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::ScalarFunction(f) = crate::exprs::uncast(e) else { return None };
+    let ([arg], "floor") = (f.args.as_slice(), f.name()) else { return None };
+    match crate::exprs::uncast(arg) {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) => Some((left, right)),
+        _ => None,
+    }
+}
+
 /// `(x, width, scaled)` of a [`band`] call.
 pub(crate) fn band_parts(e: &Expr) -> Option<(&Expr, &Expr, bool)> {
     match e {

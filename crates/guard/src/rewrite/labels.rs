@@ -426,20 +426,13 @@ pub(super) fn per_day(unit: TimeUnit) -> i64 {
 /// `floor(c / width)` where c is a column or the year of one, or the guard's exact spelling of
 /// it (`grid::band`, which `true_floor.rs` puts in its place).
 fn band(e: &Expr) -> Option<(&Column, How)> {
-    let (left, right) = match uncast(e) {
-        Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "floor" => match args.as_slice() {
-            [arg] => match uncast(arg) {
-                Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) => (left.as_ref(), right.as_ref()),
-                _ => return None,
-            },
-            _ => return None,
-        },
-        other => {
-            let (x, width, scaled) = crate::grid::band_parts(other)?;
-            return band_of(x, width, scaled);
+    match crate::grid::floor_parts(e) {
+        Some((x, width)) => band_of(x, width, false),
+        None => {
+            let (x, width, scaled) = crate::grid::band_parts(uncast(e))?;
+            band_of(x, width, scaled)
         }
-    };
-    band_of(left, right, false)
+    }
 }
 
 /// The band of `x` in the grid of `width` (a constant), times it when `scaled`.

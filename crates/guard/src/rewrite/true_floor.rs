@@ -17,7 +17,7 @@ use datafusion::common::{DFSchema, Result};
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 
 use crate::exprs::uncast;
-use crate::grid::{Step, band, band_parts};
+use crate::grid::{Step, band, band_parts, floor_parts};
 
 pub(super) fn rewrite(plan: LogicalPlan) -> Result<LogicalPlan> {
     super::safe_arithmetic::each_expression(plan, floored)
@@ -43,9 +43,6 @@ fn floored(e: Expr, _schema: Option<&DFSchema>) -> Result<Transformed<Expr>> {
 
 /// `(x, w)` of `floor(x / w)` with w a width on the grid (through casts).
 fn floor_of(e: &Expr) -> Option<(&Expr, Step)> {
-    let Expr::ScalarFunction(f) = uncast(e) else { return None };
-    let ([arg], "floor") = (f.args.as_slice(), f.name()) else { return None };
-    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = uncast(arg) else { return None };
-    let step = super::labels::width(right).and_then(Step::of)?;
-    Some((uncast(left), step))
+    let (x, w) = floor_parts(e)?;
+    Some((uncast(x), super::labels::width(w).and_then(Step::of)?))
 }

@@ -792,9 +792,7 @@ fn is_key(e: &Expr) -> bool {
 /// The grid step `w` of `floor(x / w)`, where x is a column or a date part and `w` is 1, 2 or 5
 /// times a power of ten.
 fn floored(e: &Expr) -> Option<f64> {
-    let Expr::ScalarFunction(ScalarFunction { func, args }) = uncast(e) else { return None };
-    let [arg] = args.as_slice() else { return None };
-    let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = uncast(arg) else { return None };
+    let (left, right) = crate::grid::floor_parts(e)?;
     let w = constant(right).and_then(|w| number(&w))?;
     // A band of years (a decade); no band of a part of a date that repeats, whose values are
     // asked as values: `floor(date_part('day', d) / 10) * 10` was labelled apart from the days
@@ -805,8 +803,7 @@ fn floored(e: &Expr) -> Option<f64> {
     };
     let inner_ok = is_column(left)
         || matches!(uncast(left), Expr::ScalarFunction(f) if f.func.name() == "date_part" && year(f) && is_key(left));
-    (func.name() == "floor" && inner_ok && on_grid(&ScalarValue::Float64(Some(0.0)), &ScalarValue::Float64(Some(w))))
-        .then_some(w)
+    (inner_ok && on_grid(&ScalarValue::Float64(Some(0.0)), &ScalarValue::Float64(Some(w)))).then_some(w)
 }
 
 /// Whether `[lo, hi)` lies on its grid: for numbers a width of 1, 2 or 5 times a power of ten
